@@ -1,0 +1,311 @@
+/*
+ * config: defaults, option parsing and validation, the data directory.
+ * Nothing here touches the network; main.c acts on the result.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fnmatch.h>
+#include <getopt.h>
+#include <limits.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log.h"
+
+enum {
+    OPT_LISTEN = 256,
+    OPT_DATA_DIR,
+    OPT_UPSTREAM_CA,
+    OPT_INSECURE,
+    OPT_IGNORE_HOST,
+    OPT_LOG_FILE,
+    OPT_MAX_CONNECTIONS,
+    OPT_IDLE_TIMEOUT,
+    OPT_HEADER_TIMEOUT,
+    OPT_UPSTREAM_TIMEOUT,
+    OPT_IO_TIMEOUT,
+    OPT_VERSION,
+};
+
+static const struct option long_options[] = {
+    {"listen", required_argument, NULL, OPT_LISTEN},
+    {"data-dir", required_argument, NULL, OPT_DATA_DIR},
+    {"upstream-ca", required_argument, NULL, OPT_UPSTREAM_CA},
+    {"insecure", no_argument, NULL, OPT_INSECURE},
+    {"ignore-host", required_argument, NULL, OPT_IGNORE_HOST},
+    {"log-file", required_argument, NULL, OPT_LOG_FILE},
+    {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
+    {"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
+    {"header-timeout", required_argument, NULL, OPT_HEADER_TIMEOUT},
+    {"upstream-timeout", required_argument, NULL, OPT_UPSTREAM_TIMEOUT},
+    {"io-timeout", required_argument, NULL, OPT_IO_TIMEOUT},
+    {"verbose", no_argument, NULL, 'v'},
+    {"quiet", no_argument, NULL, 'q'},
+    {"help", no_argument, NULL, 'h'},
+    {"version", no_argument, NULL, OPT_VERSION},
+    {NULL, 0, NULL, 0},
+};
+
+static void print_usage(FILE *out)
+{
+    fprintf(out,
+            "Usage: tapwire [OPTION]...\n"
+            "Intercepting HTTP/HTTPS proxy: point a client at it, trust its CA, see and\n"
+            "rewrite every exchange.\n\n"
+            "  --listen ADDR:PORT       proxy address (default %s)\n"
+            "  --data-dir DIR           CA, keys and database (default\n"
+            "                           $XDG_DATA_HOME/tapwire or ~/.local/share/tapwire)\n"
+            "  --upstream-ca FILE       extra trust anchor for upstream servers (repeatable)\n"
+            "  --insecure               do not verify upstream certificates (dangerous)\n"
+            "  --ignore-host GLOB       relay CONNECT tunnels to matching hosts untouched\n"
+            "                           (repeatable)\n"
+            "  --log-file FILE          append log lines to FILE instead of stderr\n"
+            "  --max-connections N      concurrent client connections (default %d)\n"
+            "  --idle-timeout MS        idle keep-alive client timeout (default %d)\n"
+            "  --header-timeout MS      time allowed to send a request head (default %d)\n"
+            "  --upstream-timeout MS    connect + TLS handshake upstream (default %d)\n"
+            "  --io-timeout MS          no progress on a body or response (default %d)\n"
+            "  -v, --verbose            more log output (repeat for debug)\n"
+            "  -q, --quiet              warnings and errors only\n"
+            "  -h, --help               this text\n"
+            "      --version            version\n\n"
+            "Environment: SSLKEYLOGFILE appends TLS session keys of both sides to a file.\n"
+            "See tapwire(1).\n",
+            CONFIG_DEFAULT_LISTEN, CONFIG_DEFAULT_MAX_CONNECTIONS, CONFIG_DEFAULT_IDLE_TIMEOUT_MS,
+            CONFIG_DEFAULT_HEADER_TIMEOUT_MS, CONFIG_DEFAULT_UPSTREAM_TIMEOUT_MS,
+            CONFIG_DEFAULT_IO_TIMEOUT_MS);
+}
+
+int config_parse_hostport(const char *spec, char *host, size_t host_len, uint16_t *port)
+{
+    const char *colon;
+    const char *h = spec;
+    size_t hlen;
+    if (spec[0] == '[') {
+        const char *end = strchr(spec, ']');
+        if (!end || end[1] != ':')
+            return -1;
+        h = spec + 1;
+        hlen = (size_t)(end - h);
+        colon = end + 1;
+    } else {
+        colon = strrchr(spec, ':');
+        if (!colon)
+            return -1;
+        hlen = (size_t)(colon - spec);
+        if (memchr(spec, ':', hlen))
+            return -1; /* a bare IPv6 address needs brackets */
+    }
+    if (hlen == 0 || hlen >= host_len)
+        return -1;
+    const char *p = colon + 1;
+    if (*p == '\0' || strlen(p) > 5)
+        return -1;
+    unsigned long v = 0;
+    for (; *p; p++) {
+        if (*p < '0' || *p > '9')
+            return -1;
+        v = v * 10 + (unsigned long)(*p - '0');
+    }
+    if (v > 65535)
+        return -1;
+    memcpy(host, h, hlen);
+    host[hlen] = '\0';
+    *port = (uint16_t)v;
+    return 0;
+}
+
+static int parse_positive(const char *opt, const char *arg, int min, int max, int *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(arg, &end, 10);
+    if (errno || *end || end == arg || v < min || v > max) {
+        fprintf(stderr, "tapwire: %s wants a whole number from %d to %d, not '%s'\n", opt, min,
+                max, arg);
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+static char *default_data_dir(void)
+{
+    const char *xdg = getenv("XDG_DATA_HOME");
+    const char *home = getenv("HOME");
+    char buf[PATH_MAX];
+    if (xdg && xdg[0] == '/') {
+        snprintf(buf, sizeof(buf), "%s/tapwire", xdg);
+        return strdup(buf);
+    }
+    if (!home || !home[0]) {
+        struct passwd *pw = getpwuid(getuid());
+        home = pw ? pw->pw_dir : NULL;
+    }
+    if (!home)
+        return NULL;
+    snprintf(buf, sizeof(buf), "%s/.local/share/tapwire", home);
+    return strdup(buf);
+}
+
+enum config_parse_result config_parse(struct config *cfg, int argc, char **argv)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    config_parse_hostport(CONFIG_DEFAULT_LISTEN, cfg->listen_host, sizeof(cfg->listen_host),
+                          &cfg->listen_port);
+    cfg->log_level = CONFIG_LOG_NORMAL;
+    cfg->max_connections = CONFIG_DEFAULT_MAX_CONNECTIONS;
+    cfg->idle_timeout_ms = CONFIG_DEFAULT_IDLE_TIMEOUT_MS;
+    cfg->header_timeout_ms = CONFIG_DEFAULT_HEADER_TIMEOUT_MS;
+    cfg->io_timeout_ms = CONFIG_DEFAULT_IO_TIMEOUT_MS;
+    cfg->shutdown_grace_ms = CONFIG_DEFAULT_SHUTDOWN_GRACE_MS;
+    cfg->upstream_timeout_ms = CONFIG_DEFAULT_UPSTREAM_TIMEOUT_MS;
+    const char *keylog = getenv("SSLKEYLOGFILE");
+    cfg->keylog_file = keylog && keylog[0] ? keylog : NULL;
+
+    const char *data_dir = NULL;
+    int c;
+    optind = 1;
+    opterr = 1;
+    while ((c = getopt_long(argc, argv, "vqh", long_options, NULL)) != -1) {
+        switch (c) {
+        case OPT_LISTEN:
+            if (config_parse_hostport(optarg, cfg->listen_host, sizeof(cfg->listen_host),
+                                      &cfg->listen_port) < 0) {
+                fprintf(stderr, "tapwire: --listen wants ADDR:PORT (or [V6]:PORT), not '%s'\n",
+                        optarg);
+                return CONFIG_ERROR;
+            }
+            break;
+        case OPT_DATA_DIR:
+            if (!optarg[0]) {
+                fprintf(stderr, "tapwire: --data-dir wants a directory\n");
+                return CONFIG_ERROR;
+            }
+            data_dir = optarg;
+            break;
+        case OPT_UPSTREAM_CA:
+            if (cfg->upstream_ca_count == CONFIG_MAX_LIST) {
+                fprintf(stderr, "tapwire: at most %d --upstream-ca\n", CONFIG_MAX_LIST);
+                return CONFIG_ERROR;
+            }
+            cfg->upstream_ca[cfg->upstream_ca_count++] = optarg;
+            break;
+        case OPT_INSECURE:
+            cfg->insecure = true;
+            break;
+        case OPT_IGNORE_HOST:
+            if (cfg->ignore_host_count == CONFIG_MAX_LIST) {
+                fprintf(stderr, "tapwire: at most %d --ignore-host\n", CONFIG_MAX_LIST);
+                return CONFIG_ERROR;
+            }
+            cfg->ignore_hosts[cfg->ignore_host_count++] = optarg;
+            break;
+        case OPT_LOG_FILE:
+            cfg->log_file = optarg;
+            break;
+        case OPT_MAX_CONNECTIONS:
+            if (parse_positive("--max-connections", optarg, 1, 1000000, &cfg->max_connections))
+                return CONFIG_ERROR;
+            break;
+        case OPT_IDLE_TIMEOUT:
+            if (parse_positive("--idle-timeout", optarg, 1, 86400000, &cfg->idle_timeout_ms))
+                return CONFIG_ERROR;
+            break;
+        case OPT_HEADER_TIMEOUT:
+            if (parse_positive("--header-timeout", optarg, 1, 3600000, &cfg->header_timeout_ms))
+                return CONFIG_ERROR;
+            break;
+        case OPT_UPSTREAM_TIMEOUT:
+            if (parse_positive("--upstream-timeout", optarg, 1, 3600000,
+                               &cfg->upstream_timeout_ms))
+                return CONFIG_ERROR;
+            break;
+        case OPT_IO_TIMEOUT:
+            if (parse_positive("--io-timeout", optarg, 1, 86400000, &cfg->io_timeout_ms))
+                return CONFIG_ERROR;
+            break;
+        case 'v':
+            cfg->log_level++;
+            break;
+        case 'q':
+            cfg->log_level = CONFIG_LOG_QUIET;
+            break;
+        case 'h':
+            print_usage(stdout);
+            return CONFIG_EXIT_SUCCESS;
+        case OPT_VERSION:
+            printf("tapwire %s\n", TAPWIRE_VERSION);
+            return CONFIG_EXIT_SUCCESS;
+        default:
+            fprintf(stderr, "Try 'tapwire --help'.\n");
+            return CONFIG_ERROR;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "tapwire: unexpected argument '%s'; try 'tapwire --help'\n", argv[optind]);
+        return CONFIG_ERROR;
+    }
+    cfg->data_dir = data_dir ? strdup(data_dir) : default_data_dir();
+    if (!cfg->data_dir) {
+        fprintf(stderr, "tapwire: no data directory: set --data-dir, XDG_DATA_HOME or HOME\n");
+        return CONFIG_ERROR;
+    }
+    return CONFIG_OK;
+}
+
+void config_free(struct config *cfg)
+{
+    free(cfg->data_dir);
+    cfg->data_dir = NULL;
+}
+
+bool config_is_ignored_host(const struct config *cfg, const char *host)
+{
+    for (size_t i = 0; i < cfg->ignore_host_count; i++)
+        if (fnmatch(cfg->ignore_hosts[i], host, FNM_CASEFOLD) == 0)
+            return true;
+    return false;
+}
+
+int config_prepare_data_dir(const char *data_dir, char *err, size_t err_len)
+{
+    char path[PATH_MAX];
+    struct stat st;
+    int rc = -1;
+    if (strlen(data_dir) >= sizeof(path)) {
+        snprintf(err, err_len, "data directory path is too long");
+        goto out;
+    }
+    snprintf(path, sizeof(path), "%s", data_dir);
+    /* mkdir -p, each new level private: the CA key ends up below it. */
+    for (char *p = path + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(path, 0700) < 0 && errno != EEXIST) {
+            snprintf(err, err_len, "cannot create %s: %s", path, strerror(errno));
+            goto out;
+        }
+        *p = '/';
+    }
+    if (mkdir(path, 0700) < 0 && errno != EEXIST) {
+        snprintf(err, err_len, "cannot create data directory %s: %s", path, strerror(errno));
+        goto out;
+    }
+    if (stat(path, &st) < 0 || !S_ISDIR(st.st_mode)) {
+        snprintf(err, err_len, "data directory %s is not a directory", path);
+        goto out;
+    }
+    if (st.st_mode & 077)
+        log_warn("data directory %s is accessible to other users (mode %03o); "
+                 "chmod 700 it", path, (unsigned)(st.st_mode & 0777));
+    rc = 0;
+out:
+    return rc;
+}

@@ -1,0 +1,65 @@
+/*
+ * config: the proxy's settings, their defaults and validation, option parsing
+ * and the data directory. main.c fills a struct config once at startup; after
+ * that it is read-only and shared by every thread.
+ */
+#ifndef TAPWIRE_CONFIG_H
+#define TAPWIRE_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CONFIG_DEFAULT_LISTEN "127.0.0.1:8080"
+#define CONFIG_DEFAULT_MAX_CONNECTIONS 1024
+#define CONFIG_DEFAULT_IDLE_TIMEOUT_MS 60000   /* keep-alive client with nothing to say */
+#define CONFIG_DEFAULT_HEADER_TIMEOUT_MS 10000 /* whole request head must arrive in this */
+#define CONFIG_DEFAULT_IO_TIMEOUT_MS 60000     /* no progress on a body or response */
+#define CONFIG_DEFAULT_SHUTDOWN_GRACE_MS 5000  /* in-flight exchanges on SIGTERM */
+#define CONFIG_DEFAULT_UPSTREAM_TIMEOUT_MS 10000 /* connect + TLS handshake upstream */
+#define CONFIG_MAX_LIST 64                     /* repeatable options */
+
+enum log_level_setting { CONFIG_LOG_QUIET = 0, CONFIG_LOG_NORMAL = 1, CONFIG_LOG_VERBOSE = 2 };
+
+struct config {
+    char listen_host[256];
+    uint16_t listen_port;
+    char *data_dir;                           /* owned */
+    const char *upstream_ca[CONFIG_MAX_LIST + 1]; /* NULL-terminated; argv strings */
+    size_t upstream_ca_count;
+    const char *ignore_hosts[CONFIG_MAX_LIST + 1]; /* globs, NULL-terminated */
+    size_t ignore_host_count;
+    bool insecure;
+    const char *log_file; /* NULL: stderr */
+    int log_level;        /* enum log_level_setting; -v may raise it further */
+    int max_connections;
+    int idle_timeout_ms;
+    int header_timeout_ms;
+    int io_timeout_ms;
+    int shutdown_grace_ms;
+    int upstream_timeout_ms;
+    const char *keylog_file; /* from SSLKEYLOGFILE, may be NULL */
+};
+
+enum config_parse_result {
+    CONFIG_OK = 0,
+    CONFIG_EXIT_SUCCESS = 1, /* --help or --version printed */
+    CONFIG_ERROR = -1,       /* message printed to stderr */
+};
+
+/* Fills cfg with defaults, then applies argv (getopt_long). The strings in
+ * cfg point into argv except data_dir, which is owned (config_free()). */
+enum config_parse_result config_parse(struct config *cfg, int argc, char **argv);
+void config_free(struct config *cfg);
+
+/* Splits "HOST:PORT" or "[V6]:PORT". Returns 0 or -1. */
+int config_parse_hostport(const char *spec, char *host, size_t host_len, uint16_t *port);
+
+/* True when host matches one of the --ignore-host globs (case-insensitive). */
+bool config_is_ignored_host(const struct config *cfg, const char *host);
+
+/* Creates data_dir (and parents) with mode 0700 when missing and checks it is
+ * a directory. Returns 0 or -1 with err. */
+int config_prepare_data_dir(const char *data_dir, char *err, size_t err_len);
+
+#endif

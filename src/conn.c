@@ -1,0 +1,641 @@
+/*
+ * conn: one client connection, from its first byte to its close.
+ *
+ * CONNECT is answered with 200 at once; then the first bytes the client sends
+ * are peeked (not read), so they can still go to OpenSSL unchanged:
+ *   - a TLS ClientHello: connect upstream with the client's SNI and ALPN
+ *     (restricted to http/1.1), verify the origin honestly, mint a leaf from
+ *     the origin's names and finish the client's handshake with it. When the
+ *     origin fails verification the client still gets a leaf for the name it
+ *     asked for, and every request on it gets an error page naming the
+ *     reason: the origin's content is never presented as trusted.
+ *   - an HTTP request: proxied as plain HTTP to the CONNECT target;
+ *   - anything else: relayed raw.
+ * Hosts matching --ignore-host are relayed untouched without peeking.
+ */
+#include "conn.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "exchange.h"
+#include "http1.h"
+#include "log.h"
+#include "stream.h"
+#include "tlsserver.h"
+#include "upstream.h"
+
+#define CONN_IN_MAX_BYTES (HTTP1_MAX_HEAD_BYTES + STREAM_READ_CHUNK_BYTES)
+#define CONN_PEEK_RETRY_NS 2000000L
+
+enum conn_mode { MODE_PROXY, MODE_TUNNEL_PLAIN, MODE_TUNNEL_TLS };
+
+struct conn {
+    const struct proxy_env *env;
+    const struct config *cfg;
+    char client_name[INET6_ADDRSTRLEN + 10];
+    struct stream client;
+    struct stream upstream;
+    struct exchange_timeouts t;
+    struct http1_head head;
+
+    /* where upstream is connected */
+    char up_host[256];
+    uint16_t up_port;
+    bool up_tls;
+
+    /* inside a CONNECT tunnel */
+    char tunnel_host[256];
+    uint16_t tunnel_port;
+    bool has_sni;
+    char sni[256];
+    bool offer_http11;
+    struct upstream_error tunnel_error; /* status != OK: each request gets an error page */
+    char verify_note[UPSTREAM_ERROR_BYTES + 16]; /* --insecure: what verification found */
+};
+
+static int64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void format_peer(const struct sockaddr_storage *peer, char *out, size_t len)
+{
+    char addr[INET6_ADDRSTRLEN] = "?";
+    unsigned port = 0;
+    if (peer->ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)peer;
+        inet_ntop(AF_INET, &in->sin_addr, addr, sizeof(addr));
+        port = ntohs(in->sin_port);
+        snprintf(out, len, "%s:%u", addr, port);
+    } else if (peer->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)peer;
+        inet_ntop(AF_INET6, &in6->sin6_addr, addr, sizeof(addr));
+        port = ntohs(in6->sin6_port);
+        snprintf(out, len, "[%s]:%u", addr, port);
+    } else {
+        snprintf(out, len, "unknown");
+    }
+}
+
+/* Host names as they may appear in a request target: DNS characters, or an
+ * IPv6 literal (already without brackets). */
+static bool is_valid_host(const char *host)
+{
+    size_t n = strlen(host);
+    if (n == 0 || n > 253)
+        return false;
+    if (strchr(host, ':')) {
+        struct in6_addr a;
+        return inet_pton(AF_INET6, host, &a) == 1;
+    }
+    for (const char *p = host; *p; p++)
+        if (!isalnum((unsigned char)*p) && *p != '.' && *p != '-' && *p != '_')
+            return false;
+    return true;
+}
+
+/* The proxy must not connect to itself: a request for its own address would
+ * loop until the connection cap is reached. */
+static bool is_self(const struct conn *c, const char *host, uint16_t port)
+{
+    if (port != c->cfg->listen_port)
+        return false;
+    return strcasecmp(host, c->cfg->listen_host) == 0 || strcasecmp(host, "localhost") == 0 ||
+           strncmp(host, "127.", 4) == 0 || strcmp(host, "::1") == 0;
+}
+
+static void log_exchange(const struct conn *c, const char *method, const char *url, int status,
+                         uint64_t bytes, int64_t started_us, const char *error)
+{
+    double ms = (double)(now_us() - started_us) / 1000.0;
+    const char *note = c->verify_note[0] ? c->verify_note : "";
+    if (error && error[0])
+        log_info("%s %s %s %d %lluB %.1fms error: %s%s%s", c->client_name, method, url, status,
+                 (unsigned long long)bytes, ms, error, note[0] ? "; " : "", note);
+    else
+        log_info("%s %s %s %d %lluB %.1fms%s%s", c->client_name, method, url, status,
+                 (unsigned long long)bytes, ms, note[0] ? " warning: " : "", note);
+}
+
+static int send_error(struct conn *c, int status, const char *reason, bool close)
+{
+    return exchange_send_error(&c->client, status, reason, close, c->t.io_ms);
+}
+
+/* Connects c->upstream to host:port, with TLS when tls. On failure returns
+ * -1 with *err. peer (may be NULL) gets the origin's certificate. */
+static int open_upstream(struct conn *c, const char *host, uint16_t port, bool tls,
+                         const char *sni, const char *verify_name, struct upstream_error *err,
+                         X509 **peer)
+{
+    SSL *ssl = NULL;
+    int rc = -1;
+    memset(err, 0, sizeof(*err));
+    stream_close(&c->upstream);
+    int fd = upstream_connect_tcp(host, port, c->cfg->upstream_timeout_ms, err);
+    if (fd < 0)
+        goto out;
+    if (tls) {
+        static const unsigned char alpn_http11[] = "\x08http/1.1";
+        bool offer = c->offer_http11;
+        ssl = upstream_tls_connect(c->env->upstream_ctx, fd, sni, verify_name,
+                                   offer ? alpn_http11 : NULL, offer ? sizeof(alpn_http11) - 1 : 0,
+                                   c->cfg->upstream_timeout_ms, peer, err);
+        if (!ssl) {
+            close(fd);
+            goto out;
+        }
+        if (err->reason[0]) {
+            snprintf(c->verify_note, sizeof(c->verify_note), "--insecure: %s", err->reason);
+            log_warn("%s: upstream %s:%u %s", c->client_name, host, port, c->verify_note);
+        }
+    }
+    if (stream_init(&c->upstream, fd, CONN_IN_MAX_BYTES, c->env->cancel_fd) < 0) {
+        snprintf(err->reason, sizeof(err->reason), "cannot set up the upstream socket");
+        err->status = UPSTREAM_UNREACHABLE;
+        SSL_free(ssl);
+        close(fd);
+        goto out;
+    }
+    if (ssl)
+        stream_attach_tls(&c->upstream, ssl);
+    snprintf(c->up_host, sizeof(c->up_host), "%s", host);
+    c->up_port = port;
+    c->up_tls = tls;
+    rc = 0;
+out:
+    return rc;
+}
+
+/* Splits an absolute-form target (RFC 9112 3.2.2). *path gets a heap copy
+ * of the origin-form target ("/" when empty); *authority the Host value. */
+static int parse_absolute(const char *t, size_t len, bool *tls, char *host, size_t host_len,
+                          uint16_t *port, char **authority, char **path)
+{
+    size_t p;
+    if (len >= 7 && strncasecmp(t, "http://", 7) == 0) {
+        *tls = false;
+        p = 7;
+    } else if (len >= 8 && strncasecmp(t, "https://", 8) == 0) {
+        *tls = true;
+        p = 8;
+    } else {
+        return -1;
+    }
+    size_t a = p;
+    while (p < len && t[p] != '/' && t[p] != '?' && t[p] != '#')
+        p++;
+    size_t alen = p - a;
+    if (alen == 0 || alen >= host_len || memchr(t + a, '@', alen))
+        return -1;
+    char auth[256];
+    memcpy(auth, t + a, alen);
+    auth[alen] = '\0';
+    uint16_t default_port = *tls ? 443 : 80;
+    char withport[272];
+    bool has_port = auth[0] == '[' ? strstr(auth, "]:") != NULL : strchr(auth, ':') != NULL;
+    snprintf(withport, sizeof(withport), has_port ? "%s" : "%s:%u", auth, default_port);
+    if (config_parse_hostport(withport, host, host_len, port) < 0 || *port == 0 ||
+        !is_valid_host(host))
+        return -1;
+    const char *rest = t + p;
+    size_t rest_len = len - p;
+    if (rest_len > 0 && rest[0] == '#')
+        rest_len = 0;
+    *path = malloc(rest_len + 2);
+    *authority = strdup(auth);
+    if (!*path || !*authority) {
+        free(*path);
+        free(*authority);
+        return -1;
+    }
+    size_t o = 0;
+    if (rest_len == 0 || rest[0] != '/')
+        (*path)[o++] = '/';
+    memcpy(*path + o, rest, rest_len);
+    (*path)[o + rest_len] = '\0';
+    return 0;
+}
+
+/* One exchange after the head was parsed. Returns true to keep serving. */
+static bool serve_one(struct conn *c, enum conn_mode mode, size_t head_len, int64_t started)
+{
+    const struct http1_head *h = &c->head;
+    struct exchange_request req = {0};
+    struct exchange_result res = {0};
+    char *authority = NULL, *path = NULL, *url = NULL;
+    char host[256];
+    uint16_t port;
+    bool tls;
+    bool keep = false;
+    char method[32];
+    snprintf(method, sizeof(method), "%.*s", (int)(h->method_len < 31 ? h->method_len : 31),
+             h->method);
+
+    if (mode == MODE_PROXY) {
+        if (parse_absolute(h->target, h->target_len, &tls, host, sizeof(host), &port, &authority,
+                           &path) < 0) {
+            send_error(c, 400,
+                       h->target_len > 0 && h->target[0] == '/'
+                           ? "this is a proxy: send absolute-form requests "
+                             "(GET http://host/path) or CONNECT"
+                           : "invalid request target",
+                       true);
+            log_exchange(c, method, "-", 400, 0, started, "not a proxy request");
+            goto out;
+        }
+        if (is_self(c, host, port)) {
+            send_error(c, 508, "refusing to proxy a request to the proxy itself", true);
+            log_exchange(c, method, "-", 508, 0, started, "request to the proxy itself");
+            goto out;
+        }
+    } else {
+        tls = mode == MODE_TUNNEL_TLS;
+        snprintf(host, sizeof(host), "%s", c->tunnel_host);
+        port = c->tunnel_port;
+        if (h->target_len > 0 && (h->target[0] == '/' || h->target[0] == '*')) {
+            path = strndup(h->target, h->target_len);
+        } else {
+            bool t2;
+            char h2[256];
+            uint16_t p2;
+            if (parse_absolute(h->target, h->target_len, &t2, h2, sizeof(h2), &p2, &authority,
+                               &path) < 0) {
+                send_error(c, 400, "invalid request target", true);
+                goto out;
+            }
+            free(authority);
+            authority = NULL;
+        }
+        if (!path)
+            goto out;
+    }
+    if (h->method_len == 7 && memcmp(h->method, "CONNECT", 7) == 0) {
+        send_error(c, 400, "CONNECT inside a tunnel is not supported", true);
+        goto out;
+    }
+    if (h->framing == HTTP1_BODY_CHUNKED && !exchange_has_only_chunked(h)) {
+        send_error(c, 501, "transfer codings other than chunked are not supported", true);
+        log_exchange(c, method, "-", 501, 0, started, "unsupported transfer coding");
+        goto out;
+    }
+    {
+        /* The URL as the client sees it: in a tunnel, the site is the one
+         * named by Host (else SNI), not the address the tunnel goes to. */
+        const struct http1_header *hh = mode == MODE_PROXY ? NULL : http1_find_header(h, "Host");
+        char shown[300];
+        bool v6 = strchr(host, ':') != NULL;
+        if (authority)
+            snprintf(shown, sizeof(shown), "%s", authority);
+        else if (hh && hh->value_len > 0 && hh->value_len < sizeof(shown))
+            snprintf(shown, sizeof(shown), "%.*s", (int)hh->value_len, hh->value);
+        else if (port == (tls ? 443 : 80))
+            snprintf(shown, sizeof(shown), "%s%s%s", v6 ? "[" : "", c->has_sni ? c->sni : host,
+                     v6 ? "]" : "");
+        else
+            snprintf(shown, sizeof(shown), "%s%s%s:%u", v6 ? "[" : "",
+                     c->has_sni ? c->sni : host, v6 ? "]" : "", port);
+        size_t ulen = strlen(shown) + strlen(path) + 16;
+        url = malloc(ulen);
+        if (!url)
+            goto out;
+        snprintf(url, ulen, "%s://%s%s", tls ? "https" : "http", shown, path);
+    }
+    if (exchange_request_build(&req, h, path, strlen(path), authority) < 0)
+        goto out;
+    stream_consume(&c->client, head_len);
+    h = NULL; /* its bytes are gone */
+
+    if (c->tunnel_error.status != UPSTREAM_OK) {
+        int status = upstream_error_http_status(&c->tunnel_error);
+        bool close = req.framing != HTTP1_BODY_NONE || !req.keep_alive;
+        keep = send_error(c, status, c->tunnel_error.reason, close) == STREAM_OK && !close;
+        log_exchange(c, req.method, url, status, 0, started, c->tunnel_error.reason);
+        goto out;
+    }
+
+    bool reused = stream_is_open(&c->upstream) && c->up_port == port && c->up_tls == tls &&
+                  strcasecmp(c->up_host, host) == 0;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (!reused) {
+            struct upstream_error uerr;
+            const char *sni = tls ? (mode == MODE_TUNNEL_TLS ? (c->has_sni ? c->sni : NULL) : host)
+                                  : NULL;
+            const char *verify_name = mode == MODE_TUNNEL_TLS && c->has_sni ? c->sni : host;
+            if (open_upstream(c, host, port, tls, sni, verify_name, &uerr, NULL) < 0) {
+                int status = upstream_error_http_status(&uerr);
+                bool close = req.framing != HTTP1_BODY_NONE || !req.keep_alive;
+                keep = send_error(c, status, uerr.reason, close) == STREAM_OK && !close;
+                log_exchange(c, req.method, url, status, 0, started, uerr.reason);
+                goto out;
+            }
+        }
+        int r = exchange_forward(&c->client, &c->upstream, &req, &c->t, &res);
+        if (r < 0 && res.upstream_stale && reused) {
+            /* A kept-alive origin connection may have been closed by the
+             * origin just before we used it; a request without a body is
+             * safe to send again on a fresh one (RFC 9112 9.3.1). */
+            reused = false;
+            continue;
+        }
+        if (r < 0 && res.status == 0) {
+            send_error(c, res.error_status, res.error, true);
+            res.status = res.error_status;
+            res.client_keep_alive = false;
+        }
+        break;
+    }
+    log_exchange(c, req.method, url, res.status, res.response_bytes, started, res.error);
+    if (!res.upstream_reusable)
+        stream_close(&c->upstream);
+    keep = res.client_keep_alive;
+out:
+    exchange_request_free(&req);
+    free(authority);
+    free(path);
+    free(url);
+    return keep;
+}
+
+static void handle_connect(struct conn *c, size_t head_len, int64_t started);
+
+static void serve_requests(struct conn *c, enum conn_mode mode)
+{
+    for (;;) {
+        struct http1_error perr = {0};
+        /* Between requests a stopping proxy may end the connection at once. */
+        c->client.cancel_fd = c->env->stop_fd;
+        int n = exchange_read_request(&c->client, &c->t, &c->head, &perr);
+        c->client.cancel_fd = c->env->cancel_fd;
+        if (n == 0)
+            break;
+        int64_t started = now_us();
+        if (n < 0) {
+            send_error(c, perr.status, perr.message, true);
+            log_exchange(c, "-", "-", perr.status, 0, started, perr.message);
+            break;
+        }
+        if (mode == MODE_PROXY && c->head.method_len == 7 &&
+            memcmp(c->head.method, "CONNECT", 7) == 0) {
+            handle_connect(c, (size_t)n, started);
+            break;
+        }
+        if (!serve_one(c, mode, (size_t)n, started))
+            break;
+    }
+}
+
+enum first_bytes { FIRST_TLS, FIRST_HTTP, FIRST_RAW, FIRST_GONE };
+
+/* HTTP when the bytes start like a request line: a method token and a
+ * space. Returns -1 when more bytes are needed to tell. */
+static int looks_like_http(const unsigned char *b, size_t n)
+{
+    size_t i = 0;
+    while (i < n && i < 20 && (isupper(b[i]) || b[i] == '-' || b[i] == '_'))
+        i++;
+    if (i < n)
+        return i > 0 && b[i] == ' ' ? 1 : 0;
+    return i < 20 ? -1 : 0;
+}
+
+/* Peeks at what the client sends first inside a tunnel, without reading it. */
+static enum first_bytes peek_first_bytes(struct conn *c, struct client_hello *hello)
+{
+    enum first_bytes kind = FIRST_GONE;
+    unsigned char *buf = NULL;
+    int64_t deadline = now_us() + (int64_t)c->cfg->header_timeout_ms * 1000;
+
+    if (stream_buffered(&c->client) > 0) {
+        /* The client did not wait for our 200: those bytes are already read,
+         * so they cannot be handed to OpenSSL; plain protocols still work. */
+        const unsigned char *d = (const unsigned char *)stream_data(&c->client);
+        size_t n = stream_buffered(&c->client);
+        if (tlsserver_looks_like_tls(d, n)) {
+            log_info("%s: TLS sent before the CONNECT response; closing", c->client_name);
+            goto out;
+        }
+        kind = looks_like_http(d, n) == 1 ? FIRST_HTTP : FIRST_RAW;
+        goto out;
+    }
+    if (stream_wait_readable(&c->client, c->cfg->header_timeout_ms) != STREAM_OK)
+        goto out;
+    buf = malloc(CONN_PEEK_BYTES);
+    if (!buf)
+        goto out;
+    for (;;) {
+        ssize_t n = recv(c->client.fd, buf, CONN_PEEK_BYTES, MSG_PEEK);
+        if (n == 0)
+            goto out;
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+            goto out;
+        if (n > 0) {
+            enum tlsserver_hello_result r = tlsserver_parse_client_hello(buf, (size_t)n, hello);
+            if (r == TLSSERVER_HELLO_COMPLETE) {
+                kind = FIRST_TLS;
+                goto out;
+            }
+            if (r == TLSSERVER_HELLO_MALFORMED) {
+                log_info("%s: malformed TLS ClientHello; closing", c->client_name);
+                goto out;
+            }
+            if (r == TLSSERVER_HELLO_NOT_TLS) {
+                int http = looks_like_http(buf, (size_t)n);
+                if (http >= 0) {
+                    kind = http ? FIRST_HTTP : FIRST_RAW;
+                    goto out;
+                }
+            }
+            if (n == CONN_PEEK_BYTES) {
+                log_info("%s: TLS ClientHello too large; closing", c->client_name);
+                goto out;
+            }
+        }
+        if (now_us() > deadline) {
+            log_info("%s: first bytes of the tunnel did not arrive in time", c->client_name);
+            goto out;
+        }
+        /* Data is pending but incomplete: poll would return at once, so
+         * wait a moment for the rest of the record. */
+        struct timespec pause = {0, CONN_PEEK_RETRY_NS};
+        nanosleep(&pause, NULL);
+    }
+out:
+    free(buf);
+    return kind;
+}
+
+static bool offers_alpn(const struct client_hello *hello, const char *proto)
+{
+    for (size_t i = 0; i < hello->alpn_count; i++)
+        if (strcmp(hello->alpn[i], proto) == 0)
+            return true;
+    return false;
+}
+
+/* Connects and verifies the origin, then completes the client's handshake
+ * with a leaf carrying the origin's names. Returns 0 or -1 (client gone). */
+static int intercept_tls(struct conn *c, const struct client_hello *hello)
+{
+    struct ca_names names = {0};
+    X509 *peer = NULL;
+    X509 *leaf = NULL;
+    SSL *ssl = NULL;
+    char err[256];
+    int rc = -1;
+
+    c->has_sni = hello->has_sni;
+    snprintf(c->sni, sizeof(c->sni), "%s", hello->has_sni ? hello->sni : "");
+    c->offer_http11 = hello->alpn_count == 0 || offers_alpn(hello, "http/1.1");
+    const char *name = c->has_sni ? c->sni : c->tunnel_host;
+
+    if (open_upstream(c, c->tunnel_host, c->tunnel_port, true, c->has_sni ? c->sni : NULL, name,
+                      &c->tunnel_error, &peer) < 0) {
+        log_warn("%s: upstream %s:%u (%s): %s", c->client_name, c->tunnel_host, c->tunnel_port,
+                 name, c->tunnel_error.reason);
+        if (c->tunnel_error.status == UPSTREAM_OK)
+            c->tunnel_error.status = UPSTREAM_TLS_FAILED;
+    }
+    /* The name the client asked for comes first: it becomes the CN. The
+     * origin's names are copied only from a certificate that passed (or
+     * that --insecure told us to accept). */
+    if (ca_names_add(&names, name) < 0) {
+        log_info("%s: cannot mint a certificate for '%s'", c->client_name, name);
+        goto out;
+    }
+    if (c->tunnel_error.status == UPSTREAM_OK && peer)
+        ca_names_add_from_cert(&names, peer);
+    leaf = certstore_get(c->env->certs, &names, err, sizeof(err));
+    if (!leaf) {
+        log_error("%s: minting a certificate for %s failed: %s", c->client_name, name, err);
+        goto out;
+    }
+    ssl = tlsserver_accept(c->env->server_ctx, c->client.fd, leaf, ca_cert(c->env->ca),
+                           ca_leaf_key(c->env->ca), c->cfg->header_timeout_ms, err, sizeof(err));
+    if (!ssl) {
+        log_info("%s: TLS handshake with the client for %s failed: %s", c->client_name, name,
+                 err);
+        goto out;
+    }
+    stream_attach_tls(&c->client, ssl);
+    rc = 0;
+out:
+    X509_free(leaf);
+    X509_free(peer);
+    ca_names_clear(&names);
+    return rc;
+}
+
+static void relay_raw(struct conn *c, const char *what, int64_t started)
+{
+    uint64_t up = 0, down = 0;
+    struct upstream_error uerr = {0};
+    char target[300];
+    snprintf(target, sizeof(target), "%s:%u", c->tunnel_host, c->tunnel_port);
+    if (!stream_is_open(&c->upstream) &&
+        open_upstream(c, c->tunnel_host, c->tunnel_port, false, NULL, NULL, &uerr, NULL) < 0) {
+        log_exchange(c, "CONNECT", target, upstream_error_http_status(&uerr), 0, started,
+                     uerr.reason);
+        return;
+    }
+    int r = stream_relay(&c->client, &c->upstream, c->cfg->idle_timeout_ms, &up, &down);
+    char note[128];
+    snprintf(note, sizeof(note), "%s relay, %llu bytes up%s%s", what, (unsigned long long)up,
+             r < 0 ? ", ended: " : "", r < 0 ? stream_status_text(r) : "");
+    log_exchange(c, "CONNECT", target, 200, down, started, note);
+}
+
+static void handle_connect(struct conn *c, size_t head_len, int64_t started)
+{
+    char authority[300];
+    struct client_hello hello;
+    const struct http1_head *h = &c->head;
+    size_t alen = h->target_len < sizeof(authority) - 1 ? h->target_len : sizeof(authority) - 1;
+    memcpy(authority, h->target, alen);
+    authority[alen] = '\0';
+    stream_consume(&c->client, head_len);
+
+    if (config_parse_hostport(authority, c->tunnel_host, sizeof(c->tunnel_host),
+                              &c->tunnel_port) < 0 ||
+        c->tunnel_port == 0 || !is_valid_host(c->tunnel_host)) {
+        send_error(c, 400, "CONNECT wants host:port", true);
+        log_exchange(c, "CONNECT", authority, 400, 0, started, "bad CONNECT target");
+        return;
+    }
+    if (is_self(c, c->tunnel_host, c->tunnel_port)) {
+        send_error(c, 508, "refusing to tunnel to the proxy itself", true);
+        log_exchange(c, "CONNECT", authority, 508, 0, started, "tunnel to the proxy itself");
+        return;
+    }
+    if (config_is_ignored_host(c->cfg, c->tunnel_host)) {
+        struct upstream_error uerr;
+        if (open_upstream(c, c->tunnel_host, c->tunnel_port, false, NULL, NULL, &uerr, NULL) < 0) {
+            int status = upstream_error_http_status(&uerr);
+            send_error(c, status, uerr.reason, true);
+            log_exchange(c, "CONNECT", authority, status, 0, started, uerr.reason);
+            return;
+        }
+        if (stream_putstr(&c->client, "HTTP/1.1 200 Connection established\r\n\r\n",
+                          c->t.io_ms) != STREAM_OK)
+            return;
+        relay_raw(c, "ignored host", started);
+        return;
+    }
+    if (stream_putstr(&c->client, "HTTP/1.1 200 Connection established\r\n\r\n", c->t.io_ms) !=
+            STREAM_OK ||
+        stream_flush(&c->client, c->t.io_ms) != STREAM_OK)
+        return;
+
+    switch (peek_first_bytes(c, &hello)) {
+    case FIRST_TLS:
+        if (intercept_tls(c, &hello) == 0)
+            serve_requests(c, MODE_TUNNEL_TLS);
+        break;
+    case FIRST_HTTP:
+        serve_requests(c, MODE_TUNNEL_PLAIN);
+        break;
+    case FIRST_RAW:
+        relay_raw(c, "raw", started);
+        break;
+    case FIRST_GONE:
+        break;
+    }
+}
+
+void conn_serve(const struct proxy_env *env, int fd, const struct sockaddr_storage *peer)
+{
+    struct conn *c = calloc(1, sizeof(*c));
+    if (!c) {
+        close(fd);
+        return;
+    }
+    c->env = env;
+    c->cfg = env->cfg;
+    c->t.idle_ms = env->cfg->idle_timeout_ms;
+    c->t.header_ms = env->cfg->header_timeout_ms;
+    c->t.io_ms = env->cfg->io_timeout_ms;
+    c->offer_http11 = true; /* absolute-form https://: we speak HTTP/1.1 */
+    format_peer(peer, c->client_name, sizeof(c->client_name));
+    stream_clear(&c->upstream, env->cancel_fd);
+    if (stream_init(&c->client, fd, CONN_IN_MAX_BYTES, env->cancel_fd) < 0) {
+        close(fd);
+        goto out;
+    }
+    serve_requests(c, MODE_PROXY);
+out:
+    stream_close(&c->upstream);
+    stream_close(&c->client);
+    free(c);
+}

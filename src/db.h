@@ -1,0 +1,25 @@
+/*
+ * db: opening the SQLite database with WAL and applying the schema
+ * migrations of sql/schema.sql (compiled into the binary), tracked by
+ * PRAGMA user_version. Each module opens its own connection with db_open().
+ */
+#ifndef TAPWIRE_DB_H
+#define TAPWIRE_DB_H
+
+#include <stddef.h>
+#include <sqlite3.h>
+
+#define DB_FILE "tapwire.db"
+#define DB_BUSY_TIMEOUT_MS 5000
+
+/*
+ * Opens (creating if needed) path, sets WAL and the busy timeout, and migrates
+ * the schema to the newest version. Returns 0 and *out (close with
+ * sqlite3_close()), or -1 with err filled in (e.g. "database is corrupt").
+ */
+int db_open(const char *path, sqlite3 **out, char *err, size_t err_len);
+
+/* The newest schema version this binary knows. */
+int db_schema_version(void);
+
+#endif

@@ -1,0 +1,146 @@
+/*
+ * http1: a strict RFC 9112 message parser and a few writer helpers.
+ *
+ * Hand-written on purpose: Debian's http-parser is unmaintained upstream, and
+ * a proxy needs strict, allocation-free framing decisions it can trust (every
+ * ambiguity that could smuggle a request is refused here, never forwarded).
+ * The module does no I/O and never allocates: heads are parsed in place from
+ * the caller's buffer and every pointer in struct http1_head points into it.
+ */
+#ifndef TAPWIRE_HTTP1_H
+#define TAPWIRE_HTTP1_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define HTTP1_MAX_REQUEST_LINE_BYTES 8192 /* longer -> 414 */
+#define HTTP1_MAX_HEAD_BYTES 65536        /* whole head incl. start line -> 431 */
+#define HTTP1_MAX_HEADERS 128             /* more header fields -> 431 */
+#define HTTP1_MAX_CHUNK_LINE_BYTES 4096   /* chunk-size line incl. extensions */
+#define HTTP1_MAX_TRAILER_BYTES 16384     /* trailer section of a chunked body */
+
+/* Return values of the parse functions (a positive value is a byte count). */
+#define HTTP1_INCOMPLETE 0 /* need more bytes; nothing consumed */
+#define HTTP1_ERROR (-1)   /* see struct http1_error */
+
+struct http1_header {
+    const char *name;
+    size_t name_len;
+    const char *value; /* leading and trailing OWS already trimmed */
+    size_t value_len;
+};
+
+enum http1_framing {
+    HTTP1_BODY_NONE,        /* no body (e.g. GET without CL, HEAD/204/304/1xx response) */
+    HTTP1_BODY_LENGTH,      /* exactly content_length bytes */
+    HTTP1_BODY_CHUNKED,     /* chunked transfer coding (last coding) */
+    HTTP1_BODY_UNTIL_CLOSE, /* responses only: read until the peer closes */
+};
+
+struct http1_head {
+    /* request line */
+    const char *method;
+    size_t method_len;
+    const char *target;
+    size_t target_len;
+    /* status line */
+    int status;
+    const char *reason;
+    size_t reason_len;
+
+    int version_minor; /* HTTP/1.<version_minor>: 0 or 1 */
+    struct http1_header headers[HTTP1_MAX_HEADERS];
+    size_t num_headers;
+    size_t head_len; /* bytes of the head including the final CRLFCRLF */
+
+    /* Derived from the fields, per RFC 9112 section 6 and 9.3. */
+    enum http1_framing framing;
+    uint64_t content_length; /* valid when framing == HTTP1_BODY_LENGTH */
+    bool keep_alive;         /* persistent per version + Connection tokens */
+    bool expect_continue;    /* request: Expect: 100-continue */
+    bool is_upgrade;         /* Connection: upgrade plus an Upgrade field */
+};
+
+struct http1_error {
+    int status;          /* HTTP status to answer with: 400, 414, 431, 501, 502 */
+    const char *message; /* static text for a person, e.g. "both Content-Length and
+                            Transfer-Encoding" */
+};
+
+/*
+ * Parses a request head from buf[0..len). Returns the head length (> 0) when a
+ * complete head is present, HTTP1_INCOMPLETE when more bytes are needed (also
+ * checks that the partial head does not already exceed the limits, so a caller
+ * can stop reading early), or HTTP1_ERROR with *err filled in.
+ * Refuses: CL together with TE, differing or invalid CL, TE whose last coding is
+ * not chunked, unknown transfer codings (501), obs-fold, bare CR, whitespace
+ * before the colon, invalid field names or values, invalid methods or versions,
+ * and the limits above.
+ */
+int http1_parse_request(const char *buf, size_t len, struct http1_head *head,
+                        struct http1_error *err);
+
+/*
+ * Parses a response head. request_method is the method of the request it
+ * answers (HEAD and CONNECT change the framing); request_method_len its length.
+ * Same return convention as http1_parse_request. For responses TE without
+ * chunked means HTTP1_BODY_UNTIL_CLOSE; CL with TE is refused (502).
+ */
+int http1_parse_response(const char *buf, size_t len, const char *request_method,
+                         size_t request_method_len, struct http1_head *head,
+                         struct http1_error *err);
+
+/* Case-insensitive lookup of the first header named name; NULL if absent. */
+const struct http1_header *http1_find_header(const struct http1_head *head, const char *name);
+
+/* True when value (a comma-separated list, e.g. Connection) contains token,
+ * compared case-insensitively. */
+bool http1_list_has_token(const char *value, size_t value_len, const char *token);
+
+/*
+ * True when the header must not be forwarded by a proxy (RFC 9110 7.6.1):
+ * Connection, Keep-Alive, Proxy-Connection, Proxy-Authorization,
+ * Proxy-Authenticate, TE, Trailer, Transfer-Encoding, Upgrade, and any field
+ * named in head's Connection header.
+ */
+bool http1_is_hop_by_hop(const struct http1_head *head, const struct http1_header *h);
+
+/* Streaming decoder of the chunked transfer coding (RFC 9112 7.1). */
+enum http1_chunk_result {
+    HTTP1_CHUNK_DATA,      /* *data, *data_len: body bytes inside in */
+    HTTP1_CHUNK_NEED_MORE, /* all of in consumed (or kept), feed more */
+    HTTP1_CHUNK_DONE,      /* last chunk and trailer section read */
+    HTTP1_CHUNK_ERROR,     /* malformed: bad size, overflow, missing CRLF, limits */
+};
+
+struct http1_chunked {
+    int state;          /* private */
+    uint64_t remaining; /* private: bytes left in the current chunk */
+    size_t line_bytes;  /* private: bytes of the current size/trailer line so far */
+    /* Trailer fields as raw bytes ("Name: value\r\n"...), validated, without
+     * the final empty line; valid after HTTP1_CHUNK_DONE. */
+    char trailers[HTTP1_MAX_TRAILER_BYTES];
+    size_t trailers_len;
+};
+
+void http1_chunked_init(struct http1_chunked *st);
+
+/*
+ * Feeds in[0..in_len). Sets *consumed to the number of bytes of in used (the
+ * caller drops them and calls again with the rest plus any new bytes). Returns
+ * HTTP1_CHUNK_DATA with *data and *data_len set (a slice of in), NEED_MORE once in
+ * is used up, DONE after the trailer section's final CRLF (bytes after it are
+ * not consumed: they belong to the next message), or ERROR.
+ */
+enum http1_chunk_result http1_chunked_decode(struct http1_chunked *st, const char *in,
+                                             size_t in_len, size_t *consumed, const char **data,
+                                             size_t *data_len);
+
+/* Formats a chunk header "<hex>\r\n" into out (at least 20 bytes); returns its length. */
+size_t http1_chunk_header(char *out, uint64_t size);
+
+/* The standard reason phrase for a status code ("Bad Gateway"), or "Unknown". */
+const char *http1_reason_phrase(int status);
+
+#endif

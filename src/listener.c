@@ -1,0 +1,201 @@
+/*
+ * listener: accept loop and connection threads.
+ *
+ * One detached thread per connection keeps each connection's code
+ * straight-line and blocking-style; the explicit small stack keeps a
+ * thousand idle connections cheap (only touched pages count). The count of
+ * live connections is the one piece of shared state here, guarded by a
+ * mutex so shutdown can wait on it.
+ */
+#include "listener.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+
+#define LISTENER_CANCEL_WAIT_MS 2000
+
+static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t live_changed = PTHREAD_COND_INITIALIZER;
+static int live_connections; /* guarded by live_lock */
+
+struct conn_start {
+    const struct proxy_env *env;
+    int fd;
+    struct sockaddr_storage peer;
+};
+
+int listener_open(const char *host, uint16_t port, uint16_t *bound_port, char *err,
+                  size_t err_len)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *res = NULL;
+    char portstr[8];
+    int fd = -1;
+    snprintf(portstr, sizeof(portstr), "%u", port);
+    int g = getaddrinfo(host, portstr, &hints, &res);
+    if (g != 0) {
+        snprintf(err, err_len, "cannot resolve listen address %s: %s", host, gai_strerror(g));
+        goto out;
+    }
+    fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, err_len, "socket: %s", strerror(errno));
+        goto out;
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, LISTENER_BACKLOG) < 0) {
+        snprintf(err, err_len, "cannot listen on %s:%u: %s", host, port, strerror(errno));
+        close(fd);
+        fd = -1;
+        goto out;
+    }
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
+        *bound_port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                                     : ((struct sockaddr_in *)&ss)->sin_port);
+out:
+    if (res)
+        freeaddrinfo(res);
+    return fd;
+}
+
+static void *conn_thread(void *arg)
+{
+    struct conn_start *start = arg;
+    conn_serve(start->env, start->fd, &start->peer);
+    free(start);
+    pthread_mutex_lock(&live_lock);
+    live_connections--;
+    pthread_cond_broadcast(&live_changed);
+    pthread_mutex_unlock(&live_lock);
+    return NULL;
+}
+
+/* Past the cap, the client gets a 503 right away instead of waiting in the
+ * backlog; one non-blocking send, since the accept loop must never block. */
+static void refuse_busy(int fd)
+{
+    static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\n"
+                               "Content-Type: text/plain\r\nContent-Length: 42\r\n"
+                               "Connection: close\r\nRetry-After: 1\r\n\r\n"
+                               "tapwire: too many connections, try again\n";
+    ssize_t n = send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+    (void)n;
+    close(fd);
+}
+
+static int wait_for_connections(int timeout_ms)
+{
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += timeout_ms / 1000;
+    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&live_lock);
+    while (live_connections > 0)
+        if (pthread_cond_timedwait(&live_changed, &live_lock, &deadline) == ETIMEDOUT)
+            break;
+    int left = live_connections;
+    pthread_mutex_unlock(&live_lock);
+    return left;
+}
+
+int listener_run(int listen_fd, const struct proxy_env *env, int grace_ms, int cancel_write_fd)
+{
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, LISTENER_THREAD_STACK_BYTES);
+
+    for (;;) {
+        struct pollfd p[2] = {{.fd = listen_fd, .events = POLLIN},
+                              {.fd = env->stop_fd, .events = POLLIN}};
+        int r = poll(p, 2, -1);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            log_error("poll on the listening socket: %s", strerror(errno));
+            break;
+        }
+        if (p[1].revents & POLLIN)
+            break;
+        if (!(p[0].revents & POLLIN))
+            continue;
+        struct conn_start *start = calloc(1, sizeof(*start));
+        if (!start) {
+            log_error("out of memory accepting a connection");
+            struct timespec pause = {0, 10000000L};
+            nanosleep(&pause, NULL);
+            continue;
+        }
+        socklen_t sl = sizeof(start->peer);
+        int fd = accept4(listen_fd, (struct sockaddr *)&start->peer, &sl, SOCK_CLOEXEC);
+        if (fd < 0) {
+            free(start);
+            if (errno == EMFILE || errno == ENFILE) {
+                log_error("accept: %s (raise the file limit or lower --max-connections)",
+                          strerror(errno));
+                struct timespec pause = {0, 50000000L};
+                nanosleep(&pause, NULL);
+            }
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        pthread_mutex_lock(&live_lock);
+        bool full = live_connections >= env->cfg->max_connections;
+        if (!full)
+            live_connections++;
+        pthread_mutex_unlock(&live_lock);
+        if (full) {
+            free(start);
+            refuse_busy(fd);
+            log_warn("connection refused: %d connections already (--max-connections)",
+                     env->cfg->max_connections);
+            continue;
+        }
+        start->env = env;
+        start->fd = fd;
+        pthread_t tid;
+        int e = pthread_create(&tid, &attr, conn_thread, start);
+        if (e != 0) {
+            log_error("cannot start a connection thread: %s", strerror(e));
+            close(fd);
+            free(start);
+            pthread_mutex_lock(&live_lock);
+            live_connections--;
+            pthread_mutex_unlock(&live_lock);
+        }
+    }
+    pthread_attr_destroy(&attr);
+    close(listen_fd);
+
+    int left = wait_for_connections(grace_ms);
+    if (left > 0) {
+        log_warn("%d connection(s) still busy after %d ms; cutting them off", left, grace_ms);
+        ssize_t w = write(cancel_write_fd, "x", 1);
+        (void)w;
+        left = wait_for_connections(LISTENER_CANCEL_WAIT_MS);
+    }
+    return left;
+}

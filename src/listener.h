@@ -1,0 +1,31 @@
+/*
+ * listener: the accept loop. One detached thread per client connection with
+ * a small explicit stack, a cap on concurrent connections (503 past it), and
+ * an orderly stop: stop accepting, let in-flight exchanges finish within a
+ * bound, then return.
+ */
+#ifndef TAPWIRE_LISTENER_H
+#define TAPWIRE_LISTENER_H
+
+#include <stdint.h>
+
+#include "conn.h"
+
+#define LISTENER_THREAD_STACK_BYTES (256 * 1024)
+#define LISTENER_BACKLOG 511
+
+/* Binds and listens on host:port (port 0: ephemeral). Returns the socket
+ * or -1 with err. *bound_port gets the actual port. */
+int listener_open(const char *host, uint16_t port, uint16_t *bound_port, char *err,
+                  size_t err_len);
+
+/*
+ * Accepts on listen_fd until env->stop_fd becomes readable, then closes
+ * listen_fd and waits up to grace_ms for connection threads to finish; past
+ * that it writes a byte to cancel_write_fd (the write end of env->cancel_fd)
+ * and waits a little more. Returns the number of connections still running
+ * (0 on a clean stop).
+ */
+int listener_run(int listen_fd, const struct proxy_env *env, int grace_ms, int cancel_write_fd);
+
+#endif

@@ -1,0 +1,190 @@
+/*
+ * main: option parsing, startup, signals and shutdown; nothing else.
+ * Exit status: 0 after a clean stop, 1 when startup fails, 2 on a usage error.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ca.h"
+#include "certstore.h"
+#include "config.h"
+#include "conn.h"
+#include "db.h"
+#include "listener.h"
+#include "log.h"
+#include "tlsserver.h"
+#include "upstream.h"
+
+static int stop_pipe[2] = {-1, -1};
+
+/* Async-signal-safe: only write(2) to the self-pipe the accept loop polls. */
+static void on_stop_signal(int sig)
+{
+    (void)sig;
+    int saved = errno;
+    ssize_t w = write(stop_pipe[1], "x", 1);
+    (void)w;
+    errno = saved;
+}
+
+static int install_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = SIG_IGN;
+    if (sigaction(SIGPIPE, &sa, NULL) < 0 || sigaction(SIGHUP, &sa, NULL) < 0)
+        return -1;
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGINT, &sa, NULL) < 0 || sigaction(SIGTERM, &sa, NULL) < 0)
+        return -1;
+    return 0;
+}
+
+static enum log_level level_from_config(int setting)
+{
+    if (setting <= CONFIG_LOG_QUIET)
+        return LOG_WARN;
+    if (setting == CONFIG_LOG_NORMAL)
+        return LOG_INFO;
+    return LOG_DEBUG;
+}
+
+int main(int argc, char **argv)
+{
+    struct config cfg;
+    struct ca *ca = NULL;
+    struct certstore *certs = NULL;
+    SSL_CTX *server_ctx = NULL, *upstream_ctx = NULL;
+    int cancel_pipe[2] = {-1, -1};
+    int log_fd = -1;
+    int listen_fd = -1;
+    int status = 1;
+    char err[512];
+    char db_path[PATH_MAX];
+
+    enum config_parse_result parsed = config_parse(&cfg, argc, argv);
+    if (parsed == CONFIG_EXIT_SUCCESS) {
+        config_free(&cfg);
+        return 0;
+    }
+    if (parsed == CONFIG_ERROR) {
+        config_free(&cfg);
+        return 2;
+    }
+    if (cfg.log_file) {
+        log_fd = open(cfg.log_file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+        if (log_fd < 0) {
+            fprintf(stderr, "tapwire: cannot open log file %s: %s\n", cfg.log_file,
+                    strerror(errno));
+            goto out;
+        }
+    }
+    log_init(log_fd >= 0 ? log_fd : STDERR_FILENO, level_from_config(cfg.log_level));
+
+    if (pipe2(stop_pipe, O_CLOEXEC) < 0 || pipe2(cancel_pipe, O_CLOEXEC) < 0 ||
+        install_signals() < 0) {
+        log_error("cannot set up signal handling: %s", strerror(errno));
+        goto out;
+    }
+    if (config_prepare_data_dir(cfg.data_dir, err, sizeof(err)) < 0) {
+        log_error("%s", err);
+        goto out;
+    }
+    if (ca_load_or_create(cfg.data_dir, &ca, err, sizeof(err)) < 0) {
+        log_error("%s", err);
+        goto out;
+    }
+    snprintf(db_path, sizeof(db_path), "%s/%s", cfg.data_dir, DB_FILE);
+    if (certstore_open(db_path, ca, CERTSTORE_MEMORY_ENTRIES, &certs, err, sizeof(err)) < 0) {
+        log_error("%s", err);
+        goto out;
+    }
+    if (cfg.keylog_file && tlsserver_keylog_open(cfg.keylog_file, err, sizeof(err)) < 0) {
+        log_error("SSLKEYLOGFILE: %s", err);
+        goto out;
+    }
+    server_ctx = tlsserver_ctx_new(cfg.keylog_file, err, sizeof(err));
+    if (!server_ctx) {
+        log_error("%s", err);
+        goto out;
+    }
+    struct upstream_tls_options up_opts = {
+        .extra_ca_files = cfg.upstream_ca,
+        .insecure = cfg.insecure,
+        .keylog_path = cfg.keylog_file,
+    };
+    upstream_ctx = upstream_ctx_new(&up_opts, err, sizeof(err));
+    if (!upstream_ctx) {
+        log_error("%s", err);
+        goto out;
+    }
+    uint16_t port = 0;
+    listen_fd = listener_open(cfg.listen_host, cfg.listen_port, &port, err, sizeof(err));
+    if (listen_fd < 0) {
+        log_error("%s", err);
+        goto out;
+    }
+    cfg.listen_port = port; /* the real one, when 0 asked for an ephemeral port */
+
+    if (cfg.insecure)
+        fprintf(stderr,
+                "tapwire: WARNING: --insecure: upstream certificates are NOT verified. Anyone on\n"
+                "tapwire: the path to a server can read and change this traffic, and tapwire\n"
+                "tapwire: will show it to clients as trusted. Each such exchange is logged.\n");
+    if (cfg.keylog_file)
+        fprintf(stderr, "tapwire: SSLKEYLOGFILE: writing TLS session keys to %s\n",
+                cfg.keylog_file);
+    bool v6 = strchr(cfg.listen_host, ':') != NULL;
+    printf("tapwire %s\n"
+           "proxy listening on %s%s%s:%u\n"
+           "CA certificate: %s\n"
+           "  Trust it once, e.g.: curl --cacert %s -x http://%s%s%s:%u https://example.org/\n"
+           "  Browsers, Debian's store and phones: see tapwire(1), section TRUSTING THE CA.\n",
+           TAPWIRE_VERSION, v6 ? "[" : "", cfg.listen_host, v6 ? "]" : "", port, ca_cert_path(ca),
+           ca_cert_path(ca), v6 ? "[" : "", cfg.listen_host, v6 ? "]" : "", port);
+    fflush(stdout);
+
+    struct proxy_env env = {
+        .cfg = &cfg,
+        .ca = ca,
+        .certs = certs,
+        .server_ctx = server_ctx,
+        .upstream_ctx = upstream_ctx,
+        .stop_fd = stop_pipe[0],
+        .cancel_fd = cancel_pipe[0],
+    };
+    int left = listener_run(listen_fd, &env, cfg.shutdown_grace_ms, cancel_pipe[1]);
+    listen_fd = -1;
+    if (left > 0) {
+        /* Threads still hold env; leave the process without freeing it. */
+        log_warn("exiting with %d connection(s) still open", left);
+        fflush(stdout);
+        _exit(0);
+    }
+    log_info("stopped");
+    status = 0;
+out:
+    if (listen_fd >= 0)
+        close(listen_fd);
+    SSL_CTX_free(upstream_ctx);
+    SSL_CTX_free(server_ctx);
+    certstore_close(certs);
+    ca_free(ca);
+    config_free(&cfg);
+    for (int i = 0; i < 2; i++) {
+        if (stop_pipe[i] >= 0)
+            close(stop_pipe[i]);
+        if (cancel_pipe[i] >= 0)
+            close(cancel_pipe[i]);
+    }
+    if (log_fd >= 0)
+        close(log_fd);
+    return status;
+}

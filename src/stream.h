@@ -1,0 +1,87 @@
+/*
+ * stream: one byte stream to a peer, plain TCP or TLS, with a bounded input
+ * buffer for head parsing and a small output buffer that coalesces writes.
+ * Every wait is bounded by a timeout and can be cut short by a cancel fd
+ * (the shutdown pipe), so no thread can hang on a silent peer.
+ * A stream is owned by one thread; nothing here is shared.
+ */
+#ifndef TAPWIRE_STREAM_H
+#define TAPWIRE_STREAM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <openssl/ssl.h>
+
+#define STREAM_READ_CHUNK_BYTES 16384 /* one recv/SSL_read at most */
+#define STREAM_OUT_BUFFER_BYTES 16384 /* coalescing buffer for small writes */
+
+enum stream_status {
+    STREAM_OK = 0,
+    STREAM_EOF = -1,       /* peer closed cleanly (no more bytes) */
+    STREAM_ERROR = -2,     /* reset, TLS error, ... */
+    STREAM_TIMEOUT = -3,   /* no progress within the timeout */
+    STREAM_CANCELLED = -4, /* the cancel fd became readable (shutdown) */
+    STREAM_FULL = -5,      /* input buffer already holds its maximum */
+};
+
+struct stream {
+    int fd;
+    SSL *ssl;      /* NULL for plain TCP; owned */
+    int cancel_fd; /* -1 or a fd that becomes readable on shutdown; not owned */
+    char *in;      /* buffered input: in[in_start .. in_end) */
+    size_t in_start, in_end, in_cap, in_max;
+    char *out; /* pending output; allocated on first use */
+    size_t out_len;
+    uint64_t bytes_read, bytes_written;
+    char error[160]; /* last error, for a person */
+};
+
+/* Takes ownership of fd (made non-blocking). in_max bounds the input buffer
+ * (it grows from a small start up to that). Returns 0 or -1. */
+int stream_init(struct stream *s, int fd, size_t in_max, int cancel_fd);
+/* Takes ownership of ssl, already connected/accepted on s->fd. */
+void stream_attach_tls(struct stream *s, SSL *ssl);
+/* Marks s as closed (fd -1) without touching anything: for a stream that
+ * may never be opened but will be passed to stream_close(). */
+void stream_clear(struct stream *s, int cancel_fd);
+/* Sends close_notify when TLS (one try, no wait), closes fd, frees buffers.
+ * Safe on a cleared or already closed stream. */
+void stream_close(struct stream *s);
+bool stream_is_open(const struct stream *s);
+
+static inline size_t stream_buffered(const struct stream *s) { return s->in_end - s->in_start; }
+static inline const char *stream_data(const struct stream *s) { return s->in + s->in_start; }
+void stream_consume(struct stream *s, size_t n);
+
+/* Reads at least one more byte into the input buffer. Returns the number of
+ * bytes added (> 0) or a negative enum stream_status. */
+ssize_t stream_fill(struct stream *s, int timeout_ms);
+
+/* Waits until the peer has something to read (or TLS has bytes pending).
+ * Returns STREAM_OK or STREAM_TIMEOUT / STREAM_CANCELLED / STREAM_ERROR. */
+int stream_wait_readable(struct stream *s, int timeout_ms);
+
+/* Reads up to len bytes, first from the buffer, then from the peer. Returns
+ * bytes (> 0) or a negative enum stream_status. */
+ssize_t stream_read(struct stream *s, void *buf, size_t len, int timeout_ms);
+
+/* Queues bytes for the peer; large writes go out directly. Returns 0 or a
+ * negative enum stream_status. */
+int stream_put(struct stream *s, const void *data, size_t len, int timeout_ms);
+int stream_putstr(struct stream *s, const char *str, int timeout_ms);
+int stream_flush(struct stream *s, int timeout_ms);
+
+/*
+ * Relays bytes both ways between a and b until either side closes or an error
+ * occurs, or nothing moves for idle_timeout_ms. Bytes already buffered in
+ * either stream's input go first. Counts bytes in *a_to_b / *b_to_a.
+ * Returns 0 when a side closed normally, else a negative enum stream_status.
+ */
+int stream_relay(struct stream *a, struct stream *b, int idle_timeout_ms, uint64_t *a_to_b,
+                 uint64_t *b_to_a);
+
+const char *stream_status_text(int status);
+
+#endif

@@ -1,0 +1,167 @@
+/* Unit tests for option parsing and validation (src/config.c). */
+#include <CUnit/Basic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config.h"
+
+static enum config_parse_result parse(struct config *cfg, const char *const *args)
+{
+    char *argv[32];
+    int argc = 0;
+    argv[argc++] = (char *)"tapwire";
+    for (; *args && argc < 31; args++)
+        argv[argc++] = (char *)*args;
+    argv[argc] = NULL;
+    return config_parse(cfg, argc, argv);
+}
+
+static void test_defaults_listen_on_loopback_8080(void)
+{
+    struct config cfg;
+    const char *args[] = {NULL};
+    setenv("XDG_DATA_HOME", "/tmp/xdg-test", 1);
+    CU_ASSERT_EQUAL(parse(&cfg, args), CONFIG_OK);
+    CU_ASSERT_STRING_EQUAL(cfg.listen_host, "127.0.0.1");
+    CU_ASSERT_EQUAL(cfg.listen_port, 8080);
+    CU_ASSERT_STRING_EQUAL(cfg.data_dir, "/tmp/xdg-test/tapwire");
+    CU_ASSERT_FALSE(cfg.insecure);
+    CU_ASSERT_EQUAL(cfg.max_connections, CONFIG_DEFAULT_MAX_CONNECTIONS);
+    CU_ASSERT_EQUAL(cfg.upstream_timeout_ms, CONFIG_DEFAULT_UPSTREAM_TIMEOUT_MS);
+    config_free(&cfg);
+}
+
+static void test_data_dir_falls_back_to_home(void)
+{
+    struct config cfg;
+    const char *args[] = {NULL};
+    unsetenv("XDG_DATA_HOME");
+    setenv("HOME", "/home/someone", 1);
+    CU_ASSERT_EQUAL(parse(&cfg, args), CONFIG_OK);
+    CU_ASSERT_STRING_EQUAL(cfg.data_dir, "/home/someone/.local/share/tapwire");
+    config_free(&cfg);
+}
+
+static void test_parses_every_option(void)
+{
+    struct config cfg;
+    const char *args[] = {"--listen", "[::1]:9090", "--data-dir", "/d", "--upstream-ca", "a.pem",
+                          "--upstream-ca", "b.pem", "--insecure", "--ignore-host", "*.bank.test",
+                          "--log-file", "/tmp/l", "--max-connections", "7", "--idle-timeout",
+                          "1000", "--header-timeout", "2000", "--upstream-timeout", "3000",
+                          "--io-timeout", "4000", "-v", NULL};
+    CU_ASSERT_EQUAL_FATAL(parse(&cfg, args), CONFIG_OK);
+    CU_ASSERT_STRING_EQUAL(cfg.listen_host, "::1");
+    CU_ASSERT_EQUAL(cfg.listen_port, 9090);
+    CU_ASSERT_STRING_EQUAL(cfg.data_dir, "/d");
+    CU_ASSERT_EQUAL(cfg.upstream_ca_count, 2);
+    CU_ASSERT_STRING_EQUAL(cfg.upstream_ca[1], "b.pem");
+    CU_ASSERT_PTR_NULL(cfg.upstream_ca[2]);
+    CU_ASSERT_TRUE(cfg.insecure);
+    CU_ASSERT_TRUE(config_is_ignored_host(&cfg, "www.BANK.test"));
+    CU_ASSERT_FALSE(config_is_ignored_host(&cfg, "bank.test.evil"));
+    CU_ASSERT_STRING_EQUAL(cfg.log_file, "/tmp/l");
+    CU_ASSERT_EQUAL(cfg.max_connections, 7);
+    CU_ASSERT_EQUAL(cfg.idle_timeout_ms, 1000);
+    CU_ASSERT_EQUAL(cfg.header_timeout_ms, 2000);
+    CU_ASSERT_EQUAL(cfg.upstream_timeout_ms, 3000);
+    CU_ASSERT_EQUAL(cfg.io_timeout_ms, 4000);
+    CU_ASSERT_EQUAL(cfg.log_level, CONFIG_LOG_VERBOSE);
+    config_free(&cfg);
+}
+
+static void test_rejects_bad_values(void)
+{
+    struct config cfg;
+    const char *bad[][3] = {
+        {"--listen", "8080", NULL},          {"--listen", "::1:80", NULL},
+        {"--listen", "host:99999", NULL},    {"--listen", "host:", NULL},
+        {"--max-connections", "0", NULL},    {"--max-connections", "12x", NULL},
+        {"--idle-timeout", "-5", NULL},      {"--nonsense", NULL, NULL},
+        {"extra-argument", NULL, NULL},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        CU_ASSERT_EQUAL(parse(&cfg, bad[i]), CONFIG_ERROR);
+        config_free(&cfg);
+    }
+}
+
+static void test_help_and_version_exit_successfully(void)
+{
+    struct config cfg;
+    const char *h[] = {"--help", NULL};
+    const char *v[] = {"--version", NULL};
+    CU_ASSERT_EQUAL(parse(&cfg, h), CONFIG_EXIT_SUCCESS);
+    config_free(&cfg);
+    CU_ASSERT_EQUAL(parse(&cfg, v), CONFIG_EXIT_SUCCESS);
+    config_free(&cfg);
+}
+
+static void test_hostport_forms(void)
+{
+    char host[64];
+    uint16_t port;
+    CU_ASSERT_EQUAL(config_parse_hostport("example.org:443", host, sizeof(host), &port), 0);
+    CU_ASSERT_STRING_EQUAL(host, "example.org");
+    CU_ASSERT_EQUAL(port, 443);
+    CU_ASSERT_EQUAL(config_parse_hostport("[2001:db8::1]:8443", host, sizeof(host), &port), 0);
+    CU_ASSERT_STRING_EQUAL(host, "2001:db8::1");
+    CU_ASSERT_EQUAL(port, 8443);
+    CU_ASSERT_EQUAL(config_parse_hostport(":80", host, sizeof(host), &port), -1);
+    CU_ASSERT_EQUAL(config_parse_hostport("a:+80", host, sizeof(host), &port), -1);
+    CU_ASSERT_EQUAL(config_parse_hostport("[::1:80", host, sizeof(host), &port), -1);
+}
+
+static void test_data_dir_is_created_private(void)
+{
+    char base[] = "/tmp/tapwire-config-XXXXXX";
+    char path[256], err[256];
+    struct stat st;
+    CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(base));
+    snprintf(path, sizeof(path), "%s/a/b/tapwire", base);
+    CU_ASSERT_EQUAL(config_prepare_data_dir(path, err, sizeof(err)), 0);
+    CU_ASSERT_EQUAL(stat(path, &st), 0);
+    CU_ASSERT_TRUE(S_ISDIR(st.st_mode));
+    CU_ASSERT_EQUAL(st.st_mode & 0777, 0700);
+    /* A file where the directory should be is an error. */
+    char file[300];
+    snprintf(file, sizeof(file), "%s/file", base);
+    FILE *f = fopen(file, "w");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    fclose(f);
+    CU_ASSERT_EQUAL(config_prepare_data_dir(file, err, sizeof(err)), -1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "not a directory"));
+    unlink(file);
+    rmdir(path);
+    snprintf(path, sizeof(path), "%s/a/b", base);
+    rmdir(path);
+    snprintf(path, sizeof(path), "%s/a", base);
+    rmdir(path);
+    rmdir(base);
+}
+
+int main(void)
+{
+    if (CU_initialize_registry() != CUE_SUCCESS)
+        return 1;
+    CU_pSuite s = CU_add_suite("config", NULL, NULL);
+    if (!s || !CU_add_test(s, "defaults listen on loopback 8080",
+                           test_defaults_listen_on_loopback_8080) ||
+        !CU_add_test(s, "data dir falls back to HOME", test_data_dir_falls_back_to_home) ||
+        !CU_add_test(s, "parses every option", test_parses_every_option) ||
+        !CU_add_test(s, "rejects bad values", test_rejects_bad_values) ||
+        !CU_add_test(s, "help and version exit successfully",
+                     test_help_and_version_exit_successfully) ||
+        !CU_add_test(s, "host:port forms", test_hostport_forms) ||
+        !CU_add_test(s, "data dir is created private", test_data_dir_is_created_private)) {
+        CU_cleanup_registry();
+        return 1;
+    }
+    CU_basic_set_mode(CU_BRM_VERBOSE);
+    CU_basic_run_tests();
+    unsigned failures = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
+    CU_cleanup_registry();
+    return failures ? 1 : 0;
+}
