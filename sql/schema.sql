@@ -25,3 +25,78 @@ CREATE TABLE certs (
     cert_pem TEXT NOT NULL,
     created_at INTEGER NOT NULL
 );
+
+-- version: 2
+-- Captured exchanges (flowstore). Newest first is id order, so a page of the
+-- dashboard is a walk down the rowid b-tree from a cursor, whatever the row
+-- count. AUTOINCREMENT: ids are never reused, even after the newest flows
+-- were deleted or the table cleared, so an id the dashboard holds (a cursor,
+-- a row on screen, the live stream's position) never names another flow.
+-- Times are microseconds since the Unix epoch, NULL when the step did not
+-- happen. Header sections are stored as received: "Name: value\r\n" per
+-- field, original order and case. Bodies live in flow_bodies so that
+-- listing never reads them.
+CREATE TABLE flows (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind INTEGER NOT NULL,          -- enum flow_kind: 0 http, 1 tunnel, 2 websocket
+    time_start_us INTEGER NOT NULL,
+    client TEXT NOT NULL,
+    scheme TEXT NOT NULL,
+    method TEXT NOT NULL,
+    host TEXT NOT NULL,
+    port INTEGER NOT NULL,
+    target TEXT NOT NULL,
+    req_version TEXT NOT NULL,      -- "HTTP/1.1"
+    resp_version TEXT,              -- NULL without a response
+    req_headers TEXT,
+    resp_headers TEXT,
+    status INTEGER NOT NULL,        -- 0 without a response
+    reason TEXT,
+    req_body_size INTEGER NOT NULL, -- bytes the whole body had
+    resp_body_size INTEGER NOT NULL,
+    req_body_captured INTEGER NOT NULL, -- bytes of it kept in flow_bodies
+    resp_body_captured INTEGER NOT NULL,
+    req_truncated INTEGER NOT NULL,
+    resp_truncated INTEGER NOT NULL,
+    req_content_type TEXT,
+    resp_content_type TEXT,
+    req_content_encoding TEXT,
+    resp_content_encoding TEXT,
+    connected_us INTEGER,
+    tls_done_us INTEGER,
+    request_sent_us INTEGER,
+    first_byte_us INTEGER,
+    done_us INTEGER,
+    is_tls INTEGER NOT NULL,
+    tls_client_sni TEXT,
+    tls_client_alpn TEXT,
+    tls_client_version TEXT,
+    tls_client_cipher TEXT,
+    tls_upstream_version TEXT,
+    tls_upstream_cipher TEXT,
+    tls_cert_subject TEXT,
+    tls_cert_issuer TEXT,
+    tls_cert_sans TEXT,
+    tls_cert_not_after INTEGER,     -- unix seconds
+    tls_verification TEXT,
+    error TEXT,
+    rules TEXT,
+    bytes_up INTEGER NOT NULL,
+    bytes_down INTEGER NOT NULL
+);
+-- Every index entry ends with the rowid, so an equality on the indexed
+-- expression plus "id < ? ORDER BY id DESC LIMIT ?" reads exactly one page.
+-- The dashboard's queries use these exact expressions.
+CREATE INDEX flows_host ON flows (lower(host));
+CREATE INDEX flows_status_class ON flows (status / 100);
+CREATE INDEX flows_error ON flows (id) WHERE error IS NOT NULL;
+CREATE INDEX flows_time ON flows (time_start_us);
+-- Captured body bytes, one row per direction (0 request, 1 response) and only
+-- for non-empty captures; a row per direction rather than two columns so that
+-- reading the response never walks the request's overflow pages.
+CREATE TABLE flow_bodies (
+    flow_id INTEGER NOT NULL REFERENCES flows (id) ON DELETE CASCADE,
+    direction INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (flow_id, direction)
+);

@@ -30,6 +30,13 @@ enum {
     OPT_UPSTREAM_TIMEOUT,
     OPT_IO_TIMEOUT,
     OPT_VERSION,
+    OPT_DB,
+    OPT_CAPTURE_LIMIT,
+    OPT_MAX_FLOWS,
+    OPT_DASHBOARD,
+    OPT_NO_DASHBOARD,
+    OPT_WEB_ROOT,
+    OPT_DASHBOARD_TOKEN,
 };
 
 static const struct option long_options[] = {
@@ -44,6 +51,13 @@ static const struct option long_options[] = {
     {"header-timeout", required_argument, NULL, OPT_HEADER_TIMEOUT},
     {"upstream-timeout", required_argument, NULL, OPT_UPSTREAM_TIMEOUT},
     {"io-timeout", required_argument, NULL, OPT_IO_TIMEOUT},
+    {"db", required_argument, NULL, OPT_DB},
+    {"capture-limit", required_argument, NULL, OPT_CAPTURE_LIMIT},
+    {"max-flows", required_argument, NULL, OPT_MAX_FLOWS},
+    {"dashboard", required_argument, NULL, OPT_DASHBOARD},
+    {"no-dashboard", no_argument, NULL, OPT_NO_DASHBOARD},
+    {"web-root", required_argument, NULL, OPT_WEB_ROOT},
+    {"dashboard-token", required_argument, NULL, OPT_DASHBOARD_TOKEN},
     {"verbose", no_argument, NULL, 'v'},
     {"quiet", no_argument, NULL, 'q'},
     {"help", no_argument, NULL, 'h'},
@@ -70,6 +84,13 @@ static void print_usage(FILE *out)
             "  --header-timeout MS      time allowed to send a request head (default %d)\n"
             "  --upstream-timeout MS    connect + TLS handshake upstream (default %d)\n"
             "  --io-timeout MS          no progress on a body or response (default %d)\n"
+            "  --db FILE                flow database (default DATA-DIR/tapwire.db)\n"
+            "  --capture-limit BYTES    body bytes kept per flow (default %d)\n"
+            "  --max-flows N            flows kept, oldest pruned (default %d)\n"
+            "  --dashboard ADDR:PORT    dashboard address (default %s)\n"
+            "  --no-dashboard           no dashboard\n"
+            "  --web-root DIR           serve the dashboard page from DIR (development)\n"
+            "  --dashboard-token TOKEN  dashboard access token (default: random)\n"
             "  -v, --verbose            more log output (repeat for debug)\n"
             "  -q, --quiet              warnings and errors only\n"
             "  -h, --help               this text\n"
@@ -78,7 +99,8 @@ static void print_usage(FILE *out)
             "See tapwire(1).\n",
             CONFIG_DEFAULT_LISTEN, CONFIG_DEFAULT_MAX_CONNECTIONS, CONFIG_DEFAULT_IDLE_TIMEOUT_MS,
             CONFIG_DEFAULT_HEADER_TIMEOUT_MS, CONFIG_DEFAULT_UPSTREAM_TIMEOUT_MS,
-            CONFIG_DEFAULT_IO_TIMEOUT_MS);
+            CONFIG_DEFAULT_IO_TIMEOUT_MS, CONFIG_DEFAULT_CAPTURE_LIMIT_BYTES,
+            CONFIG_DEFAULT_MAX_FLOWS, CONFIG_DEFAULT_DASHBOARD);
 }
 
 int config_parse_hostport(const char *spec, char *host, size_t host_len, uint16_t *port)
@@ -165,10 +187,17 @@ enum config_parse_result config_parse(struct config *cfg, int argc, char **argv)
     cfg->io_timeout_ms = CONFIG_DEFAULT_IO_TIMEOUT_MS;
     cfg->shutdown_grace_ms = CONFIG_DEFAULT_SHUTDOWN_GRACE_MS;
     cfg->upstream_timeout_ms = CONFIG_DEFAULT_UPSTREAM_TIMEOUT_MS;
+    cfg->capture_limit = CONFIG_DEFAULT_CAPTURE_LIMIT_BYTES;
+    cfg->max_flows = CONFIG_DEFAULT_MAX_FLOWS;
+    cfg->dashboard_enabled = true;
+    config_parse_hostport(CONFIG_DEFAULT_DASHBOARD, cfg->dashboard_host,
+                          sizeof(cfg->dashboard_host), &cfg->dashboard_port);
     const char *keylog = getenv("SSLKEYLOGFILE");
     cfg->keylog_file = keylog && keylog[0] ? keylog : NULL;
 
     const char *data_dir = NULL;
+    const char *db = NULL;
+    int number;
     int c;
     optind = 1;
     opterr = 1;
@@ -230,6 +259,44 @@ enum config_parse_result config_parse(struct config *cfg, int argc, char **argv)
             if (parse_positive("--io-timeout", optarg, 1, 86400000, &cfg->io_timeout_ms))
                 return CONFIG_ERROR;
             break;
+        case OPT_DB:
+            if (!optarg[0]) {
+                fprintf(stderr, "tapwire: --db wants a file name\n");
+                return CONFIG_ERROR;
+            }
+            db = optarg;
+            break;
+        case OPT_CAPTURE_LIMIT:
+            if (parse_positive("--capture-limit", optarg, 0, 1 << 30, &number))
+                return CONFIG_ERROR;
+            cfg->capture_limit = (size_t)number;
+            break;
+        case OPT_MAX_FLOWS:
+            if (parse_positive("--max-flows", optarg, 1, 100000000, &number))
+                return CONFIG_ERROR;
+            cfg->max_flows = number;
+            break;
+        case OPT_DASHBOARD:
+            if (config_parse_hostport(optarg, cfg->dashboard_host, sizeof(cfg->dashboard_host),
+                                      &cfg->dashboard_port) < 0) {
+                fprintf(stderr, "tapwire: --dashboard wants ADDR:PORT, not '%s'\n", optarg);
+                return CONFIG_ERROR;
+            }
+            cfg->dashboard_enabled = true;
+            break;
+        case OPT_NO_DASHBOARD:
+            cfg->dashboard_enabled = false;
+            break;
+        case OPT_WEB_ROOT:
+            cfg->web_root = optarg;
+            break;
+        case OPT_DASHBOARD_TOKEN:
+            if (strlen(optarg) < 16) {
+                fprintf(stderr, "tapwire: --dashboard-token wants at least 16 characters\n");
+                return CONFIG_ERROR;
+            }
+            cfg->dashboard_token = optarg;
+            break;
         case 'v':
             cfg->log_level++;
             break;
@@ -256,13 +323,27 @@ enum config_parse_result config_parse(struct config *cfg, int argc, char **argv)
         fprintf(stderr, "tapwire: no data directory: set --data-dir, XDG_DATA_HOME or HOME\n");
         return CONFIG_ERROR;
     }
+    if (db) {
+        cfg->db_path = strdup(db);
+    } else {
+        size_t n = strlen(cfg->data_dir) + sizeof("/tapwire.db");
+        cfg->db_path = malloc(n);
+        if (cfg->db_path)
+            snprintf(cfg->db_path, n, "%s/tapwire.db", cfg->data_dir);
+    }
+    if (!cfg->db_path) {
+        fprintf(stderr, "tapwire: out of memory\n");
+        return CONFIG_ERROR;
+    }
     return CONFIG_OK;
 }
 
 void config_free(struct config *cfg)
 {
     free(cfg->data_dir);
+    free(cfg->db_path);
     cfg->data_dir = NULL;
+    cfg->db_path = NULL;
 }
 
 bool config_is_ignored_host(const struct config *cfg, const char *host)

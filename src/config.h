@@ -18,6 +18,9 @@
 #define CONFIG_DEFAULT_SHUTDOWN_GRACE_MS 5000  /* in-flight exchanges on SIGTERM */
 #define CONFIG_DEFAULT_UPSTREAM_TIMEOUT_MS 10000 /* connect + TLS handshake upstream */
 #define CONFIG_MAX_LIST 64                     /* repeatable options */
+#define CONFIG_DEFAULT_DASHBOARD "127.0.0.1:8081"
+#define CONFIG_DEFAULT_CAPTURE_LIMIT_BYTES (1024 * 1024)
+#define CONFIG_DEFAULT_MAX_FLOWS 100000
 
 enum log_level_setting { CONFIG_LOG_QUIET = 0, CONFIG_LOG_NORMAL = 1, CONFIG_LOG_VERBOSE = 2 };
 
@@ -39,6 +42,16 @@ struct config {
     int shutdown_grace_ms;
     int upstream_timeout_ms;
     const char *keylog_file; /* from SSLKEYLOGFILE, may be NULL */
+
+    /* flow capture and the dashboard */
+    char *db_path;           /* owned: --db, default <data_dir>/tapwire.db */
+    size_t capture_limit;    /* --capture-limit bytes per body */
+    int64_t max_flows;       /* --max-flows */
+    bool dashboard_enabled;  /* false with --no-dashboard */
+    char dashboard_host[256];
+    uint16_t dashboard_port;
+    const char *web_root;        /* --web-root DIR or NULL: serve the built-in page */
+    const char *dashboard_token; /* --dashboard-token or NULL: random at start */
 };
 
 enum config_parse_result {

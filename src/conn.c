@@ -27,7 +27,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/x509v3.h>
+
 #include "exchange.h"
+#include "flowstore.h"
 #include "http1.h"
 #include "log.h"
 #include "stream.h"
@@ -60,6 +63,12 @@ struct conn {
     char sni[256];
     bool offer_http11;
     struct upstream_error tunnel_error; /* status != OK: each request gets an error page */
+
+    /* What flows record about TLS on both sides; strings owned. */
+    struct flow_tls tls_info;
+    bool client_is_tls;
+    /* Set when the upstream was just opened: the next flow gets these. */
+    int64_t opened_at_us, connected_at_us, tls_done_at_us;
     char verify_note[UPSTREAM_ERROR_BYTES + 16]; /* --insecure: what verification found */
 };
 
@@ -68,6 +77,175 @@ static int64_t now_us(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static int64_t wall_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+static void tls_info_clear_upstream(struct flow_tls *t)
+{
+    free(t->cert_subject);
+    free(t->cert_issuer);
+    free(t->cert_sans);
+    free(t->verification);
+    t->cert_subject = t->cert_issuer = t->cert_sans = t->verification = NULL;
+    t->cert_not_after = 0;
+    t->upstream_version[0] = t->upstream_cipher[0] = '\0';
+}
+
+static char *name_text(const X509_NAME *name)
+{
+    char *out = NULL;
+    BIO *bio = BIO_new(BIO_s_mem());
+    if (!bio)
+        return NULL;
+    if (X509_NAME_print_ex(bio, name, 0, XN_FLAG_RFC2253) >= 0) {
+        char *data;
+        long n = BIO_get_mem_data(bio, &data);
+        out = strndup(data, (size_t)n);
+    }
+    BIO_free(bio);
+    return out;
+}
+
+static char *sans_text(X509 *cert)
+{
+    GENERAL_NAMES *names = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+    char *out = NULL;
+    size_t len = 0, cap = 0;
+    if (!names)
+        return NULL;
+    for (int i = 0; i < sk_GENERAL_NAME_num(names); i++) {
+        const GENERAL_NAME *gn = sk_GENERAL_NAME_value(names, i);
+        char item[300];
+        item[0] = '\0';
+        if (gn->type == GEN_DNS) {
+            snprintf(item, sizeof(item), "DNS:%.*s", ASN1_STRING_length(gn->d.dNSName),
+                     (const char *)ASN1_STRING_get0_data(gn->d.dNSName));
+        } else if (gn->type == GEN_IPADD) {
+            char ip[INET6_ADDRSTRLEN] = "";
+            int n = ASN1_STRING_length(gn->d.iPAddress);
+            const unsigned char *d = ASN1_STRING_get0_data(gn->d.iPAddress);
+            if (n == 4 || n == 16)
+                inet_ntop(n == 4 ? AF_INET : AF_INET6, d, ip, sizeof(ip));
+            snprintf(item, sizeof(item), "IP:%s", ip);
+        }
+        size_t il = strlen(item);
+        if (il == 0)
+            continue;
+        if (len + il + 3 > cap) {
+            size_t ncap = cap ? cap * 2 : 256;
+            while (ncap < len + il + 3)
+                ncap *= 2;
+            char *n2 = realloc(out, ncap);
+            if (!n2)
+                break;
+            out = n2;
+            cap = ncap;
+        }
+        if (len > 0) {
+            memcpy(out + len, ", ", 2);
+            len += 2;
+        }
+        memcpy(out + len, item, il);
+        len += il;
+        out[len] = '\0';
+    }
+    GENERAL_NAMES_free(names);
+    return out;
+}
+
+/* Records the origin's TLS facts for the flows of this connection. */
+static void record_upstream_tls(struct conn *c, SSL *ssl, X509 *peer, const char *verification)
+{
+    struct flow_tls *t = &c->tls_info;
+    tls_info_clear_upstream(t);
+    if (ssl) {
+        snprintf(t->upstream_version, sizeof(t->upstream_version), "%s", SSL_get_version(ssl));
+        snprintf(t->upstream_cipher, sizeof(t->upstream_cipher), "%s", SSL_get_cipher_name(ssl));
+    }
+    if (peer) {
+        t->cert_subject = name_text(X509_get_subject_name(peer));
+        t->cert_issuer = name_text(X509_get_issuer_name(peer));
+        t->cert_sans = sans_text(peer);
+        struct tm tm;
+        if (ASN1_TIME_to_tm(X509_get0_notAfter(peer), &tm) == 1)
+            t->cert_not_after = (int64_t)timegm(&tm);
+    }
+    t->verification = dup_or_null(verification);
+}
+
+static void record_client_tls(struct conn *c, SSL *ssl)
+{
+    struct flow_tls *t = &c->tls_info;
+    const unsigned char *alpn = NULL;
+    unsigned int alpn_len = 0;
+    snprintf(t->client_sni, sizeof(t->client_sni), "%s", c->has_sni ? c->sni : "");
+    SSL_get0_alpn_selected(ssl, &alpn, &alpn_len);
+    snprintf(t->client_alpn, sizeof(t->client_alpn), "%.*s", (int)alpn_len,
+             alpn ? (const char *)alpn : "");
+    snprintf(t->client_version, sizeof(t->client_version), "%s", SSL_get_version(ssl));
+    snprintf(t->client_cipher, sizeof(t->client_cipher), "%s", SSL_get_cipher_name(ssl));
+    c->client_is_tls = true;
+}
+
+static void copy_tls_info(struct flow_tls *dst, const struct flow_tls *src)
+{
+    *dst = *src;
+    dst->cert_subject = dup_or_null(src->cert_subject);
+    dst->cert_issuer = dup_or_null(src->cert_issuer);
+    dst->cert_sans = dup_or_null(src->cert_sans);
+    dst->verification = dup_or_null(src->verification);
+}
+
+/* A new flow for the exchange starting now, or NULL when capture is off. */
+static struct flow *flow_start(struct conn *c, const char *scheme, const char *method,
+                               const char *host, uint16_t port, const char *target)
+{
+    if (!c->env->flows)
+        return NULL;
+    struct flow *f = flow_new(c->cfg->capture_limit);
+    if (!f)
+        return NULL;
+    f->timings.start = wall_us();
+    snprintf(f->client_addr, sizeof(f->client_addr), "%s", c->client_name);
+    snprintf(f->scheme, sizeof(f->scheme), "%s", scheme);
+    snprintf(f->method, sizeof(f->method), "%s", method);
+    snprintf(f->host, sizeof(f->host), "%s", host);
+    f->port = port;
+    f->target = dup_or_null(target);
+    f->is_tls = c->client_is_tls || strcmp(scheme, "https") == 0;
+    if (f->is_tls)
+        copy_tls_info(&f->tls, &c->tls_info);
+    if (c->opened_at_us) {
+        f->timings.connected = c->connected_at_us;
+        f->timings.tls_done = c->tls_done_at_us;
+        c->opened_at_us = 0;
+    }
+    return f;
+}
+
+/* Hands the flow to the store (which owns it from here). */
+static void flow_finish(struct conn *c, struct flow *f, int status, const char *error)
+{
+    if (!f)
+        return;
+    if (status && !f->status)
+        f->status = status;
+    if (error && error[0] && !f->error)
+        f->error = strdup(error);
+    if (!f->timings.done)
+        f->timings.done = wall_us();
+    flowstore_submit(c->env->flows, f);
 }
 
 static void format_peer(const struct sockaddr_storage *peer, char *out, size_t len)
@@ -141,19 +319,25 @@ static int open_upstream(struct conn *c, const char *host, uint16_t port, bool t
                          X509 **peer)
 {
     SSL *ssl = NULL;
+    X509 *cert = NULL;
     int rc = -1;
     memset(err, 0, sizeof(*err));
     stream_close(&c->upstream);
+    c->opened_at_us = wall_us();
+    c->connected_at_us = c->tls_done_at_us = 0;
     int fd = upstream_connect_tcp(host, port, c->cfg->upstream_timeout_ms, err);
     if (fd < 0)
         goto out;
+    c->connected_at_us = wall_us();
     if (tls) {
         static const unsigned char alpn_http11[] = "\x08http/1.1";
         bool offer = c->offer_http11;
         ssl = upstream_tls_connect(c->env->upstream_ctx, fd, sni, verify_name,
                                    offer ? alpn_http11 : NULL, offer ? sizeof(alpn_http11) - 1 : 0,
-                                   c->cfg->upstream_timeout_ms, peer, err);
+                                   c->cfg->upstream_timeout_ms, &cert, err);
+        c->tls_done_at_us = wall_us();
         if (!ssl) {
+            record_upstream_tls(c, NULL, cert, err->reason);
             close(fd);
             goto out;
         }
@@ -161,6 +345,7 @@ static int open_upstream(struct conn *c, const char *host, uint16_t port, bool t
             snprintf(c->verify_note, sizeof(c->verify_note), "--insecure: %s", err->reason);
             log_warn("%s: upstream %s:%u %s", c->client_name, host, port, c->verify_note);
         }
+        record_upstream_tls(c, ssl, cert, err->reason[0] ? c->verify_note : "ok");
     }
     if (stream_init(&c->upstream, fd, CONN_IN_MAX_BYTES, c->env->cancel_fd) < 0) {
         snprintf(err->reason, sizeof(err->reason), "cannot set up the upstream socket");
@@ -176,6 +361,11 @@ static int open_upstream(struct conn *c, const char *host, uint16_t port, bool t
     c->up_tls = tls;
     rc = 0;
 out:
+    if (peer && cert) {
+        X509_up_ref(cert);
+        *peer = cert;
+    }
+    X509_free(cert);
     return rc;
 }
 
@@ -240,6 +430,7 @@ static bool serve_one(struct conn *c, enum conn_mode mode, size_t head_len, int6
     uint16_t port;
     bool tls;
     bool keep = false;
+    struct flow *flow = NULL;
     char method[32];
     snprintf(method, sizeof(method), "%.*s", (int)(h->method_len < 31 ? h->method_len : 31),
              h->method);
@@ -315,6 +506,12 @@ static bool serve_one(struct conn *c, enum conn_mode mode, size_t head_len, int6
     }
     if (exchange_request_build(&req, h, path, strlen(path), authority) < 0)
         goto out;
+    flow = flow_start(c, tls ? "https" : "http", req.method,
+                      mode == MODE_PROXY ? host : (c->has_sni ? c->sni : host), port, path);
+    if (flow) {
+        flow->request_version_minor = h->version_minor;
+        flow->request_headers = exchange_headers_text(h);
+    }
     stream_consume(&c->client, head_len);
     h = NULL; /* its bytes are gone */
 
@@ -323,6 +520,8 @@ static bool serve_one(struct conn *c, enum conn_mode mode, size_t head_len, int6
         bool close = req.framing != HTTP1_BODY_NONE || !req.keep_alive;
         keep = send_error(c, status, c->tunnel_error.reason, close) == STREAM_OK && !close;
         log_exchange(c, req.method, url, status, 0, started, c->tunnel_error.reason);
+        flow_finish(c, flow, status, c->tunnel_error.reason);
+        flow = NULL;
         goto out;
     }
 
@@ -339,10 +538,27 @@ static bool serve_one(struct conn *c, enum conn_mode mode, size_t head_len, int6
                 bool close = req.framing != HTTP1_BODY_NONE || !req.keep_alive;
                 keep = send_error(c, status, uerr.reason, close) == STREAM_OK && !close;
                 log_exchange(c, req.method, url, status, 0, started, uerr.reason);
+                if (flow && tls) {
+                    tls_info_clear_upstream(&flow->tls);
+                    copy_tls_info(&flow->tls, &c->tls_info);
+                }
+                flow_finish(c, flow, status, uerr.reason);
+                flow = NULL;
                 goto out;
             }
         }
-        int r = exchange_forward(&c->client, &c->upstream, &req, &c->t, &res);
+        if (flow && !reused && tls) {
+            /* A fresh origin connection: record its TLS facts and timings. */
+            tls_info_clear_upstream(&flow->tls);
+            copy_tls_info(&flow->tls, &c->tls_info);
+            flow->is_tls = true;
+        }
+        if (flow && c->opened_at_us) {
+            flow->timings.connected = c->connected_at_us;
+            flow->timings.tls_done = c->tls_done_at_us;
+            c->opened_at_us = 0;
+        }
+        int r = exchange_forward(&c->client, &c->upstream, &req, &c->t, flow, &res);
         if (r < 0 && res.upstream_stale && reused) {
             /* A kept-alive origin connection may have been closed by the
              * origin just before we used it; a request without a body is
@@ -358,10 +574,13 @@ static bool serve_one(struct conn *c, enum conn_mode mode, size_t head_len, int6
         break;
     }
     log_exchange(c, req.method, url, res.status, res.response_bytes, started, res.error);
+    flow_finish(c, flow, res.status, res.error);
+    flow = NULL;
     if (!res.upstream_reusable)
         stream_close(&c->upstream);
     keep = res.client_keep_alive;
 out:
+    flow_free(flow);
     exchange_request_free(&req);
     free(authority);
     free(path);
@@ -530,6 +749,7 @@ static int intercept_tls(struct conn *c, const struct client_hello *hello)
         goto out;
     }
     stream_attach_tls(&c->client, ssl);
+    record_client_tls(c, ssl);
     rc = 0;
 out:
     X509_free(leaf);
@@ -550,11 +770,20 @@ static void relay_raw(struct conn *c, const char *what, int64_t started)
                      uerr.reason);
         return;
     }
+    struct flow *flow = flow_start(c, "tcp", "CONNECT", c->tunnel_host, c->tunnel_port, NULL);
     int r = stream_relay(&c->client, &c->upstream, c->cfg->idle_timeout_ms, &up, &down);
     char note[128];
     snprintf(note, sizeof(note), "%s relay, %llu bytes up%s%s", what, (unsigned long long)up,
              r < 0 ? ", ended: " : "", r < 0 ? stream_status_text(r) : "");
     log_exchange(c, "CONNECT", target, 200, down, started, note);
+    if (flow) {
+        flow->kind = FLOW_TUNNEL;
+        flow->bytes_up = up;
+        flow->bytes_down = down;
+        flow->error = r < 0 && r != STREAM_TIMEOUT ? strdup(note) : NULL;
+        flow->rules = NULL;
+    }
+    flow_finish(c, flow, 200, NULL);
 }
 
 static void handle_connect(struct conn *c, size_t head_len, int64_t started)
@@ -600,6 +829,12 @@ static void handle_connect(struct conn *c, size_t head_len, int64_t started)
 
     switch (peek_first_bytes(c, &hello)) {
     case FIRST_TLS:
+        /* Clients often CONNECT by address and name the site only in the
+         * SNI, so --ignore-host is checked again once the SNI is known. */
+        if (hello.has_sni && config_is_ignored_host(c->cfg, hello.sni)) {
+            relay_raw(c, "ignored host", started);
+            break;
+        }
         if (intercept_tls(c, &hello) == 0)
             serve_requests(c, MODE_TUNNEL_TLS);
         break;
@@ -637,5 +872,6 @@ void conn_serve(const struct proxy_env *env, int fd, const struct sockaddr_stora
 out:
     stream_close(&c->upstream);
     stream_close(&c->client);
+    tls_info_clear_upstream(&c->tls_info);
     free(c);
 }

@@ -14,6 +14,7 @@
 #include "ca.h"
 #include "certstore.h"
 #include "config.h"
+#include "flowstore.h"
 
 #define CONN_PEEK_BYTES 16389 /* one full TLS record plus its header */
 
@@ -22,6 +23,7 @@ struct proxy_env {
     const struct config *cfg;
     const struct ca *ca;
     struct certstore *certs;
+    struct flowstore *flows; /* NULL: capture off */
     SSL_CTX *server_ctx;   /* client-facing TLS */
     SSL_CTX *upstream_ctx; /* TLS towards origins */
     int stop_fd;   /* readable once the proxy stops accepting: idle clients end */

@@ -12,6 +12,8 @@
  */
 #include "exchange.h"
 
+#include "flowstore.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,6 +69,13 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static int64_t wall_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 static bool name_is(const struct http1_header *h, const char *name)
 {
     return h->name_len == strlen(name) && strncasecmp(h->name, name, h->name_len) == 0;
@@ -94,9 +103,10 @@ static int read_head(struct stream *s, int64_t deadline, int first_wait_ms,
                      int (*parse)(const char *, size_t, void *, struct http1_head *,
                                   struct http1_error *),
                      void *parse_arg, struct http1_head *head, struct http1_error *err,
-                     bool *got_nothing)
+                     bool *got_nothing, int64_t *first_byte_us)
 {
     size_t scan_from = 0;
+    size_t parsed_at = 0;
     *got_nothing = false;
     if (stream_buffered(s) == 0) {
         int w = stream_wait_readable(s, first_wait_ms);
@@ -107,15 +117,19 @@ static int read_head(struct stream *s, int64_t deadline, int first_wait_ms,
             return -1;
         }
     }
+    if (first_byte_us)
+        *first_byte_us = wall_us();
     for (;;) {
         size_t have = stream_buffered(s);
-        if (have > 0 && (have < 1024 || have >= HTTP1_MAX_HEAD_BYTES ||
-                         has_head_end(stream_data(s), have, &scan_from) ||
-                         (have > HTTP1_MAX_REQUEST_LINE_BYTES &&
-                          !memchr(stream_data(s), '\n', HTTP1_MAX_REQUEST_LINE_BYTES + 1)))) {
+        /* Parse on the first bytes (garbage is refused at once), when a
+         * blank line arrived, and whenever the buffer doubled (limits): a
+         * geometric schedule keeps the total work linear. */
+        if (have > 0 && (parsed_at == 0 || have >= 2 * parsed_at || have >= HTTP1_MAX_HEAD_BYTES ||
+                         has_head_end(stream_data(s), have, &scan_from))) {
             int n = parse(stream_data(s), have, parse_arg, head, err);
             if (n != HTTP1_INCOMPLETE)
                 return n;
+            parsed_at = have;
         }
         int64_t left = deadline - now_ms();
         if (left <= 0) {
@@ -171,7 +185,7 @@ int exchange_read_request(struct stream *client, const struct exchange_timeouts 
     }
     deadline = now_ms() + t->header_ms;
     int n = read_head(client, deadline, t->header_ms, parse_request_cb, NULL, head, err,
-                      &got_nothing);
+                      &got_nothing, NULL);
     if (n < 0 && got_nothing)
         return 0;
     return n;
@@ -297,7 +311,7 @@ enum body_fault { FAULT_NONE, FAULT_SRC, FAULT_DST, FAULT_FRAMING };
  */
 static int move_body(struct stream *src, struct stream *dst, enum http1_framing in,
                      uint64_t length, enum out_framing out, int timeout_ms, uint64_t *count,
-                     enum body_fault *fault)
+                     struct flow_body *capture, enum body_fault *fault)
 {
     struct http1_chunked *chunked = NULL;
     int rc = -1;
@@ -324,6 +338,10 @@ static int move_body(struct stream *src, struct stream *dst, enum http1_framing 
             if (r == STREAM_EOF && in == HTTP1_BODY_UNTIL_CLOSE)
                 break;
             if (r < 0) {
+                /* Pass on what did arrive, so the client sees a short body
+                 * rather than nothing. */
+                if (dst)
+                    stream_flush(dst, timeout_ms);
                 *fault = FAULT_SRC;
                 goto out;
             }
@@ -345,8 +363,11 @@ static int move_body(struct stream *src, struct stream *dst, enum http1_framing 
                 *fault = FAULT_DST;
                 goto out;
             }
-            if (cr == HTTP1_CHUNK_DATA)
+            if (cr == HTTP1_CHUNK_DATA) {
                 *count += piece_len;
+                if (capture)
+                    flow_body_append(capture, piece, piece_len);
+            }
             stream_consume(src, used);
             if (cr == HTTP1_CHUNK_DONE)
                 break;
@@ -359,6 +380,8 @@ static int move_body(struct stream *src, struct stream *dst, enum http1_framing 
             *fault = FAULT_DST;
             goto out;
         }
+        if (capture)
+            flow_body_append(capture, data, take);
         stream_consume(src, take);
         remaining -= in == HTTP1_BODY_LENGTH ? take : 0;
         *count += take;
@@ -390,7 +413,7 @@ int exchange_discard_body(struct stream *client, const struct exchange_request *
     uint64_t count = 0;
     enum body_fault fault;
     return move_body(client, NULL, req->framing, req->content_length, OUT_RAW, t->io_ms, &count,
-                     &fault);
+                     NULL, &fault);
 }
 
 /* Builds the head the client gets for response resp. */
@@ -453,9 +476,23 @@ static char *build_response_head(const struct http1_head *resp, const struct exc
     return b.data;
 }
 
+char *exchange_headers_text(const struct http1_head *head)
+{
+    struct strbuf b = {0};
+    for (size_t i = 0; i < head->num_headers; i++) {
+        const struct http1_header *h = &head->headers[i];
+        sb_header(&b, h->name, h->name_len, h->value, h->value_len);
+    }
+    if (b.failed || !b.data) {
+        free(b.data);
+        return b.failed ? NULL : strdup("");
+    }
+    return b.data;
+}
+
 int exchange_forward(struct stream *client, struct stream *upstream,
                      const struct exchange_request *req, const struct exchange_timeouts *t,
-                     struct exchange_result *res)
+                     struct flow *flow, struct exchange_result *res)
 {
     struct http1_head *resp = NULL;
     char *head = NULL;
@@ -485,7 +522,7 @@ int exchange_forward(struct stream *client, struct stream *upstream,
         }
         enum out_framing out = req->framing == HTTP1_BODY_CHUNKED ? OUT_CHUNKED : OUT_RAW;
         if (move_body(client, upstream, req->framing, req->content_length, out, t->io_ms,
-                      &res->request_bytes, &fault) < 0) {
+                      &res->request_bytes, flow ? &flow->request_body : NULL, &fault) < 0) {
             res->client_keep_alive = false;
             if (fault == FAULT_DST) {
                 /* The origin stopped reading: it may have answered already
@@ -505,6 +542,8 @@ int exchange_forward(struct stream *client, struct stream *upstream,
         }
     }
 
+    if (flow)
+        flow->timings.request_sent = wall_us();
     resp = malloc(sizeof(*resp));
     if (!resp) {
         snprintf(res->error, sizeof(res->error), "out of memory");
@@ -515,7 +554,8 @@ int exchange_forward(struct stream *client, struct stream *upstream,
         struct http1_error perr = {0};
         bool got_nothing;
         int n = read_head(upstream, now_ms() + t->io_ms, t->io_ms, parse_response_cb, &rctx, resp,
-                          &perr, &got_nothing);
+                          &perr, &got_nothing,
+                          flow && !flow->timings.first_byte ? &flow->timings.first_byte : NULL);
         if (n < 0) {
             bool nothing_back = upstream->bytes_read == upstream_read_before;
             if (nothing_back && req->framing == HTTP1_BODY_NONE && perr.status != 408)
@@ -562,6 +602,18 @@ int exchange_forward(struct stream *client, struct stream *upstream,
     res->upstream_reusable = resp->keep_alive && resp->framing != HTTP1_BODY_UNTIL_CLOSE &&
                              res->error[0] == '\0';
     res->status = resp->status;
+    if (flow) {
+        flow->status = resp->status;
+        snprintf(flow->reason, sizeof(flow->reason), "%.*s",
+                 (int)(resp->reason_len < sizeof(flow->reason) ? resp->reason_len
+                                                               : sizeof(flow->reason) - 1),
+                 resp->reason);
+        flow->response_version_minor = resp->version_minor;
+        free(flow->response_headers);
+        flow->response_headers = exchange_headers_text(resp);
+        if (resp->status == 101)
+            flow->kind = FLOW_WEBSOCKET;
+    }
     enum http1_framing in = resp->framing;
     uint64_t length = resp->content_length;
     stream_consume(upstream, resp_head_len);
@@ -578,14 +630,18 @@ int exchange_forward(struct stream *client, struct stream *upstream,
         int r = stream_relay(client, upstream, t->idle_ms, &up_bytes, &down_bytes);
         res->request_bytes += up_bytes;
         res->response_bytes += down_bytes;
+        if (flow) {
+            flow->bytes_up = up_bytes;
+            flow->bytes_down = down_bytes;
+        }
         if (r < 0 && r != STREAM_TIMEOUT)
             snprintf(res->error, sizeof(res->error), "upgraded connection ended: %s",
                      stream_status_text(r));
         rc = 0;
         goto out;
     }
-    if (move_body(upstream, client, in, length, out, t->io_ms, &res->response_bytes, &fault) <
-        0) {
+    if (move_body(upstream, client, in, length, out, t->io_ms, &res->response_bytes,
+                  flow ? &flow->response_body : NULL, &fault) < 0) {
         res->client_keep_alive = false;
         res->upstream_reusable = false;
         snprintf(res->error, sizeof(res->error), "%s",
@@ -603,6 +659,8 @@ int exchange_forward(struct stream *client, struct stream *upstream,
 out:
     if (res->status < 0)
         res->status = 0, res->client_keep_alive = false;
+    if (flow)
+        flow->timings.done = wall_us();
     free(head);
     free(resp);
     return rc;

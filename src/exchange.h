@@ -14,6 +14,8 @@
 #include "http1.h"
 #include "stream.h"
 
+struct flow;
+
 #define EXCHANGE_VIA "1.1 tapwire"
 #define EXCHANGE_ERROR_BYTES 512
 
@@ -77,7 +79,9 @@ struct exchange_result {
 
 /*
  * Forwards req (whose head the caller already consumed from client) to
- * upstream and the response back. Never sends a response to the client when
+ * upstream and the response back. When flow is not NULL, the bodies (up to
+ * its capture limits), the response head and the timings from request_sent
+ * on are recorded into it. Never sends a response to the client when
  * it returns upstream_stale. Returns 0 when the exchange completed (the
  * status may still be an error relayed from the origin), -1 when it broke
  * off (res->error says why; if res->status is 0 nothing was sent to the
@@ -85,7 +89,11 @@ struct exchange_result {
  */
 int exchange_forward(struct stream *client, struct stream *upstream,
                      const struct exchange_request *req, const struct exchange_timeouts *t,
-                     struct exchange_result *res);
+                     struct flow *flow, struct exchange_result *res);
+
+/* The header section of head as "Name: value\r\n" lines, in original order
+ * and case. Caller frees. NULL when out of memory. */
+char *exchange_headers_text(const struct http1_head *head);
 
 /*
  * Sends a complete error response with a short text/plain body naming the

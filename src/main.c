@@ -16,6 +16,7 @@
 #include "config.h"
 #include "conn.h"
 #include "db.h"
+#include "flowstore.h"
 #include "listener.h"
 #include "log.h"
 #include "tlsserver.h"
@@ -61,13 +62,13 @@ int main(int argc, char **argv)
     struct config cfg;
     struct ca *ca = NULL;
     struct certstore *certs = NULL;
+    struct flowstore *flows = NULL;
     SSL_CTX *server_ctx = NULL, *upstream_ctx = NULL;
     int cancel_pipe[2] = {-1, -1};
     int log_fd = -1;
     int listen_fd = -1;
     int status = 1;
     char err[512];
-    char db_path[PATH_MAX];
 
     enum config_parse_result parsed = config_parse(&cfg, argc, argv);
     if (parsed == CONFIG_EXIT_SUCCESS) {
@@ -101,8 +102,11 @@ int main(int argc, char **argv)
         log_error("%s", err);
         goto out;
     }
-    snprintf(db_path, sizeof(db_path), "%s/%s", cfg.data_dir, DB_FILE);
-    if (certstore_open(db_path, ca, CERTSTORE_MEMORY_ENTRIES, &certs, err, sizeof(err)) < 0) {
+    if (certstore_open(cfg.db_path, ca, CERTSTORE_MEMORY_ENTRIES, &certs, err, sizeof(err)) < 0) {
+        log_error("%s", err);
+        goto out;
+    }
+    if (flowstore_open(cfg.db_path, cfg.max_flows, &flows, err, sizeof(err)) < 0) {
         log_error("%s", err);
         goto out;
     }
@@ -155,6 +159,7 @@ int main(int argc, char **argv)
         .cfg = &cfg,
         .ca = ca,
         .certs = certs,
+        .flows = flows,
         .server_ctx = server_ctx,
         .upstream_ctx = upstream_ctx,
         .stop_fd = stop_pipe[0],
@@ -175,6 +180,7 @@ out:
         close(listen_fd);
     SSL_CTX_free(upstream_ctx);
     SSL_CTX_free(server_ctx);
+    flowstore_close(flows);
     certstore_close(certs);
     ca_free(ca);
     config_free(&cfg);

@@ -13,7 +13,7 @@ cc=${FUZZ_CC:-clang}
 status=0
 for target in "$top"/tests/fuzz/fuzz_*.c; do
     name=$(basename "$target" .c)
-    sources=$(sed -n 's/.*fuzz-sources: *//p' "$target" | head -n 1)
+    sources=$(sed -n 's/.*fuzz-sources: *//p' "$target" | head -n 1 | sed 's|\*/.*||')
     srcs=""
     for s in $sources; do srcs="$srcs $top/$s"; done
     echo "== building $name"

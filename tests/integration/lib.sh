@@ -58,6 +58,7 @@ need_cmd() {
 need_cmd curl openssl sha256sum timeout mktemp
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/tapwire-$_test_name.XXXXXX") || bail "mktemp failed"
+tmp=$(cd "$tmp" && pwd) # absolute, whatever TMPDIR was
 
 # ---- process tracking and cleanup ----
 
@@ -381,7 +382,7 @@ stop_proxy() { stop_pid "$PROXY_PID" 10; }
 
 # ---- clients ----
 
-CURL_MAX_TIME=${CURL_MAX_TIME:-60}
+CURL_MAX_TIME=${CURL_MAX_TIME:-30}
 
 # curl to a peer directly, never through any proxy.
 dcurl() { curl -q -sS --max-time "$CURL_MAX_TIME" --noproxy '*' "$@"; }

@@ -425,6 +425,8 @@ static int request_parse(struct conn *c, size_t head_len, struct request *r)
     r->raw_len = head_len;
     memcpy(r->work, r->raw, head_len + 1);
     c->off += head_len;
+    if (memchr(r->raw, '\0', head_len) != NULL)
+        return 400; /* the string handling below relies on there being none */
 
     line = r->work;
     next = strstr(line, "\r\n");

@@ -54,9 +54,9 @@ check "truncated ClientHello: proxy still serves" proxy_serves "$ORIGIN_PORT"
 
 # ---- the client vanishes mid-upload ----
 head -c $BIG /dev/urandom > "$tmp/upload.bin"
-timeout -s KILL 2 curl -q -s --max-time 30 --noproxy '' -x "http://127.0.0.1:$PROXY_PORT" \
+timeout 2 curl -q -s --max-time 30 --noproxy '' -x "http://127.0.0.1:$PROXY_PORT" \
     --limit-rate 1M --data-binary @"$tmp/upload.bin" "$O/sha256" > /dev/null 2>&1
-check_eq "client vanishing mid-body: curl was killed mid-upload" 137 $?
+check_eq "client vanishing mid-body: curl was killed mid-upload" 124 $?
 check "client vanishing mid-body: proxy still serves" proxy_serves "$ORIGIN_PORT"
 # Either the proxy never sent the request on, or it dropped it when the
 # client went: the origin must not be left waiting for a body.
@@ -67,15 +67,28 @@ upstream_released() {
 check "client vanishing mid-body: the upstream request was dropped too" upstream_released
 
 # ---- the upstream vanishes mid-response ----
-out=$(pcurl -o "$tmp/abort.bin" -w '%{size_download}' "$O/abort" 2> /dev/null)
-rc=$?
-check "upstream vanishing mid-response: client sees an error, not a clean end (curl exit $rc)" test "$rc" -ne 0
-check_le "upstream vanishing mid-response: client got at most what the origin sent" "${out:-0}" 1000
-out=$(pcurl --cacert "$PROXY_CA" --connect-to "good.test:443:127.0.0.1:$TLS_PORT" \
-    -o "$tmp/abort-tls.bin" -w '%{size_download}' https://good.test/abort 2> /dev/null)
-rc=$?
-check "upstream vanishing mid-response over TLS: client sees an error (curl exit $rc)" test "$rc" -ne 0
-check_le "upstream vanishing mid-response over TLS: at most what the origin sent" "${out:-0}" 1000
+# The failure is a truncated body that looks complete (exit 0, status 200).
+# A streaming proxy that already sent the head must cut the client off (a
+# short read); one that had sent nothing may answer 502/504 or close.
+# upstream_abort NAME CURL_ARGS...
+upstream_abort() {
+    local name=$1 out rc code size
+    shift
+    out=$(pcurl -o "$tmp/abort.bin" -w '%{http_code} %{size_download}' "$@" 2> /dev/null)
+    rc=$?
+    code=${out% *}
+    size=${out#* }
+    if [ "$code" = 502 ] || [ "$code" = 504 ]; then
+        pass "$name: client gets a gateway error ($code)"
+    else
+        check "$name: client sees an error, not a clean end (curl exit $rc, status $code)" \
+            test "$rc" -ne 0
+        check_le "$name: client got at most what the origin sent" "${size:-0}" 1000
+    fi
+}
+upstream_abort "upstream vanishing mid-response" "$O/abort"
+upstream_abort "upstream vanishing mid-response over TLS" --cacert "$PROXY_CA" \
+    --connect-to "good.test:443:127.0.0.1:$TLS_PORT" https://good.test/abort
 check "upstream vanishing: proxy still serves" proxy_serves "$ORIGIN_PORT"
 
 # ---- slowloris: a byte every 0.4 s, cut off by --header-timeout 1000 ----

@@ -116,7 +116,7 @@ printf 'GET %s/conn HTTP/1.1\r\nHost: %s\r\n\r\nGET %s/status/202 HTTP/1.1\r\nHo
 raw_send "$PROXY_PORT" "$tmp/pipe.req" "$tmp/pipe.resp"
 check_eq "pipelining: proxy closed after the second (Connection: close)" 0 $?
 check_eq "pipelining: two responses in order" "200 202" \
-    "$(grep -aoE '^HTTP/1\.[01] [0-9]{3}' "$tmp/pipe.resp" | cut -d' ' -f2 | tr '\n' ' ' | sed 's/ $//')"
+    "$(grep -aoE 'HTTP/1\.[01] [0-9]{3} ' "$tmp/pipe.resp" | cut -d' ' -f2 | tr '\n' ' ' | sed 's/ $//')"
 check_match "pipelining: first body is /conn" 'conn=[0-9]+ req=[0-9]+' "$(cat -v "$tmp/pipe.resp")"
 
 # ---- request smuggling and malformed framing: 400, close, origin never sees ----
@@ -164,6 +164,12 @@ check_no_match "no refused request reached the origin" 'smuggle|toolong|toomany'
 printf 'GET / HTTP/1.1\r\nHost: 127.0.0.1:%s\r\nConnection: close\r\n\r\n' "$PROXY_PORT" > "$tmp/self.req"
 raw_send "$PROXY_PORT" "$tmp/self.req" "$tmp/self.resp"
 check_match "origin-form request to the proxy: 4xx" '^HTTP/1\.[01] 4[0-9][0-9]' "$(status_line "$tmp/self.resp")"
+printf 'GET http://127.0.0.1:%s/loop HTTP/1.1\r\nHost: 127.0.0.1:%s\r\nConnection: close\r\n\r\n' \
+    "$PROXY_PORT" "$PROXY_PORT" > "$tmp/loop.req"
+raw_send "$PROXY_PORT" "$tmp/loop.req" "$tmp/loop.resp" 10
+check_eq "absolute-form request to the proxy's own address: answered and closed" 0 $?
+check_match "absolute-form request to the proxy's own address: refused, not looped" \
+    '^HTTP/1\.[01] [45][0-9][0-9]' "$(status_line "$tmp/loop.resp")"
 check "proxy still serves after all of the above" proxy_serves "$ORIGIN_PORT"
 
 # ---- the log and shutdown ----

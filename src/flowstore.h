@@ -1,0 +1,247 @@
+/*
+ * flowstore: captured exchanges ("flows") in SQLite.
+ *
+ * Proxy threads never wait on the disk: flowstore_submit() hands a finished
+ * flow to a bounded queue and returns at once; one writer thread writes
+ * queued flows in batched transactions and prunes the oldest beyond
+ * max_flows. When the queue is full the flow is dropped and counted.
+ * Queries for the dashboard use their own read connection (WAL lets them run
+ * beside the writer).
+ * Thread safety: every function may be called from any thread.
+ */
+#ifndef TAPWIRE_FLOWSTORE_H
+#define TAPWIRE_FLOWSTORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define FLOWSTORE_DEFAULT_CAPTURE_LIMIT_BYTES (1024 * 1024)
+#define FLOWSTORE_DEFAULT_MAX_FLOWS 100000
+#define FLOWSTORE_QUEUE_FLOWS 4096     /* flows waiting for the writer */
+#define FLOWSTORE_BATCH_FLOWS 256      /* flows per write transaction */
+
+/* A captured body: the first bytes up to the capture limit, and the size of
+ * the whole body. */
+struct flow_body {
+    unsigned char *data; /* owned; NULL when empty */
+    size_t len;          /* bytes held in data */
+    size_t limit;        /* capture limit: stop holding bytes past this */
+    uint64_t size;       /* bytes the whole body had */
+    bool truncated;      /* size > len */
+    size_t capacity;     /* bytes allocated for data; grows by doubling up to limit */
+};
+
+/* Appends to body, holding at most body->limit bytes. Returns 0 or -1 (out of
+ * memory: the body is then marked truncated). */
+int flow_body_append(struct flow_body *body, const void *data, size_t len);
+
+/* Timings in microseconds since the Unix epoch; 0 when a step did not happen. */
+struct flow_timings {
+    int64_t start;         /* request head complete */
+    int64_t connected;     /* upstream TCP connected */
+    int64_t tls_done;      /* upstream TLS handshake done */
+    int64_t request_sent;  /* request body fully sent upstream */
+    int64_t first_byte;    /* first byte of the response head */
+    int64_t done;          /* response fully sent to the client */
+};
+
+struct flow_tls {
+    char client_sni[256];
+    char client_alpn[32];
+    char client_version[16]; /* "TLSv1.3" */
+    char client_cipher[64];
+    char upstream_version[16];
+    char upstream_cipher[64];
+    char *cert_subject;  /* owned, may be NULL: upstream certificate */
+    char *cert_issuer;   /* owned, may be NULL */
+    char *cert_sans;     /* owned, may be NULL: "DNS:a, DNS:b, IP:1.2.3.4" */
+    int64_t cert_not_after; /* unix seconds, 0 if unknown */
+    char *verification;  /* owned, may be NULL: "ok", "not verified (--insecure): ...",
+                            or the failure reason */
+};
+
+enum flow_kind { FLOW_HTTP = 0, FLOW_TUNNEL = 1, FLOW_WEBSOCKET = 2 };
+
+struct flow {
+    int64_t id; /* assigned when written; 0 before */
+    enum flow_kind kind;
+    char client_addr[64];
+    char scheme[8]; /* "http", "https" */
+    char method[32];
+    char host[256];
+    uint16_t port;
+    char *target; /* owned: path and query as sent (origin-form) */
+    int request_version_minor;
+    int response_version_minor;
+    /* Header sections exactly as received, "Name: value\r\n" per field, in
+     * original order and case, without the start line. Owned, may be NULL. */
+    char *request_headers;
+    char *response_headers;
+    struct flow_body request_body;
+    struct flow_body response_body;
+    int status;       /* 0 when no response */
+    char reason[64];
+    struct flow_timings timings;
+    bool is_tls;
+    struct flow_tls tls;
+    char *error;      /* owned, may be NULL */
+    char *rules;      /* owned, may be NULL: ids/names of rules that changed it */
+    uint64_t bytes_up, bytes_down; /* tunnels and upgrades: raw bytes relayed */
+};
+
+/* Allocates a zeroed flow with both body limits set. NULL when out of memory. */
+struct flow *flow_new(size_t capture_limit);
+void flow_free(struct flow *flow);
+
+struct flowstore;
+
+/* Opens the store on db_path (see db_open()) and starts the writer thread.
+ * Returns 0 and *out, or -1 with err. */
+int flowstore_open(const char *db_path, int64_t max_flows, struct flowstore **out, char *err,
+                   size_t err_len);
+/* Writes what is queued, stops the writer, closes. NULL is fine. */
+void flowstore_close(struct flowstore *store);
+
+/* Takes ownership of flow. Never blocks on the disk. Returns 0 when queued,
+ * -1 when the queue was full (the flow is freed and counted as dropped). */
+int flowstore_submit(struct flowstore *store, struct flow *flow);
+
+/* Waits until every flow submitted before the call is written (or failed),
+ * at most timeout_ms. For tests and shutdown. Returns 0 or -1 on timeout. */
+int flowstore_sync(struct flowstore *store, int timeout_ms);
+
+struct flowstore_stats {
+    uint64_t submitted;
+    uint64_t written;
+    uint64_t dropped;      /* queue full */
+    uint64_t write_errors; /* flows lost to database errors */
+    uint64_t stored;       /* flows in the database now */
+    char last_error[256];  /* last database error, "" if none */
+};
+void flowstore_stats(struct flowstore *store, struct flowstore_stats *out);
+
+/*
+ * Called by the writer thread after each committed batch with the ids just
+ * written (ascending). Used by the dashboard for live updates; must not
+ * block. Set once before traffic starts; NULL to clear.
+ */
+typedef void (*flowstore_written_fn)(void *arg, const int64_t *ids, size_t count);
+/* After it returns, the previous callback is not running and is never called
+ * again, so its arg may be freed. */
+void flowstore_set_written_callback(struct flowstore *store, flowstore_written_fn fn, void *arg);
+
+/*
+ * Walks a header section as stored ("Name: value\r\n" per field). Returns
+ * true with the field at *pos (pointers into text, not NUL-terminated; the
+ * value without surrounding blanks) and moves *pos past it; false at the end.
+ * Start with *pos = 0.
+ */
+bool flow_headers_next(const char *text, size_t *pos, const char **name, size_t *name_len,
+                       const char **value, size_t *value_len);
+
+/* ---- queries (the dashboard) ---- */
+
+#define FLOWSTORE_LIST_MAX_FLOWS 10000 /* one flowstore_list() call returns at most this */
+#define FLOWSTORE_HAR_MAX_FLOWS 10000  /* newest flows in an export of "all" */
+
+enum flowstore_direction { FLOWSTORE_REQUEST = 0, FLOWSTORE_RESPONSE = 1 };
+
+/* A stored flow as read back. flow.id is set; flow.request_body and
+ * flow.response_body carry size and truncated but no data (len 0, see
+ * flowstore_get_body()). Free with flowstore_record_free(). */
+struct flowstore_record {
+    struct flow flow;
+    size_t request_captured; /* body bytes stored */
+    size_t response_captured;
+    char *request_content_type; /* owned, may be NULL: from the header fields */
+    char *response_content_type;
+    char *request_content_encoding;
+    char *response_content_encoding;
+};
+void flowstore_record_free(struct flowstore_record *record);
+/* Frees count records and the array. */
+void flowstore_records_free(struct flowstore_record **records, size_t count);
+
+/* Status classes for flowstore_filter.status_class. */
+#define FLOWSTORE_STATUS_ANY 0
+#define FLOWSTORE_STATUS_ERROR (-1) /* flows with an error (502s of the proxy, resets...) */
+/* 1..5: status 1xx..5xx */
+
+/* What flowstore_list() returns. Zero / NULL fields do not filter, so a
+ * zeroed filter with a limit lists the newest flows. */
+struct flowstore_filter {
+    int64_t before_id;    /* cursor: only ids below this; 0 for none */
+    int64_t after_id;     /* only ids above this; 0 for none */
+    bool is_oldest_first; /* ascending ids (live updates) instead of newest first */
+    size_t limit;         /* at most this many, 1..FLOWSTORE_LIST_MAX_FLOWS */
+    const char *host_glob;    /* '*' and '?' wildcards, case-insensitive */
+    const char *method;       /* exact, case-insensitive */
+    int status_class;         /* FLOWSTORE_STATUS_* or 1..5 */
+    const char *content_type; /* substring of the response Content-Type, case-insensitive */
+    const char *url_text;     /* substring of host + target, case-insensitive */
+    const void *body_bytes;   /* bytes in the stored request or response body */
+    size_t body_len;          /* 0: no body search */
+};
+
+/*
+ * Lists flows matching filter with everything but their header sections,
+ * TLS details and bodies (those fields are NULL / empty; flowstore_get() has
+ * them). Returns 0 with *records (an array of *count, caller frees with
+ * flowstore_records_free(); NULL when none), or -1 with err.
+ */
+int flowstore_list(struct flowstore *store, const struct flowstore_filter *filter,
+                   struct flowstore_record ***records, size_t *count, char *err, size_t err_len);
+
+/* One flow in full but for its bodies. Returns 0 and *out (caller frees with
+ * flowstore_record_free()), 0 with *out NULL when there is no such flow, or
+ * -1 with err. */
+int flowstore_get(struct flowstore *store, int64_t id, struct flowstore_record **out, char *err,
+                  size_t err_len);
+
+/* The captured bytes of one body. Returns 0 with *data (caller frees with
+ * free(); NULL with *len 0 when nothing was captured or there is no such
+ * flow), or -1 with err. */
+int flowstore_get_body(struct flowstore *store, int64_t id, enum flowstore_direction direction,
+                       unsigned char **data, size_t *len, char *err, size_t err_len);
+
+/* Deletes one flow and its bodies. Returns 0 with *found, or -1 with err. */
+int flowstore_delete(struct flowstore *store, int64_t id, bool *found, char *err, size_t err_len);
+/* Deletes every flow. Ids are never reused afterwards. Returns 0 or -1 with err. */
+int flowstore_clear(struct flowstore *store, char *err, size_t err_len);
+/* The id of the newest stored flow, 0 when none. Returns 0 or -1 with err. */
+int flowstore_newest_id(struct flowstore *store, int64_t *id, char *err, size_t err_len);
+
+/*
+ * Decodes a Content-Encoding chain for the HAR export; codec_decode_content()
+ * of codec.h has this signature. Returns 0 and *out (malloc'd) or -1 with err.
+ */
+typedef int (*flowstore_decode_fn)(const char *content_encoding, const unsigned char *in,
+                                   size_t in_len, size_t max_out, unsigned char **out,
+                                   size_t *out_len, char *err, size_t err_len);
+#define FLOWSTORE_HAR_MAX_DECODED_BYTES (16 * 1024 * 1024) /* else the raw bytes are exported */
+
+/*
+ * A HAR 1.2 document, produced piece by piece so that an export of
+ * thousands of flows never sits in memory whole: one flow is read and
+ * encoded per piece.
+ */
+struct flowstore_har;
+
+/*
+ * Starts an export of the flows ids[0..count) in that order (ids no longer
+ * stored are skipped), or, when ids is NULL, of the newest
+ * FLOWSTORE_HAR_MAX_FLOWS flows, newest first. decode may be NULL: response
+ * bodies are then exported as stored (base64 when compressed). Returns 0 and
+ * *out (close with flowstore_har_close()) or -1 with err.
+ */
+int flowstore_har_open(struct flowstore *store, const int64_t *ids, size_t count,
+                       flowstore_decode_fn decode, struct flowstore_har **out, char *err,
+                       size_t err_len);
+/* The next piece of the document: 1 with *data and *len (valid until the
+ * next call), 0 when the document is complete, -1 with err. */
+int flowstore_har_read(struct flowstore_har *har, const char **data, size_t *len, char *err,
+                       size_t err_len);
+void flowstore_har_close(struct flowstore_har *har);
+
+#endif
