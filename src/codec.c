@@ -28,21 +28,22 @@
 #include <zstd.h>
 #include <zstd_errors.h>
 
-#define FIRST_OUTPUT_MIN_BYTES 4096         /* first output buffer of a decoder */
+#define FIRST_OUTPUT_MIN_BYTES 4096          /* first output buffer of a decoder */
 #define FIRST_OUTPUT_MAX_BYTES (1024 * 1024) /* ...and the most it starts with */
 #define SHOWN_TOKEN_BYTES 32                 /* an unknown coding as shown in an error */
 #define BROTLI_REASON_BYTES 64
+#define INTERMEDIATE_SLACK_DIVISOR 64 /* see intermediate_limit() */
+#define INTERMEDIATE_SLACK_BYTES (64 * 1024)
 
 /*
  * Levels for re-encoding. A rewritten body is encoded while the client waits,
- * once per response, so speed wins over the last few percent of size.
- * zlib 6 is its own default and what most origins send: level 1 is about
- * twice as fast but visibly larger on text, and level 9 is much slower for
- * almost nothing. Brotli 5 is in the range browsers see from on-the-fly
- * compressors (CDNs use 4 to 6): faster than gzip 6 and still smaller, while
- * the CLI default 11 is meant for static assets and is two orders of
- * magnitude slower. Zstd 3 is the library default, chosen by its authors as
- * the speed/size balance point.
+ * once per response, so speed matters more than the last few percent of
+ * size. Measured on 8 MiB of text: zlib 6, its own default and what most
+ * origins send, costs 3x level 1 for output a quarter smaller, and level 9
+ * costs more again for almost nothing. Brotli 5 is what on-the-fly
+ * compressors use (CDNs run 4 to 6): faster than zlib 6 and a third smaller,
+ * while 11, the CLI default, is meant for static assets and runs about 60x
+ * slower. Zstd 3 is the library default, its authors' speed/size balance.
  */
 #define ZLIB_LEVEL 6
 #define ZLIB_MEM_LEVEL 8 /* zlib's default */
@@ -51,10 +52,10 @@
 
 /*
  * RFC 9659 section 3: a zstd content coding must not need a window above
- * 8 MiB, and a decoder may refuse larger ones. Refusing them is what keeps a
- * hostile frame from making the decoder allocate up to 2 GiB of window.
- * Encoding at ZSTD_LEVEL never uses more than 2 MiB (levels up to 19 stay
- * within 8 MiB).
+ * 8 MiB, so a decoder may refuse frames that ask for more. That keeps a hostile
+ * frame from making the decoder allocate a window of up to 128 MiB (the
+ * library's default limit). Encoding at ZSTD_LEVEL uses at most 2 MiB, and
+ * levels up to 19 stay within 8 MiB.
  */
 #define ZSTD_WINDOW_LOG_MAX 23
 
@@ -102,6 +103,12 @@ const char *codec_name(enum codec_kind kind)
         return "zstd";
     }
     return "unknown";
+}
+
+static bool is_known(enum codec_kind kind)
+{
+    return kind == CODEC_IDENTITY || kind == CODEC_GZIP || kind == CODEC_DEFLATE ||
+           kind == CODEC_BR || kind == CODEC_ZSTD;
 }
 
 /* RFC 9110 5.6.2 tchar. */
@@ -183,8 +190,11 @@ int codec_parse_content_encoding(const char *value, enum codec_kind *chain, size
         while (is_ows(*p))
             p++;
         if (tok_len == 0 || (*p != ',' && *p != '\0')) {
-            set_err(err, err_len, "invalid Content-Encoding value: unexpected byte 0x%02x",
-                    (unsigned char)*p);
+            if (*p > ' ' && *p < 0x7f)
+                set_err(err, err_len, "invalid Content-Encoding value: unexpected '%c'", *p);
+            else
+                set_err(err, err_len, "invalid Content-Encoding value: unexpected byte 0x%02x",
+                        (unsigned char)*p);
             return -1;
         }
         if (!lookup_coding(tok, tok_len, &kind)) {
@@ -205,8 +215,9 @@ int codec_parse_content_encoding(const char *value, enum codec_kind *chain, size
 }
 
 /*
- * Makes room for at least one more byte. The caller has checked that
- * s->len < s->limit, so there is always a size to grow to. Growth doubles,
+ * Makes room for at least one more byte. Callers keep s->len below s->limit
+ * (a decoder fails as soon as it passes max_out), so there is always a size
+ * to grow to. Growth doubles,
  * clamped to the limit, so a bounded decode reallocates O(log max_out) times.
  */
 static int sink_reserve(struct sink *s)
@@ -272,8 +283,8 @@ static bool starts_gzip_member(const unsigned char *p, size_t n)
     return n >= 1 && p[0] == 0x1f && (n == 1 || p[1] == 0x8b);
 }
 
-static int decode_zlib(enum codec_kind kind, const unsigned char *in, size_t in_len,
-                       size_t max_out, struct sink *s, char *err, size_t err_len)
+static int decode_zlib(enum codec_kind kind, const unsigned char *in, size_t in_len, size_t max_out,
+                       struct sink *s, char *err, size_t err_len)
 {
     const char *name = codec_name(kind);
     z_stream zs;
@@ -328,8 +339,7 @@ static int decode_zlib(enum codec_kind kind, const unsigned char *in, size_t in_
             if (kind == CODEC_GZIP && starts_gzip_member(in + consumed, in_len - consumed)) {
                 zr = inflateReset(&zs);
                 if (zr != Z_OK) {
-                    set_err(err, err_len, "%s: cannot restart the decoder (%s)", name,
-                            zError(zr));
+                    set_err(err, err_len, "%s: cannot restart the decoder (%s)", name, zError(zr));
                     goto out;
                 }
                 continue;
@@ -566,6 +576,10 @@ int codec_decode(enum codec_kind kind, const unsigned char *in, size_t in_len, s
     *out_len = 0;
     if (in == NULL)
         in = no_bytes;
+    if (!is_known(kind)) {
+        set_err(err, err_len, "unknown content coding %d", (int)kind);
+        goto out;
+    }
     if (kind == CODEC_IDENTITY) {
         if (in_len > max_out) {
             set_exceeded(name, max_out, err, err_len);
@@ -601,9 +615,6 @@ int codec_decode(enum codec_kind kind, const unsigned char *in, size_t in_len, s
         case CODEC_ZSTD:
             r = decode_zstd(in, in_len, max_out, &s, err, err_len);
             break;
-        default:
-            set_err(err, err_len, "unknown content coding %d", (int)kind);
-            break;
         }
     }
     if (r < 0)
@@ -615,8 +626,8 @@ out:
     return ret;
 }
 
-static int encode_zlib(enum codec_kind kind, const unsigned char *in, size_t in_len,
-                       struct sink *s, char *err, size_t err_len)
+static int encode_zlib(enum codec_kind kind, const unsigned char *in, size_t in_len, struct sink *s,
+                       char *err, size_t err_len)
 {
     const char *name = codec_name(kind);
     z_stream zs;
@@ -675,6 +686,13 @@ out:
     return ret;
 }
 
+/*
+ * libbrotlienc as built by Debian (and by default upstream, where
+ * BROTLI_ENCODER_EXIT_ON_OOM is the default) calls exit() when an allocation
+ * fails inside the encoder, so "out of memory" cannot be returned from here;
+ * the one-shot API at least keeps its allocations to one call. The decoder
+ * does not have this problem.
+ */
 static int encode_brotli(const unsigned char *in, size_t in_len, struct sink *s, char *err,
                          size_t err_len)
 {
@@ -774,6 +792,20 @@ out:
     return ret;
 }
 
+/*
+ * An intermediate result of a chain is still compressed: it may be a little
+ * larger than the body it decodes to (stored blocks, frame headers, a gzip
+ * file name), so holding it to max_out would refuse honest bodies near the
+ * limit. Every encoder's worst case stays within this slack: zstd, the
+ * largest, adds 1/256 plus a few hundred bytes (ZSTD_compressBound()).
+ */
+static size_t intermediate_limit(size_t max_out)
+{
+    size_t slack = max_out / INTERMEDIATE_SLACK_DIVISOR + INTERMEDIATE_SLACK_BYTES;
+
+    return max_out < SIZE_MAX - slack ? max_out + slack : SIZE_MAX;
+}
+
 int codec_decode_content(const char *content_encoding, const unsigned char *in, size_t in_len,
                          size_t max_out, unsigned char **out, size_t *out_len, char *err,
                          size_t err_len)
@@ -798,9 +830,10 @@ int codec_decode_content(const char *content_encoding, const unsigned char *in, 
     while (n-- > 0) {
         unsigned char *next;
         size_t next_len;
+        size_t limit = n > 0 ? intermediate_limit(max_out) : max_out;
 
-        if (codec_decode(chain[n], cur != NULL ? cur : in, cur_len, max_out, &next, &next_len,
-                         err, err_len) < 0)
+        if (codec_decode(chain[n], cur != NULL ? cur : in, cur_len, limit, &next, &next_len, err,
+                         err_len) < 0)
             goto out;
         free(cur);
         cur = next;

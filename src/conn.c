@@ -29,6 +29,7 @@
 
 #include <openssl/x509v3.h>
 
+#include "dashboard.h"
 #include "exchange.h"
 #include "flowstore.h"
 #include "http1.h"
@@ -284,14 +285,22 @@ static bool is_valid_host(const char *host)
     return true;
 }
 
-/* The proxy must not connect to itself: a request for its own address would
- * loop until the connection cap is reached. */
+static bool is_loopback_name(const char *host)
+{
+    return strcasecmp(host, "localhost") == 0 || strncmp(host, "127.", 4) == 0 ||
+           strcmp(host, "::1") == 0;
+}
+
+/* The proxy must not connect to itself (a loop until the connection cap is
+ * reached), nor to its dashboard: a page proxied through us must not reach
+ * the dashboard from the user's browser. */
 static bool is_self(const struct conn *c, const char *host, uint16_t port)
 {
-    if (port != c->cfg->listen_port)
-        return false;
-    return strcasecmp(host, c->cfg->listen_host) == 0 || strcasecmp(host, "localhost") == 0 ||
-           strncmp(host, "127.", 4) == 0 || strcmp(host, "::1") == 0;
+    bool ours = is_loopback_name(host) || strcasecmp(host, c->cfg->listen_host) == 0;
+    if (port == c->cfg->listen_port && ours)
+        return true;
+    return c->cfg->dashboard_enabled && port == c->cfg->dashboard_port &&
+           (ours || strcasecmp(host, c->cfg->dashboard_host) == 0);
 }
 
 static void log_exchange(const struct conn *c, const char *method, const char *url, int status,
@@ -419,6 +428,42 @@ static int parse_absolute(const char *t, size_t len, bool *tls, char *host, size
     return 0;
 }
 
+/* http://tapwire.invalid/: the CA and how to trust it, served by the proxy
+ * itself so a phone that only has the proxy set can fetch the CA. The name
+ * is reserved (RFC 6761), so it can never be a real site. */
+static bool serve_local_page(struct conn *c, const struct http1_head *h, const char *path,
+                             size_t head_len, int64_t started)
+{
+    struct dashboard_local_response resp = {0};
+    char method[32], err[256], head[256];
+    bool keep = false;
+    snprintf(method, sizeof(method), "%.*s", (int)(h->method_len < 31 ? h->method_len : 31),
+             h->method);
+    bool is_head = strcmp(method, "HEAD") == 0;
+    bool keep_alive = h->keep_alive && h->framing == HTTP1_BODY_NONE;
+    stream_consume(&c->client, head_len);
+    if (dashboard_serve_local(c->env->ca, method, path, &resp, err, sizeof(err)) < 0) {
+        send_error(c, 500, err, true);
+        log_exchange(c, method, path, 500, 0, started, err);
+        goto out;
+    }
+    snprintf(head, sizeof(head), "HTTP/1.1 %d %s\r\nContent-Length: %zu\r\n%s", resp.status,
+             resp.reason, resp.body_len, keep_alive ? "" : "Connection: close\r\n");
+    if (stream_putstr(&c->client, head, c->t.io_ms) != STREAM_OK ||
+        stream_putstr(&c->client, resp.headers ? resp.headers : "", c->t.io_ms) != STREAM_OK ||
+        stream_putstr(&c->client, "\r\n", c->t.io_ms) != STREAM_OK ||
+        (!is_head && stream_put(&c->client, resp.body, resp.body_len, c->t.io_ms) != STREAM_OK) ||
+        stream_flush(&c->client, c->t.io_ms) != STREAM_OK)
+        goto out;
+    char url[300];
+    snprintf(url, sizeof(url), "http://%s%s", DASHBOARD_LOCAL_HOST, path);
+    log_exchange(c, method, url, resp.status, is_head ? 0 : resp.body_len, started, NULL);
+    keep = keep_alive;
+out:
+    dashboard_local_response_free(&resp);
+    return keep;
+}
+
 /* One exchange after the head was parsed. Returns true to keep serving. */
 static bool serve_one(struct conn *c, enum conn_mode mode, size_t head_len, int64_t started)
 {
@@ -450,6 +495,10 @@ static bool serve_one(struct conn *c, enum conn_mode mode, size_t head_len, int6
         if (is_self(c, host, port)) {
             send_error(c, 508, "refusing to proxy a request to the proxy itself", true);
             log_exchange(c, method, "-", 508, 0, started, "request to the proxy itself");
+            goto out;
+        }
+        if (!tls && dashboard_is_local_host(host)) {
+            keep = serve_local_page(c, h, path, head_len, started);
             goto out;
         }
     } else {

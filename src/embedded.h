@@ -8,4 +8,13 @@
 extern const unsigned char embedded_schema_sql[];
 extern const size_t embedded_schema_sql_len;
 
+/* web/index.html, web/app.js and web/style.css, NUL-terminated: the
+ * dashboard page, served unless --web-root names a directory. */
+extern const unsigned char embedded_web_index_html[];
+extern const size_t embedded_web_index_html_len;
+extern const unsigned char embedded_web_app_js[];
+extern const size_t embedded_web_app_js_len;
+extern const unsigned char embedded_web_style_css[];
+extern const size_t embedded_web_style_css_len;
+
 #endif

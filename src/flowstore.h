@@ -18,8 +18,8 @@
 
 #define FLOWSTORE_DEFAULT_CAPTURE_LIMIT_BYTES (1024 * 1024)
 #define FLOWSTORE_DEFAULT_MAX_FLOWS 100000
-#define FLOWSTORE_QUEUE_FLOWS 4096     /* flows waiting for the writer */
-#define FLOWSTORE_BATCH_FLOWS 256      /* flows per write transaction */
+#define FLOWSTORE_QUEUE_FLOWS 4096 /* flows waiting for the writer */
+#define FLOWSTORE_BATCH_FLOWS 256  /* flows per write transaction */
 
 /* A captured body: the first bytes up to the capture limit, and the size of
  * the whole body. */
@@ -38,12 +38,12 @@ int flow_body_append(struct flow_body *body, const void *data, size_t len);
 
 /* Timings in microseconds since the Unix epoch; 0 when a step did not happen. */
 struct flow_timings {
-    int64_t start;         /* request head complete */
-    int64_t connected;     /* upstream TCP connected */
-    int64_t tls_done;      /* upstream TLS handshake done */
-    int64_t request_sent;  /* request body fully sent upstream */
-    int64_t first_byte;    /* first byte of the response head */
-    int64_t done;          /* response fully sent to the client */
+    int64_t start;        /* request head complete */
+    int64_t connected;    /* upstream TCP connected */
+    int64_t tls_done;     /* upstream TLS handshake done */
+    int64_t request_sent; /* request body fully sent upstream */
+    int64_t first_byte;   /* first byte of the response head */
+    int64_t done;         /* response fully sent to the client */
 };
 
 struct flow_tls {
@@ -53,12 +53,12 @@ struct flow_tls {
     char client_cipher[64];
     char upstream_version[16];
     char upstream_cipher[64];
-    char *cert_subject;  /* owned, may be NULL: upstream certificate */
-    char *cert_issuer;   /* owned, may be NULL */
-    char *cert_sans;     /* owned, may be NULL: "DNS:a, DNS:b, IP:1.2.3.4" */
+    char *cert_subject;     /* owned, may be NULL: upstream certificate */
+    char *cert_issuer;      /* owned, may be NULL */
+    char *cert_sans;        /* owned, may be NULL: "DNS:a, DNS:b, IP:1.2.3.4" */
     int64_t cert_not_after; /* unix seconds, 0 if unknown */
-    char *verification;  /* owned, may be NULL: "ok", "not verified (--insecure): ...",
-                            or the failure reason */
+    char *verification;     /* owned, may be NULL: "ok", "not verified (--insecure): ...",
+                               or the failure reason */
 };
 
 enum flow_kind { FLOW_HTTP = 0, FLOW_TUNNEL = 1, FLOW_WEBSOCKET = 2 };
@@ -80,13 +80,13 @@ struct flow {
     char *response_headers;
     struct flow_body request_body;
     struct flow_body response_body;
-    int status;       /* 0 when no response */
+    int status; /* 0 when no response */
     char reason[64];
     struct flow_timings timings;
     bool is_tls;
     struct flow_tls tls;
-    char *error;      /* owned, may be NULL */
-    char *rules;      /* owned, may be NULL: ids/names of rules that changed it */
+    char *error;                   /* owned, may be NULL */
+    char *rules;                   /* owned, may be NULL: ids/names of rules that changed it */
     uint64_t bytes_up, bytes_down; /* tunnels and upgrades: raw bytes relayed */
 };
 
@@ -140,6 +140,14 @@ void flowstore_set_written_callback(struct flowstore *store, flowstore_written_f
 bool flow_headers_next(const char *text, size_t *pos, const char **name, size_t *name_len,
                        const char **value, size_t *value_len);
 
+/* True when data is valid UTF-8 without NUL bytes, i.e. can be shown and
+ * exported as text rather than base64. */
+bool flow_is_text(const void *data, size_t len);
+/* A NUL-terminated copy of len bytes of text in which every byte that is not
+ * part of valid UTF-8 (obs-text in a header, say) became U+FFFD; *out_len
+ * gets its length. Caller frees with free(); NULL when out of memory. */
+char *flow_text_utf8(const char *text, size_t len, size_t *out_len);
+
 /* ---- queries (the dashboard) ---- */
 
 #define FLOWSTORE_LIST_MAX_FLOWS 10000 /* one flowstore_list() call returns at most this */
@@ -171,10 +179,10 @@ void flowstore_records_free(struct flowstore_record **records, size_t count);
 /* What flowstore_list() returns. Zero / NULL fields do not filter, so a
  * zeroed filter with a limit lists the newest flows. */
 struct flowstore_filter {
-    int64_t before_id;    /* cursor: only ids below this; 0 for none */
-    int64_t after_id;     /* only ids above this; 0 for none */
-    bool is_oldest_first; /* ascending ids (live updates) instead of newest first */
-    size_t limit;         /* at most this many, 1..FLOWSTORE_LIST_MAX_FLOWS */
+    int64_t before_id;        /* cursor: only ids below this; 0 for none */
+    int64_t after_id;         /* only ids above this; 0 for none */
+    bool is_oldest_first;     /* ascending ids (live updates) instead of newest first */
+    size_t limit;             /* at most this many, 1..FLOWSTORE_LIST_MAX_FLOWS */
     const char *host_glob;    /* '*' and '?' wildcards, case-insensitive */
     const char *method;       /* exact, case-insensitive */
     int status_class;         /* FLOWSTORE_STATUS_* or 1..5 */

@@ -15,6 +15,7 @@
 #include "certstore.h"
 #include "config.h"
 #include "conn.h"
+#include "dashboard.h"
 #include "db.h"
 #include "flowstore.h"
 #include "listener.h"
@@ -63,6 +64,7 @@ int main(int argc, char **argv)
     struct ca *ca = NULL;
     struct certstore *certs = NULL;
     struct flowstore *flows = NULL;
+    struct dashboard *dash = NULL;
     SSL_CTX *server_ctx = NULL, *upstream_ctx = NULL;
     int cancel_pipe[2] = {-1, -1};
     int log_fd = -1;
@@ -129,6 +131,19 @@ int main(int argc, char **argv)
         log_error("%s", err);
         goto out;
     }
+    if (cfg.dashboard_enabled) {
+        struct dashboard_options dopts = {
+            .host = cfg.dashboard_host,
+            .port = cfg.dashboard_port,
+            .token = cfg.dashboard_token,
+            .web_root = cfg.web_root,
+        };
+        if (dashboard_start(&dopts, flows, ca, &dash, err, sizeof(err)) < 0) {
+            log_error("dashboard: %s", err);
+            goto out;
+        }
+        cfg.dashboard_port = dashboard_port(dash); /* the real one when 0 was asked */
+    }
     uint16_t port = 0;
     listen_fd = listener_open(cfg.listen_host, cfg.listen_port, &port, err, sizeof(err));
     if (listen_fd < 0) {
@@ -153,6 +168,13 @@ int main(int argc, char **argv)
            "  Browsers, Debian's store and phones: see tapwire(1), section TRUSTING THE CA.\n",
            TAPWIRE_VERSION, v6 ? "[" : "", cfg.listen_host, v6 ? "]" : "", port, ca_cert_path(ca),
            ca_cert_path(ca), v6 ? "[" : "", cfg.listen_host, v6 ? "]" : "", port);
+    if (dash) {
+        char url[512];
+        if (dashboard_url(dash, url, sizeof(url)) > 0)
+            printf("dashboard: %s\n", url);
+    } else {
+        printf("dashboard: off (--no-dashboard)\n");
+    }
     fflush(stdout);
 
     struct proxy_env env = {
@@ -173,6 +195,8 @@ int main(int argc, char **argv)
         fflush(stdout);
         _exit(0);
     }
+    dashboard_stop(dash);
+    dash = NULL;
     log_info("stopped");
     status = 0;
 out:
@@ -180,6 +204,7 @@ out:
         close(listen_fd);
     SSL_CTX_free(upstream_ctx);
     SSL_CTX_free(server_ctx);
+    dashboard_stop(dash);
     flowstore_close(flows);
     certstore_close(certs);
     ca_free(ca);

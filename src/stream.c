@@ -494,6 +494,62 @@ out:
     return result;
 }
 
+enum stream_handshake_result stream_tls_handshake(SSL *ssl, int fd, int timeout_ms,
+                                                  int *ssl_error, int *sys_errno)
+{
+    enum stream_handshake_result result = STREAM_HANDSHAKE_FAILED;
+    int64_t deadline = now_ms() + timeout_ms;
+
+    *ssl_error = SSL_ERROR_SYSCALL;
+    *sys_errno = 0;
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
+        *sys_errno = errno;
+        return STREAM_HANDSHAKE_FAILED;
+    }
+    for (;;) {
+        struct pollfd pfd = {.fd = fd, .events = 0};
+        ERR_clear_error();
+        errno = 0;
+        int r = SSL_do_handshake(ssl);
+        if (r == 1) {
+            result = STREAM_HANDSHAKE_DONE;
+            break;
+        }
+        *sys_errno = errno;
+        int e = SSL_get_error(ssl, r);
+        if (e == SSL_ERROR_WANT_READ) {
+            pfd.events = POLLIN;
+        } else if (e == SSL_ERROR_WANT_WRITE) {
+            pfd.events = POLLOUT;
+        } else {
+            *ssl_error = e;
+            break;
+        }
+        int64_t remaining = deadline - now_ms();
+        if (remaining <= 0) {
+            result = STREAM_HANDSHAKE_TIMEOUT;
+            break;
+        }
+        int n = poll(&pfd, 1, (int)remaining);
+        if (n == 0) {
+            result = STREAM_HANDSHAKE_TIMEOUT;
+            break;
+        }
+        if (n < 0 && errno != EINTR) {
+            *ssl_error = SSL_ERROR_SYSCALL;
+            *sys_errno = errno;
+            break;
+        }
+    }
+    if (fcntl(fd, F_SETFL, flags) < 0 && result == STREAM_HANDSHAKE_DONE) {
+        *ssl_error = SSL_ERROR_SYSCALL;
+        *sys_errno = errno;
+        result = STREAM_HANDSHAKE_FAILED;
+    }
+    return result;
+}
+
 const char *stream_status_text(int status)
 {
     switch (status) {

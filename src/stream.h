@@ -82,6 +82,20 @@ int stream_flush(struct stream *s, int timeout_ms);
 int stream_relay(struct stream *a, struct stream *b, int idle_timeout_ms, uint64_t *a_to_b,
                  uint64_t *b_to_a);
 
+enum stream_handshake_result {
+    STREAM_HANDSHAKE_DONE,
+    STREAM_HANDSHAKE_TIMEOUT,
+    STREAM_HANDSHAKE_FAILED, /* *ssl_error and *sys_errno say why; error queue intact */
+};
+
+/*
+ * Runs SSL_do_handshake() on fd (connect or accept state already set) with
+ * the fd non-blocking, so a silent peer cannot hold the thread past
+ * timeout_ms, then restores the fd's flags. Shared by both TLS sides.
+ */
+enum stream_handshake_result stream_tls_handshake(SSL *ssl, int fd, int timeout_ms,
+                                                  int *ssl_error, int *sys_errno);
+
 const char *stream_status_text(int status);
 
 #endif

@@ -13,16 +13,15 @@
 #define _POSIX_C_SOURCE 200809L
 #endif
 #include "tlsserver.h"
+#include "stream.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
@@ -471,83 +470,6 @@ out:
 
 /* ---- server handshake ---- */
 
-enum handshake_result {
-    HANDSHAKE_DONE,
-    HANDSHAKE_TIMEOUT,
-    HANDSHAKE_FAILED, /* *ssl_error and *sys_errno say why; error queue intact */
-};
-
-static long long now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* Runs the handshake on a nonblocking fd so that a silent peer cannot hold
- * the thread past the deadline, then puts the fd back as it was: the rest of
- * the connection code uses blocking I/O. */
-static enum handshake_result run_handshake(SSL *ssl, int fd, int timeout_ms, int *ssl_error,
-                                           int *sys_errno)
-{
-    enum handshake_result result = HANDSHAKE_FAILED;
-    long long deadline = now_ms() + timeout_ms;
-    int flags;
-
-    *ssl_error = SSL_ERROR_SYSCALL;
-    *sys_errno = 0;
-    flags = fcntl(fd, F_GETFL);
-    if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
-        *sys_errno = errno;
-        return HANDSHAKE_FAILED;
-    }
-    for (;;) {
-        struct pollfd pfd = {.fd = fd, .events = 0, .revents = 0};
-        long long remaining;
-        int r, e, n;
-
-        ERR_clear_error();
-        errno = 0;
-        r = SSL_do_handshake(ssl);
-        if (r == 1) {
-            result = HANDSHAKE_DONE;
-            break;
-        }
-        *sys_errno = errno;
-        e = SSL_get_error(ssl, r);
-        if (e == SSL_ERROR_WANT_READ)
-            pfd.events = POLLIN;
-        else if (e == SSL_ERROR_WANT_WRITE)
-            pfd.events = POLLOUT;
-        else {
-            *ssl_error = e;
-            break;
-        }
-        remaining = deadline - now_ms();
-        if (remaining <= 0) {
-            result = HANDSHAKE_TIMEOUT;
-            break;
-        }
-        n = poll(&pfd, 1, (int)remaining);
-        if (n == 0) {
-            result = HANDSHAKE_TIMEOUT;
-            break;
-        }
-        if (n < 0 && errno != EINTR) {
-            *ssl_error = SSL_ERROR_SYSCALL;
-            *sys_errno = errno;
-            break;
-        }
-    }
-    if (fcntl(fd, F_SETFL, flags) < 0 && result == HANDSHAKE_DONE) {
-        *ssl_error = SSL_ERROR_SYSCALL;
-        *sys_errno = errno;
-        result = HANDSHAKE_FAILED;
-    }
-    return result;
-}
-
 static bool is_certificate_alert(int alert)
 {
     return alert == SSL_AD_BAD_CERTIFICATE || alert == SSL_AD_UNSUPPORTED_CERTIFICATE ||
@@ -608,15 +530,15 @@ SSL *tlsserver_accept(SSL_CTX *ctx, int fd, X509 *leaf, X509 *ca_cert, EVP_PKEY 
         goto out;
     }
     SSL_set_accept_state(ssl);
-    switch (run_handshake(ssl, fd, timeout_ms, &ssl_error, &sys_errno)) {
-    case HANDSHAKE_DONE:
+    switch (stream_tls_handshake(ssl, fd, timeout_ms, &ssl_error, &sys_errno)) {
+    case STREAM_HANDSHAKE_DONE:
         ret = ssl;
         ssl = NULL;
         break;
-    case HANDSHAKE_TIMEOUT:
+    case STREAM_HANDSHAKE_TIMEOUT:
         set_err(err, err_len, "client TLS handshake timed out after %d ms", timeout_ms);
         break;
-    case HANDSHAKE_FAILED:
+    case STREAM_HANDSHAKE_FAILED:
         describe_client_failure(ssl_error, sys_errno, err, err_len);
         break;
     }

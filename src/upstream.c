@@ -16,6 +16,7 @@
 #define _POSIX_C_SOURCE 200809L
 #endif
 #include "upstream.h"
+#include "stream.h"
 
 #include "tlsserver.h"
 
@@ -512,73 +513,7 @@ out:
 
 /* ---- TLS handshake ---- */
 
-enum handshake_result {
-    HANDSHAKE_DONE,
-    HANDSHAKE_TIMEOUT,
-    HANDSHAKE_FAILED, /* *ssl_error and *sys_errno say why; error queue intact */
-};
 
-/* Same shape as the server side in tlsserver.c: a nonblocking handshake so
- * the deadline holds, then the fd goes back to blocking mode. */
-static enum handshake_result run_handshake(SSL *ssl, int fd, int timeout_ms, int *ssl_error,
-                                           int *sys_errno)
-{
-    enum handshake_result result = HANDSHAKE_FAILED;
-    long long deadline = now_ms() + timeout_ms;
-    int flags;
-
-    *ssl_error = SSL_ERROR_SYSCALL;
-    *sys_errno = 0;
-    flags = fcntl(fd, F_GETFL);
-    if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
-        *sys_errno = errno;
-        return HANDSHAKE_FAILED;
-    }
-    for (;;) {
-        struct pollfd pfd = {.fd = fd, .events = 0, .revents = 0};
-        long long remaining;
-        int r, e, n;
-
-        ERR_clear_error();
-        errno = 0;
-        r = SSL_do_handshake(ssl);
-        if (r == 1) {
-            result = HANDSHAKE_DONE;
-            break;
-        }
-        *sys_errno = errno;
-        e = SSL_get_error(ssl, r);
-        if (e == SSL_ERROR_WANT_READ)
-            pfd.events = POLLIN;
-        else if (e == SSL_ERROR_WANT_WRITE)
-            pfd.events = POLLOUT;
-        else {
-            *ssl_error = e;
-            break;
-        }
-        remaining = deadline - now_ms();
-        if (remaining <= 0) {
-            result = HANDSHAKE_TIMEOUT;
-            break;
-        }
-        n = poll(&pfd, 1, (int)remaining);
-        if (n == 0) {
-            result = HANDSHAKE_TIMEOUT;
-            break;
-        }
-        if (n < 0 && errno != EINTR) {
-            *ssl_error = SSL_ERROR_SYSCALL;
-            *sys_errno = errno;
-            break;
-        }
-    }
-    if (fcntl(fd, F_SETFL, flags) < 0 && result == HANDSHAKE_DONE) {
-        *ssl_error = SSL_ERROR_SYSCALL;
-        *sys_errno = errno;
-        result = HANDSHAKE_FAILED;
-    }
-    return result;
-}
 
 static void describe_handshake_failure(const char *shown, int ssl_error, int sys_errno,
                                        struct upstream_error *err)
@@ -958,14 +893,14 @@ SSL *upstream_tls_connect(SSL_CTX *ctx, int fd, const char *sni, const char *ver
         goto out;
     }
     SSL_set_connect_state(ssl);
-    switch (run_handshake(ssl, fd, timeout_ms, &ssl_error, &sys_errno)) {
-    case HANDSHAKE_DONE:
+    switch (stream_tls_handshake(ssl, fd, timeout_ms, &ssl_error, &sys_errno)) {
+    case STREAM_HANDSHAKE_DONE:
         break;
-    case HANDSHAKE_TIMEOUT:
+    case STREAM_HANDSHAKE_TIMEOUT:
         set_status(err, UPSTREAM_TIMEOUT, "TLS handshake with %s timed out after %d ms", shown,
                    timeout_ms);
         goto out;
-    case HANDSHAKE_FAILED:
+    case STREAM_HANDSHAKE_FAILED:
         describe_handshake_failure(shown, ssl_error, sys_errno, err);
         goto out;
     }

@@ -5,8 +5,8 @@
  * the API description the two sides were written against). Rules this file
  * keeps, because the page shows bytes that strangers control:
  *  - captured data reaches the DOM only through textContent, attribute
- *    values, or blob: URLs of <img> elements; no HTML is ever parsed from a
- *    string, so there is no innerHTML anywhere in this file;
+ *    values, or blob: URLs of <img> elements: nothing here parses HTML from
+ *    a string (the browser test greps this file for the HTML sinks);
  *  - nothing inline (the CSP forbids inline scripts and styles): widths of
  *    timing bars are SVG attributes, looks are classes in style.css;
  *  - the browser never holds the whole store: pages of PAGE_FLOWS rows, at
@@ -22,6 +22,7 @@
     const PRETTY_LIMIT_CHARS = 4 * 1024 * 1024; /* larger JSON is shown as it came */
     const HAR_IDS_PER_QUERY = 500;     /* keeps /api/har?ids= well inside URL limits */
     const FILTER_DEBOUNCE_MS = 400;
+    const LIVE_BATCH_MS = 50;          /* live rows are inserted in batches this often */
     const CATCHUP_DELAY_MS = 1500;     /* throttle for re-queries when the client cannot match */
     const EVENTS_RETRY_MIN_MS = 2000;
     const EVENTS_RETRY_MAX_MS = 60000;
@@ -43,6 +44,8 @@
         loading: false,
         loadingOlder: false,
         pending: [],          /* live flows that arrived while the first page loaded */
+        live: [],             /* live flows waiting for the next batch */
+        liveTimer: 0,
         catchupTimer: 0,
         cursor: null,         /* id of the keyboard-selected row */
         openId: null,         /* id shown in the detail panel */
@@ -54,6 +57,7 @@
         eventsRetryMs: EVENTS_RETRY_MIN_MS,
         eventsHadError: false,
         authFailed: false,
+        stats: null,          /* last figures shown in the top bar */
     };
 
     /* ---- small helpers ---- */
@@ -177,13 +181,13 @@
 
     function hostPort(host, port, scheme) {
         const h = host && host.includes(':') && !host.startsWith('[') ? '[' + host + ']' : (host || '');
-        const dflt = scheme === 'https' ? 443 : 80;
+        const dflt = scheme === 'https' ? 443 : scheme === 'http' ? 80 : -1;
         return port && Number(port) !== dflt ? h + ':' + port : h;
     }
 
     function flowUrl(f) {
         if (f.kind === 'tunnel')
-            return hostPort(f.host, f.port, '') + (f.port ? '' : '');
+            return hostPort(f.host, f.port, '');
         return (f.scheme || 'http') + '://' + hostPort(f.host, f.port, f.scheme) + (f.path || '');
     }
 
@@ -477,6 +481,8 @@
             cell('c-type', mimeType(ct), ct),
             cell('c-size', humanSize(f.size), f.size !== undefined && f.size !== null ? f.size + ' bytes' : null),
             cell('c-dur', humanDuration(f.duration_ms)));
+        if (state.selected.has(id))
+            tr.classList.add('selected');
         if (id === state.openId)
             tr.classList.add('open');
         if (id === state.cursor)
@@ -548,6 +554,7 @@
 
     function clearRows() {
         clear($('flow-rows'));
+        state.live = [];
         state.rows.clear();
         state.flows.clear();
         state.selected.clear();
@@ -568,9 +575,8 @@
         $('load-older').disabled = state.loadingOlder;
         const jump = $('jump-newest');
         jump.hidden = !state.newerHidden;
-        jump.textContent = state.newerCount > 0
-            ? state.newerCount + ' newer flows are hidden \u2191 show the newest'
-            : 'Newer flows are hidden \u2191 show the newest';
+        jump.textContent = 'Newer flows are not shown' +
+            (state.newerCount > 0 ? ' (' + state.newerCount + ' arrived since)' : '') + ' \u2191 show the newest';
         let status = n + (n === 1 ? ' flow shown' : ' flows shown');
         if (state.loading || state.loadingOlder)
             status += ', loading\u2026';
@@ -593,10 +599,11 @@
     function updateStats(s) {
         if (!s)
             return;
+        state.stats = { stored: Number(s.stored || 0), dropped: Number(s.dropped || 0) };
         const box = $('stats');
         clear(box);
-        box.appendChild(el('span', { text: 'stored ' + Number(s.stored || 0).toLocaleString() }));
-        const dropped = Number(s.dropped || 0);
+        box.appendChild(el('span', { text: 'stored ' + state.stats.stored.toLocaleString() }));
+        const dropped = state.stats.dropped;
         box.appendChild(el('span', {
             class: dropped > 0 ? 'dropped warn' : 'dropped',
             text: 'dropped ' + dropped.toLocaleString(),
@@ -612,6 +619,9 @@
         state.listAbort = ctrl;
         state.loading = true;
         state.pending = [];
+        state.live = [];
+        clearTimeout(state.liveTimer);
+        state.liveTimer = 0;
         clearTimeout(state.catchupTimer);
         state.catchupTimer = 0;
         updateListChrome();
@@ -647,7 +657,8 @@
                 state.pending = [];
                 pending.sort((a, b) => Number(a.id) - Number(b.id));
                 for (const f of pending)
-                    onFlow(f);
+                    applyFlow(f);
+                trimOldest();
                 updateListChrome();
             }
         }
@@ -698,15 +709,40 @@
             loadOlder();
     }
 
-    /* A live flow from /api/events. */
+    /* A live flow from /api/events. Flows are applied in batches, so a
+     * burst of traffic costs one layout per LIVE_BATCH_MS, not one per flow;
+     * a burst larger than the list itself is cheaper as a fresh first page. */
     function onFlow(f) {
         if (!f || f.id === undefined)
             return;
-        const id = Number(f.id);
         if (state.loading) {
             state.pending.push(f);
             return;
         }
+        state.live.push(f);
+        if (state.live.length > MAX_ROWS) {
+            reload();
+            return;
+        }
+        if (!state.liveTimer)
+            state.liveTimer = setTimeout(flushLive, LIVE_BATCH_MS);
+    }
+
+    function flushLive() {
+        state.liveTimer = 0;
+        const batch = state.live;
+        state.live = [];
+        if (batch.length === 0 || state.loading)
+            return;
+        batch.sort((a, b) => Number(a.id) - Number(b.id));
+        for (const f of batch)
+            applyFlow(f);
+        trimOldest();
+        updateListChrome();
+    }
+
+    function applyFlow(f) {
+        const id = Number(f.id);
         if (state.rows.has(id)) {
             const old = state.rows.get(id);
             const tr = renderRow(f);
@@ -721,7 +757,6 @@
         if (state.newerHidden) {
             if (m)
                 state.newerCount++;
-            updateListChrome();
             return;
         }
         if (m === null) {
@@ -734,8 +769,6 @@
         if (last && state.next !== null && id < Number(last.dataset.id))
             return;
         insertRow(f);
-        trimOldest();
-        updateListChrome();
     }
 
     function scheduleCatchup() {
@@ -781,6 +814,8 @@
     }
 
     function onClear() {
+        if (state.stats)
+            updateStats({ stored: 0, dropped: state.stats.dropped });
         clearRows();
         closeDetail();
         updateListChrome();
@@ -819,6 +854,9 @@
             } catch (err) {
                 return;
             }
+            /* until the next heartbeat brings the real figure (pruning) */
+            if (state.stats)
+                updateStats({ stored: state.stats.stored + 1, dropped: state.stats.dropped });
             onFlow(f);
         });
         es.addEventListener('stats', (e) => {
@@ -1177,8 +1215,8 @@
             if (decodeError) {
                 notes.appendChild(el('p', {
                     class: 'note note-error',
-                    text: 'Could not decode ' + (meta.content_encoding || 'the body') + ': ' + decodeError +
-                        '; showing the bytes as captured.',
+                    text: 'Decoding ' + (meta.content_encoding || 'the body') + ' failed (' + decodeError +
+                        '); showing the bytes as captured.',
                 }));
             } else if (res.headers.get('X-Tapwire-Decoded') === '1') {
                 notes.appendChild(el('p', {
@@ -1229,8 +1267,7 @@
 
     function isJsonType(ct) {
         const t = mimeType(ct);
-        return t === 'application/json' || t.endsWith('+json') || t === 'text/json' ||
-            t === 'application/x-ndjson' && false;
+        return t === 'application/json' || t.endsWith('+json') || t === 'text/json';
     }
 
     /* Re-indents JSON text that JSON.parse accepted. Works on the tokens, not
@@ -1384,16 +1421,26 @@
 
     /* ---- timings and TLS ---- */
 
+    /* Phases of one exchange, from the request head (start) to the last
+     * byte to the client (done). An intercepted TLS connection, or a reused
+     * one, was connected before the request: those steps happened earlier
+     * and are reported as durations, not drawn on this request's bars. */
     function renderTimings(panel, d) {
         clear(panel);
         const t = d.timings || {};
-        const marks = ['start', 'connected', 'tls_done', 'request_sent', 'first_byte', 'done'];
         const val = (k) => (t[k] === null || t[k] === undefined || !Number.isFinite(Number(t[k])) ? null : Number(t[k]));
         const start = val('start');
         if (start === null) {
             panel.appendChild(el('p', { class: 'muted', text: 'No timings recorded.' }));
             return;
         }
+        const marks = ['connected', 'tls_done', 'request_sent', 'first_byte', 'done'];
+        let end = start;
+        for (const k of marks) {
+            if (val(k) !== null)
+                end = Math.max(end, val(k));
+        }
+        const total = Math.max(end - start, 0.001);
         const phases = [
             ['Connect', 'connected'],
             ['TLS handshake', 'tls_done'],
@@ -1401,35 +1448,34 @@
             ['Wait (TTFB)', 'first_byte'],
             ['Receive', 'done'],
         ];
-        let end = start;
-        for (const k of marks) {
-            if (val(k) !== null)
-                end = Math.max(end, val(k));
-        }
-        const total = Math.max(end - start, 0.001);
         const tbody = el('tbody');
+        let earlier = null;
         for (const [label, key] of phases) {
             const at = val(key);
-            /* A phase starts at the last step before it that happened: a
-             * plain-HTTP flow has no TLS step, a reused upstream no connect. */
+            /* A phase starts at the latest step before it that happened:
+             * plain HTTP has no TLS step, a failed connect no later ones. */
             let from = start;
             for (const k of marks.slice(0, marks.indexOf(key))) {
                 if (val(k) !== null)
                     from = Math.max(from, val(k));
             }
             const bar = svg('svg', { class: 'wf', viewBox: '0 0 1000 10', preserveAspectRatio: 'none', 'aria-hidden': 'true' });
-            let ms = '';
-            if (at !== null) {
-                const a = Math.max(at, from);
+            let text = '\u2014';
+            if (at !== null && at < start) {
+                /* set up before this request */
+                const prev = key === 'tls_done' ? val('connected') : null;
+                text = prev !== null && at >= prev ? humanDuration(at - prev) + ' before' : 'before';
+                earlier = earlier === null ? at : Math.min(earlier, at);
+            } else if (at !== null) {
                 const x = ((from - start) / total) * 1000;
-                const w = Math.max(((a - from) / total) * 1000, 2);
+                const w = Math.max(((at - from) / total) * 1000, 2);
                 bar.appendChild(svg('rect', { class: 'wf-' + key, x: x.toFixed(1), y: '0', width: w.toFixed(1), height: '10' }));
-                ms = humanDuration(a - from);
+                text = humanDuration(at - from);
             }
-            tbody.appendChild(el('tr', { class: at === null ? 'muted' : null },
+            tbody.appendChild(el('tr', { class: at === null || at < start ? 'muted' : null },
                 el('th', { scope: 'row', text: label }),
                 el('td', { class: 'wf-cell' }, bar),
-                el('td', { class: 'num', text: at === null ? '\u2014' : ms })));
+                el('td', { class: 'num', text: text })));
         }
         const done = val('done');
         tbody.appendChild(el('tr', { class: 'wf-total' },
@@ -1440,10 +1486,15 @@
         panel.appendChild(el('table', { class: 'timings' },
             el('thead', null, el('tr', null,
                 el('th', { scope: 'col', text: 'Phase' }),
-                el('th', { scope: 'col', text: 'Waterfall' }),
+                el('th', { scope: 'col', text: 'From the request head to the last byte' }),
                 el('th', { scope: 'col', class: 'num', text: 'Time' }))),
             tbody));
-        panel.appendChild(el('p', { class: 'muted', text: 'Started ' + isoTime(start) + '.' }));
+        panel.appendChild(el('p', { class: 'muted', text: 'Request head complete at ' + isoTime(start) + '.' }));
+        if (earlier !== null) {
+            panel.appendChild(el('p', { class: 'muted', text: 'The upstream connection was ready before this request: ' +
+                'opened ' + humanDuration(start - earlier) + ' earlier (when the client\'s tunnel was set up, or for an ' +
+                'earlier request on the same connection).' }));
+        }
         if (d.bytes_up || d.bytes_down) {
             panel.appendChild(el('p', { class: 'muted', text: 'Relayed ' + humanSize(d.bytes_up || 0) + ' up, ' +
                 humanSize(d.bytes_down || 0) + ' down.' }));
@@ -1479,7 +1530,7 @@
                 ? 'No TLS details were recorded for this flow.' : 'Not a TLS flow (plain HTTP).' }));
             return;
         }
-        const dl = (rows) => {
+        const dl = (rows, none) => {
             const list = el('dl', { class: 'kv' });
             for (const [k, v] of rows) {
                 if (v === null || v === undefined || v === '')
@@ -1487,7 +1538,7 @@
                 list.appendChild(el('dt', { text: k }));
                 list.appendChild(el('dd', { class: 'mono' }, v));
             }
-            return list;
+            return list.firstChild ? list : el('p', { class: 'muted', text: none });
         };
         const failed = verificationFailed(t.verification);
         if (t.verification !== null && t.verification !== undefined) {
@@ -1500,9 +1551,10 @@
         panel.appendChild(el('h3', { text: 'Client side (browser \u2194 tapwire)' }));
         panel.appendChild(dl([
             ['SNI', t.client_sni], ['ALPN', t.client_alpn], ['Version', t.client_version], ['Cipher', t.client_cipher],
-        ]));
+        ], 'Not recorded.'));
         panel.appendChild(el('h3', { text: 'Upstream side (tapwire \u2194 origin)' }));
-        panel.appendChild(dl([['Version', t.upstream_version], ['Cipher', t.upstream_cipher]]));
+        panel.appendChild(dl([['Version', t.upstream_version], ['Cipher', t.upstream_cipher]],
+            'No TLS session with the origin (the connection or the handshake failed).'));
         panel.appendChild(el('h3', { text: 'Origin certificate' }));
         let sans = t.cert_sans;
         if (typeof sans === 'string')
@@ -1513,7 +1565,7 @@
         panel.appendChild(dl([
             ['Subject', t.cert_subject], ['Issuer', t.cert_issuer], ['SANs', sanList],
             ['Not after', exp ? el('span', { class: /expired/.test(exp) ? 'bad' : null, text: exp }) : null],
-        ]));
+        ], 'No certificate was received.'));
     }
 
     /* ---- actions ---- */

@@ -2,7 +2,8 @@
 # Builds every libFuzzer target in tests/fuzz/ with clang (ASan + UBSan) and
 # runs each for FUZZ_SECONDS (default 60) on a copy of its seed corpus.
 # A target names the sources it needs on a line "fuzz-sources: a.c b.c"
-# (paths relative to the top of the tree).
+# (paths relative to the top of the tree), and may name pkg-config modules
+# beyond openssl on a line "fuzz-libs: zlib libzstd".
 # Usage: tests/fuzz/run.sh [SECONDS]
 set -eu
 top=$(cd "$(dirname "$0")/../.." && pwd)
@@ -14,14 +15,15 @@ status=0
 for target in "$top"/tests/fuzz/fuzz_*.c; do
     name=$(basename "$target" .c)
     sources=$(sed -n 's/.*fuzz-sources: *//p' "$target" | head -n 1 | sed 's|\*/.*||')
+    libs=$(sed -n 's/.*fuzz-libs: *//p' "$target" | head -n 1 | sed 's|\*/.*||')
     srcs=""
     for s in $sources; do srcs="$srcs $top/$s"; done
     echo "== building $name"
     # shellcheck disable=SC2086
     $cc -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
         -fno-sanitize-recover=undefined -I"$top/src" \
-        $(pkg-config --cflags openssl) -o "$work/$name" "$target" $srcs \
-        $(pkg-config --libs openssl)
+        $(pkg-config --cflags openssl $libs) -o "$work/$name" "$target" $srcs \
+        $(pkg-config --libs openssl $libs)
     mkdir -p "$work/$name.corpus"
     if [ -d "$top/tests/fuzz/corpus/$name" ]; then
         cp "$top/tests/fuzz/corpus/$name"/* "$work/$name.corpus/" 2>/dev/null || true

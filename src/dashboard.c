@@ -1,0 +1,1963 @@
+/*
+ * dashboard: libmicrohttpd in thread-per-connection mode, so a live stream
+ * (Server-Sent Events) or a long HAR export simply blocks its own thread:
+ * the content callbacks wait on a condition variable that the flow store's
+ * written-callback, a clear, and dashboard_stop() signal. The connection
+ * limit bounds those threads.
+ *
+ * What the browser gets is decided here, not in web/: every response carries
+ * a CSP without inline script and nosniff; captured bytes only ever leave as
+ * application/octet-stream attachments with a sandboxing CSP, so a captured
+ * HTML page or script can never run on the dashboard's origin. JSON is only
+ * built by jansson.
+ *
+ * Access: the token (compared in constant time) in the X-Tapwire-Token header,
+ * or for reads in the cookie the token URL sets. Host must name the
+ * dashboard, so a rebound DNS name cannot reach it; changes need the header
+ * (a cross-site form cannot set it) and a same-origin Origin.
+ */
+#ifndef _POSIX_C_SOURCE
+#define _POSIX_C_SOURCE 200809L
+#endif
+
+#include "dashboard.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <microhttpd.h>
+#include <openssl/bio.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/x509.h>
+
+#include "codec.h"
+#include "embedded.h"
+#include "log.h"
+
+#ifndef TAPWIRE_VERSION
+#define TAPWIRE_VERSION "unknown"
+#endif
+
+/* libmicrohttpd 0.9.71 turned the handlers' int into enum MHD_Result. */
+#if MHD_VERSION >= 0x00097100
+typedef enum MHD_Result mhd_result;
+#else
+typedef int mhd_result;
+#endif
+
+#define CSP_PAGE                                                                                   \
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "        \
+    "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+/* Captured data: even opened directly, it runs in an opaque origin. */
+#define CSP_CAPTURED CSP_PAGE "; sandbox"
+#define SECURITY_HEADER_LINES                                                                      \
+    "Content-Security-Policy: " CSP_PAGE "\r\n"                                                    \
+    "X-Content-Type-Options: nosniff\r\n"                                                          \
+    "Referrer-Policy: no-referrer\r\n"                                                             \
+    "Cache-Control: no-store\r\n"
+/* libmicrohttpd renamed these macros between releases; the numbers stay. */
+#define HTTP_MISDIRECTED_REQUEST 421
+#define HTTP_CONTENT_TOO_LARGE 413
+#define TOKEN_COOKIE "tapwire_token"
+#define TOKEN_HEADER "X-Tapwire-Token"
+/* 16 significant digits: unix milliseconds keep their microseconds. */
+#define JSON_FLAGS (JSON_COMPACT | JSON_REAL_PRECISION(16))
+#define HAR_STREAM_BLOCK_BYTES (64 * 1024)
+#define SSE_BLOCK_BYTES (16 * 1024)
+
+struct dashboard {
+    struct MHD_Daemon *daemon;
+    struct flowstore *flows;
+    const struct ca *ca;
+    char token[DASHBOARD_MAX_TOKEN_CHARS + 1];
+    char url_host[300]; /* the bound host as in a URL: IPv6 in brackets */
+    uint16_t port;
+    char *web_root;
+    char *ca_pem;
+    size_t ca_pem_len;
+    unsigned char *ca_der;
+    size_t ca_der_len;
+    char *ca_page;
+    size_t ca_page_len;
+    bool is_callback_set;
+
+    /* Live state, guarded by lock; cond wakes streams waiting for it. */
+    pthread_mutex_t lock;
+    pthread_cond_t cond; /* CLOCK_MONOTONIC */
+    bool has_lock, has_cond;
+    int64_t newest_id; /* the newest flow written */
+    uint64_t clears;   /* bumped by every clear */
+    bool is_stopping;
+    bool is_starting;      /* MHD's messages are kept in start_error */
+    char start_error[256]; /* why MHD_start_daemon() failed */
+};
+
+static void set_err(char *err, size_t err_len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void set_err(char *err, size_t err_len, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (err == NULL || err_len == 0)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(err, err_len, fmt, ap);
+    va_end(ap);
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- growing strings ---- */
+
+struct strbuf {
+    char *data;
+    size_t len;
+    size_t cap;
+    bool has_failed;
+};
+
+static void sb_add(struct strbuf *b, const char *s, size_t n)
+{
+    if (b->has_failed)
+        return;
+    if (n > SIZE_MAX - b->len - 1) {
+        b->has_failed = true;
+        return;
+    }
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap != 0 ? b->cap : 256;
+        char *grown;
+
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        grown = realloc(b->data, cap);
+        if (grown == NULL) {
+            b->has_failed = true;
+            return;
+        }
+        b->data = grown;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, s, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+}
+
+static void sb_str(struct strbuf *b, const char *s)
+{
+    sb_add(b, s, strlen(s));
+}
+
+/* s as one shell word: in single quotes, each ' written as '\'' (POSIX
+ * shell: nothing is special inside single quotes but the quote itself). */
+static void sb_shell_quote(struct strbuf *b, const char *s, size_t n)
+{
+    size_t i, from = 0;
+
+    sb_str(b, "'");
+    for (i = 0; i < n; i++) {
+        if (s[i] == '\'') {
+            sb_add(b, s + from, i - from);
+            sb_str(b, "'\\''");
+            from = i + 1;
+        }
+    }
+    sb_add(b, s + from, n - from);
+    sb_str(b, "'");
+}
+
+/* ---- the CA's certificate and page ---- */
+
+static int ca_pem_der(const struct ca *ca, char **pem, size_t *pem_len, unsigned char **der,
+                      size_t *der_len, char *err, size_t err_len)
+{
+    BIO *bio = NULL;
+    char *data = NULL;
+    unsigned char *p;
+    long n;
+    int der_n;
+    int ret = -1;
+
+    *pem = NULL;
+    *der = NULL;
+    ERR_clear_error();
+    bio = BIO_new(BIO_s_mem());
+    if (bio == NULL || PEM_write_bio_X509(bio, ca_cert(ca)) != 1 ||
+        (n = BIO_get_mem_data(bio, &data)) <= 0) {
+        set_err(err, err_len, "cannot encode the CA certificate as PEM");
+        goto out;
+    }
+    der_n = i2d_X509(ca_cert(ca), NULL);
+    if (der_n <= 0) {
+        set_err(err, err_len, "cannot encode the CA certificate as DER");
+        goto out;
+    }
+    *pem = malloc((size_t)n);
+    *der = malloc((size_t)der_n);
+    if (*pem == NULL || *der == NULL) {
+        set_err(err, err_len, "dashboard: out of memory");
+        goto out;
+    }
+    memcpy(*pem, data, (size_t)n);
+    *pem_len = (size_t)n;
+    p = *der;
+    if (i2d_X509(ca_cert(ca), &p) != der_n) {
+        set_err(err, err_len, "cannot encode the CA certificate as DER");
+        goto out;
+    }
+    *der_len = (size_t)der_n;
+    ret = 0;
+out:
+    if (ret != 0) {
+        free(*pem);
+        free(*der);
+        *pem = NULL;
+        *der = NULL;
+    }
+    ERR_clear_error();
+    BIO_free(bio);
+    return ret;
+}
+
+static const char ca_page_head[] =
+    "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+    "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+    "<title>tapwire: trust the CA</title>\n</head>\n<body>\n"
+    "<h1>Trust the tapwire certificate authority</h1>\n"
+    "<p>tapwire shows you HTTPS traffic by presenting certificates signed by its own "
+    "certificate authority (CA). A client accepts them only once you trust that CA. Trust it "
+    "only on devices whose traffic you mean to inspect, and remove it when you are done: "
+    "whoever holds its key (in tapwire's data directory) can impersonate any site to them.</p>\n"
+    "<p>Download: <a href=\"/ca.pem\" download>tapwire-ca.pem</a> (PEM) or "
+    "<a href=\"/ca.crt\" download>tapwire-ca.crt</a> (DER).</p>\n"
+    "<p>SHA-256 fingerprint: <code>";
+static const char ca_page_tail[] =
+    "</code><br>Check that your device shows the same before you trust it.</p>\n"
+    "<h2>Firefox</h2>\n"
+    "<p>Firefox keeps its own list. Settings, Privacy &amp; Security, Certificates, View "
+    "Certificates, Authorities, Import: choose tapwire-ca.pem and tick \"Trust this CA to "
+    "identify websites\".</p>\n"
+    "<h2>Chromium and Chrome</h2>\n"
+    "<p>On Linux: Settings, Privacy and security, Security, Manage certificates, Authorities "
+    "(or \"Installed by you\"), Import: choose tapwire-ca.pem and tick \"Trust this certificate "
+    "for identifying websites\". On Windows and macOS they use the system store: open "
+    "tapwire-ca.crt and add it to the trusted root authorities (Keychain Access: set "
+    "\"When using this certificate\" to Always Trust).</p>\n"
+    "<h2>Debian and Ubuntu (curl, wget and most programs)</h2>\n"
+    "<pre>sudo cp tapwire-ca.pem /usr/local/share/ca-certificates/tapwire-ca.crt\n"
+    "sudo update-ca-certificates</pre>\n"
+    "<p>The copy must end in .crt. To remove it, delete the file and run "
+    "<code>sudo update-ca-certificates --fresh</code>.</p>\n"
+    "<h2>Android</h2>\n"
+    "<p>Download tapwire-ca.crt, then Settings, Security, Encryption &amp; credentials, Install "
+    "a certificate, CA certificate. Chrome trusts such user CAs; apps made for Android 7 and "
+    "later trust only the system store unless they opt in. The system store needs a rooted "
+    "device or an emulator image: the certificate goes to /system/etc/security/cacerts/ named "
+    "after its subject hash (<code>openssl x509 -subject_hash_old -noout -in tapwire-ca.pem"
+    "</code>) with the suffix .0.</p>\n"
+    "<h2>iOS and iPadOS</h2>\n"
+    "<p>Open this page in Safari and tap tapwire-ca.crt; allow the profile download. Then "
+    "Settings, General, VPN &amp; Device Management, tapwire, Install. iOS needs one more "
+    "step before it trusts the CA for websites: Settings, General, About, Certificate Trust "
+    "Settings, and turn on full trust for the tapwire CA.</p>\n"
+    "<p>A device that only has the proxy set finds this page at "
+    "<a href=\"http://" DASHBOARD_LOCAL_HOST "/\">http://" DASHBOARD_LOCAL_HOST "/</a>.</p>\n"
+    "</body>\n</html>\n";
+
+/* The page on trusting the CA, with its fingerprint as AA:BB:... */
+static char *ca_page(const struct ca *ca, size_t *len)
+{
+    const char *hex = ca_fingerprint(ca);
+    struct strbuf b = {0};
+    size_t i;
+
+    sb_str(&b, ca_page_head);
+    for (i = 0; hex != NULL && hex[i] != '\0' && hex[i + 1] != '\0'; i += 2) {
+        char pair[4];
+
+        /* Only hex digits reach the page, whatever the string holds. */
+        if (strspn(hex + i, "0123456789abcdefABCDEF") < 2)
+            break;
+        snprintf(pair, sizeof(pair), "%s%c%c", i > 0 ? ":" : "", hex[i], hex[i + 1]);
+        for (char *c = pair; *c != '\0'; c++)
+            if (*c >= 'a' && *c <= 'f')
+                *c = (char)(*c - 'a' + 'A');
+        sb_str(&b, pair);
+    }
+    sb_str(&b, ca_page_tail);
+    if (b.has_failed) {
+        free(b.data);
+        return NULL;
+    }
+    *len = b.len;
+    return b.data;
+}
+
+/* ---- the proxy's own pages ---- */
+
+bool dashboard_is_local_host(const char *host)
+{
+    size_t n = strlen(DASHBOARD_LOCAL_HOST);
+
+    if (host == NULL || strncasecmp(host, DASHBOARD_LOCAL_HOST, n) != 0)
+        return false;
+    host += n;
+    if (*host == '.') /* the absolute form of the name */
+        host++;
+    return *host == '\0' || (*host == ':' && strspn(host + 1, "0123456789") == strlen(host + 1));
+}
+
+void dashboard_local_response_free(struct dashboard_local_response *response)
+{
+    if (response == NULL)
+        return;
+    free(response->headers);
+    free(response->body);
+    memset(response, 0, sizeof(*response));
+}
+
+int dashboard_serve_local(const struct ca *ca, const char *method, const char *target,
+                          struct dashboard_local_response *out, char *err, size_t err_len)
+{
+    size_t path_len = strcspn(target, "?#");
+    char *pem = NULL;
+    unsigned char *der = NULL;
+    size_t pem_len = 0, der_len = 0;
+    struct strbuf h = {0};
+    int ret = -1;
+
+    memset(out, 0, sizeof(*out));
+    out->status = 200;
+    out->reason = "OK";
+    if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
+        out->status = 405;
+        out->reason = "Method Not Allowed";
+        sb_str(&h, "Allow: GET, HEAD\r\nContent-Type: text/plain; charset=utf-8\r\n");
+        out->body = (unsigned char *)strdup("method not allowed\n");
+    } else if ((path_len == 1 && target[0] == '/') ||
+               (path_len == 3 && strncmp(target, "/ca", 3) == 0)) {
+        sb_str(&h, "Content-Type: text/html; charset=utf-8\r\n");
+        out->body = (unsigned char *)ca_page(ca, &out->body_len);
+    } else if ((path_len == 7 && strncmp(target, "/ca.pem", 7) == 0) ||
+               (path_len == 7 && strncmp(target, "/ca.crt", 7) == 0)) {
+        bool is_pem = strncmp(target, "/ca.pem", 7) == 0;
+
+        if (ca_pem_der(ca, &pem, &pem_len, &der, &der_len, err, err_len) != 0)
+            goto out;
+        sb_str(&h, is_pem ? "Content-Type: application/x-pem-file\r\n"
+                            "Content-Disposition: attachment; filename=\"tapwire-ca.pem\"\r\n"
+                          : "Content-Type: application/x-x509-ca-cert\r\n"
+                            "Content-Disposition: attachment; filename=\"tapwire-ca.crt\"\r\n");
+        out->body = is_pem ? (unsigned char *)pem : der;
+        out->body_len = is_pem ? pem_len : der_len;
+        if (is_pem)
+            pem = NULL;
+        else
+            der = NULL;
+    } else {
+        out->status = 404;
+        out->reason = "Not Found";
+        sb_str(&h, "Content-Type: text/plain; charset=utf-8\r\n");
+        out->body = (unsigned char *)strdup("not found\n");
+    }
+    if (out->body != NULL && out->body_len == 0)
+        out->body_len = strlen((const char *)out->body);
+    sb_str(&h, SECURITY_HEADER_LINES);
+    if (h.has_failed || out->body == NULL) {
+        set_err(err, err_len, "dashboard: out of memory");
+        goto out;
+    }
+    out->headers = h.data;
+    h.data = NULL;
+    ret = 0;
+out:
+    if (ret != 0)
+        dashboard_local_response_free(out);
+    free(h.data);
+    free(pem);
+    free(der);
+    return ret;
+}
+
+/* ---- responses ---- */
+
+static bool is_stopping(struct dashboard *d)
+{
+    bool stopping;
+
+    pthread_mutex_lock(&d->lock);
+    stopping = d->is_stopping;
+    pthread_mutex_unlock(&d->lock);
+    return stopping;
+}
+
+/* Adds a header; on failure destroys resp. NULL in, NULL out, so calls
+ * chain and one check at the end covers them all. */
+static struct MHD_Response *with_header(struct MHD_Response *resp, const char *name,
+                                        const char *value)
+{
+    if (resp != NULL && MHD_add_response_header(resp, name, value) != MHD_YES) {
+        MHD_destroy_response(resp);
+        resp = NULL;
+    }
+    return resp;
+}
+
+/* Adds Content-Type and the headers every response carries, queues resp and
+ * drops our reference. NULL resp (something failed): MHD_NO, which makes
+ * libmicrohttpd close the connection. */
+static mhd_result send_reply(struct MHD_Connection *conn, unsigned status,
+                             struct MHD_Response *resp, const char *content_type, bool is_captured)
+{
+    mhd_result ret = MHD_NO;
+
+    if (content_type != NULL)
+        resp = with_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    resp = with_header(resp, "Content-Security-Policy", is_captured ? CSP_CAPTURED : CSP_PAGE);
+    resp = with_header(resp, "X-Content-Type-Options", "nosniff");
+    resp = with_header(resp, "Referrer-Policy", "no-referrer");
+    resp = with_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    if (resp != NULL) {
+        ret = MHD_queue_response(conn, status, resp);
+        MHD_destroy_response(resp);
+    }
+    return ret;
+}
+
+/* A response owning data (malloc'd); frees data if it cannot be made. */
+static struct MHD_Response *owned_response(void *data, size_t len)
+{
+    struct MHD_Response *resp;
+
+    if (data == NULL)
+        return MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+    resp = MHD_create_response_from_buffer(len, data, MHD_RESPMEM_MUST_FREE);
+    if (resp == NULL)
+        free(data);
+    return resp;
+}
+
+static struct MHD_Response *static_response(const void *data, size_t len)
+{
+    return MHD_create_response_from_buffer(len, (void *)data, MHD_RESPMEM_PERSISTENT);
+}
+
+/* Sends value (taken) as JSON. */
+static mhd_result send_json(struct MHD_Connection *conn, unsigned status, json_t *value)
+{
+    char *text = value != NULL ? json_dumps(value, JSON_FLAGS) : NULL;
+
+    json_decref(value);
+    if (text == NULL)
+        return MHD_NO;
+    return send_reply(conn, status, owned_response(text, strlen(text)),
+                      "application/json; charset=utf-8", false);
+}
+
+static json_t *jtext(const char *text, size_t len)
+{
+    json_t *value;
+    char *clean;
+    size_t clean_len;
+
+    if (text == NULL)
+        return json_null();
+    value = json_stringn(text, len);
+    if (value != NULL)
+        return value;
+    /* Not UTF-8 (obs-text in a header): jansson refuses it as it is. */
+    clean = flow_text_utf8(text, len, &clean_len);
+    if (clean == NULL)
+        return NULL;
+    value = json_stringn(clean, clean_len);
+    free(clean);
+    return value;
+}
+
+static json_t *jstr(const char *text)
+{
+    return jtext(text, text != NULL ? strlen(text) : 0);
+}
+
+/* NULL and "" are both "not known": JSON null. */
+static json_t *jstr_or_null(const char *text)
+{
+    return text != NULL && text[0] != '\0' ? jstr(text) : json_null();
+}
+
+/* Microseconds since the epoch as unix milliseconds, null when unset. */
+static json_t *jms(int64_t us)
+{
+    return us != 0 ? json_real((double)us / 1000.0) : json_null();
+}
+
+/* Sets key to value (taken); false when value is NULL or the set failed. */
+static bool jset(json_t *obj, const char *key, json_t *value)
+{
+    return value != NULL && json_object_set_new(obj, key, value) == 0;
+}
+
+static bool jappend(json_t *array, json_t *value)
+{
+    return value != NULL && json_array_append_new(array, value) == 0;
+}
+
+static mhd_result send_error(struct MHD_Connection *conn, unsigned status, const char *message)
+{
+    json_t *body = json_object();
+
+    if (body != NULL && !jset(body, "error", jstr(message))) {
+        json_decref(body);
+        body = NULL;
+    }
+    return send_json(conn, status, body);
+}
+
+static mhd_result send_not_allowed(struct MHD_Connection *conn, const char *allow)
+{
+    json_t *body = json_pack("{s:s}", "error", "method not allowed");
+    char *text = body != NULL ? json_dumps(body, JSON_FLAGS) : NULL;
+
+    json_decref(body);
+    if (text == NULL)
+        return MHD_NO;
+    return send_reply(conn, MHD_HTTP_METHOD_NOT_ALLOWED,
+                      with_header(owned_response(text, strlen(text)), MHD_HTTP_HEADER_ALLOW, allow),
+                      "application/json; charset=utf-8", false);
+}
+
+static mhd_result send_html(struct MHD_Connection *conn, unsigned status, const char *html)
+{
+    return send_reply(conn, status, static_response(html, strlen(html)), "text/html; charset=utf-8",
+                      false);
+}
+
+/* ---- who may ask ---- */
+
+static const char *header(struct MHD_Connection *conn, const char *name)
+{
+    return MHD_lookup_connection_value(conn, MHD_HEADER_KIND, name);
+}
+
+static const char *arg(struct MHD_Connection *conn, const char *name)
+{
+    return MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+static bool token_matches(const struct dashboard *d, const char *given)
+{
+    size_t len = strlen(d->token);
+
+    return given != NULL && strlen(given) == len && CRYPTO_memcmp(given, d->token, len) == 0;
+}
+
+/* "name:port", "[v6]:port" or "name" (port 80); name keeps v6 brackets. */
+static int split_host(const char *host, char *name, size_t name_len, unsigned *port)
+{
+    const char *colon;
+    size_t n;
+
+    if (host[0] == '[') {
+        const char *end = strchr(host, ']');
+
+        if (end == NULL)
+            return -1;
+        n = (size_t)(end + 1 - host);
+        colon = end[1] == ':' ? end + 1 : NULL;
+        if (end[1] != '\0' && colon == NULL)
+            return -1;
+    } else {
+        colon = strchr(host, ':');
+        if (colon != NULL && strchr(colon + 1, ':') != NULL)
+            return -1; /* a bare IPv6 address is not a valid Host */
+        n = colon != NULL ? (size_t)(colon - host) : strlen(host);
+    }
+    if (n == 0 || n >= name_len)
+        return -1;
+    memcpy(name, host, n);
+    name[n] = '\0';
+    *port = 80;
+    if (colon != NULL) {
+        char *end;
+        unsigned long value;
+
+        if (colon[1] < '0' || colon[1] > '9')
+            return -1;
+        errno = 0;
+        value = strtoul(colon + 1, &end, 10);
+        if (errno != 0 || *end != '\0' || value == 0 || value > 65535)
+            return -1;
+        *port = (unsigned)value;
+    }
+    return 0;
+}
+
+/* True when name is the IP address this connection came in on: an address
+ * literal cannot be rebound, so it is as good as 127.0.0.1 when the
+ * dashboard listens on a wildcard address. */
+static bool is_connection_address(struct MHD_Connection *conn, const char *name)
+{
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    struct sockaddr_storage local;
+    socklen_t local_len = sizeof(local);
+    char text[INET6_ADDRSTRLEN + 2] = "";
+
+    if (info == NULL || getsockname(info->connect_fd, (struct sockaddr *)&local, &local_len) != 0)
+        return false;
+    if (local.ss_family == AF_INET) {
+        inet_ntop(AF_INET, &((struct sockaddr_in *)&local)->sin_addr, text, sizeof(text));
+    } else if (local.ss_family == AF_INET6) {
+        text[0] = '[';
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&local)->sin6_addr, text + 1,
+                  sizeof(text) - 2);
+        strcat(text, "]");
+    }
+    return text[0] != '\0' && strcasecmp(text, name) == 0;
+}
+
+/* DNS rebinding defence: a page on evil.example that resolves its own name
+ * to 127.0.0.1 still sends "Host: evil.example". */
+static bool is_own_host(struct dashboard *d, struct MHD_Connection *conn)
+{
+    const char *host = header(conn, MHD_HTTP_HEADER_HOST);
+    char name[300];
+    unsigned port;
+
+    if (host == NULL || split_host(host, name, sizeof(name), &port) != 0 || port != d->port)
+        return false;
+    return strcasecmp(name, "localhost") == 0 || strcmp(name, "127.0.0.1") == 0 ||
+           strcmp(name, "[::1]") == 0 || strcasecmp(name, d->url_host) == 0 ||
+           is_connection_address(conn, name);
+}
+
+/* CSRF defence for changes, besides the token header a form cannot send. */
+static bool is_same_origin(struct MHD_Connection *conn)
+{
+    const char *origin = header(conn, "Origin");
+    const char *host = header(conn, MHD_HTTP_HEADER_HOST);
+    const char *site = header(conn, "Sec-Fetch-Site");
+
+    if (site != NULL && strcmp(site, "same-origin") != 0 && strcmp(site, "none") != 0)
+        return false;
+    if (origin == NULL)
+        return true;
+    return host != NULL && strncasecmp(origin, "http://", 7) == 0 &&
+           strcasecmp(origin + 7, host) == 0;
+}
+
+/* ---- JSON of flows ---- */
+
+static const char *kind_name(enum flow_kind kind)
+{
+    switch (kind) {
+    case FLOW_TUNNEL:
+        return "tunnel";
+    case FLOW_WEBSOCKET:
+        return "websocket";
+    case FLOW_HTTP:
+    default:
+        return "http";
+    }
+}
+
+/* Fills obj with the SUMMARY fields of the API. */
+static bool summary_fields(json_t *obj, const struct flowstore_record *rec)
+{
+    const struct flow *f = &rec->flow;
+    bool has_duration = f->timings.start != 0 && f->timings.done >= f->timings.start;
+
+    return jset(obj, "id", json_integer(f->id)) &&
+           jset(obj, "time", json_integer(f->timings.start / 1000)) &&
+           jset(obj, "method", jstr(f->method)) && jset(obj, "scheme", jstr(f->scheme)) &&
+           jset(obj, "host", jstr(f->host)) && jset(obj, "port", json_integer(f->port)) &&
+           jset(obj, "path", jstr(f->target != NULL ? f->target : "")) &&
+           jset(obj, "status", json_integer(f->status)) &&
+           jset(obj, "size", json_integer((json_int_t)f->response_body.size)) &&
+           jset(obj, "duration_ms",
+                has_duration ? json_real((double)(f->timings.done - f->timings.start) / 1000.0)
+                             : json_null()) &&
+           jset(obj, "content_type", jstr_or_null(rec->response_content_type)) &&
+           jset(obj, "tls", json_boolean(f->is_tls)) && jset(obj, "error", jstr(f->error)) &&
+           jset(obj, "modified", json_boolean(f->rules != NULL && f->rules[0] != '\0')) &&
+           jset(obj, "kind", json_string(kind_name(f->kind)));
+}
+
+static json_t *summary_json(const struct flowstore_record *rec)
+{
+    json_t *obj = json_object();
+
+    if (obj != NULL && !summary_fields(obj, rec)) {
+        json_decref(obj);
+        obj = NULL;
+    }
+    return obj;
+}
+
+/* [[name, value], ...] in the order and case received. */
+static json_t *headers_json(const char *text)
+{
+    json_t *array = json_array();
+    const char *name, *value;
+    size_t name_len, value_len;
+    size_t pos = 0;
+
+    while (array != NULL && flow_headers_next(text, &pos, &name, &name_len, &value, &value_len)) {
+        json_t *pair = json_array();
+
+        if (!jappend(array, pair) || !jappend(pair, jtext(name, name_len)) ||
+            !jappend(pair, jtext(value, value_len))) {
+            json_decref(array);
+            array = NULL;
+        }
+    }
+    return array;
+}
+
+static json_t *body_json(const struct flow_body *body, size_t captured, const char *encoding,
+                         const char *type)
+{
+    json_t *obj = json_object();
+
+    if (obj != NULL && !(jset(obj, "size", json_integer((json_int_t)body->size)) &&
+                         jset(obj, "captured", json_integer((json_int_t)captured)) &&
+                         jset(obj, "truncated", json_boolean(body->truncated)) &&
+                         jset(obj, "content_encoding", jstr_or_null(encoding)) &&
+                         jset(obj, "content_type", jstr_or_null(type)))) {
+        json_decref(obj);
+        obj = NULL;
+    }
+    return obj;
+}
+
+static json_t *message_json(const struct flowstore_record *rec, bool is_request)
+{
+    const struct flow *f = &rec->flow;
+    json_t *obj = json_object();
+    char version[16];
+    bool is_ok;
+
+    snprintf(version, sizeof(version), "HTTP/1.%d",
+             is_request ? f->request_version_minor : f->response_version_minor);
+    is_ok =
+        obj != NULL && jset(obj, "version", json_string(version)) &&
+        jset(obj, "headers", headers_json(is_request ? f->request_headers : f->response_headers));
+    if (is_ok && is_request)
+        is_ok = jset(obj, "body",
+                     body_json(&f->request_body, rec->request_captured,
+                               rec->request_content_encoding, rec->request_content_type));
+    else if (is_ok)
+        is_ok = jset(obj, "body",
+                     body_json(&f->response_body, rec->response_captured,
+                               rec->response_content_encoding, rec->response_content_type)) &&
+                jset(obj, "status", json_integer(f->status)) &&
+                jset(obj, "reason", jstr(f->reason));
+    if (!is_ok) {
+        json_decref(obj);
+        obj = NULL;
+    }
+    return obj;
+}
+
+static json_t *timings_json(const struct flow_timings *t)
+{
+    json_t *obj = json_object();
+
+    if (obj != NULL &&
+        !(jset(obj, "start", jms(t->start)) && jset(obj, "connected", jms(t->connected)) &&
+          jset(obj, "tls_done", jms(t->tls_done)) &&
+          jset(obj, "request_sent", jms(t->request_sent)) &&
+          jset(obj, "first_byte", jms(t->first_byte)) && jset(obj, "done", jms(t->done)))) {
+        json_decref(obj);
+        obj = NULL;
+    }
+    return obj;
+}
+
+static json_t *tls_json(const struct flow *f)
+{
+    const struct flow_tls *t = &f->tls;
+    json_t *obj;
+
+    if (!f->is_tls)
+        return json_null();
+    obj = json_object();
+    if (obj != NULL &&
+        !(jset(obj, "client_sni", jstr_or_null(t->client_sni)) &&
+          jset(obj, "client_alpn", jstr_or_null(t->client_alpn)) &&
+          jset(obj, "client_version", jstr_or_null(t->client_version)) &&
+          jset(obj, "client_cipher", jstr_or_null(t->client_cipher)) &&
+          jset(obj, "upstream_version", jstr_or_null(t->upstream_version)) &&
+          jset(obj, "upstream_cipher", jstr_or_null(t->upstream_cipher)) &&
+          jset(obj, "cert_subject", jstr_or_null(t->cert_subject)) &&
+          jset(obj, "cert_issuer", jstr_or_null(t->cert_issuer)) &&
+          jset(obj, "cert_sans", jstr_or_null(t->cert_sans)) &&
+          /* unix ms, like every other time in the API */
+          jset(obj, "cert_not_after",
+               t->cert_not_after != 0 ? json_integer((json_int_t)t->cert_not_after * 1000)
+                                      : json_null()) &&
+          jset(obj, "verification", jstr_or_null(t->verification)))) {
+        json_decref(obj);
+        obj = NULL;
+    }
+    return obj;
+}
+
+/* scheme://host[:port]target, the port left out when it is the default. */
+static void sb_url(struct strbuf *b, const struct flow *f)
+{
+    bool is_default = (strcmp(f->scheme, "http") == 0 && f->port == 80) ||
+                      (strcmp(f->scheme, "https") == 0 && f->port == 443);
+    bool is_v6 = strchr(f->host, ':') != NULL;
+    char port[8];
+
+    sb_str(b, f->scheme);
+    sb_str(b, is_v6 ? "://[" : "://");
+    sb_str(b, f->host);
+    sb_str(b, is_v6 ? "]" : "");
+    if (!is_default && f->port != 0) {
+        snprintf(port, sizeof(port), ":%u", (unsigned)f->port);
+        sb_str(b, port);
+    }
+    sb_str(b, f->target != NULL && f->target[0] == '/' ? f->target : "/");
+}
+
+/*
+ * "copy as curl": one shell-safe command line repeating the request. Host and
+ * Content-Length are left to curl (it derives both from the URL and the
+ * data); a body is included when it was captured whole and is text, which
+ * is all a command line can carry faithfully.
+ */
+static char *curl_command(const struct flowstore_record *rec, const unsigned char *body,
+                          size_t body_len)
+{
+    const struct flow *f = &rec->flow;
+    bool has_data = body != NULL && !f->request_body.truncated && flow_is_text(body, body_len);
+    struct strbuf b = {0};
+    struct strbuf url = {0};
+    const char *name, *value;
+    size_t name_len, value_len;
+    size_t pos = 0;
+
+    sb_str(&b, "curl");
+    if (strcmp(f->method, "HEAD") == 0) {
+        sb_str(&b, " --head");
+    } else if (!(strcmp(f->method, "GET") == 0 && !has_data) &&
+               !(strcmp(f->method, "POST") == 0 && has_data)) {
+        sb_str(&b, " -X ");
+        sb_shell_quote(&b, f->method, strlen(f->method));
+    }
+    while (flow_headers_next(f->request_headers, &pos, &name, &name_len, &value, &value_len)) {
+        struct strbuf line = {0};
+
+        /* Proxy-* fields were addressed to tapwire, not to the origin. */
+        if ((name_len == 4 && strncasecmp(name, "Host", 4) == 0) ||
+            (name_len == 14 && strncasecmp(name, "Content-Length", 14) == 0) ||
+            (name_len > 6 && strncasecmp(name, "Proxy-", 6) == 0))
+            continue;
+        sb_add(&line, name, name_len);
+        sb_str(&line, value_len > 0 ? ": " : ";"); /* curl: "Name;" sends an empty value */
+        sb_add(&line, value, value_len);
+        sb_str(&b, " -H ");
+        if (line.has_failed)
+            b.has_failed = true;
+        else
+            sb_shell_quote(&b, line.data, line.len);
+        free(line.data);
+    }
+    if (has_data) {
+        sb_str(&b, " --data-binary ");
+        sb_shell_quote(&b, (const char *)body, body_len);
+    }
+    sb_url(&url, f);
+    sb_str(&b, " ");
+    if (url.has_failed)
+        b.has_failed = true;
+    else
+        sb_shell_quote(&b, url.data, url.len);
+    free(url.data);
+    if (b.has_failed) {
+        free(b.data);
+        return NULL;
+    }
+    return b.data;
+}
+
+static json_t *detail_json(const struct flowstore_record *rec, const unsigned char *req_body,
+                           size_t req_len)
+{
+    const struct flow *f = &rec->flow;
+    bool has_response = f->status != 0 || f->response_headers != NULL;
+    char *curl = curl_command(rec, req_body, req_len);
+    json_t *obj = json_object();
+    bool is_ok = obj != NULL && curl != NULL && summary_fields(obj, rec) &&
+                 jset(obj, "client", jstr(f->client_addr)) &&
+                 jset(obj, "request", message_json(rec, true)) &&
+                 jset(obj, "response", has_response ? message_json(rec, false) : json_null()) &&
+                 jset(obj, "timings", timings_json(&f->timings)) && jset(obj, "tls", tls_json(f)) &&
+                 jset(obj, "rules", jstr_or_null(f->rules)) &&
+                 jset(obj, "bytes_up", json_integer((json_int_t)f->bytes_up)) &&
+                 jset(obj, "bytes_down", json_integer((json_int_t)f->bytes_down)) &&
+                 jset(obj, "curl", jstr(curl));
+
+    free(curl);
+    if (!is_ok) {
+        json_decref(obj);
+        obj = NULL;
+    }
+    return obj;
+}
+
+static json_t *stats_json(struct dashboard *d, bool is_full)
+{
+    struct flowstore_stats st;
+    json_t *obj = json_object();
+    bool is_ok;
+
+    flowstore_stats(d->flows, &st);
+    is_ok = obj != NULL && jset(obj, "stored", json_integer((json_int_t)st.stored)) &&
+            jset(obj, "dropped", json_integer((json_int_t)st.dropped)) &&
+            jset(obj, "written", json_integer((json_int_t)st.written));
+    if (is_ok && is_full)
+        is_ok = jset(obj, "write_errors", json_integer((json_int_t)st.write_errors)) &&
+                jset(obj, "last_error", jstr_or_null(st.last_error)) &&
+                jset(obj, "version", json_string(TAPWIRE_VERSION)) &&
+                jset(obj, "ca_path", jstr(ca_cert_path(d->ca)));
+    if (!is_ok) {
+        json_decref(obj);
+        obj = NULL;
+    }
+    return obj;
+}
+
+/* ---- API handlers ---- */
+
+/* A positive decimal id, nothing else. */
+static bool parse_id(const char *text, size_t len, int64_t *id)
+{
+    int64_t value = 0;
+    size_t i;
+
+    if (len == 0 || len > 18)
+        return false;
+    for (i = 0; i < len; i++) {
+        if (text[i] < '0' || text[i] > '9')
+            return false;
+        value = value * 10 + (text[i] - '0');
+    }
+    *id = value;
+    return value > 0;
+}
+
+static mhd_result api_list(struct dashboard *d, struct MHD_Connection *conn)
+{
+    struct flowstore_filter filter = {0};
+    struct flowstore_record **records = NULL;
+    size_t count = 0, i;
+    const char *limit = arg(conn, "limit");
+    const char *before = arg(conn, "before");
+    const char *status = arg(conn, "status");
+    const char *body = NULL;
+    size_t body_len = 0;
+    json_t *root = NULL, *flows = NULL;
+    char err[512];
+    mhd_result ret;
+    int64_t n;
+
+    filter.limit = DASHBOARD_LIST_DEFAULT_FLOWS;
+    if (limit != NULL) {
+        if (!parse_id(limit, strlen(limit), &n) || n > DASHBOARD_LIST_MAX_FLOWS)
+            return send_error(conn, MHD_HTTP_BAD_REQUEST, "limit must be 1..500");
+        filter.limit = (size_t)n;
+    }
+    if (before != NULL && before[0] != '\0' && !parse_id(before, strlen(before), &filter.before_id))
+        return send_error(conn, MHD_HTTP_BAD_REQUEST, "before must be a flow id");
+    if (status != NULL && status[0] != '\0') {
+        if (strcasecmp(status, "err") == 0)
+            filter.status_class = FLOWSTORE_STATUS_ERROR;
+        else if (strlen(status) == 3 && status[0] >= '1' && status[0] <= '5' &&
+                 strcasecmp(status + 1, "xx") == 0)
+            filter.status_class = status[0] - '0';
+        else
+            return send_error(conn, MHD_HTTP_BAD_REQUEST, "status must be 1xx..5xx or err");
+    }
+    filter.host_glob = arg(conn, "host");
+    filter.method = arg(conn, "method");
+    filter.content_type = arg(conn, "type");
+    filter.url_text = arg(conn, "q");
+    /* The length variant: a body search may hold %00. */
+    if (MHD_lookup_connection_value_n(conn, MHD_GET_ARGUMENT_KIND, "body", strlen("body"), &body,
+                                      &body_len) == MHD_YES &&
+        body != NULL && body_len > 0) {
+        filter.body_bytes = body;
+        filter.body_len = body_len;
+    }
+    if (flowstore_list(d->flows, &filter, &records, &count, err, sizeof(err)) != 0) {
+        log_warn("dashboard: %s", err);
+        return send_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, err);
+    }
+    root = json_object();
+    flows = json_array();
+    ret = MHD_NO;
+    if (root == NULL || flows == NULL || json_object_set(root, "flows", flows) != 0)
+        goto out;
+    for (i = 0; i < count; i++)
+        if (!jappend(flows, summary_json(records[i])))
+            goto out;
+    /* A full page may have more behind it; the client asks with before=next. */
+    if (!jset(root, "next",
+              count == filter.limit ? json_integer(records[count - 1]->flow.id) : json_null()) ||
+        !jset(root, "stats", stats_json(d, false)))
+        goto out;
+    ret = send_json(conn, MHD_HTTP_OK, root);
+    root = NULL;
+out:
+    json_decref(flows);
+    json_decref(root);
+    flowstore_records_free(records, count);
+    return ret;
+}
+
+/* The flow or a response already sent: 404 when it is not stored. */
+static struct flowstore_record *find_flow(struct dashboard *d, struct MHD_Connection *conn,
+                                          int64_t id, mhd_result *sent)
+{
+    struct flowstore_record *rec = NULL;
+    char err[512];
+
+    if (flowstore_get(d->flows, id, &rec, err, sizeof(err)) != 0) {
+        log_warn("dashboard: %s", err);
+        *sent = send_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, err);
+    } else if (rec == NULL) {
+        *sent = send_error(conn, MHD_HTTP_NOT_FOUND, "no such flow");
+    }
+    return rec;
+}
+
+static mhd_result api_detail(struct dashboard *d, struct MHD_Connection *conn, int64_t id)
+{
+    struct flowstore_record *rec;
+    unsigned char *body = NULL;
+    size_t body_len = 0;
+    char err[512];
+    mhd_result ret = MHD_NO;
+
+    rec = find_flow(d, conn, id, &ret);
+    if (rec == NULL)
+        return ret;
+    /* The curl line carries a whole text body; anything else is not read. */
+    if (rec->request_captured > 0 && !rec->flow.request_body.truncated &&
+        flowstore_get_body(d->flows, id, FLOWSTORE_REQUEST, &body, &body_len, err, sizeof(err)) !=
+            0) {
+        log_warn("dashboard: %s", err);
+        ret = send_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, err);
+        goto out;
+    }
+    ret = send_json(conn, MHD_HTTP_OK, detail_json(rec, body, body_len));
+out:
+    free(body);
+    flowstore_record_free(rec);
+    return ret;
+}
+
+/* A reason fit for a header value: printable ASCII only. */
+static void header_safe(const char *in, char *out, size_t out_len)
+{
+    size_t i;
+
+    for (i = 0; in[i] != '\0' && i + 1 < out_len; i++)
+        out[i] = in[i] >= 0x20 && in[i] < 0x7f ? in[i] : '?';
+    out[i] = '\0';
+}
+
+static mhd_result api_body(struct dashboard *d, struct MHD_Connection *conn, int64_t id,
+                           enum flowstore_direction direction)
+{
+    bool is_request = direction == FLOWSTORE_REQUEST;
+    const char *decode = arg(conn, "decode");
+    struct flowstore_record *rec;
+    unsigned char *data = NULL, *decoded = NULL;
+    size_t len = 0, decoded_len = 0;
+    const char *encoding;
+    bool is_truncated;
+    bool is_decoded = false;
+    char reason[256] = "";
+    char safe[256];
+    char disposition[96];
+    char err[512];
+    struct MHD_Response *resp;
+    mhd_result ret = MHD_NO;
+
+    rec = find_flow(d, conn, id, &ret);
+    if (rec == NULL)
+        return ret;
+    if (flowstore_get_body(d->flows, id, direction, &data, &len, err, sizeof(err)) != 0) {
+        log_warn("dashboard: %s", err);
+        ret = send_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, err);
+        goto out;
+    }
+    encoding = is_request ? rec->request_content_encoding : rec->response_content_encoding;
+    is_truncated =
+        is_request ? rec->flow.request_body.truncated : rec->flow.response_body.truncated;
+    if (decode != NULL && strcmp(decode, "1") == 0 && encoding != NULL && encoding[0] != '\0' &&
+        len > 0) {
+        if (is_truncated)
+            snprintf(reason, sizeof(reason),
+                     "the body was truncated at the capture limit, so it cannot be decoded");
+        else if (codec_decode_content(encoding, data, len, DASHBOARD_MAX_DECODED_BYTES, &decoded,
+                                      &decoded_len, reason, sizeof(reason)) == 0)
+            is_decoded = true;
+        else if (reason[0] == '\0')
+            snprintf(reason, sizeof(reason), "cannot decode %s", encoding);
+    }
+    snprintf(disposition, sizeof(disposition), "attachment; filename=\"flow-%" PRId64 "-%s.bin\"",
+             id, is_request ? "request" : "response");
+    if (is_decoded) {
+        free(data);
+        data = decoded;
+        len = decoded_len;
+        decoded = NULL;
+    }
+    resp = with_header(owned_response(data, len), "Content-Disposition", disposition);
+    data = NULL;
+    if (reason[0] != '\0') {
+        header_safe(reason, safe, sizeof(safe));
+        resp = with_header(resp, "X-Tapwire-Decode-Error", safe);
+    } else if (is_decoded) {
+        resp = with_header(resp, "X-Tapwire-Decoded", "1");
+    }
+    ret = send_reply(conn, MHD_HTTP_OK, resp, "application/octet-stream", true);
+out:
+    free(decoded);
+    free(data);
+    flowstore_record_free(rec);
+    return ret;
+}
+
+struct har_stream {
+    struct dashboard *d;
+    struct flowstore_har *har;
+    const char *piece; /* owned by har, valid until the next flowstore_har_read() */
+    size_t piece_len;
+    size_t off;
+};
+
+static ssize_t har_stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    struct har_stream *s = cls;
+    char err[512];
+    size_t n;
+
+    while (s->off == s->piece_len) {
+        int rc;
+
+        /* Stop in the middle of an export rather than hold up shutdown. */
+        if (is_stopping(s->d))
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        rc = flowstore_har_read(s->har, &s->piece, &s->piece_len, err, sizeof(err));
+        if (rc == 0)
+            return MHD_CONTENT_READER_END_OF_STREAM;
+        if (rc < 0) {
+            log_warn("dashboard: HAR export: %s", err);
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        }
+        s->off = 0;
+    }
+    n = s->piece_len - s->off < max ? s->piece_len - s->off : max;
+    memcpy(buf, s->piece + s->off, n);
+    s->off += n;
+    return (ssize_t)n;
+}
+
+static void har_stream_free(void *cls)
+{
+    struct har_stream *s = cls;
+
+    flowstore_har_close(s->har);
+    free(s);
+}
+
+/* Streams a HAR of ids (NULL: the newest flows). */
+static mhd_result send_har(struct dashboard *d, struct MHD_Connection *conn, const int64_t *ids,
+                           size_t count)
+{
+    struct har_stream *s = calloc(1, sizeof(*s));
+    struct MHD_Response *resp;
+    char err[512];
+
+    if (s == NULL)
+        return MHD_NO;
+    s->d = d;
+    if (flowstore_har_open(d->flows, ids, count, codec_decode_content, &s->har, err, sizeof(err)) !=
+        0) {
+        free(s);
+        return send_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, err);
+    }
+    resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, HAR_STREAM_BLOCK_BYTES,
+                                             har_stream_read, s, har_stream_free);
+    if (resp == NULL) {
+        har_stream_free(s);
+        return MHD_NO;
+    }
+    resp = with_header(resp, "Content-Disposition", "attachment; filename=\"tapwire.har\"");
+    return send_reply(conn, MHD_HTTP_OK, resp, "application/json; charset=utf-8", true);
+}
+
+static mhd_result api_flow_har(struct dashboard *d, struct MHD_Connection *conn, int64_t id)
+{
+    struct flowstore_record *rec;
+    mhd_result ret = MHD_NO;
+
+    rec = find_flow(d, conn, id, &ret); /* 404 rather than an empty log */
+    if (rec == NULL)
+        return ret;
+    flowstore_record_free(rec);
+    return send_har(d, conn, &id, 1);
+}
+
+static mhd_result api_har(struct dashboard *d, struct MHD_Connection *conn)
+{
+    const char *list = arg(conn, "ids");
+    int64_t *ids = NULL;
+    size_t count = 0;
+    mhd_result ret;
+
+    if (list == NULL || list[0] == '\0')
+        return send_har(d, conn, NULL, 0);
+    ids = malloc(FLOWSTORE_HAR_MAX_FLOWS * sizeof(ids[0]));
+    if (ids == NULL)
+        return MHD_NO;
+    while (*list != '\0') {
+        size_t n = strcspn(list, ",");
+
+        if (count == FLOWSTORE_HAR_MAX_FLOWS || !parse_id(list, n, &ids[count])) {
+            free(ids);
+            return send_error(conn, MHD_HTTP_BAD_REQUEST,
+                              "ids must be at most 10000 flow ids separated by commas");
+        }
+        count++;
+        list += n;
+        if (*list == ',')
+            list++;
+    }
+    ret = send_har(d, conn, ids, count);
+    free(ids);
+    return ret;
+}
+
+static mhd_result api_delete(struct dashboard *d, struct MHD_Connection *conn, int64_t id)
+{
+    bool found = false;
+    char err[512];
+
+    if (flowstore_delete(d->flows, id, &found, err, sizeof(err)) != 0) {
+        log_warn("dashboard: %s", err);
+        return send_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, err);
+    }
+    if (!found)
+        return send_error(conn, MHD_HTTP_NOT_FOUND, "no such flow");
+    return send_reply(conn, MHD_HTTP_NO_CONTENT, static_response("", 0), NULL, false);
+}
+
+static mhd_result api_clear(struct dashboard *d, struct MHD_Connection *conn)
+{
+    char err[512];
+
+    if (flowstore_clear(d->flows, err, sizeof(err)) != 0) {
+        log_warn("dashboard: %s", err);
+        return send_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, err);
+    }
+    pthread_mutex_lock(&d->lock);
+    d->clears++;
+    pthread_cond_broadcast(&d->cond);
+    pthread_mutex_unlock(&d->lock);
+    return send_reply(conn, MHD_HTTP_NO_CONTENT, static_response("", 0), NULL, false);
+}
+
+/* ---- live updates ---- */
+
+struct sse_stream {
+    struct dashboard *d;
+    int64_t cursor;        /* the newest flow sent (or skipped) */
+    uint64_t clears;       /* clears already announced */
+    int64_t end_ms;        /* monotonic: the stream ends here */
+    int64_t next_stats_ms; /* monotonic: the next heartbeat */
+    bool is_started;
+    struct strbuf out; /* events not yet handed to libmicrohttpd */
+    size_t off;
+};
+
+/* One event; data is compact JSON, so it has no newline of its own. */
+static void sse_event(struct strbuf *out, const char *event, json_t *data)
+{
+    char *text = data != NULL ? json_dumps(data, JSON_FLAGS) : NULL;
+
+    json_decref(data);
+    if (text == NULL) {
+        out->has_failed = true;
+        return;
+    }
+    sb_str(out, "event: ");
+    sb_str(out, event);
+    sb_str(out, "\ndata: ");
+    sb_str(out, text);
+    sb_str(out, "\n\n");
+    free(text);
+}
+
+/* Events for flows written after the cursor, oldest first. */
+static int sse_flows(struct sse_stream *s, int64_t newest)
+{
+    struct flowstore_filter filter = {0};
+    struct flowstore_record **records = NULL;
+    size_t count = 0, i;
+    char err[512];
+
+    filter.after_id = s->cursor;
+    filter.is_oldest_first = true;
+    filter.limit = DASHBOARD_SSE_FLOWS_PER_READ;
+    if (flowstore_list(s->d->flows, &filter, &records, &count, err, sizeof(err)) != 0) {
+        log_warn("dashboard: live updates: %s", err);
+        return -1;
+    }
+    for (i = 0; i < count; i++)
+        sse_event(&s->out, "flow", summary_json(records[i]));
+    /* Nothing listed: deleted or pruned before we looked. Skip to newest. */
+    s->cursor = count > 0 ? records[count - 1]->flow.id : newest;
+    flowstore_records_free(records, count);
+    return 0;
+}
+
+static void deadline_in(struct timespec *ts, int64_t ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+/* Waits for something to send and queues it. 0, or -1 to end the stream. */
+static int sse_fill(struct sse_stream *s)
+{
+    struct dashboard *d = s->d;
+
+    s->out.len = 0;
+    s->off = 0;
+    if (!s->is_started) {
+        /* EventSource waits this long before reconnecting. */
+        sb_str(&s->out, "retry: 3000\n\n");
+        s->is_started = true;
+    }
+    while (s->out.len == 0) {
+        int64_t newest;
+        uint64_t clears;
+        bool stopping;
+        int64_t now;
+
+        pthread_mutex_lock(&d->lock);
+        for (;;) {
+            int64_t wake = s->next_stats_ms < s->end_ms ? s->next_stats_ms : s->end_ms;
+            struct timespec until;
+
+            now = now_ms();
+            if (d->is_stopping || now >= wake || d->newest_id > s->cursor || d->clears != s->clears)
+                break;
+            deadline_in(&until, wake - now);
+            pthread_cond_timedwait(&d->cond, &d->lock, &until);
+        }
+        newest = d->newest_id;
+        clears = d->clears;
+        stopping = d->is_stopping;
+        pthread_mutex_unlock(&d->lock);
+
+        if (stopping || now >= s->end_ms)
+            return -1;
+        if (clears != s->clears) {
+            s->clears = clears;
+            sse_event(&s->out, "clear", json_object());
+        }
+        if (newest > s->cursor && sse_flows(s, newest) != 0)
+            return -1;
+        if (now >= s->next_stats_ms) {
+            sse_event(&s->out, "stats", stats_json(d, false));
+            s->next_stats_ms = now + DASHBOARD_SSE_HEARTBEAT_MS;
+        }
+        if (s->out.has_failed)
+            return -1;
+    }
+    return 0;
+}
+
+/* Runs on the connection's own thread and blocks there until there is
+ * something to send: the point of thread-per-connection. */
+static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    struct sse_stream *s = cls;
+    size_t n;
+
+    if (s->off == s->out.len && sse_fill(s) != 0)
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    n = s->out.len - s->off < max ? s->out.len - s->off : max;
+    memcpy(buf, s->out.data + s->off, n);
+    s->off += n;
+    return (ssize_t)n;
+}
+
+static void sse_free(void *cls)
+{
+    struct sse_stream *s = cls;
+
+    free(s->out.data);
+    free(s);
+}
+
+static mhd_result api_events(struct dashboard *d, struct MHD_Connection *conn)
+{
+    struct sse_stream *s = calloc(1, sizeof(*s));
+    struct MHD_Response *resp;
+    int64_t now = now_ms();
+
+    if (s == NULL)
+        return MHD_NO;
+    s->d = d;
+    pthread_mutex_lock(&d->lock);
+    s->cursor = d->newest_id; /* only what is written from now on */
+    s->clears = d->clears;
+    pthread_mutex_unlock(&d->lock);
+    s->end_ms = now + DASHBOARD_SSE_MAX_MS;
+    s->next_stats_ms = now; /* the first heartbeat at once: the page shows counts */
+    resp =
+        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, SSE_BLOCK_BYTES, sse_read, s, sse_free);
+    if (resp == NULL) {
+        sse_free(s);
+        return MHD_NO;
+    }
+    return send_reply(conn, MHD_HTTP_OK, resp, "text/event-stream; charset=utf-8", false);
+}
+
+/* The flow store's written-callback: runs on the writer thread, so only
+ * records the newest id and wakes the streams. */
+static void on_flows_written(void *arg, const int64_t *ids, size_t count)
+{
+    struct dashboard *d = arg;
+
+    if (count == 0)
+        return;
+    pthread_mutex_lock(&d->lock);
+    if (ids[count - 1] > d->newest_id)
+        d->newest_id = ids[count - 1];
+    pthread_cond_broadcast(&d->cond);
+    pthread_mutex_unlock(&d->lock);
+}
+
+/* ---- pages ---- */
+
+struct static_file {
+    const char *path;
+    const char *file;
+    const char *content_type;
+    const unsigned char *data;
+    const size_t *len;
+};
+
+static const struct static_file static_files[] = {
+    {"/", "index.html", "text/html; charset=utf-8", embedded_web_index_html,
+     &embedded_web_index_html_len},
+    {"/app.js", "app.js", "text/javascript; charset=utf-8", embedded_web_app_js,
+     &embedded_web_app_js_len},
+    {"/style.css", "style.css", "text/css; charset=utf-8", embedded_web_style_css,
+     &embedded_web_style_css_len},
+};
+
+/* dir/name whole, a regular file of at most DASHBOARD_MAX_STATIC_BYTES. */
+static char *read_file(const char *dir, const char *name, size_t *len, char *err, size_t err_len)
+{
+    char path[4096];
+    struct stat st;
+    char *data = NULL;
+    size_t have = 0;
+    int fd = -1;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        set_err(err, err_len, "cannot read %s: %s", path, strerror(errno));
+        goto fail;
+    }
+    if (!S_ISREG(st.st_mode) || st.st_size > DASHBOARD_MAX_STATIC_BYTES) {
+        set_err(err, err_len, "%s is not a regular file of at most %d bytes", path,
+                DASHBOARD_MAX_STATIC_BYTES);
+        goto fail;
+    }
+    data = malloc((size_t)st.st_size + 1);
+    if (data == NULL) {
+        set_err(err, err_len, "dashboard: out of memory");
+        goto fail;
+    }
+    while (have < (size_t)st.st_size) {
+        ssize_t n = read(fd, data + have, (size_t)st.st_size - have);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            set_err(err, err_len, "cannot read %s: %s", path, n < 0 ? strerror(errno) : "EOF");
+            goto fail;
+        }
+        have += (size_t)n;
+    }
+    close(fd);
+    *len = have;
+    return data;
+fail:
+    if (fd >= 0)
+        close(fd);
+    free(data);
+    return NULL;
+}
+
+/* --web-root maps only the three names above, so no URL can name another
+ * file, whatever it holds ("..", encoded slashes, symlinks in the URL). */
+static mhd_result send_static(struct dashboard *d, struct MHD_Connection *conn,
+                              const struct static_file *file)
+{
+    char err[512];
+    size_t len = 0;
+    char *data;
+
+    if (d->web_root == NULL)
+        return send_reply(conn, MHD_HTTP_OK, static_response(file->data, *file->len),
+                          file->content_type, false);
+    data = read_file(d->web_root, file->file, &len, err, sizeof(err));
+    if (data == NULL) {
+        log_warn("dashboard: --web-root: %s", err);
+        return send_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, err);
+    }
+    return send_reply(conn, MHD_HTTP_OK, owned_response(data, len), file->content_type, false);
+}
+
+static const char page_no_token[] =
+    "<!doctype html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\">"
+    "<title>tapwire</title></head>\n<body>\n<h1>tapwire</h1>\n"
+    "<p>Open the dashboard with the URL tapwire printed at startup, the one ending in "
+    "<code>/?token=</code>: the token in it is what lets you in.</p>\n"
+    "<p>The page on trusting tapwire's CA needs no token: <a href=\"/ca\">/ca</a>.</p>\n"
+    "</body>\n</html>\n";
+
+static const char page_wrong_token[] =
+    "<!doctype html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\">"
+    "<title>tapwire</title></head>\n<body>\n<h1>tapwire</h1>\n"
+    "<p>That token is not this dashboard's. Open the URL the running tapwire printed at "
+    "startup (a restart makes a new token unless --dashboard-token is given).</p>\n"
+    "</body>\n</html>\n";
+
+static mhd_result page_root(struct dashboard *d, struct MHD_Connection *conn)
+{
+    const char *given = arg(conn, "token");
+    char cookie[sizeof(TOKEN_COOKIE) + DASHBOARD_MAX_TOKEN_CHARS + 40];
+
+    if (given != NULL) {
+        if (!token_matches(d, given))
+            return send_html(conn, MHD_HTTP_UNAUTHORIZED, page_wrong_token);
+        /* Not HttpOnly: app.js reads it to send the token header. Strict:
+         * no other site's request carries it. The redirect takes the token
+         * out of the address bar and history. */
+        snprintf(cookie, sizeof(cookie), TOKEN_COOKIE "=%s; Path=/; SameSite=Strict", d->token);
+        return send_reply(
+            conn, MHD_HTTP_SEE_OTHER,
+            with_header(with_header(static_response("", 0), MHD_HTTP_HEADER_SET_COOKIE, cookie),
+                        MHD_HTTP_HEADER_LOCATION, "/"),
+            "text/plain; charset=utf-8", false);
+    }
+    if (!token_matches(d, MHD_lookup_connection_value(conn, MHD_COOKIE_KIND, TOKEN_COOKIE)))
+        return send_html(conn, MHD_HTTP_UNAUTHORIZED, page_no_token);
+    return send_static(d, conn, &static_files[0]);
+}
+
+/* ---- routing ---- */
+
+static bool is_method(const char *method, const char *want)
+{
+    return strcmp(method, want) == 0;
+}
+
+static mhd_result route_api(struct dashboard *d, struct MHD_Connection *conn, const char *path,
+                            const char *method)
+{
+    bool is_read = is_method(method, "GET") || is_method(method, "HEAD");
+    bool is_delete = is_method(method, "DELETE");
+    const char *given = header(conn, TOKEN_HEADER);
+    int64_t id;
+
+    if (given != NULL) {
+        if (!token_matches(d, given))
+            return send_error(conn, MHD_HTTP_UNAUTHORIZED, "wrong " TOKEN_HEADER);
+    } else if (!is_read) {
+        /* A cross-site form carries the cookie; only our script sends the header. */
+        return send_error(
+            conn,
+            token_matches(d, MHD_lookup_connection_value(conn, MHD_COOKIE_KIND, TOKEN_COOKIE))
+                ? MHD_HTTP_FORBIDDEN
+                : MHD_HTTP_UNAUTHORIZED,
+            "changes need the " TOKEN_HEADER " header");
+    } else if (!token_matches(d,
+                              MHD_lookup_connection_value(conn, MHD_COOKIE_KIND, TOKEN_COOKIE))) {
+        return send_error(conn, MHD_HTTP_UNAUTHORIZED,
+                          "the dashboard token is missing: open the URL printed at startup");
+    }
+
+    if (strcmp(path, "/flows") == 0) {
+        if (is_read)
+            return api_list(d, conn);
+        if (is_delete)
+            return api_clear(d, conn);
+        return send_not_allowed(conn, "GET, HEAD, DELETE");
+    }
+    if (strncmp(path, "/flows/", 7) == 0) {
+        const char *rest = path + 7;
+        size_t n = strspn(rest, "0123456789");
+
+        if (!parse_id(rest, n, &id))
+            return send_error(conn, MHD_HTTP_NOT_FOUND, "no such flow");
+        rest += n;
+        if (rest[0] == '\0') {
+            if (is_read)
+                return api_detail(d, conn, id);
+            if (is_delete)
+                return api_delete(d, conn, id);
+            return send_not_allowed(conn, "GET, HEAD, DELETE");
+        }
+        if (strcmp(rest, "/request/body") == 0)
+            return is_read ? api_body(d, conn, id, FLOWSTORE_REQUEST)
+                           : send_not_allowed(conn, "GET, HEAD");
+        if (strcmp(rest, "/response/body") == 0)
+            return is_read ? api_body(d, conn, id, FLOWSTORE_RESPONSE)
+                           : send_not_allowed(conn, "GET, HEAD");
+        if (strcmp(rest, "/har") == 0)
+            return is_read ? api_flow_har(d, conn, id) : send_not_allowed(conn, "GET, HEAD");
+        return send_error(conn, MHD_HTTP_NOT_FOUND, "no such API endpoint");
+    }
+    if (strcmp(path, "/har") == 0)
+        return is_read ? api_har(d, conn) : send_not_allowed(conn, "GET, HEAD");
+    if (strcmp(path, "/events") == 0)
+        return is_read ? api_events(d, conn) : send_not_allowed(conn, "GET, HEAD");
+    if (strcmp(path, "/stats") == 0)
+        return is_read ? send_json(conn, MHD_HTTP_OK, stats_json(d, true))
+                       : send_not_allowed(conn, "GET, HEAD");
+    return send_error(conn, MHD_HTTP_NOT_FOUND, "no such API endpoint");
+}
+
+static mhd_result route(struct dashboard *d, struct MHD_Connection *conn, const char *url,
+                        const char *method)
+{
+    bool is_read = is_method(method, "GET") || is_method(method, "HEAD");
+    bool is_change = is_method(method, "POST") || is_method(method, "PUT") ||
+                     is_method(method, "PATCH") || is_method(method, "DELETE");
+    const char *length = header(conn, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    size_t i;
+
+    if (!is_own_host(d, conn))
+        return send_error(conn, HTTP_MISDIRECTED_REQUEST,
+                          "this dashboard answers only to its own address: use the URL printed "
+                          "at startup");
+    if (is_change && !is_same_origin(conn))
+        return send_error(conn, MHD_HTTP_FORBIDDEN, "cross-origin request refused");
+    /* No endpoint takes a body: refuse before reading one. */
+    if ((length != NULL && strspn(length, "0") != strlen(length)) ||
+        header(conn, MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL)
+        return send_error(conn, HTTP_CONTENT_TOO_LARGE, "request bodies are not accepted");
+    if (strncmp(url, "/api/", 5) == 0)
+        return route_api(d, conn, url + 4, method);
+    if (!is_read)
+        return send_not_allowed(conn, "GET, HEAD");
+    if (strcmp(url, "/") == 0)
+        return page_root(d, conn);
+    for (i = 1; i < sizeof(static_files) / sizeof(static_files[0]); i++)
+        if (strcmp(url, static_files[i].path) == 0)
+            return send_static(d, conn, &static_files[i]);
+    if (strcmp(url, "/ca") == 0)
+        return send_reply(conn, MHD_HTTP_OK, static_response(d->ca_page, d->ca_page_len),
+                          "text/html; charset=utf-8", false);
+    if (strcmp(url, "/ca.pem") == 0)
+        return send_reply(conn, MHD_HTTP_OK,
+                          with_header(static_response(d->ca_pem, d->ca_pem_len),
+                                      "Content-Disposition",
+                                      "attachment; filename=\"tapwire-ca.pem\""),
+                          "application/x-pem-file", false);
+    if (strcmp(url, "/ca.crt") == 0)
+        return send_reply(conn, MHD_HTTP_OK,
+                          with_header(static_response(d->ca_der, d->ca_der_len),
+                                      "Content-Disposition",
+                                      "attachment; filename=\"tapwire-ca.crt\""),
+                          "application/x-x509-ca-cert", false);
+    return send_error(conn, MHD_HTTP_NOT_FOUND, "not found");
+}
+
+static mhd_result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                             const char *method, const char *version, const char *upload_data,
+                             size_t *upload_data_size, void **con_cls)
+{
+    static int answered;
+
+    /* Answered on the first call, before any body is read (route() refuses
+     * requests that announce one); bytes that come anyway are dropped. */
+    if (*con_cls == &answered) {
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    *con_cls = &answered;
+    return route(cls, conn, url, method);
+}
+
+/* libmicrohttpd's messages: kept as the reason while starting, afterwards
+ * only for debugging (a client going away is not news). */
+static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+
+static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    struct dashboard *d = cls;
+    char line[256];
+    size_t n;
+
+    vsnprintf(line, sizeof(line), fmt, ap);
+    n = strlen(line);
+    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+        line[--n] = '\0';
+    pthread_mutex_lock(&d->lock);
+    if (d->is_starting)
+        snprintf(d->start_error, sizeof(d->start_error), "%s", line);
+    pthread_mutex_unlock(&d->lock);
+    log_debug("dashboard: %s", line);
+}
+
+/* ---- start and stop ---- */
+
+static bool is_token_char(char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '_' || c == '~' || c == '-';
+}
+
+static int set_token(struct dashboard *d, const char *token, char *err, size_t err_len)
+{
+    unsigned char random[DASHBOARD_TOKEN_RANDOM_BYTES];
+    size_t i;
+
+    if (token != NULL) {
+        size_t len = strlen(token);
+
+        /* The token travels in a cookie, a header and a URL: keep it to
+         * characters that need no escaping in any of them. */
+        if (len == 0 || len > DASHBOARD_MAX_TOKEN_CHARS) {
+            set_err(err, err_len, "the dashboard token must have 1 to %d characters",
+                    DASHBOARD_MAX_TOKEN_CHARS);
+            return -1;
+        }
+        for (i = 0; i < len; i++) {
+            if (!is_token_char(token[i])) {
+                set_err(err, err_len,
+                        "the dashboard token may only hold letters, digits and . _ ~ -");
+                return -1;
+            }
+        }
+        memcpy(d->token, token, len + 1);
+        return 0;
+    }
+    if (RAND_bytes(random, sizeof(random)) != 1) {
+        ERR_clear_error();
+        set_err(err, err_len, "cannot make a random dashboard token");
+        return -1;
+    }
+    for (i = 0; i < sizeof(random); i++)
+        snprintf(d->token + 2 * i, 3, "%02x", random[i]);
+    OPENSSL_cleanse(random, sizeof(random));
+    return 0;
+}
+
+static int init_sync(struct dashboard *d)
+{
+    pthread_condattr_t attr;
+    int rc;
+
+    d->has_lock = pthread_mutex_init(&d->lock, NULL) == 0;
+    if (!d->has_lock || pthread_condattr_init(&attr) != 0)
+        return -1;
+    rc = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    if (rc == 0)
+        rc = pthread_cond_init(&d->cond, &attr);
+    pthread_condattr_destroy(&attr);
+    d->has_cond = rc == 0;
+    return d->has_cond ? 0 : -1;
+}
+
+int dashboard_start(const struct dashboard_options *opts, struct flowstore *flows,
+                    const struct ca *ca, struct dashboard **out, char *err, size_t err_len)
+{
+    struct dashboard *d = NULL;
+    struct addrinfo hints, *addr = NULL;
+    const union MHD_DaemonInfo *info;
+    unsigned int flags;
+    int64_t newest = 0;
+    int rc;
+    int ret = -1;
+
+    *out = NULL;
+    d = calloc(1, sizeof(*d));
+    if (d == NULL) {
+        set_err(err, err_len, "dashboard: out of memory");
+        goto out;
+    }
+    d->flows = flows;
+    d->ca = ca;
+    if (init_sync(d) != 0) {
+        set_err(err, err_len, "dashboard: cannot create a mutex");
+        goto out;
+    }
+    if (set_token(d, opts->token, err, err_len) != 0)
+        goto out;
+    snprintf(d->url_host, sizeof(d->url_host), strchr(opts->host, ':') != NULL ? "[%s]" : "%s",
+             opts->host);
+    if (opts->web_root != NULL && (d->web_root = strdup(opts->web_root)) == NULL) {
+        set_err(err, err_len, "dashboard: out of memory");
+        goto out;
+    }
+    if (ca_pem_der(ca, &d->ca_pem, &d->ca_pem_len, &d->ca_der, &d->ca_der_len, err, err_len) != 0)
+        goto out;
+    d->ca_page = ca_page(ca, &d->ca_page_len);
+    if (d->ca_page == NULL) {
+        set_err(err, err_len, "dashboard: out of memory");
+        goto out;
+    }
+    if (flowstore_newest_id(flows, &newest, err, err_len) != 0)
+        goto out;
+    d->newest_id = newest;
+
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV;
+    rc = getaddrinfo(opts->host, "0", &hints, &addr);
+    if (rc != 0) {
+        set_err(err, err_len, "dashboard address %s: %s", opts->host, gai_strerror(rc));
+        goto out;
+    }
+    if (addr->ai_family == AF_INET)
+        ((struct sockaddr_in *)addr->ai_addr)->sin_port = htons(opts->port);
+    else
+        ((struct sockaddr_in6 *)addr->ai_addr)->sin6_port = htons(opts->port);
+
+    /* poll(), not select(): the proxy's own connections can push this
+     * process's descriptors past FD_SETSIZE. */
+    flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+    if (MHD_is_feature_supported(MHD_FEATURE_POLL) == MHD_YES)
+        flags |= MHD_USE_POLL;
+    if (addr->ai_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    pthread_mutex_lock(&d->lock);
+    d->is_starting = true;
+    pthread_mutex_unlock(&d->lock);
+    d->daemon = MHD_start_daemon(
+        flags, opts->port, NULL, NULL, on_request, d, MHD_OPTION_SOCK_ADDR, addr->ai_addr,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)DASHBOARD_MAX_CONNECTIONS,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)DASHBOARD_CONNECTION_TIMEOUT_S,
+        MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, d, MHD_OPTION_END);
+    pthread_mutex_lock(&d->lock);
+    d->is_starting = false;
+    pthread_mutex_unlock(&d->lock);
+    if (d->daemon == NULL) {
+        set_err(err, err_len, "cannot start the dashboard on %s:%u: %s", d->url_host,
+                (unsigned)opts->port,
+                d->start_error[0] != '\0' ? d->start_error : "libmicrohttpd refused");
+        goto out;
+    }
+    info = MHD_get_daemon_info(d->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    if (info == NULL || info->port == 0) {
+        set_err(err, err_len, "dashboard: cannot tell which port it is listening on");
+        goto out;
+    }
+    d->port = info->port;
+    flowstore_set_written_callback(flows, on_flows_written, d);
+    d->is_callback_set = true;
+    *out = d;
+    d = NULL;
+    ret = 0;
+out:
+    if (addr != NULL)
+        freeaddrinfo(addr);
+    dashboard_stop(d);
+    return ret;
+}
+
+void dashboard_stop(struct dashboard *d)
+{
+    if (d == NULL)
+        return;
+    if (d->is_callback_set)
+        flowstore_set_written_callback(d->flows, NULL, NULL);
+    if (d->has_cond) {
+        pthread_mutex_lock(&d->lock);
+        d->is_stopping = true;
+        pthread_cond_broadcast(&d->cond);
+        pthread_mutex_unlock(&d->lock);
+    }
+    /* Joins every connection thread; the streams above end at once. */
+    if (d->daemon != NULL)
+        MHD_stop_daemon(d->daemon);
+    if (d->has_cond)
+        pthread_cond_destroy(&d->cond);
+    if (d->has_lock)
+        pthread_mutex_destroy(&d->lock);
+    OPENSSL_cleanse(d->token, sizeof(d->token));
+    free(d->web_root);
+    free(d->ca_pem);
+    free(d->ca_der);
+    free(d->ca_page);
+    free(d);
+}
+
+uint16_t dashboard_port(const struct dashboard *dashboard)
+{
+    return dashboard->port;
+}
+
+const char *dashboard_token(const struct dashboard *dashboard)
+{
+    return dashboard->token;
+}
+
+int dashboard_url(const struct dashboard *dashboard, char *out, size_t out_len)
+{
+    int n = snprintf(out, out_len, "http://%s:%u/?token=%s", dashboard->url_host,
+                     (unsigned)dashboard->port, dashboard->token);
+
+    return n < 0 || (size_t)n >= out_len ? -1 : n;
+}

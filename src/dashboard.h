@@ -1,0 +1,102 @@
+/*
+ * dashboard: the web dashboard's HTTP server (libmicrohttpd): token auth,
+ * the JSON API over the flow store (docs: the API spec shared with web/),
+ * live updates as Server-Sent Events, HAR export, the page itself (compiled
+ * in, or read from --web-root) and the CA download page.
+ *
+ * It must never serve captured bytes as anything a browser would render or
+ * run: bodies go out as attachments under a sandboxing CSP. Every API call
+ * needs the token; the Host header must name the dashboard itself (DNS
+ * rebinding) and state-changing requests must come from its own origin with
+ * the token in a header (CSRF).
+ * Thread safety: start and stop from one thread; the rest of the module
+ * runs on libmicrohttpd's threads. dashboard_serve_local() is reentrant.
+ */
+#ifndef TAPWIRE_DASHBOARD_H
+#define TAPWIRE_DASHBOARD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ca.h"
+#include "flowstore.h"
+
+#define DASHBOARD_TOKEN_RANDOM_BYTES 16 /* printed as 32 hex characters */
+#define DASHBOARD_MAX_TOKEN_CHARS 128
+#define DASHBOARD_MAX_CONNECTIONS 64
+#define DASHBOARD_CONNECTION_TIMEOUT_S 30 /* idle connection; SSE sends every 5 s */
+#define DASHBOARD_LIST_DEFAULT_FLOWS 100
+#define DASHBOARD_LIST_MAX_FLOWS 500
+#define DASHBOARD_SSE_HEARTBEAT_MS 5000       /* "event: stats" */
+#define DASHBOARD_SSE_MAX_MS (10 * 60 * 1000) /* then EventSource reconnects */
+#define DASHBOARD_SSE_FLOWS_PER_READ 100
+#define DASHBOARD_MAX_DECODED_BYTES (64 * 1024 * 1024) /* ?decode=1 output, zip bombs */
+#define DASHBOARD_MAX_STATIC_BYTES (8 * 1024 * 1024)   /* a --web-root file */
+/* The reserved name (RFC 6761 .invalid) under which the proxy itself serves
+ * the CA page to clients that only have the proxy configured. */
+#define DASHBOARD_LOCAL_HOST "tapwire.invalid"
+
+struct dashboard_options {
+    const char *host;     /* address to bind: "127.0.0.1", "::1", "localhost"... */
+    uint16_t port;        /* 0: an ephemeral port, see dashboard_port() */
+    const char *token;    /* NULL: DASHBOARD_TOKEN_RANDOM_BYTES from RAND_bytes() as hex;
+                             else 1..DASHBOARD_MAX_TOKEN_CHARS of [A-Za-z0-9._~-] */
+    const char *web_root; /* NULL: the page compiled into the binary; else a directory with
+                             index.html, app.js and style.css, read on every request */
+};
+
+struct dashboard;
+
+/*
+ * Starts serving flows (not owned; must outlive the dashboard) and the CA's
+ * certificate (not owned, likewise). Sets the flow store's written-callback
+ * for live updates: nothing else may use that callback while a dashboard
+ * runs. Returns 0 and *out (stop with dashboard_stop()) or -1 with err.
+ */
+int dashboard_start(const struct dashboard_options *opts, struct flowstore *flows,
+                    const struct ca *ca, struct dashboard **out, char *err, size_t err_len);
+/* Clears the written-callback, ends live streams and exports in progress,
+ * waits for libmicrohttpd's threads and frees. NULL is fine. */
+void dashboard_stop(struct dashboard *dashboard);
+
+/* The port bound (the real one when 0 was asked for). */
+uint16_t dashboard_port(const struct dashboard *dashboard);
+/* The access token; valid while the dashboard runs. */
+const char *dashboard_token(const struct dashboard *dashboard);
+/* "http://HOST:PORT/?token=TOKEN" (IPv6 in brackets), what the startup line
+ * prints after "dashboard: ". Returns its length, or -1 if out_len is too
+ * small. */
+int dashboard_url(const struct dashboard *dashboard, char *out, size_t out_len);
+
+/* ---- the proxy's own pages at http://tapwire.invalid/ ---- */
+
+/* A complete response for the proxy to write. */
+struct dashboard_local_response {
+    int status;          /* 200, 404 or 405 */
+    const char *reason;  /* static: "OK", "Not Found", "Method Not Allowed" */
+    char *headers;       /* owned: "Name: value\r\n" lines: Content-Type, Content-Disposition
+                            for downloads, Allow on 405, and the security headers; without
+                            Content-Length, Connection and Date, which are the caller's */
+    unsigned char *body; /* owned: body_len bytes (the caller sends none for HEAD) */
+    size_t body_len;
+};
+
+/* True when host (a Host header value or a URL's host, with or without a
+ * port) names the proxy's own pages. */
+bool dashboard_is_local_host(const char *host);
+
+/*
+ * The response to method and target (origin-form, "/ca.pem?x" is fine) for
+ * the reserved host: "/" and "/ca" are the page on trusting the CA (never
+ * the flows), "/ca.pem" and "/ca.crt" the certificate as PEM and DER; other
+ * paths are 404 and methods other than GET and HEAD 405. Needs no running
+ * dashboard. Returns 0 with *out filled (free with
+ * dashboard_local_response_free()) or -1 with err (out of memory, or the
+ * certificate cannot be encoded).
+ */
+int dashboard_serve_local(const struct ca *ca, const char *method, const char *target,
+                          struct dashboard_local_response *out, char *err, size_t err_len);
+void dashboard_local_response_free(struct dashboard_local_response *response);
+
+#endif

@@ -1,0 +1,2123 @@
+/*
+ * flowstore: captured exchanges in SQLite, written by one thread.
+ *
+ * Proxy threads only ever take `lock` for the time of a ring-buffer push:
+ * flowstore_submit() never touches SQLite, never allocates and never waits
+ * for the writer, so a slow, locked, full or corrupt database costs them
+ * nothing; the flows are then dropped (queue full) or lost (write error) and
+ * counted. The writer frees every flow once its batch is committed or has
+ * failed: nothing is kept in memory after writing, so memory use does not
+ * grow with the number of stored flows.
+ *
+ * Locks, always taken in this order and never the other way round:
+ * write_lock (the writer connection: the writer thread, delete and clear),
+ * then lock (queue and counters). read_lock guards the read connection and
+ * its statements and is never held with another lock. callback_lock is held
+ * while the written-callback runs, so clearing the callback waits for a call
+ * in progress.
+ *
+ * The read connection is its own SQLite connection with query_only set: in
+ * WAL mode dashboard reads see the last committed batch and never wait for
+ * the writer, and a bug in a query cannot write.
+ */
+#ifndef _POSIX_C_SOURCE
+#define _POSIX_C_SOURCE 200809L
+#endif
+
+#include "flowstore.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <jansson.h>
+#include <sqlite3.h>
+
+#include "db.h"
+#include "log.h"
+
+#define FLOW_BODY_MIN_CAPACITY_BYTES 4096
+/* Queued flows may each hold two bodies up to the capture limit; bounding
+ * their bytes, not only their number, bounds memory while the disk is slow. */
+#define FLOWSTORE_QUEUE_MAX_BYTES ((size_t)256 * 1024 * 1024)
+#define FLOWSTORE_HAR_PAGE_FLOWS 100 /* flows listed per query when exporting "all" */
+#define FLOWSTORE_ERROR_BYTES 256
+
+struct flowstore {
+    char *db_path;
+    int64_t max_flows;
+
+    /* Queue and counters, guarded by lock. */
+    pthread_mutex_t lock;
+    pthread_cond_t work_cond; /* the writer waits here for flows or stop */
+    pthread_cond_t done_cond; /* flowstore_sync() waits here for progress */
+    bool has_lock, has_work_cond, has_done_cond;
+    struct flow **queue; /* ring of FLOWSTORE_QUEUE_FLOWS */
+    size_t queue_head;
+    size_t queue_count;
+    size_t queue_bytes;
+    bool is_stopping;
+    uint64_t accepted;       /* flows queued since open */
+    uint64_t finished;       /* of those, written or lost */
+    uint64_t drops_reported; /* dropped count when the last drop warning was logged */
+    struct flowstore_stats stats;
+
+    pthread_t writer;
+    bool has_writer;
+
+    /* The writer connection, guarded by write_lock. */
+    pthread_mutex_t write_lock;
+    bool has_write_lock;
+    sqlite3 *wdb;
+    sqlite3_stmt *begin_stmt;
+    sqlite3_stmt *commit_stmt;
+    sqlite3_stmt *rollback_stmt;
+    sqlite3_stmt *insert_flow_stmt;
+    sqlite3_stmt *insert_body_stmt;
+    sqlite3_stmt *prune_bodies_stmt;
+    sqlite3_stmt *prune_flows_stmt;
+    sqlite3_stmt *delete_stmt;
+    sqlite3_stmt *clear_bodies_stmt;
+    sqlite3_stmt *clear_flows_stmt;
+    char logged_error[FLOWSTORE_ERROR_BYTES]; /* last error logged; "" while writes work */
+    uint64_t lost_since_logged;
+
+    /* The read connection, guarded by read_lock. */
+    pthread_mutex_t read_lock;
+    bool has_read_lock;
+    sqlite3 *rdb;
+    sqlite3_stmt *get_stmt;
+    sqlite3_stmt *get_body_stmt;
+    sqlite3_stmt *newest_stmt;
+
+    pthread_mutex_t callback_lock;
+    bool has_callback_lock;
+    flowstore_written_fn written_fn;
+    void *written_arg;
+};
+
+static void set_err(char *err, size_t err_len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void set_err(char *err, size_t err_len, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (err == NULL || err_len == 0)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(err, err_len, fmt, ap);
+    va_end(ap);
+}
+
+/* ---- flows ---- */
+
+struct flow *flow_new(size_t capture_limit)
+{
+    struct flow *flow = calloc(1, sizeof(*flow));
+
+    if (flow == NULL)
+        return NULL;
+    flow->request_body.limit = capture_limit;
+    flow->response_body.limit = capture_limit;
+    return flow;
+}
+
+static void flow_tls_clear(struct flow_tls *tls)
+{
+    free(tls->cert_subject);
+    free(tls->cert_issuer);
+    free(tls->cert_sans);
+    free(tls->verification);
+}
+
+void flow_free(struct flow *flow)
+{
+    if (flow == NULL)
+        return;
+    free(flow->target);
+    free(flow->request_headers);
+    free(flow->response_headers);
+    free(flow->request_body.data);
+    free(flow->response_body.data);
+    flow_tls_clear(&flow->tls);
+    free(flow->error);
+    free(flow->rules);
+    free(flow);
+}
+
+int flow_body_append(struct flow_body *body, const void *data, size_t len)
+{
+    size_t take;
+    size_t need;
+    size_t cap;
+    unsigned char *grown;
+    int rc = 0;
+
+    body->size += len;
+    if (len == 0 || body->len >= body->limit)
+        goto out;
+    take = body->limit - body->len < len ? body->limit - body->len : len;
+    need = body->len + take;
+    if (need > body->capacity) {
+        cap = body->capacity != 0 ? body->capacity : FLOW_BODY_MIN_CAPACITY_BYTES;
+        if (cap > body->limit)
+            cap = body->limit;
+        while (cap < need)
+            cap = cap > body->limit / 2 ? body->limit : cap * 2;
+        grown = realloc(body->data, cap);
+        if (grown == NULL) {
+            /* Holding later bytes after a gap would store a body that never
+             * crossed the wire; stop capturing here instead. */
+            body->limit = body->len;
+            rc = -1;
+            goto out;
+        }
+        body->data = grown;
+        body->capacity = cap;
+    }
+    memcpy(body->data + body->len, data, take);
+    body->len += take;
+out:
+    body->truncated = body->size > body->len;
+    return rc;
+}
+
+static bool is_blank(char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+bool flow_headers_next(const char *text, size_t *pos, const char **name, size_t *name_len,
+                       const char **value, size_t *value_len)
+{
+    while (text != NULL && text[*pos] != '\0') {
+        const char *line = text + *pos;
+        size_t line_len = strcspn(line, "\r\n");
+        const char *colon = memchr(line, ':', line_len);
+        const char *v;
+        size_t vlen;
+
+        *pos += line_len;
+        if (text[*pos] == '\r')
+            (*pos)++;
+        if (text[*pos] == '\n')
+            (*pos)++;
+        if (colon == NULL || colon == line)
+            continue;
+        v = colon + 1;
+        vlen = line_len - (size_t)(v - line);
+        while (vlen > 0 && is_blank(*v)) {
+            v++;
+            vlen--;
+        }
+        while (vlen > 0 && is_blank(v[vlen - 1]))
+            vlen--;
+        *name = line;
+        *name_len = (size_t)(colon - line);
+        *value = v;
+        *value_len = vlen;
+        return true;
+    }
+    return false;
+}
+
+static bool name_is(const char *name, size_t name_len, const char *want)
+{
+    return strlen(want) == name_len && strncasecmp(name, want, name_len) == 0;
+}
+
+/* The first field called want: true with *value and *value_len; false
+ * (outputs untouched) when there is none. */
+static bool header_find(const char *text, const char *want, const char **value, size_t *value_len)
+{
+    const char *name, *v;
+    size_t name_len, v_len;
+    size_t pos = 0;
+
+    while (flow_headers_next(text, &pos, &name, &name_len, &v, &v_len)) {
+        if (name_is(name, name_len, want)) {
+            *value = v;
+            *value_len = v_len;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Every field called name joined by ", " (RFC 9110 5.3: the same as one
+ * field with a list), malloc'd; NULL when there is none or out of memory. */
+static char *header_join(const char *text, const char *want)
+{
+    const char *name, *value;
+    size_t name_len, value_len;
+    size_t pos = 0;
+    size_t len = 0;
+    char *out = NULL;
+
+    while (flow_headers_next(text, &pos, &name, &name_len, &value, &value_len)) {
+        char *grown;
+
+        if (!name_is(name, name_len, want) || value_len == 0)
+            continue;
+        grown = realloc(out, len + value_len + 3);
+        if (grown == NULL) {
+            free(out);
+            return NULL;
+        }
+        out = grown;
+        if (len > 0) {
+            memcpy(out + len, ", ", 2);
+            len += 2;
+        }
+        memcpy(out + len, value, value_len);
+        len += value_len;
+        out[len] = '\0';
+    }
+    return out;
+}
+
+/* ---- opening and closing ---- */
+
+static int prepare(sqlite3 *db, const char *path, const char *sql, sqlite3_stmt **stmt, char *err,
+                   size_t err_len)
+{
+    int rc = sqlite3_prepare_v2(db, sql, -1, stmt, NULL);
+
+    if (rc != SQLITE_OK) {
+        set_err(err, err_len, "database %s: cannot prepare the flow queries: %s", path,
+                sqlite3_errmsg(db));
+        return -1;
+    }
+    return 0;
+}
+
+/* The columns of a flow row in the order of struct binder calls in
+ * insert_flow() and of struct reader calls in read_record(). */
+#define FLOW_INSERT_COLUMNS                                                                        \
+    "kind, time_start_us, client, scheme, method, host, port, target, req_version, "               \
+    "resp_version, req_headers, resp_headers, status, reason, req_body_size, resp_body_size, "     \
+    "req_body_captured, resp_body_captured, req_truncated, resp_truncated, req_content_type, "     \
+    "resp_content_type, req_content_encoding, resp_content_encoding, connected_us, tls_done_us, "  \
+    "request_sent_us, first_byte_us, done_us, is_tls, tls_client_sni, tls_client_alpn, "           \
+    "tls_client_version, tls_client_cipher, tls_upstream_version, tls_upstream_cipher, "           \
+    "tls_cert_subject, tls_cert_issuer, tls_cert_sans, tls_cert_not_after, tls_verification, "     \
+    "error, rules, bytes_up, bytes_down"
+#define FLOW_INSERT_VALUES                                                                         \
+    "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "   \
+    "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
+#define RECORD_COLUMNS "id, " FLOW_INSERT_COLUMNS
+/* A listing leaves out what only the detail view shows: the same columns
+ * with the header sections and TLS details as NULL. */
+#define SUMMARY_COLUMNS                                                                            \
+    "id, kind, time_start_us, client, scheme, method, host, port, target, req_version, "           \
+    "resp_version, NULL, NULL, status, reason, req_body_size, resp_body_size, "                    \
+    "req_body_captured, resp_body_captured, req_truncated, resp_truncated, req_content_type, "     \
+    "resp_content_type, req_content_encoding, resp_content_encoding, connected_us, tls_done_us, "  \
+    "request_sent_us, first_byte_us, done_us, is_tls, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "  \
+    "NULL, NULL, NULL, NULL, error, rules, bytes_up, bytes_down"
+
+static int prepare_writer(struct flowstore *store, char *err, size_t err_len)
+{
+    sqlite3 *db = store->wdb;
+    const char *path = store->db_path;
+
+    /* IMMEDIATE: take the write lock at BEGIN, so a busy database fails
+     * (after the busy timeout) before any work is done, not at COMMIT. */
+    if (prepare(db, path, "BEGIN IMMEDIATE", &store->begin_stmt, err, err_len) != 0 ||
+        prepare(db, path, "COMMIT", &store->commit_stmt, err, err_len) != 0 ||
+        prepare(db, path, "ROLLBACK", &store->rollback_stmt, err, err_len) != 0 ||
+        prepare(db, path,
+                "INSERT INTO flows (" FLOW_INSERT_COLUMNS ") VALUES (" FLOW_INSERT_VALUES ")",
+                &store->insert_flow_stmt, err, err_len) != 0 ||
+        prepare(db, path, "INSERT INTO flow_bodies (flow_id, direction, data) VALUES (?1, ?2, ?3)",
+                &store->insert_body_stmt, err, err_len) != 0 ||
+        /* max(id) is one b-tree descent and both deletes are range scans,
+         * so pruning after every batch costs the rows it removes. It keeps
+         * exactly max_flows while ids have no gaps; after deletions from
+         * the dashboard it keeps fewer, never more. Bodies go first so the
+         * cascade of the second statement finds nothing left to do. */
+        prepare(db, path,
+                "DELETE FROM flow_bodies WHERE flow_id <= (SELECT max(id) FROM flows) - ?1",
+                &store->prune_bodies_stmt, err, err_len) != 0 ||
+        prepare(db, path, "DELETE FROM flows WHERE id <= (SELECT max(id) FROM flows) - ?1",
+                &store->prune_flows_stmt, err, err_len) != 0 ||
+        /* One row: ON DELETE CASCADE removes its bodies. */
+        prepare(db, path, "DELETE FROM flows WHERE id = ?1", &store->delete_stmt, err, err_len) !=
+            0 ||
+        prepare(db, path, "DELETE FROM flow_bodies", &store->clear_bodies_stmt, err, err_len) !=
+            0 ||
+        prepare(db, path, "DELETE FROM flows", &store->clear_flows_stmt, err, err_len) != 0)
+        return -1;
+    return 0;
+}
+
+static int prepare_reader(struct flowstore *store, char *err, size_t err_len)
+{
+    sqlite3 *db = store->rdb;
+    const char *path = store->db_path;
+    sqlite3_stmt *stmt = NULL;
+    int rc;
+    int ret = -1;
+
+    if (prepare(db, path, "PRAGMA query_only = 1", &stmt, err, err_len) != 0)
+        goto out;
+    rc = sqlite3_step(stmt);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+        set_err(err, err_len, "database %s: cannot make the read connection read-only: %s", path,
+                sqlite3_errmsg(db));
+        goto out;
+    }
+    if (prepare(db, path, "SELECT " RECORD_COLUMNS " FROM flows WHERE id = ?1", &store->get_stmt,
+                err, err_len) != 0 ||
+        prepare(db, path, "SELECT data FROM flow_bodies WHERE flow_id = ?1 AND direction = ?2",
+                &store->get_body_stmt, err, err_len) != 0 ||
+        prepare(db, path, "SELECT max(id) FROM flows", &store->newest_stmt, err, err_len) != 0)
+        goto out;
+    ret = 0;
+out:
+    sqlite3_finalize(stmt);
+    return ret;
+}
+
+static int count_stored(struct flowstore *store, char *err, size_t err_len)
+{
+    sqlite3_stmt *stmt = NULL;
+    int ret = -1;
+
+    if (prepare(store->rdb, store->db_path, "SELECT count(*) FROM flows", &stmt, err, err_len) != 0)
+        goto out;
+    if (sqlite3_step(stmt) != SQLITE_ROW) {
+        set_err(err, err_len, "database %s: cannot count the stored flows: %s", store->db_path,
+                sqlite3_errmsg(store->rdb));
+        goto out;
+    }
+    store->stats.stored = (uint64_t)sqlite3_column_int64(stmt, 0);
+    ret = 0;
+out:
+    sqlite3_finalize(stmt);
+    return ret;
+}
+
+static void *writer_run(void *arg);
+
+static int init_monotonic_cond(pthread_cond_t *cond)
+{
+    pthread_condattr_t attr;
+    int rc;
+
+    if (pthread_condattr_init(&attr) != 0)
+        return -1;
+    rc = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    if (rc == 0)
+        rc = pthread_cond_init(cond, &attr);
+    pthread_condattr_destroy(&attr);
+    return rc == 0 ? 0 : -1;
+}
+
+int flowstore_open(const char *db_path, int64_t max_flows, struct flowstore **out, char *err,
+                   size_t err_len)
+{
+    struct flowstore *store = NULL;
+    int ret = -1;
+
+    *out = NULL;
+    /* Each connection to ":memory:" is a database of its own: the reader
+     * would never see what the writer stored. */
+    if (db_path[0] == '\0' || strcmp(db_path, ":memory:") == 0) {
+        set_err(err, err_len, "the flow store needs a database file, not an in-memory database");
+        goto out;
+    }
+    store = calloc(1, sizeof(*store));
+    if (store == NULL) {
+        set_err(err, err_len, "flowstore: out of memory");
+        goto out;
+    }
+    store->max_flows = max_flows;
+    store->db_path = strdup(db_path);
+    store->queue = calloc(FLOWSTORE_QUEUE_FLOWS, sizeof(store->queue[0]));
+    if (store->db_path == NULL || store->queue == NULL) {
+        set_err(err, err_len, "flowstore: out of memory");
+        goto out;
+    }
+    store->has_lock = pthread_mutex_init(&store->lock, NULL) == 0;
+    store->has_work_cond = store->has_lock && pthread_cond_init(&store->work_cond, NULL) == 0;
+    store->has_done_cond = store->has_work_cond && init_monotonic_cond(&store->done_cond) == 0;
+    store->has_write_lock =
+        store->has_done_cond && pthread_mutex_init(&store->write_lock, NULL) == 0;
+    store->has_read_lock =
+        store->has_write_lock && pthread_mutex_init(&store->read_lock, NULL) == 0;
+    store->has_callback_lock =
+        store->has_read_lock && pthread_mutex_init(&store->callback_lock, NULL) == 0;
+    if (!store->has_callback_lock) {
+        set_err(err, err_len, "flowstore: cannot create a mutex");
+        goto out;
+    }
+
+    /* The first db_open() creates and migrates the file; the second finds
+     * it at the current version. */
+    if (db_open(db_path, &store->wdb, err, err_len) != 0 ||
+        prepare_writer(store, err, err_len) != 0 ||
+        db_open(db_path, &store->rdb, err, err_len) != 0 ||
+        prepare_reader(store, err, err_len) != 0 || count_stored(store, err, err_len) != 0)
+        goto out;
+
+    if (pthread_create(&store->writer, NULL, writer_run, store) != 0) {
+        set_err(err, err_len, "flowstore: cannot start the writer thread");
+        goto out;
+    }
+    store->has_writer = true;
+    *out = store;
+    store = NULL;
+    ret = 0;
+out:
+    flowstore_close(store);
+    return ret;
+}
+
+static void close_db(sqlite3 *db, const char *path)
+{
+    int rc = sqlite3_close(db);
+
+    if (rc != SQLITE_OK)
+        log_warn("flowstore: closing database %s: %s", path, sqlite3_errstr(rc));
+}
+
+void flowstore_close(struct flowstore *store)
+{
+    size_t i;
+
+    if (store == NULL)
+        return;
+    if (store->has_writer) {
+        pthread_mutex_lock(&store->lock);
+        store->is_stopping = true;
+        pthread_cond_signal(&store->work_cond);
+        pthread_mutex_unlock(&store->lock);
+        pthread_join(store->writer, NULL);
+    }
+    if (store->queue != NULL)
+        for (i = 0; i < store->queue_count; i++)
+            flow_free(store->queue[(store->queue_head + i) % FLOWSTORE_QUEUE_FLOWS]);
+
+    sqlite3_finalize(store->begin_stmt);
+    sqlite3_finalize(store->commit_stmt);
+    sqlite3_finalize(store->rollback_stmt);
+    sqlite3_finalize(store->insert_flow_stmt);
+    sqlite3_finalize(store->insert_body_stmt);
+    sqlite3_finalize(store->prune_bodies_stmt);
+    sqlite3_finalize(store->prune_flows_stmt);
+    sqlite3_finalize(store->delete_stmt);
+    sqlite3_finalize(store->clear_bodies_stmt);
+    sqlite3_finalize(store->clear_flows_stmt);
+    sqlite3_finalize(store->get_stmt);
+    sqlite3_finalize(store->get_body_stmt);
+    sqlite3_finalize(store->newest_stmt);
+    close_db(store->rdb, store->db_path);
+    close_db(store->wdb, store->db_path);
+    if (store->has_callback_lock)
+        pthread_mutex_destroy(&store->callback_lock);
+    if (store->has_read_lock)
+        pthread_mutex_destroy(&store->read_lock);
+    if (store->has_write_lock)
+        pthread_mutex_destroy(&store->write_lock);
+    if (store->has_done_cond)
+        pthread_cond_destroy(&store->done_cond);
+    if (store->has_work_cond)
+        pthread_cond_destroy(&store->work_cond);
+    if (store->has_lock)
+        pthread_mutex_destroy(&store->lock);
+    free(store->queue);
+    free(store->db_path);
+    free(store);
+}
+
+/* ---- submitting ---- */
+
+static size_t flow_bytes(const struct flow *flow)
+{
+    return sizeof(*flow) + flow->request_body.capacity + flow->response_body.capacity;
+}
+
+int flowstore_submit(struct flowstore *store, struct flow *flow)
+{
+    uint64_t dropped = 0;
+    size_t bytes;
+    int ret = -1;
+
+    if (flow == NULL)
+        return -1;
+    if (store == NULL) {
+        flow_free(flow);
+        return -1;
+    }
+    bytes = flow_bytes(flow);
+    pthread_mutex_lock(&store->lock);
+    store->stats.submitted++;
+    if (!store->is_stopping && store->queue_count < FLOWSTORE_QUEUE_FLOWS &&
+        (store->queue_count == 0 || store->queue_bytes + bytes <= FLOWSTORE_QUEUE_MAX_BYTES)) {
+        store->queue[(store->queue_head + store->queue_count) % FLOWSTORE_QUEUE_FLOWS] = flow;
+        store->queue_count++;
+        store->queue_bytes += bytes;
+        store->accepted++;
+        flow = NULL;
+        pthread_cond_signal(&store->work_cond);
+        ret = 0;
+    } else {
+        store->stats.dropped++;
+        /* Warn at the 1st, 2nd, 4th, 8th... drop: visible, never a flood. */
+        if (store->stats.dropped >= store->drops_reported * 2 || store->drops_reported == 0) {
+            store->drops_reported = store->stats.dropped;
+            dropped = store->stats.dropped;
+        }
+    }
+    pthread_mutex_unlock(&store->lock);
+    if (dropped > 0)
+        log_warn("flowstore: the flow queue is full (the database cannot keep up); %" PRIu64
+                 " flow(s) dropped so far",
+                 dropped);
+    flow_free(flow);
+    return ret;
+}
+
+int flowstore_sync(struct flowstore *store, int timeout_ms)
+{
+    struct timespec deadline;
+    uint64_t target;
+    int ret = 0;
+
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += timeout_ms / 1000;
+    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&store->lock);
+    target = store->accepted;
+    while (store->finished < target) {
+        if (pthread_cond_timedwait(&store->done_cond, &store->lock, &deadline) == ETIMEDOUT &&
+            store->finished < target) {
+            ret = -1;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&store->lock);
+    return ret;
+}
+
+void flowstore_stats(struct flowstore *store, struct flowstore_stats *out)
+{
+    pthread_mutex_lock(&store->lock);
+    *out = store->stats;
+    pthread_mutex_unlock(&store->lock);
+}
+
+void flowstore_set_written_callback(struct flowstore *store, flowstore_written_fn fn, void *arg)
+{
+    pthread_mutex_lock(&store->callback_lock);
+    store->written_fn = fn;
+    store->written_arg = arg;
+    pthread_mutex_unlock(&store->callback_lock);
+}
+
+/* ---- the writer ---- */
+
+/* Binds consecutive parameters, keeping the first failure. */
+struct binder {
+    sqlite3_stmt *stmt;
+    int index;
+    int rc;
+};
+
+static void bind_int(struct binder *b, int64_t value)
+{
+    b->index++;
+    if (b->rc == SQLITE_OK)
+        b->rc = sqlite3_bind_int64(b->stmt, b->index, (sqlite3_int64)value);
+}
+
+static void bind_textn(struct binder *b, const char *text, size_t len)
+{
+    b->index++;
+    if (b->rc != SQLITE_OK)
+        return;
+    if (text == NULL)
+        b->rc = sqlite3_bind_null(b->stmt, b->index);
+    else
+        b->rc = sqlite3_bind_text64(b->stmt, b->index, text, len, SQLITE_STATIC, SQLITE_UTF8);
+}
+
+/* NULL stays NULL: "not known" and "empty" differ for the dashboard. */
+static void bind_text(struct binder *b, const char *text)
+{
+    bind_textn(b, text, text != NULL ? strlen(text) : 0);
+}
+
+/* Fixed-size fields of struct flow: empty means not known. */
+static void bind_field(struct binder *b, const char *text)
+{
+    bind_text(b, text[0] != '\0' ? text : NULL);
+}
+
+static void bind_time(struct binder *b, int64_t us)
+{
+    b->index++;
+    if (b->rc != SQLITE_OK)
+        return;
+    if (us == 0)
+        b->rc = sqlite3_bind_null(b->stmt, b->index);
+    else
+        b->rc = sqlite3_bind_int64(b->stmt, b->index, (sqlite3_int64)us);
+}
+
+static void bind_header(struct binder *b, const char *headers, const char *name)
+{
+    const char *value = NULL;
+    size_t len = 0;
+
+    if (!header_find(headers, name, &value, &len))
+        value = NULL;
+    bind_textn(b, value, len);
+}
+
+/* Fills msg with what failed and a hint a person can act on. */
+static void describe_error(sqlite3 *db, int rc, const char *what, char *msg, size_t msg_len)
+{
+    const char *hint = "";
+
+    switch (rc & 0xff) {
+    case SQLITE_FULL:
+        hint = " (the disk is full)";
+        break;
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        hint = " (another process holds the database locked)";
+        break;
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+        hint = " (the file is corrupt; move it away while tapwire is stopped)";
+        break;
+    case SQLITE_READONLY:
+    case SQLITE_PERM:
+        hint = " (the file is not writable)";
+        break;
+    case SQLITE_IOERR:
+        hint = " (an I/O error: check the disk)";
+        break;
+    default:
+        break;
+    }
+    set_err(msg, msg_len, "%s: %s%s", what, sqlite3_errmsg(db), hint);
+}
+
+/* Steps a statement that returns no rows and resets it. Returns the step's
+ * result code, with msg filled when it is not SQLITE_DONE. */
+static int step_done(sqlite3 *db, sqlite3_stmt *stmt, const char *what, char *msg, size_t msg_len)
+{
+    int rc = sqlite3_step(stmt);
+
+    if (rc != SQLITE_DONE)
+        describe_error(db, rc, what, msg, msg_len);
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+    return rc;
+}
+
+static const char *version_text(int minor, char *buf, size_t len)
+{
+    snprintf(buf, len, "HTTP/1.%d", minor);
+    return buf;
+}
+
+static int insert_body(struct flowstore *store, int64_t id, enum flowstore_direction direction,
+                       const struct flow_body *body, char *msg, size_t msg_len)
+{
+    sqlite3_stmt *stmt = store->insert_body_stmt;
+    int rc;
+
+    if (body->len == 0)
+        return SQLITE_DONE;
+    if ((rc = sqlite3_bind_int64(stmt, 1, id)) != SQLITE_OK ||
+        (rc = sqlite3_bind_int(stmt, 2, (int)direction)) != SQLITE_OK ||
+        (rc = sqlite3_bind_blob64(stmt, 3, body->data, body->len, SQLITE_STATIC)) != SQLITE_OK) {
+        describe_error(store->wdb, rc, "storing a body", msg, msg_len);
+        sqlite3_clear_bindings(stmt);
+        return rc;
+    }
+    return step_done(store->wdb, stmt, "storing a body", msg, msg_len);
+}
+
+/* Inserts one flow and its bodies; returns SQLITE_DONE and sets flow->id. */
+static int insert_flow(struct flowstore *store, struct flow *flow, char *msg, size_t msg_len)
+{
+    struct binder b = {store->insert_flow_stmt, 0, SQLITE_OK};
+    const struct flow_tls *tls = &flow->tls;
+    bool has_response = flow->status != 0 || flow->response_headers != NULL;
+    char req_version[16], resp_version[16];
+    char *req_encoding = header_join(flow->request_headers, "Content-Encoding");
+    char *resp_encoding = header_join(flow->response_headers, "Content-Encoding");
+    int rc;
+
+    bind_int(&b, flow->kind);
+    bind_int(&b, flow->timings.start);
+    bind_text(&b, flow->client_addr);
+    bind_text(&b, flow->scheme);
+    bind_text(&b, flow->method);
+    bind_text(&b, flow->host);
+    bind_int(&b, flow->port);
+    bind_text(&b, flow->target != NULL ? flow->target : "");
+    bind_text(&b, version_text(flow->request_version_minor, req_version, sizeof(req_version)));
+    bind_text(&b, has_response ? version_text(flow->response_version_minor, resp_version,
+                                              sizeof(resp_version))
+                               : NULL);
+    bind_text(&b, flow->request_headers);
+    bind_text(&b, flow->response_headers);
+    bind_int(&b, flow->status);
+    bind_field(&b, flow->reason);
+    bind_int(&b, (int64_t)flow->request_body.size);
+    bind_int(&b, (int64_t)flow->response_body.size);
+    bind_int(&b, (int64_t)flow->request_body.len);
+    bind_int(&b, (int64_t)flow->response_body.len);
+    bind_int(&b, flow->request_body.truncated || flow->request_body.size > flow->request_body.len);
+    bind_int(&b,
+             flow->response_body.truncated || flow->response_body.size > flow->response_body.len);
+    bind_header(&b, flow->request_headers, "Content-Type");
+    bind_header(&b, flow->response_headers, "Content-Type");
+    bind_text(&b, req_encoding);
+    bind_text(&b, resp_encoding);
+    bind_time(&b, flow->timings.connected);
+    bind_time(&b, flow->timings.tls_done);
+    bind_time(&b, flow->timings.request_sent);
+    bind_time(&b, flow->timings.first_byte);
+    bind_time(&b, flow->timings.done);
+    bind_int(&b, flow->is_tls);
+    bind_field(&b, tls->client_sni);
+    bind_field(&b, tls->client_alpn);
+    bind_field(&b, tls->client_version);
+    bind_field(&b, tls->client_cipher);
+    bind_field(&b, tls->upstream_version);
+    bind_field(&b, tls->upstream_cipher);
+    bind_text(&b, tls->cert_subject);
+    bind_text(&b, tls->cert_issuer);
+    bind_text(&b, tls->cert_sans);
+    bind_time(&b, tls->cert_not_after);
+    bind_text(&b, tls->verification);
+    bind_text(&b, flow->error);
+    bind_text(&b, flow->rules);
+    bind_int(&b, (int64_t)flow->bytes_up);
+    bind_int(&b, (int64_t)flow->bytes_down);
+    if (b.rc != SQLITE_OK) {
+        rc = b.rc;
+        describe_error(store->wdb, rc, "storing a flow", msg, msg_len);
+        sqlite3_clear_bindings(b.stmt);
+        goto out;
+    }
+    rc = step_done(store->wdb, b.stmt, "storing a flow", msg, msg_len);
+    if (rc != SQLITE_DONE)
+        goto out;
+    flow->id = sqlite3_last_insert_rowid(store->wdb);
+    rc = insert_body(store, flow->id, FLOWSTORE_REQUEST, &flow->request_body, msg, msg_len);
+    if (rc == SQLITE_DONE)
+        rc = insert_body(store, flow->id, FLOWSTORE_RESPONSE, &flow->response_body, msg, msg_len);
+out:
+    free(req_encoding);
+    free(resp_encoding);
+    return rc;
+}
+
+/* Deletes the oldest flows beyond max_flows; *pruned counts them. */
+static int prune(struct flowstore *store, int64_t *pruned, char *msg, size_t msg_len)
+{
+    int rc;
+
+    *pruned = 0;
+    if (store->max_flows <= 0)
+        return SQLITE_DONE;
+    if ((rc = sqlite3_bind_int64(store->prune_bodies_stmt, 1, store->max_flows)) != SQLITE_OK ||
+        (rc = sqlite3_bind_int64(store->prune_flows_stmt, 1, store->max_flows)) != SQLITE_OK) {
+        describe_error(store->wdb, rc, "pruning old flows", msg, msg_len);
+        return rc;
+    }
+    rc = step_done(store->wdb, store->prune_bodies_stmt, "pruning old flows", msg, msg_len);
+    if (rc == SQLITE_DONE) {
+        rc = step_done(store->wdb, store->prune_flows_stmt, "pruning old flows", msg, msg_len);
+        if (rc == SQLITE_DONE)
+            *pruned = sqlite3_changes(store->wdb);
+    }
+    return rc;
+}
+
+/* Called with lock held: rows left the table. */
+static void stored_sub(struct flowstore *store, uint64_t rows)
+{
+    store->stats.stored -= rows <= store->stats.stored ? rows : store->stats.stored;
+}
+
+static void rollback_if_open(struct flowstore *store)
+{
+    char ignored[FLOWSTORE_ERROR_BYTES];
+
+    if (!sqlite3_get_autocommit(store->wdb))
+        step_done(store->wdb, store->rollback_stmt, "rolling back", ignored, sizeof(ignored));
+}
+
+/* Called with write_lock held after each batch. One log line per distinct
+ * error, not per flow: a full disk must not also fill the log. */
+static void report_batch(struct flowstore *store, size_t count, bool is_ok, const char *msg)
+{
+    if (is_ok && store->logged_error[0] != '\0') {
+        log_warn("flowstore: database %s works again; %" PRIu64 " flow(s) were lost meanwhile",
+                 store->db_path, store->lost_since_logged);
+        store->logged_error[0] = '\0';
+        store->lost_since_logged = 0;
+    } else if (!is_ok) {
+        store->lost_since_logged += count;
+        if (strcmp(store->logged_error, msg) != 0) {
+            log_error("flowstore: database %s: %s; captured flows are being lost (the proxy "
+                      "keeps working)",
+                      store->db_path, msg);
+            snprintf(store->logged_error, sizeof(store->logged_error), "%s", msg);
+        }
+    }
+}
+
+/* Writes one batch in one transaction, then prunes. Returns true when it
+ * was committed (every flow has its id), false when it was rolled back. */
+static bool write_batch(struct flowstore *store, struct flow **batch, size_t count)
+{
+    char msg[FLOWSTORE_ERROR_BYTES] = "";
+    int64_t pruned = 0;
+    size_t i;
+    int rc;
+    bool is_ok = false;
+
+    pthread_mutex_lock(&store->write_lock);
+    rc = step_done(store->wdb, store->begin_stmt, "starting a transaction", msg, sizeof(msg));
+    for (i = 0; i < count && rc == SQLITE_DONE; i++)
+        rc = insert_flow(store, batch[i], msg, sizeof(msg));
+    if (rc == SQLITE_DONE)
+        rc = prune(store, &pruned, msg, sizeof(msg));
+    if (rc == SQLITE_DONE)
+        rc = step_done(store->wdb, store->commit_stmt, "committing flows", msg, sizeof(msg));
+    is_ok = rc == SQLITE_DONE;
+    if (!is_ok)
+        rollback_if_open(store);
+
+    pthread_mutex_lock(&store->lock);
+    if (is_ok) {
+        store->stats.written += count;
+        store->stats.stored += count;
+        stored_sub(store, (uint64_t)pruned);
+    } else {
+        store->stats.write_errors += count;
+        snprintf(store->stats.last_error, sizeof(store->stats.last_error), "%s", msg);
+    }
+    pthread_mutex_unlock(&store->lock);
+    report_batch(store, count, is_ok, msg);
+    pthread_mutex_unlock(&store->write_lock);
+    return is_ok;
+}
+
+static void notify_written(struct flowstore *store, struct flow **batch, size_t count)
+{
+    int64_t ids[FLOWSTORE_BATCH_FLOWS];
+    size_t i;
+
+    for (i = 0; i < count; i++)
+        ids[i] = batch[i]->id;
+    pthread_mutex_lock(&store->callback_lock);
+    if (store->written_fn != NULL)
+        store->written_fn(store->written_arg, ids, count);
+    pthread_mutex_unlock(&store->callback_lock);
+}
+
+static void *writer_run(void *arg)
+{
+    struct flowstore *store = arg;
+    struct flow *batch[FLOWSTORE_BATCH_FLOWS];
+    size_t count;
+    size_t i;
+
+    pthread_mutex_lock(&store->lock);
+    for (;;) {
+        while (store->queue_count == 0 && !store->is_stopping)
+            pthread_cond_wait(&store->work_cond, &store->lock);
+        if (store->queue_count == 0)
+            break; /* stopping, and everything queued is written */
+        for (count = 0; count < FLOWSTORE_BATCH_FLOWS && store->queue_count > 0; count++) {
+            batch[count] = store->queue[store->queue_head];
+            store->queue_head = (store->queue_head + 1) % FLOWSTORE_QUEUE_FLOWS;
+            store->queue_count--;
+            store->queue_bytes -= flow_bytes(batch[count]);
+        }
+        pthread_mutex_unlock(&store->lock);
+
+        if (write_batch(store, batch, count))
+            notify_written(store, batch, count);
+        for (i = 0; i < count; i++)
+            flow_free(batch[i]);
+
+        pthread_mutex_lock(&store->lock);
+        store->finished += count;
+        pthread_cond_broadcast(&store->done_cond);
+    }
+    pthread_mutex_unlock(&store->lock);
+    return NULL;
+}
+
+/* ---- deleting ---- */
+
+int flowstore_delete(struct flowstore *store, int64_t id, bool *found, char *err, size_t err_len)
+{
+    char msg[FLOWSTORE_ERROR_BYTES];
+    int changes = 0;
+    int rc;
+
+    *found = false;
+    pthread_mutex_lock(&store->write_lock);
+    rc = sqlite3_bind_int64(store->delete_stmt, 1, id);
+    if (rc != SQLITE_OK)
+        describe_error(store->wdb, rc, "deleting a flow", msg, sizeof(msg));
+    else
+        rc = step_done(store->wdb, store->delete_stmt, "deleting a flow", msg, sizeof(msg));
+    if (rc == SQLITE_DONE) {
+        changes = sqlite3_changes(store->wdb);
+        pthread_mutex_lock(&store->lock);
+        stored_sub(store, (uint64_t)changes);
+        pthread_mutex_unlock(&store->lock);
+    }
+    pthread_mutex_unlock(&store->write_lock);
+    if (rc != SQLITE_DONE) {
+        set_err(err, err_len, "database %s: %s", store->db_path, msg);
+        return -1;
+    }
+    *found = changes > 0;
+    return 0;
+}
+
+int flowstore_clear(struct flowstore *store, char *err, size_t err_len)
+{
+    char msg[FLOWSTORE_ERROR_BYTES];
+    int rc;
+
+    pthread_mutex_lock(&store->write_lock);
+    rc = step_done(store->wdb, store->begin_stmt, "starting a transaction", msg, sizeof(msg));
+    if (rc == SQLITE_DONE)
+        rc = step_done(store->wdb, store->clear_bodies_stmt, "deleting every flow", msg,
+                       sizeof(msg));
+    if (rc == SQLITE_DONE)
+        rc =
+            step_done(store->wdb, store->clear_flows_stmt, "deleting every flow", msg, sizeof(msg));
+    if (rc == SQLITE_DONE)
+        rc = step_done(store->wdb, store->commit_stmt, "deleting every flow", msg, sizeof(msg));
+    if (rc != SQLITE_DONE) {
+        rollback_if_open(store);
+    } else {
+        pthread_mutex_lock(&store->lock);
+        store->stats.stored = 0;
+        pthread_mutex_unlock(&store->lock);
+    }
+    pthread_mutex_unlock(&store->write_lock);
+    if (rc != SQLITE_DONE) {
+        set_err(err, err_len, "database %s: %s", store->db_path, msg);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- reading ---- */
+
+void flowstore_record_free(struct flowstore_record *record)
+{
+    if (record == NULL)
+        return;
+    free(record->flow.target);
+    free(record->flow.request_headers);
+    free(record->flow.response_headers);
+    flow_tls_clear(&record->flow.tls);
+    free(record->flow.error);
+    free(record->flow.rules);
+    free(record->request_content_type);
+    free(record->response_content_type);
+    free(record->request_content_encoding);
+    free(record->response_content_encoding);
+    free(record);
+}
+
+void flowstore_records_free(struct flowstore_record **records, size_t count)
+{
+    size_t i;
+
+    if (records == NULL)
+        return;
+    for (i = 0; i < count; i++)
+        flowstore_record_free(records[i]);
+    free(records);
+}
+
+/* Reads consecutive columns of a row, keeping the first failure. */
+struct reader {
+    sqlite3_stmt *stmt;
+    int col;
+    bool has_failed;
+};
+
+static int64_t read_int(struct reader *r)
+{
+    return (int64_t)sqlite3_column_int64(r->stmt, r->col++);
+}
+
+/* A malloc'd copy, NULL for SQL NULL. */
+static char *read_text(struct reader *r)
+{
+    const unsigned char *text = sqlite3_column_text(r->stmt, r->col);
+    int len = sqlite3_column_bytes(r->stmt, r->col);
+    char *copy;
+
+    r->col++;
+    if (text == NULL)
+        return NULL;
+    copy = malloc((size_t)len + 1);
+    if (copy == NULL) {
+        r->has_failed = true;
+        return NULL;
+    }
+    memcpy(copy, text, (size_t)len);
+    copy[len] = '\0';
+    return copy;
+}
+
+static void read_field(struct reader *r, char *out, size_t out_len)
+{
+    const unsigned char *text = sqlite3_column_text(r->stmt, r->col);
+
+    r->col++;
+    snprintf(out, out_len, "%s", text != NULL ? (const char *)text : "");
+}
+
+static int read_minor(struct reader *r)
+{
+    const unsigned char *text = sqlite3_column_text(r->stmt, r->col);
+
+    r->col++;
+    if (text == NULL || strncmp((const char *)text, "HTTP/1.", 7) != 0)
+        return 0;
+    return atoi((const char *)text + 7);
+}
+
+/* The row the statement is on, in the column order of RECORD_COLUMNS. */
+static struct flowstore_record *read_record(sqlite3_stmt *stmt)
+{
+    struct flowstore_record *rec = calloc(1, sizeof(*rec));
+    struct reader r = {stmt, 0, false};
+    struct flow *f;
+
+    if (rec == NULL)
+        return NULL;
+    f = &rec->flow;
+    f->id = read_int(&r);
+    f->kind = (enum flow_kind)read_int(&r);
+    f->timings.start = read_int(&r);
+    read_field(&r, f->client_addr, sizeof(f->client_addr));
+    read_field(&r, f->scheme, sizeof(f->scheme));
+    read_field(&r, f->method, sizeof(f->method));
+    read_field(&r, f->host, sizeof(f->host));
+    f->port = (uint16_t)read_int(&r);
+    f->target = read_text(&r);
+    f->request_version_minor = read_minor(&r);
+    f->response_version_minor = read_minor(&r);
+    f->request_headers = read_text(&r);
+    f->response_headers = read_text(&r);
+    f->status = (int)read_int(&r);
+    read_field(&r, f->reason, sizeof(f->reason));
+    f->request_body.size = (uint64_t)read_int(&r);
+    f->response_body.size = (uint64_t)read_int(&r);
+    rec->request_captured = (size_t)read_int(&r);
+    rec->response_captured = (size_t)read_int(&r);
+    f->request_body.truncated = read_int(&r) != 0;
+    f->response_body.truncated = read_int(&r) != 0;
+    rec->request_content_type = read_text(&r);
+    rec->response_content_type = read_text(&r);
+    rec->request_content_encoding = read_text(&r);
+    rec->response_content_encoding = read_text(&r);
+    f->timings.connected = read_int(&r);
+    f->timings.tls_done = read_int(&r);
+    f->timings.request_sent = read_int(&r);
+    f->timings.first_byte = read_int(&r);
+    f->timings.done = read_int(&r);
+    f->is_tls = read_int(&r) != 0;
+    read_field(&r, f->tls.client_sni, sizeof(f->tls.client_sni));
+    read_field(&r, f->tls.client_alpn, sizeof(f->tls.client_alpn));
+    read_field(&r, f->tls.client_version, sizeof(f->tls.client_version));
+    read_field(&r, f->tls.client_cipher, sizeof(f->tls.client_cipher));
+    read_field(&r, f->tls.upstream_version, sizeof(f->tls.upstream_version));
+    read_field(&r, f->tls.upstream_cipher, sizeof(f->tls.upstream_cipher));
+    f->tls.cert_subject = read_text(&r);
+    f->tls.cert_issuer = read_text(&r);
+    f->tls.cert_sans = read_text(&r);
+    f->tls.cert_not_after = read_int(&r);
+    f->tls.verification = read_text(&r);
+    f->error = read_text(&r);
+    f->rules = read_text(&r);
+    f->bytes_up = (uint64_t)read_int(&r);
+    f->bytes_down = (uint64_t)read_int(&r);
+    if (r.has_failed) {
+        flowstore_record_free(rec);
+        return NULL;
+    }
+    return rec;
+}
+
+/* Lowercases ASCII like SQLite's built-in lower(), which the indexes use. */
+static char *ascii_lower(const char *text)
+{
+    char *copy = strdup(text);
+    char *p;
+
+    if (copy != NULL)
+        for (p = copy; *p != '\0'; p++)
+            if (*p >= 'A' && *p <= 'Z')
+                *p = (char)(*p - 'A' + 'a');
+    return copy;
+}
+
+#define LIST_MAX_PARAMS 10
+
+/* The statement for a filter. Built only from the constant fragments below;
+ * every value is a bound parameter. */
+struct list_query {
+    char sql[1024];
+    struct {
+        enum { PARAM_INT, PARAM_TEXT, PARAM_BLOB } type;
+        int64_t number;
+        const void *data;
+        size_t len;
+    } params[LIST_MAX_PARAMS];
+    int count;
+    char *lowered[4]; /* owned copies behind text params */
+    int lowered_count;
+};
+
+static void query_add(struct list_query *q, const char *fragment)
+{
+    size_t used = strlen(q->sql);
+
+    snprintf(q->sql + used, sizeof(q->sql) - used, "%s", fragment);
+}
+
+static void param_int(struct list_query *q, int64_t value)
+{
+    q->params[q->count].type = PARAM_INT;
+    q->params[q->count].number = value;
+    q->count++;
+}
+
+static void param_bytes(struct list_query *q, bool is_blob, const void *data, size_t len)
+{
+    q->params[q->count].type = is_blob ? PARAM_BLOB : PARAM_TEXT;
+    q->params[q->count].data = data;
+    q->params[q->count].len = len;
+    q->count++;
+}
+
+/* A lowercased copy of text as a text parameter; -1 when out of memory. */
+static int param_lower(struct list_query *q, const char *text)
+{
+    char *lowered = ascii_lower(text);
+
+    if (lowered == NULL)
+        return -1;
+    q->lowered[q->lowered_count++] = lowered;
+    param_bytes(q, false, lowered, strlen(lowered));
+    return 0;
+}
+
+static int build_list_query(struct list_query *q, const struct flowstore_filter *f)
+{
+    memset(q, 0, sizeof(*q));
+    query_add(q, "SELECT " SUMMARY_COLUMNS " FROM flows WHERE 1");
+    if (f->before_id > 0) {
+        query_add(q, " AND id < ?");
+        param_int(q, f->before_id);
+    }
+    if (f->after_id > 0) {
+        query_add(q, " AND id > ?");
+        param_int(q, f->after_id);
+    }
+    if (f->host_glob != NULL && f->host_glob[0] != '\0') {
+        /* Without wildcards the (lower(host)) index finds the page. */
+        query_add(q, strpbrk(f->host_glob, "*?[") != NULL ? " AND lower(host) GLOB ?"
+                                                          : " AND lower(host) = ?");
+        if (param_lower(q, f->host_glob) != 0)
+            return -1;
+    }
+    if (f->method != NULL && f->method[0] != '\0') {
+        query_add(q, " AND method = ? COLLATE NOCASE");
+        param_bytes(q, false, f->method, strlen(f->method));
+    }
+    if (f->status_class >= 1 && f->status_class <= 5) {
+        query_add(q, " AND status / 100 = ?"); /* the expression of flows_status_class */
+        param_int(q, f->status_class);
+    } else if (f->status_class == FLOWSTORE_STATUS_ERROR) {
+        query_add(q, " AND error IS NOT NULL"); /* the partial index flows_error */
+    }
+    if (f->content_type != NULL && f->content_type[0] != '\0') {
+        query_add(q, " AND instr(lower(resp_content_type), ?) > 0");
+        if (param_lower(q, f->content_type) != 0)
+            return -1;
+    }
+    if (f->url_text != NULL && f->url_text[0] != '\0') {
+        query_add(q, " AND instr(lower(host || target), ?) > 0");
+        if (param_lower(q, f->url_text) != 0)
+            return -1;
+    }
+    if (f->body_bytes != NULL && f->body_len > 0) {
+        /* A scan of stored bytes, newest first from the cursor, that stops
+         * after `limit` matches: fast when the text is common, and when it
+         * is rare it reads every body below the cursor once. Acceptable
+         * for an interactive search; both arguments are BLOBs, so instr()
+         * compares bytes and finds text in binary bodies too. */
+        query_add(q, " AND EXISTS (SELECT 1 FROM flow_bodies WHERE flow_id = flows.id AND "
+                     "instr(data, ?) > 0)");
+        param_bytes(q, true, f->body_bytes, f->body_len);
+    }
+    query_add(q, f->is_oldest_first ? " ORDER BY id ASC LIMIT ?" : " ORDER BY id DESC LIMIT ?");
+    param_int(q, (int64_t)f->limit);
+    return 0;
+}
+
+static int bind_list_query(sqlite3_stmt *stmt, const struct list_query *q)
+{
+    int rc = SQLITE_OK;
+    int i;
+
+    for (i = 0; i < q->count && rc == SQLITE_OK; i++) {
+        if (q->params[i].type == PARAM_INT)
+            rc = sqlite3_bind_int64(stmt, i + 1, q->params[i].number);
+        else if (q->params[i].type == PARAM_TEXT)
+            rc = sqlite3_bind_text64(stmt, i + 1, q->params[i].data, q->params[i].len,
+                                     SQLITE_STATIC, SQLITE_UTF8);
+        else
+            rc = sqlite3_bind_blob64(stmt, i + 1, q->params[i].data, q->params[i].len,
+                                     SQLITE_STATIC);
+    }
+    return rc;
+}
+
+int flowstore_list(struct flowstore *store, const struct flowstore_filter *filter,
+                   struct flowstore_record ***records, size_t *count, char *err, size_t err_len)
+{
+    struct flowstore_filter f = *filter;
+    struct flowstore_record **out = NULL;
+    struct list_query q;
+    sqlite3_stmt *stmt = NULL;
+    size_t n = 0;
+    bool is_locked = false;
+    int rc;
+    int ret = -1;
+    int i;
+
+    *records = NULL;
+    *count = 0;
+    if (f.limit == 0 || f.limit > FLOWSTORE_LIST_MAX_FLOWS)
+        f.limit = FLOWSTORE_LIST_MAX_FLOWS;
+    if (build_list_query(&q, &f) != 0) {
+        set_err(err, err_len, "flowstore: out of memory");
+        goto out;
+    }
+    out = calloc(f.limit, sizeof(out[0]));
+    if (out == NULL) {
+        set_err(err, err_len, "flowstore: out of memory");
+        goto out;
+    }
+    pthread_mutex_lock(&store->read_lock);
+    is_locked = true;
+    rc = sqlite3_prepare_v2(store->rdb, q.sql, -1, &stmt, NULL);
+    if (rc == SQLITE_OK)
+        rc = bind_list_query(stmt, &q);
+    if (rc != SQLITE_OK) {
+        set_err(err, err_len, "database %s: listing flows: %s", store->db_path,
+                sqlite3_errmsg(store->rdb));
+        goto out;
+    }
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW && n < f.limit) {
+        out[n] = read_record(stmt);
+        if (out[n] == NULL) {
+            set_err(err, err_len, "flowstore: out of memory");
+            goto out;
+        }
+        n++;
+    }
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+        set_err(err, err_len, "database %s: listing flows: %s", store->db_path,
+                sqlite3_errmsg(store->rdb));
+        goto out;
+    }
+    if (n > 0) {
+        *records = out;
+        *count = n;
+        out = NULL;
+    }
+    ret = 0;
+out:
+    sqlite3_finalize(stmt);
+    if (is_locked)
+        pthread_mutex_unlock(&store->read_lock);
+    flowstore_records_free(out, n);
+    for (i = 0; i < q.lowered_count; i++)
+        free(q.lowered[i]);
+    return ret;
+}
+
+int flowstore_get(struct flowstore *store, int64_t id, struct flowstore_record **out, char *err,
+                  size_t err_len)
+{
+    sqlite3_stmt *stmt = store->get_stmt;
+    int rc;
+    int ret = -1;
+
+    *out = NULL;
+    pthread_mutex_lock(&store->read_lock);
+    rc = sqlite3_bind_int64(stmt, 1, id);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW) {
+        *out = read_record(stmt);
+        if (*out == NULL) {
+            set_err(err, err_len, "flowstore: out of memory");
+            goto out;
+        }
+    } else if (rc != SQLITE_DONE) {
+        set_err(err, err_len, "database %s: reading flow %" PRId64 ": %s", store->db_path, id,
+                sqlite3_errmsg(store->rdb));
+        goto out;
+    }
+    ret = 0;
+out:
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+    pthread_mutex_unlock(&store->read_lock);
+    return ret;
+}
+
+int flowstore_get_body(struct flowstore *store, int64_t id, enum flowstore_direction direction,
+                       unsigned char **data, size_t *len, char *err, size_t err_len)
+{
+    sqlite3_stmt *stmt = store->get_body_stmt;
+    int rc;
+    int ret = -1;
+
+    *data = NULL;
+    *len = 0;
+    pthread_mutex_lock(&store->read_lock);
+    rc = sqlite3_bind_int64(stmt, 1, id);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int(stmt, 2, (int)direction);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW) {
+        const void *blob = sqlite3_column_blob(stmt, 0);
+        int n = sqlite3_column_bytes(stmt, 0);
+
+        if (n > 0) {
+            *data = malloc((size_t)n);
+            if (*data == NULL) {
+                set_err(err, err_len, "flowstore: out of memory");
+                goto out;
+            }
+            memcpy(*data, blob, (size_t)n);
+            *len = (size_t)n;
+        }
+    } else if (rc != SQLITE_DONE) {
+        set_err(err, err_len, "database %s: reading a body of flow %" PRId64 ": %s", store->db_path,
+                id, sqlite3_errmsg(store->rdb));
+        goto out;
+    }
+    ret = 0;
+out:
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+    pthread_mutex_unlock(&store->read_lock);
+    return ret;
+}
+
+int flowstore_newest_id(struct flowstore *store, int64_t *id, char *err, size_t err_len)
+{
+    sqlite3_stmt *stmt = store->newest_stmt;
+    int rc;
+    int ret = -1;
+
+    *id = 0;
+    pthread_mutex_lock(&store->read_lock);
+    rc = sqlite3_step(stmt);
+    if (rc != SQLITE_ROW) {
+        set_err(err, err_len, "database %s: finding the newest flow: %s", store->db_path,
+                sqlite3_errmsg(store->rdb));
+        goto out;
+    }
+    *id = (int64_t)sqlite3_column_int64(stmt, 0); /* NULL reads as 0: no flows */
+    ret = 0;
+out:
+    sqlite3_reset(stmt);
+    pthread_mutex_unlock(&store->read_lock);
+    return ret;
+}
+
+/* ---- HAR export ---- */
+
+enum har_state { HAR_START, HAR_ENTRIES, HAR_DONE };
+
+struct flowstore_har {
+    struct flowstore *store;
+    flowstore_decode_fn decode;
+    enum har_state state;
+    int64_t *ids; /* the ids to export, or the current page of "all" */
+    size_t id_count;
+    size_t next_index;
+    bool is_all;      /* page through the newest flows */
+    int64_t cursor;   /* "all": the lowest id listed so far */
+    size_t remaining; /* "all": flows still to list */
+    size_t entries_done;
+    char *piece;
+};
+
+static bool is_continuation(unsigned char c)
+{
+    return (c & 0xc0) == 0x80;
+}
+
+/* Length of the valid UTF-8 sequence at s (RFC 3629: no overlongs, no
+ * surrogates, nothing above U+10FFFF), or 0 when it is not one. */
+static size_t utf8_sequence(const unsigned char *s, size_t len)
+{
+    if (s[0] < 0x80)
+        return 1;
+    if (s[0] >= 0xc2 && s[0] <= 0xdf)
+        return len >= 2 && is_continuation(s[1]) ? 2 : 0;
+    if (s[0] >= 0xe0 && s[0] <= 0xef) {
+        if (len < 3 || !is_continuation(s[1]) || !is_continuation(s[2]))
+            return 0;
+        if ((s[0] == 0xe0 && s[1] < 0xa0) || (s[0] == 0xed && s[1] >= 0xa0))
+            return 0;
+        return 3;
+    }
+    if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+        if (len < 4 || !is_continuation(s[1]) || !is_continuation(s[2]) || !is_continuation(s[3]))
+            return 0;
+        if ((s[0] == 0xf0 && s[1] < 0x90) || (s[0] == 0xf4 && s[1] >= 0x90))
+            return 0;
+        return 4;
+    }
+    return 0;
+}
+
+bool flow_is_text(const void *data, size_t len)
+{
+    const unsigned char *s = data;
+    size_t i = 0;
+
+    while (i < len) {
+        size_t n = utf8_sequence(s + i, len - i);
+
+        if (n == 0 || s[i] == '\0')
+            return false;
+        i += n;
+    }
+    return true;
+}
+
+char *flow_text_utf8(const char *text, size_t len, size_t *out_len)
+{
+    const unsigned char *s = (const unsigned char *)text;
+    char *clean = malloc(len * 3 + 1); /* each bad byte may become 3 */
+    size_t i = 0, o = 0;
+
+    if (clean == NULL)
+        return NULL;
+    while (i < len) {
+        size_t n = utf8_sequence(s + i, len - i);
+
+        if (n == 0) {
+            memcpy(clean + o, "\xef\xbf\xbd", 3);
+            o += 3;
+            i++;
+        } else {
+            memcpy(clean + o, s + i, n);
+            o += n;
+            i += n;
+        }
+    }
+    clean[o] = '\0';
+    *out_len = o;
+    return clean;
+}
+
+/* A JSON string of len bytes; jansson takes only valid UTF-8, so anything
+ * else is cleaned first. NULL text is JSON null. */
+static json_t *json_text(const char *text, size_t len)
+{
+    json_t *value;
+    char *clean;
+    size_t clean_len;
+
+    if (text == NULL)
+        return json_null();
+    value = json_stringn(text, len);
+    if (value != NULL)
+        return value;
+    clean = flow_text_utf8(text, len, &clean_len);
+    if (clean == NULL)
+        return NULL;
+    value = json_stringn(clean, clean_len);
+    free(clean);
+    return value;
+}
+
+static json_t *json_str(const char *text)
+{
+    return json_text(text, text != NULL ? strlen(text) : 0);
+}
+
+static char *base64(const unsigned char *data, size_t len)
+{
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    char *out = malloc((len + 2) / 3 * 4 + 1);
+    size_t i, o = 0;
+
+    if (out == NULL)
+        return NULL;
+    for (i = 0; i + 2 < len; i += 3) {
+        uint32_t v = (uint32_t)data[i] << 16 | (uint32_t)data[i + 1] << 8 | data[i + 2];
+
+        out[o++] = alphabet[v >> 18];
+        out[o++] = alphabet[(v >> 12) & 63];
+        out[o++] = alphabet[(v >> 6) & 63];
+        out[o++] = alphabet[v & 63];
+    }
+    if (i < len) {
+        uint32_t v = (uint32_t)data[i] << 16 | (i + 1 < len ? (uint32_t)data[i + 1] << 8 : 0);
+
+        out[o++] = alphabet[v >> 18];
+        out[o++] = alphabet[(v >> 12) & 63];
+        out[o++] = i + 1 < len ? alphabet[(v >> 6) & 63] : '=';
+        out[o++] = '=';
+    }
+    out[o] = '\0';
+    return out;
+}
+
+/* Sets key to value, which it takes; false when value is NULL (out of
+ * memory) or the set failed. */
+static bool jset(json_t *obj, const char *key, json_t *value)
+{
+    return value != NULL && json_object_set_new(obj, key, value) == 0;
+}
+
+static bool jappend(json_t *array, json_t *value)
+{
+    return value != NULL && json_array_append_new(array, value) == 0;
+}
+
+static json_t *har_headers(const char *text)
+{
+    json_t *array = json_array();
+    const char *name, *value;
+    size_t name_len, value_len;
+    size_t pos = 0;
+
+    while (array != NULL && flow_headers_next(text, &pos, &name, &name_len, &value, &value_len)) {
+        json_t *h = json_object();
+
+        if (!jappend(array, h) || !jset(h, "name", json_text(name, name_len)) ||
+            !jset(h, "value", json_text(value, value_len))) {
+            json_decref(array);
+            array = NULL;
+        }
+    }
+    return array;
+}
+
+/* The query of target as name/value pairs, as they appear (not decoded). */
+static json_t *har_query(const char *target)
+{
+    json_t *array = json_array();
+    const char *q = target != NULL ? strchr(target, '?') : NULL;
+
+    if (array == NULL || q == NULL)
+        return array;
+    q++;
+    while (*q != '\0' && *q != '#') {
+        size_t len = strcspn(q, "&#");
+
+        if (len > 0) {
+            const char *eq = memchr(q, '=', len);
+            size_t name_len = eq != NULL ? (size_t)(eq - q) : len;
+            json_t *p = json_object();
+
+            if (!jappend(array, p) || !jset(p, "name", json_text(q, name_len)) ||
+                !jset(p, "value",
+                      eq != NULL ? json_text(eq + 1, len - name_len - 1) : json_string(""))) {
+                json_decref(array);
+                return NULL;
+            }
+        }
+        q += len;
+        if (*q == '&')
+            q++;
+    }
+    return array;
+}
+
+/* scheme://host[:port]target, the port left out when it is the default. */
+static char *flow_url(const struct flow *f)
+{
+    bool is_default = (strcmp(f->scheme, "http") == 0 && f->port == 80) ||
+                      (strcmp(f->scheme, "https") == 0 && f->port == 443);
+    bool is_v6 = strchr(f->host, ':') != NULL;
+    const char *target = f->target != NULL && f->target[0] == '/' ? f->target : "/";
+    char port[8] = "";
+    size_t len;
+    char *url;
+
+    if (!is_default && f->port != 0)
+        snprintf(port, sizeof(port), ":%u", (unsigned)f->port);
+    len = strlen(f->scheme) + strlen(f->host) + strlen(port) + strlen(target) + 8;
+    url = malloc(len);
+    if (url != NULL)
+        snprintf(url, len, "%s://%s%s%s%s%s", f->scheme, is_v6 ? "[" : "", f->host,
+                 is_v6 ? "]" : "", port, target);
+    return url;
+}
+
+/* Milliseconds from one mark to the next, -1 when either is unknown. */
+static double span_ms(int64_t from_us, int64_t to_us)
+{
+    if (from_us == 0 || to_us == 0 || to_us < from_us)
+        return -1;
+    return (double)(to_us - from_us) / 1000.0;
+}
+
+static json_t *har_number(double ms)
+{
+    return ms < 0 ? json_integer(-1) : json_real(ms);
+}
+
+/*
+ * HAR timings from the proxy's marks. The proxy does not separate DNS from
+ * connecting, and "connect" includes "ssl" as HAR 1.2 asks. A reused
+ * upstream connection has no connect marks: those phases are then -1.
+ */
+static json_t *har_timings(const struct flow_timings *t, double *total_ms)
+{
+    int64_t open_done = t->tls_done != 0 ? t->tls_done : t->connected;
+    double connect = span_ms(t->start, open_done);
+    double ssl = t->tls_done != 0 ? span_ms(t->connected, t->tls_done) : -1;
+    double send =
+        span_ms(open_done != 0 && open_done >= t->start ? open_done : t->start, t->request_sent);
+    double wait = span_ms(t->request_sent, t->first_byte);
+    double receive = span_ms(t->first_byte, t->done);
+    json_t *obj = json_object();
+
+    /* HAR: time is the sum of the known phases ("ssl" is inside "connect"). */
+    *total_ms = (connect > 0 ? connect : 0) + (send > 0 ? send : 0) + (wait > 0 ? wait : 0) +
+                (receive > 0 ? receive : 0);
+    if (*total_ms == 0 && span_ms(t->start, t->done) > 0)
+        *total_ms = span_ms(t->start, t->done);
+    if (obj == NULL || !jset(obj, "blocked", json_integer(-1)) ||
+        !jset(obj, "dns", json_integer(-1)) || !jset(obj, "connect", har_number(connect)) ||
+        !jset(obj, "ssl", har_number(ssl)) || !jset(obj, "send", har_number(send)) ||
+        !jset(obj, "wait", har_number(wait)) || !jset(obj, "receive", har_number(receive))) {
+        json_decref(obj);
+        return NULL;
+    }
+    return obj;
+}
+
+/* text (with "encoding": "base64" when the bytes are not text) and
+ * "comment" into obj for a captured body; decodes Content-Encoding first
+ * when it can. *size gets the length of what was exported. */
+static bool har_body(struct flowstore_har *har, json_t *obj, const char *encoding,
+                     const unsigned char *data, size_t len, bool is_truncated, size_t *size)
+{
+    unsigned char *decoded = NULL;
+    size_t decoded_len = 0;
+    char reason[200] = "";
+    char comment[300] = "";
+    bool is_ok = true;
+
+    *size = len;
+    if (encoding != NULL && encoding[0] != '\0' && strcasecmp(encoding, "identity") != 0) {
+        if (is_truncated)
+            snprintf(reason, sizeof(reason), "truncated at the capture limit");
+        else if (har->decode == NULL)
+            snprintf(reason, sizeof(reason), "no decoder");
+        else if (har->decode(encoding, data, len, FLOWSTORE_HAR_MAX_DECODED_BYTES, &decoded,
+                             &decoded_len, reason, sizeof(reason)) == 0) {
+            data = decoded;
+            len = decoded_len;
+            *size = len;
+        }
+        if (decoded == NULL)
+            snprintf(comment, sizeof(comment), "Content-Encoding %s not decoded (%s)", encoding,
+                     reason);
+    } else if (is_truncated) {
+        snprintf(comment, sizeof(comment), "truncated at the capture limit");
+    }
+    if (len > 0 && flow_is_text(data, len)) {
+        is_ok = jset(obj, "text", json_text((const char *)data, len));
+    } else if (len > 0) {
+        char *b64 = base64(data, len);
+
+        is_ok = b64 != NULL && jset(obj, "text", json_string(b64)) &&
+                jset(obj, "encoding", json_string("base64"));
+        free(b64);
+    }
+    if (is_ok && comment[0] != '\0')
+        is_ok = jset(obj, "comment", json_string(comment));
+    free(decoded);
+    return is_ok;
+}
+
+/* Bytes of a head: the start line "A B C\r\n", the fields, "\r\n". */
+static int64_t head_size(const char *a, const char *b, const char *c, const char *headers)
+{
+    if (headers == NULL)
+        return -1;
+    return (int64_t)(strlen(a) + strlen(b) + strlen(c) + 4 + strlen(headers) + 2);
+}
+
+static json_t *har_request(struct flowstore_har *har, const struct flowstore_record *rec,
+                           const unsigned char *body, size_t body_len)
+{
+    const struct flow *f = &rec->flow;
+    json_t *req = json_object();
+    char version[16];
+    char *url = flow_url(f);
+    bool is_ok = req != NULL && url != NULL;
+
+    snprintf(version, sizeof(version), "HTTP/1.%d", f->request_version_minor);
+    is_ok = is_ok && jset(req, "method", json_str(f->method)) && jset(req, "url", json_str(url)) &&
+            jset(req, "httpVersion", json_string(version)) && jset(req, "cookies", json_array()) &&
+            jset(req, "headers", har_headers(f->request_headers)) &&
+            jset(req, "queryString", har_query(f->target));
+    if (is_ok && (f->request_body.size > 0 || body_len > 0)) {
+        json_t *post = json_object();
+        size_t size;
+
+        is_ok =
+            jset(req, "postData", post) &&
+            jset(post, "mimeType",
+                 json_str(rec->request_content_type != NULL ? rec->request_content_type : "")) &&
+            jset(post, "params", json_array()) &&
+            har_body(har, post, rec->request_content_encoding, body, body_len,
+                     f->request_body.truncated, &size);
+    }
+    is_ok = is_ok &&
+            jset(req, "headersSize",
+                 json_integer(head_size(f->method, f->target != NULL ? f->target : "", version,
+                                        f->request_headers))) &&
+            jset(req, "bodySize", json_integer((json_int_t)f->request_body.size));
+    free(url);
+    if (!is_ok) {
+        json_decref(req);
+        return NULL;
+    }
+    return req;
+}
+
+static json_t *har_response(struct flowstore_har *har, const struct flowstore_record *rec,
+                            const unsigned char *body, size_t body_len)
+{
+    const struct flow *f = &rec->flow;
+    bool has_response = f->status != 0;
+    json_t *resp = json_object();
+    json_t *content = json_object(); /* our reference, dropped at the end */
+    const char *location = NULL;
+    size_t location_len = 0;
+    char version[16] = "";
+    char status[16];
+    size_t size = 0;
+    bool is_ok = resp != NULL && content != NULL && json_object_set(resp, "content", content) == 0;
+
+    if (has_response)
+        snprintf(version, sizeof(version), "HTTP/1.%d", f->response_version_minor);
+    snprintf(status, sizeof(status), "%d", f->status);
+    if (!header_find(f->response_headers, "Location", &location, &location_len))
+        location = "";
+    is_ok = is_ok && jset(resp, "status", json_integer(f->status)) &&
+            jset(resp, "statusText", json_str(f->reason)) &&
+            jset(resp, "httpVersion", json_string(version)) &&
+            jset(resp, "cookies", json_array()) &&
+            jset(resp, "headers", har_headers(f->response_headers)) &&
+            jset(content, "mimeType",
+                 json_str(rec->response_content_type != NULL ? rec->response_content_type : "")) &&
+            har_body(har, content, rec->response_content_encoding, body, body_len,
+                     f->response_body.truncated, &size);
+    if (is_ok && !f->response_body.truncated && size != body_len)
+        is_ok = jset(content, "compression", json_integer((json_int_t)body_len - (json_int_t)size));
+    is_ok =
+        is_ok &&
+        jset(content, "size",
+             json_integer(size != body_len || f->response_body.truncated
+                              ? (json_int_t)size
+                              : (json_int_t)f->response_body.size)) &&
+        jset(resp, "redirectURL", json_text(location, location_len)) &&
+        jset(resp, "headersSize",
+             json_integer(has_response ? head_size(version, status, f->reason, f->response_headers)
+                                       : -1)) &&
+        jset(resp, "bodySize", json_integer(has_response ? (json_int_t)f->response_body.size : -1));
+    json_decref(content);
+    if (!is_ok) {
+        json_decref(resp);
+        return NULL;
+    }
+    return resp;
+}
+
+static void iso8601(int64_t us, char *out, size_t out_len)
+{
+    time_t secs = (time_t)(us / 1000000);
+    struct tm tm;
+    size_t n = 0;
+
+    if (gmtime_r(&secs, &tm) != NULL)
+        n = strftime(out, out_len, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (n == 0) {
+        snprintf(out, out_len, "1970-01-01T00:00:00.000Z");
+        return;
+    }
+    snprintf(out + n, out_len - n, ".%03dZ", (int)((us % 1000000) / 1000));
+}
+
+static json_t *har_entry(struct flowstore_har *har, const struct flowstore_record *rec,
+                         const unsigned char *req_body, size_t req_len,
+                         const unsigned char *resp_body, size_t resp_len)
+{
+    const struct flow *f = &rec->flow;
+    json_t *entry = json_object();
+    char started[40];
+    double total_ms = 0;
+    json_t *timings = har_timings(&f->timings, &total_ms); /* our reference */
+    bool is_ok;
+
+    iso8601(f->timings.start, started, sizeof(started));
+    is_ok = entry != NULL && timings != NULL &&
+            jset(entry, "startedDateTime", json_string(started)) &&
+            jset(entry, "time", json_real(total_ms)) &&
+            jset(entry, "request", har_request(har, rec, req_body, req_len)) &&
+            jset(entry, "response", har_response(har, rec, resp_body, resp_len)) &&
+            jset(entry, "cache", json_object()) && json_object_set(entry, "timings", timings) == 0;
+    if (is_ok && f->error != NULL)
+        is_ok = jset(entry, "_error", json_str(f->error));
+    is_ok = is_ok && jset(entry, "_tapwire_id", json_integer(f->id));
+    json_decref(timings);
+    if (!is_ok) {
+        json_decref(entry);
+        return NULL;
+    }
+    return entry;
+}
+
+int flowstore_har_open(struct flowstore *store, const int64_t *ids, size_t count,
+                       flowstore_decode_fn decode, struct flowstore_har **out, char *err,
+                       size_t err_len)
+{
+    struct flowstore_har *har = calloc(1, sizeof(*har));
+
+    *out = NULL;
+    if (har == NULL) {
+        set_err(err, err_len, "flowstore: out of memory");
+        return -1;
+    }
+    har->store = store;
+    har->decode = decode;
+    if (ids == NULL) {
+        har->is_all = true;
+        har->remaining = FLOWSTORE_HAR_MAX_FLOWS;
+    } else if (count > 0) {
+        har->ids = malloc(count * sizeof(ids[0]));
+        if (har->ids == NULL) {
+            free(har);
+            set_err(err, err_len, "flowstore: out of memory");
+            return -1;
+        }
+        memcpy(har->ids, ids, count * sizeof(ids[0]));
+        har->id_count = count;
+    }
+    *out = har;
+    return 0;
+}
+
+/* "All": the next page of ids, newest first. Returns 0 (id_count 0 at the
+ * end) or -1. */
+static int har_next_page(struct flowstore_har *har, char *err, size_t err_len)
+{
+    struct flowstore_filter filter = {0};
+    struct flowstore_record **records = NULL;
+    size_t count = 0;
+    size_t i;
+
+    filter.before_id = har->cursor;
+    filter.limit =
+        har->remaining < FLOWSTORE_HAR_PAGE_FLOWS ? har->remaining : FLOWSTORE_HAR_PAGE_FLOWS;
+    har->id_count = 0;
+    har->next_index = 0;
+    if (filter.limit == 0)
+        return 0;
+    if (flowstore_list(har->store, &filter, &records, &count, err, err_len) != 0)
+        return -1;
+    free(har->ids);
+    har->ids = count > 0 ? malloc(count * sizeof(har->ids[0])) : NULL;
+    if (count > 0 && har->ids == NULL) {
+        flowstore_records_free(records, count);
+        set_err(err, err_len, "flowstore: out of memory");
+        return -1;
+    }
+    for (i = 0; i < count; i++)
+        har->ids[i] = records[i]->flow.id;
+    har->id_count = count;
+    har->remaining -= count;
+    if (count > 0)
+        har->cursor = har->ids[count - 1];
+    if (count < filter.limit)
+        har->remaining = 0;
+    flowstore_records_free(records, count);
+    return 0;
+}
+
+/* The next entry as compact JSON, NULL at the end or on error (ret -1). */
+static char *har_next_entry(struct flowstore_har *har, int *ret, char *err, size_t err_len)
+{
+    struct flowstore_record *rec = NULL;
+    unsigned char *req = NULL, *resp = NULL;
+    size_t req_len = 0, resp_len = 0;
+    json_t *entry = NULL;
+    char *text = NULL;
+
+    *ret = 0;
+    while (rec == NULL) {
+        if (har->next_index >= har->id_count) {
+            if (!har->is_all)
+                goto out;
+            if (har_next_page(har, err, err_len) != 0) {
+                *ret = -1;
+                goto out;
+            }
+            if (har->id_count == 0)
+                goto out;
+        }
+        if (flowstore_get(har->store, har->ids[har->next_index++], &rec, err, err_len) != 0) {
+            *ret = -1;
+            goto out;
+        }
+        /* NULL: deleted or pruned since it was listed; skip it. */
+    }
+    if (flowstore_get_body(har->store, rec->flow.id, FLOWSTORE_REQUEST, &req, &req_len, err,
+                           err_len) != 0 ||
+        flowstore_get_body(har->store, rec->flow.id, FLOWSTORE_RESPONSE, &resp, &resp_len, err,
+                           err_len) != 0) {
+        *ret = -1;
+        goto out;
+    }
+    entry = har_entry(har, rec, req, req_len, resp, resp_len);
+    text = entry != NULL ? json_dumps(entry, JSON_COMPACT | JSON_REAL_PRECISION(16)) : NULL;
+    if (text == NULL) {
+        set_err(err, err_len, "flowstore: out of memory encoding flow %" PRId64, rec->flow.id);
+        *ret = -1;
+    }
+out:
+    json_decref(entry);
+    free(req);
+    free(resp);
+    flowstore_record_free(rec);
+    return text;
+}
+
+/*
+ * The document is streamed: its fixed envelope is written here, and every
+ * value in it (the creator and each entry) is encoded by jansson.
+ */
+int flowstore_har_read(struct flowstore_har *har, const char **data, size_t *len, char *err,
+                       size_t err_len)
+{
+    json_t *creator = NULL;
+    char *text = NULL;
+    int ret = -1;
+
+    free(har->piece);
+    har->piece = NULL;
+    switch (har->state) {
+    case HAR_START: {
+        static const char head[] = "{\"log\":{\"version\":\"1.2\",\"creator\":";
+        static const char tail[] = ",\"entries\":[";
+
+        creator = json_pack("{s:s,s:s}", "name", "tapwire", "version",
+#ifdef TAPWIRE_VERSION
+                            TAPWIRE_VERSION
+#else
+                            "unknown"
+#endif
+        );
+        text = creator != NULL ? json_dumps(creator, JSON_COMPACT) : NULL;
+        har->piece = text != NULL ? malloc(sizeof(head) + strlen(text) + sizeof(tail)) : NULL;
+        if (har->piece == NULL) {
+            set_err(err, err_len, "flowstore: out of memory");
+            goto out;
+        }
+        snprintf(har->piece, sizeof(head) + strlen(text) + sizeof(tail), "%s%s%s", head, text,
+                 tail);
+        har->state = HAR_ENTRIES;
+        break;
+    }
+    case HAR_ENTRIES: {
+        int rc;
+
+        text = har_next_entry(har, &rc, err, err_len);
+        if (rc != 0)
+            goto out;
+        if (text == NULL) {
+            har->piece = strdup("]}}\n");
+            har->state = HAR_DONE;
+        } else {
+            size_t n = strlen(text) + 2;
+
+            har->piece = malloc(n);
+            if (har->piece != NULL)
+                snprintf(har->piece, n, "%s%s", har->entries_done > 0 ? "," : "", text);
+            har->entries_done++;
+        }
+        if (har->piece == NULL) {
+            set_err(err, err_len, "flowstore: out of memory");
+            goto out;
+        }
+        break;
+    }
+    case HAR_DONE:
+        ret = 0;
+        goto out;
+    }
+    *data = har->piece;
+    *len = strlen(har->piece);
+    ret = 1;
+out:
+    free(text);
+    json_decref(creator);
+    return ret;
+}
+
+void flowstore_har_close(struct flowstore_har *har)
+{
+    if (har == NULL)
+        return;
+    free(har->piece);
+    free(har->ids);
+    free(har);
+}

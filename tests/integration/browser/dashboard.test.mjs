@@ -1,0 +1,301 @@
+/*
+ * Drives the dashboard in headless Chromium for test_dashboard_browser.sh.
+ *
+ * The shell test starts tapwire, the TLS origin and Chromium (it owns and
+ * kills every process); this script only connects to that Chromium over CDP
+ * and opens two browser contexts in it:
+ *  - "dashboard": no proxy. The dashboard is opened directly, never through
+ *    tapwire (the proxy refuses to proxy its own dashboard);
+ *  - "proxied": Playwright's per-context proxy (CDP createBrowserContext with
+ *    proxyServer), bypass list "<-loopback>" so that 127.0.0.1 goes through
+ *    the proxy too; Chromium otherwise sends loopback directly.
+ * It writes one line per check to $RESULTS ("PASS<TAB>name" or
+ * "FAIL<TAB>name<TAB>detail"); the shell turns them into its own checks.
+ * Every wait is bounded by WAIT_MS.
+ *
+ * Environment: CDP_URL, DASHBOARD_URL (with ?token=), PROXY_SERVER, ORIGIN
+ * (https://127.0.0.1:PORT), MARKER (unique text), SCREENSHOT, RESULTS,
+ * WAIT_MS (default 10000).
+ */
+import { appendFileSync, writeFileSync } from 'node:fs';
+import { chromium } from 'playwright-core';
+
+const env = (name, dflt) => {
+    const v = process.env[name] ?? dflt;
+    if (v === undefined) {
+        console.error(`dashboard.test.mjs: ${name} is not set`);
+        process.exit(2);
+    }
+    return v;
+};
+
+const CDP_URL = env('CDP_URL');
+const DASHBOARD_URL = env('DASHBOARD_URL');
+const PROXY_SERVER = env('PROXY_SERVER');
+const ORIGIN = env('ORIGIN');
+const MARKER = env('MARKER');
+const SCREENSHOT = env('SCREENSHOT');
+const RESULTS = env('RESULTS');
+const WAIT_MS = Number(env('WAIT_MS', '10000'));
+
+const TOKEN = new URL(DASHBOARD_URL).searchParams.get('token') || '';
+const HEADERS_PATH = `/headers?marker=${MARKER}`;
+const ECHO_PATH = `/echo?marker=${MARKER}`;
+/* Written by hand, not by JSON.stringify: the number has more digits than a
+ * double holds, and the page must show it exactly as it came. */
+const ECHO_JSON = `{"marker":"${MARKER}","big":12345678901234567890,"list":[1,2,{"deep":true}]}`;
+
+writeFileSync(RESULTS, '');
+let failures = 0;
+
+function record(ok, name, detail) {
+    const clean = (s) => String(s).replace(/[\t\r\n]+/g, ' ').slice(0, 1500);
+    appendFileSync(RESULTS, ok ? `PASS\t${clean(name)}\n` : `FAIL\t${clean(name)}\t${clean(detail)}\n`);
+    console.log(`# ${ok ? 'pass' : 'FAIL'}: ${name}${ok ? '' : ' -- ' + detail}`);
+    if (!ok)
+        failures++;
+}
+
+/* Runs one check; returns whether it passed. */
+async function check(name, fn) {
+    try {
+        await fn();
+        record(true, name);
+        return true;
+    } catch (e) {
+        record(false, name, e && e.message ? e.message.split('\n').slice(0, 6).join(' | ') : e);
+        return false;
+    }
+}
+
+function assert(cond, msg) {
+    if (!cond)
+        throw new Error(msg);
+}
+
+/* Polls until fn() is truthy, at most ms. */
+async function until(what, fn, ms = WAIT_MS) {
+    const deadline = Date.now() + ms;
+    let last;
+    for (;;) {
+        try {
+            last = await fn();
+            if (last)
+                return last;
+        } catch (e) {
+            last = e.message;
+        }
+        if (Date.now() >= deadline)
+            throw new Error(`${what}: not within ${ms} ms (last: ${String(last).slice(0, 300)})`);
+        await new Promise((r) => setTimeout(r, 100));
+    }
+}
+
+let browser;
+try {
+    browser = await chromium.connectOverCDP(CDP_URL, { timeout: WAIT_MS });
+} catch (e) {
+    record(false, 'connect to Chromium over CDP', e.message);
+    process.exit(0);
+}
+
+const dash = await browser.newContext({ viewport: { width: 1400, height: 900 } });
+/* Runs before the page's own script (and is not subject to its CSP): every
+ * CSP violation the page causes is collected here. */
+await dash.addInitScript(() => {
+    window.__cspViolations = [];
+    document.addEventListener('securitypolicyviolation', (e) => {
+        window.__cspViolations.push(`${e.violatedDirective} blocked ${e.blockedURI || '(inline)'}`);
+    });
+});
+const page = await dash.newPage();
+page.setDefaultTimeout(WAIT_MS);
+const consoleErrors = [];
+const pageErrors = [];
+const apiRequests = [];
+let navigations = 0;
+page.on('console', (m) => {
+    if (m.type() === 'error')
+        consoleErrors.push(m.text());
+});
+page.on('pageerror', (e) => pageErrors.push(e.message));
+page.on('request', (r) => {
+    const u = new URL(r.url());
+    if (u.pathname.startsWith('/api/'))
+        apiRequests.push(r);
+});
+page.on('framenavigated', (f) => {
+    if (f === page.mainFrame())
+        navigations++;
+});
+
+async function screenshot() {
+    try {
+        await page.screenshot({ path: SCREENSHOT });
+        console.log(`# screenshot: ${SCREENSHOT}`);
+    } catch (e) {
+        console.log(`# screenshot failed: ${e.message}`);
+    }
+}
+
+/* Asks Chromium to quit, so it reaps its own helper processes; the shell
+ * still holds its PID and kills it if it does not. */
+async function finish() {
+    try {
+        const cdp = await browser.newBrowserCDPSession();
+        await cdp.send('Browser.close');
+    } catch (e) {
+        /* the connection drops as Chromium exits */
+    }
+    await browser.close().catch(() => {});
+    process.exit(0);
+}
+
+/* (a) the dashboard, opened with the token from tapwire's startup line */
+const opened = await check('dashboard opens with ?token=, sets the cookie and lands on / without the token', async () => {
+    const res = await page.goto(DASHBOARD_URL, { waitUntil: 'load', timeout: WAIT_MS });
+    assert(res && res.status() === 200, `status ${res && res.status()} for ${page.url()}`);
+    const u = new URL(page.url());
+    assert(u.pathname === '/' && !u.search.includes('token'), `landed on ${page.url()}`);
+    const cookies = await dash.cookies();
+    const c = cookies.find((k) => k.name === 'tapwire_token');
+    assert(c && c.value === TOKEN, `cookie tapwire_token: ${JSON.stringify(cookies)}`);
+});
+if (!opened) {
+    await screenshot();
+    await finish();
+}
+
+const live = await check('the flow table renders and the live event stream connects', async () => {
+    await page.locator('#flows thead').waitFor({ timeout: WAIT_MS });
+    await page.locator('#live.on').waitFor({ timeout: WAIT_MS });
+    assert(await page.locator('#auth-error').isHidden(), 'the not-authorised banner is shown');
+    assert(await page.locator('#notice').isHidden(), `notice: ${await page.locator('#notice').textContent()}`);
+});
+if (!live) {
+    await screenshot();
+    await finish();
+}
+const navigationsBefore = navigations;
+
+/* (b) real traffic through tapwire from a second, proxied context */
+const proxied = await browser.newContext({ proxy: { server: PROXY_SERVER, bypass: '<-loopback>' } });
+const p2 = await proxied.newPage();
+p2.setDefaultTimeout(WAIT_MS);
+const originPort = new URL(ORIGIN).port;
+
+const browsed = await check('the proxied browser loads the https origin through tapwire (CA trusted)', async () => {
+    const res = await p2.goto(ORIGIN + HEADERS_PATH, { timeout: WAIT_MS });
+    assert(res.status() === 200, `status ${res.status()}`);
+    const text = await p2.locator('body').textContent();
+    assert(text.includes(`GET ${HEADERS_PATH} HTTP/1.1`), `body: ${text.slice(0, 200)}`);
+    const sec = await res.securityDetails();
+    /* tapwire's leaf, not the origin's: the exchange was intercepted */
+    assert(sec && /tapwire/i.test(sec.issuer || ''), `certificate issuer: ${sec && sec.issuer}`);
+});
+
+await check('a JSON POST goes through tapwire', async () => {
+    const got = await p2.evaluate(async ([path, body]) => {
+        const r = await fetch(path, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body });
+        return `${r.status} ${await r.text()}`;
+    }, [ECHO_PATH, ECHO_JSON]);
+    assert(got === `200 ${ECHO_JSON}`, `got: ${got.slice(0, 200)}`);
+});
+
+/* (c) the flow shows up in the already open dashboard, live */
+const row = (path) => page.locator('#flow-rows tr').filter({
+    has: page.locator(`td.c-path:text-is(${JSON.stringify(path)})`),
+});
+const appeared = browsed && await check(`the flow appears in the open dashboard within ${WAIT_MS} ms, without a reload`, async () => {
+    await row(HEADERS_PATH).first().waitFor({ timeout: WAIT_MS });
+    const r = row(HEADERS_PATH).first();
+    const cells = {
+        host: (await r.locator('td.c-host').textContent()).trim(),
+        method: (await r.locator('td.c-method').textContent()).trim(),
+        status: (await r.locator('td.c-status').textContent()).trim(),
+        tls: await r.locator('td.c-marks .icon-lock').count(),
+    };
+    assert(cells.host === '127.0.0.1' && cells.method === 'GET' && cells.status === '200' && cells.tls === 1,
+        `row: ${JSON.stringify(cells)}`);
+    assert(navigations === navigationsBefore, `the dashboard navigated ${navigations - navigationsBefore} time(s)`);
+});
+
+/* (d) its detail shows the response body as text */
+if (appeared) {
+    await check('clicking the row shows the decoded response body text and the headers', async () => {
+        await row(HEADERS_PATH).first().locator('td.c-path').click();
+        await page.locator('#detail').waitFor({ state: 'visible' });
+        const body = page.locator('#panel-response pre.body-text');
+        await until('response body text', async () => {
+            const t = await body.textContent({ timeout: 1000 });
+            return t.includes(`GET ${HEADERS_PATH} HTTP/1.1`) && t.includes(`Host: 127.0.0.1:${originPort}`);
+        });
+        const reqHeaders = await page.locator('#panel-request table.headers').textContent();
+        assert(/Host\s*127\.0\.0\.1/.test(reqHeaders), `request headers: ${reqHeaders.slice(0, 200)}`);
+        const resHeaders = await page.locator('#panel-response table.headers').textContent();
+        assert(/Content-Type\s*text\/plain/i.test(resHeaders), `response headers: ${resHeaders.slice(0, 200)}`);
+    });
+
+    await check('the TLS tab shows both sides and a verified upstream', async () => {
+        await page.locator('#tab-tls').click();
+        const tls = page.locator('#panel-tls');
+        await tls.locator('.verify-ok').waitFor({ timeout: WAIT_MS });
+        const t = await tls.textContent();
+        assert(/TLSv1\.[23]/.test(t), `TLS panel: ${t.slice(0, 300)}`);
+    });
+
+    await check('the timing tab shows a waterfall with a total', async () => {
+        await page.locator('#tab-timing').click();
+        await page.locator('#panel-timing table.timings tr.wf-total').waitFor({ timeout: WAIT_MS });
+        const total = await page.locator('#panel-timing tr.wf-total td.num').textContent();
+        assert(/\d/.test(total), `total: ${total}`);
+        await page.locator('#tab-response').click();
+    });
+
+    /* (e) what a person would see */
+    await screenshot();
+
+    await check('a JSON body is pretty-printed, numbers exactly as sent', async () => {
+        await row(ECHO_PATH).first().waitFor({ timeout: WAIT_MS });
+        await row(ECHO_PATH).first().locator('td.c-path').click();
+        const pre = page.locator('#panel-response pre.body-json');
+        await until('pretty JSON', async () => {
+            const t = await pre.textContent({ timeout: 1000 });
+            return t.includes(`\n  "marker": "${MARKER}",\n`) && t.includes('"big": 12345678901234567890');
+        });
+    });
+
+    await check('keyboard: Home selects the newest row, Down moves, Enter opens it', async () => {
+        await page.locator('#flow-rows').focus();
+        await page.keyboard.press('Home');
+        await page.keyboard.press('ArrowDown');
+        const second = await page.locator('#flow-rows tr').nth(1).getAttribute('data-id');
+        assert(await page.locator('#flow-rows tr.cursor').getAttribute('data-id') === second, 'cursor not on row 2');
+        await page.keyboard.press('Enter');
+        await until('detail of the selected row', async () => new URL(page.url()).hash.includes(`flow=${second}`));
+    });
+} else {
+    await screenshot();
+}
+
+await check('the page caused no CSP violations and no script errors', async () => {
+    const csp = await page.evaluate(() => window.__cspViolations || []);
+    const cspConsole = consoleErrors.filter((t) => /Content Security Policy|Refused to/i.test(t));
+    assert(csp.length === 0 && cspConsole.length === 0, `CSP: ${[...csp, ...cspConsole].join(' ; ')}`);
+    assert(pageErrors.length === 0, `script errors: ${pageErrors.join(' ; ')}`);
+});
+
+await check('every /api fetch carried the X-Tapwire-Token header', async () => {
+    /* EventSource cannot set headers: the spec lets it use the cookie. */
+    const fetches = apiRequests.filter((r) => new URL(r.url()).pathname !== '/api/events');
+    assert(fetches.length > 0, 'no /api requests seen');
+    for (const r of fetches) {
+        const h = await r.allHeaders();
+        assert(h['x-tapwire-token'] === TOKEN, `${r.method()} ${r.url()} without the token header`);
+    }
+});
+
+if (consoleErrors.length)
+    console.log(`# console errors (not failing by themselves): ${consoleErrors.join(' ; ')}`);
+console.log(`# ${failures} failed`);
+await finish();

@@ -1,0 +1,356 @@
+#!/bin/bash
+# The dashboard's HTTP API against a real proxy: the token is required, a
+# foreign Host and cross-origin changes are refused, captured flows list
+# newest first and page with the cursor, details keep headers as received,
+# a gzip body comes back decoded on request, live updates arrive over SSE,
+# HAR exports parse, the CA is downloadable without the token, and every
+# response carries the CSP and nosniff headers.
+. "$(dirname "$0")/lib.sh"
+
+need_cmd python3
+
+TOKEN=dashboard-test-token-0123456789
+
+# dashboard_port: DASH_PORT and D (base URL) from the startup line
+# "dashboard: http://127.0.0.1:PORT/?token=..." of the current proxy.
+dashboard_port() {
+    local i line=""
+    for ((i = 0; i < 200; i++)); do
+        line=$(grep -aEo -m 1 '^dashboard: http://127\.0\.0\.1:[0-9]+/' "$PROXY_OUT" 2> /dev/null)
+        [ -n "$line" ] && break
+        sleep 0.05
+    done
+    [ -n "$line" ] ||
+        bail "no 'dashboard: http://127.0.0.1:PORT/?token=' line on stdout within 10 s: $(head -c 500 "$PROXY_OUT")"
+    line=${line%/}
+    DASH_PORT=${line##*:}
+    D=http://127.0.0.1:$DASH_PORT
+}
+
+# fetch NAME CURL_ARGS...: prints the status; headers in $tmp/d-NAME.head,
+# body in $tmp/d-NAME.body. Every dashboard response goes through here, so
+# the security headers can be checked on all of them at the end.
+fetch() {
+    local name=$1
+    shift
+    : > "$tmp/d-$name.body"
+    dcurl -o "$tmp/d-$name.body" -D "$tmp/d-$name.head" -w '%{http_code}' "$@"
+}
+
+# The same with the token header.
+afetch() {
+    local name=$1
+    shift
+    fetch "$name" -H "X-Tapwire-Token: $TOKEN" "$@"
+}
+
+# jval FILE EXPR: a Python expression over the JSON document d in FILE.
+jval() {
+    python3 -c 'import json, sys
+d = json.load(open(sys.argv[1], "rb"))
+print(eval(sys.argv[2]))' "$1" "$2" 2>&1
+}
+
+# head_of NAME: the response headers, CR removed.
+head_of() { tr -d '\r' < "$tmp/d-$1.head"; }
+
+# wait_written N: until the store reports at least N flows written (10 s).
+wait_written() {
+    local i n=0
+    for ((i = 0; i < 200; i++)); do
+        afetch stats-poll "$D/api/stats" > /dev/null
+        n=$(jval "$tmp/d-stats-poll.body" 'd["written"]')
+        [ "$n" -ge "$1" ] 2> /dev/null && return 0
+        sleep 0.05
+    done
+    echo "written: $n, expected at least $1"
+    return 1
+}
+
+start_origin ORIGIN_PORT
+start_proxy --dashboard 127.0.0.1:0 --dashboard-token "$TOKEN"
+dashboard_port
+O=http://127.0.0.1:$ORIGIN_PORT
+note "dashboard on $D"
+
+# ---- access ----
+
+check_eq "API without the token: 401" 401 "$(fetch no-token "$D/api/flows")"
+check_match "API without the token: JSON error" '"error"' "$(cat "$tmp/d-no-token.body")"
+check_eq "API with a wrong token: 401" 401 \
+    "$(fetch wrong-token -H 'X-Tapwire-Token: not-the-token' "$D/api/flows")"
+check_eq "API with a wrong token cookie: 401" 401 \
+    "$(fetch wrong-cookie -b 'tapwire_token=not-the-token' "$D/api/flows")"
+check_eq "page without the cookie: 401" 401 "$(fetch page-no-cookie "$D/")"
+check_contains "page without the cookie says to use the token URL" "?token=" \
+    "$(cat "$tmp/d-page-no-cookie.body")"
+check_eq "token URL with a wrong token: 401" 401 "$(fetch page-wrong "$D/?token=nope")"
+check_eq "token URL: 303" 303 "$(fetch page-token "$D/?token=$TOKEN")"
+check_imatch "token URL sets the SameSite=Strict cookie" \
+    "^Set-Cookie: tapwire_token=$TOKEN; Path=/; SameSite=Strict\$" "$(head_of page-token)"
+check_imatch "token URL redirects to /" '^Location: /$' "$(head_of page-token)"
+check_eq "page with the cookie: 200" 200 "$(fetch page-cookie -b "tapwire_token=$TOKEN" "$D/")"
+check_imatch "page with the cookie is HTML" '^Content-Type: text/html' "$(head_of page-cookie)"
+check_eq "API with the cookie (GET): 200" 200 \
+    "$(fetch cookie-get -b "tapwire_token=$TOKEN" "$D/api/flows")"
+check_eq "app.js: 200" 200 "$(fetch app-js "$D/app.js")"
+check_imatch "app.js is JavaScript" '^Content-Type: text/javascript' "$(head_of app-js)"
+check_eq "a path outside the three files: 404" 404 \
+    "$(fetch traversal --path-as-is "$D/../../etc/passwd")"
+
+code=$(fetch evil-host -H "X-Tapwire-Token: $TOKEN" -H "Host: evil.example:$DASH_PORT" "$D/api/flows")
+check_match "foreign Host refused (DNS rebinding)" '^(421|403)$' "$code"
+code=$(fetch evil-host-page -b "tapwire_token=$TOKEN" -H "Host: evil.example:$DASH_PORT" "$D/")
+check_match "foreign Host refused for the page too" '^(421|403)$' "$code"
+check_eq "Host localhost:PORT accepted" 200 \
+    "$(afetch localhost-host -H "Host: localhost:$DASH_PORT" "$D/api/stats")"
+
+# ---- traffic ----
+
+pcurl -o /dev/null "$O/bytes/100" || fail "GET /bytes/100 through the proxy"
+pcurl -o /dev/null -H 'X-First: 1' -H 'x-second: two' -H 'X-THIRD: 3' "$O/headers" ||
+    fail "GET /headers through the proxy"
+# Quotes, $ and backquotes: the curl line must hand them over untouched.
+printf '%s' 'name=tapwire&quote=it'"'"'s "fine" $HOME `id`' > "$tmp/post.txt"
+pcurl -o /dev/null --data-binary @"$tmp/post.txt" -H 'Content-Type: text/plain' "$O/echo" ||
+    fail "POST /echo through the proxy"
+pcurl -o /dev/null "$O/status/404" || fail "GET /status/404 through the proxy"
+pcurl -o /dev/null "$O/conn" || fail "GET /conn through the proxy"
+check "five flows written" wait_written 5
+
+check_eq "list: 200" 200 "$(afetch list "$D/api/flows")"
+check_imatch "list is JSON" '^Content-Type: application/json' "$(head_of list)"
+check_imatch "list: Cache-Control no-store" '^Cache-Control: no-store$' "$(head_of list)"
+check_eq "list: newest first" "/conn /status/404 /echo /headers /bytes/100" \
+    "$(jval "$tmp/d-list.body" '" ".join(f["path"] for f in d["flows"])')"
+check_eq "list: ids strictly descending" True \
+    "$(jval "$tmp/d-list.body" 'all(a["id"] > b["id"] for a, b in zip(d["flows"], d["flows"][1:]))')"
+check_eq "list: next is null on the last page" None "$(jval "$tmp/d-list.body" 'd["next"]')"
+check_eq "list: stats.stored" 5 "$(jval "$tmp/d-list.body" 'd["stats"]["stored"]')"
+check_eq "summary fields" "GET http 127.0.0.1 $ORIGIN_PORT 200 100 False http False None" \
+    "$(jval "$tmp/d-list.body" '" ".join(str(x) for x in [d["flows"][4][k] for k in ("method", "scheme", "host", "port", "status", "size", "tls", "kind", "modified", "error")])')"
+all_ids=$(jval "$tmp/d-list.body" '",".join(str(f["id"]) for f in d["flows"])')
+
+# The before cursor: two per page, every id once, in the same order.
+paged=""
+before=""
+for ((page = 0; page < 10; page++)); do
+    afetch page "$D/api/flows?limit=2${before:+&before=$before}" > /dev/null
+    ids=$(jval "$tmp/d-page.body" '",".join(str(f["id"]) for f in d["flows"])')
+    [ -n "$ids" ] && paged=${paged:+$paged,}$ids
+    before=$(jval "$tmp/d-page.body" 'd["next"] if d["next"] is not None else ""')
+    [ -z "$before" ] && break
+done
+check_eq "before cursor pages through every id once, newest first" "$all_ids" "$paged"
+check_eq "limit out of range: 400" 400 "$(afetch bad-limit "$D/api/flows?limit=501")"
+
+check_eq "filter method=POST" "/echo" \
+    "$(afetch f-method "$D/api/flows?method=POST" > /dev/null
+    jval "$tmp/d-f-method.body" '" ".join(f["path"] for f in d["flows"])')"
+check_eq "filter status=4xx" "/status/404" \
+    "$(afetch f-status "$D/api/flows?status=4xx" > /dev/null
+    jval "$tmp/d-f-status.body" '" ".join(f["path"] for f in d["flows"])')"
+check_eq "filter q (URL text)" "/headers" \
+    "$(afetch f-q "$D/api/flows?q=HEADERS" > /dev/null
+    jval "$tmp/d-f-q.body" '" ".join(f["path"] for f in d["flows"])')"
+check_eq "filter body (request or response bytes)" "/echo" \
+    "$(afetch f-body "$D/api/flows?body=tapwire%26quote" > /dev/null
+    jval "$tmp/d-f-body.body" '" ".join(f["path"] for f in d["flows"])')"
+
+# ---- detail ----
+
+id_headers=$(jval "$tmp/d-list.body" '[f["id"] for f in d["flows"] if f["path"] == "/headers"][0]')
+id_echo=$(jval "$tmp/d-list.body" '[f["id"] for f in d["flows"] if f["path"] == "/echo"][0]')
+check_eq "detail: 200" 200 "$(afetch detail "$D/api/flows/$id_headers")"
+check_eq "detail: request headers in original order and case" "X-First,x-second,X-THIRD" \
+    "$(jval "$tmp/d-detail.body" '",".join(h[0] for h in d["request"]["headers"] if h[0].lower() in ("x-first", "x-second", "x-third"))')"
+check_eq "detail: header value" "two" \
+    "$(jval "$tmp/d-detail.body" '[h[1] for h in d["request"]["headers"] if h[0] == "x-second"][0]')"
+check_eq "detail: response status and version" "200 HTTP/1.1" \
+    "$(jval "$tmp/d-detail.body" 'str(d["response"]["status"]) + " " + d["response"]["version"]')"
+check_eq "detail: timings start and done are unix ms" True \
+    "$(jval "$tmp/d-detail.body" 'd["timings"]["done"] >= d["timings"]["start"] > 1.5e12')"
+check_eq "detail: plain HTTP has no TLS details" None "$(jval "$tmp/d-detail.body" 'd["tls"]')"
+check_eq "detail of an unknown flow: 404" 404 "$(afetch detail-404 "$D/api/flows/999999")"
+
+afetch detail-echo "$D/api/flows/$id_echo" > /dev/null
+curl_line=$(jval "$tmp/d-detail-echo.body" 'd["curl"]')
+check_contains "curl: URL" "'$O/echo'" "$curl_line"
+check_contains "curl: header kept" "-H 'Content-Type: text/plain'" "$curl_line"
+check_not_contains "curl: no Host header" "Host:" "$curl_line"
+check_not_contains "curl: no Content-Length header" "Content-Length:" "$curl_line"
+# Run the command line through the shell (with curl replaced by printf) to
+# see that the quoting hands curl the exact body, quote included.
+printf '#!/bin/sh\nwhile [ $# -gt 0 ]; do [ "$1" = --data-binary ] && printf %%s "$2"; shift; done\n' \
+    > "$tmp/curl"
+chmod +x "$tmp/curl"
+check_eq "curl: --data-binary survives the shell byte for byte" "$(cat "$tmp/post.txt")" \
+    "$(PATH="$tmp:$PATH" sh -c "$curl_line")"
+
+# ---- bodies ----
+
+check_eq "request body: 200" 200 "$(afetch req-body "$D/api/flows/$id_echo/request/body")"
+check "request body: the bytes sent" cmp "$tmp/post.txt" "$tmp/d-req-body.body"
+check_imatch "body download is an attachment" '^Content-Disposition: attachment' \
+    "$(head_of req-body)"
+check_imatch "body download is application/octet-stream" \
+    '^Content-Type: application/octet-stream$' "$(head_of req-body)"
+check_imatch "body download has the sandbox CSP" '^Content-Security-Policy: .*; sandbox$' \
+    "$(head_of req-body)"
+check_eq "body of an unknown flow: 404" 404 "$(afetch body-404 "$D/api/flows/999999/response/body")"
+
+# tests/integration/origin.c has no gzip endpoint: a small Python origin.
+cat > "$tmp/gzip_origin.py" << 'EOF'
+import gzip, http.server, os, sys
+BODY = ("tapwire gzip test " * 64).encode()
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        data = gzip.compress(BODY)
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Encoding", "gzip")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+    def log_message(self, *args):
+        pass
+server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+with open(sys.argv[1] + ".tmp", "w") as f:
+    f.write(str(server.server_address[1]))
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+server.serve_forever()
+EOF
+python3 "$tmp/gzip_origin.py" "$tmp/gzip.port" > "$tmp/gzip.log" 2>&1 &
+track_pid $!
+for ((i = 0; i < 100; i++)); do
+    [ -s "$tmp/gzip.port" ] && break
+    sleep 0.05
+done
+[ -s "$tmp/gzip.port" ] || bail "the gzip origin did not start: $(cat "$tmp/gzip.log")"
+GZ_PORT=$(cat "$tmp/gzip.port")
+python3 -c 'import sys; sys.stdout.write("tapwire gzip test " * 64)' > "$tmp/gzip.plain"
+pcurl -o "$tmp/gzip.raw" "http://127.0.0.1:$GZ_PORT/text" || fail "GET gzip through the proxy"
+check "six flows written" wait_written 6
+afetch list-gz "$D/api/flows?limit=1" > /dev/null
+id_gz=$(jval "$tmp/d-list-gz.body" 'd["flows"][0]["id"]')
+afetch detail-gz "$D/api/flows/$id_gz" > /dev/null
+check_eq "detail: response content_encoding" gzip \
+    "$(jval "$tmp/d-detail-gz.body" 'd["response"]["body"]["content_encoding"]')"
+afetch gz-raw "$D/api/flows/$id_gz/response/body" > /dev/null
+check "response body without decode: the gzip bytes as captured" cmp "$tmp/gzip.raw" \
+    "$tmp/d-gz-raw.body"
+check_eq "response body ?decode=1: 200" 200 \
+    "$(afetch gz-decoded "$D/api/flows/$id_gz/response/body?decode=1")"
+check "response body ?decode=1: the decoded text" cmp "$tmp/gzip.plain" "$tmp/d-gz-decoded.body"
+check_imatch "?decode=1 says X-Tapwire-Decoded: 1" '^X-Tapwire-Decoded: 1$' "$(head_of gz-decoded)"
+check_no_imatch "?decode=1 reports no decode error" '^X-Tapwire-Decode-Error' \
+    "$(head_of gz-decoded)"
+
+# ---- live updates ----
+
+dcurl -N --max-time 20 -D "$tmp/d-sse.head" -H "X-Tapwire-Token: $TOKEN" "$D/api/events" \
+    > "$tmp/sse.out" 2> /dev/null &
+SSE_PID=$!
+track_pid $SSE_PID
+check "SSE: stream open with a first stats event" wait_for_grep "$tmp/sse.out" '^event: stats$' 10
+check_imatch "SSE: text/event-stream" '^Content-Type: text/event-stream' "$(head_of sse)"
+t0=$(now_ms)
+pcurl -o /dev/null "$O/bytes/7?sse=1" || fail "GET for SSE through the proxy"
+check "SSE: event: flow within 5 s of the request" wait_for_grep "$tmp/sse.out" \
+    '^data: \{.*"path":"/bytes/7\?sse=1"' 5
+check_le "SSE: ...and in under 2 s" "$(($(now_ms) - t0))" 2000
+check_match "SSE: the flow event precedes its data" '^event: flow$' "$(cat "$tmp/sse.out")"
+
+# ---- HAR ----
+
+check_eq "HAR of all flows: 200" 200 "$(afetch har "$D/api/har")"
+check "HAR parses as JSON" python3 -m json.tool "$tmp/d-har.body"
+check_eq "HAR log.version" 1.2 "$(jval "$tmp/d-har.body" 'd["log"]["version"]')"
+check_eq "HAR has every flow" 7 "$(jval "$tmp/d-har.body" 'len(d["log"]["entries"])')"
+check_imatch "HAR is an attachment named tapwire.har" \
+    '^Content-Disposition: attachment; filename="tapwire.har"$' "$(head_of har)"
+check_eq "HAR of one flow: 200" 200 "$(afetch har-one "$D/api/flows/$id_echo/har")"
+check_eq "HAR of one flow: its request" "POST $O/echo $(cat "$tmp/post.txt")" \
+    "$(jval "$tmp/d-har-one.body" '" ".join([d["log"]["entries"][0]["request"][k] for k in ("method", "url")] + [d["log"]["entries"][0]["request"]["postData"]["text"]])')"
+check_eq "HAR ids=: in the order asked" "/headers /echo" \
+    "$(afetch har-ids "$D/api/har?ids=$id_headers,$id_echo" > /dev/null
+    jval "$tmp/d-har-ids.body" '" ".join("/" + e["request"]["url"].split("/", 3)[3] for e in d["log"]["entries"])')"
+check_eq "HAR ids=garbage: 400" 400 "$(afetch har-bad "$D/api/har?ids=1,x")"
+check_eq "HAR decodes gzip content" True \
+    "$(jval "$tmp/d-har.body" '[e for e in d["log"]["entries"] if e["_tapwire_id"] == '"$id_gz"'][0]["response"]["content"]["text"] == open("'"$tmp/gzip.plain"'").read()')"
+
+# ---- changes ----
+
+check_eq "cross-origin DELETE refused" 403 \
+    "$(afetch del-evil -X DELETE -H 'Origin: http://evil.example' "$D/api/flows/$id_echo")"
+check_eq "cross-origin POST refused" 403 \
+    "$(afetch post-evil -X POST -H 'Origin: http://evil.example' "$D/api/flows")"
+check_eq "cross-site Sec-Fetch-Site refused" 403 \
+    "$(afetch del-site -X DELETE -H 'Sec-Fetch-Site: cross-site' "$D/api/flows/$id_echo")"
+code=$(fetch del-cookie -X DELETE -b "tapwire_token=$TOKEN" "$D/api/flows/$id_echo")
+check_match "DELETE with only the cookie refused" '^(401|403)$' "$code"
+check_eq "...and the flow is still there" 200 "$(afetch still-there "$D/api/flows/$id_echo")"
+check_eq "same-origin DELETE with the header: 204" 204 \
+    "$(afetch del-ok -X DELETE -H "Origin: $D" -H 'Sec-Fetch-Site: same-origin' \
+        "$D/api/flows/$id_echo")"
+check_eq "deleted flow: 404" 404 "$(afetch deleted "$D/api/flows/$id_echo")"
+check_eq "DELETE of a deleted flow: 404" 404 \
+    "$(afetch del-again -X DELETE "$D/api/flows/$id_echo")"
+check_eq "clear: 204" 204 "$(afetch clear -X DELETE "$D/api/flows")"
+check_eq "after clear: no flows" 0 \
+    "$(afetch after-clear "$D/api/flows" > /dev/null
+    jval "$tmp/d-after-clear.body" 'len(d["flows"])')"
+check "SSE: event: clear after a clear" wait_for_grep "$tmp/sse.out" '^event: clear$' 5
+check_eq "stats fields" "0 True True" \
+    "$(afetch stats "$D/api/stats" > /dev/null
+    jval "$tmp/d-stats.body" '" ".join(str(x) for x in [d["stored"], d["written"] >= 7, all(k in d for k in ("dropped", "write_errors", "last_error", "version", "ca_path"))])')"
+
+# ---- the CA ----
+
+check_eq "/ca.pem without the token: 200" 200 "$(fetch ca-pem "$D/ca.pem")"
+check "/ca.pem parses as a certificate" openssl x509 -in "$tmp/d-ca-pem.body" -noout
+check "/ca.pem is the proxy's CA" cmp "$tmp/d-ca-pem.body" "$PROXY_DATA/ca-cert.pem"
+check_imatch "/ca.pem is an attachment" '^Content-Disposition: attachment; filename="tapwire-ca.pem"$' \
+    "$(head_of ca-pem)"
+check_eq "/ca.crt without the token: 200" 200 "$(fetch ca-crt "$D/ca.crt")"
+check_eq "/ca.crt is the same certificate as DER" \
+    "$(openssl x509 -in "$PROXY_DATA/ca-cert.pem" -noout -fingerprint -sha256)" \
+    "$(openssl x509 -inform DER -in "$tmp/d-ca-crt.body" -noout -fingerprint -sha256)"
+check_eq "/ca without the token: 200" 200 "$(fetch ca-page "$D/ca")"
+check_contains "/ca links the PEM" 'href="/ca.pem"' "$(cat "$tmp/d-ca-page.body")"
+
+# ---- every response ----
+
+missing=""
+for h in "$tmp"/d-*.head; do
+    name=$(basename "$h" .head)
+    hdrs=$(tr -d '\r' < "$h")
+    grep -Eiq "^Content-Security-Policy: default-src 'none'; .*frame-ancestors 'none'" <<< "$hdrs" ||
+        missing="$missing $name(CSP)"
+    grep -Eiq '^X-Content-Type-Options: nosniff$' <<< "$hdrs" || missing="$missing $name(nosniff)"
+done
+check_eq "every dashboard response has the CSP and nosniff headers" "" "$missing"
+
+# ---- --web-root ----
+
+mkdir -p "$tmp/webroot"
+printf '<!doctype html><title>dev</title><p>web-root marker one</p>\n' > "$tmp/webroot/index.html"
+printf 'console.log("web-root app");\n' > "$tmp/webroot/app.js"
+printf 'body { color: black }\n' > "$tmp/webroot/style.css"
+printf 'secret\n' > "$tmp/webroot/secret.txt"
+PROXY_DATA_DIR=$tmp/data2 start_proxy --dashboard 127.0.0.1:0 --dashboard-token "$TOKEN" \
+    --web-root "$tmp/webroot"
+dashboard_port
+fetch wr-page -b "tapwire_token=$TOKEN" "$D/" > /dev/null
+check_contains "--web-root: / serves DIR/index.html" "web-root marker one" "$(cat "$tmp/d-wr-page.body")"
+printf '<!doctype html><title>dev</title><p>web-root marker two</p>\n' > "$tmp/webroot/index.html"
+fetch wr-page2 -b "tapwire_token=$TOKEN" "$D/" > /dev/null
+check_contains "--web-root: read on every request" "web-root marker two" \
+    "$(cat "$tmp/d-wr-page2.body")"
+fetch wr-app "$D/app.js" > /dev/null
+check_contains "--web-root: /app.js from DIR" "web-root app" "$(cat "$tmp/d-wr-app.body")"
+check_eq "--web-root: other files in DIR are not served" 404 "$(fetch wr-secret "$D/secret.txt")"
+check_eq "--web-root: no traversal" 404 "$(fetch wr-dots --path-as-is "$D/app.js/../secret.txt")"
+
+finish

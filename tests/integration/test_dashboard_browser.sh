@@ -1,0 +1,190 @@
+#!/bin/bash
+# The dashboard in a real browser: headless Chromium opens it with the token
+# from tapwire's startup line while a second, proxied browser context loads an
+# https page from the test origin through tapwire. The flow must appear in the
+# open dashboard without a reload, and its detail must show the response body
+# as text (and a JSON body pretty-printed), with no CSP violation on the way.
+# A screenshot of what a person sees is kept (TEST_ARTIFACTS_DIR, or the
+# test's temporary directory with KEEP_TMP=1).
+#
+# Chromium is started here, not by Playwright, so that this script owns its
+# PID like every other process it starts; browser/dashboard.test.mjs connects
+# to it over CDP (playwright-core, pinned in browser/package-lock.json, and
+# installed with `npm ci` on first use).
+#
+# Environment: CHROMIUM (default /usr/bin/chromium), TEST_ARTIFACTS_DIR.
+. "$(dirname "$0")/lib.sh"
+
+WAIT_S=10 # bound for each step the page must take: the row, the body, ...
+
+web_dir=$(cd "$TESTS_SRCDIR/../web" 2> /dev/null && pwd)
+browser_src=$TESTS_SRCDIR/integration/browser
+
+# ---- (f) the page never parses captured data as HTML ----
+# app.js must build the DOM with createElement + textContent; none of the
+# string-to-HTML sinks may appear in it at all (not even with static strings).
+no_html_sinks() {
+    [ -f "$web_dir/app.js" ] || {
+        echo "no $web_dir/app.js"
+        return 1
+    }
+    ! grep -nE 'innerHTML|outerHTML|insertAdjacentHTML|document\.write|\beval\(|new Function\(' \
+        "$web_dir/app.js"
+}
+check "app.js uses no innerHTML, outerHTML, insertAdjacentHTML, document.write or eval" no_html_sinks
+
+# The CSP forbids inline script and style: nothing of the kind in the page.
+no_inline_code() {
+    ! grep -nEi '<script[^>]*>[^<[:space:]]|<style|[[:space:]]style=|[[:space:]]on[a-z]+=' \
+        "$web_dir/index.html"
+}
+check "index.html has no inline script, style or event handler" no_inline_code
+
+# ---- tools ----
+# Without a browser the test is skipped, unless a check above already failed:
+# a skip must not hide that.
+skip_browser() {
+    if [ "$_failed" -gt 0 ]; then
+        note "browser part skipped: $*"
+        finish
+    fi
+    skip_all "$*"
+}
+CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
+[ -x "$CHROMIUM" ] || skip_browser "chromium is not installed ($CHROMIUM; Debian: apt-get install chromium)"
+command -v node > /dev/null 2>&1 || skip_browser "node is not installed (Debian: apt-get install nodejs)"
+node_major=$(node -p 'process.versions.node.split(".")[0]' 2> /dev/null)
+[ "${node_major:-0}" -ge 20 ] 2> /dev/null ||
+    skip_browser "node $(node --version 2> /dev/null) is too old: playwright-core needs node >= 20"
+
+# node_modules lives beside package.json (never committed); a read-only
+# source tree (distcheck) gets a copy in the temporary directory.
+if [ -w "$browser_src" ]; then
+    browser_dir=$browser_src
+else
+    browser_dir=$tmp/browser
+    mkdir -p "$browser_dir" || bail "mkdir $browser_dir"
+    cp "$browser_src/package.json" "$browser_src/package-lock.json" \
+        "$browser_src/dashboard.test.mjs" "$browser_dir/" || bail "cannot copy $browser_src"
+fi
+if [ ! -f "$browser_dir/node_modules/playwright-core/package.json" ]; then
+    command -v npm > /dev/null 2>&1 ||
+        skip_browser "npm is not installed and $browser_dir/node_modules is missing (Debian: apt-get install npm)"
+    note "installing playwright-core into $browser_dir/node_modules (npm ci)"
+    (cd "$browser_dir" && timeout 300 npm ci --no-audit --no-fund) > "$tmp/npm.log" 2>&1 ||
+        bail "npm ci failed in $browser_dir: $(tail -n 20 "$tmp/npm.log")"
+fi
+# The driver must be the one beside node_modules (imports resolve from there).
+[ "$browser_dir" = "$browser_src" ] || cp "$browser_src/dashboard.test.mjs" "$browser_dir/"
+
+# ---- peers ----
+make_pki
+start_origin ORIGIN_PORT --tls "$PKI/good.pem" "$PKI/good-key.pem"
+start_proxy --upstream-ca "$PKI/ca.pem" --dashboard 127.0.0.1:0
+
+# "dashboard: http://127.0.0.1:PORT/?token=TOKEN" on stdout, with the bound port.
+dash_re='^dashboard: http://127\.0\.0\.1:[0-9]+/\?token=[0-9A-Za-z]+'
+wait_for_grep "$PROXY_OUT" "$dash_re" "$WAIT_S" ||
+    bail "tapwire printed no '$dash_re' line within ${WAIT_S}s; stdout: $(head -c 600 "$PROXY_OUT"); stderr: $(tail -n 10 "$PROXY_ERR")"
+DASH_URL=$(grep -aEo -m 1 "$dash_re" "$PROXY_OUT")
+DASH_URL=${DASH_URL#dashboard: }
+check_no_match "the dashboard line names the bound port, not :0" '^http://127\.0\.0\.1:0/' "$DASH_URL"
+note "dashboard: ${DASH_URL%%\?*}"
+
+# ---- the browser ----
+# Trust: a fresh NSS database in a throwaway HOME holding tapwire's CA as a
+# trusted TLS root, the same thing a person does with "Trust the CA"; Chromium
+# on Linux takes user-added roots from ~/.pki/nssdb. The browser then checks
+# the minted leaf like any other certificate (chain, IP SAN, validity, key
+# usage), so a minting bug fails here. Only without certutil (libnss3-tools)
+# does the test fall back to --ignore-certificate-errors-spki-list with the
+# hash of tapwire's one leaf key, which accepts that leaf whatever is wrong
+# with it.
+home=$tmp/home
+profile=$tmp/chromium-profile
+mkdir -p "$home/.pki/nssdb" "$profile" || bail "mkdir $home"
+trust_args=()
+if command -v certutil > /dev/null 2>&1; then
+    if ! certutil -N -d "sql:$home/.pki/nssdb" --empty-password > "$tmp/certutil.log" 2>&1 ||
+        ! certutil -A -d "sql:$home/.pki/nssdb" -n "tapwire test CA" -t "C,," -i "$PROXY_CA" \
+            >> "$tmp/certutil.log" 2>&1; then
+        bail "certutil could not trust $PROXY_CA: $(cat "$tmp/certutil.log")"
+    fi
+    note "trust: tapwire's CA in a fresh NSS database"
+else
+    spki=$(openssl pkey -in "$PROXY_DATA/leaf-key.pem" -pubout -outform der |
+        openssl dgst -sha256 -binary | base64) || bail "cannot hash $PROXY_DATA/leaf-key.pem"
+    trust_args=("--ignore-certificate-errors-spki-list=$spki")
+    note "trust: certutil is missing; pinning tapwire's leaf key ($spki)"
+fi
+
+# No global proxy: the dashboard context connects directly; the driver gives
+# the other context tapwire as its proxy. The debugging port is chosen by
+# Chromium (0) and listens on loopback only; it is read from the profile.
+HOME=$home XDG_CONFIG_HOME=$home/.config XDG_CACHE_HOME=$home/.cache \
+    "$CHROMIUM" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+    --disable-background-networking --disable-component-update --disable-sync \
+    --disable-default-apps --disable-extensions --no-default-browser-check \
+    --password-store=basic --use-mock-keychain \
+    --user-data-dir="$profile" --remote-debugging-port=0 \
+    ${trust_args[@]+"${trust_args[@]}"} about:blank \
+    > "$tmp/chromium.log" 2>&1 < /dev/null &
+CHROMIUM_PID=$!
+track_pid "$CHROMIUM_PID"
+for ((i = 0; i < 400; i++)); do
+    [ -s "$profile/DevToolsActivePort" ] && break
+    _alive "$CHROMIUM_PID" || break
+    sleep 0.05
+done
+CDP_PORT=$(head -n 1 "$profile/DevToolsActivePort" 2> /dev/null)
+[[ $CDP_PORT =~ ^[0-9]+$ ]] ||
+    bail "chromium did not open its debugging port within 20 s: $(tail -n 20 "$tmp/chromium.log")"
+
+# ---- the driver ----
+artifacts=${TEST_ARTIFACTS_DIR:-$tmp}
+mkdir -p "$artifacts" || bail "mkdir $artifacts"
+shot=$artifacts/dashboard.png
+marker=e2e$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')
+results=$tmp/browser-results.tsv
+
+CDP_URL=http://127.0.0.1:$CDP_PORT DASHBOARD_URL=$DASH_URL \
+    PROXY_SERVER=http://127.0.0.1:$PROXY_PORT ORIGIN=https://127.0.0.1:$ORIGIN_PORT \
+    MARKER=$marker SCREENSHOT=$shot RESULTS=$results WAIT_MS=$((WAIT_S * 1000)) TMPDIR=$tmp \
+    node "$browser_dir/dashboard.test.mjs" > "$tmp/driver.out" 2>&1 < /dev/null &
+driver_pid=$!
+track_pid "$driver_pid"
+wait_pid "$driver_pid" 180
+driver_rc=$?
+sed -n 's/^# /# driver: /p' "$tmp/driver.out"
+check_eq "the browser driver finished within 180 s and exited 0" 0 "$driver_rc"
+[ "$driver_rc" = 0 ] || _show "$(tail -n 30 "$tmp/driver.out")"
+
+# The driver asked Chromium to quit; make sure (it reaps its helpers itself
+# on a clean exit, unlike after a signal).
+stop_pid "$CHROMIUM_PID" 10
+
+ran=0
+[ -f "$results" ] || : > "$results"
+while IFS=$'\t' read -r verdict name detail; do
+    case $verdict in
+    PASS) pass "browser: $name" ;;
+    FAIL) fail "browser: $name" "$detail" ;;
+    *) continue ;;
+    esac
+    ran=$((ran + 1))
+done < "$results"
+check_le "the driver ran its checks" 8 "$ran"
+
+if [ -s "$shot" ]; then
+    note "screenshot: $shot"
+    [ -z "${TEST_ARTIFACTS_DIR:-}" ] && [ "${KEEP_TMP:-0}" != 1 ] &&
+        note "(set TEST_ARTIFACTS_DIR or KEEP_TMP=1 to keep it)"
+else
+    fail "a screenshot was saved" "no $shot"
+fi
+
+# The browser reached the origin through tapwire, never around it.
+check "the origin saw the proxied page request" grep -q "GET /headers?marker=$marker" "$ORIGIN_PORT_LOG"
+check "tapwire is still alive" _alive "$PROXY_PID"
+
+finish
