@@ -30,6 +30,7 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -90,7 +91,9 @@ struct dashboard {
     const struct ca *ca;
     char token[DASHBOARD_MAX_TOKEN_CHARS + 1];
     char url_host[300]; /* the bound host as in a URL: IPv6 in brackets */
-    uint16_t port;
+    /* Atomic: connection threads read it (Host check) and an ephemeral
+     * port is only known once libmicrohttpd's threads run. */
+    atomic_uint port;
     char *web_root;
     char *ca_pem;
     size_t ca_pem_len;
@@ -650,7 +653,8 @@ static bool is_own_host(struct dashboard *d, struct MHD_Connection *conn)
     char name[300];
     unsigned port;
 
-    if (host == NULL || split_host(host, name, sizeof(name), &port) != 0 || port != d->port)
+    if (host == NULL || split_host(host, name, sizeof(name), &port) != 0 ||
+        port != atomic_load(&d->port))
         return false;
     return strcasecmp(name, "localhost") == 0 || strcmp(name, "127.0.0.1") == 0 ||
            strcmp(name, "[::1]") == 0 || strcasecmp(name, d->url_host) == 0 ||
@@ -1882,6 +1886,7 @@ int dashboard_start(const struct dashboard_options *opts, struct flowstore *flow
         flags |= MHD_USE_POLL;
     if (addr->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
+    atomic_store(&d->port, opts->port);
     pthread_mutex_lock(&d->lock);
     d->is_starting = true;
     pthread_mutex_unlock(&d->lock);
@@ -1904,7 +1909,7 @@ int dashboard_start(const struct dashboard_options *opts, struct flowstore *flow
         set_err(err, err_len, "dashboard: cannot tell which port it is listening on");
         goto out;
     }
-    d->port = info->port;
+    atomic_store(&d->port, info->port);
     flowstore_set_written_callback(flows, on_flows_written, d);
     d->is_callback_set = true;
     *out = d;
@@ -1946,7 +1951,7 @@ void dashboard_stop(struct dashboard *d)
 
 uint16_t dashboard_port(const struct dashboard *dashboard)
 {
-    return dashboard->port;
+    return (uint16_t)atomic_load(&dashboard->port);
 }
 
 const char *dashboard_token(const struct dashboard *dashboard)
@@ -1957,7 +1962,7 @@ const char *dashboard_token(const struct dashboard *dashboard)
 int dashboard_url(const struct dashboard *dashboard, char *out, size_t out_len)
 {
     int n = snprintf(out, out_len, "http://%s:%u/?token=%s", dashboard->url_host,
-                     (unsigned)dashboard->port, dashboard->token);
+                     (unsigned)atomic_load(&dashboard->port), dashboard->token);
 
     return n < 0 || (size_t)n >= out_len ? -1 : n;
 }

@@ -345,7 +345,11 @@ start_proxy() {
     PROXY_DATA=${PROXY_DATA_DIR:-$tmp/data}
     PROXY_PORT=
     [ -x "$TAPWIRE_BIN" ] || bail "tapwire binary not found or not executable: $TAPWIRE_BIN"
-    "$TAPWIRE_BIN" --listen 127.0.0.1:0 --data-dir "$PROXY_DATA" "$@" \
+    # Tests run in parallel: the dashboard gets an ephemeral port too, unless
+    # the test chose its own dashboard setting.
+    local dash_arg="--dashboard=127.0.0.1:0"
+    case " $* " in *" --dashboard"* | *" --no-dashboard "*) dash_arg="" ;; esac
+    "$TAPWIRE_BIN" --listen 127.0.0.1:0 --data-dir "$PROXY_DATA" $dash_arg "$@" \
         > "$PROXY_OUT" 2> "$PROXY_ERR" < /dev/null &
     PROXY_PID=$!
     track_pid "$PROXY_PID"
