@@ -18,7 +18,9 @@
  *
  * The read connection is its own SQLite connection with query_only set: in
  * WAL mode dashboard reads see the last committed batch and never wait for
- * the writer, and a bug in a query cannot write.
+ * the writer, and a bug in a query cannot write. The HAR export reads one
+ * flow at a time through it, so an export's memory does not grow with its
+ * length either.
  */
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L
@@ -938,10 +940,27 @@ static void notify_written(struct flowstore *store, struct flow **batch, size_t 
     pthread_mutex_unlock(&store->callback_lock);
 }
 
+/* Called with lock held while stopping after a failed batch: waiting out
+ * the busy timeout once per remaining batch of a locked database would hold
+ * up the exit for minutes, so the rest is counted as lost at once. */
+static void drop_queue(struct flowstore *store)
+{
+    while (store->queue_count > 0) {
+        flow_free(store->queue[store->queue_head]);
+        store->queue_head = (store->queue_head + 1) % FLOWSTORE_QUEUE_FLOWS;
+        store->queue_count--;
+        store->stats.write_errors++;
+        store->finished++;
+    }
+    store->queue_bytes = 0;
+    pthread_cond_broadcast(&store->done_cond);
+}
+
 static void *writer_run(void *arg)
 {
     struct flowstore *store = arg;
     struct flow *batch[FLOWSTORE_BATCH_FLOWS];
+    bool has_failed = false;
     size_t count;
     size_t i;
 
@@ -949,6 +968,8 @@ static void *writer_run(void *arg)
     for (;;) {
         while (store->queue_count == 0 && !store->is_stopping)
             pthread_cond_wait(&store->work_cond, &store->lock);
+        if (store->is_stopping && has_failed)
+            drop_queue(store);
         if (store->queue_count == 0)
             break; /* stopping, and everything queued is written */
         for (count = 0; count < FLOWSTORE_BATCH_FLOWS && store->queue_count > 0; count++) {
@@ -959,7 +980,8 @@ static void *writer_run(void *arg)
         }
         pthread_mutex_unlock(&store->lock);
 
-        if (write_batch(store, batch, count))
+        has_failed = !write_batch(store, batch, count);
+        if (!has_failed)
             notify_written(store, batch, count);
         for (i = 0; i < count; i++)
             flow_free(batch[i]);
@@ -1470,23 +1492,7 @@ out:
     return ret;
 }
 
-/* ---- HAR export ---- */
-
-enum har_state { HAR_START, HAR_ENTRIES, HAR_DONE };
-
-struct flowstore_har {
-    struct flowstore *store;
-    flowstore_decode_fn decode;
-    enum har_state state;
-    int64_t *ids; /* the ids to export, or the current page of "all" */
-    size_t id_count;
-    size_t next_index;
-    bool is_all;      /* page through the newest flows */
-    int64_t cursor;   /* "all": the lowest id listed so far */
-    size_t remaining; /* "all": flows still to list */
-    size_t entries_done;
-    char *piece;
-};
+/* ---- text ---- */
 
 static bool is_continuation(unsigned char c)
 {
@@ -1584,6 +1590,24 @@ static json_t *json_str(const char *text)
 {
     return json_text(text, text != NULL ? strlen(text) : 0);
 }
+
+/* ---- HAR export ---- */
+
+enum har_state { HAR_START, HAR_ENTRIES, HAR_DONE };
+
+struct flowstore_har {
+    struct flowstore *store;
+    flowstore_decode_fn decode;
+    enum har_state state;
+    int64_t *ids; /* the ids to export, or the current page of "all" */
+    size_t id_count;
+    size_t next_index;
+    bool is_all;      /* page through the newest flows */
+    int64_t cursor;   /* "all": the lowest id listed so far */
+    size_t remaining; /* "all": flows still to list */
+    size_t entries_done;
+    char *piece;
+};
 
 static char *base64(const unsigned char *data, size_t len)
 {

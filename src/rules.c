@@ -32,8 +32,13 @@
 #include <unistd.h>
 
 #define SEARCH_NOT_FOUND ((size_t)-1)
-#define BUDGET_CHECK_EVERY 256 /* matches between two looks at the clock */
+#define BUDGET_CHECK_EVERY 256 /* literal matches between two looks at the clock */
 #define MAX_GROUP_NAME_BYTES 128
+/* Start positions one pcre2_match() call may try (see search()): at most
+ * this many times the match limit's worth of work between two looks at the
+ * clock. */
+#define MATCH_WINDOW_POSITIONS 64
+#define SEARCH_OVER_BUDGET (-100000) /* not a PCRE2 error code */
 
 struct rule_set {
     atomic_long refs;
@@ -46,7 +51,6 @@ struct rule_set {
  * pattern. Case-sensitive literals use memmem(), linear in glibc too. */
 struct rule_private {
     size_t *fold_fail;
-    bool is_utf; /* the regex set (*UTF): step over whole characters */
 };
 
 static void set_err(char *err, size_t err_len, const char *fmt, ...)
@@ -88,11 +92,17 @@ static bool contains_folded(const char *hay, const char *needle)
     return false;
 }
 
+/* The coarse clock is a few nanoseconds to read and good to a few
+ * milliseconds, plenty for a budget of seconds read once per match. */
 static int64_t now_ms(void)
 {
     struct timespec ts;
 
+#ifdef CLOCK_MONOTONIC_COARSE
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+#else
     clock_gettime(CLOCK_MONOTONIC, &ts);
+#endif
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
@@ -506,7 +516,8 @@ static pcre2_match_context *new_match_ctx(void)
 static pcre2_code *compile_regex(const char *src, size_t len, const int *cols, bool icase,
                                  struct perr *pe)
 {
-    uint32_t options = PCRE2_NEVER_BACKSLASH_C | (icase ? PCRE2_CASELESS : 0);
+    uint32_t options =
+        PCRE2_NEVER_BACKSLASH_C | PCRE2_USE_OFFSET_LIMIT | (icase ? PCRE2_CASELESS : 0);
     int code;
     PCRE2_SIZE offset;
     pcre2_code *re;
@@ -868,14 +879,8 @@ static int set_pattern(struct rule *r, const struct token *t, struct perr *pe)
     if (r->pattern == NULL)
         return perr_set(pe, t->col, "out of memory");
     if (r->is_regex) {
-        uint32_t all = 0;
-
         r->re = compile_regex(t->text, t->len, t->cols, r->is_icase, pe);
-        if (r->re == NULL)
-            return -1;
-        pcre2_pattern_info(r->re, PCRE2_INFO_ALLOPTIONS, &all);
-        priv(r)->is_utf = (all & PCRE2_UTF) != 0;
-        return 0;
+        return r->re != NULL ? 0 : -1;
     }
     if (t->len == 0)
         return perr_set(pe, t->col, "empty pattern");
@@ -1769,6 +1774,9 @@ static void pcre2_reason(int code, char *why, size_t why_len)
     case PCRE2_ERROR_HEAPLIMIT:
         set_err(why, why_len, "regex heap limit reached");
         break;
+    case SEARCH_OVER_BUDGET:
+        set_err(why, why_len, "the rules took longer than %d ms", RULES_APPLY_BUDGET_MS);
+        break;
     default:
         if (pcre2_get_error_message(code, msg, sizeof(msg)) < 0)
             set_err(why, why_len, "regex error %d", code);
@@ -1780,36 +1788,159 @@ static void pcre2_reason(int code, char *why, size_t why_len)
 /* pcre2_match() that falls back from JIT to the interpreter when the JIT
  * stack (32 KiB by default) is too small for the pattern; the interpreter
  * keeps its frames on the heap, bounded by RULES_HEAP_LIMIT_KIB. */
-static int run_match(const pcre2_code *re, const pcre2_match_context *mc, const unsigned char *s,
+static int run_match(const pcre2_code *re, pcre2_match_context *mc, const unsigned char *s,
                      size_t len, size_t offset, uint32_t options, pcre2_match_data *md)
 {
-    int rc = pcre2_match(re, s, len, offset, options, md, (pcre2_match_context *)(uintptr_t)mc);
+    int rc = pcre2_match(re, s, len, offset, options, md, mc);
 
     if (rc == PCRE2_ERROR_JIT_STACKLIMIT)
-        rc = pcre2_match(re, s, len, offset, options | PCRE2_NO_JIT, md,
-                         (pcre2_match_context *)(uintptr_t)mc);
+        rc = pcre2_match(re, s, len, offset, options | PCRE2_NO_JIT, md, mc);
     return rc;
+}
+
+/*
+ * A regex search that looks at the clock. PCRE2's match limit counts
+ * backtracking per start position and starts again at the next one, so a
+ * regex whose cost grows with the text (for example "(a.*z|q)" on a body
+ * without a z, in the interpreter) passes the limit at every position and
+ * still takes hours over 16 MiB. search() therefore lets one pcre2_match()
+ * call try at most MATCH_WINDOW_POSITIONS start positions (the offset
+ * limit) and checks the budget between calls.
+ *
+ * Each call's own start-of-match scan (memchr for the first byte, the
+ * start bitmap, the next line start) may run far past its window; to keep
+ * the total linear, the next window starts at the next position where a
+ * match could start, found with the same facts PCRE2 uses (a superset of
+ * them, never skipping a real start).
+ *
+ * The price: a backtracking verb that ends the whole search, such as
+ * (*COMMIT), ends it only for the current window.
+ */
+struct searcher {
+    const pcre2_code *re;
+    pcre2_match_context *mc; /* a copy of the rule's: the offset limit changes per call */
+    pcre2_match_data *md;
+    int64_t deadline_ms;
+    uint32_t first_type; /* PCRE2_INFO_FIRSTCODETYPE: 0 none, 1 a code unit, 2 line start */
+    uint32_t first_cu;
+    const uint8_t *bitmap; /* PCRE2_INFO_FIRSTBITMAP, or NULL */
+    bool is_utf;           /* (*UTF): offsets must stay on character boundaries */
+    /* The subject's UTF-8 was validated by the first call: PCRE2 checks
+     * from the offset to the end each time, quadratic over windows. */
+    bool is_utf_checked;
+};
+
+static int searcher_init(struct searcher *se, const pcre2_code *re,
+                         const pcre2_match_context *mc, int64_t deadline_ms)
+{
+    uint32_t all = 0;
+
+    memset(se, 0, sizeof(*se));
+    se->re = re;
+    se->deadline_ms = deadline_ms;
+    se->mc = pcre2_match_context_copy((pcre2_match_context *)(uintptr_t)mc);
+    se->md = pcre2_match_data_create_from_pattern(re, NULL);
+    if (se->mc == NULL || se->md == NULL)
+        return -1;
+    pcre2_pattern_info(re, PCRE2_INFO_ALLOPTIONS, &all);
+    pcre2_pattern_info(re, PCRE2_INFO_FIRSTCODETYPE, &se->first_type);
+    pcre2_pattern_info(re, PCRE2_INFO_FIRSTCODEUNIT, &se->first_cu);
+    pcre2_pattern_info(re, PCRE2_INFO_FIRSTBITMAP, &se->bitmap);
+    se->is_utf = (all & PCRE2_UTF) != 0;
+    return 0;
+}
+
+static void searcher_free(struct searcher *se)
+{
+    pcre2_match_context_free(se->mc);
+    pcre2_match_data_free(se->md);
+    se->mc = NULL;
+    se->md = NULL;
+}
+
+static size_t char_boundary(const struct searcher *se, const unsigned char *s, size_t len,
+                            size_t at)
+{
+    while (se->is_utf && at < len && (s[at] & 0xc0) == 0x80)
+        at++;
+    return at;
+}
+
+/* The first position >= from where a match could start (len when none
+ * before the end; an empty match at len is PCRE2's to judge). */
+static size_t next_candidate(const struct searcher *se, const unsigned char *s, size_t len,
+                             size_t from)
+{
+    if (se->bitmap != NULL) {
+        while (from < len && (se->bitmap[s[from] / 8] & (1u << (s[from] % 8))) == 0)
+            from++;
+    } else if (se->first_type == 1 && !se->is_utf) {
+        /* Either ASCII case: the pattern may be caseless. */
+        unsigned char c = fold((unsigned char)se->first_cu);
+
+        while (from < len && fold(s[from]) != c)
+            from++;
+    } else if (se->first_type == 2) {
+        /* After any byte that ends a line in some newline convention the
+         * pattern may choose: LF, CR, VT, FF, NEL and the last byte of
+         * U+2028/U+2029. */
+        while (from > 0 && from < len && strchr("\n\r\v\f\x85\xa8\xa9", s[from - 1]) == NULL)
+            from++;
+    }
+    return char_boundary(se, s, len, from);
+}
+
+/* pcre2_match() from offset with the clock checked between windows of
+ * start positions. Returns what pcre2_match() does, or SEARCH_OVER_BUDGET. */
+static int search(struct searcher *se, const unsigned char *s, size_t len, size_t offset,
+                  uint32_t options)
+{
+    for (;;) {
+        size_t limit = PCRE2_UNSET;
+        int rc;
+
+        if (!(options & PCRE2_ANCHORED)) {
+            offset = next_candidate(se, s, len, offset);
+            if (now_ms() > se->deadline_ms)
+                return SEARCH_OVER_BUDGET;
+            limit = len - offset > MATCH_WINDOW_POSITIONS ? offset + MATCH_WINDOW_POSITIONS : len;
+        }
+        pcre2_set_offset_limit(se->mc, limit);
+        rc = run_match(se->re, se->mc, s, len, offset,
+                       options | (se->is_utf_checked ? PCRE2_NO_UTF_CHECK : 0), se->md);
+        /* Any result but a UTF error means the whole subject was valid. */
+        if (se->is_utf && (rc >= 0 || rc == PCRE2_ERROR_NOMATCH))
+            se->is_utf_checked = true;
+        if (rc != PCRE2_ERROR_NOMATCH || limit >= len)
+            return rc;
+        offset = char_boundary(se, s, len, limit + 1);
+    }
 }
 
 /* 1 when re matches somewhere in s, 0 when not, -1 with why on an error. */
 static int regex_search(const pcre2_code *re, const pcre2_match_context *mc,
-                        const unsigned char *s, size_t len, char *why, size_t why_len)
+                        const unsigned char *s, size_t len, int64_t deadline_ms, char *why,
+                        size_t why_len)
 {
-    pcre2_match_data *md = pcre2_match_data_create_from_pattern(re, NULL);
-    int rc;
+    struct searcher se;
+    int rc = -1;
 
-    if (md == NULL) {
+    if (searcher_init(&se, re, mc, deadline_ms) != 0) {
         set_err(why, why_len, "out of memory");
-        return -1;
+        goto out;
     }
-    rc = run_match(re, mc, s, len, 0, 0, md);
-    pcre2_match_data_free(md);
-    if (rc >= 0)
-        return 1;
-    if (rc == PCRE2_ERROR_NOMATCH)
-        return 0;
-    pcre2_reason(rc, why, why_len);
-    return -1;
+    rc = search(&se, s, len, 0, 0);
+    if (rc >= 0) {
+        rc = 1;
+    } else if (rc == PCRE2_ERROR_NOMATCH) {
+        rc = 0;
+    } else {
+        pcre2_reason(rc, why, why_len);
+        rc = -1;
+    }
+out:
+    searcher_free(&se);
+    return rc;
 }
 
 /* Offset of the first occurrence of the literal pattern in s[from..len),
@@ -1845,11 +1976,11 @@ static size_t find_literal(const struct rule *r, const unsigned char *s, size_t 
 }
 
 /* Does the rule's pattern occur in s? 1, 0, or -1 with why. */
-static int pattern_found(const struct rule *r, const unsigned char *s, size_t len, char *why,
-                         size_t why_len)
+static int pattern_found(const struct rule *r, const unsigned char *s, size_t len,
+                         int64_t deadline_ms, char *why, size_t why_len)
 {
     if (r->is_regex)
-        return regex_search(r->re, r->match_ctx, s, len, why, why_len);
+        return regex_search(r->re, r->match_ctx, s, len, deadline_ms, why, why_len);
     return find_literal(r, s, len, 0) != SEARCH_NOT_FOUND;
 }
 
@@ -1897,7 +2028,8 @@ static bool rule_selected(const struct rule *r, struct rules_ctx *ctx, enum rule
     if (r->path_re != NULL) {
         char why[256];
         int rc = regex_search(r->path_re, r->match_ctx, (const unsigned char *)ctx->target,
-                              strlen(ctx->target), why, sizeof(why));
+                              strlen(ctx->target), now_ms() + RULES_APPLY_BUDGET_MS, why,
+                              sizeof(why));
 
         if (rc < 0) {
             static const char *const what[] = {"url", "header", "body"};
@@ -1958,18 +2090,15 @@ static int put_result(int put_rc, struct outbuf *out, char *why, size_t why_len)
 static int substitute(const struct rule *r, const unsigned char *s, size_t len,
                       int64_t deadline_ms, struct outbuf *out, char *why, size_t why_len)
 {
-    pcre2_match_data *md = NULL;
+    struct searcher se = {0};
     size_t copied = 0, offset = 0;
     uint32_t options = 0;
     unsigned long matches = 0;
     int put_rc;
     int rc = SUBST_NOMEM;
 
-    if (r->is_regex) {
-        md = pcre2_match_data_create_from_pattern(r->re, NULL);
-        if (md == NULL)
-            goto out;
-    }
+    if (r->is_regex && searcher_init(&se, r->re, r->match_ctx, deadline_ms) != 0)
+        goto out;
     for (;;) {
         size_t start, end;
         int pairs = 0;
@@ -1978,15 +2107,13 @@ static int substitute(const struct rule *r, const unsigned char *s, size_t len,
         if (r->is_regex) {
             if (offset > len)
                 break;
-            pairs = run_match(r->re, r->match_ctx, s, len, offset, options, md);
+            pairs = search(&se, s, len, offset, options);
             if (pairs == PCRE2_ERROR_NOMATCH && options == 0)
                 break;
             if (pairs == PCRE2_ERROR_NOMATCH) {
                 /* No non-empty match where the empty one was: step one
                  * character on and search normally again. */
-                offset++;
-                while (priv(r)->is_utf && offset < len && (s[offset] & 0xc0) == 0x80)
-                    offset++;
+                offset = char_boundary(&se, s, len, offset + 1);
                 options = 0;
                 continue;
             }
@@ -1995,7 +2122,7 @@ static int substitute(const struct rule *r, const unsigned char *s, size_t len,
                 rc = SUBST_SKIPPED;
                 goto out;
             }
-            ov = pcre2_get_ovector_pointer(md);
+            ov = pcre2_get_ovector_pointer(se.md);
             start = ov[0];
             end = ov[1];
             if (start < copied || end < start || end > len) {
@@ -2017,7 +2144,8 @@ static int substitute(const struct rule *r, const unsigned char *s, size_t len,
             goto out;
         }
         copied = end;
-        if (++matches % BUDGET_CHECK_EVERY == 0 && now_ms() > deadline_ms) {
+        /* search() watches the clock for regexes; literals are checked here. */
+        if (++matches % BUDGET_CHECK_EVERY == 0 && !r->is_regex && now_ms() > deadline_ms) {
             set_err(why, why_len, "the rules took longer than %d ms", RULES_APPLY_BUDGET_MS);
             rc = SUBST_SKIPPED;
             goto out;
@@ -2042,7 +2170,7 @@ static int substitute(const struct rule *r, const unsigned char *s, size_t len,
     }
     rc = SUBST_CHANGED;
 out:
-    pcre2_match_data_free(md);
+    searcher_free(&se);
     if (rc != SUBST_CHANGED)
         ob_free(out);
     return rc;
@@ -2317,7 +2445,8 @@ out:
     return rc;
 }
 
-static int header_remove(const struct rule *r, struct fields *fs, char *why, size_t why_len)
+static int header_remove(const struct rule *r, struct fields *fs, int64_t deadline, char *why,
+                         size_t why_len)
 {
     bool *drop = calloc(fs->count > 0 ? fs->count : 1, sizeof(*drop));
     bool is_changed = false;
@@ -2332,7 +2461,7 @@ static int header_remove(const struct rule *r, struct fields *fs, char *why, siz
             continue;
         if (r->has_pattern)
             found = pattern_found(r, (const unsigned char *)fs->f[i].value, fs->f[i].value_len,
-                                  why, why_len);
+                                  deadline, why, why_len);
         if (found < 0)
             goto out;
         drop[i] = found == 1;
@@ -2421,7 +2550,7 @@ int rules_apply_headers(const struct rule_set *set, struct rules_ctx *ctx,
         else if (r->action == RULES_HEADER_REPLACE)
             h = header_replace(r, &fs, deadline, why, sizeof(why));
         else
-            h = header_remove(r, &fs, why, sizeof(why));
+            h = header_remove(r, &fs, deadline, why, sizeof(why));
         if (h == HDR_NOMEM)
             goto out;
         if (h == HDR_SKIPPED) {

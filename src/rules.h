@@ -50,7 +50,7 @@
 #define RULES_HEAP_LIMIT_KIB (16 * 1024)
 /* Wall-clock budget for all rules of one rules_apply_*() call; the rules
  * left when it runs out are skipped and the flow says so. */
-#define RULES_APPLY_BUDGET_MS 2000
+#define RULES_APPLY_BUDGET_MS 3000
 
 enum rules_phase { RULES_REQUEST = 0, RULES_RESPONSE = 1 };
 enum rules_target { RULES_TARGET_URL = 0, RULES_TARGET_HEADER = 1, RULES_TARGET_BODY = 2 };

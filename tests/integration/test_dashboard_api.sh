@@ -320,6 +320,22 @@ check_eq "/ca.crt is the same certificate as DER" \
 check_eq "/ca without the token: 200" 200 "$(fetch ca-page "$D/ca")"
 check_contains "/ca links the PEM" 'href="/ca.pem"' "$(cat "$tmp/d-ca-page.body")"
 
+# The proxy serves the same to clients that only have the proxy set.
+code=$(pcurl -o "$tmp/local-page.body" -D "$tmp/local-page.head" -w '%{http_code}' \
+    "http://tapwire.invalid/")
+check_eq "http://tapwire.invalid/ through the proxy: 200" 200 "$code"
+check_contains "http://tapwire.invalid/ is the CA page, not the flows" 'href="/ca.pem"' \
+    "$(cat "$tmp/local-page.body")"
+check_imatch "http://tapwire.invalid/ has the CSP" "^Content-Security-Policy: default-src 'none'" \
+    "$(tr -d '\r' < "$tmp/local-page.head")"
+code=$(pcurl -o "$tmp/local-ca.pem" -w '%{http_code}' "http://tapwire.invalid/ca.pem")
+check_eq "http://tapwire.invalid/ca.pem: 200" 200 "$code"
+check "http://tapwire.invalid/ca.pem is the proxy's CA" cmp "$tmp/local-ca.pem" \
+    "$PROXY_DATA/ca-cert.pem"
+check_eq "http://tapwire.invalid/api/flows: 404, never the API" 404 \
+    "$(pcurl -o /dev/null -w '%{http_code}' -H "X-Tapwire-Token: $TOKEN" \
+        "http://tapwire.invalid/api/flows")"
+
 # ---- every response ----
 
 missing=""

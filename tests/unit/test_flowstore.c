@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -664,6 +665,33 @@ static void test_database_error_counts_losses_and_writer_recovers(void)
     flowstore_close(store);
 }
 
+static void test_locked_database_is_reported_once_and_close_is_bounded(void)
+{
+    struct flowstore *store = open_store(100);
+    sqlite3 *holder = NULL;
+    struct timespec t0, t1;
+    double seconds;
+
+    CU_ASSERT_FATAL(store != NULL);
+    /* Another process holds the write lock for the whole test. */
+    CU_ASSERT_EQUAL_FATAL(sqlite3_open(db_path, &holder), SQLITE_OK);
+    CU_ASSERT_EQUAL_FATAL(sqlite3_exec(holder, "BEGIN EXCLUSIVE", NULL, NULL, NULL), SQLITE_OK);
+    submit_many(store, 3 * FLOWSTORE_BATCH_FLOWS);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    flowstore_close(store);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    seconds = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    /* One busy timeout, not one per remaining batch. */
+    CU_ASSERT(seconds < DB_BUSY_TIMEOUT_MS / 1000.0 + 3.0);
+    if (seconds >= DB_BUSY_TIMEOUT_MS / 1000.0 + 3.0)
+        fprintf(stderr, "flowstore_close() took %.1f s\n", seconds);
+    CU_ASSERT_EQUAL(count_lines_containing(log_path, "another process holds the database locked"),
+                    1);
+    sqlite3_exec(holder, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_close(holder);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows"), 0);
+}
+
 /* ---- listing ---- */
 
 static void test_cursor_pages_list_every_id_once_newest_first(void)
@@ -1226,6 +1254,8 @@ int main(void)
         !CU_add_test(suite, "full_queue_drops_and_counts", test_full_queue_drops_and_counts) ||
         !CU_add_test(suite, "database_error_counts_losses_and_writer_recovers",
                      test_database_error_counts_losses_and_writer_recovers) ||
+        !CU_add_test(suite, "locked_database_is_reported_once_and_close_is_bounded",
+                     test_locked_database_is_reported_once_and_close_is_bounded) ||
         !CU_add_test(suite, "cursor_pages_list_every_id_once_newest_first",
                      test_cursor_pages_list_every_id_once_newest_first) ||
         !CU_add_test(suite, "listing_leaves_out_headers_and_tls_details",

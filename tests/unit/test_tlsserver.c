@@ -623,7 +623,7 @@ static void test_alpn_keeps_first_eight_short_names(void)
     add8(&list, 3);
     add(&list, "a\0b", 3); /* not representable as a string: skipped */
     for (i = 0; i < 10; i++) {
-        char p[8];
+        char p[16];
 
         snprintf(p, sizeof p, "p%d", i);
         add8(&list, strlen(p));
