@@ -25,6 +25,7 @@
 #endif
 
 #include "ca.h"
+#include "errmsg.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -67,37 +68,6 @@ struct ca {
     char fingerprint[2 * SHA256_DIGEST_LENGTH + 1];
 };
 
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void append_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || err_len == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
-
-static void append_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    va_list ap;
-    size_t used;
-
-    if (err == NULL || err_len == 0)
-        return;
-    used = strnlen(err, err_len);
-    if (used + 1 >= err_len)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err + used, err_len - used, fmt, ap);
-    va_end(ap);
-}
-
 /* Appends ": <reason>" from the OpenSSL error queue (the last error is the
  * most specific one) and empties the queue. */
 static void append_ssl_err(char *err, size_t err_len)
@@ -108,9 +78,9 @@ static void append_ssl_err(char *err, size_t err_len)
         const char *reason = ERR_reason_error_string(e);
 
         if (reason != NULL)
-            append_err(err, err_len, ": %s", reason);
+            errmsg_append(err, err_len, ": %s", reason);
         else
-            append_err(err, err_len, ": OpenSSL error %lx", e);
+            errmsg_append(err, err_len, ": OpenSSL error %lx", e);
     }
     ERR_clear_error();
 }
@@ -139,7 +109,7 @@ static int file_exists(const char *path, bool *exists, char *err, size_t err_len
         *exists = false;
         return 0;
     }
-    set_err(err, err_len, "cannot access %s: %s", path, strerror(errno));
+    errmsg_set(err, err_len, "cannot access %s: %s", path, strerror(errno));
     return -1;
 }
 
@@ -159,19 +129,19 @@ static BIO *read_file(const char *path, const char *what, bool is_secret, char *
 
     fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
     if (fd < 0) {
-        set_err(err, err_len, "%s %s is unreadable: %s", what, path, strerror(errno));
+        errmsg_set(err, err_len, "%s %s is unreadable: %s", what, path, strerror(errno));
         goto out;
     }
     if (fstat(fd, &st) != 0) {
-        set_err(err, err_len, "%s %s is unreadable: %s", what, path, strerror(errno));
+        errmsg_set(err, err_len, "%s %s is unreadable: %s", what, path, strerror(errno));
         goto out;
     }
     if (!S_ISREG(st.st_mode)) {
-        set_err(err, err_len, "%s %s is not a regular file", what, path);
+        errmsg_set(err, err_len, "%s %s is not a regular file", what, path);
         goto out;
     }
     if (is_secret && (st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
-        set_err(err, err_len,
+        errmsg_set(err, err_len,
                 "%s %s is accessible by group or others (mode %04o); "
                 "run chmod 600 %s",
                 what, path, (unsigned)(st.st_mode & 07777), path);
@@ -179,7 +149,7 @@ static BIO *read_file(const char *path, const char *what, bool is_secret, char *
     }
     bio = BIO_new(is_secret ? BIO_s_secmem() : BIO_s_mem());
     if (bio == NULL) {
-        set_err(err, err_len, "%s %s: out of memory", what, path);
+        errmsg_set(err, err_len, "%s %s: out of memory", what, path);
         goto out;
     }
     for (;;) {
@@ -188,18 +158,18 @@ static BIO *read_file(const char *path, const char *what, bool is_secret, char *
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0) {
-            set_err(err, err_len, "%s %s is unreadable: %s", what, path, strerror(errno));
+            errmsg_set(err, err_len, "%s %s is unreadable: %s", what, path, strerror(errno));
             goto out;
         }
         if (n == 0)
             break;
         total += (size_t)n;
         if (total > CA_MAX_FILE_BYTES) {
-            set_err(err, err_len, "%s %s is larger than %d bytes", what, path, CA_MAX_FILE_BYTES);
+            errmsg_set(err, err_len, "%s %s is larger than %d bytes", what, path, CA_MAX_FILE_BYTES);
             goto out;
         }
         if (BIO_write(bio, buf, (int)n) != (int)n) {
-            set_err(err, err_len, "%s %s: out of memory", what, path);
+            errmsg_set(err, err_len, "%s %s: out of memory", what, path);
             goto out;
         }
     }
@@ -219,7 +189,7 @@ static int fsync_dir(const char *dir, char *err, size_t err_len)
     int rc = -1;
 
     if (fd < 0 || fsync(fd) != 0) {
-        set_err(err, err_len, "cannot sync directory %s: %s", dir, strerror(errno));
+        errmsg_set(err, err_len, "cannot sync directory %s: %s", dir, strerror(errno));
         goto out;
     }
     rc = 0;
@@ -247,20 +217,20 @@ static int write_new_file(const char *dir, const char *path, const void *data, s
     int rc = -1;
 
     if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
-        set_err(err, err_len, "cannot create %s: no randomness", path);
+        errmsg_set(err, err_len, "cannot create %s: no randomness", path);
         append_ssl_err(err, err_len);
         goto out;
     }
     tmp_len = strlen(path) + sizeof(".tmp-00000000");
     tmp = malloc(tmp_len);
     if (tmp == NULL) {
-        set_err(err, err_len, "cannot create %s: out of memory", path);
+        errmsg_set(err, err_len, "cannot create %s: out of memory", path);
         goto out;
     }
     snprintf(tmp, tmp_len, "%s.tmp-%02x%02x%02x%02x", path, rnd[0], rnd[1], rnd[2], rnd[3]);
     fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
     if (fd < 0) {
-        set_err(err, err_len, "cannot create %s: %s", tmp, strerror(errno));
+        errmsg_set(err, err_len, "cannot create %s: %s", tmp, strerror(errno));
         free(tmp);
         tmp = NULL; /* not ours: nothing to unlink */
         goto out;
@@ -268,7 +238,7 @@ static int write_new_file(const char *dir, const char *path, const void *data, s
     /* The umask may have narrowed mode: the certificate is public and meant
      * to be imported by other users and tools, so it gets exactly 0644. */
     if (fchmod(fd, mode) != 0) {
-        set_err(err, err_len, "cannot set mode of %s: %s", tmp, strerror(errno));
+        errmsg_set(err, err_len, "cannot set mode of %s: %s", tmp, strerror(errno));
         goto out;
     }
     while (off < len) {
@@ -277,27 +247,27 @@ static int write_new_file(const char *dir, const char *path, const void *data, s
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0) {
-            set_err(err, err_len, "cannot write %s: %s", tmp, strerror(errno));
+            errmsg_set(err, err_len, "cannot write %s: %s", tmp, strerror(errno));
             goto out;
         }
         off += (size_t)n;
     }
     if (fsync(fd) != 0) {
-        set_err(err, err_len, "cannot sync %s: %s", tmp, strerror(errno));
+        errmsg_set(err, err_len, "cannot sync %s: %s", tmp, strerror(errno));
         goto out;
     }
     if (close(fd) != 0) {
         fd = -1;
-        set_err(err, err_len, "cannot write %s: %s", tmp, strerror(errno));
+        errmsg_set(err, err_len, "cannot write %s: %s", tmp, strerror(errno));
         goto out;
     }
     fd = -1;
     if (link(tmp, path) != 0) {
         if (errno == EEXIST)
-            set_err(err, err_len, "%s appeared while tapwire was creating it; not replacing it",
+            errmsg_set(err, err_len, "%s appeared while tapwire was creating it; not replacing it",
                     path);
         else
-            set_err(err, err_len, "cannot create %s: %s", path, strerror(errno));
+            errmsg_set(err, err_len, "cannot create %s: %s", path, strerror(errno));
         goto out;
     }
     unlink(tmp);
@@ -327,13 +297,13 @@ static int write_pem_key(const char *dir, const char *path, EVP_PKEY *key, char 
     ERR_clear_error();
     bio = BIO_new(BIO_s_secmem());
     if (bio == NULL || PEM_write_bio_PrivateKey(bio, key, NULL, NULL, 0, NULL, NULL) != 1) {
-        set_err(err, err_len, "cannot encode key for %s", path);
+        errmsg_set(err, err_len, "cannot encode key for %s", path);
         append_ssl_err(err, err_len);
         goto out;
     }
     len = BIO_get_mem_data(bio, &data);
     if (len <= 0) {
-        set_err(err, err_len, "cannot encode key for %s", path);
+        errmsg_set(err, err_len, "cannot encode key for %s", path);
         goto out;
     }
     rc = write_new_file(dir, path, data, (size_t)len, 0600, err, err_len);
@@ -352,13 +322,13 @@ static int write_pem_cert(const char *dir, const char *path, X509 *cert, char *e
     ERR_clear_error();
     bio = BIO_new(BIO_s_mem());
     if (bio == NULL || PEM_write_bio_X509(bio, cert) != 1) {
-        set_err(err, err_len, "cannot encode certificate for %s", path);
+        errmsg_set(err, err_len, "cannot encode certificate for %s", path);
         append_ssl_err(err, err_len);
         goto out;
     }
     len = BIO_get_mem_data(bio, &data);
     if (len <= 0) {
-        set_err(err, err_len, "cannot encode certificate for %s", path);
+        errmsg_set(err, err_len, "cannot encode certificate for %s", path);
         goto out;
     }
     rc = write_new_file(dir, path, data, (size_t)len, 0644, err, err_len);
@@ -374,7 +344,7 @@ static EVP_PKEY *new_p256_key(char *err, size_t err_len)
     ERR_clear_error();
     key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
     if (key == NULL) {
-        set_err(err, err_len, "cannot generate a P-256 key");
+        errmsg_set(err, err_len, "cannot generate a P-256 key");
         append_ssl_err(err, err_len);
     }
     return key;
@@ -469,7 +439,7 @@ static X509 *new_ca_cert(EVP_PKEY *key, char *err, size_t err_len)
     x = NULL;
     goto out;
 fail:
-    set_err(err, err_len, "cannot create the CA certificate");
+    errmsg_set(err, err_len, "cannot create the CA certificate");
     append_ssl_err(err, err_len);
 out:
     X509_NAME_free(name);
@@ -534,9 +504,9 @@ static X509 *load_cert(const char *path, char *err, size_t err_len)
     ERR_clear_error();
     x = PEM_read_bio_X509(bio, NULL, no_passphrase, NULL);
     if (x == NULL) {
-        set_err(err, err_len, "CA certificate %s is unreadable or corrupt", path);
+        errmsg_set(err, err_len, "CA certificate %s is unreadable or corrupt", path);
         append_ssl_err(err, err_len);
-        append_err(err, err_len, "; move it away to create a new CA");
+        errmsg_append(err, err_len, "; move it away to create a new CA");
     }
 out:
     BIO_free(bio);
@@ -554,9 +524,9 @@ static EVP_PKEY *load_key(const char *path, const char *what, const char *fix, c
     ERR_clear_error();
     key = PEM_read_bio_PrivateKey(bio, NULL, no_passphrase, NULL);
     if (key == NULL) {
-        set_err(err, err_len, "%s %s is unreadable, corrupt or encrypted", what, path);
+        errmsg_set(err, err_len, "%s %s is unreadable, corrupt or encrypted", what, path);
         append_ssl_err(err, err_len);
-        append_err(err, err_len, "; %s", fix);
+        errmsg_append(err, err_len, "; %s", fix);
     }
 out:
     BIO_free(bio);
@@ -569,19 +539,19 @@ static int check_ca_cert(const struct ca *ca, const char *key_path, char *err, s
 
     ERR_clear_error();
     if (X509_check_private_key(ca->cert, ca->key) != 1) {
-        set_err(err, err_len,
+        errmsg_set(err, err_len,
                 "CA key %s does not match CA certificate %s; restore the matching pair, "
                 "or move both away to create a new CA",
                 key_path, ca->cert_path);
         goto out;
     }
     if (X509_check_ca(ca->cert) == 0) {
-        set_err(err, err_len, "%s is not a CA certificate; move it and %s away to create a new CA",
+        errmsg_set(err, err_len, "%s is not a CA certificate; move it and %s away to create a new CA",
                 ca->cert_path, key_path);
         goto out;
     }
     if (X509_cmp_current_time(X509_get0_notAfter(ca->cert)) <= 0) {
-        set_err(err, err_len,
+        errmsg_set(err, err_len,
                 "CA certificate %s has expired; move it and %s away to create a new CA "
                 "(and trust the new one)",
                 ca->cert_path, key_path);
@@ -623,7 +593,7 @@ static int prepare_minting(struct ca *ca, char *err, size_t err_len)
 
     ERR_clear_error();
     if (X509_digest(ca->cert, EVP_sha256(), md, &md_len) != 1 || md_len != sizeof(md)) {
-        set_err(err, err_len, "cannot hash CA certificate %s", ca->cert_path);
+        errmsg_set(err, err_len, "cannot hash CA certificate %s", ca->cert_path);
         append_ssl_err(err, err_len);
         goto out;
     }
@@ -656,7 +626,7 @@ static int prepare_minting(struct ca *ca, char *err, size_t err_len)
     rc = 0;
     goto out;
 fail:
-    set_err(err, err_len, "cannot prepare leaf extensions for CA %s", ca->cert_path);
+    errmsg_set(err, err_len, "cannot prepare leaf extensions for CA %s", ca->cert_path);
     append_ssl_err(err, err_len);
 out:
     X509_free(tmpl);
@@ -674,14 +644,14 @@ int ca_load_or_create(const char *data_dir, struct ca **out, char *err, size_t e
     *out = NULL;
     ca = calloc(1, sizeof(*ca));
     if (ca == NULL) {
-        set_err(err, err_len, "out of memory");
+        errmsg_set(err, err_len, "out of memory");
         goto out;
     }
     ca->cert_path = path_join(data_dir, CA_CERT_FILE);
     key_path = path_join(data_dir, CA_KEY_FILE);
     leaf_path = path_join(data_dir, CA_LEAF_KEY_FILE);
     if (ca->cert_path == NULL || key_path == NULL || leaf_path == NULL) {
-        set_err(err, err_len, "out of memory");
+        errmsg_set(err, err_len, "out of memory");
         goto out;
     }
     if (file_exists(ca->cert_path, &has_cert, err, err_len) != 0 ||
@@ -690,21 +660,21 @@ int ca_load_or_create(const char *data_dir, struct ca **out, char *err, size_t e
         goto out;
 
     if (!has_cert && !has_key && has_leaf) {
-        set_err(err, err_len,
+        errmsg_set(err, err_len,
                 "%s exists without a CA (%s and %s are missing); move it away to "
                 "create a new CA",
                 leaf_path, ca->cert_path, key_path);
         goto out;
     }
     if (has_cert && !has_key) {
-        set_err(err, err_len,
+        errmsg_set(err, err_len,
                 "CA key %s is missing but CA certificate %s exists; restore the key, or "
                 "move the certificate away to create a new CA",
                 key_path, ca->cert_path);
         goto out;
     }
     if (!has_cert && has_key) {
-        set_err(err, err_len,
+        errmsg_set(err, err_len,
                 "CA certificate %s is missing but CA key %s exists; restore the "
                 "certificate, or move the key away to create a new CA",
                 ca->cert_path, key_path);
@@ -1001,7 +971,7 @@ X509 *ca_mint_leaf(const struct ca *ca, const struct ca_names *names, char *err,
     size_t i;
 
     if (names == NULL || names->count == 0 || names->count > CA_MAX_NAMES) {
-        set_err(err, err_len, "cannot mint a certificate: %s",
+        errmsg_set(err, err_len, "cannot mint a certificate: %s",
                 names == NULL || names->count == 0 ? "no names" : "too many names");
         goto out;
     }
@@ -1038,7 +1008,7 @@ X509 *ca_mint_leaf(const struct ca *ca, const struct ca_names *names, char *err,
     x = NULL;
     goto out;
 fail:
-    set_err(err, err_len, "cannot mint a certificate for %s", names->names[0]);
+    errmsg_set(err, err_len, "cannot mint a certificate for %s", names->names[0]);
     append_ssl_err(err, err_len);
 out:
     GENERAL_NAMES_free(san);

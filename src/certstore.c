@@ -18,6 +18,7 @@
 #endif
 
 #include "certstore.h"
+#include "errmsg.h"
 
 #include <pthread.h>
 #include <stdarg.h>
@@ -70,20 +71,6 @@ struct certstore {
     bool is_db_failing; /* logged already; quiet until the database works again */
     char *db_path;
 };
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || err_len == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
 
 /* FNV-1a: keys are short ASCII strings and the map is private. */
 static size_t hash_key(const char *key)
@@ -160,18 +147,18 @@ int certstore_open(const char *db_path, const struct ca *ca, size_t memory_entri
     *out = NULL;
     store = calloc(1, sizeof(*store));
     if (store == NULL) {
-        set_err(err, err_len, "certstore: out of memory");
+        errmsg_set(err, err_len, "certstore: out of memory");
         goto out;
     }
     store->ca = ca;
     store->capacity = memory_entries;
     if (pthread_mutex_init(&store->lru_lock, NULL) != 0) {
-        set_err(err, err_len, "certstore: cannot create a mutex");
+        errmsg_set(err, err_len, "certstore: cannot create a mutex");
         goto out;
     }
     store->has_lru_lock = true;
     if (pthread_mutex_init(&store->db_lock, NULL) != 0) {
-        set_err(err, err_len, "certstore: cannot create a mutex");
+        errmsg_set(err, err_len, "certstore: cannot create a mutex");
         goto out;
     }
     store->has_db_lock = true;
@@ -182,7 +169,7 @@ int certstore_open(const char *db_path, const struct ca *ca, size_t memory_entri
     store->buckets = calloc(buckets, sizeof(store->buckets[0]));
     store->db_path = strdup(db_path);
     if (store->buckets == NULL || store->db_path == NULL) {
-        set_err(err, err_len, "certstore: out of memory");
+        errmsg_set(err, err_len, "certstore: out of memory");
         goto out;
     }
     store->bucket_mask = buckets - 1;
@@ -200,7 +187,7 @@ int certstore_open(const char *db_path, const struct ca *ca, size_t memory_entri
                                 "VALUES (?1, ?2, ?3, ?4, ?5)",
                                 -1, &store->insert_stmt, NULL);
     if (rc != SQLITE_OK) {
-        set_err(err, err_len, "database %s: cannot prepare the certificate queries: %s", db_path,
+        errmsg_set(err, err_len, "database %s: cannot prepare the certificate queries: %s", db_path,
                 sqlite3_errmsg(store->db));
         goto out;
     }
@@ -520,12 +507,12 @@ X509 *certstore_get(struct certstore *store, const struct ca_names *names, char 
     size_t hash;
 
     if (names == NULL || names->count == 0 || names->count > CA_MAX_NAMES) {
-        set_err(err, err_len, "certstore: no names to look up");
+        errmsg_set(err, err_len, "certstore: no names to look up");
         goto out;
     }
     key = names_key_alloc(names);
     if (key == NULL) {
-        set_err(err, err_len, "certstore: out of memory");
+        errmsg_set(err, err_len, "certstore: out of memory");
         goto out;
     }
     hash = hash_key(key);
@@ -543,7 +530,7 @@ X509 *certstore_get(struct certstore *store, const struct ca_names *names, char 
             goto out;
         ERR_clear_error();
         if (cert_not_after(cert, now, &not_after) != 0) {
-            set_err(err, err_len, "certstore: cannot read the validity of a minted certificate");
+            errmsg_set(err, err_len, "certstore: cannot read the validity of a minted certificate");
             ERR_clear_error();
             goto out;
         }

@@ -13,6 +13,7 @@
  */
 #define ZLIB_CONST
 #include "codec.h"
+#include "errmsg.h"
 
 #include <limits.h>
 #include <stdarg.h>
@@ -73,20 +74,6 @@ struct sink {
     size_t cap;
     size_t limit; /* cap never grows past this: max_out + 1 when decoding */
 };
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || err_len == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
 
 const char *codec_name(enum codec_kind kind)
 {
@@ -191,14 +178,14 @@ int codec_parse_content_encoding(const char *value, enum codec_kind *chain, size
             p++;
         if (tok_len == 0 || (*p != ',' && *p != '\0')) {
             if (*p > ' ' && *p < 0x7f)
-                set_err(err, err_len, "invalid Content-Encoding value: unexpected '%c'", *p);
+                errmsg_set(err, err_len, "invalid Content-Encoding value: unexpected '%c'", *p);
             else
-                set_err(err, err_len, "invalid Content-Encoding value: unexpected byte 0x%02x",
+                errmsg_set(err, err_len, "invalid Content-Encoding value: unexpected byte 0x%02x",
                         (unsigned char)*p);
             return -1;
         }
         if (!lookup_coding(tok, tok_len, &kind)) {
-            set_err(err, err_len, "unsupported content coding \"%.*s\"%s",
+            errmsg_set(err, err_len, "unsupported content coding \"%.*s\"%s",
                     (int)(tok_len < SHOWN_TOKEN_BYTES ? tok_len : SHOWN_TOKEN_BYTES), tok,
                     tok_len > SHOWN_TOKEN_BYTES ? "..." : "");
             return -1;
@@ -206,7 +193,7 @@ int codec_parse_content_encoding(const char *value, enum codec_kind *chain, size
         if (kind == CODEC_IDENTITY)
             continue;
         if (count == limit) {
-            set_err(err, err_len, "Content-Encoding lists more than %zu codings", limit);
+            errmsg_set(err, err_len, "Content-Encoding lists more than %zu codings", limit);
             return -1;
         }
         chain[count++] = kind;
@@ -262,7 +249,7 @@ static size_t first_output_bytes(size_t in_len, size_t limit)
 
 static void set_exceeded(const char *name, size_t max_out, char *err, size_t err_len)
 {
-    set_err(err, err_len, "%s: decoded body exceeds %zu bytes", name, max_out);
+    errmsg_set(err, err_len, "%s: decoded body exceeds %zu bytes", name, max_out);
 }
 
 /*
@@ -303,7 +290,7 @@ static int decode_zlib(enum codec_kind kind, const unsigned char *in, size_t in_
         window_bits = has_zlib_header(in, in_len) ? ZLIB_WINDOW_BITS : RAW_WINDOW_BITS;
     zr = inflateInit2(&zs, window_bits);
     if (zr != Z_OK) {
-        set_err(err, err_len, "%s: cannot start the decoder (%s)", name,
+        errmsg_set(err, err_len, "%s: cannot start the decoder (%s)", name,
                 zr == Z_MEM_ERROR ? "out of memory" : zError(zr));
         goto out;
     }
@@ -318,7 +305,7 @@ static int decode_zlib(enum codec_kind kind, const unsigned char *in, size_t in_
             in_left -= zs.avail_in;
         }
         if (sink_reserve(s) < 0) {
-            set_err(err, err_len, "%s: out of memory", name);
+            errmsg_set(err, err_len, "%s: out of memory", name);
             goto out;
         }
         room = sink_room_uint(s);
@@ -339,35 +326,35 @@ static int decode_zlib(enum codec_kind kind, const unsigned char *in, size_t in_
             if (kind == CODEC_GZIP && starts_gzip_member(in + consumed, in_len - consumed)) {
                 zr = inflateReset(&zs);
                 if (zr != Z_OK) {
-                    set_err(err, err_len, "%s: cannot restart the decoder (%s)", name, zError(zr));
+                    errmsg_set(err, err_len, "%s: cannot restart the decoder (%s)", name, zError(zr));
                     goto out;
                 }
                 continue;
             }
-            set_err(err, err_len, "%s: trailing bytes after the compressed data", name);
+            errmsg_set(err, err_len, "%s: trailing bytes after the compressed data", name);
             goto out;
         }
         if (zr == Z_NEED_DICT) {
-            set_err(err, err_len, "%s: invalid data (needs a preset dictionary)", name);
+            errmsg_set(err, err_len, "%s: invalid data (needs a preset dictionary)", name);
             goto out;
         }
         if (zr == Z_DATA_ERROR) {
-            set_err(err, err_len, "%s: invalid data (%s)", name,
+            errmsg_set(err, err_len, "%s: invalid data (%s)", name,
                     zs.msg != NULL ? zs.msg : "corrupt stream");
             goto out;
         }
         if (zr == Z_MEM_ERROR) {
-            set_err(err, err_len, "%s: out of memory", name);
+            errmsg_set(err, err_len, "%s: out of memory", name);
             goto out;
         }
         if (zr != Z_OK && zr != Z_BUF_ERROR) {
-            set_err(err, err_len, "%s: decoder failed (%s)", name, zError(zr));
+            errmsg_set(err, err_len, "%s: decoder failed (%s)", name, zError(zr));
             goto out;
         }
         /* inflate() returns when it runs out of input or of room; with room
          * left and no input left, the stream simply stops early. */
         if (zs.avail_in == 0 && in_left == 0 && zs.avail_out > 0) {
-            set_err(err, err_len, "%s: compressed data is truncated", name);
+            errmsg_set(err, err_len, "%s: compressed data is truncated", name);
             goto out;
         }
     }
@@ -415,7 +402,7 @@ static int decode_brotli(const unsigned char *in, size_t in_len, size_t max_out,
 
     bs = BrotliDecoderCreateInstance(NULL, NULL, NULL);
     if (bs == NULL) {
-        set_err(err, err_len, "br: out of memory");
+        errmsg_set(err, err_len, "br: out of memory");
         goto out;
     }
     for (;;) {
@@ -424,7 +411,7 @@ static int decode_brotli(const unsigned char *in, size_t in_len, size_t max_out,
         size_t before_in = avail_in;
 
         if (sink_reserve(s) < 0) {
-            set_err(err, err_len, "br: out of memory");
+            errmsg_set(err, err_len, "br: out of memory");
             goto out;
         }
         next_out = s->buf + s->len;
@@ -437,31 +424,31 @@ static int decode_brotli(const unsigned char *in, size_t in_len, size_t max_out,
         }
         if (r == BROTLI_DECODER_RESULT_SUCCESS) {
             if (avail_in > 0) {
-                set_err(err, err_len, "br: trailing bytes after the compressed data");
+                errmsg_set(err, err_len, "br: trailing bytes after the compressed data");
                 goto out;
             }
             break;
         }
         if (r == BROTLI_DECODER_RESULT_NEEDS_MORE_INPUT) {
-            set_err(err, err_len, "br: compressed data is truncated");
+            errmsg_set(err, err_len, "br: compressed data is truncated");
             goto out;
         }
         if (r == BROTLI_DECODER_RESULT_NEEDS_MORE_OUTPUT) {
             /* The library only asks for room after filling what it had; if
              * that ever changes, fail rather than spin. */
             if (avail_out > 0 && avail_in == before_in) {
-                set_err(err, err_len, "br: decoder made no progress");
+                errmsg_set(err, err_len, "br: decoder made no progress");
                 goto out;
             }
             continue;
         }
         if (BrotliDecoderGetErrorCode(bs) <= BROTLI_DECODER_ERROR_ALLOC_CONTEXT_MODES &&
             BrotliDecoderGetErrorCode(bs) >= BROTLI_DECODER_ERROR_ALLOC_BLOCK_TYPE_TREES) {
-            set_err(err, err_len, "br: out of memory");
+            errmsg_set(err, err_len, "br: out of memory");
             goto out;
         }
         brotli_reason(BrotliDecoderGetErrorCode(bs), reason, sizeof reason);
-        set_err(err, err_len, "br: invalid data (%s)", reason);
+        errmsg_set(err, err_len, "br: invalid data (%s)", reason);
         goto out;
     }
     ret = 0;
@@ -493,19 +480,19 @@ static int decode_zstd(const unsigned char *in, size_t in_len, size_t max_out, s
 
     dctx = ZSTD_createDCtx();
     if (dctx == NULL) {
-        set_err(err, err_len, "zstd: out of memory");
+        errmsg_set(err, err_len, "zstd: out of memory");
         goto out;
     }
     zr = ZSTD_DCtx_setParameter(dctx, ZSTD_d_windowLogMax, ZSTD_WINDOW_LOG_MAX);
     if (ZSTD_isError(zr)) {
-        set_err(err, err_len, "zstd: cannot limit the window (%s)", ZSTD_getErrorName(zr));
+        errmsg_set(err, err_len, "zstd: cannot limit the window (%s)", ZSTD_getErrorName(zr));
         goto out;
     }
     for (;;) {
         ZSTD_outBuffer outb;
 
         if (sink_reserve(s) < 0) {
-            set_err(err, err_len, "zstd: out of memory");
+            errmsg_set(err, err_len, "zstd: out of memory");
             goto out;
         }
         outb.dst = s->buf + s->len;
@@ -519,11 +506,11 @@ static int decode_zstd(const unsigned char *in, size_t in_len, size_t max_out, s
         }
         if (ZSTD_isError(zr)) {
             if (ZSTD_getErrorCode(zr) == ZSTD_error_frameParameter_windowTooLarge)
-                set_err(err, err_len, "zstd: window larger than 8 MiB (RFC 9659)");
+                errmsg_set(err, err_len, "zstd: window larger than 8 MiB (RFC 9659)");
             else if (ZSTD_getErrorCode(zr) == ZSTD_error_memory_allocation)
-                set_err(err, err_len, "zstd: out of memory");
+                errmsg_set(err, err_len, "zstd: out of memory");
             else
-                set_err(err, err_len, "zstd: invalid data (%s)", ZSTD_getErrorName(zr));
+                errmsg_set(err, err_len, "zstd: invalid data (%s)", ZSTD_getErrorName(zr));
             goto out;
         }
         if (zr == 0) {
@@ -533,7 +520,7 @@ static int decode_zstd(const unsigned char *in, size_t in_len, size_t max_out, s
             if (inb.pos == inb.size)
                 break;
             if (!starts_zstd_frame(in + inb.pos, inb.size - inb.pos)) {
-                set_err(err, err_len, "zstd: trailing bytes after the compressed data");
+                errmsg_set(err, err_len, "zstd: trailing bytes after the compressed data");
                 goto out;
             }
             continue;
@@ -541,7 +528,7 @@ static int decode_zstd(const unsigned char *in, size_t in_len, size_t max_out, s
         /* With room left, the decoder has flushed all it could: it is
          * waiting for input that is not there. */
         if (inb.pos == inb.size && outb.pos < outb.size) {
-            set_err(err, err_len, "zstd: compressed data is truncated");
+            errmsg_set(err, err_len, "zstd: compressed data is truncated");
             goto out;
         }
     }
@@ -577,7 +564,7 @@ int codec_decode(enum codec_kind kind, const unsigned char *in, size_t in_len, s
     if (in == NULL)
         in = no_bytes;
     if (!is_known(kind)) {
-        set_err(err, err_len, "unknown content coding %d", (int)kind);
+        errmsg_set(err, err_len, "unknown content coding %d", (int)kind);
         goto out;
     }
     if (kind == CODEC_IDENTITY) {
@@ -591,7 +578,7 @@ int codec_decode(enum codec_kind kind, const unsigned char *in, size_t in_len, s
     }
     s.buf = malloc(s.cap > 0 ? s.cap : 1);
     if (s.buf == NULL) {
-        set_err(err, err_len, "%s: out of memory", name);
+        errmsg_set(err, err_len, "%s: out of memory", name);
         goto out;
     }
     if (in_len == 0) {
@@ -642,7 +629,7 @@ static int encode_zlib(enum codec_kind kind, const unsigned char *in, size_t in_
                       kind == CODEC_GZIP ? GZIP_WINDOW_BITS : ZLIB_WINDOW_BITS, ZLIB_MEM_LEVEL,
                       Z_DEFAULT_STRATEGY);
     if (zr != Z_OK) {
-        set_err(err, err_len, "%s: cannot start the encoder (%s)", name,
+        errmsg_set(err, err_len, "%s: cannot start the encoder (%s)", name,
                 zr == Z_MEM_ERROR ? "out of memory" : zError(zr));
         goto out;
     }
@@ -652,7 +639,7 @@ static int encode_zlib(enum codec_kind kind, const unsigned char *in, size_t in_
     s->cap = deflateBound(&zs, in_len < ULONG_MAX ? (unsigned long)in_len : ULONG_MAX);
     s->buf = malloc(s->cap > 0 ? s->cap : 1);
     if (s->buf == NULL) {
-        set_err(err, err_len, "%s: out of memory", name);
+        errmsg_set(err, err_len, "%s: out of memory", name);
         goto out;
     }
     zs.next_in = in;
@@ -664,7 +651,7 @@ static int encode_zlib(enum codec_kind kind, const unsigned char *in, size_t in_
             in_left -= zs.avail_in;
         }
         if (sink_reserve(s) < 0) {
-            set_err(err, err_len, "%s: out of memory", name);
+            errmsg_set(err, err_len, "%s: out of memory", name);
             goto out;
         }
         room = sink_room_uint(s);
@@ -675,7 +662,7 @@ static int encode_zlib(enum codec_kind kind, const unsigned char *in, size_t in_
         if (zr == Z_STREAM_END)
             break;
         if (zr != Z_OK && zr != Z_BUF_ERROR) {
-            set_err(err, err_len, "%s: encoder failed (%s)", name, zError(zr));
+            errmsg_set(err, err_len, "%s: encoder failed (%s)", name, zError(zr));
             goto out;
         }
     }
@@ -700,19 +687,19 @@ static int encode_brotli(const unsigned char *in, size_t in_len, struct sink *s,
     size_t len;
 
     if (cap == 0) {
-        set_err(err, err_len, "br: body of %zu bytes is too large to encode", in_len);
+        errmsg_set(err, err_len, "br: body of %zu bytes is too large to encode", in_len);
         return -1;
     }
     s->buf = malloc(cap);
     if (s->buf == NULL) {
-        set_err(err, err_len, "br: out of memory");
+        errmsg_set(err, err_len, "br: out of memory");
         return -1;
     }
     s->cap = cap;
     len = cap;
     if (!BrotliEncoderCompress(BROTLI_QUALITY, BROTLI_DEFAULT_WINDOW, BROTLI_MODE_GENERIC, in_len,
                                in, &len, s->buf)) {
-        set_err(err, err_len, "br: encoder failed");
+        errmsg_set(err, err_len, "br: encoder failed");
         return -1;
     }
     s->len = len;
@@ -726,12 +713,12 @@ static int encode_zstd(const unsigned char *in, size_t in_len, struct sink *s, c
     size_t zr;
 
     if (ZSTD_isError(cap) || cap == 0) {
-        set_err(err, err_len, "zstd: body of %zu bytes is too large to encode", in_len);
+        errmsg_set(err, err_len, "zstd: body of %zu bytes is too large to encode", in_len);
         return -1;
     }
     s->buf = malloc(cap);
     if (s->buf == NULL) {
-        set_err(err, err_len, "zstd: out of memory");
+        errmsg_set(err, err_len, "zstd: out of memory");
         return -1;
     }
     s->cap = cap;
@@ -739,7 +726,7 @@ static int encode_zstd(const unsigned char *in, size_t in_len, struct sink *s, c
      * a decoder can size its buffer before it starts. */
     zr = ZSTD_compress(s->buf, cap, in, in_len, ZSTD_LEVEL);
     if (ZSTD_isError(zr)) {
-        set_err(err, err_len, "zstd: encoder failed (%s)", ZSTD_getErrorName(zr));
+        errmsg_set(err, err_len, "zstd: encoder failed (%s)", ZSTD_getErrorName(zr));
         return -1;
     }
     s->len = zr;
@@ -761,7 +748,7 @@ int codec_encode(enum codec_kind kind, const unsigned char *in, size_t in_len, u
     case CODEC_IDENTITY:
         s.buf = malloc(in_len > 0 ? in_len : 1);
         if (s.buf == NULL) {
-            set_err(err, err_len, "identity: out of memory");
+            errmsg_set(err, err_len, "identity: out of memory");
             break;
         }
         if (in_len > 0)
@@ -780,7 +767,7 @@ int codec_encode(enum codec_kind kind, const unsigned char *in, size_t in_len, u
         r = encode_zstd(in, in_len, &s, err, err_len);
         break;
     default:
-        set_err(err, err_len, "unknown content coding %d", (int)kind);
+        errmsg_set(err, err_len, "unknown content coding %d", (int)kind);
         break;
     }
     if (r < 0)

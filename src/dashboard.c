@@ -21,6 +21,7 @@
 #endif
 
 #include "dashboard.h"
+#include "errmsg.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -114,20 +115,6 @@ struct dashboard {
     char start_error[256]; /* why MHD_start_daemon() failed */
 };
 
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || err_len == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
-
 static int64_t now_ms(void)
 {
     struct timespec ts;
@@ -213,25 +200,25 @@ static int ca_pem_der(const struct ca *ca, char **pem, size_t *pem_len, unsigned
     bio = BIO_new(BIO_s_mem());
     if (bio == NULL || PEM_write_bio_X509(bio, ca_cert(ca)) != 1 ||
         (n = BIO_get_mem_data(bio, &data)) <= 0) {
-        set_err(err, err_len, "cannot encode the CA certificate as PEM");
+        errmsg_set(err, err_len, "cannot encode the CA certificate as PEM");
         goto out;
     }
     der_n = i2d_X509(ca_cert(ca), NULL);
     if (der_n <= 0) {
-        set_err(err, err_len, "cannot encode the CA certificate as DER");
+        errmsg_set(err, err_len, "cannot encode the CA certificate as DER");
         goto out;
     }
     *pem = malloc((size_t)n);
     *der = malloc((size_t)der_n);
     if (*pem == NULL || *der == NULL) {
-        set_err(err, err_len, "dashboard: out of memory");
+        errmsg_set(err, err_len, "dashboard: out of memory");
         goto out;
     }
     memcpy(*pem, data, (size_t)n);
     *pem_len = (size_t)n;
     p = *der;
     if (i2d_X509(ca_cert(ca), &p) != der_n) {
-        set_err(err, err_len, "cannot encode the CA certificate as DER");
+        errmsg_set(err, err_len, "cannot encode the CA certificate as DER");
         goto out;
     }
     *der_len = (size_t)der_n;
@@ -393,7 +380,7 @@ int dashboard_serve_local(const struct ca *ca, const char *method, const char *t
         out->body_len = strlen((const char *)out->body);
     sb_str(&h, SECURITY_HEADER_LINES);
     if (h.has_failed || out->body == NULL) {
-        set_err(err, err_len, "dashboard: out of memory");
+        errmsg_set(err, err_len, "dashboard: out of memory");
         goto out;
     }
     out->headers = h.data;
@@ -1514,17 +1501,17 @@ static char *read_file(const char *dir, const char *name, size_t *len, char *err
     snprintf(path, sizeof(path), "%s/%s", dir, name);
     fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
     if (fd < 0 || fstat(fd, &st) != 0) {
-        set_err(err, err_len, "cannot read %s: %s", path, strerror(errno));
+        errmsg_set(err, err_len, "cannot read %s: %s", path, strerror(errno));
         goto fail;
     }
     if (!S_ISREG(st.st_mode) || st.st_size > DASHBOARD_MAX_STATIC_BYTES) {
-        set_err(err, err_len, "%s is not a regular file of at most %d bytes", path,
+        errmsg_set(err, err_len, "%s is not a regular file of at most %d bytes", path,
                 DASHBOARD_MAX_STATIC_BYTES);
         goto fail;
     }
     data = malloc((size_t)st.st_size + 1);
     if (data == NULL) {
-        set_err(err, err_len, "dashboard: out of memory");
+        errmsg_set(err, err_len, "dashboard: out of memory");
         goto fail;
     }
     while (have < (size_t)st.st_size) {
@@ -1533,7 +1520,7 @@ static char *read_file(const char *dir, const char *name, size_t *len, char *err
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0) {
-            set_err(err, err_len, "cannot read %s: %s", path, n < 0 ? strerror(errno) : "EOF");
+            errmsg_set(err, err_len, "cannot read %s: %s", path, n < 0 ? strerror(errno) : "EOF");
             goto fail;
         }
         have += (size_t)n;
@@ -1782,13 +1769,13 @@ static int set_token(struct dashboard *d, const char *token, char *err, size_t e
         /* The token travels in a cookie, a header and a URL: keep it to
          * characters that need no escaping in any of them. */
         if (len == 0 || len > DASHBOARD_MAX_TOKEN_CHARS) {
-            set_err(err, err_len, "the dashboard token must have 1 to %d characters",
+            errmsg_set(err, err_len, "the dashboard token must have 1 to %d characters",
                     DASHBOARD_MAX_TOKEN_CHARS);
             return -1;
         }
         for (i = 0; i < len; i++) {
             if (!is_token_char(token[i])) {
-                set_err(err, err_len,
+                errmsg_set(err, err_len,
                         "the dashboard token may only hold letters, digits and . _ ~ -");
                 return -1;
             }
@@ -1798,7 +1785,7 @@ static int set_token(struct dashboard *d, const char *token, char *err, size_t e
     }
     if (RAND_bytes(random, sizeof(random)) != 1) {
         ERR_clear_error();
-        set_err(err, err_len, "cannot make a random dashboard token");
+        errmsg_set(err, err_len, "cannot make a random dashboard token");
         return -1;
     }
     for (i = 0; i < sizeof(random); i++)
@@ -1837,13 +1824,13 @@ int dashboard_start(const struct dashboard_options *opts, struct flowstore *flow
     *out = NULL;
     d = calloc(1, sizeof(*d));
     if (d == NULL) {
-        set_err(err, err_len, "dashboard: out of memory");
+        errmsg_set(err, err_len, "dashboard: out of memory");
         goto out;
     }
     d->flows = flows;
     d->ca = ca;
     if (init_sync(d) != 0) {
-        set_err(err, err_len, "dashboard: cannot create a mutex");
+        errmsg_set(err, err_len, "dashboard: cannot create a mutex");
         goto out;
     }
     if (set_token(d, opts->token, err, err_len) != 0)
@@ -1851,14 +1838,14 @@ int dashboard_start(const struct dashboard_options *opts, struct flowstore *flow
     snprintf(d->url_host, sizeof(d->url_host), strchr(opts->host, ':') != NULL ? "[%s]" : "%s",
              opts->host);
     if (opts->web_root != NULL && (d->web_root = strdup(opts->web_root)) == NULL) {
-        set_err(err, err_len, "dashboard: out of memory");
+        errmsg_set(err, err_len, "dashboard: out of memory");
         goto out;
     }
     if (ca_pem_der(ca, &d->ca_pem, &d->ca_pem_len, &d->ca_der, &d->ca_der_len, err, err_len) != 0)
         goto out;
     d->ca_page = ca_page(ca, &d->ca_page_len);
     if (d->ca_page == NULL) {
-        set_err(err, err_len, "dashboard: out of memory");
+        errmsg_set(err, err_len, "dashboard: out of memory");
         goto out;
     }
     if (flowstore_newest_id(flows, &newest, err, err_len) != 0)
@@ -1871,7 +1858,7 @@ int dashboard_start(const struct dashboard_options *opts, struct flowstore *flow
     hints.ai_flags = AI_NUMERICSERV;
     rc = getaddrinfo(opts->host, "0", &hints, &addr);
     if (rc != 0) {
-        set_err(err, err_len, "dashboard address %s: %s", opts->host, gai_strerror(rc));
+        errmsg_set(err, err_len, "dashboard address %s: %s", opts->host, gai_strerror(rc));
         goto out;
     }
     if (addr->ai_family == AF_INET)
@@ -1899,14 +1886,14 @@ int dashboard_start(const struct dashboard_options *opts, struct flowstore *flow
     d->is_starting = false;
     pthread_mutex_unlock(&d->lock);
     if (d->daemon == NULL) {
-        set_err(err, err_len, "cannot start the dashboard on %s:%u: %s", d->url_host,
+        errmsg_set(err, err_len, "cannot start the dashboard on %s:%u: %s", d->url_host,
                 (unsigned)opts->port,
                 d->start_error[0] != '\0' ? d->start_error : "libmicrohttpd refused");
         goto out;
     }
     info = MHD_get_daemon_info(d->daemon, MHD_DAEMON_INFO_BIND_PORT);
     if (info == NULL || info->port == 0) {
-        set_err(err, err_len, "dashboard: cannot tell which port it is listening on");
+        errmsg_set(err, err_len, "dashboard: cannot tell which port it is listening on");
         goto out;
     }
     atomic_store(&d->port, info->port);

@@ -18,6 +18,7 @@
 #endif
 
 #include "db.h"
+#include "errmsg.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -44,20 +45,6 @@ struct schema_iter {
     size_t pos;
 };
 
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || err_len == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
-
 /* Must be called right after the failing call: sqlite3_errmsg() describes
  * the most recent call on the connection. */
 static void sqlite_err(char *err, size_t err_len, sqlite3 *db, const char *path, int rc,
@@ -67,14 +54,14 @@ static void sqlite_err(char *err, size_t err_len, sqlite3 *db, const char *path,
     int primary = rc & 0xff;
 
     if (primary == SQLITE_CORRUPT || primary == SQLITE_NOTADB)
-        set_err(err, err_len,
+        errmsg_set(err, err_len,
                 "database %s is corrupt (%s); move it away and tapwire will create a new one", path,
                 msg);
     else if (primary == SQLITE_CANTOPEN && db != NULL && sqlite3_system_errno(db) != 0)
-        set_err(err, err_len, "database %s: %s: %s (%s)", path, what, msg,
+        errmsg_set(err, err_len, "database %s: %s: %s (%s)", path, what, msg,
                 strerror(sqlite3_system_errno(db)));
     else
-        set_err(err, err_len, "database %s: %s: %s", path, what, msg);
+        errmsg_set(err, err_len, "database %s: %s: %s", path, what, msg);
 }
 
 /* Runs one statement that returns no rows we need. */
@@ -291,13 +278,13 @@ static int migrate(sqlite3 *db, const char *path, char *err, size_t err_len)
     int rc = -1;
 
     if (known < 1) {
-        set_err(err, err_len, "the schema built into tapwire is malformed (sql/schema.sql)");
+        errmsg_set(err, err_len, "the schema built into tapwire is malformed (sql/schema.sql)");
         goto out;
     }
     if (user_version(db, path, &current, err, err_len) != 0)
         goto out;
     if (current > known) {
-        set_err(err, err_len,
+        errmsg_set(err, err_len,
                 "database %s has schema version %d, newer than this tapwire knows (%d); "
                 "run a newer tapwire, or move the file away to start afresh",
                 path, current, known);
@@ -329,7 +316,7 @@ int db_open(const char *path, sqlite3 **out, char *err, size_t err_len)
 
     *out = NULL;
     if (sqlite3_threadsafe() == 0) {
-        set_err(err, err_len, "SQLite was built without thread support; tapwire needs it");
+        errmsg_set(err, err_len, "SQLite was built without thread support; tapwire needs it");
         goto out;
     }
     /* Created here rather than by SQLite so the mode is 0600 whatever the
@@ -339,7 +326,7 @@ int db_open(const char *path, sqlite3 **out, char *err, size_t err_len)
         int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600);
 
         if (fd < 0) {
-            set_err(err, err_len, "cannot open database %s: %s", path, strerror(errno));
+            errmsg_set(err, err_len, "cannot open database %s: %s", path, strerror(errno));
             goto out;
         }
         close(fd);
@@ -348,7 +335,7 @@ int db_open(const char *path, sqlite3 **out, char *err, size_t err_len)
                          SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
         if (db == NULL)
-            set_err(err, err_len, "cannot open database %s: out of memory", path);
+            errmsg_set(err, err_len, "cannot open database %s: out of memory", path);
         else
             sqlite_err(err, err_len, db, path, rc, "cannot open");
         goto out;
@@ -376,7 +363,7 @@ int db_open(const char *path, sqlite3 **out, char *err, size_t err_len)
     mode = (const char *)sqlite3_column_text(stmt, 0);
     if (mode == NULL ||
         (strcmp(mode, "wal") != 0 && !(is_memory_path(path) && strcmp(mode, "memory") == 0))) {
-        set_err(err, err_len,
+        errmsg_set(err, err_len,
                 "database %s: cannot enable WAL (journal mode stays %s); put the data "
                 "directory on a local file system",
                 path, mode != NULL ? mode : "unknown");

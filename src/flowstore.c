@@ -27,6 +27,7 @@
 #endif
 
 #include "flowstore.h"
+#include "errmsg.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -103,20 +104,6 @@ struct flowstore {
     flowstore_written_fn written_fn;
     void *written_arg;
 };
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || err_len == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
 
 /* ---- flows ---- */
 
@@ -293,7 +280,7 @@ static int prepare(sqlite3 *db, const char *path, const char *sql, sqlite3_stmt 
     int rc = sqlite3_prepare_v2(db, sql, -1, stmt, NULL);
 
     if (rc != SQLITE_OK) {
-        set_err(err, err_len, "database %s: cannot prepare the flow queries: %s", path,
+        errmsg_set(err, err_len, "database %s: cannot prepare the flow queries: %s", path,
                 sqlite3_errmsg(db));
         return -1;
     }
@@ -372,7 +359,7 @@ static int prepare_reader(struct flowstore *store, char *err, size_t err_len)
         goto out;
     rc = sqlite3_step(stmt);
     if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
-        set_err(err, err_len, "database %s: cannot make the read connection read-only: %s", path,
+        errmsg_set(err, err_len, "database %s: cannot make the read connection read-only: %s", path,
                 sqlite3_errmsg(db));
         goto out;
     }
@@ -396,7 +383,7 @@ static int count_stored(struct flowstore *store, char *err, size_t err_len)
     if (prepare(store->rdb, store->db_path, "SELECT count(*) FROM flows", &stmt, err, err_len) != 0)
         goto out;
     if (sqlite3_step(stmt) != SQLITE_ROW) {
-        set_err(err, err_len, "database %s: cannot count the stored flows: %s", store->db_path,
+        errmsg_set(err, err_len, "database %s: cannot count the stored flows: %s", store->db_path,
                 sqlite3_errmsg(store->rdb));
         goto out;
     }
@@ -433,19 +420,19 @@ int flowstore_open(const char *db_path, int64_t max_flows, struct flowstore **ou
     /* Each connection to ":memory:" is a database of its own: the reader
      * would never see what the writer stored. */
     if (db_path[0] == '\0' || strcmp(db_path, ":memory:") == 0) {
-        set_err(err, err_len, "the flow store needs a database file, not an in-memory database");
+        errmsg_set(err, err_len, "the flow store needs a database file, not an in-memory database");
         goto out;
     }
     store = calloc(1, sizeof(*store));
     if (store == NULL) {
-        set_err(err, err_len, "flowstore: out of memory");
+        errmsg_set(err, err_len, "flowstore: out of memory");
         goto out;
     }
     store->max_flows = max_flows;
     store->db_path = strdup(db_path);
     store->queue = calloc(FLOWSTORE_QUEUE_FLOWS, sizeof(store->queue[0]));
     if (store->db_path == NULL || store->queue == NULL) {
-        set_err(err, err_len, "flowstore: out of memory");
+        errmsg_set(err, err_len, "flowstore: out of memory");
         goto out;
     }
     store->has_lock = pthread_mutex_init(&store->lock, NULL) == 0;
@@ -458,7 +445,7 @@ int flowstore_open(const char *db_path, int64_t max_flows, struct flowstore **ou
     store->has_callback_lock =
         store->has_read_lock && pthread_mutex_init(&store->callback_lock, NULL) == 0;
     if (!store->has_callback_lock) {
-        set_err(err, err_len, "flowstore: cannot create a mutex");
+        errmsg_set(err, err_len, "flowstore: cannot create a mutex");
         goto out;
     }
 
@@ -471,7 +458,7 @@ int flowstore_open(const char *db_path, int64_t max_flows, struct flowstore **ou
         goto out;
 
     if (pthread_create(&store->writer, NULL, writer_run, store) != 0) {
-        set_err(err, err_len, "flowstore: cannot start the writer thread");
+        errmsg_set(err, err_len, "flowstore: cannot start the writer thread");
         goto out;
     }
     store->has_writer = true;
@@ -716,7 +703,7 @@ static void describe_error(sqlite3 *db, int rc, const char *what, char *msg, siz
     default:
         break;
     }
-    set_err(msg, msg_len, "%s: %s%s", what, sqlite3_errmsg(db), hint);
+    errmsg_set(msg, msg_len, "%s: %s%s", what, sqlite3_errmsg(db), hint);
 }
 
 /* Steps a statement that returns no rows and resets it. Returns the step's
@@ -1017,7 +1004,7 @@ int flowstore_delete(struct flowstore *store, int64_t id, bool *found, char *err
     }
     pthread_mutex_unlock(&store->write_lock);
     if (rc != SQLITE_DONE) {
-        set_err(err, err_len, "database %s: %s", store->db_path, msg);
+        errmsg_set(err, err_len, "database %s: %s", store->db_path, msg);
         return -1;
     }
     *found = changes > 0;
@@ -1048,7 +1035,7 @@ int flowstore_clear(struct flowstore *store, char *err, size_t err_len)
     }
     pthread_mutex_unlock(&store->write_lock);
     if (rc != SQLITE_DONE) {
-        set_err(err, err_len, "database %s: %s", store->db_path, msg);
+        errmsg_set(err, err_len, "database %s: %s", store->db_path, msg);
         return -1;
     }
     return 0;
@@ -1351,12 +1338,12 @@ int flowstore_list(struct flowstore *store, const struct flowstore_filter *filte
     if (f.limit == 0 || f.limit > FLOWSTORE_LIST_MAX_FLOWS)
         f.limit = FLOWSTORE_LIST_MAX_FLOWS;
     if (build_list_query(&q, &f) != 0) {
-        set_err(err, err_len, "flowstore: out of memory");
+        errmsg_set(err, err_len, "flowstore: out of memory");
         goto out;
     }
     out = calloc(f.limit, sizeof(out[0]));
     if (out == NULL) {
-        set_err(err, err_len, "flowstore: out of memory");
+        errmsg_set(err, err_len, "flowstore: out of memory");
         goto out;
     }
     pthread_mutex_lock(&store->read_lock);
@@ -1365,20 +1352,20 @@ int flowstore_list(struct flowstore *store, const struct flowstore_filter *filte
     if (rc == SQLITE_OK)
         rc = bind_list_query(stmt, &q);
     if (rc != SQLITE_OK) {
-        set_err(err, err_len, "database %s: listing flows: %s", store->db_path,
+        errmsg_set(err, err_len, "database %s: listing flows: %s", store->db_path,
                 sqlite3_errmsg(store->rdb));
         goto out;
     }
     while ((rc = sqlite3_step(stmt)) == SQLITE_ROW && n < f.limit) {
         out[n] = read_record(stmt);
         if (out[n] == NULL) {
-            set_err(err, err_len, "flowstore: out of memory");
+            errmsg_set(err, err_len, "flowstore: out of memory");
             goto out;
         }
         n++;
     }
     if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
-        set_err(err, err_len, "database %s: listing flows: %s", store->db_path,
+        errmsg_set(err, err_len, "database %s: listing flows: %s", store->db_path,
                 sqlite3_errmsg(store->rdb));
         goto out;
     }
@@ -1413,11 +1400,11 @@ int flowstore_get(struct flowstore *store, int64_t id, struct flowstore_record *
     if (rc == SQLITE_ROW) {
         *out = read_record(stmt);
         if (*out == NULL) {
-            set_err(err, err_len, "flowstore: out of memory");
+            errmsg_set(err, err_len, "flowstore: out of memory");
             goto out;
         }
     } else if (rc != SQLITE_DONE) {
-        set_err(err, err_len, "database %s: reading flow %" PRId64 ": %s", store->db_path, id,
+        errmsg_set(err, err_len, "database %s: reading flow %" PRId64 ": %s", store->db_path, id,
                 sqlite3_errmsg(store->rdb));
         goto out;
     }
@@ -1451,14 +1438,14 @@ int flowstore_get_body(struct flowstore *store, int64_t id, enum flowstore_direc
         if (n > 0) {
             *data = malloc((size_t)n);
             if (*data == NULL) {
-                set_err(err, err_len, "flowstore: out of memory");
+                errmsg_set(err, err_len, "flowstore: out of memory");
                 goto out;
             }
             memcpy(*data, blob, (size_t)n);
             *len = (size_t)n;
         }
     } else if (rc != SQLITE_DONE) {
-        set_err(err, err_len, "database %s: reading a body of flow %" PRId64 ": %s", store->db_path,
+        errmsg_set(err, err_len, "database %s: reading a body of flow %" PRId64 ": %s", store->db_path,
                 id, sqlite3_errmsg(store->rdb));
         goto out;
     }
@@ -1480,7 +1467,7 @@ int flowstore_newest_id(struct flowstore *store, int64_t *id, char *err, size_t 
     pthread_mutex_lock(&store->read_lock);
     rc = sqlite3_step(stmt);
     if (rc != SQLITE_ROW) {
-        set_err(err, err_len, "database %s: finding the newest flow: %s", store->db_path,
+        errmsg_set(err, err_len, "database %s: finding the newest flow: %s", store->db_path,
                 sqlite3_errmsg(store->rdb));
         goto out;
     }
@@ -1958,7 +1945,7 @@ int flowstore_har_open(struct flowstore *store, const int64_t *ids, size_t count
 
     *out = NULL;
     if (har == NULL) {
-        set_err(err, err_len, "flowstore: out of memory");
+        errmsg_set(err, err_len, "flowstore: out of memory");
         return -1;
     }
     har->store = store;
@@ -1970,7 +1957,7 @@ int flowstore_har_open(struct flowstore *store, const int64_t *ids, size_t count
         har->ids = malloc(count * sizeof(ids[0]));
         if (har->ids == NULL) {
             free(har);
-            set_err(err, err_len, "flowstore: out of memory");
+            errmsg_set(err, err_len, "flowstore: out of memory");
             return -1;
         }
         memcpy(har->ids, ids, count * sizeof(ids[0]));
@@ -2002,7 +1989,7 @@ static int har_next_page(struct flowstore_har *har, char *err, size_t err_len)
     har->ids = count > 0 ? malloc(count * sizeof(har->ids[0])) : NULL;
     if (count > 0 && har->ids == NULL) {
         flowstore_records_free(records, count);
-        set_err(err, err_len, "flowstore: out of memory");
+        errmsg_set(err, err_len, "flowstore: out of memory");
         return -1;
     }
     for (i = 0; i < count; i++)
@@ -2054,7 +2041,7 @@ static char *har_next_entry(struct flowstore_har *har, int *ret, char *err, size
     entry = har_entry(har, rec, req, req_len, resp, resp_len);
     text = entry != NULL ? json_dumps(entry, JSON_COMPACT | JSON_REAL_PRECISION(16)) : NULL;
     if (text == NULL) {
-        set_err(err, err_len, "flowstore: out of memory encoding flow %" PRId64, rec->flow.id);
+        errmsg_set(err, err_len, "flowstore: out of memory encoding flow %" PRId64, rec->flow.id);
         *ret = -1;
     }
 out:
@@ -2093,7 +2080,7 @@ int flowstore_har_read(struct flowstore_har *har, const char **data, size_t *len
         text = creator != NULL ? json_dumps(creator, JSON_COMPACT) : NULL;
         har->piece = text != NULL ? malloc(sizeof(head) + strlen(text) + sizeof(tail)) : NULL;
         if (har->piece == NULL) {
-            set_err(err, err_len, "flowstore: out of memory");
+            errmsg_set(err, err_len, "flowstore: out of memory");
             goto out;
         }
         snprintf(har->piece, sizeof(head) + strlen(text) + sizeof(tail), "%s%s%s", head, text,
@@ -2119,7 +2106,7 @@ int flowstore_har_read(struct flowstore_har *har, const char **data, size_t *len
             har->entries_done++;
         }
         if (har->piece == NULL) {
-            set_err(err, err_len, "flowstore: out of memory");
+            errmsg_set(err, err_len, "flowstore: out of memory");
             goto out;
         }
         break;

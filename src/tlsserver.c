@@ -13,6 +13,7 @@
 #define _POSIX_C_SOURCE 200809L
 #endif
 #include "tlsserver.h"
+#include "errmsg.h"
 #include "stream.h"
 
 #include <errno.h>
@@ -42,20 +43,6 @@
 #define TLSSERVER_SESSION_CACHE_ENTRIES 4096
 
 #define KEYLOG_LINE_BYTES 512 /* longest NSS key log line is about 230 bytes */
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || err_len == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
 
 /* Text for an OpenSSL packed error code; never NULL. */
 static const char *error_text(unsigned long e, char *buf, size_t buf_len)
@@ -355,13 +342,13 @@ int tlsserver_keylog_open(const char *path, char *err, size_t err_len)
     int rc = -1;
 
     if (pthread_mutex_lock(&keylog_lock) != 0) {
-        set_err(err, err_len, "cannot lock the key log");
+        errmsg_set(err, err_len, "cannot lock the key log");
         return -1;
     }
     if (keylog_fd < 0) {
         keylog_fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
         if (keylog_fd < 0) {
-            set_err(err, err_len, "cannot open key log file %s: %s", path, strerror(errno));
+            errmsg_set(err, err_len, "cannot open key log file %s: %s", path, strerror(errno));
             goto out;
         }
     }
@@ -435,12 +422,12 @@ SSL_CTX *tlsserver_ctx_new(const char *keylog_path, char *err, size_t err_len)
     ERR_clear_error();
     ctx = SSL_CTX_new(TLS_server_method());
     if (ctx == NULL) {
-        set_err(err, err_len, "cannot create server TLS context: %s",
+        errmsg_set(err, err_len, "cannot create server TLS context: %s",
                 error_text(ERR_peek_last_error(), ebuf, sizeof ebuf));
         goto out;
     }
     if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1) {
-        set_err(err, err_len, "cannot set minimum TLS version: %s",
+        errmsg_set(err, err_len, "cannot set minimum TLS version: %s",
                 error_text(ERR_peek_last_error(), ebuf, sizeof ebuf));
         goto out;
     }
@@ -488,20 +475,20 @@ static void describe_client_failure(int ssl_error, int sys_errno, char *err, siz
     if (ssl_error == SSL_ERROR_ZERO_RETURN ||
         (ssl_error == SSL_ERROR_SYSCALL && e == 0 && sys_errno == 0) ||
         (ERR_GET_LIB(e) == ERR_LIB_SSL && reason == SSL_R_UNEXPECTED_EOF_WHILE_READING)) {
-        set_err(err, err_len, "client closed during TLS handshake");
+        errmsg_set(err, err_len, "client closed during TLS handshake");
     } else if (ssl_error == SSL_ERROR_SYSCALL && e == 0) {
-        set_err(err, err_len, "client connection failed during TLS handshake: %s",
+        errmsg_set(err, err_len, "client connection failed during TLS handshake: %s",
                 strerror(sys_errno));
     } else if (ERR_GET_LIB(e) == ERR_LIB_SSL && reason >= SSL_AD_REASON_OFFSET &&
                is_certificate_alert(reason - SSL_AD_REASON_OFFSET)) {
         /* The usual cause: the browser does not trust our CA yet. */
-        set_err(err, err_len, "client rejected our certificate: %s",
+        errmsg_set(err, err_len, "client rejected our certificate: %s",
                 error_text(e, ebuf, sizeof ebuf));
     } else if (ERR_GET_LIB(e) == ERR_LIB_SSL && reason >= SSL_AD_REASON_OFFSET) {
-        set_err(err, err_len, "client aborted the TLS handshake: %s",
+        errmsg_set(err, err_len, "client aborted the TLS handshake: %s",
                 error_text(e, ebuf, sizeof ebuf));
     } else {
-        set_err(err, err_len, "TLS handshake with client failed: %s",
+        errmsg_set(err, err_len, "TLS handshake with client failed: %s",
                 error_text(e, ebuf, sizeof ebuf));
     }
 }
@@ -514,18 +501,18 @@ SSL *tlsserver_accept(SSL_CTX *ctx, int fd, X509 *leaf, X509 *ca_cert, EVP_PKEY 
     char ebuf[256];
     int ssl_error, sys_errno;
 
-    set_err(err, err_len, "%s", "");
+    errmsg_set(err, err_len, "%s", "");
     ERR_clear_error();
     ssl = SSL_new(ctx);
     if (ssl == NULL) {
-        set_err(err, err_len, "cannot create TLS session: %s",
+        errmsg_set(err, err_len, "cannot create TLS session: %s",
                 error_text(ERR_peek_last_error(), ebuf, sizeof ebuf));
         goto out;
     }
     if (SSL_set_fd(ssl, fd) != 1 || SSL_use_certificate(ssl, leaf) != 1 ||
         SSL_use_PrivateKey(ssl, key) != 1 ||
         (ca_cert != NULL && SSL_add1_chain_cert(ssl, ca_cert) != 1)) {
-        set_err(err, err_len, "cannot set up the TLS session for the client: %s",
+        errmsg_set(err, err_len, "cannot set up the TLS session for the client: %s",
                 error_text(ERR_peek_last_error(), ebuf, sizeof ebuf));
         goto out;
     }
@@ -536,7 +523,7 @@ SSL *tlsserver_accept(SSL_CTX *ctx, int fd, X509 *leaf, X509 *ca_cert, EVP_PKEY 
         ssl = NULL;
         break;
     case STREAM_HANDSHAKE_TIMEOUT:
-        set_err(err, err_len, "client TLS handshake timed out after %d ms", timeout_ms);
+        errmsg_set(err, err_len, "client TLS handshake timed out after %d ms", timeout_ms);
         break;
     case STREAM_HANDSHAKE_FAILED:
         describe_client_failure(ssl_error, sys_errno, err, err_len);

@@ -16,6 +16,7 @@
 #define _POSIX_C_SOURCE 200809L
 #endif
 #include "upstream.h"
+#include "errmsg.h"
 #include "stream.h"
 
 #include "tlsserver.h"
@@ -78,20 +79,6 @@ static void set_status(struct upstream_error *err, enum upstream_status status, 
     err->status = status;
     va_start(ap, fmt);
     vsnprintf(err->reason, sizeof err->reason, fmt, ap);
-    va_end(ap);
-}
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || err_len == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
     va_end(ap);
 }
 
@@ -434,23 +421,23 @@ SSL_CTX *upstream_ctx_new(const struct upstream_tls_options *opts, char *err, si
     char ebuf[256];
 
     if (pthread_once(&index_once, init_indexes) != 0 || ctx_state_index < 0 || ssl_key_index < 0) {
-        set_err(err, err_len, "cannot register upstream TLS state with OpenSSL");
+        errmsg_set(err, err_len, "cannot register upstream TLS state with OpenSSL");
         goto out;
     }
     ERR_clear_error();
     ctx = SSL_CTX_new(TLS_client_method());
     if (ctx == NULL) {
-        set_err(err, err_len, "cannot create upstream TLS context: %s",
+        errmsg_set(err, err_len, "cannot create upstream TLS context: %s",
                 error_text(ERR_peek_error(), ebuf, sizeof ebuf));
         goto out;
     }
     if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1) {
-        set_err(err, err_len, "cannot set minimum TLS version: %s",
+        errmsg_set(err, err_len, "cannot set minimum TLS version: %s",
                 error_text(ERR_peek_error(), ebuf, sizeof ebuf));
         goto out;
     }
     if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
-        set_err(err, err_len, "cannot load the system trust store: %s",
+        errmsg_set(err, err_len, "cannot load the system trust store: %s",
                 error_text(ERR_peek_error(), ebuf, sizeof ebuf));
         goto out;
     }
@@ -460,13 +447,13 @@ SSL_CTX *upstream_ctx_new(const struct upstream_tls_options *opts, char *err, si
         FILE *fp = fopen(*f, "r");
 
         if (fp == NULL) {
-            set_err(err, err_len, "cannot read upstream CA file %s: %s", *f, strerror(errno));
+            errmsg_set(err, err_len, "cannot read upstream CA file %s: %s", *f, strerror(errno));
             goto out;
         }
         fclose(fp);
         ERR_clear_error();
         if (SSL_CTX_load_verify_locations(ctx, *f, NULL) != 1) {
-            set_err(err, err_len, "cannot load upstream CA file %s: %s", *f,
+            errmsg_set(err, err_len, "cannot load upstream CA file %s: %s", *f,
                     error_text(ERR_peek_error(), ebuf, sizeof ebuf));
             goto out;
         }
@@ -481,18 +468,18 @@ SSL_CTX *upstream_ctx_new(const struct upstream_tls_options *opts, char *err, si
 
     st = calloc(1, sizeof *st);
     if (st == NULL) {
-        set_err(err, err_len, "out of memory");
+        errmsg_set(err, err_len, "out of memory");
         goto out;
     }
     if (pthread_mutex_init(&st->lock, NULL) != 0) {
         free(st);
         st = NULL;
-        set_err(err, err_len, "cannot create the upstream session cache lock");
+        errmsg_set(err, err_len, "cannot create the upstream session cache lock");
         goto out;
     }
     st->is_insecure = opts != NULL && opts->insecure;
     if (SSL_CTX_set_ex_data(ctx, ctx_state_index, st) != 1) {
-        set_err(err, err_len, "cannot attach upstream TLS state: %s",
+        errmsg_set(err, err_len, "cannot attach upstream TLS state: %s",
                 error_text(ERR_peek_error(), ebuf, sizeof ebuf));
         goto out;
     }

@@ -1,6 +1,6 @@
 /*
  * libFuzzer target for the ClientHello reader.
- * fuzz-sources: src/tlsserver.c src/stream.c
+ * fuzz-sources: src/tlsserver.c src/stream.c src/errmsg.c
  *
  * Besides ASan/UBSan catching over-reads, it traps when a result breaks the
  * contract callers rely on: the SNI is a NUL-terminated, lowercase host name

@@ -3,7 +3,7 @@
  * the dashboard and the rewrite rules rely on checked after every call (a
  * violation traps, so the fuzzer reports it like a crash).
  *
- * fuzz-sources: src/codec.c
+ * fuzz-sources: src/codec.c src/errmsg.c
  * fuzz-libs: zlib libbrotlidec libbrotlienc libzstd
  *
  * The first byte selects what the rest is. Bits 0-2: 0-4 one coding (enum

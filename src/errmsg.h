@@ -1,0 +1,18 @@
+/*
+ * errmsg: filling the caller's error buffer. Every module reports failures
+ * as a sentence in a char buffer the caller owns (STYLE.md, "Errors"); these
+ * two helpers are the one place that formats into it safely.
+ */
+#ifndef TAPWIRE_ERRMSG_H
+#define TAPWIRE_ERRMSG_H
+
+#include <stddef.h>
+
+/* Formats into err (NUL-terminated, truncated to err_len). err may be NULL. */
+void errmsg_set(char *err, size_t err_len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Appends to what err already holds. */
+void errmsg_append(char *err, size_t err_len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#endif
