@@ -41,6 +41,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <brotli/encode.h>
+#include <zlib.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
@@ -824,6 +826,102 @@ static int handle_bytes(struct conn *c, struct request *r, const char *arg, cons
     return r->keep_alive ? KEEP : CLOSE;
 }
 
+/* GET /compressed/CODING?n=N[&chunked=1]: a text page (N lines, default 20)
+ * sent with Content-Encoding gzip, deflate or br, compressed here with zlib
+ * and libbrotli directly so the proxy's own codec is not what the test
+ * checks itself against. */
+static const char compressed_line[] =
+    "Example Domain: this page is served compressed by the tapwire test origin.\n";
+
+static int handle_compressed(struct conn *c, struct request *r, const char *coding,
+                             const char *query)
+{
+    uint64_t lines = 20;
+    const char *nq = strstr(query, "n=");
+    unsigned char *plain = NULL, *packed = NULL;
+    size_t plain_len, packed_len = 0;
+    int rc = ABORT;
+
+    if (nq != NULL && (nq == query || nq[-1] == '&')) {
+        char num[24];
+        size_t k = strcspn(nq + 2, "&");
+        if (k == 0 || k >= sizeof(num))
+            return send_error(c, r, 400, "bad n");
+        memcpy(num, nq + 2, k);
+        num[k] = '\0';
+        if (parse_u64(num, 100000, &lines) < 0)
+            return send_error(c, r, 400, "bad n");
+    }
+    plain_len = (size_t)lines * (sizeof(compressed_line) - 1);
+    plain = malloc(plain_len + 1);
+    if (plain == NULL)
+        return ABORT;
+    for (uint64_t i = 0; i < lines; i++)
+        memcpy(plain + i * (sizeof(compressed_line) - 1), compressed_line,
+               sizeof(compressed_line) - 1);
+    if (strcmp(coding, "gzip") == 0 || strcmp(coding, "deflate") == 0) {
+        z_stream z;
+        memset(&z, 0, sizeof(z));
+        if (deflateInit2(&z, 6, Z_DEFLATED, strcmp(coding, "gzip") == 0 ? 31 : 15, 8,
+                         Z_DEFAULT_STRATEGY) != Z_OK)
+            goto out;
+        packed_len = deflateBound(&z, plain_len) + 32;
+        packed = malloc(packed_len);
+        if (packed == NULL) {
+            deflateEnd(&z);
+            goto out;
+        }
+        z.next_in = plain;
+        z.avail_in = (uInt)plain_len;
+        z.next_out = packed;
+        z.avail_out = (uInt)packed_len;
+        int zr = deflate(&z, Z_FINISH);
+        packed_len = z.total_out;
+        deflateEnd(&z);
+        if (zr != Z_STREAM_END)
+            goto out;
+    } else if (strcmp(coding, "br") == 0) {
+        packed_len = BrotliEncoderMaxCompressedSize(plain_len) + 64;
+        packed = malloc(packed_len);
+        if (packed == NULL ||
+            !BrotliEncoderCompress(5, BROTLI_DEFAULT_WINDOW, BROTLI_MODE_TEXT, plain_len, plain,
+                                   &packed_len, packed))
+            goto out;
+    } else {
+        free(plain);
+        return send_error(c, r, 404, "unknown coding (gzip, deflate, br)");
+    }
+    bool chunked = query_has(query, "chunked=1");
+    if (conn_printf(c,
+                    "HTTP/1.1 200 OK\r\nServer: tapwire-test-origin\r\n"
+                    "Content-Type: text/html; charset=utf-8\r\nContent-Encoding: %s\r\n"
+                    "Vary: Accept-Encoding\r\nX-Plain-Length: %zu\r\n",
+                    coding, plain_len) < 0)
+        goto out;
+    if (chunked) {
+        /* Two chunks, so a proxy must really re-assemble the body. */
+        size_t half = packed_len / 2;
+        if (conn_printf(c, "Transfer-Encoding: chunked\r\nConnection: %s\r\n\r\n",
+                        connection_value(r->keep_alive)) < 0 ||
+            (!r->is_head &&
+             (conn_printf(c, "%zx\r\n", half) < 0 || conn_send(c, packed, half) < 0 ||
+              conn_printf(c, "\r\n%zx\r\n", packed_len - half) < 0 ||
+              conn_send(c, packed + half, packed_len - half) < 0 ||
+              conn_printf(c, "\r\n0\r\n\r\n") < 0)))
+            goto out;
+    } else {
+        if (conn_printf(c, "Content-Length: %zu\r\nConnection: %s\r\n\r\n", packed_len,
+                        connection_value(r->keep_alive)) < 0 ||
+            (!r->is_head && conn_send(c, packed, packed_len) < 0))
+            goto out;
+    }
+    rc = r->keep_alive ? KEEP : CLOSE;
+out:
+    free(plain);
+    free(packed);
+    return rc;
+}
+
 static int handle_sha256(struct conn *c, struct request *r)
 {
     static const char hexdigits[] = "0123456789abcdef";
@@ -1062,6 +1160,9 @@ static int handle(struct conn *c, struct request *r)
             return handle_bytes(c, r, path + 7, query);
     } else if (strncmp(path, "/status/", 8) == 0) {
         return handle_status(c, r, path + 8);
+    } else if (strncmp(path, "/compressed/", 12) == 0) {
+        if (strcmp(m, "GET") == 0 || r->is_head)
+            return handle_compressed(c, r, path + 12, query);
     } else if (strcmp(path, "/headers") == 0) {
         if (strcmp(m, "GET") == 0 || r->is_head)
             return send_simple(c, r, 200, "text/plain", r->raw, r->raw_len, r->keep_alive);
