@@ -37,6 +37,7 @@ enum {
     OPT_NO_DASHBOARD,
     OPT_WEB_ROOT,
     OPT_DASHBOARD_TOKEN,
+    OPT_NO_CAPTURE,
 };
 
 static const struct option long_options[] = {
@@ -58,6 +59,7 @@ static const struct option long_options[] = {
     {"no-dashboard", no_argument, NULL, OPT_NO_DASHBOARD},
     {"web-root", required_argument, NULL, OPT_WEB_ROOT},
     {"dashboard-token", required_argument, NULL, OPT_DASHBOARD_TOKEN},
+    {"no-capture", no_argument, NULL, OPT_NO_CAPTURE},
     {"verbose", no_argument, NULL, 'v'},
     {"quiet", no_argument, NULL, 'q'},
     {"help", no_argument, NULL, 'h'},
@@ -87,6 +89,7 @@ static void print_usage(FILE *out)
             "  --db FILE                flow database (default DATA-DIR/tapwire.db)\n"
             "  --capture-limit BYTES    body bytes kept per flow (default %d)\n"
             "  --max-flows N            flows kept, oldest pruned (default %d)\n"
+            "  --no-capture             record no flows (the dashboard shows stored ones)\n"
             "  --dashboard ADDR:PORT    dashboard address (default %s)\n"
             "  --no-dashboard           no dashboard\n"
             "  --web-root DIR           serve the dashboard page from DIR (development)\n"
@@ -190,6 +193,7 @@ enum config_parse_result config_parse(struct config *cfg, int argc, char **argv)
     cfg->capture_limit = CONFIG_DEFAULT_CAPTURE_LIMIT_BYTES;
     cfg->max_flows = CONFIG_DEFAULT_MAX_FLOWS;
     cfg->dashboard_enabled = true;
+    cfg->capture_enabled = true;
     config_parse_hostport(CONFIG_DEFAULT_DASHBOARD, cfg->dashboard_host,
                           sizeof(cfg->dashboard_host), &cfg->dashboard_port);
     const char *keylog = getenv("SSLKEYLOGFILE");
@@ -283,6 +287,9 @@ enum config_parse_result config_parse(struct config *cfg, int argc, char **argv)
                 return CONFIG_ERROR;
             }
             cfg->dashboard_enabled = true;
+            break;
+        case OPT_NO_CAPTURE:
+            cfg->capture_enabled = false;
             break;
         case OPT_NO_DASHBOARD:
             cfg->dashboard_enabled = false;

@@ -47,6 +47,7 @@ struct config {
     char *db_path;           /* owned: --db, default <data_dir>/tapwire.db */
     size_t capture_limit;    /* --capture-limit bytes per body */
     int64_t max_flows;       /* --max-flows */
+    bool capture_enabled;    /* false with --no-capture */
     bool dashboard_enabled;  /* false with --no-dashboard */
     char dashboard_host[256];
     uint16_t dashboard_port;

@@ -181,7 +181,7 @@ int main(int argc, char **argv)
         .cfg = &cfg,
         .ca = ca,
         .certs = certs,
-        .flows = flows,
+        .flows = cfg.capture_enabled ? flows : NULL,
         .server_ctx = server_ctx,
         .upstream_ctx = upstream_ctx,
         .stop_fd = stop_pipe[0],

@@ -21,6 +21,8 @@
 
 #include "rules.h"
 
+#include "errmsg.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -52,20 +54,6 @@ struct rule_set {
 struct rule_private {
     size_t *fold_fail;
 };
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || err_len == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-}
 
 static unsigned char fold(unsigned char c)
 {
@@ -198,7 +186,8 @@ static void text_str(struct text *t, const char *s)
 struct token {
     char *text; /* NUL-terminated; may contain NUL bytes from \x00 */
     size_t len;
-    int *cols;       /* cols[0..len]: column of each byte; cols[len] is just past the end */
+    int *cols;       /* cols[0..len]: column of each byte; cols[len]: the closing quote, or
+                        just past the last byte of an unquoted word */
     int col;         /* where the word starts */
     size_t bare_len; /* bytes before the first quote: an option's key= must be in them */
     bool is_quoted;
@@ -263,6 +252,7 @@ static int tokenize(const char *line, size_t len, struct line_tokens *lt, struct
 {
     size_t i = 0;
     size_t used = 0; /* bytes of the arenas handed out */
+    int end_col = 0;
     int rc = -1;
 
     memset(lt, 0, sizeof(*lt));
@@ -289,6 +279,7 @@ static int tokenize(const char *line, size_t len, struct line_tokens *lt, struct
         t->text = lt->text_arena + used;
         t->cols = lt->col_arena + used;
         t->col = (int)i + 1;
+        end_col = t->col;
         while (i < len && line[i] != ' ' && line[i] != '\t') {
             char c = line[i];
 
@@ -309,6 +300,7 @@ static int tokenize(const char *line, size_t len, struct line_tokens *lt, struct
                     }
                     byte = line[i];
                     if (byte == c) {
+                        end_col = col; /* an error "at the end" points at the quote */
                         i++;
                         break;
                     }
@@ -375,11 +367,12 @@ static int tokenize(const char *line, size_t len, struct line_tokens *lt, struct
                 t->cols[t->len] = (int)i + 1;
                 t->text[t->len++] = c;
                 i++;
+                end_col = (int)i + 1;
             }
         }
         if (!t->is_quoted)
             t->bare_len = t->len;
-        t->cols[t->len] = (int)i + 1;
+        t->cols[t->len] = end_col;
         t->text[t->len] = '\0';
         used += t->len + 1;
     }
@@ -734,7 +727,17 @@ static size_t option_key_len(const struct token *t)
     return 0;
 }
 
-/* Parses a regex replacement into parts ($n, ${n}, ${name}, $$). */
+static bool is_name_start(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+}
+
+static bool is_name_char(char c)
+{
+    return is_name_start(c) || (c >= '0' && c <= '9');
+}
+
+/* Parses a regex replacement into parts ($n, ${n}, $name, ${name}, $$). */
 static int parse_replacement(struct rule *r, const struct token *t, struct perr *pe)
 {
     const char *s = t->text;
@@ -773,19 +776,26 @@ static int parse_replacement(struct rule *r, const struct token *t, struct perr 
                 if (group > 65535)
                     break;
             }
-        } else if (i + 1 < n && s[i + 1] == '{') {
-            const char *close = memchr(s + i + 2, '}', n - i - 2);
-            size_t name_len = close != NULL ? (size_t)(close - (s + i + 2)) : 0;
-            const char *name = s + i + 2;
-            bool is_number = name_len > 0 && name_len <= 5;
+        } else if (i + 1 < n && (s[i + 1] == '{' || is_name_start(s[i + 1]))) {
+            bool is_braced = s[i + 1] == '{';
+            const char *name = s + i + 1 + is_braced;
+            size_t name_len = 0;
+            bool is_number = is_braced;
 
-            for (size_t k = 0; k < name_len && is_number; k++)
-                is_number = name[k] >= '0' && name[k] <= '9';
-            if (close == NULL || name_len == 0) {
+            while (name + name_len < s + n &&
+                   (is_braced ? name[name_len] != '}' : is_name_char(name[name_len])))
+                name_len++;
+            if (is_braced && (name + name_len >= s + n || name_len == 0)) {
                 free(parts);
                 return perr_set(pe, t->cols[dollar], "'${' without a group and a closing '}'");
             }
+            for (size_t k = 0; k < name_len && is_number; k++)
+                is_number = name[k] >= '0' && name[k] <= '9';
             if (is_number) {
+                if (name_len > 5) {
+                    free(parts);
+                    return perr_set(pe, t->cols[dollar], "group number too large");
+                }
                 group = atol(name);
             } else {
                 char buf[MAX_GROUP_NAME_BYTES + 1];
@@ -804,12 +814,14 @@ static int parse_replacement(struct rule *r, const struct token *t, struct perr 
                 }
                 if (number < 0) {
                     free(parts);
-                    return perr_set(pe, t->cols[dollar], "the regex has no group named '%s'",
+                    return perr_set(pe, t->cols[dollar],
+                                    "the regex has no group named '%s' (write $$ for a dollar "
+                                    "sign)",
                                     buf);
                 }
                 group = number;
             }
-            i += 3 + name_len;
+            i += 1 + name_len + (is_braced ? 2 : 0);
         } else {
             free(parts);
             return perr_set(pe, t->cols[dollar],
@@ -1092,13 +1104,13 @@ static void format_perr(char *err, size_t err_len, const char *prefix, int line,
                         const struct perr *pe)
 {
     if (line > 0 && pe->col > 0)
-        set_err(err, err_len, "%sline %d, column %d: %s", prefix, line, pe->col, pe->msg);
+        errmsg_set(err, err_len, "%sline %d, column %d: %s", prefix, line, pe->col, pe->msg);
     else if (line > 0)
-        set_err(err, err_len, "%sline %d: %s", prefix, line, pe->msg);
+        errmsg_set(err, err_len, "%sline %d: %s", prefix, line, pe->msg);
     else if (pe->col > 0)
-        set_err(err, err_len, "%scolumn %d: %s", prefix, pe->col, pe->msg);
+        errmsg_set(err, err_len, "%scolumn %d: %s", prefix, pe->col, pe->msg);
     else
-        set_err(err, err_len, "%s%s", prefix, pe->msg);
+        errmsg_set(err, err_len, "%s%s", prefix, pe->msg);
 }
 
 /* Parses one line (without its newline) into *out (NULL when blank). */
@@ -1182,13 +1194,13 @@ struct rule_set *rules_set_concat(struct rule_set *const *parts, size_t count, c
     for (size_t i = 0; i < count; i++)
         total += parts[i] != NULL ? parts[i]->count : 0;
     if (total > RULES_MAX_RULES) {
-        set_err(err, err_len, "more than %d rules in all", RULES_MAX_RULES);
+        errmsg_set(err, err_len, "more than %d rules in all", RULES_MAX_RULES);
         goto out;
     }
     if (total > 0) {
         rules = calloc(total, sizeof(*rules));
         if (rules == NULL) {
-            set_err(err, err_len, "out of memory");
+            errmsg_set(err, err_len, "out of memory");
             goto out;
         }
     }
@@ -1200,7 +1212,7 @@ struct rule_set *rules_set_concat(struct rule_set *const *parts, size_t count, c
     }
     set = set_from(rules, total);
     if (set == NULL) {
-        set_err(err, err_len, "out of memory");
+        errmsg_set(err, err_len, "out of memory");
         goto out;
     }
     rules = NULL;
@@ -1302,7 +1314,7 @@ static int list_to_set(struct rule_list *l, struct rule_set **out, char *err, si
     *out = set_from(l->rules, l->count);
     if (*out == NULL) {
         list_free(l);
-        set_err(err, err_len, "out of memory");
+        errmsg_set(err, err_len, "out of memory");
         return -1;
     }
     memset(l, 0, sizeof(*l));
@@ -1342,12 +1354,12 @@ int rules_parse_text(const char *text, size_t len, const char *origin, struct ru
         r->line = line;
         if (list.count == RULES_MAX_RULES) {
             rule_unref(r);
-            set_err(err, err_len, "line %d: more than %d rules", line, RULES_MAX_RULES);
+            errmsg_set(err, err_len, "line %d: more than %d rules", line, RULES_MAX_RULES);
             goto out;
         }
         if (list_add(&list, r) != 0) {
             rule_unref(r);
-            set_err(err, err_len, "out of memory");
+            errmsg_set(err, err_len, "out of memory");
             goto out;
         }
     }
@@ -1389,7 +1401,7 @@ int rules_parse_spec(const char *spec, size_t len, const char *default_label,
     }
     if (list_add(&list, r) != 0) {
         rule_unref(r);
-        set_err(err, err_len, "out of memory");
+        errmsg_set(err, err_len, "out of memory");
         goto out;
     }
     rc = list_to_set(&list, out, err, err_len);
@@ -1406,7 +1418,7 @@ int rules_parse_specs(const char *const *specs, size_t count, struct rule_set **
 
     *out = NULL;
     if (count > RULES_MAX_RULES) {
-        set_err(err, err_len, "more than %d rules", RULES_MAX_RULES);
+        errmsg_set(err, err_len, "more than %d rules", RULES_MAX_RULES);
         goto out;
     }
     for (size_t i = 0; i < count; i++) {
@@ -1423,7 +1435,7 @@ int rules_parse_specs(const char *const *specs, size_t count, struct rule_set **
         }
         if (list_add(&list, r) != 0) {
             rule_unref(r);
-            set_err(err, err_len, "out of memory");
+            errmsg_set(err, err_len, "out of memory");
             goto out;
         }
     }
@@ -1446,15 +1458,15 @@ int rules_load_file(const char *path, struct rule_set **out, char *err, size_t e
     *out = NULL;
     fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
     if (fd < 0) {
-        set_err(err, err_len, "cannot open rules file %s: %s", path, strerror(errno));
+        errmsg_set(err, err_len, "cannot open rules file %s: %s", path, strerror(errno));
         goto out;
     }
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        set_err(err, err_len, "rules file %s is not a regular file", path);
+        errmsg_set(err, err_len, "rules file %s is not a regular file", path);
         goto out;
     }
     if (st.st_size > RULES_MAX_FILE_BYTES) {
-        set_err(err, err_len, "rules file %s is larger than %d bytes", path,
+        errmsg_set(err, err_len, "rules file %s is larger than %d bytes", path,
                 RULES_MAX_FILE_BYTES);
         goto out;
     }
@@ -1462,7 +1474,7 @@ int rules_load_file(const char *path, struct rule_set **out, char *err, size_t e
      * is noticed rather than cut. */
     text = malloc(RULES_MAX_FILE_BYTES + 1);
     if (text == NULL) {
-        set_err(err, err_len, "out of memory");
+        errmsg_set(err, err_len, "out of memory");
         goto out;
     }
     for (;;) {
@@ -1471,20 +1483,20 @@ int rules_load_file(const char *path, struct rule_set **out, char *err, size_t e
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0) {
-            set_err(err, err_len, "cannot read rules file %s: %s", path, strerror(errno));
+            errmsg_set(err, err_len, "cannot read rules file %s: %s", path, strerror(errno));
             goto out;
         }
         if (n == 0)
             break;
         len += (size_t)n;
         if (len > RULES_MAX_FILE_BYTES) {
-            set_err(err, err_len, "rules file %s is larger than %d bytes", path,
+            errmsg_set(err, err_len, "rules file %s is larger than %d bytes", path,
                     RULES_MAX_FILE_BYTES);
             goto out;
         }
     }
     if (rules_parse_text(text, len, base != NULL ? base + 1 : path, out, msg, sizeof(msg)) != 0) {
-        set_err(err, err_len, "%s: %s", path, msg);
+        errmsg_set(err, err_len, "%s: %s", path, msg);
         goto out;
     }
     rc = 0;
@@ -1497,13 +1509,57 @@ out:
 
 /* ---- formatting ---- */
 
+/* Strict UTF-8 (RFC 3629): no overlong forms, surrogates or values past
+ * U+10FFFF. */
+static bool is_utf8(const unsigned char *s, size_t n)
+{
+    size_t i = 0;
+
+    while (i < n) {
+        unsigned char c = s[i];
+        size_t more;
+        uint32_t cp;
+
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        if (c >= 0xc2 && c <= 0xdf) {
+            more = 1;
+            cp = c & 0x1f;
+        } else if (c >= 0xe0 && c <= 0xef) {
+            more = 2;
+            cp = c & 0x0f;
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            more = 3;
+            cp = c & 0x07;
+        } else {
+            return false;
+        }
+        if (n - i - 1 < more)
+            return false;
+        for (size_t k = 1; k <= more; k++) {
+            if ((s[i + k] & 0xc0) != 0x80)
+                return false;
+            cp = (cp << 6) | (s[i + k] & 0x3f);
+        }
+        if ((more == 2 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+            (more == 3 && (cp < 0x10000 || cp > 0x10ffff)))
+            return false;
+        i += more + 1;
+    }
+    return true;
+}
+
 /* Writes value so the tokenizer reads it back byte for byte: bare when it
  * is safe (and may_be_bare), else in '...' when that needs no escape, else
- * in "..." with escapes. */
+ * in "..." with escapes. The result is always valid UTF-8 (bytes that are
+ * not are escaped), since specs travel as JSON strings to the dashboard. */
 static void put_quoted(struct text *t, const char *v, size_t n, bool may_be_bare)
 {
-    bool is_bare = may_be_bare && n > 0;
-    bool is_raw = true;
+    bool is_utf = is_utf8((const unsigned char *)v, n);
+    bool is_bare = may_be_bare && n > 0 && is_utf;
+    bool is_raw = is_utf;
 
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)v[i];
@@ -1538,7 +1594,7 @@ static void put_quoted(struct text *t, const char *v, size_t n, bool may_be_bare
             text_str(t, "\\r");
         } else if (c == '\t') {
             text_str(t, "\\t");
-        } else if (c < 0x20 || c == 0x7f) {
+        } else if (c < 0x20 || c == 0x7f || (c >= 0x80 && !is_utf)) {
             snprintf(esc, sizeof(esc), "\\x%02x", c);
             text_str(t, esc);
         } else {
@@ -1766,22 +1822,22 @@ static void pcre2_reason(int code, char *why, size_t why_len)
 
     switch (code) {
     case PCRE2_ERROR_MATCHLIMIT:
-        set_err(why, why_len, "regex match limit reached (the regex backtracks too much)");
+        errmsg_set(why, why_len, "regex match limit reached (the regex backtracks too much)");
         break;
     case PCRE2_ERROR_DEPTHLIMIT:
-        set_err(why, why_len, "regex depth limit reached");
+        errmsg_set(why, why_len, "regex depth limit reached");
         break;
     case PCRE2_ERROR_HEAPLIMIT:
-        set_err(why, why_len, "regex heap limit reached");
+        errmsg_set(why, why_len, "regex heap limit reached");
         break;
     case SEARCH_OVER_BUDGET:
-        set_err(why, why_len, "the rules took longer than %d ms", RULES_APPLY_BUDGET_MS);
+        errmsg_set(why, why_len, "the rules took longer than %d ms", RULES_APPLY_BUDGET_MS);
         break;
     default:
         if (pcre2_get_error_message(code, msg, sizeof(msg)) < 0)
-            set_err(why, why_len, "regex error %d", code);
+            errmsg_set(why, why_len, "regex error %d", code);
         else
-            set_err(why, why_len, "regex error: %s", (const char *)msg);
+            errmsg_set(why, why_len, "regex error: %s", (const char *)msg);
     }
 }
 
@@ -1926,7 +1982,7 @@ static int regex_search(const pcre2_code *re, const pcre2_match_context *mc,
     int rc = -1;
 
     if (searcher_init(&se, re, mc, deadline_ms) != 0) {
-        set_err(why, why_len, "out of memory");
+        errmsg_set(why, why_len, "out of memory");
         goto out;
     }
     rc = search(&se, s, len, 0, 0);
@@ -2077,7 +2133,7 @@ static int put_replacement(const struct rule *r, struct outbuf *out, const unsig
 static int put_result(int put_rc, struct outbuf *out, char *why, size_t why_len)
 {
     if (put_rc == OUTBUF_OVER_MAX)
-        set_err(why, why_len, "the result would pass %zu bytes", out->max);
+        errmsg_set(why, why_len, "the result would pass %zu bytes", out->max);
     return put_rc == OUTBUF_OVER_MAX ? SUBST_SKIPPED : SUBST_NOMEM;
 }
 
@@ -2126,7 +2182,7 @@ static int substitute(const struct rule *r, const unsigned char *s, size_t len,
             start = ov[0];
             end = ov[1];
             if (start < copied || end < start || end > len) {
-                set_err(why, why_len, "the regex reported a match outside the text (\\K?)");
+                errmsg_set(why, why_len, "the regex reported a match outside the text (\\K?)");
                 rc = SUBST_SKIPPED;
                 goto out;
             }
@@ -2146,7 +2202,7 @@ static int substitute(const struct rule *r, const unsigned char *s, size_t len,
         copied = end;
         /* search() watches the clock for regexes; literals are checked here. */
         if (++matches % BUDGET_CHECK_EVERY == 0 && !r->is_regex && now_ms() > deadline_ms) {
-            set_err(why, why_len, "the rules took longer than %d ms", RULES_APPLY_BUDGET_MS);
+            errmsg_set(why, why_len, "the rules took longer than %d ms", RULES_APPLY_BUDGET_MS);
             rc = SUBST_SKIPPED;
             goto out;
         }
@@ -2364,7 +2420,7 @@ static int header_set(const struct rule *r, struct fields *fs, char *why, size_t
                                  r->replacement_len))
         return HDR_SAME;
     if (bytes + name_len + r->replacement_len + 4 > RULES_MAX_HEAD_BYTES) {
-        set_err(why, why_len, "the head would pass %d bytes", RULES_MAX_HEAD_BYTES);
+        errmsg_set(why, why_len, "the head would pass %d bytes", RULES_MAX_HEAD_BYTES);
         return HDR_SKIPPED;
     }
     if (first == SIZE_MAX)
@@ -2413,7 +2469,7 @@ static int header_replace(const struct rule *r, struct fields *fs, int64_t deadl
         if (s == SUBST_NONE)
             continue;
         if (!is_valid_field_value(news[i].data, news[i].len)) {
-            set_err(why, why_len,
+            errmsg_set(why, why_len,
                     "the result would put a control character (CR, LF, NUL...) into %s",
                     r->header_name);
             rc = HDR_SKIPPED;
@@ -2421,7 +2477,7 @@ static int header_replace(const struct rule *r, struct fields *fs, int64_t deadl
         }
         bytes = bytes - f->value_len + news[i].len;
         if (bytes > RULES_MAX_HEAD_BYTES) {
-            set_err(why, why_len, "the head would pass %d bytes", RULES_MAX_HEAD_BYTES);
+            errmsg_set(why, why_len, "the head would pass %d bytes", RULES_MAX_HEAD_BYTES);
             rc = HDR_SKIPPED;
             goto out;
         }
@@ -2657,7 +2713,7 @@ out:
 
 static int db_fail(sqlite3 *db, char *err, size_t err_len, const char *what)
 {
-    set_err(err, err_len, "rules database: %s: %s", what, sqlite3_errmsg(db));
+    errmsg_set(err, err_len, "rules database: %s: %s", what, sqlite3_errmsg(db));
     return RULES_DB_ERROR;
 }
 
@@ -2725,7 +2781,7 @@ int rules_db_list(sqlite3 *db, struct rules_db_row **rows, size_t *count, char *
             struct rules_db_row *grown = realloc(list, grown_cap * sizeof(*grown));
 
             if (grown == NULL) {
-                set_err(err, err_len, "out of memory");
+                errmsg_set(err, err_len, "out of memory");
                 goto out;
             }
             list = grown;
@@ -2737,7 +2793,7 @@ int rules_db_list(sqlite3 *db, struct rules_db_row **rows, size_t *count, char *
         list[n].created_at = sqlite3_column_int64(stmt, 4);
         list[n].spec = strdup(spec != NULL ? (const char *)spec : "");
         if (list[n].spec == NULL) {
-            set_err(err, err_len, "out of memory");
+            errmsg_set(err, err_len, "out of memory");
             goto out;
         }
         n++;
@@ -2784,7 +2840,7 @@ int rules_db_load(sqlite3 *db, struct rule_set **out, char *err, size_t err_len)
         r->is_enabled = r->is_enabled && rows[i].is_enabled;
         if (list.count == RULES_MAX_RULES || list_add(&list, r) != 0) {
             rule_unref(r);
-            set_err(err, err_len, list.count == RULES_MAX_RULES ? "too many rules in the database"
+            errmsg_set(err, err_len, list.count == RULES_MAX_RULES ? "too many rules in the database"
                                                                  : "out of memory");
             goto out;
         }
@@ -2814,7 +2870,7 @@ static int canonical_spec(const char *spec, bool *is_enabled, char **canon, char
     *canon = format_rule(r, false);
     rule_unref(r);
     if (*canon == NULL) {
-        set_err(err, err_len, "out of memory");
+        errmsg_set(err, err_len, "out of memory");
         return RULES_DB_ERROR;
     }
     return 0;
@@ -2872,7 +2928,7 @@ int rules_db_add(sqlite3 *db, const char *spec, bool is_enabled, int64_t *id, ch
     rows = sqlite3_column_int64(stmt, 0);
     next = sqlite3_column_int64(stmt, 1);
     if (rows >= RULES_MAX_RULES) {
-        set_err(err, err_len, "there are already %d rules", RULES_MAX_RULES);
+        errmsg_set(err, err_len, "there are already %d rules", RULES_MAX_RULES);
         rc = RULES_DB_INVALID;
         goto out;
     }
@@ -2899,7 +2955,7 @@ static int change_row(sqlite3 *db, sqlite3_stmt *stmt, int64_t id, const char *w
     if (sqlite3_step(stmt) != SQLITE_DONE)
         return db_fail(db, err, err_len, what);
     if (sqlite3_changes(db) == 0) {
-        set_err(err, err_len, "no rule #%lld", (long long)id);
+        errmsg_set(err, err_len, "no rule #%lld", (long long)id);
         return RULES_DB_NOT_FOUND;
     }
     return 0;
@@ -2963,14 +3019,14 @@ int rules_db_reorder(sqlite3 *db, const int64_t *ids, size_t count, char *err, s
     int rc = RULES_DB_ERROR;
 
     if (count > RULES_MAX_RULES) {
-        set_err(err, err_len, "more than %d ids", RULES_MAX_RULES);
+        errmsg_set(err, err_len, "more than %d ids", RULES_MAX_RULES);
         rc = RULES_DB_INVALID;
         goto out;
     }
     want = malloc((count > 0 ? count : 1) * sizeof(*want));
     have = malloc((count > 0 ? count : 1) * sizeof(*have));
     if (want == NULL || have == NULL) {
-        set_err(err, err_len, "out of memory");
+        errmsg_set(err, err_len, "out of memory");
         goto out;
     }
     if (count > 0)
@@ -2998,7 +3054,7 @@ int rules_db_reorder(sqlite3 *db, const int64_t *ids, size_t count, char *err, s
         goto out;
     }
     if (have_count != count || (count > 0 && memcmp(have, want, count * sizeof(*want)) != 0)) {
-        set_err(err, err_len, "the new order must list every rule exactly once");
+        errmsg_set(err, err_len, "the new order must list every rule exactly once");
         rc = RULES_DB_INVALID;
         goto out;
     }
@@ -3048,7 +3104,7 @@ int rules_db_replace_all(sqlite3 *db, const struct rule_set *set, char *err, siz
 
         canon = format_rule(r, false);
         if (canon == NULL) {
-            set_err(err, err_len, "out of memory");
+            errmsg_set(err, err_len, "out of memory");
             rc = RULES_DB_ERROR;
             goto out;
         }

@@ -72,6 +72,38 @@ static void test_parses_every_option(void)
     config_free(&cfg);
 }
 
+static void test_capture_and_dashboard_options(void)
+{
+    struct config cfg;
+    const char *defaults[] = {"--data-dir", "/d", NULL};
+    CU_ASSERT_EQUAL_FATAL(parse(&cfg, defaults), CONFIG_OK);
+    CU_ASSERT_TRUE(cfg.capture_enabled);
+    CU_ASSERT_TRUE(cfg.dashboard_enabled);
+    CU_ASSERT_STRING_EQUAL(cfg.dashboard_host, "127.0.0.1");
+    CU_ASSERT_EQUAL(cfg.dashboard_port, 8081);
+    CU_ASSERT_STRING_EQUAL(cfg.db_path, "/d/tapwire.db");
+    CU_ASSERT_EQUAL(cfg.capture_limit, CONFIG_DEFAULT_CAPTURE_LIMIT_BYTES);
+    CU_ASSERT_EQUAL(cfg.max_flows, CONFIG_DEFAULT_MAX_FLOWS);
+    config_free(&cfg);
+
+    const char *args[] = {"--no-capture", "--no-dashboard", "--db", "/x.db", "--capture-limit",
+                          "0", "--max-flows", "10", "--web-root", "/w", "--dashboard-token",
+                          "0123456789abcdef", NULL};
+    CU_ASSERT_EQUAL_FATAL(parse(&cfg, args), CONFIG_OK);
+    CU_ASSERT_FALSE(cfg.capture_enabled);
+    CU_ASSERT_FALSE(cfg.dashboard_enabled);
+    CU_ASSERT_STRING_EQUAL(cfg.db_path, "/x.db");
+    CU_ASSERT_EQUAL(cfg.capture_limit, 0);
+    CU_ASSERT_EQUAL(cfg.max_flows, 10);
+    CU_ASSERT_STRING_EQUAL(cfg.web_root, "/w");
+    CU_ASSERT_STRING_EQUAL(cfg.dashboard_token, "0123456789abcdef");
+    config_free(&cfg);
+
+    const char *short_token[] = {"--dashboard-token", "short", NULL};
+    CU_ASSERT_EQUAL(parse(&cfg, short_token), CONFIG_ERROR);
+    config_free(&cfg);
+}
+
 static void test_rejects_bad_values(void)
 {
     struct config cfg;
@@ -152,6 +184,7 @@ int main(void)
         !CU_add_test(s, "data dir falls back to HOME", test_data_dir_falls_back_to_home) ||
         !CU_add_test(s, "parses every option", test_parses_every_option) ||
         !CU_add_test(s, "rejects bad values", test_rejects_bad_values) ||
+        !CU_add_test(s, "capture and dashboard options", test_capture_and_dashboard_options) ||
         !CU_add_test(s, "help and version exit successfully",
                      test_help_and_version_exit_successfully) ||
         !CU_add_test(s, "host:port forms", test_hostport_forms) ||
