@@ -12,7 +12,7 @@ import json
 import statistics
 import sys
 
-PEERS = ["direct", "tapwire", "mitmdump", "squid", "sslsplit"]
+PEERS = ["direct", "tapwire", "tapwire-nocapture", "mitmdump", "squid", "sslsplit"]
 
 
 def load(path):
@@ -249,27 +249,44 @@ def main():
             a.reps, " (--quick)" if a.quick == "yes" else "", a.duration),
         "Ratios are tapwire's figure divided by the peer's (for req/s and MB/s, "
         "higher is better; for ms, MiB, KiB and CPU, lower is better).",
-        "mitmdump runs scenario 4 with `--set stream_large_bodies=1m`.",
+    ]
+    if "tapwire-nocapture" in peers:
+        notes.append("tapwire-nocapture is the same binary with `--no-capture`: the "
+                     "difference to tapwire is what flow capture costs.")
+    if "mitmdump" in peers:
+        notes.append("mitmdump runs scenario 4 with `--set stream_large_bodies=1m`.")
+    if "sslsplit" in peers:
+        notes.append(
         "sslsplit has no CONNECT: the load generator speaks TLS to it directly and it "
         "forwards to a static destination (the origin) with the client's SNI; it does "
         "**not verify** the origin's certificate (it has no option to). In scenario 3 "
         "it copies the origin's `*.bench.test` into one forged certificate and reuses "
-        "it, so it mints nothing per name.",
-        "squid routes bumped requests by Host, resolved through its `hosts_file`.",
+        "it, so it mints nothing per name.")
+    if "squid" in peers:
+        notes.append("squid routes bumped requests by Host, resolved through its `hosts_file`.")
+    notes += [
         "Memory and CPU include a proxy's child processes (squid's certificate "
         "helpers, sslsplit's privilege-separated child).",
     ]
     if held:
         notes.append("Scenario 5 connections still open at the end of the hold: " +
                      ", ".join("%s %d" % (p, v) for p, v in held.items()) + ".")
+    flows = [(row.get("flows_small"), row.get("n_small"), row.get("flows_large"), row.get("n_large"))
+             for row in raw if row["scenario"] == 6 and row.get("capture")]
+    if flows:
+        notes.append("Scenario 6 flows in the database after each step (stored/sent): " + ", ".join(
+            "%s/%s then %s/%s" % f for f in flows) + "; fewer stored than sent means the "
+            "flow queue was full and flows were dropped.")
+    elif capture_missing:
+        notes.append("Scenario 6: this tapwire has no flow capture (no flows table); n/a.")
     if errors:
         notes.append("Requests that failed (counted, not in the rates): " + ", ".join(
             "%s scenario %d: %d" % (p, s, n) for (p, s), n in sorted(errors.items())) + ".")
     table = "\n".join(lines)
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    vline = ("tapwire %s (%s), %s, nginx %s, mitmproxy %s, squid-openssl %s, sslsplit %s; "
+    vline = ("%s (%s), %s, nginx %s, mitmproxy %s, squid-openssl %s, sslsplit %s; "
              "Linux %s, %s × %s" % (
-                 versions.get("tapwire"), versions.get("tapwire_rev"), versions.get("openssl"),
+                 versions.get("tapwire"), versions.get("tapwire_source"), versions.get("openssl"),
                  versions.get("nginx", "").replace("nginx version: nginx/", ""),
                  versions.get("mitmproxy"), versions.get("squid"), versions.get("sslsplit"),
                  versions.get("kernel"), versions.get("cpus"),

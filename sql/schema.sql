@@ -100,3 +100,22 @@ CREATE TABLE flow_bodies (
     data BLOB NOT NULL,
     PRIMARY KEY (flow_id, direction)
 );
+
+
+-- version: 3
+-- Rewrite rules made in the dashboard (rules.c; syntax in tapwire-rules(5)).
+-- spec is one rule in the line syntax, in the canonical form rules_format()
+-- writes, and is parsed again at every load, so the parser stays the only
+-- place that knows what a rule means. The enabled column, not the spec,
+-- says whether it applies. Rules apply in ascending position (ties by id);
+-- positions are not UNIQUE because a reorder rewrites them row by row
+-- inside one transaction. AUTOINCREMENT: an id the dashboard or a flow
+-- record ("#12") holds never names another rule.
+CREATE TABLE rules (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    position INTEGER NOT NULL,
+    enabled INTEGER NOT NULL DEFAULT 1,
+    spec TEXT NOT NULL,
+    created_at INTEGER NOT NULL     -- unix seconds
+);
+CREATE INDEX rules_position ON rules (position, id);

@@ -305,7 +305,8 @@ static int tokenize(const char *line, size_t len, struct line_tokens *lt, struct
                         break;
                     }
                     if (is_bad_raw_byte((unsigned char)byte)) {
-                        perr_set(pe, col, "control character 0x%02x (write it as \\x%02x inside \"...\")",
+                        perr_set(pe, col,
+                                 "control character 0x%02x (write it as \\x%02x inside \"...\")",
                                  (unsigned char)byte, (unsigned char)byte);
                         goto out;
                     }
@@ -553,8 +554,8 @@ static int split_list(const struct token *t, size_t value_at, const char *key, c
             goto fail;
         }
         if (k == RULES_MAX_LIST_ITEMS) {
-            perr_set(pe, t->cols[value_at + start], "more than %d values in %s=",
-                     RULES_MAX_LIST_ITEMS, key);
+            perr_set(pe, t->cols[value_at + start],
+                     "more than %d values in %s=", RULES_MAX_LIST_ITEMS, key);
             goto fail;
         }
         list[k] = dup_bytes(v + start, i - start);
@@ -589,13 +590,13 @@ static int parse_statuses(struct rule *r, const struct token *t, size_t value_at
     }
     for (size_t i = 0; i < count; i++) {
         const char *s = items[i];
-        bool is_class = strlen(s) == 3 && fold((unsigned char)s[1]) == 'x' &&
-                        fold((unsigned char)s[2]) == 'x';
+        bool is_class =
+            strlen(s) == 3 && fold((unsigned char)s[1]) == 'x' && fold((unsigned char)s[2]) == 'x';
         bool is_code = strlen(s) == 3 && s[1] >= '0' && s[1] <= '9' && s[2] >= '0' && s[2] <= '9';
 
         if (s[0] < '1' || s[0] > '5' || !(is_class || is_code)) {
-            perr_set(pe, t->cols[at], "bad status '%s' (expected a code like 404 or a class like 4xx)",
-                     s);
+            perr_set(pe, t->cols[at],
+                     "bad status '%s' (expected a code like 404 or a class like 4xx)", s);
             goto out;
         }
         if (is_class) {
@@ -693,8 +694,7 @@ static int parse_option(struct rule *r, const struct token *t, size_t key_len, s
     if (r->has_name)
         return perr_set(pe, t->col, "option 'name' given twice");
     if (value_len >= RULES_MAX_LABEL_BYTES)
-        return perr_set(pe, value_col, "name longer than %d characters",
-                        RULES_MAX_LABEL_BYTES - 1);
+        return perr_set(pe, value_col, "name longer than %d characters", RULES_MAX_LABEL_BYTES - 1);
     for (size_t i = 0; i < value_len; i++) {
         char c = value[i];
 
@@ -718,9 +718,9 @@ static size_t option_key_len(const struct token *t)
 
     if (t->bare_len == 0 || !(t->text[0] >= 'a' && t->text[0] <= 'z'))
         return 0;
-    while (i < t->bare_len && ((t->text[i] >= 'a' && t->text[i] <= 'z') ||
-                               (t->text[i] >= '0' && t->text[i] <= '9') || t->text[i] == '_' ||
-                               t->text[i] == '-'))
+    while (i < t->bare_len &&
+           ((t->text[i] >= 'a' && t->text[i] <= 'z') || (t->text[i] >= '0' && t->text[i] <= '9') ||
+            t->text[i] == '_' || t->text[i] == '-'))
         i++;
     if (i < t->bare_len && (t->text[i] == '=' || t->text[i] == '~'))
         return i;
@@ -951,8 +951,7 @@ static int parse_tokens(const struct line_tokens *lt, const char *default_label,
     } else if (is_word(&tok[0], "response")) {
         r->phase = RULES_RESPONSE;
     } else {
-        perr_set(pe, tok[0].col, "unknown phase '%s' (expected request or response)",
-                 tok[0].text);
+        perr_set(pe, tok[0].col, "unknown phase '%s' (expected request or response)", tok[0].text);
         goto out;
     }
     if (lt->count < 2) {
@@ -989,15 +988,16 @@ static int parse_tokens(const struct line_tokens *lt, const char *default_label,
          * rule that could set it could smuggle a second message. */
         if (ascii_case_equal(tok[2].text, tok[2].len, "Content-Length", 14) ||
             ascii_case_equal(tok[2].text, tok[2].len, "Transfer-Encoding", 17)) {
-            perr_set(pe, tok[2].col, "%s is computed by tapwire for each hop and cannot be "
-                     "rewritten", tok[2].text);
+            perr_set(pe, tok[2].col,
+                     "%s is computed by tapwire for each hop and cannot be "
+                     "rewritten",
+                     tok[2].text);
             goto out;
         }
         memcpy(r->header_name, tok[2].text, tok[2].len + 1);
         first_option = 3;
     } else {
-        perr_set(pe, tok[1].col, "unknown target '%s' (expected url, header or body)",
-                 tok[1].text);
+        perr_set(pe, tok[1].col, "unknown target '%s' (expected url, header or body)", tok[1].text);
         goto out;
     }
 
@@ -1051,8 +1051,10 @@ static int parse_tokens(const struct line_tokens *lt, const char *default_label,
             want_min = 0;
             want_max = 1;
         } else {
-            perr_set(pe, pos[0]->col, "unknown header action '%s' (expected set, replace or "
-                     "remove)", pos[0]->text);
+            perr_set(pe, pos[0]->col,
+                     "unknown header action '%s' (expected set, replace or "
+                     "remove)",
+                     pos[0]->text);
             goto out;
         }
         memmove(pos, pos + 1, (pos_count - 1) * sizeof(pos[0]));
@@ -1386,8 +1388,8 @@ static int parse_one(const char *spec, size_t len, const char *default_label, st
     return 0;
 }
 
-int rules_parse_spec(const char *spec, size_t len, const char *default_label,
-                     struct rule_set **out, char *err, size_t err_len)
+int rules_parse_spec(const char *spec, size_t len, const char *default_label, struct rule_set **out,
+                     char *err, size_t err_len)
 {
     struct rule_list list = {0};
     struct rule *r = NULL;
@@ -1467,7 +1469,7 @@ int rules_load_file(const char *path, struct rule_set **out, char *err, size_t e
     }
     if (st.st_size > RULES_MAX_FILE_BYTES) {
         errmsg_set(err, err_len, "rules file %s is larger than %d bytes", path,
-                RULES_MAX_FILE_BYTES);
+                   RULES_MAX_FILE_BYTES);
         goto out;
     }
     /* One byte more than allowed, so that a file growing while we read it
@@ -1491,7 +1493,7 @@ int rules_load_file(const char *path, struct rule_set **out, char *err, size_t e
         len += (size_t)n;
         if (len > RULES_MAX_FILE_BYTES) {
             errmsg_set(err, err_len, "rules file %s is larger than %d bytes", path,
-                    RULES_MAX_FILE_BYTES);
+                       RULES_MAX_FILE_BYTES);
             goto out;
         }
     }
@@ -1695,8 +1697,7 @@ char *rules_format(const struct rule *rule)
 
 /* ---- the context ---- */
 
-int rules_ctx_init(struct rules_ctx *ctx, const char *method, const char *host,
-                   const char *target)
+int rules_ctx_init(struct rules_ctx *ctx, const char *method, const char *host, const char *target)
 {
     memset(ctx, 0, sizeof(*ctx));
     ctx->phase = RULES_REQUEST;
@@ -1801,7 +1802,8 @@ static bool glob_match(const char *g, const char *s)
         if (*g == '*') {
             star = g++;
             resume = s;
-        } else if (*g != '\0' && (*g == '?' || fold((unsigned char)*g) == fold((unsigned char)*s))) {
+        } else if (*g != '\0' &&
+                   (*g == '?' || fold((unsigned char)*g) == fold((unsigned char)*s))) {
             g++;
             s++;
         } else if (star != NULL) {
@@ -1886,8 +1888,8 @@ struct searcher {
     bool is_utf_checked;
 };
 
-static int searcher_init(struct searcher *se, const pcre2_code *re,
-                         const pcre2_match_context *mc, int64_t deadline_ms)
+static int searcher_init(struct searcher *se, const pcre2_code *re, const pcre2_match_context *mc,
+                         int64_t deadline_ms)
 {
     uint32_t all = 0;
 
@@ -1974,9 +1976,8 @@ static int search(struct searcher *se, const unsigned char *s, size_t len, size_
 }
 
 /* 1 when re matches somewhere in s, 0 when not, -1 with why on an error. */
-static int regex_search(const pcre2_code *re, const pcre2_match_context *mc,
-                        const unsigned char *s, size_t len, int64_t deadline_ms, char *why,
-                        size_t why_len)
+static int regex_search(const pcre2_code *re, const pcre2_match_context *mc, const unsigned char *s,
+                        size_t len, int64_t deadline_ms, char *why, size_t why_len)
 {
     struct searcher se;
     int rc = -1;
@@ -2078,14 +2079,13 @@ static bool rule_selected(const struct rule *r, struct rules_ctx *ctx, enum rule
         if (!hit)
             return false;
     }
-    if (r->path_prefix != NULL &&
-        strncmp(ctx->target, r->path_prefix, strlen(r->path_prefix)) != 0)
+    if (r->path_prefix != NULL && strncmp(ctx->target, r->path_prefix, strlen(r->path_prefix)) != 0)
         return false;
     if (r->path_re != NULL) {
         char why[256];
-        int rc = regex_search(r->path_re, r->match_ctx, (const unsigned char *)ctx->target,
-                              strlen(ctx->target), now_ms() + RULES_APPLY_BUDGET_MS, why,
-                              sizeof(why));
+        int rc =
+            regex_search(r->path_re, r->match_ctx, (const unsigned char *)ctx->target,
+                         strlen(ctx->target), now_ms() + RULES_APPLY_BUDGET_MS, why, sizeof(why));
 
         if (rc < 0) {
             static const char *const what[] = {"url", "header", "body"};
@@ -2143,8 +2143,8 @@ static int put_result(int put_rc, struct outbuf *out, char *why, size_t why_len)
  * as Perl does: after one, the next match may not be empty at the same
  * place, else the search moves on by one character.
  */
-static int substitute(const struct rule *r, const unsigned char *s, size_t len,
-                      int64_t deadline_ms, struct outbuf *out, char *why, size_t why_len)
+static int substitute(const struct rule *r, const unsigned char *s, size_t len, int64_t deadline_ms,
+                      struct outbuf *out, char *why, size_t why_len)
 {
     struct searcher se = {0};
     size_t copied = 0, offset = 0;
@@ -2416,8 +2416,8 @@ static int header_set(const struct rule *r, struct fields *fs, char *why, size_t
             bytes -= fs->f[i].name_len + fs->f[i].value_len + 4;
         }
     }
-    if (count == 1 && same_bytes(fs->f[first].value, fs->f[first].value_len, r->replacement,
-                                 r->replacement_len))
+    if (count == 1 &&
+        same_bytes(fs->f[first].value, fs->f[first].value_len, r->replacement, r->replacement_len))
         return HDR_SAME;
     if (bytes + name_len + r->replacement_len + 4 > RULES_MAX_HEAD_BYTES) {
         errmsg_set(why, why_len, "the head would pass %d bytes", RULES_MAX_HEAD_BYTES);
@@ -2470,8 +2470,8 @@ static int header_replace(const struct rule *r, struct fields *fs, int64_t deadl
             continue;
         if (!is_valid_field_value(news[i].data, news[i].len)) {
             errmsg_set(why, why_len,
-                    "the result would put a control character (CR, LF, NUL...) into %s",
-                    r->header_name);
+                       "the result would put a control character (CR, LF, NUL...) into %s",
+                       r->header_name);
             rc = HDR_SKIPPED;
             goto out;
         }
@@ -2575,8 +2575,7 @@ static int pack_fields(const struct fields *fs, struct rules_headers *out)
 }
 
 int rules_apply_headers(const struct rule_set *set, struct rules_ctx *ctx,
-                        const struct rules_header *in, size_t in_count,
-                        struct rules_headers *out)
+                        const struct rules_header *in, size_t in_count, struct rules_headers *out)
 {
     int64_t deadline = now_ms() + RULES_APPLY_BUDGET_MS;
     struct fields fs = {0};
@@ -2596,8 +2595,8 @@ int rules_apply_headers(const struct rule_set *set, struct rules_ctx *ctx,
         /* Copied only once a rule applies: most exchanges match no rule. */
         if (!is_copied) {
             for (size_t k = 0; k < in_count; k++)
-                if (fields_add(&fs, k, in[k].name, in[k].name_len, in[k].value,
-                               in[k].value_len) != 0)
+                if (fields_add(&fs, k, in[k].name, in[k].name_len, in[k].value, in[k].value_len) !=
+                    0)
                     goto out;
             is_copied = true;
         }
@@ -2755,8 +2754,7 @@ void rules_db_rows_free(struct rules_db_row *rows, size_t count)
     free(rows);
 }
 
-int rules_db_list(sqlite3 *db, struct rules_db_row **rows, size_t *count, char *err,
-                  size_t err_len)
+int rules_db_list(sqlite3 *db, struct rules_db_row **rows, size_t *count, char *err, size_t err_len)
 {
     sqlite3_stmt *stmt = NULL;
     struct rules_db_row *list = NULL;
@@ -2840,8 +2838,9 @@ int rules_db_load(sqlite3 *db, struct rule_set **out, char *err, size_t err_len)
         r->is_enabled = r->is_enabled && rows[i].is_enabled;
         if (list.count == RULES_MAX_RULES || list_add(&list, r) != 0) {
             rule_unref(r);
-            errmsg_set(err, err_len, list.count == RULES_MAX_RULES ? "too many rules in the database"
-                                                                 : "out of memory");
+            errmsg_set(err, err_len,
+                       list.count == RULES_MAX_RULES ? "too many rules in the database"
+                                                     : "out of memory");
             goto out;
         }
     }
@@ -2876,8 +2875,8 @@ static int canonical_spec(const char *spec, bool *is_enabled, char **canon, char
     return 0;
 }
 
-static int insert_row(sqlite3 *db, int64_t position, bool is_enabled, const char *spec,
-                      int64_t *id, char *err, size_t err_len)
+static int insert_row(sqlite3 *db, int64_t position, bool is_enabled, const char *spec, int64_t *id,
+                      char *err, size_t err_len)
 {
     sqlite3_stmt *stmt = NULL;
     int rc = RULES_DB_ERROR;
@@ -3037,8 +3036,7 @@ int rules_db_reorder(sqlite3 *db, const int64_t *ids, size_t count, char *err, s
         goto out;
     in_txn = true;
     rc = RULES_DB_ERROR;
-    if (sqlite3_prepare_v2(db, "SELECT id FROM rules ORDER BY id", -1, &stmt, NULL) !=
-        SQLITE_OK) {
+    if (sqlite3_prepare_v2(db, "SELECT id FROM rules ORDER BY id", -1, &stmt, NULL) != SQLITE_OK) {
         db_fail(db, err, err_len, "reordering rules");
         goto out;
     }
@@ -3067,8 +3065,8 @@ int rules_db_reorder(sqlite3 *db, const int64_t *ids, size_t count, char *err, s
     }
     for (size_t i = 0; i < count; i++) {
         if (sqlite3_bind_int64(stmt, 1, (int64_t)i) != SQLITE_OK ||
-            sqlite3_bind_int64(stmt, 2, ids[i]) != SQLITE_OK ||
-            sqlite3_step(stmt) != SQLITE_DONE || sqlite3_reset(stmt) != SQLITE_OK) {
+            sqlite3_bind_int64(stmt, 2, ids[i]) != SQLITE_OK || sqlite3_step(stmt) != SQLITE_DONE ||
+            sqlite3_reset(stmt) != SQLITE_OK) {
             db_fail(db, err, err_len, "reordering rules");
             goto out;
         }

@@ -34,9 +34,9 @@
 #define RULES_MAX_TARGET_BYTES 8192            /* a rewritten request-target (request line) */
 #define RULES_MAX_HEAD_BYTES 65536             /* all rewritten fields, "Name: value\r\n" each */
 #define RULES_MAX_CONTENT_TYPE_BYTES 256
-#define RULES_ERROR_BYTES 512                  /* holds every parse error message in full */
-#define RULES_APPLIED_BYTES 512                /* struct rules_ctx.applied */
-#define RULES_NOTES_BYTES 1024                 /* struct rules_ctx.notes */
+#define RULES_ERROR_BYTES 512   /* holds every parse error message in full */
+#define RULES_APPLIED_BYTES 512 /* struct rules_ctx.applied */
+#define RULES_NOTES_BYTES 1024  /* struct rules_ctx.notes */
 
 /* --rewrite-limit default: bodies larger than this are streamed unmodified. */
 #define RULES_DEFAULT_REWRITE_LIMIT_BYTES (16 * 1024 * 1024)
@@ -56,13 +56,13 @@ enum rules_phase { RULES_REQUEST = 0, RULES_RESPONSE = 1 };
 enum rules_target { RULES_TARGET_URL = 0, RULES_TARGET_HEADER = 1, RULES_TARGET_BODY = 2 };
 enum rules_header_action {
     RULES_HEADER_NONE = 0, /* targets other than header */
-    RULES_HEADER_SET,      /* replace every field of the name with one, or add it */
+    RULES_HEADER_SET,      /* first field of the name gets the value, others go; or add it */
     RULES_HEADER_REPLACE,  /* pattern replacement inside the values of the name */
     RULES_HEADER_REMOVE,   /* drop the fields of the name (whose value matches, if a pattern) */
 };
 
 /* One piece of a regex replacement: literal bytes of the replacement text,
- * or a capture group ($1, ${1}, ${name}) resolved to its number at parse
+ * or a capture group ($1, ${1}, $name, ${name}) resolved to its number at parse
  * time, so that a reference to a missing group is a parse error. */
 struct rule_repl_part {
     int group; /* -1: literal bytes replacement[offset..offset+len) */
@@ -82,10 +82,10 @@ struct rules_status_range {
  * contain NUL bytes (body rules), so use their lengths.
  */
 struct rule {
-    atomic_long refs; /* private */
-    int64_t id;       /* database row id; 0 for rules from a file or --rule */
-    int line;         /* line in its file (1-based); 0 otherwise */
-    char label[RULES_MAX_LABEL_BYTES]; /* name=LABEL, else a default: "FILE:LINE", "#ID" */
+    atomic_long refs;                  /* private */
+    int64_t id;                        /* database row id; 0 for rules from a file or --rule */
+    int line;                          /* line in its file (1-based); 0 otherwise */
+    char label[RULES_MAX_LABEL_BYTES]; /* name=, else "FILE:LINE", "rule N", "#ID" */
     bool has_name;                     /* label came from name= */
     bool is_enabled;
     enum rules_phase phase;
@@ -112,8 +112,8 @@ struct rule {
     size_t pattern_len;
     char *replacement; /* also the value of header set */
     size_t replacement_len;
-    pcre2_code *re;                  /* is_regex: compiled pattern (JIT when available) */
-    pcre2_match_context *match_ctx;  /* limits above; shared read-only by all threads */
+    pcre2_code *re;                    /* is_regex: compiled pattern (JIT when available) */
+    pcre2_match_context *match_ctx;    /* limits above; shared read-only by all threads */
     struct rule_repl_part *repl_parts; /* is_regex: the parsed replacement */
     size_t repl_part_count;
 };
@@ -174,8 +174,8 @@ int rules_parse_text(const char *text, size_t len, const char *origin, struct ru
 
 /* One line, e.g. from --rule or the API; must hold exactly one rule (a
  * blank line or comment is an error). default_label: label without name=. */
-int rules_parse_spec(const char *spec, size_t len, const char *default_label,
-                     struct rule_set **out, char *err, size_t err_len);
+int rules_parse_spec(const char *spec, size_t len, const char *default_label, struct rule_set **out,
+                     char *err, size_t err_len);
 
 /* Each of specs[0..count) as one rule, in order (the --rule options), with
  * default labels "rule N" (1-based) and errors "rule N: column C: ...". */
@@ -213,8 +213,7 @@ struct rules_ctx {
 };
 
 /* Request phase, no status, no content type. Returns 0 or -1 (no memory). */
-int rules_ctx_init(struct rules_ctx *ctx, const char *method, const char *host,
-                   const char *target);
+int rules_ctx_init(struct rules_ctx *ctx, const char *method, const char *host, const char *target);
 /* Switches to the response phase of the same exchange. */
 void rules_ctx_set_response(struct rules_ctx *ctx, int status, const char *content_type);
 /* Content-Type of the message of the current phase; NULL for none. */
@@ -260,8 +259,7 @@ void rules_headers_free(struct rules_headers *list);
  * ctx->content_type for the body rules.
  */
 int rules_apply_headers(const struct rule_set *set, struct rules_ctx *ctx,
-                        const struct rules_header *in, size_t in_count,
-                        struct rules_headers *out);
+                        const struct rules_header *in, size_t in_count, struct rules_headers *out);
 
 /*
  * True when some enabled body rule of ctx->phase matches the exchange, i.e.
@@ -299,7 +297,7 @@ struct rules_db_row {
     int64_t id;
     int64_t position;
     bool is_enabled;
-    char *spec; /* owned */
+    char *spec;         /* owned */
     int64_t created_at; /* unix seconds */
 };
 

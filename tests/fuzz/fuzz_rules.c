@@ -29,24 +29,34 @@
             __builtin_trap();                                                                      \
     } while (0)
 
-#define MAX_INPUT_BYTES 4096   /* longer texts only repeat what short ones test */
-#define SUBJECT_BYTES 128      /* body subject taken from the input */
+#define MAX_INPUT_BYTES 4096 /* longer texts only repeat what short ones test */
+#define SUBJECT_BYTES 128    /* body subject taken from the input */
 #define BODY_MAX_OUT 4096
 
+/* Strict UTF-8 (RFC 3629), what a JSON string to the dashboard needs. */
 static bool is_utf8(const unsigned char *s, size_t n)
 {
     size_t i = 0;
 
     while (i < n) {
         unsigned char c = s[i];
-        size_t more = c < 0x80 ? 0 : c >= 0xc2 && c <= 0xdf ? 1 : c >= 0xe0 && c <= 0xef ? 2
-                                 : c >= 0xf0 && c <= 0xf4 ? 3 : 9;
+        size_t more = c < 0x80                 ? 0
+                      : c >= 0xc2 && c <= 0xdf ? 1
+                      : c >= 0xe0 && c <= 0xef ? 2
+                      : c >= 0xf0 && c <= 0xf4 ? 3
+                                               : 9;
+        uint32_t cp = c & (0x7f >> more);
 
         if (more == 9 || n - i - 1 < more)
             return false;
-        for (size_t k = 1; k <= more; k++)
+        for (size_t k = 1; k <= more; k++) {
             if ((s[i + k] & 0xc0) != 0x80)
                 return false;
+            cp = (cp << 6) | (s[i + k] & 0x3f);
+        }
+        if ((more == 2 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+            (more == 3 && (cp < 0x10000 || cp > 0x10ffff)))
+            return false;
         i += more + 1;
     }
     return true;
@@ -132,8 +142,7 @@ static void check_apply(const struct rule_set *set, const uint8_t *data, size_t 
     for (size_t i = 0; i < 5; i++)
         in[i] = (struct rules_header){names[i], strlen(names[i]), values[i], strlen(values[i])};
     for (int phase = 0; phase < 2; phase++) {
-        CHECK(rules_ctx_init(&ctx, "POST", "www.google.com", "/search?q=cybersecurity&hl=en") ==
-              0);
+        CHECK(rules_ctx_init(&ctx, "POST", "www.google.com", "/search?q=cybersecurity&hl=en") == 0);
         if (phase == 1)
             rules_ctx_set_response(&ctx, 200, "text/html");
         CHECK(rules_apply_url(set, &ctx, &target) == 0);
@@ -152,8 +161,7 @@ static void check_apply(const struct rule_set *set, const uint8_t *data, size_t 
                       out.fields[i].value[k] != '\0');
         rules_headers_free(&out);
         (void)rules_wants_body(set, &ctx);
-        CHECK(rules_apply_body(set, &ctx, data, subject_len, BODY_MAX_OUT, &body, &body_len) ==
-              0);
+        CHECK(rules_apply_body(set, &ctx, data, subject_len, BODY_MAX_OUT, &body, &body_len) == 0);
         CHECK(body == NULL || body_len <= BODY_MAX_OUT);
         free(body);
         body = NULL;

@@ -96,9 +96,9 @@ static char *body_after(const struct rule_set *set, struct rules_ctx *ctx, const
     size_t out_len = 0;
     char *s;
 
-    CU_ASSERT_EQUAL_FATAL(rules_apply_body(set, ctx, (const unsigned char *)in, strlen(in),
-                                           max_out, &out, &out_len),
-                          0);
+    CU_ASSERT_EQUAL_FATAL(
+        rules_apply_body(set, ctx, (const unsigned char *)in, strlen(in), max_out, &out, &out_len),
+        0);
     if (changed != NULL)
         *changed = out != NULL;
     if (out == NULL)
@@ -210,10 +210,10 @@ static void test_parses_textbook_url_rule(void)
 
 static void test_parses_every_option(void)
 {
-    struct rule_set *set = parse_ok(
-        "response body regex icase disabled name=swap-1 host=*.example.org,example.org "
-        "path=/a/b path~'^/a/[0-9]+' method=GET,post status=200,4xx type=text/html,json "
-        "'(Ex)ample' '${1}cellent'");
+    struct rule_set *set =
+        parse_ok("response body regex icase disabled name=swap-1 host=*.example.org,example.org "
+                 "path=/a/b path~'^/a/[0-9]+' method=GET,post status=200,4xx type=text/html,json "
+                 "'(Ex)ample' '${1}cellent'");
     const struct rule *r = only_rule(set);
 
     CU_ASSERT_EQUAL(r->phase, RULES_RESPONSE);
@@ -279,9 +279,8 @@ static void test_parses_header_actions(void)
 
 static void test_quotes_and_escapes_decode(void)
 {
-    struct rule_set *set = parse_ok(
-        "request body \"a\\\"b\\\\c\\n\\r\\t\\x41\\x00z\" 'raw\\d\"'\n"
-        "request body type=\"text/html; charset=utf-8\" it\"'s\" x\n");
+    struct rule_set *set = parse_ok("request body \"a\\\"b\\\\c\\n\\r\\t\\x41\\x00z\" 'raw\\d\"'\n"
+                                    "request body type=\"text/html; charset=utf-8\" it\"'s\" x\n");
     const struct rule *r = rules_set_get(set, 0);
 
     CU_ASSERT_EQUAL_FATAL(r->pattern_len, 11);
@@ -329,7 +328,7 @@ static void test_regex_error_names_line_and_column(void)
      * column in the line: PCRE2 reports the end of "(ab\x63", which is the
      * closing quote at column 27. */
     expect_error("request url regex \"(ab\\x63\" x\n", "line 1, column 27: regex error: "
-                                                         "missing closing parenthesis");
+                                                       "missing closing parenthesis");
     expect_error("request url path~'a)' x y", "line 1, column 20: regex error: "
                                               "unmatched closing parenthesis");
 }
@@ -346,7 +345,8 @@ static void test_bad_lines_name_line_and_column(void)
         const char *line;
         const char *err;
     } cases[] = {
-        {"requst url a b", "line 1, column 1: unknown phase 'requst' (expected request or response)"},
+        {"requst url a b",
+         "line 1, column 1: unknown phase 'requst' (expected request or response)"},
         {"request", "line 1, column 8: missing target (url, header NAME or body)"},
         {"request url a", "line 1, column 14: missing replacement"},
         {"request url", "line 1, column 12: missing pattern"},
@@ -408,8 +408,9 @@ static void test_bad_lines_name_line_and_column(void)
                                      "0x7f (percent-encode it)"},
         {"request url regex '(a)' '$2'", "line 1, column 26: group 2 does not exist (the regex "
                                          "has 1)"},
-        {"request url regex '(a)' '${x}'", "line 1, column 26: the regex has no group named 'x' (write "
-                                           "$$ for a dollar sign)"},
+        {"request url regex '(a)' '${x}'",
+         "line 1, column 26: the regex has no group named 'x' (write "
+         "$$ for a dollar sign)"},
         {"request url regex '(a)' '$x'", "line 1, column 26: the regex has no group named 'x' "
                                          "(write $$ for a dollar sign)"},
         {"request url regex '(a)' 'a$'", "line 1, column 27: '$' must be followed by a group "
@@ -441,9 +442,9 @@ static void test_parse_spec_is_one_rule(void)
     rules_set_unref(set);
     CU_ASSERT_EQUAL(rules_parse_spec("# nothing", 9, "api", &set, err, sizeof(err)), -1);
     CU_ASSERT_STRING_EQUAL(err, "no rule (the text is blank or a comment)");
-    CU_ASSERT_EQUAL(rules_parse_spec("request url a b\nrequest url c d", 31, "api", &set, err,
-                                     sizeof(err)),
-                    -1);
+    CU_ASSERT_EQUAL(
+        rules_parse_spec("request url a b\nrequest url c d", 31, "api", &set, err, sizeof(err)),
+        -1);
     CU_ASSERT_STRING_EQUAL(err, "column 16: a rule is one line");
     CU_ASSERT_EQUAL(rules_parse_spec("request url 'a", 14, "api", &set, err, sizeof(err)), -1);
     CU_ASSERT_STRING_EQUAL(err, "column 13: unterminated quote");
@@ -488,8 +489,10 @@ static void test_format_round_trips(void)
         {"request body type='a\"b' x y", "request body type='a\"b' 'x' 'y'"},
         {"request body type=\"a'\\\"b\" x y", "request body type=\"a'\\\"b\" 'x' 'y'"},
         /* Valid UTF-8 stays readable; the escapes decode to the same bytes. */
-        {"request body Stra\xc3\x9f" "e \"\\xc3\\x9f\"",
-         "request body 'Stra\xc3\x9f" "e' '\xc3\x9f'"},
+        {"request body Stra\xc3\x9f"
+         "e \"\\xc3\\x9f\"",
+         "request body 'Stra\xc3\x9f"
+         "e' '\xc3\x9f'"},
         {"request body \"\\xff\\x00\" \"\\\\\"", "request body \"\\xff\\x00\" '\\'"},
         {"request body regex '' \"\\\\\"", "request body regex '' '\\'"},
     };
@@ -508,9 +511,8 @@ static void test_format_round_trips(void)
         CU_ASSERT_EQUAL(only_rule(b)->pattern_len, only_rule(a)->pattern_len);
         CU_ASSERT_EQUAL(only_rule(b)->replacement_len, only_rule(a)->replacement_len);
         if (only_rule(a)->pattern_len > 0)
-            CU_ASSERT_EQUAL(memcmp(only_rule(b)->pattern, only_rule(a)->pattern,
-                                   only_rule(a)->pattern_len),
-                            0);
+            CU_ASSERT_EQUAL(
+                memcmp(only_rule(b)->pattern, only_rule(a)->pattern, only_rule(a)->pattern_len), 0);
         free(first);
         free(second);
         rules_set_unref(a);
@@ -582,8 +584,8 @@ static void test_host_glob_filter(void)
         const char *host;
         bool hit;
     } cases[] = {
-        {"www.example.org", true}, {"a.b.EXAMPLE.org", true}, {"example.org", false},
-        {"example.com", true},     {"exaXple.com", true},     {"exaple.com", false},
+        {"www.example.org", true},   {"a.b.EXAMPLE.org", true}, {"example.org", false},
+        {"example.com", true},       {"exaXple.com", true},     {"exaple.com", false},
         {"example.com.evil", false},
     };
 
@@ -738,8 +740,8 @@ static void test_literal_replaces_all_without_overlap(void)
 static void test_icase_literal_is_ascii_only(void)
 {
     struct rule_set *set = parse_ok("response body icase \"\\xc3\\xa9T\\xc3\\xa9\" x");
-    char *b = response_body_after(set, "h", "/", 200, NULL, "\xc3\xa9t\xc3\xa9 \xc3\x89T\xc3\x89",
-                                  NULL);
+    char *b =
+        response_body_after(set, "h", "/", 200, NULL, "\xc3\xa9t\xc3\xa9 \xc3\x89T\xc3\x89", NULL);
 
     /* "é" and "É" differ in bytes; only the ASCII 't' folds. */
     CU_ASSERT_STRING_EQUAL(b, "x \xc3\x89T\xc3\x89");
@@ -822,8 +824,8 @@ static void test_header_remove_all_or_by_pattern(void)
 {
     struct rule_set *set = parse_ok("request header Cookie remove\n"
                                     "request header X-Trace remove regex '^debug'\n");
-    const char *in[] = {"Cookie: a=1", "X-Trace: debug-1", "Host: h", "cookie: b=2",
-                        "X-Trace: keep", "X-Trace: debug-2"};
+    const char *in[] = {"Cookie: a=1", "X-Trace: debug-1", "Host: h",
+                        "cookie: b=2", "X-Trace: keep",    "X-Trace: debug-2"};
     char *t = request_headers_after(set, in, 6, NULL);
 
     CU_ASSERT_STRING_EQUAL(t, "Host: h\nX-Trace: keep\n");
@@ -863,7 +865,7 @@ static void test_header_crlf_injection_refused_at_apply(void)
     CU_ASSERT_STRING_EQUAL(t, "X-A: a\r\nEvil: 1\nHost: h\nX-B: ok\n");
     CU_ASSERT_STRING_EQUAL(ctx.applied, "t.rules:2");
     CU_ASSERT_PTR_NOT_NULL(strstr(ctx.notes, "t.rules:1: request header X-A not rewritten: the "
-                                              "result would put a control character"));
+                                             "result would put a control character"));
     free(t);
     rules_set_unref(set);
 }
@@ -878,7 +880,7 @@ static void test_url_result_must_stay_a_request_target(void)
     CU_ASSERT_STRING_EQUAL(t, "/b");
     CU_ASSERT_STRING_EQUAL(ctx.applied, "ok");
     CU_ASSERT_PTR_NOT_NULL(strstr(ctx.notes, "noslash: request url not rewritten: the result is "
-                                              "not a valid request-target"));
+                                             "not a valid request-target"));
     free(t);
     rules_set_unref(set);
 }
@@ -934,20 +936,18 @@ static void test_body_output_is_capped(void)
     /* 100 bytes for every 'a': a 20 KB body would become 2 MB, past
      * 4 x 20000 + 1 MiB. */
     snprintf(spec, sizeof(spec),
-             "response body name=grow a '%0100d'\nresponse body name=small z y\n",
-             0);
+             "response body name=grow a '%0100d'\nresponse body name=small z y\n", 0);
     set = parse_ok(spec);
     CU_ASSERT_PTR_NOT_NULL_FATAL(big);
     memset(big, 'a', 20000);
     big[20000] = '\0';
     CU_ASSERT_EQUAL_FATAL(rules_ctx_init(&ctx, "GET", "h", "/"), 0);
     rules_ctx_set_response(&ctx, 200, NULL);
-    CU_ASSERT_EQUAL(rules_apply_body(set, &ctx, (const unsigned char *)big, 20000, 0, &out,
-                                     &out_len),
-                    0);
+    CU_ASSERT_EQUAL(
+        rules_apply_body(set, &ctx, (const unsigned char *)big, 20000, 0, &out, &out_len), 0);
     CU_ASSERT_PTR_NULL(out);
     CU_ASSERT_PTR_NOT_NULL(strstr(ctx.notes, "grow: response body not rewritten: the result "
-                                              "would pass 1128576 bytes"));
+                                             "would pass 1128576 bytes"));
     free(big);
 
     /* An explicit max_out bounds it further; the other rules still apply. */
@@ -982,9 +982,9 @@ static void test_catastrophic_regex_hits_match_limit_quickly(void)
     CU_ASSERT_EQUAL(strchr(b, '?') - b, 40);
     CU_ASSERT_STRING_EQUAL(ctx.applied, "fine");
     CU_ASSERT_PTR_NOT_NULL(strstr(ctx.notes, "evil: response body not rewritten: regex match "
-                                              "limit reached"));
+                                             "limit reached"));
     CU_ASSERT_PTR_NOT_NULL(strstr(ctx.notes, "evil2: response body not rewritten: regex match "
-                                              "limit reached"));
+                                             "limit reached"));
     free(b);
     rules_ctx_free(&ctx);
     rules_set_unref(set);
@@ -1013,7 +1013,7 @@ static void test_slow_regex_stops_at_time_budget(void)
     CU_ASSERT_TRUE(mono_ms() - start < RULES_APPLY_BUDGET_MS + 2000);
     CU_ASSERT_FALSE(changed);
     CU_ASSERT_PTR_NOT_NULL(strstr(ctx.notes, "slow: response body not rewritten: the rules took "
-                                              "longer than"));
+                                             "longer than"));
     free(b);
     free(subject);
     rules_ctx_free(&ctx);
@@ -1123,8 +1123,7 @@ static void *worker_run(void *arg)
             if (strncmp(r->label, "gen-", 4) != 0)
                 w->failures++;
             if (rules_ctx_init(&ctx, "GET", "h", "/a") != 0 ||
-                rules_apply_url(set, &ctx, &out) != 0 || out == NULL ||
-                strncmp(out, "/b", 2) != 0)
+                rules_apply_url(set, &ctx, &out) != 0 || out == NULL || strncmp(out, "/b", 2) != 0)
                 w->failures++;
             free(out);
             rules_ctx_free(&ctx);
@@ -1202,17 +1201,18 @@ static void test_db_round_trip_survives_reopen(void)
     int64_t ids[3];
     char *text;
 
-    CU_ASSERT_EQUAL(rules_db_add(db, "request url host=www.google.com 'q=cybersecurity' "
-                                     "'q=SEED+Labs'",
+    CU_ASSERT_EQUAL(rules_db_add(db,
+                                 "request url host=www.google.com 'q=cybersecurity' "
+                                 "'q=SEED+Labs'",
                                  true, &ids[0], err, sizeof(err)),
                     0);
-    CU_ASSERT_EQUAL(rules_db_add(db, "response body name=dom type=text/html 'Example Domain' "
-                                     "\"Tapwire\\tDomain\"",
+    CU_ASSERT_EQUAL(rules_db_add(db,
+                                 "response body name=dom type=text/html 'Example Domain' "
+                                 "\"Tapwire\\tDomain\"",
                                  true, &ids[1], err, sizeof(err)),
                     0);
-    CU_ASSERT_EQUAL(rules_db_add(db, "request header Cookie remove", false, &ids[2], err,
-                                 sizeof(err)),
-                    0);
+    CU_ASSERT_EQUAL(
+        rules_db_add(db, "request header Cookie remove", false, &ids[2], err, sizeof(err)), 0);
     sqlite3_close(db);
 
     db = open_db("a.db");
@@ -1262,8 +1262,7 @@ static void test_db_update_and_delete(void)
     int64_t id;
 
     CU_ASSERT_EQUAL_FATAL(rules_db_add(db, "request url a b", true, &id, err, sizeof(err)), 0);
-    CU_ASSERT_EQUAL(rules_db_update(db, id, "request url a c disabled", true, err, sizeof(err)),
-                    0);
+    CU_ASSERT_EQUAL(rules_db_update(db, id, "request url a c disabled", true, err, sizeof(err)), 0);
     CU_ASSERT_EQUAL(rules_db_list(db, &rows, &count, err, sizeof(err)), 0);
     CU_ASSERT_EQUAL_FATAL(count, 1);
     CU_ASSERT_STRING_EQUAL(rows[0].spec, "request url 'a' 'c'");
@@ -1320,8 +1319,7 @@ static void test_db_replace_all_keeps_order_and_flags(void)
     struct rule_set *set = NULL;
     char *want, *got;
 
-    CU_ASSERT_EQUAL_FATAL(rules_db_add(db, "request url old new", true, NULL, err, sizeof(err)),
-                          0);
+    CU_ASSERT_EQUAL_FATAL(rules_db_add(db, "request url old new", true, NULL, err, sizeof(err)), 0);
     CU_ASSERT_EQUAL(rules_db_replace_all(db, file, err, sizeof(err)), 0);
     CU_ASSERT_EQUAL_FATAL(rules_db_load(db, &set, err, sizeof(err)), 0);
     want = format_all(file);
