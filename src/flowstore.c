@@ -115,6 +115,8 @@ struct flow *flow_new(size_t capture_limit)
         return NULL;
     flow->request_body.limit = capture_limit;
     flow->response_body.limit = capture_limit;
+    flow->request_body_original.limit = capture_limit;
+    flow->response_body_original.limit = capture_limit;
     return flow;
 }
 
@@ -138,6 +140,12 @@ void flow_free(struct flow *flow)
     flow_tls_clear(&flow->tls);
     free(flow->error);
     free(flow->rules);
+    free(flow->target_original);
+    free(flow->request_headers_original);
+    free(flow->response_headers_original);
+    free(flow->request_body_original.data);
+    free(flow->response_body_original.data);
+    free(flow->rules_notes);
     free(flow);
 }
 

@@ -88,6 +88,19 @@ struct flow {
     char *error;                   /* owned, may be NULL */
     char *rules;                   /* owned, may be NULL: ids/names of rules that changed it */
     uint64_t bytes_up, bytes_down; /* tunnels and upgrades: raw bytes relayed */
+
+    /* What rewrite rules changed. The fields above hold what was sent on
+     * (the rewritten target, headers and bodies); these hold what arrived,
+     * set only for the parts a rule changed (NULL / size 0 otherwise). */
+    char *target_original;           /* owned, may be NULL */
+    char *request_headers_original;  /* owned, may be NULL */
+    char *response_headers_original; /* owned, may be NULL */
+    bool has_request_body_original;  /* request_body_original is meaningful */
+    bool has_response_body_original;
+    struct flow_body request_body_original;  /* as received, decoded: same limits */
+    struct flow_body response_body_original;
+    char *rules_notes; /* owned, may be NULL: why a matching rule did not apply
+                          (body over --rewrite-limit, decode failure, regex limit) */
 };
 
 /* Allocates a zeroed flow with both body limits set. NULL when out of memory. */
