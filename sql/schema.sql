@@ -119,3 +119,25 @@ CREATE TABLE rules (
     created_at INTEGER NOT NULL     -- unix seconds
 );
 CREATE INDEX rules_position ON rules (position, id);
+
+-- version: 4
+-- What rewrite rules changed (rules.c, applied by exchange.c). The columns of
+-- version 2 hold what was sent on; these hold what arrived, and only for the
+-- parts a rule changed: NULL when that part went through untouched, so "was
+-- it rewritten" is "IS NOT NULL" and flows without rules cost nothing.
+-- Original bodies are flow_bodies rows with direction 2 (request) and 3
+-- (response). They are stored decoded (rules work on the decoded body), so
+-- their bytes need no Content-Encoding to read. Their sizes and truncation
+-- flags mirror those of version 2; req_body_original_size is NULL when the
+-- request body was not rewritten. rules_notes says why a matching rule did
+-- not apply (body over --rewrite-limit, a decode failure, a regex limit).
+ALTER TABLE flows ADD COLUMN target_original TEXT;
+ALTER TABLE flows ADD COLUMN req_headers_original TEXT;
+ALTER TABLE flows ADD COLUMN resp_headers_original TEXT;
+ALTER TABLE flows ADD COLUMN req_body_original_size INTEGER;
+ALTER TABLE flows ADD COLUMN resp_body_original_size INTEGER;
+ALTER TABLE flows ADD COLUMN req_body_original_captured INTEGER;
+ALTER TABLE flows ADD COLUMN resp_body_original_captured INTEGER;
+ALTER TABLE flows ADD COLUMN req_original_truncated INTEGER;
+ALTER TABLE flows ADD COLUMN resp_original_truncated INTEGER;
+ALTER TABLE flows ADD COLUMN rules_notes TEXT;

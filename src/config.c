@@ -38,6 +38,9 @@ enum {
     OPT_WEB_ROOT,
     OPT_DASHBOARD_TOKEN,
     OPT_NO_CAPTURE,
+    OPT_RULES,
+    OPT_RULE,
+    OPT_REWRITE_LIMIT,
 };
 
 static const struct option long_options[] = {
@@ -60,6 +63,9 @@ static const struct option long_options[] = {
     {"web-root", required_argument, NULL, OPT_WEB_ROOT},
     {"dashboard-token", required_argument, NULL, OPT_DASHBOARD_TOKEN},
     {"no-capture", no_argument, NULL, OPT_NO_CAPTURE},
+    {"rules", required_argument, NULL, OPT_RULES},
+    {"rule", required_argument, NULL, OPT_RULE},
+    {"rewrite-limit", required_argument, NULL, OPT_REWRITE_LIMIT},
     {"verbose", no_argument, NULL, 'v'},
     {"quiet", no_argument, NULL, 'q'},
     {"help", no_argument, NULL, 'h'},
@@ -94,6 +100,10 @@ static void print_usage(FILE *out)
             "  --no-dashboard           no dashboard\n"
             "  --web-root DIR           serve the dashboard page from DIR (development)\n"
             "  --dashboard-token TOKEN  dashboard access token (default: random)\n"
+            "  --rules FILE             rewrite rules, one per line (reloaded on SIGHUP;\n"
+            "                           see tapwire-rules(5))\n"
+            "  --rule SPEC              one rewrite rule (repeatable)\n"
+            "  --rewrite-limit BYTES    largest body a body rule buffers (default %d)\n"
             "  -v, --verbose            more log output (repeat for debug)\n"
             "  -q, --quiet              warnings and errors only\n"
             "  -h, --help               this text\n"
@@ -103,7 +113,7 @@ static void print_usage(FILE *out)
             CONFIG_DEFAULT_LISTEN, CONFIG_DEFAULT_MAX_CONNECTIONS, CONFIG_DEFAULT_IDLE_TIMEOUT_MS,
             CONFIG_DEFAULT_HEADER_TIMEOUT_MS, CONFIG_DEFAULT_UPSTREAM_TIMEOUT_MS,
             CONFIG_DEFAULT_IO_TIMEOUT_MS, CONFIG_DEFAULT_CAPTURE_LIMIT_BYTES,
-            CONFIG_DEFAULT_MAX_FLOWS, CONFIG_DEFAULT_DASHBOARD);
+            CONFIG_DEFAULT_MAX_FLOWS, CONFIG_DEFAULT_DASHBOARD, CONFIG_DEFAULT_REWRITE_LIMIT_BYTES);
 }
 
 int config_parse_hostport(const char *spec, char *host, size_t host_len, uint16_t *port)
@@ -194,6 +204,7 @@ enum config_parse_result config_parse(struct config *cfg, int argc, char **argv)
     cfg->max_flows = CONFIG_DEFAULT_MAX_FLOWS;
     cfg->dashboard_enabled = true;
     cfg->capture_enabled = true;
+    cfg->rewrite_limit = CONFIG_DEFAULT_REWRITE_LIMIT_BYTES;
     config_parse_hostport(CONFIG_DEFAULT_DASHBOARD, cfg->dashboard_host,
                           sizeof(cfg->dashboard_host), &cfg->dashboard_port);
     const char *keylog = getenv("SSLKEYLOGFILE");
@@ -287,6 +298,22 @@ enum config_parse_result config_parse(struct config *cfg, int argc, char **argv)
                 return CONFIG_ERROR;
             }
             cfg->dashboard_enabled = true;
+            break;
+        case OPT_RULES:
+            cfg->rules_file = optarg;
+            break;
+        case OPT_RULE:
+            if (cfg->rule_spec_count == CONFIG_MAX_LIST) {
+                fprintf(stderr, "tapwire: at most %d --rule; use --rules FILE\n",
+                        CONFIG_MAX_LIST);
+                return CONFIG_ERROR;
+            }
+            cfg->rule_specs[cfg->rule_spec_count++] = optarg;
+            break;
+        case OPT_REWRITE_LIMIT:
+            if (parse_positive("--rewrite-limit", optarg, 1, 1 << 30, &number))
+                return CONFIG_ERROR;
+            cfg->rewrite_limit = (size_t)number;
             break;
         case OPT_NO_CAPTURE:
             cfg->capture_enabled = false;

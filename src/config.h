@@ -21,6 +21,7 @@
 #define CONFIG_DEFAULT_DASHBOARD "127.0.0.1:8081"
 #define CONFIG_DEFAULT_CAPTURE_LIMIT_BYTES (1024 * 1024)
 #define CONFIG_DEFAULT_MAX_FLOWS 100000
+#define CONFIG_DEFAULT_REWRITE_LIMIT_BYTES (16 * 1024 * 1024)
 
 enum log_level_setting { CONFIG_LOG_QUIET = 0, CONFIG_LOG_NORMAL = 1, CONFIG_LOG_VERBOSE = 2 };
 
@@ -53,6 +54,12 @@ struct config {
     uint16_t dashboard_port;
     const char *web_root;        /* --web-root DIR or NULL: serve the built-in page */
     const char *dashboard_token; /* --dashboard-token or NULL: random at start */
+
+    /* rewrite rules */
+    const char *rules_file;                /* --rules FILE or NULL */
+    const char *rule_specs[CONFIG_MAX_LIST + 1]; /* --rule, NULL-terminated */
+    size_t rule_spec_count;
+    size_t rewrite_limit;                  /* --rewrite-limit bytes */
 };
 
 enum config_parse_result {

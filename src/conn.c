@@ -34,6 +34,7 @@
 #include "flowstore.h"
 #include "http1.h"
 #include "log.h"
+#include "rules.h"
 #include "stream.h"
 #include "tlsserver.h"
 #include "upstream.h"
@@ -464,6 +465,39 @@ out:
     return keep;
 }
 
+/*
+ * Request-side rules before the head is built: the URL rules may replace
+ * *path (the old one goes to *target_original), header rules give *req_mod.
+ * Leaves rw->set NULL when there are no rules. Returns 0, or -1 when out of
+ * memory.
+ */
+static int apply_request_rules(struct conn *c, struct rule_set **set, struct rules_ctx *ctx,
+                               struct exchange_rules *rw, const char *method, const char *site,
+                               char **path, char **target_original,
+                               struct exchange_modified_head **req_mod)
+{
+    char *new_target = NULL;
+    *set = rules_acquire(c->env->rules);
+    if (!*set || rules_set_count(*set) == 0)
+        return 0;
+    if (rules_ctx_init(ctx, method, site, *path) < 0)
+        return -1;
+    *rw = (struct exchange_rules){.set = *set, .ctx = ctx, .limit = c->cfg->rewrite_limit};
+    const struct http1_header *ct = http1_find_header(&c->head, "Content-Type");
+    if (ct) {
+        char type[RULES_MAX_CONTENT_TYPE_BYTES];
+        snprintf(type, sizeof(type), "%.*s", (int)ct->value_len, ct->value);
+        rules_ctx_set_content_type(ctx, type);
+    }
+    if (rules_apply_url(*set, ctx, &new_target) < 0)
+        return -1;
+    if (new_target) {
+        *target_original = *path;
+        *path = new_target;
+    }
+    return exchange_apply_header_rules(rw, &c->head, req_mod);
+}
+
 /* One exchange after the head was parsed. Returns true to keep serving. */
 static bool serve_one(struct conn *c, enum conn_mode mode, size_t head_len, int64_t started)
 {
@@ -476,6 +510,11 @@ static bool serve_one(struct conn *c, enum conn_mode mode, size_t head_len, int6
     bool tls;
     bool keep = false;
     struct flow *flow = NULL;
+    struct rule_set *rule_set = NULL;
+    struct rules_ctx rules_ctx;
+    struct exchange_rules rw = {0};
+    struct exchange_modified_head *req_mod = NULL;
+    char *target_original = NULL;
     char method[32];
     snprintf(method, sizeof(method), "%.*s", (int)(h->method_len < 31 ? h->method_len : 31),
              h->method);
@@ -553,13 +592,21 @@ static bool serve_one(struct conn *c, enum conn_mode mode, size_t head_len, int6
             goto out;
         snprintf(url, ulen, "%s://%s%s", tls ? "https" : "http", shown, path);
     }
-    if (exchange_request_build(&req, h, path, strlen(path), authority) < 0)
+    const char *site = mode == MODE_PROXY ? host : (c->has_sni ? c->sni : host);
+    if (c->env->rules && apply_request_rules(c, &rule_set, &rules_ctx, &rw, method, site, &path,
+                                             &target_original, &req_mod) < 0)
         goto out;
-    flow = flow_start(c, tls ? "https" : "http", req.method,
-                      mode == MODE_PROXY ? host : (c->has_sni ? c->sni : host), port, path);
+    const struct http1_head *sent = req_mod ? &req_mod->head : h;
+    if (exchange_request_build(&req, sent, path, strlen(path), authority) < 0)
+        goto out;
+    flow = flow_start(c, tls ? "https" : "http", req.method, site, port, path);
     if (flow) {
         flow->request_version_minor = h->version_minor;
-        flow->request_headers = exchange_headers_text(h);
+        flow->request_headers = exchange_headers_text(sent);
+        if (req_mod)
+            flow->request_headers_original = exchange_headers_text(h);
+        flow->target_original = target_original;
+        target_original = NULL;
     }
     stream_consume(&c->client, head_len);
     h = NULL; /* its bytes are gone */
@@ -607,7 +654,8 @@ static bool serve_one(struct conn *c, enum conn_mode mode, size_t head_len, int6
             flow->timings.tls_done = c->tls_done_at_us;
             c->opened_at_us = 0;
         }
-        int r = exchange_forward(&c->client, &c->upstream, &req, &c->t, flow, &res);
+        int r = exchange_forward(&c->client, &c->upstream, &req, &c->t, rw.set ? &rw : NULL,
+                                 flow, &res);
         if (r < 0 && res.upstream_stale && reused) {
             /* A kept-alive origin connection may have been closed by the
              * origin just before we used it; a request without a body is
@@ -623,6 +671,11 @@ static bool serve_one(struct conn *c, enum conn_mode mode, size_t head_len, int6
         break;
     }
     log_exchange(c, req.method, url, res.status, res.response_bytes, started, res.error);
+    if (flow && rw.set) {
+        flow->rules = rules_ctx_summary(&rules_ctx);
+        if (rules_ctx.notes[0])
+            flow->rules_notes = strdup(rules_ctx.notes);
+    }
     flow_finish(c, flow, res.status, res.error);
     flow = NULL;
     if (!res.upstream_reusable)
@@ -630,6 +683,11 @@ static bool serve_one(struct conn *c, enum conn_mode mode, size_t head_len, int6
     keep = res.client_keep_alive;
 out:
     flow_free(flow);
+    if (rw.set)
+        rules_ctx_free(&rules_ctx);
+    rules_set_unref(rule_set);
+    exchange_modified_head_free(req_mod);
+    free(target_original);
     exchange_request_free(&req);
     free(authority);
     free(path);

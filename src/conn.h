@@ -15,6 +15,7 @@
 #include "certstore.h"
 #include "config.h"
 #include "flowstore.h"
+#include "rules.h"
 
 #define CONN_PEEK_BYTES 16389 /* one full TLS record plus its header */
 
@@ -24,6 +25,7 @@ struct proxy_env {
     const struct ca *ca;
     struct certstore *certs;
     struct flowstore *flows; /* NULL: capture off */
+    struct rules_current *rules; /* the live rewrite rules, NULL: none */
     SSL_CTX *server_ctx;   /* client-facing TLS */
     SSL_CTX *upstream_ctx; /* TLS towards origins */
     int stop_fd;   /* readable once the proxy stops accepting: idle clients end */

@@ -12,6 +12,7 @@
  */
 #include "exchange.h"
 
+#include "codec.h"
 #include "flowstore.h"
 
 #include <stdio.h>
@@ -214,6 +215,60 @@ bool exchange_has_only_chunked(const struct http1_head *head)
     return true;
 }
 
+/* Adds to the reasons rules did not apply, for the flow record. */
+static void add_note(struct exchange_rules *rw, const char *note)
+{
+    size_t used = strlen(rw->ctx->notes);
+    snprintf(rw->ctx->notes + used, sizeof(rw->ctx->notes) - used, "%s%s", used ? "; " : "",
+             note);
+}
+
+int exchange_apply_header_rules(struct exchange_rules *rw, const struct http1_head *in,
+                                struct exchange_modified_head **out)
+{
+    struct rules_header *fields = NULL;
+    struct exchange_modified_head *mod = NULL;
+    int rc = -1;
+    *out = NULL;
+    fields = calloc(in->num_headers ? in->num_headers : 1, sizeof(*fields));
+    if (!fields)
+        goto out;
+    for (size_t i = 0; i < in->num_headers; i++)
+        fields[i] = (struct rules_header){in->headers[i].name, in->headers[i].name_len,
+                                          in->headers[i].value, in->headers[i].value_len};
+    mod = calloc(1, sizeof(*mod));
+    if (!mod || rules_apply_headers(rw->set, rw->ctx, fields, in->num_headers, &mod->fields) < 0)
+        goto out;
+    if (mod->fields.fields) {
+        mod->head = *in;
+        size_t n = mod->fields.count;
+        if (n > HTTP1_MAX_HEADERS) {
+            add_note(rw, "header rules made too many fields: the last ones were dropped");
+            n = HTTP1_MAX_HEADERS;
+        }
+        for (size_t i = 0; i < n; i++)
+            mod->head.headers[i] = (struct http1_header){
+                mod->fields.fields[i].name, mod->fields.fields[i].name_len,
+                mod->fields.fields[i].value, mod->fields.fields[i].value_len};
+        mod->head.num_headers = n;
+        *out = mod;
+        mod = NULL;
+    }
+    rc = 0;
+out:
+    exchange_modified_head_free(mod);
+    free(fields);
+    return rc;
+}
+
+void exchange_modified_head_free(struct exchange_modified_head *mod)
+{
+    if (!mod)
+        return;
+    rules_headers_free(&mod->fields);
+    free(mod);
+}
+
 int exchange_request_build(struct exchange_request *out, const struct http1_head *req,
                            const char *target, size_t target_len, const char *host_value)
 {
@@ -227,6 +282,10 @@ int exchange_request_build(struct exchange_request *out, const struct http1_head
     out->keep_alive = req->keep_alive;
     out->expect_continue = req->expect_continue;
     out->is_upgrade = req->is_upgrade;
+    const struct http1_header *ce = http1_find_header(req, "Content-Encoding");
+    if (ce)
+        snprintf(out->content_encoding, sizeof(out->content_encoding), "%.*s",
+                 (int)ce->value_len, ce->value);
 
     sb_append(&b, req->method, req->method_len);
     sb_append(&b, " ", 1);
@@ -305,105 +364,334 @@ static int put_chunk(struct stream *dst, enum out_framing out, const char *data,
 /* Which side failed while moving a body. */
 enum body_fault { FAULT_NONE, FAULT_SRC, FAULT_DST, FAULT_FRAMING };
 
-/*
- * Copies one body from src to dst. in/length describe how src frames it; out
- * how dst gets it. dst may be NULL to discard. Returns 0 or -1 with *fault.
- */
-static int move_body(struct stream *src, struct stream *dst, enum http1_framing in,
-                     uint64_t length, enum out_framing out, int timeout_ms, uint64_t *count,
-                     struct flow_body *capture, enum body_fault *fault)
-{
-    struct http1_chunked *chunked = NULL;
-    int rc = -1;
-    *fault = FAULT_NONE;
+/* Reads one body slice by slice in whatever framing src uses; the slices
+ * point into src's buffer and stay valid until the next call. */
+struct body_reader {
+    struct stream *src;
+    enum http1_framing in;
+    uint64_t remaining;            /* HTTP1_BODY_LENGTH */
+    struct http1_chunked *chunked; /* owned, HTTP1_BODY_CHUNKED */
+    size_t pending;                /* bytes of src to consume before reading on */
+    bool done;
+    enum body_fault fault;
+};
 
-    if (in == HTTP1_BODY_NONE) {
-        rc = 0;
-        goto out;
-    }
+static int body_reader_init(struct body_reader *r, struct stream *src, enum http1_framing in,
+                            uint64_t length)
+{
+    memset(r, 0, sizeof(*r));
+    r->src = src;
+    r->in = in;
+    r->remaining = length;
+    r->done = in == HTTP1_BODY_NONE || (in == HTTP1_BODY_LENGTH && length == 0);
     if (in == HTTP1_BODY_CHUNKED) {
-        chunked = malloc(sizeof(*chunked));
-        if (!chunked) {
-            *fault = FAULT_SRC;
-            goto out;
-        }
-        http1_chunked_init(chunked);
+        r->chunked = malloc(sizeof(*r->chunked));
+        if (!r->chunked)
+            return -1;
+        http1_chunked_init(r->chunked);
     }
-    uint64_t remaining = length;
-    for (;;) {
-        if (in == HTTP1_BODY_LENGTH && remaining == 0)
-            break;
-        if (stream_buffered(src) == 0) {
-            ssize_t r = stream_fill(src, timeout_ms);
-            if (r == STREAM_EOF && in == HTTP1_BODY_UNTIL_CLOSE)
+    return 0;
+}
+
+static void body_reader_free(struct body_reader *r)
+{
+    free(r->chunked);
+    r->chunked = NULL;
+}
+
+/* Returns 1 with the next slice, 0 at the end of the body, -1 on a fault. */
+static int body_next(struct body_reader *r, int timeout_ms, const char **data, size_t *len)
+{
+    stream_consume(r->src, r->pending);
+    r->pending = 0;
+    while (!r->done) {
+        if (stream_buffered(r->src) == 0) {
+            ssize_t n = stream_fill(r->src, timeout_ms);
+            if (n == STREAM_EOF && r->in == HTTP1_BODY_UNTIL_CLOSE) {
+                r->done = true;
                 break;
-            if (r < 0) {
-                /* Pass on what did arrive, so the client sees a short body
-                 * rather than nothing. */
-                if (dst)
-                    stream_flush(dst, timeout_ms);
-                *fault = FAULT_SRC;
-                goto out;
+            }
+            if (n < 0) {
+                r->fault = FAULT_SRC;
+                return -1;
             }
         }
-        const char *data = stream_data(src);
-        size_t have = stream_buffered(src);
-        if (in == HTTP1_BODY_CHUNKED) {
+        const char *in = stream_data(r->src);
+        size_t have = stream_buffered(r->src);
+        if (r->in == HTTP1_BODY_CHUNKED) {
             size_t used = 0;
-            const char *piece;
-            size_t piece_len = 0;
             enum http1_chunk_result cr =
-                http1_chunked_decode(chunked, data, have, &used, &piece, &piece_len);
+                http1_chunked_decode(r->chunked, in, have, &used, data, len);
             if (cr == HTTP1_CHUNK_ERROR) {
-                *fault = FAULT_FRAMING;
-                goto out;
+                r->fault = FAULT_FRAMING;
+                return -1;
             }
-            if (cr == HTTP1_CHUNK_DATA && dst &&
-                put_chunk(dst, out, piece, piece_len, timeout_ms) != STREAM_OK) {
-                *fault = FAULT_DST;
-                goto out;
+            if (cr == HTTP1_CHUNK_DONE) {
+                stream_consume(r->src, used);
+                r->done = true;
+                break;
             }
             if (cr == HTTP1_CHUNK_DATA) {
-                *count += piece_len;
-                if (capture)
-                    flow_body_append(capture, piece, piece_len);
+                r->pending = used;
+                return 1;
             }
-            stream_consume(src, used);
-            if (cr == HTTP1_CHUNK_DONE)
-                break;
+            stream_consume(r->src, used);
             continue;
         }
         size_t take = have;
-        if (in == HTTP1_BODY_LENGTH && take > remaining)
-            take = (size_t)remaining;
-        if (dst && put_chunk(dst, out, data, take, timeout_ms) != STREAM_OK) {
+        if (r->in == HTTP1_BODY_LENGTH && take > r->remaining)
+            take = (size_t)r->remaining;
+        if (r->in == HTTP1_BODY_LENGTH) {
+            r->remaining -= take;
+            r->done = r->remaining == 0;
+        }
+        r->pending = take;
+        *data = in;
+        *len = take;
+        return 1;
+    }
+    return 0;
+}
+
+/*
+ * Sends what is left of the body in r to dst (NULL: discard), after prefix
+ * (bytes already read from r by the caller), framed as out. Returns 0 or -1
+ * with *fault.
+ */
+static int send_body_rest(struct body_reader *r, const unsigned char *prefix, size_t prefix_len,
+                          struct stream *dst, enum out_framing out, int timeout_ms,
+                          uint64_t *count, struct flow_body *capture, enum body_fault *fault)
+{
+    const char *data;
+    size_t len;
+    int n;
+    *fault = FAULT_NONE;
+    if (prefix_len > 0 && dst &&
+        put_chunk(dst, out, (const char *)prefix, prefix_len, timeout_ms) != STREAM_OK) {
+        *fault = FAULT_DST;
+        return -1;
+    }
+    while ((n = body_next(r, timeout_ms, &data, &len)) > 0) {
+        if (dst && put_chunk(dst, out, data, len, timeout_ms) != STREAM_OK) {
             *fault = FAULT_DST;
-            goto out;
+            return -1;
         }
         if (capture)
-            flow_body_append(capture, data, take);
-        stream_consume(src, take);
-        remaining -= in == HTTP1_BODY_LENGTH ? take : 0;
-        *count += take;
+            flow_body_append(capture, data, len);
+        *count += len;
+    }
+    if (n < 0) {
+        /* Pass on what did arrive, so the client sees a short body rather
+         * than nothing. */
+        if (dst)
+            stream_flush(dst, timeout_ms);
+        *fault = r->fault;
+        return -1;
     }
     if (dst && out == OUT_CHUNKED) {
-        int r = stream_putstr(dst, "0\r\n", timeout_ms);
-        if (r == STREAM_OK && chunked && chunked->trailers_len > 0)
-            r = stream_put(dst, chunked->trailers, chunked->trailers_len, timeout_ms);
-        if (r == STREAM_OK)
-            r = stream_putstr(dst, "\r\n", timeout_ms);
-        if (r != STREAM_OK) {
+        int w = stream_putstr(dst, "0\r\n", timeout_ms);
+        if (w == STREAM_OK && r->chunked && r->chunked->trailers_len > 0)
+            w = stream_put(dst, r->chunked->trailers, r->chunked->trailers_len, timeout_ms);
+        if (w == STREAM_OK)
+            w = stream_putstr(dst, "\r\n", timeout_ms);
+        if (w != STREAM_OK) {
             *fault = FAULT_DST;
-            goto out;
+            return -1;
         }
     }
     if (dst && stream_flush(dst, timeout_ms) != STREAM_OK) {
         *fault = FAULT_DST;
+        return -1;
+    }
+    return 0;
+}
+
+/* Copies one body from src to dst (NULL: discard). Returns 0 or -1 with *fault. */
+static int move_body(struct stream *src, struct stream *dst, enum http1_framing in,
+                     uint64_t length, enum out_framing out, int timeout_ms, uint64_t *count,
+                     struct flow_body *capture, enum body_fault *fault)
+{
+    struct body_reader r;
+    int rc = -1;
+    *fault = FAULT_SRC;
+    if (body_reader_init(&r, src, in, length) < 0)
+        goto out;
+    rc = send_body_rest(&r, NULL, 0, dst, out, timeout_ms, count, capture, fault);
+out:
+    body_reader_free(&r);
+    return rc;
+}
+
+/*
+ * Reads the body into memory, up to limit bytes. Returns 0 with the whole
+ * body in *buf (caller frees), 1 when it is larger than limit (*buf holds
+ * the first bytes; the rest is still in r), or -1 on a fault.
+ */
+static int buffer_body(struct body_reader *r, size_t limit, int timeout_ms, unsigned char **buf,
+                       size_t *len)
+{
+    const char *data;
+    size_t n, cap = 0;
+    int got;
+    *buf = NULL;
+    *len = 0;
+    while ((got = body_next(r, timeout_ms, &data, &n)) > 0) {
+        if (*len + n > cap) {
+            size_t want = cap ? cap : 16384;
+            while (want < *len + n)
+                want *= 2;
+            unsigned char *grown = realloc(*buf, want);
+            if (!grown) {
+                r->fault = FAULT_SRC;
+                return -1;
+            }
+            *buf = grown;
+            cap = want;
+        }
+        memcpy(*buf + *len, data, n);
+        *len += n;
+        if (*len > limit)
+            return 1;
+    }
+    return got < 0 ? -1 : 0;
+}
+
+/*
+ * Rewrites the framing lines of a head we built: drops Content-Length,
+ * Transfer-Encoding and (when drop_encoding) Content-Encoding, and declares
+ * content_length instead. Returns a new head (caller frees) or NULL.
+ */
+static char *reframe_head(const char *head, size_t head_len, uint64_t content_length,
+                          bool drop_encoding, size_t *out_len)
+{
+    struct strbuf b = {0};
+    const char *p = head, *end = head + head_len;
+    const char *line_end = memchr(p, '\n', (size_t)(end - p));
+    if (!line_end)
+        return NULL;
+    sb_append(&b, p, (size_t)(line_end + 1 - p)); /* start line */
+    for (p = line_end + 1; p < end; p = line_end + 1) {
+        line_end = memchr(p, '\n', (size_t)(end - p));
+        if (!line_end)
+            break;
+        size_t n = (size_t)(line_end + 1 - p);
+        if (n <= 2) /* the blank line */
+            break;
+        if ((n > 15 && strncasecmp(p, "Content-Length:", 15) == 0) ||
+            (n > 18 && strncasecmp(p, "Transfer-Encoding:", 18) == 0) ||
+            (drop_encoding && n > 17 && strncasecmp(p, "Content-Encoding:", 17) == 0))
+            continue;
+        sb_append(&b, p, n);
+    }
+    char cl[48];
+    snprintf(cl, sizeof(cl), "Content-Length: %llu\r\n\r\n", (unsigned long long)content_length);
+    sb_str(&b, cl);
+    if (b.failed) {
+        free(b.data);
+        return NULL;
+    }
+    *out_len = b.len;
+    return b.data;
+}
+
+/*
+ * A body that body rules want: buffered (up to the rewrite limit), decoded,
+ * rewritten, and sent with a Content-Length after head (reframed). Too large
+ * or undecodable bodies go on unmodified and the reason lands in the rules
+ * notes. Returns 0 or -1 with *fault.
+ */
+static int send_rewritten_body(struct exchange_rules *rw, struct stream *src,
+                               enum http1_framing in, uint64_t length, const char *head,
+                               size_t head_len, const char *content_encoding, struct stream *dst,
+                               enum out_framing out, int timeout_ms, uint64_t *count,
+                               struct flow_body *capture, struct flow_body *original,
+                               bool *has_original, enum body_fault *fault)
+{
+    struct body_reader r;
+    unsigned char *raw = NULL, *decoded = NULL, *rewritten = NULL;
+    size_t raw_len = 0, decoded_len = 0, rewritten_len = 0;
+    char *new_head = NULL;
+    size_t new_head_len = 0;
+    char err[256];
+    int rc = -1;
+    *fault = FAULT_SRC;
+    if (body_reader_init(&r, src, in, length) < 0)
+        goto out;
+    if (in == HTTP1_BODY_LENGTH && length > rw->limit) {
+        add_note(rw, "body larger than --rewrite-limit: passed on unmodified");
+        if (stream_put(dst, head, head_len, timeout_ms) != STREAM_OK) {
+            *fault = FAULT_DST;
+            goto out;
+        }
+        rc = send_body_rest(&r, NULL, 0, dst, out, timeout_ms, count, capture, fault);
         goto out;
     }
+    int b = buffer_body(&r, rw->limit, timeout_ms, &raw, &raw_len);
+    if (b < 0) {
+        *fault = r.fault;
+        goto out;
+    }
+    if (b == 1) {
+        add_note(rw, "body larger than --rewrite-limit: passed on unmodified");
+        if (stream_put(dst, head, head_len, timeout_ms) != STREAM_OK) {
+            *fault = FAULT_DST;
+            goto out;
+        }
+        if (capture)
+            flow_body_append(capture, raw, raw_len);
+        *count += raw_len;
+        rc = send_body_rest(&r, raw, raw_len, dst, out, timeout_ms, count, capture, fault);
+        goto out;
+    }
+    const unsigned char *plain = raw;
+    size_t plain_len = raw_len;
+    bool is_encoded = content_encoding && content_encoding[0] &&
+                      strcasecmp(content_encoding, "identity") != 0;
+    if (is_encoded) {
+        if (codec_decode_content(content_encoding, raw, raw_len, rw->limit, &decoded,
+                                 &decoded_len, err, sizeof(err)) < 0) {
+            char note[320];
+            snprintf(note, sizeof(note), "body not rewritten: %s", err);
+            add_note(rw, note);
+            plain = NULL;
+        } else {
+            plain = decoded;
+            plain_len = decoded_len;
+        }
+    }
+    if (plain && rules_apply_body(rw->set, rw->ctx, plain, plain_len, rw->limit, &rewritten,
+                                  &rewritten_len) < 0) {
+        *fault = FAULT_SRC;
+        goto out;
+    }
+    /* Unchanged: the bytes as they came (still encoded); changed: identity,
+     * which is what tapwire-rules(5) documents. */
+    const unsigned char *send = rewritten ? rewritten : raw;
+    size_t send_len = rewritten ? rewritten_len : raw_len;
+    new_head = reframe_head(head, head_len, send_len, rewritten != NULL, &new_head_len);
+    if (!new_head)
+        goto out;
+    if (rewritten && original) {
+        flow_body_append(original, plain, plain_len);
+        *has_original = true;
+    }
+    if (capture)
+        flow_body_append(capture, send, send_len);
+    *count += send_len;
+    if (stream_put(dst, new_head, new_head_len, timeout_ms) != STREAM_OK ||
+        stream_put(dst, send, send_len, timeout_ms) != STREAM_OK ||
+        stream_flush(dst, timeout_ms) != STREAM_OK) {
+        *fault = FAULT_DST;
+        goto out;
+    }
+    *fault = FAULT_NONE;
     rc = 0;
 out:
-    free(chunked);
+    body_reader_free(&r);
+    free(raw);
+    free(decoded);
+    free(rewritten);
+    free(new_head);
     return rc;
 }
 
@@ -492,9 +780,10 @@ char *exchange_headers_text(const struct http1_head *head)
 
 int exchange_forward(struct stream *client, struct stream *upstream,
                      const struct exchange_request *req, const struct exchange_timeouts *t,
-                     struct flow *flow, struct exchange_result *res)
+                     struct exchange_rules *rw, struct flow *flow, struct exchange_result *res)
 {
     struct http1_head *resp = NULL;
+    struct exchange_modified_head *resp_mod = NULL;
     char *head = NULL;
     int rc = -1;
     enum body_fault fault;
@@ -504,7 +793,12 @@ int exchange_forward(struct stream *client, struct stream *upstream,
     res->client_keep_alive = req->keep_alive;
     res->error_status = 502;
 
-    if (stream_put(upstream, req->head, req->head_len, t->io_ms) != STREAM_OK ||
+    /* A body that rules rewrite changes the head's framing: the head waits
+     * until the body is known. */
+    bool rewrite_request_body =
+        rw && req->framing != HTTP1_BODY_NONE && rules_wants_body(rw->set, rw->ctx);
+    if ((!rewrite_request_body &&
+         stream_put(upstream, req->head, req->head_len, t->io_ms) != STREAM_OK) ||
         (req->framing == HTTP1_BODY_NONE && stream_flush(upstream, t->io_ms) != STREAM_OK)) {
         res->upstream_stale = true;
         snprintf(res->error, sizeof(res->error), "sending the request upstream failed: %s",
@@ -521,8 +815,17 @@ int exchange_forward(struct stream *client, struct stream *upstream,
             goto out;
         }
         enum out_framing out = req->framing == HTTP1_BODY_CHUNKED ? OUT_CHUNKED : OUT_RAW;
-        if (move_body(client, upstream, req->framing, req->content_length, out, t->io_ms,
-                      &res->request_bytes, flow ? &flow->request_body : NULL, &fault) < 0) {
+        int moved =
+            rewrite_request_body
+                ? send_rewritten_body(rw, client, req->framing, req->content_length, req->head,
+                                      req->head_len, req->content_encoding, upstream, out,
+                                      t->io_ms, &res->request_bytes,
+                                      flow ? &flow->request_body : NULL,
+                                      flow ? &flow->request_body_original : NULL,
+                                      flow ? &flow->has_request_body_original : NULL, &fault)
+                : move_body(client, upstream, req->framing, req->content_length, out, t->io_ms,
+                            &res->request_bytes, flow ? &flow->request_body : NULL, &fault);
+        if (moved < 0) {
             res->client_keep_alive = false;
             if (fault == FAULT_DST) {
                 /* The origin stopped reading: it may have answered already
@@ -590,10 +893,31 @@ int exchange_forward(struct stream *client, struct stream *upstream,
         snprintf(res->error, sizeof(res->error), "the origin switched protocols unasked");
         goto out;
     }
+    /* Response rules see the final head; header rules give a modified copy
+     * the client's head is built from. */
+    const struct http1_head *sent_resp = resp;
+    char response_encoding[128] = "";
+    if (rw && resp->status != 101) {
+        const struct http1_header *ct = http1_find_header(resp, "Content-Type");
+        char type[RULES_MAX_CONTENT_TYPE_BYTES] = "";
+        if (ct)
+            snprintf(type, sizeof(type), "%.*s", (int)ct->value_len, ct->value);
+        rules_ctx_set_response(rw->ctx, resp->status, ct ? type : NULL);
+        if (exchange_apply_header_rules(rw, resp, &resp_mod) < 0) {
+            snprintf(res->error, sizeof(res->error), "out of memory");
+            goto out;
+        }
+        if (resp_mod)
+            sent_resp = &resp_mod->head;
+        const struct http1_header *ce = http1_find_header(sent_resp, "Content-Encoding");
+        if (ce)
+            snprintf(response_encoding, sizeof(response_encoding), "%.*s", (int)ce->value_len,
+                     ce->value);
+    }
     bool keep = res->client_keep_alive;
     enum out_framing out;
     size_t head_len = 0;
-    head = build_response_head(resp, req, &out, &keep, &head_len);
+    head = build_response_head(sent_resp, req, &out, &keep, &head_len);
     if (!head) {
         snprintf(res->error, sizeof(res->error), "out of memory");
         goto out;
@@ -610,13 +934,34 @@ int exchange_forward(struct stream *client, struct stream *upstream,
                  resp->reason);
         flow->response_version_minor = resp->version_minor;
         free(flow->response_headers);
-        flow->response_headers = exchange_headers_text(resp);
+        flow->response_headers = exchange_headers_text(sent_resp);
+        if (resp_mod)
+            flow->response_headers_original = exchange_headers_text(resp);
         if (resp->status == 101)
             flow->kind = FLOW_WEBSOCKET;
     }
     enum http1_framing in = resp->framing;
     uint64_t length = resp->content_length;
+    bool rewrite_response_body = rw && in != HTTP1_BODY_NONE && resp->status != 101 &&
+                                 rules_wants_body(rw->set, rw->ctx);
+    /* resp and resp_mod point into the upstream buffer: done with them. */
     stream_consume(upstream, resp_head_len);
+    if (rewrite_response_body) {
+        if (send_rewritten_body(rw, upstream, in, length, head, head_len, response_encoding,
+                                client, out, t->io_ms, &res->response_bytes,
+                                flow ? &flow->response_body : NULL,
+                                flow ? &flow->response_body_original : NULL,
+                                flow ? &flow->has_response_body_original : NULL, &fault) < 0) {
+            res->client_keep_alive = false;
+            res->upstream_reusable = false;
+            snprintf(res->error, sizeof(res->error), "%s",
+                     fault == FAULT_DST ? "client went away during the response"
+                                        : "origin connection broke during the response");
+            goto out;
+        }
+        rc = 0;
+        goto out;
+    }
     if (stream_put(client, head, head_len, t->io_ms) != STREAM_OK) {
         snprintf(res->error, sizeof(res->error), "client went away");
         res->client_keep_alive = false;
@@ -661,6 +1006,7 @@ out:
         res->status = 0, res->client_keep_alive = false;
     if (flow)
         flow->timings.done = wall_us();
+    exchange_modified_head_free(resp_mod);
     free(head);
     free(resp);
     return rc;

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "http1.h"
+#include "rules.h"
 #include "stream.h"
 
 struct flow;
@@ -49,6 +50,7 @@ struct exchange_request {
     bool keep_alive;
     bool expect_continue;
     bool is_upgrade;
+    char content_encoding[64]; /* of the request body, "" for none */
     char *head; /* owned: the head sent upstream */
     size_t head_len;
 };
@@ -62,6 +64,27 @@ struct exchange_request {
 int exchange_request_build(struct exchange_request *out, const struct http1_head *req,
                            const char *target, size_t target_len, const char *host_value);
 void exchange_request_free(struct exchange_request *req);
+
+/* Rewrite rules for one exchange: the set acquired for it, the context that
+ * collects what applied, and --rewrite-limit. */
+struct exchange_rules {
+    const struct rule_set *set;
+    struct rules_ctx *ctx;
+    size_t limit;
+};
+
+/* A head after header rules: fields point into the rules' storage. */
+struct exchange_modified_head {
+    struct http1_head head;
+    struct rules_headers fields;
+};
+
+/* Applies the header rules of rw->ctx's phase to in. *out is NULL when
+ * nothing changed, else a modified copy (exchange_modified_head_free()).
+ * Returns 0, or -1 when out of memory. */
+int exchange_apply_header_rules(struct exchange_rules *rw, const struct http1_head *in,
+                                struct exchange_modified_head **out);
+void exchange_modified_head_free(struct exchange_modified_head *mod);
 
 struct exchange_result {
     int status;                /* final status sent to the client, 0 if none */
@@ -81,7 +104,9 @@ struct exchange_result {
  * Forwards req (whose head the caller already consumed from client) to
  * upstream and the response back. When flow is not NULL, the bodies (up to
  * its capture limits), the response head and the timings from request_sent
- * on are recorded into it. Never sends a response to the client when
+ * on are recorded into it. rw (may be NULL) applies the response rules and
+ * the request body rules; the caller applied URL and request header rules
+ * when it built req. Never sends a response to the client when
  * it returns upstream_stale. Returns 0 when the exchange completed (the
  * status may still be an error relayed from the origin), -1 when it broke
  * off (res->error says why; if res->status is 0 nothing was sent to the
@@ -89,7 +114,7 @@ struct exchange_result {
  */
 int exchange_forward(struct stream *client, struct stream *upstream,
                      const struct exchange_request *req, const struct exchange_timeouts *t,
-                     struct flow *flow, struct exchange_result *res);
+                     struct exchange_rules *rw, struct flow *flow, struct exchange_result *res);
 
 /* The header section of head as "Name: value\r\n" lines, in original order
  * and case. Caller frees. NULL when out of memory. */

@@ -305,20 +305,27 @@ static int prepare(sqlite3 *db, const char *path, const char *sql, sqlite3_stmt 
     "request_sent_us, first_byte_us, done_us, is_tls, tls_client_sni, tls_client_alpn, "           \
     "tls_client_version, tls_client_cipher, tls_upstream_version, tls_upstream_cipher, "           \
     "tls_cert_subject, tls_cert_issuer, tls_cert_sans, tls_cert_not_after, tls_verification, "     \
-    "error, rules, bytes_up, bytes_down"
+    "error, rules, bytes_up, bytes_down, " ORIGINAL_COLUMNS
+/* What rules changed (schema version 4), after the columns of version 2. */
+#define ORIGINAL_COLUMNS                                                                           \
+    "target_original, req_headers_original, resp_headers_original, req_body_original_size, "       \
+    "resp_body_original_size, req_body_original_captured, resp_body_original_captured, "           \
+    "req_original_truncated, resp_original_truncated, rules_notes"
 #define FLOW_INSERT_VALUES                                                                         \
     "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "   \
-    "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
+    "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
 #define RECORD_COLUMNS "id, " FLOW_INSERT_COLUMNS
 /* A listing leaves out what only the detail view shows: the same columns
- * with the header sections and TLS details as NULL. */
+ * with the header sections, TLS details and what rules changed as NULL
+ * (flows.rules stays: the list marks modified flows). */
 #define SUMMARY_COLUMNS                                                                            \
     "id, kind, time_start_us, client, scheme, method, host, port, target, req_version, "           \
     "resp_version, NULL, NULL, status, reason, req_body_size, resp_body_size, "                    \
     "req_body_captured, resp_body_captured, req_truncated, resp_truncated, req_content_type, "     \
     "resp_content_type, req_content_encoding, resp_content_encoding, connected_us, tls_done_us, "  \
     "request_sent_us, first_byte_us, done_us, is_tls, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "  \
-    "NULL, NULL, NULL, NULL, error, rules, bytes_up, bytes_down"
+    "NULL, NULL, NULL, NULL, error, rules, bytes_up, bytes_down, "                                  \
+    "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL"
 
 static int prepare_writer(struct flowstore *store, char *err, size_t err_len)
 {
@@ -539,7 +546,8 @@ void flowstore_close(struct flowstore *store)
 
 static size_t flow_bytes(const struct flow *flow)
 {
-    return sizeof(*flow) + flow->request_body.capacity + flow->response_body.capacity;
+    return sizeof(*flow) + flow->request_body.capacity + flow->response_body.capacity +
+           flow->request_body_original.capacity + flow->response_body_original.capacity;
 }
 
 int flowstore_submit(struct flowstore *store, struct flow *flow)
@@ -661,6 +669,21 @@ static void bind_text(struct binder *b, const char *text)
 static void bind_field(struct binder *b, const char *text)
 {
     bind_text(b, text[0] != '\0' ? text : NULL);
+}
+
+/* A body's size, captured bytes and truncation flag, or three NULLs when
+ * has is false (the body a rule did not rewrite has no original). */
+static void bind_original_sizes(struct binder *b, bool has, const struct flow_body *body,
+                                int column)
+{
+    int64_t values[3] = {(int64_t)body->size, (int64_t)body->len,
+                         body->truncated || body->size > body->len};
+
+    b->index++;
+    if (b->rc != SQLITE_OK)
+        return;
+    b->rc = has ? sqlite3_bind_int64(b->stmt, b->index, (sqlite3_int64)values[column])
+                : sqlite3_bind_null(b->stmt, b->index);
 }
 
 static void bind_time(struct binder *b, int64_t us)
@@ -810,6 +833,16 @@ static int insert_flow(struct flowstore *store, struct flow *flow, char *msg, si
     bind_text(&b, flow->rules);
     bind_int(&b, (int64_t)flow->bytes_up);
     bind_int(&b, (int64_t)flow->bytes_down);
+    bind_text(&b, flow->target_original);
+    bind_text(&b, flow->request_headers_original);
+    bind_text(&b, flow->response_headers_original);
+    bind_original_sizes(&b, flow->has_request_body_original, &flow->request_body_original, 0);
+    bind_original_sizes(&b, flow->has_response_body_original, &flow->response_body_original, 0);
+    bind_original_sizes(&b, flow->has_request_body_original, &flow->request_body_original, 1);
+    bind_original_sizes(&b, flow->has_response_body_original, &flow->response_body_original, 1);
+    bind_original_sizes(&b, flow->has_request_body_original, &flow->request_body_original, 2);
+    bind_original_sizes(&b, flow->has_response_body_original, &flow->response_body_original, 2);
+    bind_text(&b, flow->rules_notes);
     if (b.rc != SQLITE_OK) {
         rc = b.rc;
         describe_error(store->wdb, rc, "storing a flow", msg, msg_len);
@@ -823,6 +856,12 @@ static int insert_flow(struct flowstore *store, struct flow *flow, char *msg, si
     rc = insert_body(store, flow->id, FLOWSTORE_REQUEST, &flow->request_body, msg, msg_len);
     if (rc == SQLITE_DONE)
         rc = insert_body(store, flow->id, FLOWSTORE_RESPONSE, &flow->response_body, msg, msg_len);
+    if (rc == SQLITE_DONE && flow->has_request_body_original)
+        rc = insert_body(store, flow->id, FLOWSTORE_REQUEST_ORIGINAL, &flow->request_body_original,
+                         msg, msg_len);
+    if (rc == SQLITE_DONE && flow->has_response_body_original)
+        rc = insert_body(store, flow->id, FLOWSTORE_RESPONSE_ORIGINAL,
+                         &flow->response_body_original, msg, msg_len);
 out:
     free(req_encoding);
     free(resp_encoding);
@@ -1061,6 +1100,10 @@ void flowstore_record_free(struct flowstore_record *record)
     flow_tls_clear(&record->flow.tls);
     free(record->flow.error);
     free(record->flow.rules);
+    free(record->flow.target_original);
+    free(record->flow.request_headers_original);
+    free(record->flow.response_headers_original);
+    free(record->flow.rules_notes);
     free(record->request_content_type);
     free(record->response_content_type);
     free(record->request_content_encoding);
@@ -1109,6 +1152,12 @@ static char *read_text(struct reader *r)
     memcpy(copy, text, (size_t)len);
     copy[len] = '\0';
     return copy;
+}
+
+/* An original body's size column: false for NULL (not rewritten). */
+static bool read_has(struct reader *r)
+{
+    return sqlite3_column_type(r->stmt, r->col) != SQLITE_NULL;
 }
 
 static void read_field(struct reader *r, char *out, size_t out_len)
@@ -1185,6 +1234,18 @@ static struct flowstore_record *read_record(sqlite3_stmt *stmt)
     f->rules = read_text(&r);
     f->bytes_up = (uint64_t)read_int(&r);
     f->bytes_down = (uint64_t)read_int(&r);
+    f->target_original = read_text(&r);
+    f->request_headers_original = read_text(&r);
+    f->response_headers_original = read_text(&r);
+    f->has_request_body_original = read_has(&r);
+    f->request_body_original.size = (uint64_t)read_int(&r);
+    f->has_response_body_original = read_has(&r);
+    f->response_body_original.size = (uint64_t)read_int(&r);
+    rec->request_original_captured = (size_t)read_int(&r);
+    rec->response_original_captured = (size_t)read_int(&r);
+    f->request_body_original.truncated = read_int(&r) != 0;
+    f->response_body_original.truncated = read_int(&r) != 0;
+    f->rules_notes = read_text(&r);
     if (r.has_failed) {
         flowstore_record_free(rec);
         return NULL;
@@ -1300,9 +1361,11 @@ static int build_list_query(struct list_query *q, const struct flowstore_filter 
          * after `limit` matches: fast when the text is common, and when it
          * is rare it reads every body below the cursor once. Acceptable
          * for an interactive search; both arguments are BLOBs, so instr()
-         * compares bytes and finds text in binary bodies too. */
+         * compares bytes and finds text in binary bodies too. Only the
+         * bodies as sent (directions 0 and 1): a hit must be in the body
+         * the detail view shows first, not in an original a rule replaced. */
         query_add(q, " AND EXISTS (SELECT 1 FROM flow_bodies WHERE flow_id = flows.id AND "
-                     "instr(data, ?) > 0)");
+                     "direction <= 1 AND instr(data, ?) > 0)");
         param_bytes(q, true, f->body_bytes, f->body_len);
     }
     query_add(q, f->is_oldest_first ? " ORDER BY id ASC LIMIT ?" : " ORDER BY id DESC LIMIT ?");

@@ -166,15 +166,28 @@ char *flow_text_utf8(const char *text, size_t len, size_t *out_len);
 #define FLOWSTORE_LIST_MAX_FLOWS 10000 /* one flowstore_list() call returns at most this */
 #define FLOWSTORE_HAR_MAX_FLOWS 10000  /* newest flows in an export of "all" */
 
-enum flowstore_direction { FLOWSTORE_REQUEST = 0, FLOWSTORE_RESPONSE = 1 };
+/* Which body: the values are the direction column of flow_bodies. The
+ * originals are the bodies as received before a rule rewrote them, stored
+ * decoded (see struct flow). */
+enum flowstore_direction {
+    FLOWSTORE_REQUEST = 0,
+    FLOWSTORE_RESPONSE = 1,
+    FLOWSTORE_REQUEST_ORIGINAL = 2,
+    FLOWSTORE_RESPONSE_ORIGINAL = 3,
+};
 
 /* A stored flow as read back. flow.id is set; flow.request_body and
  * flow.response_body carry size and truncated but no data (len 0, see
- * flowstore_get_body()). Free with flowstore_record_free(). */
+ * flowstore_get_body()), and so do the original bodies when
+ * has_*_body_original is set. flowstore_get() fills the original target,
+ * header sections and rules_notes; flowstore_list() leaves them NULL.
+ * Free with flowstore_record_free(). */
 struct flowstore_record {
     struct flow flow;
     size_t request_captured; /* body bytes stored */
     size_t response_captured;
+    size_t request_original_captured; /* original body bytes stored */
+    size_t response_original_captured;
     char *request_content_type; /* owned, may be NULL: from the header fields */
     char *response_content_type;
     char *request_content_encoding;
@@ -201,13 +214,14 @@ struct flowstore_filter {
     int status_class;         /* FLOWSTORE_STATUS_* or 1..5 */
     const char *content_type; /* substring of the response Content-Type, case-insensitive */
     const char *url_text;     /* substring of host + target, case-insensitive */
-    const void *body_bytes;   /* bytes in the stored request or response body */
+    const void *body_bytes;   /* bytes in the stored request or response body as sent on
+                                 (not in the originals a rule rewrote) */
     size_t body_len;          /* 0: no body search */
 };
 
 /*
  * Lists flows matching filter with everything but their header sections,
- * TLS details and bodies (those fields are NULL / empty; flowstore_get() has
+ * TLS details, what rules changed (but for flow.rules) and bodies (those fields are NULL / empty; flowstore_get() has
  * them). Returns 0 with *records (an array of *count, caller frees with
  * flowstore_records_free(); NULL when none), or -1 with err.
  */
@@ -220,9 +234,10 @@ int flowstore_list(struct flowstore *store, const struct flowstore_filter *filte
 int flowstore_get(struct flowstore *store, int64_t id, struct flowstore_record **out, char *err,
                   size_t err_len);
 
-/* The captured bytes of one body. Returns 0 with *data (caller frees with
- * free(); NULL with *len 0 when nothing was captured or there is no such
- * flow), or -1 with err. */
+/* The captured bytes of one body; for an original, the body as received
+ * before a rule rewrote it (decoded). Returns 0 with *data (caller frees
+ * with free(); NULL with *len 0 when nothing was captured, nothing was
+ * rewritten or there is no such flow), or -1 with err. */
 int flowstore_get_body(struct flowstore *store, int64_t id, enum flowstore_direction direction,
                        unsigned char **data, size_t *len, char *err, size_t err_len);
 

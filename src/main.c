@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,10 +22,12 @@
 #include "flowstore.h"
 #include "listener.h"
 #include "log.h"
+#include "rulebook.h"
 #include "tlsserver.h"
 #include "upstream.h"
 
 static int stop_pipe[2] = {-1, -1};
+static int hup_pipe[2] = {-1, -1};
 
 /* Async-signal-safe: only write(2) to the self-pipe the accept loop polls. */
 static void on_stop_signal(int sig)
@@ -35,18 +39,56 @@ static void on_stop_signal(int sig)
     errno = saved;
 }
 
+static void on_hup_signal(int sig)
+{
+    (void)sig;
+    int saved = errno;
+    ssize_t w = write(hup_pipe[1], "h", 1);
+    (void)w;
+    errno = saved;
+}
+
 static int install_signals(void)
 {
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = SIG_IGN;
-    if (sigaction(SIGPIPE, &sa, NULL) < 0 || sigaction(SIGHUP, &sa, NULL) < 0)
+    if (sigaction(SIGPIPE, &sa, NULL) < 0)
         return -1;
     sa.sa_handler = on_stop_signal;
     sigemptyset(&sa.sa_mask);
     if (sigaction(SIGINT, &sa, NULL) < 0 || sigaction(SIGTERM, &sa, NULL) < 0)
         return -1;
+    sa.sa_handler = on_hup_signal;
+    if (sigaction(SIGHUP, &sa, NULL) < 0)
+        return -1;
     return 0;
+}
+
+/* SIGHUP reloads the --rules file; the work happens here, not in the
+ * handler. A reload that fails keeps the rules that were live. */
+static void *reload_thread(void *arg)
+{
+    struct rulebook *book = arg;
+    for (;;) {
+        struct pollfd p[2] = {{.fd = hup_pipe[0], .events = POLLIN},
+                              {.fd = stop_pipe[0], .events = POLLIN}};
+        if (poll(p, 2, -1) < 0 && errno != EINTR)
+            break;
+        if (p[1].revents & POLLIN)
+            break;
+        if (!(p[0].revents & POLLIN))
+            continue;
+        char drain[16];
+        ssize_t n = read(hup_pipe[0], drain, sizeof(drain));
+        (void)n;
+        char err[RULES_ERROR_BYTES];
+        if (rulebook_reload_file(book, err, sizeof(err)) < 0)
+            log_error("SIGHUP: rules not reloaded, the previous rules stay: %s", err);
+        else
+            log_info("SIGHUP: rules reloaded");
+    }
+    return NULL;
 }
 
 static enum log_level level_from_config(int setting)
@@ -65,6 +107,9 @@ int main(int argc, char **argv)
     struct certstore *certs = NULL;
     struct flowstore *flows = NULL;
     struct dashboard *dash = NULL;
+    struct rulebook *book = NULL;
+    pthread_t reloader;
+    bool has_reloader = false;
     SSL_CTX *server_ctx = NULL, *upstream_ctx = NULL;
     int cancel_pipe[2] = {-1, -1};
     int log_fd = -1;
@@ -92,6 +137,7 @@ int main(int argc, char **argv)
     log_init(log_fd >= 0 ? log_fd : STDERR_FILENO, level_from_config(cfg.log_level));
 
     if (pipe2(stop_pipe, O_CLOEXEC) < 0 || pipe2(cancel_pipe, O_CLOEXEC) < 0 ||
+        pipe2(hup_pipe, O_CLOEXEC | O_NONBLOCK) < 0 ||
         install_signals() < 0) {
         log_error("cannot set up signal handling: %s", strerror(errno));
         goto out;
@@ -112,6 +158,16 @@ int main(int argc, char **argv)
         log_error("%s", err);
         goto out;
     }
+    if (rulebook_open(cfg.rules_file, cfg.rule_specs, cfg.rule_spec_count, cfg.db_path, &book,
+                      err, sizeof(err)) < 0) {
+        log_error("rules: %s", err);
+        goto out;
+    }
+    if (pthread_create(&reloader, NULL, reload_thread, book) != 0) {
+        log_error("cannot start the rules reload thread");
+        goto out;
+    }
+    has_reloader = true;
     if (cfg.keylog_file && tlsserver_keylog_open(cfg.keylog_file, err, sizeof(err)) < 0) {
         log_error("SSLKEYLOGFILE: %s", err);
         goto out;
@@ -182,6 +238,7 @@ int main(int argc, char **argv)
         .ca = ca,
         .certs = certs,
         .flows = cfg.capture_enabled ? flows : NULL,
+        .rules = rulebook_current(book),
         .server_ctx = server_ctx,
         .upstream_ctx = upstream_ctx,
         .stop_fd = stop_pipe[0],
@@ -202,10 +259,16 @@ int main(int argc, char **argv)
 out:
     if (listen_fd >= 0)
         close(listen_fd);
+    if (has_reloader) {
+        ssize_t w = write(stop_pipe[1], "x", 1); /* ends the reload thread if still waiting */
+        (void)w;
+        pthread_join(reloader, NULL);
+    }
     SSL_CTX_free(upstream_ctx);
     SSL_CTX_free(server_ctx);
     dashboard_stop(dash);
     flowstore_close(flows);
+    rulebook_close(book);
     certstore_close(certs);
     ca_free(ca);
     config_free(&cfg);
@@ -214,6 +277,8 @@ out:
             close(stop_pipe[i]);
         if (cancel_pipe[i] >= 0)
             close(cancel_pipe[i]);
+        if (hup_pipe[i] >= 0)
+            close(hup_pipe[i]);
     }
     if (log_fd >= 0)
         close(log_fd);

@@ -3,7 +3,8 @@
  * field, bodies are bounded by the capture limit, the oldest flows are
  * pruned, a full queue drops and counts, database errors are counted while
  * the writer keeps going, listing pages and filters, delete and clear, HAR
- * export, and the migration of a version-1 database.
+ * export, what rewrite rules changed (the originals) and the migrations of a
+ * version-1 and a version-3 database.
  *
  * The writer is paused where a test needs it by a written-callback that
  * blocks (the callback contract says it must not; here that is the point),
@@ -29,6 +30,7 @@
 #include <sqlite3.h>
 
 #include "db.h"
+#include "embedded.h"
 #include "flowstore.h"
 #include "log.h"
 
@@ -1175,6 +1177,137 @@ static void test_har_skips_unknown_ids_and_keeps_asked_order(void)
     CU_ASSERT_PTR_NOT_NULL_FATAL(har);
     CU_ASSERT_EQUAL(json_array_size(jget(har, "log.entries")), 0);
     json_decref(har);
+    flowstore_close(store);
+}
+
+/* ---- what rules changed ---- */
+
+/* A flow two rules rewrote: the request-target and the request headers, and
+ * the response body (whose original was longer than the capture limit). */
+static struct flow *rewritten_flow(void)
+{
+    struct flow *f = simple_flow("GET", "rewrite.test", "/search?q=two", 200);
+
+    f->request_body.limit = 16;
+    f->response_body.limit = 16;
+    f->request_body_original.limit = 16;
+    f->response_body_original.limit = 16;
+    f->rules = xstrdup("#1, #2");
+    f->target_original = xstrdup("/search?q=one");
+    f->request_headers_original = xstrdup("Host: x\r\nX-Gone: 1\r\n");
+    flow_body_append(&f->response_body, "Tapwire Domain", 14);
+    f->has_response_body_original = true;
+    flow_body_append(&f->response_body_original, "<h1>Example Domain</h1>", 23);
+    f->rules_notes = xstrdup("#3: the body is over --rewrite-limit");
+    return f;
+}
+
+static void test_flow_with_originals_reads_back(void)
+{
+    struct flowstore *store = open_store(100);
+    struct flowstore_record *rec = NULL;
+    unsigned char *body = NULL;
+    size_t len = 0;
+    char err[512] = "";
+    const struct flow *f;
+
+    CU_ASSERT_FATAL(store != NULL);
+    submit(store, rewritten_flow());
+    CU_ASSERT_EQUAL_FATAL(flowstore_sync(store, SYNC_MS), 0);
+    CU_ASSERT_EQUAL(flowstore_get(store, 1, &rec, err, sizeof(err)), 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(rec);
+    f = &rec->flow;
+    /* What was sent on, and what arrived. */
+    CU_ASSERT_STRING_EQUAL(f->target, "/search?q=two");
+    CU_ASSERT_STRING_EQUAL(f->target_original, "/search?q=one");
+    CU_ASSERT_STRING_EQUAL(f->request_headers, "Host: x\r\n");
+    CU_ASSERT_STRING_EQUAL(f->request_headers_original, "Host: x\r\nX-Gone: 1\r\n");
+    CU_ASSERT_PTR_NULL(f->response_headers_original); /* no rule changed them */
+    CU_ASSERT_STRING_EQUAL(f->rules, "#1, #2");
+    CU_ASSERT_STRING_EQUAL(f->rules_notes, "#3: the body is over --rewrite-limit");
+    CU_ASSERT_FALSE(f->has_request_body_original);
+    CU_ASSERT_EQUAL(f->request_body_original.size, 0);
+    CU_ASSERT_EQUAL(rec->request_original_captured, 0);
+    CU_ASSERT_TRUE(f->has_response_body_original);
+    CU_ASSERT_EQUAL(f->response_body_original.size, 23);
+    CU_ASSERT_TRUE(f->response_body_original.truncated);
+    CU_ASSERT_EQUAL(rec->response_original_captured, 16);
+    CU_ASSERT_EQUAL(f->response_body.size, 14);
+    CU_ASSERT_FALSE(f->response_body.truncated);
+    CU_ASSERT_EQUAL(rec->response_captured, 14);
+
+    CU_ASSERT_EQUAL(flowstore_get_body(store, 1, FLOWSTORE_RESPONSE_ORIGINAL, &body, &len, err,
+                                       sizeof(err)),
+                    0);
+    CU_ASSERT_EQUAL(len, 16);
+    CU_ASSERT(body != NULL && memcmp(body, "<h1>Example Doma", 16) == 0);
+    free(body);
+    CU_ASSERT_EQUAL(
+        flowstore_get_body(store, 1, FLOWSTORE_RESPONSE, &body, &len, err, sizeof(err)), 0);
+    CU_ASSERT_EQUAL(len, 14);
+    CU_ASSERT(body != NULL && memcmp(body, "Tapwire Domain", 14) == 0);
+    free(body);
+    CU_ASSERT_EQUAL(flowstore_get_body(store, 1, FLOWSTORE_REQUEST_ORIGINAL, &body, &len, err,
+                                       sizeof(err)),
+                    0);
+    CU_ASSERT_PTR_NULL(body);
+    CU_ASSERT_EQUAL(len, 0);
+    flowstore_record_free(rec);
+    flowstore_close(store);
+}
+
+static void test_flow_without_rules_has_no_originals(void)
+{
+    struct flowstore *store = open_store(100);
+    struct flowstore_record *rec = NULL;
+    char err[512] = "";
+
+    CU_ASSERT_FATAL(store != NULL);
+    submit(store, full_flow());
+    CU_ASSERT_EQUAL_FATAL(flowstore_sync(store, SYNC_MS), 0);
+    CU_ASSERT_EQUAL(flowstore_get(store, 1, &rec, err, sizeof(err)), 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(rec);
+    CU_ASSERT_PTR_NULL(rec->flow.target_original);
+    CU_ASSERT_PTR_NULL(rec->flow.request_headers_original);
+    CU_ASSERT_PTR_NULL(rec->flow.response_headers_original);
+    CU_ASSERT_FALSE(rec->flow.has_request_body_original);
+    CU_ASSERT_FALSE(rec->flow.has_response_body_original);
+    CU_ASSERT_PTR_NULL(rec->flow.rules_notes);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_bodies WHERE direction > 1"), 0);
+    flowstore_record_free(rec);
+    flowstore_close(store);
+}
+
+static void test_originals_are_listed_out_searched_out_and_deleted_with_the_flow(void)
+{
+    struct flowstore *store = open_store(100);
+    struct flowstore_filter filter = {0};
+    struct flowstore_record **records;
+    size_t count;
+    bool found = false;
+    char err[512] = "";
+
+    CU_ASSERT_FATAL(store != NULL);
+    submit(store, rewritten_flow());
+    CU_ASSERT_EQUAL_FATAL(flowstore_sync(store, SYNC_MS), 0);
+    filter.limit = 10;
+    records = list(store, &filter, &count);
+    CU_ASSERT_EQUAL_FATAL(count, 1);
+    CU_ASSERT_STRING_EQUAL(records[0]->flow.rules, "#1, #2"); /* the list marks it */
+    CU_ASSERT_PTR_NULL(records[0]->flow.target_original);
+    CU_ASSERT_PTR_NULL(records[0]->flow.request_headers_original);
+    CU_ASSERT_PTR_NULL(records[0]->flow.rules_notes);
+    flowstore_records_free(records, count);
+    /* A body search finds what was sent, not what a rule replaced. */
+    filter.body_bytes = "Tapwire";
+    filter.body_len = 7;
+    expect_ids(store, &filter, "1");
+    filter.body_bytes = "Example";
+    expect_ids(store, &filter, "");
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_bodies WHERE direction = 3"), 1);
+    CU_ASSERT_EQUAL(flowstore_delete(store, 1, &found, err, sizeof(err)), 0);
+    CU_ASSERT_TRUE(found);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_bodies"), 0);
     flowstore_close(store);
 }
 
