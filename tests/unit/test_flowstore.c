@@ -1348,6 +1348,85 @@ static void test_version_1_database_migrates_and_keeps_certs(void)
     flowstore_close(store);
 }
 
+/* The embedded schema up to (not including) "-- version: N": migrations
+ * never change once released, so this is a database of version N-1 as
+ * databases in the wild have it. Caller frees. */
+static char *schema_before(int version)
+{
+    char marker[32];
+    const char *text = (const char *)embedded_schema_sql;
+    const char *at;
+    char *sql;
+
+    snprintf(marker, sizeof(marker), "\n-- version: %d\n", version);
+    at = strstr(text, marker);
+    if (at == NULL)
+        return NULL;
+    sql = malloc((size_t)(at - text) + 64);
+    if (sql == NULL)
+        abort();
+    memcpy(sql, text, (size_t)(at - text));
+    snprintf(sql + (at - text), 64, "\nPRAGMA user_version = %d;", version - 1);
+    return sql;
+}
+
+/* A flow and its response body as a version-3 database holds them. */
+static const char v3_flow[] =
+    "INSERT INTO flows (id, kind, time_start_us, client, scheme, method, host, port, target, "
+    "req_version, resp_version, req_headers, resp_headers, status, reason, req_body_size, "
+    "resp_body_size, req_body_captured, resp_body_captured, req_truncated, resp_truncated, "
+    "is_tls, rules, bytes_up, bytes_down) VALUES (7, 0, 1700000000000000, '127.0.0.1:1', "
+    "'http', 'GET', 'old.test', 80, '/old', 'HTTP/1.1', 'HTTP/1.1', 'Host: old.test\r\n', "
+    "'Content-Type: text/plain\r\n', 200, 'OK', 0, 5, 0, 5, 0, 0, 0, '#1', 0, 0);"
+    "INSERT INTO flow_bodies VALUES (7, 1, X'68656c6c6f');";
+
+static void test_version_3_database_migrates_and_keeps_flows(void)
+{
+    char *v3 = schema_before(4);
+    struct flowstore *store;
+    struct flowstore_record *rec = NULL;
+    unsigned char *body = NULL;
+    size_t len = 0;
+    char err[512] = "";
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(v3);
+    CU_ASSERT_EQUAL_FATAL(exec_sql(v3), 0);
+    free(v3);
+    CU_ASSERT_EQUAL_FATAL(exec_sql(v3_flow), 0);
+    CU_ASSERT_EQUAL_FATAL(query_int("PRAGMA user_version"), 3);
+    store = open_store(100);
+    CU_ASSERT_FATAL(store != NULL);
+    CU_ASSERT(db_schema_version() >= 4);
+    CU_ASSERT_EQUAL(query_int("PRAGMA user_version"), db_schema_version());
+
+    /* The old flow reads back whole, with nothing rewritten. */
+    CU_ASSERT_EQUAL(flowstore_get(store, 7, &rec, err, sizeof(err)), 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(rec);
+    CU_ASSERT_STRING_EQUAL(rec->flow.target, "/old");
+    CU_ASSERT_STRING_EQUAL(rec->flow.rules, "#1");
+    CU_ASSERT_PTR_NULL(rec->flow.target_original);
+    CU_ASSERT_PTR_NULL(rec->flow.request_headers_original);
+    CU_ASSERT_PTR_NULL(rec->flow.rules_notes);
+    CU_ASSERT_FALSE(rec->flow.has_request_body_original);
+    CU_ASSERT_FALSE(rec->flow.has_response_body_original);
+    flowstore_record_free(rec);
+    rec = NULL;
+    CU_ASSERT_EQUAL(
+        flowstore_get_body(store, 7, FLOWSTORE_RESPONSE, &body, &len, err, sizeof(err)), 0);
+    CU_ASSERT(len == 5 && body != NULL && memcmp(body, "hello", 5) == 0);
+    free(body);
+
+    /* New flows get the next id and keep their originals. */
+    submit(store, rewritten_flow());
+    CU_ASSERT_EQUAL_FATAL(flowstore_sync(store, SYNC_MS), 0);
+    CU_ASSERT_EQUAL(flowstore_get(store, 8, &rec, err, sizeof(err)), 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(rec);
+    CU_ASSERT_STRING_EQUAL(rec->flow.target_original, "/search?q=one");
+    CU_ASSERT_TRUE(rec->flow.has_response_body_original);
+    flowstore_record_free(rec);
+    flowstore_close(store);
+}
+
 static void test_in_memory_database_is_refused(void)
 {
     struct flowstore *store = NULL;
@@ -1412,6 +1491,13 @@ int main(void)
                      test_har_skips_unknown_ids_and_keeps_asked_order) ||
         !CU_add_test(suite, "version_1_database_migrates_and_keeps_certs",
                      test_version_1_database_migrates_and_keeps_certs) ||
+        !CU_add_test(suite, "flow_with_originals_reads_back", test_flow_with_originals_reads_back) ||
+        !CU_add_test(suite, "flow_without_rules_has_no_originals",
+                     test_flow_without_rules_has_no_originals) ||
+        !CU_add_test(suite, "originals_are_listed_out_searched_out_and_deleted_with_the_flow",
+                     test_originals_are_listed_out_searched_out_and_deleted_with_the_flow) ||
+        !CU_add_test(suite, "version_3_database_migrates_and_keeps_flows",
+                     test_version_3_database_migrates_and_keeps_flows) ||
         !CU_add_test(suite, "in_memory_database_is_refused", test_in_memory_database_is_refused))
         goto fail;
     CU_basic_set_mode(CU_BRM_VERBOSE);

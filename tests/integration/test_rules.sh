@@ -1,0 +1,93 @@
+#!/bin/bash
+# Rewrite rules through the real binary: the textbook URL rule, header rules,
+# a request-body rule on a POST, response-body rules on gzip-, brotli- and
+# deflate-encoded (and chunked) responses with consistent lengths, the
+# rewrite limit, SIGHUP reloads (a broken file keeps the old rules), and a
+# bad rules file refused at startup with its line and column.
+. "$(dirname "$0")/lib.sh"
+
+start_origin ORIGIN_PORT
+O=http://127.0.0.1:$ORIGIN_PORT
+
+cat > "$tmp/rules" <<'RULES'
+# the textbook example
+request url host=127.0.0.1 "q=cybersecurity" "q=SEED+Labs"
+request header User-Agent set "tapwire-rules-test"
+request header X-Drop-Me remove
+request body method=POST "secret" "[redacted]"
+response body type=text/html "Example Domain" "Tapwire Domain"
+RULES
+start_proxy --rules "$tmp/rules" --rewrite-limit 100000
+
+head=$(pcurl -H 'X-Drop-Me: 1' "$O/headers?q=cybersecurity&hl=en")
+check_contains "URL rule: the origin got q=SEED+Labs" "GET /headers?q=SEED+Labs&hl=en HTTP/1.1" "$head"
+check_contains "header set: User-Agent replaced" "User-Agent: tapwire-rules-test" "$head"
+check_not_contains "header remove: X-Drop-Me gone" "X-Drop-Me" "$head"
+
+body=$(pcurl --data-binary 'user=a&secret=b&secret2=c' -H 'Content-Type: application/x-www-form-urlencoded' "$O/echo")
+check_eq "request body rule on a POST: the origin got the rewritten body" \
+    'user=a&[redacted]=b&[redacted]2=c' "$body"
+body=$(pcurl -H 'Transfer-Encoding: chunked' --data-binary 'secret' "$O/echo")
+check_eq "request body rule on a chunked POST" '[redacted]' "$body"
+
+want_len=$(( 20 * 75 ))
+for coding in gzip br deflate; do
+    for chunked in 0 1; do
+        name="$coding$([ $chunked = 1 ] && echo ', chunked')"
+        out=$(pcurl -D "$tmp/h" -o "$tmp/b" -w '%{size_download}' "$O/compressed/$coding?n=20&chunked=$chunked")
+        hdrs=$(tr -d '\r' < "$tmp/h")
+        check_eq "$name: body rewritten" 20 "$(grep -c '^Tapwire Domain: ' "$tmp/b")"
+        check_eq "$name: nothing of the original left" 0 "$(grep -c 'Example Domain' "$tmp/b")"
+        check_imatch "$name: sent as identity with a recomputed Content-Length" \
+            "^content-length: $want_len\$" "$hdrs"
+        check_no_imatch "$name: no Content-Encoding left" '^content-encoding:' "$hdrs"
+        check_no_imatch "$name: no Transfer-Encoding left" '^transfer-encoding:' "$hdrs"
+        check_eq "$name: bytes received match Content-Length" "$want_len" "$out"
+    done
+done
+out=$(pcurl --compressed -o "$tmp/b" -w '%{http_code}' "$O/compressed/gzip?n=3")
+check_eq "client asking for compression still gets the rewritten body" \
+    "200 3" "$out $(grep -c '^Tapwire Domain' "$tmp/b")"
+
+# Over the limit: streamed unmodified, and the client still gets all of it.
+out=$(pcurl -D "$tmp/h" -o "$tmp/big" -w '%{http_code}' "$O/compressed/gzip?n=3000")
+check_eq "body over --rewrite-limit: status 200" 200 "$out"
+check_imatch "body over --rewrite-limit: passed on still encoded" '^content-encoding: gzip' \
+    "$(tr -d '\r' < "$tmp/h")"
+check_eq "body over --rewrite-limit: passed on unmodified" 3000 \
+    "$(gzip -dc < "$tmp/big" | grep -c '^Example Domain')"
+
+# SIGHUP: a broken file keeps the old rules, a good one replaces them.
+printf 'request url "q=cybersecurity" "q=(broken\n' > "$tmp/rules"
+kill -HUP "$PROXY_PID"
+check "SIGHUP with a broken file: the error is logged with its line" \
+    wait_for_grep "$PROXY_ERR" 'rules not reloaded.*line 1' 5
+head=$(pcurl "$O/headers?q=cybersecurity")
+check_contains "SIGHUP with a broken file: the old rules still apply" "q=SEED+Labs" "$head"
+printf 'request url "q=cybersecurity" "q=reloaded"\n' > "$tmp/rules"
+kill -HUP "$PROXY_PID"
+check "SIGHUP with a good file: reload logged" wait_for_grep "$PROXY_ERR" 'rules reloaded' 5
+head=$(pcurl "$O/headers?q=cybersecurity")
+check_contains "SIGHUP with a good file: the new rules apply" "q=reloaded" "$head"
+check_not_contains "SIGHUP with a good file: the old rules are gone" "User-Agent: tapwire-rules-test" "$head"
+check "proxy still running after the reloads" kill -0 "$PROXY_PID"
+stop_proxy
+
+# --rule on the command line, same syntax as a line of the file.
+PROXY_DATA_DIR=$tmp/data2 start_proxy --rule 'response body "conn=" "CONN="'
+body=$(pcurl "$O/conn")
+check_match "--rule: response body rewritten" '^CONN=[0-9]+ req=1$' "$body"
+stop_proxy
+
+# A bad rules file is a startup error naming the line and the column.
+printf '# ok\nrequest url regex "(unclosed" "x"\n' > "$tmp/bad"
+"$TAPWIRE_BIN" --listen 127.0.0.1:0 --no-dashboard --data-dir "$tmp/data3" --rules "$tmp/bad" \
+    > "$tmp/bad.out" 2> "$tmp/bad.err" < /dev/null &
+bad_pid=$!
+track_pid "$bad_pid"
+wait_pid "$bad_pid" 10
+status=$?
+check_eq "bad rules file: tapwire exits with status 1" 1 "$status"
+check_match "bad rules file: the error names line 2 and a column" 'line 2, column [0-9]+' "$(cat "$tmp/bad.err")"
+
+finish
