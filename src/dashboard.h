@@ -1,8 +1,9 @@
 /*
  * dashboard: the web dashboard's HTTP server (libmicrohttpd): token auth,
  * the JSON API over the flow store (docs: the API spec shared with web/),
- * live updates as Server-Sent Events, HAR export, the page itself (compiled
- * in, or read from --web-root) and the CA download page.
+ * the dashboard's rewrite rules (through the rulebook), live updates as
+ * Server-Sent Events, HAR export, the page itself (compiled in, or read from
+ * --web-root) and the CA download page.
  *
  * It must never serve captured bytes as anything a browser would render or
  * run: bodies go out as attachments under a sandboxing CSP. Every API call
@@ -33,9 +34,12 @@
 #define DASHBOARD_SSE_FLOWS_PER_READ 100
 #define DASHBOARD_MAX_DECODED_BYTES (64 * 1024 * 1024) /* ?decode=1 output, zip bombs */
 #define DASHBOARD_MAX_STATIC_BYTES (8 * 1024 * 1024)   /* a --web-root file */
+#define DASHBOARD_MAX_JSON_BODY_BYTES (64 * 1024)      /* a request body (rules API) */
 /* The reserved name (RFC 6761 .invalid) under which the proxy itself serves
  * the CA page to clients that only have the proxy configured. */
 #define DASHBOARD_LOCAL_HOST "tapwire.invalid"
+
+struct rulebook;
 
 struct dashboard_options {
     const char *host;     /* address to bind: "127.0.0.1", "::1", "localhost"... */
@@ -44,6 +48,8 @@ struct dashboard_options {
                              else 1..DASHBOARD_MAX_TOKEN_CHARS of [A-Za-z0-9._~-] */
     const char *web_root; /* NULL: the page compiled into the binary; else a directory with
                              index.html, app.js and style.css, read on every request */
+    struct rulebook *rules; /* not owned, must outlive the dashboard; NULL: rewrite rules are
+                               off (/api/rules lists nothing and refuses changes with 404) */
 };
 
 struct dashboard;

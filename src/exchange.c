@@ -561,15 +561,18 @@ static int buffer_body(struct body_reader *r, size_t limit, int timeout_ms, unsi
  * Transfer-Encoding and (when drop_encoding) Content-Encoding, and declares
  * content_length instead. Returns a new head (caller frees) or NULL.
  */
-static char *reframe_head(const char *head, size_t head_len, uint64_t content_length,
-                          bool drop_encoding, size_t *out_len)
+static char *reframe(const char *head, size_t head_len, bool is_head, uint64_t content_length,
+                     bool drop_encoding, size_t *out_len)
 {
     struct strbuf b = {0};
     const char *p = head, *end = head + head_len;
-    const char *line_end = memchr(p, '\n', (size_t)(end - p));
-    if (!line_end)
-        return NULL;
-    sb_append(&b, p, (size_t)(line_end + 1 - p)); /* start line */
+    const char *line_end = p - 1;
+    if (is_head) {
+        line_end = memchr(p, '\n', (size_t)(end - p));
+        if (!line_end)
+            return NULL;
+        sb_append(&b, p, (size_t)(line_end + 1 - p)); /* start line */
+    }
     for (p = line_end + 1; p < end; p = line_end + 1) {
         line_end = memchr(p, '\n', (size_t)(end - p));
         if (!line_end)
@@ -584,7 +587,8 @@ static char *reframe_head(const char *head, size_t head_len, uint64_t content_le
         sb_append(&b, p, n);
     }
     char cl[48];
-    snprintf(cl, sizeof(cl), "Content-Length: %llu\r\n\r\n", (unsigned long long)content_length);
+    snprintf(cl, sizeof(cl), "Content-Length: %llu\r\n%s", (unsigned long long)content_length,
+             is_head ? "\r\n" : "");
     sb_str(&b, cl);
     if (b.failed) {
         free(b.data);
@@ -592,6 +596,32 @@ static char *reframe_head(const char *head, size_t head_len, uint64_t content_le
     }
     *out_len = b.len;
     return b.data;
+}
+
+static char *reframe_head(const char *head, size_t head_len, uint64_t content_length,
+                          bool drop_encoding, size_t *out_len)
+{
+    return reframe(head, head_len, true, content_length, drop_encoding, out_len);
+}
+
+/* The recorded header text of a buffered body's message: what was sent has a
+ * new Content-Length, and no Content-Encoding when rules rewrote the body
+ * (then *original keeps the header text as received, if nothing did yet). */
+static void reframe_recorded_headers(char **text, char **original, uint64_t content_length,
+                                     bool rewritten)
+{
+    size_t len;
+    if (!*text)
+        return;
+    char *fresh = reframe(*text, strlen(*text), false, content_length, rewritten, &len);
+    if (!fresh)
+        return;
+    if (rewritten && original && !*original) {
+        *original = *text;
+        *text = NULL;
+    }
+    free(*text);
+    *text = fresh;
 }
 
 /*
@@ -605,7 +635,8 @@ static int send_rewritten_body(struct exchange_rules *rw, struct stream *src,
                                size_t head_len, const char *content_encoding, struct stream *dst,
                                enum out_framing out, int timeout_ms, uint64_t *count,
                                struct flow_body *capture, struct flow_body *original,
-                               bool *has_original, enum body_fault *fault)
+                               bool *has_original, char **recorded_headers,
+                               char **recorded_original, enum body_fault *fault)
 {
     struct body_reader r;
     unsigned char *raw = NULL, *decoded = NULL, *rewritten = NULL;
@@ -675,6 +706,9 @@ static int send_rewritten_body(struct exchange_rules *rw, struct stream *src,
         flow_body_append(original, plain, plain_len);
         *has_original = true;
     }
+    if (recorded_headers)
+        reframe_recorded_headers(recorded_headers, recorded_original, send_len,
+                                 rewritten != NULL);
     if (capture)
         flow_body_append(capture, send, send_len);
     *count += send_len;
@@ -822,7 +856,9 @@ int exchange_forward(struct stream *client, struct stream *upstream,
                                       t->io_ms, &res->request_bytes,
                                       flow ? &flow->request_body : NULL,
                                       flow ? &flow->request_body_original : NULL,
-                                      flow ? &flow->has_request_body_original : NULL, &fault)
+                                      flow ? &flow->has_request_body_original : NULL,
+                                      flow ? &flow->request_headers : NULL,
+                                      flow ? &flow->request_headers_original : NULL, &fault)
                 : move_body(client, upstream, req->framing, req->content_length, out, t->io_ms,
                             &res->request_bytes, flow ? &flow->request_body : NULL, &fault);
         if (moved < 0) {
@@ -951,7 +987,9 @@ int exchange_forward(struct stream *client, struct stream *upstream,
                                 client, out, t->io_ms, &res->response_bytes,
                                 flow ? &flow->response_body : NULL,
                                 flow ? &flow->response_body_original : NULL,
-                                flow ? &flow->has_response_body_original : NULL, &fault) < 0) {
+                                flow ? &flow->has_response_body_original : NULL,
+                                flow ? &flow->response_headers : NULL,
+                                flow ? &flow->response_headers_original : NULL, &fault) < 0) {
             res->client_keep_alive = false;
             res->upstream_reusable = false;
             snprintf(res->error, sizeof(res->error), "%s",
