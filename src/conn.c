@@ -15,6 +15,8 @@
  */
 #include "conn.h"
 
+#include "clock.h"
+
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
@@ -73,20 +75,6 @@ struct conn {
     int64_t opened_at_us, connected_at_us, tls_done_at_us;
     char verify_note[UPSTREAM_ERROR_BYTES + 16]; /* --insecure: what verification found */
 };
-
-static int64_t now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-static int64_t wall_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 static char *dup_or_null(const char *s)
 {
@@ -218,7 +206,7 @@ static struct flow *flow_start(struct conn *c, const char *scheme, const char *m
     struct flow *f = flow_new(c->cfg->capture_limit);
     if (!f)
         return NULL;
-    f->timings.start = wall_us();
+    f->timings.start = clock_wall_us();
     snprintf(f->client_addr, sizeof(f->client_addr), "%s", c->client_name);
     snprintf(f->scheme, sizeof(f->scheme), "%s", scheme);
     snprintf(f->method, sizeof(f->method), "%s", method);
@@ -246,7 +234,7 @@ static void flow_finish(struct conn *c, struct flow *f, int status, const char *
     if (error && error[0] && !f->error)
         f->error = strdup(error);
     if (!f->timings.done)
-        f->timings.done = wall_us();
+        f->timings.done = clock_wall_us();
     flowstore_submit(c->env->flows, f);
 }
 
@@ -307,7 +295,7 @@ static bool is_self(const struct conn *c, const char *host, uint16_t port)
 static void log_exchange(const struct conn *c, const char *method, const char *url, int status,
                          uint64_t bytes, int64_t started_us, const char *error)
 {
-    double ms = (double)(now_us() - started_us) / 1000.0;
+    double ms = (double)(clock_mono_us() - started_us) / 1000.0;
     const char *note = c->verify_note[0] ? c->verify_note : "";
     if (error && error[0])
         log_info("%s %s %s %d %lluB %.1fms error: %s%s%s", c->client_name, method, url, status,
@@ -333,19 +321,19 @@ static int open_upstream(struct conn *c, const char *host, uint16_t port, bool t
     int rc = -1;
     memset(err, 0, sizeof(*err));
     stream_close(&c->upstream);
-    c->opened_at_us = wall_us();
+    c->opened_at_us = clock_wall_us();
     c->connected_at_us = c->tls_done_at_us = 0;
     int fd = upstream_connect_tcp(host, port, c->cfg->upstream_timeout_ms, err);
     if (fd < 0)
         goto out;
-    c->connected_at_us = wall_us();
+    c->connected_at_us = clock_wall_us();
     if (tls) {
         static const unsigned char alpn_http11[] = "\x08http/1.1";
         bool offer = c->offer_http11;
         ssl = upstream_tls_connect(c->env->upstream_ctx, fd, sni, verify_name,
                                    offer ? alpn_http11 : NULL, offer ? sizeof(alpn_http11) - 1 : 0,
                                    c->cfg->upstream_timeout_ms, &cert, err);
-        c->tls_done_at_us = wall_us();
+        c->tls_done_at_us = clock_wall_us();
         if (!ssl) {
             record_upstream_tls(c, NULL, cert, err->reason);
             close(fd);
@@ -707,7 +695,7 @@ static void serve_requests(struct conn *c, enum conn_mode mode)
         c->client.cancel_fd = c->env->cancel_fd;
         if (n == 0)
             break;
-        int64_t started = now_us();
+        int64_t started = clock_mono_us();
         if (n < 0) {
             send_error(c, perr.status, perr.message, true);
             log_exchange(c, "-", "-", perr.status, 0, started, perr.message);
@@ -742,7 +730,7 @@ static enum first_bytes peek_first_bytes(struct conn *c, struct client_hello *he
 {
     enum first_bytes kind = FIRST_GONE;
     unsigned char *buf = NULL;
-    int64_t deadline = now_us() + (int64_t)c->cfg->header_timeout_ms * 1000;
+    int64_t deadline = clock_mono_us() + (int64_t)c->cfg->header_timeout_ms * 1000;
 
     if (stream_buffered(&c->client) > 0) {
         /* The client did not wait for our 200: those bytes are already read,
@@ -789,7 +777,7 @@ static enum first_bytes peek_first_bytes(struct conn *c, struct client_hello *he
                 goto out;
             }
         }
-        if (now_us() > deadline) {
+        if (clock_mono_us() > deadline) {
             log_info("%s: first bytes of the tunnel did not arrive in time", c->client_name);
             goto out;
         }

@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <openssl/err.h>
 
 void errmsg_set(char *err, size_t err_len, const char *fmt, ...)
 {
@@ -26,4 +27,15 @@ void errmsg_append(char *err, size_t err_len, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(err + used, err_len - used, fmt, ap);
     va_end(ap);
+}
+
+const char *errmsg_ssl_reason(unsigned long e, char *buf, size_t buf_len)
+{
+    if (e == 0)
+        return "unknown error";
+    const char *reason = ERR_reason_error_string(e);
+    if (reason != NULL)
+        return reason;
+    ERR_error_string_n(e, buf, buf_len);
+    return buf;
 }

@@ -12,6 +12,8 @@
  */
 #include "exchange.h"
 
+#include "clock.h"
+
 #include "codec.h"
 #include "flowstore.h"
 
@@ -63,20 +65,6 @@ static void sb_header(struct strbuf *b, const char *name, size_t name_len, const
     sb_append(b, "\r\n", 2);
 }
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t wall_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 static bool name_is(const struct http1_header *h, const char *name)
 {
     return h->name_len == strlen(name) && strncasecmp(h->name, name, h->name_len) == 0;
@@ -119,7 +107,7 @@ static int read_head(struct stream *s, int64_t deadline, int first_wait_ms,
         }
     }
     if (first_byte_us)
-        *first_byte_us = wall_us();
+        *first_byte_us = clock_wall_us();
     for (;;) {
         size_t have = stream_buffered(s);
         /* Parse on the first bytes (garbage is refused at once), when a
@@ -132,7 +120,7 @@ static int read_head(struct stream *s, int64_t deadline, int first_wait_ms,
                 return n;
             parsed_at = have;
         }
-        int64_t left = deadline - now_ms();
+        int64_t left = deadline - clock_mono_ms();
         if (left <= 0) {
             err->status = 408;
             err->message = "the request head did not arrive in time";
@@ -184,7 +172,7 @@ int exchange_read_request(struct stream *client, const struct exchange_timeouts 
         if (w != STREAM_OK)
             return 0;
     }
-    deadline = now_ms() + t->header_ms;
+    deadline = clock_mono_ms() + t->header_ms;
     int n = read_head(client, deadline, t->header_ms, parse_request_cb, NULL, head, err,
                       &got_nothing, NULL);
     if (n < 0 && got_nothing)
@@ -882,7 +870,7 @@ int exchange_forward(struct stream *client, struct stream *upstream,
     }
 
     if (flow)
-        flow->timings.request_sent = wall_us();
+        flow->timings.request_sent = clock_wall_us();
     resp = malloc(sizeof(*resp));
     if (!resp) {
         snprintf(res->error, sizeof(res->error), "out of memory");
@@ -892,7 +880,7 @@ int exchange_forward(struct stream *client, struct stream *upstream,
     for (;;) {
         struct http1_error perr = {0};
         bool got_nothing;
-        int n = read_head(upstream, now_ms() + t->io_ms, t->io_ms, parse_response_cb, &rctx, resp,
+        int n = read_head(upstream, clock_mono_ms() + t->io_ms, t->io_ms, parse_response_cb, &rctx, resp,
                           &perr, &got_nothing,
                           flow && !flow->timings.first_byte ? &flow->timings.first_byte : NULL);
         if (n < 0) {
@@ -1043,7 +1031,7 @@ out:
     if (res->status < 0)
         res->status = 0, res->client_keep_alive = false;
     if (flow)
-        flow->timings.done = wall_us();
+        flow->timings.done = clock_wall_us();
     exchange_modified_head_free(resp_mod);
     free(head);
     free(resp);

@@ -9,6 +9,8 @@
  */
 #include "stream.h"
 
+#include "clock.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -21,13 +23,6 @@
 
 #define STREAM_INITIAL_IN_BYTES 4096
 #define STREAM_SHUTDOWN_TIMEOUT_MS 200
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void set_error(struct stream *s, const char *what)
 {
@@ -46,10 +41,10 @@ static int wait_fd(struct stream *s, short events, int timeout_ms)
 {
     struct pollfd p[2] = {{.fd = s->fd, .events = events}, {.fd = s->cancel_fd, .events = POLLIN}};
     nfds_t n = s->cancel_fd >= 0 ? 2 : 1;
-    int64_t deadline = timeout_ms >= 0 ? now_ms() + timeout_ms : -1;
+    int64_t deadline = timeout_ms >= 0 ? clock_mono_ms() + timeout_ms : -1;
 
     for (;;) {
-        int left = deadline < 0 ? -1 : (int)(deadline - now_ms());
+        int left = deadline < 0 ? -1 : (int)(deadline - clock_mono_ms());
         if (deadline >= 0 && left < 0)
             left = 0;
         int r = poll(p, n, left);
@@ -498,7 +493,7 @@ enum stream_handshake_result stream_tls_handshake(SSL *ssl, int fd, int timeout_
                                                   int *ssl_error, int *sys_errno)
 {
     enum stream_handshake_result result = STREAM_HANDSHAKE_FAILED;
-    int64_t deadline = now_ms() + timeout_ms;
+    int64_t deadline = clock_mono_ms() + timeout_ms;
 
     *ssl_error = SSL_ERROR_SYSCALL;
     *sys_errno = 0;
@@ -526,7 +521,7 @@ enum stream_handshake_result stream_tls_handshake(SSL *ssl, int fd, int timeout_
             *ssl_error = e;
             break;
         }
-        int64_t remaining = deadline - now_ms();
+        int64_t remaining = deadline - clock_mono_ms();
         if (remaining <= 0) {
             result = STREAM_HANDSHAKE_TIMEOUT;
             break;

@@ -44,20 +44,6 @@
 
 #define KEYLOG_LINE_BYTES 512 /* longest NSS key log line is about 230 bytes */
 
-/* Text for an OpenSSL packed error code; never NULL. */
-static const char *error_text(unsigned long e, char *buf, size_t buf_len)
-{
-    const char *reason;
-
-    if (e == 0)
-        return "unknown error";
-    reason = ERR_reason_error_string(e);
-    if (reason != NULL)
-        return reason;
-    ERR_error_string_n(e, buf, buf_len);
-    return buf;
-}
-
 /* ---- ClientHello reader ---- */
 
 /* A cursor over bytes whose length is known; every read checks it. */
@@ -423,12 +409,12 @@ SSL_CTX *tlsserver_ctx_new(const char *keylog_path, char *err, size_t err_len)
     ctx = SSL_CTX_new(TLS_server_method());
     if (ctx == NULL) {
         errmsg_set(err, err_len, "cannot create server TLS context: %s",
-                error_text(ERR_peek_last_error(), ebuf, sizeof ebuf));
+                errmsg_ssl_reason(ERR_peek_last_error(), ebuf, sizeof ebuf));
         goto out;
     }
     if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1) {
         errmsg_set(err, err_len, "cannot set minimum TLS version: %s",
-                error_text(ERR_peek_last_error(), ebuf, sizeof ebuf));
+                errmsg_ssl_reason(ERR_peek_last_error(), ebuf, sizeof ebuf));
         goto out;
     }
     /* Compression invites CRIME; renegotiation is an attack surface we do
@@ -483,13 +469,13 @@ static void describe_client_failure(int ssl_error, int sys_errno, char *err, siz
                is_certificate_alert(reason - SSL_AD_REASON_OFFSET)) {
         /* The usual cause: the browser does not trust our CA yet. */
         errmsg_set(err, err_len, "client rejected our certificate: %s",
-                error_text(e, ebuf, sizeof ebuf));
+                errmsg_ssl_reason(e, ebuf, sizeof ebuf));
     } else if (ERR_GET_LIB(e) == ERR_LIB_SSL && reason >= SSL_AD_REASON_OFFSET) {
         errmsg_set(err, err_len, "client aborted the TLS handshake: %s",
-                error_text(e, ebuf, sizeof ebuf));
+                errmsg_ssl_reason(e, ebuf, sizeof ebuf));
     } else {
         errmsg_set(err, err_len, "TLS handshake with client failed: %s",
-                error_text(e, ebuf, sizeof ebuf));
+                errmsg_ssl_reason(e, ebuf, sizeof ebuf));
     }
 }
 
@@ -506,14 +492,14 @@ SSL *tlsserver_accept(SSL_CTX *ctx, int fd, X509 *leaf, X509 *ca_cert, EVP_PKEY 
     ssl = SSL_new(ctx);
     if (ssl == NULL) {
         errmsg_set(err, err_len, "cannot create TLS session: %s",
-                error_text(ERR_peek_last_error(), ebuf, sizeof ebuf));
+                errmsg_ssl_reason(ERR_peek_last_error(), ebuf, sizeof ebuf));
         goto out;
     }
     if (SSL_set_fd(ssl, fd) != 1 || SSL_use_certificate(ssl, leaf) != 1 ||
         SSL_use_PrivateKey(ssl, key) != 1 ||
         (ca_cert != NULL && SSL_add1_chain_cert(ssl, ca_cert) != 1)) {
         errmsg_set(err, err_len, "cannot set up the TLS session for the client: %s",
-                error_text(ERR_peek_last_error(), ebuf, sizeof ebuf));
+                errmsg_ssl_reason(ERR_peek_last_error(), ebuf, sizeof ebuf));
         goto out;
     }
     SSL_set_accept_state(ssl);

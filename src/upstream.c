@@ -16,6 +16,8 @@
 #define _POSIX_C_SOURCE 200809L
 #endif
 #include "upstream.h"
+
+#include "clock.h"
 #include "errmsg.h"
 #include "stream.h"
 
@@ -82,28 +84,6 @@ static void set_status(struct upstream_error *err, enum upstream_status status, 
     va_end(ap);
 }
 
-/* Text for an OpenSSL packed error code; never NULL. */
-static const char *error_text(unsigned long e, char *buf, size_t buf_len)
-{
-    const char *reason;
-
-    if (e == 0)
-        return "unknown error";
-    reason = ERR_reason_error_string(e);
-    if (reason != NULL)
-        return reason;
-    ERR_error_string_n(e, buf, buf_len);
-    return buf;
-}
-
-static long long now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 int upstream_error_http_status(const struct upstream_error *err)
 {
     /* RFC 9110 15.6.5: 504 is for an upstream that did not answer in time. */
@@ -145,7 +125,7 @@ static void format_endpoint(const char *host, uint16_t port, char *out, size_t o
  * when the time ran out). */
 static int connect_one(const struct addrinfo *ai, int timeout_ms, int *fd_out)
 {
-    long long deadline = now_ms() + timeout_ms;
+    long long deadline = clock_mono_ms() + timeout_ms;
     int fd, e = 0;
     int so_error = 0;
     socklen_t so_len = sizeof so_error;
@@ -162,7 +142,7 @@ static int connect_one(const struct addrinfo *ai, int timeout_ms, int *fd_out)
     }
     for (;;) {
         struct pollfd pfd = {.fd = fd, .events = POLLOUT, .revents = 0};
-        long long remaining = deadline - now_ms();
+        long long remaining = deadline - clock_mono_ms();
         int n;
 
         /* Even with no time left, look once: a loopback connect is done
@@ -200,7 +180,7 @@ int upstream_connect_tcp(const char *host, uint16_t port, int timeout_ms,
     char name[HOST_BYTES];
     char endpoint[HOST_BYTES + 16];
     char service[8];
-    long long start = now_ms();
+    long long start = clock_mono_ms();
     long long deadline = start + timeout_ms;
     size_t count = 0, tried = 0;
     int fd = -1, ret = -1;
@@ -231,7 +211,7 @@ int upstream_connect_tcp(const char *host, uint16_t port, int timeout_ms,
     for (ai = res; ai != NULL; ai = ai->ai_next)
         count++;
     for (ai = res; ai != NULL && fd < 0; ai = ai->ai_next, tried++) {
-        long long remaining = deadline - now_ms();
+        long long remaining = deadline - clock_mono_ms();
         int e;
 
         if (remaining <= 0) {
@@ -255,7 +235,7 @@ int upstream_connect_tcp(const char *host, uint16_t port, int timeout_ms,
             set_status(err, UPSTREAM_REFUSED, "connection refused by %s", endpoint);
         else if (was_timed_out)
             set_status(err, UPSTREAM_TIMEOUT, "timed out connecting to %s after %lld ms", endpoint,
-                       now_ms() - start);
+                       clock_mono_ms() - start);
         else
             set_status(err, UPSTREAM_UNREACHABLE, "cannot connect to %s: %s", endpoint,
                        strerror(other_errno != 0 ? other_errno : EHOSTUNREACH));
@@ -428,17 +408,17 @@ SSL_CTX *upstream_ctx_new(const struct upstream_tls_options *opts, char *err, si
     ctx = SSL_CTX_new(TLS_client_method());
     if (ctx == NULL) {
         errmsg_set(err, err_len, "cannot create upstream TLS context: %s",
-                error_text(ERR_peek_error(), ebuf, sizeof ebuf));
+                errmsg_ssl_reason(ERR_peek_error(), ebuf, sizeof ebuf));
         goto out;
     }
     if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1) {
         errmsg_set(err, err_len, "cannot set minimum TLS version: %s",
-                error_text(ERR_peek_error(), ebuf, sizeof ebuf));
+                errmsg_ssl_reason(ERR_peek_error(), ebuf, sizeof ebuf));
         goto out;
     }
     if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
         errmsg_set(err, err_len, "cannot load the system trust store: %s",
-                error_text(ERR_peek_error(), ebuf, sizeof ebuf));
+                errmsg_ssl_reason(ERR_peek_error(), ebuf, sizeof ebuf));
         goto out;
     }
     for (f = opts != NULL ? opts->extra_ca_files : NULL; f != NULL && *f != NULL; f++) {
@@ -454,7 +434,7 @@ SSL_CTX *upstream_ctx_new(const struct upstream_tls_options *opts, char *err, si
         ERR_clear_error();
         if (SSL_CTX_load_verify_locations(ctx, *f, NULL) != 1) {
             errmsg_set(err, err_len, "cannot load upstream CA file %s: %s", *f,
-                    error_text(ERR_peek_error(), ebuf, sizeof ebuf));
+                    errmsg_ssl_reason(ERR_peek_error(), ebuf, sizeof ebuf));
             goto out;
         }
     }
@@ -480,7 +460,7 @@ SSL_CTX *upstream_ctx_new(const struct upstream_tls_options *opts, char *err, si
     st->is_insecure = opts != NULL && opts->insecure;
     if (SSL_CTX_set_ex_data(ctx, ctx_state_index, st) != 1) {
         errmsg_set(err, err_len, "cannot attach upstream TLS state: %s",
-                error_text(ERR_peek_error(), ebuf, sizeof ebuf));
+                errmsg_ssl_reason(ERR_peek_error(), ebuf, sizeof ebuf));
         goto out;
     }
     st = NULL; /* the SSL_CTX owns it now */
@@ -518,7 +498,7 @@ static void describe_handshake_failure(const char *shown, int ssl_error, int sys
                    strerror(sys_errno));
     else
         set_status(err, UPSTREAM_TLS_FAILED, "TLS handshake with %s failed: %s", shown,
-                   error_text(e, ebuf, sizeof ebuf));
+                   errmsg_ssl_reason(e, ebuf, sizeof ebuf));
 }
 
 /* Bounded appending to a reason; output that does not fit is cut off. */
@@ -876,7 +856,7 @@ SSL *upstream_tls_connect(SSL_CTX *ctx, int fd, const char *sni, const char *ver
     ssl = SSL_new(ctx);
     if (ssl == NULL || prepare_client(ssl, fd, sni, name, alpn, alpn_len, st) != 0) {
         set_status(err, UPSTREAM_TLS_FAILED, "cannot set up TLS to %s: %s", shown,
-                   error_text(ERR_peek_error(), ebuf, sizeof ebuf));
+                   errmsg_ssl_reason(ERR_peek_error(), ebuf, sizeof ebuf));
         goto out;
     }
     SSL_set_connect_state(ssl);
