@@ -689,7 +689,10 @@ static void serve_requests(struct conn *c, enum conn_mode mode)
 {
     for (;;) {
         struct http1_error perr = {0};
-        /* Between requests a stopping proxy may end the connection at once. */
+        /* Between requests a stopping proxy may end the connection at once,
+         * and an idle connection holds no buffers. */
+        stream_release_idle(&c->client);
+        stream_release_idle(&c->upstream);
         c->client.cancel_fd = c->env->stop_fd;
         int n = exchange_read_request(&c->client, &c->t, &c->head, &perr);
         c->client.cancel_fd = c->env->cancel_fd;

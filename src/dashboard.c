@@ -15,6 +15,12 @@
  * or for reads in the cookie the token URL sets. Host must name the
  * dashboard, so a rebound DNS name cannot reach it; changes need the header
  * (a cross-site form cannot set it) and a same-origin Origin.
+ *
+ * Request bodies: only the rules changes take one, JSON of at most
+ * DASHBOARD_MAX_JSON_BODY_BYTES with a Content-Length, checked before a
+ * byte of it is read and gathered in the connection's context (struct
+ * upload) until libmicrohttpd hands over the end. Every other request with
+ * a body is refused unread.
  */
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L
@@ -54,6 +60,7 @@
 #include "codec.h"
 #include "embedded.h"
 #include "log.h"
+#include "rulebook.h"
 
 #ifndef TAPWIRE_VERSION
 #define TAPWIRE_VERSION "unknown"
@@ -90,6 +97,7 @@ struct dashboard {
     struct MHD_Daemon *daemon;
     struct flowstore *flows;
     const struct ca *ca;
+    struct rulebook *rules; /* NULL: rewrite rules are off */
     char token[DASHBOARD_MAX_TOKEN_CHARS + 1];
     char url_host[300]; /* the bound host as in a URL: IPv6 in brackets */
     /* Atomic: connection threads read it (Host check) and an ephemeral
@@ -560,6 +568,11 @@ static const char *arg(struct MHD_Connection *conn, const char *name)
     return MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, name);
 }
 
+static bool is_method(const char *method, const char *want)
+{
+    return strcmp(method, want) == 0;
+}
+
 static bool token_matches(const struct dashboard *d, const char *given)
 {
     size_t len = strlen(d->token);
@@ -900,6 +913,55 @@ static char *curl_command(const struct flowstore_record *rec, const unsigned cha
     return b.data;
 }
 
+static json_t *original_body_json(bool has, const struct flow_body *body, size_t captured)
+{
+    json_t *obj;
+
+    if (!has)
+        return json_null();
+    obj = json_object();
+    if (obj != NULL && !(jset(obj, "size", json_integer((json_int_t)body->size)) &&
+                         jset(obj, "captured", json_integer((json_int_t)captured)) &&
+                         jset(obj, "truncated", json_boolean(body->truncated)))) {
+        json_decref(obj);
+        obj = NULL;
+    }
+    return obj;
+}
+
+static json_t *headers_or_null(const char *text)
+{
+    return text != NULL ? headers_json(text) : json_null();
+}
+
+/* What arrived, for each part a rule changed (null for the others); null
+ * as a whole when no rule changed anything. */
+static json_t *original_json(const struct flowstore_record *rec)
+{
+    const struct flow *f = &rec->flow;
+    json_t *obj;
+
+    if (f->target_original == NULL && f->request_headers_original == NULL &&
+        f->response_headers_original == NULL && !f->has_request_body_original &&
+        !f->has_response_body_original)
+        return json_null();
+    obj = json_object();
+    if (obj != NULL &&
+        !(jset(obj, "target", jstr(f->target_original)) &&
+          jset(obj, "request_headers", headers_or_null(f->request_headers_original)) &&
+          jset(obj, "response_headers", headers_or_null(f->response_headers_original)) &&
+          jset(obj, "request_body",
+               original_body_json(f->has_request_body_original, &f->request_body_original,
+                                  rec->request_original_captured)) &&
+          jset(obj, "response_body",
+               original_body_json(f->has_response_body_original, &f->response_body_original,
+                                  rec->response_original_captured)))) {
+        json_decref(obj);
+        obj = NULL;
+    }
+    return obj;
+}
+
 static json_t *detail_json(const struct flowstore_record *rec, const unsigned char *req_body,
                            size_t req_len)
 {
@@ -913,6 +975,8 @@ static json_t *detail_json(const struct flowstore_record *rec, const unsigned ch
                  jset(obj, "response", has_response ? message_json(rec, false) : json_null()) &&
                  jset(obj, "timings", timings_json(&f->timings)) && jset(obj, "tls", tls_json(f)) &&
                  jset(obj, "rules", jstr_or_null(f->rules)) &&
+                 jset(obj, "rules_notes", jstr_or_null(f->rules_notes)) &&
+                 jset(obj, "original", original_json(rec)) &&
                  jset(obj, "bytes_up", json_integer((json_int_t)f->bytes_up)) &&
                  jset(obj, "bytes_down", json_integer((json_int_t)f->bytes_down)) &&
                  jset(obj, "curl", jstr(curl));
@@ -1087,11 +1151,20 @@ static void header_safe(const char *in, char *out, size_t out_len)
     out[i] = '\0';
 }
 
+/*
+ * A body as an attachment: the bytes as sent on, or with ?original=1 the
+ * bytes as received before a rule rewrote them. ?decode=1 removes the
+ * Content-Encoding of a body as sent; originals are stored decoded (rules
+ * work on the decoded body), so for them it changes nothing.
+ */
 static mhd_result api_body(struct dashboard *d, struct MHD_Connection *conn, int64_t id,
-                           enum flowstore_direction direction)
+                           bool is_request)
 {
-    bool is_request = direction == FLOWSTORE_REQUEST;
     const char *decode = arg(conn, "decode");
+    const char *original = arg(conn, "original");
+    bool is_original = original != NULL && strcmp(original, "1") == 0;
+    enum flowstore_direction direction;
+    bool has_original;
     struct flowstore_record *rec;
     unsigned char *data = NULL, *decoded = NULL;
     size_t len = 0, decoded_len = 0;
@@ -1105,17 +1178,35 @@ static mhd_result api_body(struct dashboard *d, struct MHD_Connection *conn, int
     struct MHD_Response *resp;
     mhd_result ret = MHD_NO;
 
+    if (original != NULL && !is_original && strcmp(original, "0") != 0)
+        return send_error(conn, MHD_HTTP_BAD_REQUEST, "original must be 0 or 1");
     rec = find_flow(d, conn, id, &ret);
     if (rec == NULL)
         return ret;
+    has_original =
+        is_request ? rec->flow.has_request_body_original : rec->flow.has_response_body_original;
+    if (is_original && !has_original) {
+        ret = send_error(conn, MHD_HTTP_NOT_FOUND, "no rule rewrote this body");
+        goto out;
+    }
+    if (is_original)
+        direction = is_request ? FLOWSTORE_REQUEST_ORIGINAL : FLOWSTORE_RESPONSE_ORIGINAL;
+    else
+        direction = is_request ? FLOWSTORE_REQUEST : FLOWSTORE_RESPONSE;
     if (flowstore_get_body(d->flows, id, direction, &data, &len, err, sizeof(err)) != 0) {
         log_warn("dashboard: %s", err);
         ret = send_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, err);
         goto out;
     }
-    encoding = is_request ? rec->request_content_encoding : rec->response_content_encoding;
-    is_truncated =
-        is_request ? rec->flow.request_body.truncated : rec->flow.response_body.truncated;
+    encoding = is_original ? NULL
+               : is_request ? rec->request_content_encoding
+                            : rec->response_content_encoding;
+    if (is_original)
+        is_truncated = is_request ? rec->flow.request_body_original.truncated
+                                  : rec->flow.response_body_original.truncated;
+    else
+        is_truncated =
+            is_request ? rec->flow.request_body.truncated : rec->flow.response_body.truncated;
     if (decode != NULL && strcmp(decode, "1") == 0 && encoding != NULL && encoding[0] != '\0' &&
         len > 0) {
         if (is_truncated)
@@ -1127,8 +1218,9 @@ static mhd_result api_body(struct dashboard *d, struct MHD_Connection *conn, int
         else if (reason[0] == '\0')
             snprintf(reason, sizeof(reason), "cannot decode %s", encoding);
     }
-    snprintf(disposition, sizeof(disposition), "attachment; filename=\"flow-%" PRId64 "-%s.bin\"",
-             id, is_request ? "request" : "response");
+    snprintf(disposition, sizeof(disposition),
+             "attachment; filename=\"flow-%" PRId64 "-%s%s.bin\"", id,
+             is_request ? "request" : "response", is_original ? "-original" : "");
     if (is_decoded) {
         free(data);
         data = decoded;
@@ -1593,15 +1685,370 @@ static mhd_result page_root(struct dashboard *d, struct MHD_Connection *conn)
     return send_static(d, conn, &static_files[0]);
 }
 
-/* ---- routing ---- */
+/* ---- rewrite rules ---- */
 
-static bool is_method(const char *method, const char *want)
+/* A JSON request body being read: the connection's context from the first
+ * call of on_request() (the head, checked) to the last (the body is
+ * complete), when the handler of kind runs. */
+enum upload_kind { UPLOAD_RULE_ADD, UPLOAD_RULE_UPDATE, UPLOAD_RULES_REORDER };
+
+struct upload {
+    enum upload_kind kind;
+    int64_t id; /* UPLOAD_RULE_UPDATE: the rule */
+    char *data; /* Content-Length bytes, at most DASHBOARD_MAX_JSON_BODY_BYTES */
+    size_t len;
+    size_t cap;
+    bool is_too_large; /* more came than Content-Length said */
+};
+
+static void upload_free(struct upload *up)
 {
-    return strcmp(method, want) == 0;
+    if (up == NULL)
+        return;
+    free(up->data);
+    free(up);
 }
 
+static void upload_append(struct upload *up, const char *data, size_t len)
+{
+    if (up->is_too_large || len > up->cap - up->len) {
+        up->is_too_large = true;
+        return;
+    }
+    memcpy(up->data + up->len, data, len);
+    up->len += len;
+}
+
+/* "application/json", with or without parameters, in any case. */
+static bool is_json_type(const char *type)
+{
+    static const char want[] = "application/json";
+    size_t n = strlen(want);
+
+    if (type == NULL || strncasecmp(type, want, n) != 0)
+        return false;
+    type += n;
+    while (*type == ' ' || *type == '\t')
+        type++;
+    return *type == '\0' || *type == ';';
+}
+
+static mhd_result send_rules_off(struct MHD_Connection *conn)
+{
+    return send_error(conn, MHD_HTTP_NOT_FOUND, "rewrite rules are off in this tapwire");
+}
+
+/*
+ * The head of a request whose JSON body a rules change needs: refuses what
+ * cannot be one before reading any of it (chunked: 411, too long: 413, not
+ * JSON: 415), else makes *out the context to read it into and answers
+ * nothing yet, so that libmicrohttpd reads the body (sending 100 Continue
+ * when the client waits for it).
+ */
+static mhd_result expect_json(struct dashboard *d, struct MHD_Connection *conn,
+                              enum upload_kind kind, int64_t id, struct upload **out)
+{
+    const char *length = header(conn, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    unsigned long long n = 0;
+    struct upload *up;
+
+    if (d->rules == NULL)
+        return send_rules_off(conn);
+    if (header(conn, MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL)
+        return send_error(conn, MHD_HTTP_LENGTH_REQUIRED,
+                          "send the JSON body with a Content-Length, not chunked");
+    if (length != NULL) {
+        char *end;
+
+        errno = 0;
+        n = strtoull(length, &end, 10);
+        if (length[0] < '0' || length[0] > '9' || *end != '\0' || errno != 0)
+            return send_error(conn, MHD_HTTP_BAD_REQUEST, "bad Content-Length");
+    }
+    if (n > DASHBOARD_MAX_JSON_BODY_BYTES)
+        return send_error(conn, HTTP_CONTENT_TOO_LARGE, "the JSON body is larger than 64 KiB");
+    if (!is_json_type(header(conn, MHD_HTTP_HEADER_CONTENT_TYPE)))
+        return send_error(conn, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
+                          "the body must be JSON (Content-Type: application/json)");
+    up = calloc(1, sizeof(*up));
+    if (up == NULL || (up->data = malloc((size_t)n + 1)) == NULL) {
+        free(up);
+        return MHD_NO;
+    }
+    up->kind = kind;
+    up->id = id;
+    up->cap = (size_t)n;
+    *out = up;
+    return MHD_YES;
+}
+
+/* RULES_DB_* as an HTTP answer; err is the message for a person (the
+ * parser's "column N: ..." for a bad spec). */
+static mhd_result send_rules_error(struct MHD_Connection *conn, int rc, const char *err)
+{
+    if (rc == RULES_DB_INVALID)
+        return send_error(conn, MHD_HTTP_BAD_REQUEST, err);
+    if (rc == RULES_DB_NOT_FOUND)
+        return send_error(conn, MHD_HTTP_NOT_FOUND, err);
+    log_warn("dashboard: rules: %s", err);
+    return send_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, err);
+}
+
+static json_t *rule_row_json(const struct rules_db_row *row)
+{
+    json_t *obj = json_object();
+
+    if (obj != NULL && !(jset(obj, "id", json_integer(row->id)) &&
+                         jset(obj, "position", json_integer(row->position)) &&
+                         jset(obj, "enabled", json_boolean(row->is_enabled)) &&
+                         jset(obj, "spec", jstr(row->spec)) &&
+                         /* unix ms, like every other time in the API */
+                         jset(obj, "created_at", json_integer(row->created_at * 1000)))) {
+        json_decref(obj);
+        obj = NULL;
+    }
+    return obj;
+}
+
+/* The lines of text as JSON strings, blank lines left out. */
+static bool append_lines(json_t *array, const char *text)
+{
+    while (text != NULL && *text != '\0') {
+        size_t n = strcspn(text, "\n");
+
+        if (n > 0 && !jappend(array, jtext(text, n)))
+            return false;
+        text += n;
+        if (*text == '\n')
+            text++;
+    }
+    return true;
+}
+
+/* GET /api/rules: the dashboard's rules in order, and the read-only rules
+ * of --rules and --rule. */
+static mhd_result api_rules_list(struct dashboard *d, struct MHD_Connection *conn)
+{
+    struct rules_db_row *rows = NULL;
+    size_t count = 0, i;
+    char *static_text = NULL;
+    json_t *root = json_object();
+    json_t *list = json_array();
+    json_t *lines = json_array();
+    char err[512];
+    mhd_result ret = MHD_NO;
+    int rc;
+
+    /* root takes list and lines: borrowed from here on. */
+    if (!jset(root, "rules", list) || !jset(root, "static", lines) ||
+        !jset(root, "available", json_boolean(d->rules != NULL)))
+        goto out;
+    if (d->rules != NULL) {
+        rc = rulebook_db_list(d->rules, &rows, &count, err, sizeof(err));
+        if (rc != 0) {
+            ret = send_rules_error(conn, rc, err);
+            goto out;
+        }
+        static_text = rulebook_static_rules_text(d->rules);
+        if (static_text == NULL) {
+            ret = send_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "dashboard: out of memory");
+            goto out;
+        }
+    }
+    for (i = 0; i < count; i++)
+        if (!jappend(list, rule_row_json(&rows[i])))
+            goto out;
+    if (!append_lines(lines, static_text))
+        goto out;
+    ret = send_json(conn, MHD_HTTP_OK, root);
+    root = NULL;
+out:
+    json_decref(root);
+    free(static_text);
+    rules_db_rows_free(rows, count);
+    return ret;
+}
+
+/* spec and enabled of a rule in body; NULL, or why they are unusable. */
+static const char *rule_fields(json_t *body, bool is_enabled_required, const char **spec,
+                               bool *is_enabled)
+{
+    json_t *s = json_object_get(body, "spec");
+    json_t *e = json_object_get(body, "enabled");
+
+    if (!json_is_string(s))
+        return "spec must be a string: one rule in the syntax of tapwire-rules(5)";
+    /* jansson keeps \u0000; the rules API takes C strings. */
+    if (strlen(json_string_value(s)) != json_string_length(s))
+        return "spec holds a NUL character: write \\x00 in a double-quoted word";
+    if (e == NULL && is_enabled_required)
+        return "enabled (true or false) is missing";
+    if (e != NULL && !json_is_boolean(e))
+        return "enabled must be true or false";
+    *spec = json_string_value(s);
+    if (e != NULL)
+        *is_enabled = json_is_true(e);
+    return NULL;
+}
+
+static mhd_result api_rule_add(struct dashboard *d, struct MHD_Connection *conn, json_t *body)
+{
+    const char *spec = NULL;
+    bool is_enabled = true;
+    const char *why = rule_fields(body, false, &spec, &is_enabled);
+    char err[RULES_ERROR_BYTES + 128];
+    int64_t id = 0;
+    int rc;
+
+    if (why != NULL)
+        return send_error(conn, MHD_HTTP_BAD_REQUEST, why);
+    rc = rulebook_db_add(d->rules, spec, is_enabled, &id, err, sizeof(err));
+    if (rc != 0)
+        return send_rules_error(conn, rc, err);
+    log_info("dashboard: rule #%" PRId64 " added", id);
+    return send_json(conn, MHD_HTTP_CREATED, json_pack("{s:I}", "id", (json_int_t)id));
+}
+
+static mhd_result api_rule_update(struct dashboard *d, struct MHD_Connection *conn, int64_t id,
+                                  json_t *body)
+{
+    const char *spec = NULL;
+    bool is_enabled = true;
+    const char *why = rule_fields(body, true, &spec, &is_enabled);
+    char err[RULES_ERROR_BYTES + 128];
+    int rc;
+
+    if (why != NULL)
+        return send_error(conn, MHD_HTTP_BAD_REQUEST, why);
+    rc = rulebook_db_update(d->rules, id, spec, is_enabled, err, sizeof(err));
+    if (rc != 0)
+        return send_rules_error(conn, rc, err);
+    log_info("dashboard: rule #%" PRId64 " changed", id);
+    return send_json(conn, MHD_HTTP_OK, json_pack("{s:I}", "id", (json_int_t)id));
+}
+
+static mhd_result api_rule_delete(struct dashboard *d, struct MHD_Connection *conn, int64_t id)
+{
+    char err[512];
+    int rc;
+
+    if (d->rules == NULL)
+        return send_rules_off(conn);
+    rc = rulebook_db_delete(d->rules, id, err, sizeof(err));
+    if (rc != 0)
+        return send_rules_error(conn, rc, err);
+    log_info("dashboard: rule #%" PRId64 " deleted", id);
+    return send_reply(conn, MHD_HTTP_NO_CONTENT, static_response("", 0), NULL, false);
+}
+
+/* {"ids": [...]}: every rule id once, in the new order. Answers with the
+ * list as GET /api/rules gives it. */
+static mhd_result api_rules_reorder(struct dashboard *d, struct MHD_Connection *conn,
+                                    json_t *body)
+{
+    json_t *array = json_object_get(body, "ids");
+    int64_t *ids = NULL;
+    size_t count, i;
+    char err[512];
+    mhd_result ret;
+    int rc;
+
+    if (!json_is_array(array) || json_array_size(array) > RULES_MAX_RULES)
+        return send_error(conn, MHD_HTTP_BAD_REQUEST,
+                          "ids must be an array of every rule id in the new order");
+    count = json_array_size(array);
+    ids = calloc(count > 0 ? count : 1, sizeof(ids[0]));
+    if (ids == NULL)
+        return MHD_NO;
+    for (i = 0; i < count; i++) {
+        json_t *v = json_array_get(array, i);
+
+        if (!json_is_integer(v) || json_integer_value(v) <= 0) {
+            ret = send_error(conn, MHD_HTTP_BAD_REQUEST, "ids must be rule ids (numbers)");
+            goto out;
+        }
+        ids[i] = json_integer_value(v);
+    }
+    rc = rulebook_db_reorder(d->rules, ids, count, err, sizeof(err));
+    if (rc != 0) {
+        ret = send_rules_error(conn, rc, err);
+        goto out;
+    }
+    log_info("dashboard: rules reordered");
+    ret = api_rules_list(d, conn);
+out:
+    free(ids);
+    return ret;
+}
+
+/* The last call for a request with a body: up holds all of it. */
+static mhd_result api_upload(struct dashboard *d, struct MHD_Connection *conn,
+                             const struct upload *up)
+{
+    json_error_t jerr;
+    json_t *body;
+    char why[256];
+    mhd_result ret;
+
+    if (up->is_too_large)
+        return send_error(conn, HTTP_CONTENT_TOO_LARGE, "the JSON body is larger than 64 KiB");
+    body = json_loadb(up->data, up->len, JSON_REJECT_DUPLICATES, &jerr);
+    if (body == NULL || !json_is_object(body)) {
+        if (body == NULL)
+            snprintf(why, sizeof(why), "the body is not JSON: %s", jerr.text);
+        else
+            snprintf(why, sizeof(why), "the body must be a JSON object");
+        json_decref(body);
+        return send_error(conn, MHD_HTTP_BAD_REQUEST, why);
+    }
+    switch (up->kind) {
+    case UPLOAD_RULE_ADD:
+        ret = api_rule_add(d, conn, body);
+        break;
+    case UPLOAD_RULE_UPDATE:
+        ret = api_rule_update(d, conn, up->id, body);
+        break;
+    case UPLOAD_RULES_REORDER:
+    default:
+        ret = api_rules_reorder(d, conn, body);
+        break;
+    }
+    json_decref(body);
+    return ret;
+}
+
+/* /api/rules...; rest is what follows "/rules". */
+static mhd_result route_rules(struct dashboard *d, struct MHD_Connection *conn, const char *rest,
+                              const char *method, struct upload **upload)
+{
+    bool is_read = is_method(method, "GET") || is_method(method, "HEAD");
+    size_t n;
+    int64_t id;
+
+    if (rest[0] == '\0') {
+        if (is_read)
+            return api_rules_list(d, conn);
+        if (is_method(method, "POST"))
+            return expect_json(d, conn, UPLOAD_RULE_ADD, 0, upload);
+        return send_not_allowed(conn, "GET, HEAD, POST");
+    }
+    if (strcmp(rest, "/reorder") == 0)
+        return is_method(method, "POST") ? expect_json(d, conn, UPLOAD_RULES_REORDER, 0, upload)
+                                         : send_not_allowed(conn, "POST");
+    n = strspn(rest + 1, "0123456789");
+    if (rest[0] != '/' || rest[1 + n] != '\0' || !parse_id(rest + 1, n, &id))
+        return send_error(conn, MHD_HTTP_NOT_FOUND, "no such rule");
+    if (is_method(method, "PUT"))
+        return expect_json(d, conn, UPLOAD_RULE_UPDATE, id, upload);
+    if (is_method(method, "DELETE"))
+        return api_rule_delete(d, conn, id);
+    return send_not_allowed(conn, "PUT, DELETE");
+}
+
+/* ---- routing ---- */
+
 static mhd_result route_api(struct dashboard *d, struct MHD_Connection *conn, const char *path,
-                            const char *method)
+                            const char *method, struct upload **upload)
 {
     bool is_read = is_method(method, "GET") || is_method(method, "HEAD");
     bool is_delete = is_method(method, "DELETE");
@@ -1647,15 +2094,15 @@ static mhd_result route_api(struct dashboard *d, struct MHD_Connection *conn, co
             return send_not_allowed(conn, "GET, HEAD, DELETE");
         }
         if (strcmp(rest, "/request/body") == 0)
-            return is_read ? api_body(d, conn, id, FLOWSTORE_REQUEST)
-                           : send_not_allowed(conn, "GET, HEAD");
+            return is_read ? api_body(d, conn, id, true) : send_not_allowed(conn, "GET, HEAD");
         if (strcmp(rest, "/response/body") == 0)
-            return is_read ? api_body(d, conn, id, FLOWSTORE_RESPONSE)
-                           : send_not_allowed(conn, "GET, HEAD");
+            return is_read ? api_body(d, conn, id, false) : send_not_allowed(conn, "GET, HEAD");
         if (strcmp(rest, "/har") == 0)
             return is_read ? api_flow_har(d, conn, id) : send_not_allowed(conn, "GET, HEAD");
         return send_error(conn, MHD_HTTP_NOT_FOUND, "no such API endpoint");
     }
+    if (strcmp(path, "/rules") == 0 || strncmp(path, "/rules/", 7) == 0)
+        return route_rules(d, conn, path + 6, method, upload);
     if (strcmp(path, "/har") == 0)
         return is_read ? api_har(d, conn) : send_not_allowed(conn, "GET, HEAD");
     if (strcmp(path, "/events") == 0)
@@ -1666,8 +2113,18 @@ static mhd_result route_api(struct dashboard *d, struct MHD_Connection *conn, co
     return send_error(conn, MHD_HTTP_NOT_FOUND, "no such API endpoint");
 }
 
+/* Requests that may carry a body: the rules changes (route_rules() checks
+ * the rest before reading it). */
+static bool may_have_body(const char *url, const char *method)
+{
+    return (is_method(method, "POST") || is_method(method, "PUT")) &&
+           (strcmp(url, "/api/rules") == 0 || strncmp(url, "/api/rules/", 11) == 0);
+}
+
+/* The first call for a request: answers it, or (a rules change) sets
+ * *upload to read its body into. */
 static mhd_result route(struct dashboard *d, struct MHD_Connection *conn, const char *url,
-                        const char *method)
+                        const char *method, struct upload **upload)
 {
     bool is_read = is_method(method, "GET") || is_method(method, "HEAD");
     bool is_change = is_method(method, "POST") || is_method(method, "PUT") ||
@@ -1681,12 +2138,13 @@ static mhd_result route(struct dashboard *d, struct MHD_Connection *conn, const 
                           "at startup");
     if (is_change && !is_same_origin(conn))
         return send_error(conn, MHD_HTTP_FORBIDDEN, "cross-origin request refused");
-    /* No endpoint takes a body: refuse before reading one. */
-    if ((length != NULL && strspn(length, "0") != strlen(length)) ||
-        header(conn, MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL)
+    /* Only the rules changes take a body: refuse others before reading one. */
+    if (!may_have_body(url, method) &&
+        ((length != NULL && strspn(length, "0") != strlen(length)) ||
+         header(conn, MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL))
         return send_error(conn, HTTP_CONTENT_TOO_LARGE, "request bodies are not accepted");
     if (strncmp(url, "/api/", 5) == 0)
-        return route_api(d, conn, url + 4, method);
+        return route_api(d, conn, url + 4, method, upload);
     if (!is_read)
         return send_not_allowed(conn, "GET, HEAD");
     if (strcmp(url, "/") == 0)
@@ -1712,20 +2170,51 @@ static mhd_result route(struct dashboard *d, struct MHD_Connection *conn, const 
     return send_error(conn, MHD_HTTP_NOT_FOUND, "not found");
 }
 
+/* The connection context of a request that has been answered. */
+static int answered;
+
 static mhd_result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                              const char *method, const char *version, const char *upload_data,
                              size_t *upload_data_size, void **con_cls)
 {
-    static int answered;
+    struct upload *up = NULL;
+    mhd_result ret;
 
-    /* Answered on the first call, before any body is read (route() refuses
-     * requests that announce one); bytes that come anyway are dropped. */
+    /* Most requests are answered on the first call, before any body is
+     * read (route() refuses those that announce one); bytes that come
+     * anyway are dropped. */
     if (*con_cls == &answered) {
         *upload_data_size = 0;
         return MHD_YES;
     }
+    if (*con_cls == NULL) {
+        ret = route(cls, conn, url, method, &up);
+        *con_cls = up != NULL ? (void *)up : (void *)&answered;
+        return ret;
+    }
+    /* A rules change reading its body: a piece, or (size 0) the end. */
+    up = *con_cls;
+    if (*upload_data_size > 0) {
+        upload_append(up, upload_data, *upload_data_size);
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    ret = api_upload(cls, conn, up);
+    upload_free(up);
     *con_cls = &answered;
-    return route(cls, conn, url, method);
+    return ret;
+}
+
+/* A request ended, answered or not (the client may leave mid-body). */
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)cls;
+    (void)conn;
+    (void)toe;
+    if (*con_cls != NULL && *con_cls != &answered)
+        upload_free(*con_cls);
+    *con_cls = NULL;
 }
 
 /* libmicrohttpd's messages: kept as the reason while starting, afterwards
@@ -1829,6 +2318,7 @@ int dashboard_start(const struct dashboard_options *opts, struct flowstore *flow
     }
     d->flows = flows;
     d->ca = ca;
+    d->rules = opts->rules;
     if (init_sync(d) != 0) {
         errmsg_set(err, err_len, "dashboard: cannot create a mutex");
         goto out;
@@ -1881,7 +2371,8 @@ int dashboard_start(const struct dashboard_options *opts, struct flowstore *flow
         flags, opts->port, NULL, NULL, on_request, d, MHD_OPTION_SOCK_ADDR, addr->ai_addr,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned int)DASHBOARD_MAX_CONNECTIONS,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)DASHBOARD_CONNECTION_TIMEOUT_S,
-        MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, d, MHD_OPTION_END);
+        MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, d, MHD_OPTION_NOTIFY_COMPLETED, on_completed, d,
+        MHD_OPTION_END);
     pthread_mutex_lock(&d->lock);
     d->is_starting = false;
     pthread_mutex_unlock(&d->lock);

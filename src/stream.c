@@ -125,6 +125,19 @@ void stream_consume(struct stream *s, size_t n)
         s->in_start = s->in_end = 0;
 }
 
+void stream_release_idle(struct stream *s)
+{
+    if (stream_buffered(s) == 0 && s->in) {
+        free(s->in);
+        s->in = NULL;
+        s->in_start = s->in_end = s->in_cap = 0;
+    }
+    if (s->out_len == 0 && s->out) {
+        free(s->out);
+        s->out = NULL;
+    }
+}
+
 /* One non-blocking read attempt. Returns bytes, 0 when it would block (with
  * *want set to the poll events needed), or a negative enum stream_status. */
 static ssize_t try_read(struct stream *s, char *buf, size_t len, short *want)

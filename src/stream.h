@@ -55,6 +55,10 @@ static inline size_t stream_buffered(const struct stream *s) { return s->in_end 
 static inline const char *stream_data(const struct stream *s) { return s->in + s->in_start; }
 void stream_consume(struct stream *s, size_t n);
 
+/* Frees the input and output buffers when they hold nothing, so an idle
+ * keep-alive connection costs no buffer memory (they come back on use). */
+void stream_release_idle(struct stream *s);
+
 /* Reads at least one more byte into the input buffer. Returns the number of
  * bytes added (> 0) or a negative enum stream_status. */
 ssize_t stream_fill(struct stream *s, int timeout_ms);
