@@ -59,13 +59,13 @@ struct options {
     const char *ca_file;
     const char *path;
     int connections;
-    long per_conn;      /* requests per connection; 0 = no limit */
-    double duration_s;  /* 0 = no limit */
-    long max_requests;  /* 0 = no limit */
-    double hold_s;      /* > 0: hold mode */
+    long per_conn;     /* requests per connection; 0 = no limit */
+    double duration_s; /* 0 = no limit */
+    long max_requests; /* 0 = no limit */
+    double hold_s;     /* > 0: hold mode */
     double timeout_s;
     bool json;
-    bool plain;         /* no TLS: plain HTTP (for checking the harness) */
+    bool plain; /* no TLS: plain HTTP (for checking the harness) */
 };
 
 /* A growable array of samples in microseconds. */
@@ -166,8 +166,7 @@ static void fail(struct worker *w, const char *what)
     ERR_clear_error();
 }
 
-static int split_host_port(const char *s, char *host, size_t hostlen, char *port,
-                           size_t portlen)
+static int split_host_port(const char *s, char *host, size_t hostlen, char *port, size_t portlen)
 {
     const char *colon = strrchr(s, ':');
     if (colon == NULL || colon == s || (size_t)(colon - s) >= hostlen ||
@@ -699,13 +698,13 @@ int main(int argc, char **argv)
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
 #define ARG(long_, short_) is_option(a, long_, short_)
-#define NEED()                                                                             \
-    do {                                                                                   \
-        if (v == NULL) {                                                                   \
-            fprintf(stderr, "loadgen: %s needs a value\n", a);                             \
-            return 2;                                                                      \
-        }                                                                                  \
-        i++;                                                                               \
+#define NEED()                                                                                     \
+    do {                                                                                           \
+        if (v == NULL) {                                                                           \
+            fprintf(stderr, "loadgen: %s needs a value\n", a);                                     \
+            return 2;                                                                              \
+        }                                                                                          \
+        i++;                                                                                       \
     } while (0)
         if (ARG("--proxy", NULL)) {
             NEED();
@@ -908,8 +907,7 @@ int main(int argc, char **argv)
                "handshake p50 %.3f ms  %.2f MB/s",
                (unsigned long long)reqs, (unsigned long long)errs, (unsigned long long)conns,
                elapsed, rps, percentile_ms(&lat, 50), percentile_ms(&lat, 99),
-               percentile_ms(&ttfb, 50), percentile_ms(&ttfb, 99), percentile_ms(&hs, 50),
-               mbps);
+               percentile_ms(&ttfb, 50), percentile_ms(&ttfb, 99), percentile_ms(&hs, 50), mbps);
         if (opt.hold_s > 0)
             printf("  held alive %ld", holding);
         printf("\n");

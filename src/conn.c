@@ -660,7 +660,10 @@ static bool serve_one(struct conn *c, enum conn_mode mode, size_t head_len, int6
     }
     log_exchange(c, req.method, url, res.status, res.response_bytes, started, res.error);
     if (flow && rw.set) {
-        flow->rules = rules_ctx_summary(&rules_ctx);
+        /* rules: what changed the flow (its "modified" mark); notes: why a
+         * matching rule did not apply. */
+        if (rules_ctx.applied[0])
+            flow->rules = strdup(rules_ctx.applied);
         if (rules_ctx.notes[0])
             flow->rules_notes = strdup(rules_ctx.notes);
     }

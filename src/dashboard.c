@@ -1198,7 +1198,7 @@ static mhd_result api_body(struct dashboard *d, struct MHD_Connection *conn, int
         ret = send_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, err);
         goto out;
     }
-    encoding = is_original ? NULL
+    encoding = is_original  ? NULL
                : is_request ? rec->request_content_encoding
                             : rec->response_content_encoding;
     if (is_original)
@@ -1218,9 +1218,8 @@ static mhd_result api_body(struct dashboard *d, struct MHD_Connection *conn, int
         else if (reason[0] == '\0')
             snprintf(reason, sizeof(reason), "cannot decode %s", encoding);
     }
-    snprintf(disposition, sizeof(disposition),
-             "attachment; filename=\"flow-%" PRId64 "-%s%s.bin\"", id,
-             is_request ? "request" : "response", is_original ? "-original" : "");
+    snprintf(disposition, sizeof(disposition), "attachment; filename=\"flow-%" PRId64 "-%s%s.bin\"",
+             id, is_request ? "request" : "response", is_original ? "-original" : "");
     if (is_decoded) {
         free(data);
         data = decoded;
@@ -1598,7 +1597,7 @@ static char *read_file(const char *dir, const char *name, size_t *len, char *err
     }
     if (!S_ISREG(st.st_mode) || st.st_size > DASHBOARD_MAX_STATIC_BYTES) {
         errmsg_set(err, err_len, "%s is not a regular file of at most %d bytes", path,
-                DASHBOARD_MAX_STATIC_BYTES);
+                   DASHBOARD_MAX_STATIC_BYTES);
         goto fail;
     }
     data = malloc((size_t)st.st_size + 1);
@@ -1839,8 +1838,8 @@ static mhd_result api_rules_list(struct dashboard *d, struct MHD_Connection *con
     mhd_result ret = MHD_NO;
     int rc;
 
-    /* root takes list and lines: borrowed from here on. */
-    if (!jset(root, "rules", list) || !jset(root, "static", lines) ||
+    if (root == NULL || list == NULL || lines == NULL ||
+        json_object_set(root, "rules", list) != 0 || json_object_set(root, "static", lines) != 0 ||
         !jset(root, "available", json_boolean(d->rules != NULL)))
         goto out;
     if (d->rules != NULL) {
@@ -1863,6 +1862,8 @@ static mhd_result api_rules_list(struct dashboard *d, struct MHD_Connection *con
     ret = send_json(conn, MHD_HTTP_OK, root);
     root = NULL;
 out:
+    json_decref(lines);
+    json_decref(list);
     json_decref(root);
     free(static_text);
     rules_db_rows_free(rows, count);
@@ -1943,8 +1944,7 @@ static mhd_result api_rule_delete(struct dashboard *d, struct MHD_Connection *co
 
 /* {"ids": [...]}: every rule id once, in the new order. Answers with the
  * list as GET /api/rules gives it. */
-static mhd_result api_rules_reorder(struct dashboard *d, struct MHD_Connection *conn,
-                                    json_t *body)
+static mhd_result api_rules_reorder(struct dashboard *d, struct MHD_Connection *conn, json_t *body)
 {
     json_t *array = json_object_get(body, "ids");
     int64_t *ids = NULL;
@@ -2139,9 +2139,8 @@ static mhd_result route(struct dashboard *d, struct MHD_Connection *conn, const 
     if (is_change && !is_same_origin(conn))
         return send_error(conn, MHD_HTTP_FORBIDDEN, "cross-origin request refused");
     /* Only the rules changes take a body: refuse others before reading one. */
-    if (!may_have_body(url, method) &&
-        ((length != NULL && strspn(length, "0") != strlen(length)) ||
-         header(conn, MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL))
+    if (!may_have_body(url, method) && ((length != NULL && strspn(length, "0") != strlen(length)) ||
+                                        header(conn, MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL))
         return send_error(conn, HTTP_CONTENT_TOO_LARGE, "request bodies are not accepted");
     if (strncmp(url, "/api/", 5) == 0)
         return route_api(d, conn, url + 4, method, upload);
@@ -2259,13 +2258,13 @@ static int set_token(struct dashboard *d, const char *token, char *err, size_t e
          * characters that need no escaping in any of them. */
         if (len == 0 || len > DASHBOARD_MAX_TOKEN_CHARS) {
             errmsg_set(err, err_len, "the dashboard token must have 1 to %d characters",
-                    DASHBOARD_MAX_TOKEN_CHARS);
+                       DASHBOARD_MAX_TOKEN_CHARS);
             return -1;
         }
         for (i = 0; i < len; i++) {
             if (!is_token_char(token[i])) {
                 errmsg_set(err, err_len,
-                        "the dashboard token may only hold letters, digits and . _ ~ -");
+                           "the dashboard token may only hold letters, digits and . _ ~ -");
                 return -1;
             }
         }
@@ -2378,8 +2377,8 @@ int dashboard_start(const struct dashboard_options *opts, struct flowstore *flow
     pthread_mutex_unlock(&d->lock);
     if (d->daemon == NULL) {
         errmsg_set(err, err_len, "cannot start the dashboard on %s:%u: %s", d->url_host,
-                (unsigned)opts->port,
-                d->start_error[0] != '\0' ? d->start_error : "libmicrohttpd refused");
+                   (unsigned)opts->port,
+                   d->start_error[0] != '\0' ? d->start_error : "libmicrohttpd refused");
         goto out;
     }
     info = MHD_get_daemon_info(d->daemon, MHD_DAEMON_INFO_BIND_PORT);

@@ -289,7 +289,7 @@ static int prepare(sqlite3 *db, const char *path, const char *sql, sqlite3_stmt 
 
     if (rc != SQLITE_OK) {
         errmsg_set(err, err_len, "database %s: cannot prepare the flow queries: %s", path,
-                sqlite3_errmsg(db));
+                   sqlite3_errmsg(db));
         return -1;
     }
     return 0;
@@ -324,7 +324,7 @@ static int prepare(sqlite3 *db, const char *path, const char *sql, sqlite3_stmt 
     "req_body_captured, resp_body_captured, req_truncated, resp_truncated, req_content_type, "     \
     "resp_content_type, req_content_encoding, resp_content_encoding, connected_us, tls_done_us, "  \
     "request_sent_us, first_byte_us, done_us, is_tls, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "  \
-    "NULL, NULL, NULL, NULL, error, rules, bytes_up, bytes_down, "                                  \
+    "NULL, NULL, NULL, NULL, error, rules, bytes_up, bytes_down, "                                 \
     "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL"
 
 static int prepare_writer(struct flowstore *store, char *err, size_t err_len)
@@ -375,7 +375,7 @@ static int prepare_reader(struct flowstore *store, char *err, size_t err_len)
     rc = sqlite3_step(stmt);
     if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
         errmsg_set(err, err_len, "database %s: cannot make the read connection read-only: %s", path,
-                sqlite3_errmsg(db));
+                   sqlite3_errmsg(db));
         goto out;
     }
     if (prepare(db, path, "SELECT " RECORD_COLUMNS " FROM flows WHERE id = ?1", &store->get_stmt,
@@ -399,7 +399,7 @@ static int count_stored(struct flowstore *store, char *err, size_t err_len)
         goto out;
     if (sqlite3_step(stmt) != SQLITE_ROW) {
         errmsg_set(err, err_len, "database %s: cannot count the stored flows: %s", store->db_path,
-                sqlite3_errmsg(store->rdb));
+                   sqlite3_errmsg(store->rdb));
         goto out;
     }
     store->stats.stored = (uint64_t)sqlite3_column_int64(stmt, 0);
@@ -671,18 +671,14 @@ static void bind_field(struct binder *b, const char *text)
     bind_text(b, text[0] != '\0' ? text : NULL);
 }
 
-/* A body's size, captured bytes and truncation flag, or three NULLs when
- * has is false (the body a rule did not rewrite has no original). */
-static void bind_original_sizes(struct binder *b, bool has, const struct flow_body *body,
-                                int column)
+/* value, or NULL when has is false: an original body's figures, NULL when
+ * no rule rewrote that body. */
+static void bind_int_if(struct binder *b, bool has, int64_t value)
 {
-    int64_t values[3] = {(int64_t)body->size, (int64_t)body->len,
-                         body->truncated || body->size > body->len};
-
     b->index++;
     if (b->rc != SQLITE_OK)
         return;
-    b->rc = has ? sqlite3_bind_int64(b->stmt, b->index, (sqlite3_int64)values[column])
+    b->rc = has ? sqlite3_bind_int64(b->stmt, b->index, (sqlite3_int64)value)
                 : sqlite3_bind_null(b->stmt, b->index);
 }
 
@@ -779,6 +775,10 @@ static int insert_flow(struct flowstore *store, struct flow *flow, char *msg, si
 {
     struct binder b = {store->insert_flow_stmt, 0, SQLITE_OK};
     const struct flow_tls *tls = &flow->tls;
+    const struct flow_body *req_original = &flow->request_body_original;
+    const struct flow_body *resp_original = &flow->response_body_original;
+    bool has_req_original = flow->has_request_body_original;
+    bool has_resp_original = flow->has_response_body_original;
     bool has_response = flow->status != 0 || flow->response_headers != NULL;
     char req_version[16], resp_version[16];
     char *req_encoding = header_join(flow->request_headers, "Content-Encoding");
@@ -836,12 +836,14 @@ static int insert_flow(struct flowstore *store, struct flow *flow, char *msg, si
     bind_text(&b, flow->target_original);
     bind_text(&b, flow->request_headers_original);
     bind_text(&b, flow->response_headers_original);
-    bind_original_sizes(&b, flow->has_request_body_original, &flow->request_body_original, 0);
-    bind_original_sizes(&b, flow->has_response_body_original, &flow->response_body_original, 0);
-    bind_original_sizes(&b, flow->has_request_body_original, &flow->request_body_original, 1);
-    bind_original_sizes(&b, flow->has_response_body_original, &flow->response_body_original, 1);
-    bind_original_sizes(&b, flow->has_request_body_original, &flow->request_body_original, 2);
-    bind_original_sizes(&b, flow->has_response_body_original, &flow->response_body_original, 2);
+    bind_int_if(&b, has_req_original, (int64_t)req_original->size);
+    bind_int_if(&b, has_resp_original, (int64_t)resp_original->size);
+    bind_int_if(&b, has_req_original, (int64_t)req_original->len);
+    bind_int_if(&b, has_resp_original, (int64_t)resp_original->len);
+    bind_int_if(&b, has_req_original,
+                req_original->truncated || req_original->size > req_original->len);
+    bind_int_if(&b, has_resp_original,
+                resp_original->truncated || resp_original->size > resp_original->len);
     bind_text(&b, flow->rules_notes);
     if (b.rc != SQLITE_OK) {
         rc = b.rc;
@@ -1424,7 +1426,7 @@ int flowstore_list(struct flowstore *store, const struct flowstore_filter *filte
         rc = bind_list_query(stmt, &q);
     if (rc != SQLITE_OK) {
         errmsg_set(err, err_len, "database %s: listing flows: %s", store->db_path,
-                sqlite3_errmsg(store->rdb));
+                   sqlite3_errmsg(store->rdb));
         goto out;
     }
     while ((rc = sqlite3_step(stmt)) == SQLITE_ROW && n < f.limit) {
@@ -1437,7 +1439,7 @@ int flowstore_list(struct flowstore *store, const struct flowstore_filter *filte
     }
     if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
         errmsg_set(err, err_len, "database %s: listing flows: %s", store->db_path,
-                sqlite3_errmsg(store->rdb));
+                   sqlite3_errmsg(store->rdb));
         goto out;
     }
     if (n > 0) {
@@ -1476,7 +1478,7 @@ int flowstore_get(struct flowstore *store, int64_t id, struct flowstore_record *
         }
     } else if (rc != SQLITE_DONE) {
         errmsg_set(err, err_len, "database %s: reading flow %" PRId64 ": %s", store->db_path, id,
-                sqlite3_errmsg(store->rdb));
+                   sqlite3_errmsg(store->rdb));
         goto out;
     }
     ret = 0;
@@ -1516,8 +1518,8 @@ int flowstore_get_body(struct flowstore *store, int64_t id, enum flowstore_direc
             *len = (size_t)n;
         }
     } else if (rc != SQLITE_DONE) {
-        errmsg_set(err, err_len, "database %s: reading a body of flow %" PRId64 ": %s", store->db_path,
-                id, sqlite3_errmsg(store->rdb));
+        errmsg_set(err, err_len, "database %s: reading a body of flow %" PRId64 ": %s",
+                   store->db_path, id, sqlite3_errmsg(store->rdb));
         goto out;
     }
     ret = 0;
@@ -1539,7 +1541,7 @@ int flowstore_newest_id(struct flowstore *store, int64_t *id, char *err, size_t 
     rc = sqlite3_step(stmt);
     if (rc != SQLITE_ROW) {
         errmsg_set(err, err_len, "database %s: finding the newest flow: %s", store->db_path,
-                sqlite3_errmsg(store->rdb));
+                   sqlite3_errmsg(store->rdb));
         goto out;
     }
     *id = (int64_t)sqlite3_column_int64(stmt, 0); /* NULL reads as 0: no flows */

@@ -97,7 +97,7 @@ struct flow {
     char *response_headers_original; /* owned, may be NULL */
     bool has_request_body_original;  /* request_body_original is meaningful */
     bool has_response_body_original;
-    struct flow_body request_body_original;  /* as received, decoded: same limits */
+    struct flow_body request_body_original; /* as received, decoded: same limits */
     struct flow_body response_body_original;
     char *rules_notes; /* owned, may be NULL: why a matching rule did not apply
                           (body over --rewrite-limit, decode failure, regex limit) */
@@ -221,9 +221,10 @@ struct flowstore_filter {
 
 /*
  * Lists flows matching filter with everything but their header sections,
- * TLS details, what rules changed (but for flow.rules) and bodies (those fields are NULL / empty; flowstore_get() has
- * them). Returns 0 with *records (an array of *count, caller frees with
- * flowstore_records_free(); NULL when none), or -1 with err.
+ * TLS details, what rules changed (but for flow.rules) and bodies (those
+ * fields are NULL / empty; flowstore_get() has them). Returns 0 with
+ * *records (an array of *count, caller frees with flowstore_records_free();
+ * NULL when none), or -1 with err.
  */
 int flowstore_list(struct flowstore *store, const struct flowstore_filter *filter,
                    struct flowstore_record ***records, size_t *count, char *err, size_t err_len);

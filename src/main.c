@@ -193,6 +193,7 @@ int main(int argc, char **argv)
             .port = cfg.dashboard_port,
             .token = cfg.dashboard_token,
             .web_root = cfg.web_root,
+            .rules = book,
         };
         if (dashboard_start(&dopts, flows, ca, &dash, err, sizeof(err)) < 0) {
             log_error("dashboard: %s", err);

@@ -1,5 +1,6 @@
 /*
- * tapwire dashboard: the flow list, its filters and the detail panel.
+ * tapwire dashboard: the flow list, its filters, the detail panel (with what
+ * rewrite rules changed) and the rules view.
  *
  * Everything here talks to the JSON API of src/dashboard.c (the contract is
  * the API description the two sides were written against). Rules this file
@@ -28,6 +29,8 @@
     const EVENTS_RETRY_MAX_MS = 60000;
     const TOAST_MS = 2500;
     const FILTER_KEYS = ['host', 'method', 'status', 'type', 'q', 'body'];
+    const TABS = ['request', 'response', 'timing', 'tls', 'changes'];
+    const DIFF_MAX_LINES = 2000;       /* longer header lists are shown side by side, not diffed */
     const SVG_NS = 'http://www.w3.org/2000/svg';
 
     const $ = (id) => document.getElementById(id);
@@ -58,6 +61,18 @@
         eventsHadError: false,
         authFailed: false,
         stats: null,          /* last figures shown in the top bar */
+        view: 'flows',        /* 'flows' or 'rules' */
+        tab: 'response',      /* the detail tab shown */
+    };
+
+    /* The rules view: what GET /api/rules said last. */
+    const rulesState = {
+        rules: [],            /* {id, position, enabled, spec, created_at}, in order */
+        statics: [],          /* lines of --rules and --rule */
+        available: true,
+        editing: null,        /* id of the rule whose spec is being edited */
+        gen: 0,               /* bumps on every load; stale answers are dropped */
+        busy: false,          /* a change is on its way: the buttons wait */
     };
 
     /* ---- small helpers ---- */
@@ -369,7 +384,11 @@
                 filters[k] = v;
         }
         const flow = p.get('flow');
-        return { filters, flow: flow && /^\d+$/.test(flow) ? Number(flow) : null };
+        return {
+            filters,
+            flow: flow && /^\d+$/.test(flow) ? Number(flow) : null,
+            view: p.get('view') === 'rules' ? 'rules' : 'flows',
+        };
     }
 
     /* replaceState: filters and the open flow survive a reload without
@@ -382,6 +401,8 @@
         }
         if (state.openId !== null)
             p.set('flow', String(state.openId));
+        if (state.view === 'rules')
+            p.set('view', 'rules');
         const h = p.toString();
         history.replaceState(null, '', location.pathname + location.search + (h ? '#' + h : ''));
     }
@@ -996,7 +1017,8 @@
     }
 
     function selectTab(name) {
-        for (const t of ['request', 'response', 'timing', 'tls']) {
+        state.tab = name;
+        for (const t of TABS) {
             const on = t === name;
             const tab = $('tab-' + t);
             tab.setAttribute('aria-selected', on ? 'true' : 'false');
@@ -1029,7 +1051,7 @@
         $('d-method').textContent = '';
         $('d-url').textContent = 'Loading flow ' + id + '\u2026';
         clear($('d-summary'));
-        for (const p of ['request', 'response', 'timing', 'tls'])
+        for (const p of TABS)
             clear($('panel-' + p));
         let d;
         try {
@@ -1079,8 +1101,10 @@
             sum.appendChild(chip('\u2191 ' + humanSize(d.bytes_up || 0) + ' \u2193 ' + humanSize(d.bytes_down || 0),
                 null, 'bytes relayed up / down'));
         }
-        if (d.modified || d.rules)
-            sum.appendChild(chip('modified' + (d.rules ? ' by ' + d.rules : ''), 'chip-mod'));
+        if (d.rules)
+            sum.appendChild(chip('Modified by: ' + d.rules, 'chip-mod', 'the rewrite rules that changed this flow; see Changes'));
+        else if (d.modified)
+            sum.appendChild(chip('Modified', 'chip-mod'));
         sum.appendChild(chip(isoTime(d.time), 'muted'));
 
         const err = $('d-error');
@@ -1093,6 +1117,11 @@
         renderTls($('panel-tls'), d);
         const tls = $('tab-tls');
         tls.classList.toggle('tab-fail', !!(d.tls && verificationFailed(d.tls.verification)));
+        const changed = hasChanges(d);
+        $('tab-changes').hidden = !changed;
+        renderChanges($('panel-changes'), d, gen);
+        if (!changed && state.tab === 'changes')
+            selectTab('response');
     }
 
     function headersTable(headers) {
@@ -1225,23 +1254,28 @@
                         captured.toLocaleString() + ' \u2192 ' + bytes.length.toLocaleString() + ' bytes.',
                 }));
             }
-            const truncated = !!meta.truncated || captured < size;
-            const choices = [['auto', 'Auto'], ['text', 'Text'], ['hex', 'Hex']];
-            const buttons = [];
-            const show = (mode) => {
-                for (const b of buttons)
-                    b.setAttribute('aria-pressed', b.dataset.mode === mode ? 'true' : 'false');
-                clear(view);
-                renderBody(view, bytes, ct, mode, truncated);
-            };
-            for (const [mode, label] of choices) {
-                const b = el('button', { type: 'button', 'data-mode': mode, text: label, onclick: () => show(mode) });
-                buttons.push(b);
-                modes.appendChild(b);
-            }
-            show('auto');
+            showWithModes(modes, view, bytes, ct, !!meta.truncated || captured < size);
         })();
         return sec;
+    }
+
+    /* Auto / Text / Hex buttons in modes, showing bytes in view. */
+    function showWithModes(modes, view, bytes, ct, truncated) {
+        const choices = [['auto', 'Auto'], ['text', 'Text'], ['hex', 'Hex']];
+        const buttons = [];
+        const show = (mode) => {
+            for (const b of buttons)
+                b.setAttribute('aria-pressed', b.dataset.mode === mode ? 'true' : 'false');
+            clear(view);
+            renderBody(view, bytes, ct, mode, truncated);
+        };
+        clear(modes);
+        for (const [mode, label] of choices) {
+            const b = el('button', { type: 'button', 'data-mode': mode, text: label, onclick: () => show(mode) });
+            buttons.push(b);
+            modes.appendChild(b);
+        }
+        show('auto');
     }
 
     /* The body as text when it is text: UTF-8 (or the declared charset)
@@ -1417,6 +1451,169 @@
             }
         }
         renderText(view, text);
+    }
+
+    /* ---- what rewrite rules changed ---- */
+
+    function hasChanges(d) {
+        return !!(d.rules || d.rules_notes || d.original);
+    }
+
+    /* A line diff (longest common subsequence): [[' ' | '-' | '+', line]...],
+     * or null when the lists are too long to diff here. */
+    function diffLines(a, b) {
+        const n = a.length;
+        const m = b.length;
+        if (n > DIFF_MAX_LINES || m > DIFF_MAX_LINES)
+            return null;
+        const lcs = Array.from({ length: n + 1 }, () => new Uint16Array(m + 1));
+        for (let i = n - 1; i >= 0; i--) {
+            for (let j = m - 1; j >= 0; j--)
+                lcs[i][j] = a[i] === b[j] ? lcs[i + 1][j + 1] + 1 : Math.max(lcs[i + 1][j], lcs[i][j + 1]);
+        }
+        const out = [];
+        let i = 0;
+        let j = 0;
+        while (i < n && j < m) {
+            if (a[i] === b[j]) {
+                out.push([' ', a[i]]);
+                i++;
+                j++;
+            } else if (lcs[i + 1][j] >= lcs[i][j + 1]) {
+                out.push(['-', a[i++]]);
+            } else {
+                out.push(['+', b[j++]]);
+            }
+        }
+        while (i < n)
+            out.push(['-', a[i++]]);
+        while (j < m)
+            out.push(['+', b[j++]]);
+        return out;
+    }
+
+    function headerLines(headers) {
+        if (!Array.isArray(headers))
+            return [];
+        return headers.filter(Array.isArray).map((h) => String(h[0]) + ': ' + String(h[1] === undefined ? '' : h[1]));
+    }
+
+    /* Original against sent, one line each: removed lines red, added green. */
+    function diffView(before, after, label) {
+        const rows = diffLines(before, after) ||
+            before.map((l) => ['-', l]).concat(after.map((l) => ['+', l]));
+        const box = el('div', { class: 'diff mono', role: 'group', 'aria-label': label });
+        if (!rows.some((r) => r[0] !== ' '))
+            box.appendChild(el('p', { class: 'muted', text: 'No differences.' }));
+        for (const [sign, line] of rows) {
+            if (sign === '-')
+                box.appendChild(el('del', { class: 'diff-line diff-del', title: 'as received (removed by a rule)' }, '\u2212 ' + line));
+            else if (sign === '+')
+                box.appendChild(el('ins', { class: 'diff-line diff-add', title: 'as sent (added by a rule)' }, '+ ' + line));
+            else
+                box.appendChild(el('div', { class: 'diff-line diff-same' }, '\u00a0 ' + line));
+        }
+        return box;
+    }
+
+    /* One side of a body comparison: the bytes of path with the usual views. */
+    function comparePane(title, cls, path, meta, ct, gen) {
+        const pane = el('div', { class: 'compare-pane ' + cls });
+        const size = Number(meta && meta.size) || 0;
+        const captured = meta ? capturedBytes(meta) : 0;
+        const truncated = !!(meta && meta.truncated) || captured < size;
+        pane.appendChild(el('div', { class: 'body-head' },
+            el('h4', { text: title }),
+            el('span', { class: 'body-facts muted', text: [humanSize(size), mimeType(ct)].filter(Boolean).join(' \u00b7 ') })));
+        if (truncated) {
+            pane.appendChild(el('p', {
+                class: 'note note-warn',
+                text: 'truncated (' + captured.toLocaleString() + ' of ' + size.toLocaleString() + ' bytes captured)',
+            }));
+        }
+        if (captured === 0) {
+            pane.appendChild(el('p', { class: 'muted', text: size === 0 ? 'Empty body.' : 'Not captured.' }));
+            return pane;
+        }
+        const modes = el('div', { class: 'view-modes', role: 'group', 'aria-label': 'Show the ' + title.toLowerCase() + ' as' });
+        const view = el('div', { class: 'body-view' }, el('p', { class: 'muted', text: 'Loading body\u2026' }));
+        pane.appendChild(modes);
+        pane.appendChild(view);
+        (async () => {
+            let bytes;
+            try {
+                const res = await api(path);
+                bytes = new Uint8Array(await res.arrayBuffer());
+            } catch (e) {
+                if (gen !== state.detailGen)
+                    return;
+                clear(view);
+                view.appendChild(el('p', { class: 'note note-error', text: 'Could not load the body: ' + e.message }));
+                return;
+            }
+            if (gen !== state.detailGen)
+                return;
+            showWithModes(modes, view, bytes, ct, truncated);
+        })();
+        return pane;
+    }
+
+    function bodyCompare(d, part, original, gen) {
+        const m = d[part] || {};
+        const sentCt = (m.body && m.body.content_type) || headerValue(m.headers, 'content-type');
+        const originalHeaders = original[part + '_headers'];
+        const originalCt = originalHeaders ? headerValue(originalHeaders, 'content-type') : sentCt;
+        const base = '/api/flows/' + encodeURIComponent(d.id) + '/' + part + '/body';
+        const sec = el('section', { class: 'compare', 'aria-label': part + ' body: original and sent' });
+        sec.appendChild(el('h3', { text: part === 'request' ? 'Request body' : 'Response body' }));
+        sec.appendChild(el('p', {
+            class: 'note muted',
+            text: 'The original is shown as the rules saw it: decoded from its Content-Encoding.',
+        }));
+        sec.appendChild(el('div', { class: 'compare-panes' },
+            /* Originals are stored decoded: no ?decode=1 for them. */
+            comparePane('Original (received)', 'compare-original', base + '?original=1',
+                original[part + '_body'], originalCt, gen),
+            comparePane('Sent (after the rules)', 'compare-sent', base + '?decode=1', m.body, sentCt, gen)));
+        return sec;
+    }
+
+    function renderChanges(panel, d, gen) {
+        clear(panel);
+        if (!hasChanges(d)) {
+            panel.appendChild(el('p', { class: 'muted', text: 'No rule changed this flow.' }));
+            return;
+        }
+        panel.appendChild(el('p', { class: 'changes-by' },
+            'Modified by: ', el('strong', { class: 'mono', text: d.rules || 'no rule' })));
+        if (d.rules_notes) {
+            panel.appendChild(el('p', {
+                class: 'note note-warn', text: 'A matching rule did not apply: ' + d.rules_notes,
+            }));
+        }
+        const o = d.original;
+        if (!o) {
+            panel.appendChild(el('p', { class: 'muted', text: 'Nothing of this flow was rewritten.' }));
+            return;
+        }
+        if (o.target !== null && o.target !== undefined) {
+            panel.appendChild(el('h3', { text: 'Request target' }));
+            panel.appendChild(diffView([String(o.target)], [String(d.path || '')], 'request target: original and sent'));
+        }
+        if (Array.isArray(o.request_headers)) {
+            panel.appendChild(el('h3', { text: 'Request headers' }));
+            panel.appendChild(diffView(headerLines(o.request_headers), headerLines(d.request && d.request.headers),
+                'request headers: original and sent'));
+        }
+        if (o.request_body)
+            panel.appendChild(bodyCompare(d, 'request', o, gen));
+        if (Array.isArray(o.response_headers)) {
+            panel.appendChild(el('h3', { text: 'Response headers' }));
+            panel.appendChild(diffView(headerLines(o.response_headers), headerLines(d.response && d.response.headers),
+                'response headers: original and sent'));
+        }
+        if (o.response_body)
+            panel.appendChild(bodyCompare(d, 'response', o, gen));
     }
 
     /* ---- timings and TLS ---- */
@@ -1659,6 +1856,248 @@
         updateListChrome();
     }
 
+    /* ---- the rules view ---- */
+
+    function setView(view) {
+        state.view = view === 'rules' ? 'rules' : 'flows';
+        const isRules = state.view === 'rules';
+        $('rules-view').hidden = !isRules;
+        $('split').hidden = isRules;
+        $('filters').hidden = isRules;
+        $('view-rules').setAttribute('aria-pressed', isRules ? 'true' : 'false');
+        $('view-flows').setAttribute('aria-pressed', isRules ? 'false' : 'true');
+        writeHash();
+        if (isRules)
+            loadRules();
+    }
+
+    function updateRulesCount() {
+        const n = rulesState.rules.filter((r) => r.enabled).length + rulesState.statics.length;
+        $('rules-count').textContent = n ? ' ' + n : '';
+        $('view-rules').title = 'Rewrite rules' + (n ? ': ' + n + ' in effect' : '');
+    }
+
+    function rulesNotice(msg) {
+        const n = $('rules-notice');
+        n.textContent = msg || '';
+        n.hidden = !msg;
+    }
+
+    async function loadRules() {
+        const gen = ++rulesState.gen;
+        try {
+            const data = await apiJSON('/api/rules');
+            if (gen === rulesState.gen)
+                applyRules(data);
+        } catch (e) {
+            if (gen === rulesState.gen && e.status !== 401)
+                rulesNotice('Could not load the rules: ' + e.message);
+        }
+    }
+
+    function applyRules(data) {
+        rulesState.rules = Array.isArray(data.rules) ? data.rules : [];
+        rulesState.statics = Array.isArray(data.static) ? data.static.map(String) : [];
+        rulesState.available = data.available !== false;
+        if (rulesState.editing !== null && !rulesState.rules.some((r) => Number(r.id) === rulesState.editing))
+            rulesState.editing = null;
+        rulesNotice('');
+        renderRules();
+    }
+
+    /* Shows an error of the API beside the input it is about; the parser's
+     * "column N: ..." also puts the caret there. */
+    function showSpecError(box, input, msg) {
+        box.textContent = msg;
+        box.hidden = false;
+        input.setAttribute('aria-invalid', 'true');
+        const m = /column (\d+)/.exec(msg);
+        input.focus();
+        if (m) {
+            const at = Math.min(Math.max(Number(m[1]) - 1, 0), input.value.length);
+            input.setSelectionRange(at, Math.min(at + 1, input.value.length));
+        }
+    }
+
+    function hideSpecError(box, input) {
+        box.textContent = '';
+        box.hidden = true;
+        input.removeAttribute('aria-invalid');
+    }
+
+    const JSON_HEADERS = { 'Content-Type': 'application/json' };
+
+    /* One change through the API, then the list as the server has it. A
+     * 400 goes to onError (the parser's message about the spec, shown while
+     * the input is still there: no reload then), other failures to a toast. */
+    async function changeRules(path, method, body, onError) {
+        if (rulesState.busy)
+            return false;
+        rulesState.busy = true;
+        let ok = false;
+        let specError = null;
+        try {
+            const opts = { method };
+            if (body !== undefined) {
+                opts.headers = JSON_HEADERS;
+                opts.body = JSON.stringify(body);
+            }
+            const res = await api(path, opts);
+            if (path === '/api/rules/reorder')
+                applyRules(await res.json()); /* it answers with the new list */
+            ok = true;
+        } catch (e) {
+            if (onError && e.status === 400)
+                specError = e.message;
+            else if (e.status !== 401)
+                toast('Could not change the rules: ' + e.message);
+        } finally {
+            rulesState.busy = false;
+        }
+        if (specError !== null)
+            onError(specError);
+        else if (!(ok && path === '/api/rules/reorder'))
+            await loadRules();
+        return ok;
+    }
+
+    async function addRule(e) {
+        e.preventDefault();
+        const input = $('rule-add-spec');
+        const box = $('rule-add-error');
+        const spec = input.value.trim();
+        if (!spec) {
+            showSpecError(box, input, 'Write a rule first, e.g. ' + input.placeholder);
+            return;
+        }
+        hideSpecError(box, input);
+        const ok = await changeRules('/api/rules', 'POST', { spec, enabled: true },
+            (msg) => showSpecError(box, input, msg));
+        if (ok) {
+            input.value = '';
+            toast('Rule added: it applies from the next request on');
+        }
+    }
+
+    function editRule(id) {
+        rulesState.editing = id;
+        renderRules();
+        const input = document.querySelector('#rule-rows tr[data-rule-id="' + id + '"] input.rule-edit');
+        if (input) {
+            input.focus();
+            input.setSelectionRange(input.value.length, input.value.length);
+        }
+    }
+
+    async function saveRule(rule, input, box) {
+        const spec = input.value.trim();
+        hideSpecError(box, input);
+        const ok = await changeRules('/api/rules/' + encodeURIComponent(rule.id), 'PUT',
+            { spec, enabled: !!rule.enabled }, (msg) => showSpecError(box, input, msg));
+        if (ok) {
+            rulesState.editing = null;
+            renderRules();
+            toast('Rule #' + rule.id + ' changed');
+        }
+    }
+
+    async function toggleRule(rule, on) {
+        await changeRules('/api/rules/' + encodeURIComponent(rule.id), 'PUT', { spec: rule.spec, enabled: on });
+    }
+
+    async function deleteRule(rule) {
+        if (!window.confirm('Delete rule #' + rule.id + '?\n\n' + rule.spec))
+            return;
+        if (await changeRules('/api/rules/' + encodeURIComponent(rule.id), 'DELETE'))
+            toast('Rule #' + rule.id + ' deleted');
+    }
+
+    async function moveRule(index, delta) {
+        const ids = rulesState.rules.map((r) => Number(r.id));
+        const to = index + delta;
+        if (to < 0 || to >= ids.length)
+            return;
+        [ids[index], ids[to]] = [ids[to], ids[index]];
+        await changeRules('/api/rules/reorder', 'POST', { ids });
+    }
+
+    function ruleRow(rule, index, count) {
+        const id = Number(rule.id);
+        const on = el('input', {
+            type: 'checkbox', class: 'rule-enabled', 'aria-label': 'Rule #' + id + ' enabled',
+            title: rule.enabled ? 'enabled: click to disable' : 'disabled: click to enable',
+        });
+        on.checked = !!rule.enabled;
+        on.addEventListener('change', () => toggleRule(rule, on.checked));
+        const specCell = el('td', { class: 'r-spec' });
+        const actions = el('td', { class: 'r-actions' });
+        if (rulesState.editing === id) {
+            const input = el('input', {
+                type: 'text', class: 'rule-edit mono', spellcheck: 'false', value: rule.spec,
+                'aria-label': 'Rule #' + id,
+            });
+            const box = el('p', { class: 'rule-error', role: 'alert', hidden: true });
+            input.addEventListener('keydown', (e) => {
+                if (e.key === 'Enter') {
+                    e.preventDefault();
+                    saveRule(rule, input, box);
+                } else if (e.key === 'Escape') {
+                    e.preventDefault();
+                    rulesState.editing = null;
+                    renderRules();
+                }
+            });
+            specCell.appendChild(input);
+            specCell.appendChild(box);
+            actions.appendChild(el('button', { type: 'button', class: 'rule-save', text: 'Save', onclick: () => saveRule(rule, input, box) }));
+            actions.appendChild(el('button', {
+                type: 'button', class: 'rule-cancel', text: 'Cancel',
+                onclick: () => { rulesState.editing = null; renderRules(); },
+            }));
+        } else {
+            specCell.appendChild(el('code', { class: 'rule-spec', text: rule.spec, title: 'double-click to edit' }));
+            specCell.addEventListener('dblclick', () => editRule(id));
+            actions.appendChild(el('button', { type: 'button', class: 'rule-edit-button', text: 'Edit', onclick: () => editRule(id) }));
+        }
+        actions.appendChild(el('button', {
+            type: 'button', class: 'rule-up', text: '\u2191', 'aria-label': 'Move rule #' + id + ' up',
+            title: 'apply earlier', disabled: index === 0, onclick: () => moveRule(index, -1),
+        }));
+        actions.appendChild(el('button', {
+            type: 'button', class: 'rule-down', text: '\u2193', 'aria-label': 'Move rule #' + id + ' down',
+            title: 'apply later', disabled: index === count - 1, onclick: () => moveRule(index, 1),
+        }));
+        actions.appendChild(el('button', {
+            type: 'button', class: 'danger rule-delete', text: 'Delete', 'aria-label': 'Delete rule #' + id,
+            onclick: () => deleteRule(rule),
+        }));
+        return el('tr', { 'data-rule-id': id, class: rule.enabled ? null : 'is-disabled' },
+            el('td', { class: 'r-pos', text: String(index + 1) }),
+            el('td', { class: 'r-label mono', text: '#' + id, title: 'flows changed by this rule name it #' + id + ' (or by its name=)' }),
+            el('td', { class: 'r-on' }, on),
+            specCell,
+            actions);
+    }
+
+    function renderRules() {
+        const rows = $('rule-rows');
+        const list = rulesState.rules;
+        clear(rows);
+        list.forEach((r, i) => rows.appendChild(ruleRow(r, i, list.length)));
+        $('rules-table').hidden = list.length === 0;
+        $('rules-empty').hidden = list.length > 0 || !rulesState.available;
+        $('rules-off').hidden = rulesState.available;
+        $('rule-add-spec').disabled = !rulesState.available;
+        $('rule-add-button').disabled = !rulesState.available;
+        const statics = $('static-rules');
+        clear(statics);
+        for (const line of rulesState.statics)
+            statics.appendChild(el('li', null, el('code', { text: line })));
+        statics.hidden = rulesState.statics.length === 0;
+        $('static-empty').hidden = rulesState.statics.length > 0;
+        updateRulesCount();
+    }
+
     /* ---- wiring ---- */
 
     function wire() {
@@ -1686,6 +2125,8 @@
         });
         window.addEventListener('hashchange', () => {
             const h = readHash();
+            if (h.view !== state.view)
+                setView(h.view);
             if (!sameFilters(h.filters, state.filters)) {
                 state.filters = h.filters;
                 fillForm(h.filters);
@@ -1753,17 +2194,22 @@
                 download('/api/flows/' + encodeURIComponent(state.openId) + '/har', 'flow-' + state.openId + '.har');
         });
         $('d-delete').addEventListener('click', deleteOpen);
+
+        $('view-flows').addEventListener('click', () => setView('flows'));
+        $('view-rules').addEventListener('click', () => setView('rules'));
+        $('rule-add').addEventListener('submit', addRule);
+        $('rule-add-spec').addEventListener('input', () => hideSpecError($('rule-add-error'), $('rule-add-spec')));
         $('detail').addEventListener('keydown', (e) => {
             if (e.key === 'Escape') {
                 e.preventDefault();
                 closeDetail();
             }
         });
-        const tabs = ['request', 'response', 'timing', 'tls'];
-        for (const t of tabs) {
+        for (const t of TABS) {
             const tab = $('tab-' + t);
             tab.addEventListener('click', () => selectTab(t));
             tab.addEventListener('keydown', (e) => {
+                const tabs = TABS.filter((name) => !$('tab-' + name).hidden);
                 const i = tabs.indexOf(t);
                 let j = -1;
                 if (e.key === 'ArrowRight')
@@ -1785,6 +2231,9 @@
         const h = readHash();
         state.filters = h.filters;
         fillForm(h.filters);
+        setView(h.view);
+        if (h.view !== 'rules')
+            loadRules(); /* for the count on the Rules button */
         if (!token())
             showAuthError(true);
         /* Events first, then the first page: flows written in between are

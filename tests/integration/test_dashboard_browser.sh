@@ -4,8 +4,11 @@
 # https page from the test origin through tapwire. The flow must appear in the
 # open dashboard without a reload, and its detail must show the response body
 # as text (and a JSON body pretty-printed), with no CSP violation on the way.
-# A screenshot of what a person sees is kept (TEST_ARTIFACTS_DIR, or the
-# test's temporary directory with KEEP_TMP=1).
+# Then a rewrite rule is made in the page's Rules view; the next page loaded
+# through tapwire must come back rewritten, its flow marked as modified, and
+# its Changes tab must show the original body beside the sent one.
+# Screenshots of what a person sees (the flows, the Rules view) are kept
+# (TEST_ARTIFACTS_DIR, or the test's temporary directory with KEEP_TMP=1).
 #
 # Chromium is started here, not by Playwright, so that this script owns its
 # PID like every other process it starts; browser/dashboard.test.mjs connects
@@ -80,7 +83,9 @@ fi
 # ---- peers ----
 make_pki
 start_origin ORIGIN_PORT --tls "$PKI/good.pem" "$PKI/good-key.pem"
-start_proxy --upstream-ca "$PKI/ca.pem" --dashboard 127.0.0.1:0
+# A --rule that matches nothing here: the Rules view must list it read-only.
+STATIC_RULE="response header X-Static-Check set path=/never-requested 'on'"
+start_proxy --upstream-ca "$PKI/ca.pem" --dashboard 127.0.0.1:0 --rule "$STATIC_RULE"
 
 # "dashboard: http://127.0.0.1:PORT/?token=TOKEN" on stdout, with the bound port.
 dash_re='^dashboard: http://127\.0\.0\.1:[0-9]+/\?token=[0-9A-Za-z]+'
@@ -144,12 +149,16 @@ CDP_PORT=$(head -n 1 "$profile/DevToolsActivePort" 2> /dev/null)
 artifacts=${TEST_ARTIFACTS_DIR:-$tmp}
 mkdir -p "$artifacts" || bail "mkdir $artifacts"
 shot=$artifacts/dashboard.png
+shot_rules=$artifacts/dashboard-rules.png
+shot_changes=$artifacts/dashboard-changes.png
 marker=e2e$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')
 results=$tmp/browser-results.tsv
 
 CDP_URL=http://127.0.0.1:$CDP_PORT DASHBOARD_URL=$DASH_URL \
     PROXY_SERVER=http://127.0.0.1:$PROXY_PORT ORIGIN=https://127.0.0.1:$ORIGIN_PORT \
-    MARKER=$marker SCREENSHOT=$shot RESULTS=$results WAIT_MS=$((WAIT_S * 1000)) TMPDIR=$tmp \
+    MARKER=$marker SCREENSHOT=$shot SCREENSHOT_RULES=$shot_rules \
+    SCREENSHOT_CHANGES=$shot_changes STATIC_RULE="$STATIC_RULE" \
+    RESULTS=$results WAIT_MS=$((WAIT_S * 1000)) TMPDIR=$tmp \
     node "$browser_dir/dashboard.test.mjs" > "$tmp/driver.out" 2>&1 < /dev/null &
 driver_pid=$!
 track_pid "$driver_pid"
@@ -173,18 +182,25 @@ while IFS=$'\t' read -r verdict name detail; do
     esac
     ran=$((ran + 1))
 done < "$results"
-check_le "the driver ran its checks" 8 "$ran"
+check_le "the driver ran its checks" 14 "$ran"
 
-if [ -s "$shot" ]; then
-    note "screenshot: $shot"
-    [ -z "${TEST_ARTIFACTS_DIR:-}" ] && [ "${KEEP_TMP:-0}" != 1 ] &&
-        note "(set TEST_ARTIFACTS_DIR or KEEP_TMP=1 to keep it)"
-else
-    fail "a screenshot was saved" "no $shot"
-fi
+for f in "$shot" "$shot_rules"; do
+    if [ -s "$f" ]; then
+        note "screenshot: $f"
+    else
+        fail "a screenshot was saved" "no $f"
+    fi
+done
+[ -z "${TEST_ARTIFACTS_DIR:-}" ] && [ "${KEEP_TMP:-0}" != 1 ] &&
+    note "(set TEST_ARTIFACTS_DIR or KEEP_TMP=1 to keep the screenshots)"
 
 # The browser reached the origin through tapwire, never around it.
 check "the origin saw the proxied page request" grep -q "GET /headers?marker=$marker" "$ORIGIN_PORT_LOG"
+# Only when the page could add the rule (the driver reported it either way).
+if grep -q $'^PASS\ta rule added through the page' "$results"; then
+    check "the origin saw the request made after the rule was added" \
+        grep -q "GET /conn?marker=$marker" "$ORIGIN_PORT_LOG"
+fi
 check "tapwire is still alive" _alive "$PROXY_PID"
 
 finish

@@ -1236,20 +1236,19 @@ static void test_flow_with_originals_reads_back(void)
     CU_ASSERT_FALSE(f->response_body.truncated);
     CU_ASSERT_EQUAL(rec->response_captured, 14);
 
-    CU_ASSERT_EQUAL(flowstore_get_body(store, 1, FLOWSTORE_RESPONSE_ORIGINAL, &body, &len, err,
-                                       sizeof(err)),
-                    0);
+    CU_ASSERT_EQUAL(
+        flowstore_get_body(store, 1, FLOWSTORE_RESPONSE_ORIGINAL, &body, &len, err, sizeof(err)),
+        0);
     CU_ASSERT_EQUAL(len, 16);
     CU_ASSERT(body != NULL && memcmp(body, "<h1>Example Doma", 16) == 0);
     free(body);
-    CU_ASSERT_EQUAL(
-        flowstore_get_body(store, 1, FLOWSTORE_RESPONSE, &body, &len, err, sizeof(err)), 0);
+    CU_ASSERT_EQUAL(flowstore_get_body(store, 1, FLOWSTORE_RESPONSE, &body, &len, err, sizeof(err)),
+                    0);
     CU_ASSERT_EQUAL(len, 14);
     CU_ASSERT(body != NULL && memcmp(body, "Tapwire Domain", 14) == 0);
     free(body);
-    CU_ASSERT_EQUAL(flowstore_get_body(store, 1, FLOWSTORE_REQUEST_ORIGINAL, &body, &len, err,
-                                       sizeof(err)),
-                    0);
+    CU_ASSERT_EQUAL(
+        flowstore_get_body(store, 1, FLOWSTORE_REQUEST_ORIGINAL, &body, &len, err, sizeof(err)), 0);
     CU_ASSERT_PTR_NULL(body);
     CU_ASSERT_EQUAL(len, 0);
     flowstore_record_free(rec);
@@ -1411,8 +1410,8 @@ static void test_version_3_database_migrates_and_keeps_flows(void)
     CU_ASSERT_FALSE(rec->flow.has_response_body_original);
     flowstore_record_free(rec);
     rec = NULL;
-    CU_ASSERT_EQUAL(
-        flowstore_get_body(store, 7, FLOWSTORE_RESPONSE, &body, &len, err, sizeof(err)), 0);
+    CU_ASSERT_EQUAL(flowstore_get_body(store, 7, FLOWSTORE_RESPONSE, &body, &len, err, sizeof(err)),
+                    0);
     CU_ASSERT(len == 5 && body != NULL && memcmp(body, "hello", 5) == 0);
     free(body);
 
@@ -1491,7 +1490,8 @@ int main(void)
                      test_har_skips_unknown_ids_and_keeps_asked_order) ||
         !CU_add_test(suite, "version_1_database_migrates_and_keeps_certs",
                      test_version_1_database_migrates_and_keeps_certs) ||
-        !CU_add_test(suite, "flow_with_originals_reads_back", test_flow_with_originals_reads_back) ||
+        !CU_add_test(suite, "flow_with_originals_reads_back",
+                     test_flow_with_originals_reads_back) ||
         !CU_add_test(suite, "flow_without_rules_has_no_originals",
                      test_flow_without_rules_has_no_originals) ||
         !CU_add_test(suite, "originals_are_listed_out_searched_out_and_deleted_with_the_flow",

@@ -13,9 +13,16 @@
  * "FAIL<TAB>name<TAB>detail"); the shell turns them into its own checks.
  * Every wait is bounded by WAIT_MS.
  *
+ * After the flow list and detail, the Rules view: a bad rule shows the
+ * parser's message, a good one is added through the page, and the next page
+ * the proxied context loads must come back rewritten, marked in the list,
+ * with the original beside the sent body under Changes.
+ *
  * Environment: CDP_URL, DASHBOARD_URL (with ?token=), PROXY_SERVER, ORIGIN
- * (https://127.0.0.1:PORT), MARKER (unique text), SCREENSHOT, RESULTS,
- * WAIT_MS (default 10000).
+ * (https://127.0.0.1:PORT), MARKER (unique text), SCREENSHOT,
+ * SCREENSHOT_RULES (the Rules view), SCREENSHOT_CHANGES (optional: the
+ * Changes tab of the rewritten flow), STATIC_RULE (a --rule tapwire was
+ * started with, as the page should list it), RESULTS, WAIT_MS (default 10000).
  */
 import { appendFileSync, writeFileSync } from 'node:fs';
 import { chromium } from 'playwright-core';
@@ -35,12 +42,20 @@ const PROXY_SERVER = env('PROXY_SERVER');
 const ORIGIN = env('ORIGIN');
 const MARKER = env('MARKER');
 const SCREENSHOT = env('SCREENSHOT');
+const SCREENSHOT_RULES = env('SCREENSHOT_RULES');
+const SCREENSHOT_CHANGES = env('SCREENSHOT_CHANGES', '');
+const STATIC_RULE = env('STATIC_RULE');
 const RESULTS = env('RESULTS');
 const WAIT_MS = Number(env('WAIT_MS', '10000'));
 
 const TOKEN = new URL(DASHBOARD_URL).searchParams.get('token') || '';
 const HEADERS_PATH = `/headers?marker=${MARKER}`;
 const ECHO_PATH = `/echo?marker=${MARKER}`;
+const CONN_PATH = `/conn?marker=${MARKER}`;
+/* The rule added through the page, and the form the API stores it in. */
+const RULE = 'response body "conn=" "CONN="';
+const RULE_CANONICAL = "response body 'conn=' 'CONN='";
+const BAD_RULE = 'response body "conn=';
 /* Written by hand, not by JSON.stringify: the number has more digits than a
  * double holds, and the page must show it exactly as it came. */
 const ECHO_JSON = `{"marker":"${MARKER}","big":12345678901234567890,"list":[1,2,{"deep":true}]}`;
@@ -129,10 +144,10 @@ page.on('framenavigated', (f) => {
         navigations++;
 });
 
-async function screenshot() {
+async function screenshot(path = SCREENSHOT) {
     try {
-        await page.screenshot({ path: SCREENSHOT });
-        console.log(`# screenshot: ${SCREENSHOT}`);
+        await page.screenshot({ path });
+        console.log(`# screenshot: ${path}`);
     } catch (e) {
         console.log(`# screenshot failed: ${e.message}`);
     }
@@ -276,6 +291,103 @@ if (appeared) {
     });
 } else {
     await screenshot();
+}
+
+/* (g) rewrite rules made in the page act on the next request */
+const rulesOpen = await check('the Rules view opens from the header, with an example in the input', async () => {
+    await page.locator('#view-rules').click();
+    await page.locator('#rules-view').waitFor({ state: 'visible' });
+    assert(await page.locator('#split').isHidden(), 'the flow list is still shown');
+    assert(new URL(page.url()).hash.includes('view=rules'), `hash: ${new URL(page.url()).hash}`);
+    const placeholder = await page.locator('#rule-add-spec').getAttribute('placeholder');
+    assert(placeholder.includes('"q=SEED+Labs"'), `placeholder: ${placeholder}`);
+});
+
+/* Everything after this needs the rulebook in the dashboard: without it
+ * this one check fails and says why, and the rest does not run. */
+const rulesOn = rulesOpen && await check('rules can be made in this tapwire (the rulebook is wired to the dashboard)', async () => {
+    await until('GET /api/rules answered', async () =>
+        (await page.locator('#rules-off').isVisible()) || (await page.locator('#rules-empty').isVisible()) ||
+        (await page.locator('#rules-table').isVisible()));
+    assert(await page.locator('#rules-off').isHidden(),
+        'the page says "rewrite rules are off": main.c does not pass the rulebook in dashboard_options.rules');
+});
+
+let ruleAdded = false;
+if (rulesOn) {
+    await check('the --rule rules are listed read-only', async () => {
+        await until('the static rule listed', async () =>
+            (await page.locator('#static-rules li').allTextContents()).some((t) => t.includes(STATIC_RULE)));
+        assert(await page.locator('#static-rules button, #static-rules input').count() === 0,
+            'the static rules have controls');
+    });
+
+    await check('a rule that does not parse shows the parser\'s message with its column next to the input', async () => {
+        await page.locator('#rule-add-spec').fill(BAD_RULE);
+        await page.locator('#rule-add-button').click();
+        const err = page.locator('#rule-add-error');
+        await err.waitFor({ state: 'visible' });
+        const text = await err.textContent();
+        assert(/column \d+/.test(text), `error: ${text}`);
+        assert(await page.locator('#rule-add-spec').getAttribute('aria-invalid') === 'true', 'input not marked invalid');
+        assert(await page.locator('#rule-rows tr').count() === 0, 'a bad rule was listed');
+    });
+
+    ruleAdded = await check('a rule added through the page is listed, enabled, in canonical form', async () => {
+        await page.locator('#rule-add-spec').fill(RULE);
+        await page.locator('#rule-add-button').click();
+        const added = page.locator('#rule-rows tr').first();
+        await until('the new rule row', async () =>
+            (await added.locator('code.rule-spec').textContent({ timeout: 1000 })) === RULE_CANONICAL);
+        assert(await added.locator('input.rule-enabled').isChecked(), 'the rule is not enabled');
+        assert(await page.locator('#rule-add-error').isHidden(), 'the error is still shown');
+        assert(await page.locator('#rule-add-spec').inputValue() === '', 'the input was not cleared');
+        assert(/\d/.test(await page.locator('#rules-count').textContent()), 'no count on the Rules button');
+    });
+}
+if (rulesOpen)
+    await screenshot(SCREENSHOT_RULES);
+
+if (ruleAdded && browsed) {
+    await check('the next request through tapwire comes back rewritten by the new rule', async () => {
+        const res = await p2.goto(ORIGIN + CONN_PATH, { timeout: WAIT_MS });
+        const text = await p2.locator('body').textContent();
+        assert(res.status() === 200 && /^CONN=\d+ req=\d+/.test(text.trim()), `status ${res.status()}, body: ${text.slice(0, 200)}`);
+    });
+
+    const connRow = row(CONN_PATH).first();
+    const marked = await check('its flow appears with the modified mark', async () => {
+        await page.locator('#view-flows').click();
+        await page.locator('#split').waitFor({ state: 'visible' });
+        await connRow.waitFor({ timeout: WAIT_MS });
+        assert(await connRow.locator('td.c-marks .icon-modified').count() === 1, 'no modified mark on the row');
+    });
+
+    if (marked) {
+        await check('its detail shows the rewritten body and who modified it', async () => {
+            await connRow.locator('td.c-path').click();
+            await page.locator('#tab-response').click();
+            await until('rewritten response body', async () => {
+                const t = await page.locator('#panel-response pre.body-text').textContent({ timeout: 1000 });
+                return /^CONN=\d+ req=\d+/.test(t.trim());
+            });
+            const chip = await page.locator('#d-summary .chip-mod').textContent();
+            assert(/^Modified by: .*#\d+/.test(chip), `chip: ${chip}`);
+        });
+
+        await check('the Changes tab shows the original body beside the sent one', async () => {
+            await page.locator('#tab-changes').click();
+            const panel = page.locator('#panel-changes');
+            await until('original and sent bodies', async () => {
+                const orig = await panel.locator('.compare-original pre.body-text').textContent({ timeout: 1000 });
+                const sent = await panel.locator('.compare-sent pre.body-text').textContent({ timeout: 1000 });
+                return /^conn=\d+ req=\d+/.test(orig.trim()) && /^CONN=\d+ req=\d+/.test(sent.trim());
+            });
+            assert((await panel.locator('.changes-by').textContent()).includes('#'), 'no rule named');
+        });
+        if (SCREENSHOT_CHANGES)
+            await screenshot(SCREENSHOT_CHANGES);
+    }
 }
 
 await check('the page caused no CSP violations and no script errors', async () => {
