@@ -555,6 +555,9 @@ static char *reframe(const char *head, size_t head_len, bool is_head, uint64_t c
     struct strbuf b = {0};
     const char *p = head, *end = head + head_len;
     const char *line_end = p - 1;
+    bool declared = false;
+    char cl[48];
+    snprintf(cl, sizeof(cl), "Content-Length: %llu\r\n", (unsigned long long)content_length);
     if (is_head) {
         line_end = memchr(p, '\n', (size_t)(end - p));
         if (!line_end)
@@ -568,16 +571,22 @@ static char *reframe(const char *head, size_t head_len, bool is_head, uint64_t c
         size_t n = (size_t)(line_end + 1 - p);
         if (n <= 2) /* the blank line */
             break;
-        if ((n > 15 && strncasecmp(p, "Content-Length:", 15) == 0) ||
-            (n > 18 && strncasecmp(p, "Transfer-Encoding:", 18) == 0) ||
+        if (n > 15 && strncasecmp(p, "Content-Length:", 15) == 0) {
+            /* The new length takes the old one's place. */
+            if (!declared)
+                sb_str(&b, cl);
+            declared = true;
+            continue;
+        }
+        if ((n > 18 && strncasecmp(p, "Transfer-Encoding:", 18) == 0) ||
             (drop_encoding && n > 17 && strncasecmp(p, "Content-Encoding:", 17) == 0))
             continue;
         sb_append(&b, p, n);
     }
-    char cl[48];
-    snprintf(cl, sizeof(cl), "Content-Length: %llu\r\n%s", (unsigned long long)content_length,
-             is_head ? "\r\n" : "");
-    sb_str(&b, cl);
+    if (!declared)
+        sb_str(&b, cl);
+    if (is_head)
+        sb_str(&b, "\r\n");
     if (b.failed) {
         free(b.data);
         return NULL;
