@@ -20,6 +20,7 @@
 #define FLOWSTORE_DEFAULT_MAX_FLOWS 100000
 #define FLOWSTORE_QUEUE_FLOWS 4096 /* flows waiting for the writer */
 #define FLOWSTORE_BATCH_FLOWS 256  /* flows per write transaction */
+#define FLOWSTORE_GATHER_MS 20     /* the writer waits this long to fill a batch */
 
 /* A captured body: the first bytes up to the capture limit, and the size of
  * the whole body. */
