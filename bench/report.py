@@ -78,7 +78,55 @@ def derive(row):
             out["s6_large_mib"] = row["rss_large_kib"] / 1024.0
             out["s6_growth_pct"] = (row["rss_large_kib"] / row["rss_small_kib"] - 1) * 100
             out["s6_flows_large"] = row.get("flows_large")
+    elif s == 8:
+        for size in ("small", "large"):
+            part = row.get(size)
+            if not isinstance(part, dict):
+                continue
+            times = part.get("times")
+            if isinstance(times, dict):
+                for shape in S8_SHAPES:
+                    t = times.get(shape)
+                    if isinstance(t, dict):
+                        out["s8_%s_p50_%s" % (shape, size)] = t.get("p50_ms")
+                        out["s8_%s_p99_%s" % (shape, size)] = t.get("p99_ms")
+            if part.get("rss_kib") is not None:
+                out["s8_rss_%s" % size] = part["rss_kib"] / 1024.0
+            if part.get("rss_fill_kib") is not None:
+                out["s8_rssfill_%s" % size] = part["rss_fill_kib"] / 1024.0
+            st = part.get("stats") if isinstance(part.get("stats"), dict) else {}
+            out["s8_stored_%s" % size] = st.get("stored")
+            out["s8_dropped_%s" % size] = st.get("dropped")
+            out["s8_fillrps_%s" % size] = lgv(part, "rps", "fill")
+    elif s == 9:
+        key = "%s_%s" % (row.get("variant"), row.get("size"))
+        out["s9_rps_" + key] = lgv(row, "rps")
+        out["s9_p50_" + key] = lgv(row, "lat_p50_ms")
+        req = lgv(row, "requests")
+        if row.get("cpu_s") is not None and req:
+            out["s9_cpu_" + key] = row["cpu_s"] / (req / 1000.0)
     return {k: v for k, v in out.items() if v is not None}
+
+
+def derive_pairs(raw):
+    """Figures that pair two rows of one repetition: what capture costs
+    (scenario 1, tapwire against tapwire-nocapture). (peer, metric) -> value."""
+    out = []
+    by_rep = {}
+    for row in raw:
+        if row["scenario"] == 1 and not row.get("failed"):
+            by_rep.setdefault(row["rep"], {})[row["peer"]] = row
+    for rows in by_rep.values():
+        on, off = rows.get("tapwire"), rows.get("tapwire-nocapture")
+        if not on or not off:
+            continue
+        r_on, r_off = lgv(on, "rps"), lgv(off, "rps")
+        if r_on and r_off:
+            out.append(("tapwire", "s8_capture_cost_pct", (1 - r_on / r_off) * 100))
+        c_on, c_off = derive(on).get("s7_cpu_per_1k"), derive(off).get("s7_cpu_per_1k")
+        if c_on and c_off:
+            out.append(("tapwire", "s8_capture_cpu_pct", (1 - c_off / c_on) * 100))
+    return out
 
 
 def errors_of(row):
@@ -89,6 +137,14 @@ def errors_of(row):
             n += int(lg.get("errors", 0))
         elif key == "loadgen" and key in row and lg is None:
             n += 1  # the load generator printed nothing
+    if row.get("scenario") == 8:
+        for size in ("small", "large"):
+            part = row.get(size)
+            if isinstance(part, dict):
+                n += int(part.get("errors") or 0)
+                for t in (part.get("times") or {}).values():
+                    if isinstance(t, dict):
+                        n += int(t.get("errors") or 0)
     return n
 
 
@@ -111,7 +167,26 @@ ROWS = [
     ("s6_large_mib", "6 RSS after N2 captured exchanges, MiB", "{:.1f}", "low", 6),
     ("s6_growth_pct", "6 growth N1 -> N2, %", "{:+.1f}", "low", 6),
     ("s7_cpu_per_1k", "7 proxy CPU s per 1,000 req (scenario 1)", "{:.3f}", "low", 7),
+    ("s8_capture_cost_pct", "8 capture cost, keep-alive req/s: 1 − tapwire ÷ tapwire-nocapture (scenario 1), %",
+     "{:.1f}", "low", 8),
+    ("s8_capture_cpu_pct", "8 capture share of CPU per request: 1 − tapwire-nocapture ÷ tapwire (scenario 7), %",
+     "{:.1f}", "low", 8),
 ]
+
+# Scenario 8's query shapes (bench/dashboard.py): key, label.
+S8_SHAPES = ["list", "filter", "page2", "rare"]
+S8_LABELS = {
+    "list": "GET /api/flows?limit=100",
+    "filter": "filtered: &status=2xx&q=bench (every flow matches)",
+    "page2": "second page: &before=NEXT",
+    "rare": "filter matching no flow: &q=zzzz-no-such-flow (reads every row)",
+}
+# Scenario 8 targets, on tapwire's medians: latency at N2 within this factor
+# of N1 ("about the same"), and RSS growth N1 -> N2 within this many per cent.
+S8_LATENCY_MAX_RATIO = 1.5
+S8_RSS_MAX_GROWTH_PCT = 10.0
+S9_VARIANTS = [("none", "no rule"), ("nomatch", "rule, pattern never found"),
+               ("match", "rule, pattern found and replaced")]
 
 # metric -> list of (peer, min ratio tapwire/peer) or ("abs", op, value)
 TARGETS = {
@@ -122,6 +197,7 @@ TARGETS = {
     "s4_rss_growth_mib": [("abs", "<", 16.0)],
     "s5_kib_per_conn": [("abs", "<=", 64.0)],
     "s6_growth_pct": [("abs", "<=", 10.0)],
+    "s8_capture_cost_pct": [("abs", "<", 10.0)],
 }
 
 
@@ -171,13 +247,153 @@ def ratio(metric, med, other, better):
     return ("%.1f×" if r >= 10 else "%.2f×") % r
 
 
+def fmt_num(v, fmt):
+    return "n/a" if v is None else fmt.format(v)
+
+
+def dashboard_table(raw, med, a):
+    """Scenario 8: tapwire's dashboard with N1 and N2 flows stored."""
+    n1, n2 = int(a.dash_small or 0), int(a.dash_large or 0)
+    c1, c2 = "{:,} flows".format(n1), "{:,} flows".format(n2)
+    head = ["8 dashboard, tapwire (ms: %s requests each, one keep-alive connection)" % a.dash_requests,
+            c1, c2, "%s ÷ %s" % (c2, c1), "target", "met"]
+    lines = ["| " + " | ".join(head) + " |", "|---|---:|---:|---:|---|---|"]
+    m = lambda k: med.get(("tapwire", k))
+
+    def row(label, small, large, fmt, target="", kind="ratio"):
+        cells = [label, fmt_num(small, fmt), fmt_num(large, fmt)]
+        met = ""
+        if small is not None and large is not None and small > 0:
+            if kind == "ratio":
+                r = large / small
+                cells.append("%.2f×" % r)
+                if target:
+                    met = "yes" if r <= S8_LATENCY_MAX_RATIO else "**NO** (%.2f×)" % r
+            else:
+                g = (large / small - 1) * 100
+                cells.append("%+.1f%%" % g)
+                if target:
+                    met = "yes" if g <= S8_RSS_MAX_GROWTH_PCT else "**NO** (%+.1f%%)" % g
+        else:
+            cells.append("")
+        cells += [target, met]
+        lines.append("| " + " | ".join(cells) + " |")
+
+    for shape in S8_SHAPES:
+        has_target = shape != "rare"
+        row(S8_LABELS[shape] + ", p50 ms", m("s8_%s_p50_small" % shape), m("s8_%s_p50_large" % shape),
+            "{:.2f}", "≤ %g×" % S8_LATENCY_MAX_RATIO if has_target else "")
+        row("… p99 ms", m("s8_%s_p99_small" % shape), m("s8_%s_p99_large" % shape), "{:.2f}")
+    row("proxy RSS after filling, MiB", m("s8_rssfill_small"), m("s8_rssfill_large"), "{:.1f}",
+        kind="growth")
+    row("proxy RSS after the list requests, MiB", m("s8_rss_small"), m("s8_rss_large"), "{:.1f}",
+        "≤ +%g%%" % S8_RSS_MAX_GROWTH_PCT, kind="growth")
+
+    notes = []
+    fills = []
+    for r in raw:
+        if r["scenario"] != 8 or r.get("failed"):
+            continue
+        parts = []
+        for size in ("small", "large"):
+            p = r.get(size) or {}
+            st = p.get("stats") or {}
+            first = p.get("stats_after_first") or {}
+            fill = p.get("fill") or {}
+            txt = "{:,}/{:,} stored".format(st.get("stored", 0) or 0, p.get("n", 0) or 0)
+            if (first.get("dropped") or 0) > 0 or (p.get("rounds") or 0) > 1:
+                txt += " (%s dropped by the queue at %s req/s, %d top-up round(s))" % (
+                    "{:,}".format(st.get("dropped") or 0),
+                    "{:,.0f}".format(fill.get("rps") or 0), (p.get("rounds") or 1) - 1)
+            parts.append(txt)
+        fills.append("repetition %d: %s" % (r["rep"], "; ".join(parts)))
+    if fills:
+        notes.append("Scenario 8 fills the database through the proxy (keep-alive GET /1k, 8 "
+                     "connections; `dropped` is the dashboard's cumulative count of flows the "
+                     "queue dropped): " + ", ".join(fills) + ".")
+    notes.append("Scenario 8 times each GET /api/flows shape %s times after 3 warm-ups on one "
+                 "keep-alive connection with the token in X-Tapwire-Token (bench/dashboard.py), "
+                 "first at %s and then at %s stored flows in the same process; medians over "
+                 "repetitions. 'About the same' is judged as the %s median p50 within %g× of the "
+                 "%s one; the filter that matches nothing is a full scan by design and has no "
+                 "target." % (a.dash_requests, "{:,}".format(n1), "{:,}".format(n2),
+                              "{:,}".format(n2), S8_LATENCY_MAX_RATIO, "{:,}".format(n1)))
+    return "\n".join(lines), notes
+
+
+def rules_table(raw, med, a, peers):
+    """Scenario 9: one response body rule against none, 1 KiB and 1 MiB."""
+    tw = [p for p in ("tapwire", "tapwire-nocapture") if p in peers]
+    if not tw:
+        return "", []
+    head = ["9 one body rule (4 keep-alive conns)"]
+    for p in tw:
+        head += ["%s req/s" % p, "÷ no rule", "%s CPU s per 1,000 req" % p, "÷ no rule"]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    matches = (a.s9_matches or "").split(",")
+    for i, (size, size_label) in enumerate((("1k", "1 KiB"), ("1m", "1 MiB"))):
+        for v, v_label in S9_VARIANTS:
+            label = "%s, %s" % (size_label, v_label)
+            if v == "match" and i < len(matches) and matches[i]:
+                label += " (%s× per body)" % "{:,}".format(int(matches[i]))
+            cells = [label]
+            for p in tw:
+                for metric, fmt in (("s9_rps_", "{:,.0f}"), ("s9_cpu_", "{:.3f}")):
+                    val = med.get((p, metric + v + "_" + size))
+                    base = med.get((p, metric + "none_" + size))
+                    cells.append(fmt_num(val, fmt))
+                    if v == "none" or val is None or not base:
+                        cells.append("")
+                    else:
+                        cells.append("%.2f×" % (val / base))
+            lines.append("| " + " | ".join(cells) + " |")
+
+    notes = ["Scenario 9: rules `%s` (filter matches every response, the pattern never occurs: "
+             "the body is buffered and scanned, and sent on unchanged) and `%s` (a same-length "
+             "replacement, found %s times in the 1 KiB and 1 MiB bodies), each in a fresh process, "
+             "against the same process without rules; bodies are English-like text/plain files from "
+             "nginx, not compressed. %s s of load per step; CPU is the proxy's, from before the "
+             "step until it is idle again (the flow writer drains its queue after the load "
+             "ends). Ratios are of the medians." % (
+                 a.s9_rule_nomatch, a.s9_rule_match,
+                 " and ".join("{:,}".format(int(m)) for m in matches if m) or "?",
+                 a.duration)]
+    # Flows stored against exchanges made, per step (capture on only).
+    steps = {}
+    for r in raw:
+        if r["scenario"] == 9 and r.get("flows_stored") is not None and r.get("size"):
+            steps.setdefault((r["rep"], r["peer"], r["variant"]), {})[r["size"]] = r
+    lost = {}
+    for (rep_, peer, v), by_size in steps.items():
+        prev_sent, prev_stored = 0, 0
+        for size in ("1k", "1m"):
+            r = by_size.get(size)
+            if r is None:
+                continue
+            sent = (r.get("sent_total") or 0) - prev_sent
+            stored = (r.get("flows_stored") or 0) - prev_stored
+            prev_sent, prev_stored = r.get("sent_total") or 0, r.get("flows_stored") or 0
+            if sent > 0:
+                lost.setdefault((peer, v, size), []).append((stored, sent))
+    if lost:
+        parts = []
+        for (peer, v, size), vals in sorted(lost.items()):
+            parts.append("%s %s %s: %s" % (peer, dict(S9_VARIANTS)[v], size,
+                                           ", ".join("%d/%d" % x for x in vals)))
+        notes.append("Scenario 9 flows stored/exchanges made per step (with capture; fewer "
+                     "stored means the flow queue overflowed and dropped them): " +
+                     "; ".join(parts) + ".")
+    return "\n".join(lines), notes
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--raw", required=True)
     ap.add_argument("--versions", required=True)
     ap.add_argument("--out", required=True)
     for name in ("reps", "duration", "cold-hosts", "idle-conns", "capture-small",
-                 "capture-large", "quick", "scenarios", "peers"):
+                 "capture-large", "quick", "scenarios", "peers", "dash-small", "dash-large",
+                 "dash-requests", "s9-matches", "s9-rule-nomatch", "s9-rule-match"):
         ap.add_argument("--" + name, default="")
     a = ap.parse_args()
 
@@ -200,17 +416,24 @@ def main():
             failed.add((row["peer"], row["scenario"]))
         if row["scenario"] == 6 and row.get("capture") is False:
             capture_missing = True
+    for p, k, v in derive_pairs(raw):
+        per.setdefault((p, k), []).append(v)
     med = {k: statistics.median(v) for k, v in per.items()}
 
     wanted = set(int(s) for s in a.scenarios.split(",") if s.strip().isdigit())
     lines = []
-    head = ["scenario / metric"] + peers + ["tapwire ÷ direct", "tapwire ÷ mitmdump",
-                                              "tapwire ÷ squid", "target (tapwire)", "met"]
+    # A ratio column for each of these peers that ran.
+    others = [o for o in ("direct", "mitmdump", "squid") if o in peers]
+    head = ["scenario / metric"] + peers + ["tapwire ÷ " + o for o in others] + [
+        "target (tapwire)", "met"]
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "|".join(["---"] + ["---:"] * (len(head) - 3) + ["---", "---"]) + "|")
+    main_rows = 0
     for metric, label, fmt, better, scen in ROWS:
         if scen not in wanted:
             continue
+        main_rows += 1
+        src_scen = {7: 1, 8: 1}.get(scen, scen)
         label = label.replace("N1", "{:,}".format(int(a.capture_small or 0)))
         label = label.replace("N2", "{:,}".format(int(a.capture_large or 0)))
         if metric == "s5_kib_per_conn":
@@ -221,7 +444,7 @@ def main():
         for p in peers:
             v = med.get((p, metric))
             if v is None:
-                if (p, scen if scen != 7 else 1) in failed:
+                if (p, src_scen) in failed:
                     cell = "failed"
                 elif scen == 6 and p == "tapwire" and capture_missing:
                     cell = "n/a (no capture)"
@@ -229,17 +452,16 @@ def main():
                     cell = "n/a"
             else:
                 cell = fmt.format(v)
-                n_err = errors.get((p, scen if scen != 7 else 1), 0)
+                n_err = errors.get((p, src_scen), 0)
                 if n_err and metric in ("s1_rps", "s2_rps", "s3_cold", "s4_mbps",
                                         "s5_kib_per_conn", "s6_large_mib"):
                     cell += " (%d err)" % n_err
             cells.append(cell)
         if "tapwire" in peers:
-            cells += [ratio(metric, med, "direct", better), ratio(metric, med, "mitmdump", better),
-                      ratio(metric, med, "squid", better)]
+            cells += [ratio(metric, med, o, better) for o in others]
             cells += [target_text(metric), target_met(metric, med)]
         else:
-            cells += ["", "", "", target_text(metric), ""]
+            cells += [""] * len(others) + [target_text(metric), ""]
         lines.append("| " + " | ".join(cells) + " |")
 
     held = {p: med.get((p, "s5_alive")) for p in peers if (p, "s5_alive") in med}
@@ -282,7 +504,18 @@ def main():
     if errors:
         notes.append("Requests that failed (counted, not in the rates): " + ", ".join(
             "%s scenario %d: %d" % (p, s, n) for (p, s), n in sorted(errors.items())) + ".")
-    table = "\n".join(lines)
+    if "tapwire" in peers and 8 in wanted:
+        if "tapwire-nocapture" in peers:
+            notes.append("Scenario 8's capture cost pairs tapwire and tapwire-nocapture of the same "
+                         "repetition in scenario 1 (req/s: 1 − with ÷ without) and 7 (CPU per "
+                         "request: 1 − without ÷ with), then takes the median; target < 10%.")
+        else:
+            notes.append("Scenario 8's capture cost needs the tapwire-nocapture peer: n/a.")
+    table = "\n".join(lines) if main_rows else ""
+    dash_table, dash_notes = dashboard_table(raw, med, a) if 8 in wanted and "tapwire" in peers \
+        else ("", [])
+    rules_table_md, rules_notes = rules_table(raw, med, a, peers) if 9 in wanted else ("", [])
+    notes += dash_notes + rules_notes
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     vline = ("%s (%s), %s, nginx %s, mitmproxy %s, squid-openssl %s, sslsplit %s; "
              "Linux %s, %s × %s" % (
@@ -294,8 +527,10 @@ def main():
 
     print()
     print("Measured %s; %s." % (date, vline))
-    print()
-    print(table)
+    for t in (table, dash_table, rules_table_md):
+        if t:
+            print()
+            print(t)
     print()
     for n in notes:
         print("- " + n)
@@ -306,10 +541,13 @@ def main():
         "versions": versions,
         "config": {k: getattr(a, k.replace("-", "_")) for k in (
             "reps", "duration", "cold_hosts", "idle_conns", "capture_small",
-            "capture_large", "quick", "scenarios", "peers")},
+            "capture_large", "quick", "scenarios", "peers", "dash_small", "dash_large",
+            "dash_requests", "s9_matches", "s9_rule_nomatch", "s9_rule_match")},
         "medians": {p: {m: v for (pp, m), v in med.items() if pp == p} for p in peers},
         "errors": {"%s/%d" % k: v for k, v in errors.items()},
         "table_markdown": table,
+        "table_dashboard_markdown": dash_table,
+        "table_rules_markdown": rules_table_md,
         "notes": notes,
         "raw": raw,
     }
