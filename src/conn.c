@@ -214,6 +214,16 @@ static struct flow *flow_start(struct conn *c, const char *scheme, const char *m
     f->port = port;
     f->target = dup_or_null(target);
     f->is_tls = c->client_is_tls || strcmp(scheme, "https") == 0;
+    return f;
+}
+
+/* Hands the flow to the store (which owns it from here), with the facts of
+ * the connection the exchange actually used: its TLS details, and its
+ * connect and handshake times when it was opened for this exchange. */
+static void flow_finish(struct conn *c, struct flow *f, int status, const char *error)
+{
+    if (!f)
+        return;
     if (f->is_tls)
         copy_tls_info(&f->tls, &c->tls_info);
     if (c->opened_at_us) {
@@ -221,14 +231,6 @@ static struct flow *flow_start(struct conn *c, const char *scheme, const char *m
         f->timings.tls_done = c->tls_done_at_us;
         c->opened_at_us = 0;
     }
-    return f;
-}
-
-/* Hands the flow to the store (which owns it from here). */
-static void flow_finish(struct conn *c, struct flow *f, int status, const char *error)
-{
-    if (!f)
-        return;
     if (status && !f->status)
         f->status = status;
     if (error && error[0] && !f->error)
@@ -622,25 +624,10 @@ static bool serve_one(struct conn *c, enum conn_mode mode, size_t head_len, int6
                 bool close = req.framing != HTTP1_BODY_NONE || !req.keep_alive;
                 keep = send_error(c, status, uerr.reason, close) == STREAM_OK && !close;
                 log_exchange(c, req.method, url, status, 0, started, uerr.reason);
-                if (flow && tls) {
-                    tls_info_clear_upstream(&flow->tls);
-                    copy_tls_info(&flow->tls, &c->tls_info);
-                }
                 flow_finish(c, flow, status, uerr.reason);
                 flow = NULL;
                 goto out;
             }
-        }
-        if (flow && !reused && tls) {
-            /* A fresh origin connection: record its TLS facts and timings. */
-            tls_info_clear_upstream(&flow->tls);
-            copy_tls_info(&flow->tls, &c->tls_info);
-            flow->is_tls = true;
-        }
-        if (flow && c->opened_at_us) {
-            flow->timings.connected = c->connected_at_us;
-            flow->timings.tls_done = c->tls_done_at_us;
-            c->opened_at_us = 0;
         }
         int r = exchange_forward(&c->client, &c->upstream, &req, &c->t, rw.set ? &rw : NULL,
                                  flow, &res);
