@@ -34,6 +34,7 @@
 #include "dashboard.h"
 #include "exchange.h"
 #include "flowstore.h"
+#include "stacktrim.h"
 #include "http1.h"
 #include "log.h"
 #include "rules.h"
@@ -43,6 +44,9 @@
 
 #define CONN_IN_MAX_BYTES (HTTP1_MAX_HEAD_BYTES + STREAM_READ_CHUNK_BYTES)
 #define CONN_PEEK_RETRY_NS 2000000L
+/* Quiet this long, a kept-alive connection releases its buffers and stack
+ * (see wait_next_request). */
+#define CONN_IDLE_GRACE_MS 200
 
 enum conn_mode { MODE_PROXY, MODE_TUNNEL_PLAIN, MODE_TUNNEL_TLS };
 
@@ -53,7 +57,9 @@ struct conn {
     struct stream client;
     struct stream upstream;
     struct exchange_timeouts t;
-    struct http1_head head;
+    /* The request being served; 4 KiB of field slots, so allocated on the
+     * first request and freed while the connection idles. */
+    struct http1_head *head;
 
     /* where upstream is connected */
     char up_host[256];
@@ -473,7 +479,7 @@ static int apply_request_rules(struct conn *c, struct rule_set **set, struct rul
     if (rules_ctx_init(ctx, method, site, *path) < 0)
         return -1;
     *rw = (struct exchange_rules){.set = *set, .ctx = ctx, .limit = c->cfg->rewrite_limit};
-    const struct http1_header *ct = http1_find_header(&c->head, "Content-Type");
+    const struct http1_header *ct = http1_find_header(c->head, "Content-Type");
     if (ct) {
         char type[RULES_MAX_CONTENT_TYPE_BYTES];
         snprintf(type, sizeof(type), "%.*s", (int)ct->value_len, ct->value);
@@ -485,13 +491,13 @@ static int apply_request_rules(struct conn *c, struct rule_set **set, struct rul
         *target_original = *path;
         *path = new_target;
     }
-    return exchange_apply_header_rules(rw, &c->head, req_mod);
+    return exchange_apply_header_rules(rw, c->head, req_mod);
 }
 
 /* One exchange after the head was parsed. Returns true to keep serving. */
 static bool serve_one(struct conn *c, enum conn_mode mode, size_t head_len, int64_t started)
 {
-    const struct http1_head *h = &c->head;
+    const struct http1_head *h = c->head;
     struct exchange_request req = {0};
     struct exchange_result res = {0};
     char *authority = NULL, *path = NULL, *url = NULL;
@@ -675,16 +681,46 @@ out:
 
 static void handle_connect(struct conn *c, size_t head_len, int64_t started);
 
+/*
+ * Waits for the next request on a kept-alive connection. Returns false when
+ * the connection should end (idle timeout, shutdown). A connection that
+ * stays quiet for CONN_IDLE_GRACE_MS gives back what only a busy connection
+ * needs: its stream buffers and the stack pages its thread touched (a TLS
+ * handshake goes deep). A busy one keeps them, so back-to-back requests
+ * cost no free/malloc and no madvise. The grace counts towards the idle
+ * timeout.
+ */
+static bool wait_next_request(struct conn *c)
+{
+    int idle_ms = c->t.idle_ms;
+    int grace_ms = idle_ms >= 0 && idle_ms < CONN_IDLE_GRACE_MS ? idle_ms : CONN_IDLE_GRACE_MS;
+    int r = stream_wait_readable(&c->client, grace_ms);
+
+    if (r != STREAM_TIMEOUT)
+        return r == STREAM_OK;
+    stream_release_idle(&c->client);
+    stream_release_idle(&c->upstream);
+    free(c->head);
+    c->head = NULL;
+    stacktrim_release();
+    return stream_wait_readable(&c->client, idle_ms < 0 ? -1 : idle_ms - grace_ms) == STREAM_OK;
+}
+
 static void serve_requests(struct conn *c, enum conn_mode mode)
 {
     for (;;) {
         struct http1_error perr = {0};
-        /* Between requests a stopping proxy may end the connection at once,
-         * and an idle connection holds no buffers. */
-        stream_release_idle(&c->client);
-        stream_release_idle(&c->upstream);
+        /* Between requests a stopping proxy may end the connection at once. */
         c->client.cancel_fd = c->env->stop_fd;
-        int n = exchange_read_request(&c->client, &c->t, &c->head, &perr);
+        if (!wait_next_request(c)) {
+            c->client.cancel_fd = c->env->cancel_fd;
+            break;
+        }
+        if (c->head == NULL && (c->head = malloc(sizeof(*c->head))) == NULL) {
+            send_error(c, 503, "out of memory", true);
+            break;
+        }
+        int n = exchange_read_request(&c->client, &c->t, c->head, &perr);
         c->client.cancel_fd = c->env->cancel_fd;
         if (n == 0)
             break;
@@ -694,8 +730,8 @@ static void serve_requests(struct conn *c, enum conn_mode mode)
             log_exchange(c, "-", "-", perr.status, 0, started, perr.message);
             break;
         }
-        if (mode == MODE_PROXY && c->head.method_len == 7 &&
-            memcmp(c->head.method, "CONNECT", 7) == 0) {
+        if (mode == MODE_PROXY && c->head->method_len == 7 &&
+            memcmp(c->head->method, "CONNECT", 7) == 0) {
             handle_connect(c, (size_t)n, started);
             break;
         }
@@ -874,11 +910,20 @@ static void relay_raw(struct conn *c, const char *what, int64_t started)
     flow_finish(c, flow, 200, NULL);
 }
 
-static void handle_connect(struct conn *c, size_t head_len, int64_t started)
+/*
+ * Answers a CONNECT and sets up what runs inside the tunnel. Returns the
+ * mode to serve requests in, or -1 when the tunnel is already over (refused,
+ * relayed raw, closed). Kept out of line so that its buffers (the authority,
+ * the parsed ClientHello) are not on the stack for the whole life of a
+ * kept-alive tunnel: what an idle connection's thread keeps resident is the
+ * depth of its stack while it waits (see stacktrim.h).
+ */
+static __attribute__((noinline)) int open_tunnel(struct conn *c, size_t head_len,
+                                                 int64_t started)
 {
     char authority[300];
     struct client_hello hello;
-    const struct http1_head *h = &c->head;
+    const struct http1_head *h = c->head;
     size_t alen = h->target_len < sizeof(authority) - 1 ? h->target_len : sizeof(authority) - 1;
     memcpy(authority, h->target, alen);
     authority[alen] = '\0';
@@ -889,12 +934,12 @@ static void handle_connect(struct conn *c, size_t head_len, int64_t started)
         c->tunnel_port == 0 || !is_valid_host(c->tunnel_host)) {
         send_error(c, 400, "CONNECT wants host:port", true);
         log_exchange(c, "CONNECT", authority, 400, 0, started, "bad CONNECT target");
-        return;
+        return -1;
     }
     if (is_self(c, c->tunnel_host, c->tunnel_port)) {
         send_error(c, 508, "refusing to tunnel to the proxy itself", true);
         log_exchange(c, "CONNECT", authority, 508, 0, started, "tunnel to the proxy itself");
-        return;
+        return -1;
     }
     if (config_is_ignored_host(c->cfg, c->tunnel_host)) {
         struct upstream_error uerr;
@@ -902,18 +947,18 @@ static void handle_connect(struct conn *c, size_t head_len, int64_t started)
             int status = upstream_error_http_status(&uerr);
             send_error(c, status, uerr.reason, true);
             log_exchange(c, "CONNECT", authority, status, 0, started, uerr.reason);
-            return;
+            return -1;
         }
         if (stream_putstr(&c->client, "HTTP/1.1 200 Connection established\r\n\r\n",
                           c->t.io_ms) != STREAM_OK)
-            return;
+            return -1;
         relay_raw(c, "ignored host", started);
-        return;
+        return -1;
     }
     if (stream_putstr(&c->client, "HTTP/1.1 200 Connection established\r\n\r\n", c->t.io_ms) !=
             STREAM_OK ||
         stream_flush(&c->client, c->t.io_ms) != STREAM_OK)
-        return;
+        return -1;
 
     switch (peek_first_bytes(c, &hello)) {
     case FIRST_TLS:
@@ -923,18 +968,24 @@ static void handle_connect(struct conn *c, size_t head_len, int64_t started)
             relay_raw(c, "ignored host", started);
             break;
         }
-        if (intercept_tls(c, &hello) == 0)
-            serve_requests(c, MODE_TUNNEL_TLS);
-        break;
+        return intercept_tls(c, &hello) == 0 ? MODE_TUNNEL_TLS : -1;
     case FIRST_HTTP:
-        serve_requests(c, MODE_TUNNEL_PLAIN);
-        break;
+        return MODE_TUNNEL_PLAIN;
     case FIRST_RAW:
         relay_raw(c, "raw", started);
         break;
     case FIRST_GONE:
         break;
     }
+    return -1;
+}
+
+static void handle_connect(struct conn *c, size_t head_len, int64_t started)
+{
+    int mode = open_tunnel(c, head_len, started);
+
+    if (mode >= 0)
+        serve_requests(c, (enum conn_mode)mode);
 }
 
 void conn_serve(const struct proxy_env *env, int fd, const struct sockaddr_storage *peer)
@@ -961,5 +1012,6 @@ out:
     stream_close(&c->upstream);
     stream_close(&c->client);
     tls_info_clear_upstream(&c->tls_info);
+    free(c->head);
     free(c);
 }

@@ -441,6 +441,8 @@ SSL_CTX *upstream_ctx_new(const struct upstream_tls_options *opts, char *err, si
     /* Idle upstream connections in a keep-alive pool should not pin their
      * 2 x 16 KiB record buffers. */
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    /* One recv(2) per record rather than two (see tlsserver.c). */
+    SSL_CTX_set_read_ahead(ctx, 1);
     /* OpenSSL's internal store is never consulted on the client side; our
      * own bounded cache, keyed by name, is. */
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);

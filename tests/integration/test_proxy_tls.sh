@@ -136,6 +136,64 @@ else
     note "python3 missing: Upgrade-through-tunnel checks skipped"
 fi
 
+# ---- keep-alive across an idle pause ----
+# A connection quiet for a moment gives back its buffers and the stack its
+# thread touched (conn.c wait_next_request, stacktrim.c); the next request on
+# it must work as if nothing happened, on the same upstream connection, and
+# a body larger than the released buffers must arrive intact.
+if command -v python3 > /dev/null 2>&1; then
+    out=$(timeout 30 python3 - "$PROXY_PORT" "$ORIGIN_PORT" "$PROXY_CA" 2>&1 <<'EOF'
+import socket, ssl, sys, time
+proxy_port, origin_port, cafile = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+
+def read_response(sock, pending=b""):
+    data = pending
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise SystemExit("eof before end of head: %r" % data)
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    head = head.decode("latin-1")
+    length = [int(l.split(":", 1)[1]) for l in head.split("\r\n") if l.lower().startswith("content-length:")]
+    if not length:
+        raise SystemExit("no Content-Length in %r" % head)
+    while len(body) < length[0]:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise SystemExit("eof in body")
+        body += chunk
+    return head.splitlines()[0], body[:length[0]], body[length[0]:]
+
+s = socket.create_connection(("127.0.0.1", proxy_port), timeout=10)
+s.sendall(("CONNECT 127.0.0.1:%s HTTP/1.1\r\nHost: 127.0.0.1:%s\r\n\r\n" % (origin_port, origin_port)).encode())
+data = b""
+while b"\r\n\r\n" not in data:
+    data += s.recv(4096)
+t = ssl.create_default_context(cafile=cafile).wrap_socket(s, server_hostname="good.test")
+rest = b""
+conns = []
+for pause in (0, 0.6, 1.2):
+    time.sleep(pause)
+    t.sendall(b"GET /conn HTTP/1.1\r\nHost: good.test\r\n\r\n")
+    status, body, rest = read_response(t, rest)
+    print("after %.1f s: %s" % (pause, status))
+    conns.append(body.split()[0])  # "conn=N req=M"
+print("origin connections: %d" % len(set(conns)))
+time.sleep(0.6)
+t.sendall(b"GET /bytes/300000 HTTP/1.1\r\nHost: good.test\r\n\r\n")
+status, body, rest = read_response(t, rest)
+print("big after pause: %s %d" % (status.split()[1], len(body)))
+t.close()
+EOF
+    )
+    check_eq "idle pause: three requests on one tunnel all 200" 3 "$(grep -c '^after .* s: HTTP/1.1 200' <<< "$out")"
+    check_match "idle pause: the same origin connection served all three" '^origin connections: 1$' "$out"
+    check_match "idle pause: a 300,000-byte body after a pause arrives whole" '^big after pause: 200 300000$' "$out"
+else
+    note "python3 missing: idle-pause checks skipped"
+fi
+
 # ---- the data directory ----
 check_eq "data directory mode 700" 700 "$(stat -c %a "$tmp/data")"
 check_eq "ca-key.pem mode 600" 600 "$(stat -c %a "$tmp/data/ca-key.pem")"
