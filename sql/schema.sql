@@ -141,3 +141,34 @@ ALTER TABLE flows ADD COLUMN resp_body_original_captured INTEGER;
 ALTER TABLE flows ADD COLUMN req_original_truncated INTEGER;
 ALTER TABLE flows ADD COLUMN resp_original_truncated INTEGER;
 ALTER TABLE flows ADD COLUMN rules_notes TEXT;
+
+-- version: 5
+-- Less work per captured flow for the flow writer (flowstore.c), which
+-- shares the cores with the proxy's threads.
+--
+-- No query filters or sorts on time_start_us (a page of the dashboard is a
+-- walk down id), so flows_time was an index entry written and pruned with
+-- every flow for nothing.
+DROP INDEX flows_time;
+-- flow_bodies is rebuilt as one b-tree. body_key = flows.id * 4 + direction
+-- (enum flowstore_direction: 0 request, 1 response, 2 request original,
+-- 3 response original). As the INTEGER PRIMARY KEY it is the rowid, so
+-- storing a body is one b-tree insert: version 2's composite primary key
+-- kept a second b-tree (the autoindex) and its foreign key made every
+-- insert look up the parent flow. The bodies of one flow are adjacent, in
+-- flow order: a flow's bodies are the key range id * 4 .. id * 4 + 3, the
+-- bodies as sent id * 4 .. id * 4 + 1, and the bodies of every flow up to
+-- id N are the keys up to N * 4 + 3, so deleting, searching and pruning are
+-- range scans. With no foreign key nothing cascades: whatever deletes flows
+-- deletes their bodies in the same transaction (flowstore.c). Flow ids are
+-- never reused (AUTOINCREMENT), so a key always means the same flow.
+CREATE TABLE flow_bodies_v5 (
+    body_key INTEGER PRIMARY KEY,   -- flows.id * 4 + direction
+    data BLOB NOT NULL
+);
+-- A direction outside 0..3 was never written and could never be read; it
+-- would take the key of another flow's body.
+INSERT INTO flow_bodies_v5 (body_key, data)
+    SELECT flow_id * 4 + direction, data FROM flow_bodies WHERE direction BETWEEN 0 AND 3;
+DROP TABLE flow_bodies;
+ALTER TABLE flow_bodies_v5 RENAME TO flow_bodies;

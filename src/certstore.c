@@ -18,6 +18,8 @@
 #endif
 
 #include "certstore.h"
+
+#include "clock.h"
 #include "errmsg.h"
 
 #include <pthread.h>
@@ -341,14 +343,16 @@ static X509 *memory_get(struct certstore *store, const char *key, size_t hash, t
 }
 
 static void memory_put(struct certstore *store, const char *key, size_t hash, X509 *cert,
-                       int64_t not_after, bool is_from_db)
+                       int64_t not_after, bool is_from_db, int64_t mint_us)
 {
     pthread_mutex_lock(&store->lru_lock);
     lru_put(store, key, hash, cert, not_after);
-    if (is_from_db)
+    if (is_from_db) {
         store->stats.db_hits++;
-    else
+    } else {
         store->stats.minted++;
+        store->stats.mint_us_total += mint_us > 0 ? (uint64_t)mint_us : 0;
+    }
     pthread_mutex_unlock(&store->lru_lock);
 }
 
@@ -504,6 +508,7 @@ X509 *certstore_get(struct certstore *store, const struct ca_names *names, char 
     time_t now = time(NULL);
     int64_t not_after = 0;
     bool is_from_db = false;
+    int64_t started_us;
     size_t hash;
 
     if (names == NULL || names->count == 0 || names->count > CA_MAX_NAMES) {
@@ -521,6 +526,7 @@ X509 *certstore_get(struct certstore *store, const struct ca_names *names, char 
     if (ret != NULL)
         goto out;
 
+    started_us = clock_mono_us();
     cert = db_get(store, key, now, &not_after);
     if (cert != NULL) {
         is_from_db = true;
@@ -536,7 +542,7 @@ X509 *certstore_get(struct certstore *store, const struct ca_names *names, char 
         }
         db_put(store, key, cert, not_after, now);
     }
-    memory_put(store, key, hash, cert, not_after, is_from_db);
+    memory_put(store, key, hash, cert, not_after, is_from_db, clock_mono_us() - started_us);
     ret = cert;
     cert = NULL;
 out:

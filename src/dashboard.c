@@ -27,6 +27,8 @@
 #endif
 
 #include "dashboard.h"
+
+#include "certstore.h"
 #include "errmsg.h"
 
 #include <arpa/inet.h>
@@ -98,6 +100,7 @@ struct dashboard {
     struct flowstore *flows;
     const struct ca *ca;
     struct rulebook *rules; /* NULL: rewrite rules are off */
+    struct certstore *certs; /* NULL: no certificate figures in /api/stats */
     char token[DASHBOARD_MAX_TOKEN_CHARS + 1];
     char url_host[300]; /* the bound host as in a URL: IPv6 in brackets */
     /* Atomic: connection threads read it (Host check) and an ephemeral
@@ -989,6 +992,23 @@ static json_t *detail_json(const struct flowstore_record *rec, const unsigned ch
     return obj;
 }
 
+/* Where leaves came from, and what minting cost the connection threads. */
+static json_t *certs_json(struct certstore *certs)
+{
+    struct certstore_stats st;
+    json_t *obj = json_object();
+
+    certstore_stats(certs, &st);
+    if (obj == NULL || !jset(obj, "from_memory", json_integer((json_int_t)st.memory_hits)) ||
+        !jset(obj, "from_database", json_integer((json_int_t)st.db_hits)) ||
+        !jset(obj, "minted", json_integer((json_int_t)st.minted)) ||
+        !jset(obj, "mint_us_total", json_integer((json_int_t)st.mint_us_total))) {
+        json_decref(obj);
+        return NULL;
+    }
+    return obj;
+}
+
 static json_t *stats_json(struct dashboard *d, bool is_full)
 {
     struct flowstore_stats st;
@@ -1004,6 +1024,8 @@ static json_t *stats_json(struct dashboard *d, bool is_full)
                 jset(obj, "last_error", jstr_or_null(st.last_error)) &&
                 jset(obj, "version", json_string(TAPWIRE_VERSION)) &&
                 jset(obj, "ca_path", jstr(ca_cert_path(d->ca)));
+    if (is_ok && is_full && d->certs != NULL)
+        is_ok = jset(obj, "certificates", certs_json(d->certs));
     if (!is_ok) {
         json_decref(obj);
         obj = NULL;
@@ -2318,6 +2340,7 @@ int dashboard_start(const struct dashboard_options *opts, struct flowstore *flow
     d->flows = flows;
     d->ca = ca;
     d->rules = opts->rules;
+    d->certs = opts->certs;
     if (init_sync(d) != 0) {
         errmsg_set(err, err_len, "dashboard: cannot create a mutex");
         goto out;

@@ -40,6 +40,7 @@
 #define DASHBOARD_LOCAL_HOST "tapwire.invalid"
 
 struct rulebook;
+struct certstore;
 
 struct dashboard_options {
     const char *host;       /* address to bind: "127.0.0.1", "::1", "localhost"... */
@@ -50,6 +51,8 @@ struct dashboard_options {
                                index.html, app.js and style.css, read on every request */
     struct rulebook *rules; /* not owned, must outlive the dashboard; NULL: rewrite rules are
                                off (/api/rules lists nothing and refuses changes with 404) */
+    struct certstore *certs; /* not owned, must outlive the dashboard; NULL: /api/stats
+                                leaves out "certificates" */
 };
 
 struct dashboard;

@@ -52,6 +52,11 @@
 #define FLOWSTORE_HAR_PAGE_FLOWS 100 /* flows listed per query when exporting "all" */
 #define FLOWSTORE_ERROR_BYTES 256
 
+/* A body's row in flow_bodies is body_key = flow id * 4 + direction (schema
+ * version 5: one b-tree entry per body, a flow's bodies adjacent). The
+ * statements below spell out the 4; every direction must fit below it. */
+_Static_assert(FLOWSTORE_RESPONSE_ORIGINAL < 4, "a direction must fit in a flow's 4 body keys");
+
 struct flowstore {
     char *db_path;
     int64_t max_flows;
@@ -85,6 +90,7 @@ struct flowstore {
     sqlite3_stmt *insert_body_stmt;
     sqlite3_stmt *prune_bodies_stmt;
     sqlite3_stmt *prune_flows_stmt;
+    sqlite3_stmt *delete_bodies_stmt;
     sqlite3_stmt *delete_stmt;
     sqlite3_stmt *clear_bodies_stmt;
     sqlite3_stmt *clear_flows_stmt;
@@ -248,36 +254,56 @@ static bool header_find(const char *text, const char *want, const char **value, 
     return false;
 }
 
-/* Every field called name joined by ", " (RFC 9110 5.3: the same as one
- * field with a list), malloc'd; NULL when there is none or out of memory. */
-static char *header_join(const char *text, const char *want)
+/* The fields of a header section that the flows row also keeps in columns
+ * of their own. */
+struct header_facts {
+    const char *content_type; /* the first Content-Type, into the section; NULL when none */
+    size_t content_type_len;
+    char *content_encoding; /* every Content-Encoding joined by ", " (RFC 9110 5.3: the same
+                               as one field with a list); malloc'd, NULL when there is none
+                               or out of memory */
+};
+
+/* Fills facts from text in one walk over its fields: the writer does this
+ * for every flow, and a walk per name was a measurable share of its work.
+ * The caller frees facts->content_encoding. */
+static void header_facts(const char *text, struct header_facts *facts)
 {
     const char *name, *value;
     size_t name_len, value_len;
     size_t pos = 0;
     size_t len = 0;
-    char *out = NULL;
+    bool has_failed = false;
 
+    memset(facts, 0, sizeof(*facts));
     while (flow_headers_next(text, &pos, &name, &name_len, &value, &value_len)) {
         char *grown;
 
-        if (!name_is(name, name_len, want) || value_len == 0)
+        if (facts->content_type == NULL && name_is(name, name_len, "Content-Type")) {
+            facts->content_type = value;
+            facts->content_type_len = value_len;
             continue;
-        grown = realloc(out, len + value_len + 3);
-        if (grown == NULL) {
-            free(out);
-            return NULL;
         }
-        out = grown;
+        if (has_failed || value_len == 0 || !name_is(name, name_len, "Content-Encoding"))
+            continue;
+        grown = realloc(facts->content_encoding, len + value_len + 3);
+        if (grown == NULL) {
+            /* No encoding rather than part of the list; keep looking for
+             * the Content-Type. */
+            free(facts->content_encoding);
+            facts->content_encoding = NULL;
+            has_failed = true;
+            continue;
+        }
+        facts->content_encoding = grown;
         if (len > 0) {
-            memcpy(out + len, ", ", 2);
+            memcpy(grown + len, ", ", 2);
             len += 2;
         }
-        memcpy(out + len, value, value_len);
+        memcpy(grown + len, value, value_len);
         len += value_len;
-        out[len] = '\0';
+        grown[len] = '\0';
     }
-    return out;
 }
 
 /* ---- opening and closing ---- */
@@ -340,19 +366,26 @@ static int prepare_writer(struct flowstore *store, char *err, size_t err_len)
         prepare(db, path,
                 "INSERT INTO flows (" FLOW_INSERT_COLUMNS ") VALUES (" FLOW_INSERT_VALUES ")",
                 &store->insert_flow_stmt, err, err_len) != 0 ||
-        prepare(db, path, "INSERT INTO flow_bodies (flow_id, direction, data) VALUES (?1, ?2, ?3)",
+        prepare(db, path, "INSERT INTO flow_bodies (body_key, data) VALUES (?1, ?2)",
                 &store->insert_body_stmt, err, err_len) != 0 ||
-        /* max(id) is one b-tree descent and both deletes are range scans,
-         * so pruning after every batch costs the rows it removes. It keeps
-         * exactly max_flows while ids have no gaps; after deletions from
-         * the dashboard it keeps fewer, never more. Bodies go first so the
-         * cascade of the second statement finds nothing left to do. */
+        /* max(id) is one b-tree descent and both deletes are range scans
+         * (body keys of flows up to id N end at N * 4 + 3), so pruning
+         * after every batch costs the rows it removes. It keeps exactly
+         * max_flows while ids have no gaps; after deletions from the
+         * dashboard it keeps fewer, never more. Nothing cascades: the
+         * bodies are deleted here, first, while max(id) still names the
+         * same flow in both statements. */
         prepare(db, path,
-                "DELETE FROM flow_bodies WHERE flow_id <= (SELECT max(id) FROM flows) - ?1",
+                "DELETE FROM flow_bodies WHERE body_key <= ((SELECT max(id) FROM flows) - ?1) * 4 "
+                "+ 3",
                 &store->prune_bodies_stmt, err, err_len) != 0 ||
         prepare(db, path, "DELETE FROM flows WHERE id <= (SELECT max(id) FROM flows) - ?1",
                 &store->prune_flows_stmt, err, err_len) != 0 ||
-        /* One row: ON DELETE CASCADE removes its bodies. */
+        /* SQLite's * turns an overflowing product into a REAL, which no
+         * key equals: an absurd id deletes nothing rather than wrapping
+         * onto another flow's bodies. */
+        prepare(db, path, "DELETE FROM flow_bodies WHERE body_key BETWEEN ?1 * 4 AND ?1 * 4 + 3",
+                &store->delete_bodies_stmt, err, err_len) != 0 ||
         prepare(db, path, "DELETE FROM flows WHERE id = ?1", &store->delete_stmt, err, err_len) !=
             0 ||
         prepare(db, path, "DELETE FROM flow_bodies", &store->clear_bodies_stmt, err, err_len) !=
@@ -380,7 +413,7 @@ static int prepare_reader(struct flowstore *store, char *err, size_t err_len)
     }
     if (prepare(db, path, "SELECT " RECORD_COLUMNS " FROM flows WHERE id = ?1", &store->get_stmt,
                 err, err_len) != 0 ||
-        prepare(db, path, "SELECT data FROM flow_bodies WHERE flow_id = ?1 AND direction = ?2",
+        prepare(db, path, "SELECT data FROM flow_bodies WHERE body_key = ?1 * 4 + ?2",
                 &store->get_body_stmt, err, err_len) != 0 ||
         prepare(db, path, "SELECT max(id) FROM flows", &store->newest_stmt, err, err_len) != 0)
         goto out;
@@ -517,6 +550,7 @@ void flowstore_close(struct flowstore *store)
     sqlite3_finalize(store->insert_body_stmt);
     sqlite3_finalize(store->prune_bodies_stmt);
     sqlite3_finalize(store->prune_flows_stmt);
+    sqlite3_finalize(store->delete_bodies_stmt);
     sqlite3_finalize(store->delete_stmt);
     sqlite3_finalize(store->clear_bodies_stmt);
     sqlite3_finalize(store->clear_flows_stmt);
@@ -696,16 +730,6 @@ static void bind_time(struct binder *b, int64_t us)
         b->rc = sqlite3_bind_int64(b->stmt, b->index, (sqlite3_int64)us);
 }
 
-static void bind_header(struct binder *b, const char *headers, const char *name)
-{
-    const char *value = NULL;
-    size_t len = 0;
-
-    if (!header_find(headers, name, &value, &len))
-        value = NULL;
-    bind_textn(b, value, len);
-}
-
 /* Fills msg with what failed and a hint a person can act on. */
 static void describe_error(sqlite3 *db, int rc, const char *what, char *msg, size_t msg_len)
 {
@@ -749,8 +773,14 @@ static int step_done(sqlite3 *db, sqlite3_stmt *stmt, const char *what, char *ms
     return rc;
 }
 
+/* "HTTP/1.<minor>"; the two versions nearly every flow has are constants,
+ * as snprintf() would be a sizeable share of the writer's own work. */
 static const char *version_text(int minor, char *buf, size_t len)
 {
+    if (minor == 1)
+        return "HTTP/1.1";
+    if (minor == 0)
+        return "HTTP/1.0";
     snprintf(buf, len, "HTTP/1.%d", minor);
     return buf;
 }
@@ -763,9 +793,10 @@ static int insert_body(struct flowstore *store, int64_t id, enum flowstore_direc
 
     if (body->len == 0)
         return SQLITE_DONE;
-    if ((rc = sqlite3_bind_int64(stmt, 1, id)) != SQLITE_OK ||
-        (rc = sqlite3_bind_int(stmt, 2, (int)direction)) != SQLITE_OK ||
-        (rc = sqlite3_bind_blob64(stmt, 3, body->data, body->len, SQLITE_STATIC)) != SQLITE_OK) {
+    /* id is the AUTOINCREMENT rowid just assigned, counting up from 1:
+     * id * 4 is nowhere near overflow. */
+    if ((rc = sqlite3_bind_int64(stmt, 1, id * 4 + (int64_t)direction)) != SQLITE_OK ||
+        (rc = sqlite3_bind_blob64(stmt, 2, body->data, body->len, SQLITE_STATIC)) != SQLITE_OK) {
         describe_error(store->wdb, rc, "storing a body", msg, msg_len);
         sqlite3_clear_bindings(stmt);
         return rc;
@@ -784,9 +815,11 @@ static int insert_flow(struct flowstore *store, struct flow *flow, char *msg, si
     bool has_resp_original = flow->has_response_body_original;
     bool has_response = flow->status != 0 || flow->response_headers != NULL;
     char req_version[16], resp_version[16];
-    char *req_encoding = header_join(flow->request_headers, "Content-Encoding");
-    char *resp_encoding = header_join(flow->response_headers, "Content-Encoding");
+    struct header_facts req, resp;
     int rc;
+
+    header_facts(flow->request_headers, &req);
+    header_facts(flow->response_headers, &resp);
 
     bind_int(&b, flow->kind);
     bind_int(&b, flow->timings.start);
@@ -811,10 +844,10 @@ static int insert_flow(struct flowstore *store, struct flow *flow, char *msg, si
     bind_int(&b, flow->request_body.truncated || flow->request_body.size > flow->request_body.len);
     bind_int(&b,
              flow->response_body.truncated || flow->response_body.size > flow->response_body.len);
-    bind_header(&b, flow->request_headers, "Content-Type");
-    bind_header(&b, flow->response_headers, "Content-Type");
-    bind_text(&b, req_encoding);
-    bind_text(&b, resp_encoding);
+    bind_textn(&b, req.content_type, req.content_type_len);
+    bind_textn(&b, resp.content_type, resp.content_type_len);
+    bind_text(&b, req.content_encoding);
+    bind_text(&b, resp.content_encoding);
     bind_time(&b, flow->timings.connected);
     bind_time(&b, flow->timings.tls_done);
     bind_time(&b, flow->timings.request_sent);
@@ -868,8 +901,8 @@ static int insert_flow(struct flowstore *store, struct flow *flow, char *msg, si
         rc = insert_body(store, flow->id, FLOWSTORE_RESPONSE_ORIGINAL,
                          &flow->response_body_original, msg, msg_len);
 out:
-    free(req_encoding);
-    free(resp_encoding);
+    free(req.content_encoding);
+    free(resp.content_encoding);
     return rc;
 }
 
@@ -1003,6 +1036,7 @@ static void *writer_run(void *arg)
     size_t count;
     size_t i;
 
+    pthread_setname_np(pthread_self(), "tw-flowwriter");
     pthread_mutex_lock(&store->lock);
     for (;;) {
         while (store->queue_count == 0 && !store->is_stopping)
@@ -1050,6 +1084,20 @@ static void *writer_run(void *arg)
 
 /* ---- deleting ---- */
 
+/* Binds id as ?1 and steps stmt; returns the step's result code, with msg
+ * filled when it is not SQLITE_DONE. */
+static int step_with_id(struct flowstore *store, sqlite3_stmt *stmt, int64_t id, const char *what,
+                        char *msg, size_t msg_len)
+{
+    int rc = sqlite3_bind_int64(stmt, 1, id);
+
+    if (rc != SQLITE_OK) {
+        describe_error(store->wdb, rc, what, msg, msg_len);
+        return rc;
+    }
+    return step_done(store->wdb, stmt, what, msg, msg_len);
+}
+
 int flowstore_delete(struct flowstore *store, int64_t id, bool *found, char *err, size_t err_len)
 {
     char msg[FLOWSTORE_ERROR_BYTES];
@@ -1058,13 +1106,21 @@ int flowstore_delete(struct flowstore *store, int64_t id, bool *found, char *err
 
     *found = false;
     pthread_mutex_lock(&store->write_lock);
-    rc = sqlite3_bind_int64(store->delete_stmt, 1, id);
-    if (rc != SQLITE_OK)
-        describe_error(store->wdb, rc, "deleting a flow", msg, sizeof(msg));
-    else
-        rc = step_done(store->wdb, store->delete_stmt, "deleting a flow", msg, sizeof(msg));
+    /* One transaction, as nothing cascades (schema version 5): the flow
+     * and its bodies go together or not at all. */
+    rc = step_done(store->wdb, store->begin_stmt, "starting a transaction", msg, sizeof(msg));
+    if (rc == SQLITE_DONE)
+        rc =
+            step_with_id(store, store->delete_bodies_stmt, id, "deleting a flow", msg, sizeof(msg));
     if (rc == SQLITE_DONE) {
+        rc = step_with_id(store, store->delete_stmt, id, "deleting a flow", msg, sizeof(msg));
         changes = sqlite3_changes(store->wdb);
+    }
+    if (rc == SQLITE_DONE)
+        rc = step_done(store->wdb, store->commit_stmt, "deleting a flow", msg, sizeof(msg));
+    if (rc != SQLITE_DONE) {
+        rollback_if_open(store);
+    } else {
         pthread_mutex_lock(&store->lock);
         stored_sub(store, (uint64_t)changes);
         pthread_mutex_unlock(&store->lock);
@@ -1382,10 +1438,11 @@ static int build_list_query(struct list_query *q, const struct flowstore_filter 
          * is rare it reads every body below the cursor once. Acceptable
          * for an interactive search; both arguments are BLOBs, so instr()
          * compares bytes and finds text in binary bodies too. Only the
-         * bodies as sent (directions 0 and 1): a hit must be in the body
-         * the detail view shows first, not in an original a rule replaced. */
-        query_add(q, " AND EXISTS (SELECT 1 FROM flow_bodies WHERE flow_id = flows.id AND "
-                     "direction <= 1 AND instr(data, ?) > 0)");
+         * bodies as sent (directions 0 and 1, the first two body keys of
+         * the flow): a hit must be in the body the detail view shows first,
+         * not in an original a rule replaced. */
+        query_add(q, " AND EXISTS (SELECT 1 FROM flow_bodies WHERE body_key BETWEEN flows.id * 4 "
+                     "AND flows.id * 4 + 1 AND instr(data, ?) > 0)");
         param_bytes(q, true, f->body_bytes, f->body_len);
     }
     query_add(q, f->is_oldest_first ? " ORDER BY id ASC LIMIT ?" : " ORDER BY id DESC LIMIT ?");
@@ -1516,6 +1573,9 @@ int flowstore_get_body(struct flowstore *store, int64_t id, enum flowstore_direc
 
     *data = NULL;
     *len = 0;
+    /* Any other value would name a key of another flow's bodies. */
+    if ((unsigned)direction > FLOWSTORE_RESPONSE_ORIGINAL)
+        return 0;
     pthread_mutex_lock(&store->read_lock);
     rc = sqlite3_bind_int64(stmt, 1, id);
     if (rc == SQLITE_OK)

@@ -167,9 +167,10 @@ char *flow_text_utf8(const char *text, size_t len, size_t *out_len);
 #define FLOWSTORE_LIST_MAX_FLOWS 10000 /* one flowstore_list() call returns at most this */
 #define FLOWSTORE_HAR_MAX_FLOWS 10000  /* newest flows in an export of "all" */
 
-/* Which body: the values are the direction column of flow_bodies. The
- * originals are the bodies as received before a rule rewrote them, stored
- * decoded (see struct flow). */
+/* Which body: the values are stored, as flow_bodies.body_key = flow id * 4 +
+ * direction (sql/schema.sql, version 5), so they never change and stay below
+ * 4. The originals are the bodies as received before a rule rewrote them,
+ * stored decoded (see struct flow). */
 enum flowstore_direction {
     FLOWSTORE_REQUEST = 0,
     FLOWSTORE_RESPONSE = 1,

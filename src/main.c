@@ -194,6 +194,7 @@ int main(int argc, char **argv)
             .token = cfg.dashboard_token,
             .web_root = cfg.web_root,
             .rules = book,
+            .certs = certs,
         };
         if (dashboard_start(&dopts, flows, ca, &dash, err, sizeof(err)) < 0) {
             log_error("dashboard: %s", err);

@@ -194,6 +194,17 @@ else
     note "python3 missing: idle-pause checks skipped"
 fi
 
+# ---- certificate figures in the dashboard's /api/stats ----
+# good.test, a.test and b.test (at least) were minted; good.test was then
+# served from memory many times; the mints took measurable time.
+dash=$(grep -aEo -m 1 '^dashboard: http://127\.0\.0\.1:[0-9]+/\?token=[A-Za-z0-9._~-]+' "$PROXY_OUT")
+dash=${dash#dashboard: }
+stats=$(dcurl -H "X-Tapwire-Token: ${dash##*token=}" "${dash%%/\?token=*}/api/stats")
+check_eq "stats: leaves minted (>= 3), reused from memory, mint time counted" "True True True" \
+    "$(python3 -c 'import json, sys
+c = json.loads(sys.argv[1])["certificates"]
+print(c["minted"] >= 3, c["from_memory"] >= 1, c["mint_us_total"] > 0)' "$stats" 2>&1)"
+
 # ---- the data directory ----
 check_eq "data directory mode 700" 700 "$(stat -c %a "$tmp/data")"
 check_eq "ca-key.pem mode 600" 600 "$(stat -c %a "$tmp/data/ca-key.pem")"

@@ -4,7 +4,7 @@
  * pruned, a full queue drops and counts, database errors are counted while
  * the writer keeps going, listing pages and filters, delete and clear, HAR
  * export, what rewrite rules changed (the originals) and the migrations of a
- * version-1 and a version-3 database.
+ * version-1, a version-3 and a version-4 database.
  *
  * The writer is paused where a test needs it by a written-callback that
  * blocks (the callback contract says it must not; here that is the point),
@@ -537,8 +537,8 @@ static void test_pruning_keeps_exactly_max_flows_newest(void)
     listed_ids(store, &filter, ids, sizeof(ids));
     CU_ASSERT_STRING_EQUAL(ids, "35,34,33,32,31,30,29,28,27,26");
     CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows"), 10);
-    /* Bodies went with their flows. */
-    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_bodies WHERE flow_id < 26"), 0);
+    /* Bodies went with their flows (body_key = flow id * 4 + direction). */
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_bodies WHERE body_key < 26 * 4"), 0);
     flowstore_stats(store, &st);
     CU_ASSERT_EQUAL(st.stored, 10);
     CU_ASSERT_EQUAL(st.written, 35);
@@ -559,8 +559,10 @@ static void test_pruned_flow_takes_its_bodies(void)
         submit(store, f);
         CU_ASSERT_EQUAL(flowstore_sync(store, SYNC_MS), 0);
     }
+    /* Flow 3's request and response, nothing of flows 1 and 2. */
     CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_bodies"), 2);
-    CU_ASSERT_EQUAL(query_int("SELECT min(flow_id) FROM flow_bodies"), 3);
+    CU_ASSERT_EQUAL(query_int("SELECT min(body_key) FROM flow_bodies"), 3 * 4 + FLOWSTORE_REQUEST);
+    CU_ASSERT_EQUAL(query_int("SELECT max(body_key) FROM flow_bodies"), 3 * 4 + FLOWSTORE_RESPONSE);
     flowstore_close(store);
 }
 
@@ -651,11 +653,8 @@ static void test_database_error_counts_losses_and_writer_recovers(void)
     CU_ASSERT_EQUAL(count_lines_containing(log_path, "captured flows are being lost"), 1);
     CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows"), 1); /* rolled back whole */
 
-    CU_ASSERT_EQUAL_FATAL(exec_sql("CREATE TABLE flow_bodies (flow_id INTEGER NOT NULL "
-                                   "REFERENCES flows (id) ON DELETE CASCADE, direction INTEGER "
-                                   "NOT NULL, data BLOB NOT NULL, PRIMARY KEY (flow_id, "
-                                   "direction))"),
-                          0);
+    CU_ASSERT_EQUAL_FATAL(
+        exec_sql("CREATE TABLE flow_bodies (body_key INTEGER PRIMARY KEY, data BLOB NOT NULL)"), 0);
     f = simple_flow("POST", "ok.test", "/", 200);
     flow_body_append(&f->request_body, "y", 1);
     submit(store, f);
@@ -922,11 +921,17 @@ static void test_delete_removes_flow_and_bodies(void)
     bool found = false;
 
     CU_ASSERT_FATAL(store != NULL);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_bodies WHERE body_key = 4 * 4"), 1);
     CU_ASSERT_EQUAL(flowstore_delete(store, 4, &found, err, sizeof(err)), 0);
     CU_ASSERT_TRUE(found);
     CU_ASSERT_EQUAL(flowstore_get(store, 4, &rec, err, sizeof(err)), 0);
     CU_ASSERT_PTR_NULL(rec);
-    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_bodies WHERE flow_id = 4"), 0);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_bodies WHERE body_key BETWEEN 4 * 4 AND "
+                              "4 * 4 + 3"),
+                    0);
+    /* Flow 6's response body stays. */
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_bodies"), 1);
+    CU_ASSERT_EQUAL(query_int("SELECT body_key FROM flow_bodies"), 6 * 4 + FLOWSTORE_RESPONSE);
     expect_ids(store, &f, "8,7,6,5,3,2,1");
     CU_ASSERT_EQUAL(flowstore_delete(store, 4, &found, err, sizeof(err)), 0);
     CU_ASSERT_FALSE(found);
@@ -944,6 +949,7 @@ static void test_clear_removes_everything_and_ids_are_not_reused(void)
     int64_t newest = -1;
 
     CU_ASSERT_FATAL(store != NULL);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_bodies"), 2);
     CU_ASSERT_EQUAL(flowstore_clear(store, err, sizeof(err)), 0);
     expect_ids(store, &f, "");
     CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_bodies"), 0);
@@ -1272,7 +1278,7 @@ static void test_flow_without_rules_has_no_originals(void)
     CU_ASSERT_FALSE(rec->flow.has_request_body_original);
     CU_ASSERT_FALSE(rec->flow.has_response_body_original);
     CU_ASSERT_PTR_NULL(rec->flow.rules_notes);
-    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_bodies WHERE direction > 1"), 0);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_bodies WHERE body_key % 4 > 1"), 0);
     flowstore_record_free(rec);
     flowstore_close(store);
 }
@@ -1303,10 +1309,66 @@ static void test_originals_are_listed_out_searched_out_and_deleted_with_the_flow
     expect_ids(store, &filter, "1");
     filter.body_bytes = "Example";
     expect_ids(store, &filter, "");
-    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_bodies WHERE direction = 3"), 1);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_bodies WHERE body_key = 1 * 4 + 3"), 1);
     CU_ASSERT_EQUAL(flowstore_delete(store, 1, &found, err, sizeof(err)), 0);
     CU_ASSERT_TRUE(found);
     CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_bodies"), 0);
+    flowstore_close(store);
+}
+
+/* The bytes of one stored body are exactly want (want NULL: no body). */
+static void expect_body(struct flowstore *store, int64_t id, enum flowstore_direction direction,
+                        const void *want, size_t want_len)
+{
+    unsigned char *body = NULL;
+    size_t len = 0;
+    char err[512] = "";
+
+    CU_ASSERT_EQUAL(flowstore_get_body(store, id, direction, &body, &len, err, sizeof(err)), 0);
+    if (want == NULL) {
+        CU_ASSERT_PTR_NULL(body);
+        CU_ASSERT_EQUAL(len, 0);
+    } else {
+        CU_ASSERT_EQUAL(len, want_len);
+        CU_ASSERT(body != NULL && len == want_len && memcmp(body, want, len) == 0);
+        if (body == NULL || len != want_len || memcmp(body, want, len) != 0)
+            fprintf(stderr, "flow %" PRId64 " body %d: %zu bytes, expected %zu\n", id,
+                    (int)direction, len, want_len);
+    }
+    free(body);
+}
+
+/* Bodies are deleted by flowstore_clear() itself, not by a cascade: none
+ * of any direction may outlive their flows. */
+static void test_clear_leaves_no_body_of_any_direction(void)
+{
+    struct flowstore *store = open_store(100);
+    struct flow *f;
+    char err[512] = "";
+    int i;
+
+    CU_ASSERT_FATAL(store != NULL);
+    for (i = 0; i < 2; i++) {
+        f = rewritten_flow();
+        flow_body_append(&f->request_body, "sent", 4);
+        f->has_request_body_original = true;
+        flow_body_append(&f->request_body_original, "received", 8);
+        submit(store, f);
+    }
+    CU_ASSERT_EQUAL_FATAL(flowstore_sync(store, SYNC_MS), 0);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_bodies"), 8);
+    CU_ASSERT_EQUAL(flowstore_clear(store, err, sizeof(err)), 0);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_bodies"), 0);
+    expect_body(store, 2, FLOWSTORE_REQUEST_ORIGINAL, NULL, 0);
+
+    /* The next flow's body is the only one, under its own key. */
+    f = simple_flow("POST", "after.clear", "/", 200);
+    flow_body_append(&f->request_body, "fresh", 5);
+    submit(store, f);
+    CU_ASSERT_EQUAL_FATAL(flowstore_sync(store, SYNC_MS), 0);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_bodies"), 1);
+    CU_ASSERT_EQUAL(query_int("SELECT body_key FROM flow_bodies"), 3 * 4 + FLOWSTORE_REQUEST);
+    expect_body(store, 3, FLOWSTORE_REQUEST, "fresh", 5);
     flowstore_close(store);
 }
 
@@ -1426,6 +1488,117 @@ static void test_version_3_database_migrates_and_keeps_flows(void)
     flowstore_close(store);
 }
 
+/* Flows 5, 6 and 7 with bodies as a version-4 database holds them: one
+ * row per (flow_id, direction). Each has a response original (direction 3,
+ * the last key of a flow), so a key range cut one short leaves it behind;
+ * flow 6 has binary bytes and no request body, flow 7 all four bodies. */
+static const char v4_flows[] =
+    "INSERT INTO flows (id, kind, time_start_us, client, scheme, method, host, port, target, "
+    "req_version, resp_version, req_headers, resp_headers, status, reason, req_body_size, "
+    "resp_body_size, req_body_captured, resp_body_captured, req_truncated, resp_truncated, "
+    "is_tls, bytes_up, bytes_down, resp_body_original_size, resp_body_original_captured, "
+    "resp_original_truncated) VALUES "
+    "(5, 0, 1700000000000000, '127.0.0.1:1', 'http', 'POST', 'five.test', 80, '/5', "
+    "'HTTP/1.1', 'HTTP/1.1', 'Host: five.test\r\n', NULL, 200, 'OK', 4, 5, 4, 5, 0, 0, 0, 0, 0, "
+    "5, 5, 0),"
+    "(6, 0, 1700000000000001, '127.0.0.1:1', 'http', 'GET', 'six.test', 80, '/6', "
+    "'HTTP/1.1', 'HTTP/1.1', 'Host: six.test\r\n', NULL, 200, 'OK', 0, 4, 0, 4, 0, 0, 0, 0, 0, "
+    "2, 2, 0),"
+    "(7, 0, 1700000000000002, '127.0.0.1:1', 'http', 'POST', 'seven.test', 80, '/7', "
+    "'HTTP/1.1', 'HTTP/1.1', 'Host: seven.test\r\n', NULL, 200, 'OK', 9, 9, 9, 9, 0, 0, 0, 0, 0, "
+    "17, 17, 0);"
+    "UPDATE flows SET req_body_original_size = 13, req_body_original_captured = 13, "
+    "req_original_truncated = 0 WHERE id = 7;"
+    "INSERT INTO flow_bodies (flow_id, direction, data) VALUES "
+    "(5, 0, CAST('req5' AS BLOB)), (5, 1, CAST('resp5' AS BLOB)), (5, 3, CAST('orig5' AS BLOB)), "
+    "(6, 1, X'00ff0a00'), (6, 3, X'ff00'), "
+    "(7, 0, CAST('post body' AS BLOB)), (7, 1, CAST('rewritten' AS BLOB)), "
+    "(7, 2, CAST('post original' AS BLOB)), (7, 3, CAST('original response' AS BLOB));";
+
+static void test_version_4_database_migrates_bodies_to_one_key_each(void)
+{
+    char *v4 = schema_before(5);
+    struct flowstore *store;
+    struct flowstore_filter filter = {0};
+    struct flow *f;
+    bool found = false;
+    char err[512] = "";
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(v4);
+    CU_ASSERT_EQUAL_FATAL(exec_sql(v4), 0);
+    free(v4);
+    CU_ASSERT_EQUAL_FATAL(exec_sql(v4_flows), 0);
+    CU_ASSERT_EQUAL_FATAL(query_int("PRAGMA user_version"), 4);
+    CU_ASSERT_EQUAL_FATAL(query_int("SELECT count(*) FROM sqlite_master WHERE name = 'flows_time'"),
+                          1);
+    /* Three flows: pruning after the next batch drops flow 5. */
+    store = open_store(3);
+    CU_ASSERT_FATAL(store != NULL);
+    CU_ASSERT(db_schema_version() >= 5);
+    CU_ASSERT_EQUAL(query_int("PRAGMA user_version"), db_schema_version());
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM sqlite_master WHERE name = 'flows_time'"), 0);
+    /* One row per body, under flow id * 4 + direction; the old table and
+     * its autoindex are gone. */
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_bodies WHERE body_key IN "
+                              "(20, 21, 23, 25, 27, 28, 29, 30, 31)"),
+                    9);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_bodies"), 9);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM sqlite_master WHERE tbl_name = 'flow_bodies'"),
+                    1);
+
+    /* Every body reads back byte for byte; absent ones stay absent. */
+    expect_body(store, 5, FLOWSTORE_REQUEST, "req5", 4);
+    expect_body(store, 5, FLOWSTORE_RESPONSE, "resp5", 5);
+    expect_body(store, 5, FLOWSTORE_REQUEST_ORIGINAL, NULL, 0);
+    expect_body(store, 5, FLOWSTORE_RESPONSE_ORIGINAL, "orig5", 5);
+    expect_body(store, 6, FLOWSTORE_REQUEST, NULL, 0);
+    expect_body(store, 6, FLOWSTORE_RESPONSE, "\0\xff\n\0", 4);
+    expect_body(store, 6, FLOWSTORE_RESPONSE_ORIGINAL, "\xff\0", 2);
+    expect_body(store, 7, FLOWSTORE_REQUEST, "post body", 9);
+    expect_body(store, 7, FLOWSTORE_RESPONSE, "rewritten", 9);
+    expect_body(store, 7, FLOWSTORE_REQUEST_ORIGINAL, "post original", 13);
+    expect_body(store, 7, FLOWSTORE_RESPONSE_ORIGINAL, "original response", 17);
+    /* The body search sees requests and responses as sent, not originals. */
+    filter.body_bytes = "req5";
+    filter.body_len = 4;
+    expect_ids(store, &filter, "5");
+    filter.body_bytes = "rewritten";
+    filter.body_len = 9;
+    expect_ids(store, &filter, "7");
+    filter.body_bytes = "original";
+    filter.body_len = 8;
+    expect_ids(store, &filter, "");
+
+    /* Deleting flow 6 takes its body and nothing of its neighbours. */
+    CU_ASSERT_EQUAL(flowstore_delete(store, 6, &found, err, sizeof(err)), 0);
+    CU_ASSERT_TRUE(found);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_bodies WHERE body_key BETWEEN 24 AND 27"),
+                    0);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_bodies"), 7);
+    expect_body(store, 6, FLOWSTORE_RESPONSE, NULL, 0);
+    expect_body(store, 6, FLOWSTORE_RESPONSE_ORIGINAL, NULL, 0);
+    expect_body(store, 5, FLOWSTORE_RESPONSE_ORIGINAL, "orig5", 5);
+    expect_body(store, 7, FLOWSTORE_REQUEST, "post body", 9);
+
+    /* Flow 8 makes flow 5 the oldest beyond max_flows: pruned with its
+     * bodies. */
+    f = simple_flow("POST", "eight.test", "/8", 200);
+    flow_body_append(&f->request_body, "req8", 4);
+    submit(store, f);
+    CU_ASSERT_EQUAL_FATAL(flowstore_sync(store, SYNC_MS), 0);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows"), 2);
+    CU_ASSERT_EQUAL(query_int("SELECT min(id) FROM flows"), 7);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_bodies WHERE body_key BETWEEN 20 AND 23"),
+                    0);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_bodies"), 5);
+    expect_body(store, 5, FLOWSTORE_REQUEST, NULL, 0);
+    expect_body(store, 5, FLOWSTORE_RESPONSE_ORIGINAL, NULL, 0);
+    expect_body(store, 7, FLOWSTORE_REQUEST, "post body", 9);
+    expect_body(store, 7, FLOWSTORE_RESPONSE_ORIGINAL, "original response", 17);
+    expect_body(store, 8, FLOWSTORE_REQUEST, "req8", 4);
+    flowstore_close(store);
+}
+
 static void test_in_memory_database_is_refused(void)
 {
     struct flowstore *store = NULL;
@@ -1498,6 +1671,10 @@ int main(void)
                      test_originals_are_listed_out_searched_out_and_deleted_with_the_flow) ||
         !CU_add_test(suite, "version_3_database_migrates_and_keeps_flows",
                      test_version_3_database_migrates_and_keeps_flows) ||
+        !CU_add_test(suite, "clear_leaves_no_body_of_any_direction",
+                     test_clear_leaves_no_body_of_any_direction) ||
+        !CU_add_test(suite, "version_4_database_migrates_bodies_to_one_key_each",
+                     test_version_4_database_migrates_bodies_to_one_key_each) ||
         !CU_add_test(suite, "in_memory_database_is_refused", test_in_memory_database_is_refused))
         goto fail;
     CU_basic_set_mode(CU_BRM_VERBOSE);
