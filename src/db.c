@@ -22,6 +22,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -301,6 +302,17 @@ out:
     return rc;
 }
 
+/* Before SQLite's first use (sqlite3_config() is refused after it): no
+ * memory statistics, which SQLite otherwise keeps under a global mutex on
+ * every allocation, from every connection of every thread (the flow writer
+ * allocates for each row). Nothing here reads them. */
+static pthread_once_t configure_once = PTHREAD_ONCE_INIT;
+
+static void configure_sqlite(void)
+{
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+}
+
 static bool is_memory_path(const char *path)
 {
     return path[0] == '\0' || strcmp(path, ":memory:") == 0;
@@ -315,6 +327,7 @@ int db_open(const char *path, sqlite3 **out, char *err, size_t err_len)
     int ret = -1;
 
     *out = NULL;
+    pthread_once(&configure_once, configure_sqlite);
     if (sqlite3_threadsafe() == 0) {
         errmsg_set(err, err_len, "SQLite was built without thread support; tapwire needs it");
         goto out;

@@ -88,7 +88,7 @@ static bool has_head_end(const char *data, size_t len, size_t *scan_from)
 /* Reads until parse() accepts or refuses a head. Parses only once there is a
  * chance of success (or of a limit error), so a head sent a byte at a time
  * costs linear, not quadratic, work. */
-static int read_head(struct stream *s, int64_t deadline, int first_wait_ms,
+static int read_head(struct stream *s, int64_t deadline, int first_wait_ms, bool poll_first,
                      int (*parse)(const char *, size_t, void *, struct http1_head *,
                                   struct http1_error *),
                      void *parse_arg, struct http1_head *head, struct http1_error *err,
@@ -97,11 +97,14 @@ static int read_head(struct stream *s, int64_t deadline, int first_wait_ms,
     size_t scan_from = 0;
     size_t parsed_at = 0;
     *got_nothing = false;
-    /* Read straight away rather than poll first: on a busy keep-alive
-     * connection the bytes are usually there, and a poll per read doubles
-     * the system calls. */
+    /* A request head is read straight away: on a busy keep-alive connection
+     * its bytes are usually there. A response head has only just been
+     * asked for and is never there yet, so the caller has us wait first
+     * rather than spend a read that can only say "not yet". */
     if (stream_buffered(s) == 0) {
-        ssize_t r = stream_fill(s, first_wait_ms);
+        ssize_t r = poll_first ? stream_wait_readable(s, first_wait_ms) : STREAM_OK;
+        if (r == STREAM_OK)
+            r = stream_fill(s, first_wait_ms);
         if (r < 0) {
             *got_nothing = true;
             err->status = r == STREAM_TIMEOUT ? 408 : 400;
@@ -173,7 +176,7 @@ int exchange_read_request(struct stream *client, const struct exchange_timeouts 
     if (stream_buffered(client) == 0 && stream_fill(client, t->idle_ms) <= 0)
         return 0;
     deadline = clock_mono_ms() + t->header_ms;
-    int n = read_head(client, deadline, t->header_ms, parse_request_cb, NULL, head, err,
+    int n = read_head(client, deadline, t->header_ms, false, parse_request_cb, NULL, head, err,
                       &got_nothing, NULL);
     if (n < 0 && got_nothing)
         return 0;
@@ -889,7 +892,8 @@ int exchange_forward(struct stream *client, struct stream *upstream,
     for (;;) {
         struct http1_error perr = {0};
         bool got_nothing;
-        int n = read_head(upstream, clock_mono_ms() + t->io_ms, t->io_ms, parse_response_cb, &rctx, resp,
+        int n = read_head(upstream, clock_mono_ms() + t->io_ms, t->io_ms, true, parse_response_cb,
+                          &rctx, resp,
                           &perr, &got_nothing,
                           flow && !flow->timings.first_byte ? &flow->timings.first_byte : NULL);
         if (n < 0) {
