@@ -671,7 +671,10 @@ void flowstore_set_written_callback(struct flowstore *store, flowstore_written_f
 
 /* ---- the writer ---- */
 
-/* Binds consecutive parameters, keeping the first failure. */
+/* Binds consecutive parameters, keeping the first failure. NULLs are not
+ * bound: every use of the insert statement ends in sqlite3_clear_bindings()
+ * (step_done(), and the error path of insert_flow()), so each parameter
+ * starts out NULL, and a flow leaves a dozen or more of them so. */
 struct binder {
     sqlite3_stmt *stmt;
     int index;
@@ -690,9 +693,7 @@ static void bind_textn(struct binder *b, const char *text, size_t len)
     b->index++;
     if (b->rc != SQLITE_OK)
         return;
-    if (text == NULL)
-        b->rc = sqlite3_bind_null(b->stmt, b->index);
-    else
+    if (text != NULL)
         b->rc = sqlite3_bind_text64(b->stmt, b->index, text, len, SQLITE_STATIC, SQLITE_UTF8);
 }
 
@@ -715,8 +716,8 @@ static void bind_int_if(struct binder *b, bool has, int64_t value)
     b->index++;
     if (b->rc != SQLITE_OK)
         return;
-    b->rc = has ? sqlite3_bind_int64(b->stmt, b->index, (sqlite3_int64)value)
-                : sqlite3_bind_null(b->stmt, b->index);
+    if (has)
+        b->rc = sqlite3_bind_int64(b->stmt, b->index, (sqlite3_int64)value);
 }
 
 static void bind_time(struct binder *b, int64_t us)
@@ -724,9 +725,7 @@ static void bind_time(struct binder *b, int64_t us)
     b->index++;
     if (b->rc != SQLITE_OK)
         return;
-    if (us == 0)
-        b->rc = sqlite3_bind_null(b->stmt, b->index);
-    else
+    if (us != 0)
         b->rc = sqlite3_bind_int64(b->stmt, b->index, (sqlite3_int64)us);
 }
 
