@@ -1415,8 +1415,12 @@ static int build_list_query(struct list_query *q, const struct flowstore_filter 
         query_add(q, " AND method = ? COLLATE NOCASE");
         param_bytes(q, false, f->method, strlen(f->method));
     }
-    if (f->status_class >= 1 && f->status_class <= 5) {
-        query_add(q, " AND status / 100 = ?"); /* the expression of flows_status_class */
+    if (f->status_class == 2) {
+        query_add(q, " AND status / 100 = 2"); /* common: a walk down id finds a page */
+    } else if (f->status_class >= 1 && f->status_class <= 5) {
+        /* The partial index flows_status_class (2xx left out) is used only
+         * when the query states its condition. */
+        query_add(q, " AND status / 100 = ? AND status / 100 <> 2");
         param_int(q, f->status_class);
     } else if (f->status_class == FLOWSTORE_STATUS_ERROR) {
         query_add(q, " AND error IS NOT NULL"); /* the partial index flows_error */
