@@ -88,6 +88,10 @@ struct flowstore {
     sqlite3_stmt *rollback_stmt;
     sqlite3_stmt *insert_flow_stmt;
     sqlite3_stmt *insert_body_stmt;
+    sqlite3_stmt *save_next_id_stmt;
+    /* The id the next stored flow gets (flow_ids, schema version 7): the
+     * writer assigns ids itself rather than through AUTOINCREMENT. */
+    int64_t next_id;
     sqlite3_stmt *prune_bodies_stmt;
     sqlite3_stmt *prune_flows_stmt;
     sqlite3_stmt *delete_bodies_stmt;
@@ -364,8 +368,10 @@ static int prepare_writer(struct flowstore *store, char *err, size_t err_len)
         prepare(db, path, "COMMIT", &store->commit_stmt, err, err_len) != 0 ||
         prepare(db, path, "ROLLBACK", &store->rollback_stmt, err, err_len) != 0 ||
         prepare(db, path,
-                "INSERT INTO flows (" FLOW_INSERT_COLUMNS ") VALUES (" FLOW_INSERT_VALUES ")",
+                "INSERT INTO flows (id, " FLOW_INSERT_COLUMNS ") VALUES (?, " FLOW_INSERT_VALUES ")",
                 &store->insert_flow_stmt, err, err_len) != 0 ||
+        prepare(db, path, "UPDATE flow_ids SET next_id = ?1", &store->save_next_id_stmt, err,
+                err_len) != 0 ||
         prepare(db, path, "INSERT INTO flow_bodies (body_key, data) VALUES (?1, ?2)",
                 &store->insert_body_stmt, err, err_len) != 0 ||
         /* max(id) is one b-tree descent and both deletes are range scans
@@ -442,6 +448,30 @@ out:
     return ret;
 }
 
+/* The id the next flow gets: past every id ever given out (flow_ids keeps
+ * that across deletions and restarts) and past every stored flow. */
+static int load_next_id(struct flowstore *store, char *err, size_t err_len)
+{
+    sqlite3_stmt *stmt = NULL;
+    int ret = -1;
+
+    if (prepare(store->wdb, store->db_path,
+                "SELECT max(coalesce((SELECT max(next_id) FROM flow_ids), 1), "
+                "coalesce((SELECT max(id) FROM flows), 0) + 1)",
+                &stmt, err, err_len) != 0)
+        goto out;
+    if (sqlite3_step(stmt) != SQLITE_ROW) {
+        errmsg_set(err, err_len, "database %s: cannot read the next flow id: %s", store->db_path,
+                   sqlite3_errmsg(store->wdb));
+        goto out;
+    }
+    store->next_id = sqlite3_column_int64(stmt, 0);
+    ret = 0;
+out:
+    sqlite3_finalize(stmt);
+    return ret;
+}
+
 static void *writer_run(void *arg);
 
 static int init_monotonic_cond(pthread_cond_t *cond)
@@ -502,7 +532,8 @@ int flowstore_open(const char *db_path, int64_t max_flows, struct flowstore **ou
     if (db_open(db_path, &store->wdb, err, err_len) != 0 ||
         prepare_writer(store, err, err_len) != 0 ||
         db_open(db_path, &store->rdb, err, err_len) != 0 ||
-        prepare_reader(store, err, err_len) != 0 || count_stored(store, err, err_len) != 0)
+        prepare_reader(store, err, err_len) != 0 || count_stored(store, err, err_len) != 0 ||
+        load_next_id(store, err, err_len) != 0)
         goto out;
 
     if (pthread_create(&store->writer, NULL, writer_run, store) != 0) {
@@ -550,6 +581,7 @@ void flowstore_close(struct flowstore *store)
     sqlite3_finalize(store->insert_body_stmt);
     sqlite3_finalize(store->prune_bodies_stmt);
     sqlite3_finalize(store->prune_flows_stmt);
+    sqlite3_finalize(store->save_next_id_stmt);
     sqlite3_finalize(store->delete_bodies_stmt);
     sqlite3_finalize(store->delete_stmt);
     sqlite3_finalize(store->clear_bodies_stmt);
@@ -792,7 +824,7 @@ static int insert_body(struct flowstore *store, int64_t id, enum flowstore_direc
 
     if (body->len == 0)
         return SQLITE_DONE;
-    /* id is the AUTOINCREMENT rowid just assigned, counting up from 1:
+    /* id is the one the writer just assigned, counting up from 1:
      * id * 4 is nowhere near overflow. */
     if ((rc = sqlite3_bind_int64(stmt, 1, id * 4 + (int64_t)direction)) != SQLITE_OK ||
         (rc = sqlite3_bind_blob64(stmt, 2, body->data, body->len, SQLITE_STATIC)) != SQLITE_OK) {
@@ -807,6 +839,7 @@ static int insert_body(struct flowstore *store, int64_t id, enum flowstore_direc
 static int insert_flow(struct flowstore *store, struct flow *flow, char *msg, size_t msg_len)
 {
     struct binder b = {store->insert_flow_stmt, 0, SQLITE_OK};
+    int64_t id = store->next_id;
     const struct flow_tls *tls = &flow->tls;
     const struct flow_body *req_original = &flow->request_body_original;
     const struct flow_body *resp_original = &flow->response_body_original;
@@ -820,6 +853,7 @@ static int insert_flow(struct flowstore *store, struct flow *flow, char *msg, si
     header_facts(flow->request_headers, &req);
     header_facts(flow->response_headers, &resp);
 
+    bind_int(&b, id);
     bind_int(&b, flow->kind);
     bind_int(&b, flow->timings.start);
     bind_text(&b, flow->client_addr);
@@ -889,7 +923,8 @@ static int insert_flow(struct flowstore *store, struct flow *flow, char *msg, si
     rc = step_done(store->wdb, b.stmt, "storing a flow", msg, msg_len);
     if (rc != SQLITE_DONE)
         goto out;
-    flow->id = sqlite3_last_insert_rowid(store->wdb);
+    flow->id = id;
+    store->next_id = id + 1;
     rc = insert_body(store, flow->id, FLOWSTORE_REQUEST, &flow->request_body, msg, msg_len);
     if (rc == SQLITE_DONE)
         rc = insert_body(store, flow->id, FLOWSTORE_RESPONSE, &flow->response_body, msg, msg_len);
@@ -903,6 +938,20 @@ out:
     free(req.content_encoding);
     free(resp.content_encoding);
     return rc;
+}
+
+/* Called with write_lock held, in the batch's transaction: ids given out
+ * stay given out, whatever is deleted later. */
+static int save_next_id(struct flowstore *store, char *msg, size_t msg_len)
+{
+    int rc = sqlite3_bind_int64(store->save_next_id_stmt, 1, store->next_id);
+
+    if (rc != SQLITE_OK) {
+        describe_error(store->wdb, rc, "storing the next flow id", msg, msg_len);
+        return rc;
+    }
+    return step_done(store->wdb, store->save_next_id_stmt, "storing the next flow id", msg,
+                     msg_len);
 }
 
 /* Deletes the oldest flows beyond max_flows; *pruned counts them. */
@@ -966,22 +1015,30 @@ static void report_batch(struct flowstore *store, size_t count, bool is_ok, cons
 static bool write_batch(struct flowstore *store, struct flow **batch, size_t count)
 {
     char msg[FLOWSTORE_ERROR_BYTES] = "";
+    int64_t first_id;
     int64_t pruned = 0;
     size_t i;
     int rc;
     bool is_ok = false;
 
     pthread_mutex_lock(&store->write_lock);
+    first_id = store->next_id;
     rc = step_done(store->wdb, store->begin_stmt, "starting a transaction", msg, sizeof(msg));
     for (i = 0; i < count && rc == SQLITE_DONE; i++)
         rc = insert_flow(store, batch[i], msg, sizeof(msg));
+    if (rc == SQLITE_DONE)
+        rc = save_next_id(store, msg, sizeof(msg));
     if (rc == SQLITE_DONE)
         rc = prune(store, &pruned, msg, sizeof(msg));
     if (rc == SQLITE_DONE)
         rc = step_done(store->wdb, store->commit_stmt, "committing flows", msg, sizeof(msg));
     is_ok = rc == SQLITE_DONE;
-    if (!is_ok)
+    if (!is_ok) {
         rollback_if_open(store);
+        /* Nothing of the batch was stored: its ids are free again, so ids
+         * stay without gaps (prune counts on that). */
+        store->next_id = first_id;
+    }
 
     pthread_mutex_lock(&store->lock);
     if (is_ok) {

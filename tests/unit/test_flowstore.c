@@ -1532,6 +1532,82 @@ static const char v4_flows[] =
     "(7, 0, CAST('post body' AS BLOB)), (7, 1, CAST('rewritten' AS BLOB)), "
     "(7, 2, CAST('post original' AS BLOB)), (7, 3, CAST('original response' AS BLOB));";
 
+/* A version-6 database whose newest flow (12) was deleted: AUTOINCREMENT
+ * remembered 12 in sqlite_sequence, max(id) is 7. */
+static const char v6_flows[] =
+    "INSERT INTO flows (id, kind, time_start_us, client, scheme, method, host, port, target, "
+    "req_version, resp_version, req_headers, resp_headers, status, reason, req_body_size, "
+    "resp_body_size, req_body_captured, resp_body_captured, req_truncated, resp_truncated, "
+    "is_tls, rules, bytes_up, bytes_down) VALUES (7, 0, 1700000000000000, '127.0.0.1:1', "
+    "'http', 'GET', 'old.test', 80, '/old', 'HTTP/1.1', 'HTTP/1.1', 'Host: old.test\r\n', "
+    "'Content-Type: text/plain\r\n', 404, 'Not Found', 0, 5, 0, 5, 0, 0, 0, NULL, 0, 0);"
+    "INSERT INTO flow_bodies (body_key, data) VALUES (29, X'68656c6c6f');"
+    "INSERT INTO flows (id, kind, time_start_us, client, scheme, method, host, port, target, "
+    "req_version, req_headers, status, req_body_size, resp_body_size, req_body_captured, "
+    "resp_body_captured, req_truncated, resp_truncated, is_tls, bytes_up, bytes_down) VALUES "
+    "(12, 0, 1700000000000001, '127.0.0.1:1', 'http', 'GET', 'old.test', 80, '/gone', "
+    "'HTTP/1.1', 'Host: old.test\r\n', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);"
+    "DELETE FROM flows WHERE id = 12;";
+
+/* Version 7 drops AUTOINCREMENT: the writer assigns ids, and they must still
+ * never repeat, across the migration, deletions of the newest flows and
+ * restarts. */
+static void test_version_6_database_keeps_ids_unique_without_autoincrement(void)
+{
+    char *v6 = schema_before(7);
+    struct flowstore *store;
+    struct flowstore_filter f = {0};
+    unsigned char *body = NULL;
+    size_t len = 0;
+    bool found = false;
+    char err[512] = "";
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(v6);
+    CU_ASSERT_EQUAL_FATAL(exec_sql(v6), 0);
+    free(v6);
+    CU_ASSERT_EQUAL_FATAL(exec_sql(v6_flows), 0);
+    CU_ASSERT_EQUAL_FATAL(query_int("PRAGMA user_version"), 6);
+    CU_ASSERT_EQUAL_FATAL(query_int("SELECT seq FROM sqlite_sequence WHERE name = 'flows'"), 12);
+
+    store = open_store(100);
+    CU_ASSERT_FATAL(store != NULL);
+    CU_ASSERT(db_schema_version() >= 7);
+    CU_ASSERT_EQUAL(query_int("PRAGMA user_version"), db_schema_version());
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM sqlite_master WHERE name = 'flows' AND "
+                              "sql LIKE '%AUTOINCREMENT%'"),
+                    0);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name IN "
+                              "('flows_host', 'flows_status_class', 'flows_error')"),
+                    3);
+    CU_ASSERT_EQUAL(query_int("SELECT next_id FROM flow_ids"), 13);
+    /* The old flow and its body came along. */
+    f.limit = 100;
+    expect_ids(store, &f, "7");
+    CU_ASSERT_EQUAL(flowstore_get_body(store, 7, FLOWSTORE_RESPONSE, &body, &len, err, sizeof(err)),
+                    0);
+    CU_ASSERT(len == 5 && body != NULL && memcmp(body, "hello", 5) == 0);
+    free(body);
+    f.status_class = 4; /* through the partial index, recreated */
+    expect_ids(store, &f, "7");
+    f.status_class = 0;
+
+    /* 12 was given out once: the next flow is 13, not 8. */
+    submit_many(store, 1);
+    CU_ASSERT_EQUAL(flowstore_sync(store, SYNC_MS), 0);
+    expect_ids(store, &f, "13,7");
+    CU_ASSERT_EQUAL(query_int("SELECT next_id FROM flow_ids"), 14);
+    /* Delete the newest, restart: still not reused. */
+    CU_ASSERT_EQUAL(flowstore_delete(store, 13, &found, err, sizeof(err)), 0);
+    CU_ASSERT(found);
+    flowstore_close(store);
+    store = open_store(100);
+    CU_ASSERT_FATAL(store != NULL);
+    submit_many(store, 2);
+    CU_ASSERT_EQUAL(flowstore_sync(store, SYNC_MS), 0);
+    expect_ids(store, &f, "15,14,7");
+    flowstore_close(store);
+}
+
 static void test_version_4_database_migrates_bodies_to_one_key_each(void)
 {
     char *v4 = schema_before(5);
@@ -1693,6 +1769,8 @@ int main(void)
                      test_clear_leaves_no_body_of_any_direction) ||
         !CU_add_test(suite, "version_4_database_migrates_bodies_to_one_key_each",
                      test_version_4_database_migrates_bodies_to_one_key_each) ||
+        !CU_add_test(suite, "version_6_database_keeps_ids_unique_without_autoincrement",
+                     test_version_6_database_keeps_ids_unique_without_autoincrement) ||
         !CU_add_test(suite, "in_memory_database_is_refused", test_in_memory_database_is_refused))
         goto fail;
     CU_basic_set_mode(CU_BRM_VERBOSE);
