@@ -417,6 +417,21 @@ static int prepare_reader(struct flowstore *store, char *err, size_t err_len)
                    sqlite3_errmsg(db));
         goto out;
     }
+    sqlite3_finalize(stmt);
+    stmt = NULL;
+    /* A page of the list reads a few dozen pages; a search that matches
+     * nothing reads them all, and with SQLite's default 2 MiB cache the
+     * proxy's memory would then grow with the flows stored, up to that
+     * bound. 512 KiB keeps pages under the list's cursor warm; the rest
+     * comes from the OS's cache. */
+    if (prepare(db, path, "PRAGMA cache_size = -512", &stmt, err, err_len) != 0)
+        goto out;
+    rc = sqlite3_step(stmt);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+        errmsg_set(err, err_len, "database %s: cannot size the read connection's cache: %s", path,
+                   sqlite3_errmsg(db));
+        goto out;
+    }
     if (prepare(db, path, "SELECT " RECORD_COLUMNS " FROM flows WHERE id = ?1", &store->get_stmt,
                 err, err_len) != 0 ||
         prepare(db, path, "SELECT data FROM flow_bodies WHERE body_key = ?1 * 4 + ?2",
