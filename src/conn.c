@@ -729,6 +729,7 @@ static void serve_requests(struct conn *c, enum conn_mode mode)
             break;
         }
         if (c->head == NULL && (c->head = malloc(sizeof(*c->head))) == NULL) {
+            c->client.cancel_fd = c->env->cancel_fd;
             send_error(c, 503, "out of memory", true);
             break;
         }
