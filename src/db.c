@@ -323,6 +323,7 @@ int db_open(const char *path, sqlite3 **out, char *err, size_t err_len)
     sqlite3 *db = NULL;
     sqlite3_stmt *stmt = NULL;
     const char *mode;
+    char page_size[48];
     int rc;
     int ret = -1;
 
@@ -360,6 +361,14 @@ int db_open(const char *path, sqlite3 **out, char *err, size_t err_len)
         goto out;
     }
 
+    /* 16 KiB pages for a new file (an existing one keeps its size: WAL
+     * pins it). The flow writer appends ~2.5 KB a flow, and SQLite writes
+     * the WAL, then the checkpoint, one page per system call: with 4 KiB
+     * pages that was about half of the writer's kernel time.
+     * bench/flowwrite: 23 -> 17.7 us of CPU per flow, sys time halved. */
+    snprintf(page_size, sizeof(page_size), "PRAGMA page_size = %d", DB_PAGE_SIZE);
+    if (exec_sql(db, path, page_size, err, err_len) != 0)
+        goto out;
     /* WAL lets the dashboard read while the flow writer writes. The pragma
      * answers with the mode in effect, which is not WAL where the file
      * system cannot share memory between processes (some network mounts). */

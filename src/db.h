@@ -11,6 +11,7 @@
 
 #define DB_FILE "tapwire.db"
 #define DB_BUSY_TIMEOUT_MS 5000
+#define DB_PAGE_SIZE 16384 /* bytes, for a new file (see db_open) */
 
 /*
  * Opens (creating if needed) path, sets WAL and the busy timeout, and migrates

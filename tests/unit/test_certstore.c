@@ -515,6 +515,7 @@ static void test_fresh_db_is_migrated_to_current_version(void)
     sqlite3_close(db);
     CU_ASSERT_EQUAL(query_int("PRAGMA user_version"), db_schema_version());
     CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM sqlite_master WHERE name = 'certs'"), 1);
+    CU_ASSERT_EQUAL(query_int("PRAGMA page_size"), DB_PAGE_SIZE);
     CU_ASSERT_FATAL(stat(db_path, &st) == 0);
     CU_ASSERT_EQUAL(st.st_mode & 0777, 0600);
     /* opening again finds nothing to do */
@@ -539,6 +540,26 @@ static void test_db_uses_wal_journal(void)
     CU_ASSERT_EQUAL(sqlite3_column_int(stmt, 0), 1);
     sqlite3_finalize(stmt);
     sqlite3_close(db);
+}
+
+/* A file made before 16 KiB pages keeps its 4 KiB ones (WAL pins the page
+ * size) and opens and migrates as before. */
+static void test_existing_db_keeps_its_page_size(void)
+{
+    sqlite3 *db = NULL;
+    char err[512] = "";
+
+    CU_ASSERT_FATAL(sqlite3_open(db_path, &db) == SQLITE_OK);
+    CU_ASSERT_FATAL(sqlite3_exec(db, "PRAGMA page_size = 4096; PRAGMA journal_mode = WAL; "
+                                     "CREATE TABLE before_us (x INTEGER);",
+                                 NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_close(db);
+    db = NULL;
+    CU_ASSERT_FATAL(db_open(db_path, &db, err, sizeof(err)) == 0);
+    sqlite3_close(db);
+    CU_ASSERT_EQUAL(query_int("PRAGMA page_size"), 4096);
+    CU_ASSERT_EQUAL(query_int("PRAGMA user_version"), db_schema_version());
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM sqlite_master WHERE name = 'before_us'"), 1);
 }
 
 static void test_db_newer_than_binary_is_refused(void)
@@ -686,6 +707,7 @@ int main(void)
         !CU_add_test(suite, "fresh_db_is_migrated_to_current_version",
                      test_fresh_db_is_migrated_to_current_version) ||
         !CU_add_test(suite, "db_uses_wal_journal", test_db_uses_wal_journal) ||
+        !CU_add_test(suite, "existing_db_keeps_its_page_size", test_existing_db_keeps_its_page_size) ||
         !CU_add_test(suite, "db_newer_than_binary_is_refused",
                      test_db_newer_than_binary_is_refused) ||
         !CU_add_test(suite, "corrupt_db_is_reported_as_corrupt",
