@@ -401,47 +401,50 @@ static int prepare_writer(struct flowstore *store, char *err, size_t err_len)
     return 0;
 }
 
-static int prepare_reader(struct flowstore *store, char *err, size_t err_len)
+/* Runs a setting on the read connection; what names it for the error. */
+static int reader_pragma(struct flowstore *store, const char *sql, const char *what, char *err,
+                         size_t err_len)
 {
-    sqlite3 *db = store->rdb;
-    const char *path = store->db_path;
     sqlite3_stmt *stmt = NULL;
     int rc;
     int ret = -1;
 
-    if (prepare(db, path, "PRAGMA query_only = 1", &stmt, err, err_len) != 0)
+    if (prepare(store->rdb, store->db_path, sql, &stmt, err, err_len) != 0)
         goto out;
     rc = sqlite3_step(stmt);
     if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
-        errmsg_set(err, err_len, "database %s: cannot make the read connection read-only: %s", path,
-                   sqlite3_errmsg(db));
+        errmsg_set(err, err_len, "database %s: cannot %s: %s", store->db_path, what,
+                   sqlite3_errmsg(store->rdb));
         goto out;
     }
+    ret = 0;
+out:
     sqlite3_finalize(stmt);
-    stmt = NULL;
-    /* A page of the list reads a few dozen pages; a search that matches
-     * nothing reads them all, and with SQLite's default 2 MiB cache the
-     * proxy's memory would then grow with the flows stored, up to that
+    return ret;
+}
+
+static int prepare_reader(struct flowstore *store, char *err, size_t err_len)
+{
+    sqlite3 *db = store->rdb;
+    const char *path = store->db_path;
+
+    /* cache_size: a page of the list reads a few dozen pages; a search that
+     * matches nothing reads them all, and with SQLite's default 2 MiB cache
+     * the proxy's memory would then grow with the flows stored, up to that
      * bound. 512 KiB keeps pages under the list's cursor warm; the rest
      * comes from the OS's cache. */
-    if (prepare(db, path, "PRAGMA cache_size = -512", &stmt, err, err_len) != 0)
-        goto out;
-    rc = sqlite3_step(stmt);
-    if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
-        errmsg_set(err, err_len, "database %s: cannot size the read connection's cache: %s", path,
-                   sqlite3_errmsg(db));
-        goto out;
-    }
+    if (reader_pragma(store, "PRAGMA query_only = 1", "make the read connection read-only", err,
+                      err_len) != 0 ||
+        reader_pragma(store, "PRAGMA cache_size = -512", "size the read connection's cache", err,
+                      err_len) != 0)
+        return -1;
     if (prepare(db, path, "SELECT " RECORD_COLUMNS " FROM flows WHERE id = ?1", &store->get_stmt,
                 err, err_len) != 0 ||
         prepare(db, path, "SELECT data FROM flow_bodies WHERE body_key = ?1 * 4 + ?2",
                 &store->get_body_stmt, err, err_len) != 0 ||
         prepare(db, path, "SELECT max(id) FROM flows", &store->newest_stmt, err, err_len) != 0)
-        goto out;
-    ret = 0;
-out:
-    sqlite3_finalize(stmt);
-    return ret;
+        return -1;
+    return 0;
 }
 
 static int count_stored(struct flowstore *store, char *err, size_t err_len)
