@@ -60,6 +60,11 @@ _Static_assert(FLOWSTORE_RESPONSE_ORIGINAL < 4, "a direction must fit in a flow'
 struct flowstore {
     char *db_path;
     int64_t max_flows;
+    /* Captured bodies up to this many bytes go into the flow's own row
+     * (schema version 8), larger ones into flow_bodies: an eighth of the
+     * database's page, so that a row with both bodies inline stays on its
+     * page. Set at open from the file's page size. */
+    size_t inline_body_max;
 
     /* Queue and counters, guarded by lock. */
     pthread_mutex_t lock;
@@ -368,7 +373,8 @@ static int prepare_writer(struct flowstore *store, char *err, size_t err_len)
         prepare(db, path, "COMMIT", &store->commit_stmt, err, err_len) != 0 ||
         prepare(db, path, "ROLLBACK", &store->rollback_stmt, err, err_len) != 0 ||
         prepare(db, path,
-                "INSERT INTO flows (id, " FLOW_INSERT_COLUMNS ") VALUES (?, " FLOW_INSERT_VALUES ")",
+                "INSERT INTO flows (id, " FLOW_INSERT_COLUMNS
+                ", req_body, resp_body) VALUES (?, " FLOW_INSERT_VALUES ", ?, ?)",
                 &store->insert_flow_stmt, err, err_len) != 0 ||
         prepare(db, path, "UPDATE flow_ids SET next_id = ?1", &store->save_next_id_stmt, err,
                 err_len) != 0 ||
@@ -440,7 +446,12 @@ static int prepare_reader(struct flowstore *store, char *err, size_t err_len)
         return -1;
     if (prepare(db, path, "SELECT " RECORD_COLUMNS " FROM flows WHERE id = ?1", &store->get_stmt,
                 err, err_len) != 0 ||
-        prepare(db, path, "SELECT data FROM flow_bodies WHERE body_key = ?1 * 4 + ?2",
+        /* A body as sent is in its flow's row when it was small (schema
+         * version 8), else in flow_bodies; originals are always there. */
+        prepare(db, path,
+                "SELECT coalesce((SELECT CASE ?2 WHEN 0 THEN req_body WHEN 1 THEN resp_body END "
+                "FROM flows WHERE id = ?1), (SELECT data FROM flow_bodies WHERE body_key = ?1 * 4 "
+                "+ ?2))",
                 &store->get_body_stmt, err, err_len) != 0 ||
         prepare(db, path, "SELECT max(id) FROM flows", &store->newest_stmt, err, err_len) != 0)
         return -1;
@@ -460,6 +471,27 @@ static int count_stored(struct flowstore *store, char *err, size_t err_len)
         goto out;
     }
     store->stats.stored = (uint64_t)sqlite3_column_int64(stmt, 0);
+    ret = 0;
+out:
+    sqlite3_finalize(stmt);
+    return ret;
+}
+
+/* Sets inline_body_max from the file's page size: an existing file keeps
+ * the page size it was made with (see db_open). */
+static int load_inline_body_max(struct flowstore *store, char *err, size_t err_len)
+{
+    sqlite3_stmt *stmt = NULL;
+    int ret = -1;
+
+    if (prepare(store->wdb, store->db_path, "PRAGMA page_size", &stmt, err, err_len) != 0)
+        goto out;
+    if (sqlite3_step(stmt) != SQLITE_ROW || sqlite3_column_int64(stmt, 0) <= 0) {
+        errmsg_set(err, err_len, "database %s: cannot read the page size: %s", store->db_path,
+                   sqlite3_errmsg(store->wdb));
+        goto out;
+    }
+    store->inline_body_max = (size_t)sqlite3_column_int64(stmt, 0) / 8;
     ret = 0;
 out:
     sqlite3_finalize(stmt);
@@ -551,7 +583,7 @@ int flowstore_open(const char *db_path, int64_t max_flows, struct flowstore **ou
         prepare_writer(store, err, err_len) != 0 ||
         db_open(db_path, &store->rdb, err, err_len) != 0 ||
         prepare_reader(store, err, err_len) != 0 || count_stored(store, err, err_len) != 0 ||
-        load_next_id(store, err, err_len) != 0)
+        load_next_id(store, err, err_len) != 0 || load_inline_body_max(store, err, err_len) != 0)
         goto out;
 
     if (pthread_create(&store->writer, NULL, writer_run, store) != 0) {
@@ -770,6 +802,17 @@ static void bind_int_if(struct binder *b, bool has, int64_t value)
         b->rc = sqlite3_bind_int64(b->stmt, b->index, (sqlite3_int64)value);
 }
 
+/* A captured body small enough for the flow's row; NULL (the body is empty
+ * or goes to flow_bodies) otherwise. */
+static void bind_inline_body(struct binder *b, const struct flow_body *body, size_t max)
+{
+    b->index++;
+    if (b->rc != SQLITE_OK)
+        return;
+    if (body->len > 0 && body->len <= max)
+        b->rc = sqlite3_bind_blob64(b->stmt, b->index, body->data, body->len, SQLITE_STATIC);
+}
+
 static void bind_time(struct binder *b, int64_t us)
 {
     b->index++;
@@ -932,6 +975,8 @@ static int insert_flow(struct flowstore *store, struct flow *flow, char *msg, si
     bind_int_if(&b, has_resp_original,
                 resp_original->truncated || resp_original->size > resp_original->len);
     bind_text(&b, flow->rules_notes);
+    bind_inline_body(&b, &flow->request_body, store->inline_body_max);
+    bind_inline_body(&b, &flow->response_body, store->inline_body_max);
     if (b.rc != SQLITE_OK) {
         rc = b.rc;
         describe_error(store->wdb, rc, "storing a flow", msg, msg_len);
@@ -943,8 +988,9 @@ static int insert_flow(struct flowstore *store, struct flow *flow, char *msg, si
         goto out;
     flow->id = id;
     store->next_id = id + 1;
-    rc = insert_body(store, flow->id, FLOWSTORE_REQUEST, &flow->request_body, msg, msg_len);
-    if (rc == SQLITE_DONE)
+    if (flow->request_body.len > store->inline_body_max)
+        rc = insert_body(store, flow->id, FLOWSTORE_REQUEST, &flow->request_body, msg, msg_len);
+    if (rc == SQLITE_DONE && flow->response_body.len > store->inline_body_max)
         rc = insert_body(store, flow->id, FLOWSTORE_RESPONSE, &flow->response_body, msg, msg_len);
     if (rc == SQLITE_DONE && flow->has_request_body_original)
         rc = insert_body(store, flow->id, FLOWSTORE_REQUEST_ORIGINAL, &flow->request_body_original,
@@ -1416,12 +1462,12 @@ static char *ascii_lower(const char *text)
     return copy;
 }
 
-#define LIST_MAX_PARAMS 10
+#define LIST_MAX_PARAMS 12
 
 /* The statement for a filter. Built only from the constant fragments below;
  * every value is a bound parameter. */
 struct list_query {
-    char sql[1024];
+    char sql[2048]; /* the longest query, every filter set, is about 1,000 bytes */
     struct {
         enum { PARAM_INT, PARAM_TEXT, PARAM_BLOB } type;
         int64_t number;
@@ -1519,8 +1565,11 @@ static int build_list_query(struct list_query *q, const struct flowstore_filter 
          * bodies as sent (directions 0 and 1, the first two body keys of
          * the flow): a hit must be in the body the detail view shows first,
          * not in an original a rule replaced. */
-        query_add(q, " AND EXISTS (SELECT 1 FROM flow_bodies WHERE body_key BETWEEN flows.id * 4 "
-                     "AND flows.id * 4 + 1 AND instr(data, ?) > 0)");
+        query_add(q, " AND (instr(req_body, ?) > 0 OR instr(resp_body, ?) > 0 OR EXISTS (SELECT 1 "
+                     "FROM flow_bodies WHERE body_key BETWEEN flows.id * 4 AND flows.id * 4 + 1 "
+                     "AND instr(data, ?) > 0))");
+        param_bytes(q, true, f->body_bytes, f->body_len);
+        param_bytes(q, true, f->body_bytes, f->body_len);
         param_bytes(q, true, f->body_bytes, f->body_len);
     }
     query_add(q, f->is_oldest_first ? " ORDER BY id ASC LIMIT ?" : " ORDER BY id DESC LIMIT ?");

@@ -3,8 +3,9 @@
  * field, bodies are bounded by the capture limit, the oldest flows are
  * pruned, a full queue drops and counts, database errors are counted while
  * the writer keeps going, listing pages and filters, delete and clear, HAR
- * export, what rewrite rules changed (the originals) and the migrations of a
- * version-1, a version-3 and a version-4 database.
+ * export, what rewrite rules changed (the originals), where a body is kept
+ * (small ones in the flow's row, the rest in flow_bodies) and the migrations
+ * of version-1, -3, -4, -6 and -7 databases.
  *
  * The writer is paused where a test needs it by a written-callback that
  * blocks (the callback contract says it must not; here that is the point),
@@ -36,6 +37,11 @@
 
 #define SYNC_MS 10000
 #define T0_US INT64_C(1700000000000000) /* 2023-11-14T22:13:20Z */
+/* The flow store keeps a captured body as sent in its flow's row when it is
+ * at most an eighth of a page (schema version 8), else in flow_bodies: 2 KiB
+ * in a new file. A large body is well past that. */
+#define INLINE_BODY_MAX_BYTES (DB_PAGE_SIZE / 8)
+#define LARGE_BODY_BYTES (INLINE_BODY_MAX_BYTES + 1000)
 
 static char dir[64];
 static char db_path[128];
@@ -203,6 +209,94 @@ static void listed_ids(struct flowstore *store, const struct flowstore_filter *f
         used += (size_t)snprintf(out + used, out_len - used, "%s%" PRId64, i > 0 ? "," : "",
                                  records[i]->flow.id);
     flowstore_records_free(records, count);
+}
+
+/* The bytes of one stored body are exactly want (want NULL: no body). */
+static void expect_body(struct flowstore *store, int64_t id, enum flowstore_direction direction,
+                        const void *want, size_t want_len)
+{
+    unsigned char *body = NULL;
+    size_t len = 0;
+    char err[512] = "";
+
+    CU_ASSERT_EQUAL(flowstore_get_body(store, id, direction, &body, &len, err, sizeof(err)), 0);
+    if (want == NULL) {
+        CU_ASSERT_PTR_NULL(body);
+        CU_ASSERT_EQUAL(len, 0);
+    } else {
+        CU_ASSERT_EQUAL(len, want_len);
+        CU_ASSERT(body != NULL && len == want_len && memcmp(body, want, len) == 0);
+        if (body == NULL || len != want_len || memcmp(body, want, len) != 0)
+            fprintf(stderr, "flow %" PRId64 " body %d: %zu bytes, expected %zu\n", id,
+                    (int)direction, len, want_len);
+    }
+    free(body);
+}
+
+/* len bytes that change from one offset to the next and from one seed to
+ * another, so a body read back shifted, cut short or from another flow does
+ * not compare equal. Caller frees with free(). */
+static unsigned char *patterned_bytes(size_t len, unsigned seed)
+{
+    unsigned char *bytes = malloc(len > 0 ? len : 1);
+    size_t i;
+
+    if (bytes == NULL)
+        abort();
+    for (i = 0; i < len; i++)
+        bytes[i] = (unsigned char)((i * 31 + seed) % 251);
+    return bytes;
+}
+
+/* Captures len patterned bytes into body, raising its capture limit so
+ * that all of them are kept. */
+static void append_patterned(struct flow_body *body, size_t len, unsigned seed)
+{
+    unsigned char *bytes = patterned_bytes(len, seed);
+
+    if (body->limit < body->len + len)
+        body->limit = body->len + len;
+    CU_ASSERT_EQUAL(flow_body_append(body, bytes, len), 0);
+    free(bytes);
+}
+
+static void expect_patterned_body(struct flowstore *store, int64_t id,
+                                  enum flowstore_direction direction, size_t len, unsigned seed)
+{
+    unsigned char *want = patterned_bytes(len, seed);
+
+    expect_body(store, id, direction, want, len);
+    free(want);
+}
+
+/* The value sql selects is exactly the BLOB want (want NULL: SQL NULL);
+ * reads the file itself, past the store, to see where a body was put. */
+static bool query_blob_is(const char *sql, const void *want, size_t want_len)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *stmt = NULL;
+    bool is_equal = false;
+
+    if (sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
+        sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) == SQLITE_OK &&
+        sqlite3_step(stmt) == SQLITE_ROW) {
+        int type = sqlite3_column_type(stmt, 0); /* before any conversion */
+        const void *blob = sqlite3_column_blob(stmt, 0);
+        size_t len = (size_t)sqlite3_column_bytes(stmt, 0);
+
+        if (want == NULL)
+            is_equal = type == SQLITE_NULL;
+        else
+            is_equal = type == SQLITE_BLOB && len == want_len && memcmp(blob, want, len) == 0;
+        if (!is_equal)
+            fprintf(stderr, "%s: type %d, %zu bytes, expected %s of %zu bytes\n", sql, type, len,
+                    want == NULL ? "NULL" : "a BLOB", want_len);
+    } else {
+        fprintf(stderr, "%s: %s\n", sql, db != NULL ? sqlite3_errmsg(db) : "no database");
+    }
+    sqlite3_finalize(stmt);
+    sqlite3_close(db);
+    return is_equal;
 }
 
 static size_t count_lines_containing(const char *path, const char *needle)
@@ -545,6 +639,9 @@ static void test_pruning_keeps_exactly_max_flows_newest(void)
     flowstore_close(store);
 }
 
+/* Each flow has a body in each place a body can be: its small request in
+ * the flow's row, its large response and a response original in
+ * flow_bodies (the original's key, id * 4 + 3, is the last of a flow's). */
 static void test_pruned_flow_takes_its_bodies(void)
 {
     struct flowstore *store = open_store(1);
@@ -552,17 +649,27 @@ static void test_pruned_flow_takes_its_bodies(void)
     int i;
 
     CU_ASSERT_FATAL(store != NULL);
-    for (i = 0; i < 3; i++) {
+    for (i = 1; i <= 3; i++) {
         f = simple_flow("POST", "b.test", "/", 200);
         flow_body_append(&f->request_body, "req", 3);
-        flow_body_append(&f->response_body, "resp", 4);
+        append_patterned(&f->response_body, LARGE_BODY_BYTES, (unsigned)i);
+        f->has_response_body_original = true;
+        flow_body_append(&f->response_body_original, "orig", 4);
         submit(store, f);
         CU_ASSERT_EQUAL(flowstore_sync(store, SYNC_MS), 0);
     }
-    /* Flow 3's request and response, nothing of flows 1 and 2. */
+    /* Flow 3's response and original, nothing of flows 1 and 2. */
     CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_bodies"), 2);
-    CU_ASSERT_EQUAL(query_int("SELECT min(body_key) FROM flow_bodies"), 3 * 4 + FLOWSTORE_REQUEST);
-    CU_ASSERT_EQUAL(query_int("SELECT max(body_key) FROM flow_bodies"), 3 * 4 + FLOWSTORE_RESPONSE);
+    CU_ASSERT_EQUAL(query_int("SELECT min(body_key) FROM flow_bodies"), 3 * 4 + FLOWSTORE_RESPONSE);
+    CU_ASSERT_EQUAL(query_int("SELECT max(body_key) FROM flow_bodies"),
+                    3 * 4 + FLOWSTORE_RESPONSE_ORIGINAL);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows WHERE req_body IS NOT NULL"), 1);
+    expect_body(store, 2, FLOWSTORE_REQUEST, NULL, 0);
+    expect_body(store, 2, FLOWSTORE_RESPONSE, NULL, 0);
+    expect_body(store, 2, FLOWSTORE_RESPONSE_ORIGINAL, NULL, 0);
+    expect_body(store, 3, FLOWSTORE_REQUEST, "req", 3);
+    expect_patterned_body(store, 3, FLOWSTORE_RESPONSE, LARGE_BODY_BYTES, 3);
+    expect_body(store, 3, FLOWSTORE_RESPONSE_ORIGINAL, "orig", 4);
     flowstore_close(store);
 }
 
@@ -928,6 +1035,23 @@ static void test_filter_pages_with_cursor(void)
 
 /* ---- delete and clear ---- */
 
+/* The fixture's bodies are small and in their flows' rows; flows 9 and 10
+ * add bodies in flow_bodies, so deleting is seen to take both kinds, and
+ * nothing of the neighbours. */
+static void submit_large_body_flows(struct flowstore *store)
+{
+    struct flow *f = simple_flow("POST", "big.test", "/9", 200); /* 9 */
+
+    flow_body_append(&f->request_body, "small", 5);
+    append_patterned(&f->response_body, LARGE_BODY_BYTES, 9);
+    submit(store, f);
+    f = simple_flow("POST", "big.test", "/10", 200); /* 10 */
+    append_patterned(&f->request_body, LARGE_BODY_BYTES, 10);
+    append_patterned(&f->response_body, LARGE_BODY_BYTES, 11);
+    submit(store, f);
+    CU_ASSERT_EQUAL(flowstore_sync(store, SYNC_MS), 0);
+}
+
 static void test_delete_removes_flow_and_bodies(void)
 {
     struct flowstore *store = filter_fixture();
@@ -938,22 +1062,45 @@ static void test_delete_removes_flow_and_bodies(void)
     bool found = false;
 
     CU_ASSERT_FATAL(store != NULL);
-    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_bodies WHERE body_key = 4 * 4"), 1);
+    submit_large_body_flows(store);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_bodies"), 3);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_bodies WHERE body_key = 9 * 4 + 1"), 1);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows WHERE id = 9 AND req_body IS NOT NULL"),
+                    1);
+
+    /* Flow 9: a body in each place. */
+    CU_ASSERT_EQUAL(flowstore_delete(store, 9, &found, err, sizeof(err)), 0);
+    CU_ASSERT_TRUE(found);
+    CU_ASSERT_EQUAL(flowstore_get(store, 9, &rec, err, sizeof(err)), 0);
+    CU_ASSERT_PTR_NULL(rec);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_bodies WHERE body_key BETWEEN 9 * 4 AND "
+                              "9 * 4 + 3"),
+                    0);
+    expect_body(store, 9, FLOWSTORE_REQUEST, NULL, 0);
+    expect_body(store, 9, FLOWSTORE_RESPONSE, NULL, 0);
+    /* Flow 10's bodies, the next keys up, stay. */
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_bodies"), 2);
+    CU_ASSERT_EQUAL(query_int("SELECT min(body_key) FROM flow_bodies"), 10 * 4 + FLOWSTORE_REQUEST);
+    expect_patterned_body(store, 10, FLOWSTORE_REQUEST, LARGE_BODY_BYTES, 10);
+    expect_patterned_body(store, 10, FLOWSTORE_RESPONSE, LARGE_BODY_BYTES, 11);
+
+    /* Flow 4: its request body in its row. */
+    expect_body(store, 4, FLOWSTORE_REQUEST, "secret-token-42", 15);
     CU_ASSERT_EQUAL(flowstore_delete(store, 4, &found, err, sizeof(err)), 0);
     CU_ASSERT_TRUE(found);
-    CU_ASSERT_EQUAL(flowstore_get(store, 4, &rec, err, sizeof(err)), 0);
-    CU_ASSERT_PTR_NULL(rec);
-    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_bodies WHERE body_key BETWEEN 4 * 4 AND "
-                              "4 * 4 + 3"),
-                    0);
-    /* Flow 6's response body stays. */
-    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_bodies"), 1);
-    CU_ASSERT_EQUAL(query_int("SELECT body_key FROM flow_bodies"), 6 * 4 + FLOWSTORE_RESPONSE);
-    expect_ids(store, &f, "8,7,6,5,3,2,1");
+    expect_body(store, 4, FLOWSTORE_REQUEST, NULL, 0);
+    f.body_bytes = "token-42";
+    f.body_len = 8;
+    expect_ids(store, &f, "");
+    /* Flow 6's response body, in its row too, stays. */
+    expect_body(store, 6, FLOWSTORE_RESPONSE, "\x89PNG\r\n\x1a\n\0binary", 15);
+    f.body_bytes = NULL;
+    f.body_len = 0;
+    expect_ids(store, &f, "10,8,7,6,5,3,2,1");
     CU_ASSERT_EQUAL(flowstore_delete(store, 4, &found, err, sizeof(err)), 0);
     CU_ASSERT_FALSE(found);
     flowstore_stats(store, &st);
-    CU_ASSERT_EQUAL(st.stored, 7);
+    CU_ASSERT_EQUAL(st.stored, 8);
     flowstore_close(store);
 }
 
@@ -966,10 +1113,17 @@ static void test_clear_removes_everything_and_ids_are_not_reused(void)
     int64_t newest = -1;
 
     CU_ASSERT_FATAL(store != NULL);
-    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_bodies"), 2);
+    submit_large_body_flows(store);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_bodies"), 3);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows WHERE req_body IS NOT NULL OR "
+                              "resp_body IS NOT NULL"),
+                    3); /* flows 4, 6 and 9 */
     CU_ASSERT_EQUAL(flowstore_clear(store, err, sizeof(err)), 0);
     expect_ids(store, &f, "");
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows"), 0);
     CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_bodies"), 0);
+    expect_body(store, 4, FLOWSTORE_REQUEST, NULL, 0);
+    expect_body(store, 10, FLOWSTORE_RESPONSE, NULL, 0);
     CU_ASSERT_EQUAL(flowstore_newest_id(store, &newest, err, sizeof(err)), 0);
     CU_ASSERT_EQUAL(newest, 0);
     flowstore_stats(store, &st);
@@ -977,7 +1131,7 @@ static void test_clear_removes_everything_and_ids_are_not_reused(void)
     /* A cursor or a row on someone's screen must never name a new flow. */
     submit_many(store, 1);
     CU_ASSERT_EQUAL(flowstore_sync(store, SYNC_MS), 0);
-    expect_ids(store, &f, "9");
+    expect_ids(store, &f, "11");
     flowstore_close(store);
 }
 
@@ -1333,30 +1487,9 @@ static void test_originals_are_listed_out_searched_out_and_deleted_with_the_flow
     flowstore_close(store);
 }
 
-/* The bytes of one stored body are exactly want (want NULL: no body). */
-static void expect_body(struct flowstore *store, int64_t id, enum flowstore_direction direction,
-                        const void *want, size_t want_len)
-{
-    unsigned char *body = NULL;
-    size_t len = 0;
-    char err[512] = "";
-
-    CU_ASSERT_EQUAL(flowstore_get_body(store, id, direction, &body, &len, err, sizeof(err)), 0);
-    if (want == NULL) {
-        CU_ASSERT_PTR_NULL(body);
-        CU_ASSERT_EQUAL(len, 0);
-    } else {
-        CU_ASSERT_EQUAL(len, want_len);
-        CU_ASSERT(body != NULL && len == want_len && memcmp(body, want, len) == 0);
-        if (body == NULL || len != want_len || memcmp(body, want, len) != 0)
-            fprintf(stderr, "flow %" PRId64 " body %d: %zu bytes, expected %zu\n", id,
-                    (int)direction, len, want_len);
-    }
-    free(body);
-}
-
 /* Bodies are deleted by flowstore_clear() itself, not by a cascade: none
- * of any direction may outlive their flows. */
+ * of any direction, in flow_bodies or in a flow's row, may outlive their
+ * flows. */
 static void test_clear_leaves_no_body_of_any_direction(void)
 {
     struct flowstore *store = open_store(100);
@@ -1365,27 +1498,194 @@ static void test_clear_leaves_no_body_of_any_direction(void)
     int i;
 
     CU_ASSERT_FATAL(store != NULL);
-    for (i = 0; i < 2; i++) {
+    for (i = 1; i <= 2; i++) {
         f = rewritten_flow();
         flow_body_append(&f->request_body, "sent", 4);
+        /* Flow 1's bodies as sent are large, flow 2's stay small. */
+        if (i == 1) {
+            append_patterned(&f->request_body, LARGE_BODY_BYTES, 1);
+            append_patterned(&f->response_body, LARGE_BODY_BYTES, 2);
+        }
         f->has_request_body_original = true;
         flow_body_append(&f->request_body_original, "received", 8);
         submit(store, f);
     }
     CU_ASSERT_EQUAL_FATAL(flowstore_sync(store, SYNC_MS), 0);
-    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_bodies"), 8);
+    /* Flow 1's four bodies and flow 2's two originals; flow 2's request
+     * and response in its row. */
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_bodies"), 6);
+    CU_ASSERT_EQUAL(query_int("SELECT count(DISTINCT body_key % 4) FROM flow_bodies"), 4);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows WHERE req_body IS NOT NULL AND "
+                              "resp_body IS NOT NULL"),
+                    1);
     CU_ASSERT_EQUAL(flowstore_clear(store, err, sizeof(err)), 0);
     CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_bodies"), 0);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows"), 0);
+    expect_body(store, 1, FLOWSTORE_RESPONSE, NULL, 0);
+    expect_body(store, 2, FLOWSTORE_REQUEST, NULL, 0);
     expect_body(store, 2, FLOWSTORE_REQUEST_ORIGINAL, NULL, 0);
 
-    /* The next flow's body is the only one, under its own key. */
+    /* The next flow's bodies are the only ones: the large one under its
+     * own key, the small one in its row. */
     f = simple_flow("POST", "after.clear", "/", 200);
-    flow_body_append(&f->request_body, "fresh", 5);
+    append_patterned(&f->request_body, LARGE_BODY_BYTES, 3);
+    flow_body_append(&f->response_body, "fresh", 5);
     submit(store, f);
     CU_ASSERT_EQUAL_FATAL(flowstore_sync(store, SYNC_MS), 0);
     CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_bodies"), 1);
     CU_ASSERT_EQUAL(query_int("SELECT body_key FROM flow_bodies"), 3 * 4 + FLOWSTORE_REQUEST);
-    expect_body(store, 3, FLOWSTORE_REQUEST, "fresh", 5);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows WHERE resp_body IS NOT NULL"), 1);
+    expect_patterned_body(store, 3, FLOWSTORE_REQUEST, LARGE_BODY_BYTES, 3);
+    expect_body(store, 3, FLOWSTORE_RESPONSE, "fresh", 5);
+    flowstore_close(store);
+}
+
+/* ---- where a body is stored ---- */
+
+static void test_small_body_is_stored_in_the_flow_row(void)
+{
+    struct flowstore *store = open_store(100);
+    struct flowstore_record *rec = NULL;
+    struct flow *f;
+    unsigned char *request, *response;
+    char err[512] = "";
+
+    CU_ASSERT_FATAL(store != NULL);
+    f = simple_flow("POST", "small.test", "/", 200);
+    append_patterned(&f->request_body, 100, 1);
+    append_patterned(&f->response_body, 1000, 2);
+    submit(store, f);
+    CU_ASSERT_EQUAL_FATAL(flowstore_sync(store, SYNC_MS), 0);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_bodies"), 0);
+    request = patterned_bytes(100, 1);
+    response = patterned_bytes(1000, 2);
+    CU_ASSERT(query_blob_is("SELECT req_body FROM flows WHERE id = 1", request, 100));
+    CU_ASSERT(query_blob_is("SELECT resp_body FROM flows WHERE id = 1", response, 1000));
+    expect_body(store, 1, FLOWSTORE_REQUEST, request, 100);
+    expect_body(store, 1, FLOWSTORE_RESPONSE, response, 1000);
+    free(request);
+    free(response);
+    /* The record's sizes do not depend on where the bytes are. */
+    CU_ASSERT_EQUAL(flowstore_get(store, 1, &rec, err, sizeof(err)), 0);
+    CU_ASSERT_PTR_NOT_NULL(rec);
+    if (rec != NULL) {
+        CU_ASSERT_EQUAL(rec->request_captured, 100);
+        CU_ASSERT_EQUAL(rec->response_captured, 1000);
+        CU_ASSERT_EQUAL(rec->flow.response_body.size, 1000);
+    }
+    flowstore_record_free(rec);
+    flowstore_close(store);
+}
+
+/* The limit is inclusive, and each body of a flow is placed on its own. */
+static void test_body_over_the_inline_limit_goes_to_flow_bodies(void)
+{
+    struct flowstore *store = open_store(100);
+    struct flow *f;
+
+    CU_ASSERT_FATAL(store != NULL);
+    CU_ASSERT_EQUAL(query_int("PRAGMA page_size"), DB_PAGE_SIZE); /* a new file */
+    f = simple_flow("POST", "limit.test", "/1", 200);
+    append_patterned(&f->request_body, INLINE_BODY_MAX_BYTES, 1);
+    append_patterned(&f->response_body, INLINE_BODY_MAX_BYTES + 1, 2);
+    submit(store, f);
+    f = simple_flow("POST", "limit.test", "/2", 200);
+    append_patterned(&f->request_body, INLINE_BODY_MAX_BYTES + 1, 3);
+    append_patterned(&f->response_body, INLINE_BODY_MAX_BYTES, 4);
+    submit(store, f);
+    CU_ASSERT_EQUAL_FATAL(flowstore_sync(store, SYNC_MS), 0);
+
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_bodies"), 2);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_bodies WHERE body_key IN (1 * 4 + 1, "
+                              "2 * 4 + 0)"),
+                    2);
+    CU_ASSERT_EQUAL(query_int("SELECT length(req_body) FROM flows WHERE id = 1"),
+                    INLINE_BODY_MAX_BYTES);
+    CU_ASSERT(query_blob_is("SELECT resp_body FROM flows WHERE id = 1", NULL, 0));
+    CU_ASSERT(query_blob_is("SELECT req_body FROM flows WHERE id = 2", NULL, 0));
+    CU_ASSERT_EQUAL(query_int("SELECT length(resp_body) FROM flows WHERE id = 2"),
+                    INLINE_BODY_MAX_BYTES);
+    expect_patterned_body(store, 1, FLOWSTORE_REQUEST, INLINE_BODY_MAX_BYTES, 1);
+    expect_patterned_body(store, 1, FLOWSTORE_RESPONSE, INLINE_BODY_MAX_BYTES + 1, 2);
+    expect_patterned_body(store, 2, FLOWSTORE_REQUEST, INLINE_BODY_MAX_BYTES + 1, 3);
+    expect_patterned_body(store, 2, FLOWSTORE_RESPONSE, INLINE_BODY_MAX_BYTES, 4);
+    flowstore_close(store);
+}
+
+/* A file made with 4 KiB pages keeps them (db_open), so its rows have room
+ * for a quarter of what a new file's have: 512 bytes of body. 513 bytes,
+ * which a new file keeps in the row, go to flow_bodies here. */
+static void test_inline_limit_follows_an_existing_files_page_size(void)
+{
+    const size_t inline_max = 4096 / 8;
+    struct flowstore *store;
+    struct flow *f;
+
+    CU_ASSERT_EQUAL_FATAL(exec_sql("PRAGMA page_size = 4096; PRAGMA journal_mode = WAL; "
+                                   "CREATE TABLE before_us (x INTEGER);"),
+                          0);
+    store = open_store(100);
+    CU_ASSERT_FATAL(store != NULL);
+    CU_ASSERT_EQUAL(query_int("PRAGMA page_size"), 4096);
+    f = simple_flow("POST", "old-pages.test", "/", 200);
+    append_patterned(&f->request_body, inline_max + 1, 1);
+    append_patterned(&f->response_body, inline_max, 2);
+    submit(store, f);
+    CU_ASSERT_EQUAL_FATAL(flowstore_sync(store, SYNC_MS), 0);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_bodies"), 1);
+    CU_ASSERT_EQUAL(query_int("SELECT body_key FROM flow_bodies"), 1 * 4 + FLOWSTORE_REQUEST);
+    CU_ASSERT(query_blob_is("SELECT req_body FROM flows WHERE id = 1", NULL, 0));
+    CU_ASSERT_EQUAL(query_int("SELECT length(resp_body) FROM flows WHERE id = 1"),
+                    (int64_t)inline_max);
+    expect_patterned_body(store, 1, FLOWSTORE_REQUEST, inline_max + 1, 1);
+    expect_patterned_body(store, 1, FLOWSTORE_RESPONSE, inline_max, 2);
+    flowstore_close(store);
+}
+
+/* Each needle is in a request of one flow and a response of another, once
+ * in a flow's row and once, at the very end of a large body, in
+ * flow_bodies. */
+static void test_body_search_finds_inline_and_stored_bodies(void)
+{
+    struct flowstore *store = open_store(100);
+    struct flowstore_filter filter = {0};
+    unsigned char large[LARGE_BODY_BYTES];
+    struct flow *f;
+
+    CU_ASSERT_FATAL(store != NULL);
+    memset(large, '.', sizeof(large));
+    memcpy(large + sizeof(large) - 12, "needle-large", 12);
+    f = simple_flow("POST", "search.test", "/1", 200); /* 1 */
+    flow_body_append(&f->request_body, "a needle-small here", 19);
+    submit(store, f);
+    f = simple_flow("GET", "search.test", "/2", 200); /* 2 */
+    f->response_body.limit = sizeof(large);
+    flow_body_append(&f->response_body, large, sizeof(large));
+    submit(store, f);
+    f = simple_flow("POST", "search.test", "/3", 200); /* 3 */
+    f->request_body.limit = sizeof(large);
+    flow_body_append(&f->request_body, large, sizeof(large));
+    flow_body_append(&f->response_body, "needle-small", 12);
+    submit(store, f);
+    CU_ASSERT_EQUAL_FATAL(flowstore_sync(store, SYNC_MS), 0);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_bodies WHERE body_key IN (2 * 4 + 1, "
+                              "3 * 4 + 0)"),
+                    2);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows WHERE (id = 1 AND req_body IS NOT NULL) "
+                              "OR (id = 3 AND resp_body IS NOT NULL)"),
+                    2);
+
+    filter.body_bytes = "needle-small";
+    filter.body_len = 12;
+    expect_ids(store, &filter, "3,1");
+    filter.body_bytes = "needle-large";
+    expect_ids(store, &filter, "3,2");
+    filter.body_bytes = "needle-";
+    filter.body_len = 7;
+    expect_ids(store, &filter, "3,2,1");
+    filter.body_bytes = "needle-absent";
+    filter.body_len = 13;
+    expect_ids(store, &filter, "");
     flowstore_close(store);
 }
 
@@ -1638,6 +1938,10 @@ static void test_version_4_database_migrates_bodies_to_one_key_each(void)
     CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_bodies"), 9);
     CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM sqlite_master WHERE tbl_name = 'flow_bodies'"),
                     1);
+    /* Later migrations leave them there: none moved into the flows' rows. */
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows WHERE req_body IS NOT NULL OR "
+                              "resp_body IS NOT NULL"),
+                    0);
 
     /* Every body reads back byte for byte; absent ones stay absent. */
     expect_body(store, 5, FLOWSTORE_REQUEST, "req5", 4);
@@ -1674,7 +1978,7 @@ static void test_version_4_database_migrates_bodies_to_one_key_each(void)
     expect_body(store, 7, FLOWSTORE_REQUEST, "post body", 9);
 
     /* Flow 8 makes flow 5 the oldest beyond max_flows: pruned with its
-     * bodies. */
+     * bodies. Flow 8's small body goes into its row, flow 7's four stay. */
     f = simple_flow("POST", "eight.test", "/8", 200);
     flow_body_append(&f->request_body, "req8", 4);
     submit(store, f);
@@ -1683,12 +1987,72 @@ static void test_version_4_database_migrates_bodies_to_one_key_each(void)
     CU_ASSERT_EQUAL(query_int("SELECT min(id) FROM flows"), 7);
     CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_bodies WHERE body_key BETWEEN 20 AND 23"),
                     0);
-    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_bodies"), 5);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_bodies"), 4);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_bodies WHERE body_key BETWEEN 28 AND 31"),
+                    4);
+    CU_ASSERT(query_blob_is("SELECT req_body FROM flows WHERE id = 8", "req8", 4));
     expect_body(store, 5, FLOWSTORE_REQUEST, NULL, 0);
     expect_body(store, 5, FLOWSTORE_RESPONSE_ORIGINAL, NULL, 0);
     expect_body(store, 7, FLOWSTORE_REQUEST, "post body", 9);
     expect_body(store, 7, FLOWSTORE_RESPONSE_ORIGINAL, "original response", 17);
     expect_body(store, 8, FLOWSTORE_REQUEST, "req8", 4);
+    flowstore_close(store);
+}
+
+/* A flow as a version-7 database holds it: both bodies in flow_bodies
+ * under id * 4 + direction, and flow_ids past the newest id. */
+static const char v7_flow[] =
+    "INSERT INTO flows (id, kind, time_start_us, client, scheme, method, host, port, target, "
+    "req_version, resp_version, req_headers, resp_headers, status, reason, req_body_size, "
+    "resp_body_size, req_body_captured, resp_body_captured, req_truncated, resp_truncated, "
+    "is_tls, bytes_up, bytes_down) VALUES (3, 0, 1700000000000000, '127.0.0.1:1', 'http', "
+    "'POST', 'old.test', 80, '/old', 'HTTP/1.1', 'HTTP/1.1', 'Host: old.test\r\n', "
+    "'Content-Type: text/plain\r\n', 200, 'OK', 3, 5, 3, 5, 0, 0, 0, 0, 0);"
+    "INSERT INTO flow_bodies (body_key, data) VALUES (12, CAST('old' AS BLOB)), "
+    "(13, X'68656c6c6f');"
+    "UPDATE flow_ids SET next_id = 4;";
+
+/* Version 8 adds the columns for small bodies and moves nothing into them:
+ * the bodies stored before stay in flow_bodies and must still be found. */
+static void test_version_7_database_keeps_its_bodies_readable(void)
+{
+    char *v7 = schema_before(8);
+    struct flowstore *store;
+    struct flowstore_filter filter = {0};
+    struct flow *f;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(v7);
+    CU_ASSERT_EQUAL_FATAL(exec_sql(v7), 0);
+    free(v7);
+    CU_ASSERT_EQUAL_FATAL(exec_sql(v7_flow), 0);
+    CU_ASSERT_EQUAL_FATAL(query_int("PRAGMA user_version"), 7);
+
+    store = open_store(100);
+    CU_ASSERT_FATAL(store != NULL);
+    CU_ASSERT(db_schema_version() >= 8);
+    CU_ASSERT_EQUAL(query_int("PRAGMA user_version"), db_schema_version());
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM pragma_table_info('flows') WHERE name IN "
+                              "('req_body', 'resp_body')"),
+                    2);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_bodies"), 2);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows WHERE req_body IS NOT NULL OR "
+                              "resp_body IS NOT NULL"),
+                    0);
+    expect_body(store, 3, FLOWSTORE_REQUEST, "old", 3);
+    expect_body(store, 3, FLOWSTORE_RESPONSE, "hello", 5);
+    filter.body_bytes = "hello";
+    filter.body_len = 5;
+    expect_ids(store, &filter, "3");
+
+    /* A flow written after the migration keeps its small body in its row. */
+    f = simple_flow("POST", "new.test", "/new", 200);
+    flow_body_append(&f->request_body, "new body", 8);
+    submit(store, f);
+    CU_ASSERT_EQUAL_FATAL(flowstore_sync(store, SYNC_MS), 0);
+    CU_ASSERT(query_blob_is("SELECT req_body FROM flows WHERE id = 4", "new body", 8));
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_bodies"), 2);
+    expect_body(store, 4, FLOWSTORE_REQUEST, "new body", 8);
+    expect_body(store, 3, FLOWSTORE_RESPONSE, "hello", 5);
     flowstore_close(store);
 }
 
@@ -1771,6 +2135,16 @@ int main(void)
                      test_version_4_database_migrates_bodies_to_one_key_each) ||
         !CU_add_test(suite, "version_6_database_keeps_ids_unique_without_autoincrement",
                      test_version_6_database_keeps_ids_unique_without_autoincrement) ||
+        !CU_add_test(suite, "small_body_is_stored_in_the_flow_row",
+                     test_small_body_is_stored_in_the_flow_row) ||
+        !CU_add_test(suite, "body_over_the_inline_limit_goes_to_flow_bodies",
+                     test_body_over_the_inline_limit_goes_to_flow_bodies) ||
+        !CU_add_test(suite, "inline_limit_follows_an_existing_files_page_size",
+                     test_inline_limit_follows_an_existing_files_page_size) ||
+        !CU_add_test(suite, "body_search_finds_inline_and_stored_bodies",
+                     test_body_search_finds_inline_and_stored_bodies) ||
+        !CU_add_test(suite, "version_7_database_keeps_its_bodies_readable",
+                     test_version_7_database_keeps_its_bodies_readable) ||
         !CU_add_test(suite, "in_memory_database_is_refused", test_in_memory_database_is_refused))
         goto fail;
     CU_basic_set_mode(CU_BRM_VERBOSE);
