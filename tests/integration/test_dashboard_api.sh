@@ -271,8 +271,10 @@ check_no_imatch "?decode=1 reports no decode error" '^X-Tapwire-Decode-Error' \
     "$(head_of gz-decoded)"
 
 # ---- live updates ----
+# The stream stays open until the clear near the end of this file: its
+# bound must outlast every check in between on a loaded machine.
 
-dcurl -N --max-time 20 -D "$tmp/d-sse.head" -H "X-Tapwire-Token: $TOKEN" "$D/api/events" \
+dcurl -N --max-time 120 -D "$tmp/d-sse.head" -H "X-Tapwire-Token: $TOKEN" "$D/api/events" \
     > "$tmp/sse.out" 2> /dev/null &
 SSE_PID=$!
 track_pid $SSE_PID
