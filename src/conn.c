@@ -610,9 +610,9 @@ static bool serve_one(struct conn *c, enum conn_mode mode, size_t head_len, int6
     flow = flow_start(c, tls ? "https" : "http", req.method, site, port, path);
     if (flow) {
         flow->request_version_minor = h->version_minor;
-        flow->request_headers = exchange_headers_text(sent);
+        flow->request_headers = exchange_headers_text(sent, &flow->request_facts);
         if (req_mod)
-            flow->request_headers_original = exchange_headers_text(h);
+            flow->request_headers_original = exchange_headers_text(h, NULL);
         flow->target_original = target_original;
         target_original = NULL;
     }

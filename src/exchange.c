@@ -607,8 +607,8 @@ static char *reframe_head(const char *head, size_t head_len, uint64_t content_le
 /* The recorded header text of a buffered body's message: what was sent has a
  * new Content-Length, and no Content-Encoding when rules rewrote the body
  * (then *original keeps the header text as received, if nothing did yet). */
-static void reframe_recorded_headers(char **text, char **original, uint64_t content_length,
-                                     bool rewritten)
+static void reframe_recorded_headers(char **text, char **original, struct flow_header_facts *facts,
+                                     uint64_t content_length, bool rewritten)
 {
     size_t len;
     if (!*text)
@@ -622,6 +622,10 @@ static void reframe_recorded_headers(char **text, char **original, uint64_t cont
     }
     free(*text);
     *text = fresh;
+    /* What was noted is about the old section: the flow writer walks this
+     * one (a rare path: only bodies that rules rewrite get here). */
+    if (facts)
+        facts->text = NULL;
 }
 
 /*
@@ -636,7 +640,8 @@ static int send_rewritten_body(struct exchange_rules *rw, struct stream *src,
                                enum out_framing out, int timeout_ms, uint64_t *count,
                                struct flow_body *capture, struct flow_body *original,
                                bool *has_original, char **recorded_headers,
-                               char **recorded_original, enum body_fault *fault)
+                               char **recorded_original, struct flow_header_facts *recorded_facts,
+                               enum body_fault *fault)
 {
     struct body_reader r;
     unsigned char *raw = NULL, *decoded = NULL, *rewritten = NULL;
@@ -707,7 +712,7 @@ static int send_rewritten_body(struct exchange_rules *rw, struct stream *src,
         *has_original = true;
     }
     if (recorded_headers)
-        reframe_recorded_headers(recorded_headers, recorded_original, send_len,
+        reframe_recorded_headers(recorded_headers, recorded_original, recorded_facts, send_len,
                                  rewritten != NULL);
     if (capture)
         flow_body_append(capture, send, send_len);
@@ -798,7 +803,7 @@ static char *build_response_head(const struct http1_head *resp, const struct exc
     return b.data;
 }
 
-char *exchange_headers_text(const struct http1_head *head)
+char *exchange_headers_text(const struct http1_head *head, struct flow_header_facts *facts)
 {
     /* Sized first, then filled: one allocation per flow and header section
      * (a strbuf would append four pieces per field). */
@@ -808,6 +813,7 @@ char *exchange_headers_text(const struct http1_head *head)
     char *text = malloc(len + 1);
     if (!text)
         return NULL;
+    struct flow_header_facts found = {.text = text};
     char *p = text;
     for (size_t i = 0; i < head->num_headers; i++) {
         const struct http1_header *h = &head->headers[i];
@@ -815,12 +821,26 @@ char *exchange_headers_text(const struct http1_head *head)
         p += h->name_len;
         *p++ = ':';
         *p++ = ' ';
+        /* A section is far below 4 GiB: the parser bounds a head. */
+        uint32_t at = (uint32_t)(p - text);
+        if (facts && !found.has_content_type && name_is(h, "Content-Type")) {
+            found.has_content_type = true;
+            found.content_type_at = at;
+            found.content_type_len = (uint32_t)h->value_len;
+        } else if (facts && h->value_len > 0 && name_is(h, "Content-Encoding")) {
+            found.has_more_encodings = found.has_content_encoding;
+            found.has_content_encoding = true;
+            found.content_encoding_at = at;
+            found.content_encoding_len = (uint32_t)h->value_len;
+        }
         memcpy(p, h->value, h->value_len);
         p += h->value_len;
         *p++ = '\r';
         *p++ = '\n';
     }
     *p = '\0';
+    if (facts)
+        *facts = found;
     return text;
 }
 
@@ -870,7 +890,8 @@ int exchange_forward(struct stream *client, struct stream *upstream,
                                       flow ? &flow->request_body_original : NULL,
                                       flow ? &flow->has_request_body_original : NULL,
                                       flow ? &flow->request_headers : NULL,
-                                      flow ? &flow->request_headers_original : NULL, &fault)
+                                      flow ? &flow->request_headers_original : NULL,
+                                      flow ? &flow->request_facts : NULL, &fault)
                 : move_body(client, upstream, req->framing, req->content_length, out, t->io_ms,
                             &res->request_bytes, flow ? &flow->request_body : NULL, &fault);
         if (moved < 0) {
@@ -983,9 +1004,9 @@ int exchange_forward(struct stream *client, struct stream *upstream,
                  resp->reason);
         flow->response_version_minor = resp->version_minor;
         free(flow->response_headers);
-        flow->response_headers = exchange_headers_text(sent_resp);
+        flow->response_headers = exchange_headers_text(sent_resp, &flow->response_facts);
         if (resp_mod)
-            flow->response_headers_original = exchange_headers_text(resp);
+            flow->response_headers_original = exchange_headers_text(resp, NULL);
         if (resp->status == 101)
             flow->kind = FLOW_WEBSOCKET;
     }
@@ -1002,7 +1023,8 @@ int exchange_forward(struct stream *client, struct stream *upstream,
                                 flow ? &flow->response_body_original : NULL,
                                 flow ? &flow->has_response_body_original : NULL,
                                 flow ? &flow->response_headers : NULL,
-                                flow ? &flow->response_headers_original : NULL, &fault) < 0) {
+                                flow ? &flow->response_headers_original : NULL,
+                                flow ? &flow->response_facts : NULL, &fault) < 0) {
             res->client_keep_alive = false;
             res->upstream_reusable = false;
             snprintf(res->error, sizeof(res->error), "%s",

@@ -16,6 +16,7 @@
 #include "stream.h"
 
 struct flow;
+struct flow_header_facts;
 
 #define EXCHANGE_VIA "1.1 tapwire"
 #define EXCHANGE_ERROR_BYTES 512
@@ -117,8 +118,10 @@ int exchange_forward(struct stream *client, struct stream *upstream,
                      struct exchange_rules *rw, struct flow *flow, struct exchange_result *res);
 
 /* The header section of head as "Name: value\r\n" lines, in original order
- * and case. Caller frees. NULL when out of memory. */
-char *exchange_headers_text(const struct http1_head *head);
+ * and case. Caller frees. NULL when out of memory. When facts is not NULL it
+ * is filled with where the text's Content-Type and Content-Encoding are (see
+ * struct flow_header_facts). */
+char *exchange_headers_text(const struct http1_head *head, struct flow_header_facts *facts);
 
 /*
  * Sends a complete error response with a short text/plain body naming the

@@ -268,14 +268,16 @@ static bool header_find(const char *text, const char *want, const char **value, 
 struct header_facts {
     const char *content_type; /* the first Content-Type, into the section; NULL when none */
     size_t content_type_len;
-    char *content_encoding; /* every Content-Encoding joined by ", " (RFC 9110 5.3: the same
-                               as one field with a list); malloc'd, NULL when there is none
-                               or out of memory */
+    const char *content_encoding; /* every Content-Encoding joined by ", " (RFC 9110 5.3: the
+                                     same as one field with a list); NULL when there is none
+                                     or out of memory */
+    size_t content_encoding_len;
+    char *joined; /* owned: content_encoding when several fields were joined */
 };
 
 /* Fills facts from text in one walk over its fields: the writer does this
- * for every flow, and a walk per name was a measurable share of its work.
- * The caller frees facts->content_encoding. */
+ * for a section no proxy thread noted (see section_facts). The caller frees
+ * facts->joined. */
 static void header_facts(const char *text, struct header_facts *facts)
 {
     const char *name, *value;
@@ -295,16 +297,16 @@ static void header_facts(const char *text, struct header_facts *facts)
         }
         if (has_failed || value_len == 0 || !name_is(name, name_len, "Content-Encoding"))
             continue;
-        grown = realloc(facts->content_encoding, len + value_len + 3);
+        grown = realloc(facts->joined, len + value_len + 3);
         if (grown == NULL) {
             /* No encoding rather than part of the list; keep looking for
              * the Content-Type. */
-            free(facts->content_encoding);
-            facts->content_encoding = NULL;
+            free(facts->joined);
+            facts->joined = NULL;
             has_failed = true;
             continue;
         }
-        facts->content_encoding = grown;
+        facts->joined = grown;
         if (len > 0) {
             memcpy(grown + len, ", ", 2);
             len += 2;
@@ -312,6 +314,29 @@ static void header_facts(const char *text, struct header_facts *facts)
         memcpy(grown + len, value, value_len);
         len += value_len;
         grown[len] = '\0';
+    }
+    facts->content_encoding = facts->joined;
+    facts->content_encoding_len = facts->joined != NULL ? len : 0;
+}
+
+/* The facts of text: as the proxy thread noted them when they are about
+ * this very text and need no joining, else from a walk over it. The caller
+ * frees facts->joined. */
+static void section_facts(const char *text, const struct flow_header_facts *noted,
+                          struct header_facts *facts)
+{
+    if (text == NULL || noted->text != text || noted->has_more_encodings) {
+        header_facts(text, facts);
+        return;
+    }
+    memset(facts, 0, sizeof(*facts));
+    if (noted->has_content_type) {
+        facts->content_type = text + noted->content_type_at;
+        facts->content_type_len = noted->content_type_len;
+    }
+    if (noted->has_content_encoding) {
+        facts->content_encoding = text + noted->content_encoding_at;
+        facts->content_encoding_len = noted->content_encoding_len;
     }
 }
 
@@ -911,8 +936,8 @@ static int insert_flow(struct flowstore *store, struct flow *flow, char *msg, si
     struct header_facts req, resp;
     int rc;
 
-    header_facts(flow->request_headers, &req);
-    header_facts(flow->response_headers, &resp);
+    section_facts(flow->request_headers, &flow->request_facts, &req);
+    section_facts(flow->response_headers, &flow->response_facts, &resp);
 
     bind_int(&b, id);
     bind_int(&b, flow->kind);
@@ -940,8 +965,8 @@ static int insert_flow(struct flowstore *store, struct flow *flow, char *msg, si
              flow->response_body.truncated || flow->response_body.size > flow->response_body.len);
     bind_textn(&b, req.content_type, req.content_type_len);
     bind_textn(&b, resp.content_type, resp.content_type_len);
-    bind_text(&b, req.content_encoding);
-    bind_text(&b, resp.content_encoding);
+    bind_textn(&b, req.content_encoding, req.content_encoding_len);
+    bind_textn(&b, resp.content_encoding, resp.content_encoding_len);
     bind_time(&b, flow->timings.connected);
     bind_time(&b, flow->timings.tls_done);
     bind_time(&b, flow->timings.request_sent);
@@ -999,8 +1024,8 @@ static int insert_flow(struct flowstore *store, struct flow *flow, char *msg, si
         rc = insert_body(store, flow->id, FLOWSTORE_RESPONSE_ORIGINAL,
                          &flow->response_body_original, msg, msg_len);
 out:
-    free(req.content_encoding);
-    free(resp.content_encoding);
+    free(req.joined);
+    free(resp.joined);
     return rc;
 }
 

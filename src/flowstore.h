@@ -67,6 +67,28 @@ struct flow_tls {
                                or the failure reason */
 };
 
+/*
+ * Where a recorded header section's Content-Type and Content-Encoding values
+ * are, noted by the proxy thread that builds the section from its parsed
+ * head (exchange_headers_text), where finding them is a length compare per
+ * field: the flow writer then binds them as they are instead of walking the
+ * text again, which was a twentieth of its work. text names the section the
+ * offsets are into; whoever replaces a noted section (rules reframing a
+ * body) notes the new one or sets text to NULL, and the writer uses the
+ * facts only while text is the flow's section, else walks the text as it
+ * does for a section nobody noted.
+ */
+struct flow_header_facts {
+    const char *text;         /* the section described; NULL: nothing noted */
+    uint32_t content_type_at; /* the first Content-Type's value: offset, length */
+    uint32_t content_type_len;
+    bool has_content_type;
+    uint32_t content_encoding_at; /* the only Content-Encoding's value */
+    uint32_t content_encoding_len;
+    bool has_content_encoding;
+    bool has_more_encodings; /* several Content-Encoding fields: the writer joins them */
+};
+
 enum flow_kind { FLOW_HTTP = 0, FLOW_TUNNEL = 1, FLOW_WEBSOCKET = 2 };
 
 struct flow {
@@ -84,6 +106,8 @@ struct flow {
      * original order and case, without the start line. Owned, may be NULL. */
     char *request_headers;
     char *response_headers;
+    struct flow_header_facts request_facts; /* about request_headers, when noted */
+    struct flow_header_facts response_facts;
     struct flow_body request_body;
     struct flow_body response_body;
     int status; /* 0 when no response */

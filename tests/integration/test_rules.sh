@@ -45,6 +45,31 @@ for coding in gzip br deflate; do
         check_eq "$name: bytes received match Content-Length" "$want_len" "$out"
     done
 done
+# The flows record what was sent: Content-Length and no Content-Encoding
+# (the proxy thread notes a section's Content-Encoding as it builds it; a
+# body rule then replaces the section, and the note must not outlive it),
+# and what arrived as the original. Read from the database once the flow
+# writer (a batch every 0.1 s) has stored all six.
+recorded() {
+    python3 - "$PROXY_DATA/tapwire.db" <<'PY'
+import sqlite3, sys
+db = sqlite3.connect("file:%s?mode=ro" % sys.argv[1], uri=True, timeout=5)
+rows = db.execute("SELECT resp_content_encoding, resp_headers, resp_headers_original "
+                  "FROM flows WHERE target LIKE '/compressed/%' ORDER BY id").fetchall()
+print(len(rows))
+for enc, sent, orig in rows:
+    print("%s|%s|%s" % (enc, "content-encoding" in sent.lower(),
+                        "content-encoding" in (orig or "").lower()))
+PY
+}
+for ((i = 0; i < 50; i++)); do
+    [ "$(recorded | head -1)" = 6 ] && break
+    sleep 0.1
+done
+check_eq "recorded: the six rewritten responses, sent without Content-Encoding, which the \
+original had" "6 None|False|True None|False|True None|False|True None|False|True \
+None|False|True None|False|True" "$(recorded | tr '\n' ' ' | sed 's/ $//')"
+
 out=$(pcurl --compressed -o "$tmp/b" -w '%{http_code}' "$O/compressed/gzip?n=3")
 check_eq "client asking for compression still gets the rewritten body" \
     "200 3" "$out $(grep -c '^Tapwire Domain' "$tmp/b")"

@@ -1577,6 +1577,76 @@ static void test_small_body_is_stored_in_the_flow_row(void)
     flowstore_close(store);
 }
 
+/* Facts a proxy thread noted about a header section are what the writer
+ * stores, but only for that very section: a section replaced since (a body
+ * rule reframing it) or several Content-Encoding fields (to be joined) are
+ * walked instead. The noted offsets here deliberately name other bytes than
+ * a walk would find, so each assertion tells which way the writer went. */
+static void test_noted_header_facts_apply_to_their_own_section_only(void)
+{
+    struct flowstore *store = open_store(100);
+    struct flowstore_record *rec = NULL;
+    struct flow *f;
+    char err[512] = "";
+    const char *text = "Content-Type: text/plain\r\nX-Other: application/json\r\n"
+                       "Content-Encoding: gzip\r\nX-Enc: br\r\n";
+    const char *json = strstr(text, "application/json");
+    const char *br = strstr(text, "br\r\n");
+
+    CU_ASSERT_FATAL(store != NULL);
+    /* 1: noted, about this section. */
+    f = simple_flow("GET", "facts.test", "/1", 200);
+    free(f->response_headers);
+    f->response_headers = xstrdup(text);
+    f->response_facts.text = f->response_headers;
+    f->response_facts.has_content_type = true;
+    f->response_facts.content_type_at = (uint32_t)(json - text);
+    f->response_facts.content_type_len = 16;
+    f->response_facts.has_content_encoding = true;
+    f->response_facts.content_encoding_at = (uint32_t)(br - text);
+    f->response_facts.content_encoding_len = 2;
+    submit(store, f);
+    /* 2: noted about a section that is no longer the recorded one. */
+    f = simple_flow("GET", "facts.test", "/2", 200);
+    free(f->response_headers);
+    f->response_headers = xstrdup(text);
+    f->response_facts.text = text; /* another allocation than response_headers */
+    f->response_facts.has_content_type = true;
+    f->response_facts.content_type_at = (uint32_t)(json - text);
+    f->response_facts.content_type_len = 16;
+    submit(store, f);
+    /* 3: noted, but with several encodings: joined from the text. */
+    f = simple_flow("GET", "facts.test", "/3", 200);
+    free(f->response_headers);
+    f->response_headers = xstrdup("Content-Encoding: gzip\r\nContent-Encoding: br\r\n");
+    f->response_facts.text = f->response_headers;
+    f->response_facts.has_content_encoding = true;
+    f->response_facts.content_encoding_at = 42; /* "br" of the second field */
+    f->response_facts.content_encoding_len = 2;
+    f->response_facts.has_more_encodings = true;
+    submit(store, f);
+    CU_ASSERT_EQUAL_FATAL(flowstore_sync(store, SYNC_MS), 0);
+
+    CU_ASSERT_EQUAL(flowstore_get(store, 1, &rec, err, sizeof(err)), 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(rec);
+    CU_ASSERT_STRING_EQUAL(rec->response_content_type, "application/json");
+    CU_ASSERT_STRING_EQUAL(rec->response_content_encoding, "br");
+    flowstore_record_free(rec);
+    rec = NULL;
+    CU_ASSERT_EQUAL(flowstore_get(store, 2, &rec, err, sizeof(err)), 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(rec);
+    CU_ASSERT_STRING_EQUAL(rec->response_content_type, "text/plain");
+    CU_ASSERT_STRING_EQUAL(rec->response_content_encoding, "gzip");
+    flowstore_record_free(rec);
+    rec = NULL;
+    CU_ASSERT_EQUAL(flowstore_get(store, 3, &rec, err, sizeof(err)), 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(rec);
+    CU_ASSERT_PTR_NULL(rec->response_content_type);
+    CU_ASSERT_STRING_EQUAL(rec->response_content_encoding, "gzip, br");
+    flowstore_record_free(rec);
+    flowstore_close(store);
+}
+
 /* The limit is inclusive, and each body of a flow is placed on its own. */
 static void test_body_over_the_inline_limit_goes_to_flow_bodies(void)
 {
@@ -2135,6 +2205,8 @@ int main(void)
                      test_version_4_database_migrates_bodies_to_one_key_each) ||
         !CU_add_test(suite, "version_6_database_keeps_ids_unique_without_autoincrement",
                      test_version_6_database_keeps_ids_unique_without_autoincrement) ||
+        !CU_add_test(suite, "noted_header_facts_apply_to_their_own_section_only",
+                     test_noted_header_facts_apply_to_their_own_section_only) ||
         !CU_add_test(suite, "small_body_is_stored_in_the_flow_row",
                      test_small_body_is_stored_in_the_flow_row) ||
         !CU_add_test(suite, "body_over_the_inline_limit_goes_to_flow_bodies",
