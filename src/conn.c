@@ -194,15 +194,6 @@ static void record_client_tls(struct conn *c, SSL *ssl)
     c->client_is_tls = true;
 }
 
-static void copy_tls_info(struct flow_tls *dst, const struct flow_tls *src)
-{
-    *dst = *src;
-    dst->cert_subject = dup_or_null(src->cert_subject);
-    dst->cert_issuer = dup_or_null(src->cert_issuer);
-    dst->cert_sans = dup_or_null(src->cert_sans);
-    dst->verification = dup_or_null(src->verification);
-}
-
 /* Copies src into dst[size], cut to fit. snprintf(dst, size, "%s", src)
  * does the same at several times the cost, paid four times per flow. */
 static void copy_text(char *dst, size_t size, const char *src)
@@ -243,7 +234,7 @@ static void flow_finish(struct conn *c, struct flow *f, int status, const char *
     if (!f)
         return;
     if (f->is_tls)
-        copy_tls_info(&f->tls, &c->tls_info);
+        flow_tls_copy(&f->tls, &c->tls_info);
     if (c->opened_at_us) {
         f->timings.connected = c->connected_at_us;
         f->timings.tls_done = c->tls_done_at_us;

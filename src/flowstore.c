@@ -137,10 +137,50 @@ struct flow *flow_new(size_t capture_limit)
 
 static void flow_tls_clear(struct flow_tls *tls)
 {
+    if (tls->strings != NULL) {
+        free(tls->strings);
+        return;
+    }
     free(tls->cert_subject);
     free(tls->cert_issuer);
     free(tls->cert_sans);
     free(tls->verification);
+}
+
+/* Copies text to *at and moves *at past it; NULL stays NULL. */
+static char *pack_string(char **at, const char *text, size_t len)
+{
+    char *copy = *at;
+
+    if (text == NULL)
+        return NULL;
+    memcpy(copy, text, len + 1);
+    *at += len + 1;
+    return copy;
+}
+
+void flow_tls_copy(struct flow_tls *dst, const struct flow_tls *src)
+{
+    size_t subject = src->cert_subject != NULL ? strlen(src->cert_subject) : 0;
+    size_t issuer = src->cert_issuer != NULL ? strlen(src->cert_issuer) : 0;
+    size_t sans = src->cert_sans != NULL ? strlen(src->cert_sans) : 0;
+    size_t verification = src->verification != NULL ? strlen(src->verification) : 0;
+    char *at;
+
+    *dst = *src;
+    dst->cert_subject = dst->cert_issuer = dst->cert_sans = dst->verification = NULL;
+    dst->strings = NULL;
+    if (src->cert_subject == NULL && src->cert_issuer == NULL && src->cert_sans == NULL &&
+        src->verification == NULL)
+        return;
+    dst->strings = malloc(subject + issuer + sans + verification + 4);
+    if (dst->strings == NULL)
+        return;
+    at = dst->strings;
+    dst->cert_subject = pack_string(&at, src->cert_subject, subject);
+    dst->cert_issuer = pack_string(&at, src->cert_issuer, issuer);
+    dst->cert_sans = pack_string(&at, src->cert_sans, sans);
+    dst->verification = pack_string(&at, src->verification, verification);
 }
 
 void flow_free(struct flow *flow)

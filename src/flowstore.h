@@ -65,7 +65,16 @@ struct flow_tls {
     int64_t cert_not_after; /* unix seconds, 0 if unknown */
     char *verification;     /* owned, may be NULL: "ok", "not verified (--insecure): ...",
                                or the failure reason */
+    /* Owned, may be NULL: set by flow_tls_copy(); the four strings above
+     * then point into it and are not allocations of their own. */
+    char *strings;
 };
+
+/* Copies src into dst (which owns nothing yet) with its four strings in one
+ * allocation: a flow is freed by the flow writer, not by the thread that
+ * made it, and every allocation handed across costs both threads. The
+ * strings are NULL when out of memory. */
+void flow_tls_copy(struct flow_tls *dst, const struct flow_tls *src);
 
 /*
  * Where a recorded header section's Content-Type and Content-Encoding values
