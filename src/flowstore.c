@@ -523,68 +523,63 @@ static int prepare_reader(struct flowstore *store, char *err, size_t err_len)
     return 0;
 }
 
-static int count_stored(struct flowstore *store, char *err, size_t err_len)
+/* The one integer sql returns, from db; what names it for the error. */
+static int query_int64(sqlite3 *db, const char *path, const char *sql, const char *what,
+                       int64_t *value, char *err, size_t err_len)
 {
     sqlite3_stmt *stmt = NULL;
     int ret = -1;
 
-    if (prepare(store->rdb, store->db_path, "SELECT count(*) FROM flows", &stmt, err, err_len) != 0)
+    if (prepare(db, path, sql, &stmt, err, err_len) != 0)
         goto out;
     if (sqlite3_step(stmt) != SQLITE_ROW) {
-        errmsg_set(err, err_len, "database %s: cannot count the stored flows: %s", store->db_path,
-                   sqlite3_errmsg(store->rdb));
+        errmsg_set(err, err_len, "database %s: cannot read %s: %s", path, what, sqlite3_errmsg(db));
         goto out;
     }
-    store->stats.stored = (uint64_t)sqlite3_column_int64(stmt, 0);
+    *value = sqlite3_column_int64(stmt, 0);
     ret = 0;
 out:
     sqlite3_finalize(stmt);
     return ret;
+}
+
+static int count_stored(struct flowstore *store, char *err, size_t err_len)
+{
+    int64_t count;
+
+    if (query_int64(store->rdb, store->db_path, "SELECT count(*) FROM flows",
+                    "the number of stored flows", &count, err, err_len) != 0)
+        return -1;
+    store->stats.stored = (uint64_t)count;
+    return 0;
 }
 
 /* Sets inline_body_max from the file's page size: an existing file keeps
  * the page size it was made with (see db_open). */
 static int load_inline_body_max(struct flowstore *store, char *err, size_t err_len)
 {
-    sqlite3_stmt *stmt = NULL;
-    int ret = -1;
+    int64_t page_size;
 
-    if (prepare(store->wdb, store->db_path, "PRAGMA page_size", &stmt, err, err_len) != 0)
-        goto out;
-    if (sqlite3_step(stmt) != SQLITE_ROW || sqlite3_column_int64(stmt, 0) <= 0) {
-        errmsg_set(err, err_len, "database %s: cannot read the page size: %s", store->db_path,
-                   sqlite3_errmsg(store->wdb));
-        goto out;
+    if (query_int64(store->wdb, store->db_path, "PRAGMA page_size", "the page size", &page_size,
+                    err, err_len) != 0)
+        return -1;
+    if (page_size <= 0) {
+        errmsg_set(err, err_len, "database %s reports a page size of %" PRId64, store->db_path,
+                   page_size);
+        return -1;
     }
-    store->inline_body_max = (size_t)sqlite3_column_int64(stmt, 0) / 8;
-    ret = 0;
-out:
-    sqlite3_finalize(stmt);
-    return ret;
+    store->inline_body_max = (size_t)page_size / 8;
+    return 0;
 }
 
 /* The id the next flow gets: past every id ever given out (flow_ids keeps
  * that across deletions and restarts) and past every stored flow. */
 static int load_next_id(struct flowstore *store, char *err, size_t err_len)
 {
-    sqlite3_stmt *stmt = NULL;
-    int ret = -1;
-
-    if (prepare(store->wdb, store->db_path,
-                "SELECT max(coalesce((SELECT max(next_id) FROM flow_ids), 1), "
-                "coalesce((SELECT max(id) FROM flows), 0) + 1)",
-                &stmt, err, err_len) != 0)
-        goto out;
-    if (sqlite3_step(stmt) != SQLITE_ROW) {
-        errmsg_set(err, err_len, "database %s: cannot read the next flow id: %s", store->db_path,
-                   sqlite3_errmsg(store->wdb));
-        goto out;
-    }
-    store->next_id = sqlite3_column_int64(stmt, 0);
-    ret = 0;
-out:
-    sqlite3_finalize(stmt);
-    return ret;
+    return query_int64(store->wdb, store->db_path,
+                       "SELECT max(coalesce((SELECT max(next_id) FROM flow_ids), 1), "
+                       "coalesce((SELECT max(id) FROM flows), 0) + 1)",
+                       "the next flow id", &store->next_id, err, err_len);
 }
 
 static void *writer_run(void *arg);
