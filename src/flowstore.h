@@ -22,8 +22,8 @@
 /* Each commit rewrites the partly filled last pages of every b-tree it
  * touched into the WAL (16 KiB each) and checksums them: with 20 ms batches
  * at a few thousand flows a second that nearly doubled the bytes written
- * per flow.
- * A tenth of a second is still immediate in the dashboard's live list. */
+ * per flow. A tenth of a second is still immediate in the dashboard's live
+ * list. */
 #define FLOWSTORE_BATCH_FLOWS 1024 /* flows per write transaction */
 #define FLOWSTORE_GATHER_MS 100    /* the writer waits this long to fill a batch */
 
@@ -81,7 +81,7 @@ void flow_tls_copy(struct flow_tls *dst, const struct flow_tls *src);
  * are, noted by the proxy thread that builds the section from its parsed
  * head (exchange_headers_text), where finding them is a length compare per
  * field: the flow writer then binds them as they are instead of walking the
- * text again, which was a twentieth of its work. text names the section the
+ * text again, which was about 6% of its work. text names the section the
  * offsets are into; whoever replaces a noted section (rules reframing a
  * body) notes the new one or sets text to NULL, and the writer uses the
  * facts only while text is the flow's section, else walks the text as it
