@@ -9,7 +9,10 @@
  * batching, the schema and the row layout decide; on a machine shared with
  * load it is steadier than a throughput difference.
  *
- *   flowwrite [--flows N] [--db FILE] [--json]
+ *   flowwrite [--flows N] [--max-flows N] [--db FILE] [--json]
+ *
+ * --max-flows below --flows measures a full database, where every flow
+ * written also prunes the oldest one.
  */
 #include "flowstore.h"
 #include "log.h"
@@ -93,6 +96,7 @@ static struct flow *make_flow(long i, const unsigned char *body, size_t body_len
 int main(int argc, char **argv)
 {
     long flows = 50000;
+    long max_flows = FLOWSTORE_DEFAULT_MAX_FLOWS;
     const char *db_path = NULL;
     char tmpdir[] = "/tmp/flowwrite-XXXXXX";
     char path[256];
@@ -107,12 +111,14 @@ int main(int argc, char **argv)
     for (i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--flows") == 0 && i + 1 < argc)
             flows = strtol(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "--max-flows") == 0 && i + 1 < argc)
+            max_flows = strtol(argv[++i], NULL, 10);
         else if (strcmp(argv[i], "--db") == 0 && i + 1 < argc)
             db_path = argv[++i];
         else if (strcmp(argv[i], "--json") == 0)
             json = true;
         else {
-            fprintf(stderr, "usage: flowwrite [--flows N] [--db FILE] [--json]\n");
+            fprintf(stderr, "usage: flowwrite [--flows N] [--max-flows N] [--db FILE] [--json]\n");
             return 2;
         }
     }
@@ -129,7 +135,7 @@ int main(int argc, char **argv)
     log_init(2, LOG_ERROR); /* the queue overflowing is expected here */
     for (i = 0; i < (int)sizeof(body); i++)
         body[i] = (unsigned char)(i * 7 + 3);
-    if (flowstore_open(db_path, FLOWSTORE_DEFAULT_MAX_FLOWS, &store, err, sizeof(err)) != 0) {
+    if (flowstore_open(db_path, max_flows, &store, err, sizeof(err)) != 0) {
         fprintf(stderr, "flowwrite: %s\n", err);
         goto out;
     }
