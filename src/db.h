@@ -20,6 +20,24 @@
  */
 int db_open(const char *path, sqlite3 **out, char *err, size_t err_len);
 
+#define DB_CHECK_BUDGET_MS 3000 /* start-up page check; a larger file is checked in part */
+
+enum db_check_result {
+    DB_CHECK_OK,         /* every page looked at was sound, or there is no file yet */
+    DB_CHECK_UNFINISHED, /* the budget ran out before the end; nothing wrong so far */
+    DB_CHECK_CORRUPT,    /* a bad page: err names the file and what to do */
+};
+
+/*
+ * Runs SQLite's quick_check on path for at most budget_ms, before any
+ * connection of this process has the file open (a corrupt page otherwise
+ * shows itself only as every later flow failing). Never creates, repairs or
+ * overwrites anything. Returns 0 (*result OK or UNFINISHED), or -1 with err
+ * filled in (*result CORRUPT, or OK when the file could not be read at all).
+ */
+int db_check(const char *path, int budget_ms, enum db_check_result *result, char *err,
+             size_t err_len);
+
 /* The newest schema version this binary knows. */
 int db_schema_version(void);
 

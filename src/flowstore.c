@@ -679,6 +679,7 @@ void flowstore_close(struct flowstore *store)
         pthread_cond_signal(&store->work_cond);
         pthread_mutex_unlock(&store->lock);
         pthread_join(store->writer, NULL);
+        flowstore_log_totals(store);
     }
     if (store->queue != NULL)
         for (i = 0; i < store->queue_count; i++)
@@ -794,6 +795,16 @@ int flowstore_sync(struct flowstore *store, int timeout_ms)
     }
     pthread_mutex_unlock(&store->lock);
     return ret;
+}
+
+void flowstore_log_totals(struct flowstore *store)
+{
+    struct flowstore_stats stats;
+
+    flowstore_stats(store, &stats);
+    log_info("flows: %llu written, %llu dropped (queue full), %llu lost to database errors",
+             (unsigned long long)stats.written, (unsigned long long)stats.dropped,
+             (unsigned long long)stats.write_errors);
 }
 
 void flowstore_stats(struct flowstore *store, struct flowstore_stats *out)

@@ -153,7 +153,13 @@ struct flowstore;
 int flowstore_open(const char *db_path, int64_t max_flows, struct flowstore **out, char *err,
                    size_t err_len);
 /* Writes what is queued, stops the writer, closes. NULL is fine. */
+/* Writes every flow still queued, logs the totals (flowstore_log_totals()),
+ * and frees store. NULL is allowed. */
 void flowstore_close(struct flowstore *store);
+
+/* Logs one line: flows written, dropped with the queue full, and lost to
+ * database errors since the store was opened. */
+void flowstore_log_totals(struct flowstore *store);
 
 /* Takes ownership of flow. Never blocks on the disk. Returns 0 when queued,
  * -1 when the queue was full (the flow is freed and counted as dropped). */

@@ -20,6 +20,7 @@
 #include "dashboard.h"
 #include "db.h"
 #include "flowstore.h"
+#include "instancelock.h"
 #include "listener.h"
 #include "log.h"
 #include "rulebook.h"
@@ -91,6 +92,46 @@ static void *reload_thread(void *arg)
     return NULL;
 }
 
+/* SIGTERM with connections that would not end: flows already queued still
+ * get this long to reach the disk. */
+#define MAIN_FLOW_DRAIN_MS 5000
+
+/* One tapwire per data directory, and per database file when --db puts it
+ * elsewhere: two writers of one database lose each other's flows. */
+static int lock_instance(const struct config *cfg, struct instancelock **dir_lock,
+                         struct instancelock **db_lock, char *err, size_t err_len)
+{
+    char dir_path[PATH_MAX], db_path[PATH_MAX];
+    int dir_len = snprintf(dir_path, sizeof(dir_path), "%s/%s", cfg->data_dir, INSTANCELOCK_FILE);
+    int db_len = snprintf(db_path, sizeof(db_path), "%s.lock", cfg->db_path);
+
+    if (dir_len < 0 || (size_t)dir_len >= sizeof(dir_path) || db_len < 0 ||
+        (size_t)db_len >= sizeof(db_path)) {
+        snprintf(err, err_len, "data directory or database path too long");
+        return -1;
+    }
+    if (instancelock_acquire(dir_path, dir_lock, err, err_len) < 0)
+        return -1;
+    /* The default database's lock is the directory's own lock file. */
+    if (strcmp(cfg->db_path, ":memory:") == 0 || strcmp(db_path, dir_path) == 0)
+        return 0;
+    return instancelock_acquire(db_path, db_lock, err, err_len);
+}
+
+/* Before any module opens the database: a corrupt page would otherwise let
+ * tapwire start and then lose every flow. */
+static int check_database(const char *db_path, char *err, size_t err_len)
+{
+    enum db_check_result result;
+
+    if (db_check(db_path, DB_CHECK_BUDGET_MS, &result, err, err_len) < 0)
+        return -1;
+    if (result == DB_CHECK_UNFINISHED)
+        log_info("database %s: start-up check stopped after %d ms with nothing found; "
+                 "the rest of the file was not checked", db_path, DB_CHECK_BUDGET_MS);
+    return 0;
+}
+
 static enum log_level level_from_config(int setting)
 {
     if (setting <= CONFIG_LOG_QUIET)
@@ -108,6 +149,7 @@ int main(int argc, char **argv)
     struct flowstore *flows = NULL;
     struct dashboard *dash = NULL;
     struct rulebook *book = NULL;
+    struct instancelock *dir_lock = NULL, *db_lock = NULL;
     pthread_t reloader;
     bool has_reloader = false;
     SSL_CTX *server_ctx = NULL, *upstream_ctx = NULL;
@@ -143,6 +185,11 @@ int main(int argc, char **argv)
         goto out;
     }
     if (config_prepare_data_dir(cfg.data_dir, err, sizeof(err)) < 0) {
+        log_error("%s", err);
+        goto out;
+    }
+    if (lock_instance(&cfg, &dir_lock, &db_lock, err, sizeof(err)) < 0 ||
+        check_database(cfg.db_path, err, sizeof(err)) < 0) {
         log_error("%s", err);
         goto out;
     }
@@ -249,8 +296,13 @@ int main(int argc, char **argv)
     int left = listener_run(listen_fd, &env, cfg.shutdown_grace_ms, cancel_pipe[1]);
     listen_fd = -1;
     if (left > 0) {
-        /* Threads still hold env; leave the process without freeing it. */
+        /* Threads still hold env; leave the process without freeing it,
+         * but not without the flows already queued for the disk. */
         log_warn("exiting with %d connection(s) still open", left);
+        if (flows != NULL && flowstore_sync(flows, MAIN_FLOW_DRAIN_MS) != 0)
+            log_warn("flows still queued after %d ms are lost", MAIN_FLOW_DRAIN_MS);
+        if (flows != NULL)
+            flowstore_log_totals(flows);
         fflush(stdout);
         _exit(0);
     }
@@ -269,9 +321,11 @@ out:
     SSL_CTX_free(upstream_ctx);
     SSL_CTX_free(server_ctx);
     dashboard_stop(dash);
-    flowstore_close(flows);
+    flowstore_close(flows); /* writes every queued flow first, then logs the totals */
     rulebook_close(book);
     certstore_close(certs);
+    instancelock_release(db_lock);
+    instancelock_release(dir_lock);
     ca_free(ca);
     config_free(&cfg);
     for (int i = 0; i < 2; i++) {

@@ -1,0 +1,143 @@
+#!/bin/bash
+# Users' flows survive what users do to them: reading the database with the
+# sqlite3 shell while tapwire captures (then kill -9: every committed flow is
+# still there), starting a second tapwire on the same data directory (refused,
+# naming the PID that holds it), a corrupt page (refused at start with the
+# file named, the file left as it was), and SIGTERM under load (every flow
+# queued is written before exit, and the totals are logged).
+. "$(dirname "$0")/lib.sh"
+
+need_cmd python3 sqlite3
+
+TOKEN=data-safety-test-token-0123456789
+
+# dashboard_port: D, the dashboard's base URL, from the startup line.
+dashboard_port() {
+    local i line=""
+    for ((i = 0; i < 200; i++)); do
+        line=$(grep -aEo -m 1 '^dashboard: http://127\.0\.0\.1:[0-9]+/' "$PROXY_OUT" 2> /dev/null)
+        [ -n "$line" ] && break
+        sleep 0.05
+    done
+    [ -n "$line" ] || bail "no dashboard line on stdout within 10 s: $(head -c 500 "$PROXY_OUT")"
+    line=${line%/}
+    D=http://127.0.0.1:${line##*:}
+}
+
+# written: the flows the running proxy reports written (its own count, not
+# the file's: a detached WAL shows only in the file).
+written() {
+    dcurl -H "X-Tapwire-Token: $TOKEN" "$D/api/stats" |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["written"])' 2> /dev/null
+}
+
+# wait_written N: until the proxy reports at least N flows written (10 s).
+wait_written() {
+    local i n=0
+    for ((i = 0; i < 200; i++)); do
+        n=$(written)
+        [ "$n" -ge "$1" ] 2> /dev/null && return 0
+        sleep 0.05
+    done
+    echo "written: $n, expected at least $1"
+    return 1
+}
+
+# requests N: N requests through the proxy, one curl each.
+requests() {
+    local i
+    for ((i = 0; i < $1; i++)); do
+        pcurl -o /dev/null "$O/bytes/10" || return 1
+    done
+}
+
+# db_query SQL: the sqlite3 shell on the proxy's database, bounded in time.
+db_query() { timeout 10 sqlite3 "$PROXY_DATA/tapwire.db" "$1" 2>&1; }
+
+start_origin ORIGIN_PORT
+O=http://127.0.0.1:$ORIGIN_PORT
+
+# ---- an outside reader, then kill -9 ----
+
+start_proxy --dashboard 127.0.0.1:0 --dashboard-token "$TOKEN"
+dashboard_port
+check "5 requests through the proxy" requests 5
+check "the proxy writes 5 flows" wait_written 5
+check_eq "the sqlite3 shell reads 5 flows while tapwire runs" 5 \
+    "$(db_query 'select count(*) from flows')"
+check "the WAL is still there after the outside reader closed" test -e "$PROXY_DATA/tapwire.db-wal"
+deleted=$(ls -l "/proc/$PROXY_PID/fd" 2> /dev/null | grep -c 'tapwire.db.*(deleted)')
+check_eq "no database file of tapwire's is deleted under it" 0 "$deleted"
+check "7 more requests" requests 7
+check "the proxy writes 12 flows" wait_written 12
+kill -KILL "$PROXY_PID"
+wait "$PROXY_PID" 2> /dev/null
+check_eq "after kill -9 every committed flow is in the file" 12 \
+    "$(db_query 'select count(*) from flows')"
+check_eq "after kill -9 the database is intact" ok "$(db_query 'pragma integrity_check')"
+
+# ---- one tapwire per data directory ----
+
+start_proxy --dashboard 127.0.0.1:0 --dashboard-token "$TOKEN"
+dashboard_port
+check "a new tapwire starts after kill -9 (no stale lock)" proxy_serves "$ORIGIN_PORT"
+out=$(timeout 20 "$TAPWIRE_BIN" --listen 127.0.0.1:0 --data-dir "$PROXY_DATA" --no-dashboard \
+    < /dev/null 2>&1)
+rc=$?
+check_eq "a second tapwire on the same data directory exits 1" 1 "$rc"
+check_contains "the refusal names the PID that holds the directory" "PID $PROXY_PID" "$out"
+check "the first tapwire still serves" proxy_serves "$ORIGIN_PORT"
+out=$(timeout 20 "$TAPWIRE_BIN" --listen 127.0.0.1:0 --data-dir "$tmp/data-b" --no-dashboard \
+    --db "$PROXY_DATA/tapwire.db" < /dev/null 2>&1)
+rc=$?
+check_eq "a second tapwire on the same database through --db is refused too" 1 "$rc"
+check_contains "that refusal names the PID too" "PID $PROXY_PID" "$out"
+requests 1
+check "the first tapwire writes on" wait_written 1
+second=$(written)
+stop_proxy
+check_eq "the database keeps the flows of both runs" "$((12 + ${second:-0}))" \
+    "$(db_query 'select count(*) from flows')"
+
+# ---- a corrupt page ----
+
+root=$(db_query "select rootpage from sqlite_master where name = 'flows'")
+page_size=$(db_query 'pragma page_size')
+python3 - "$PROXY_DATA/tapwire.db" "$root" "$page_size" << 'EOF'
+import sys
+path, root, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+with open(path, "r+b") as f:
+    f.seek((root - 1) * size)
+    f.write(b"\x99" * 64)
+EOF
+before=$(file_sha "$PROXY_DATA/tapwire.db")
+out=$(timeout 20 "$TAPWIRE_BIN" --listen 127.0.0.1:0 --data-dir "$PROXY_DATA" --no-dashboard \
+    < /dev/null 2>&1)
+rc=$?
+check_eq "a corrupt database: tapwire refuses to start (exit 1)" 1 "$rc"
+check_contains "the refusal names the file" "$PROXY_DATA/tapwire.db" "$out"
+check_contains "the refusal says what to do" "move it away" "$out"
+check_eq "the corrupt file is left as it was" "$before" "$(file_sha "$PROXY_DATA/tapwire.db")"
+
+# ---- SIGTERM under load ----
+
+PROXY_DATA_DIR=$tmp/data-term start_proxy --no-dashboard
+curl -q -sS --max-time 60 --noproxy '' -x "http://127.0.0.1:$PROXY_PORT" \
+    -o /dev/null "$O/bytes/[1-400]" 2> /dev/null &
+load=$!
+track_pid "$load"
+sleep 0.3
+stop_pid "$PROXY_PID" 20
+stop_rc=$?
+wait "$load" 2> /dev/null
+check_eq "SIGTERM under load: tapwire exits 0" 0 "$stop_rc"
+totals=$(grep -aEo 'flows: [0-9]+ written, [0-9]+ dropped' "$PROXY_ERR" | tail -n 1)
+check_match "SIGTERM: the flow totals are logged at exit" '^flows: [0-9]+ written, 0 dropped$' \
+    "$totals"
+n_logged=$(printf '%s' "$totals" | grep -Eo '^flows: [0-9]+' | grep -Eo '[0-9]+')
+n_file=$(db_query 'select count(*) from flows')
+check_eq "SIGTERM: every flow the proxy took is in the file" "${n_logged:-none}" "$n_file"
+answered=$(grep -c 'req=' "$ORIGIN_PORT_LOG" 2> /dev/null)
+note "origin answered $answered requests in all, $n_file stored after SIGTERM"
+
+finish
