@@ -1102,6 +1102,10 @@ int exchange_send_error(struct stream *client, int status, const char *reason, b
                         "X-Content-Type-Options: nosniff\r\n%s\r\n",
                         status, http1_reason_phrase(status), blen,
                         close ? "Connection: close\r\n" : "");
+    /* A refusal that closes may come before the request was read in full
+     * (431, 413, a bad chunk): let the client finish sending and read it. */
+    if (close)
+        stream_linger_on_close(client);
     int r = stream_put(client, head, (size_t)hlen, timeout_ms);
     if (r == STREAM_OK)
         r = stream_put(client, body, (size_t)blen, timeout_ms);

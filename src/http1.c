@@ -685,12 +685,15 @@ static int finish_request(struct http1_head *head, struct http1_error *err)
             return fail(err, 400, "Transfer-Encoding in an HTTP/1.0 request");
         if (sum.te_invalid)
             return fail(err, 400, "invalid Transfer-Encoding");
-        if (sum.te_unknown)
-            return fail(err, 501, "unsupported transfer coding");
         /* RFC 9112 6.3 (4): a request whose final coding is not chunked has
-         * no determinable length; chunked applied twice is never valid. */
+         * no determinable length, and the server MUST answer 400 and close,
+         * whatever the other codings are; chunked applied twice is never
+         * valid. Only a well-framed request with a coding we do not decode
+         * is "not implemented" (RFC 9112 6.1). */
         if (sum.te_chunked_count != 1 || !sum.te_chunked_last)
             return fail(err, 400, "chunked must be the final transfer coding, once");
+        if (sum.te_unknown)
+            return fail(err, 501, "unsupported transfer coding");
         head->framing = HTTP1_BODY_CHUNKED;
     } else if (sum.has_cl) {
         head->framing = HTTP1_BODY_LENGTH;
@@ -1219,6 +1222,7 @@ const char *http1_reason_phrase(int status)
         {503, "Service Unavailable"},
         {504, "Gateway Timeout"},
         {505, "HTTP Version Not Supported"},
+        {508, "Loop Detected"},
         {511, "Network Authentication Required"},
     };
     size_t i;

@@ -98,6 +98,35 @@ bool stream_is_open(const struct stream *s)
     return s->fd >= 0;
 }
 
+void stream_linger_on_close(struct stream *s)
+{
+    s->is_lingering = true;
+}
+
+/* Reads and discards raw bytes (TLS records too: they are not for us any
+ * more) until the peer closes or goes quiet, within the linger bounds. */
+static void drain_before_close(struct stream *s)
+{
+    int64_t deadline = clock_mono_ms() + STREAM_LINGER_MS;
+    char discard[STREAM_READ_CHUNK_BYTES];
+
+    if (shutdown(s->fd, SHUT_WR) != 0)
+        return;
+    for (;;) {
+        int left = (int)(deadline - clock_mono_ms());
+        ssize_t n;
+
+        if (left <= 0)
+            return;
+        if (wait_fd(s, POLLIN, left < STREAM_LINGER_QUIET_MS ? left : STREAM_LINGER_QUIET_MS) !=
+            STREAM_OK)
+            return;
+        n = recv(s->fd, discard, sizeof(discard), 0);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+            return;
+    }
+}
+
 void stream_close(struct stream *s)
 {
     if (s->ssl) {
@@ -109,8 +138,11 @@ void stream_close(struct stream *s)
         SSL_free(s->ssl);
         s->ssl = NULL;
     }
-    if (s->fd >= 0)
+    if (s->fd >= 0) {
+        if (s->is_lingering)
+            drain_before_close(s);
         close(s->fd);
+    }
     free(s->in);
     free(s->out);
     stream_clear(s, s->cancel_fd);

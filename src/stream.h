@@ -16,6 +16,12 @@
 
 #define STREAM_READ_CHUNK_BYTES 16384 /* one recv/SSL_read at most */
 #define STREAM_OUT_BUFFER_BYTES 16384 /* coalescing buffer for small writes */
+/* A lingering close (RFC 9112 9.6) reads the peer's remaining bytes away
+ * for at most this long in all, and gives up on a peer quiet for
+ * STREAM_LINGER_QUIET_MS: long enough for a client to finish sending a
+ * refused request and read the answer, short enough not to hold a thread. */
+#define STREAM_LINGER_MS 3000
+#define STREAM_LINGER_QUIET_MS 500
 
 enum stream_status {
     STREAM_OK = 0,
@@ -35,6 +41,9 @@ struct stream {
     char *out; /* pending output; allocated on first use */
     size_t out_len;
     uint64_t bytes_read, bytes_written;
+    /* The peer may still be sending what was refused: stream_close() then
+     * half-closes and reads the rest away first (stream_linger_on_close()). */
+    bool is_lingering;
     char error[160]; /* last error, for a person */
 };
 
@@ -49,6 +58,15 @@ void stream_clear(struct stream *s, int cancel_fd);
 /* Sends close_notify when TLS (one try, no wait), closes fd, frees buffers.
  * Safe on a cleared or already closed stream. */
 void stream_close(struct stream *s);
+/*
+ * Makes the next stream_close() a lingering close: after close_notify it
+ * shuts down the sending side and discards what the peer still sends, until
+ * it closes, is quiet, or STREAM_LINGER_MS pass (or the cancel fd fires).
+ * For a connection closed with an answer while the peer may still be
+ * sending a request: closing a socket with unread bytes makes the kernel
+ * send a reset, which can destroy the answer before the peer reads it.
+ */
+void stream_linger_on_close(struct stream *s);
 bool stream_is_open(const struct stream *s);
 
 static inline size_t stream_buffered(const struct stream *s) { return s->in_end - s->in_start; }

@@ -405,13 +405,25 @@ static void test_rejects_te_without_chunked_in_request(void)
 
 static void test_answers_501_for_unknown_transfer_coding(void)
 {
-    CU_ASSERT_EQUAL(parse_req("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: xchunked\r\n\r\n"),
-                    501);
-    CU_ASSERT_EQUAL(parse_req("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: identity\r\n\r\n"),
-                    501);
     CU_ASSERT_EQUAL(parse_req("POST / HTTP/1.1\r\nHost: h\r\n"
                               "Transfer-Encoding: br, chunked\r\n\r\n"),
                     501);
+    CU_ASSERT_EQUAL(parse_req("POST / HTTP/1.1\r\nHost: h\r\n"
+                              "Transfer-Encoding: xfoo, chunked\r\n\r\n"),
+                    501);
+}
+
+/* RFC 9112 6.3 (4) is a MUST: 400 and close when the final coding is not
+ * chunked, also when that coding is one the proxy does not know. */
+static void test_answers_400_when_the_final_coding_is_unknown_and_not_chunked(void)
+{
+    CU_ASSERT_EQUAL(parse_req("POST / HTTP/1.1\r\nHost: h\r\n"
+                              "Transfer-Encoding: chunked, identity\r\n\r\n"),
+                    400);
+    CU_ASSERT_EQUAL(parse_req("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: identity\r\n\r\n"),
+                    400);
+    CU_ASSERT_EQUAL(parse_req("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: xchunked\r\n\r\n"),
+                    400);
 }
 
 static void test_rejects_chunked_applied_twice(void)
@@ -1428,6 +1440,7 @@ static void test_reason_phrases(void)
     CU_ASSERT_STRING_EQUAL(http1_reason_phrase(502), "Bad Gateway");
     CU_ASSERT_STRING_EQUAL(http1_reason_phrase(504), "Gateway Timeout");
     CU_ASSERT_STRING_EQUAL(http1_reason_phrase(505), "HTTP Version Not Supported");
+    CU_ASSERT_STRING_EQUAL(http1_reason_phrase(508), "Loop Detected");
     CU_ASSERT_STRING_EQUAL(http1_reason_phrase(511), "Network Authentication Required");
     CU_ASSERT_STRING_EQUAL(http1_reason_phrase(299), "Unknown");
     CU_ASSERT_STRING_EQUAL(http1_reason_phrase(-1), "Unknown");
@@ -1438,7 +1451,7 @@ static void test_every_listed_status_has_a_phrase(void)
     static const int codes[] = {100, 101, 103, 200, 201, 202, 203, 204, 205, 206, 300, 301, 302,
                                 303, 304, 305, 307, 308, 400, 401, 402, 403, 404, 405, 406, 407,
                                 408, 409, 410, 411, 412, 413, 414, 415, 416, 417, 421, 422, 425,
-                                426, 428, 429, 431, 451, 500, 501, 502, 503, 504, 505, 511};
+                                426, 428, 429, 431, 451, 500, 501, 502, 503, 504, 505, 508, 511};
     size_t i;
 
     for (i = 0; i < sizeof(codes) / sizeof(codes[0]); i++)
@@ -1493,6 +1506,7 @@ static const struct test_entry tests[] = {
     TEST(test_rejects_te_chunked_not_last_in_request),
     TEST(test_rejects_te_without_chunked_in_request),
     TEST(test_answers_501_for_unknown_transfer_coding),
+    TEST(test_answers_400_when_the_final_coding_is_unknown_and_not_chunked),
     TEST(test_rejects_chunked_applied_twice),
     TEST(test_rejects_malformed_transfer_encoding),
     TEST(test_rejects_te_in_http10_request),
