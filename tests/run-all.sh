@@ -9,15 +9,27 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 jobs=$(nproc 2>/dev/null || echo 2)
 "$top/deps/install.sh"
-autoreconf -fi >/dev/null
+# The build is quiet: anything autoreconf, configure or make print on
+# stderr (an ordering warning, ar's modifier notice) fails the run.
+quiet_check() {
+    if [ -s "$1" ]; then
+        echo "== $2 printed warnings (the build must be quiet):"
+        cat "$1"
+        return 1
+    fi
+}
+mkdir -p "$top/build"
+autoreconf -fi >/dev/null 2>"$top/build/autoreconf.err" || { cat "$top/build/autoreconf.err"; exit 1; }
 
 summary="$top/build/test-summary.txt"
 run_suite() {
     dir=$1; shift
     rm -rf "$top/$dir"
     mkdir -p "$top/$dir"
-    (cd "$top/$dir" && "$top/configure" --enable-werror "$@" >/dev/null &&
-        make -j"$jobs" >/dev/null && make -j"$jobs" check) || {
+    (cd "$top/$dir" && "$top/configure" --enable-werror "$@" >/dev/null 2>configure.err &&
+        make -j"$jobs" >/dev/null 2>make.err && quiet_check configure.err configure &&
+        quiet_check make.err make && make -j"$jobs" check) || {
+        cat "$top/$dir/configure.err" "$top/$dir/make.err" 2>/dev/null | tail -n 40
         for log in "$top/$dir"/tests/*/*.log; do
             grep -qE '^(FAIL|ERROR)' "${log%.log}.trs" 2>/dev/null || continue
             echo "=== $log"; tail -n 80 "$log"
@@ -27,6 +39,7 @@ run_suite() {
 }
 
 status=0
+quiet_check "$top/build/autoreconf.err" autoreconf || status=1
 echo "== build with -Werror and run the suite"
 run_suite build || status=1
 echo "== build with AddressSanitizer + UndefinedBehaviorSanitizer and run the suite again"
