@@ -9,13 +9,17 @@
  */
 #include "listener.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ifaddrs.h>
+#include <net/if.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,7 +64,12 @@ int listener_open(const char *host, uint16_t port, uint16_t *bound_port, char *e
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     if (bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, LISTENER_BACKLOG) < 0) {
-        snprintf(err, err_len, "cannot listen on %s:%u: %s", host, port, strerror(errno));
+        int e = errno;
+
+        snprintf(err, err_len, "cannot listen on %s:%u: %s%s", host, port, strerror(e),
+                 e == EADDRINUSE ? " (another program has this port: give tapwire another "
+                                   "one with --listen HOST:PORT)"
+                                 : "");
         close(fd);
         fd = -1;
         goto out;
@@ -74,6 +83,70 @@ out:
     if (res)
         freeaddrinfo(res);
     return fd;
+}
+
+bool listener_is_wildcard_host(const char *host)
+{
+    return host[0] == '\0' || strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0 ||
+           strcmp(host, "[::]") == 0 || strcmp(host, "*") == 0;
+}
+
+/* Appends "ADDR:PORT" (IPv6 in brackets) to out after a ", " when not first. */
+static void append_address(char *out, size_t out_len, size_t *used, const struct sockaddr *sa,
+                           uint16_t port)
+{
+    char text[INET6_ADDRSTRLEN];
+    const void *addr = sa->sa_family == AF_INET6
+                           ? (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr
+                           : (const void *)&((const struct sockaddr_in *)sa)->sin_addr;
+    bool v6 = sa->sa_family == AF_INET6;
+    int n;
+
+    if (inet_ntop(sa->sa_family, addr, text, sizeof(text)) == NULL || *used >= out_len)
+        return;
+    n = snprintf(out + *used, out_len - *used, "%s%s%s%s:%u", *used > 0 ? ", " : "",
+                 v6 ? "[" : "", text, v6 ? "]" : "", port);
+    if (n > 0)
+        *used = (size_t)n >= out_len - *used ? out_len - 1 : *used + (size_t)n;
+}
+
+size_t listener_reachable_addresses(const char *host, uint16_t port, char *out, size_t out_len)
+{
+    struct ifaddrs *ifs = NULL, *ifa;
+    size_t used = 0;
+    bool v4_only = strcmp(host, "0.0.0.0") == 0;
+    int pass;
+
+    if (out_len == 0)
+        return 0;
+    out[0] = '\0';
+    if (!listener_is_wildcard_host(host)) {
+        bool v6 = strchr(host, ':') != NULL && host[0] != '[';
+        int n = snprintf(out, out_len, "%s%s%s:%u", v6 ? "[" : "", host, v6 ? "]" : "", port);
+        return n < 0 ? 0 : ((size_t)n >= out_len ? out_len - 1 : (size_t)n);
+    }
+    if (getifaddrs(&ifs) != 0) {
+        snprintf(out, out_len, "every address of this machine, port %u", port);
+        return strlen(out);
+    }
+    /* IPv4 first: what people type. An IPv6 wildcard socket takes both. */
+    for (pass = 0; pass < 2; pass++) {
+        int family = pass == 0 ? AF_INET : AF_INET6;
+
+        if (family == AF_INET6 && v4_only)
+            break;
+        for (ifa = ifs; ifa != NULL; ifa = ifa->ifa_next) {
+            if (ifa->ifa_addr == NULL || ifa->ifa_addr->sa_family != family ||
+                !(ifa->ifa_flags & IFF_UP))
+                continue;
+            if (family == AF_INET6 &&
+                IN6_IS_ADDR_LINKLOCAL(&((struct sockaddr_in6 *)ifa->ifa_addr)->sin6_addr))
+                continue; /* needs a zone to be reached: not for copying */
+            append_address(out, out_len, &used, ifa->ifa_addr, port);
+        }
+    }
+    freeifaddrs(ifs);
+    return used;
 }
 
 static void *conn_thread(void *arg)

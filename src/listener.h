@@ -7,6 +7,8 @@
 #ifndef TAPWIRE_LISTENER_H
 #define TAPWIRE_LISTENER_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "conn.h"
@@ -18,6 +20,19 @@
  * or -1 with err. *bound_port gets the actual port. */
 int listener_open(const char *host, uint16_t port, uint16_t *bound_port, char *err,
                   size_t err_len);
+
+/*
+ * Writes where clients can reach a listener on host:port, for a person:
+ * "127.0.0.1:8080" for a specific address, and for a wildcard ("0.0.0.0",
+ * "::", "") every address of this machine's interfaces that are up, IPv4
+ * first, separated by ", " ("127.0.0.1:8080, 192.168.1.5:8080"): a wildcard
+ * itself is not an address anyone can connect to. Returns the length
+ * written (truncated to fit out, always NUL-terminated).
+ */
+size_t listener_reachable_addresses(const char *host, uint16_t port, char *out, size_t out_len);
+
+/* Whether host, as given to --listen, means every address of the machine. */
+bool listener_is_wildcard_host(const char *host);
 
 /*
  * Accepts on listen_fd until env->stop_fd becomes readable, then closes

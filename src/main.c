@@ -132,6 +132,37 @@ static int check_database(const char *db_path, char *err, size_t err_len)
     return 0;
 }
 
+/* What a person needs first: where to point clients, the CA to trust and
+ * where to get it from a device, the dashboard. A wildcard listener is
+ * shown as the addresses it can be reached at. */
+static void print_startup(const struct config *cfg, const struct ca *ca,
+                          const struct dashboard *dash, uint16_t port)
+{
+    char reachable[1024];
+    char first[256];
+    char url[512];
+
+    listener_reachable_addresses(cfg->listen_host, port, reachable, sizeof(reachable));
+    snprintf(first, sizeof(first), "%.*s", (int)strcspn(reachable, ","), reachable);
+    printf("tapwire %s\n", TAPWIRE_VERSION);
+    if (listener_is_wildcard_host(cfg->listen_host))
+        printf("proxy listening on port %u of every address: %s\n", port, reachable);
+    else
+        printf("proxy listening on %s\n", reachable);
+    printf("CA certificate: %s\n"
+           "  Trust it once, e.g.: curl --cacert %s -x http://%s https://example.org/\n"
+           "  From a phone or another browser: open http://tapwire.invalid/ through the proxy\n"
+           "  Browsers, Debian's store and phones: see tapwire(1), section TRUSTING THE CA.\n",
+           ca_cert_path(ca), ca_cert_path(ca), first);
+    if (dash == NULL)
+        printf("dashboard: off (--no-dashboard)\n");
+    else if (dashboard_url(dash, url, sizeof(url)) > 0)
+        /* The CA page is at the dashboard's origin and needs no token. */
+        printf("dashboard: %s\nCA page: %.*s/ca\n", url,
+               (int)(strlen("http://") + strcspn(url + strlen("http://"), "/")), url);
+    fflush(stdout);
+}
+
 static enum log_level level_from_config(int setting)
 {
     if (setting <= CONFIG_LOG_QUIET)
@@ -265,22 +296,7 @@ int main(int argc, char **argv)
     if (cfg.keylog_file)
         fprintf(stderr, "tapwire: SSLKEYLOGFILE: writing TLS session keys to %s\n",
                 cfg.keylog_file);
-    bool v6 = strchr(cfg.listen_host, ':') != NULL;
-    printf("tapwire %s\n"
-           "proxy listening on %s%s%s:%u\n"
-           "CA certificate: %s\n"
-           "  Trust it once, e.g.: curl --cacert %s -x http://%s%s%s:%u https://example.org/\n"
-           "  Browsers, Debian's store and phones: see tapwire(1), section TRUSTING THE CA.\n",
-           TAPWIRE_VERSION, v6 ? "[" : "", cfg.listen_host, v6 ? "]" : "", port, ca_cert_path(ca),
-           ca_cert_path(ca), v6 ? "[" : "", cfg.listen_host, v6 ? "]" : "", port);
-    if (dash) {
-        char url[512];
-        if (dashboard_url(dash, url, sizeof(url)) > 0)
-            printf("dashboard: %s\n", url);
-    } else {
-        printf("dashboard: off (--no-dashboard)\n");
-    }
-    fflush(stdout);
+    print_startup(&cfg, ca, dash, port);
 
     struct proxy_env env = {
         .cfg = &cfg,

@@ -1,0 +1,30 @@
+#!/bin/bash
+# What a new user sees first: the start-up text names where to get the CA
+# (http://tapwire.invalid/ through the proxy, and the dashboard's /ca page,
+# which answers without the token), and a port already in use suggests
+# --listen instead of only saying so.
+. "$(dirname "$0")/lib.sh"
+
+start_origin ORIGIN_PORT
+start_proxy
+out=$(cat "$PROXY_OUT")
+check_contains "start-up names the CA page through the proxy" "http://tapwire.invalid/" "$out"
+ca_page=$(sed -n 's/^CA page: //p' "$PROXY_OUT" | head -n 1)
+check_match "start-up names the dashboard's CA page" '^http://127\.0\.0\.1:[0-9]+/ca$' "$ca_page"
+if [ -n "$ca_page" ]; then
+    code=$(dcurl -o "$tmp/ca-page.html" -w '%{http_code}' "$ca_page")
+    check_eq "the CA page printed at start answers without the token" 200 "$code"
+    check_contains "the CA page offers the certificate" "ca.pem" "$(cat "$tmp/ca-page.html")"
+fi
+code=$(pcurl -o "$tmp/invalid.html" -w '%{http_code}' http://tapwire.invalid/)
+check_eq "http://tapwire.invalid/ through the proxy answers" 200 "$code"
+
+# ---- a port in use ----
+out=$(timeout 20 "$TAPWIRE_BIN" --listen "127.0.0.1:$PROXY_PORT" --data-dir "$tmp/data-2" \
+    --no-dashboard < /dev/null 2>&1)
+rc=$?
+check_eq "a port in use: exit 1" 1 "$rc"
+check_contains "a port in use: says so" "Address already in use" "$out"
+check_contains "a port in use: suggests --listen" "--listen" "$out"
+
+finish
