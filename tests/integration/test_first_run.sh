@@ -1,8 +1,9 @@
 #!/bin/bash
 # What a new user sees first: the start-up text names where to get the CA
 # (http://tapwire.invalid/ through the proxy, and the dashboard's /ca page,
-# which answers without the token), and a port already in use suggests
-# --listen instead of only saying so.
+# which answers without the token), a port already in use suggests
+# --listen instead of only saying so, and the man page's Chromium recipe
+# works in a home where Chromium never ran.
 . "$(dirname "$0")/lib.sh"
 
 start_origin ORIGIN_PORT
@@ -26,5 +27,25 @@ rc=$?
 check_eq "a port in use: exit 1" 1 "$rc"
 check_contains "a port in use: says so" "Address already in use" "$out"
 check_contains "a port in use: suggests --listen" "--listen" "$out"
+
+# ---- the man page's Chromium recipe, as printed, in a fresh home ----
+if command -v certutil > /dev/null 2>&1; then
+    man_page=$TESTS_SRCDIR/../man/tapwire.1
+    # The command lines of the "Chromium (Linux)" entry, roff escapes undone.
+    sed -n '/^Chromium (Linux)/,/^\.TP/p' "$man_page" | grep '^\\fB' |
+        sed 's/\\f[BRI]//g; s/\\-/-/g' > "$tmp/recipe.sh"
+    check_eq "the recipe has its three commands" 3 "$(wc -l < "$tmp/recipe.sh")"
+    mkdir -p "$tmp/fresh-home"
+    (cd "$PROXY_DATA" && HOME=$tmp/fresh-home timeout 30 bash -e "$tmp/recipe.sh") \
+        > "$tmp/recipe.log" 2>&1
+    check_eq "the recipe runs in a home where Chromium never ran" 0 "$?"
+    listed=$(certutil -d "sql:$tmp/fresh-home/.pki/nssdb" -L 2>&1)
+    check_match "the CA is then trusted for TLS servers" '^tapwire +C,,' "$listed"
+    (cd "$PROXY_DATA" && HOME=$tmp/fresh-home timeout 30 bash -e "$tmp/recipe.sh") \
+        > "$tmp/recipe-again.log" 2>&1
+    check_eq "the recipe runs again on the existing database" 0 "$?"
+else
+    note "certutil missing: the Chromium recipe is not tried"
+fi
 
 finish
