@@ -2454,6 +2454,18 @@ uint16_t dashboard_port(const struct dashboard *dashboard)
     return (uint16_t)atomic_load(&dashboard->port);
 }
 
+int dashboard_address(const struct dashboard *dashboard, struct sockaddr_storage *out)
+{
+    const union MHD_DaemonInfo *info =
+        MHD_get_daemon_info(dashboard->daemon, MHD_DAEMON_INFO_LISTEN_FD);
+    socklen_t len = sizeof(*out);
+
+    if (info == NULL || info->listen_fd < 0 ||
+        getsockname(info->listen_fd, (struct sockaddr *)out, &len) != 0)
+        return -1;
+    return 0;
+}
+
 const char *dashboard_token(const struct dashboard *dashboard)
 {
     return dashboard->token;
