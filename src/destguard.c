@@ -136,7 +136,7 @@ enum destguard_verdict destguard_check(const struct destguard *guard, const stru
 bool destguard_is_loopback(const struct sockaddr *addr)
 {
     struct addr a = addr_from(addr);
-    return is_loopback(&a) || is_unspecified(&a);
+    return is_loopback(&a);
 }
 
 bool destguard_is_private(const struct sockaddr *addr)

@@ -48,7 +48,8 @@ int destguard_add_self(struct destguard *guard, const struct sockaddr *addr);
  */
 enum destguard_verdict destguard_check(const struct destguard *guard, const struct sockaddr *addr);
 
-/* Loopback (127/8, ::1) or unspecified (0.0.0.0, ::); mapped IPv4 as IPv4. */
+/* Loopback (127/8, ::1; mapped IPv4 as IPv4). Not unspecified: a listener on
+ * 0.0.0.0 or :: is reachable from everywhere. */
 bool destguard_is_loopback(const struct sockaddr *addr);
 
 /* What --block-private refuses: loopback and unspecified, RFC 1918

@@ -157,8 +157,14 @@ static void test_loopback_listeners(void)
     CU_ASSERT(destguard_is_loopback((struct sockaddr *)&a));
     a = sa("::1", 1);
     CU_ASSERT(destguard_is_loopback((struct sockaddr *)&a));
-    a = sa("0.0.0.0", 1);
+    a = sa("::ffff:127.0.0.1", 1);
     CU_ASSERT(destguard_is_loopback((struct sockaddr *)&a));
+    /* A wildcard listener is reachable from everywhere: not loopback, so
+     * --block-private is on by default there. */
+    a = sa("0.0.0.0", 1);
+    CU_ASSERT(!destguard_is_loopback((struct sockaddr *)&a));
+    a = sa("::", 1);
+    CU_ASSERT(!destguard_is_loopback((struct sockaddr *)&a));
     a = sa("192.168.1.5", 1);
     CU_ASSERT(!destguard_is_loopback((struct sockaddr *)&a));
 }
