@@ -41,6 +41,8 @@ enum {
     OPT_RULES,
     OPT_RULE,
     OPT_REWRITE_LIMIT,
+    OPT_BLOCK_PRIVATE,
+    OPT_ALLOW_PRIVATE,
 };
 
 static const struct option long_options[] = {
@@ -49,6 +51,8 @@ static const struct option long_options[] = {
     {"upstream-ca", required_argument, NULL, OPT_UPSTREAM_CA},
     {"insecure", no_argument, NULL, OPT_INSECURE},
     {"ignore-host", required_argument, NULL, OPT_IGNORE_HOST},
+    {"block-private", no_argument, NULL, OPT_BLOCK_PRIVATE},
+    {"allow-private", no_argument, NULL, OPT_ALLOW_PRIVATE},
     {"log-file", required_argument, NULL, OPT_LOG_FILE},
     {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
     {"idle-timeout", required_argument, NULL, OPT_IDLE_TIMEOUT},
@@ -86,6 +90,9 @@ static void print_usage(FILE *out)
             "  --insecure               do not verify upstream certificates (dangerous)\n"
             "  --ignore-host GLOB       relay CONNECT tunnels to matching hosts untouched\n"
             "                           (repeatable)\n"
+            "  --block-private          refuse loopback and private destinations (default\n"
+            "                           when --listen is not a loopback address)\n"
+            "  --allow-private          allow them even then\n"
             "  --log-file FILE          append log lines to FILE instead of stderr\n"
             "  --max-connections N      concurrent client connections (default %d)\n"
             "  --idle-timeout MS        idle keep-alive client timeout (default %d)\n"
@@ -243,6 +250,17 @@ enum config_parse_result config_parse(struct config *cfg, int argc, char **argv)
         case OPT_INSECURE:
             cfg->insecure = true;
             break;
+        case OPT_BLOCK_PRIVATE:
+        case OPT_ALLOW_PRIVATE: {
+            int want = c == OPT_BLOCK_PRIVATE ? CONFIG_PRIVATE_BLOCK : CONFIG_PRIVATE_ALLOW;
+            if (cfg->private_destinations != CONFIG_PRIVATE_DEFAULT &&
+                cfg->private_destinations != want) {
+                fprintf(stderr, "tapwire: --block-private or --allow-private, not both\n");
+                return CONFIG_ERROR;
+            }
+            cfg->private_destinations = want;
+            break;
+        }
         case OPT_IGNORE_HOST:
             if (cfg->ignore_host_count == CONFIG_MAX_LIST) {
                 fprintf(stderr, "tapwire: at most %d --ignore-host\n", CONFIG_MAX_LIST);

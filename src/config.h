@@ -23,6 +23,10 @@
 #define CONFIG_DEFAULT_MAX_FLOWS 100000
 #define CONFIG_DEFAULT_REWRITE_LIMIT_BYTES (16 * 1024 * 1024)
 
+/* --block-private / --allow-private; unset, main.c decides from where the
+ * proxy listens (on when not on loopback). */
+enum private_setting { CONFIG_PRIVATE_DEFAULT = 0, CONFIG_PRIVATE_BLOCK, CONFIG_PRIVATE_ALLOW };
+
 enum log_level_setting { CONFIG_LOG_QUIET = 0, CONFIG_LOG_NORMAL = 1, CONFIG_LOG_VERBOSE = 2 };
 
 struct config {
@@ -34,6 +38,7 @@ struct config {
     const char *ignore_hosts[CONFIG_MAX_LIST + 1]; /* globs, NULL-terminated */
     size_t ignore_host_count;
     bool insecure;
+    int private_destinations; /* enum private_setting */
     const char *log_file; /* NULL: stderr */
     int log_level;        /* enum log_level_setting; -v may raise it further */
     int max_connections;

@@ -293,7 +293,9 @@ static bool is_loopback_name(const char *host)
 
 /* The proxy must not connect to itself (a loop until the connection cap is
  * reached), nor to its dashboard: a page proxied through us must not reach
- * the dashboard from the user's browser. */
+ * the dashboard from the user's browser. This is the early check on names
+ * ("localhost"); what stops every other spelling is the guard, which
+ * upstream_connect_tcp() applies to each resolved address. */
 static bool is_self(const struct conn *c, const char *host, uint16_t port)
 {
     bool ours = is_loopback_name(host) || strcasecmp(host, c->cfg->listen_host) == 0;
@@ -334,7 +336,7 @@ static int open_upstream(struct conn *c, const char *host, uint16_t port, bool t
     stream_close(&c->upstream);
     c->opened_at_us = clock_wall_us();
     c->connected_at_us = c->tls_done_at_us = 0;
-    int fd = upstream_connect_tcp(host, port, c->cfg->upstream_timeout_ms, err);
+    int fd = upstream_connect_tcp(host, port, c->cfg->upstream_timeout_ms, c->env->guard, err);
     if (fd < 0)
         goto out;
     c->connected_at_us = clock_wall_us();
@@ -927,6 +929,7 @@ static __attribute__((noinline)) int open_tunnel(struct conn *c, size_t head_len
 {
     char authority[300];
     struct client_hello hello;
+    struct upstream_error refused;
     const struct http1_head *h = c->head;
     size_t alen = h->target_len < sizeof(authority) - 1 ? h->target_len : sizeof(authority) - 1;
     memcpy(authority, h->target, alen);
@@ -943,6 +946,15 @@ static __attribute__((noinline)) int open_tunnel(struct conn *c, size_t head_len
     if (is_self(c, c->tunnel_host, c->tunnel_port)) {
         send_error(c, 508, "refusing to tunnel to the proxy itself", true);
         log_exchange(c, "CONNECT", authority, 508, 0, started, "tunnel to the proxy itself");
+        return -1;
+    }
+    /* A numeric target refused by the guard is refused now, with a status,
+     * rather than after the 200 when only the tunnel's requests could say
+     * why; a name is checked when the tunnel connects. */
+    if (upstream_check_numeric(c->tunnel_host, c->tunnel_port, c->env->guard, &refused) < 0) {
+        int status = upstream_error_http_status(&refused);
+        send_error(c, status, refused.reason, true);
+        log_exchange(c, "CONNECT", authority, status, 0, started, refused.reason);
         return -1;
     }
     if (config_is_ignored_host(c->cfg, c->tunnel_host)) {

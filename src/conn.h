@@ -14,6 +14,7 @@
 #include "ca.h"
 #include "certstore.h"
 #include "config.h"
+#include "destguard.h"
 #include "flowstore.h"
 #include "rules.h"
 
@@ -26,6 +27,7 @@ struct proxy_env {
     struct certstore *certs;
     struct flowstore *flows; /* NULL: capture off */
     struct rules_current *rules; /* the live rewrite rules, NULL: none */
+    const struct destguard *guard; /* destinations refused after resolution, NULL: none */
     SSL_CTX *server_ctx;   /* client-facing TLS */
     SSL_CTX *upstream_ctx; /* TLS towards origins */
     int stop_fd;   /* readable once the proxy stops accepting: idle clients end */

@@ -16,6 +16,14 @@
  * dashboard, so a rebound DNS name cannot reach it; changes need the header
  * (a cross-site form cannot set it) and a same-origin Origin.
  *
+ * The cookie is HttpOnly: cookies ignore ports (RFC 6265 8.5), so any page
+ * served from another port of the same host shares the cookie jar, and must
+ * not be able to read it from script. The page gets the token for its header
+ * from the server instead, written into index.html as it is served to a
+ * request that carries the cookie; another origin's script cannot read that
+ * response (same-origin policy, no CORS here). The cookie's name carries the
+ * port, so that two dashboards on one host do not overwrite each other's.
+ *
  * Request bodies: only the rules changes take one, JSON of at most
  * DASHBOARD_MAX_JSON_BODY_BYTES with a Content-Length, checked before a
  * byte of it is read and gathered in the connection's context (struct
@@ -88,7 +96,10 @@ typedef int mhd_result;
 /* libmicrohttpd renamed these macros between releases; the numbers stay. */
 #define HTTP_MISDIRECTED_REQUEST 421
 #define HTTP_CONTENT_TOO_LARGE 413
-#define TOKEN_COOKIE "tapwire_token"
+#define TOKEN_COOKIE_PREFIX "tapwire_token_" /* then the dashboard's port */
+#define TOKEN_COOKIE_NAME_BYTES 32
+/* Where index.html receives the token, between the quotes of content. */
+#define PAGE_TOKEN_SLOT "<meta name=\"tapwire-token\" content=\""
 #define TOKEN_HEADER "X-Tapwire-Token"
 /* 16 significant digits: unix milliseconds keep their microseconds. */
 #define JSON_FLAGS (JSON_COMPACT | JSON_REAL_PRECISION(16))
@@ -581,6 +592,20 @@ static bool token_matches(const struct dashboard *d, const char *given)
     size_t len = strlen(d->token);
 
     return given != NULL && strlen(given) == len && CRYPTO_memcmp(given, d->token, len) == 0;
+}
+
+static void cookie_name(struct dashboard *d, char *out, size_t out_len)
+{
+    snprintf(out, out_len, TOKEN_COOKIE_PREFIX "%u", atomic_load(&d->port));
+}
+
+/* The token cookie of this dashboard's request, or NULL. */
+static const char *cookie_token(struct dashboard *d, struct MHD_Connection *conn)
+{
+    char name[TOKEN_COOKIE_NAME_BYTES];
+
+    cookie_name(d, name, sizeof(name));
+    return MHD_lookup_connection_value(conn, MHD_COOKIE_KIND, name);
 }
 
 /* "name:port", "[v6]:port" or "name" (port 80); name keeps v6 brackets. */
@@ -1683,27 +1708,76 @@ static const char page_wrong_token[] =
     "startup (a restart makes a new token unless --dashboard-token is given).</p>\n"
     "</body>\n</html>\n";
 
+/*
+ * index.html with the token written into its slot: how the page learns the
+ * value for its X-Tapwire-Token header now that script cannot read the
+ * cookie. Returns a malloc'd copy (caller frees) or NULL when out of memory;
+ * a page without the slot is copied unchanged.
+ */
+static char *page_with_token(const struct dashboard *d, const char *page, size_t len,
+                             size_t *out_len)
+{
+    static const char slot[] = PAGE_TOKEN_SLOT;
+    const char *at = memmem(page, len, slot, sizeof(slot) - 1);
+    size_t token_len = at != NULL ? strlen(d->token) : 0;
+    size_t head = at != NULL ? (size_t)(at - page) + sizeof(slot) - 1 : len;
+    char *out = malloc(len + token_len + 1);
+
+    if (out == NULL)
+        return NULL;
+    memcpy(out, page, head);
+    memcpy(out + head, d->token, token_len);
+    memcpy(out + head + token_len, page + head, len - head);
+    *out_len = len + token_len;
+    return out;
+}
+
+static mhd_result send_page(struct dashboard *d, struct MHD_Connection *conn)
+{
+    const struct static_file *file = &static_files[0];
+    char err[512];
+    char *read = NULL, *page;
+    size_t len = *file->len;
+
+    if (d->web_root != NULL) {
+        read = read_file(d->web_root, file->file, &len, err, sizeof(err));
+        if (read == NULL) {
+            log_warn("dashboard: --web-root: %s", err);
+            return send_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, err);
+        }
+    }
+    page = page_with_token(d, read != NULL ? read : (const char *)file->data, len, &len);
+    free(read);
+    if (page == NULL)
+        return send_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "dashboard: out of memory");
+    return send_reply(conn, MHD_HTTP_OK, owned_response(page, len), file->content_type, false);
+}
+
 static mhd_result page_root(struct dashboard *d, struct MHD_Connection *conn)
 {
     const char *given = arg(conn, "token");
-    char cookie[sizeof(TOKEN_COOKIE) + DASHBOARD_MAX_TOKEN_CHARS + 40];
+    char name[TOKEN_COOKIE_NAME_BYTES];
+    char cookie[TOKEN_COOKIE_NAME_BYTES + DASHBOARD_MAX_TOKEN_CHARS + 64];
 
     if (given != NULL) {
         if (!token_matches(d, given))
             return send_html(conn, MHD_HTTP_UNAUTHORIZED, page_wrong_token);
-        /* Not HttpOnly: app.js reads it to send the token header. Strict:
-         * no other site's request carries it. The redirect takes the token
-         * out of the address bar and history. */
-        snprintf(cookie, sizeof(cookie), TOKEN_COOKIE "=%s; Path=/; SameSite=Strict", d->token);
+        /* HttpOnly: pages on other ports of this host share the cookie jar
+         * and must not read it. Strict: no other site's request carries
+         * it. The redirect takes the token out of the address bar and
+         * history. */
+        cookie_name(d, name, sizeof(name));
+        snprintf(cookie, sizeof(cookie), "%s=%s; Path=/; HttpOnly; SameSite=Strict", name,
+                 d->token);
         return send_reply(
             conn, MHD_HTTP_SEE_OTHER,
             with_header(with_header(static_response("", 0), MHD_HTTP_HEADER_SET_COOKIE, cookie),
                         MHD_HTTP_HEADER_LOCATION, "/"),
             "text/plain; charset=utf-8", false);
     }
-    if (!token_matches(d, MHD_lookup_connection_value(conn, MHD_COOKIE_KIND, TOKEN_COOKIE)))
+    if (!token_matches(d, cookie_token(d, conn)))
         return send_html(conn, MHD_HTTP_UNAUTHORIZED, page_no_token);
-    return send_static(d, conn, &static_files[0]);
+    return send_page(d, conn);
 }
 
 /* ---- rewrite rules ---- */
@@ -2082,14 +2156,11 @@ static mhd_result route_api(struct dashboard *d, struct MHD_Connection *conn, co
             return send_error(conn, MHD_HTTP_UNAUTHORIZED, "wrong " TOKEN_HEADER);
     } else if (!is_read) {
         /* A cross-site form carries the cookie; only our script sends the header. */
-        return send_error(
-            conn,
-            token_matches(d, MHD_lookup_connection_value(conn, MHD_COOKIE_KIND, TOKEN_COOKIE))
-                ? MHD_HTTP_FORBIDDEN
-                : MHD_HTTP_UNAUTHORIZED,
-            "changes need the " TOKEN_HEADER " header");
-    } else if (!token_matches(d,
-                              MHD_lookup_connection_value(conn, MHD_COOKIE_KIND, TOKEN_COOKIE))) {
+        return send_error(conn,
+                          token_matches(d, cookie_token(d, conn)) ? MHD_HTTP_FORBIDDEN
+                                                                  : MHD_HTTP_UNAUTHORIZED,
+                          "changes need the " TOKEN_HEADER " header");
+    } else if (!token_matches(d, cookie_token(d, conn))) {
         return send_error(conn, MHD_HTTP_UNAUTHORIZED,
                           "the dashboard token is missing: open the URL printed at startup");
     }
@@ -2452,6 +2523,18 @@ void dashboard_stop(struct dashboard *d)
 uint16_t dashboard_port(const struct dashboard *dashboard)
 {
     return (uint16_t)atomic_load(&dashboard->port);
+}
+
+int dashboard_address(const struct dashboard *dashboard, struct sockaddr_storage *out)
+{
+    const union MHD_DaemonInfo *info =
+        MHD_get_daemon_info(dashboard->daemon, MHD_DAEMON_INFO_LISTEN_FD);
+    socklen_t len = sizeof(*out);
+
+    if (info == NULL || info->listen_fd < 0 ||
+        getsockname(info->listen_fd, (struct sockaddr *)out, &len) != 0)
+        return -1;
+    return 0;
 }
 
 const char *dashboard_token(const struct dashboard *dashboard)

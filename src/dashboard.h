@@ -19,6 +19,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "ca.h"
 #include "flowstore.h"
@@ -71,6 +72,9 @@ void dashboard_stop(struct dashboard *dashboard);
 
 /* The port bound (the real one when 0 was asked for). */
 uint16_t dashboard_port(const struct dashboard *dashboard);
+/* The address the dashboard listens on, as bound (port included), into
+ * *out. Returns 0 or -1. */
+int dashboard_address(const struct dashboard *dashboard, struct sockaddr_storage *out);
 /* The access token; valid while the dashboard runs. */
 const char *dashboard_token(const struct dashboard *dashboard);
 /* "http://HOST:PORT/?token=TOKEN" (IPv6 in brackets), what the startup line

@@ -172,6 +172,40 @@ static enum log_level level_from_config(int setting)
     return LOG_DEBUG;
 }
 
+/*
+ * The destinations connections refuse: the proxy's and the dashboard's own
+ * addresses always, private ones with --block-private, which is the default
+ * when the proxy listens beyond loopback: then anyone who reaches it could
+ * otherwise use it to reach this host's loopback services and the LAN.
+ */
+static int setup_guard(struct destguard *guard, const struct config *cfg, int listen_fd,
+                       const struct dashboard *dash)
+{
+    struct sockaddr_storage addr;
+    socklen_t len = sizeof(addr);
+
+    if (getsockname(listen_fd, (struct sockaddr *)&addr, &len) != 0 ||
+        destguard_add_self(guard, (struct sockaddr *)&addr) < 0) {
+        log_error("cannot tell the proxy's own address: %s", strerror(errno));
+        return -1;
+    }
+    if (cfg->private_destinations == CONFIG_PRIVATE_DEFAULT)
+        guard->block_private = !destguard_is_loopback((struct sockaddr *)&addr);
+    else
+        guard->block_private = cfg->private_destinations == CONFIG_PRIVATE_BLOCK;
+    if (dash != NULL && (dashboard_address(dash, &addr) < 0 ||
+                         destguard_add_self(guard, (struct sockaddr *)&addr) < 0)) {
+        log_error("cannot tell the dashboard's own address");
+        return -1;
+    }
+    if (guard->block_private)
+        log_info("refusing loopback and private destinations (%s)",
+                 cfg->private_destinations == CONFIG_PRIVATE_BLOCK
+                     ? "--block-private"
+                     : "the proxy listens beyond loopback; --allow-private to allow them");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     struct config cfg;
@@ -189,6 +223,7 @@ int main(int argc, char **argv)
     int listen_fd = -1;
     int status = 1;
     char err[512];
+    struct destguard guard = {0};
 
     enum config_parse_result parsed = config_parse(&cfg, argc, argv);
     if (parsed == CONFIG_EXIT_SUCCESS) {
@@ -287,6 +322,8 @@ int main(int argc, char **argv)
         goto out;
     }
     cfg.listen_port = port; /* the real one, when 0 asked for an ephemeral port */
+    if (setup_guard(&guard, &cfg, listen_fd, dash) < 0)
+        goto out;
 
     if (cfg.insecure)
         fprintf(stderr,
@@ -304,6 +341,7 @@ int main(int argc, char **argv)
         .certs = certs,
         .flows = cfg.capture_enabled ? flows : NULL,
         .rules = rulebook_current(book),
+        .guard = &guard,
         .server_ctx = server_ctx,
         .upstream_ctx = upstream_ctx,
         .stop_fd = stop_pipe[0],

@@ -86,8 +86,40 @@ static void set_status(struct upstream_error *err, enum upstream_status status, 
 
 int upstream_error_http_status(const struct upstream_error *err)
 {
-    /* RFC 9110 15.6.5: 504 is for an upstream that did not answer in time. */
-    return err != NULL && err->status == UPSTREAM_TIMEOUT ? 504 : 502;
+    if (err == NULL)
+        return 502;
+    switch (err->status) {
+    case UPSTREAM_TIMEOUT:
+        return 504; /* RFC 9110 15.6.5: the upstream did not answer in time */
+    case UPSTREAM_SELF:
+        return 508; /* RFC 5842 7.2 Loop Detected: the request would come back to us */
+    case UPSTREAM_BLOCKED:
+        return 403;
+    default:
+        return 502;
+    }
+}
+
+/* Fills err for the address the guard refused. */
+static void set_refused(struct upstream_error *err, enum destguard_verdict verdict,
+                        const char *endpoint, const struct sockaddr *addr)
+{
+    char text[INET6_ADDRSTRLEN] = "?";
+
+    if (addr->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)addr)->sin_addr, text, sizeof text);
+    else if (addr->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)addr)->sin6_addr, text, sizeof text);
+    if (verdict == DESTGUARD_SELF)
+        set_status(err, UPSTREAM_SELF,
+                   "refusing to connect to %s (%s): that is tapwire itself (its proxy or "
+                   "dashboard port)",
+                   endpoint, text);
+    else
+        set_status(err, UPSTREAM_BLOCKED,
+                   "refusing to connect to %s (%s): a loopback or private address "
+                   "(--block-private)",
+                   endpoint, text);
 }
 
 /* ---- TCP ---- */
@@ -172,7 +204,7 @@ out:
 }
 
 int upstream_connect_tcp(const char *host, uint16_t port, int timeout_ms,
-                         struct upstream_error *err)
+                         const struct destguard *guard, struct upstream_error *err)
 {
     struct addrinfo hints;
     struct addrinfo *res = NULL;
@@ -187,6 +219,8 @@ int upstream_connect_tcp(const char *host, uint16_t port, int timeout_ms,
     int gai, one = 1, flags;
     bool was_refused = false, was_timed_out = false;
     int other_errno = 0;
+    enum destguard_verdict refusal = DESTGUARD_ALLOW;
+    const struct addrinfo *refused_ai = NULL;
 
     set_status(err, UPSTREAM_OK, "%s", "");
     if (host == NULL || !host_without_brackets(host, name, sizeof name)) {
@@ -212,8 +246,19 @@ int upstream_connect_tcp(const char *host, uint16_t port, int timeout_ms,
         count++;
     for (ai = res; ai != NULL && fd < 0; ai = ai->ai_next, tried++) {
         long long remaining = deadline - clock_mono_ms();
+        enum destguard_verdict verdict = destguard_check(guard, ai->ai_addr);
         int e;
 
+        /* Checked on the address about to be connected to, so no spelling
+         * of the name and no DNS answer can get around it. Self outranks
+         * private in what the user is told. */
+        if (verdict != DESTGUARD_ALLOW) {
+            if (refusal != DESTGUARD_SELF) {
+                refusal = verdict;
+                refused_ai = ai;
+            }
+            continue;
+        }
         if (remaining <= 0) {
             was_timed_out = true;
             break;
@@ -231,7 +276,9 @@ int upstream_connect_tcp(const char *host, uint16_t port, int timeout_ms,
     if (fd < 0) {
         /* Refused means a host answered, which is the most useful thing to
          * say; a timeout says more than "network unreachable" on IPv6. */
-        if (was_refused)
+        if (refused_ai != NULL && !was_refused && !was_timed_out && other_errno == 0)
+            set_refused(err, refusal, endpoint, refused_ai->ai_addr);
+        else if (was_refused)
             set_status(err, UPSTREAM_REFUSED, "connection refused by %s", endpoint);
         else if (was_timed_out)
             set_status(err, UPSTREAM_TIMEOUT, "timed out connecting to %s after %lld ms", endpoint,
@@ -253,6 +300,42 @@ int upstream_connect_tcp(const char *host, uint16_t port, int timeout_ms,
 out:
     if (fd >= 0)
         close(fd);
+    if (res != NULL)
+        freeaddrinfo(res);
+    return ret;
+}
+
+int upstream_check_numeric(const char *host, uint16_t port, const struct destguard *guard,
+                           struct upstream_error *err)
+{
+    struct addrinfo hints;
+    struct addrinfo *res = NULL;
+    char name[HOST_BYTES];
+    char endpoint[HOST_BYTES + 16];
+    char service[8];
+    int ret = 0;
+
+    set_status(err, UPSTREAM_OK, "%s", "");
+    if (guard == NULL || host == NULL || !host_without_brackets(host, name, sizeof name))
+        goto out;
+    snprintf(service, sizeof service, "%u", (unsigned)port);
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
+    if (getaddrinfo(name, service, &hints, &res) != 0)
+        goto out; /* a name: checked when connecting */
+    format_endpoint(name, port, endpoint, sizeof endpoint);
+    for (const struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
+        enum destguard_verdict verdict = destguard_check(guard, ai->ai_addr);
+
+        if (verdict != DESTGUARD_ALLOW) {
+            set_refused(err, verdict, endpoint, ai->ai_addr);
+            ret = -1;
+            goto out;
+        }
+    }
+out:
     if (res != NULL)
         freeaddrinfo(res);
     return ret;

@@ -13,18 +13,22 @@
 #include <stdint.h>
 #include <openssl/ssl.h>
 
+#include "destguard.h"
+
 #define UPSTREAM_CONNECT_TIMEOUT_MS 10000
 #define UPSTREAM_HANDSHAKE_TIMEOUT_MS 10000
 #define UPSTREAM_ERROR_BYTES 512
 
 enum upstream_status {
     UPSTREAM_OK = 0,
-    UPSTREAM_DNS_FAILED,     /* 502 */
-    UPSTREAM_REFUSED,        /* 502 */
-    UPSTREAM_UNREACHABLE,    /* 502: other connect errors */
-    UPSTREAM_TIMEOUT,        /* 504 */
-    UPSTREAM_TLS_FAILED,     /* 502: handshake failed (protocol, alert, reset) */
-    UPSTREAM_VERIFY_FAILED,  /* 502: chain or hostname verification failed */
+    UPSTREAM_DNS_FAILED,    /* 502 */
+    UPSTREAM_REFUSED,       /* 502 */
+    UPSTREAM_UNREACHABLE,   /* 502: other connect errors */
+    UPSTREAM_TIMEOUT,       /* 504 */
+    UPSTREAM_TLS_FAILED,    /* 502: handshake failed (protocol, alert, reset) */
+    UPSTREAM_VERIFY_FAILED, /* 502: chain or hostname verification failed */
+    UPSTREAM_SELF,          /* 508: every address is one of tapwire's own listeners */
+    UPSTREAM_BLOCKED,       /* 403: every address is private and --block-private is on */
 };
 
 struct upstream_error {
@@ -32,16 +36,28 @@ struct upstream_error {
     char reason[UPSTREAM_ERROR_BYTES]; /* for a person, no trailing newline */
 };
 
-/* HTTP status a client gets for this failure: 502 or 504. */
+/* HTTP status a client gets for this failure: 502, 504, 508 or 403. */
 int upstream_error_http_status(const struct upstream_error *err);
 
 /*
  * Resolves host and connects to port, trying each address until one answers,
- * bounded by timeout_ms overall. The socket is blocking with TCP_NODELAY on.
- * Returns the fd, or -1 with *err filled.
+ * bounded by timeout_ms overall. Addresses the guard refuses are skipped
+ * (guard may be NULL: none are); when that leaves none, the failure is
+ * UPSTREAM_SELF or UPSTREAM_BLOCKED. The socket is blocking with TCP_NODELAY
+ * on. Returns the fd, or -1 with *err filled.
  */
 int upstream_connect_tcp(const char *host, uint16_t port, int timeout_ms,
-                         struct upstream_error *err);
+                         const struct destguard *guard, struct upstream_error *err);
+
+/*
+ * For a host that is a numeric address (any spelling getaddrinfo() takes
+ * with AI_NUMERICHOST, "2130706433" and "0177.0.0.1" included): 0 when the
+ * guard allows it, else -1 with *err as upstream_connect_tcp() would fill
+ * it. A name gives 0 without a DNS query: its addresses are checked when
+ * connecting. Lets a CONNECT be refused before it is answered.
+ */
+int upstream_check_numeric(const char *host, uint16_t port, const struct destguard *guard,
+                           struct upstream_error *err);
 
 struct upstream_tls_options {
     const char *const *extra_ca_files; /* --upstream-ca, NULL-terminated, may be NULL */

@@ -124,20 +124,12 @@
             node.removeChild(node.firstChild);
     }
 
+    /* The token for the X-Tapwire-Token header. The cookie is HttpOnly (pages
+     * on other ports of this host share it), so the dashboard writes the
+     * token into the page it serves to a request that carries the cookie. */
     function token() {
-        for (const part of document.cookie.split(';')) {
-            const i = part.indexOf('=');
-            if (i < 0)
-                continue;
-            if (part.slice(0, i).trim() === 'tapwire_token') {
-                try {
-                    return decodeURIComponent(part.slice(i + 1).trim());
-                } catch (e) {
-                    return part.slice(i + 1).trim();
-                }
-            }
-        }
-        return '';
+        const meta = document.querySelector('meta[name="tapwire-token"]');
+        return meta ? meta.getAttribute('content') || '' : '';
     }
 
     function humanSize(n) {

@@ -28,6 +28,7 @@ dashboard_port() {
     line=${line%/}
     DASH_PORT=${line##*:}
     D=http://127.0.0.1:$DASH_PORT
+    COOKIE_NAME=tapwire_token_$DASH_PORT
 }
 
 # fetch NAME CURL_ARGS...: prints the status; headers in $tmp/d-NAME.head,
@@ -103,19 +104,26 @@ check_match "API without the token: JSON error" '"error"' "$(cat "$tmp/d-no-toke
 check_eq "API with a wrong token: 401" 401 \
     "$(fetch wrong-token -H 'X-Tapwire-Token: not-the-token' "$D/api/flows")"
 check_eq "API with a wrong token cookie: 401" 401 \
-    "$(fetch wrong-cookie -b 'tapwire_token=not-the-token' "$D/api/flows")"
+    "$(fetch wrong-cookie -b "$COOKIE_NAME=not-the-token" "$D/api/flows")"
 check_eq "page without the cookie: 401" 401 "$(fetch page-no-cookie "$D/")"
 check_contains "page without the cookie says to use the token URL" "?token=" \
     "$(cat "$tmp/d-page-no-cookie.body")"
 check_eq "token URL with a wrong token: 401" 401 "$(fetch page-wrong "$D/?token=nope")"
 check_eq "token URL: 303" 303 "$(fetch page-token "$D/?token=$TOKEN")"
-check_imatch "token URL sets the SameSite=Strict cookie" \
-    "^Set-Cookie: tapwire_token=$TOKEN; Path=/; SameSite=Strict\$" "$(head_of page-token)"
+# HttpOnly: cookies ignore ports, so a page on any other port of this host
+# shares the cookie jar and must not read the token from script.
+check_imatch "token URL sets the HttpOnly, SameSite=Strict cookie named after the port" \
+    "^Set-Cookie: $COOKIE_NAME=$TOKEN; Path=/; HttpOnly; SameSite=Strict\$" "$(head_of page-token)"
 check_imatch "token URL redirects to /" '^Location: /$' "$(head_of page-token)"
-check_eq "page with the cookie: 200" 200 "$(fetch page-cookie -b "tapwire_token=$TOKEN" "$D/")"
+check_eq "page with the cookie: 200" 200 "$(fetch page-cookie -b "$COOKIE_NAME=$TOKEN" "$D/")"
 check_imatch "page with the cookie is HTML" '^Content-Type: text/html' "$(head_of page-cookie)"
+check_contains "page with the cookie carries the token for the header" \
+    "<meta name=\"tapwire-token\" content=\"$TOKEN\">" "$(cat "$tmp/d-page-cookie.body")"
+check_not_contains "page without the cookie does not" "$TOKEN" "$(cat "$tmp/d-page-no-cookie.body")"
+check_eq "another port's cookie name is not this dashboard's: 401" 401 \
+    "$(fetch page-other-cookie -b "tapwire_token=$TOKEN" "$D/")"
 check_eq "API with the cookie (GET): 200" 200 \
-    "$(fetch cookie-get -b "tapwire_token=$TOKEN" "$D/api/flows")"
+    "$(fetch cookie-get -b "$COOKIE_NAME=$TOKEN" "$D/api/flows")"
 check_eq "app.js: 200" 200 "$(fetch app-js "$D/app.js")"
 check_imatch "app.js is JavaScript" '^Content-Type: text/javascript' "$(head_of app-js)"
 check_eq "a path outside the three files: 404" 404 \
@@ -123,7 +131,7 @@ check_eq "a path outside the three files: 404" 404 \
 
 code=$(fetch evil-host -H "X-Tapwire-Token: $TOKEN" -H "Host: evil.example:$DASH_PORT" "$D/api/flows")
 check_match "foreign Host refused (DNS rebinding)" '^(421|403)$' "$code"
-code=$(fetch evil-host-page -b "tapwire_token=$TOKEN" -H "Host: evil.example:$DASH_PORT" "$D/")
+code=$(fetch evil-host-page -b "$COOKIE_NAME=$TOKEN" -H "Host: evil.example:$DASH_PORT" "$D/")
 check_match "foreign Host refused for the page too" '^(421|403)$' "$code"
 check_eq "Host localhost:PORT accepted" 200 \
     "$(afetch localhost-host -H "Host: localhost:$DASH_PORT" "$D/api/stats")"
@@ -331,7 +339,7 @@ rules_api_checks() {
             -H 'Content-Type: application/json' --data-binary @"$tmp/one.json" "$D/api/rules")"
     check_eq "rules: cross-site Sec-Fetch-Site refused" 403 \
         "$(jsend rule-site POST "$D/api/rules" "$tmp/one.json" -H 'Sec-Fetch-Site: cross-site')"
-    code=$(fetch rule-cookie -X POST -b "tapwire_token=$TOKEN" -H 'Content-Type: application/json' \
+    code=$(fetch rule-cookie -X POST -b "$COOKIE_NAME=$TOKEN" -H 'Content-Type: application/json' \
         --data-binary @"$tmp/one.json" "$D/api/rules")
     check_match "rules: POST with only the cookie refused" '^(401|403)$' "$code"
     check_eq "rules: a body that is not JSON by its type: 415" 415 \
@@ -461,8 +469,11 @@ check_eq "cross-origin POST refused" 403 \
     "$(afetch post-evil -X POST -H 'Origin: http://evil.example' "$D/api/flows")"
 check_eq "cross-site Sec-Fetch-Site refused" 403 \
     "$(afetch del-site -X DELETE -H 'Sec-Fetch-Site: cross-site' "$D/api/flows/$id_echo")"
-code=$(fetch del-cookie -X DELETE -b "tapwire_token=$TOKEN" "$D/api/flows/$id_echo")
+code=$(fetch del-cookie -X DELETE -b "$COOKIE_NAME=$TOKEN" "$D/api/flows/$id_echo")
 check_match "DELETE with only the cookie refused" '^(401|403)$' "$code"
+check_eq "DELETE with only the cookie: 403 (the header is what a change needs)" 403 "$code"
+code=$(fetch clear-cookie -X DELETE -H "Origin: $D" -b "$COOKIE_NAME=$TOKEN" "$D/api/flows")
+check_eq "same-origin clear with only the cookie: 403" 403 "$code"
 check_eq "...and the flow is still there" 200 "$(afetch still-there "$D/api/flows/$id_echo")"
 check_eq "same-origin DELETE with the header: 204" 204 \
     "$(afetch del-ok -X DELETE -H "Origin: $D" -H 'Sec-Fetch-Site: same-origin' \
@@ -531,10 +542,10 @@ printf 'secret\n' > "$tmp/webroot/secret.txt"
 PROXY_DATA_DIR=$tmp/data2 start_proxy --dashboard 127.0.0.1:0 --dashboard-token "$TOKEN" \
     --web-root "$tmp/webroot"
 dashboard_port
-fetch wr-page -b "tapwire_token=$TOKEN" "$D/" > /dev/null
+fetch wr-page -b "$COOKIE_NAME=$TOKEN" "$D/" > /dev/null
 check_contains "--web-root: / serves DIR/index.html" "web-root marker one" "$(cat "$tmp/d-wr-page.body")"
 printf '<!doctype html><title>dev</title><p>web-root marker two</p>\n' > "$tmp/webroot/index.html"
-fetch wr-page2 -b "tapwire_token=$TOKEN" "$D/" > /dev/null
+fetch wr-page2 -b "$COOKIE_NAME=$TOKEN" "$D/" > /dev/null
 check_contains "--web-root: read on every request" "web-root marker two" \
     "$(cat "$tmp/d-wr-page2.body")"
 fetch wr-app "$D/app.js" > /dev/null

@@ -349,7 +349,7 @@ static void attempt(SSL_CTX *ctx, const char *host, uint16_t port, const char *s
                     const char *verify_name, struct attempt *a)
 {
     struct upstream_error cerr;
-    int fd = upstream_connect_tcp(host, port, WAIT_MS, &cerr);
+    int fd = upstream_connect_tcp(host, port, WAIT_MS, NULL, &cerr);
     long long start;
 
     if (fd < 0)
@@ -680,7 +680,7 @@ static void test_silent_server_times_out_with_504(void)
     int fd;
 
     origin_start(&o, ORIGIN_SILENT, NULL, NULL, 1);
-    fd = upstream_connect_tcp("127.0.0.1", o.port, WAIT_MS, &a.err);
+    fd = upstream_connect_tcp("127.0.0.1", o.port, WAIT_MS, NULL, &a.err);
     CU_ASSERT_FATAL(fd >= 0);
     {
         long long start = mono_ms();
@@ -709,7 +709,7 @@ static void test_plain_http_server_is_tls_failure(void)
     int fd;
 
     origin_start(&o, ORIGIN_PLAIN, NULL, NULL, 1);
-    fd = upstream_connect_tcp("127.0.0.1", o.port, WAIT_MS, &a.err);
+    fd = upstream_connect_tcp("127.0.0.1", o.port, WAIT_MS, NULL, &a.err);
     CU_ASSERT_FATAL(fd >= 0);
     a.ssl =
         upstream_tls_connect(ctx, fd, "good.test", "good.test", NULL, 0, WAIT_MS, &a.peer, &a.err);
@@ -737,7 +737,7 @@ static void test_server_closing_is_tls_failure(void)
     CU_ASSERT_FATAL(bind(lfd, (struct sockaddr *)&sin, sizeof sin) == 0);
     CU_ASSERT_FATAL(listen(lfd, 1) == 0);
     CU_ASSERT_FATAL(getsockname(lfd, (struct sockaddr *)&sin, &len) == 0);
-    fd = upstream_connect_tcp("127.0.0.1", ntohs(sin.sin_port), WAIT_MS, &a.err);
+    fd = upstream_connect_tcp("127.0.0.1", ntohs(sin.sin_port), WAIT_MS, NULL, &a.err);
     CU_ASSERT_FATAL(fd >= 0);
     sfd = accept(lfd, NULL, NULL);
     CU_ASSERT_FATAL(sfd >= 0);
@@ -828,7 +828,7 @@ static void *client_main(void *arg)
     for (i = 0; i < CONNECTIONS_PER_CLIENT; i++) {
         struct upstream_error err;
         SSL *ssl;
-        int fd = upstream_connect_tcp("127.0.0.1", job->port, WAIT_MS, &err);
+        int fd = upstream_connect_tcp("127.0.0.1", job->port, WAIT_MS, NULL, &err);
         char buf[16];
 
         if (fd < 0)
@@ -887,7 +887,7 @@ static void test_closed_port_is_refused_with_502(void)
     CU_ASSERT_FATAL(getsockname(s, (struct sockaddr *)&sin, &len) == 0);
     port = ntohs(sin.sin_port);
     close(s);
-    CU_ASSERT_EQUAL(upstream_connect_tcp("127.0.0.1", port, WAIT_MS, &err), -1);
+    CU_ASSERT_EQUAL(upstream_connect_tcp("127.0.0.1", port, WAIT_MS, NULL, &err), -1);
     printf("\n      [refused] status=%d reason=\"%s\" ", (int)err.status, err.reason);
     CU_ASSERT_EQUAL(err.status, UPSTREAM_REFUSED);
     snprintf(want, sizeof want, "connection refused by 127.0.0.1:%u", (unsigned)port);
@@ -899,14 +899,14 @@ static void test_unresolvable_host_is_dns_failure(void)
 {
     struct upstream_error err;
 
-    CU_ASSERT_EQUAL(upstream_connect_tcp("nonexistent.invalid", 443, WAIT_MS, &err), -1);
+    CU_ASSERT_EQUAL(upstream_connect_tcp("nonexistent.invalid", 443, WAIT_MS, NULL, &err), -1);
     printf("\n      [dns] status=%d reason=\"%s\" ", (int)err.status, err.reason);
     CU_ASSERT_EQUAL(err.status, UPSTREAM_DNS_FAILED);
     CU_ASSERT(starts_with(err.reason, "cannot resolve host nonexistent.invalid: "));
     CU_ASSERT_EQUAL(upstream_error_http_status(&err), 502);
-    CU_ASSERT_EQUAL(upstream_connect_tcp("[not-an-ip]", 443, WAIT_MS, &err), -1);
+    CU_ASSERT_EQUAL(upstream_connect_tcp("[not-an-ip]", 443, WAIT_MS, NULL, &err), -1);
     CU_ASSERT_EQUAL(err.status, UPSTREAM_DNS_FAILED);
-    CU_ASSERT_EQUAL(upstream_connect_tcp("", 443, WAIT_MS, &err), -1);
+    CU_ASSERT_EQUAL(upstream_connect_tcp("", 443, WAIT_MS, NULL, &err), -1);
     CU_ASSERT_EQUAL(err.status, UPSTREAM_DNS_FAILED);
 }
 
@@ -923,7 +923,7 @@ static void test_connected_socket_is_blocking_with_nodelay(void)
     CU_ASSERT_FATAL(bind(lfd, (struct sockaddr *)&sin, sizeof sin) == 0);
     CU_ASSERT_FATAL(listen(lfd, 1) == 0);
     CU_ASSERT_FATAL(getsockname(lfd, (struct sockaddr *)&sin, &len) == 0);
-    fd = upstream_connect_tcp("localhost", ntohs(sin.sin_port), WAIT_MS, &err);
+    fd = upstream_connect_tcp("localhost", ntohs(sin.sin_port), WAIT_MS, NULL, &err);
     CU_ASSERT_FATAL(fd >= 0);
     CU_ASSERT_EQUAL(err.status, UPSTREAM_OK);
     flags = fcntl(fd, F_GETFL);
@@ -951,6 +951,58 @@ static void test_http_status_is_504_only_for_timeouts(void)
     CU_ASSERT_EQUAL(upstream_error_http_status(&err), 502);
     err.status = UPSTREAM_VERIFY_FAILED;
     CU_ASSERT_EQUAL(upstream_error_http_status(&err), 502);
+}
+
+static void test_guard_refuses_resolved_addresses(void)
+{
+    struct upstream_error err;
+    struct destguard guard = {0};
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof sin;
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    int fd;
+    uint16_t port;
+
+    CU_ASSERT_FATAL(lfd >= 0);
+    CU_ASSERT_FATAL(bind(lfd, (struct sockaddr *)&sin, sizeof sin) == 0);
+    CU_ASSERT_FATAL(listen(lfd, 4) == 0);
+    CU_ASSERT_FATAL(getsockname(lfd, (struct sockaddr *)&sin, &len) == 0);
+    port = ntohs(sin.sin_port);
+    CU_ASSERT_FATAL(destguard_add_self(&guard, (struct sockaddr *)&sin) == 0);
+
+    /* Numeric spellings the resolver takes, and a name: all are refused
+     * once resolved, with 508. */
+    const char *spellings[] = {"2130706433", "0177.0.0.1", "[::ffff:127.0.0.1]", "0.0.0.0",
+                               "localhost"};
+    for (size_t i = 0; i < sizeof(spellings) / sizeof(spellings[0]); i++) {
+        CU_ASSERT_EQUAL(upstream_connect_tcp(spellings[i], port, WAIT_MS, &guard, &err), -1);
+        CU_ASSERT_EQUAL(err.status, UPSTREAM_SELF);
+        CU_ASSERT_EQUAL(upstream_error_http_status(&err), 508);
+        CU_ASSERT(strstr(err.reason, "tapwire itself") != NULL);
+    }
+    printf("\n      [self] reason=\"%s\" ", err.reason);
+    /* Before any connection: only numbers, no DNS. */
+    CU_ASSERT_EQUAL(upstream_check_numeric("0177.0.0.1", port, &guard, &err), -1);
+    CU_ASSERT_EQUAL(err.status, UPSTREAM_SELF);
+    CU_ASSERT_EQUAL(upstream_check_numeric("[::ffff:127.0.0.1]", port, &guard, &err), -1);
+    CU_ASSERT_EQUAL(upstream_check_numeric("localhost", port, &guard, &err), 0);
+    CU_ASSERT_EQUAL(upstream_check_numeric("127.0.0.1", (uint16_t)(port + 1), &guard, &err), 0);
+    CU_ASSERT_EQUAL(upstream_check_numeric("127.0.0.1", port, NULL, &err), 0);
+
+    /* Another loopback port is fine, unless private addresses are blocked. */
+    guard.self_count = 0;
+    fd = upstream_connect_tcp("127.0.0.1", port, WAIT_MS, &guard, &err);
+    CU_ASSERT(fd >= 0);
+    if (fd >= 0)
+        close(fd);
+    guard.block_private = true;
+    CU_ASSERT_EQUAL(upstream_connect_tcp("127.0.0.1", port, WAIT_MS, &guard, &err), -1);
+    CU_ASSERT_EQUAL(err.status, UPSTREAM_BLOCKED);
+    CU_ASSERT_EQUAL(upstream_error_http_status(&err), 403);
+    CU_ASSERT(strstr(err.reason, "--block-private") != NULL);
+    CU_ASSERT_EQUAL(upstream_check_numeric("2130706433", port, &guard, &err), -1);
+    CU_ASSERT_EQUAL(err.status, UPSTREAM_BLOCKED);
+    close(lfd);
 }
 
 /* ---- context ---- */
@@ -1085,6 +1137,8 @@ int main(void)
                      test_connected_socket_is_blocking_with_nodelay) ||
         !CU_add_test(tcp, "HTTP status is 504 only for timeouts",
                      test_http_status_is_504_only_for_timeouts) ||
+        !CU_add_test(tcp, "the guard refuses resolved addresses",
+                     test_guard_refuses_resolved_addresses) ||
         !CU_add_test(context, "unreadable CA file is named", test_unreadable_ca_file_is_named) ||
         !CU_add_test(context, "key log records upstream secrets",
                      test_keylog_records_upstream_secrets)) {

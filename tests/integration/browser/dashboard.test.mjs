@@ -25,6 +25,7 @@
  * started with, as the page should list it), RESULTS, WAIT_MS (default 10000).
  */
 import { appendFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
 import { chromium } from 'playwright-core';
 
 const env = (name, dflt) => {
@@ -49,6 +50,9 @@ const RESULTS = env('RESULTS');
 const WAIT_MS = Number(env('WAIT_MS', '10000'));
 
 const TOKEN = new URL(DASHBOARD_URL).searchParams.get('token') || '';
+const DASH_ORIGIN = new URL(DASHBOARD_URL).origin;
+/* Cookies ignore ports: the name carries the dashboard's. */
+const COOKIE_NAME = `tapwire_token_${new URL(DASHBOARD_URL).port}`;
 const HEADERS_PATH = `/headers?marker=${MARKER}`;
 const ECHO_PATH = `/echo?marker=${MARKER}`;
 const CONN_PATH = `/conn?marker=${MARKER}`;
@@ -173,8 +177,39 @@ const opened = await check('dashboard opens with ?token=, sets the cookie and la
     const u = new URL(page.url());
     assert(u.pathname === '/' && !u.search.includes('token'), `landed on ${page.url()}`);
     const cookies = await dash.cookies();
-    const c = cookies.find((k) => k.name === 'tapwire_token');
-    assert(c && c.value === TOKEN, `cookie tapwire_token: ${JSON.stringify(cookies)}`);
+    const c = cookies.find((k) => k.name === COOKIE_NAME);
+    assert(c && c.value === TOKEN, `cookie ${COOKIE_NAME}: ${JSON.stringify(cookies)}`);
+    assert(c.httpOnly && c.sameSite === 'Strict', `cookie not HttpOnly, SameSite=Strict: ${JSON.stringify(c)}`);
+});
+
+/* (a2) A page served from any other port of this host shares the cookie jar
+ * (cookies ignore ports): its script must get the token neither from
+ * document.cookie nor by fetching the dashboard's page with the cookie. */
+await check('a page on another local port cannot get the token', async () => {
+    const server = createServer((req, res) => {
+        res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8' });
+        res.end('<!doctype html><title>another local site</title><p>another local site</p>');
+    });
+    await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const other = await dash.newPage();
+    try {
+        await other.goto(`http://127.0.0.1:${server.address().port}/`, { timeout: WAIT_MS });
+        const jar = await other.evaluate(() => document.cookie);
+        assert(!jar.includes(TOKEN), `document.cookie on another port shows the token: ${jar}`);
+        const got = await other.evaluate(async (url) => {
+            try {
+                const res = await fetch(url, { credentials: 'include' });
+                return `read ${res.status}: ${await res.text()}`;
+            } catch (e) {
+                return `blocked: ${e.message}`;
+            }
+        }, DASH_ORIGIN + '/');
+        assert(!got.includes(TOKEN), `another port read the dashboard page with the token: ${got.slice(0, 200)}`);
+        assert(got.startsWith('blocked'), `another port read the dashboard page: ${got.slice(0, 200)}`);
+    } finally {
+        await other.close();
+        server.close();
+    }
 });
 if (!opened) {
     await screenshot();
