@@ -296,13 +296,17 @@ static bool is_loopback_name(const char *host)
  * the dashboard from the user's browser. This is the early check on names
  * ("localhost"); what stops every other spelling is the guard, which
  * upstream_connect_tcp() applies to each resolved address. */
-static bool is_self(const struct conn *c, const char *host, uint16_t port)
+/* Returns what host:port is when it is tapwire itself, for the refusal
+ * ("the proxy itself", "tapwire's dashboard"), else NULL. */
+static const char *self_target(const struct conn *c, const char *host, uint16_t port)
 {
     bool ours = is_loopback_name(host) || strcasecmp(host, c->cfg->listen_host) == 0;
     if (port == c->cfg->listen_port && ours)
-        return true;
-    return c->cfg->dashboard_enabled && port == c->cfg->dashboard_port &&
-           (ours || strcasecmp(host, c->cfg->dashboard_host) == 0);
+        return "the proxy itself";
+    if (c->cfg->dashboard_enabled && port == c->cfg->dashboard_port &&
+        (ours || strcasecmp(host, c->cfg->dashboard_host) == 0))
+        return "tapwire's dashboard (open it directly, not through the proxy)";
+    return NULL;
 }
 
 static void log_exchange(const struct conn *c, const char *method, const char *url, int status,
@@ -507,6 +511,7 @@ static bool serve_one(struct conn *c, enum conn_mode mode, size_t head_len, int6
     struct exchange_result res = {0};
     char *authority = NULL, *path = NULL, *url = NULL;
     char host[256];
+    const char *self;
     uint16_t port;
     bool tls;
     bool keep = false;
@@ -532,9 +537,12 @@ static bool serve_one(struct conn *c, enum conn_mode mode, size_t head_len, int6
             log_exchange(c, method, "-", 400, 0, started, "not a proxy request");
             goto out;
         }
-        if (is_self(c, host, port)) {
-            send_error(c, 508, "refusing to proxy a request to the proxy itself", true);
-            log_exchange(c, method, "-", 508, 0, started, "request to the proxy itself");
+        if ((self = self_target(c, host, port)) != NULL) {
+            char why[160];
+
+            snprintf(why, sizeof(why), "refusing to proxy a request to %s", self);
+            send_error(c, 508, why, true);
+            log_exchange(c, method, "-", 508, 0, started, why);
             goto out;
         }
         if (!tls && dashboard_is_local_host(host)) {
@@ -928,6 +936,7 @@ static __attribute__((noinline)) int open_tunnel(struct conn *c, size_t head_len
                                                  int64_t started)
 {
     char authority[300];
+    const char *self;
     struct client_hello hello;
     struct upstream_error refused;
     const struct http1_head *h = c->head;
@@ -943,9 +952,12 @@ static __attribute__((noinline)) int open_tunnel(struct conn *c, size_t head_len
         log_exchange(c, "CONNECT", authority, 400, 0, started, "bad CONNECT target");
         return -1;
     }
-    if (is_self(c, c->tunnel_host, c->tunnel_port)) {
-        send_error(c, 508, "refusing to tunnel to the proxy itself", true);
-        log_exchange(c, "CONNECT", authority, 508, 0, started, "tunnel to the proxy itself");
+    if ((self = self_target(c, c->tunnel_host, c->tunnel_port)) != NULL) {
+        char why[160];
+
+        snprintf(why, sizeof(why), "refusing to tunnel to %s", self);
+        send_error(c, 508, why, true);
+        log_exchange(c, "CONNECT", authority, 508, 0, started, why);
         return -1;
     }
     /* A numeric target refused by the guard is refused now, with a status,

@@ -5,13 +5,14 @@
 # answered 431, an oversized chunk answered 400) is readable by the client
 # because the proxy half-closes and drains before it closes (9.6), instead of
 # a reset that can destroy the answer; a request to the proxy itself is
-# "508 Loop Detected".
+# "508 Loop Detected", and one to the dashboard's address says so.
 . "$(dirname "$0")/lib.sh"
 
 need_cmd python3
 
 start_origin ORIGIN_PORT
-start_proxy
+start_proxy --dashboard 127.0.0.1:0
+dash_port=$(grep -aEo -m 1 '^dashboard: http://127\.0\.0\.1:[0-9]+' "$PROXY_OUT" | grep -Eo '[0-9]+$')
 O=http://127.0.0.1:$ORIGIN_PORT
 
 # ---- Transfer-Encoding whose final coding is not chunked ----
@@ -74,5 +75,13 @@ printf 'GET http://127.0.0.1:%s/ HTTP/1.1\r\nHost: 127.0.0.1:%s\r\n\r\n' "$PROXY
 raw_send "$PROXY_PORT" "$tmp/loop.req" "$tmp/loop.resp" 10
 check_match "a request to the proxy itself: 508 Loop Detected" '^HTTP/1\.1 508 Loop Detected$' \
     "$(status_line "$tmp/loop.resp")"
+
+printf 'GET http://127.0.0.1:%s/ HTTP/1.1\r\nHost: 127.0.0.1:%s\r\n\r\n' "$dash_port" \
+    "$dash_port" > "$tmp/dash.req"
+raw_send "$PROXY_PORT" "$tmp/dash.req" "$tmp/dash.resp" 10
+check_match "a request to the dashboard through the proxy: 508" '^HTTP/1\.1 508 ' \
+    "$(status_line "$tmp/dash.resp")"
+check_contains "that refusal says it is the dashboard" "dashboard" "$(cat "$tmp/dash.resp")"
+check_not_contains "and not that it is the proxy itself" "proxy itself" "$(cat "$tmp/dash.resp")"
 
 finish
