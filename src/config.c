@@ -37,6 +37,7 @@ enum {
     OPT_NO_DASHBOARD,
     OPT_WEB_ROOT,
     OPT_DASHBOARD_TOKEN,
+    OPT_NEW_DASHBOARD_TOKEN,
     OPT_NO_CAPTURE,
     OPT_RULES,
     OPT_RULE,
@@ -66,6 +67,7 @@ static const struct option long_options[] = {
     {"no-dashboard", no_argument, NULL, OPT_NO_DASHBOARD},
     {"web-root", required_argument, NULL, OPT_WEB_ROOT},
     {"dashboard-token", required_argument, NULL, OPT_DASHBOARD_TOKEN},
+    {"new-dashboard-token", no_argument, NULL, OPT_NEW_DASHBOARD_TOKEN},
     {"no-capture", no_argument, NULL, OPT_NO_CAPTURE},
     {"rules", required_argument, NULL, OPT_RULES},
     {"rule", required_argument, NULL, OPT_RULE},
@@ -106,7 +108,9 @@ static void print_usage(FILE *out)
             "  --dashboard ADDR:PORT    dashboard address (default %s)\n"
             "  --no-dashboard           no dashboard\n"
             "  --web-root DIR           serve the dashboard page from DIR (development)\n"
-            "  --dashboard-token TOKEN  dashboard access token (default: random)\n"
+            "  --dashboard-token TOKEN  dashboard access token (default: random, kept in\n"
+            "                           DATA-DIR/dashboard-token across restarts)\n"
+            "  --new-dashboard-token    replace the kept token with a new random one\n"
             "  --rules FILE             rewrite rules, one per line (reloaded on SIGHUP;\n"
             "                           see tapwire-rules(5))\n"
             "  --rule SPEC              one rewrite rule (repeatable)\n"
@@ -332,6 +336,9 @@ enum config_parse_result config_parse(struct config *cfg, int argc, char **argv)
             if (parse_positive("--rewrite-limit", optarg, 1, 1 << 30, &number))
                 return CONFIG_ERROR;
             cfg->rewrite_limit = (size_t)number;
+            break;
+        case OPT_NEW_DASHBOARD_TOKEN:
+            cfg->is_new_dashboard_token = true;
             break;
         case OPT_NO_CAPTURE:
             cfg->capture_enabled = false;

@@ -58,7 +58,8 @@ struct config {
     char dashboard_host[256];
     uint16_t dashboard_port;
     const char *web_root;        /* --web-root DIR or NULL: serve the built-in page */
-    const char *dashboard_token; /* --dashboard-token or NULL: random at start */
+    const char *dashboard_token; /* --dashboard-token or NULL: the kept one (dashtoken) */
+    bool is_new_dashboard_token; /* --new-dashboard-token: rotate the kept one */
 
     /* rewrite rules */
     const char *rules_file;                /* --rules FILE or NULL */

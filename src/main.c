@@ -18,6 +18,7 @@
 #include "config.h"
 #include "conn.h"
 #include "dashboard.h"
+#include "dashtoken.h"
 #include "db.h"
 #include "flowstore.h"
 #include "instancelock.h"
@@ -301,10 +302,21 @@ int main(int argc, char **argv)
         goto out;
     }
     if (cfg.dashboard_enabled) {
+        char kept_token[DASHTOKEN_MAX_CHARS + 1];
+        bool rotated = false;
+
+        if (cfg.dashboard_token == NULL &&
+            dashtoken_load_or_create(cfg.data_dir, cfg.is_new_dashboard_token, kept_token,
+                                     sizeof(kept_token), &rotated, err, sizeof(err)) < 0) {
+            log_error("dashboard: %s", err);
+            goto out;
+        }
+        if (rotated)
+            log_info("dashboard: a new token replaces the kept one; open tabs need the new URL");
         struct dashboard_options dopts = {
             .host = cfg.dashboard_host,
             .port = cfg.dashboard_port,
-            .token = cfg.dashboard_token,
+            .token = cfg.dashboard_token != NULL ? cfg.dashboard_token : kept_token,
             .web_root = cfg.web_root,
             .rules = book,
             .certs = certs,
