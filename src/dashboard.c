@@ -1117,8 +1117,11 @@ static mhd_result api_list(struct dashboard *d, struct MHD_Connection *conn)
     if (MHD_lookup_connection_value_n(conn, MHD_GET_ARGUMENT_KIND, "body", strlen("body"), &body,
                                       &body_len) == MHD_YES &&
         body != NULL && body_len > 0) {
+        const char *icase = arg(conn, "icase");
+
         filter.body_bytes = body;
         filter.body_len = body_len;
+        filter.is_body_nocase = icase != NULL && strcmp(icase, "1") == 0;
     }
     if (flowstore_list(d->flows, &filter, &records, &count, err, sizeof(err)) != 0) {
         log_warn("dashboard: %s", err);
@@ -2481,6 +2484,7 @@ int dashboard_start(const struct dashboard_options *opts, struct flowstore *flow
         goto out;
     }
     atomic_store(&d->port, info->port);
+    flowstore_set_body_decoder(flows, codec_decode_content);
     flowstore_set_written_callback(flows, on_flows_written, d);
     d->is_callback_set = true;
     *out = d;

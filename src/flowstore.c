@@ -113,6 +113,9 @@ struct flowstore {
     sqlite3_stmt *get_stmt;
     sqlite3_stmt *get_body_stmt;
     sqlite3_stmt *newest_stmt;
+    /* Decodes Content-Encoding for the body search; NULL searches the
+     * stored bytes only. Read by the search under read_lock. */
+    flowstore_decode_fn body_decode;
 
     pthread_mutex_t callback_lock;
     bool has_callback_lock;
@@ -494,6 +497,68 @@ out:
     return ret;
 }
 
+static unsigned char fold_ascii(unsigned char c)
+{
+    return c >= 'A' && c <= 'Z' ? (unsigned char)(c + ('a' - 'A')) : c;
+}
+
+/* memmem() with ASCII letters folded when is_nocase: bodies are bytes in
+ * any charset, and folding ASCII alone never changes another byte. */
+static bool contains_bytes(const unsigned char *hay, size_t hay_len, const unsigned char *needle,
+                           size_t needle_len, bool is_nocase)
+{
+    size_t i, j;
+
+    if (needle_len > hay_len)
+        return false;
+    if (!is_nocase)
+        return memmem(hay, hay_len, needle, needle_len) != NULL;
+    for (i = 0; i + needle_len <= hay_len; i++) {
+        for (j = 0; j < needle_len && fold_ascii(hay[i + j]) == fold_ascii(needle[j]); j++)
+            ;
+        if (j == needle_len)
+            return true;
+    }
+    return false;
+}
+
+/*
+ * SQL function body_has(data, content_encoding, needle, is_nocase): 1 when
+ * needle is in the stored bytes, or, for a body with a Content-Encoding, in
+ * the decoded ones (what the detail view shows), bounded by
+ * FLOWSTORE_SEARCH_DECODED_MAX_BYTES. Registered on the read connection
+ * only; the store is its user data, and it runs under read_lock.
+ */
+static void sql_body_has(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+    struct flowstore *store = sqlite3_user_data(ctx);
+    const unsigned char *data = sqlite3_value_blob(argv[0]);
+    size_t len = (size_t)sqlite3_value_bytes(argv[0]);
+    const char *encoding = (const char *)sqlite3_value_text(argv[1]);
+    const unsigned char *needle = sqlite3_value_blob(argv[2]);
+    size_t needle_len = (size_t)sqlite3_value_bytes(argv[2]);
+    bool is_nocase = sqlite3_value_int(argv[3]) != 0;
+    unsigned char *decoded = NULL;
+    size_t decoded_len = 0;
+    char why[128];
+    bool found;
+
+    (void)argc;
+    if (data == NULL || needle == NULL) {
+        sqlite3_result_int(ctx, 0);
+        return;
+    }
+    found = contains_bytes(data, len, needle, needle_len, is_nocase);
+    if (!found && encoding != NULL && encoding[0] != '\0' && strcasecmp(encoding, "identity") != 0 &&
+        store->body_decode != NULL &&
+        store->body_decode(encoding, data, len, FLOWSTORE_SEARCH_DECODED_MAX_BYTES, &decoded,
+                           &decoded_len, why, sizeof(why)) == 0) {
+        found = contains_bytes(decoded, decoded_len, needle, needle_len, is_nocase);
+        free(decoded);
+    }
+    sqlite3_result_int(ctx, found);
+}
+
 static int prepare_reader(struct flowstore *store, char *err, size_t err_len)
 {
     sqlite3 *db = store->rdb;
@@ -509,6 +574,12 @@ static int prepare_reader(struct flowstore *store, char *err, size_t err_len)
         reader_pragma(store, "PRAGMA cache_size = -512", "size the read connection's cache", err,
                       err_len) != 0)
         return -1;
+    if (sqlite3_create_function_v2(db, "body_has", 4, SQLITE_UTF8 | SQLITE_DETERMINISTIC, store,
+                                   sql_body_has, NULL, NULL, NULL) != SQLITE_OK) {
+        errmsg_set(err, err_len, "database %s: cannot add the body search function: %s", path,
+                   sqlite3_errmsg(db));
+        return -1;
+    }
     if (prepare(db, path, "SELECT " RECORD_COLUMNS " FROM flows WHERE id = ?1", &store->get_stmt,
                 err, err_len) != 0 ||
         /* A body as sent is in its flow's row when it was small (schema
@@ -812,6 +883,13 @@ void flowstore_stats(struct flowstore *store, struct flowstore_stats *out)
     pthread_mutex_lock(&store->lock);
     *out = store->stats;
     pthread_mutex_unlock(&store->lock);
+}
+
+void flowstore_set_body_decoder(struct flowstore *store, flowstore_decode_fn decode)
+{
+    pthread_mutex_lock(&store->read_lock);
+    store->body_decode = decode;
+    pthread_mutex_unlock(&store->read_lock);
 }
 
 void flowstore_set_written_callback(struct flowstore *store, flowstore_written_fn fn, void *arg)
@@ -1636,12 +1714,17 @@ static int build_list_query(struct list_query *q, const struct flowstore_filter 
          * bodies as sent (directions 0 and 1, the first two body keys of
          * the flow): a hit must be in the body the detail view shows first,
          * not in an original a rule replaced. */
-        query_add(q, " AND (instr(req_body, ?) > 0 OR instr(resp_body, ?) > 0 OR EXISTS (SELECT 1 "
+        int i;
+
+        query_add(q, " AND (body_has(req_body, req_content_encoding, ?, ?) OR "
+                     "body_has(resp_body, resp_content_encoding, ?, ?) OR EXISTS (SELECT 1 "
                      "FROM flow_bodies WHERE body_key BETWEEN flows.id * 4 AND flows.id * 4 + 1 "
-                     "AND instr(data, ?) > 0))");
-        param_bytes(q, true, f->body_bytes, f->body_len);
-        param_bytes(q, true, f->body_bytes, f->body_len);
-        param_bytes(q, true, f->body_bytes, f->body_len);
+                     "AND body_has(data, CASE body_key - flows.id * 4 WHEN 0 THEN "
+                     "flows.req_content_encoding ELSE flows.resp_content_encoding END, ?, ?)))");
+        for (i = 0; i < 3; i++) {
+            param_bytes(q, true, f->body_bytes, f->body_len);
+            param_int(q, f->is_body_nocase);
+        }
     }
     query_add(q, f->is_oldest_first ? " ORDER BY id ASC LIMIT ?" : " ORDER BY id DESC LIMIT ?");
     param_int(q, (int64_t)f->limit);

@@ -260,9 +260,11 @@ struct flowstore_filter {
     int status_class;         /* FLOWSTORE_STATUS_* or 1..5 */
     const char *content_type; /* substring of the response Content-Type, case-insensitive */
     const char *url_text;     /* substring of host + target, case-insensitive */
-    const void *body_bytes;   /* bytes in the stored request or response body as sent on
-                                 (not in the originals a rule rewrote) */
+    const void *body_bytes;   /* bytes in the request or response body as sent on (not in
+                                 the originals a rule rewrote), stored or, with a decoder
+                                 (flowstore_set_body_decoder()), decoded */
     size_t body_len;          /* 0: no body search */
+    bool is_body_nocase;      /* ASCII letters in body_bytes match either case */
 };
 
 /*
@@ -303,6 +305,13 @@ typedef int (*flowstore_decode_fn)(const char *content_encoding, const unsigned 
                                    size_t in_len, size_t max_out, unsigned char **out,
                                    size_t *out_len, char *err, size_t err_len);
 #define FLOWSTORE_HAR_MAX_DECODED_BYTES (16 * 1024 * 1024) /* else the raw bytes are exported */
+/* A body search decodes at most this much of one body (a capture holds at
+ * most --capture-limit compressed bytes; this bounds what they expand to). */
+#define FLOWSTORE_SEARCH_DECODED_MAX_BYTES (8 * 1024 * 1024)
+
+/* Lets the body search look into compressed bodies (gzip, br, zstd,
+ * deflate) through decode; NULL searches the stored bytes only. */
+void flowstore_set_body_decoder(struct flowstore *store, flowstore_decode_fn decode);
 
 /*
  * A HAR 1.2 document, produced piece by piece so that an export of

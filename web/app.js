@@ -28,7 +28,7 @@
     const EVENTS_RETRY_MIN_MS = 2000;
     const EVENTS_RETRY_MAX_MS = 60000;
     const TOAST_MS = 2500;
-    const FILTER_KEYS = ['host', 'method', 'status', 'type', 'q', 'body'];
+    const FILTER_KEYS = ['host', 'method', 'status', 'type', 'q', 'body', 'bodycase'];
     const TABS = ['request', 'response', 'timing', 'tls', 'changes'];
     const DIFF_MAX_LINES = 2000;       /* longer header lists are shown side by side, not diffed */
     const SVG_NS = 'http://www.w3.org/2000/svg';
@@ -282,9 +282,12 @@
     function flowsQuery(extra) {
         const p = new URLSearchParams();
         for (const k of FILTER_KEYS) {
-            if (state.filters[k])
+            if (state.filters[k] && k !== 'bodycase')
                 p.set(k, state.filters[k]);
         }
+        /* A body search ignores case unless asked to match it. */
+        if (state.filters.body && state.filters.bodycase !== 'exact')
+            p.set('icase', '1');
         for (const [k, v] of Object.entries(extra || {}))
             p.set(k, String(v));
         return '/api/flows?' + p.toString();

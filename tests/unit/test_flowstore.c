@@ -30,6 +30,7 @@
 #include <jansson.h>
 #include <sqlite3.h>
 
+#include "codec.h"
 #include "db.h"
 #include "embedded.h"
 #include "flowstore.h"
@@ -915,6 +916,78 @@ static void expect_ids(struct flowstore *store, const struct flowstore_filter *f
     CU_ASSERT_STRING_EQUAL(ids, want);
     if (strcmp(ids, want) != 0)
         fprintf(stderr, "listed %s, expected %s\n", ids, want);
+}
+
+/* A response sent with content_encoding whose decoded text is text. */
+static struct flow *encoded_flow(const char *path, const char *content_encoding, const char *text)
+{
+    struct flow *f = simple_flow("GET", "enc.test", path, 200);
+    unsigned char *encoded = NULL;
+    size_t encoded_len = 0;
+    char err[128], headers[128];
+
+    f->response_body.limit = 1024 * 1024;
+    CU_ASSERT_FATAL(codec_encode_content(content_encoding, (const unsigned char *)text,
+                                         strlen(text), &encoded, &encoded_len, err,
+                                         sizeof(err)) == 0);
+    flow_body_append(&f->response_body, encoded, encoded_len);
+    free(encoded);
+    free(f->response_headers);
+    snprintf(headers, sizeof(headers), "Content-Type: text/html\r\nContent-Encoding: %s\r\n",
+             content_encoding);
+    f->response_headers = xstrdup(headers);
+    return f;
+}
+
+static void test_body_search_looks_into_compressed_bodies_and_can_ignore_case(void)
+{
+    struct flowstore *store = open_store(100);
+    struct flowstore_filter f = {0};
+    char large[8192];
+    size_t i;
+
+    CU_ASSERT_FATAL(store != NULL);
+    /* Random-looking filler so that the encoded large body stays above the
+     * inline limit and lands in flow_bodies. */
+    uint32_t state = 12345;
+
+    for (i = 0; i + 1 < sizeof(large); i++) {
+        state = state * 1103515245u + 12345u;
+        large[i] = (char)('a' + (state >> 16) % 26);
+    }
+    large[sizeof(large) - 1] = '\0';
+    memcpy(large + 4000, "Kettle-Large", 12);
+    submit(store, encoded_flow("/gzip", "gzip", "<p>The Kettle is on</p>"));
+    submit(store, encoded_flow("/br", "br", "<p>a kettle of fish</p>"));
+    submit(store, encoded_flow("/zstd-large", "zstd", large));
+    submit(store, encoded_flow("/deflate", "deflate", "<p>nothing to see</p>"));
+    CU_ASSERT_EQUAL_FATAL(flowstore_sync(store, SYNC_MS), 0);
+    CU_ASSERT(query_int("SELECT count(*) FROM flow_bodies") >= 1);
+
+    /* Without a decoder only the stored (compressed) bytes are searched. */
+    f.body_bytes = "The Kettle is on";
+    f.body_len = 16;
+    expect_ids(store, &f, "");
+
+    flowstore_set_body_decoder(store, codec_decode_content);
+    expect_ids(store, &f, "1");
+    f.body_bytes = "Kettle";
+    f.body_len = 6;
+    expect_ids(store, &f, "3,1");
+    f.body_bytes = "kettle";
+    expect_ids(store, &f, "2");
+    f.is_body_nocase = true;
+    expect_ids(store, &f, "3,2,1");
+    f.body_bytes = "KETTLE-LARGE";
+    f.body_len = 12;
+    expect_ids(store, &f, "3");
+    f.body_bytes = "see";
+    f.body_len = 3;
+    expect_ids(store, &f, "4");
+    f.body_bytes = "absent";
+    f.body_len = 6;
+    expect_ids(store, &f, "");
+    flowstore_close(store);
 }
 
 static void test_host_filter_globs_and_ignores_case(void)
@@ -2268,6 +2341,8 @@ int main(void)
                      test_body_over_the_inline_limit_goes_to_flow_bodies) ||
         !CU_add_test(suite, "inline_limit_follows_an_existing_files_page_size",
                      test_inline_limit_follows_an_existing_files_page_size) ||
+        !CU_add_test(suite, "body_search_looks_into_compressed_bodies_and_can_ignore_case",
+                     test_body_search_looks_into_compressed_bodies_and_can_ignore_case) ||
         !CU_add_test(suite, "body_search_finds_inline_and_stored_bodies",
                      test_body_search_finds_inline_and_stored_bodies) ||
         !CU_add_test(suite, "version_7_database_keeps_its_bodies_readable",

@@ -324,6 +324,28 @@ if (appeared) {
         await page.keyboard.press('Enter');
         await until('detail of the selected row', async () => new URL(page.url()).hash.includes(`flow=${second}`));
     });
+
+    /* (f) the body search finds a word the detail view shows, also when the
+     * page came gzip'd, and in any case by default */
+    await check('a body search finds a word in a gzip\'d page, whatever its case', async () => {
+        const res = await p2.goto(ORIGIN + '/compressed/gzip', { timeout: WAIT_MS });
+        assert(res.status() === 200, `status ${res.status()}`);
+        await row('/compressed/gzip').first().waitFor({ timeout: WAIT_MS });
+        const form = page.locator('#filters');
+        await form.locator('input[name="body"]').fill('example DOMAIN: this page is SERVED compressed');
+        await form.locator('button[type="submit"]').click();
+        await until('only the gzip\'d page listed', async () => {
+            const paths = await page.locator('#flow-rows td.c-path').allTextContents();
+            return paths.length >= 1 && paths.every((t) => t.trim() === '/compressed/gzip');
+        });
+        await form.locator('select[name="bodycase"]').selectOption('exact');
+        await form.locator('button[type="submit"]').click();
+        await until('nothing listed when the case must match', async () =>
+            (await page.locator('#flow-rows td.c-path').count()) === 0);
+        await page.locator('#filters-reset').click();
+        await until('the list back without filters', async () =>
+            (await row(HEADERS_PATH).count()) > 0);
+    });
 } else {
     await screenshot();
 }
