@@ -41,6 +41,7 @@ enum {
     OPT_RULES,
     OPT_RULE,
     OPT_REWRITE_LIMIT,
+    OPT_REWRITE_MEMORY,
 };
 
 static const struct option long_options[] = {
@@ -66,6 +67,7 @@ static const struct option long_options[] = {
     {"rules", required_argument, NULL, OPT_RULES},
     {"rule", required_argument, NULL, OPT_RULE},
     {"rewrite-limit", required_argument, NULL, OPT_REWRITE_LIMIT},
+    {"rewrite-memory", required_argument, NULL, OPT_REWRITE_MEMORY},
     {"verbose", no_argument, NULL, 'v'},
     {"quiet", no_argument, NULL, 'q'},
     {"help", no_argument, NULL, 'h'},
@@ -104,6 +106,7 @@ static void print_usage(FILE *out)
             "                           see tapwire-rules(5))\n"
             "  --rule SPEC              one rewrite rule (repeatable)\n"
             "  --rewrite-limit BYTES    largest body a body rule buffers (default %d)\n"
+            "  --rewrite-memory BYTES   all bodies body rules buffer at once (default %d)\n"
             "  -v, --verbose            more log output (repeat for debug)\n"
             "  -q, --quiet              warnings and errors only\n"
             "  -h, --help               this text\n"
@@ -113,7 +116,8 @@ static void print_usage(FILE *out)
             CONFIG_DEFAULT_LISTEN, CONFIG_DEFAULT_MAX_CONNECTIONS, CONFIG_DEFAULT_IDLE_TIMEOUT_MS,
             CONFIG_DEFAULT_HEADER_TIMEOUT_MS, CONFIG_DEFAULT_UPSTREAM_TIMEOUT_MS,
             CONFIG_DEFAULT_IO_TIMEOUT_MS, CONFIG_DEFAULT_CAPTURE_LIMIT_BYTES,
-            CONFIG_DEFAULT_MAX_FLOWS, CONFIG_DEFAULT_DASHBOARD, CONFIG_DEFAULT_REWRITE_LIMIT_BYTES);
+            CONFIG_DEFAULT_MAX_FLOWS, CONFIG_DEFAULT_DASHBOARD, CONFIG_DEFAULT_REWRITE_LIMIT_BYTES,
+            CONFIG_DEFAULT_REWRITE_MEMORY_BYTES);
 }
 
 int config_parse_hostport(const char *spec, char *host, size_t host_len, uint16_t *port)
@@ -205,6 +209,7 @@ enum config_parse_result config_parse(struct config *cfg, int argc, char **argv)
     cfg->dashboard_enabled = true;
     cfg->capture_enabled = true;
     cfg->rewrite_limit = CONFIG_DEFAULT_REWRITE_LIMIT_BYTES;
+    cfg->rewrite_memory = CONFIG_DEFAULT_REWRITE_MEMORY_BYTES;
     config_parse_hostport(CONFIG_DEFAULT_DASHBOARD, cfg->dashboard_host,
                           sizeof(cfg->dashboard_host), &cfg->dashboard_port);
     const char *keylog = getenv("SSLKEYLOGFILE");
@@ -314,6 +319,11 @@ enum config_parse_result config_parse(struct config *cfg, int argc, char **argv)
             if (parse_positive("--rewrite-limit", optarg, 1, 1 << 30, &number))
                 return CONFIG_ERROR;
             cfg->rewrite_limit = (size_t)number;
+            break;
+        case OPT_REWRITE_MEMORY:
+            if (parse_positive("--rewrite-memory", optarg, 1, INT_MAX, &number))
+                return CONFIG_ERROR;
+            cfg->rewrite_memory = (size_t)number;
             break;
         case OPT_NO_CAPTURE:
             cfg->capture_enabled = false;

@@ -480,7 +480,10 @@ static int apply_request_rules(struct conn *c, struct rule_set **set, struct rul
         return 0;
     if (rules_ctx_init(ctx, method, site, *path) < 0)
         return -1;
-    *rw = (struct exchange_rules){.set = *set, .ctx = ctx, .limit = c->cfg->rewrite_limit};
+    *rw = (struct exchange_rules){.set = *set,
+                                  .ctx = ctx,
+                                  .limit = c->cfg->rewrite_limit,
+                                  .memory_limit = c->cfg->rewrite_memory};
     const struct http1_header *ct = http1_find_header(c->head, "Content-Type");
     if (ct) {
         char type[RULES_MAX_CONTENT_TYPE_BYTES];
