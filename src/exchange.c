@@ -565,6 +565,7 @@ static int buffer_body(struct body_reader *r, size_t limit, size_t memory_limit,
     *buf = NULL;
     *len = 0;
     while ((got = body_next(r, timeout_ms, &data, &n)) > 0) {
+        bool is_full = false;
         if (*len + n > cap) {
             size_t want = cap ? cap : 16384;
             while (want < *len + n)
@@ -574,8 +575,14 @@ static int buffer_body(struct body_reader *r, size_t limit, size_t memory_limit,
             size_t ceiling = *len + n > limit + 1 ? *len + n : limit + 1;
             if (want > ceiling)
                 want = ceiling;
-            if (!membudget_reserve(&rewrite_memory, want - cap, memory_limit))
-                return 2;
+            if (!membudget_reserve(&rewrite_memory, want - cap, memory_limit)) {
+                /* The chunk in hand is already taken from r: keep it with
+                 * an exact growth, counted past the limit (one read chunk
+                 * at most), so that the body goes on whole. */
+                is_full = true;
+                want = *len + n;
+                membudget_charge(&rewrite_memory, want - cap);
+            }
             *reserved += want - cap;
             unsigned char *grown = realloc(*buf, want);
             if (!grown) {
@@ -587,6 +594,8 @@ static int buffer_body(struct body_reader *r, size_t limit, size_t memory_limit,
         }
         memcpy(*buf + *len, data, n);
         *len += n;
+        if (is_full)
+            return 2;
         if (*len > limit)
             return 1;
     }

@@ -68,6 +68,15 @@ note "rules notes of the two flows: $(printf '%s' "$notes" | tr '\n' '|')"
 check_eq "one flow notes the budget" 1 \
     "$(printf '%s\n' "$notes" | grep -c '^body rules skipped: rewrite memory budget (2 MiB) in use$')"
 
+# A body larger than the whole budget (but within --rewrite-limit) stops
+# being buffered part way: what was read so far and the rest go on intact.
+python3 -c 'import sys; sys.stdout.write("secret " * 500000)' > "$tmp/big"
+code=$(pcurl -H 'Expect:' --data-binary @"$tmp/big" -o "$tmp/sha-big" -w '%{http_code}' \
+    "http://127.0.0.1:$ORIGIN_PORT/sha256?big=1")
+check_eq "body over the whole budget: 200" 200 "$code"
+check_eq "body over the whole budget: passed on intact" "$(file_sha "$tmp/big")" \
+    "$(cat "$tmp/sha-big")"
+
 # Once both are done, the budget is free again: a single upload is rewritten.
 code=$(pcurl --data-binary @"$tmp/body" -o "$tmp/sha3" -w '%{http_code}' \
     "http://127.0.0.1:$ORIGIN_PORT/sha256?n=3")
