@@ -44,6 +44,7 @@ enum {
     OPT_REWRITE_LIMIT,
     OPT_BLOCK_PRIVATE,
     OPT_ALLOW_PRIVATE,
+    OPT_REWRITE_MEMORY,
 };
 
 static const struct option long_options[] = {
@@ -72,6 +73,7 @@ static const struct option long_options[] = {
     {"rules", required_argument, NULL, OPT_RULES},
     {"rule", required_argument, NULL, OPT_RULE},
     {"rewrite-limit", required_argument, NULL, OPT_REWRITE_LIMIT},
+    {"rewrite-memory", required_argument, NULL, OPT_REWRITE_MEMORY},
     {"verbose", no_argument, NULL, 'v'},
     {"quiet", no_argument, NULL, 'q'},
     {"help", no_argument, NULL, 'h'},
@@ -115,6 +117,7 @@ static void print_usage(FILE *out)
             "                           see tapwire-rules(5))\n"
             "  --rule SPEC              one rewrite rule (repeatable)\n"
             "  --rewrite-limit BYTES    largest body a body rule buffers (default %d)\n"
+            "  --rewrite-memory BYTES   all bodies body rules buffer at once (default %d)\n"
             "  -v, --verbose            more log output (repeat for debug)\n"
             "  -q, --quiet              warnings and errors only\n"
             "  -h, --help               this text\n"
@@ -124,7 +127,8 @@ static void print_usage(FILE *out)
             CONFIG_DEFAULT_LISTEN, CONFIG_DEFAULT_MAX_CONNECTIONS, CONFIG_DEFAULT_IDLE_TIMEOUT_MS,
             CONFIG_DEFAULT_HEADER_TIMEOUT_MS, CONFIG_DEFAULT_UPSTREAM_TIMEOUT_MS,
             CONFIG_DEFAULT_IO_TIMEOUT_MS, CONFIG_DEFAULT_CAPTURE_LIMIT_BYTES,
-            CONFIG_DEFAULT_MAX_FLOWS, CONFIG_DEFAULT_DASHBOARD, CONFIG_DEFAULT_REWRITE_LIMIT_BYTES);
+            CONFIG_DEFAULT_MAX_FLOWS, CONFIG_DEFAULT_DASHBOARD, CONFIG_DEFAULT_REWRITE_LIMIT_BYTES,
+            CONFIG_DEFAULT_REWRITE_MEMORY_BYTES);
 }
 
 int config_parse_hostport(const char *spec, char *host, size_t host_len, uint16_t *port)
@@ -216,6 +220,7 @@ enum config_parse_result config_parse(struct config *cfg, int argc, char **argv)
     cfg->dashboard_enabled = true;
     cfg->capture_enabled = true;
     cfg->rewrite_limit = CONFIG_DEFAULT_REWRITE_LIMIT_BYTES;
+    cfg->rewrite_memory = CONFIG_DEFAULT_REWRITE_MEMORY_BYTES;
     config_parse_hostport(CONFIG_DEFAULT_DASHBOARD, cfg->dashboard_host,
                           sizeof(cfg->dashboard_host), &cfg->dashboard_port);
     const char *keylog = getenv("SSLKEYLOGFILE");
@@ -339,6 +344,11 @@ enum config_parse_result config_parse(struct config *cfg, int argc, char **argv)
             break;
         case OPT_NEW_DASHBOARD_TOKEN:
             cfg->is_new_dashboard_token = true;
+            break;
+        case OPT_REWRITE_MEMORY:
+            if (parse_positive("--rewrite-memory", optarg, 1, INT_MAX, &number))
+                return CONFIG_ERROR;
+            cfg->rewrite_memory = (size_t)number;
             break;
         case OPT_NO_CAPTURE:
             cfg->capture_enabled = false;

@@ -22,6 +22,9 @@
 #define CONFIG_DEFAULT_CAPTURE_LIMIT_BYTES (1024 * 1024)
 #define CONFIG_DEFAULT_MAX_FLOWS 100000
 #define CONFIG_DEFAULT_REWRITE_LIMIT_BYTES (16 * 1024 * 1024)
+/* All bodies that rules buffer at once, process-wide: 100 concurrent 16 MiB
+ * uploads must not take 1.5 GB. */
+#define CONFIG_DEFAULT_REWRITE_MEMORY_BYTES (256 * 1024 * 1024)
 
 /* --block-private / --allow-private; unset, main.c decides from where the
  * proxy listens (on when not on loopback). */
@@ -66,6 +69,7 @@ struct config {
     const char *rule_specs[CONFIG_MAX_LIST + 1]; /* --rule, NULL-terminated */
     size_t rule_spec_count;
     size_t rewrite_limit;                  /* --rewrite-limit bytes */
+    size_t rewrite_memory;                 /* --rewrite-memory bytes, all exchanges */
 };
 
 enum config_parse_result {

@@ -43,7 +43,6 @@
 #include "upstream.h"
 
 #define CONN_IN_MAX_BYTES (HTTP1_MAX_HEAD_BYTES + STREAM_READ_CHUNK_BYTES)
-#define CONN_PEEK_RETRY_NS 2000000L
 /* Quiet this long, a kept-alive connection releases its buffers and stack
  * (see wait_next_request). */
 #define CONN_IDLE_GRACE_MS 200
@@ -487,7 +486,10 @@ static int apply_request_rules(struct conn *c, struct rule_set **set, struct rul
         return 0;
     if (rules_ctx_init(ctx, method, site, *path) < 0)
         return -1;
-    *rw = (struct exchange_rules){.set = *set, .ctx = ctx, .limit = c->cfg->rewrite_limit};
+    *rw = (struct exchange_rules){.set = *set,
+                                  .ctx = ctx,
+                                  .limit = c->cfg->rewrite_limit,
+                                  .memory_limit = c->cfg->rewrite_memory};
     const struct http1_header *ct = http1_find_header(c->head, "Content-Type");
     if (ct) {
         char type[RULES_MAX_CONTENT_TYPE_BYTES];
@@ -768,6 +770,48 @@ static int looks_like_http(const unsigned char *b, size_t n)
     return i < 20 ? -1 : 0;
 }
 
+enum more_bytes { MORE_ARRIVED, MORE_GONE, MORE_TIMEOUT };
+
+/*
+ * Waits until more than have bytes are pending on fd, the client closes, or
+ * deadline (clock_mono_us) passes. poll() alone reports the socket readable
+ * while any byte is pending, so a client that sent part of a ClientHello and
+ * stalled would make every wait return at once; SO_RCVLOWAT raises the mark
+ * poll() waits for (Linux honours it for TCP, see socket(7)), so a stalled
+ * client costs nothing until it sends more or hangs up.
+ */
+static enum more_bytes wait_more_bytes(int fd, int cancel_fd, size_t have, int64_t deadline)
+{
+    enum more_bytes result = MORE_TIMEOUT;
+    int lowat = (int)have + 1;
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof(lowat)) < 0)
+        return MORE_GONE;
+    for (;;) {
+        int64_t left_us = deadline - clock_mono_us();
+        if (left_us <= 0)
+            break;
+        struct pollfd p[2] = {{.fd = fd, .events = POLLIN | POLLRDHUP},
+                              {.fd = cancel_fd, .events = POLLIN}};
+        int r = poll(p, cancel_fd >= 0 ? 2 : 1, (int)((left_us + 999) / 1000));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0 || (cancel_fd >= 0 && p[1].revents)) {
+            result = MORE_GONE;
+            break;
+        }
+        if (r == 0)
+            continue; /* the deadline check above ends it */
+        /* A hang-up or an error also wakes poll() below the mark: the rest
+         * of the ClientHello will never come. */
+        result = p[0].revents & (POLLRDHUP | POLLHUP | POLLERR) ? MORE_GONE : MORE_ARRIVED;
+        break;
+    }
+    lowat = 1;
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof(lowat)) < 0)
+        result = MORE_GONE;
+    return result;
+}
+
 /* Peeks at what the client sends first inside a tunnel, without reading it. */
 static enum first_bytes peek_first_bytes(struct conn *c, struct client_hello *hello)
 {
@@ -792,6 +836,7 @@ static enum first_bytes peek_first_bytes(struct conn *c, struct client_hello *he
     buf = malloc(CONN_PEEK_BYTES);
     if (!buf)
         goto out;
+    size_t have = 0;
     for (;;) {
         ssize_t n = recv(c->client.fd, buf, CONN_PEEK_BYTES, MSG_PEEK);
         if (n == 0)
@@ -820,14 +865,17 @@ static enum first_bytes peek_first_bytes(struct conn *c, struct client_hello *he
                 goto out;
             }
         }
-        if (clock_mono_us() > deadline) {
+        if (n > 0)
+            have = (size_t)n;
+        enum more_bytes more = wait_more_bytes(c->client.fd, c->client.cancel_fd, have, deadline);
+        if (more == MORE_GONE) {
+            log_info("%s: client closed before its first bytes were complete", c->client_name);
+            goto out;
+        }
+        if (more == MORE_TIMEOUT) {
             log_info("%s: first bytes of the tunnel did not arrive in time", c->client_name);
             goto out;
         }
-        /* Data is pending but incomplete: poll would return at once, so
-         * wait a moment for the rest of the record. */
-        struct timespec pause = {0, CONN_PEEK_RETRY_NS};
-        nanosleep(&pause, NULL);
     }
 out:
     free(buf);

@@ -16,7 +16,10 @@
 
 #include "codec.h"
 #include "flowstore.h"
+#include "membudget.h"
 
+#include <malloc.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -513,13 +516,48 @@ out:
     return rc;
 }
 
+/* Every body buffer of rules in the process, against --rewrite-memory. */
+static struct membudget rewrite_memory = MEMBUDGET_INIT;
+static pthread_once_t rewrite_memory_once = PTHREAD_ONCE_INIT;
+
 /*
- * Reads the body into memory, up to limit bytes. Returns 0 with the whole
- * body in *buf (caller frees), 1 when it is larger than limit (*buf holds
- * the first bytes; the rest is still in r), or -1 on a fault.
+ * glibc raises its mmap threshold to the size of each mmap'd block freed (up
+ * to 32 MiB), so after the first large body every later one comes from the
+ * arenas, whose memory stays with the process once freed: 100 bodies of 16
+ * MiB left it at 320-430 MB. A fixed threshold turns that off; body buffers
+ * are then mmap'd, grow by mremap, and go back to the system when freed.
  */
-static int buffer_body(struct body_reader *r, size_t limit, int timeout_ms, unsigned char **buf,
-                       size_t *len)
+static void fix_mmap_threshold(void)
+{
+#ifdef M_MMAP_THRESHOLD
+    mallopt(M_MMAP_THRESHOLD, EXCHANGE_MMAP_THRESHOLD_BYTES);
+#endif
+}
+
+/* Why a body went on as it was: the buffers of all exchanges are full. */
+static void add_memory_note(struct exchange_rules *rw)
+{
+    char note[128];
+    if (rw->memory_limit >= 1024 * 1024)
+        snprintf(note, sizeof(note),
+                 "body rules skipped: rewrite memory budget (%zu MiB) in use",
+                 rw->memory_limit / (1024 * 1024));
+    else
+        snprintf(note, sizeof(note),
+                 "body rules skipped: rewrite memory budget (%zu bytes) in use",
+                 rw->memory_limit);
+    add_note(rw, note);
+}
+
+/*
+ * Reads the body into memory, up to limit bytes, reserving what the buffer
+ * grows by in rewrite_memory first (*reserved adds it up). Returns 0 with the
+ * whole body in *buf (caller frees), 1 when it is larger than limit or 2 when
+ * memory_limit is reached (*buf holds the first bytes; the rest is still in
+ * r), or -1 on a fault.
+ */
+static int buffer_body(struct body_reader *r, size_t limit, size_t memory_limit, int timeout_ms,
+                       unsigned char **buf, size_t *len, size_t *reserved)
 {
     const char *data;
     size_t n, cap = 0;
@@ -527,10 +565,25 @@ static int buffer_body(struct body_reader *r, size_t limit, int timeout_ms, unsi
     *buf = NULL;
     *len = 0;
     while ((got = body_next(r, timeout_ms, &data, &n)) > 0) {
+        bool is_full = false;
         if (*len + n > cap) {
             size_t want = cap ? cap : 16384;
             while (want < *len + n)
                 want *= 2;
+            /* Past limit the body is not rewritten: doubling's slack beyond
+             * it would hold up to twice the limit for nothing. */
+            size_t ceiling = *len + n > limit + 1 ? *len + n : limit + 1;
+            if (want > ceiling)
+                want = ceiling;
+            if (!membudget_reserve(&rewrite_memory, want - cap, memory_limit)) {
+                /* The chunk in hand is already taken from r: keep it with
+                 * an exact growth, counted past the limit (one read chunk
+                 * at most), so that the body goes on whole. */
+                is_full = true;
+                want = *len + n;
+                membudget_charge(&rewrite_memory, want - cap);
+            }
+            *reserved += want - cap;
             unsigned char *grown = realloc(*buf, want);
             if (!grown) {
                 r->fault = FAULT_SRC;
@@ -541,6 +594,8 @@ static int buffer_body(struct body_reader *r, size_t limit, int timeout_ms, unsi
         }
         memcpy(*buf + *len, data, n);
         *len += n;
+        if (is_full)
+            return 2;
         if (*len > limit)
             return 1;
     }
@@ -646,6 +701,7 @@ static int send_rewritten_body(struct exchange_rules *rw, struct stream *src,
     struct body_reader r;
     unsigned char *raw = NULL, *decoded = NULL, *rewritten = NULL;
     size_t raw_len = 0, decoded_len = 0, rewritten_len = 0;
+    size_t reserved = 0; /* in rewrite_memory, for raw, decoded and rewritten */
     char *new_head = NULL;
     size_t new_head_len = 0;
     char err[256];
@@ -662,13 +718,17 @@ static int send_rewritten_body(struct exchange_rules *rw, struct stream *src,
         rc = send_body_rest(&r, NULL, 0, dst, out, timeout_ms, count, capture, fault);
         goto out;
     }
-    int b = buffer_body(&r, rw->limit, timeout_ms, &raw, &raw_len);
+    pthread_once(&rewrite_memory_once, fix_mmap_threshold);
+    int b = buffer_body(&r, rw->limit, rw->memory_limit, timeout_ms, &raw, &raw_len, &reserved);
     if (b < 0) {
         *fault = r.fault;
         goto out;
     }
-    if (b == 1) {
-        add_note(rw, "body larger than --rewrite-limit: passed on unmodified");
+    if (b > 0) {
+        if (b == 2)
+            add_memory_note(rw);
+        else
+            add_note(rw, "body larger than --rewrite-limit: passed on unmodified");
         if (stream_put(dst, head, head_len, timeout_ms) != STREAM_OK) {
             *fault = FAULT_DST;
             goto out;
@@ -690,15 +750,35 @@ static int send_rewritten_body(struct exchange_rules *rw, struct stream *src,
             snprintf(note, sizeof(note), "body not rewritten: %s", err);
             add_note(rw, note);
             plain = NULL;
+        } else if (!membudget_reserve(&rewrite_memory, decoded_len, rw->memory_limit)) {
+            /* Its size is known only once decoded: a moment over the budget,
+             * given back at once. */
+            add_memory_note(rw);
+            free(decoded);
+            decoded = NULL;
+            plain = NULL;
         } else {
+            reserved += decoded_len;
             plain = decoded;
             plain_len = decoded_len;
         }
+    }
+    /* The rewritten copy is about as large as the input: reserve that much
+     * first, and count any growth once it is made (at most rw->limit). */
+    if (plain && !membudget_reserve(&rewrite_memory, plain_len, rw->memory_limit)) {
+        add_memory_note(rw);
+        plain = NULL;
+    } else if (plain) {
+        reserved += plain_len;
     }
     if (plain && rules_apply_body(rw->set, rw->ctx, plain, plain_len, rw->limit, &rewritten,
                                   &rewritten_len) < 0) {
         *fault = FAULT_SRC;
         goto out;
+    }
+    if (rewritten && rewritten_len > plain_len) {
+        membudget_charge(&rewrite_memory, rewritten_len - plain_len);
+        reserved += rewritten_len - plain_len;
     }
     /* Unchanged: the bytes as they came (still encoded); changed: identity,
      * which is what tapwire-rules(5) documents. */
@@ -730,6 +810,7 @@ out:
     free(raw);
     free(decoded);
     free(rewritten);
+    membudget_release(&rewrite_memory, reserved);
     free(new_head);
     return rc;
 }

@@ -20,6 +20,9 @@ struct flow_header_facts;
 
 #define EXCHANGE_VIA "1.1 tapwire"
 #define EXCHANGE_ERROR_BYTES 512
+/* Allocations from this size on are mmap'd and go back to the system when
+ * freed (see fix_mmap_threshold() in exchange.c). */
+#define EXCHANGE_MMAP_THRESHOLD_BYTES (256 * 1024)
 
 struct exchange_timeouts {
     int idle_ms;   /* waiting for the first byte of the next request */
@@ -67,11 +70,13 @@ int exchange_request_build(struct exchange_request *out, const struct http1_head
 void exchange_request_free(struct exchange_request *req);
 
 /* Rewrite rules for one exchange: the set acquired for it, the context that
- * collects what applied, and --rewrite-limit. */
+ * collects what applied, --rewrite-limit, and --rewrite-memory (what every
+ * exchange's body buffers may hold together). */
 struct exchange_rules {
     const struct rule_set *set;
     struct rules_ctx *ctx;
     size_t limit;
+    size_t memory_limit;
 };
 
 /* A head after header rules: fields point into the rules' storage. */

@@ -23,10 +23,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 
 #define LISTENER_CANCEL_WAIT_MS 2000
@@ -163,17 +165,102 @@ static void *conn_thread(void *arg)
     return NULL;
 }
 
-/* Past the cap, the client gets a 503 right away instead of waiting in the
- * backlog; one non-blocking send, since the accept loop must never block. */
+int listener_fit_fd_limit(int max_connections, int other_fds)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
+        log_warn("getrlimit(RLIMIT_NOFILE): %s; --max-connections %d left as is",
+                 strerror(errno), max_connections);
+        return max_connections;
+    }
+    if (rl.rlim_cur < rl.rlim_max) {
+        struct rlimit raised = {.rlim_cur = rl.rlim_max, .rlim_max = rl.rlim_max};
+        if (setrlimit(RLIMIT_NOFILE, &raised) == 0)
+            rl.rlim_cur = rl.rlim_max;
+        else
+            log_warn("cannot raise the open-file limit from %llu to %llu: %s",
+                     (unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_max,
+                     strerror(errno));
+    }
+    if (rl.rlim_cur == RLIM_INFINITY)
+        return max_connections;
+    long long spare = (long long)rl.rlim_cur - LISTENER_RESERVED_FDS - other_fds;
+    long long fit = spare / LISTENER_FDS_PER_CONNECTION;
+    if (fit >= max_connections)
+        return max_connections;
+    if (fit < 1)
+        fit = 1;
+    log_warn("--max-connections %d needs more file descriptors than the limit of %llu allows "
+             "(ulimit -n); serving at most %lld connections",
+             max_connections, (unsigned long long)rl.rlim_cur, fit);
+    return (int)fit;
+}
+
+/* The client gets a 503 right away instead of waiting in the backlog; one
+ * non-blocking send, since the accept loop must never block. */
+static void refuse(int fd, const char *why)
+{
+    char msg[256];
+    int body = (int)strlen(why) + (int)sizeof("tapwire: , try again\n") - 1;
+    int n = snprintf(msg, sizeof(msg),
+                     "HTTP/1.1 503 Service Unavailable\r\n"
+                     "Content-Type: text/plain\r\nContent-Length: %d\r\n"
+                     "Connection: close\r\nRetry-After: 1\r\n\r\n"
+                     "tapwire: %s, try again\n",
+                     body, why);
+    if (n > 0 && (size_t)n < sizeof(msg)) {
+        ssize_t w = send(fd, msg, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)w;
+    }
+    close(fd);
+}
+
 static void refuse_busy(int fd)
 {
-    static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\n"
-                               "Content-Type: text/plain\r\nContent-Length: 42\r\n"
-                               "Connection: close\r\nRetry-After: 1\r\n\r\n"
-                               "tapwire: too many connections, try again\n";
-    ssize_t n = send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
-    (void)n;
-    close(fd);
+    refuse(fd, "too many connections");
+}
+
+/* A descriptor held in reserve for when accept() fails with EMFILE: without
+ * it the pending client stays in the backlog, poll() reports the listening
+ * socket readable again at once, and the loop spins. Closing the reserve
+ * frees one slot to accept the client, answer 503 and close it; then the
+ * reserve is taken back (the libev and nginx way out). */
+static int open_reserve_fd(void)
+{
+    return open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
+/* Out of descriptors: answer the oldest waiting client with a 503, if the
+ * reserve allows, and log it at most once per LISTENER_FD_LOG_INTERVAL_MS. */
+static void shed_on_fd_exhaustion(int listen_fd, int *reserve_fd, int accept_errno)
+{
+    static int64_t last_log_ms;
+    static unsigned long refused_since_log;
+    bool answered = false;
+    if (*reserve_fd >= 0) {
+        close(*reserve_fd);
+        int fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd >= 0) {
+            refuse(fd, "out of file descriptors");
+            answered = true;
+        }
+    }
+    *reserve_fd = open_reserve_fd();
+    if (answered)
+        refused_since_log++;
+    int64_t now = clock_mono_ms();
+    if (last_log_ms == 0 || now - last_log_ms >= LISTENER_FD_LOG_INTERVAL_MS) {
+        log_error("accept: %s; %lu client(s) answered 503 since the last such line "
+                  "(raise the file limit or lower --max-connections)",
+                  strerror(accept_errno), refused_since_log);
+        last_log_ms = now;
+        refused_since_log = 0;
+    }
+    if (!answered) {
+        /* No reserve to free: nothing to do but let other connections end. */
+        struct timespec pause = {0, 50000000L};
+        nanosleep(&pause, NULL);
+    }
 }
 
 static int wait_for_connections(int timeout_ms)
@@ -201,6 +288,9 @@ int listener_run(int listen_fd, const struct proxy_env *env, int grace_ms, int c
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     pthread_attr_setstacksize(&attr, LISTENER_THREAD_STACK_BYTES);
+    int reserve_fd = open_reserve_fd();
+    if (reserve_fd < 0)
+        log_warn("cannot open /dev/null as a reserve descriptor: %s", strerror(errno));
 
     for (;;) {
         struct pollfd p[2] = {{.fd = listen_fd, .events = POLLIN},
@@ -227,12 +317,8 @@ int listener_run(int listen_fd, const struct proxy_env *env, int grace_ms, int c
         int fd = accept4(listen_fd, (struct sockaddr *)&start->peer, &sl, SOCK_CLOEXEC);
         if (fd < 0) {
             free(start);
-            if (errno == EMFILE || errno == ENFILE) {
-                log_error("accept: %s (raise the file limit or lower --max-connections)",
-                          strerror(errno));
-                struct timespec pause = {0, 50000000L};
-                nanosleep(&pause, NULL);
-            }
+            if (errno == EMFILE || errno == ENFILE)
+                shed_on_fd_exhaustion(listen_fd, &reserve_fd, errno);
             continue;
         }
         int one = 1;
@@ -263,6 +349,8 @@ int listener_run(int listen_fd, const struct proxy_env *env, int grace_ms, int c
         }
     }
     pthread_attr_destroy(&attr);
+    if (reserve_fd >= 0)
+        close(reserve_fd);
     close(listen_fd);
 
     int left = wait_for_connections(grace_ms);

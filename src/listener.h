@@ -15,6 +15,14 @@
 
 #define LISTENER_THREAD_STACK_BYTES (256 * 1024)
 #define LISTENER_BACKLOG 511
+/* Descriptors a proxied connection holds: the client and its upstream. */
+#define LISTENER_FDS_PER_CONNECTION 2
+/* Descriptors the rest of the process holds, whatever the connection count:
+ * stdio, the log, the database and its journal, pipes, the reserve below,
+ * files opened now and then (CA, rules, key log). */
+#define LISTENER_RESERVED_FDS 32
+/* At most one "out of file descriptors" log line per this many ms. */
+#define LISTENER_FD_LOG_INTERVAL_MS 1000
 
 /* Binds and listens on host:port (port 0: ephemeral). Returns the socket
  * or -1 with err. *bound_port gets the actual port. */
@@ -35,11 +43,21 @@ size_t listener_reachable_addresses(const char *host, uint16_t port, char *out, 
 bool listener_is_wildcard_host(const char *host);
 
 /*
+ * Raises the soft RLIMIT_NOFILE to the hard limit and returns how many
+ * connections fit in it: max_connections, or fewer (with a warning naming
+ * both numbers) when LISTENER_FDS_PER_CONNECTION each, plus
+ * LISTENER_RESERVED_FDS and other_fds (descriptors other parts of the process
+ * may hold, e.g. dashboard connections), would not fit. At least 1.
+ */
+int listener_fit_fd_limit(int max_connections, int other_fds);
+
+/*
  * Accepts on listen_fd until env->stop_fd becomes readable, then closes
  * listen_fd and waits up to grace_ms for connection threads to finish; past
  * that it writes a byte to cancel_write_fd (the write end of env->cancel_fd)
  * and waits a little more. Returns the number of connections still running
- * (0 on a clean stop).
+ * (0 on a clean stop). When accept() runs out of descriptors anyway, the
+ * client waiting in the backlog is still answered 503 and closed.
  */
 int listener_run(int listen_fd, const struct proxy_env *env, int grace_ms, int cancel_write_fd);
 

@@ -327,6 +327,8 @@ int main(int argc, char **argv)
         }
         cfg.dashboard_port = dashboard_port(dash); /* the real one when 0 was asked */
     }
+    cfg.max_connections = listener_fit_fd_limit(
+        cfg.max_connections, cfg.dashboard_enabled ? DASHBOARD_MAX_CONNECTIONS : 0);
     uint16_t port = 0;
     listen_fd = listener_open(cfg.listen_host, cfg.listen_port, &port, err, sizeof(err));
     if (listen_fd < 0) {

@@ -104,6 +104,24 @@ static void test_capture_and_dashboard_options(void)
     config_free(&cfg);
 }
 
+static void test_rewrite_memory_option(void)
+{
+    struct config cfg;
+    const char *defaults[] = {NULL};
+    CU_ASSERT_EQUAL_FATAL(parse(&cfg, defaults), CONFIG_OK);
+    CU_ASSERT_EQUAL(cfg.rewrite_memory, CONFIG_DEFAULT_REWRITE_MEMORY_BYTES);
+    config_free(&cfg);
+
+    const char *args[] = {"--rewrite-memory", "1048576", NULL};
+    CU_ASSERT_EQUAL_FATAL(parse(&cfg, args), CONFIG_OK);
+    CU_ASSERT_EQUAL(cfg.rewrite_memory, 1048576);
+    config_free(&cfg);
+
+    const char *zero[] = {"--rewrite-memory", "0", NULL};
+    CU_ASSERT_EQUAL(parse(&cfg, zero), CONFIG_ERROR);
+    config_free(&cfg);
+}
+
 static void test_rejects_bad_values(void)
 {
     struct config cfg;
@@ -184,6 +202,7 @@ int main(void)
         !CU_add_test(s, "data dir falls back to HOME", test_data_dir_falls_back_to_home) ||
         !CU_add_test(s, "parses every option", test_parses_every_option) ||
         !CU_add_test(s, "rejects bad values", test_rejects_bad_values) ||
+        !CU_add_test(s, "--rewrite-memory", test_rewrite_memory_option) ||
         !CU_add_test(s, "capture and dashboard options", test_capture_and_dashboard_options) ||
         !CU_add_test(s, "help and version exit successfully",
                      test_help_and_version_exit_successfully) ||
