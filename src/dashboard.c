@@ -1892,11 +1892,30 @@ static mhd_result send_rules_error(struct MHD_Connection *conn, int rc, const ch
     return send_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, err);
 }
 
+/* What flows changed by the rule call it: its name= when it has one, else
+ * "#ID" (the label the rulebook gives the dashboard's rules). */
+static json_t *rule_label_json(const struct rules_db_row *row)
+{
+    struct rule_set *set = NULL;
+    char fallback[32], err[256];
+    json_t *label;
+
+    snprintf(fallback, sizeof(fallback), "#%lld", (long long)row->id);
+    if (rules_parse_spec(row->spec, strlen(row->spec), fallback, &set, err, sizeof(err)) == 0 &&
+        rules_set_count(set) == 1 && rules_set_get(set, 0)->has_name)
+        label = jstr(rules_set_get(set, 0)->label);
+    else
+        label = jstr(fallback);
+    rules_set_unref(set);
+    return label;
+}
+
 static json_t *rule_row_json(const struct rules_db_row *row)
 {
     json_t *obj = json_object();
 
     if (obj != NULL && !(jset(obj, "id", json_integer(row->id)) &&
+                         jset(obj, "label", rule_label_json(row)) &&
                          jset(obj, "position", json_integer(row->position)) &&
                          jset(obj, "enabled", json_boolean(row->is_enabled)) &&
                          jset(obj, "spec", jstr(row->spec)) &&

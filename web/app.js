@@ -2068,7 +2068,7 @@
         }));
         return el('tr', { 'data-rule-id': id, class: rule.enabled ? null : 'is-disabled' },
             el('td', { class: 'r-pos', text: String(index + 1) }),
-            el('td', { class: 'r-label mono', text: '#' + id, title: 'flows changed by this rule name it #' + id + ' (or by its name=)' }),
+            el('td', { class: 'r-label mono', text: rule.label || '#' + id, title: 'flows changed by this rule name it ' + (rule.label || '#' + id) }),
             el('td', { class: 'r-on' }, on),
             specCell,
             actions);

@@ -454,6 +454,15 @@ rules_api_checks() {
         "$(afetch rules-after "$D/api/rules" > /dev/null
         jval "$tmp/d-rules-after.body" '" ".join(str(r["id"]) for r in d["rules"])')"
     check_eq "rules: DELETE of the collection: 405" 405 "$(afetch rules-405 -X DELETE "$D/api/rules")"
+
+    # The label flows name a rule by: its name= when it has one, else #ID.
+    rule_json "$tmp/named.json" 'response header X-Never-Set set path=/never name=howdy "on"' false
+    jsend rule-named POST "$D/api/rules" "$tmp/named.json" > /dev/null
+    rule3=$(jval "$tmp/d-rule-named.body" 'd["id"]')
+    check_eq "rules: each rule has the label its flows name it by" "#$rule2 howdy" \
+        "$(afetch rules-labels "$D/api/rules" > /dev/null
+        jval "$tmp/d-rules-labels.body" '" ".join(r["label"] for r in d["rules"])')"
+    afetch rule-del3 -X DELETE -H "Origin: $D" "$D/api/rules/$rule3" > /dev/null
 }
 if [ "$rules_available" = True ]; then
     rules_api_checks
