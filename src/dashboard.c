@@ -1077,6 +1077,27 @@ static bool parse_id(const char *text, size_t len, int64_t *id)
     return value > 0;
 }
 
+/* The host filter as people type it: "google" is any host containing it,
+ * "*.example.com" a glob, and a leading "!" hides what matches (the
+ * background noise of *.googleapis.com). */
+static void host_filter(const char *value, struct flowstore_filter *filter)
+{
+    if (value == NULL)
+        return;
+    while (*value == ' ')
+        value++;
+    if (*value == '!') {
+        filter->is_host_negated = true;
+        value++;
+        while (*value == ' ')
+            value++;
+    }
+    if (strpbrk(value, "*?[") != NULL)
+        filter->host_glob = value;
+    else
+        filter->host_text = value;
+}
+
 static mhd_result api_list(struct dashboard *d, struct MHD_Connection *conn)
 {
     struct flowstore_filter filter = {0};
@@ -1109,7 +1130,7 @@ static mhd_result api_list(struct dashboard *d, struct MHD_Connection *conn)
         else
             return send_error(conn, MHD_HTTP_BAD_REQUEST, "status must be 1xx..5xx or err");
     }
-    filter.host_glob = arg(conn, "host");
+    host_filter(arg(conn, "host"), &filter);
     filter.method = arg(conn, "method");
     filter.content_type = arg(conn, "type");
     filter.url_text = arg(conn, "q");

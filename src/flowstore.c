@@ -1676,9 +1676,16 @@ static int build_list_query(struct list_query *q, const struct flowstore_filter 
     }
     if (f->host_glob != NULL && f->host_glob[0] != '\0') {
         /* Without wildcards the (lower(host)) index finds the page. */
-        query_add(q, strpbrk(f->host_glob, "*?[") != NULL ? " AND lower(host) GLOB ?"
-                                                          : " AND lower(host) = ?");
+        query_add(q, f->is_host_negated ? " AND NOT" : " AND");
+        query_add(q, strpbrk(f->host_glob, "*?[") != NULL ? " lower(host) GLOB ?"
+                                                          : " lower(host) = ?");
         if (param_lower(q, f->host_glob) != 0)
+            return -1;
+    }
+    if (f->host_text != NULL && f->host_text[0] != '\0') {
+        query_add(q, f->is_host_negated ? " AND instr(lower(host), ?) = 0"
+                                        : " AND instr(lower(host), ?) > 0");
+        if (param_lower(q, f->host_text) != 0)
             return -1;
     }
     if (f->method != NULL && f->method[0] != '\0') {

@@ -255,7 +255,9 @@ struct flowstore_filter {
     int64_t after_id;         /* only ids above this; 0 for none */
     bool is_oldest_first;     /* ascending ids (live updates) instead of newest first */
     size_t limit;             /* at most this many, 1..FLOWSTORE_LIST_MAX_FLOWS */
-    const char *host_glob;    /* '*' and '?' wildcards, case-insensitive */
+    const char *host_glob;    /* '*' and '?' wildcards, case-insensitive; exact without them */
+    const char *host_text;    /* substring of the host, case-insensitive */
+    bool is_host_negated;     /* list the flows host_glob / host_text do NOT match */
     const char *method;       /* exact, case-insensitive */
     int status_class;         /* FLOWSTORE_STATUS_* or 1..5 */
     const char *content_type; /* substring of the response Content-Type, case-insensitive */

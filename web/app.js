@@ -347,8 +347,22 @@
      * true, false, or null when only the server can tell (body search). The
      * matching mirrors the server's: host glob, method and content type case-
      * insensitive, q a case-insensitive substring of host + path. */
+    /* The host filter as the server reads it: "!" first hides what matches;
+     * a pattern with * or ? is a glob, anything else a substring. */
+    function hostMatches(filter, host) {
+        let text = filter.trim();
+        const negated = text.startsWith('!');
+        if (negated)
+            text = text.slice(1).trim();
+        if (!text)
+            return true;
+        const hit = /[*?[]/.test(text) ? globToRegExp(text).test(host)
+            : host.toLowerCase().includes(text.toLowerCase());
+        return negated ? !hit : hit;
+    }
+
     function matchesFilters(f, flt) {
-        if (flt.host && !globToRegExp(flt.host).test(f.host || ''))
+        if (flt.host && !hostMatches(flt.host, f.host || ''))
             return false;
         if (flt.method && String(f.method || '').toUpperCase() !== flt.method.toUpperCase())
             return false;
@@ -580,12 +594,32 @@
         state.newerCount = 0;
     }
 
+    /* Says how the filters that are set are read, so an empty list
+     * explains itself. */
+    function filterHint() {
+        const f = state.filters;
+        const parts = [];
+        if (f.host) {
+            let text = f.host.trim();
+            const negated = text.startsWith('!');
+            if (negated)
+                text = text.slice(1).trim();
+            const how = /[*?[]/.test(text) ? 'hosts matching the pattern ' + text
+                : 'hosts containing “' + text + '”';
+            parts.push((negated ? 'hiding ' : 'only ') + how);
+        }
+        if (f.body)
+            parts.push('bodies containing “' + f.body + '”' +
+                (f.bodycase === 'exact' ? ' (case must match)' : ' (any case)'));
+        return parts.length ? ': ' + parts.join('; ') + ' (Reset clears them)' : '';
+    }
+
     function updateListChrome() {
         const n = state.rows.size;
         const filtering = Object.keys(state.filters).length > 0;
         const empty = $('list-empty');
         empty.hidden = n > 0 || state.loading;
-        empty.textContent = filtering ? 'No flows match these filters.'
+        empty.textContent = filtering ? 'No flows match these filters' + filterHint() + '.'
             : 'No flows yet. Point a client at the proxy and they show up here.';
         $('load-older').hidden = state.next === null || state.next === undefined;
         $('load-older').disabled = state.loadingOlder;

@@ -184,6 +184,19 @@ check_eq "filter status=4xx" "/status/404" \
 check_eq "filter q (URL text)" "/headers" \
     "$(afetch f-q "$D/api/flows?q=HEADERS" > /dev/null
     jval "$tmp/d-f-q.body" '" ".join(f["path"] for f in d["flows"])')"
+all_count=$(afetch f-all "$D/api/flows" > /dev/null; jval "$tmp/d-f-all.body" 'len(d["flows"])')
+check_eq "filter host: text in the host matches as a substring" "$all_count" \
+    "$(afetch f-host-sub "$D/api/flows?host=27.0.0" > /dev/null
+    jval "$tmp/d-f-host-sub.body" 'len(d["flows"])')"
+check_eq "filter host: a glob" "$all_count" \
+    "$(afetch f-host-glob "$D/api/flows?host=*.0.0.1" > /dev/null
+    jval "$tmp/d-f-host-glob.body" 'len(d["flows"])')"
+check_eq "filter host: ! hides what matches" 0 \
+    "$(afetch f-host-not "$D/api/flows?host=%21127.0" > /dev/null
+    jval "$tmp/d-f-host-not.body" 'len(d["flows"])')"
+check_eq "filter host: ! with a glob that matches nothing hides nothing" "$all_count" \
+    "$(afetch f-host-not-glob "$D/api/flows?host=%21*.googleapis.com" > /dev/null
+    jval "$tmp/d-f-host-not-glob.body" 'len(d["flows"])')"
 check_eq "filter body (request or response bytes)" "/echo" \
     "$(afetch f-body "$D/api/flows?body=tapwire%26quote" > /dev/null
     jval "$tmp/d-f-body.body" '" ".join(f["path"] for f in d["flows"])')"

@@ -1009,6 +1009,26 @@ static void test_host_filter_globs_and_ignores_case(void)
     flowstore_close(store);
 }
 
+static void test_host_filter_finds_substrings_and_can_hide(void)
+{
+    struct flowstore *store = filter_fixture();
+    struct flowstore_filter f = {0};
+
+    CU_ASSERT_FATAL(store != NULL);
+    f.host_text = "EXAMPLE";
+    expect_ids(store, &f, "8,7,6,5,4,2,1");
+    f.host_text = "other";
+    expect_ids(store, &f, "3");
+    f.is_host_negated = true;
+    expect_ids(store, &f, "8,7,6,5,4,2,1");
+    f.host_text = NULL;
+    f.host_glob = "*.example.com";
+    expect_ids(store, &f, "8,4,3");
+    f.host_glob = "example.com";
+    expect_ids(store, &f, "8,7,6,5,3,2,1");
+    flowstore_close(store);
+}
+
 static void test_method_and_status_filters(void)
 {
     struct flowstore *store = filter_fixture();
@@ -2299,6 +2319,8 @@ int main(void)
                      test_listing_leaves_out_headers_and_tls_details) ||
         !CU_add_test(suite, "oldest_first_after_id_lists_newer_flows_ascending",
                      test_oldest_first_after_id_lists_newer_flows_ascending) ||
+        !CU_add_test(suite, "host_filter_finds_substrings_and_can_hide",
+                     test_host_filter_finds_substrings_and_can_hide) ||
         !CU_add_test(suite, "host_filter_globs_and_ignores_case",
                      test_host_filter_globs_and_ignores_case) ||
         !CU_add_test(suite, "method_and_status_filters", test_method_and_status_filters) ||

@@ -342,6 +342,11 @@ if (appeared) {
         await form.locator('button[type="submit"]').click();
         await until('nothing listed when the case must match', async () =>
             (await page.locator('#flow-rows td.c-path').count()) === 0);
+        await until('the empty list says how the filters were read', async () => {
+            const t = await page.locator('#list-empty').textContent();
+            return /No flows match these filters: bodies containing .*\(case must match\)/.test(t) &&
+                await page.locator('#list-empty').isVisible();
+        });
         await page.locator('#filters-reset').click();
         await until('the list back without filters', async () =>
             (await row(HEADERS_PATH).count()) > 0);
