@@ -61,6 +61,7 @@
 
 #include "codec.h"
 #include "embedded.h"
+#include "har.h"
 #include "log.h"
 #include "rulebook.h"
 
@@ -1266,8 +1267,8 @@ out:
 
 struct har_stream {
     struct dashboard *d;
-    struct flowstore_har *har;
-    const char *piece; /* owned by har, valid until the next flowstore_har_read() */
+    struct har *har;
+    const char *piece; /* owned by har, valid until the next har_read() */
     size_t piece_len;
     size_t off;
 };
@@ -1284,7 +1285,7 @@ static ssize_t har_stream_read(void *cls, uint64_t pos, char *buf, size_t max)
         /* Stop in the middle of an export rather than hold up shutdown. */
         if (is_stopping(s->d))
             return MHD_CONTENT_READER_END_WITH_ERROR;
-        rc = flowstore_har_read(s->har, &s->piece, &s->piece_len, err, sizeof(err));
+        rc = har_read(s->har, &s->piece, &s->piece_len, err, sizeof(err));
         if (rc == 0)
             return MHD_CONTENT_READER_END_OF_STREAM;
         if (rc < 0) {
@@ -1303,7 +1304,7 @@ static void har_stream_free(void *cls)
 {
     struct har_stream *s = cls;
 
-    flowstore_har_close(s->har);
+    har_close(s->har);
     free(s);
 }
 
@@ -1318,8 +1319,7 @@ static mhd_result send_har(struct dashboard *d, struct MHD_Connection *conn, con
     if (s == NULL)
         return MHD_NO;
     s->d = d;
-    if (flowstore_har_open(d->flows, ids, count, codec_decode_content, &s->har, err, sizeof(err)) !=
-        0) {
+    if (har_open(d->flows, ids, count, codec_decode_content, &s->har, err, sizeof(err)) != 0) {
         free(s);
         return send_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, err);
     }
@@ -1354,13 +1354,13 @@ static mhd_result api_har(struct dashboard *d, struct MHD_Connection *conn)
 
     if (list == NULL || list[0] == '\0')
         return send_har(d, conn, NULL, 0);
-    ids = malloc(FLOWSTORE_HAR_MAX_FLOWS * sizeof(ids[0]));
+    ids = malloc(HAR_MAX_FLOWS * sizeof(ids[0]));
     if (ids == NULL)
         return MHD_NO;
     while (*list != '\0') {
         size_t n = strcspn(list, ",");
 
-        if (count == FLOWSTORE_HAR_MAX_FLOWS || !parse_id(list, n, &ids[count])) {
+        if (count == HAR_MAX_FLOWS || !parse_id(list, n, &ids[count])) {
             free(ids);
             return send_error(conn, MHD_HTTP_BAD_REQUEST,
                               "ids must be at most 10000 flow ids separated by commas");

@@ -5,8 +5,8 @@
  * flow to a bounded queue and returns at once; one writer thread writes
  * queued flows in batched transactions and prunes the oldest beyond
  * max_flows. When the queue is full the flow is dropped and counted.
- * Queries for the dashboard use their own read connection (WAL lets them run
- * beside the writer).
+ * Queries for the dashboard and the HAR export (har.h) use their own read
+ * connection (WAL lets them run beside the writer).
  * Thread safety: every function may be called from any thread.
  */
 #ifndef TAPWIRE_FLOWSTORE_H
@@ -203,7 +203,6 @@ char *flow_text_utf8(const char *text, size_t len, size_t *out_len);
 /* ---- queries (the dashboard) ---- */
 
 #define FLOWSTORE_LIST_MAX_FLOWS 10000 /* one flowstore_list() call returns at most this */
-#define FLOWSTORE_HAR_MAX_FLOWS 10000  /* newest flows in an export of "all" */
 
 /* Which body: the values are stored, as flow_bodies.body_key = flow id * 4 +
  * direction (sql/schema.sql, version 5), so they never change and stay below
@@ -288,37 +287,5 @@ int flowstore_delete(struct flowstore *store, int64_t id, bool *found, char *err
 int flowstore_clear(struct flowstore *store, char *err, size_t err_len);
 /* The id of the newest stored flow, 0 when none. Returns 0 or -1 with err. */
 int flowstore_newest_id(struct flowstore *store, int64_t *id, char *err, size_t err_len);
-
-/*
- * Decodes a Content-Encoding chain for the HAR export; codec_decode_content()
- * of codec.h has this signature. Returns 0 and *out (malloc'd) or -1 with err.
- */
-typedef int (*flowstore_decode_fn)(const char *content_encoding, const unsigned char *in,
-                                   size_t in_len, size_t max_out, unsigned char **out,
-                                   size_t *out_len, char *err, size_t err_len);
-#define FLOWSTORE_HAR_MAX_DECODED_BYTES (16 * 1024 * 1024) /* else the raw bytes are exported */
-
-/*
- * A HAR 1.2 document, produced piece by piece so that an export of
- * thousands of flows never sits in memory whole: one flow is read and
- * encoded per piece.
- */
-struct flowstore_har;
-
-/*
- * Starts an export of the flows ids[0..count) in that order (ids no longer
- * stored are skipped), or, when ids is NULL, of the newest
- * FLOWSTORE_HAR_MAX_FLOWS flows, newest first. decode may be NULL: response
- * bodies are then exported as stored (base64 when compressed). Returns 0 and
- * *out (close with flowstore_har_close()) or -1 with err.
- */
-int flowstore_har_open(struct flowstore *store, const int64_t *ids, size_t count,
-                       flowstore_decode_fn decode, struct flowstore_har **out, char *err,
-                       size_t err_len);
-/* The next piece of the document: 1 with *data and *len (valid until the
- * next call), 0 when the document is complete, -1 with err. */
-int flowstore_har_read(struct flowstore_har *har, const char **data, size_t *len, char *err,
-                       size_t err_len);
-void flowstore_har_close(struct flowstore_har *har);
 
 #endif
