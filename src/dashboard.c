@@ -1803,19 +1803,19 @@ static mhd_result expect_json(struct dashboard *d, struct MHD_Connection *conn,
     return MHD_YES;
 }
 
-/* RULES_DB_* as an HTTP answer; err is the message for a person (the
+/* RULESTORE_* as an HTTP answer; err is the message for a person (the
  * parser's "column N: ..." for a bad spec). */
 static mhd_result send_rules_error(struct MHD_Connection *conn, int rc, const char *err)
 {
-    if (rc == RULES_DB_INVALID)
+    if (rc == RULESTORE_INVALID)
         return send_error(conn, MHD_HTTP_BAD_REQUEST, err);
-    if (rc == RULES_DB_NOT_FOUND)
+    if (rc == RULESTORE_NOT_FOUND)
         return send_error(conn, MHD_HTTP_NOT_FOUND, err);
     log_warn("dashboard: rules: %s", err);
     return send_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, err);
 }
 
-static json_t *rule_row_json(const struct rules_db_row *row)
+static json_t *rule_row_json(const struct rulestore_row *row)
 {
     json_t *obj = json_object();
 
@@ -1850,7 +1850,7 @@ static bool append_lines(json_t *array, const char *text)
  * of --rules and --rule. */
 static mhd_result api_rules_list(struct dashboard *d, struct MHD_Connection *conn)
 {
-    struct rules_db_row *rows = NULL;
+    struct rulestore_row *rows = NULL;
     size_t count = 0, i;
     char *static_text = NULL;
     json_t *root = json_object();
@@ -1888,7 +1888,7 @@ out:
     json_decref(list);
     json_decref(root);
     free(static_text);
-    rules_db_rows_free(rows, count);
+    rulestore_rows_free(rows, count);
     return ret;
 }
 
