@@ -29,6 +29,7 @@
 #include "dashboard.h"
 
 #include "certstore.h"
+#include "clock.h"
 #include "errmsg.h"
 
 #include <arpa/inet.h>
@@ -126,14 +127,6 @@ struct dashboard {
     bool is_starting;      /* MHD's messages are kept in start_error */
     char start_error[256]; /* why MHD_start_daemon() failed */
 };
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ---- growing strings ---- */
 
@@ -1492,7 +1485,7 @@ static int sse_fill(struct sse_stream *s)
             int64_t wake = s->next_stats_ms < s->end_ms ? s->next_stats_ms : s->end_ms;
             struct timespec until;
 
-            now = now_ms();
+            now = clock_mono_ms();
             if (d->is_stopping || now >= wake || d->newest_id > s->cursor || d->clears != s->clears)
                 break;
             deadline_in(&until, wake - now);
@@ -1548,7 +1541,7 @@ static mhd_result api_events(struct dashboard *d, struct MHD_Connection *conn)
 {
     struct sse_stream *s = calloc(1, sizeof(*s));
     struct MHD_Response *resp;
-    int64_t now = now_ms();
+    int64_t now = clock_mono_ms();
 
     if (s == NULL)
         return MHD_NO;

@@ -21,6 +21,7 @@
 
 #include "rules.h"
 
+#include "clock.h"
 #include "errmsg.h"
 
 #include <errno.h>
@@ -78,20 +79,6 @@ static bool contains_folded(const char *hay, const char *needle)
         if (ascii_case_equal(hay + i, n, needle, n))
             return true;
     return false;
-}
-
-/* The coarse clock is a few nanoseconds to read and good to a few
- * milliseconds, plenty for a budget of seconds read once per match. */
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-
-#ifdef CLOCK_MONOTONIC_COARSE
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-#else
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-#endif
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* RFC 9110 5.6.2 tchar: what a field name and a method are made of. */
@@ -1995,7 +1982,7 @@ static int search(struct searcher *se, const unsigned char *s, size_t len, size_
 
         if (!(options & PCRE2_ANCHORED)) {
             offset = next_candidate(se, s, len, offset);
-            if (now_ms() > se->deadline_ms)
+            if (clock_mono_coarse_ms() > se->deadline_ms)
                 return SEARCH_OVER_BUDGET;
             limit = len - offset > MATCH_WINDOW_POSITIONS ? offset + MATCH_WINDOW_POSITIONS : len;
         }
@@ -2119,9 +2106,9 @@ static bool rule_selected(const struct rule *r, struct rules_ctx *ctx, enum rule
         return false;
     if (r->path_re != NULL) {
         char why[256];
-        int rc =
-            regex_search(r->path_re, r->match_ctx, (const unsigned char *)ctx->target,
-                         strlen(ctx->target), now_ms() + RULES_APPLY_BUDGET_MS, why, sizeof(why));
+        int rc = regex_search(r->path_re, r->match_ctx, (const unsigned char *)ctx->target,
+                              strlen(ctx->target), clock_mono_coarse_ms() + RULES_APPLY_BUDGET_MS,
+                              why, sizeof(why));
 
         if (rc < 0) {
             static const char *const what[] = {"url", "header", "body"};
@@ -2237,7 +2224,8 @@ static int substitute(const struct rule *r, const unsigned char *s, size_t len, 
         }
         copied = end;
         /* search() watches the clock for regexes; literals are checked here. */
-        if (++matches % BUDGET_CHECK_EVERY == 0 && !r->is_regex && now_ms() > deadline_ms) {
+        if (++matches % BUDGET_CHECK_EVERY == 0 && !r->is_regex &&
+            clock_mono_coarse_ms() > deadline_ms) {
             errmsg_set(why, why_len, "the rules took longer than %d ms", RULES_APPLY_BUDGET_MS);
             rc = SUBST_SKIPPED;
             goto out;
@@ -2299,7 +2287,7 @@ static bool budget_gone(const struct rule *r, struct rules_ctx *ctx, const char 
 {
     char why[96];
 
-    if (now_ms() <= deadline_ms)
+    if (clock_mono_coarse_ms() <= deadline_ms)
         return false;
     snprintf(why, sizeof(why), "the rules took longer than %d ms", RULES_APPLY_BUDGET_MS);
     note_skip(ctx, r, what, why);
@@ -2308,7 +2296,7 @@ static bool budget_gone(const struct rule *r, struct rules_ctx *ctx, const char 
 
 int rules_apply_url(const struct rule_set *set, struct rules_ctx *ctx, char **out)
 {
-    int64_t deadline = now_ms() + RULES_APPLY_BUDGET_MS;
+    int64_t deadline = clock_mono_coarse_ms() + RULES_APPLY_BUDGET_MS;
     char *original = NULL;
     int rc = -1;
 
@@ -2613,7 +2601,7 @@ static int pack_fields(const struct fields *fs, struct rules_headers *out)
 int rules_apply_headers(const struct rule_set *set, struct rules_ctx *ctx,
                         const struct rules_header *in, size_t in_count, struct rules_headers *out)
 {
-    int64_t deadline = now_ms() + RULES_APPLY_BUDGET_MS;
+    int64_t deadline = clock_mono_coarse_ms() + RULES_APPLY_BUDGET_MS;
     struct fields fs = {0};
     bool is_copied = false, is_changed = false;
     int rc = -1;
@@ -2692,7 +2680,7 @@ bool rules_wants_body(const struct rule_set *set, struct rules_ctx *ctx)
 int rules_apply_body(const struct rule_set *set, struct rules_ctx *ctx, const unsigned char *in,
                      size_t in_len, size_t max_out, unsigned char **out, size_t *out_len)
 {
-    int64_t deadline = now_ms() + RULES_APPLY_BUDGET_MS;
+    int64_t deadline = clock_mono_coarse_ms() + RULES_APPLY_BUDGET_MS;
     const unsigned char *cur = in;
     size_t cur_len = in_len;
     unsigned char *owned = NULL;
