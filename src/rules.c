@@ -23,6 +23,7 @@
 
 #include "clock.h"
 #include "errmsg.h"
+#include "httptoken.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -79,13 +80,6 @@ static bool contains_folded(const char *hay, const char *needle)
         if (ascii_case_equal(hay + i, n, needle, n))
             return true;
     return false;
-}
-
-/* RFC 9110 5.6.2 tchar: what a field name and a method are made of. */
-static bool is_tchar(unsigned char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
 }
 
 /* ---- growable byte buffer with a hard bound ---- */
@@ -662,7 +656,7 @@ static int parse_option(struct rule *r, const struct token *t, size_t key_len, s
         if (r->methods != NULL)
             return perr_set(pe, t->col, "option 'method' given twice (list methods with commas)");
         for (size_t i = 0; i < value_len; i++)
-            if (value[i] != ',' && !is_tchar((unsigned char)value[i]))
+            if (value[i] != ',' && !httptoken_is_tchar((unsigned char)value[i]))
                 return perr_set(pe, t->cols[value_at + i], "'%c' cannot be part of a method",
                                 value[i]);
         return split_list(t, value_at, "method", &r->methods, &r->method_count, pe);
@@ -965,7 +959,7 @@ static int parse_tokens(const struct line_tokens *lt, const char *default_label,
             goto out;
         }
         for (size_t i = 0; i < tok[2].len; i++) {
-            if (!is_tchar((unsigned char)tok[2].text[i])) {
+            if (!httptoken_is_tchar((unsigned char)tok[2].text[i])) {
                 perr_set(pe, tok[2].cols[i], "'%c' cannot be part of a header name",
                          tok[2].text[i]);
                 goto out;
