@@ -63,6 +63,7 @@
 #include "codec.h"
 #include "embedded.h"
 #include "har.h"
+#include "jsontext.h"
 #include "log.h"
 #include "rulebook.h"
 
@@ -475,29 +476,16 @@ static mhd_result send_json(struct MHD_Connection *conn, unsigned status, json_t
                       "application/json; charset=utf-8", false);
 }
 
+/* The builders below use jsontext's helpers on nearly every line; these
+ * short names keep those lines readable. */
 static json_t *jtext(const char *text, size_t len)
 {
-    json_t *value;
-    char *clean;
-    size_t clean_len;
-
-    if (text == NULL)
-        return json_null();
-    value = json_stringn(text, len);
-    if (value != NULL)
-        return value;
-    /* Not UTF-8 (obs-text in a header): jansson refuses it as it is. */
-    clean = flow_text_utf8(text, len, &clean_len);
-    if (clean == NULL)
-        return NULL;
-    value = json_stringn(clean, clean_len);
-    free(clean);
-    return value;
+    return jsontext_n(text, len);
 }
 
 static json_t *jstr(const char *text)
 {
-    return jtext(text, text != NULL ? strlen(text) : 0);
+    return jsontext_str(text);
 }
 
 /* NULL and "" are both "not known": JSON null. */
@@ -512,15 +500,14 @@ static json_t *jms(int64_t us)
     return us != 0 ? json_real((double)us / 1000.0) : json_null();
 }
 
-/* Sets key to value (taken); false when value is NULL or the set failed. */
 static bool jset(json_t *obj, const char *key, json_t *value)
 {
-    return value != NULL && json_object_set_new(obj, key, value) == 0;
+    return jsontext_set(obj, key, value);
 }
 
 static bool jappend(json_t *array, json_t *value)
 {
-    return value != NULL && json_array_append_new(array, value) == 0;
+    return jsontext_append(array, value);
 }
 
 static mhd_result send_error(struct MHD_Connection *conn, unsigned status, const char *message)

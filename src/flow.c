@@ -1,5 +1,7 @@
 /*
- * flow: allocating, filling and freeing the record of one exchange.
+ * flow: allocating, filling and freeing the record of one exchange, and
+ * reading what it holds as text (header sections, UTF-8 checks) for the
+ * flow store, the dashboard and the HAR export.
  */
 #include "flow.h"
 
@@ -125,4 +127,118 @@ int flow_body_append(struct flow_body *body, const void *data, size_t len)
 out:
     body->truncated = body->size > body->len;
     return rc;
+}
+
+/* ---- header sections ---- */
+
+static bool is_blank(char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+bool flow_headers_next(const char *text, size_t *pos, const char **name, size_t *name_len,
+                       const char **value, size_t *value_len)
+{
+    while (text != NULL && text[*pos] != '\0') {
+        const char *line = text + *pos;
+        size_t line_len = strcspn(line, "\r\n");
+        const char *colon = memchr(line, ':', line_len);
+        const char *v;
+        size_t vlen;
+
+        *pos += line_len;
+        if (text[*pos] == '\r')
+            (*pos)++;
+        if (text[*pos] == '\n')
+            (*pos)++;
+        if (colon == NULL || colon == line)
+            continue;
+        v = colon + 1;
+        vlen = line_len - (size_t)(v - line);
+        while (vlen > 0 && is_blank(*v)) {
+            v++;
+            vlen--;
+        }
+        while (vlen > 0 && is_blank(v[vlen - 1]))
+            vlen--;
+        *name = line;
+        *name_len = (size_t)(colon - line);
+        *value = v;
+        *value_len = vlen;
+        return true;
+    }
+    return false;
+}
+
+/* ---- text ---- */
+
+static bool is_continuation(unsigned char c)
+{
+    return (c & 0xc0) == 0x80;
+}
+
+/* Length of the valid UTF-8 sequence at s (RFC 3629: no overlongs, no
+ * surrogates, nothing above U+10FFFF), or 0 when it is not one. */
+static size_t utf8_sequence(const unsigned char *s, size_t len)
+{
+    if (s[0] < 0x80)
+        return 1;
+    if (s[0] >= 0xc2 && s[0] <= 0xdf)
+        return len >= 2 && is_continuation(s[1]) ? 2 : 0;
+    if (s[0] >= 0xe0 && s[0] <= 0xef) {
+        if (len < 3 || !is_continuation(s[1]) || !is_continuation(s[2]))
+            return 0;
+        if ((s[0] == 0xe0 && s[1] < 0xa0) || (s[0] == 0xed && s[1] >= 0xa0))
+            return 0;
+        return 3;
+    }
+    if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+        if (len < 4 || !is_continuation(s[1]) || !is_continuation(s[2]) || !is_continuation(s[3]))
+            return 0;
+        if ((s[0] == 0xf0 && s[1] < 0x90) || (s[0] == 0xf4 && s[1] >= 0x90))
+            return 0;
+        return 4;
+    }
+    return 0;
+}
+
+bool flow_is_text(const void *data, size_t len)
+{
+    const unsigned char *s = data;
+    size_t i = 0;
+
+    while (i < len) {
+        size_t n = utf8_sequence(s + i, len - i);
+
+        if (n == 0 || s[i] == '\0')
+            return false;
+        i += n;
+    }
+    return true;
+}
+
+char *flow_text_utf8(const char *text, size_t len, size_t *out_len)
+{
+    const unsigned char *s = (const unsigned char *)text;
+    char *clean = malloc(len * 3 + 1); /* each bad byte may become 3 */
+    size_t i = 0, o = 0;
+
+    if (clean == NULL)
+        return NULL;
+    while (i < len) {
+        size_t n = utf8_sequence(s + i, len - i);
+
+        if (n == 0) {
+            memcpy(clean + o, "\xef\xbf\xbd", 3);
+            o += 3;
+            i++;
+        } else {
+            memcpy(clean + o, s + i, n);
+            o += n;
+            i += n;
+        }
+    }
+    clean[o] = '\0';
+    *out_len = o;
+    return clean;
 }

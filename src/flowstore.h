@@ -66,23 +66,6 @@ typedef void (*flowstore_written_fn)(void *arg, const int64_t *ids, size_t count
  * again, so its arg may be freed. */
 void flowstore_set_written_callback(struct flowstore *store, flowstore_written_fn fn, void *arg);
 
-/*
- * Walks a header section as stored ("Name: value\r\n" per field). Returns
- * true with the field at *pos (pointers into text, not NUL-terminated; the
- * value without surrounding blanks) and moves *pos past it; false at the end.
- * Start with *pos = 0.
- */
-bool flow_headers_next(const char *text, size_t *pos, const char **name, size_t *name_len,
-                       const char **value, size_t *value_len);
-
-/* True when data is valid UTF-8 without NUL bytes, i.e. can be shown and
- * exported as text rather than base64. */
-bool flow_is_text(const void *data, size_t len);
-/* A NUL-terminated copy of len bytes of text in which every byte that is not
- * part of valid UTF-8 (obs-text in a header, say) became U+FFFD; *out_len
- * gets its length. Caller frees with free(); NULL when out of memory. */
-char *flow_text_utf8(const char *text, size_t len, size_t *out_len);
-
 /* ---- queries (the dashboard) ---- */
 
 #define FLOWSTORE_LIST_MAX_FLOWS 10000 /* one flowstore_list() call returns at most this */

@@ -12,6 +12,7 @@
 
 #include "har.h"
 #include "errmsg.h"
+#include "jsontext.h"
 
 #include <inttypes.h>
 #include <stdbool.h>
@@ -41,32 +42,6 @@ static bool header_find(const char *text, const char *want, const char **value, 
         }
     }
     return false;
-}
-
-/* A JSON string of len bytes; jansson takes only valid UTF-8, so anything
- * else is cleaned first. NULL text is JSON null. */
-static json_t *json_text(const char *text, size_t len)
-{
-    json_t *value;
-    char *clean;
-    size_t clean_len;
-
-    if (text == NULL)
-        return json_null();
-    value = json_stringn(text, len);
-    if (value != NULL)
-        return value;
-    clean = flow_text_utf8(text, len, &clean_len);
-    if (clean == NULL)
-        return NULL;
-    value = json_stringn(clean, clean_len);
-    free(clean);
-    return value;
-}
-
-static json_t *json_str(const char *text)
-{
-    return json_text(text, text != NULL ? strlen(text) : 0);
 }
 
 enum har_state { HAR_START, HAR_ENTRIES, HAR_DONE };
@@ -114,18 +89,6 @@ static char *base64(const unsigned char *data, size_t len)
     return out;
 }
 
-/* Sets key to value, which it takes; false when value is NULL (out of
- * memory) or the set failed. */
-static bool jset(json_t *obj, const char *key, json_t *value)
-{
-    return value != NULL && json_object_set_new(obj, key, value) == 0;
-}
-
-static bool jappend(json_t *array, json_t *value)
-{
-    return value != NULL && json_array_append_new(array, value) == 0;
-}
-
 static json_t *har_headers(const char *text)
 {
     json_t *array = json_array();
@@ -136,8 +99,8 @@ static json_t *har_headers(const char *text)
     while (array != NULL && flow_headers_next(text, &pos, &name, &name_len, &value, &value_len)) {
         json_t *h = json_object();
 
-        if (!jappend(array, h) || !jset(h, "name", json_text(name, name_len)) ||
-            !jset(h, "value", json_text(value, value_len))) {
+        if (!jsontext_append(array, h) || !jsontext_set(h, "name", jsontext_n(name, name_len)) ||
+            !jsontext_set(h, "value", jsontext_n(value, value_len))) {
             json_decref(array);
             array = NULL;
         }
@@ -162,9 +125,10 @@ static json_t *har_query(const char *target)
             size_t name_len = eq != NULL ? (size_t)(eq - q) : len;
             json_t *p = json_object();
 
-            if (!jappend(array, p) || !jset(p, "name", json_text(q, name_len)) ||
-                !jset(p, "value",
-                      eq != NULL ? json_text(eq + 1, len - name_len - 1) : json_string(""))) {
+            if (!jsontext_append(array, p) || !jsontext_set(p, "name", jsontext_n(q, name_len)) ||
+                !jsontext_set(p, "value",
+                              eq != NULL ? jsontext_n(eq + 1, len - name_len - 1)
+                                         : json_string(""))) {
                 json_decref(array);
                 return NULL;
             }
@@ -231,10 +195,13 @@ static json_t *har_timings(const struct flow_timings *t, double *total_ms)
                 (receive > 0 ? receive : 0);
     if (*total_ms == 0 && span_ms(t->start, t->done) > 0)
         *total_ms = span_ms(t->start, t->done);
-    if (obj == NULL || !jset(obj, "blocked", json_integer(-1)) ||
-        !jset(obj, "dns", json_integer(-1)) || !jset(obj, "connect", har_number(connect)) ||
-        !jset(obj, "ssl", har_number(ssl)) || !jset(obj, "send", har_number(send)) ||
-        !jset(obj, "wait", har_number(wait)) || !jset(obj, "receive", har_number(receive))) {
+    if (obj == NULL || !jsontext_set(obj, "blocked", json_integer(-1)) ||
+        !jsontext_set(obj, "dns", json_integer(-1)) ||
+        !jsontext_set(obj, "connect", har_number(connect)) ||
+        !jsontext_set(obj, "ssl", har_number(ssl)) ||
+        !jsontext_set(obj, "send", har_number(send)) ||
+        !jsontext_set(obj, "wait", har_number(wait)) ||
+        !jsontext_set(obj, "receive", har_number(receive))) {
         json_decref(obj);
         return NULL;
     }
@@ -272,16 +239,16 @@ static bool har_body(struct har *har, json_t *obj, const char *encoding, const u
         snprintf(comment, sizeof(comment), "truncated at the capture limit");
     }
     if (len > 0 && flow_is_text(data, len)) {
-        is_ok = jset(obj, "text", json_text((const char *)data, len));
+        is_ok = jsontext_set(obj, "text", jsontext_n((const char *)data, len));
     } else if (len > 0) {
         char *b64 = base64(data, len);
 
-        is_ok = b64 != NULL && jset(obj, "text", json_string(b64)) &&
-                jset(obj, "encoding", json_string("base64"));
+        is_ok = b64 != NULL && jsontext_set(obj, "text", json_string(b64)) &&
+                jsontext_set(obj, "encoding", json_string("base64"));
         free(b64);
     }
     if (is_ok && comment[0] != '\0')
-        is_ok = jset(obj, "comment", json_string(comment));
+        is_ok = jsontext_set(obj, "comment", json_string(comment));
     free(decoded);
     return is_ok;
 }
@@ -304,27 +271,30 @@ static json_t *har_request(struct har *har, const struct flowstore_record *rec,
     bool is_ok = req != NULL && url != NULL;
 
     snprintf(version, sizeof(version), "HTTP/1.%d", f->request_version_minor);
-    is_ok = is_ok && jset(req, "method", json_str(f->method)) && jset(req, "url", json_str(url)) &&
-            jset(req, "httpVersion", json_string(version)) && jset(req, "cookies", json_array()) &&
-            jset(req, "headers", har_headers(f->request_headers)) &&
-            jset(req, "queryString", har_query(f->target));
+    is_ok = is_ok && jsontext_set(req, "method", jsontext_str(f->method)) &&
+            jsontext_set(req, "url", jsontext_str(url)) &&
+            jsontext_set(req, "httpVersion", json_string(version)) &&
+            jsontext_set(req, "cookies", json_array()) &&
+            jsontext_set(req, "headers", har_headers(f->request_headers)) &&
+            jsontext_set(req, "queryString", har_query(f->target));
     if (is_ok && (f->request_body.size > 0 || body_len > 0)) {
         json_t *post = json_object();
         size_t size;
 
         is_ok =
-            jset(req, "postData", post) &&
-            jset(post, "mimeType",
-                 json_str(rec->request_content_type != NULL ? rec->request_content_type : "")) &&
-            jset(post, "params", json_array()) &&
+            jsontext_set(req, "postData", post) &&
+            jsontext_set(
+                post, "mimeType",
+                jsontext_str(rec->request_content_type != NULL ? rec->request_content_type : "")) &&
+            jsontext_set(post, "params", json_array()) &&
             har_body(har, post, rec->request_content_encoding, body, body_len,
                      f->request_body.truncated, &size);
     }
     is_ok = is_ok &&
-            jset(req, "headersSize",
-                 json_integer(head_size(f->method, f->target != NULL ? f->target : "", version,
-                                        f->request_headers))) &&
-            jset(req, "bodySize", json_integer((json_int_t)f->request_body.size));
+            jsontext_set(req, "headersSize",
+                         json_integer(head_size(f->method, f->target != NULL ? f->target : "",
+                                                version, f->request_headers))) &&
+            jsontext_set(req, "bodySize", json_integer((json_int_t)f->request_body.size));
     free(url);
     if (!is_ok) {
         json_decref(req);
@@ -352,28 +322,32 @@ static json_t *har_response(struct har *har, const struct flowstore_record *rec,
     snprintf(status, sizeof(status), "%d", f->status);
     if (!header_find(f->response_headers, "Location", &location, &location_len))
         location = "";
-    is_ok = is_ok && jset(resp, "status", json_integer(f->status)) &&
-            jset(resp, "statusText", json_str(f->reason)) &&
-            jset(resp, "httpVersion", json_string(version)) &&
-            jset(resp, "cookies", json_array()) &&
-            jset(resp, "headers", har_headers(f->response_headers)) &&
-            jset(content, "mimeType",
-                 json_str(rec->response_content_type != NULL ? rec->response_content_type : "")) &&
-            har_body(har, content, rec->response_content_encoding, body, body_len,
-                     f->response_body.truncated, &size);
-    if (is_ok && !f->response_body.truncated && size != body_len)
-        is_ok = jset(content, "compression", json_integer((json_int_t)body_len - (json_int_t)size));
     is_ok =
-        is_ok &&
-        jset(content, "size",
-             json_integer(size != body_len || f->response_body.truncated
-                              ? (json_int_t)size
-                              : (json_int_t)f->response_body.size)) &&
-        jset(resp, "redirectURL", json_text(location, location_len)) &&
-        jset(resp, "headersSize",
-             json_integer(has_response ? head_size(version, status, f->reason, f->response_headers)
-                                       : -1)) &&
-        jset(resp, "bodySize", json_integer(has_response ? (json_int_t)f->response_body.size : -1));
+        is_ok && jsontext_set(resp, "status", json_integer(f->status)) &&
+        jsontext_set(resp, "statusText", jsontext_str(f->reason)) &&
+        jsontext_set(resp, "httpVersion", json_string(version)) &&
+        jsontext_set(resp, "cookies", json_array()) &&
+        jsontext_set(resp, "headers", har_headers(f->response_headers)) &&
+        jsontext_set(
+            content, "mimeType",
+            jsontext_str(rec->response_content_type != NULL ? rec->response_content_type : "")) &&
+        har_body(har, content, rec->response_content_encoding, body, body_len,
+                 f->response_body.truncated, &size);
+    if (is_ok && !f->response_body.truncated && size != body_len)
+        is_ok = jsontext_set(content, "compression",
+                             json_integer((json_int_t)body_len - (json_int_t)size));
+    is_ok = is_ok &&
+            jsontext_set(content, "size",
+                         json_integer(size != body_len || f->response_body.truncated
+                                          ? (json_int_t)size
+                                          : (json_int_t)f->response_body.size)) &&
+            jsontext_set(resp, "redirectURL", jsontext_n(location, location_len)) &&
+            jsontext_set(resp, "headersSize",
+                         json_integer(has_response ? head_size(version, status, f->reason,
+                                                               f->response_headers)
+                                                   : -1)) &&
+            jsontext_set(resp, "bodySize",
+                         json_integer(has_response ? (json_int_t)f->response_body.size : -1));
     json_decref(content);
     if (!is_ok) {
         json_decref(resp);
@@ -410,14 +384,15 @@ static json_t *har_entry(struct har *har, const struct flowstore_record *rec,
 
     iso8601(f->timings.start, started, sizeof(started));
     is_ok = entry != NULL && timings != NULL &&
-            jset(entry, "startedDateTime", json_string(started)) &&
-            jset(entry, "time", json_real(total_ms)) &&
-            jset(entry, "request", har_request(har, rec, req_body, req_len)) &&
-            jset(entry, "response", har_response(har, rec, resp_body, resp_len)) &&
-            jset(entry, "cache", json_object()) && json_object_set(entry, "timings", timings) == 0;
+            jsontext_set(entry, "startedDateTime", json_string(started)) &&
+            jsontext_set(entry, "time", json_real(total_ms)) &&
+            jsontext_set(entry, "request", har_request(har, rec, req_body, req_len)) &&
+            jsontext_set(entry, "response", har_response(har, rec, resp_body, resp_len)) &&
+            jsontext_set(entry, "cache", json_object()) &&
+            json_object_set(entry, "timings", timings) == 0;
     if (is_ok && f->error != NULL)
-        is_ok = jset(entry, "_error", json_str(f->error));
-    is_ok = is_ok && jset(entry, "_tapwire_id", json_integer(f->id));
+        is_ok = jsontext_set(entry, "_error", jsontext_str(f->error));
+    is_ok = is_ok && jsontext_set(entry, "_tapwire_id", json_integer(f->id));
     json_decref(timings);
     if (!is_ok) {
         json_decref(entry);
