@@ -28,6 +28,7 @@
 
 #include "dashboard.h"
 
+#include "buf.h"
 #include "certstore.h"
 #include "clock.h"
 #include "errmsg.h"
@@ -131,61 +132,22 @@ struct dashboard {
 
 /* ---- growing strings ---- */
 
-struct strbuf {
-    char *data;
-    size_t len;
-    size_t cap;
-    bool has_failed;
-};
-
-static void sb_add(struct strbuf *b, const char *s, size_t n)
-{
-    if (b->has_failed)
-        return;
-    if (n > SIZE_MAX - b->len - 1) {
-        b->has_failed = true;
-        return;
-    }
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap != 0 ? b->cap : 256;
-        char *grown;
-
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        grown = realloc(b->data, cap);
-        if (grown == NULL) {
-            b->has_failed = true;
-            return;
-        }
-        b->data = grown;
-        b->cap = cap;
-    }
-    memcpy(b->data + b->len, s, n);
-    b->len += n;
-    b->data[b->len] = '\0';
-}
-
-static void sb_str(struct strbuf *b, const char *s)
-{
-    sb_add(b, s, strlen(s));
-}
-
 /* s as one shell word: in single quotes, each ' written as '\'' (POSIX
  * shell: nothing is special inside single quotes but the quote itself). */
-static void sb_shell_quote(struct strbuf *b, const char *s, size_t n)
+static void sb_shell_quote(struct buf *b, const char *s, size_t n)
 {
     size_t i, from = 0;
 
-    sb_str(b, "'");
+    buf_str(b, "'");
     for (i = 0; i < n; i++) {
         if (s[i] == '\'') {
-            sb_add(b, s + from, i - from);
-            sb_str(b, "'\\''");
+            buf_put(b, s + from, i - from);
+            buf_str(b, "'\\''");
             from = i + 1;
         }
     }
-    sb_add(b, s + from, n - from);
-    sb_str(b, "'");
+    buf_put(b, s + from, n - from);
+    buf_str(b, "'");
 }
 
 /* ---- the CA's certificate and page ---- */
@@ -290,10 +252,10 @@ static const char ca_page_tail[] =
 static char *ca_page(const struct ca *ca, size_t *len)
 {
     const char *hex = ca_fingerprint(ca);
-    struct strbuf b = {0};
+    struct buf b = BUF_INIT(BUF_UNBOUNDED_BYTES);
     size_t i;
 
-    sb_str(&b, ca_page_head);
+    buf_str(&b, ca_page_head);
     for (i = 0; hex != NULL && hex[i] != '\0' && hex[i + 1] != '\0'; i += 2) {
         char pair[4];
 
@@ -304,9 +266,9 @@ static char *ca_page(const struct ca *ca, size_t *len)
         for (char *c = pair; *c != '\0'; c++)
             if (*c >= 'a' && *c <= 'f')
                 *c = (char)(*c - 'a' + 'A');
-        sb_str(&b, pair);
+        buf_str(&b, pair);
     }
-    sb_str(&b, ca_page_tail);
+    buf_str(&b, ca_page_tail);
     if (b.has_failed) {
         free(b.data);
         return NULL;
@@ -345,7 +307,7 @@ int dashboard_serve_local(const struct ca *ca, const char *method, const char *t
     char *pem = NULL;
     unsigned char *der = NULL;
     size_t pem_len = 0, der_len = 0;
-    struct strbuf h = {0};
+    struct buf h = BUF_INIT(BUF_UNBOUNDED_BYTES);
     int ret = -1;
 
     memset(out, 0, sizeof(*out));
@@ -354,11 +316,11 @@ int dashboard_serve_local(const struct ca *ca, const char *method, const char *t
     if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
         out->status = 405;
         out->reason = "Method Not Allowed";
-        sb_str(&h, "Allow: GET, HEAD\r\nContent-Type: text/plain; charset=utf-8\r\n");
+        buf_str(&h, "Allow: GET, HEAD\r\nContent-Type: text/plain; charset=utf-8\r\n");
         out->body = (unsigned char *)strdup("method not allowed\n");
     } else if ((path_len == 1 && target[0] == '/') ||
                (path_len == 3 && strncmp(target, "/ca", 3) == 0)) {
-        sb_str(&h, "Content-Type: text/html; charset=utf-8\r\n");
+        buf_str(&h, "Content-Type: text/html; charset=utf-8\r\n");
         out->body = (unsigned char *)ca_page(ca, &out->body_len);
     } else if ((path_len == 7 && strncmp(target, "/ca.pem", 7) == 0) ||
                (path_len == 7 && strncmp(target, "/ca.crt", 7) == 0)) {
@@ -366,10 +328,10 @@ int dashboard_serve_local(const struct ca *ca, const char *method, const char *t
 
         if (ca_pem_der(ca, &pem, &pem_len, &der, &der_len, err, err_len) != 0)
             goto out;
-        sb_str(&h, is_pem ? "Content-Type: application/x-pem-file\r\n"
-                            "Content-Disposition: attachment; filename=\"tapwire-ca.pem\"\r\n"
-                          : "Content-Type: application/x-x509-ca-cert\r\n"
-                            "Content-Disposition: attachment; filename=\"tapwire-ca.crt\"\r\n");
+        buf_str(&h, is_pem ? "Content-Type: application/x-pem-file\r\n"
+                             "Content-Disposition: attachment; filename=\"tapwire-ca.pem\"\r\n"
+                           : "Content-Type: application/x-x509-ca-cert\r\n"
+                             "Content-Disposition: attachment; filename=\"tapwire-ca.crt\"\r\n");
         out->body = is_pem ? (unsigned char *)pem : der;
         out->body_len = is_pem ? pem_len : der_len;
         if (is_pem)
@@ -379,12 +341,12 @@ int dashboard_serve_local(const struct ca *ca, const char *method, const char *t
     } else {
         out->status = 404;
         out->reason = "Not Found";
-        sb_str(&h, "Content-Type: text/plain; charset=utf-8\r\n");
+        buf_str(&h, "Content-Type: text/plain; charset=utf-8\r\n");
         out->body = (unsigned char *)strdup("not found\n");
     }
     if (out->body != NULL && out->body_len == 0)
         out->body_len = strlen((const char *)out->body);
-    sb_str(&h, SECURITY_HEADER_LINES);
+    buf_str(&h, SECURITY_HEADER_LINES);
     if (h.has_failed || out->body == NULL) {
         errmsg_set(err, err_len, "dashboard: out of memory");
         goto out;
@@ -818,22 +780,22 @@ static json_t *tls_json(const struct flow *f)
 }
 
 /* scheme://host[:port]target, the port left out when it is the default. */
-static void sb_url(struct strbuf *b, const struct flow *f)
+static void sb_url(struct buf *b, const struct flow *f)
 {
     bool is_default = (strcmp(f->scheme, "http") == 0 && f->port == 80) ||
                       (strcmp(f->scheme, "https") == 0 && f->port == 443);
     bool is_v6 = strchr(f->host, ':') != NULL;
     char port[8];
 
-    sb_str(b, f->scheme);
-    sb_str(b, is_v6 ? "://[" : "://");
-    sb_str(b, f->host);
-    sb_str(b, is_v6 ? "]" : "");
+    buf_str(b, f->scheme);
+    buf_str(b, is_v6 ? "://[" : "://");
+    buf_str(b, f->host);
+    buf_str(b, is_v6 ? "]" : "");
     if (!is_default && f->port != 0) {
         snprintf(port, sizeof(port), ":%u", (unsigned)f->port);
-        sb_str(b, port);
+        buf_str(b, port);
     }
-    sb_str(b, f->target != NULL && f->target[0] == '/' ? f->target : "/");
+    buf_str(b, f->target != NULL && f->target[0] == '/' ? f->target : "/");
 }
 
 /*
@@ -847,32 +809,32 @@ static char *curl_command(const struct flowstore_record *rec, const unsigned cha
 {
     const struct flow *f = &rec->flow;
     bool has_data = body != NULL && !f->request_body.truncated && flow_is_text(body, body_len);
-    struct strbuf b = {0};
-    struct strbuf url = {0};
+    struct buf b = BUF_INIT(BUF_UNBOUNDED_BYTES);
+    struct buf url = BUF_INIT(BUF_UNBOUNDED_BYTES);
     const char *name, *value;
     size_t name_len, value_len;
     size_t pos = 0;
 
-    sb_str(&b, "curl");
+    buf_str(&b, "curl");
     if (strcmp(f->method, "HEAD") == 0) {
-        sb_str(&b, " --head");
+        buf_str(&b, " --head");
     } else if (!(strcmp(f->method, "GET") == 0 && !has_data) &&
                !(strcmp(f->method, "POST") == 0 && has_data)) {
-        sb_str(&b, " -X ");
+        buf_str(&b, " -X ");
         sb_shell_quote(&b, f->method, strlen(f->method));
     }
     while (flow_headers_next(f->request_headers, &pos, &name, &name_len, &value, &value_len)) {
-        struct strbuf line = {0};
+        struct buf line = BUF_INIT(BUF_UNBOUNDED_BYTES);
 
         /* Proxy-* fields were addressed to tapwire, not to the origin. */
         if ((name_len == 4 && strncasecmp(name, "Host", 4) == 0) ||
             (name_len == 14 && strncasecmp(name, "Content-Length", 14) == 0) ||
             (name_len > 6 && strncasecmp(name, "Proxy-", 6) == 0))
             continue;
-        sb_add(&line, name, name_len);
-        sb_str(&line, value_len > 0 ? ": " : ";"); /* curl: "Name;" sends an empty value */
-        sb_add(&line, value, value_len);
-        sb_str(&b, " -H ");
+        buf_put(&line, name, name_len);
+        buf_str(&line, value_len > 0 ? ": " : ";"); /* curl: "Name;" sends an empty value */
+        buf_put(&line, value, value_len);
+        buf_str(&b, " -H ");
         if (line.has_failed)
             b.has_failed = true;
         else
@@ -880,11 +842,11 @@ static char *curl_command(const struct flowstore_record *rec, const unsigned cha
         free(line.data);
     }
     if (has_data) {
-        sb_str(&b, " --data-binary ");
+        buf_str(&b, " --data-binary ");
         sb_shell_quote(&b, (const char *)body, body_len);
     }
     sb_url(&url, f);
-    sb_str(&b, " ");
+    buf_str(&b, " ");
     if (url.has_failed)
         b.has_failed = true;
     else
@@ -1393,12 +1355,12 @@ struct sse_stream {
     int64_t end_ms;        /* monotonic: the stream ends here */
     int64_t next_stats_ms; /* monotonic: the next heartbeat */
     bool is_started;
-    struct strbuf out; /* events not yet handed to libmicrohttpd */
+    struct buf out; /* events not yet handed to libmicrohttpd */
     size_t off;
 };
 
 /* One event; data is compact JSON, so it has no newline of its own. */
-static void sse_event(struct strbuf *out, const char *event, json_t *data)
+static void sse_event(struct buf *out, const char *event, json_t *data)
 {
     char *text = data != NULL ? json_dumps(data, JSON_FLAGS) : NULL;
 
@@ -1407,11 +1369,11 @@ static void sse_event(struct strbuf *out, const char *event, json_t *data)
         out->has_failed = true;
         return;
     }
-    sb_str(out, "event: ");
-    sb_str(out, event);
-    sb_str(out, "\ndata: ");
-    sb_str(out, text);
-    sb_str(out, "\n\n");
+    buf_str(out, "event: ");
+    buf_str(out, event);
+    buf_str(out, "\ndata: ");
+    buf_str(out, text);
+    buf_str(out, "\n\n");
     free(text);
 }
 
@@ -1458,7 +1420,7 @@ static int sse_fill(struct sse_stream *s)
     s->off = 0;
     if (!s->is_started) {
         /* EventSource waits this long before reconnecting. */
-        sb_str(&s->out, "retry: 3000\n\n");
+        buf_str(&s->out, "retry: 3000\n\n");
         s->is_started = true;
     }
     while (s->out.len == 0) {
@@ -1533,6 +1495,7 @@ static mhd_result api_events(struct dashboard *d, struct MHD_Connection *conn)
     if (s == NULL)
         return MHD_NO;
     s->d = d;
+    s->out.max = BUF_UNBOUNDED_BYTES;
     pthread_mutex_lock(&d->lock);
     s->cursor = d->newest_id; /* only what is written from now on */
     s->clears = d->clears;

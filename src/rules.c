@@ -21,6 +21,7 @@
 
 #include "rules.h"
 
+#include "buf.h"
 #include "clock.h"
 #include "errmsg.h"
 #include "httptoken.h"
@@ -80,83 +81,6 @@ static bool contains_folded(const char *hay, const char *needle)
         if (ascii_case_equal(hay + i, n, needle, n))
             return true;
     return false;
-}
-
-/* ---- growable byte buffer with a hard bound ---- */
-
-struct outbuf {
-    unsigned char *data;
-    size_t len, cap;
-    size_t max; /* len never passes it */
-};
-
-#define OUTBUF_OVER_MAX (-2)
-
-static int ob_put(struct outbuf *b, const void *p, size_t n)
-{
-    if (n > b->max - b->len)
-        return OUTBUF_OVER_MAX;
-    if (n > b->cap - b->len) {
-        size_t want = b->len + n;
-        size_t cap = b->cap < 256 ? 256 : b->cap;
-        unsigned char *grown;
-
-        while (cap < want)
-            cap = cap > SIZE_MAX / 2 ? want : cap * 2;
-        if (cap > b->max)
-            cap = b->max;
-        grown = realloc(b->data, cap + 1); /* +1: room for a NUL terminator */
-        if (grown == NULL)
-            return -1;
-        b->data = grown;
-        b->cap = cap;
-    }
-    if (n > 0)
-        memcpy(b->data + b->len, p, n);
-    b->len += n;
-    return 0;
-}
-
-static void ob_free(struct outbuf *b)
-{
-    free(b->data);
-    b->data = NULL;
-    b->len = b->cap = 0;
-}
-
-/* A text builder for formatting: unbounded but only ever fed rule text. */
-struct text {
-    char *data;
-    size_t len, cap;
-    bool failed;
-};
-
-static void text_put(struct text *t, const void *p, size_t n)
-{
-    if (t->failed)
-        return;
-    if (n + 1 > t->cap - t->len) {
-        size_t cap = t->cap < 128 ? 128 : t->cap;
-        char *grown;
-
-        while (cap - t->len < n + 1)
-            cap *= 2;
-        grown = realloc(t->data, cap);
-        if (grown == NULL) {
-            t->failed = true;
-            return;
-        }
-        t->data = grown;
-        t->cap = cap;
-    }
-    memcpy(t->data + t->len, p, n);
-    t->len += n;
-    t->data[t->len] = '\0';
-}
-
-static void text_str(struct text *t, const char *s)
-{
-    text_put(t, s, strlen(s));
 }
 
 /* ---- tokenizer ---- */
@@ -1569,7 +1493,7 @@ static bool is_utf8(const unsigned char *s, size_t n)
  * is safe (and may_be_bare), else in '...' when that needs no escape, else
  * in "..." with escapes. The result is always valid UTF-8 (bytes that are
  * not are escaped), since specs travel as JSON strings to the dashboard. */
-static void put_quoted(struct text *t, const char *v, size_t n, bool may_be_bare)
+static void put_quoted(struct buf *t, const char *v, size_t n, bool may_be_bare)
 {
     bool is_utf = is_utf8((const unsigned char *)v, n);
     bool is_bare = may_be_bare && n > 0 && is_utf;
@@ -1584,16 +1508,16 @@ static void put_quoted(struct text *t, const char *v, size_t n, bool may_be_bare
             is_raw = false;
     }
     if (is_bare) {
-        text_put(t, v, n);
+        buf_put(t, v, n);
         return;
     }
     if (is_raw) {
-        text_str(t, "'");
-        text_put(t, v, n);
-        text_str(t, "'");
+        buf_str(t, "'");
+        buf_put(t, v, n);
+        buf_str(t, "'");
         return;
     }
-    text_str(t, "\"");
+    buf_str(t, "\"");
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)v[i];
         char esc[8];
@@ -1601,38 +1525,38 @@ static void put_quoted(struct text *t, const char *v, size_t n, bool may_be_bare
         if (c == '"' || c == '\\') {
             esc[0] = '\\';
             esc[1] = (char)c;
-            text_put(t, esc, 2);
+            buf_put(t, esc, 2);
         } else if (c == '\n') {
-            text_str(t, "\\n");
+            buf_str(t, "\\n");
         } else if (c == '\r') {
-            text_str(t, "\\r");
+            buf_str(t, "\\r");
         } else if (c == '\t') {
-            text_str(t, "\\t");
+            buf_str(t, "\\t");
         } else if (c < 0x20 || c == 0x7f || (c >= 0x80 && !is_utf)) {
             snprintf(esc, sizeof(esc), "\\x%02x", c);
-            text_str(t, esc);
+            buf_str(t, esc);
         } else {
-            text_put(t, &v[i], 1);
+            buf_put(t, &v[i], 1);
         }
     }
-    text_str(t, "\"");
+    buf_str(t, "\"");
 }
 
-static void put_list(struct text *t, const char *key, char *const *items, size_t count)
+static void put_list(struct buf *t, const char *key, char *const *items, size_t count)
 {
-    struct text joined = {0};
+    struct buf joined = BUF_INIT(BUF_UNBOUNDED_BYTES);
 
     if (count == 0)
         return;
     for (size_t i = 0; i < count; i++) {
         if (i > 0)
-            text_str(&joined, ",");
-        text_str(&joined, items[i]);
+            buf_str(&joined, ",");
+        buf_str(&joined, items[i]);
     }
-    text_str(t, " ");
-    text_str(t, key);
-    if (joined.failed)
-        t->failed = true;
+    buf_str(t, " ");
+    buf_str(t, key);
+    if (joined.has_failed)
+        t->has_failed = true;
     else
         put_quoted(t, joined.data, joined.len, true);
     free(joined.data);
@@ -1641,41 +1565,41 @@ static void put_list(struct text *t, const char *key, char *const *items, size_t
 static char *format_rule(const struct rule *r, bool with_disabled)
 {
     static const char *const actions[] = {"", "set", "replace", "remove"};
-    struct text t = {0};
+    struct buf t = BUF_INIT(BUF_UNBOUNDED_BYTES);
 
-    text_str(&t, r->phase == RULES_REQUEST ? "request" : "response");
+    buf_str(&t, r->phase == RULES_REQUEST ? "request" : "response");
     if (r->target == RULES_TARGET_URL) {
-        text_str(&t, " url");
+        buf_str(&t, " url");
     } else if (r->target == RULES_TARGET_BODY) {
-        text_str(&t, " body");
+        buf_str(&t, " body");
     } else {
-        text_str(&t, " header ");
-        text_str(&t, r->header_name);
-        text_str(&t, " ");
-        text_str(&t, actions[r->action]);
+        buf_str(&t, " header ");
+        buf_str(&t, r->header_name);
+        buf_str(&t, " ");
+        buf_str(&t, actions[r->action]);
     }
     if (r->is_regex)
-        text_str(&t, " regex");
+        buf_str(&t, " regex");
     if (r->is_icase)
-        text_str(&t, " icase");
+        buf_str(&t, " icase");
     if (with_disabled && !r->is_enabled)
-        text_str(&t, " disabled");
+        buf_str(&t, " disabled");
     if (r->has_name) {
-        text_str(&t, " name=");
-        text_str(&t, r->label);
+        buf_str(&t, " name=");
+        buf_str(&t, r->label);
     }
     put_list(&t, "host=", r->hosts, r->host_count);
     if (r->path_prefix != NULL) {
-        text_str(&t, " path=");
+        buf_str(&t, " path=");
         put_quoted(&t, r->path_prefix, strlen(r->path_prefix), true);
     }
     if (r->path_regex != NULL) {
-        text_str(&t, " path~");
+        buf_str(&t, " path~");
         put_quoted(&t, r->path_regex, strlen(r->path_regex), true);
     }
     put_list(&t, "method=", r->methods, r->method_count);
     if (r->status_count > 0) {
-        text_str(&t, " status=");
+        buf_str(&t, " status=");
         for (size_t i = 0; i < r->status_count; i++) {
             char code[16];
 
@@ -1683,19 +1607,19 @@ static char *format_rule(const struct rule *r, bool with_disabled)
                 snprintf(code, sizeof(code), "%s%d", i > 0 ? "," : "", r->statuses[i].lo);
             else
                 snprintf(code, sizeof(code), "%s%dxx", i > 0 ? "," : "", r->statuses[i].lo / 100);
-            text_str(&t, code);
+            buf_str(&t, code);
         }
     }
     put_list(&t, "type=", r->types, r->type_count);
     if (r->has_pattern) {
-        text_str(&t, " ");
+        buf_str(&t, " ");
         put_quoted(&t, r->pattern, r->pattern_len, false);
     }
     if (r->replacement != NULL) {
-        text_str(&t, " ");
+        buf_str(&t, " ");
         put_quoted(&t, r->replacement, r->replacement_len, false);
     }
-    if (t.failed) {
+    if (t.has_failed) {
         free(t.data);
         return NULL;
     }
@@ -1790,17 +1714,17 @@ static void note_skip(struct rules_ctx *ctx, const struct rule *r, const char *w
 
 char *rules_ctx_summary(const struct rules_ctx *ctx)
 {
-    struct text t = {0};
+    struct buf t = BUF_INIT(BUF_UNBOUNDED_BYTES);
 
     if (ctx->applied[0] == '\0' && ctx->notes[0] == '\0')
         return NULL;
-    text_str(&t, ctx->applied);
+    buf_str(&t, ctx->applied);
     if (ctx->notes[0] != '\0') {
         if (ctx->applied[0] != '\0')
-            text_str(&t, "; ");
-        text_str(&t, ctx->notes);
+            buf_str(&t, "; ");
+        buf_str(&t, ctx->notes);
     }
-    if (t.failed) {
+    if (t.has_failed) {
         free(t.data);
         return NULL;
     }
@@ -2126,32 +2050,32 @@ enum subst_result {
     SUBST_SKIPPED = 2, /* why says why; out freed */
 };
 
-static int put_replacement(const struct rule *r, struct outbuf *out, const unsigned char *s,
+static int put_replacement(const struct rule *r, struct buf *out, const unsigned char *s,
                            const PCRE2_SIZE *ov, int pairs)
 {
     int rc = 0;
 
     if (!r->is_regex)
-        return ob_put(out, r->replacement, r->replacement_len);
+        return buf_put(out, r->replacement, r->replacement_len);
     for (size_t i = 0; i < r->repl_part_count && rc == 0; i++) {
         const struct rule_repl_part *p = &r->repl_parts[i];
 
         if (p->group < 0) {
-            rc = ob_put(out, r->replacement + p->offset, p->len);
+            rc = buf_put(out, r->replacement + p->offset, p->len);
         } else if (p->group < pairs && ov[2 * p->group] != PCRE2_UNSET &&
                    ov[2 * p->group] <= ov[2 * p->group + 1]) {
-            rc = ob_put(out, s + ov[2 * p->group], ov[2 * p->group + 1] - ov[2 * p->group]);
+            rc = buf_put(out, s + ov[2 * p->group], ov[2 * p->group + 1] - ov[2 * p->group]);
         }
         /* an unset group is empty, as in Perl */
     }
     return rc;
 }
 
-static int put_result(int put_rc, struct outbuf *out, char *why, size_t why_len)
+static int put_result(int put_rc, struct buf *out, char *why, size_t why_len)
 {
-    if (put_rc == OUTBUF_OVER_MAX)
+    if (put_rc == BUF_OVER_MAX)
         errmsg_set(why, why_len, "the result would pass %zu bytes", out->max);
-    return put_rc == OUTBUF_OVER_MAX ? SUBST_SKIPPED : SUBST_NOMEM;
+    return put_rc == BUF_OVER_MAX ? SUBST_SKIPPED : SUBST_NOMEM;
 }
 
 /*
@@ -2161,7 +2085,7 @@ static int put_result(int put_rc, struct outbuf *out, char *why, size_t why_len)
  * place, else the search moves on by one character.
  */
 static int substitute(const struct rule *r, const unsigned char *s, size_t len, int64_t deadline_ms,
-                      struct outbuf *out, char *why, size_t why_len)
+                      struct buf *out, char *why, size_t why_len)
 {
     struct searcher se = {0};
     size_t copied = 0, offset = 0;
@@ -2209,7 +2133,7 @@ static int substitute(const struct rule *r, const unsigned char *s, size_t len, 
                 break;
             end = start + r->pattern_len;
         }
-        put_rc = ob_put(out, s + copied, start - copied);
+        put_rc = buf_put(out, s + copied, start - copied);
         if (put_rc == 0)
             put_rc = put_replacement(r, out, s, ov, pairs);
         if (put_rc != 0) {
@@ -2237,7 +2161,7 @@ static int substitute(const struct rule *r, const unsigned char *s, size_t len, 
         rc = SUBST_NONE;
         goto out;
     }
-    put_rc = ob_put(out, s + copied, len - copied);
+    put_rc = buf_put(out, s + copied, len - copied);
     if (put_rc != 0) {
         rc = put_result(put_rc, out, why, why_len);
         goto out;
@@ -2246,7 +2170,7 @@ static int substitute(const struct rule *r, const unsigned char *s, size_t len, 
 out:
     searcher_free(&se);
     if (rc != SUBST_CHANGED)
-        ob_free(out);
+        buf_free(out);
     return rc;
 }
 
@@ -2297,7 +2221,7 @@ int rules_apply_url(const struct rule_set *set, struct rules_ctx *ctx, char **ou
     *out = NULL;
     for (size_t i = 0; set != NULL && i < set->count; i++) {
         const struct rule *r = set->rules[i];
-        struct outbuf ob = {.max = RULES_MAX_TARGET_BYTES};
+        struct buf ob = {.max = RULES_MAX_TARGET_BYTES};
         const unsigned char *t = (const unsigned char *)ctx->target;
         size_t t_len = strlen(ctx->target);
         char why[256];
@@ -2314,15 +2238,15 @@ int rules_apply_url(const struct rule_set *set, struct rules_ctx *ctx, char **ou
             note_skip(ctx, r, "url", why);
         if (s != SUBST_CHANGED)
             continue;
-        if (!is_valid_target(ob.data, ob.len, t_len > 0 && t[0] == '/')) {
+        if (!is_valid_target((const unsigned char *)ob.data, ob.len, t_len > 0 && t[0] == '/')) {
             note_skip(ctx, r, "url",
                       "the result is not a valid request-target (space, control or non-ASCII "
                       "byte, or no leading '/')");
-            ob_free(&ob);
+            buf_free(&ob);
             continue;
         }
         if (same_bytes(ob.data, ob.len, t, t_len)) {
-            ob_free(&ob);
+            buf_free(&ob);
             continue;
         }
         ob.data[ob.len] = '\0';
@@ -2461,7 +2385,7 @@ static int header_set(const struct rule *r, struct fields *fs, char *why, size_t
 static int header_replace(const struct rule *r, struct fields *fs, int64_t deadline, char *why,
                           size_t why_len)
 {
-    struct outbuf *news = calloc(fs->count > 0 ? fs->count : 1, sizeof(*news));
+    struct buf *news = calloc(fs->count > 0 ? fs->count : 1, sizeof(*news));
     size_t bytes = head_bytes(fs);
     int rc = HDR_NOMEM;
     bool is_changed = false;
@@ -2486,7 +2410,7 @@ static int header_replace(const struct rule *r, struct fields *fs, int64_t deadl
         }
         if (s == SUBST_NONE)
             continue;
-        if (!is_valid_field_value(news[i].data, news[i].len)) {
+        if (!is_valid_field_value((const unsigned char *)news[i].data, news[i].len)) {
             errmsg_set(why, why_len,
                        "the result would put a control character (CR, LF, NUL...) into %s",
                        r->header_name);
@@ -2507,14 +2431,14 @@ static int header_replace(const struct rule *r, struct fields *fs, int64_t deadl
             is_changed = true;
         news[i].data[news[i].len] = '\0';
         free(fs->f[i].value);
-        fs->f[i].value = (char *)news[i].data;
+        fs->f[i].value = news[i].data;
         fs->f[i].value_len = news[i].len;
         news[i].data = NULL;
     }
     rc = is_changed ? HDR_CHANGED : HDR_SAME;
 out:
     for (size_t i = 0; i < fs->count; i++)
-        ob_free(&news[i]);
+        buf_free(&news[i]);
     free(news);
     return rc;
 }
@@ -2690,7 +2614,7 @@ int rules_apply_body(const struct rule_set *set, struct rules_ctx *ctx, const un
         cap = max_out;
     for (size_t i = 0; set != NULL && i < set->count; i++) {
         const struct rule *r = set->rules[i];
-        struct outbuf ob = {.max = cap};
+        struct buf ob = {.max = cap};
         char why[256];
         int s;
 
@@ -2706,11 +2630,11 @@ int rules_apply_body(const struct rule_set *set, struct rules_ctx *ctx, const un
         if (s != SUBST_CHANGED)
             continue;
         if (same_bytes(ob.data, ob.len, cur, cur_len)) {
-            ob_free(&ob);
+            buf_free(&ob);
             continue;
         }
         free(owned);
-        owned = ob.data;
+        owned = (unsigned char *)ob.data;
         cur = owned;
         cur_len = ob.len;
         note_applied(ctx, r);
