@@ -29,6 +29,7 @@
 #include "dashboard.h"
 
 #include "buf.h"
+#include "capage.h"
 #include "certstore.h"
 #include "clock.h"
 #include "errmsg.h"
@@ -150,133 +151,6 @@ static void sb_shell_quote(struct buf *b, const char *s, size_t n)
     buf_str(b, "'");
 }
 
-/* ---- the CA's certificate and page ---- */
-
-static int ca_pem_der(const struct ca *ca, char **pem, size_t *pem_len, unsigned char **der,
-                      size_t *der_len, char *err, size_t err_len)
-{
-    BIO *bio = NULL;
-    char *data = NULL;
-    unsigned char *p;
-    long n;
-    int der_n;
-    int ret = -1;
-
-    *pem = NULL;
-    *der = NULL;
-    ERR_clear_error();
-    bio = BIO_new(BIO_s_mem());
-    if (bio == NULL || PEM_write_bio_X509(bio, ca_cert(ca)) != 1 ||
-        (n = BIO_get_mem_data(bio, &data)) <= 0) {
-        errmsg_set(err, err_len, "cannot encode the CA certificate as PEM");
-        goto out;
-    }
-    der_n = i2d_X509(ca_cert(ca), NULL);
-    if (der_n <= 0) {
-        errmsg_set(err, err_len, "cannot encode the CA certificate as DER");
-        goto out;
-    }
-    *pem = malloc((size_t)n);
-    *der = malloc((size_t)der_n);
-    if (*pem == NULL || *der == NULL) {
-        errmsg_set(err, err_len, "dashboard: out of memory");
-        goto out;
-    }
-    memcpy(*pem, data, (size_t)n);
-    *pem_len = (size_t)n;
-    p = *der;
-    if (i2d_X509(ca_cert(ca), &p) != der_n) {
-        errmsg_set(err, err_len, "cannot encode the CA certificate as DER");
-        goto out;
-    }
-    *der_len = (size_t)der_n;
-    ret = 0;
-out:
-    if (ret != 0) {
-        free(*pem);
-        free(*der);
-        *pem = NULL;
-        *der = NULL;
-    }
-    ERR_clear_error();
-    BIO_free(bio);
-    return ret;
-}
-
-static const char ca_page_head[] =
-    "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-    "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-    "<title>tapwire: trust the CA</title>\n</head>\n<body>\n"
-    "<h1>Trust the tapwire certificate authority</h1>\n"
-    "<p>tapwire shows you HTTPS traffic by presenting certificates signed by its own "
-    "certificate authority (CA). A client accepts them only once you trust that CA. Trust it "
-    "only on devices whose traffic you mean to inspect, and remove it when you are done: "
-    "whoever holds its key (in tapwire's data directory) can impersonate any site to them.</p>\n"
-    "<p>Download: <a href=\"/ca.pem\" download>tapwire-ca.pem</a> (PEM) or "
-    "<a href=\"/ca.crt\" download>tapwire-ca.crt</a> (DER).</p>\n"
-    "<p>SHA-256 fingerprint: <code>";
-static const char ca_page_tail[] =
-    "</code><br>Check that your device shows the same before you trust it.</p>\n"
-    "<h2>Firefox</h2>\n"
-    "<p>Firefox keeps its own list. Settings, Privacy &amp; Security, Certificates, View "
-    "Certificates, Authorities, Import: choose tapwire-ca.pem and tick \"Trust this CA to "
-    "identify websites\".</p>\n"
-    "<h2>Chromium and Chrome</h2>\n"
-    "<p>On Linux: Settings, Privacy and security, Security, Manage certificates, Authorities "
-    "(or \"Installed by you\"), Import: choose tapwire-ca.pem and tick \"Trust this certificate "
-    "for identifying websites\". On Windows and macOS they use the system store: open "
-    "tapwire-ca.crt and add it to the trusted root authorities (Keychain Access: set "
-    "\"When using this certificate\" to Always Trust).</p>\n"
-    "<h2>Debian and Ubuntu (curl, wget and most programs)</h2>\n"
-    "<pre>sudo cp tapwire-ca.pem /usr/local/share/ca-certificates/tapwire-ca.crt\n"
-    "sudo update-ca-certificates</pre>\n"
-    "<p>The copy must end in .crt. To remove it, delete the file and run "
-    "<code>sudo update-ca-certificates --fresh</code>.</p>\n"
-    "<h2>Android</h2>\n"
-    "<p>Download tapwire-ca.crt, then Settings, Security, Encryption &amp; credentials, Install "
-    "a certificate, CA certificate. Chrome trusts such user CAs; apps made for Android 7 and "
-    "later trust only the system store unless they opt in. The system store needs a rooted "
-    "device or an emulator image: the certificate goes to /system/etc/security/cacerts/ named "
-    "after its subject hash (<code>openssl x509 -subject_hash_old -noout -in tapwire-ca.pem"
-    "</code>) with the suffix .0.</p>\n"
-    "<h2>iOS and iPadOS</h2>\n"
-    "<p>Open this page in Safari and tap tapwire-ca.crt; allow the profile download. Then "
-    "Settings, General, VPN &amp; Device Management, tapwire, Install. iOS needs one more "
-    "step before it trusts the CA for websites: Settings, General, About, Certificate Trust "
-    "Settings, and turn on full trust for the tapwire CA.</p>\n"
-    "<p>A device that only has the proxy set finds this page at "
-    "<a href=\"http://" DASHBOARD_LOCAL_HOST "/\">http://" DASHBOARD_LOCAL_HOST "/</a>.</p>\n"
-    "</body>\n</html>\n";
-
-/* The page on trusting the CA, with its fingerprint as AA:BB:... */
-static char *ca_page(const struct ca *ca, size_t *len)
-{
-    const char *hex = ca_fingerprint(ca);
-    struct buf b = BUF_INIT(BUF_UNBOUNDED_BYTES);
-    size_t i;
-
-    buf_str(&b, ca_page_head);
-    for (i = 0; hex != NULL && hex[i] != '\0' && hex[i + 1] != '\0'; i += 2) {
-        char pair[4];
-
-        /* Only hex digits reach the page, whatever the string holds. */
-        if (strspn(hex + i, "0123456789abcdefABCDEF") < 2)
-            break;
-        snprintf(pair, sizeof(pair), "%s%c%c", i > 0 ? ":" : "", hex[i], hex[i + 1]);
-        for (char *c = pair; *c != '\0'; c++)
-            if (*c >= 'a' && *c <= 'f')
-                *c = (char)(*c - 'a' + 'A');
-        buf_str(&b, pair);
-    }
-    buf_str(&b, ca_page_tail);
-    if (b.has_failed) {
-        free(b.data);
-        return NULL;
-    }
-    *len = b.len;
-    return b.data;
-}
-
 /* ---- the proxy's own pages ---- */
 
 bool dashboard_is_local_host(const char *host)
@@ -321,12 +195,12 @@ int dashboard_serve_local(const struct ca *ca, const char *method, const char *t
     } else if ((path_len == 1 && target[0] == '/') ||
                (path_len == 3 && strncmp(target, "/ca", 3) == 0)) {
         buf_str(&h, "Content-Type: text/html; charset=utf-8\r\n");
-        out->body = (unsigned char *)ca_page(ca, &out->body_len);
+        out->body = (unsigned char *)capage_html(ca, &out->body_len);
     } else if ((path_len == 7 && strncmp(target, "/ca.pem", 7) == 0) ||
                (path_len == 7 && strncmp(target, "/ca.crt", 7) == 0)) {
         bool is_pem = strncmp(target, "/ca.pem", 7) == 0;
 
-        if (ca_pem_der(ca, &pem, &pem_len, &der, &der_len, err, err_len) != 0)
+        if (capage_pem_der(ca, &pem, &pem_len, &der, &der_len, err, err_len) != 0)
             goto out;
         buf_str(&h, is_pem ? "Content-Type: application/x-pem-file\r\n"
                              "Content-Disposition: attachment; filename=\"tapwire-ca.pem\"\r\n"
@@ -2296,9 +2170,10 @@ int dashboard_start(const struct dashboard_options *opts, struct flowstore *flow
         errmsg_set(err, err_len, "dashboard: out of memory");
         goto out;
     }
-    if (ca_pem_der(ca, &d->ca_pem, &d->ca_pem_len, &d->ca_der, &d->ca_der_len, err, err_len) != 0)
+    if (capage_pem_der(ca, &d->ca_pem, &d->ca_pem_len, &d->ca_der, &d->ca_der_len, err, err_len) !=
+        0)
         goto out;
-    d->ca_page = ca_page(ca, &d->ca_page_len);
+    d->ca_page = capage_html(ca, &d->ca_page_len);
     if (d->ca_page == NULL) {
         errmsg_set(err, err_len, "dashboard: out of memory");
         goto out;
