@@ -17,6 +17,7 @@
 #endif
 #include "upstream.h"
 
+#include "buf.h"
 #include "clock.h"
 #include "errmsg.h"
 #include "stream.h"
@@ -610,39 +611,20 @@ static void san_item(const GENERAL_NAME *gn, char *item, size_t item_len)
 char *upstream_cert_sans(X509 *cert)
 {
     GENERAL_NAMES *names = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
-    char *out = NULL;
-    size_t len = 0, cap = 0;
+    struct buf out = BUF_INIT(BUF_UNBOUNDED_BYTES);
 
     for (int i = 0; names != NULL && i < sk_GENERAL_NAME_num(names); i++) {
         char item[SAN_ITEM_BYTES];
-        size_t il;
 
         san_item(sk_GENERAL_NAME_value(names, i), item, sizeof(item));
-        il = strlen(item);
-        if (il == 0)
+        if (item[0] == '\0')
             continue;
-        if (len + il + 3 > cap) {
-            size_t ncap = cap ? cap * 2 : 256;
-            char *grown;
-
-            while (ncap < len + il + 3)
-                ncap *= 2;
-            grown = realloc(out, ncap);
-            if (grown == NULL)
-                break;
-            out = grown;
-            cap = ncap;
-        }
-        if (len > 0) {
-            memcpy(out + len, ", ", 2);
-            len += 2;
-        }
-        memcpy(out + len, item, il);
-        len += il;
-        out[len] = '\0';
+        /* Out of memory: the names listed so far. */
+        if ((out.len > 0 && buf_str(&out, ", ") != 0) || buf_str(&out, item) != 0)
+            break;
     }
     GENERAL_NAMES_free(names);
-    return out;
+    return out.data;
 }
 
 /* Lists the DNS and IP SANs of cert, or its CN when it has none. */
