@@ -14,6 +14,7 @@
 #define ZLIB_CONST
 #include "codec.h"
 #include "errmsg.h"
+#include "httptoken.h"
 
 #include <limits.h>
 #include <stdarg.h>
@@ -98,14 +99,6 @@ static bool is_known(enum codec_kind kind)
            kind == CODEC_BR || kind == CODEC_ZSTD;
 }
 
-/* RFC 9110 5.6.2 tchar. */
-static bool is_tchar(unsigned char c)
-{
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
-        return true;
-    return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
-}
-
 static bool is_ows(char c)
 {
     return c == ' ' || c == '\t';
@@ -171,7 +164,7 @@ int codec_parse_content_encoding(const char *value, enum codec_kind *chain, size
             continue;
         }
         tok = p;
-        while (is_tchar((unsigned char)*p))
+        while (httptoken_is_tchar((unsigned char)*p))
             p++;
         tok_len = (size_t)(p - tok);
         while (is_ows(*p))

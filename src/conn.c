@@ -97,68 +97,6 @@ static void tls_info_clear_upstream(struct flow_tls *t)
     t->upstream_version[0] = t->upstream_cipher[0] = '\0';
 }
 
-static char *name_text(const X509_NAME *name)
-{
-    char *out = NULL;
-    BIO *bio = BIO_new(BIO_s_mem());
-    if (!bio)
-        return NULL;
-    if (X509_NAME_print_ex(bio, name, 0, XN_FLAG_RFC2253) >= 0) {
-        char *data;
-        long n = BIO_get_mem_data(bio, &data);
-        out = strndup(data, (size_t)n);
-    }
-    BIO_free(bio);
-    return out;
-}
-
-static char *sans_text(X509 *cert)
-{
-    GENERAL_NAMES *names = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
-    char *out = NULL;
-    size_t len = 0, cap = 0;
-    if (!names)
-        return NULL;
-    for (int i = 0; i < sk_GENERAL_NAME_num(names); i++) {
-        const GENERAL_NAME *gn = sk_GENERAL_NAME_value(names, i);
-        char item[300];
-        item[0] = '\0';
-        if (gn->type == GEN_DNS) {
-            snprintf(item, sizeof(item), "DNS:%.*s", ASN1_STRING_length(gn->d.dNSName),
-                     (const char *)ASN1_STRING_get0_data(gn->d.dNSName));
-        } else if (gn->type == GEN_IPADD) {
-            char ip[INET6_ADDRSTRLEN] = "";
-            int n = ASN1_STRING_length(gn->d.iPAddress);
-            const unsigned char *d = ASN1_STRING_get0_data(gn->d.iPAddress);
-            if (n == 4 || n == 16)
-                inet_ntop(n == 4 ? AF_INET : AF_INET6, d, ip, sizeof(ip));
-            snprintf(item, sizeof(item), "IP:%s", ip);
-        }
-        size_t il = strlen(item);
-        if (il == 0)
-            continue;
-        if (len + il + 3 > cap) {
-            size_t ncap = cap ? cap * 2 : 256;
-            while (ncap < len + il + 3)
-                ncap *= 2;
-            char *n2 = realloc(out, ncap);
-            if (!n2)
-                break;
-            out = n2;
-            cap = ncap;
-        }
-        if (len > 0) {
-            memcpy(out + len, ", ", 2);
-            len += 2;
-        }
-        memcpy(out + len, item, il);
-        len += il;
-        out[len] = '\0';
-    }
-    GENERAL_NAMES_free(names);
-    return out;
-}
-
 /* Records the origin's TLS facts for the flows of this connection. */
 static void record_upstream_tls(struct conn *c, SSL *ssl, X509 *peer, const char *verification)
 {
@@ -169,9 +107,9 @@ static void record_upstream_tls(struct conn *c, SSL *ssl, X509 *peer, const char
         snprintf(t->upstream_cipher, sizeof(t->upstream_cipher), "%s", SSL_get_cipher_name(ssl));
     }
     if (peer) {
-        t->cert_subject = name_text(X509_get_subject_name(peer));
-        t->cert_issuer = name_text(X509_get_issuer_name(peer));
-        t->cert_sans = sans_text(peer);
+        t->cert_subject = upstream_cert_name(X509_get_subject_name(peer));
+        t->cert_issuer = upstream_cert_name(X509_get_issuer_name(peer));
+        t->cert_sans = upstream_cert_sans(peer);
         struct tm tm;
         if (ASN1_TIME_to_tm(X509_get0_notAfter(peer), &tm) == 1)
             t->cert_not_after = (int64_t)timegm(&tm);

@@ -36,7 +36,10 @@
 
 #include "dashboard.h"
 
+#include "buf.h"
+#include "capage.h"
 #include "certstore.h"
+#include "clock.h"
 #include "errmsg.h"
 
 #include <arpa/inet.h>
@@ -69,6 +72,8 @@
 
 #include "codec.h"
 #include "embedded.h"
+#include "har.h"
+#include "jsontext.h"
 #include "log.h"
 #include "rulebook.h"
 
@@ -137,198 +142,24 @@ struct dashboard {
     char start_error[256]; /* why MHD_start_daemon() failed */
 };
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* ---- growing strings ---- */
-
-struct strbuf {
-    char *data;
-    size_t len;
-    size_t cap;
-    bool has_failed;
-};
-
-static void sb_add(struct strbuf *b, const char *s, size_t n)
-{
-    if (b->has_failed)
-        return;
-    if (n > SIZE_MAX - b->len - 1) {
-        b->has_failed = true;
-        return;
-    }
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap != 0 ? b->cap : 256;
-        char *grown;
-
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        grown = realloc(b->data, cap);
-        if (grown == NULL) {
-            b->has_failed = true;
-            return;
-        }
-        b->data = grown;
-        b->cap = cap;
-    }
-    memcpy(b->data + b->len, s, n);
-    b->len += n;
-    b->data[b->len] = '\0';
-}
-
-static void sb_str(struct strbuf *b, const char *s)
-{
-    sb_add(b, s, strlen(s));
-}
 
 /* s as one shell word: in single quotes, each ' written as '\'' (POSIX
  * shell: nothing is special inside single quotes but the quote itself). */
-static void sb_shell_quote(struct strbuf *b, const char *s, size_t n)
+static void sb_shell_quote(struct buf *b, const char *s, size_t n)
 {
     size_t i, from = 0;
 
-    sb_str(b, "'");
+    buf_str(b, "'");
     for (i = 0; i < n; i++) {
         if (s[i] == '\'') {
-            sb_add(b, s + from, i - from);
-            sb_str(b, "'\\''");
+            buf_put(b, s + from, i - from);
+            buf_str(b, "'\\''");
             from = i + 1;
         }
     }
-    sb_add(b, s + from, n - from);
-    sb_str(b, "'");
-}
-
-/* ---- the CA's certificate and page ---- */
-
-static int ca_pem_der(const struct ca *ca, char **pem, size_t *pem_len, unsigned char **der,
-                      size_t *der_len, char *err, size_t err_len)
-{
-    BIO *bio = NULL;
-    char *data = NULL;
-    unsigned char *p;
-    long n;
-    int der_n;
-    int ret = -1;
-
-    *pem = NULL;
-    *der = NULL;
-    ERR_clear_error();
-    bio = BIO_new(BIO_s_mem());
-    if (bio == NULL || PEM_write_bio_X509(bio, ca_cert(ca)) != 1 ||
-        (n = BIO_get_mem_data(bio, &data)) <= 0) {
-        errmsg_set(err, err_len, "cannot encode the CA certificate as PEM");
-        goto out;
-    }
-    der_n = i2d_X509(ca_cert(ca), NULL);
-    if (der_n <= 0) {
-        errmsg_set(err, err_len, "cannot encode the CA certificate as DER");
-        goto out;
-    }
-    *pem = malloc((size_t)n);
-    *der = malloc((size_t)der_n);
-    if (*pem == NULL || *der == NULL) {
-        errmsg_set(err, err_len, "dashboard: out of memory");
-        goto out;
-    }
-    memcpy(*pem, data, (size_t)n);
-    *pem_len = (size_t)n;
-    p = *der;
-    if (i2d_X509(ca_cert(ca), &p) != der_n) {
-        errmsg_set(err, err_len, "cannot encode the CA certificate as DER");
-        goto out;
-    }
-    *der_len = (size_t)der_n;
-    ret = 0;
-out:
-    if (ret != 0) {
-        free(*pem);
-        free(*der);
-        *pem = NULL;
-        *der = NULL;
-    }
-    ERR_clear_error();
-    BIO_free(bio);
-    return ret;
-}
-
-static const char ca_page_head[] =
-    "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-    "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-    "<title>tapwire: trust the CA</title>\n</head>\n<body>\n"
-    "<h1>Trust the tapwire certificate authority</h1>\n"
-    "<p>tapwire shows you HTTPS traffic by presenting certificates signed by its own "
-    "certificate authority (CA). A client accepts them only once you trust that CA. Trust it "
-    "only on devices whose traffic you mean to inspect, and remove it when you are done: "
-    "whoever holds its key (in tapwire's data directory) can impersonate any site to them.</p>\n"
-    "<p>Download: <a href=\"/ca.pem\" download>tapwire-ca.pem</a> (PEM) or "
-    "<a href=\"/ca.crt\" download>tapwire-ca.crt</a> (DER).</p>\n"
-    "<p>SHA-256 fingerprint: <code>";
-static const char ca_page_tail[] =
-    "</code><br>Check that your device shows the same before you trust it.</p>\n"
-    "<h2>Firefox</h2>\n"
-    "<p>Firefox keeps its own list. Settings, Privacy &amp; Security, Certificates, View "
-    "Certificates, Authorities, Import: choose tapwire-ca.pem and tick \"Trust this CA to "
-    "identify websites\".</p>\n"
-    "<h2>Chromium and Chrome</h2>\n"
-    "<p>On Linux: Settings, Privacy and security, Security, Manage certificates, Authorities "
-    "(or \"Installed by you\"), Import: choose tapwire-ca.pem and tick \"Trust this certificate "
-    "for identifying websites\". On Windows and macOS they use the system store: open "
-    "tapwire-ca.crt and add it to the trusted root authorities (Keychain Access: set "
-    "\"When using this certificate\" to Always Trust).</p>\n"
-    "<h2>Debian and Ubuntu (curl, wget and most programs)</h2>\n"
-    "<pre>sudo cp tapwire-ca.pem /usr/local/share/ca-certificates/tapwire-ca.crt\n"
-    "sudo update-ca-certificates</pre>\n"
-    "<p>The copy must end in .crt. To remove it, delete the file and run "
-    "<code>sudo update-ca-certificates --fresh</code>.</p>\n"
-    "<h2>Android</h2>\n"
-    "<p>Download tapwire-ca.crt, then Settings, Security, Encryption &amp; credentials, Install "
-    "a certificate, CA certificate. Chrome trusts such user CAs; apps made for Android 7 and "
-    "later trust only the system store unless they opt in. The system store needs a rooted "
-    "device or an emulator image: the certificate goes to /system/etc/security/cacerts/ named "
-    "after its subject hash (<code>openssl x509 -subject_hash_old -noout -in tapwire-ca.pem"
-    "</code>) with the suffix .0.</p>\n"
-    "<h2>iOS and iPadOS</h2>\n"
-    "<p>Open this page in Safari and tap tapwire-ca.crt; allow the profile download. Then "
-    "Settings, General, VPN &amp; Device Management, tapwire, Install. iOS needs one more "
-    "step before it trusts the CA for websites: Settings, General, About, Certificate Trust "
-    "Settings, and turn on full trust for the tapwire CA.</p>\n"
-    "<p>A device that only has the proxy set finds this page at "
-    "<a href=\"http://" DASHBOARD_LOCAL_HOST "/\">http://" DASHBOARD_LOCAL_HOST "/</a>.</p>\n"
-    "</body>\n</html>\n";
-
-/* The page on trusting the CA, with its fingerprint as AA:BB:... */
-static char *ca_page(const struct ca *ca, size_t *len)
-{
-    const char *hex = ca_fingerprint(ca);
-    struct strbuf b = {0};
-    size_t i;
-
-    sb_str(&b, ca_page_head);
-    for (i = 0; hex != NULL && hex[i] != '\0' && hex[i + 1] != '\0'; i += 2) {
-        char pair[4];
-
-        /* Only hex digits reach the page, whatever the string holds. */
-        if (strspn(hex + i, "0123456789abcdefABCDEF") < 2)
-            break;
-        snprintf(pair, sizeof(pair), "%s%c%c", i > 0 ? ":" : "", hex[i], hex[i + 1]);
-        for (char *c = pair; *c != '\0'; c++)
-            if (*c >= 'a' && *c <= 'f')
-                *c = (char)(*c - 'a' + 'A');
-        sb_str(&b, pair);
-    }
-    sb_str(&b, ca_page_tail);
-    if (b.has_failed) {
-        free(b.data);
-        return NULL;
-    }
-    *len = b.len;
-    return b.data;
+    buf_put(b, s + from, n - from);
+    buf_str(b, "'");
 }
 
 /* ---- the proxy's own pages ---- */
@@ -361,7 +192,7 @@ int dashboard_serve_local(const struct ca *ca, const char *method, const char *t
     char *pem = NULL;
     unsigned char *der = NULL;
     size_t pem_len = 0, der_len = 0;
-    struct strbuf h = {0};
+    struct buf h = BUF_INIT(BUF_UNBOUNDED_BYTES);
     int ret = -1;
 
     memset(out, 0, sizeof(*out));
@@ -370,22 +201,22 @@ int dashboard_serve_local(const struct ca *ca, const char *method, const char *t
     if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
         out->status = 405;
         out->reason = "Method Not Allowed";
-        sb_str(&h, "Allow: GET, HEAD\r\nContent-Type: text/plain; charset=utf-8\r\n");
+        buf_str(&h, "Allow: GET, HEAD\r\nContent-Type: text/plain; charset=utf-8\r\n");
         out->body = (unsigned char *)strdup("method not allowed\n");
     } else if ((path_len == 1 && target[0] == '/') ||
                (path_len == 3 && strncmp(target, "/ca", 3) == 0)) {
-        sb_str(&h, "Content-Type: text/html; charset=utf-8\r\n");
-        out->body = (unsigned char *)ca_page(ca, &out->body_len);
+        buf_str(&h, "Content-Type: text/html; charset=utf-8\r\n");
+        out->body = (unsigned char *)capage_html(ca, &out->body_len);
     } else if ((path_len == 7 && strncmp(target, "/ca.pem", 7) == 0) ||
                (path_len == 7 && strncmp(target, "/ca.crt", 7) == 0)) {
         bool is_pem = strncmp(target, "/ca.pem", 7) == 0;
 
-        if (ca_pem_der(ca, &pem, &pem_len, &der, &der_len, err, err_len) != 0)
+        if (capage_pem_der(ca, &pem, &pem_len, &der, &der_len, err, err_len) != 0)
             goto out;
-        sb_str(&h, is_pem ? "Content-Type: application/x-pem-file\r\n"
-                            "Content-Disposition: attachment; filename=\"tapwire-ca.pem\"\r\n"
-                          : "Content-Type: application/x-x509-ca-cert\r\n"
-                            "Content-Disposition: attachment; filename=\"tapwire-ca.crt\"\r\n");
+        buf_str(&h, is_pem ? "Content-Type: application/x-pem-file\r\n"
+                             "Content-Disposition: attachment; filename=\"tapwire-ca.pem\"\r\n"
+                           : "Content-Type: application/x-x509-ca-cert\r\n"
+                             "Content-Disposition: attachment; filename=\"tapwire-ca.crt\"\r\n");
         out->body = is_pem ? (unsigned char *)pem : der;
         out->body_len = is_pem ? pem_len : der_len;
         if (is_pem)
@@ -395,12 +226,12 @@ int dashboard_serve_local(const struct ca *ca, const char *method, const char *t
     } else {
         out->status = 404;
         out->reason = "Not Found";
-        sb_str(&h, "Content-Type: text/plain; charset=utf-8\r\n");
+        buf_str(&h, "Content-Type: text/plain; charset=utf-8\r\n");
         out->body = (unsigned char *)strdup("not found\n");
     }
     if (out->body != NULL && out->body_len == 0)
         out->body_len = strlen((const char *)out->body);
-    sb_str(&h, SECURITY_HEADER_LINES);
+    buf_str(&h, SECURITY_HEADER_LINES);
     if (h.has_failed || out->body == NULL) {
         errmsg_set(err, err_len, "dashboard: out of memory");
         goto out;
@@ -492,29 +323,16 @@ static mhd_result send_json(struct MHD_Connection *conn, unsigned status, json_t
                       "application/json; charset=utf-8", false);
 }
 
+/* The builders below use jsontext's helpers on nearly every line; these
+ * short names keep those lines readable. */
 static json_t *jtext(const char *text, size_t len)
 {
-    json_t *value;
-    char *clean;
-    size_t clean_len;
-
-    if (text == NULL)
-        return json_null();
-    value = json_stringn(text, len);
-    if (value != NULL)
-        return value;
-    /* Not UTF-8 (obs-text in a header): jansson refuses it as it is. */
-    clean = flow_text_utf8(text, len, &clean_len);
-    if (clean == NULL)
-        return NULL;
-    value = json_stringn(clean, clean_len);
-    free(clean);
-    return value;
+    return jsontext_n(text, len);
 }
 
 static json_t *jstr(const char *text)
 {
-    return jtext(text, text != NULL ? strlen(text) : 0);
+    return jsontext_str(text);
 }
 
 /* NULL and "" are both "not known": JSON null. */
@@ -529,15 +347,14 @@ static json_t *jms(int64_t us)
     return us != 0 ? json_real((double)us / 1000.0) : json_null();
 }
 
-/* Sets key to value (taken); false when value is NULL or the set failed. */
 static bool jset(json_t *obj, const char *key, json_t *value)
 {
-    return value != NULL && json_object_set_new(obj, key, value) == 0;
+    return jsontext_set(obj, key, value);
 }
 
 static bool jappend(json_t *array, json_t *value)
 {
-    return value != NULL && json_array_append_new(array, value) == 0;
+    return jsontext_append(array, value);
 }
 
 static mhd_result send_error(struct MHD_Connection *conn, unsigned status, const char *message)
@@ -862,22 +679,22 @@ static json_t *tls_json(const struct flow *f)
 }
 
 /* scheme://host[:port]target, the port left out when it is the default. */
-static void sb_url(struct strbuf *b, const struct flow *f)
+static void sb_url(struct buf *b, const struct flow *f)
 {
     bool is_default = (strcmp(f->scheme, "http") == 0 && f->port == 80) ||
                       (strcmp(f->scheme, "https") == 0 && f->port == 443);
     bool is_v6 = strchr(f->host, ':') != NULL;
     char port[8];
 
-    sb_str(b, f->scheme);
-    sb_str(b, is_v6 ? "://[" : "://");
-    sb_str(b, f->host);
-    sb_str(b, is_v6 ? "]" : "");
+    buf_str(b, f->scheme);
+    buf_str(b, is_v6 ? "://[" : "://");
+    buf_str(b, f->host);
+    buf_str(b, is_v6 ? "]" : "");
     if (!is_default && f->port != 0) {
         snprintf(port, sizeof(port), ":%u", (unsigned)f->port);
-        sb_str(b, port);
+        buf_str(b, port);
     }
-    sb_str(b, f->target != NULL && f->target[0] == '/' ? f->target : "/");
+    buf_str(b, f->target != NULL && f->target[0] == '/' ? f->target : "/");
 }
 
 /*
@@ -891,32 +708,32 @@ static char *curl_command(const struct flowstore_record *rec, const unsigned cha
 {
     const struct flow *f = &rec->flow;
     bool has_data = body != NULL && !f->request_body.truncated && flow_is_text(body, body_len);
-    struct strbuf b = {0};
-    struct strbuf url = {0};
+    struct buf b = BUF_INIT(BUF_UNBOUNDED_BYTES);
+    struct buf url = BUF_INIT(BUF_UNBOUNDED_BYTES);
     const char *name, *value;
     size_t name_len, value_len;
     size_t pos = 0;
 
-    sb_str(&b, "curl");
+    buf_str(&b, "curl");
     if (strcmp(f->method, "HEAD") == 0) {
-        sb_str(&b, " --head");
+        buf_str(&b, " --head");
     } else if (!(strcmp(f->method, "GET") == 0 && !has_data) &&
                !(strcmp(f->method, "POST") == 0 && has_data)) {
-        sb_str(&b, " -X ");
+        buf_str(&b, " -X ");
         sb_shell_quote(&b, f->method, strlen(f->method));
     }
     while (flow_headers_next(f->request_headers, &pos, &name, &name_len, &value, &value_len)) {
-        struct strbuf line = {0};
+        struct buf line = BUF_INIT(BUF_UNBOUNDED_BYTES);
 
         /* Proxy-* fields were addressed to tapwire, not to the origin. */
         if ((name_len == 4 && strncasecmp(name, "Host", 4) == 0) ||
             (name_len == 14 && strncasecmp(name, "Content-Length", 14) == 0) ||
             (name_len > 6 && strncasecmp(name, "Proxy-", 6) == 0))
             continue;
-        sb_add(&line, name, name_len);
-        sb_str(&line, value_len > 0 ? ": " : ";"); /* curl: "Name;" sends an empty value */
-        sb_add(&line, value, value_len);
-        sb_str(&b, " -H ");
+        buf_put(&line, name, name_len);
+        buf_str(&line, value_len > 0 ? ": " : ";"); /* curl: "Name;" sends an empty value */
+        buf_put(&line, value, value_len);
+        buf_str(&b, " -H ");
         if (line.has_failed)
             b.has_failed = true;
         else
@@ -924,11 +741,11 @@ static char *curl_command(const struct flowstore_record *rec, const unsigned cha
         free(line.data);
     }
     if (has_data) {
-        sb_str(&b, " --data-binary ");
+        buf_str(&b, " --data-binary ");
         sb_shell_quote(&b, (const char *)body, body_len);
     }
     sb_url(&url, f);
-    sb_str(&b, " ");
+    buf_str(&b, " ");
     if (url.has_failed)
         b.has_failed = true;
     else
@@ -1315,8 +1132,8 @@ out:
 
 struct har_stream {
     struct dashboard *d;
-    struct flowstore_har *har;
-    const char *piece; /* owned by har, valid until the next flowstore_har_read() */
+    struct har *har;
+    const char *piece; /* owned by har, valid until the next har_read() */
     size_t piece_len;
     size_t off;
 };
@@ -1333,7 +1150,7 @@ static ssize_t har_stream_read(void *cls, uint64_t pos, char *buf, size_t max)
         /* Stop in the middle of an export rather than hold up shutdown. */
         if (is_stopping(s->d))
             return MHD_CONTENT_READER_END_WITH_ERROR;
-        rc = flowstore_har_read(s->har, &s->piece, &s->piece_len, err, sizeof(err));
+        rc = har_read(s->har, &s->piece, &s->piece_len, err, sizeof(err));
         if (rc == 0)
             return MHD_CONTENT_READER_END_OF_STREAM;
         if (rc < 0) {
@@ -1352,7 +1169,7 @@ static void har_stream_free(void *cls)
 {
     struct har_stream *s = cls;
 
-    flowstore_har_close(s->har);
+    har_close(s->har);
     free(s);
 }
 
@@ -1367,8 +1184,7 @@ static mhd_result send_har(struct dashboard *d, struct MHD_Connection *conn, con
     if (s == NULL)
         return MHD_NO;
     s->d = d;
-    if (flowstore_har_open(d->flows, ids, count, codec_decode_content, &s->har, err, sizeof(err)) !=
-        0) {
+    if (har_open(d->flows, ids, count, codec_decode_content, &s->har, err, sizeof(err)) != 0) {
         free(s);
         return send_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, err);
     }
@@ -1403,13 +1219,13 @@ static mhd_result api_har(struct dashboard *d, struct MHD_Connection *conn)
 
     if (list == NULL || list[0] == '\0')
         return send_har(d, conn, NULL, 0);
-    ids = malloc(FLOWSTORE_HAR_MAX_FLOWS * sizeof(ids[0]));
+    ids = malloc(HAR_MAX_FLOWS * sizeof(ids[0]));
     if (ids == NULL)
         return MHD_NO;
     while (*list != '\0') {
         size_t n = strcspn(list, ",");
 
-        if (count == FLOWSTORE_HAR_MAX_FLOWS || !parse_id(list, n, &ids[count])) {
+        if (count == HAR_MAX_FLOWS || !parse_id(list, n, &ids[count])) {
             free(ids);
             return send_error(conn, MHD_HTTP_BAD_REQUEST,
                               "ids must be at most 10000 flow ids separated by commas");
@@ -1462,12 +1278,12 @@ struct sse_stream {
     int64_t end_ms;        /* monotonic: the stream ends here */
     int64_t next_stats_ms; /* monotonic: the next heartbeat */
     bool is_started;
-    struct strbuf out; /* events not yet handed to libmicrohttpd */
+    struct buf out; /* events not yet handed to libmicrohttpd */
     size_t off;
 };
 
 /* One event; data is compact JSON, so it has no newline of its own. */
-static void sse_event(struct strbuf *out, const char *event, json_t *data)
+static void sse_event(struct buf *out, const char *event, json_t *data)
 {
     char *text = data != NULL ? json_dumps(data, JSON_FLAGS) : NULL;
 
@@ -1476,11 +1292,11 @@ static void sse_event(struct strbuf *out, const char *event, json_t *data)
         out->has_failed = true;
         return;
     }
-    sb_str(out, "event: ");
-    sb_str(out, event);
-    sb_str(out, "\ndata: ");
-    sb_str(out, text);
-    sb_str(out, "\n\n");
+    buf_str(out, "event: ");
+    buf_str(out, event);
+    buf_str(out, "\ndata: ");
+    buf_str(out, text);
+    buf_str(out, "\n\n");
     free(text);
 }
 
@@ -1527,7 +1343,7 @@ static int sse_fill(struct sse_stream *s)
     s->off = 0;
     if (!s->is_started) {
         /* EventSource waits this long before reconnecting. */
-        sb_str(&s->out, "retry: 3000\n\n");
+        buf_str(&s->out, "retry: 3000\n\n");
         s->is_started = true;
     }
     while (s->out.len == 0) {
@@ -1541,7 +1357,7 @@ static int sse_fill(struct sse_stream *s)
             int64_t wake = s->next_stats_ms < s->end_ms ? s->next_stats_ms : s->end_ms;
             struct timespec until;
 
-            now = now_ms();
+            now = clock_mono_ms();
             if (d->is_stopping || now >= wake || d->newest_id > s->cursor || d->clears != s->clears)
                 break;
             deadline_in(&until, wake - now);
@@ -1597,11 +1413,12 @@ static mhd_result api_events(struct dashboard *d, struct MHD_Connection *conn)
 {
     struct sse_stream *s = calloc(1, sizeof(*s));
     struct MHD_Response *resp;
-    int64_t now = now_ms();
+    int64_t now = clock_mono_ms();
 
     if (s == NULL)
         return MHD_NO;
     s->d = d;
+    s->out.max = BUF_UNBOUNDED_BYTES;
     pthread_mutex_lock(&d->lock);
     s->cursor = d->newest_id; /* only what is written from now on */
     s->clears = d->clears;
@@ -1901,13 +1718,13 @@ static mhd_result expect_json(struct dashboard *d, struct MHD_Connection *conn,
     return MHD_YES;
 }
 
-/* RULES_DB_* as an HTTP answer; err is the message for a person (the
+/* RULESTORE_* as an HTTP answer; err is the message for a person (the
  * parser's "column N: ..." for a bad spec). */
 static mhd_result send_rules_error(struct MHD_Connection *conn, int rc, const char *err)
 {
-    if (rc == RULES_DB_INVALID)
+    if (rc == RULESTORE_INVALID)
         return send_error(conn, MHD_HTTP_BAD_REQUEST, err);
-    if (rc == RULES_DB_NOT_FOUND)
+    if (rc == RULESTORE_NOT_FOUND)
         return send_error(conn, MHD_HTTP_NOT_FOUND, err);
     log_warn("dashboard: rules: %s", err);
     return send_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, err);
@@ -1915,7 +1732,7 @@ static mhd_result send_rules_error(struct MHD_Connection *conn, int rc, const ch
 
 /* What flows changed by the rule call it: its name= when it has one, else
  * "#ID" (the label the rulebook gives the dashboard's rules). */
-static json_t *rule_label_json(const struct rules_db_row *row)
+static json_t *rule_label_json(const struct rulestore_row *row)
 {
     struct rule_set *set = NULL;
     char fallback[32], err[256];
@@ -1931,7 +1748,7 @@ static json_t *rule_label_json(const struct rules_db_row *row)
     return label;
 }
 
-static json_t *rule_row_json(const struct rules_db_row *row)
+static json_t *rule_row_json(const struct rulestore_row *row)
 {
     json_t *obj = json_object();
 
@@ -1967,7 +1784,7 @@ static bool append_lines(json_t *array, const char *text)
  * of --rules and --rule. */
 static mhd_result api_rules_list(struct dashboard *d, struct MHD_Connection *conn)
 {
-    struct rules_db_row *rows = NULL;
+    struct rulestore_row *rows = NULL;
     size_t count = 0, i;
     char *static_text = NULL;
     json_t *root = json_object();
@@ -2005,7 +1822,7 @@ out:
     json_decref(list);
     json_decref(root);
     free(static_text);
-    rules_db_rows_free(rows, count);
+    rulestore_rows_free(rows, count);
     return ret;
 }
 
@@ -2467,9 +2284,10 @@ int dashboard_start(const struct dashboard_options *opts, struct flowstore *flow
         errmsg_set(err, err_len, "dashboard: out of memory");
         goto out;
     }
-    if (ca_pem_der(ca, &d->ca_pem, &d->ca_pem_len, &d->ca_der, &d->ca_der_len, err, err_len) != 0)
+    if (capage_pem_der(ca, &d->ca_pem, &d->ca_pem_len, &d->ca_der, &d->ca_der_len, err, err_len) !=
+        0)
         goto out;
-    d->ca_page = ca_page(ca, &d->ca_page_len);
+    d->ca_page = capage_html(ca, &d->ca_page_len);
     if (d->ca_page == NULL) {
         errmsg_set(err, err_len, "dashboard: out of memory");
         goto out;

@@ -18,6 +18,7 @@
  * bytes arrive, so a partial head never leaves anything behind.
  */
 #include "http1.h"
+#include "httptoken.h"
 
 #include <string.h>
 
@@ -81,14 +82,6 @@ static bool is_digit(unsigned char c)
 static bool is_alpha(unsigned char c)
 {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
-}
-
-/* RFC 9110 5.6.2 tchar. */
-static bool is_tchar(unsigned char c)
-{
-    if (is_digit(c) || is_alpha(c))
-        return true;
-    return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
 }
 
 static bool is_ows(unsigned char c)
@@ -315,7 +308,7 @@ static int parse_request_line(const char *buf, size_t len, size_t *pos, struct h
     int r;
 
     start = p;
-    while (p < len && is_tchar((unsigned char)buf[p]))
+    while (p < len && httptoken_is_tchar((unsigned char)buf[p]))
         p++;
     if (p >= len)
         return P_INCOMPLETE;
@@ -450,7 +443,7 @@ static int parse_fields(const char *buf, size_t len, size_t *pos, struct http1_h
             return fail(err, too_many_status, "too many header fields");
 
         name_start = p;
-        while (p < len && is_tchar((unsigned char)buf[p]))
+        while (p < len && httptoken_is_tchar((unsigned char)buf[p]))
             p++;
         if (p >= len)
             return P_INCOMPLETE;
@@ -545,7 +538,7 @@ static bool is_token(const char *s, size_t len)
     if (len == 0)
         return false;
     for (i = 0; i < len; i++) {
-        if (!is_tchar((unsigned char)s[i]))
+        if (!httptoken_is_tchar((unsigned char)s[i]))
             return false;
     }
     return true;
@@ -943,13 +936,13 @@ static int chunk_step(struct http1_chunked *st, unsigned char c)
             return -1;
         return 0;
     case CS_EXT_NAME_PRE:
-        if (is_tchar(c))
+        if (httptoken_is_tchar(c))
             st->state = CS_EXT_NAME;
         else if (!is_ows(c))
             return -1;
         return 0;
     case CS_EXT_NAME:
-        if (is_tchar(c))
+        if (httptoken_is_tchar(c))
             return 0;
         if (is_ows(c))
             st->state = CS_EXT_POST_NAME;
@@ -973,13 +966,13 @@ static int chunk_step(struct http1_chunked *st, unsigned char c)
     case CS_EXT_VALUE_PRE:
         if (c == '"')
             st->state = CS_EXT_QUOTED;
-        else if (is_tchar(c))
+        else if (httptoken_is_tchar(c))
             st->state = CS_EXT_TOKEN;
         else if (!is_ows(c))
             return -1;
         return 0;
     case CS_EXT_TOKEN:
-        if (is_tchar(c))
+        if (httptoken_is_tchar(c))
             return 0;
         if (is_ows(c))
             st->state = CS_EXT_PRE_SEMI;
@@ -1043,7 +1036,7 @@ static int chunk_step(struct http1_chunked *st, unsigned char c)
             st->state = CS_FINAL_LF;
             return 0;
         }
-        if (!is_tchar(c))
+        if (!httptoken_is_tchar(c))
             return -1;
         st->state = CS_TRAILER_NAME;
         return trailer_append(st, (char)c);
@@ -1052,7 +1045,7 @@ static int chunk_step(struct http1_chunked *st, unsigned char c)
             st->state = CS_TRAILER_VALUE_PRE;
             return trailer_append(st, ':');
         }
-        if (!is_tchar(c))
+        if (!httptoken_is_tchar(c))
             return -1;
         return trailer_append(st, (char)c);
     case CS_TRAILER_VALUE_PRE:

@@ -69,7 +69,7 @@ int rulebook_open(const char *rules_file, const char *const *specs, size_t spec_
         goto out;
     if (db_open(db_path, &book->db, err, err_len) < 0)
         goto out;
-    if (rules_db_load(book->db, &book->parts[PART_DB], err, err_len) < 0)
+    if (rulestore_load(book->db, &book->parts[PART_DB], err, err_len) < 0)
         goto out;
     if (publish(book, err, err_len) < 0)
         goto out;
@@ -132,20 +132,20 @@ out:
     return rc;
 }
 
-/* After a successful rules_db_* change: the table is the truth, reload it. */
+/* After a successful rulestore_* change: the table is the truth, reload it. */
 static int reload_db(struct rulebook *book, char *err, size_t err_len)
 {
     struct rule_set *fresh = NULL;
-    if (rules_db_load(book->db, &fresh, err, err_len) < 0)
-        return RULES_DB_ERROR;
-    return swap_part(book, PART_DB, fresh, err, err_len) < 0 ? RULES_DB_ERROR : 0;
+    if (rulestore_load(book->db, &fresh, err, err_len) < 0)
+        return RULESTORE_ERROR;
+    return swap_part(book, PART_DB, fresh, err, err_len) < 0 ? RULESTORE_ERROR : 0;
 }
 
-int rulebook_db_list(struct rulebook *book, struct rules_db_row **rows, size_t *count, char *err,
+int rulebook_db_list(struct rulebook *book, struct rulestore_row **rows, size_t *count, char *err,
                      size_t err_len)
 {
     pthread_mutex_lock(&book->lock);
-    int rc = rules_db_list(book->db, rows, count, err, err_len);
+    int rc = rulestore_list(book->db, rows, count, err, err_len);
     pthread_mutex_unlock(&book->lock);
     return rc;
 }
@@ -154,7 +154,7 @@ int rulebook_db_add(struct rulebook *book, const char *spec, bool is_enabled, in
                     char *err, size_t err_len)
 {
     pthread_mutex_lock(&book->lock);
-    int rc = rules_db_add(book->db, spec, is_enabled, id, err, err_len);
+    int rc = rulestore_add(book->db, spec, is_enabled, id, err, err_len);
     if (rc == 0)
         rc = reload_db(book, err, err_len);
     pthread_mutex_unlock(&book->lock);
@@ -165,7 +165,7 @@ int rulebook_db_update(struct rulebook *book, int64_t id, const char *spec, bool
                        char *err, size_t err_len)
 {
     pthread_mutex_lock(&book->lock);
-    int rc = rules_db_update(book->db, id, spec, is_enabled, err, err_len);
+    int rc = rulestore_update(book->db, id, spec, is_enabled, err, err_len);
     if (rc == 0)
         rc = reload_db(book, err, err_len);
     pthread_mutex_unlock(&book->lock);
@@ -175,7 +175,7 @@ int rulebook_db_update(struct rulebook *book, int64_t id, const char *spec, bool
 int rulebook_db_delete(struct rulebook *book, int64_t id, char *err, size_t err_len)
 {
     pthread_mutex_lock(&book->lock);
-    int rc = rules_db_delete(book->db, id, err, err_len);
+    int rc = rulestore_delete(book->db, id, err, err_len);
     if (rc == 0)
         rc = reload_db(book, err, err_len);
     pthread_mutex_unlock(&book->lock);
@@ -186,7 +186,7 @@ int rulebook_db_reorder(struct rulebook *book, const int64_t *ids, size_t count,
                         size_t err_len)
 {
     pthread_mutex_lock(&book->lock);
-    int rc = rules_db_reorder(book->db, ids, count, err, err_len);
+    int rc = rulestore_reorder(book->db, ids, count, err, err_len);
     if (rc == 0)
         rc = reload_db(book, err, err_len);
     pthread_mutex_unlock(&book->lock);

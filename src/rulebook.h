@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "rules.h"
+#include "rulestore.h"
 
 struct rulebook;
 
@@ -35,11 +36,11 @@ struct rules_current *rulebook_current(struct rulebook *book);
  * live and err says why. Returns 0, or -1. No file: 0, nothing done. */
 int rulebook_reload_file(struct rulebook *book, char *err, size_t err_len);
 
-/* Dashboard edits: each is one rules_db_* call on the rulebook's database
+/* Dashboard edits: each is one rulestore_* call on the rulebook's database
  * connection, then the dashboard part is reloaded and published. Return
- * values are those of rules_db_* (RULES_DB_INVALID for a bad spec, with the
+ * values are those of rulestore_* (RULESTORE_INVALID for a bad spec, with the
  * parser's message in err). */
-int rulebook_db_list(struct rulebook *book, struct rules_db_row **rows, size_t *count, char *err,
+int rulebook_db_list(struct rulebook *book, struct rulestore_row **rows, size_t *count, char *err,
                      size_t err_len);
 int rulebook_db_add(struct rulebook *book, const char *spec, bool is_enabled, int64_t *id,
                     char *err, size_t err_len);

@@ -1,6 +1,6 @@
 /*
  * rules: parsing, matching and applying rewrite rules; the rule set in
- * effect; the rules table.
+ * effect. Storing rules is rulestore's: nothing here knows SQL.
  *
  * What the module must never do: let a rule add a header line or split the
  * request line (replacements are checked when parsed and results again when
@@ -21,7 +21,10 @@
 
 #include "rules.h"
 
+#include "buf.h"
+#include "clock.h"
 #include "errmsg.h"
+#include "httptoken.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -78,104 +81,6 @@ static bool contains_folded(const char *hay, const char *needle)
         if (ascii_case_equal(hay + i, n, needle, n))
             return true;
     return false;
-}
-
-/* The coarse clock is a few nanoseconds to read and good to a few
- * milliseconds, plenty for a budget of seconds read once per match. */
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-
-#ifdef CLOCK_MONOTONIC_COARSE
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-#else
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-#endif
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* RFC 9110 5.6.2 tchar: what a field name and a method are made of. */
-static bool is_tchar(unsigned char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
-}
-
-/* ---- growable byte buffer with a hard bound ---- */
-
-struct outbuf {
-    unsigned char *data;
-    size_t len, cap;
-    size_t max; /* len never passes it */
-};
-
-#define OUTBUF_OVER_MAX (-2)
-
-static int ob_put(struct outbuf *b, const void *p, size_t n)
-{
-    if (n > b->max - b->len)
-        return OUTBUF_OVER_MAX;
-    if (n > b->cap - b->len) {
-        size_t want = b->len + n;
-        size_t cap = b->cap < 256 ? 256 : b->cap;
-        unsigned char *grown;
-
-        while (cap < want)
-            cap = cap > SIZE_MAX / 2 ? want : cap * 2;
-        if (cap > b->max)
-            cap = b->max;
-        grown = realloc(b->data, cap + 1); /* +1: room for a NUL terminator */
-        if (grown == NULL)
-            return -1;
-        b->data = grown;
-        b->cap = cap;
-    }
-    if (n > 0)
-        memcpy(b->data + b->len, p, n);
-    b->len += n;
-    return 0;
-}
-
-static void ob_free(struct outbuf *b)
-{
-    free(b->data);
-    b->data = NULL;
-    b->len = b->cap = 0;
-}
-
-/* A text builder for formatting: unbounded but only ever fed rule text. */
-struct text {
-    char *data;
-    size_t len, cap;
-    bool failed;
-};
-
-static void text_put(struct text *t, const void *p, size_t n)
-{
-    if (t->failed)
-        return;
-    if (n + 1 > t->cap - t->len) {
-        size_t cap = t->cap < 128 ? 128 : t->cap;
-        char *grown;
-
-        while (cap - t->len < n + 1)
-            cap *= 2;
-        grown = realloc(t->data, cap);
-        if (grown == NULL) {
-            t->failed = true;
-            return;
-        }
-        t->data = grown;
-        t->cap = cap;
-    }
-    memcpy(t->data + t->len, p, n);
-    t->len += n;
-    t->data[t->len] = '\0';
-}
-
-static void text_str(struct text *t, const char *s)
-{
-    text_put(t, s, strlen(s));
 }
 
 /* ---- tokenizer ---- */
@@ -675,7 +580,7 @@ static int parse_option(struct rule *r, const struct token *t, size_t key_len, s
         if (r->methods != NULL)
             return perr_set(pe, t->col, "option 'method' given twice (list methods with commas)");
         for (size_t i = 0; i < value_len; i++)
-            if (value[i] != ',' && !is_tchar((unsigned char)value[i]))
+            if (value[i] != ',' && !httptoken_is_tchar((unsigned char)value[i]))
                 return perr_set(pe, t->cols[value_at + i], "'%c' cannot be part of a method",
                                 value[i]);
         return split_list(t, value_at, "method", &r->methods, &r->method_count, pe);
@@ -978,7 +883,7 @@ static int parse_tokens(const struct line_tokens *lt, const char *default_label,
             goto out;
         }
         for (size_t i = 0; i < tok[2].len; i++) {
-            if (!is_tchar((unsigned char)tok[2].text[i])) {
+            if (!httptoken_is_tchar((unsigned char)tok[2].text[i])) {
                 perr_set(pe, tok[2].cols[i], "'%c' cannot be part of a header name",
                          tok[2].text[i]);
                 goto out;
@@ -1412,6 +1317,37 @@ out:
     return rc;
 }
 
+int rules_parse_stored(const char *spec, int64_t id, bool is_enabled, struct rule_set **out,
+                       char *err, size_t err_len)
+{
+    struct rule_list list = {0};
+    struct rule *r = NULL;
+    struct perr pe = {0};
+    char label[RULES_MAX_LABEL_BYTES];
+    int rc = -1;
+
+    *out = NULL;
+    snprintf(label, sizeof(label), "#%lld", (long long)id);
+    if (parse_one(spec, strlen(spec), label, &r, &pe) != 0) {
+        format_perr(err, err_len, "", 0, &pe);
+        goto out;
+    }
+    r->id = id;
+    r->is_enabled = r->is_enabled && is_enabled;
+    rc = -2;
+    if (list_add(&list, r) != 0) {
+        rule_unref(r);
+        errmsg_set(err, err_len, "out of memory");
+        goto out;
+    }
+    if (list_to_set(&list, out, err, err_len) != 0)
+        goto out;
+    rc = 0;
+out:
+    list_free(&list);
+    return rc;
+}
+
 int rules_parse_specs(const char *const *specs, size_t count, struct rule_set **out, char *err,
                       size_t err_len)
 {
@@ -1557,7 +1493,7 @@ static bool is_utf8(const unsigned char *s, size_t n)
  * is safe (and may_be_bare), else in '...' when that needs no escape, else
  * in "..." with escapes. The result is always valid UTF-8 (bytes that are
  * not are escaped), since specs travel as JSON strings to the dashboard. */
-static void put_quoted(struct text *t, const char *v, size_t n, bool may_be_bare)
+static void put_quoted(struct buf *t, const char *v, size_t n, bool may_be_bare)
 {
     bool is_utf = is_utf8((const unsigned char *)v, n);
     bool is_bare = may_be_bare && n > 0 && is_utf;
@@ -1572,16 +1508,16 @@ static void put_quoted(struct text *t, const char *v, size_t n, bool may_be_bare
             is_raw = false;
     }
     if (is_bare) {
-        text_put(t, v, n);
+        buf_put(t, v, n);
         return;
     }
     if (is_raw) {
-        text_str(t, "'");
-        text_put(t, v, n);
-        text_str(t, "'");
+        buf_str(t, "'");
+        buf_put(t, v, n);
+        buf_str(t, "'");
         return;
     }
-    text_str(t, "\"");
+    buf_str(t, "\"");
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)v[i];
         char esc[8];
@@ -1589,38 +1525,38 @@ static void put_quoted(struct text *t, const char *v, size_t n, bool may_be_bare
         if (c == '"' || c == '\\') {
             esc[0] = '\\';
             esc[1] = (char)c;
-            text_put(t, esc, 2);
+            buf_put(t, esc, 2);
         } else if (c == '\n') {
-            text_str(t, "\\n");
+            buf_str(t, "\\n");
         } else if (c == '\r') {
-            text_str(t, "\\r");
+            buf_str(t, "\\r");
         } else if (c == '\t') {
-            text_str(t, "\\t");
+            buf_str(t, "\\t");
         } else if (c < 0x20 || c == 0x7f || (c >= 0x80 && !is_utf)) {
             snprintf(esc, sizeof(esc), "\\x%02x", c);
-            text_str(t, esc);
+            buf_str(t, esc);
         } else {
-            text_put(t, &v[i], 1);
+            buf_put(t, &v[i], 1);
         }
     }
-    text_str(t, "\"");
+    buf_str(t, "\"");
 }
 
-static void put_list(struct text *t, const char *key, char *const *items, size_t count)
+static void put_list(struct buf *t, const char *key, char *const *items, size_t count)
 {
-    struct text joined = {0};
+    struct buf joined = BUF_INIT(BUF_UNBOUNDED_BYTES);
 
     if (count == 0)
         return;
     for (size_t i = 0; i < count; i++) {
         if (i > 0)
-            text_str(&joined, ",");
-        text_str(&joined, items[i]);
+            buf_str(&joined, ",");
+        buf_str(&joined, items[i]);
     }
-    text_str(t, " ");
-    text_str(t, key);
-    if (joined.failed)
-        t->failed = true;
+    buf_str(t, " ");
+    buf_str(t, key);
+    if (joined.has_failed)
+        t->has_failed = true;
     else
         put_quoted(t, joined.data, joined.len, true);
     free(joined.data);
@@ -1629,41 +1565,41 @@ static void put_list(struct text *t, const char *key, char *const *items, size_t
 static char *format_rule(const struct rule *r, bool with_disabled)
 {
     static const char *const actions[] = {"", "set", "replace", "remove"};
-    struct text t = {0};
+    struct buf t = BUF_INIT(BUF_UNBOUNDED_BYTES);
 
-    text_str(&t, r->phase == RULES_REQUEST ? "request" : "response");
+    buf_str(&t, r->phase == RULES_REQUEST ? "request" : "response");
     if (r->target == RULES_TARGET_URL) {
-        text_str(&t, " url");
+        buf_str(&t, " url");
     } else if (r->target == RULES_TARGET_BODY) {
-        text_str(&t, " body");
+        buf_str(&t, " body");
     } else {
-        text_str(&t, " header ");
-        text_str(&t, r->header_name);
-        text_str(&t, " ");
-        text_str(&t, actions[r->action]);
+        buf_str(&t, " header ");
+        buf_str(&t, r->header_name);
+        buf_str(&t, " ");
+        buf_str(&t, actions[r->action]);
     }
     if (r->is_regex)
-        text_str(&t, " regex");
+        buf_str(&t, " regex");
     if (r->is_icase)
-        text_str(&t, " icase");
+        buf_str(&t, " icase");
     if (with_disabled && !r->is_enabled)
-        text_str(&t, " disabled");
+        buf_str(&t, " disabled");
     if (r->has_name) {
-        text_str(&t, " name=");
-        text_str(&t, r->label);
+        buf_str(&t, " name=");
+        buf_str(&t, r->label);
     }
     put_list(&t, "host=", r->hosts, r->host_count);
     if (r->path_prefix != NULL) {
-        text_str(&t, " path=");
+        buf_str(&t, " path=");
         put_quoted(&t, r->path_prefix, strlen(r->path_prefix), true);
     }
     if (r->path_regex != NULL) {
-        text_str(&t, " path~");
+        buf_str(&t, " path~");
         put_quoted(&t, r->path_regex, strlen(r->path_regex), true);
     }
     put_list(&t, "method=", r->methods, r->method_count);
     if (r->status_count > 0) {
-        text_str(&t, " status=");
+        buf_str(&t, " status=");
         for (size_t i = 0; i < r->status_count; i++) {
             char code[16];
 
@@ -1671,19 +1607,19 @@ static char *format_rule(const struct rule *r, bool with_disabled)
                 snprintf(code, sizeof(code), "%s%d", i > 0 ? "," : "", r->statuses[i].lo);
             else
                 snprintf(code, sizeof(code), "%s%dxx", i > 0 ? "," : "", r->statuses[i].lo / 100);
-            text_str(&t, code);
+            buf_str(&t, code);
         }
     }
     put_list(&t, "type=", r->types, r->type_count);
     if (r->has_pattern) {
-        text_str(&t, " ");
+        buf_str(&t, " ");
         put_quoted(&t, r->pattern, r->pattern_len, false);
     }
     if (r->replacement != NULL) {
-        text_str(&t, " ");
+        buf_str(&t, " ");
         put_quoted(&t, r->replacement, r->replacement_len, false);
     }
-    if (t.failed) {
+    if (t.has_failed) {
         free(t.data);
         return NULL;
     }
@@ -1693,6 +1629,11 @@ static char *format_rule(const struct rule *r, bool with_disabled)
 char *rules_format(const struct rule *rule)
 {
     return format_rule(rule, true);
+}
+
+char *rules_format_as_stored(const struct rule *rule)
+{
+    return format_rule(rule, false);
 }
 
 /* ---- the context ---- */
@@ -1773,17 +1714,17 @@ static void note_skip(struct rules_ctx *ctx, const struct rule *r, const char *w
 
 char *rules_ctx_summary(const struct rules_ctx *ctx)
 {
-    struct text t = {0};
+    struct buf t = BUF_INIT(BUF_UNBOUNDED_BYTES);
 
     if (ctx->applied[0] == '\0' && ctx->notes[0] == '\0')
         return NULL;
-    text_str(&t, ctx->applied);
+    buf_str(&t, ctx->applied);
     if (ctx->notes[0] != '\0') {
         if (ctx->applied[0] != '\0')
-            text_str(&t, "; ");
-        text_str(&t, ctx->notes);
+            buf_str(&t, "; ");
+        buf_str(&t, ctx->notes);
     }
-    if (t.failed) {
+    if (t.has_failed) {
         free(t.data);
         return NULL;
     }
@@ -1959,7 +1900,7 @@ static int search(struct searcher *se, const unsigned char *s, size_t len, size_
 
         if (!(options & PCRE2_ANCHORED)) {
             offset = next_candidate(se, s, len, offset);
-            if (now_ms() > se->deadline_ms)
+            if (clock_mono_coarse_ms() > se->deadline_ms)
                 return SEARCH_OVER_BUDGET;
             limit = len - offset > MATCH_WINDOW_POSITIONS ? offset + MATCH_WINDOW_POSITIONS : len;
         }
@@ -2083,9 +2024,9 @@ static bool rule_selected(const struct rule *r, struct rules_ctx *ctx, enum rule
         return false;
     if (r->path_re != NULL) {
         char why[256];
-        int rc =
-            regex_search(r->path_re, r->match_ctx, (const unsigned char *)ctx->target,
-                         strlen(ctx->target), now_ms() + RULES_APPLY_BUDGET_MS, why, sizeof(why));
+        int rc = regex_search(r->path_re, r->match_ctx, (const unsigned char *)ctx->target,
+                              strlen(ctx->target), clock_mono_coarse_ms() + RULES_APPLY_BUDGET_MS,
+                              why, sizeof(why));
 
         if (rc < 0) {
             static const char *const what[] = {"url", "header", "body"};
@@ -2109,32 +2050,32 @@ enum subst_result {
     SUBST_SKIPPED = 2, /* why says why; out freed */
 };
 
-static int put_replacement(const struct rule *r, struct outbuf *out, const unsigned char *s,
+static int put_replacement(const struct rule *r, struct buf *out, const unsigned char *s,
                            const PCRE2_SIZE *ov, int pairs)
 {
     int rc = 0;
 
     if (!r->is_regex)
-        return ob_put(out, r->replacement, r->replacement_len);
+        return buf_put(out, r->replacement, r->replacement_len);
     for (size_t i = 0; i < r->repl_part_count && rc == 0; i++) {
         const struct rule_repl_part *p = &r->repl_parts[i];
 
         if (p->group < 0) {
-            rc = ob_put(out, r->replacement + p->offset, p->len);
+            rc = buf_put(out, r->replacement + p->offset, p->len);
         } else if (p->group < pairs && ov[2 * p->group] != PCRE2_UNSET &&
                    ov[2 * p->group] <= ov[2 * p->group + 1]) {
-            rc = ob_put(out, s + ov[2 * p->group], ov[2 * p->group + 1] - ov[2 * p->group]);
+            rc = buf_put(out, s + ov[2 * p->group], ov[2 * p->group + 1] - ov[2 * p->group]);
         }
         /* an unset group is empty, as in Perl */
     }
     return rc;
 }
 
-static int put_result(int put_rc, struct outbuf *out, char *why, size_t why_len)
+static int put_result(int put_rc, struct buf *out, char *why, size_t why_len)
 {
-    if (put_rc == OUTBUF_OVER_MAX)
+    if (put_rc == BUF_OVER_MAX)
         errmsg_set(why, why_len, "the result would pass %zu bytes", out->max);
-    return put_rc == OUTBUF_OVER_MAX ? SUBST_SKIPPED : SUBST_NOMEM;
+    return put_rc == BUF_OVER_MAX ? SUBST_SKIPPED : SUBST_NOMEM;
 }
 
 /*
@@ -2144,7 +2085,7 @@ static int put_result(int put_rc, struct outbuf *out, char *why, size_t why_len)
  * place, else the search moves on by one character.
  */
 static int substitute(const struct rule *r, const unsigned char *s, size_t len, int64_t deadline_ms,
-                      struct outbuf *out, char *why, size_t why_len)
+                      struct buf *out, char *why, size_t why_len)
 {
     struct searcher se = {0};
     size_t copied = 0, offset = 0;
@@ -2192,7 +2133,7 @@ static int substitute(const struct rule *r, const unsigned char *s, size_t len, 
                 break;
             end = start + r->pattern_len;
         }
-        put_rc = ob_put(out, s + copied, start - copied);
+        put_rc = buf_put(out, s + copied, start - copied);
         if (put_rc == 0)
             put_rc = put_replacement(r, out, s, ov, pairs);
         if (put_rc != 0) {
@@ -2201,7 +2142,8 @@ static int substitute(const struct rule *r, const unsigned char *s, size_t len, 
         }
         copied = end;
         /* search() watches the clock for regexes; literals are checked here. */
-        if (++matches % BUDGET_CHECK_EVERY == 0 && !r->is_regex && now_ms() > deadline_ms) {
+        if (++matches % BUDGET_CHECK_EVERY == 0 && !r->is_regex &&
+            clock_mono_coarse_ms() > deadline_ms) {
             errmsg_set(why, why_len, "the rules took longer than %d ms", RULES_APPLY_BUDGET_MS);
             rc = SUBST_SKIPPED;
             goto out;
@@ -2219,7 +2161,7 @@ static int substitute(const struct rule *r, const unsigned char *s, size_t len, 
         rc = SUBST_NONE;
         goto out;
     }
-    put_rc = ob_put(out, s + copied, len - copied);
+    put_rc = buf_put(out, s + copied, len - copied);
     if (put_rc != 0) {
         rc = put_result(put_rc, out, why, why_len);
         goto out;
@@ -2228,7 +2170,7 @@ static int substitute(const struct rule *r, const unsigned char *s, size_t len, 
 out:
     searcher_free(&se);
     if (rc != SUBST_CHANGED)
-        ob_free(out);
+        buf_free(out);
     return rc;
 }
 
@@ -2263,7 +2205,7 @@ static bool budget_gone(const struct rule *r, struct rules_ctx *ctx, const char 
 {
     char why[96];
 
-    if (now_ms() <= deadline_ms)
+    if (clock_mono_coarse_ms() <= deadline_ms)
         return false;
     snprintf(why, sizeof(why), "the rules took longer than %d ms", RULES_APPLY_BUDGET_MS);
     note_skip(ctx, r, what, why);
@@ -2272,14 +2214,14 @@ static bool budget_gone(const struct rule *r, struct rules_ctx *ctx, const char 
 
 int rules_apply_url(const struct rule_set *set, struct rules_ctx *ctx, char **out)
 {
-    int64_t deadline = now_ms() + RULES_APPLY_BUDGET_MS;
+    int64_t deadline = clock_mono_coarse_ms() + RULES_APPLY_BUDGET_MS;
     char *original = NULL;
     int rc = -1;
 
     *out = NULL;
     for (size_t i = 0; set != NULL && i < set->count; i++) {
         const struct rule *r = set->rules[i];
-        struct outbuf ob = {.max = RULES_MAX_TARGET_BYTES};
+        struct buf ob = {.max = RULES_MAX_TARGET_BYTES};
         const unsigned char *t = (const unsigned char *)ctx->target;
         size_t t_len = strlen(ctx->target);
         char why[256];
@@ -2296,15 +2238,15 @@ int rules_apply_url(const struct rule_set *set, struct rules_ctx *ctx, char **ou
             note_skip(ctx, r, "url", why);
         if (s != SUBST_CHANGED)
             continue;
-        if (!is_valid_target(ob.data, ob.len, t_len > 0 && t[0] == '/')) {
+        if (!is_valid_target((const unsigned char *)ob.data, ob.len, t_len > 0 && t[0] == '/')) {
             note_skip(ctx, r, "url",
                       "the result is not a valid request-target (space, control or non-ASCII "
                       "byte, or no leading '/')");
-            ob_free(&ob);
+            buf_free(&ob);
             continue;
         }
         if (same_bytes(ob.data, ob.len, t, t_len)) {
-            ob_free(&ob);
+            buf_free(&ob);
             continue;
         }
         ob.data[ob.len] = '\0';
@@ -2443,7 +2385,7 @@ static int header_set(const struct rule *r, struct fields *fs, char *why, size_t
 static int header_replace(const struct rule *r, struct fields *fs, int64_t deadline, char *why,
                           size_t why_len)
 {
-    struct outbuf *news = calloc(fs->count > 0 ? fs->count : 1, sizeof(*news));
+    struct buf *news = calloc(fs->count > 0 ? fs->count : 1, sizeof(*news));
     size_t bytes = head_bytes(fs);
     int rc = HDR_NOMEM;
     bool is_changed = false;
@@ -2468,7 +2410,7 @@ static int header_replace(const struct rule *r, struct fields *fs, int64_t deadl
         }
         if (s == SUBST_NONE)
             continue;
-        if (!is_valid_field_value(news[i].data, news[i].len)) {
+        if (!is_valid_field_value((const unsigned char *)news[i].data, news[i].len)) {
             errmsg_set(why, why_len,
                        "the result would put a control character (CR, LF, NUL...) into %s",
                        r->header_name);
@@ -2489,14 +2431,14 @@ static int header_replace(const struct rule *r, struct fields *fs, int64_t deadl
             is_changed = true;
         news[i].data[news[i].len] = '\0';
         free(fs->f[i].value);
-        fs->f[i].value = (char *)news[i].data;
+        fs->f[i].value = news[i].data;
         fs->f[i].value_len = news[i].len;
         news[i].data = NULL;
     }
     rc = is_changed ? HDR_CHANGED : HDR_SAME;
 out:
     for (size_t i = 0; i < fs->count; i++)
-        ob_free(&news[i]);
+        buf_free(&news[i]);
     free(news);
     return rc;
 }
@@ -2577,7 +2519,7 @@ static int pack_fields(const struct fields *fs, struct rules_headers *out)
 int rules_apply_headers(const struct rule_set *set, struct rules_ctx *ctx,
                         const struct rules_header *in, size_t in_count, struct rules_headers *out)
 {
-    int64_t deadline = now_ms() + RULES_APPLY_BUDGET_MS;
+    int64_t deadline = clock_mono_coarse_ms() + RULES_APPLY_BUDGET_MS;
     struct fields fs = {0};
     bool is_copied = false, is_changed = false;
     int rc = -1;
@@ -2656,7 +2598,7 @@ bool rules_wants_body(const struct rule_set *set, struct rules_ctx *ctx)
 int rules_apply_body(const struct rule_set *set, struct rules_ctx *ctx, const unsigned char *in,
                      size_t in_len, size_t max_out, unsigned char **out, size_t *out_len)
 {
-    int64_t deadline = now_ms() + RULES_APPLY_BUDGET_MS;
+    int64_t deadline = clock_mono_coarse_ms() + RULES_APPLY_BUDGET_MS;
     const unsigned char *cur = in;
     size_t cur_len = in_len;
     unsigned char *owned = NULL;
@@ -2672,7 +2614,7 @@ int rules_apply_body(const struct rule_set *set, struct rules_ctx *ctx, const un
         cap = max_out;
     for (size_t i = 0; set != NULL && i < set->count; i++) {
         const struct rule *r = set->rules[i];
-        struct outbuf ob = {.max = cap};
+        struct buf ob = {.max = cap};
         char why[256];
         int s;
 
@@ -2688,11 +2630,11 @@ int rules_apply_body(const struct rule_set *set, struct rules_ctx *ctx, const un
         if (s != SUBST_CHANGED)
             continue;
         if (same_bytes(ob.data, ob.len, cur, cur_len)) {
-            ob_free(&ob);
+            buf_free(&ob);
             continue;
         }
         free(owned);
-        owned = ob.data;
+        owned = (unsigned char *)ob.data;
         cur = owned;
         cur_len = ob.len;
         note_applied(ctx, r);
@@ -2705,420 +2647,5 @@ int rules_apply_body(const struct rule_set *set, struct rules_ctx *ctx, const un
     rc = 0;
 out:
     free(owned);
-    return rc;
-}
-
-/* ---- the rules table ---- */
-
-static int db_fail(sqlite3 *db, char *err, size_t err_len, const char *what)
-{
-    errmsg_set(err, err_len, "rules database: %s: %s", what, sqlite3_errmsg(db));
-    return RULES_DB_ERROR;
-}
-
-/* Runs one fixed statement (transaction control). */
-static int run_sql(sqlite3 *db, const char *sql, char *err, size_t err_len)
-{
-    sqlite3_stmt *stmt = NULL;
-    int rc = RULES_DB_ERROR;
-
-    if (sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) != SQLITE_OK) {
-        db_fail(db, err, err_len, sql);
-        goto out;
-    }
-    if (sqlite3_step(stmt) != SQLITE_DONE) {
-        db_fail(db, err, err_len, sql);
-        goto out;
-    }
-    rc = 0;
-out:
-    sqlite3_finalize(stmt);
-    return rc;
-}
-
-static void rollback(sqlite3 *db)
-{
-    sqlite3_stmt *stmt = NULL;
-
-    if (sqlite3_get_autocommit(db))
-        return; /* SQLite already rolled back (e.g. after SQLITE_FULL) */
-    if (sqlite3_prepare_v2(db, "ROLLBACK", -1, &stmt, NULL) == SQLITE_OK)
-        sqlite3_step(stmt);
-    sqlite3_finalize(stmt);
-}
-
-void rules_db_rows_free(struct rules_db_row *rows, size_t count)
-{
-    for (size_t i = 0; rows != NULL && i < count; i++)
-        free(rows[i].spec);
-    free(rows);
-}
-
-int rules_db_list(sqlite3 *db, struct rules_db_row **rows, size_t *count, char *err, size_t err_len)
-{
-    sqlite3_stmt *stmt = NULL;
-    struct rules_db_row *list = NULL;
-    size_t n = 0, cap = 0;
-    int step;
-    int rc = RULES_DB_ERROR;
-
-    *rows = NULL;
-    *count = 0;
-    if (sqlite3_prepare_v2(db,
-                           "SELECT id, position, enabled, spec, created_at FROM rules "
-                           "ORDER BY position, id",
-                           -1, &stmt, NULL) != SQLITE_OK) {
-        db_fail(db, err, err_len, "listing rules");
-        goto out;
-    }
-    while ((step = sqlite3_step(stmt)) == SQLITE_ROW) {
-        const unsigned char *spec = sqlite3_column_text(stmt, 3);
-
-        if (n == cap) {
-            size_t grown_cap = cap == 0 ? 16 : cap * 2;
-            struct rules_db_row *grown = realloc(list, grown_cap * sizeof(*grown));
-
-            if (grown == NULL) {
-                errmsg_set(err, err_len, "out of memory");
-                goto out;
-            }
-            list = grown;
-            cap = grown_cap;
-        }
-        list[n].id = sqlite3_column_int64(stmt, 0);
-        list[n].position = sqlite3_column_int64(stmt, 1);
-        list[n].is_enabled = sqlite3_column_int(stmt, 2) != 0;
-        list[n].created_at = sqlite3_column_int64(stmt, 4);
-        list[n].spec = strdup(spec != NULL ? (const char *)spec : "");
-        if (list[n].spec == NULL) {
-            errmsg_set(err, err_len, "out of memory");
-            goto out;
-        }
-        n++;
-    }
-    if (step != SQLITE_DONE) {
-        db_fail(db, err, err_len, "listing rules");
-        goto out;
-    }
-    *rows = list;
-    *count = n;
-    list = NULL;
-    rc = 0;
-out:
-    rules_db_rows_free(list, n);
-    sqlite3_finalize(stmt);
-    return rc;
-}
-
-int rules_db_load(sqlite3 *db, struct rule_set **out, char *err, size_t err_len)
-{
-    struct rules_db_row *rows = NULL;
-    struct rule_list list = {0};
-    size_t count = 0;
-    int rc;
-
-    *out = NULL;
-    rc = rules_db_list(db, &rows, &count, err, err_len);
-    if (rc != 0)
-        goto out;
-    rc = RULES_DB_INVALID;
-    for (size_t i = 0; i < count; i++) {
-        char label[RULES_MAX_LABEL_BYTES];
-        char prefix[64];
-        struct rule *r = NULL;
-        struct perr pe = {0};
-
-        snprintf(label, sizeof(label), "#%lld", (long long)rows[i].id);
-        snprintf(prefix, sizeof(prefix), "rule #%lld in the database: ", (long long)rows[i].id);
-        if (parse_one(rows[i].spec, strlen(rows[i].spec), label, &r, &pe) != 0) {
-            format_perr(err, err_len, prefix, 0, &pe);
-            goto out;
-        }
-        r->id = rows[i].id;
-        r->is_enabled = r->is_enabled && rows[i].is_enabled;
-        if (list.count == RULES_MAX_RULES || list_add(&list, r) != 0) {
-            rule_unref(r);
-            errmsg_set(err, err_len,
-                       list.count == RULES_MAX_RULES ? "too many rules in the database"
-                                                     : "out of memory");
-            goto out;
-        }
-    }
-    rc = list_to_set(&list, out, err, err_len) == 0 ? 0 : RULES_DB_ERROR;
-out:
-    list_free(&list);
-    rules_db_rows_free(rows, count);
-    return rc;
-}
-
-/* Validates spec and gives its canonical text for the table (without
- * "disabled": the enabled column says that). */
-static int canonical_spec(const char *spec, bool *is_enabled, char **canon, char *err,
-                          size_t err_len)
-{
-    struct rule *r = NULL;
-    struct perr pe = {0};
-
-    *canon = NULL;
-    if (parse_one(spec, strlen(spec), "", &r, &pe) != 0) {
-        format_perr(err, err_len, "", 0, &pe);
-        return RULES_DB_INVALID;
-    }
-    if (!r->is_enabled)
-        *is_enabled = false;
-    *canon = format_rule(r, false);
-    rule_unref(r);
-    if (*canon == NULL) {
-        errmsg_set(err, err_len, "out of memory");
-        return RULES_DB_ERROR;
-    }
-    return 0;
-}
-
-static int insert_row(sqlite3 *db, int64_t position, bool is_enabled, const char *spec, int64_t *id,
-                      char *err, size_t err_len)
-{
-    sqlite3_stmt *stmt = NULL;
-    int rc = RULES_DB_ERROR;
-
-    if (sqlite3_prepare_v2(db,
-                           "INSERT INTO rules (position, enabled, spec, created_at) "
-                           "VALUES (?, ?, ?, ?)",
-                           -1, &stmt, NULL) != SQLITE_OK ||
-        sqlite3_bind_int64(stmt, 1, position) != SQLITE_OK ||
-        sqlite3_bind_int(stmt, 2, is_enabled ? 1 : 0) != SQLITE_OK ||
-        sqlite3_bind_text(stmt, 3, spec, -1, SQLITE_STATIC) != SQLITE_OK ||
-        sqlite3_bind_int64(stmt, 4, (int64_t)time(NULL)) != SQLITE_OK ||
-        sqlite3_step(stmt) != SQLITE_DONE) {
-        db_fail(db, err, err_len, "adding a rule");
-        goto out;
-    }
-    if (id != NULL)
-        *id = sqlite3_last_insert_rowid(db);
-    rc = 0;
-out:
-    sqlite3_finalize(stmt);
-    return rc;
-}
-
-int rules_db_add(sqlite3 *db, const char *spec, bool is_enabled, int64_t *id, char *err,
-                 size_t err_len)
-{
-    sqlite3_stmt *stmt = NULL;
-    char *canon = NULL;
-    bool in_txn = false;
-    int64_t rows, next;
-    int rc;
-
-    rc = canonical_spec(spec, &is_enabled, &canon, err, err_len);
-    if (rc != 0)
-        goto out;
-    rc = run_sql(db, "BEGIN IMMEDIATE", err, err_len);
-    if (rc != 0)
-        goto out;
-    in_txn = true;
-    rc = RULES_DB_ERROR;
-    if (sqlite3_prepare_v2(db, "SELECT count(*), coalesce(max(position) + 1, 0) FROM rules", -1,
-                           &stmt, NULL) != SQLITE_OK ||
-        sqlite3_step(stmt) != SQLITE_ROW) {
-        db_fail(db, err, err_len, "adding a rule");
-        goto out;
-    }
-    rows = sqlite3_column_int64(stmt, 0);
-    next = sqlite3_column_int64(stmt, 1);
-    if (rows >= RULES_MAX_RULES) {
-        errmsg_set(err, err_len, "there are already %d rules", RULES_MAX_RULES);
-        rc = RULES_DB_INVALID;
-        goto out;
-    }
-    rc = insert_row(db, next, is_enabled, canon, id, err, err_len);
-    if (rc != 0)
-        goto out;
-    rc = run_sql(db, "COMMIT", err, err_len);
-    if (rc != 0)
-        goto out;
-    in_txn = false;
-out:
-    sqlite3_finalize(stmt);
-    if (in_txn)
-        rollback(db);
-    free(canon);
-    return rc;
-}
-
-/* Runs a one-row UPDATE or DELETE bound by the caller; NOT_FOUND when no
- * row had that id. */
-static int change_row(sqlite3 *db, sqlite3_stmt *stmt, int64_t id, const char *what, char *err,
-                      size_t err_len)
-{
-    if (sqlite3_step(stmt) != SQLITE_DONE)
-        return db_fail(db, err, err_len, what);
-    if (sqlite3_changes(db) == 0) {
-        errmsg_set(err, err_len, "no rule #%lld", (long long)id);
-        return RULES_DB_NOT_FOUND;
-    }
-    return 0;
-}
-
-int rules_db_update(sqlite3 *db, int64_t id, const char *spec, bool is_enabled, char *err,
-                    size_t err_len)
-{
-    sqlite3_stmt *stmt = NULL;
-    char *canon = NULL;
-    int rc;
-
-    rc = canonical_spec(spec, &is_enabled, &canon, err, err_len);
-    if (rc != 0)
-        goto out;
-    if (sqlite3_prepare_v2(db, "UPDATE rules SET spec = ?, enabled = ? WHERE id = ?", -1, &stmt,
-                           NULL) != SQLITE_OK ||
-        sqlite3_bind_text(stmt, 1, canon, -1, SQLITE_STATIC) != SQLITE_OK ||
-        sqlite3_bind_int(stmt, 2, is_enabled ? 1 : 0) != SQLITE_OK ||
-        sqlite3_bind_int64(stmt, 3, id) != SQLITE_OK) {
-        rc = db_fail(db, err, err_len, "updating a rule");
-        goto out;
-    }
-    rc = change_row(db, stmt, id, "updating a rule", err, err_len);
-out:
-    sqlite3_finalize(stmt);
-    free(canon);
-    return rc;
-}
-
-int rules_db_delete(sqlite3 *db, int64_t id, char *err, size_t err_len)
-{
-    sqlite3_stmt *stmt = NULL;
-    int rc;
-
-    if (sqlite3_prepare_v2(db, "DELETE FROM rules WHERE id = ?", -1, &stmt, NULL) != SQLITE_OK ||
-        sqlite3_bind_int64(stmt, 1, id) != SQLITE_OK) {
-        rc = db_fail(db, err, err_len, "deleting a rule");
-        goto out;
-    }
-    rc = change_row(db, stmt, id, "deleting a rule", err, err_len);
-out:
-    sqlite3_finalize(stmt);
-    return rc;
-}
-
-static int compare_ids(const void *a, const void *b)
-{
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-
-    return (x > y) - (x < y);
-}
-
-int rules_db_reorder(sqlite3 *db, const int64_t *ids, size_t count, char *err, size_t err_len)
-{
-    sqlite3_stmt *stmt = NULL;
-    int64_t *want = NULL, *have = NULL;
-    size_t have_count = 0;
-    bool in_txn = false;
-    int step;
-    int rc = RULES_DB_ERROR;
-
-    if (count > RULES_MAX_RULES) {
-        errmsg_set(err, err_len, "more than %d ids", RULES_MAX_RULES);
-        rc = RULES_DB_INVALID;
-        goto out;
-    }
-    want = malloc((count > 0 ? count : 1) * sizeof(*want));
-    have = malloc((count > 0 ? count : 1) * sizeof(*have));
-    if (want == NULL || have == NULL) {
-        errmsg_set(err, err_len, "out of memory");
-        goto out;
-    }
-    if (count > 0)
-        memcpy(want, ids, count * sizeof(*want));
-    qsort(want, count, sizeof(*want), compare_ids);
-    rc = run_sql(db, "BEGIN IMMEDIATE", err, err_len);
-    if (rc != 0)
-        goto out;
-    in_txn = true;
-    rc = RULES_DB_ERROR;
-    if (sqlite3_prepare_v2(db, "SELECT id FROM rules ORDER BY id", -1, &stmt, NULL) != SQLITE_OK) {
-        db_fail(db, err, err_len, "reordering rules");
-        goto out;
-    }
-    while ((step = sqlite3_step(stmt)) == SQLITE_ROW) {
-        if (have_count == count) {
-            have_count++; /* more rows than ids: caught below */
-            break;
-        }
-        have[have_count++] = sqlite3_column_int64(stmt, 0);
-    }
-    if (step != SQLITE_ROW && step != SQLITE_DONE) {
-        db_fail(db, err, err_len, "reordering rules");
-        goto out;
-    }
-    if (have_count != count || (count > 0 && memcmp(have, want, count * sizeof(*want)) != 0)) {
-        errmsg_set(err, err_len, "the new order must list every rule exactly once");
-        rc = RULES_DB_INVALID;
-        goto out;
-    }
-    sqlite3_finalize(stmt);
-    stmt = NULL;
-    if (sqlite3_prepare_v2(db, "UPDATE rules SET position = ? WHERE id = ?", -1, &stmt, NULL) !=
-        SQLITE_OK) {
-        db_fail(db, err, err_len, "reordering rules");
-        goto out;
-    }
-    for (size_t i = 0; i < count; i++) {
-        if (sqlite3_bind_int64(stmt, 1, (int64_t)i) != SQLITE_OK ||
-            sqlite3_bind_int64(stmt, 2, ids[i]) != SQLITE_OK || sqlite3_step(stmt) != SQLITE_DONE ||
-            sqlite3_reset(stmt) != SQLITE_OK) {
-            db_fail(db, err, err_len, "reordering rules");
-            goto out;
-        }
-    }
-    rc = run_sql(db, "COMMIT", err, err_len);
-    if (rc != 0)
-        goto out;
-    in_txn = false;
-out:
-    sqlite3_finalize(stmt);
-    if (in_txn)
-        rollback(db);
-    free(want);
-    free(have);
-    return rc;
-}
-
-int rules_db_replace_all(sqlite3 *db, const struct rule_set *set, char *err, size_t err_len)
-{
-    bool in_txn = false;
-    char *canon = NULL;
-    int rc;
-
-    rc = run_sql(db, "BEGIN IMMEDIATE", err, err_len);
-    if (rc != 0)
-        goto out;
-    in_txn = true;
-    rc = run_sql(db, "DELETE FROM rules", err, err_len);
-    if (rc != 0)
-        goto out;
-    for (size_t i = 0; i < rules_set_count(set); i++) {
-        const struct rule *r = set->rules[i];
-
-        canon = format_rule(r, false);
-        if (canon == NULL) {
-            errmsg_set(err, err_len, "out of memory");
-            rc = RULES_DB_ERROR;
-            goto out;
-        }
-        rc = insert_row(db, (int64_t)i, r->is_enabled, canon, NULL, err, err_len);
-        if (rc != 0)
-            goto out;
-        free(canon);
-        canon = NULL;
-    }
-    rc = run_sql(db, "COMMIT", err, err_len);
-    if (rc != 0)
-        goto out;
-    in_txn = false;
-out:
-    if (in_txn)
-        rollback(db);
-    free(canon);
     return rc;
 }

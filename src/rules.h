@@ -1,7 +1,8 @@
 /*
  * rules: rewrite rules. Parsing the line syntax of tapwire-rules(5), matching
  * a rule's filters against an exchange, rewriting the request-target, header
- * fields and bodies, and keeping rules in SQLite for the dashboard.
+ * fields and bodies. Keeping rules in SQLite for the dashboard is
+ * rulestore's (rulestore.h); this module knows no SQL.
  *
  * A parsed rule set is immutable and reference-counted, so a connection
  * thread holds the set it started an exchange with for the whole exchange
@@ -18,7 +19,6 @@
 
 #include <pcre2.h>
 #include <pthread.h>
-#include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -177,6 +177,13 @@ int rules_parse_text(const char *text, size_t len, const char *origin, struct ru
 int rules_parse_spec(const char *spec, size_t len, const char *default_label, struct rule_set **out,
                      char *err, size_t err_len);
 
+/* One row of the rules table (rulestore.h) as a set of one rule: the
+ * default label is "#ID", the rule's id is id, and it is disabled when its
+ * spec says so or is_enabled is false. Returns 0 with *out; -1 when spec
+ * does not parse (err "column C: ..."), -2 when out of memory. */
+int rules_parse_stored(const char *spec, int64_t id, bool is_enabled, struct rule_set **out,
+                       char *err, size_t err_len);
+
 /* Each of specs[0..count) as one rule, in order (the --rule options), with
  * default labels "rule N" (1-based) and errors "rule N: column C: ...". */
 int rules_parse_specs(const char *const *specs, size_t count, struct rule_set **out, char *err,
@@ -194,6 +201,10 @@ int rules_load_file(const char *path, struct rule_set **out, char *err, size_t e
  * Returns a malloc'd string (caller frees), or NULL when out of memory.
  */
 char *rules_format(const struct rule *rule);
+/* The canonical line without "disabled", as the rules table stores it (its
+ * enabled flag has a column of its own). Caller frees; NULL when out of
+ * memory. */
+char *rules_format_as_stored(const struct rule *rule);
 
 /*
  * What the rules know about one exchange. The caller fills it per phase;
@@ -280,48 +291,5 @@ bool rules_wants_body(const struct rule_set *set, struct rules_ctx *ctx);
  */
 int rules_apply_body(const struct rule_set *set, struct rules_ctx *ctx, const unsigned char *in,
                      size_t in_len, size_t max_out, unsigned char **out, size_t *out_len);
-
-/*
- * Persistence in the rules table (schema version 3). The connection comes
- * from db_open(); the caller serialises use of one connection. Rules are
- * stored as their canonical line (rules_format() without "disabled"), the
- * enabled flag in its own column, and re-parsed when loaded, so the parser
- * is the only place that knows what a rule means.
- * Return values: 0, or one of these with err filled for a person:
- */
-#define RULES_DB_ERROR (-1)     /* database failure (HTTP 500) */
-#define RULES_DB_INVALID (-2)   /* bad spec, ids or too many rules (HTTP 400) */
-#define RULES_DB_NOT_FOUND (-3) /* no rule with that id (HTTP 404) */
-
-struct rules_db_row {
-    int64_t id;
-    int64_t position;
-    bool is_enabled;
-    char *spec;         /* owned */
-    int64_t created_at; /* unix seconds */
-};
-
-/* All rows in order. Free with rules_db_rows_free(). */
-int rules_db_list(sqlite3 *db, struct rules_db_row **rows, size_t *count, char *err,
-                  size_t err_len);
-void rules_db_rows_free(struct rules_db_row *rows, size_t count);
-
-/* All enabled and disabled rules in order as a set (labels "#ID" unless
- * named). A row that no longer parses fails the load, naming the row. */
-int rules_db_load(sqlite3 *db, struct rule_set **out, char *err, size_t err_len);
-
-/* Appends a rule; a spec with "disabled" is stored disabled whatever
- * is_enabled says. *id (may be NULL) gets the new row id. */
-int rules_db_add(sqlite3 *db, const char *spec, bool is_enabled, int64_t *id, char *err,
-                 size_t err_len);
-/* Replaces the spec and the enabled flag of rule id. */
-int rules_db_update(sqlite3 *db, int64_t id, const char *spec, bool is_enabled, char *err,
-                    size_t err_len);
-int rules_db_delete(sqlite3 *db, int64_t id, char *err, size_t err_len);
-/* ids[0..count) must name every rule exactly once: the new order. */
-int rules_db_reorder(sqlite3 *db, const int64_t *ids, size_t count, char *err, size_t err_len);
-/* Replaces every row with the rules of set, in its order, in one
- * transaction (e.g. importing a file). */
-int rules_db_replace_all(sqlite3 *db, const struct rule_set *set, char *err, size_t err_len);
 
 #endif

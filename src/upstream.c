@@ -17,6 +17,7 @@
 #endif
 #include "upstream.h"
 
+#include "buf.h"
 #include "clock.h"
 #include "errmsg.h"
 #include "stream.h"
@@ -47,6 +48,7 @@
 #define HOST_BYTES 256
 #define LISTED_NAMES_MAX 10  /* names shown in a hostname mismatch reason */
 #define SHOWN_NAME_BYTES 128 /* one name as shown to a person */
+#define SAN_ITEM_BYTES 300   /* one "DNS:name" in a flow's list of names */
 
 /* Named once so that clang-format does not read "STACK_OF(X509) *p" as a
  * multiplication. */
@@ -612,37 +614,100 @@ static void text_add(struct text *t, const char *fmt, ...)
 
 /* Certificate text comes from the server and ends up on an HTML page and in
  * logs: keep printable ASCII only. */
+void upstream_cert_text(const unsigned char *p, size_t n, char *out, size_t out_size)
+{
+    size_t i;
+
+    if (n > out_size - 1)
+        n = out_size - 1;
+    for (i = 0; i < n; i++)
+        out[i] = p[i] >= 0x20 && p[i] < 0x7f ? (char)p[i] : '?';
+    out[n] = '\0';
+}
+
 static void text_add_untrusted(struct text *t, const unsigned char *p, size_t n)
 {
     char shown[SHOWN_NAME_BYTES];
-    size_t i;
 
-    if (n > sizeof shown - 1)
-        n = sizeof shown - 1;
-    for (i = 0; i < n; i++)
-        shown[i] = p[i] >= 0x20 && p[i] < 0x7f ? (char)p[i] : '?';
-    shown[n] = '\0';
+    upstream_cert_text(p, n, shown, sizeof shown);
     text_add(t, "%s", shown);
+}
+
+/* XN_FLAG_RFC2253 already escapes control bytes, quotes and non-ASCII
+ * (\0A, \", \C3\A9); the pass through upstream_cert_text() keeps that true
+ * whatever the flags or the library version. */
+char *upstream_cert_name(const X509_NAME *name)
+{
+    BIO *bio = BIO_new(BIO_s_mem());
+    char *data = NULL;
+    char *out = NULL;
+    long n;
+
+    if (bio == NULL || name == NULL || X509_NAME_print_ex(bio, name, 0, XN_FLAG_RFC2253) < 0)
+        goto out;
+    n = BIO_get_mem_data(bio, &data);
+    if (n < 0)
+        n = 0;
+    out = malloc((size_t)n + 1);
+    if (out != NULL)
+        upstream_cert_text((const unsigned char *)data, (size_t)n, out, (size_t)n + 1);
+out:
+    BIO_free(bio);
+    return out;
 }
 
 static void text_add_name(struct text *t, const X509_NAME *name)
 {
-    BIO *bio = BIO_new(BIO_s_mem());
-    char *data = NULL;
-    long n;
+    char *text = upstream_cert_name(name);
 
-    if (bio == NULL || name == NULL || X509_NAME_print_ex(bio, name, 0, XN_FLAG_RFC2253) < 0) {
+    if (text == NULL)
         text_add(t, "?");
-        goto out;
-    }
-    n = BIO_get_mem_data(bio, &data);
-    if (n <= 0) {
+    else if (text[0] == '\0')
         text_add(t, "(empty)");
-        goto out;
+    else
+        text_add(t, "%.*s", SHOWN_NAME_BYTES - 1, text);
+    free(text);
+}
+
+/* One SAN as "DNS:name" or "IP:address", at most SAN_ITEM_BYTES - 1 bytes;
+ * "" for other kinds. */
+static void san_item(const GENERAL_NAME *gn, char *item, size_t item_len)
+{
+    item[0] = '\0';
+    if (gn->type == GEN_DNS) {
+        char shown[SAN_ITEM_BYTES - 4];
+
+        upstream_cert_text(ASN1_STRING_get0_data(gn->d.dNSName),
+                           (size_t)ASN1_STRING_length(gn->d.dNSName), shown, sizeof shown);
+        snprintf(item, item_len, "DNS:%s", shown);
+    } else if (gn->type == GEN_IPADD) {
+        char ip[INET6_ADDRSTRLEN] = "";
+        int n = ASN1_STRING_length(gn->d.iPAddress);
+        const unsigned char *d = ASN1_STRING_get0_data(gn->d.iPAddress);
+
+        if (n == 4 || n == 16)
+            inet_ntop(n == 4 ? AF_INET : AF_INET6, d, ip, sizeof(ip));
+        snprintf(item, item_len, "IP:%s", ip);
     }
-    text_add_untrusted(t, (const unsigned char *)data, (size_t)n);
-out:
-    BIO_free(bio);
+}
+
+char *upstream_cert_sans(X509 *cert)
+{
+    GENERAL_NAMES *names = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+    struct buf out = BUF_INIT(BUF_UNBOUNDED_BYTES);
+
+    for (int i = 0; names != NULL && i < sk_GENERAL_NAME_num(names); i++) {
+        char item[SAN_ITEM_BYTES];
+
+        san_item(sk_GENERAL_NAME_value(names, i), item, sizeof(item));
+        if (item[0] == '\0')
+            continue;
+        /* Out of memory: the names listed so far. */
+        if ((out.len > 0 && buf_str(&out, ", ") != 0) || buf_str(&out, item) != 0)
+            break;
+    }
+    GENERAL_NAMES_free(names);
+    return out.data;
 }
 
 /* Lists the DNS and IP SANs of cert, or its CN when it has none. */

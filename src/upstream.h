@@ -87,4 +87,20 @@ SSL *upstream_tls_connect(SSL_CTX *ctx, int fd, const char *sni, const char *ver
                           const unsigned char *alpn, size_t alpn_len, int timeout_ms,
                           X509 **peer_cert_out, struct upstream_error *err);
 
+/*
+ * Certificate text as the proxy records and shows it. It comes from the
+ * origin and ends up on pages, in logs and in the dashboard, so every one
+ * of these keeps printable ASCII only.
+ */
+
+/* n bytes of certificate text into out[out_size] (out_size > 0), every byte
+ * that is not printable ASCII replaced by '?', cut to out_size - 1 bytes. */
+void upstream_cert_text(const unsigned char *p, size_t n, char *out, size_t out_size);
+/* name in RFC 2253 form ("CN=a,O=b"), sanitised as above. Caller frees;
+ * NULL when it cannot be printed or out of memory. */
+char *upstream_cert_name(const X509_NAME *name);
+/* The DNS and IP subject alternative names of cert, "DNS:a, IP:1.2.3.4",
+ * sanitised as above. Caller frees; NULL when it has none. */
+char *upstream_cert_sans(X509 *cert);
+
 #endif

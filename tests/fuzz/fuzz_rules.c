@@ -4,8 +4,8 @@
  * every parse the contract the rest of tapwire relies on is checked (a
  * violation traps, so the fuzzer reports it like a crash):
  *
- * fuzz-sources: src/rules.c src/errmsg.c
- * fuzz-libs: libpcre2-8 sqlite3
+ * fuzz-sources: src/rules.c src/buf.c src/errmsg.c
+ * fuzz-libs: libpcre2-8
  *
  *  - all or nothing: a set on success, NULL and a message naming the line
  *    on failure;

@@ -34,6 +34,7 @@
 #include "db.h"
 #include "embedded.h"
 #include "flowstore.h"
+#include "har.h"
 #include "log.h"
 
 #define SYNC_MS 10000
@@ -1231,9 +1232,9 @@ static void test_clear_removes_everything_and_ids_are_not_reused(void)
 /* ---- HAR ---- */
 
 static json_t *export_har(struct flowstore *store, const int64_t *ids, size_t count,
-                          flowstore_decode_fn decode)
+                          har_decode_fn decode)
 {
-    struct flowstore_har *har = NULL;
+    struct har *har = NULL;
     char err[512] = "";
     char *doc = NULL;
     size_t doc_len = 0;
@@ -1243,11 +1244,11 @@ static json_t *export_har(struct flowstore *store, const int64_t *ids, size_t co
     json_t *root = NULL;
     int rc;
 
-    if (flowstore_har_open(store, ids, count, decode, &har, err, sizeof(err)) != 0) {
-        fprintf(stderr, "flowstore_har_open: %s\n", err);
+    if (har_open(store, ids, count, decode, &har, err, sizeof(err)) != 0) {
+        fprintf(stderr, "har_open: %s\n", err);
         return NULL;
     }
-    while ((rc = flowstore_har_read(har, &piece, &len, err, sizeof(err))) == 1) {
+    while ((rc = har_read(har, &piece, &len, err, sizeof(err))) == 1) {
         char *grown = realloc(doc, doc_len + len + 1);
 
         if (grown == NULL)
@@ -1258,12 +1259,12 @@ static json_t *export_har(struct flowstore *store, const int64_t *ids, size_t co
         doc[doc_len] = '\0';
     }
     if (rc != 0)
-        fprintf(stderr, "flowstore_har_read: %s\n", err);
+        fprintf(stderr, "har_read: %s\n", err);
     else
         root = json_loadb(doc, doc_len, 0, &jerr);
     if (rc == 0 && root == NULL)
         fprintf(stderr, "HAR does not parse: %s at %d\n", jerr.text, jerr.position);
-    flowstore_har_close(har);
+    har_close(har);
     free(doc);
     return root;
 }

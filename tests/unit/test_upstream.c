@@ -1059,9 +1059,55 @@ static void test_keylog_records_upstream_secrets(void)
     CU_ASSERT_EQUAL(buf[n - 1], '\n');
 }
 
+/* ---- certificate text ---- */
+
+/* What the origin's certificate says reaches flows, pages and logs: only
+ * printable ASCII comes out, whatever bytes the names hold. */
+static void test_certificate_text_is_printable_ascii(void)
+{
+    static const unsigned char loopback[4] = {127, 0, 0, 1};
+    static const char dns_bytes[] = "evil\r\n\"x\".test\x7f";
+    X509 *cert = X509_new();
+    X509_NAME *name = X509_NAME_new();
+    GENERAL_NAMES *sans = GENERAL_NAMES_new();
+    GENERAL_NAME *dns = GENERAL_NAME_new();
+    GENERAL_NAME *ip = GENERAL_NAME_new();
+    ASN1_IA5STRING *dns_text = ASN1_IA5STRING_new();
+    ASN1_OCTET_STRING *ip_bytes = ASN1_OCTET_STRING_new();
+    char *subject, *list;
+
+    CU_ASSERT_FATAL(cert != NULL && name != NULL && sans != NULL && dns != NULL && ip != NULL &&
+                    dns_text != NULL && ip_bytes != NULL);
+    CU_ASSERT_FATAL(X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+                                               (const unsigned char *)"a\"b\nc\x1b[31m", -1, -1,
+                                               0) == 1);
+    CU_ASSERT_FATAL(ASN1_STRING_set(dns_text, dns_bytes, (int)sizeof(dns_bytes) - 1) == 1);
+    CU_ASSERT_FATAL(ASN1_OCTET_STRING_set(ip_bytes, loopback, sizeof(loopback)) == 1);
+    GENERAL_NAME_set0_value(dns, GEN_DNS, dns_text);
+    GENERAL_NAME_set0_value(ip, GEN_IPADD, ip_bytes);
+    CU_ASSERT_FATAL(sk_GENERAL_NAME_push(sans, dns) > 0);
+    CU_ASSERT_FATAL(sk_GENERAL_NAME_push(sans, ip) > 0);
+    CU_ASSERT_FATAL(X509_add1_ext_i2d(cert, NID_subject_alt_name, sans, 0, X509V3_ADD_DEFAULT) ==
+                    1);
+
+    subject = upstream_cert_name(name);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(subject);
+    /* RFC 4514 escapes: the quote and the control bytes never appear raw. */
+    CU_ASSERT_STRING_EQUAL(subject, "CN=a\\\"b\\0Ac\\1B[31m");
+    list = upstream_cert_sans(cert);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(list);
+    CU_ASSERT_STRING_EQUAL(list, "DNS:evil??\"x\".test?, IP:127.0.0.1");
+
+    free(subject);
+    free(list);
+    GENERAL_NAMES_free(sans);
+    X509_NAME_free(name);
+    X509_free(cert);
+}
+
 int main(void)
 {
-    CU_pSuite verify, failures_suite, sessions, tcp, context;
+    CU_pSuite verify, failures_suite, sessions, tcp, context, text;
     unsigned int failures;
 
     /* The origin may write to a client that already hung up. */
@@ -1081,8 +1127,11 @@ int main(void)
     sessions = CU_add_suite("upstream_sessions", NULL, NULL);
     tcp = CU_add_suite("upstream_tcp", NULL, NULL);
     context = CU_add_suite("upstream_context", NULL, NULL);
+    text = CU_add_suite("upstream_cert_text", NULL, NULL);
     if (verify == NULL || failures_suite == NULL || sessions == NULL || tcp == NULL ||
-        context == NULL ||
+        context == NULL || text == NULL ||
+        !CU_add_test(text, "certificate text is printable ASCII",
+                     test_certificate_text_is_printable_ascii) ||
         !CU_add_test(verify, "good certificate verifies by name",
                      test_good_certificate_verifies_by_name) ||
         !CU_add_test(verify, "second SAN verifies", test_second_san_verifies) ||

@@ -1,0 +1,244 @@
+/*
+ * flow: allocating, filling and freeing the record of one exchange, and
+ * reading what it holds as text (header sections, UTF-8 checks) for the
+ * flow store, the dashboard and the HAR export.
+ */
+#include "flow.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define FLOW_BODY_MIN_CAPACITY_BYTES 4096
+
+struct flow *flow_new(size_t capture_limit)
+{
+    struct flow *flow = calloc(1, sizeof(*flow));
+
+    if (flow == NULL)
+        return NULL;
+    flow->request_body.limit = capture_limit;
+    flow->response_body.limit = capture_limit;
+    flow->request_body_original.limit = capture_limit;
+    flow->response_body_original.limit = capture_limit;
+    return flow;
+}
+
+void flow_tls_clear(struct flow_tls *tls)
+{
+    if (tls->strings != NULL) {
+        free(tls->strings);
+        return;
+    }
+    free(tls->cert_subject);
+    free(tls->cert_issuer);
+    free(tls->cert_sans);
+    free(tls->verification);
+}
+
+/* Copies text to *at and moves *at past it; NULL stays NULL. */
+static char *pack_string(char **at, const char *text, size_t len)
+{
+    char *copy = *at;
+
+    if (text == NULL)
+        return NULL;
+    memcpy(copy, text, len + 1);
+    *at += len + 1;
+    return copy;
+}
+
+void flow_tls_copy(struct flow_tls *dst, const struct flow_tls *src)
+{
+    size_t subject = src->cert_subject != NULL ? strlen(src->cert_subject) : 0;
+    size_t issuer = src->cert_issuer != NULL ? strlen(src->cert_issuer) : 0;
+    size_t sans = src->cert_sans != NULL ? strlen(src->cert_sans) : 0;
+    size_t verification = src->verification != NULL ? strlen(src->verification) : 0;
+    char *at;
+
+    *dst = *src;
+    dst->cert_subject = dst->cert_issuer = dst->cert_sans = dst->verification = NULL;
+    dst->strings = NULL;
+    if (src->cert_subject == NULL && src->cert_issuer == NULL && src->cert_sans == NULL &&
+        src->verification == NULL)
+        return;
+    dst->strings = malloc(subject + issuer + sans + verification + 4);
+    if (dst->strings == NULL)
+        return;
+    at = dst->strings;
+    dst->cert_subject = pack_string(&at, src->cert_subject, subject);
+    dst->cert_issuer = pack_string(&at, src->cert_issuer, issuer);
+    dst->cert_sans = pack_string(&at, src->cert_sans, sans);
+    dst->verification = pack_string(&at, src->verification, verification);
+}
+
+void flow_free(struct flow *flow)
+{
+    if (flow == NULL)
+        return;
+    free(flow->target);
+    free(flow->request_headers);
+    free(flow->response_headers);
+    free(flow->request_body.data);
+    free(flow->response_body.data);
+    flow_tls_clear(&flow->tls);
+    free(flow->error);
+    free(flow->rules);
+    free(flow->target_original);
+    free(flow->request_headers_original);
+    free(flow->response_headers_original);
+    free(flow->request_body_original.data);
+    free(flow->response_body_original.data);
+    free(flow->rules_notes);
+    free(flow);
+}
+
+int flow_body_append(struct flow_body *body, const void *data, size_t len)
+{
+    size_t take;
+    size_t need;
+    size_t cap;
+    unsigned char *grown;
+    int rc = 0;
+
+    body->size += len;
+    if (len == 0 || body->len >= body->limit)
+        goto out;
+    take = body->limit - body->len < len ? body->limit - body->len : len;
+    need = body->len + take;
+    if (need > body->capacity) {
+        cap = body->capacity != 0 ? body->capacity : FLOW_BODY_MIN_CAPACITY_BYTES;
+        if (cap > body->limit)
+            cap = body->limit;
+        while (cap < need)
+            cap = cap > body->limit / 2 ? body->limit : cap * 2;
+        grown = realloc(body->data, cap);
+        if (grown == NULL) {
+            /* Holding later bytes after a gap would store a body that never
+             * crossed the wire; stop capturing here instead. */
+            body->limit = body->len;
+            rc = -1;
+            goto out;
+        }
+        body->data = grown;
+        body->capacity = cap;
+    }
+    memcpy(body->data + body->len, data, take);
+    body->len += take;
+out:
+    body->truncated = body->size > body->len;
+    return rc;
+}
+
+/* ---- header sections ---- */
+
+static bool is_blank(char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+bool flow_headers_next(const char *text, size_t *pos, const char **name, size_t *name_len,
+                       const char **value, size_t *value_len)
+{
+    while (text != NULL && text[*pos] != '\0') {
+        const char *line = text + *pos;
+        size_t line_len = strcspn(line, "\r\n");
+        const char *colon = memchr(line, ':', line_len);
+        const char *v;
+        size_t vlen;
+
+        *pos += line_len;
+        if (text[*pos] == '\r')
+            (*pos)++;
+        if (text[*pos] == '\n')
+            (*pos)++;
+        if (colon == NULL || colon == line)
+            continue;
+        v = colon + 1;
+        vlen = line_len - (size_t)(v - line);
+        while (vlen > 0 && is_blank(*v)) {
+            v++;
+            vlen--;
+        }
+        while (vlen > 0 && is_blank(v[vlen - 1]))
+            vlen--;
+        *name = line;
+        *name_len = (size_t)(colon - line);
+        *value = v;
+        *value_len = vlen;
+        return true;
+    }
+    return false;
+}
+
+/* ---- text ---- */
+
+static bool is_continuation(unsigned char c)
+{
+    return (c & 0xc0) == 0x80;
+}
+
+/* Length of the valid UTF-8 sequence at s (RFC 3629: no overlongs, no
+ * surrogates, nothing above U+10FFFF), or 0 when it is not one. */
+static size_t utf8_sequence(const unsigned char *s, size_t len)
+{
+    if (s[0] < 0x80)
+        return 1;
+    if (s[0] >= 0xc2 && s[0] <= 0xdf)
+        return len >= 2 && is_continuation(s[1]) ? 2 : 0;
+    if (s[0] >= 0xe0 && s[0] <= 0xef) {
+        if (len < 3 || !is_continuation(s[1]) || !is_continuation(s[2]))
+            return 0;
+        if ((s[0] == 0xe0 && s[1] < 0xa0) || (s[0] == 0xed && s[1] >= 0xa0))
+            return 0;
+        return 3;
+    }
+    if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+        if (len < 4 || !is_continuation(s[1]) || !is_continuation(s[2]) || !is_continuation(s[3]))
+            return 0;
+        if ((s[0] == 0xf0 && s[1] < 0x90) || (s[0] == 0xf4 && s[1] >= 0x90))
+            return 0;
+        return 4;
+    }
+    return 0;
+}
+
+bool flow_is_text(const void *data, size_t len)
+{
+    const unsigned char *s = data;
+    size_t i = 0;
+
+    while (i < len) {
+        size_t n = utf8_sequence(s + i, len - i);
+
+        if (n == 0 || s[i] == '\0')
+            return false;
+        i += n;
+    }
+    return true;
+}
+
+char *flow_text_utf8(const char *text, size_t len, size_t *out_len)
+{
+    const unsigned char *s = (const unsigned char *)text;
+    char *clean = malloc(len * 3 + 1); /* each bad byte may become 3 */
+    size_t i = 0, o = 0;
+
+    if (clean == NULL)
+        return NULL;
+    while (i < len) {
+        size_t n = utf8_sequence(s + i, len - i);
+
+        if (n == 0) {
+            memcpy(clean + o, "\xef\xbf\xbd", 3);
+            o += 3;
+            i++;
+        } else {
+            memcpy(clean + o, s + i, n);
+            o += n;
+            i += n;
+        }
+    }
+    clean[o] = '\0';
+    *out_len = o;
+    return clean;
+}
