@@ -15,7 +15,6 @@
 #include "clock.h"
 
 #include "codec.h"
-#include "flowstore.h"
 #include "membudget.h"
 
 #include <malloc.h>
@@ -71,6 +70,22 @@ static void sb_header(struct strbuf *b, const char *name, size_t name_len, const
 static bool name_is(const struct http1_header *h, const char *name)
 {
     return h->name_len == strlen(name) && strncasecmp(h->name, name, h->name_len) == 0;
+}
+
+/* The capture hooks, each optional: an exchange with no recorder passes
+ * NULL, and a recorder implements only what it keeps. */
+static void cap_body(const struct exchange_capture *cap, enum exchange_side side,
+                     const void *data, size_t len)
+{
+    if (cap && cap->ops->body)
+        cap->ops->body(cap->arg, side, data, len);
+}
+
+static void cap_moment(const struct exchange_capture *cap, enum exchange_moment moment,
+                       int64_t wall_us)
+{
+    if (cap && cap->ops->moment)
+        cap->ops->moment(cap->arg, moment, wall_us);
 }
 
 /* True when the buffer may hold a complete head: a blank line was seen. */
@@ -454,7 +469,8 @@ static int body_next(struct body_reader *r, int timeout_ms, const char **data, s
  */
 static int send_body_rest(struct body_reader *r, const unsigned char *prefix, size_t prefix_len,
                           struct stream *dst, enum out_framing out, int timeout_ms,
-                          uint64_t *count, struct flow_body *capture, enum body_fault *fault)
+                          uint64_t *count, const struct exchange_capture *cap,
+                          enum exchange_side side, enum body_fault *fault)
 {
     const char *data;
     size_t len;
@@ -470,8 +486,7 @@ static int send_body_rest(struct body_reader *r, const unsigned char *prefix, si
             *fault = FAULT_DST;
             return -1;
         }
-        if (capture)
-            flow_body_append(capture, data, len);
+        cap_body(cap, side, data, len);
         *count += len;
     }
     if (n < 0) {
@@ -503,14 +518,15 @@ static int send_body_rest(struct body_reader *r, const unsigned char *prefix, si
 /* Copies one body from src to dst (NULL: discard). Returns 0 or -1 with *fault. */
 static int move_body(struct stream *src, struct stream *dst, enum http1_framing in,
                      uint64_t length, enum out_framing out, int timeout_ms, uint64_t *count,
-                     struct flow_body *capture, enum body_fault *fault)
+                     const struct exchange_capture *cap, enum exchange_side side,
+                     enum body_fault *fault)
 {
     struct body_reader r;
     int rc = -1;
     *fault = FAULT_SRC;
     if (body_reader_init(&r, src, in, length) < 0)
         goto out;
-    rc = send_body_rest(&r, NULL, 0, dst, out, timeout_ms, count, capture, fault);
+    rc = send_body_rest(&r, NULL, 0, dst, out, timeout_ms, count, cap, side, fault);
 out:
     body_reader_free(&r);
     return rc;
@@ -602,13 +618,8 @@ static int buffer_body(struct body_reader *r, size_t limit, size_t memory_limit,
     return got < 0 ? -1 : 0;
 }
 
-/*
- * Rewrites the framing lines of a head we built: drops Content-Length,
- * Transfer-Encoding and (when drop_encoding) Content-Encoding, and declares
- * content_length instead. Returns a new head (caller frees) or NULL.
- */
-static char *reframe(const char *head, size_t head_len, bool is_head, uint64_t content_length,
-                     bool drop_encoding, size_t *out_len)
+char *exchange_reframe(const char *head, size_t head_len, bool is_head, uint64_t content_length,
+                       bool drop_encoding, size_t *out_len)
 {
     struct strbuf b = {0};
     const char *p = head, *end = head + head_len;
@@ -656,32 +667,21 @@ static char *reframe(const char *head, size_t head_len, bool is_head, uint64_t c
 static char *reframe_head(const char *head, size_t head_len, uint64_t content_length,
                           bool drop_encoding, size_t *out_len)
 {
-    return reframe(head, head_len, true, content_length, drop_encoding, out_len);
+    return exchange_reframe(head, head_len, true, content_length, drop_encoding, out_len);
 }
 
-/* The recorded header text of a buffered body's message: what was sent has a
- * new Content-Length, and no Content-Encoding when rules rewrote the body
- * (then *original keeps the header text as received, if nothing did yet). */
-static void reframe_recorded_headers(char **text, char **original, struct flow_header_facts *facts,
-                                     uint64_t content_length, bool rewritten)
-{
-    size_t len;
-    if (!*text)
-        return;
-    char *fresh = reframe(*text, strlen(*text), false, content_length, rewritten, &len);
-    if (!fresh)
-        return;
-    if (rewritten && original && !*original) {
-        *original = *text;
-        *text = NULL;
-    }
-    free(*text);
-    *text = fresh;
-    /* What was noted is about the old section: the flow writer walks this
-     * one (a rare path: only bodies that rules rewrite get here). */
-    if (facts)
-        facts->text = NULL;
-}
+/* One body on its way from src to dst, after head. */
+struct body_hop {
+    struct stream *src;
+    enum http1_framing in;
+    uint64_t length; /* HTTP1_BODY_LENGTH */
+    struct stream *dst;
+    enum out_framing out;
+    const char *head; /* sent first; reframed when the body is buffered */
+    size_t head_len;
+    const char *content_encoding; /* of the body, "" or NULL for none */
+    enum exchange_side side;
+};
 
 /*
  * A body that body rules want: buffered (up to the rewrite limit), decoded,
@@ -689,15 +689,14 @@ static void reframe_recorded_headers(char **text, char **original, struct flow_h
  * or undecodable bodies go on unmodified and the reason lands in the rules
  * notes. Returns 0 or -1 with *fault.
  */
-static int send_rewritten_body(struct exchange_rules *rw, struct stream *src,
-                               enum http1_framing in, uint64_t length, const char *head,
-                               size_t head_len, const char *content_encoding, struct stream *dst,
-                               enum out_framing out, int timeout_ms, uint64_t *count,
-                               struct flow_body *capture, struct flow_body *original,
-                               bool *has_original, char **recorded_headers,
-                               char **recorded_original, struct flow_header_facts *recorded_facts,
-                               enum body_fault *fault)
+static int send_rewritten_body(struct exchange_rules *rw, const struct body_hop *hop,
+                               const struct exchange_capture *cap, int timeout_ms,
+                               uint64_t *count, enum body_fault *fault)
 {
+    struct stream *dst = hop->dst;
+    const char *head = hop->head;
+    size_t head_len = hop->head_len;
+    const char *content_encoding = hop->content_encoding;
     struct body_reader r;
     unsigned char *raw = NULL, *decoded = NULL, *rewritten = NULL;
     size_t raw_len = 0, decoded_len = 0, rewritten_len = 0;
@@ -707,15 +706,16 @@ static int send_rewritten_body(struct exchange_rules *rw, struct stream *src,
     char err[256];
     int rc = -1;
     *fault = FAULT_SRC;
-    if (body_reader_init(&r, src, in, length) < 0)
+    if (body_reader_init(&r, hop->src, hop->in, hop->length) < 0)
         goto out;
-    if (in == HTTP1_BODY_LENGTH && length > rw->limit) {
+    if (hop->in == HTTP1_BODY_LENGTH && hop->length > rw->limit) {
         add_note(rw, "body larger than --rewrite-limit: passed on unmodified");
         if (stream_put(dst, head, head_len, timeout_ms) != STREAM_OK) {
             *fault = FAULT_DST;
             goto out;
         }
-        rc = send_body_rest(&r, NULL, 0, dst, out, timeout_ms, count, capture, fault);
+        rc = send_body_rest(&r, NULL, 0, dst, hop->out, timeout_ms, count, cap, hop->side,
+                            fault);
         goto out;
     }
     pthread_once(&rewrite_memory_once, fix_mmap_threshold);
@@ -733,10 +733,10 @@ static int send_rewritten_body(struct exchange_rules *rw, struct stream *src,
             *fault = FAULT_DST;
             goto out;
         }
-        if (capture)
-            flow_body_append(capture, raw, raw_len);
+        cap_body(cap, hop->side, raw, raw_len);
         *count += raw_len;
-        rc = send_body_rest(&r, raw, raw_len, dst, out, timeout_ms, count, capture, fault);
+        rc = send_body_rest(&r, raw, raw_len, dst, hop->out, timeout_ms, count, cap, hop->side,
+                            fault);
         goto out;
     }
     const unsigned char *plain = raw;
@@ -787,15 +787,11 @@ static int send_rewritten_body(struct exchange_rules *rw, struct stream *src,
     new_head = reframe_head(head, head_len, send_len, rewritten != NULL, &new_head_len);
     if (!new_head)
         goto out;
-    if (rewritten && original) {
-        flow_body_append(original, plain, plain_len);
-        *has_original = true;
-    }
-    if (recorded_headers)
-        reframe_recorded_headers(recorded_headers, recorded_original, recorded_facts, send_len,
-                                 rewritten != NULL);
-    if (capture)
-        flow_body_append(capture, send, send_len);
+    if (rewritten && cap && cap->ops->body_original)
+        cap->ops->body_original(cap->arg, hop->side, plain, plain_len);
+    if (cap && cap->ops->reframed)
+        cap->ops->reframed(cap->arg, hop->side, send_len, rewritten != NULL);
+    cap_body(cap, hop->side, send, send_len);
     *count += send_len;
     if (stream_put(dst, new_head, new_head_len, timeout_ms) != STREAM_OK ||
         stream_put(dst, send, send_len, timeout_ms) != STREAM_OK ||
@@ -821,7 +817,7 @@ int exchange_discard_body(struct stream *client, const struct exchange_request *
     uint64_t count = 0;
     enum body_fault fault;
     return move_body(client, NULL, req->framing, req->content_length, OUT_RAW, t->io_ms, &count,
-                     NULL, &fault);
+                     NULL, EXCHANGE_REQUEST, &fault);
 }
 
 /* Builds the head the client gets for response resp. */
@@ -884,50 +880,10 @@ static char *build_response_head(const struct http1_head *resp, const struct exc
     return b.data;
 }
 
-char *exchange_headers_text(const struct http1_head *head, struct flow_header_facts *facts)
-{
-    /* Sized first, then filled: one allocation per flow and header section
-     * (a strbuf would append four pieces per field). */
-    size_t len = 0;
-    for (size_t i = 0; i < head->num_headers; i++)
-        len += head->headers[i].name_len + head->headers[i].value_len + 4;
-    char *text = malloc(len + 1);
-    if (!text)
-        return NULL;
-    struct flow_header_facts found = {.text = text};
-    char *p = text;
-    for (size_t i = 0; i < head->num_headers; i++) {
-        const struct http1_header *h = &head->headers[i];
-        memcpy(p, h->name, h->name_len);
-        p += h->name_len;
-        *p++ = ':';
-        *p++ = ' ';
-        /* A section is far below 4 GiB: the parser bounds a head. */
-        uint32_t at = (uint32_t)(p - text);
-        if (facts && !found.has_content_type && name_is(h, "Content-Type")) {
-            found.has_content_type = true;
-            found.content_type_at = at;
-            found.content_type_len = (uint32_t)h->value_len;
-        } else if (facts && h->value_len > 0 && name_is(h, "Content-Encoding")) {
-            found.has_more_encodings = found.has_content_encoding;
-            found.has_content_encoding = true;
-            found.content_encoding_at = at;
-            found.content_encoding_len = (uint32_t)h->value_len;
-        }
-        memcpy(p, h->value, h->value_len);
-        p += h->value_len;
-        *p++ = '\r';
-        *p++ = '\n';
-    }
-    *p = '\0';
-    if (facts)
-        *facts = found;
-    return text;
-}
-
 int exchange_forward(struct stream *client, struct stream *upstream,
                      const struct exchange_request *req, const struct exchange_timeouts *t,
-                     struct exchange_rules *rw, struct flow *flow, struct exchange_result *res)
+                     struct exchange_rules *rw, const struct exchange_capture *cap,
+                     struct exchange_result *res)
 {
     struct http1_head *resp = NULL;
     struct exchange_modified_head *resp_mod = NULL;
@@ -962,19 +918,19 @@ int exchange_forward(struct stream *client, struct stream *upstream,
             goto out;
         }
         enum out_framing out = req->framing == HTTP1_BODY_CHUNKED ? OUT_CHUNKED : OUT_RAW;
-        int moved =
-            rewrite_request_body
-                ? send_rewritten_body(rw, client, req->framing, req->content_length, req->head,
-                                      req->head_len, req->content_encoding, upstream, out,
-                                      t->io_ms, &res->request_bytes,
-                                      flow ? &flow->request_body : NULL,
-                                      flow ? &flow->request_body_original : NULL,
-                                      flow ? &flow->has_request_body_original : NULL,
-                                      flow ? &flow->request_headers : NULL,
-                                      flow ? &flow->request_headers_original : NULL,
-                                      flow ? &flow->request_facts : NULL, &fault)
-                : move_body(client, upstream, req->framing, req->content_length, out, t->io_ms,
-                            &res->request_bytes, flow ? &flow->request_body : NULL, &fault);
+        struct body_hop hop = {.src = client,
+                               .in = req->framing,
+                               .length = req->content_length,
+                               .dst = upstream,
+                               .out = out,
+                               .head = req->head,
+                               .head_len = req->head_len,
+                               .content_encoding = req->content_encoding,
+                               .side = EXCHANGE_REQUEST};
+        int moved = rewrite_request_body
+                        ? send_rewritten_body(rw, &hop, cap, t->io_ms, &res->request_bytes, &fault)
+                        : move_body(client, upstream, req->framing, req->content_length, out,
+                                    t->io_ms, &res->request_bytes, cap, EXCHANGE_REQUEST, &fault);
         if (moved < 0) {
             res->client_keep_alive = false;
             if (fault == FAULT_DST) {
@@ -995,21 +951,25 @@ int exchange_forward(struct stream *client, struct stream *upstream,
         }
     }
 
-    if (flow)
-        flow->timings.request_sent = clock_wall_us();
+    cap_moment(cap, EXCHANGE_REQUEST_SENT, clock_wall_us());
     resp = malloc(sizeof(*resp));
     if (!resp) {
         snprintf(res->error, sizeof(res->error), "out of memory");
         goto out;
     }
     struct response_ctx rctx = {.method = req->method};
+    int64_t first_byte_us = 0;
     for (;;) {
         struct http1_error perr = {0};
         bool got_nothing;
         int n = read_head(upstream, clock_mono_ms() + t->io_ms, t->io_ms, true, parse_response_cb,
                           &rctx, resp,
                           &perr, &got_nothing,
-                          flow && !flow->timings.first_byte ? &flow->timings.first_byte : NULL);
+                          first_byte_us == 0 ? &first_byte_us : NULL);
+        if (first_byte_us > 0) {
+            cap_moment(cap, EXCHANGE_FIRST_BYTE, first_byte_us);
+            first_byte_us = -1; /* told once: interim responses come first */
+        }
         if (n < 0) {
             bool nothing_back = upstream->bytes_read == upstream_read_before;
             if (nothing_back && req->framing == HTTP1_BODY_NONE && perr.status != 408)
@@ -1077,20 +1037,8 @@ int exchange_forward(struct stream *client, struct stream *upstream,
     res->upstream_reusable = resp->keep_alive && resp->framing != HTTP1_BODY_UNTIL_CLOSE &&
                              res->error[0] == '\0';
     res->status = resp->status;
-    if (flow) {
-        flow->status = resp->status;
-        snprintf(flow->reason, sizeof(flow->reason), "%.*s",
-                 (int)(resp->reason_len < sizeof(flow->reason) ? resp->reason_len
-                                                               : sizeof(flow->reason) - 1),
-                 resp->reason);
-        flow->response_version_minor = resp->version_minor;
-        free(flow->response_headers);
-        flow->response_headers = exchange_headers_text(sent_resp, &flow->response_facts);
-        if (resp_mod)
-            flow->response_headers_original = exchange_headers_text(resp, NULL);
-        if (resp->status == 101)
-            flow->kind = FLOW_WEBSOCKET;
-    }
+    if (cap && cap->ops->response_head)
+        cap->ops->response_head(cap->arg, sent_resp, resp_mod ? resp : NULL);
     enum http1_framing in = resp->framing;
     uint64_t length = resp->content_length;
     bool rewrite_response_body = rw && in != HTTP1_BODY_NONE && resp->status != 101 &&
@@ -1098,14 +1046,16 @@ int exchange_forward(struct stream *client, struct stream *upstream,
     /* resp and resp_mod point into the upstream buffer: done with them. */
     stream_consume(upstream, resp_head_len);
     if (rewrite_response_body) {
-        if (send_rewritten_body(rw, upstream, in, length, head, head_len, response_encoding,
-                                client, out, t->io_ms, &res->response_bytes,
-                                flow ? &flow->response_body : NULL,
-                                flow ? &flow->response_body_original : NULL,
-                                flow ? &flow->has_response_body_original : NULL,
-                                flow ? &flow->response_headers : NULL,
-                                flow ? &flow->response_headers_original : NULL,
-                                flow ? &flow->response_facts : NULL, &fault) < 0) {
+        struct body_hop hop = {.src = upstream,
+                               .in = in,
+                               .length = length,
+                               .dst = client,
+                               .out = out,
+                               .head = head,
+                               .head_len = head_len,
+                               .content_encoding = response_encoding,
+                               .side = EXCHANGE_RESPONSE};
+        if (send_rewritten_body(rw, &hop, cap, t->io_ms, &res->response_bytes, &fault) < 0) {
             res->client_keep_alive = false;
             res->upstream_reusable = false;
             snprintf(res->error, sizeof(res->error), "%s",
@@ -1129,18 +1079,16 @@ int exchange_forward(struct stream *client, struct stream *upstream,
         int r = stream_relay(client, upstream, t->idle_ms, &up_bytes, &down_bytes);
         res->request_bytes += up_bytes;
         res->response_bytes += down_bytes;
-        if (flow) {
-            flow->bytes_up = up_bytes;
-            flow->bytes_down = down_bytes;
-        }
+        if (cap && cap->ops->upgraded)
+            cap->ops->upgraded(cap->arg, up_bytes, down_bytes);
         if (r < 0 && r != STREAM_TIMEOUT)
             snprintf(res->error, sizeof(res->error), "upgraded connection ended: %s",
                      stream_status_text(r));
         rc = 0;
         goto out;
     }
-    if (move_body(upstream, client, in, length, out, t->io_ms, &res->response_bytes,
-                  flow ? &flow->response_body : NULL, &fault) < 0) {
+    if (move_body(upstream, client, in, length, out, t->io_ms, &res->response_bytes, cap,
+                  EXCHANGE_RESPONSE, &fault) < 0) {
         res->client_keep_alive = false;
         res->upstream_reusable = false;
         snprintf(res->error, sizeof(res->error), "%s",
@@ -1158,39 +1106,10 @@ int exchange_forward(struct stream *client, struct stream *upstream,
 out:
     if (res->status < 0)
         res->status = 0, res->client_keep_alive = false;
-    if (flow)
-        flow->timings.done = clock_wall_us();
+    cap_moment(cap, EXCHANGE_DONE, clock_wall_us());
     exchange_modified_head_free(resp_mod);
     free(head);
     free(resp);
     return rc;
 }
 
-int exchange_send_error(struct stream *client, int status, const char *reason, bool close,
-                        int timeout_ms)
-{
-    char head[512];
-    char body[1200];
-    int blen = snprintf(body, sizeof(body), "%d %s\n\ntapwire: %s\n", status,
-                        http1_reason_phrase(status), reason);
-    if (blen < 0)
-        return STREAM_ERROR;
-    if ((size_t)blen >= sizeof(body))
-        blen = (int)sizeof(body) - 1;
-    int hlen = snprintf(head, sizeof(head),
-                        "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                        "Content-Length: %d\r\nCache-Control: no-store\r\n"
-                        "X-Content-Type-Options: nosniff\r\n%s\r\n",
-                        status, http1_reason_phrase(status), blen,
-                        close ? "Connection: close\r\n" : "");
-    /* A refusal that closes may come before the request was read in full
-     * (431, 413, a bad chunk): let the client finish sending and read it. */
-    if (close)
-        stream_linger_on_close(client);
-    int r = stream_put(client, head, (size_t)hlen, timeout_ms);
-    if (r == STREAM_OK)
-        r = stream_put(client, body, (size_t)blen, timeout_ms);
-    if (r == STREAM_OK)
-        r = stream_flush(client, timeout_ms);
-    return r;
-}

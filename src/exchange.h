@@ -3,7 +3,9 @@
  * head, builds the head the origin gets (origin-form target, hop-by-hop
  * fields removed, Via added, framing re-declared), streams the bodies both
  * ways without buffering them whole, relays interim responses and upgrades.
- * It knows nothing about how the upstream stream was opened (conn does).
+ * It knows nothing about how the upstream stream was opened (the session
+ * and the origin do), nor about flow records: what a recorder keeps reaches
+ * it through struct exchange_capture, hooks handed down by the caller.
  */
 #ifndef TAPWIRE_EXCHANGE_H
 #define TAPWIRE_EXCHANGE_H
@@ -14,9 +16,6 @@
 #include "http1.h"
 #include "rules.h"
 #include "stream.h"
-
-struct flow;
-struct flow_header_facts;
 
 #define EXCHANGE_VIA "1.1 tapwire"
 #define EXCHANGE_ERROR_BYTES 512
@@ -92,6 +91,44 @@ int exchange_apply_header_rules(struct exchange_rules *rw, const struct http1_he
                                 struct exchange_modified_head **out);
 void exchange_modified_head_free(struct exchange_modified_head *mod);
 
+/* Which message of the exchange a body or a head belongs to. */
+enum exchange_side { EXCHANGE_REQUEST = 0, EXCHANGE_RESPONSE = 1 };
+
+/* Points in time a recorder may want (wall-clock microseconds). */
+enum exchange_moment {
+    EXCHANGE_REQUEST_SENT, /* the request and its body went out */
+    EXCHANGE_FIRST_BYTE,   /* the first byte of the response arrived */
+    EXCHANGE_DONE,         /* the response went out to the client, or the exchange ended */
+};
+
+/*
+ * What an exchange reports as it goes, for whoever records it (capture.c
+ * keeps a flow). Every hook may be NULL. The heads and bytes passed are
+ * valid only during the call.
+ */
+struct exchange_capture_ops {
+    /* The final response head as sent to the client, and as received from
+     * the origin when header rules changed it (else NULL). */
+    void (*response_head)(void *arg, const struct http1_head *sent,
+                          const struct http1_head *received);
+    /* Body bytes as sent on. */
+    void (*body)(void *arg, enum exchange_side side, const void *data, size_t len);
+    /* A body that rules rewrote, as it arrived (decoded). */
+    void (*body_original)(void *arg, enum exchange_side side, const void *data, size_t len);
+    /* The body was buffered and its head sent with a new Content-Length, and
+     * without Content-Encoding when rules rewrote it (is_rewritten). */
+    void (*reframed)(void *arg, enum exchange_side side, uint64_t content_length,
+                     bool is_rewritten);
+    void (*moment)(void *arg, enum exchange_moment moment, int64_t wall_us);
+    /* A 101 response: the upgraded connection relayed these raw bytes. */
+    void (*upgraded)(void *arg, uint64_t bytes_up, uint64_t bytes_down);
+};
+
+struct exchange_capture {
+    const struct exchange_capture_ops *ops;
+    void *arg;
+};
+
 struct exchange_result {
     int status;                /* final status sent to the client, 0 if none */
     uint64_t request_bytes;    /* body bytes client -> origin */
@@ -108,9 +145,8 @@ struct exchange_result {
 
 /*
  * Forwards req (whose head the caller already consumed from client) to
- * upstream and the response back. When flow is not NULL, the bodies (up to
- * its capture limits), the response head and the timings from request_sent
- * on are recorded into it. rw (may be NULL) applies the response rules and
+ * upstream and the response back. cap (may be NULL) is told the response
+ * head, the bodies and the moments from the request sent on. rw (may be NULL) applies the response rules and
  * the request body rules; the caller applied URL and request header rules
  * when it built req. Never sends a response to the client when
  * it returns upstream_stale. Returns 0 when the exchange completed (the
@@ -120,21 +156,19 @@ struct exchange_result {
  */
 int exchange_forward(struct stream *client, struct stream *upstream,
                      const struct exchange_request *req, const struct exchange_timeouts *t,
-                     struct exchange_rules *rw, struct flow *flow, struct exchange_result *res);
-
-/* The header section of head as "Name: value\r\n" lines, in original order
- * and case. Caller frees. NULL when out of memory. When facts is not NULL it
- * is filled with where the text's Content-Type and Content-Encoding are (see
- * struct flow_header_facts). */
-char *exchange_headers_text(const struct http1_head *head, struct flow_header_facts *facts);
+                     struct exchange_rules *rw, const struct exchange_capture *cap,
+                     struct exchange_result *res);
 
 /*
- * Sends a complete error response with a short text/plain body naming the
- * reason. close adds "Connection: close". Returns 0 or a negative
- * enum stream_status.
+ * Rewrites the framing lines of a head (is_head: with its start line and
+ * blank line) or of a bare header section: drops Content-Length,
+ * Transfer-Encoding and, when drop_encoding, Content-Encoding, and declares
+ * content_length instead, where the old length stood. Returns a new text
+ * (caller frees, *out_len its length) or NULL when out of memory.
  */
-int exchange_send_error(struct stream *client, int status, const char *reason, bool close,
-                        int timeout_ms);
+char *exchange_reframe(const char *head, size_t head_len, bool is_head, uint64_t content_length,
+                       bool drop_encoding, size_t *out_len);
+
 
 /* Reads and discards a request body of the given framing (to keep a
  * connection usable after answering it ourselves). Returns 0 or -1. */

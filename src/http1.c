@@ -20,7 +20,9 @@
 #include "http1.h"
 #include "httptoken.h"
 
+#include <arpa/inet.h>
 #include <string.h>
+#include <strings.h>
 
 /* RFC 9112 2.2: a server SHOULD ignore at least one empty line before the
  * request-line. A few are tolerated (a client's stray CRLF after a body);
@@ -1225,4 +1227,114 @@ const char *http1_reason_phrase(int status)
             return phrases[i].phrase;
     }
     return "Unknown";
+}
+
+/* ---- request targets ---- */
+
+static bool is_dns_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '.' || c == '-' || c == '_';
+}
+
+bool http1_is_valid_host(const char *host)
+{
+    size_t n = strlen(host), i;
+
+    if (n == 0 || n > 253)
+        return false;
+    if (memchr(host, ':', n) != NULL) {
+        struct in6_addr addr;
+        return inet_pton(AF_INET6, host, &addr) == 1;
+    }
+    for (i = 0; i < n; i++)
+        if (!is_dns_char(host[i]))
+            return false;
+    return true;
+}
+
+int http1_parse_authority(const char *authority, size_t len, uint16_t default_port, char *host,
+                          uint16_t *port)
+{
+    const char *h = authority;
+    const char *port_at = NULL; /* the port's digits */
+    size_t host_len, port_len, i;
+    unsigned long value = 0;
+
+    if (len == 0 || memchr(authority, '@', len) != NULL)
+        return -1;
+    if (authority[0] == '[') {
+        const char *end = memchr(authority, ']', len);
+        if (end == NULL)
+            return -1;
+        h = authority + 1;
+        host_len = (size_t)(end - h);
+        if (end + 1 < authority + len) {
+            if (end[1] != ':')
+                return -1;
+            port_at = end + 2;
+        }
+    } else {
+        const char *colon = memchr(authority, ':', len);
+        if (colon != NULL && memchr(colon + 1, ':', len - (size_t)(colon + 1 - authority)))
+            return -1; /* a bare IPv6 address needs brackets */
+        host_len = colon != NULL ? (size_t)(colon - authority) : len;
+        if (colon != NULL)
+            port_at = colon + 1;
+    }
+    if (host_len == 0 || host_len >= HTTP1_MAX_HOST_BYTES)
+        return -1;
+    if (port_at == NULL) {
+        if (default_port == 0)
+            return -1;
+        value = default_port;
+    } else {
+        port_len = len - (size_t)(port_at - authority);
+        if (port_len == 0 || port_len > 5)
+            return -1;
+        for (i = 0; i < port_len; i++) {
+            if (port_at[i] < '0' || port_at[i] > '9')
+                return -1;
+            value = value * 10 + (unsigned long)(port_at[i] - '0');
+        }
+        if (value == 0 || value > 65535)
+            return -1;
+    }
+    memcpy(host, h, host_len);
+    host[host_len] = '\0';
+    if (!http1_is_valid_host(host) || (authority[0] == '[' && memchr(host, ':', host_len) == NULL))
+        return -1;
+    *port = (uint16_t)value;
+    return 0;
+}
+
+int http1_parse_absolute_target(const char *target, size_t len,
+                                 struct http1_absolute_target *out)
+{
+    size_t p, a;
+
+    memset(out, 0, sizeof(*out));
+    if (len >= 7 && strncasecmp(target, "http://", 7) == 0) {
+        p = 7;
+    } else if (len >= 8 && strncasecmp(target, "https://", 8) == 0) {
+        out->is_https = true;
+        p = 8;
+    } else {
+        return -1;
+    }
+    a = p;
+    while (p < len && target[p] != '/' && target[p] != '?' && target[p] != '#')
+        p++;
+    out->authority = target + a;
+    out->authority_len = p - a;
+    if (http1_parse_authority(out->authority, out->authority_len, out->is_https ? 443 : 80,
+                              out->host, &out->port) < 0)
+        return -1;
+    out->path = target + p;
+    out->path_len = len - p;
+    /* A fragment is never sent (RFC 9110 7.1); a target made of one has
+     * no path. */
+    if (out->path_len > 0 && out->path[0] == '#')
+        out->path_len = 0;
+    return 0;
 }

@@ -143,4 +143,44 @@ size_t http1_chunk_header(char *out, uint64_t size);
 /* The standard reason phrase for a status code ("Bad Gateway"), or "Unknown". */
 const char *http1_reason_phrase(int status);
 
+/* ---- request targets (RFC 9112 3.2) ---- */
+
+#define HTTP1_MAX_HOST_BYTES 256 /* a host name or address, with its NUL */
+
+/*
+ * Whether host (an IPv6 literal already without brackets) is one a proxy
+ * may connect to: DNS characters (letters, digits, '.', '-', '_') up to 253
+ * of them, or a valid IPv6 address.
+ */
+bool http1_is_valid_host(const char *host);
+
+/*
+ * Parses an authority "host:port" or "[v6]:port" of len bytes (the
+ * authority-form of CONNECT, RFC 9112 3.2.3; with default_port != 0 the
+ * port may be left out, as in an absolute-form target). host gets the host
+ * without brackets (HTTP1_MAX_HOST_BYTES). Refuses userinfo, a bare IPv6
+ * address, an empty or out-of-range port, and invalid hosts. Returns 0 or -1.
+ */
+int http1_parse_authority(const char *authority, size_t len, uint16_t default_port, char *host,
+                          uint16_t *port);
+
+/* An absolute-form request-target split up; the pointers point into it. */
+struct http1_absolute_target {
+    bool is_https;
+    char host[HTTP1_MAX_HOST_BYTES]; /* checked; IPv6 without brackets */
+    uint16_t port;                   /* 80 or 443 when absent */
+    const char *authority;           /* as written: host[:port] */
+    size_t authority_len;
+    const char *path; /* path and query, without a fragment; may be empty ("/" meant) */
+    size_t path_len;
+};
+
+/*
+ * Splits an absolute-form target ("http://host[:port]/path?query", RFC 9112
+ * 3.2.2; "http" and "https" only, case-insensitive). Refuses userinfo, an
+ * empty or invalid authority. Returns 0 or -1. Allocation-free.
+ */
+int http1_parse_absolute_target(const char *target, size_t len,
+                                 struct http1_absolute_target *out);
+
 #endif

@@ -156,7 +156,7 @@ static void *conn_thread(void *arg)
     struct conn_start *start = arg;
     /* Named so that top -H, perf and /proc tell the proxy's threads apart. */
     pthread_setname_np(pthread_self(), "tw-conn");
-    conn_serve(start->env, start->fd, &start->peer);
+    session_serve_explicit(start->env, start->fd, &start->peer);
     free(start);
     pthread_mutex_lock(&live_lock);
     live_connections--;

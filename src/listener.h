@@ -11,7 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "conn.h"
+#include "session.h"
 
 #define LISTENER_THREAD_STACK_BYTES (256 * 1024)
 #define LISTENER_BACKLOG 511

@@ -16,7 +16,6 @@
 #include "ca.h"
 #include "certstore.h"
 #include "config.h"
-#include "conn.h"
 #include "dashboard.h"
 #include "dashtoken.h"
 #include "db.h"

@@ -1,0 +1,295 @@
+/*
+ * capture: see capture.h. The hooks write straight into the flow: no copy
+ * of a head or a body is made that the flow does not keep.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+
+#include "capture.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "clock.h"
+#include "flowstore.h"
+
+/* Copies src into dst[size], cut to fit. snprintf(dst, size, "%s", src)
+ * does the same at several times the cost, paid four times per flow. */
+static void copy_text(char *dst, size_t size, const char *src)
+{
+    size_t n = strlen(src);
+
+    if (n > size - 1)
+        n = size - 1;
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+static bool name_is(const struct http1_header *h, const char *name)
+{
+    return h->name_len == strlen(name) && strncasecmp(h->name, name, h->name_len) == 0;
+}
+
+char *capture_headers_text(const struct http1_head *head, struct flow_header_facts *facts)
+{
+    /* Sized first, then filled: one allocation per flow and header section
+     * (a growable buffer would append four pieces per field). */
+    size_t len = 0;
+    size_t i;
+    char *text;
+    char *p;
+    struct flow_header_facts found;
+
+    for (i = 0; i < head->num_headers; i++)
+        len += head->headers[i].name_len + head->headers[i].value_len + 4;
+    text = malloc(len + 1);
+    if (text == NULL)
+        return NULL;
+    memset(&found, 0, sizeof(found));
+    found.text = text;
+    p = text;
+    for (i = 0; i < head->num_headers; i++) {
+        const struct http1_header *h = &head->headers[i];
+        uint32_t at;
+
+        memcpy(p, h->name, h->name_len);
+        p += h->name_len;
+        *p++ = ':';
+        *p++ = ' ';
+        /* A section is far below 4 GiB: the parser bounds a head. */
+        at = (uint32_t)(p - text);
+        if (facts && !found.has_content_type && name_is(h, "Content-Type")) {
+            found.has_content_type = true;
+            found.content_type_at = at;
+            found.content_type_len = (uint32_t)h->value_len;
+        } else if (facts && h->value_len > 0 && name_is(h, "Content-Encoding")) {
+            found.has_more_encodings = found.has_content_encoding;
+            found.has_content_encoding = true;
+            found.content_encoding_at = at;
+            found.content_encoding_len = (uint32_t)h->value_len;
+        }
+        memcpy(p, h->value, h->value_len);
+        p += h->value_len;
+        *p++ = '\r';
+        *p++ = '\n';
+    }
+    *p = '\0';
+    if (facts)
+        *facts = found;
+    return text;
+}
+
+/* ---- the hooks the exchange calls ---- */
+
+static void on_response_head(void *arg, const struct http1_head *sent,
+                             const struct http1_head *received)
+{
+    struct flow *f = arg;
+    size_t n = sent->reason_len < sizeof(f->reason) ? sent->reason_len : sizeof(f->reason) - 1;
+
+    f->status = sent->status;
+    memcpy(f->reason, sent->reason, n);
+    f->reason[n] = '\0';
+    f->response_version_minor = sent->version_minor;
+    free(f->response_headers);
+    f->response_headers = capture_headers_text(sent, &f->response_facts);
+    if (received != NULL) {
+        free(f->response_headers_original);
+        f->response_headers_original = capture_headers_text(received, NULL);
+    }
+    if (sent->status == 101)
+        f->kind = FLOW_WEBSOCKET;
+}
+
+static void on_body(void *arg, enum exchange_side side, const void *data, size_t len)
+{
+    struct flow *f = arg;
+
+    flow_body_append(side == EXCHANGE_REQUEST ? &f->request_body : &f->response_body, data, len);
+}
+
+static void on_body_original(void *arg, enum exchange_side side, const void *data, size_t len)
+{
+    struct flow *f = arg;
+
+    if (side == EXCHANGE_REQUEST) {
+        flow_body_append(&f->request_body_original, data, len);
+        f->has_request_body_original = true;
+    } else {
+        flow_body_append(&f->response_body_original, data, len);
+        f->has_response_body_original = true;
+    }
+}
+
+/* The recorded header text of a buffered body's message: what was sent has
+ * a new Content-Length, and no Content-Encoding when rules rewrote the body
+ * (then the original keeps the header text as received, if nothing did
+ * yet). */
+static void on_reframed(void *arg, enum exchange_side side, uint64_t content_length,
+                        bool is_rewritten)
+{
+    struct flow *f = arg;
+    bool is_request = side == EXCHANGE_REQUEST;
+    char **text = is_request ? &f->request_headers : &f->response_headers;
+    char **original = is_request ? &f->request_headers_original : &f->response_headers_original;
+    struct flow_header_facts *facts = is_request ? &f->request_facts : &f->response_facts;
+    size_t len;
+    char *fresh;
+
+    if (*text == NULL)
+        return;
+    fresh = exchange_reframe(*text, strlen(*text), false, content_length, is_rewritten, &len);
+    if (fresh == NULL)
+        return;
+    if (is_rewritten && *original == NULL) {
+        *original = *text;
+        *text = NULL;
+    }
+    free(*text);
+    *text = fresh;
+    /* What was noted is about the old section: the flow writer walks this
+     * one (a rare path: only bodies that rules rewrite get here). */
+    facts->text = NULL;
+}
+
+static void on_moment(void *arg, enum exchange_moment moment, int64_t wall_us)
+{
+    struct flow *f = arg;
+
+    if (moment == EXCHANGE_REQUEST_SENT)
+        f->timings.request_sent = wall_us;
+    else if (moment == EXCHANGE_FIRST_BYTE && f->timings.first_byte == 0)
+        f->timings.first_byte = wall_us;
+    else if (moment == EXCHANGE_DONE)
+        f->timings.done = wall_us;
+}
+
+static void on_upgraded(void *arg, uint64_t bytes_up, uint64_t bytes_down)
+{
+    struct flow *f = arg;
+
+    f->bytes_up = bytes_up;
+    f->bytes_down = bytes_down;
+}
+
+static const struct exchange_capture_ops flow_ops = {
+    .response_head = on_response_head,
+    .body = on_body,
+    .body_original = on_body_original,
+    .reframed = on_reframed,
+    .moment = on_moment,
+    .upgraded = on_upgraded,
+};
+
+/* ---- what the session tells ---- */
+
+void capture_begin(struct capture *c, struct flowstore *store, const struct capture_start *start)
+{
+    struct flow *f;
+
+    memset(c, 0, sizeof(*c));
+    if (store == NULL || (f = flow_new(start->body_limit)) == NULL)
+        return;
+    f->timings.start = clock_wall_us();
+    copy_text(f->client_addr, sizeof(f->client_addr), start->client);
+    copy_text(f->scheme, sizeof(f->scheme), start->scheme);
+    copy_text(f->method, sizeof(f->method), start->method);
+    copy_text(f->host, sizeof(f->host), start->host);
+    f->port = start->port;
+    f->target = start->target != NULL ? strdup(start->target) : NULL;
+    f->is_tls = start->is_tls || strcmp(start->scheme, "https") == 0;
+    c->store = store;
+    c->flow = f;
+    c->hooks.ops = &flow_ops;
+    c->hooks.arg = f;
+}
+
+const struct exchange_capture *capture_hooks(struct capture *c)
+{
+    return c->flow != NULL ? &c->hooks : NULL;
+}
+
+void capture_request(struct capture *c, int version_minor, const struct http1_head *sent,
+                     const struct http1_head *received, char *target_original)
+{
+    struct flow *f = c->flow;
+
+    if (f == NULL) {
+        free(target_original);
+        return;
+    }
+    f->request_version_minor = version_minor;
+    f->request_headers = capture_headers_text(sent, &f->request_facts);
+    if (received != NULL)
+        f->request_headers_original = capture_headers_text(received, NULL);
+    f->target_original = target_original;
+}
+
+void capture_answer(struct capture *c, int status, const char *reason, const char *headers,
+                    const void *body, size_t body_len)
+{
+    struct flow *f = c->flow;
+
+    if (f == NULL)
+        return;
+    f->status = status;
+    copy_text(f->reason, sizeof(f->reason), reason);
+    f->response_version_minor = 1;
+    free(f->response_headers);
+    f->response_headers = strdup(headers);
+    f->response_facts.text = NULL; /* the writer walks it: a rare path */
+    flow_body_append(&f->response_body, body, body_len);
+}
+
+void capture_tunnel(struct capture *c, uint64_t bytes_up, uint64_t bytes_down)
+{
+    if (c->flow == NULL)
+        return;
+    c->flow->kind = FLOW_TUNNEL;
+    c->flow->bytes_up = bytes_up;
+    c->flow->bytes_down = bytes_down;
+}
+
+void capture_rules(struct capture *c, const char *applied, const char *notes)
+{
+    if (c->flow == NULL)
+        return;
+    /* rules: what changed the flow (its "modified" mark); notes: why a
+     * matching rule did not apply. */
+    if (applied != NULL && applied[0] != '\0')
+        c->flow->rules = strdup(applied);
+    if (notes != NULL && notes[0] != '\0')
+        c->flow->rules_notes = strdup(notes);
+}
+
+void capture_finish(struct capture *c, const struct capture_connection *conn, int status,
+                    const char *error)
+{
+    struct flow *f = c->flow;
+
+    if (f == NULL)
+        return;
+    if (f->is_tls && conn != NULL && conn->tls != NULL)
+        flow_tls_copy(&f->tls, conn->tls);
+    if (conn != NULL && (conn->connected_at_us != 0 || conn->tls_done_at_us != 0)) {
+        f->timings.connected = conn->connected_at_us;
+        f->timings.tls_done = conn->tls_done_at_us;
+    }
+    if (status != 0 && f->status == 0)
+        f->status = status;
+    if (error != NULL && error[0] != '\0' && f->error == NULL)
+        f->error = strdup(error);
+    if (f->timings.done == 0)
+        f->timings.done = clock_wall_us();
+    c->flow = NULL;
+    flowstore_submit(c->store, f);
+}
+
+void capture_abandon(struct capture *c)
+{
+    flow_free(c->flow);
+    c->flow = NULL;
+}

@@ -1,0 +1,1083 @@
+/*
+ * session: one client connection, from its first byte to its close.
+ *
+ * The connection's life is an explicit state machine (enum session_mode),
+ * run by session_run(): the explicit proxy's request loop; a CONNECT that
+ * turns the connection into a tunnel; the tunnel's request loop, plain HTTP
+ * or intercepted TLS; the end. Inside a tunnel the first bytes the client
+ * sends are peeked (not read), so they can still go to OpenSSL unchanged:
+ *   - a TLS ClientHello: connect upstream with the client's SNI and ALPN
+ *     (restricted to http/1.1), verify the origin honestly, mint a leaf from
+ *     the origin's names and finish the client's handshake with it. When the
+ *     origin fails verification the client still gets a leaf for the name it
+ *     asked for, and every request on it gets an error page naming the
+ *     reason: the origin's content is never presented as trusted.
+ *   - an HTTP request: proxied as plain HTTP to the tunnel's destination;
+ *   - anything else: relayed raw.
+ * Hosts matching --ignore-host are relayed untouched without peeking.
+ *
+ * Every answer tapwire makes itself (refusals, error pages, the CA page at
+ * http://tapwire.invalid/) goes through answer(): it is sent, logged and
+ * recorded as a flow exactly as sent, so no refusal goes unseen.
+ */
+#include "session.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "capture.h"
+#include "clock.h"
+#include "dashboard.h"
+#include "exchange.h"
+#include "http1.h"
+#include "log.h"
+#include "origin.h"
+#include "stacktrim.h"
+#include "stream.h"
+#include "tlsserver.h"
+#include "upstream.h"
+
+#define SESSION_IN_MAX_BYTES (HTTP1_MAX_HEAD_BYTES + STREAM_READ_CHUNK_BYTES)
+/* Quiet this long, a kept-alive connection releases its buffers and stack
+ * (see wait_next_request). */
+#define SESSION_IDLE_GRACE_MS 200
+#define SESSION_ERROR_BODY_BYTES 1200
+
+enum session_mode { SESSION_PROXY, SESSION_TUNNEL_PLAIN, SESSION_TUNNEL_TLS, SESSION_END };
+
+struct session {
+    const struct proxy_env *env;
+    const struct config *cfg;
+    char client_name[INET6_ADDRSTRLEN + 10];
+    struct stream client;
+    struct origin origin;
+    struct origin_settings origin_settings;
+    struct exchange_timeouts t;
+    /* The request being served; 4 KiB of field slots, so allocated on the
+     * first request and freed while the connection idles. */
+    struct http1_head *head;
+
+    /* The destination of a tunnel (CONNECT, or an entry point that knew it). */
+    char tunnel_host[HTTP1_MAX_HOST_BYTES];
+    uint16_t tunnel_port;
+    bool has_sni;
+    char sni[256];
+    bool offers_http11;
+    struct upstream_error tunnel_error; /* status != OK: each request gets an error page */
+
+    /* The client side's TLS facts (client_* fields only; the origin's are in
+     * origin.tls). */
+    struct flow_tls client_tls;
+    bool client_is_tls;
+};
+
+/* One request being answered: what its log line and its flow need. */
+struct request_ctx {
+    char method[32];   /* "-" until a request line was read */
+    const char *url;   /* "-" until known */
+    const char *scheme; /* "http", "https" */
+    const char *host;  /* "" until known */
+    uint16_t port;
+    const char *target; /* as the client sent it, may be NULL */
+    int64_t started_us;
+    bool is_captured; /* cap was begun (capture may still be off) */
+    struct capture cap;
+};
+
+static void request_ctx_init(struct request_ctx *rq, const struct session *s, int64_t started_us)
+{
+    memset(rq, 0, sizeof(*rq));
+    snprintf(rq->method, sizeof(rq->method), "-");
+    rq->url = "-";
+    rq->scheme = s->client_is_tls ? "https" : "http";
+    rq->host = s->tunnel_host;
+    rq->port = s->tunnel_port;
+    rq->started_us = started_us;
+}
+
+/* ---- log lines and flows ---- */
+
+static void log_request(const struct session *s, const struct request_ctx *rq, int status,
+                        uint64_t bytes, const char *error)
+{
+    double ms = (double)(clock_mono_us() - rq->started_us) / 1000.0;
+    const char *note = s->origin.insecure_note;
+
+    if (error != NULL && error[0] != '\0')
+        log_info("%s %s %s %d %lluB %.1fms error: %s%s%s", s->client_name, rq->method, rq->url,
+                 status, (unsigned long long)bytes, ms, error, note[0] ? "; " : "", note);
+    else
+        log_info("%s %s %s %d %lluB %.1fms%s%s", s->client_name, rq->method, rq->url, status,
+                 (unsigned long long)bytes, ms, note[0] ? " warning: " : "", note);
+}
+
+/* Begins rq's flow with what is known of the request so far. */
+static void begin_capture(struct session *s, struct request_ctx *rq, const char *scheme,
+                          const char *target)
+{
+    struct capture_start start = {
+        .client = s->client_name,
+        .scheme = scheme,
+        .method = rq->method,
+        .host = rq->host,
+        .port = rq->port,
+        .target = target,
+        .is_tls = s->client_is_tls,
+        .body_limit = s->cfg->capture_limit,
+    };
+
+    capture_begin(&rq->cap, s->env->flows, &start);
+    rq->is_captured = true;
+}
+
+/* Hands rq's flow to the store with the TLS facts of both sides and, when
+ * the origin connection was opened for this exchange, its open times. */
+static void finish_capture(struct session *s, struct request_ctx *rq, int status,
+                           const char *error)
+{
+    struct flow_tls tls = s->client_tls;
+    struct capture_connection conn = {.tls = &tls};
+
+    /* Borrowed: capture_finish() copies them. */
+    memcpy(tls.upstream_version, s->origin.tls.version, sizeof(tls.upstream_version));
+    memcpy(tls.upstream_cipher, s->origin.tls.cipher, sizeof(tls.upstream_cipher));
+    tls.cert_subject = s->origin.tls.cert_subject;
+    tls.cert_issuer = s->origin.tls.cert_issuer;
+    tls.cert_sans = s->origin.tls.cert_sans;
+    tls.cert_not_after = s->origin.tls.cert_not_after;
+    tls.verification = s->origin.tls.verification;
+    tls.strings = NULL;
+    origin_take_open_times(&s->origin, &conn.connected_at_us, &conn.tls_done_at_us);
+    capture_finish(&rq->cap, &conn, status, error);
+}
+
+/* ---- tapwire's own answers ---- */
+
+struct own_answer {
+    int status;
+    const char *reason_phrase;
+    const char *fields; /* header lines, "Name: value\r\n" each */
+    const void *body;
+    size_t body_len;
+    bool is_head;     /* HEAD: the body is announced, not sent */
+    bool is_closing;  /* the connection ends after it */
+    const char *error; /* for the log and the flow; NULL for a normal answer */
+};
+
+/*
+ * The one path for every answer tapwire makes itself: sends it (a closing
+ * answer lingers, RFC 9112 9.6, since the client may still be sending what
+ * was refused), writes the log line and records the flow as sent. Returns
+ * whether the connection can carry another request.
+ */
+static bool answer(struct session *s, struct request_ctx *rq, const struct own_answer *a)
+{
+    char status_line[96];
+    int timeout = s->t.io_ms;
+    int r;
+
+    snprintf(status_line, sizeof(status_line), "HTTP/1.1 %d %s\r\n", a->status, a->reason_phrase);
+    if (a->is_closing)
+        stream_linger_on_close(&s->client);
+    r = stream_putstr(&s->client, status_line, timeout);
+    if (r == STREAM_OK)
+        r = stream_putstr(&s->client, a->fields, timeout);
+    if (r == STREAM_OK)
+        r = stream_put(&s->client, "\r\n", 2, timeout);
+    if (r == STREAM_OK && !a->is_head)
+        r = stream_put(&s->client, a->body, a->body_len, timeout);
+    if (r == STREAM_OK)
+        r = stream_flush(&s->client, timeout);
+    log_request(s, rq, a->status, a->is_head ? 0 : a->body_len, a->error);
+    if (!rq->is_captured)
+        begin_capture(s, rq, rq->scheme, rq->target);
+    capture_answer(&rq->cap, a->status, a->reason_phrase, a->fields, a->body,
+                   a->is_head ? 0 : a->body_len);
+    finish_capture(s, rq, a->status, a->error);
+    return r == STREAM_OK && !a->is_closing;
+}
+
+/* A short text/plain page naming why, as every refusal and error gets. */
+static bool refuse(struct session *s, struct request_ctx *rq, int status, const char *reason,
+                   bool is_closing)
+{
+    char body[SESSION_ERROR_BODY_BYTES];
+    char fields[256];
+    int len = snprintf(body, sizeof(body), "%d %s\n\ntapwire: %s\n", status,
+                       http1_reason_phrase(status), reason);
+    size_t body_len = len < 0 ? 0 : (size_t)len >= sizeof(body) ? sizeof(body) - 1 : (size_t)len;
+    struct own_answer a = {
+        .status = status,
+        .reason_phrase = http1_reason_phrase(status),
+        .fields = fields,
+        .body = body,
+        .body_len = body_len,
+        .is_closing = is_closing,
+        .error = reason,
+    };
+
+    snprintf(fields, sizeof(fields),
+             "Content-Type: text/plain; charset=utf-8\r\nContent-Length: %zu\r\n"
+             "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n%s",
+             body_len, is_closing ? "Connection: close\r\n" : "");
+    return answer(s, rq, &a);
+}
+
+/* ---- where the client wants to go ---- */
+
+/* The proxy must not connect to itself (a loop until the connection cap is
+ * reached), nor to its dashboard: a page proxied through us must not reach
+ * the dashboard from the user's browser. This is the early check on names
+ * ("localhost"); what stops every other spelling is the guard, which
+ * upstream_connect_tcp() applies to each resolved address. Returns what
+ * host:port is when it is tapwire itself, for the refusal, else NULL. */
+static const char *self_target(const struct session *s, const char *host, uint16_t port)
+{
+    bool is_ours = strcasecmp(host, "localhost") == 0 || strncmp(host, "127.", 4) == 0 ||
+                   strcmp(host, "::1") == 0 || strcasecmp(host, s->cfg->listen_host) == 0;
+
+    if (port == s->cfg->listen_port && is_ours)
+        return "the proxy itself";
+    if (s->cfg->dashboard_enabled && port == s->cfg->dashboard_port &&
+        (is_ours || strcasecmp(host, s->cfg->dashboard_host) == 0))
+        return "tapwire's dashboard (open it directly, not through the proxy)";
+    return NULL;
+}
+
+/* The origin-form target to send: the parsed path, "/" when it is empty or
+ * starts with a query. Caller frees; NULL when out of memory. */
+static char *origin_form(const char *path, size_t len)
+{
+    bool needs_slash = len == 0 || path[0] != '/';
+    char *out = malloc(len + 2);
+
+    if (out == NULL)
+        return NULL;
+    if (needs_slash)
+        out[0] = '/';
+    memcpy(out + needs_slash, path, len);
+    out[len + needs_slash] = '\0';
+    return out;
+}
+
+/* http://tapwire.invalid/: the CA and how to trust it, served by the proxy
+ * itself so a phone that only has the proxy set can fetch the CA. The name
+ * is reserved (RFC 6761), so it can never be a real site. */
+static bool serve_local_page(struct session *s, struct request_ctx *rq, const char *path,
+                             size_t head_len)
+{
+    struct dashboard_local_response resp = {0};
+    const struct http1_head *h = s->head;
+    char err[256], url[300];
+    char *fields = NULL;
+    size_t fields_len;
+    bool keep = false;
+    bool keep_alive = h->keep_alive && h->framing == HTTP1_BODY_NONE;
+
+    stream_consume(&s->client, head_len);
+    snprintf(url, sizeof(url), "http://%s%s", DASHBOARD_LOCAL_HOST, path);
+    rq->url = url;
+    rq->host = DASHBOARD_LOCAL_HOST;
+    rq->port = 80;
+    if (dashboard_serve_local(s->env->ca, rq->method, path, &resp, err, sizeof(err)) < 0) {
+        refuse(s, rq, 500, err, true);
+        goto out;
+    }
+    fields_len = strlen(resp.headers != NULL ? resp.headers : "") + 64;
+    fields = malloc(fields_len);
+    if (fields == NULL) {
+        refuse(s, rq, 503, "out of memory", true);
+        goto out;
+    }
+    snprintf(fields, fields_len, "Content-Length: %zu\r\n%s%s", resp.body_len,
+             keep_alive ? "" : "Connection: close\r\n", resp.headers != NULL ? resp.headers : "");
+    struct own_answer a = {
+        .status = resp.status,
+        .reason_phrase = resp.reason,
+        .fields = fields,
+        .body = resp.body,
+        .body_len = resp.body_len,
+        .is_head = strcmp(rq->method, "HEAD") == 0,
+        .is_closing = !keep_alive,
+    };
+    keep = answer(s, rq, &a);
+out:
+    free(fields);
+    dashboard_local_response_free(&resp);
+    return keep;
+}
+
+/* ---- one exchange ---- */
+
+/*
+ * Request-side rules before the head is built: the URL rules may replace
+ * *path (the old one goes to *target_original), header rules give *req_mod.
+ * Leaves rw->set NULL when there are no rules. Returns 0, or -1 when out of
+ * memory.
+ */
+static int apply_request_rules(struct session *s, struct rule_set **set, struct rules_ctx *ctx,
+                               struct exchange_rules *rw, const char *method, const char *site,
+                               char **path, char **target_original,
+                               struct exchange_modified_head **req_mod)
+{
+    char *new_target = NULL;
+    const struct http1_header *ct;
+
+    *set = rules_acquire(s->env->rules);
+    if (!*set || rules_set_count(*set) == 0)
+        return 0;
+    if (rules_ctx_init(ctx, method, site, *path) < 0)
+        return -1;
+    *rw = (struct exchange_rules){.set = *set,
+                                  .ctx = ctx,
+                                  .limit = s->cfg->rewrite_limit,
+                                  .memory_limit = s->cfg->rewrite_memory};
+    ct = http1_find_header(s->head, "Content-Type");
+    if (ct) {
+        char type[RULES_MAX_CONTENT_TYPE_BYTES];
+        snprintf(type, sizeof(type), "%.*s", (int)ct->value_len, ct->value);
+        rules_ctx_set_content_type(ctx, type);
+    }
+    if (rules_apply_url(*set, ctx, &new_target) < 0)
+        return -1;
+    if (new_target) {
+        *target_original = *path;
+        *path = new_target;
+    }
+    return exchange_apply_header_rules(rw, s->head, req_mod);
+}
+
+/* The URL as the client sees it: in a tunnel, the site is the one named by
+ * Host (else SNI), not the address the tunnel goes to. */
+static char *shown_url(const struct session *s, enum session_mode mode, bool is_tls,
+                       const char *host, uint16_t port, const char *authority,
+                       size_t authority_len, const char *path)
+{
+    const struct http1_header *hh =
+        mode == SESSION_PROXY ? NULL : http1_find_header(s->head, "Host");
+    const char *name = s->has_sni ? s->sni : host;
+    bool v6 = strchr(host, ':') != NULL;
+    char shown[300];
+    size_t len;
+    char *url;
+
+    if (authority != NULL && authority_len < sizeof(shown))
+        snprintf(shown, sizeof(shown), "%.*s", (int)authority_len, authority);
+    else if (hh && hh->value_len > 0 && hh->value_len < sizeof(shown))
+        snprintf(shown, sizeof(shown), "%.*s", (int)hh->value_len, hh->value);
+    else if (port == (is_tls ? 443 : 80))
+        snprintf(shown, sizeof(shown), "%s%s%s", v6 ? "[" : "", name, v6 ? "]" : "");
+    else
+        snprintf(shown, sizeof(shown), "%s%s%s:%u", v6 ? "[" : "", name, v6 ? "]" : "", port);
+    len = strlen(shown) + strlen(path) + 16;
+    url = malloc(len);
+    if (url != NULL)
+        snprintf(url, len, "%s://%s%s", is_tls ? "https" : "http", shown, path);
+    return url;
+}
+
+/* What serve_one() learned of the request's destination. */
+struct destination {
+    bool is_tls;
+    char host[HTTP1_MAX_HOST_BYTES];
+    uint16_t port;
+    const char *authority; /* absolute-form: the Host value to send; NULL in a tunnel */
+    size_t authority_len;
+    char *path; /* owned: origin-form */
+};
+
+/*
+ * Where the request in s->head goes: parsed from an absolute-form target
+ * (explicit proxy) or the tunnel's destination. Returns 0, 1 when it was
+ * answered here (refused, or the CA page) with *keep set, or -1 when out of
+ * memory.
+ */
+static int route(struct session *s, enum session_mode mode, struct request_ctx *rq,
+                 size_t head_len, struct destination *d, bool *keep)
+{
+    const struct http1_head *h = s->head;
+    struct http1_absolute_target at;
+    const char *self;
+
+    rq->target = NULL;
+    if (mode == SESSION_PROXY) {
+        if (http1_parse_absolute_target(h->target, h->target_len, &at) < 0) {
+            *keep = refuse(s, rq, 400,
+                           h->target_len > 0 && h->target[0] == '/'
+                               ? "this is a proxy: send absolute-form requests "
+                                 "(GET http://host/path) or CONNECT"
+                               : "invalid request target",
+                           true);
+            return 1;
+        }
+        d->is_tls = at.is_https;
+        memcpy(d->host, at.host, sizeof(d->host));
+        d->port = at.port;
+        d->authority = at.authority;
+        d->authority_len = at.authority_len;
+        d->path = origin_form(at.path, at.path_len);
+        rq->host = d->host;
+        rq->port = d->port;
+        rq->scheme = d->is_tls ? "https" : "http";
+        if (d->path == NULL)
+            return -1;
+        if ((self = self_target(s, d->host, d->port)) != NULL) {
+            char why[160];
+            snprintf(why, sizeof(why), "refusing to proxy a request to %s", self);
+            *keep = refuse(s, rq, 508, why, true);
+            return 1;
+        }
+        if (!d->is_tls && dashboard_is_local_host(d->host)) {
+            *keep = serve_local_page(s, rq, d->path, head_len);
+            return 1;
+        }
+        return 0;
+    }
+    d->is_tls = mode == SESSION_TUNNEL_TLS;
+    snprintf(d->host, sizeof(d->host), "%s", s->tunnel_host);
+    d->port = s->tunnel_port;
+    if (h->target_len > 0 && (h->target[0] == '/' || h->target[0] == '*')) {
+        d->path = strndup(h->target, h->target_len);
+    } else if (http1_parse_absolute_target(h->target, h->target_len, &at) == 0) {
+        d->path = origin_form(at.path, at.path_len);
+    } else {
+        *keep = refuse(s, rq, 400, "invalid request target", true);
+        return 1;
+    }
+    return d->path == NULL ? -1 : 0;
+}
+
+/* Opens the origin for the request unless the open one serves it. */
+static int connect_origin(struct session *s, enum session_mode mode, const struct destination *d,
+                          struct upstream_error *err)
+{
+    struct origin_target target = {
+        .host = d->host,
+        .port = d->port,
+        .is_tls = d->is_tls,
+        .sni = d->is_tls ? (mode == SESSION_TUNNEL_TLS ? (s->has_sni ? s->sni : NULL) : d->host)
+                         : NULL,
+        .verify_name = mode == SESSION_TUNNEL_TLS && s->has_sni ? s->sni : d->host,
+        .offers_http11 = s->offers_http11,
+    };
+
+    return origin_open(&s->origin, &s->origin_settings, &target, err, NULL);
+}
+
+/* Sends req and relays the response, retrying once on a fresh origin
+ * connection when a kept-alive one turned out closed. */
+static void forward(struct session *s, enum session_mode mode, const struct destination *d,
+                    struct request_ctx *rq, const struct exchange_request *req,
+                    struct exchange_rules *rw, struct exchange_result *res, bool *keep)
+{
+    bool is_reused = origin_is_open_to(&s->origin, d->host, d->port, d->is_tls);
+
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (!is_reused) {
+            struct upstream_error uerr;
+            if (connect_origin(s, mode, d, &uerr) < 0) {
+                bool close = req->framing != HTTP1_BODY_NONE || !req->keep_alive;
+                *keep = refuse(s, rq, upstream_error_http_status(&uerr), uerr.reason, close);
+                return;
+            }
+            if (s->origin.insecure_note[0] != '\0')
+                log_warn("%s: upstream %s:%u %s", s->client_name, d->host, d->port,
+                         s->origin.insecure_note);
+        }
+        int r = exchange_forward(&s->client, &s->origin.stream, req, &s->t,
+                                 rw->set ? rw : NULL, capture_hooks(&rq->cap), res);
+        if (r < 0 && res->upstream_stale && is_reused) {
+            /* A kept-alive origin connection may have been closed by the
+             * origin just before we used it; a request without a body is
+             * safe to send again on a fresh one (RFC 9112 9.3.1). */
+            is_reused = false;
+            continue;
+        }
+        if (r < 0 && res->status == 0) {
+            if (rw->set)
+                capture_rules(&rq->cap, rw->ctx->applied, rw->ctx->notes);
+            origin_close(&s->origin);
+            *keep = refuse(s, rq, res->error_status, res->error, true);
+            return;
+        }
+        break;
+    }
+    log_request(s, rq, res->status, res->response_bytes, res->error);
+    if (rw->set)
+        capture_rules(&rq->cap, rw->ctx->applied, rw->ctx->notes);
+    finish_capture(s, rq, res->status, res->error);
+    if (!res->upstream_reusable)
+        origin_close(&s->origin);
+    *keep = res->client_keep_alive;
+}
+
+/* One exchange after the head was parsed. Returns true to keep serving. */
+static bool serve_one(struct session *s, enum session_mode mode, size_t head_len,
+                      int64_t started)
+{
+    const struct http1_head *h = s->head;
+    struct request_ctx rq;
+    struct destination d = {0};
+    struct exchange_request req = {0};
+    struct exchange_result res = {0};
+    struct rule_set *rule_set = NULL;
+    struct rules_ctx rules_ctx;
+    struct exchange_rules rw = {0};
+    struct exchange_modified_head *req_mod = NULL;
+    char *target_original = NULL;
+    char *url = NULL;
+    bool keep = false;
+    int routed;
+
+    request_ctx_init(&rq, s, started);
+    snprintf(rq.method, sizeof(rq.method), "%.*s", (int)(h->method_len < 31 ? h->method_len : 31),
+             h->method);
+    routed = route(s, mode, &rq, head_len, &d, &keep);
+    if (routed != 0)
+        goto out;
+    if (h->method_len == 7 && memcmp(h->method, "CONNECT", 7) == 0) {
+        keep = refuse(s, &rq, 400, "CONNECT inside a tunnel is not supported", true);
+        goto out;
+    }
+    if (h->framing == HTTP1_BODY_CHUNKED && !exchange_has_only_chunked(h)) {
+        keep = refuse(s, &rq, 501, "transfer codings other than chunked are not supported", true);
+        goto out;
+    }
+    url = shown_url(s, mode, d.is_tls, d.host, d.port, d.authority, d.authority_len, d.path);
+    if (url == NULL)
+        goto out;
+    rq.url = url;
+    const char *site = mode == SESSION_PROXY ? d.host : (s->has_sni ? s->sni : d.host);
+    if (s->env->rules && apply_request_rules(s, &rule_set, &rules_ctx, &rw, rq.method, site,
+                                             &d.path, &target_original, &req_mod) < 0)
+        goto out;
+    const struct http1_head *sent = req_mod ? &req_mod->head : h;
+    char host_value[300];
+    if (d.authority != NULL)
+        snprintf(host_value, sizeof(host_value), "%.*s", (int)d.authority_len, d.authority);
+    if (exchange_request_build(&req, sent, d.path, strlen(d.path),
+                               d.authority != NULL ? host_value : NULL) < 0)
+        goto out;
+    rq.host = site;
+    rq.port = d.port;
+    begin_capture(s, &rq, d.is_tls ? "https" : "http", d.path);
+    capture_request(&rq.cap, h->version_minor, sent, req_mod ? h : NULL, target_original);
+    target_original = NULL;
+    stream_consume(&s->client, head_len);
+    h = NULL; /* its bytes are gone */
+
+    if (s->tunnel_error.status != UPSTREAM_OK) {
+        bool close = req.framing != HTTP1_BODY_NONE || !req.keep_alive;
+        keep = refuse(s, &rq, upstream_error_http_status(&s->tunnel_error),
+                      s->tunnel_error.reason, close);
+        goto out;
+    }
+    forward(s, mode, &d, &rq, &req, &rw, &res, &keep);
+out:
+    capture_abandon(&rq.cap);
+    if (rw.set)
+        rules_ctx_free(&rules_ctx);
+    rules_set_unref(rule_set);
+    exchange_modified_head_free(req_mod);
+    free(target_original);
+    exchange_request_free(&req);
+    free(d.path);
+    free(url);
+    return keep;
+}
+
+/* ---- the request loop ---- */
+
+/*
+ * Waits for the next request on a kept-alive connection. Returns false when
+ * the connection should end (idle timeout, shutdown). A connection that
+ * stays quiet for SESSION_IDLE_GRACE_MS gives back what only a busy
+ * connection needs: its stream buffers and the stack pages its thread
+ * touched (a TLS handshake goes deep). A busy one keeps them, so back-to-back
+ * requests cost no free/malloc and no madvise. The grace counts towards the
+ * idle timeout.
+ */
+static bool wait_next_request(struct session *s)
+{
+    int idle_ms = s->t.idle_ms;
+    int grace_ms = idle_ms >= 0 && idle_ms < SESSION_IDLE_GRACE_MS ? idle_ms
+                                                                   : SESSION_IDLE_GRACE_MS;
+    int r = stream_wait_readable(&s->client, grace_ms);
+
+    if (r != STREAM_TIMEOUT)
+        return r == STREAM_OK;
+    stream_release_idle(&s->client);
+    stream_release_idle(&s->origin.stream);
+    free(s->head);
+    s->head = NULL;
+    stacktrim_release();
+    return stream_wait_readable(&s->client, idle_ms < 0 ? -1 : idle_ms - grace_ms) == STREAM_OK;
+}
+
+static enum session_mode open_tunnel(struct session *s, size_t head_len, int64_t started);
+
+/* Serves requests in mode until the connection ends, or, in the explicit
+ * proxy, until a CONNECT asks for a tunnel: returns the next mode. */
+static enum session_mode serve_requests(struct session *s, enum session_mode mode)
+{
+    for (;;) {
+        struct http1_error perr = {0};
+        int n;
+
+        /* Between requests (and until a head is read) a stopping proxy may
+         * end the connection at once. */
+        s->client.cancel_fd = s->env->stop_fd;
+        bool is_waiting = wait_next_request(s);
+        bool has_head = is_waiting && (s->head != NULL || (s->head = malloc(sizeof(*s->head))));
+        n = has_head ? exchange_read_request(&s->client, &s->t, s->head, &perr) : 0;
+        s->client.cancel_fd = s->env->cancel_fd;
+        int64_t started = clock_mono_us();
+        if (is_waiting && !has_head) {
+            struct request_ctx rq;
+            request_ctx_init(&rq, s, started);
+            refuse(s, &rq, 503, "out of memory", true);
+            return SESSION_END;
+        }
+        if (n == 0)
+            return SESSION_END;
+        if (n < 0) {
+            struct request_ctx rq;
+            request_ctx_init(&rq, s, started);
+            refuse(s, &rq, perr.status, perr.message, true);
+            return SESSION_END;
+        }
+        if (mode == SESSION_PROXY && s->head->method_len == 7 &&
+            memcmp(s->head->method, "CONNECT", 7) == 0)
+            return open_tunnel(s, (size_t)n, started);
+        if (!serve_one(s, mode, (size_t)n, started))
+            return SESSION_END;
+    }
+}
+
+/* ---- tunnels ---- */
+
+enum first_bytes { FIRST_TLS, FIRST_HTTP, FIRST_RAW, FIRST_GONE };
+
+/* HTTP when the bytes start like a request line: a method token and a
+ * space. Returns -1 when more bytes are needed to tell. */
+static int looks_like_http(const unsigned char *b, size_t n)
+{
+    size_t i = 0;
+    while (i < n && i < 20 && (isupper(b[i]) || b[i] == '-' || b[i] == '_'))
+        i++;
+    if (i < n)
+        return i > 0 && b[i] == ' ' ? 1 : 0;
+    return i < 20 ? -1 : 0;
+}
+
+enum more_bytes { MORE_ARRIVED, MORE_GONE, MORE_TIMEOUT };
+
+/*
+ * Waits until more than have bytes are pending on fd, the client closes, or
+ * deadline (clock_mono_us) passes. poll() alone reports the socket readable
+ * while any byte is pending, so a client that sent part of a ClientHello and
+ * stalled would make every wait return at once; SO_RCVLOWAT raises the mark
+ * poll() waits for (Linux honours it for TCP, see socket(7)), so a stalled
+ * client costs nothing until it sends more or hangs up.
+ */
+static enum more_bytes wait_more_bytes(int fd, int cancel_fd, size_t have, int64_t deadline)
+{
+    enum more_bytes result = MORE_TIMEOUT;
+    int lowat = (int)have + 1;
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof(lowat)) < 0)
+        return MORE_GONE;
+    for (;;) {
+        int64_t left_us = deadline - clock_mono_us();
+        if (left_us <= 0)
+            break;
+        struct pollfd p[2] = {{.fd = fd, .events = POLLIN | POLLRDHUP},
+                              {.fd = cancel_fd, .events = POLLIN}};
+        int r = poll(p, cancel_fd >= 0 ? 2 : 1, (int)((left_us + 999) / 1000));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0 || (cancel_fd >= 0 && p[1].revents)) {
+            result = MORE_GONE;
+            break;
+        }
+        if (r == 0)
+            continue; /* the deadline check above ends it */
+        /* A hang-up or an error also wakes poll() below the mark: the rest
+         * of the ClientHello will never come. */
+        result = p[0].revents & (POLLRDHUP | POLLHUP | POLLERR) ? MORE_GONE : MORE_ARRIVED;
+        break;
+    }
+    lowat = 1;
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof(lowat)) < 0)
+        result = MORE_GONE;
+    return result;
+}
+
+/* Peeks at what the client sends first inside a tunnel, without reading it. */
+static enum first_bytes peek_first_bytes(struct session *s, struct client_hello *hello)
+{
+    enum first_bytes kind = FIRST_GONE;
+    unsigned char *buf = NULL;
+    int64_t deadline = clock_mono_us() + (int64_t)s->cfg->header_timeout_ms * 1000;
+    size_t have = 0;
+
+    if (stream_buffered(&s->client) > 0) {
+        /* The client did not wait for our 200: those bytes are already read,
+         * so they cannot be handed to OpenSSL; plain protocols still work. */
+        const unsigned char *d = (const unsigned char *)stream_data(&s->client);
+        size_t n = stream_buffered(&s->client);
+        if (tlsserver_looks_like_tls(d, n)) {
+            log_info("%s: TLS sent before the CONNECT response; closing", s->client_name);
+            goto out;
+        }
+        kind = looks_like_http(d, n) == 1 ? FIRST_HTTP : FIRST_RAW;
+        goto out;
+    }
+    if (stream_wait_readable(&s->client, s->cfg->header_timeout_ms) != STREAM_OK)
+        goto out;
+    buf = malloc(SESSION_PEEK_BYTES);
+    if (!buf)
+        goto out;
+    for (;;) {
+        ssize_t n = recv(s->client.fd, buf, SESSION_PEEK_BYTES, MSG_PEEK);
+        if (n == 0)
+            goto out;
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+            goto out;
+        if (n > 0) {
+            enum tlsserver_hello_result r = tlsserver_parse_client_hello(buf, (size_t)n, hello);
+            if (r == TLSSERVER_HELLO_COMPLETE) {
+                kind = FIRST_TLS;
+                goto out;
+            }
+            if (r == TLSSERVER_HELLO_MALFORMED) {
+                log_info("%s: malformed TLS ClientHello; closing", s->client_name);
+                goto out;
+            }
+            if (r == TLSSERVER_HELLO_NOT_TLS) {
+                int http = looks_like_http(buf, (size_t)n);
+                if (http >= 0) {
+                    kind = http ? FIRST_HTTP : FIRST_RAW;
+                    goto out;
+                }
+            }
+            if (n == SESSION_PEEK_BYTES) {
+                log_info("%s: TLS ClientHello too large; closing", s->client_name);
+                goto out;
+            }
+            have = (size_t)n;
+        }
+        enum more_bytes more = wait_more_bytes(s->client.fd, s->client.cancel_fd, have, deadline);
+        if (more == MORE_GONE) {
+            log_info("%s: client closed before its first bytes were complete", s->client_name);
+            goto out;
+        }
+        if (more == MORE_TIMEOUT) {
+            log_info("%s: first bytes of the tunnel did not arrive in time", s->client_name);
+            goto out;
+        }
+    }
+out:
+    free(buf);
+    return kind;
+}
+
+static bool offers_alpn(const struct client_hello *hello, const char *proto)
+{
+    for (size_t i = 0; i < hello->alpn_count; i++)
+        if (strcmp(hello->alpn[i], proto) == 0)
+            return true;
+    return false;
+}
+
+static void record_client_tls(struct session *s, SSL *ssl)
+{
+    struct flow_tls *t = &s->client_tls;
+    const unsigned char *alpn = NULL;
+    unsigned int alpn_len = 0;
+
+    snprintf(t->client_sni, sizeof(t->client_sni), "%s", s->has_sni ? s->sni : "");
+    SSL_get0_alpn_selected(ssl, &alpn, &alpn_len);
+    snprintf(t->client_alpn, sizeof(t->client_alpn), "%.*s", (int)alpn_len,
+             alpn ? (const char *)alpn : "");
+    snprintf(t->client_version, sizeof(t->client_version), "%s", SSL_get_version(ssl));
+    snprintf(t->client_cipher, sizeof(t->client_cipher), "%s", SSL_get_cipher_name(ssl));
+    s->client_is_tls = true;
+}
+
+/* Connects and verifies the origin, then completes the client's handshake
+ * with a leaf carrying the origin's names. Returns 0 or -1 (client gone). */
+static int intercept_tls(struct session *s, const struct client_hello *hello)
+{
+    struct ca_names names = {0};
+    X509 *peer = NULL;
+    X509 *leaf = NULL;
+    SSL *ssl = NULL;
+    char err[256];
+    int rc = -1;
+
+    s->has_sni = hello->has_sni;
+    snprintf(s->sni, sizeof(s->sni), "%s", hello->has_sni ? hello->sni : "");
+    s->offers_http11 = hello->alpn_count == 0 || offers_alpn(hello, "http/1.1");
+    const char *name = s->has_sni ? s->sni : s->tunnel_host;
+    struct origin_target target = {
+        .host = s->tunnel_host,
+        .port = s->tunnel_port,
+        .is_tls = true,
+        .sni = s->has_sni ? s->sni : NULL,
+        .verify_name = name,
+        .offers_http11 = s->offers_http11,
+    };
+
+    if (origin_open(&s->origin, &s->origin_settings, &target, &s->tunnel_error, &peer) < 0) {
+        log_warn("%s: upstream %s:%u (%s): %s", s->client_name, s->tunnel_host, s->tunnel_port,
+                 name, s->tunnel_error.reason);
+        if (s->tunnel_error.status == UPSTREAM_OK)
+            s->tunnel_error.status = UPSTREAM_TLS_FAILED;
+    } else if (s->origin.insecure_note[0] != '\0') {
+        log_warn("%s: upstream %s:%u %s", s->client_name, s->tunnel_host, s->tunnel_port,
+                 s->origin.insecure_note);
+    }
+    /* The name the client asked for comes first: it becomes the CN. The
+     * origin's names are copied only from a certificate that passed (or
+     * that --insecure told us to accept). */
+    if (ca_names_add(&names, name) < 0) {
+        log_info("%s: cannot mint a certificate for '%s'", s->client_name, name);
+        goto out;
+    }
+    if (s->tunnel_error.status == UPSTREAM_OK && peer)
+        ca_names_add_from_cert(&names, peer);
+    leaf = certstore_get(s->env->certs, &names, err, sizeof(err));
+    if (!leaf) {
+        log_error("%s: minting a certificate for %s failed: %s", s->client_name, name, err);
+        goto out;
+    }
+    ssl = tlsserver_accept(s->env->server_ctx, s->client.fd, leaf, ca_cert(s->env->ca),
+                           ca_leaf_key(s->env->ca), s->cfg->header_timeout_ms, err, sizeof(err));
+    if (!ssl) {
+        log_info("%s: TLS handshake with the client for %s failed: %s", s->client_name, name,
+                 err);
+        goto out;
+    }
+    stream_attach_tls(&s->client, ssl);
+    record_client_tls(s, ssl);
+    rc = 0;
+out:
+    X509_free(leaf);
+    X509_free(peer);
+    ca_names_clear(&names);
+    return rc;
+}
+
+/* Relays the tunnel's bytes untouched, as one flow with byte counts. */
+static void relay_raw(struct session *s, const char *what, int64_t started)
+{
+    uint64_t up = 0, down = 0;
+    struct upstream_error uerr = {0};
+    struct request_ctx rq;
+    char target[300];
+    char note[128];
+    int r;
+
+    request_ctx_init(&rq, s, started);
+    snprintf(rq.method, sizeof(rq.method), "CONNECT");
+    snprintf(target, sizeof(target), "%s:%u", s->tunnel_host, s->tunnel_port);
+    rq.url = target;
+    if (!stream_is_open(&s->origin.stream)) {
+        struct origin_target t = {.host = s->tunnel_host, .port = s->tunnel_port};
+        if (origin_open(&s->origin, &s->origin_settings, &t, &uerr, NULL) < 0) {
+            /* Past the 200 nothing can be answered: a log line and a flow. */
+            log_request(s, &rq, upstream_error_http_status(&uerr), 0, uerr.reason);
+            begin_capture(s, &rq, "tcp", NULL);
+            finish_capture(s, &rq, upstream_error_http_status(&uerr), uerr.reason);
+            return;
+        }
+    }
+    begin_capture(s, &rq, "tcp", NULL);
+    r = stream_relay(&s->client, &s->origin.stream, s->cfg->idle_timeout_ms, &up, &down);
+    snprintf(note, sizeof(note), "%s relay, %llu bytes up%s%s", what, (unsigned long long)up,
+             r < 0 ? ", ended: " : "", r < 0 ? stream_status_text(r) : "");
+    log_request(s, &rq, 200, down, note);
+    capture_tunnel(&rq.cap, up, down);
+    finish_capture(s, &rq, 200, r < 0 && r != STREAM_TIMEOUT ? note : NULL);
+}
+
+/*
+ * What runs inside a tunnel to s->tunnel_host:port, decided by what the
+ * client sends first. Returns the mode to serve requests in, or
+ * SESSION_END when the tunnel is over (relayed raw, closed).
+ */
+static enum session_mode enter_tunnel(struct session *s, int64_t started)
+{
+    struct client_hello hello;
+
+    switch (peek_first_bytes(s, &hello)) {
+    case FIRST_TLS:
+        /* Clients often CONNECT by address and name the site only in the
+         * SNI, so --ignore-host is checked again once the SNI is known. */
+        if (hello.has_sni && config_is_ignored_host(s->cfg, hello.sni)) {
+            relay_raw(s, "ignored host", started);
+            return SESSION_END;
+        }
+        return intercept_tls(s, &hello) == 0 ? SESSION_TUNNEL_TLS : SESSION_END;
+    case FIRST_HTTP:
+        return SESSION_TUNNEL_PLAIN;
+    case FIRST_RAW:
+        relay_raw(s, "raw", started);
+        return SESSION_END;
+    case FIRST_GONE:
+        break;
+    }
+    return SESSION_END;
+}
+
+/*
+ * Answers a CONNECT and sets up what runs inside the tunnel. Returns the
+ * mode to serve requests in, or SESSION_END when the tunnel is already over
+ * (refused, relayed raw, closed).
+ */
+static enum session_mode open_tunnel(struct session *s, size_t head_len, int64_t started)
+{
+    static const char established[] = "HTTP/1.1 200 Connection established\r\n\r\n";
+    char authority[300];
+    const char *self;
+    struct upstream_error refused;
+    struct request_ctx rq;
+    const struct http1_head *h = s->head;
+    size_t alen = h->target_len < sizeof(authority) - 1 ? h->target_len : sizeof(authority) - 1;
+
+    memcpy(authority, h->target, alen);
+    authority[alen] = '\0';
+    stream_consume(&s->client, head_len);
+    request_ctx_init(&rq, s, started);
+    snprintf(rq.method, sizeof(rq.method), "CONNECT");
+    rq.url = authority;
+    rq.scheme = "tcp";
+    if (http1_parse_authority(h->target, h->target_len, 0, s->tunnel_host, &s->tunnel_port) < 0) {
+        s->tunnel_host[0] = '\0';
+        refuse(s, &rq, 400, "CONNECT wants host:port", true);
+        return SESSION_END;
+    }
+    rq.host = s->tunnel_host;
+    rq.port = s->tunnel_port;
+    if ((self = self_target(s, s->tunnel_host, s->tunnel_port)) != NULL) {
+        char why[160];
+        snprintf(why, sizeof(why), "refusing to tunnel to %s", self);
+        refuse(s, &rq, 508, why, true);
+        return SESSION_END;
+    }
+    /* A numeric target refused by the guard is refused now, with a status,
+     * rather than after the 200 when only the tunnel's requests could say
+     * why; a name is checked when the tunnel connects. */
+    if (upstream_check_numeric(s->tunnel_host, s->tunnel_port, s->env->guard, &refused) < 0) {
+        refuse(s, &rq, upstream_error_http_status(&refused), refused.reason, true);
+        return SESSION_END;
+    }
+    if (config_is_ignored_host(s->cfg, s->tunnel_host)) {
+        struct upstream_error uerr;
+        struct origin_target t = {.host = s->tunnel_host, .port = s->tunnel_port};
+        if (origin_open(&s->origin, &s->origin_settings, &t, &uerr, NULL) < 0) {
+            refuse(s, &rq, upstream_error_http_status(&uerr), uerr.reason, true);
+            return SESSION_END;
+        }
+        if (stream_putstr(&s->client, established, s->t.io_ms) != STREAM_OK)
+            return SESSION_END;
+        relay_raw(s, "ignored host", started);
+        return SESSION_END;
+    }
+    if (stream_putstr(&s->client, established, s->t.io_ms) != STREAM_OK ||
+        stream_flush(&s->client, s->t.io_ms) != STREAM_OK)
+        return SESSION_END;
+    return enter_tunnel(s, started);
+}
+
+/* ---- the state machine and its entry points ---- */
+
+static void session_run(struct session *s, enum session_mode mode)
+{
+    while (mode != SESSION_END)
+        mode = serve_requests(s, mode);
+}
+
+/* A session for fd, or NULL (fd closed) when out of memory. */
+static struct session *session_new(const struct proxy_env *env, int fd,
+                                   const struct sockaddr_storage *peer)
+{
+    struct session *s = calloc(1, sizeof(*s));
+    char addr[INET6_ADDRSTRLEN] = "?";
+
+    if (s == NULL) {
+        close(fd);
+        return NULL;
+    }
+    s->env = env;
+    s->cfg = env->cfg;
+    s->t.idle_ms = env->cfg->idle_timeout_ms;
+    s->t.header_ms = env->cfg->header_timeout_ms;
+    s->t.io_ms = env->cfg->io_timeout_ms;
+    s->offers_http11 = true; /* absolute-form https://: we speak HTTP/1.1 */
+    s->origin_settings = (struct origin_settings){
+        .tls_ctx = env->upstream_ctx,
+        .guard = env->guard,
+        .timeout_ms = env->cfg->upstream_timeout_ms,
+        .cancel_fd = env->cancel_fd,
+        .in_max_bytes = SESSION_IN_MAX_BYTES,
+    };
+    if (peer->ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)peer;
+        inet_ntop(AF_INET, &in->sin_addr, addr, sizeof(addr));
+        snprintf(s->client_name, sizeof(s->client_name), "%s:%u", addr, ntohs(in->sin_port));
+    } else if (peer->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)peer;
+        inet_ntop(AF_INET6, &in6->sin6_addr, addr, sizeof(addr));
+        snprintf(s->client_name, sizeof(s->client_name), "[%s]:%u", addr, ntohs(in6->sin6_port));
+    } else {
+        snprintf(s->client_name, sizeof(s->client_name), "unknown");
+    }
+    origin_init(&s->origin, env->cancel_fd);
+    if (stream_init(&s->client, fd, SESSION_IN_MAX_BYTES, env->cancel_fd) < 0) {
+        close(fd);
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
+static void session_free(struct session *s)
+{
+    origin_free(&s->origin);
+    stream_close(&s->client);
+    free(s->head);
+    free(s);
+}
+
+void session_serve_explicit(const struct proxy_env *env, int fd,
+                            const struct sockaddr_storage *peer)
+{
+    struct session *s = session_new(env, fd, peer);
+
+    if (s == NULL)
+        return;
+    session_run(s, SESSION_PROXY);
+    session_free(s);
+}
+
+void session_serve_tunnel(const struct proxy_env *env, int fd,
+                          const struct sockaddr_storage *peer, const char *host, uint16_t port)
+{
+    struct session *s = session_new(env, fd, peer);
+
+    if (s == NULL)
+        return;
+    snprintf(s->tunnel_host, sizeof(s->tunnel_host), "%s", host);
+    s->tunnel_port = port;
+    session_run(s, enter_tunnel(s, clock_mono_us()));
+    session_free(s);
+}

@@ -1,0 +1,57 @@
+/*
+ * session: one client connection's life, on its own thread, from the first
+ * byte to the close. It learns where the client wants to go, opens the
+ * origin (origin.c), runs the exchanges (exchange.c) with capture and rules
+ * handed down as hooks, and answers every refusal itself, through one path
+ * that sends the page, writes the log line and records the flow.
+ *
+ * A session starts at the entry point for the way its client arrived; each
+ * new way (a SOCKS5 or transparent listener, a reverse proxy) is one more
+ * entry point that ends in the same state machine.
+ */
+#ifndef TAPWIRE_SESSION_H
+#define TAPWIRE_SESSION_H
+
+#include <stdint.h>
+#include <sys/socket.h>
+#include <openssl/ssl.h>
+
+#include "ca.h"
+#include "certstore.h"
+#include "config.h"
+#include "destguard.h"
+#include "flowstore.h"
+#include "rules.h"
+
+#define SESSION_PEEK_BYTES 16389 /* one full TLS record plus its header */
+
+/* What every session shares, read-only after startup. */
+struct proxy_env {
+    const struct config *cfg;
+    const struct ca *ca;
+    struct certstore *certs;
+    struct flowstore *flows;       /* NULL: capture off */
+    struct rules_current *rules;   /* the live rewrite rules, NULL: none */
+    const struct destguard *guard; /* destinations refused after resolution, NULL: none */
+    SSL_CTX *server_ctx;           /* client-facing TLS */
+    SSL_CTX *upstream_ctx;         /* TLS towards origins */
+    int stop_fd;   /* readable once the proxy stops accepting: idle clients end */
+    int cancel_fd; /* readable once the shutdown grace is over: everything ends */
+};
+
+/*
+ * An explicit proxy client on fd (absolute-form requests and CONNECT):
+ * serves it until it is done, then closes fd.
+ */
+void session_serve_explicit(const struct proxy_env *env, int fd,
+                            const struct sockaddr_storage *peer);
+
+/*
+ * A client on fd whose destination host:port is already known, as after a
+ * CONNECT: what it sends first decides between TLS interception, plain
+ * HTTP and a raw relay. Serves it until it is done, then closes fd.
+ */
+void session_serve_tunnel(const struct proxy_env *env, int fd,
+                          const struct sockaddr_storage *peer, const char *host, uint16_t port);
+
+#endif
