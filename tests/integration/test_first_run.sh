@@ -70,7 +70,7 @@ check_match "--new-dashboard-token prints a new token" '^[0-9a-f]{32}$' "$new_to
 check "--new-dashboard-token replaces the old one" test "$new_token" != "$first_token"
 check_eq "the new token is the kept one" "$new_token" "$(cat "$PROXY_DATA/dashboard-token")"
 stop_proxy
-start_proxy --dashboard-token given-on-the-command-line-0123
+start_proxy --dashboard 127.0.0.1:0 --dashboard-token given-on-the-command-line-0123
 check_eq "--dashboard-token is used as given" given-on-the-command-line-0123 "$(token_of)"
 check_eq "--dashboard-token leaves the kept token alone" "$new_token" \
     "$(cat "$PROXY_DATA/dashboard-token")"
