@@ -13,7 +13,8 @@ import math
 import statistics
 import sys
 
-PEERS = ["direct", "tapwire", "tapwire-nocapture", "mitmdump", "squid", "sslsplit"]
+PEERS = ["direct", "tapwire", "tapwire-baseline", "tapwire-nocapture", "mitmdump", "squid",
+         "sslsplit"]
 
 
 def load(path):
@@ -138,6 +139,77 @@ def derive_pairs(raw):
         if c_on and c_off:
             out.append(("tapwire", "s8_capture_cpu_pct", (1 - c_off / c_on) * 100))
     return out
+
+
+# Before and after a change (--baseline): per scenario, the figures compared
+# between tapwire and tapwire-baseline, (metric, label). Scenario 1's line
+# carries its CPU per request (what scenario 7 reports).
+BASELINE_SCENARIOS = [
+    (1, "keep-alive", [("s1_rps", "req/s"), ("s1_lat_p50", "latency p50"),
+                       ("s1_lat_p99", "p99"), ("s7_cpu_per_1k", "CPU per request")]),
+    (2, "new connection per request", [("s2_rps", "connections/s"),
+                                       ("s2_ttfb_p50", "time to first byte p50")]),
+    (3, "cold hosts", [("s3_cold", "TTFB p50 cold"), ("s3_warm", "cached"),
+                       ("s3_mint_ms", "minting per new host")]),
+    (4, "100 MB download", [("s4_mbps", "MB/s"), ("s4_rss_growth_mib", "peak RSS growth")]),
+    (5, "idle connections", [("s5_kib_per_conn", "RSS per idle conn"),
+                             ("s5_idle_mib", "idle RSS")]),
+    (6, "captured exchanges", [("s6_small_mib", "RSS after N1"), ("s6_large_mib", "after N2")]),
+]
+
+
+def derive_baseline(raw):
+    """Before and after: each repetition's tapwire and tapwire-baseline ran
+    back to back (ABBA over the repetitions), so each repetition gives one
+    pair per figure, and the change is tapwire ÷ baseline − 1 for that pair;
+    the median over the pairs leaves out what the machine drifted between
+    repetitions. Returns {(scenario, metric): [(rep, first, change %), ...]},
+    first the peer that ran first in that repetition (rows are in run order)."""
+    rows, first = {}, {}
+    for row in raw:
+        if row["peer"] in ("tapwire", "tapwire-baseline") and not row.get("failed"):
+            key = (row["rep"], row["scenario"])
+            rows.setdefault(key, {})[row["peer"]] = derive(row)
+            first.setdefault(key, row["peer"])
+    out = {}
+    for (rep_, scen), by_peer in sorted(rows.items()):
+        new, old = by_peer.get("tapwire"), by_peer.get("tapwire-baseline")
+        if new is None or old is None:
+            continue
+        for metric, v_new in new.items():
+            v_old = old.get(metric)
+            if v_old:  # neither missing nor zero
+                out.setdefault((scen, metric), []).append(
+                    (rep_, first[(rep_, scen)], (v_new / v_old - 1) * 100))
+    return out
+
+
+def baseline_table(pairs, wanted, a):
+    """One line per scenario: tapwire against tapwire-baseline, in per cent."""
+    lines = ["| before and after: tapwire vs tapwire-baseline (median over repetitions of "
+             "tapwire ÷ tapwire-baseline − 1; + is higher) | change, % | pairs |",
+             "|---|---|---:|"]
+    notes = []
+    for scen, name, metrics in BASELINE_SCENARIOS:
+        if scen not in wanted and not (scen == 1 and 7 in wanted):
+            continue
+        parts, n = [], 0
+        for metric, label in metrics:
+            label = label.replace("N1", "{:,}".format(int(a.capture_small or 0)))
+            label = label.replace("N2", "{:,}".format(int(a.capture_large or 0)))
+            vals = pairs.get((scen, metric))
+            if not vals:
+                continue
+            parts.append("%s %+.1f%%" % (label, statistics.median(v for _, _, v in vals)))
+            n = max(n, len(vals))
+        lines.append("| %d %s, tapwire vs tapwire-baseline | %s | %s |" % (
+            scen, name, ", ".join(parts) if parts else "n/a", n or ""))
+        head = pairs.get((scen, metrics[0][0]))
+        if head:
+            notes.append("Scenario %d, tapwire vs tapwire-baseline, %s per repetition: %s." % (
+                scen, metrics[0][1], ", ".join(
+                    "repetition %d (%s first) %+.1f%%" % (r, f, v) for r, f, v in head)))
+    return "\n".join(lines), notes
 
 
 def derive_interleaved(raw):
@@ -599,7 +671,8 @@ def main():
     lines.append("|" + "|".join(["---"] + ["---:"] * (len(head) - 3) + ["---", "---"]) + "|")
     main_rows = 0
     for metric, label, fmt, better, scen in ROWS:
-        if scen not in wanted:
+        if scen not in wanted and not (scen == 7 and 1 in wanted and
+                                       "tapwire-baseline" in peers):
             continue
         main_rows += 1
         src_scen = {7: 1, 8: 1}.get(scen, scen)
@@ -648,6 +721,15 @@ def main():
     if "tapwire-nocapture" in peers:
         notes.append("tapwire-nocapture is the same binary with `--no-capture`: the "
                      "difference to tapwire is what flow capture costs.")
+    if "tapwire-baseline" in peers:
+        notes.append("tapwire-baseline is %s (%s), started with tapwire's options and its own "
+                     "data directory: the figures before a change. In each repetition of a "
+                     "scenario it runs right before or after tapwire, back to back, in the "
+                     "order tapwire, baseline, baseline, tapwire, ... over the repetitions "
+                     "(ABBA), so a drift of the machine hits both alike; the before-and-after "
+                     "table takes the median of the repetitions' pairs." % (
+                         versions.get("tapwire_baseline_source") or "another binary",
+                         versions.get("tapwire_baseline") or "n/a"))
     if "mitmdump" in peers:
         notes.append("mitmdump runs scenario 4 with `--set stream_large_bodies=1m`.")
     if "sslsplit" in peers:
@@ -690,11 +772,21 @@ def main():
     dash_table, dash_notes = dashboard_table(raw, med, a) if 8 in wanted and "tapwire" in peers \
         else ("", [])
     rules_table_md, rules_notes = rules_table(raw, med, a, peers) if 9 in wanted else ("", [])
-    notes += dash_notes + rules_notes
+    base_pairs = derive_baseline(raw)
+    base_table, base_notes = ("", [])
+    if "tapwire" in peers and "tapwire-baseline" in peers:
+        base_table, base_notes = baseline_table(base_pairs, wanted, a)
+    notes += base_notes + dash_notes + rules_notes
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    vline = ("%s (%s), %s, nginx %s, mitmproxy %s, squid-openssl %s, sslsplit %s; "
+    if versions.get("tapwire_baseline_source"):
+        vline_base = "; tapwire-baseline %s (%s)" % (versions.get("tapwire_baseline"),
+                                                    versions.get("tapwire_baseline_source"))
+    else:
+        vline_base = ""
+    vline = ("%s (%s)%s, %s, nginx %s, mitmproxy %s, squid-openssl %s, sslsplit %s; "
              "Linux %s, %s × %s" % (
-                 versions.get("tapwire"), versions.get("tapwire_source"), versions.get("openssl"),
+                 versions.get("tapwire"), versions.get("tapwire_source"), vline_base,
+                 versions.get("openssl"),
                  versions.get("nginx", "").replace("nginx version: nginx/", ""),
                  versions.get("mitmproxy"), versions.get("squid"), versions.get("sslsplit"),
                  versions.get("kernel"), versions.get("cpus"),
@@ -702,7 +794,7 @@ def main():
 
     print()
     print("Measured %s; %s." % (date, vline))
-    for t in (table, dash_table, rules_table_md):
+    for t in (table, base_table, dash_table, rules_table_md):
         if t:
             print()
             print(t)
@@ -724,6 +816,10 @@ def main():
         "table_markdown": table,
         "table_dashboard_markdown": dash_table,
         "table_rules_markdown": rules_table_md,
+        "table_baseline_markdown": base_table,
+        "baseline_pairs": {"%d/%s" % k: [{"rep": r, "first": f, "change_pct": v}
+                                         for r, f, v in vals]
+                           for k, vals in base_pairs.items()},
         "interleaved": {"pairs": s10["pairs"], "cpu": s10["cpu"], "flows": s10["flows"]},
         "notes": notes,
         "raw": raw,
