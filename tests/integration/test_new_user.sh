@@ -1,0 +1,95 @@
+#!/bin/bash
+# What a new user trips over: "copy as curl" of a compressed response prints
+# what the dashboard shows when it is run (--compressed, no hop-by-hop
+# fields), --anticache takes the browser's cache out of the way (no
+# conditional request fields reach the origin, responses say no-store), the
+# /ca page is styled by a stylesheet that answers both on the dashboard and
+# through the proxy at tapwire.invalid, and an unwritable --data-dir is
+# named with the permission it lacks.
+. "$(dirname "$0")/lib.sh"
+
+need_cmd python3
+
+TOKEN=new-user-test-token-0123456789
+
+# dashboard_port: D (base URL) from the startup line of the current proxy.
+dashboard_port() {
+    local i line=""
+    for ((i = 0; i < 200; i++)); do
+        line=$(grep -aEo -m 1 '^dashboard: http://127\.0\.0\.1:[0-9]+/' "$PROXY_OUT" 2> /dev/null)
+        [ -n "$line" ] && break
+        sleep 0.05
+    done
+    [ -n "$line" ] || bail "no dashboard line on stdout within 10 s: $(head -c 500 "$PROXY_OUT")"
+    line=${line%/}
+    D=http://127.0.0.1:${line##*:}
+}
+
+# afetch NAME CURL_ARGS...: a dashboard request with the token; prints the
+# status, body in $tmp/d-NAME.body, headers in $tmp/d-NAME.head.
+afetch() {
+    local name=$1
+    shift
+    : > "$tmp/d-$name.body"
+    dcurl -o "$tmp/d-$name.body" -D "$tmp/d-$name.head" -w '%{http_code}' \
+        -H "X-Tapwire-Token: $TOKEN" "$@"
+}
+
+# jval FILE EXPR: a Python expression over the JSON document d in FILE.
+jval() {
+    python3 -c 'import json, sys
+d = json.load(open(sys.argv[1], "rb"))
+print(eval(sys.argv[2]))' "$1" "$2" 2>&1
+}
+
+# newest_flow NAME PATH: waits (10 s) until the newest flow has PATH; its
+# detail goes to $tmp/d-NAME.body.
+newest_flow() {
+    local i id
+    for ((i = 0; i < 200; i++)); do
+        afetch "$1-list" "$D/api/flows?limit=1" > /dev/null
+        if [ "$(jval "$tmp/d-$1-list.body" 'd["flows"][0]["path"] if d["flows"] else ""')" = "$2" ]; then
+            id=$(jval "$tmp/d-$1-list.body" 'd["flows"][0]["id"]')
+            afetch "$1" "$D/api/flows/$id" > /dev/null
+            FLOW_ID=$id
+            return 0
+        fi
+        sleep 0.05
+    done
+    bail "no flow for $2 within 10 s"
+}
+
+start_origin ORIGIN_PORT
+O=http://127.0.0.1:$ORIGIN_PORT
+start_proxy --dashboard 127.0.0.1:0 --dashboard-token "$TOKEN"
+dashboard_port
+
+# ---- copy as curl ----
+
+pcurl --compressed -o /dev/null -H 'Connection: X-Hop' -H 'X-Hop: 1' -H 'Keep-Alive: timeout=5' \
+    -H 'TE: trailers' -H 'X-Kept: yes' "$O/compressed/gzip" ||
+    fail "GET /compressed/gzip through the proxy"
+newest_flow gz /compressed/gzip
+curl_line=$(jval "$tmp/d-gz.body" 'd["curl"]')
+check_contains "curl: --compressed for a request that accepted codings" "--compressed" \
+    "$curl_line"
+check_not_contains "curl: no Accept-Encoding beside --compressed" "Accept-Encoding" "$curl_line"
+for field in Connection X-Hop Keep-Alive TE; do
+    check_no_imatch "curl: hop-by-hop $field left out" "-H '$field:" "$curl_line"
+done
+check_contains "curl: end-to-end field kept" "-H 'X-Kept: yes'" "$curl_line"
+afetch gz-decoded "$D/api/flows/$FLOW_ID/response/body?decode=1" > /dev/null
+[ -s "$tmp/d-gz-decoded.body" ] || fail "the dashboard shows no decoded body"
+# Run the line as a user would, through the proxy (curl reads http_proxy).
+http_proxy=http://127.0.0.1:$PROXY_PORT sh -c "$curl_line -sS --max-time $CURL_MAX_TIME" \
+    > "$tmp/curl-run.out" 2> "$tmp/curl-run.err" || fail "the curl line failed: $(cat "$tmp/curl-run.err")"
+check "curl: running the line prints the decoded body the dashboard shows" \
+    cmp "$tmp/d-gz-decoded.body" "$tmp/curl-run.out"
+
+pcurl -o /dev/null -H 'Accept-Encoding: identity, gzip;q=0' "$O/headers?plain=1" ||
+    fail "GET /headers through the proxy"
+newest_flow plain '/headers?plain=1'
+check_not_contains "curl: no --compressed when every coding was refused" "--compressed" \
+    "$(jval "$tmp/d-plain.body" 'd["curl"]')"
+
+finish
