@@ -186,6 +186,19 @@ void dashboard_local_response_free(struct dashboard_local_response *response)
     memset(response, 0, sizeof(*response));
 }
 
+/* A copy of the dashboard's stylesheet, which the page on trusting the CA
+ * links; NULL when out of memory. */
+static unsigned char *local_stylesheet(size_t *len)
+{
+    unsigned char *copy = malloc(embedded_web_style_css_len + 1);
+
+    if (copy != NULL) {
+        memcpy(copy, embedded_web_style_css, embedded_web_style_css_len);
+        *len = embedded_web_style_css_len;
+    }
+    return copy;
+}
+
 int dashboard_serve_local(const struct ca *ca, const char *method, const char *target,
                           struct dashboard_local_response *out, char *err, size_t err_len)
 {
@@ -208,6 +221,10 @@ int dashboard_serve_local(const struct ca *ca, const char *method, const char *t
                (path_len == 3 && strncmp(target, "/ca", 3) == 0)) {
         buf_str(&h, "Content-Type: text/html; charset=utf-8\r\n");
         out->body = (unsigned char *)capage_html(ca, &out->body_len);
+    } else if (path_len == strlen(CAPAGE_STYLESHEET_PATH) &&
+               strncmp(target, CAPAGE_STYLESHEET_PATH, path_len) == 0) {
+        buf_str(&h, "Content-Type: text/css; charset=utf-8\r\n");
+        out->body = local_stylesheet(&out->body_len);
     } else if ((path_len == 7 && strncmp(target, "/ca.pem", 7) == 0) ||
                (path_len == 7 && strncmp(target, "/ca.crt", 7) == 0)) {
         bool is_pem = strncmp(target, "/ca.pem", 7) == 0;

@@ -92,4 +92,26 @@ newest_flow plain '/headers?plain=1'
 check_not_contains "curl: no --compressed when every coding was refused" "--compressed" \
     "$(jval "$tmp/d-plain.body" 'd["curl"]')"
 
+# ---- the /ca page, styled like the dashboard ----
+
+check_eq "dashboard /ca: 200" 200 "$(afetch ca-page "$D/ca")"
+check_contains "dashboard /ca links the dashboard's stylesheet" \
+    '<link rel="stylesheet" href="/style.css">' "$(cat "$tmp/d-ca-page.body")"
+check_not_contains "dashboard /ca has no inline style (the CSP forbids it)" 'style=' \
+    "$(cat "$tmp/d-ca-page.body")"
+check_eq "dashboard /style.css: 200" 200 "$(afetch css "$D/style.css")"
+check_imatch "dashboard /style.css is text/css" '^Content-Type: text/css' \
+    "$(tr -d '\r' < "$tmp/d-css.head")"
+check_contains "the stylesheet styles the /ca page" 'body.doc' "$(cat "$tmp/d-css.body")"
+code=$(pcurl -o "$tmp/local-page.body" -w '%{http_code}' "http://tapwire.invalid/")
+check_eq "proxy http://tapwire.invalid/: 200" 200 "$code"
+check_contains "proxy page links the stylesheet" '<link rel="stylesheet" href="/style.css">' \
+    "$(cat "$tmp/local-page.body")"
+code=$(pcurl -o "$tmp/local-css.body" -D "$tmp/local-css.head" -w '%{http_code}' \
+    "http://tapwire.invalid/style.css")
+check_eq "proxy http://tapwire.invalid/style.css: 200" 200 "$code"
+check_imatch "proxy stylesheet is text/css" '^Content-Type: text/css' \
+    "$(tr -d '\r' < "$tmp/local-css.head")"
+check "proxy stylesheet is the dashboard's" cmp "$tmp/d-css.body" "$tmp/local-css.body"
+
 finish
