@@ -45,6 +45,7 @@ enum {
     OPT_BLOCK_PRIVATE,
     OPT_ALLOW_PRIVATE,
     OPT_REWRITE_MEMORY,
+    OPT_ANTICACHE,
 };
 
 static const struct option long_options[] = {
@@ -74,6 +75,7 @@ static const struct option long_options[] = {
     {"rule", required_argument, NULL, OPT_RULE},
     {"rewrite-limit", required_argument, NULL, OPT_REWRITE_LIMIT},
     {"rewrite-memory", required_argument, NULL, OPT_REWRITE_MEMORY},
+    {"anticache", no_argument, NULL, OPT_ANTICACHE},
     {"verbose", no_argument, NULL, 'v'},
     {"quiet", no_argument, NULL, 'q'},
     {"help", no_argument, NULL, 'h'},
@@ -118,6 +120,9 @@ static void print_usage(FILE *out)
             "  --rule SPEC              one rewrite rule (repeatable)\n"
             "  --rewrite-limit BYTES    largest body a body rule buffers (default %d)\n"
             "  --rewrite-memory BYTES   all bodies body rules buffer at once (default %d)\n"
+            "  --anticache              keep browsers from using their cache: strip\n"
+            "                           conditional request fields and caching response\n"
+            "                           fields, so a rule's change shows on the next load\n"
             "  -v, --verbose            more log output (repeat for debug)\n"
             "  -q, --quiet              warnings and errors only\n"
             "  -h, --help               this text\n"
@@ -258,6 +263,9 @@ enum config_parse_result config_parse(struct config *cfg, int argc, char **argv)
             break;
         case OPT_INSECURE:
             cfg->insecure = true;
+            break;
+        case OPT_ANTICACHE:
+            cfg->is_anticache = true;
             break;
         case OPT_BLOCK_PRIVATE:
         case OPT_ALLOW_PRIVATE: {

@@ -114,4 +114,32 @@ check_imatch "proxy stylesheet is text/css" '^Content-Type: text/css' \
     "$(tr -d '\r' < "$tmp/local-css.head")"
 check "proxy stylesheet is the dashboard's" cmp "$tmp/d-css.body" "$tmp/local-css.body"
 
+# ---- --anticache ----
+
+# Without it the origin's cache validation works as a browser would use it.
+code=$(pcurl -o /dev/null -w '%{http_code}' -H 'If-None-Match: "tapwire-v1"' "$O/cached")
+check_eq "without --anticache: a conditional request is answered 304" 304 "$code"
+stop_proxy
+PROXY_DATA_DIR=$tmp/data-anticache start_proxy --dashboard 127.0.0.1:0 \
+    --dashboard-token "$TOKEN" --anticache
+dashboard_port
+code=$(pcurl -o "$tmp/anticache.body" -D "$tmp/anticache.head" -w '%{http_code}' \
+    -H 'If-None-Match: "tapwire-v1"' -H 'If-Modified-Since: Tue, 14 Nov 2023 22:13:20 GMT' \
+    -H 'X-Kept: yes' "$O/cached")
+check_eq "--anticache: the same request is answered in full" 200 "$code"
+sent=$(tr -d '\r' < "$tmp/anticache.body")
+check_no_imatch "--anticache: no If-None-Match reached the origin" '^If-None-Match:' "$sent"
+check_no_imatch "--anticache: no If-Modified-Since reached the origin" '^If-Modified-Since:' "$sent"
+check_imatch "--anticache: other fields still reach the origin" '^X-Kept: yes$' "$sent"
+got=$(tr -d '\r' < "$tmp/anticache.head")
+check_imatch "--anticache: the response says Cache-Control: no-store" '^Cache-Control: no-store$' \
+    "$got"
+check_eq "--anticache: one Cache-Control field" 1 "$(grep -ic '^Cache-Control:' <<< "$got")"
+for field in ETag Last-Modified Expires; do
+    check_no_imatch "--anticache: no $field in the response" "^$field:" "$got"
+done
+newest_flow anticache /cached
+check_contains "--anticache: the flow names the rules that changed it" anticache \
+    "$(jval "$tmp/d-anticache.body" 'd["rules"]')"
+
 finish
