@@ -5,7 +5,8 @@
 # conditional request fields reach the origin, responses say no-store), the
 # /ca page is styled by a stylesheet that answers both on the dashboard and
 # through the proxy at tapwire.invalid, and an unwritable --data-dir is
-# named with the permission it lacks.
+# named with the permission it lacks (checked as nobody, when the test runs
+# as root and can switch users).
 . "$(dirname "$0")/lib.sh"
 
 need_cmd python3
@@ -141,5 +142,32 @@ done
 newest_flow anticache /cached
 check_contains "--anticache: the flow names the rules that changed it" anticache \
     "$(jval "$tmp/d-anticache.body" 'd["rules"]')"
+
+# ---- an unwritable --data-dir ----
+# root passes every access() check, so this runs tapwire as nobody on a
+# directory that root owns (0755): nobody may search it but not write it.
+if [ "$(id -u)" != 0 ]; then
+    note "not root: the unwritable --data-dir check needs to switch users; skipped"
+elif command -v setpriv > /dev/null 2>&1; then
+    as_nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
+elif command -v runuser > /dev/null 2>&1; then
+    as_nobody() { runuser -u nobody -- "$@"; }
+else
+    note "neither setpriv nor runuser: the unwritable --data-dir check is skipped"
+fi
+if declare -F as_nobody > /dev/null; then
+    chmod o+x "$tmp" # nobody must reach the directory to be told about it
+    mkdir -m 0755 "$tmp/root-owned"
+    out=$(as_nobody timeout 20 "$TAPWIRE_BIN" --listen 127.0.0.1:0 --no-dashboard \
+        --data-dir "$tmp/root-owned" < /dev/null 2>&1)
+    rc=$?
+    check_eq "unwritable --data-dir: exit 1" 1 "$rc"
+    check_contains "unwritable --data-dir: names the directory" \
+        "data directory $tmp/root-owned is not writable by this user (uid 65534)" "$out"
+    check_contains "unwritable --data-dir: names the missing permission" "needs write (w)" "$out"
+    check_contains "unwritable --data-dir: says what to do" "choose another --data-dir" "$out"
+    check_not_contains "unwritable --data-dir: no temporary file named" ".tmp" "$out"
+    check_eq "unwritable --data-dir: nothing was created in it" "" "$(ls -A "$tmp/root-owned")"
+fi
 
 finish
