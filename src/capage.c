@@ -76,7 +76,15 @@ out:
 static const char ca_page_head[] =
     "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
     "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-    "<title>tapwire: trust the CA</title>\n</head>\n<body>\n"
+    "<title>tapwire: trust the CA</title>\n"
+    /* The dashboard's stylesheet, served beside this page both by the
+     * dashboard and at http://tapwire.invalid/: the CSP allows no inline
+     * style. */
+    "<link rel=\"icon\" href=\"data:,\">\n"
+    "<link rel=\"stylesheet\" href=\"" CAPAGE_STYLESHEET_PATH "\">\n"
+    "</head>\n<body class=\"doc\">\n"
+    "<header class=\"topbar\"><span class=\"brand\">tapwire</span></header>\n"
+    "<main class=\"doc-page\">\n"
     "<h1>Trust the tapwire certificate authority</h1>\n"
     "<p>tapwire shows you HTTPS traffic by presenting certificates signed by its own "
     "certificate authority (CA). A client accepts them only once you trust that CA. Trust it "
@@ -116,7 +124,7 @@ static const char ca_page_tail[] =
     "Settings, and turn on full trust for the tapwire CA.</p>\n"
     "<p>A device that only has the proxy set finds this page at "
     "<a href=\"http://" DASHBOARD_LOCAL_HOST "/\">http://" DASHBOARD_LOCAL_HOST "/</a>.</p>\n"
-    "</body>\n</html>\n";
+    "</main>\n</body>\n</html>\n";
 
 char *capage_html(const struct ca *ca, size_t *len)
 {

@@ -12,6 +12,10 @@
 
 #include "ca.h"
 
+/* Where the page finds its stylesheet (the dashboard's): whoever serves the
+ * page serves this path too. */
+#define CAPAGE_STYLESHEET_PATH "/style.css"
+
 /* The CA certificate as PEM (*pem, *pem_len, not NUL-terminated) and DER.
  * Returns 0 with both (caller frees each with free()), or -1 with err and
  * both NULL. */

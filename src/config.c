@@ -9,6 +9,7 @@
 #include <getopt.h>
 #include <limits.h>
 #include <pwd.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +46,7 @@ enum {
     OPT_BLOCK_PRIVATE,
     OPT_ALLOW_PRIVATE,
     OPT_REWRITE_MEMORY,
+    OPT_ANTICACHE,
 };
 
 static const struct option long_options[] = {
@@ -74,6 +76,7 @@ static const struct option long_options[] = {
     {"rule", required_argument, NULL, OPT_RULE},
     {"rewrite-limit", required_argument, NULL, OPT_REWRITE_LIMIT},
     {"rewrite-memory", required_argument, NULL, OPT_REWRITE_MEMORY},
+    {"anticache", no_argument, NULL, OPT_ANTICACHE},
     {"verbose", no_argument, NULL, 'v'},
     {"quiet", no_argument, NULL, 'q'},
     {"help", no_argument, NULL, 'h'},
@@ -118,6 +121,9 @@ static void print_usage(FILE *out)
             "  --rule SPEC              one rewrite rule (repeatable)\n"
             "  --rewrite-limit BYTES    largest body a body rule buffers (default %d)\n"
             "  --rewrite-memory BYTES   all bodies body rules buffer at once (default %d)\n"
+            "  --anticache              keep browsers from using their cache: strip\n"
+            "                           conditional request fields and caching response\n"
+            "                           fields, so a rule's change shows on the next load\n"
             "  -v, --verbose            more log output (repeat for debug)\n"
             "  -q, --quiet              warnings and errors only\n"
             "  -h, --help               this text\n"
@@ -258,6 +264,9 @@ enum config_parse_result config_parse(struct config *cfg, int argc, char **argv)
             break;
         case OPT_INSECURE:
             cfg->insecure = true;
+            break;
+        case OPT_ANTICACHE:
+            cfg->is_anticache = true;
             break;
         case OPT_BLOCK_PRIVATE:
         case OPT_ALLOW_PRIVATE: {
@@ -423,6 +432,37 @@ bool config_is_ignored_host(const struct config *cfg, const char *host)
     return false;
 }
 
+/*
+ * The data directory must take new files (the CA key, the database and its
+ * journal are written beside it, each through a temporary name): without
+ * this check the first failure would name such a temporary file rather
+ * than the directory and the permission it lacks. access() asks with the
+ * real ids, which are the ones tapwire runs with (it never changes them).
+ */
+static int check_data_dir_access(const char *path, const struct stat *st, char *err, size_t err_len)
+{
+    bool can_write = access(path, W_OK) == 0;
+    bool can_search = access(path, X_OK) == 0;
+    const char *missing;
+    char fix[128];
+
+    if (can_write && can_search)
+        return 0;
+    missing = !can_write && !can_search ? "write and search (wx)"
+              : !can_write              ? "write (w)"
+                                        : "search (x)";
+    if (st->st_uid == getuid())
+        snprintf(fix, sizeof(fix), "chmod u+wx it");
+    else
+        snprintf(fix, sizeof(fix), "it belongs to uid %u: chown it to this user",
+                 (unsigned)st->st_uid);
+    snprintf(err, err_len,
+             "data directory %s is not writable by this user (uid %u): tapwire needs %s "
+             "permission there to create its files; %s, or choose another --data-dir",
+             path, (unsigned)getuid(), missing, fix);
+    return -1;
+}
+
 int config_prepare_data_dir(const char *data_dir, char *err, size_t err_len)
 {
     char path[PATH_MAX];
@@ -452,6 +492,8 @@ int config_prepare_data_dir(const char *data_dir, char *err, size_t err_len)
         snprintf(err, err_len, "data directory %s is not a directory", path);
         goto out;
     }
+    if (check_data_dir_access(path, &st, err, err_len) < 0)
+        goto out;
     if (st.st_mode & 077)
         log_warn("data directory %s is accessible to other users (mode %03o); "
                  "chmod 700 it", path, (unsigned)(st.st_mode & 0777));

@@ -70,6 +70,7 @@ struct config {
     size_t rule_spec_count;
     size_t rewrite_limit;                  /* --rewrite-limit bytes */
     size_t rewrite_memory;                 /* --rewrite-memory bytes, all exchanges */
+    bool is_anticache;                     /* --anticache: built-in rules first */
 };
 
 enum config_parse_result {

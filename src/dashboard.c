@@ -73,6 +73,7 @@
 #include "codec.h"
 #include "embedded.h"
 #include "har.h"
+#include "http1.h"
 #include "jsontext.h"
 #include "log.h"
 #include "rulebook.h"
@@ -185,6 +186,19 @@ void dashboard_local_response_free(struct dashboard_local_response *response)
     memset(response, 0, sizeof(*response));
 }
 
+/* A copy of the dashboard's stylesheet, which the page on trusting the CA
+ * links; NULL when out of memory. */
+static unsigned char *local_stylesheet(size_t *len)
+{
+    unsigned char *copy = malloc(embedded_web_style_css_len + 1);
+
+    if (copy != NULL) {
+        memcpy(copy, embedded_web_style_css, embedded_web_style_css_len);
+        *len = embedded_web_style_css_len;
+    }
+    return copy;
+}
+
 int dashboard_serve_local(const struct ca *ca, const char *method, const char *target,
                           struct dashboard_local_response *out, char *err, size_t err_len)
 {
@@ -207,6 +221,10 @@ int dashboard_serve_local(const struct ca *ca, const char *method, const char *t
                (path_len == 3 && strncmp(target, "/ca", 3) == 0)) {
         buf_str(&h, "Content-Type: text/html; charset=utf-8\r\n");
         out->body = (unsigned char *)capage_html(ca, &out->body_len);
+    } else if (path_len == strlen(CAPAGE_STYLESHEET_PATH) &&
+               strncmp(target, CAPAGE_STYLESHEET_PATH, path_len) == 0) {
+        buf_str(&h, "Content-Type: text/css; charset=utf-8\r\n");
+        out->body = local_stylesheet(&out->body_len);
     } else if ((path_len == 7 && strncmp(target, "/ca.pem", 7) == 0) ||
                (path_len == 7 && strncmp(target, "/ca.crt", 7) == 0)) {
         bool is_pem = strncmp(target, "/ca.pem", 7) == 0;
@@ -697,11 +715,88 @@ static void sb_url(struct buf *b, const struct flow *f)
     buf_str(b, f->target != NULL && f->target[0] == '/' ? f->target : "/");
 }
 
+static const char *skip_blanks(const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\t'))
+        p++;
+    return p;
+}
+
+/* The weight after a coding (";q=0", ";q=0.00", RFC 9110 12.4.2) is 0. */
+static bool is_weight_zero(const char *semi, const char *end)
+{
+    const char *p;
+
+    if (semi == NULL)
+        return false;
+    p = skip_blanks(semi + 1, end);
+    if (end - p < 3 || (p[0] != 'q' && p[0] != 'Q') || p[1] != '=' || p[2] != '0')
+        return false;
+    p += 3;
+    if (p < end && *p == '.') {
+        p++;
+        while (p < end && *p == '0')
+            p++;
+    }
+    return skip_blanks(p, end) == end;
+}
+
+/* True when an Accept-Encoding value asks for a content coding: any but
+ * identity, unless its weight is 0 (RFC 9110 12.5.3). */
+static bool accepts_content_coding(const char *value, size_t value_len)
+{
+    const char *end = value + value_len;
+    const char *elem = value;
+
+    while (elem < end) {
+        const char *comma = memchr(elem, ',', (size_t)(end - elem));
+        const char *elem_end = comma != NULL ? comma : end;
+        const char *semi = memchr(elem, ';', (size_t)(elem_end - elem));
+        const char *coding = skip_blanks(elem, elem_end);
+        const char *coding_end = semi != NULL ? semi : elem_end;
+
+        while (coding_end > coding && (coding_end[-1] == ' ' || coding_end[-1] == '\t'))
+            coding_end--;
+        if (coding_end > coding &&
+            !(coding_end - coding == 8 && strncasecmp(coding, "identity", 8) == 0) &&
+            !is_weight_zero(semi, elem_end))
+            return true;
+        elem = comma != NULL ? comma + 1 : end;
+    }
+    return false;
+}
+
+/* True when the field name is listed in a Connection field of headers
+ * (RFC 9110 7.6.1: such a field is hop-by-hop). */
+static bool is_named_in_connection(const char *headers, const char *name, size_t name_len)
+{
+    const char *n, *v;
+    size_t n_len, v_len;
+    size_t pos = 0;
+    char token[128];
+
+    if (name_len >= sizeof(token))
+        return false; /* no Connection option is this long in practice */
+    memcpy(token, name, name_len);
+    token[name_len] = '\0';
+    while (flow_headers_next(headers, &pos, &n, &n_len, &v, &v_len)) {
+        if (n_len == 10 && strncasecmp(n, "Connection", 10) == 0 &&
+            http1_list_has_token(v, v_len, token))
+            return true;
+    }
+    return false;
+}
+
 /*
- * "copy as curl": one shell-safe command line repeating the request. Host and
- * Content-Length are left to curl (it derives both from the URL and the
- * data); a body is included when it was captured whole and is text, which
- * is all a command line can carry faithfully.
+ * "copy as curl": one shell-safe command line repeating the request, whose
+ * output is what the dashboard shows. Host and Content-Length are left to
+ * curl (it derives both from the URL and the data), and so are hop-by-hop
+ * fields, which concerned the client's connection to tapwire, not the
+ * request. When the request accepted a content coding, --compressed
+ * replaces its Accept-Encoding: curl then asks for the codings it can
+ * decode and prints the decoded body, as the dashboard does. A body is
+ * included when it was captured whole and is text, which is all a command
+ * line can carry faithfully.
  */
 static char *curl_command(const struct flowstore_record *rec, const unsigned char *body,
                           size_t body_len)
@@ -713,8 +808,17 @@ static char *curl_command(const struct flowstore_record *rec, const unsigned cha
     const char *name, *value;
     size_t name_len, value_len;
     size_t pos = 0;
+    bool is_compressed = false;
 
+    while (flow_headers_next(f->request_headers, &pos, &name, &name_len, &value, &value_len)) {
+        if (name_len == 15 && strncasecmp(name, "Accept-Encoding", 15) == 0 &&
+            accepts_content_coding(value, value_len))
+            is_compressed = true;
+    }
+    pos = 0;
     buf_str(&b, "curl");
+    if (is_compressed)
+        buf_str(&b, " --compressed");
     if (strcmp(f->method, "HEAD") == 0) {
         buf_str(&b, " --head");
     } else if (!(strcmp(f->method, "GET") == 0 && !has_data) &&
@@ -724,11 +828,15 @@ static char *curl_command(const struct flowstore_record *rec, const unsigned cha
     }
     while (flow_headers_next(f->request_headers, &pos, &name, &name_len, &value, &value_len)) {
         struct buf line = BUF_INIT(BUF_UNBOUNDED_BYTES);
+        struct http1_header field = {.name = name, .name_len = name_len};
 
         /* Proxy-* fields were addressed to tapwire, not to the origin. */
         if ((name_len == 4 && strncasecmp(name, "Host", 4) == 0) ||
             (name_len == 14 && strncasecmp(name, "Content-Length", 14) == 0) ||
-            (name_len > 6 && strncasecmp(name, "Proxy-", 6) == 0))
+            (name_len > 6 && strncasecmp(name, "Proxy-", 6) == 0) ||
+            (is_compressed && name_len == 15 && strncasecmp(name, "Accept-Encoding", 15) == 0) ||
+            http1_is_hop_by_hop(NULL, &field) ||
+            is_named_in_connection(f->request_headers, name, name_len))
             continue;
         buf_put(&line, name, name_len);
         buf_str(&line, value_len > 0 ? ": " : ";"); /* curl: "Name;" sends an empty value */

@@ -102,7 +102,8 @@ bool dashboard_is_local_host(const char *host);
 /*
  * The response to method and target (origin-form, "/ca.pem?x" is fine) for
  * the reserved host: "/" and "/ca" are the page on trusting the CA (never
- * the flows), "/ca.pem" and "/ca.crt" the certificate as PEM and DER; other
+ * the flows), "/ca.pem" and "/ca.crt" the certificate as PEM and DER,
+ * "/style.css" the stylesheet that page links (the dashboard's); other
  * paths are 404 and methods other than GET and HEAD 405. Needs no running
  * dashboard. Returns 0 with *out filled (free with
  * dashboard_local_response_free()) or -1 with err (out of memory, or the

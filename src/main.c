@@ -276,6 +276,10 @@ int main(int argc, char **argv)
         log_error("rules: %s", err);
         goto out;
     }
+    if (cfg.is_anticache && rulebook_add_anticache(book, err, sizeof(err)) < 0) {
+        log_error("--anticache: %s", err);
+        goto out;
+    }
     if (pthread_create(&reloader, NULL, reload_thread, book) != 0) {
         log_error("cannot start the rules reload thread");
         goto out;

@@ -1,5 +1,5 @@
 /*
- * rulebook: the three sources of rules and the one live set made of them.
+ * rulebook: the sources of rules and the one live set made of them.
  * Reloads build a whole new set first and publish it only when every part
  * parsed, so a bad file or a bad dashboard edit never half-applies.
  */
@@ -13,7 +13,7 @@
 #include "errmsg.h"
 #include "log.h"
 
-enum { PART_FILE, PART_SPECS, PART_DB, PART_COUNT };
+enum { PART_BUILTIN, PART_FILE, PART_SPECS, PART_DB, PART_COUNT };
 
 struct rulebook {
     pthread_mutex_t lock; /* guards parts, db and reloads */
@@ -193,6 +193,42 @@ int rulebook_db_reorder(struct rulebook *book, const int64_t *ids, size_t count,
     return rc;
 }
 
+/*
+ * --anticache: rules that take the browser's cache out of the way, so that a
+ * response rule enabled again shows on the next page load (mitmproxy's
+ * "anticache"). Requests lose their conditional fields (RFC 9110 13.1), so
+ * the origin answers in full instead of 304 Not Modified; responses lose
+ * their validators and expiry and say no-store (RFC 9111 5.2.2.5), so the
+ * browser keeps nothing to reuse or revalidate. They come first: a user's
+ * own rule about the same fields has the last word. tapwire-rules(5) spells
+ * out the same rules.
+ */
+static const char *const anticache_specs[] = {
+    "request header If-None-Match remove name=anticache",
+    "request header If-Modified-Since remove name=anticache",
+    "request header If-Match remove name=anticache",
+    "request header If-Unmodified-Since remove name=anticache",
+    "request header If-Range remove name=anticache",
+    "response header ETag remove name=anticache",
+    "response header Last-Modified remove name=anticache",
+    "response header Expires remove name=anticache",
+    "response header Cache-Control set no-store name=anticache",
+};
+
+int rulebook_add_anticache(struct rulebook *book, char *err, size_t err_len)
+{
+    struct rule_set *fresh = NULL;
+    int rc;
+
+    pthread_mutex_lock(&book->lock);
+    rc = rules_parse_specs(anticache_specs, sizeof(anticache_specs) / sizeof(anticache_specs[0]),
+                           &fresh, err, err_len);
+    if (rc == 0)
+        rc = swap_part(book, PART_BUILTIN, fresh, err, err_len);
+    pthread_mutex_unlock(&book->lock);
+    return rc;
+}
+
 char *rulebook_static_rules_text(struct rulebook *book)
 {
     size_t len = 0, cap = 256;
@@ -201,7 +237,7 @@ char *rulebook_static_rules_text(struct rulebook *book)
         return NULL;
     text[0] = '\0';
     pthread_mutex_lock(&book->lock);
-    for (int p = PART_FILE; p <= PART_SPECS; p++) {
+    for (int p = PART_BUILTIN; p <= PART_SPECS; p++) {
         for (size_t i = 0; i < rules_set_count(book->parts[p]); i++) {
             char *line = rules_format(rules_set_get(book->parts[p], i));
             if (!line)

@@ -1,9 +1,10 @@
 /*
- * rulebook: where the live rule set comes from. Three sources, applied in
- * this order: the --rules file, the --rule options, and the rules made in
- * the dashboard (SQLite). The rulebook keeps each part's parsed set and
- * publishes their concatenation to the proxy threads through a
- * struct rules_current; a reload that fails keeps everything as it was.
+ * rulebook: where the live rule set comes from. The sources, applied in
+ * this order: the built-in --anticache rules (when asked for), the --rules
+ * file, the --rule options, and the rules made in the dashboard (SQLite).
+ * The rulebook keeps each part's parsed set and publishes their
+ * concatenation to the proxy threads through a struct rules_current; a
+ * reload that fails keeps everything as it was.
  * Thread safety: every function may be called from any thread; a mutex
  * serialises reloads and the database connection.
  */
@@ -29,6 +30,11 @@ int rulebook_open(const char *rules_file, const char *const *specs, size_t spec_
                   const char *db_path, struct rulebook **out, char *err, size_t err_len);
 void rulebook_close(struct rulebook *book);
 
+/* Adds the built-in --anticache rules (strip conditional request fields and
+ * caching response fields, see tapwire-rules(5)) ahead of all others and
+ * publishes. Returns 0, or -1 with err. */
+int rulebook_add_anticache(struct rulebook *book, char *err, size_t err_len);
+
 /* The holder proxy threads acquire from (rules_acquire()). */
 struct rules_current *rulebook_current(struct rulebook *book);
 
@@ -50,8 +56,8 @@ int rulebook_db_delete(struct rulebook *book, int64_t id, char *err, size_t err_
 int rulebook_db_reorder(struct rulebook *book, const int64_t *ids, size_t count, char *err,
                         size_t err_len);
 
-/* The rules from the file and from --rule, formatted one per line (read-only
- * in the dashboard). Caller frees. */
+/* The rules from --anticache, the file and --rule, formatted one per line
+ * (read-only in the dashboard). Caller frees. */
 char *rulebook_static_rules_text(struct rulebook *book);
 
 #endif

@@ -1048,6 +1048,36 @@ static int handle_status(struct conn *c, struct request *r, const char *arg)
     return send_simple(c, r, (int)status, "text/plain", body, (size_t)n, r->keep_alive);
 }
 
+/* GET /cached: a page a browser would cache and revalidate (ETag,
+ * Last-Modified, Expires, max-age), answered 304 when If-None-Match names
+ * its ETag (RFC 9110 13.1.2). The body echoes the request head, so a test
+ * sees which conditional fields arrived. */
+static int handle_cached(struct conn *c, struct request *r)
+{
+    static const char etag[] = "\"tapwire-v1\"";
+    const char *inm = find_header(r, "If-None-Match");
+    bool is_fresh = inm != NULL && strstr(inm, etag) != NULL;
+
+    if (conn_printf(c,
+                    "HTTP/1.1 %d %s\r\nServer: tapwire-test-origin\r\nETag: %s\r\n"
+                    "Last-Modified: Tue, 14 Nov 2023 22:13:20 GMT\r\n"
+                    "Expires: Thu, 01 Jan 2099 00:00:00 GMT\r\n"
+                    "Cache-Control: public, max-age=31536000\r\n",
+                    is_fresh ? 304 : 200, reason_phrase(is_fresh ? 304 : 200), etag) < 0)
+        return ABORT;
+    if (is_fresh) {
+        if (conn_printf(c, "Connection: %s\r\n\r\n", connection_value(r->keep_alive)) < 0)
+            return ABORT;
+        return r->keep_alive ? KEEP : CLOSE;
+    }
+    if (conn_printf(c, "Content-Type: text/plain\r\nContent-Length: %zu\r\nConnection: %s\r\n\r\n",
+                    r->raw_len, connection_value(r->keep_alive)) < 0)
+        return ABORT;
+    if (!r->is_head && conn_send(c, r->raw, r->raw_len) < 0)
+        return ABORT;
+    return r->keep_alive ? KEEP : CLOSE;
+}
+
 static int handle_abort(struct conn *c)
 {
     if (conn_printf(c, "HTTP/1.1 200 OK\r\nServer: tapwire-test-origin\r\n"
@@ -1166,6 +1196,9 @@ static int handle(struct conn *c, struct request *r)
     } else if (strcmp(path, "/headers") == 0) {
         if (strcmp(m, "GET") == 0 || r->is_head)
             return send_simple(c, r, 200, "text/plain", r->raw, r->raw_len, r->keep_alive);
+    } else if (strcmp(path, "/cached") == 0) {
+        if (strcmp(m, "GET") == 0 || r->is_head)
+            return handle_cached(c, r);
     } else if (strcmp(path, "/conn") == 0) {
         if (strcmp(m, "GET") == 0 || r->is_head) {
             n = snprintf(body, sizeof(body), "conn=%lu req=%lu", c->id, c->requests);
