@@ -864,7 +864,10 @@ static int intercept_tls(struct conn *c, const struct client_hello *hello)
     }
     if (c->tunnel_error.status == UPSTREAM_OK && peer)
         ca_names_add_from_cert(&names, peer);
-    leaf = certstore_get(c->env->certs, &names, err, sizeof(err));
+    /* Only a verified origin's leaf is stored: any other name is whatever a
+     * client chose to send, and would grow the database without bound. */
+    bool is_verified = c->tunnel_error.status == UPSTREAM_OK && peer && !c->verify_note[0];
+    leaf = certstore_get(c->env->certs, &names, is_verified, err, sizeof(err));
     if (!leaf) {
         log_error("%s: minting a certificate for %s failed: %s", c->client_name, name, err);
         goto out;
