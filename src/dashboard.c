@@ -95,6 +95,14 @@ typedef int mhd_result;
 #define HAR_STREAM_BLOCK_BYTES (64 * 1024)
 #define SSE_BLOCK_BYTES (16 * 1024)
 
+/* One client connection, from accept to close, for the request deadline. */
+struct dash_conn {
+    struct dash_conn *prev;
+    struct dash_conn *next;
+    int fd;              /* a dup() of libmicrohttpd's socket: ours, so never reused under us */
+    int64_t deadline_ms; /* the request must be in whole by then; 0: none (answering) */
+};
+
 struct dashboard {
     struct MHD_Daemon *daemon;
     struct flowstore *flows;
@@ -124,6 +132,9 @@ struct dashboard {
     bool is_stopping;
     bool is_starting;      /* MHD's messages are kept in start_error */
     char start_error[256]; /* why MHD_start_daemon() failed */
+    struct dash_conn *conns; /* open connections (under lock), for the watchdog */
+    pthread_t watchdog;
+    bool has_watchdog;
 };
 
 static int64_t now_ms(void)
@@ -2194,6 +2205,22 @@ static mhd_result route(struct dashboard *d, struct MHD_Connection *conn, const 
 /* The connection context of a request that has been answered. */
 static int answered;
 
+/* is_waiting: a request is due (the connection is new or was answered),
+ * else it has arrived whole and the deadline is off while it is answered;
+ * a live event stream can so last as long as it needs. */
+static void set_request_deadline(struct dashboard *d, struct MHD_Connection *conn, bool is_waiting)
+{
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    struct dash_conn *c = info != NULL ? info->socket_context : NULL;
+
+    if (c == NULL)
+        return;
+    pthread_mutex_lock(&d->lock);
+    c->deadline_ms = is_waiting ? now_ms() + DASHBOARD_REQUEST_TIMEOUT_MS : 0;
+    pthread_mutex_unlock(&d->lock);
+}
+
 static mhd_result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                              const char *method, const char *version, const char *upload_data,
                              size_t *upload_data_size, void **con_cls)
@@ -2211,6 +2238,8 @@ static mhd_result on_request(void *cls, struct MHD_Connection *conn, const char 
     if (*con_cls == NULL) {
         ret = route(cls, conn, url, method, &up);
         *con_cls = up != NULL ? (void *)up : (void *)&answered;
+        if (up == NULL) /* else the deadline runs on until the body is in */
+            set_request_deadline(cls, conn, false);
         return ret;
     }
     /* A rules change reading its body: a piece, or (size 0) the end. */
@@ -2220,6 +2249,7 @@ static mhd_result on_request(void *cls, struct MHD_Connection *conn, const char 
         *upload_data_size = 0;
         return MHD_YES;
     }
+    set_request_deadline(cls, conn, false);
     ret = api_upload(cls, conn, up);
     upload_free(up);
     *con_cls = &answered;
@@ -2230,12 +2260,85 @@ static mhd_result on_request(void *cls, struct MHD_Connection *conn, const char 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
-    (void)cls;
-    (void)conn;
     (void)toe;
     if (*con_cls != NULL && *con_cls != &answered)
         upload_free(*con_cls);
     *con_cls = NULL;
+    set_request_deadline(cls, conn, true); /* for the next request on the connection */
+}
+
+/* Tracks each connection for the watchdog. The socket is dup()ed so that
+ * the watchdog's shutdown() can never hit a descriptor number that
+ * libmicrohttpd has closed and the process reused. */
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    struct dashboard *d = cls;
+    struct dash_conn *c;
+
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *info =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+
+        *socket_context = NULL;
+        c = calloc(1, sizeof(*c));
+        if (c == NULL || info == NULL ||
+            (c->fd = fcntl(info->connect_fd, F_DUPFD_CLOEXEC, 0)) < 0) {
+            /* Not watched: only the idle timeout bounds this one. */
+            log_warn("dashboard: cannot watch a new connection: %s", strerror(errno));
+            free(c);
+            return;
+        }
+        pthread_mutex_lock(&d->lock);
+        c->deadline_ms = now_ms() + DASHBOARD_REQUEST_TIMEOUT_MS;
+        c->next = d->conns;
+        if (d->conns != NULL)
+            d->conns->prev = c;
+        d->conns = c;
+        pthread_mutex_unlock(&d->lock);
+        *socket_context = c;
+        return;
+    }
+    c = *socket_context;
+    if (c == NULL)
+        return;
+    pthread_mutex_lock(&d->lock);
+    if (c->prev != NULL)
+        c->prev->next = c->next;
+    else
+        d->conns = c->next;
+    if (c->next != NULL)
+        c->next->prev = c->prev;
+    pthread_mutex_unlock(&d->lock);
+    close(c->fd);
+    free(c);
+    *socket_context = NULL;
+}
+
+/* Cuts connections whose request is overdue: shutdown() makes their
+ * libmicrohttpd thread see the end of the stream and close. */
+static void *watchdog_main(void *arg)
+{
+    struct dashboard *d = arg;
+
+    pthread_mutex_lock(&d->lock);
+    while (!d->is_stopping) {
+        int64_t now = now_ms();
+        struct timespec until;
+
+        for (struct dash_conn *c = d->conns; c != NULL; c = c->next) {
+            if (c->deadline_ms != 0 && now >= c->deadline_ms) {
+                shutdown(c->fd, SHUT_RDWR);
+                c->deadline_ms = 0;
+                log_debug("dashboard: closed a connection that sent no whole request within %d ms",
+                          DASHBOARD_REQUEST_TIMEOUT_MS);
+            }
+        }
+        deadline_in(&until, DASHBOARD_WATCHDOG_PERIOD_MS);
+        pthread_cond_timedwait(&d->cond, &d->lock, &until);
+    }
+    pthread_mutex_unlock(&d->lock);
+    return NULL;
 }
 
 /* libmicrohttpd's messages: kept as the reason while starting, afterwards
@@ -2392,9 +2495,10 @@ int dashboard_start(const struct dashboard_options *opts, struct flowstore *flow
     d->daemon = MHD_start_daemon(
         flags, opts->port, NULL, NULL, on_request, d, MHD_OPTION_SOCK_ADDR, addr->ai_addr,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned int)DASHBOARD_MAX_CONNECTIONS,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int)DASHBOARD_MAX_CONNECTIONS_PER_CLIENT,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)DASHBOARD_CONNECTION_TIMEOUT_S,
         MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, d, MHD_OPTION_NOTIFY_COMPLETED, on_completed, d,
-        MHD_OPTION_END);
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, d, MHD_OPTION_END);
     pthread_mutex_lock(&d->lock);
     d->is_starting = false;
     pthread_mutex_unlock(&d->lock);
@@ -2410,6 +2514,11 @@ int dashboard_start(const struct dashboard_options *opts, struct flowstore *flow
         goto out;
     }
     atomic_store(&d->port, info->port);
+    if (pthread_create(&d->watchdog, NULL, watchdog_main, d) != 0) {
+        errmsg_set(err, err_len, "dashboard: cannot start the request watchdog thread");
+        goto out;
+    }
+    d->has_watchdog = true;
     flowstore_set_written_callback(flows, on_flows_written, d);
     d->is_callback_set = true;
     *out = d;
@@ -2434,6 +2543,8 @@ void dashboard_stop(struct dashboard *d)
         pthread_cond_broadcast(&d->cond);
         pthread_mutex_unlock(&d->lock);
     }
+    if (d->has_watchdog)
+        pthread_join(d->watchdog, NULL);
     /* Joins every connection thread; the streams above end at once. */
     if (d->daemon != NULL)
         MHD_stop_daemon(d->daemon);
