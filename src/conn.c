@@ -798,6 +798,11 @@ static enum first_bytes peek_first_bytes(struct conn *c, struct client_hello *he
                 log_info("%s: malformed TLS ClientHello; closing", c->client_name);
                 goto out;
             }
+            if (r == TLSSERVER_HELLO_TOO_LARGE) {
+                log_info("%s: TLS ClientHello larger than %d bytes; closing", c->client_name,
+                         TLSSERVER_MAX_HELLO_BYTES);
+                goto out;
+            }
             if (r == TLSSERVER_HELLO_NOT_TLS) {
                 int http = looks_like_http(buf, (size_t)n);
                 if (http >= 0) {
