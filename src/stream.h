@@ -36,6 +36,7 @@ struct stream {
     size_t out_len;
     uint64_t bytes_read, bytes_written;
     char error[160]; /* last error, for a person */
+    bool has_timed_out; /* a wait gave up: the peer went quiet, it did not go away */
 };
 
 /* Takes ownership of fd (made non-blocking). in_max bounds the input buffer

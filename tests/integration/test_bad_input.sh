@@ -172,5 +172,23 @@ for i in $(seq 1 50); do
     sleep 0.1
 done
 check_eq "after the four close, a new connection is served again" yes "$served"
+stop_proxy
+
+# ---- a client that stops reading: the log says it timed out ----
+# It went quiet; it did not go away, and the log must not say it did.
+PROXY_DATA_DIR=$tmp/data-io start_proxy --io-timeout 500
+python3 - "$PROXY_PORT" "$ORIGIN_PORT" <<'PY'
+import socket, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s.sendall(b"GET http://127.0.0.1:%s/bytes/50000000 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+          % sys.argv[2].encode())
+time.sleep(3)  # never reads
+s.close()
+PY
+check "client not reading: logged as stopped reading (--io-timeout)" \
+    wait_for_grep "$PROXY_ERR" 'client stopped reading the response \(--io-timeout\)' 5
+check_no_match "client not reading: not logged as gone" 'client went away' "$(cat "$PROXY_ERR")"
+stop_proxy
 
 finish
