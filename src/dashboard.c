@@ -233,7 +233,7 @@ static int ca_pem_der(const struct ca *ca, char **pem, size_t *pem_len, unsigned
     *pem = malloc((size_t)n);
     *der = malloc((size_t)der_n);
     if (*pem == NULL || *der == NULL) {
-        errmsg_set(err, err_len, "dashboard: out of memory");
+        errmsg_set(err, err_len, "out of memory");
         goto out;
     }
     memcpy(*pem, data, (size_t)n);
@@ -402,7 +402,7 @@ int dashboard_serve_local(const struct ca *ca, const char *method, const char *t
         out->body_len = strlen((const char *)out->body);
     sb_str(&h, SECURITY_HEADER_LINES);
     if (h.has_failed || out->body == NULL) {
-        errmsg_set(err, err_len, "dashboard: out of memory");
+        errmsg_set(err, err_len, "out of memory");
         goto out;
     }
     out->headers = h.data;
@@ -1635,7 +1635,7 @@ static char *read_file(const char *dir, const char *name, size_t *len, char *err
     }
     data = malloc((size_t)st.st_size + 1);
     if (data == NULL) {
-        errmsg_set(err, err_len, "dashboard: out of memory");
+        errmsg_set(err, err_len, "out of memory");
         goto fail;
     }
     while (have < (size_t)st.st_size) {
@@ -2356,11 +2356,17 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
     n = strlen(line);
     while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
         line[--n] = '\0';
+    bool is_starting;
+
     pthread_mutex_lock(&d->lock);
-    if (d->is_starting)
+    is_starting = d->is_starting;
+    if (is_starting)
         snprintf(d->start_error, sizeof(d->start_error), "%s", line);
     pthread_mutex_unlock(&d->lock);
-    log_debug("dashboard: %s", line);
+    /* While starting, the reason goes into dashboard_start()'s error, which
+     * the caller prints: logging it here too printed it twice. */
+    if (!is_starting)
+        log_debug("dashboard: %s", line);
 }
 
 /* ---- start and stop ---- */
@@ -2437,7 +2443,7 @@ int dashboard_start(const struct dashboard_options *opts, struct flowstore *flow
     *out = NULL;
     d = calloc(1, sizeof(*d));
     if (d == NULL) {
-        errmsg_set(err, err_len, "dashboard: out of memory");
+        errmsg_set(err, err_len, "out of memory");
         goto out;
     }
     d->flows = flows;
@@ -2445,7 +2451,7 @@ int dashboard_start(const struct dashboard_options *opts, struct flowstore *flow
     d->rules = opts->rules;
     d->certs = opts->certs;
     if (init_sync(d) != 0) {
-        errmsg_set(err, err_len, "dashboard: cannot create a mutex");
+        errmsg_set(err, err_len, "cannot create a mutex");
         goto out;
     }
     if (set_token(d, opts->token, err, err_len) != 0)
@@ -2453,14 +2459,14 @@ int dashboard_start(const struct dashboard_options *opts, struct flowstore *flow
     snprintf(d->url_host, sizeof(d->url_host), strchr(opts->host, ':') != NULL ? "[%s]" : "%s",
              opts->host);
     if (opts->web_root != NULL && (d->web_root = strdup(opts->web_root)) == NULL) {
-        errmsg_set(err, err_len, "dashboard: out of memory");
+        errmsg_set(err, err_len, "out of memory");
         goto out;
     }
     if (ca_pem_der(ca, &d->ca_pem, &d->ca_pem_len, &d->ca_der, &d->ca_der_len, err, err_len) != 0)
         goto out;
     d->ca_page = ca_page(ca, &d->ca_page_len);
     if (d->ca_page == NULL) {
-        errmsg_set(err, err_len, "dashboard: out of memory");
+        errmsg_set(err, err_len, "out of memory");
         goto out;
     }
     if (flowstore_newest_id(flows, &newest, err, err_len) != 0)
@@ -2493,11 +2499,14 @@ int dashboard_start(const struct dashboard_options *opts, struct flowstore *flow
     d->is_starting = true;
     pthread_mutex_unlock(&d->lock);
     d->daemon = MHD_start_daemon(
-        flags, opts->port, NULL, NULL, on_request, d, MHD_OPTION_SOCK_ADDR, addr->ai_addr,
+        /* The logger first: messages about earlier options would go to
+         * libmicrohttpd's own stderr logger, a second copy of the error. */
+        flags, opts->port, NULL, NULL, on_request, d, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, d,
+        MHD_OPTION_SOCK_ADDR, addr->ai_addr,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned int)DASHBOARD_MAX_CONNECTIONS,
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int)DASHBOARD_MAX_CONNECTIONS_PER_CLIENT,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)DASHBOARD_CONNECTION_TIMEOUT_S,
-        MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, d, MHD_OPTION_NOTIFY_COMPLETED, on_completed, d,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, d,
         MHD_OPTION_NOTIFY_CONNECTION, on_connection, d, MHD_OPTION_END);
     pthread_mutex_lock(&d->lock);
     d->is_starting = false;
@@ -2510,12 +2519,12 @@ int dashboard_start(const struct dashboard_options *opts, struct flowstore *flow
     }
     info = MHD_get_daemon_info(d->daemon, MHD_DAEMON_INFO_BIND_PORT);
     if (info == NULL || info->port == 0) {
-        errmsg_set(err, err_len, "dashboard: cannot tell which port it is listening on");
+        errmsg_set(err, err_len, "cannot tell which port it is listening on");
         goto out;
     }
     atomic_store(&d->port, info->port);
     if (pthread_create(&d->watchdog, NULL, watchdog_main, d) != 0) {
-        errmsg_set(err, err_len, "dashboard: cannot start the request watchdog thread");
+        errmsg_set(err, err_len, "cannot start the request watchdog thread");
         goto out;
     }
     d->has_watchdog = true;
