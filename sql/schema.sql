@@ -279,3 +279,11 @@ CREATE INDEX flows_error ON flows (id) WHERE error IS NOT NULL;
 -- skips their bytes.
 ALTER TABLE flows ADD COLUMN req_body BLOB;
 ALTER TABLE flows ADD COLUMN resp_body BLOB;
+
+-- version: 9
+-- certstore keeps at most CERTSTORE_MAX_STORED_LEAVES rows and drops the
+-- least recently used beyond it: without a bound, every name a client sent
+-- added a row. last_used_us is microseconds since the Unix epoch; rows from
+-- before this version count as never used and go first.
+ALTER TABLE certs ADD COLUMN last_used_us INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX certs_last_used ON certs (last_used_us);

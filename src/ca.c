@@ -142,6 +142,16 @@ static BIO *read_file(const char *path, const char *what, bool is_secret, char *
         errmsg_set(err, err_len, "%s %s is not a regular file", what, path);
         goto out;
     }
+    /* Owned by someone else: that user can rewrite our key whatever its
+     * mode says, so it is no more private than a world-readable one. */
+    if (is_secret && st.st_uid != geteuid()) {
+        errmsg_set(err, err_len,
+                   "%s %s is owned by another user (uid %u, tapwire runs as uid %u); "
+                   "run chown %u %s, or move it away to create a new one",
+                   what, path, (unsigned)st.st_uid, (unsigned)geteuid(), (unsigned)geteuid(),
+                   path);
+        goto out;
+    }
     if (is_secret && (st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
         errmsg_set(err, err_len,
                 "%s %s is accessible by group or others (mode %04o); "

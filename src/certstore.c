@@ -12,6 +12,9 @@
  * current leaf key: a new CA (another fingerprint) or a new leaf-key.pem
  * (another public key) makes every older entry worthless, and one close to
  * expiry is renewed before clients start refusing it.
+ *
+ * The table is bounded too: only leaves for verified origins are written,
+ * and beyond max_stored rows the least recently used go (last_used_us).
  */
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L
@@ -48,7 +51,8 @@ struct entry {
     struct entry *older; /* towards lru_oldest */
     size_t hash;
     int64_t not_after;
-    X509 *cert; /* one reference owned by the entry */
+    int64_t touched_us; /* last_used_us written to the table; 0: not stored */
+    X509 *cert;         /* one reference owned by the entry */
     char key[];
 };
 
@@ -70,7 +74,16 @@ struct certstore {
     sqlite3 *db;
     sqlite3_stmt *select_stmt;
     sqlite3_stmt *insert_stmt;
-    bool is_db_failing; /* logged already; quiet until the database works again */
+    sqlite3_stmt *touch_stmt;
+    sqlite3_stmt *count_stmt;
+    sqlite3_stmt *prune_stmt;
+    size_t stored;     /* rows in certs, or more: a replaced row counts again */
+    size_t max_stored; /* CERTSTORE_MAX_STORED_LEAVES unless a test set it */
+    /* Logged already; quiet until the same kind of statement works again.
+     * Reads and writes apart: on a full disk lookups still work, and each
+     * of them must not re-arm the warning for the next failing store. */
+    bool is_read_failing;
+    bool is_write_failing;
     char *db_path;
 };
 
@@ -88,9 +101,11 @@ static size_t hash_key(const char *key)
 
 /* Called with db_lock held. Logs the first failure of a run of failures:
  * a broken database must not flood the log once per handshake. */
-static void db_failed(struct certstore *store, int rc, const char *what)
+static void db_failed(struct certstore *store, int rc, const char *what, bool is_write)
 {
-    if (!store->is_db_failing) {
+    bool *is_failing = is_write ? &store->is_write_failing : &store->is_read_failing;
+
+    if (!*is_failing) {
         int primary = rc & 0xff;
 
         log_warn("certstore: database %s: %s: %s%s; minted certificates are served without "
@@ -99,13 +114,16 @@ static void db_failed(struct certstore *store, int rc, const char *what)
                  primary == SQLITE_CORRUPT || primary == SQLITE_NOTADB
                      ? " (the file is corrupt; move it away while tapwire is stopped)"
                      : "");
-        store->is_db_failing = true;
+        *is_failing = true;
     }
 }
 
-static void db_succeeded(struct certstore *store)
+static void db_succeeded(struct certstore *store, bool is_write)
 {
-    store->is_db_failing = false;
+    if (is_write)
+        store->is_write_failing = false;
+    else
+        store->is_read_failing = false;
 }
 
 /* Expired rows and rows of another CA can never be served again; dropping
@@ -120,22 +138,83 @@ static void purge_stale_rows(struct certstore *store, time_t now)
                             "DELETE FROM certs WHERE not_after < ?1 OR ca_fingerprint <> ?2", -1,
                             &stmt, NULL);
     if (rc != SQLITE_OK) {
-        db_failed(store, rc, "purging old certificates");
+        db_failed(store, rc, "purging old certificates", true);
         goto out;
     }
     if ((rc = sqlite3_bind_int64(stmt, 1, (sqlite3_int64)now)) != SQLITE_OK ||
         (rc = sqlite3_bind_text(stmt, 2, ca_fingerprint(store->ca), -1, SQLITE_STATIC)) !=
             SQLITE_OK) {
-        db_failed(store, rc, "purging old certificates");
+        db_failed(store, rc, "purging old certificates", true);
         goto out;
     }
     rc = sqlite3_step(stmt);
     if (rc != SQLITE_DONE) {
-        db_failed(store, rc, "purging old certificates");
+        db_failed(store, rc, "purging old certificates", true);
         goto out;
     }
 out:
     sqlite3_finalize(stmt);
+}
+
+/* Called with db_lock held (or before the store is shared). The exact row
+ * count, or 0 after a logged error. */
+static size_t count_rows(struct certstore *store)
+{
+    sqlite3_stmt *stmt = store->count_stmt;
+    size_t count = 0;
+    int rc;
+
+    rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW) {
+        sqlite3_int64 n = sqlite3_column_int64(stmt, 0);
+
+        count = n > 0 ? (size_t)n : 0;
+        db_succeeded(store, false);
+    } else {
+        db_failed(store, rc, "counting certificates", false);
+    }
+    sqlite3_reset(stmt);
+    return count;
+}
+
+/* Called with db_lock held after a row was added. Past max_stored, drops
+ * the least recently used rows down to a sixteenth below the cap, so the
+ * next prune waits for that many new names; one statement deletes at most
+ * CERTSTORE_PRUNE_BATCH_ROWS, so a connection thread never stalls on a
+ * huge delete. */
+static void prune_rows(struct certstore *store)
+{
+    sqlite3_stmt *stmt = store->prune_stmt;
+    size_t slack = store->max_stored / 16;
+    size_t excess;
+    int rc;
+
+    if (store->stored <= store->max_stored)
+        return;
+    store->stored = count_rows(store);
+    if (store->stored <= store->max_stored)
+        return;
+    excess = store->stored - store->max_stored + slack;
+    if (excess > CERTSTORE_PRUNE_BATCH_ROWS)
+        excess = CERTSTORE_PRUNE_BATCH_ROWS;
+    if ((rc = sqlite3_bind_int64(stmt, 1, (sqlite3_int64)excess)) != SQLITE_OK ||
+        (rc = sqlite3_step(stmt)) != SQLITE_DONE) {
+        db_failed(store, rc, "dropping least recently used certificates", true);
+    } else {
+        size_t gone = (size_t)sqlite3_changes(store->db);
+
+        store->stored = gone < store->stored ? store->stored - gone : 0;
+        db_succeeded(store, true);
+    }
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+}
+
+void certstore_set_max_stored(struct certstore *store, size_t max_leaves)
+{
+    pthread_mutex_lock(&store->db_lock);
+    store->max_stored = max_leaves > 0 ? max_leaves : 1;
+    pthread_mutex_unlock(&store->db_lock);
 }
 
 int certstore_open(const char *db_path, const struct ca *ca, size_t memory_entries,
@@ -154,6 +233,7 @@ int certstore_open(const char *db_path, const struct ca *ca, size_t memory_entri
     }
     store->ca = ca;
     store->capacity = memory_entries;
+    store->max_stored = CERTSTORE_MAX_STORED_LEAVES;
     if (pthread_mutex_init(&store->lru_lock, NULL) != 0) {
         errmsg_set(err, err_len, "certstore: cannot create a mutex");
         goto out;
@@ -185,15 +265,27 @@ int certstore_open(const char *db_path, const struct ca *ca, size_t memory_entri
     if (rc == SQLITE_OK)
         rc = sqlite3_prepare_v2(store->db,
                                 "INSERT OR REPLACE INTO certs "
-                                "(names_key, ca_fingerprint, not_after, cert_pem, created_at) "
-                                "VALUES (?1, ?2, ?3, ?4, ?5)",
+                                "(names_key, ca_fingerprint, not_after, cert_pem, created_at, "
+                                "last_used_us) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                                 -1, &store->insert_stmt, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(store->db, "UPDATE certs SET last_used_us = ?2 WHERE names_key = ?1",
+                                -1, &store->touch_stmt, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(store->db, "SELECT count(*) FROM certs", -1, &store->count_stmt,
+                                NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(store->db,
+                                "DELETE FROM certs WHERE names_key IN (SELECT names_key FROM certs "
+                                "ORDER BY last_used_us LIMIT ?1)",
+                                -1, &store->prune_stmt, NULL);
     if (rc != SQLITE_OK) {
         errmsg_set(err, err_len, "database %s: cannot prepare the certificate queries: %s", db_path,
                 sqlite3_errmsg(store->db));
         goto out;
     }
     purge_stale_rows(store, time(NULL));
+    store->stored = count_rows(store);
 
     *out = store;
     store = NULL;
@@ -217,6 +309,9 @@ void certstore_close(struct certstore *store)
         free(e);
         e = older;
     }
+    sqlite3_finalize(store->prune_stmt);
+    sqlite3_finalize(store->count_stmt);
+    sqlite3_finalize(store->touch_stmt);
     sqlite3_finalize(store->insert_stmt);
     sqlite3_finalize(store->select_stmt);
     sqlite3_close(store->db);
@@ -282,7 +377,7 @@ static void lru_remove(struct certstore *store, struct entry *e)
  * the oldest beyond capacity. Failing to cache is not an error: the caller
  * still has its certificate. */
 static void lru_put(struct certstore *store, const char *key, size_t hash, X509 *cert,
-                    int64_t not_after)
+                    int64_t not_after, int64_t touched_us)
 {
     struct entry *e;
     size_t key_len;
@@ -294,6 +389,7 @@ static void lru_put(struct certstore *store, const char *key, size_t hash, X509 
         X509_free(e->cert);
         e->cert = cert;
         e->not_after = not_after;
+        e->touched_us = touched_us;
         lru_unlink_list(store, e);
         lru_push_newest(store, e);
         return;
@@ -307,6 +403,7 @@ static void lru_put(struct certstore *store, const char *key, size_t hash, X509 
     memcpy(e->key, key, key_len + 1);
     e->hash = hash;
     e->not_after = not_after;
+    e->touched_us = touched_us;
     e->cert = cert;
     e->hash_next = store->buckets[hash & store->bucket_mask];
     store->buckets[hash & store->bucket_mask] = e;
@@ -321,7 +418,9 @@ static bool is_fresh(int64_t not_after, time_t now)
     return not_after - (int64_t)now > CERTSTORE_RENEW_MARGIN_SECONDS;
 }
 
-static X509 *memory_get(struct certstore *store, const char *key, size_t hash, time_t now)
+/* *touched_us: the entry's touched_us (0: not in the table). */
+static X509 *memory_get(struct certstore *store, const char *key, size_t hash, time_t now,
+                        int64_t *touched_us)
 {
     X509 *cert = NULL;
     struct entry *e;
@@ -334,6 +433,7 @@ static X509 *memory_get(struct certstore *store, const char *key, size_t hash, t
     }
     if (e != NULL && X509_up_ref(e->cert) == 1) {
         cert = e->cert;
+        *touched_us = e->touched_us;
         lru_unlink_list(store, e);
         lru_push_newest(store, e);
         store->stats.memory_hits++;
@@ -343,10 +443,10 @@ static X509 *memory_get(struct certstore *store, const char *key, size_t hash, t
 }
 
 static void memory_put(struct certstore *store, const char *key, size_t hash, X509 *cert,
-                       int64_t not_after, bool is_from_db, int64_t mint_us)
+                       int64_t not_after, int64_t touched_us, bool is_from_db, int64_t mint_us)
 {
     pthread_mutex_lock(&store->lru_lock);
-    lru_put(store, key, hash, cert, not_after);
+    lru_put(store, key, hash, cert, not_after, touched_us);
     if (is_from_db) {
         store->stats.db_hits++;
     } else {
@@ -368,7 +468,7 @@ static char *db_lookup(struct certstore *store, const char *key, time_t now, int
     pthread_mutex_lock(&store->db_lock);
     rc = sqlite3_bind_text(stmt, 1, key, -1, SQLITE_STATIC);
     if (rc != SQLITE_OK) {
-        db_failed(store, rc, "looking up a certificate");
+        db_failed(store, rc, "looking up a certificate", false);
         goto out;
     }
     rc = sqlite3_step(stmt);
@@ -386,11 +486,11 @@ static char *db_lookup(struct certstore *store, const char *key, time_t now, int
                 *pem_len = (size_t)len;
             }
         }
-        db_succeeded(store);
+        db_succeeded(store, false);
     } else if (rc == SQLITE_DONE) {
-        db_succeeded(store);
+        db_succeeded(store, false);
     } else {
-        db_failed(store, rc, "looking up a certificate");
+        db_failed(store, rc, "looking up a certificate", false);
     }
 out:
     sqlite3_reset(stmt);
@@ -431,14 +531,47 @@ out:
     return cert;
 }
 
-static void db_put(struct certstore *store, const char *key, X509 *cert, int64_t not_after,
-                   time_t now)
+static void memory_set_touched(struct certstore *store, const char *key, size_t hash,
+                               int64_t touched_us)
+{
+    struct entry *e;
+
+    pthread_mutex_lock(&store->lru_lock);
+    e = lru_find(store, key, hash);
+    if (e != NULL)
+        e->touched_us = touched_us;
+    pthread_mutex_unlock(&store->lru_lock);
+}
+
+/* Records a use of the row for key (the LRU order of the table). Returns 0,
+ * or -1 after a logged error. */
+static int db_touch(struct certstore *store, const char *key, int64_t now_us)
+{
+    sqlite3_stmt *stmt = store->touch_stmt;
+    int rc;
+
+    pthread_mutex_lock(&store->db_lock);
+    if ((rc = sqlite3_bind_text(stmt, 1, key, -1, SQLITE_STATIC)) != SQLITE_OK ||
+        (rc = sqlite3_bind_int64(stmt, 2, now_us)) != SQLITE_OK ||
+        (rc = sqlite3_step(stmt)) != SQLITE_DONE)
+        db_failed(store, rc, "recording a certificate's use", true);
+    else
+        db_succeeded(store, true);
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+    pthread_mutex_unlock(&store->db_lock);
+    return rc == SQLITE_DONE ? 0 : -1;
+}
+
+/* Returns 0 when the row is written, else -1 (logged). */
+static int db_put(struct certstore *store, const char *key, X509 *cert, int64_t not_after,
+                  time_t now, int64_t now_us)
 {
     sqlite3_stmt *stmt = store->insert_stmt;
     BIO *bio = NULL;
     char *pem;
     long pem_len;
-    int rc;
+    int rc = SQLITE_ERROR;
 
     ERR_clear_error();
     bio = BIO_new(BIO_s_mem());
@@ -454,17 +587,23 @@ static void db_put(struct certstore *store, const char *key, X509 *cert, int64_t
             SQLITE_OK ||
         (rc = sqlite3_bind_int64(stmt, 3, not_after)) != SQLITE_OK ||
         (rc = sqlite3_bind_text(stmt, 4, pem, (int)pem_len, SQLITE_STATIC)) != SQLITE_OK ||
-        (rc = sqlite3_bind_int64(stmt, 5, (sqlite3_int64)now)) != SQLITE_OK)
-        db_failed(store, rc, "storing a certificate");
-    else if ((rc = sqlite3_step(stmt)) != SQLITE_DONE)
-        db_failed(store, rc, "storing a certificate");
-    else
-        db_succeeded(store);
+        (rc = sqlite3_bind_int64(stmt, 5, (sqlite3_int64)now)) != SQLITE_OK ||
+        (rc = sqlite3_bind_int64(stmt, 6, now_us)) != SQLITE_OK) {
+        db_failed(store, rc, "storing a certificate", true);
+    } else if ((rc = sqlite3_step(stmt)) != SQLITE_DONE) {
+        db_failed(store, rc, "storing a certificate", true);
+    } else {
+        db_succeeded(store, true);
+        store->stored++;
+    }
     sqlite3_reset(stmt);
     sqlite3_clear_bindings(stmt);
+    if (rc == SQLITE_DONE)
+        prune_rows(store);
     pthread_mutex_unlock(&store->db_lock);
 out:
     BIO_free(bio);
+    return rc == SQLITE_DONE ? 0 : -1;
 }
 
 /* notAfter as unix seconds, without timegm(), which POSIX lacks. */
@@ -499,14 +638,16 @@ static char *names_key_alloc(const struct ca_names *names)
     return key;
 }
 
-X509 *certstore_get(struct certstore *store, const struct ca_names *names, char *err,
-                    size_t err_len)
+X509 *certstore_get(struct certstore *store, const struct ca_names *names,
+                    bool is_origin_verified, char *err, size_t err_len)
 {
     X509 *cert = NULL;
     X509 *ret = NULL;
     char *key = NULL;
     time_t now = time(NULL);
+    int64_t now_us = clock_wall_us();
     int64_t not_after = 0;
+    int64_t touched_us = 0;
     bool is_from_db = false;
     int64_t started_us;
     size_t hash;
@@ -522,14 +663,29 @@ X509 *certstore_get(struct certstore *store, const struct ca_names *names, char 
     }
     hash = hash_key(key);
 
-    ret = memory_get(store, key, hash, now);
-    if (ret != NULL)
+    ret = memory_get(store, key, hash, now, &touched_us);
+    if (ret != NULL) {
+        /* Minted for an unverified origin and verified now: store it; in
+         * the table already: record the use, now and then. */
+        if (touched_us == 0 && is_origin_verified) {
+            if (cert_not_after(ret, now, &not_after) == 0 &&
+                db_put(store, key, ret, not_after, now, now_us) == 0)
+                memory_set_touched(store, key, hash, now_us);
+            ERR_clear_error();
+        } else if (touched_us != 0 &&
+                   now_us - touched_us > (int64_t)CERTSTORE_TOUCH_INTERVAL_S * 1000000) {
+            if (db_touch(store, key, now_us) == 0)
+                memory_set_touched(store, key, hash, now_us);
+        }
         goto out;
+    }
 
     started_us = clock_mono_us();
     cert = db_get(store, key, now, &not_after);
     if (cert != NULL) {
         is_from_db = true;
+        if (db_touch(store, key, now_us) == 0)
+            touched_us = now_us;
     } else {
         cert = ca_mint_leaf(store->ca, names, err, err_len);
         if (cert == NULL)
@@ -540,9 +696,11 @@ X509 *certstore_get(struct certstore *store, const struct ca_names *names, char 
             ERR_clear_error();
             goto out;
         }
-        db_put(store, key, cert, not_after, now);
+        if (is_origin_verified && db_put(store, key, cert, not_after, now, now_us) == 0)
+            touched_us = now_us;
     }
-    memory_put(store, key, hash, cert, not_after, is_from_db, clock_mono_us() - started_us);
+    memory_put(store, key, hash, cert, not_after, touched_us, is_from_db,
+               clock_mono_us() - started_us);
     ret = cert;
     cert = NULL;
 out:

@@ -10,12 +10,21 @@
 #ifndef TAPWIRE_CERTSTORE_H
 #define TAPWIRE_CERTSTORE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <openssl/x509.h>
 #include "ca.h"
 
 #define CERTSTORE_MEMORY_ENTRIES 1024
+/* Rows kept in the certs table: beyond it the least recently used leaves
+ * are dropped, a batch at a time (at most CERTSTORE_PRUNE_BATCH_ROWS), so a
+ * client sending endless new names cannot grow the database. */
+#define CERTSTORE_MAX_STORED_LEAVES 10000
+#define CERTSTORE_PRUNE_BATCH_ROWS 512
+/* A leaf served from memory records its use in the table at most this
+ * often: enough for the LRU order, without a write per handshake. */
+#define CERTSTORE_TOUCH_INTERVAL_S 3600
 
 struct certstore;
 
@@ -25,14 +34,23 @@ int certstore_open(const char *db_path, const struct ca *ca, size_t memory_entri
                    struct certstore **out, char *err, size_t err_len);
 void certstore_close(struct certstore *store);
 
+/* Sets the most rows the certs table keeps (default
+ * CERTSTORE_MAX_STORED_LEAVES, at least 1); the excess goes at the next
+ * store. For tests. */
+void certstore_set_max_stored(struct certstore *store, size_t max_leaves);
+
 /*
  * Returns a leaf for names: from memory, else from SQLite, else freshly minted
- * (and then stored in both). The caller owns one reference (X509_free()).
+ * (and then kept in memory). The leaf is written to SQLite only when
+ * is_origin_verified: a name whose origin failed verification (or was not
+ * verified, --insecure) is whatever a client chose to send, and must not
+ * fill the disk. The caller owns one reference (X509_free()).
  * NULL with err set on failure. A database failure is not fatal: the leaf is
- * minted and served, and the error is logged once.
+ * minted and served, and the error is logged once until the database works
+ * again.
  */
-X509 *certstore_get(struct certstore *store, const struct ca_names *names, char *err,
-                    size_t err_len);
+X509 *certstore_get(struct certstore *store, const struct ca_names *names,
+                    bool is_origin_verified, char *err, size_t err_len);
 
 /* Counters for tests, logs and benchmarks. */
 struct certstore_stats {

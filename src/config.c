@@ -492,6 +492,14 @@ int config_prepare_data_dir(const char *data_dir, char *err, size_t err_len)
         snprintf(err, err_len, "data directory %s is not a directory", path);
         goto out;
     }
+    /* Writable by everyone: anyone could swap the CA or the database under
+     * us (or read what we write), so this is not a warning but a refusal. */
+    if (st.st_mode & S_IWOTH) {
+        snprintf(err, err_len,
+                 "data directory %s is writable by every user (mode %03o); run chmod 700 %s",
+                 path, (unsigned)(st.st_mode & 0777), path);
+        goto out;
+    }
     if (check_data_dir_access(path, &st, err, err_len) < 0)
         goto out;
     if (st.st_mode & 077)

@@ -112,6 +112,14 @@ typedef int mhd_result;
 #define HAR_STREAM_BLOCK_BYTES (64 * 1024)
 #define SSE_BLOCK_BYTES (16 * 1024)
 
+/* One client connection, from accept to close, for the request deadline. */
+struct dash_conn {
+    struct dash_conn *prev;
+    struct dash_conn *next;
+    int fd;              /* a dup() of libmicrohttpd's socket: ours, so never reused under us */
+    int64_t deadline_ms; /* the request must be in whole by then; 0: none (answering) */
+};
+
 struct dashboard {
     struct MHD_Daemon *daemon;
     struct flowstore *flows;
@@ -141,6 +149,9 @@ struct dashboard {
     bool is_stopping;
     bool is_starting;      /* MHD's messages are kept in start_error */
     char start_error[256]; /* why MHD_start_daemon() failed */
+    struct dash_conn *conns; /* open connections (under lock), for the watchdog */
+    pthread_t watchdog;
+    bool has_watchdog;
 };
 
 /* ---- growing strings ---- */
@@ -251,7 +262,7 @@ int dashboard_serve_local(const struct ca *ca, const char *method, const char *t
         out->body_len = strlen((const char *)out->body);
     buf_str(&h, SECURITY_HEADER_LINES);
     if (h.has_failed || out->body == NULL) {
-        errmsg_set(err, err_len, "dashboard: out of memory");
+        errmsg_set(err, err_len, "out of memory");
         goto out;
     }
     out->headers = h.data;
@@ -1598,7 +1609,7 @@ static char *read_file(const char *dir, const char *name, size_t *len, char *err
     }
     data = malloc((size_t)st.st_size + 1);
     if (data == NULL) {
-        errmsg_set(err, err_len, "dashboard: out of memory");
+        errmsg_set(err, err_len, "out of memory");
         goto fail;
     }
     while (have < (size_t)st.st_size) {
@@ -2233,6 +2244,22 @@ static mhd_result route(struct dashboard *d, struct MHD_Connection *conn, const 
 /* The connection context of a request that has been answered. */
 static int answered;
 
+/* is_waiting: a request is due (the connection is new or was answered),
+ * else it has arrived whole and the deadline is off while it is answered;
+ * a live event stream can so last as long as it needs. */
+static void set_request_deadline(struct dashboard *d, struct MHD_Connection *conn, bool is_waiting)
+{
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    struct dash_conn *c = info != NULL ? info->socket_context : NULL;
+
+    if (c == NULL)
+        return;
+    pthread_mutex_lock(&d->lock);
+    c->deadline_ms = is_waiting ? clock_mono_ms() + DASHBOARD_REQUEST_TIMEOUT_MS : 0;
+    pthread_mutex_unlock(&d->lock);
+}
+
 static mhd_result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                              const char *method, const char *version, const char *upload_data,
                              size_t *upload_data_size, void **con_cls)
@@ -2250,6 +2277,8 @@ static mhd_result on_request(void *cls, struct MHD_Connection *conn, const char 
     if (*con_cls == NULL) {
         ret = route(cls, conn, url, method, &up);
         *con_cls = up != NULL ? (void *)up : (void *)&answered;
+        if (up == NULL) /* else the deadline runs on until the body is in */
+            set_request_deadline(cls, conn, false);
         return ret;
     }
     /* A rules change reading its body: a piece, or (size 0) the end. */
@@ -2259,6 +2288,7 @@ static mhd_result on_request(void *cls, struct MHD_Connection *conn, const char 
         *upload_data_size = 0;
         return MHD_YES;
     }
+    set_request_deadline(cls, conn, false);
     ret = api_upload(cls, conn, up);
     upload_free(up);
     *con_cls = &answered;
@@ -2269,12 +2299,85 @@ static mhd_result on_request(void *cls, struct MHD_Connection *conn, const char 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
-    (void)cls;
-    (void)conn;
     (void)toe;
     if (*con_cls != NULL && *con_cls != &answered)
         upload_free(*con_cls);
     *con_cls = NULL;
+    set_request_deadline(cls, conn, true); /* for the next request on the connection */
+}
+
+/* Tracks each connection for the watchdog. The socket is dup()ed so that
+ * the watchdog's shutdown() can never hit a descriptor number that
+ * libmicrohttpd has closed and the process reused. */
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    struct dashboard *d = cls;
+    struct dash_conn *c;
+
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *info =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+
+        *socket_context = NULL;
+        c = calloc(1, sizeof(*c));
+        if (c == NULL || info == NULL ||
+            (c->fd = fcntl(info->connect_fd, F_DUPFD_CLOEXEC, 0)) < 0) {
+            /* Not watched: only the idle timeout bounds this one. */
+            log_warn("dashboard: cannot watch a new connection: %s", strerror(errno));
+            free(c);
+            return;
+        }
+        pthread_mutex_lock(&d->lock);
+        c->deadline_ms = clock_mono_ms() + DASHBOARD_REQUEST_TIMEOUT_MS;
+        c->next = d->conns;
+        if (d->conns != NULL)
+            d->conns->prev = c;
+        d->conns = c;
+        pthread_mutex_unlock(&d->lock);
+        *socket_context = c;
+        return;
+    }
+    c = *socket_context;
+    if (c == NULL)
+        return;
+    pthread_mutex_lock(&d->lock);
+    if (c->prev != NULL)
+        c->prev->next = c->next;
+    else
+        d->conns = c->next;
+    if (c->next != NULL)
+        c->next->prev = c->prev;
+    pthread_mutex_unlock(&d->lock);
+    close(c->fd);
+    free(c);
+    *socket_context = NULL;
+}
+
+/* Cuts connections whose request is overdue: shutdown() makes their
+ * libmicrohttpd thread see the end of the stream and close. */
+static void *watchdog_main(void *arg)
+{
+    struct dashboard *d = arg;
+
+    pthread_mutex_lock(&d->lock);
+    while (!d->is_stopping) {
+        int64_t now = clock_mono_ms();
+        struct timespec until;
+
+        for (struct dash_conn *c = d->conns; c != NULL; c = c->next) {
+            if (c->deadline_ms != 0 && now >= c->deadline_ms) {
+                shutdown(c->fd, SHUT_RDWR);
+                c->deadline_ms = 0;
+                log_debug("dashboard: closed a connection that sent no whole request within %d ms",
+                          DASHBOARD_REQUEST_TIMEOUT_MS);
+            }
+        }
+        deadline_in(&until, DASHBOARD_WATCHDOG_PERIOD_MS);
+        pthread_cond_timedwait(&d->cond, &d->lock, &until);
+    }
+    pthread_mutex_unlock(&d->lock);
+    return NULL;
 }
 
 /* libmicrohttpd's messages: kept as the reason while starting, afterwards
@@ -2292,11 +2395,17 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
     n = strlen(line);
     while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
         line[--n] = '\0';
+    bool is_starting;
+
     pthread_mutex_lock(&d->lock);
-    if (d->is_starting)
+    is_starting = d->is_starting;
+    if (is_starting)
         snprintf(d->start_error, sizeof(d->start_error), "%s", line);
     pthread_mutex_unlock(&d->lock);
-    log_debug("dashboard: %s", line);
+    /* While starting, the reason goes into dashboard_start()'s error, which
+     * the caller prints: logging it here too printed it twice. */
+    if (!is_starting)
+        log_debug("dashboard: %s", line);
 }
 
 /* ---- start and stop ---- */
@@ -2373,7 +2482,7 @@ int dashboard_start(const struct dashboard_options *opts, struct flowstore *flow
     *out = NULL;
     d = calloc(1, sizeof(*d));
     if (d == NULL) {
-        errmsg_set(err, err_len, "dashboard: out of memory");
+        errmsg_set(err, err_len, "out of memory");
         goto out;
     }
     d->flows = flows;
@@ -2381,7 +2490,7 @@ int dashboard_start(const struct dashboard_options *opts, struct flowstore *flow
     d->rules = opts->rules;
     d->certs = opts->certs;
     if (init_sync(d) != 0) {
-        errmsg_set(err, err_len, "dashboard: cannot create a mutex");
+        errmsg_set(err, err_len, "cannot create a mutex");
         goto out;
     }
     if (set_token(d, opts->token, err, err_len) != 0)
@@ -2389,7 +2498,7 @@ int dashboard_start(const struct dashboard_options *opts, struct flowstore *flow
     snprintf(d->url_host, sizeof(d->url_host), strchr(opts->host, ':') != NULL ? "[%s]" : "%s",
              opts->host);
     if (opts->web_root != NULL && (d->web_root = strdup(opts->web_root)) == NULL) {
-        errmsg_set(err, err_len, "dashboard: out of memory");
+        errmsg_set(err, err_len, "out of memory");
         goto out;
     }
     if (capage_pem_der(ca, &d->ca_pem, &d->ca_pem_len, &d->ca_der, &d->ca_der_len, err, err_len) !=
@@ -2397,7 +2506,7 @@ int dashboard_start(const struct dashboard_options *opts, struct flowstore *flow
         goto out;
     d->ca_page = capage_html(ca, &d->ca_page_len);
     if (d->ca_page == NULL) {
-        errmsg_set(err, err_len, "dashboard: out of memory");
+        errmsg_set(err, err_len, "out of memory");
         goto out;
     }
     if (flowstore_newest_id(flows, &newest, err, err_len) != 0)
@@ -2430,11 +2539,15 @@ int dashboard_start(const struct dashboard_options *opts, struct flowstore *flow
     d->is_starting = true;
     pthread_mutex_unlock(&d->lock);
     d->daemon = MHD_start_daemon(
-        flags, opts->port, NULL, NULL, on_request, d, MHD_OPTION_SOCK_ADDR, addr->ai_addr,
+        /* The logger first: messages about earlier options would go to
+         * libmicrohttpd's own stderr logger, a second copy of the error. */
+        flags, opts->port, NULL, NULL, on_request, d, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, d,
+        MHD_OPTION_SOCK_ADDR, addr->ai_addr,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned int)DASHBOARD_MAX_CONNECTIONS,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int)DASHBOARD_MAX_CONNECTIONS_PER_CLIENT,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)DASHBOARD_CONNECTION_TIMEOUT_S,
-        MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, d, MHD_OPTION_NOTIFY_COMPLETED, on_completed, d,
-        MHD_OPTION_END);
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, d,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, d, MHD_OPTION_END);
     pthread_mutex_lock(&d->lock);
     d->is_starting = false;
     pthread_mutex_unlock(&d->lock);
@@ -2446,11 +2559,16 @@ int dashboard_start(const struct dashboard_options *opts, struct flowstore *flow
     }
     info = MHD_get_daemon_info(d->daemon, MHD_DAEMON_INFO_BIND_PORT);
     if (info == NULL || info->port == 0) {
-        errmsg_set(err, err_len, "dashboard: cannot tell which port it is listening on");
+        errmsg_set(err, err_len, "cannot tell which port it is listening on");
         goto out;
     }
     atomic_store(&d->port, info->port);
     flowstore_set_body_decoder(flows, codec_decode_content);
+    if (pthread_create(&d->watchdog, NULL, watchdog_main, d) != 0) {
+        errmsg_set(err, err_len, "cannot start the request watchdog thread");
+        goto out;
+    }
+    d->has_watchdog = true;
     flowstore_set_written_callback(flows, on_flows_written, d);
     d->is_callback_set = true;
     *out = d;
@@ -2475,6 +2593,8 @@ void dashboard_stop(struct dashboard *d)
         pthread_cond_broadcast(&d->cond);
         pthread_mutex_unlock(&d->lock);
     }
+    if (d->has_watchdog)
+        pthread_join(d->watchdog, NULL);
     /* Joins every connection thread; the streams above end at once. */
     if (d->daemon != NULL)
         MHD_stop_daemon(d->daemon);

@@ -27,7 +27,15 @@
 #define DASHBOARD_TOKEN_RANDOM_BYTES 16 /* printed as 32 hex characters */
 #define DASHBOARD_MAX_TOKEN_CHARS 128
 #define DASHBOARD_MAX_CONNECTIONS 64
+/* Half the slots at most for one address: one remote client cannot take all. */
+#define DASHBOARD_MAX_CONNECTIONS_PER_CLIENT 32
 #define DASHBOARD_CONNECTION_TIMEOUT_S 30 /* idle connection; SSE sends every 5 s */
+/* A request (head and any body) must arrive whole within this time of the
+ * connection or of the previous response: the idle timeout above restarts
+ * with every byte, so a client trickling one byte at a time held a slot
+ * for ever, and DASHBOARD_MAX_CONNECTIONS of them locked the page out. */
+#define DASHBOARD_REQUEST_TIMEOUT_MS 10000
+#define DASHBOARD_WATCHDOG_PERIOD_MS 250 /* how often overdue requests are cut */
 #define DASHBOARD_LIST_DEFAULT_FLOWS 100
 #define DASHBOARD_LIST_MAX_FLOWS 500
 #define DASHBOARD_SSE_HEARTBEAT_MS 5000       /* "event: stats" */

@@ -373,6 +373,23 @@ static int put_chunk(struct stream *dst, enum out_framing out, const char *data,
 /* Which side failed while moving a body. */
 enum body_fault { FAULT_NONE, FAULT_SRC, FAULT_DST, FAULT_FRAMING };
 
+/* The words for the client failing while we send to it: one that went
+ * quiet until --io-timeout is not one that went away. */
+static const char *client_failed(const struct stream *client, bool is_response)
+{
+    if (client->has_timed_out)
+        return is_response ? "client stopped reading the response (--io-timeout)"
+                           : "client stopped reading (--io-timeout)";
+    return is_response ? "client went away during the response" : "client went away";
+}
+
+/* Likewise for the origin failing while it sends the response body. */
+static const char *origin_failed(const struct stream *upstream)
+{
+    return upstream->has_timed_out ? "origin stopped sending the response (--io-timeout)"
+                                   : "origin connection broke during the response";
+}
+
 /* Reads one body slice by slice in whatever framing src uses; the slices
  * point into src's buffer and stay valid until the next call. */
 struct body_reader {
@@ -912,7 +929,8 @@ int exchange_forward(struct stream *client, struct stream *upstream,
         if (req->expect_continue && req->version_minor >= 1 &&
             (stream_putstr(client, "HTTP/1.1 100 Continue\r\n\r\n", t->io_ms) != STREAM_OK ||
              stream_flush(client, t->io_ms) != STREAM_OK)) {
-            snprintf(res->error, sizeof(res->error), "client went away before its body");
+            snprintf(res->error, sizeof(res->error), "%s before its body",
+                     client_failed(client, false));
             res->client_keep_alive = false;
             res->status = -1; /* nothing more can be sent */
             goto out;
@@ -941,7 +959,8 @@ int exchange_forward(struct stream *client, struct stream *upstream,
             } else {
                 snprintf(res->error, sizeof(res->error), "%s while reading the request body",
                          fault == FAULT_FRAMING ? "bad chunked framing"
-                                                : "client connection failed");
+                         : client->has_timed_out ? "client went quiet (--io-timeout)"
+                                                 : "client connection failed");
                 if (fault == FAULT_FRAMING)
                     res->error_status = 400;
                 else
@@ -993,7 +1012,7 @@ int exchange_forward(struct stream *client, struct stream *upstream,
         if (resp->status != 100 && req->version_minor >= 1) {
             if (stream_put(client, stream_data(upstream), (size_t)n, t->io_ms) != STREAM_OK) {
                 res->status = -1;
-                snprintf(res->error, sizeof(res->error), "client went away");
+                snprintf(res->error, sizeof(res->error), "%s", client_failed(client, false));
                 goto out;
             }
         }
@@ -1059,15 +1078,14 @@ int exchange_forward(struct stream *client, struct stream *upstream,
             res->client_keep_alive = false;
             res->upstream_reusable = false;
             snprintf(res->error, sizeof(res->error), "%s",
-                     fault == FAULT_DST ? "client went away during the response"
-                                        : "origin connection broke during the response");
+                     fault == FAULT_DST ? client_failed(client, true) : origin_failed(upstream));
             goto out;
         }
         rc = 0;
         goto out;
     }
     if (stream_put(client, head, head_len, t->io_ms) != STREAM_OK) {
-        snprintf(res->error, sizeof(res->error), "client went away");
+        snprintf(res->error, sizeof(res->error), "%s", client_failed(client, false));
         res->client_keep_alive = false;
         goto out;
     }
@@ -1092,14 +1110,14 @@ int exchange_forward(struct stream *client, struct stream *upstream,
         res->client_keep_alive = false;
         res->upstream_reusable = false;
         snprintf(res->error, sizeof(res->error), "%s",
-                 fault == FAULT_DST     ? "client went away during the response"
+                 fault == FAULT_DST       ? client_failed(client, true)
                  : fault == FAULT_FRAMING ? "origin sent bad chunked framing"
-                                          : "origin connection broke during the response");
+                                          : origin_failed(upstream));
         goto out;
     }
     if (in == HTTP1_BODY_NONE && stream_flush(client, t->io_ms) != STREAM_OK) {
         res->client_keep_alive = false;
-        snprintf(res->error, sizeof(res->error), "client went away");
+        snprintf(res->error, sizeof(res->error), "%s", client_failed(client, false));
         goto out;
     }
     rc = res->error[0] ? -1 : 0;

@@ -1394,13 +1394,23 @@ int rules_load_file(const char *path, struct rule_set **out, char *err, size_t e
     int rc = -1;
 
     *out = NULL;
-    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    /* O_NONBLOCK: opening a FIFO (or a device) for reading otherwise waits
+     * for a writer, which would hang the start or the reload thread, and
+     * with it SIGTERM. Only a regular file is read. */
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (fd < 0) {
         errmsg_set(err, err_len, "cannot open rules file %s: %s", path, strerror(errno));
         goto out;
     }
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        errmsg_set(err, err_len, "rules file %s is not a regular file", path);
+    if (fstat(fd, &st) != 0) {
+        errmsg_set(err, err_len, "cannot read rules file %s: %s", path, strerror(errno));
+        goto out;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        errmsg_set(err, err_len, "rules file %s is not a regular file%s", path,
+                   S_ISFIFO(st.st_mode)  ? " (a FIFO)"
+                   : S_ISDIR(st.st_mode) ? " (a directory)"
+                                         : "");
         goto out;
     }
     if (st.st_size > RULES_MAX_FILE_BYTES) {

@@ -761,6 +761,11 @@ static enum first_bytes peek_first_bytes(struct session *s, struct client_hello 
                 log_info("%s: malformed TLS ClientHello; closing", s->client_name);
                 goto out;
             }
+            if (r == TLSSERVER_HELLO_TOO_LARGE) {
+                log_info("%s: TLS ClientHello larger than %d bytes; closing", s->client_name,
+                         TLSSERVER_MAX_HELLO_BYTES);
+                goto out;
+            }
             if (r == TLSSERVER_HELLO_NOT_TLS) {
                 int http = looks_like_http(buf, (size_t)n);
                 if (http >= 0) {
@@ -854,7 +859,11 @@ static int intercept_tls(struct session *s, const struct client_hello *hello)
     }
     if (s->tunnel_error.status == UPSTREAM_OK && peer)
         ca_names_add_from_cert(&names, peer);
-    leaf = certstore_get(s->env->certs, &names, err, sizeof(err));
+    /* Only a verified origin's leaf is stored: any other name is whatever a
+     * client chose to send, and would grow the database without bound. */
+    bool is_verified = s->tunnel_error.status == UPSTREAM_OK && peer != NULL &&
+                       s->origin.insecure_note[0] == '\0';
+    leaf = certstore_get(s->env->certs, &names, is_verified, err, sizeof(err));
     if (!leaf) {
         log_error("%s: minting a certificate for %s failed: %s", s->client_name, name, err);
         goto out;

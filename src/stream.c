@@ -58,6 +58,7 @@ static int wait_fd(struct stream *s, short events, int timeout_ms)
             return STREAM_CANCELLED;
         if (r == 0) {
             set_error(s, "timed out");
+            s->has_timed_out = true;
             return STREAM_TIMEOUT;
         }
         if (p[0].revents)

@@ -45,6 +45,7 @@ struct stream {
      * half-closes and reads the rest away first (stream_linger_on_close()). */
     bool is_lingering;
     char error[160]; /* last error, for a person */
+    bool has_timed_out; /* a wait gave up: the peer went quiet, it did not go away */
 };
 
 /* Takes ownership of fd (made non-blocking). in_max bounds the input buffer

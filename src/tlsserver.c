@@ -289,9 +289,12 @@ enum tlsserver_hello_result tlsserver_parse_client_hello(const uint8_t *buf, siz
             if (!knows_length && have == TLS_HANDSHAKE_HEADER_BYTES) {
                 size_t body_len = ((size_t)msg[1] << 16) | ((size_t)msg[2] << 8) | msg[3];
 
-                if (msg[0] != TLS_HANDSHAKE_CLIENT_HELLO ||
-                    body_len > sizeof msg - TLS_HANDSHAKE_HEADER_BYTES)
+                if (msg[0] != TLS_HANDSHAKE_CLIENT_HELLO)
                     return TLSSERVER_HELLO_MALFORMED;
+                /* Well-formed may still be more than we read: say so, the
+                 * log must not call a big hello broken. */
+                if (body_len > sizeof msg - TLS_HANDSHAKE_HEADER_BYTES)
+                    return TLSSERVER_HELLO_TOO_LARGE;
                 need = TLS_HANDSHAKE_HEADER_BYTES + body_len;
                 knows_length = true;
             }

@@ -30,6 +30,7 @@ enum tlsserver_hello_result {
     TLSSERVER_HELLO_INCOMPLETE = 0,
     TLSSERVER_HELLO_NOT_TLS = -1,   /* first bytes are not a TLS handshake record */
     TLSSERVER_HELLO_MALFORMED = -2, /* TLS, but not a well-formed ClientHello */
+    TLSSERVER_HELLO_TOO_LARGE = -3, /* a ClientHello above TLSSERVER_MAX_HELLO_BYTES */
 };
 
 /* Parses a ClientHello from the first len bytes a client sent (one or more

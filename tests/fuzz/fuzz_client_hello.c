@@ -54,7 +54,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     enum tlsserver_hello_result r = tlsserver_parse_client_hello(data, size, &first);
 
     if (r != TLSSERVER_HELLO_COMPLETE && r != TLSSERVER_HELLO_INCOMPLETE &&
-        r != TLSSERVER_HELLO_NOT_TLS && r != TLSSERVER_HELLO_MALFORMED)
+        r != TLSSERVER_HELLO_NOT_TLS && r != TLSSERVER_HELLO_MALFORMED &&
+        r != TLSSERVER_HELLO_TOO_LARGE)
         __builtin_trap();
     if (tlsserver_parse_client_hello(data, size, &second) != r)
         __builtin_trap();

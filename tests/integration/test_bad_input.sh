@@ -52,6 +52,26 @@ out=$(timeout 10 bash -c 'exec 3<> "/dev/tcp/127.0.0.1/$1" || exit 3
 check_match "truncated ClientHello: CONNECT answered 200 first" '^HTTP/1\.[01] 200' "$(printf '%s' "$out" | tr -d '\r')"
 check "truncated ClientHello: proxy still serves" proxy_serves "$ORIGIN_PORT"
 
+# ---- a ClientHello above TLSSERVER_MAX_HELLO_BYTES (16 KiB) ----
+# Well-formed headers announcing a 20000-byte hello: logged as too large,
+# not as malformed.
+{
+    printf '\026\003\001\100\000\001\000\116\040\003\003'
+    head -c 32 /dev/urandom
+} > "$tmp/hello-big"
+timeout 10 bash -c 'exec 3<> "/dev/tcp/127.0.0.1/$1" || exit 3
+    printf "CONNECT 127.0.0.1:%s HTTP/1.1\r\nHost: 127.0.0.1:%s\r\n\r\n" "$2" "$2" >&3
+    IFS= read -r status <&3 || exit 4
+    cr=$(printf "\r")
+    while IFS= read -r line <&3 && [ "$line" != "$cr" ]; do :; done
+    cat "$3" >&3
+    cat <&3 > /dev/null
+    exec 3>&-' _ "$PROXY_PORT" "$TLS_PORT" "$tmp/hello-big"
+check "ClientHello over 16 KiB: logged as too large" \
+    wait_for_grep "$PROXY_ERR" 'TLS ClientHello larger than 16384 bytes; closing' 5
+check_no_match "ClientHello over 16 KiB: not logged as malformed" 'malformed TLS ClientHello' \
+    "$(cat "$PROXY_ERR")"
+
 # ---- the client vanishes mid-upload ----
 head -c $BIG /dev/urandom > "$tmp/upload.bin"
 timeout 2 curl -q -s --max-time 30 --noproxy '' -x "http://127.0.0.1:$PROXY_PORT" \
@@ -152,5 +172,23 @@ for i in $(seq 1 50); do
     sleep 0.1
 done
 check_eq "after the four close, a new connection is served again" yes "$served"
+stop_proxy
+
+# ---- a client that stops reading: the log says it timed out ----
+# It went quiet; it did not go away, and the log must not say it did.
+PROXY_DATA_DIR=$tmp/data-io start_proxy --io-timeout 500
+python3 - "$PROXY_PORT" "$ORIGIN_PORT" <<'PY'
+import socket, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s.sendall(b"GET http://127.0.0.1:%s/bytes/50000000 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+          % sys.argv[2].encode())
+time.sleep(3)  # never reads
+s.close()
+PY
+check "client not reading: logged as stopped reading (--io-timeout)" \
+    wait_for_grep "$PROXY_ERR" 'client stopped reading the response \(--io-timeout\)' 5
+check_no_match "client not reading: not logged as gone" 'client went away' "$(cat "$PROXY_ERR")"
+stop_proxy
 
 finish

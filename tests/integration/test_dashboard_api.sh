@@ -575,4 +575,17 @@ check_contains "--web-root: /app.js from DIR" "web-root app" "$(cat "$tmp/d-wr-a
 check_eq "--web-root: other files in DIR are not served" 404 "$(fetch wr-secret "$D/secret.txt")"
 check_eq "--web-root: no traversal" 404 "$(fetch wr-dots --path-as-is "$D/app.js/../secret.txt")"
 
+# A startup error is printed once, also with debug logging on: here the
+# dashboard port is the running proxy's.
+"$TAPWIRE_BIN" --listen 127.0.0.1:0 --data-dir "$tmp/data3" -v -v \
+    --dashboard "127.0.0.1:$DASH_PORT" > "$tmp/busy.out" 2> "$tmp/busy.err" < /dev/null &
+busy_pid=$!
+track_pid "$busy_pid"
+wait_pid "$busy_pid" 10
+check_eq "dashboard port in use: exit status 1" 1 "$?"
+check_eq "dashboard port in use: the error is printed once" 1 \
+    "$(grep -c 'Address already in use' "$tmp/busy.err")"
+check_no_match "dashboard port in use: nothing from libmicrohttpd's own logger" \
+    'MHD_OPTION_EXTERNAL_LOGGER' "$(cat "$tmp/busy.err")"
+
 finish

@@ -114,5 +114,33 @@ wait_pid "$bad_pid" 10
 status=$?
 check_eq "bad rules file: tapwire exits with status 1" 1 "$status"
 check_match "bad rules file: the error names line 2 and a column" 'line 2, column [0-9]+' "$(cat "$tmp/bad.err")"
+check_eq "bad rules file: the error is printed once" 1 "$(grep -c 'line 2, column' "$tmp/bad.err")"
+
+# A FIFO as the rules file: opening it for reading would wait for a writer,
+# at start and in the reload thread (and SIGTERM then waits on that thread).
+mkfifo "$tmp/fifo"
+started=$(now_ms)
+"$TAPWIRE_BIN" --listen 127.0.0.1:0 --no-dashboard --data-dir "$tmp/data4" --rules "$tmp/fifo" \
+    > "$tmp/fifo.out" 2> "$tmp/fifo.err" < /dev/null &
+fifo_pid=$!
+track_pid "$fifo_pid"
+wait_pid "$fifo_pid" 5
+status=$?
+check_eq "FIFO rules file: tapwire exits with status 1 within 5 s" 1 "$status"
+check_le "FIFO rules file: refused promptly (ms)" "$(($(now_ms) - started))" 3000
+check_contains "FIFO rules file: the error says it is not a regular file" \
+    "rules file $tmp/fifo is not a regular file (a FIFO)" "$(cat "$tmp/fifo.err")"
+
+printf 'request url "q=a" "q=b"\n' > "$tmp/swap"
+PROXY_DATA_DIR=$tmp/data5 start_proxy --rules "$tmp/swap"
+rm "$tmp/swap"
+mkfifo "$tmp/swap"
+kill -HUP "$PROXY_PID"
+check "SIGHUP with a FIFO in place of the file: refused and logged" \
+    wait_for_grep "$PROXY_ERR" 'rules not reloaded.*not a regular file \(a FIFO\)' 5
+started=$(now_ms)
+stop_proxy
+check_eq "SIGHUP with a FIFO: SIGTERM still stops tapwire cleanly" 0 "$?"
+check_le "SIGHUP with a FIFO: stopped within 3 s (ms)" "$(($(now_ms) - started))" 3000
 
 finish

@@ -58,6 +58,20 @@ bad_cert mismatch good.test "$OTHER_PORT" "$OTHER_PORT_LOG" 'hostname mismatch' 
     "hostname mismatch" "other\.test"
 bad_cert untrusted good.test "$UNTRUSTED_PORT" "$UNTRUSTED_PORT_LOG" 'issuer' "issuer"
 
+# Leaves are stored only for verified origins: a name whose origin failed
+# is whatever a client sent, and storing it would grow the database.
+stored_certs() {
+    python3 - "$PROXY_DATA/tapwire.db" <<'PY'
+import sqlite3, sys
+db = sqlite3.connect("file:%s?mode=ro" % sys.argv[1], uri=True, timeout=5)
+print(" ".join(r[0] for r in db.execute("SELECT names_key FROM certs ORDER BY names_key")))
+PY
+}
+stored=$(stored_certs)
+check_match "certificates table: the verified good.test leaf is stored" '(^|[ ,])good\.test([ ,]|$)' "$stored"
+check_eq "certificates table: nothing stored for the three failed origins" 1 "$(wc -w <<< "$stored")"
+check_not_contains "certificates table: no leaf for expired.test" "expired.test" "$stored"
+
 # ---- DNS failure ----
 out=$(pcurl -o "$tmp/dns-http.body" -w '%{http_code}' http://nonexistent.invalid/)
 check_eq "DNS failure, plain HTTP: 502" 502 "$out"

@@ -345,6 +345,29 @@ static void test_key_readable_by_others_is_refused(void)
     CU_ASSERT_EQUAL(file_mode(dir, CA_KEY_FILE), 0644);
 }
 
+/* A key file another user owns is that user's to rewrite, mode 0600 or
+ * not. Making one takes root; elsewhere the test has nothing to check. */
+static void test_key_owned_by_another_user_is_refused(void)
+{
+    const char *dir = new_dir();
+    char path[512], err[512] = "";
+    struct ca *ca = NULL;
+
+    CU_ASSERT_FATAL(ca_load_or_create(dir, &ca, err, sizeof(err)) == 0);
+    ca_free(ca);
+    ca = NULL;
+    file_path(path, sizeof(path), dir, CA_KEY_FILE);
+    if (chown(path, geteuid() == 65534 ? 65533 : 65534, (gid_t)-1) != 0) {
+        fprintf(stderr, "(not root: cannot give a file to another user; skipped) ");
+        return;
+    }
+    CU_ASSERT_EQUAL(ca_load_or_create(dir, &ca, err, sizeof(err)), -1);
+    CU_ASSERT_PTR_NULL(ca);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, path));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "owned by another user"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "chown"));
+}
+
 static void test_leaf_key_readable_by_others_is_refused(void)
 {
     const char *dir = new_dir();
@@ -864,6 +887,8 @@ int main(void)
                      test_corrupt_cert_is_error_and_file_unchanged) ||
         !CU_add_test(suite, "key_readable_by_others_is_refused",
                      test_key_readable_by_others_is_refused) ||
+        !CU_add_test(suite, "key_owned_by_another_user_is_refused",
+                     test_key_owned_by_another_user_is_refused) ||
         !CU_add_test(suite, "leaf_key_readable_by_others_is_refused",
                      test_leaf_key_readable_by_others_is_refused) ||
         !CU_add_test(suite, "cert_without_key_is_error_and_nothing_created",

@@ -9,6 +9,7 @@
 
 #include <CUnit/Basic.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -27,6 +28,7 @@
 #include "ca.h"
 #include "certstore.h"
 #include "db.h"
+#include "log.h"
 
 #define THREADS 8
 #define GETS_PER_THREAD 200
@@ -108,7 +110,9 @@ static struct certstore *open_store(const struct ca *with_ca, size_t memory_entr
     return store;
 }
 
-static X509 *get(struct certstore *store, const char *name)
+/* A leaf for name as for an origin that passed verification (verified) or
+ * not. */
+static X509 *get_as(struct certstore *store, const char *name, bool verified)
 {
     struct ca_names names;
     char err[512] = "";
@@ -117,11 +121,16 @@ static X509 *get(struct certstore *store, const char *name)
     memset(&names, 0, sizeof(names));
     if (ca_names_add(&names, name) != 0)
         return NULL;
-    cert = certstore_get(store, &names, err, sizeof(err));
+    cert = certstore_get(store, &names, verified, err, sizeof(err));
     if (cert == NULL)
         fprintf(stderr, "certstore_get(%s): %s\n", name, err);
     ca_names_clear(&names);
     return cert;
+}
+
+static X509 *get(struct certstore *store, const char *name)
+{
+    return get_as(store, name, true);
 }
 
 static bool stats_are(struct certstore *store, unsigned long memory_hits, unsigned long db_hits,
@@ -254,8 +263,8 @@ static void test_name_order_and_case_share_one_entry(void)
     ca_names_add(&two, "www.example.com");
     store = open_store(ca, 16);
     CU_ASSERT_FATAL(store != NULL);
-    a = certstore_get(store, &one, err, sizeof(err));
-    b = certstore_get(store, &two, err, sizeof(err));
+    a = certstore_get(store, &one, true, err, sizeof(err));
+    b = certstore_get(store, &two, true, err, sizeof(err));
     CU_ASSERT_FATAL(a != NULL && b != NULL);
     CU_ASSERT(stats_are(store, 1, 0, 1));
     X509_free(b);
@@ -490,6 +499,100 @@ static void test_db_failure_still_serves_minted_leaf(void)
     certstore_close(store);
 }
 
+/* The table is an LRU too: past the cap the least recently used rows go,
+ * and a lookup that found a row counts as a use. */
+static void test_stored_leaves_are_capped_keeping_the_recently_used(void)
+{
+    struct certstore *store;
+
+    store = open_store(ca, 0); /* every get reaches the table */
+    CU_ASSERT_FATAL(store != NULL);
+    certstore_set_max_stored(store, 4);
+    X509_free(get(store, "a.example"));
+    X509_free(get(store, "b.example"));
+    X509_free(get(store, "c.example"));
+    X509_free(get(store, "d.example"));
+    X509_free(get(store, "a.example")); /* from the table: a is the newest use */
+    CU_ASSERT(stats_are(store, 0, 1, 4));
+    X509_free(get(store, "e.example"));
+    X509_free(get(store, "f.example"));
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM certs"), 4);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM certs WHERE names_key IN "
+                              "('a.example', 'd.example', 'e.example', 'f.example')"),
+                    4);
+    for (int i = 0; i < 40; i++) {
+        char name[32];
+
+        snprintf(name, sizeof(name), "n%d.example", i);
+        X509_free(get(store, name));
+    }
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM certs"), 4);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM certs WHERE names_key = 'n39.example'"), 1);
+    certstore_close(store);
+}
+
+/* A name whose origin failed verification is the client's choice: served
+ * (and kept in memory) but never written; stored once it is verified. */
+static void test_leaf_for_unverified_origin_is_not_stored(void)
+{
+    struct certstore *store;
+    X509 *x;
+
+    store = open_store(ca, 16);
+    CU_ASSERT_FATAL(store != NULL);
+    x = get_as(store, "random1.example", false);
+    CU_ASSERT_FATAL(x != NULL);
+    CU_ASSERT_EQUAL(X509_check_host(x, "random1.example", 0, 0, NULL), 1);
+    X509_free(x);
+    X509_free(get_as(store, "random2.example", false));
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM certs"), 0);
+    X509_free(get_as(store, "random1.example", false));
+    CU_ASSERT(stats_are(store, 1, 0, 2));
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM certs"), 0);
+    X509_free(get_as(store, "random1.example", true)); /* from memory, now stored */
+    CU_ASSERT(stats_are(store, 2, 0, 2));
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM certs WHERE names_key = 'random1.example'"), 1);
+    certstore_close(store);
+}
+
+/* A full disk fails every store while lookups still work: the warning must
+ * come once, not once per new host. */
+static void test_failing_stores_are_logged_once(void)
+{
+    struct certstore *store;
+    char log_path[160];
+    char line[1024];
+    int warnings = 0;
+    FILE *f;
+    int fd;
+
+    snprintf(log_path, sizeof(log_path), "%s/log", dir);
+    fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    CU_ASSERT_FATAL(fd >= 0);
+    store = open_store(ca, 16);
+    CU_ASSERT_FATAL(store != NULL);
+    sql("CREATE TRIGGER certs_full BEFORE INSERT ON certs "
+        "BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END");
+    log_init(fd, LOG_INFO);
+    for (int i = 0; i < 5; i++) {
+        char name[32];
+
+        snprintf(name, sizeof(name), "full%d.example", i);
+        X509_free(get(store, name));
+    }
+    log_init(STDERR_FILENO, LOG_INFO);
+    close(fd);
+    CU_ASSERT(stats_are(store, 0, 0, 5));
+    certstore_close(store);
+    f = fopen(log_path, "r");
+    CU_ASSERT_FATAL(f != NULL);
+    while (fgets(line, sizeof(line), f) != NULL)
+        if (strstr(line, "storing a certificate") != NULL)
+            warnings++;
+    fclose(f);
+    CU_ASSERT_EQUAL(warnings, 1);
+}
+
 static void test_get_without_names_is_error(void)
 {
     struct certstore *store;
@@ -499,7 +602,7 @@ static void test_get_without_names_is_error(void)
     memset(&names, 0, sizeof(names));
     store = open_store(ca, 16);
     CU_ASSERT_FATAL(store != NULL);
-    CU_ASSERT_PTR_NULL(certstore_get(store, &names, err, sizeof(err)));
+    CU_ASSERT_PTR_NULL(certstore_get(store, &names, true, err, sizeof(err)));
     CU_ASSERT_NOT_EQUAL(err[0], '\0');
     certstore_close(store);
 }
@@ -699,6 +802,12 @@ int main(void)
         !CU_add_test(suite, "db_failure_still_serves_minted_leaf",
                      test_db_failure_still_serves_minted_leaf) ||
         !CU_add_test(suite, "get_without_names_is_error", test_get_without_names_is_error) ||
+        !CU_add_test(suite, "stored_leaves_are_capped_keeping_the_recently_used",
+                     test_stored_leaves_are_capped_keeping_the_recently_used) ||
+        !CU_add_test(suite, "leaf_for_unverified_origin_is_not_stored",
+                     test_leaf_for_unverified_origin_is_not_stored) ||
+        !CU_add_test(suite, "failing_stores_are_logged_once",
+                     test_failing_stores_are_logged_once) ||
         !CU_add_test(suite, "concurrent_gets_return_leaves_for_the_asked_names",
                      test_concurrent_gets_return_leaves_for_the_asked_names))
         goto fail;

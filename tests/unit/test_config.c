@@ -164,6 +164,25 @@ static void test_hostport_forms(void)
     CU_ASSERT_EQUAL(config_parse_hostport("[::1:80", host, sizeof(host), &port), -1);
 }
 
+/* Everyone may write a world-writable directory: the CA files in it could
+ * be anyone's, so tapwire refuses to start rather than warn. */
+static void test_world_writable_data_dir_is_refused(void)
+{
+    char base[] = "/tmp/tapwire-config-XXXXXX";
+    char err[512] = "";
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(base));
+    CU_ASSERT_FATAL(chmod(base, 0777) == 0);
+    CU_ASSERT_EQUAL(config_prepare_data_dir(base, err, sizeof(err)), -1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, base));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "writable by every user"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "chmod 700"));
+    /* Readable by others only: still accepted (with a warning). */
+    CU_ASSERT_FATAL(chmod(base, 0755) == 0);
+    CU_ASSERT_EQUAL(config_prepare_data_dir(base, err, sizeof(err)), 0);
+    rmdir(base);
+}
+
 static void test_data_dir_is_created_private(void)
 {
     char base[] = "/tmp/tapwire-config-XXXXXX";
@@ -207,7 +226,9 @@ int main(void)
         !CU_add_test(s, "help and version exit successfully",
                      test_help_and_version_exit_successfully) ||
         !CU_add_test(s, "host:port forms", test_hostport_forms) ||
-        !CU_add_test(s, "data dir is created private", test_data_dir_is_created_private)) {
+        !CU_add_test(s, "data dir is created private", test_data_dir_is_created_private) ||
+        !CU_add_test(s, "world-writable data dir is refused",
+                     test_world_writable_data_dir_is_refused)) {
         CU_cleanup_registry();
         return 1;
     }

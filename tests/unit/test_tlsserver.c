@@ -468,7 +468,7 @@ static void test_corrupted_lengths_are_malformed(void)
     /* Handshake header: shorter than the record leaves bytes over. */
     expect_with_field(h, n, 7, 2, get16(h + 7) - 1, TLSSERVER_HELLO_MALFORMED);
     expect_with_field(h, n, 5, 1, 2, TLSSERVER_HELLO_MALFORMED);    /* not a ClientHello */
-    expect_with_field(h, n, 6, 1, 0x01, TLSSERVER_HELLO_MALFORMED); /* > 16 KiB */
+    expect_with_field(h, n, 6, 1, 0x01, TLSSERVER_HELLO_TOO_LARGE); /* > 16 KiB: not broken */
     /* Body fields whose bounds are fixed. */
     expect_with_field(h, n, l.session_id_len_at, 1, 33, TLSSERVER_HELLO_MALFORMED);
     expect_with_field(h, n, l.session_id_len_at, 1, 0xff, TLSSERVER_HELLO_MALFORMED);
@@ -663,9 +663,9 @@ static void test_oversized_hello_is_refused_early(void)
     add_sni_ext(&exts, "big.example", 11);
     add_ext(&exts, 21, padding, sizeof padding);
     build_hello(&exts, &hello);
-    CU_ASSERT_EQUAL(parse_exact(hello.b, hello.n, &ch), TLSSERVER_HELLO_MALFORMED);
+    CU_ASSERT_EQUAL(parse_exact(hello.b, hello.n, &ch), TLSSERVER_HELLO_TOO_LARGE);
     /* The handshake header is enough to know it will not fit. */
-    CU_ASSERT_EQUAL(parse_exact(hello.b, 9, &ch), TLSSERVER_HELLO_MALFORMED);
+    CU_ASSERT_EQUAL(parse_exact(hello.b, 9, &ch), TLSSERVER_HELLO_TOO_LARGE);
     CU_ASSERT_EQUAL(parse_exact(hello.b, 8, &ch), TLSSERVER_HELLO_INCOMPLETE);
 
     /* Exactly at the limit still parses; one byte more does not. The
@@ -682,7 +682,7 @@ static void test_oversized_hello_is_refused_early(void)
     add_ext(&exts, 21, padding, TLSSERVER_MAX_HELLO_BYTES - 70);
     build_hello(&exts, &hello);
     CU_ASSERT_EQUAL(hello.n, TLSSERVER_MAX_HELLO_BYTES + 1 + 10);
-    CU_ASSERT_EQUAL(parse_exact(hello.b, hello.n, &ch), TLSSERVER_HELLO_MALFORMED);
+    CU_ASSERT_EQUAL(parse_exact(hello.b, hello.n, &ch), TLSSERVER_HELLO_TOO_LARGE);
 }
 
 static void test_trailing_bytes_in_hello_record_are_malformed(void)
@@ -1078,7 +1078,7 @@ int main(void)
         !CU_add_test(parse, "first host_name entry wins", test_first_host_name_entry_wins) ||
         !CU_add_test(parse, "ALPN keeps the first eight short names",
                      test_alpn_keeps_first_eight_short_names) ||
-        !CU_add_test(parse, "oversized hello is refused early",
+        !CU_add_test(parse, "oversized hello is refused early as too large",
                      test_oversized_hello_is_refused_early) ||
         !CU_add_test(parse, "trailing bytes in the hello record are malformed",
                      test_trailing_bytes_in_hello_record_are_malformed) ||
