@@ -403,6 +403,80 @@ static void test_rejects_te_without_chunked_in_request(void)
                     400);
 }
 
+/* ---- request targets ---- */
+
+static void expect_absolute(const char *target, bool is_https, const char *host, uint16_t port,
+                            const char *authority, const char *path)
+{
+    struct http1_absolute_target t;
+
+    CU_ASSERT_EQUAL_FATAL(http1_parse_absolute_target(target, strlen(target), &t), 0);
+    CU_ASSERT_EQUAL(t.is_https, is_https);
+    CU_ASSERT_STRING_EQUAL(t.host, host);
+    CU_ASSERT_EQUAL(t.port, port);
+    CU_ASSERT_EQUAL(t.authority_len, strlen(authority));
+    CU_ASSERT_EQUAL(strncmp(t.authority, authority, t.authority_len), 0);
+    CU_ASSERT_EQUAL(t.path_len, strlen(path));
+    CU_ASSERT_EQUAL(strncmp(t.path, path, t.path_len), 0);
+}
+
+static void test_splits_absolute_form_targets(void)
+{
+    expect_absolute("http://example.com/a?b=1", false, "example.com", 80, "example.com", "/a?b=1");
+    expect_absolute("HTTPS://Example.com:8443", true, "Example.com", 8443, "Example.com:8443", "");
+    expect_absolute("http://[::1]:8080/x", false, "::1", 8080, "[::1]:8080", "/x");
+    expect_absolute("https://[2001:db8::1]/", true, "2001:db8::1", 443, "[2001:db8::1]", "/");
+    expect_absolute("http://h?q", false, "h", 80, "h", "?q");
+    /* A fragment is never sent. */
+    expect_absolute("http://h/p#frag", false, "h", 80, "h", "/p#frag");
+    expect_absolute("http://h#frag", false, "h", 80, "h", "");
+}
+
+static void test_refuses_bad_absolute_form_targets(void)
+{
+    static const char *const bad[] = {
+        "/origin/form",       "ftp://h/",       "http://",           "http:///path",
+        "http://user@h/",     "http://h:/",     "http://h:0/",       "http://h:65536/",
+        "http://h:8o/",       "http://a:b:80/", "http://[::1/",      "http://[h]:80/",
+        "http://h h/",        "http://h\r/",   "http://[::1]x:80/", "https://" /* nothing */,
+    };
+    struct http1_absolute_target t;
+    size_t i;
+
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        CU_ASSERT_EQUAL(http1_parse_absolute_target(bad[i], strlen(bad[i]), &t), -1);
+    /* A host longer than 253 characters. */
+    char long_target[400];
+    memset(long_target, 'a', sizeof(long_target));
+    memcpy(long_target, "http://", 7);
+    long_target[300] = '/';
+    CU_ASSERT_EQUAL(http1_parse_absolute_target(long_target, 301, &t), -1);
+}
+
+static void test_parses_connect_authorities(void)
+{
+    char host[HTTP1_MAX_HOST_BYTES];
+    uint16_t port = 0;
+
+    CU_ASSERT_EQUAL(http1_parse_authority("example.com:443", 15, 0, host, &port), 0);
+    CU_ASSERT_STRING_EQUAL(host, "example.com");
+    CU_ASSERT_EQUAL(port, 443);
+    CU_ASSERT_EQUAL(http1_parse_authority("[::ffff:127.0.0.1]:8081", 23, 0, host, &port), 0);
+    CU_ASSERT_STRING_EQUAL(host, "::ffff:127.0.0.1");
+    CU_ASSERT_EQUAL(port, 8081);
+    /* CONNECT needs the port (RFC 9112 3.2.3); absolute-form may leave it out. */
+    CU_ASSERT_EQUAL(http1_parse_authority("example.com", 11, 0, host, &port), -1);
+    CU_ASSERT_EQUAL(http1_parse_authority("example.com", 11, 80, host, &port), 0);
+    CU_ASSERT_EQUAL(port, 80);
+    CU_ASSERT_EQUAL(http1_parse_authority("::1:443", 7, 0, host, &port), -1);
+    CU_ASSERT_EQUAL(http1_parse_authority("u@h:443", 7, 0, host, &port), -1);
+    CU_ASSERT_EQUAL(http1_parse_authority("h:443x", 6, 0, host, &port), -1);
+    CU_ASSERT_EQUAL(http1_parse_authority("", 0, 80, host, &port), -1);
+    CU_ASSERT_TRUE(http1_is_valid_host("a-b_c.example"));
+    CU_ASSERT_FALSE(http1_is_valid_host("a b"));
+    CU_ASSERT_FALSE(http1_is_valid_host("::1::2"));
+}
+
 static void test_answers_501_for_unknown_transfer_coding(void)
 {
     CU_ASSERT_EQUAL(parse_req("POST / HTTP/1.1\r\nHost: h\r\n"
@@ -1506,6 +1580,9 @@ static const struct test_entry tests[] = {
     TEST(test_rejects_te_chunked_not_last_in_request),
     TEST(test_rejects_te_without_chunked_in_request),
     TEST(test_answers_501_for_unknown_transfer_coding),
+    TEST(test_splits_absolute_form_targets),
+    TEST(test_refuses_bad_absolute_form_targets),
+    TEST(test_parses_connect_authorities),
     TEST(test_answers_400_when_the_final_coding_is_unknown_and_not_chunked),
     TEST(test_rejects_chunked_applied_twice),
     TEST(test_rejects_malformed_transfer_encoding),
