@@ -62,7 +62,7 @@ struct ca {
     EVP_PKEY *key;
     EVP_PKEY *leaf_key;
     EVP_PKEY *leaf_pub; /* what minted leaves carry as their key; see leaf_public_key() */
-    const EVP_MD *md; /* NULL for EdDSA CA keys, which hash internally */
+    const EVP_MD *md;   /* NULL for EdDSA CA keys, which hash internally */
     X509_NAME *issuer;
     X509_EXTENSION *leaf_exts[CA_LEAF_EXTS];
     size_t leaf_ext_count;
@@ -148,15 +148,14 @@ static BIO *read_file(const char *path, const char *what, bool is_secret, char *
         errmsg_set(err, err_len,
                    "%s %s is owned by another user (uid %u, tapwire runs as uid %u); "
                    "run chown %u %s, or move it away to create a new one",
-                   what, path, (unsigned)st.st_uid, (unsigned)geteuid(), (unsigned)geteuid(),
-                   path);
+                   what, path, (unsigned)st.st_uid, (unsigned)geteuid(), (unsigned)geteuid(), path);
         goto out;
     }
     if (is_secret && (st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
         errmsg_set(err, err_len,
-                "%s %s is accessible by group or others (mode %04o); "
-                "run chmod 600 %s",
-                what, path, (unsigned)(st.st_mode & 07777), path);
+                   "%s %s is accessible by group or others (mode %04o); "
+                   "run chmod 600 %s",
+                   what, path, (unsigned)(st.st_mode & 07777), path);
         goto out;
     }
     bio = BIO_new(is_secret ? BIO_s_secmem() : BIO_s_mem());
@@ -177,7 +176,8 @@ static BIO *read_file(const char *path, const char *what, bool is_secret, char *
             break;
         total += (size_t)n;
         if (total > CA_MAX_FILE_BYTES) {
-            errmsg_set(err, err_len, "%s %s is larger than %d bytes", what, path, CA_MAX_FILE_BYTES);
+            errmsg_set(err, err_len, "%s %s is larger than %d bytes", what, path,
+                       CA_MAX_FILE_BYTES);
             goto out;
         }
         if (BIO_write(bio, buf, (int)n) != (int)n) {
@@ -277,7 +277,7 @@ static int write_new_file(const char *dir, const char *path, const void *data, s
     if (link(tmp, path) != 0) {
         if (errno == EEXIST)
             errmsg_set(err, err_len, "%s appeared while tapwire was creating it; not replacing it",
-                    path);
+                       path);
         else
             errmsg_set(err, err_len, "cannot create %s: %s", path, strerror(errno));
         goto out;
@@ -552,21 +552,22 @@ static int check_ca_cert(const struct ca *ca, const char *key_path, char *err, s
     ERR_clear_error();
     if (X509_check_private_key(ca->cert, ca->key) != 1) {
         errmsg_set(err, err_len,
-                "CA key %s does not match CA certificate %s; restore the matching pair, "
-                "or move both away to create a new CA",
-                key_path, ca->cert_path);
+                   "CA key %s does not match CA certificate %s; restore the matching pair, "
+                   "or move both away to create a new CA",
+                   key_path, ca->cert_path);
         goto out;
     }
     if (X509_check_ca(ca->cert) == 0) {
-        errmsg_set(err, err_len, "%s is not a CA certificate; move it and %s away to create a new CA",
-                ca->cert_path, key_path);
+        errmsg_set(err, err_len,
+                   "%s is not a CA certificate; move it and %s away to create a new CA",
+                   ca->cert_path, key_path);
         goto out;
     }
     if (X509_cmp_current_time(X509_get0_notAfter(ca->cert)) <= 0) {
         errmsg_set(err, err_len,
-                "CA certificate %s has expired; move it and %s away to create a new CA "
-                "(and trust the new one)",
-                ca->cert_path, key_path);
+                   "CA certificate %s has expired; move it and %s away to create a new CA "
+                   "(and trust the new one)",
+                   ca->cert_path, key_path);
         goto out;
     }
     rc = 0;
@@ -709,23 +710,23 @@ int ca_load_or_create(const char *data_dir, struct ca **out, char *err, size_t e
 
     if (!has_cert && !has_key && has_leaf) {
         errmsg_set(err, err_len,
-                "%s exists without a CA (%s and %s are missing); move it away to "
-                "create a new CA",
-                leaf_path, ca->cert_path, key_path);
+                   "%s exists without a CA (%s and %s are missing); move it away to "
+                   "create a new CA",
+                   leaf_path, ca->cert_path, key_path);
         goto out;
     }
     if (has_cert && !has_key) {
         errmsg_set(err, err_len,
-                "CA key %s is missing but CA certificate %s exists; restore the key, or "
-                "move the certificate away to create a new CA",
-                key_path, ca->cert_path);
+                   "CA key %s is missing but CA certificate %s exists; restore the key, or "
+                   "move the certificate away to create a new CA",
+                   key_path, ca->cert_path);
         goto out;
     }
     if (!has_cert && has_key) {
         errmsg_set(err, err_len,
-                "CA certificate %s is missing but CA key %s exists; restore the "
-                "certificate, or move the key away to create a new CA",
-                ca->cert_path, key_path);
+                   "CA certificate %s is missing but CA key %s exists; restore the "
+                   "certificate, or move the key away to create a new CA",
+                   ca->cert_path, key_path);
         goto out;
     }
     if (!has_cert && create_ca_files(data_dir, ca->cert_path, key_path, err, err_len) != 0)
@@ -1021,7 +1022,7 @@ X509 *ca_mint_leaf(const struct ca *ca, const struct ca_names *names, char *err,
 
     if (names == NULL || names->count == 0 || names->count > CA_MAX_NAMES) {
         errmsg_set(err, err_len, "cannot mint a certificate: %s",
-                names == NULL || names->count == 0 ? "no names" : "too many names");
+                   names == NULL || names->count == 0 ? "no names" : "too many names");
         goto out;
     }
     ERR_clear_error();

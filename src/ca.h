@@ -19,9 +19,9 @@
 #define CA_KEY_FILE "ca-key.pem"
 #define CA_LEAF_KEY_FILE "leaf-key.pem"
 #define CA_VALIDITY_DAYS 3650
-#define CA_LEAF_VALIDITY_DAYS 197  /* Chromium refuses long-lived leaves */
-#define CA_LEAF_BACKDATE_SECONDS (2 * 24 * 3600)  /* clock skew on clients */
-#define CA_MAX_NAMES 128           /* names copied into one leaf */
+#define CA_LEAF_VALIDITY_DAYS 197                /* Chromium refuses long-lived leaves */
+#define CA_LEAF_BACKDATE_SECONDS (2 * 24 * 3600) /* clock skew on clients */
+#define CA_MAX_NAMES 128                         /* names copied into one leaf */
 #define CA_MAX_NAME_BYTES 255
 
 /* A set of names for a leaf: DNS names and IP addresses (textual, v4 or v6).

@@ -269,8 +269,9 @@ int certstore_open(const char *db_path, const struct ca *ca, size_t memory_entri
                                 "last_used_us) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                                 -1, &store->insert_stmt, NULL);
     if (rc == SQLITE_OK)
-        rc = sqlite3_prepare_v2(store->db, "UPDATE certs SET last_used_us = ?2 WHERE names_key = ?1",
-                                -1, &store->touch_stmt, NULL);
+        rc =
+            sqlite3_prepare_v2(store->db, "UPDATE certs SET last_used_us = ?2 WHERE names_key = ?1",
+                               -1, &store->touch_stmt, NULL);
     if (rc == SQLITE_OK)
         rc = sqlite3_prepare_v2(store->db, "SELECT count(*) FROM certs", -1, &store->count_stmt,
                                 NULL);
@@ -281,7 +282,7 @@ int certstore_open(const char *db_path, const struct ca *ca, size_t memory_entri
                                 -1, &store->prune_stmt, NULL);
     if (rc != SQLITE_OK) {
         errmsg_set(err, err_len, "database %s: cannot prepare the certificate queries: %s", db_path,
-                sqlite3_errmsg(store->db));
+                   sqlite3_errmsg(store->db));
         goto out;
     }
     purge_stale_rows(store, time(NULL));
@@ -638,8 +639,8 @@ static char *names_key_alloc(const struct ca_names *names)
     return key;
 }
 
-X509 *certstore_get(struct certstore *store, const struct ca_names *names,
-                    bool is_origin_verified, char *err, size_t err_len)
+X509 *certstore_get(struct certstore *store, const struct ca_names *names, bool is_origin_verified,
+                    char *err, size_t err_len)
 {
     X509 *cert = NULL;
     X509 *ret = NULL;

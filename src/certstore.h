@@ -49,8 +49,8 @@ void certstore_set_max_stored(struct certstore *store, size_t max_leaves);
  * minted and served, and the error is logged once until the database works
  * again.
  */
-X509 *certstore_get(struct certstore *store, const struct ca_names *names,
-                    bool is_origin_verified, char *err, size_t err_len);
+X509 *certstore_get(struct certstore *store, const struct ca_names *names, bool is_origin_verified,
+                    char *err, size_t err_len);
 
 /* Counters for tests, logs and benchmarks. */
 struct certstore_stats {

@@ -174,13 +174,13 @@ int codec_parse_content_encoding(const char *value, enum codec_kind *chain, size
                 errmsg_set(err, err_len, "invalid Content-Encoding value: unexpected '%c'", *p);
             else
                 errmsg_set(err, err_len, "invalid Content-Encoding value: unexpected byte 0x%02x",
-                        (unsigned char)*p);
+                           (unsigned char)*p);
             return -1;
         }
         if (!lookup_coding(tok, tok_len, &kind)) {
             errmsg_set(err, err_len, "unsupported content coding \"%.*s\"%s",
-                    (int)(tok_len < SHOWN_TOKEN_BYTES ? tok_len : SHOWN_TOKEN_BYTES), tok,
-                    tok_len > SHOWN_TOKEN_BYTES ? "..." : "");
+                       (int)(tok_len < SHOWN_TOKEN_BYTES ? tok_len : SHOWN_TOKEN_BYTES), tok,
+                       tok_len > SHOWN_TOKEN_BYTES ? "..." : "");
             return -1;
         }
         if (kind == CODEC_IDENTITY)
@@ -284,7 +284,7 @@ static int decode_zlib(enum codec_kind kind, const unsigned char *in, size_t in_
     zr = inflateInit2(&zs, window_bits);
     if (zr != Z_OK) {
         errmsg_set(err, err_len, "%s: cannot start the decoder (%s)", name,
-                zr == Z_MEM_ERROR ? "out of memory" : zError(zr));
+                   zr == Z_MEM_ERROR ? "out of memory" : zError(zr));
         goto out;
     }
     is_open = true;
@@ -319,7 +319,8 @@ static int decode_zlib(enum codec_kind kind, const unsigned char *in, size_t in_
             if (kind == CODEC_GZIP && starts_gzip_member(in + consumed, in_len - consumed)) {
                 zr = inflateReset(&zs);
                 if (zr != Z_OK) {
-                    errmsg_set(err, err_len, "%s: cannot restart the decoder (%s)", name, zError(zr));
+                    errmsg_set(err, err_len, "%s: cannot restart the decoder (%s)", name,
+                               zError(zr));
                     goto out;
                 }
                 continue;
@@ -333,7 +334,7 @@ static int decode_zlib(enum codec_kind kind, const unsigned char *in, size_t in_
         }
         if (zr == Z_DATA_ERROR) {
             errmsg_set(err, err_len, "%s: invalid data (%s)", name,
-                    zs.msg != NULL ? zs.msg : "corrupt stream");
+                       zs.msg != NULL ? zs.msg : "corrupt stream");
             goto out;
         }
         if (zr == Z_MEM_ERROR) {
@@ -623,7 +624,7 @@ static int encode_zlib(enum codec_kind kind, const unsigned char *in, size_t in_
                       Z_DEFAULT_STRATEGY);
     if (zr != Z_OK) {
         errmsg_set(err, err_len, "%s: cannot start the encoder (%s)", name,
-                zr == Z_MEM_ERROR ? "out of memory" : zError(zr));
+                   zr == Z_MEM_ERROR ? "out of memory" : zError(zr));
         goto out;
     }
     is_open = true;

@@ -182,8 +182,8 @@ static int parse_positive(const char *opt, const char *arg, int min, int max, in
     errno = 0;
     long v = strtol(arg, &end, 10);
     if (errno || *end || end == arg || v < min || v > max) {
-        fprintf(stderr, "tapwire: %s wants a whole number from %d to %d, not '%s'\n", opt, min,
-                max, arg);
+        fprintf(stderr, "tapwire: %s wants a whole number from %d to %d, not '%s'\n", opt, min, max,
+                arg);
         return -1;
     }
     *out = (int)v;
@@ -302,8 +302,7 @@ enum config_parse_result config_parse(struct config *cfg, int argc, char **argv)
                 return CONFIG_ERROR;
             break;
         case OPT_UPSTREAM_TIMEOUT:
-            if (parse_positive("--upstream-timeout", optarg, 1, 3600000,
-                               &cfg->upstream_timeout_ms))
+            if (parse_positive("--upstream-timeout", optarg, 1, 3600000, &cfg->upstream_timeout_ms))
                 return CONFIG_ERROR;
             break;
         case OPT_IO_TIMEOUT:
@@ -340,8 +339,7 @@ enum config_parse_result config_parse(struct config *cfg, int argc, char **argv)
             break;
         case OPT_RULE:
             if (cfg->rule_spec_count == CONFIG_MAX_LIST) {
-                fprintf(stderr, "tapwire: at most %d --rule; use --rules FILE\n",
-                        CONFIG_MAX_LIST);
+                fprintf(stderr, "tapwire: at most %d --rule; use --rules FILE\n", CONFIG_MAX_LIST);
                 return CONFIG_ERROR;
             }
             cfg->rule_specs[cfg->rule_spec_count++] = optarg;
@@ -496,15 +494,16 @@ int config_prepare_data_dir(const char *data_dir, char *err, size_t err_len)
      * us (or read what we write), so this is not a warning but a refusal. */
     if (st.st_mode & S_IWOTH) {
         snprintf(err, err_len,
-                 "data directory %s is writable by every user (mode %03o); run chmod 700 %s",
-                 path, (unsigned)(st.st_mode & 0777), path);
+                 "data directory %s is writable by every user (mode %03o); run chmod 700 %s", path,
+                 (unsigned)(st.st_mode & 0777), path);
         goto out;
     }
     if (check_data_dir_access(path, &st, err, err_len) < 0)
         goto out;
     if (st.st_mode & 077)
         log_warn("data directory %s is accessible to other users (mode %03o); "
-                 "chmod 700 it", path, (unsigned)(st.st_mode & 0777));
+                 "chmod 700 it",
+                 path, (unsigned)(st.st_mode & 0777));
     rc = 0;
 out:
     return rc;

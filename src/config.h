@@ -12,12 +12,12 @@
 
 #define CONFIG_DEFAULT_LISTEN "127.0.0.1:8080"
 #define CONFIG_DEFAULT_MAX_CONNECTIONS 1024
-#define CONFIG_DEFAULT_IDLE_TIMEOUT_MS 60000   /* keep-alive client with nothing to say */
-#define CONFIG_DEFAULT_HEADER_TIMEOUT_MS 10000 /* whole request head must arrive in this */
-#define CONFIG_DEFAULT_IO_TIMEOUT_MS 60000     /* no progress on a body or response */
-#define CONFIG_DEFAULT_SHUTDOWN_GRACE_MS 5000  /* in-flight exchanges on SIGTERM */
+#define CONFIG_DEFAULT_IDLE_TIMEOUT_MS 60000     /* keep-alive client with nothing to say */
+#define CONFIG_DEFAULT_HEADER_TIMEOUT_MS 10000   /* whole request head must arrive in this */
+#define CONFIG_DEFAULT_IO_TIMEOUT_MS 60000       /* no progress on a body or response */
+#define CONFIG_DEFAULT_SHUTDOWN_GRACE_MS 5000    /* in-flight exchanges on SIGTERM */
 #define CONFIG_DEFAULT_UPSTREAM_TIMEOUT_MS 10000 /* connect + TLS handshake upstream */
-#define CONFIG_MAX_LIST 64                     /* repeatable options */
+#define CONFIG_MAX_LIST 64                       /* repeatable options */
 #define CONFIG_DEFAULT_DASHBOARD "127.0.0.1:8081"
 #define CONFIG_DEFAULT_CAPTURE_LIMIT_BYTES (1024 * 1024)
 #define CONFIG_DEFAULT_MAX_FLOWS 100000
@@ -35,15 +35,15 @@ enum log_level_setting { CONFIG_LOG_QUIET = 0, CONFIG_LOG_NORMAL = 1, CONFIG_LOG
 struct config {
     char listen_host[256];
     uint16_t listen_port;
-    char *data_dir;                           /* owned */
+    char *data_dir;                               /* owned */
     const char *upstream_ca[CONFIG_MAX_LIST + 1]; /* NULL-terminated; argv strings */
     size_t upstream_ca_count;
     const char *ignore_hosts[CONFIG_MAX_LIST + 1]; /* globs, NULL-terminated */
     size_t ignore_host_count;
     bool insecure;
     int private_destinations; /* enum private_setting */
-    const char *log_file; /* NULL: stderr */
-    int log_level;        /* enum log_level_setting; -v may raise it further */
+    const char *log_file;     /* NULL: stderr */
+    int log_level;            /* enum log_level_setting; -v may raise it further */
     int max_connections;
     int idle_timeout_ms;
     int header_timeout_ms;
@@ -53,11 +53,11 @@ struct config {
     const char *keylog_file; /* from SSLKEYLOGFILE, may be NULL */
 
     /* flow capture and the dashboard */
-    char *db_path;           /* owned: --db, default <data_dir>/tapwire.db */
-    size_t capture_limit;    /* --capture-limit bytes per body */
-    int64_t max_flows;       /* --max-flows */
-    bool capture_enabled;    /* false with --no-capture */
-    bool dashboard_enabled;  /* false with --no-dashboard */
+    char *db_path;          /* owned: --db, default <data_dir>/tapwire.db */
+    size_t capture_limit;   /* --capture-limit bytes per body */
+    int64_t max_flows;      /* --max-flows */
+    bool capture_enabled;   /* false with --no-capture */
+    bool dashboard_enabled; /* false with --no-dashboard */
     char dashboard_host[256];
     uint16_t dashboard_port;
     const char *web_root;        /* --web-root DIR or NULL: serve the built-in page */
@@ -65,12 +65,12 @@ struct config {
     bool is_new_dashboard_token; /* --new-dashboard-token: rotate the kept one */
 
     /* rewrite rules */
-    const char *rules_file;                /* --rules FILE or NULL */
+    const char *rules_file;                      /* --rules FILE or NULL */
     const char *rule_specs[CONFIG_MAX_LIST + 1]; /* --rule, NULL-terminated */
     size_t rule_spec_count;
-    size_t rewrite_limit;                  /* --rewrite-limit bytes */
-    size_t rewrite_memory;                 /* --rewrite-memory bytes, all exchanges */
-    bool is_anticache;                     /* --anticache: built-in rules first */
+    size_t rewrite_limit;  /* --rewrite-limit bytes */
+    size_t rewrite_memory; /* --rewrite-memory bytes, all exchanges */
+    bool is_anticache;     /* --anticache: built-in rules first */
 };
 
 enum config_parse_result {

@@ -124,7 +124,7 @@ struct dashboard {
     struct MHD_Daemon *daemon;
     struct flowstore *flows;
     const struct ca *ca;
-    struct rulebook *rules; /* NULL: rewrite rules are off */
+    struct rulebook *rules;  /* NULL: rewrite rules are off */
     struct certstore *certs; /* NULL: no certificate figures in /api/stats */
     char token[DASHBOARD_MAX_TOKEN_CHARS + 1];
     char url_host[300]; /* the bound host as in a URL: IPv6 in brackets */
@@ -147,8 +147,8 @@ struct dashboard {
     int64_t newest_id; /* the newest flow written */
     uint64_t clears;   /* bumped by every clear */
     bool is_stopping;
-    bool is_starting;      /* MHD's messages are kept in start_error */
-    char start_error[256]; /* why MHD_start_daemon() failed */
+    bool is_starting;        /* MHD's messages are kept in start_error */
+    char start_error[256];   /* why MHD_start_daemon() failed */
     struct dash_conn *conns; /* open connections (under lock), for the watchdog */
     pthread_t watchdog;
     bool has_watchdog;
@@ -1871,13 +1871,13 @@ static json_t *rule_row_json(const struct rulestore_row *row)
 {
     json_t *obj = json_object();
 
-    if (obj != NULL && !(jset(obj, "id", json_integer(row->id)) &&
-                         jset(obj, "label", rule_label_json(row)) &&
-                         jset(obj, "position", json_integer(row->position)) &&
-                         jset(obj, "enabled", json_boolean(row->is_enabled)) &&
-                         jset(obj, "spec", jstr(row->spec)) &&
-                         /* unix ms, like every other time in the API */
-                         jset(obj, "created_at", json_integer(row->created_at * 1000)))) {
+    if (obj != NULL &&
+        !(jset(obj, "id", json_integer(row->id)) && jset(obj, "label", rule_label_json(row)) &&
+          jset(obj, "position", json_integer(row->position)) &&
+          jset(obj, "enabled", json_boolean(row->is_enabled)) &&
+          jset(obj, "spec", jstr(row->spec)) &&
+          /* unix ms, like every other time in the API */
+          jset(obj, "created_at", json_integer(row->created_at * 1000)))) {
         json_decref(obj);
         obj = NULL;
     }
@@ -2542,11 +2542,10 @@ int dashboard_start(const struct dashboard_options *opts, struct flowstore *flow
         /* The logger first: messages about earlier options would go to
          * libmicrohttpd's own stderr logger, a second copy of the error. */
         flags, opts->port, NULL, NULL, on_request, d, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, d,
-        MHD_OPTION_SOCK_ADDR, addr->ai_addr,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)DASHBOARD_MAX_CONNECTIONS,
-        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int)DASHBOARD_MAX_CONNECTIONS_PER_CLIENT,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)DASHBOARD_CONNECTION_TIMEOUT_S,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, d,
+        MHD_OPTION_SOCK_ADDR, addr->ai_addr, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned int)DASHBOARD_MAX_CONNECTIONS, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+        (unsigned int)DASHBOARD_MAX_CONNECTIONS_PER_CLIENT, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned int)DASHBOARD_CONNECTION_TIMEOUT_S, MHD_OPTION_NOTIFY_COMPLETED, on_completed, d,
         MHD_OPTION_NOTIFY_CONNECTION, on_connection, d, MHD_OPTION_END);
     pthread_mutex_lock(&d->lock);
     d->is_starting = false;

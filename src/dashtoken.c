@@ -125,8 +125,7 @@ static int write_new_token(const char *path, char *out, size_t out_len, char *er
     is_tmp_made = true;
     /* fchmod: the umask may have narrowed 0600, never widened it, but say
      * exactly what the file is. */
-    if (fchmod(fd, 0600) != 0 || write(fd, text, len + 1) != (ssize_t)(len + 1) ||
-        fsync(fd) != 0) {
+    if (fchmod(fd, 0600) != 0 || write(fd, text, len + 1) != (ssize_t)(len + 1) || fsync(fd) != 0) {
         errmsg_set(err, err_len, "cannot write the dashboard token %s: %s", tmp, strerror(errno));
         goto out;
     }

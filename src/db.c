@@ -58,11 +58,11 @@ static void sqlite_err(char *err, size_t err_len, sqlite3 *db, const char *path,
 
     if (primary == SQLITE_CORRUPT || primary == SQLITE_NOTADB)
         errmsg_set(err, err_len,
-                "database %s is corrupt (%s); move it away and tapwire will create a new one", path,
-                msg);
+                   "database %s is corrupt (%s); move it away and tapwire will create a new one",
+                   path, msg);
     else if (primary == SQLITE_CANTOPEN && db != NULL && sqlite3_system_errno(db) != 0)
         errmsg_set(err, err_len, "database %s: %s: %s (%s)", path, what, msg,
-                strerror(sqlite3_system_errno(db)));
+                   strerror(sqlite3_system_errno(db)));
     else
         errmsg_set(err, err_len, "database %s: %s: %s", path, what, msg);
 }
@@ -288,9 +288,9 @@ static int migrate(sqlite3 *db, const char *path, char *err, size_t err_len)
         goto out;
     if (current > known) {
         errmsg_set(err, err_len,
-                "database %s has schema version %d, newer than this tapwire knows (%d); "
-                "run a newer tapwire, or move the file away to start afresh",
-                path, current, known);
+                   "database %s has schema version %d, newer than this tapwire knows (%d); "
+                   "run a newer tapwire, or move the file away to start afresh",
+                   path, current, known);
         goto out;
     }
     while (schema_next(&it, &m) == 1) {
@@ -403,9 +403,9 @@ int db_open(const char *path, sqlite3 **out, char *err, size_t err_len)
     if (mode == NULL ||
         (strcmp(mode, "wal") != 0 && !(is_memory_path(path) && strcmp(mode, "memory") == 0))) {
         errmsg_set(err, err_len,
-                "database %s: cannot enable WAL (journal mode stays %s); put the data "
-                "directory on a local file system",
-                path, mode != NULL ? mode : "unknown");
+                   "database %s: cannot enable WAL (journal mode stays %s); put the data "
+                   "directory on a local file system",
+                   path, mode != NULL ? mode : "unknown");
         goto out;
     }
     sqlite3_finalize(stmt);

@@ -74,8 +74,8 @@ static bool name_is(const struct http1_header *h, const char *name)
 
 /* The capture hooks, each optional: an exchange with no recorder passes
  * NULL, and a recorder implements only what it keeps. */
-static void cap_body(const struct exchange_capture *cap, enum exchange_side side,
-                     const void *data, size_t len)
+static void cap_body(const struct exchange_capture *cap, enum exchange_side side, const void *data,
+                     size_t len)
 {
     if (cap && cap->ops->body)
         cap->ops->body(cap->arg, side, data, len);
@@ -228,8 +228,7 @@ bool exchange_has_only_chunked(const struct http1_head *head)
 static void add_note(struct exchange_rules *rw, const char *note)
 {
     size_t used = strlen(rw->ctx->notes);
-    snprintf(rw->ctx->notes + used, sizeof(rw->ctx->notes) - used, "%s%s", used ? "; " : "",
-             note);
+    snprintf(rw->ctx->notes + used, sizeof(rw->ctx->notes) - used, "%s%s", used ? "; " : "", note);
 }
 
 int exchange_apply_header_rules(struct exchange_rules *rw, const struct http1_head *in,
@@ -256,9 +255,9 @@ int exchange_apply_header_rules(struct exchange_rules *rw, const struct http1_he
             n = HTTP1_MAX_HEADERS;
         }
         for (size_t i = 0; i < n; i++)
-            mod->head.headers[i] = (struct http1_header){
-                mod->fields.fields[i].name, mod->fields.fields[i].name_len,
-                mod->fields.fields[i].value, mod->fields.fields[i].value_len};
+            mod->head.headers[i] =
+                (struct http1_header){mod->fields.fields[i].name, mod->fields.fields[i].name_len,
+                                      mod->fields.fields[i].value, mod->fields.fields[i].value_len};
         mod->head.num_headers = n;
         *out = mod;
         mod = NULL;
@@ -293,8 +292,8 @@ int exchange_request_build(struct exchange_request *out, const struct http1_head
     out->is_upgrade = req->is_upgrade;
     const struct http1_header *ce = http1_find_header(req, "Content-Encoding");
     if (ce)
-        snprintf(out->content_encoding, sizeof(out->content_encoding), "%.*s",
-                 (int)ce->value_len, ce->value);
+        snprintf(out->content_encoding, sizeof(out->content_encoding), "%.*s", (int)ce->value_len,
+                 ce->value);
 
     sb_append(&b, req->method, req->method_len);
     sb_append(&b, " ", 1);
@@ -485,9 +484,9 @@ static int body_next(struct body_reader *r, int timeout_ms, const char **data, s
  * with *fault.
  */
 static int send_body_rest(struct body_reader *r, const unsigned char *prefix, size_t prefix_len,
-                          struct stream *dst, enum out_framing out, int timeout_ms,
-                          uint64_t *count, const struct exchange_capture *cap,
-                          enum exchange_side side, enum body_fault *fault)
+                          struct stream *dst, enum out_framing out, int timeout_ms, uint64_t *count,
+                          const struct exchange_capture *cap, enum exchange_side side,
+                          enum body_fault *fault)
 {
     const char *data;
     size_t len;
@@ -533,8 +532,8 @@ static int send_body_rest(struct body_reader *r, const unsigned char *prefix, si
 }
 
 /* Copies one body from src to dst (NULL: discard). Returns 0 or -1 with *fault. */
-static int move_body(struct stream *src, struct stream *dst, enum http1_framing in,
-                     uint64_t length, enum out_framing out, int timeout_ms, uint64_t *count,
+static int move_body(struct stream *src, struct stream *dst, enum http1_framing in, uint64_t length,
+                     enum out_framing out, int timeout_ms, uint64_t *count,
                      const struct exchange_capture *cap, enum exchange_side side,
                      enum body_fault *fault)
 {
@@ -572,12 +571,10 @@ static void add_memory_note(struct exchange_rules *rw)
 {
     char note[128];
     if (rw->memory_limit >= 1024 * 1024)
-        snprintf(note, sizeof(note),
-                 "body rules skipped: rewrite memory budget (%zu MiB) in use",
+        snprintf(note, sizeof(note), "body rules skipped: rewrite memory budget (%zu MiB) in use",
                  rw->memory_limit / (1024 * 1024));
     else
-        snprintf(note, sizeof(note),
-                 "body rules skipped: rewrite memory budget (%zu bytes) in use",
+        snprintf(note, sizeof(note), "body rules skipped: rewrite memory budget (%zu bytes) in use",
                  rw->memory_limit);
     add_note(rw, note);
 }
@@ -707,8 +704,8 @@ struct body_hop {
  * notes. Returns 0 or -1 with *fault.
  */
 static int send_rewritten_body(struct exchange_rules *rw, const struct body_hop *hop,
-                               const struct exchange_capture *cap, int timeout_ms,
-                               uint64_t *count, enum body_fault *fault)
+                               const struct exchange_capture *cap, int timeout_ms, uint64_t *count,
+                               enum body_fault *fault)
 {
     struct stream *dst = hop->dst;
     const char *head = hop->head;
@@ -731,8 +728,7 @@ static int send_rewritten_body(struct exchange_rules *rw, const struct body_hop 
             *fault = FAULT_DST;
             goto out;
         }
-        rc = send_body_rest(&r, NULL, 0, dst, hop->out, timeout_ms, count, cap, hop->side,
-                            fault);
+        rc = send_body_rest(&r, NULL, 0, dst, hop->out, timeout_ms, count, cap, hop->side, fault);
         goto out;
     }
     pthread_once(&rewrite_memory_once, fix_mmap_threshold);
@@ -758,11 +754,11 @@ static int send_rewritten_body(struct exchange_rules *rw, const struct body_hop 
     }
     const unsigned char *plain = raw;
     size_t plain_len = raw_len;
-    bool is_encoded = content_encoding && content_encoding[0] &&
-                      strcasecmp(content_encoding, "identity") != 0;
+    bool is_encoded =
+        content_encoding && content_encoding[0] && strcasecmp(content_encoding, "identity") != 0;
     if (is_encoded) {
-        if (codec_decode_content(content_encoding, raw, raw_len, rw->limit, &decoded,
-                                 &decoded_len, err, sizeof(err)) < 0) {
+        if (codec_decode_content(content_encoding, raw, raw_len, rw->limit, &decoded, &decoded_len,
+                                 err, sizeof(err)) < 0) {
             char note[320];
             snprintf(note, sizeof(note), "body not rewritten: %s", err);
             add_note(rw, note);
@@ -958,7 +954,7 @@ int exchange_forward(struct stream *client, struct stream *upstream,
                          upstream->error[0] ? upstream->error : "connection closed");
             } else {
                 snprintf(res->error, sizeof(res->error), "%s while reading the request body",
-                         fault == FAULT_FRAMING ? "bad chunked framing"
+                         fault == FAULT_FRAMING  ? "bad chunked framing"
                          : client->has_timed_out ? "client went quiet (--io-timeout)"
                                                  : "client connection failed");
                 if (fault == FAULT_FRAMING)
@@ -981,10 +977,9 @@ int exchange_forward(struct stream *client, struct stream *upstream,
     for (;;) {
         struct http1_error perr = {0};
         bool got_nothing;
-        int n = read_head(upstream, clock_mono_ms() + t->io_ms, t->io_ms, true, parse_response_cb,
-                          &rctx, resp,
-                          &perr, &got_nothing,
-                          first_byte_us == 0 ? &first_byte_us : NULL);
+        int n =
+            read_head(upstream, clock_mono_ms() + t->io_ms, t->io_ms, true, parse_response_cb,
+                      &rctx, resp, &perr, &got_nothing, first_byte_us == 0 ? &first_byte_us : NULL);
         if (first_byte_us > 0) {
             cap_moment(cap, EXCHANGE_FIRST_BYTE, first_byte_us);
             first_byte_us = -1; /* told once: interim responses come first */
@@ -994,15 +989,16 @@ int exchange_forward(struct stream *client, struct stream *upstream,
             if (nothing_back && req->framing == HTTP1_BODY_NONE && perr.status != 408)
                 res->upstream_stale = true;
             if (perr.status == 408) {
-                snprintf(res->error, sizeof(res->error),
-                         "the origin did not answer within %d ms", t->io_ms);
+                snprintf(res->error, sizeof(res->error), "the origin did not answer within %d ms",
+                         t->io_ms);
                 res->error_status = 504;
                 goto out;
             }
             snprintf(res->error, sizeof(res->error), "%s",
                      got_nothing || nothing_back
                          ? "the origin closed the connection without a response"
-                         : perr.message ? perr.message : "invalid response head");
+                     : perr.message ? perr.message
+                                    : "invalid response head");
             goto out;
         }
         if (resp->status >= 200 || resp->status == 101)
@@ -1053,15 +1049,15 @@ int exchange_forward(struct stream *client, struct stream *upstream,
         goto out;
     }
     res->client_keep_alive = keep && resp->status != 101;
-    res->upstream_reusable = resp->keep_alive && resp->framing != HTTP1_BODY_UNTIL_CLOSE &&
-                             res->error[0] == '\0';
+    res->upstream_reusable =
+        resp->keep_alive && resp->framing != HTTP1_BODY_UNTIL_CLOSE && res->error[0] == '\0';
     res->status = resp->status;
     if (cap && cap->ops->response_head)
         cap->ops->response_head(cap->arg, sent_resp, resp_mod ? resp : NULL);
     enum http1_framing in = resp->framing;
     uint64_t length = resp->content_length;
-    bool rewrite_response_body = rw && in != HTTP1_BODY_NONE && resp->status != 101 &&
-                                 rules_wants_body(rw->set, rw->ctx);
+    bool rewrite_response_body =
+        rw && in != HTTP1_BODY_NONE && resp->status != 101 && rules_wants_body(rw->set, rw->ctx);
     /* resp and resp_mod point into the upstream buffer: done with them. */
     stream_consume(upstream, resp_head_len);
     if (rewrite_response_body) {
@@ -1130,4 +1126,3 @@ out:
     free(resp);
     return rc;
 }
-

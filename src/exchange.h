@@ -54,7 +54,7 @@ struct exchange_request {
     bool expect_continue;
     bool is_upgrade;
     char content_encoding[64]; /* of the request body, "" for none */
-    char *head; /* owned: the head sent upstream */
+    char *head;                /* owned: the head sent upstream */
     size_t head_len;
 };
 
@@ -130,27 +130,26 @@ struct exchange_capture {
 };
 
 struct exchange_result {
-    int status;                /* final status sent to the client, 0 if none */
-    uint64_t request_bytes;    /* body bytes client -> origin */
-    uint64_t response_bytes;   /* body bytes origin -> client */
-    bool client_keep_alive;    /* the client connection may carry another request */
-    bool upstream_reusable;    /* the upstream connection may carry another request */
-    bool upstream_stale;       /* upstream failed before any response byte and
-                                  nothing of the body was sent: safe to retry
-                                  once on a fresh connection */
-    bool upgraded;             /* 101 relayed and the tunnel ran to its end */
-    int error_status;          /* when status is 0: the error page to send (400, 502, 504) */
+    int status;                       /* final status sent to the client, 0 if none */
+    uint64_t request_bytes;           /* body bytes client -> origin */
+    uint64_t response_bytes;          /* body bytes origin -> client */
+    bool client_keep_alive;           /* the client connection may carry another request */
+    bool upstream_reusable;           /* the upstream connection may carry another request */
+    bool upstream_stale;              /* upstream failed before any response byte and
+                                         nothing of the body was sent: safe to retry
+                                         once on a fresh connection */
+    bool upgraded;                    /* 101 relayed and the tunnel ran to its end */
+    int error_status;                 /* when status is 0: the error page to send (400, 502, 504) */
     char error[EXCHANGE_ERROR_BYTES]; /* what went wrong, for the log */
 };
 
 /*
  * Forwards req (whose head the caller already consumed from client) to
  * upstream and the response back. cap (may be NULL) is told the response
- * head, the bodies and the moments from the request sent on. rw (may be NULL) applies the response rules and
- * the request body rules; the caller applied URL and request header rules
- * when it built req. Never sends a response to the client when
- * it returns upstream_stale. Returns 0 when the exchange completed (the
- * status may still be an error relayed from the origin), -1 when it broke
+ * head, the bodies and the moments from the request sent on. rw (may be NULL) applies the response
+ * rules and the request body rules; the caller applied URL and request header rules when it built
+ * req. Never sends a response to the client when it returns upstream_stale. Returns 0 when the
+ * exchange completed (the status may still be an error relayed from the origin), -1 when it broke
  * off (res->error says why; if res->status is 0 nothing was sent to the
  * client yet and the caller may answer with an error page).
  */
@@ -168,7 +167,6 @@ int exchange_forward(struct stream *client, struct stream *upstream,
  */
 char *exchange_reframe(const char *head, size_t head_len, bool is_head, uint64_t content_length,
                        bool drop_encoding, size_t *out_len);
-
 
 /* Reads and discards a request body of the given framing (to keep a
  * connection usable after answering it ourselves). Returns 0 or -1. */

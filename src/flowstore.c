@@ -366,8 +366,8 @@ static void sql_body_has(sqlite3_context *ctx, int argc, sqlite3_value **argv)
         return;
     }
     found = contains_bytes(data, len, needle, needle_len, is_nocase);
-    if (!found && encoding != NULL && encoding[0] != '\0' && strcasecmp(encoding, "identity") != 0 &&
-        store->body_decode != NULL &&
+    if (!found && encoding != NULL && encoding[0] != '\0' &&
+        strcasecmp(encoding, "identity") != 0 && store->body_decode != NULL &&
         store->body_decode(encoding, data, len, FLOWSTORE_SEARCH_DECODED_MAX_BYTES, &decoded,
                            &decoded_len, why, sizeof(why)) == 0) {
         found = contains_bytes(decoded, decoded_len, needle, needle_len, is_nocase);

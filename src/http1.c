@@ -1233,8 +1233,8 @@ const char *http1_reason_phrase(int status)
 
 static bool is_dns_char(char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '.' || c == '-' || c == '_';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '-' || c == '_';
 }
 
 bool http1_is_valid_host(const char *host)
@@ -1308,8 +1308,7 @@ int http1_parse_authority(const char *authority, size_t len, uint16_t default_po
     return 0;
 }
 
-int http1_parse_absolute_target(const char *target, size_t len,
-                                 struct http1_absolute_target *out)
+int http1_parse_absolute_target(const char *target, size_t len, struct http1_absolute_target *out)
 {
     size_t p, a;
 

@@ -180,7 +180,6 @@ struct http1_absolute_target {
  * 3.2.2; "http" and "https" only, case-insensitive). Refuses userinfo, an
  * empty or invalid authority. Returns 0 or -1. Allocation-free.
  */
-int http1_parse_absolute_target(const char *target, size_t len,
-                                 struct http1_absolute_target *out);
+int http1_parse_absolute_target(const char *target, size_t len, struct http1_absolute_target *out);
 
 #endif

@@ -43,8 +43,7 @@ struct conn_start {
     struct sockaddr_storage peer;
 };
 
-int listener_open(const char *host, uint16_t port, uint16_t *bound_port, char *err,
-                  size_t err_len)
+int listener_open(const char *host, uint16_t port, uint16_t *bound_port, char *err, size_t err_len)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC,
                              .ai_socktype = SOCK_STREAM,
@@ -106,8 +105,8 @@ static void append_address(char *out, size_t out_len, size_t *used, const struct
 
     if (inet_ntop(sa->sa_family, addr, text, sizeof(text)) == NULL || *used >= out_len)
         return;
-    n = snprintf(out + *used, out_len - *used, "%s%s%s%s:%u", *used > 0 ? ", " : "",
-                 v6 ? "[" : "", text, v6 ? "]" : "", port);
+    n = snprintf(out + *used, out_len - *used, "%s%s%s%s:%u", *used > 0 ? ", " : "", v6 ? "[" : "",
+                 text, v6 ? "]" : "", port);
     if (n > 0)
         *used = (size_t)n >= out_len - *used ? out_len - 1 : *used + (size_t)n;
 }
@@ -169,8 +168,8 @@ int listener_fit_fd_limit(int max_connections, int other_fds)
 {
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
-        log_warn("getrlimit(RLIMIT_NOFILE): %s; --max-connections %d left as is",
-                 strerror(errno), max_connections);
+        log_warn("getrlimit(RLIMIT_NOFILE): %s; --max-connections %d left as is", strerror(errno),
+                 max_connections);
         return max_connections;
     }
     if (rl.rlim_cur < rl.rlim_max) {

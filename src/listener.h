@@ -26,8 +26,7 @@
 
 /* Binds and listens on host:port (port 0: ephemeral). Returns the socket
  * or -1 with err. *bound_port gets the actual port. */
-int listener_open(const char *host, uint16_t port, uint16_t *bound_port, char *err,
-                  size_t err_len);
+int listener_open(const char *host, uint16_t port, uint16_t *bound_port, char *err, size_t err_len);
 
 /*
  * Writes where clients can reach a listener on host:port, for a person:

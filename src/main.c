@@ -128,7 +128,8 @@ static int check_database(const char *db_path, char *err, size_t err_len)
         return -1;
     if (result == DB_CHECK_UNFINISHED)
         log_info("database %s: start-up check stopped after %d ms with nothing found; "
-                 "the rest of the file was not checked", db_path, DB_CHECK_BUDGET_MS);
+                 "the rest of the file was not checked",
+                 db_path, DB_CHECK_BUDGET_MS);
     return 0;
 }
 
@@ -245,8 +246,7 @@ int main(int argc, char **argv)
     log_init(log_fd >= 0 ? log_fd : STDERR_FILENO, level_from_config(cfg.log_level));
 
     if (pipe2(stop_pipe, O_CLOEXEC) < 0 || pipe2(cancel_pipe, O_CLOEXEC) < 0 ||
-        pipe2(hup_pipe, O_CLOEXEC | O_NONBLOCK) < 0 ||
-        install_signals() < 0) {
+        pipe2(hup_pipe, O_CLOEXEC | O_NONBLOCK) < 0 || install_signals() < 0) {
         log_error("cannot set up signal handling: %s", strerror(errno));
         goto out;
     }
@@ -271,8 +271,8 @@ int main(int argc, char **argv)
         log_error("%s", err);
         goto out;
     }
-    if (rulebook_open(cfg.rules_file, cfg.rule_specs, cfg.rule_spec_count, cfg.db_path, &book,
-                      err, sizeof(err)) < 0) {
+    if (rulebook_open(cfg.rules_file, cfg.rule_specs, cfg.rule_spec_count, cfg.db_path, &book, err,
+                      sizeof(err)) < 0) {
         log_error("rules: %s", err);
         goto out;
     }

@@ -16,7 +16,10 @@ struct membudget {
     atomic_size_t used; /* bytes reserved now */
 };
 
-#define MEMBUDGET_INIT {0}
+#define MEMBUDGET_INIT                                                                             \
+    {                                                                                              \
+        0                                                                                          \
+    }
 
 /* Reserves bytes when used + bytes stays within limit, and returns true;
  * otherwise reserves nothing and returns false. */

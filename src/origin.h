@@ -27,18 +27,18 @@ struct origin_tls {
     char cipher[64];
     char *cert_subject;
     char *cert_issuer;
-    char *cert_sans; /* "DNS:a, DNS:b, IP:1.2.3.4" */
+    char *cert_sans;        /* "DNS:a, DNS:b, IP:1.2.3.4" */
     int64_t cert_not_after; /* unix seconds, 0 if unknown */
-    char *verification; /* "ok", "--insecure: ...", or why verification failed */
+    char *verification;     /* "ok", "--insecure: ...", or why verification failed */
 };
 
 /* Read-only settings every origin connection of the process shares. */
 struct origin_settings {
-    SSL_CTX *tls_ctx;               /* TLS towards origins (upstream_ctx_new()) */
-    const struct destguard *guard;  /* NULL: no destination is refused */
-    int timeout_ms;                 /* connect, and the TLS handshake */
-    int cancel_fd;                  /* readable on shutdown: waits end */
-    size_t in_max_bytes;            /* bound of the stream's input buffer */
+    SSL_CTX *tls_ctx;              /* TLS towards origins (upstream_ctx_new()) */
+    const struct destguard *guard; /* NULL: no destination is refused */
+    int timeout_ms;                /* connect, and the TLS handshake */
+    int cancel_fd;                 /* readable on shutdown: waits end */
+    size_t in_max_bytes;           /* bound of the stream's input buffer */
 };
 
 /* Where to connect and what to ask for. */

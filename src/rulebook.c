@@ -63,9 +63,9 @@ int rulebook_open(const char *rules_file, const char *const *specs, size_t spec_
     }
     if (load_file(rules_file, &book->parts[PART_FILE], err, err_len) < 0)
         goto out;
-    if (spec_count > 0 ? rules_parse_specs(specs, spec_count, &book->parts[PART_SPECS], err,
-                                           err_len) < 0
-                       : !(book->parts[PART_SPECS] = rules_set_new_empty()))
+    if (spec_count > 0
+            ? rules_parse_specs(specs, spec_count, &book->parts[PART_SPECS], err, err_len) < 0
+            : !(book->parts[PART_SPECS] = rules_set_new_empty()))
         goto out;
     if (db_open(db_path, &book->db, err, err_len) < 0)
         goto out;

@@ -81,10 +81,10 @@ struct session {
 
 /* One request being answered: what its log line and its flow need. */
 struct request_ctx {
-    char method[32];   /* "-" until a request line was read */
-    const char *url;   /* "-" until known */
+    char method[32];    /* "-" until a request line was read */
+    const char *url;    /* "-" until known */
     const char *scheme; /* "http", "https" */
-    const char *host;  /* "" until known */
+    const char *host;   /* "" until known */
     uint16_t port;
     const char *target; /* as the client sent it, may be NULL */
     int64_t started_us;
@@ -140,8 +140,7 @@ static void begin_capture(struct session *s, struct request_ctx *rq, const char 
 
 /* Hands rq's flow to the store with the TLS facts of both sides and, when
  * the origin connection was opened for this exchange, its open times. */
-static void finish_capture(struct session *s, struct request_ctx *rq, int status,
-                           const char *error)
+static void finish_capture(struct session *s, struct request_ctx *rq, int status, const char *error)
 {
     struct flow_tls tls = s->client_tls;
     struct capture_connection conn = {.tls = &tls};
@@ -167,8 +166,8 @@ struct own_answer {
     const char *fields; /* header lines, "Name: value\r\n" each */
     const void *body;
     size_t body_len;
-    bool is_head;     /* HEAD: the body is announced, not sent */
-    bool is_closing;  /* the connection ends after it */
+    bool is_head;      /* HEAD: the body is announced, not sent */
+    bool is_closing;   /* the connection ends after it */
     const char *error; /* for the log and the flow; NULL for a normal answer */
 };
 
@@ -358,8 +357,8 @@ static int apply_request_rules(struct session *s, struct rule_set **set, struct 
 /* The URL as the client sees it: in a tunnel, the site is the one named by
  * Host (else SNI), not the address the tunnel goes to. */
 static char *shown_url(const struct session *s, enum session_mode mode, bool is_tls,
-                       const char *host, uint16_t port, const char *authority,
-                       size_t authority_len, const char *path)
+                       const char *host, uint16_t port, const char *authority, size_t authority_len,
+                       const char *path)
 {
     const struct http1_header *hh =
         mode == SESSION_PROXY ? NULL : http1_find_header(s->head, "Host");
@@ -400,8 +399,8 @@ struct destination {
  * answered here (refused, or the CA page) with *keep set, or -1 when out of
  * memory.
  */
-static int route(struct session *s, enum session_mode mode, struct request_ctx *rq,
-                 size_t head_len, struct destination *d, bool *keep)
+static int route(struct session *s, enum session_mode mode, struct request_ctx *rq, size_t head_len,
+                 struct destination *d, bool *keep)
 {
     const struct http1_head *h = s->head;
     struct http1_absolute_target at;
@@ -492,8 +491,8 @@ static void forward(struct session *s, enum session_mode mode, const struct dest
                 log_warn("%s: upstream %s:%u %s", s->client_name, d->host, d->port,
                          s->origin.insecure_note);
         }
-        int r = exchange_forward(&s->client, &s->origin.stream, req, &s->t,
-                                 rw->set ? rw : NULL, capture_hooks(&rq->cap), res);
+        int r = exchange_forward(&s->client, &s->origin.stream, req, &s->t, rw->set ? rw : NULL,
+                                 capture_hooks(&rq->cap), res);
         if (r < 0 && res->upstream_stale && is_reused) {
             /* A kept-alive origin connection may have been closed by the
              * origin just before we used it; a request without a body is
@@ -520,8 +519,7 @@ static void forward(struct session *s, enum session_mode mode, const struct dest
 }
 
 /* One exchange after the head was parsed. Returns true to keep serving. */
-static bool serve_one(struct session *s, enum session_mode mode, size_t head_len,
-                      int64_t started)
+static bool serve_one(struct session *s, enum session_mode mode, size_t head_len, int64_t started)
 {
     const struct http1_head *h = s->head;
     struct request_ctx rq;
@@ -576,8 +574,8 @@ static bool serve_one(struct session *s, enum session_mode mode, size_t head_len
 
     if (s->tunnel_error.status != UPSTREAM_OK) {
         bool close = req.framing != HTTP1_BODY_NONE || !req.keep_alive;
-        keep = refuse(s, &rq, upstream_error_http_status(&s->tunnel_error),
-                      s->tunnel_error.reason, close);
+        keep = refuse(s, &rq, upstream_error_http_status(&s->tunnel_error), s->tunnel_error.reason,
+                      close);
         goto out;
     }
     forward(s, mode, &d, &rq, &req, &rw, &res, &keep);
@@ -608,8 +606,8 @@ out:
 static bool wait_next_request(struct session *s)
 {
     int idle_ms = s->t.idle_ms;
-    int grace_ms = idle_ms >= 0 && idle_ms < SESSION_IDLE_GRACE_MS ? idle_ms
-                                                                   : SESSION_IDLE_GRACE_MS;
+    int grace_ms =
+        idle_ms >= 0 && idle_ms < SESSION_IDLE_GRACE_MS ? idle_ms : SESSION_IDLE_GRACE_MS;
     int r = stream_wait_readable(&s->client, grace_ms);
 
     if (r != STREAM_TIMEOUT)
@@ -861,8 +859,8 @@ static int intercept_tls(struct session *s, const struct client_hello *hello)
         ca_names_add_from_cert(&names, peer);
     /* Only a verified origin's leaf is stored: any other name is whatever a
      * client chose to send, and would grow the database without bound. */
-    bool is_verified = s->tunnel_error.status == UPSTREAM_OK && peer != NULL &&
-                       s->origin.insecure_note[0] == '\0';
+    bool is_verified =
+        s->tunnel_error.status == UPSTREAM_OK && peer != NULL && s->origin.insecure_note[0] == '\0';
     leaf = certstore_get(s->env->certs, &names, is_verified, err, sizeof(err));
     if (!leaf) {
         log_error("%s: minting a certificate for %s failed: %s", s->client_name, name, err);
@@ -871,8 +869,7 @@ static int intercept_tls(struct session *s, const struct client_hello *hello)
     ssl = tlsserver_accept(s->env->server_ctx, s->client.fd, leaf, ca_cert(s->env->ca),
                            ca_leaf_key(s->env->ca), s->cfg->header_timeout_ms, err, sizeof(err));
     if (!ssl) {
-        log_info("%s: TLS handshake with the client for %s failed: %s", s->client_name, name,
-                 err);
+        log_info("%s: TLS handshake with the client for %s failed: %s", s->client_name, name, err);
         goto out;
     }
     stream_attach_tls(&s->client, ssl);
@@ -1078,8 +1075,8 @@ void session_serve_explicit(const struct proxy_env *env, int fd,
     session_free(s);
 }
 
-void session_serve_tunnel(const struct proxy_env *env, int fd,
-                          const struct sockaddr_storage *peer, const char *host, uint16_t port)
+void session_serve_tunnel(const struct proxy_env *env, int fd, const struct sockaddr_storage *peer,
+                          const char *host, uint16_t port)
 {
     struct session *s = session_new(env, fd, peer);
 

@@ -35,8 +35,8 @@ struct proxy_env {
     const struct destguard *guard; /* destinations refused after resolution, NULL: none */
     SSL_CTX *server_ctx;           /* client-facing TLS */
     SSL_CTX *upstream_ctx;         /* TLS towards origins */
-    int stop_fd;   /* readable once the proxy stops accepting: idle clients end */
-    int cancel_fd; /* readable once the shutdown grace is over: everything ends */
+    int stop_fd;                   /* readable once the proxy stops accepting: idle clients end */
+    int cancel_fd;                 /* readable once the shutdown grace is over: everything ends */
 };
 
 /*
@@ -51,7 +51,7 @@ void session_serve_explicit(const struct proxy_env *env, int fd,
  * CONNECT: what it sends first decides between TLS interception, plain
  * HTTP and a raw relay. Serves it until it is done, then closes fd.
  */
-void session_serve_tunnel(const struct proxy_env *env, int fd,
-                          const struct sockaddr_storage *peer, const char *host, uint16_t port);
+void session_serve_tunnel(const struct proxy_env *env, int fd, const struct sockaddr_storage *peer,
+                          const char *host, uint16_t port);
 
 #endif

@@ -17,8 +17,8 @@
  * correctness.) */
 #define STACKTRIM_MARGIN_BYTES 1024
 
-static __thread uintptr_t stack_low;   /* lowest usable address; 0: not looked up */
-static __thread int stack_unknown;     /* the lookup failed: do nothing */
+static __thread uintptr_t stack_low; /* lowest usable address; 0: not looked up */
+static __thread int stack_unknown;   /* the lookup failed: do nothing */
 
 static int look_up_bounds(void)
 {

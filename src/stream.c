@@ -387,10 +387,10 @@ struct pipe_dir {
     struct stream *src, *dst;
     char buf[STREAM_READ_CHUNK_BYTES];
     size_t off, len;
-    bool src_eof;      /* src closed; nothing more to read */
-    bool dst_shut;     /* we passed the close on to dst */
-    short read_want;   /* poll events src needs before reading again (0: none) */
-    short write_want;  /* poll events dst needs before writing again (0: none) */
+    bool src_eof;     /* src closed; nothing more to read */
+    bool dst_shut;    /* we passed the close on to dst */
+    short read_want;  /* poll events src needs before reading again (0: none) */
+    short write_want; /* poll events dst needs before writing again (0: none) */
     uint64_t *count;
 };
 
@@ -469,7 +469,8 @@ int stream_relay(struct stream *a, struct stream *b, int idle_timeout_ms, uint64
         goto out;
     *ab = (struct pipe_dir){.src = a, .dst = b, .count = a_to_b};
     *ba = (struct pipe_dir){.src = b, .dst = a, .count = b_to_a};
-    if (stream_flush(a, idle_timeout_ms) != STREAM_OK || stream_flush(b, idle_timeout_ms) != STREAM_OK)
+    if (stream_flush(a, idle_timeout_ms) != STREAM_OK ||
+        stream_flush(b, idle_timeout_ms) != STREAM_OK)
         goto out;
 
     for (;;) {
@@ -535,8 +536,8 @@ out:
     return result;
 }
 
-enum stream_handshake_result stream_tls_handshake(SSL *ssl, int fd, int timeout_ms,
-                                                  int *ssl_error, int *sys_errno)
+enum stream_handshake_result stream_tls_handshake(SSL *ssl, int fd, int timeout_ms, int *ssl_error,
+                                                  int *sys_errno)
 {
     enum stream_handshake_result result = STREAM_HANDSHAKE_FAILED;
     int64_t deadline = clock_mono_ms() + timeout_ms;

@@ -44,7 +44,7 @@ struct stream {
     /* The peer may still be sending what was refused: stream_close() then
      * half-closes and reads the rest away first (stream_linger_on_close()). */
     bool is_lingering;
-    char error[160]; /* last error, for a person */
+    char error[160];    /* last error, for a person */
     bool has_timed_out; /* a wait gave up: the peer went quiet, it did not go away */
 };
 
@@ -70,8 +70,14 @@ void stream_close(struct stream *s);
 void stream_linger_on_close(struct stream *s);
 bool stream_is_open(const struct stream *s);
 
-static inline size_t stream_buffered(const struct stream *s) { return s->in_end - s->in_start; }
-static inline const char *stream_data(const struct stream *s) { return s->in + s->in_start; }
+static inline size_t stream_buffered(const struct stream *s)
+{
+    return s->in_end - s->in_start;
+}
+static inline const char *stream_data(const struct stream *s)
+{
+    return s->in + s->in_start;
+}
 void stream_consume(struct stream *s, size_t n);
 
 /* Frees the input and output buffers when they hold nothing, so an idle
@@ -116,8 +122,8 @@ enum stream_handshake_result {
  * the fd non-blocking, so a silent peer cannot hold the thread past
  * timeout_ms, then restores the fd's flags. Shared by both TLS sides.
  */
-enum stream_handshake_result stream_tls_handshake(SSL *ssl, int fd, int timeout_ms,
-                                                  int *ssl_error, int *sys_errno);
+enum stream_handshake_result stream_tls_handshake(SSL *ssl, int fd, int timeout_ms, int *ssl_error,
+                                                  int *sys_errno);
 
 const char *stream_status_text(int status);
 

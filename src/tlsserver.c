@@ -412,12 +412,12 @@ SSL_CTX *tlsserver_ctx_new(const char *keylog_path, char *err, size_t err_len)
     ctx = SSL_CTX_new(TLS_server_method());
     if (ctx == NULL) {
         errmsg_set(err, err_len, "cannot create server TLS context: %s",
-                errmsg_ssl_reason(ERR_peek_last_error(), ebuf, sizeof ebuf));
+                   errmsg_ssl_reason(ERR_peek_last_error(), ebuf, sizeof ebuf));
         goto out;
     }
     if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1) {
         errmsg_set(err, err_len, "cannot set minimum TLS version: %s",
-                errmsg_ssl_reason(ERR_peek_last_error(), ebuf, sizeof ebuf));
+                   errmsg_ssl_reason(ERR_peek_last_error(), ebuf, sizeof ebuf));
         goto out;
     }
     /* Compression invites CRIME; renegotiation is an attack surface we do
@@ -471,18 +471,18 @@ static void describe_client_failure(int ssl_error, int sys_errno, char *err, siz
         errmsg_set(err, err_len, "client closed during TLS handshake");
     } else if (ssl_error == SSL_ERROR_SYSCALL && e == 0) {
         errmsg_set(err, err_len, "client connection failed during TLS handshake: %s",
-                strerror(sys_errno));
+                   strerror(sys_errno));
     } else if (ERR_GET_LIB(e) == ERR_LIB_SSL && reason >= SSL_AD_REASON_OFFSET &&
                is_certificate_alert(reason - SSL_AD_REASON_OFFSET)) {
         /* The usual cause: the browser does not trust our CA yet. */
         errmsg_set(err, err_len, "client rejected our certificate: %s",
-                errmsg_ssl_reason(e, ebuf, sizeof ebuf));
+                   errmsg_ssl_reason(e, ebuf, sizeof ebuf));
     } else if (ERR_GET_LIB(e) == ERR_LIB_SSL && reason >= SSL_AD_REASON_OFFSET) {
         errmsg_set(err, err_len, "client aborted the TLS handshake: %s",
-                errmsg_ssl_reason(e, ebuf, sizeof ebuf));
+                   errmsg_ssl_reason(e, ebuf, sizeof ebuf));
     } else {
         errmsg_set(err, err_len, "TLS handshake with client failed: %s",
-                errmsg_ssl_reason(e, ebuf, sizeof ebuf));
+                   errmsg_ssl_reason(e, ebuf, sizeof ebuf));
     }
 }
 
@@ -499,14 +499,14 @@ SSL *tlsserver_accept(SSL_CTX *ctx, int fd, X509 *leaf, X509 *ca_cert, EVP_PKEY 
     ssl = SSL_new(ctx);
     if (ssl == NULL) {
         errmsg_set(err, err_len, "cannot create TLS session: %s",
-                errmsg_ssl_reason(ERR_peek_last_error(), ebuf, sizeof ebuf));
+                   errmsg_ssl_reason(ERR_peek_last_error(), ebuf, sizeof ebuf));
         goto out;
     }
     if (SSL_set_fd(ssl, fd) != 1 || SSL_use_certificate(ssl, leaf) != 1 ||
         SSL_use_PrivateKey(ssl, key) != 1 ||
         (ca_cert != NULL && SSL_add1_chain_cert(ssl, ca_cert) != 1)) {
         errmsg_set(err, err_len, "cannot set up the TLS session for the client: %s",
-                errmsg_ssl_reason(ERR_peek_last_error(), ebuf, sizeof ebuf));
+                   errmsg_ssl_reason(ERR_peek_last_error(), ebuf, sizeof ebuf));
         goto out;
     }
     SSL_set_accept_state(ssl);

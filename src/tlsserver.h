@@ -20,9 +20,9 @@
 
 struct client_hello {
     bool has_sni;
-    char sni[256];                           /* host_name, NUL-terminated */
+    char sni[256]; /* host_name, NUL-terminated */
     size_t alpn_count;
-    char alpn[TLSSERVER_MAX_ALPN][32];       /* offered protocols, in order */
+    char alpn[TLSSERVER_MAX_ALPN][32]; /* offered protocols, in order */
 };
 
 enum tlsserver_hello_result {

@@ -493,17 +493,17 @@ SSL_CTX *upstream_ctx_new(const struct upstream_tls_options *opts, char *err, si
     ctx = SSL_CTX_new(TLS_client_method());
     if (ctx == NULL) {
         errmsg_set(err, err_len, "cannot create upstream TLS context: %s",
-                errmsg_ssl_reason(ERR_peek_error(), ebuf, sizeof ebuf));
+                   errmsg_ssl_reason(ERR_peek_error(), ebuf, sizeof ebuf));
         goto out;
     }
     if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1) {
         errmsg_set(err, err_len, "cannot set minimum TLS version: %s",
-                errmsg_ssl_reason(ERR_peek_error(), ebuf, sizeof ebuf));
+                   errmsg_ssl_reason(ERR_peek_error(), ebuf, sizeof ebuf));
         goto out;
     }
     if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
         errmsg_set(err, err_len, "cannot load the system trust store: %s",
-                errmsg_ssl_reason(ERR_peek_error(), ebuf, sizeof ebuf));
+                   errmsg_ssl_reason(ERR_peek_error(), ebuf, sizeof ebuf));
         goto out;
     }
     for (f = opts != NULL ? opts->extra_ca_files : NULL; f != NULL && *f != NULL; f++) {
@@ -519,7 +519,7 @@ SSL_CTX *upstream_ctx_new(const struct upstream_tls_options *opts, char *err, si
         ERR_clear_error();
         if (SSL_CTX_load_verify_locations(ctx, *f, NULL) != 1) {
             errmsg_set(err, err_len, "cannot load upstream CA file %s: %s", *f,
-                    errmsg_ssl_reason(ERR_peek_error(), ebuf, sizeof ebuf));
+                       errmsg_ssl_reason(ERR_peek_error(), ebuf, sizeof ebuf));
             goto out;
         }
     }
@@ -547,7 +547,7 @@ SSL_CTX *upstream_ctx_new(const struct upstream_tls_options *opts, char *err, si
     st->is_insecure = opts != NULL && opts->insecure;
     if (SSL_CTX_set_ex_data(ctx, ctx_state_index, st) != 1) {
         errmsg_set(err, err_len, "cannot attach upstream TLS state: %s",
-                errmsg_ssl_reason(ERR_peek_error(), ebuf, sizeof ebuf));
+                   errmsg_ssl_reason(ERR_peek_error(), ebuf, sizeof ebuf));
         goto out;
     }
     st = NULL; /* the SSL_CTX owns it now */
@@ -566,8 +566,6 @@ out:
 }
 
 /* ---- TLS handshake ---- */
-
-
 
 static void describe_handshake_failure(const char *shown, int ssl_error, int sys_errno,
                                        struct upstream_error *err)

@@ -1,6 +1,7 @@
 #!/bin/sh
-# The whole test suite, as CI runs it: install what is missing, build with
-# -Werror and run `make check`, build again with AddressSanitizer +
+# The whole test suite, as CI runs it: install what is missing, check the
+# formatting and that the build is quiet, build with -Werror and run
+# `make check`, build again with AddressSanitizer +
 # UndefinedBehaviorSanitizer and run `make check` once more, then fuzz every
 # parser of untrusted input for FUZZ_SECONDS (default 60) each.
 # Builds go to build/ and build-asan/ (out of tree); the source tree stays clean.
@@ -40,6 +41,8 @@ run_suite() {
 
 status=0
 quiet_check "$top/build/autoreconf.err" autoreconf || status=1
+echo "== one style (clang-format)"
+"$top/tests/check-format.sh" || status=1
 echo "== build with -Werror and run the suite"
 run_suite build || status=1
 echo "== build with AddressSanitizer + UndefinedBehaviorSanitizer and run the suite again"

@@ -47,20 +47,20 @@
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
 
-#define ORIGIN_MAX_HEAD_BYTES 65536          /* request head incl. CRLFCRLF -> 431 */
-#define ORIGIN_MAX_HEADERS 256               /* header fields per request -> 431 */
-#define ORIGIN_MAX_LINE_BYTES 4096           /* chunk-size and trailer lines */
-#define ORIGIN_IO_BYTES 65536                /* one read or one chunk of a write */
-#define ORIGIN_MAX_BYTES_N (1ULL << 32)      /* largest /bytes/N */
-#define ORIGIN_MAX_ECHO_BYTES (64u << 20)    /* /echo buffers the body -> 413 */
-#define ORIGIN_IO_TIMEOUT_S 60               /* SO_RCVTIMEO/SO_SNDTIMEO backstop */
-#define ORIGIN_HANG_MS 30000                 /* /hang and --hang-tls hold this long */
-#define ORIGIN_LINGER_MS 1000                /* drain after our FIN before close */
+#define ORIGIN_MAX_HEAD_BYTES 65536       /* request head incl. CRLFCRLF -> 431 */
+#define ORIGIN_MAX_HEADERS 256            /* header fields per request -> 431 */
+#define ORIGIN_MAX_LINE_BYTES 4096        /* chunk-size and trailer lines */
+#define ORIGIN_IO_BYTES 65536             /* one read or one chunk of a write */
+#define ORIGIN_MAX_BYTES_N (1ULL << 32)   /* largest /bytes/N */
+#define ORIGIN_MAX_ECHO_BYTES (64u << 20) /* /echo buffers the body -> 413 */
+#define ORIGIN_IO_TIMEOUT_S 60            /* SO_RCVTIMEO/SO_SNDTIMEO backstop */
+#define ORIGIN_HANG_MS 30000              /* /hang and --hang-tls hold this long */
+#define ORIGIN_LINGER_MS 1000             /* drain after our FIN before close */
 #define ORIGIN_MAX_CONNS 1024
 #define ORIGIN_MAX_SNI 16
 #define ORIGIN_SHUTDOWN_WAIT_MS 5000
-#define ORIGIN_ABORT_LENGTH 1000000          /* /abort announces this many bytes */
-#define ORIGIN_ABORT_SENT 1000               /* ... and sends this many */
+#define ORIGIN_ABORT_LENGTH 1000000 /* /abort announces this many bytes */
+#define ORIGIN_ABORT_SENT 1000      /* ... and sends this many */
 
 struct options {
     const char *listen;
@@ -436,8 +436,7 @@ static int request_parse(struct conn *c, size_t head_len, struct request *r)
     next += 2;
     sp1 = strchr(line, ' ');
     sp2 = sp1 != NULL ? strchr(sp1 + 1, ' ') : NULL;
-    if (sp1 == NULL || sp2 == NULL || strchr(sp2 + 1, ' ') != NULL || sp1 == line ||
-        sp2 == sp1 + 1)
+    if (sp1 == NULL || sp2 == NULL || strchr(sp2 + 1, ' ') != NULL || sp1 == line || sp2 == sp1 + 1)
         return 400;
     *sp1 = *sp2 = '\0';
     r->method = line;
@@ -667,28 +666,50 @@ static int body_drain(struct conn *c, struct request *r)
 static const char *reason_phrase(int status)
 {
     switch (status) {
-    case 100: return "Continue";
-    case 101: return "Switching Protocols";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 206: return "Partial Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 413: return "Content Too Large";
-    case 426: return "Upgrade Required";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return "Status";
+    case 100:
+        return "Continue";
+    case 101:
+        return "Switching Protocols";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 206:
+        return "Partial Content";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 304:
+        return "Not Modified";
+    case 400:
+        return "Bad Request";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 413:
+        return "Content Too Large";
+    case 426:
+        return "Upgrade Required";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    default:
+        return "Status";
     }
 }
 
@@ -787,7 +808,8 @@ static int handle_bytes(struct conn *c, struct request *r, const char *arg, cons
                    : (r->keep_alive ? KEEP : CLOSE);
     if (until_close || (chunked && r->version_minor == 0)) {
         if (conn_printf(c, "HTTP/1.1 200 OK\r\nServer: tapwire-test-origin\r\n"
-                           "Content-Type: application/octet-stream\r\nConnection: close\r\n\r\n") < 0 ||
+                           "Content-Type: application/octet-stream\r\nConnection: close\r\n\r\n") <
+                0 ||
             send_pattern(c, 0, n) < 0)
             return ABORT;
         return CLOSE;
@@ -802,9 +824,10 @@ static int handle_bytes(struct conn *c, struct request *r, const char *arg, cons
             return ABORT;
         return r->keep_alive ? KEEP : CLOSE;
     }
-    if (conn_printf(c, "HTTP/1.1 200 OK\r\nServer: tapwire-test-origin\r\n"
-                       "Content-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n"
-                       "Trailer: X-Trailer\r\nConnection: %s\r\n\r\n",
+    if (conn_printf(c,
+                    "HTTP/1.1 200 OK\r\nServer: tapwire-test-origin\r\n"
+                    "Content-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n"
+                    "Trailer: X-Trailer\r\nConnection: %s\r\n\r\n",
                     connection_value(r->keep_alive)) < 0)
         return ABORT;
     while (sent < n) {
@@ -883,9 +906,8 @@ static int handle_compressed(struct conn *c, struct request *r, const char *codi
     } else if (strcmp(coding, "br") == 0) {
         packed_len = BrotliEncoderMaxCompressedSize(plain_len) + 64;
         packed = malloc(packed_len);
-        if (packed == NULL ||
-            !BrotliEncoderCompress(5, BROTLI_DEFAULT_WINDOW, BROTLI_MODE_TEXT, plain_len, plain,
-                                   &packed_len, packed))
+        if (packed == NULL || !BrotliEncoderCompress(5, BROTLI_DEFAULT_WINDOW, BROTLI_MODE_TEXT,
+                                                     plain_len, plain, &packed_len, packed))
             goto out;
     } else {
         free(plain);
@@ -945,8 +967,8 @@ static int handle_sha256(struct conn *c, struct request *r)
         total += (uint64_t)n;
     }
     if (n < 0) {
-        fprintf(stderr, "origin: conn=%lu truncated request body after %" PRIu64 " bytes\n",
-                c->id, total);
+        fprintf(stderr, "origin: conn=%lu truncated request body after %" PRIu64 " bytes\n", c->id,
+                total);
         goto out;
     }
     if (EVP_DigestFinal_ex(ctx, md, &md_len) != 1)
@@ -1038,9 +1060,9 @@ static int handle_status(struct conn *c, struct request *r, const char *arg)
         return send_error(c, r, 400, "1xx cannot be a final status");
     if (status == 204 || status == 304) {
         /* RFC 9110 15.3.5, 15.4.5: no content, and no Content-Length needed. */
-        if (conn_printf(c, "HTTP/1.1 %d %s\r\nServer: tapwire-test-origin\r\nConnection: %s\r\n\r\n",
-                        (int)status, reason_phrase((int)status),
-                        connection_value(r->keep_alive)) < 0)
+        if (conn_printf(
+                c, "HTTP/1.1 %d %s\r\nServer: tapwire-test-origin\r\nConnection: %s\r\n\r\n",
+                (int)status, reason_phrase((int)status), connection_value(r->keep_alive)) < 0)
             return ABORT;
         return r->keep_alive ? KEEP : CLOSE;
     }
@@ -1080,9 +1102,10 @@ static int handle_cached(struct conn *c, struct request *r)
 
 static int handle_abort(struct conn *c)
 {
-    if (conn_printf(c, "HTTP/1.1 200 OK\r\nServer: tapwire-test-origin\r\n"
-                       "Content-Type: application/octet-stream\r\n"
-                       "Content-Length: %d\r\n\r\n",
+    if (conn_printf(c,
+                    "HTTP/1.1 200 OK\r\nServer: tapwire-test-origin\r\n"
+                    "Content-Type: application/octet-stream\r\n"
+                    "Content-Length: %d\r\n\r\n",
                     ORIGIN_ABORT_LENGTH) < 0 ||
         send_pattern(c, 0, ORIGIN_ABORT_SENT) < 0)
         return ABORT;
@@ -1556,10 +1579,9 @@ static int write_pattern(const char *count)
 
 static void usage(void)
 {
-    fprintf(stderr,
-            "usage: origin --listen HOST:PORT [--port-file FILE] [--tls CERT KEY]\n"
-            "              [--sni NAME CERT KEY]... [--alpn] [--hang-tls] [--refuse]\n"
-            "       origin --pattern N\n");
+    fprintf(stderr, "usage: origin --listen HOST:PORT [--port-file FILE] [--tls CERT KEY]\n"
+                    "              [--sni NAME CERT KEY]... [--alpn] [--hang-tls] [--refuse]\n"
+                    "       origin --pattern N\n");
 }
 
 static int parse_options(int argc, char **argv, struct options *opt)
@@ -1601,7 +1623,8 @@ static int accept_loop(struct server *srv, int lfd)
     unsigned long next_id = 1;
 
     while (!stopping) {
-        struct pollfd pfd[2] = {{.fd = lfd, .events = POLLIN}, {.fd = wake_pipe[0], .events = POLLIN}};
+        struct pollfd pfd[2] = {{.fd = lfd, .events = POLLIN},
+                                {.fd = wake_pipe[0], .events = POLLIN}};
         int fd, r;
 
         /* --refuse binds without listening: connecting there is refused, and
@@ -1705,8 +1728,10 @@ int main(int argc, char **argv)
     if (srv.opt.port_file != NULL && write_port_file(srv.opt.port_file, port) < 0)
         goto out;
     fprintf(stderr, "origin: %s on port %u%s\n",
-            srv.opt.refuse ? "refusing" : srv.opt.hang_tls ? "hanging" : "listening", port,
-            srv.ctx != NULL ? " (TLS)" : "");
+            srv.opt.refuse     ? "refusing"
+            : srv.opt.hang_tls ? "hanging"
+                               : "listening",
+            port, srv.ctx != NULL ? " (TLS)" : "");
 
     status = accept_loop(&srv, lfd) == 0 ? 0 : 1;
     close(lfd);

@@ -653,8 +653,9 @@ static void test_existing_db_keeps_its_page_size(void)
     char err[512] = "";
 
     CU_ASSERT_FATAL(sqlite3_open(db_path, &db) == SQLITE_OK);
-    CU_ASSERT_FATAL(sqlite3_exec(db, "PRAGMA page_size = 4096; PRAGMA journal_mode = WAL; "
-                                     "CREATE TABLE before_us (x INTEGER);",
+    CU_ASSERT_FATAL(sqlite3_exec(db,
+                                 "PRAGMA page_size = 4096; PRAGMA journal_mode = WAL; "
+                                 "CREATE TABLE before_us (x INTEGER);",
                                  NULL, NULL, NULL) == SQLITE_OK);
     sqlite3_close(db);
     db = NULL;
@@ -816,7 +817,8 @@ int main(void)
         !CU_add_test(suite, "fresh_db_is_migrated_to_current_version",
                      test_fresh_db_is_migrated_to_current_version) ||
         !CU_add_test(suite, "db_uses_wal_journal", test_db_uses_wal_journal) ||
-        !CU_add_test(suite, "existing_db_keeps_its_page_size", test_existing_db_keeps_its_page_size) ||
+        !CU_add_test(suite, "existing_db_keeps_its_page_size",
+                     test_existing_db_keeps_its_page_size) ||
         !CU_add_test(suite, "db_newer_than_binary_is_refused",
                      test_db_newer_than_binary_is_refused) ||
         !CU_add_test(suite, "corrupt_db_is_reported_as_corrupt",

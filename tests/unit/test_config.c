@@ -47,11 +47,31 @@ static void test_data_dir_falls_back_to_home(void)
 static void test_parses_every_option(void)
 {
     struct config cfg;
-    const char *args[] = {"--listen", "[::1]:9090", "--data-dir", "/d", "--upstream-ca", "a.pem",
-                          "--upstream-ca", "b.pem", "--insecure", "--ignore-host", "*.bank.test",
-                          "--log-file", "/tmp/l", "--max-connections", "7", "--idle-timeout",
-                          "1000", "--header-timeout", "2000", "--upstream-timeout", "3000",
-                          "--io-timeout", "4000", "-v", NULL};
+    const char *args[] = {"--listen",
+                          "[::1]:9090",
+                          "--data-dir",
+                          "/d",
+                          "--upstream-ca",
+                          "a.pem",
+                          "--upstream-ca",
+                          "b.pem",
+                          "--insecure",
+                          "--ignore-host",
+                          "*.bank.test",
+                          "--log-file",
+                          "/tmp/l",
+                          "--max-connections",
+                          "7",
+                          "--idle-timeout",
+                          "1000",
+                          "--header-timeout",
+                          "2000",
+                          "--upstream-timeout",
+                          "3000",
+                          "--io-timeout",
+                          "4000",
+                          "-v",
+                          NULL};
     CU_ASSERT_EQUAL_FATAL(parse(&cfg, args), CONFIG_OK);
     CU_ASSERT_STRING_EQUAL(cfg.listen_host, "::1");
     CU_ASSERT_EQUAL(cfg.listen_port, 9090);
@@ -86,9 +106,19 @@ static void test_capture_and_dashboard_options(void)
     CU_ASSERT_EQUAL(cfg.max_flows, CONFIG_DEFAULT_MAX_FLOWS);
     config_free(&cfg);
 
-    const char *args[] = {"--no-capture", "--no-dashboard", "--db", "/x.db", "--capture-limit",
-                          "0", "--max-flows", "10", "--web-root", "/w", "--dashboard-token",
-                          "0123456789abcdef", NULL};
+    const char *args[] = {"--no-capture",
+                          "--no-dashboard",
+                          "--db",
+                          "/x.db",
+                          "--capture-limit",
+                          "0",
+                          "--max-flows",
+                          "10",
+                          "--web-root",
+                          "/w",
+                          "--dashboard-token",
+                          "0123456789abcdef",
+                          NULL};
     CU_ASSERT_EQUAL_FATAL(parse(&cfg, args), CONFIG_OK);
     CU_ASSERT_FALSE(cfg.capture_enabled);
     CU_ASSERT_FALSE(cfg.dashboard_enabled);
@@ -126,10 +156,10 @@ static void test_rejects_bad_values(void)
 {
     struct config cfg;
     const char *bad[][3] = {
-        {"--listen", "8080", NULL},          {"--listen", "::1:80", NULL},
-        {"--listen", "host:99999", NULL},    {"--listen", "host:", NULL},
-        {"--max-connections", "0", NULL},    {"--max-connections", "12x", NULL},
-        {"--idle-timeout", "-5", NULL},      {"--nonsense", NULL, NULL},
+        {"--listen", "8080", NULL},       {"--listen", "::1:80", NULL},
+        {"--listen", "host:99999", NULL}, {"--listen", "host:", NULL},
+        {"--max-connections", "0", NULL}, {"--max-connections", "12x", NULL},
+        {"--idle-timeout", "-5", NULL},   {"--nonsense", NULL, NULL},
         {"extra-argument", NULL, NULL},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -216,8 +246,9 @@ int main(void)
     if (CU_initialize_registry() != CUE_SUCCESS)
         return 1;
     CU_pSuite s = CU_add_suite("config", NULL, NULL);
-    if (!s || !CU_add_test(s, "defaults listen on loopback 8080",
-                           test_defaults_listen_on_loopback_8080) ||
+    if (!s ||
+        !CU_add_test(s, "defaults listen on loopback 8080",
+                     test_defaults_listen_on_loopback_8080) ||
         !CU_add_test(s, "data dir falls back to HOME", test_data_dir_falls_back_to_home) ||
         !CU_add_test(s, "parses every option", test_parses_every_option) ||
         !CU_add_test(s, "rejects bad values", test_rejects_bad_values) ||

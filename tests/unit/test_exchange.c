@@ -28,8 +28,8 @@
 #define GOT_MAX (256 * 1024)
 
 struct peers {
-    int client_far;   /* the test plays the client here */
-    int origin_far;   /* and the origin here */
+    int client_far; /* the test plays the client here */
+    int origin_far; /* and the origin here */
     struct stream client;
     struct stream upstream;
     struct exchange_timeouts t;
@@ -371,14 +371,15 @@ static void test_a_rewritten_gzip_body_is_reframed_and_its_original_kept(void)
     size_t client_len;
     int head_len;
 
-    CU_ASSERT_FATAL(rules_parse_spec("response body \"kettle\" \"teapot\"", 31, "rule 1", &set,
-                                     err, sizeof(err)) == 0);
+    CU_ASSERT_FATAL(rules_parse_spec("response body \"kettle\" \"teapot\"", 31, "rule 1", &set, err,
+                                     sizeof(err)) == 0);
     CU_ASSERT_FATAL(codec_encode_content("gzip", (const unsigned char *)"a kettle boils", 14, &gz,
                                          &gz_len, err, sizeof(err)) == 0);
     peers_open(&p);
     read_and_build(&p, "GET / HTTP/1.1\r\nHost: h\r\n\r\n", &head, &req);
     CU_ASSERT_FATAL(rules_ctx_init(&ctx, "GET", "h", "/") == 0);
-    rw = (struct exchange_rules){.set = set, .ctx = &ctx, .limit = 1 << 20, .memory_limit = 1 << 24};
+    rw =
+        (struct exchange_rules){.set = set, .ctx = &ctx, .limit = 1 << 20, .memory_limit = 1 << 24};
     head_len = snprintf(response, sizeof(response),
                         "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Encoding: gzip\r\n"
                         "Content-Length: %zu\r\n\r\n",

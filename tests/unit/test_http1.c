@@ -435,10 +435,10 @@ static void test_splits_absolute_form_targets(void)
 static void test_refuses_bad_absolute_form_targets(void)
 {
     static const char *const bad[] = {
-        "/origin/form",       "ftp://h/",       "http://",           "http:///path",
-        "http://user@h/",     "http://h:/",     "http://h:0/",       "http://h:65536/",
-        "http://h:8o/",       "http://a:b:80/", "http://[::1/",      "http://[h]:80/",
-        "http://h h/",        "http://h\r/",   "http://[::1]x:80/", "https://" /* nothing */,
+        "/origin/form",   "ftp://h/",       "http://",           "http:///path",
+        "http://user@h/", "http://h:/",     "http://h:0/",       "http://h:65536/",
+        "http://h:8o/",   "http://a:b:80/", "http://[::1/",      "http://[h]:80/",
+        "http://h h/",    "http://h\r/",    "http://[::1]x:80/", "https://" /* nothing */,
     };
     struct http1_absolute_target t;
     size_t i;

@@ -93,8 +93,7 @@ int main(void)
     if (CU_initialize_registry() != CUE_SUCCESS)
         return 1;
     CU_pSuite s = CU_add_suite("membudget", NULL, NULL);
-    if (!s ||
-        !CU_add_test(s, "reserves up to the limit", test_reserves_up_to_the_limit) ||
+    if (!s || !CU_add_test(s, "reserves up to the limit", test_reserves_up_to_the_limit) ||
         !CU_add_test(s, "a refused reservation takes nothing",
                      test_refused_reservation_takes_nothing) ||
         !CU_add_test(s, "release gives room back", test_release_gives_room_back) ||

@@ -129,7 +129,8 @@ int main(void)
     if (CU_initialize_registry() != CUE_SUCCESS)
         return 1;
     CU_pSuite s = CU_add_suite("stacktrim", NULL, NULL);
-    if (!s || !CU_add_test(s, "dead stack pages are released", test_dead_stack_pages_are_released) ||
+    if (!s ||
+        !CU_add_test(s, "dead stack pages are released", test_dead_stack_pages_are_released) ||
         !CU_add_test(s, "the stack works after a release", test_stack_works_after_release) ||
         !CU_add_test(s, "live frames are kept", test_live_frames_are_kept)) {
         CU_cleanup_registry();
