@@ -39,3 +39,20 @@ const char *errmsg_ssl_reason(unsigned long e, char *buf, size_t buf_len)
     ERR_error_string_n(e, buf, buf_len);
     return buf;
 }
+
+void errmsg_prefix(char *err, size_t err_len, const char *prefix)
+{
+    size_t prefix_len, len;
+
+    if (err == NULL || err_len == 0)
+        return;
+    prefix_len = strlen(prefix);
+    len = strnlen(err, err_len - 1);
+    if (prefix_len >= err_len)
+        prefix_len = err_len - 1;
+    if (len + prefix_len >= err_len)
+        len = err_len - 1 - prefix_len;
+    memmove(err + prefix_len, err, len);
+    memcpy(err, prefix, prefix_len);
+    err[prefix_len + len] = '\0';
+}

@@ -15,6 +15,9 @@ void errmsg_set(char *err, size_t err_len, const char *fmt, ...)
 void errmsg_append(char *err, size_t err_len, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Puts prefix before what err already holds ("rules: " + the reason). */
+void errmsg_prefix(char *err, size_t err_len, const char *prefix);
+
 /* Text for an OpenSSL packed error code (ERR_get_error()); buf holds it when
  * OpenSSL has no reason string. Never NULL. */
 const char *errmsg_ssl_reason(unsigned long e, char *buf, size_t buf_len);

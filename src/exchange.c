@@ -893,215 +893,239 @@ static char *build_response_head(const struct http1_head *resp, const struct exc
     return b.data;
 }
 
-int exchange_forward(struct stream *client, struct stream *upstream,
-                     const struct exchange_request *req, const struct exchange_timeouts *t,
-                     struct exchange_rules *rw, const struct exchange_capture *cap,
-                     struct exchange_result *res)
+/* One exchange_forward() in progress: what its three phases share. */
+struct forward {
+    struct stream *client;
+    struct stream *upstream;
+    const struct exchange_request *req;
+    const struct exchange_timeouts *t;
+    struct exchange_rules *rw; /* NULL: no rules */
+    const struct exchange_capture *cap;
+    struct exchange_result *res;
+    struct http1_head *resp;                 /* the final response head */
+    struct exchange_modified_head *resp_mod; /* after header rules, NULL: unchanged */
+    size_t resp_head_len;
+    char *head; /* the head the client gets */
+};
+
+/* The request head and body to the origin. Returns 0 to read the response
+ * (also when the origin stopped reading the body: it may have answered,
+ * e.g. 413), -1 when the exchange is over. */
+static int send_request(struct forward *f)
 {
-    struct http1_head *resp = NULL;
-    struct exchange_modified_head *resp_mod = NULL;
-    char *head = NULL;
-    int rc = -1;
+    const struct exchange_request *req = f->req;
+    struct exchange_result *res = f->res;
+    int io_ms = f->t->io_ms;
     enum body_fault fault;
-    uint64_t upstream_read_before = upstream->bytes_read;
-
-    memset(res, 0, sizeof(*res));
-    res->client_keep_alive = req->keep_alive;
-    res->error_status = 502;
-
     /* A body that rules rewrite changes the head's framing: the head waits
      * until the body is known. */
     bool rewrite_request_body =
-        rw && req->framing != HTTP1_BODY_NONE && rules_wants_body(rw->set, rw->ctx);
+        f->rw && req->framing != HTTP1_BODY_NONE && rules_wants_body(f->rw->set, f->rw->ctx);
+
     if ((!rewrite_request_body &&
-         stream_put(upstream, req->head, req->head_len, t->io_ms) != STREAM_OK) ||
-        (req->framing == HTTP1_BODY_NONE && stream_flush(upstream, t->io_ms) != STREAM_OK)) {
+         stream_put(f->upstream, req->head, req->head_len, io_ms) != STREAM_OK) ||
+        (req->framing == HTTP1_BODY_NONE && stream_flush(f->upstream, io_ms) != STREAM_OK)) {
         res->upstream_stale = true;
         snprintf(res->error, sizeof(res->error), "sending the request upstream failed: %s",
-                 upstream->error[0] ? upstream->error : "connection closed");
-        goto out;
+                 f->upstream->error[0] ? f->upstream->error : "connection closed");
+        return -1;
     }
-    if (req->framing != HTTP1_BODY_NONE) {
-        if (req->expect_continue && req->version_minor >= 1 &&
-            (stream_putstr(client, "HTTP/1.1 100 Continue\r\n\r\n", t->io_ms) != STREAM_OK ||
-             stream_flush(client, t->io_ms) != STREAM_OK)) {
-            snprintf(res->error, sizeof(res->error), "%s before its body",
-                     client_failed(client, false));
-            res->client_keep_alive = false;
-            res->status = -1; /* nothing more can be sent */
-            goto out;
-        }
-        enum out_framing out = req->framing == HTTP1_BODY_CHUNKED ? OUT_CHUNKED : OUT_RAW;
-        struct body_hop hop = {.src = client,
-                               .in = req->framing,
-                               .length = req->content_length,
-                               .dst = upstream,
-                               .out = out,
-                               .head = req->head,
-                               .head_len = req->head_len,
-                               .content_encoding = req->content_encoding,
-                               .side = EXCHANGE_REQUEST};
-        int moved = rewrite_request_body
-                        ? send_rewritten_body(rw, &hop, cap, t->io_ms, &res->request_bytes, &fault)
-                        : move_body(client, upstream, req->framing, req->content_length, out,
-                                    t->io_ms, &res->request_bytes, cap, EXCHANGE_REQUEST, &fault);
-        if (moved < 0) {
-            res->client_keep_alive = false;
-            if (fault == FAULT_DST) {
-                /* The origin stopped reading: it may have answered already
-                 * (e.g. 413), so try to relay that below. */
-                snprintf(res->error, sizeof(res->error), "origin stopped reading the body: %s",
-                         upstream->error[0] ? upstream->error : "connection closed");
-            } else {
-                snprintf(res->error, sizeof(res->error), "%s while reading the request body",
-                         fault == FAULT_FRAMING  ? "bad chunked framing"
-                         : client->has_timed_out ? "client went quiet (--io-timeout)"
-                                                 : "client connection failed");
-                if (fault == FAULT_FRAMING)
-                    res->error_status = 400;
-                else
-                    res->status = -1;
-                goto out;
-            }
-        }
+    if (req->framing == HTTP1_BODY_NONE)
+        return 0;
+    if (req->expect_continue && req->version_minor >= 1 &&
+        (stream_putstr(f->client, "HTTP/1.1 100 Continue\r\n\r\n", io_ms) != STREAM_OK ||
+         stream_flush(f->client, io_ms) != STREAM_OK)) {
+        snprintf(res->error, sizeof(res->error), "%s before its body",
+                 client_failed(f->client, false));
+        res->client_keep_alive = false;
+        res->status = -1; /* nothing more can be sent */
+        return -1;
     }
+    enum out_framing out = req->framing == HTTP1_BODY_CHUNKED ? OUT_CHUNKED : OUT_RAW;
+    struct body_hop hop = {.src = f->client,
+                           .in = req->framing,
+                           .length = req->content_length,
+                           .dst = f->upstream,
+                           .out = out,
+                           .head = req->head,
+                           .head_len = req->head_len,
+                           .content_encoding = req->content_encoding,
+                           .side = EXCHANGE_REQUEST};
+    int moved = rewrite_request_body
+                    ? send_rewritten_body(f->rw, &hop, f->cap, io_ms, &res->request_bytes, &fault)
+                    : move_body(f->client, f->upstream, req->framing, req->content_length, out,
+                                io_ms, &res->request_bytes, f->cap, EXCHANGE_REQUEST, &fault);
+    if (moved == 0)
+        return 0;
+    res->client_keep_alive = false;
+    if (fault == FAULT_DST) {
+        /* The origin stopped reading: it may have answered already (e.g.
+         * 413), so try to relay that. */
+        snprintf(res->error, sizeof(res->error), "origin stopped reading the body: %s",
+                 f->upstream->error[0] ? f->upstream->error : "connection closed");
+        return 0;
+    }
+    snprintf(res->error, sizeof(res->error), "%s while reading the request body",
+             fault == FAULT_FRAMING     ? "bad chunked framing"
+             : f->client->has_timed_out ? "client went quiet (--io-timeout)"
+                                        : "client connection failed");
+    if (fault == FAULT_FRAMING)
+        res->error_status = 400;
+    else
+        res->status = -1;
+    return -1;
+}
 
-    cap_moment(cap, EXCHANGE_REQUEST_SENT, clock_wall_us());
-    resp = malloc(sizeof(*resp));
-    if (!resp) {
-        snprintf(res->error, sizeof(res->error), "out of memory");
-        goto out;
-    }
+/* Reads response heads until the final one (interim 1xx relayed on), into
+ * f->resp. Returns 0, or -1 with f->res->error. */
+static int read_final_head(struct forward *f, uint64_t upstream_read_before)
+{
+    const struct exchange_request *req = f->req;
+    struct exchange_result *res = f->res;
     struct response_ctx rctx = {.method = req->method};
+    int io_ms = f->t->io_ms;
     int64_t first_byte_us = 0;
+
     for (;;) {
         struct http1_error perr = {0};
         bool got_nothing;
         int n =
-            read_head(upstream, clock_mono_ms() + t->io_ms, t->io_ms, true, parse_response_cb,
-                      &rctx, resp, &perr, &got_nothing, first_byte_us == 0 ? &first_byte_us : NULL);
+            read_head(f->upstream, clock_mono_ms() + io_ms, io_ms, true, parse_response_cb, &rctx,
+                      f->resp, &perr, &got_nothing, first_byte_us == 0 ? &first_byte_us : NULL);
         if (first_byte_us > 0) {
-            cap_moment(cap, EXCHANGE_FIRST_BYTE, first_byte_us);
+            cap_moment(f->cap, EXCHANGE_FIRST_BYTE, first_byte_us);
             first_byte_us = -1; /* told once: interim responses come first */
         }
         if (n < 0) {
-            bool nothing_back = upstream->bytes_read == upstream_read_before;
+            bool nothing_back = f->upstream->bytes_read == upstream_read_before;
             if (nothing_back && req->framing == HTTP1_BODY_NONE && perr.status != 408)
                 res->upstream_stale = true;
             if (perr.status == 408) {
                 snprintf(res->error, sizeof(res->error), "the origin did not answer within %d ms",
-                         t->io_ms);
+                         io_ms);
                 res->error_status = 504;
-                goto out;
+                return -1;
             }
             snprintf(res->error, sizeof(res->error), "%s",
                      got_nothing || nothing_back
                          ? "the origin closed the connection without a response"
                      : perr.message ? perr.message
                                     : "invalid response head");
-            goto out;
+            return -1;
         }
-        if (resp->status >= 200 || resp->status == 101)
+        if (f->resp->status >= 200 || f->resp->status == 101)
             break;
         /* Interim responses: 100 is ours to send (we answered Expect),
          * others (103 Early Hints) go through to HTTP/1.1 clients. */
-        if (resp->status != 100 && req->version_minor >= 1) {
-            if (stream_put(client, stream_data(upstream), (size_t)n, t->io_ms) != STREAM_OK) {
-                res->status = -1;
-                snprintf(res->error, sizeof(res->error), "%s", client_failed(client, false));
-                goto out;
-            }
+        if (f->resp->status != 100 && req->version_minor >= 1 &&
+            stream_put(f->client, stream_data(f->upstream), (size_t)n, io_ms) != STREAM_OK) {
+            res->status = -1;
+            snprintf(res->error, sizeof(res->error), "%s", client_failed(f->client, false));
+            return -1;
         }
-        stream_consume(upstream, (size_t)n);
+        stream_consume(f->upstream, (size_t)n);
     }
-    size_t resp_head_len = resp->head_len;
-    if (resp->status == 101 && !req->is_upgrade) {
+    f->resp_head_len = f->resp->head_len;
+    if (f->resp->status == 101 && !req->is_upgrade) {
         snprintf(res->error, sizeof(res->error), "the origin switched protocols unasked");
-        goto out;
+        return -1;
     }
+    return 0;
+}
+
+/* The response to the client: head (after header rules), then the body as
+ * it comes, rewritten by body rules, or the upgraded connection. Returns 0,
+ * or -1 with f->res->error. */
+static int relay_response(struct forward *f)
+{
+    struct exchange_result *res = f->res;
+    const struct http1_head *resp = f->resp;
+    const struct http1_head *sent_resp = resp;
+    struct stream *client = f->client, *upstream = f->upstream;
+    char response_encoding[128] = "";
+    enum body_fault fault;
+    enum out_framing out;
+    size_t head_len = 0;
+    int io_ms = f->t->io_ms;
+
     /* Response rules see the final head; header rules give a modified copy
      * the client's head is built from. */
-    const struct http1_head *sent_resp = resp;
-    char response_encoding[128] = "";
-    if (rw && resp->status != 101) {
+    if (f->rw && resp->status != 101) {
         const struct http1_header *ct = http1_find_header(resp, "Content-Type");
         char type[RULES_MAX_CONTENT_TYPE_BYTES] = "";
         if (ct)
             snprintf(type, sizeof(type), "%.*s", (int)ct->value_len, ct->value);
-        rules_ctx_set_response(rw->ctx, resp->status, ct ? type : NULL);
-        if (exchange_apply_header_rules(rw, resp, &resp_mod) < 0) {
+        rules_ctx_set_response(f->rw->ctx, resp->status, ct ? type : NULL);
+        if (exchange_apply_header_rules(f->rw, resp, &f->resp_mod) < 0) {
             snprintf(res->error, sizeof(res->error), "out of memory");
-            goto out;
+            return -1;
         }
-        if (resp_mod)
-            sent_resp = &resp_mod->head;
+        if (f->resp_mod)
+            sent_resp = &f->resp_mod->head;
         const struct http1_header *ce = http1_find_header(sent_resp, "Content-Encoding");
         if (ce)
             snprintf(response_encoding, sizeof(response_encoding), "%.*s", (int)ce->value_len,
                      ce->value);
     }
     bool keep = res->client_keep_alive;
-    enum out_framing out;
-    size_t head_len = 0;
-    head = build_response_head(sent_resp, req, &out, &keep, &head_len);
-    if (!head) {
+    f->head = build_response_head(sent_resp, f->req, &out, &keep, &head_len);
+    if (!f->head) {
         snprintf(res->error, sizeof(res->error), "out of memory");
-        goto out;
+        return -1;
     }
     res->client_keep_alive = keep && resp->status != 101;
     res->upstream_reusable =
         resp->keep_alive && resp->framing != HTTP1_BODY_UNTIL_CLOSE && res->error[0] == '\0';
     res->status = resp->status;
-    if (cap && cap->ops->response_head)
-        cap->ops->response_head(cap->arg, sent_resp, resp_mod ? resp : NULL);
+    if (f->cap && f->cap->ops->response_head)
+        f->cap->ops->response_head(f->cap->arg, sent_resp, f->resp_mod ? resp : NULL);
     enum http1_framing in = resp->framing;
     uint64_t length = resp->content_length;
+    int status = resp->status;
     bool rewrite_response_body =
-        rw && in != HTTP1_BODY_NONE && resp->status != 101 && rules_wants_body(rw->set, rw->ctx);
+        f->rw && in != HTTP1_BODY_NONE && status != 101 && rules_wants_body(f->rw->set, f->rw->ctx);
     /* resp and resp_mod point into the upstream buffer: done with them. */
-    stream_consume(upstream, resp_head_len);
+    stream_consume(upstream, f->resp_head_len);
     if (rewrite_response_body) {
         struct body_hop hop = {.src = upstream,
                                .in = in,
                                .length = length,
                                .dst = client,
                                .out = out,
-                               .head = head,
+                               .head = f->head,
                                .head_len = head_len,
                                .content_encoding = response_encoding,
                                .side = EXCHANGE_RESPONSE};
-        if (send_rewritten_body(rw, &hop, cap, t->io_ms, &res->response_bytes, &fault) < 0) {
+        if (send_rewritten_body(f->rw, &hop, f->cap, io_ms, &res->response_bytes, &fault) < 0) {
             res->client_keep_alive = false;
             res->upstream_reusable = false;
             snprintf(res->error, sizeof(res->error), "%s",
                      fault == FAULT_DST ? client_failed(client, true) : origin_failed(upstream));
-            goto out;
+            return -1;
         }
-        rc = 0;
-        goto out;
+        return 0;
     }
-    if (stream_put(client, head, head_len, t->io_ms) != STREAM_OK) {
+    if (stream_put(client, f->head, head_len, io_ms) != STREAM_OK) {
         snprintf(res->error, sizeof(res->error), "%s", client_failed(client, false));
         res->client_keep_alive = false;
-        goto out;
+        return -1;
     }
-    if (resp->status == 101) {
+    if (status == 101) {
         uint64_t up_bytes = 0, down_bytes = 0;
         res->upgraded = true;
         res->client_keep_alive = false;
         res->upstream_reusable = false;
-        int r = stream_relay(client, upstream, t->idle_ms, &up_bytes, &down_bytes);
+        int r = stream_relay(client, upstream, f->t->idle_ms, &up_bytes, &down_bytes);
         res->request_bytes += up_bytes;
         res->response_bytes += down_bytes;
-        if (cap && cap->ops->upgraded)
-            cap->ops->upgraded(cap->arg, up_bytes, down_bytes);
+        if (f->cap && f->cap->ops->upgraded)
+            f->cap->ops->upgraded(f->cap->arg, up_bytes, down_bytes);
         if (r < 0 && r != STREAM_TIMEOUT)
             snprintf(res->error, sizeof(res->error), "upgraded connection ended: %s",
                      stream_status_text(r));
-        rc = 0;
-        goto out;
+        return 0;
     }
-    if (move_body(upstream, client, in, length, out, t->io_ms, &res->response_bytes, cap,
+    if (move_body(upstream, client, in, length, out, io_ms, &res->response_bytes, f->cap,
                   EXCHANGE_RESPONSE, &fault) < 0) {
         res->client_keep_alive = false;
         res->upstream_reusable = false;
@@ -1109,20 +1133,51 @@ int exchange_forward(struct stream *client, struct stream *upstream,
                  fault == FAULT_DST       ? client_failed(client, true)
                  : fault == FAULT_FRAMING ? "origin sent bad chunked framing"
                                           : origin_failed(upstream));
-        goto out;
+        return -1;
     }
-    if (in == HTTP1_BODY_NONE && stream_flush(client, t->io_ms) != STREAM_OK) {
+    if (in == HTTP1_BODY_NONE && stream_flush(client, io_ms) != STREAM_OK) {
         res->client_keep_alive = false;
         snprintf(res->error, sizeof(res->error), "%s", client_failed(client, false));
+        return -1;
+    }
+    return res->error[0] ? -1 : 0;
+}
+
+int exchange_forward(struct stream *client, struct stream *upstream,
+                     const struct exchange_request *req, const struct exchange_timeouts *t,
+                     struct exchange_rules *rw, const struct exchange_capture *cap,
+                     struct exchange_result *res)
+{
+    struct forward f = {.client = client,
+                        .upstream = upstream,
+                        .req = req,
+                        .t = t,
+                        .rw = rw,
+                        .cap = cap,
+                        .res = res};
+    uint64_t upstream_read_before = upstream->bytes_read;
+    int rc = -1;
+
+    memset(res, 0, sizeof(*res));
+    res->client_keep_alive = req->keep_alive;
+    res->error_status = 502;
+    if (send_request(&f) < 0)
+        goto out;
+    cap_moment(cap, EXCHANGE_REQUEST_SENT, clock_wall_us());
+    f.resp = malloc(sizeof(*f.resp));
+    if (f.resp == NULL) {
+        snprintf(res->error, sizeof(res->error), "out of memory");
         goto out;
     }
-    rc = res->error[0] ? -1 : 0;
+    if (read_final_head(&f, upstream_read_before) < 0)
+        goto out;
+    rc = relay_response(&f);
 out:
     if (res->status < 0)
         res->status = 0, res->client_keep_alive = false;
     cap_moment(cap, EXCHANGE_DONE, clock_wall_us());
-    exchange_modified_head_free(resp_mod);
-    free(head);
-    free(resp);
+    exchange_modified_head_free(f.resp_mod);
+    free(f.head);
+    free(f.resp);
     return rc;
 }

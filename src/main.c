@@ -19,6 +19,7 @@
 #include "dashboard.h"
 #include "dashtoken.h"
 #include "db.h"
+#include "errmsg.h"
 #include "flowstore.h"
 #include "instancelock.h"
 #include "listener.h"
@@ -180,14 +181,14 @@ static enum log_level level_from_config(int setting)
  * otherwise use it to reach this host's loopback services and the LAN.
  */
 static int setup_guard(struct destguard *guard, const struct config *cfg, int listen_fd,
-                       const struct dashboard *dash)
+                       const struct dashboard *dash, char *err, size_t err_len)
 {
     struct sockaddr_storage addr;
     socklen_t len = sizeof(addr);
 
     if (getsockname(listen_fd, (struct sockaddr *)&addr, &len) != 0 ||
         destguard_add_self(guard, (struct sockaddr *)&addr) < 0) {
-        log_error("cannot tell the proxy's own address: %s", strerror(errno));
+        errmsg_set(err, err_len, "cannot tell the proxy's own address: %s", strerror(errno));
         return -1;
     }
     if (cfg->private_destinations == CONFIG_PRIVATE_DEFAULT)
@@ -196,7 +197,7 @@ static int setup_guard(struct destguard *guard, const struct config *cfg, int li
         guard->block_private = cfg->private_destinations == CONFIG_PRIVATE_BLOCK;
     if (dash != NULL && (dashboard_address(dash, &addr) < 0 ||
                          destguard_add_self(guard, (struct sockaddr *)&addr) < 0)) {
-        log_error("cannot tell the dashboard's own address");
+        errmsg_set(err, err_len, "cannot tell the dashboard's own address");
         return -1;
     }
     if (guard->block_private)
@@ -207,207 +208,234 @@ static int setup_guard(struct destguard *guard, const struct config *cfg, int li
     return 0;
 }
 
+/* Everything main starts, in the order it starts them; app_close() stops
+ * them in reverse. */
+struct app {
+    struct config cfg;
+    int log_fd;
+    struct instancelock *dir_lock, *db_lock;
+    struct ca *ca;
+    struct certstore *certs;
+    struct flowstore *flows;
+    struct rulebook *book;
+    pthread_t reloader;
+    bool has_reloader;
+    SSL_CTX *server_ctx, *upstream_ctx;
+    struct dashboard *dash;
+    int listen_fd;
+    uint16_t port;
+    struct destguard guard;
+    int cancel_pipe[2];
+};
+
+/* The data directory, the database and what lives in it: the CA, the leaf
+ * cache, the flow store and the rules (with their reload thread). */
+static int open_stores(struct app *app, char *err, size_t err_len)
+{
+    struct config *cfg = &app->cfg;
+
+    if (config_prepare_data_dir(cfg->data_dir, err, err_len) < 0 ||
+        lock_instance(cfg, &app->dir_lock, &app->db_lock, err, err_len) < 0 ||
+        check_database(cfg->db_path, err, err_len) < 0 ||
+        ca_load_or_create(cfg->data_dir, &app->ca, err, err_len) < 0 ||
+        certstore_open(cfg->db_path, app->ca, CERTSTORE_MEMORY_ENTRIES, &app->certs, err, err_len) <
+            0 ||
+        flowstore_open(cfg->db_path, cfg->max_flows, &app->flows, err, err_len) < 0)
+        return -1;
+    if (rulebook_open(cfg->rules_file, cfg->rule_specs, cfg->rule_spec_count, cfg->db_path,
+                      &app->book, err, err_len) < 0) {
+        errmsg_prefix(err, err_len, "rules: ");
+        return -1;
+    }
+    if (cfg->is_anticache && rulebook_add_anticache(app->book, err, err_len) < 0) {
+        errmsg_prefix(err, err_len, "--anticache: ");
+        return -1;
+    }
+    if (pthread_create(&app->reloader, NULL, reload_thread, app->book) != 0) {
+        snprintf(err, err_len, "cannot start the rules reload thread");
+        return -1;
+    }
+    app->has_reloader = true;
+    return 0;
+}
+
+/* The two TLS contexts: towards clients and towards origins. */
+static int open_tls(struct app *app, char *err, size_t err_len)
+{
+    struct config *cfg = &app->cfg;
+    struct upstream_tls_options up_opts = {
+        .extra_ca_files = cfg->upstream_ca,
+        .insecure = cfg->insecure,
+        .keylog_path = cfg->keylog_file,
+    };
+
+    if (cfg->keylog_file && tlsserver_keylog_open(cfg->keylog_file, err, err_len) < 0) {
+        errmsg_prefix(err, err_len, "SSLKEYLOGFILE: ");
+        return -1;
+    }
+    app->server_ctx = tlsserver_ctx_new(cfg->keylog_file, err, err_len);
+    if (app->server_ctx == NULL)
+        return -1;
+    app->upstream_ctx = upstream_ctx_new(&up_opts, err, err_len);
+    return app->upstream_ctx != NULL ? 0 : -1;
+}
+
+/* The dashboard, with the kept token unless --dashboard-token gave one. */
+static int start_dashboard(struct app *app, char *err, size_t err_len)
+{
+    struct config *cfg = &app->cfg;
+    char kept_token[DASHTOKEN_MAX_CHARS + 1];
+    bool rotated = false;
+
+    if (!cfg->dashboard_enabled)
+        return 0;
+    if (cfg->dashboard_token == NULL &&
+        dashtoken_load_or_create(cfg->data_dir, cfg->is_new_dashboard_token, kept_token,
+                                 sizeof(kept_token), &rotated, err, err_len) < 0) {
+        errmsg_prefix(err, err_len, "dashboard: ");
+        return -1;
+    }
+    if (rotated)
+        log_info("dashboard: a new token replaces the kept one; open tabs need the new URL");
+    struct dashboard_options dopts = {
+        .host = cfg->dashboard_host,
+        .port = cfg->dashboard_port,
+        .token = cfg->dashboard_token != NULL ? cfg->dashboard_token : kept_token,
+        .web_root = cfg->web_root,
+        .rules = app->book,
+        .certs = app->certs,
+    };
+    if (dashboard_start(&dopts, app->flows, app->ca, &app->dash, err, err_len) < 0) {
+        errmsg_prefix(err, err_len, "dashboard: ");
+        return -1;
+    }
+    cfg->dashboard_port = dashboard_port(app->dash); /* the real one when 0 was asked */
+    return 0;
+}
+
+/* The proxy's listening socket, fitted to the file limit, and the guard
+ * that keeps connections from coming back to it. */
+static int open_listener(struct app *app, char *err, size_t err_len)
+{
+    struct config *cfg = &app->cfg;
+
+    cfg->max_connections = listener_fit_fd_limit(
+        cfg->max_connections, cfg->dashboard_enabled ? DASHBOARD_MAX_CONNECTIONS : 0);
+    app->listen_fd = listener_open(cfg->listen_host, cfg->listen_port, &app->port, err, err_len);
+    if (app->listen_fd < 0)
+        return -1;
+    cfg->listen_port = app->port; /* the real one, when 0 asked for an ephemeral port */
+    return setup_guard(&app->guard, cfg, app->listen_fd, app->dash, err, err_len);
+}
+
+/* Serves until SIGINT/SIGTERM. Returns 0 after a clean stop; does not
+ * return when connections would not end (their threads still hold what
+ * main owns): the queued flows are written and the process exits. */
+static int serve(struct app *app)
+{
+    struct config *cfg = &app->cfg;
+    struct proxy_env env = {
+        .cfg = cfg,
+        .ca = app->ca,
+        .certs = app->certs,
+        .flows = cfg->capture_enabled ? app->flows : NULL,
+        .rules = rulebook_current(app->book),
+        .guard = &app->guard,
+        .server_ctx = app->server_ctx,
+        .upstream_ctx = app->upstream_ctx,
+        .stop_fd = stop_pipe[0],
+        .cancel_fd = app->cancel_pipe[0],
+    };
+    int left = listener_run(app->listen_fd, &env, cfg->shutdown_grace_ms, app->cancel_pipe[1]);
+
+    app->listen_fd = -1;
+    if (left > 0) {
+        log_warn("exiting with %d connection(s) still open", left);
+        if (flowstore_sync(app->flows, MAIN_FLOW_DRAIN_MS) != 0)
+            log_warn("flows still queued after %d ms are lost", MAIN_FLOW_DRAIN_MS);
+        flowstore_log_totals(app->flows);
+        fflush(stdout);
+        _exit(0);
+    }
+    dashboard_stop(app->dash);
+    app->dash = NULL;
+    log_info("stopped");
+    return 0;
+}
+
+static void app_close(struct app *app)
+{
+    if (app->listen_fd >= 0)
+        close(app->listen_fd);
+    if (app->has_reloader) {
+        ssize_t w = write(stop_pipe[1], "x", 1); /* ends the reload thread if still waiting */
+        (void)w;
+        pthread_join(app->reloader, NULL);
+    }
+    SSL_CTX_free(app->upstream_ctx);
+    SSL_CTX_free(app->server_ctx);
+    dashboard_stop(app->dash);
+    flowstore_close(app->flows); /* writes every queued flow first, then logs the totals */
+    rulebook_close(app->book);
+    certstore_close(app->certs);
+    instancelock_release(app->db_lock);
+    instancelock_release(app->dir_lock);
+    ca_free(app->ca);
+    config_free(&app->cfg);
+    for (int i = 0; i < 2; i++) {
+        if (stop_pipe[i] >= 0)
+            close(stop_pipe[i]);
+        if (app->cancel_pipe[i] >= 0)
+            close(app->cancel_pipe[i]);
+        if (hup_pipe[i] >= 0)
+            close(hup_pipe[i]);
+    }
+    if (app->log_fd >= 0)
+        close(app->log_fd);
+}
+
 int main(int argc, char **argv)
 {
-    struct config cfg;
-    struct ca *ca = NULL;
-    struct certstore *certs = NULL;
-    struct flowstore *flows = NULL;
-    struct dashboard *dash = NULL;
-    struct rulebook *book = NULL;
-    struct instancelock *dir_lock = NULL, *db_lock = NULL;
-    pthread_t reloader;
-    bool has_reloader = false;
-    SSL_CTX *server_ctx = NULL, *upstream_ctx = NULL;
-    int cancel_pipe[2] = {-1, -1};
-    int log_fd = -1;
-    int listen_fd = -1;
+    struct app app = {.log_fd = -1, .listen_fd = -1, .cancel_pipe = {-1, -1}};
+    struct config *cfg = &app.cfg;
     int status = 1;
     char err[512];
-    struct destguard guard = {0};
 
-    enum config_parse_result parsed = config_parse(&cfg, argc, argv);
-    if (parsed == CONFIG_EXIT_SUCCESS) {
-        config_free(&cfg);
-        return 0;
+    enum config_parse_result parsed = config_parse(cfg, argc, argv);
+    if (parsed != CONFIG_OK) {
+        config_free(cfg);
+        return parsed == CONFIG_EXIT_SUCCESS ? 0 : 2;
     }
-    if (parsed == CONFIG_ERROR) {
-        config_free(&cfg);
-        return 2;
-    }
-    if (cfg.log_file) {
-        log_fd = open(cfg.log_file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
-        if (log_fd < 0) {
-            fprintf(stderr, "tapwire: cannot open log file %s: %s\n", cfg.log_file,
+    if (cfg->log_file) {
+        app.log_fd = open(cfg->log_file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+        if (app.log_fd < 0) {
+            fprintf(stderr, "tapwire: cannot open log file %s: %s\n", cfg->log_file,
                     strerror(errno));
             goto out;
         }
     }
-    log_init(log_fd >= 0 ? log_fd : STDERR_FILENO, level_from_config(cfg.log_level));
-
-    if (pipe2(stop_pipe, O_CLOEXEC) < 0 || pipe2(cancel_pipe, O_CLOEXEC) < 0 ||
+    log_init(app.log_fd >= 0 ? app.log_fd : STDERR_FILENO, level_from_config(cfg->log_level));
+    if (pipe2(stop_pipe, O_CLOEXEC) < 0 || pipe2(app.cancel_pipe, O_CLOEXEC) < 0 ||
         pipe2(hup_pipe, O_CLOEXEC | O_NONBLOCK) < 0 || install_signals() < 0) {
         log_error("cannot set up signal handling: %s", strerror(errno));
         goto out;
     }
-    if (config_prepare_data_dir(cfg.data_dir, err, sizeof(err)) < 0) {
+    if (open_stores(&app, err, sizeof(err)) < 0 || open_tls(&app, err, sizeof(err)) < 0 ||
+        start_dashboard(&app, err, sizeof(err)) < 0 || open_listener(&app, err, sizeof(err)) < 0) {
         log_error("%s", err);
         goto out;
     }
-    if (lock_instance(&cfg, &dir_lock, &db_lock, err, sizeof(err)) < 0 ||
-        check_database(cfg.db_path, err, sizeof(err)) < 0) {
-        log_error("%s", err);
-        goto out;
-    }
-    if (ca_load_or_create(cfg.data_dir, &ca, err, sizeof(err)) < 0) {
-        log_error("%s", err);
-        goto out;
-    }
-    if (certstore_open(cfg.db_path, ca, CERTSTORE_MEMORY_ENTRIES, &certs, err, sizeof(err)) < 0) {
-        log_error("%s", err);
-        goto out;
-    }
-    if (flowstore_open(cfg.db_path, cfg.max_flows, &flows, err, sizeof(err)) < 0) {
-        log_error("%s", err);
-        goto out;
-    }
-    if (rulebook_open(cfg.rules_file, cfg.rule_specs, cfg.rule_spec_count, cfg.db_path, &book, err,
-                      sizeof(err)) < 0) {
-        log_error("rules: %s", err);
-        goto out;
-    }
-    if (cfg.is_anticache && rulebook_add_anticache(book, err, sizeof(err)) < 0) {
-        log_error("--anticache: %s", err);
-        goto out;
-    }
-    if (pthread_create(&reloader, NULL, reload_thread, book) != 0) {
-        log_error("cannot start the rules reload thread");
-        goto out;
-    }
-    has_reloader = true;
-    if (cfg.keylog_file && tlsserver_keylog_open(cfg.keylog_file, err, sizeof(err)) < 0) {
-        log_error("SSLKEYLOGFILE: %s", err);
-        goto out;
-    }
-    server_ctx = tlsserver_ctx_new(cfg.keylog_file, err, sizeof(err));
-    if (!server_ctx) {
-        log_error("%s", err);
-        goto out;
-    }
-    struct upstream_tls_options up_opts = {
-        .extra_ca_files = cfg.upstream_ca,
-        .insecure = cfg.insecure,
-        .keylog_path = cfg.keylog_file,
-    };
-    upstream_ctx = upstream_ctx_new(&up_opts, err, sizeof(err));
-    if (!upstream_ctx) {
-        log_error("%s", err);
-        goto out;
-    }
-    if (cfg.dashboard_enabled) {
-        char kept_token[DASHTOKEN_MAX_CHARS + 1];
-        bool rotated = false;
-
-        if (cfg.dashboard_token == NULL &&
-            dashtoken_load_or_create(cfg.data_dir, cfg.is_new_dashboard_token, kept_token,
-                                     sizeof(kept_token), &rotated, err, sizeof(err)) < 0) {
-            log_error("dashboard: %s", err);
-            goto out;
-        }
-        if (rotated)
-            log_info("dashboard: a new token replaces the kept one; open tabs need the new URL");
-        struct dashboard_options dopts = {
-            .host = cfg.dashboard_host,
-            .port = cfg.dashboard_port,
-            .token = cfg.dashboard_token != NULL ? cfg.dashboard_token : kept_token,
-            .web_root = cfg.web_root,
-            .rules = book,
-            .certs = certs,
-        };
-        if (dashboard_start(&dopts, flows, ca, &dash, err, sizeof(err)) < 0) {
-            log_error("dashboard: %s", err);
-            goto out;
-        }
-        cfg.dashboard_port = dashboard_port(dash); /* the real one when 0 was asked */
-    }
-    cfg.max_connections = listener_fit_fd_limit(
-        cfg.max_connections, cfg.dashboard_enabled ? DASHBOARD_MAX_CONNECTIONS : 0);
-    uint16_t port = 0;
-    listen_fd = listener_open(cfg.listen_host, cfg.listen_port, &port, err, sizeof(err));
-    if (listen_fd < 0) {
-        log_error("%s", err);
-        goto out;
-    }
-    cfg.listen_port = port; /* the real one, when 0 asked for an ephemeral port */
-    if (setup_guard(&guard, &cfg, listen_fd, dash) < 0)
-        goto out;
-
-    if (cfg.insecure)
+    if (cfg->insecure)
         fprintf(stderr,
                 "tapwire: WARNING: --insecure: upstream certificates are NOT verified. Anyone on\n"
                 "tapwire: the path to a server can read and change this traffic, and tapwire\n"
                 "tapwire: will show it to clients as trusted. Each such exchange is logged.\n");
-    if (cfg.keylog_file)
+    if (cfg->keylog_file)
         fprintf(stderr, "tapwire: SSLKEYLOGFILE: writing TLS session keys to %s\n",
-                cfg.keylog_file);
-    print_startup(&cfg, ca, dash, port);
-
-    struct proxy_env env = {
-        .cfg = &cfg,
-        .ca = ca,
-        .certs = certs,
-        .flows = cfg.capture_enabled ? flows : NULL,
-        .rules = rulebook_current(book),
-        .guard = &guard,
-        .server_ctx = server_ctx,
-        .upstream_ctx = upstream_ctx,
-        .stop_fd = stop_pipe[0],
-        .cancel_fd = cancel_pipe[0],
-    };
-    int left = listener_run(listen_fd, &env, cfg.shutdown_grace_ms, cancel_pipe[1]);
-    listen_fd = -1;
-    if (left > 0) {
-        /* Threads still hold env; leave the process without freeing it,
-         * but not without the flows already queued for the disk. */
-        log_warn("exiting with %d connection(s) still open", left);
-        if (flows != NULL && flowstore_sync(flows, MAIN_FLOW_DRAIN_MS) != 0)
-            log_warn("flows still queued after %d ms are lost", MAIN_FLOW_DRAIN_MS);
-        if (flows != NULL)
-            flowstore_log_totals(flows);
-        fflush(stdout);
-        _exit(0);
-    }
-    dashboard_stop(dash);
-    dash = NULL;
-    log_info("stopped");
-    status = 0;
+                cfg->keylog_file);
+    print_startup(cfg, app.ca, app.dash, app.port);
+    status = serve(&app);
 out:
-    if (listen_fd >= 0)
-        close(listen_fd);
-    if (has_reloader) {
-        ssize_t w = write(stop_pipe[1], "x", 1); /* ends the reload thread if still waiting */
-        (void)w;
-        pthread_join(reloader, NULL);
-    }
-    SSL_CTX_free(upstream_ctx);
-    SSL_CTX_free(server_ctx);
-    dashboard_stop(dash);
-    flowstore_close(flows); /* writes every queued flow first, then logs the totals */
-    rulebook_close(book);
-    certstore_close(certs);
-    instancelock_release(db_lock);
-    instancelock_release(dir_lock);
-    ca_free(ca);
-    config_free(&cfg);
-    for (int i = 0; i < 2; i++) {
-        if (stop_pipe[i] >= 0)
-            close(stop_pipe[i]);
-        if (cancel_pipe[i] >= 0)
-            close(cancel_pipe[i]);
-        if (hup_pipe[i] >= 0)
-            close(hup_pipe[i]);
-    }
-    if (log_fd >= 0)
-        close(log_fd);
+    app_close(&app);
     return status;
 }
