@@ -48,6 +48,15 @@ int buf_put(struct buf *b, const void *data, size_t len)
     return 0;
 }
 
+int buf_reserve(struct buf *b, size_t bytes)
+{
+    if (b->has_failed)
+        return b->is_over_max ? BUF_OVER_MAX : BUF_NO_MEMORY;
+    if (bytes > b->max)
+        bytes = b->max;
+    return bytes > b->cap ? grow(b, bytes) : 0;
+}
+
 int buf_str(struct buf *b, const char *s)
 {
     return buf_put(b, s, strlen(s));

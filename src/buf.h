@@ -45,6 +45,10 @@ struct buf {
  * pass max, or BUF_NO_MEMORY; after a failure every later put fails the
  * same way and adds nothing. A put of 0 bytes allocates nothing. */
 int buf_put(struct buf *b, const void *data, size_t len);
+/* Allocates room for bytes (at most max) before the first put, so that a
+ * builder whose usual size is known grows once instead of doubling from
+ * BUF_MIN_CAPACITY_BYTES. Returns 0 or BUF_NO_MEMORY (then failed). */
+int buf_reserve(struct buf *b, size_t bytes);
 /* buf_put() of a NUL-terminated string, without its NUL. */
 int buf_str(struct buf *b, const char *s);
 /* Frees the data and empties the buffer (max is kept). */

@@ -14,6 +14,7 @@
 
 #include "clock.h"
 
+#include "buf.h"
 #include "codec.h"
 #include "membudget.h"
 
@@ -25,46 +26,36 @@
 #include <strings.h>
 #include <time.h>
 
-/* A growable string for building heads; heads are bounded by the parser. */
-struct strbuf {
-    char *data;
-    size_t len, cap;
-    bool failed;
-};
+/* A head we build: what the parser bounded, plus the fields we add. */
+#define EXCHANGE_MAX_BUILT_HEAD_BYTES (2 * HTTP1_MAX_HEAD_BYTES)
+/* Most heads fit: one allocation, not a doubling from 256 bytes. */
+#define EXCHANGE_HEAD_START_BYTES 1024
 
-static void sb_append(struct strbuf *b, const char *s, size_t n)
+static void head_start(struct buf *b)
 {
-    if (b->failed)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 1024;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *d = realloc(b->data, cap);
-        if (!d) {
-            b->failed = true;
-            return;
-        }
-        b->data = d;
-        b->cap = cap;
+    *b = (struct buf)BUF_INIT(EXCHANGE_MAX_BUILT_HEAD_BYTES);
+    buf_reserve(b, EXCHANGE_HEAD_START_BYTES);
+}
+
+/* The built head (caller frees, *len its length), or NULL when the buffer
+ * failed. */
+static char *head_finish(struct buf *b, size_t *len)
+{
+    if (b->has_failed) {
+        buf_free(b);
+        return NULL;
     }
-    memcpy(b->data + b->len, s, n);
-    b->len += n;
-    b->data[b->len] = '\0';
+    *len = b->len;
+    return b->data;
 }
 
-static void sb_str(struct strbuf *b, const char *s)
-{
-    sb_append(b, s, strlen(s));
-}
-
-static void sb_header(struct strbuf *b, const char *name, size_t name_len, const char *value,
+static void put_field(struct buf *b, const char *name, size_t name_len, const char *value,
                       size_t value_len)
 {
-    sb_append(b, name, name_len);
-    sb_append(b, ": ", 2);
-    sb_append(b, value, value_len);
-    sb_append(b, "\r\n", 2);
+    buf_put(b, name, name_len);
+    buf_put(b, ": ", 2);
+    buf_put(b, value, value_len);
+    buf_put(b, "\r\n", 2);
 }
 
 static bool name_is(const struct http1_header *h, const char *name)
@@ -280,7 +271,8 @@ void exchange_modified_head_free(struct exchange_modified_head *mod)
 int exchange_request_build(struct exchange_request *out, const struct http1_head *req,
                            const char *target, size_t target_len, const char *host_value)
 {
-    struct strbuf b = {0};
+    struct buf b;
+    head_start(&b);
     memset(out, 0, sizeof(*out));
     size_t mlen = req->method_len < sizeof(out->method) ? req->method_len : sizeof(out->method) - 1;
     memcpy(out->method, req->method, mlen);
@@ -295,14 +287,14 @@ int exchange_request_build(struct exchange_request *out, const struct http1_head
         snprintf(out->content_encoding, sizeof(out->content_encoding), "%.*s", (int)ce->value_len,
                  ce->value);
 
-    sb_append(&b, req->method, req->method_len);
-    sb_append(&b, " ", 1);
-    sb_append(&b, target, target_len);
-    sb_str(&b, " HTTP/1.1\r\n");
+    buf_put(&b, req->method, req->method_len);
+    buf_put(&b, " ", 1);
+    buf_put(&b, target, target_len);
+    buf_str(&b, " HTTP/1.1\r\n");
     if (host_value) {
-        sb_str(&b, "Host: ");
-        sb_str(&b, host_value);
-        sb_str(&b, "\r\n");
+        buf_str(&b, "Host: ");
+        buf_str(&b, host_value);
+        buf_str(&b, "\r\n");
     }
     for (size_t i = 0; i < req->num_headers; i++) {
         const struct http1_header *h = &req->headers[i];
@@ -310,37 +302,32 @@ int exchange_request_build(struct exchange_request *out, const struct http1_head
          * which site the origin serves. */
         if (name_is(h, "Host")) {
             if (!host_value)
-                sb_header(&b, h->name, h->name_len, h->value, h->value_len);
+                put_field(&b, h->name, h->name_len, h->value, h->value_len);
             continue;
         }
         if (http1_is_hop_by_hop(req, h) || name_is(h, "Content-Length"))
             continue;
         if (req->expect_continue && name_is(h, "Expect"))
             continue;
-        sb_header(&b, h->name, h->name_len, h->value, h->value_len);
+        put_field(&b, h->name, h->name_len, h->value, h->value_len);
     }
     if (req->is_upgrade) {
         const struct http1_header *up = http1_find_header(req, "Upgrade");
-        sb_str(&b, "Connection: Upgrade\r\n");
+        buf_str(&b, "Connection: Upgrade\r\n");
         if (up)
-            sb_header(&b, "Upgrade", 7, up->value, up->value_len);
+            put_field(&b, "Upgrade", 7, up->value, up->value_len);
     }
     if (req->framing == HTTP1_BODY_LENGTH) {
         char cl[48];
         snprintf(cl, sizeof(cl), "Content-Length: %llu\r\n",
                  (unsigned long long)req->content_length);
-        sb_str(&b, cl);
+        buf_str(&b, cl);
     } else if (req->framing == HTTP1_BODY_CHUNKED) {
-        sb_str(&b, "Transfer-Encoding: chunked\r\n");
+        buf_str(&b, "Transfer-Encoding: chunked\r\n");
     }
-    sb_str(&b, "Via: " EXCHANGE_VIA "\r\n\r\n");
-    if (b.failed) {
-        free(b.data);
-        return -1;
-    }
-    out->head = b.data;
-    out->head_len = b.len;
-    return 0;
+    buf_str(&b, "Via: " EXCHANGE_VIA "\r\n\r\n");
+    out->head = head_finish(&b, &out->head_len);
+    return out->head != NULL ? 0 : -1;
 }
 
 void exchange_request_free(struct exchange_request *req)
@@ -635,7 +622,8 @@ static int buffer_body(struct body_reader *r, size_t limit, size_t memory_limit,
 char *exchange_reframe(const char *head, size_t head_len, bool is_head, uint64_t content_length,
                        bool drop_encoding, size_t *out_len)
 {
-    struct strbuf b = {0};
+    struct buf b;
+    head_start(&b);
     const char *p = head, *end = head + head_len;
     const char *line_end = p - 1;
     bool declared = false;
@@ -645,7 +633,7 @@ char *exchange_reframe(const char *head, size_t head_len, bool is_head, uint64_t
         line_end = memchr(p, '\n', (size_t)(end - p));
         if (!line_end)
             return NULL;
-        sb_append(&b, p, (size_t)(line_end + 1 - p)); /* start line */
+        buf_put(&b, p, (size_t)(line_end + 1 - p)); /* start line */
     }
     for (p = line_end + 1; p < end; p = line_end + 1) {
         line_end = memchr(p, '\n', (size_t)(end - p));
@@ -657,25 +645,20 @@ char *exchange_reframe(const char *head, size_t head_len, bool is_head, uint64_t
         if (n > 15 && strncasecmp(p, "Content-Length:", 15) == 0) {
             /* The new length takes the old one's place. */
             if (!declared)
-                sb_str(&b, cl);
+                buf_str(&b, cl);
             declared = true;
             continue;
         }
         if ((n > 18 && strncasecmp(p, "Transfer-Encoding:", 18) == 0) ||
             (drop_encoding && n > 17 && strncasecmp(p, "Content-Encoding:", 17) == 0))
             continue;
-        sb_append(&b, p, n);
+        buf_put(&b, p, n);
     }
     if (!declared)
-        sb_str(&b, cl);
+        buf_str(&b, cl);
     if (is_head)
-        sb_str(&b, "\r\n");
-    if (b.failed) {
-        free(b.data);
-        return NULL;
-    }
-    *out_len = b.len;
-    return b.data;
+        buf_str(&b, "\r\n");
+    return head_finish(&b, out_len);
 }
 
 static char *reframe_head(const char *head, size_t head_len, uint64_t content_length,
@@ -837,7 +820,8 @@ int exchange_discard_body(struct stream *client, const struct exchange_request *
 static char *build_response_head(const struct http1_head *resp, const struct exchange_request *req,
                                  enum out_framing *out, bool *client_keep_alive, size_t *len)
 {
-    struct strbuf b = {0};
+    struct buf b;
+    head_start(&b);
     char line[64];
     bool client_11 = req->version_minor >= 1;
     bool keep = *client_keep_alive;
@@ -852,9 +836,9 @@ static char *build_response_head(const struct http1_head *resp, const struct exc
             keep = false;
     }
     snprintf(line, sizeof(line), "HTTP/1.1 %03d ", resp->status);
-    sb_str(&b, line);
-    sb_append(&b, resp->reason, resp->reason_len);
-    sb_str(&b, "\r\n");
+    buf_str(&b, line);
+    buf_put(&b, resp->reason, resp->reason_len);
+    buf_str(&b, "\r\n");
     for (size_t i = 0; i < resp->num_headers; i++) {
         const struct http1_header *h = &resp->headers[i];
         if (http1_is_hop_by_hop(resp, h))
@@ -863,34 +847,29 @@ static char *build_response_head(const struct http1_head *resp, const struct exc
          * it describes the representation, not this message's framing. */
         if (name_is(h, "Content-Length") && resp->framing != HTTP1_BODY_NONE)
             continue;
-        sb_header(&b, h->name, h->name_len, h->value, h->value_len);
+        put_field(&b, h->name, h->name_len, h->value, h->value_len);
     }
     if (resp->status == 101) {
         const struct http1_header *up = http1_find_header(resp, "Upgrade");
-        sb_str(&b, "Connection: Upgrade\r\n");
+        buf_str(&b, "Connection: Upgrade\r\n");
         if (up)
-            sb_header(&b, "Upgrade", 7, up->value, up->value_len);
+            put_field(&b, "Upgrade", 7, up->value, up->value_len);
     } else if (resp->framing == HTTP1_BODY_LENGTH) {
         snprintf(line, sizeof(line), "Content-Length: %llu\r\n",
                  (unsigned long long)resp->content_length);
-        sb_str(&b, line);
+        buf_str(&b, line);
     } else if (*out == OUT_CHUNKED) {
-        sb_str(&b, "Transfer-Encoding: chunked\r\n");
+        buf_str(&b, "Transfer-Encoding: chunked\r\n");
     }
     if (resp->status >= 200 || resp->status == 101) {
         if (!keep)
-            sb_str(&b, "Connection: close\r\n");
+            buf_str(&b, "Connection: close\r\n");
         else if (!client_11)
-            sb_str(&b, "Connection: keep-alive\r\n");
+            buf_str(&b, "Connection: keep-alive\r\n");
     }
-    sb_str(&b, "Via: " EXCHANGE_VIA "\r\n\r\n");
+    buf_str(&b, "Via: " EXCHANGE_VIA "\r\n\r\n");
     *client_keep_alive = keep;
-    if (b.failed) {
-        free(b.data);
-        return NULL;
-    }
-    *len = b.len;
-    return b.data;
+    return head_finish(&b, len);
 }
 
 /* One exchange_forward() in progress: what its three phases share. */
