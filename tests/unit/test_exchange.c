@@ -164,6 +164,11 @@ static void write_all(int fd, const char *data, size_t len)
     }
 }
 
+static void write_str(int fd, const char *text)
+{
+    write_all(fd, text, strlen(text));
+}
+
 /* Everything readable on fd now (the exchange is over), NUL-terminated. */
 static char *read_now(int fd, size_t *len)
 {
@@ -190,7 +195,7 @@ static void read_and_build(struct peers *p, const char *request, struct http1_he
     struct http1_error err = {0};
     int n;
 
-    write_all(p->client_far, request, strlen(request));
+    write_str(p->client_far, request);
     n = exchange_read_request(&p->client, &p->t, head, &err);
     CU_ASSERT_FATAL(n > 0);
     CU_ASSERT_FATAL(exchange_request_build(req, head, head->target, head->target_len, NULL) == 0);
@@ -213,8 +218,7 @@ static void test_forwards_a_get_and_tells_the_recorder(void)
                    "GET /a?b=1 HTTP/1.1\r\nHost: example.test\r\nConnection: keep-alive, X-Hop\r\n"
                    "X-Hop: 1\r\nAccept: */*\r\n\r\n",
                    &head, &req);
-    write_all(p.origin_far, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Origin: yes\r\n\r\nhello",
-              60);
+    write_str(p.origin_far, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Origin: yes\r\n\r\nhello");
     CU_ASSERT_EQUAL(exchange_forward(&p.client, &p.upstream, &req, &p.t, NULL, &cap, &res), 0);
     CU_ASSERT_EQUAL(res.status, 200);
     CU_ASSERT_EQUAL(res.response_bytes, 5);
@@ -290,7 +294,7 @@ static void test_passes_a_request_body_on_and_records_it(void)
     peers_open(&p);
     read_and_build(&p, "POST /up HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\n\r\nhello world",
                    &head, &req);
-    write_all(p.origin_far, "HTTP/1.1 204 No Content\r\n\r\n", 27);
+    write_str(p.origin_far, "HTTP/1.1 204 No Content\r\n\r\n");
     CU_ASSERT_EQUAL(exchange_forward(&p.client, &p.upstream, &req, &p.t, NULL, &cap, &res), 0);
     CU_ASSERT_EQUAL(res.status, 204);
     CU_ASSERT_EQUAL(res.request_bytes, 11);
