@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <openssl/bio.h>
 #include <openssl/err.h>
@@ -19,7 +20,8 @@
 #include <openssl/x509.h>
 
 #include "buf.h"
-#include "dashboard.h"
+#include "embedded.h"
+#include "webpolicy.h"
 #include "errmsg.h"
 
 int capage_pem_der(const struct ca *ca, char **pem, size_t *pem_len, unsigned char **der,
@@ -123,7 +125,7 @@ static const char ca_page_tail[] =
     "step before it trusts the CA for websites: Settings, General, About, Certificate Trust "
     "Settings, and turn on full trust for the tapwire CA.</p>\n"
     "<p>A device that only has the proxy set finds this page at "
-    "<a href=\"http://" DASHBOARD_LOCAL_HOST "/\">http://" DASHBOARD_LOCAL_HOST "/</a>.</p>\n"
+    "<a href=\"http://" CAPAGE_LOCAL_HOST "/\">http://" CAPAGE_LOCAL_HOST "/</a>.</p>\n"
     "</main>\n</body>\n</html>\n";
 
 char *capage_html(const struct ca *ca, size_t *len)
@@ -152,4 +154,107 @@ char *capage_html(const struct ca *ca, size_t *len)
     }
     *len = b.len;
     return b.data;
+}
+
+/* ---- the proxy's own pages at http://CAPAGE_LOCAL_HOST/ ---- */
+
+bool capage_is_local_host(const char *host)
+{
+    size_t n = strlen(CAPAGE_LOCAL_HOST);
+
+    if (host == NULL || strncasecmp(host, CAPAGE_LOCAL_HOST, n) != 0)
+        return false;
+    host += n;
+    if (*host == '.') /* the absolute form of the name */
+        host++;
+    return *host == '\0' || (*host == ':' && strspn(host + 1, "0123456789") == strlen(host + 1));
+}
+
+void capage_response_free(struct capage_response *response)
+{
+    if (response == NULL)
+        return;
+    free(response->headers);
+    free(response->body);
+    memset(response, 0, sizeof(*response));
+}
+
+/* A copy of the dashboard's stylesheet, which the page on trusting the CA
+ * links; NULL when out of memory. */
+static unsigned char *local_stylesheet(size_t *len)
+{
+    unsigned char *copy = malloc(embedded_web_style_css_len + 1);
+
+    if (copy != NULL) {
+        memcpy(copy, embedded_web_style_css, embedded_web_style_css_len);
+        *len = embedded_web_style_css_len;
+    }
+    return copy;
+}
+
+int capage_serve(const struct ca *ca, const char *method, const char *target,
+                 struct capage_response *out, char *err, size_t err_len)
+{
+    size_t path_len = strcspn(target, "?#");
+    char *pem = NULL;
+    unsigned char *der = NULL;
+    size_t pem_len = 0, der_len = 0;
+    struct buf h = BUF_INIT(BUF_UNBOUNDED_BYTES);
+    int ret = -1;
+
+    memset(out, 0, sizeof(*out));
+    out->status = 200;
+    out->reason = "OK";
+    if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
+        out->status = 405;
+        out->reason = "Method Not Allowed";
+        buf_str(&h, "Allow: GET, HEAD\r\nContent-Type: text/plain; charset=utf-8\r\n");
+        out->body = (unsigned char *)strdup("method not allowed\n");
+    } else if ((path_len == 1 && target[0] == '/') ||
+               (path_len == 3 && strncmp(target, "/ca", 3) == 0)) {
+        buf_str(&h, "Content-Type: text/html; charset=utf-8\r\n");
+        out->body = (unsigned char *)capage_html(ca, &out->body_len);
+    } else if (path_len == strlen(CAPAGE_STYLESHEET_PATH) &&
+               strncmp(target, CAPAGE_STYLESHEET_PATH, path_len) == 0) {
+        buf_str(&h, "Content-Type: text/css; charset=utf-8\r\n");
+        out->body = local_stylesheet(&out->body_len);
+    } else if ((path_len == 7 && strncmp(target, "/ca.pem", 7) == 0) ||
+               (path_len == 7 && strncmp(target, "/ca.crt", 7) == 0)) {
+        bool is_pem = strncmp(target, "/ca.pem", 7) == 0;
+
+        if (capage_pem_der(ca, &pem, &pem_len, &der, &der_len, err, err_len) != 0)
+            goto out;
+        buf_str(&h, is_pem ? "Content-Type: application/x-pem-file\r\n"
+                             "Content-Disposition: attachment; filename=\"tapwire-ca.pem\"\r\n"
+                           : "Content-Type: application/x-x509-ca-cert\r\n"
+                             "Content-Disposition: attachment; filename=\"tapwire-ca.crt\"\r\n");
+        out->body = is_pem ? (unsigned char *)pem : der;
+        out->body_len = is_pem ? pem_len : der_len;
+        if (is_pem)
+            pem = NULL;
+        else
+            der = NULL;
+    } else {
+        out->status = 404;
+        out->reason = "Not Found";
+        buf_str(&h, "Content-Type: text/plain; charset=utf-8\r\n");
+        out->body = (unsigned char *)strdup("not found\n");
+    }
+    if (out->body != NULL && out->body_len == 0)
+        out->body_len = strlen((const char *)out->body);
+    buf_str(&h, WEBPOLICY_HEADER_LINES);
+    if (h.has_failed || out->body == NULL) {
+        errmsg_set(err, err_len, "out of memory");
+        goto out;
+    }
+    out->headers = h.data;
+    h.data = NULL;
+    ret = 0;
+out:
+    if (ret != 0)
+        capage_response_free(out);
+    free(h.data);
+    free(pem);
+    free(der);
+    return ret;
 }

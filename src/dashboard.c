@@ -38,6 +38,7 @@
 
 #include "buf.h"
 #include "capage.h"
+#include "webpolicy.h"
 #include "certstore.h"
 #include "clock.h"
 #include "errmsg.h"
@@ -89,16 +90,10 @@ typedef enum MHD_Result mhd_result;
 typedef int mhd_result;
 #endif
 
-#define CSP_PAGE                                                                                   \
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "        \
-    "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 /* Captured data: even opened directly, it runs in an opaque origin. */
-#define CSP_CAPTURED CSP_PAGE "; sandbox"
-#define SECURITY_HEADER_LINES                                                                      \
-    "Content-Security-Policy: " CSP_PAGE "\r\n"                                                    \
-    "X-Content-Type-Options: nosniff\r\n"                                                          \
-    "Referrer-Policy: no-referrer\r\n"                                                             \
-    "Cache-Control: no-store\r\n"
+#define CSP_CAPTURED WEBPOLICY_CSP_PAGE "; sandbox"
+#define CSP_PAGE WEBPOLICY_CSP_PAGE
+#define SECURITY_HEADER_LINES WEBPOLICY_HEADER_LINES
 /* libmicrohttpd renamed these macros between releases; the numbers stay. */
 #define HTTP_MISDIRECTED_REQUEST 421
 #define HTTP_CONTENT_TOO_LARGE 413
@@ -175,107 +170,6 @@ static void sb_shell_quote(struct buf *b, const char *s, size_t n)
 }
 
 /* ---- the proxy's own pages ---- */
-
-bool dashboard_is_local_host(const char *host)
-{
-    size_t n = strlen(DASHBOARD_LOCAL_HOST);
-
-    if (host == NULL || strncasecmp(host, DASHBOARD_LOCAL_HOST, n) != 0)
-        return false;
-    host += n;
-    if (*host == '.') /* the absolute form of the name */
-        host++;
-    return *host == '\0' || (*host == ':' && strspn(host + 1, "0123456789") == strlen(host + 1));
-}
-
-void dashboard_local_response_free(struct dashboard_local_response *response)
-{
-    if (response == NULL)
-        return;
-    free(response->headers);
-    free(response->body);
-    memset(response, 0, sizeof(*response));
-}
-
-/* A copy of the dashboard's stylesheet, which the page on trusting the CA
- * links; NULL when out of memory. */
-static unsigned char *local_stylesheet(size_t *len)
-{
-    unsigned char *copy = malloc(embedded_web_style_css_len + 1);
-
-    if (copy != NULL) {
-        memcpy(copy, embedded_web_style_css, embedded_web_style_css_len);
-        *len = embedded_web_style_css_len;
-    }
-    return copy;
-}
-
-int dashboard_serve_local(const struct ca *ca, const char *method, const char *target,
-                          struct dashboard_local_response *out, char *err, size_t err_len)
-{
-    size_t path_len = strcspn(target, "?#");
-    char *pem = NULL;
-    unsigned char *der = NULL;
-    size_t pem_len = 0, der_len = 0;
-    struct buf h = BUF_INIT(BUF_UNBOUNDED_BYTES);
-    int ret = -1;
-
-    memset(out, 0, sizeof(*out));
-    out->status = 200;
-    out->reason = "OK";
-    if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
-        out->status = 405;
-        out->reason = "Method Not Allowed";
-        buf_str(&h, "Allow: GET, HEAD\r\nContent-Type: text/plain; charset=utf-8\r\n");
-        out->body = (unsigned char *)strdup("method not allowed\n");
-    } else if ((path_len == 1 && target[0] == '/') ||
-               (path_len == 3 && strncmp(target, "/ca", 3) == 0)) {
-        buf_str(&h, "Content-Type: text/html; charset=utf-8\r\n");
-        out->body = (unsigned char *)capage_html(ca, &out->body_len);
-    } else if (path_len == strlen(CAPAGE_STYLESHEET_PATH) &&
-               strncmp(target, CAPAGE_STYLESHEET_PATH, path_len) == 0) {
-        buf_str(&h, "Content-Type: text/css; charset=utf-8\r\n");
-        out->body = local_stylesheet(&out->body_len);
-    } else if ((path_len == 7 && strncmp(target, "/ca.pem", 7) == 0) ||
-               (path_len == 7 && strncmp(target, "/ca.crt", 7) == 0)) {
-        bool is_pem = strncmp(target, "/ca.pem", 7) == 0;
-
-        if (capage_pem_der(ca, &pem, &pem_len, &der, &der_len, err, err_len) != 0)
-            goto out;
-        buf_str(&h, is_pem ? "Content-Type: application/x-pem-file\r\n"
-                             "Content-Disposition: attachment; filename=\"tapwire-ca.pem\"\r\n"
-                           : "Content-Type: application/x-x509-ca-cert\r\n"
-                             "Content-Disposition: attachment; filename=\"tapwire-ca.crt\"\r\n");
-        out->body = is_pem ? (unsigned char *)pem : der;
-        out->body_len = is_pem ? pem_len : der_len;
-        if (is_pem)
-            pem = NULL;
-        else
-            der = NULL;
-    } else {
-        out->status = 404;
-        out->reason = "Not Found";
-        buf_str(&h, "Content-Type: text/plain; charset=utf-8\r\n");
-        out->body = (unsigned char *)strdup("not found\n");
-    }
-    if (out->body != NULL && out->body_len == 0)
-        out->body_len = strlen((const char *)out->body);
-    buf_str(&h, SECURITY_HEADER_LINES);
-    if (h.has_failed || out->body == NULL) {
-        errmsg_set(err, err_len, "out of memory");
-        goto out;
-    }
-    out->headers = h.data;
-    h.data = NULL;
-    ret = 0;
-out:
-    if (ret != 0)
-        dashboard_local_response_free(out);
-    free(h.data);
-    free(pem);
-    free(der);
-    return ret;
-}
 
 /* ---- responses ---- */
 

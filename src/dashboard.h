@@ -11,7 +11,7 @@
  * rebinding) and state-changing requests must come from its own origin with
  * the token in a header (CSRF).
  * Thread safety: start and stop from one thread; the rest of the module
- * runs on libmicrohttpd's threads. dashboard_serve_local() is reentrant.
+ * runs on libmicrohttpd's threads.
  */
 #ifndef TAPWIRE_DASHBOARD_H
 #define TAPWIRE_DASHBOARD_H
@@ -44,9 +44,6 @@
 #define DASHBOARD_MAX_DECODED_BYTES (64 * 1024 * 1024) /* ?decode=1 output, zip bombs */
 #define DASHBOARD_MAX_STATIC_BYTES (8 * 1024 * 1024)   /* a --web-root file */
 #define DASHBOARD_MAX_JSON_BODY_BYTES (64 * 1024)      /* a request body (rules API) */
-/* The reserved name (RFC 6761 .invalid) under which the proxy itself serves
- * the CA page to clients that only have the proxy configured. */
-#define DASHBOARD_LOCAL_HOST "tapwire.invalid"
 
 struct rulebook;
 struct certstore;
@@ -89,36 +86,5 @@ const char *dashboard_token(const struct dashboard *dashboard);
  * prints after "dashboard: ". Returns its length, or -1 if out_len is too
  * small. */
 int dashboard_url(const struct dashboard *dashboard, char *out, size_t out_len);
-
-/* ---- the proxy's own pages at http://tapwire.invalid/ ---- */
-
-/* A complete response for the proxy to write. */
-struct dashboard_local_response {
-    int status;          /* 200, 404 or 405 */
-    const char *reason;  /* static: "OK", "Not Found", "Method Not Allowed" */
-    char *headers;       /* owned: "Name: value\r\n" lines: Content-Type, Content-Disposition
-                            for downloads, Allow on 405, and the security headers; without
-                            Content-Length, Connection and Date, which are the caller's */
-    unsigned char *body; /* owned: body_len bytes (the caller sends none for HEAD) */
-    size_t body_len;
-};
-
-/* True when host (a Host header value or a URL's host, with or without a
- * port) names the proxy's own pages. */
-bool dashboard_is_local_host(const char *host);
-
-/*
- * The response to method and target (origin-form, "/ca.pem?x" is fine) for
- * the reserved host: "/" and "/ca" are the page on trusting the CA (never
- * the flows), "/ca.pem" and "/ca.crt" the certificate as PEM and DER,
- * "/style.css" the stylesheet that page links (the dashboard's); other
- * paths are 404 and methods other than GET and HEAD 405. Needs no running
- * dashboard. Returns 0 with *out filled (free with
- * dashboard_local_response_free()) or -1 with err (out of memory, or the
- * certificate cannot be encoded).
- */
-int dashboard_serve_local(const struct ca *ca, const char *method, const char *target,
-                          struct dashboard_local_response *out, char *err, size_t err_len);
-void dashboard_local_response_free(struct dashboard_local_response *response);
 
 #endif

@@ -33,9 +33,9 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "capage.h"
 #include "capture.h"
 #include "clock.h"
-#include "dashboard.h"
 #include "exchange.h"
 #include "http1.h"
 #include "log.h"
@@ -273,7 +273,7 @@ static char *origin_form(const char *path, size_t len)
 static bool serve_local_page(struct session *s, struct request_ctx *rq, const char *path,
                              size_t head_len)
 {
-    struct dashboard_local_response resp = {0};
+    struct capage_response resp = {0};
     const struct http1_head *h = s->head;
     char err[256], url[300];
     char *fields = NULL;
@@ -282,11 +282,11 @@ static bool serve_local_page(struct session *s, struct request_ctx *rq, const ch
     bool keep_alive = h->keep_alive && h->framing == HTTP1_BODY_NONE;
 
     stream_consume(&s->client, head_len);
-    snprintf(url, sizeof(url), "http://%s%s", DASHBOARD_LOCAL_HOST, path);
+    snprintf(url, sizeof(url), "http://%s%s", CAPAGE_LOCAL_HOST, path);
     rq->url = url;
-    rq->host = DASHBOARD_LOCAL_HOST;
+    rq->host = CAPAGE_LOCAL_HOST;
     rq->port = 80;
-    if (dashboard_serve_local(s->env->ca, rq->method, path, &resp, err, sizeof(err)) < 0) {
+    if (capage_serve(s->env->ca, rq->method, path, &resp, err, sizeof(err)) < 0) {
         refuse(s, rq, 500, err, true);
         goto out;
     }
@@ -310,7 +310,7 @@ static bool serve_local_page(struct session *s, struct request_ctx *rq, const ch
     keep = answer(s, rq, &a);
 out:
     free(fields);
-    dashboard_local_response_free(&resp);
+    capage_response_free(&resp);
     return keep;
 }
 
@@ -434,7 +434,7 @@ static int route(struct session *s, enum session_mode mode, struct request_ctx *
             *keep = refuse(s, rq, 508, why, true);
             return 1;
         }
-        if (!d->is_tls && dashboard_is_local_host(d->host)) {
+        if (!d->is_tls && capage_is_local_host(d->host)) {
             *keep = serve_local_page(s, rq, d->path, head_len);
             return 1;
         }
