@@ -345,6 +345,37 @@ static int create_private_file(const char *path, char *err, size_t err_len)
     return -1;
 }
 
+/* A read-write connection (extra_flags: SQLITE_OPEN_CREATE or 0) with
+ * extended result codes and the busy timeout. Returns 0 with *out, or -1
+ * with err and *out NULL. */
+static int open_connection(const char *path, int extra_flags, sqlite3 **out, char *err,
+                           size_t err_len)
+{
+    sqlite3 *db = NULL;
+    int rc =
+        sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | extra_flags, NULL);
+
+    *out = NULL;
+    if (rc != SQLITE_OK) {
+        if (db == NULL)
+            errmsg_set(err, err_len, "cannot open database %s: out of memory", path);
+        else
+            sqlite_err(err, err_len, db, path, rc, "cannot open");
+        goto fail;
+    }
+    sqlite3_extended_result_codes(db, 1);
+    rc = sqlite3_busy_timeout(db, DB_BUSY_TIMEOUT_MS);
+    if (rc != SQLITE_OK) {
+        sqlite_err(err, err_len, db, path, rc, "setting the busy timeout");
+        goto fail;
+    }
+    *out = db;
+    return 0;
+fail:
+    sqlite3_close(db);
+    return -1;
+}
+
 int db_open(const char *path, sqlite3 **out, char *err, size_t err_len)
 {
     sqlite3 *db = NULL;
@@ -362,21 +393,8 @@ int db_open(const char *path, sqlite3 **out, char *err, size_t err_len)
     }
     if (!is_memory_path(path) && create_private_file(path, err, err_len) != 0)
         goto out;
-    rc = sqlite3_open_v2(path, &db,
-                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
-    if (rc != SQLITE_OK) {
-        if (db == NULL)
-            errmsg_set(err, err_len, "cannot open database %s: out of memory", path);
-        else
-            sqlite_err(err, err_len, db, path, rc, "cannot open");
+    if (open_connection(path, SQLITE_OPEN_CREATE, &db, err, err_len) != 0)
         goto out;
-    }
-    sqlite3_extended_result_codes(db, 1);
-    rc = sqlite3_busy_timeout(db, DB_BUSY_TIMEOUT_MS);
-    if (rc != SQLITE_OK) {
-        sqlite_err(err, err_len, db, path, rc, "setting the busy timeout");
-        goto out;
-    }
 
     /* 16 KiB pages for a new file (an existing one keeps its size: WAL
      * pins it). The flow writer appends ~2.5 KB a flow, and SQLite writes
@@ -463,16 +481,8 @@ int db_check(const char *path, int budget_ms, enum db_check_result *result, char
         goto out;
     }
     /* Not SQLITE_OPEN_CREATE: a check must never make or change a file. */
-    rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
-    if (rc != SQLITE_OK) {
-        if (db == NULL)
-            errmsg_set(err, err_len, "cannot open database %s: out of memory", path);
-        else
-            sqlite_err(err, err_len, db, path, rc, "cannot open");
+    if (open_connection(path, 0, &db, err, err_len) != 0)
         goto out;
-    }
-    sqlite3_extended_result_codes(db, 1);
-    sqlite3_busy_timeout(db, DB_BUSY_TIMEOUT_MS);
     /* Every 1000 virtual machine steps: cheap, and fine-grained enough that
      * the budget holds to a few milliseconds. */
     sqlite3_progress_handler(db, 1000, check_progress, &deadline);

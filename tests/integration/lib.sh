@@ -348,7 +348,7 @@ start_proxy() {
     # Tests run in parallel: the dashboard gets an ephemeral port too, unless
     # the test chose its own dashboard setting.
     local dash_arg="--dashboard=127.0.0.1:0"
-    case " $* " in *" --dashboard"* | *" --no-dashboard "*) dash_arg="" ;; esac
+    case " $* " in *" --dashboard "* | *" --dashboard="* | *" --no-dashboard "*) dash_arg="" ;; esac
     "$TAPWIRE_BIN" --listen 127.0.0.1:0 --data-dir "$PROXY_DATA" $dash_arg "$@" \
         > "$PROXY_OUT" 2> "$PROXY_ERR" < /dev/null &
     PROXY_PID=$!
@@ -379,6 +379,42 @@ start_proxy() {
         sleep 0.05
     done
     [ -n "$PROXY_CA" ] || PROXY_CA=$PROXY_DATA/ca-cert.pem
+}
+
+# dashboard_port: DASH_PORT and D (the dashboard's base URL) from the current
+# proxy's startup line "dashboard: http://127.0.0.1:PORT/?token=..." (10 s).
+dashboard_port() {
+    local i line=""
+    for ((i = 0; i < 200; i++)); do
+        line=$(grep -aEo -m 1 '^dashboard: http://127\.0\.0\.1:[0-9]+/' "$PROXY_OUT" 2> /dev/null)
+        [ -n "$line" ] && break
+        sleep 0.05
+    done
+    [ -n "$line" ] ||
+        bail "no 'dashboard: http://127.0.0.1:PORT/?token=' line on stdout within 10 s: $(head -c 500 "$PROXY_OUT")"
+    line=${line%/}
+    DASH_PORT=${line##*:}
+    D=http://127.0.0.1:$DASH_PORT
+}
+
+# dash_json PATH EXPR: GET PATH from the dashboard with the token in $TOKEN,
+# and print a Python expression over the JSON document d.
+dash_json() {
+    dcurl -H "X-Tapwire-Token: $TOKEN" "$D$1" | python3 -c 'import json, sys
+d = json.load(sys.stdin)
+print(eval(sys.argv[1]))' "$2" 2>&1
+}
+
+# wait_written N: until the dashboard reports at least N flows written (10 s).
+wait_written() {
+    local i n=0
+    for ((i = 0; i < 200; i++)); do
+        n=$(dash_json /api/stats 'd["written"]')
+        [ "$n" -ge "$1" ] 2> /dev/null && return 0
+        sleep 0.05
+    done
+    echo "written: $n, expected at least $1"
+    return 1
 }
 
 # stop_proxy: SIGTERM to the current proxy; returns its exit status.

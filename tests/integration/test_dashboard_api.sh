@@ -14,20 +14,10 @@ need_cmd python3
 
 TOKEN=dashboard-test-token-0123456789
 
-# dashboard_port: DASH_PORT and D (base URL) from the startup line
-# "dashboard: http://127.0.0.1:PORT/?token=..." of the current proxy.
-dashboard_port() {
-    local i line=""
-    for ((i = 0; i < 200; i++)); do
-        line=$(grep -aEo -m 1 '^dashboard: http://127\.0\.0\.1:[0-9]+/' "$PROXY_OUT" 2> /dev/null)
-        [ -n "$line" ] && break
-        sleep 0.05
-    done
-    [ -n "$line" ] ||
-        bail "no 'dashboard: http://127.0.0.1:PORT/?token=' line on stdout within 10 s: $(head -c 500 "$PROXY_OUT")"
-    line=${line%/}
-    DASH_PORT=${line##*:}
-    D=http://127.0.0.1:$DASH_PORT
+# dashboard: lib.sh's dashboard_port, plus the name of this dashboard's
+# token cookie (named after its port).
+dashboard() {
+    dashboard_port
     COOKIE_NAME=tapwire_token_$DASH_PORT
 }
 
@@ -58,19 +48,6 @@ print(eval(sys.argv[2]))' "$1" "$2" 2>&1
 # head_of NAME: the response headers, CR removed.
 head_of() { tr -d '\r' < "$tmp/d-$1.head"; }
 
-# wait_written N: until the store reports at least N flows written (10 s).
-wait_written() {
-    local i n=0
-    for ((i = 0; i < 200; i++)); do
-        afetch stats-poll "$D/api/stats" > /dev/null
-        n=$(jval "$tmp/d-stats-poll.body" 'd["written"]')
-        [ "$n" -ge "$1" ] 2> /dev/null && return 0
-        sleep 0.05
-    done
-    echo "written: $n, expected at least $1"
-    return 1
-}
-
 # rule_json FILE SPEC [true|false]: {"spec": SPEC[, "enabled": ...]} in FILE.
 rule_json() {
     python3 -c 'import json, sys
@@ -93,7 +70,7 @@ STATIC_RULE="response header X-Static-Check set path=/never-requested 'on'"
 
 start_origin ORIGIN_PORT
 start_proxy --dashboard 127.0.0.1:0 --dashboard-token "$TOKEN" --rule "$STATIC_RULE"
-dashboard_port
+dashboard
 O=http://127.0.0.1:$ORIGIN_PORT
 note "dashboard on $D"
 
@@ -563,7 +540,7 @@ printf 'body { color: black }\n' > "$tmp/webroot/style.css"
 printf 'secret\n' > "$tmp/webroot/secret.txt"
 PROXY_DATA_DIR=$tmp/data2 start_proxy --dashboard 127.0.0.1:0 --dashboard-token "$TOKEN" \
     --web-root "$tmp/webroot"
-dashboard_port
+dashboard
 fetch wr-page -b "$COOKIE_NAME=$TOKEN" "$D/" > /dev/null
 check_contains "--web-root: / serves DIR/index.html" "web-root marker one" "$(cat "$tmp/d-wr-page.body")"
 printf '<!doctype html><title>dev</title><p>web-root marker two</p>\n' > "$tmp/webroot/index.html"

@@ -14,16 +14,7 @@ REQUEST_TIMEOUT_S=10
 SLOW_CLIENTS=70 # more than DASHBOARD_MAX_CONNECTIONS (64)
 
 start_proxy --dashboard-token "$TOKEN"
-line=""
-for ((i = 0; i < 200; i++)); do
-    line=$(grep -aEo -m 1 '^dashboard: http://127\.0\.0\.1:[0-9]+/' "$PROXY_OUT" 2> /dev/null)
-    [ -n "$line" ] && break
-    sleep 0.05
-done
-[ -n "$line" ] || bail "no dashboard line on stdout: $(head -c 500 "$PROXY_OUT")"
-line=${line%/}
-DASH_PORT=${line##*:}
-D=http://127.0.0.1:$DASH_PORT
+dashboard_port
 
 code=$(dcurl -o /dev/null -w '%{http_code}' -H "X-Tapwire-Token: $TOKEN" "$D/api/stats")
 check_eq "control: /api/stats answers 200" 200 "$code"

@@ -11,37 +11,9 @@ need_cmd python3 sqlite3
 
 TOKEN=data-safety-test-token-0123456789
 
-# dashboard_port: D, the dashboard's base URL, from the startup line.
-dashboard_port() {
-    local i line=""
-    for ((i = 0; i < 200; i++)); do
-        line=$(grep -aEo -m 1 '^dashboard: http://127\.0\.0\.1:[0-9]+/' "$PROXY_OUT" 2> /dev/null)
-        [ -n "$line" ] && break
-        sleep 0.05
-    done
-    [ -n "$line" ] || bail "no dashboard line on stdout within 10 s: $(head -c 500 "$PROXY_OUT")"
-    line=${line%/}
-    D=http://127.0.0.1:${line##*:}
-}
-
 # written: the flows the running proxy reports written (its own count, not
 # the file's: a detached WAL shows only in the file).
-written() {
-    dcurl -H "X-Tapwire-Token: $TOKEN" "$D/api/stats" |
-        python3 -c 'import json, sys; print(json.load(sys.stdin)["written"])' 2> /dev/null
-}
-
-# wait_written N: until the proxy reports at least N flows written (10 s).
-wait_written() {
-    local i n=0
-    for ((i = 0; i < 200; i++)); do
-        n=$(written)
-        [ "$n" -ge "$1" ] 2> /dev/null && return 0
-        sleep 0.05
-    done
-    echo "written: $n, expected at least $1"
-    return 1
-}
+written() { dash_json /api/stats 'd["written"]'; }
 
 # requests N: N requests through the proxy, one curl each.
 requests() {

@@ -11,15 +11,7 @@ TOKEN=destinations-test-token-0123456789
 
 start_origin ORIGIN_PORT
 start_proxy --dashboard 127.0.0.1:0 --dashboard-token "$TOKEN"
-line=
-for ((i = 0; i < 200; i++)); do
-    line=$(grep -aEo -m 1 '^dashboard: http://127\.0\.0\.1:[0-9]+/' "$PROXY_OUT" 2> /dev/null)
-    [ -n "$line" ] && break
-    sleep 0.05
-done
-[ -n "$line" ] || bail "no 'dashboard: http://127.0.0.1:PORT/' line: $(head -c 500 "$PROXY_OUT")"
-line=${line%/}
-DASH_PORT=${line##*:}
+dashboard_port
 
 # connect_status NAME TARGET: the status line the proxy answers
 # "CONNECT TARGET" with (the response in $tmp/NAME.resp).

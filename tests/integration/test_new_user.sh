@@ -13,19 +13,6 @@ need_cmd python3
 
 TOKEN=new-user-test-token-0123456789
 
-# dashboard_port: D (base URL) from the startup line of the current proxy.
-dashboard_port() {
-    local i line=""
-    for ((i = 0; i < 200; i++)); do
-        line=$(grep -aEo -m 1 '^dashboard: http://127\.0\.0\.1:[0-9]+/' "$PROXY_OUT" 2> /dev/null)
-        [ -n "$line" ] && break
-        sleep 0.05
-    done
-    [ -n "$line" ] || bail "no dashboard line on stdout within 10 s: $(head -c 500 "$PROXY_OUT")"
-    line=${line%/}
-    D=http://127.0.0.1:${line##*:}
-}
-
 # afetch NAME CURL_ARGS...: a dashboard request with the token; prints the
 # status, body in $tmp/d-NAME.body, headers in $tmp/d-NAME.head.
 afetch() {

@@ -13,36 +13,11 @@ TOKEN=own-answers-test-token-0123456789
 
 start_origin ORIGIN_PORT
 start_proxy --dashboard 127.0.0.1:0 --dashboard-token "$TOKEN"
-line=""
-for ((i = 0; i < 200; i++)); do
-    line=$(grep -aEo -m 1 '^dashboard: http://127\.0\.0\.1:[0-9]+' "$PROXY_OUT")
-    [ -n "$line" ] && break
-    sleep 0.05
-done
-D=http://127.0.0.1:${line##*:}
+dashboard_port
 
 api() { dcurl -H "X-Tapwire-Token: $TOKEN" "$@"; }
 
-# jget URL EXPR: a Python expression over the JSON document d at URL.
-jget() {
-    api "$1" | python3 -c 'import json, sys
-d = json.load(sys.stdin)
-print(eval(sys.argv[1]))' "$2" 2>&1
-}
-
-# wait_written N: until the proxy reports at least N flows written (10 s).
-wait_written() {
-    local i n=0
-    for ((i = 0; i < 200; i++)); do
-        n=$(jget "$D/api/stats" 'd["written"]')
-        [ "$n" -ge "$1" ] 2> /dev/null && return 0
-        sleep 0.05
-    done
-    echo "written: $n, expected at least $1"
-    return 1
-}
-
-newest() { jget "$D/api/flows?limit=1" 'd["flows"][0]["id"]'; }
+newest() { dash_json "/api/flows?limit=1" 'd["flows"][0]["id"]'; }
 
 # ---- a 502 for an origin that refuses the connection ----
 closed_port=1
@@ -68,7 +43,7 @@ check_eq "...the body as sent" "$(file_sha "$tmp/502.body")" "$(file_sha "$tmp/5
 check_contains "...and the reason as its error" "127.0.0.1" "$(flow 'd["error"]')"
 
 # ---- refusals that used to leave no flow ----
-count_before=$(jget "$D/api/stats" 'd["written"]')
+count_before=$(dash_json /api/stats 'd["written"]')
 printf 'GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n' > "$tmp/origin-form.req"
 raw_send "$PROXY_PORT" "$tmp/origin-form.req" "$tmp/origin-form.resp" 10
 check_match "an origin-form request: 400" '^HTTP/1\.1 400 ' "$(status_line "$tmp/origin-form.resp")"

@@ -14,15 +14,7 @@ start_origin ORIGIN_PORT
 start_proxy --rule 'request body method=POST "secret" "[redacted]"' \
     --rewrite-memory "$BUDGET" --dashboard=127.0.0.1:0 --dashboard-token "$TOKEN"
 
-line=
-for ((i = 0; i < 200; i++)); do
-    line=$(grep -aEo -m 1 '^dashboard: http://127\.0\.0\.1:[0-9]+/' "$PROXY_OUT" 2> /dev/null)
-    [ -n "$line" ] && break
-    sleep 0.05
-done
-[ -n "$line" ] || bail "no dashboard line on stdout: $(head -c 500 "$PROXY_OUT")"
-line=${line%/}
-D=http://127.0.0.1:${line##*:}
+dashboard_port
 
 python3 -c 'import sys; sys.stdout.write("secret " * 100000)' > "$tmp/body"
 sed 's/secret/[redacted]/g' "$tmp/body" > "$tmp/redacted"
