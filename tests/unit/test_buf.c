@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "buf.h"
+#include "testutil.h"
 
 static void test_puts_append_in_order_and_stay_nul_terminated(void)
 {
@@ -108,7 +109,6 @@ static void test_empty_put_allocates_nothing(void)
 int main(void)
 {
     CU_pSuite suite;
-    int failures = 1;
 
     if (CU_initialize_registry() != CUE_SUCCESS)
         return 1;
@@ -120,11 +120,8 @@ int main(void)
         !ADD(suite, test_huge_put_fails_without_overflow) ||
         !ADD(suite, test_empty_put_allocates_nothing))
         goto out;
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    if (CU_basic_run_tests() != CUE_SUCCESS)
-        goto out;
-    failures = (int)CU_get_number_of_failures() + (int)CU_get_number_of_suites_failed();
+    return testutil_run();
 out:
     CU_cleanup_registry();
-    return failures != 0;
+    return 1;
 }

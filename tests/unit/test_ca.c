@@ -27,6 +27,7 @@
 #include <openssl/x509v3.h>
 
 #include "ca.h"
+#include "testutil.h"
 
 static char shared_dir[64];
 static struct ca *shared_ca;
@@ -862,7 +863,6 @@ static void test_names_add_from_cert_skips_cn_that_is_not_a_host(void)
 int main(void)
 {
     CU_pSuite suite;
-    int failures;
 
     if (CU_initialize_registry() != CUE_SUCCESS)
         return 1;
@@ -934,12 +934,7 @@ int main(void)
         !CU_add_test(suite, "names_add_from_cert_skips_cn_that_is_not_a_host",
                      test_names_add_from_cert_skips_cn_that_is_not_a_host))
         goto fail;
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    if (CU_basic_run_tests() != CUE_SUCCESS)
-        goto fail;
-    failures = (int)CU_get_number_of_failures() + (int)CU_get_number_of_suites_failed();
-    CU_cleanup_registry();
-    return failures == 0 ? 0 : 1;
+    return testutil_run();
 fail:
     CU_cleanup_registry();
     return 1;

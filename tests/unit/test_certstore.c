@@ -29,6 +29,7 @@
 #include "certstore.h"
 #include "db.h"
 #include "log.h"
+#include "testutil.h"
 
 #define THREADS 8
 #define GETS_PER_THREAD 200
@@ -41,24 +42,6 @@ static struct ca *ca;
  * fatal assertion ended the test early. */
 static char other_dirs[2][64];
 static int other_dir_count;
-
-static void remove_dir(const char *path)
-{
-    DIR *d = opendir(path);
-    struct dirent *de;
-    char file[512];
-
-    if (d == NULL)
-        return;
-    while ((de = readdir(d)) != NULL) {
-        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-            continue;
-        snprintf(file, sizeof(file), "%s/%s", path, de->d_name);
-        unlink(file);
-    }
-    closedir(d);
-    rmdir(path);
-}
 
 static void make_dir(char *out, size_t out_len)
 {
@@ -95,9 +78,9 @@ static void teardown(void)
 {
     ca_free(ca);
     ca = NULL;
-    remove_dir(dir);
+    testutil_remove_dir(dir);
     while (other_dir_count > 0)
-        remove_dir(other_dirs[--other_dir_count]);
+        testutil_remove_dir(other_dirs[--other_dir_count]);
 }
 
 static struct certstore *open_store(const struct ca *with_ca, size_t memory_entries)
@@ -773,7 +756,6 @@ static void test_concurrent_gets_return_leaves_for_the_asked_names(void)
 int main(void)
 {
     CU_pSuite suite;
-    int failures;
 
     if (CU_initialize_registry() != CUE_SUCCESS)
         return 1;
@@ -826,12 +808,7 @@ int main(void)
         !CU_add_test(suite, "db_in_missing_directory_is_error",
                      test_db_in_missing_directory_is_error))
         goto fail;
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    if (CU_basic_run_tests() != CUE_SUCCESS)
-        goto fail;
-    failures = (int)CU_get_number_of_failures() + (int)CU_get_number_of_suites_failed();
-    CU_cleanup_registry();
-    return failures == 0 ? 0 : 1;
+    return testutil_run();
 fail:
     CU_cleanup_registry();
     return 1;

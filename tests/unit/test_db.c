@@ -24,6 +24,7 @@
 
 #include "db.h"
 #include "instancelock.h"
+#include "testutil.h"
 
 static char dir[64];
 static char db_path[128];
@@ -37,20 +38,7 @@ static void setup(void)
 
 static void teardown(void)
 {
-    DIR *d = opendir(dir);
-    struct dirent *de;
-    char file[512];
-
-    if (d == NULL)
-        return;
-    while ((de = readdir(d)) != NULL) {
-        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-            continue;
-        snprintf(file, sizeof(file), "%s/%s", dir, de->d_name);
-        unlink(file);
-    }
-    closedir(d);
-    rmdir(dir);
+    testutil_remove_dir(dir);
 }
 
 static void exec_ok(sqlite3 *db, const char *sql)
@@ -261,7 +249,6 @@ static void test_second_lock_is_refused_with_the_holders_pid(void)
 int main(void)
 {
     CU_pSuite suite;
-    int failures;
 
     if (CU_initialize_registry() != CUE_SUCCESS)
         return 1;
@@ -281,12 +268,7 @@ int main(void)
     if (suite == NULL || !CU_add_test(suite, "second_lock_is_refused_with_the_holders_pid",
                                       test_second_lock_is_refused_with_the_holders_pid))
         goto fail;
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    if (CU_basic_run_tests() != CUE_SUCCESS)
-        goto fail;
-    failures = (int)CU_get_number_of_failures() + (int)CU_get_number_of_suites_failed();
-    CU_cleanup_registry();
-    return failures == 0 ? 0 : 1;
+    return testutil_run();
 fail:
     CU_cleanup_registry();
     return 1;

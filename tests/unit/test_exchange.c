@@ -23,6 +23,7 @@
 #include "exchange.h"
 #include "rules.h"
 #include "stream.h"
+#include "testutil.h"
 
 #define IO_MS 2000
 #define GOT_MAX (256 * 1024)
@@ -414,7 +415,6 @@ static void test_a_rewritten_gzip_body_is_reframed_and_its_original_kept(void)
 int main(void)
 {
     CU_pSuite suite;
-    int failures;
 
     if (CU_initialize_registry() != CUE_SUCCESS)
         return 1;
@@ -433,12 +433,7 @@ int main(void)
         !CU_add_test(suite, "a_rewritten_gzip_body_is_reframed_and_its_original_kept",
                      test_a_rewritten_gzip_body_is_reframed_and_its_original_kept))
         goto fail;
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    if (CU_basic_run_tests() != CUE_SUCCESS)
-        goto fail;
-    failures = (int)CU_get_number_of_failures() + (int)CU_get_number_of_suites_failed();
-    CU_cleanup_registry();
-    return failures == 0 ? 0 : 1;
+    return testutil_run();
 fail:
     CU_cleanup_registry();
     return 1;

@@ -36,6 +36,7 @@
 #include "flowstore.h"
 #include "har.h"
 #include "log.h"
+#include "testutil.h"
 
 #define SYNC_MS 10000
 #define T0_US INT64_C(1700000000000000) /* 2023-11-14T22:13:20Z */
@@ -49,24 +50,6 @@ static char dir[64];
 static char db_path[128];
 static char log_path[160];
 static int log_fd = -1;
-
-static void remove_dir(const char *path)
-{
-    DIR *d = opendir(path);
-    struct dirent *de;
-    char file[512];
-
-    if (d == NULL)
-        return;
-    while ((de = readdir(d)) != NULL) {
-        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-            continue;
-        snprintf(file, sizeof(file), "%s/%s", path, de->d_name);
-        unlink(file);
-    }
-    closedir(d);
-    rmdir(path);
-}
 
 /* Each test gets a new directory, database and log file; run by CUnit
  * around each test, so a failed test still cleans up. */
@@ -92,7 +75,7 @@ static void teardown(void)
     log_init(2, LOG_WARN);
     close(log_fd);
     log_fd = -1;
-    remove_dir(dir);
+    testutil_remove_dir(dir);
 }
 
 static struct flowstore *open_store(int64_t max_flows)
@@ -2286,7 +2269,6 @@ static void test_in_memory_database_is_refused(void)
 int main(void)
 {
     CU_pSuite suite;
-    int failures;
 
     if (CU_initialize_registry() != CUE_SUCCESS)
         return 1;
@@ -2372,12 +2354,7 @@ int main(void)
                      test_version_7_database_keeps_its_bodies_readable) ||
         !CU_add_test(suite, "in_memory_database_is_refused", test_in_memory_database_is_refused))
         goto fail;
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    if (CU_basic_run_tests() != CUE_SUCCESS)
-        goto fail;
-    failures = (int)CU_get_number_of_failures() + (int)CU_get_number_of_suites_failed();
-    CU_cleanup_registry();
-    return failures == 0 ? 0 : 1;
+    return testutil_run();
 fail:
     CU_cleanup_registry();
     return 1;

@@ -25,6 +25,7 @@
 #include "flowstore.h"
 #include "har.h"
 #include "log.h"
+#include "testutil.h"
 
 #define SYNC_MS 10000
 #define T0_US INT64_C(1700000000000000) /* 2023-11-14T22:13:20Z */
@@ -33,24 +34,6 @@ static char dir[64];
 static char db_path[128];
 static char log_path[160];
 static int log_fd = -1;
-
-static void remove_dir(const char *path)
-{
-    DIR *d = opendir(path);
-    struct dirent *de;
-    char file[512];
-
-    if (d == NULL)
-        return;
-    while ((de = readdir(d)) != NULL) {
-        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-            continue;
-        snprintf(file, sizeof(file), "%s/%s", path, de->d_name);
-        unlink(file);
-    }
-    closedir(d);
-    rmdir(path);
-}
 
 static void setup(void)
 {
@@ -74,7 +57,7 @@ static void teardown(void)
     log_init(2, LOG_WARN);
     close(log_fd);
     log_fd = -1;
-    remove_dir(dir);
+    testutil_remove_dir(dir);
 }
 
 static char *xstrdup(const char *s)
@@ -342,7 +325,6 @@ static void test_response_cookies_come_from_each_set_cookie_with_attributes(void
 int main(void)
 {
     CU_pSuite suite;
-    int failures;
 
     if (CU_initialize_registry() != CUE_SUCCESS)
         return 1;
@@ -359,9 +341,5 @@ int main(void)
         CU_cleanup_registry();
         return 1;
     }
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    failures = (int)CU_get_number_of_failures() + (int)CU_get_number_of_suites_failed();
-    CU_cleanup_registry();
-    return failures == 0 ? 0 : 1;
+    return testutil_run();
 }

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "listener.h"
+#include "testutil.h"
 
 static void test_specific_address_is_shown_as_given(void)
 {
@@ -63,7 +64,6 @@ static void test_wildcard_spellings(void)
 int main(void)
 {
     CU_pSuite suite;
-    int failures;
 
     if (CU_initialize_registry() != CUE_SUCCESS)
         return 1;
@@ -77,12 +77,7 @@ int main(void)
                      test_short_buffer_is_cut_but_terminated) ||
         !CU_add_test(suite, "wildcard_spellings", test_wildcard_spellings))
         goto fail;
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    if (CU_basic_run_tests() != CUE_SUCCESS)
-        goto fail;
-    failures = (int)CU_get_number_of_failures() + (int)CU_get_number_of_suites_failed();
-    CU_cleanup_registry();
-    return failures == 0 ? 0 : 1;
+    return testutil_run();
 fail:
     CU_cleanup_registry();
     return 1;

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "rules.h"
+#include "testutil.h"
 
 #define THREADS 8
 #define PUBLISHERS 2
@@ -1197,7 +1198,6 @@ static void teardown(void)
 int main(void)
 {
     CU_pSuite suite;
-    int failures = 1;
 
     if (CU_initialize_registry() != CUE_SUCCESS)
         return 1;
@@ -1244,11 +1244,8 @@ int main(void)
         !ADD(suite, test_concat_shares_rules_in_order) ||
         !ADD(suite, test_concurrent_acquire_and_publish))
         goto out;
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    if (CU_basic_run_tests() != CUE_SUCCESS)
-        goto out;
-    failures = (int)CU_get_number_of_failures() + (int)CU_get_number_of_suites_failed();
+    return testutil_run();
 out:
     CU_cleanup_registry();
-    return failures != 0;
+    return 1;
 }

@@ -29,6 +29,7 @@
 #include "config.h"
 #include "flowstore.h"
 #include "session.h"
+#include "testutil.h"
 
 #define WAIT_MS 5000
 
@@ -120,26 +121,13 @@ static void setup(void)
 
 static void teardown(void)
 {
-    DIR *d;
-    struct dirent *de;
-    char file[512];
-
     flowstore_close(flows);
     config_free(&cfg);
     close(stop_pipe[0]);
     close(stop_pipe[1]);
     close(cancel_pipe[0]);
     close(cancel_pipe[1]);
-    if ((d = opendir(dir)) != NULL) {
-        while ((de = readdir(d)) != NULL) {
-            if (de->d_name[0] == '.')
-                continue;
-            snprintf(file, sizeof(file), "%s/%s", dir, de->d_name);
-            unlink(file);
-        }
-        closedir(d);
-    }
-    rmdir(dir);
+    testutil_remove_dir(dir);
 }
 
 /* ---- driving a session ---- */
@@ -282,7 +270,6 @@ static void test_tunnel_entry_relays_other_bytes_raw(void)
 int main(void)
 {
     CU_pSuite suite;
-    int failures;
 
     if (CU_initialize_registry() != CUE_SUCCESS)
         return 1;
@@ -297,12 +284,7 @@ int main(void)
         !CU_add_test(suite, "tunnel_entry_relays_other_bytes_raw",
                      test_tunnel_entry_relays_other_bytes_raw))
         goto fail;
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    if (CU_basic_run_tests() != CUE_SUCCESS)
-        goto fail;
-    failures = (int)CU_get_number_of_failures() + (int)CU_get_number_of_suites_failed();
-    CU_cleanup_registry();
-    return failures == 0 ? 0 : 1;
+    return testutil_run();
 fail:
     CU_cleanup_registry();
     return 1;

@@ -1,0 +1,48 @@
+/*
+ * testutil: what every CUnit suite of the project does the same way.
+ * Header-only (each test program is one file plus the library), so the
+ * suites need no extra object to link.
+ */
+#ifndef TAPWIRE_TESTUTIL_H
+#define TAPWIRE_TESTUTIL_H
+
+#include <CUnit/Basic.h>
+#include <dirent.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Runs the registered suites verbosely and cleans the registry up. Returns
+ * the test program's exit status: 0 when every test passed. */
+static inline int testutil_run(void)
+{
+    int failures = 1;
+
+    CU_basic_set_mode(CU_BRM_VERBOSE);
+    if (CU_basic_run_tests() == CUE_SUCCESS)
+        failures = (int)CU_get_number_of_failures() + (int)CU_get_number_of_suites_failed();
+    CU_cleanup_registry();
+    return failures == 0 ? 0 : 1;
+}
+
+/* Removes dir and the files in it (a test's temporary directory; nothing
+ * below it is a directory). */
+static inline void testutil_remove_dir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    char file[512];
+
+    if (d == NULL)
+        return;
+    while ((de = readdir(d)) != NULL) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        snprintf(file, sizeof(file), "%s/%s", dir, de->d_name);
+        unlink(file);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+#endif
