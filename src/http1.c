@@ -684,7 +684,7 @@ static int finish_request(struct http1_head *head, struct http1_error *err)
          * no determinable length, and the server MUST answer 400 and close,
          * whatever the other codings are; chunked applied twice is never
          * valid. Only a well-framed request with a coding we do not decode
-         * is "not implemented" (RFC 9112 6.1). */
+         * gets 501 (RFC 9112 6.1). */
         if (sum.te_chunked_count != 1 || !sum.te_chunked_last)
             return fail(err, 400, "chunked must be the final transfer coding, once");
         if (sum.te_unknown)
