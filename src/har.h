@@ -18,7 +18,6 @@
 
 #define HAR_MAX_FLOWS 10000                       /* newest flows in an export of "all" */
 #define HAR_MAX_DECODED_BYTES (16 * 1024 * 1024)  /* else the raw bytes are exported */
-#define HAR_COOKIE_MAX_AGE_SECS (400 * 24 * 3600) /* RFC 6265bis 5.6.2: longer is capped */
 
 /*
  * Decodes a Content-Encoding chain; codec_decode_content() of codec.h has
