@@ -16,8 +16,8 @@
 
 #include "flowstore.h"
 
-#define HAR_MAX_FLOWS 10000                       /* newest flows in an export of "all" */
-#define HAR_MAX_DECODED_BYTES (16 * 1024 * 1024)  /* else the raw bytes are exported */
+#define HAR_MAX_FLOWS 10000                      /* newest flows in an export of "all" */
+#define HAR_MAX_DECODED_BYTES (16 * 1024 * 1024) /* else the raw bytes are exported */
 
 /*
  * Decodes a Content-Encoding chain; codec_decode_content() of codec.h has
