@@ -523,9 +523,15 @@ int stream_relay(struct stream *a, struct stream *b, int idle_timeout_ms, uint64
             goto out;
         }
         /* An error or hang-up on a side we are not waiting on would wake
-         * poll forever without progress: that side is gone, so are we. */
-        if ((p[0].revents & ~p[0].events & (POLLERR | POLLHUP | POLLNVAL)) ||
-            (p[1].revents & ~p[1].events & (POLLERR | POLLHUP | POLLNVAL))) {
+         * poll forever without progress: that side is gone, so are we.
+         * Unless it still has bytes we are waiting to read: after we passed
+         * a half-close on, a peer's last answer and its close arrive
+         * together (POLLIN|POLLHUP), and the answer must still go through;
+         * the next reads take it, then the end of the stream. */
+        if (((p[0].revents & ~p[0].events & (POLLERR | POLLHUP | POLLNVAL)) &&
+             !(p[0].revents & p[0].events & POLLIN)) ||
+            ((p[1].revents & ~p[1].events & (POLLERR | POLLHUP | POLLNVAL)) &&
+             !(p[1].revents & p[1].events & POLLIN))) {
             result = 0;
             goto out;
         }

@@ -39,7 +39,8 @@ struct origin_script {
     int listen_fd;
     uint16_t port;
     const char *reply;
-    char got[4096]; /* what the last connection sent */
+    bool is_replying_after_eof; /* answer only once the proxy half-closed */
+    char got[4096];             /* what the last connection sent */
     size_t got_len;
     pthread_t thread;
 };
@@ -60,22 +61,26 @@ static void *origin_main(void *arg)
            (n = read(fd, o->got + o->got_len, sizeof(o->got) - 1 - o->got_len)) > 0) {
         o->got_len += (size_t)n;
         o->got[o->got_len] = '\0';
-        if (strstr(o->got, "\r\n\r\n") != NULL || strncmp(o->got, "RAW", 3) == 0)
+        if (!o->is_replying_after_eof &&
+            (strstr(o->got, "\r\n\r\n") != NULL || strncmp(o->got, "RAW", 3) == 0))
             break;
     }
-    if (write(fd, o->reply, strlen(o->reply)) < 0)
+    /* MSG_MORE holds the bytes back until the close, so that they and the
+     * FIN travel in one segment: the proxy then sees them with the hang-up. */
+    if (send(fd, o->reply, strlen(o->reply), o->is_replying_after_eof ? MSG_MORE : 0) < 0)
         o->got_len = 0;
     close(fd);
     return NULL;
 }
 
-static void origin_start(struct origin_script *o, const char *reply)
+static void origin_start(struct origin_script *o, const char *reply, bool is_replying_after_eof)
 {
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t len = sizeof(a);
 
     memset(o, 0, sizeof(*o));
     o->reply = reply;
+    o->is_replying_after_eof = is_replying_after_eof;
     o->listen_fd = socket(AF_INET, SOCK_STREAM, 0);
     CU_ASSERT_FATAL(o->listen_fd >= 0);
     CU_ASSERT_FATAL(bind(o->listen_fd, (struct sockaddr *)&a, sizeof(a)) == 0);
@@ -187,7 +192,7 @@ static void test_explicit_proxy_forwards_an_absolute_form_request(void)
     char request[256];
     char *got;
 
-    origin_start(&o, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi");
+    origin_start(&o, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi", false);
     snprintf(request, sizeof(request),
              "GET http://127.0.0.1:%u/path?q=1 HTTP/1.1\r\nHost: 127.0.0.1:%u\r\n\r\n", o.port,
              o.port);
@@ -231,7 +236,8 @@ static void test_tunnel_entry_serves_plain_http_to_its_destination(void)
     struct flowstore_record *rec;
     char *got;
 
-    origin_start(&o, "HTTP/1.1 201 Created\r\nContent-Length: 3\r\nConnection: close\r\n\r\nnew");
+    origin_start(&o, "HTTP/1.1 201 Created\r\nContent-Length: 3\r\nConnection: close\r\n\r\nnew",
+                 false);
     got = run_session("PUT /item HTTP/1.1\r\nHost: site.example\r\nContent-Length: 0\r\n\r\n",
                       "127.0.0.1", o.port, true);
     origin_stop(&o);
@@ -247,13 +253,33 @@ static void test_tunnel_entry_serves_plain_http_to_its_destination(void)
     free(got);
 }
 
+/* The client sends and half-closes; the origin answers only after tapwire
+ * passed the half-close on, so its answer and its close arrive together:
+ * the answer must still reach the client. */
+static void test_raw_relay_delivers_the_answer_after_a_half_close(void)
+{
+    struct origin_script o;
+    struct flowstore_record *rec;
+    char *got;
+
+    origin_start(&o, "answer after eof", true);
+    got = run_session("RAW\x01 request then eof", "127.0.0.1", o.port, true);
+    origin_stop(&o);
+    CU_ASSERT_STRING_EQUAL(o.got, "RAW\x01 request then eof");
+    CU_ASSERT_STRING_EQUAL(got, "answer after eof");
+    rec = newest_flow();
+    CU_ASSERT_EQUAL(rec->flow.bytes_down, 16);
+    flowstore_record_free(rec);
+    free(got);
+}
+
 static void test_tunnel_entry_relays_other_bytes_raw(void)
 {
     struct origin_script o;
     struct flowstore_record *rec;
     char *got;
 
-    origin_start(&o, "raw reply");
+    origin_start(&o, "raw reply", false);
     /* The client keeps its side open: the origin's close ends the relay. */
     got = run_session("RAW\x01\x02 not http", "127.0.0.1", o.port, false);
     origin_stop(&o);
@@ -282,7 +308,9 @@ int main(void)
         !CU_add_test(suite, "tunnel_entry_serves_plain_http_to_its_destination",
                      test_tunnel_entry_serves_plain_http_to_its_destination) ||
         !CU_add_test(suite, "tunnel_entry_relays_other_bytes_raw",
-                     test_tunnel_entry_relays_other_bytes_raw))
+                     test_tunnel_entry_relays_other_bytes_raw) ||
+        !CU_add_test(suite, "raw_relay_delivers_the_answer_after_a_half_close",
+                     test_raw_relay_delivers_the_answer_after_a_half_close))
         goto fail;
     return testutil_run();
 fail:
