@@ -63,6 +63,7 @@
 #include <unistd.h>
 
 #include <jansson.h>
+#include <math.h>
 #include <microhttpd.h>
 #include <openssl/bio.h>
 #include <openssl/crypto.h>
@@ -78,6 +79,7 @@
 #include "jsontext.h"
 #include "log.h"
 #include "rulebook.h"
+#include "sqlconsole.h"
 
 #ifndef TAPWIRE_VERSION
 #define TAPWIRE_VERSION "unknown"
@@ -121,6 +123,7 @@ struct dashboard {
     const struct ca *ca;
     struct rulebook *rules;  /* NULL: rewrite rules are off */
     struct certstore *certs; /* NULL: no certificate figures in /api/stats */
+    struct sqlconsole *sql;  /* NULL: no database file, /api/sql answers 404 */
     char token[DASHBOARD_MAX_TOKEN_CHARS + 1];
     char url_host[300]; /* the bound host as in a URL: IPv6 in brackets */
     /* Atomic: connection threads read it (Host check) and an ephemeral
@@ -2014,6 +2017,104 @@ static mhd_result route_rules(struct dashboard *d, struct MHD_Connection *conn, 
     return send_not_allowed(conn, "PUT, DELETE");
 }
 
+/* ---- the SQL console ---- */
+
+static json_t *sql_cell_json(const struct sqlconsole_cell *cell)
+{
+    switch (cell->type) {
+    case SQLCONSOLE_INTEGER:
+        return json_integer((json_int_t)cell->integer);
+    case SQLCONSOLE_REAL:
+        /* JSON has no Inf or NaN (SELECT 1e999 makes one): jansson refuses them. */
+        return isfinite(cell->real) ? json_real(cell->real)
+                                    : jstr(cell->real > 0   ? "Inf"
+                                           : cell->real < 0 ? "-Inf"
+                                                            : "NaN");
+    case SQLCONSOLE_TEXT:
+    case SQLCONSOLE_BLOB:
+        return jtext(cell->text, cell->text_len);
+    default:
+        return json_null();
+    }
+}
+
+static json_t *sql_result_json(const struct sqlconsole_result *result)
+{
+    json_t *obj = json_object();
+    json_t *columns = json_array();
+    json_t *rows = json_array();
+    bool ok = obj != NULL && columns != NULL && rows != NULL;
+    size_t i, j;
+
+    for (i = 0; ok && i < result->column_count; i++)
+        ok = jappend(columns, jstr(result->columns[i]));
+    for (i = 0; ok && i < result->row_count; i++) {
+        json_t *row = json_array();
+
+        ok = row != NULL;
+        for (j = 0; ok && j < result->column_count; j++)
+            ok = jappend(row, sql_cell_json(&result->cells[i * result->column_count + j]));
+        if (ok)
+            ok = jappend(rows, row);
+        else
+            json_decref(row);
+    }
+    if (ok) {
+        ok = jset(obj, "columns", columns); /* taken, even when it fails */
+        columns = NULL;
+        ok = jset(obj, "rows", rows) && ok;
+        rows = NULL;
+    }
+    ok = ok && jset(obj, "truncated", json_boolean(result->is_truncated)) &&
+         jset(obj, "max_rows", json_integer(SQLCONSOLE_MAX_ROWS)) &&
+         jset(obj, "elapsed_ms", json_integer((json_int_t)result->elapsed_ms));
+    json_decref(columns);
+    json_decref(rows);
+    if (!ok) {
+        json_decref(obj);
+        obj = NULL;
+    }
+    return obj;
+}
+
+/* GET /api/sql?q=SELECT...: one read-only statement (sqlconsole). A
+ * refusal or an SQL error is the user's to fix: 400 with SQLite's words. */
+static mhd_result api_sql(struct dashboard *d, struct MHD_Connection *conn)
+{
+    const char *sql = arg(conn, "q");
+    struct sqlconsole_result *result = NULL;
+    char err[SQLCONSOLE_ERROR_BYTES] = "";
+    mhd_result ret;
+
+    if (d->sql == NULL)
+        return send_error(
+            conn, MHD_HTTP_NOT_FOUND,
+            "the SQL console needs a database file (tapwire runs with --db :memory:)");
+    if (sql == NULL)
+        return send_error(conn, MHD_HTTP_BAD_REQUEST, "the query is missing: /api/sql?q=SELECT...");
+    if (sqlconsole_query(d->sql, sql, &result, err, sizeof(err)) != 0)
+        return send_error(conn, MHD_HTTP_BAD_REQUEST, err);
+    ret = send_json(conn, MHD_HTTP_OK, sql_result_json(result));
+    sqlconsole_result_free(result);
+    return ret;
+}
+
+/* GET /api/sql/examples: the saved queries, [{"name", "sql"}]. */
+static mhd_result api_sql_examples(struct MHD_Connection *conn)
+{
+    const struct sqlconsole_example *ex;
+    json_t *list = json_array();
+    bool ok = list != NULL;
+
+    for (ex = sqlconsole_examples; ok && ex->name != NULL; ex++)
+        ok = jappend(list, json_pack("{s:s,s:s}", "name", ex->name, "sql", ex->sql));
+    if (!ok) {
+        json_decref(list);
+        list = NULL;
+    }
+    return send_json(conn, MHD_HTTP_OK, list);
+}
+
 /* ---- routing ---- */
 
 static mhd_result route_api(struct dashboard *d, struct MHD_Connection *conn, const char *path,
@@ -2076,6 +2177,10 @@ static mhd_result route_api(struct dashboard *d, struct MHD_Connection *conn, co
     if (strcmp(path, "/stats") == 0)
         return is_read ? send_json(conn, MHD_HTTP_OK, stats_json(d, true))
                        : send_not_allowed(conn, "GET, HEAD");
+    if (strcmp(path, "/sql") == 0)
+        return is_read ? api_sql(d, conn) : send_not_allowed(conn, "GET, HEAD");
+    if (strcmp(path, "/sql/examples") == 0)
+        return is_read ? api_sql_examples(conn) : send_not_allowed(conn, "GET, HEAD");
     return send_error(conn, MHD_HTTP_NOT_FOUND, "no such API endpoint");
 }
 
@@ -2406,6 +2511,12 @@ int dashboard_start(const struct dashboard_options *opts, struct flowstore *flow
     if (flowstore_newest_id(flows, &newest, err, err_len) != 0)
         goto out;
     d->newest_id = newest;
+    if (opts->db_path != NULL && opts->db_path[0] != '\0' &&
+        strcmp(opts->db_path, ":memory:") != 0 &&
+        sqlconsole_open(opts->db_path, &d->sql, err, err_len) != 0) {
+        errmsg_prefix(err, err_len, "SQL console: ");
+        goto out;
+    }
 
     memset(&hints, 0, sizeof(hints));
     hints.ai_family = AF_UNSPEC;
@@ -2495,6 +2606,8 @@ void dashboard_stop(struct dashboard *d)
         pthread_cond_destroy(&d->cond);
     if (d->has_lock)
         pthread_mutex_destroy(&d->lock);
+    /* After MHD_stop_daemon(): no request can be using it. */
+    sqlconsole_close(d->sql);
     OPENSSL_cleanse(d->token, sizeof(d->token));
     free(d->web_root);
     free(d->ca_pem);

@@ -2,7 +2,8 @@
  * dashboard: the web dashboard's HTTP server (libmicrohttpd): token auth,
  * the JSON API over the flow store (docs: the API spec shared with web/),
  * the dashboard's rewrite rules (through the rulebook), live updates as
- * Server-Sent Events, HAR export, the page itself (compiled in, or read from
+ * Server-Sent Events, HAR export, the read-only SQL console (sqlconsole), the page itself (compiled
+ * in, or read from
  * --web-root) and the CA download page.
  *
  * It must never serve captured bytes as anything a browser would render or
@@ -59,6 +60,8 @@ struct dashboard_options {
                                 off (/api/rules lists nothing and refuses changes with 404) */
     struct certstore *certs; /* not owned, must outlive the dashboard; NULL: /api/stats
                                 leaves out "certificates" */
+    const char *db_path;     /* the database file, for the read-only SQL console (/api/sql);
+                                NULL or ":memory:": /api/sql answers 404 */
 };
 
 struct dashboard;

@@ -345,15 +345,13 @@ static int create_private_file(const char *path, char *err, size_t err_len)
     return -1;
 }
 
-/* A read-write connection (extra_flags: SQLITE_OPEN_CREATE or 0) with
- * extended result codes and the busy timeout. Returns 0 with *out, or -1
- * with err and *out NULL. */
-static int open_connection(const char *path, int extra_flags, sqlite3 **out, char *err,
-                           size_t err_len)
+/* A connection (mode: SQLITE_OPEN_READWRITE, with SQLITE_OPEN_CREATE or
+ * not, or SQLITE_OPEN_READONLY) with extended result codes and the busy
+ * timeout. Returns 0 with *out, or -1 with err and *out NULL. */
+static int open_connection(const char *path, int mode, sqlite3 **out, char *err, size_t err_len)
 {
     sqlite3 *db = NULL;
-    int rc =
-        sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | extra_flags, NULL);
+    int rc = sqlite3_open_v2(path, &db, mode | SQLITE_OPEN_NOMUTEX, NULL);
 
     *out = NULL;
     if (rc != SQLITE_OK) {
@@ -393,7 +391,7 @@ int db_open(const char *path, sqlite3 **out, char *err, size_t err_len)
     }
     if (!is_memory_path(path) && create_private_file(path, err, err_len) != 0)
         goto out;
-    if (open_connection(path, SQLITE_OPEN_CREATE, &db, err, err_len) != 0)
+    if (open_connection(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, &db, err, err_len) != 0)
         goto out;
 
     /* 16 KiB pages for a new file (an existing one keeps its size: WAL
@@ -447,6 +445,25 @@ out:
     return ret;
 }
 
+int db_open_readonly(const char *path, sqlite3 **out, char *err, size_t err_len)
+{
+    int ret = -1;
+
+    *out = NULL;
+    pthread_once(&configure_once, configure_sqlite);
+    if (is_memory_path(path)) {
+        errmsg_set(err, err_len, "an in-memory database cannot be shared with another connection");
+        goto out;
+    }
+    /* SQLite opens the file itself and never creates it in this mode: no
+     * descriptor of ours to close (see create_private_file()). */
+    if (open_connection(path, SQLITE_OPEN_READONLY, out, err, err_len) != 0)
+        goto out;
+    ret = 0;
+out:
+    return ret;
+}
+
 struct check_deadline {
     int64_t until_ms;
     bool is_expired;
@@ -481,7 +498,7 @@ int db_check(const char *path, int budget_ms, enum db_check_result *result, char
         goto out;
     }
     /* Not SQLITE_OPEN_CREATE: a check must never make or change a file. */
-    if (open_connection(path, 0, &db, err, err_len) != 0)
+    if (open_connection(path, SQLITE_OPEN_READWRITE, &db, err, err_len) != 0)
         goto out;
     /* Every 1000 virtual machine steps: cheap, and fine-grained enough that
      * the budget holds to a few milliseconds. */

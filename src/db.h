@@ -20,6 +20,14 @@
  */
 int db_open(const char *path, sqlite3 **out, char *err, size_t err_len);
 
+/*
+ * Opens an existing database file read-only (SQLITE_OPEN_READONLY, never
+ * created, never migrated) with the busy timeout, for readers that must not
+ * change it (sqlconsole). Returns 0 and *out (close with sqlite3_close()),
+ * or -1 with err filled in (a missing file, ":memory:").
+ */
+int db_open_readonly(const char *path, sqlite3 **out, char *err, size_t err_len);
+
 #define DB_CHECK_BUDGET_MS 3000 /* start-up page check; a larger file is checked in part */
 
 enum db_check_result {

@@ -304,6 +304,7 @@ static int start_dashboard(struct app *app, char *err, size_t err_len)
         .web_root = cfg->web_root,
         .rules = app->book,
         .certs = app->certs,
+        .db_path = cfg->db_path,
     };
     if (dashboard_start(&dopts, app->flows, app->ca, &app->dash, err, err_len) < 0) {
         errmsg_prefix(err, err_len, "dashboard: ");
