@@ -2085,6 +2085,7 @@ static mhd_result api_sql(struct dashboard *d, struct MHD_Connection *conn)
     struct sqlconsole_result *result = NULL;
     char err[SQLCONSOLE_ERROR_BYTES] = "";
     mhd_result ret;
+    int rc;
 
     if (d->sql == NULL)
         return send_error(
@@ -2092,7 +2093,10 @@ static mhd_result api_sql(struct dashboard *d, struct MHD_Connection *conn)
             "the SQL console needs a database file (tapwire runs with --db :memory:)");
     if (sql == NULL)
         return send_error(conn, MHD_HTTP_BAD_REQUEST, "the query is missing: /api/sql?q=SELECT...");
-    if (sqlconsole_query(d->sql, sql, &result, err, sizeof(err)) != 0)
+    rc = sqlconsole_query(d->sql, sql, &result, err, sizeof(err));
+    if (rc == SQLCONSOLE_BUSY)
+        return send_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, err);
+    if (rc != 0)
         return send_error(conn, MHD_HTTP_BAD_REQUEST, err);
     ret = send_json(conn, MHD_HTTP_OK, sql_result_json(result));
     sqlconsole_result_free(result);

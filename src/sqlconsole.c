@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <strings.h>
 
 #include <sqlite3.h>
@@ -388,6 +389,21 @@ static int check_tail(sqlite3 *db, const char *tail, char *err, size_t err_len)
     return -1;
 }
 
+/* pthread_mutex_timedlock() takes a CLOCK_REALTIME deadline. */
+static int lock_within(pthread_mutex_t *lock, int timeout_ms)
+{
+    struct timespec deadline;
+
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += timeout_ms / 1000;
+    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    return pthread_mutex_timedlock(lock, &deadline);
+}
+
 int sqlconsole_query(struct sqlconsole *console, const char *sql, struct sqlconsole_result **out,
                      char *err, size_t err_len)
 {
@@ -400,7 +416,10 @@ int sqlconsole_query(struct sqlconsole *console, const char *sql, struct sqlcons
     int ret = -1;
 
     *out = NULL;
-    pthread_mutex_lock(&console->lock);
+    if (lock_within(&console->lock, SQLCONSOLE_WAIT_MS) != 0) {
+        errmsg_set(err, err_len, "the console is busy with another query; try again");
+        return SQLCONSOLE_BUSY;
+    }
     if (strlen(sql) > SQLCONSOLE_MAX_SQL_BYTES) {
         errmsg_set(err, err_len, "the query is longer than %d bytes", SQLCONSOLE_MAX_SQL_BYTES);
         goto out;

@@ -22,6 +22,10 @@
 #include <stdint.h>
 
 #define SQLCONSOLE_TIME_LIMIT_MS 2000
+/* A query waits this long for the one before it, then gets SQLCONSOLE_BUSY:
+ * slow queries sent together must not hold the dashboard's connections. */
+#define SQLCONSOLE_WAIT_MS (SQLCONSOLE_TIME_LIMIT_MS / 2)
+#define SQLCONSOLE_BUSY (-2)
 #define SQLCONSOLE_MAX_ROWS 1000
 #define SQLCONSOLE_MAX_SQL_BYTES 16384
 /* A cell's text beyond this is cut (at a UTF-8 boundary), the cell marked. */
@@ -79,7 +83,8 @@ void sqlconsole_close(struct sqlconsole *console);
 
 /*
  * Runs sql, exactly one statement that only reads. Returns 0 and *result
- * (caller frees with sqlconsole_result_free()), or -1 with err set to
+ * (caller frees with sqlconsole_result_free()), SQLCONSOLE_BUSY when another
+ * query held the console for SQLCONSOLE_WAIT_MS, or -1 with err set to
  * SQLite's message ("not authorized", "no such table: x"), or ours for the
  * limits ("interrupted after 2000 ms", "only one statement at a time").
  */

@@ -12,6 +12,7 @@
 
 #include <CUnit/Basic.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -253,6 +254,43 @@ static void test_time_limit_interrupts_a_runaway_query(void)
     CU_ASSERT_EQUAL(count_flows(), 3);
 }
 
+static void *run_runaway(void *arg)
+{
+    struct sqlconsole_result *result = NULL;
+    char err[SQLCONSOLE_ERROR_BYTES];
+
+    *(int *)arg = sqlconsole_query(console,
+                                   "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 "
+                                   "FROM n) SELECT count(*) FROM n",
+                                   &result, err, sizeof(err));
+    sqlconsole_result_free(result);
+    return NULL;
+}
+
+static void test_a_query_behind_a_slow_one_is_told_busy(void)
+{
+    struct sqlconsole_result *result = NULL;
+    char err[SQLCONSOLE_ERROR_BYTES] = "";
+    pthread_t slow;
+    int slow_rc = 0;
+    int64_t start;
+    int rc;
+
+    CU_ASSERT_FATAL(pthread_create(&slow, NULL, run_runaway, &slow_rc) == 0);
+    usleep(200 * 1000); /* the slow one holds the console until its limit */
+    start = clock_mono_ms();
+    rc = sqlconsole_query(console, "SELECT 1", &result, err, sizeof(err));
+    CU_ASSERT_EQUAL(rc, SQLCONSOLE_BUSY);
+    CU_ASSERT_PTR_NULL(result);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "busy"));
+    CU_ASSERT_TRUE(clock_mono_ms() - start >= SQLCONSOLE_WAIT_MS - 50);
+    CU_ASSERT_TRUE(clock_mono_ms() - start < SQLCONSOLE_TIME_LIMIT_MS);
+    pthread_join(slow, NULL);
+    CU_ASSERT_EQUAL(slow_rc, -1); /* interrupted at its own limit */
+    sqlconsole_result_free(result);
+    CU_ASSERT_EQUAL(count_flows(), 3); /* and then the console answers again */
+}
+
 static void test_row_limit_truncates(void)
 {
     struct sqlconsole_result *result = NULL;
@@ -378,6 +416,8 @@ int main(void)
         !CU_add_test(suite, "time_limit_interrupts_a_runaway_query",
                      test_time_limit_interrupts_a_runaway_query) ||
         !CU_add_test(suite, "row_limit_truncates", test_row_limit_truncates) ||
+        !CU_add_test(suite, "a_query_behind_a_slow_one_is_told_busy",
+                     test_a_query_behind_a_slow_one_is_told_busy) ||
         !CU_add_test(suite, "long_text_is_cut_at_a_character",
                      test_long_text_is_cut_at_a_character) ||
         !CU_add_test(suite, "examples_run", test_examples_run) ||
