@@ -396,7 +396,7 @@
         return {
             filters,
             flow: flow && /^\d+$/.test(flow) ? Number(flow) : null,
-            view: p.get('view') === 'rules' ? 'rules' : 'flows',
+            view: ['rules', 'sql'].includes(p.get('view')) ? p.get('view') : 'flows',
         };
     }
 
@@ -410,8 +410,8 @@
         }
         if (state.openId !== null)
             p.set('flow', String(state.openId));
-        if (state.view === 'rules')
-            p.set('view', 'rules');
+        if (state.view !== 'flows')
+            p.set('view', state.view);
         const h = p.toString();
         history.replaceState(null, '', location.pathname + location.search + (h ? '#' + h : ''));
     }
@@ -1888,16 +1888,77 @@
     /* ---- the rules view ---- */
 
     function setView(view) {
-        state.view = view === 'rules' ? 'rules' : 'flows';
-        const isRules = state.view === 'rules';
-        $('rules-view').hidden = !isRules;
-        $('split').hidden = isRules;
-        $('filters').hidden = isRules;
-        $('view-rules').setAttribute('aria-pressed', isRules ? 'true' : 'false');
-        $('view-flows').setAttribute('aria-pressed', isRules ? 'false' : 'true');
+        state.view = ['rules', 'sql'].includes(view) ? view : 'flows';
+        const isFlows = state.view === 'flows';
+        $('rules-view').hidden = state.view !== 'rules';
+        $('sql-view').hidden = state.view !== 'sql';
+        $('split').hidden = !isFlows;
+        $('filters').hidden = !isFlows;
+        $('view-rules').setAttribute('aria-pressed', state.view === 'rules' ? 'true' : 'false');
+        $('view-sql').setAttribute('aria-pressed', state.view === 'sql' ? 'true' : 'false');
+        $('view-flows').setAttribute('aria-pressed', isFlows ? 'true' : 'false');
         writeHash();
-        if (isRules)
+        if (state.view === 'rules')
             loadRules();
+        if (state.view === 'sql')
+            loadSqlExamples();
+    }
+
+    /* ---- the SQL view: results are text, never HTML ---- */
+
+    let sqlExamplesLoaded = false;
+
+    async function loadSqlExamples() {
+        if (sqlExamplesLoaded)
+            return;
+        try {
+            const list = await apiJSON('/api/sql/examples');
+            const box = $('sql-examples');
+            clear(box);
+            for (const ex of list) {
+                box.appendChild(el('button', {
+                    type: 'button', class: 'sql-example', text: ex.name, title: ex.sql,
+                    onclick: () => { $('sql-input').value = ex.sql; runSql(); },
+                }));
+            }
+            sqlExamplesLoaded = true;
+        } catch (e) {
+            $('sql-examples').textContent = 'none (' + e.message + ')';
+        }
+    }
+
+    async function runSql(ev) {
+        if (ev)
+            ev.preventDefault();
+        const notice = $('sql-notice');
+        const q = $('sql-input').value.trim();
+        notice.hidden = true;
+        if (!q)
+            return;
+        $('sql-meta').textContent = 'running\u2026';
+        try {
+            const r = await apiJSON('/api/sql?q=' + encodeURIComponent(q));
+            const head = $('sql-head');
+            const rows = $('sql-rows');
+            clear(head);
+            clear(rows);
+            for (const c of r.columns)
+                head.appendChild(el('th', { scope: 'col', text: String(c) }));
+            for (const row of r.rows) {
+                const tr = el('tr');
+                for (const v of row)
+                    tr.appendChild(el('td', { text: v === null ? 'NULL' : String(v) }));
+                rows.appendChild(tr);
+            }
+            $('sql-table').hidden = false;
+            $('sql-meta').textContent = r.rows.length + ' row' + (r.rows.length === 1 ? '' : 's') +
+                (r.truncated ? ' (cut at ' + r.max_rows + ')' : '') + ' in ' + r.elapsed_ms + ' ms';
+        } catch (e) {
+            $('sql-table').hidden = true;
+            $('sql-meta').textContent = '';
+            notice.textContent = e.message;
+            notice.hidden = false;
+        }
     }
 
     function updateRulesCount() {
@@ -2226,6 +2287,8 @@
 
         $('view-flows').addEventListener('click', () => setView('flows'));
         $('view-rules').addEventListener('click', () => setView('rules'));
+        $('view-sql').addEventListener('click', () => setView('sql'));
+        $('sql-form').addEventListener('submit', runSql);
         $('rule-add').addEventListener('submit', addRule);
         $('rule-add-spec').addEventListener('input', () => hideSpecError($('rule-add-error'), $('rule-add-spec')));
         $('detail').addEventListener('keydown', (e) => {

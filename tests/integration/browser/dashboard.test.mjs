@@ -452,6 +452,32 @@ if (ruleAdded && browsed) {
     }
 }
 
+/* (h) the SQL view asks the flows in SQL, read-only, and shows a table */
+await check('the SQL view runs a query and shows its rows as a table', async () => {
+    await page.locator('#view-sql').click();
+    await page.locator('#sql-view').waitFor({ state: 'visible' });
+    await page.locator('#sql-input').fill("SELECT count(*) AS n, '<b>not html</b>' AS t FROM flows");
+    await page.locator('#sql-run').click();
+    await until('the result table', async () => {
+        if (!(await page.locator('#sql-table').isVisible()))
+            return false;
+        const head = await page.locator('#sql-head th').allTextContents();
+        const cells = await page.locator('#sql-rows td').allTextContents();
+        return head.join(',') === 'n,t' && /^[1-9]\d*$/.test(cells[0]) && cells[1] === '<b>not html</b>';
+    });
+    assert(await page.locator('#sql-rows b').count() === 0, 'a cell was rendered as HTML');
+});
+
+await check('the SQL view shows SQLite\'s refusal of a write', async () => {
+    await page.locator('#sql-input').fill('DELETE FROM flows');
+    await page.locator('#sql-run').click();
+    await until('the refusal', async () => {
+        const n = page.locator('#sql-notice');
+        return (await n.isVisible()) && /not authorized/.test(await n.textContent());
+    });
+    await page.locator('#view-flows').click();
+});
+
 await check('the page caused no CSP violations and no script errors', async () => {
     const csp = await page.evaluate(() => window.__cspViolations || []);
     const cspConsole = consoleErrors.filter((t) => /Content Security Policy|Refused to/i.test(t));
