@@ -1341,13 +1341,7 @@ static int sse_flows(struct sse_stream *s, int64_t newest)
 
 static void deadline_in(struct timespec *ts, int64_t ms)
 {
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    ts->tv_sec += ms / 1000;
-    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
+    *ts = clock_deadline_ms(CLOCK_MONOTONIC, ms);
 }
 
 /* Waits for something to send and queues it. 0, or -1 to end the stream. */

@@ -25,6 +25,7 @@
 #endif
 
 #include "flowstore.h"
+#include "clock.h"
 #include "errmsg.h"
 
 #include <errno.h>
@@ -661,17 +662,10 @@ int flowstore_submit(struct flowstore *store, struct flow *flow)
 
 int flowstore_sync(struct flowstore *store, int timeout_ms)
 {
-    struct timespec deadline;
+    struct timespec deadline = clock_deadline_ms(CLOCK_MONOTONIC, timeout_ms);
     uint64_t target;
     int ret = 0;
 
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += timeout_ms / 1000;
-    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
     pthread_mutex_lock(&store->lock);
     target = store->accepted;
     while (store->finished < target) {
@@ -1131,13 +1125,7 @@ static void *writer_run(void *arg)
          * comes: one transaction per flow would cost the proxy most of a
          * core at a few thousand requests a second. */
         if (!store->is_stopping && store->queue_count < FLOWSTORE_BATCH_FLOWS) {
-            struct timespec until;
-            clock_gettime(CLOCK_MONOTONIC, &until);
-            until.tv_nsec += FLOWSTORE_GATHER_MS * 1000000L;
-            if (until.tv_nsec >= 1000000000L) {
-                until.tv_sec++;
-                until.tv_nsec -= 1000000000L;
-            }
+            struct timespec until = clock_deadline_ms(CLOCK_MONOTONIC, FLOWSTORE_GATHER_MS);
             while (store->queue_count < FLOWSTORE_BATCH_FLOWS && !store->is_stopping &&
                    pthread_cond_timedwait(&store->work_cond, &store->lock, &until) == 0)
                 ;

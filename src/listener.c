@@ -264,14 +264,7 @@ static void shed_on_fd_exhaustion(int listen_fd, int *reserve_fd, int accept_err
 
 static int wait_for_connections(int timeout_ms)
 {
-    struct timespec deadline;
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += timeout_ms / 1000;
-    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    struct timespec deadline = clock_deadline_ms(CLOCK_REALTIME, timeout_ms);
     pthread_mutex_lock(&live_lock);
     while (live_connections > 0)
         if (pthread_cond_timedwait(&live_changed, &live_lock, &deadline) == ETIMEDOUT)

@@ -392,15 +392,8 @@ static int check_tail(sqlite3 *db, const char *tail, char *err, size_t err_len)
 /* pthread_mutex_timedlock() takes a CLOCK_REALTIME deadline. */
 static int lock_within(pthread_mutex_t *lock, int timeout_ms)
 {
-    struct timespec deadline;
+    struct timespec deadline = clock_deadline_ms(CLOCK_REALTIME, timeout_ms);
 
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += timeout_ms / 1000;
-    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
     return pthread_mutex_timedlock(lock, &deadline);
 }
 
