@@ -25,23 +25,6 @@ static inline int64_t clock_mono_coarse_ms(void)
     clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
 #else
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    /* The time ms milliseconds from now on clock, for the waits that take an
-     * absolute deadline: CLOCK_REALTIME for pthread_mutex_timedlock() and for
-     * condition variables made without a clock attribute, CLOCK_MONOTONIC for
-     * those made with it. */
-    static inline struct timespec clock_deadline_ms(clockid_t clock, int64_t ms)
-    {
-        struct timespec ts;
-        clock_gettime(clock, &ts);
-        ts.tv_sec += (time_t)(ms / 1000);
-        ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        return ts;
-    }
-
 #endif
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
