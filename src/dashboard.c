@@ -623,57 +623,6 @@ static void sb_url(struct buf *b, const struct flow *f)
     buf_str(b, f->target != NULL && f->target[0] == '/' ? f->target : "/");
 }
 
-static const char *skip_blanks(const char *p, const char *end)
-{
-    while (p < end && (*p == ' ' || *p == '\t'))
-        p++;
-    return p;
-}
-
-/* The weight after a coding (";q=0", ";q=0.00", RFC 9110 12.4.2) is 0. */
-static bool is_weight_zero(const char *semi, const char *end)
-{
-    const char *p;
-
-    if (semi == NULL)
-        return false;
-    p = skip_blanks(semi + 1, end);
-    if (end - p < 3 || (p[0] != 'q' && p[0] != 'Q') || p[1] != '=' || p[2] != '0')
-        return false;
-    p += 3;
-    if (p < end && *p == '.') {
-        p++;
-        while (p < end && *p == '0')
-            p++;
-    }
-    return skip_blanks(p, end) == end;
-}
-
-/* True when an Accept-Encoding value asks for a content coding: any but
- * identity, unless its weight is 0 (RFC 9110 12.5.3). */
-static bool accepts_content_coding(const char *value, size_t value_len)
-{
-    const char *end = value + value_len;
-    const char *elem = value;
-
-    while (elem < end) {
-        const char *comma = memchr(elem, ',', (size_t)(end - elem));
-        const char *elem_end = comma != NULL ? comma : end;
-        const char *semi = memchr(elem, ';', (size_t)(elem_end - elem));
-        const char *coding = skip_blanks(elem, elem_end);
-        const char *coding_end = semi != NULL ? semi : elem_end;
-
-        while (coding_end > coding && (coding_end[-1] == ' ' || coding_end[-1] == '\t'))
-            coding_end--;
-        if (coding_end > coding &&
-            !(coding_end - coding == 8 && strncasecmp(coding, "identity", 8) == 0) &&
-            !is_weight_zero(semi, elem_end))
-            return true;
-        elem = comma != NULL ? comma + 1 : end;
-    }
-    return false;
-}
-
 /* True when the field name is listed in a Connection field of headers
  * (RFC 9110 7.6.1: such a field is hop-by-hop). */
 static bool is_named_in_connection(const char *headers, const char *name, size_t name_len)
@@ -720,7 +669,7 @@ static char *curl_command(const struct flowstore_record *rec, const unsigned cha
 
     while (flow_headers_next(f->request_headers, &pos, &name, &name_len, &value, &value_len)) {
         if (name_len == 15 && strncasecmp(name, "Accept-Encoding", 15) == 0 &&
-            accepts_content_coding(value, value_len))
+            http1_accepts_content_coding(value, value_len))
             is_compressed = true;
     }
     pos = 0;

@@ -1337,3 +1337,54 @@ int http1_parse_absolute_target(const char *target, size_t len, struct http1_abs
         out->path_len = 0;
     return 0;
 }
+
+/* ---- field values ---- */
+
+static const char *skip_field_blanks(const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\t'))
+        p++;
+    return p;
+}
+
+/* The weight after a coding (";q=0", ";q=0.00", RFC 9110 12.4.2) is 0. */
+static bool is_weight_zero(const char *semi, const char *end)
+{
+    const char *p;
+
+    if (semi == NULL)
+        return false;
+    p = skip_field_blanks(semi + 1, end);
+    if (end - p < 3 || (p[0] != 'q' && p[0] != 'Q') || p[1] != '=' || p[2] != '0')
+        return false;
+    p += 3;
+    if (p < end && *p == '.') {
+        p++;
+        while (p < end && *p == '0')
+            p++;
+    }
+    return skip_field_blanks(p, end) == end;
+}
+
+bool http1_accepts_content_coding(const char *value, size_t value_len)
+{
+    const char *end = value + value_len;
+    const char *elem = value;
+
+    while (elem < end) {
+        const char *comma = memchr(elem, ',', (size_t)(end - elem));
+        const char *elem_end = comma != NULL ? comma : end;
+        const char *semi = memchr(elem, ';', (size_t)(elem_end - elem));
+        const char *coding = skip_field_blanks(elem, elem_end);
+        const char *coding_end = semi != NULL ? semi : elem_end;
+
+        while (coding_end > coding && (coding_end[-1] == ' ' || coding_end[-1] == '\t'))
+            coding_end--;
+        if (coding_end > coding &&
+            !(coding_end - coding == 8 && strncasecmp(coding, "identity", 8) == 0) &&
+            !is_weight_zero(semi, elem_end))
+            return true;
+        elem = comma != NULL ? comma + 1 : end;
+    }
+    return false;
+}

@@ -98,6 +98,10 @@ const struct http1_header *http1_find_header(const struct http1_head *head, cons
  * compared case-insensitively. */
 bool http1_list_has_token(const char *value, size_t value_len, const char *token);
 
+/* True when an Accept-Encoding value asks for a content coding: any but
+ * identity, unless its weight is 0 (RFC 9110 12.5.3, 12.4.2). */
+bool http1_accepts_content_coding(const char *value, size_t value_len);
+
 /*
  * True when the header must not be forwarded by a proxy (RFC 9110 7.6.1):
  * Connection, Keep-Alive, Proxy-Connection, Proxy-Authorization,

@@ -477,6 +477,24 @@ static void test_parses_connect_authorities(void)
     CU_ASSERT_FALSE(http1_is_valid_host("::1::2"));
 }
 
+static bool accepts(const char *value)
+{
+    return http1_accepts_content_coding(value, strlen(value));
+}
+
+static void test_tells_whether_accept_encoding_asks_for_a_coding(void)
+{
+    CU_ASSERT_TRUE(accepts("gzip, deflate, br"));
+    CU_ASSERT_TRUE(accepts("identity, gzip;q=0.5"));
+    CU_ASSERT_TRUE(accepts(" * "));
+    CU_ASSERT_FALSE(accepts(""));
+    CU_ASSERT_FALSE(accepts("identity"));
+    CU_ASSERT_FALSE(accepts("IDENTITY , gzip;q=0"));
+    CU_ASSERT_FALSE(accepts("gzip; q=0.000, br;Q=0"));
+    CU_ASSERT_TRUE(accepts("gzip;q=0.001"));
+    CU_ASSERT_FALSE(accepts(",,, ;q=1"));
+}
+
 static void test_answers_501_for_unknown_transfer_coding(void)
 {
     CU_ASSERT_EQUAL(parse_req("POST / HTTP/1.1\r\nHost: h\r\n"
@@ -1580,6 +1598,7 @@ static const struct test_entry tests[] = {
     TEST(test_rejects_te_chunked_not_last_in_request),
     TEST(test_rejects_te_without_chunked_in_request),
     TEST(test_answers_501_for_unknown_transfer_coding),
+    TEST(test_tells_whether_accept_encoding_asks_for_a_coding),
     TEST(test_splits_absolute_form_targets),
     TEST(test_refuses_bad_absolute_form_targets),
     TEST(test_parses_connect_authorities),
