@@ -142,9 +142,12 @@ static void begin_capture(struct session *s, struct request_ctx *rq, const char 
  * the origin connection was opened for this exchange, its open times. */
 static void finish_capture(struct session *s, struct request_ctx *rq, int status, const char *error)
 {
-    struct flow_tls tls = s->client_tls;
+    struct flow_tls tls;
     struct capture_connection conn = {.tls = &tls};
 
+    if (!capture_is_on(&rq->cap))
+        return; /* capture off: no facts to gather for a flow nobody keeps */
+    tls = s->client_tls;
     /* Borrowed: capture_finish() copies them. */
     memcpy(tls.upstream_version, s->origin.tls.version, sizeof(tls.upstream_version));
     memcpy(tls.upstream_cipher, s->origin.tls.cipher, sizeof(tls.upstream_cipher));
