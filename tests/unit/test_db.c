@@ -101,27 +101,6 @@ static unsigned char *read_file(const char *path, size_t *len)
     return data;
 }
 
-/* Whether another process finds a lock on any byte of path: POSIX locks of
- * this process are invisible to itself, so a child asks. */
-static bool other_process_sees_a_lock(const char *path)
-{
-    pid_t pid = fork();
-    int status = 0;
-
-    CU_ASSERT_FATAL(pid >= 0);
-    if (pid == 0) {
-        struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
-        int fd = open(path, O_RDWR);
-
-        if (fd < 0 || fcntl(fd, F_GETLK, &fl) != 0)
-            _exit(2);
-        _exit(fl.l_type == F_UNLCK ? 0 : 1);
-    }
-    CU_ASSERT_FATAL(waitpid(pid, &status, 0) == pid);
-    CU_ASSERT_FATAL(WIFEXITED(status) && WEXITSTATUS(status) != 2);
-    return WEXITSTATUS(status) == 1;
-}
-
 static void test_opening_a_connection_keeps_the_others_locks(void)
 {
     sqlite3 *first = NULL, *second = NULL;
@@ -130,10 +109,10 @@ static void test_opening_a_connection_keeps_the_others_locks(void)
     CU_ASSERT_EQUAL_FATAL(db_open(db_path, &first, err, sizeof(err)), 0);
     /* A connection in WAL mode holds a shared lock on the database file for
      * its life: that lock tells an outside reader it is not the last user. */
-    CU_ASSERT_FATAL(other_process_sees_a_lock(db_path));
+    CU_ASSERT_FATAL(testutil_other_process_sees_a_lock(db_path));
     CU_ASSERT_EQUAL_FATAL(db_open(db_path, &second, err, sizeof(err)), 0);
     CU_ASSERT_EQUAL(sqlite3_close(second), SQLITE_OK);
-    CU_ASSERT_TRUE(other_process_sees_a_lock(db_path));
+    CU_ASSERT_TRUE(testutil_other_process_sees_a_lock(db_path));
     CU_ASSERT_EQUAL(sqlite3_close(first), SQLITE_OK);
 }
 

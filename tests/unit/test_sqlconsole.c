@@ -355,27 +355,6 @@ static void test_examples_run(void)
     sqlconsole_result_free(result);
 }
 
-/* Whether another process finds a lock on any byte of path: POSIX locks of
- * this process are invisible to itself, so a child asks. */
-static bool other_process_sees_a_lock(const char *path)
-{
-    pid_t pid = fork();
-    int status = 0;
-
-    CU_ASSERT_FATAL(pid >= 0);
-    if (pid == 0) {
-        struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
-        int fd = open(path, O_RDWR);
-
-        if (fd < 0 || fcntl(fd, F_GETLK, &fl) != 0)
-            _exit(2);
-        _exit(fl.l_type == F_UNLCK ? 0 : 1);
-    }
-    CU_ASSERT_FATAL(waitpid(pid, &status, 0) == pid);
-    CU_ASSERT_FATAL(WIFEXITED(status) && WEXITSTATUS(status) != 2);
-    return WEXITSTATUS(status) == 1;
-}
-
 static void test_closing_keeps_the_writers_locks_and_makes_no_file(void)
 {
     struct sqlconsole *missing = NULL;
@@ -385,7 +364,7 @@ static void test_closing_keeps_the_writers_locks_and_makes_no_file(void)
 
     sqlconsole_close(console);
     console = NULL;
-    CU_ASSERT_TRUE(other_process_sees_a_lock(db_path));
+    CU_ASSERT_TRUE(testutil_other_process_sees_a_lock(db_path));
 
     snprintf(other, sizeof(other), "%s/missing.db", dir);
     CU_ASSERT_EQUAL(sqlconsole_open(other, &missing, err, sizeof(err)), -1);

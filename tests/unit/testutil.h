@@ -8,8 +8,11 @@
 
 #include <CUnit/Basic.h>
 #include <dirent.h>
+#include <fcntl.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 /* Runs the registered suites verbosely and cleans the registry up. Returns
@@ -43,6 +46,27 @@ static inline void testutil_remove_dir(const char *dir)
     }
     closedir(d);
     rmdir(dir);
+}
+
+/* Whether another process finds a lock on any byte of path: POSIX locks of
+ * this process are invisible to itself, so a child asks. */
+static inline bool testutil_other_process_sees_a_lock(const char *path)
+{
+    pid_t pid = fork();
+    int status = 0;
+
+    CU_ASSERT_FATAL(pid >= 0);
+    if (pid == 0) {
+        struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+        int fd = open(path, O_RDWR);
+
+        if (fd < 0 || fcntl(fd, F_GETLK, &fl) != 0)
+            _exit(2);
+        _exit(fl.l_type == F_UNLCK ? 0 : 1);
+    }
+    CU_ASSERT_FATAL(waitpid(pid, &status, 0) == pid);
+    CU_ASSERT_FATAL(WIFEXITED(status) && WEXITSTATUS(status) != 2);
+    return WEXITSTATUS(status) == 1;
 }
 
 #endif
