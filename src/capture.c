@@ -13,6 +13,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "buf.h"
 #include "clock.h"
 #include "flowstore.h"
 
@@ -28,12 +29,7 @@ static void copy_text(char *dst, size_t size, const char *src)
     dst[n] = '\0';
 }
 
-static bool name_is(const struct http1_header *h, const char *name)
-{
-    return h->name_len == strlen(name) && strncasecmp(h->name, name, h->name_len) == 0;
-}
-
-char *capture_headers_text(const struct http1_head *head, struct flow_header_facts *facts)
+char *capture_headers_text(const struct message_fields *fields, struct flow_header_facts *facts)
 {
     /* Sized first, then filled: one allocation per flow and header section
      * (a growable buffer would append four pieces per field). */
@@ -43,16 +39,16 @@ char *capture_headers_text(const struct http1_head *head, struct flow_header_fac
     char *p;
     struct flow_header_facts found;
 
-    for (i = 0; i < head->num_headers; i++)
-        len += head->headers[i].name_len + head->headers[i].value_len + 4;
+    for (i = 0; i < fields->count; i++)
+        len += fields->items[i].name_len + fields->items[i].value_len + 4;
     text = malloc(len + 1);
     if (text == NULL)
         return NULL;
     memset(&found, 0, sizeof(found));
     found.text = text;
     p = text;
-    for (i = 0; i < head->num_headers; i++) {
-        const struct http1_header *h = &head->headers[i];
+    for (i = 0; i < fields->count; i++) {
+        const struct message_field *h = &fields->items[i];
         uint32_t at;
 
         memcpy(p, h->name, h->name_len);
@@ -61,11 +57,11 @@ char *capture_headers_text(const struct http1_head *head, struct flow_header_fac
         *p++ = ' ';
         /* A section is far below 4 GiB: the parser bounds a head. */
         at = (uint32_t)(p - text);
-        if (facts && !found.has_content_type && name_is(h, "Content-Type")) {
+        if (facts && !found.has_content_type && message_field_is(h, "Content-Type")) {
             found.has_content_type = true;
             found.content_type_at = at;
             found.content_type_len = (uint32_t)h->value_len;
-        } else if (facts && h->value_len > 0 && name_is(h, "Content-Encoding")) {
+        } else if (facts && h->value_len > 0 && message_field_is(h, "Content-Encoding")) {
             found.has_more_encodings = found.has_content_encoding;
             found.has_content_encoding = true;
             found.content_encoding_at = at;
@@ -84,8 +80,7 @@ char *capture_headers_text(const struct http1_head *head, struct flow_header_fac
 
 /* ---- the hooks the exchange calls ---- */
 
-static void on_response_head(void *arg, const struct http1_head *sent,
-                             const struct http1_head *received)
+static void on_response_head(void *arg, const struct message *sent, const struct message *received)
 {
     struct flow *f = arg;
     size_t n = sent->reason_len < sizeof(f->reason) ? sent->reason_len : sizeof(f->reason) - 1;
@@ -93,12 +88,12 @@ static void on_response_head(void *arg, const struct http1_head *sent,
     f->status = sent->status;
     memcpy(f->reason, sent->reason, n);
     f->reason[n] = '\0';
-    f->response_version_minor = sent->version_minor;
+    f->response_version_minor = sent->version - 10;
     free(f->response_headers);
-    f->response_headers = capture_headers_text(sent, &f->response_facts);
+    f->response_headers = capture_headers_text(&sent->fields, &f->response_facts);
     if (received != NULL) {
         free(f->response_headers_original);
-        f->response_headers_original = capture_headers_text(received, NULL);
+        f->response_headers_original = capture_headers_text(&received->fields, NULL);
     }
     if (sent->status == 101)
         f->kind = FLOW_WEBSOCKET;
@@ -124,6 +119,52 @@ static void on_body_original(void *arg, enum exchange_side side, const void *dat
     }
 }
 
+/*
+ * A recorded header section ("Name: value\r\n" lines) with its framing
+ * lines replaced: Content-Length, Transfer-Encoding and, when drop_encoding,
+ * Content-Encoding go, and content_length is declared where the old length
+ * stood (else at the end). Returns a new text (caller frees, *out_len its
+ * length) or NULL when out of memory.
+ */
+static char *reframe_section(const char *text, size_t text_len, uint64_t content_length,
+                             bool drop_encoding, size_t *out_len)
+{
+    struct buf b = BUF_INIT(BUF_UNBOUNDED_BYTES);
+    const char *p = text, *end = text + text_len, *line_end;
+    bool declared = false;
+    char cl[48];
+
+    snprintf(cl, sizeof(cl), "Content-Length: %llu\r\n", (unsigned long long)content_length);
+    buf_reserve(&b, text_len + sizeof(cl));
+    for (; p < end; p = line_end + 1) {
+        line_end = memchr(p, '\n', (size_t)(end - p));
+        if (!line_end)
+            break;
+        size_t n = (size_t)(line_end + 1 - p);
+        if (n <= 2) /* a blank line */
+            break;
+        if (n > 15 && strncasecmp(p, "Content-Length:", 15) == 0) {
+            /* The new length takes the old one's place. */
+            if (!declared)
+                buf_str(&b, cl);
+            declared = true;
+            continue;
+        }
+        if ((n > 18 && strncasecmp(p, "Transfer-Encoding:", 18) == 0) ||
+            (drop_encoding && n > 17 && strncasecmp(p, "Content-Encoding:", 17) == 0))
+            continue;
+        buf_put(&b, p, n);
+    }
+    if (!declared)
+        buf_str(&b, cl);
+    if (b.has_failed) {
+        buf_free(&b);
+        return NULL;
+    }
+    *out_len = b.len;
+    return b.data;
+}
+
 /* The recorded header text of a buffered body's message: what was sent has
  * a new Content-Length, and no Content-Encoding when rules rewrote the body
  * (then the original keeps the header text as received, if nothing did
@@ -141,7 +182,7 @@ static void on_reframed(void *arg, enum exchange_side side, uint64_t content_len
 
     if (*text == NULL)
         return;
-    fresh = exchange_reframe(*text, strlen(*text), false, content_length, is_rewritten, &len);
+    fresh = reframe_section(*text, strlen(*text), content_length, is_rewritten, &len);
     if (fresh == NULL)
         return;
     if (is_rewritten && *original == NULL) {
@@ -212,8 +253,8 @@ const struct exchange_capture *capture_hooks(struct capture *c)
     return c->flow != NULL ? &c->hooks : NULL;
 }
 
-void capture_request(struct capture *c, int version_minor, const struct http1_head *sent,
-                     const struct http1_head *received, char *target_original)
+void capture_request(struct capture *c, const struct message *sent, const struct message *received,
+                     char *target_original)
 {
     struct flow *f = c->flow;
 
@@ -221,10 +262,10 @@ void capture_request(struct capture *c, int version_minor, const struct http1_he
         free(target_original);
         return;
     }
-    f->request_version_minor = version_minor;
-    f->request_headers = capture_headers_text(sent, &f->request_facts);
+    f->request_version_minor = sent->version - 10;
+    f->request_headers = capture_headers_text(&sent->fields, &f->request_facts);
     if (received != NULL)
-        f->request_headers_original = capture_headers_text(received, NULL);
+        f->request_headers_original = capture_headers_text(&received->fields, NULL);
     f->target_original = target_original;
 }
 

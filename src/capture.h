@@ -18,7 +18,7 @@
 
 #include "exchange.h"
 #include "flow.h"
-#include "http1.h"
+#include "message.h"
 
 struct flowstore;
 
@@ -56,8 +56,8 @@ const struct exchange_capture *capture_hooks(struct capture *c);
  * The request head as sent on, and as received when rules changed it (else
  * NULL); target_original (owned, may be NULL) is the target before URL rules.
  */
-void capture_request(struct capture *c, int version_minor, const struct http1_head *sent,
-                     const struct http1_head *received, char *target_original);
+void capture_request(struct capture *c, const struct message *sent, const struct message *received,
+                     char *target_original);
 
 /* A response tapwire made itself (an error page, the CA page), exactly as
  * sent: HTTP/1.1, status and reason, the header lines ("Name: value\r\n"),
@@ -91,6 +91,6 @@ void capture_abandon(struct capture *c);
 /* The header section of head as "Name: value\r\n" lines, in original order
  * and case. Caller frees; NULL when out of memory. facts (may be NULL) is
  * told where the text's Content-Type and Content-Encoding are. */
-char *capture_headers_text(const struct http1_head *head, struct flow_header_facts *facts);
+char *capture_headers_text(const struct message_fields *fields, struct flow_header_facts *facts);
 
 #endif

@@ -685,7 +685,7 @@ static char *curl_command(const struct flowstore_record *rec, const unsigned cha
     }
     while (flow_headers_next(f->request_headers, &pos, &name, &name_len, &value, &value_len)) {
         struct buf line = BUF_INIT(BUF_UNBOUNDED_BYTES);
-        struct http1_header field = {.name = name, .name_len = name_len};
+        struct message_field field = {.name = name, .name_len = name_len};
 
         /* Proxy-* fields were addressed to tapwire, not to the origin. */
         if ((name_len == 4 && strncasecmp(name, "Host", 4) == 0) ||

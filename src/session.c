@@ -37,9 +37,11 @@
 #include "capture.h"
 #include "clock.h"
 #include "exchange.h"
+#include "http1codec.h"
 #include "http1.h"
 #include "log.h"
 #include "origin.h"
+#include "rewrite.h"
 #include "stacktrim.h"
 #include "stream.h"
 #include "tlsserver.h"
@@ -319,51 +321,13 @@ out:
 
 /* ---- one exchange ---- */
 
-/*
- * Request-side rules before the head is built: the URL rules may replace
- * *path (the old one goes to *target_original), header rules give *req_mod.
- * Leaves rw->set NULL when there are no rules. Returns 0, or -1 when out of
- * memory.
- */
-static int apply_request_rules(struct session *s, struct rule_set **set, struct rules_ctx *ctx,
-                               struct exchange_rules *rw, const char *method, const char *site,
-                               char **path, char **target_original,
-                               struct exchange_modified_head **req_mod)
-{
-    char *new_target = NULL;
-    const struct http1_header *ct;
-
-    *set = rules_acquire(s->env->rules);
-    if (!*set || rules_set_count(*set) == 0)
-        return 0;
-    if (rules_ctx_init(ctx, method, site, *path) < 0)
-        return -1;
-    *rw = (struct exchange_rules){.set = *set,
-                                  .ctx = ctx,
-                                  .limit = s->cfg->rewrite_limit,
-                                  .memory_limit = s->cfg->rewrite_memory};
-    ct = http1_find_header(s->head, "Content-Type");
-    if (ct) {
-        char type[RULES_MAX_CONTENT_TYPE_BYTES];
-        snprintf(type, sizeof(type), "%.*s", (int)ct->value_len, ct->value);
-        rules_ctx_set_content_type(ctx, type);
-    }
-    if (rules_apply_url(*set, ctx, &new_target) < 0)
-        return -1;
-    if (new_target) {
-        *target_original = *path;
-        *path = new_target;
-    }
-    return exchange_apply_header_rules(rw, s->head, req_mod);
-}
-
 /* The URL as the client sees it: in a tunnel, the site is the one named by
  * Host (else SNI), not the address the tunnel goes to. */
 static char *shown_url(const struct session *s, enum session_mode mode, bool is_tls,
                        const char *host, uint16_t port, const char *authority, size_t authority_len,
                        const char *path)
 {
-    const struct http1_header *hh =
+    const struct message_field *hh =
         mode == SESSION_PROXY ? NULL : http1_find_header(s->head, "Host");
     const char *name = s->has_sni ? s->sni : host;
     bool v6 = strchr(host, ':') != NULL;
@@ -457,6 +421,41 @@ static int route(struct session *s, enum session_mode mode, struct request_ctx *
     return d->path == NULL ? -1 : 0;
 }
 
+/*
+ * The request as it goes on: the client's head as a message with the
+ * destination's target (and, for absolute-form, authority: RFC 9112 3.2.2),
+ * after the request rules (URL, then header fields). *req gets an owned
+ * copy; *rewritten tells whether header rules changed the fields (view then
+ * still holds them as received). The URL rules may replace d->path (the old
+ * one goes to *target_original). Returns 0, or -1 when out of memory.
+ */
+static int build_request(struct session *s, struct destination *d, const char *site,
+                         struct rewrite *rw, struct message *view, struct message *req,
+                         bool *rewritten, char **target_original)
+{
+    char *new_path = NULL;
+    int changed = 0;
+
+    http1codec_view(s->head, view);
+    view->scheme = d->is_tls ? "https" : "http";
+    view->authority = d->authority;
+    view->authority_len = d->authority_len;
+    if (rewrite_begin(rw, s->env->rules, view, site, d->path, s->cfg->rewrite_limit,
+                      s->cfg->rewrite_memory) < 0 ||
+        rewrite_url(rw, &new_path) < 0)
+        return -1;
+    if (new_path) {
+        *target_original = d->path;
+        d->path = new_path;
+    }
+    view->target = d->path;
+    view->target_len = strlen(d->path);
+    if (rewrite_hooks(rw) && (changed = exchange_rewrite_head(rewrite_hooks(rw), view, req)) < 0)
+        return -1;
+    *rewritten = changed > 0;
+    return changed > 0 ? 0 : message_copy(req, view, NULL);
+}
+
 /* Opens the origin for the request unless the open one serves it. */
 static int connect_origin(struct session *s, enum session_mode mode, const struct destination *d,
                           struct upstream_error *err)
@@ -477,8 +476,8 @@ static int connect_origin(struct session *s, enum session_mode mode, const struc
 /* Sends req and relays the response, retrying once on a fresh origin
  * connection when a kept-alive one turned out closed. */
 static void forward(struct session *s, enum session_mode mode, const struct destination *d,
-                    struct request_ctx *rq, const struct exchange_request *req,
-                    struct exchange_rules *rw, struct exchange_result *res, bool *keep)
+                    struct request_ctx *rq, const struct message *req, struct rewrite *rw,
+                    struct exchange_result *res, bool *keep)
 {
     bool is_reused = origin_is_open_to(&s->origin, d->host, d->port, d->is_tls);
 
@@ -486,7 +485,7 @@ static void forward(struct session *s, enum session_mode mode, const struct dest
         if (!is_reused) {
             struct upstream_error uerr;
             if (connect_origin(s, mode, d, &uerr) < 0) {
-                bool close = req->framing != HTTP1_BODY_NONE || !req->keep_alive;
+                bool close = req->body != MESSAGE_BODY_NONE || !req->keep_alive;
                 *keep = refuse(s, rq, upstream_error_http_status(&uerr), uerr.reason, close);
                 return;
             }
@@ -494,7 +493,7 @@ static void forward(struct session *s, enum session_mode mode, const struct dest
                 log_warn("%s: upstream %s:%u %s", s->client_name, d->host, d->port,
                          s->origin.insecure_note);
         }
-        int r = exchange_forward(&s->client, &s->origin.stream, req, &s->t, rw->set ? rw : NULL,
+        int r = exchange_forward(&s->client, &s->origin.stream, req, &s->t, rewrite_hooks(rw),
                                  capture_hooks(&rq->cap), res);
         if (r < 0 && res->upstream_stale && is_reused) {
             /* A kept-alive origin connection may have been closed by the
@@ -504,8 +503,7 @@ static void forward(struct session *s, enum session_mode mode, const struct dest
             continue;
         }
         if (r < 0 && res->status == 0) {
-            if (rw->set)
-                capture_rules(&rq->cap, rw->ctx->applied, rw->ctx->notes);
+            capture_rules(&rq->cap, rewrite_applied(rw), rewrite_notes(rw));
             origin_close(&s->origin);
             *keep = refuse(s, rq, res->error_status, res->error, true);
             return;
@@ -513,8 +511,7 @@ static void forward(struct session *s, enum session_mode mode, const struct dest
         break;
     }
     log_request(s, rq, res->status, res->response_bytes, res->error);
-    if (rw->set)
-        capture_rules(&rq->cap, rw->ctx->applied, rw->ctx->notes);
+    capture_rules(&rq->cap, rewrite_applied(rw), rewrite_notes(rw));
     finish_capture(s, rq, res->status, res->error);
     if (!res->upstream_reusable)
         origin_close(&s->origin);
@@ -527,12 +524,10 @@ static bool serve_one(struct session *s, enum session_mode mode, size_t head_len
     const struct http1_head *h = s->head;
     struct request_ctx rq;
     struct destination d = {0};
-    struct exchange_request req = {0};
+    struct message view, req = {0};
     struct exchange_result res = {0};
-    struct rule_set *rule_set = NULL;
-    struct rules_ctx rules_ctx;
-    struct exchange_rules rw = {0};
-    struct exchange_modified_head *req_mod = NULL;
+    struct rewrite rw = {0};
+    bool rewritten = false;
     char *target_original = NULL;
     char *url = NULL;
     bool keep = false;
@@ -548,7 +543,7 @@ static bool serve_one(struct session *s, enum session_mode mode, size_t head_len
         keep = refuse(s, &rq, 400, "CONNECT inside a tunnel is not supported", true);
         goto out;
     }
-    if (h->framing == HTTP1_BODY_CHUNKED && !exchange_has_only_chunked(h)) {
+    if (h->framing == HTTP1_BODY_CHUNKED && !http1codec_has_only_chunked(h)) {
         keep = refuse(s, &rq, 501, "transfer codings other than chunked are not supported", true);
         goto out;
     }
@@ -557,26 +552,18 @@ static bool serve_one(struct session *s, enum session_mode mode, size_t head_len
         goto out;
     rq.url = url;
     const char *site = mode == SESSION_PROXY ? d.host : (s->has_sni ? s->sni : d.host);
-    if (s->env->rules && apply_request_rules(s, &rule_set, &rules_ctx, &rw, rq.method, site,
-                                             &d.path, &target_original, &req_mod) < 0)
-        goto out;
-    const struct http1_head *sent = req_mod ? &req_mod->head : h;
-    char host_value[300];
-    if (d.authority != NULL)
-        snprintf(host_value, sizeof(host_value), "%.*s", (int)d.authority_len, d.authority);
-    if (exchange_request_build(&req, sent, d.path, strlen(d.path),
-                               d.authority != NULL ? host_value : NULL) < 0)
+    if (build_request(s, &d, site, &rw, &view, &req, &rewritten, &target_original) < 0)
         goto out;
     rq.host = site;
     rq.port = d.port;
     begin_capture(s, &rq, d.is_tls ? "https" : "http", d.path);
-    capture_request(&rq.cap, h->version_minor, sent, req_mod ? h : NULL, target_original);
+    capture_request(&rq.cap, &req, rewritten ? &view : NULL, target_original);
     target_original = NULL;
     stream_consume(&s->client, head_len);
-    h = NULL; /* its bytes are gone */
+    h = NULL; /* its bytes are gone, and view's with them */
 
     if (s->tunnel_error.status != UPSTREAM_OK) {
-        bool close = req.framing != HTTP1_BODY_NONE || !req.keep_alive;
+        bool close = req.body != MESSAGE_BODY_NONE || !req.keep_alive;
         keep = refuse(s, &rq, upstream_error_http_status(&s->tunnel_error), s->tunnel_error.reason,
                       close);
         goto out;
@@ -584,12 +571,9 @@ static bool serve_one(struct session *s, enum session_mode mode, size_t head_len
     forward(s, mode, &d, &rq, &req, &rw, &res, &keep);
 out:
     capture_abandon(&rq.cap);
-    if (rw.set)
-        rules_ctx_free(&rules_ctx);
-    rules_set_unref(rule_set);
-    exchange_modified_head_free(req_mod);
+    rewrite_end(&rw);
     free(target_original);
-    exchange_request_free(&req);
+    message_free(&req);
     free(d.path);
     free(url);
     return keep;
@@ -638,7 +622,9 @@ static enum session_mode serve_requests(struct session *s, enum session_mode mod
         s->client.cancel_fd = s->env->stop_fd;
         bool is_waiting = wait_next_request(s);
         bool has_head = is_waiting && (s->head != NULL || (s->head = malloc(sizeof(*s->head))));
-        n = has_head ? exchange_read_request(&s->client, &s->t, s->head, &perr) : 0;
+        n = has_head
+                ? http1codec_read_request(&s->client, s->t.idle_ms, s->t.header_ms, s->head, &perr)
+                : 0;
         s->client.cancel_fd = s->env->cancel_fd;
         int64_t started = clock_mono_us();
         if (is_waiting && !has_head) {
