@@ -357,7 +357,8 @@ struct destination {
     uint16_t port;
     const char *authority; /* absolute-form: the Host value to send; NULL in a tunnel */
     size_t authority_len;
-    char *path; /* owned: origin-form */
+    char named[HTTP1_MAX_HOST_BYTES + 8]; /* a tunnel's site, when the client named none */
+    char *path;                           /* owned: origin-form */
 };
 
 /*
@@ -437,6 +438,19 @@ static int build_request(struct session *s, struct destination *d, const char *s
     int changed = 0;
 
     http1codec_view(s->head, view);
+    if (d->authority == NULL && message_find(view, "Host") == NULL) {
+        /* An HTTP/1.0 request may come without Host, but the head the
+         * origin gets is HTTP/1.1, which must have one (RFC 9112 3.2): the
+         * site the tunnel goes to names it. */
+        bool v6 = strchr(site, ':') != NULL;
+        if (d->port == (d->is_tls ? 443 : 80))
+            snprintf(d->named, sizeof(d->named), "%s%s%s", v6 ? "[" : "", site, v6 ? "]" : "");
+        else
+            snprintf(d->named, sizeof(d->named), "%s%s%s:%u", v6 ? "[" : "", site, v6 ? "]" : "",
+                     d->port);
+        d->authority = d->named;
+        d->authority_len = strlen(d->named);
+    }
     view->scheme = d->is_tls ? "https" : "http";
     view->authority = d->authority;
     view->authority_len = d->authority_len;
