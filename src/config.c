@@ -47,6 +47,8 @@ enum {
     OPT_ALLOW_PRIVATE,
     OPT_REWRITE_MEMORY,
     OPT_ANTICACHE,
+    OPT_PROXY_AUTH,
+    OPT_PROXY_AUTH_FILE,
 };
 
 static const struct option long_options[] = {
@@ -77,6 +79,8 @@ static const struct option long_options[] = {
     {"rewrite-limit", required_argument, NULL, OPT_REWRITE_LIMIT},
     {"rewrite-memory", required_argument, NULL, OPT_REWRITE_MEMORY},
     {"anticache", no_argument, NULL, OPT_ANTICACHE},
+    {"proxy-auth", required_argument, NULL, OPT_PROXY_AUTH},
+    {"proxy-auth-file", required_argument, NULL, OPT_PROXY_AUTH_FILE},
     {"verbose", no_argument, NULL, 'v'},
     {"quiet", no_argument, NULL, 'q'},
     {"help", no_argument, NULL, 'h'},
@@ -97,6 +101,9 @@ static void print_usage(FILE *out)
             "  --insecure               do not verify upstream certificates (dangerous)\n"
             "  --ignore-host GLOB       relay CONNECT tunnels to matching hosts untouched\n"
             "                           (repeatable)\n"
+            "  --proxy-auth USER:PASS   clients must send these credentials (Basic\n"
+            "                           Proxy-Authorization; SOCKS5 username/password)\n"
+            "  --proxy-auth-file FILE   the same, one USER:PASS per line (mode 600)\n"
             "  --block-private          refuse loopback and private destinations (default\n"
             "                           when --listen is not a loopback address)\n"
             "  --allow-private          allow them even then\n"
@@ -349,6 +356,12 @@ enum config_parse_result config_parse(struct config *cfg, int argc, char **argv)
                 return CONFIG_ERROR;
             cfg->rewrite_limit = (size_t)number;
             break;
+        case OPT_PROXY_AUTH:
+            cfg->proxy_auth = optarg;
+            break;
+        case OPT_PROXY_AUTH_FILE:
+            cfg->proxy_auth_file = optarg;
+            break;
         case OPT_NEW_DASHBOARD_TOKEN:
             cfg->is_new_dashboard_token = true;
             break;
@@ -392,6 +405,10 @@ enum config_parse_result config_parse(struct config *cfg, int argc, char **argv)
     }
     if (optind < argc) {
         fprintf(stderr, "tapwire: unexpected argument '%s'; try 'tapwire --help'\n", argv[optind]);
+        return CONFIG_ERROR;
+    }
+    if (cfg->proxy_auth != NULL && cfg->proxy_auth_file != NULL) {
+        fprintf(stderr, "tapwire: --proxy-auth or --proxy-auth-file, not both\n");
         return CONFIG_ERROR;
     }
     cfg->data_dir = data_dir ? strdup(data_dir) : default_data_dir();

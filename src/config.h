@@ -71,6 +71,10 @@ struct config {
     size_t rewrite_limit;  /* --rewrite-limit bytes */
     size_t rewrite_memory; /* --rewrite-memory bytes, all exchanges */
     bool is_anticache;     /* --anticache: built-in rules first */
+
+    /* who may use the proxy */
+    const char *proxy_auth;      /* --proxy-auth USER:PASS or NULL */
+    const char *proxy_auth_file; /* --proxy-auth-file FILE or NULL */
 };
 
 enum config_parse_result {

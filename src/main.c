@@ -24,6 +24,7 @@
 #include "instancelock.h"
 #include "listener.h"
 #include "log.h"
+#include "proxyauth.h"
 #include "rulebook.h"
 #include "tlsserver.h"
 #include "upstream.h"
@@ -225,6 +226,7 @@ struct app {
     int listen_fd;
     uint16_t port;
     struct destguard guard;
+    struct proxyauth *auth;
     int cancel_pipe[2];
 };
 
@@ -314,6 +316,36 @@ static int start_dashboard(struct app *app, char *err, size_t err_len)
     return 0;
 }
 
+/* --proxy-auth or --proxy-auth-file, when given. */
+static int load_proxy_auth(struct app *app, char *err, size_t err_len)
+{
+    const struct config *cfg = &app->cfg;
+
+    if (cfg->proxy_auth != NULL)
+        return proxyauth_new(cfg->proxy_auth, &app->auth, err, err_len);
+    if (cfg->proxy_auth_file != NULL)
+        return proxyauth_load_file(cfg->proxy_auth_file, &app->auth, err, err_len);
+    return 0;
+}
+
+/* An intercepting proxy that anyone on the network can use is a relay for
+ * anyone, into this host's network too: said loudly, once per listener. */
+static void warn_if_open(const struct app *app, int fd, const char *option)
+{
+    struct sockaddr_storage addr;
+    socklen_t len = sizeof(addr);
+
+    if (app->auth != NULL || getsockname(fd, (struct sockaddr *)&addr, &len) != 0 ||
+        destguard_is_loopback((struct sockaddr *)&addr))
+        return;
+    fprintf(stderr,
+            "tapwire: WARNING: %s listens beyond loopback without --proxy-auth: anyone who\n"
+            "tapwire: can reach this port can use tapwire as a relay, and read and change\n"
+            "tapwire: what passes through it. Give --proxy-auth USER:PASS, or listen on\n"
+            "tapwire: 127.0.0.1 only.\n",
+            option);
+}
+
 /* The proxy's listening socket, fitted to the file limit, and the guard
  * that keeps connections from coming back to it. */
 static int open_listener(struct app *app, char *err, size_t err_len)
@@ -342,6 +374,7 @@ static int serve(struct app *app)
         .flows = cfg->capture_enabled ? app->flows : NULL,
         .rules = rulebook_current(app->book),
         .guard = &app->guard,
+        .auth = app->auth,
         .server_ctx = app->server_ctx,
         .upstream_ctx = app->upstream_ctx,
         .stop_fd = stop_pipe[0],
@@ -382,6 +415,7 @@ static void app_close(struct app *app)
     instancelock_release(app->db_lock);
     instancelock_release(app->dir_lock);
     ca_free(app->ca);
+    proxyauth_free(app->auth);
     config_free(&app->cfg);
     for (int i = 0; i < 2; i++) {
         if (stop_pipe[i] >= 0)
@@ -421,11 +455,13 @@ int main(int argc, char **argv)
         log_error("cannot set up signal handling: %s", strerror(errno));
         goto out;
     }
-    if (open_stores(&app, err, sizeof(err)) < 0 || open_tls(&app, err, sizeof(err)) < 0 ||
-        start_dashboard(&app, err, sizeof(err)) < 0 || open_listener(&app, err, sizeof(err)) < 0) {
+    if (load_proxy_auth(&app, err, sizeof(err)) < 0 || open_stores(&app, err, sizeof(err)) < 0 ||
+        open_tls(&app, err, sizeof(err)) < 0 || start_dashboard(&app, err, sizeof(err)) < 0 ||
+        open_listener(&app, err, sizeof(err)) < 0) {
         log_error("%s", err);
         goto out;
     }
+    warn_if_open(&app, app.listen_fd, "--listen");
     if (cfg->insecure)
         fprintf(stderr,
                 "tapwire: WARNING: --insecure: upstream certificates are NOT verified. Anyone on\n"

@@ -207,9 +207,10 @@ static bool answer(struct session *s, struct request_ctx *rq, const struct own_a
     return r == STREAM_OK && !a->is_closing;
 }
 
-/* A short text/plain page naming why, as every refusal and error gets. */
-static bool refuse(struct session *s, struct request_ctx *rq, int status, const char *reason,
-                   bool is_closing)
+/* A short text/plain page naming why, as every refusal and error gets;
+ * extra (may be "") are more header lines ("Name: value\r\n"). */
+static bool refuse_with(struct session *s, struct request_ctx *rq, int status, const char *reason,
+                        bool is_closing, const char *extra)
 {
     char body[SESSION_ERROR_BODY_BYTES];
     char fields[256];
@@ -228,9 +229,15 @@ static bool refuse(struct session *s, struct request_ctx *rq, int status, const 
 
     snprintf(fields, sizeof(fields),
              "Content-Type: text/plain; charset=utf-8\r\nContent-Length: %zu\r\n"
-             "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n%s",
-             body_len, is_closing ? "Connection: close\r\n" : "");
+             "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n%s%s",
+             body_len, is_closing ? "Connection: close\r\n" : "", extra);
     return answer(s, rq, &a);
+}
+
+static bool refuse(struct session *s, struct request_ctx *rq, int status, const char *reason,
+                   bool is_closing)
+{
+    return refuse_with(s, rq, status, reason, is_closing, "");
 }
 
 /* ---- where the client wants to go ---- */
@@ -653,6 +660,23 @@ static enum session_mode serve_requests(struct session *s, enum session_mode mod
             struct request_ctx rq;
             request_ctx_init(&rq, s, started);
             refuse(s, &rq, perr.status, perr.message, true);
+            return SESSION_END;
+        }
+        /* --proxy-auth guards the explicit proxy; the credentials are taken
+         * out of every head, so neither the flow nor the origin sees them. */
+        bool is_allowed = s->env->auth == NULL || mode != SESSION_PROXY ||
+                          proxyauth_check_head(s->env->auth, s->head);
+        proxyauth_strip(s->head);
+        if (!is_allowed) {
+            struct request_ctx rq;
+            char url[300];
+            request_ctx_init(&rq, s, started);
+            snprintf(rq.method, sizeof(rq.method), "%.*s",
+                     (int)(s->head->method_len < 31 ? s->head->method_len : 31), s->head->method);
+            snprintf(url, sizeof(url), "%.*s", (int)s->head->target_len, s->head->target);
+            rq.url = url;
+            refuse_with(s, &rq, 407, "proxy authentication required (--proxy-auth)", true,
+                        PROXYAUTH_CHALLENGE);
             return SESSION_END;
         }
         if (mode == SESSION_PROXY && s->head->method_len == 7 &&

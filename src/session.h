@@ -21,6 +21,7 @@
 #include "config.h"
 #include "destguard.h"
 #include "flowstore.h"
+#include "proxyauth.h"
 #include "rules.h"
 
 #define SESSION_PEEK_BYTES 16389 /* one full TLS record plus its header */
@@ -33,6 +34,7 @@ struct proxy_env {
     struct flowstore *flows;       /* NULL: capture off */
     struct rules_current *rules;   /* the live rewrite rules, NULL: none */
     const struct destguard *guard; /* destinations refused after resolution, NULL: none */
+    const struct proxyauth *auth;  /* --proxy-auth: who may use the proxy, NULL: anyone */
     SSL_CTX *server_ctx;           /* client-facing TLS */
     SSL_CTX *upstream_ctx;         /* TLS towards origins */
     int stop_fd;                   /* readable once the proxy stops accepting: idle clients end */
