@@ -49,6 +49,7 @@ enum {
     OPT_ANTICACHE,
     OPT_PROXY_AUTH,
     OPT_PROXY_AUTH_FILE,
+    OPT_SOCKS5,
 };
 
 static const struct option long_options[] = {
@@ -81,6 +82,7 @@ static const struct option long_options[] = {
     {"anticache", no_argument, NULL, OPT_ANTICACHE},
     {"proxy-auth", required_argument, NULL, OPT_PROXY_AUTH},
     {"proxy-auth-file", required_argument, NULL, OPT_PROXY_AUTH_FILE},
+    {"socks5", required_argument, NULL, OPT_SOCKS5},
     {"verbose", no_argument, NULL, 'v'},
     {"quiet", no_argument, NULL, 'q'},
     {"help", no_argument, NULL, 'h'},
@@ -101,6 +103,7 @@ static void print_usage(FILE *out)
             "  --insecure               do not verify upstream certificates (dangerous)\n"
             "  --ignore-host GLOB       relay CONNECT tunnels to matching hosts untouched\n"
             "                           (repeatable)\n"
+            "  --socks5 ADDR:PORT       also a SOCKS5 proxy there (repeatable)\n"
             "  --proxy-auth USER:PASS   clients must send these credentials (Basic\n"
             "                           Proxy-Authorization; SOCKS5 username/password)\n"
             "  --proxy-auth-file FILE   the same, one USER:PASS per line (mode 600)\n"
@@ -362,6 +365,20 @@ enum config_parse_result config_parse(struct config *cfg, int argc, char **argv)
         case OPT_PROXY_AUTH_FILE:
             cfg->proxy_auth_file = optarg;
             break;
+        case OPT_SOCKS5: {
+            struct config_address *a = &cfg->socks5[cfg->socks5_count];
+            if (cfg->socks5_count == CONFIG_MAX_SOCKS5) {
+                fprintf(stderr, "tapwire: at most %d --socks5\n", CONFIG_MAX_SOCKS5);
+                return CONFIG_ERROR;
+            }
+            if (config_parse_hostport(optarg, a->host, sizeof(a->host), &a->port) < 0) {
+                fprintf(stderr, "tapwire: --socks5 wants ADDR:PORT (or [V6]:PORT), not '%s'\n",
+                        optarg);
+                return CONFIG_ERROR;
+            }
+            cfg->socks5_count++;
+            break;
+        }
         case OPT_NEW_DASHBOARD_TOKEN:
             cfg->is_new_dashboard_token = true;
             break;

@@ -26,6 +26,7 @@
 #include "log.h"
 #include "proxyauth.h"
 #include "rulebook.h"
+#include "socks5listen.h"
 #include "tlsserver.h"
 #include "upstream.h"
 
@@ -152,6 +153,12 @@ static void print_startup(const struct config *cfg, const struct ca *ca,
         printf("proxy listening on port %u of every address: %s\n", port, reachable);
     else
         printf("proxy listening on %s\n", reachable);
+    for (size_t i = 0; i < cfg->socks5_count; i++) {
+        char socks[1024];
+        listener_reachable_addresses(cfg->socks5[i].host, cfg->socks5[i].port, socks,
+                                     sizeof(socks));
+        printf("SOCKS5 listening on %s\n", socks);
+    }
     printf("CA certificate: %s\n"
            "  Trust it once, e.g.: curl --cacert %s -x http://%s https://example.org/\n"
            "  From a phone or another browser: open http://tapwire.invalid/ through the proxy\n"
@@ -182,7 +189,8 @@ static enum log_level level_from_config(int setting)
  * otherwise use it to reach this host's loopback services and the LAN.
  */
 static int setup_guard(struct destguard *guard, const struct config *cfg, int listen_fd,
-                       const struct dashboard *dash, char *err, size_t err_len)
+                       const int *socks5_fd, const struct dashboard *dash, char *err,
+                       size_t err_len)
 {
     struct sockaddr_storage addr;
     socklen_t len = sizeof(addr);
@@ -200,6 +208,14 @@ static int setup_guard(struct destguard *guard, const struct config *cfg, int li
                          destguard_add_self(guard, (struct sockaddr *)&addr) < 0)) {
         errmsg_set(err, err_len, "cannot tell the dashboard's own address");
         return -1;
+    }
+    for (size_t i = 0; i < cfg->socks5_count; i++) {
+        len = sizeof(addr);
+        if (getsockname(socks5_fd[i], (struct sockaddr *)&addr, &len) != 0 ||
+            destguard_add_self(guard, (struct sockaddr *)&addr) < 0) {
+            errmsg_set(err, err_len, "cannot tell the SOCKS5 listener's own address");
+            return -1;
+        }
     }
     if (guard->block_private)
         log_info("refusing loopback and private destinations (%s)",
@@ -225,6 +241,8 @@ struct app {
     struct dashboard *dash;
     int listen_fd;
     uint16_t port;
+    int socks5_fd[CONFIG_MAX_SOCKS5];
+    uint16_t socks5_port[CONFIG_MAX_SOCKS5];
     struct destguard guard;
     struct proxyauth *auth;
     int cancel_pipe[2];
@@ -358,7 +376,16 @@ static int open_listener(struct app *app, char *err, size_t err_len)
     if (app->listen_fd < 0)
         return -1;
     cfg->listen_port = app->port; /* the real one, when 0 asked for an ephemeral port */
-    return setup_guard(&app->guard, cfg, app->listen_fd, app->dash, err, err_len);
+    for (size_t i = 0; i < cfg->socks5_count; i++) {
+        app->socks5_fd[i] = listener_open(cfg->socks5[i].host, cfg->socks5[i].port,
+                                          &app->socks5_port[i], err, err_len);
+        if (app->socks5_fd[i] < 0) {
+            errmsg_prefix(err, err_len, "--socks5: ");
+            return -1;
+        }
+        cfg->socks5[i].port = app->socks5_port[i];
+    }
+    return setup_guard(&app->guard, cfg, app->listen_fd, app->socks5_fd, app->dash, err, err_len);
 }
 
 /* Serves until SIGINT/SIGTERM. Returns 0 after a clean stop; does not
@@ -380,9 +407,19 @@ static int serve(struct app *app)
         .stop_fd = stop_pipe[0],
         .cancel_fd = app->cancel_pipe[0],
     };
-    int left = listener_run(app->listen_fd, &env, cfg->shutdown_grace_ms, app->cancel_pipe[1]);
+    struct listener_socket socks[1 + CONFIG_MAX_SOCKS5] = {
+        {.fd = app->listen_fd, .serve = session_serve_explicit, .is_http = true},
+    };
+    size_t count = 1;
+
+    for (size_t i = 0; i < cfg->socks5_count; i++)
+        socks[count++] =
+            (struct listener_socket){.fd = app->socks5_fd[i], .serve = socks5listen_serve};
+    int left = listener_run(socks, count, &env, cfg->shutdown_grace_ms, app->cancel_pipe[1]);
 
     app->listen_fd = -1;
+    for (size_t i = 0; i < cfg->socks5_count; i++)
+        app->socks5_fd[i] = -1;
     if (left > 0) {
         log_warn("exiting with %d connection(s) still open", left);
         if (flowstore_sync(app->flows, MAIN_FLOW_DRAIN_MS) != 0)
@@ -401,6 +438,9 @@ static void app_close(struct app *app)
 {
     if (app->listen_fd >= 0)
         close(app->listen_fd);
+    for (size_t i = 0; i < CONFIG_MAX_SOCKS5; i++)
+        if (app->socks5_fd[i] >= 0)
+            close(app->socks5_fd[i]);
     if (app->has_reloader) {
         ssize_t w = write(stop_pipe[1], "x", 1); /* ends the reload thread if still waiting */
         (void)w;
@@ -432,6 +472,8 @@ static void app_close(struct app *app)
 int main(int argc, char **argv)
 {
     struct app app = {.log_fd = -1, .listen_fd = -1, .cancel_pipe = {-1, -1}};
+    for (size_t i = 0; i < CONFIG_MAX_SOCKS5; i++)
+        app.socks5_fd[i] = -1;
     struct config *cfg = &app.cfg;
     int status = 1;
     char err[512];
@@ -462,6 +504,8 @@ int main(int argc, char **argv)
         goto out;
     }
     warn_if_open(&app, app.listen_fd, "--listen");
+    for (size_t i = 0; i < cfg->socks5_count; i++)
+        warn_if_open(&app, app.socks5_fd[i], "--socks5");
     if (cfg->insecure)
         fprintf(stderr,
                 "tapwire: WARNING: --insecure: upstream certificates are NOT verified. Anyone on\n"

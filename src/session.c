@@ -1111,6 +1111,9 @@ void session_serve_tunnel(const struct proxy_env *env, int fd, const struct sock
         return;
     snprintf(s->tunnel_host, sizeof(s->tunnel_host), "%s", host);
     s->tunnel_port = port;
-    session_run(s, enter_tunnel(s, clock_mono_us()));
+    if (config_is_ignored_host(s->cfg, s->tunnel_host))
+        relay_raw(s, "ignored host", clock_mono_us());
+    else
+        session_run(s, enter_tunnel(s, clock_mono_us()));
     session_free(s);
 }
