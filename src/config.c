@@ -50,6 +50,8 @@ enum {
     OPT_PROXY_AUTH,
     OPT_PROXY_AUTH_FILE,
     OPT_SOCKS5,
+    OPT_UPSTREAM_PROXY,
+    OPT_UPSTREAM_PROXY_IGNORE,
 };
 
 static const struct option long_options[] = {
@@ -83,6 +85,8 @@ static const struct option long_options[] = {
     {"proxy-auth", required_argument, NULL, OPT_PROXY_AUTH},
     {"proxy-auth-file", required_argument, NULL, OPT_PROXY_AUTH_FILE},
     {"socks5", required_argument, NULL, OPT_SOCKS5},
+    {"upstream-proxy", required_argument, NULL, OPT_UPSTREAM_PROXY},
+    {"upstream-proxy-ignore", required_argument, NULL, OPT_UPSTREAM_PROXY_IGNORE},
     {"verbose", no_argument, NULL, 'v'},
     {"quiet", no_argument, NULL, 'q'},
     {"help", no_argument, NULL, 'h'},
@@ -100,6 +104,9 @@ static void print_usage(FILE *out)
             "  --data-dir DIR           CA, keys and database (default\n"
             "                           $XDG_DATA_HOME/tapwire or ~/.local/share/tapwire)\n"
             "  --upstream-ca FILE       extra trust anchor for upstream servers (repeatable)\n"
+            "  --upstream-proxy URL     reach origins through the HTTP proxy at\n"
+            "                           http://[USER:PASS@]HOST:PORT\n"
+            "  --upstream-proxy-ignore GLOB  reach matching hosts directly (repeatable)\n"
             "  --insecure               do not verify upstream certificates (dangerous)\n"
             "  --ignore-host GLOB       relay CONNECT tunnels to matching hosts untouched\n"
             "                           (repeatable)\n"
@@ -364,6 +371,16 @@ enum config_parse_result config_parse(struct config *cfg, int argc, char **argv)
             break;
         case OPT_PROXY_AUTH_FILE:
             cfg->proxy_auth_file = optarg;
+            break;
+        case OPT_UPSTREAM_PROXY:
+            cfg->upstream_proxy = optarg;
+            break;
+        case OPT_UPSTREAM_PROXY_IGNORE:
+            if (cfg->upstream_proxy_ignore_count == CONFIG_MAX_LIST) {
+                fprintf(stderr, "tapwire: at most %d --upstream-proxy-ignore\n", CONFIG_MAX_LIST);
+                return CONFIG_ERROR;
+            }
+            cfg->upstream_proxy_ignore[cfg->upstream_proxy_ignore_count++] = optarg;
             break;
         case OPT_SOCKS5: {
             struct config_address *a = &cfg->socks5[cfg->socks5_count];

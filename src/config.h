@@ -86,6 +86,11 @@ struct config {
     /* more ways in */
     struct config_address socks5[CONFIG_MAX_SOCKS5]; /* --socks5; port 0: ephemeral */
     size_t socks5_count;
+
+    /* going out */
+    const char *upstream_proxy;                             /* --upstream-proxy URL or NULL */
+    const char *upstream_proxy_ignore[CONFIG_MAX_LIST + 1]; /* globs, NULL-terminated */
+    size_t upstream_proxy_ignore_count;
 };
 
 enum config_parse_result {

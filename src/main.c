@@ -29,6 +29,7 @@
 #include "socks5listen.h"
 #include "tlsserver.h"
 #include "upstream.h"
+#include "upstreamproxy.h"
 
 static int stop_pipe[2] = {-1, -1};
 static int hup_pipe[2] = {-1, -1};
@@ -140,7 +141,7 @@ static int check_database(const char *db_path, char *err, size_t err_len)
  * where to get it from a device, the dashboard. A wildcard listener is
  * shown as the addresses it can be reached at. */
 static void print_startup(const struct config *cfg, const struct ca *ca,
-                          const struct dashboard *dash, uint16_t port)
+                          const struct dashboard *dash, uint16_t port, const char *proxy_name)
 {
     char reachable[1024];
     char first[256];
@@ -164,6 +165,9 @@ static void print_startup(const struct config *cfg, const struct ca *ca,
            "  From a phone or another browser: open http://tapwire.invalid/ through the proxy\n"
            "  Browsers, Debian's store and phones: see tapwire(1), section TRUSTING THE CA.\n",
            ca_cert_path(ca), ca_cert_path(ca), first);
+    if (cfg->upstream_proxy != NULL)
+        printf("origins reached through the upstream proxy %s%s\n", proxy_name,
+               cfg->upstream_proxy_ignore_count > 0 ? " (but --upstream-proxy-ignore hosts)" : "");
     if (dash == NULL)
         printf("dashboard: off (--no-dashboard)\n");
     else if (dashboard_url(dash, url, sizeof(url)) > 0)
@@ -245,6 +249,7 @@ struct app {
     uint16_t socks5_port[CONFIG_MAX_SOCKS5];
     struct destguard guard;
     struct proxyauth *auth;
+    struct upstreamproxy *proxy;
     int cancel_pipe[2];
 };
 
@@ -334,10 +339,15 @@ static int start_dashboard(struct app *app, char *err, size_t err_len)
     return 0;
 }
 
-/* --proxy-auth or --proxy-auth-file, when given. */
-static int load_proxy_auth(struct app *app, char *err, size_t err_len)
+/* --proxy-auth or --proxy-auth-file, and --upstream-proxy, when given. */
+static int load_proxy_settings(struct app *app, char *err, size_t err_len)
 {
     const struct config *cfg = &app->cfg;
+
+    if (cfg->upstream_proxy != NULL &&
+        upstreamproxy_new(cfg->upstream_proxy, cfg->upstream_proxy_ignore,
+                          cfg->upstream_proxy_ignore_count, &app->proxy, err, err_len) < 0)
+        return -1;
 
     if (cfg->proxy_auth != NULL)
         return proxyauth_new(cfg->proxy_auth, &app->auth, err, err_len);
@@ -402,6 +412,7 @@ static int serve(struct app *app)
         .rules = rulebook_current(app->book),
         .guard = &app->guard,
         .auth = app->auth,
+        .proxy = app->proxy,
         .server_ctx = app->server_ctx,
         .upstream_ctx = app->upstream_ctx,
         .stop_fd = stop_pipe[0],
@@ -456,6 +467,7 @@ static void app_close(struct app *app)
     instancelock_release(app->dir_lock);
     ca_free(app->ca);
     proxyauth_free(app->auth);
+    upstreamproxy_free(app->proxy);
     config_free(&app->cfg);
     for (int i = 0; i < 2; i++) {
         if (stop_pipe[i] >= 0)
@@ -497,9 +509,9 @@ int main(int argc, char **argv)
         log_error("cannot set up signal handling: %s", strerror(errno));
         goto out;
     }
-    if (load_proxy_auth(&app, err, sizeof(err)) < 0 || open_stores(&app, err, sizeof(err)) < 0 ||
-        open_tls(&app, err, sizeof(err)) < 0 || start_dashboard(&app, err, sizeof(err)) < 0 ||
-        open_listener(&app, err, sizeof(err)) < 0) {
+    if (load_proxy_settings(&app, err, sizeof(err)) < 0 ||
+        open_stores(&app, err, sizeof(err)) < 0 || open_tls(&app, err, sizeof(err)) < 0 ||
+        start_dashboard(&app, err, sizeof(err)) < 0 || open_listener(&app, err, sizeof(err)) < 0) {
         log_error("%s", err);
         goto out;
     }
@@ -514,7 +526,8 @@ int main(int argc, char **argv)
     if (cfg->keylog_file)
         fprintf(stderr, "tapwire: SSLKEYLOGFILE: writing TLS session keys to %s\n",
                 cfg->keylog_file);
-    print_startup(cfg, app.ca, app.dash, app.port);
+    print_startup(cfg, app.ca, app.dash, app.port,
+                  app.proxy != NULL ? upstreamproxy_name(app.proxy) : NULL);
     status = serve(&app);
 out:
     app_close(&app);

@@ -476,6 +476,7 @@ static int connect_origin(struct session *s, enum session_mode mode, const struc
                          : NULL,
         .verify_name = mode == SESSION_TUNNEL_TLS && s->has_sni ? s->sni : d->host,
         .offers_http11 = s->offers_http11,
+        .is_plain_http = true,
     };
 
     return origin_open(&s->origin, &s->origin_settings, &target, err, NULL);
@@ -501,8 +502,21 @@ static void forward(struct session *s, enum session_mode mode, const struct dest
                 log_warn("%s: upstream %s:%u %s", s->client_name, d->host, d->port,
                          s->origin.insecure_note);
         }
-        int r = exchange_forward(&s->client, &s->origin.stream, req, &s->t, rw->set ? rw : NULL,
+        /* Through an upstream proxy a plain request names its origin. */
+        struct exchange_request via = *req;
+        char *absolute = NULL;
+        if (s->origin.is_proxied_http) {
+            absolute = upstreamproxy_absolute_head(s->env->proxy, req->head, req->head_len, d->host,
+                                                   d->port, &via.head_len);
+            if (absolute == NULL) {
+                *keep = refuse(s, rq, 503, "out of memory", true);
+                return;
+            }
+            via.head = absolute;
+        }
+        int r = exchange_forward(&s->client, &s->origin.stream, &via, &s->t, rw->set ? rw : NULL,
                                  capture_hooks(&rq->cap), res);
+        free(absolute);
         if (r < 0 && res->upstream_stale && is_reused) {
             /* A kept-alive origin connection may have been closed by the
              * origin just before we used it; a request without a body is
@@ -1059,6 +1073,7 @@ static struct session *session_new(const struct proxy_env *env, int fd,
     s->origin_settings = (struct origin_settings){
         .tls_ctx = env->upstream_ctx,
         .guard = env->guard,
+        .proxy = env->proxy,
         .timeout_ms = env->cfg->upstream_timeout_ms,
         .cancel_fd = env->cancel_fd,
         .in_max_bytes = SESSION_IN_MAX_BYTES,
