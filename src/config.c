@@ -52,6 +52,7 @@ enum {
     OPT_SOCKS5,
     OPT_UPSTREAM_PROXY,
     OPT_UPSTREAM_PROXY_IGNORE,
+    OPT_CLIENT_CERT,
 };
 
 static const struct option long_options[] = {
@@ -87,6 +88,7 @@ static const struct option long_options[] = {
     {"socks5", required_argument, NULL, OPT_SOCKS5},
     {"upstream-proxy", required_argument, NULL, OPT_UPSTREAM_PROXY},
     {"upstream-proxy-ignore", required_argument, NULL, OPT_UPSTREAM_PROXY_IGNORE},
+    {"client-cert", required_argument, NULL, OPT_CLIENT_CERT},
     {"verbose", no_argument, NULL, 'v'},
     {"quiet", no_argument, NULL, 'q'},
     {"help", no_argument, NULL, 'h'},
@@ -107,6 +109,8 @@ static void print_usage(FILE *out)
             "  --upstream-proxy URL     reach origins through the HTTP proxy at\n"
             "                           http://[USER:PASS@]HOST:PORT\n"
             "  --upstream-proxy-ignore GLOB  reach matching hosts directly (repeatable)\n"
+            "  --client-cert [GLOB=]FILE  present this PEM certificate and key to\n"
+            "                           origins matching GLOB that ask (repeatable)\n"
             "  --insecure               do not verify upstream certificates (dangerous)\n"
             "  --ignore-host GLOB       relay CONNECT tunnels to matching hosts untouched\n"
             "                           (repeatable)\n"
@@ -381,6 +385,13 @@ enum config_parse_result config_parse(struct config *cfg, int argc, char **argv)
                 return CONFIG_ERROR;
             }
             cfg->upstream_proxy_ignore[cfg->upstream_proxy_ignore_count++] = optarg;
+            break;
+        case OPT_CLIENT_CERT:
+            if (cfg->client_cert_count == CONFIG_MAX_LIST) {
+                fprintf(stderr, "tapwire: at most %d --client-cert\n", CONFIG_MAX_LIST);
+                return CONFIG_ERROR;
+            }
+            cfg->client_certs[cfg->client_cert_count++] = optarg;
             break;
         case OPT_SOCKS5: {
             struct config_address *a = &cfg->socks5[cfg->socks5_count];

@@ -91,6 +91,8 @@ struct config {
     const char *upstream_proxy;                             /* --upstream-proxy URL or NULL */
     const char *upstream_proxy_ignore[CONFIG_MAX_LIST + 1]; /* globs, NULL-terminated */
     size_t upstream_proxy_ignore_count;
+    const char *client_certs[CONFIG_MAX_LIST + 1]; /* --client-cert [GLOB=]FILE, NULL-terminated */
+    size_t client_cert_count;
 };
 
 enum config_parse_result {

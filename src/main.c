@@ -15,6 +15,7 @@
 
 #include "ca.h"
 #include "certstore.h"
+#include "clientcert.h"
 #include "config.h"
 #include "dashboard.h"
 #include "dashtoken.h"
@@ -250,6 +251,7 @@ struct app {
     struct destguard guard;
     struct proxyauth *auth;
     struct upstreamproxy *proxy;
+    struct clientcert *client_certs;
     int cancel_pipe[2];
 };
 
@@ -302,7 +304,15 @@ static int open_tls(struct app *app, char *err, size_t err_len)
     if (app->server_ctx == NULL)
         return -1;
     app->upstream_ctx = upstream_ctx_new(&up_opts, err, err_len);
-    return app->upstream_ctx != NULL ? 0 : -1;
+    if (app->upstream_ctx == NULL)
+        return -1;
+    if (cfg->client_cert_count > 0) {
+        if (clientcert_load(cfg->client_certs, cfg->client_cert_count, &app->client_certs, err,
+                            err_len) < 0)
+            return -1;
+        clientcert_attach(app->upstream_ctx, app->client_certs);
+    }
+    return 0;
 }
 
 /* The dashboard, with the kept token unless --dashboard-token gave one. */
@@ -458,6 +468,7 @@ static void app_close(struct app *app)
         pthread_join(app->reloader, NULL);
     }
     SSL_CTX_free(app->upstream_ctx);
+    clientcert_free(app->client_certs); /* after the context that used them */
     SSL_CTX_free(app->server_ctx);
     dashboard_stop(app->dash);
     flowstore_close(app->flows); /* writes every queued flow first, then logs the totals */
