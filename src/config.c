@@ -47,6 +47,12 @@ enum {
     OPT_ALLOW_PRIVATE,
     OPT_REWRITE_MEMORY,
     OPT_ANTICACHE,
+    OPT_PROXY_AUTH,
+    OPT_PROXY_AUTH_FILE,
+    OPT_SOCKS5,
+    OPT_UPSTREAM_PROXY,
+    OPT_UPSTREAM_PROXY_IGNORE,
+    OPT_CLIENT_CERT,
 };
 
 static const struct option long_options[] = {
@@ -77,6 +83,12 @@ static const struct option long_options[] = {
     {"rewrite-limit", required_argument, NULL, OPT_REWRITE_LIMIT},
     {"rewrite-memory", required_argument, NULL, OPT_REWRITE_MEMORY},
     {"anticache", no_argument, NULL, OPT_ANTICACHE},
+    {"proxy-auth", required_argument, NULL, OPT_PROXY_AUTH},
+    {"proxy-auth-file", required_argument, NULL, OPT_PROXY_AUTH_FILE},
+    {"socks5", required_argument, NULL, OPT_SOCKS5},
+    {"upstream-proxy", required_argument, NULL, OPT_UPSTREAM_PROXY},
+    {"upstream-proxy-ignore", required_argument, NULL, OPT_UPSTREAM_PROXY_IGNORE},
+    {"client-cert", required_argument, NULL, OPT_CLIENT_CERT},
     {"verbose", no_argument, NULL, 'v'},
     {"quiet", no_argument, NULL, 'q'},
     {"help", no_argument, NULL, 'h'},
@@ -94,9 +106,18 @@ static void print_usage(FILE *out)
             "  --data-dir DIR           CA, keys and database (default\n"
             "                           $XDG_DATA_HOME/tapwire or ~/.local/share/tapwire)\n"
             "  --upstream-ca FILE       extra trust anchor for upstream servers (repeatable)\n"
+            "  --upstream-proxy URL     reach origins through the HTTP proxy at\n"
+            "                           http://[USER:PASS@]HOST:PORT\n"
+            "  --upstream-proxy-ignore GLOB  reach matching hosts directly (repeatable)\n"
+            "  --client-cert [GLOB=]FILE  present this PEM certificate and key to\n"
+            "                           origins matching GLOB that ask (repeatable)\n"
             "  --insecure               do not verify upstream certificates (dangerous)\n"
             "  --ignore-host GLOB       relay CONNECT tunnels to matching hosts untouched\n"
             "                           (repeatable)\n"
+            "  --socks5 ADDR:PORT       also a SOCKS5 proxy there (repeatable)\n"
+            "  --proxy-auth USER:PASS   clients must send these credentials (Basic\n"
+            "                           Proxy-Authorization; SOCKS5 username/password)\n"
+            "  --proxy-auth-file FILE   the same, one USER:PASS per line (mode 600)\n"
             "  --block-private          refuse loopback and private destinations (default\n"
             "                           when --listen is not a loopback address)\n"
             "  --allow-private          allow them even then\n"
@@ -349,6 +370,43 @@ enum config_parse_result config_parse(struct config *cfg, int argc, char **argv)
                 return CONFIG_ERROR;
             cfg->rewrite_limit = (size_t)number;
             break;
+        case OPT_PROXY_AUTH:
+            cfg->proxy_auth = optarg;
+            break;
+        case OPT_PROXY_AUTH_FILE:
+            cfg->proxy_auth_file = optarg;
+            break;
+        case OPT_UPSTREAM_PROXY:
+            cfg->upstream_proxy = optarg;
+            break;
+        case OPT_UPSTREAM_PROXY_IGNORE:
+            if (cfg->upstream_proxy_ignore_count == CONFIG_MAX_LIST) {
+                fprintf(stderr, "tapwire: at most %d --upstream-proxy-ignore\n", CONFIG_MAX_LIST);
+                return CONFIG_ERROR;
+            }
+            cfg->upstream_proxy_ignore[cfg->upstream_proxy_ignore_count++] = optarg;
+            break;
+        case OPT_CLIENT_CERT:
+            if (cfg->client_cert_count == CONFIG_MAX_LIST) {
+                fprintf(stderr, "tapwire: at most %d --client-cert\n", CONFIG_MAX_LIST);
+                return CONFIG_ERROR;
+            }
+            cfg->client_certs[cfg->client_cert_count++] = optarg;
+            break;
+        case OPT_SOCKS5: {
+            struct config_address *a = &cfg->socks5[cfg->socks5_count];
+            if (cfg->socks5_count == CONFIG_MAX_SOCKS5) {
+                fprintf(stderr, "tapwire: at most %d --socks5\n", CONFIG_MAX_SOCKS5);
+                return CONFIG_ERROR;
+            }
+            if (config_parse_hostport(optarg, a->host, sizeof(a->host), &a->port) < 0) {
+                fprintf(stderr, "tapwire: --socks5 wants ADDR:PORT (or [V6]:PORT), not '%s'\n",
+                        optarg);
+                return CONFIG_ERROR;
+            }
+            cfg->socks5_count++;
+            break;
+        }
         case OPT_NEW_DASHBOARD_TOKEN:
             cfg->is_new_dashboard_token = true;
             break;
@@ -392,6 +450,10 @@ enum config_parse_result config_parse(struct config *cfg, int argc, char **argv)
     }
     if (optind < argc) {
         fprintf(stderr, "tapwire: unexpected argument '%s'; try 'tapwire --help'\n", argv[optind]);
+        return CONFIG_ERROR;
+    }
+    if (cfg->proxy_auth != NULL && cfg->proxy_auth_file != NULL) {
+        fprintf(stderr, "tapwire: --proxy-auth or --proxy-auth-file, not both\n");
         return CONFIG_ERROR;
     }
     cfg->data_dir = data_dir ? strdup(data_dir) : default_data_dir();

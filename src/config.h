@@ -18,6 +18,7 @@
 #define CONFIG_DEFAULT_SHUTDOWN_GRACE_MS 5000    /* in-flight exchanges on SIGTERM */
 #define CONFIG_DEFAULT_UPSTREAM_TIMEOUT_MS 10000 /* connect + TLS handshake upstream */
 #define CONFIG_MAX_LIST 64                       /* repeatable options */
+#define CONFIG_MAX_SOCKS5 8                      /* --socks5 listeners */
 #define CONFIG_DEFAULT_DASHBOARD "127.0.0.1:8081"
 #define CONFIG_DEFAULT_CAPTURE_LIMIT_BYTES (1024 * 1024)
 #define CONFIG_DEFAULT_MAX_FLOWS 100000
@@ -31,6 +32,12 @@
 enum private_setting { CONFIG_PRIVATE_DEFAULT = 0, CONFIG_PRIVATE_BLOCK, CONFIG_PRIVATE_ALLOW };
 
 enum log_level_setting { CONFIG_LOG_QUIET = 0, CONFIG_LOG_NORMAL = 1, CONFIG_LOG_VERBOSE = 2 };
+
+/* An address to listen on, as given ("::" for [::]:1080). */
+struct config_address {
+    char host[256];
+    uint16_t port;
+};
 
 struct config {
     char listen_host[256];
@@ -71,6 +78,21 @@ struct config {
     size_t rewrite_limit;  /* --rewrite-limit bytes */
     size_t rewrite_memory; /* --rewrite-memory bytes, all exchanges */
     bool is_anticache;     /* --anticache: built-in rules first */
+
+    /* who may use the proxy */
+    const char *proxy_auth;      /* --proxy-auth USER:PASS or NULL */
+    const char *proxy_auth_file; /* --proxy-auth-file FILE or NULL */
+
+    /* more ways in */
+    struct config_address socks5[CONFIG_MAX_SOCKS5]; /* --socks5; port 0: ephemeral */
+    size_t socks5_count;
+
+    /* going out */
+    const char *upstream_proxy;                             /* --upstream-proxy URL or NULL */
+    const char *upstream_proxy_ignore[CONFIG_MAX_LIST + 1]; /* globs, NULL-terminated */
+    size_t upstream_proxy_ignore_count;
+    const char *client_certs[CONFIG_MAX_LIST + 1]; /* --client-cert [GLOB=]FILE, NULL-terminated */
+    size_t client_cert_count;
 };
 
 enum config_parse_result {

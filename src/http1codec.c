@@ -250,6 +250,10 @@ char *http1codec_request_head(const struct message *req, size_t *len)
     buf_put(&b, " ", 1);
     buf_put(&b, req->target, req->target_len);
     buf_str(&b, " HTTP/1.1\r\n");
+    for (size_t i = 0; i < req->next_hop.count; i++) {
+        const struct message_field *h = &req->next_hop.items[i];
+        put_field(&b, h->name, h->name_len, h->value, h->value_len);
+    }
     if (req->authority) {
         buf_str(&b, "Host: ");
         buf_put(&b, req->authority, req->authority_len);

@@ -15,6 +15,7 @@
 
 #include "ca.h"
 #include "certstore.h"
+#include "clientcert.h"
 #include "config.h"
 #include "dashboard.h"
 #include "dashtoken.h"
@@ -24,9 +25,12 @@
 #include "instancelock.h"
 #include "listener.h"
 #include "log.h"
+#include "proxyauth.h"
 #include "rulebook.h"
+#include "socks5listen.h"
 #include "tlsserver.h"
 #include "upstream.h"
+#include "upstreamproxy.h"
 
 static int stop_pipe[2] = {-1, -1};
 static int hup_pipe[2] = {-1, -1};
@@ -138,7 +142,7 @@ static int check_database(const char *db_path, char *err, size_t err_len)
  * where to get it from a device, the dashboard. A wildcard listener is
  * shown as the addresses it can be reached at. */
 static void print_startup(const struct config *cfg, const struct ca *ca,
-                          const struct dashboard *dash, uint16_t port)
+                          const struct dashboard *dash, uint16_t port, const char *proxy_name)
 {
     char reachable[1024];
     char first[256];
@@ -151,11 +155,20 @@ static void print_startup(const struct config *cfg, const struct ca *ca,
         printf("proxy listening on port %u of every address: %s\n", port, reachable);
     else
         printf("proxy listening on %s\n", reachable);
+    for (size_t i = 0; i < cfg->socks5_count; i++) {
+        char socks[1024];
+        listener_reachable_addresses(cfg->socks5[i].host, cfg->socks5[i].port, socks,
+                                     sizeof(socks));
+        printf("SOCKS5 listening on %s\n", socks);
+    }
     printf("CA certificate: %s\n"
            "  Trust it once, e.g.: curl --cacert %s -x http://%s https://example.org/\n"
            "  From a phone or another browser: open http://tapwire.invalid/ through the proxy\n"
            "  Browsers, Debian's store and phones: see tapwire(1), section TRUSTING THE CA.\n",
            ca_cert_path(ca), ca_cert_path(ca), first);
+    if (cfg->upstream_proxy != NULL)
+        printf("origins reached through the upstream proxy %s%s\n", proxy_name,
+               cfg->upstream_proxy_ignore_count > 0 ? " (but --upstream-proxy-ignore hosts)" : "");
     if (dash == NULL)
         printf("dashboard: off (--no-dashboard)\n");
     else if (dashboard_url(dash, url, sizeof(url)) > 0)
@@ -181,7 +194,8 @@ static enum log_level level_from_config(int setting)
  * otherwise use it to reach this host's loopback services and the LAN.
  */
 static int setup_guard(struct destguard *guard, const struct config *cfg, int listen_fd,
-                       const struct dashboard *dash, char *err, size_t err_len)
+                       const int *socks5_fd, const struct dashboard *dash, char *err,
+                       size_t err_len)
 {
     struct sockaddr_storage addr;
     socklen_t len = sizeof(addr);
@@ -199,6 +213,14 @@ static int setup_guard(struct destguard *guard, const struct config *cfg, int li
                          destguard_add_self(guard, (struct sockaddr *)&addr) < 0)) {
         errmsg_set(err, err_len, "cannot tell the dashboard's own address");
         return -1;
+    }
+    for (size_t i = 0; i < cfg->socks5_count; i++) {
+        len = sizeof(addr);
+        if (getsockname(socks5_fd[i], (struct sockaddr *)&addr, &len) != 0 ||
+            destguard_add_self(guard, (struct sockaddr *)&addr) < 0) {
+            errmsg_set(err, err_len, "cannot tell the SOCKS5 listener's own address");
+            return -1;
+        }
     }
     if (guard->block_private)
         log_info("refusing loopback and private destinations (%s)",
@@ -224,7 +246,12 @@ struct app {
     struct dashboard *dash;
     int listen_fd;
     uint16_t port;
+    int socks5_fd[CONFIG_MAX_SOCKS5];
+    uint16_t socks5_port[CONFIG_MAX_SOCKS5];
     struct destguard guard;
+    struct proxyauth *auth;
+    struct upstreamproxy *proxy;
+    struct clientcert *client_certs;
     int cancel_pipe[2];
 };
 
@@ -277,7 +304,15 @@ static int open_tls(struct app *app, char *err, size_t err_len)
     if (app->server_ctx == NULL)
         return -1;
     app->upstream_ctx = upstream_ctx_new(&up_opts, err, err_len);
-    return app->upstream_ctx != NULL ? 0 : -1;
+    if (app->upstream_ctx == NULL)
+        return -1;
+    if (cfg->client_cert_count > 0) {
+        if (clientcert_load(cfg->client_certs, cfg->client_cert_count, &app->client_certs, err,
+                            err_len) < 0)
+            return -1;
+        clientcert_attach(app->upstream_ctx, app->client_certs);
+    }
+    return 0;
 }
 
 /* The dashboard, with the kept token unless --dashboard-token gave one. */
@@ -314,6 +349,41 @@ static int start_dashboard(struct app *app, char *err, size_t err_len)
     return 0;
 }
 
+/* --proxy-auth or --proxy-auth-file, and --upstream-proxy, when given. */
+static int load_proxy_settings(struct app *app, char *err, size_t err_len)
+{
+    const struct config *cfg = &app->cfg;
+
+    if (cfg->upstream_proxy != NULL &&
+        upstreamproxy_new(cfg->upstream_proxy, cfg->upstream_proxy_ignore,
+                          cfg->upstream_proxy_ignore_count, &app->proxy, err, err_len) < 0)
+        return -1;
+
+    if (cfg->proxy_auth != NULL)
+        return proxyauth_new(cfg->proxy_auth, &app->auth, err, err_len);
+    if (cfg->proxy_auth_file != NULL)
+        return proxyauth_load_file(cfg->proxy_auth_file, &app->auth, err, err_len);
+    return 0;
+}
+
+/* An intercepting proxy that anyone on the network can use is a relay for
+ * anyone, into this host's network too: said loudly, once per listener. */
+static void warn_if_open(const struct app *app, int fd, const char *option)
+{
+    struct sockaddr_storage addr;
+    socklen_t len = sizeof(addr);
+
+    if (app->auth != NULL || getsockname(fd, (struct sockaddr *)&addr, &len) != 0 ||
+        destguard_is_loopback((struct sockaddr *)&addr))
+        return;
+    fprintf(stderr,
+            "tapwire: WARNING: %s listens beyond loopback without --proxy-auth: anyone who\n"
+            "tapwire: can reach this port can use tapwire as a relay, and read and change\n"
+            "tapwire: what passes through it. Give --proxy-auth USER:PASS, or listen on\n"
+            "tapwire: 127.0.0.1 only.\n",
+            option);
+}
+
 /* The proxy's listening socket, fitted to the file limit, and the guard
  * that keeps connections from coming back to it. */
 static int open_listener(struct app *app, char *err, size_t err_len)
@@ -326,7 +396,16 @@ static int open_listener(struct app *app, char *err, size_t err_len)
     if (app->listen_fd < 0)
         return -1;
     cfg->listen_port = app->port; /* the real one, when 0 asked for an ephemeral port */
-    return setup_guard(&app->guard, cfg, app->listen_fd, app->dash, err, err_len);
+    for (size_t i = 0; i < cfg->socks5_count; i++) {
+        app->socks5_fd[i] = listener_open(cfg->socks5[i].host, cfg->socks5[i].port,
+                                          &app->socks5_port[i], err, err_len);
+        if (app->socks5_fd[i] < 0) {
+            errmsg_prefix(err, err_len, "--socks5: ");
+            return -1;
+        }
+        cfg->socks5[i].port = app->socks5_port[i];
+    }
+    return setup_guard(&app->guard, cfg, app->listen_fd, app->socks5_fd, app->dash, err, err_len);
 }
 
 /* Serves until SIGINT/SIGTERM. Returns 0 after a clean stop; does not
@@ -342,14 +421,26 @@ static int serve(struct app *app)
         .flows = cfg->capture_enabled ? app->flows : NULL,
         .rules = rulebook_current(app->book),
         .guard = &app->guard,
+        .auth = app->auth,
+        .proxy = app->proxy,
         .server_ctx = app->server_ctx,
         .upstream_ctx = app->upstream_ctx,
         .stop_fd = stop_pipe[0],
         .cancel_fd = app->cancel_pipe[0],
     };
-    int left = listener_run(app->listen_fd, &env, cfg->shutdown_grace_ms, app->cancel_pipe[1]);
+    struct listener_socket socks[1 + CONFIG_MAX_SOCKS5] = {
+        {.fd = app->listen_fd, .serve = session_serve_explicit, .is_http = true},
+    };
+    size_t count = 1;
+
+    for (size_t i = 0; i < cfg->socks5_count; i++)
+        socks[count++] =
+            (struct listener_socket){.fd = app->socks5_fd[i], .serve = socks5listen_serve};
+    int left = listener_run(socks, count, &env, cfg->shutdown_grace_ms, app->cancel_pipe[1]);
 
     app->listen_fd = -1;
+    for (size_t i = 0; i < cfg->socks5_count; i++)
+        app->socks5_fd[i] = -1;
     if (left > 0) {
         log_warn("exiting with %d connection(s) still open", left);
         if (flowstore_sync(app->flows, MAIN_FLOW_DRAIN_MS) != 0)
@@ -368,12 +459,16 @@ static void app_close(struct app *app)
 {
     if (app->listen_fd >= 0)
         close(app->listen_fd);
+    for (size_t i = 0; i < CONFIG_MAX_SOCKS5; i++)
+        if (app->socks5_fd[i] >= 0)
+            close(app->socks5_fd[i]);
     if (app->has_reloader) {
         ssize_t w = write(stop_pipe[1], "x", 1); /* ends the reload thread if still waiting */
         (void)w;
         pthread_join(app->reloader, NULL);
     }
     SSL_CTX_free(app->upstream_ctx);
+    clientcert_free(app->client_certs); /* after the context that used them */
     SSL_CTX_free(app->server_ctx);
     dashboard_stop(app->dash);
     flowstore_close(app->flows); /* writes every queued flow first, then logs the totals */
@@ -382,6 +477,8 @@ static void app_close(struct app *app)
     instancelock_release(app->db_lock);
     instancelock_release(app->dir_lock);
     ca_free(app->ca);
+    proxyauth_free(app->auth);
+    upstreamproxy_free(app->proxy);
     config_free(&app->cfg);
     for (int i = 0; i < 2; i++) {
         if (stop_pipe[i] >= 0)
@@ -398,6 +495,8 @@ static void app_close(struct app *app)
 int main(int argc, char **argv)
 {
     struct app app = {.log_fd = -1, .listen_fd = -1, .cancel_pipe = {-1, -1}};
+    for (size_t i = 0; i < CONFIG_MAX_SOCKS5; i++)
+        app.socks5_fd[i] = -1;
     struct config *cfg = &app.cfg;
     int status = 1;
     char err[512];
@@ -421,11 +520,15 @@ int main(int argc, char **argv)
         log_error("cannot set up signal handling: %s", strerror(errno));
         goto out;
     }
-    if (open_stores(&app, err, sizeof(err)) < 0 || open_tls(&app, err, sizeof(err)) < 0 ||
+    if (load_proxy_settings(&app, err, sizeof(err)) < 0 ||
+        open_stores(&app, err, sizeof(err)) < 0 || open_tls(&app, err, sizeof(err)) < 0 ||
         start_dashboard(&app, err, sizeof(err)) < 0 || open_listener(&app, err, sizeof(err)) < 0) {
         log_error("%s", err);
         goto out;
     }
+    warn_if_open(&app, app.listen_fd, "--listen");
+    for (size_t i = 0; i < cfg->socks5_count; i++)
+        warn_if_open(&app, app.socks5_fd[i], "--socks5");
     if (cfg->insecure)
         fprintf(stderr,
                 "tapwire: WARNING: --insecure: upstream certificates are NOT verified. Anyone on\n"
@@ -434,7 +537,8 @@ int main(int argc, char **argv)
     if (cfg->keylog_file)
         fprintf(stderr, "tapwire: SSLKEYLOGFILE: writing TLS session keys to %s\n",
                 cfg->keylog_file);
-    print_startup(cfg, app.ca, app.dash, app.port);
+    print_startup(cfg, app.ca, app.dash, app.port,
+                  app.proxy != NULL ? upstreamproxy_name(app.proxy) : NULL);
     status = serve(&app);
 out:
     app_close(&app);

@@ -63,6 +63,9 @@ struct message {
     int version; /* of the hop it came over: 10, 11 */
     struct message_fields fields;
     struct message_fields trailers;
+    /* Fields for the next hop only (an upstream proxy's credentials): the
+     * codec writes them, nothing records them, message_copy() drops them. */
+    struct message_fields next_hop;
     enum message_body body;
     uint64_t content_length; /* MESSAGE_BODY_LENGTH */
 

@@ -48,6 +48,24 @@ static void tls_facts_record(struct origin_tls *t, SSL *ssl, X509 *peer, const c
     t->verification = verification != NULL ? strdup(verification) : NULL;
 }
 
+/* TCP to the target, or through the upstream proxy when one applies: a
+ * CONNECT for TLS and raw relays, the proxy itself for plain HTTP. A numeric
+ * destination is judged by the guard first either way; a name is resolved
+ * by the proxy. */
+static int connect_tcp(const struct origin_settings *settings, const struct origin_target *target,
+                       struct upstream_error *err)
+{
+    bool is_tunnel = target->is_tls || !target->is_plain_http;
+
+    if (!upstreamproxy_applies(settings->proxy, target->host))
+        return upstream_connect_tcp(target->host, target->port, settings->timeout_ms,
+                                    settings->guard, err);
+    if (upstream_check_numeric(target->host, target->port, settings->guard, err) < 0)
+        return -1;
+    return upstreamproxy_connect(settings->proxy, target->host, target->port, is_tunnel,
+                                 settings->timeout_ms, settings->cancel_fd, err);
+}
+
 void origin_init(struct origin *o, int cancel_fd)
 {
     memset(o, 0, sizeof(*o));
@@ -67,10 +85,11 @@ int origin_open(struct origin *o, const struct origin_settings *settings,
     o->insecure_note[0] = '\0';
     o->opened_at_us = clock_wall_us();
     o->connected_at_us = o->tls_done_at_us = 0;
-    fd = upstream_connect_tcp(target->host, target->port, settings->timeout_ms, settings->guard,
-                              err);
+    fd = connect_tcp(settings, target, err);
     if (fd < 0)
         goto out;
+    o->is_proxied_http = target->is_plain_http && !target->is_tls &&
+                         upstreamproxy_applies(settings->proxy, target->host);
     o->connected_at_us = clock_wall_us();
     if (target->is_tls) {
         ssl = upstream_tls_connect(settings->tls_ctx, fd, target->sni, target->verify_name,

@@ -209,9 +209,10 @@ static bool answer(struct session *s, struct request_ctx *rq, const struct own_a
     return r == STREAM_OK && !a->is_closing;
 }
 
-/* A short text/plain page naming why, as every refusal and error gets. */
-static bool refuse(struct session *s, struct request_ctx *rq, int status, const char *reason,
-                   bool is_closing)
+/* A short text/plain page naming why, as every refusal and error gets;
+ * extra (may be "") are more header lines ("Name: value\r\n"). */
+static bool refuse_with(struct session *s, struct request_ctx *rq, int status, const char *reason,
+                        bool is_closing, const char *extra)
 {
     char body[SESSION_ERROR_BODY_BYTES];
     char fields[256];
@@ -230,9 +231,15 @@ static bool refuse(struct session *s, struct request_ctx *rq, int status, const 
 
     snprintf(fields, sizeof(fields),
              "Content-Type: text/plain; charset=utf-8\r\nContent-Length: %zu\r\n"
-             "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n%s",
-             body_len, is_closing ? "Connection: close\r\n" : "");
+             "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n%s%s",
+             body_len, is_closing ? "Connection: close\r\n" : "", extra);
     return answer(s, rq, &a);
+}
+
+static bool refuse(struct session *s, struct request_ctx *rq, int status, const char *reason,
+                   bool is_closing)
+{
+    return refuse_with(s, rq, status, reason, is_closing, "");
 }
 
 /* ---- where the client wants to go ---- */
@@ -482,6 +489,7 @@ static int connect_origin(struct session *s, enum session_mode mode, const struc
                          : NULL,
         .verify_name = mode == SESSION_TUNNEL_TLS && s->has_sni ? s->sni : d->host,
         .offers_http11 = s->offers_http11,
+        .is_plain_http = true,
     };
 
     return origin_open(&s->origin, &s->origin_settings, &target, err, NULL);
@@ -507,8 +515,17 @@ static void forward(struct session *s, enum session_mode mode, const struct dest
                 log_warn("%s: upstream %s:%u %s", s->client_name, d->host, d->port,
                          s->origin.insecure_note);
         }
-        int r = exchange_forward(&s->client, &s->origin.stream, req, &s->t, rewrite_hooks(rw),
+        /* Through an upstream proxy a plain request names its origin. */
+        struct message via = *req;
+        struct upstreamproxy_request proxied = {0};
+        if (s->origin.is_proxied_http &&
+            upstreamproxy_prepare(s->env->proxy, req, d->host, d->port, &via, &proxied) < 0) {
+            *keep = refuse(s, rq, 503, "out of memory", true);
+            return;
+        }
+        int r = exchange_forward(&s->client, &s->origin.stream, &via, &s->t, rewrite_hooks(rw),
                                  capture_hooks(&rq->cap), res);
+        upstreamproxy_request_free(&proxied);
         if (r < 0 && res->upstream_stale && is_reused) {
             /* A kept-alive origin connection may have been closed by the
              * origin just before we used it; a request without a body is
@@ -653,6 +670,23 @@ static enum session_mode serve_requests(struct session *s, enum session_mode mod
             struct request_ctx rq;
             request_ctx_init(&rq, s, started);
             refuse(s, &rq, perr.status, perr.message, true);
+            return SESSION_END;
+        }
+        /* --proxy-auth guards the explicit proxy; the credentials are taken
+         * out of every head, so neither the flow nor the origin sees them. */
+        bool is_allowed = s->env->auth == NULL || mode != SESSION_PROXY ||
+                          proxyauth_check_head(s->env->auth, s->head);
+        proxyauth_strip(s->head);
+        if (!is_allowed) {
+            struct request_ctx rq;
+            char url[300];
+            request_ctx_init(&rq, s, started);
+            snprintf(rq.method, sizeof(rq.method), "%.*s",
+                     (int)(s->head->method_len < 31 ? s->head->method_len : 31), s->head->method);
+            snprintf(url, sizeof(url), "%.*s", (int)s->head->target_len, s->head->target);
+            rq.url = url;
+            refuse_with(s, &rq, 407, "proxy authentication required (--proxy-auth)", true,
+                        PROXYAUTH_CHALLENGE);
             return SESSION_END;
         }
         if (mode == SESSION_PROXY && s->head->method_len == 7 &&
@@ -1035,6 +1069,7 @@ static struct session *session_new(const struct proxy_env *env, int fd,
     s->origin_settings = (struct origin_settings){
         .tls_ctx = env->upstream_ctx,
         .guard = env->guard,
+        .proxy = env->proxy,
         .timeout_ms = env->cfg->upstream_timeout_ms,
         .cancel_fd = env->cancel_fd,
         .in_max_bytes = SESSION_IN_MAX_BYTES,
@@ -1087,6 +1122,9 @@ void session_serve_tunnel(const struct proxy_env *env, int fd, const struct sock
         return;
     snprintf(s->tunnel_host, sizeof(s->tunnel_host), "%s", host);
     s->tunnel_port = port;
-    session_run(s, enter_tunnel(s, clock_mono_us()));
+    if (config_is_ignored_host(s->cfg, s->tunnel_host))
+        relay_raw(s, "ignored host", clock_mono_us());
+    else
+        session_run(s, enter_tunnel(s, clock_mono_us()));
     session_free(s);
 }

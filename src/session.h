@@ -21,7 +21,9 @@
 #include "config.h"
 #include "destguard.h"
 #include "flowstore.h"
+#include "proxyauth.h"
 #include "rules.h"
+#include "upstreamproxy.h"
 
 #define SESSION_PEEK_BYTES 16389 /* one full TLS record plus its header */
 
@@ -30,13 +32,15 @@ struct proxy_env {
     const struct config *cfg;
     const struct ca *ca;
     struct certstore *certs;
-    struct flowstore *flows;       /* NULL: capture off */
-    struct rules_current *rules;   /* the live rewrite rules, NULL: none */
-    const struct destguard *guard; /* destinations refused after resolution, NULL: none */
-    SSL_CTX *server_ctx;           /* client-facing TLS */
-    SSL_CTX *upstream_ctx;         /* TLS towards origins */
-    int stop_fd;                   /* readable once the proxy stops accepting: idle clients end */
-    int cancel_fd;                 /* readable once the shutdown grace is over: everything ends */
+    struct flowstore *flows;           /* NULL: capture off */
+    struct rules_current *rules;       /* the live rewrite rules, NULL: none */
+    const struct destguard *guard;     /* destinations refused after resolution, NULL: none */
+    const struct proxyauth *auth;      /* --proxy-auth: who may use the proxy, NULL: anyone */
+    const struct upstreamproxy *proxy; /* --upstream-proxy, NULL: origins directly */
+    SSL_CTX *server_ctx;               /* client-facing TLS */
+    SSL_CTX *upstream_ctx;             /* TLS towards origins */
+    int stop_fd;   /* readable once the proxy stops accepting: idle clients end */
+    int cancel_fd; /* readable once the shutdown grace is over: everything ends */
 };
 
 /*

@@ -152,6 +152,36 @@ static void test_rewrite_memory_option(void)
     config_free(&cfg);
 }
 
+static void test_proxy_modes_options(void)
+{
+    struct config cfg;
+    const char *args[] = {"--socks5",         "127.0.0.1:1080",    "--socks5",
+                          "[::1]:0",          "--proxy-auth",      "u:p",
+                          "--upstream-proxy", "http://proxy:3128", "--upstream-proxy-ignore",
+                          "*.corp",           "--client-cert",     "api.*=/k.pem",
+                          "--client-cert",    "/all.pem",          NULL};
+    CU_ASSERT_EQUAL_FATAL(parse(&cfg, args), CONFIG_OK);
+    CU_ASSERT_EQUAL(cfg.socks5_count, 2);
+    CU_ASSERT_STRING_EQUAL(cfg.socks5[0].host, "127.0.0.1");
+    CU_ASSERT_EQUAL(cfg.socks5[0].port, 1080);
+    CU_ASSERT_STRING_EQUAL(cfg.socks5[1].host, "::1");
+    CU_ASSERT_EQUAL(cfg.socks5[1].port, 0);
+    CU_ASSERT_STRING_EQUAL(cfg.proxy_auth, "u:p");
+    CU_ASSERT_STRING_EQUAL(cfg.upstream_proxy, "http://proxy:3128");
+    CU_ASSERT_EQUAL(cfg.upstream_proxy_ignore_count, 1);
+    CU_ASSERT_STRING_EQUAL(cfg.upstream_proxy_ignore[0], "*.corp");
+    CU_ASSERT_EQUAL(cfg.client_cert_count, 2);
+    CU_ASSERT_STRING_EQUAL(cfg.client_certs[1], "/all.pem");
+    config_free(&cfg);
+
+    const char *both[] = {"--proxy-auth", "u:p", "--proxy-auth-file", "/f", NULL};
+    CU_ASSERT_EQUAL(parse(&cfg, both), CONFIG_ERROR);
+    config_free(&cfg);
+    const char *bad_socks[] = {"--socks5", "1080", NULL};
+    CU_ASSERT_EQUAL(parse(&cfg, bad_socks), CONFIG_ERROR);
+    config_free(&cfg);
+}
+
 static void test_rejects_bad_values(void)
 {
     struct config cfg;
@@ -257,6 +287,7 @@ int main(void)
         !CU_add_test(s, "help and version exit successfully",
                      test_help_and_version_exit_successfully) ||
         !CU_add_test(s, "host:port forms", test_hostport_forms) ||
+        !CU_add_test(s, "options of the proxy modes", test_proxy_modes_options) ||
         !CU_add_test(s, "data dir is created private", test_data_dir_is_created_private) ||
         !CU_add_test(s, "world-writable data dir is refused",
                      test_world_writable_data_dir_is_refused)) {
