@@ -88,7 +88,7 @@ static void on_response_head(void *arg, const struct message *sent, const struct
     f->status = sent->status;
     memcpy(f->reason, sent->reason, n);
     f->reason[n] = '\0';
-    f->response_version_minor = sent->version - 10;
+    f->response_version = sent->version;
     free(f->response_headers);
     f->response_headers = capture_headers_text(&sent->fields, &f->response_facts);
     if (received != NULL) {
@@ -262,7 +262,7 @@ void capture_request(struct capture *c, const struct message *sent, const struct
         free(target_original);
         return;
     }
-    f->request_version_minor = sent->version - 10;
+    f->request_version = sent->version;
     f->request_headers = capture_headers_text(&sent->fields, &f->request_facts);
     if (received != NULL)
         f->request_headers_original = capture_headers_text(&received->fields, NULL);
@@ -278,7 +278,7 @@ void capture_answer(struct capture *c, int status, const char *reason, const cha
         return;
     f->status = status;
     copy_text(f->reason, sizeof(f->reason), reason);
-    f->response_version_minor = 1;
+    f->response_version = 11;
     free(f->response_headers);
     f->response_headers = strdup(headers);
     f->response_facts.text = NULL; /* the writer walks it: a rare path */

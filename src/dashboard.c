@@ -538,10 +538,11 @@ static json_t *message_json(const struct flowstore_record *rec, bool is_request)
     char version[16];
     bool is_ok;
 
-    snprintf(version, sizeof(version), "HTTP/1.%d",
-             is_request ? f->request_version_minor : f->response_version_minor);
     is_ok =
-        obj != NULL && jset(obj, "version", json_string(version)) &&
+        obj != NULL &&
+        jset(obj, "version",
+             json_string(flow_version_text(is_request ? f->request_version : f->response_version,
+                                           version, sizeof(version)))) &&
         jset(obj, "headers", headers_json(is_request ? f->request_headers : f->response_headers));
     if (is_ok && is_request)
         is_ok = jset(obj, "body",

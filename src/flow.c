@@ -5,6 +5,7 @@
  */
 #include "flow.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -241,4 +242,28 @@ char *flow_text_utf8(const char *text, size_t len, size_t *out_len)
     clean[o] = '\0';
     *out_len = o;
     return clean;
+}
+
+const char *flow_version_text(int version, char *buf, size_t len)
+{
+    /* Constants for the common versions: the writer pays for each flow. */
+    if (version == 11)
+        return "HTTP/1.1";
+    if (version == 10)
+        return "HTTP/1.0";
+    if (version == 20)
+        return "HTTP/2";
+    snprintf(buf, len, "HTTP/%d.%d", version / 10, version % 10);
+    return buf;
+}
+
+int flow_version_parse(const char *text)
+{
+    if (text == NULL || strncmp(text, "HTTP/", 5) != 0 || text[5] < '0' || text[5] > '9')
+        return 0;
+    if (text[6] == '\0')
+        return (text[5] - '0') * 10;
+    if (text[6] != '.' || text[7] < '0' || text[7] > '9')
+        return 0;
+    return (text[5] - '0') * 10 + (text[7] - '0');
 }

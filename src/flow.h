@@ -96,9 +96,9 @@ struct flow {
     char method[32];
     char host[256];
     uint16_t port;
-    char *target; /* owned: path and query as sent (origin-form) */
-    int request_version_minor;
-    int response_version_minor;
+    char *target;        /* owned: path and query as sent (origin-form) */
+    int request_version; /* 10, 11, 20 (HTTP/2); see flow_version_text() */
+    int response_version;
     /* Header sections exactly as received, "Name: value\r\n" per field, in
      * original order and case, without the start line. Owned, may be NULL. */
     char *request_headers;
@@ -152,5 +152,11 @@ bool flow_is_text(const void *data, size_t len);
  * part of valid UTF-8 (obs-text in a header, say) became U+FFFD; *out_len
  * gets its length. Caller frees with free(); NULL when out of memory. */
 char *flow_text_utf8(const char *text, size_t len, size_t *out_len);
+
+/* "HTTP/1.1", "HTTP/1.0", "HTTP/2" for a version (10, 11, 20), as HAR and
+ * the database write it; a constant, or buf when another. */
+const char *flow_version_text(int version, char *buf, size_t len);
+/* The version of such a text: 0 when it is none. */
+int flow_version_parse(const char *text);
 
 #endif

@@ -825,18 +825,6 @@ static int step_done(sqlite3 *db, sqlite3_stmt *stmt, const char *what, char *ms
     return rc;
 }
 
-/* "HTTP/1.<minor>"; the two versions nearly every flow has are constants,
- * as snprintf() would be a sizeable share of the writer's own work. */
-static const char *version_text(int minor, char *buf, size_t len)
-{
-    if (minor == 1)
-        return "HTTP/1.1";
-    if (minor == 0)
-        return "HTTP/1.0";
-    snprintf(buf, len, "HTTP/1.%d", minor);
-    return buf;
-}
-
 static int insert_body(struct flowstore *store, int64_t id, enum flowstore_direction direction,
                        const struct flow_body *body, char *msg, size_t msg_len)
 {
@@ -883,9 +871,9 @@ static int insert_flow(struct flowstore *store, struct flow *flow, char *msg, si
     bind_text(&b, flow->host);
     bind_int(&b, flow->port);
     bind_text(&b, flow->target != NULL ? flow->target : "");
-    bind_text(&b, version_text(flow->request_version_minor, req_version, sizeof(req_version)));
-    bind_text(&b, has_response ? version_text(flow->response_version_minor, resp_version,
-                                              sizeof(resp_version))
+    bind_text(&b, flow_version_text(flow->request_version, req_version, sizeof(req_version)));
+    bind_text(&b, has_response ? flow_version_text(flow->response_version, resp_version,
+                                                   sizeof(resp_version))
                                : NULL);
     bind_text(&b, flow->request_headers);
     bind_text(&b, flow->response_headers);
@@ -1318,14 +1306,12 @@ static void read_field(struct reader *r, char *out, size_t out_len)
     snprintf(out, out_len, "%s", text != NULL ? (const char *)text : "");
 }
 
-static int read_minor(struct reader *r)
+static int read_version(struct reader *r)
 {
     const unsigned char *text = sqlite3_column_text(r->stmt, r->col);
 
     r->col++;
-    if (text == NULL || strncmp((const char *)text, "HTTP/1.", 7) != 0)
-        return 0;
-    return atoi((const char *)text + 7);
+    return flow_version_parse((const char *)text);
 }
 
 /* The row the statement is on, in the column order of RECORD_COLUMNS. */
@@ -1347,8 +1333,8 @@ static struct flowstore_record *read_record(sqlite3_stmt *stmt)
     read_field(&r, f->host, sizeof(f->host));
     f->port = (uint16_t)read_int(&r);
     f->target = read_text(&r);
-    f->request_version_minor = read_minor(&r);
-    f->response_version_minor = read_minor(&r);
+    f->request_version = read_version(&r);
+    f->response_version = read_version(&r);
     f->request_headers = read_text(&r);
     f->response_headers = read_text(&r);
     f->status = (int)read_int(&r);

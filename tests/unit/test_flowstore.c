@@ -111,11 +111,11 @@ static struct flow *simple_flow(const char *method, const char *host, const char
     snprintf(f->host, sizeof(f->host), "%s", host);
     f->port = 80;
     f->target = xstrdup(path);
-    f->request_version_minor = 1;
+    f->request_version = 11;
     f->request_headers = xstrdup("Host: x\r\n");
     if (status != 0) {
         f->status = status;
-        f->response_version_minor = 1;
+        f->response_version = 11;
         snprintf(f->reason, sizeof(f->reason), "Reason");
         f->response_headers = xstrdup("Content-Type: text/plain\r\n");
     }
@@ -381,8 +381,8 @@ static struct flow *full_flow(void)
     snprintf(f->host, sizeof(f->host), "api.example.test");
     f->port = 8443;
     f->target = xstrdup("/v1/items?id=7&x");
-    f->request_version_minor = 1;
-    f->response_version_minor = 0;
+    f->request_version = 11;
+    f->response_version = 10;
     f->request_headers = xstrdup(request_headers);
     f->response_headers = xstrdup(response_headers);
     flow_body_append(&f->request_body, "{\"a\":1}", 7);
@@ -438,8 +438,8 @@ static void test_submitted_flow_reads_back_field_by_field(void)
     CU_ASSERT_STRING_EQUAL(f->host, "api.example.test");
     CU_ASSERT_EQUAL(f->port, 8443);
     CU_ASSERT_STRING_EQUAL(f->target, "/v1/items?id=7&x");
-    CU_ASSERT_EQUAL(f->request_version_minor, 1);
-    CU_ASSERT_EQUAL(f->response_version_minor, 0);
+    CU_ASSERT_EQUAL(f->request_version, 11);
+    CU_ASSERT_EQUAL(f->response_version, 10);
     /* Byte for byte: order, case and duplicates as received. */
     CU_ASSERT_STRING_EQUAL(f->request_headers, request_headers);
     CU_ASSERT_STRING_EQUAL(f->response_headers, response_headers);

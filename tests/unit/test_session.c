@@ -222,7 +222,7 @@ static void test_explicit_proxy_refuses_an_origin_form_request_and_records_it(vo
     rec = newest_flow();
     CU_ASSERT_STRING_EQUAL(rec->flow.method, "GET");
     CU_ASSERT_EQUAL(rec->flow.status, 400);
-    CU_ASSERT_EQUAL(rec->flow.response_version_minor, 1);
+    CU_ASSERT_EQUAL(rec->flow.response_version, 11);
     CU_ASSERT_PTR_NOT_NULL(rec->flow.response_headers);
     CU_ASSERT_PTR_NOT_NULL(strstr(rec->flow.response_headers, "Content-Type: text/plain"));
     CU_ASSERT_PTR_NOT_NULL(rec->flow.error);
