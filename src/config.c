@@ -40,6 +40,7 @@ enum {
     OPT_DASHBOARD_TOKEN,
     OPT_NEW_DASHBOARD_TOKEN,
     OPT_NO_CAPTURE,
+    OPT_NO_HTTP2,
     OPT_RULES,
     OPT_RULE,
     OPT_REWRITE_LIMIT,
@@ -78,6 +79,7 @@ static const struct option long_options[] = {
     {"dashboard-token", required_argument, NULL, OPT_DASHBOARD_TOKEN},
     {"new-dashboard-token", no_argument, NULL, OPT_NEW_DASHBOARD_TOKEN},
     {"no-capture", no_argument, NULL, OPT_NO_CAPTURE},
+    {"no-http2", no_argument, NULL, OPT_NO_HTTP2},
     {"rules", required_argument, NULL, OPT_RULES},
     {"rule", required_argument, NULL, OPT_RULE},
     {"rewrite-limit", required_argument, NULL, OPT_REWRITE_LIMIT},
@@ -131,6 +133,7 @@ static void print_usage(FILE *out)
             "  --capture-limit BYTES    body bytes kept per flow (default %d)\n"
             "  --max-flows N            flows kept, oldest pruned (default %d)\n"
             "  --no-capture             record no flows (the dashboard shows stored ones)\n"
+            "  --no-http2               speak only HTTP/1.1 to clients and origins\n"
             "  --dashboard ADDR:PORT    dashboard address (default %s)\n"
             "  --no-dashboard           no dashboard\n"
             "  --web-root DIR           serve the dashboard page from DIR (development)\n"
@@ -417,6 +420,9 @@ enum config_parse_result config_parse(struct config *cfg, int argc, char **argv)
             break;
         case OPT_NO_CAPTURE:
             cfg->capture_enabled = false;
+            break;
+        case OPT_NO_HTTP2:
+            cfg->no_http2 = true;
             break;
         case OPT_NO_DASHBOARD:
             cfg->dashboard_enabled = false;

@@ -64,6 +64,7 @@ struct config {
     size_t capture_limit;   /* --capture-limit bytes per body */
     int64_t max_flows;      /* --max-flows */
     bool capture_enabled;   /* false with --no-capture */
+    bool no_http2;          /* --no-http2: ALPN offers and selects http/1.1 only */
     bool dashboard_enabled; /* false with --no-dashboard */
     char dashboard_host[256];
     uint16_t dashboard_port;

@@ -18,7 +18,30 @@
 
 #include "clock.h"
 
-static const unsigned char alpn_http11[] = "\x08http/1.1";
+/* The ALPN list offered: RFC 7301 3.1, one length byte before each name. */
+static size_t alpn_offer(const struct origin_target *target, unsigned char *out)
+{
+    size_t n = 0;
+
+    if (target->offers_h2) {
+        memcpy(out + n, "\x02h2", 3);
+        n += 3;
+    }
+    if (target->offers_http11) {
+        memcpy(out + n, "\x08http/1.1", 9);
+        n += 9;
+    }
+    return n;
+}
+
+static bool chose_h2(SSL *ssl)
+{
+    const unsigned char *alpn = NULL;
+    unsigned int len = 0;
+
+    SSL_get0_alpn_selected(ssl, &alpn, &len);
+    return len == 2 && memcmp(alpn, "h2", 2) == 0;
+}
 
 static void tls_facts_clear(struct origin_tls *t)
 {
@@ -82,6 +105,7 @@ int origin_open(struct origin *o, const struct origin_settings *settings,
 
     memset(err, 0, sizeof(*err));
     origin_close(o);
+    o->is_h2 = false;
     o->insecure_note[0] = '\0';
     o->opened_at_us = clock_wall_us();
     o->connected_at_us = o->tls_done_at_us = 0;
@@ -92,10 +116,11 @@ int origin_open(struct origin *o, const struct origin_settings *settings,
                          upstreamproxy_applies(settings->proxy, target->host);
     o->connected_at_us = clock_wall_us();
     if (target->is_tls) {
+        unsigned char alpn[16];
+        size_t alpn_len = alpn_offer(target, alpn);
         ssl = upstream_tls_connect(settings->tls_ctx, fd, target->sni, target->verify_name,
-                                   target->offers_http11 ? alpn_http11 : NULL,
-                                   target->offers_http11 ? sizeof(alpn_http11) - 1 : 0,
-                                   settings->timeout_ms, &cert, err);
+                                   alpn_len > 0 ? alpn : NULL, alpn_len, settings->timeout_ms,
+                                   &cert, err);
         o->tls_done_at_us = clock_wall_us();
         if (ssl == NULL) {
             tls_facts_record(&o->tls, NULL, cert, err->reason);
@@ -111,8 +136,10 @@ int origin_open(struct origin *o, const struct origin_settings *settings,
         goto out;
     }
     fd = -1; /* the stream's now */
-    if (ssl != NULL)
+    if (ssl != NULL) {
+        o->is_h2 = chose_h2(ssl);
         stream_attach_tls(&o->stream, ssl);
+    }
     ssl = NULL;
     snprintf(o->host, sizeof(o->host), "%s", target->host);
     o->port = target->port;

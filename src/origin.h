@@ -51,6 +51,7 @@ struct origin_target {
     const char *sni;         /* NULL: none sent */
     const char *verify_name; /* the name the certificate must carry */
     bool offers_http11;      /* ALPN http/1.1 (the client offered it, or no client) */
+    bool offers_h2;          /* ALPN h2 (the client offered it and can be served it) */
     /* Plain HTTP requests will be sent (not TLS, not a raw relay): through
      * an upstream proxy they go in absolute-form, without a CONNECT. */
     bool is_plain_http;
@@ -61,6 +62,7 @@ struct origin {
     char host[256];
     uint16_t port;
     bool is_tls;
+    bool is_h2; /* the origin chose h2 by ALPN */
     /* Connected to the upstream proxy, not the origin: every request head
      * goes in absolute-form (upstreamproxy_prepare()). */
     bool is_proxied_http;

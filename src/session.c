@@ -7,8 +7,10 @@
  * or intercepted TLS; the end. Inside a tunnel the first bytes the client
  * sends are peeked (not read), so they can still go to OpenSSL unchanged:
  *   - a TLS ClientHello: connect upstream with the client's SNI and ALPN
- *     (restricted to http/1.1), verify the origin honestly, mint a leaf from
- *     the origin's names and finish the client's handshake with it. When the
+ *     (restricted to h2 and http/1.1), verify the origin honestly, mint a
+ *     leaf from the origin's names and finish the client's handshake with
+ *     it, selecting the protocol the origin chose: h2 on both sides goes to
+ *     h2relay, HTTP/1.1 to the request loop. When the
  *     origin fails verification the client still gets a leaf for the name it
  *     asked for, and every request on it gets an error page naming the
  *     reason: the origin's content is never presented as trusted.
@@ -37,6 +39,7 @@
 #include "capture.h"
 #include "clock.h"
 #include "exchange.h"
+#include "h2relay.h"
 #include "http1codec.h"
 #include "http1.h"
 #include "log.h"
@@ -53,7 +56,13 @@
 #define SESSION_IDLE_GRACE_MS 200
 #define SESSION_ERROR_BODY_BYTES 1200
 
-enum session_mode { SESSION_PROXY, SESSION_TUNNEL_PLAIN, SESSION_TUNNEL_TLS, SESSION_END };
+enum session_mode {
+    SESSION_PROXY,
+    SESSION_TUNNEL_PLAIN,
+    SESSION_TUNNEL_TLS,
+    SESSION_TUNNEL_H2, /* h2 with the client and the origin: h2relay */
+    SESSION_END
+};
 
 struct session {
     const struct proxy_env *env;
@@ -73,6 +82,7 @@ struct session {
     bool has_sni;
     char sni[256];
     bool offers_http11;
+    bool offers_h2;
     struct upstream_error tunnel_error; /* status != OK: each request gets an error page */
 
     /* The client side's TLS facts (client_* fields only; the origin's are in
@@ -866,6 +876,7 @@ static int intercept_tls(struct session *s, const struct client_hello *hello)
     s->has_sni = hello->has_sni;
     snprintf(s->sni, sizeof(s->sni), "%s", hello->has_sni ? hello->sni : "");
     s->offers_http11 = hello->alpn_count == 0 || offers_alpn(hello, "http/1.1");
+    s->offers_h2 = !s->cfg->no_http2 && offers_alpn(hello, "h2");
     const char *name = s->has_sni ? s->sni : s->tunnel_host;
     struct origin_target target = {
         .host = s->tunnel_host,
@@ -874,6 +885,7 @@ static int intercept_tls(struct session *s, const struct client_hello *hello)
         .sni = s->has_sni ? s->sni : NULL,
         .verify_name = name,
         .offers_http11 = s->offers_http11,
+        .offers_h2 = s->offers_h2,
     };
 
     if (origin_open(&s->origin, &s->origin_settings, &target, &s->tunnel_error, &peer) < 0) {
@@ -903,8 +915,11 @@ static int intercept_tls(struct session *s, const struct client_hello *hello)
         log_error("%s: minting a certificate for %s failed: %s", s->client_name, name, err);
         goto out;
     }
-    ssl = tlsserver_accept(s->env->server_ctx, s->client.fd, leaf, ca_cert(s->env->ca),
-                           ca_leaf_key(s->env->ca), s->cfg->header_timeout_ms, err, sizeof(err));
+    /* The client gets the protocol the origin chose: no translation. */
+    bool is_h2 = s->tunnel_error.status == UPSTREAM_OK && s->origin.is_h2;
+    ssl = tlsserver_accept_alpn(s->env->server_ctx, s->client.fd, leaf, ca_cert(s->env->ca),
+                                ca_leaf_key(s->env->ca), is_h2 ? "h2" : "http/1.1",
+                                s->cfg->header_timeout_ms, err, sizeof(err));
     if (!ssl) {
         log_info("%s: TLS handshake with the client for %s failed: %s", s->client_name, name, err);
         goto out;
@@ -969,7 +984,10 @@ static enum session_mode enter_tunnel(struct session *s, int64_t started)
             relay_raw(s, "ignored host", started);
             return SESSION_END;
         }
-        return intercept_tls(s, &hello) == 0 ? SESSION_TUNNEL_TLS : SESSION_END;
+        if (intercept_tls(s, &hello) < 0)
+            return SESSION_END;
+        return strcmp(s->client_tls.client_alpn, "h2") == 0 ? SESSION_TUNNEL_H2
+                                                            : SESSION_TUNNEL_TLS;
     case FIRST_HTTP:
         return SESSION_TUNNEL_PLAIN;
     case FIRST_RAW:
@@ -1043,10 +1061,45 @@ static enum session_mode open_tunnel(struct session *s, size_t head_len, int64_t
 
 /* ---- the state machine and its entry points ---- */
 
+/* Both sides chose h2: every stream of the connection in h2relay. */
+static enum session_mode serve_h2(struct session *s)
+{
+    struct flow_tls tls = s->client_tls;
+    const char *site = s->has_sni ? s->sni : s->tunnel_host;
+    struct h2relay_env env = {
+        .client = &s->client,
+        .origin = &s->origin.stream,
+        .client_name = s->client_name,
+        .site = site,
+        .port = s->tunnel_port,
+        .store = s->env->flows,
+        .capture_limit = s->cfg->capture_limit,
+        .tls = &tls,
+        .rules = s->env->rules,
+        .rewrite_limit = s->cfg->rewrite_limit,
+        .rewrite_memory = s->cfg->rewrite_memory,
+        .idle_ms = s->t.idle_ms,
+        .io_ms = s->t.io_ms,
+    };
+
+    /* Borrowed for the relay's life: the origin stays open throughout. */
+    memcpy(tls.upstream_version, s->origin.tls.version, sizeof(tls.upstream_version));
+    memcpy(tls.upstream_cipher, s->origin.tls.cipher, sizeof(tls.upstream_cipher));
+    tls.cert_subject = s->origin.tls.cert_subject;
+    tls.cert_issuer = s->origin.tls.cert_issuer;
+    tls.cert_sans = s->origin.tls.cert_sans;
+    tls.cert_not_after = s->origin.tls.cert_not_after;
+    tls.verification = s->origin.tls.verification;
+    tls.strings = NULL;
+    origin_take_open_times(&s->origin, &env.connected_at_us, &env.tls_done_at_us);
+    h2relay_run(&env);
+    return SESSION_END;
+}
+
 static void session_run(struct session *s, enum session_mode mode)
 {
     while (mode != SESSION_END)
-        mode = serve_requests(s, mode);
+        mode = mode == SESSION_TUNNEL_H2 ? serve_h2(s) : serve_requests(s, mode);
 }
 
 /* A session for fd, or NULL (fd closed) when out of memory. */
