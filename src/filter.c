@@ -1258,36 +1258,38 @@ static enum sql_class emit_sides(struct sqlgen *g, const struct node *n, const c
     return a;
 }
 
-/* Emits node i (known not to be SQL_NONE) and returns its class. */
-static enum sql_class emit(struct sqlgen *g, int i)
+/*
+ * Emits node i (known not to be SQL_NONE) and returns its class. A chain
+ * of one operator is written flat, "(a AND b AND c)": the parser builds
+ * such chains left-deep, and as many nested parentheses as terms would
+ * overflow SQLite's parser stack (about a hundred levels).
+ */
+static enum sql_class emit(struct sqlgen *g, int i, enum op parent)
 {
     const struct node *n = &g->f->nodes[i];
     enum sql_class a, b;
 
     switch (n->op) {
     case OP_AND:
+    case OP_OR:
         a = g->classes[n->a];
         b = g->classes[n->b];
+        /* An OR with a side of SQL_NONE is SQL_NONE itself: never emitted. */
         if (a == SQL_NONE)
-            return emit(g, n->b) == SQL_NONE ? SQL_NONE : SQL_SUPER;
+            return emit(g, n->b, parent) == SQL_NONE ? SQL_NONE : SQL_SUPER;
         if (b == SQL_NONE)
-            return emit(g, n->a) == SQL_NONE ? SQL_NONE : SQL_SUPER;
-        sql_text(g, "(");
-        a = emit(g, n->a);
-        sql_text(g, " AND ");
-        b = emit(g, n->b);
-        sql_text(g, ")");
-        return a < b ? a : b;
-    case OP_OR:
-        sql_text(g, "(");
-        a = emit(g, n->a);
-        sql_text(g, " OR ");
-        b = emit(g, n->b);
-        sql_text(g, ")");
+            return emit(g, n->a, parent) == SQL_NONE ? SQL_NONE : SQL_SUPER;
+        if (parent != n->op)
+            sql_text(g, "(");
+        a = emit(g, n->a, n->op);
+        sql_text(g, n->op == OP_AND ? " AND " : " OR ");
+        b = emit(g, n->b, n->op);
+        if (parent != n->op)
+            sql_text(g, ")");
         return a < b ? a : b;
     case OP_NOT:
         sql_text(g, "(NOT ");
-        emit(g, n->a);
+        emit(g, n->a, OP_NOT);
         sql_text(g, ")");
         return SQL_EXACT;
     case OP_ALL:
@@ -1394,7 +1396,7 @@ static enum sql_class classify(const struct filter *f, const enum sql_class *cla
     case OP_NOT:
         return classes[n->a] == SQL_EXACT ? SQL_EXACT : SQL_NONE;
     default:
-        c = emit(&g, i);
+        c = emit(&g, i, OP_NOT);
         buf_free(&g.where);
         filter_sql_free(&scratch);
         return c;
@@ -1417,7 +1419,7 @@ int filter_to_sql(const struct filter *filter, struct filter_sql *out, char *err
     if (c == SQL_NONE)
         sql_text(&g, "(1)");
     else
-        c = emit(&g, filter->root);
+        c = emit(&g, filter->root, OP_NOT);
     if (g.has_failed || g.where.data == NULL) {
         errmsg_set(err, err_len, "out of memory");
         buf_free(&g.where);

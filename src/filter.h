@@ -69,7 +69,10 @@ unsigned filter_needs(const struct filter *filter);
 /*
  * The expression in canonical form: every value quoted, '&' written out,
  * parentheses only where precedence needs them. Parsing it gives a filter
- * that formats the same. Caller frees; NULL when out of memory.
+ * that formats the same, as long as it is within FILTER_MAX_INPUT_BYTES
+ * (quotes, escapes and " & " can make it longer than the text it came
+ * from: whoever must parse again keeps the text as written). Caller frees;
+ * NULL when out of memory.
  */
 char *filter_format(const struct filter *filter);
 
