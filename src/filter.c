@@ -668,11 +668,13 @@ struct eval {
     struct decoded body[2]; /* request, response */
 };
 
-/* The version as the flow store writes req_version (flowstore.c
- * version_text): the two must agree for ~version's SQL to be exact. */
+/* The version as the flow store writes req_version (flow_version_text()):
+ * the two agree, so ~version's SQL is exact. */
 static void version_text(const struct flow *flow, char *buf, size_t len)
 {
-    snprintf(buf, len, "HTTP/1.%d", flow->request_version_minor);
+    char other[16];
+
+    snprintf(buf, len, "%s", flow_version_text(flow->request_version, other, sizeof(other)));
 }
 
 static bool is_default_port(const char *scheme, unsigned port)

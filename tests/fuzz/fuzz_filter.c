@@ -62,7 +62,7 @@ static struct flow *make(enum flow_kind kind, const char *scheme, const char *me
     snprintf(f->client_addr, sizeof(f->client_addr), "127.0.0.1:40000");
     f->port = port;
     f->target = strdup(target);
-    f->request_version_minor = 1;
+    f->request_version = 11;
     f->status = status;
     f->request_headers = req_headers != NULL ? strdup(req_headers) : NULL;
     f->response_headers = resp_headers != NULL ? strdup(resp_headers) : NULL;
@@ -88,7 +88,11 @@ static void insert(int id, const struct flow *f)
     sqlite3_stmt *st = NULL;
     char version[16], t1[128], t2[128];
 
-    snprintf(version, sizeof(version), "HTTP/1.%d", f->request_version_minor);
+    {
+        char other[16];
+        snprintf(version, sizeof(version), "%s",
+                 flow_version_text(f->request_version, other, sizeof(other)));
+    }
     CHECK(sqlite3_prepare_v2(db, "INSERT INTO flows VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", -1,
                              &st, NULL) == SQLITE_OK);
     sqlite3_bind_int(st, 1, id);
@@ -127,7 +131,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     flows[2] =
         make(FLOW_TUNNEL, "https", "CONNECT", "pinned.test", 443, "pinned.test:443", 0, NULL, NULL);
     flows[2]->error = strdup("refused");
-    flows[2]->request_version_minor = 0;
+    flows[2]->request_version = 10;
     CHECK(sqlite3_open(":memory:", &db) == SQLITE_OK);
     CHECK(sqlite3_exec(db, schema, NULL, NULL, NULL) == SQLITE_OK);
     for (int i = 0; i < FLOW_COUNT; i++)

@@ -47,8 +47,8 @@ static struct flow *make_flow(enum flow_kind kind, const char *scheme, const cha
     snprintf(f->client_addr, sizeof(f->client_addr), "%s", client);
     f->port = port;
     f->target = strdup(target);
-    f->request_version_minor = minor;
-    f->response_version_minor = minor;
+    f->request_version = 10 + minor;
+    f->response_version = 10 + minor;
     f->is_tls = is_tls;
     f->status = status;
     return f;
@@ -83,7 +83,11 @@ static int insert_flow(int64_t id, const struct flow *f)
     int k = 1;
     int rc;
 
-    snprintf(version, sizeof(version), "HTTP/1.%d", f->request_version_minor);
+    {
+        char other[16];
+        snprintf(version, sizeof(version), "%s",
+                 flow_version_text(f->request_version, other, sizeof(other)));
+    }
     if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
         abort();
     sqlite3_bind_int64(st, k++, id);
