@@ -53,12 +53,19 @@
 #define SESSION_IDLE_GRACE_MS 200
 #define SESSION_ERROR_BODY_BYTES 1200
 
-enum session_mode { SESSION_PROXY, SESSION_TUNNEL_PLAIN, SESSION_TUNNEL_TLS, SESSION_END };
+enum session_mode {
+    SESSION_PROXY,
+    SESSION_TUNNEL_PLAIN,
+    SESSION_TUNNEL_TLS,
+    SESSION_REVERSE, /* a --reverse listener: every request goes to one origin */
+    SESSION_END
+};
 
 struct session {
     const struct proxy_env *env;
     const struct config *cfg;
     char client_name[INET6_ADDRSTRLEN + 10];
+    char client_ip[INET6_ADDRSTRLEN];
     struct stream client;
     struct origin origin;
     struct origin_settings origin_settings;
@@ -74,6 +81,9 @@ struct session {
     char sni[256];
     bool offers_http11;
     struct upstream_error tunnel_error; /* status != OK: each request gets an error page */
+
+    /* A --reverse listener's origin; NULL for every other way in. */
+    const struct reverse_target *reverse;
 
     /* The client side's TLS facts (client_* fields only; the origin's are in
      * origin.tls). */
@@ -366,6 +376,7 @@ struct destination {
     size_t authority_len;
     char named[HTTP1_MAX_HOST_BYTES + 8]; /* a tunnel's site, when the client named none */
     char *path;                           /* owned: origin-form */
+    struct reverse_forwarded forwarded;   /* --reverse-forwarded: the fields sent */
 };
 
 /*
@@ -418,10 +429,24 @@ static int route(struct session *s, enum session_mode mode, struct request_ctx *
     d->is_tls = mode == SESSION_TUNNEL_TLS;
     snprintf(d->host, sizeof(d->host), "%s", s->tunnel_host);
     d->port = s->tunnel_port;
+    if (mode == SESSION_REVERSE) {
+        /* The origin's scheme, whatever the client spoke to tapwire, and
+         * its authority as the Host it gets. */
+        d->is_tls = s->reverse->is_tls;
+        d->authority = s->reverse->authority;
+        d->authority_len = strlen(s->reverse->authority);
+        rq->scheme = d->is_tls ? "https" : "http";
+    }
     if (h->target_len > 0 && (h->target[0] == '/' || h->target[0] == '*')) {
-        d->path = strndup(h->target, h->target_len);
+        d->path = mode == SESSION_REVERSE ? reverse_map_target(s->reverse, h->target, h->target_len)
+                                          : strndup(h->target, h->target_len);
     } else if (http1_parse_absolute_target(h->target, h->target_len, &at) == 0) {
         d->path = origin_form(at.path, at.path_len);
+        if (d->path != NULL && mode == SESSION_REVERSE) {
+            char *mapped = reverse_map_target(s->reverse, d->path, strlen(d->path));
+            free(d->path);
+            d->path = mapped;
+        }
     } else {
         *keep = refuse(s, rq, 400, "invalid request target", true);
         return 1;
@@ -445,6 +470,10 @@ static int build_request(struct session *s, struct destination *d, const char *s
     int changed = 0;
 
     http1codec_view(s->head, view);
+    if (s->reverse != NULL && s->cfg->is_reverse_forwarded &&
+        reverse_forwarded_fields(&view->fields, s->client_ip, s->client_is_tls, &d->forwarded,
+                                 &view->fields) < 0)
+        return -1;
     if (d->authority == NULL && message_find(view, "Host") == NULL) {
         /* An HTTP/1.0 request may come without Host, but the head the
          * origin gets is HTTP/1.1, which must have one (RFC 9112 3.2): the
@@ -582,7 +611,8 @@ static bool serve_one(struct session *s, enum session_mode mode, size_t head_len
     if (url == NULL)
         goto out;
     rq.url = url;
-    const char *site = mode == SESSION_PROXY ? d.host : (s->has_sni ? s->sni : d.host);
+    const char *site =
+        mode == SESSION_PROXY || mode == SESSION_REVERSE ? d.host : (s->has_sni ? s->sni : d.host);
     if (build_request(s, &d, site, &rw, &view, &req, &rewritten, &target_original) < 0)
         goto out;
     rq.host = site;
@@ -605,6 +635,7 @@ out:
     rewrite_end(&rw);
     free(target_original);
     message_free(&req);
+    reverse_forwarded_free(&d.forwarded);
     free(d.path);
     free(url);
     return keep;
@@ -852,15 +883,42 @@ static void record_client_tls(struct session *s, SSL *ssl)
     s->client_is_tls = true;
 }
 
+/* Completes the client's handshake with a leaf for names (minted, or from
+ * the store; is_verified: may be stored). name is the one the client asked
+ * for, for the log. Returns 0 or -1 (client gone, logged). */
+static int accept_client_tls(struct session *s, const struct ca_names *names, bool is_verified,
+                             const char *name)
+{
+    X509 *leaf = NULL;
+    SSL *ssl = NULL;
+    char err[256];
+    int rc = -1;
+
+    leaf = certstore_get(s->env->certs, names, is_verified, err, sizeof(err));
+    if (!leaf) {
+        log_error("%s: minting a certificate for %s failed: %s", s->client_name, name, err);
+        goto out;
+    }
+    ssl = tlsserver_accept(s->env->server_ctx, s->client.fd, leaf, ca_cert(s->env->ca),
+                           ca_leaf_key(s->env->ca), s->cfg->header_timeout_ms, err, sizeof(err));
+    if (!ssl) {
+        log_info("%s: TLS handshake with the client for %s failed: %s", s->client_name, name, err);
+        goto out;
+    }
+    stream_attach_tls(&s->client, ssl);
+    record_client_tls(s, ssl);
+    rc = 0;
+out:
+    X509_free(leaf);
+    return rc;
+}
+
 /* Connects and verifies the origin, then completes the client's handshake
  * with a leaf carrying the origin's names. Returns 0 or -1 (client gone). */
 static int intercept_tls(struct session *s, const struct client_hello *hello)
 {
     struct ca_names names = {0};
     X509 *peer = NULL;
-    X509 *leaf = NULL;
-    SSL *ssl = NULL;
-    char err[256];
     int rc = -1;
 
     s->has_sni = hello->has_sni;
@@ -898,22 +956,8 @@ static int intercept_tls(struct session *s, const struct client_hello *hello)
      * client chose to send, and would grow the database without bound. */
     bool is_verified =
         s->tunnel_error.status == UPSTREAM_OK && peer != NULL && s->origin.insecure_note[0] == '\0';
-    leaf = certstore_get(s->env->certs, &names, is_verified, err, sizeof(err));
-    if (!leaf) {
-        log_error("%s: minting a certificate for %s failed: %s", s->client_name, name, err);
-        goto out;
-    }
-    ssl = tlsserver_accept(s->env->server_ctx, s->client.fd, leaf, ca_cert(s->env->ca),
-                           ca_leaf_key(s->env->ca), s->cfg->header_timeout_ms, err, sizeof(err));
-    if (!ssl) {
-        log_info("%s: TLS handshake with the client for %s failed: %s", s->client_name, name, err);
-        goto out;
-    }
-    stream_attach_tls(&s->client, ssl);
-    record_client_tls(s, ssl);
-    rc = 0;
+    rc = accept_client_tls(s, &names, is_verified, name);
 out:
-    X509_free(leaf);
     X509_free(peer);
     ca_names_clear(&names);
     return rc;
@@ -1085,6 +1129,7 @@ static struct session *session_new(const struct proxy_env *env, int fd,
     } else {
         snprintf(s->client_name, sizeof(s->client_name), "unknown");
     }
+    snprintf(s->client_ip, sizeof(s->client_ip), "%s", strcmp(addr, "?") != 0 ? addr : "unknown");
     origin_init(&s->origin, env->cancel_fd);
     if (stream_init(&s->client, fd, SESSION_IN_MAX_BYTES, env->cancel_fd) < 0) {
         close(fd);
@@ -1126,5 +1171,51 @@ void session_serve_tunnel(const struct proxy_env *env, int fd, const struct sock
         relay_raw(s, "ignored host", clock_mono_us());
     else
         session_run(s, enter_tunnel(s, clock_mono_us()));
+    session_free(s);
+}
+
+/*
+ * A TLS --reverse listener: the client's handshake is finished with a leaf
+ * for the name it asked for (SNI), or the origin's host when it sent none;
+ * the origin is not asked first, as a reverse proxy stands in for one known
+ * origin. Such a leaf is never stored: the name is the client's choice.
+ * Returns 0, or -1 when the client did not speak TLS or went away (logged).
+ */
+static int accept_reverse_tls(struct session *s)
+{
+    struct client_hello hello;
+    struct ca_names names = {0};
+    int rc = -1;
+
+    if (peek_first_bytes(s, &hello) != FIRST_TLS) {
+        log_info("%s: the reverse proxy for %s wants TLS, the client did not start it; closing",
+                 s->client_name, s->reverse->authority);
+        return -1;
+    }
+    s->has_sni = hello.has_sni;
+    snprintf(s->sni, sizeof(s->sni), "%s", hello.has_sni ? hello.sni : "");
+    const char *name = s->has_sni ? s->sni : s->reverse->host;
+    if (ca_names_add(&names, name) < 0) {
+        log_info("%s: cannot mint a certificate for '%s'", s->client_name, name);
+        goto out;
+    }
+    rc = accept_client_tls(s, &names, false, name);
+out:
+    ca_names_clear(&names);
+    return rc;
+}
+
+void session_serve_reverse(const struct proxy_env *env, int fd, const struct sockaddr_storage *peer,
+                           const struct reverse_target *rt)
+{
+    struct session *s = session_new(env, fd, peer);
+
+    if (s == NULL)
+        return;
+    s->reverse = rt;
+    snprintf(s->tunnel_host, sizeof(s->tunnel_host), "%s", rt->host);
+    s->tunnel_port = rt->port;
+    if (!rt->is_tls_listener || accept_reverse_tls(s) == 0)
+        session_run(s, SESSION_REVERSE);
     session_free(s);
 }

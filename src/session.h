@@ -22,6 +22,7 @@
 #include "destguard.h"
 #include "flowstore.h"
 #include "proxyauth.h"
+#include "reverse.h"
 #include "rules.h"
 #include "upstreamproxy.h"
 
@@ -57,5 +58,15 @@ void session_serve_explicit(const struct proxy_env *env, int fd,
  */
 void session_serve_tunnel(const struct proxy_env *env, int fd, const struct sockaddr_storage *peer,
                           const char *host, uint16_t port);
+
+/*
+ * A --reverse listener's client on fd: every request goes to rt's origin
+ * with Host (the request's authority) rewritten to it and rt's path prefix
+ * in front of the target; with rt->is_tls_listener the client's TLS
+ * handshake is finished first with a minted leaf. Serves it until it is
+ * done, then closes fd. rt outlives the session.
+ */
+void session_serve_reverse(const struct proxy_env *env, int fd, const struct sockaddr_storage *peer,
+                           const struct reverse_target *rt);
 
 #endif
