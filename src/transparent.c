@@ -14,6 +14,7 @@
 
 #include "destguard.h"
 #include "log.h"
+#include "selfconn.h"
 
 /* From <linux/netfilter_ipv4.h> and <linux/netfilter_ipv6/ip6_tables.h>,
  * whose other declarations clash with the C library's network headers. */
@@ -103,8 +104,15 @@ void transparent_serve(const struct proxy_env *env, int fd, const struct sockadd
     if (destguard_check(env->guard, (const struct sockaddr *)&dst) == DESTGUARD_SELF) {
         log_warn("%s: redirect loop refused: the original destination %s is one of tapwire's "
                  "own listeners (a client connecting to the transparent port directly, or a "
-                 "firewall rule that also redirects tapwire's own connections; see tapwire(1), "
-                 "TRANSPARENT PROXYING); closing",
+                 "firewall rule redirecting connections meant for tapwire itself); closing",
+                 client, where);
+        close(fd);
+        return;
+    }
+    if (selfconn_is_own(peer, &dst)) {
+        log_warn("%s: redirect loop refused: this is tapwire's own connection to %s, sent back "
+                 "by a firewall rule that does not exclude tapwire's own traffic (add an owner "
+                 "match, see tapwire(1), TRANSPARENT PROXYING); closing",
                  client, where);
         close(fd);
         return;

@@ -7,10 +7,11 @@
  * exactly like a CONNECT tunnel to that address, by session_serve_tunnel():
  * the SNI names the site for TLS, the Host field for plain HTTP.
  *
- * A destination that is one of tapwire's own listeners is refused: it is
- * what a client connecting to the listener directly, or a firewall rule
- * that sends tapwire's own connections back to it, looks like, and
- * connecting there would loop.
+ * Two redirect loops are refused with a log line naming the cause: a
+ * destination that is one of tapwire's own listeners (a client connecting
+ * to the transparent port directly; connecting there would loop), and a
+ * connection that is tapwire's own, sent back by a firewall rule without
+ * an owner match (selfconn.c tells).
  */
 #ifndef TAPWIRE_TRANSPARENT_H
 #define TAPWIRE_TRANSPARENT_H
