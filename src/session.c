@@ -84,6 +84,7 @@ struct session {
 
     /* A --reverse listener's origin; NULL for every other way in. */
     const struct reverse_target *reverse;
+    enum session_listener listener; /* the way the client came in */
 
     /* The client side's TLS facts (client_* fields only; the origin's are in
      * origin.tls). */
@@ -144,6 +145,7 @@ static void begin_capture(struct session *s, struct request_ctx *rq, const char 
         .target = target,
         .is_tls = s->client_is_tls,
         .body_limit = s->cfg->capture_limit,
+        .listener = session_listener_name(s->listener),
     };
 
     capture_begin(&rq->cap, s->env->flows, &start);
@@ -1087,6 +1089,21 @@ static enum session_mode open_tunnel(struct session *s, size_t head_len, int64_t
 
 /* ---- the state machine and its entry points ---- */
 
+const char *session_listener_name(enum session_listener listener)
+{
+    switch (listener) {
+    case SESSION_LISTENER_PROXY:
+        return "proxy";
+    case SESSION_LISTENER_SOCKS5:
+        return "socks5";
+    case SESSION_LISTENER_TRANSPARENT:
+        return "transparent";
+    case SESSION_LISTENER_REVERSE:
+        return "reverse";
+    }
+    return "?";
+}
+
 static void session_run(struct session *s, enum session_mode mode)
 {
     while (mode != SESSION_END)
@@ -1159,12 +1176,13 @@ void session_serve_explicit(const struct proxy_env *env, int fd,
 }
 
 void session_serve_tunnel(const struct proxy_env *env, int fd, const struct sockaddr_storage *peer,
-                          const char *host, uint16_t port)
+                          enum session_listener listener, const char *host, uint16_t port)
 {
     struct session *s = session_new(env, fd, peer);
 
     if (s == NULL)
         return;
+    s->listener = listener;
     snprintf(s->tunnel_host, sizeof(s->tunnel_host), "%s", host);
     s->tunnel_port = port;
     if (config_is_ignored_host(s->cfg, s->tunnel_host))
@@ -1213,6 +1231,7 @@ void session_serve_reverse(const struct proxy_env *env, int fd, const struct soc
     if (s == NULL)
         return;
     s->reverse = rt;
+    s->listener = SESSION_LISTENER_REVERSE;
     snprintf(s->tunnel_host, sizeof(s->tunnel_host), "%s", rt->host);
     s->tunnel_port = rt->port;
     if (!rt->is_tls_listener || accept_reverse_tls(s) == 0)

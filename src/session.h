@@ -44,6 +44,17 @@ struct proxy_env {
     int cancel_fd; /* readable once the shutdown grace is over: everything ends */
 };
 
+/* The ways a client arrives; each has its entry point below. */
+enum session_listener {
+    SESSION_LISTENER_PROXY,       /* --listen: the explicit proxy */
+    SESSION_LISTENER_SOCKS5,      /* --socks5 */
+    SESSION_LISTENER_TRANSPARENT, /* --transparent */
+    SESSION_LISTENER_REVERSE,     /* --reverse */
+};
+
+/* "proxy", "socks5", "transparent", "reverse": for flows and logs. */
+const char *session_listener_name(enum session_listener listener);
+
 /*
  * An explicit proxy client on fd (absolute-form requests and CONNECT):
  * serves it until it is done, then closes fd.
@@ -54,10 +65,11 @@ void session_serve_explicit(const struct proxy_env *env, int fd,
 /*
  * A client on fd whose destination host:port is already known, as after a
  * CONNECT: what it sends first decides between TLS interception, plain
- * HTTP and a raw relay. Serves it until it is done, then closes fd.
+ * HTTP and a raw relay. listener is the way it came in (SOCKS5,
+ * transparent). Serves it until it is done, then closes fd.
  */
 void session_serve_tunnel(const struct proxy_env *env, int fd, const struct sockaddr_storage *peer,
-                          const char *host, uint16_t port);
+                          enum session_listener listener, const char *host, uint16_t port);
 
 /*
  * A --reverse listener's client on fd: every request goes to rt's origin

@@ -197,5 +197,5 @@ void socks5listen_serve(const struct proxy_env *env, int fd, const struct sockad
         close(fd);
         return;
     }
-    session_serve_tunnel(env, fd, peer, r.host, r.port);
+    session_serve_tunnel(env, fd, peer, SESSION_LISTENER_SOCKS5, r.host, r.port);
 }

@@ -117,5 +117,5 @@ void transparent_serve(const struct proxy_env *env, int fd, const struct sockadd
         close(fd);
         return;
     }
-    session_serve_tunnel(env, fd, peer, host, port);
+    session_serve_tunnel(env, fd, peer, SESSION_LISTENER_TRANSPARENT, host, port);
 }
