@@ -565,9 +565,15 @@ static void forward(struct session *s, enum session_mode mode, const struct dest
             continue;
         }
         if (r < 0 && res->status == 0) {
+            /* Through an upstream proxy, the proxy is what failed: named. */
+            char why[EXCHANGE_ERROR_BYTES + 300];
+            snprintf(why, sizeof(why), "%s%s%s%s",
+                     s->origin.is_proxied_http ? "upstream proxy " : "",
+                     s->origin.is_proxied_http ? upstreamproxy_name(s->env->proxy) : "",
+                     s->origin.is_proxied_http ? ": " : "", res->error);
             capture_rules(&rq->cap, rewrite_applied(rw), rewrite_notes(rw));
             origin_close(&s->origin);
-            *keep = refuse(s, rq, res->error_status, res->error, true);
+            *keep = refuse(s, rq, res->error_status, why, true);
             return;
         }
         break;
