@@ -1116,6 +1116,45 @@ static void session_run(struct session *s, enum session_mode mode)
         mode = serve_requests(s, mode);
 }
 
+/* "host:port" ("[v6]:port") of peer into out, "unknown" for another
+ * family; addr (INET6_ADDRSTRLEN) gets the address alone, or "?". */
+static void name_client(const struct sockaddr_storage *peer, char *out, size_t out_len, char *addr)
+{
+    snprintf(addr, INET6_ADDRSTRLEN, "?");
+    if (peer->ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)peer;
+        inet_ntop(AF_INET, &in->sin_addr, addr, INET6_ADDRSTRLEN);
+        snprintf(out, out_len, "%s:%u", addr, ntohs(in->sin_port));
+    } else if (peer->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)peer;
+        inet_ntop(AF_INET6, &in6->sin6_addr, addr, INET6_ADDRSTRLEN);
+        snprintf(out, out_len, "[%s]:%u", addr, ntohs(in6->sin6_port));
+    } else {
+        snprintf(out, out_len, "unknown");
+    }
+}
+
+void session_record_refusal(const struct proxy_env *env, const struct sockaddr_storage *peer,
+                            enum session_listener listener, const char *host, uint16_t port,
+                            int status, const char *reason)
+{
+    char client[INET6_ADDRSTRLEN + 10], addr[INET6_ADDRSTRLEN];
+    struct capture cap;
+    struct capture_start start = {
+        .client = client,
+        .scheme = "tcp",
+        .method = "CONNECT",
+        .host = host,
+        .port = port,
+        .body_limit = env->cfg->capture_limit,
+        .listener = session_listener_name(listener),
+    };
+
+    name_client(peer, client, sizeof(client), addr);
+    capture_begin(&cap, env->flows, &start);
+    capture_finish(&cap, NULL, status, reason);
+}
+
 /* A session for fd, or NULL (fd closed) when out of memory. */
 static struct session *session_new(const struct proxy_env *env, int fd,
                                    const struct sockaddr_storage *peer)
@@ -1141,17 +1180,7 @@ static struct session *session_new(const struct proxy_env *env, int fd,
         .cancel_fd = env->cancel_fd,
         .in_max_bytes = SESSION_IN_MAX_BYTES,
     };
-    if (peer->ss_family == AF_INET) {
-        const struct sockaddr_in *in = (const struct sockaddr_in *)peer;
-        inet_ntop(AF_INET, &in->sin_addr, addr, sizeof(addr));
-        snprintf(s->client_name, sizeof(s->client_name), "%s:%u", addr, ntohs(in->sin_port));
-    } else if (peer->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)peer;
-        inet_ntop(AF_INET6, &in6->sin6_addr, addr, sizeof(addr));
-        snprintf(s->client_name, sizeof(s->client_name), "[%s]:%u", addr, ntohs(in6->sin6_port));
-    } else {
-        snprintf(s->client_name, sizeof(s->client_name), "unknown");
-    }
+    name_client(peer, s->client_name, sizeof(s->client_name), addr);
     snprintf(s->client_ip, sizeof(s->client_ip), "%s", strcmp(addr, "?") != 0 ? addr : "unknown");
     origin_init(&s->origin, env->cancel_fd);
     if (stream_init(&s->client, fd, SESSION_IN_MAX_BYTES, env->cancel_fd) < 0) {

@@ -72,6 +72,18 @@ void session_serve_tunnel(const struct proxy_env *env, int fd, const struct sock
                           enum session_listener listener, const char *host, uint16_t port);
 
 /*
+ * A client turned away before its session began (a SOCKS5 handshake
+ * refused): recorded as a flow like every refusal a session answers, a
+ * "tcp" CONNECT to host:port (host "" when the client named none) with the
+ * status that says why (400 malformed, 403 or 508 a refused destination,
+ * 407 credentials, 501 an unsupported command) and reason. The caller has
+ * answered the client and logged it.
+ */
+void session_record_refusal(const struct proxy_env *env, const struct sockaddr_storage *peer,
+                            enum session_listener listener, const char *host, uint16_t port,
+                            int status, const char *reason);
+
+/*
  * A --reverse listener's client on fd: every request goes to rt's origin
  * with Host (the request's authority) rewritten to it and rt's path prefix
  * in front of the target; with rt->is_tls_listener the client's TLS
