@@ -1240,7 +1240,15 @@ static int accept_reverse_tls(struct session *s)
     struct ca_names names = {0};
     int rc = -1;
 
-    if (peek_first_bytes(s, &hello) != FIRST_TLS) {
+    enum first_bytes first = peek_first_bytes(s, &hello);
+    if (first == FIRST_HTTP) {
+        /* Plain HTTP on the TLS port: a person typed http://; say so. */
+        struct request_ctx rq;
+        request_ctx_init(&rq, s, clock_mono_us());
+        refuse(s, &rq, 400, "this reverse proxy port speaks TLS: use https://", true);
+        return -1;
+    }
+    if (first != FIRST_TLS) {
         log_info("%s: the reverse proxy for %s wants TLS, the client did not start it; closing",
                  s->client_name, s->reverse->authority);
         return -1;

@@ -5,9 +5,9 @@
 # The origin gets its own authority as Host and the URL's path prefix in
 # front of the target; --reverse-forwarded adds X-Forwarded-For/-Proto/-Host
 # (replacing a client's own -Proto/-Host, appending to its -For), without it
-# none are added. Every exchange is a flow naming the origin. A client that
-# does not start TLS on a TLS listener is closed, an origin that does not
-# answer gives the 502 page.
+# none are added. Every exchange is a flow naming the origin. A plain
+# request on a TLS listener gets a 400 saying so, anything else that is not
+# TLS is closed; an origin that does not answer gives the 502 page.
 . "$(dirname "$0")/lib.sh"
 
 need_cmd python3 sqlite3
@@ -83,8 +83,13 @@ check_contains "TLS listener without SNI: the leaf names the origin's host" "DNS
     "$(cert_sans "$tmp/rev-nosni.pem")"
 printf 'GET /headers HTTP/1.1\r\nHost: x\r\n\r\n' > "$tmp/plain-on-tls.req"
 raw_send "$REV2" "$tmp/plain-on-tls.req" "$tmp/plain-on-tls.out" 5
-check_eq "TLS listener: a plain request is closed without an answer" "" "$(cat "$tmp/plain-on-tls.out")"
-check "TLS listener: ... and logged" wait_for_grep "$PROXY_ERR" 'wants TLS, the client did not start it' 5
+check_eq "TLS listener: a plain request gets a 400" "HTTP/1.1 400 Bad Request" \
+    "$(status_line "$tmp/plain-on-tls.out")"
+check_contains "TLS listener: ... saying to use https://" "speaks TLS: use https://" \
+    "$(cat "$tmp/plain-on-tls.out")"
+printf '\x16\x03\x01garbage' > "$tmp/junk-on-tls.req"
+raw_send "$REV2" "$tmp/junk-on-tls.req" "$tmp/junk-on-tls.out" 5
+check_eq "TLS listener: anything else is closed without an answer" "" "$(cat "$tmp/junk-on-tls.out")"
 
 # ---- the path prefix ----
 out=$(dcurl -o /dev/null -w '%{http_code}' "http://127.0.0.1:$REV3/conn?x=1")
@@ -97,7 +102,7 @@ check_eq "a dead origin: 502" 502 "$out"
 check_contains "a dead origin: the page says why" "tapwire:" "$(cat "$tmp/dead.body")"
 
 # ---- flows ----
-check "the reverse exchanges are flows" wait_written 4
+check "the reverse exchanges and the 400 are flows" wait_written 5
 check_eq "the flows name the origin, its scheme and the mapped target" \
     "http|127.0.0.1|$PLAIN_PORT|/headers|200
 https|localhost|$TLS_PORT|/base/conn?x=1|404
