@@ -38,6 +38,9 @@ struct capture_start {
     const char *target; /* origin-form, may be NULL */
     bool is_tls;        /* the client spoke TLS to tapwire */
     size_t body_limit;  /* --capture-limit */
+    /* The way the client came in: "proxy", "socks5", "transparent",
+     * "reverse". Not stored yet: it waits for its column in the flows. */
+    const char *listener;
 };
 
 /* Starts recording into c (store NULL: capture off, c records nothing). */

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -54,6 +55,9 @@ enum {
     OPT_UPSTREAM_PROXY,
     OPT_UPSTREAM_PROXY_IGNORE,
     OPT_CLIENT_CERT,
+    OPT_TRANSPARENT,
+    OPT_REVERSE,
+    OPT_REVERSE_FORWARDED,
 };
 
 static const struct option long_options[] = {
@@ -91,6 +95,9 @@ static const struct option long_options[] = {
     {"upstream-proxy", required_argument, NULL, OPT_UPSTREAM_PROXY},
     {"upstream-proxy-ignore", required_argument, NULL, OPT_UPSTREAM_PROXY_IGNORE},
     {"client-cert", required_argument, NULL, OPT_CLIENT_CERT},
+    {"transparent", required_argument, NULL, OPT_TRANSPARENT},
+    {"reverse", required_argument, NULL, OPT_REVERSE},
+    {"reverse-forwarded", no_argument, NULL, OPT_REVERSE_FORWARDED},
     {"verbose", no_argument, NULL, 'v'},
     {"quiet", no_argument, NULL, 'q'},
     {"help", no_argument, NULL, 'h'},
@@ -117,6 +124,11 @@ static void print_usage(FILE *out)
             "  --ignore-host GLOB       relay CONNECT tunnels to matching hosts untouched\n"
             "                           (repeatable)\n"
             "  --socks5 ADDR:PORT       also a SOCKS5 proxy there (repeatable)\n"
+            "  --transparent ADDR:PORT  also take connections the firewall redirects\n"
+            "                           there (REDIRECT; repeatable)\n"
+            "  --reverse [https://]ADDR:PORT=URL  also a reverse proxy there for the\n"
+            "                           origin at URL (http:// or https://; repeatable)\n"
+            "  --reverse-forwarded      reverse proxies add X-Forwarded-For/-Proto/-Host\n"
             "  --proxy-auth USER:PASS   clients must send these credentials (Basic\n"
             "                           Proxy-Authorization; SOCKS5 username/password)\n"
             "  --proxy-auth-file FILE   the same, one USER:PASS per line (mode 600)\n"
@@ -197,6 +209,40 @@ int config_parse_hostport(const char *spec, char *host, size_t host_len, uint16_
     memcpy(host, h, hlen);
     host[hlen] = '\0';
     *port = (uint16_t)v;
+    return 0;
+}
+
+/* --reverse [http://|https://]ADDR:PORT=URL: the listener, TLS when it is
+ * written https://, and the origin URL (reverse.c). */
+static int parse_reverse(const char *arg, struct reverse_target *rt)
+{
+    const char *listen = arg;
+    const char *eq = strchr(arg, '=');
+    char spec[300];
+    char err[256];
+
+    memset(rt, 0, sizeof(*rt));
+    if (strncasecmp(listen, "https://", 8) == 0) {
+        rt->is_tls_listener = true;
+        listen += 8;
+    } else if (strncasecmp(listen, "http://", 7) == 0) {
+        listen += 7;
+    }
+    if (eq == NULL || eq < listen || (size_t)(eq - listen) >= sizeof(spec)) {
+        fprintf(stderr, "tapwire: --reverse wants [https://]ADDR:PORT=URL, not '%s'\n", arg);
+        return -1;
+    }
+    memcpy(spec, listen, (size_t)(eq - listen));
+    spec[eq - listen] = '\0';
+    if (config_parse_hostport(spec, rt->listen_host, sizeof(rt->listen_host), &rt->listen_port) <
+        0) {
+        fprintf(stderr, "tapwire: --reverse: '%s' is not ADDR:PORT (or [V6]:PORT)\n", spec);
+        return -1;
+    }
+    if (reverse_parse_url(eq + 1, rt, err, sizeof(err)) < 0) {
+        fprintf(stderr, "tapwire: --reverse: %s\n", err);
+        return -1;
+    }
     return 0;
 }
 
@@ -410,6 +456,32 @@ enum config_parse_result config_parse(struct config *cfg, int argc, char **argv)
             cfg->socks5_count++;
             break;
         }
+        case OPT_TRANSPARENT: {
+            struct config_address *a = &cfg->transparent[cfg->transparent_count];
+            if (cfg->transparent_count == CONFIG_MAX_TRANSPARENT) {
+                fprintf(stderr, "tapwire: at most %d --transparent\n", CONFIG_MAX_TRANSPARENT);
+                return CONFIG_ERROR;
+            }
+            if (config_parse_hostport(optarg, a->host, sizeof(a->host), &a->port) < 0) {
+                fprintf(stderr, "tapwire: --transparent wants ADDR:PORT (or [V6]:PORT), not '%s'\n",
+                        optarg);
+                return CONFIG_ERROR;
+            }
+            cfg->transparent_count++;
+            break;
+        }
+        case OPT_REVERSE:
+            if (cfg->reverse_count == CONFIG_MAX_REVERSE) {
+                fprintf(stderr, "tapwire: at most %d --reverse\n", CONFIG_MAX_REVERSE);
+                return CONFIG_ERROR;
+            }
+            if (parse_reverse(optarg, &cfg->reverse[cfg->reverse_count]) < 0)
+                return CONFIG_ERROR;
+            cfg->reverse_count++;
+            break;
+        case OPT_REVERSE_FORWARDED:
+            cfg->is_reverse_forwarded = true;
+            break;
         case OPT_NEW_DASHBOARD_TOKEN:
             cfg->is_new_dashboard_token = true;
             break;

@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "reverse.h"
+
 #define CONFIG_DEFAULT_LISTEN "127.0.0.1:8080"
 #define CONFIG_DEFAULT_MAX_CONNECTIONS 1024
 #define CONFIG_DEFAULT_IDLE_TIMEOUT_MS 60000     /* keep-alive client with nothing to say */
@@ -19,6 +21,8 @@
 #define CONFIG_DEFAULT_UPSTREAM_TIMEOUT_MS 10000 /* connect + TLS handshake upstream */
 #define CONFIG_MAX_LIST 64                       /* repeatable options */
 #define CONFIG_MAX_SOCKS5 8                      /* --socks5 listeners */
+#define CONFIG_MAX_TRANSPARENT 4                 /* --transparent listeners */
+#define CONFIG_MAX_REVERSE 8                     /* --reverse listeners */
 #define CONFIG_DEFAULT_DASHBOARD "127.0.0.1:8081"
 #define CONFIG_DEFAULT_CAPTURE_LIMIT_BYTES (1024 * 1024)
 #define CONFIG_DEFAULT_MAX_FLOWS 100000
@@ -87,6 +91,11 @@ struct config {
     /* more ways in */
     struct config_address socks5[CONFIG_MAX_SOCKS5]; /* --socks5; port 0: ephemeral */
     size_t socks5_count;
+    struct config_address transparent[CONFIG_MAX_TRANSPARENT]; /* --transparent */
+    size_t transparent_count;
+    struct reverse_target reverse[CONFIG_MAX_REVERSE]; /* --reverse */
+    size_t reverse_count;
+    bool is_reverse_forwarded; /* --reverse-forwarded: X-Forwarded-* to the origin */
 
     /* going out */
     const char *upstream_proxy;                             /* --upstream-proxy URL or NULL */

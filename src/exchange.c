@@ -718,6 +718,14 @@ int exchange_forward(struct stream *client, struct stream *upstream, const struc
     }
     if (read_final_head(&f, upstream_read_before) < 0)
         goto out;
+    /* Relayed, the upstream proxy's 407 would read as tapwire's own, and
+     * its challenge would ask the client for credentials meant for it. */
+    if (req->is_to_proxy && f.resp.status == 407) {
+        snprintf(res->error, sizeof(res->error),
+                 "the upstream proxy answered 407 Proxy Authentication Required: "
+                 "--upstream-proxy has no credentials, or not the ones it wants");
+        goto out;
+    }
     rc = relay_response(&f);
 out:
     if (res->status < 0)

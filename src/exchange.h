@@ -126,9 +126,9 @@ struct exchange_result {
  * rules; the caller applied URL and request header rules to req. Never sends
  * a response to the client when it returns upstream_stale. Returns 0 when
  * the exchange completed (the status may still be an error relayed from the
- * origin), -1 when it broke off (res->error says why; if res->status is 0
- * nothing was sent to the client yet and the caller may answer with an
- * error page).
+ * origin), -1 when it broke off (also when req->is_to_proxy and the proxy
+ * answered 407: that answer is for tapwire, not the client) (res->error says why; if res->status is
+ * 0 nothing was sent to the client yet and the caller may answer with an error page).
  */
 int exchange_forward(struct stream *client, struct stream *upstream, const struct message *req,
                      const struct exchange_timeouts *t, const struct exchange_rewrite *rw,

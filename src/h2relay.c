@@ -365,6 +365,7 @@ static void begin_record(struct h2ex *ex, const struct message *req, const struc
         .target = req->target,
         .is_tls = true,
         .body_limit = env->capture_limit,
+        .listener = env->listener,
     };
 
     capture_begin(&ex->cap, env->store, &start);

@@ -38,7 +38,8 @@ struct h2relay_env {
     struct stream *client; /* TLS, h2 selected */
     struct stream *origin; /* TLS, h2 selected */
     const char *client_name;
-    const char *site; /* the host the flows name (SNI, else the tunnel's host) */
+    const char *listener; /* how the client came in, for the flows */
+    const char *site;     /* the host the flows name (SNI, else the tunnel's host) */
     uint16_t port;
     struct flowstore *store; /* NULL: capture off */
     size_t capture_limit;

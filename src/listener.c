@@ -40,6 +40,7 @@ static int live_connections; /* guarded by live_lock */
 struct conn_start {
     const struct proxy_env *env;
     listener_serve_fn serve;
+    const void *arg;
     int fd;
     struct sockaddr_storage peer;
 };
@@ -156,7 +157,7 @@ static void *conn_thread(void *arg)
     struct conn_start *start = arg;
     /* Named so that top -H, perf and /proc tell the proxy's threads apart. */
     pthread_setname_np(pthread_self(), "tw-conn");
-    start->serve(start->env, start->fd, &start->peer);
+    start->serve(start->env, start->fd, &start->peer, start->arg);
     free(start);
     pthread_mutex_lock(&live_lock);
     live_connections--;
@@ -313,6 +314,7 @@ static void accept_one(const struct listener_socket *ls, const struct proxy_env 
     }
     start->env = env;
     start->serve = ls->serve;
+    start->arg = ls->arg;
     start->fd = fd;
     pthread_t tid;
     int e = pthread_create(&tid, attr, conn_thread, start);

@@ -50,17 +50,20 @@ bool listener_is_wildcard_host(const char *host);
  */
 int listener_fit_fd_limit(int max_connections, int other_fds);
 
-/* At most this many listening sockets (--listen, every --socks5). */
-#define LISTENER_MAX_SOCKETS 16
+/* At most this many listening sockets (--listen, every --socks5,
+ * --transparent and --reverse). */
+#define LISTENER_MAX_SOCKETS 24
 
-/* A session entry point: serves the client on fd, then closes fd. */
+/* A session entry point: serves the client on fd, then closes fd. arg is
+ * the listening socket's own setting (e.g. a reverse proxy's origin). */
 typedef void (*listener_serve_fn)(const struct proxy_env *env, int fd,
-                                  const struct sockaddr_storage *peer);
+                                  const struct sockaddr_storage *peer, const void *arg);
 
 /* One listening socket and the entry point its clients start at. */
 struct listener_socket {
     int fd;
-    listener_serve_fn serve; /* session_serve_explicit, socks5listen_serve */
+    listener_serve_fn serve; /* explicit proxy, SOCKS5, transparent, reverse */
+    const void *arg;         /* handed to serve; outlives listener_run() */
     bool is_http;            /* a client turned away gets an HTTP 503 (else just a close) */
 };
 

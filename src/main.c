@@ -29,6 +29,7 @@
 #include "rulebook.h"
 #include "socks5listen.h"
 #include "tlsserver.h"
+#include "transparent.h"
 #include "upstream.h"
 #include "upstreamproxy.h"
 
@@ -161,6 +162,20 @@ static void print_startup(const struct config *cfg, const struct ca *ca,
                                      sizeof(socks));
         printf("SOCKS5 listening on %s\n", socks);
     }
+    for (size_t i = 0; i < cfg->transparent_count; i++) {
+        char where[1024];
+        listener_reachable_addresses(cfg->transparent[i].host, cfg->transparent[i].port, where,
+                                     sizeof(where));
+        printf("transparent proxy listening on %s\n", where);
+    }
+    for (size_t i = 0; i < cfg->reverse_count; i++) {
+        const struct reverse_target *rt = &cfg->reverse[i];
+        char where[1024];
+        listener_reachable_addresses(rt->listen_host, rt->listen_port, where, sizeof(where));
+        printf("reverse proxy listening on %s%s for %s://%s%s\n",
+               rt->is_tls_listener ? "https://" : "http://", where, rt->is_tls ? "https" : "http",
+               rt->authority, rt->prefix);
+    }
     printf("CA certificate: %s\n"
            "  Trust it once, e.g.: curl --cacert %s -x http://%s https://example.org/\n"
            "  From a phone or another browser: open http://tapwire.invalid/ through the proxy\n"
@@ -194,8 +209,8 @@ static enum log_level level_from_config(int setting)
  * otherwise use it to reach this host's loopback services and the LAN.
  */
 static int setup_guard(struct destguard *guard, const struct config *cfg, int listen_fd,
-                       const int *socks5_fd, const struct dashboard *dash, char *err,
-                       size_t err_len)
+                       const int *other_fd, size_t other_count, const struct dashboard *dash,
+                       char *err, size_t err_len)
 {
     struct sockaddr_storage addr;
     socklen_t len = sizeof(addr);
@@ -214,11 +229,11 @@ static int setup_guard(struct destguard *guard, const struct config *cfg, int li
         errmsg_set(err, err_len, "cannot tell the dashboard's own address");
         return -1;
     }
-    for (size_t i = 0; i < cfg->socks5_count; i++) {
+    for (size_t i = 0; i < other_count; i++) {
         len = sizeof(addr);
-        if (getsockname(socks5_fd[i], (struct sockaddr *)&addr, &len) != 0 ||
+        if (getsockname(other_fd[i], (struct sockaddr *)&addr, &len) != 0 ||
             destguard_add_self(guard, (struct sockaddr *)&addr) < 0) {
-            errmsg_set(err, err_len, "cannot tell the SOCKS5 listener's own address");
+            errmsg_set(err, err_len, "cannot tell a listener's own address");
             return -1;
         }
     }
@@ -229,6 +244,8 @@ static int setup_guard(struct destguard *guard, const struct config *cfg, int li
                      : "the proxy listens beyond loopback; --allow-private to allow them");
     return 0;
 }
+
+#define APP_MAX_OTHER (CONFIG_MAX_SOCKS5 + CONFIG_MAX_TRANSPARENT + CONFIG_MAX_REVERSE)
 
 /* Everything main starts, in the order it starts them; app_close() stops
  * them in reverse. */
@@ -246,8 +263,10 @@ struct app {
     struct dashboard *dash;
     int listen_fd;
     uint16_t port;
-    int socks5_fd[CONFIG_MAX_SOCKS5];
-    uint16_t socks5_port[CONFIG_MAX_SOCKS5];
+    /* Every other listening socket: --socks5, then --transparent, then
+     * --reverse, in the order of their options. */
+    int other_fd[APP_MAX_OTHER];
+    size_t other_count;
     struct destguard guard;
     struct proxyauth *auth;
     struct upstreamproxy *proxy;
@@ -384,6 +403,21 @@ static void warn_if_open(const struct app *app, int fd, const char *option)
             option);
 }
 
+/* One more listening socket; *port becomes the real one when 0 asked for
+ * an ephemeral port. */
+static int open_other(struct app *app, const char *host, uint16_t *port, const char *option,
+                      char *err, size_t err_len)
+{
+    int fd = listener_open(host, *port, port, err, err_len);
+
+    if (fd < 0) {
+        errmsg_prefix(err, err_len, option);
+        return -1;
+    }
+    app->other_fd[app->other_count++] = fd;
+    return 0;
+}
+
 /* The proxy's listening socket, fitted to the file limit, and the guard
  * that keeps connections from coming back to it. */
 static int open_listener(struct app *app, char *err, size_t err_len)
@@ -396,16 +430,48 @@ static int open_listener(struct app *app, char *err, size_t err_len)
     if (app->listen_fd < 0)
         return -1;
     cfg->listen_port = app->port; /* the real one, when 0 asked for an ephemeral port */
-    for (size_t i = 0; i < cfg->socks5_count; i++) {
-        app->socks5_fd[i] = listener_open(cfg->socks5[i].host, cfg->socks5[i].port,
-                                          &app->socks5_port[i], err, err_len);
-        if (app->socks5_fd[i] < 0) {
-            errmsg_prefix(err, err_len, "--socks5: ");
+    for (size_t i = 0; i < cfg->socks5_count; i++)
+        if (open_other(app, cfg->socks5[i].host, &cfg->socks5[i].port, "--socks5: ", err, err_len) <
+            0)
             return -1;
-        }
-        cfg->socks5[i].port = app->socks5_port[i];
-    }
-    return setup_guard(&app->guard, cfg, app->listen_fd, app->socks5_fd, app->dash, err, err_len);
+    for (size_t i = 0; i < cfg->transparent_count; i++)
+        if (open_other(app, cfg->transparent[i].host, &cfg->transparent[i].port,
+                       "--transparent: ", err, err_len) < 0)
+            return -1;
+    for (size_t i = 0; i < cfg->reverse_count; i++)
+        if (open_other(app, cfg->reverse[i].listen_host, &cfg->reverse[i].listen_port,
+                       "--reverse: ", err, err_len) < 0)
+            return -1;
+    return setup_guard(&app->guard, cfg, app->listen_fd, app->other_fd, app->other_count, app->dash,
+                       err, err_len);
+}
+
+/* The entry point of each kind of listener (listener.h). */
+static void serve_explicit(const struct proxy_env *env, int fd, const struct sockaddr_storage *peer,
+                           const void *arg)
+{
+    (void)arg;
+    session_serve_explicit(env, fd, peer);
+}
+
+static void serve_socks5(const struct proxy_env *env, int fd, const struct sockaddr_storage *peer,
+                         const void *arg)
+{
+    (void)arg;
+    socks5listen_serve(env, fd, peer);
+}
+
+static void serve_transparent(const struct proxy_env *env, int fd,
+                              const struct sockaddr_storage *peer, const void *arg)
+{
+    (void)arg;
+    transparent_serve(env, fd, peer);
+}
+
+static void serve_reverse(const struct proxy_env *env, int fd, const struct sockaddr_storage *peer,
+                          const void *arg)
+{
+    session_serve_reverse(env, fd, peer, arg);
 }
 
 /* Serves until SIGINT/SIGTERM. Returns 0 after a clean stop; does not
@@ -428,19 +494,26 @@ static int serve(struct app *app)
         .stop_fd = stop_pipe[0],
         .cancel_fd = app->cancel_pipe[0],
     };
-    struct listener_socket socks[1 + CONFIG_MAX_SOCKS5] = {
-        {.fd = app->listen_fd, .serve = session_serve_explicit, .is_http = true},
+    struct listener_socket socks[1 + APP_MAX_OTHER] = {
+        {.fd = app->listen_fd, .serve = serve_explicit, .is_http = true},
     };
-    size_t count = 1;
+    size_t count = 1, other = 0;
 
     for (size_t i = 0; i < cfg->socks5_count; i++)
         socks[count++] =
-            (struct listener_socket){.fd = app->socks5_fd[i], .serve = socks5listen_serve};
+            (struct listener_socket){.fd = app->other_fd[other++], .serve = serve_socks5};
+    for (size_t i = 0; i < cfg->transparent_count; i++)
+        socks[count++] =
+            (struct listener_socket){.fd = app->other_fd[other++], .serve = serve_transparent};
+    for (size_t i = 0; i < cfg->reverse_count; i++)
+        socks[count++] = (struct listener_socket){.fd = app->other_fd[other++],
+                                                  .serve = serve_reverse,
+                                                  .arg = &cfg->reverse[i],
+                                                  .is_http = !cfg->reverse[i].is_tls_listener};
     int left = listener_run(socks, count, &env, cfg->shutdown_grace_ms, app->cancel_pipe[1]);
 
     app->listen_fd = -1;
-    for (size_t i = 0; i < cfg->socks5_count; i++)
-        app->socks5_fd[i] = -1;
+    app->other_count = 0; /* listener_run() closed them */
     if (left > 0) {
         log_warn("exiting with %d connection(s) still open", left);
         if (flowstore_sync(app->flows, MAIN_FLOW_DRAIN_MS) != 0)
@@ -459,9 +532,8 @@ static void app_close(struct app *app)
 {
     if (app->listen_fd >= 0)
         close(app->listen_fd);
-    for (size_t i = 0; i < CONFIG_MAX_SOCKS5; i++)
-        if (app->socks5_fd[i] >= 0)
-            close(app->socks5_fd[i]);
+    for (size_t i = 0; i < app->other_count; i++)
+        close(app->other_fd[i]);
     if (app->has_reloader) {
         ssize_t w = write(stop_pipe[1], "x", 1); /* ends the reload thread if still waiting */
         (void)w;
@@ -495,8 +567,6 @@ static void app_close(struct app *app)
 int main(int argc, char **argv)
 {
     struct app app = {.log_fd = -1, .listen_fd = -1, .cancel_pipe = {-1, -1}};
-    for (size_t i = 0; i < CONFIG_MAX_SOCKS5; i++)
-        app.socks5_fd[i] = -1;
     struct config *cfg = &app.cfg;
     int status = 1;
     char err[512];
@@ -527,8 +597,10 @@ int main(int argc, char **argv)
         goto out;
     }
     warn_if_open(&app, app.listen_fd, "--listen");
+    /* Not --transparent nor --reverse: their clients cannot choose where
+     * tapwire connects (the firewall's NAT entry does, or the one URL). */
     for (size_t i = 0; i < cfg->socks5_count; i++)
-        warn_if_open(&app, app.socks5_fd[i], "--socks5");
+        warn_if_open(&app, app.other_fd[i], "--socks5");
     if (cfg->insecure)
         fprintf(stderr,
                 "tapwire: WARNING: --insecure: upstream certificates are NOT verified. Anyone on\n"

@@ -137,6 +137,7 @@ int message_copy(struct message *dst, const struct message *src,
     *dst = *src;
     dst->storage = store;
     dst->next_hop = (struct message_fields){NULL, 0};
+    dst->is_to_proxy = false;
     struct message_field *items = (struct message_field *)store;
     struct message_field *trailer_items = items + use->count;
     at = (char *)(trailer_items + src->trailers.count);

@@ -66,6 +66,10 @@ struct message {
     /* Fields for the next hop only (an upstream proxy's credentials): the
      * codec writes them, nothing records them, message_copy() drops them. */
     struct message_fields next_hop;
+    /* A request whose next hop is a forward proxy (--upstream-proxy): a 407
+     * is that proxy asking tapwire for credentials (RFC 9110 15.5.8), never
+     * an answer for the client. message_copy() drops it, as next_hop. */
+    bool is_to_proxy;
     enum message_body body;
     uint64_t content_length; /* MESSAGE_BODY_LENGTH */
 

@@ -61,6 +61,7 @@ enum session_mode {
     SESSION_TUNNEL_PLAIN,
     SESSION_TUNNEL_TLS,
     SESSION_TUNNEL_H2, /* h2 with the client and the origin: h2relay */
+    SESSION_REVERSE,   /* a --reverse listener: every request goes to one origin */
     SESSION_END
 };
 
@@ -68,6 +69,7 @@ struct session {
     const struct proxy_env *env;
     const struct config *cfg;
     char client_name[INET6_ADDRSTRLEN + 10];
+    char client_ip[INET6_ADDRSTRLEN];
     struct stream client;
     struct origin origin;
     struct origin_settings origin_settings;
@@ -84,6 +86,10 @@ struct session {
     bool offers_http11;
     bool offers_h2;
     struct upstream_error tunnel_error; /* status != OK: each request gets an error page */
+
+    /* A --reverse listener's origin; NULL for every other way in. */
+    const struct reverse_target *reverse;
+    enum session_listener listener; /* the way the client came in */
 
     /* The client side's TLS facts (client_* fields only; the origin's are in
      * origin.tls). */
@@ -144,6 +150,7 @@ static void begin_capture(struct session *s, struct request_ctx *rq, const char 
         .target = target,
         .is_tls = s->client_is_tls,
         .body_limit = s->cfg->capture_limit,
+        .listener = session_listener_name(s->listener),
     };
 
     capture_begin(&rq->cap, s->env->flows, &start);
@@ -376,6 +383,7 @@ struct destination {
     size_t authority_len;
     char named[HTTP1_MAX_HOST_BYTES + 8]; /* a tunnel's site, when the client named none */
     char *path;                           /* owned: origin-form */
+    struct reverse_forwarded forwarded;   /* --reverse-forwarded: the fields sent */
 };
 
 /*
@@ -428,10 +436,24 @@ static int route(struct session *s, enum session_mode mode, struct request_ctx *
     d->is_tls = mode == SESSION_TUNNEL_TLS;
     snprintf(d->host, sizeof(d->host), "%s", s->tunnel_host);
     d->port = s->tunnel_port;
+    if (mode == SESSION_REVERSE) {
+        /* The origin's scheme, whatever the client spoke to tapwire, and
+         * its authority as the Host it gets. */
+        d->is_tls = s->reverse->is_tls;
+        d->authority = s->reverse->authority;
+        d->authority_len = strlen(s->reverse->authority);
+        rq->scheme = d->is_tls ? "https" : "http";
+    }
     if (h->target_len > 0 && (h->target[0] == '/' || h->target[0] == '*')) {
-        d->path = strndup(h->target, h->target_len);
+        d->path = mode == SESSION_REVERSE ? reverse_map_target(s->reverse, h->target, h->target_len)
+                                          : strndup(h->target, h->target_len);
     } else if (http1_parse_absolute_target(h->target, h->target_len, &at) == 0) {
         d->path = origin_form(at.path, at.path_len);
+        if (d->path != NULL && mode == SESSION_REVERSE) {
+            char *mapped = reverse_map_target(s->reverse, d->path, strlen(d->path));
+            free(d->path);
+            d->path = mapped;
+        }
     } else {
         *keep = refuse(s, rq, 400, "invalid request target", true);
         return 1;
@@ -455,6 +477,10 @@ static int build_request(struct session *s, struct destination *d, const char *s
     int changed = 0;
 
     http1codec_view(s->head, view);
+    if (s->reverse != NULL && s->cfg->is_reverse_forwarded &&
+        reverse_forwarded_fields(&view->fields, s->client_ip, s->client_is_tls, &d->forwarded,
+                                 &view->fields) < 0)
+        return -1;
     if (d->authority == NULL && message_find(view, "Host") == NULL) {
         /* An HTTP/1.0 request may come without Host, but the head the
          * origin gets is HTTP/1.1, which must have one (RFC 9112 3.2): the
@@ -544,9 +570,15 @@ static void forward(struct session *s, enum session_mode mode, const struct dest
             continue;
         }
         if (r < 0 && res->status == 0) {
+            /* Through an upstream proxy, the proxy is what failed: named. */
+            char why[EXCHANGE_ERROR_BYTES + 300];
+            snprintf(why, sizeof(why), "%s%s%s%s",
+                     s->origin.is_proxied_http ? "upstream proxy " : "",
+                     s->origin.is_proxied_http ? upstreamproxy_name(s->env->proxy) : "",
+                     s->origin.is_proxied_http ? ": " : "", res->error);
             capture_rules(&rq->cap, rewrite_applied(rw), rewrite_notes(rw));
             origin_close(&s->origin);
-            *keep = refuse(s, rq, res->error_status, res->error, true);
+            *keep = refuse(s, rq, res->error_status, why, true);
             return;
         }
         break;
@@ -592,7 +624,8 @@ static bool serve_one(struct session *s, enum session_mode mode, size_t head_len
     if (url == NULL)
         goto out;
     rq.url = url;
-    const char *site = mode == SESSION_PROXY ? d.host : (s->has_sni ? s->sni : d.host);
+    const char *site =
+        mode == SESSION_PROXY || mode == SESSION_REVERSE ? d.host : (s->has_sni ? s->sni : d.host);
     if (build_request(s, &d, site, &rw, &view, &req, &rewritten, &target_original) < 0)
         goto out;
     rq.host = site;
@@ -615,6 +648,7 @@ out:
     rewrite_end(&rw);
     free(target_original);
     message_free(&req);
+    reverse_forwarded_free(&d.forwarded);
     free(d.path);
     free(url);
     return keep;
@@ -862,15 +896,43 @@ static void record_client_tls(struct session *s, SSL *ssl)
     s->client_is_tls = true;
 }
 
+/* Completes the client's handshake with a leaf for names (minted, or from
+ * the store; is_verified: may be stored). name is the one the client asked
+ * for, for the log. Returns 0 or -1 (client gone, logged). */
+static int accept_client_tls(struct session *s, const struct ca_names *names, bool is_verified,
+                             const char *name, const char *alpn)
+{
+    X509 *leaf = NULL;
+    SSL *ssl = NULL;
+    char err[256];
+    int rc = -1;
+
+    leaf = certstore_get(s->env->certs, names, is_verified, err, sizeof(err));
+    if (!leaf) {
+        log_error("%s: minting a certificate for %s failed: %s", s->client_name, name, err);
+        goto out;
+    }
+    ssl = tlsserver_accept_alpn(s->env->server_ctx, s->client.fd, leaf, ca_cert(s->env->ca),
+                                ca_leaf_key(s->env->ca), alpn, s->cfg->header_timeout_ms, err,
+                                sizeof(err));
+    if (!ssl) {
+        log_info("%s: TLS handshake with the client for %s failed: %s", s->client_name, name, err);
+        goto out;
+    }
+    stream_attach_tls(&s->client, ssl);
+    record_client_tls(s, ssl);
+    rc = 0;
+out:
+    X509_free(leaf);
+    return rc;
+}
+
 /* Connects and verifies the origin, then completes the client's handshake
  * with a leaf carrying the origin's names. Returns 0 or -1 (client gone). */
 static int intercept_tls(struct session *s, const struct client_hello *hello)
 {
     struct ca_names names = {0};
     X509 *peer = NULL;
-    X509 *leaf = NULL;
-    SSL *ssl = NULL;
-    char err[256];
     int rc = -1;
 
     s->has_sni = hello->has_sni;
@@ -910,25 +972,10 @@ static int intercept_tls(struct session *s, const struct client_hello *hello)
      * client chose to send, and would grow the database without bound. */
     bool is_verified =
         s->tunnel_error.status == UPSTREAM_OK && peer != NULL && s->origin.insecure_note[0] == '\0';
-    leaf = certstore_get(s->env->certs, &names, is_verified, err, sizeof(err));
-    if (!leaf) {
-        log_error("%s: minting a certificate for %s failed: %s", s->client_name, name, err);
-        goto out;
-    }
     /* The client gets the protocol the origin chose: no translation. */
     bool is_h2 = s->tunnel_error.status == UPSTREAM_OK && s->origin.is_h2;
-    ssl = tlsserver_accept_alpn(s->env->server_ctx, s->client.fd, leaf, ca_cert(s->env->ca),
-                                ca_leaf_key(s->env->ca), is_h2 ? "h2" : "http/1.1",
-                                s->cfg->header_timeout_ms, err, sizeof(err));
-    if (!ssl) {
-        log_info("%s: TLS handshake with the client for %s failed: %s", s->client_name, name, err);
-        goto out;
-    }
-    stream_attach_tls(&s->client, ssl);
-    record_client_tls(s, ssl);
-    rc = 0;
+    rc = accept_client_tls(s, &names, is_verified, name, is_h2 ? "h2" : "http/1.1");
 out:
-    X509_free(leaf);
     X509_free(peer);
     ca_names_clear(&names);
     return rc;
@@ -1070,6 +1117,7 @@ static enum session_mode serve_h2(struct session *s)
         .client = &s->client,
         .origin = &s->origin.stream,
         .client_name = s->client_name,
+        .listener = session_listener_name(s->listener),
         .site = site,
         .port = s->tunnel_port,
         .store = s->env->flows,
@@ -1096,10 +1144,64 @@ static enum session_mode serve_h2(struct session *s)
     return SESSION_END;
 }
 
+const char *session_listener_name(enum session_listener listener)
+{
+    switch (listener) {
+    case SESSION_LISTENER_PROXY:
+        return "proxy";
+    case SESSION_LISTENER_SOCKS5:
+        return "socks5";
+    case SESSION_LISTENER_TRANSPARENT:
+        return "transparent";
+    case SESSION_LISTENER_REVERSE:
+        return "reverse";
+    }
+    return "?";
+}
+
 static void session_run(struct session *s, enum session_mode mode)
 {
     while (mode != SESSION_END)
         mode = mode == SESSION_TUNNEL_H2 ? serve_h2(s) : serve_requests(s, mode);
+}
+
+/* "host:port" ("[v6]:port") of peer into out, "unknown" for another
+ * family; addr (INET6_ADDRSTRLEN) gets the address alone, or "?". */
+static void name_client(const struct sockaddr_storage *peer, char *out, size_t out_len, char *addr)
+{
+    snprintf(addr, INET6_ADDRSTRLEN, "?");
+    if (peer->ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)peer;
+        inet_ntop(AF_INET, &in->sin_addr, addr, INET6_ADDRSTRLEN);
+        snprintf(out, out_len, "%s:%u", addr, ntohs(in->sin_port));
+    } else if (peer->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)peer;
+        inet_ntop(AF_INET6, &in6->sin6_addr, addr, INET6_ADDRSTRLEN);
+        snprintf(out, out_len, "[%s]:%u", addr, ntohs(in6->sin6_port));
+    } else {
+        snprintf(out, out_len, "unknown");
+    }
+}
+
+void session_record_refusal(const struct proxy_env *env, const struct sockaddr_storage *peer,
+                            enum session_listener listener, const char *host, uint16_t port,
+                            int status, const char *reason)
+{
+    char client[INET6_ADDRSTRLEN + 10], addr[INET6_ADDRSTRLEN];
+    struct capture cap;
+    struct capture_start start = {
+        .client = client,
+        .scheme = "tcp",
+        .method = "CONNECT",
+        .host = host,
+        .port = port,
+        .body_limit = env->cfg->capture_limit,
+        .listener = session_listener_name(listener),
+    };
+
+    name_client(peer, client, sizeof(client), addr);
+    capture_begin(&cap, env->flows, &start);
+    capture_finish(&cap, NULL, status, reason);
 }
 
 /* A session for fd, or NULL (fd closed) when out of memory. */
@@ -1127,17 +1229,8 @@ static struct session *session_new(const struct proxy_env *env, int fd,
         .cancel_fd = env->cancel_fd,
         .in_max_bytes = SESSION_IN_MAX_BYTES,
     };
-    if (peer->ss_family == AF_INET) {
-        const struct sockaddr_in *in = (const struct sockaddr_in *)peer;
-        inet_ntop(AF_INET, &in->sin_addr, addr, sizeof(addr));
-        snprintf(s->client_name, sizeof(s->client_name), "%s:%u", addr, ntohs(in->sin_port));
-    } else if (peer->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)peer;
-        inet_ntop(AF_INET6, &in6->sin6_addr, addr, sizeof(addr));
-        snprintf(s->client_name, sizeof(s->client_name), "[%s]:%u", addr, ntohs(in6->sin6_port));
-    } else {
-        snprintf(s->client_name, sizeof(s->client_name), "unknown");
-    }
+    name_client(peer, s->client_name, sizeof(s->client_name), addr);
+    snprintf(s->client_ip, sizeof(s->client_ip), "%s", strcmp(addr, "?") != 0 ? addr : "unknown");
     origin_init(&s->origin, env->cancel_fd);
     if (stream_init(&s->client, fd, SESSION_IN_MAX_BYTES, env->cancel_fd) < 0) {
         close(fd);
@@ -1167,17 +1260,73 @@ void session_serve_explicit(const struct proxy_env *env, int fd,
 }
 
 void session_serve_tunnel(const struct proxy_env *env, int fd, const struct sockaddr_storage *peer,
-                          const char *host, uint16_t port)
+                          enum session_listener listener, const char *host, uint16_t port)
 {
     struct session *s = session_new(env, fd, peer);
 
     if (s == NULL)
         return;
+    s->listener = listener;
     snprintf(s->tunnel_host, sizeof(s->tunnel_host), "%s", host);
     s->tunnel_port = port;
     if (config_is_ignored_host(s->cfg, s->tunnel_host))
         relay_raw(s, "ignored host", clock_mono_us());
     else
         session_run(s, enter_tunnel(s, clock_mono_us()));
+    session_free(s);
+}
+
+/*
+ * A TLS --reverse listener: the client's handshake is finished with a leaf
+ * for the name it asked for (SNI), or the origin's host when it sent none;
+ * the origin is not asked first, as a reverse proxy stands in for one known
+ * origin. Such a leaf is never stored: the name is the client's choice.
+ * Returns 0, or -1 when the client did not speak TLS or went away (logged).
+ */
+static int accept_reverse_tls(struct session *s)
+{
+    struct client_hello hello;
+    struct ca_names names = {0};
+    int rc = -1;
+
+    enum first_bytes first = peek_first_bytes(s, &hello);
+    if (first == FIRST_HTTP) {
+        /* Plain HTTP on the TLS port: a person typed http://; say so. */
+        struct request_ctx rq;
+        request_ctx_init(&rq, s, clock_mono_us());
+        refuse(s, &rq, 400, "this reverse proxy port speaks TLS: use https://", true);
+        return -1;
+    }
+    if (first != FIRST_TLS) {
+        log_info("%s: the reverse proxy for %s wants TLS, the client did not start it; closing",
+                 s->client_name, s->reverse->authority);
+        return -1;
+    }
+    s->has_sni = hello.has_sni;
+    snprintf(s->sni, sizeof(s->sni), "%s", hello.has_sni ? hello.sni : "");
+    const char *name = s->has_sni ? s->sni : s->reverse->host;
+    if (ca_names_add(&names, name) < 0) {
+        log_info("%s: cannot mint a certificate for '%s'", s->client_name, name);
+        goto out;
+    }
+    rc = accept_client_tls(s, &names, false, name, "http/1.1");
+out:
+    ca_names_clear(&names);
+    return rc;
+}
+
+void session_serve_reverse(const struct proxy_env *env, int fd, const struct sockaddr_storage *peer,
+                           const struct reverse_target *rt)
+{
+    struct session *s = session_new(env, fd, peer);
+
+    if (s == NULL)
+        return;
+    s->reverse = rt;
+    s->listener = SESSION_LISTENER_REVERSE;
+    snprintf(s->tunnel_host, sizeof(s->tunnel_host), "%s", rt->host);
+    s->tunnel_port = rt->port;
+    if (!rt->is_tls_listener || accept_reverse_tls(s) == 0)
+        session_run(s, SESSION_REVERSE);
     session_free(s);
 }

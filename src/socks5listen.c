@@ -29,6 +29,7 @@
 
 struct handshake {
     const struct proxy_env *env;
+    const struct sockaddr_storage *peer;
     int fd;
     int64_t deadline_ms; /* clock_mono_ms() */
     char client[INET6_ADDRSTRLEN + 10];
@@ -51,6 +52,14 @@ static void name_peer(const struct sockaddr_storage *peer, char *out, size_t out
     } else {
         snprintf(out, out_len, "unknown");
     }
+}
+
+/* A refusal the client was answered: a flow, as every refusal is (the
+ * log line is the caller's). */
+static void record(const struct handshake *h, const char *host, uint16_t port, int status,
+                   const char *reason)
+{
+    session_record_refusal(h->env, h->peer, SESSION_LISTENER_SOCKS5, host, port, status, reason);
 }
 
 /* Reads until h->buf holds need bytes. Returns 0, or -1 when the client
@@ -121,6 +130,7 @@ static int authenticate(struct handshake *h)
             return -1;
     if (r == SOCKS5_BAD) {
         log_info("%s: not a SOCKS5 greeting; closing", h->client);
+        record(h, "", 0, 400, "not a SOCKS5 greeting");
         return -1;
     }
     answer[0] = SOCKS5_VERSION;
@@ -128,8 +138,11 @@ static int authenticate(struct handshake *h)
     if (send_all(h, answer, 2) < 0)
         return -1;
     if (answer[1] == SOCKS5_METHOD_UNACCEPTABLE) {
-        log_info("%s: SOCKS5 client offers no acceptable method (%s); closing", h->client,
-                 auth != NULL ? "--proxy-auth wants username/password" : "wants no authentication");
+        const char *why = auth != NULL ? "SOCKS5: no acceptable method (--proxy-auth wants "
+                                         "username/password)"
+                                       : "SOCKS5: no acceptable method (wants no authentication)";
+        log_info("%s: %s; closing", h->client, why);
+        record(h, "", 0, 407, why);
         return -1;
     }
     if (answer[1] == SOCKS5_METHOD_NONE)
@@ -144,8 +157,10 @@ static int authenticate(struct handshake *h)
     answer[1] = ok ? 0x00 : 0x01;
     if (send_all(h, answer, 2) < 0)
         return -1;
-    if (!ok)
+    if (!ok) {
         log_info("%s: SOCKS5 authentication failed (--proxy-auth); closing", h->client);
+        record(h, "", 0, 407, "SOCKS5 authentication failed (--proxy-auth)");
+    }
     return ok ? 0 : -1;
 }
 
@@ -163,13 +178,16 @@ static int accept_request(struct handshake *h, struct socks5_request *r)
         if (read_to(h, need) < 0)
             return -1;
     if (parsed == SOCKS5_BAD) {
-        log_info("%s: SOCKS5 request refused (reply %u: %s); closing", h->client, r->refusal,
+        char why[96];
+        snprintf(why, sizeof(why), "SOCKS5 request refused (reply %u: %s)", r->refusal,
                  r->refusal == SOCKS5_REP_COMMAND_NOT_SUPPORTED   ? "only CONNECT is supported"
                  : r->refusal == SOCKS5_REP_ADDRESS_NOT_SUPPORTED ? "unknown address type"
                  : r->refusal == SOCKS5_REP_HOST_UNREACHABLE      ? "not a host name or port"
                                                                   : "malformed request");
+        log_info("%s: %s; closing", h->client, why);
         socks5_build_reply(r->refusal, reply);
         send_all(h, reply, sizeof(reply));
+        record(h, "", 0, r->refusal == SOCKS5_REP_COMMAND_NOT_SUPPORTED ? 501 : 400, why);
         return -1;
     }
     if (upstream_check_numeric(r->host, r->port, h->env->guard, &refused) < 0) {
@@ -177,6 +195,7 @@ static int accept_request(struct handshake *h, struct socks5_request *r)
                  refused.reason);
         socks5_build_reply(SOCKS5_REP_NOT_ALLOWED, reply);
         send_all(h, reply, sizeof(reply));
+        record(h, r->host, r->port, upstream_error_http_status(&refused), refused.reason);
         return -1;
     }
     socks5_build_reply(SOCKS5_REP_SUCCEEDED, reply);
@@ -187,6 +206,7 @@ void socks5listen_serve(const struct proxy_env *env, int fd, const struct sockad
 {
     struct handshake h = {
         .env = env,
+        .peer = peer,
         .fd = fd,
         .deadline_ms = clock_mono_ms() + env->cfg->header_timeout_ms,
     };
@@ -197,5 +217,5 @@ void socks5listen_serve(const struct proxy_env *env, int fd, const struct sockad
         close(fd);
         return;
     }
-    session_serve_tunnel(env, fd, peer, r.host, r.port);
+    session_serve_tunnel(env, fd, peer, SESSION_LISTENER_SOCKS5, r.host, r.port);
 }

@@ -365,6 +365,7 @@ int upstreamproxy_prepare(const struct upstreamproxy *p, const struct message *r
              (int)req->target_len, req->target);
     out->target = state->target;
     out->target_len = strlen(state->target);
+    out->is_to_proxy = true;
     if (p->authorization != NULL) {
         /* p->authorization is the whole line: "Proxy-Authorization: " value CRLF. */
         size_t line = strlen(p->authorization);

@@ -134,6 +134,13 @@ check_eq "both https flows name the host the client asked for (its name, or the 
     "$(sqlite3 -readonly "$PROXY_DATA/tapwire.db" "select count(*) from flows
         where scheme = 'https' and host = 'localhost' and port = $TLS_PORT and status = 200
         and tls_verification = 'ok'")"
+check "the handshake refusals are flows too" wait_written 11
+check_eq "... with a status each: 400 not SOCKS5 or a bad address, 407 no method, 501 BIND and UDP" \
+    "400|2
+407|1
+501|2" "$(sqlite3 -readonly "$PROXY_DATA/tapwire.db" "select status, count(*) from flows
+        where scheme = 'tcp' and method = 'CONNECT' and error like '%SOCKS5%'
+        group by status order by status")"
 stop_proxy
 
 # ---- with --proxy-auth: RFC 1929 ----
@@ -155,5 +162,11 @@ check_eq "--proxy-auth: a wrong RFC 1929 pair gets status 1, then closed" "05020
 check "--proxy-auth: the failure is logged" wait_for_grep "$PROXY_ERR" 'SOCKS5 authentication failed' 5
 check_not_contains "--proxy-auth: the password is not logged" "$PASS" "$(cat "$PROXY_ERR")"
 stop_proxy
+check_eq "--proxy-auth: each refusal is a 407 flow" 5 \
+    "$(sqlite3 -readonly "$PROXY_DATA/tapwire.db" "select count(*) from flows
+        where status = 407 and error like 'SOCKS5%'")"
+check_eq "--proxy-auth: no flow holds the password" 0 \
+    "$(sqlite3 -readonly "$PROXY_DATA/tapwire.db" "select count(*) from flows
+        where coalesce(error, '') || coalesce(req_headers, '') || host like '%$PASS%'")"
 
 finish

@@ -117,6 +117,22 @@ check_contains "a wrong proxy password: the page names the upstream proxy" \
 check_match "a wrong proxy password: and its answer" 'HTTP/1\.[01] 40[17] ' "$(cat "$tmp/refused.body")"
 check "a wrong proxy password: logged" wait_for_grep "$PROXY_ERR" 'upstream proxy .* refused CONNECT' 5
 stop_proxy
+# Plain HTTP without credentials: tinyproxy answers 407 (with wrong ones, a
+# 401 that cannot be told from an origin's). Relayed, its 407 would read as
+# tapwire's own and ask the client for the proxy's credentials: a 502 names
+# the proxy instead.
+start_proxy --upstream-proxy "http://127.0.0.1:$LOCKED"
+out=$(pcurl -o "$tmp/nocred-plain.body" -D "$tmp/nocred-plain.head" -w '%{http_code}' \
+    "http://127.0.0.1:$ORIGIN_PORT/conn")
+check_eq "no proxy credentials, plain HTTP: 502, not the proxy's 407" 502 "$out"
+check_contains "no proxy credentials, plain HTTP: the page names the upstream proxy and its 407" \
+    "upstream proxy 127.0.0.1:$LOCKED: the upstream proxy answered 407" \
+    "$(cat "$tmp/nocred-plain.body")"
+check_no_imatch "no proxy credentials, plain HTTP: no Proxy-Authenticate reaches the client" \
+    '^Proxy-Authenticate' "$(cat "$tmp/nocred-plain.head")"
+check "no proxy credentials, plain HTTP: logged" wait_for_grep "$PROXY_ERR" \
+    "502 .*upstream proxy 127\.0\.0\.1:$LOCKED: the upstream proxy answered 407" 5
+stop_proxy
 
 # ---- an upstream proxy that is not there ----
 start_proxy --upstream-proxy "http://127.0.0.1:$(free_port)"

@@ -363,6 +363,45 @@ static void test_refuses_a_response_with_both_length_and_chunked(void)
     peers_close(&p);
 }
 
+/* An upstream proxy's 407 is for tapwire: the client gets the caller's 502,
+ * while an origin's 407 (no proxy in between) still goes through. */
+static void test_an_upstream_proxys_407_never_reaches_the_client(void)
+{
+    static const char response[] = "HTTP/1.1 407 Proxy Authentication Required\r\n"
+                                   "Proxy-Authenticate: Basic realm=\"corp\"\r\n"
+                                   "Content-Length: 0\r\n\r\n";
+    struct peers p;
+    struct http1_head head;
+    struct message req = {0};
+    struct exchange_result res;
+    char *to_client;
+    size_t client_len;
+
+    for (int is_to_proxy = 1; is_to_proxy >= 0; is_to_proxy--) {
+        peers_open(&p);
+        read_and_build(&p, "GET / HTTP/1.1\r\nHost: h\r\n\r\n", &head, &req);
+        req.is_to_proxy = is_to_proxy;
+        write_all(p.origin_far, response, sizeof(response) - 1);
+        int r = exchange_forward(&p.client, &p.upstream, &req, &p.t, NULL, NULL, &res);
+        to_client = read_now(p.client_far, &client_len);
+        if (is_to_proxy) {
+            CU_ASSERT_EQUAL(r, -1);
+            CU_ASSERT_EQUAL(res.status, 0);
+            CU_ASSERT_EQUAL(res.error_status, 502);
+            CU_ASSERT_FALSE(res.upstream_reusable);
+            CU_ASSERT_PTR_NOT_NULL(strstr(res.error, "407"));
+            CU_ASSERT_EQUAL(client_len, 0);
+        } else {
+            CU_ASSERT_EQUAL(r, 0);
+            CU_ASSERT_EQUAL(res.status, 407);
+            CU_ASSERT_EQUAL(strncmp(to_client, "HTTP/1.1 407 ", 13), 0);
+        }
+        free(to_client);
+        message_free(&req);
+        peers_close(&p);
+    }
+}
+
 static void test_a_rewritten_gzip_body_is_reframed_and_its_original_kept(void)
 {
     struct peers p;
@@ -438,6 +477,8 @@ int main(void)
                      test_an_origin_that_closes_at_once_is_stale_and_nothing_reaches_the_client) ||
         !CU_add_test(suite, "refuses_a_response_with_both_length_and_chunked",
                      test_refuses_a_response_with_both_length_and_chunked) ||
+        !CU_add_test(suite, "an_upstream_proxys_407_never_reaches_the_client",
+                     test_an_upstream_proxys_407_never_reaches_the_client) ||
         !CU_add_test(suite, "a_rewritten_gzip_body_is_reframed_and_its_original_kept",
                      test_a_rewritten_gzip_body_is_reframed_and_its_original_kept))
         goto fail;

@@ -161,7 +161,7 @@ static char *run_session(const char *request, const char *host, uint16_t port, b
     if (host == NULL)
         session_serve_explicit(&env, sp[1], &peer);
     else
-        session_serve_tunnel(&env, sp[1], &peer, host, port);
+        session_serve_tunnel(&env, sp[1], &peer, SESSION_LISTENER_SOCKS5, host, port);
     while (got_len < 65535 && (n = read(sp[0], got + got_len, 65535 - got_len)) > 0)
         got_len += (size_t)n;
     close(sp[0]);
