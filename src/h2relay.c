@@ -372,6 +372,30 @@ static void begin_record(struct h2ex *ex, const struct message *req, const struc
     capture_request(&ex->cap, req, view, target_original);
 }
 
+/* A reverse proxy's request names its origin (the :authority) and the
+ * origin's path prefix. Returns 0, or -1 when out of memory. */
+static int stand_in_for_origin(struct h2ex *ex)
+{
+    const struct h2relay_env *env = ex->r->env;
+
+    if (env->authority != NULL) {
+        free(ex->authority);
+        ex->authority = strdup(env->authority);
+        if (ex->authority == NULL)
+            return -1;
+    }
+    if (env->path_prefix != NULL && env->path_prefix[0] != '\0') {
+        size_t len = strlen(env->path_prefix) + strlen(ex->path) + 1;
+        char *path = malloc(len);
+        if (path == NULL)
+            return -1;
+        snprintf(path, len, "%s%s", env->path_prefix, ex->path);
+        free(ex->path);
+        ex->path = path;
+    }
+    return 0;
+}
+
 /* Rules on the request, the record begun, and the request sent on as a new
  * origin stream. Returns 0, or -1 when the stream was refused. */
 static int start_exchange(struct h2ex *ex)
@@ -391,6 +415,8 @@ static int start_exchange(struct h2ex *ex)
         refuse_stream(ex, NGHTTP2_REFUSED_STREAM, "CONNECT in an HTTP/2 stream is not supported");
         return -1;
     }
+    if (stand_in_for_origin(ex) < 0)
+        goto out;
     request_view(ex, &view);
     if (rewrite_begin(&ex->rw, env->rules, &view, env->site, ex->path, env->rewrite_limit,
                       env->rewrite_memory) < 0 ||

@@ -49,6 +49,10 @@ struct h2relay_env {
     int64_t connected_at_us, tls_done_at_us;
     struct rules_current *rules; /* NULL: none */
     size_t rewrite_limit, rewrite_memory;
+    /* A reverse proxy's origin: the :authority every request gets, and the
+     * path prefix put before each path (NULL: the client's, none). */
+    const char *authority;
+    const char *path_prefix;
     int idle_ms; /* nothing moves on either connection: the relay ends */
     int io_ms;   /* a write that makes no progress: the relay ends */
 };

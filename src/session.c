@@ -1112,7 +1112,7 @@ static enum session_mode open_tunnel(struct session *s, size_t head_len, int64_t
 static enum session_mode serve_h2(struct session *s)
 {
     struct flow_tls tls = s->client_tls;
-    const char *site = s->has_sni ? s->sni : s->tunnel_host;
+    const char *site = s->reverse != NULL ? s->reverse->host : s->has_sni ? s->sni : s->tunnel_host;
     struct h2relay_env env = {
         .client = &s->client,
         .origin = &s->origin.stream,
@@ -1128,6 +1128,8 @@ static enum session_mode serve_h2(struct session *s)
         .rewrite_memory = s->cfg->rewrite_memory,
         .idle_ms = s->t.idle_ms,
         .io_ms = s->t.io_ms,
+        .authority = s->reverse != NULL ? s->reverse->authority : NULL,
+        .path_prefix = s->reverse != NULL ? s->reverse->prefix : NULL,
     };
 
     /* Borrowed for the relay's life: the origin stays open throughout. */
@@ -1281,13 +1283,18 @@ void session_serve_tunnel(const struct proxy_env *env, int fd, const struct sock
  * for the name it asked for (SNI), or the origin's host when it sent none;
  * the origin is not asked first, as a reverse proxy stands in for one known
  * origin. Such a leaf is never stored: the name is the client's choice.
- * Returns 0, or -1 when the client did not speak TLS or went away (logged).
+ * A client that offers h2 to an https origin has the origin opened first,
+ * offering what the client offered: when the origin chose h2 both sides
+ * speak it (h2relay), else the client gets HTTP/1.1 and the opened
+ * connection serves its first request.
+ * Returns the mode to serve in, or SESSION_END when the client did not
+ * speak TLS or went away (logged).
  */
-static int accept_reverse_tls(struct session *s)
+static enum session_mode accept_reverse_tls(struct session *s)
 {
     struct client_hello hello;
     struct ca_names names = {0};
-    int rc = -1;
+    enum session_mode mode = SESSION_END;
 
     enum first_bytes first = peek_first_bytes(s, &hello);
     if (first == FIRST_HTTP) {
@@ -1295,12 +1302,12 @@ static int accept_reverse_tls(struct session *s)
         struct request_ctx rq;
         request_ctx_init(&rq, s, clock_mono_us());
         refuse(s, &rq, 400, "this reverse proxy port speaks TLS: use https://", true);
-        return -1;
+        return SESSION_END;
     }
     if (first != FIRST_TLS) {
         log_info("%s: the reverse proxy for %s wants TLS, the client did not start it; closing",
                  s->client_name, s->reverse->authority);
-        return -1;
+        return SESSION_END;
     }
     s->has_sni = hello.has_sni;
     snprintf(s->sni, sizeof(s->sni), "%s", hello.has_sni ? hello.sni : "");
@@ -1309,10 +1316,27 @@ static int accept_reverse_tls(struct session *s)
         log_info("%s: cannot mint a certificate for '%s'", s->client_name, name);
         goto out;
     }
-    rc = accept_client_tls(s, &names, false, name, "http/1.1");
+    bool is_h2 = false;
+    if (s->reverse->is_tls && !s->cfg->no_http2 && offers_alpn(&hello, "h2")) {
+        struct upstream_error uerr;
+        struct origin_target target = {
+            .host = s->reverse->host,
+            .port = s->reverse->port,
+            .is_tls = true,
+            .sni = s->reverse->host,
+            .verify_name = s->reverse->host,
+            .offers_http11 = hello.alpn_count == 0 || offers_alpn(&hello, "http/1.1"),
+            .offers_h2 = true,
+        };
+        /* A failure here is answered by the first request's error page. */
+        is_h2 = origin_open(&s->origin, &s->origin_settings, &target, &uerr, NULL) == 0 &&
+                s->origin.is_h2;
+    }
+    if (accept_client_tls(s, &names, false, name, is_h2 ? "h2" : "http/1.1") == 0)
+        mode = strcmp(s->client_tls.client_alpn, "h2") == 0 ? SESSION_TUNNEL_H2 : SESSION_REVERSE;
 out:
     ca_names_clear(&names);
-    return rc;
+    return mode;
 }
 
 void session_serve_reverse(const struct proxy_env *env, int fd, const struct sockaddr_storage *peer,
@@ -1326,7 +1350,6 @@ void session_serve_reverse(const struct proxy_env *env, int fd, const struct soc
     s->listener = SESSION_LISTENER_REVERSE;
     snprintf(s->tunnel_host, sizeof(s->tunnel_host), "%s", rt->host);
     s->tunnel_port = rt->port;
-    if (!rt->is_tls_listener || accept_reverse_tls(s) == 0)
-        session_run(s, SESSION_REVERSE);
+    session_run(s, rt->is_tls_listener ? accept_reverse_tls(s) : SESSION_REVERSE);
     session_free(s);
 }
