@@ -126,6 +126,8 @@ static size_t queue_take(struct queue *q, uint8_t *out, size_t len)
 
     if (n > len)
         n = len;
+    if (n == 0)
+        return 0;
     memcpy(out, q->data + q->start, n);
     q->start += n;
     if (q->start == q->end)
