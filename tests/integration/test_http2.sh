@@ -35,8 +35,11 @@ done
 
 TOKEN=http2-test-token-0123456789abcdef
 start_origin H1_PORT --tls "$PKI/good.pem" "$PKI/good-key.pem" --alpn
-start_proxy --upstream-ca "$PKI/ca.pem" --dashboard 127.0.0.1:0 --dashboard-token "$TOKEN"
+start_proxy --upstream-ca "$PKI/ca.pem" --dashboard 127.0.0.1:0 --dashboard-token "$TOKEN" \
+    --reverse "https://127.0.0.1:0=https://127.0.0.1:$H2_PORT"
 dashboard_port
+REVERSE_PORT=$(sed -n 's#^reverse proxy listening on https://127\.0\.0\.1:\([0-9]*\).*#\1#p' "$PROXY_OUT")
+[ -n "$REVERSE_PORT" ] || bail "no reverse listener line: $(head -c 500 "$PROXY_OUT")"
 
 # h2curl PORT ARGS...: curl offering h2 through the proxy to good.test at PORT.
 h2curl() {
@@ -96,6 +99,14 @@ check_contains "gRPC bidirectional streaming" "bidi bidi:a,bidi:b" "$out"
 check "gRPC: the 4 flows are written" wait_written 47
 check_eq "gRPC: each call is an HTTP/2 flow" 4 \
     "$(flows_where "target like '/test.Echo/%' and req_version = 'HTTP/2'")"
+
+# ---- a reverse proxy in front of an h2 origin speaks h2 on both sides ----
+out=$(dcurl --http2 --cacert "$PROXY_CA" -o "$tmp/rev.got" -w '%{http_version} %{http_code}' \
+    "https://127.0.0.1:$REVERSE_PORT/index.html")
+check_eq "--reverse to an h2 origin: the client gets HTTP/2 and 200" "2 200" "$out"
+check_eq "--reverse over h2: the origin's body" "hello-h2" "$(cat "$tmp/rev.got")"
+check "--reverse over h2: the flow names the origin" wait_for_grep "$PROXY_ERR" \
+    "GET https://127\.0\.0\.1:$H2_PORT/index\.html 200" 5
 
 # ---- the client gets what the origin chose ----
 out=$(h2curl "$H1_PORT" -o /dev/null -w '%{http_version} %{http_code}' "$G/bytes/10")
