@@ -201,6 +201,82 @@ static int buffer_body(struct body_source *src, size_t limit, size_t memory_limi
     return got < 0 ? -1 : 0;
 }
 
+int exchange_rewrite_body(const struct exchange_rewrite *rw, const char *content_encoding,
+                          const unsigned char *raw, size_t raw_len,
+                          struct exchange_body_rewrite *out)
+{
+    unsigned char *decoded = NULL;
+    size_t decoded_len = 0;
+    char err[256];
+
+    memset(out, 0, sizeof(*out));
+    pthread_once(&rewrite_memory_once, fix_mmap_threshold);
+    const unsigned char *plain = raw;
+    size_t plain_len = raw_len;
+    bool is_encoded =
+        content_encoding && content_encoding[0] && strcasecmp(content_encoding, "identity") != 0;
+    if (is_encoded) {
+        if (codec_decode_content(content_encoding, raw, raw_len, rw->limit, &decoded, &decoded_len,
+                                 err, sizeof(err)) < 0) {
+            char note[320];
+            snprintf(note, sizeof(note), "body not rewritten: %s", err);
+            add_note(rw, note);
+            plain = NULL;
+        } else if (!membudget_reserve(&rewrite_memory, decoded_len, rw->memory_limit)) {
+            /* Its size is known only once decoded: a moment over the budget,
+             * given back at once. */
+            add_memory_note(rw);
+            free(decoded);
+            decoded = NULL;
+            plain = NULL;
+        } else {
+            out->reserved += decoded_len;
+            out->decoded = decoded;
+            plain = decoded;
+            plain_len = decoded_len;
+        }
+    }
+    /* The rewritten copy is about as large as the input: reserve that much
+     * first, and count any growth once it is made (at most rw->limit). */
+    if (plain && !membudget_reserve(&rewrite_memory, plain_len, rw->memory_limit)) {
+        add_memory_note(rw);
+        plain = NULL;
+    } else if (plain) {
+        out->reserved += plain_len;
+    }
+    if (plain && rw->ops->body(rw->arg, plain, plain_len, rw->limit, &out->rewritten,
+                               &out->rewritten_len) < 0)
+        return -1;
+    if (out->rewritten && out->rewritten_len > plain_len) {
+        membudget_charge(&rewrite_memory, out->rewritten_len - plain_len);
+        out->reserved += out->rewritten_len - plain_len;
+    }
+    out->plain = plain;
+    out->plain_len = plain != NULL ? plain_len : 0;
+    return 0;
+}
+
+bool exchange_rewrite_reserve(const struct exchange_rewrite *rw, size_t bytes)
+{
+    if (membudget_reserve(&rewrite_memory, bytes, rw->memory_limit))
+        return true;
+    add_memory_note(rw);
+    return false;
+}
+
+void exchange_rewrite_release(size_t bytes)
+{
+    membudget_release(&rewrite_memory, bytes);
+}
+
+void exchange_body_rewrite_free(struct exchange_body_rewrite *br)
+{
+    free(br->decoded);
+    free(br->rewritten);
+    membudget_release(&rewrite_memory, br->reserved);
+    memset(br, 0, sizeof(*br));
+}
+
 struct forward;
 
 /* One body on its way from src to dst, after its head. */
@@ -255,12 +331,12 @@ static int send_rewritten_body(struct forward *f, const struct exchange_rewrite 
     struct body_source *src = hop->src;
     struct body_sink *dst = hop->dst;
     const char *content_encoding = hop->content_encoding;
-    unsigned char *raw = NULL, *decoded = NULL, *rewritten = NULL;
-    size_t raw_len = 0, decoded_len = 0, rewritten_len = 0;
-    size_t reserved = 0; /* in rewrite_memory, for raw, decoded and rewritten */
+    unsigned char *raw = NULL;
+    size_t raw_len = 0;
+    size_t reserved = 0; /* in rewrite_memory, for raw */
+    struct exchange_body_rewrite br = {0};
     struct message new_head;
     struct message_field *new_items = NULL;
-    char err[256];
     int rc = -1;
     *fault = BODY_FAULT_SOURCE;
     if (hop->head->body == MESSAGE_BODY_LENGTH && hop->head->content_length > rw->limit) {
@@ -292,47 +368,12 @@ static int send_rewritten_body(struct forward *f, const struct exchange_rewrite 
         rc = send_body_rest(src, raw, raw_len, dst, timeout_ms, count, cap, hop->side, fault);
         goto out;
     }
-    const unsigned char *plain = raw;
-    size_t plain_len = raw_len;
-    bool is_encoded =
-        content_encoding && content_encoding[0] && strcasecmp(content_encoding, "identity") != 0;
-    if (is_encoded) {
-        if (codec_decode_content(content_encoding, raw, raw_len, rw->limit, &decoded, &decoded_len,
-                                 err, sizeof(err)) < 0) {
-            char note[320];
-            snprintf(note, sizeof(note), "body not rewritten: %s", err);
-            add_note(rw, note);
-            plain = NULL;
-        } else if (!membudget_reserve(&rewrite_memory, decoded_len, rw->memory_limit)) {
-            /* Its size is known only once decoded: a moment over the budget,
-             * given back at once. */
-            add_memory_note(rw);
-            free(decoded);
-            decoded = NULL;
-            plain = NULL;
-        } else {
-            reserved += decoded_len;
-            plain = decoded;
-            plain_len = decoded_len;
-        }
-    }
-    /* The rewritten copy is about as large as the input: reserve that much
-     * first, and count any growth once it is made (at most rw->limit). */
-    if (plain && !membudget_reserve(&rewrite_memory, plain_len, rw->memory_limit)) {
-        add_memory_note(rw);
-        plain = NULL;
-    } else if (plain) {
-        reserved += plain_len;
-    }
-    if (plain &&
-        rw->ops->body(rw->arg, plain, plain_len, rw->limit, &rewritten, &rewritten_len) < 0) {
+    if (exchange_rewrite_body(rw, content_encoding, raw, raw_len, &br) < 0) {
         *fault = BODY_FAULT_SOURCE;
         goto out;
     }
-    if (rewritten && rewritten_len > plain_len) {
-        membudget_charge(&rewrite_memory, rewritten_len - plain_len);
-        reserved += rewritten_len - plain_len;
-    }
+    const unsigned char *plain = br.plain, *rewritten = br.rewritten;
+    size_t plain_len = br.plain_len, rewritten_len = br.rewritten_len;
     /* Unchanged: the bytes as they came (still encoded); changed: identity,
      * which is what tapwire-rules(5) documents. */
     const unsigned char *send = rewritten ? rewritten : raw;
@@ -354,8 +395,7 @@ static int send_rewritten_body(struct forward *f, const struct exchange_rewrite 
     rc = 0;
 out:
     free(raw);
-    free(decoded);
-    free(rewritten);
+    exchange_body_rewrite_free(&br);
     membudget_release(&rewrite_memory, reserved);
     free(new_items);
     return rc;

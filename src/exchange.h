@@ -103,6 +103,35 @@ struct exchange_rewrite {
 int exchange_rewrite_head(const struct exchange_rewrite *rw, const struct message *in,
                           struct message *out);
 
+/* A whole body after the body rules (exchange_rewrite_body()). */
+struct exchange_body_rewrite {
+    const unsigned char *plain; /* the body decoded (or raw when identity); NULL: not rewritten */
+    size_t plain_len;
+    unsigned char *rewritten; /* the new body, identity; NULL: unchanged */
+    size_t rewritten_len;
+    unsigned char *decoded; /* private: what plain may point into */
+    size_t reserved;        /* private: held against --rewrite-memory */
+};
+
+/*
+ * Runs rw's body rules over a whole body raw[0..raw_len) (as buffered by the
+ * caller, within rw->limit) whose Content-Encoding is content_encoding:
+ * decodes it, checks --rewrite-memory, rewrites. out->rewritten is NULL when
+ * nothing changed or the body could not be rewritten (the reason noted).
+ * Returns 0, or -1 when out of memory. Free with exchange_body_rewrite_free()
+ * (which also gives the memory back to the budget).
+ */
+int exchange_rewrite_body(const struct exchange_rewrite *rw, const char *content_encoding,
+                          const unsigned char *raw, size_t raw_len,
+                          struct exchange_body_rewrite *out);
+void exchange_body_rewrite_free(struct exchange_body_rewrite *br);
+
+/* For a caller that buffers a body for the rules itself (HTTP/2 streams):
+ * holds bytes against --rewrite-memory, false (and noted in rw) when the
+ * budget is spent; exchange_rewrite_release() gives them back. */
+bool exchange_rewrite_reserve(const struct exchange_rewrite *rw, size_t bytes);
+void exchange_rewrite_release(size_t bytes);
+
 struct exchange_result {
     int status;                       /* final status sent to the client, 0 if none */
     uint64_t request_bytes;           /* body bytes client -> origin */

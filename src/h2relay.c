@@ -261,6 +261,14 @@ struct h2ex {
     size_t resp_header_bytes;
     struct queue up, down; /* request body to the origin, response body to the client */
     bool up_ended, down_ended;
+    /* A body the body rules want is held whole (up to --rewrite-limit) with
+     * its head, which goes out once the body is rewritten; the bytes are
+     * acknowledged to their sender as they arrive (early), so that a body
+     * larger than one window can be held. [0] the request, [1] the response. */
+    bool is_holding[2];
+    struct message held[2];
+    size_t early[2];    /* acknowledged bytes still at the front of the queue */
+    size_t reserved[2]; /* held against --rewrite-memory */
     bool client_closed, origin_closed;
     uint64_t up_bytes, down_bytes;
     struct rewrite rw;
@@ -332,6 +340,10 @@ static void record_and_free(struct h2ex *ex)
     }
     queue_free(&ex->up, &r->pool);
     queue_free(&ex->down, &r->pool);
+    for (int i = 0; i < 2; i++) {
+        message_free(&ex->held[i]);
+        exchange_rewrite_release(ex->reserved[i]);
+    }
     arena_free(&ex->text, &r->pool);
     free(ex);
 }
@@ -400,12 +412,15 @@ static ssize_t read_body(nghttp2_session *session, int32_t stream_id, uint8_t *b
     bool is_ended = is_up ? ex->up_ended : ex->down_ended;
     size_t n = queue_take(q, buf, length);
 
-    if (n > 0) {
+    size_t *early = &ex->early[is_up ? 0 : 1];
+    size_t already = n < *early ? n : *early;
+    *early -= already;
+    if (n > already) {
         /* Now the sender may send that much more (see the top comment). */
         nghttp2_session *from = is_up ? r->client : r->origin;
         int32_t from_id = is_up ? ex->client_id : ex->origin_id;
-        if (nghttp2_session_consume(from, from_id, n) != 0)
-            nghttp2_session_consume_connection(from, n);
+        if (nghttp2_session_consume(from, from_id, n - already) != 0)
+            nghttp2_session_consume_connection(from, n - already);
     }
     if (queue_len(q) == 0 && is_ended) {
         const struct fieldlist *trailers = is_up ? &ex->req_trailers : &ex->resp_trailers;
@@ -493,6 +508,41 @@ static int stand_in_for_origin(struct h2ex *ex)
     return 0;
 }
 
+/* The request head to the origin as a new stream, its body to follow from
+ * the up queue. Returns 0, or -1 when the stream was refused. */
+static int submit_request_head(struct h2ex *ex, const struct message *sent)
+{
+    struct h2relay *r = ex->r;
+    const struct h2relay_env *env = r->env;
+    nghttp2_data_provider body = {.source.ptr = ex, .read_callback = read_body};
+    nghttp2_nv *nva = arena_alloc(&ex->text, &r->pool, (4 + sent->fields.count) * sizeof(*nva));
+    const char *authority = ex->authority ? ex->authority : env->site;
+
+    if (nva == NULL) {
+        refuse_stream(ex, NGHTTP2_INTERNAL_ERROR, "out of memory");
+        return -1;
+    }
+    nva[0] = nv_of(":method", 7, sent->method, sent->method_len);
+    nva[1] = nv_of(":scheme", 7, "https", 5);
+    nva[2] = nv_of(":authority", 10, authority, strlen(authority));
+    nva[3] = nv_of(":path", 5, sent->target, sent->target_len);
+    size_t count = put_fields(nva, 4, &sent->fields);
+    bool has_body = !ex->up_ended || queue_len(&ex->up) > 0 || ex->req_trailers.count > 0;
+    ex->origin_id =
+        nghttp2_submit_request(r->origin, NULL, nva, count, has_body ? &body : NULL, ex);
+    if (ex->origin_id < 0) {
+        refuse_stream(ex, NGHTTP2_REFUSED_STREAM, nghttp2_strerror(ex->origin_id));
+        return -1;
+    }
+    ex->origin_closed = false;
+    if (ex->up_ended) {
+        const struct exchange_capture *hooks = capture_hooks(&ex->cap);
+        if (hooks && hooks->ops->moment)
+            hooks->ops->moment(hooks->arg, EXCHANGE_REQUEST_SENT, clock_wall_us());
+    }
+    return 0;
+}
+
 /* Rules on the request, the record begun, and the request sent on as a new
  * origin stream. Returns 0, or -1 when the stream was refused. */
 static int start_exchange(struct h2ex *ex)
@@ -502,8 +552,6 @@ static int start_exchange(struct h2ex *ex)
     struct message view, req = {0};
     const struct message *sent = &view;
     char *new_path = NULL;
-    nghttp2_nv *nva = NULL;
-    nghttp2_data_provider body = {.source.ptr = ex, .read_callback = read_body};
     int changed = 0;
     int rc = -1;
 
@@ -529,8 +577,6 @@ static int start_exchange(struct h2ex *ex)
     if (changed > 0)
         sent = &req;
     const struct exchange_rewrite *rw = rewrite_hooks(&ex->rw);
-    if (rw != NULL && rw->ops->wants_body(rw->arg))
-        rw->ops->note(rw->arg, "body rules skipped: not applied to HTTP/2 streams yet");
     size_t url_len = strlen(env->site) + sent->target_len + 32;
     ex->url = arena_alloc(&ex->text, &r->pool, url_len);
     if (ex->url == NULL)
@@ -538,28 +584,16 @@ static int start_exchange(struct h2ex *ex)
     snprintf(ex->url, url_len, "https://%.*s%.*s", (int)(ex->authority ? strlen(ex->authority) : 0),
              ex->authority ? ex->authority : "", (int)sent->target_len, sent->target);
     begin_record(ex, sent, changed > 0 ? &view : NULL, new_path != NULL ? strdup(ex->path) : NULL);
-    nva = arena_alloc(&ex->text, &r->pool, (4 + sent->fields.count) * sizeof(*nva));
-    if (nva == NULL)
-        goto out;
-    nva[0] = nv_of(":method", 7, sent->method, sent->method_len);
-    nva[1] = nv_of(":scheme", 7, "https", 5);
-    nva[2] = nv_of(":authority", 10, ex->authority ? ex->authority : env->site,
-                   strlen(ex->authority ? ex->authority : env->site));
-    nva[3] = nv_of(":path", 5, sent->target, sent->target_len);
-    size_t count = put_fields(nva, 4, &sent->fields);
-    ex->origin_id =
-        nghttp2_submit_request(r->origin, NULL, nva, count, ex->up_ended ? NULL : &body, ex);
-    if (ex->origin_id < 0) {
-        refuse_stream(ex, NGHTTP2_REFUSED_STREAM, nghttp2_strerror(ex->origin_id));
+    if (rw != NULL && !ex->up_ended && rw->ops->wants_body(rw->arg)) {
+        /* The body rules want the request body: it goes out with its head
+         * once it is whole and rewritten (finish_holding()). */
+        if (message_copy(&ex->held[0], sent, NULL) < 0)
+            goto out;
+        ex->is_holding[0] = true;
+        rc = 0;
         goto out;
     }
-    ex->origin_closed = false;
-    if (ex->up_ended) {
-        const struct exchange_capture *hooks = capture_hooks(&ex->cap);
-        if (hooks && hooks->ops->moment)
-            hooks->ops->moment(hooks->arg, EXCHANGE_REQUEST_SENT, clock_wall_us());
-    }
-    rc = 0;
+    rc = submit_request_head(ex, sent);
 out:
     if (rc < 0 && ex->error[0] == '\0')
         refuse_stream(ex, NGHTTP2_INTERNAL_ERROR, "out of memory");
@@ -570,16 +604,33 @@ out:
 
 /* ---- the response: origin stream -> client stream ---- */
 
-static int start_response(struct h2ex *ex)
+/* The response head to the client, its body to follow from the down queue.
+ * Returns 0 or -1. */
+static int submit_response_head(struct h2ex *ex, const struct message *sent)
 {
     struct h2relay *r = ex->r;
+    nghttp2_data_provider body = {.source.ptr = ex, .read_callback = read_body};
+    nghttp2_nv *nva = arena_alloc(&ex->text, &r->pool, (1 + sent->fields.count) * sizeof(*nva));
+    char status[8];
+
+    if (nva == NULL)
+        return -1;
+    snprintf(status, sizeof(status), "%03d", sent->status);
+    nva[0] = nv_of(":status", 7, status, 3);
+    size_t count = put_fields(nva, 1, &sent->fields);
+    bool has_body = !ex->down_ended || queue_len(&ex->down) > 0 || ex->resp_trailers.count > 0;
+    return nghttp2_submit_response(r->client, ex->client_id, nva, count, has_body ? &body : NULL) ==
+                   0
+               ? 0
+               : -1;
+}
+
+static int start_response(struct h2ex *ex)
+{
     const struct exchange_rewrite *rw = rewrite_hooks(&ex->rw);
     const struct exchange_capture *hooks = capture_hooks(&ex->cap);
     struct message view = {0}, owned = {0};
     const struct message *sent = &view;
-    nghttp2_data_provider body = {.source.ptr = ex, .read_callback = read_body};
-    nghttp2_nv *nva = NULL;
-    char status[8];
     int rc = -1;
 
     view.status = ex->status;
@@ -596,19 +647,129 @@ static int start_response(struct h2ex *ex)
     }
     if (hooks && hooks->ops->response_head)
         hooks->ops->response_head(hooks->arg, sent, sent != &view ? &view : NULL);
-    nva = arena_alloc(&ex->text, &r->pool, (1 + sent->fields.count) * sizeof(*nva));
-    if (nva == NULL)
+    if (rw != NULL && !ex->down_ended && rw->ops->wants_body(rw->arg)) {
+        /* Held until the body is whole and rewritten (finish_holding()). */
+        if (message_copy(&ex->held[1], sent, NULL) < 0)
+            goto out;
+        ex->is_holding[1] = true;
+        rc = 0;
         goto out;
-    snprintf(status, sizeof(status), "%03d", sent->status);
-    nva[0] = nv_of(":status", 7, status, 3);
-    size_t count = put_fields(nva, 1, &sent->fields);
-    bool has_body = !ex->down_ended || ex->resp_trailers.count > 0;
-    if (nghttp2_submit_response(r->client, ex->client_id, nva, count, has_body ? &body : NULL) != 0)
-        goto out;
-    rc = 0;
+    }
+    rc = submit_response_head(ex, sent);
 out:
     message_free(&owned);
     return rc;
+}
+
+/* ---- bodies the body rules want: held whole, rewritten, then sent ---- */
+
+/* The held head of direction dir with its body declared as len bytes, and
+ * without Content-Encoding (the rewritten body is identity, as
+ * tapwire-rules(5) says). The new fields live in the stream's arena. */
+static int reframe_held(struct h2ex *ex, int dir, size_t len, struct message *out)
+{
+    const struct message *head = &ex->held[dir];
+    struct pool *pool = &ex->r->pool;
+    struct message_field *items =
+        arena_alloc(&ex->text, pool, (head->fields.count + 1) * sizeof(*items));
+    char *length = arena_alloc(&ex->text, pool, 24);
+    size_t n = 0;
+
+    if (items == NULL || length == NULL)
+        return -1;
+    snprintf(length, 24, "%zu", len);
+    for (size_t i = 0; i < head->fields.count; i++) {
+        const struct message_field *f = &head->fields.items[i];
+        if (message_field_is(f, "content-length") || message_field_is(f, "content-encoding"))
+            continue;
+        items[n++] = *f;
+    }
+    items[n++] = (struct message_field){"content-length", 14, length, strlen(length)};
+    *out = *head;
+    out->fields = (struct message_fields){items, n};
+    out->storage = NULL;
+    return 0;
+}
+
+static int submit_held(struct h2ex *ex, int dir, const struct message *head)
+{
+    return dir == 0 ? submit_request_head(ex, head) : submit_response_head(ex, head);
+}
+
+/* Gives the rewrite up (why goes to the notes, when not already noted):
+ * the held head goes out and the body streams on as it comes. */
+static int release_holding(struct h2ex *ex, int dir, const char *why)
+{
+    const struct exchange_rewrite *rw = rewrite_hooks(&ex->rw);
+    const struct exchange_capture *hooks = capture_hooks(&ex->cap);
+    struct queue *q = dir == 0 ? &ex->up : &ex->down;
+
+    if (why != NULL)
+        rw->ops->note(rw->arg, why);
+    /* The recorder was not told these bytes while they were held. */
+    if (hooks && hooks->ops->body && queue_len(q) > 0)
+        hooks->ops->body(hooks->arg, dir == 0 ? EXCHANGE_REQUEST : EXCHANGE_RESPONSE,
+                         q->data + q->start, queue_len(q));
+    ex->is_holding[dir] = false;
+    return submit_held(ex, dir, &ex->held[dir]);
+}
+
+/* The held body is whole: decoded, rewritten, and sent with its head
+ * (reframed when it changed). Returns 0 or -1. */
+static int finish_holding(struct h2ex *ex, int dir)
+{
+    const struct exchange_rewrite *rw = rewrite_hooks(&ex->rw);
+    const struct exchange_capture *hooks = capture_hooks(&ex->cap);
+    enum exchange_side side = dir == 0 ? EXCHANGE_REQUEST : EXCHANGE_RESPONSE;
+    struct queue *q = dir == 0 ? &ex->up : &ex->down;
+    const struct message_field *ce = message_find(&ex->held[dir], "content-encoding");
+    struct exchange_body_rewrite br;
+    struct message head = ex->held[dir];
+    char encoding[64] = "";
+    int rc = 0;
+
+    if (ce != NULL)
+        snprintf(encoding, sizeof(encoding), "%.*s", (int)ce->value_len, ce->value);
+    ex->is_holding[dir] = false;
+    if (exchange_rewrite_body(rw, encoding, (const unsigned char *)q->data + q->start, queue_len(q),
+                              &br) < 0)
+        return -1;
+    if (br.rewritten != NULL) {
+        rc = reframe_held(ex, dir, br.rewritten_len, &head);
+        if (rc == 0 && hooks && hooks->ops->body_original)
+            hooks->ops->body_original(hooks->arg, side, br.plain, br.plain_len);
+        if (rc == 0 && hooks && hooks->ops->reframed)
+            hooks->ops->reframed(hooks->arg, side, br.rewritten_len, true);
+        q->start = q->end = 0;
+        if (rc == 0)
+            rc = queue_put(q, &ex->r->pool, br.rewritten, br.rewritten_len);
+    }
+    if (rc == 0 && hooks && hooks->ops->body && queue_len(q) > 0)
+        hooks->ops->body(hooks->arg, side, q->data + q->start, queue_len(q));
+    /* Every byte of the body was acknowledged as it arrived. */
+    ex->early[dir] = queue_len(q);
+    exchange_body_rewrite_free(&br);
+    exchange_rewrite_release(ex->reserved[dir]);
+    ex->reserved[dir] = 0;
+    return rc == 0 ? submit_held(ex, dir, &head) : -1;
+}
+
+/* A held body's bytes arrived: acknowledged at once, and the rewrite given
+ * up past --rewrite-limit or the --rewrite-memory budget. */
+static int hold_bytes(struct h2ex *ex, int dir, nghttp2_session *from, int32_t from_id, size_t len)
+{
+    const struct exchange_rewrite *rw = rewrite_hooks(&ex->rw);
+    struct queue *q = dir == 0 ? &ex->up : &ex->down;
+
+    if (nghttp2_session_consume(from, from_id, len) != 0)
+        nghttp2_session_consume_connection(from, len);
+    ex->early[dir] += len;
+    if (queue_len(q) > rw->limit)
+        return release_holding(ex, dir, "body larger than --rewrite-limit: passed on unmodified");
+    if (!exchange_rewrite_reserve(rw, len))
+        return release_holding(ex, dir, NULL);
+    ex->reserved[dir] += len;
+    return 0;
 }
 
 /* ---- nghttp2 callbacks, both sessions ---- */
@@ -720,7 +881,9 @@ static void on_client_frame(struct h2relay *r, struct h2ex *ex, const nghttp2_fr
         const struct exchange_capture *hooks = capture_hooks(&ex->cap);
         if (hooks && hooks->ops->moment)
             hooks->ops->moment(hooks->arg, EXCHANGE_REQUEST_SENT, clock_wall_us());
-        if (!ex->origin_closed)
+        if (ex->is_holding[0] && finish_holding(ex, 0) < 0)
+            refuse_stream(ex, NGHTTP2_INTERNAL_ERROR, "the rewritten request could not go on");
+        else if (!ex->origin_closed)
             wake(r->origin, ex->origin_id);
     }
 }
@@ -745,8 +908,13 @@ static void on_origin_frame(struct h2relay *r, struct h2ex *ex, const nghttp2_fr
     }
     if ((frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA) && is_end) {
         ex->down_ended = true;
-        if (!ex->client_closed)
+        if (ex->is_holding[1] && !ex->client_closed && finish_holding(ex, 1) < 0) {
+            set_error(ex, "the rewritten response could not be passed on");
+            nghttp2_submit_rst_stream(r->client, NGHTTP2_FLAG_NONE, ex->client_id,
+                                      NGHTTP2_INTERNAL_ERROR);
+        } else if (!ex->client_closed) {
             wake(r->client, ex->client_id);
+        }
     }
 }
 
@@ -780,6 +948,16 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream
         return 0;
     if (queue_put(is_up ? &ex->up : &ex->down, &r->pool, data, len) < 0)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    int dir = is_up ? 0 : 1;
+    if (ex->is_holding[dir]) {
+        if (is_up)
+            ex->up_bytes += len;
+        else
+            ex->down_bytes += len;
+        if (hold_bytes(ex, dir, session, stream_id, len) < 0)
+            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+        return 0; /* the recorder is told once the body is rewritten */
+    }
     hooks = capture_hooks(&ex->cap);
     if (hooks && hooks->ops->body)
         hooks->ops->body(hooks->arg, is_up ? EXCHANGE_REQUEST : EXCHANGE_RESPONSE, data, len);

@@ -116,6 +116,31 @@ void rewrite_end(struct rewrite *rw)
 {
     (void)rw;
 }
+int exchange_rewrite_body(const struct exchange_rewrite *rw, const char *content_encoding,
+                          const unsigned char *raw, size_t raw_len,
+                          struct exchange_body_rewrite *out)
+{
+    (void)rw;
+    (void)content_encoding;
+    (void)raw;
+    (void)raw_len;
+    memset(out, 0, sizeof(*out));
+    return 0;
+}
+void exchange_body_rewrite_free(struct exchange_body_rewrite *br)
+{
+    (void)br;
+}
+bool exchange_rewrite_reserve(const struct exchange_rewrite *rw, size_t bytes)
+{
+    (void)rw;
+    (void)bytes;
+    return true;
+}
+void exchange_rewrite_release(size_t bytes)
+{
+    (void)bytes;
+}
 int exchange_rewrite_head(const struct exchange_rewrite *rw, const struct message *in,
                           struct message *out)
 {

@@ -139,6 +139,22 @@ out=$(h2curl "$H2_PORT" -o /dev/null -w '%{http_version} %{http_code}' "$G/index
 check_eq "after every attack another client is served over h2" "2 200" "$out"
 stop_proxy
 
+# ---- body rules on HTTP/2 streams ----
+start_proxy --upstream-ca "$PKI/ca.pem" --rule 'response body "hello" "HOWDY"' \
+    --rule 'request body "abc" "XYZW"'
+out=$(h2curl "$H2_PORT" -o "$tmp/rule.got" -w '%{http_version}' "$G/index.html")
+check_eq "h2 response body rule: the body is rewritten" "2 HOWDY-h2" "$out $(cat "$tmp/rule.got")"
+out=$(h2curl "$H2_PORT" --data-binary "xxabcxx" -w ' %{http_version}' "$G/echo")
+check_eq "h2 request body rule: the origin got the rewritten body" "xxXYZWxx 2" "$out"
+stop_proxy
+start_proxy --upstream-ca "$PKI/ca.pem" --rule 'response body "hello" "HOWDY"' --rewrite-limit 4
+out=$(h2curl "$H2_PORT" -o "$tmp/limit.got" -w '%{http_version}' "$G/index.html")
+check_eq "h2 body past --rewrite-limit: passed on unchanged" "2 hello-h2" "$out $(cat "$tmp/limit.got")"
+sleep 1
+check_eq "h2 body past --rewrite-limit: the flow says why" 1 \
+    "$(flows_where "rules_notes like '%larger than --rewrite-limit%'")"
+stop_proxy
+
 # ---- --no-http2 ----
 start_proxy --upstream-ca "$PKI/ca.pem" --no-http2
 out=$(h2curl "$H2_PORT" -o /dev/null -w '%{http_version}' "$G/index.html")
