@@ -29,6 +29,7 @@
 #include "capture.h"
 #include "clock.h"
 #include "exchange.h"
+#include "grpcmsg.h"
 #include "log.h"
 #include "message.h"
 #include "rewrite.h"
@@ -275,7 +276,7 @@ struct h2ex {
     struct capture cap;
     char *url;
     int64_t started_us;
-    char error[160];
+    char error[GRPCMSG_MAX_STATUS_TEXT_BYTES + 64]; /* a gRPC status fits */
 };
 
 struct h2relay {
@@ -304,6 +305,16 @@ static void record_and_free(struct h2ex *ex)
     struct h2ex **p;
     double ms = (double)(clock_mono_us() - ex->started_us) / 1000.0;
     int status = ex->has_response ? ex->status : 0;
+    struct message_fields trailers = fields_of(&ex->resp_trailers);
+    struct message_fields head = fields_of(&ex->resp);
+    char why[GRPCMSG_MAX_STATUS_TEXT_BYTES + 64];
+    int grpc_status;
+
+    /* A gRPC call fails in its trailers (or a trailers-only head) under an
+     * HTTP 200: the flow says so, so that the list shows it as an error. */
+    if (ex->has_response && (grpcmsg_failed(&trailers, &grpc_status, why, sizeof(why)) ||
+                             grpcmsg_failed(&head, &grpc_status, why, sizeof(why))))
+        set_error(ex, why);
 
     if (ex->url != NULL) {
         if (ex->error[0] != '\0')

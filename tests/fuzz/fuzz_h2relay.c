@@ -10,7 +10,8 @@
  * Capture and rules are stubbed here: they have fuzz targets and tests of
  * their own, and the glue is what is under test.
  *
- * fuzz-sources: src/h2relay.c src/message.c src/log.c src/stream.c src/errmsg.c src/stacktrim.c
+ * fuzz-sources: src/h2relay.c src/message.c src/log.c src/stream.c src/errmsg.c
+ * fuzz-sources: src/stacktrim.c src/grpcmsg.c
  * fuzz-libs: libnghttp2
  *
  * Input: first byte = the share of the rest (in 256ths) that the client

@@ -99,6 +99,10 @@ check_contains "gRPC bidirectional streaming" "bidi bidi:a,bidi:b" "$out"
 check "gRPC: the 4 flows are written" wait_written 47
 check_eq "gRPC: each call is an HTTP/2 flow" 4 \
     "$(flows_where "target like '/test.Echo/%' and req_version = 'HTTP/2'")"
+check_eq "gRPC: the failed call is a flow with its status as the error, under HTTP 200" 1 \
+    "$(flows_where "status = 200 and error = 'grpc-status 7 (PERMISSION_DENIED): no entry for you'")"
+check_eq "gRPC: the calls that succeeded carry no error" 3 \
+    "$(flows_where "target like '/test.Echo/%' and error is null")"
 
 # ---- a reverse proxy in front of an h2 origin speaks h2 on both sides ----
 out=$(dcurl --http2 --cacert "$PROXY_CA" -o "$tmp/rev.got" -w '%{http_version} %{http_code}' \
