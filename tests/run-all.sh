@@ -3,7 +3,7 @@
 # formatting and that the build is quiet, build with -Werror and run
 # `make check`, build again with AddressSanitizer +
 # UndefinedBehaviorSanitizer and run `make check` once more, then fuzz every
-# parser of untrusted input for FUZZ_SECONDS (default 60) each.
+# parser of untrusted input for FUZZ_SECONDS (default 30) each.
 # Builds go to build/ and build-asan/ (out of tree); the source tree stays clean.
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
