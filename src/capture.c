@@ -216,6 +216,23 @@ static void on_upgraded(void *arg, uint64_t bytes_up, uint64_t bytes_down)
     f->bytes_down = bytes_down;
 }
 
+static void on_ws_message(void *arg, enum exchange_side side, const struct wsrelay_message *m)
+{
+    struct flow *f = arg;
+    struct flow_ws_message kept = {
+        .time_us = m->time_us,
+        .size = m->total_len,
+        .data = (unsigned char *)m->data,
+        .len = m->len,
+        .opcode = m->opcode,
+        .flags = (m->is_compressed ? FLOW_WS_COMPRESSED : 0) |
+                 (m->is_decoded ? FLOW_WS_DECODED : 0) | (m->is_truncated ? FLOW_WS_TRUNCATED : 0),
+        .is_from_client = side == EXCHANGE_REQUEST,
+    };
+
+    flow_ws_append(&f->ws, &kept);
+}
+
 static const struct exchange_capture_ops flow_ops = {
     .response_head = on_response_head,
     .body = on_body,
@@ -223,6 +240,7 @@ static const struct exchange_capture_ops flow_ops = {
     .reframed = on_reframed,
     .moment = on_moment,
     .upgraded = on_upgraded,
+    .ws_message = on_ws_message,
 };
 
 /* ---- what the session tells ---- */
@@ -246,6 +264,7 @@ void capture_begin(struct capture *c, struct flowstore *store, const struct capt
     c->flow = f;
     c->hooks.ops = &flow_ops;
     c->hooks.arg = f;
+    c->hooks.message_limit = start->body_limit;
 }
 
 const struct exchange_capture *capture_hooks(struct capture *c)

@@ -90,7 +90,49 @@ void flow_free(struct flow *flow)
     free(flow->request_body_original.data);
     free(flow->response_body_original.data);
     free(flow->rules_notes);
+    flow_ws_clear(&flow->ws);
     free(flow);
+}
+
+int flow_ws_append(struct flow_ws *ws, const struct flow_ws_message *m)
+{
+    struct flow_ws_message *slot;
+
+    if (ws->count >= FLOW_WS_MAX_MESSAGES || m->len > FLOW_WS_MAX_BYTES - ws->bytes)
+        goto dropped;
+    if (ws->count == ws->capacity) {
+        size_t cap = ws->capacity ? ws->capacity * 2 : 16;
+        if (cap > FLOW_WS_MAX_MESSAGES)
+            cap = FLOW_WS_MAX_MESSAGES;
+        struct flow_ws_message *grown = realloc(ws->items, cap * sizeof(*grown));
+        if (grown == NULL)
+            goto dropped;
+        ws->items = grown;
+        ws->capacity = cap;
+    }
+    slot = &ws->items[ws->count];
+    *slot = *m;
+    slot->data = NULL;
+    if (m->len > 0) {
+        slot->data = malloc(m->len);
+        if (slot->data == NULL)
+            goto dropped;
+        memcpy(slot->data, m->data, m->len);
+    }
+    ws->count++;
+    ws->bytes += m->len;
+    return 0;
+dropped:
+    ws->dropped++;
+    return -1;
+}
+
+void flow_ws_clear(struct flow_ws *ws)
+{
+    for (size_t i = 0; i < ws->count; i++)
+        free(ws->items[i].data);
+    free(ws->items);
+    memset(ws, 0, sizeof(*ws));
 }
 
 int flow_body_append(struct flow_body *body, const void *data, size_t len)

@@ -42,6 +42,7 @@
 
 #include "db.h"
 #include "log.h"
+#include "wsstore.h"
 
 /* Queued flows may each hold two bodies up to the capture limit; bounding
  * their bytes, not only their number, bounds memory while the disk is slow. */
@@ -89,6 +90,7 @@ struct flowstore {
     sqlite3_stmt *rollback_stmt;
     sqlite3_stmt *insert_flow_stmt;
     sqlite3_stmt *insert_body_stmt;
+    sqlite3_stmt *insert_ws_stmt; /* prepared by wsstore on first use */
     sqlite3_stmt *save_next_id_stmt;
     /* The id the next stored flow gets (flow_ids, schema version 7): the
      * writer assigns ids itself rather than through AUTOINCREMENT. */
@@ -579,6 +581,7 @@ void flowstore_close(struct flowstore *store)
     sqlite3_finalize(store->rollback_stmt);
     sqlite3_finalize(store->insert_flow_stmt);
     sqlite3_finalize(store->insert_body_stmt);
+    sqlite3_finalize(store->insert_ws_stmt);
     sqlite3_finalize(store->prune_bodies_stmt);
     sqlite3_finalize(store->prune_flows_stmt);
     sqlite3_finalize(store->save_next_id_stmt);
@@ -613,7 +616,8 @@ void flowstore_close(struct flowstore *store)
 static size_t flow_bytes(const struct flow *flow)
 {
     return sizeof(*flow) + flow->request_body.capacity + flow->response_body.capacity +
-           flow->request_body_original.capacity + flow->response_body_original.capacity;
+           flow->request_body_original.capacity + flow->response_body_original.capacity +
+           flow->ws.bytes + flow->ws.capacity * sizeof(struct flow_ws_message);
 }
 
 int flowstore_submit(struct flowstore *store, struct flow *flow)
@@ -946,6 +950,8 @@ static int insert_flow(struct flowstore *store, struct flow *flow, char *msg, si
     if (rc == SQLITE_DONE && flow->has_response_body_original)
         rc = insert_body(store, flow->id, FLOWSTORE_RESPONSE_ORIGINAL,
                          &flow->response_body_original, msg, msg_len);
+    if (rc == SQLITE_DONE)
+        rc = wsstore_insert(store->wdb, &store->insert_ws_stmt, flow->id, &flow->ws, msg, msg_len);
 out:
     free(req.joined);
     free(resp.joined);
@@ -1683,6 +1689,17 @@ int flowstore_get_body(struct flowstore *store, int64_t id, enum flowstore_direc
 out:
     sqlite3_reset(stmt);
     sqlite3_clear_bindings(stmt);
+    pthread_mutex_unlock(&store->read_lock);
+    return ret;
+}
+
+int flowstore_get_ws_messages(struct flowstore *store, int64_t id, int64_t from_seq,
+                              struct flow_ws *out, char *err, size_t err_len)
+{
+    int ret;
+
+    pthread_mutex_lock(&store->read_lock);
+    ret = wsstore_read(store->rdb, id, from_seq, out, err, err_len);
     pthread_mutex_unlock(&store->read_lock);
     return ret;
 }
