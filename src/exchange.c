@@ -551,6 +551,13 @@ static void on_ws_message(void *arg, const struct wsrelay_message *m)
     cap->ops->ws_message(cap->arg, m->is_from_client ? EXCHANGE_REQUEST : EXCHANGE_RESPONSE, m);
 }
 
+static void on_ws_quiet(void *arg)
+{
+    const struct exchange_capture *cap = arg;
+
+    cap->ops->ws_quiet(cap->arg);
+}
+
 /* The upgraded connection (101) until either side ends it: WebSocket
  * (ws not NULL) message by message, anything else raw. */
 static int relay_upgraded(struct forward *f, const struct wsinflate_params *ws)
@@ -568,6 +575,7 @@ static int relay_upgraded(struct forward *f, const struct wsinflate_params *ws)
         if (f->cap && f->cap->ops->ws_message) {
             wc.limit = f->cap->message_limit;
             wc.message = on_ws_message;
+            wc.quiet = f->cap->ops->ws_quiet ? on_ws_quiet : NULL;
             wc.arg = (void *)f->cap;
         }
         r = wsrelay_run(f->client, f->upstream, ws, &wc, &wr);

@@ -63,6 +63,8 @@ struct exchange_capture_ops {
     /* A WebSocket message went by (side EXCHANGE_REQUEST: from the
      * client), data held up to message_limit bytes (wsrelay.h). */
     void (*ws_message)(void *arg, enum exchange_side side, const struct wsrelay_message *m);
+    /* The WebSocket connection was quiet for a moment (WSRELAY_QUIET_MS). */
+    void (*ws_quiet)(void *arg);
 };
 
 struct exchange_capture {

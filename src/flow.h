@@ -116,6 +116,28 @@ struct flow_ws {
     uint64_t dropped; /* past the bounds: not kept */
 };
 
+/*
+ * A WebSocket flow written while its connection lives (capture.c): its row
+ * goes in at the first message (FLOW_LIVE_OPEN, a snapshot), its messages
+ * follow in batches (FLOW_LIVE_MESSAGES: a flow that carries only them),
+ * and the finished flow replaces the row (FLOW_LIVE_FINAL). Every part
+ * holds a reference; the flow writer takes them in order, so it alone
+ * reads and writes id and messages_written.
+ */
+struct flow_live {
+    int64_t id;                /* the row, once written; 0 before (or lost) */
+    uint64_t messages_written; /* seq of the next message */
+    int refs;                  /* atomic */
+};
+enum flow_live_part { FLOW_LIVE_NONE = 0, FLOW_LIVE_OPEN, FLOW_LIVE_MESSAGES, FLOW_LIVE_FINAL };
+
+/* A new live record with one reference; NULL when out of memory. */
+struct flow_live *flow_live_new(void);
+/* Another reference to live. */
+struct flow_live *flow_live_ref(struct flow_live *live);
+/* Drops a reference; the last frees it. NULL is fine. */
+void flow_live_release(struct flow_live *live);
+
 /* Appends a copy of m (and of its data) to ws, within FLOW_WS_MAX_*.
  * Returns 0, or -1 when it was dropped (bounds, out of memory). */
 int flow_ws_append(struct flow_ws *ws, const struct flow_ws_message *m);
@@ -160,10 +182,18 @@ struct flow {
     bool has_response_body_original;
     struct flow_body request_body_original; /* as received, decoded: same limits */
     struct flow_body response_body_original;
-    char *rules_notes; /* owned, may be NULL: why a matching rule did not apply
-                          (body over --rewrite-limit, decode failure, regex limit) */
-    struct flow_ws ws; /* kind FLOW_WEBSOCKET: its messages, in order */
+    char *rules_notes;      /* owned, may be NULL: why a matching rule did not apply
+                               (body over --rewrite-limit, decode failure, regex limit) */
+    struct flow_ws ws;      /* kind FLOW_WEBSOCKET: its messages, in order */
+    struct flow_live *live; /* a reference, or NULL: see struct flow_live */
+    enum flow_live_part live_part;
 };
+
+/* A copy of flow's request and response as they are (target, header
+ * sections, status, timings so far), without bodies, TLS facts, what rules
+ * changed or messages: the row of a flow still going on. Caller frees with
+ * flow_free(); NULL when out of memory. */
+struct flow *flow_snapshot(const struct flow *flow);
 
 /* Allocates a zeroed flow with both body limits set. NULL when out of
  * memory. Whoever holds it frees it with flow_free(), or hands it to

@@ -505,6 +505,8 @@ int stream_relay_tapped(struct stream *a, struct stream *b, int idle_timeout_ms,
     struct pipe_dir *ab = calloc(1, sizeof(*ab));
     struct pipe_dir *ba = calloc(1, sizeof(*ba));
     int result = STREAM_ERROR;
+    int tick_ms = tap != NULL && tap->tick != NULL ? tap->tick_ms : 0;
+    int idle_left_ms = idle_timeout_ms;
     if (!ab || !ba)
         goto out;
     *ab = (struct pipe_dir){.src = a, .dst = b, .count = a_to_b, .tap = tap, .is_a_to_b = true};
@@ -540,8 +542,10 @@ int stream_relay_tapped(struct stream *a, struct stream *b, int idle_timeout_ms,
             result = 0;
             goto out;
         }
-        if (p1 || p2)
+        if (p1 || p2) {
+            idle_left_ms = idle_timeout_ms;
             continue;
+        }
         /* TLS may hold decrypted bytes that poll cannot see. */
         if ((a->ssl && ab->len == 0 && !ab->src_eof && SSL_has_pending(a->ssl)) ||
             (b->ssl && ba->len == 0 && !ba->src_eof && SSL_has_pending(b->ssl)))
@@ -553,12 +557,22 @@ int stream_relay_tapped(struct stream *a, struct stream *b, int idle_timeout_ms,
                               {.fd = b->fd, .events = ev_b},
                               {.fd = a->cancel_fd, .events = POLLIN}};
         nfds_t n = a->cancel_fd >= 0 ? 3 : 2;
-        int r = poll(p, n, idle_timeout_ms);
+        /* A negative idle timeout waits for ever (poll's -1). */
+        bool is_tick = tick_ms > 0 && (idle_left_ms < 0 || tick_ms < idle_left_ms);
+        int wait_ms = is_tick ? tick_ms : idle_left_ms;
+        int r = poll(p, n, wait_ms);
         if (r < 0 && errno == EINTR)
             continue;
         if (r < 0) {
             result = STREAM_ERROR;
             goto out;
+        }
+        if (r == 0 && is_tick) {
+            /* Quiet for a tick, not yet for the idle timeout. */
+            if (idle_left_ms > 0)
+                idle_left_ms -= wait_ms;
+            tap->tick(tap->arg);
+            continue;
         }
         if (r == 0) {
             result = STREAM_TIMEOUT;

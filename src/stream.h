@@ -121,6 +121,9 @@ int stream_relay(struct stream *a, struct stream *b, int idle_timeout_ms, uint64
 struct stream_tap {
     int (*fn)(void *arg, bool is_a_to_b, const char *data, size_t len, size_t *pass);
     void *arg;
+    /* May be NULL: called after each tick_ms in which nothing moved. */
+    void (*tick)(void *arg);
+    int tick_ms;
 };
 
 /* stream_relay() with tap (may be NULL) shown each chunk. When the tap

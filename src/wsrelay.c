@@ -115,6 +115,13 @@ static int tap(void *arg, bool is_a_to_b, const char *data, size_t len, size_t *
     return -1;
 }
 
+static void on_quiet(void *arg)
+{
+    struct relay *r = arg;
+
+    r->up.cfg->quiet(r->up.cfg->arg);
+}
+
 /* Sends a Close frame to s, masked when it goes to the server (RFC 6455
  * 5.3: tapwire is the client there). */
 static void send_close(struct stream *s, int code, const char *reason, bool is_to_server,
@@ -151,6 +158,11 @@ int wsrelay_run(struct stream *client, struct stream *server, const struct wsinf
 {
     struct relay r;
     struct stream_tap t = {.fn = tap, .arg = &r};
+
+    if (cfg->quiet != NULL) {
+        t.tick = on_quiet;
+        t.tick_ms = WSRELAY_QUIET_MS;
+    }
     int rc;
 
     memset(res, 0, sizeof(*res));

@@ -25,6 +25,7 @@
 /* A longer message fails the connection with 1009: tapwire forwards it
  * without holding it, but a 2^62-byte length is an attack, not a message. */
 #define WSRELAY_MAX_MESSAGE_BYTES ((uint64_t)1 << 32)
+#define WSRELAY_QUIET_MS 200
 
 /* One message as the relay reports it; valid only during the call. */
 struct wsrelay_message {
@@ -44,6 +45,9 @@ struct wsrelay_config {
     int idle_timeout_ms;
     size_t limit; /* payload bytes reported per message (decoded ones too) */
     void (*message)(void *arg, const struct wsrelay_message *m); /* may be NULL */
+    /* May be NULL: nothing moved for WSRELAY_QUIET_MS (a recorder writes
+     * what it holds back). */
+    void (*quiet)(void *arg);
     void *arg;
 };
 

@@ -6,8 +6,8 @@
 #include <stdio.h>
 #include <string.h>
 
-int wsstore_insert(sqlite3 *db, sqlite3_stmt **stmt, int64_t flow_id, const struct flow_ws *ws,
-                   char *msg, size_t msg_len)
+int wsstore_insert(sqlite3 *db, sqlite3_stmt **stmt, int64_t flow_id, uint64_t seq_base,
+                   const struct flow_ws *ws, char *msg, size_t msg_len)
 {
     int rc = SQLITE_DONE;
 
@@ -29,7 +29,7 @@ int wsstore_insert(sqlite3 *db, sqlite3_stmt **stmt, int64_t flow_id, const stru
 
         rc = sqlite3_bind_int64(*stmt, 1, flow_id);
         if (rc == SQLITE_OK)
-            rc = sqlite3_bind_int64(*stmt, 2, (int64_t)i);
+            rc = sqlite3_bind_int64(*stmt, 2, (int64_t)(seq_base + i));
         if (rc == SQLITE_OK)
             rc = sqlite3_bind_int(*stmt, 3, m->is_from_client ? 0 : 1);
         if (rc == SQLITE_OK)

@@ -18,12 +18,12 @@
 #define WSSTORE_READ_MAX_MESSAGES FLOW_WS_MAX_MESSAGES
 
 /*
- * Inserts ws's messages for flow_id. *stmt caches the prepared statement
+ * Inserts ws's messages for flow_id, numbered from seq_base. *stmt caches the prepared statement
  * on db (NULL at first; the caller finalizes it). Returns SQLITE_DONE, or
  * another SQLite code with msg filled.
  */
-int wsstore_insert(sqlite3 *db, sqlite3_stmt **stmt, int64_t flow_id, const struct flow_ws *ws,
-                   char *msg, size_t msg_len);
+int wsstore_insert(sqlite3 *db, sqlite3_stmt **stmt, int64_t flow_id, uint64_t seq_base,
+                   const struct flow_ws *ws, char *msg, size_t msg_len);
 
 /*
  * Reads the messages of flow_id with seq >= from_seq, in order, into *out

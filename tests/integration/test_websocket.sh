@@ -120,8 +120,41 @@ check_eq "wss, deflate: every echo byte-exact" "$EXPECTED" "$(tail -n +2 "$tmp/c
 check "wss, deflate: flow written" wait_written 3
 check_conversation "wss, deflate" "$(newest_ws)" "True True True True True True True True"
 
+# ---- live: the conversation shows while the connection lasts ----
+"$PY" "$PEER" live "$PROXY_PORT" "$WS_PLAIN" "$tmp/go" > "$tmp/live.out" 2>&1 &
+LIVE_PID=$!
+track_pid "$LIVE_PID"
+live_id=
+for ((i = 0; i < 100; i++)); do
+    live_id=$(dash_json /api/flows '[f["id"] for f in d["flows"] if f["kind"] == "websocket"
+        and f["path"] == "/live"][0]' 2> /dev/null)
+    [[ $live_id =~ ^[0-9]+$ ]] && [ "$(messages "$live_id" 'len(m)')" = 2 ] && break
+    sleep 0.1
+done
+check_eq "live: while open, the flow is listed with its first message and echo" \
+    "client live-1|server live-1" \
+    "$(messages "$live_id" '"|".join(x["direction"] + " " + x["text"] for x in m)')"
+check_eq "live: messages from a given number on" "server live-1" \
+    "$(dcurl -H "X-Tapwire-Token: $TOKEN" "$D/api/flows/$live_id/messages?from=1" |
+        "$PY" -c 'import json, sys; m = json.load(sys.stdin)["messages"]
+print(" ".join(x["direction"] + " " + x["text"] for x in m))')"
+check_eq "live: the flow is not done yet" None \
+    "$(dash_json "/api/flows/$live_id" 'd.get("duration_ms")')"
+touch "$tmp/go"
+wait_pid "$LIVE_PID" 30
+check_eq "live: the client got both echoes" "echo live-1
+echo live-2" "$(cat "$tmp/live.out")"
+check "live: flow written" wait_written 4
+check_eq "live: all six messages, once each, under the same flow" \
+    "client live-1|server live-1|client live-2|server live-2|client close|server close" \
+    "$(messages "$live_id" '"|".join(x["direction"] + " " + (x["text"] if x["type"] == "text"
+        else x["type"]) for x in m)')"
+check "live: now done" test "$(dash_json "/api/flows/$live_id" 'd.get("duration_ms")')" != None
+check_eq "live: one row for it" 1 \
+    "$(sqlite3 "file:$PROXY_DATA/tapwire.db?mode=ro" "select count(*) from flows where id = $live_id")"
+
 # ---- hostile clients ----
-n=3
+n=4
 for kind in unmasked:1002 badutf8:1007 huge:1009; do
     name=${kind%%:*} code=${kind##*:}
     out=$(timeout 30 "$PY" "$PEER" hostile "$PROXY_PORT" "$WS_PLAIN" "$name" 2>&1)
