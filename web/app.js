@@ -1206,6 +1206,17 @@
                 if (gen !== state.detailGen)
                     return;
                 if (fresh && fresh.duration_ms !== null && fresh.duration_ms !== undefined) {
+                    /* The detail carries the summary fields: the list row
+                     * (written while the flow was open) catches up too. */
+                    const rowId = Number(fresh.id);
+                    if (state.rows.has(rowId)) {
+                        applyFlow(fresh);
+                        const tr = state.rows.get(rowId);
+                        if (tr && state.openId === rowId) {
+                            tr.classList.add('open');
+                            tr.setAttribute('aria-current', 'true');
+                        }
+                    }
                     state.openDetail = fresh;
                     renderDetail(fresh, gen);
                     return;

@@ -8,9 +8,10 @@
       through tapwire's CONNECT tunnel to good.test (wss when CA is given):
       text, binary, a fragmented text, a ping, a large text, then a close
       with 4001 "bye"; prints one line per step, "ok" or what differed.
-  ws_peer.py live PROXY_PORT ORIGIN_PORT GO_FILE
-      plain ws: sends "live-1", prints its echo, then waits (at most 30 s)
-      for GO_FILE to exist before it sends "live-2" and closes with 1000.
+  ws_peer.py live PROXY_PORT ORIGIN_PORT GO_FILE [FIRST SECOND]
+      plain ws: sends FIRST ("live-1"), prints its echo, then waits (at
+      most 30 s) for GO_FILE to exist before it sends SECOND ("live-2") and
+      closes with 1000.
   ws_peer.py hostile PROXY_PORT ORIGIN_PORT KIND
       a raw client (plain ws) that completes the handshake, then sends one
       bad frame of KIND (unmasked, badutf8, huge); prints the close code
@@ -106,18 +107,18 @@ def client(proxy_port, origin_port, ca, mode):
     asyncio.run(asyncio.wait_for(main(), 30))
 
 
-def live(proxy_port, origin_port, go_file):
+def live(proxy_port, origin_port, go_file, first="live-1", second="live-2"):
     async def main():
         sock = tunnel(proxy_port, origin_port)
         async with websockets.connect("ws://good.test:%d/live" % origin_port, sock=sock,
                                       compression=None) as ws:
-            await ws.send("live-1")
+            await ws.send(first)
             print("echo", await ws.recv(), flush=True)
             for _ in range(600):
                 if os.path.exists(go_file):
                     break
                 await asyncio.sleep(0.05)
-            await ws.send("live-2")
+            await ws.send(second)
             print("echo", await ws.recv(), flush=True)
             await ws.close(1000)
 
@@ -185,7 +186,7 @@ if __name__ == "__main__":
     elif cmd == "client":
         client(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5])
     elif cmd == "live":
-        live(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
+        live(int(sys.argv[2]), int(sys.argv[3]), *sys.argv[4:])
     elif cmd == "hostile":
         hostile(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
     else:
