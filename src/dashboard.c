@@ -2088,7 +2088,7 @@ static json_t *ws_message_json(const struct flow_ws_message *m, size_t seq)
                           json_integer(m->len >= 2 ? m->data[0] << 8 | m->data[1] : 1005));
     if (ok && m->opcode != WSFRAME_BINARY && flow_is_text(m->data, m->len) &&
         !(m->opcode == WSFRAME_CLOSE && m->len >= 2)) {
-        ok = jsontext_set(obj, "text", jsontext_n((const char *)m->data, m->len));
+        ok = jsontext_set(obj, "text", jsontext_n(m->len > 0 ? (const char *)m->data : "", m->len));
     } else if (ok && m->opcode == WSFRAME_CLOSE) {
         ok = jsontext_set(obj, "text", jsontext_n((const char *)m->data + 2, m->len - 2));
     } else if (ok) {

@@ -314,7 +314,8 @@ static int end_frame(struct wsframe_parser *p)
         return fail(p, WSFRAME_CLOSE_INVALID_DATA, "text message ends inside a UTF-8 sequence");
     msg.opcode = p->message_opcode;
     msg.is_compressed = p->is_message_compressed;
-    msg.data = p->message;
+    /* Never NULL, even for an empty message: callers may memcpy it. */
+    msg.data = p->message != NULL ? p->message : (const unsigned char *)"";
     msg.len = p->message_len;
     msg.total_len = p->message_total;
     msg.frames = p->message_frames;
