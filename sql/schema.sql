@@ -287,3 +287,29 @@ ALTER TABLE flows ADD COLUMN resp_body BLOB;
 -- before this version count as never used and go first.
 ALTER TABLE certs ADD COLUMN last_used_us INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX certs_last_used ON certs (last_used_us);
+
+-- version: 10
+-- WebSocket messages (wsstore), one row per message of a websocket flow
+-- (flows.kind 2), in the order they crossed the proxy: seq counts from 0
+-- per flow. direction: 0 from the client, 1 from the server. opcode as in
+-- RFC 6455 (1 text, 2 binary, 8 close, 9 ping, 10 pong). flags: 1 sent
+-- compressed (permessage-deflate), 2 data is the decompressed payload, 4
+-- data is not the whole payload (the capture limit). size: payload bytes
+-- on the wire. data: the payload as held, NULL when empty. A flow's
+-- messages go with it: the trigger covers the dashboard's delete, clear
+-- and the pruning of old flows alike.
+CREATE TABLE ws_messages (
+    flow_id INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    direction INTEGER NOT NULL,
+    time_us INTEGER NOT NULL,
+    opcode INTEGER NOT NULL,
+    flags INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    data BLOB,
+    PRIMARY KEY (flow_id, seq)
+) WITHOUT ROWID;
+CREATE TRIGGER ws_messages_follow_flows AFTER DELETE ON flows
+BEGIN
+    DELETE FROM ws_messages WHERE flow_id = old.id;
+END;

@@ -80,9 +80,15 @@ char *capture_headers_text(const struct message_fields *fields, struct flow_head
 
 /* ---- the hooks the exchange calls ---- */
 
+/* The hooks get the capture: the WebSocket ones also reach the store. */
+static struct flow *flow_of(void *arg)
+{
+    return ((struct capture *)arg)->flow;
+}
+
 static void on_response_head(void *arg, const struct message *sent, const struct message *received)
 {
-    struct flow *f = arg;
+    struct flow *f = flow_of(arg);
     size_t n = sent->reason_len < sizeof(f->reason) ? sent->reason_len : sizeof(f->reason) - 1;
 
     f->status = sent->status;
@@ -101,14 +107,14 @@ static void on_response_head(void *arg, const struct message *sent, const struct
 
 static void on_body(void *arg, enum exchange_side side, const void *data, size_t len)
 {
-    struct flow *f = arg;
+    struct flow *f = flow_of(arg);
 
     flow_body_append(side == EXCHANGE_REQUEST ? &f->request_body : &f->response_body, data, len);
 }
 
 static void on_body_original(void *arg, enum exchange_side side, const void *data, size_t len)
 {
-    struct flow *f = arg;
+    struct flow *f = flow_of(arg);
 
     if (side == EXCHANGE_REQUEST) {
         flow_body_append(&f->request_body_original, data, len);
@@ -172,7 +178,7 @@ static char *reframe_section(const char *text, size_t text_len, uint64_t content
 static void on_reframed(void *arg, enum exchange_side side, uint64_t content_length,
                         bool is_rewritten)
 {
-    struct flow *f = arg;
+    struct flow *f = flow_of(arg);
     bool is_request = side == EXCHANGE_REQUEST;
     char **text = is_request ? &f->request_headers : &f->response_headers;
     char **original = is_request ? &f->request_headers_original : &f->response_headers_original;
@@ -198,7 +204,7 @@ static void on_reframed(void *arg, enum exchange_side side, uint64_t content_len
 
 static void on_moment(void *arg, enum exchange_moment moment, int64_t wall_us)
 {
-    struct flow *f = arg;
+    struct flow *f = flow_of(arg);
 
     if (moment == EXCHANGE_REQUEST_SENT)
         f->timings.request_sent = wall_us;
@@ -210,10 +216,80 @@ static void on_moment(void *arg, enum exchange_moment moment, int64_t wall_us)
 
 static void on_upgraded(void *arg, uint64_t bytes_up, uint64_t bytes_down)
 {
-    struct flow *f = arg;
+    struct flow *f = flow_of(arg);
 
     f->bytes_up = bytes_up;
     f->bytes_down = bytes_down;
+}
+
+/* Hands the messages held so far to the store, after the flow's live row
+ * (struct flow_live). A part that cannot be made is tried again later; one
+ * the full queue drops is lost (flowstore counts it). */
+static void ws_flush(struct capture *c)
+{
+    struct flow *f = c->flow;
+    struct flow *part;
+
+    if (c->live == NULL) {
+        struct flow *open = flow_snapshot(f);
+        c->live = open != NULL ? flow_live_new() : NULL;
+        if (c->live == NULL) {
+            flow_free(open);
+            return;
+        }
+        open->live = flow_live_ref(c->live);
+        open->live_part = FLOW_LIVE_OPEN;
+        flowstore_submit(c->store, open);
+    }
+    c->ws_flushed_ms = clock_mono_ms();
+    if (f->ws.count == 0 || (part = flow_new(0)) == NULL)
+        return;
+    part->kind = FLOW_WEBSOCKET;
+    part->live = flow_live_ref(c->live);
+    part->live_part = FLOW_LIVE_MESSAGES;
+    part->ws = f->ws;
+    part->ws.dropped = 0;
+    uint64_t dropped = f->ws.dropped;
+    memset(&f->ws, 0, sizeof(f->ws));
+    f->ws.dropped = dropped;
+    flowstore_submit(c->store, part);
+}
+
+static void on_ws_message(void *arg, enum exchange_side side, const struct wsrelay_message *m)
+{
+    struct capture *c = arg;
+    struct flow *f = c->flow;
+    struct flow_ws_message kept = {
+        .time_us = m->time_us,
+        .size = m->total_len,
+        .data = (unsigned char *)m->data,
+        .len = m->len,
+        .opcode = m->opcode,
+        .flags = (m->is_compressed ? FLOW_WS_COMPRESSED : 0) |
+                 (m->is_decoded ? FLOW_WS_DECODED : 0) | (m->is_truncated ? FLOW_WS_TRUNCATED : 0),
+        .is_from_client = side == EXCHANGE_REQUEST,
+    };
+
+    /* The bounds hold over the whole connection, not per batch. */
+    if (c->ws_kept >= FLOW_WS_MAX_MESSAGES || m->len > FLOW_WS_MAX_BYTES - c->ws_kept_bytes) {
+        f->ws.dropped++;
+        return;
+    }
+    if (flow_ws_append(&f->ws, &kept) == 0) {
+        c->ws_kept++;
+        c->ws_kept_bytes += m->len;
+    }
+    if (c->live == NULL || f->ws.count >= CAPTURE_WS_FLUSH_MESSAGES ||
+        clock_mono_ms() - c->ws_flushed_ms >= CAPTURE_WS_FLUSH_MS)
+        ws_flush(c);
+}
+
+static void on_ws_quiet(void *arg)
+{
+    struct capture *c = arg;
+
+    if (c->live == NULL || c->flow->ws.count > 0)
+        ws_flush(c);
 }
 
 static const struct exchange_capture_ops flow_ops = {
@@ -223,6 +299,8 @@ static const struct exchange_capture_ops flow_ops = {
     .reframed = on_reframed,
     .moment = on_moment,
     .upgraded = on_upgraded,
+    .ws_message = on_ws_message,
+    .ws_quiet = on_ws_quiet,
 };
 
 /* ---- what the session tells ---- */
@@ -245,7 +323,8 @@ void capture_begin(struct capture *c, struct flowstore *store, const struct capt
     c->store = store;
     c->flow = f;
     c->hooks.ops = &flow_ops;
-    c->hooks.arg = f;
+    c->hooks.arg = c;
+    c->hooks.message_limit = start->body_limit;
 }
 
 const struct exchange_capture *capture_hooks(struct capture *c)
@@ -325,6 +404,12 @@ void capture_finish(struct capture *c, const struct capture_connection *conn, in
         f->error = strdup(error);
     if (f->timings.done == 0)
         f->timings.done = clock_wall_us();
+    if (c->live != NULL) {
+        /* The finished flow replaces its live row. */
+        f->live = c->live;
+        f->live_part = FLOW_LIVE_FINAL;
+        c->live = NULL;
+    }
     c->flow = NULL;
     flowstore_submit(c->store, f);
 }
@@ -333,4 +418,6 @@ void capture_abandon(struct capture *c)
 {
     flow_free(c->flow);
     c->flow = NULL;
+    flow_live_release(c->live);
+    c->live = NULL;
 }

@@ -22,10 +22,21 @@
 
 struct flowstore;
 
+/* A WebSocket flow is written while it lives (struct flow_live): its row at
+ * the first message or quiet moment, then its messages in batches, at
+ * least this often or this many at a time, so the dashboard shows the
+ * conversation as it goes. */
+#define CAPTURE_WS_FLUSH_MS 250
+#define CAPTURE_WS_FLUSH_MESSAGES 256
+
 struct capture {
     struct flowstore *store;
     struct flow *flow; /* owned until capture_finish(); NULL: nothing recorded */
     struct exchange_capture hooks;
+    struct flow_live *live; /* a reference, once the flow's live row was submitted */
+    int64_t ws_flushed_ms;  /* monotonic: the last batch of messages went */
+    uint64_t ws_kept;       /* messages kept in all, within FLOW_WS_MAX_MESSAGES */
+    size_t ws_kept_bytes;   /* and their bytes, within FLOW_WS_MAX_BYTES */
 };
 
 /* What an exchange is, known when its head was read. */

@@ -39,6 +39,7 @@
 #include "buf.h"
 #include "capage.h"
 #include "webpolicy.h"
+#include "wsframe.h"
 #include "certstore.h"
 #include "clock.h"
 #include "errmsg.h"
@@ -2063,6 +2064,86 @@ static mhd_result api_sql_examples(struct MHD_Connection *conn)
     return send_json(conn, MHD_HTTP_OK, list);
 }
 
+/* One WebSocket message as JSON: its payload as text when it is UTF-8,
+ * else as hex; the page shows either as text, never as markup. */
+static json_t *ws_message_json(const struct flow_ws_message *m, size_t seq)
+{
+    json_t *obj = json_object();
+    static const char digits[] = "0123456789abcdef";
+    bool ok = obj != NULL;
+
+    ok = ok && jsontext_set(obj, "seq", json_integer((json_int_t)seq));
+    ok =
+        ok && jsontext_set(obj, "direction", jsontext_str(m->is_from_client ? "client" : "server"));
+    ok = ok && jsontext_set(obj, "time_us", json_integer(m->time_us));
+    ok = ok && jsontext_set(obj, "opcode", json_integer(m->opcode));
+    ok = ok && jsontext_set(obj, "type", jsontext_str(wsframe_opcode_name(m->opcode)));
+    ok = ok && jsontext_set(obj, "size", json_integer((json_int_t)m->size));
+    ok = ok && jsontext_set(obj, "captured", json_integer((json_int_t)m->len));
+    ok = ok && jsontext_set(obj, "compressed", json_boolean(m->flags & FLOW_WS_COMPRESSED));
+    ok = ok && jsontext_set(obj, "decoded", json_boolean(m->flags & FLOW_WS_DECODED));
+    ok = ok && jsontext_set(obj, "truncated", json_boolean(m->flags & FLOW_WS_TRUNCATED));
+    if (ok && m->opcode == WSFRAME_CLOSE)
+        ok = jsontext_set(obj, "close_code",
+                          json_integer(m->len >= 2 ? m->data[0] << 8 | m->data[1] : 1005));
+    if (ok && m->opcode != WSFRAME_BINARY && flow_is_text(m->data, m->len) &&
+        !(m->opcode == WSFRAME_CLOSE && m->len >= 2)) {
+        ok = jsontext_set(obj, "text", jsontext_n(m->len > 0 ? (const char *)m->data : "", m->len));
+    } else if (ok && m->opcode == WSFRAME_CLOSE) {
+        ok = jsontext_set(obj, "text", jsontext_n((const char *)m->data + 2, m->len - 2));
+    } else if (ok) {
+        char *hex = malloc(m->len * 2 + 1);
+        ok = hex != NULL;
+        for (size_t i = 0; ok && i < m->len; i++) {
+            hex[i * 2] = digits[m->data[i] >> 4];
+            hex[i * 2 + 1] = digits[m->data[i] & 15];
+        }
+        if (ok) {
+            hex[m->len * 2] = '\0';
+            ok = jsontext_set(obj, "hex", jsontext_str(hex));
+        }
+        free(hex);
+    }
+    if (!ok) {
+        json_decref(obj);
+        return NULL;
+    }
+    return obj;
+}
+
+/* GET /api/flows/ID/messages[?from=SEQ]: a WebSocket flow's messages. */
+static mhd_result api_ws_messages(struct dashboard *d, struct MHD_Connection *conn, int64_t id)
+{
+    const char *from_arg = arg(conn, "from");
+    int64_t from = 0;
+    struct flow_ws ws;
+    json_t *root = NULL, *list = NULL;
+    char err[512];
+
+    if (from_arg != NULL && !parse_id(from_arg, strlen(from_arg), &from) && strcmp(from_arg, "0"))
+        return send_error(conn, MHD_HTTP_BAD_REQUEST, "from must be a message number");
+    if (flowstore_get_ws_messages(d->flows, id, from, &ws, err, sizeof(err)) != 0) {
+        log_warn("dashboard: %s", err);
+        return send_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, err);
+    }
+    root = json_object();
+    list = json_array();
+    bool ok = root != NULL && list != NULL;
+    for (size_t i = 0; ok && i < ws.count; i++)
+        ok = jsontext_append(list, ws_message_json(&ws.items[i], (size_t)from + i));
+    if (ok) {
+        ok = jsontext_set(root, "messages", list);
+        list = NULL;
+    }
+    flow_ws_clear(&ws);
+    if (!ok) {
+        json_decref(list);
+        json_decref(root);
+        return send_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
+    }
+    return send_json(conn, MHD_HTTP_OK, root);
+}
+
 /* ---- routing ---- */
 
 static mhd_result route_api(struct dashboard *d, struct MHD_Connection *conn, const char *path,
@@ -2114,6 +2195,8 @@ static mhd_result route_api(struct dashboard *d, struct MHD_Connection *conn, co
             return is_read ? api_body(d, conn, id, false) : send_not_allowed(conn, "GET, HEAD");
         if (strcmp(rest, "/har") == 0)
             return is_read ? api_flow_har(d, conn, id) : send_not_allowed(conn, "GET, HEAD");
+        if (strcmp(rest, "/messages") == 0)
+            return is_read ? api_ws_messages(d, conn, id) : send_not_allowed(conn, "GET, HEAD");
         return send_error(conn, MHD_HTTP_NOT_FOUND, "no such API endpoint");
     }
     if (strcmp(path, "/rules") == 0 || strncmp(path, "/rules/", 7) == 0)

@@ -583,23 +583,56 @@ static int read_final_head(struct forward *f, uint64_t upstream_read_before)
     return 0;
 }
 
-/* The upgraded connection (101), relayed raw until either side ends it. */
-static int relay_upgraded(struct forward *f)
+/* A WebSocket message, on to the recorder. */
+static void on_ws_message(void *arg, const struct wsrelay_message *m)
+{
+    const struct exchange_capture *cap = arg;
+
+    cap->ops->ws_message(cap->arg, m->is_from_client ? EXCHANGE_REQUEST : EXCHANGE_RESPONSE, m);
+}
+
+static void on_ws_quiet(void *arg)
+{
+    const struct exchange_capture *cap = arg;
+
+    cap->ops->ws_quiet(cap->arg);
+}
+
+/* The upgraded connection (101) until either side ends it: WebSocket
+ * (ws not NULL) message by message, anything else raw. */
+static int relay_upgraded(struct forward *f, const struct wsinflate_params *ws)
 {
     struct exchange_result *res = f->res;
     uint64_t up_bytes = 0, down_bytes = 0;
+    int r;
 
     res->upgraded = true;
     res->client_keep_alive = false;
     res->upstream_reusable = false;
-    int r = stream_relay(f->client, f->upstream, f->t->idle_ms, &up_bytes, &down_bytes);
+    if (ws != NULL) {
+        struct wsrelay_config wc = {.idle_timeout_ms = f->t->idle_ms};
+        struct wsrelay_result wr;
+        if (f->cap && f->cap->ops->ws_message) {
+            wc.limit = f->cap->message_limit;
+            wc.message = on_ws_message;
+            wc.quiet = f->cap->ops->ws_quiet ? on_ws_quiet : NULL;
+            wc.arg = (void *)f->cap;
+        }
+        r = wsrelay_run(f->client, f->upstream, ws, &wc, &wr);
+        up_bytes = wr.bytes_up;
+        down_bytes = wr.bytes_down;
+        if (r < 0)
+            snprintf(res->error, sizeof(res->error), "%s", wr.error);
+    } else {
+        r = stream_relay(f->client, f->upstream, f->t->idle_ms, &up_bytes, &down_bytes);
+        if (r < 0 && r != STREAM_TIMEOUT)
+            snprintf(res->error, sizeof(res->error), "upgraded connection ended: %s",
+                     stream_status_text(r));
+    }
     res->request_bytes += up_bytes;
     res->response_bytes += down_bytes;
     if (f->cap && f->cap->ops->upgraded)
         f->cap->ops->upgraded(f->cap->arg, up_bytes, down_bytes);
-    if (r < 0 && r != STREAM_TIMEOUT)
-        snprintf(res->error, sizeof(res->error), "upgraded connection ended: %s",
-                 stream_status_text(r));
     return 0;
 }
 
@@ -690,11 +723,13 @@ static int relay_response(struct forward *f)
         stream_consume(f->upstream, f->resp_head->head_len);
         return -1;
     }
-    /* resp (and sent, unless owned) point into the upstream buffer: done
-     * with them. */
+    /* resp (and sent, unless owned) point into the upstream buffer: read
+     * what the upgrade needs, then done with them. */
+    struct wsinflate_params ws;
+    bool is_websocket = status == 101 && wsrelay_is_websocket(resp, &ws);
     stream_consume(f->upstream, f->resp_head->head_len);
     if (status == 101)
-        return relay_upgraded(f);
+        return relay_upgraded(f, is_websocket ? &ws : NULL);
     if (http1codec_reader_init(&reader, f->upstream, in, length) < 0) {
         snprintf(res->error, sizeof(res->error), "out of memory");
         goto out;

@@ -17,6 +17,7 @@
 
 #include "message.h"
 #include "stream.h"
+#include "wsrelay.h"
 
 #define EXCHANGE_ERROR_BYTES 512
 /* Allocations from this size on are mmap'd and go back to the system when
@@ -59,11 +60,17 @@ struct exchange_capture_ops {
     void (*moment)(void *arg, enum exchange_moment moment, int64_t wall_us);
     /* A 101 response: the upgraded connection relayed these raw bytes. */
     void (*upgraded)(void *arg, uint64_t bytes_up, uint64_t bytes_down);
+    /* A WebSocket message went by (side EXCHANGE_REQUEST: from the
+     * client), data held up to message_limit bytes (wsrelay.h). */
+    void (*ws_message)(void *arg, enum exchange_side side, const struct wsrelay_message *m);
+    /* The WebSocket connection was quiet for a moment (WSRELAY_QUIET_MS). */
+    void (*ws_quiet)(void *arg);
 };
 
 struct exchange_capture {
     const struct exchange_capture_ops *ops;
     void *arg;
+    size_t message_limit; /* bytes of each WebSocket message to report */
 };
 
 /*

@@ -42,6 +42,7 @@
 
 #include "db.h"
 #include "log.h"
+#include "wsstore.h"
 
 /* Queued flows may each hold two bodies up to the capture limit; bounding
  * their bytes, not only their number, bounds memory while the disk is slow. */
@@ -89,6 +90,8 @@ struct flowstore {
     sqlite3_stmt *rollback_stmt;
     sqlite3_stmt *insert_flow_stmt;
     sqlite3_stmt *insert_body_stmt;
+    sqlite3_stmt *insert_ws_stmt;    /* prepared by wsstore on first use */
+    sqlite3_stmt *replace_flow_stmt; /* a live flow's finished row over its first */
     sqlite3_stmt *save_next_id_stmt;
     /* The id the next stored flow gets (flow_ids, schema version 7): the
      * writer assigns ids itself rather than through AUTOINCREMENT. */
@@ -262,6 +265,12 @@ static int prepare_writer(struct flowstore *store, char *err, size_t err_len)
                 "INSERT INTO flows (id, " FLOW_INSERT_COLUMNS
                 ", req_body, resp_body) VALUES (?, " FLOW_INSERT_VALUES ", ?, ?)",
                 &store->insert_flow_stmt, err, err_len) != 0 ||
+        /* Without recursive_triggers (SQLite's default) the row REPLACE
+         * deletes fires no delete trigger: the messages stay. */
+        prepare(db, path,
+                "INSERT OR REPLACE INTO flows (id, " FLOW_INSERT_COLUMNS
+                ", req_body, resp_body) VALUES (?, " FLOW_INSERT_VALUES ", ?, ?)",
+                &store->replace_flow_stmt, err, err_len) != 0 ||
         prepare(db, path, "UPDATE flow_ids SET next_id = ?1", &store->save_next_id_stmt, err,
                 err_len) != 0 ||
         prepare(db, path, "INSERT INTO flow_bodies (body_key, data) VALUES (?1, ?2)",
@@ -579,6 +588,8 @@ void flowstore_close(struct flowstore *store)
     sqlite3_finalize(store->rollback_stmt);
     sqlite3_finalize(store->insert_flow_stmt);
     sqlite3_finalize(store->insert_body_stmt);
+    sqlite3_finalize(store->insert_ws_stmt);
+    sqlite3_finalize(store->replace_flow_stmt);
     sqlite3_finalize(store->prune_bodies_stmt);
     sqlite3_finalize(store->prune_flows_stmt);
     sqlite3_finalize(store->save_next_id_stmt);
@@ -613,7 +624,8 @@ void flowstore_close(struct flowstore *store)
 static size_t flow_bytes(const struct flow *flow)
 {
     return sizeof(*flow) + flow->request_body.capacity + flow->response_body.capacity +
-           flow->request_body_original.capacity + flow->response_body_original.capacity;
+           flow->request_body_original.capacity + flow->response_body_original.capacity +
+           flow->ws.bytes + flow->ws.capacity * sizeof(struct flow_ws_message);
 }
 
 int flowstore_submit(struct flowstore *store, struct flow *flow)
@@ -630,7 +642,8 @@ int flowstore_submit(struct flowstore *store, struct flow *flow)
     }
     bytes = flow_bytes(flow);
     pthread_mutex_lock(&store->lock);
-    store->stats.submitted++;
+    if (flow->live_part == FLOW_LIVE_NONE || flow->live_part == FLOW_LIVE_FINAL)
+        store->stats.submitted++;
     if (!store->is_stopping && store->queue_count < FLOWSTORE_QUEUE_FLOWS &&
         (store->queue_count == 0 || store->queue_bytes + bytes <= FLOWSTORE_QUEUE_MAX_BYTES)) {
         store->queue[(store->queue_head + store->queue_count) % FLOWSTORE_QUEUE_FLOWS] = flow;
@@ -844,11 +857,32 @@ static int insert_body(struct flowstore *store, int64_t id, enum flowstore_direc
     return step_done(store->wdb, stmt, "storing a body", msg, msg_len);
 }
 
-/* Inserts one flow and its bodies; returns SQLITE_DONE and sets flow->id. */
+/* The WebSocket messages a flow carries, after those of its live row
+ * written before (struct flow_live); a batch whose row was lost goes too. */
+static int insert_ws_messages(struct flowstore *store, struct flow *flow, int64_t id, char *msg,
+                              size_t msg_len)
+{
+    uint64_t base = flow->live != NULL ? flow->live->messages_written : 0;
+    int rc;
+
+    if (id == 0)
+        return SQLITE_DONE;
+    rc = wsstore_insert(store->wdb, &store->insert_ws_stmt, id, base, &flow->ws, msg, msg_len);
+    if (rc == SQLITE_DONE && flow->live != NULL)
+        flow->live->messages_written = base + flow->ws.count;
+    return rc;
+}
+
+/* Inserts one flow and its bodies; returns SQLITE_DONE and sets flow->id
+ * when it made a new row (not for a live flow's messages or its finished
+ * row, see struct flow_live). */
 static int insert_flow(struct flowstore *store, struct flow *flow, char *msg, size_t msg_len)
 {
-    struct binder b = {store->insert_flow_stmt, 0, SQLITE_OK};
-    int64_t id = store->next_id;
+    bool is_replace =
+        flow->live_part == FLOW_LIVE_FINAL && flow->live != NULL && flow->live->id != 0;
+    struct binder b = {is_replace ? store->replace_flow_stmt : store->insert_flow_stmt, 0,
+                       SQLITE_OK};
+    int64_t id = is_replace ? flow->live->id : store->next_id;
     const struct flow_tls *tls = &flow->tls;
     const struct flow_body *req_original = &flow->request_body_original;
     const struct flow_body *resp_original = &flow->response_body_original;
@@ -859,6 +893,9 @@ static int insert_flow(struct flowstore *store, struct flow *flow, char *msg, si
     struct header_facts req, resp;
     int rc;
 
+    if (flow->live_part == FLOW_LIVE_MESSAGES)
+        return insert_ws_messages(store, flow, flow->live != NULL ? flow->live->id : 0, msg,
+                                  msg_len);
     section_facts(flow->request_headers, &flow->request_facts, &req);
     section_facts(flow->response_headers, &flow->response_facts, &resp);
 
@@ -934,8 +971,12 @@ static int insert_flow(struct flowstore *store, struct flow *flow, char *msg, si
     rc = step_done(store->wdb, b.stmt, "storing a flow", msg, msg_len);
     if (rc != SQLITE_DONE)
         goto out;
-    flow->id = id;
-    store->next_id = id + 1;
+    if (!is_replace) {
+        flow->id = id;
+        store->next_id = id + 1;
+        if (flow->live != NULL)
+            flow->live->id = id;
+    }
     if (flow->request_body.len > store->inline_body_max)
         rc = insert_body(store, flow->id, FLOWSTORE_REQUEST, &flow->request_body, msg, msg_len);
     if (rc == SQLITE_DONE && flow->response_body.len > store->inline_body_max)
@@ -946,6 +987,8 @@ static int insert_flow(struct flowstore *store, struct flow *flow, char *msg, si
     if (rc == SQLITE_DONE && flow->has_response_body_original)
         rc = insert_body(store, flow->id, FLOWSTORE_RESPONSE_ORIGINAL,
                          &flow->response_body_original, msg, msg_len);
+    if (rc == SQLITE_DONE)
+        rc = insert_ws_messages(store, flow, id, msg, msg_len);
 out:
     free(req.joined);
     free(resp.joined);
@@ -1050,12 +1093,21 @@ static bool write_batch(struct flowstore *store, struct flow **batch, size_t cou
         /* Nothing of the batch was stored: its ids are free again, so ids
          * stay without gaps (prune counts on that). */
         store->next_id = first_id;
+        for (i = 0; i < count; i++)
+            if (batch[i]->live_part == FLOW_LIVE_OPEN && batch[i]->live != NULL)
+                batch[i]->live->id = 0;
     }
 
     pthread_mutex_lock(&store->lock);
     if (is_ok) {
-        store->stats.written += count;
-        store->stats.stored += count;
+        /* written counts complete flows, stored rows: a live flow's first
+         * row is stored, its finished row replacing it written. */
+        for (i = 0; i < count; i++) {
+            if (batch[i]->live_part == FLOW_LIVE_NONE || batch[i]->live_part == FLOW_LIVE_FINAL)
+                store->stats.written++;
+            if (batch[i]->id != 0)
+                store->stats.stored++;
+        }
         stored_sub(store, (uint64_t)pruned);
     } else {
         store->stats.write_errors += count;
@@ -1072,11 +1124,15 @@ static void notify_written(struct flowstore *store, struct flow **batch, size_t 
     int64_t ids[FLOWSTORE_BATCH_FLOWS];
     size_t i;
 
+    size_t n = 0;
+
+    /* New rows only: a live flow's messages and finished row have none. */
     for (i = 0; i < count; i++)
-        ids[i] = batch[i]->id;
+        if (batch[i]->id != 0)
+            ids[n++] = batch[i]->id;
     pthread_mutex_lock(&store->callback_lock);
-    if (store->written_fn != NULL)
-        store->written_fn(store->written_arg, ids, count);
+    if (store->written_fn != NULL && n > 0)
+        store->written_fn(store->written_arg, ids, n);
     pthread_mutex_unlock(&store->callback_lock);
 }
 
@@ -1683,6 +1739,17 @@ int flowstore_get_body(struct flowstore *store, int64_t id, enum flowstore_direc
 out:
     sqlite3_reset(stmt);
     sqlite3_clear_bindings(stmt);
+    pthread_mutex_unlock(&store->read_lock);
+    return ret;
+}
+
+int flowstore_get_ws_messages(struct flowstore *store, int64_t id, int64_t from_seq,
+                              struct flow_ws *out, char *err, size_t err_len)
+{
+    int ret;
+
+    pthread_mutex_lock(&store->read_lock);
+    ret = wsstore_read(store->rdb, id, from_seq, out, err, err_len);
     pthread_mutex_unlock(&store->read_lock);
     return ret;
 }

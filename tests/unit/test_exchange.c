@@ -215,7 +215,7 @@ static void test_forwards_a_get_and_tells_the_recorder(void)
     struct message req = {0};
     struct exchange_result res;
     struct recorder rec = {0};
-    struct exchange_capture cap = {&recorder_ops, &rec};
+    struct exchange_capture cap = {.ops = &recorder_ops, .arg = &rec};
     char *to_origin, *to_client;
     size_t origin_len, client_len;
 
@@ -264,7 +264,7 @@ static void test_rechunks_a_chunked_response_with_its_trailers(void)
     struct message req = {0};
     struct exchange_result res;
     struct recorder rec = {0};
-    struct exchange_capture cap = {&recorder_ops, &rec};
+    struct exchange_capture cap = {.ops = &recorder_ops, .arg = &rec};
     char *to_client;
     size_t client_len;
 
@@ -293,7 +293,7 @@ static void test_passes_a_request_body_on_and_records_it(void)
     struct message req = {0};
     struct exchange_result res;
     struct recorder rec = {0};
-    struct exchange_capture cap = {&recorder_ops, &rec};
+    struct exchange_capture cap = {.ops = &recorder_ops, .arg = &rec};
     char *to_origin;
     size_t origin_len;
 
@@ -409,7 +409,7 @@ static void test_a_rewritten_gzip_body_is_reframed_and_its_original_kept(void)
     struct message req = {0};
     struct exchange_result res;
     struct recorder rec = {0};
-    struct exchange_capture cap = {&recorder_ops, &rec};
+    struct exchange_capture cap = {.ops = &recorder_ops, .arg = &rec};
     struct rule_set *set = NULL;
     struct rules_current rules;
     struct rewrite rw;
