@@ -287,3 +287,9 @@ ALTER TABLE flows ADD COLUMN resp_body BLOB;
 -- before this version count as never used and go first.
 ALTER TABLE certs ADD COLUMN last_used_us INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX certs_last_used ON certs (last_used_us);
+
+-- version: 10
+-- A replay (POST /api/flows/ID/replay) records the flow whose request it
+-- sent again; NULL for every other flow, and for a composed request. A
+-- replayed flow may be deleted: the link then names a flow no longer there.
+ALTER TABLE flows ADD COLUMN replay_of INTEGER;

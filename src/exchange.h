@@ -59,6 +59,11 @@ struct exchange_capture_ops {
     void (*moment)(void *arg, enum exchange_moment moment, int64_t wall_us);
     /* A 101 response: the upgraded connection relayed these raw bytes. */
     void (*upgraded)(void *arg, uint64_t bytes_up, uint64_t bytes_down);
+    /* The final response head (after rules) before it goes to the client,
+     * where an intercept may hold it: returns 0 to send it as it is, 1 with
+     * *edited (message_free()) to send instead, or -1 to send nothing (the
+     * exchange breaks off and the client gets an error page). */
+    int (*response_hold)(void *arg, const struct message *sent, struct message *edited);
 };
 
 struct exchange_capture {

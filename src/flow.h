@@ -128,6 +128,7 @@ struct flow {
     struct flow_body response_body_original;
     char *rules_notes; /* owned, may be NULL: why a matching rule did not apply
                           (body over --rewrite-limit, decode failure, regex limit) */
+    int64_t replay_of; /* a replay: the flow whose request it sent again; 0: none */
 };
 
 /* Allocates a zeroed flow with both body limits set. NULL when out of
