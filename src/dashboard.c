@@ -1915,6 +1915,8 @@ out:
 
 /* ---- intercept and replay (dashinteract) ---- */
 
+static void set_request_deadline(struct dashboard *d, struct MHD_Connection *conn, bool is_waiting);
+
 /* One call into dashinteract; body (may be NULL: none was sent) is
  * borrowed. */
 static mhd_result api_interact(struct dashboard *d, struct MHD_Connection *conn,
@@ -1999,8 +2001,11 @@ static mhd_result route_interact(struct dashboard *d, struct MHD_Connection *con
     if (strcmp(rest, "/replay") == 0) {
         if (d->replay == NULL)
             return send_error(conn, MHD_HTTP_NOT_FOUND, "replay is off in this tapwire");
-        return has_body(conn) ? expect_json(d, conn, UPLOAD_REPLAY, id, upload)
-                              : api_interact(d, conn, UPLOAD_REPLAY, id, NULL);
+        if (has_body(conn))
+            return expect_json(d, conn, UPLOAD_REPLAY, id, upload);
+        /* The request is in whole; the replay may take the origin's time. */
+        set_request_deadline(d, conn, false);
+        return api_interact(d, conn, UPLOAD_REPLAY, id, NULL);
     }
     if (d->intercept == NULL)
         return send_error(conn, MHD_HTTP_NOT_FOUND, "intercept is off in this tapwire");
