@@ -1429,6 +1429,8 @@ static const struct static_file static_files[] = {
      &embedded_web_index_html_len},
     {"/app.js", "app.js", "text/javascript; charset=utf-8", embedded_web_app_js,
      &embedded_web_app_js_len},
+    {"/interact.js", "interact.js", "text/javascript; charset=utf-8", embedded_web_interact_js,
+     &embedded_web_interact_js_len},
     {"/style.css", "style.css", "text/css; charset=utf-8", embedded_web_style_css,
      &embedded_web_style_css_len},
 };
