@@ -313,3 +313,9 @@ CREATE TRIGGER ws_messages_follow_flows AFTER DELETE ON flows
 BEGIN
     DELETE FROM ws_messages WHERE flow_id = old.id;
 END;
+
+-- version: 11
+-- A replay (POST /api/flows/ID/replay) records the flow whose request it
+-- sent again; NULL for every other flow, and for a composed request. A
+-- replayed flow may be deleted: the link then names a flow no longer there.
+ALTER TABLE flows ADD COLUMN replay_of INTEGER;

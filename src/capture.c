@@ -373,16 +373,72 @@ void capture_tunnel(struct capture *c, uint64_t bytes_up, uint64_t bytes_down)
     c->flow->bytes_down = bytes_down;
 }
 
+/* *text with more after it, joined by "; " (a failed allocation keeps
+ * what was there). */
+static void append_text(char **text, const char *more)
+{
+    size_t had, n;
+    char *grown;
+
+    if (more == NULL || more[0] == '\0')
+        return;
+    if (*text == NULL) {
+        *text = strdup(more);
+        return;
+    }
+    had = strlen(*text);
+    n = strlen(more);
+    grown = realloc(*text, had + n + 3);
+    if (grown == NULL)
+        return;
+    memcpy(grown + had, "; ", 2);
+    memcpy(grown + had + 2, more, n + 1);
+    *text = grown;
+}
+
 void capture_rules(struct capture *c, const char *applied, const char *notes)
 {
     if (c->flow == NULL)
         return;
     /* rules: what changed the flow (its "modified" mark); notes: why a
-     * matching rule did not apply. */
-    if (applied != NULL && applied[0] != '\0')
-        c->flow->rules = strdup(applied);
-    if (notes != NULL && notes[0] != '\0')
-        c->flow->rules_notes = strdup(notes);
+     * matching rule did not apply. An intercept may have added its own. */
+    append_text(&c->flow->rules, applied);
+    append_text(&c->flow->rules_notes, notes);
+}
+
+void capture_note(struct capture *c, const char *label, const char *note)
+{
+    capture_rules(c, label, note);
+}
+
+void capture_request_edited(struct capture *c, const struct message *sent,
+                            const void *body_original, size_t body_original_len)
+{
+    struct flow *f = c->flow;
+    char *target;
+
+    if (f == NULL)
+        return;
+    target = strndup(sent->target, sent->target_len);
+    if (target == NULL)
+        return;
+    if (f->target_original == NULL && f->target != NULL && strcmp(f->target, target) != 0) {
+        f->target_original = f->target;
+        f->target = NULL;
+    }
+    free(f->target);
+    f->target = target;
+    copy_text(f->method, sizeof(f->method), sent->method);
+    if (f->request_headers_original == NULL) {
+        f->request_headers_original = f->request_headers;
+        f->request_headers = NULL;
+    }
+    free(f->request_headers);
+    f->request_headers = capture_headers_text(&sent->fields, &f->request_facts);
+    if (body_original != NULL && !f->has_request_body_original) {
+        flow_body_append(&f->request_body_original, body_original, body_original_len);
+        f->has_request_body_original = true;
+    }
 }
 
 void capture_finish(struct capture *c, const struct capture_connection *conn, int status,

@@ -85,6 +85,21 @@ void capture_tunnel(struct capture *c, uint64_t bytes_up, uint64_t bytes_down);
 /* What rules changed (their labels) and why matching rules did not apply. */
 void capture_rules(struct capture *c, const char *applied, const char *notes);
 
+/* A label for what changed the flow (its "modified" mark, as a rule's;
+ * may be NULL) and a note on what happened to it (may be NULL), each added
+ * after those already there. */
+void capture_note(struct capture *c, const char *label, const char *note);
+
+/*
+ * The request as an intercept edit left it: sent replaces the recorded
+ * head (method, target, fields); what was recorded before becomes the
+ * original unless rules already set one (the original is always what
+ * arrived from the client). body_original (may be NULL) is the body as
+ * held, when the edit replaced it.
+ */
+void capture_request_edited(struct capture *c, const struct message *sent,
+                            const void *body_original, size_t body_original_len);
+
 /* TLS facts of both sides and the origin's connect times (0: the connection
  * was reused), as the session knows them. */
 struct capture_connection {

@@ -49,6 +49,8 @@ enum {
     OPT_ALLOW_PRIVATE,
     OPT_REWRITE_MEMORY,
     OPT_ANTICACHE,
+    OPT_INTERCEPT,
+    OPT_INTERCEPT_TIMEOUT,
     OPT_PROXY_AUTH,
     OPT_PROXY_AUTH_FILE,
     OPT_SOCKS5,
@@ -89,6 +91,8 @@ static const struct option long_options[] = {
     {"rewrite-limit", required_argument, NULL, OPT_REWRITE_LIMIT},
     {"rewrite-memory", required_argument, NULL, OPT_REWRITE_MEMORY},
     {"anticache", no_argument, NULL, OPT_ANTICACHE},
+    {"intercept", required_argument, NULL, OPT_INTERCEPT},
+    {"intercept-timeout", required_argument, NULL, OPT_INTERCEPT_TIMEOUT},
     {"proxy-auth", required_argument, NULL, OPT_PROXY_AUTH},
     {"proxy-auth-file", required_argument, NULL, OPT_PROXY_AUTH_FILE},
     {"socks5", required_argument, NULL, OPT_SOCKS5},
@@ -160,6 +164,9 @@ static void print_usage(FILE *out)
             "  --anticache              keep browsers from using their cache: strip\n"
             "                           conditional request fields and caching response\n"
             "                           fields, so a rule's change shows on the next load\n"
+            "  --intercept EXPR         hold requests and responses that match the filter\n"
+            "                           (tapwire-filters(7)) until the dashboard resumes them\n"
+            "  --intercept-timeout S    then a held flow goes on unchanged (default %d)\n"
             "  -v, --verbose            more log output (repeat for debug)\n"
             "  -q, --quiet              warnings and errors only\n"
             "  -h, --help               this text\n"
@@ -170,7 +177,7 @@ static void print_usage(FILE *out)
             CONFIG_DEFAULT_HEADER_TIMEOUT_MS, CONFIG_DEFAULT_UPSTREAM_TIMEOUT_MS,
             CONFIG_DEFAULT_IO_TIMEOUT_MS, CONFIG_DEFAULT_CAPTURE_LIMIT_BYTES,
             CONFIG_DEFAULT_MAX_FLOWS, CONFIG_DEFAULT_DASHBOARD, CONFIG_DEFAULT_REWRITE_LIMIT_BYTES,
-            CONFIG_DEFAULT_REWRITE_MEMORY_BYTES);
+            CONFIG_DEFAULT_REWRITE_MEMORY_BYTES, CONFIG_DEFAULT_INTERCEPT_TIMEOUT_S);
 }
 
 int config_parse_hostport(const char *spec, char *host, size_t host_len, uint16_t *port)
@@ -297,6 +304,7 @@ enum config_parse_result config_parse(struct config *cfg, int argc, char **argv)
     cfg->capture_enabled = true;
     cfg->rewrite_limit = CONFIG_DEFAULT_REWRITE_LIMIT_BYTES;
     cfg->rewrite_memory = CONFIG_DEFAULT_REWRITE_MEMORY_BYTES;
+    cfg->intercept_timeout_s = CONFIG_DEFAULT_INTERCEPT_TIMEOUT_S;
     config_parse_hostport(CONFIG_DEFAULT_DASHBOARD, cfg->dashboard_host,
                           sizeof(cfg->dashboard_host), &cfg->dashboard_port);
     const char *keylog = getenv("SSLKEYLOGFILE");
@@ -492,6 +500,13 @@ enum config_parse_result config_parse(struct config *cfg, int argc, char **argv)
             break;
         case OPT_NO_CAPTURE:
             cfg->capture_enabled = false;
+            break;
+        case OPT_INTERCEPT:
+            cfg->intercept = optarg;
+            break;
+        case OPT_INTERCEPT_TIMEOUT:
+            if (parse_positive("--intercept-timeout", optarg, 1, 86400, &cfg->intercept_timeout_s))
+                return CONFIG_ERROR;
             break;
         case OPT_NO_HTTP2:
             cfg->no_http2 = true;

@@ -30,6 +30,7 @@
 /* All bodies that rules buffer at once, process-wide: 100 concurrent 16 MiB
  * uploads must not take 1.5 GB. */
 #define CONFIG_DEFAULT_REWRITE_MEMORY_BYTES (256 * 1024 * 1024)
+#define CONFIG_DEFAULT_INTERCEPT_TIMEOUT_S 300
 
 /* --block-private / --allow-private; unset, main.c decides from where the
  * proxy listens (on when not on loopback). */
@@ -83,6 +84,10 @@ struct config {
     size_t rewrite_limit;  /* --rewrite-limit bytes */
     size_t rewrite_memory; /* --rewrite-memory bytes, all exchanges */
     bool is_anticache;     /* --anticache: built-in rules first */
+
+    /* intercept */
+    const char *intercept;   /* --intercept EXPR or NULL: the filter at startup */
+    int intercept_timeout_s; /* --intercept-timeout: then a held flow goes on unchanged */
 
     /* who may use the proxy */
     const char *proxy_auth;      /* --proxy-auth USER:PASS or NULL */

@@ -74,6 +74,7 @@
 #include <openssl/x509.h>
 
 #include "codec.h"
+#include "dashinteract.h"
 #include "embedded.h"
 #include "har.h"
 #include "http1.h"
@@ -122,9 +123,11 @@ struct dashboard {
     struct MHD_Daemon *daemon;
     struct flowstore *flows;
     const struct ca *ca;
-    struct rulebook *rules;  /* NULL: rewrite rules are off */
-    struct certstore *certs; /* NULL: no certificate figures in /api/stats */
-    struct sqlconsole *sql;  /* NULL: no database file, /api/sql answers 404 */
+    struct rulebook *rules;      /* NULL: rewrite rules are off */
+    struct certstore *certs;     /* NULL: no certificate figures in /api/stats */
+    struct sqlconsole *sql;      /* NULL: no database file, /api/sql answers 404 */
+    struct intercept *intercept; /* NULL: no intercept endpoints */
+    struct replay *replay;       /* NULL: no replay endpoints */
     char token[DASHBOARD_MAX_TOKEN_CHARS + 1];
     char url_host[300]; /* the bound host as in a URL: IPv6 in brackets */
     /* Atomic: connection threads read it (Host check) and an ephemeral
@@ -791,6 +794,8 @@ static json_t *detail_json(const struct flowstore_record *rec, const unsigned ch
                  jset(obj, "original", original_json(rec)) &&
                  jset(obj, "bytes_up", json_integer((json_int_t)f->bytes_up)) &&
                  jset(obj, "bytes_down", json_integer((json_int_t)f->bytes_down)) &&
+                 jset(obj, "replay_of",
+                      f->replay_of > 0 ? json_integer((json_int_t)f->replay_of) : json_null()) &&
                  jset(obj, "curl", jstr(curl));
 
     free(curl);
@@ -1425,6 +1430,8 @@ static const struct static_file static_files[] = {
      &embedded_web_index_html_len},
     {"/app.js", "app.js", "text/javascript; charset=utf-8", embedded_web_app_js,
      &embedded_web_app_js_len},
+    {"/interact.js", "interact.js", "text/javascript; charset=utf-8", embedded_web_interact_js,
+     &embedded_web_interact_js_len},
     {"/style.css", "style.css", "text/css; charset=utf-8", embedded_web_style_css,
      &embedded_web_style_css_len},
 };
@@ -1587,11 +1594,18 @@ static mhd_result page_root(struct dashboard *d, struct MHD_Connection *conn)
 /* A JSON request body being read: the connection's context from the first
  * call of on_request() (the head, checked) to the last (the body is
  * complete), when the handler of kind runs. */
-enum upload_kind { UPLOAD_RULE_ADD, UPLOAD_RULE_UPDATE, UPLOAD_RULES_REORDER };
+enum upload_kind {
+    UPLOAD_RULE_ADD,
+    UPLOAD_RULE_UPDATE,
+    UPLOAD_RULES_REORDER,
+    UPLOAD_INTERCEPT_FILTER, /* dashinteract.h from here on */
+    UPLOAD_RESUME,
+    UPLOAD_REPLAY,
+};
 
 struct upload {
     enum upload_kind kind;
-    int64_t id; /* UPLOAD_RULE_UPDATE: the rule */
+    int64_t id; /* UPLOAD_RULE_UPDATE: the rule; UPLOAD_RESUME, UPLOAD_REPLAY: the flow */
     char *data; /* Content-Length bytes, at most DASHBOARD_MAX_JSON_BODY_BYTES */
     size_t len;
     size_t cap;
@@ -1647,9 +1661,11 @@ static mhd_result expect_json(struct dashboard *d, struct MHD_Connection *conn,
 {
     const char *length = header(conn, MHD_HTTP_HEADER_CONTENT_LENGTH);
     unsigned long long n = 0;
+    bool is_rules = kind <= UPLOAD_RULES_REORDER;
+    size_t max = is_rules ? DASHBOARD_MAX_JSON_BODY_BYTES : DASHINTERACT_MAX_JSON_BODY_BYTES;
     struct upload *up;
 
-    if (d->rules == NULL)
+    if (is_rules && d->rules == NULL)
         return send_rules_off(conn);
     if (header(conn, MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL)
         return send_error(conn, MHD_HTTP_LENGTH_REQUIRED,
@@ -1662,8 +1678,10 @@ static mhd_result expect_json(struct dashboard *d, struct MHD_Connection *conn,
         if (length[0] < '0' || length[0] > '9' || *end != '\0' || errno != 0)
             return send_error(conn, MHD_HTTP_BAD_REQUEST, "bad Content-Length");
     }
-    if (n > DASHBOARD_MAX_JSON_BODY_BYTES)
-        return send_error(conn, HTTP_CONTENT_TOO_LARGE, "the JSON body is larger than 64 KiB");
+    if (n > max)
+        return send_error(conn, HTTP_CONTENT_TOO_LARGE,
+                          is_rules ? "the JSON body is larger than 64 KiB"
+                                   : "the JSON body is larger than 4 MiB");
     if (!is_json_type(header(conn, MHD_HTTP_HEADER_CONTENT_TYPE)))
         return send_error(conn, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
                           "the body must be JSON (Content-Type: application/json)");
@@ -1898,6 +1916,127 @@ out:
     return ret;
 }
 
+/* ---- intercept and replay (dashinteract) ---- */
+
+static void set_request_deadline(struct dashboard *d, struct MHD_Connection *conn, bool is_waiting);
+
+/* One call into dashinteract; body (may be NULL: none was sent) is
+ * borrowed. */
+static mhd_result api_interact(struct dashboard *d, struct MHD_Connection *conn,
+                               enum upload_kind kind, int64_t id, json_t *body)
+{
+    json_t *reply = NULL;
+    unsigned status;
+
+    if (kind == UPLOAD_INTERCEPT_FILTER)
+        status = dashinteract_set_filter(d->intercept, body, &reply);
+    else if (kind == UPLOAD_RESUME)
+        status = dashinteract_resume(d->intercept, id, body, &reply);
+    else
+        status = dashinteract_replay(d->replay, id, body, &reply);
+    return send_json(conn, status, reply);
+}
+
+/* Whether the request announces a body (Content-Length above 0, or chunked). */
+static bool has_body(struct MHD_Connection *conn)
+{
+    const char *length = header(conn, MHD_HTTP_HEADER_CONTENT_LENGTH);
+
+    return (length != NULL && strspn(length, "0") != strlen(length)) ||
+           header(conn, MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL;
+}
+
+/* The intercept and replay endpoints under /api; rest is the path after
+ * "/api". Sets *handled false for a path not theirs (and answers nothing). */
+static mhd_result route_interact(struct dashboard *d, struct MHD_Connection *conn, const char *rest,
+                                 const char *method, struct upload **upload, bool *handled)
+{
+    bool is_read = is_method(method, "GET") || is_method(method, "HEAD");
+    bool is_post = is_method(method, "POST");
+    json_t *reply = NULL;
+    unsigned status;
+    size_t n;
+    int64_t id;
+
+    *handled = true;
+    if (strcmp(rest, "/intercept") == 0 || strncmp(rest, "/intercepted", 12) == 0) {
+        if (d->intercept == NULL)
+            return send_error(conn, MHD_HTTP_NOT_FOUND, "intercept is off in this tapwire");
+        if (strcmp(rest, "/intercept") == 0) {
+            if (is_read) {
+                status = dashinteract_filter(d->intercept, &reply);
+                return send_json(conn, status, reply);
+            }
+            if (is_method(method, "PUT"))
+                return expect_json(d, conn, UPLOAD_INTERCEPT_FILTER, 0, upload);
+            return send_not_allowed(conn, "GET, HEAD, PUT");
+        }
+        if (strcmp(rest, "/intercepted") == 0) {
+            if (!is_read)
+                return send_not_allowed(conn, "GET, HEAD");
+            status = dashinteract_list(d->intercept, &reply);
+            return send_json(conn, status, reply);
+        }
+        if (strcmp(rest, "/intercepted/resume-all") == 0) {
+            if (!is_post)
+                return send_not_allowed(conn, "POST");
+            status = dashinteract_resume_all(d->intercept, &reply);
+            return send_json(conn, status, reply);
+        }
+        return send_error(conn, MHD_HTTP_NOT_FOUND, "no such API endpoint");
+    }
+    if (strcmp(rest, "/replay") == 0) {
+        if (d->replay == NULL)
+            return send_error(conn, MHD_HTTP_NOT_FOUND, "replay is off in this tapwire");
+        return is_post ? expect_json(d, conn, UPLOAD_REPLAY, 0, upload)
+                       : send_not_allowed(conn, "POST");
+    }
+    if (strncmp(rest, "/flows/", 7) != 0)
+        goto not_ours;
+    n = strspn(rest + 7, "0123456789");
+    if (!parse_id(rest + 7, n, &id))
+        goto not_ours;
+    rest += 7 + n;
+    if (strcmp(rest, "/resume") != 0 && strcmp(rest, "/drop") != 0 && strcmp(rest, "/replay") != 0)
+        goto not_ours;
+    if (!is_post)
+        return send_not_allowed(conn, "POST");
+    if (strcmp(rest, "/replay") == 0) {
+        if (d->replay == NULL)
+            return send_error(conn, MHD_HTTP_NOT_FOUND, "replay is off in this tapwire");
+        if (has_body(conn))
+            return expect_json(d, conn, UPLOAD_REPLAY, id, upload);
+        /* The request is in whole; the replay may take the origin's time. */
+        set_request_deadline(d, conn, false);
+        return api_interact(d, conn, UPLOAD_REPLAY, id, NULL);
+    }
+    if (d->intercept == NULL)
+        return send_error(conn, MHD_HTTP_NOT_FOUND, "intercept is off in this tapwire");
+    if (strcmp(rest, "/drop") == 0) {
+        status = dashinteract_drop(d->intercept, id, &reply);
+        return send_json(conn, status, reply);
+    }
+    return has_body(conn) ? expect_json(d, conn, UPLOAD_RESUME, id, upload)
+                          : api_interact(d, conn, UPLOAD_RESUME, id, NULL);
+not_ours:
+    *handled = false;
+    return MHD_YES;
+}
+
+/* Whether url is one of the intercept and replay endpoints that take a
+ * JSON body. */
+static bool is_interact_upload(const char *url)
+{
+    size_t n;
+
+    if (strcmp(url, "/api/intercept") == 0 || strcmp(url, "/api/replay") == 0)
+        return true;
+    if (strncmp(url, "/api/flows/", 11) != 0)
+        return false;
+    n = strspn(url + 11, "0123456789");
+    return n > 0 && (strcmp(url + 11 + n, "/resume") == 0 || strcmp(url + 11 + n, "/replay") == 0);
+}
+
 /* The last call for a request with a body: up holds all of it. */
 static mhd_result api_upload(struct dashboard *d, struct MHD_Connection *conn,
                              const struct upload *up)
@@ -1908,7 +2047,7 @@ static mhd_result api_upload(struct dashboard *d, struct MHD_Connection *conn,
     mhd_result ret;
 
     if (up->is_too_large)
-        return send_error(conn, HTTP_CONTENT_TOO_LARGE, "the JSON body is larger than 64 KiB");
+        return send_error(conn, HTTP_CONTENT_TOO_LARGE, "the JSON body is larger than it said");
     body = json_loadb(up->data, up->len, JSON_REJECT_DUPLICATES, &jerr);
     if (body == NULL || !json_is_object(body)) {
         if (body == NULL)
@@ -1924,6 +2063,11 @@ static mhd_result api_upload(struct dashboard *d, struct MHD_Connection *conn,
         break;
     case UPLOAD_RULE_UPDATE:
         ret = api_rule_update(d, conn, up->id, body);
+        break;
+    case UPLOAD_INTERCEPT_FILTER:
+    case UPLOAD_RESUME:
+    case UPLOAD_REPLAY:
+        ret = api_interact(d, conn, up->kind, up->id, body);
         break;
     case UPLOAD_RULES_REORDER:
     default:
@@ -2168,6 +2312,10 @@ static mhd_result route_api(struct dashboard *d, struct MHD_Connection *conn, co
                           "the dashboard token is missing: open the URL printed at startup");
     }
 
+    bool is_interact = false;
+    mhd_result sent = route_interact(d, conn, path, method, upload, &is_interact);
+    if (is_interact)
+        return sent;
     if (strcmp(path, "/flows") == 0) {
         if (is_read)
             return api_list(d, conn);
@@ -2220,7 +2368,8 @@ static mhd_result route_api(struct dashboard *d, struct MHD_Connection *conn, co
 static bool may_have_body(const char *url, const char *method)
 {
     return (is_method(method, "POST") || is_method(method, "PUT")) &&
-           (strcmp(url, "/api/rules") == 0 || strncmp(url, "/api/rules/", 11) == 0);
+           (strcmp(url, "/api/rules") == 0 || strncmp(url, "/api/rules/", 11) == 0 ||
+            is_interact_upload(url));
 }
 
 /* The first call for a request: answers it, or (a rules change) sets
@@ -2519,6 +2668,8 @@ int dashboard_start(const struct dashboard_options *opts, struct flowstore *flow
     d->ca = ca;
     d->rules = opts->rules;
     d->certs = opts->certs;
+    d->intercept = opts->intercept;
+    d->replay = opts->replay;
     if (init_sync(d) != 0) {
         errmsg_set(err, err_len, "cannot create a mutex");
         goto out;

@@ -414,6 +414,7 @@ struct forward {
     struct http1_head *resp_head; /* the final response head, parsed */
     struct message resp;          /* a view of resp_head */
     struct message resp_owned;    /* resp after header rules, or copied to outlive the head */
+    struct message resp_held;     /* resp as edited while an intercept held it */
     struct http1codec_writer up_writer;
     struct http1codec_writer client_writer;
     bool client_keep_alive; /* what the response head declares */
@@ -690,6 +691,16 @@ static int relay_response(struct forward *f)
         snprintf(res->error, sizeof(res->error), "out of memory");
         return -1;
     }
+    if (f->cap && f->cap->ops->response_hold && resp->status != 101) {
+        int held = f->cap->ops->response_hold(f->cap->arg, sent, &f->resp_held);
+        if (held < 0) {
+            snprintf(res->error, sizeof(res->error), "response dropped while intercepted");
+            res->upstream_reusable = false;
+            return -1;
+        }
+        if (held > 0)
+            sent = &f->resp_held;
+    }
     /* The client's connection: HTTP/1.0 cannot take a stream of unknown
      * length except by the close. */
     bool keep = res->client_keep_alive;
@@ -807,6 +818,7 @@ out:
         res->status = 0, res->client_keep_alive = false;
     cap_moment(cap, EXCHANGE_DONE, clock_wall_us());
     message_free(&f.resp_owned);
+    message_free(&f.resp_held);
     free(f.resp_head);
     return rc;
 }

@@ -65,6 +65,11 @@ struct exchange_capture_ops {
     void (*ws_message)(void *arg, enum exchange_side side, const struct wsrelay_message *m);
     /* The WebSocket connection was quiet for a moment (WSRELAY_QUIET_MS). */
     void (*ws_quiet)(void *arg);
+    /* The final response head (after rules) before it goes to the client,
+     * where an intercept may hold it: returns 0 to send it as it is, 1 with
+     * *edited (message_free()) to send instead, or -1 to send nothing (the
+     * exchange breaks off and the client gets an error page). */
+    int (*response_hold)(void *arg, const struct message *sent, struct message *edited);
 };
 
 struct exchange_capture {

@@ -187,6 +187,7 @@ struct flow {
     struct flow_ws ws;      /* kind FLOW_WEBSOCKET: its messages, in order */
     struct flow_live *live; /* a reference, or NULL: see struct flow_live */
     enum flow_live_part live_part;
+    int64_t replay_of; /* a replay: the flow whose request it sent again; 0: none */
 };
 
 /* A copy of flow's request and response as they are (target, header

@@ -234,14 +234,16 @@ static int prepare(sqlite3 *db, const char *path, const char *sql, sqlite3_stmt 
 #define ORIGINAL_COLUMNS                                                                           \
     "target_original, req_headers_original, resp_headers_original, req_body_original_size, "       \
     "resp_body_original_size, req_body_original_captured, resp_body_original_captured, "           \
-    "req_original_truncated, resp_original_truncated, rules_notes"
+    "req_original_truncated, resp_original_truncated, rules_notes, replay_of"
 #define FLOW_INSERT_VALUES                                                                         \
     "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "   \
-    "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
+    "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
 #define RECORD_COLUMNS "id, " FLOW_INSERT_COLUMNS
 /* A listing leaves out what only the detail view shows: the same columns
- * with the header sections, TLS details and what rules changed as NULL
- * (flows.rules stays: the list marks modified flows). */
+ * with the header sections, TLS details, what rules changed and the replay
+ * link as NULL (flows.rules stays: the list marks modified flows; a
+ * replay's client names its source). replay_of comes after the inline
+ * bodies, which a listing must not walk over. */
 #define SUMMARY_COLUMNS                                                                            \
     "id, kind, time_start_us, client, scheme, method, host, port, target, req_version, "           \
     "resp_version, NULL, NULL, status, reason, req_body_size, resp_body_size, "                    \
@@ -249,7 +251,7 @@ static int prepare(sqlite3 *db, const char *path, const char *sql, sqlite3_stmt 
     "resp_content_type, req_content_encoding, resp_content_encoding, connected_us, tls_done_us, "  \
     "request_sent_us, first_byte_us, done_us, is_tls, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "  \
     "NULL, NULL, NULL, NULL, error, rules, bytes_up, bytes_down, "                                 \
-    "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL"
+    "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL"
 
 static int prepare_writer(struct flowstore *store, char *err, size_t err_len)
 {
@@ -960,6 +962,7 @@ static int insert_flow(struct flowstore *store, struct flow *flow, char *msg, si
     bind_int_if(&b, has_resp_original,
                 resp_original->truncated || resp_original->size > resp_original->len);
     bind_text(&b, flow->rules_notes);
+    bind_int_if(&b, flow->replay_of > 0, flow->replay_of);
     bind_inline_body(&b, &flow->request_body, store->inline_body_max);
     bind_inline_body(&b, &flow->response_body, store->inline_body_max);
     if (b.rc != SQLITE_OK) {
@@ -1438,6 +1441,7 @@ static struct flowstore_record *read_record(sqlite3_stmt *stmt)
     f->request_body_original.truncated = read_int(&r) != 0;
     f->response_body_original.truncated = read_int(&r) != 0;
     f->rules_notes = read_text(&r);
+    f->replay_of = read_int(&r);
     if (r.has_failed) {
         flowstore_record_free(rec);
         return NULL;
@@ -1772,6 +1776,37 @@ int flowstore_newest_id(struct flowstore *store, int64_t *id, char *err, size_t 
     ret = 0;
 out:
     sqlite3_reset(stmt);
+    pthread_mutex_unlock(&store->read_lock);
+    return ret;
+}
+
+int flowstore_newest_of_client(struct flowstore *store, const char *client, int64_t *id, char *err,
+                               size_t err_len)
+{
+    sqlite3_stmt *stmt = NULL;
+    int rc;
+    int ret = -1;
+
+    *id = 0;
+    pthread_mutex_lock(&store->read_lock);
+    /* Newest first from the end of the rowid b-tree: the flow just written
+     * is found after a few rows, whatever the table holds. */
+    rc = sqlite3_prepare_v2(store->rdb,
+                            "SELECT id FROM flows WHERE client = ?1 ORDER BY id DESC LIMIT 1", -1,
+                            &stmt, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_text(stmt, 1, client, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW)
+        *id = sqlite3_column_int64(stmt, 0);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        snprintf(err, err_len, "finding a flow: %s", sqlite3_errmsg(store->rdb));
+        goto out;
+    }
+    ret = 0;
+out:
+    sqlite3_finalize(stmt);
     pthread_mutex_unlock(&store->read_lock);
     return ret;
 }

@@ -167,6 +167,10 @@ int flowstore_get_ws_messages(struct flowstore *store, int64_t id, int64_t from_
 int flowstore_delete(struct flowstore *store, int64_t id, bool *found, char *err, size_t err_len);
 /* Deletes every flow. Ids are never reused afterwards. Returns 0 or -1 with err. */
 int flowstore_clear(struct flowstore *store, char *err, size_t err_len);
+/* The id of the newest stored flow whose client is client (a replay's
+ * "replay of #N"), 0 when none. Returns 0 or -1 with err. */
+int flowstore_newest_of_client(struct flowstore *store, const char *client, int64_t *id, char *err,
+                               size_t err_len);
 /* The id of the newest stored flow, 0 when none. Returns 0 or -1 with err. */
 int flowstore_newest_id(struct flowstore *store, int64_t *id, char *err, size_t err_len);
 

@@ -26,6 +26,8 @@
 #include "listener.h"
 #include "log.h"
 #include "proxyauth.h"
+#include "intercept.h"
+#include "replay.h"
 #include "rulebook.h"
 #include "socks5listen.h"
 #include "tlsserver.h"
@@ -271,6 +273,8 @@ struct app {
     struct proxyauth *auth;
     struct upstreamproxy *proxy;
     struct clientcert *client_certs;
+    struct intercept *intercept;
+    struct replay *replay;
     int cancel_pipe[2];
 };
 
@@ -334,6 +338,38 @@ static int open_tls(struct app *app, char *err, size_t err_len)
     return 0;
 }
 
+/* The intercept room with --intercept's filter, and replay, both for the
+ * dashboard (the intercept for the sessions too). */
+static int open_interact(struct app *app, char *err, size_t err_len)
+{
+    struct config *cfg = &app->cfg;
+    struct replay_env env = {
+        .cfg = cfg,
+        .flows = cfg->capture_enabled ? app->flows : NULL,
+        .rules = rulebook_current(app->book),
+        .guard = &app->guard, /* filled by open_listener(), before any client */
+        .proxy = app->proxy,
+        .upstream_ctx = app->upstream_ctx,
+        .cancel_fd = app->cancel_pipe[0],
+    };
+
+    app->intercept = intercept_new(cfg->intercept_timeout_s * 1000);
+    app->replay = replay_new(&env);
+    if (app->intercept == NULL || app->replay == NULL) {
+        snprintf(err, err_len, "out of memory");
+        return -1;
+    }
+    if (cfg->intercept != NULL && intercept_set_filter(app->intercept, cfg->intercept,
+                                                       strlen(cfg->intercept), err, err_len) < 0) {
+        errmsg_prefix(err, err_len, "--intercept: ");
+        return -1;
+    }
+    if (cfg->intercept != NULL && cfg->intercept[0] != '\0')
+        log_info("intercepting flows that match: %s (for %d s at most)", cfg->intercept,
+                 cfg->intercept_timeout_s);
+    return 0;
+}
+
 /* The dashboard, with the kept token unless --dashboard-token gave one. */
 static int start_dashboard(struct app *app, char *err, size_t err_len)
 {
@@ -359,6 +395,8 @@ static int start_dashboard(struct app *app, char *err, size_t err_len)
         .rules = app->book,
         .certs = app->certs,
         .db_path = cfg->db_path,
+        .intercept = app->intercept,
+        .replay = app->replay,
     };
     if (dashboard_start(&dopts, app->flows, app->ca, &app->dash, err, err_len) < 0) {
         errmsg_prefix(err, err_len, "dashboard: ");
@@ -486,6 +524,7 @@ static int serve(struct app *app)
         .certs = app->certs,
         .flows = cfg->capture_enabled ? app->flows : NULL,
         .rules = rulebook_current(app->book),
+        .intercept = app->intercept,
         .guard = &app->guard,
         .auth = app->auth,
         .proxy = app->proxy,
@@ -543,6 +582,8 @@ static void app_close(struct app *app)
     clientcert_free(app->client_certs); /* after the context that used them */
     SSL_CTX_free(app->server_ctx);
     dashboard_stop(app->dash);
+    replay_free(app->replay); /* after the dashboard, which runs replays */
+    intercept_free(app->intercept);
     flowstore_close(app->flows); /* writes every queued flow first, then logs the totals */
     rulebook_close(app->book);
     certstore_close(app->certs);
@@ -592,7 +633,8 @@ int main(int argc, char **argv)
     }
     if (load_proxy_settings(&app, err, sizeof(err)) < 0 ||
         open_stores(&app, err, sizeof(err)) < 0 || open_tls(&app, err, sizeof(err)) < 0 ||
-        start_dashboard(&app, err, sizeof(err)) < 0 || open_listener(&app, err, sizeof(err)) < 0) {
+        open_interact(&app, err, sizeof(err)) < 0 || start_dashboard(&app, err, sizeof(err)) < 0 ||
+        open_listener(&app, err, sizeof(err)) < 0) {
         log_error("%s", err);
         goto out;
     }

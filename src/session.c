@@ -42,6 +42,7 @@
 #include "h2relay.h"
 #include "http1codec.h"
 #include "http1.h"
+#include "intercept.h"
 #include "log.h"
 #include "origin.h"
 #include "rewrite.h"
@@ -108,6 +109,9 @@ struct request_ctx {
     int64_t started_us;
     bool is_captured; /* cap was begun (capture may still be off) */
     struct capture cap;
+    /* An intercept that may hold the response: its hooks go to the
+     * exchange in front of cap's. NULL: none. */
+    struct intercept_response *response_hold;
 };
 
 static void request_ctx_init(struct request_ctx *rq, const struct session *s, int64_t started_us)
@@ -559,8 +563,10 @@ static void forward(struct session *s, enum session_mode mode, const struct dest
             *keep = refuse(s, rq, 503, "out of memory", true);
             return;
         }
+        const struct exchange_capture *hooks =
+            rq->response_hold != NULL ? &rq->response_hold->hooks : capture_hooks(&rq->cap);
         int r = exchange_forward(&s->client, &s->origin.stream, &via, &s->t, rewrite_hooks(rw),
-                                 capture_hooks(&rq->cap), res);
+                                 hooks, res);
         upstreamproxy_request_free(&proxied);
         if (r < 0 && res->upstream_stale && is_reused) {
             /* A kept-alive origin connection may have been closed by the
@@ -591,6 +597,201 @@ static void forward(struct session *s, enum session_mode mode, const struct dest
     *keep = res->client_keep_alive;
 }
 
+/* ---- intercept ---- */
+
+/* Reads req's whole body (a Content-Length within INTERCEPT_MAX_BODY_BYTES)
+ * off the client to hold it, answering its Expect: 100-continue first.
+ * Returns 0 with *body (caller frees), or -1 when it did not arrive. */
+static int read_held_body(struct session *s, struct message *req, unsigned char **body, size_t *len)
+{
+    size_t want = (size_t)req->content_length, got = 0;
+    unsigned char *buf = malloc(want > 0 ? want : 1);
+
+    if (buf == NULL)
+        return -1;
+    if (req->expect_continue && req->version >= 11) {
+        if (stream_putstr(&s->client, "HTTP/1.1 100 Continue\r\n\r\n", s->t.io_ms) != STREAM_OK ||
+            stream_flush(&s->client, s->t.io_ms) != STREAM_OK)
+            goto fail;
+    }
+    req->expect_continue = false;
+    while (got < want) {
+        ssize_t n = stream_read(&s->client, buf + got, want - got, s->t.io_ms);
+        if (n <= 0)
+            goto fail;
+        got += (size_t)n;
+    }
+    *body = buf;
+    *len = want;
+    return 0;
+fail:
+    free(buf);
+    return -1;
+}
+
+/*
+ * A resume's edits on *req (replaced by an owned copy) and the flow: the
+ * method, the path of the URL (intercept_resume() checked that the origin
+ * stays), the fields, the body (*body, the held one, swapped for the
+ * edited one). Returns 0, or -1 when out of memory.
+ */
+static int apply_request_edit(struct request_ctx *rq, struct destination *d, struct message *req,
+                              struct intercept_edit *e, unsigned char **body, size_t *body_len)
+{
+    struct message view = *req, out;
+    struct message_field *items = intercept_edit_message_fields(e);
+    struct message_fields fields = {items, items != NULL ? e->field_count : 0};
+    struct http1_absolute_target at;
+    char *path = NULL;
+    char note[96];
+    int rc = -1;
+
+    if (e->has_fields && e->field_count > 0 && items == NULL)
+        goto out;
+    if (e->method != NULL) {
+        snprintf(note, sizeof(note), "intercept: the method was %.*s", (int)req->method_len,
+                 req->method);
+        capture_note(&rq->cap, NULL, note);
+        view.method = e->method;
+        view.method_len = strlen(e->method);
+    }
+    if (e->url != NULL) {
+        if (http1_parse_absolute_target(e->url, strlen(e->url), &at) < 0 ||
+            (path = origin_form(at.path, at.path_len)) == NULL)
+            goto out;
+        view.target = path;
+        view.target_len = strlen(path);
+    }
+    if (e->has_body) {
+        view.body = MESSAGE_BODY_LENGTH;
+        view.content_length = e->body_len;
+    }
+    if (message_copy(&out, &view, e->has_fields ? &fields : NULL) < 0)
+        goto out;
+    capture_request_edited(&rq->cap, &out, e->has_body ? *body : NULL, e->has_body ? *body_len : 0);
+    message_free(req);
+    *req = out;
+    if (path != NULL) {
+        free(d->path);
+        d->path = path;
+        path = NULL;
+    }
+    if (e->has_body) {
+        free(*body);
+        *body = e->body;
+        *body_len = e->body_len;
+        e->body = NULL;
+        e->body_len = 0;
+    }
+    rc = 0;
+out:
+    free(path);
+    free(items);
+    return rc;
+}
+
+/*
+ * The intercept (--intercept, the dashboard's filter): a request that
+ * matches waits here, with its body when it can be held (none, or a
+ * Content-Length within INTERCEPT_MAX_BODY_BYTES), until it is resumed,
+ * edited or not, dropped (tapwire's error page), timed out (unchanged),
+ * or its client hangs up. A filter that reads the response is set up in
+ * *resp to be matched again at the response head. A held body goes back
+ * in front of the client's stream, so the exchange reads and frames it
+ * like any other. Returns 0 to forward *req, 1 when the exchange ended
+ * here (*keep set).
+ */
+static int hold_request(struct session *s, struct request_ctx *rq, struct destination *d,
+                        struct message *req, struct intercept_response *resp, bool *keep)
+{
+    struct intercept_filter *f = intercept_acquire(s->env->intercept);
+    const char *scheme = d->is_tls ? "https" : "http";
+    bool can_hold_body =
+        req->body == MESSAGE_BODY_NONE ||
+        (req->body == MESSAGE_BODY_LENGTH && req->content_length <= INTERCEPT_MAX_BODY_BYTES);
+    bool has_body = req->body == MESSAGE_BODY_NONE;
+    unsigned char *body = NULL;
+    size_t body_len = 0;
+    struct flow *flow = NULL;
+    struct intercept_edit edit = {0};
+    int64_t waited = 0;
+    char note[160];
+    int rc = 0;
+
+    if (f == NULL)
+        return 0;
+    if (can_hold_body && !has_body && intercept_filter_reads_request_body(f)) {
+        if (read_held_body(s, req, &body, &body_len) < 0)
+            goto no_body;
+        has_body = true;
+    }
+    flow = intercept_request_flow(req, scheme, rq->host, rq->port, body, body_len);
+    if (flow == NULL || !intercept_filter_match(f, flow))
+        goto response;
+    if (can_hold_body && !has_body) {
+        if (read_held_body(s, req, &body, &body_len) < 0)
+            goto no_body;
+        has_body = true;
+    }
+    struct intercept_message msg = {
+        .method = flow->method,
+        .url = (char *)rq->url,
+        .headers = flow->request_headers,
+        .has_body = has_body,
+        .body = body,
+        .body_len = body_len,
+    };
+    enum intercept_outcome outcome =
+        intercept_hold(s->env->intercept, &msg, s->client.fd, s->env->stop_fd, &edit, &waited);
+    bool is_edited = outcome == INTERCEPT_RESUMED && !intercept_edit_is_empty(&edit);
+    intercept_outcome_note(outcome, is_edited, waited, note, sizeof(note));
+    capture_note(&rq->cap, is_edited ? "intercept" : NULL, note);
+    if (outcome == INTERCEPT_DROPPED) {
+        *keep = refuse(s, rq, 502, "dropped while intercepted", true);
+        rc = 1;
+        goto out;
+    }
+    if (outcome == INTERCEPT_CLIENT_GONE) {
+        log_request(s, rq, 0, 0, note);
+        finish_capture(s, rq, 0, "the client hung up while its request was intercepted");
+        *keep = false;
+        rc = 1;
+        goto out;
+    }
+    if (is_edited && apply_request_edit(rq, d, req, &edit, &body, &body_len) < 0) {
+        *keep = refuse(s, rq, 503, "out of memory", true);
+        rc = 1;
+        goto out;
+    }
+response:
+    if (intercept_filter_is_response(f) && flow != NULL) {
+        intercept_response_begin(resp, s->env->intercept, f, flow, &rq->cap, rq->url, s->client.fd,
+                                 s->env->stop_fd);
+        rq->response_hold = resp;
+        f = NULL;
+        flow = NULL;
+    }
+    if (has_body && (body_len > 0 || req->body == MESSAGE_BODY_LENGTH)) {
+        if (stream_unshift(&s->client, body, body_len) < 0) {
+            *keep = refuse(s, rq, 503, "out of memory", true);
+            rc = 1;
+            goto out;
+        }
+        req->body = MESSAGE_BODY_LENGTH;
+        req->content_length = body_len;
+    }
+    goto out;
+no_body:
+    *keep = refuse(s, rq, 400, "the request body did not arrive whole", true);
+    rc = 1;
+out:
+    intercept_edit_free(&edit);
+    intercept_filter_release(f);
+    flow_free(flow);
+    free(body);
+    return rc;
+}
+
 /* One exchange after the head was parsed. Returns true to keep serving. */
 static bool serve_one(struct session *s, enum session_mode mode, size_t head_len, int64_t started)
 {
@@ -600,6 +801,7 @@ static bool serve_one(struct session *s, enum session_mode mode, size_t head_len
     struct message view, req = {0};
     struct exchange_result res = {0};
     struct rewrite rw = {0};
+    struct intercept_response held = {0};
     bool rewritten = false;
     char *target_original = NULL;
     char *url = NULL;
@@ -642,8 +844,11 @@ static bool serve_one(struct session *s, enum session_mode mode, size_t head_len
                       close);
         goto out;
     }
+    if (s->env->intercept != NULL && hold_request(s, &rq, &d, &req, &held, &keep) != 0)
+        goto out;
     forward(s, mode, &d, &rq, &req, &rw, &res, &keep);
 out:
+    intercept_response_end(&held);
     capture_abandon(&rq.cap);
     rewrite_end(&rw);
     free(target_original);

@@ -35,6 +35,7 @@ struct proxy_env {
     struct certstore *certs;
     struct flowstore *flows;           /* NULL: capture off */
     struct rules_current *rules;       /* the live rewrite rules, NULL: none */
+    struct intercept *intercept;       /* the intercept filter and waiting room, NULL: none */
     const struct destguard *guard;     /* destinations refused after resolution, NULL: none */
     const struct proxyauth *auth;      /* --proxy-auth: who may use the proxy, NULL: anyone */
     const struct upstreamproxy *proxy; /* --upstream-proxy, NULL: origins directly */

@@ -158,6 +158,31 @@ void stream_consume(struct stream *s, size_t n)
         s->in_start = s->in_end = 0;
 }
 
+int stream_unshift(struct stream *s, const void *data, size_t len)
+{
+    size_t have = stream_buffered(s);
+    char *in;
+
+    if (len == 0)
+        return 0;
+    if (len <= s->in_start) {
+        s->in_start -= len;
+        memcpy(s->in + s->in_start, data, len);
+        return 0;
+    }
+    in = malloc(len + have > 0 ? len + have : 1);
+    if (in == NULL)
+        return -1;
+    memcpy(in, data, len);
+    if (have > 0)
+        memcpy(in + len, stream_data(s), have);
+    free(s->in);
+    s->in = in;
+    s->in_start = 0;
+    s->in_end = s->in_cap = len + have;
+    return 0;
+}
+
 void stream_release_idle(struct stream *s)
 {
     if (stream_buffered(s) == 0 && s->in) {

@@ -81,6 +81,15 @@ static inline const char *stream_data(const struct stream *s)
 }
 void stream_consume(struct stream *s, size_t n);
 
+/*
+ * Puts len bytes back in front of what is buffered, as if they had just
+ * arrived: a request body that was read off the stream to be held (an
+ * intercept) or made up (a replay) is then read by the exchange like any
+ * other. The buffer may grow past in_max for them: the caller bounds len.
+ * Returns 0, or -1 when out of memory (nothing changed).
+ */
+int stream_unshift(struct stream *s, const void *data, size_t len);
+
 /* Frees the input and output buffers when they hold nothing, so an idle
  * keep-alive connection costs no buffer memory (they come back on use). */
 void stream_release_idle(struct stream *s);

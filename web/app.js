@@ -1098,6 +1098,8 @@
             return;
         state.openDetail = d;
         renderDetail(d, gen);
+        /* interact.js adds Replay and "Edit and resend" for this flow. */
+        document.dispatchEvent(new CustomEvent('tapwire:detail', { detail: d }));
     }
 
     function chip(text, cls, title) {
@@ -2364,6 +2366,7 @@
         });
 
         $('d-close').addEventListener('click', closeDetail);
+        document.addEventListener('tapwire:open', (ev) => openFlow(ev.detail));
         $('d-curl').addEventListener('click', () => {
             if (state.openDetail && state.openDetail.curl)
                 copyText(state.openDetail.curl);
