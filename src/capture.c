@@ -92,7 +92,8 @@ static void on_response_head(void *arg, const struct message *sent, const struct
     size_t n = sent->reason_len < sizeof(f->reason) ? sent->reason_len : sizeof(f->reason) - 1;
 
     f->status = sent->status;
-    memcpy(f->reason, sent->reason, n);
+    if (n > 0) /* HTTP/2 has no reason phrase: reason may be NULL */
+        memcpy(f->reason, sent->reason, n);
     f->reason[n] = '\0';
     f->response_version = sent->version;
     free(f->response_headers);

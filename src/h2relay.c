@@ -645,6 +645,7 @@ static int start_response(struct h2ex *ex)
     int rc = -1;
 
     view.status = ex->status;
+    view.reason = ""; /* HTTP/2 has none */
     view.version = 20;
     view.fields = fields_of(&ex->resp);
     view.body = ex->down_ended ? MESSAGE_BODY_NONE : MESSAGE_BODY_STREAM;
