@@ -287,3 +287,72 @@ ALTER TABLE flows ADD COLUMN resp_body BLOB;
 -- before this version count as never used and go first.
 ALTER TABLE certs ADD COLUMN last_used_us INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX certs_last_used ON certs (last_used_us);
+
+-- version: 10
+-- Flows in segments, and a full-text index (flowstore.c, flowseg.c).
+--
+-- Pruning deleted the oldest flows row by row after every batch: each
+-- delete unlinked a row, its index entries and its body pages, about as
+-- much work as storing the flow. Flows now live in time-ordered segments:
+-- segment N is the tables flows_N (the columns of flows until version 9,
+-- plus imported), flow_bodies_N (as flow_bodies), flows_fts_N (its search
+-- index) and flows_unindexed_N (the flows whose bodies the index does not
+-- hold whole). The flow writer fills the newest segment and starts another
+-- when it holds an eighth of --max-flows (or of --max-db-size, or of
+-- --retain); retention drops the oldest segment whole, with DROP TABLE,
+-- which frees its pages without visiting its rows one by one.
+--
+-- flow_segments lists the segments, oldest first. A segment holds the ids
+-- from its first_id up to the next segment's first_id - 1. flows counts its
+-- stored rows and written the rows ever written into it; last_us is the
+-- start time of its newest flow (microseconds since the Unix epoch).
+--
+-- flows and flow_bodies are now views over every segment (UNION ALL,
+-- rewritten by the flow writer whenever a segment is added or dropped), so
+-- that queries of the earlier tables keep working, read-only.
+--
+-- flows_fts_N is an FTS5 table with the trigram tokenizer (any substring of
+-- three or more characters, case-insensitive), contentless (content='':
+-- it keeps the index only, the text is in flows_N), rowid = flow id.
+-- Columns: url (host || target, as the dashboard's URL filter), headers
+-- (both header sections as stored) and body (the request and response
+-- bodies as text, decoded, at most FLOWSTORE_INDEX_BODY_MAX_BYTES of each).
+-- A flow whose bodies are not all in the index (binary, not UTF-8, longer
+-- than the bound, or stored before this version) has a row in
+-- flows_unindexed_N: a body search reads those flows' bodies itself.
+-- Entries of deleted flows stay in the index until their segment is
+-- dropped; every query joins the index with flows_N, so they match nothing.
+--
+-- The existing tables become segment 1.
+DROP INDEX flows_host;
+DROP INDEX flows_status_class;
+DROP INDEX flows_error;
+ALTER TABLE flows RENAME TO flows_1;
+ALTER TABLE flow_bodies RENAME TO flow_bodies_1;
+-- NULL for captured flows, 1 for flows imported from a HAR file.
+ALTER TABLE flows_1 ADD COLUMN imported INTEGER;
+CREATE INDEX flows_1_host ON flows_1 (lower(host));
+CREATE INDEX flows_1_status_class ON flows_1 (status / 100) WHERE status / 100 <> 2;
+CREATE INDEX flows_1_error ON flows_1 (id) WHERE error IS NOT NULL;
+CREATE VIRTUAL TABLE flows_fts_1 USING fts5 (url, headers, body, content = '',
+    columnsize = 0, tokenize = 'trigram');
+INSERT INTO flows_fts_1 (rowid, url, headers)
+    SELECT id, host || target, coalesce(req_headers, '') || coalesce(resp_headers, '')
+    FROM flows_1;
+CREATE TABLE flows_unindexed_1 (id INTEGER PRIMARY KEY);
+INSERT INTO flows_unindexed_1 (id)
+    SELECT id FROM flows_1 WHERE req_body_captured > 0 OR resp_body_captured > 0;
+CREATE TABLE flow_segments (
+    seg INTEGER PRIMARY KEY,
+    first_id INTEGER NOT NULL,
+    created_us INTEGER NOT NULL,
+    last_us INTEGER NOT NULL,
+    flows INTEGER NOT NULL,
+    written INTEGER NOT NULL
+);
+INSERT INTO flow_segments (seg, first_id, created_us, last_us, flows, written)
+    SELECT 1, 1, coalesce(min(time_start_us), 0), coalesce(max(time_start_us), 0), count(*),
+           count(*)
+    FROM flows_1;
+CREATE VIEW flows AS SELECT * FROM flows_1;
+CREATE VIEW flow_bodies AS SELECT * FROM flow_bodies_1;

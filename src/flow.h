@@ -128,6 +128,7 @@ struct flow {
     struct flow_body response_body_original;
     char *rules_notes; /* owned, may be NULL: why a matching rule did not apply
                           (body over --rewrite-limit, decode failure, regex limit) */
+    bool is_imported;  /* from a HAR file (har_import()), not captured */
 };
 
 /* Allocates a zeroed flow with both body limits set. NULL when out of

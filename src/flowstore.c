@@ -41,7 +41,9 @@
 #include <sqlite3.h>
 
 #include "db.h"
+#include "flowseg.h"
 #include "log.h"
+#include "searchtext.h"
 
 /* Queued flows may each hold two bodies up to the capture limit; bounding
  * their bytes, not only their number, bounds memory while the disk is slow. */
@@ -55,7 +57,6 @@ _Static_assert(FLOWSTORE_RESPONSE_ORIGINAL < 4, "a direction must fit in a flow'
 
 struct flowstore {
     char *db_path;
-    int64_t max_flows;
     /* Captured bodies up to this many bytes go into the flow's own row
      * (schema version 8), larger ones into flow_bodies: an eighth of the
      * database's page, so that a row with both bodies inline stays on its
@@ -87,18 +88,29 @@ struct flowstore {
     sqlite3_stmt *begin_stmt;
     sqlite3_stmt *commit_stmt;
     sqlite3_stmt *rollback_stmt;
-    sqlite3_stmt *insert_flow_stmt;
-    sqlite3_stmt *insert_body_stmt;
     sqlite3_stmt *save_next_id_stmt;
     /* The id the next stored flow gets (flow_ids, schema version 7): the
      * writer assigns ids itself rather than through AUTOINCREMENT. */
     int64_t next_id;
-    sqlite3_stmt *prune_bodies_stmt;
-    sqlite3_stmt *prune_flows_stmt;
-    sqlite3_stmt *delete_bodies_stmt;
-    sqlite3_stmt *delete_stmt;
-    sqlite3_stmt *clear_bodies_stmt;
-    sqlite3_stmt *clear_flows_stmt;
+    /* The segments, oldest first (flowseg.h); the last one is written. */
+    struct flowseg segs[FLOWSEG_MAX_SEGMENTS + 1];
+    size_t seg_count;
+    int64_t seg_total_flows; /* sum of segs[].flows */
+    struct flowseg_limits limits;
+    bool are_views_stale; /* segments changed in this transaction */
+    /* The statements on the newest segment's tables, prepared when it
+     * starts. */
+    sqlite3_stmt *insert_flow_stmt;
+    sqlite3_stmt *insert_body_stmt;
+    sqlite3_stmt *insert_fts_stmt;
+    sqlite3_stmt *insert_unindexed_stmt;
+    sqlite3_stmt *insert_seg_stmt;
+    sqlite3_stmt *update_seg_stmt;
+    sqlite3_stmt *delete_seg_stmt;
+    sqlite3_stmt *used_pages_stmt;
+    /* The decoder for indexing compressed bodies; a copy of body_decode
+     * under write_lock. */
+    flowstore_decode_fn index_decode;
     char logged_error[FLOWSTORE_ERROR_BYTES]; /* last error logged; "" while writes work */
     uint64_t lost_since_logged;
 
@@ -109,6 +121,9 @@ struct flowstore {
     sqlite3_stmt *get_stmt;
     sqlite3_stmt *get_body_stmt;
     sqlite3_stmt *newest_stmt;
+    sqlite3_stmt *segs_stmt;
+    sqlite3_stmt *read_begin_stmt;
+    sqlite3_stmt *read_commit_stmt;
     /* Decodes Content-Encoding for the body search; NULL searches the
      * stored bytes only. Read by the search under read_lock. */
     flowstore_decode_fn body_decode;
@@ -258,37 +273,69 @@ static int prepare_writer(struct flowstore *store, char *err, size_t err_len)
     if (prepare(db, path, "BEGIN IMMEDIATE", &store->begin_stmt, err, err_len) != 0 ||
         prepare(db, path, "COMMIT", &store->commit_stmt, err, err_len) != 0 ||
         prepare(db, path, "ROLLBACK", &store->rollback_stmt, err, err_len) != 0 ||
-        prepare(db, path,
-                "INSERT INTO flows (id, " FLOW_INSERT_COLUMNS
-                ", req_body, resp_body) VALUES (?, " FLOW_INSERT_VALUES ", ?, ?)",
-                &store->insert_flow_stmt, err, err_len) != 0 ||
         prepare(db, path, "UPDATE flow_ids SET next_id = ?1", &store->save_next_id_stmt, err,
                 err_len) != 0 ||
-        prepare(db, path, "INSERT INTO flow_bodies (body_key, data) VALUES (?1, ?2)",
-                &store->insert_body_stmt, err, err_len) != 0 ||
-        /* max(id) is one b-tree descent and both deletes are range scans
-         * (body keys of flows up to id N end at N * 4 + 3), so pruning
-         * after every batch costs the rows it removes. It keeps exactly
-         * max_flows while ids have no gaps; after deletions from the
-         * dashboard it keeps fewer, never more. Nothing cascades: the
-         * bodies are deleted here, first, while max(id) still names the
-         * same flow in both statements. */
         prepare(db, path,
-                "DELETE FROM flow_bodies WHERE body_key <= ((SELECT max(id) FROM flows) - ?1) * 4 "
-                "+ 3",
-                &store->prune_bodies_stmt, err, err_len) != 0 ||
-        prepare(db, path, "DELETE FROM flows WHERE id <= (SELECT max(id) FROM flows) - ?1",
-                &store->prune_flows_stmt, err, err_len) != 0 ||
-        /* SQLite's * turns an overflowing product into a REAL, which no
-         * key equals: an absurd id deletes nothing rather than wrapping
-         * onto another flow's bodies. */
-        prepare(db, path, "DELETE FROM flow_bodies WHERE body_key BETWEEN ?1 * 4 AND ?1 * 4 + 3",
-                &store->delete_bodies_stmt, err, err_len) != 0 ||
-        prepare(db, path, "DELETE FROM flows WHERE id = ?1", &store->delete_stmt, err, err_len) !=
-            0 ||
-        prepare(db, path, "DELETE FROM flow_bodies", &store->clear_bodies_stmt, err, err_len) !=
-            0 ||
-        prepare(db, path, "DELETE FROM flows", &store->clear_flows_stmt, err, err_len) != 0)
+                "INSERT INTO flow_segments (seg, first_id, created_us, last_us, flows, written) "
+                "VALUES (?1, ?2, ?3, ?4, 0, 0)",
+                &store->insert_seg_stmt, err, err_len) != 0 ||
+        prepare(db, path,
+                "UPDATE flow_segments SET last_us = ?2, flows = ?3, written = ?4, first_id = ?5 "
+                "WHERE seg = ?1",
+                &store->update_seg_stmt, err, err_len) != 0 ||
+        prepare(db, path, "DELETE FROM flow_segments WHERE seg = ?1", &store->delete_seg_stmt, err,
+                err_len) != 0 ||
+        /* Pages in use: what --max-db-size bounds. Both are read from the
+         * file's header, so this costs nothing per batch. */
+        prepare(db, path,
+                "SELECT (SELECT page_count FROM pragma_page_count) - "
+                "(SELECT freelist_count FROM pragma_freelist_count)",
+                &store->used_pages_stmt, err, err_len) != 0)
+        return -1;
+    return 0;
+}
+
+static void finalize_segment_stmts(struct flowstore *store)
+{
+    sqlite3_finalize(store->insert_flow_stmt);
+    sqlite3_finalize(store->insert_body_stmt);
+    sqlite3_finalize(store->insert_fts_stmt);
+    sqlite3_finalize(store->insert_unindexed_stmt);
+    store->insert_flow_stmt = NULL;
+    store->insert_body_stmt = NULL;
+    store->insert_fts_stmt = NULL;
+    store->insert_unindexed_stmt = NULL;
+}
+
+/* Prepares the writer's statements on the newest segment's tables. */
+static int prepare_segment(struct flowstore *store, char *err, size_t err_len)
+{
+    sqlite3 *db = store->wdb;
+    const char *path = store->db_path;
+    int64_t seg = store->segs[store->seg_count - 1].seg;
+    char sql[2048];
+
+    finalize_segment_stmts(store);
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO flows_%" PRId64 " (id, " FLOW_INSERT_COLUMNS
+             ", req_body, resp_body, imported) VALUES (?, " FLOW_INSERT_VALUES ", ?, ?, ?)",
+             seg);
+    if (prepare(db, path, sql, &store->insert_flow_stmt, err, err_len) != 0)
+        return -1;
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO flow_bodies_%" PRId64 " (body_key, data) VALUES (?1, ?2)", seg);
+    if (prepare(db, path, sql, &store->insert_body_stmt, err, err_len) != 0)
+        return -1;
+    /* The url column is what the URL filter looks in (host || target). */
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO flows_fts_%" PRId64 " (rowid, url, headers, body) VALUES (?1, ?2 || ?3, "
+             "coalesce(?4, '') || coalesce(?5, ''), coalesce(?6, '') || char(10) || "
+             "coalesce(?7, ''))",
+             seg);
+    if (prepare(db, path, sql, &store->insert_fts_stmt, err, err_len) != 0)
+        return -1;
+    snprintf(sql, sizeof(sql), "INSERT INTO flows_unindexed_%" PRId64 " (id) VALUES (?1)", seg);
+    if (prepare(db, path, sql, &store->insert_unindexed_stmt, err, err_len) != 0)
         return -1;
     return 0;
 }
@@ -407,7 +454,14 @@ static int prepare_reader(struct flowstore *store, char *err, size_t err_len)
                 "FROM flows WHERE id = ?1), (SELECT data FROM flow_bodies WHERE body_key = ?1 * 4 "
                 "+ ?2))",
                 &store->get_body_stmt, err, err_len) != 0 ||
-        prepare(db, path, "SELECT max(id) FROM flows", &store->newest_stmt, err, err_len) != 0)
+        /* max() over the view would read every row; ORDER BY ... LIMIT
+         * merges the segments' rowid b-trees. */
+        prepare(db, path, "SELECT id FROM flows ORDER BY id DESC LIMIT 1", &store->newest_stmt, err,
+                err_len) != 0 ||
+        prepare(db, path, "SELECT seg, first_id FROM flow_segments ORDER BY seg", &store->segs_stmt,
+                err, err_len) != 0 ||
+        prepare(db, path, "BEGIN", &store->read_begin_stmt, err, err_len) != 0 ||
+        prepare(db, path, "COMMIT", &store->read_commit_stmt, err, err_len) != 0)
         return -1;
     return 0;
 }
@@ -432,15 +486,52 @@ out:
     return ret;
 }
 
-static int count_stored(struct flowstore *store, char *err, size_t err_len)
+/* Reads flow_segments into segs (oldest first) and the stored count. */
+static int load_segments(struct flowstore *store, char *err, size_t err_len)
 {
-    int64_t count;
+    sqlite3_stmt *stmt = NULL;
+    int rc;
+    int ret = -1;
 
-    if (query_int64(store->rdb, store->db_path, "SELECT count(*) FROM flows",
-                    "the number of stored flows", &count, err, err_len) != 0)
-        return -1;
-    store->stats.stored = (uint64_t)count;
-    return 0;
+    store->seg_count = 0;
+    store->seg_total_flows = 0;
+    if (prepare(store->wdb, store->db_path,
+                "SELECT seg, first_id, created_us, last_us, flows, written FROM flow_segments "
+                "ORDER BY seg",
+                &stmt, err, err_len) != 0)
+        goto out;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        struct flowseg *seg;
+
+        if (store->seg_count == FLOWSEG_MAX_SEGMENTS + 1) {
+            errmsg_set(err, err_len, "database %s has more than %d flow segments", store->db_path,
+                       FLOWSEG_MAX_SEGMENTS + 1);
+            goto out;
+        }
+        seg = &store->segs[store->seg_count++];
+        memset(seg, 0, sizeof(*seg));
+        seg->seg = sqlite3_column_int64(stmt, 0);
+        seg->first_id = sqlite3_column_int64(stmt, 1);
+        seg->created_us = sqlite3_column_int64(stmt, 2);
+        seg->last_us = sqlite3_column_int64(stmt, 3);
+        seg->flows = sqlite3_column_int64(stmt, 4);
+        seg->written = sqlite3_column_int64(stmt, 5);
+        store->seg_total_flows += seg->flows;
+    }
+    if (rc != SQLITE_DONE) {
+        errmsg_set(err, err_len, "database %s: cannot read the flow segments: %s", store->db_path,
+                   sqlite3_errmsg(store->wdb));
+        goto out;
+    }
+    if (store->seg_count == 0) {
+        errmsg_set(err, err_len, "database %s has no flow segment", store->db_path);
+        goto out;
+    }
+    store->stats.stored = (uint64_t)store->seg_total_flows;
+    ret = 0;
+out:
+    sqlite3_finalize(stmt);
+    return ret;
 }
 
 /* Sets inline_body_max from the file's page size: an existing file keeps
@@ -505,7 +596,7 @@ int flowstore_open(const char *db_path, int64_t max_flows, struct flowstore **ou
         errmsg_set(err, err_len, "flowstore: out of memory");
         goto out;
     }
-    store->max_flows = max_flows;
+    store->limits.max_flows = max_flows;
     store->db_path = strdup(db_path);
     store->queue = calloc(FLOWSTORE_QUEUE_FLOWS, sizeof(store->queue[0]));
     if (store->db_path == NULL || store->queue == NULL) {
@@ -531,8 +622,9 @@ int flowstore_open(const char *db_path, int64_t max_flows, struct flowstore **ou
     if (db_open(db_path, &store->wdb, err, err_len) != 0 ||
         prepare_writer(store, err, err_len) != 0 ||
         db_open(db_path, &store->rdb, err, err_len) != 0 ||
-        prepare_reader(store, err, err_len) != 0 || count_stored(store, err, err_len) != 0 ||
-        load_next_id(store, err, err_len) != 0 || load_inline_body_max(store, err, err_len) != 0)
+        prepare_reader(store, err, err_len) != 0 || load_segments(store, err, err_len) != 0 ||
+        prepare_segment(store, err, err_len) != 0 || load_next_id(store, err, err_len) != 0 ||
+        load_inline_body_max(store, err, err_len) != 0)
         goto out;
 
     if (pthread_create(&store->writer, NULL, writer_run, store) != 0) {
@@ -577,18 +669,18 @@ void flowstore_close(struct flowstore *store)
     sqlite3_finalize(store->begin_stmt);
     sqlite3_finalize(store->commit_stmt);
     sqlite3_finalize(store->rollback_stmt);
-    sqlite3_finalize(store->insert_flow_stmt);
-    sqlite3_finalize(store->insert_body_stmt);
-    sqlite3_finalize(store->prune_bodies_stmt);
-    sqlite3_finalize(store->prune_flows_stmt);
+    finalize_segment_stmts(store);
     sqlite3_finalize(store->save_next_id_stmt);
-    sqlite3_finalize(store->delete_bodies_stmt);
-    sqlite3_finalize(store->delete_stmt);
-    sqlite3_finalize(store->clear_bodies_stmt);
-    sqlite3_finalize(store->clear_flows_stmt);
+    sqlite3_finalize(store->insert_seg_stmt);
+    sqlite3_finalize(store->update_seg_stmt);
+    sqlite3_finalize(store->delete_seg_stmt);
+    sqlite3_finalize(store->used_pages_stmt);
     sqlite3_finalize(store->get_stmt);
     sqlite3_finalize(store->get_body_stmt);
     sqlite3_finalize(store->newest_stmt);
+    sqlite3_finalize(store->segs_stmt);
+    sqlite3_finalize(store->read_begin_stmt);
+    sqlite3_finalize(store->read_commit_stmt);
     close_db(store->rdb, store->db_path);
     close_db(store->wdb, store->db_path);
     if (store->has_callback_lock)
@@ -698,9 +790,21 @@ void flowstore_stats(struct flowstore *store, struct flowstore_stats *out)
 
 void flowstore_set_body_decoder(struct flowstore *store, flowstore_decode_fn decode)
 {
+    /* One lock at a time: read_lock is never held with another. */
+    pthread_mutex_lock(&store->write_lock);
+    store->index_decode = decode;
+    pthread_mutex_unlock(&store->write_lock);
     pthread_mutex_lock(&store->read_lock);
     store->body_decode = decode;
     pthread_mutex_unlock(&store->read_lock);
+}
+
+void flowstore_set_retention(struct flowstore *store, int64_t max_db_bytes, int64_t retain_us)
+{
+    pthread_mutex_lock(&store->write_lock);
+    store->limits.max_db_bytes = max_db_bytes;
+    store->limits.retain_us = retain_us;
+    pthread_mutex_unlock(&store->write_lock);
 }
 
 void flowstore_set_written_callback(struct flowstore *store, flowstore_written_fn fn, void *arg)
@@ -856,6 +960,101 @@ static int insert_body(struct flowstore *store, int64_t id, enum flowstore_direc
     return step_done(store->wdb, stmt, "storing a body", msg, msg_len);
 }
 
+/* The text of a body for the search index, in *text and *len (pointing
+ * into the body or into *owned, which the caller frees). Returns true when
+ * the index then holds everything a body search could find in it: the
+ * whole body, decoded, as UTF-8. */
+static bool body_text(struct flowstore *store, const struct flow_body *body, const char *encoding,
+                      size_t encoding_len, unsigned char **owned, const unsigned char **text,
+                      size_t *len)
+{
+    const unsigned char *data = body->data;
+    size_t data_len = body->len;
+    size_t cut;
+
+    *owned = NULL;
+    *text = NULL;
+    *len = 0;
+    if (data_len == 0)
+        return true;
+    if (encoding != NULL && encoding_len > 0 &&
+        !(encoding_len == 8 && strncasecmp(encoding, "identity", 8) == 0) &&
+        store->index_decode != NULL) {
+        char name[128];
+        char why[128];
+        size_t out_len = 0;
+
+        if (encoding_len >= sizeof(name))
+            return false;
+        memcpy(name, encoding, encoding_len);
+        name[encoding_len] = '\0';
+        /* Past the bound the decoder fails: the body is then not indexed
+         * and a search reads it (flows_unindexed). */
+        if (store->index_decode(name, data, data_len, SEARCHTEXT_BODY_MAX_BYTES, owned, &out_len,
+                                why, sizeof(why)) != 0)
+            return false;
+        data = *owned;
+        data_len = out_len;
+    }
+    cut = searchtext_cut(data, data_len, SEARCHTEXT_BODY_MAX_BYTES);
+    if (!searchtext_is_utf8(data, cut))
+        return false;
+    *text = data;
+    *len = cut;
+    return cut == data_len;
+}
+
+/* Adds flow to the newest segment's search index (and to its unindexed
+ * list when a body is not all in the index). */
+static int index_flow(struct flowstore *store, const struct flow *flow,
+                      const struct header_facts *req, const struct header_facts *resp, char *msg,
+                      size_t msg_len)
+{
+    sqlite3_stmt *stmt = store->insert_fts_stmt;
+    unsigned char *req_owned = NULL, *resp_owned = NULL;
+    const unsigned char *req_text, *resp_text;
+    size_t req_len, resp_len;
+    bool is_complete;
+    int rc;
+
+    is_complete = body_text(store, &flow->request_body, req->content_encoding,
+                            req->content_encoding_len, &req_owned, &req_text, &req_len);
+    is_complete &= body_text(store, &flow->response_body, resp->content_encoding,
+                             resp->content_encoding_len, &resp_owned, &resp_text, &resp_len);
+    if ((rc = sqlite3_bind_int64(stmt, 1, flow->id)) != SQLITE_OK ||
+        (rc = sqlite3_bind_text(stmt, 2, flow->host, -1, SQLITE_STATIC)) != SQLITE_OK ||
+        (rc = sqlite3_bind_text(stmt, 3, flow->target != NULL ? flow->target : "", -1,
+                                SQLITE_STATIC)) != SQLITE_OK ||
+        (flow->request_headers != NULL &&
+         (rc = sqlite3_bind_text(stmt, 4, flow->request_headers, -1, SQLITE_STATIC)) !=
+             SQLITE_OK) ||
+        (flow->response_headers != NULL &&
+         (rc = sqlite3_bind_text(stmt, 5, flow->response_headers, -1, SQLITE_STATIC)) !=
+             SQLITE_OK) ||
+        (req_text != NULL && (rc = sqlite3_bind_text64(stmt, 6, (const char *)req_text, req_len,
+                                                       SQLITE_STATIC, SQLITE_UTF8)) != SQLITE_OK) ||
+        (resp_text != NULL &&
+         (rc = sqlite3_bind_text64(stmt, 7, (const char *)resp_text, resp_len, SQLITE_STATIC,
+                                   SQLITE_UTF8)) != SQLITE_OK)) {
+        describe_error(store->wdb, rc, "indexing a flow", msg, msg_len);
+        sqlite3_clear_bindings(stmt);
+        goto out;
+    }
+    rc = step_done(store->wdb, stmt, "indexing a flow", msg, msg_len);
+    if (rc == SQLITE_DONE && !is_complete) {
+        rc = sqlite3_bind_int64(store->insert_unindexed_stmt, 1, flow->id);
+        if (rc != SQLITE_OK)
+            describe_error(store->wdb, rc, "indexing a flow", msg, msg_len);
+        else
+            rc = step_done(store->wdb, store->insert_unindexed_stmt, "indexing a flow", msg,
+                           msg_len);
+    }
+out:
+    free(req_owned);
+    free(resp_owned);
+    return rc;
+}
+
 /* Inserts one flow and its bodies; returns SQLITE_DONE and sets flow->id. */
 static int insert_flow(struct flowstore *store, struct flow *flow, char *msg, size_t msg_len)
 {
@@ -937,6 +1136,7 @@ static int insert_flow(struct flowstore *store, struct flow *flow, char *msg, si
     bind_text(&b, flow->rules_notes);
     bind_inline_body(&b, &flow->request_body, store->inline_body_max);
     bind_inline_body(&b, &flow->response_body, store->inline_body_max);
+    bind_int_if(&b, flow->is_imported, 1);
     if (b.rc != SQLITE_OK) {
         rc = b.rc;
         describe_error(store->wdb, rc, "storing a flow", msg, msg_len);
@@ -958,6 +1158,8 @@ static int insert_flow(struct flowstore *store, struct flow *flow, char *msg, si
     if (rc == SQLITE_DONE && flow->has_response_body_original)
         rc = insert_body(store, flow->id, FLOWSTORE_RESPONSE_ORIGINAL,
                          &flow->response_body_original, msg, msg_len);
+    if (rc == SQLITE_DONE)
+        rc = index_flow(store, flow, &req, &resp, msg, msg_len);
 out:
     free(req.joined);
     free(resp.joined);
@@ -978,26 +1180,307 @@ static int save_next_id(struct flowstore *store, char *msg, size_t msg_len)
                      msg_len);
 }
 
-/* Deletes the oldest flows beyond max_flows; *pruned counts them. */
-static int prune(struct flowstore *store, int64_t *pruned, char *msg, size_t msg_len)
+/* ---- segments (flowseg.h) ---- */
+
+static int64_t wall_now_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Runs statements that take no values (segment DDL) on the writer's
+ * connection. */
+static int exec_writer(struct flowstore *store, const char *sql, const char *what, char *msg,
+                       size_t msg_len)
+{
+    int rc = sqlite3_exec(store->wdb, sql, NULL, NULL, NULL);
+
+    if (rc != SQLITE_OK) {
+        describe_error(store->wdb, rc, what, msg, msg_len);
+        return rc;
+    }
+    return SQLITE_DONE;
+}
+
+/* Writes segs[i]'s counters into flow_segments. */
+static int save_segment(struct flowstore *store, size_t i, char *msg, size_t msg_len)
+{
+    sqlite3_stmt *stmt = store->update_seg_stmt;
+    const struct flowseg *seg = &store->segs[i];
+    int rc;
+
+    if ((rc = sqlite3_bind_int64(stmt, 1, seg->seg)) != SQLITE_OK ||
+        (rc = sqlite3_bind_int64(stmt, 2, seg->last_us)) != SQLITE_OK ||
+        (rc = sqlite3_bind_int64(stmt, 3, seg->flows)) != SQLITE_OK ||
+        (rc = sqlite3_bind_int64(stmt, 4, seg->written)) != SQLITE_OK ||
+        (rc = sqlite3_bind_int64(stmt, 5, seg->first_id)) != SQLITE_OK) {
+        describe_error(store->wdb, rc, "updating a flow segment", msg, msg_len);
+        sqlite3_clear_bindings(stmt);
+        return rc;
+    }
+    return step_done(store->wdb, stmt, "updating a flow segment", msg, msg_len);
+}
+
+/* Starts a new newest segment: its tables, its row, the writer's
+ * statements on it. The views follow at the end of the transaction. */
+static int start_segment(struct flowstore *store, int64_t now_us, char *msg, size_t msg_len)
+{
+    struct flowseg *seg;
+    char sql[FLOWSEG_SQL_MAX_BYTES];
+    int64_t number = store->segs[store->seg_count - 1].seg + 1;
+    sqlite3_stmt *stmt = store->insert_seg_stmt;
+    int rc;
+
+    if (store->seg_count == FLOWSEG_MAX_SEGMENTS + 1) {
+        errmsg_set(msg, msg_len, "starting a flow segment: too many segments");
+        return SQLITE_FULL;
+    }
+    rc = save_segment(store, store->seg_count - 1, msg, msg_len);
+    if (rc != SQLITE_DONE)
+        return rc;
+    if (flowseg_create_sql(number, sql, sizeof(sql)) != 0) {
+        errmsg_set(msg, msg_len, "starting a flow segment: statement too long");
+        return SQLITE_ERROR;
+    }
+    rc = exec_writer(store, sql, "starting a flow segment", msg, msg_len);
+    if (rc != SQLITE_DONE)
+        return rc;
+    if ((rc = sqlite3_bind_int64(stmt, 1, number)) != SQLITE_OK ||
+        (rc = sqlite3_bind_int64(stmt, 2, store->next_id)) != SQLITE_OK ||
+        (rc = sqlite3_bind_int64(stmt, 3, now_us)) != SQLITE_OK ||
+        (rc = sqlite3_bind_int64(stmt, 4, 0)) != SQLITE_OK) {
+        describe_error(store->wdb, rc, "starting a flow segment", msg, msg_len);
+        sqlite3_clear_bindings(stmt);
+        return rc;
+    }
+    rc = step_done(store->wdb, stmt, "starting a flow segment", msg, msg_len);
+    if (rc != SQLITE_DONE)
+        return rc;
+    seg = &store->segs[store->seg_count++];
+    memset(seg, 0, sizeof(*seg));
+    seg->seg = number;
+    seg->first_id = store->next_id;
+    seg->created_us = now_us; /* last_us stays 0 until it holds a flow */
+    store->are_views_stale = true;
+    if (prepare_segment(store, msg, msg_len) != 0)
+        return SQLITE_ERROR;
+    return SQLITE_DONE;
+}
+
+/* Runs sql with ?1 bound to value; *changes counts the rows it touched
+ * (may be NULL). For the statements on one segment's tables, which are not
+ * kept prepared. */
+static int step_sql_with_id(struct flowstore *store, const char *sql, int64_t value, int *changes,
+                            const char *what, char *msg, size_t msg_len)
+{
+    sqlite3_stmt *stmt = NULL;
+    int rc;
+
+    rc = sqlite3_prepare_v2(store->wdb, sql, -1, &stmt, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(stmt, 1, value);
+    if (rc != SQLITE_OK) {
+        describe_error(store->wdb, rc, what, msg, msg_len);
+        goto out;
+    }
+    rc = step_done(store->wdb, stmt, what, msg, msg_len);
+    if (rc == SQLITE_DONE && changes != NULL)
+        *changes = sqlite3_changes(store->wdb);
+out:
+    sqlite3_finalize(stmt);
+    return rc;
+}
+
+/* The id of the count-th oldest flow of segment seg, 0 when it has fewer. */
+static int nth_oldest_id(struct flowstore *store, int64_t seg, int64_t count, int64_t *id,
+                         char *msg, size_t msg_len)
+{
+    sqlite3_stmt *stmt = NULL;
+    char sql[128];
+    int rc;
+
+    *id = 0;
+    snprintf(sql, sizeof(sql), "SELECT id FROM flows_%" PRId64 " ORDER BY id LIMIT 1 OFFSET ?1",
+             seg);
+    rc = sqlite3_prepare_v2(store->wdb, sql, -1, &stmt, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(stmt, 1, count - 1);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW) {
+        *id = sqlite3_column_int64(stmt, 0);
+        rc = SQLITE_DONE;
+    } else if (rc != SQLITE_DONE) {
+        describe_error(store->wdb, rc, "trimming a flow segment", msg, msg_len);
+    }
+    sqlite3_finalize(stmt);
+    return rc;
+}
+
+/*
+ * A segment far larger than the segments --max-flows makes now (the one a
+ * database from before schema version 10 became, or one made under a
+ * higher --max-flows) is not dropped whole, which would lose all of its
+ * flows at once: its oldest flows, one segment's worth, go in one range
+ * DELETE per table instead. *is_trimmed says whether that was done.
+ */
+static int trim_oversized(struct flowstore *store, int64_t *pruned, bool *is_trimmed, char *msg,
+                          size_t msg_len)
+{
+    struct flowseg *oldest = &store->segs[0];
+    int64_t cap = (store->limits.max_flows + FLOWSEG_PER_STORE - 1) / FLOWSEG_PER_STORE;
+    int64_t boundary = 0;
+    char bodies_sql[128], unindexed_sql[128], flows_sql[128];
+    int changes = 0;
+    int rc;
+
+    *is_trimmed = false;
+    if (store->limits.max_flows <= 0 || oldest->flows <= 2 * cap)
+        return SQLITE_DONE;
+    rc = nth_oldest_id(store, oldest->seg, cap, &boundary, msg, msg_len);
+    if (rc != SQLITE_DONE || boundary == 0)
+        return rc;
+    snprintf(bodies_sql, sizeof(bodies_sql),
+             "DELETE FROM flow_bodies_%" PRId64 " WHERE body_key <= ?1 * 4 + 3", oldest->seg);
+    snprintf(unindexed_sql, sizeof(unindexed_sql),
+             "DELETE FROM flows_unindexed_%" PRId64 " WHERE id <= ?1", oldest->seg);
+    snprintf(flows_sql, sizeof(flows_sql), "DELETE FROM flows_%" PRId64 " WHERE id <= ?1",
+             oldest->seg);
+    rc = step_sql_with_id(store, bodies_sql, boundary, NULL, "trimming a flow segment", msg,
+                          msg_len);
+    if (rc == SQLITE_DONE)
+        rc = step_sql_with_id(store, unindexed_sql, boundary, NULL, "trimming a flow segment", msg,
+                              msg_len);
+    if (rc == SQLITE_DONE)
+        rc = step_sql_with_id(store, flows_sql, boundary, &changes, "trimming a flow segment", msg,
+                              msg_len);
+    if (rc != SQLITE_DONE)
+        return rc;
+    oldest->first_id = boundary + 1;
+    oldest->flows -= changes;
+    store->seg_total_flows -= changes;
+    *pruned += changes;
+    *is_trimmed = true;
+    return save_segment(store, 0, msg, msg_len);
+}
+
+/* Drops the oldest segment whole (or trims an oversized one, see
+ * trim_oversized()); *pruned grows by the flows that went. */
+static int drop_oldest(struct flowstore *store, int64_t *pruned, char *msg, size_t msg_len)
+{
+    char sql[FLOWSEG_SQL_MAX_BYTES];
+    struct flowseg oldest = store->segs[0];
+    bool is_trimmed = false;
+    int rc;
+
+    rc = trim_oversized(store, pruned, &is_trimmed, msg, msg_len);
+    if (rc != SQLITE_DONE || is_trimmed)
+        return rc;
+    if (flowseg_drop_sql(oldest.seg, sql, sizeof(sql)) != 0) {
+        errmsg_set(msg, msg_len, "dropping a flow segment: statement too long");
+        return SQLITE_ERROR;
+    }
+    rc = exec_writer(store, sql, "dropping a flow segment", msg, msg_len);
+    if (rc != SQLITE_DONE)
+        return rc;
+    if ((rc = sqlite3_bind_int64(store->delete_seg_stmt, 1, oldest.seg)) != SQLITE_OK) {
+        describe_error(store->wdb, rc, "dropping a flow segment", msg, msg_len);
+        return rc;
+    }
+    rc = step_done(store->wdb, store->delete_seg_stmt, "dropping a flow segment", msg, msg_len);
+    if (rc != SQLITE_DONE)
+        return rc;
+    memmove(&store->segs[0], &store->segs[1], (store->seg_count - 1) * sizeof(store->segs[0]));
+    store->seg_count--;
+    store->seg_total_flows -= oldest.flows;
+    *pruned += oldest.flows;
+    store->are_views_stale = true;
+    return SQLITE_DONE;
+}
+
+/* The database's pages in use, in bytes; 0 without a size limit. */
+static int used_db_bytes(struct flowstore *store, int64_t *bytes, char *msg, size_t msg_len)
 {
     int rc;
 
-    *pruned = 0;
-    if (store->max_flows <= 0)
+    *bytes = 0;
+    if (store->limits.max_db_bytes <= 0)
         return SQLITE_DONE;
-    if ((rc = sqlite3_bind_int64(store->prune_bodies_stmt, 1, store->max_flows)) != SQLITE_OK ||
-        (rc = sqlite3_bind_int64(store->prune_flows_stmt, 1, store->max_flows)) != SQLITE_OK) {
-        describe_error(store->wdb, rc, "pruning old flows", msg, msg_len);
-        return rc;
+    rc = sqlite3_step(store->used_pages_stmt);
+    if (rc == SQLITE_ROW) {
+        *bytes =
+            sqlite3_column_int64(store->used_pages_stmt, 0) * (int64_t)(store->inline_body_max * 8);
+        rc = SQLITE_DONE;
+    } else {
+        describe_error(store->wdb, rc, "measuring the database", msg, msg_len);
     }
-    rc = step_done(store->wdb, store->prune_bodies_stmt, "pruning old flows", msg, msg_len);
-    if (rc == SQLITE_DONE) {
-        rc = step_done(store->wdb, store->prune_flows_stmt, "pruning old flows", msg, msg_len);
+    sqlite3_reset(store->used_pages_stmt);
+    return rc;
+}
+
+/* Drops oldest segments while a limit asks for it, incoming flows
+ * about to be written. */
+static int apply_retention(struct flowstore *store, int64_t incoming, int64_t now_us,
+                           int64_t *pruned, char *msg, size_t msg_len)
+{
+    int64_t used = 0;
+    int rc = used_db_bytes(store, &used, msg, msg_len);
+
+    while (rc == SQLITE_DONE &&
+           flowseg_must_drop_oldest(store->segs, store->seg_count, store->seg_total_flows, incoming,
+                                    used, &store->limits, now_us)) {
+        rc = drop_oldest(store, pruned, msg, msg_len);
         if (rc == SQLITE_DONE)
-            *pruned = sqlite3_changes(store->wdb);
+            rc = used_db_bytes(store, &used, msg, msg_len);
     }
     return rc;
+}
+
+/* Before a flow is written: a new segment when the newest is full, and
+ * room under --max-flows. */
+static int make_room(struct flowstore *store, int64_t now_us, int64_t *pruned, char *msg,
+                     size_t msg_len)
+{
+    int rc = SQLITE_DONE;
+
+    if (flowseg_is_full(&store->segs[store->seg_count - 1], &store->limits, now_us))
+        rc = start_segment(store, now_us, msg, msg_len);
+    /* Only the count here; size and age once per batch. */
+    while (rc == SQLITE_DONE && store->limits.max_flows > 0 && store->seg_count > 1 &&
+           store->seg_total_flows + 1 > store->limits.max_flows)
+        rc = drop_oldest(store, pruned, msg, msg_len);
+    return rc;
+}
+
+static int refresh_views(struct flowstore *store, char *msg, size_t msg_len)
+{
+    char *sql;
+    int rc;
+
+    if (!store->are_views_stale)
+        return SQLITE_DONE;
+    sql = flowseg_views_sql(store->segs, store->seg_count);
+    if (sql == NULL) {
+        errmsg_set(msg, msg_len, "updating the flow views: out of memory");
+        return SQLITE_NOMEM;
+    }
+    rc = exec_writer(store, sql, "updating the flow views", msg, msg_len);
+    free(sql);
+    if (rc == SQLITE_DONE)
+        store->are_views_stale = false;
+    return rc;
+}
+
+/* The segment that holds id: the newest whose first_id is not above it. */
+static size_t segment_of(const struct flowstore *store, int64_t id)
+{
+    size_t i = store->seg_count - 1;
+
+    while (i > 0 && store->segs[i].first_id > id)
+        i--;
+    return i;
 }
 
 /* Called with lock held: rows left the table. */
@@ -1034,34 +1517,69 @@ static void report_batch(struct flowstore *store, size_t count, bool is_ok, cons
     }
 }
 
-/* Writes one batch in one transaction, then prunes. Returns true when it
- * was committed (every flow has its id), false when it was rolled back. */
+/* Writes one batch in one transaction, with the segments it takes
+ * (flowseg.h). Returns true when it was committed (every flow has its id),
+ * false when it was rolled back. */
 static bool write_batch(struct flowstore *store, struct flow **batch, size_t count)
 {
     char msg[FLOWSTORE_ERROR_BYTES] = "";
-    int64_t first_id;
+    struct flowseg saved[FLOWSEG_MAX_SEGMENTS + 1];
+    size_t saved_count, i;
+    int64_t first_id, saved_total;
     int64_t pruned = 0;
-    size_t i;
+    int64_t now_us = wall_now_us();
     int rc;
     bool is_ok = false;
 
     pthread_mutex_lock(&store->write_lock);
     first_id = store->next_id;
+    saved_count = store->seg_count;
+    saved_total = store->seg_total_flows;
+    memcpy(saved, store->segs, saved_count * sizeof(saved[0]));
     rc = step_done(store->wdb, store->begin_stmt, "starting a transaction", msg, sizeof(msg));
-    for (i = 0; i < count && rc == SQLITE_DONE; i++)
-        rc = insert_flow(store, batch[i], msg, sizeof(msg));
+    for (i = 0; i < count && rc == SQLITE_DONE; i++) {
+        struct flowseg *cur;
+
+        rc = make_room(store, now_us, &pruned, msg, sizeof(msg));
+        if (rc == SQLITE_DONE)
+            rc = insert_flow(store, batch[i], msg, sizeof(msg));
+        if (rc != SQLITE_DONE)
+            break;
+        cur = &store->segs[store->seg_count - 1];
+        cur->flows++;
+        cur->written++;
+        cur->bytes += (int64_t)flow_bytes(batch[i]);
+        if (batch[i]->timings.start > cur->last_us)
+            cur->last_us = batch[i]->timings.start;
+        store->seg_total_flows++;
+    }
+    if (rc == SQLITE_DONE)
+        rc = apply_retention(store, 0, now_us, &pruned, msg, sizeof(msg));
+    if (rc == SQLITE_DONE)
+        rc = save_segment(store, store->seg_count - 1, msg, sizeof(msg));
     if (rc == SQLITE_DONE)
         rc = save_next_id(store, msg, sizeof(msg));
     if (rc == SQLITE_DONE)
-        rc = prune(store, &pruned, msg, sizeof(msg));
+        rc = refresh_views(store, msg, sizeof(msg));
     if (rc == SQLITE_DONE)
         rc = step_done(store->wdb, store->commit_stmt, "committing flows", msg, sizeof(msg));
     is_ok = rc == SQLITE_DONE;
     if (!is_ok) {
+        char ignored[FLOWSTORE_ERROR_BYTES];
+        bool was_rotated = saved_count != store->seg_count ||
+                           saved[saved_count - 1].seg != store->segs[store->seg_count - 1].seg;
+
         rollback_if_open(store);
-        /* Nothing of the batch was stored: its ids are free again, so ids
-         * stay without gaps (prune counts on that). */
+        /* Nothing of the batch was stored: its ids are free again, and the
+         * segments are as they were. */
         store->next_id = first_id;
+        memcpy(store->segs, saved, saved_count * sizeof(saved[0]));
+        store->seg_count = saved_count;
+        store->seg_total_flows = saved_total;
+        store->are_views_stale = false;
+        pruned = 0;
+        if (was_rotated && prepare_segment(store, ignored, sizeof(ignored)) != 0)
+            log_error("flowstore: %s", ignored);
     }
 
     pthread_mutex_lock(&store->lock);
@@ -1158,42 +1676,52 @@ static void *writer_run(void *arg)
 
 /* ---- deleting ---- */
 
-/* Binds id as ?1 and steps stmt; returns the step's result code, with msg
- * filled when it is not SQLITE_DONE. */
-static int step_with_id(struct flowstore *store, sqlite3_stmt *stmt, int64_t id, const char *what,
-                        char *msg, size_t msg_len)
-{
-    int rc = sqlite3_bind_int64(stmt, 1, id);
-
-    if (rc != SQLITE_OK) {
-        describe_error(store->wdb, rc, what, msg, msg_len);
-        return rc;
-    }
-    return step_done(store->wdb, stmt, what, msg, msg_len);
-}
-
 int flowstore_delete(struct flowstore *store, int64_t id, bool *found, char *err, size_t err_len)
 {
     char msg[FLOWSTORE_ERROR_BYTES];
+    char bodies_sql[128], unindexed_sql[128], flows_sql[128];
     int changes = 0;
+    size_t at;
+    int64_t seg;
     int rc;
 
     *found = false;
     pthread_mutex_lock(&store->write_lock);
+    at = segment_of(store, id);
+    seg = store->segs[at].seg;
     /* One transaction, as nothing cascades (schema version 5): the flow
-     * and its bodies go together or not at all. */
+     * and its bodies go together or not at all. Its entry in the search
+     * index stays until the segment is dropped (contentless FTS5 rows
+     * cannot be deleted); queries join the index with flows_N. SQLite's *
+     * turns an overflowing product into a REAL, which no key equals: an
+     * absurd id deletes nothing rather than wrapping onto another flow's
+     * bodies. */
+    snprintf(bodies_sql, sizeof(bodies_sql),
+             "DELETE FROM flow_bodies_%" PRId64 " WHERE body_key BETWEEN ?1 * 4 AND ?1 * 4 + 3",
+             seg);
+    snprintf(unindexed_sql, sizeof(unindexed_sql),
+             "DELETE FROM flows_unindexed_%" PRId64 " WHERE id = ?1", seg);
+    snprintf(flows_sql, sizeof(flows_sql), "DELETE FROM flows_%" PRId64 " WHERE id = ?1", seg);
     rc = step_done(store->wdb, store->begin_stmt, "starting a transaction", msg, sizeof(msg));
     if (rc == SQLITE_DONE)
-        rc =
-            step_with_id(store, store->delete_bodies_stmt, id, "deleting a flow", msg, sizeof(msg));
-    if (rc == SQLITE_DONE) {
-        rc = step_with_id(store, store->delete_stmt, id, "deleting a flow", msg, sizeof(msg));
-        changes = sqlite3_changes(store->wdb);
+        rc = step_sql_with_id(store, bodies_sql, id, NULL, "deleting a flow", msg, sizeof(msg));
+    if (rc == SQLITE_DONE)
+        rc = step_sql_with_id(store, unindexed_sql, id, NULL, "deleting a flow", msg, sizeof(msg));
+    if (rc == SQLITE_DONE)
+        rc = step_sql_with_id(store, flows_sql, id, &changes, "deleting a flow", msg, sizeof(msg));
+    if (rc == SQLITE_DONE && changes > 0) {
+        store->segs[at].flows -= changes;
+        store->seg_total_flows -= changes;
+        rc = save_segment(store, at, msg, sizeof(msg));
     }
     if (rc == SQLITE_DONE)
         rc = step_done(store->wdb, store->commit_stmt, "deleting a flow", msg, sizeof(msg));
     if (rc != SQLITE_DONE) {
         rollback_if_open(store);
+        if (changes > 0) {
+            store->segs[at].flows += changes;
+            store->seg_total_flows += changes;
+        }
     } else {
         pthread_mutex_lock(&store->lock);
         stored_sub(store, (uint64_t)changes);
@@ -1211,20 +1739,36 @@ int flowstore_delete(struct flowstore *store, int64_t id, bool *found, char *err
 int flowstore_clear(struct flowstore *store, char *err, size_t err_len)
 {
     char msg[FLOWSTORE_ERROR_BYTES];
+    struct flowseg saved[FLOWSEG_MAX_SEGMENTS + 1];
+    size_t saved_count;
+    int64_t saved_total;
+    int64_t pruned = 0;
     int rc;
 
     pthread_mutex_lock(&store->write_lock);
+    saved_count = store->seg_count;
+    saved_total = store->seg_total_flows;
+    memcpy(saved, store->segs, saved_count * sizeof(saved[0]));
+    /* A new empty segment, then every older one dropped whole. */
     rc = step_done(store->wdb, store->begin_stmt, "starting a transaction", msg, sizeof(msg));
     if (rc == SQLITE_DONE)
-        rc = step_done(store->wdb, store->clear_bodies_stmt, "deleting every flow", msg,
-                       sizeof(msg));
+        rc = start_segment(store, wall_now_us(), msg, sizeof(msg));
+    while (rc == SQLITE_DONE && store->seg_count > 1)
+        rc = drop_oldest(store, &pruned, msg, sizeof(msg));
     if (rc == SQLITE_DONE)
-        rc =
-            step_done(store->wdb, store->clear_flows_stmt, "deleting every flow", msg, sizeof(msg));
+        rc = refresh_views(store, msg, sizeof(msg));
     if (rc == SQLITE_DONE)
         rc = step_done(store->wdb, store->commit_stmt, "deleting every flow", msg, sizeof(msg));
     if (rc != SQLITE_DONE) {
+        char ignored[FLOWSTORE_ERROR_BYTES];
+
         rollback_if_open(store);
+        memcpy(store->segs, saved, saved_count * sizeof(saved[0]));
+        store->seg_count = saved_count;
+        store->seg_total_flows = saved_total;
+        store->are_views_stale = false;
+        if (prepare_segment(store, ignored, sizeof(ignored)) != 0)
+            log_error("flowstore: %s", ignored);
     } else {
         pthread_mutex_lock(&store->lock);
         store->stats.stored = 0;
@@ -1416,131 +1960,255 @@ static char *ascii_lower(const char *text)
     return copy;
 }
 
-#define LIST_MAX_PARAMS 12
+#define LIST_MAX_PARAMS 16
+#define LIST_ARM_MAX_BYTES 2048 /* one segment's SELECT, every filter set, is about 1,400 */
 
-/* The statement for a filter. Built only from the constant fragments below;
- * every value is a bound parameter. */
+/* The statement for a filter: one SELECT per segment (flowseg.h), joined by
+ * UNION ALL, newest first by id. Built only from the constant fragments
+ * below and segment numbers; every value is a bound parameter, numbered,
+ * so that each segment's SELECT uses the same ones. */
 struct list_query {
-    char sql[2048]; /* the longest query, every filter set, is about 1,000 bytes */
+    char *sql;
+    size_t len, cap;
+    bool has_failed;
     struct {
         enum { PARAM_INT, PARAM_TEXT, PARAM_BLOB } type;
         int64_t number;
         const void *data;
         size_t len;
     } params[LIST_MAX_PARAMS];
-    int count;
-    char *lowered[4]; /* owned copies behind text params */
-    int lowered_count;
+    int count;      /* parameters recorded */
+    int next;       /* number of the next parameter of the SELECT being built */
+    char *owned[6]; /* lowered copies and FTS5 phrases behind text params */
+    int owned_count;
 };
 
-static void query_add(struct list_query *q, const char *fragment)
+static void query_add(struct list_query *q, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void query_add(struct list_query *q, const char *fmt, ...)
 {
-    size_t used = strlen(q->sql);
+    va_list ap;
+    int n;
 
-    snprintf(q->sql + used, sizeof(q->sql) - used, "%s", fragment);
-}
+    if (q->has_failed)
+        return;
+    if (q->cap - q->len < LIST_ARM_MAX_BYTES) {
+        size_t cap = q->cap * 2 + LIST_ARM_MAX_BYTES * 2;
+        char *grown = realloc(q->sql, cap);
 
-static void param_int(struct list_query *q, int64_t value)
-{
-    q->params[q->count].type = PARAM_INT;
-    q->params[q->count].number = value;
-    q->count++;
-}
-
-static void param_bytes(struct list_query *q, bool is_blob, const void *data, size_t len)
-{
-    q->params[q->count].type = is_blob ? PARAM_BLOB : PARAM_TEXT;
-    q->params[q->count].data = data;
-    q->params[q->count].len = len;
-    q->count++;
-}
-
-/* A lowercased copy of text as a text parameter; -1 when out of memory. */
-static int param_lower(struct list_query *q, const char *text)
-{
-    char *lowered = ascii_lower(text);
-
-    if (lowered == NULL)
-        return -1;
-    q->lowered[q->lowered_count++] = lowered;
-    param_bytes(q, false, lowered, strlen(lowered));
-    return 0;
-}
-
-static int build_list_query(struct list_query *q, const struct flowstore_filter *f)
-{
-    memset(q, 0, sizeof(*q));
-    query_add(q, "SELECT " SUMMARY_COLUMNS " FROM flows WHERE 1");
-    if (f->before_id > 0) {
-        query_add(q, " AND id < ?");
-        param_int(q, f->before_id);
+        if (grown == NULL) {
+            q->has_failed = true;
+            return;
+        }
+        q->sql = grown;
+        q->cap = cap;
     }
-    if (f->after_id > 0) {
-        query_add(q, " AND id > ?");
-        param_int(q, f->after_id);
+    va_start(ap, fmt);
+    n = vsnprintf(q->sql + q->len, q->cap - q->len, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= q->cap - q->len) {
+        q->has_failed = true;
+        return;
     }
+    q->len += (size_t)n;
+}
+
+/* The number of the next parameter; recorded by the first SELECT only. */
+static int param_next(struct list_query *q)
+{
+    return ++q->next;
+}
+
+static int param_int(struct list_query *q, int64_t value)
+{
+    int n = param_next(q);
+
+    if (n > q->count) {
+        q->params[n - 1].type = PARAM_INT;
+        q->params[n - 1].number = value;
+        q->count = n;
+    }
+    return n;
+}
+
+static int param_bytes(struct list_query *q, bool is_blob, const void *data, size_t len)
+{
+    int n = param_next(q);
+
+    if (n > q->count) {
+        q->params[n - 1].type = is_blob ? PARAM_BLOB : PARAM_TEXT;
+        q->params[n - 1].data = data;
+        q->params[n - 1].len = len;
+        q->count = n;
+    }
+    return n;
+}
+
+/* Keeps text (malloc'd, may be NULL) for the query's lifetime. */
+static const char *query_own(struct list_query *q, char *text)
+{
+    if (text == NULL)
+        q->has_failed = true;
+    else
+        q->owned[q->owned_count++] = text;
+    return text;
+}
+
+/* A lowercased copy of text as a text parameter, made once. */
+static int param_lower(struct list_query *q, const char *text, int *slot)
+{
+    const char *lowered;
+
+    if (*slot < 0) {
+        *slot = q->owned_count;
+        lowered = query_own(q, ascii_lower(text));
+    } else {
+        lowered = q->owned[*slot];
+    }
+    return param_bytes(q, false, lowered, lowered != NULL ? strlen(lowered) : 0);
+}
+
+/* What build_arm() makes once for every segment's SELECT. */
+struct list_texts {
+    int host, host_text, content_type, url; /* slots in owned of lowered copies; -1: none yet */
+    const char *url_phrase;                 /* FTS5 phrases; NULL: the index cannot answer */
+    const char *body_phrase;
+};
+
+/* One segment's SELECT for filter f. */
+static void build_arm(struct list_query *q, const struct flowstore_filter *f, struct list_texts *t,
+                      int64_t seg)
+{
+    q->next = 0;
+    query_add(q, "SELECT " SUMMARY_COLUMNS " FROM flows_%" PRId64 " WHERE 1", seg);
+    if (f->before_id > 0)
+        query_add(q, " AND id < ?%d", param_int(q, f->before_id));
+    if (f->after_id > 0)
+        query_add(q, " AND id > ?%d", param_int(q, f->after_id));
     if (f->host_glob != NULL && f->host_glob[0] != '\0') {
         /* Without wildcards the (lower(host)) index finds the page. */
         query_add(q, f->is_host_negated ? " AND NOT" : " AND");
-        query_add(q, strpbrk(f->host_glob, "*?[") != NULL ? " lower(host) GLOB ?"
-                                                          : " lower(host) = ?");
-        if (param_lower(q, f->host_glob) != 0)
-            return -1;
+        query_add(q,
+                  strpbrk(f->host_glob, "*?[") != NULL ? " lower(host) GLOB ?%d"
+                                                       : " lower(host) = ?%d",
+                  param_lower(q, f->host_glob, &t->host));
     }
-    if (f->host_text != NULL && f->host_text[0] != '\0') {
-        query_add(q, f->is_host_negated ? " AND instr(lower(host), ?) = 0"
-                                        : " AND instr(lower(host), ?) > 0");
-        if (param_lower(q, f->host_text) != 0)
-            return -1;
-    }
-    if (f->method != NULL && f->method[0] != '\0') {
-        query_add(q, " AND method = ? COLLATE NOCASE");
-        param_bytes(q, false, f->method, strlen(f->method));
-    }
+    if (f->host_text != NULL && f->host_text[0] != '\0')
+        query_add(q,
+                  f->is_host_negated ? " AND instr(lower(host), ?%d) = 0"
+                                     : " AND instr(lower(host), ?%d) > 0",
+                  param_lower(q, f->host_text, &t->host_text));
+    if (f->method != NULL && f->method[0] != '\0')
+        query_add(q, " AND method = ?%d COLLATE NOCASE",
+                  param_bytes(q, false, f->method, strlen(f->method)));
     if (f->status_class == 2) {
         query_add(q, " AND status / 100 = 2"); /* common: a walk down id finds a page */
     } else if (f->status_class >= 1 && f->status_class <= 5) {
-        /* The partial index flows_status_class (2xx left out) is used only
-         * when the query states its condition. */
-        query_add(q, " AND status / 100 = ? AND status / 100 <> 2");
-        param_int(q, f->status_class);
+        /* The partial index flows_N_status_class (2xx left out) is used
+         * only when the query states its condition. */
+        query_add(q, " AND status / 100 = ?%d AND status / 100 <> 2",
+                  param_int(q, f->status_class));
     } else if (f->status_class == FLOWSTORE_STATUS_ERROR) {
-        query_add(q, " AND error IS NOT NULL"); /* the partial index flows_error */
+        query_add(q, " AND error IS NOT NULL"); /* the partial index flows_N_error */
     }
-    if (f->content_type != NULL && f->content_type[0] != '\0') {
-        query_add(q, " AND instr(lower(resp_content_type), ?) > 0");
-        if (param_lower(q, f->content_type) != 0)
-            return -1;
-    }
+    if (f->content_type != NULL && f->content_type[0] != '\0')
+        query_add(q, " AND instr(lower(resp_content_type), ?%d) > 0",
+                  param_lower(q, f->content_type, &t->content_type));
     if (f->url_text != NULL && f->url_text[0] != '\0') {
-        query_add(q, " AND instr(lower(host || target), ?) > 0");
-        if (param_lower(q, f->url_text) != 0)
-            return -1;
+        /* The index finds the candidates; instr() decides, as it did
+         * before there was an index. */
+        if (t->url_phrase != NULL)
+            query_add(q,
+                      " AND id IN (SELECT rowid FROM flows_fts_%" PRId64 " WHERE flows_fts_%" PRId64
+                      " MATCH ?%d)",
+                      seg, seg, param_bytes(q, false, t->url_phrase, strlen(t->url_phrase)));
+        query_add(q, " AND instr(lower(host || target), ?%d) > 0",
+                  param_lower(q, f->url_text, &t->url));
     }
     if (f->body_bytes != NULL && f->body_len > 0) {
-        /* A scan of stored bytes, newest first from the cursor, that stops
-         * after `limit` matches: fast when the text is common, and when it
-         * is rare it reads every body below the cursor once. Acceptable
-         * for an interactive search; both arguments are BLOBs, so instr()
-         * compares bytes and finds text in binary bodies too. Only the
-         * bodies as sent (directions 0 and 1, the first two body keys of
-         * the flow): a hit must be in the body the detail view shows first,
-         * not in an original a rule replaced. */
-        int i;
+        /* The candidates: flows whose indexed text has the phrase, and the
+         * flows whose bodies the index does not hold whole. body_has()
+         * then decides on the bodies as stored, as it did before there was
+         * an index; without a phrase (short or not UTF-8) it reads every
+         * body below the cursor. Only the bodies as sent (directions 0 and
+         * 1, the first two body keys of the flow): a hit must be in the
+         * body the detail view shows first, not in an original a rule
+         * replaced. */
+        int needle, nocase;
 
-        query_add(q, " AND (body_has(req_body, req_content_encoding, ?, ?) OR "
-                     "body_has(resp_body, resp_content_encoding, ?, ?) OR EXISTS (SELECT 1 "
-                     "FROM flow_bodies WHERE body_key BETWEEN flows.id * 4 AND flows.id * 4 + 1 "
-                     "AND body_has(data, CASE body_key - flows.id * 4 WHEN 0 THEN "
-                     "flows.req_content_encoding ELSE flows.resp_content_encoding END, ?, ?)))");
-        for (i = 0; i < 3; i++) {
-            param_bytes(q, true, f->body_bytes, f->body_len);
-            param_int(q, f->is_body_nocase);
-        }
+        if (t->body_phrase != NULL)
+            query_add(q,
+                      " AND id IN (SELECT rowid FROM flows_fts_%" PRId64 " WHERE flows_fts_%" PRId64
+                      " MATCH ?%d UNION ALL SELECT id FROM flows_unindexed_%" PRId64 ")",
+                      seg, seg, param_bytes(q, false, t->body_phrase, strlen(t->body_phrase)), seg);
+        needle = param_bytes(q, true, f->body_bytes, f->body_len);
+        nocase = param_int(q, f->is_body_nocase);
+        query_add(q,
+                  " AND (body_has(req_body, req_content_encoding, ?%1$d, ?%2$d) OR "
+                  "body_has(resp_body, resp_content_encoding, ?%1$d, ?%2$d) OR EXISTS (SELECT 1 "
+                  "FROM flow_bodies_%3$" PRId64 " WHERE body_key BETWEEN flows_%3$" PRId64
+                  ".id * 4 AND flows_%3$" PRId64 ".id * 4 + 1 AND body_has(data, CASE body_key - "
+                  "flows_%3$" PRId64 ".id * 4 WHEN 0 THEN flows_%3$" PRId64
+                  ".req_content_encoding ELSE flows_%3$" PRId64
+                  ".resp_content_encoding END, ?%1$d, ?%2$d)))",
+                  needle, nocase, seg);
     }
-    query_add(q, f->is_oldest_first ? " ORDER BY id ASC LIMIT ?" : " ORDER BY id DESC LIMIT ?");
-    param_int(q, (int64_t)f->limit);
-    return 0;
+}
+
+struct list_segment {
+    int64_t seg;
+    int64_t first_id;
+};
+
+/* The query over segs[0..count) (ascending); *is_empty when no segment can
+ * hold a flow the filter asks for. */
+static int build_list_query(struct list_query *q, const struct flowstore_filter *f,
+                            const struct list_segment *segs, size_t count, bool *is_empty)
+{
+    struct list_texts t = {-1, -1, -1, -1, NULL, NULL};
+    size_t i;
+    int arms = 0;
+    int limit;
+
+    memset(q, 0, sizeof(*q));
+    *is_empty = true;
+    if (f->url_text != NULL && f->url_text[0] != '\0')
+        t.url_phrase = searchtext_phrase("url", f->url_text, strlen(f->url_text));
+    if (t.url_phrase != NULL)
+        query_own(q, (char *)t.url_phrase);
+    if (f->body_bytes != NULL && f->body_len > 0)
+        t.body_phrase = searchtext_phrase("body", f->body_bytes, f->body_len);
+    if (t.body_phrase != NULL)
+        query_own(q, (char *)t.body_phrase);
+    /* Newest segment first: with one arm per segment SQLite merges them
+     * in id order (each a walk down its own rowid b-tree). */
+    for (i = count; i-- > 0;) {
+        int64_t last_id = i + 1 < count ? segs[i + 1].first_id - 1 : INT64_MAX;
+
+        if (f->before_id > 0 && segs[i].first_id >= f->before_id)
+            continue;
+        if (f->after_id > 0 && last_id <= f->after_id)
+            continue;
+        if (arms++ > 0)
+            query_add(q, " UNION ALL ");
+        build_arm(q, f, &t, segs[i].seg);
+    }
+    q->next = q->count;
+    limit = param_int(q, (int64_t)f->limit);
+    query_add(q, f->is_oldest_first ? " ORDER BY id ASC LIMIT ?%d" : " ORDER BY id DESC LIMIT ?%d",
+              limit);
+    *is_empty = arms == 0;
+    return q->has_failed ? -1 : 0;
+}
+
+static void list_query_free(struct list_query *q)
+{
+    int i;
+
+    for (i = 0; i < q->owned_count; i++)
+        free(q->owned[i]);
+    free(q->sql);
 }
 
 static int bind_list_query(sqlite3_stmt *stmt, const struct list_query *q)
@@ -1561,27 +2229,41 @@ static int bind_list_query(sqlite3_stmt *stmt, const struct list_query *q)
     return rc;
 }
 
+/* The segments as of the read transaction in progress on the reader. */
+static int read_segments(struct flowstore *store, struct list_segment *segs, size_t *count)
+{
+    sqlite3_stmt *stmt = store->segs_stmt;
+    int rc;
+
+    *count = 0;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW && *count < FLOWSEG_MAX_SEGMENTS + 1) {
+        segs[*count].seg = sqlite3_column_int64(stmt, 0);
+        segs[*count].first_id = sqlite3_column_int64(stmt, 1);
+        (*count)++;
+    }
+    sqlite3_reset(stmt);
+    return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : -1;
+}
+
 int flowstore_list(struct flowstore *store, const struct flowstore_filter *filter,
                    struct flowstore_record ***records, size_t *count, char *err, size_t err_len)
 {
     struct flowstore_filter f = *filter;
     struct flowstore_record **out = NULL;
+    struct list_segment segs[FLOWSEG_MAX_SEGMENTS + 1];
+    size_t seg_count = 0;
     struct list_query q;
     sqlite3_stmt *stmt = NULL;
     size_t n = 0;
-    bool is_locked = false;
+    bool is_locked = false, is_in_txn = false, is_empty = true;
     int rc;
     int ret = -1;
-    int i;
 
+    memset(&q, 0, sizeof(q));
     *records = NULL;
     *count = 0;
     if (f.limit == 0 || f.limit > FLOWSTORE_LIST_MAX_FLOWS)
         f.limit = FLOWSTORE_LIST_MAX_FLOWS;
-    if (build_list_query(&q, &f) != 0) {
-        errmsg_set(err, err_len, "flowstore: out of memory");
-        goto out;
-    }
     out = calloc(f.limit, sizeof(out[0]));
     if (out == NULL) {
         errmsg_set(err, err_len, "flowstore: out of memory");
@@ -1589,6 +2271,24 @@ int flowstore_list(struct flowstore *store, const struct flowstore_filter *filte
     }
     pthread_mutex_lock(&store->read_lock);
     is_locked = true;
+    /* One read transaction: the segments read are the ones the query
+     * sees, even when the writer drops one meanwhile. */
+    rc = sqlite3_step(store->read_begin_stmt);
+    sqlite3_reset(store->read_begin_stmt);
+    is_in_txn = rc == SQLITE_DONE;
+    if (!is_in_txn || read_segments(store, segs, &seg_count) != 0) {
+        errmsg_set(err, err_len, "database %s: listing flows: %s", store->db_path,
+                   sqlite3_errmsg(store->rdb));
+        goto out;
+    }
+    if (build_list_query(&q, &f, segs, seg_count, &is_empty) != 0) {
+        errmsg_set(err, err_len, "flowstore: out of memory");
+        goto out;
+    }
+    if (is_empty) {
+        ret = 0;
+        goto out;
+    }
     rc = sqlite3_prepare_v2(store->rdb, q.sql, -1, &stmt, NULL);
     if (rc == SQLITE_OK)
         rc = bind_list_query(stmt, &q);
@@ -1618,11 +2318,14 @@ int flowstore_list(struct flowstore *store, const struct flowstore_filter *filte
     ret = 0;
 out:
     sqlite3_finalize(stmt);
+    if (is_in_txn) {
+        sqlite3_step(store->read_commit_stmt);
+        sqlite3_reset(store->read_commit_stmt);
+    }
     if (is_locked)
         pthread_mutex_unlock(&store->read_lock);
     flowstore_records_free(out, n);
-    for (i = 0; i < q.lowered_count; i++)
-        free(q.lowered[i]);
+    list_query_free(&q);
     return ret;
 }
 
@@ -1710,12 +2413,13 @@ int flowstore_newest_id(struct flowstore *store, int64_t *id, char *err, size_t 
     *id = 0;
     pthread_mutex_lock(&store->read_lock);
     rc = sqlite3_step(stmt);
-    if (rc != SQLITE_ROW) {
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
         errmsg_set(err, err_len, "database %s: finding the newest flow: %s", store->db_path,
                    sqlite3_errmsg(store->rdb));
         goto out;
     }
-    *id = (int64_t)sqlite3_column_int64(stmt, 0); /* NULL reads as 0: no flows */
+    if (rc == SQLITE_ROW) /* no row: no flows, 0 */
+        *id = (int64_t)sqlite3_column_int64(stmt, 0);
     ret = 0;
 out:
     sqlite3_reset(stmt);
