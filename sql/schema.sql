@@ -311,15 +311,17 @@ CREATE INDEX certs_last_used ON certs (last_used_us);
 -- rewritten by the flow writer whenever a segment is added or dropped), so
 -- that queries of the earlier tables keep working, read-only.
 --
--- flows_fts_N is an FTS5 table with the trigram tokenizer (any substring of
--- three or more characters, case-insensitive), contentless (content='':
--- it keeps the index only, the text is in flows_N), rowid = flow id.
--- Columns: url (host || target, as the dashboard's URL filter), headers
--- (both header sections as stored) and body (the request and response
--- bodies as text, decoded, at most FLOWSTORE_INDEX_BODY_MAX_BYTES of each).
--- A flow whose bodies are not all in the index (binary, not UTF-8, longer
--- than the bound, or stored before this version) has a row in
--- flows_unindexed_N: a body search reads those flows' bodies itself.
+-- flows_fts_N is an FTS5 table with the trigram tokenizer, contentless
+-- (content='': it keeps the index only) and detail=none (only which flows
+-- hold a trigram, not where: a third of the writer's work of a full index),
+-- rowid = flow id. Its one column, text, holds the flow's URL (host ||
+-- target), its header values, and its request and response bodies as
+-- text, decoded, at most 64 KiB of each (searchtext.h). A search looks up
+-- the trigrams of what it looks for and checks each flow found against
+-- the flow itself, so the index only has to hold a superset. A flow whose
+-- bodies are not all in the index (binary, not UTF-8, longer than the
+-- bound, or stored before this version) has a row in flows_unindexed_N: a
+-- body search reads those flows' bodies itself.
 -- Entries of deleted flows stay in the index until their segment is
 -- dropped; every query joins the index with flows_N, so they match nothing.
 --
@@ -334,10 +336,12 @@ ALTER TABLE flows_1 ADD COLUMN imported INTEGER;
 CREATE INDEX flows_1_host ON flows_1 (lower(host));
 CREATE INDEX flows_1_status_class ON flows_1 (status / 100) WHERE status / 100 <> 2;
 CREATE INDEX flows_1_error ON flows_1 (id) WHERE error IS NOT NULL;
-CREATE VIRTUAL TABLE flows_fts_1 USING fts5 (url, headers, body, content = '',
-    columnsize = 0, tokenize = 'trigram');
-INSERT INTO flows_fts_1 (rowid, url, headers)
-    SELECT id, host || target, coalesce(req_headers, '') || coalesce(resp_headers, '')
+CREATE VIRTUAL TABLE flows_fts_1 USING fts5 (text, content = '', columnsize = 0,
+    detail = none, tokenize = 'trigram');
+-- Whole header sections here (names too): a superset of the values.
+INSERT INTO flows_fts_1 (rowid, text)
+    SELECT id, host || target || char(10) || coalesce(req_headers, '') ||
+               coalesce(resp_headers, '')
     FROM flows_1;
 CREATE TABLE flows_unindexed_1 (id INTEGER PRIMARY KEY);
 INSERT INTO flows_unindexed_1 (id)

@@ -53,8 +53,8 @@ static const char create_fmt[] =
     " (status / 100) WHERE status / 100 <> 2;"
     "CREATE INDEX flows_%1$" PRId64 "_error ON flows_%1$" PRId64 " (id) WHERE error IS NOT NULL;"
     "CREATE TABLE flow_bodies_%1$" PRId64 " (body_key INTEGER PRIMARY KEY, data BLOB NOT NULL);"
-    "CREATE VIRTUAL TABLE flows_fts_%1$" PRId64 " USING fts5 (url, headers, body, content = '', "
-    "columnsize = 0, tokenize = 'trigram');"
+    "CREATE VIRTUAL TABLE flows_fts_%1$" PRId64 " USING fts5 (text, content = '', "
+    "columnsize = 0, detail = none, tokenize = 'trigram');"
     "CREATE TABLE flows_unindexed_%1$" PRId64 " (id INTEGER PRIMARY KEY);";
 
 static const char drop_fmt[] = "DROP TABLE flows_%1$" PRId64 ";"

@@ -326,11 +326,11 @@ static int prepare_segment(struct flowstore *store, char *err, size_t err_len)
              "INSERT INTO flow_bodies_%" PRId64 " (body_key, data) VALUES (?1, ?2)", seg);
     if (prepare(db, path, sql, &store->insert_body_stmt, err, err_len) != 0)
         return -1;
-    /* The url column is what the URL filter looks in (host || target). */
+    /* The URL first, as the URL filter sees it (host || target). */
     snprintf(sql, sizeof(sql),
-             "INSERT INTO flows_fts_%" PRId64 " (rowid, url, headers, body) VALUES (?1, ?2 || ?3, "
-             "coalesce(?4, '') || coalesce(?5, ''), coalesce(?6, '') || char(10) || "
-             "coalesce(?7, ''))",
+             "INSERT INTO flows_fts_%" PRId64 " (rowid, text) VALUES (?1, ?2 || ?3 || char(10) || "
+             "coalesce(?4, '') || char(10) || coalesce(?5, '') || char(10) || coalesce(?6, '') || "
+             "char(10) || coalesce(?7, ''))",
              seg);
     if (prepare(db, path, sql, &store->insert_fts_stmt, err, err_len) != 0)
         return -1;
@@ -1011,6 +1011,8 @@ static int index_flow(struct flowstore *store, const struct flow *flow,
                       size_t msg_len)
 {
     sqlite3_stmt *stmt = store->insert_fts_stmt;
+    char *req_values = searchtext_header_values(flow->request_headers);
+    char *resp_values = searchtext_header_values(flow->response_headers);
     unsigned char *req_owned = NULL, *resp_owned = NULL;
     const unsigned char *req_text, *resp_text;
     size_t req_len, resp_len;
@@ -1025,12 +1027,10 @@ static int index_flow(struct flowstore *store, const struct flow *flow,
         (rc = sqlite3_bind_text(stmt, 2, flow->host, -1, SQLITE_STATIC)) != SQLITE_OK ||
         (rc = sqlite3_bind_text(stmt, 3, flow->target != NULL ? flow->target : "", -1,
                                 SQLITE_STATIC)) != SQLITE_OK ||
-        (flow->request_headers != NULL &&
-         (rc = sqlite3_bind_text(stmt, 4, flow->request_headers, -1, SQLITE_STATIC)) !=
-             SQLITE_OK) ||
-        (flow->response_headers != NULL &&
-         (rc = sqlite3_bind_text(stmt, 5, flow->response_headers, -1, SQLITE_STATIC)) !=
-             SQLITE_OK) ||
+        (req_values != NULL &&
+         (rc = sqlite3_bind_text(stmt, 4, req_values, -1, SQLITE_STATIC)) != SQLITE_OK) ||
+        (resp_values != NULL &&
+         (rc = sqlite3_bind_text(stmt, 5, resp_values, -1, SQLITE_STATIC)) != SQLITE_OK) ||
         (req_text != NULL && (rc = sqlite3_bind_text64(stmt, 6, (const char *)req_text, req_len,
                                                        SQLITE_STATIC, SQLITE_UTF8)) != SQLITE_OK) ||
         (resp_text != NULL &&
@@ -1052,6 +1052,8 @@ static int index_flow(struct flowstore *store, const struct flow *flow,
 out:
     free(req_owned);
     free(resp_owned);
+    free(req_values);
+    free(resp_values);
     return rc;
 }
 
@@ -1961,15 +1963,29 @@ static char *ascii_lower(const char *text)
 }
 
 #define LIST_MAX_PARAMS 16
-#define LIST_ARM_MAX_BYTES 2048 /* one segment's SELECT, every filter set, is about 1,400 */
+#define LIST_SQL_MAX_BYTES 4096 /* one statement, every filter set, is about 2,000 */
 
-/* The statement for a filter: one SELECT per segment (flowseg.h), joined by
- * UNION ALL, newest first by id. Built only from the constant fragments
- * below and segment numbers; every value is a bound parameter, numbered,
- * so that each segment's SELECT uses the same ones. */
+/*
+ * A listing runs one statement per segment (flowseg.h), newest segment
+ * first (oldest first for an ascending listing), until the page is full:
+ * segments hold disjoint id ranges, so their pages simply follow each
+ * other, and the first page of a common search reads the newest segment
+ * only.
+ *
+ * With text to search for, the statement walks the segment's search index
+ * (flows_fts_N, detail=none trigrams: a superset of the matches) in id
+ * order and checks each flow it finds exactly as without an index:
+ * instr() on the URL, body_has() on the bodies. A body search also walks
+ * flows_unindexed_N, the flows whose bodies the index does not hold whole,
+ * and merges the two. Without an index (text shorter than three
+ * characters, or bytes that are not UTF-8) it walks flows_N.
+ *
+ * Built only from the constant fragments below and segment numbers; every
+ * value is a bound parameter.
+ */
 struct list_query {
-    char *sql;
-    size_t len, cap;
+    char sql[LIST_SQL_MAX_BYTES];
+    size_t len;
     bool has_failed;
     struct {
         enum { PARAM_INT, PARAM_TEXT, PARAM_BLOB } type;
@@ -1977,10 +1993,7 @@ struct list_query {
         const void *data;
         size_t len;
     } params[LIST_MAX_PARAMS];
-    int count;      /* parameters recorded */
-    int next;       /* number of the next parameter of the SELECT being built */
-    char *owned[6]; /* lowered copies and FTS5 phrases behind text params */
-    int owned_count;
+    int count;
 };
 
 static void query_add(struct list_query *q, const char *fmt, ...)
@@ -1993,115 +2006,161 @@ static void query_add(struct list_query *q, const char *fmt, ...)
 
     if (q->has_failed)
         return;
-    if (q->cap - q->len < LIST_ARM_MAX_BYTES) {
-        size_t cap = q->cap * 2 + LIST_ARM_MAX_BYTES * 2;
-        char *grown = realloc(q->sql, cap);
-
-        if (grown == NULL) {
-            q->has_failed = true;
-            return;
-        }
-        q->sql = grown;
-        q->cap = cap;
-    }
     va_start(ap, fmt);
-    n = vsnprintf(q->sql + q->len, q->cap - q->len, fmt, ap);
+    n = vsnprintf(q->sql + q->len, sizeof(q->sql) - q->len, fmt, ap);
     va_end(ap);
-    if (n < 0 || (size_t)n >= q->cap - q->len) {
+    if (n < 0 || (size_t)n >= sizeof(q->sql) - q->len) {
         q->has_failed = true;
         return;
     }
     q->len += (size_t)n;
 }
 
-/* The number of the next parameter; recorded by the first SELECT only. */
-static int param_next(struct list_query *q)
-{
-    return ++q->next;
-}
-
 static int param_int(struct list_query *q, int64_t value)
 {
-    int n = param_next(q);
-
-    if (n > q->count) {
-        q->params[n - 1].type = PARAM_INT;
-        q->params[n - 1].number = value;
-        q->count = n;
+    if (q->count == LIST_MAX_PARAMS) {
+        q->has_failed = true;
+        return 0;
     }
-    return n;
+    q->params[q->count].type = PARAM_INT;
+    q->params[q->count].number = value;
+    return ++q->count;
 }
 
 static int param_bytes(struct list_query *q, bool is_blob, const void *data, size_t len)
 {
-    int n = param_next(q);
-
-    if (n > q->count) {
-        q->params[n - 1].type = is_blob ? PARAM_BLOB : PARAM_TEXT;
-        q->params[n - 1].data = data;
-        q->params[n - 1].len = len;
-        q->count = n;
-    }
-    return n;
-}
-
-/* Keeps text (malloc'd, may be NULL) for the query's lifetime. */
-static const char *query_own(struct list_query *q, char *text)
-{
-    if (text == NULL)
+    if (q->count == LIST_MAX_PARAMS) {
         q->has_failed = true;
-    else
-        q->owned[q->owned_count++] = text;
-    return text;
-}
-
-/* A lowercased copy of text as a text parameter, made once. */
-static int param_lower(struct list_query *q, const char *text, int *slot)
-{
-    const char *lowered;
-
-    if (*slot < 0) {
-        *slot = q->owned_count;
-        lowered = query_own(q, ascii_lower(text));
-    } else {
-        lowered = q->owned[*slot];
+        return 0;
     }
-    return param_bytes(q, false, lowered, lowered != NULL ? strlen(lowered) : 0);
+    q->params[q->count].type = is_blob ? PARAM_BLOB : PARAM_TEXT;
+    q->params[q->count].data = data;
+    q->params[q->count].len = len;
+    return ++q->count;
 }
 
-/* What build_arm() makes once for every segment's SELECT. */
+static int param_text(struct list_query *q, const char *text)
+{
+    return param_bytes(q, false, text, strlen(text));
+}
+
+/* What every segment's statement shares, made once per listing. */
 struct list_texts {
-    int host, host_text, content_type, url; /* slots in owned of lowered copies; -1: none yet */
-    const char *url_phrase;                 /* FTS5 phrases; NULL: the index cannot answer */
-    const char *body_phrase;
+    char *host_glob, *host_text, *content_type, *url; /* lowercased copies, or NULL */
+    char *match;        /* the FTS5 query for the index, NULL when it cannot help */
+    bool has_body_text; /* match includes the body search's text */
 };
 
-/* One segment's SELECT for filter f. */
-static void build_arm(struct list_query *q, const struct flowstore_filter *f, struct list_texts *t,
-                      int64_t seg)
+static void list_texts_free(struct list_texts *t)
 {
-    q->next = 0;
-    query_add(q, "SELECT " SUMMARY_COLUMNS " FROM flows_%" PRId64 " WHERE 1", seg);
+    free(t->host_glob);
+    free(t->host_text);
+    free(t->content_type);
+    free(t->url);
+    free(t->match);
+}
+
+/* NULL when text is NULL or empty; *has_failed when out of memory. */
+static char *lower_or_null(const char *text, bool *has_failed)
+{
+    char *lowered;
+
+    if (text == NULL || text[0] == '\0')
+        return NULL;
+    lowered = ascii_lower(text);
+    if (lowered == NULL)
+        *has_failed = true;
+    return lowered;
+}
+
+static int make_list_texts(const struct flowstore_filter *f, struct list_texts *t)
+{
+    char *url_query = NULL, *body_query = NULL;
+    bool has_failed = false;
+
+    memset(t, 0, sizeof(*t));
+    t->host_glob = lower_or_null(f->host_glob, &has_failed);
+    t->host_text = lower_or_null(f->host_text, &has_failed);
+    t->content_type = lower_or_null(f->content_type, &has_failed);
+    t->url = lower_or_null(f->url_text, &has_failed);
+    if (t->url != NULL)
+        url_query = searchtext_query(f->url_text, strlen(f->url_text));
+    if (f->body_bytes != NULL && f->body_len > 0)
+        body_query = searchtext_query(f->body_bytes, f->body_len);
+    if (url_query != NULL && body_query != NULL) {
+        size_t len = strlen(url_query) + strlen(body_query) + 8;
+
+        t->match = malloc(len);
+        if (t->match != NULL)
+            snprintf(t->match, len, "%s AND %s", url_query, body_query);
+        t->has_body_text = true;
+        free(url_query);
+        free(body_query);
+    } else if (url_query != NULL) {
+        t->match = url_query;
+    } else if (body_query != NULL) {
+        t->match = body_query;
+        t->has_body_text = true;
+    }
+    if (t->match == NULL)
+        t->has_body_text = false; /* out of memory for the join: no index, still right */
+    return has_failed ? -1 : 0;
+}
+
+enum list_source {
+    FROM_FLOWS,     /* walk flows_N */
+    FROM_INDEX,     /* walk flows_fts_N's matches */
+    FROM_UNINDEXED, /* walk flows_unindexed_N */
+};
+
+/* The statement for one segment: at most limit flows of filter f from
+ * segment seg, walked through source. */
+static void build_segment_query(struct list_query *q, const struct flowstore_filter *f,
+                                const struct list_texts *t, int64_t seg, enum list_source source,
+                                size_t limit)
+{
+    char id[64];
+
+    memset(q, 0, sizeof(*q));
+    if (source == FROM_INDEX) {
+        /* CROSS JOIN: the index is the outer loop, in its rowid order. */
+        snprintf(id, sizeof(id), "flows_fts_%" PRId64 ".rowid", seg);
+        query_add(q,
+                  "SELECT " SUMMARY_COLUMNS " FROM flows_fts_%1$" PRId64
+                  " CROSS JOIN flows_%1$" PRId64 " ON flows_%1$" PRId64 ".id = flows_fts_%1$" PRId64
+                  ".rowid WHERE flows_fts_%1$" PRId64 " MATCH ?%2$d",
+                  seg, param_text(q, t->match));
+    } else if (source == FROM_UNINDEXED) {
+        /* Renamed: SUMMARY_COLUMNS names flows_N's id as plain "id". */
+        snprintf(id, sizeof(id), "unindexed_id");
+        query_add(q,
+                  "SELECT " SUMMARY_COLUMNS " FROM (SELECT id AS unindexed_id FROM "
+                  "flows_unindexed_%1$" PRId64 ") CROSS JOIN flows_%1$" PRId64
+                  " ON flows_%1$" PRId64 ".id = unindexed_id WHERE 1",
+                  seg);
+    } else {
+        snprintf(id, sizeof(id), "flows_%" PRId64 ".id", seg);
+        query_add(q, "SELECT " SUMMARY_COLUMNS " FROM flows_%" PRId64 " WHERE 1", seg);
+    }
     if (f->before_id > 0)
-        query_add(q, " AND id < ?%d", param_int(q, f->before_id));
+        query_add(q, " AND %s < ?%d", id, param_int(q, f->before_id));
     if (f->after_id > 0)
-        query_add(q, " AND id > ?%d", param_int(q, f->after_id));
-    if (f->host_glob != NULL && f->host_glob[0] != '\0') {
+        query_add(q, " AND %s > ?%d", id, param_int(q, f->after_id));
+    if (t->host_glob != NULL) {
         /* Without wildcards the (lower(host)) index finds the page. */
         query_add(q, f->is_host_negated ? " AND NOT" : " AND");
         query_add(q,
-                  strpbrk(f->host_glob, "*?[") != NULL ? " lower(host) GLOB ?%d"
+                  strpbrk(t->host_glob, "*?[") != NULL ? " lower(host) GLOB ?%d"
                                                        : " lower(host) = ?%d",
-                  param_lower(q, f->host_glob, &t->host));
+                  param_text(q, t->host_glob));
     }
-    if (f->host_text != NULL && f->host_text[0] != '\0')
+    if (t->host_text != NULL)
         query_add(q,
                   f->is_host_negated ? " AND instr(lower(host), ?%d) = 0"
                                      : " AND instr(lower(host), ?%d) > 0",
-                  param_lower(q, f->host_text, &t->host_text));
+                  param_text(q, t->host_text));
     if (f->method != NULL && f->method[0] != '\0')
-        query_add(q, " AND method = ?%d COLLATE NOCASE",
-                  param_bytes(q, false, f->method, strlen(f->method)));
+        query_add(q, " AND method = ?%d COLLATE NOCASE", param_text(q, f->method));
     if (f->status_class == 2) {
         query_add(q, " AND status / 100 = 2"); /* common: a walk down id finds a page */
     } else if (f->status_class >= 1 && f->status_class <= 5) {
@@ -2112,103 +2171,35 @@ static void build_arm(struct list_query *q, const struct flowstore_filter *f, st
     } else if (f->status_class == FLOWSTORE_STATUS_ERROR) {
         query_add(q, " AND error IS NOT NULL"); /* the partial index flows_N_error */
     }
-    if (f->content_type != NULL && f->content_type[0] != '\0')
+    if (t->content_type != NULL)
         query_add(q, " AND instr(lower(resp_content_type), ?%d) > 0",
-                  param_lower(q, f->content_type, &t->content_type));
-    if (f->url_text != NULL && f->url_text[0] != '\0') {
-        /* The index finds the candidates; instr() decides, as it did
-         * before there was an index. */
-        if (t->url_phrase != NULL)
-            query_add(q,
-                      " AND id IN (SELECT rowid FROM flows_fts_%" PRId64 " WHERE flows_fts_%" PRId64
-                      " MATCH ?%d)",
-                      seg, seg, param_bytes(q, false, t->url_phrase, strlen(t->url_phrase)));
-        query_add(q, " AND instr(lower(host || target), ?%d) > 0",
-                  param_lower(q, f->url_text, &t->url));
-    }
+                  param_text(q, t->content_type));
+    if (t->url != NULL)
+        query_add(q, " AND instr(lower(host || target), ?%d) > 0", param_text(q, t->url));
     if (f->body_bytes != NULL && f->body_len > 0) {
-        /* The candidates: flows whose indexed text has the phrase, and the
-         * flows whose bodies the index does not hold whole. body_has()
-         * then decides on the bodies as stored, as it did before there was
-         * an index; without a phrase (short or not UTF-8) it reads every
-         * body below the cursor. Only the bodies as sent (directions 0 and
-         * 1, the first two body keys of the flow): a hit must be in the
-         * body the detail view shows first, not in an original a rule
-         * replaced. */
-        int needle, nocase;
+        /* Both arguments are BLOBs, so the bytes match in binary bodies
+         * too. Only the bodies as sent (directions 0 and 1, the first two
+         * body keys of the flow): a hit must be in the body the detail
+         * view shows first, not in an original a rule replaced. */
+        int needle = param_bytes(q, true, f->body_bytes, f->body_len);
+        int nocase = param_int(q, f->is_body_nocase);
 
-        if (t->body_phrase != NULL)
-            query_add(q,
-                      " AND id IN (SELECT rowid FROM flows_fts_%" PRId64 " WHERE flows_fts_%" PRId64
-                      " MATCH ?%d UNION ALL SELECT id FROM flows_unindexed_%" PRId64 ")",
-                      seg, seg, param_bytes(q, false, t->body_phrase, strlen(t->body_phrase)), seg);
-        needle = param_bytes(q, true, f->body_bytes, f->body_len);
-        nocase = param_int(q, f->is_body_nocase);
+        /* flow_bodies_N is looked into only when a body is not in the
+         * row (schema version 8): a b-tree probe per flow otherwise. */
         query_add(q,
                   " AND (body_has(req_body, req_content_encoding, ?%1$d, ?%2$d) OR "
-                  "body_has(resp_body, resp_content_encoding, ?%1$d, ?%2$d) OR EXISTS (SELECT 1 "
-                  "FROM flow_bodies_%3$" PRId64 " WHERE body_key BETWEEN flows_%3$" PRId64
-                  ".id * 4 AND flows_%3$" PRId64 ".id * 4 + 1 AND body_has(data, CASE body_key - "
+                  "body_has(resp_body, resp_content_encoding, ?%1$d, ?%2$d) OR (((req_body IS "
+                  "NULL AND req_body_captured > 0) OR (resp_body IS NULL AND resp_body_captured > "
+                  "0)) AND EXISTS (SELECT 1 FROM flow_bodies_%3$" PRId64
+                  " WHERE body_key BETWEEN flows_%3$" PRId64 ".id * 4 AND flows_%3$" PRId64
+                  ".id * 4 + 1 AND body_has(data, CASE body_key - "
                   "flows_%3$" PRId64 ".id * 4 WHEN 0 THEN flows_%3$" PRId64
                   ".req_content_encoding ELSE flows_%3$" PRId64
-                  ".resp_content_encoding END, ?%1$d, ?%2$d)))",
+                  ".resp_content_encoding END, ?%1$d, ?%2$d))))",
                   needle, nocase, seg);
     }
-}
-
-struct list_segment {
-    int64_t seg;
-    int64_t first_id;
-};
-
-/* The query over segs[0..count) (ascending); *is_empty when no segment can
- * hold a flow the filter asks for. */
-static int build_list_query(struct list_query *q, const struct flowstore_filter *f,
-                            const struct list_segment *segs, size_t count, bool *is_empty)
-{
-    struct list_texts t = {-1, -1, -1, -1, NULL, NULL};
-    size_t i;
-    int arms = 0;
-    int limit;
-
-    memset(q, 0, sizeof(*q));
-    *is_empty = true;
-    if (f->url_text != NULL && f->url_text[0] != '\0')
-        t.url_phrase = searchtext_phrase("url", f->url_text, strlen(f->url_text));
-    if (t.url_phrase != NULL)
-        query_own(q, (char *)t.url_phrase);
-    if (f->body_bytes != NULL && f->body_len > 0)
-        t.body_phrase = searchtext_phrase("body", f->body_bytes, f->body_len);
-    if (t.body_phrase != NULL)
-        query_own(q, (char *)t.body_phrase);
-    /* Newest segment first: with one arm per segment SQLite merges them
-     * in id order (each a walk down its own rowid b-tree). */
-    for (i = count; i-- > 0;) {
-        int64_t last_id = i + 1 < count ? segs[i + 1].first_id - 1 : INT64_MAX;
-
-        if (f->before_id > 0 && segs[i].first_id >= f->before_id)
-            continue;
-        if (f->after_id > 0 && last_id <= f->after_id)
-            continue;
-        if (arms++ > 0)
-            query_add(q, " UNION ALL ");
-        build_arm(q, f, &t, segs[i].seg);
-    }
-    q->next = q->count;
-    limit = param_int(q, (int64_t)f->limit);
-    query_add(q, f->is_oldest_first ? " ORDER BY id ASC LIMIT ?%d" : " ORDER BY id DESC LIMIT ?%d",
-              limit);
-    *is_empty = arms == 0;
-    return q->has_failed ? -1 : 0;
-}
-
-static void list_query_free(struct list_query *q)
-{
-    int i;
-
-    for (i = 0; i < q->owned_count; i++)
-        free(q->owned[i]);
-    free(q->sql);
+    query_add(q, " ORDER BY %s %s LIMIT ?%d", id, f->is_oldest_first ? "ASC" : "DESC",
+              param_int(q, (int64_t)limit));
 }
 
 static int bind_list_query(sqlite3_stmt *stmt, const struct list_query *q)
@@ -2229,6 +2220,11 @@ static int bind_list_query(sqlite3_stmt *stmt, const struct list_query *q)
     return rc;
 }
 
+struct list_segment {
+    int64_t seg;
+    int64_t first_id;
+};
+
 /* The segments as of the read transaction in progress on the reader. */
 static int read_segments(struct flowstore *store, struct list_segment *segs, size_t *count)
 {
@@ -2245,34 +2241,107 @@ static int read_segments(struct flowstore *store, struct list_segment *segs, siz
     return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : -1;
 }
 
+/* Runs one segment's statement, appending at most limit records to
+ * out[*n..]. Called with read_lock held. */
+static int run_segment_query(struct flowstore *store, const struct flowstore_filter *f,
+                             const struct list_texts *t, int64_t seg, enum list_source source,
+                             size_t limit, struct flowstore_record **out, size_t *n, char *err,
+                             size_t err_len)
+{
+    struct list_query q;
+    sqlite3_stmt *stmt = NULL;
+    size_t got = 0;
+    int rc;
+    int ret = -1;
+
+    build_segment_query(&q, f, t, seg, source, limit);
+    if (q.has_failed) {
+        errmsg_set(err, err_len, "flowstore: listing flows: the query is too long");
+        goto out;
+    }
+    rc = sqlite3_prepare_v2(store->rdb, q.sql, -1, &stmt, NULL);
+    if (rc == SQLITE_OK)
+        rc = bind_list_query(stmt, &q);
+    while (rc == SQLITE_OK && got < limit && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        out[*n] = read_record(stmt);
+        if (out[*n] == NULL) {
+            errmsg_set(err, err_len, "flowstore: out of memory");
+            goto out;
+        }
+        (*n)++;
+        got++;
+        rc = SQLITE_OK;
+    }
+    if (rc != SQLITE_OK && rc != SQLITE_DONE) {
+        errmsg_set(err, err_len, "database %s: listing flows: %s", store->db_path,
+                   sqlite3_errmsg(store->rdb));
+        goto out;
+    }
+    ret = 0;
+out:
+    sqlite3_finalize(stmt);
+    return ret;
+}
+
+/* Merges the two id-ordered runs out[from..mid) and out[mid..*n) into id
+ * order (ascending or not), dropping a flow both found and what is beyond
+ * limit records from from. */
+static void merge_runs(struct flowstore_record **out, size_t from, size_t mid, size_t *n,
+                       size_t limit, bool is_ascending, struct flowstore_record **tmp)
+{
+    size_t a = from, b = mid, k = 0, i;
+
+    while (a < mid || b < *n) {
+        struct flowstore_record *next;
+
+        if (b == *n || (a < mid && (is_ascending ? out[a]->flow.id < out[b]->flow.id
+                                                 : out[a]->flow.id > out[b]->flow.id))) {
+            next = out[a++];
+        } else if (a < mid && out[a]->flow.id == out[b]->flow.id) {
+            flowstore_record_free(out[b++]);
+            continue;
+        } else {
+            next = out[b++];
+        }
+        if (k < limit)
+            tmp[k++] = next;
+        else
+            flowstore_record_free(next);
+    }
+    for (i = 0; i < k; i++)
+        out[from + i] = tmp[i];
+    *n = from + k;
+}
+
 int flowstore_list(struct flowstore *store, const struct flowstore_filter *filter,
                    struct flowstore_record ***records, size_t *count, char *err, size_t err_len)
 {
     struct flowstore_filter f = *filter;
-    struct flowstore_record **out = NULL;
+    struct flowstore_record **out = NULL, **tmp = NULL;
     struct list_segment segs[FLOWSEG_MAX_SEGMENTS + 1];
+    struct list_texts t;
     size_t seg_count = 0;
-    struct list_query q;
-    sqlite3_stmt *stmt = NULL;
     size_t n = 0;
-    bool is_locked = false, is_in_txn = false, is_empty = true;
+    size_t k;
+    bool is_locked = false, is_in_txn = false;
     int rc;
     int ret = -1;
 
-    memset(&q, 0, sizeof(q));
     *records = NULL;
     *count = 0;
     if (f.limit == 0 || f.limit > FLOWSTORE_LIST_MAX_FLOWS)
         f.limit = FLOWSTORE_LIST_MAX_FLOWS;
-    out = calloc(f.limit, sizeof(out[0]));
-    if (out == NULL) {
+    /* Room for two runs of a page each: the index's and the unindexed. */
+    out = calloc(f.limit * 2, sizeof(out[0]));
+    tmp = calloc(f.limit * 2, sizeof(tmp[0]));
+    if (make_list_texts(&f, &t) != 0 || out == NULL || tmp == NULL) {
         errmsg_set(err, err_len, "flowstore: out of memory");
         goto out;
     }
     pthread_mutex_lock(&store->read_lock);
     is_locked = true;
-    /* One read transaction: the segments read are the ones the query
-     * sees, even when the writer drops one meanwhile. */
+    /* One read transaction: the segments read are the ones the queries
+     * see, even when the writer drops one meanwhile. */
     rc = sqlite3_step(store->read_begin_stmt);
     sqlite3_reset(store->read_begin_stmt);
     is_in_txn = rc == SQLITE_DONE;
@@ -2281,34 +2350,26 @@ int flowstore_list(struct flowstore *store, const struct flowstore_filter *filte
                    sqlite3_errmsg(store->rdb));
         goto out;
     }
-    if (build_list_query(&q, &f, segs, seg_count, &is_empty) != 0) {
-        errmsg_set(err, err_len, "flowstore: out of memory");
-        goto out;
-    }
-    if (is_empty) {
-        ret = 0;
-        goto out;
-    }
-    rc = sqlite3_prepare_v2(store->rdb, q.sql, -1, &stmt, NULL);
-    if (rc == SQLITE_OK)
-        rc = bind_list_query(stmt, &q);
-    if (rc != SQLITE_OK) {
-        errmsg_set(err, err_len, "database %s: listing flows: %s", store->db_path,
-                   sqlite3_errmsg(store->rdb));
-        goto out;
-    }
-    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW && n < f.limit) {
-        out[n] = read_record(stmt);
-        if (out[n] == NULL) {
-            errmsg_set(err, err_len, "flowstore: out of memory");
+    for (k = 0; k < seg_count && n < f.limit; k++) {
+        size_t i = f.is_oldest_first ? k : seg_count - 1 - k;
+        int64_t last_id = i + 1 < seg_count ? segs[i + 1].first_id - 1 : INT64_MAX;
+        size_t from = n;
+
+        if (f.before_id > 0 && segs[i].first_id >= f.before_id)
+            continue;
+        if (f.after_id > 0 && last_id <= f.after_id)
+            continue;
+        if (run_segment_query(store, &f, &t, segs[i].seg, t.match != NULL ? FROM_INDEX : FROM_FLOWS,
+                              f.limit - from, out, &n, err, err_len) != 0)
             goto out;
+        if (t.has_body_text) {
+            size_t mid = n;
+
+            if (run_segment_query(store, &f, &t, segs[i].seg, FROM_UNINDEXED, f.limit - from, out,
+                                  &n, err, err_len) != 0)
+                goto out;
+            merge_runs(out, from, mid, &n, f.limit - from, f.is_oldest_first, tmp);
         }
-        n++;
-    }
-    if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
-        errmsg_set(err, err_len, "database %s: listing flows: %s", store->db_path,
-                   sqlite3_errmsg(store->rdb));
-        goto out;
     }
     if (n > 0) {
         *records = out;
@@ -2317,7 +2378,6 @@ int flowstore_list(struct flowstore *store, const struct flowstore_filter *filte
     }
     ret = 0;
 out:
-    sqlite3_finalize(stmt);
     if (is_in_txn) {
         sqlite3_step(store->read_commit_stmt);
         sqlite3_reset(store->read_commit_stmt);
@@ -2325,7 +2385,8 @@ out:
     if (is_locked)
         pthread_mutex_unlock(&store->read_lock);
     flowstore_records_free(out, n);
-    list_query_free(&q);
+    free(tmp);
+    list_texts_free(&t);
     return ret;
 }
 

@@ -11,6 +11,7 @@
 #endif
 
 #include "searchtext.h"
+#include "flow.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -76,34 +77,87 @@ static size_t count_chars(const unsigned char *s, size_t len)
     return n;
 }
 
-char *searchtext_phrase(const char *column, const void *needle, size_t len)
+/* The byte offset of the character after the one at i. */
+static size_t next_char(const unsigned char *s, size_t len, size_t i)
 {
-    const unsigned char *s = needle;
-    size_t col_len = strlen(column);
-    size_t quotes = 0;
-    size_t i, pos;
-    char *out;
+    for (i++; i < len && (s[i] & 0xc0) == 0x80; i++)
+        ;
+    return i;
+}
 
-    if (!searchtext_is_utf8(s, len) || count_chars(s, len) < SEARCHTEXT_MIN_CHARS)
-        return NULL;
-    for (i = 0; i < len; i++)
-        quotes += s[i] == '"';
-    /* "{" column "} : \"" needle (quotes doubled) "\"" NUL */
-    out = malloc(col_len + len + quotes + 8);
-    if (out == NULL)
-        return NULL;
-    pos = 0;
-    out[pos++] = '{';
-    memcpy(out + pos, column, col_len);
-    pos += col_len;
-    memcpy(out + pos, "} : \"", 5);
-    pos += 5;
-    for (i = 0; i < len; i++) {
+/* Appends the trigram s[from..to) as a quoted FTS5 string. */
+static size_t put_term(char *out, size_t pos, const unsigned char *s, size_t from, size_t to)
+{
+    size_t i;
+
+    if (pos > 0) {
+        memcpy(out + pos, " AND ", 5);
+        pos += 5;
+    }
+    out[pos++] = '"';
+    for (i = from; i < to; i++) {
         out[pos++] = (char)s[i];
         if (s[i] == '"')
             out[pos++] = '"';
     }
     out[pos++] = '"';
+    return pos;
+}
+
+char *searchtext_query(const void *needle, size_t len)
+{
+    const unsigned char *s = needle;
+    size_t chars, quotes = 0;
+    size_t starts[4]; /* byte offsets of the characters at c .. c + 3 */
+    size_t i, c, pos;
+    char *out;
+
+    if (!searchtext_is_utf8(s, len) || (chars = count_chars(s, len)) < SEARCHTEXT_MIN_CHARS)
+        return NULL;
+    for (i = 0; i < len; i++)
+        quotes += s[i] == '"';
+    /* At most a term per character: each is the trigram's bytes (each
+     * '"' doubled) in quotes and " AND ". */
+    out = malloc(2 * len + quotes * 3 + chars * 8 + 1);
+    if (out == NULL)
+        return NULL;
+    pos = 0;
+    for (c = 0, i = 0; c + SEARCHTEXT_MIN_CHARS <= chars; c += SEARCHTEXT_MIN_CHARS) {
+        starts[0] = i;
+        starts[1] = next_char(s, len, starts[0]);
+        starts[2] = next_char(s, len, starts[1]);
+        starts[3] = next_char(s, len, starts[2]);
+        pos = put_term(out, pos, s, starts[0], starts[3]);
+        i = starts[3];
+    }
+    if (chars % SEARCHTEXT_MIN_CHARS != 0) {
+        /* The last trigram, overlapping the one before. */
+        size_t from = len;
+
+        for (c = 0; c < SEARCHTEXT_MIN_CHARS; c++)
+            for (from--; from > 0 && (s[from] & 0xc0) == 0x80; from--)
+                ;
+        pos = put_term(out, pos, s, from, len);
+    }
     out[pos] = '\0';
+    return out;
+}
+
+char *searchtext_header_values(const char *text)
+{
+    const char *name, *value;
+    size_t name_len, value_len;
+    size_t pos = 0, used = 0;
+    char *out = malloc(text != NULL ? strlen(text) + 1 : 1);
+
+    if (out == NULL)
+        return NULL;
+    while (text != NULL && flow_headers_next(text, &pos, &name, &name_len, &value, &value_len)) {
+        if (used > 0)
+            out[used++] = '\n';
+        memcpy(out + used, value, value_len);
+        used += value_len;
+    }
+    out[used] = '\0';
     return out;
 }

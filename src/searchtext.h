@@ -28,12 +28,22 @@ bool searchtext_is_utf8(const unsigned char *s, size_t len);
 size_t searchtext_cut(const unsigned char *s, size_t len, size_t max);
 
 /*
- * The FTS5 query that finds rows whose column holds needle[0..len) as a
- * substring: the phrase {column} : "needle" with '"' doubled. Returns a
+ * The FTS5 query that finds (a superset of) the rows whose text holds
+ * needle[0..len) as a substring, for an index with detail=none, which
+ * answers no phrases: "t1" AND "t2" AND ... over trigrams of the needle
+ * that cover it (every third one and the last), '"' doubled. Returns a
  * malloc'd string (caller frees), or NULL when the index cannot answer
  * (needle not UTF-8, or shorter than SEARCHTEXT_MIN_CHARS characters) or
  * out of memory: the caller then searches without the index.
  */
-char *searchtext_phrase(const char *column, const void *needle, size_t len);
+char *searchtext_query(const void *needle, size_t len);
+
+/*
+ * The values of the header section text ("Name: value\r\n" per field, as
+ * struct flow keeps it) joined by '\n', for the index. Returns a malloc'd
+ * string (caller frees; "" for NULL or no fields), NULL when out of
+ * memory.
+ */
+char *searchtext_header_values(const char *text);
 
 #endif

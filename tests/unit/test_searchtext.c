@@ -38,23 +38,45 @@ static void test_cut_ends_on_a_character_boundary(void)
     CU_ASSERT_EQUAL(searchtext_cut(s, 7, 0), 0);
 }
 
-static void test_phrase_quotes_and_refuses_what_the_index_cannot_answer(void)
+static void test_query_covers_the_needle_with_trigrams(void)
 {
-    char *p = searchtext_phrase("body", "say \"hi\"", 8);
+    char *q = searchtext_query("abcdefg", 7);
 
-    CU_ASSERT_PTR_NOT_NULL_FATAL(p);
-    CU_ASSERT_STRING_EQUAL(p, "{body} : \"say \"\"hi\"\"\"");
-    free(p);
-    p = searchtext_phrase("url", "abc", 3);
-    CU_ASSERT_STRING_EQUAL(p, "{url} : \"abc\"");
-    free(p);
-    p = searchtext_phrase("url", "\xc3\xa9\xc3\xa9\xc3\xa9", 6); /* three characters */
-    CU_ASSERT_PTR_NOT_NULL(p);
-    free(p);
-    CU_ASSERT_PTR_NULL(searchtext_phrase("url", "ab", 2));
-    CU_ASSERT_PTR_NULL(searchtext_phrase("url", "\xc3\xa9\xc3\xa9", 4)); /* two characters */
-    CU_ASSERT_PTR_NULL(searchtext_phrase("body", "\x89PNG", 4));
-    CU_ASSERT_PTR_NULL(searchtext_phrase("body", "a\0bc", 4));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(q);
+    CU_ASSERT_STRING_EQUAL(q, "\"abc\" AND \"def\" AND \"efg\"");
+    free(q);
+    q = searchtext_query("abcdef", 6);
+    CU_ASSERT_STRING_EQUAL(q, "\"abc\" AND \"def\"");
+    free(q);
+    q = searchtext_query("abc", 3);
+    CU_ASSERT_STRING_EQUAL(q, "\"abc\"");
+    free(q);
+    q = searchtext_query("say \"hi\"", 8); /* quotes doubled */
+    CU_ASSERT_STRING_EQUAL(q, "\"say\" AND \" \"\"h\" AND \"hi\"\"\"");
+    free(q);
+    q = searchtext_query("\xc3\xa9t\xc3\xa9s", 6); /* characters, not bytes */
+    CU_ASSERT_STRING_EQUAL(q, "\"\xc3\xa9t\xc3\xa9\" AND \"t\xc3\xa9s\"");
+    free(q);
+}
+
+static void test_query_refuses_what_the_index_cannot_answer(void)
+{
+    CU_ASSERT_PTR_NULL(searchtext_query("ab", 2));
+    CU_ASSERT_PTR_NULL(searchtext_query("\xc3\xa9\xc3\xa9", 4)); /* two characters */
+    CU_ASSERT_PTR_NULL(searchtext_query("\x89PNG", 4));
+    CU_ASSERT_PTR_NULL(searchtext_query("a\0bc", 4));
+}
+
+static void test_header_values_leave_out_the_names(void)
+{
+    char *v = searchtext_header_values("Host: a.test\r\nX-Marker:  zebra \r\nEmpty:\r\n");
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(v);
+    CU_ASSERT_STRING_EQUAL(v, "a.test\nzebra\n");
+    free(v);
+    v = searchtext_header_values(NULL);
+    CU_ASSERT_STRING_EQUAL(v, "");
+    free(v);
 }
 
 int main(void)
@@ -68,8 +90,12 @@ int main(void)
     if (!s || !CU_add_test(s, "utf8_is_told_from_binary", test_utf8_is_told_from_binary) ||
         !CU_add_test(s, "cut_ends_on_a_character_boundary",
                      test_cut_ends_on_a_character_boundary) ||
-        !CU_add_test(s, "phrase_quotes_and_refuses_what_the_index_cannot_answer",
-                     test_phrase_quotes_and_refuses_what_the_index_cannot_answer)) {
+        !CU_add_test(s, "query_covers_the_needle_with_trigrams",
+                     test_query_covers_the_needle_with_trigrams) ||
+        !CU_add_test(s, "query_refuses_what_the_index_cannot_answer",
+                     test_query_refuses_what_the_index_cannot_answer) ||
+        !CU_add_test(s, "header_values_leave_out_the_names",
+                     test_header_values_leave_out_the_names)) {
         CU_cleanup_registry();
         return 1;
     }

@@ -156,10 +156,10 @@ static void test_search_index_can_be_queried(void)
     struct sqlconsole_result *result = NULL;
     char err[SQLCONSOLE_ERROR_BYTES] = "";
 
-    exec_ok(writer, "INSERT INTO flows_fts_1 (rowid, url) VALUES (2, 'b.example/search-me')");
+    exec_ok(writer, "INSERT INTO flows_fts_1 (rowid, text) VALUES (2, 'b.example/search-me')");
     if (sqlconsole_query(console,
-                         "SELECT rowid FROM flows_fts_1 WHERE flows_fts_1 MATCH 'url : "
-                         "\"ARCH-M\"'",
+                         "SELECT rowid FROM flows_fts_1 WHERE flows_fts_1 MATCH '\"ARC\" AND "
+                         "\"H-M\"'",
                          &result, err, sizeof(err)) != 0)
         fprintf(stderr, "%s\n", err);
     CU_ASSERT_PTR_NOT_NULL_FATAL(result);
