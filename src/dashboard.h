@@ -45,6 +45,9 @@
 #define DASHBOARD_MAX_DECODED_BYTES (64 * 1024 * 1024) /* ?decode=1 output, zip bombs */
 #define DASHBOARD_MAX_STATIC_BYTES (8 * 1024 * 1024)   /* a --web-root file */
 #define DASHBOARD_MAX_JSON_BODY_BYTES (64 * 1024)      /* a request body (rules API) */
+/* A HAR file to import (POST /api/har); jansson holds a few times this
+ * while it is read, and one import runs at a time. */
+#define DASHBOARD_MAX_HAR_BYTES (32 * 1024 * 1024)
 
 struct rulebook;
 struct certstore;
@@ -62,6 +65,8 @@ struct dashboard_options {
                                 leaves out "certificates" */
     const char *db_path;     /* the database file, for the read-only SQL console (/api/sql);
                                 NULL or ":memory:": /api/sql answers 404 */
+    size_t capture_limit;    /* body bytes an imported flow keeps (POST /api/har), as
+                                --capture-limit */
 };
 
 struct dashboard;

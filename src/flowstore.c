@@ -250,7 +250,7 @@ static int prepare(sqlite3 *db, const char *path, const char *sql, sqlite3_stmt 
 #define FLOW_INSERT_VALUES                                                                         \
     "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "   \
     "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
-#define RECORD_COLUMNS "id, " FLOW_INSERT_COLUMNS
+#define RECORD_COLUMNS "id, " FLOW_INSERT_COLUMNS ", imported"
 /* A listing leaves out what only the detail view shows: the same columns
  * with the header sections, TLS details and what rules changed as NULL
  * (flows.rules stays: the list marks modified flows). */
@@ -261,7 +261,7 @@ static int prepare(sqlite3 *db, const char *path, const char *sql, sqlite3_stmt 
     "resp_content_type, req_content_encoding, resp_content_encoding, connected_us, tls_done_us, "  \
     "request_sent_us, first_byte_us, done_us, is_tls, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "  \
     "NULL, NULL, NULL, NULL, error, rules, bytes_up, bytes_down, "                                 \
-    "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL"
+    "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, imported"
 
 static int prepare_writer(struct flowstore *store, char *err, size_t err_len)
 {
@@ -1612,6 +1612,30 @@ static void notify_written(struct flowstore *store, struct flow **batch, size_t 
     pthread_mutex_unlock(&store->callback_lock);
 }
 
+int flowstore_write(struct flowstore *store, struct flow **flows, size_t count, char *err,
+                    size_t err_len)
+{
+    size_t done = 0, i;
+    int ret = 0;
+
+    while (done < count && ret == 0) {
+        size_t n = count - done < FLOWSTORE_BATCH_FLOWS ? count - done : FLOWSTORE_BATCH_FLOWS;
+
+        if (write_batch(store, flows + done, n)) {
+            notify_written(store, flows + done, n);
+        } else {
+            pthread_mutex_lock(&store->lock);
+            errmsg_set(err, err_len, "database %s: %s", store->db_path, store->stats.last_error);
+            pthread_mutex_unlock(&store->lock);
+            ret = -1;
+        }
+        done += n;
+    }
+    for (i = 0; i < count; i++)
+        flow_free(flows[i]);
+    return ret;
+}
+
 /* Called with lock held while stopping after a failed batch: waiting out
  * the busy timeout once per remaining batch of a locked database would hold
  * up the exit for minutes, so the rest is counted as lost at once. */
@@ -1942,6 +1966,7 @@ static struct flowstore_record *read_record(sqlite3_stmt *stmt)
     f->request_body_original.truncated = read_int(&r) != 0;
     f->response_body_original.truncated = read_int(&r) != 0;
     f->rules_notes = read_text(&r);
+    f->is_imported = read_int(&r) != 0;
     if (r.has_failed) {
         flowstore_record_free(rec);
         return NULL;

@@ -50,6 +50,14 @@ void flowstore_log_totals(struct flowstore *store);
  * -1 when the queue was full (the flow is freed and counted as dropped). */
 int flowstore_submit(struct flowstore *store, struct flow *flow);
 
+/* Writes flows[0..count) at once on the caller's thread, in that order,
+ * for an import: unlike flowstore_submit() it waits for the disk and drops
+ * nothing. Takes every flow (each is freed). The written-callback hears of
+ * them as of captured ones. Returns 0, or -1 with err when a batch failed
+ * (the batches before it stay written, none after it is). */
+int flowstore_write(struct flowstore *store, struct flow **flows, size_t count, char *err,
+                    size_t err_len);
+
 /* Waits until every flow submitted before the call is written (or failed),
  * at most timeout_ms. For tests and shutdown. Returns 0 or -1 on timeout. */
 int flowstore_sync(struct flowstore *store, int timeout_ms);

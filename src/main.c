@@ -309,6 +309,7 @@ static int start_dashboard(struct app *app, char *err, size_t err_len)
         .rules = app->book,
         .certs = app->certs,
         .db_path = cfg->db_path,
+        .capture_limit = cfg->capture_limit,
     };
     if (dashboard_start(&dopts, app->flows, app->ca, &app->dash, err, err_len) < 0) {
         errmsg_prefix(err, err_len, "dashboard: ");
