@@ -295,9 +295,9 @@ CREATE INDEX certs_last_used ON certs (last_used_us);
 -- delete unlinked a row, its index entries and its body pages, about as
 -- much work as storing the flow. Flows now live in time-ordered segments:
 -- segment N is the tables flows_N (the columns of flows until version 9,
--- plus imported), flow_bodies_N (as flow_bodies), flows_fts_N (its search
--- index) and flows_unindexed_N (the flows whose bodies the index does not
--- hold whole). The flow writer fills the newest segment and starts another
+-- plus imported), flow_bodies_N (as flow_bodies), flows_fts_N and
+-- flows_hdr_N (its search indexes) and flows_unindexed_N (the flows whose
+-- bodies the index does not hold whole). The flow writer fills the newest segment and starts another
 -- when it holds an eighth of --max-flows (or of --max-db-size, or of
 -- --retain); retention drops the oldest segment whole, with DROP TABLE,
 -- which frees its pages without visiting its rows one by one.
@@ -315,15 +315,20 @@ CREATE INDEX certs_last_used ON certs (last_used_us);
 -- (content='': it keeps the index only) and detail=none (only which flows
 -- hold a trigram, not where: a third of the writer's work of a full index),
 -- rowid = flow id. Its one column, text, holds the flow's URL (host ||
--- target), its header values, and its request and response bodies as
--- text, decoded, at most 64 KiB of each (searchtext.h). A search looks up
+-- target) and its request and response bodies as text, decoded, at most
+-- 64 KiB of each (searchtext.h). A search looks up
 -- the trigrams of what it looks for and checks each flow found against
 -- the flow itself, so the index only has to hold a superset. A flow whose
 -- bodies are not all in the index (binary, not UTF-8, longer than the
 -- bound, or stored before this version) has a row in flows_unindexed_N: a
 -- body search reads those flows' bodies itself.
--- Entries of deleted flows stay in the index until their segment is
--- dropped; every query joins the index with flows_N, so they match nothing.
+-- flows_hdr_N indexes the header values of both sections by word
+-- (unicode61 tokenizer, detail=none, contentless, rowid = flow id): a token,
+-- a cookie value or a host name in a header is found by its words. Words,
+-- not trigrams: a flow's headers are ten times its URL, and trigrams of
+-- them cost the writer three times what the rest of a flow does.
+-- Entries of deleted flows stay in the indexes until their segment is
+-- dropped; every query joins an index with flows_N, so they match nothing.
 --
 -- The existing tables become segment 1.
 DROP INDEX flows_host;
@@ -338,11 +343,12 @@ CREATE INDEX flows_1_status_class ON flows_1 (status / 100) WHERE status / 100 <
 CREATE INDEX flows_1_error ON flows_1 (id) WHERE error IS NOT NULL;
 CREATE VIRTUAL TABLE flows_fts_1 USING fts5 (text, content = '', columnsize = 0,
     detail = none, tokenize = 'trigram');
+INSERT INTO flows_fts_1 (rowid, text) SELECT id, host || target FROM flows_1;
+CREATE VIRTUAL TABLE flows_hdr_1 USING fts5 (text, content = '', columnsize = 0,
+    detail = none, tokenize = 'unicode61');
 -- Whole header sections here (names too): a superset of the values.
-INSERT INTO flows_fts_1 (rowid, text)
-    SELECT id, host || target || char(10) || coalesce(req_headers, '') ||
-               coalesce(resp_headers, '')
-    FROM flows_1;
+INSERT INTO flows_hdr_1 (rowid, text)
+    SELECT id, coalesce(req_headers, '') || coalesce(resp_headers, '') FROM flows_1;
 CREATE TABLE flows_unindexed_1 (id INTEGER PRIMARY KEY);
 INSERT INTO flows_unindexed_1 (id)
     SELECT id FROM flows_1 WHERE req_body_captured > 0 OR resp_body_captured > 0;

@@ -55,11 +55,14 @@ static const char create_fmt[] =
     "CREATE TABLE flow_bodies_%1$" PRId64 " (body_key INTEGER PRIMARY KEY, data BLOB NOT NULL);"
     "CREATE VIRTUAL TABLE flows_fts_%1$" PRId64 " USING fts5 (text, content = '', "
     "columnsize = 0, detail = none, tokenize = 'trigram');"
+    "CREATE VIRTUAL TABLE flows_hdr_%1$" PRId64 " USING fts5 (text, content = '', "
+    "columnsize = 0, detail = none, tokenize = 'unicode61');"
     "CREATE TABLE flows_unindexed_%1$" PRId64 " (id INTEGER PRIMARY KEY);";
 
 static const char drop_fmt[] = "DROP TABLE flows_%1$" PRId64 ";"
                                "DROP TABLE flow_bodies_%1$" PRId64 ";"
                                "DROP TABLE flows_fts_%1$" PRId64 ";"
+                               "DROP TABLE flows_hdr_%1$" PRId64 ";"
                                "DROP TABLE flows_unindexed_%1$" PRId64 ";";
 
 int flowseg_create_sql(int64_t seg, char *out, size_t out_len)

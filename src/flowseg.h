@@ -2,7 +2,7 @@
  * flowseg: the segments of the flow store (sql/schema.sql, version 10).
  *
  * Flows are kept in time-ordered segments, each its own set of tables
- * (flows_N, flow_bodies_N, flows_fts_N, flows_unindexed_N), so that
+ * (flows_N, flow_bodies_N, flows_fts_N, flows_hdr_N, flows_unindexed_N), so that
  * retention drops the oldest segment whole with DROP TABLE instead of
  * deleting rows one by one. This module owns the segment tables' statements
  * and the decisions of when to start a new segment and when to drop the

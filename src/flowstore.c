@@ -9,8 +9,21 @@
  * failed: nothing is kept in memory after writing, so memory use does not
  * grow with the number of stored flows.
  *
+ * Each flow goes into the newest segment (flowseg.h) together with its
+ * entry in that segment's search index, in one transaction per batch.
+ * Pruning is whole-segment: when a limit is passed the writer drops the
+ * oldest segment's tables (DROP TABLE), never deletes flows row by row. A
+ * batched DELETE of an age range at a bounded cadence would still unlink
+ * every row, index entry and overflow page (the cost the old per-batch
+ * prune had, about 1.4 times the capture's CPU per flow with a full store),
+ * and the contentless search index cannot delete rows at all; a dropped
+ * table's pages go to the free list without being read, and the next
+ * segment reuses them. The price is granularity: a full store holds
+ * between seven eighths of --max-flows and all of it.
+ *
  * Locks, always taken in this order and never the other way round:
- * write_lock (the writer connection: the writer thread, delete and clear),
+ * write_lock (the writer connection: the writer thread, delete, clear and
+ * imports through flowstore_write()),
  * then lock (queue and counters). read_lock guards the read connection and
  * its statements and is never held with another lock. callback_lock is held
  * while the written-callback runs, so clearing the callback waits for a call
@@ -103,6 +116,7 @@ struct flowstore {
     sqlite3_stmt *insert_flow_stmt;
     sqlite3_stmt *insert_body_stmt;
     sqlite3_stmt *insert_fts_stmt;
+    sqlite3_stmt *insert_hdr_stmt;
     sqlite3_stmt *insert_unindexed_stmt;
     sqlite3_stmt *insert_seg_stmt;
     sqlite3_stmt *update_seg_stmt;
@@ -300,7 +314,9 @@ static void finalize_segment_stmts(struct flowstore *store)
     sqlite3_finalize(store->insert_flow_stmt);
     sqlite3_finalize(store->insert_body_stmt);
     sqlite3_finalize(store->insert_fts_stmt);
+    sqlite3_finalize(store->insert_hdr_stmt);
     sqlite3_finalize(store->insert_unindexed_stmt);
+    store->insert_hdr_stmt = NULL;
     store->insert_flow_stmt = NULL;
     store->insert_body_stmt = NULL;
     store->insert_fts_stmt = NULL;
@@ -329,10 +345,15 @@ static int prepare_segment(struct flowstore *store, char *err, size_t err_len)
     /* The URL first, as the URL filter sees it (host || target). */
     snprintf(sql, sizeof(sql),
              "INSERT INTO flows_fts_%" PRId64 " (rowid, text) VALUES (?1, ?2 || ?3 || char(10) || "
-             "coalesce(?4, '') || char(10) || coalesce(?5, '') || char(10) || coalesce(?6, '') || "
-             "char(10) || coalesce(?7, ''))",
+             "coalesce(?4, '') || char(10) || coalesce(?5, ''))",
              seg);
     if (prepare(db, path, sql, &store->insert_fts_stmt, err, err_len) != 0)
+        return -1;
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO flows_hdr_%" PRId64 " (rowid, text) VALUES (?1, coalesce(?2, '') || "
+             "char(10) || coalesce(?3, ''))",
+             seg);
+    if (prepare(db, path, sql, &store->insert_hdr_stmt, err, err_len) != 0)
         return -1;
     snprintf(sql, sizeof(sql), "INSERT INTO flows_unindexed_%" PRId64 " (id) VALUES (?1)", seg);
     if (prepare(db, path, sql, &store->insert_unindexed_stmt, err, err_len) != 0)
@@ -1004,15 +1025,41 @@ static bool body_text(struct flowstore *store, const struct flow_body *body, con
     return cut == data_len;
 }
 
-/* Adds flow to the newest segment's search index (and to its unindexed
+/* Adds the header values of flow to the newest segment's word index. */
+static int index_headers(struct flowstore *store, const struct flow *flow, char *msg,
+                         size_t msg_len)
+{
+    sqlite3_stmt *stmt = store->insert_hdr_stmt;
+    char *req_values = searchtext_header_values(flow->request_headers);
+    char *resp_values = searchtext_header_values(flow->response_headers);
+    int rc;
+
+    if (req_values == NULL || resp_values == NULL) {
+        rc = SQLITE_NOMEM;
+        describe_error(store->wdb, rc, "indexing a flow's headers", msg, msg_len);
+        goto out;
+    }
+    if ((rc = sqlite3_bind_int64(stmt, 1, flow->id)) != SQLITE_OK ||
+        (rc = sqlite3_bind_text(stmt, 2, req_values, -1, SQLITE_STATIC)) != SQLITE_OK ||
+        (rc = sqlite3_bind_text(stmt, 3, resp_values, -1, SQLITE_STATIC)) != SQLITE_OK) {
+        describe_error(store->wdb, rc, "indexing a flow's headers", msg, msg_len);
+        sqlite3_clear_bindings(stmt);
+        goto out;
+    }
+    rc = step_done(store->wdb, stmt, "indexing a flow's headers", msg, msg_len);
+out:
+    free(req_values);
+    free(resp_values);
+    return rc;
+}
+
+/* Adds flow to the newest segment's search indexes (and to its unindexed
  * list when a body is not all in the index). */
 static int index_flow(struct flowstore *store, const struct flow *flow,
                       const struct header_facts *req, const struct header_facts *resp, char *msg,
                       size_t msg_len)
 {
     sqlite3_stmt *stmt = store->insert_fts_stmt;
-    char *req_values = searchtext_header_values(flow->request_headers);
-    char *resp_values = searchtext_header_values(flow->response_headers);
     unsigned char *req_owned = NULL, *resp_owned = NULL;
     const unsigned char *req_text, *resp_text;
     size_t req_len, resp_len;
@@ -1027,14 +1074,10 @@ static int index_flow(struct flowstore *store, const struct flow *flow,
         (rc = sqlite3_bind_text(stmt, 2, flow->host, -1, SQLITE_STATIC)) != SQLITE_OK ||
         (rc = sqlite3_bind_text(stmt, 3, flow->target != NULL ? flow->target : "", -1,
                                 SQLITE_STATIC)) != SQLITE_OK ||
-        (req_values != NULL &&
-         (rc = sqlite3_bind_text(stmt, 4, req_values, -1, SQLITE_STATIC)) != SQLITE_OK) ||
-        (resp_values != NULL &&
-         (rc = sqlite3_bind_text(stmt, 5, resp_values, -1, SQLITE_STATIC)) != SQLITE_OK) ||
-        (req_text != NULL && (rc = sqlite3_bind_text64(stmt, 6, (const char *)req_text, req_len,
+        (req_text != NULL && (rc = sqlite3_bind_text64(stmt, 4, (const char *)req_text, req_len,
                                                        SQLITE_STATIC, SQLITE_UTF8)) != SQLITE_OK) ||
         (resp_text != NULL &&
-         (rc = sqlite3_bind_text64(stmt, 7, (const char *)resp_text, resp_len, SQLITE_STATIC,
+         (rc = sqlite3_bind_text64(stmt, 5, (const char *)resp_text, resp_len, SQLITE_STATIC,
                                    SQLITE_UTF8)) != SQLITE_OK)) {
         describe_error(store->wdb, rc, "indexing a flow", msg, msg_len);
         sqlite3_clear_bindings(stmt);
@@ -1049,11 +1092,11 @@ static int index_flow(struct flowstore *store, const struct flow *flow,
             rc = step_done(store->wdb, store->insert_unindexed_stmt, "indexing a flow", msg,
                            msg_len);
     }
+    if (rc == SQLITE_DONE)
+        rc = index_headers(store, flow, msg, msg_len);
 out:
     free(req_owned);
     free(resp_owned);
-    free(req_values);
-    free(resp_values);
     return rc;
 }
 

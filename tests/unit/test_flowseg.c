@@ -65,6 +65,8 @@ static void test_segments_are_created_joined_and_dropped(void)
     CU_ASSERT_EQUAL(flowseg_drop_sql(3, sql, sizeof(sql)), 0);
     CU_ASSERT_EQUAL(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
     CU_ASSERT_EQUAL(query_int(db, "SELECT count(*) FROM sqlite_master WHERE name GLOB '*_3*'"), 0);
+    CU_ASSERT_EQUAL(query_int(db, "SELECT count(*) FROM sqlite_master WHERE name = 'flows_hdr_4'"),
+                    1);
     views = flowseg_views_sql(&segs[1], 1);
     CU_ASSERT_EQUAL(sqlite3_exec(db, views, NULL, NULL, NULL), SQLITE_OK);
     free(views);
