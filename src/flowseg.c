@@ -59,11 +59,13 @@ static const char create_fmt[] =
     "columnsize = 0, detail = none, tokenize = 'unicode61');"
     "CREATE TABLE flows_unindexed_%1$" PRId64 " (id INTEGER PRIMARY KEY);";
 
-static const char drop_fmt[] = "DROP TABLE flows_%1$" PRId64 ";"
+static const char drop_fmt[] = "PRAGMA secure_delete = %2$s;"
+                               "DROP TABLE flows_%1$" PRId64 ";"
                                "DROP TABLE flow_bodies_%1$" PRId64 ";"
                                "DROP TABLE flows_fts_%1$" PRId64 ";"
                                "DROP TABLE flows_hdr_%1$" PRId64 ";"
-                               "DROP TABLE flows_unindexed_%1$" PRId64 ";";
+                               "DROP TABLE flows_unindexed_%1$" PRId64 ";"
+                               "PRAGMA secure_delete = ON;";
 
 int flowseg_create_sql(int64_t seg, char *out, size_t out_len)
 {
@@ -72,9 +74,9 @@ int flowseg_create_sql(int64_t seg, char *out, size_t out_len)
     return n > 0 && (size_t)n < out_len ? 0 : -1;
 }
 
-int flowseg_drop_sql(int64_t seg, char *out, size_t out_len)
+int flowseg_drop_sql(int64_t seg, bool is_overwritten, char *out, size_t out_len)
 {
-    int n = snprintf(out, out_len, drop_fmt, seg);
+    int n = snprintf(out, out_len, drop_fmt, seg, is_overwritten ? "ON" : "FAST");
 
     return n > 0 && (size_t)n < out_len ? 0 : -1;
 }

@@ -45,8 +45,11 @@ struct flowseg {
  * indexes. Returns 0, or -1 when out_len is too small. */
 int flowseg_create_sql(int64_t seg, char *out, size_t out_len);
 
-/* The statements that drop segment seg's tables (and their indexes). */
-int flowseg_drop_sql(int64_t seg, char *out, size_t out_len);
+/* The statements that drop segment seg's tables (and their indexes), their
+ * pages overwritten with zeros when is_overwritten (secure_delete; every
+ * page written once more), else freed as they are (secure_delete FAST).
+ * They leave secure_delete on. */
+int flowseg_drop_sql(int64_t seg, bool is_overwritten, char *out, size_t out_len);
 
 /* The statements that replace the views flows and flow_bodies with the
  * UNION ALL of segs[0..count) (count >= 1). Returns a malloc'd string

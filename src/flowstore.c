@@ -1412,8 +1412,10 @@ static int trim_oversized(struct flowstore *store, int64_t *pruned, bool *is_tri
 }
 
 /* Drops the oldest segment whole (or trims an oversized one, see
- * trim_oversized()); *pruned grows by the flows that went. */
-static int drop_oldest(struct flowstore *store, int64_t *pruned, char *msg, size_t msg_len)
+ * trim_oversized()); *pruned grows by the flows that went. is_overwritten:
+ * a person deleted them (clear), see flowseg_drop_sql(). */
+static int drop_oldest(struct flowstore *store, int64_t *pruned, bool is_overwritten, char *msg,
+                       size_t msg_len)
 {
     char sql[FLOWSEG_SQL_MAX_BYTES];
     struct flowseg oldest = store->segs[0];
@@ -1423,7 +1425,12 @@ static int drop_oldest(struct flowstore *store, int64_t *pruned, char *msg, size
     rc = trim_oversized(store, pruned, &is_trimmed, msg, msg_len);
     if (rc != SQLITE_DONE || is_trimmed)
         return rc;
-    if (flowseg_drop_sql(oldest.seg, sql, sizeof(sql)) != 0) {
+    /* secure_delete (on in Debian's SQLite) would overwrite every page of
+     * the segment with zeros and write each to the WAL: as much I/O again
+     * as the segment took. FAST frees them as they are; the next segments
+     * reuse them (tapwire-db(5), SEGMENTS). What a person deletes (one
+     * flow, or every flow with clear) is still overwritten. */
+    if (flowseg_drop_sql(oldest.seg, is_overwritten, sql, sizeof(sql)) != 0) {
         errmsg_set(msg, msg_len, "dropping a flow segment: statement too long");
         return SQLITE_ERROR;
     }
@@ -1476,7 +1483,7 @@ static int apply_retention(struct flowstore *store, int64_t incoming, int64_t no
     while (rc == SQLITE_DONE &&
            flowseg_must_drop_oldest(store->segs, store->seg_count, store->seg_total_flows, incoming,
                                     used, &store->limits, now_us)) {
-        rc = drop_oldest(store, pruned, msg, msg_len);
+        rc = drop_oldest(store, pruned, false, msg, msg_len);
         if (rc == SQLITE_DONE)
             rc = used_db_bytes(store, &used, msg, msg_len);
     }
@@ -1495,7 +1502,7 @@ static int make_room(struct flowstore *store, int64_t now_us, int64_t *pruned, c
     /* Only the count here; size and age once per batch. */
     while (rc == SQLITE_DONE && store->limits.max_flows > 0 && store->seg_count > 1 &&
            store->seg_total_flows + 1 > store->limits.max_flows)
-        rc = drop_oldest(store, pruned, msg, msg_len);
+        rc = drop_oldest(store, pruned, false, msg, msg_len);
     return rc;
 }
 
@@ -1823,7 +1830,7 @@ int flowstore_clear(struct flowstore *store, char *err, size_t err_len)
     if (rc == SQLITE_DONE)
         rc = start_segment(store, wall_now_us(), msg, sizeof(msg));
     while (rc == SQLITE_DONE && store->seg_count > 1)
-        rc = drop_oldest(store, &pruned, msg, sizeof(msg));
+        rc = drop_oldest(store, &pruned, true, msg, sizeof(msg));
     if (rc == SQLITE_DONE)
         rc = refresh_views(store, msg, sizeof(msg));
     if (rc == SQLITE_DONE)

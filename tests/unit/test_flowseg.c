@@ -62,9 +62,13 @@ static void test_segments_are_created_joined_and_dropped(void)
     CU_ASSERT_EQUAL(query_int(db, "SELECT rowid FROM flows_fts_4 WHERE flows_fts_4 MATCH "
                                   "'\"LON\"'"),
                     9);
-    CU_ASSERT_EQUAL(flowseg_drop_sql(3, sql, sizeof(sql)), 0);
+    CU_ASSERT_EQUAL(flowseg_drop_sql(3, false, sql, sizeof(sql)), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(sql, "secure_delete = FAST"));
+    CU_ASSERT_EQUAL(sqlite3_exec(db, "PRAGMA secure_delete = ON", NULL, NULL, NULL), SQLITE_OK);
     CU_ASSERT_EQUAL(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
     CU_ASSERT_EQUAL(query_int(db, "SELECT count(*) FROM sqlite_master WHERE name GLOB '*_3*'"), 0);
+    /* Only the drop went without overwriting: later deletes overwrite. */
+    CU_ASSERT_EQUAL(query_int(db, "PRAGMA secure_delete"), 1);
     CU_ASSERT_EQUAL(query_int(db, "SELECT count(*) FROM sqlite_master WHERE name = 'flows_hdr_4'"),
                     1);
     views = flowseg_views_sql(&segs[1], 1);
@@ -79,7 +83,7 @@ static void test_a_statement_too_long_for_the_buffer_is_refused(void)
     char sql[64];
 
     CU_ASSERT_EQUAL(flowseg_create_sql(1, sql, sizeof(sql)), -1);
-    CU_ASSERT_EQUAL(flowseg_drop_sql(1, sql, sizeof(sql)), -1);
+    CU_ASSERT_EQUAL(flowseg_drop_sql(1, true, sql, sizeof(sql)), -1);
     CU_ASSERT_PTR_NULL(flowseg_views_sql(NULL, 0));
 }
 
