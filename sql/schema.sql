@@ -289,18 +289,51 @@ ALTER TABLE certs ADD COLUMN last_used_us INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX certs_last_used ON certs (last_used_us);
 
 -- version: 10
+-- WebSocket messages (wsstore), one row per message of a websocket flow
+-- (flows.kind 2), in the order they crossed the proxy: seq counts from 0
+-- per flow. direction: 0 from the client, 1 from the server. opcode as in
+-- RFC 6455 (1 text, 2 binary, 8 close, 9 ping, 10 pong). flags: 1 sent
+-- compressed (permessage-deflate), 2 data is the decompressed payload, 4
+-- data is not the whole payload (the capture limit). size: payload bytes
+-- on the wire. data: the payload as held, NULL when empty. A flow's
+-- messages go with it: the trigger covers the dashboard's delete, clear
+-- and the pruning of old flows alike.
+CREATE TABLE ws_messages (
+    flow_id INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    direction INTEGER NOT NULL,
+    time_us INTEGER NOT NULL,
+    opcode INTEGER NOT NULL,
+    flags INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    data BLOB,
+    PRIMARY KEY (flow_id, seq)
+) WITHOUT ROWID;
+CREATE TRIGGER ws_messages_follow_flows AFTER DELETE ON flows
+BEGIN
+    DELETE FROM ws_messages WHERE flow_id = old.id;
+END;
+
+-- version: 11
+-- A replay (POST /api/flows/ID/replay) records the flow whose request it
+-- sent again; NULL for every other flow, and for a composed request. A
+-- replayed flow may be deleted: the link then names a flow no longer there.
+ALTER TABLE flows ADD COLUMN replay_of INTEGER;
+
+-- version: 12
 -- Flows in segments, and a full-text index (flowstore.c, flowseg.c).
 --
 -- Pruning deleted the oldest flows row by row after every batch: each
 -- delete unlinked a row, its index entries and its body pages, about as
 -- much work as storing the flow. Flows now live in time-ordered segments:
--- segment N is the tables flows_N (the columns of flows until version 9,
+-- segment N is the tables flows_N (the columns of flows until version 11,
 -- plus imported), flow_bodies_N (as flow_bodies), flows_fts_N and
 -- flows_hdr_N (its search indexes) and flows_unindexed_N (the flows whose
--- bodies the index does not hold whole). The flow writer fills the newest segment and starts another
--- when it holds an eighth of --max-flows (or of --max-db-size, or of
--- --retain); retention drops the oldest segment whole, with DROP TABLE,
--- which frees its pages without visiting its rows one by one.
+-- bodies the index does not hold whole). The flow writer fills the newest
+-- segment and starts another when it holds an eighth of --max-flows (or of
+-- --max-db-size, or of --retain); retention drops the oldest segment
+-- whole, with DROP TABLE, which frees its pages without visiting its rows
+-- one by one.
 --
 -- flow_segments lists the segments, oldest first. A segment holds the ids
 -- from its first_id up to the next segment's first_id - 1. flows counts its
@@ -330,7 +363,15 @@ CREATE INDEX certs_last_used ON certs (last_used_us);
 -- Entries of deleted flows stay in the indexes until their segment is
 -- dropped; every query joins an index with flows_N, so they match nothing.
 --
+-- ws_messages (version 10) stays one table for every segment. Its trigger
+-- on flows would follow the rename to flows_1 alone and go with that
+-- segment's DROP TABLE (which fires no delete trigger): the flow writer
+-- deletes a flow's messages itself when it deletes the flow, and a dropped
+-- segment's with it (DELETE ... WHERE flow_id < the next segment's
+-- first_id).
+--
 -- The existing tables become segment 1.
+DROP TRIGGER ws_messages_follow_flows;
 DROP INDEX flows_host;
 DROP INDEX flows_status_class;
 DROP INDEX flows_error;

@@ -26,6 +26,7 @@
 
 #include "ca.h"
 #include "errmsg.h"
+#include "keyfile.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -52,7 +53,6 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
-#define CA_MAX_FILE_BYTES (1024 * 1024) /* a PEM key or certificate is a few KB */
 #define CA_SERIAL_BYTES 16
 #define CA_CN_MAX_BYTES 64 /* ub-common-name, RFC 5280 appendix A.1 */
 #define CA_LEAF_EXTS 5     /* basicConstraints, keyUsage, EKU, SKID, AKID */
@@ -113,86 +113,6 @@ static int file_exists(const char *path, bool *exists, char *err, size_t err_len
     }
     errmsg_set(err, err_len, "cannot access %s: %s", path, strerror(errno));
     return -1;
-}
-
-/*
- * Reads a whole small file into a memory BIO. With is_secret, the file must
- * not be accessible by group or others (checked on the open descriptor, so
- * the check and the read see the same file) and the BIO is in secure memory.
- */
-static BIO *read_file(const char *path, const char *what, bool is_secret, char *err, size_t err_len)
-{
-    BIO *bio = NULL;
-    BIO *ret = NULL;
-    char buf[4096];
-    struct stat st;
-    size_t total = 0;
-    int fd;
-
-    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0) {
-        errmsg_set(err, err_len, "%s %s is unreadable: %s", what, path, strerror(errno));
-        goto out;
-    }
-    if (fstat(fd, &st) != 0) {
-        errmsg_set(err, err_len, "%s %s is unreadable: %s", what, path, strerror(errno));
-        goto out;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        errmsg_set(err, err_len, "%s %s is not a regular file", what, path);
-        goto out;
-    }
-    /* Owned by someone else: that user can rewrite our key whatever its
-     * mode says, so it is no more private than a world-readable one. */
-    if (is_secret && st.st_uid != geteuid()) {
-        errmsg_set(err, err_len,
-                   "%s %s is owned by another user (uid %u, tapwire runs as uid %u); "
-                   "run chown %u %s, or move it away to create a new one",
-                   what, path, (unsigned)st.st_uid, (unsigned)geteuid(), (unsigned)geteuid(), path);
-        goto out;
-    }
-    if (is_secret && (st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
-        errmsg_set(err, err_len,
-                   "%s %s is accessible by group or others (mode %04o); "
-                   "run chmod 600 %s",
-                   what, path, (unsigned)(st.st_mode & 07777), path);
-        goto out;
-    }
-    bio = BIO_new(is_secret ? BIO_s_secmem() : BIO_s_mem());
-    if (bio == NULL) {
-        errmsg_set(err, err_len, "%s %s: out of memory", what, path);
-        goto out;
-    }
-    for (;;) {
-        ssize_t n = read(fd, buf, sizeof(buf));
-
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            errmsg_set(err, err_len, "%s %s is unreadable: %s", what, path, strerror(errno));
-            goto out;
-        }
-        if (n == 0)
-            break;
-        total += (size_t)n;
-        if (total > CA_MAX_FILE_BYTES) {
-            errmsg_set(err, err_len, "%s %s is larger than %d bytes", what, path,
-                       CA_MAX_FILE_BYTES);
-            goto out;
-        }
-        if (BIO_write(bio, buf, (int)n) != (int)n) {
-            errmsg_set(err, err_len, "%s %s: out of memory", what, path);
-            goto out;
-        }
-    }
-    ret = bio;
-    bio = NULL;
-out:
-    OPENSSL_cleanse(buf, sizeof(buf));
-    BIO_free(bio);
-    if (fd >= 0)
-        close(fd);
-    return ret;
 }
 
 static int fsync_dir(const char *dir, char *err, size_t err_len)
@@ -508,7 +428,7 @@ static int no_passphrase(char *buf, int size, int rwflag, void *u)
 
 static X509 *load_cert(const char *path, char *err, size_t err_len)
 {
-    BIO *bio = read_file(path, "CA certificate", false, err, err_len);
+    BIO *bio = keyfile_read(path, "CA certificate", false, err, err_len);
     X509 *x = NULL;
 
     if (bio == NULL)
@@ -528,7 +448,7 @@ out:
 static EVP_PKEY *load_key(const char *path, const char *what, const char *fix, char *err,
                           size_t err_len)
 {
-    BIO *bio = read_file(path, what, true, err, err_len);
+    BIO *bio = keyfile_read(path, what, true, err, err_len);
     EVP_PKEY *key = NULL;
 
     if (bio == NULL)

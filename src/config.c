@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -42,6 +43,7 @@ enum {
     OPT_DASHBOARD_TOKEN,
     OPT_NEW_DASHBOARD_TOKEN,
     OPT_NO_CAPTURE,
+    OPT_NO_HTTP2,
     OPT_RULES,
     OPT_RULE,
     OPT_REWRITE_LIMIT,
@@ -49,6 +51,17 @@ enum {
     OPT_ALLOW_PRIVATE,
     OPT_REWRITE_MEMORY,
     OPT_ANTICACHE,
+    OPT_INTERCEPT,
+    OPT_INTERCEPT_TIMEOUT,
+    OPT_PROXY_AUTH,
+    OPT_PROXY_AUTH_FILE,
+    OPT_SOCKS5,
+    OPT_UPSTREAM_PROXY,
+    OPT_UPSTREAM_PROXY_IGNORE,
+    OPT_CLIENT_CERT,
+    OPT_TRANSPARENT,
+    OPT_REVERSE,
+    OPT_REVERSE_FORWARDED,
 };
 
 static const struct option long_options[] = {
@@ -76,11 +89,23 @@ static const struct option long_options[] = {
     {"dashboard-token", required_argument, NULL, OPT_DASHBOARD_TOKEN},
     {"new-dashboard-token", no_argument, NULL, OPT_NEW_DASHBOARD_TOKEN},
     {"no-capture", no_argument, NULL, OPT_NO_CAPTURE},
+    {"no-http2", no_argument, NULL, OPT_NO_HTTP2},
     {"rules", required_argument, NULL, OPT_RULES},
     {"rule", required_argument, NULL, OPT_RULE},
     {"rewrite-limit", required_argument, NULL, OPT_REWRITE_LIMIT},
     {"rewrite-memory", required_argument, NULL, OPT_REWRITE_MEMORY},
     {"anticache", no_argument, NULL, OPT_ANTICACHE},
+    {"intercept", required_argument, NULL, OPT_INTERCEPT},
+    {"intercept-timeout", required_argument, NULL, OPT_INTERCEPT_TIMEOUT},
+    {"proxy-auth", required_argument, NULL, OPT_PROXY_AUTH},
+    {"proxy-auth-file", required_argument, NULL, OPT_PROXY_AUTH_FILE},
+    {"socks5", required_argument, NULL, OPT_SOCKS5},
+    {"upstream-proxy", required_argument, NULL, OPT_UPSTREAM_PROXY},
+    {"upstream-proxy-ignore", required_argument, NULL, OPT_UPSTREAM_PROXY_IGNORE},
+    {"client-cert", required_argument, NULL, OPT_CLIENT_CERT},
+    {"transparent", required_argument, NULL, OPT_TRANSPARENT},
+    {"reverse", required_argument, NULL, OPT_REVERSE},
+    {"reverse-forwarded", no_argument, NULL, OPT_REVERSE_FORWARDED},
     {"verbose", no_argument, NULL, 'v'},
     {"quiet", no_argument, NULL, 'q'},
     {"help", no_argument, NULL, 'h'},
@@ -98,9 +123,23 @@ static void print_usage(FILE *out)
             "  --data-dir DIR           CA, keys and database (default\n"
             "                           $XDG_DATA_HOME/tapwire or ~/.local/share/tapwire)\n"
             "  --upstream-ca FILE       extra trust anchor for upstream servers (repeatable)\n"
+            "  --upstream-proxy URL     reach origins through the HTTP proxy at\n"
+            "                           http://[USER:PASS@]HOST:PORT\n"
+            "  --upstream-proxy-ignore GLOB  reach matching hosts directly (repeatable)\n"
+            "  --client-cert [GLOB=]FILE  present this PEM certificate and key to\n"
+            "                           origins matching GLOB that ask (repeatable)\n"
             "  --insecure               do not verify upstream certificates (dangerous)\n"
             "  --ignore-host GLOB       relay CONNECT tunnels to matching hosts untouched\n"
             "                           (repeatable)\n"
+            "  --socks5 ADDR:PORT       also a SOCKS5 proxy there (repeatable)\n"
+            "  --transparent ADDR:PORT  also take connections the firewall redirects\n"
+            "                           there (REDIRECT; repeatable)\n"
+            "  --reverse [https://]ADDR:PORT=URL  also a reverse proxy there for the\n"
+            "                           origin at URL (http:// or https://; repeatable)\n"
+            "  --reverse-forwarded      reverse proxies add X-Forwarded-For/-Proto/-Host\n"
+            "  --proxy-auth USER:PASS   clients must send these credentials (Basic\n"
+            "                           Proxy-Authorization; SOCKS5 username/password)\n"
+            "  --proxy-auth-file FILE   the same, one USER:PASS per line (mode 600)\n"
             "  --block-private          refuse loopback and private destinations (default\n"
             "                           when --listen is not a loopback address)\n"
             "  --allow-private          allow them even then\n"
@@ -116,6 +155,7 @@ static void print_usage(FILE *out)
             "  --max-db-size SIZE       prune the oldest flows beyond SIZE (e.g. 2G)\n"
             "  --retain DURATION        prune flows older than DURATION (e.g. 7d, 12h)\n"
             "  --no-capture             record no flows (the dashboard shows stored ones)\n"
+            "  --no-http2               speak only HTTP/1.1 to clients and origins\n"
             "  --dashboard ADDR:PORT    dashboard address (default %s)\n"
             "  --no-dashboard           no dashboard\n"
             "  --web-root DIR           serve the dashboard page from DIR (development)\n"
@@ -130,6 +170,9 @@ static void print_usage(FILE *out)
             "  --anticache              keep browsers from using their cache: strip\n"
             "                           conditional request fields and caching response\n"
             "                           fields, so a rule's change shows on the next load\n"
+            "  --intercept EXPR         hold requests and responses that match the filter\n"
+            "                           (tapwire-filters(7)) until the dashboard resumes them\n"
+            "  --intercept-timeout S    then a held flow goes on unchanged (default %d)\n"
             "  -v, --verbose            more log output (repeat for debug)\n"
             "  -q, --quiet              warnings and errors only\n"
             "  -h, --help               this text\n"
@@ -140,7 +183,7 @@ static void print_usage(FILE *out)
             CONFIG_DEFAULT_HEADER_TIMEOUT_MS, CONFIG_DEFAULT_UPSTREAM_TIMEOUT_MS,
             CONFIG_DEFAULT_IO_TIMEOUT_MS, CONFIG_DEFAULT_CAPTURE_LIMIT_BYTES,
             CONFIG_DEFAULT_MAX_FLOWS, CONFIG_DEFAULT_DASHBOARD, CONFIG_DEFAULT_REWRITE_LIMIT_BYTES,
-            CONFIG_DEFAULT_REWRITE_MEMORY_BYTES);
+            CONFIG_DEFAULT_REWRITE_MEMORY_BYTES, CONFIG_DEFAULT_INTERCEPT_TIMEOUT_S);
 }
 
 int config_parse_hostport(const char *spec, char *host, size_t host_len, uint16_t *port)
@@ -249,6 +292,40 @@ int config_parse_duration(const char *text, int64_t *us)
     return 0;
 }
 
+/* --reverse [http://|https://]ADDR:PORT=URL: the listener, TLS when it is
+ * written https://, and the origin URL (reverse.c). */
+static int parse_reverse(const char *arg, struct reverse_target *rt)
+{
+    const char *listen = arg;
+    const char *eq = strchr(arg, '=');
+    char spec[300];
+    char err[256];
+
+    memset(rt, 0, sizeof(*rt));
+    if (strncasecmp(listen, "https://", 8) == 0) {
+        rt->is_tls_listener = true;
+        listen += 8;
+    } else if (strncasecmp(listen, "http://", 7) == 0) {
+        listen += 7;
+    }
+    if (eq == NULL || eq < listen || (size_t)(eq - listen) >= sizeof(spec)) {
+        fprintf(stderr, "tapwire: --reverse wants [https://]ADDR:PORT=URL, not '%s'\n", arg);
+        return -1;
+    }
+    memcpy(spec, listen, (size_t)(eq - listen));
+    spec[eq - listen] = '\0';
+    if (config_parse_hostport(spec, rt->listen_host, sizeof(rt->listen_host), &rt->listen_port) <
+        0) {
+        fprintf(stderr, "tapwire: --reverse: '%s' is not ADDR:PORT (or [V6]:PORT)\n", spec);
+        return -1;
+    }
+    if (reverse_parse_url(eq + 1, rt, err, sizeof(err)) < 0) {
+        fprintf(stderr, "tapwire: --reverse: %s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
 static int parse_positive(const char *opt, const char *arg, int min, int max, int *out)
 {
     char *end;
@@ -300,6 +377,7 @@ enum config_parse_result config_parse(struct config *cfg, int argc, char **argv)
     cfg->capture_enabled = true;
     cfg->rewrite_limit = CONFIG_DEFAULT_REWRITE_LIMIT_BYTES;
     cfg->rewrite_memory = CONFIG_DEFAULT_REWRITE_MEMORY_BYTES;
+    cfg->intercept_timeout_s = CONFIG_DEFAULT_INTERCEPT_TIMEOUT_S;
     config_parse_hostport(CONFIG_DEFAULT_DASHBOARD, cfg->dashboard_host,
                           sizeof(cfg->dashboard_host), &cfg->dashboard_port);
     const char *keylog = getenv("SSLKEYLOGFILE");
@@ -441,6 +519,69 @@ enum config_parse_result config_parse(struct config *cfg, int argc, char **argv)
                 return CONFIG_ERROR;
             cfg->rewrite_limit = (size_t)number;
             break;
+        case OPT_PROXY_AUTH:
+            cfg->proxy_auth = optarg;
+            break;
+        case OPT_PROXY_AUTH_FILE:
+            cfg->proxy_auth_file = optarg;
+            break;
+        case OPT_UPSTREAM_PROXY:
+            cfg->upstream_proxy = optarg;
+            break;
+        case OPT_UPSTREAM_PROXY_IGNORE:
+            if (cfg->upstream_proxy_ignore_count == CONFIG_MAX_LIST) {
+                fprintf(stderr, "tapwire: at most %d --upstream-proxy-ignore\n", CONFIG_MAX_LIST);
+                return CONFIG_ERROR;
+            }
+            cfg->upstream_proxy_ignore[cfg->upstream_proxy_ignore_count++] = optarg;
+            break;
+        case OPT_CLIENT_CERT:
+            if (cfg->client_cert_count == CONFIG_MAX_LIST) {
+                fprintf(stderr, "tapwire: at most %d --client-cert\n", CONFIG_MAX_LIST);
+                return CONFIG_ERROR;
+            }
+            cfg->client_certs[cfg->client_cert_count++] = optarg;
+            break;
+        case OPT_SOCKS5: {
+            struct config_address *a = &cfg->socks5[cfg->socks5_count];
+            if (cfg->socks5_count == CONFIG_MAX_SOCKS5) {
+                fprintf(stderr, "tapwire: at most %d --socks5\n", CONFIG_MAX_SOCKS5);
+                return CONFIG_ERROR;
+            }
+            if (config_parse_hostport(optarg, a->host, sizeof(a->host), &a->port) < 0) {
+                fprintf(stderr, "tapwire: --socks5 wants ADDR:PORT (or [V6]:PORT), not '%s'\n",
+                        optarg);
+                return CONFIG_ERROR;
+            }
+            cfg->socks5_count++;
+            break;
+        }
+        case OPT_TRANSPARENT: {
+            struct config_address *a = &cfg->transparent[cfg->transparent_count];
+            if (cfg->transparent_count == CONFIG_MAX_TRANSPARENT) {
+                fprintf(stderr, "tapwire: at most %d --transparent\n", CONFIG_MAX_TRANSPARENT);
+                return CONFIG_ERROR;
+            }
+            if (config_parse_hostport(optarg, a->host, sizeof(a->host), &a->port) < 0) {
+                fprintf(stderr, "tapwire: --transparent wants ADDR:PORT (or [V6]:PORT), not '%s'\n",
+                        optarg);
+                return CONFIG_ERROR;
+            }
+            cfg->transparent_count++;
+            break;
+        }
+        case OPT_REVERSE:
+            if (cfg->reverse_count == CONFIG_MAX_REVERSE) {
+                fprintf(stderr, "tapwire: at most %d --reverse\n", CONFIG_MAX_REVERSE);
+                return CONFIG_ERROR;
+            }
+            if (parse_reverse(optarg, &cfg->reverse[cfg->reverse_count]) < 0)
+                return CONFIG_ERROR;
+            cfg->reverse_count++;
+            break;
+        case OPT_REVERSE_FORWARDED:
+            cfg->is_reverse_forwarded = true;
+            break;
         case OPT_NEW_DASHBOARD_TOKEN:
             cfg->is_new_dashboard_token = true;
             break;
@@ -451,6 +592,16 @@ enum config_parse_result config_parse(struct config *cfg, int argc, char **argv)
             break;
         case OPT_NO_CAPTURE:
             cfg->capture_enabled = false;
+            break;
+        case OPT_INTERCEPT:
+            cfg->intercept = optarg;
+            break;
+        case OPT_INTERCEPT_TIMEOUT:
+            if (parse_positive("--intercept-timeout", optarg, 1, 86400, &cfg->intercept_timeout_s))
+                return CONFIG_ERROR;
+            break;
+        case OPT_NO_HTTP2:
+            cfg->no_http2 = true;
             break;
         case OPT_NO_DASHBOARD:
             cfg->dashboard_enabled = false;
@@ -484,6 +635,10 @@ enum config_parse_result config_parse(struct config *cfg, int argc, char **argv)
     }
     if (optind < argc) {
         fprintf(stderr, "tapwire: unexpected argument '%s'; try 'tapwire --help'\n", argv[optind]);
+        return CONFIG_ERROR;
+    }
+    if (cfg->proxy_auth != NULL && cfg->proxy_auth_file != NULL) {
+        fprintf(stderr, "tapwire: --proxy-auth or --proxy-auth-file, not both\n");
         return CONFIG_ERROR;
     }
     cfg->data_dir = data_dir ? strdup(data_dir) : default_data_dir();

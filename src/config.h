@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "reverse.h"
+
 #define CONFIG_DEFAULT_LISTEN "127.0.0.1:8080"
 #define CONFIG_DEFAULT_MAX_CONNECTIONS 1024
 #define CONFIG_DEFAULT_IDLE_TIMEOUT_MS 60000     /* keep-alive client with nothing to say */
@@ -18,6 +20,9 @@
 #define CONFIG_DEFAULT_SHUTDOWN_GRACE_MS 5000    /* in-flight exchanges on SIGTERM */
 #define CONFIG_DEFAULT_UPSTREAM_TIMEOUT_MS 10000 /* connect + TLS handshake upstream */
 #define CONFIG_MAX_LIST 64                       /* repeatable options */
+#define CONFIG_MAX_SOCKS5 8                      /* --socks5 listeners */
+#define CONFIG_MAX_TRANSPARENT 4                 /* --transparent listeners */
+#define CONFIG_MAX_REVERSE 8                     /* --reverse listeners */
 #define CONFIG_DEFAULT_DASHBOARD "127.0.0.1:8081"
 #define CONFIG_DEFAULT_CAPTURE_LIMIT_BYTES (1024 * 1024)
 #define CONFIG_DEFAULT_MAX_FLOWS 100000
@@ -25,12 +30,19 @@
 /* All bodies that rules buffer at once, process-wide: 100 concurrent 16 MiB
  * uploads must not take 1.5 GB. */
 #define CONFIG_DEFAULT_REWRITE_MEMORY_BYTES (256 * 1024 * 1024)
+#define CONFIG_DEFAULT_INTERCEPT_TIMEOUT_S 300
 
 /* --block-private / --allow-private; unset, main.c decides from where the
  * proxy listens (on when not on loopback). */
 enum private_setting { CONFIG_PRIVATE_DEFAULT = 0, CONFIG_PRIVATE_BLOCK, CONFIG_PRIVATE_ALLOW };
 
 enum log_level_setting { CONFIG_LOG_QUIET = 0, CONFIG_LOG_NORMAL = 1, CONFIG_LOG_VERBOSE = 2 };
+
+/* An address to listen on, as given ("::" for [::]:1080). */
+struct config_address {
+    char host[256];
+    uint16_t port;
+};
 
 struct config {
     char listen_host[256];
@@ -59,6 +71,7 @@ struct config {
     int64_t max_db_bytes;   /* --max-db-size, 0 for no limit */
     int64_t retain_us;      /* --retain, 0 for no limit */
     bool capture_enabled;   /* false with --no-capture */
+    bool no_http2;          /* --no-http2: ALPN offers and selects http/1.1 only */
     bool dashboard_enabled; /* false with --no-dashboard */
     char dashboard_host[256];
     uint16_t dashboard_port;
@@ -73,6 +86,30 @@ struct config {
     size_t rewrite_limit;  /* --rewrite-limit bytes */
     size_t rewrite_memory; /* --rewrite-memory bytes, all exchanges */
     bool is_anticache;     /* --anticache: built-in rules first */
+
+    /* intercept */
+    const char *intercept;   /* --intercept EXPR or NULL: the filter at startup */
+    int intercept_timeout_s; /* --intercept-timeout: then a held flow goes on unchanged */
+
+    /* who may use the proxy */
+    const char *proxy_auth;      /* --proxy-auth USER:PASS or NULL */
+    const char *proxy_auth_file; /* --proxy-auth-file FILE or NULL */
+
+    /* more ways in */
+    struct config_address socks5[CONFIG_MAX_SOCKS5]; /* --socks5; port 0: ephemeral */
+    size_t socks5_count;
+    struct config_address transparent[CONFIG_MAX_TRANSPARENT]; /* --transparent */
+    size_t transparent_count;
+    struct reverse_target reverse[CONFIG_MAX_REVERSE]; /* --reverse */
+    size_t reverse_count;
+    bool is_reverse_forwarded; /* --reverse-forwarded: X-Forwarded-* to the origin */
+
+    /* going out */
+    const char *upstream_proxy;                             /* --upstream-proxy URL or NULL */
+    const char *upstream_proxy_ignore[CONFIG_MAX_LIST + 1]; /* globs, NULL-terminated */
+    size_t upstream_proxy_ignore_count;
+    const char *client_certs[CONFIG_MAX_LIST + 1]; /* --client-cert [GLOB=]FILE, NULL-terminated */
+    size_t client_cert_count;
 };
 
 enum config_parse_result {

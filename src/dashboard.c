@@ -39,6 +39,7 @@
 #include "buf.h"
 #include "capage.h"
 #include "webpolicy.h"
+#include "wsframe.h"
 #include "certstore.h"
 #include "clock.h"
 #include "errmsg.h"
@@ -73,6 +74,7 @@
 #include <openssl/x509.h>
 
 #include "codec.h"
+#include "dashinteract.h"
 #include "embedded.h"
 #include "har.h"
 #include "harimport.h"
@@ -122,10 +124,12 @@ struct dashboard {
     struct MHD_Daemon *daemon;
     struct flowstore *flows;
     const struct ca *ca;
-    struct rulebook *rules;  /* NULL: rewrite rules are off */
-    struct certstore *certs; /* NULL: no certificate figures in /api/stats */
-    struct sqlconsole *sql;  /* NULL: no database file, /api/sql answers 404 */
-    size_t capture_limit;    /* body bytes an imported flow keeps */
+    struct rulebook *rules;      /* NULL: rewrite rules are off */
+    struct certstore *certs;     /* NULL: no certificate figures in /api/stats */
+    struct sqlconsole *sql;      /* NULL: no database file, /api/sql answers 404 */
+    struct intercept *intercept; /* NULL: no intercept endpoints */
+    struct replay *replay;       /* NULL: no replay endpoints */
+    size_t capture_limit;        /* body bytes an imported flow keeps */
     char token[DASHBOARD_MAX_TOKEN_CHARS + 1];
     char url_host[300]; /* the bound host as in a URL: IPv6 in brackets */
     /* Atomic: connection threads read it (Host check) and an ephemeral
@@ -542,10 +546,11 @@ static json_t *message_json(const struct flowstore_record *rec, bool is_request)
     char version[16];
     bool is_ok;
 
-    snprintf(version, sizeof(version), "HTTP/1.%d",
-             is_request ? f->request_version_minor : f->response_version_minor);
     is_ok =
-        obj != NULL && jset(obj, "version", json_string(version)) &&
+        obj != NULL &&
+        jset(obj, "version",
+             json_string(flow_version_text(is_request ? f->request_version : f->response_version,
+                                           version, sizeof(version)))) &&
         jset(obj, "headers", headers_json(is_request ? f->request_headers : f->response_headers));
     if (is_ok && is_request)
         is_ok = jset(obj, "body",
@@ -689,7 +694,7 @@ static char *curl_command(const struct flowstore_record *rec, const unsigned cha
     }
     while (flow_headers_next(f->request_headers, &pos, &name, &name_len, &value, &value_len)) {
         struct buf line = BUF_INIT(BUF_UNBOUNDED_BYTES);
-        struct http1_header field = {.name = name, .name_len = name_len};
+        struct message_field field = {.name = name, .name_len = name_len};
 
         /* Proxy-* fields were addressed to tapwire, not to the origin. */
         if ((name_len == 4 && strncasecmp(name, "Host", 4) == 0) ||
@@ -793,6 +798,8 @@ static json_t *detail_json(const struct flowstore_record *rec, const unsigned ch
                  jset(obj, "original", original_json(rec)) &&
                  jset(obj, "bytes_up", json_integer((json_int_t)f->bytes_up)) &&
                  jset(obj, "bytes_down", json_integer((json_int_t)f->bytes_down)) &&
+                 jset(obj, "replay_of",
+                      f->replay_of > 0 ? json_integer((json_int_t)f->replay_of) : json_null()) &&
                  jset(obj, "curl", jstr(curl));
 
     free(curl);
@@ -1450,6 +1457,8 @@ static const struct static_file static_files[] = {
      &embedded_web_index_html_len},
     {"/app.js", "app.js", "text/javascript; charset=utf-8", embedded_web_app_js,
      &embedded_web_app_js_len},
+    {"/interact.js", "interact.js", "text/javascript; charset=utf-8", embedded_web_interact_js,
+     &embedded_web_interact_js_len},
     {"/style.css", "style.css", "text/css; charset=utf-8", embedded_web_style_css,
      &embedded_web_style_css_len},
 };
@@ -1612,13 +1621,22 @@ static mhd_result page_root(struct dashboard *d, struct MHD_Connection *conn)
 /* A JSON request body being read: the connection's context from the first
  * call of on_request() (the head, checked) to the last (the body is
  * complete), when the handler of kind runs. */
-enum upload_kind { UPLOAD_RULE_ADD, UPLOAD_RULE_UPDATE, UPLOAD_RULES_REORDER, UPLOAD_HAR };
+enum upload_kind {
+    UPLOAD_RULE_ADD,
+    UPLOAD_RULE_UPDATE,
+    UPLOAD_RULES_REORDER,
+    UPLOAD_INTERCEPT_FILTER, /* dashinteract.h from here on */
+    UPLOAD_RESUME,
+    UPLOAD_REPLAY,
+    UPLOAD_HAR,
+};
 
 struct upload {
     enum upload_kind kind;
-    int64_t id; /* UPLOAD_RULE_UPDATE: the rule */
+    int64_t id; /* UPLOAD_RULE_UPDATE: the rule; UPLOAD_RESUME, UPLOAD_REPLAY: the flow */
     char *data; /* Content-Length bytes, at most DASHBOARD_MAX_JSON_BODY_BYTES
-                   (DASHBOARD_MAX_HAR_BYTES for a HAR) */
+                   (DASHINTERACT_MAX_JSON_BODY_BYTES for intercept and replay,
+                   DASHBOARD_MAX_HAR_BYTES for a HAR) */
     size_t len;
     size_t cap;
     bool is_too_large;   /* more came than Content-Length said */
@@ -1679,12 +1697,14 @@ static mhd_result expect_json(struct dashboard *d, struct MHD_Connection *conn,
 {
     const char *length = header(conn, MHD_HTTP_HEADER_CONTENT_LENGTH);
     unsigned long long n = 0;
-    unsigned long long max =
-        kind == UPLOAD_HAR ? DASHBOARD_MAX_HAR_BYTES : DASHBOARD_MAX_JSON_BODY_BYTES;
+    bool is_rules = kind <= UPLOAD_RULES_REORDER;
+    size_t max = is_rules             ? DASHBOARD_MAX_JSON_BODY_BYTES
+                 : kind == UPLOAD_HAR ? DASHBOARD_MAX_HAR_BYTES
+                                      : DASHINTERACT_MAX_JSON_BODY_BYTES;
     struct upload *up;
     bool is_busy = false;
 
-    if (kind != UPLOAD_HAR && d->rules == NULL)
+    if (is_rules && d->rules == NULL)
         return send_rules_off(conn);
     if (header(conn, MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL)
         return send_error(conn, MHD_HTTP_LENGTH_REQUIRED,
@@ -1699,8 +1719,9 @@ static mhd_result expect_json(struct dashboard *d, struct MHD_Connection *conn,
     }
     if (n > max)
         return send_error(conn, HTTP_CONTENT_TOO_LARGE,
-                          kind == UPLOAD_HAR ? "the HAR file is larger than 32 MiB"
-                                             : "the JSON body is larger than 64 KiB");
+                          is_rules             ? "the JSON body is larger than 64 KiB"
+                          : kind == UPLOAD_HAR ? "the HAR file is larger than 32 MiB"
+                                               : "the JSON body is larger than 4 MiB");
     if (!is_json_type(header(conn, MHD_HTTP_HEADER_CONTENT_TYPE)))
         return send_error(conn, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
                           "the body must be JSON (Content-Type: application/json)");
@@ -1950,7 +1971,127 @@ out:
     return ret;
 }
 
-/* The last call for a request with a body: up holds all of it. */
+/* ---- intercept and replay (dashinteract) ---- */
+
+static void set_request_deadline(struct dashboard *d, struct MHD_Connection *conn, bool is_waiting);
+
+/* One call into dashinteract; body (may be NULL: none was sent) is
+ * borrowed. */
+static mhd_result api_interact(struct dashboard *d, struct MHD_Connection *conn,
+                               enum upload_kind kind, int64_t id, json_t *body)
+{
+    json_t *reply = NULL;
+    unsigned status;
+
+    if (kind == UPLOAD_INTERCEPT_FILTER)
+        status = dashinteract_set_filter(d->intercept, body, &reply);
+    else if (kind == UPLOAD_RESUME)
+        status = dashinteract_resume(d->intercept, id, body, &reply);
+    else
+        status = dashinteract_replay(d->replay, id, body, &reply);
+    return send_json(conn, status, reply);
+}
+
+/* Whether the request announces a body (Content-Length above 0, or chunked). */
+static bool has_body(struct MHD_Connection *conn)
+{
+    const char *length = header(conn, MHD_HTTP_HEADER_CONTENT_LENGTH);
+
+    return (length != NULL && strspn(length, "0") != strlen(length)) ||
+           header(conn, MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL;
+}
+
+/* The intercept and replay endpoints under /api; rest is the path after
+ * "/api". Sets *handled false for a path not theirs (and answers nothing). */
+static mhd_result route_interact(struct dashboard *d, struct MHD_Connection *conn, const char *rest,
+                                 const char *method, struct upload **upload, bool *handled)
+{
+    bool is_read = is_method(method, "GET") || is_method(method, "HEAD");
+    bool is_post = is_method(method, "POST");
+    json_t *reply = NULL;
+    unsigned status;
+    size_t n;
+    int64_t id;
+
+    *handled = true;
+    if (strcmp(rest, "/intercept") == 0 || strncmp(rest, "/intercepted", 12) == 0) {
+        if (d->intercept == NULL)
+            return send_error(conn, MHD_HTTP_NOT_FOUND, "intercept is off in this tapwire");
+        if (strcmp(rest, "/intercept") == 0) {
+            if (is_read) {
+                status = dashinteract_filter(d->intercept, &reply);
+                return send_json(conn, status, reply);
+            }
+            if (is_method(method, "PUT"))
+                return expect_json(d, conn, UPLOAD_INTERCEPT_FILTER, 0, upload);
+            return send_not_allowed(conn, "GET, HEAD, PUT");
+        }
+        if (strcmp(rest, "/intercepted") == 0) {
+            if (!is_read)
+                return send_not_allowed(conn, "GET, HEAD");
+            status = dashinteract_list(d->intercept, &reply);
+            return send_json(conn, status, reply);
+        }
+        if (strcmp(rest, "/intercepted/resume-all") == 0) {
+            if (!is_post)
+                return send_not_allowed(conn, "POST");
+            status = dashinteract_resume_all(d->intercept, &reply);
+            return send_json(conn, status, reply);
+        }
+        return send_error(conn, MHD_HTTP_NOT_FOUND, "no such API endpoint");
+    }
+    if (strcmp(rest, "/replay") == 0) {
+        if (d->replay == NULL)
+            return send_error(conn, MHD_HTTP_NOT_FOUND, "replay is off in this tapwire");
+        return is_post ? expect_json(d, conn, UPLOAD_REPLAY, 0, upload)
+                       : send_not_allowed(conn, "POST");
+    }
+    if (strncmp(rest, "/flows/", 7) != 0)
+        goto not_ours;
+    n = strspn(rest + 7, "0123456789");
+    if (!parse_id(rest + 7, n, &id))
+        goto not_ours;
+    rest += 7 + n;
+    if (strcmp(rest, "/resume") != 0 && strcmp(rest, "/drop") != 0 && strcmp(rest, "/replay") != 0)
+        goto not_ours;
+    if (!is_post)
+        return send_not_allowed(conn, "POST");
+    if (strcmp(rest, "/replay") == 0) {
+        if (d->replay == NULL)
+            return send_error(conn, MHD_HTTP_NOT_FOUND, "replay is off in this tapwire");
+        if (has_body(conn))
+            return expect_json(d, conn, UPLOAD_REPLAY, id, upload);
+        /* The request is in whole; the replay may take the origin's time. */
+        set_request_deadline(d, conn, false);
+        return api_interact(d, conn, UPLOAD_REPLAY, id, NULL);
+    }
+    if (d->intercept == NULL)
+        return send_error(conn, MHD_HTTP_NOT_FOUND, "intercept is off in this tapwire");
+    if (strcmp(rest, "/drop") == 0) {
+        status = dashinteract_drop(d->intercept, id, &reply);
+        return send_json(conn, status, reply);
+    }
+    return has_body(conn) ? expect_json(d, conn, UPLOAD_RESUME, id, upload)
+                          : api_interact(d, conn, UPLOAD_RESUME, id, NULL);
+not_ours:
+    *handled = false;
+    return MHD_YES;
+}
+
+/* Whether url is one of the intercept and replay endpoints that take a
+ * JSON body. */
+static bool is_interact_upload(const char *url)
+{
+    size_t n;
+
+    if (strcmp(url, "/api/intercept") == 0 || strcmp(url, "/api/replay") == 0)
+        return true;
+    if (strncmp(url, "/api/flows/", 11) != 0)
+        return false;
+    n = strspn(url + 11, "0123456789");
+    return n > 0 && (strcmp(url + 11 + n, "/resume") == 0 || strcmp(url + 11 + n, "/replay") == 0);
+}
+
 /* ---- HAR import ---- */
 
 /* Imported flows go to the store in batches of this many. */
@@ -2025,6 +2166,7 @@ out:
     return ret;
 }
 
+/* The last call for a request with a body: up holds all of it. */
 static mhd_result api_upload(struct dashboard *d, struct MHD_Connection *conn,
                              const struct upload *up)
 {
@@ -2036,7 +2178,7 @@ static mhd_result api_upload(struct dashboard *d, struct MHD_Connection *conn,
     if (up->kind == UPLOAD_HAR)
         return api_har_import(d, conn, up);
     if (up->is_too_large)
-        return send_error(conn, HTTP_CONTENT_TOO_LARGE, "the JSON body is larger than 64 KiB");
+        return send_error(conn, HTTP_CONTENT_TOO_LARGE, "the JSON body is larger than it said");
     body = json_loadb(up->data, up->len, JSON_REJECT_DUPLICATES, &jerr);
     if (body == NULL || !json_is_object(body)) {
         if (body == NULL)
@@ -2052,6 +2194,11 @@ static mhd_result api_upload(struct dashboard *d, struct MHD_Connection *conn,
         break;
     case UPLOAD_RULE_UPDATE:
         ret = api_rule_update(d, conn, up->id, body);
+        break;
+    case UPLOAD_INTERCEPT_FILTER:
+    case UPLOAD_RESUME:
+    case UPLOAD_REPLAY:
+        ret = api_interact(d, conn, up->kind, up->id, body);
         break;
     case UPLOAD_RULES_REORDER:
     default:
@@ -2192,6 +2339,86 @@ static mhd_result api_sql_examples(struct MHD_Connection *conn)
     return send_json(conn, MHD_HTTP_OK, list);
 }
 
+/* One WebSocket message as JSON: its payload as text when it is UTF-8,
+ * else as hex; the page shows either as text, never as markup. */
+static json_t *ws_message_json(const struct flow_ws_message *m, size_t seq)
+{
+    json_t *obj = json_object();
+    static const char digits[] = "0123456789abcdef";
+    bool ok = obj != NULL;
+
+    ok = ok && jsontext_set(obj, "seq", json_integer((json_int_t)seq));
+    ok =
+        ok && jsontext_set(obj, "direction", jsontext_str(m->is_from_client ? "client" : "server"));
+    ok = ok && jsontext_set(obj, "time_us", json_integer(m->time_us));
+    ok = ok && jsontext_set(obj, "opcode", json_integer(m->opcode));
+    ok = ok && jsontext_set(obj, "type", jsontext_str(wsframe_opcode_name(m->opcode)));
+    ok = ok && jsontext_set(obj, "size", json_integer((json_int_t)m->size));
+    ok = ok && jsontext_set(obj, "captured", json_integer((json_int_t)m->len));
+    ok = ok && jsontext_set(obj, "compressed", json_boolean(m->flags & FLOW_WS_COMPRESSED));
+    ok = ok && jsontext_set(obj, "decoded", json_boolean(m->flags & FLOW_WS_DECODED));
+    ok = ok && jsontext_set(obj, "truncated", json_boolean(m->flags & FLOW_WS_TRUNCATED));
+    if (ok && m->opcode == WSFRAME_CLOSE)
+        ok = jsontext_set(obj, "close_code",
+                          json_integer(m->len >= 2 ? m->data[0] << 8 | m->data[1] : 1005));
+    if (ok && m->opcode != WSFRAME_BINARY && flow_is_text(m->data, m->len) &&
+        !(m->opcode == WSFRAME_CLOSE && m->len >= 2)) {
+        ok = jsontext_set(obj, "text", jsontext_n(m->len > 0 ? (const char *)m->data : "", m->len));
+    } else if (ok && m->opcode == WSFRAME_CLOSE) {
+        ok = jsontext_set(obj, "text", jsontext_n((const char *)m->data + 2, m->len - 2));
+    } else if (ok) {
+        char *hex = malloc(m->len * 2 + 1);
+        ok = hex != NULL;
+        for (size_t i = 0; ok && i < m->len; i++) {
+            hex[i * 2] = digits[m->data[i] >> 4];
+            hex[i * 2 + 1] = digits[m->data[i] & 15];
+        }
+        if (ok) {
+            hex[m->len * 2] = '\0';
+            ok = jsontext_set(obj, "hex", jsontext_str(hex));
+        }
+        free(hex);
+    }
+    if (!ok) {
+        json_decref(obj);
+        return NULL;
+    }
+    return obj;
+}
+
+/* GET /api/flows/ID/messages[?from=SEQ]: a WebSocket flow's messages. */
+static mhd_result api_ws_messages(struct dashboard *d, struct MHD_Connection *conn, int64_t id)
+{
+    const char *from_arg = arg(conn, "from");
+    int64_t from = 0;
+    struct flow_ws ws;
+    json_t *root = NULL, *list = NULL;
+    char err[512];
+
+    if (from_arg != NULL && !parse_id(from_arg, strlen(from_arg), &from) && strcmp(from_arg, "0"))
+        return send_error(conn, MHD_HTTP_BAD_REQUEST, "from must be a message number");
+    if (flowstore_get_ws_messages(d->flows, id, from, &ws, err, sizeof(err)) != 0) {
+        log_warn("dashboard: %s", err);
+        return send_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, err);
+    }
+    root = json_object();
+    list = json_array();
+    bool ok = root != NULL && list != NULL;
+    for (size_t i = 0; ok && i < ws.count; i++)
+        ok = jsontext_append(list, ws_message_json(&ws.items[i], (size_t)from + i));
+    if (ok) {
+        ok = jsontext_set(root, "messages", list);
+        list = NULL;
+    }
+    flow_ws_clear(&ws);
+    if (!ok) {
+        json_decref(list);
+        json_decref(root);
+        return send_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
+    }
+    return send_json(conn, MHD_HTTP_OK, root);
+}
+
 /* ---- routing ---- */
 
 static mhd_result route_api(struct dashboard *d, struct MHD_Connection *conn, const char *path,
@@ -2216,6 +2443,10 @@ static mhd_result route_api(struct dashboard *d, struct MHD_Connection *conn, co
                           "the dashboard token is missing: open the URL printed at startup");
     }
 
+    bool is_interact = false;
+    mhd_result sent = route_interact(d, conn, path, method, upload, &is_interact);
+    if (is_interact)
+        return sent;
     if (strcmp(path, "/flows") == 0) {
         if (is_read)
             return api_list(d, conn);
@@ -2243,6 +2474,8 @@ static mhd_result route_api(struct dashboard *d, struct MHD_Connection *conn, co
             return is_read ? api_body(d, conn, id, false) : send_not_allowed(conn, "GET, HEAD");
         if (strcmp(rest, "/har") == 0)
             return is_read ? api_flow_har(d, conn, id) : send_not_allowed(conn, "GET, HEAD");
+        if (strcmp(rest, "/messages") == 0)
+            return is_read ? api_ws_messages(d, conn, id) : send_not_allowed(conn, "GET, HEAD");
         return send_error(conn, MHD_HTTP_NOT_FOUND, "no such API endpoint");
     }
     if (strcmp(path, "/rules") == 0 || strncmp(path, "/rules/", 7) == 0)
@@ -2271,7 +2504,8 @@ static mhd_result route_api(struct dashboard *d, struct MHD_Connection *conn, co
 static bool may_have_body(const char *url, const char *method)
 {
     return ((is_method(method, "POST") || is_method(method, "PUT")) &&
-            (strcmp(url, "/api/rules") == 0 || strncmp(url, "/api/rules/", 11) == 0)) ||
+            (strcmp(url, "/api/rules") == 0 || strncmp(url, "/api/rules/", 11) == 0 ||
+             is_interact_upload(url))) ||
            (is_method(method, "POST") && strcmp(url, "/api/har") == 0);
 }
 
@@ -2572,6 +2806,8 @@ int dashboard_start(const struct dashboard_options *opts, struct flowstore *flow
     d->rules = opts->rules;
     d->certs = opts->certs;
     d->capture_limit = opts->capture_limit;
+    d->intercept = opts->intercept;
+    d->replay = opts->replay;
     if (init_sync(d) != 0) {
         errmsg_set(err, err_len, "cannot create a mutex");
         goto out;

@@ -51,22 +51,27 @@
 
 struct rulebook;
 struct certstore;
+struct intercept;
+struct replay;
 
 struct dashboard_options {
-    const char *host;        /* address to bind: "127.0.0.1", "::1", "localhost"... */
-    uint16_t port;           /* 0: an ephemeral port, see dashboard_port() */
-    const char *token;       /* NULL: DASHBOARD_TOKEN_RANDOM_BYTES from RAND_bytes() as hex;
-                                else 1..DASHBOARD_MAX_TOKEN_CHARS of [A-Za-z0-9._~-] */
-    const char *web_root;    /* NULL: the page compiled into the binary; else a directory with
-                                index.html, app.js and style.css, read on every request */
-    struct rulebook *rules;  /* not owned, must outlive the dashboard; NULL: rewrite rules are
-                                off (/api/rules lists nothing and refuses changes with 404) */
-    struct certstore *certs; /* not owned, must outlive the dashboard; NULL: /api/stats
-                                leaves out "certificates" */
-    const char *db_path;     /* the database file, for the read-only SQL console (/api/sql);
-                                NULL or ":memory:": /api/sql answers 404 */
-    size_t capture_limit;    /* body bytes an imported flow keeps (POST /api/har), as
-                                --capture-limit */
+    const char *host;            /* address to bind: "127.0.0.1", "::1", "localhost"... */
+    uint16_t port;               /* 0: an ephemeral port, see dashboard_port() */
+    const char *token;           /* NULL: DASHBOARD_TOKEN_RANDOM_BYTES from RAND_bytes() as hex;
+                                    else 1..DASHBOARD_MAX_TOKEN_CHARS of [A-Za-z0-9._~-] */
+    const char *web_root;        /* NULL: the page compiled into the binary; else a directory with
+                                    index.html, app.js and style.css, read on every request */
+    struct rulebook *rules;      /* not owned, must outlive the dashboard; NULL: rewrite rules are
+                                    off (/api/rules lists nothing and refuses changes with 404) */
+    struct certstore *certs;     /* not owned, must outlive the dashboard; NULL: /api/stats
+                                    leaves out "certificates" */
+    const char *db_path;         /* the database file, for the read-only SQL console (/api/sql);
+                                    NULL or ":memory:": /api/sql answers 404 */
+    struct intercept *intercept; /* not owned, outlives the dashboard; NULL: the intercept
+                                    endpoints (dashinteract.h) answer 404 */
+    struct replay *replay;       /* likewise, for replay and compose */
+    size_t capture_limit;        /* body bytes an imported flow keeps (POST /api/har), as
+                                    --capture-limit */
 };
 
 struct dashboard;

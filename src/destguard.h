@@ -18,7 +18,9 @@
 #include <stddef.h>
 #include <sys/socket.h>
 
-#define DESTGUARD_MAX_SELF 4 /* the proxy's listener and the dashboard's */
+/* Every listening socket (listener.h's LISTENER_MAX_SOCKETS) and the
+ * dashboard's. */
+#define DESTGUARD_MAX_SELF 25
 
 struct destguard {
     /* Where tapwire listens, as bound (getsockname()), port included. An

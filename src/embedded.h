@@ -14,6 +14,8 @@ extern const unsigned char embedded_web_index_html[];
 extern const size_t embedded_web_index_html_len;
 extern const unsigned char embedded_web_app_js[];
 extern const size_t embedded_web_app_js_len;
+extern const unsigned char embedded_web_interact_js[];
+extern const size_t embedded_web_interact_js_len;
 extern const unsigned char embedded_web_style_css[];
 extern const size_t embedded_web_style_css_len;
 

@@ -1,11 +1,13 @@
 /*
- * exchange: one HTTP request/response through the proxy. Reads a request
- * head, builds the head the origin gets (origin-form target, hop-by-hop
- * fields removed, Via added, framing re-declared), streams the bodies both
- * ways without buffering them whole, relays interim responses and upgrades.
- * It knows nothing about how the upstream stream was opened (the session
- * and the origin do), nor about flow records: what a recorder keeps reaches
- * it through struct exchange_capture, hooks handed down by the caller.
+ * exchange: one request/response through the proxy, on protocol-neutral
+ * messages (message.h). Sends the request's head and body to the origin,
+ * relays interim responses and the final one back, streams the bodies both
+ * ways without buffering them whole, and runs upgrades. The wire formats
+ * are codecs (http1codec today): the exchange asks them to write a head,
+ * read one, and gives it body sources and sinks. It knows nothing about how
+ * the upstream stream was opened (the session and the origin do), about
+ * flow records (a recorder gets struct exchange_capture's hooks) or about
+ * the rule engine (struct exchange_rewrite's hooks).
  */
 #ifndef TAPWIRE_EXCHANGE_H
 #define TAPWIRE_EXCHANGE_H
@@ -13,11 +15,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "http1.h"
-#include "rules.h"
+#include "message.h"
 #include "stream.h"
+#include "wsrelay.h"
 
-#define EXCHANGE_VIA "1.1 tapwire"
 #define EXCHANGE_ERROR_BYTES 512
 /* Allocations from this size on are mmap'd and go back to the system when
  * freed (see fix_mmap_threshold() in exchange.c). */
@@ -28,68 +29,6 @@ struct exchange_timeouts {
     int header_ms; /* a whole request head must arrive within this */
     int io_ms;     /* no progress on a body or a response head */
 };
-
-/*
- * Reads the next request head from client into its buffer and parses it.
- * Returns the head length (> 0; head points into the client buffer, valid
- * until stream_consume()/stream_fill()), 0 when the client went away or
- * stayed idle (close silently), or -1 with *err set (answer err->status,
- * then close).
- */
-int exchange_read_request(struct stream *client, const struct exchange_timeouts *t,
-                          struct http1_head *head, struct http1_error *err);
-
-/* False when a request's Transfer-Encoding has codings besides chunked
- * (gzip, chunked): the proxy re-chunks bodies and would lose them. */
-bool exchange_has_only_chunked(const struct http1_head *head);
-
-/* What the proxy forwards for one request, copied out of the client buffer
- * so the head bytes can be consumed before the body is read. */
-struct exchange_request {
-    char method[32];
-    int version_minor;
-    enum http1_framing framing;
-    uint64_t content_length;
-    bool keep_alive;
-    bool expect_continue;
-    bool is_upgrade;
-    char content_encoding[64]; /* of the request body, "" for none */
-    char *head;                /* owned: the head sent upstream */
-    size_t head_len;
-};
-
-/*
- * Builds out from the client's head. target is the origin-form (or "*")
- * target to send; host_value, if not NULL, replaces the client's Host field
- * (absolute-form requests: RFC 9112 3.2.2). Returns 0, or -1 on allocation
- * failure. Free with exchange_request_free().
- */
-int exchange_request_build(struct exchange_request *out, const struct http1_head *req,
-                           const char *target, size_t target_len, const char *host_value);
-void exchange_request_free(struct exchange_request *req);
-
-/* Rewrite rules for one exchange: the set acquired for it, the context that
- * collects what applied, --rewrite-limit, and --rewrite-memory (what every
- * exchange's body buffers may hold together). */
-struct exchange_rules {
-    const struct rule_set *set;
-    struct rules_ctx *ctx;
-    size_t limit;
-    size_t memory_limit;
-};
-
-/* A head after header rules: fields point into the rules' storage. */
-struct exchange_modified_head {
-    struct http1_head head;
-    struct rules_headers fields;
-};
-
-/* Applies the header rules of rw->ctx's phase to in. *out is NULL when
- * nothing changed, else a modified copy (exchange_modified_head_free()).
- * Returns 0, or -1 when out of memory. */
-int exchange_apply_header_rules(struct exchange_rules *rw, const struct http1_head *in,
-                                struct exchange_modified_head **out);
-void exchange_modified_head_free(struct exchange_modified_head *mod);
 
 /* Which message of the exchange a body or a head belongs to. */
 enum exchange_side { EXCHANGE_REQUEST = 0, EXCHANGE_RESPONSE = 1 };
@@ -109,8 +48,7 @@ enum exchange_moment {
 struct exchange_capture_ops {
     /* The final response head as sent to the client, and as received from
      * the origin when header rules changed it (else NULL). */
-    void (*response_head)(void *arg, const struct http1_head *sent,
-                          const struct http1_head *received);
+    void (*response_head)(void *arg, const struct message *sent, const struct message *received);
     /* Body bytes as sent on. */
     void (*body)(void *arg, enum exchange_side side, const void *data, size_t len);
     /* A body that rules rewrote, as it arrived (decoded). */
@@ -122,12 +60,89 @@ struct exchange_capture_ops {
     void (*moment)(void *arg, enum exchange_moment moment, int64_t wall_us);
     /* A 101 response: the upgraded connection relayed these raw bytes. */
     void (*upgraded)(void *arg, uint64_t bytes_up, uint64_t bytes_down);
+    /* A WebSocket message went by (side EXCHANGE_REQUEST: from the
+     * client), data held up to message_limit bytes (wsrelay.h). */
+    void (*ws_message)(void *arg, enum exchange_side side, const struct wsrelay_message *m);
+    /* The WebSocket connection was quiet for a moment (WSRELAY_QUIET_MS). */
+    void (*ws_quiet)(void *arg);
+    /* The final response head (after rules) before it goes to the client,
+     * where an intercept may hold it: returns 0 to send it as it is, 1 with
+     * *edited (message_free()) to send instead, or -1 to send nothing (the
+     * exchange breaks off and the client gets an error page). */
+    int (*response_hold)(void *arg, const struct message *sent, struct message *edited);
 };
 
 struct exchange_capture {
     const struct exchange_capture_ops *ops;
     void *arg;
+    size_t message_limit; /* bytes of each WebSocket message to report */
 };
+
+/*
+ * What rewrites an exchange (rewrite.c implements it over the rule engine).
+ * The hooks act on the message of the current phase: the request until
+ * response() starts the response phase. limit is --rewrite-limit, memory_limit
+ * --rewrite-memory (what every exchange's body buffers may hold together).
+ */
+struct exchange_rewrite_ops {
+    /* The final response head arrived: its rules apply from now on. */
+    void (*response)(void *arg, const struct message *resp);
+    /* Header rules on in: returns 1 with *out the new fields (valid until
+     * the next call), 0 when nothing changed, -1 when out of memory. */
+    int (*fields)(void *arg, const struct message *in, struct message_fields *out);
+    /* True when body rules want the whole (decoded) body. */
+    bool (*wants_body)(void *arg);
+    /* Rewrites a decoded body: *out a new one (caller frees) or NULL when
+     * unchanged; output past limit skips a rule. Returns 0 or -1. */
+    int (*body)(void *arg, const unsigned char *in, size_t len, size_t limit, unsigned char **out,
+                size_t *out_len);
+    /* Why a rule did not apply, for the flow record. */
+    void (*note)(void *arg, const char *why);
+};
+
+struct exchange_rewrite {
+    const struct exchange_rewrite_ops *ops;
+    void *arg;
+    size_t limit;
+    size_t memory_limit;
+};
+
+/*
+ * Applies the header rules of rw's phase to in. Returns 1 with *out a copy
+ * of in with the new fields (message_free()), 0 when nothing changed (*out
+ * untouched), or -1 when out of memory.
+ */
+int exchange_rewrite_head(const struct exchange_rewrite *rw, const struct message *in,
+                          struct message *out);
+
+/* A whole body after the body rules (exchange_rewrite_body()). */
+struct exchange_body_rewrite {
+    const unsigned char *plain; /* the body decoded (or raw when identity); NULL: not rewritten */
+    size_t plain_len;
+    unsigned char *rewritten; /* the new body, identity; NULL: unchanged */
+    size_t rewritten_len;
+    unsigned char *decoded; /* private: what plain may point into */
+    size_t reserved;        /* private: held against --rewrite-memory */
+};
+
+/*
+ * Runs rw's body rules over a whole body raw[0..raw_len) (as buffered by the
+ * caller, within rw->limit) whose Content-Encoding is content_encoding:
+ * decodes it, checks --rewrite-memory, rewrites. out->rewritten is NULL when
+ * nothing changed or the body could not be rewritten (the reason noted).
+ * Returns 0, or -1 when out of memory. Free with exchange_body_rewrite_free()
+ * (which also gives the memory back to the budget).
+ */
+int exchange_rewrite_body(const struct exchange_rewrite *rw, const char *content_encoding,
+                          const unsigned char *raw, size_t raw_len,
+                          struct exchange_body_rewrite *out);
+void exchange_body_rewrite_free(struct exchange_body_rewrite *br);
+
+/* For a caller that buffers a body for the rules itself (HTTP/2 streams):
+ * holds bytes against --rewrite-memory, false (and noted in rw) when the
+ * budget is spent; exchange_rewrite_release() gives them back. */
+bool exchange_rewrite_reserve(const struct exchange_rewrite *rw, size_t bytes);
+void exchange_rewrite_release(size_t bytes);
 
 struct exchange_result {
     int status;                       /* final status sent to the client, 0 if none */
@@ -144,33 +159,20 @@ struct exchange_result {
 };
 
 /*
- * Forwards req (whose head the caller already consumed from client) to
- * upstream and the response back. cap (may be NULL) is told the response
- * head, the bodies and the moments from the request sent on. rw (may be NULL) applies the response
- * rules and the request body rules; the caller applied URL and request header rules when it built
- * req. Never sends a response to the client when it returns upstream_stale. Returns 0 when the
- * exchange completed (the status may still be an error relayed from the origin), -1 when it broke
- * off (res->error says why; if res->status is 0 nothing was sent to the
- * client yet and the caller may answer with an error page).
+ * Forwards req (whose head the caller already consumed from client; its
+ * version is the client's, its target origin-form) to upstream and the
+ * response back to client, both HTTP/1.1 streams today. cap (may be NULL)
+ * is told the response head, the bodies and the moments from the request
+ * sent on. rw (may be NULL) applies the response rules and the request body
+ * rules; the caller applied URL and request header rules to req. Never sends
+ * a response to the client when it returns upstream_stale. Returns 0 when
+ * the exchange completed (the status may still be an error relayed from the
+ * origin), -1 when it broke off (also when req->is_to_proxy and the proxy
+ * answered 407: that answer is for tapwire, not the client) (res->error says why; if res->status is
+ * 0 nothing was sent to the client yet and the caller may answer with an error page).
  */
-int exchange_forward(struct stream *client, struct stream *upstream,
-                     const struct exchange_request *req, const struct exchange_timeouts *t,
-                     struct exchange_rules *rw, const struct exchange_capture *cap,
-                     struct exchange_result *res);
-
-/*
- * Rewrites the framing lines of a head (is_head: with its start line and
- * blank line) or of a bare header section: drops Content-Length,
- * Transfer-Encoding and, when drop_encoding, Content-Encoding, and declares
- * content_length instead, where the old length stood. Returns a new text
- * (caller frees, *out_len its length) or NULL when out of memory.
- */
-char *exchange_reframe(const char *head, size_t head_len, bool is_head, uint64_t content_length,
-                       bool drop_encoding, size_t *out_len);
-
-/* Reads and discards a request body of the given framing (to keep a
- * connection usable after answering it ourselves). Returns 0 or -1. */
-int exchange_discard_body(struct stream *client, const struct exchange_request *req,
-                          const struct exchange_timeouts *t);
+int exchange_forward(struct stream *client, struct stream *upstream, const struct message *req,
+                     const struct exchange_timeouts *t, const struct exchange_rewrite *rw,
+                     const struct exchange_capture *cap, struct exchange_result *res);
 
 #endif

@@ -5,6 +5,7 @@
  */
 #include "flow.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -89,7 +90,115 @@ void flow_free(struct flow *flow)
     free(flow->request_body_original.data);
     free(flow->response_body_original.data);
     free(flow->rules_notes);
+    flow_ws_clear(&flow->ws);
+    flow_live_release(flow->live);
     free(flow);
+}
+
+struct flow_live *flow_live_new(void)
+{
+    struct flow_live *live = calloc(1, sizeof(*live));
+
+    if (live != NULL)
+        live->refs = 1;
+    return live;
+}
+
+struct flow_live *flow_live_ref(struct flow_live *live)
+{
+    __atomic_add_fetch(&live->refs, 1, __ATOMIC_RELAXED);
+    return live;
+}
+
+void flow_live_release(struct flow_live *live)
+{
+    /* The writer's last use of id happens before its release: acquire and
+     * release order it before the free. */
+    if (live != NULL && __atomic_sub_fetch(&live->refs, 1, __ATOMIC_ACQ_REL) == 0)
+        free(live);
+}
+
+/* strdup() of NULL is NULL; *ok goes false when a copy fails. */
+static char *dup_or_null(const char *text, bool *ok)
+{
+    char *copy;
+
+    if (text == NULL)
+        return NULL;
+    copy = strdup(text);
+    if (copy == NULL)
+        *ok = false;
+    return copy;
+}
+
+struct flow *flow_snapshot(const struct flow *flow)
+{
+    struct flow *copy = flow_new(flow->request_body.limit);
+    bool ok = copy != NULL;
+
+    if (!ok)
+        return NULL;
+    copy->kind = flow->kind;
+    memcpy(copy->client_addr, flow->client_addr, sizeof(copy->client_addr));
+    memcpy(copy->scheme, flow->scheme, sizeof(copy->scheme));
+    memcpy(copy->method, flow->method, sizeof(copy->method));
+    memcpy(copy->host, flow->host, sizeof(copy->host));
+    memcpy(copy->reason, flow->reason, sizeof(copy->reason));
+    copy->port = flow->port;
+    copy->request_version = flow->request_version;
+    copy->response_version = flow->response_version;
+    copy->status = flow->status;
+    copy->timings = flow->timings;
+    copy->is_tls = flow->is_tls;
+    copy->target = dup_or_null(flow->target, &ok);
+    copy->request_headers = dup_or_null(flow->request_headers, &ok);
+    copy->response_headers = dup_or_null(flow->response_headers, &ok);
+    if (!ok) {
+        flow_free(copy);
+        return NULL;
+    }
+    return copy;
+}
+
+int flow_ws_append(struct flow_ws *ws, const struct flow_ws_message *m)
+{
+    struct flow_ws_message *slot;
+
+    if (ws->count >= FLOW_WS_MAX_MESSAGES || m->len > FLOW_WS_MAX_BYTES - ws->bytes)
+        goto dropped;
+    if (ws->count == ws->capacity) {
+        size_t cap = ws->capacity ? ws->capacity * 2 : 16;
+        if (cap > FLOW_WS_MAX_MESSAGES)
+            cap = FLOW_WS_MAX_MESSAGES;
+        struct flow_ws_message *grown = realloc(ws->items, cap * sizeof(*grown));
+        if (grown == NULL)
+            goto dropped;
+        ws->items = grown;
+        ws->capacity = cap;
+    }
+    slot = &ws->items[ws->count];
+    *slot = *m;
+    slot->data = NULL;
+    if (m->len > 0) {
+        slot->data = malloc(m->len);
+        if (slot->data == NULL)
+            goto dropped;
+        memcpy(slot->data, m->data, m->len);
+    }
+    ws->count++;
+    ws->bytes += m->len;
+    return 0;
+dropped:
+    ws->dropped++;
+    return -1;
+}
+
+void flow_ws_clear(struct flow_ws *ws)
+{
+    for (size_t i = 0; i < ws->count; i++)
+        free(ws->items[i].data);
+    free(ws->items);
+    memset(ws, 0, sizeof(*ws));
 }
 
 int flow_body_append(struct flow_body *body, const void *data, size_t len)
@@ -241,4 +350,28 @@ char *flow_text_utf8(const char *text, size_t len, size_t *out_len)
     clean[o] = '\0';
     *out_len = o;
     return clean;
+}
+
+const char *flow_version_text(int version, char *buf, size_t len)
+{
+    /* Constants for the common versions: the writer pays for each flow. */
+    if (version == 11)
+        return "HTTP/1.1";
+    if (version == 10)
+        return "HTTP/1.0";
+    if (version == 20)
+        return "HTTP/2";
+    snprintf(buf, len, "HTTP/%d.%d", version / 10, version % 10);
+    return buf;
+}
+
+int flow_version_parse(const char *text)
+{
+    if (text == NULL || strncmp(text, "HTTP/", 5) != 0 || text[5] < '0' || text[5] > '9')
+        return 0;
+    if (text[6] == '\0')
+        return (text[5] - '0') * 10;
+    if (text[6] != '.' || text[7] < '0' || text[7] > '9')
+        return 0;
+    return (text[5] - '0') * 10 + (text[7] - '0');
 }

@@ -88,6 +88,62 @@ struct flow_header_facts {
 
 enum flow_kind { FLOW_HTTP = 0, FLOW_TUNNEL = 1, FLOW_WEBSOCKET = 2 };
 
+/* The WebSocket messages a flow keeps: past either bound they are counted,
+ * not kept, so a long-lived chatty connection costs bounded memory. */
+#define FLOW_WS_MAX_MESSAGES 10000
+#define FLOW_WS_MAX_BYTES (16 * 1024 * 1024)
+
+/* Stored as ws_messages.flags (sql/schema.sql, version 10). */
+#define FLOW_WS_COMPRESSED 1 /* sent with permessage-deflate */
+#define FLOW_WS_DECODED 2    /* data is the decompressed payload */
+#define FLOW_WS_TRUNCATED 4  /* data is not the whole payload */
+
+/* One WebSocket message (RFC 6455 opcode 1, 2, 8, 9, 10). */
+struct flow_ws_message {
+    int64_t time_us;     /* its last byte arrived */
+    uint64_t size;       /* payload bytes on the wire */
+    unsigned char *data; /* owned, NULL when len is 0 */
+    size_t len;
+    int opcode;
+    int flags; /* FLOW_WS_* */
+    bool is_from_client;
+};
+
+struct flow_ws {
+    struct flow_ws_message *items; /* owned */
+    size_t count, capacity;
+    size_t bytes;     /* data held by all of them */
+    uint64_t dropped; /* past the bounds: not kept */
+};
+
+/*
+ * A WebSocket flow written while its connection lives (capture.c): its row
+ * goes in at the first message (FLOW_LIVE_OPEN, a snapshot), its messages
+ * follow in batches (FLOW_LIVE_MESSAGES: a flow that carries only them),
+ * and the finished flow replaces the row (FLOW_LIVE_FINAL). Every part
+ * holds a reference; the flow writer takes them in order, so it alone
+ * reads and writes id and messages_written.
+ */
+struct flow_live {
+    int64_t id;                /* the row, once written; 0 before (or lost) */
+    uint64_t messages_written; /* seq of the next message */
+    int refs;                  /* atomic */
+};
+enum flow_live_part { FLOW_LIVE_NONE = 0, FLOW_LIVE_OPEN, FLOW_LIVE_MESSAGES, FLOW_LIVE_FINAL };
+
+/* A new live record with one reference; NULL when out of memory. */
+struct flow_live *flow_live_new(void);
+/* Another reference to live. */
+struct flow_live *flow_live_ref(struct flow_live *live);
+/* Drops a reference; the last frees it. NULL is fine. */
+void flow_live_release(struct flow_live *live);
+
+/* Appends a copy of m (and of its data) to ws, within FLOW_WS_MAX_*.
+ * Returns 0, or -1 when it was dropped (bounds, out of memory). */
+int flow_ws_append(struct flow_ws *ws, const struct flow_ws_message *m);
+/* Frees what ws holds and empties it. */
+void flow_ws_clear(struct flow_ws *ws);
+
 struct flow {
     int64_t id; /* assigned when written; 0 before */
     enum flow_kind kind;
@@ -96,9 +152,9 @@ struct flow {
     char method[32];
     char host[256];
     uint16_t port;
-    char *target; /* owned: path and query as sent (origin-form) */
-    int request_version_minor;
-    int response_version_minor;
+    char *target;        /* owned: path and query as sent (origin-form) */
+    int request_version; /* 10, 11, 20 (HTTP/2); see flow_version_text() */
+    int response_version;
     /* Header sections exactly as received, "Name: value\r\n" per field, in
      * original order and case, without the start line. Owned, may be NULL. */
     char *request_headers;
@@ -126,10 +182,20 @@ struct flow {
     bool has_response_body_original;
     struct flow_body request_body_original; /* as received, decoded: same limits */
     struct flow_body response_body_original;
-    char *rules_notes; /* owned, may be NULL: why a matching rule did not apply
-                          (body over --rewrite-limit, decode failure, regex limit) */
+    char *rules_notes;      /* owned, may be NULL: why a matching rule did not apply
+                               (body over --rewrite-limit, decode failure, regex limit) */
+    struct flow_ws ws;      /* kind FLOW_WEBSOCKET: its messages, in order */
+    struct flow_live *live; /* a reference, or NULL: see struct flow_live */
+    enum flow_live_part live_part;
+    int64_t replay_of; /* a replay: the flow whose request it sent again; 0: none */
     bool is_imported;  /* from a HAR file (har_import()), not captured */
 };
+
+/* A copy of flow's request and response as they are (target, header
+ * sections, status, timings so far), without bodies, TLS facts, what rules
+ * changed or messages: the row of a flow still going on. Caller frees with
+ * flow_free(); NULL when out of memory. */
+struct flow *flow_snapshot(const struct flow *flow);
 
 /* Allocates a zeroed flow with both body limits set. NULL when out of
  * memory. Whoever holds it frees it with flow_free(), or hands it to
@@ -153,5 +219,11 @@ bool flow_is_text(const void *data, size_t len);
  * part of valid UTF-8 (obs-text in a header, say) became U+FFFD; *out_len
  * gets its length. Caller frees with free(); NULL when out of memory. */
 char *flow_text_utf8(const char *text, size_t len, size_t *out_len);
+
+/* "HTTP/1.1", "HTTP/1.0", "HTTP/2" for a version (10, 11, 20), as HAR and
+ * the database write it; a constant, or buf when another. */
+const char *flow_version_text(int version, char *buf, size_t len);
+/* The version of such a text: 0 when it is none. */
+int flow_version_parse(const char *text);
 
 #endif

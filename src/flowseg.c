@@ -10,7 +10,7 @@
  * store costs no more per flow than an empty one.
  *
  * The column list of flows_N must stay exactly that of flows_1 as the
- * migration of sql/schema.sql version 10 leaves it (the views are UNION ALL
+ * migration of sql/schema.sql version 12 leaves it (the views are UNION ALL
  * of SELECT *): add a column to both, in the same place.
  * Only integers are ever formatted into SQL here.
  */
@@ -25,8 +25,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The columns of flows up to schema version 9 (see sql/schema.sql), then
- * imported (version 10). %1$ is the segment number. */
+/* The columns of flows up to schema version 11 (see sql/schema.sql: replay_of
+ * is version 11's), then imported (version 12). %1$ is the segment number. */
 static const char create_fmt[] =
     "CREATE TABLE flows_%1$" PRId64 " ("
     "id INTEGER PRIMARY KEY, kind INTEGER NOT NULL, time_start_us INTEGER NOT NULL, "
@@ -47,7 +47,7 @@ static const char create_fmt[] =
     "resp_body_original_size INTEGER, req_body_original_captured INTEGER, "
     "resp_body_original_captured INTEGER, req_original_truncated INTEGER, "
     "resp_original_truncated INTEGER, rules_notes TEXT, req_body BLOB, resp_body BLOB, "
-    "imported INTEGER);"
+    "replay_of INTEGER, imported INTEGER);"
     "CREATE INDEX flows_%1$" PRId64 "_host ON flows_%1$" PRId64 " (lower(host));"
     "CREATE INDEX flows_%1$" PRId64 "_status_class ON flows_%1$" PRId64
     " (status / 100) WHERE status / 100 <> 2;"
@@ -59,7 +59,10 @@ static const char create_fmt[] =
     "columnsize = 0, detail = none, tokenize = 'unicode61');"
     "CREATE TABLE flows_unindexed_%1$" PRId64 " (id INTEGER PRIMARY KEY);";
 
+/* %3$ is the first id of the next segment: the WebSocket messages of
+ * every flow below it go too (ws_messages is one table for all segments). */
 static const char drop_fmt[] = "PRAGMA secure_delete = %2$s;"
+                               "DELETE FROM ws_messages WHERE flow_id < %3$" PRId64 ";"
                                "DROP TABLE flows_%1$" PRId64 ";"
                                "DROP TABLE flow_bodies_%1$" PRId64 ";"
                                "DROP TABLE flows_fts_%1$" PRId64 ";"
@@ -74,9 +77,10 @@ int flowseg_create_sql(int64_t seg, char *out, size_t out_len)
     return n > 0 && (size_t)n < out_len ? 0 : -1;
 }
 
-int flowseg_drop_sql(int64_t seg, bool is_overwritten, char *out, size_t out_len)
+int flowseg_drop_sql(int64_t seg, int64_t next_first_id, bool is_overwritten, char *out,
+                     size_t out_len)
 {
-    int n = snprintf(out, out_len, drop_fmt, seg, is_overwritten ? "ON" : "FAST");
+    int n = snprintf(out, out_len, drop_fmt, seg, is_overwritten ? "ON" : "FAST", next_first_id);
 
     return n > 0 && (size_t)n < out_len ? 0 : -1;
 }

@@ -1,5 +1,5 @@
 /*
- * flowseg: the segments of the flow store (sql/schema.sql, version 10).
+ * flowseg: the segments of the flow store (sql/schema.sql, version 12).
  *
  * Flows are kept in time-ordered segments, each its own set of tables
  * (flows_N, flow_bodies_N, flows_fts_N, flows_hdr_N, flows_unindexed_N), so that
@@ -45,11 +45,14 @@ struct flowseg {
  * indexes. Returns 0, or -1 when out_len is too small. */
 int flowseg_create_sql(int64_t seg, char *out, size_t out_len);
 
-/* The statements that drop segment seg's tables (and their indexes), their
- * pages overwritten with zeros when is_overwritten (secure_delete; every
- * page written once more), else freed as they are (secure_delete FAST).
- * They leave secure_delete on. */
-int flowseg_drop_sql(int64_t seg, bool is_overwritten, char *out, size_t out_len);
+/* The statements that drop the oldest segment seg's tables (and their
+ * indexes) and delete the WebSocket messages (ws_messages) of every flow id
+ * below next_first_id, the first id of the segment after it; their pages
+ * overwritten with zeros when is_overwritten (secure_delete; every page
+ * written once more), else freed as they are (secure_delete FAST). They
+ * leave secure_delete on. */
+int flowseg_drop_sql(int64_t seg, int64_t next_first_id, bool is_overwritten, char *out,
+                     size_t out_len);
 
 /* The statements that replace the views flows and flow_bodies with the
  * UNION ALL of segs[0..count) (count >= 1). Returns a malloc'd string

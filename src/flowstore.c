@@ -57,6 +57,7 @@
 #include "flowseg.h"
 #include "log.h"
 #include "searchtext.h"
+#include "wsstore.h"
 
 /* Queued flows may each hold two bodies up to the capture limit; bounding
  * their bytes, not only their number, bounds memory while the disk is slow. */
@@ -101,6 +102,7 @@ struct flowstore {
     sqlite3_stmt *begin_stmt;
     sqlite3_stmt *commit_stmt;
     sqlite3_stmt *rollback_stmt;
+    sqlite3_stmt *insert_ws_stmt; /* prepared by wsstore on first use */
     sqlite3_stmt *save_next_id_stmt;
     /* The id the next stored flow gets (flow_ids, schema version 7): the
      * writer assigns ids itself rather than through AUTOINCREMENT. */
@@ -260,14 +262,16 @@ static int prepare(sqlite3 *db, const char *path, const char *sql, sqlite3_stmt 
 #define ORIGINAL_COLUMNS                                                                           \
     "target_original, req_headers_original, resp_headers_original, req_body_original_size, "       \
     "resp_body_original_size, req_body_original_captured, resp_body_original_captured, "           \
-    "req_original_truncated, resp_original_truncated, rules_notes"
+    "req_original_truncated, resp_original_truncated, rules_notes, replay_of"
 #define FLOW_INSERT_VALUES                                                                         \
     "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "   \
-    "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
+    "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
 #define RECORD_COLUMNS "id, " FLOW_INSERT_COLUMNS ", imported"
 /* A listing leaves out what only the detail view shows: the same columns
- * with the header sections, TLS details and what rules changed as NULL
- * (flows.rules stays: the list marks modified flows). */
+ * with the header sections, TLS details, what rules changed and the replay
+ * link as NULL (flows.rules stays: the list marks modified flows; a
+ * replay's client names its source). replay_of comes after the inline
+ * bodies, which a listing must not walk over. */
 #define SUMMARY_COLUMNS                                                                            \
     "id, kind, time_start_us, client, scheme, method, host, port, target, req_version, "           \
     "resp_version, NULL, NULL, status, reason, req_body_size, resp_body_size, "                    \
@@ -275,7 +279,7 @@ static int prepare(sqlite3 *db, const char *path, const char *sql, sqlite3_stmt 
     "resp_content_type, req_content_encoding, resp_content_encoding, connected_us, tls_done_us, "  \
     "request_sent_us, first_byte_us, done_us, is_tls, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "  \
     "NULL, NULL, NULL, NULL, error, rules, bytes_up, bytes_down, "                                 \
-    "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, imported"
+    "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, imported"
 
 static int prepare_writer(struct flowstore *store, char *err, size_t err_len)
 {
@@ -691,6 +695,7 @@ void flowstore_close(struct flowstore *store)
     sqlite3_finalize(store->commit_stmt);
     sqlite3_finalize(store->rollback_stmt);
     finalize_segment_stmts(store);
+    sqlite3_finalize(store->insert_ws_stmt);
     sqlite3_finalize(store->save_next_id_stmt);
     sqlite3_finalize(store->insert_seg_stmt);
     sqlite3_finalize(store->update_seg_stmt);
@@ -726,7 +731,8 @@ void flowstore_close(struct flowstore *store)
 static size_t flow_bytes(const struct flow *flow)
 {
     return sizeof(*flow) + flow->request_body.capacity + flow->response_body.capacity +
-           flow->request_body_original.capacity + flow->response_body_original.capacity;
+           flow->request_body_original.capacity + flow->response_body_original.capacity +
+           flow->ws.bytes + flow->ws.capacity * sizeof(struct flow_ws_message);
 }
 
 int flowstore_submit(struct flowstore *store, struct flow *flow)
@@ -743,7 +749,8 @@ int flowstore_submit(struct flowstore *store, struct flow *flow)
     }
     bytes = flow_bytes(flow);
     pthread_mutex_lock(&store->lock);
-    store->stats.submitted++;
+    if (flow->live_part == FLOW_LIVE_NONE || flow->live_part == FLOW_LIVE_FINAL)
+        store->stats.submitted++;
     if (!store->is_stopping && store->queue_count < FLOWSTORE_QUEUE_FLOWS &&
         (store->queue_count == 0 || store->queue_bytes + bytes <= FLOWSTORE_QUEUE_MAX_BYTES)) {
         store->queue[(store->queue_head + store->queue_count) % FLOWSTORE_QUEUE_FLOWS] = flow;
@@ -950,22 +957,12 @@ static int step_done(sqlite3 *db, sqlite3_stmt *stmt, const char *what, char *ms
     return rc;
 }
 
-/* "HTTP/1.<minor>"; the two versions nearly every flow has are constants,
- * as snprintf() would be a sizeable share of the writer's own work. */
-static const char *version_text(int minor, char *buf, size_t len)
+/* stmt: the newest segment's insert_body_stmt, or a live flow's (struct
+ * live_row). */
+static int insert_body(struct flowstore *store, sqlite3_stmt *stmt, int64_t id,
+                       enum flowstore_direction direction, const struct flow_body *body, char *msg,
+                       size_t msg_len)
 {
-    if (minor == 1)
-        return "HTTP/1.1";
-    if (minor == 0)
-        return "HTTP/1.0";
-    snprintf(buf, len, "HTTP/1.%d", minor);
-    return buf;
-}
-
-static int insert_body(struct flowstore *store, int64_t id, enum flowstore_direction direction,
-                       const struct flow_body *body, char *msg, size_t msg_len)
-{
-    sqlite3_stmt *stmt = store->insert_body_stmt;
     int rc;
 
     if (body->len == 0)
@@ -1100,11 +1097,139 @@ out:
     return rc;
 }
 
-/* Inserts one flow and its bodies; returns SQLITE_DONE and sets flow->id. */
+/* The WebSocket messages a flow carries, after those of its live row
+ * written before (struct flow_live); a batch whose row was lost goes too. */
+static int insert_ws_messages(struct flowstore *store, struct flow *flow, int64_t id, char *msg,
+                              size_t msg_len)
+{
+    uint64_t base = flow->live != NULL ? flow->live->messages_written : 0;
+    int rc;
+
+    if (id == 0)
+        return SQLITE_DONE;
+    rc = wsstore_insert(store->wdb, &store->insert_ws_stmt, id, base, &flow->ws, msg, msg_len);
+    if (rc == SQLITE_DONE && flow->live != NULL)
+        flow->live->messages_written = base + flow->ws.count;
+    return rc;
+}
+
+/* The segment that holds id: the newest whose first_id is not above it. */
+static size_t segment_of(const struct flowstore *store, int64_t id)
+{
+    size_t i = store->seg_count - 1;
+
+    while (i > 0 && store->segs[i].first_id > id)
+        i--;
+    return i;
+}
+
+/* The id of the row a live flow's part belongs to (struct flow_live), 0
+ * when it has none: never written, or lost with its batch. */
+static int64_t live_id(const struct flow *flow)
+{
+    return flow->live != NULL ? flow->live->id : 0;
+}
+
+/* Whether flow's part makes a new row (in the newest segment): all but a
+ * live flow's messages and its finished row over a row written before. */
+static bool makes_row(const struct flow *flow)
+{
+    return flow->live_part != FLOW_LIVE_MESSAGES &&
+           !(flow->live_part == FLOW_LIVE_FINAL && live_id(flow) != 0);
+}
+
+/* Whether the segment that held id is gone: dropped by retention or by
+ * clear (flowstore_clear() starts a new segment), with the WebSocket
+ * messages of its flows. */
+static bool is_segment_gone(const struct flowstore *store, int64_t id)
+{
+    return id < store->segs[0].first_id;
+}
+
+/*
+ * The statements for a live flow's finished row, which replaces its first
+ * row where that went: in the segment that holds its id, which need not be
+ * the newest any more. Prepared for each finished live flow (one per
+ * WebSocket connection), on that segment's tables.
+ */
+struct live_row {
+    sqlite3_stmt *replace_stmt; /* INSERT OR REPLACE INTO flows_N */
+    sqlite3_stmt *body_stmt;    /* into flow_bodies_N */
+    sqlite3_stmt *unindexed_stmt;
+};
+
+static void live_row_free(struct live_row *lr)
+{
+    sqlite3_finalize(lr->replace_stmt);
+    sqlite3_finalize(lr->body_stmt);
+    sqlite3_finalize(lr->unindexed_stmt);
+}
+
+static int live_row_prepare(struct flowstore *store, int64_t id, struct live_row *lr, char *msg,
+                            size_t msg_len)
+{
+    int64_t seg = store->segs[segment_of(store, id)].seg;
+    char sql[2048];
+    int rc;
+
+    /* Without recursive_triggers (SQLite's default) the row REPLACE
+     * deletes fires no delete trigger; none is on flows_N anyway. */
+    snprintf(sql, sizeof(sql),
+             "INSERT OR REPLACE INTO flows_%" PRId64 " (id, " FLOW_INSERT_COLUMNS
+             ", req_body, resp_body, imported) VALUES (?, " FLOW_INSERT_VALUES ", ?, ?, ?)",
+             seg);
+    rc = sqlite3_prepare_v2(store->wdb, sql, -1, &lr->replace_stmt, NULL);
+    if (rc == SQLITE_OK) {
+        snprintf(sql, sizeof(sql),
+                 "INSERT OR REPLACE INTO flow_bodies_%" PRId64 " (body_key, data) VALUES (?1, ?2)",
+                 seg);
+        rc = sqlite3_prepare_v2(store->wdb, sql, -1, &lr->body_stmt, NULL);
+    }
+    if (rc == SQLITE_OK) {
+        snprintf(sql, sizeof(sql),
+                 "INSERT OR IGNORE INTO flows_unindexed_%" PRId64 " (id) VALUES (?1)", seg);
+        rc = sqlite3_prepare_v2(store->wdb, sql, -1, &lr->unindexed_stmt, NULL);
+    }
+    if (rc != SQLITE_OK) {
+        describe_error(store->wdb, rc, "storing a finished live flow", msg, msg_len);
+        return rc;
+    }
+    return SQLITE_DONE;
+}
+
+/*
+ * A finished live flow's row keeps the search index entries its first row
+ * made (a contentless index cannot replace them): the URL and header
+ * sections were already there then (the row goes in after the 101). A body
+ * it gained since is found by the body search through flows_unindexed_N.
+ */
+static int live_row_unindexed(struct flowstore *store, const struct flow *flow,
+                              const struct live_row *lr, int64_t id, char *msg, size_t msg_len)
+{
+    int rc;
+
+    if (flow->request_body.len == 0 && flow->response_body.len == 0)
+        return SQLITE_DONE;
+    rc = sqlite3_bind_int64(lr->unindexed_stmt, 1, id);
+    if (rc != SQLITE_OK) {
+        describe_error(store->wdb, rc, "storing a finished live flow", msg, msg_len);
+        return rc;
+    }
+    return step_done(store->wdb, lr->unindexed_stmt, "storing a finished live flow", msg, msg_len);
+}
+
+/* Inserts one flow and its bodies; returns SQLITE_DONE and sets flow->id
+ * when it made a new row (not for a live flow's messages or its finished
+ * row, see struct flow_live). A live flow whose segment is gone (struct
+ * flow_live) writes nothing more: it was pruned or cleared with its
+ * messages. */
 static int insert_flow(struct flowstore *store, struct flow *flow, char *msg, size_t msg_len)
 {
+    bool is_replace = !makes_row(flow);
+    struct live_row lr = {NULL, NULL, NULL};
     struct binder b = {store->insert_flow_stmt, 0, SQLITE_OK};
-    int64_t id = store->next_id;
+    int64_t id = is_replace ? live_id(flow) : store->next_id;
+    sqlite3_stmt *body_stmt = store->insert_body_stmt;
     const struct flow_tls *tls = &flow->tls;
     const struct flow_body *req_original = &flow->request_body_original;
     const struct flow_body *resp_original = &flow->response_body_original;
@@ -1115,6 +1240,19 @@ static int insert_flow(struct flowstore *store, struct flow *flow, char *msg, si
     struct header_facts req, resp;
     int rc;
 
+    if (is_replace && (id == 0 || is_segment_gone(store, id)))
+        return SQLITE_DONE;
+    if (flow->live_part == FLOW_LIVE_MESSAGES)
+        return insert_ws_messages(store, flow, id, msg, msg_len);
+    if (is_replace) {
+        rc = live_row_prepare(store, id, &lr, msg, msg_len);
+        if (rc != SQLITE_DONE) {
+            live_row_free(&lr);
+            return rc;
+        }
+        b.stmt = lr.replace_stmt;
+        body_stmt = lr.body_stmt;
+    }
     section_facts(flow->request_headers, &flow->request_facts, &req);
     section_facts(flow->response_headers, &flow->response_facts, &resp);
 
@@ -1127,9 +1265,9 @@ static int insert_flow(struct flowstore *store, struct flow *flow, char *msg, si
     bind_text(&b, flow->host);
     bind_int(&b, flow->port);
     bind_text(&b, flow->target != NULL ? flow->target : "");
-    bind_text(&b, version_text(flow->request_version_minor, req_version, sizeof(req_version)));
-    bind_text(&b, has_response ? version_text(flow->response_version_minor, resp_version,
-                                              sizeof(resp_version))
+    bind_text(&b, flow_version_text(flow->request_version, req_version, sizeof(req_version)));
+    bind_text(&b, has_response ? flow_version_text(flow->response_version, resp_version,
+                                                   sizeof(resp_version))
                                : NULL);
     bind_text(&b, flow->request_headers);
     bind_text(&b, flow->response_headers);
@@ -1179,6 +1317,7 @@ static int insert_flow(struct flowstore *store, struct flow *flow, char *msg, si
     bind_int_if(&b, has_resp_original,
                 resp_original->truncated || resp_original->size > resp_original->len);
     bind_text(&b, flow->rules_notes);
+    bind_int_if(&b, flow->replay_of > 0, flow->replay_of);
     bind_inline_body(&b, &flow->request_body, store->inline_body_max);
     bind_inline_body(&b, &flow->response_body, store->inline_body_max);
     bind_int_if(&b, flow->is_imported, 1);
@@ -1191,21 +1330,31 @@ static int insert_flow(struct flowstore *store, struct flow *flow, char *msg, si
     rc = step_done(store->wdb, b.stmt, "storing a flow", msg, msg_len);
     if (rc != SQLITE_DONE)
         goto out;
-    flow->id = id;
-    store->next_id = id + 1;
+    if (!is_replace) {
+        flow->id = id;
+        store->next_id = id + 1;
+        if (flow->live != NULL)
+            flow->live->id = id;
+    }
     if (flow->request_body.len > store->inline_body_max)
-        rc = insert_body(store, flow->id, FLOWSTORE_REQUEST, &flow->request_body, msg, msg_len);
+        rc =
+            insert_body(store, body_stmt, id, FLOWSTORE_REQUEST, &flow->request_body, msg, msg_len);
     if (rc == SQLITE_DONE && flow->response_body.len > store->inline_body_max)
-        rc = insert_body(store, flow->id, FLOWSTORE_RESPONSE, &flow->response_body, msg, msg_len);
+        rc = insert_body(store, body_stmt, id, FLOWSTORE_RESPONSE, &flow->response_body, msg,
+                         msg_len);
     if (rc == SQLITE_DONE && flow->has_request_body_original)
-        rc = insert_body(store, flow->id, FLOWSTORE_REQUEST_ORIGINAL, &flow->request_body_original,
-                         msg, msg_len);
+        rc = insert_body(store, body_stmt, id, FLOWSTORE_REQUEST_ORIGINAL,
+                         &flow->request_body_original, msg, msg_len);
     if (rc == SQLITE_DONE && flow->has_response_body_original)
-        rc = insert_body(store, flow->id, FLOWSTORE_RESPONSE_ORIGINAL,
+        rc = insert_body(store, body_stmt, id, FLOWSTORE_RESPONSE_ORIGINAL,
                          &flow->response_body_original, msg, msg_len);
     if (rc == SQLITE_DONE)
-        rc = index_flow(store, flow, &req, &resp, msg, msg_len);
+        rc = is_replace ? live_row_unindexed(store, flow, &lr, id, msg, msg_len)
+                        : index_flow(store, flow, &req, &resp, msg, msg_len);
+    if (rc == SQLITE_DONE)
+        rc = insert_ws_messages(store, flow, id, msg, msg_len);
 out:
+    live_row_free(&lr);
     free(req.joined);
     free(resp.joined);
     return rc;
@@ -1396,6 +1545,9 @@ static int trim_oversized(struct flowstore *store, int64_t *pruned, bool *is_tri
     rc = step_sql_with_id(store, bodies_sql, boundary, NULL, "trimming a flow segment", msg,
                           msg_len);
     if (rc == SQLITE_DONE)
+        rc = step_sql_with_id(store, "DELETE FROM ws_messages WHERE flow_id <= ?1", boundary, NULL,
+                              "trimming a flow segment", msg, msg_len);
+    if (rc == SQLITE_DONE)
         rc = step_sql_with_id(store, unindexed_sql, boundary, NULL, "trimming a flow segment", msg,
                               msg_len);
     if (rc == SQLITE_DONE)
@@ -1430,7 +1582,8 @@ static int drop_oldest(struct flowstore *store, int64_t *pruned, bool is_overwri
      * as the segment took. FAST frees them as they are; the next segments
      * reuse them (tapwire-db(5), SEGMENTS). What a person deletes (one
      * flow, or every flow with clear) is still overwritten. */
-    if (flowseg_drop_sql(oldest.seg, is_overwritten, sql, sizeof(sql)) != 0) {
+    if (flowseg_drop_sql(oldest.seg, store->segs[1].first_id, is_overwritten, sql, sizeof(sql)) !=
+        0) {
         errmsg_set(msg, msg_len, "dropping a flow segment: statement too long");
         return SQLITE_ERROR;
     }
@@ -1525,16 +1678,6 @@ static int refresh_views(struct flowstore *store, char *msg, size_t msg_len)
     return rc;
 }
 
-/* The segment that holds id: the newest whose first_id is not above it. */
-static size_t segment_of(const struct flowstore *store, int64_t id)
-{
-    size_t i = store->seg_count - 1;
-
-    while (i > 0 && store->segs[i].first_id > id)
-        i--;
-    return i;
-}
-
 /* Called with lock held: rows left the table. */
 static void stored_sub(struct flowstore *store, uint64_t rows)
 {
@@ -1592,15 +1735,21 @@ static bool write_batch(struct flowstore *store, struct flow **batch, size_t cou
     for (i = 0; i < count && rc == SQLITE_DONE; i++) {
         struct flowseg *cur;
 
-        rc = make_room(store, now_us, &pruned, msg, sizeof(msg));
+        /* A live flow's messages and finished row go where its first row
+         * is; only a new row takes room in the newest segment. */
+        if (makes_row(batch[i]))
+            rc = make_room(store, now_us, &pruned, msg, sizeof(msg));
         if (rc == SQLITE_DONE)
             rc = insert_flow(store, batch[i], msg, sizeof(msg));
         if (rc != SQLITE_DONE)
             break;
         cur = &store->segs[store->seg_count - 1];
+        /* Messages too: they are bytes written while this segment fills. */
+        cur->bytes += (int64_t)flow_bytes(batch[i]);
+        if (batch[i]->id == 0)
+            continue;
         cur->flows++;
         cur->written++;
-        cur->bytes += (int64_t)flow_bytes(batch[i]);
         if (batch[i]->timings.start > cur->last_us)
             cur->last_us = batch[i]->timings.start;
         store->seg_total_flows++;
@@ -1632,12 +1781,21 @@ static bool write_batch(struct flowstore *store, struct flow **batch, size_t cou
         pruned = 0;
         if (was_rotated && prepare_segment(store, ignored, sizeof(ignored)) != 0)
             log_error("flowstore: %s", ignored);
+        for (i = 0; i < count; i++)
+            if (batch[i]->live_part == FLOW_LIVE_OPEN && batch[i]->live != NULL)
+                batch[i]->live->id = 0;
     }
 
     pthread_mutex_lock(&store->lock);
     if (is_ok) {
-        store->stats.written += count;
-        store->stats.stored += count;
+        /* written counts complete flows, stored rows: a live flow's first
+         * row is stored, its finished row replacing it written. */
+        for (i = 0; i < count; i++) {
+            if (batch[i]->live_part == FLOW_LIVE_NONE || batch[i]->live_part == FLOW_LIVE_FINAL)
+                store->stats.written++;
+            if (batch[i]->id != 0)
+                store->stats.stored++;
+        }
         stored_sub(store, (uint64_t)pruned);
     } else {
         store->stats.write_errors += count;
@@ -1654,11 +1812,15 @@ static void notify_written(struct flowstore *store, struct flow **batch, size_t 
     int64_t ids[FLOWSTORE_BATCH_FLOWS];
     size_t i;
 
+    size_t n = 0;
+
+    /* New rows only: a live flow's messages and finished row have none. */
     for (i = 0; i < count; i++)
-        ids[i] = batch[i]->id;
+        if (batch[i]->id != 0)
+            ids[n++] = batch[i]->id;
     pthread_mutex_lock(&store->callback_lock);
-    if (store->written_fn != NULL)
-        store->written_fn(store->written_arg, ids, count);
+    if (store->written_fn != NULL && n > 0)
+        store->written_fn(store->written_arg, ids, n);
     pthread_mutex_unlock(&store->callback_lock);
 }
 
@@ -1765,8 +1927,9 @@ int flowstore_delete(struct flowstore *store, int64_t id, bool *found, char *err
     pthread_mutex_lock(&store->write_lock);
     at = segment_of(store, id);
     seg = store->segs[at].seg;
-    /* One transaction, as nothing cascades (schema version 5): the flow
-     * and its bodies go together or not at all. Its entry in the search
+    /* One transaction, as nothing cascades (schema version 5; no trigger
+     * since version 12): the flow, its bodies and its WebSocket messages
+     * go together or not at all. Its entry in the search
      * index stays until the segment is dropped (contentless FTS5 rows
      * cannot be deleted); queries join the index with flows_N. SQLite's *
      * turns an overflowing product into a REAL, which no key equals: an
@@ -1783,6 +1946,9 @@ int flowstore_delete(struct flowstore *store, int64_t id, bool *found, char *err
         rc = step_sql_with_id(store, bodies_sql, id, NULL, "deleting a flow", msg, sizeof(msg));
     if (rc == SQLITE_DONE)
         rc = step_sql_with_id(store, unindexed_sql, id, NULL, "deleting a flow", msg, sizeof(msg));
+    if (rc == SQLITE_DONE)
+        rc = step_sql_with_id(store, "DELETE FROM ws_messages WHERE flow_id = ?1", id, NULL,
+                              "deleting a flow", msg, sizeof(msg));
     if (rc == SQLITE_DONE)
         rc = step_sql_with_id(store, flows_sql, id, &changes, "deleting a flow", msg, sizeof(msg));
     if (rc == SQLITE_DONE && changes > 0) {
@@ -1938,14 +2104,12 @@ static void read_field(struct reader *r, char *out, size_t out_len)
     snprintf(out, out_len, "%s", text != NULL ? (const char *)text : "");
 }
 
-static int read_minor(struct reader *r)
+static int read_version(struct reader *r)
 {
     const unsigned char *text = sqlite3_column_text(r->stmt, r->col);
 
     r->col++;
-    if (text == NULL || strncmp((const char *)text, "HTTP/1.", 7) != 0)
-        return 0;
-    return atoi((const char *)text + 7);
+    return flow_version_parse((const char *)text);
 }
 
 /* The row the statement is on, in the column order of RECORD_COLUMNS. */
@@ -1967,8 +2131,8 @@ static struct flowstore_record *read_record(sqlite3_stmt *stmt)
     read_field(&r, f->host, sizeof(f->host));
     f->port = (uint16_t)read_int(&r);
     f->target = read_text(&r);
-    f->request_version_minor = read_minor(&r);
-    f->response_version_minor = read_minor(&r);
+    f->request_version = read_version(&r);
+    f->response_version = read_version(&r);
     f->request_headers = read_text(&r);
     f->response_headers = read_text(&r);
     f->status = (int)read_int(&r);
@@ -2016,6 +2180,7 @@ static struct flowstore_record *read_record(sqlite3_stmt *stmt)
     f->request_body_original.truncated = read_int(&r) != 0;
     f->response_body_original.truncated = read_int(&r) != 0;
     f->rules_notes = read_text(&r);
+    f->replay_of = read_int(&r);
     f->is_imported = read_int(&r) != 0;
     if (r.has_failed) {
         flowstore_record_free(rec);
@@ -2540,6 +2705,17 @@ out:
     return ret;
 }
 
+int flowstore_get_ws_messages(struct flowstore *store, int64_t id, int64_t from_seq,
+                              struct flow_ws *out, char *err, size_t err_len)
+{
+    int ret;
+
+    pthread_mutex_lock(&store->read_lock);
+    ret = wsstore_read(store->rdb, id, from_seq, out, err, err_len);
+    pthread_mutex_unlock(&store->read_lock);
+    return ret;
+}
+
 int flowstore_newest_id(struct flowstore *store, int64_t *id, char *err, size_t err_len)
 {
     sqlite3_stmt *stmt = store->newest_stmt;
@@ -2559,6 +2735,37 @@ int flowstore_newest_id(struct flowstore *store, int64_t *id, char *err, size_t 
     ret = 0;
 out:
     sqlite3_reset(stmt);
+    pthread_mutex_unlock(&store->read_lock);
+    return ret;
+}
+
+int flowstore_newest_of_client(struct flowstore *store, const char *client, int64_t *id, char *err,
+                               size_t err_len)
+{
+    sqlite3_stmt *stmt = NULL;
+    int rc;
+    int ret = -1;
+
+    *id = 0;
+    pthread_mutex_lock(&store->read_lock);
+    /* Newest first from the end of the rowid b-tree: the flow just written
+     * is found after a few rows, whatever the table holds. */
+    rc = sqlite3_prepare_v2(store->rdb,
+                            "SELECT id FROM flows WHERE client = ?1 ORDER BY id DESC LIMIT 1", -1,
+                            &stmt, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_text(stmt, 1, client, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW)
+        *id = sqlite3_column_int64(stmt, 0);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        snprintf(err, err_len, "finding a flow: %s", sqlite3_errmsg(store->rdb));
+        goto out;
+    }
+    ret = 0;
+out:
+    sqlite3_finalize(stmt);
     pthread_mutex_unlock(&store->read_lock);
     return ret;
 }

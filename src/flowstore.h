@@ -167,10 +167,20 @@ int flowstore_get(struct flowstore *store, int64_t id, struct flowstore_record *
 int flowstore_get_body(struct flowstore *store, int64_t id, enum flowstore_direction direction,
                        unsigned char **data, size_t *len, char *err, size_t err_len);
 
+/* The WebSocket messages of flow id from seq from_seq on (0: all), in
+ * order, at most FLOW_WS_MAX_MESSAGES. Returns 0 with *out (caller frees
+ * with flow_ws_clear(); empty when none), or -1 with err. */
+int flowstore_get_ws_messages(struct flowstore *store, int64_t id, int64_t from_seq,
+                              struct flow_ws *out, char *err, size_t err_len);
+
 /* Deletes one flow and its bodies. Returns 0 with *found, or -1 with err. */
 int flowstore_delete(struct flowstore *store, int64_t id, bool *found, char *err, size_t err_len);
 /* Deletes every flow. Ids are never reused afterwards. Returns 0 or -1 with err. */
 int flowstore_clear(struct flowstore *store, char *err, size_t err_len);
+/* The id of the newest stored flow whose client is client (a replay's
+ * "replay of #N"), 0 when none. Returns 0 or -1 with err. */
+int flowstore_newest_of_client(struct flowstore *store, const char *client, int64_t *id, char *err,
+                               size_t err_len);
 /* The id of the newest stored flow, 0 when none. Returns 0 or -1 with err. */
 int flowstore_newest_id(struct flowstore *store, int64_t *id, char *err, size_t err_len);
 

@@ -283,13 +283,13 @@ static json_t *har_request(struct har *har, const struct flowstore_record *rec,
     const struct flow *f = &rec->flow;
     json_t *req = json_object();
     char version[16];
+    const char *http_version = flow_version_text(f->request_version, version, sizeof(version));
     char *url = flow_url(f);
     bool is_ok = req != NULL && url != NULL;
 
-    snprintf(version, sizeof(version), "HTTP/1.%d", f->request_version_minor);
     is_ok = is_ok && jsontext_set(req, "method", jsontext_str(f->method)) &&
             jsontext_set(req, "url", jsontext_str(url)) &&
-            jsontext_set(req, "httpVersion", json_string(version)) &&
+            jsontext_set(req, "httpVersion", json_string(http_version)) &&
             jsontext_set(req, "cookies", harcookie_request(f->request_headers)) &&
             jsontext_set(req, "headers", har_headers(f->request_headers)) &&
             jsontext_set(req, "queryString", har_query(f->target));
@@ -309,7 +309,7 @@ static json_t *har_request(struct har *har, const struct flowstore_record *rec,
     is_ok = is_ok &&
             jsontext_set(req, "headersSize",
                          json_integer(head_size(f->method, f->target != NULL ? f->target : "",
-                                                version, f->request_headers))) &&
+                                                http_version, f->request_headers))) &&
             jsontext_set(req, "bodySize", json_integer((json_int_t)f->request_body.size));
     free(url);
     if (!is_ok) {
@@ -333,8 +333,11 @@ static json_t *har_response(struct har *har, const struct flowstore_record *rec,
     size_t size = 0;
     bool is_ok = resp != NULL && content != NULL && json_object_set(resp, "content", content) == 0;
 
-    if (has_response)
-        snprintf(version, sizeof(version), "HTTP/1.%d", f->response_version_minor);
+    if (has_response) {
+        char other[16];
+        snprintf(version, sizeof(version), "%s",
+                 flow_version_text(f->response_version, other, sizeof(other)));
+    }
     snprintf(status, sizeof(status), "%d", f->status);
     if (!header_find(f->response_headers, "Location", &location, &location_len))
         location = "";

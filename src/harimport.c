@@ -403,11 +403,27 @@ out:
     return is_ok;
 }
 
-/* "HTTP/1.0" is 0; anything else (1.1, or a version a flow cannot name
- * such as h2) is 1. */
-static int version_minor(const char *text)
+/* A HAR's httpVersion as a flow's (10, 11 or 20, see flow_version_parse()),
+ * in any case and with the spellings browsers write for HTTP/2 ("h2",
+ * "HTTP/2.0"); anything else (missing, or a version a flow cannot name
+ * such as h3) is HTTP/1.1. */
+static int har_version(const char *text)
 {
-    return text != NULL && strcasecmp(text, "HTTP/1.0") == 0 ? 0 : 1;
+    char upper[16];
+    size_t i;
+    int version;
+
+    if (text == NULL || strlen(text) >= sizeof(upper))
+        return 11;
+    if (strcasecmp(text, "h2") == 0)
+        return 20;
+    for (i = 0; text[i] != '\0'; i++)
+        upper[i] = text[i] >= 'a' && text[i] <= 'z' ? (char)(text[i] - ('a' - 'A')) : text[i];
+    upper[i] = '\0';
+    if (strcmp(upper, "HTTP/2.0") == 0)
+        return 20;
+    version = flow_version_parse(upper);
+    return version == 10 || version == 11 || version == 20 ? version : 11;
 }
 
 static int64_t member_int(const json_t *obj, const char *key)
@@ -499,7 +515,7 @@ static struct flow *read_entry(const json_t *entry, size_t body_limit, const cha
     }
     if (!parse_url(url, f, why))
         goto fail;
-    f->request_version_minor = version_minor(member_string(req, "httpVersion", NULL));
+    f->request_version = har_version(member_string(req, "httpVersion", NULL));
     f->request_headers = header_section(json_object_get(req, "headers"), &req_encoding, why);
     if (f->request_headers == NULL)
         goto fail;
@@ -520,7 +536,7 @@ static struct flow *read_entry(const json_t *entry, size_t body_limit, const cha
     }
     if (reason != NULL)
         memcpy(f->reason, reason, reason_len + 1);
-    f->response_version_minor = version_minor(member_string(resp, "httpVersion", NULL));
+    f->response_version = har_version(member_string(resp, "httpVersion", NULL));
     /* Status 0 is no response (har.c writes no headers then): keep it
      * absent, not an empty section. */
     if (f->status != 0 || json_array_size(json_object_get(resp, "headers")) > 0) {

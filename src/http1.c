@@ -133,7 +133,7 @@ static bool ascii_case_equal(const char *a, size_t a_len, const char *b, size_t 
     return true;
 }
 
-static bool name_is(const struct http1_header *h, const char *name)
+static bool name_is(const struct message_field *h, const char *name)
 {
     return ascii_case_equal(h->name, h->name_len, name, strlen(name));
 }
@@ -185,7 +185,7 @@ bool http1_list_has_token(const char *value, size_t value_len, const char *token
     return false;
 }
 
-const struct http1_header *http1_find_header(const struct http1_head *head, const char *name)
+const struct message_field *http1_find_header(const struct http1_head *head, const char *name)
 {
     size_t i;
 
@@ -198,44 +198,12 @@ const struct http1_header *http1_find_header(const struct http1_head *head, cons
     return NULL;
 }
 
-bool http1_is_hop_by_hop(const struct http1_head *head, const struct http1_header *h)
+bool http1_is_hop_by_hop(const struct http1_head *head, const struct message_field *h)
 {
-    static const char *const fixed[] = {
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authorization",
-        "proxy-authenticate",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    };
-    size_t i;
+    struct message_fields all = {head != NULL ? head->headers : NULL,
+                                 head != NULL ? head->num_headers : 0};
 
-    if (h == NULL)
-        return false;
-    for (i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
-        if (name_is(h, fixed[i]))
-            return true;
-    }
-    if (head == NULL)
-        return false;
-    /* RFC 9110 7.6.1: every field named in Connection is hop-by-hop too. */
-    for (i = 0; i < head->num_headers; i++) {
-        const struct http1_header *c = &head->headers[i];
-        const char *cur = c->value;
-        const char *elem;
-        size_t elem_len;
-
-        if (!name_is(c, "connection"))
-            continue;
-        while (list_next(&cur, c->value + c->value_len, &elem, &elem_len)) {
-            if (elem_len > 0 && ascii_case_equal(elem, elem_len, h->name, h->name_len))
-                return true;
-        }
-    }
-    return false;
+    return message_is_hop_by_hop(head != NULL ? &all : NULL, h);
 }
 
 /* Expects CRLF at buf[*pos]; a lone CR or LF is refused (see the top comment). */
@@ -418,7 +386,7 @@ static int parse_fields(const char *buf, size_t len, size_t *pos, struct http1_h
     int r;
 
     for (;;) {
-        struct http1_header *h;
+        struct message_field *h;
         size_t name_start;
         size_t value_start;
         size_t value_end;
@@ -484,7 +452,7 @@ static int parse_fields(const char *buf, size_t len, size_t *pos, struct http1_h
  * lets a recipient accept; anything else is refused because two parsers could
  * each pick a different element.
  */
-static int parse_content_length(const struct http1_header *h, bool *seen, uint64_t *out)
+static int parse_content_length(const struct message_field *h, bool *seen, uint64_t *out)
 {
     const char *cur = h->value;
     const char *elem;
@@ -525,7 +493,7 @@ struct field_summary {
     int te_chunked_count;
     bool te_chunked_last;
     size_t host_count;
-    const struct http1_header *host;
+    const struct message_field *host;
     bool conn_close;
     bool conn_keep_alive;
     bool conn_upgrade;
@@ -564,7 +532,7 @@ static bool is_known_coding(const char *s, size_t len)
 }
 
 /* Transfer-Encoding fields form one list in field order (RFC 9110 5.3). */
-static void summarize_te(const struct http1_header *h, struct field_summary *sum)
+static void summarize_te(const struct message_field *h, struct field_summary *sum)
 {
     const char *cur = h->value;
     const char *elem;
@@ -599,7 +567,7 @@ static void summarize_fields(const struct http1_head *head, struct field_summary
 
     memset(sum, 0, sizeof(*sum));
     for (i = 0; i < head->num_headers; i++) {
-        const struct http1_header *h = &head->headers[i];
+        const struct message_field *h = &head->headers[i];
 
         if (name_is(h, "content-length")) {
             if (parse_content_length(h, &sum->has_cl, &sum->cl) < 0)

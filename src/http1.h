@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "message.h"
+
 #define HTTP1_MAX_REQUEST_LINE_BYTES 8192 /* longer -> 414 */
 #define HTTP1_MAX_HEAD_BYTES 65536        /* whole head incl. start line -> 431 */
 #define HTTP1_MAX_HEADERS 128             /* more header fields -> 431 */
@@ -24,12 +26,9 @@
 #define HTTP1_INCOMPLETE 0 /* need more bytes; nothing consumed */
 #define HTTP1_ERROR (-1)   /* see struct http1_error */
 
-struct http1_header {
-    const char *name;
-    size_t name_len;
-    const char *value; /* leading and trailing OWS already trimmed */
-    size_t value_len;
-};
+/* A parsed field is a message field (message.h), so a parsed head is read
+ * as a message without copying a field; values have their leading and
+ * trailing OWS trimmed. */
 
 enum http1_framing {
     HTTP1_BODY_NONE,        /* no body (e.g. GET without CL, HEAD/204/304/1xx response) */
@@ -50,7 +49,7 @@ struct http1_head {
     size_t reason_len;
 
     int version_minor; /* HTTP/1.<version_minor>: 0 or 1 */
-    struct http1_header headers[HTTP1_MAX_HEADERS];
+    struct message_field headers[HTTP1_MAX_HEADERS];
     size_t num_headers;
     size_t head_len; /* bytes of the head including the final CRLFCRLF */
 
@@ -92,7 +91,7 @@ int http1_parse_response(const char *buf, size_t len, const char *request_method
                          struct http1_error *err);
 
 /* Case-insensitive lookup of the first header named name; NULL if absent. */
-const struct http1_header *http1_find_header(const struct http1_head *head, const char *name);
+const struct message_field *http1_find_header(const struct http1_head *head, const char *name);
 
 /* True when value (a comma-separated list, e.g. Connection) contains token,
  * compared case-insensitively. */
@@ -108,7 +107,7 @@ bool http1_accepts_content_coding(const char *value, size_t value_len);
  * Proxy-Authenticate, TE, Trailer, Transfer-Encoding, Upgrade, and any field
  * named in head's Connection header.
  */
-bool http1_is_hop_by_hop(const struct http1_head *head, const struct http1_header *h);
+bool http1_is_hop_by_hop(const struct http1_head *head, const struct message_field *h);
 
 /* Streaming decoder of the chunked transfer coding (RFC 9112 7.1). */
 enum http1_chunk_result {

@@ -39,6 +39,8 @@ static int live_connections; /* guarded by live_lock */
 
 struct conn_start {
     const struct proxy_env *env;
+    listener_serve_fn serve;
+    const void *arg;
     int fd;
     struct sockaddr_storage peer;
 };
@@ -155,7 +157,7 @@ static void *conn_thread(void *arg)
     struct conn_start *start = arg;
     /* Named so that top -H, perf and /proc tell the proxy's threads apart. */
     pthread_setname_np(pthread_self(), "tw-conn");
-    session_serve_explicit(start->env, start->fd, &start->peer);
+    start->serve(start->env, start->fd, &start->peer, start->arg);
     free(start);
     pthread_mutex_lock(&live_lock);
     live_connections--;
@@ -196,8 +198,9 @@ int listener_fit_fd_limit(int max_connections, int other_fds)
 }
 
 /* The client gets a 503 right away instead of waiting in the backlog; one
- * non-blocking send, since the accept loop must never block. */
-static void refuse(int fd, const char *why)
+ * non-blocking send, since the accept loop must never block. A client of a
+ * listener that does not speak HTTP (SOCKS5) is only closed. */
+static void refuse(int fd, bool is_http, const char *why)
 {
     char msg[256];
     int body = (int)strlen(why) + (int)sizeof("tapwire: , try again\n") - 1;
@@ -207,16 +210,16 @@ static void refuse(int fd, const char *why)
                      "Connection: close\r\nRetry-After: 1\r\n\r\n"
                      "tapwire: %s, try again\n",
                      body, why);
-    if (n > 0 && (size_t)n < sizeof(msg)) {
+    if (is_http && n > 0 && (size_t)n < sizeof(msg)) {
         ssize_t w = send(fd, msg, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
         (void)w;
     }
     close(fd);
 }
 
-static void refuse_busy(int fd)
+static void refuse_busy(int fd, bool is_http)
 {
-    refuse(fd, "too many connections");
+    refuse(fd, is_http, "too many connections");
 }
 
 /* A descriptor held in reserve for when accept() fails with EMFILE: without
@@ -231,16 +234,17 @@ static int open_reserve_fd(void)
 
 /* Out of descriptors: answer the oldest waiting client with a 503, if the
  * reserve allows, and log it at most once per LISTENER_FD_LOG_INTERVAL_MS. */
-static void shed_on_fd_exhaustion(int listen_fd, int *reserve_fd, int accept_errno)
+static void shed_on_fd_exhaustion(const struct listener_socket *ls, int *reserve_fd,
+                                  int accept_errno)
 {
     static int64_t last_log_ms;
     static unsigned long refused_since_log;
     bool answered = false;
     if (*reserve_fd >= 0) {
         close(*reserve_fd);
-        int fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
+        int fd = accept4(ls->fd, NULL, NULL, SOCK_CLOEXEC);
         if (fd >= 0) {
-            refuse(fd, "out of file descriptors");
+            refuse(fd, ls->is_http, "out of file descriptors");
             answered = true;
         }
     }
@@ -274,8 +278,60 @@ static int wait_for_connections(int timeout_ms)
     return left;
 }
 
-int listener_run(int listen_fd, const struct proxy_env *env, int grace_ms, int cancel_write_fd)
+/* Accepts one client on ls and starts its thread, unless the cap is
+ * reached or descriptors ran out. */
+static void accept_one(const struct listener_socket *ls, const struct proxy_env *env,
+                       pthread_attr_t *attr, int *reserve_fd)
 {
+    struct conn_start *start = calloc(1, sizeof(*start));
+    if (!start) {
+        log_error("out of memory accepting a connection");
+        struct timespec pause = {0, 10000000L};
+        nanosleep(&pause, NULL);
+        return;
+    }
+    socklen_t sl = sizeof(start->peer);
+    int fd = accept4(ls->fd, (struct sockaddr *)&start->peer, &sl, SOCK_CLOEXEC);
+    if (fd < 0) {
+        free(start);
+        if (errno == EMFILE || errno == ENFILE)
+            shed_on_fd_exhaustion(ls, reserve_fd, errno);
+        return;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    pthread_mutex_lock(&live_lock);
+    bool full = live_connections >= env->cfg->max_connections;
+    if (!full)
+        live_connections++;
+    pthread_mutex_unlock(&live_lock);
+    if (full) {
+        free(start);
+        refuse_busy(fd, ls->is_http);
+        log_warn("connection refused: %d connections already (--max-connections)",
+                 env->cfg->max_connections);
+        return;
+    }
+    start->env = env;
+    start->serve = ls->serve;
+    start->arg = ls->arg;
+    start->fd = fd;
+    pthread_t tid;
+    int e = pthread_create(&tid, attr, conn_thread, start);
+    if (e != 0) {
+        log_error("cannot start a connection thread: %s", strerror(e));
+        close(fd);
+        free(start);
+        pthread_mutex_lock(&live_lock);
+        live_connections--;
+        pthread_mutex_unlock(&live_lock);
+    }
+}
+
+int listener_run(const struct listener_socket *socks, size_t count, const struct proxy_env *env,
+                 int grace_ms, int cancel_write_fd)
+{
+    struct pollfd p[LISTENER_MAX_SOCKETS + 1];
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
@@ -283,67 +339,31 @@ int listener_run(int listen_fd, const struct proxy_env *env, int grace_ms, int c
     int reserve_fd = open_reserve_fd();
     if (reserve_fd < 0)
         log_warn("cannot open /dev/null as a reserve descriptor: %s", strerror(errno));
+    if (count > LISTENER_MAX_SOCKETS)
+        count = LISTENER_MAX_SOCKETS;
 
     for (;;) {
-        struct pollfd p[2] = {{.fd = listen_fd, .events = POLLIN},
-                              {.fd = env->stop_fd, .events = POLLIN}};
-        int r = poll(p, 2, -1);
+        for (size_t i = 0; i < count; i++)
+            p[i] = (struct pollfd){.fd = socks[i].fd, .events = POLLIN};
+        p[count] = (struct pollfd){.fd = env->stop_fd, .events = POLLIN};
+        int r = poll(p, count + 1, -1);
         if (r < 0 && errno == EINTR)
             continue;
         if (r < 0) {
-            log_error("poll on the listening socket: %s", strerror(errno));
+            log_error("poll on the listening sockets: %s", strerror(errno));
             break;
         }
-        if (p[1].revents & POLLIN)
+        if (p[count].revents & POLLIN)
             break;
-        if (!(p[0].revents & POLLIN))
-            continue;
-        struct conn_start *start = calloc(1, sizeof(*start));
-        if (!start) {
-            log_error("out of memory accepting a connection");
-            struct timespec pause = {0, 10000000L};
-            nanosleep(&pause, NULL);
-            continue;
-        }
-        socklen_t sl = sizeof(start->peer);
-        int fd = accept4(listen_fd, (struct sockaddr *)&start->peer, &sl, SOCK_CLOEXEC);
-        if (fd < 0) {
-            free(start);
-            if (errno == EMFILE || errno == ENFILE)
-                shed_on_fd_exhaustion(listen_fd, &reserve_fd, errno);
-            continue;
-        }
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        pthread_mutex_lock(&live_lock);
-        bool full = live_connections >= env->cfg->max_connections;
-        if (!full)
-            live_connections++;
-        pthread_mutex_unlock(&live_lock);
-        if (full) {
-            free(start);
-            refuse_busy(fd);
-            log_warn("connection refused: %d connections already (--max-connections)",
-                     env->cfg->max_connections);
-            continue;
-        }
-        start->env = env;
-        start->fd = fd;
-        pthread_t tid;
-        int e = pthread_create(&tid, &attr, conn_thread, start);
-        if (e != 0) {
-            log_error("cannot start a connection thread: %s", strerror(e));
-            close(fd);
-            free(start);
-            pthread_mutex_lock(&live_lock);
-            live_connections--;
-            pthread_mutex_unlock(&live_lock);
-        }
+        for (size_t i = 0; i < count; i++)
+            if (p[i].revents & POLLIN)
+                accept_one(&socks[i], env, &attr, &reserve_fd);
     }
     pthread_attr_destroy(&attr);
     if (reserve_fd >= 0)
         close(reserve_fd);
-    close(listen_fd);
+    for (size_t i = 0; i < count; i++)
+        close(socks[i].fd);
 
     int left = wait_for_connections(grace_ms);
     if (left > 0) {

@@ -50,14 +50,34 @@ bool listener_is_wildcard_host(const char *host);
  */
 int listener_fit_fd_limit(int max_connections, int other_fds);
 
+/* At most this many listening sockets (--listen, every --socks5,
+ * --transparent and --reverse). */
+#define LISTENER_MAX_SOCKETS 24
+
+/* A session entry point: serves the client on fd, then closes fd. arg is
+ * the listening socket's own setting (e.g. a reverse proxy's origin). */
+typedef void (*listener_serve_fn)(const struct proxy_env *env, int fd,
+                                  const struct sockaddr_storage *peer, const void *arg);
+
+/* One listening socket and the entry point its clients start at. */
+struct listener_socket {
+    int fd;
+    listener_serve_fn serve; /* explicit proxy, SOCKS5, transparent, reverse */
+    const void *arg;         /* handed to serve; outlives listener_run() */
+    bool is_http;            /* a client turned away gets an HTTP 503 (else just a close) */
+};
+
 /*
- * Accepts on listen_fd until env->stop_fd becomes readable, then closes
- * listen_fd and waits up to grace_ms for connection threads to finish; past
- * that it writes a byte to cancel_write_fd (the write end of env->cancel_fd)
- * and waits a little more. Returns the number of connections still running
- * (0 on a clean stop). When accept() runs out of descriptors anyway, the
- * client waiting in the backlog is still answered 503 and closed.
+ * Accepts on every socket of socks[count] until env->stop_fd becomes
+ * readable, then closes them and waits up to grace_ms for connection
+ * threads to finish; past that it writes a byte to cancel_write_fd (the
+ * write end of env->cancel_fd) and waits a little more. Returns the number
+ * of connections still running (0 on a clean stop). The connection cap
+ * counts the clients of every socket. When accept() runs out of
+ * descriptors anyway, the client waiting in the backlog is still answered
+ * 503 (or closed) at once.
  */
-int listener_run(int listen_fd, const struct proxy_env *env, int grace_ms, int cancel_write_fd);
+int listener_run(const struct listener_socket *socks, size_t count, const struct proxy_env *env,
+                 int grace_ms, int cancel_write_fd);
 
 #endif

@@ -15,6 +15,7 @@
 
 #include "ca.h"
 #include "certstore.h"
+#include "clientcert.h"
 #include "config.h"
 #include "dashboard.h"
 #include "dashtoken.h"
@@ -25,9 +26,15 @@
 #include "instancelock.h"
 #include "listener.h"
 #include "log.h"
+#include "proxyauth.h"
+#include "intercept.h"
+#include "replay.h"
 #include "rulebook.h"
+#include "socks5listen.h"
 #include "tlsserver.h"
+#include "transparent.h"
 #include "upstream.h"
+#include "upstreamproxy.h"
 
 static int stop_pipe[2] = {-1, -1};
 static int hup_pipe[2] = {-1, -1};
@@ -139,7 +146,7 @@ static int check_database(const char *db_path, char *err, size_t err_len)
  * where to get it from a device, the dashboard. A wildcard listener is
  * shown as the addresses it can be reached at. */
 static void print_startup(const struct config *cfg, const struct ca *ca,
-                          const struct dashboard *dash, uint16_t port)
+                          const struct dashboard *dash, uint16_t port, const char *proxy_name)
 {
     char reachable[1024];
     char first[256];
@@ -152,11 +159,34 @@ static void print_startup(const struct config *cfg, const struct ca *ca,
         printf("proxy listening on port %u of every address: %s\n", port, reachable);
     else
         printf("proxy listening on %s\n", reachable);
+    for (size_t i = 0; i < cfg->socks5_count; i++) {
+        char socks[1024];
+        listener_reachable_addresses(cfg->socks5[i].host, cfg->socks5[i].port, socks,
+                                     sizeof(socks));
+        printf("SOCKS5 listening on %s\n", socks);
+    }
+    for (size_t i = 0; i < cfg->transparent_count; i++) {
+        char where[1024];
+        listener_reachable_addresses(cfg->transparent[i].host, cfg->transparent[i].port, where,
+                                     sizeof(where));
+        printf("transparent proxy listening on %s\n", where);
+    }
+    for (size_t i = 0; i < cfg->reverse_count; i++) {
+        const struct reverse_target *rt = &cfg->reverse[i];
+        char where[1024];
+        listener_reachable_addresses(rt->listen_host, rt->listen_port, where, sizeof(where));
+        printf("reverse proxy listening on %s%s for %s://%s%s\n",
+               rt->is_tls_listener ? "https://" : "http://", where, rt->is_tls ? "https" : "http",
+               rt->authority, rt->prefix);
+    }
     printf("CA certificate: %s\n"
            "  Trust it once, e.g.: curl --cacert %s -x http://%s https://example.org/\n"
            "  From a phone or another browser: open http://tapwire.invalid/ through the proxy\n"
            "  Browsers, Debian's store and phones: see tapwire(1), section TRUSTING THE CA.\n",
            ca_cert_path(ca), ca_cert_path(ca), first);
+    if (cfg->upstream_proxy != NULL)
+        printf("origins reached through the upstream proxy %s%s\n", proxy_name,
+               cfg->upstream_proxy_ignore_count > 0 ? " (but --upstream-proxy-ignore hosts)" : "");
     if (dash == NULL)
         printf("dashboard: off (--no-dashboard)\n");
     else if (dashboard_url(dash, url, sizeof(url)) > 0)
@@ -182,7 +212,8 @@ static enum log_level level_from_config(int setting)
  * otherwise use it to reach this host's loopback services and the LAN.
  */
 static int setup_guard(struct destguard *guard, const struct config *cfg, int listen_fd,
-                       const struct dashboard *dash, char *err, size_t err_len)
+                       const int *other_fd, size_t other_count, const struct dashboard *dash,
+                       char *err, size_t err_len)
 {
     struct sockaddr_storage addr;
     socklen_t len = sizeof(addr);
@@ -201,6 +232,14 @@ static int setup_guard(struct destguard *guard, const struct config *cfg, int li
         errmsg_set(err, err_len, "cannot tell the dashboard's own address");
         return -1;
     }
+    for (size_t i = 0; i < other_count; i++) {
+        len = sizeof(addr);
+        if (getsockname(other_fd[i], (struct sockaddr *)&addr, &len) != 0 ||
+            destguard_add_self(guard, (struct sockaddr *)&addr) < 0) {
+            errmsg_set(err, err_len, "cannot tell a listener's own address");
+            return -1;
+        }
+    }
     if (guard->block_private)
         log_info("refusing loopback and private destinations (%s)",
                  cfg->private_destinations == CONFIG_PRIVATE_BLOCK
@@ -208,6 +247,8 @@ static int setup_guard(struct destguard *guard, const struct config *cfg, int li
                      : "the proxy listens beyond loopback; --allow-private to allow them");
     return 0;
 }
+
+#define APP_MAX_OTHER (CONFIG_MAX_SOCKS5 + CONFIG_MAX_TRANSPARENT + CONFIG_MAX_REVERSE)
 
 /* Everything main starts, in the order it starts them; app_close() stops
  * them in reverse. */
@@ -225,7 +266,16 @@ struct app {
     struct dashboard *dash;
     int listen_fd;
     uint16_t port;
+    /* Every other listening socket: --socks5, then --transparent, then
+     * --reverse, in the order of their options. */
+    int other_fd[APP_MAX_OTHER];
+    size_t other_count;
     struct destguard guard;
+    struct proxyauth *auth;
+    struct upstreamproxy *proxy;
+    struct clientcert *client_certs;
+    struct intercept *intercept;
+    struct replay *replay;
     int cancel_pipe[2];
 };
 
@@ -281,7 +331,47 @@ static int open_tls(struct app *app, char *err, size_t err_len)
     if (app->server_ctx == NULL)
         return -1;
     app->upstream_ctx = upstream_ctx_new(&up_opts, err, err_len);
-    return app->upstream_ctx != NULL ? 0 : -1;
+    if (app->upstream_ctx == NULL)
+        return -1;
+    if (cfg->client_cert_count > 0) {
+        if (clientcert_load(cfg->client_certs, cfg->client_cert_count, &app->client_certs, err,
+                            err_len) < 0)
+            return -1;
+        clientcert_attach(app->upstream_ctx, app->client_certs);
+    }
+    return 0;
+}
+
+/* The intercept room with --intercept's filter, and replay, both for the
+ * dashboard (the intercept for the sessions too). */
+static int open_interact(struct app *app, char *err, size_t err_len)
+{
+    struct config *cfg = &app->cfg;
+    struct replay_env env = {
+        .cfg = cfg,
+        .flows = cfg->capture_enabled ? app->flows : NULL,
+        .rules = rulebook_current(app->book),
+        .guard = &app->guard, /* filled by open_listener(), before any client */
+        .proxy = app->proxy,
+        .upstream_ctx = app->upstream_ctx,
+        .cancel_fd = app->cancel_pipe[0],
+    };
+
+    app->intercept = intercept_new(cfg->intercept_timeout_s * 1000);
+    app->replay = replay_new(&env);
+    if (app->intercept == NULL || app->replay == NULL) {
+        snprintf(err, err_len, "out of memory");
+        return -1;
+    }
+    if (cfg->intercept != NULL && intercept_set_filter(app->intercept, cfg->intercept,
+                                                       strlen(cfg->intercept), err, err_len) < 0) {
+        errmsg_prefix(err, err_len, "--intercept: ");
+        return -1;
+    }
+    if (cfg->intercept != NULL && cfg->intercept[0] != '\0')
+        log_info("intercepting flows that match: %s (for %d s at most)", cfg->intercept,
+                 cfg->intercept_timeout_s);
+    return 0;
 }
 
 /* The dashboard, with the kept token unless --dashboard-token gave one. */
@@ -310,12 +400,64 @@ static int start_dashboard(struct app *app, char *err, size_t err_len)
         .certs = app->certs,
         .db_path = cfg->db_path,
         .capture_limit = cfg->capture_limit,
+        .intercept = app->intercept,
+        .replay = app->replay,
     };
     if (dashboard_start(&dopts, app->flows, app->ca, &app->dash, err, err_len) < 0) {
         errmsg_prefix(err, err_len, "dashboard: ");
         return -1;
     }
     cfg->dashboard_port = dashboard_port(app->dash); /* the real one when 0 was asked */
+    return 0;
+}
+
+/* --proxy-auth or --proxy-auth-file, and --upstream-proxy, when given. */
+static int load_proxy_settings(struct app *app, char *err, size_t err_len)
+{
+    const struct config *cfg = &app->cfg;
+
+    if (cfg->upstream_proxy != NULL &&
+        upstreamproxy_new(cfg->upstream_proxy, cfg->upstream_proxy_ignore,
+                          cfg->upstream_proxy_ignore_count, &app->proxy, err, err_len) < 0)
+        return -1;
+
+    if (cfg->proxy_auth != NULL)
+        return proxyauth_new(cfg->proxy_auth, &app->auth, err, err_len);
+    if (cfg->proxy_auth_file != NULL)
+        return proxyauth_load_file(cfg->proxy_auth_file, &app->auth, err, err_len);
+    return 0;
+}
+
+/* An intercepting proxy that anyone on the network can use is a relay for
+ * anyone, into this host's network too: said loudly, once per listener. */
+static void warn_if_open(const struct app *app, int fd, const char *option)
+{
+    struct sockaddr_storage addr;
+    socklen_t len = sizeof(addr);
+
+    if (app->auth != NULL || getsockname(fd, (struct sockaddr *)&addr, &len) != 0 ||
+        destguard_is_loopback((struct sockaddr *)&addr))
+        return;
+    fprintf(stderr,
+            "tapwire: WARNING: %s listens beyond loopback without --proxy-auth: anyone who\n"
+            "tapwire: can reach this port can use tapwire as a relay, and read and change\n"
+            "tapwire: what passes through it. Give --proxy-auth USER:PASS, or listen on\n"
+            "tapwire: 127.0.0.1 only.\n",
+            option);
+}
+
+/* One more listening socket; *port becomes the real one when 0 asked for
+ * an ephemeral port. */
+static int open_other(struct app *app, const char *host, uint16_t *port, const char *option,
+                      char *err, size_t err_len)
+{
+    int fd = listener_open(host, *port, port, err, err_len);
+
+    if (fd < 0) {
+        errmsg_prefix(err, err_len, option);
+        return -1;
+    }
+    app->other_fd[app->other_count++] = fd;
     return 0;
 }
 
@@ -331,7 +473,48 @@ static int open_listener(struct app *app, char *err, size_t err_len)
     if (app->listen_fd < 0)
         return -1;
     cfg->listen_port = app->port; /* the real one, when 0 asked for an ephemeral port */
-    return setup_guard(&app->guard, cfg, app->listen_fd, app->dash, err, err_len);
+    for (size_t i = 0; i < cfg->socks5_count; i++)
+        if (open_other(app, cfg->socks5[i].host, &cfg->socks5[i].port, "--socks5: ", err, err_len) <
+            0)
+            return -1;
+    for (size_t i = 0; i < cfg->transparent_count; i++)
+        if (open_other(app, cfg->transparent[i].host, &cfg->transparent[i].port,
+                       "--transparent: ", err, err_len) < 0)
+            return -1;
+    for (size_t i = 0; i < cfg->reverse_count; i++)
+        if (open_other(app, cfg->reverse[i].listen_host, &cfg->reverse[i].listen_port,
+                       "--reverse: ", err, err_len) < 0)
+            return -1;
+    return setup_guard(&app->guard, cfg, app->listen_fd, app->other_fd, app->other_count, app->dash,
+                       err, err_len);
+}
+
+/* The entry point of each kind of listener (listener.h). */
+static void serve_explicit(const struct proxy_env *env, int fd, const struct sockaddr_storage *peer,
+                           const void *arg)
+{
+    (void)arg;
+    session_serve_explicit(env, fd, peer);
+}
+
+static void serve_socks5(const struct proxy_env *env, int fd, const struct sockaddr_storage *peer,
+                         const void *arg)
+{
+    (void)arg;
+    socks5listen_serve(env, fd, peer);
+}
+
+static void serve_transparent(const struct proxy_env *env, int fd,
+                              const struct sockaddr_storage *peer, const void *arg)
+{
+    (void)arg;
+    transparent_serve(env, fd, peer);
+}
+
+static void serve_reverse(const struct proxy_env *env, int fd, const struct sockaddr_storage *peer,
+                          const void *arg)
+{
+    session_serve_reverse(env, fd, peer, arg);
 }
 
 /* Serves until SIGINT/SIGTERM. Returns 0 after a clean stop; does not
@@ -346,15 +529,35 @@ static int serve(struct app *app)
         .certs = app->certs,
         .flows = cfg->capture_enabled ? app->flows : NULL,
         .rules = rulebook_current(app->book),
+        .intercept = app->intercept,
         .guard = &app->guard,
+        .auth = app->auth,
+        .proxy = app->proxy,
         .server_ctx = app->server_ctx,
         .upstream_ctx = app->upstream_ctx,
         .stop_fd = stop_pipe[0],
         .cancel_fd = app->cancel_pipe[0],
     };
-    int left = listener_run(app->listen_fd, &env, cfg->shutdown_grace_ms, app->cancel_pipe[1]);
+    struct listener_socket socks[1 + APP_MAX_OTHER] = {
+        {.fd = app->listen_fd, .serve = serve_explicit, .is_http = true},
+    };
+    size_t count = 1, other = 0;
+
+    for (size_t i = 0; i < cfg->socks5_count; i++)
+        socks[count++] =
+            (struct listener_socket){.fd = app->other_fd[other++], .serve = serve_socks5};
+    for (size_t i = 0; i < cfg->transparent_count; i++)
+        socks[count++] =
+            (struct listener_socket){.fd = app->other_fd[other++], .serve = serve_transparent};
+    for (size_t i = 0; i < cfg->reverse_count; i++)
+        socks[count++] = (struct listener_socket){.fd = app->other_fd[other++],
+                                                  .serve = serve_reverse,
+                                                  .arg = &cfg->reverse[i],
+                                                  .is_http = !cfg->reverse[i].is_tls_listener};
+    int left = listener_run(socks, count, &env, cfg->shutdown_grace_ms, app->cancel_pipe[1]);
 
     app->listen_fd = -1;
+    app->other_count = 0; /* listener_run() closed them */
     if (left > 0) {
         log_warn("exiting with %d connection(s) still open", left);
         if (flowstore_sync(app->flows, MAIN_FLOW_DRAIN_MS) != 0)
@@ -373,20 +576,27 @@ static void app_close(struct app *app)
 {
     if (app->listen_fd >= 0)
         close(app->listen_fd);
+    for (size_t i = 0; i < app->other_count; i++)
+        close(app->other_fd[i]);
     if (app->has_reloader) {
         ssize_t w = write(stop_pipe[1], "x", 1); /* ends the reload thread if still waiting */
         (void)w;
         pthread_join(app->reloader, NULL);
     }
     SSL_CTX_free(app->upstream_ctx);
+    clientcert_free(app->client_certs); /* after the context that used them */
     SSL_CTX_free(app->server_ctx);
     dashboard_stop(app->dash);
+    replay_free(app->replay); /* after the dashboard, which runs replays */
+    intercept_free(app->intercept);
     flowstore_close(app->flows); /* writes every queued flow first, then logs the totals */
     rulebook_close(app->book);
     certstore_close(app->certs);
     instancelock_release(app->db_lock);
     instancelock_release(app->dir_lock);
     ca_free(app->ca);
+    proxyauth_free(app->auth);
+    upstreamproxy_free(app->proxy);
     config_free(&app->cfg);
     for (int i = 0; i < 2; i++) {
         if (stop_pipe[i] >= 0)
@@ -426,11 +636,18 @@ int main(int argc, char **argv)
         log_error("cannot set up signal handling: %s", strerror(errno));
         goto out;
     }
-    if (open_stores(&app, err, sizeof(err)) < 0 || open_tls(&app, err, sizeof(err)) < 0 ||
-        start_dashboard(&app, err, sizeof(err)) < 0 || open_listener(&app, err, sizeof(err)) < 0) {
+    if (load_proxy_settings(&app, err, sizeof(err)) < 0 ||
+        open_stores(&app, err, sizeof(err)) < 0 || open_tls(&app, err, sizeof(err)) < 0 ||
+        open_interact(&app, err, sizeof(err)) < 0 || start_dashboard(&app, err, sizeof(err)) < 0 ||
+        open_listener(&app, err, sizeof(err)) < 0) {
         log_error("%s", err);
         goto out;
     }
+    warn_if_open(&app, app.listen_fd, "--listen");
+    /* Not --transparent nor --reverse: their clients cannot choose where
+     * tapwire connects (the firewall's NAT entry does, or the one URL). */
+    for (size_t i = 0; i < cfg->socks5_count; i++)
+        warn_if_open(&app, app.other_fd[i], "--socks5");
     if (cfg->insecure)
         fprintf(stderr,
                 "tapwire: WARNING: --insecure: upstream certificates are NOT verified. Anyone on\n"
@@ -439,7 +656,8 @@ int main(int argc, char **argv)
     if (cfg->keylog_file)
         fprintf(stderr, "tapwire: SSLKEYLOGFILE: writing TLS session keys to %s\n",
                 cfg->keylog_file);
-    print_startup(cfg, app.ca, app.dash, app.port);
+    print_startup(cfg, app.ca, app.dash, app.port,
+                  app.proxy != NULL ? upstreamproxy_name(app.proxy) : NULL);
     status = serve(&app);
 out:
     app_close(&app);

@@ -18,7 +18,30 @@
 
 #include "clock.h"
 
-static const unsigned char alpn_http11[] = "\x08http/1.1";
+/* The ALPN list offered: RFC 7301 3.1, one length byte before each name. */
+static size_t alpn_offer(const struct origin_target *target, unsigned char *out)
+{
+    size_t n = 0;
+
+    if (target->offers_h2) {
+        memcpy(out + n, "\x02h2", 3);
+        n += 3;
+    }
+    if (target->offers_http11) {
+        memcpy(out + n, "\x08http/1.1", 9);
+        n += 9;
+    }
+    return n;
+}
+
+static bool chose_h2(SSL *ssl)
+{
+    const unsigned char *alpn = NULL;
+    unsigned int len = 0;
+
+    SSL_get0_alpn_selected(ssl, &alpn, &len);
+    return len == 2 && memcmp(alpn, "h2", 2) == 0;
+}
 
 static void tls_facts_clear(struct origin_tls *t)
 {
@@ -48,6 +71,24 @@ static void tls_facts_record(struct origin_tls *t, SSL *ssl, X509 *peer, const c
     t->verification = verification != NULL ? strdup(verification) : NULL;
 }
 
+/* TCP to the target, or through the upstream proxy when one applies: a
+ * CONNECT for TLS and raw relays, the proxy itself for plain HTTP. A numeric
+ * destination is judged by the guard first either way; a name is resolved
+ * by the proxy. */
+static int connect_tcp(const struct origin_settings *settings, const struct origin_target *target,
+                       struct upstream_error *err)
+{
+    bool is_tunnel = target->is_tls || !target->is_plain_http;
+
+    if (!upstreamproxy_applies(settings->proxy, target->host))
+        return upstream_connect_tcp(target->host, target->port, settings->timeout_ms,
+                                    settings->guard, err);
+    if (upstream_check_numeric(target->host, target->port, settings->guard, err) < 0)
+        return -1;
+    return upstreamproxy_connect(settings->proxy, target->host, target->port, is_tunnel,
+                                 settings->timeout_ms, settings->cancel_fd, err);
+}
+
 void origin_init(struct origin *o, int cancel_fd)
 {
     memset(o, 0, sizeof(*o));
@@ -64,19 +105,22 @@ int origin_open(struct origin *o, const struct origin_settings *settings,
 
     memset(err, 0, sizeof(*err));
     origin_close(o);
+    o->is_h2 = false;
     o->insecure_note[0] = '\0';
     o->opened_at_us = clock_wall_us();
     o->connected_at_us = o->tls_done_at_us = 0;
-    fd = upstream_connect_tcp(target->host, target->port, settings->timeout_ms, settings->guard,
-                              err);
+    fd = connect_tcp(settings, target, err);
     if (fd < 0)
         goto out;
+    o->is_proxied_http = target->is_plain_http && !target->is_tls &&
+                         upstreamproxy_applies(settings->proxy, target->host);
     o->connected_at_us = clock_wall_us();
     if (target->is_tls) {
+        unsigned char alpn[16];
+        size_t alpn_len = alpn_offer(target, alpn);
         ssl = upstream_tls_connect(settings->tls_ctx, fd, target->sni, target->verify_name,
-                                   target->offers_http11 ? alpn_http11 : NULL,
-                                   target->offers_http11 ? sizeof(alpn_http11) - 1 : 0,
-                                   settings->timeout_ms, &cert, err);
+                                   alpn_len > 0 ? alpn : NULL, alpn_len, settings->timeout_ms,
+                                   &cert, err);
         o->tls_done_at_us = clock_wall_us();
         if (ssl == NULL) {
             tls_facts_record(&o->tls, NULL, cert, err->reason);
@@ -92,8 +136,10 @@ int origin_open(struct origin *o, const struct origin_settings *settings,
         goto out;
     }
     fd = -1; /* the stream's now */
-    if (ssl != NULL)
+    if (ssl != NULL) {
+        o->is_h2 = chose_h2(ssl);
         stream_attach_tls(&o->stream, ssl);
+    }
     ssl = NULL;
     snprintf(o->host, sizeof(o->host), "%s", target->host);
     o->port = target->port;

@@ -19,6 +19,7 @@
 #include "destguard.h"
 #include "stream.h"
 #include "upstream.h"
+#include "upstreamproxy.h"
 
 /* What is known about the TLS of the origin connection, for the flows that
  * use it. Strings owned; NULL when unknown. */
@@ -34,11 +35,12 @@ struct origin_tls {
 
 /* Read-only settings every origin connection of the process shares. */
 struct origin_settings {
-    SSL_CTX *tls_ctx;              /* TLS towards origins (upstream_ctx_new()) */
-    const struct destguard *guard; /* NULL: no destination is refused */
-    int timeout_ms;                /* connect, and the TLS handshake */
-    int cancel_fd;                 /* readable on shutdown: waits end */
-    size_t in_max_bytes;           /* bound of the stream's input buffer */
+    SSL_CTX *tls_ctx;                  /* TLS towards origins (upstream_ctx_new()) */
+    const struct destguard *guard;     /* NULL: no destination is refused */
+    const struct upstreamproxy *proxy; /* --upstream-proxy, NULL: connect directly */
+    int timeout_ms;                    /* connect, and the TLS handshake */
+    int cancel_fd;                     /* readable on shutdown: waits end */
+    size_t in_max_bytes;               /* bound of the stream's input buffer */
 };
 
 /* Where to connect and what to ask for. */
@@ -49,6 +51,10 @@ struct origin_target {
     const char *sni;         /* NULL: none sent */
     const char *verify_name; /* the name the certificate must carry */
     bool offers_http11;      /* ALPN http/1.1 (the client offered it, or no client) */
+    bool offers_h2;          /* ALPN h2 (the client offered it and can be served it) */
+    /* Plain HTTP requests will be sent (not TLS, not a raw relay): through
+     * an upstream proxy they go in absolute-form, without a CONNECT. */
+    bool is_plain_http;
 };
 
 struct origin {
@@ -56,6 +62,10 @@ struct origin {
     char host[256];
     uint16_t port;
     bool is_tls;
+    bool is_h2; /* the origin chose h2 by ALPN */
+    /* Connected to the upstream proxy, not the origin: every request head
+     * goes in absolute-form (upstreamproxy_prepare()). */
+    bool is_proxied_http;
     struct origin_tls tls;
     /* Wall-clock microseconds of the last origin_open(): begun, TCP
      * connected, TLS done (0 when a step did not happen). The next flow

@@ -25,6 +25,7 @@
 #include "clock.h"
 #include "errmsg.h"
 #include "httptoken.h"
+#include "regexsearch.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -39,11 +40,6 @@
 #define SEARCH_NOT_FOUND ((size_t)-1)
 #define BUDGET_CHECK_EVERY 256 /* literal matches between two looks at the clock */
 #define MAX_GROUP_NAME_BYTES 128
-/* Start positions one pcre2_match() call may try (see search()): at most
- * this many times the match limit's worth of work between two looks at the
- * clock. */
-#define MATCH_WINDOW_POSITIONS 64
-#define SEARCH_OVER_BUDGET (-100000) /* not a PCRE2 error code */
 
 struct rule_set {
     atomic_long refs;
@@ -1771,173 +1767,24 @@ static bool glob_match(const char *g, const char *s)
 
 static void pcre2_reason(int code, char *why, size_t why_len)
 {
-    PCRE2_UCHAR msg[200];
+    char budget[64];
 
-    switch (code) {
-    case PCRE2_ERROR_MATCHLIMIT:
-        errmsg_set(why, why_len, "regex match limit reached (the regex backtracks too much)");
-        break;
-    case PCRE2_ERROR_DEPTHLIMIT:
-        errmsg_set(why, why_len, "regex depth limit reached");
-        break;
-    case PCRE2_ERROR_HEAPLIMIT:
-        errmsg_set(why, why_len, "regex heap limit reached");
-        break;
-    case SEARCH_OVER_BUDGET:
-        errmsg_set(why, why_len, "the rules took longer than %d ms", RULES_APPLY_BUDGET_MS);
-        break;
-    default:
-        if (pcre2_get_error_message(code, msg, sizeof(msg)) < 0)
-            errmsg_set(why, why_len, "regex error %d", code);
-        else
-            errmsg_set(why, why_len, "regex error: %s", (const char *)msg);
-    }
-}
-
-/* pcre2_match() that falls back from JIT to the interpreter when the JIT
- * stack (32 KiB by default) is too small for the pattern; the interpreter
- * keeps its frames on the heap, bounded by RULES_HEAP_LIMIT_KIB. */
-static int run_match(const pcre2_code *re, pcre2_match_context *mc, const unsigned char *s,
-                     size_t len, size_t offset, uint32_t options, pcre2_match_data *md)
-{
-    int rc = pcre2_match(re, s, len, offset, options, md, mc);
-
-    if (rc == PCRE2_ERROR_JIT_STACKLIMIT)
-        rc = pcre2_match(re, s, len, offset, options | PCRE2_NO_JIT, md, mc);
-    return rc;
-}
-
-/*
- * A regex search that looks at the clock. PCRE2's match limit counts
- * backtracking per start position and starts again at the next one, so a
- * regex whose cost grows with the text (for example "(a.*z|q)" on a body
- * without a z, in the interpreter) passes the limit at every position and
- * still takes hours over 16 MiB. search() therefore lets one pcre2_match()
- * call try at most MATCH_WINDOW_POSITIONS start positions (the offset
- * limit) and checks the budget between calls.
- *
- * Each call's own start-of-match scan (memchr for the first byte, the
- * start bitmap, the next line start) may run far past its window; to keep
- * the total linear, the next window starts at the next position where a
- * match could start, found with the same facts PCRE2 uses (a superset of
- * them, never skipping a real start).
- *
- * The price: a backtracking verb that ends the whole search, such as
- * (*COMMIT), ends it only for the current window.
- */
-struct searcher {
-    const pcre2_code *re;
-    pcre2_match_context *mc; /* a copy of the rule's: the offset limit changes per call */
-    pcre2_match_data *md;
-    int64_t deadline_ms;
-    uint32_t first_type; /* PCRE2_INFO_FIRSTCODETYPE: 0 none, 1 a code unit, 2 line start */
-    uint32_t first_cu;
-    const uint8_t *bitmap; /* PCRE2_INFO_FIRSTBITMAP, or NULL */
-    bool is_utf;           /* (*UTF): offsets must stay on character boundaries */
-    /* The subject's UTF-8 was validated by the first call: PCRE2 checks
-     * from the offset to the end each time, quadratic over windows. */
-    bool is_utf_checked;
-};
-
-static int searcher_init(struct searcher *se, const pcre2_code *re, const pcre2_match_context *mc,
-                         int64_t deadline_ms)
-{
-    uint32_t all = 0;
-
-    memset(se, 0, sizeof(*se));
-    se->re = re;
-    se->deadline_ms = deadline_ms;
-    se->mc = pcre2_match_context_copy((pcre2_match_context *)(uintptr_t)mc);
-    se->md = pcre2_match_data_create_from_pattern(re, NULL);
-    if (se->mc == NULL || se->md == NULL)
-        return -1;
-    pcre2_pattern_info(re, PCRE2_INFO_ALLOPTIONS, &all);
-    pcre2_pattern_info(re, PCRE2_INFO_FIRSTCODETYPE, &se->first_type);
-    pcre2_pattern_info(re, PCRE2_INFO_FIRSTCODEUNIT, &se->first_cu);
-    pcre2_pattern_info(re, PCRE2_INFO_FIRSTBITMAP, &se->bitmap);
-    se->is_utf = (all & PCRE2_UTF) != 0;
-    return 0;
-}
-
-static void searcher_free(struct searcher *se)
-{
-    pcre2_match_context_free(se->mc);
-    pcre2_match_data_free(se->md);
-    se->mc = NULL;
-    se->md = NULL;
-}
-
-static size_t char_boundary(const struct searcher *se, const unsigned char *s, size_t len,
-                            size_t at)
-{
-    while (se->is_utf && at < len && (s[at] & 0xc0) == 0x80)
-        at++;
-    return at;
-}
-
-/* The first position >= from where a match could start (len when none
- * before the end; an empty match at len is PCRE2's to judge). */
-static size_t next_candidate(const struct searcher *se, const unsigned char *s, size_t len,
-                             size_t from)
-{
-    if (se->bitmap != NULL) {
-        while (from < len && (se->bitmap[s[from] / 8] & (1u << (s[from] % 8))) == 0)
-            from++;
-    } else if (se->first_type == 1 && !se->is_utf) {
-        /* Either ASCII case: the pattern may be caseless. */
-        unsigned char c = fold((unsigned char)se->first_cu);
-
-        while (from < len && fold(s[from]) != c)
-            from++;
-    } else if (se->first_type == 2) {
-        /* After any byte that ends a line in some newline convention the
-         * pattern may choose: LF, CR, VT, FF, NEL and the last byte of
-         * U+2028/U+2029. */
-        while (from > 0 && from < len && strchr("\n\r\v\f\x85\xa8\xa9", s[from - 1]) == NULL)
-            from++;
-    }
-    return char_boundary(se, s, len, from);
-}
-
-/* pcre2_match() from offset with the clock checked between windows of
- * start positions. Returns what pcre2_match() does, or SEARCH_OVER_BUDGET. */
-static int search(struct searcher *se, const unsigned char *s, size_t len, size_t offset,
-                  uint32_t options)
-{
-    for (;;) {
-        size_t limit = PCRE2_UNSET;
-        int rc;
-
-        if (!(options & PCRE2_ANCHORED)) {
-            offset = next_candidate(se, s, len, offset);
-            if (clock_mono_coarse_ms() > se->deadline_ms)
-                return SEARCH_OVER_BUDGET;
-            limit = len - offset > MATCH_WINDOW_POSITIONS ? offset + MATCH_WINDOW_POSITIONS : len;
-        }
-        pcre2_set_offset_limit(se->mc, limit);
-        rc = run_match(se->re, se->mc, s, len, offset,
-                       options | (se->is_utf_checked ? PCRE2_NO_UTF_CHECK : 0), se->md);
-        /* Any result but a UTF error means the whole subject was valid. */
-        if (se->is_utf && (rc >= 0 || rc == PCRE2_ERROR_NOMATCH))
-            se->is_utf_checked = true;
-        if (rc != PCRE2_ERROR_NOMATCH || limit >= len)
-            return rc;
-        offset = char_boundary(se, s, len, limit + 1);
-    }
+    snprintf(budget, sizeof(budget), "the rules took longer than %d ms", RULES_APPLY_BUDGET_MS);
+    regexsearch_reason(code, budget, why, why_len);
 }
 
 /* 1 when re matches somewhere in s, 0 when not, -1 with why on an error. */
 static int regex_search(const pcre2_code *re, const pcre2_match_context *mc, const unsigned char *s,
                         size_t len, int64_t deadline_ms, char *why, size_t why_len)
 {
-    struct searcher se;
+    struct regexsearch se;
     int rc = -1;
 
-    if (searcher_init(&se, re, mc, deadline_ms) != 0) {
+    if (regexsearch_init(&se, re, mc, deadline_ms) != 0) {
         errmsg_set(why, why_len, "out of memory");
         goto out;
     }
-    rc = search(&se, s, len, 0, 0);
+    rc = regexsearch_next(&se, s, len, 0, 0);
     if (rc >= 0) {
         rc = 1;
     } else if (rc == PCRE2_ERROR_NOMATCH) {
@@ -1947,7 +1794,7 @@ static int regex_search(const pcre2_code *re, const pcre2_match_context *mc, con
         rc = -1;
     }
 out:
-    searcher_free(&se);
+    regexsearch_free(&se);
     return rc;
 }
 
@@ -2097,14 +1944,14 @@ static int put_result(int put_rc, struct buf *out, char *why, size_t why_len)
 static int substitute(const struct rule *r, const unsigned char *s, size_t len, int64_t deadline_ms,
                       struct buf *out, char *why, size_t why_len)
 {
-    struct searcher se = {0};
+    struct regexsearch se = {0};
     size_t copied = 0, offset = 0;
     uint32_t options = 0;
     unsigned long matches = 0;
     int put_rc;
     int rc = SUBST_NOMEM;
 
-    if (r->is_regex && searcher_init(&se, r->re, r->match_ctx, deadline_ms) != 0)
+    if (r->is_regex && regexsearch_init(&se, r->re, r->match_ctx, deadline_ms) != 0)
         goto out;
     for (;;) {
         size_t start, end;
@@ -2114,13 +1961,13 @@ static int substitute(const struct rule *r, const unsigned char *s, size_t len, 
         if (r->is_regex) {
             if (offset > len)
                 break;
-            pairs = search(&se, s, len, offset, options);
+            pairs = regexsearch_next(&se, s, len, offset, options);
             if (pairs == PCRE2_ERROR_NOMATCH && options == 0)
                 break;
             if (pairs == PCRE2_ERROR_NOMATCH) {
                 /* No non-empty match where the empty one was: step one
                  * character on and search normally again. */
-                offset = char_boundary(&se, s, len, offset + 1);
+                offset = regexsearch_char_boundary(&se, s, len, offset + 1);
                 options = 0;
                 continue;
             }
@@ -2151,7 +1998,7 @@ static int substitute(const struct rule *r, const unsigned char *s, size_t len, 
             goto out;
         }
         copied = end;
-        /* search() watches the clock for regexes; literals are checked here. */
+        /* regexsearch_next() watches the clock for regexes; literals are checked here. */
         if (++matches % BUDGET_CHECK_EVERY == 0 && !r->is_regex &&
             clock_mono_coarse_ms() > deadline_ms) {
             errmsg_set(why, why_len, "the rules took longer than %d ms", RULES_APPLY_BUDGET_MS);
@@ -2178,7 +2025,7 @@ static int substitute(const struct rule *r, const unsigned char *s, size_t len, 
     }
     rc = SUBST_CHANGED;
 out:
-    searcher_free(&se);
+    regexsearch_free(&se);
     if (rc != SUBST_CHANGED)
         buf_free(out);
     return rc;

@@ -244,7 +244,7 @@ char *rules_ctx_summary(const struct rules_ctx *ctx);
  */
 int rules_apply_url(const struct rule_set *set, struct rules_ctx *ctx, char **out);
 
-/* A header field. Same layout as struct http1_header: not NUL-terminated. */
+/* A header field. Same layout as struct message_field: not NUL-terminated. */
 struct rules_header {
     const char *name;
     size_t name_len;

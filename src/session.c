@@ -7,8 +7,10 @@
  * or intercepted TLS; the end. Inside a tunnel the first bytes the client
  * sends are peeked (not read), so they can still go to OpenSSL unchanged:
  *   - a TLS ClientHello: connect upstream with the client's SNI and ALPN
- *     (restricted to http/1.1), verify the origin honestly, mint a leaf from
- *     the origin's names and finish the client's handshake with it. When the
+ *     (restricted to h2 and http/1.1), verify the origin honestly, mint a
+ *     leaf from the origin's names and finish the client's handshake with
+ *     it, selecting the protocol the origin chose: h2 on both sides goes to
+ *     h2relay, HTTP/1.1 to the request loop. When the
  *     origin fails verification the client still gets a leaf for the name it
  *     asked for, and every request on it gets an error page naming the
  *     reason: the origin's content is never presented as trusted.
@@ -37,9 +39,13 @@
 #include "capture.h"
 #include "clock.h"
 #include "exchange.h"
+#include "h2relay.h"
+#include "http1codec.h"
 #include "http1.h"
+#include "intercept.h"
 #include "log.h"
 #include "origin.h"
+#include "rewrite.h"
 #include "stacktrim.h"
 #include "stream.h"
 #include "tlsserver.h"
@@ -51,12 +57,20 @@
 #define SESSION_IDLE_GRACE_MS 200
 #define SESSION_ERROR_BODY_BYTES 1200
 
-enum session_mode { SESSION_PROXY, SESSION_TUNNEL_PLAIN, SESSION_TUNNEL_TLS, SESSION_END };
+enum session_mode {
+    SESSION_PROXY,
+    SESSION_TUNNEL_PLAIN,
+    SESSION_TUNNEL_TLS,
+    SESSION_TUNNEL_H2, /* h2 with the client and the origin: h2relay */
+    SESSION_REVERSE,   /* a --reverse listener: every request goes to one origin */
+    SESSION_END
+};
 
 struct session {
     const struct proxy_env *env;
     const struct config *cfg;
     char client_name[INET6_ADDRSTRLEN + 10];
+    char client_ip[INET6_ADDRSTRLEN];
     struct stream client;
     struct origin origin;
     struct origin_settings origin_settings;
@@ -71,7 +85,12 @@ struct session {
     bool has_sni;
     char sni[256];
     bool offers_http11;
+    bool offers_h2;
     struct upstream_error tunnel_error; /* status != OK: each request gets an error page */
+
+    /* A --reverse listener's origin; NULL for every other way in. */
+    const struct reverse_target *reverse;
+    enum session_listener listener; /* the way the client came in */
 
     /* The client side's TLS facts (client_* fields only; the origin's are in
      * origin.tls). */
@@ -90,6 +109,9 @@ struct request_ctx {
     int64_t started_us;
     bool is_captured; /* cap was begun (capture may still be off) */
     struct capture cap;
+    /* An intercept that may hold the response: its hooks go to the
+     * exchange in front of cap's. NULL: none. */
+    struct intercept_response *response_hold;
 };
 
 static void request_ctx_init(struct request_ctx *rq, const struct session *s, int64_t started_us)
@@ -132,6 +154,7 @@ static void begin_capture(struct session *s, struct request_ctx *rq, const char 
         .target = target,
         .is_tls = s->client_is_tls,
         .body_limit = s->cfg->capture_limit,
+        .listener = session_listener_name(s->listener),
     };
 
     capture_begin(&rq->cap, s->env->flows, &start);
@@ -207,9 +230,10 @@ static bool answer(struct session *s, struct request_ctx *rq, const struct own_a
     return r == STREAM_OK && !a->is_closing;
 }
 
-/* A short text/plain page naming why, as every refusal and error gets. */
-static bool refuse(struct session *s, struct request_ctx *rq, int status, const char *reason,
-                   bool is_closing)
+/* A short text/plain page naming why, as every refusal and error gets;
+ * extra (may be "") are more header lines ("Name: value\r\n"). */
+static bool refuse_with(struct session *s, struct request_ctx *rq, int status, const char *reason,
+                        bool is_closing, const char *extra)
 {
     char body[SESSION_ERROR_BODY_BYTES];
     char fields[256];
@@ -228,9 +252,15 @@ static bool refuse(struct session *s, struct request_ctx *rq, int status, const 
 
     snprintf(fields, sizeof(fields),
              "Content-Type: text/plain; charset=utf-8\r\nContent-Length: %zu\r\n"
-             "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n%s",
-             body_len, is_closing ? "Connection: close\r\n" : "");
+             "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n%s%s",
+             body_len, is_closing ? "Connection: close\r\n" : "", extra);
     return answer(s, rq, &a);
+}
+
+static bool refuse(struct session *s, struct request_ctx *rq, int status, const char *reason,
+                   bool is_closing)
+{
+    return refuse_with(s, rq, status, reason, is_closing, "");
 }
 
 /* ---- where the client wants to go ---- */
@@ -319,51 +349,13 @@ out:
 
 /* ---- one exchange ---- */
 
-/*
- * Request-side rules before the head is built: the URL rules may replace
- * *path (the old one goes to *target_original), header rules give *req_mod.
- * Leaves rw->set NULL when there are no rules. Returns 0, or -1 when out of
- * memory.
- */
-static int apply_request_rules(struct session *s, struct rule_set **set, struct rules_ctx *ctx,
-                               struct exchange_rules *rw, const char *method, const char *site,
-                               char **path, char **target_original,
-                               struct exchange_modified_head **req_mod)
-{
-    char *new_target = NULL;
-    const struct http1_header *ct;
-
-    *set = rules_acquire(s->env->rules);
-    if (!*set || rules_set_count(*set) == 0)
-        return 0;
-    if (rules_ctx_init(ctx, method, site, *path) < 0)
-        return -1;
-    *rw = (struct exchange_rules){.set = *set,
-                                  .ctx = ctx,
-                                  .limit = s->cfg->rewrite_limit,
-                                  .memory_limit = s->cfg->rewrite_memory};
-    ct = http1_find_header(s->head, "Content-Type");
-    if (ct) {
-        char type[RULES_MAX_CONTENT_TYPE_BYTES];
-        snprintf(type, sizeof(type), "%.*s", (int)ct->value_len, ct->value);
-        rules_ctx_set_content_type(ctx, type);
-    }
-    if (rules_apply_url(*set, ctx, &new_target) < 0)
-        return -1;
-    if (new_target) {
-        *target_original = *path;
-        *path = new_target;
-    }
-    return exchange_apply_header_rules(rw, s->head, req_mod);
-}
-
 /* The URL as the client sees it: in a tunnel, the site is the one named by
  * Host (else SNI), not the address the tunnel goes to. */
 static char *shown_url(const struct session *s, enum session_mode mode, bool is_tls,
                        const char *host, uint16_t port, const char *authority, size_t authority_len,
                        const char *path)
 {
-    const struct http1_header *hh =
+    const struct message_field *hh =
         mode == SESSION_PROXY ? NULL : http1_find_header(s->head, "Host");
     const char *name = s->has_sni ? s->sni : host;
     bool v6 = strchr(host, ':') != NULL;
@@ -393,7 +385,9 @@ struct destination {
     uint16_t port;
     const char *authority; /* absolute-form: the Host value to send; NULL in a tunnel */
     size_t authority_len;
-    char *path; /* owned: origin-form */
+    char named[HTTP1_MAX_HOST_BYTES + 8]; /* a tunnel's site, when the client named none */
+    char *path;                           /* owned: origin-form */
+    struct reverse_forwarded forwarded;   /* --reverse-forwarded: the fields sent */
 };
 
 /*
@@ -446,15 +440,81 @@ static int route(struct session *s, enum session_mode mode, struct request_ctx *
     d->is_tls = mode == SESSION_TUNNEL_TLS;
     snprintf(d->host, sizeof(d->host), "%s", s->tunnel_host);
     d->port = s->tunnel_port;
+    if (mode == SESSION_REVERSE) {
+        /* The origin's scheme, whatever the client spoke to tapwire, and
+         * its authority as the Host it gets. */
+        d->is_tls = s->reverse->is_tls;
+        d->authority = s->reverse->authority;
+        d->authority_len = strlen(s->reverse->authority);
+        rq->scheme = d->is_tls ? "https" : "http";
+    }
     if (h->target_len > 0 && (h->target[0] == '/' || h->target[0] == '*')) {
-        d->path = strndup(h->target, h->target_len);
+        d->path = mode == SESSION_REVERSE ? reverse_map_target(s->reverse, h->target, h->target_len)
+                                          : strndup(h->target, h->target_len);
     } else if (http1_parse_absolute_target(h->target, h->target_len, &at) == 0) {
         d->path = origin_form(at.path, at.path_len);
+        if (d->path != NULL && mode == SESSION_REVERSE) {
+            char *mapped = reverse_map_target(s->reverse, d->path, strlen(d->path));
+            free(d->path);
+            d->path = mapped;
+        }
     } else {
         *keep = refuse(s, rq, 400, "invalid request target", true);
         return 1;
     }
     return d->path == NULL ? -1 : 0;
+}
+
+/*
+ * The request as it goes on: the client's head as a message with the
+ * destination's target (and, for absolute-form, authority: RFC 9112 3.2.2),
+ * after the request rules (URL, then header fields). *req gets an owned
+ * copy; *rewritten tells whether header rules changed the fields (view then
+ * still holds them as received). The URL rules may replace d->path (the old
+ * one goes to *target_original). Returns 0, or -1 when out of memory.
+ */
+static int build_request(struct session *s, struct destination *d, const char *site,
+                         struct rewrite *rw, struct message *view, struct message *req,
+                         bool *rewritten, char **target_original)
+{
+    char *new_path = NULL;
+    int changed = 0;
+
+    http1codec_view(s->head, view);
+    if (s->reverse != NULL && s->cfg->is_reverse_forwarded &&
+        reverse_forwarded_fields(&view->fields, s->client_ip, s->client_is_tls, &d->forwarded,
+                                 &view->fields) < 0)
+        return -1;
+    if (d->authority == NULL && message_find(view, "Host") == NULL) {
+        /* An HTTP/1.0 request may come without Host, but the head the
+         * origin gets is HTTP/1.1, which must have one (RFC 9112 3.2): the
+         * site the tunnel goes to names it. */
+        bool v6 = strchr(site, ':') != NULL;
+        if (d->port == (d->is_tls ? 443 : 80))
+            snprintf(d->named, sizeof(d->named), "%s%s%s", v6 ? "[" : "", site, v6 ? "]" : "");
+        else
+            snprintf(d->named, sizeof(d->named), "%s%s%s:%u", v6 ? "[" : "", site, v6 ? "]" : "",
+                     d->port);
+        d->authority = d->named;
+        d->authority_len = strlen(d->named);
+    }
+    view->scheme = d->is_tls ? "https" : "http";
+    view->authority = d->authority;
+    view->authority_len = d->authority_len;
+    if (rewrite_begin(rw, s->env->rules, view, site, d->path, s->cfg->rewrite_limit,
+                      s->cfg->rewrite_memory) < 0 ||
+        rewrite_url(rw, &new_path) < 0)
+        return -1;
+    if (new_path) {
+        *target_original = d->path;
+        d->path = new_path;
+    }
+    view->target = d->path;
+    view->target_len = strlen(d->path);
+    if (rewrite_hooks(rw) && (changed = exchange_rewrite_head(rewrite_hooks(rw), view, req)) < 0)
+        return -1;
+    *rewritten = changed > 0;
+    return changed > 0 ? 0 : message_copy(req, view, NULL);
 }
 
 /* Opens the origin for the request unless the open one serves it. */
@@ -469,6 +529,7 @@ static int connect_origin(struct session *s, enum session_mode mode, const struc
                          : NULL,
         .verify_name = mode == SESSION_TUNNEL_TLS && s->has_sni ? s->sni : d->host,
         .offers_http11 = s->offers_http11,
+        .is_plain_http = true,
     };
 
     return origin_open(&s->origin, &s->origin_settings, &target, err, NULL);
@@ -477,8 +538,8 @@ static int connect_origin(struct session *s, enum session_mode mode, const struc
 /* Sends req and relays the response, retrying once on a fresh origin
  * connection when a kept-alive one turned out closed. */
 static void forward(struct session *s, enum session_mode mode, const struct destination *d,
-                    struct request_ctx *rq, const struct exchange_request *req,
-                    struct exchange_rules *rw, struct exchange_result *res, bool *keep)
+                    struct request_ctx *rq, const struct message *req, struct rewrite *rw,
+                    struct exchange_result *res, bool *keep)
 {
     bool is_reused = origin_is_open_to(&s->origin, d->host, d->port, d->is_tls);
 
@@ -486,7 +547,7 @@ static void forward(struct session *s, enum session_mode mode, const struct dest
         if (!is_reused) {
             struct upstream_error uerr;
             if (connect_origin(s, mode, d, &uerr) < 0) {
-                bool close = req->framing != HTTP1_BODY_NONE || !req->keep_alive;
+                bool close = req->body != MESSAGE_BODY_NONE || !req->keep_alive;
                 *keep = refuse(s, rq, upstream_error_http_status(&uerr), uerr.reason, close);
                 return;
             }
@@ -494,8 +555,19 @@ static void forward(struct session *s, enum session_mode mode, const struct dest
                 log_warn("%s: upstream %s:%u %s", s->client_name, d->host, d->port,
                          s->origin.insecure_note);
         }
-        int r = exchange_forward(&s->client, &s->origin.stream, req, &s->t, rw->set ? rw : NULL,
-                                 capture_hooks(&rq->cap), res);
+        /* Through an upstream proxy a plain request names its origin. */
+        struct message via = *req;
+        struct upstreamproxy_request proxied = {0};
+        if (s->origin.is_proxied_http &&
+            upstreamproxy_prepare(s->env->proxy, req, d->host, d->port, &via, &proxied) < 0) {
+            *keep = refuse(s, rq, 503, "out of memory", true);
+            return;
+        }
+        const struct exchange_capture *hooks =
+            rq->response_hold != NULL ? &rq->response_hold->hooks : capture_hooks(&rq->cap);
+        int r = exchange_forward(&s->client, &s->origin.stream, &via, &s->t, rewrite_hooks(rw),
+                                 hooks, res);
+        upstreamproxy_request_free(&proxied);
         if (r < 0 && res->upstream_stale && is_reused) {
             /* A kept-alive origin connection may have been closed by the
              * origin just before we used it; a request without a body is
@@ -504,21 +576,220 @@ static void forward(struct session *s, enum session_mode mode, const struct dest
             continue;
         }
         if (r < 0 && res->status == 0) {
-            if (rw->set)
-                capture_rules(&rq->cap, rw->ctx->applied, rw->ctx->notes);
+            /* Through an upstream proxy, the proxy is what failed: named. */
+            char why[EXCHANGE_ERROR_BYTES + 300];
+            snprintf(why, sizeof(why), "%s%s%s%s",
+                     s->origin.is_proxied_http ? "upstream proxy " : "",
+                     s->origin.is_proxied_http ? upstreamproxy_name(s->env->proxy) : "",
+                     s->origin.is_proxied_http ? ": " : "", res->error);
+            capture_rules(&rq->cap, rewrite_applied(rw), rewrite_notes(rw));
             origin_close(&s->origin);
-            *keep = refuse(s, rq, res->error_status, res->error, true);
+            *keep = refuse(s, rq, res->error_status, why, true);
             return;
         }
         break;
     }
     log_request(s, rq, res->status, res->response_bytes, res->error);
-    if (rw->set)
-        capture_rules(&rq->cap, rw->ctx->applied, rw->ctx->notes);
+    capture_rules(&rq->cap, rewrite_applied(rw), rewrite_notes(rw));
     finish_capture(s, rq, res->status, res->error);
     if (!res->upstream_reusable)
         origin_close(&s->origin);
     *keep = res->client_keep_alive;
+}
+
+/* ---- intercept ---- */
+
+/* Reads req's whole body (a Content-Length within INTERCEPT_MAX_BODY_BYTES)
+ * off the client to hold it, answering its Expect: 100-continue first.
+ * Returns 0 with *body (caller frees), or -1 when it did not arrive. */
+static int read_held_body(struct session *s, struct message *req, unsigned char **body, size_t *len)
+{
+    size_t want = (size_t)req->content_length, got = 0;
+    unsigned char *buf = malloc(want > 0 ? want : 1);
+
+    if (buf == NULL)
+        return -1;
+    if (req->expect_continue && req->version >= 11) {
+        if (stream_putstr(&s->client, "HTTP/1.1 100 Continue\r\n\r\n", s->t.io_ms) != STREAM_OK ||
+            stream_flush(&s->client, s->t.io_ms) != STREAM_OK)
+            goto fail;
+    }
+    req->expect_continue = false;
+    while (got < want) {
+        ssize_t n = stream_read(&s->client, buf + got, want - got, s->t.io_ms);
+        if (n <= 0)
+            goto fail;
+        got += (size_t)n;
+    }
+    *body = buf;
+    *len = want;
+    return 0;
+fail:
+    free(buf);
+    return -1;
+}
+
+/*
+ * A resume's edits on *req (replaced by an owned copy) and the flow: the
+ * method, the path of the URL (intercept_resume() checked that the origin
+ * stays), the fields, the body (*body, the held one, swapped for the
+ * edited one). Returns 0, or -1 when out of memory.
+ */
+static int apply_request_edit(struct request_ctx *rq, struct destination *d, struct message *req,
+                              struct intercept_edit *e, unsigned char **body, size_t *body_len)
+{
+    struct message view = *req, out;
+    struct message_field *items = intercept_edit_message_fields(e);
+    struct message_fields fields = {items, items != NULL ? e->field_count : 0};
+    struct http1_absolute_target at;
+    char *path = NULL;
+    char note[96];
+    int rc = -1;
+
+    if (e->has_fields && e->field_count > 0 && items == NULL)
+        goto out;
+    if (e->method != NULL) {
+        snprintf(note, sizeof(note), "intercept: the method was %.*s", (int)req->method_len,
+                 req->method);
+        capture_note(&rq->cap, NULL, note);
+        view.method = e->method;
+        view.method_len = strlen(e->method);
+    }
+    if (e->url != NULL) {
+        if (http1_parse_absolute_target(e->url, strlen(e->url), &at) < 0 ||
+            (path = origin_form(at.path, at.path_len)) == NULL)
+            goto out;
+        view.target = path;
+        view.target_len = strlen(path);
+    }
+    if (e->has_body) {
+        view.body = MESSAGE_BODY_LENGTH;
+        view.content_length = e->body_len;
+    }
+    if (message_copy(&out, &view, e->has_fields ? &fields : NULL) < 0)
+        goto out;
+    capture_request_edited(&rq->cap, &out, e->has_body ? *body : NULL, e->has_body ? *body_len : 0);
+    message_free(req);
+    *req = out;
+    if (path != NULL) {
+        free(d->path);
+        d->path = path;
+        path = NULL;
+    }
+    if (e->has_body) {
+        free(*body);
+        *body = e->body;
+        *body_len = e->body_len;
+        e->body = NULL;
+        e->body_len = 0;
+    }
+    rc = 0;
+out:
+    free(path);
+    free(items);
+    return rc;
+}
+
+/*
+ * The intercept (--intercept, the dashboard's filter): a request that
+ * matches waits here, with its body when it can be held (none, or a
+ * Content-Length within INTERCEPT_MAX_BODY_BYTES), until it is resumed,
+ * edited or not, dropped (tapwire's error page), timed out (unchanged),
+ * or its client hangs up. A filter that reads the response is set up in
+ * *resp to be matched again at the response head. A held body goes back
+ * in front of the client's stream, so the exchange reads and frames it
+ * like any other. Returns 0 to forward *req, 1 when the exchange ended
+ * here (*keep set).
+ */
+static int hold_request(struct session *s, struct request_ctx *rq, struct destination *d,
+                        struct message *req, struct intercept_response *resp, bool *keep)
+{
+    struct intercept_filter *f = intercept_acquire(s->env->intercept);
+    const char *scheme = d->is_tls ? "https" : "http";
+    bool can_hold_body =
+        req->body == MESSAGE_BODY_NONE ||
+        (req->body == MESSAGE_BODY_LENGTH && req->content_length <= INTERCEPT_MAX_BODY_BYTES);
+    bool has_body = req->body == MESSAGE_BODY_NONE;
+    unsigned char *body = NULL;
+    size_t body_len = 0;
+    struct flow *flow = NULL;
+    struct intercept_edit edit = {0};
+    int64_t waited = 0;
+    char note[160];
+    int rc = 0;
+
+    if (f == NULL)
+        return 0;
+    if (can_hold_body && !has_body && intercept_filter_reads_request_body(f)) {
+        if (read_held_body(s, req, &body, &body_len) < 0)
+            goto no_body;
+        has_body = true;
+    }
+    flow = intercept_request_flow(req, scheme, rq->host, rq->port, body, body_len);
+    if (flow == NULL || !intercept_filter_match(f, flow))
+        goto response;
+    if (can_hold_body && !has_body) {
+        if (read_held_body(s, req, &body, &body_len) < 0)
+            goto no_body;
+        has_body = true;
+    }
+    struct intercept_message msg = {
+        .method = flow->method,
+        .url = (char *)rq->url,
+        .headers = flow->request_headers,
+        .has_body = has_body,
+        .body = body,
+        .body_len = body_len,
+    };
+    enum intercept_outcome outcome =
+        intercept_hold(s->env->intercept, &msg, s->client.fd, s->env->stop_fd, &edit, &waited);
+    bool is_edited = outcome == INTERCEPT_RESUMED && !intercept_edit_is_empty(&edit);
+    intercept_outcome_note(outcome, is_edited, waited, note, sizeof(note));
+    capture_note(&rq->cap, is_edited ? "intercept" : NULL, note);
+    if (outcome == INTERCEPT_DROPPED) {
+        *keep = refuse(s, rq, 502, "dropped while intercepted", true);
+        rc = 1;
+        goto out;
+    }
+    if (outcome == INTERCEPT_CLIENT_GONE) {
+        log_request(s, rq, 0, 0, note);
+        finish_capture(s, rq, 0, "the client hung up while its request was intercepted");
+        *keep = false;
+        rc = 1;
+        goto out;
+    }
+    if (is_edited && apply_request_edit(rq, d, req, &edit, &body, &body_len) < 0) {
+        *keep = refuse(s, rq, 503, "out of memory", true);
+        rc = 1;
+        goto out;
+    }
+response:
+    if (intercept_filter_is_response(f) && flow != NULL) {
+        intercept_response_begin(resp, s->env->intercept, f, flow, &rq->cap, rq->url, s->client.fd,
+                                 s->env->stop_fd);
+        rq->response_hold = resp;
+        f = NULL;
+        flow = NULL;
+    }
+    if (has_body && (body_len > 0 || req->body == MESSAGE_BODY_LENGTH)) {
+        if (stream_unshift(&s->client, body, body_len) < 0) {
+            *keep = refuse(s, rq, 503, "out of memory", true);
+            rc = 1;
+            goto out;
+        }
+        req->body = MESSAGE_BODY_LENGTH;
+        req->content_length = body_len;
+    }
+    goto out;
+no_body:
+    *keep = refuse(s, rq, 400, "the request body did not arrive whole", true);
+    rc = 1;
+out:
+    intercept_edit_free(&edit);
+    intercept_filter_release(f);
+    flow_free(flow);
+    free(body);
+    return rc;
 }
 
 /* One exchange after the head was parsed. Returns true to keep serving. */
@@ -527,12 +798,11 @@ static bool serve_one(struct session *s, enum session_mode mode, size_t head_len
     const struct http1_head *h = s->head;
     struct request_ctx rq;
     struct destination d = {0};
-    struct exchange_request req = {0};
+    struct message view, req = {0};
     struct exchange_result res = {0};
-    struct rule_set *rule_set = NULL;
-    struct rules_ctx rules_ctx;
-    struct exchange_rules rw = {0};
-    struct exchange_modified_head *req_mod = NULL;
+    struct rewrite rw = {0};
+    struct intercept_response held = {0};
+    bool rewritten = false;
     char *target_original = NULL;
     char *url = NULL;
     bool keep = false;
@@ -548,7 +818,7 @@ static bool serve_one(struct session *s, enum session_mode mode, size_t head_len
         keep = refuse(s, &rq, 400, "CONNECT inside a tunnel is not supported", true);
         goto out;
     }
-    if (h->framing == HTTP1_BODY_CHUNKED && !exchange_has_only_chunked(h)) {
+    if (h->framing == HTTP1_BODY_CHUNKED && !http1codec_has_only_chunked(h)) {
         keep = refuse(s, &rq, 501, "transfer codings other than chunked are not supported", true);
         goto out;
     }
@@ -556,40 +826,34 @@ static bool serve_one(struct session *s, enum session_mode mode, size_t head_len
     if (url == NULL)
         goto out;
     rq.url = url;
-    const char *site = mode == SESSION_PROXY ? d.host : (s->has_sni ? s->sni : d.host);
-    if (s->env->rules && apply_request_rules(s, &rule_set, &rules_ctx, &rw, rq.method, site,
-                                             &d.path, &target_original, &req_mod) < 0)
-        goto out;
-    const struct http1_head *sent = req_mod ? &req_mod->head : h;
-    char host_value[300];
-    if (d.authority != NULL)
-        snprintf(host_value, sizeof(host_value), "%.*s", (int)d.authority_len, d.authority);
-    if (exchange_request_build(&req, sent, d.path, strlen(d.path),
-                               d.authority != NULL ? host_value : NULL) < 0)
+    const char *site =
+        mode == SESSION_PROXY || mode == SESSION_REVERSE ? d.host : (s->has_sni ? s->sni : d.host);
+    if (build_request(s, &d, site, &rw, &view, &req, &rewritten, &target_original) < 0)
         goto out;
     rq.host = site;
     rq.port = d.port;
     begin_capture(s, &rq, d.is_tls ? "https" : "http", d.path);
-    capture_request(&rq.cap, h->version_minor, sent, req_mod ? h : NULL, target_original);
+    capture_request(&rq.cap, &req, rewritten ? &view : NULL, target_original);
     target_original = NULL;
     stream_consume(&s->client, head_len);
-    h = NULL; /* its bytes are gone */
+    h = NULL; /* its bytes are gone, and view's with them */
 
     if (s->tunnel_error.status != UPSTREAM_OK) {
-        bool close = req.framing != HTTP1_BODY_NONE || !req.keep_alive;
+        bool close = req.body != MESSAGE_BODY_NONE || !req.keep_alive;
         keep = refuse(s, &rq, upstream_error_http_status(&s->tunnel_error), s->tunnel_error.reason,
                       close);
         goto out;
     }
+    if (s->env->intercept != NULL && hold_request(s, &rq, &d, &req, &held, &keep) != 0)
+        goto out;
     forward(s, mode, &d, &rq, &req, &rw, &res, &keep);
 out:
+    intercept_response_end(&held);
     capture_abandon(&rq.cap);
-    if (rw.set)
-        rules_ctx_free(&rules_ctx);
-    rules_set_unref(rule_set);
-    exchange_modified_head_free(req_mod);
+    rewrite_end(&rw);
     free(target_original);
-    exchange_request_free(&req);
+    message_free(&req);
+    reverse_forwarded_free(&d.forwarded);
     free(d.path);
     free(url);
     return keep;
@@ -638,7 +902,9 @@ static enum session_mode serve_requests(struct session *s, enum session_mode mod
         s->client.cancel_fd = s->env->stop_fd;
         bool is_waiting = wait_next_request(s);
         bool has_head = is_waiting && (s->head != NULL || (s->head = malloc(sizeof(*s->head))));
-        n = has_head ? exchange_read_request(&s->client, &s->t, s->head, &perr) : 0;
+        n = has_head
+                ? http1codec_read_request(&s->client, s->t.idle_ms, s->t.header_ms, s->head, &perr)
+                : 0;
         s->client.cancel_fd = s->env->cancel_fd;
         int64_t started = clock_mono_us();
         if (is_waiting && !has_head) {
@@ -653,6 +919,23 @@ static enum session_mode serve_requests(struct session *s, enum session_mode mod
             struct request_ctx rq;
             request_ctx_init(&rq, s, started);
             refuse(s, &rq, perr.status, perr.message, true);
+            return SESSION_END;
+        }
+        /* --proxy-auth guards the explicit proxy; the credentials are taken
+         * out of every head, so neither the flow nor the origin sees them. */
+        bool is_allowed = s->env->auth == NULL || mode != SESSION_PROXY ||
+                          proxyauth_check_head(s->env->auth, s->head);
+        proxyauth_strip(s->head);
+        if (!is_allowed) {
+            struct request_ctx rq;
+            char url[300];
+            request_ctx_init(&rq, s, started);
+            snprintf(rq.method, sizeof(rq.method), "%.*s",
+                     (int)(s->head->method_len < 31 ? s->head->method_len : 31), s->head->method);
+            snprintf(url, sizeof(url), "%.*s", (int)s->head->target_len, s->head->target);
+            rq.url = url;
+            refuse_with(s, &rq, 407, "proxy authentication required (--proxy-auth)", true,
+                        PROXYAUTH_CHALLENGE);
             return SESSION_END;
         }
         if (mode == SESSION_PROXY && s->head->method_len == 7 &&
@@ -818,20 +1101,49 @@ static void record_client_tls(struct session *s, SSL *ssl)
     s->client_is_tls = true;
 }
 
+/* Completes the client's handshake with a leaf for names (minted, or from
+ * the store; is_verified: may be stored). name is the one the client asked
+ * for, for the log. Returns 0 or -1 (client gone, logged). */
+static int accept_client_tls(struct session *s, const struct ca_names *names, bool is_verified,
+                             const char *name, const char *alpn)
+{
+    X509 *leaf = NULL;
+    SSL *ssl = NULL;
+    char err[256];
+    int rc = -1;
+
+    leaf = certstore_get(s->env->certs, names, is_verified, err, sizeof(err));
+    if (!leaf) {
+        log_error("%s: minting a certificate for %s failed: %s", s->client_name, name, err);
+        goto out;
+    }
+    ssl = tlsserver_accept_alpn(s->env->server_ctx, s->client.fd, leaf, ca_cert(s->env->ca),
+                                ca_leaf_key(s->env->ca), alpn, s->cfg->header_timeout_ms, err,
+                                sizeof(err));
+    if (!ssl) {
+        log_info("%s: TLS handshake with the client for %s failed: %s", s->client_name, name, err);
+        goto out;
+    }
+    stream_attach_tls(&s->client, ssl);
+    record_client_tls(s, ssl);
+    rc = 0;
+out:
+    X509_free(leaf);
+    return rc;
+}
+
 /* Connects and verifies the origin, then completes the client's handshake
  * with a leaf carrying the origin's names. Returns 0 or -1 (client gone). */
 static int intercept_tls(struct session *s, const struct client_hello *hello)
 {
     struct ca_names names = {0};
     X509 *peer = NULL;
-    X509 *leaf = NULL;
-    SSL *ssl = NULL;
-    char err[256];
     int rc = -1;
 
     s->has_sni = hello->has_sni;
     snprintf(s->sni, sizeof(s->sni), "%s", hello->has_sni ? hello->sni : "");
     s->offers_http11 = hello->alpn_count == 0 || offers_alpn(hello, "http/1.1");
+    s->offers_h2 = !s->cfg->no_http2 && offers_alpn(hello, "h2");
     const char *name = s->has_sni ? s->sni : s->tunnel_host;
     struct origin_target target = {
         .host = s->tunnel_host,
@@ -840,6 +1152,7 @@ static int intercept_tls(struct session *s, const struct client_hello *hello)
         .sni = s->has_sni ? s->sni : NULL,
         .verify_name = name,
         .offers_http11 = s->offers_http11,
+        .offers_h2 = s->offers_h2,
     };
 
     if (origin_open(&s->origin, &s->origin_settings, &target, &s->tunnel_error, &peer) < 0) {
@@ -864,22 +1177,10 @@ static int intercept_tls(struct session *s, const struct client_hello *hello)
      * client chose to send, and would grow the database without bound. */
     bool is_verified =
         s->tunnel_error.status == UPSTREAM_OK && peer != NULL && s->origin.insecure_note[0] == '\0';
-    leaf = certstore_get(s->env->certs, &names, is_verified, err, sizeof(err));
-    if (!leaf) {
-        log_error("%s: minting a certificate for %s failed: %s", s->client_name, name, err);
-        goto out;
-    }
-    ssl = tlsserver_accept(s->env->server_ctx, s->client.fd, leaf, ca_cert(s->env->ca),
-                           ca_leaf_key(s->env->ca), s->cfg->header_timeout_ms, err, sizeof(err));
-    if (!ssl) {
-        log_info("%s: TLS handshake with the client for %s failed: %s", s->client_name, name, err);
-        goto out;
-    }
-    stream_attach_tls(&s->client, ssl);
-    record_client_tls(s, ssl);
-    rc = 0;
+    /* The client gets the protocol the origin chose: no translation. */
+    bool is_h2 = s->tunnel_error.status == UPSTREAM_OK && s->origin.is_h2;
+    rc = accept_client_tls(s, &names, is_verified, name, is_h2 ? "h2" : "http/1.1");
 out:
-    X509_free(leaf);
     X509_free(peer);
     ca_names_clear(&names);
     return rc;
@@ -935,7 +1236,10 @@ static enum session_mode enter_tunnel(struct session *s, int64_t started)
             relay_raw(s, "ignored host", started);
             return SESSION_END;
         }
-        return intercept_tls(s, &hello) == 0 ? SESSION_TUNNEL_TLS : SESSION_END;
+        if (intercept_tls(s, &hello) < 0)
+            return SESSION_END;
+        return strcmp(s->client_tls.client_alpn, "h2") == 0 ? SESSION_TUNNEL_H2
+                                                            : SESSION_TUNNEL_TLS;
     case FIRST_HTTP:
         return SESSION_TUNNEL_PLAIN;
     case FIRST_RAW:
@@ -1009,10 +1313,102 @@ static enum session_mode open_tunnel(struct session *s, size_t head_len, int64_t
 
 /* ---- the state machine and its entry points ---- */
 
+/* Both sides chose h2: every stream of the connection in h2relay. */
+static enum session_mode serve_h2(struct session *s)
+{
+    struct flow_tls tls = s->client_tls;
+    const char *site = s->reverse != NULL ? s->reverse->host : s->has_sni ? s->sni : s->tunnel_host;
+    struct h2relay_env env = {
+        .client = &s->client,
+        .origin = &s->origin.stream,
+        .client_name = s->client_name,
+        .listener = session_listener_name(s->listener),
+        .site = site,
+        .port = s->tunnel_port,
+        .store = s->env->flows,
+        .capture_limit = s->cfg->capture_limit,
+        .tls = &tls,
+        .rules = s->env->rules,
+        .rewrite_limit = s->cfg->rewrite_limit,
+        .rewrite_memory = s->cfg->rewrite_memory,
+        .idle_ms = s->t.idle_ms,
+        .io_ms = s->t.io_ms,
+        .authority = s->reverse != NULL ? s->reverse->authority : NULL,
+        .path_prefix = s->reverse != NULL ? s->reverse->prefix : NULL,
+    };
+
+    /* Borrowed for the relay's life: the origin stays open throughout. */
+    memcpy(tls.upstream_version, s->origin.tls.version, sizeof(tls.upstream_version));
+    memcpy(tls.upstream_cipher, s->origin.tls.cipher, sizeof(tls.upstream_cipher));
+    tls.cert_subject = s->origin.tls.cert_subject;
+    tls.cert_issuer = s->origin.tls.cert_issuer;
+    tls.cert_sans = s->origin.tls.cert_sans;
+    tls.cert_not_after = s->origin.tls.cert_not_after;
+    tls.verification = s->origin.tls.verification;
+    tls.strings = NULL;
+    origin_take_open_times(&s->origin, &env.connected_at_us, &env.tls_done_at_us);
+    h2relay_run(&env);
+    return SESSION_END;
+}
+
+const char *session_listener_name(enum session_listener listener)
+{
+    switch (listener) {
+    case SESSION_LISTENER_PROXY:
+        return "proxy";
+    case SESSION_LISTENER_SOCKS5:
+        return "socks5";
+    case SESSION_LISTENER_TRANSPARENT:
+        return "transparent";
+    case SESSION_LISTENER_REVERSE:
+        return "reverse";
+    }
+    return "?";
+}
+
 static void session_run(struct session *s, enum session_mode mode)
 {
     while (mode != SESSION_END)
-        mode = serve_requests(s, mode);
+        mode = mode == SESSION_TUNNEL_H2 ? serve_h2(s) : serve_requests(s, mode);
+}
+
+/* "host:port" ("[v6]:port") of peer into out, "unknown" for another
+ * family; addr (INET6_ADDRSTRLEN) gets the address alone, or "?". */
+static void name_client(const struct sockaddr_storage *peer, char *out, size_t out_len, char *addr)
+{
+    snprintf(addr, INET6_ADDRSTRLEN, "?");
+    if (peer->ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)peer;
+        inet_ntop(AF_INET, &in->sin_addr, addr, INET6_ADDRSTRLEN);
+        snprintf(out, out_len, "%s:%u", addr, ntohs(in->sin_port));
+    } else if (peer->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)peer;
+        inet_ntop(AF_INET6, &in6->sin6_addr, addr, INET6_ADDRSTRLEN);
+        snprintf(out, out_len, "[%s]:%u", addr, ntohs(in6->sin6_port));
+    } else {
+        snprintf(out, out_len, "unknown");
+    }
+}
+
+void session_record_refusal(const struct proxy_env *env, const struct sockaddr_storage *peer,
+                            enum session_listener listener, const char *host, uint16_t port,
+                            int status, const char *reason)
+{
+    char client[INET6_ADDRSTRLEN + 10], addr[INET6_ADDRSTRLEN];
+    struct capture cap;
+    struct capture_start start = {
+        .client = client,
+        .scheme = "tcp",
+        .method = "CONNECT",
+        .host = host,
+        .port = port,
+        .body_limit = env->cfg->capture_limit,
+        .listener = session_listener_name(listener),
+    };
+
+    name_client(peer, client, sizeof(client), addr);
+    capture_begin(&cap, env->flows, &start);
+    capture_finish(&cap, NULL, status, reason);
 }
 
 /* A session for fd, or NULL (fd closed) when out of memory. */
@@ -1035,21 +1431,13 @@ static struct session *session_new(const struct proxy_env *env, int fd,
     s->origin_settings = (struct origin_settings){
         .tls_ctx = env->upstream_ctx,
         .guard = env->guard,
+        .proxy = env->proxy,
         .timeout_ms = env->cfg->upstream_timeout_ms,
         .cancel_fd = env->cancel_fd,
         .in_max_bytes = SESSION_IN_MAX_BYTES,
     };
-    if (peer->ss_family == AF_INET) {
-        const struct sockaddr_in *in = (const struct sockaddr_in *)peer;
-        inet_ntop(AF_INET, &in->sin_addr, addr, sizeof(addr));
-        snprintf(s->client_name, sizeof(s->client_name), "%s:%u", addr, ntohs(in->sin_port));
-    } else if (peer->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)peer;
-        inet_ntop(AF_INET6, &in6->sin6_addr, addr, sizeof(addr));
-        snprintf(s->client_name, sizeof(s->client_name), "[%s]:%u", addr, ntohs(in6->sin6_port));
-    } else {
-        snprintf(s->client_name, sizeof(s->client_name), "unknown");
-    }
+    name_client(peer, s->client_name, sizeof(s->client_name), addr);
+    snprintf(s->client_ip, sizeof(s->client_ip), "%s", strcmp(addr, "?") != 0 ? addr : "unknown");
     origin_init(&s->origin, env->cancel_fd);
     if (stream_init(&s->client, fd, SESSION_IN_MAX_BYTES, env->cancel_fd) < 0) {
         close(fd);
@@ -1079,14 +1467,94 @@ void session_serve_explicit(const struct proxy_env *env, int fd,
 }
 
 void session_serve_tunnel(const struct proxy_env *env, int fd, const struct sockaddr_storage *peer,
-                          const char *host, uint16_t port)
+                          enum session_listener listener, const char *host, uint16_t port)
 {
     struct session *s = session_new(env, fd, peer);
 
     if (s == NULL)
         return;
+    s->listener = listener;
     snprintf(s->tunnel_host, sizeof(s->tunnel_host), "%s", host);
     s->tunnel_port = port;
-    session_run(s, enter_tunnel(s, clock_mono_us()));
+    if (config_is_ignored_host(s->cfg, s->tunnel_host))
+        relay_raw(s, "ignored host", clock_mono_us());
+    else
+        session_run(s, enter_tunnel(s, clock_mono_us()));
+    session_free(s);
+}
+
+/*
+ * A TLS --reverse listener: the client's handshake is finished with a leaf
+ * for the name it asked for (SNI), or the origin's host when it sent none;
+ * the origin is not asked first, as a reverse proxy stands in for one known
+ * origin. Such a leaf is never stored: the name is the client's choice.
+ * A client that offers h2 to an https origin has the origin opened first,
+ * offering what the client offered: when the origin chose h2 both sides
+ * speak it (h2relay), else the client gets HTTP/1.1 and the opened
+ * connection serves its first request.
+ * Returns the mode to serve in, or SESSION_END when the client did not
+ * speak TLS or went away (logged).
+ */
+static enum session_mode accept_reverse_tls(struct session *s)
+{
+    struct client_hello hello;
+    struct ca_names names = {0};
+    enum session_mode mode = SESSION_END;
+
+    enum first_bytes first = peek_first_bytes(s, &hello);
+    if (first == FIRST_HTTP) {
+        /* Plain HTTP on the TLS port: a person typed http://; say so. */
+        struct request_ctx rq;
+        request_ctx_init(&rq, s, clock_mono_us());
+        refuse(s, &rq, 400, "this reverse proxy port speaks TLS: use https://", true);
+        return SESSION_END;
+    }
+    if (first != FIRST_TLS) {
+        log_info("%s: the reverse proxy for %s wants TLS, the client did not start it; closing",
+                 s->client_name, s->reverse->authority);
+        return SESSION_END;
+    }
+    s->has_sni = hello.has_sni;
+    snprintf(s->sni, sizeof(s->sni), "%s", hello.has_sni ? hello.sni : "");
+    const char *name = s->has_sni ? s->sni : s->reverse->host;
+    if (ca_names_add(&names, name) < 0) {
+        log_info("%s: cannot mint a certificate for '%s'", s->client_name, name);
+        goto out;
+    }
+    bool is_h2 = false;
+    if (s->reverse->is_tls && !s->cfg->no_http2 && offers_alpn(&hello, "h2")) {
+        struct upstream_error uerr;
+        struct origin_target target = {
+            .host = s->reverse->host,
+            .port = s->reverse->port,
+            .is_tls = true,
+            .sni = s->reverse->host,
+            .verify_name = s->reverse->host,
+            .offers_http11 = hello.alpn_count == 0 || offers_alpn(&hello, "http/1.1"),
+            .offers_h2 = true,
+        };
+        /* A failure here is answered by the first request's error page. */
+        is_h2 = origin_open(&s->origin, &s->origin_settings, &target, &uerr, NULL) == 0 &&
+                s->origin.is_h2;
+    }
+    if (accept_client_tls(s, &names, false, name, is_h2 ? "h2" : "http/1.1") == 0)
+        mode = strcmp(s->client_tls.client_alpn, "h2") == 0 ? SESSION_TUNNEL_H2 : SESSION_REVERSE;
+out:
+    ca_names_clear(&names);
+    return mode;
+}
+
+void session_serve_reverse(const struct proxy_env *env, int fd, const struct sockaddr_storage *peer,
+                           const struct reverse_target *rt)
+{
+    struct session *s = session_new(env, fd, peer);
+
+    if (s == NULL)
+        return;
+    s->reverse = rt;
+    s->listener = SESSION_LISTENER_REVERSE;
+    snprintf(s->tunnel_host, sizeof(s->tunnel_host), "%s", rt->host);
+    s->tunnel_port = rt->port;
+    session_run(s, rt->is_tls_listener ? accept_reverse_tls(s) : SESSION_REVERSE);
     session_free(s);
 }

@@ -158,6 +158,31 @@ void stream_consume(struct stream *s, size_t n)
         s->in_start = s->in_end = 0;
 }
 
+int stream_unshift(struct stream *s, const void *data, size_t len)
+{
+    size_t have = stream_buffered(s);
+    char *in;
+
+    if (len == 0)
+        return 0;
+    if (len <= s->in_start) {
+        s->in_start -= len;
+        memcpy(s->in + s->in_start, data, len);
+        return 0;
+    }
+    in = malloc(len + have > 0 ? len + have : 1);
+    if (in == NULL)
+        return -1;
+    memcpy(in, data, len);
+    if (have > 0)
+        memcpy(in + len, stream_data(s), have);
+    free(s->in);
+    s->in = in;
+    s->in_start = 0;
+    s->in_end = s->in_cap = len + have;
+    return 0;
+}
+
 void stream_release_idle(struct stream *s)
 {
     if (stream_buffered(s) == 0 && s->in) {
@@ -392,7 +417,23 @@ struct pipe_dir {
     short read_want;  /* poll events src needs before reading again (0: none) */
     short write_want; /* poll events dst needs before writing again (0: none) */
     uint64_t *count;
+    const struct stream_tap *tap; /* may be NULL */
+    bool is_a_to_b;
+    bool is_tap_stopped; /* the tap refused what followed buf's bytes */
 };
+
+/* Shows the tap n new bytes at buf + off; keeps only what it lets pass. */
+static void pipe_tap(struct pipe_dir *d, size_t n)
+{
+    size_t pass = n;
+
+    if (d->tap == NULL || d->is_tap_stopped)
+        return;
+    if (d->tap->fn(d->tap->arg, d->is_a_to_b, d->buf + d->off, n, &pass) < 0) {
+        d->is_tap_stopped = true;
+        d->len = pass < n ? pass : n;
+    }
+}
 
 static void pass_close_on(struct pipe_dir *d)
 {
@@ -424,6 +465,7 @@ static int pipe_step(struct pipe_dir *d)
             d->len = (size_t)n;
             d->read_want = 0;
             d->src->bytes_read += (uint64_t)n;
+            pipe_tap(d, (size_t)n);
             progress = 1;
         }
     }
@@ -457,18 +499,43 @@ static void pipe_take_buffered(struct pipe_dir *d)
     d->off = 0;
     d->len = n;
     stream_consume(d->src, n);
+    pipe_tap(d, n);
 }
 
 int stream_relay(struct stream *a, struct stream *b, int idle_timeout_ms, uint64_t *a_to_b,
                  uint64_t *b_to_a)
 {
+    return stream_relay_tapped(a, b, idle_timeout_ms, a_to_b, b_to_a, NULL);
+}
+
+/* After the tap stopped: what each direction still holds goes out, so the
+ * bytes the tap saw and let pass are the bytes the peers got. */
+static int pipe_drain(struct pipe_dir *d, int timeout_ms)
+{
+    int r = STREAM_OK;
+
+    if (d->len > 0 && !d->dst_shut)
+        r = stream_put(d->dst, d->buf + d->off, d->len, timeout_ms);
+    if (r == STREAM_OK && d->len > 0) {
+        d->dst->bytes_written += d->len;
+        *d->count += d->len;
+        d->len = 0;
+    }
+    return r;
+}
+
+int stream_relay_tapped(struct stream *a, struct stream *b, int idle_timeout_ms, uint64_t *a_to_b,
+                        uint64_t *b_to_a, const struct stream_tap *tap)
+{
     struct pipe_dir *ab = calloc(1, sizeof(*ab));
     struct pipe_dir *ba = calloc(1, sizeof(*ba));
     int result = STREAM_ERROR;
+    int tick_ms = tap != NULL && tap->tick != NULL ? tap->tick_ms : 0;
+    int idle_left_ms = idle_timeout_ms;
     if (!ab || !ba)
         goto out;
-    *ab = (struct pipe_dir){.src = a, .dst = b, .count = a_to_b};
-    *ba = (struct pipe_dir){.src = b, .dst = a, .count = b_to_a};
+    *ab = (struct pipe_dir){.src = a, .dst = b, .count = a_to_b, .tap = tap, .is_a_to_b = true};
+    *ba = (struct pipe_dir){.src = b, .dst = a, .count = b_to_a, .tap = tap};
     if (stream_flush(a, idle_timeout_ms) != STREAM_OK ||
         stream_flush(b, idle_timeout_ms) != STREAM_OK)
         goto out;
@@ -480,6 +547,12 @@ int stream_relay(struct stream *a, struct stream *b, int idle_timeout_ms, uint64
         if (ba->len == 0 && stream_buffered(b) > 0)
             pipe_take_buffered(ba);
 
+        if (ab->is_tap_stopped || ba->is_tap_stopped) {
+            int r1 = pipe_drain(ab, idle_timeout_ms);
+            int r2 = pipe_drain(ba, idle_timeout_ms);
+            result = r1 != STREAM_OK ? r1 : r2 != STREAM_OK ? r2 : STREAM_TAP_STOPPED;
+            goto out;
+        }
         int p1 = pipe_step(ab);
         if (p1 < 0) {
             result = p1;
@@ -494,8 +567,10 @@ int stream_relay(struct stream *a, struct stream *b, int idle_timeout_ms, uint64
             result = 0;
             goto out;
         }
-        if (p1 || p2)
+        if (p1 || p2) {
+            idle_left_ms = idle_timeout_ms;
             continue;
+        }
         /* TLS may hold decrypted bytes that poll cannot see. */
         if ((a->ssl && ab->len == 0 && !ab->src_eof && SSL_has_pending(a->ssl)) ||
             (b->ssl && ba->len == 0 && !ba->src_eof && SSL_has_pending(b->ssl)))
@@ -507,12 +582,22 @@ int stream_relay(struct stream *a, struct stream *b, int idle_timeout_ms, uint64
                               {.fd = b->fd, .events = ev_b},
                               {.fd = a->cancel_fd, .events = POLLIN}};
         nfds_t n = a->cancel_fd >= 0 ? 3 : 2;
-        int r = poll(p, n, idle_timeout_ms);
+        /* A negative idle timeout waits for ever (poll's -1). */
+        bool is_tick = tick_ms > 0 && (idle_left_ms < 0 || tick_ms < idle_left_ms);
+        int wait_ms = is_tick ? tick_ms : idle_left_ms;
+        int r = poll(p, n, wait_ms);
         if (r < 0 && errno == EINTR)
             continue;
         if (r < 0) {
             result = STREAM_ERROR;
             goto out;
+        }
+        if (r == 0 && is_tick) {
+            /* Quiet for a tick, not yet for the idle timeout. */
+            if (idle_left_ms > 0)
+                idle_left_ms -= wait_ms;
+            tap->tick(tap->arg);
+            continue;
         }
         if (r == 0) {
             result = STREAM_TIMEOUT;
@@ -613,6 +698,8 @@ const char *stream_status_text(int status)
         return "shutting down";
     case STREAM_FULL:
         return "too much data";
+    case STREAM_TAP_STOPPED:
+        return "stopped by the protocol check";
     default:
         return "unknown";
     }

@@ -25,11 +25,12 @@
 
 enum stream_status {
     STREAM_OK = 0,
-    STREAM_EOF = -1,       /* peer closed cleanly (no more bytes) */
-    STREAM_ERROR = -2,     /* reset, TLS error, ... */
-    STREAM_TIMEOUT = -3,   /* no progress within the timeout */
-    STREAM_CANCELLED = -4, /* the cancel fd became readable (shutdown) */
-    STREAM_FULL = -5,      /* input buffer already holds its maximum */
+    STREAM_EOF = -1,         /* peer closed cleanly (no more bytes) */
+    STREAM_ERROR = -2,       /* reset, TLS error, ... */
+    STREAM_TIMEOUT = -3,     /* no progress within the timeout */
+    STREAM_CANCELLED = -4,   /* the cancel fd became readable (shutdown) */
+    STREAM_FULL = -5,        /* input buffer already holds its maximum */
+    STREAM_TAP_STOPPED = -6, /* a relay's tap refused the bytes that followed */
 };
 
 struct stream {
@@ -80,6 +81,15 @@ static inline const char *stream_data(const struct stream *s)
 }
 void stream_consume(struct stream *s, size_t n);
 
+/*
+ * Puts len bytes back in front of what is buffered, as if they had just
+ * arrived: a request body that was read off the stream to be held (an
+ * intercept) or made up (a replay) is then read by the exchange like any
+ * other. The buffer may grow past in_max for them: the caller bounds len.
+ * Returns 0, or -1 when out of memory (nothing changed).
+ */
+int stream_unshift(struct stream *s, const void *data, size_t len);
+
 /* Frees the input and output buffers when they hold nothing, so an idle
  * keep-alive connection costs no buffer memory (they come back on use). */
 void stream_release_idle(struct stream *s);
@@ -110,6 +120,26 @@ int stream_flush(struct stream *s, int timeout_ms);
  */
 int stream_relay(struct stream *a, struct stream *b, int idle_timeout_ms, uint64_t *a_to_b,
                  uint64_t *b_to_a);
+
+/*
+ * Sees every chunk a relay reads, before it goes on (a protocol parser over
+ * a copy: wsrelay). fn returns 0 to let all len bytes pass, or -1 with
+ * *pass the bytes that may still go before the relay stops. is_a_to_b says
+ * the direction. The bytes are valid only during the call.
+ */
+struct stream_tap {
+    int (*fn)(void *arg, bool is_a_to_b, const char *data, size_t len, size_t *pass);
+    void *arg;
+    /* May be NULL: called after each tick_ms in which nothing moved. */
+    void (*tick)(void *arg);
+    int tick_ms;
+};
+
+/* stream_relay() with tap (may be NULL) shown each chunk. When the tap
+ * stops it, the bytes it let pass are written out, and it returns
+ * STREAM_TAP_STOPPED with both streams still open. */
+int stream_relay_tapped(struct stream *a, struct stream *b, int idle_timeout_ms, uint64_t *a_to_b,
+                        uint64_t *b_to_a, const struct stream_tap *tap);
 
 enum stream_handshake_result {
     STREAM_HANDSHAKE_DONE,

@@ -375,24 +375,29 @@ void tlsserver_keylog_line(const SSL *ssl, const char *line)
 
 /* ---- server context ---- */
 
-/* We speak HTTP/1.1 to clients, so that is the only protocol we select. When
- * the client does not offer it, NOACK lets the handshake finish without ALPN
- * and the client falls back to HTTP/1.1 (RFC 7301 section 3.2 would allow a
- * fatal alert; being lenient keeps h2-only probes from looking broken). */
+/* The protocol the session chose for this client (the one the origin
+ * chose: tlsserver_accept_alpn()), "http/1.1" unless told, is the only one
+ * we select. When the client does not offer it, NOACK lets the handshake
+ * finish without ALPN and the client falls back to HTTP/1.1 (RFC 7301
+ * section 3.2 would allow a fatal alert; being lenient keeps h2-only probes
+ * from looking broken). */
 static int select_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen,
                        const unsigned char *in, unsigned int inlen, void *arg)
 {
-    static const char http11[] = "http/1.1";
+    const char *wanted = SSL_get_app_data(ssl);
+    size_t wanted_len;
     unsigned int i = 0;
 
-    (void)ssl;
     (void)arg;
+    if (wanted == NULL)
+        wanted = "http/1.1";
+    wanted_len = strlen(wanted);
     while (i < inlen) {
         unsigned int n = in[i];
 
         if (n > inlen - i - 1)
             break;
-        if (n == sizeof http11 - 1 && memcmp(in + i + 1, http11, n) == 0) {
+        if (n == wanted_len && memcmp(in + i + 1, wanted, n) == 0) {
             *out = in + i + 1;
             *outlen = (unsigned char)n;
             return SSL_TLSEXT_ERR_OK;
@@ -489,6 +494,12 @@ static void describe_client_failure(int ssl_error, int sys_errno, char *err, siz
 SSL *tlsserver_accept(SSL_CTX *ctx, int fd, X509 *leaf, X509 *ca_cert, EVP_PKEY *key,
                       int timeout_ms, char *err, size_t err_len)
 {
+    return tlsserver_accept_alpn(ctx, fd, leaf, ca_cert, key, NULL, timeout_ms, err, err_len);
+}
+
+SSL *tlsserver_accept_alpn(SSL_CTX *ctx, int fd, X509 *leaf, X509 *ca_cert, EVP_PKEY *key,
+                           const char *alpn, int timeout_ms, char *err, size_t err_len)
+{
     SSL *ssl = NULL;
     SSL *ret = NULL;
     char ebuf[256];
@@ -509,6 +520,8 @@ SSL *tlsserver_accept(SSL_CTX *ctx, int fd, X509 *leaf, X509 *ca_cert, EVP_PKEY 
                    errmsg_ssl_reason(ERR_peek_last_error(), ebuf, sizeof ebuf));
         goto out;
     }
+    /* A static string: the select callback reads it during the handshake. */
+    SSL_set_app_data(ssl, (void *)alpn);
     SSL_set_accept_state(ssl);
     switch (stream_tls_handshake(ssl, fd, timeout_ms, &ssl_error, &sys_errno)) {
     case STREAM_HANDSHAKE_DONE:

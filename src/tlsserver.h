@@ -57,6 +57,10 @@ SSL_CTX *tlsserver_ctx_new(const char *keylog_path, char *err, size_t err_len);
  */
 SSL *tlsserver_accept(SSL_CTX *ctx, int fd, X509 *leaf, X509 *ca_cert, EVP_PKEY *key,
                       int timeout_ms, char *err, size_t err_len);
+/* The same, selecting alpn ("h2", "http/1.1"; a string that outlives the
+ * SSL; NULL: "http/1.1") when the client offers it. */
+SSL *tlsserver_accept_alpn(SSL_CTX *ctx, int fd, X509 *leaf, X509 *ca_cert, EVP_PKEY *key,
+                           const char *alpn, int timeout_ms, char *err, size_t err_len);
 
 /*
  * Key log (SSLKEYLOGFILE, NSS format) shared by both TLS sides. Opens path

@@ -20,6 +20,7 @@
 #include "buf.h"
 #include "clock.h"
 #include "errmsg.h"
+#include "selfconn.h"
 #include "stream.h"
 
 #include "tlsserver.h"
@@ -167,13 +168,18 @@ static int connect_one(const struct addrinfo *ai, int timeout_ms, int *fd_out)
     fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
     if (fd < 0)
         return errno;
-    if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
+    if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
+        selfconn_note(fd);
         goto out;
+    }
     /* A nonblocking connect interrupted by a signal still goes on. */
     if (errno != EINPROGRESS && errno != EINTR) {
         e = errno;
         goto out;
     }
+    /* Before the handshake ends: a transparent listener that gets this
+     * connection back (a redirect loop) must find it noted. */
+    selfconn_note(fd);
     for (;;) {
         struct pollfd pfd = {.fd = fd, .events = POLLOUT, .revents = 0};
         long long remaining = deadline - clock_mono_ms();

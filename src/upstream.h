@@ -29,6 +29,7 @@ enum upstream_status {
     UPSTREAM_VERIFY_FAILED, /* 502: chain or hostname verification failed */
     UPSTREAM_SELF,          /* 508: every address is one of tapwire's own listeners */
     UPSTREAM_BLOCKED,       /* 403: every address is private and --block-private is on */
+    UPSTREAM_PROXY_FAILED,  /* 502: the --upstream-proxy refused or failed the CONNECT */
 };
 
 struct upstream_error {

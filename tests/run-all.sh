@@ -3,7 +3,7 @@
 # formatting and that the build is quiet, build with -Werror and run
 # `make check`, build again with AddressSanitizer +
 # UndefinedBehaviorSanitizer and run `make check` once more, then fuzz every
-# parser of untrusted input for FUZZ_SECONDS (default 60) each.
+# parser of untrusted input for FUZZ_SECONDS (default 30) each.
 # Builds go to build/ and build-asan/ (out of tree); the source tree stays clean.
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -53,7 +53,7 @@ san="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-fram
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
     run_suite build-asan CFLAGS="-g -O1 $san" LDFLAGS="$san" || status=1
 echo "== fuzz the parsers"
-"$top/tests/fuzz/run.sh" "${FUZZ_SECONDS:-60}" || status=1
+"$top/tests/fuzz/run.sh" "${FUZZ_SECONDS:-30}" || status=1
 
 # One closing line over both suites and the fuzzers.
 pass=0; fail=0

@@ -29,7 +29,9 @@
     const EVENTS_RETRY_MAX_MS = 60000;
     const TOAST_MS = 2500;
     const FILTER_KEYS = ['host', 'method', 'status', 'type', 'q', 'body', 'bodycase'];
-    const TABS = ['request', 'response', 'timing', 'tls', 'changes'];
+    const TABS = ['request', 'response', 'messages', 'timing', 'tls', 'changes'];
+    /* A live WebSocket conversation is asked for anew this often. */
+    const WS_POLL_MS = 1000;
     const DIFF_MAX_LINES = 2000;       /* longer header lists are shown side by side, not diffed */
     const SVG_NS = 'http://www.w3.org/2000/svg';
 
@@ -1104,6 +1106,8 @@
             return;
         state.openDetail = d;
         renderDetail(d, gen);
+        /* interact.js adds Replay and "Edit and resend" for this flow. */
+        document.dispatchEvent(new CustomEvent('tapwire:detail', { detail: d }));
     }
 
     function chip(text, cls, title) {
@@ -1159,6 +1163,93 @@
         renderChanges($('panel-changes'), d, gen);
         if (!changed && state.tab === 'changes')
             selectTab('response');
+        const isWs = d.kind === 'websocket';
+        $('tab-messages').hidden = !isWs;
+        if (isWs)
+            renderConversation($('panel-messages'), d, gen);
+        else if (state.tab === 'messages')
+            selectTab('response');
+    }
+
+    /* A WebSocket flow's messages as a conversation, fetched from the last
+     * one shown on, and asked for again while the connection lasts (no
+     * duration yet); payloads are shown as text, never as markup. */
+    function renderConversation(panel, d, gen) {
+        clear(panel);
+        const list = el('ol', { class: 'ws-messages', 'aria-label': 'WebSocket messages' });
+        const status = el('p', { class: 'muted', text: 'Loading messages\u2026' });
+        panel.appendChild(status);
+        panel.appendChild(list);
+        let next = 0;
+        const isLive = d.duration_ms === null || d.duration_ms === undefined;
+        async function poll() {
+            if (gen !== state.detailGen)
+                return;
+            let r;
+            try {
+                r = await apiJSON('/api/flows/' + encodeURIComponent(d.id) + '/messages?from=' + next);
+            } catch (e) {
+                if (gen === state.detailGen)
+                    status.textContent = 'Could not load the messages: ' + e.message;
+                return;
+            }
+            if (gen !== state.detailGen)
+                return;
+            for (const m of r.messages || []) {
+                list.appendChild(wsMessageItem(m));
+                next = Number(m.seq) + 1;
+            }
+            status.textContent = next === 0 ? 'No messages.' :
+                next + ' message' + (next === 1 ? '' : 's') + (isLive ? ' so far (live)' : '');
+            if (!isLive)
+                return;
+            setTimeout(async () => {
+                if (gen !== state.detailGen)
+                    return;
+                /* The flow finished: its record says so, then the last messages. */
+                let fresh;
+                try {
+                    fresh = await apiJSON('/api/flows/' + encodeURIComponent(d.id));
+                } catch (e) {
+                    fresh = null;
+                }
+                if (gen !== state.detailGen)
+                    return;
+                if (fresh && fresh.duration_ms !== null && fresh.duration_ms !== undefined) {
+                    /* The detail carries the summary fields: the list row
+                     * (written while the flow was open) catches up too. */
+                    const rowId = Number(fresh.id);
+                    if (state.rows.has(rowId)) {
+                        applyFlow(fresh);
+                        const tr = state.rows.get(rowId);
+                        if (tr && state.openId === rowId) {
+                            tr.classList.add('open');
+                            tr.setAttribute('aria-current', 'true');
+                        }
+                    }
+                    state.openDetail = fresh;
+                    renderDetail(fresh, gen);
+                    return;
+                }
+                poll();
+            }, WS_POLL_MS);
+        }
+        poll();
+    }
+
+    function wsMessageItem(m) {
+        const fromClient = m.direction === 'client';
+        const size = humanSize(m.size) + (m.compressed ? ' compressed' : '') +
+            (m.truncated ? ', ' + humanSize(m.captured) + ' shown' : '');
+        const head = el('div', { class: 'ws-head' },
+            el('span', { class: 'ws-dir', text: fromClient ? '\u2192 client to server' : '\u2190 server to client' }),
+            chip(m.type + (m.close_code !== undefined ? ' ' + m.close_code : '')),
+            el('span', { class: 'muted', text: clockTime(Number(m.time_us) / 1000) }),
+            el('span', { class: 'muted', text: size }));
+        const body = m.text !== undefined
+            ? el('pre', { class: 'ws-body mono', text: m.text })
+            : el('pre', { class: 'ws-body mono ws-hex', text: m.hex || '' });
+        return el('li', { class: 'ws-msg ' + (fromClient ? 'ws-up' : 'ws-down') }, head, body);
     }
 
     function headersTable(headers) {
@@ -2313,6 +2404,7 @@
         });
 
         $('d-close').addEventListener('click', closeDetail);
+        document.addEventListener('tapwire:open', (ev) => openFlow(ev.detail));
         $('d-curl').addEventListener('click', () => {
             if (state.openDetail && state.openDetail.curl)
                 copyText(state.openDetail.curl);

@@ -3,7 +3,7 @@
  * decoder, with the invariants the proxy relies on checked after every call
  * (a violation traps, so the fuzzer reports it like a crash).
  *
- * fuzz-sources: src/http1.c
+ * fuzz-sources: src/http1.c src/message.c
  *
  * The first byte selects what the rest is: 0 request, 1 response (bits 2-3
  * pick the request method), 2 chunked body (bits 2-7 pick a split size),
@@ -48,7 +48,7 @@ static bool only_ows(const char *from, const char *to)
 
 static void check_head(const struct http1_head *h, const char *buf, int r)
 {
-    const struct http1_header *conn;
+    const struct message_field *conn;
     size_t i;
     size_t len = (size_t)r;
 
@@ -59,7 +59,7 @@ static void check_head(const struct http1_head *h, const char *buf, int r)
     CHECK(h->version_minor == 0 || h->version_minor == 1);
     CHECK(h->num_headers <= HTTP1_MAX_HEADERS);
     for (i = 0; i < h->num_headers; i++) {
-        const struct http1_header *f = &h->headers[i];
+        const struct message_field *f = &h->headers[i];
 
         CHECK(f->name_len > 0 && inside(f->name, f->name_len, buf, len));
         CHECK(inside(f->value, f->value_len, buf, len));
@@ -86,7 +86,7 @@ static void check_head(const struct http1_head *h, const char *buf, int r)
     }
     conn = http1_find_header(h, "connection");
     if (conn != NULL) {
-        const struct http1_header *named = http1_find_header(h, "X-Fuzz");
+        const struct message_field *named = http1_find_header(h, "X-Fuzz");
 
         CHECK(http1_is_hop_by_hop(h, conn));
         /* A field named in Connection is hop-by-hop, whatever its case. */

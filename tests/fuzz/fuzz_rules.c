@@ -4,7 +4,7 @@
  * every parse the contract the rest of tapwire relies on is checked (a
  * violation traps, so the fuzzer reports it like a crash):
  *
- * fuzz-sources: src/rules.c src/buf.c src/errmsg.c
+ * fuzz-sources: src/rules.c src/regexsearch.c src/buf.c src/errmsg.c
  * fuzz-libs: libpcre2-8
  *
  *  - all or nothing: a set on success, NULL and a message naming the line

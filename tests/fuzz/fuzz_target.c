@@ -5,7 +5,7 @@
  * Checked after every call: a target that parses has a valid host that
  * fits, a port, and an authority and path that lie inside the input.
  *
- * fuzz-sources: src/http1.c
+ * fuzz-sources: src/http1.c src/message.c
  *
  * The first byte selects the parser: even absolute-form, odd authority-form
  * (bit 1 then says whether a default port is allowed).

@@ -1,8 +1,8 @@
 #!/bin/sh
 # Builds every libFuzzer target in tests/fuzz/ with clang (ASan + UBSan) and
 # runs each for FUZZ_SECONDS (default 60) on a copy of its seed corpus.
-# A target names the sources it needs on a line "fuzz-sources: a.c b.c"
-# (paths relative to the top of the tree), and may name pkg-config modules
+# A target names the sources it needs on lines "fuzz-sources: a.c b.c"
+# (paths relative to the top of the tree; several lines add up), and may name pkg-config modules
 # beyond openssl on a line "fuzz-libs: zlib libzstd".
 # Usage: tests/fuzz/run.sh [SECONDS]
 set -eu
@@ -14,7 +14,7 @@ cc=${FUZZ_CC:-clang}
 status=0
 for target in "$top"/tests/fuzz/fuzz_*.c; do
     name=$(basename "$target" .c)
-    sources=$(sed -n 's/.*fuzz-sources: *//p' "$target" | head -n 1 | sed 's|\*/.*||')
+    sources=$(sed -n 's/.*fuzz-sources: *//p' "$target" | sed 's|\*/.*||' | tr '\n' ' ')
     libs=$(sed -n 's/.*fuzz-libs: *//p' "$target" | head -n 1 | sed 's|\*/.*||')
     srcs=""
     for s in $sources; do srcs="$srcs $top/$s"; done

@@ -203,10 +203,11 @@ check_not_contains() {
         fail "$1" "expected NOT to contain: $2" "in: $3"
     fi
 }
-
-# check_match NAME ERE STRING (grep -E semantics, any line may match)
+# check_match NAME ERE STRING (grep -E semantics, any line may match). A
+# here-string, not a pipe: grep -q exits at the first match, and a printf
+# still writing would die of SIGPIPE, which pipefail makes a failed check.
 check_match() {
-    if printf '%s\n' "$3" | grep -Eq -- "$2"; then
+    if grep -Eq -- "$2" <<< "$3"; then
         pass "$1"
     else
         fail "$1" "expected to match: $2" "in: $3"
@@ -215,7 +216,7 @@ check_match() {
 
 # check_imatch NAME ERE STRING: the same, ignoring case (header names)
 check_imatch() {
-    if printf '%s\n' "$3" | grep -Eiq -- "$2"; then
+    if grep -Eiq -- "$2" <<< "$3"; then
         pass "$1"
     else
         fail "$1" "expected to match (ignoring case): $2" "in: $3"
@@ -223,7 +224,7 @@ check_imatch() {
 }
 
 check_no_imatch() {
-    if ! printf '%s\n' "$3" | grep -Eiq -- "$2"; then
+    if ! grep -Eiq -- "$2" <<< "$3"; then
         pass "$1"
     else
         fail "$1" "expected NOT to match (ignoring case): $2" "in: $3"
@@ -231,7 +232,7 @@ check_no_imatch() {
 }
 
 check_no_match() {
-    if ! printf '%s\n' "$3" | grep -Eq -- "$2"; then
+    if ! grep -Eq -- "$2" <<< "$3"; then
         pass "$1"
     else
         fail "$1" "expected NOT to match: $2" "in: $3"

@@ -32,9 +32,9 @@ no_html_sinks() {
         return 1
     }
     ! grep -nE 'innerHTML|outerHTML|insertAdjacentHTML|document\.write|\beval\(|new Function\(' \
-        "$web_dir/app.js"
+        "$web_dir/app.js" "$web_dir/interact.js"
 }
-check "app.js uses no innerHTML, outerHTML, insertAdjacentHTML, document.write or eval" no_html_sinks
+check "app.js and interact.js use no innerHTML, outerHTML, insertAdjacentHTML, document.write or eval" no_html_sinks
 
 # The CSP forbids inline script and style: nothing of the kind in the page.
 no_inline_code() {

@@ -27,6 +27,12 @@ code=$(gcurl -o "$tmp/big.bin" -w '%{http_code}' "$G/bytes/$BIG")
 check_eq "GET 16 MiB over TLS: status 200" 200 "$code"
 check_eq "GET 16 MiB over TLS: body intact" "$(pattern_sha $BIG)" "$(file_sha "$tmp/big.bin")"
 
+# An HTTP/1.0 request may leave Host out; the HTTP/1.1 head the origin gets
+# must have one (RFC 9112 3.2): the tunnel's site (the SNI) names it.
+out=$(gcurl --http1.0 -H 'Host:' "$G/headers")
+check_imatch "HTTP/1.0 without Host in a tunnel: the origin gets Host from the SNI" \
+    "^Host: good\.test:$ORIGIN_PORT" "$out"
+
 head -c $BIG /dev/urandom > "$tmp/upload.bin"
 want=$(file_sha "$tmp/upload.bin")
 got=$(gcurl --data-binary @"$tmp/upload.bin" "$G/sha256")

@@ -200,6 +200,79 @@ static void test_rewrite_memory_option(void)
     config_free(&cfg);
 }
 
+static void test_proxy_modes_options(void)
+{
+    struct config cfg;
+    const char *args[] = {"--socks5",         "127.0.0.1:1080",    "--socks5",
+                          "[::1]:0",          "--proxy-auth",      "u:p",
+                          "--upstream-proxy", "http://proxy:3128", "--upstream-proxy-ignore",
+                          "*.corp",           "--client-cert",     "api.*=/k.pem",
+                          "--client-cert",    "/all.pem",          NULL};
+    CU_ASSERT_EQUAL_FATAL(parse(&cfg, args), CONFIG_OK);
+    CU_ASSERT_EQUAL(cfg.socks5_count, 2);
+    CU_ASSERT_STRING_EQUAL(cfg.socks5[0].host, "127.0.0.1");
+    CU_ASSERT_EQUAL(cfg.socks5[0].port, 1080);
+    CU_ASSERT_STRING_EQUAL(cfg.socks5[1].host, "::1");
+    CU_ASSERT_EQUAL(cfg.socks5[1].port, 0);
+    CU_ASSERT_STRING_EQUAL(cfg.proxy_auth, "u:p");
+    CU_ASSERT_STRING_EQUAL(cfg.upstream_proxy, "http://proxy:3128");
+    CU_ASSERT_EQUAL(cfg.upstream_proxy_ignore_count, 1);
+    CU_ASSERT_STRING_EQUAL(cfg.upstream_proxy_ignore[0], "*.corp");
+    CU_ASSERT_EQUAL(cfg.client_cert_count, 2);
+    CU_ASSERT_STRING_EQUAL(cfg.client_certs[1], "/all.pem");
+    config_free(&cfg);
+
+    const char *both[] = {"--proxy-auth", "u:p", "--proxy-auth-file", "/f", NULL};
+    CU_ASSERT_EQUAL(parse(&cfg, both), CONFIG_ERROR);
+    config_free(&cfg);
+    const char *bad_socks[] = {"--socks5", "1080", NULL};
+    CU_ASSERT_EQUAL(parse(&cfg, bad_socks), CONFIG_ERROR);
+    config_free(&cfg);
+}
+
+static void test_transparent_and_reverse_options(void)
+{
+    struct config cfg;
+    const char *args[] = {"--transparent",       "127.0.0.1:8082",
+                          "--transparent",       "[::1]:0",
+                          "--reverse",           "127.0.0.1:8443=http://origin.test",
+                          "--reverse",           "https://[::1]:0=https://Origin.test:8443/api/",
+                          "--reverse-forwarded", NULL};
+    CU_ASSERT_EQUAL_FATAL(parse(&cfg, args), CONFIG_OK);
+    CU_ASSERT_EQUAL(cfg.transparent_count, 2);
+    CU_ASSERT_STRING_EQUAL(cfg.transparent[0].host, "127.0.0.1");
+    CU_ASSERT_EQUAL(cfg.transparent[0].port, 8082);
+    CU_ASSERT_STRING_EQUAL(cfg.transparent[1].host, "::1");
+    CU_ASSERT_EQUAL(cfg.reverse_count, 2);
+    CU_ASSERT_FALSE(cfg.reverse[0].is_tls_listener);
+    CU_ASSERT_STRING_EQUAL(cfg.reverse[0].listen_host, "127.0.0.1");
+    CU_ASSERT_EQUAL(cfg.reverse[0].listen_port, 8443);
+    CU_ASSERT_FALSE(cfg.reverse[0].is_tls);
+    CU_ASSERT_STRING_EQUAL(cfg.reverse[0].authority, "origin.test");
+    CU_ASSERT_EQUAL(cfg.reverse[0].port, 80);
+    CU_ASSERT_TRUE(cfg.reverse[1].is_tls_listener);
+    CU_ASSERT_STRING_EQUAL(cfg.reverse[1].listen_host, "::1");
+    CU_ASSERT_TRUE(cfg.reverse[1].is_tls);
+    CU_ASSERT_EQUAL(cfg.reverse[1].port, 8443);
+    CU_ASSERT_STRING_EQUAL(cfg.reverse[1].prefix, "/api");
+    CU_ASSERT_TRUE(cfg.is_reverse_forwarded);
+    config_free(&cfg);
+
+    const char *bad[][3] = {
+        {"--transparent", "8082", NULL},
+        {"--reverse", "127.0.0.1:8443", NULL},
+        {"--reverse", "8443=http://origin.test", NULL},
+        {"--reverse", "127.0.0.1:8443=ftp://origin.test", NULL},
+        {"--reverse", "127.0.0.1:8443=http://origin.test/a?b", NULL},
+        {"--reverse", "127.0.0.1:8443=http://u:p@origin.test", NULL},
+        {"--reverse", "127.0.0.1:8443=origin.test", NULL},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        CU_ASSERT_EQUAL(parse(&cfg, bad[i]), CONFIG_ERROR);
+        config_free(&cfg);
+    }
+}
+
 static void test_rejects_bad_values(void)
 {
     struct config cfg;
@@ -307,6 +380,8 @@ int main(void)
         !CU_add_test(s, "help and version exit successfully",
                      test_help_and_version_exit_successfully) ||
         !CU_add_test(s, "host:port forms", test_hostport_forms) ||
+        !CU_add_test(s, "options of the proxy modes", test_proxy_modes_options) ||
+        !CU_add_test(s, "--transparent and --reverse", test_transparent_and_reverse_options) ||
         !CU_add_test(s, "data dir is created private", test_data_dir_is_created_private) ||
         !CU_add_test(s, "world-writable data dir is refused",
                      test_world_writable_data_dir_is_refused)) {

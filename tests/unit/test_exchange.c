@@ -21,6 +21,8 @@
 
 #include "codec.h"
 #include "exchange.h"
+#include "http1codec.h"
+#include "rewrite.h"
 #include "rules.h"
 #include "stream.h"
 #include "testutil.h"
@@ -69,7 +71,7 @@ static void append(char *buf, size_t *len, size_t cap, const void *data, size_t 
     *len += n;
 }
 
-static void on_head(void *arg, const struct http1_head *sent, const struct http1_head *received)
+static void on_head(void *arg, const struct message *sent, const struct message *received)
 {
     struct recorder *r = arg;
     r->status = sent->status;
@@ -189,17 +191,20 @@ static char *read_now(int fd, size_t *len)
     return buf;
 }
 
-/* Reads the client's request from p->client and builds what is forwarded. */
+/* Reads the client's request from p->client and makes the message that is
+ * forwarded, as the session does: a copy of the parsed head. */
 static void read_and_build(struct peers *p, const char *request, struct http1_head *head,
-                           struct exchange_request *req)
+                           struct message *req)
 {
     struct http1_error err = {0};
+    struct message view;
     int n;
 
     write_str(p->client_far, request);
-    n = exchange_read_request(&p->client, &p->t, head, &err);
+    n = http1codec_read_request(&p->client, p->t.idle_ms, p->t.header_ms, head, &err);
     CU_ASSERT_FATAL(n > 0);
-    CU_ASSERT_FATAL(exchange_request_build(req, head, head->target, head->target_len, NULL) == 0);
+    http1codec_view(head, &view);
+    CU_ASSERT_FATAL(message_copy(req, &view, NULL) == 0);
     stream_consume(&p->client, (size_t)n);
 }
 
@@ -207,10 +212,10 @@ static void test_forwards_a_get_and_tells_the_recorder(void)
 {
     struct peers p;
     struct http1_head head;
-    struct exchange_request req = {0};
+    struct message req = {0};
     struct exchange_result res;
     struct recorder rec = {0};
-    struct exchange_capture cap = {&recorder_ops, &rec};
+    struct exchange_capture cap = {.ops = &recorder_ops, .arg = &rec};
     char *to_origin, *to_client;
     size_t origin_len, client_len;
 
@@ -246,7 +251,7 @@ static void test_forwards_a_get_and_tells_the_recorder(void)
     CU_ASSERT_EQUAL(memcmp(rec.response_body, "hello", 5), 0);
     free(to_origin);
     free(to_client);
-    exchange_request_free(&req);
+    message_free(&req);
     peers_close(&p);
 }
 
@@ -256,10 +261,10 @@ static void test_rechunks_a_chunked_response_with_its_trailers(void)
                                    "3\r\nabc\r\n4;ext=1\r\ndefg\r\n0\r\nX-Sum: 7\r\n\r\n";
     struct peers p;
     struct http1_head head;
-    struct exchange_request req = {0};
+    struct message req = {0};
     struct exchange_result res;
     struct recorder rec = {0};
-    struct exchange_capture cap = {&recorder_ops, &rec};
+    struct exchange_capture cap = {.ops = &recorder_ops, .arg = &rec};
     char *to_client;
     size_t client_len;
 
@@ -277,7 +282,7 @@ static void test_rechunks_a_chunked_response_with_its_trailers(void)
     CU_ASSERT_EQUAL(rec.response_len, 7);
     CU_ASSERT_EQUAL(memcmp(rec.response_body, "abcdefg", 7), 0);
     free(to_client);
-    exchange_request_free(&req);
+    message_free(&req);
     peers_close(&p);
 }
 
@@ -285,10 +290,10 @@ static void test_passes_a_request_body_on_and_records_it(void)
 {
     struct peers p;
     struct http1_head head;
-    struct exchange_request req = {0};
+    struct message req = {0};
     struct exchange_result res;
     struct recorder rec = {0};
-    struct exchange_capture cap = {&recorder_ops, &rec};
+    struct exchange_capture cap = {.ops = &recorder_ops, .arg = &rec};
     char *to_origin;
     size_t origin_len;
 
@@ -306,7 +311,7 @@ static void test_passes_a_request_body_on_and_records_it(void)
     CU_ASSERT_EQUAL(rec.request_len, 11);
     CU_ASSERT_EQUAL(memcmp(rec.request_body, "hello world", 11), 0);
     free(to_origin);
-    exchange_request_free(&req);
+    message_free(&req);
     peers_close(&p);
 }
 
@@ -314,7 +319,7 @@ static void test_an_origin_that_closes_at_once_is_stale_and_nothing_reaches_the_
 {
     struct peers p;
     struct http1_head head;
-    struct exchange_request req = {0};
+    struct message req = {0};
     struct exchange_result res;
     char *to_client;
     size_t client_len;
@@ -330,7 +335,7 @@ static void test_an_origin_that_closes_at_once_is_stale_and_nothing_reaches_the_
     to_client = read_now(p.client_far, &client_len);
     CU_ASSERT_EQUAL(client_len, 0);
     free(to_client);
-    exchange_request_free(&req);
+    message_free(&req);
     peers_close(&p);
 }
 
@@ -340,7 +345,7 @@ static void test_refuses_a_response_with_both_length_and_chunked(void)
                                    "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
     struct peers p;
     struct http1_head head;
-    struct exchange_request req = {0};
+    struct message req = {0};
     struct exchange_result res;
     char *to_client;
     size_t client_len;
@@ -354,21 +359,60 @@ static void test_refuses_a_response_with_both_length_and_chunked(void)
     to_client = read_now(p.client_far, &client_len);
     CU_ASSERT_EQUAL(client_len, 0); /* the caller answers with its error page */
     free(to_client);
-    exchange_request_free(&req);
+    message_free(&req);
     peers_close(&p);
+}
+
+/* An upstream proxy's 407 is for tapwire: the client gets the caller's 502,
+ * while an origin's 407 (no proxy in between) still goes through. */
+static void test_an_upstream_proxys_407_never_reaches_the_client(void)
+{
+    static const char response[] = "HTTP/1.1 407 Proxy Authentication Required\r\n"
+                                   "Proxy-Authenticate: Basic realm=\"corp\"\r\n"
+                                   "Content-Length: 0\r\n\r\n";
+    struct peers p;
+    struct http1_head head;
+    struct message req = {0};
+    struct exchange_result res;
+    char *to_client;
+    size_t client_len;
+
+    for (int is_to_proxy = 1; is_to_proxy >= 0; is_to_proxy--) {
+        peers_open(&p);
+        read_and_build(&p, "GET / HTTP/1.1\r\nHost: h\r\n\r\n", &head, &req);
+        req.is_to_proxy = is_to_proxy;
+        write_all(p.origin_far, response, sizeof(response) - 1);
+        int r = exchange_forward(&p.client, &p.upstream, &req, &p.t, NULL, NULL, &res);
+        to_client = read_now(p.client_far, &client_len);
+        if (is_to_proxy) {
+            CU_ASSERT_EQUAL(r, -1);
+            CU_ASSERT_EQUAL(res.status, 0);
+            CU_ASSERT_EQUAL(res.error_status, 502);
+            CU_ASSERT_FALSE(res.upstream_reusable);
+            CU_ASSERT_PTR_NOT_NULL(strstr(res.error, "407"));
+            CU_ASSERT_EQUAL(client_len, 0);
+        } else {
+            CU_ASSERT_EQUAL(r, 0);
+            CU_ASSERT_EQUAL(res.status, 407);
+            CU_ASSERT_EQUAL(strncmp(to_client, "HTTP/1.1 407 ", 13), 0);
+        }
+        free(to_client);
+        message_free(&req);
+        peers_close(&p);
+    }
 }
 
 static void test_a_rewritten_gzip_body_is_reframed_and_its_original_kept(void)
 {
     struct peers p;
     struct http1_head head;
-    struct exchange_request req = {0};
+    struct message req = {0};
     struct exchange_result res;
     struct recorder rec = {0};
-    struct exchange_capture cap = {&recorder_ops, &rec};
+    struct exchange_capture cap = {.ops = &recorder_ops, .arg = &rec};
     struct rule_set *set = NULL;
-    struct rules_ctx ctx;
-    struct exchange_rules rw;
+    struct rules_current rules;
+    struct rewrite rw;
     unsigned char *gz = NULL;
     size_t gz_len = 0;
     char err[256], response[512];
@@ -382,16 +426,18 @@ static void test_a_rewritten_gzip_body_is_reframed_and_its_original_kept(void)
                                          &gz_len, err, sizeof(err)) == 0);
     peers_open(&p);
     read_and_build(&p, "GET / HTTP/1.1\r\nHost: h\r\n\r\n", &head, &req);
-    CU_ASSERT_FATAL(rules_ctx_init(&ctx, "GET", "h", "/") == 0);
-    rw =
-        (struct exchange_rules){.set = set, .ctx = &ctx, .limit = 1 << 20, .memory_limit = 1 << 24};
+    CU_ASSERT_FATAL(rules_current_init(&rules) == 0);
+    rules_publish(&rules, set);
+    CU_ASSERT_FATAL(rewrite_begin(&rw, &rules, &req, "h", "/", 1 << 20, 1 << 24) == 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(rewrite_hooks(&rw));
     head_len = snprintf(response, sizeof(response),
                         "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Encoding: gzip\r\n"
                         "Content-Length: %zu\r\n\r\n",
                         gz_len);
     write_all(p.origin_far, response, (size_t)head_len);
     write_all(p.origin_far, (const char *)gz, gz_len);
-    CU_ASSERT_EQUAL(exchange_forward(&p.client, &p.upstream, &req, &p.t, &rw, &cap, &res), 0);
+    CU_ASSERT_EQUAL(
+        exchange_forward(&p.client, &p.upstream, &req, &p.t, rewrite_hooks(&rw), &cap, &res), 0);
     to_client = read_now(p.client_far, &client_len);
     /* Sent as identity with its new length (tapwire-rules(5)). */
     CU_ASSERT_PTR_NOT_NULL(strstr(to_client, "\r\nContent-Length: 14\r\n"));
@@ -403,12 +449,13 @@ static void test_a_rewritten_gzip_body_is_reframed_and_its_original_kept(void)
     CU_ASSERT_EQUAL(rec.original_len, 14);
     CU_ASSERT_EQUAL(memcmp(rec.original, "a kettle boils", 14), 0);
     CU_ASSERT_EQUAL(memcmp(rec.response_body, "a teapot boils", 14), 0);
-    CU_ASSERT_PTR_NOT_NULL(strstr(ctx.applied, "rule 1"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(rewrite_applied(&rw), "rule 1"));
     free(to_client);
     free(gz);
-    rules_ctx_free(&ctx);
+    rewrite_end(&rw);
     rules_set_unref(set);
-    exchange_request_free(&req);
+    rules_current_destroy(&rules);
+    message_free(&req);
     peers_close(&p);
 }
 
@@ -430,6 +477,8 @@ int main(void)
                      test_an_origin_that_closes_at_once_is_stale_and_nothing_reaches_the_client) ||
         !CU_add_test(suite, "refuses_a_response_with_both_length_and_chunked",
                      test_refuses_a_response_with_both_length_and_chunked) ||
+        !CU_add_test(suite, "an_upstream_proxys_407_never_reaches_the_client",
+                     test_an_upstream_proxys_407_never_reaches_the_client) ||
         !CU_add_test(suite, "a_rewritten_gzip_body_is_reframed_and_its_original_kept",
                      test_a_rewritten_gzip_body_is_reframed_and_its_original_kept))
         goto fail;

@@ -62,11 +62,24 @@ static void test_segments_are_created_joined_and_dropped(void)
     CU_ASSERT_EQUAL(query_int(db, "SELECT rowid FROM flows_fts_4 WHERE flows_fts_4 MATCH "
                                   "'\"LON\"'"),
                     9);
-    CU_ASSERT_EQUAL(flowseg_drop_sql(3, false, sql, sizeof(sql)), 0);
+    /* ws_messages (schema version 10) is one table for every segment: the
+     * messages of segment 3's flow 7 go with it, those of flow 9 stay. */
+    CU_ASSERT_EQUAL(sqlite3_exec(db,
+                                 "CREATE TABLE ws_messages (flow_id INTEGER NOT NULL, seq INTEGER "
+                                 "NOT NULL, direction INTEGER NOT NULL, time_us INTEGER NOT NULL, "
+                                 "opcode INTEGER NOT NULL, flags INTEGER NOT NULL, size INTEGER "
+                                 "NOT NULL, data BLOB, PRIMARY KEY (flow_id, seq)) WITHOUT ROWID;"
+                                 "INSERT INTO ws_messages VALUES (7, 0, 0, 0, 1, 0, 1, 'a'), "
+                                 "(7, 1, 1, 0, 1, 0, 1, 'b'), (9, 0, 0, 0, 1, 0, 1, 'c');",
+                                 NULL, NULL, NULL),
+                    SQLITE_OK);
+    CU_ASSERT_EQUAL(query_int(db, "SELECT replay_of IS NULL FROM flows WHERE id = 7"), 1);
+    CU_ASSERT_EQUAL(flowseg_drop_sql(3, 8, false, sql, sizeof(sql)), 0);
     CU_ASSERT_PTR_NOT_NULL(strstr(sql, "secure_delete = FAST"));
     CU_ASSERT_EQUAL(sqlite3_exec(db, "PRAGMA secure_delete = ON", NULL, NULL, NULL), SQLITE_OK);
     CU_ASSERT_EQUAL(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
     CU_ASSERT_EQUAL(query_int(db, "SELECT count(*) FROM sqlite_master WHERE name GLOB '*_3*'"), 0);
+    CU_ASSERT_EQUAL(query_int(db, "SELECT group_concat(flow_id) FROM ws_messages"), 9);
     /* Only the drop went without overwriting: later deletes overwrite. */
     CU_ASSERT_EQUAL(query_int(db, "PRAGMA secure_delete"), 1);
     CU_ASSERT_EQUAL(query_int(db, "SELECT count(*) FROM sqlite_master WHERE name = 'flows_hdr_4'"),
@@ -83,7 +96,7 @@ static void test_a_statement_too_long_for_the_buffer_is_refused(void)
     char sql[64];
 
     CU_ASSERT_EQUAL(flowseg_create_sql(1, sql, sizeof(sql)), -1);
-    CU_ASSERT_EQUAL(flowseg_drop_sql(1, true, sql, sizeof(sql)), -1);
+    CU_ASSERT_EQUAL(flowseg_drop_sql(1, 2, true, sql, sizeof(sql)), -1);
     CU_ASSERT_PTR_NULL(flowseg_views_sql(NULL, 0));
 }
 

@@ -112,11 +112,11 @@ static struct flow *simple_flow(const char *method, const char *host, const char
     snprintf(f->host, sizeof(f->host), "%s", host);
     f->port = 80;
     f->target = xstrdup(path);
-    f->request_version_minor = 1;
+    f->request_version = 11;
     f->request_headers = xstrdup("Host: x\r\n");
     if (status != 0) {
         f->status = status;
-        f->response_version_minor = 1;
+        f->response_version = 11;
         snprintf(f->reason, sizeof(f->reason), "Reason");
         f->response_headers = xstrdup("Content-Type: text/plain\r\n");
     }
@@ -382,8 +382,8 @@ static struct flow *full_flow(void)
     snprintf(f->host, sizeof(f->host), "api.example.test");
     f->port = 8443;
     f->target = xstrdup("/v1/items?id=7&x");
-    f->request_version_minor = 1;
-    f->response_version_minor = 0;
+    f->request_version = 11;
+    f->response_version = 10;
     f->request_headers = xstrdup(request_headers);
     f->response_headers = xstrdup(response_headers);
     flow_body_append(&f->request_body, "{\"a\":1}", 7);
@@ -439,8 +439,8 @@ static void test_submitted_flow_reads_back_field_by_field(void)
     CU_ASSERT_STRING_EQUAL(f->host, "api.example.test");
     CU_ASSERT_EQUAL(f->port, 8443);
     CU_ASSERT_STRING_EQUAL(f->target, "/v1/items?id=7&x");
-    CU_ASSERT_EQUAL(f->request_version_minor, 1);
-    CU_ASSERT_EQUAL(f->response_version_minor, 0);
+    CU_ASSERT_EQUAL(f->request_version, 11);
+    CU_ASSERT_EQUAL(f->response_version, 10);
     /* Byte for byte: order, case and duplicates as received. */
     CU_ASSERT_STRING_EQUAL(f->request_headers, request_headers);
     CU_ASSERT_STRING_EQUAL(f->response_headers, response_headers);
@@ -2284,7 +2284,7 @@ static void test_version_7_database_keeps_its_bodies_readable(void)
     flowstore_close(store);
 }
 
-/* ---- segments, retention and the search index (schema version 10) ---- */
+/* ---- segments, retention and the search index (schema version 12) ---- */
 
 /* Flows as a version-9 database holds them: ids 1..count, a URL /v9-N,
  * and for flow 2 an inline response body and for flow 3 one in
@@ -2605,6 +2605,205 @@ static void test_oversized_old_segment_is_trimmed_not_dropped_whole(void)
     flowstore_close(store);
 }
 
+/* ---- WebSocket messages and replays in segments (schema versions 10-12) ---- */
+
+static void append_ws(struct flow *f, const char *text, bool is_from_client)
+{
+    struct flow_ws_message m;
+
+    memset(&m, 0, sizeof(m));
+    m.time_us = T0_US;
+    m.size = strlen(text);
+    m.data = (unsigned char *)text;
+    m.len = strlen(text);
+    m.opcode = 1;
+    m.is_from_client = is_from_client;
+    CU_ASSERT_EQUAL(flow_ws_append(&f->ws, &m), 0);
+}
+
+/* One part of a live WebSocket flow (struct flow_live), as capture.c
+ * submits them. */
+static struct flow *live_part(struct flow_live *live, enum flow_live_part part)
+{
+    struct flow *f = simple_flow("GET", "live.test", "/ws-live", 101);
+
+    f->kind = FLOW_WEBSOCKET;
+    f->live = flow_live_ref(live);
+    f->live_part = part;
+    return f;
+}
+
+static size_t ws_count(struct flowstore *store, int64_t id)
+{
+    struct flow_ws ws;
+    char err[512] = "";
+    size_t n;
+
+    memset(&ws, 0, sizeof(ws));
+    CU_ASSERT_EQUAL(flowstore_get_ws_messages(store, id, 0, &ws, err, sizeof(err)), 0);
+    n = ws.count;
+    flow_ws_clear(&ws);
+    return n;
+}
+
+/* A version-11 database: two WebSocket flows with their messages (and
+ * the trigger of version 10 on flows) and a replay. Version 12 makes them
+ * segment 1: the messages and replay_of read back, the trigger is gone,
+ * and deleting a flow or dropping the segment takes its messages. */
+static void test_version_11_database_keeps_ws_messages_and_replay_of(void)
+{
+    char *v11 = schema_before(12);
+    struct flowstore *store;
+    struct flowstore_record *rec = NULL;
+    struct flow_ws ws;
+    struct flow *f;
+    char sql[2048];
+    char err[512] = "";
+    bool found = false;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(v11);
+    CU_ASSERT_EQUAL_FATAL(exec_sql(v11), 0);
+    free(v11);
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO flows (id, kind, time_start_us, client, scheme, method, host, port, "
+             "target, req_version, resp_version, status, req_body_size, resp_body_size, "
+             "req_body_captured, resp_body_captured, req_truncated, resp_truncated, is_tls, "
+             "bytes_up, bytes_down, replay_of) VALUES "
+             "(1, 2, %1$" PRId64 ", 'c', 'http', 'GET', 'v11.test', 80, '/ws1', 'HTTP/1.1', "
+             "'HTTP/1.1', 101, 0, 0, 0, 0, 0, 0, 0, 0, 0, NULL), "
+             "(2, 2, %1$" PRId64 ", 'c', 'http', 'GET', 'v11.test', 80, '/ws2', 'HTTP/1.1', "
+             "'HTTP/1.1', 101, 0, 0, 0, 0, 0, 0, 0, 0, 0, NULL), "
+             "(3, 0, %1$" PRId64 ", 'replay of #1', 'http', 'GET', 'v11.test', 80, '/again', "
+             "'HTTP/2', 'HTTP/2', 200, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1);"
+             "INSERT INTO ws_messages VALUES (1, 0, 0, %1$" PRId64 ", 1, 0, 2, CAST('hi' AS "
+             "BLOB)), (2, 0, 0, %1$" PRId64 ", 1, 0, 5, CAST('hello' AS BLOB)), "
+             "(2, 1, 1, %1$" PRId64 ", 1, 0, 5, CAST('world' AS BLOB)), "
+             "(2, 2, 0, %1$" PRId64 ", 8, 0, 2, X'03e8');"
+             "UPDATE flow_ids SET next_id = 4;",
+             T0_US);
+    CU_ASSERT_EQUAL_FATAL(exec_sql(sql), 0);
+    CU_ASSERT_EQUAL_FATAL(query_int("PRAGMA user_version"), 11);
+
+    store = open_store(8); /* segments of one flow from here on */
+    CU_ASSERT_FATAL(store != NULL);
+    CU_ASSERT_EQUAL(query_int("PRAGMA user_version"), db_schema_version());
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM sqlite_master WHERE type = 'trigger'"), 0);
+    CU_ASSERT_EQUAL(query_int("SELECT replay_of FROM flows_1 WHERE id = 3"), 1);
+    CU_ASSERT_EQUAL(flowstore_get(store, 3, &rec, err, sizeof(err)), 0);
+    CU_ASSERT_FATAL(rec != NULL);
+    CU_ASSERT_EQUAL(rec->flow.replay_of, 1);
+    CU_ASSERT_EQUAL(rec->flow.request_version, 20);
+    flowstore_record_free(rec);
+    rec = NULL;
+    memset(&ws, 0, sizeof(ws));
+    CU_ASSERT_EQUAL(flowstore_get_ws_messages(store, 2, 0, &ws, err, sizeof(err)), 0);
+    CU_ASSERT_EQUAL_FATAL(ws.count, 3);
+    CU_ASSERT(ws.items[0].len == 5 && memcmp(ws.items[0].data, "hello", 5) == 0);
+    CU_ASSERT_TRUE(ws.items[0].is_from_client);
+    CU_ASSERT(ws.items[1].len == 5 && memcmp(ws.items[1].data, "world", 5) == 0);
+    CU_ASSERT_EQUAL(ws.items[2].opcode, 8);
+    flow_ws_clear(&ws);
+
+    /* A replay written now goes to a new segment with its link. */
+    f = simple_flow("GET", "v11.test", "/again", 200);
+    f->replay_of = 3;
+    submit(store, f);
+    CU_ASSERT_EQUAL_FATAL(flowstore_sync(store, SYNC_MS), 0);
+    CU_ASSERT_EQUAL(query_int("SELECT replay_of FROM flows_2 WHERE id = 4"), 3);
+    CU_ASSERT_EQUAL(flowstore_get(store, 4, &rec, err, sizeof(err)), 0);
+    CU_ASSERT(rec != NULL && rec->flow.replay_of == 3);
+    flowstore_record_free(rec);
+
+    /* Deleting flow 2 takes its messages, not flow 1's. */
+    CU_ASSERT_EQUAL(flowstore_delete(store, 2, &found, err, sizeof(err)), 0);
+    CU_ASSERT_TRUE(found);
+    CU_ASSERT_EQUAL(ws_count(store, 2), 0);
+    CU_ASSERT_EQUAL(ws_count(store, 1), 1);
+    /* Pruning drops segment 1 whole, and flow 1's messages with it. */
+    submit_many(store, 8);
+    CU_ASSERT_EQUAL_FATAL(flowstore_sync(store, SYNC_MS), 0);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_segments WHERE seg = 1"), 0);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows WHERE id <= 3"), 0);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM ws_messages"), 0);
+    flowstore_close(store);
+}
+
+/* A live flow's messages and finished row go where its first row went,
+ * however many segments started since; a live flow whose segment is gone
+ * (clear, pruning) leaves nothing behind, no row and no messages. */
+static void test_live_flow_is_finished_in_its_own_segment_and_goes_with_it(void)
+{
+    struct flowstore *store = open_store(8); /* segments of one flow */
+    struct flowstore_filter filter = {0};
+    struct flow_live *live = flow_live_new();
+    struct flow *f;
+    char err[512] = "";
+
+    CU_ASSERT_FATAL(store != NULL && live != NULL);
+    submit(store, live_part(live, FLOW_LIVE_OPEN));
+    CU_ASSERT_EQUAL_FATAL(flowstore_sync(store, SYNC_MS), 0);
+    CU_ASSERT_EQUAL(live->id, 1);
+    submit_many(store, 2); /* ids 2 and 3, segments 2 and 3 */
+    f = live_part(live, FLOW_LIVE_MESSAGES);
+    append_ws(f, "one", true);
+    append_ws(f, "two", false);
+    submit(store, f);
+    f = live_part(live, FLOW_LIVE_FINAL);
+    append_ws(f, "three", true);
+    f->timings.done = T0_US + 5000;
+    submit(store, f);
+    CU_ASSERT_EQUAL_FATAL(flowstore_sync(store, SYNC_MS), 0);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows_1 WHERE id = 1 AND done_us IS NOT NULL"),
+                    1);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows WHERE id = 1"), 1);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows"), 3);
+    CU_ASSERT_EQUAL(query_int("SELECT sum(flows) FROM flow_segments"), 3);
+    CU_ASSERT_EQUAL(query_int("SELECT group_concat(seq, '') FROM ws_messages WHERE flow_id = 1"),
+                    12); /* 0, 1, 2 */
+    CU_ASSERT_EQUAL(ws_count(store, 1), 3);
+    filter.url_text = "/ws-live";
+    expect_ids(store, &filter, "1");
+    flow_live_release(live);
+
+    /* Cleared while it lives: its later parts write nothing. */
+    live = flow_live_new();
+    CU_ASSERT_FATAL(live != NULL);
+    submit(store, live_part(live, FLOW_LIVE_OPEN));
+    CU_ASSERT_EQUAL_FATAL(flowstore_sync(store, SYNC_MS), 0);
+    CU_ASSERT_EQUAL(live->id, 4);
+    CU_ASSERT_EQUAL(flowstore_clear(store, err, sizeof(err)), 0);
+    f = live_part(live, FLOW_LIVE_MESSAGES);
+    append_ws(f, "late", true);
+    submit(store, f);
+    submit(store, live_part(live, FLOW_LIVE_FINAL));
+    CU_ASSERT_EQUAL_FATAL(flowstore_sync(store, SYNC_MS), 0);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows"), 0);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM ws_messages"), 0);
+    flow_live_release(live);
+
+    /* Pruned while it lives: the drop takes the messages written so far. */
+    live = flow_live_new();
+    CU_ASSERT_FATAL(live != NULL);
+    submit(store, live_part(live, FLOW_LIVE_OPEN));
+    f = live_part(live, FLOW_LIVE_MESSAGES);
+    append_ws(f, "early", true);
+    submit(store, f);
+    CU_ASSERT_EQUAL_FATAL(flowstore_sync(store, SYNC_MS), 0);
+    CU_ASSERT_EQUAL(ws_count(store, live->id), 1);
+    submit_many(store, 9);
+    CU_ASSERT_EQUAL_FATAL(flowstore_sync(store, SYNC_MS), 0);
+    CU_ASSERT_EQUAL(ws_count(store, live->id), 0);
+    f = live_part(live, FLOW_LIVE_FINAL);
+    append_ws(f, "last", false);
+    submit(store, f);
+    CU_ASSERT_EQUAL_FATAL(flowstore_sync(store, SYNC_MS), 0);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows WHERE kind = 2"), 0);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM ws_messages"), 0);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows"), 8);
+    flow_live_release(live);
+    flowstore_close(store);
+}
+
 static void test_in_memory_database_is_refused(void)
 {
     struct flowstore *store = NULL;
@@ -2713,6 +2912,10 @@ int main(void)
                      test_retention_by_size_bounds_the_database) ||
         !CU_add_test(suite, "oversized_old_segment_is_trimmed_not_dropped_whole",
                      test_oversized_old_segment_is_trimmed_not_dropped_whole) ||
+        !CU_add_test(suite, "version_11_database_keeps_ws_messages_and_replay_of",
+                     test_version_11_database_keeps_ws_messages_and_replay_of) ||
+        !CU_add_test(suite, "live_flow_is_finished_in_its_own_segment_and_goes_with_it",
+                     test_live_flow_is_finished_in_its_own_segment_and_goes_with_it) ||
         !CU_add_test(suite, "in_memory_database_is_refused", test_in_memory_database_is_refused))
         goto fail;
     return testutil_run();

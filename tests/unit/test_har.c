@@ -82,10 +82,10 @@ static struct flow *known_flow(const char *request_headers, const char *response
     snprintf(f->host, sizeof(f->host), "har.test");
     f->port = 80;
     f->target = xstrdup("/");
-    f->request_version_minor = 1;
+    f->request_version = 11;
     f->request_headers = xstrdup(request_headers);
     f->status = 200;
-    f->response_version_minor = 1;
+    f->response_version = 11;
     snprintf(f->reason, sizeof(f->reason), "OK");
     f->response_headers = xstrdup(response_headers);
     f->timings.start = T0_US + 123000;

@@ -84,10 +84,10 @@ static struct flow *base_flow(const char *scheme, const char *host, uint16_t por
     snprintf(f->host, sizeof(f->host), "%s", host);
     f->port = port;
     f->target = xstrdup(target);
-    f->request_version_minor = 1;
+    f->request_version = 11;
     f->request_headers = xstrdup("Host: x\r\nAccept: */*\r\nCookie: a=1; b=2\r\n");
     f->status = 200;
-    f->response_version_minor = 1;
+    f->response_version = 11;
     snprintf(f->reason, sizeof(f->reason), "OK");
     f->timings.start = start;
     f->timings.request_sent = start + 2000;
@@ -111,11 +111,13 @@ static void store_known_flows(void)
     f->response_headers = xstrdup("Content-Type: text/plain\r\nSet-Cookie: s=9; Path=/\r\n");
     flow_body_append(&f->response_body, "hello plain", 11);
     CU_ASSERT_EQUAL(flowstore_submit(store, f), 0);
-    /* 2: a POST with a JSON body over TLS, a new connection with TLS. */
+    /* 2: a POST with a JSON body over TLS, a new connection with TLS, HTTP/2. */
     f = base_flow("https", "api.test", 443, "/login", T0_US + 1000000);
     snprintf(f->method, sizeof(f->method), "POST");
     free(f->request_headers);
     f->request_headers = xstrdup("Host: api.test\r\nContent-Type: application/json\r\n");
+    f->request_version = 20; /* HTTP/2 both ways, as h2relay records it */
+    f->response_version = 20;
     flow_body_append(&f->request_body, "{\"user\":\"u\"}", 12);
     f->response_headers = xstrdup("Content-Type: application/json\r\n");
     flow_body_append(&f->response_body, "{\"ok\":true}", 11);
@@ -134,8 +136,8 @@ static void store_known_flows(void)
     CU_ASSERT_EQUAL(flowstore_submit(store, f), 0);
     /* 4: a binary response (base64 in HAR), HTTP/1.0. */
     f = base_flow("http", "img.test", 80, "/logo.png", T0_US + 3000000);
-    f->request_version_minor = 0;
-    f->response_version_minor = 0;
+    f->request_version = 10;
+    f->response_version = 10;
     f->response_headers = xstrdup("Content-Type: image/png\r\n");
     flow_body_append(&f->response_body, "\x89PNG\r\n\x1a\n\0\xff\xfe", 11);
     CU_ASSERT_EQUAL(flowstore_submit(store, f), 0);
@@ -266,6 +268,13 @@ static void test_export_import_export_gives_the_same_entries(void)
     CU_ASSERT_EQUAL(result.skipped, 0);
     CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows WHERE imported = 1"), 5);
     CU_ASSERT_EQUAL(query_int("SELECT min(id) FROM flows WHERE imported = 1"), 6);
+    /* HTTP/2 comes back as HTTP/2 (version 20), not as HTTP/1.1. */
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows WHERE req_version = 'HTTP/2' AND "
+                              "resp_version = 'HTTP/2'"),
+                    2);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows WHERE imported = 1 AND req_version = "
+                              "'HTTP/1.0'"),
+                    1);
     /* The gzip body is kept compressed again, as captured. */
     CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows WHERE id = 8 AND resp_content_encoding "
                               "= 'gzip' AND hex(substr(resp_body, 1, 2)) = '1F8B'"),
@@ -412,6 +421,37 @@ static void test_header_with_a_line_break_skips_the_entry(void)
     CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows"), 0);
 }
 
+/* httpVersion as browsers spell it: HTTP/2 as "h2" and "http/2.0" too; a
+ * version a flow cannot name is HTTP/1.1. */
+static void test_http_versions_are_read_as_flow_versions(void)
+{
+    static const char *const spellings[][2] = {
+        {"HTTP/2", "HTTP/2"},     {"h2", "HTTP/2"},         {"http/2.0", "HTTP/2"},
+        {"HTTP/1.0", "HTTP/1.0"}, {"http/1.1", "HTTP/1.1"}, {"h3", "HTTP/1.1"},
+    };
+    char doc[512], query[256], err[512] = "";
+    struct harimport_result result;
+    size_t i;
+    int rc;
+
+    for (i = 0; i < sizeof(spellings) / sizeof(spellings[0]); i++) {
+        snprintf(doc, sizeof(doc),
+                 "{\"log\":{\"entries\":[{\"startedDateTime\":\"2023-11-14T22:13:20Z\","
+                 "\"request\":{\"method\":\"GET\",\"url\":\"http://v%zu.test/\","
+                 "\"httpVersion\":\"%s\"},\"response\":{\"status\":200,\"httpVersion\":"
+                 "\"%s\"}}]}}",
+                 i, spellings[i][0], spellings[i][0]);
+        result = import_text(doc, &rc, err, sizeof(err));
+        CU_ASSERT_EQUAL(rc, 0);
+        CU_ASSERT_EQUAL(result.imported, 1);
+        snprintf(query, sizeof(query),
+                 "SELECT count(*) FROM flows WHERE host = 'v%zu.test' AND req_version = '%s' AND "
+                 "resp_version = '%s'",
+                 i, spellings[i][1], spellings[i][1]);
+        CU_ASSERT_EQUAL(query_int(query), 1);
+    }
+}
+
 int main(void)
 {
     CU_pSuite suite;
@@ -428,7 +468,9 @@ int main(void)
         !CU_add_test(suite, "bad_entries_are_skipped_with_a_reason",
                      test_bad_entries_are_skipped_with_a_reason) ||
         !CU_add_test(suite, "header_with_a_line_break_skips_the_entry",
-                     test_header_with_a_line_break_skips_the_entry)) {
+                     test_header_with_a_line_break_skips_the_entry) ||
+        !CU_add_test(suite, "http_versions_are_read_as_flow_versions",
+                     test_http_versions_are_read_as_flow_versions)) {
         CU_cleanup_registry();
         return 1;
     }

@@ -1016,7 +1016,7 @@ static void test_list_has_token_is_ows_tolerant_and_case_insensitive(void)
 
 static void test_find_header_is_case_insensitive(void)
 {
-    const struct http1_header *h;
+    const struct message_field *h;
 
     CU_ASSERT_EQUAL(parse_req("GET / HTTP/1.1\r\nHost: h\r\nX-Test: one\r\nx-test: two\r\n\r\n"),
                     PARSED_OK);
@@ -1047,12 +1047,12 @@ static void test_hop_by_hop_covers_fixed_names(void)
 
     CU_ASSERT_EQUAL(parse_req("GET / HTTP/1.1\r\nHost: h\r\n\r\n"), PARSED_OK);
     for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        struct http1_header h = {names[i], strlen(names[i]), "", 0};
+        struct message_field h = {names[i], strlen(names[i]), "", 0};
 
         CU_ASSERT_TRUE(http1_is_hop_by_hop(&head, &h));
     }
     for (i = 0; i < sizeof(end_to_end) / sizeof(end_to_end[0]); i++) {
-        struct http1_header h = {end_to_end[i], strlen(end_to_end[i]), "", 0};
+        struct message_field h = {end_to_end[i], strlen(end_to_end[i]), "", 0};
 
         CU_ASSERT_FALSE(http1_is_hop_by_hop(&head, &h));
     }

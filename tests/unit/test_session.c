@@ -161,7 +161,7 @@ static char *run_session(const char *request, const char *host, uint16_t port, b
     if (host == NULL)
         session_serve_explicit(&env, sp[1], &peer);
     else
-        session_serve_tunnel(&env, sp[1], &peer, host, port);
+        session_serve_tunnel(&env, sp[1], &peer, SESSION_LISTENER_SOCKS5, host, port);
     while (got_len < 65535 && (n = read(sp[0], got + got_len, 65535 - got_len)) > 0)
         got_len += (size_t)n;
     close(sp[0]);
@@ -222,7 +222,7 @@ static void test_explicit_proxy_refuses_an_origin_form_request_and_records_it(vo
     rec = newest_flow();
     CU_ASSERT_STRING_EQUAL(rec->flow.method, "GET");
     CU_ASSERT_EQUAL(rec->flow.status, 400);
-    CU_ASSERT_EQUAL(rec->flow.response_version_minor, 1);
+    CU_ASSERT_EQUAL(rec->flow.response_version, 11);
     CU_ASSERT_PTR_NOT_NULL(rec->flow.response_headers);
     CU_ASSERT_PTR_NOT_NULL(strstr(rec->flow.response_headers, "Content-Type: text/plain"));
     CU_ASSERT_PTR_NOT_NULL(rec->flow.error);

@@ -1,0 +1,1247 @@
+/*
+ * h2relay: see h2relay.h.
+ *
+ * Flow control is end to end: automatic WINDOW_UPDATEs are off on both
+ * sessions, and the bytes of a DATA frame are acknowledged to their sender
+ * (nghttp2_session_consume()) only when the other side's session has taken
+ * them into a frame. A stream's bytes inside tapwire are therefore bounded
+ * by the window we opened for it, however fast one side sends and however
+ * slowly the other reads, and a stalled stream stalls no other.
+ *
+ * The defences against a hostile client are nghttp2's, switched on and
+ * bounded here: concurrent streams, the rate of stream resets (rapid reset,
+ * CVE-2023-44487), CONTINUATION frames per header block, SETTINGS entries,
+ * queued ACKs (PING and SETTINGS floods), the HPACK table size, and a header
+ * list bound checked as fields arrive (an HPACK bomb is refused before it
+ * is held). A connection nghttp2 finds at fault gets GOAWAY and ends.
+ */
+#include "h2relay.h"
+
+#include <errno.h>
+#include <nghttp2/nghttp2.h>
+#include <poll.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "capture.h"
+#include "clock.h"
+#include "exchange.h"
+#include "grpcmsg.h"
+#include "log.h"
+#include "message.h"
+#include "rewrite.h"
+#include "stacktrim.h"
+
+/* Nothing the relay holds per stream grows past what flow control allows,
+ * except the header lists, which H2RELAY_MAX_HEADER_LIST_BYTES bounds. */
+#define MAX_CONTINUATIONS 8
+#define MAX_SETTINGS_ENTRIES 32
+#define MAX_OUTBOUND_ACKS 1000
+/* Rapid reset: a burst of this many stream resets, refilled at this rate
+ * per second (nghttp2's token bucket). */
+#define RESET_BURST 200
+#define RESET_RATE_PER_S 33
+
+/*
+ * Memory a connection recycles between its streams: each stream's text (its
+ * header fields, pseudo-header fields, URL, the lists handed to nghttp2)
+ * lives in an arena of blocks that never move, and its body queues start in
+ * a block of the same size. Blocks go back to the connection's pool when
+ * the stream ends, so once a connection is warm a stream costs a handful of
+ * allocations instead of one per field (the allocator was a quarter of the
+ * relay's time before).
+ */
+#define BLOCK_BYTES 16384
+#define POOL_MAX_BLOCKS 64 /* what a connection keeps for its next streams: 1 MiB */
+
+struct pool {
+    void *blocks[POOL_MAX_BLOCKS];
+    size_t count;
+};
+
+static void *pool_get(struct pool *p)
+{
+    return p->count > 0 ? p->blocks[--p->count] : malloc(BLOCK_BYTES);
+}
+
+static void pool_put(struct pool *p, void *block)
+{
+    if (p->count < POOL_MAX_BLOCKS)
+        p->blocks[p->count++] = block;
+    else
+        free(block);
+}
+
+static void pool_free(struct pool *p)
+{
+    while (p->count > 0)
+        free(p->blocks[--p->count]);
+}
+
+struct arena_block {
+    struct arena_block *next;
+    size_t size; /* bytes of data; BLOCK_BYTES - the header for a pooled block */
+    size_t used;
+    max_align_t data[];
+};
+
+#define ARENA_BLOCK_DATA (BLOCK_BYTES - offsetof(struct arena_block, data))
+
+struct arena {
+    struct arena_block *head;
+};
+
+/* size bytes aligned for any type, or NULL when out of memory. A request
+ * larger than a block gets a block of its own. */
+static void *arena_alloc(struct arena *a, struct pool *pool, size_t size)
+{
+    size_t aligned = (size + sizeof(max_align_t) - 1) & ~(sizeof(max_align_t) - 1);
+    struct arena_block *b = a->head;
+
+    if (b == NULL || b->size - b->used < aligned) {
+        bool is_big = aligned > ARENA_BLOCK_DATA;
+        b = is_big ? malloc(offsetof(struct arena_block, data) + aligned) : pool_get(pool);
+        if (b == NULL)
+            return NULL;
+        b->size = is_big ? aligned : ARENA_BLOCK_DATA;
+        b->used = 0;
+        b->next = a->head;
+        a->head = b;
+    }
+    void *out = (char *)b->data + b->used;
+    b->used += aligned;
+    return out;
+}
+
+static char *arena_text(struct arena *a, struct pool *pool, const void *text, size_t len)
+{
+    char *out = arena_alloc(a, pool, len + 1);
+
+    if (out != NULL) {
+        memcpy(out, text, len);
+        out[len] = '\0';
+    }
+    return out;
+}
+
+static void arena_free(struct arena *a, struct pool *pool)
+{
+    while (a->head != NULL) {
+        struct arena_block *b = a->head;
+        a->head = b->next;
+        if (b->size == ARENA_BLOCK_DATA)
+            pool_put(pool, b);
+        else
+            free(b);
+    }
+}
+
+/* Header fields collected as they arrive, in the stream's arena. */
+struct fieldlist {
+    struct message_field *items;
+    size_t count, cap;
+};
+
+static int fieldlist_add(struct fieldlist *l, struct arena *a, struct pool *pool,
+                         const uint8_t *name, size_t name_len, const uint8_t *value,
+                         size_t value_len)
+{
+    if (l->count == l->cap) {
+        /* The old array stays in the arena: a header list is bounded. */
+        size_t cap = l->cap ? l->cap * 2 : 16;
+        struct message_field *items = arena_alloc(a, pool, cap * sizeof(*items));
+        if (items == NULL)
+            return -1;
+        if (l->count > 0)
+            memcpy(items, l->items, l->count * sizeof(*items));
+        l->items = items;
+        l->cap = cap;
+    }
+    char *n = arena_text(a, pool, name, name_len);
+    char *v = arena_text(a, pool, value, value_len);
+    if (n == NULL || v == NULL)
+        return -1;
+    l->items[l->count++] = (struct message_field){n, name_len, v, value_len};
+    return 0;
+}
+
+static struct message_fields fields_of(const struct fieldlist *l)
+{
+    return (struct message_fields){l->items, l->count};
+}
+
+/* Body bytes waiting for the other side: at most a flow-control window. */
+struct queue {
+    char *data; /* a pooled block while cap is BLOCK_BYTES */
+    size_t start, end, cap;
+};
+
+static int queue_put(struct queue *q, struct pool *pool, const uint8_t *data, size_t len)
+{
+    if (q->start > 0 && q->end + len > q->cap) {
+        memmove(q->data, q->data + q->start, q->end - q->start);
+        q->end -= q->start;
+        q->start = 0;
+    }
+    if (q->data == NULL && len <= BLOCK_BYTES) {
+        q->data = pool_get(pool);
+        if (q->data == NULL)
+            return -1;
+        q->cap = BLOCK_BYTES;
+    }
+    if (q->end + len > q->cap) {
+        size_t cap = q->cap ? q->cap : BLOCK_BYTES;
+        while (cap < q->end + len)
+            cap *= 2;
+        char *grown = malloc(cap);
+        if (grown == NULL)
+            return -1;
+        if (q->data != NULL) {
+            memcpy(grown, q->data, q->end);
+            if (q->cap == BLOCK_BYTES)
+                pool_put(pool, q->data);
+            else
+                free(q->data);
+        }
+        q->data = grown;
+        q->cap = cap;
+    }
+    memcpy(q->data + q->end, data, len);
+    q->end += len;
+    return 0;
+}
+
+static size_t queue_take(struct queue *q, uint8_t *out, size_t len)
+{
+    size_t n = q->end - q->start;
+
+    if (n > len)
+        n = len;
+    if (n == 0)
+        return 0;
+    memcpy(out, q->data + q->start, n);
+    q->start += n;
+    if (q->start == q->end)
+        q->start = q->end = 0;
+    return n;
+}
+
+static size_t queue_len(const struct queue *q)
+{
+    return q->end - q->start;
+}
+
+static void queue_free(struct queue *q, struct pool *pool)
+{
+    if (q->data != NULL && q->cap == BLOCK_BYTES)
+        pool_put(pool, q->data);
+    else
+        free(q->data);
+    memset(q, 0, sizeof(*q));
+}
+
+struct h2relay;
+
+/* One client stream and the origin stream that serves it: one flow. */
+struct h2ex {
+    struct h2relay *r;
+    struct h2ex *next;
+    struct arena text; /* every string and list of the stream */
+    int32_t client_id, origin_id;
+    /* The request: pseudo-header fields, then the others; trailers. */
+    char *method, *scheme, *authority, *path;
+    struct fieldlist req, req_trailers;
+    size_t req_header_bytes;
+    /* The response. */
+    int status;
+    bool has_response; /* the final response head arrived */
+    struct fieldlist resp, resp_trailers;
+    size_t resp_header_bytes;
+    struct queue up, down; /* request body to the origin, response body to the client */
+    bool up_ended, down_ended;
+    /* A body the body rules want is held whole (up to --rewrite-limit) with
+     * its head, which goes out once the body is rewritten; the bytes are
+     * acknowledged to their sender as they arrive (early), so that a body
+     * larger than one window can be held. [0] the request, [1] the response. */
+    bool is_holding[2];
+    struct message held[2];
+    size_t early[2];    /* acknowledged bytes still at the front of the queue */
+    size_t reserved[2]; /* held against --rewrite-memory */
+    bool client_closed, origin_closed;
+    uint64_t up_bytes, down_bytes;
+    struct rewrite rw;
+    struct capture cap;
+    char *url;
+    int64_t started_us;
+    char error[GRPCMSG_MAX_STATUS_TEXT_BYTES + 64]; /* a gRPC status fits */
+};
+
+struct h2relay {
+    const struct h2relay_env *env;
+    nghttp2_session *client; /* we are the server */
+    nghttp2_session *origin; /* we are the client */
+    struct h2ex *streams;
+    struct pool pool;
+    bool has_told_open_times;
+    bool has_said_goaway; /* a GOAWAY with an error went out, and was logged */
+    char why[160];        /* why the relay ended early, for the log */
+};
+
+static void set_error(struct h2ex *ex, const char *error)
+{
+    if (ex->error[0] == '\0')
+        snprintf(ex->error, sizeof(ex->error), "%s", error);
+}
+
+/* ---- one exchange's record ---- */
+
+static void record_and_free(struct h2ex *ex)
+{
+    struct h2relay *r = ex->r;
+    const struct h2relay_env *env = r->env;
+    struct h2ex **p;
+    double ms = (double)(clock_mono_us() - ex->started_us) / 1000.0;
+    int status = ex->has_response ? ex->status : 0;
+    struct message_fields trailers = fields_of(&ex->resp_trailers);
+    struct message_fields head = fields_of(&ex->resp);
+    char why[GRPCMSG_MAX_STATUS_TEXT_BYTES + 64];
+    int grpc_status;
+
+    /* A gRPC call fails in its trailers (or a trailers-only head) under an
+     * HTTP 200: the flow says so, so that the list shows it as an error. */
+    if (ex->has_response && (grpcmsg_failed(&trailers, &grpc_status, why, sizeof(why)) ||
+                             grpcmsg_failed(&head, &grpc_status, why, sizeof(why))))
+        set_error(ex, why);
+
+    if (ex->url != NULL) {
+        if (ex->error[0] != '\0')
+            log_info("%s %s %s %d %lluB %.1fms error: %s", env->client_name, ex->method, ex->url,
+                     status, (unsigned long long)ex->down_bytes, ms, ex->error);
+        else
+            log_info("%s %s %s %d %lluB %.1fms", env->client_name, ex->method, ex->url, status,
+                     (unsigned long long)ex->down_bytes, ms);
+        capture_rules(&ex->cap, rewrite_applied(&ex->rw), rewrite_notes(&ex->rw));
+        if (capture_is_on(&ex->cap)) {
+            const struct exchange_capture *hooks = capture_hooks(&ex->cap);
+            struct capture_connection conn = {.tls = env->tls};
+            /* The connection was opened for the first exchange recorded. */
+            if (!r->has_told_open_times) {
+                conn.connected_at_us = env->connected_at_us;
+                conn.tls_done_at_us = env->tls_done_at_us;
+                r->has_told_open_times = true;
+            }
+            if (hooks && hooks->ops->moment)
+                hooks->ops->moment(hooks->arg, EXCHANGE_DONE, clock_wall_us());
+            capture_finish(&ex->cap, &conn, status, ex->error[0] ? ex->error : NULL);
+        }
+    } else if (ex->error[0] != '\0') {
+        log_info("%s %s - 0 0B %.1fms error: %s", env->client_name,
+                 ex->method != NULL ? ex->method : "-", ms, ex->error);
+    }
+    capture_abandon(&ex->cap);
+    rewrite_end(&ex->rw);
+    for (p = &r->streams; *p != NULL; p = &(*p)->next) {
+        if (*p == ex) {
+            *p = ex->next;
+            break;
+        }
+    }
+    queue_free(&ex->up, &r->pool);
+    queue_free(&ex->down, &r->pool);
+    for (int i = 0; i < 2; i++) {
+        message_free(&ex->held[i]);
+        exchange_rewrite_release(ex->reserved[i]);
+    }
+    arena_free(&ex->text, &r->pool);
+    free(ex);
+}
+
+static void maybe_finish(struct h2ex *ex)
+{
+    if (ex->client_closed && ex->origin_closed)
+        record_and_free(ex);
+}
+
+/* ---- header lists for nghttp2 ---- */
+
+static nghttp2_nv nv_of(const char *name, size_t name_len, const char *value, size_t value_len)
+{
+    return (nghttp2_nv){(uint8_t *)name, (uint8_t *)value, name_len, value_len,
+                        NGHTTP2_NV_FLAG_NONE};
+}
+
+/* Fields that belong to one connection never go on (RFC 9113 8.2.2); TE
+ * only as "trailers". nghttp2 refuses them on input already: this keeps a
+ * rule from putting them back. */
+static bool is_connection_specific(const struct message_field *f)
+{
+    if (message_field_is(f, "te"))
+        return !(f->value_len == 8 && strncasecmp(f->value, "trailers", 8) == 0);
+    return message_field_is(f, "connection") || message_field_is(f, "keep-alive") ||
+           message_field_is(f, "proxy-connection") || message_field_is(f, "transfer-encoding") ||
+           message_field_is(f, "upgrade");
+}
+
+/* nva[extra..] gets fields; returns the total count. nva has room for
+ * extra + fields->count. */
+static size_t put_fields(nghttp2_nv *nva, size_t extra, const struct message_fields *fields)
+{
+    size_t n = extra;
+
+    for (size_t i = 0; i < fields->count; i++) {
+        const struct message_field *f = &fields->items[i];
+        if (f->name_len == 0 || f->name[0] == ':' || is_connection_specific(f))
+            continue;
+        nva[n++] = nv_of(f->name, f->name_len, f->value, f->value_len);
+    }
+    return n;
+}
+
+static int submit_trailers(struct h2ex *ex, nghttp2_session *session, int32_t stream_id,
+                           const struct fieldlist *l)
+{
+    struct message_fields fields = fields_of(l);
+    nghttp2_nv *nva = arena_alloc(&ex->text, &ex->r->pool, (l->count + 1) * sizeof(*nva));
+
+    if (nva == NULL)
+        return -1;
+    return nghttp2_submit_trailer(session, stream_id, nva, put_fields(nva, 0, &fields));
+}
+
+/* ---- bodies: what one side sent, taken by the other side's session ---- */
+
+static ssize_t read_body(nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t length,
+                         uint32_t *data_flags, nghttp2_data_source *source, void *user_data)
+{
+    struct h2relay *r = user_data;
+    struct h2ex *ex = source->ptr;
+    bool is_up = session == r->origin;
+    struct queue *q = is_up ? &ex->up : &ex->down;
+    bool is_ended = is_up ? ex->up_ended : ex->down_ended;
+    size_t n = queue_take(q, buf, length);
+
+    size_t *early = &ex->early[is_up ? 0 : 1];
+    size_t already = n < *early ? n : *early;
+    *early -= already;
+    if (n > already) {
+        /* Now the sender may send that much more (see the top comment). */
+        nghttp2_session *from = is_up ? r->client : r->origin;
+        int32_t from_id = is_up ? ex->client_id : ex->origin_id;
+        if (nghttp2_session_consume(from, from_id, n - already) != 0)
+            nghttp2_session_consume_connection(from, n - already);
+    }
+    if (queue_len(q) == 0 && is_ended) {
+        const struct fieldlist *trailers = is_up ? &ex->req_trailers : &ex->resp_trailers;
+        *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+        if (trailers->count > 0 && submit_trailers(ex, session, stream_id, trailers) == 0)
+            *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+        return (ssize_t)n;
+    }
+    return n > 0 ? (ssize_t)n : NGHTTP2_ERR_DEFERRED;
+}
+
+/* Bytes arrived for a stream whose other side may be waiting for them. */
+static void wake(nghttp2_session *session, int32_t stream_id)
+{
+    if (stream_id > 0 && nghttp2_session_find_stream(session, stream_id) != NULL)
+        nghttp2_session_resume_data(session, stream_id);
+}
+
+/* ---- the request: client stream -> origin stream ---- */
+
+static void refuse_stream(struct h2ex *ex, uint32_t code, const char *why)
+{
+    set_error(ex, why);
+    nghttp2_submit_rst_stream(ex->r->client, NGHTTP2_FLAG_NONE, ex->client_id, code);
+}
+
+/* The request as received, read as a message. */
+static void request_view(const struct h2ex *ex, struct message *m)
+{
+    memset(m, 0, sizeof(*m));
+    m->method = ex->method;
+    m->method_len = strlen(ex->method);
+    m->scheme = ex->scheme;
+    m->authority = ex->authority;
+    m->authority_len = ex->authority ? strlen(ex->authority) : 0;
+    m->target = ex->path;
+    m->target_len = strlen(ex->path);
+    m->version = 20;
+    m->fields = fields_of(&ex->req);
+    m->body = ex->up_ended ? MESSAGE_BODY_NONE : MESSAGE_BODY_STREAM;
+    m->keep_alive = true;
+}
+
+static void begin_record(struct h2ex *ex, const struct message *req, const struct message *view,
+                         char *target_original)
+{
+    const struct h2relay_env *env = ex->r->env;
+    struct capture_start start = {
+        .client = env->client_name,
+        .scheme = "https",
+        .method = ex->method,
+        .host = env->site,
+        .port = env->port,
+        .target = req->target,
+        .is_tls = true,
+        .body_limit = env->capture_limit,
+        .listener = env->listener,
+    };
+
+    capture_begin(&ex->cap, env->store, &start);
+    capture_request(&ex->cap, req, view, target_original);
+}
+
+/* A reverse proxy's request names its origin (the :authority) and the
+ * origin's path prefix. Returns 0, or -1 when out of memory. */
+static int stand_in_for_origin(struct h2ex *ex)
+{
+    const struct h2relay_env *env = ex->r->env;
+
+    struct pool *pool = &ex->r->pool;
+
+    if (env->authority != NULL) {
+        ex->authority = arena_text(&ex->text, pool, env->authority, strlen(env->authority));
+        if (ex->authority == NULL)
+            return -1;
+    }
+    if (env->path_prefix != NULL && env->path_prefix[0] != '\0') {
+        size_t len = strlen(env->path_prefix) + strlen(ex->path) + 1;
+        char *path = arena_alloc(&ex->text, pool, len);
+        if (path == NULL)
+            return -1;
+        snprintf(path, len, "%s%s", env->path_prefix, ex->path);
+        ex->path = path;
+    }
+    return 0;
+}
+
+/* The request head to the origin as a new stream, its body to follow from
+ * the up queue. Returns 0, or -1 when the stream was refused. */
+static int submit_request_head(struct h2ex *ex, const struct message *sent)
+{
+    struct h2relay *r = ex->r;
+    const struct h2relay_env *env = r->env;
+    nghttp2_data_provider body = {.source.ptr = ex, .read_callback = read_body};
+    nghttp2_nv *nva = arena_alloc(&ex->text, &r->pool, (4 + sent->fields.count) * sizeof(*nva));
+    const char *authority = ex->authority ? ex->authority : env->site;
+
+    if (nva == NULL) {
+        refuse_stream(ex, NGHTTP2_INTERNAL_ERROR, "out of memory");
+        return -1;
+    }
+    nva[0] = nv_of(":method", 7, sent->method, sent->method_len);
+    nva[1] = nv_of(":scheme", 7, "https", 5);
+    nva[2] = nv_of(":authority", 10, authority, strlen(authority));
+    nva[3] = nv_of(":path", 5, sent->target, sent->target_len);
+    size_t count = put_fields(nva, 4, &sent->fields);
+    bool has_body = !ex->up_ended || queue_len(&ex->up) > 0 || ex->req_trailers.count > 0;
+    ex->origin_id =
+        nghttp2_submit_request(r->origin, NULL, nva, count, has_body ? &body : NULL, ex);
+    if (ex->origin_id < 0) {
+        refuse_stream(ex, NGHTTP2_REFUSED_STREAM, nghttp2_strerror(ex->origin_id));
+        return -1;
+    }
+    ex->origin_closed = false;
+    if (ex->up_ended) {
+        const struct exchange_capture *hooks = capture_hooks(&ex->cap);
+        if (hooks && hooks->ops->moment)
+            hooks->ops->moment(hooks->arg, EXCHANGE_REQUEST_SENT, clock_wall_us());
+    }
+    return 0;
+}
+
+/* Rules on the request, the record begun, and the request sent on as a new
+ * origin stream. Returns 0, or -1 when the stream was refused. */
+static int start_exchange(struct h2ex *ex)
+{
+    struct h2relay *r = ex->r;
+    const struct h2relay_env *env = r->env;
+    struct message view, req = {0};
+    const struct message *sent = &view;
+    char *new_path = NULL;
+    int changed = 0;
+    int rc = -1;
+
+    if (ex->method == NULL || ex->scheme == NULL || ex->path == NULL) {
+        /* nghttp2 checks the pseudo-header fields; CONNECT has no :path. */
+        refuse_stream(ex, NGHTTP2_REFUSED_STREAM, "CONNECT in an HTTP/2 stream is not supported");
+        return -1;
+    }
+    if (stand_in_for_origin(ex) < 0)
+        goto out;
+    request_view(ex, &view);
+    if (rewrite_begin(&ex->rw, env->rules, &view, env->site, ex->path, env->rewrite_limit,
+                      env->rewrite_memory) < 0 ||
+        rewrite_url(&ex->rw, &new_path) < 0)
+        goto out;
+    if (new_path != NULL) {
+        view.target = new_path;
+        view.target_len = strlen(new_path);
+    }
+    if (rewrite_hooks(&ex->rw) != NULL &&
+        (changed = exchange_rewrite_head(rewrite_hooks(&ex->rw), &view, &req)) < 0)
+        goto out;
+    if (changed > 0)
+        sent = &req;
+    const struct exchange_rewrite *rw = rewrite_hooks(&ex->rw);
+    size_t url_len = strlen(env->site) + sent->target_len + 32;
+    ex->url = arena_alloc(&ex->text, &r->pool, url_len);
+    if (ex->url == NULL)
+        goto out;
+    snprintf(ex->url, url_len, "https://%.*s%.*s", (int)(ex->authority ? strlen(ex->authority) : 0),
+             ex->authority ? ex->authority : "", (int)sent->target_len, sent->target);
+    begin_record(ex, sent, changed > 0 ? &view : NULL, new_path != NULL ? strdup(ex->path) : NULL);
+    if (rw != NULL && !ex->up_ended && rw->ops->wants_body(rw->arg)) {
+        /* The body rules want the request body: it goes out with its head
+         * once it is whole and rewritten (finish_holding()). */
+        if (message_copy(&ex->held[0], sent, NULL) < 0)
+            goto out;
+        ex->is_holding[0] = true;
+        rc = 0;
+        goto out;
+    }
+    rc = submit_request_head(ex, sent);
+out:
+    if (rc < 0 && ex->error[0] == '\0')
+        refuse_stream(ex, NGHTTP2_INTERNAL_ERROR, "out of memory");
+    free(new_path);
+    message_free(&req);
+    return rc;
+}
+
+/* ---- the response: origin stream -> client stream ---- */
+
+/* The response head to the client, its body to follow from the down queue.
+ * Returns 0 or -1. */
+static int submit_response_head(struct h2ex *ex, const struct message *sent)
+{
+    struct h2relay *r = ex->r;
+    nghttp2_data_provider body = {.source.ptr = ex, .read_callback = read_body};
+    nghttp2_nv *nva = arena_alloc(&ex->text, &r->pool, (1 + sent->fields.count) * sizeof(*nva));
+    char status[8];
+
+    if (nva == NULL)
+        return -1;
+    snprintf(status, sizeof(status), "%03d", sent->status);
+    nva[0] = nv_of(":status", 7, status, 3);
+    size_t count = put_fields(nva, 1, &sent->fields);
+    bool has_body = !ex->down_ended || queue_len(&ex->down) > 0 || ex->resp_trailers.count > 0;
+    return nghttp2_submit_response(r->client, ex->client_id, nva, count, has_body ? &body : NULL) ==
+                   0
+               ? 0
+               : -1;
+}
+
+static int start_response(struct h2ex *ex)
+{
+    const struct exchange_rewrite *rw = rewrite_hooks(&ex->rw);
+    const struct exchange_capture *hooks = capture_hooks(&ex->cap);
+    struct message view = {0}, owned = {0};
+    const struct message *sent = &view;
+    int rc = -1;
+
+    view.status = ex->status;
+    view.version = 20;
+    view.fields = fields_of(&ex->resp);
+    view.body = ex->down_ended ? MESSAGE_BODY_NONE : MESSAGE_BODY_STREAM;
+    if (rw != NULL) {
+        rw->ops->response(rw->arg, &view);
+        int changed = exchange_rewrite_head(rw, &view, &owned);
+        if (changed < 0)
+            goto out;
+        if (changed > 0)
+            sent = &owned;
+    }
+    if (hooks && hooks->ops->response_head)
+        hooks->ops->response_head(hooks->arg, sent, sent != &view ? &view : NULL);
+    if (rw != NULL && !ex->down_ended && rw->ops->wants_body(rw->arg)) {
+        /* Held until the body is whole and rewritten (finish_holding()). */
+        if (message_copy(&ex->held[1], sent, NULL) < 0)
+            goto out;
+        ex->is_holding[1] = true;
+        rc = 0;
+        goto out;
+    }
+    rc = submit_response_head(ex, sent);
+out:
+    message_free(&owned);
+    return rc;
+}
+
+/* ---- bodies the body rules want: held whole, rewritten, then sent ---- */
+
+/* The held head of direction dir with its body declared as len bytes, and
+ * without Content-Encoding (the rewritten body is identity, as
+ * tapwire-rules(5) says). The new fields live in the stream's arena. */
+static int reframe_held(struct h2ex *ex, int dir, size_t len, struct message *out)
+{
+    const struct message *head = &ex->held[dir];
+    struct pool *pool = &ex->r->pool;
+    struct message_field *items =
+        arena_alloc(&ex->text, pool, (head->fields.count + 1) * sizeof(*items));
+    char *length = arena_alloc(&ex->text, pool, 24);
+    size_t n = 0;
+
+    if (items == NULL || length == NULL)
+        return -1;
+    snprintf(length, 24, "%zu", len);
+    for (size_t i = 0; i < head->fields.count; i++) {
+        const struct message_field *f = &head->fields.items[i];
+        if (message_field_is(f, "content-length") || message_field_is(f, "content-encoding"))
+            continue;
+        items[n++] = *f;
+    }
+    items[n++] = (struct message_field){"content-length", 14, length, strlen(length)};
+    *out = *head;
+    out->fields = (struct message_fields){items, n};
+    out->storage = NULL;
+    return 0;
+}
+
+static int submit_held(struct h2ex *ex, int dir, const struct message *head)
+{
+    return dir == 0 ? submit_request_head(ex, head) : submit_response_head(ex, head);
+}
+
+/* Gives the rewrite up (why goes to the notes, when not already noted):
+ * the held head goes out and the body streams on as it comes. */
+static int release_holding(struct h2ex *ex, int dir, const char *why)
+{
+    const struct exchange_rewrite *rw = rewrite_hooks(&ex->rw);
+    const struct exchange_capture *hooks = capture_hooks(&ex->cap);
+    struct queue *q = dir == 0 ? &ex->up : &ex->down;
+
+    if (why != NULL)
+        rw->ops->note(rw->arg, why);
+    /* The recorder was not told these bytes while they were held. */
+    if (hooks && hooks->ops->body && queue_len(q) > 0)
+        hooks->ops->body(hooks->arg, dir == 0 ? EXCHANGE_REQUEST : EXCHANGE_RESPONSE,
+                         q->data + q->start, queue_len(q));
+    ex->is_holding[dir] = false;
+    return submit_held(ex, dir, &ex->held[dir]);
+}
+
+/* The held body is whole: decoded, rewritten, and sent with its head
+ * (reframed when it changed). Returns 0 or -1. */
+static int finish_holding(struct h2ex *ex, int dir)
+{
+    const struct exchange_rewrite *rw = rewrite_hooks(&ex->rw);
+    const struct exchange_capture *hooks = capture_hooks(&ex->cap);
+    enum exchange_side side = dir == 0 ? EXCHANGE_REQUEST : EXCHANGE_RESPONSE;
+    struct queue *q = dir == 0 ? &ex->up : &ex->down;
+    const struct message_field *ce = message_find(&ex->held[dir], "content-encoding");
+    struct exchange_body_rewrite br;
+    struct message head = ex->held[dir];
+    char encoding[64] = "";
+    int rc = 0;
+
+    if (ce != NULL)
+        snprintf(encoding, sizeof(encoding), "%.*s", (int)ce->value_len, ce->value);
+    ex->is_holding[dir] = false;
+    if (exchange_rewrite_body(rw, encoding, (const unsigned char *)q->data + q->start, queue_len(q),
+                              &br) < 0)
+        return -1;
+    if (br.rewritten != NULL) {
+        rc = reframe_held(ex, dir, br.rewritten_len, &head);
+        if (rc == 0 && hooks && hooks->ops->body_original)
+            hooks->ops->body_original(hooks->arg, side, br.plain, br.plain_len);
+        if (rc == 0 && hooks && hooks->ops->reframed)
+            hooks->ops->reframed(hooks->arg, side, br.rewritten_len, true);
+        q->start = q->end = 0;
+        if (rc == 0)
+            rc = queue_put(q, &ex->r->pool, br.rewritten, br.rewritten_len);
+    }
+    if (rc == 0 && hooks && hooks->ops->body && queue_len(q) > 0)
+        hooks->ops->body(hooks->arg, side, q->data + q->start, queue_len(q));
+    /* Every byte of the body was acknowledged as it arrived. */
+    ex->early[dir] = queue_len(q);
+    exchange_body_rewrite_free(&br);
+    exchange_rewrite_release(ex->reserved[dir]);
+    ex->reserved[dir] = 0;
+    return rc == 0 ? submit_held(ex, dir, &head) : -1;
+}
+
+/* A held body's bytes arrived: acknowledged at once, and the rewrite given
+ * up past --rewrite-limit or the --rewrite-memory budget. */
+static int hold_bytes(struct h2ex *ex, int dir, nghttp2_session *from, int32_t from_id, size_t len)
+{
+    const struct exchange_rewrite *rw = rewrite_hooks(&ex->rw);
+    struct queue *q = dir == 0 ? &ex->up : &ex->down;
+
+    if (nghttp2_session_consume(from, from_id, len) != 0)
+        nghttp2_session_consume_connection(from, len);
+    ex->early[dir] += len;
+    if (queue_len(q) > rw->limit)
+        return release_holding(ex, dir, "body larger than --rewrite-limit: passed on unmodified");
+    if (!exchange_rewrite_reserve(rw, len))
+        return release_holding(ex, dir, NULL);
+    ex->reserved[dir] += len;
+    return 0;
+}
+
+/* ---- nghttp2 callbacks, both sessions ---- */
+
+static struct h2ex *ex_of(nghttp2_session *session, int32_t stream_id)
+{
+    return nghttp2_session_get_stream_user_data(session, stream_id);
+}
+
+static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
+{
+    struct h2relay *r = user_data;
+    struct h2ex *ex;
+
+    if (frame->hd.type != NGHTTP2_HEADERS)
+        return 0;
+    if (session == r->client) {
+        if (frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+            return 0;
+        ex = calloc(1, sizeof(*ex));
+        if (ex == NULL)
+            return NGHTTP2_ERR_CALLBACK_FAILURE;
+        ex->r = r;
+        ex->client_id = frame->hd.stream_id;
+        ex->origin_closed = true; /* until a request goes out */
+        ex->started_us = clock_mono_us();
+        ex->next = r->streams;
+        r->streams = ex;
+        nghttp2_session_set_stream_user_data(session, frame->hd.stream_id, ex);
+        return 0;
+    }
+    ex = ex_of(session, frame->hd.stream_id);
+    if (ex != NULL && !ex->has_response) {
+        /* Each interim (1xx) head is replaced by the next; the bytes count
+         * on, so endless interim heads reach the header list bound. */
+        ex->resp.count = 0;
+        ex->status = 0;
+    }
+    return 0;
+}
+
+/* Copies a pseudo-header field's value; a repeated one was refused by
+ * nghttp2 already. */
+static int take_pseudo(struct h2ex *ex, char **slot, const uint8_t *value, size_t len)
+{
+    *slot = arena_text(&ex->text, &ex->r->pool, value, len);
+    return *slot != NULL ? 0 : -1;
+}
+
+static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name,
+                     size_t name_len, const uint8_t *value, size_t value_len, uint8_t flags,
+                     void *user_data)
+{
+    struct h2relay *r = user_data;
+    struct h2ex *ex = ex_of(session, frame->hd.stream_id);
+    bool is_client = session == r->client;
+    int rc = 0;
+
+    (void)flags;
+    if (ex == NULL || frame->hd.type != NGHTTP2_HEADERS)
+        return 0;
+    size_t *bytes = is_client ? &ex->req_header_bytes : &ex->resp_header_bytes;
+    /* RFC 9113 6.5.2: each field counts 32 bytes besides its name and value. */
+    *bytes += name_len + value_len + 32;
+    if (*bytes > H2RELAY_MAX_HEADER_LIST_BYTES) {
+        set_error(ex,
+                  is_client ? "request header list too large" : "response header list too large");
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    }
+    if (is_client && frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
+        if (name_len > 0 && name[0] == ':') {
+            if (name_len == 7 && memcmp(name, ":method", 7) == 0)
+                rc = take_pseudo(ex, &ex->method, value, value_len);
+            else if (name_len == 7 && memcmp(name, ":scheme", 7) == 0)
+                rc = take_pseudo(ex, &ex->scheme, value, value_len);
+            else if (name_len == 10 && memcmp(name, ":authority", 10) == 0)
+                rc = take_pseudo(ex, &ex->authority, value, value_len);
+            else if (name_len == 5 && memcmp(name, ":path", 5) == 0)
+                rc = take_pseudo(ex, &ex->path, value, value_len);
+        } else {
+            rc = fieldlist_add(&ex->req, &ex->text, &r->pool, name, name_len, value, value_len);
+        }
+    } else if (is_client) {
+        rc =
+            fieldlist_add(&ex->req_trailers, &ex->text, &r->pool, name, name_len, value, value_len);
+    } else if (!ex->has_response) {
+        if (name_len == 7 && memcmp(name, ":status", 7) == 0)
+            ex->status = atoi((const char *)value);
+        else if (name_len == 0 || name[0] != ':')
+            rc = fieldlist_add(&ex->resp, &ex->text, &r->pool, name, name_len, value, value_len);
+    } else {
+        rc = fieldlist_add(&ex->resp_trailers, &ex->text, &r->pool, name, name_len, value,
+                           value_len);
+    }
+    return rc == 0 ? 0 : NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+}
+
+static void on_client_frame(struct h2relay *r, struct h2ex *ex, const nghttp2_frame *frame)
+{
+    bool is_end = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
+
+    if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
+        ex->up_ended = is_end;
+        start_exchange(ex);
+        return;
+    }
+    if ((frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA) && is_end) {
+        ex->up_ended = true;
+        const struct exchange_capture *hooks = capture_hooks(&ex->cap);
+        if (hooks && hooks->ops->moment)
+            hooks->ops->moment(hooks->arg, EXCHANGE_REQUEST_SENT, clock_wall_us());
+        if (ex->is_holding[0] && finish_holding(ex, 0) < 0)
+            refuse_stream(ex, NGHTTP2_INTERNAL_ERROR, "the rewritten request could not go on");
+        else if (!ex->origin_closed)
+            wake(r->origin, ex->origin_id);
+    }
+}
+
+static void on_origin_frame(struct h2relay *r, struct h2ex *ex, const nghttp2_frame *frame)
+{
+    bool is_end = (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
+
+    if (frame->hd.type == NGHTTP2_HEADERS && !ex->has_response) {
+        if (ex->status >= 100 && ex->status < 200)
+            return; /* interim: not passed on (the client side is nghttp2's) */
+        ex->has_response = true;
+        ex->down_ended = is_end;
+        const struct exchange_capture *hooks = capture_hooks(&ex->cap);
+        if (hooks && hooks->ops->moment)
+            hooks->ops->moment(hooks->arg, EXCHANGE_FIRST_BYTE, clock_wall_us());
+        if (ex->client_closed || start_response(ex) < 0) {
+            set_error(ex, "the response could not be passed on");
+            nghttp2_submit_rst_stream(r->origin, NGHTTP2_FLAG_NONE, ex->origin_id, NGHTTP2_CANCEL);
+        }
+        return;
+    }
+    if ((frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA) && is_end) {
+        ex->down_ended = true;
+        if (ex->is_holding[1] && !ex->client_closed && finish_holding(ex, 1) < 0) {
+            set_error(ex, "the rewritten response could not be passed on");
+            nghttp2_submit_rst_stream(r->client, NGHTTP2_FLAG_NONE, ex->client_id,
+                                      NGHTTP2_INTERNAL_ERROR);
+        } else if (!ex->client_closed) {
+            wake(r->client, ex->client_id);
+        }
+    }
+}
+
+static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
+{
+    struct h2relay *r = user_data;
+    struct h2ex *ex;
+
+    if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA)
+        return 0;
+    ex = ex_of(session, frame->hd.stream_id);
+    if (ex == NULL)
+        return 0;
+    if (session == r->client)
+        on_client_frame(r, ex, frame);
+    else
+        on_origin_frame(r, ex, frame);
+    return 0;
+}
+
+static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream_id,
+                         const uint8_t *data, size_t len, void *user_data)
+{
+    struct h2relay *r = user_data;
+    struct h2ex *ex = ex_of(session, stream_id);
+    bool is_up = session == r->client;
+    const struct exchange_capture *hooks;
+
+    (void)flags;
+    if (ex == NULL)
+        return 0;
+    if (queue_put(is_up ? &ex->up : &ex->down, &r->pool, data, len) < 0)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    int dir = is_up ? 0 : 1;
+    if (ex->is_holding[dir]) {
+        if (is_up)
+            ex->up_bytes += len;
+        else
+            ex->down_bytes += len;
+        if (hold_bytes(ex, dir, session, stream_id, len) < 0)
+            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+        return 0; /* the recorder is told once the body is rewritten */
+    }
+    hooks = capture_hooks(&ex->cap);
+    if (hooks && hooks->ops->body)
+        hooks->ops->body(hooks->arg, is_up ? EXCHANGE_REQUEST : EXCHANGE_RESPONSE, data, len);
+    if (is_up) {
+        ex->up_bytes += len;
+        if (!ex->origin_closed)
+            wake(r->origin, ex->origin_id);
+    } else {
+        ex->down_bytes += len;
+        if (!ex->client_closed)
+            wake(r->client, ex->client_id);
+    }
+    return 0;
+}
+
+static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t error_code,
+                           void *user_data)
+{
+    struct h2relay *r = user_data;
+    struct h2ex *ex = ex_of(session, stream_id);
+    char why[96];
+
+    if (ex == NULL)
+        return 0;
+    if (session == r->client) {
+        ex->client_closed = true;
+        if (error_code != NGHTTP2_NO_ERROR) {
+            snprintf(why, sizeof(why), "client reset the stream (%s)",
+                     nghttp2_http2_strerror(error_code));
+            set_error(ex, why);
+        }
+        if (!ex->origin_closed && (!ex->down_ended || error_code != NGHTTP2_NO_ERROR))
+            nghttp2_submit_rst_stream(r->origin, NGHTTP2_FLAG_NONE, ex->origin_id, NGHTTP2_CANCEL);
+    } else {
+        ex->origin_closed = true;
+        if (error_code != NGHTTP2_NO_ERROR || !ex->down_ended) {
+            snprintf(why, sizeof(why), "origin reset the stream (%s)",
+                     nghttp2_http2_strerror(error_code));
+            set_error(ex, why);
+            if (!ex->client_closed)
+                nghttp2_submit_rst_stream(r->client, NGHTTP2_FLAG_NONE, ex->client_id,
+                                          error_code != NGHTTP2_NO_ERROR ? error_code
+                                                                         : NGHTTP2_INTERNAL_ERROR);
+        }
+    }
+    maybe_finish(ex);
+    return 0;
+}
+
+/* A GOAWAY with an error tells the client why its connection ends; the
+ * log says it too (nghttp2 puts its reason in the debug data). */
+static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
+{
+    struct h2relay *r = user_data;
+
+    if (session == r->client && frame->hd.type == NGHTTP2_GOAWAY &&
+        frame->goaway.error_code != NGHTTP2_NO_ERROR) {
+        int len = frame->goaway.opaque_data_len < 120 ? (int)frame->goaway.opaque_data_len : 120;
+        log_warn("%s: HTTP/2 client connection closed with GOAWAY (%s)%s%.*s", r->env->client_name,
+                 nghttp2_http2_strerror(frame->goaway.error_code), len > 0 ? ": " : "", len,
+                 (const char *)frame->goaway.opaque_data);
+        r->has_said_goaway = true;
+    }
+    return 0;
+}
+
+/* ---- the sessions and the loop ---- */
+
+static int new_session(struct h2relay *r, bool is_server, nghttp2_session **out)
+{
+    nghttp2_session_callbacks *cb = NULL;
+    nghttp2_option *opt = NULL;
+    int rc = -1;
+
+    if (nghttp2_session_callbacks_new(&cb) != 0 || nghttp2_option_new(&opt) != 0)
+        goto out;
+    nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
+    nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
+    nghttp2_option_set_no_auto_window_update(opt, 1);
+    nghttp2_option_set_max_continuations(opt, MAX_CONTINUATIONS);
+    nghttp2_option_set_max_settings(opt, MAX_SETTINGS_ENTRIES);
+    nghttp2_option_set_max_outbound_ack(opt, MAX_OUTBOUND_ACKS);
+    nghttp2_option_set_max_deflate_dynamic_table_size(opt, 4096);
+    if (is_server) {
+        nghttp2_option_set_stream_reset_rate_limit(opt, RESET_BURST, RESET_RATE_PER_S);
+        rc = nghttp2_session_server_new2(out, cb, r, opt);
+    } else {
+        rc = nghttp2_session_client_new2(out, cb, r, opt);
+    }
+out:
+    nghttp2_option_del(opt);
+    nghttp2_session_callbacks_del(cb);
+    return rc == 0 ? 0 : -1;
+}
+
+/* Our SETTINGS, and the larger windows they promise. */
+static int open_windows(nghttp2_session *session, bool is_server)
+{
+    nghttp2_settings_entry settings[] = {
+        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, H2RELAY_MAX_STREAMS},
+        {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, H2RELAY_STREAM_WINDOW_BYTES},
+        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, H2RELAY_MAX_HEADER_LIST_BYTES},
+        {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+    };
+    /* A server does not send ENABLE_PUSH (RFC 9113 6.5.2). */
+    size_t count = is_server ? 3 : 4;
+
+    if (nghttp2_submit_settings(session, NGHTTP2_FLAG_NONE, settings, count) != 0)
+        return -1;
+    return nghttp2_session_set_local_window_size(session, NGHTTP2_FLAG_NONE, 0,
+                                                 H2RELAY_CONNECTION_WINDOW_BYTES);
+}
+
+/* Everything the session has to send, out. Returns 0 or -1. */
+static int send_pending(struct h2relay *r, nghttp2_session *session, struct stream *s)
+{
+    for (;;) {
+        const uint8_t *data;
+        ssize_t n = nghttp2_session_mem_send(session, &data);
+        if (n < 0) {
+            snprintf(r->why, sizeof(r->why), "%s", nghttp2_strerror((int)n));
+            return -1;
+        }
+        if (n == 0)
+            break;
+        if (stream_put(s, data, (size_t)n, r->env->io_ms) != STREAM_OK)
+            return -1;
+    }
+    return stream_flush(s, r->env->io_ms) == STREAM_OK ? 0 : -1;
+}
+
+/* What arrived on s, fed to its session. Returns 0, or -1 when the
+ * connection ended or its peer broke the protocol. */
+static int receive(struct h2relay *r, nghttp2_session *session, struct stream *s)
+{
+    if (stream_buffered(s) == 0) {
+        ssize_t got = stream_fill(s, 0);
+        if (got == STREAM_TIMEOUT)
+            return 0;
+        if (got < 0)
+            return -1;
+    }
+    ssize_t used =
+        nghttp2_session_mem_recv(session, (const uint8_t *)stream_data(s), stream_buffered(s));
+    if (used < 0) {
+        snprintf(r->why, sizeof(r->why), "%s", nghttp2_strerror((int)used));
+        return -1;
+    }
+    stream_consume(s, (size_t)used);
+    return 0;
+}
+
+static bool is_done(nghttp2_session *session)
+{
+    return !nghttp2_session_want_read(session) && !nghttp2_session_want_write(session);
+}
+
+/* Quiet this long, a connection gives back what only a busy one needs: its
+ * stream buffers and the blocks its streams recycle (as the HTTP/1.1
+ * request loop does). */
+#define IDLE_GRACE_MS 200
+
+/* Waits for either connection. Returns 1 with what is readable, 0 when
+ * nothing moved for idle_ms, -1 on shutdown or a poll failure. */
+static int wait_either(struct h2relay *r, bool *client_ready, bool *origin_ready)
+{
+    const struct h2relay_env *env = r->env;
+    struct pollfd p[3] = {{.fd = env->client->fd, .events = POLLIN},
+                          {.fd = env->origin->fd, .events = POLLIN},
+                          {.fd = env->client->cancel_fd, .events = POLLIN}};
+    nfds_t n = env->client->cancel_fd >= 0 ? 3 : 2;
+    int grace = env->idle_ms > IDLE_GRACE_MS ? IDLE_GRACE_MS : env->idle_ms;
+
+    *client_ready =
+        stream_buffered(env->client) > 0 || (env->client->ssl && SSL_has_pending(env->client->ssl));
+    *origin_ready =
+        stream_buffered(env->origin) > 0 || (env->origin->ssl && SSL_has_pending(env->origin->ssl));
+    if (*client_ready || *origin_ready)
+        return 1;
+    int got = poll(p, n, grace);
+    if (got == 0 && grace < env->idle_ms) {
+        stream_release_idle(env->client);
+        stream_release_idle(env->origin);
+        pool_free(&r->pool);
+        stacktrim_release();
+        got = poll(p, n, env->idle_ms - grace);
+    }
+    if (got < 0)
+        return errno == EINTR ? 1 : -1;
+    if (got == 0)
+        return 0;
+    if (n == 3 && p[2].revents != 0)
+        return -1;
+    *client_ready = p[0].revents != 0;
+    *origin_ready = p[1].revents != 0;
+    return 1;
+}
+
+static void end_all(struct h2relay *r, const char *why)
+{
+    while (r->streams != NULL) {
+        struct h2ex *ex = r->streams;
+        set_error(ex, why);
+        record_and_free(ex);
+    }
+}
+
+int h2relay_run(const struct h2relay_env *env)
+{
+    struct h2relay r = {.env = env};
+    const char *ended = NULL;
+    int rc = -1;
+
+    if (new_session(&r, true, &r.client) < 0 || new_session(&r, false, &r.origin) < 0 ||
+        open_windows(r.client, true) < 0 || open_windows(r.origin, false) < 0) {
+        log_error("%s: cannot set up HTTP/2 sessions", env->client_name);
+        goto out;
+    }
+    for (;;) {
+        bool client_ready, origin_ready;
+        if (send_pending(&r, r.client, env->client) < 0) {
+            ended = "the client connection failed";
+            break;
+        }
+        if (send_pending(&r, r.origin, env->origin) < 0) {
+            ended = "the origin connection failed";
+            break;
+        }
+        if (is_done(r.client)) {
+            rc = 0;
+            break;
+        }
+        if (is_done(r.origin) && r.streams == NULL) {
+            /* The origin said GOAWAY and its streams are over: so are we. */
+            nghttp2_session_terminate_session(r.client, NGHTTP2_NO_ERROR);
+            send_pending(&r, r.client, env->client);
+            rc = 0;
+            break;
+        }
+        int w = wait_either(&r, &client_ready, &origin_ready);
+        if (w <= 0) {
+            ended = w == 0 ? "idle (--idle-timeout)" : "shutting down";
+            nghttp2_session_terminate_session(r.client, NGHTTP2_NO_ERROR);
+            send_pending(&r, r.client, env->client);
+            rc = 0;
+            break;
+        }
+        if (client_ready && receive(&r, r.client, env->client) < 0) {
+            ended = r.why[0] ? r.why : "the client closed the connection";
+            /* A protocol error: nghttp2 queued a GOAWAY saying which. */
+            send_pending(&r, r.client, env->client);
+            nghttp2_session_terminate_session(r.origin, NGHTTP2_CANCEL);
+            send_pending(&r, r.origin, env->origin);
+            rc = r.why[0] ? -1 : 0;
+            break;
+        }
+        if (origin_ready && receive(&r, r.origin, env->origin) < 0) {
+            ended = r.why[0] ? r.why : "the origin closed the connection";
+            nghttp2_session_terminate_session(r.client, NGHTTP2_INTERNAL_ERROR);
+            send_pending(&r, r.client, env->client);
+            break;
+        }
+    }
+    if (rc < 0 && ended != NULL && !r.has_said_goaway)
+        log_warn("%s: HTTP/2 connection ended: %s", env->client_name, ended);
+    end_all(&r, ended != NULL ? ended : "the connection ended");
+out:
+    nghttp2_session_del(r.client);
+    nghttp2_session_del(r.origin);
+    pool_free(&r.pool);
+    return rc;
+}

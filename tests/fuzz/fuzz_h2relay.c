@@ -1,0 +1,205 @@
+/*
+ * libFuzzer target for h2relay: the glue between the two nghttp2 sessions.
+ * The input is split in two: bytes a client sends and bytes an origin
+ * sends, each written into a socket pair before the relay runs on them, so
+ * every callback (headers, trailers, data, resets, stream close) sees
+ * whatever order and content the fuzzer finds. The relay must end (both
+ * peers are at EOF) without a crash, a leak or a hang; each exchange it
+ * starts must be finished (the capture stubs count begins and finishes).
+ *
+ * Capture and rules are stubbed here: they have fuzz targets and tests of
+ * their own, and the glue is what is under test.
+ *
+ * fuzz-sources: src/h2relay.c src/message.c src/log.c src/stream.c src/errmsg.c
+ * fuzz-sources: src/stacktrim.c src/grpcmsg.c
+ * fuzz-libs: libnghttp2
+ *
+ * Input: first byte = the share of the rest (in 256ths) that the client
+ * sends; the origin sends the remainder.
+ */
+#include "h2relay.h"
+
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "capture.h"
+#include "exchange.h"
+#include "log.h"
+#include "rewrite.h"
+
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond))                                                                               \
+            __builtin_trap();                                                                      \
+    } while (0)
+
+static int begun, finished;
+
+/* ---- stubs: a recorder that keeps nothing, rules that change nothing ---- */
+
+void capture_begin(struct capture *c, struct flowstore *store, const struct capture_start *start)
+{
+    (void)store;
+    (void)start;
+    memset(c, 0, sizeof(*c));
+    begun++;
+}
+void capture_request(struct capture *c, const struct message *sent, const struct message *received,
+                     char *target_original)
+{
+    (void)c;
+    CHECK(sent->method != NULL && sent->target != NULL);
+    (void)received;
+    free(target_original);
+}
+const struct exchange_capture *capture_hooks(struct capture *c)
+{
+    (void)c;
+    return NULL;
+}
+void capture_rules(struct capture *c, const char *applied, const char *notes)
+{
+    (void)c;
+    (void)applied;
+    (void)notes;
+}
+void capture_finish(struct capture *c, const struct capture_connection *conn, int status,
+                    const char *error)
+{
+    (void)c;
+    (void)conn;
+    (void)status;
+    (void)error;
+}
+void capture_abandon(struct capture *c)
+{
+    (void)c;
+    finished++;
+}
+int rewrite_begin(struct rewrite *rw, struct rules_current *rules, const struct message *req,
+                  const char *site, const char *path, size_t limit, size_t memory_limit)
+{
+    (void)rules;
+    (void)req;
+    (void)site;
+    (void)path;
+    (void)limit;
+    (void)memory_limit;
+    memset(rw, 0, sizeof(*rw));
+    return 0;
+}
+int rewrite_url(struct rewrite *rw, char **new_path)
+{
+    (void)rw;
+    *new_path = NULL;
+    return 0;
+}
+const struct exchange_rewrite *rewrite_hooks(struct rewrite *rw)
+{
+    (void)rw;
+    return NULL;
+}
+const char *rewrite_applied(const struct rewrite *rw)
+{
+    (void)rw;
+    return "";
+}
+const char *rewrite_notes(const struct rewrite *rw)
+{
+    (void)rw;
+    return "";
+}
+void rewrite_end(struct rewrite *rw)
+{
+    (void)rw;
+}
+int exchange_rewrite_body(const struct exchange_rewrite *rw, const char *content_encoding,
+                          const unsigned char *raw, size_t raw_len,
+                          struct exchange_body_rewrite *out)
+{
+    (void)rw;
+    (void)content_encoding;
+    (void)raw;
+    (void)raw_len;
+    memset(out, 0, sizeof(*out));
+    return 0;
+}
+void exchange_body_rewrite_free(struct exchange_body_rewrite *br)
+{
+    (void)br;
+}
+bool exchange_rewrite_reserve(const struct exchange_rewrite *rw, size_t bytes)
+{
+    (void)rw;
+    (void)bytes;
+    return true;
+}
+void exchange_rewrite_release(size_t bytes)
+{
+    (void)bytes;
+}
+int exchange_rewrite_head(const struct exchange_rewrite *rw, const struct message *in,
+                          struct message *out)
+{
+    (void)rw;
+    (void)in;
+    (void)out;
+    return 0;
+}
+
+static void feed(int fd, const uint8_t *data, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = write(fd, data, len);
+        if (n <= 0)
+            break;
+        data += n;
+        len -= (size_t)n;
+    }
+    shutdown(fd, SHUT_WR);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    int c[2], o[2];
+    struct stream client, origin;
+    struct flow_tls tls;
+
+    if (size < 1 || size > 60000) /* both halves fit the socket buffers */
+        return 0;
+    signal(SIGPIPE, SIG_IGN);
+    log_init(-1, LOG_ERROR); /* the relay's log lines are not under test */
+    size_t client_len = (size - 1) * data[0] / 256;
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, c) == 0);
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, o) == 0);
+    feed(c[0], data + 1, client_len);
+    feed(o[0], data + 1 + client_len, size - 1 - client_len);
+    CHECK(stream_init(&client, c[1], 65536, -1) == 0);
+    CHECK(stream_init(&origin, o[1], 65536, -1) == 0);
+    memset(&tls, 0, sizeof(tls));
+    struct h2relay_env env = {
+        .client = &client,
+        .origin = &origin,
+        .client_name = "fuzz",
+        .listener = "proxy",
+        .site = "fuzz.test",
+        .port = 443,
+        .capture_limit = 1024,
+        .tls = &tls,
+        .idle_ms = 20,
+        .io_ms = 20,
+    };
+    begun = finished = 0;
+    (void)h2relay_run(&env);
+    /* Every exchange begun was finished (recorded or abandoned). */
+    CHECK(finished >= begun);
+    stream_close(&client);
+    stream_close(&origin);
+    close(c[0]);
+    close(o[0]);
+    return 0;
+}

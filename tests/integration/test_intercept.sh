@@ -1,0 +1,224 @@
+#!/bin/bash
+# Intercept through the real binary (tapwire-filters(7), tapwire(1)
+# INTERCEPT): a request matching --intercept waits until the dashboard's
+# API resumes it, edited (the origin's /headers and /echo show what
+# arrived) or not, or drops it (it never reaches the origin, the client
+# gets tapwire's 502); --intercept-timeout resumes it unchanged; a client
+# that hangs up ends the wait; a body that was not held cannot be edited
+# (409); resume-all; a response held and its head edited; the filter set
+# over PUT /api/intercept, a bad one refused with its column.
+. "$(dirname "$0")/lib.sh"
+
+need_cmd python3
+
+TOKEN=intercept-test-token-0123456789
+
+start_origin ORIGIN_PORT
+start_proxy --dashboard-token "$TOKEN" --intercept 'held' --intercept-timeout 4
+dashboard_port
+O=http://127.0.0.1:$ORIGIN_PORT
+H=(-H "X-Tapwire-Token: $TOKEN" -H "Origin: $D")
+
+# dsend METHOD PATH [JSON]: prints the status; the answer in $tmp/answer.json.
+dsend() {
+    local method=$1 path=$2 body=${3-}
+    if [ -n "$body" ]; then
+        dcurl -o "$tmp/answer.json" -w '%{http_code}' -X "$method" "${H[@]}" \
+            -H 'Content-Type: application/json' --data-binary "$body" "$D$path"
+    else
+        dcurl -o "$tmp/answer.json" -w '%{http_code}' -X "$method" "${H[@]}" "$D$path"
+    fi
+}
+
+answer() {
+    python3 -c 'import json, sys
+d = json.load(open(sys.argv[1], "rb"))
+print(eval(sys.argv[2]))' "$tmp/answer.json" "$1" 2>&1
+}
+
+# wait_held N: until N flows wait (5 s).
+# held_id: the id of the first waiting flow (a number; asked again, within
+# 5 s, while the dashboard's answer is not one, as on a loaded machine).
+held_id() {
+    local i id=""
+    for ((i = 0; i < 100; i++)); do
+        id=$(dash_json /api/intercepted 'd["flows"][0]["id"]')
+        [[ $id =~ ^[0-9]+$ ]] && break
+        sleep 0.05
+    done
+    echo "$id"
+}
+
+wait_held() {
+    local i n=0
+    for ((i = 0; i < 100; i++)); do
+        n=$(dash_json /api/intercepted 'len(d["flows"])')
+        [ "$n" = "$1" ] && return 0
+        sleep 0.05
+    done
+    echo "waiting: $n, expected $1"
+    return 1
+}
+
+# newest_flow EXPR: EXPR over the detail d of the newest flow.
+newest_flow() {
+    local id
+    id=$(dash_json '/api/flows?limit=1' 'd["flows"][0]["id"]')
+    dash_json "/api/flows/$id" "$1"
+}
+
+origin_saw() { grep -c -- "$1" "$ORIGIN_PORT_LOG"; }
+
+check_eq "GET /api/intercept: the filter of --intercept" "held" \
+    "$(dash_json /api/intercept 'd["filter"]')"
+check_eq "a bad filter: 400" 400 "$(dsend PUT /api/intercept '{"filter": "~c 2xx &"}')"
+check_contains "a bad filter: the parser's column" "column" "$(answer 'd["error"]')"
+check_eq "the bad filter left the old one" "held" "$(dash_json /api/intercept 'd["filter"]')"
+check_eq "resume of nothing waiting: 404" 404 "$(dsend POST /api/flows/999/resume)"
+
+# A request that does not match goes straight on.
+check_eq "not matching: answered at once" 200 \
+    "$(pcurl -o /dev/null -w '%{http_code}' --max-time 3 "$O/headers?free=1")"
+
+# Held, edited (method stays, URL's query, a header added), resumed.
+pcurl -o "$tmp/edited.out" "$O/headers?held=1" &
+CURL_PID=$!
+track_pid "$CURL_PID"
+check "the request waits" wait_held 1
+check_eq "the origin has not seen it yet" 0 "$(origin_saw 'held=1')"
+check_eq "waiting: a request" "request" "$(dash_json /api/intercepted 'd["flows"][0]["side"]')"
+check_eq "waiting: its URL" "$O/headers?held=1" "$(dash_json /api/intercepted 'd["flows"][0]["url"]')"
+check_contains "waiting: its headers" "User-Agent" \
+    "$(dash_json /api/intercepted '[h[0] for h in d["flows"][0]["headers"]]')"
+ID=$(held_id)
+check_eq "another host in the URL: 400" 400 \
+    "$(dsend POST "/api/flows/$ID/resume" '{"url": "http://example.com/headers"}')"
+check_eq "resume with edits: 200" 200 "$(dsend POST "/api/flows/$ID/resume" \
+    "{\"url\": \"$O/headers?held=1&edited=1\", \"headers\": [[\"User-Agent\", \"curl\"], [\"X-Edited\", \"yes\"]]}")"
+wait_pid "$CURL_PID" 5
+check_eq "the client got its answer" 0 "$?"
+check_contains "the origin got the edited target" "GET /headers?held=1&edited=1 HTTP/1.1" \
+    "$(cat "$tmp/edited.out")"
+check_contains "the origin got the added header" "X-Edited: yes" "$(cat "$tmp/edited.out")"
+check "flow written" wait_written 2
+check_contains "flow: sent headers" "X-Edited" "$(newest_flow 'd["request"]["headers"]')"
+check_not_contains "flow: the original headers as received" "X-Edited" \
+    "$(newest_flow 'd["original"]["request_headers"]')"
+check_contains "flow: marked as changed by the intercept" "intercept" "$(newest_flow 'd["rules"]')"
+check_contains "flow: the note" "resumed edited" "$(newest_flow 'd["rules_notes"]')"
+
+# A POST with a body: held with it, the body edited, sent with its length.
+pcurl -o "$tmp/echo.out" --data-binary 'original body' "$O/echo?held=2" &
+CURL_PID=$!
+track_pid "$CURL_PID"
+check "the POST waits" wait_held 1
+check_eq "waiting: its body" "original body" "$(dash_json /api/intercepted 'd["flows"][0]["body"]')"
+ID=$(held_id)
+check_eq "resume with a new body: 200" 200 \
+    "$(dsend POST "/api/flows/$ID/resume" '{"body": "the edited, longer body"}')"
+wait_pid "$CURL_PID" 5
+check_eq "the POST's client got its answer" 0 "$?"
+check_eq "the origin echoed the edited body" "the edited, longer body" "$(cat "$tmp/echo.out")"
+
+# Dropped: never reaches the origin; the client gets tapwire's 502.
+pcurl -o "$tmp/drop.out" -w '%{http_code}' "$O/headers?held=drop" > "$tmp/drop.code" &
+CURL_PID=$!
+track_pid "$CURL_PID"
+check "the request to drop waits" wait_held 1
+ID=$(held_id)
+check_eq "drop: 200" 200 "$(dsend POST "/api/flows/$ID/drop")"
+wait_pid "$CURL_PID" 5
+check_eq "the dropped client got its answer" 0 "$?"
+check_eq "dropped: 502" 502 "$(cat "$tmp/drop.code")"
+check_contains "dropped: tapwire's page says why" "dropped while intercepted" "$(cat "$tmp/drop.out")"
+check_eq "dropped: never reached the origin" 0 "$(origin_saw 'held=drop')"
+check "dropped flow written" wait_written 4
+check_eq "dropped flow: 502" 502 "$(newest_flow 'd["status"]')"
+check_contains "dropped flow: the note" "dropped" "$(newest_flow 'd["rules_notes"]')"
+
+# Nobody answers: --intercept-timeout (4 s) sends it on unchanged.
+start=$(now_ms)
+code=$(pcurl -o /dev/null -w '%{http_code}' --max-time 15 "$O/headers?held=timeout")
+elapsed=$(($(now_ms) - start))
+check_eq "timed out: answered by the origin" 200 "$code"
+check_le "timed out: not before the timeout" 3900 "$elapsed"
+check_le "timed out: soon after it" "$elapsed" 9000
+check "timed-out flow written" wait_written 5
+check_contains "timed-out flow: the note" "intercept-timeout" "$(newest_flow 'd["rules_notes"]')"
+
+# The client hangs up while it waits: the wait ends at once, nothing sent.
+start=$(now_ms)
+pcurl -o /dev/null --max-time 1 "$O/headers?held=gone" 2> /dev/null
+check "a hung-up client's request leaves the room" wait_held 0
+check_le "it left before the timeout" "$(($(now_ms) - start))" 3500
+check_eq "a hung-up client's request never reached the origin" 0 "$(origin_saw 'held=gone')"
+check "hung-up flow written" wait_written 6
+check_contains "hung-up flow: why" "hung up" "$(newest_flow 'd["error"]')"
+
+# A chunked body is not held: its head can be edited, its body not (409).
+printf 'chunked body' > "$tmp/chunked.txt"
+pcurl -o "$tmp/chunked.out" -H 'Transfer-Encoding: chunked' --data-binary @"$tmp/chunked.txt" \
+    "$O/echo?held=chunked" &
+CURL_PID=$!
+track_pid "$CURL_PID"
+check "the chunked POST waits" wait_held 1
+check_eq "waiting: its body not held" "False" \
+    "$(dash_json /api/intercepted 'd["flows"][0]["body_held"]')"
+ID=$(held_id)
+check_eq "a body edit of a body not held: 409" 409 \
+    "$(dsend POST "/api/flows/$ID/resume" '{"body": "x"}')"
+check_eq "resume unchanged: 200" 200 "$(dsend POST "/api/flows/$ID/resume")"
+wait_pid "$CURL_PID" 5
+check_eq "the chunked client got its answer" 0 "$?"
+check_eq "the chunked body went on whole" "chunked body" "$(cat "$tmp/chunked.out")"
+
+# Resume-all.
+pcurl -o /dev/null "$O/headers?held=a" &
+P1=$!
+pcurl -o /dev/null "$O/headers?held=b" &
+P2=$!
+track_pid "$P1"
+track_pid "$P2"
+check "two wait" wait_held 2
+check_eq "resume-all: 200" 200 "$(dsend POST /api/intercepted/resume-all)"
+check_eq "resume-all: two" 2 "$(answer 'd["resumed"]')"
+wait_pid "$P1" 5
+check_eq "both answered" 0 "$?"
+wait_pid "$P2" 5
+check_eq "both answered (2)" 0 "$?"
+
+# Responses: a filter that reads the response holds the response head.
+check_eq "PUT a response filter: 200" 200 \
+    "$(dsend PUT /api/intercept '{"filter": "~s & ~u resp"}')"
+pcurl -i -o "$tmp/resp.out" "$O/headers?resp=1" &
+CURL_PID=$!
+track_pid "$CURL_PID"
+check "the response waits" wait_held 1
+check_eq "waiting: a response" "response" "$(dash_json /api/intercepted 'd["flows"][0]["side"]')"
+check_eq "waiting: its status" 200 "$(dash_json /api/intercepted 'd["flows"][0]["status"]')"
+check_eq "the origin answered already" 1 "$(origin_saw 'resp=1')"
+ID=$(held_id)
+check_eq "resume the response edited: 200" 200 "$(dsend POST "/api/flows/$ID/resume" \
+    '{"status": 203, "headers": [["Content-Type", "text/plain"], ["X-Response-Edited", "1"]]}')"
+wait_pid "$CURL_PID" 5
+check_eq "the response's client got it" 0 "$?"
+check_contains "the client got the edited status" "HTTP/1.1 203" "$(head -n 1 "$tmp/resp.out")"
+check_contains "the client got the edited header" "X-Response-Edited: 1" "$(cat "$tmp/resp.out")"
+check_contains "and the body" "GET /headers?resp=1" "$(cat "$tmp/resp.out")"
+
+check_eq "PUT an empty filter turns it off" 200 "$(dsend PUT /api/intercept '{"filter": ""}')"
+check_eq "off: answered at once" 200 \
+    "$(pcurl -o /dev/null -w '%{http_code}' --max-time 3 "$O/headers?held=off")"
+
+# Shutdown releases a waiting request (unchanged) rather than waiting it out.
+check_eq "PUT the filter again" 200 "$(dsend PUT /api/intercept '{"filter": "held"}')"
+pcurl -o /dev/null "$O/headers?held=shutdown" 2> /dev/null &
+CURL_PID=$!
+track_pid "$CURL_PID"
+check "the last request waits" wait_held 1
+start=$(now_ms)
+stop_proxy
+check_eq "the proxy stops cleanly" 0 "$?"
+check_le "it stopped before the intercept timeout" "$(($(now_ms) - start))" 3500
+
+finish
