@@ -269,7 +269,7 @@ def derive_interleaved(raw):
                                                              t["requests_total"])),
                                          ", drops logged" if t.get("dropped_logged") else "")
              for t in totals
-             if t["flows_stored"] != t.get("flows_expected", t["requests_total"]) or
+             if t["flows_stored"] < t.get("flows_expected", t["requests_total"]) or
              t.get("dropped_logged")]
     unsettled = sum(1 for by_slice in slices.values() for row in by_slice.values()
                     if row.get("settled") is False)
@@ -611,8 +611,8 @@ def interleaved_notes(s10, s1_losses, a):
                          "repetition %d: %s/%s" % (t["rep"], "{:,}".format(t["flows_stored"]),
                                                    "{:,}".format(t["requests_total"]))
                          for t in s10["flows"]) +
-                     ("; with --max-flows %s, so the database was full and every new flow also "
-                      "pruned one: %s expected" % (
+                     ("; with --max-flows %s, so the database was full and the oldest flows "
+                      "were pruned (a segment, an eighth, at a time): at least %s expected" % (
                           "{:,}".format(pruned[0]["max_flows"]),
                           "{:,}".format(pruned[0]["flows_expected"])) if pruned else "") +
                      ("; fewer stored (or drops in the log) means the flow queue dropped flows, "

@@ -319,3 +319,91 @@ END;
 -- sent again; NULL for every other flow, and for a composed request. A
 -- replayed flow may be deleted: the link then names a flow no longer there.
 ALTER TABLE flows ADD COLUMN replay_of INTEGER;
+
+-- version: 12
+-- Flows in segments, and a full-text index (flowstore.c, flowseg.c).
+--
+-- Pruning deleted the oldest flows row by row after every batch: each
+-- delete unlinked a row, its index entries and its body pages, about as
+-- much work as storing the flow. Flows now live in time-ordered segments:
+-- segment N is the tables flows_N (the columns of flows until version 11,
+-- plus imported), flow_bodies_N (as flow_bodies), flows_fts_N and
+-- flows_hdr_N (its search indexes) and flows_unindexed_N (the flows whose
+-- bodies the index does not hold whole). The flow writer fills the newest
+-- segment and starts another when it holds an eighth of --max-flows (or of
+-- --max-db-size, or of --retain); retention drops the oldest segment
+-- whole, with DROP TABLE, which frees its pages without visiting its rows
+-- one by one.
+--
+-- flow_segments lists the segments, oldest first. A segment holds the ids
+-- from its first_id up to the next segment's first_id - 1. flows counts its
+-- stored rows and written the rows ever written into it; last_us is the
+-- start time of its newest flow (microseconds since the Unix epoch).
+--
+-- flows and flow_bodies are now views over every segment (UNION ALL,
+-- rewritten by the flow writer whenever a segment is added or dropped), so
+-- that queries of the earlier tables keep working, read-only.
+--
+-- flows_fts_N is an FTS5 table with the trigram tokenizer, contentless
+-- (content='': it keeps the index only) and detail=none (only which flows
+-- hold a trigram, not where: a third of the writer's work of a full index),
+-- rowid = flow id. Its one column, text, holds the flow's URL (host ||
+-- target) and its request and response bodies as text, decoded, at most
+-- 64 KiB of each (searchtext.h). A search looks up
+-- the trigrams of what it looks for and checks each flow found against
+-- the flow itself, so the index only has to hold a superset. A flow whose
+-- bodies are not all in the index (binary, not UTF-8, longer than the
+-- bound, or stored before this version) has a row in flows_unindexed_N: a
+-- body search reads those flows' bodies itself.
+-- flows_hdr_N indexes the header values of both sections by word
+-- (unicode61 tokenizer, detail=none, contentless, rowid = flow id): a token,
+-- a cookie value or a host name in a header is found by its words. Words,
+-- not trigrams: a flow's headers are ten times its URL, and trigrams of
+-- them cost the writer three times what the rest of a flow does.
+-- Entries of deleted flows stay in the indexes until their segment is
+-- dropped; every query joins an index with flows_N, so they match nothing.
+--
+-- ws_messages (version 10) stays one table for every segment. Its trigger
+-- on flows would follow the rename to flows_1 alone and go with that
+-- segment's DROP TABLE (which fires no delete trigger): the flow writer
+-- deletes a flow's messages itself when it deletes the flow, and a dropped
+-- segment's with it (DELETE ... WHERE flow_id < the next segment's
+-- first_id).
+--
+-- The existing tables become segment 1.
+DROP TRIGGER ws_messages_follow_flows;
+DROP INDEX flows_host;
+DROP INDEX flows_status_class;
+DROP INDEX flows_error;
+ALTER TABLE flows RENAME TO flows_1;
+ALTER TABLE flow_bodies RENAME TO flow_bodies_1;
+-- NULL for captured flows, 1 for flows imported from a HAR file.
+ALTER TABLE flows_1 ADD COLUMN imported INTEGER;
+CREATE INDEX flows_1_host ON flows_1 (lower(host));
+CREATE INDEX flows_1_status_class ON flows_1 (status / 100) WHERE status / 100 <> 2;
+CREATE INDEX flows_1_error ON flows_1 (id) WHERE error IS NOT NULL;
+CREATE VIRTUAL TABLE flows_fts_1 USING fts5 (text, content = '', columnsize = 0,
+    detail = none, tokenize = 'trigram');
+INSERT INTO flows_fts_1 (rowid, text) SELECT id, host || target FROM flows_1;
+CREATE VIRTUAL TABLE flows_hdr_1 USING fts5 (text, content = '', columnsize = 0,
+    detail = none, tokenize = 'unicode61');
+-- Whole header sections here (names too): a superset of the values.
+INSERT INTO flows_hdr_1 (rowid, text)
+    SELECT id, coalesce(req_headers, '') || coalesce(resp_headers, '') FROM flows_1;
+CREATE TABLE flows_unindexed_1 (id INTEGER PRIMARY KEY);
+INSERT INTO flows_unindexed_1 (id)
+    SELECT id FROM flows_1 WHERE req_body_captured > 0 OR resp_body_captured > 0;
+CREATE TABLE flow_segments (
+    seg INTEGER PRIMARY KEY,
+    first_id INTEGER NOT NULL,
+    created_us INTEGER NOT NULL,
+    last_us INTEGER NOT NULL,
+    flows INTEGER NOT NULL,
+    written INTEGER NOT NULL
+);
+INSERT INTO flow_segments (seg, first_id, created_us, last_us, flows, written)
+    SELECT 1, 1, coalesce(min(time_start_us), 0), coalesce(max(time_start_us), 0), count(*),
+           count(*)
+    FROM flows_1;
+CREATE VIEW flows AS SELECT * FROM flows_1;
+CREATE VIEW flow_bodies AS SELECT * FROM flow_bodies_1;

@@ -35,6 +35,8 @@ enum {
     OPT_DB,
     OPT_CAPTURE_LIMIT,
     OPT_MAX_FLOWS,
+    OPT_MAX_DB_SIZE,
+    OPT_RETAIN,
     OPT_DASHBOARD,
     OPT_NO_DASHBOARD,
     OPT_WEB_ROOT,
@@ -79,6 +81,8 @@ static const struct option long_options[] = {
     {"db", required_argument, NULL, OPT_DB},
     {"capture-limit", required_argument, NULL, OPT_CAPTURE_LIMIT},
     {"max-flows", required_argument, NULL, OPT_MAX_FLOWS},
+    {"max-db-size", required_argument, NULL, OPT_MAX_DB_SIZE},
+    {"retain", required_argument, NULL, OPT_RETAIN},
     {"dashboard", required_argument, NULL, OPT_DASHBOARD},
     {"no-dashboard", no_argument, NULL, OPT_NO_DASHBOARD},
     {"web-root", required_argument, NULL, OPT_WEB_ROOT},
@@ -148,6 +152,8 @@ static void print_usage(FILE *out)
             "  --db FILE                flow database (default DATA-DIR/tapwire.db)\n"
             "  --capture-limit BYTES    body bytes kept per flow (default %d)\n"
             "  --max-flows N            flows kept, oldest pruned (default %d)\n"
+            "  --max-db-size SIZE       prune the oldest flows beyond SIZE (e.g. 2G)\n"
+            "  --retain DURATION        prune flows older than DURATION (e.g. 7d, 12h)\n"
             "  --no-capture             record no flows (the dashboard shows stored ones)\n"
             "  --no-http2               speak only HTTP/1.1 to clients and origins\n"
             "  --dashboard ADDR:PORT    dashboard address (default %s)\n"
@@ -216,6 +222,73 @@ int config_parse_hostport(const char *spec, char *host, size_t host_len, uint16_
     memcpy(host, h, hlen);
     host[hlen] = '\0';
     *port = (uint16_t)v;
+    return 0;
+}
+
+/* A whole number followed by a unit, *value and *unit (the rest). */
+static int parse_number_unit(const char *text, int64_t *value, const char **unit)
+{
+    int64_t v = 0;
+    const char *p = text;
+
+    if (*p < '0' || *p > '9')
+        return -1;
+    for (; *p >= '0' && *p <= '9'; p++) {
+        if (v > (INT64_MAX - 9) / 10)
+            return -1;
+        v = v * 10 + (*p - '0');
+    }
+    *value = v;
+    *unit = p;
+    return 0;
+}
+
+int config_parse_size(const char *text, int64_t *bytes)
+{
+    static const char units[] = "KMGT";
+    const char *unit, *at;
+    int64_t value, scale = 1;
+
+    if (parse_number_unit(text, &value, &unit) != 0)
+        return -1;
+    if (*unit != '\0') {
+        at = strchr(units, unit[0] >= 'a' ? unit[0] - ('a' - 'A') : unit[0]);
+        if (at == NULL || *at == '\0')
+            return -1;
+        scale = (int64_t)1 << (10 * (at - units + 1));
+        unit++;
+        if (strcmp(unit, "") != 0 && strcmp(unit, "B") != 0 && strcmp(unit, "iB") != 0)
+            return -1;
+    }
+    if (value > ((int64_t)1 << 62) / scale)
+        return -1;
+    *bytes = value * scale;
+    return 0;
+}
+
+int config_parse_duration(const char *text, int64_t *us)
+{
+    const int64_t max_s = (int64_t)100 * 366 * 86400;
+    const char *unit;
+    int64_t value, scale;
+
+    if (parse_number_unit(text, &value, &unit) != 0 || value == 0)
+        return -1;
+    if (strcmp(unit, "") == 0 || strcmp(unit, "s") == 0)
+        scale = 1;
+    else if (strcmp(unit, "m") == 0)
+        scale = 60;
+    else if (strcmp(unit, "h") == 0)
+        scale = 3600;
+    else if (strcmp(unit, "d") == 0)
+        scale = 86400;
+    else if (strcmp(unit, "w") == 0)
+        scale = 7 * 86400;
+    else
+        return -1;
+    if (value > max_s / scale)
+        return -1;
+    *us = value * scale * 1000000;
     return 0;
 }
 
@@ -403,6 +476,25 @@ enum config_parse_result config_parse(struct config *cfg, int argc, char **argv)
             if (parse_positive("--max-flows", optarg, 1, 100000000, &number))
                 return CONFIG_ERROR;
             cfg->max_flows = number;
+            break;
+        case OPT_MAX_DB_SIZE:
+            if (config_parse_size(optarg, &cfg->max_db_bytes) != 0 ||
+                cfg->max_db_bytes < CONFIG_MIN_DB_BYTES) {
+                fprintf(stderr,
+                        "tapwire: --max-db-size wants a size of at least 1M, such as 2G, "
+                        "not '%s'\n",
+                        optarg);
+                return CONFIG_ERROR;
+            }
+            break;
+        case OPT_RETAIN:
+            if (config_parse_duration(optarg, &cfg->retain_us) != 0) {
+                fprintf(stderr,
+                        "tapwire: --retain wants a duration such as 7d, 12h, 30m or 90s, "
+                        "not '%s'\n",
+                        optarg);
+                return CONFIG_ERROR;
+            }
             break;
         case OPT_DASHBOARD:
             if (config_parse_hostport(optarg, cfg->dashboard_host, sizeof(cfg->dashboard_host),

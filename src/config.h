@@ -68,6 +68,8 @@ struct config {
     char *db_path;          /* owned: --db, default <data_dir>/tapwire.db */
     size_t capture_limit;   /* --capture-limit bytes per body */
     int64_t max_flows;      /* --max-flows */
+    int64_t max_db_bytes;   /* --max-db-size, 0 for no limit */
+    int64_t retain_us;      /* --retain, 0 for no limit */
     bool capture_enabled;   /* false with --no-capture */
     bool no_http2;          /* --no-http2: ALPN offers and selects http/1.1 only */
     bool dashboard_enabled; /* false with --no-dashboard */
@@ -123,6 +125,18 @@ void config_free(struct config *cfg);
 
 /* Splits "HOST:PORT" or "[V6]:PORT". Returns 0 or -1. */
 int config_parse_hostport(const char *spec, char *host, size_t host_len, uint16_t *port);
+
+#define CONFIG_MIN_DB_BYTES (1024 * 1024) /* --max-db-size below this is refused */
+
+/* A size as "512M": a whole number with an optional K, M, G or T (powers
+ * of 1024, optionally followed by "B" or "iB"). Returns 0 with *bytes, or
+ * -1 when malformed or above 2^62. */
+int config_parse_size(const char *text, int64_t *bytes);
+
+/* A duration as "30d": a whole number with an optional s, m, h, d or w
+ * (seconds without). Returns 0 with *us (microseconds), or -1 when
+ * malformed, zero, or above a hundred years. */
+int config_parse_duration(const char *text, int64_t *us);
 
 /* True when host matches one of the --ignore-host globs (case-insensitive). */
 bool config_is_ignored_host(const struct config *cfg, const char *host);

@@ -77,6 +77,7 @@
 #include "dashinteract.h"
 #include "embedded.h"
 #include "har.h"
+#include "harimport.h"
 #include "http1.h"
 #include "jsontext.h"
 #include "log.h"
@@ -128,6 +129,7 @@ struct dashboard {
     struct sqlconsole *sql;      /* NULL: no database file, /api/sql answers 404 */
     struct intercept *intercept; /* NULL: no intercept endpoints */
     struct replay *replay;       /* NULL: no replay endpoints */
+    size_t capture_limit;        /* body bytes an imported flow keeps */
     char token[DASHBOARD_MAX_TOKEN_CHARS + 1];
     char url_host[300]; /* the bound host as in a URL: IPv6 in brackets */
     /* Atomic: connection threads read it (Host check) and an ephemeral
@@ -149,6 +151,7 @@ struct dashboard {
     int64_t newest_id; /* the newest flow written */
     uint64_t clears;   /* bumped by every clear */
     bool is_stopping;
+    bool is_importing;       /* a HAR import is being read or stored (one at a time) */
     bool is_starting;        /* MHD's messages are kept in start_error */
     char start_error[256];   /* why MHD_start_daemon() failed */
     struct dash_conn *conns; /* open connections (under lock), for the watchdog */
@@ -485,6 +488,7 @@ static bool summary_fields(json_t *obj, const struct flowstore_record *rec)
            jset(obj, "content_type", jstr_or_null(rec->response_content_type)) &&
            jset(obj, "tls", json_boolean(f->is_tls)) && jset(obj, "error", jstr(f->error)) &&
            jset(obj, "modified", json_boolean(f->rules != NULL && f->rules[0] != '\0')) &&
+           jset(obj, "imported", json_boolean(f->is_imported)) &&
            jset(obj, "kind", json_string(kind_name(f->kind)));
 }
 
@@ -887,6 +891,41 @@ static void host_filter(const char *value, struct flowstore_filter *filter)
         filter->host_text = value;
 }
 
+/* The list's filters from the query string (host, method, status, type,
+ * q, body, icase), for the list and the HAR export alike. NULL, or what is
+ * wrong for a 400. The filter's texts point into the request. */
+static const char *parse_list_filter(struct MHD_Connection *conn, struct flowstore_filter *filter)
+{
+    const char *status = arg(conn, "status");
+    const char *body = NULL;
+    size_t body_len = 0;
+
+    if (status != NULL && status[0] != '\0') {
+        if (strcasecmp(status, "err") == 0)
+            filter->status_class = FLOWSTORE_STATUS_ERROR;
+        else if (strlen(status) == 3 && status[0] >= '1' && status[0] <= '5' &&
+                 strcasecmp(status + 1, "xx") == 0)
+            filter->status_class = status[0] - '0';
+        else
+            return "status must be 1xx..5xx or err";
+    }
+    host_filter(arg(conn, "host"), filter);
+    filter->method = arg(conn, "method");
+    filter->content_type = arg(conn, "type");
+    filter->url_text = arg(conn, "q");
+    /* The length variant: a body search may hold %00. */
+    if (MHD_lookup_connection_value_n(conn, MHD_GET_ARGUMENT_KIND, "body", strlen("body"), &body,
+                                      &body_len) == MHD_YES &&
+        body != NULL && body_len > 0) {
+        const char *icase = arg(conn, "icase");
+
+        filter->body_bytes = body;
+        filter->body_len = body_len;
+        filter->is_body_nocase = icase != NULL && strcmp(icase, "1") == 0;
+    }
+    return NULL;
+}
+
 static mhd_result api_list(struct dashboard *d, struct MHD_Connection *conn)
 {
     struct flowstore_filter filter = {0};
@@ -894,9 +933,7 @@ static mhd_result api_list(struct dashboard *d, struct MHD_Connection *conn)
     size_t count = 0, i;
     const char *limit = arg(conn, "limit");
     const char *before = arg(conn, "before");
-    const char *status = arg(conn, "status");
-    const char *body = NULL;
-    size_t body_len = 0;
+    const char *bad;
     json_t *root = NULL, *flows = NULL;
     char err[512];
     mhd_result ret;
@@ -910,29 +947,8 @@ static mhd_result api_list(struct dashboard *d, struct MHD_Connection *conn)
     }
     if (before != NULL && before[0] != '\0' && !parse_id(before, strlen(before), &filter.before_id))
         return send_error(conn, MHD_HTTP_BAD_REQUEST, "before must be a flow id");
-    if (status != NULL && status[0] != '\0') {
-        if (strcasecmp(status, "err") == 0)
-            filter.status_class = FLOWSTORE_STATUS_ERROR;
-        else if (strlen(status) == 3 && status[0] >= '1' && status[0] <= '5' &&
-                 strcasecmp(status + 1, "xx") == 0)
-            filter.status_class = status[0] - '0';
-        else
-            return send_error(conn, MHD_HTTP_BAD_REQUEST, "status must be 1xx..5xx or err");
-    }
-    host_filter(arg(conn, "host"), &filter);
-    filter.method = arg(conn, "method");
-    filter.content_type = arg(conn, "type");
-    filter.url_text = arg(conn, "q");
-    /* The length variant: a body search may hold %00. */
-    if (MHD_lookup_connection_value_n(conn, MHD_GET_ARGUMENT_KIND, "body", strlen("body"), &body,
-                                      &body_len) == MHD_YES &&
-        body != NULL && body_len > 0) {
-        const char *icase = arg(conn, "icase");
-
-        filter.body_bytes = body;
-        filter.body_len = body_len;
-        filter.is_body_nocase = icase != NULL && strcmp(icase, "1") == 0;
-    }
+    if ((bad = parse_list_filter(conn, &filter)) != NULL)
+        return send_error(conn, MHD_HTTP_BAD_REQUEST, bad);
     if (flowstore_list(d->flows, &filter, &records, &count, err, sizeof(err)) != 0) {
         log_warn("dashboard: %s", err);
         return send_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, err);
@@ -1145,18 +1161,23 @@ static void har_stream_free(void *cls)
     free(s);
 }
 
-/* Streams a HAR of ids (NULL: the newest flows). */
+/* Streams a HAR of ids, or (ids NULL) of the newest flows filter lists. */
 static mhd_result send_har(struct dashboard *d, struct MHD_Connection *conn, const int64_t *ids,
-                           size_t count)
+                           size_t count, const struct flowstore_filter *filter)
 {
     struct har_stream *s = calloc(1, sizeof(*s));
     struct MHD_Response *resp;
     char err[512];
+    int rc;
 
     if (s == NULL)
         return MHD_NO;
     s->d = d;
-    if (har_open(d->flows, ids, count, codec_decode_content, &s->har, err, sizeof(err)) != 0) {
+    if (ids == NULL)
+        rc = har_open_filtered(d->flows, filter, codec_decode_content, &s->har, err, sizeof(err));
+    else
+        rc = har_open(d->flows, ids, count, codec_decode_content, &s->har, err, sizeof(err));
+    if (rc != 0) {
         free(s);
         return send_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, err);
     }
@@ -1179,7 +1200,7 @@ static mhd_result api_flow_har(struct dashboard *d, struct MHD_Connection *conn,
     if (rec == NULL)
         return ret;
     flowstore_record_free(rec);
-    return send_har(d, conn, &id, 1);
+    return send_har(d, conn, &id, 1, NULL);
 }
 
 static mhd_result api_har(struct dashboard *d, struct MHD_Connection *conn)
@@ -1189,8 +1210,14 @@ static mhd_result api_har(struct dashboard *d, struct MHD_Connection *conn)
     size_t count = 0;
     mhd_result ret;
 
-    if (list == NULL || list[0] == '\0')
-        return send_har(d, conn, NULL, 0);
+    if (list == NULL || list[0] == '\0') {
+        struct flowstore_filter filter = {0};
+        const char *bad = parse_list_filter(conn, &filter);
+
+        if (bad != NULL)
+            return send_error(conn, MHD_HTTP_BAD_REQUEST, bad);
+        return send_har(d, conn, NULL, 0, &filter);
+    }
     ids = malloc(HAR_MAX_FLOWS * sizeof(ids[0]));
     if (ids == NULL)
         return MHD_NO;
@@ -1207,7 +1234,7 @@ static mhd_result api_har(struct dashboard *d, struct MHD_Connection *conn)
         if (*list == ',')
             list++;
     }
-    ret = send_har(d, conn, ids, count);
+    ret = send_har(d, conn, ids, count, NULL);
     free(ids);
     return ret;
 }
@@ -1601,21 +1628,30 @@ enum upload_kind {
     UPLOAD_INTERCEPT_FILTER, /* dashinteract.h from here on */
     UPLOAD_RESUME,
     UPLOAD_REPLAY,
+    UPLOAD_HAR,
 };
 
 struct upload {
     enum upload_kind kind;
     int64_t id; /* UPLOAD_RULE_UPDATE: the rule; UPLOAD_RESUME, UPLOAD_REPLAY: the flow */
-    char *data; /* Content-Length bytes, at most DASHBOARD_MAX_JSON_BODY_BYTES */
+    char *data; /* Content-Length bytes, at most DASHBOARD_MAX_JSON_BODY_BYTES
+                   (DASHINTERACT_MAX_JSON_BODY_BYTES for intercept and replay,
+                   DASHBOARD_MAX_HAR_BYTES for a HAR) */
     size_t len;
     size_t cap;
-    bool is_too_large; /* more came than Content-Length said */
+    bool is_too_large;   /* more came than Content-Length said */
+    struct dashboard *d; /* UPLOAD_HAR: whose is_importing to clear when freed */
 };
 
 static void upload_free(struct upload *up)
 {
     if (up == NULL)
         return;
+    if (up->kind == UPLOAD_HAR) {
+        pthread_mutex_lock(&up->d->lock);
+        up->d->is_importing = false;
+        pthread_mutex_unlock(&up->d->lock);
+    }
     free(up->data);
     free(up);
 }
@@ -1662,8 +1698,11 @@ static mhd_result expect_json(struct dashboard *d, struct MHD_Connection *conn,
     const char *length = header(conn, MHD_HTTP_HEADER_CONTENT_LENGTH);
     unsigned long long n = 0;
     bool is_rules = kind <= UPLOAD_RULES_REORDER;
-    size_t max = is_rules ? DASHBOARD_MAX_JSON_BODY_BYTES : DASHINTERACT_MAX_JSON_BODY_BYTES;
+    size_t max = is_rules             ? DASHBOARD_MAX_JSON_BODY_BYTES
+                 : kind == UPLOAD_HAR ? DASHBOARD_MAX_HAR_BYTES
+                                      : DASHINTERACT_MAX_JSON_BODY_BYTES;
     struct upload *up;
+    bool is_busy = false;
 
     if (is_rules && d->rules == NULL)
         return send_rules_off(conn);
@@ -1680,16 +1719,32 @@ static mhd_result expect_json(struct dashboard *d, struct MHD_Connection *conn,
     }
     if (n > max)
         return send_error(conn, HTTP_CONTENT_TOO_LARGE,
-                          is_rules ? "the JSON body is larger than 64 KiB"
-                                   : "the JSON body is larger than 4 MiB");
+                          is_rules             ? "the JSON body is larger than 64 KiB"
+                          : kind == UPLOAD_HAR ? "the HAR file is larger than 32 MiB"
+                                               : "the JSON body is larger than 4 MiB");
     if (!is_json_type(header(conn, MHD_HTTP_HEADER_CONTENT_TYPE)))
         return send_error(conn, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
                           "the body must be JSON (Content-Type: application/json)");
+    if (kind == UPLOAD_HAR) {
+        pthread_mutex_lock(&d->lock);
+        is_busy = d->is_importing;
+        d->is_importing = true;
+        pthread_mutex_unlock(&d->lock);
+        if (is_busy)
+            return send_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE,
+                              "another HAR import is under way; try again when it is done");
+    }
     up = calloc(1, sizeof(*up));
     if (up == NULL || (up->data = malloc((size_t)n + 1)) == NULL) {
         free(up);
+        if (kind == UPLOAD_HAR) {
+            pthread_mutex_lock(&d->lock);
+            d->is_importing = false;
+            pthread_mutex_unlock(&d->lock);
+        }
         return MHD_NO;
     }
+    up->d = d;
     up->kind = kind;
     up->id = id;
     up->cap = (size_t)n;
@@ -2037,6 +2092,80 @@ static bool is_interact_upload(const char *url)
     return n > 0 && (strcmp(url + 11 + n, "/resume") == 0 || strcmp(url + 11 + n, "/replay") == 0);
 }
 
+/* ---- HAR import ---- */
+
+/* Imported flows go to the store in batches of this many. */
+struct har_import {
+    struct dashboard *d;
+    struct flow *batch[FLOWSTORE_BATCH_FLOWS];
+    size_t count;
+    char err[512];
+};
+
+static int import_flush(struct har_import *im)
+{
+    int rc = 0;
+
+    if (im->count > 0)
+        rc = flowstore_write(im->d->flows, im->batch, im->count, im->err, sizeof(im->err));
+    im->count = 0;
+    return rc;
+}
+
+static int import_flow(void *arg, struct flow *flow)
+{
+    struct har_import *im = arg;
+
+    im->batch[im->count++] = flow;
+    return im->count == FLOWSTORE_BATCH_FLOWS ? import_flush(im) : 0;
+}
+
+/*
+ * POST /api/har: the flows of a HAR 1.2 file into the store, marked
+ * imported (harimport.h). 200 {"imported", "skipped", "first_skipped"};
+ * 400 when it is not a HAR file. The flows are written before the answer,
+ * oldest first, and reach open dashboards as live flows.
+ */
+static mhd_result api_har_import(struct dashboard *d, struct MHD_Connection *conn,
+                                 const struct upload *up)
+{
+    struct har_import *im = calloc(1, sizeof(*im));
+    struct harimport_result result;
+    char err[512];
+    mhd_result ret;
+    int rc;
+    size_t i;
+
+    if (up->is_too_large)
+        return send_error(conn, HTTP_CONTENT_TOO_LARGE, "the HAR file is larger than 32 MiB");
+    if (im == NULL)
+        return MHD_NO;
+    im->d = d;
+    rc = harimport_parse(up->data, up->len, d->capture_limit, import_flow, im, &result, err,
+                         sizeof(err));
+    if (im->err[0] != '\0' || (rc == 0 && import_flush(im) != 0)) {
+        log_warn("dashboard: HAR import: %s", im->err);
+        ret = send_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, im->err);
+        goto out;
+    }
+    if (rc != 0) {
+        ret = send_error(conn, MHD_HTTP_BAD_REQUEST, err);
+        goto out;
+    }
+    log_info("dashboard: HAR import: %zu flow(s) imported, %zu entr%s skipped%s%s", result.imported,
+             result.skipped, result.skipped == 1 ? "y" : "ies", result.skipped > 0 ? ": " : "",
+             result.first_skipped);
+    ret = send_json(conn, MHD_HTTP_OK,
+                    json_pack("{s:I,s:I,s:s}", "imported", (json_int_t)result.imported, "skipped",
+                              (json_int_t)result.skipped, "first_skipped", result.first_skipped));
+out:
+    /* A failed parse may leave flows gathered for a batch never written. */
+    for (i = 0; i < im->count; i++)
+        flow_free(im->batch[i]);
+    free(im);
+    return ret;
+}
+
 /* The last call for a request with a body: up holds all of it. */
 static mhd_result api_upload(struct dashboard *d, struct MHD_Connection *conn,
                              const struct upload *up)
@@ -2046,6 +2175,8 @@ static mhd_result api_upload(struct dashboard *d, struct MHD_Connection *conn,
     char why[256];
     mhd_result ret;
 
+    if (up->kind == UPLOAD_HAR)
+        return api_har_import(d, conn, up);
     if (up->is_too_large)
         return send_error(conn, HTTP_CONTENT_TOO_LARGE, "the JSON body is larger than it said");
     body = json_loadb(up->data, up->len, JSON_REJECT_DUPLICATES, &jerr);
@@ -2349,8 +2480,13 @@ static mhd_result route_api(struct dashboard *d, struct MHD_Connection *conn, co
     }
     if (strcmp(path, "/rules") == 0 || strncmp(path, "/rules/", 7) == 0)
         return route_rules(d, conn, path + 6, method, upload);
-    if (strcmp(path, "/har") == 0)
-        return is_read ? api_har(d, conn) : send_not_allowed(conn, "GET, HEAD");
+    if (strcmp(path, "/har") == 0) {
+        if (is_read)
+            return api_har(d, conn);
+        if (is_method(method, "POST"))
+            return expect_json(d, conn, UPLOAD_HAR, 0, upload);
+        return send_not_allowed(conn, "GET, HEAD, POST");
+    }
     if (strcmp(path, "/events") == 0)
         return is_read ? api_events(d, conn) : send_not_allowed(conn, "GET, HEAD");
     if (strcmp(path, "/stats") == 0)
@@ -2367,9 +2503,10 @@ static mhd_result route_api(struct dashboard *d, struct MHD_Connection *conn, co
  * the rest before reading it). */
 static bool may_have_body(const char *url, const char *method)
 {
-    return (is_method(method, "POST") || is_method(method, "PUT")) &&
-           (strcmp(url, "/api/rules") == 0 || strncmp(url, "/api/rules/", 11) == 0 ||
-            is_interact_upload(url));
+    return ((is_method(method, "POST") || is_method(method, "PUT")) &&
+            (strcmp(url, "/api/rules") == 0 || strncmp(url, "/api/rules/", 11) == 0 ||
+             is_interact_upload(url))) ||
+           (is_method(method, "POST") && strcmp(url, "/api/har") == 0);
 }
 
 /* The first call for a request: answers it, or (a rules change) sets
@@ -2668,6 +2805,7 @@ int dashboard_start(const struct dashboard_options *opts, struct flowstore *flow
     d->ca = ca;
     d->rules = opts->rules;
     d->certs = opts->certs;
+    d->capture_limit = opts->capture_limit;
     d->intercept = opts->intercept;
     d->replay = opts->replay;
     if (init_sync(d) != 0) {

@@ -45,6 +45,9 @@
 #define DASHBOARD_MAX_DECODED_BYTES (64 * 1024 * 1024) /* ?decode=1 output, zip bombs */
 #define DASHBOARD_MAX_STATIC_BYTES (8 * 1024 * 1024)   /* a --web-root file */
 #define DASHBOARD_MAX_JSON_BODY_BYTES (64 * 1024)      /* a request body (rules API) */
+/* A HAR file to import (POST /api/har); jansson holds a few times this
+ * while it is read, and one import runs at a time. */
+#define DASHBOARD_MAX_HAR_BYTES (32 * 1024 * 1024)
 
 struct rulebook;
 struct certstore;
@@ -67,6 +70,8 @@ struct dashboard_options {
     struct intercept *intercept; /* not owned, outlives the dashboard; NULL: the intercept
                                     endpoints (dashinteract.h) answer 404 */
     struct replay *replay;       /* likewise, for replay and compose */
+    size_t capture_limit;        /* body bytes an imported flow keeps (POST /api/har), as
+                                    --capture-limit */
 };
 
 struct dashboard;

@@ -188,6 +188,7 @@ struct flow {
     struct flow_live *live; /* a reference, or NULL: see struct flow_live */
     enum flow_live_part live_part;
     int64_t replay_of; /* a replay: the flow whose request it sent again; 0: none */
+    bool is_imported;  /* from a HAR file (har_import()), not captured */
 };
 
 /* A copy of flow's request and response as they are (target, header

@@ -9,8 +9,21 @@
  * failed: nothing is kept in memory after writing, so memory use does not
  * grow with the number of stored flows.
  *
+ * Each flow goes into the newest segment (flowseg.h) together with its
+ * entry in that segment's search index, in one transaction per batch.
+ * Pruning is whole-segment: when a limit is passed the writer drops the
+ * oldest segment's tables (DROP TABLE), never deletes flows row by row. A
+ * batched DELETE of an age range at a bounded cadence would still unlink
+ * every row, index entry and overflow page (the cost the old per-batch
+ * prune had, about 1.4 times the capture's CPU per flow with a full store),
+ * and the contentless search index cannot delete rows at all; a dropped
+ * table's pages go to the free list without being read, and the next
+ * segment reuses them. The price is granularity: a full store holds
+ * between seven eighths of --max-flows and all of it.
+ *
  * Locks, always taken in this order and never the other way round:
- * write_lock (the writer connection: the writer thread, delete and clear),
+ * write_lock (the writer connection: the writer thread, delete, clear and
+ * imports through flowstore_write()),
  * then lock (queue and counters). read_lock guards the read connection and
  * its statements and is never held with another lock. callback_lock is held
  * while the written-callback runs, so clearing the callback waits for a call
@@ -41,7 +54,9 @@
 #include <sqlite3.h>
 
 #include "db.h"
+#include "flowseg.h"
 #include "log.h"
+#include "searchtext.h"
 #include "wsstore.h"
 
 /* Queued flows may each hold two bodies up to the capture limit; bounding
@@ -56,7 +71,6 @@ _Static_assert(FLOWSTORE_RESPONSE_ORIGINAL < 4, "a direction must fit in a flow'
 
 struct flowstore {
     char *db_path;
-    int64_t max_flows;
     /* Captured bodies up to this many bytes go into the flow's own row
      * (schema version 8), larger ones into flow_bodies: an eighth of the
      * database's page, so that a row with both bodies inline stays on its
@@ -88,20 +102,31 @@ struct flowstore {
     sqlite3_stmt *begin_stmt;
     sqlite3_stmt *commit_stmt;
     sqlite3_stmt *rollback_stmt;
-    sqlite3_stmt *insert_flow_stmt;
-    sqlite3_stmt *insert_body_stmt;
-    sqlite3_stmt *insert_ws_stmt;    /* prepared by wsstore on first use */
-    sqlite3_stmt *replace_flow_stmt; /* a live flow's finished row over its first */
+    sqlite3_stmt *insert_ws_stmt; /* prepared by wsstore on first use */
     sqlite3_stmt *save_next_id_stmt;
     /* The id the next stored flow gets (flow_ids, schema version 7): the
      * writer assigns ids itself rather than through AUTOINCREMENT. */
     int64_t next_id;
-    sqlite3_stmt *prune_bodies_stmt;
-    sqlite3_stmt *prune_flows_stmt;
-    sqlite3_stmt *delete_bodies_stmt;
-    sqlite3_stmt *delete_stmt;
-    sqlite3_stmt *clear_bodies_stmt;
-    sqlite3_stmt *clear_flows_stmt;
+    /* The segments, oldest first (flowseg.h); the last one is written. */
+    struct flowseg segs[FLOWSEG_MAX_SEGMENTS + 1];
+    size_t seg_count;
+    int64_t seg_total_flows; /* sum of segs[].flows */
+    struct flowseg_limits limits;
+    bool are_views_stale; /* segments changed in this transaction */
+    /* The statements on the newest segment's tables, prepared when it
+     * starts. */
+    sqlite3_stmt *insert_flow_stmt;
+    sqlite3_stmt *insert_body_stmt;
+    sqlite3_stmt *insert_fts_stmt;
+    sqlite3_stmt *insert_hdr_stmt;
+    sqlite3_stmt *insert_unindexed_stmt;
+    sqlite3_stmt *insert_seg_stmt;
+    sqlite3_stmt *update_seg_stmt;
+    sqlite3_stmt *delete_seg_stmt;
+    sqlite3_stmt *used_pages_stmt;
+    /* The decoder for indexing compressed bodies; a copy of body_decode
+     * under write_lock. */
+    flowstore_decode_fn index_decode;
     char logged_error[FLOWSTORE_ERROR_BYTES]; /* last error logged; "" while writes work */
     uint64_t lost_since_logged;
 
@@ -112,6 +137,9 @@ struct flowstore {
     sqlite3_stmt *get_stmt;
     sqlite3_stmt *get_body_stmt;
     sqlite3_stmt *newest_stmt;
+    sqlite3_stmt *segs_stmt;
+    sqlite3_stmt *read_begin_stmt;
+    sqlite3_stmt *read_commit_stmt;
     /* Decodes Content-Encoding for the body search; NULL searches the
      * stored bytes only. Read by the search under read_lock. */
     flowstore_decode_fn body_decode;
@@ -238,7 +266,7 @@ static int prepare(sqlite3 *db, const char *path, const char *sql, sqlite3_stmt 
 #define FLOW_INSERT_VALUES                                                                         \
     "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "   \
     "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
-#define RECORD_COLUMNS "id, " FLOW_INSERT_COLUMNS
+#define RECORD_COLUMNS "id, " FLOW_INSERT_COLUMNS ", imported"
 /* A listing leaves out what only the detail view shows: the same columns
  * with the header sections, TLS details, what rules changed and the replay
  * link as NULL (flows.rules stays: the list marks modified flows; a
@@ -251,7 +279,7 @@ static int prepare(sqlite3 *db, const char *path, const char *sql, sqlite3_stmt 
     "resp_content_type, req_content_encoding, resp_content_encoding, connected_us, tls_done_us, "  \
     "request_sent_us, first_byte_us, done_us, is_tls, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "  \
     "NULL, NULL, NULL, NULL, error, rules, bytes_up, bytes_down, "                                 \
-    "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL"
+    "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, imported"
 
 static int prepare_writer(struct flowstore *store, char *err, size_t err_len)
 {
@@ -263,43 +291,76 @@ static int prepare_writer(struct flowstore *store, char *err, size_t err_len)
     if (prepare(db, path, "BEGIN IMMEDIATE", &store->begin_stmt, err, err_len) != 0 ||
         prepare(db, path, "COMMIT", &store->commit_stmt, err, err_len) != 0 ||
         prepare(db, path, "ROLLBACK", &store->rollback_stmt, err, err_len) != 0 ||
-        prepare(db, path,
-                "INSERT INTO flows (id, " FLOW_INSERT_COLUMNS
-                ", req_body, resp_body) VALUES (?, " FLOW_INSERT_VALUES ", ?, ?)",
-                &store->insert_flow_stmt, err, err_len) != 0 ||
-        /* Without recursive_triggers (SQLite's default) the row REPLACE
-         * deletes fires no delete trigger: the messages stay. */
-        prepare(db, path,
-                "INSERT OR REPLACE INTO flows (id, " FLOW_INSERT_COLUMNS
-                ", req_body, resp_body) VALUES (?, " FLOW_INSERT_VALUES ", ?, ?)",
-                &store->replace_flow_stmt, err, err_len) != 0 ||
         prepare(db, path, "UPDATE flow_ids SET next_id = ?1", &store->save_next_id_stmt, err,
                 err_len) != 0 ||
-        prepare(db, path, "INSERT INTO flow_bodies (body_key, data) VALUES (?1, ?2)",
-                &store->insert_body_stmt, err, err_len) != 0 ||
-        /* max(id) is one b-tree descent and both deletes are range scans
-         * (body keys of flows up to id N end at N * 4 + 3), so pruning
-         * after every batch costs the rows it removes. It keeps exactly
-         * max_flows while ids have no gaps; after deletions from the
-         * dashboard it keeps fewer, never more. Nothing cascades: the
-         * bodies are deleted here, first, while max(id) still names the
-         * same flow in both statements. */
         prepare(db, path,
-                "DELETE FROM flow_bodies WHERE body_key <= ((SELECT max(id) FROM flows) - ?1) * 4 "
-                "+ 3",
-                &store->prune_bodies_stmt, err, err_len) != 0 ||
-        prepare(db, path, "DELETE FROM flows WHERE id <= (SELECT max(id) FROM flows) - ?1",
-                &store->prune_flows_stmt, err, err_len) != 0 ||
-        /* SQLite's * turns an overflowing product into a REAL, which no
-         * key equals: an absurd id deletes nothing rather than wrapping
-         * onto another flow's bodies. */
-        prepare(db, path, "DELETE FROM flow_bodies WHERE body_key BETWEEN ?1 * 4 AND ?1 * 4 + 3",
-                &store->delete_bodies_stmt, err, err_len) != 0 ||
-        prepare(db, path, "DELETE FROM flows WHERE id = ?1", &store->delete_stmt, err, err_len) !=
-            0 ||
-        prepare(db, path, "DELETE FROM flow_bodies", &store->clear_bodies_stmt, err, err_len) !=
-            0 ||
-        prepare(db, path, "DELETE FROM flows", &store->clear_flows_stmt, err, err_len) != 0)
+                "INSERT INTO flow_segments (seg, first_id, created_us, last_us, flows, written) "
+                "VALUES (?1, ?2, ?3, ?4, 0, 0)",
+                &store->insert_seg_stmt, err, err_len) != 0 ||
+        prepare(db, path,
+                "UPDATE flow_segments SET last_us = ?2, flows = ?3, written = ?4, first_id = ?5 "
+                "WHERE seg = ?1",
+                &store->update_seg_stmt, err, err_len) != 0 ||
+        prepare(db, path, "DELETE FROM flow_segments WHERE seg = ?1", &store->delete_seg_stmt, err,
+                err_len) != 0 ||
+        /* Pages in use: what --max-db-size bounds. Both are read from the
+         * file's header, so this costs nothing per batch. */
+        prepare(db, path,
+                "SELECT (SELECT page_count FROM pragma_page_count) - "
+                "(SELECT freelist_count FROM pragma_freelist_count)",
+                &store->used_pages_stmt, err, err_len) != 0)
+        return -1;
+    return 0;
+}
+
+static void finalize_segment_stmts(struct flowstore *store)
+{
+    sqlite3_finalize(store->insert_flow_stmt);
+    sqlite3_finalize(store->insert_body_stmt);
+    sqlite3_finalize(store->insert_fts_stmt);
+    sqlite3_finalize(store->insert_hdr_stmt);
+    sqlite3_finalize(store->insert_unindexed_stmt);
+    store->insert_hdr_stmt = NULL;
+    store->insert_flow_stmt = NULL;
+    store->insert_body_stmt = NULL;
+    store->insert_fts_stmt = NULL;
+    store->insert_unindexed_stmt = NULL;
+}
+
+/* Prepares the writer's statements on the newest segment's tables. */
+static int prepare_segment(struct flowstore *store, char *err, size_t err_len)
+{
+    sqlite3 *db = store->wdb;
+    const char *path = store->db_path;
+    int64_t seg = store->segs[store->seg_count - 1].seg;
+    char sql[2048];
+
+    finalize_segment_stmts(store);
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO flows_%" PRId64 " (id, " FLOW_INSERT_COLUMNS
+             ", req_body, resp_body, imported) VALUES (?, " FLOW_INSERT_VALUES ", ?, ?, ?)",
+             seg);
+    if (prepare(db, path, sql, &store->insert_flow_stmt, err, err_len) != 0)
+        return -1;
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO flow_bodies_%" PRId64 " (body_key, data) VALUES (?1, ?2)", seg);
+    if (prepare(db, path, sql, &store->insert_body_stmt, err, err_len) != 0)
+        return -1;
+    /* The URL first, as the URL filter sees it (host || target). */
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO flows_fts_%" PRId64 " (rowid, text) VALUES (?1, ?2 || ?3 || char(10) || "
+             "coalesce(?4, '') || char(10) || coalesce(?5, ''))",
+             seg);
+    if (prepare(db, path, sql, &store->insert_fts_stmt, err, err_len) != 0)
+        return -1;
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO flows_hdr_%" PRId64 " (rowid, text) VALUES (?1, coalesce(?2, '') || "
+             "char(10) || coalesce(?3, ''))",
+             seg);
+    if (prepare(db, path, sql, &store->insert_hdr_stmt, err, err_len) != 0)
+        return -1;
+    snprintf(sql, sizeof(sql), "INSERT INTO flows_unindexed_%" PRId64 " (id) VALUES (?1)", seg);
+    if (prepare(db, path, sql, &store->insert_unindexed_stmt, err, err_len) != 0)
         return -1;
     return 0;
 }
@@ -418,7 +479,14 @@ static int prepare_reader(struct flowstore *store, char *err, size_t err_len)
                 "FROM flows WHERE id = ?1), (SELECT data FROM flow_bodies WHERE body_key = ?1 * 4 "
                 "+ ?2))",
                 &store->get_body_stmt, err, err_len) != 0 ||
-        prepare(db, path, "SELECT max(id) FROM flows", &store->newest_stmt, err, err_len) != 0)
+        /* max() over the view would read every row; ORDER BY ... LIMIT
+         * merges the segments' rowid b-trees. */
+        prepare(db, path, "SELECT id FROM flows ORDER BY id DESC LIMIT 1", &store->newest_stmt, err,
+                err_len) != 0 ||
+        prepare(db, path, "SELECT seg, first_id FROM flow_segments ORDER BY seg", &store->segs_stmt,
+                err, err_len) != 0 ||
+        prepare(db, path, "BEGIN", &store->read_begin_stmt, err, err_len) != 0 ||
+        prepare(db, path, "COMMIT", &store->read_commit_stmt, err, err_len) != 0)
         return -1;
     return 0;
 }
@@ -443,15 +511,52 @@ out:
     return ret;
 }
 
-static int count_stored(struct flowstore *store, char *err, size_t err_len)
+/* Reads flow_segments into segs (oldest first) and the stored count. */
+static int load_segments(struct flowstore *store, char *err, size_t err_len)
 {
-    int64_t count;
+    sqlite3_stmt *stmt = NULL;
+    int rc;
+    int ret = -1;
 
-    if (query_int64(store->rdb, store->db_path, "SELECT count(*) FROM flows",
-                    "the number of stored flows", &count, err, err_len) != 0)
-        return -1;
-    store->stats.stored = (uint64_t)count;
-    return 0;
+    store->seg_count = 0;
+    store->seg_total_flows = 0;
+    if (prepare(store->wdb, store->db_path,
+                "SELECT seg, first_id, created_us, last_us, flows, written FROM flow_segments "
+                "ORDER BY seg",
+                &stmt, err, err_len) != 0)
+        goto out;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        struct flowseg *seg;
+
+        if (store->seg_count == FLOWSEG_MAX_SEGMENTS + 1) {
+            errmsg_set(err, err_len, "database %s has more than %d flow segments", store->db_path,
+                       FLOWSEG_MAX_SEGMENTS + 1);
+            goto out;
+        }
+        seg = &store->segs[store->seg_count++];
+        memset(seg, 0, sizeof(*seg));
+        seg->seg = sqlite3_column_int64(stmt, 0);
+        seg->first_id = sqlite3_column_int64(stmt, 1);
+        seg->created_us = sqlite3_column_int64(stmt, 2);
+        seg->last_us = sqlite3_column_int64(stmt, 3);
+        seg->flows = sqlite3_column_int64(stmt, 4);
+        seg->written = sqlite3_column_int64(stmt, 5);
+        store->seg_total_flows += seg->flows;
+    }
+    if (rc != SQLITE_DONE) {
+        errmsg_set(err, err_len, "database %s: cannot read the flow segments: %s", store->db_path,
+                   sqlite3_errmsg(store->wdb));
+        goto out;
+    }
+    if (store->seg_count == 0) {
+        errmsg_set(err, err_len, "database %s has no flow segment", store->db_path);
+        goto out;
+    }
+    store->stats.stored = (uint64_t)store->seg_total_flows;
+    ret = 0;
+out:
+    sqlite3_finalize(stmt);
+    return ret;
 }
 
 /* Sets inline_body_max from the file's page size: an existing file keeps
@@ -516,7 +621,7 @@ int flowstore_open(const char *db_path, int64_t max_flows, struct flowstore **ou
         errmsg_set(err, err_len, "flowstore: out of memory");
         goto out;
     }
-    store->max_flows = max_flows;
+    store->limits.max_flows = max_flows;
     store->db_path = strdup(db_path);
     store->queue = calloc(FLOWSTORE_QUEUE_FLOWS, sizeof(store->queue[0]));
     if (store->db_path == NULL || store->queue == NULL) {
@@ -542,8 +647,9 @@ int flowstore_open(const char *db_path, int64_t max_flows, struct flowstore **ou
     if (db_open(db_path, &store->wdb, err, err_len) != 0 ||
         prepare_writer(store, err, err_len) != 0 ||
         db_open(db_path, &store->rdb, err, err_len) != 0 ||
-        prepare_reader(store, err, err_len) != 0 || count_stored(store, err, err_len) != 0 ||
-        load_next_id(store, err, err_len) != 0 || load_inline_body_max(store, err, err_len) != 0)
+        prepare_reader(store, err, err_len) != 0 || load_segments(store, err, err_len) != 0 ||
+        prepare_segment(store, err, err_len) != 0 || load_next_id(store, err, err_len) != 0 ||
+        load_inline_body_max(store, err, err_len) != 0)
         goto out;
 
     if (pthread_create(&store->writer, NULL, writer_run, store) != 0) {
@@ -588,20 +694,19 @@ void flowstore_close(struct flowstore *store)
     sqlite3_finalize(store->begin_stmt);
     sqlite3_finalize(store->commit_stmt);
     sqlite3_finalize(store->rollback_stmt);
-    sqlite3_finalize(store->insert_flow_stmt);
-    sqlite3_finalize(store->insert_body_stmt);
+    finalize_segment_stmts(store);
     sqlite3_finalize(store->insert_ws_stmt);
-    sqlite3_finalize(store->replace_flow_stmt);
-    sqlite3_finalize(store->prune_bodies_stmt);
-    sqlite3_finalize(store->prune_flows_stmt);
     sqlite3_finalize(store->save_next_id_stmt);
-    sqlite3_finalize(store->delete_bodies_stmt);
-    sqlite3_finalize(store->delete_stmt);
-    sqlite3_finalize(store->clear_bodies_stmt);
-    sqlite3_finalize(store->clear_flows_stmt);
+    sqlite3_finalize(store->insert_seg_stmt);
+    sqlite3_finalize(store->update_seg_stmt);
+    sqlite3_finalize(store->delete_seg_stmt);
+    sqlite3_finalize(store->used_pages_stmt);
     sqlite3_finalize(store->get_stmt);
     sqlite3_finalize(store->get_body_stmt);
     sqlite3_finalize(store->newest_stmt);
+    sqlite3_finalize(store->segs_stmt);
+    sqlite3_finalize(store->read_begin_stmt);
+    sqlite3_finalize(store->read_commit_stmt);
     close_db(store->rdb, store->db_path);
     close_db(store->wdb, store->db_path);
     if (store->has_callback_lock)
@@ -713,9 +818,21 @@ void flowstore_stats(struct flowstore *store, struct flowstore_stats *out)
 
 void flowstore_set_body_decoder(struct flowstore *store, flowstore_decode_fn decode)
 {
+    /* One lock at a time: read_lock is never held with another. */
+    pthread_mutex_lock(&store->write_lock);
+    store->index_decode = decode;
+    pthread_mutex_unlock(&store->write_lock);
     pthread_mutex_lock(&store->read_lock);
     store->body_decode = decode;
     pthread_mutex_unlock(&store->read_lock);
+}
+
+void flowstore_set_retention(struct flowstore *store, int64_t max_db_bytes, int64_t retain_us)
+{
+    pthread_mutex_lock(&store->write_lock);
+    store->limits.max_db_bytes = max_db_bytes;
+    store->limits.retain_us = retain_us;
+    pthread_mutex_unlock(&store->write_lock);
 }
 
 void flowstore_set_written_callback(struct flowstore *store, flowstore_written_fn fn, void *arg)
@@ -840,10 +957,12 @@ static int step_done(sqlite3 *db, sqlite3_stmt *stmt, const char *what, char *ms
     return rc;
 }
 
-static int insert_body(struct flowstore *store, int64_t id, enum flowstore_direction direction,
-                       const struct flow_body *body, char *msg, size_t msg_len)
+/* stmt: the newest segment's insert_body_stmt, or a live flow's (struct
+ * live_row). */
+static int insert_body(struct flowstore *store, sqlite3_stmt *stmt, int64_t id,
+                       enum flowstore_direction direction, const struct flow_body *body, char *msg,
+                       size_t msg_len)
 {
-    sqlite3_stmt *stmt = store->insert_body_stmt;
     int rc;
 
     if (body->len == 0)
@@ -857,6 +976,125 @@ static int insert_body(struct flowstore *store, int64_t id, enum flowstore_direc
         return rc;
     }
     return step_done(store->wdb, stmt, "storing a body", msg, msg_len);
+}
+
+/* The text of a body for the search index, in *text and *len (pointing
+ * into the body or into *owned, which the caller frees). Returns true when
+ * the index then holds everything a body search could find in it: the
+ * whole body, decoded, as UTF-8. */
+static bool body_text(struct flowstore *store, const struct flow_body *body, const char *encoding,
+                      size_t encoding_len, unsigned char **owned, const unsigned char **text,
+                      size_t *len)
+{
+    const unsigned char *data = body->data;
+    size_t data_len = body->len;
+    size_t cut;
+
+    *owned = NULL;
+    *text = NULL;
+    *len = 0;
+    if (data_len == 0)
+        return true;
+    if (encoding != NULL && encoding_len > 0 &&
+        !(encoding_len == 8 && strncasecmp(encoding, "identity", 8) == 0) &&
+        store->index_decode != NULL) {
+        char name[128];
+        char why[128];
+        size_t out_len = 0;
+
+        if (encoding_len >= sizeof(name))
+            return false;
+        memcpy(name, encoding, encoding_len);
+        name[encoding_len] = '\0';
+        /* Past the bound the decoder fails: the body is then not indexed
+         * and a search reads it (flows_unindexed). */
+        if (store->index_decode(name, data, data_len, SEARCHTEXT_BODY_MAX_BYTES, owned, &out_len,
+                                why, sizeof(why)) != 0)
+            return false;
+        data = *owned;
+        data_len = out_len;
+    }
+    cut = searchtext_cut(data, data_len, SEARCHTEXT_BODY_MAX_BYTES);
+    if (!searchtext_is_utf8(data, cut))
+        return false;
+    *text = data;
+    *len = cut;
+    return cut == data_len;
+}
+
+/* Adds the header values of flow to the newest segment's word index. */
+static int index_headers(struct flowstore *store, const struct flow *flow, char *msg,
+                         size_t msg_len)
+{
+    sqlite3_stmt *stmt = store->insert_hdr_stmt;
+    char *req_values = searchtext_header_values(flow->request_headers);
+    char *resp_values = searchtext_header_values(flow->response_headers);
+    int rc;
+
+    if (req_values == NULL || resp_values == NULL) {
+        rc = SQLITE_NOMEM;
+        describe_error(store->wdb, rc, "indexing a flow's headers", msg, msg_len);
+        goto out;
+    }
+    if ((rc = sqlite3_bind_int64(stmt, 1, flow->id)) != SQLITE_OK ||
+        (rc = sqlite3_bind_text(stmt, 2, req_values, -1, SQLITE_STATIC)) != SQLITE_OK ||
+        (rc = sqlite3_bind_text(stmt, 3, resp_values, -1, SQLITE_STATIC)) != SQLITE_OK) {
+        describe_error(store->wdb, rc, "indexing a flow's headers", msg, msg_len);
+        sqlite3_clear_bindings(stmt);
+        goto out;
+    }
+    rc = step_done(store->wdb, stmt, "indexing a flow's headers", msg, msg_len);
+out:
+    free(req_values);
+    free(resp_values);
+    return rc;
+}
+
+/* Adds flow to the newest segment's search indexes (and to its unindexed
+ * list when a body is not all in the index). */
+static int index_flow(struct flowstore *store, const struct flow *flow,
+                      const struct header_facts *req, const struct header_facts *resp, char *msg,
+                      size_t msg_len)
+{
+    sqlite3_stmt *stmt = store->insert_fts_stmt;
+    unsigned char *req_owned = NULL, *resp_owned = NULL;
+    const unsigned char *req_text, *resp_text;
+    size_t req_len, resp_len;
+    bool is_complete;
+    int rc;
+
+    is_complete = body_text(store, &flow->request_body, req->content_encoding,
+                            req->content_encoding_len, &req_owned, &req_text, &req_len);
+    is_complete &= body_text(store, &flow->response_body, resp->content_encoding,
+                             resp->content_encoding_len, &resp_owned, &resp_text, &resp_len);
+    if ((rc = sqlite3_bind_int64(stmt, 1, flow->id)) != SQLITE_OK ||
+        (rc = sqlite3_bind_text(stmt, 2, flow->host, -1, SQLITE_STATIC)) != SQLITE_OK ||
+        (rc = sqlite3_bind_text(stmt, 3, flow->target != NULL ? flow->target : "", -1,
+                                SQLITE_STATIC)) != SQLITE_OK ||
+        (req_text != NULL && (rc = sqlite3_bind_text64(stmt, 4, (const char *)req_text, req_len,
+                                                       SQLITE_STATIC, SQLITE_UTF8)) != SQLITE_OK) ||
+        (resp_text != NULL &&
+         (rc = sqlite3_bind_text64(stmt, 5, (const char *)resp_text, resp_len, SQLITE_STATIC,
+                                   SQLITE_UTF8)) != SQLITE_OK)) {
+        describe_error(store->wdb, rc, "indexing a flow", msg, msg_len);
+        sqlite3_clear_bindings(stmt);
+        goto out;
+    }
+    rc = step_done(store->wdb, stmt, "indexing a flow", msg, msg_len);
+    if (rc == SQLITE_DONE && !is_complete) {
+        rc = sqlite3_bind_int64(store->insert_unindexed_stmt, 1, flow->id);
+        if (rc != SQLITE_OK)
+            describe_error(store->wdb, rc, "indexing a flow", msg, msg_len);
+        else
+            rc = step_done(store->wdb, store->insert_unindexed_stmt, "indexing a flow", msg,
+                           msg_len);
+    }
+    if (rc == SQLITE_DONE)
+        rc = index_headers(store, flow, msg, msg_len);
+out:
+    free(req_owned);
+    free(resp_owned);
+    return rc;
 }
 
 /* The WebSocket messages a flow carries, after those of its live row
@@ -875,16 +1113,123 @@ static int insert_ws_messages(struct flowstore *store, struct flow *flow, int64_
     return rc;
 }
 
+/* The segment that holds id: the newest whose first_id is not above it. */
+static size_t segment_of(const struct flowstore *store, int64_t id)
+{
+    size_t i = store->seg_count - 1;
+
+    while (i > 0 && store->segs[i].first_id > id)
+        i--;
+    return i;
+}
+
+/* The id of the row a live flow's part belongs to (struct flow_live), 0
+ * when it has none: never written, or lost with its batch. */
+static int64_t live_id(const struct flow *flow)
+{
+    return flow->live != NULL ? flow->live->id : 0;
+}
+
+/* Whether flow's part makes a new row (in the newest segment): all but a
+ * live flow's messages and its finished row over a row written before. */
+static bool makes_row(const struct flow *flow)
+{
+    return flow->live_part != FLOW_LIVE_MESSAGES &&
+           !(flow->live_part == FLOW_LIVE_FINAL && live_id(flow) != 0);
+}
+
+/* Whether the segment that held id is gone: dropped by retention or by
+ * clear (flowstore_clear() starts a new segment), with the WebSocket
+ * messages of its flows. */
+static bool is_segment_gone(const struct flowstore *store, int64_t id)
+{
+    return id < store->segs[0].first_id;
+}
+
+/*
+ * The statements for a live flow's finished row, which replaces its first
+ * row where that went: in the segment that holds its id, which need not be
+ * the newest any more. Prepared for each finished live flow (one per
+ * WebSocket connection), on that segment's tables.
+ */
+struct live_row {
+    sqlite3_stmt *replace_stmt; /* INSERT OR REPLACE INTO flows_N */
+    sqlite3_stmt *body_stmt;    /* into flow_bodies_N */
+    sqlite3_stmt *unindexed_stmt;
+};
+
+static void live_row_free(struct live_row *lr)
+{
+    sqlite3_finalize(lr->replace_stmt);
+    sqlite3_finalize(lr->body_stmt);
+    sqlite3_finalize(lr->unindexed_stmt);
+}
+
+static int live_row_prepare(struct flowstore *store, int64_t id, struct live_row *lr, char *msg,
+                            size_t msg_len)
+{
+    int64_t seg = store->segs[segment_of(store, id)].seg;
+    char sql[2048];
+    int rc;
+
+    /* Without recursive_triggers (SQLite's default) the row REPLACE
+     * deletes fires no delete trigger; none is on flows_N anyway. */
+    snprintf(sql, sizeof(sql),
+             "INSERT OR REPLACE INTO flows_%" PRId64 " (id, " FLOW_INSERT_COLUMNS
+             ", req_body, resp_body, imported) VALUES (?, " FLOW_INSERT_VALUES ", ?, ?, ?)",
+             seg);
+    rc = sqlite3_prepare_v2(store->wdb, sql, -1, &lr->replace_stmt, NULL);
+    if (rc == SQLITE_OK) {
+        snprintf(sql, sizeof(sql),
+                 "INSERT OR REPLACE INTO flow_bodies_%" PRId64 " (body_key, data) VALUES (?1, ?2)",
+                 seg);
+        rc = sqlite3_prepare_v2(store->wdb, sql, -1, &lr->body_stmt, NULL);
+    }
+    if (rc == SQLITE_OK) {
+        snprintf(sql, sizeof(sql),
+                 "INSERT OR IGNORE INTO flows_unindexed_%" PRId64 " (id) VALUES (?1)", seg);
+        rc = sqlite3_prepare_v2(store->wdb, sql, -1, &lr->unindexed_stmt, NULL);
+    }
+    if (rc != SQLITE_OK) {
+        describe_error(store->wdb, rc, "storing a finished live flow", msg, msg_len);
+        return rc;
+    }
+    return SQLITE_DONE;
+}
+
+/*
+ * A finished live flow's row keeps the search index entries its first row
+ * made (a contentless index cannot replace them): the URL and header
+ * sections were already there then (the row goes in after the 101). A body
+ * it gained since is found by the body search through flows_unindexed_N.
+ */
+static int live_row_unindexed(struct flowstore *store, const struct flow *flow,
+                              const struct live_row *lr, int64_t id, char *msg, size_t msg_len)
+{
+    int rc;
+
+    if (flow->request_body.len == 0 && flow->response_body.len == 0)
+        return SQLITE_DONE;
+    rc = sqlite3_bind_int64(lr->unindexed_stmt, 1, id);
+    if (rc != SQLITE_OK) {
+        describe_error(store->wdb, rc, "storing a finished live flow", msg, msg_len);
+        return rc;
+    }
+    return step_done(store->wdb, lr->unindexed_stmt, "storing a finished live flow", msg, msg_len);
+}
+
 /* Inserts one flow and its bodies; returns SQLITE_DONE and sets flow->id
  * when it made a new row (not for a live flow's messages or its finished
- * row, see struct flow_live). */
+ * row, see struct flow_live). A live flow whose segment is gone (struct
+ * flow_live) writes nothing more: it was pruned or cleared with its
+ * messages. */
 static int insert_flow(struct flowstore *store, struct flow *flow, char *msg, size_t msg_len)
 {
-    bool is_replace =
-        flow->live_part == FLOW_LIVE_FINAL && flow->live != NULL && flow->live->id != 0;
-    struct binder b = {is_replace ? store->replace_flow_stmt : store->insert_flow_stmt, 0,
-                       SQLITE_OK};
-    int64_t id = is_replace ? flow->live->id : store->next_id;
+    bool is_replace = !makes_row(flow);
+    struct live_row lr = {NULL, NULL, NULL};
+    struct binder b = {store->insert_flow_stmt, 0, SQLITE_OK};
+    int64_t id = is_replace ? live_id(flow) : store->next_id;
+    sqlite3_stmt *body_stmt = store->insert_body_stmt;
     const struct flow_tls *tls = &flow->tls;
     const struct flow_body *req_original = &flow->request_body_original;
     const struct flow_body *resp_original = &flow->response_body_original;
@@ -895,9 +1240,19 @@ static int insert_flow(struct flowstore *store, struct flow *flow, char *msg, si
     struct header_facts req, resp;
     int rc;
 
+    if (is_replace && (id == 0 || is_segment_gone(store, id)))
+        return SQLITE_DONE;
     if (flow->live_part == FLOW_LIVE_MESSAGES)
-        return insert_ws_messages(store, flow, flow->live != NULL ? flow->live->id : 0, msg,
-                                  msg_len);
+        return insert_ws_messages(store, flow, id, msg, msg_len);
+    if (is_replace) {
+        rc = live_row_prepare(store, id, &lr, msg, msg_len);
+        if (rc != SQLITE_DONE) {
+            live_row_free(&lr);
+            return rc;
+        }
+        b.stmt = lr.replace_stmt;
+        body_stmt = lr.body_stmt;
+    }
     section_facts(flow->request_headers, &flow->request_facts, &req);
     section_facts(flow->response_headers, &flow->response_facts, &resp);
 
@@ -965,6 +1320,7 @@ static int insert_flow(struct flowstore *store, struct flow *flow, char *msg, si
     bind_int_if(&b, flow->replay_of > 0, flow->replay_of);
     bind_inline_body(&b, &flow->request_body, store->inline_body_max);
     bind_inline_body(&b, &flow->response_body, store->inline_body_max);
+    bind_int_if(&b, flow->is_imported, 1);
     if (b.rc != SQLITE_OK) {
         rc = b.rc;
         describe_error(store->wdb, rc, "storing a flow", msg, msg_len);
@@ -981,18 +1337,24 @@ static int insert_flow(struct flowstore *store, struct flow *flow, char *msg, si
             flow->live->id = id;
     }
     if (flow->request_body.len > store->inline_body_max)
-        rc = insert_body(store, flow->id, FLOWSTORE_REQUEST, &flow->request_body, msg, msg_len);
+        rc =
+            insert_body(store, body_stmt, id, FLOWSTORE_REQUEST, &flow->request_body, msg, msg_len);
     if (rc == SQLITE_DONE && flow->response_body.len > store->inline_body_max)
-        rc = insert_body(store, flow->id, FLOWSTORE_RESPONSE, &flow->response_body, msg, msg_len);
+        rc = insert_body(store, body_stmt, id, FLOWSTORE_RESPONSE, &flow->response_body, msg,
+                         msg_len);
     if (rc == SQLITE_DONE && flow->has_request_body_original)
-        rc = insert_body(store, flow->id, FLOWSTORE_REQUEST_ORIGINAL, &flow->request_body_original,
-                         msg, msg_len);
+        rc = insert_body(store, body_stmt, id, FLOWSTORE_REQUEST_ORIGINAL,
+                         &flow->request_body_original, msg, msg_len);
     if (rc == SQLITE_DONE && flow->has_response_body_original)
-        rc = insert_body(store, flow->id, FLOWSTORE_RESPONSE_ORIGINAL,
+        rc = insert_body(store, body_stmt, id, FLOWSTORE_RESPONSE_ORIGINAL,
                          &flow->response_body_original, msg, msg_len);
+    if (rc == SQLITE_DONE)
+        rc = is_replace ? live_row_unindexed(store, flow, &lr, id, msg, msg_len)
+                        : index_flow(store, flow, &req, &resp, msg, msg_len);
     if (rc == SQLITE_DONE)
         rc = insert_ws_messages(store, flow, id, msg, msg_len);
 out:
+    live_row_free(&lr);
     free(req.joined);
     free(resp.joined);
     return rc;
@@ -1012,25 +1374,307 @@ static int save_next_id(struct flowstore *store, char *msg, size_t msg_len)
                      msg_len);
 }
 
-/* Deletes the oldest flows beyond max_flows; *pruned counts them. */
-static int prune(struct flowstore *store, int64_t *pruned, char *msg, size_t msg_len)
+/* ---- segments (flowseg.h) ---- */
+
+static int64_t wall_now_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Runs statements that take no values (segment DDL) on the writer's
+ * connection. */
+static int exec_writer(struct flowstore *store, const char *sql, const char *what, char *msg,
+                       size_t msg_len)
+{
+    int rc = sqlite3_exec(store->wdb, sql, NULL, NULL, NULL);
+
+    if (rc != SQLITE_OK) {
+        describe_error(store->wdb, rc, what, msg, msg_len);
+        return rc;
+    }
+    return SQLITE_DONE;
+}
+
+/* Writes segs[i]'s counters into flow_segments. */
+static int save_segment(struct flowstore *store, size_t i, char *msg, size_t msg_len)
+{
+    sqlite3_stmt *stmt = store->update_seg_stmt;
+    const struct flowseg *seg = &store->segs[i];
+    int rc;
+
+    if ((rc = sqlite3_bind_int64(stmt, 1, seg->seg)) != SQLITE_OK ||
+        (rc = sqlite3_bind_int64(stmt, 2, seg->last_us)) != SQLITE_OK ||
+        (rc = sqlite3_bind_int64(stmt, 3, seg->flows)) != SQLITE_OK ||
+        (rc = sqlite3_bind_int64(stmt, 4, seg->written)) != SQLITE_OK ||
+        (rc = sqlite3_bind_int64(stmt, 5, seg->first_id)) != SQLITE_OK) {
+        describe_error(store->wdb, rc, "updating a flow segment", msg, msg_len);
+        sqlite3_clear_bindings(stmt);
+        return rc;
+    }
+    return step_done(store->wdb, stmt, "updating a flow segment", msg, msg_len);
+}
+
+/* Starts a new newest segment: its tables, its row, the writer's
+ * statements on it. The views follow at the end of the transaction. */
+static int start_segment(struct flowstore *store, int64_t now_us, char *msg, size_t msg_len)
+{
+    struct flowseg *seg;
+    char sql[FLOWSEG_SQL_MAX_BYTES];
+    int64_t number = store->segs[store->seg_count - 1].seg + 1;
+    sqlite3_stmt *stmt = store->insert_seg_stmt;
+    int rc;
+
+    if (store->seg_count == FLOWSEG_MAX_SEGMENTS + 1) {
+        errmsg_set(msg, msg_len, "starting a flow segment: too many segments");
+        return SQLITE_FULL;
+    }
+    rc = save_segment(store, store->seg_count - 1, msg, msg_len);
+    if (rc != SQLITE_DONE)
+        return rc;
+    if (flowseg_create_sql(number, sql, sizeof(sql)) != 0) {
+        errmsg_set(msg, msg_len, "starting a flow segment: statement too long");
+        return SQLITE_ERROR;
+    }
+    rc = exec_writer(store, sql, "starting a flow segment", msg, msg_len);
+    if (rc != SQLITE_DONE)
+        return rc;
+    if ((rc = sqlite3_bind_int64(stmt, 1, number)) != SQLITE_OK ||
+        (rc = sqlite3_bind_int64(stmt, 2, store->next_id)) != SQLITE_OK ||
+        (rc = sqlite3_bind_int64(stmt, 3, now_us)) != SQLITE_OK ||
+        (rc = sqlite3_bind_int64(stmt, 4, 0)) != SQLITE_OK) {
+        describe_error(store->wdb, rc, "starting a flow segment", msg, msg_len);
+        sqlite3_clear_bindings(stmt);
+        return rc;
+    }
+    rc = step_done(store->wdb, stmt, "starting a flow segment", msg, msg_len);
+    if (rc != SQLITE_DONE)
+        return rc;
+    seg = &store->segs[store->seg_count++];
+    memset(seg, 0, sizeof(*seg));
+    seg->seg = number;
+    seg->first_id = store->next_id;
+    seg->created_us = now_us; /* last_us stays 0 until it holds a flow */
+    store->are_views_stale = true;
+    if (prepare_segment(store, msg, msg_len) != 0)
+        return SQLITE_ERROR;
+    return SQLITE_DONE;
+}
+
+/* Runs sql with ?1 bound to value; *changes counts the rows it touched
+ * (may be NULL). For the statements on one segment's tables, which are not
+ * kept prepared. */
+static int step_sql_with_id(struct flowstore *store, const char *sql, int64_t value, int *changes,
+                            const char *what, char *msg, size_t msg_len)
+{
+    sqlite3_stmt *stmt = NULL;
+    int rc;
+
+    rc = sqlite3_prepare_v2(store->wdb, sql, -1, &stmt, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(stmt, 1, value);
+    if (rc != SQLITE_OK) {
+        describe_error(store->wdb, rc, what, msg, msg_len);
+        goto out;
+    }
+    rc = step_done(store->wdb, stmt, what, msg, msg_len);
+    if (rc == SQLITE_DONE && changes != NULL)
+        *changes = sqlite3_changes(store->wdb);
+out:
+    sqlite3_finalize(stmt);
+    return rc;
+}
+
+/* The id of the count-th oldest flow of segment seg, 0 when it has fewer. */
+static int nth_oldest_id(struct flowstore *store, int64_t seg, int64_t count, int64_t *id,
+                         char *msg, size_t msg_len)
+{
+    sqlite3_stmt *stmt = NULL;
+    char sql[128];
+    int rc;
+
+    *id = 0;
+    snprintf(sql, sizeof(sql), "SELECT id FROM flows_%" PRId64 " ORDER BY id LIMIT 1 OFFSET ?1",
+             seg);
+    rc = sqlite3_prepare_v2(store->wdb, sql, -1, &stmt, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(stmt, 1, count - 1);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW) {
+        *id = sqlite3_column_int64(stmt, 0);
+        rc = SQLITE_DONE;
+    } else if (rc != SQLITE_DONE) {
+        describe_error(store->wdb, rc, "trimming a flow segment", msg, msg_len);
+    }
+    sqlite3_finalize(stmt);
+    return rc;
+}
+
+/*
+ * A segment far larger than the segments --max-flows makes now (the one a
+ * database from before schema version 10 became, or one made under a
+ * higher --max-flows) is not dropped whole, which would lose all of its
+ * flows at once: its oldest flows, one segment's worth, go in one range
+ * DELETE per table instead. *is_trimmed says whether that was done.
+ */
+static int trim_oversized(struct flowstore *store, int64_t *pruned, bool *is_trimmed, char *msg,
+                          size_t msg_len)
+{
+    struct flowseg *oldest = &store->segs[0];
+    int64_t cap = (store->limits.max_flows + FLOWSEG_PER_STORE - 1) / FLOWSEG_PER_STORE;
+    int64_t boundary = 0;
+    char bodies_sql[128], unindexed_sql[128], flows_sql[128];
+    int changes = 0;
+    int rc;
+
+    *is_trimmed = false;
+    if (store->limits.max_flows <= 0 || oldest->flows <= 2 * cap)
+        return SQLITE_DONE;
+    rc = nth_oldest_id(store, oldest->seg, cap, &boundary, msg, msg_len);
+    if (rc != SQLITE_DONE || boundary == 0)
+        return rc;
+    snprintf(bodies_sql, sizeof(bodies_sql),
+             "DELETE FROM flow_bodies_%" PRId64 " WHERE body_key <= ?1 * 4 + 3", oldest->seg);
+    snprintf(unindexed_sql, sizeof(unindexed_sql),
+             "DELETE FROM flows_unindexed_%" PRId64 " WHERE id <= ?1", oldest->seg);
+    snprintf(flows_sql, sizeof(flows_sql), "DELETE FROM flows_%" PRId64 " WHERE id <= ?1",
+             oldest->seg);
+    rc = step_sql_with_id(store, bodies_sql, boundary, NULL, "trimming a flow segment", msg,
+                          msg_len);
+    if (rc == SQLITE_DONE)
+        rc = step_sql_with_id(store, "DELETE FROM ws_messages WHERE flow_id <= ?1", boundary, NULL,
+                              "trimming a flow segment", msg, msg_len);
+    if (rc == SQLITE_DONE)
+        rc = step_sql_with_id(store, unindexed_sql, boundary, NULL, "trimming a flow segment", msg,
+                              msg_len);
+    if (rc == SQLITE_DONE)
+        rc = step_sql_with_id(store, flows_sql, boundary, &changes, "trimming a flow segment", msg,
+                              msg_len);
+    if (rc != SQLITE_DONE)
+        return rc;
+    oldest->first_id = boundary + 1;
+    oldest->flows -= changes;
+    store->seg_total_flows -= changes;
+    *pruned += changes;
+    *is_trimmed = true;
+    return save_segment(store, 0, msg, msg_len);
+}
+
+/* Drops the oldest segment whole (or trims an oversized one, see
+ * trim_oversized()); *pruned grows by the flows that went. is_overwritten:
+ * a person deleted them (clear), see flowseg_drop_sql(). */
+static int drop_oldest(struct flowstore *store, int64_t *pruned, bool is_overwritten, char *msg,
+                       size_t msg_len)
+{
+    char sql[FLOWSEG_SQL_MAX_BYTES];
+    struct flowseg oldest = store->segs[0];
+    bool is_trimmed = false;
+    int rc;
+
+    rc = trim_oversized(store, pruned, &is_trimmed, msg, msg_len);
+    if (rc != SQLITE_DONE || is_trimmed)
+        return rc;
+    /* secure_delete (on in Debian's SQLite) would overwrite every page of
+     * the segment with zeros and write each to the WAL: as much I/O again
+     * as the segment took. FAST frees them as they are; the next segments
+     * reuse them (tapwire-db(5), SEGMENTS). What a person deletes (one
+     * flow, or every flow with clear) is still overwritten. */
+    if (flowseg_drop_sql(oldest.seg, store->segs[1].first_id, is_overwritten, sql, sizeof(sql)) !=
+        0) {
+        errmsg_set(msg, msg_len, "dropping a flow segment: statement too long");
+        return SQLITE_ERROR;
+    }
+    rc = exec_writer(store, sql, "dropping a flow segment", msg, msg_len);
+    if (rc != SQLITE_DONE)
+        return rc;
+    if ((rc = sqlite3_bind_int64(store->delete_seg_stmt, 1, oldest.seg)) != SQLITE_OK) {
+        describe_error(store->wdb, rc, "dropping a flow segment", msg, msg_len);
+        return rc;
+    }
+    rc = step_done(store->wdb, store->delete_seg_stmt, "dropping a flow segment", msg, msg_len);
+    if (rc != SQLITE_DONE)
+        return rc;
+    memmove(&store->segs[0], &store->segs[1], (store->seg_count - 1) * sizeof(store->segs[0]));
+    store->seg_count--;
+    store->seg_total_flows -= oldest.flows;
+    *pruned += oldest.flows;
+    store->are_views_stale = true;
+    return SQLITE_DONE;
+}
+
+/* The database's pages in use, in bytes; 0 without a size limit. */
+static int used_db_bytes(struct flowstore *store, int64_t *bytes, char *msg, size_t msg_len)
 {
     int rc;
 
-    *pruned = 0;
-    if (store->max_flows <= 0)
+    *bytes = 0;
+    if (store->limits.max_db_bytes <= 0)
         return SQLITE_DONE;
-    if ((rc = sqlite3_bind_int64(store->prune_bodies_stmt, 1, store->max_flows)) != SQLITE_OK ||
-        (rc = sqlite3_bind_int64(store->prune_flows_stmt, 1, store->max_flows)) != SQLITE_OK) {
-        describe_error(store->wdb, rc, "pruning old flows", msg, msg_len);
-        return rc;
+    rc = sqlite3_step(store->used_pages_stmt);
+    if (rc == SQLITE_ROW) {
+        *bytes =
+            sqlite3_column_int64(store->used_pages_stmt, 0) * (int64_t)(store->inline_body_max * 8);
+        rc = SQLITE_DONE;
+    } else {
+        describe_error(store->wdb, rc, "measuring the database", msg, msg_len);
     }
-    rc = step_done(store->wdb, store->prune_bodies_stmt, "pruning old flows", msg, msg_len);
-    if (rc == SQLITE_DONE) {
-        rc = step_done(store->wdb, store->prune_flows_stmt, "pruning old flows", msg, msg_len);
+    sqlite3_reset(store->used_pages_stmt);
+    return rc;
+}
+
+/* Drops oldest segments while a limit asks for it, incoming flows
+ * about to be written. */
+static int apply_retention(struct flowstore *store, int64_t incoming, int64_t now_us,
+                           int64_t *pruned, char *msg, size_t msg_len)
+{
+    int64_t used = 0;
+    int rc = used_db_bytes(store, &used, msg, msg_len);
+
+    while (rc == SQLITE_DONE &&
+           flowseg_must_drop_oldest(store->segs, store->seg_count, store->seg_total_flows, incoming,
+                                    used, &store->limits, now_us)) {
+        rc = drop_oldest(store, pruned, false, msg, msg_len);
         if (rc == SQLITE_DONE)
-            *pruned = sqlite3_changes(store->wdb);
+            rc = used_db_bytes(store, &used, msg, msg_len);
     }
+    return rc;
+}
+
+/* Before a flow is written: a new segment when the newest is full, and
+ * room under --max-flows. */
+static int make_room(struct flowstore *store, int64_t now_us, int64_t *pruned, char *msg,
+                     size_t msg_len)
+{
+    int rc = SQLITE_DONE;
+
+    if (flowseg_is_full(&store->segs[store->seg_count - 1], &store->limits, now_us))
+        rc = start_segment(store, now_us, msg, msg_len);
+    /* Only the count here; size and age once per batch. */
+    while (rc == SQLITE_DONE && store->limits.max_flows > 0 && store->seg_count > 1 &&
+           store->seg_total_flows + 1 > store->limits.max_flows)
+        rc = drop_oldest(store, pruned, false, msg, msg_len);
+    return rc;
+}
+
+static int refresh_views(struct flowstore *store, char *msg, size_t msg_len)
+{
+    char *sql;
+    int rc;
+
+    if (!store->are_views_stale)
+        return SQLITE_DONE;
+    sql = flowseg_views_sql(store->segs, store->seg_count);
+    if (sql == NULL) {
+        errmsg_set(msg, msg_len, "updating the flow views: out of memory");
+        return SQLITE_NOMEM;
+    }
+    rc = exec_writer(store, sql, "updating the flow views", msg, msg_len);
+    free(sql);
+    if (rc == SQLITE_DONE)
+        store->are_views_stale = false;
     return rc;
 }
 
@@ -1068,34 +1712,75 @@ static void report_batch(struct flowstore *store, size_t count, bool is_ok, cons
     }
 }
 
-/* Writes one batch in one transaction, then prunes. Returns true when it
- * was committed (every flow has its id), false when it was rolled back. */
+/* Writes one batch in one transaction, with the segments it takes
+ * (flowseg.h). Returns true when it was committed (every flow has its id),
+ * false when it was rolled back. */
 static bool write_batch(struct flowstore *store, struct flow **batch, size_t count)
 {
     char msg[FLOWSTORE_ERROR_BYTES] = "";
-    int64_t first_id;
+    struct flowseg saved[FLOWSEG_MAX_SEGMENTS + 1];
+    size_t saved_count, i;
+    int64_t first_id, saved_total;
     int64_t pruned = 0;
-    size_t i;
+    int64_t now_us = wall_now_us();
     int rc;
     bool is_ok = false;
 
     pthread_mutex_lock(&store->write_lock);
     first_id = store->next_id;
+    saved_count = store->seg_count;
+    saved_total = store->seg_total_flows;
+    memcpy(saved, store->segs, saved_count * sizeof(saved[0]));
     rc = step_done(store->wdb, store->begin_stmt, "starting a transaction", msg, sizeof(msg));
-    for (i = 0; i < count && rc == SQLITE_DONE; i++)
-        rc = insert_flow(store, batch[i], msg, sizeof(msg));
+    for (i = 0; i < count && rc == SQLITE_DONE; i++) {
+        struct flowseg *cur;
+
+        /* A live flow's messages and finished row go where its first row
+         * is; only a new row takes room in the newest segment. */
+        if (makes_row(batch[i]))
+            rc = make_room(store, now_us, &pruned, msg, sizeof(msg));
+        if (rc == SQLITE_DONE)
+            rc = insert_flow(store, batch[i], msg, sizeof(msg));
+        if (rc != SQLITE_DONE)
+            break;
+        cur = &store->segs[store->seg_count - 1];
+        /* Messages too: they are bytes written while this segment fills. */
+        cur->bytes += (int64_t)flow_bytes(batch[i]);
+        if (batch[i]->id == 0)
+            continue;
+        cur->flows++;
+        cur->written++;
+        if (batch[i]->timings.start > cur->last_us)
+            cur->last_us = batch[i]->timings.start;
+        store->seg_total_flows++;
+    }
+    if (rc == SQLITE_DONE)
+        rc = apply_retention(store, 0, now_us, &pruned, msg, sizeof(msg));
+    if (rc == SQLITE_DONE)
+        rc = save_segment(store, store->seg_count - 1, msg, sizeof(msg));
     if (rc == SQLITE_DONE)
         rc = save_next_id(store, msg, sizeof(msg));
     if (rc == SQLITE_DONE)
-        rc = prune(store, &pruned, msg, sizeof(msg));
+        rc = refresh_views(store, msg, sizeof(msg));
     if (rc == SQLITE_DONE)
         rc = step_done(store->wdb, store->commit_stmt, "committing flows", msg, sizeof(msg));
     is_ok = rc == SQLITE_DONE;
     if (!is_ok) {
+        char ignored[FLOWSTORE_ERROR_BYTES];
+        bool was_rotated = saved_count != store->seg_count ||
+                           saved[saved_count - 1].seg != store->segs[store->seg_count - 1].seg;
+
         rollback_if_open(store);
-        /* Nothing of the batch was stored: its ids are free again, so ids
-         * stay without gaps (prune counts on that). */
+        /* Nothing of the batch was stored: its ids are free again, and the
+         * segments are as they were. */
         store->next_id = first_id;
+        memcpy(store->segs, saved, saved_count * sizeof(saved[0]));
+        store->seg_count = saved_count;
+        store->seg_total_flows = saved_total;
+        store->are_views_stale = false;
+        pruned = 0;
+        if (was_rotated && prepare_segment(store, ignored, sizeof(ignored)) != 0)
+            log_error("flowstore: %s", ignored);
         for (i = 0; i < count; i++)
             if (batch[i]->live_part == FLOW_LIVE_OPEN && batch[i]->live != NULL)
                 batch[i]->live->id = 0;
@@ -1137,6 +1822,30 @@ static void notify_written(struct flowstore *store, struct flow **batch, size_t 
     if (store->written_fn != NULL && n > 0)
         store->written_fn(store->written_arg, ids, n);
     pthread_mutex_unlock(&store->callback_lock);
+}
+
+int flowstore_write(struct flowstore *store, struct flow **flows, size_t count, char *err,
+                    size_t err_len)
+{
+    size_t done = 0, i;
+    int ret = 0;
+
+    while (done < count && ret == 0) {
+        size_t n = count - done < FLOWSTORE_BATCH_FLOWS ? count - done : FLOWSTORE_BATCH_FLOWS;
+
+        if (write_batch(store, flows + done, n)) {
+            notify_written(store, flows + done, n);
+        } else {
+            pthread_mutex_lock(&store->lock);
+            errmsg_set(err, err_len, "database %s: %s", store->db_path, store->stats.last_error);
+            pthread_mutex_unlock(&store->lock);
+            ret = -1;
+        }
+        done += n;
+    }
+    for (i = 0; i < count; i++)
+        flow_free(flows[i]);
+    return ret;
 }
 
 /* Called with lock held while stopping after a failed batch: waiting out
@@ -1205,42 +1914,56 @@ static void *writer_run(void *arg)
 
 /* ---- deleting ---- */
 
-/* Binds id as ?1 and steps stmt; returns the step's result code, with msg
- * filled when it is not SQLITE_DONE. */
-static int step_with_id(struct flowstore *store, sqlite3_stmt *stmt, int64_t id, const char *what,
-                        char *msg, size_t msg_len)
-{
-    int rc = sqlite3_bind_int64(stmt, 1, id);
-
-    if (rc != SQLITE_OK) {
-        describe_error(store->wdb, rc, what, msg, msg_len);
-        return rc;
-    }
-    return step_done(store->wdb, stmt, what, msg, msg_len);
-}
-
 int flowstore_delete(struct flowstore *store, int64_t id, bool *found, char *err, size_t err_len)
 {
     char msg[FLOWSTORE_ERROR_BYTES];
+    char bodies_sql[128], unindexed_sql[128], flows_sql[128];
     int changes = 0;
+    size_t at;
+    int64_t seg;
     int rc;
 
     *found = false;
     pthread_mutex_lock(&store->write_lock);
-    /* One transaction, as nothing cascades (schema version 5): the flow
-     * and its bodies go together or not at all. */
+    at = segment_of(store, id);
+    seg = store->segs[at].seg;
+    /* One transaction, as nothing cascades (schema version 5; no trigger
+     * since version 12): the flow, its bodies and its WebSocket messages
+     * go together or not at all. Its entry in the search
+     * index stays until the segment is dropped (contentless FTS5 rows
+     * cannot be deleted); queries join the index with flows_N. SQLite's *
+     * turns an overflowing product into a REAL, which no key equals: an
+     * absurd id deletes nothing rather than wrapping onto another flow's
+     * bodies. */
+    snprintf(bodies_sql, sizeof(bodies_sql),
+             "DELETE FROM flow_bodies_%" PRId64 " WHERE body_key BETWEEN ?1 * 4 AND ?1 * 4 + 3",
+             seg);
+    snprintf(unindexed_sql, sizeof(unindexed_sql),
+             "DELETE FROM flows_unindexed_%" PRId64 " WHERE id = ?1", seg);
+    snprintf(flows_sql, sizeof(flows_sql), "DELETE FROM flows_%" PRId64 " WHERE id = ?1", seg);
     rc = step_done(store->wdb, store->begin_stmt, "starting a transaction", msg, sizeof(msg));
     if (rc == SQLITE_DONE)
-        rc =
-            step_with_id(store, store->delete_bodies_stmt, id, "deleting a flow", msg, sizeof(msg));
-    if (rc == SQLITE_DONE) {
-        rc = step_with_id(store, store->delete_stmt, id, "deleting a flow", msg, sizeof(msg));
-        changes = sqlite3_changes(store->wdb);
+        rc = step_sql_with_id(store, bodies_sql, id, NULL, "deleting a flow", msg, sizeof(msg));
+    if (rc == SQLITE_DONE)
+        rc = step_sql_with_id(store, unindexed_sql, id, NULL, "deleting a flow", msg, sizeof(msg));
+    if (rc == SQLITE_DONE)
+        rc = step_sql_with_id(store, "DELETE FROM ws_messages WHERE flow_id = ?1", id, NULL,
+                              "deleting a flow", msg, sizeof(msg));
+    if (rc == SQLITE_DONE)
+        rc = step_sql_with_id(store, flows_sql, id, &changes, "deleting a flow", msg, sizeof(msg));
+    if (rc == SQLITE_DONE && changes > 0) {
+        store->segs[at].flows -= changes;
+        store->seg_total_flows -= changes;
+        rc = save_segment(store, at, msg, sizeof(msg));
     }
     if (rc == SQLITE_DONE)
         rc = step_done(store->wdb, store->commit_stmt, "deleting a flow", msg, sizeof(msg));
     if (rc != SQLITE_DONE) {
         rollback_if_open(store);
+        if (changes > 0) {
+            store->segs[at].flows += changes;
+            store->seg_total_flows += changes;
+        }
     } else {
         pthread_mutex_lock(&store->lock);
         stored_sub(store, (uint64_t)changes);
@@ -1258,20 +1981,36 @@ int flowstore_delete(struct flowstore *store, int64_t id, bool *found, char *err
 int flowstore_clear(struct flowstore *store, char *err, size_t err_len)
 {
     char msg[FLOWSTORE_ERROR_BYTES];
+    struct flowseg saved[FLOWSEG_MAX_SEGMENTS + 1];
+    size_t saved_count;
+    int64_t saved_total;
+    int64_t pruned = 0;
     int rc;
 
     pthread_mutex_lock(&store->write_lock);
+    saved_count = store->seg_count;
+    saved_total = store->seg_total_flows;
+    memcpy(saved, store->segs, saved_count * sizeof(saved[0]));
+    /* A new empty segment, then every older one dropped whole. */
     rc = step_done(store->wdb, store->begin_stmt, "starting a transaction", msg, sizeof(msg));
     if (rc == SQLITE_DONE)
-        rc = step_done(store->wdb, store->clear_bodies_stmt, "deleting every flow", msg,
-                       sizeof(msg));
+        rc = start_segment(store, wall_now_us(), msg, sizeof(msg));
+    while (rc == SQLITE_DONE && store->seg_count > 1)
+        rc = drop_oldest(store, &pruned, true, msg, sizeof(msg));
     if (rc == SQLITE_DONE)
-        rc =
-            step_done(store->wdb, store->clear_flows_stmt, "deleting every flow", msg, sizeof(msg));
+        rc = refresh_views(store, msg, sizeof(msg));
     if (rc == SQLITE_DONE)
         rc = step_done(store->wdb, store->commit_stmt, "deleting every flow", msg, sizeof(msg));
     if (rc != SQLITE_DONE) {
+        char ignored[FLOWSTORE_ERROR_BYTES];
+
         rollback_if_open(store);
+        memcpy(store->segs, saved, saved_count * sizeof(saved[0]));
+        store->seg_count = saved_count;
+        store->seg_total_flows = saved_total;
+        store->are_views_stale = false;
+        if (prepare_segment(store, ignored, sizeof(ignored)) != 0)
+            log_error("flowstore: %s", ignored);
     } else {
         pthread_mutex_lock(&store->lock);
         store->stats.stored = 0;
@@ -1442,6 +2181,7 @@ static struct flowstore_record *read_record(sqlite3_stmt *stmt)
     f->response_body_original.truncated = read_int(&r) != 0;
     f->rules_notes = read_text(&r);
     f->replay_of = read_int(&r);
+    f->is_imported = read_int(&r) != 0;
     if (r.has_failed) {
         flowstore_record_free(rec);
         return NULL;
@@ -1462,12 +2202,31 @@ static char *ascii_lower(const char *text)
     return copy;
 }
 
-#define LIST_MAX_PARAMS 12
+#define LIST_MAX_PARAMS 16
+#define LIST_SQL_MAX_BYTES 4096 /* one statement, every filter set, is about 2,000 */
 
-/* The statement for a filter. Built only from the constant fragments below;
- * every value is a bound parameter. */
+/*
+ * A listing runs one statement per segment (flowseg.h), newest segment
+ * first (oldest first for an ascending listing), until the page is full:
+ * segments hold disjoint id ranges, so their pages simply follow each
+ * other, and the first page of a common search reads the newest segment
+ * only.
+ *
+ * With text to search for, the statement walks the segment's search index
+ * (flows_fts_N, detail=none trigrams: a superset of the matches) in id
+ * order and checks each flow it finds exactly as without an index:
+ * instr() on the URL, body_has() on the bodies. A body search also walks
+ * flows_unindexed_N, the flows whose bodies the index does not hold whole,
+ * and merges the two. Without an index (text shorter than three
+ * characters, or bytes that are not UTF-8) it walks flows_N.
+ *
+ * Built only from the constant fragments below and segment numbers; every
+ * value is a bound parameter.
+ */
 struct list_query {
-    char sql[2048]; /* the longest query, every filter set, is about 1,000 bytes */
+    char sql[LIST_SQL_MAX_BYTES];
+    size_t len;
+    bool has_failed;
     struct {
         enum { PARAM_INT, PARAM_TEXT, PARAM_BLOB } type;
         int64_t number;
@@ -1475,118 +2234,212 @@ struct list_query {
         size_t len;
     } params[LIST_MAX_PARAMS];
     int count;
-    char *lowered[4]; /* owned copies behind text params */
-    int lowered_count;
 };
 
-static void query_add(struct list_query *q, const char *fragment)
-{
-    size_t used = strlen(q->sql);
+static void query_add(struct list_query *q, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
-    snprintf(q->sql + used, sizeof(q->sql) - used, "%s", fragment);
+static void query_add(struct list_query *q, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    if (q->has_failed)
+        return;
+    va_start(ap, fmt);
+    n = vsnprintf(q->sql + q->len, sizeof(q->sql) - q->len, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof(q->sql) - q->len) {
+        q->has_failed = true;
+        return;
+    }
+    q->len += (size_t)n;
 }
 
-static void param_int(struct list_query *q, int64_t value)
+static int param_int(struct list_query *q, int64_t value)
 {
+    if (q->count == LIST_MAX_PARAMS) {
+        q->has_failed = true;
+        return 0;
+    }
     q->params[q->count].type = PARAM_INT;
     q->params[q->count].number = value;
-    q->count++;
+    return ++q->count;
 }
 
-static void param_bytes(struct list_query *q, bool is_blob, const void *data, size_t len)
+static int param_bytes(struct list_query *q, bool is_blob, const void *data, size_t len)
 {
+    if (q->count == LIST_MAX_PARAMS) {
+        q->has_failed = true;
+        return 0;
+    }
     q->params[q->count].type = is_blob ? PARAM_BLOB : PARAM_TEXT;
     q->params[q->count].data = data;
     q->params[q->count].len = len;
-    q->count++;
+    return ++q->count;
 }
 
-/* A lowercased copy of text as a text parameter; -1 when out of memory. */
-static int param_lower(struct list_query *q, const char *text)
+static int param_text(struct list_query *q, const char *text)
 {
-    char *lowered = ascii_lower(text);
+    return param_bytes(q, false, text, strlen(text));
+}
 
+/* What every segment's statement shares, made once per listing. */
+struct list_texts {
+    char *host_glob, *host_text, *content_type, *url; /* lowercased copies, or NULL */
+    char *match;        /* the FTS5 query for the index, NULL when it cannot help */
+    bool has_body_text; /* match includes the body search's text */
+};
+
+static void list_texts_free(struct list_texts *t)
+{
+    free(t->host_glob);
+    free(t->host_text);
+    free(t->content_type);
+    free(t->url);
+    free(t->match);
+}
+
+/* NULL when text is NULL or empty; *has_failed when out of memory. */
+static char *lower_or_null(const char *text, bool *has_failed)
+{
+    char *lowered;
+
+    if (text == NULL || text[0] == '\0')
+        return NULL;
+    lowered = ascii_lower(text);
     if (lowered == NULL)
-        return -1;
-    q->lowered[q->lowered_count++] = lowered;
-    param_bytes(q, false, lowered, strlen(lowered));
-    return 0;
+        *has_failed = true;
+    return lowered;
 }
 
-static int build_list_query(struct list_query *q, const struct flowstore_filter *f)
+static int make_list_texts(const struct flowstore_filter *f, struct list_texts *t)
 {
+    char *url_query = NULL, *body_query = NULL;
+    bool has_failed = false;
+
+    memset(t, 0, sizeof(*t));
+    t->host_glob = lower_or_null(f->host_glob, &has_failed);
+    t->host_text = lower_or_null(f->host_text, &has_failed);
+    t->content_type = lower_or_null(f->content_type, &has_failed);
+    t->url = lower_or_null(f->url_text, &has_failed);
+    if (t->url != NULL)
+        url_query = searchtext_query(f->url_text, strlen(f->url_text));
+    if (f->body_bytes != NULL && f->body_len > 0)
+        body_query = searchtext_query(f->body_bytes, f->body_len);
+    if (url_query != NULL && body_query != NULL) {
+        size_t len = strlen(url_query) + strlen(body_query) + 8;
+
+        t->match = malloc(len);
+        if (t->match != NULL)
+            snprintf(t->match, len, "%s AND %s", url_query, body_query);
+        t->has_body_text = true;
+        free(url_query);
+        free(body_query);
+    } else if (url_query != NULL) {
+        t->match = url_query;
+    } else if (body_query != NULL) {
+        t->match = body_query;
+        t->has_body_text = true;
+    }
+    if (t->match == NULL)
+        t->has_body_text = false; /* out of memory for the join: no index, still right */
+    return has_failed ? -1 : 0;
+}
+
+enum list_source {
+    FROM_FLOWS,     /* walk flows_N */
+    FROM_INDEX,     /* walk flows_fts_N's matches */
+    FROM_UNINDEXED, /* walk flows_unindexed_N */
+};
+
+/* The statement for one segment: at most limit flows of filter f from
+ * segment seg, walked through source. */
+static void build_segment_query(struct list_query *q, const struct flowstore_filter *f,
+                                const struct list_texts *t, int64_t seg, enum list_source source,
+                                size_t limit)
+{
+    char id[64];
+
     memset(q, 0, sizeof(*q));
-    query_add(q, "SELECT " SUMMARY_COLUMNS " FROM flows WHERE 1");
-    if (f->before_id > 0) {
-        query_add(q, " AND id < ?");
-        param_int(q, f->before_id);
+    if (source == FROM_INDEX) {
+        /* CROSS JOIN: the index is the outer loop, in its rowid order. */
+        snprintf(id, sizeof(id), "flows_fts_%" PRId64 ".rowid", seg);
+        query_add(q,
+                  "SELECT " SUMMARY_COLUMNS " FROM flows_fts_%1$" PRId64
+                  " CROSS JOIN flows_%1$" PRId64 " ON flows_%1$" PRId64 ".id = flows_fts_%1$" PRId64
+                  ".rowid WHERE flows_fts_%1$" PRId64 " MATCH ?%2$d",
+                  seg, param_text(q, t->match));
+    } else if (source == FROM_UNINDEXED) {
+        /* Renamed: SUMMARY_COLUMNS names flows_N's id as plain "id". */
+        snprintf(id, sizeof(id), "unindexed_id");
+        query_add(q,
+                  "SELECT " SUMMARY_COLUMNS " FROM (SELECT id AS unindexed_id FROM "
+                  "flows_unindexed_%1$" PRId64 ") CROSS JOIN flows_%1$" PRId64
+                  " ON flows_%1$" PRId64 ".id = unindexed_id WHERE 1",
+                  seg);
+    } else {
+        snprintf(id, sizeof(id), "flows_%" PRId64 ".id", seg);
+        query_add(q, "SELECT " SUMMARY_COLUMNS " FROM flows_%" PRId64 " WHERE 1", seg);
     }
-    if (f->after_id > 0) {
-        query_add(q, " AND id > ?");
-        param_int(q, f->after_id);
-    }
-    if (f->host_glob != NULL && f->host_glob[0] != '\0') {
+    if (f->before_id > 0)
+        query_add(q, " AND %s < ?%d", id, param_int(q, f->before_id));
+    if (f->after_id > 0)
+        query_add(q, " AND %s > ?%d", id, param_int(q, f->after_id));
+    if (t->host_glob != NULL) {
         /* Without wildcards the (lower(host)) index finds the page. */
         query_add(q, f->is_host_negated ? " AND NOT" : " AND");
-        query_add(q, strpbrk(f->host_glob, "*?[") != NULL ? " lower(host) GLOB ?"
-                                                          : " lower(host) = ?");
-        if (param_lower(q, f->host_glob) != 0)
-            return -1;
+        query_add(q,
+                  strpbrk(t->host_glob, "*?[") != NULL ? " lower(host) GLOB ?%d"
+                                                       : " lower(host) = ?%d",
+                  param_text(q, t->host_glob));
     }
-    if (f->host_text != NULL && f->host_text[0] != '\0') {
-        query_add(q, f->is_host_negated ? " AND instr(lower(host), ?) = 0"
-                                        : " AND instr(lower(host), ?) > 0");
-        if (param_lower(q, f->host_text) != 0)
-            return -1;
-    }
-    if (f->method != NULL && f->method[0] != '\0') {
-        query_add(q, " AND method = ? COLLATE NOCASE");
-        param_bytes(q, false, f->method, strlen(f->method));
-    }
+    if (t->host_text != NULL)
+        query_add(q,
+                  f->is_host_negated ? " AND instr(lower(host), ?%d) = 0"
+                                     : " AND instr(lower(host), ?%d) > 0",
+                  param_text(q, t->host_text));
+    if (f->method != NULL && f->method[0] != '\0')
+        query_add(q, " AND method = ?%d COLLATE NOCASE", param_text(q, f->method));
     if (f->status_class == 2) {
         query_add(q, " AND status / 100 = 2"); /* common: a walk down id finds a page */
     } else if (f->status_class >= 1 && f->status_class <= 5) {
-        /* The partial index flows_status_class (2xx left out) is used only
-         * when the query states its condition. */
-        query_add(q, " AND status / 100 = ? AND status / 100 <> 2");
-        param_int(q, f->status_class);
+        /* The partial index flows_N_status_class (2xx left out) is used
+         * only when the query states its condition. */
+        query_add(q, " AND status / 100 = ?%d AND status / 100 <> 2",
+                  param_int(q, f->status_class));
     } else if (f->status_class == FLOWSTORE_STATUS_ERROR) {
-        query_add(q, " AND error IS NOT NULL"); /* the partial index flows_error */
+        query_add(q, " AND error IS NOT NULL"); /* the partial index flows_N_error */
     }
-    if (f->content_type != NULL && f->content_type[0] != '\0') {
-        query_add(q, " AND instr(lower(resp_content_type), ?) > 0");
-        if (param_lower(q, f->content_type) != 0)
-            return -1;
-    }
-    if (f->url_text != NULL && f->url_text[0] != '\0') {
-        query_add(q, " AND instr(lower(host || target), ?) > 0");
-        if (param_lower(q, f->url_text) != 0)
-            return -1;
-    }
+    if (t->content_type != NULL)
+        query_add(q, " AND instr(lower(resp_content_type), ?%d) > 0",
+                  param_text(q, t->content_type));
+    if (t->url != NULL)
+        query_add(q, " AND instr(lower(host || target), ?%d) > 0", param_text(q, t->url));
     if (f->body_bytes != NULL && f->body_len > 0) {
-        /* A scan of stored bytes, newest first from the cursor, that stops
-         * after `limit` matches: fast when the text is common, and when it
-         * is rare it reads every body below the cursor once. Acceptable
-         * for an interactive search; both arguments are BLOBs, so instr()
-         * compares bytes and finds text in binary bodies too. Only the
-         * bodies as sent (directions 0 and 1, the first two body keys of
-         * the flow): a hit must be in the body the detail view shows first,
-         * not in an original a rule replaced. */
-        int i;
+        /* Both arguments are BLOBs, so the bytes match in binary bodies
+         * too. Only the bodies as sent (directions 0 and 1, the first two
+         * body keys of the flow): a hit must be in the body the detail
+         * view shows first, not in an original a rule replaced. */
+        int needle = param_bytes(q, true, f->body_bytes, f->body_len);
+        int nocase = param_int(q, f->is_body_nocase);
 
-        query_add(q, " AND (body_has(req_body, req_content_encoding, ?, ?) OR "
-                     "body_has(resp_body, resp_content_encoding, ?, ?) OR EXISTS (SELECT 1 "
-                     "FROM flow_bodies WHERE body_key BETWEEN flows.id * 4 AND flows.id * 4 + 1 "
-                     "AND body_has(data, CASE body_key - flows.id * 4 WHEN 0 THEN "
-                     "flows.req_content_encoding ELSE flows.resp_content_encoding END, ?, ?)))");
-        for (i = 0; i < 3; i++) {
-            param_bytes(q, true, f->body_bytes, f->body_len);
-            param_int(q, f->is_body_nocase);
-        }
+        /* flow_bodies_N is looked into only when a body is not in the
+         * row (schema version 8): a b-tree probe per flow otherwise. */
+        query_add(q,
+                  " AND (body_has(req_body, req_content_encoding, ?%1$d, ?%2$d) OR "
+                  "body_has(resp_body, resp_content_encoding, ?%1$d, ?%2$d) OR (((req_body IS "
+                  "NULL AND req_body_captured > 0) OR (resp_body IS NULL AND resp_body_captured > "
+                  "0)) AND EXISTS (SELECT 1 FROM flow_bodies_%3$" PRId64
+                  " WHERE body_key BETWEEN flows_%3$" PRId64 ".id * 4 AND flows_%3$" PRId64
+                  ".id * 4 + 1 AND body_has(data, CASE body_key - "
+                  "flows_%3$" PRId64 ".id * 4 WHEN 0 THEN flows_%3$" PRId64
+                  ".req_content_encoding ELSE flows_%3$" PRId64
+                  ".resp_content_encoding END, ?%1$d, ?%2$d))))",
+                  needle, nocase, seg);
     }
-    query_add(q, f->is_oldest_first ? " ORDER BY id ASC LIMIT ?" : " ORDER BY id DESC LIMIT ?");
-    param_int(q, (int64_t)f->limit);
-    return 0;
+    query_add(q, " ORDER BY %s %s LIMIT ?%d", id, f->is_oldest_first ? "ASC" : "DESC",
+              param_int(q, (int64_t)limit));
 }
 
 static int bind_list_query(sqlite3_stmt *stmt, const struct list_query *q)
@@ -1607,54 +2460,156 @@ static int bind_list_query(sqlite3_stmt *stmt, const struct list_query *q)
     return rc;
 }
 
+struct list_segment {
+    int64_t seg;
+    int64_t first_id;
+};
+
+/* The segments as of the read transaction in progress on the reader. */
+static int read_segments(struct flowstore *store, struct list_segment *segs, size_t *count)
+{
+    sqlite3_stmt *stmt = store->segs_stmt;
+    int rc;
+
+    *count = 0;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW && *count < FLOWSEG_MAX_SEGMENTS + 1) {
+        segs[*count].seg = sqlite3_column_int64(stmt, 0);
+        segs[*count].first_id = sqlite3_column_int64(stmt, 1);
+        (*count)++;
+    }
+    sqlite3_reset(stmt);
+    return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : -1;
+}
+
+/* Runs one segment's statement, appending at most limit records to
+ * out[*n..]. Called with read_lock held. */
+static int run_segment_query(struct flowstore *store, const struct flowstore_filter *f,
+                             const struct list_texts *t, int64_t seg, enum list_source source,
+                             size_t limit, struct flowstore_record **out, size_t *n, char *err,
+                             size_t err_len)
+{
+    struct list_query q;
+    sqlite3_stmt *stmt = NULL;
+    size_t got = 0;
+    int rc;
+    int ret = -1;
+
+    build_segment_query(&q, f, t, seg, source, limit);
+    if (q.has_failed) {
+        errmsg_set(err, err_len, "flowstore: listing flows: the query is too long");
+        goto out;
+    }
+    rc = sqlite3_prepare_v2(store->rdb, q.sql, -1, &stmt, NULL);
+    if (rc == SQLITE_OK)
+        rc = bind_list_query(stmt, &q);
+    while (rc == SQLITE_OK && got < limit && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        out[*n] = read_record(stmt);
+        if (out[*n] == NULL) {
+            errmsg_set(err, err_len, "flowstore: out of memory");
+            goto out;
+        }
+        (*n)++;
+        got++;
+        rc = SQLITE_OK;
+    }
+    if (rc != SQLITE_OK && rc != SQLITE_DONE) {
+        errmsg_set(err, err_len, "database %s: listing flows: %s", store->db_path,
+                   sqlite3_errmsg(store->rdb));
+        goto out;
+    }
+    ret = 0;
+out:
+    sqlite3_finalize(stmt);
+    return ret;
+}
+
+/* Merges the two id-ordered runs out[from..mid) and out[mid..*n) into id
+ * order (ascending or not), dropping a flow both found and what is beyond
+ * limit records from from. */
+static void merge_runs(struct flowstore_record **out, size_t from, size_t mid, size_t *n,
+                       size_t limit, bool is_ascending, struct flowstore_record **tmp)
+{
+    size_t a = from, b = mid, k = 0, i;
+
+    while (a < mid || b < *n) {
+        struct flowstore_record *next;
+
+        if (b == *n || (a < mid && (is_ascending ? out[a]->flow.id < out[b]->flow.id
+                                                 : out[a]->flow.id > out[b]->flow.id))) {
+            next = out[a++];
+        } else if (a < mid && out[a]->flow.id == out[b]->flow.id) {
+            flowstore_record_free(out[b++]);
+            continue;
+        } else {
+            next = out[b++];
+        }
+        if (k < limit)
+            tmp[k++] = next;
+        else
+            flowstore_record_free(next);
+    }
+    for (i = 0; i < k; i++)
+        out[from + i] = tmp[i];
+    *n = from + k;
+}
+
 int flowstore_list(struct flowstore *store, const struct flowstore_filter *filter,
                    struct flowstore_record ***records, size_t *count, char *err, size_t err_len)
 {
     struct flowstore_filter f = *filter;
-    struct flowstore_record **out = NULL;
-    struct list_query q;
-    sqlite3_stmt *stmt = NULL;
+    struct flowstore_record **out = NULL, **tmp = NULL;
+    struct list_segment segs[FLOWSEG_MAX_SEGMENTS + 1];
+    struct list_texts t;
+    size_t seg_count = 0;
     size_t n = 0;
-    bool is_locked = false;
+    size_t k;
+    bool is_locked = false, is_in_txn = false;
     int rc;
     int ret = -1;
-    int i;
 
     *records = NULL;
     *count = 0;
     if (f.limit == 0 || f.limit > FLOWSTORE_LIST_MAX_FLOWS)
         f.limit = FLOWSTORE_LIST_MAX_FLOWS;
-    if (build_list_query(&q, &f) != 0) {
-        errmsg_set(err, err_len, "flowstore: out of memory");
-        goto out;
-    }
-    out = calloc(f.limit, sizeof(out[0]));
-    if (out == NULL) {
+    /* Room for two runs of a page each: the index's and the unindexed. */
+    out = calloc(f.limit * 2, sizeof(out[0]));
+    tmp = calloc(f.limit * 2, sizeof(tmp[0]));
+    if (make_list_texts(&f, &t) != 0 || out == NULL || tmp == NULL) {
         errmsg_set(err, err_len, "flowstore: out of memory");
         goto out;
     }
     pthread_mutex_lock(&store->read_lock);
     is_locked = true;
-    rc = sqlite3_prepare_v2(store->rdb, q.sql, -1, &stmt, NULL);
-    if (rc == SQLITE_OK)
-        rc = bind_list_query(stmt, &q);
-    if (rc != SQLITE_OK) {
+    /* One read transaction: the segments read are the ones the queries
+     * see, even when the writer drops one meanwhile. */
+    rc = sqlite3_step(store->read_begin_stmt);
+    sqlite3_reset(store->read_begin_stmt);
+    is_in_txn = rc == SQLITE_DONE;
+    if (!is_in_txn || read_segments(store, segs, &seg_count) != 0) {
         errmsg_set(err, err_len, "database %s: listing flows: %s", store->db_path,
                    sqlite3_errmsg(store->rdb));
         goto out;
     }
-    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW && n < f.limit) {
-        out[n] = read_record(stmt);
-        if (out[n] == NULL) {
-            errmsg_set(err, err_len, "flowstore: out of memory");
+    for (k = 0; k < seg_count && n < f.limit; k++) {
+        size_t i = f.is_oldest_first ? k : seg_count - 1 - k;
+        int64_t last_id = i + 1 < seg_count ? segs[i + 1].first_id - 1 : INT64_MAX;
+        size_t from = n;
+
+        if (f.before_id > 0 && segs[i].first_id >= f.before_id)
+            continue;
+        if (f.after_id > 0 && last_id <= f.after_id)
+            continue;
+        if (run_segment_query(store, &f, &t, segs[i].seg, t.match != NULL ? FROM_INDEX : FROM_FLOWS,
+                              f.limit - from, out, &n, err, err_len) != 0)
             goto out;
+        if (t.has_body_text) {
+            size_t mid = n;
+
+            if (run_segment_query(store, &f, &t, segs[i].seg, FROM_UNINDEXED, f.limit - from, out,
+                                  &n, err, err_len) != 0)
+                goto out;
+            merge_runs(out, from, mid, &n, f.limit - from, f.is_oldest_first, tmp);
         }
-        n++;
-    }
-    if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
-        errmsg_set(err, err_len, "database %s: listing flows: %s", store->db_path,
-                   sqlite3_errmsg(store->rdb));
-        goto out;
     }
     if (n > 0) {
         *records = out;
@@ -1663,12 +2618,15 @@ int flowstore_list(struct flowstore *store, const struct flowstore_filter *filte
     }
     ret = 0;
 out:
-    sqlite3_finalize(stmt);
+    if (is_in_txn) {
+        sqlite3_step(store->read_commit_stmt);
+        sqlite3_reset(store->read_commit_stmt);
+    }
     if (is_locked)
         pthread_mutex_unlock(&store->read_lock);
     flowstore_records_free(out, n);
-    for (i = 0; i < q.lowered_count; i++)
-        free(q.lowered[i]);
+    free(tmp);
+    list_texts_free(&t);
     return ret;
 }
 
@@ -1767,12 +2725,13 @@ int flowstore_newest_id(struct flowstore *store, int64_t *id, char *err, size_t 
     *id = 0;
     pthread_mutex_lock(&store->read_lock);
     rc = sqlite3_step(stmt);
-    if (rc != SQLITE_ROW) {
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
         errmsg_set(err, err_len, "database %s: finding the newest flow: %s", store->db_path,
                    sqlite3_errmsg(store->rdb));
         goto out;
     }
-    *id = (int64_t)sqlite3_column_int64(stmt, 0); /* NULL reads as 0: no flows */
+    if (rc == SQLITE_ROW) /* no row: no flows, 0 */
+        *id = (int64_t)sqlite3_column_int64(stmt, 0);
     ret = 0;
 out:
     sqlite3_reset(stmt);

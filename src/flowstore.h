@@ -3,8 +3,10 @@
  *
  * Proxy threads never wait on the disk: flowstore_submit() hands a finished
  * flow to a bounded queue and returns at once; one writer thread writes
- * queued flows in batched transactions and prunes the oldest beyond
- * max_flows. When the queue is full the flow is dropped and counted.
+ * queued flows in batched transactions, indexes them for search, and
+ * drops the oldest segment of flows (flowseg.h) beyond max_flows and the
+ * retention limits. When the queue is full the flow is dropped and
+ * counted.
  * Queries for the dashboard and the HAR export (har.h) use their own read
  * connection (WAL lets them run beside the writer).
  * Thread safety: every function may be called from any thread.
@@ -47,6 +49,14 @@ void flowstore_log_totals(struct flowstore *store);
 /* Takes ownership of flow. Never blocks on the disk. Returns 0 when queued,
  * -1 when the queue was full (the flow is freed and counted as dropped). */
 int flowstore_submit(struct flowstore *store, struct flow *flow);
+
+/* Writes flows[0..count) at once on the caller's thread, in that order,
+ * for an import: unlike flowstore_submit() it waits for the disk and drops
+ * nothing. Takes every flow (each is freed). The written-callback hears of
+ * them as of captured ones. Returns 0, or -1 with err when a batch failed
+ * (the batches before it stay written, none after it is). */
+int flowstore_write(struct flowstore *store, struct flow **flows, size_t count, char *err,
+                    size_t err_len);
 
 /* Waits until every flow submitted before the call is written (or failed),
  * at most timeout_ms. For tests and shutdown. Returns 0 or -1 on timeout. */
@@ -185,8 +195,16 @@ typedef int (*flowstore_decode_fn)(const char *content_encoding, const unsigned 
  * most --capture-limit compressed bytes; this bounds what they expand to). */
 #define FLOWSTORE_SEARCH_DECODED_MAX_BYTES (8 * 1024 * 1024)
 
-/* Lets the body search look into compressed bodies (gzip, br, zstd,
- * deflate) through decode; NULL searches the stored bytes only. */
+/* Lets the body search, and the search index the writer keeps, look into
+ * compressed bodies (gzip, br, zstd, deflate) through decode; NULL searches
+ * and indexes the stored bytes only. Set it before traffic starts: flows
+ * written before are indexed without it. */
 void flowstore_set_body_decoder(struct flowstore *store, flowstore_decode_fn decode);
+
+/* Retention beyond max_flows (0: no limit of that kind): the oldest
+ * segment is dropped while the database's pages in use exceed
+ * max_db_bytes, and once its newest flow is older than retain_us. Applies
+ * from the next batch written. */
+void flowstore_set_retention(struct flowstore *store, int64_t max_db_bytes, int64_t retain_us);
 
 #endif

@@ -54,9 +54,12 @@ struct har {
     int64_t *ids; /* the ids to export, or the current page of "all" */
     size_t id_count;
     size_t next_index;
-    bool is_all;      /* page through the newest flows */
-    int64_t cursor;   /* "all": the lowest id listed so far */
-    size_t remaining; /* "all": flows still to list */
+    bool is_all;                    /* page through the newest flows */
+    struct flowstore_filter filter; /* "all": which; its texts are owned copies */
+    char *texts[5];                 /* the copies behind filter's strings */
+    void *body_bytes;               /* the copy behind filter.body_bytes */
+    int64_t cursor;                 /* "all": the lowest id listed so far */
+    size_t remaining;               /* "all": flows still to list */
     size_t entries_done;
     char *piece;
 };
@@ -352,10 +355,12 @@ static json_t *har_response(struct har *har, const struct flowstore_record *rec,
             jsontext_str(rec->response_content_type != NULL ? rec->response_content_type : "")) &&
         har_body(har, content, rec->response_content_encoding, body, body_len,
                  f->response_body.truncated, &size);
-    /* HAR 1.2: compression is the number of bytes saved, decoded minus sent. */
+    /* HAR 1.2: compression is the number of bytes saved, decoded minus sent
+     * (the body's size on the wire: the stored bytes of a whole captured
+     * body, and what an imported flow's bodySize said). */
     if (is_ok && !f->response_body.truncated && size != body_len)
         is_ok = jsontext_set(content, "compression",
-                             json_integer((json_int_t)size - (json_int_t)body_len));
+                             json_integer((json_int_t)size - (json_int_t)f->response_body.size));
     is_ok = is_ok &&
             jsontext_set(content, "size",
                          json_integer(size != body_len || f->response_body.truncated
@@ -444,6 +449,7 @@ static int har_next_page(struct har *har, char *err, size_t err_len)
     size_t count = 0;
     size_t i;
 
+    filter = har->filter;
     filter.before_id = har->cursor;
     filter.limit = har->remaining < HAR_PAGE_FLOWS ? har->remaining : HAR_PAGE_FLOWS;
     har->id_count = 0;
@@ -596,5 +602,53 @@ void har_close(struct har *har)
         return;
     free(har->piece);
     free(har->ids);
+    for (size_t i = 0; i < sizeof(har->texts) / sizeof(har->texts[0]); i++)
+        free(har->texts[i]);
+    free(har->body_bytes);
     free(har);
+}
+
+/* A copy of text kept in har->texts[slot]; false when out of memory. */
+static bool keep_text(struct har *har, int slot, const char **text)
+{
+    if (*text == NULL)
+        return true;
+    har->texts[slot] = strdup(*text);
+    *text = har->texts[slot];
+    return *text != NULL;
+}
+
+int har_open_filtered(struct flowstore *store, const struct flowstore_filter *filter,
+                      har_decode_fn decode, struct har **out, char *err, size_t err_len)
+{
+    struct har *har = NULL;
+    struct flowstore_filter *f;
+
+    *out = NULL;
+    if (har_open(store, NULL, 0, decode, &har, err, err_len) != 0)
+        return -1;
+    f = &har->filter;
+    *f = *filter;
+    f->before_id = 0;
+    f->is_oldest_first = false;
+    if (!keep_text(har, 0, &f->host_glob) || !keep_text(har, 1, &f->host_text) ||
+        !keep_text(har, 2, &f->method) || !keep_text(har, 3, &f->content_type) ||
+        !keep_text(har, 4, &f->url_text))
+        goto fail;
+    if (f->body_bytes != NULL && f->body_len > 0) {
+        har->body_bytes = malloc(f->body_len);
+        if (har->body_bytes == NULL)
+            goto fail;
+        memcpy(har->body_bytes, f->body_bytes, f->body_len);
+        f->body_bytes = har->body_bytes;
+    } else {
+        f->body_bytes = NULL;
+        f->body_len = 0;
+    }
+    *out = har;
+    return 0;
+fail:
+    har_close(har);
+    errmsg_set(err, err_len, "har: out of memory");
+    return -1;
 }

@@ -30,6 +30,14 @@ typedef int (*har_decode_fn)(const char *content_encoding, const unsigned char *
 struct har;
 
 /*
+ * Starts an export of the newest HAR_MAX_FLOWS flows that filter lists
+ * (flowstore_list(); its cursor, order and limit are not used), newest
+ * first. filter's texts are copied. Otherwise as har_open().
+ */
+int har_open_filtered(struct flowstore *store, const struct flowstore_filter *filter,
+                      har_decode_fn decode, struct har **out, char *err, size_t err_len);
+
+/*
  * Starts an export of the flows ids[0..count) in that order (ids no longer
  * stored are skipped), or, when ids is NULL, of the newest HAR_MAX_FLOWS
  * flows, newest first. decode may be NULL: response bodies are then

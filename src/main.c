@@ -21,6 +21,7 @@
 #include "dashtoken.h"
 #include "db.h"
 #include "errmsg.h"
+#include "codec.h"
 #include "flowstore.h"
 #include "instancelock.h"
 #include "listener.h"
@@ -292,6 +293,9 @@ static int open_stores(struct app *app, char *err, size_t err_len)
             0 ||
         flowstore_open(cfg->db_path, cfg->max_flows, &app->flows, err, err_len) < 0)
         return -1;
+    flowstore_set_retention(app->flows, cfg->max_db_bytes, cfg->retain_us);
+    /* The search index holds bodies decoded, dashboard or not. */
+    flowstore_set_body_decoder(app->flows, codec_decode_content);
     if (rulebook_open(cfg->rules_file, cfg->rule_specs, cfg->rule_spec_count, cfg->db_path,
                       &app->book, err, err_len) < 0) {
         errmsg_prefix(err, err_len, "rules: ");
@@ -395,6 +399,7 @@ static int start_dashboard(struct app *app, char *err, size_t err_len)
         .rules = app->book,
         .certs = app->certs,
         .db_path = cfg->db_path,
+        .capture_limit = cfg->capture_limit,
         .intercept = app->intercept,
         .replay = app->replay,
     };

@@ -73,12 +73,25 @@ static const struct {
     const char *name;
     bool may_take_argument;
 } allowed_pragmas[] = {
-    {"table_info", true},       {"table_xinfo", true},    {"table_list", true},
-    {"index_list", true},       {"index_info", true},     {"index_xinfo", true},
-    {"foreign_key_list", true}, {"user_version", false},  {"schema_version", false},
-    {"page_size", false},       {"page_count", false},    {"freelist_count", false},
-    {"journal_mode", false},    {"encoding", false},      {"collation_list", false},
-    {"function_list", false},   {"database_list", false},
+    {"table_info", true},
+    {"table_xinfo", true},
+    {"table_list", true},
+    {"index_list", true},
+    {"index_info", true},
+    {"index_xinfo", true},
+    {"foreign_key_list", true},
+    {"user_version", false},
+    {"schema_version", false},
+    {"page_size", false},
+    {"page_count", false},
+    {"freelist_count", false},
+    {"journal_mode", false},
+    {"encoding", false},
+    {"collation_list", false},
+    {"function_list", false},
+    {"database_list", false},
+    /* FTS5 reads it whenever it opens the search index (tapwire-db(5)). */
+    {"data_version", false},
 };
 
 /* Functions that reach outside the database (load_extension loads code;
@@ -131,6 +144,13 @@ static int authorize(void *arg, int action, const char *arg1, const char *arg2, 
         return is_function_allowed(arg2) ? SQLITE_OK : SQLITE_DENY;
     case SQLITE_PRAGMA:
         return is_pragma_allowed(arg1, arg2) ? SQLITE_OK : SQLITE_DENY;
+    case SQLITE_UPDATE:
+        /* SQLite asks this of the schema table while it connects a
+         * virtual table (the FTS5 search index, tapwire-db(5)), and
+         * writes nothing. A user's UPDATE of it is refused all the same:
+         * SQLite never lets a statement modify sqlite_master, and the
+         * connection is read-only and query_only. */
+        return arg1 != NULL && strcmp(arg1, "sqlite_master") == 0 ? SQLITE_OK : SQLITE_DENY;
     default:
         return SQLITE_DENY;
     }

@@ -2,8 +2,9 @@
  * wsstore: the WebSocket messages of flows in SQLite (table ws_messages,
  * sql/schema.sql version 10). The flow store calls it: on its writer
  * connection inside the batch's transaction, and on its read connection
- * under its read lock. Deleting a flow deletes its messages (a trigger),
- * so nothing here deletes.
+ * under its read lock. Deleting flows deletes their messages in the flow
+ * store (one flow, clear, a dropped segment: schema version 12), so
+ * nothing here deletes.
  */
 #ifndef TAPWIRE_WSSTORE_H
 #define TAPWIRE_WSSTORE_H

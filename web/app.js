@@ -281,7 +281,8 @@
         return res.json();
     }
 
-    function flowsQuery(extra) {
+    /* The filters as query parameters, as /api/flows and /api/har take them. */
+    function filterParams() {
         const p = new URLSearchParams();
         for (const k of FILTER_KEYS) {
             if (state.filters[k] && k !== 'bodycase')
@@ -290,6 +291,11 @@
         /* A body search ignores case unless asked to match it. */
         if (state.filters.body && state.filters.bodycase !== 'exact')
             p.set('icase', '1');
+        return p;
+    }
+
+    function flowsQuery(extra) {
+        const p = filterParams();
         for (const [k, v] of Object.entries(extra || {}))
             p.set(k, String(v));
         return '/api/flows?' + p.toString();
@@ -486,6 +492,8 @@
             marks.appendChild(icon('error', 'error: ' + f.error));
         if (f.modified)
             marks.appendChild(icon('modified', 'modified by a rule'));
+        if (f.imported)
+            marks.appendChild(el('span', { class: 'badge', text: 'HAR', title: 'imported from a HAR file' }));
         if (f.kind === 'websocket')
             marks.appendChild(el('span', { class: 'badge', text: 'WS', title: 'WebSocket' }));
         else if (f.kind === 'tunnel')
@@ -1913,9 +1921,31 @@
         toast(ok ? 'Copied the curl command' : 'Press Ctrl+C to copy the selected command');
     }
 
+    /* POST /api/har with the file as it is; the imported flows arrive in
+     * the list as live flows. */
+    async function importHar(file) {
+        try {
+            const res = await api('/api/har', {
+                method: 'POST',
+                headers: { 'Content-Type': 'application/json' },
+                body: file,
+            });
+            const r = await res.json();
+            let msg = 'Imported ' + r.imported + (r.imported === 1 ? ' flow' : ' flows');
+            if (r.skipped > 0)
+                msg += ', skipped ' + r.skipped + ' (' + r.first_skipped + ')';
+            toast(msg);
+        } catch (e) {
+            if (e.status !== 401)
+                toast('Import failed: ' + e.message);
+        }
+    }
+
     async function exportHar(ids) {
         if (ids === null) {
-            await download('/api/har', 'tapwire.har');
+            /* "All" is what the list shows: the same filters. */
+            const p = filterParams().toString();
+            await download('/api/har' + (p ? '?' + p : ''), 'tapwire.har');
             return;
         }
         if (ids.length <= HAR_IDS_PER_QUERY) {
@@ -2361,6 +2391,14 @@
 
         $('clear-all').addEventListener('click', clearAll);
         $('export-all').addEventListener('click', () => exportHar(null));
+        $('import-har').addEventListener('click', () => $('import-har-file').click());
+        $('import-har-file').addEventListener('change', () => {
+            const input = $('import-har-file');
+            const file = input.files && input.files[0];
+            input.value = '';
+            if (file)
+                importHar(file);
+        });
         $('export-selected').addEventListener('click', () => {
             exportHar(Array.from(state.selected).sort((a, b) => b - a));
         });

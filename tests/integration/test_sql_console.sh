@@ -48,8 +48,15 @@ check_eq "rows: 200" 200 \
 check_eq "rows: values in order" "[200, 300]" \
     "$(jfile rows '[r[2] for r in d["rows"]][1:]')"
 
-check_eq "a write: 400" 400 "$(sql delete 'delete from flows' "${H[@]}")"
+# flows is a view over the segment tables flows_N (tapwire-db(5)).
+check_eq "a write: 400" 400 "$(sql delete 'delete from flows_1' "${H[@]}")"
 check_contains "a write: SQLite's message" "not authorized" "$(jfile delete 'd["error"]')"
+check_eq "a write to the view: 400" 400 "$(sql delete-view 'delete from flows' "${H[@]}")"
+check_contains "a write to the view: SQLite's message" "cannot modify" \
+    "$(jfile delete-view 'd["error"]')"
+check_eq "the search index answers: 200" 200 \
+    "$(sql fts "select count(*) from flows_fts_1 where flows_fts_1 match '\"127\" AND \".0.\"'" "${H[@]}")"
+check_eq "the search index finds every flow by its host" "[[3]]" "$(jfile fts 'd["rows"]')"
 check_eq "ATTACH: 400" 400 "$(sql attach "attach '$tmp/other.db' as o" "${H[@]}")"
 check "ATTACH made no file" test ! -e "$tmp/other.db"
 check_eq "PRAGMA user_version = 5: 400" 400 "$(sql pragma 'pragma user_version = 5' "${H[@]}")"

@@ -92,6 +92,54 @@ static void test_parses_every_option(void)
     config_free(&cfg);
 }
 
+static void test_retention_options_and_their_units(void)
+{
+    struct config cfg;
+    int64_t v = 0;
+    const char *defaults[] = {"--data-dir", "/d", NULL};
+    const char *args[] = {"--data-dir", "/d", "--max-db-size", "2G", "--retain", "7d", NULL};
+    const char *too_small[] = {"--data-dir", "/d", "--max-db-size", "1000K", NULL};
+    const char *bad_unit[] = {"--data-dir", "/d", "--retain", "3y", NULL};
+
+    CU_ASSERT_EQUAL_FATAL(parse(&cfg, defaults), CONFIG_OK);
+    CU_ASSERT_EQUAL(cfg.max_db_bytes, 0);
+    CU_ASSERT_EQUAL(cfg.retain_us, 0);
+    config_free(&cfg);
+    CU_ASSERT_EQUAL_FATAL(parse(&cfg, args), CONFIG_OK);
+    CU_ASSERT_EQUAL(cfg.max_db_bytes, INT64_C(2) << 30);
+    CU_ASSERT_EQUAL(cfg.retain_us, INT64_C(7) * 86400 * 1000000);
+    config_free(&cfg);
+    CU_ASSERT_EQUAL(parse(&cfg, too_small), CONFIG_ERROR);
+    CU_ASSERT_EQUAL(parse(&cfg, bad_unit), CONFIG_ERROR);
+
+    CU_ASSERT_EQUAL(config_parse_size("512", &v), 0);
+    CU_ASSERT_EQUAL(v, 512);
+    CU_ASSERT_EQUAL(config_parse_size("3m", &v), 0);
+    CU_ASSERT_EQUAL(v, 3 << 20);
+    CU_ASSERT_EQUAL(config_parse_size("1GiB", &v), 0);
+    CU_ASSERT_EQUAL(v, 1 << 30);
+    CU_ASSERT_EQUAL(config_parse_size("10MB", &v), 0);
+    CU_ASSERT_EQUAL(v, 10 << 20);
+    CU_ASSERT_EQUAL(config_parse_size("", &v), -1);
+    CU_ASSERT_EQUAL(config_parse_size("-1M", &v), -1);
+    CU_ASSERT_EQUAL(config_parse_size("1X", &v), -1);
+    CU_ASSERT_EQUAL(config_parse_size("1MBs", &v), -1);
+    CU_ASSERT_EQUAL(config_parse_size("99999999999T", &v), -1);
+    CU_ASSERT_EQUAL(config_parse_size("99999999999999999999", &v), -1);
+    CU_ASSERT_EQUAL(config_parse_duration("90", &v), 0);
+    CU_ASSERT_EQUAL(v, INT64_C(90) * 1000000);
+    CU_ASSERT_EQUAL(config_parse_duration("30m", &v), 0);
+    CU_ASSERT_EQUAL(v, INT64_C(1800) * 1000000);
+    CU_ASSERT_EQUAL(config_parse_duration("12h", &v), 0);
+    CU_ASSERT_EQUAL(v, INT64_C(43200) * 1000000);
+    CU_ASSERT_EQUAL(config_parse_duration("2w", &v), 0);
+    CU_ASSERT_EQUAL(v, INT64_C(14) * 86400 * 1000000);
+    CU_ASSERT_EQUAL(config_parse_duration("0s", &v), -1);
+    CU_ASSERT_EQUAL(config_parse_duration("1d2h", &v), -1);
+    CU_ASSERT_EQUAL(config_parse_duration("h", &v), -1);
+    CU_ASSERT_EQUAL(config_parse_duration("40000d", &v), -1);
+}
+
 static void test_capture_and_dashboard_options(void)
 {
     struct config cfg;
@@ -327,6 +375,8 @@ int main(void)
         !CU_add_test(s, "rejects bad values", test_rejects_bad_values) ||
         !CU_add_test(s, "--rewrite-memory", test_rewrite_memory_option) ||
         !CU_add_test(s, "capture and dashboard options", test_capture_and_dashboard_options) ||
+        !CU_add_test(s, "retention options and their units",
+                     test_retention_options_and_their_units) ||
         !CU_add_test(s, "help and version exit successfully",
                      test_help_and_version_exit_successfully) ||
         !CU_add_test(s, "host:port forms", test_hostport_forms) ||

@@ -36,6 +36,7 @@
 #include "flowstore.h"
 #include "har.h"
 #include "log.h"
+#include "searchtext.h"
 #include "testutil.h"
 
 #define SYNC_MS 10000
@@ -598,7 +599,9 @@ static void test_written_callback_gets_every_id_ascending(void)
 
 /* ---- bounds ---- */
 
-static void test_pruning_keeps_exactly_max_flows_newest(void)
+/* --max-flows 10 makes segments of 2 flows (an eighth, rounded up): the
+ * oldest segment goes whole, so 9 or 10 flows stay, never more. */
+static void test_pruning_drops_whole_segments_keeping_at_most_max_flows(void)
 {
     struct flowstore *store = open_store(10);
     struct flowstore_filter filter = {0};
@@ -607,20 +610,41 @@ static void test_pruning_keeps_exactly_max_flows_newest(void)
     int i;
 
     CU_ASSERT_FATAL(store != NULL);
-    /* Several batches, so pruning runs after each one. */
+    /* Several batches, so segments start and go inside and across them. */
     for (i = 0; i < 5; i++) {
         submit_many(store, 7);
         CU_ASSERT_EQUAL(flowstore_sync(store, SYNC_MS), 0);
     }
     filter.limit = 100;
     listed_ids(store, &filter, ids, sizeof(ids));
-    CU_ASSERT_STRING_EQUAL(ids, "35,34,33,32,31,30,29,28,27,26");
-    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows"), 10);
+    CU_ASSERT_STRING_EQUAL(ids, "35,34,33,32,31,30,29,28,27");
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows"), 9);
     /* Bodies went with their flows (body_key = flow id * 4 + direction). */
-    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_bodies WHERE body_key < 26 * 4"), 0);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_bodies WHERE body_key < 27 * 4"), 0);
+    /* Segments 27-28, 29-30, 31-32, 33-34 and 35; the older ones' tables
+     * are gone, not emptied. */
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_segments"), 5);
+    CU_ASSERT_EQUAL(query_int("SELECT min(first_id) FROM flow_segments"), 27);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM sqlite_master WHERE name IN ('flows_1', "
+                              "'flow_bodies_1', 'flows_fts_1', 'flows_unindexed_1')"),
+                    0);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name "
+                              "GLOB 'flows_[0-9]*'"),
+                    5);
     flowstore_stats(store, &st);
-    CU_ASSERT_EQUAL(st.stored, 10);
+    CU_ASSERT_EQUAL(st.stored, 9);
     CU_ASSERT_EQUAL(st.written, 35);
+    flowstore_close(store);
+
+    /* The counts survive a restart: one more flow starts no new drop. */
+    store = open_store(10);
+    CU_ASSERT_FATAL(store != NULL);
+    flowstore_stats(store, &st);
+    CU_ASSERT_EQUAL(st.stored, 9);
+    submit_many(store, 1);
+    CU_ASSERT_EQUAL(flowstore_sync(store, SYNC_MS), 0);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows"), 10);
+    CU_ASSERT_EQUAL(query_int("SELECT min(id) FROM flows"), 27);
     flowstore_close(store);
 }
 
@@ -729,11 +753,11 @@ static void test_database_error_counts_losses_and_writer_recovers(void)
     submit_many(store, 1);
     CU_ASSERT_EQUAL(flowstore_sync(store, SYNC_MS), 0);
     /* Another process breaks the database under the running store. */
-    CU_ASSERT_EQUAL_FATAL(exec_sql("DROP TABLE flow_bodies"), 0);
+    CU_ASSERT_EQUAL_FATAL(exec_sql("DROP TABLE flow_bodies_1"), 0);
     for (i = 0; i < 3; i++) {
         f = simple_flow("POST", "err.test", "/", 200);
-        flow_body_append(&f->request_body, "x", 1);
-        CU_ASSERT_EQUAL(flowstore_submit(store, f), 0); /* the proxy notices nothing */
+        append_patterned(&f->request_body, LARGE_BODY_BYTES, 1); /* for flow_bodies_1 */
+        CU_ASSERT_EQUAL(flowstore_submit(store, f), 0);          /* the proxy notices nothing */
         CU_ASSERT_EQUAL(flowstore_sync(store, SYNC_MS), 0);
     }
     flowstore_stats(store, &st);
@@ -746,7 +770,8 @@ static void test_database_error_counts_losses_and_writer_recovers(void)
     CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows"), 1); /* rolled back whole */
 
     CU_ASSERT_EQUAL_FATAL(
-        exec_sql("CREATE TABLE flow_bodies (body_key INTEGER PRIMARY KEY, data BLOB NOT NULL)"), 0);
+        exec_sql("CREATE TABLE flow_bodies_1 (body_key INTEGER PRIMARY KEY, data BLOB NOT NULL)"),
+        0);
     f = simple_flow("POST", "ok.test", "/", 200);
     flow_body_append(&f->request_body, "y", 1);
     submit(store, f);
@@ -1050,11 +1075,11 @@ static void test_status_index_leaves_out_2xx(void)
 
     CU_ASSERT_FATAL(store != NULL);
     CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows"), 8);
-    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows INDEXED BY flows_status_class "
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows_1 INDEXED BY flows_1_status_class "
                               "WHERE status / 100 <> 2"),
                     5);
     CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM sqlite_master WHERE name = "
-                              "'flows_status_class' AND sql LIKE '%WHERE status / 100 <> 2%'"),
+                              "'flows_1_status_class' AND sql LIKE '%WHERE status / 100 <> 2%'"),
                     1);
     flowstore_close(store);
 }
@@ -2077,7 +2102,7 @@ static void test_version_6_database_keeps_ids_unique_without_autoincrement(void)
                               "sql LIKE '%AUTOINCREMENT%'"),
                     0);
     CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name IN "
-                              "('flows_host', 'flows_status_class', 'flows_error')"),
+                              "('flows_1_host', 'flows_1_status_class', 'flows_1_error')"),
                     3);
     CU_ASSERT_EQUAL(query_int("SELECT next_id FROM flow_ids"), 13);
     /* The old flow and its body came along. */
@@ -2124,7 +2149,7 @@ static void test_version_4_database_migrates_bodies_to_one_key_each(void)
     CU_ASSERT_EQUAL_FATAL(query_int("PRAGMA user_version"), 4);
     CU_ASSERT_EQUAL_FATAL(query_int("SELECT count(*) FROM sqlite_master WHERE name = 'flows_time'"),
                           1);
-    /* Three flows: pruning after the next batch drops flow 5. */
+    /* Three flows at most: segments of one flow. */
     store = open_store(3);
     CU_ASSERT_FATAL(store != NULL);
     CU_ASSERT(db_schema_version() >= 5);
@@ -2177,24 +2202,27 @@ static void test_version_4_database_migrates_bodies_to_one_key_each(void)
     expect_body(store, 5, FLOWSTORE_RESPONSE_ORIGINAL, "orig5", 5);
     expect_body(store, 7, FLOWSTORE_REQUEST, "post body", 9);
 
-    /* Flow 8 makes flow 5 the oldest beyond max_flows: pruned with its
-     * bodies. Flow 8's small body goes into its row, flow 7's four stay. */
+    /* Flow 8 starts segment 2 (the old flows' segment is full): three
+     * flows, within max_flows. Flow 9 starts segment 3 and, beyond
+     * max_flows, the old flows' segment (5 and 7: no bigger than two new
+     * segments) goes whole with its bodies. Small bodies go into rows. */
     f = simple_flow("POST", "eight.test", "/8", 200);
     flow_body_append(&f->request_body, "req8", 4);
     submit(store, f);
     CU_ASSERT_EQUAL_FATAL(flowstore_sync(store, SYNC_MS), 0);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows"), 3);
+    CU_ASSERT_EQUAL(query_int("SELECT min(id) FROM flows"), 5);
+    expect_body(store, 5, FLOWSTORE_RESPONSE_ORIGINAL, "orig5", 5);
+    submit_many(store, 1);
+    CU_ASSERT_EQUAL_FATAL(flowstore_sync(store, SYNC_MS), 0);
     CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows"), 2);
-    CU_ASSERT_EQUAL(query_int("SELECT min(id) FROM flows"), 7);
-    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_bodies WHERE body_key BETWEEN 20 AND 23"),
-                    0);
-    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_bodies"), 4);
-    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_bodies WHERE body_key BETWEEN 28 AND 31"),
-                    4);
+    CU_ASSERT_EQUAL(query_int("SELECT min(id) FROM flows"), 8);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_bodies"), 0);
     CU_ASSERT(query_blob_is("SELECT req_body FROM flows WHERE id = 8", "req8", 4));
     expect_body(store, 5, FLOWSTORE_REQUEST, NULL, 0);
     expect_body(store, 5, FLOWSTORE_RESPONSE_ORIGINAL, NULL, 0);
-    expect_body(store, 7, FLOWSTORE_REQUEST, "post body", 9);
-    expect_body(store, 7, FLOWSTORE_RESPONSE_ORIGINAL, "original response", 17);
+    expect_body(store, 7, FLOWSTORE_REQUEST, NULL, 0);
+    expect_body(store, 7, FLOWSTORE_RESPONSE_ORIGINAL, NULL, 0);
     expect_body(store, 8, FLOWSTORE_REQUEST, "req8", 4);
     flowstore_close(store);
 }
@@ -2256,6 +2284,526 @@ static void test_version_7_database_keeps_its_bodies_readable(void)
     flowstore_close(store);
 }
 
+/* ---- segments, retention and the search index (schema version 12) ---- */
+
+/* Flows as a version-9 database holds them: ids 1..count, a URL /v9-N,
+ * and for flow 2 an inline response body and for flow 3 one in
+ * flow_bodies. */
+static void make_v9_database(int count)
+{
+    char *v9 = schema_before(10);
+    char sql[1024];
+    int i;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(v9);
+    CU_ASSERT_EQUAL_FATAL(exec_sql(v9), 0);
+    free(v9);
+    for (i = 1; i <= count; i++) {
+        snprintf(sql, sizeof(sql),
+                 "INSERT INTO flows (id, kind, time_start_us, client, scheme, method, host, port, "
+                 "target, req_version, resp_version, req_headers, resp_headers, status, reason, "
+                 "req_body_size, resp_body_size, req_body_captured, resp_body_captured, "
+                 "req_truncated, resp_truncated, is_tls, bytes_up, bytes_down, resp_body) "
+                 "VALUES (%d, 0, %" PRId64 ", '127.0.0.1:1', 'http', 'GET', 'old.test', 80, "
+                 "'/v9-%d', 'HTTP/1.1', 'HTTP/1.1', 'Host: old.test\r\nX-Old: ancient-%d\r\n', "
+                 "'Content-Type: text/plain\r\n', 200, 'OK', 0, %d, 0, %d, 0, 0, 0, 0, 0, %s)",
+                 i, T0_US + i, i, i,
+                 i == 2   ? 9
+                 : i == 3 ? 8
+                          : 0,
+                 i == 2   ? 9
+                 : i == 3 ? 8
+                          : 0,
+                 i == 2 ? "CAST('old-inline' AS BLOB)" : "NULL");
+        CU_ASSERT_EQUAL_FATAL(exec_sql(sql), 0);
+    }
+    if (count >= 3)
+        CU_ASSERT_EQUAL_FATAL(
+            exec_sql("INSERT INTO flow_bodies (body_key, data) VALUES (13, CAST('old-kept' AS "
+                     "BLOB))"),
+            0);
+    snprintf(sql, sizeof(sql), "UPDATE flow_ids SET next_id = %d", count + 1);
+    CU_ASSERT_EQUAL_FATAL(exec_sql(sql), 0);
+    CU_ASSERT_EQUAL_FATAL(query_int("PRAGMA user_version"), 9);
+}
+
+static void test_version_9_database_becomes_segment_1_and_is_searchable(void)
+{
+    struct flowstore *store;
+    struct flowstore_filter f = {0};
+
+    make_v9_database(3);
+    store = open_store(100);
+    CU_ASSERT_FATAL(store != NULL);
+    CU_ASSERT_EQUAL(query_int("PRAGMA user_version"), db_schema_version());
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows_1"), 3);
+    CU_ASSERT_EQUAL(query_int("SELECT flows FROM flow_segments WHERE seg = 1"), 3);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM sqlite_master WHERE type = 'view' AND name IN "
+                              "('flows', 'flow_bodies')"),
+                    2);
+    /* The columns of the old table and of a new segment are the same, in
+     * the same order: the views are UNION ALL of SELECT *. */
+    CU_ASSERT_EQUAL(query_int("SELECT max(cid) FROM pragma_table_info('flows_1') WHERE name = "
+                              "'imported'"),
+                    query_int("SELECT max(cid) FROM pragma_table_info('flows_1')"));
+    /* URLs and headers went into the index; the bodies are searched from
+     * the flows themselves. */
+    CU_ASSERT_EQUAL(query_int("SELECT rowid FROM flows_fts_1 WHERE flows_fts_1 MATCH '\"9-2\"'"),
+                    2);
+    /* Header sections by word in flows_hdr_1. */
+    CU_ASSERT_EQUAL(query_int("SELECT rowid FROM flows_hdr_1 WHERE flows_hdr_1 MATCH 'ancient "
+                              "AND 3'"),
+                    3);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows_unindexed_1"), 2);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows_unindexed_1 WHERE id IN (2, 3)"), 2);
+    f.url_text = "V9-3";
+    expect_ids(store, &f, "3");
+    f.url_text = NULL;
+    f.body_bytes = "old-";
+    f.body_len = 4;
+    expect_ids(store, &f, "3,2");
+    expect_body(store, 3, FLOWSTORE_RESPONSE, "old-kept", 8);
+
+    /* New flows go into the same segment until it is full. */
+    submit(store, simple_flow("GET", "new.test", "/after", 200));
+    CU_ASSERT_EQUAL_FATAL(flowstore_sync(store, SYNC_MS), 0);
+    f.body_bytes = NULL;
+    f.body_len = 0;
+    f.url_text = "/after";
+    expect_ids(store, &f, "4");
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows_1"), 4);
+    flowstore_close(store);
+}
+
+/* What the writer puts into the index, and what a search then finds with
+ * it: URL, header sections, bodies decoded as UTF-8 text; a flow whose
+ * bodies the index does not hold whole is listed in flows_unindexed_N. */
+static void test_search_index_holds_url_headers_and_text_bodies(void)
+{
+    struct flowstore *store = open_store(100);
+    struct flowstore_filter f = {0};
+    struct flow *fl;
+    char *big;
+    size_t big_len = SEARCHTEXT_BODY_MAX_BYTES + 4096;
+
+    CU_ASSERT_FATAL(store != NULL);
+    flowstore_set_body_decoder(store, codec_decode_content);
+    fl = encoded_flow("/alpha-path", "gzip", "<p>decoded treasure</p>"); /* 1 */
+    free(fl->request_headers);
+    fl->request_headers = xstrdup("Host: enc.test\r\nX-Marker: zebra-stripes\r\n");
+    flow_body_append(&fl->request_body, "hello kettle", 12);
+    submit(store, fl);
+    fl = simple_flow("GET", "img.test", "/logo.png", 200); /* 2: binary */
+    flow_body_append(&fl->response_body, "\x89PNG\r\n\x1a\n\0binary-marker", 22);
+    submit(store, fl);
+    fl = simple_flow("GET", "big.test", "/big.txt", 200); /* 3: longer than the index keeps */
+    fl->response_body.limit = big_len;
+    big = malloc(big_len);
+    CU_ASSERT_FATAL(big != NULL);
+    memset(big, 'x', big_len);
+    memcpy(big, "early-marker", 12);
+    memcpy(big + big_len - 20, "late-marker", 11);
+    flow_body_append(&fl->response_body, big, big_len);
+    free(big);
+    submit(store, fl);
+    submit(store, simple_flow("GET", "plain.test", "/nothing", 200)); /* 4 */
+    CU_ASSERT_EQUAL_FATAL(flowstore_sync(store, SYNC_MS), 0);
+
+    /* Trigrams (detail=none: which flows hold them, not where), any case. */
+    CU_ASSERT_EQUAL(query_int("SELECT rowid FROM flows_fts_1 WHERE flows_fts_1 MATCH "
+                              "'\"ALP\" AND \"HA-\" AND \"ATH\"'"),
+                    1);
+    CU_ASSERT_EQUAL(query_int("SELECT rowid FROM flows_fts_1 WHERE flows_fts_1 MATCH "
+                              "'\"enc\" AND \"t/a\"'"),
+                    1);
+    /* Header values by word, not their names, in flows_hdr_1; not in the
+     * trigram index of URLs and bodies. */
+    CU_ASSERT_EQUAL(query_int("SELECT rowid FROM flows_hdr_1 WHERE flows_hdr_1 MATCH 'ZEBRA'"), 1);
+    CU_ASSERT_EQUAL(query_int("SELECT rowid FROM flows_hdr_1 WHERE flows_hdr_1 MATCH 'stri*'"), 1);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows_hdr_1 WHERE flows_hdr_1 MATCH 'marker'"),
+                    0);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows_fts_1 WHERE flows_fts_1 MATCH "
+                              "'\"zeb\"'"),
+                    0);
+    CU_ASSERT_EQUAL(query_int("SELECT rowid FROM flows_fts_1 WHERE flows_fts_1 MATCH "
+                              "'\"dec\" AND \"tre\" AND \"ure\"'"),
+                    1);
+    CU_ASSERT_EQUAL(query_int("SELECT rowid FROM flows_fts_1 WHERE flows_fts_1 MATCH "
+                              "'\"hel\" AND \"ket\"'"),
+                    1);
+    CU_ASSERT_EQUAL(query_int("SELECT rowid FROM flows_fts_1 WHERE flows_fts_1 MATCH "
+                              "'\"ear\" AND \"-ma\"'"),
+                    3);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows_fts_1 WHERE flows_fts_1 MATCH "
+                              "'\"lat\" OR \"bin\"'"),
+                    0);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows_fts_1 WHERE flows_fts_1 MATCH "
+                              "'\"tes\"'"),
+                    4);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows_unindexed_1"), 2);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows_unindexed_1 WHERE id IN (2, 3)"), 2);
+
+    /* The dashboard's filters find the same with the index as without. */
+    f.url_text = "ALPHA-PATH";
+    expect_ids(store, &f, "1");
+    f.url_text = "al"; /* too short for the index: the scan */
+    expect_ids(store, &f, "1");
+    f.url_text = NULL;
+    f.body_bytes = "treasure";
+    f.body_len = 8;
+    expect_ids(store, &f, "1");
+    f.body_bytes = "late-marker"; /* beyond the index: read from the body */
+    f.body_len = 11;
+    expect_ids(store, &f, "3");
+    f.body_bytes = "binary-marker";
+    f.body_len = 13;
+    expect_ids(store, &f, "2");
+    f.body_bytes = "\x89PNG";
+    f.body_len = 4;
+    expect_ids(store, &f, "2");
+    f.body_bytes = "HELLO KETTLE"; /* the index ignores case; the check does not */
+    f.body_len = 12;
+    expect_ids(store, &f, "");
+    f.is_body_nocase = true;
+    expect_ids(store, &f, "1");
+    f.body_bytes = "say \"hi\""; /* quotes in a phrase */
+    f.body_len = 8;
+    expect_ids(store, &f, "");
+    flowstore_close(store);
+}
+
+/* Deleting a flow leaves its index entry (contentless FTS5 rows cannot be
+ * deleted) but a search never lists it; clearing drops every segment. */
+static void test_deleted_flow_is_not_found_through_its_index_entry(void)
+{
+    struct flowstore *store = open_store(100);
+    struct flowstore_filter f = {0};
+    bool found = false;
+    char err[256];
+
+    CU_ASSERT_FATAL(store != NULL);
+    submit(store, simple_flow("GET", "a.test", "/gone-soon", 200));
+    submit(store, simple_flow("GET", "a.test", "/gone-later", 200));
+    CU_ASSERT_EQUAL_FATAL(flowstore_sync(store, SYNC_MS), 0);
+    CU_ASSERT_EQUAL(flowstore_delete(store, 1, &found, err, sizeof(err)), 0);
+    CU_ASSERT_TRUE(found);
+    f.url_text = "gone-";
+    expect_ids(store, &f, "2");
+    CU_ASSERT_EQUAL(query_int("SELECT flows FROM flow_segments"), 1);
+    CU_ASSERT_EQUAL(flowstore_clear(store, err, sizeof(err)), 0);
+    expect_ids(store, &f, "");
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_segments"), 1);
+    CU_ASSERT_EQUAL(query_int("SELECT first_id FROM flow_segments"), 3);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM sqlite_master WHERE name = 'flows_fts_1'"), 0);
+    submit(store, simple_flow("GET", "a.test", "/gone-never", 200));
+    CU_ASSERT_EQUAL_FATAL(flowstore_sync(store, SYNC_MS), 0);
+    expect_ids(store, &f, "3");
+    flowstore_close(store);
+}
+
+static struct flow *flow_at(int64_t start_us)
+{
+    struct flow *f = simple_flow("GET", "age.test", "/", 200);
+
+    f->timings.start = start_us;
+    return f;
+}
+
+/* --retain: a segment goes once its newest flow is older; the newest
+ * segment always stays. */
+static void test_retention_by_age_drops_old_segments_whole(void)
+{
+    struct flowstore *store = open_store(8); /* segments of one flow */
+    int64_t now = (int64_t)time(NULL) * 1000000;
+    struct flowstore_stats st;
+
+    CU_ASSERT_FATAL(store != NULL);
+    flowstore_set_retention(store, 0, INT64_C(3600) * 1000000);
+    submit(store, flow_at(now - INT64_C(7200) * 1000000));
+    submit(store, flow_at(now - INT64_C(7100) * 1000000));
+    submit(store, flow_at(now - INT64_C(7000) * 1000000));
+    CU_ASSERT_EQUAL_FATAL(flowstore_sync(store, SYNC_MS), 0);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows"), 1);
+    CU_ASSERT_EQUAL(query_int("SELECT min(id) FROM flows"), 3);
+    submit(store, flow_at(now - INT64_C(60) * 1000000));
+    submit(store, flow_at(now));
+    CU_ASSERT_EQUAL_FATAL(flowstore_sync(store, SYNC_MS), 0);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows"), 2);
+    CU_ASSERT_EQUAL(query_int("SELECT min(id) FROM flows"), 4);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_segments"), 2);
+    flowstore_stats(store, &st);
+    CU_ASSERT_EQUAL(st.stored, 2);
+    flowstore_close(store);
+}
+
+/* --max-db-size: segments go while the pages in use exceed the size, and
+ * the pages they free are used again, so the file stops growing. */
+static void test_retention_by_size_bounds_the_database(void)
+{
+    const int64_t max_bytes = 1024 * 1024;
+    struct flowstore *store = open_store(0);
+    struct flowstore_stats st;
+    int64_t page_size;
+    int batch, i;
+
+    CU_ASSERT_FATAL(store != NULL);
+    flowstore_set_retention(store, max_bytes, 0);
+    for (batch = 0; batch < 6; batch++) {
+        for (i = 0; i < 20; i++) {
+            struct flow *f = simple_flow("GET", "size.test", "/", 200);
+
+            f->response_body.limit = 32 * 1024;
+            append_patterned(&f->response_body, 32 * 1024, (unsigned)i);
+            submit(store, f);
+        }
+        CU_ASSERT_EQUAL_FATAL(flowstore_sync(store, SYNC_MS), 0);
+    }
+    page_size = query_int("PRAGMA page_size");
+    CU_ASSERT(query_int("SELECT (SELECT page_count FROM pragma_page_count) - (SELECT "
+                        "freelist_count FROM pragma_freelist_count)") *
+                  page_size <=
+              max_bytes);
+    /* 120 flows of 32 KiB (3.75 MiB) were written; the file holds about
+     * the limit plus one batch. */
+    CU_ASSERT(query_int("PRAGMA page_count") * page_size < 3 * max_bytes);
+    CU_ASSERT(query_int("SELECT count(*) FROM flows") < 40);
+    CU_ASSERT(query_int("SELECT count(*) FROM flows") > 5);
+    CU_ASSERT_EQUAL(query_int("SELECT max(id) FROM flows"), 120);
+    flowstore_stats(store, &st);
+    CU_ASSERT_EQUAL(st.written, 120);
+    CU_ASSERT_EQUAL((int64_t)st.stored, query_int("SELECT count(*) FROM flows"));
+    flowstore_close(store);
+}
+
+/* A segment far larger than --max-flows now makes (a database from before
+ * segments) loses its oldest flows a segment's worth at a time, not all at
+ * once. */
+static void test_oversized_old_segment_is_trimmed_not_dropped_whole(void)
+{
+    struct flowstore *store;
+
+    make_v9_database(20);
+    store = open_store(8); /* segments of one flow */
+    CU_ASSERT_FATAL(store != NULL);
+    submit(store, simple_flow("GET", "new.test", "/", 200));
+    CU_ASSERT_EQUAL_FATAL(flowstore_sync(store, SYNC_MS), 0);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows"), 8);
+    CU_ASSERT_EQUAL(query_int("SELECT min(id) FROM flows"), 14);
+    CU_ASSERT_EQUAL(query_int("SELECT first_id FROM flow_segments WHERE seg = 1"), 14);
+    CU_ASSERT_EQUAL(query_int("SELECT flows FROM flow_segments WHERE seg = 1"), 7);
+    /* Flow 3's body went with it. */
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_bodies_1"), 0);
+    /* The migrated table and a segment made since have the same columns
+     * in the same order (the views are UNION ALL of SELECT *). */
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM pragma_table_info('flows_2')"),
+                    query_int("SELECT count(*) FROM pragma_table_info('flows_1')"));
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM pragma_table_info('flows_1') a LEFT JOIN "
+                              "pragma_table_info('flows_2') b ON a.cid = b.cid AND a.name = "
+                              "b.name AND a.type = b.type AND a.\"notnull\" = b.\"notnull\" AND "
+                              "a.pk = b.pk WHERE b.cid IS NULL"),
+                    0);
+    flowstore_close(store);
+}
+
+/* ---- WebSocket messages and replays in segments (schema versions 10-12) ---- */
+
+static void append_ws(struct flow *f, const char *text, bool is_from_client)
+{
+    struct flow_ws_message m;
+
+    memset(&m, 0, sizeof(m));
+    m.time_us = T0_US;
+    m.size = strlen(text);
+    m.data = (unsigned char *)text;
+    m.len = strlen(text);
+    m.opcode = 1;
+    m.is_from_client = is_from_client;
+    CU_ASSERT_EQUAL(flow_ws_append(&f->ws, &m), 0);
+}
+
+/* One part of a live WebSocket flow (struct flow_live), as capture.c
+ * submits them. */
+static struct flow *live_part(struct flow_live *live, enum flow_live_part part)
+{
+    struct flow *f = simple_flow("GET", "live.test", "/ws-live", 101);
+
+    f->kind = FLOW_WEBSOCKET;
+    f->live = flow_live_ref(live);
+    f->live_part = part;
+    return f;
+}
+
+static size_t ws_count(struct flowstore *store, int64_t id)
+{
+    struct flow_ws ws;
+    char err[512] = "";
+    size_t n;
+
+    memset(&ws, 0, sizeof(ws));
+    CU_ASSERT_EQUAL(flowstore_get_ws_messages(store, id, 0, &ws, err, sizeof(err)), 0);
+    n = ws.count;
+    flow_ws_clear(&ws);
+    return n;
+}
+
+/* A version-11 database: two WebSocket flows with their messages (and
+ * the trigger of version 10 on flows) and a replay. Version 12 makes them
+ * segment 1: the messages and replay_of read back, the trigger is gone,
+ * and deleting a flow or dropping the segment takes its messages. */
+static void test_version_11_database_keeps_ws_messages_and_replay_of(void)
+{
+    char *v11 = schema_before(12);
+    struct flowstore *store;
+    struct flowstore_record *rec = NULL;
+    struct flow_ws ws;
+    struct flow *f;
+    char sql[2048];
+    char err[512] = "";
+    bool found = false;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(v11);
+    CU_ASSERT_EQUAL_FATAL(exec_sql(v11), 0);
+    free(v11);
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO flows (id, kind, time_start_us, client, scheme, method, host, port, "
+             "target, req_version, resp_version, status, req_body_size, resp_body_size, "
+             "req_body_captured, resp_body_captured, req_truncated, resp_truncated, is_tls, "
+             "bytes_up, bytes_down, replay_of) VALUES "
+             "(1, 2, %1$" PRId64 ", 'c', 'http', 'GET', 'v11.test', 80, '/ws1', 'HTTP/1.1', "
+             "'HTTP/1.1', 101, 0, 0, 0, 0, 0, 0, 0, 0, 0, NULL), "
+             "(2, 2, %1$" PRId64 ", 'c', 'http', 'GET', 'v11.test', 80, '/ws2', 'HTTP/1.1', "
+             "'HTTP/1.1', 101, 0, 0, 0, 0, 0, 0, 0, 0, 0, NULL), "
+             "(3, 0, %1$" PRId64 ", 'replay of #1', 'http', 'GET', 'v11.test', 80, '/again', "
+             "'HTTP/2', 'HTTP/2', 200, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1);"
+             "INSERT INTO ws_messages VALUES (1, 0, 0, %1$" PRId64 ", 1, 0, 2, CAST('hi' AS "
+             "BLOB)), (2, 0, 0, %1$" PRId64 ", 1, 0, 5, CAST('hello' AS BLOB)), "
+             "(2, 1, 1, %1$" PRId64 ", 1, 0, 5, CAST('world' AS BLOB)), "
+             "(2, 2, 0, %1$" PRId64 ", 8, 0, 2, X'03e8');"
+             "UPDATE flow_ids SET next_id = 4;",
+             T0_US);
+    CU_ASSERT_EQUAL_FATAL(exec_sql(sql), 0);
+    CU_ASSERT_EQUAL_FATAL(query_int("PRAGMA user_version"), 11);
+
+    store = open_store(8); /* segments of one flow from here on */
+    CU_ASSERT_FATAL(store != NULL);
+    CU_ASSERT_EQUAL(query_int("PRAGMA user_version"), db_schema_version());
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM sqlite_master WHERE type = 'trigger'"), 0);
+    CU_ASSERT_EQUAL(query_int("SELECT replay_of FROM flows_1 WHERE id = 3"), 1);
+    CU_ASSERT_EQUAL(flowstore_get(store, 3, &rec, err, sizeof(err)), 0);
+    CU_ASSERT_FATAL(rec != NULL);
+    CU_ASSERT_EQUAL(rec->flow.replay_of, 1);
+    CU_ASSERT_EQUAL(rec->flow.request_version, 20);
+    flowstore_record_free(rec);
+    rec = NULL;
+    memset(&ws, 0, sizeof(ws));
+    CU_ASSERT_EQUAL(flowstore_get_ws_messages(store, 2, 0, &ws, err, sizeof(err)), 0);
+    CU_ASSERT_EQUAL_FATAL(ws.count, 3);
+    CU_ASSERT(ws.items[0].len == 5 && memcmp(ws.items[0].data, "hello", 5) == 0);
+    CU_ASSERT_TRUE(ws.items[0].is_from_client);
+    CU_ASSERT(ws.items[1].len == 5 && memcmp(ws.items[1].data, "world", 5) == 0);
+    CU_ASSERT_EQUAL(ws.items[2].opcode, 8);
+    flow_ws_clear(&ws);
+
+    /* A replay written now goes to a new segment with its link. */
+    f = simple_flow("GET", "v11.test", "/again", 200);
+    f->replay_of = 3;
+    submit(store, f);
+    CU_ASSERT_EQUAL_FATAL(flowstore_sync(store, SYNC_MS), 0);
+    CU_ASSERT_EQUAL(query_int("SELECT replay_of FROM flows_2 WHERE id = 4"), 3);
+    CU_ASSERT_EQUAL(flowstore_get(store, 4, &rec, err, sizeof(err)), 0);
+    CU_ASSERT(rec != NULL && rec->flow.replay_of == 3);
+    flowstore_record_free(rec);
+
+    /* Deleting flow 2 takes its messages, not flow 1's. */
+    CU_ASSERT_EQUAL(flowstore_delete(store, 2, &found, err, sizeof(err)), 0);
+    CU_ASSERT_TRUE(found);
+    CU_ASSERT_EQUAL(ws_count(store, 2), 0);
+    CU_ASSERT_EQUAL(ws_count(store, 1), 1);
+    /* Pruning drops segment 1 whole, and flow 1's messages with it. */
+    submit_many(store, 8);
+    CU_ASSERT_EQUAL_FATAL(flowstore_sync(store, SYNC_MS), 0);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flow_segments WHERE seg = 1"), 0);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows WHERE id <= 3"), 0);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM ws_messages"), 0);
+    flowstore_close(store);
+}
+
+/* A live flow's messages and finished row go where its first row went,
+ * however many segments started since; a live flow whose segment is gone
+ * (clear, pruning) leaves nothing behind, no row and no messages. */
+static void test_live_flow_is_finished_in_its_own_segment_and_goes_with_it(void)
+{
+    struct flowstore *store = open_store(8); /* segments of one flow */
+    struct flowstore_filter filter = {0};
+    struct flow_live *live = flow_live_new();
+    struct flow *f;
+    char err[512] = "";
+
+    CU_ASSERT_FATAL(store != NULL && live != NULL);
+    submit(store, live_part(live, FLOW_LIVE_OPEN));
+    CU_ASSERT_EQUAL_FATAL(flowstore_sync(store, SYNC_MS), 0);
+    CU_ASSERT_EQUAL(live->id, 1);
+    submit_many(store, 2); /* ids 2 and 3, segments 2 and 3 */
+    f = live_part(live, FLOW_LIVE_MESSAGES);
+    append_ws(f, "one", true);
+    append_ws(f, "two", false);
+    submit(store, f);
+    f = live_part(live, FLOW_LIVE_FINAL);
+    append_ws(f, "three", true);
+    f->timings.done = T0_US + 5000;
+    submit(store, f);
+    CU_ASSERT_EQUAL_FATAL(flowstore_sync(store, SYNC_MS), 0);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows_1 WHERE id = 1 AND done_us IS NOT NULL"),
+                    1);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows WHERE id = 1"), 1);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows"), 3);
+    CU_ASSERT_EQUAL(query_int("SELECT sum(flows) FROM flow_segments"), 3);
+    CU_ASSERT_EQUAL(query_int("SELECT group_concat(seq, '') FROM ws_messages WHERE flow_id = 1"),
+                    12); /* 0, 1, 2 */
+    CU_ASSERT_EQUAL(ws_count(store, 1), 3);
+    filter.url_text = "/ws-live";
+    expect_ids(store, &filter, "1");
+    flow_live_release(live);
+
+    /* Cleared while it lives: its later parts write nothing. */
+    live = flow_live_new();
+    CU_ASSERT_FATAL(live != NULL);
+    submit(store, live_part(live, FLOW_LIVE_OPEN));
+    CU_ASSERT_EQUAL_FATAL(flowstore_sync(store, SYNC_MS), 0);
+    CU_ASSERT_EQUAL(live->id, 4);
+    CU_ASSERT_EQUAL(flowstore_clear(store, err, sizeof(err)), 0);
+    f = live_part(live, FLOW_LIVE_MESSAGES);
+    append_ws(f, "late", true);
+    submit(store, f);
+    submit(store, live_part(live, FLOW_LIVE_FINAL));
+    CU_ASSERT_EQUAL_FATAL(flowstore_sync(store, SYNC_MS), 0);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows"), 0);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM ws_messages"), 0);
+    flow_live_release(live);
+
+    /* Pruned while it lives: the drop takes the messages written so far. */
+    live = flow_live_new();
+    CU_ASSERT_FATAL(live != NULL);
+    submit(store, live_part(live, FLOW_LIVE_OPEN));
+    f = live_part(live, FLOW_LIVE_MESSAGES);
+    append_ws(f, "early", true);
+    submit(store, f);
+    CU_ASSERT_EQUAL_FATAL(flowstore_sync(store, SYNC_MS), 0);
+    CU_ASSERT_EQUAL(ws_count(store, live->id), 1);
+    submit_many(store, 9);
+    CU_ASSERT_EQUAL_FATAL(flowstore_sync(store, SYNC_MS), 0);
+    CU_ASSERT_EQUAL(ws_count(store, live->id), 0);
+    f = live_part(live, FLOW_LIVE_FINAL);
+    append_ws(f, "last", false);
+    submit(store, f);
+    CU_ASSERT_EQUAL_FATAL(flowstore_sync(store, SYNC_MS), 0);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows WHERE kind = 2"), 0);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM ws_messages"), 0);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows"), 8);
+    flow_live_release(live);
+    flowstore_close(store);
+}
+
 static void test_in_memory_database_is_refused(void)
 {
     struct flowstore *store = NULL;
@@ -2288,8 +2836,8 @@ int main(void)
                      test_flows_survive_close_and_reopen) ||
         !CU_add_test(suite, "written_callback_gets_every_id_ascending",
                      test_written_callback_gets_every_id_ascending) ||
-        !CU_add_test(suite, "pruning_keeps_exactly_max_flows_newest",
-                     test_pruning_keeps_exactly_max_flows_newest) ||
+        !CU_add_test(suite, "pruning_drops_whole_segments_keeping_at_most_max_flows",
+                     test_pruning_drops_whole_segments_keeping_at_most_max_flows) ||
         !CU_add_test(suite, "pruned_flow_takes_its_bodies", test_pruned_flow_takes_its_bodies) ||
         !CU_add_test(suite, "full_queue_drops_and_counts", test_full_queue_drops_and_counts) ||
         !CU_add_test(suite, "database_error_counts_losses_and_writer_recovers",
@@ -2352,6 +2900,22 @@ int main(void)
                      test_body_search_finds_inline_and_stored_bodies) ||
         !CU_add_test(suite, "version_7_database_keeps_its_bodies_readable",
                      test_version_7_database_keeps_its_bodies_readable) ||
+        !CU_add_test(suite, "version_9_database_becomes_segment_1_and_is_searchable",
+                     test_version_9_database_becomes_segment_1_and_is_searchable) ||
+        !CU_add_test(suite, "search_index_holds_url_headers_and_text_bodies",
+                     test_search_index_holds_url_headers_and_text_bodies) ||
+        !CU_add_test(suite, "deleted_flow_is_not_found_through_its_index_entry",
+                     test_deleted_flow_is_not_found_through_its_index_entry) ||
+        !CU_add_test(suite, "retention_by_age_drops_old_segments_whole",
+                     test_retention_by_age_drops_old_segments_whole) ||
+        !CU_add_test(suite, "retention_by_size_bounds_the_database",
+                     test_retention_by_size_bounds_the_database) ||
+        !CU_add_test(suite, "oversized_old_segment_is_trimmed_not_dropped_whole",
+                     test_oversized_old_segment_is_trimmed_not_dropped_whole) ||
+        !CU_add_test(suite, "version_11_database_keeps_ws_messages_and_replay_of",
+                     test_version_11_database_keeps_ws_messages_and_replay_of) ||
+        !CU_add_test(suite, "live_flow_is_finished_in_its_own_segment_and_goes_with_it",
+                     test_live_flow_is_finished_in_its_own_segment_and_goes_with_it) ||
         !CU_add_test(suite, "in_memory_database_is_refused", test_in_memory_database_is_refused))
         goto fail;
     return testutil_run();

@@ -49,7 +49,7 @@ static void add_flow(int64_t id, const char *host, int status, int64_t duration_
     char sql[1024];
 
     snprintf(sql, sizeof(sql),
-             "INSERT INTO flows (id, kind, time_start_us, client, scheme, method, host, port, "
+             "INSERT INTO flows_1 (id, kind, time_start_us, client, scheme, method, host, port, "
              "target, req_version, status, req_body_size, resp_body_size, req_body_captured, "
              "resp_body_captured, req_truncated, resp_truncated, is_tls, bytes_up, bytes_down, "
              "done_us, resp_body) VALUES (%lld, 0, 1000000, '127.0.0.1:1', 'https', 'GET', '%s', "
@@ -150,15 +150,39 @@ static void test_sees_flows_written_after_it_opened(void)
     CU_ASSERT_EQUAL(count_flows(), 4);
 }
 
+/* The search index (an FTS5 table) answers in the console too. */
+static void test_search_index_can_be_queried(void)
+{
+    struct sqlconsole_result *result = NULL;
+    char err[SQLCONSOLE_ERROR_BYTES] = "";
+
+    exec_ok(writer, "INSERT INTO flows_fts_1 (rowid, text) VALUES (2, 'b.example/search-me')");
+    if (sqlconsole_query(console,
+                         "SELECT rowid FROM flows_fts_1 WHERE flows_fts_1 MATCH '\"ARC\" AND "
+                         "\"H-M\"'",
+                         &result, err, sizeof(err)) != 0)
+        fprintf(stderr, "%s\n", err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(result);
+    CU_ASSERT_EQUAL_FATAL(result->row_count, 1);
+    CU_ASSERT_EQUAL(result->cells[0].integer, 2);
+    sqlconsole_result_free(result);
+}
+
 static void test_writes_are_refused(void)
 {
-    CU_ASSERT_TRUE(is_refused_with("INSERT INTO flows (id) VALUES (9)", "not authorized"));
-    CU_ASSERT_TRUE(is_refused_with("UPDATE flows SET host = 'x'", "not authorized"));
-    CU_ASSERT_TRUE(is_refused_with("DELETE FROM flows", "not authorized"));
+    /* flows is a view over the segment tables flows_N (schema version 10);
+     * the tables are what a write would reach. */
+    CU_ASSERT_TRUE(is_refused_with("INSERT INTO flows_1 (id) VALUES (9)", "not authorized"));
+    CU_ASSERT_TRUE(is_refused_with("UPDATE flows_1 SET host = 'x'", "not authorized"));
+    CU_ASSERT_TRUE(is_refused_with("DELETE FROM flows_1", "not authorized"));
+    CU_ASSERT_TRUE(is_refused_with("DELETE FROM flows", "cannot modify"));
+    CU_ASSERT_TRUE(is_refused_with("DROP VIEW flows", "not authorized"));
+    CU_ASSERT_TRUE(is_refused_with("UPDATE sqlite_master SET type = 'x'", "may not be modified"));
+    CU_ASSERT_TRUE(is_refused_with("DROP TABLE flows_fts_1", "not authorized"));
     CU_ASSERT_TRUE(is_refused_with("CREATE TABLE t (x)", "not authorized"));
     CU_ASSERT_TRUE(is_refused_with("CREATE TEMP TABLE t (x)", "not authorized"));
-    CU_ASSERT_TRUE(is_refused_with("DROP TABLE flows", "not authorized"));
-    CU_ASSERT_TRUE(is_refused_with("DROP INDEX flows_host", "not authorized"));
+    CU_ASSERT_TRUE(is_refused_with("DROP TABLE flows_1", "not authorized"));
+    CU_ASSERT_TRUE(is_refused_with("DROP INDEX flows_1_host", "not authorized"));
     CU_ASSERT_TRUE(is_refused_with("REPLACE INTO flow_ids VALUES (1)", "not authorized"));
     CU_ASSERT_TRUE(is_refused_with("BEGIN IMMEDIATE", "not authorized"));
     CU_ASSERT_TRUE(is_refused_with("VACUUM", "not authorized"));
@@ -386,6 +410,7 @@ int main(void)
         !CU_add_test(suite, "sees_flows_written_after_it_opened",
                      test_sees_flows_written_after_it_opened) ||
         !CU_add_test(suite, "writes_are_refused", test_writes_are_refused) ||
+        !CU_add_test(suite, "search_index_can_be_queried", test_search_index_can_be_queried) ||
         !CU_add_test(suite, "attach_is_refused_and_makes_no_file",
                      test_attach_is_refused_and_makes_no_file) ||
         !CU_add_test(suite, "pragma_writes_are_refused_and_reads_allowed",

@@ -469,13 +469,36 @@ await check('the SQL view runs a query and shows its rows as a table', async () 
 });
 
 await check('the SQL view shows SQLite\'s refusal of a write', async () => {
-    await page.locator('#sql-input').fill('DELETE FROM flows');
+    /* flows_1, the first segment's table: flows is a view (tapwire-db(5)). */
+    await page.locator('#sql-input').fill('DELETE FROM flows_1');
     await page.locator('#sql-run').click();
     await until('the refusal', async () => {
         const n = page.locator('#sql-notice');
         return (await n.isVisible()) && /not authorized/.test(await n.textContent());
     });
     await page.locator('#view-flows').click();
+});
+
+await check('Import HAR adds the file\'s entries as flows marked imported', async () => {
+    const har = {
+        log: {
+            version: '1.2',
+            entries: [{
+                startedDateTime: '2023-11-14T22:13:20.000Z',
+                request: { method: 'GET', url: 'http://imported.test/from-a-har-file', headers: [] },
+                response: { status: 204, statusText: 'No Content', headers: [], content: { size: 0 } },
+                timings: { send: 1, wait: 2, receive: 3 },
+            }],
+        },
+    };
+    await page.locator('#view-flows').click();
+    await page.locator('#import-har-file').setInputFiles({
+        name: 'capture.har', mimeType: 'application/json', buffer: Buffer.from(JSON.stringify(har)),
+    });
+    await until('the toast', async () => /Imported 1 flow/.test(await page.locator('#toast').textContent()));
+    const row = page.locator('#flow-rows tr', { hasText: '/from-a-har-file' });
+    await row.waitFor({ timeout: WAIT_MS });
+    assert(await row.locator('td.c-marks .badge', { hasText: 'HAR' }).count() === 1, 'no HAR mark on the row');
 });
 
 await check('the page caused no CSP violations and no script errors', async () => {
