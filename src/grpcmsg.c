@@ -2,6 +2,7 @@
  * grpcmsg: see grpcmsg.h.
  */
 #include "grpcmsg.h"
+#include "textcode.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -70,17 +71,6 @@ static const char *status_name(int status)
                                                                            : "unknown code";
 }
 
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* grpc-message is percent-encoded UTF-8; control bytes become '?' so the
  * text is safe in a log line. */
 static void decode_message(const char *in, size_t len, char *out, size_t out_len)
@@ -89,8 +79,10 @@ static void decode_message(const char *in, size_t len, char *out, size_t out_len
 
     for (size_t i = 0; i < len && o + 1 < out_len; i++) {
         unsigned char c = (unsigned char)in[i];
-        if (c == '%' && i + 2 < len && hex_value(in[i + 1]) >= 0 && hex_value(in[i + 2]) >= 0) {
-            c = (unsigned char)(hex_value(in[i + 1]) * 16 + hex_value(in[i + 2]));
+        if (c == '%' && i + 2 < len && textcode_hex_value((unsigned char)in[i + 1]) >= 0 &&
+            textcode_hex_value((unsigned char)in[i + 2]) >= 0) {
+            c = (unsigned char)(textcode_hex_value((unsigned char)in[i + 1]) * 16 +
+                                textcode_hex_value((unsigned char)in[i + 2]));
             i += 2;
         }
         out[o++] = c < 0x20 || c == 0x7f ? '?' : (char)c;

@@ -24,6 +24,7 @@
 #include "harimport.h"
 #include "codec.h"
 #include "errmsg.h"
+#include "textcode.h"
 
 #include <math.h>
 #include <stdbool.h>
@@ -305,21 +306,6 @@ fail:
     return NULL;
 }
 
-static int base64_value(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+')
-        return 62;
-    if (c == '/')
-        return 63;
-    return -1;
-}
-
 /* Standard base64 with '=' padding; false when malformed. *out malloc'd. */
 static bool base64_decode(const char *in, size_t len, unsigned char **out, size_t *out_len)
 {
@@ -338,7 +324,7 @@ static bool base64_decode(const char *in, size_t len, unsigned char **out, size_
             pad++;
             continue;
         }
-        v = base64_value((unsigned char)in[i]);
+        v = textcode_base64_value((unsigned char)in[i]);
         if (v < 0 || pad > 0)
             goto bad;
         acc = acc << 6 | (uint32_t)v;

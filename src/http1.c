@@ -19,6 +19,7 @@
  */
 #include "http1.h"
 #include "httptoken.h"
+#include "textcode.h"
 
 #include <arpa/inet.h>
 #include <string.h>
@@ -101,17 +102,6 @@ static bool is_field_vchar(unsigned char c)
 static bool is_field_char(unsigned char c)
 {
     return is_field_vchar(c) || is_ows(c);
-}
-
-static int hex_value(unsigned char c)
-{
-    if (is_digit(c))
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
 }
 
 /* Locale-independent: field names and tokens are ASCII (RFC 9110 5.1). */
@@ -874,14 +864,14 @@ static int chunk_step(struct http1_chunked *st, unsigned char c)
 
     switch (st->state) {
     case CS_SIZE_FIRST:
-        v = hex_value(c);
+        v = textcode_hex_value((unsigned char)c);
         if (v < 0)
             return -1;
         st->remaining = (uint64_t)v;
         st->state = CS_SIZE;
         return 0;
     case CS_SIZE:
-        v = hex_value(c);
+        v = textcode_hex_value((unsigned char)c);
         if (v >= 0) {
             if (st->line_bytes > MAX_CHUNK_SIZE_DIGITS)
                 return -1;

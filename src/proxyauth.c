@@ -17,6 +17,7 @@
 
 #include "errmsg.h"
 #include "keyfile.h"
+#include "textcode.h"
 
 #define DIGEST_BYTES 32
 /* RFC 1929: a username and a password of up to 255 bytes each. */
@@ -158,21 +159,6 @@ void proxyauth_free(struct proxyauth *auth)
     free(auth);
 }
 
-static int base64_value(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+')
-        return 62;
-    if (c == '/')
-        return 63;
-    return -1;
-}
-
 long proxyauth_base64_decode(const char *in, size_t in_len, unsigned char *out, size_t out_size)
 {
     size_t o = 0;
@@ -189,7 +175,7 @@ long proxyauth_base64_decode(const char *in, size_t in_len, unsigned char *out, 
         if (pad > 0 && !is_last)
             return -1;
         for (int k = 0; k < 4 - pad; k++) {
-            v[k] = base64_value(q[k]);
+            v[k] = textcode_base64_value(q[k]);
             if (v[k] < 0)
                 return -1;
             word |= (uint32_t)v[k] << (18 - 6 * k);

@@ -26,6 +26,7 @@
 #include "errmsg.h"
 #include "httptoken.h"
 #include "regexsearch.h"
+#include "textcode.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -131,17 +132,6 @@ static void tokens_free(struct line_tokens *lt)
     lt->count = 0;
 }
 
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* A raw control byte is refused everywhere (tab only as a separator or
  * inside quotes): a rule line is text, and escapes say what is meant. */
 static bool is_bad_raw_byte(unsigned char c)
@@ -234,8 +224,8 @@ static int tokenize(const char *line, size_t len, struct line_tokens *lt, struct
                             i += 2;
                             break;
                         case 'x':
-                            hi = i + 2 < len ? hex_value(line[i + 2]) : -1;
-                            lo = i + 3 < len ? hex_value(line[i + 3]) : -1;
+                            hi = i + 2 < len ? textcode_hex_value((unsigned char)line[i + 2]) : -1;
+                            lo = i + 3 < len ? textcode_hex_value((unsigned char)line[i + 3]) : -1;
                             if (hi < 0 || lo < 0) {
                                 perr_set(pe, col, "\\x needs two hex digits");
                                 goto out;

@@ -29,6 +29,7 @@
 #include "clock.h"
 #include "config.h"
 #include "errmsg.h"
+#include "textcode.h"
 
 #define CREDENTIAL_MAX_BYTES 512
 
@@ -40,14 +41,6 @@ struct upstreamproxy {
     const char *const *ignore;
     size_t ignore_count;
 };
-
-static int hex_value(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c = tolower(c);
-    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
 
 /* Percent-decodes in[len] into out (out_size > len). Returns the length or
  * -1 on a bad escape or a control byte. */
@@ -63,8 +56,8 @@ static long percent_decode(const char *in, size_t len, char *out, size_t out_siz
 
             if (i + 2 >= len)
                 return -1;
-            hi = hex_value((unsigned char)in[i + 1]);
-            lo = hex_value((unsigned char)in[i + 2]);
+            hi = textcode_hex_value((unsigned char)in[i + 1]);
+            lo = textcode_hex_value((unsigned char)in[i + 2]);
             if (hi < 0 || lo < 0)
                 return -1;
             c = hi * 16 + lo;
