@@ -161,6 +161,21 @@ static void begin_capture(struct session *s, struct request_ctx *rq, const char 
     rq->is_captured = true;
 }
 
+/* The TLS facts of both sides as a flow records them: the client side's
+ * own, the origin's borrowed from s->origin (valid while it stays open). */
+static void both_sides_tls(const struct session *s, struct flow_tls *tls)
+{
+    *tls = s->client_tls;
+    memcpy(tls->upstream_version, s->origin.tls.version, sizeof(tls->upstream_version));
+    memcpy(tls->upstream_cipher, s->origin.tls.cipher, sizeof(tls->upstream_cipher));
+    tls->cert_subject = s->origin.tls.cert_subject;
+    tls->cert_issuer = s->origin.tls.cert_issuer;
+    tls->cert_sans = s->origin.tls.cert_sans;
+    tls->cert_not_after = s->origin.tls.cert_not_after;
+    tls->verification = s->origin.tls.verification;
+    tls->strings = NULL;
+}
+
 /* Hands rq's flow to the store with the TLS facts of both sides and, when
  * the origin connection was opened for this exchange, its open times. */
 static void finish_capture(struct session *s, struct request_ctx *rq, int status, const char *error)
@@ -170,16 +185,8 @@ static void finish_capture(struct session *s, struct request_ctx *rq, int status
 
     if (!capture_is_on(&rq->cap))
         return; /* capture off: no facts to gather for a flow nobody keeps */
-    tls = s->client_tls;
     /* Borrowed: capture_finish() copies them. */
-    memcpy(tls.upstream_version, s->origin.tls.version, sizeof(tls.upstream_version));
-    memcpy(tls.upstream_cipher, s->origin.tls.cipher, sizeof(tls.upstream_cipher));
-    tls.cert_subject = s->origin.tls.cert_subject;
-    tls.cert_issuer = s->origin.tls.cert_issuer;
-    tls.cert_sans = s->origin.tls.cert_sans;
-    tls.cert_not_after = s->origin.tls.cert_not_after;
-    tls.verification = s->origin.tls.verification;
-    tls.strings = NULL;
+    both_sides_tls(s, &tls);
     origin_take_open_times(&s->origin, &conn.connected_at_us, &conn.tls_done_at_us);
     capture_finish(&rq->cap, &conn, status, error);
 }
@@ -1316,7 +1323,7 @@ static enum session_mode open_tunnel(struct session *s, size_t head_len, int64_t
 /* Both sides chose h2: every stream of the connection in h2relay. */
 static enum session_mode serve_h2(struct session *s)
 {
-    struct flow_tls tls = s->client_tls;
+    struct flow_tls tls;
     const char *site = s->reverse != NULL ? s->reverse->host : s->has_sni ? s->sni : s->tunnel_host;
     struct h2relay_env env = {
         .client = &s->client,
@@ -1338,14 +1345,7 @@ static enum session_mode serve_h2(struct session *s)
     };
 
     /* Borrowed for the relay's life: the origin stays open throughout. */
-    memcpy(tls.upstream_version, s->origin.tls.version, sizeof(tls.upstream_version));
-    memcpy(tls.upstream_cipher, s->origin.tls.cipher, sizeof(tls.upstream_cipher));
-    tls.cert_subject = s->origin.tls.cert_subject;
-    tls.cert_issuer = s->origin.tls.cert_issuer;
-    tls.cert_sans = s->origin.tls.cert_sans;
-    tls.cert_not_after = s->origin.tls.cert_not_after;
-    tls.verification = s->origin.tls.verification;
-    tls.strings = NULL;
+    both_sides_tls(s, &tls);
     origin_take_open_times(&s->origin, &env.connected_at_us, &env.tls_done_at_us);
     h2relay_run(&env);
     return SESSION_END;
