@@ -76,6 +76,7 @@
 #include "codec.h"
 #include "dashinteract.h"
 #include "embedded.h"
+#include "filter.h"
 #include "har.h"
 #include "harimport.h"
 #include "http1.h"
@@ -891,11 +892,29 @@ static void host_filter(const char *value, struct flowstore_filter *filter)
         filter->host_text = value;
 }
 
-/* The list's filters from the query string (host, method, status, type,
- * q, body, icase), for the list and the HAR export alike. NULL, or what is
- * wrong for a 400. The filter's texts point into the request. */
-static const char *parse_list_filter(struct MHD_Connection *conn, struct flowstore_filter *filter)
+/* A filter expression of the list (filter=, tapwire-filters(7)), compiled
+ * for one request; list_expr_free() after the listing. */
+struct list_expr {
+    struct filter *expr;
+    struct filter_sql sql;
+    char err[FILTER_ERROR_BYTES + 32];
+};
+
+static void list_expr_free(struct list_expr *le)
 {
+    filter_free(le->expr);
+    filter_sql_free(&le->sql);
+    le->expr = NULL;
+}
+
+/* The list's filters from the query string (host, method, status, type,
+ * q, body, icase, filter), for the list and the HAR export alike. NULL, or
+ * what is wrong for a 400. The filter's texts point into the request; the
+ * expression's compiled form into le (free it with list_expr_free()). */
+static const char *parse_list_filter(struct MHD_Connection *conn, struct flowstore_filter *filter,
+                                     struct list_expr *le)
+{
+    const char *expr = arg(conn, "filter");
     const char *status = arg(conn, "status");
     const char *body = NULL;
     size_t body_len = 0;
@@ -923,12 +942,26 @@ static const char *parse_list_filter(struct MHD_Connection *conn, struct flowsto
         filter->body_len = body_len;
         filter->is_body_nocase = icase != NULL && strcmp(icase, "1") == 0;
     }
+    memset(le, 0, sizeof(*le));
+    if (expr != NULL && expr[strspn(expr, " \t")] != '\0') {
+        char why[FILTER_ERROR_BYTES];
+        if (filter_parse(expr, strlen(expr), &le->expr, why, sizeof(why)) != 0 ||
+            filter_to_sql(le->expr, &le->sql, why, sizeof(why)) != 0) {
+            snprintf(le->err, sizeof(le->err), "filter: %s", why);
+            list_expr_free(le);
+            return le->err;
+        }
+        filter->expr = le->expr;
+        filter->expr_sql = &le->sql;
+        filter->expr_text = expr;
+    }
     return NULL;
 }
 
 static mhd_result api_list(struct dashboard *d, struct MHD_Connection *conn)
 {
     struct flowstore_filter filter = {0};
+    struct list_expr le = {0};
     struct flowstore_record **records = NULL;
     size_t count = 0, i;
     const char *limit = arg(conn, "limit");
@@ -947,12 +980,14 @@ static mhd_result api_list(struct dashboard *d, struct MHD_Connection *conn)
     }
     if (before != NULL && before[0] != '\0' && !parse_id(before, strlen(before), &filter.before_id))
         return send_error(conn, MHD_HTTP_BAD_REQUEST, "before must be a flow id");
-    if ((bad = parse_list_filter(conn, &filter)) != NULL)
+    if ((bad = parse_list_filter(conn, &filter, &le)) != NULL)
         return send_error(conn, MHD_HTTP_BAD_REQUEST, bad);
     if (flowstore_list(d->flows, &filter, &records, &count, err, sizeof(err)) != 0) {
+        list_expr_free(&le);
         log_warn("dashboard: %s", err);
         return send_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, err);
     }
+    list_expr_free(&le);
     root = json_object();
     flows = json_array();
     ret = MHD_NO;
@@ -1212,11 +1247,15 @@ static mhd_result api_har(struct dashboard *d, struct MHD_Connection *conn)
 
     if (list == NULL || list[0] == '\0') {
         struct flowstore_filter filter = {0};
-        const char *bad = parse_list_filter(conn, &filter);
+        struct list_expr le;
+        const char *bad = parse_list_filter(conn, &filter, &le);
+        mhd_result sent;
 
         if (bad != NULL)
             return send_error(conn, MHD_HTTP_BAD_REQUEST, bad);
-        return send_har(d, conn, NULL, 0, &filter);
+        sent = send_har(d, conn, NULL, 0, &filter); /* the export compiles its own */
+        list_expr_free(&le);
+        return sent;
     }
     ids = malloc(HAR_MAX_FLOWS * sizeof(ids[0]));
     if (ids == NULL)

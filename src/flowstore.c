@@ -54,6 +54,7 @@
 #include <sqlite3.h>
 
 #include "db.h"
+#include "filter.h"
 #include "flowseg.h"
 #include "log.h"
 #include "searchtext.h"
@@ -2202,8 +2203,10 @@ static char *ascii_lower(const char *text)
     return copy;
 }
 
-#define LIST_MAX_PARAMS 16
-#define LIST_SQL_MAX_BYTES 4096 /* one statement, every filter set, is about 2,000 */
+/* Every fixed filter, and a filter expression's (filter.h bounds its
+ * terms, and so its SQL and parameters). */
+#define LIST_MAX_PARAMS (16 + 2 * FILTER_MAX_NODES)
+#define LIST_SQL_MAX_BYTES (4096 + 4 * FILTER_MAX_INPUT_BYTES)
 
 /*
  * A listing runs one statement per segment (flowseg.h), newest segment
@@ -2282,6 +2285,36 @@ static int param_bytes(struct list_query *q, bool is_blob, const void *data, siz
 static int param_text(struct list_query *q, const char *text)
 {
     return param_bytes(q, false, text, strlen(text));
+}
+
+/* " AND (where)" of a filter expression, its plain '?' placeholders
+ * numbered as the statement's next parameters (the statement numbers its
+ * own), outside quoted SQL text. */
+static void add_filter_sql(struct list_query *q, const struct filter_sql *fs)
+{
+    size_t next = 0;
+    char quote = 0;
+
+    query_add(q, " AND ");
+    for (const char *p = fs->where; *p != '\0' && !q->has_failed; p++) {
+        if (quote != 0) {
+            if (*p == quote)
+                quote = 0;
+            query_add(q, "%c", *p);
+        } else if (*p == '\'' || *p == '"') {
+            quote = *p;
+            query_add(q, "%c", *p);
+        } else if (*p == '?' && next < fs->param_count) {
+            const struct filter_sql_param *fp = &fs->params[next++];
+            int n = fp->type == FILTER_SQL_INT ? param_int(q, fp->number)
+                                               : param_bytes(q, false, fp->text, fp->len);
+            query_add(q, "?%d", n);
+        } else {
+            query_add(q, "%c", *p);
+        }
+    }
+    if (next != fs->param_count)
+        q->has_failed = true; /* the SQL and its parameters disagree */
 }
 
 /* What every segment's statement shares, made once per listing. */
@@ -2438,6 +2471,8 @@ static void build_segment_query(struct list_query *q, const struct flowstore_fil
                   ".resp_content_encoding END, ?%1$d, ?%2$d))))",
                   needle, nocase, seg);
     }
+    if (f->expr_sql != NULL)
+        add_filter_sql(q, f->expr_sql);
     query_add(q, " ORDER BY %s %s LIMIT ?%d", id, f->is_oldest_first ? "ASC" : "DESC",
               param_int(q, (int64_t)limit));
 }
@@ -2481,6 +2516,67 @@ static int read_segments(struct flowstore *store, struct list_segment *segs, siz
     return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : -1;
 }
 
+static int get_record_locked(struct flowstore *store, int64_t id, struct flowstore_record **out,
+                             char *err, size_t err_len);
+static int get_body_locked(struct flowstore *store, int64_t id, enum flowstore_direction direction,
+                           unsigned char **data, size_t *len, char *err, size_t err_len);
+
+/* A body of rec read whole into its flow, for the evaluator. */
+static int load_body(struct flowstore *store, struct flowstore_record *rec,
+                     enum flowstore_direction direction, char *err, size_t err_len)
+{
+    struct flow_body *b =
+        direction == FLOWSTORE_REQUEST ? &rec->flow.request_body : &rec->flow.response_body;
+    unsigned char *data = NULL;
+    size_t len = 0;
+
+    if (get_body_locked(store, rec->flow.id, direction, &data, &len, err, err_len) != 0)
+        return -1;
+    free(b->data);
+    b->data = data;
+    b->len = b->capacity = len;
+    return 0;
+}
+
+/* Whether the flow of the listed *rec matches the filter expression: read
+ * in full first (header sections, bodies) when the expression reads them,
+ * *rec then replaced by the full record (its bodies dropped again: the
+ * list carries none). Returns 1, 0, or -1 with err. */
+static int matches_expr(struct flowstore *store, const struct filter *expr,
+                        struct flowstore_record **rec, char *err, size_t err_len)
+{
+    unsigned needs = filter_needs(expr);
+    struct flowstore_record *full = NULL;
+    char why[FILTER_ERROR_BYTES];
+    int m;
+
+    if (needs & (FILTER_NEEDS_REQUEST_HEADERS | FILTER_NEEDS_RESPONSE_HEADERS |
+                 FILTER_NEEDS_REQUEST_BODY | FILTER_NEEDS_RESPONSE_BODY)) {
+        if (get_record_locked(store, (*rec)->flow.id, &full, err, err_len) != 0)
+            return -1;
+        if (full == NULL)
+            return 0; /* deleted meanwhile */
+        if (((needs & FILTER_NEEDS_REQUEST_BODY) &&
+             load_body(store, full, FLOWSTORE_REQUEST, err, err_len) != 0) ||
+            ((needs & FILTER_NEEDS_RESPONSE_BODY) &&
+             load_body(store, full, FLOWSTORE_RESPONSE, err, err_len) != 0)) {
+            flowstore_record_free(full);
+            return -1;
+        }
+        flowstore_record_free(*rec);
+        *rec = full;
+    }
+    /* -1 (a regex limit, the time budget) counts as no match. */
+    m = filter_match(expr, &(*rec)->flow, why, sizeof(why));
+    for (int side = 0; side < 2; side++) {
+        struct flow_body *b = side == 0 ? &(*rec)->flow.request_body : &(*rec)->flow.response_body;
+        free(b->data);
+        b->data = NULL;
+        b->len = b->capacity = 0;
+    }
+    return m == 1 ? 1 : 0;
+}
+
 /* Runs one segment's statement, appending at most limit records to
  * out[*n..]. Called with read_lock held. */
 static int run_segment_query(struct flowstore *store, const struct flowstore_filter *f,
@@ -2488,25 +2584,46 @@ static int run_segment_query(struct flowstore *store, const struct flowstore_fil
                              size_t limit, struct flowstore_record **out, size_t *n, char *err,
                              size_t err_len)
 {
-    struct list_query q;
+    struct list_query *q = malloc(sizeof(*q)); /* 20 KiB: not on a server thread's stack */
     sqlite3_stmt *stmt = NULL;
     size_t got = 0;
+    bool is_eval = f->expr != NULL && f->expr_sql != NULL && f->expr_sql->needs_eval;
     int rc;
     int ret = -1;
 
-    build_segment_query(&q, f, t, seg, source, limit);
-    if (q.has_failed) {
+    if (q == NULL) {
+        errmsg_set(err, err_len, "flowstore: out of memory");
+        return -1;
+    }
+    /* Rows the SQL cannot decide are read on, up to the scan bound, for
+     * the evaluator to keep a page of. */
+    build_segment_query(q, f, t, seg, source, is_eval ? FLOWSTORE_FILTER_SCAN_ROWS : limit);
+    if (q->has_failed) {
         errmsg_set(err, err_len, "flowstore: listing flows: the query is too long");
         goto out;
     }
-    rc = sqlite3_prepare_v2(store->rdb, q.sql, -1, &stmt, NULL);
+    rc = sqlite3_prepare_v2(store->rdb, q->sql, -1, &stmt, NULL);
     if (rc == SQLITE_OK)
-        rc = bind_list_query(stmt, &q);
+        rc = bind_list_query(stmt, q);
     while (rc == SQLITE_OK && got < limit && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
         out[*n] = read_record(stmt);
         if (out[*n] == NULL) {
             errmsg_set(err, err_len, "flowstore: out of memory");
             goto out;
+        }
+        if (is_eval) {
+            int m = matches_expr(store, f->expr, &out[*n], err, err_len);
+            if (m < 0) {
+                flowstore_record_free(out[*n]);
+                out[*n] = NULL;
+                goto out;
+            }
+            if (m == 0) {
+                flowstore_record_free(out[*n]);
+                out[*n] = NULL;
+                rc = SQLITE_OK;
+                continue;
+            }
         }
         (*n)++;
         got++;
@@ -2520,6 +2637,7 @@ static int run_segment_query(struct flowstore *store, const struct flowstore_fil
     ret = 0;
 out:
     sqlite3_finalize(stmt);
+    free(q);
     return ret;
 }
 
@@ -2630,15 +2748,15 @@ out:
     return ret;
 }
 
-int flowstore_get(struct flowstore *store, int64_t id, struct flowstore_record **out, char *err,
-                  size_t err_len)
+/* flowstore_get() for a caller that holds read_lock. */
+static int get_record_locked(struct flowstore *store, int64_t id, struct flowstore_record **out,
+                             char *err, size_t err_len)
 {
     sqlite3_stmt *stmt = store->get_stmt;
     int rc;
     int ret = -1;
 
     *out = NULL;
-    pthread_mutex_lock(&store->read_lock);
     rc = sqlite3_bind_int64(stmt, 1, id);
     if (rc == SQLITE_OK)
         rc = sqlite3_step(stmt);
@@ -2657,12 +2775,23 @@ int flowstore_get(struct flowstore *store, int64_t id, struct flowstore_record *
 out:
     sqlite3_reset(stmt);
     sqlite3_clear_bindings(stmt);
+    return ret;
+}
+
+int flowstore_get(struct flowstore *store, int64_t id, struct flowstore_record **out, char *err,
+                  size_t err_len)
+{
+    int ret;
+
+    pthread_mutex_lock(&store->read_lock);
+    ret = get_record_locked(store, id, out, err, err_len);
     pthread_mutex_unlock(&store->read_lock);
     return ret;
 }
 
-int flowstore_get_body(struct flowstore *store, int64_t id, enum flowstore_direction direction,
-                       unsigned char **data, size_t *len, char *err, size_t err_len)
+/* flowstore_get_body() for a caller that holds read_lock. */
+static int get_body_locked(struct flowstore *store, int64_t id, enum flowstore_direction direction,
+                           unsigned char **data, size_t *len, char *err, size_t err_len)
 {
     sqlite3_stmt *stmt = store->get_body_stmt;
     int rc;
@@ -2673,7 +2802,6 @@ int flowstore_get_body(struct flowstore *store, int64_t id, enum flowstore_direc
     /* Any other value would name a key of another flow's bodies. */
     if ((unsigned)direction > FLOWSTORE_RESPONSE_ORIGINAL)
         return 0;
-    pthread_mutex_lock(&store->read_lock);
     rc = sqlite3_bind_int64(stmt, 1, id);
     if (rc == SQLITE_OK)
         rc = sqlite3_bind_int(stmt, 2, (int)direction);
@@ -2701,6 +2829,16 @@ int flowstore_get_body(struct flowstore *store, int64_t id, enum flowstore_direc
 out:
     sqlite3_reset(stmt);
     sqlite3_clear_bindings(stmt);
+    return ret;
+}
+
+int flowstore_get_body(struct flowstore *store, int64_t id, enum flowstore_direction direction,
+                       unsigned char **data, size_t *len, char *err, size_t err_len)
+{
+    int ret;
+
+    pthread_mutex_lock(&store->read_lock);
+    ret = get_body_locked(store, id, direction, data, len, err, err_len);
     pthread_mutex_unlock(&store->read_lock);
     return ret;
 }

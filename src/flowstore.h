@@ -125,6 +125,11 @@ void flowstore_records_free(struct flowstore_record **records, size_t count);
 
 /* What flowstore_list() returns. Zero / NULL fields do not filter, so a
  * zeroed filter with a limit lists the newest flows. */
+#define FLOWSTORE_FILTER_SCAN_ROWS 5000
+
+struct filter;
+struct filter_sql;
+
 struct flowstore_filter {
     int64_t before_id;        /* cursor: only ids below this; 0 for none */
     int64_t after_id;         /* only ids above this; 0 for none */
@@ -142,6 +147,14 @@ struct flowstore_filter {
                                  (flowstore_set_body_decoder()), decoded */
     size_t body_len;          /* 0: no body search */
     bool is_body_nocase;      /* ASCII letters in body_bytes match either case */
+    /* A filter expression (filter.h, tapwire-filters(7)) and its SQL form;
+     * both NULL for none. When the SQL is not exact, the rows it selects are
+     * checked with filter_match(), at most FLOWSTORE_FILTER_SCAN_ROWS of
+     * them per segment and call (the newest first): a rare match further
+     * back is found by paging on with before_id. */
+    const struct filter *expr;
+    const struct filter_sql *expr_sql;
+    const char *expr_text; /* the expression as written (a HAR export compiles its own) */
 };
 
 /*

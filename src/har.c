@@ -13,6 +13,7 @@
 #include "har.h"
 #include "harcookie.h"
 #include "errmsg.h"
+#include "filter.h"
 #include "jsontext.h"
 
 #include <inttypes.h>
@@ -56,10 +57,12 @@ struct har {
     size_t next_index;
     bool is_all;                    /* page through the newest flows */
     struct flowstore_filter filter; /* "all": which; its texts are owned copies */
-    char *texts[5];                 /* the copies behind filter's strings */
-    void *body_bytes;               /* the copy behind filter.body_bytes */
-    int64_t cursor;                 /* "all": the lowest id listed so far */
-    size_t remaining;               /* "all": flows still to list */
+    char *texts[6];                 /* the copies behind filter's strings */
+    struct filter *expr;            /* filter.expr: compiled again from its text */
+    struct filter_sql expr_sql;
+    void *body_bytes; /* the copy behind filter.body_bytes */
+    int64_t cursor;   /* "all": the lowest id listed so far */
+    size_t remaining; /* "all": flows still to list */
     size_t entries_done;
     char *piece;
 };
@@ -605,6 +608,8 @@ void har_close(struct har *har)
     for (size_t i = 0; i < sizeof(har->texts) / sizeof(har->texts[0]); i++)
         free(har->texts[i]);
     free(har->body_bytes);
+    filter_free(har->expr);
+    filter_sql_free(&har->expr_sql);
     free(har);
 }
 
@@ -635,6 +640,23 @@ int har_open_filtered(struct flowstore *store, const struct flowstore_filter *fi
         !keep_text(har, 2, &f->method) || !keep_text(har, 3, &f->content_type) ||
         !keep_text(har, 4, &f->url_text))
         goto fail;
+    f->expr = NULL;
+    f->expr_sql = NULL;
+    if (!keep_text(har, 5, &f->expr_text))
+        goto fail;
+    if (f->expr_text != NULL) {
+        /* The caller's compiled filter ends with its request; the export
+         * runs on, page by page, with its own. */
+        char why[FILTER_ERROR_BYTES];
+        if (filter_parse(f->expr_text, strlen(f->expr_text), &har->expr, why, sizeof(why)) != 0 ||
+            filter_to_sql(har->expr, &har->expr_sql, why, sizeof(why)) != 0) {
+            har_close(har);
+            errmsg_set(err, err_len, "har: the filter: %s", why);
+            return -1;
+        }
+        f->expr = har->expr;
+        f->expr_sql = &har->expr_sql;
+    }
     if (f->body_bytes != NULL && f->body_len > 0) {
         har->body_bytes = malloc(f->body_len);
         if (har->body_bytes == NULL)

@@ -28,7 +28,7 @@
     const EVENTS_RETRY_MIN_MS = 2000;
     const EVENTS_RETRY_MAX_MS = 60000;
     const TOAST_MS = 2500;
-    const FILTER_KEYS = ['host', 'method', 'status', 'type', 'q', 'body', 'bodycase'];
+    const FILTER_KEYS = ['host', 'method', 'status', 'type', 'q', 'body', 'bodycase', 'filter'];
     const TABS = ['request', 'response', 'messages', 'timing', 'tls', 'changes'];
     /* A live WebSocket conversation is asked for anew this often. */
     const WS_POLL_MS = 1000;
@@ -387,7 +387,8 @@
         if (flt.q && !(String(f.host || '') + String(f.path || '')).toLowerCase()
             .includes(flt.q.toLowerCase()))
             return false;
-        if (flt.body)
+        /* Only the server can tell for a body search or an expression. */
+        if (flt.body || flt.filter)
             return null;
         return true;
     }
