@@ -77,6 +77,7 @@
 #include "dashinteract.h"
 #include "embedded.h"
 #include "filter.h"
+#include "grpcmsg.h"
 #include "har.h"
 #include "harimport.h"
 #include "http1.h"
@@ -2378,12 +2379,30 @@ static mhd_result api_sql_examples(struct MHD_Connection *conn)
     return send_json(conn, MHD_HTTP_OK, list);
 }
 
+/* Bytes as a JSON string of hex digits (NULL when out of memory). */
+static json_t *hex_json(const unsigned char *data, size_t len)
+{
+    static const char digits[] = "0123456789abcdef";
+    char *hex = malloc(len * 2 + 1);
+    json_t *out = NULL;
+
+    if (hex == NULL)
+        return NULL;
+    for (size_t i = 0; i < len; i++) {
+        hex[i * 2] = digits[data[i] >> 4];
+        hex[i * 2 + 1] = digits[data[i] & 15];
+    }
+    hex[len * 2] = '\0';
+    out = jsontext_str(hex);
+    free(hex);
+    return out;
+}
+
 /* One WebSocket message as JSON: its payload as text when it is UTF-8,
  * else as hex; the page shows either as text, never as markup. */
 static json_t *ws_message_json(const struct flow_ws_message *m, size_t seq)
 {
     json_t *obj = json_object();
-    static const char digits[] = "0123456789abcdef";
     bool ok = obj != NULL;
 
     ok = ok && jsontext_set(obj, "seq", json_integer((json_int_t)seq));
@@ -2406,23 +2425,88 @@ static json_t *ws_message_json(const struct flow_ws_message *m, size_t seq)
     } else if (ok && m->opcode == WSFRAME_CLOSE) {
         ok = jsontext_set(obj, "text", jsontext_n((const char *)m->data + 2, m->len - 2));
     } else if (ok) {
-        char *hex = malloc(m->len * 2 + 1);
-        ok = hex != NULL;
-        for (size_t i = 0; ok && i < m->len; i++) {
-            hex[i * 2] = digits[m->data[i] >> 4];
-            hex[i * 2 + 1] = digits[m->data[i] & 15];
-        }
-        if (ok) {
-            hex[m->len * 2] = '\0';
-            ok = jsontext_set(obj, "hex", jsontext_str(hex));
-        }
-        free(hex);
+        ok = jsontext_set(obj, "hex", hex_json(m->data, m->len));
     }
     if (!ok) {
         json_decref(obj);
         return NULL;
     }
     return obj;
+}
+
+/* The gRPC messages of one body (grpcmsg.h): each with its compressed flag,
+ * length and the captured bytes, as text when UTF-8 and not compressed,
+ * else as hex (at most DASHBOARD_MAX_GRPC_BYTES of each). */
+static json_t *grpc_messages_json(const unsigned char *body, size_t len)
+{
+    struct grpcmsg *m = calloc(DASHBOARD_MAX_GRPC_MESSAGES, sizeof(*m));
+    json_t *list = json_array();
+    size_t rest = 0, n;
+    bool ok = m != NULL && list != NULL;
+
+    n = ok ? grpcmsg_split(body, len, m, DASHBOARD_MAX_GRPC_MESSAGES, &rest) : 0;
+    for (size_t i = 0; ok && i < n; i++) {
+        json_t *obj = json_object();
+        size_t shown =
+            m[i].captured < DASHBOARD_MAX_GRPC_BYTES ? m[i].captured : DASHBOARD_MAX_GRPC_BYTES;
+        ok = obj != NULL && jsontext_append(list, obj);
+        ok = ok && jsontext_set(obj, "compressed", json_boolean(m[i].is_compressed));
+        ok = ok && jsontext_set(obj, "length", json_integer(m[i].length));
+        ok = ok && jsontext_set(obj, "captured", json_integer((json_int_t)m[i].captured));
+        if (ok && !m[i].is_compressed && flow_is_text(m[i].data, shown))
+            ok = jsontext_set(obj, "text", jsontext_n((const char *)m[i].data, shown));
+        else if (ok)
+            ok = jsontext_set(obj, "hex", hex_json(m[i].data, shown));
+    }
+    free(m);
+    if (!ok) {
+        json_decref(list);
+        return NULL;
+    }
+    return list;
+}
+
+/* GET /api/flows/ID/grpc: a gRPC flow's messages, both ways, from the
+ * captured bodies (the last one may be cut at the capture limit). */
+static mhd_result api_grpc(struct dashboard *d, struct MHD_Connection *conn, int64_t id)
+{
+    struct flowstore_record *rec;
+    unsigned char *bodies[2] = {NULL, NULL};
+    size_t lens[2] = {0, 0};
+    json_t *root = NULL;
+    char err[512];
+    mhd_result ret = MHD_NO;
+    const char *type;
+
+    rec = find_flow(d, conn, id, &ret);
+    if (rec == NULL)
+        return ret;
+    type =
+        rec->request_content_type != NULL ? rec->request_content_type : rec->response_content_type;
+    if (type == NULL || !grpcmsg_is_grpc(type, strlen(type))) {
+        ret = send_error(conn, MHD_HTTP_NOT_FOUND, "not a gRPC flow");
+        goto out;
+    }
+    for (int i = 0; i < 2; i++) {
+        if (flowstore_get_body(d->flows, id, i == 0 ? FLOWSTORE_REQUEST : FLOWSTORE_RESPONSE,
+                               &bodies[i], &lens[i], err, sizeof(err)) != 0) {
+            log_warn("dashboard: %s", err);
+            ret = send_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, err);
+            goto out;
+        }
+    }
+    root = json_object();
+    if (root == NULL || !jsontext_set(root, "request", grpc_messages_json(bodies[0], lens[0])) ||
+        !jsontext_set(root, "response", grpc_messages_json(bodies[1], lens[1])))
+        goto out;
+    ret = send_json(conn, MHD_HTTP_OK, root);
+    root = NULL;
+out:
+    json_decref(root);
+    free(bodies[0]);
+    free(bodies[1]);
+    flowstore_record_free(rec);
+    return ret;
 }
 
 /* GET /api/flows/ID/messages[?from=SEQ]: a WebSocket flow's messages. */
@@ -2515,6 +2599,8 @@ static mhd_result route_api(struct dashboard *d, struct MHD_Connection *conn, co
             return is_read ? api_flow_har(d, conn, id) : send_not_allowed(conn, "GET, HEAD");
         if (strcmp(rest, "/messages") == 0)
             return is_read ? api_ws_messages(d, conn, id) : send_not_allowed(conn, "GET, HEAD");
+        if (strcmp(rest, "/grpc") == 0)
+            return is_read ? api_grpc(d, conn, id) : send_not_allowed(conn, "GET, HEAD");
         return send_error(conn, MHD_HTTP_NOT_FOUND, "no such API endpoint");
     }
     if (strcmp(path, "/rules") == 0 || strncmp(path, "/rules/", 7) == 0)

@@ -43,8 +43,11 @@
 #define DASHBOARD_SSE_MAX_MS (10 * 60 * 1000) /* then EventSource reconnects */
 #define DASHBOARD_SSE_FLOWS_PER_READ 100
 #define DASHBOARD_MAX_DECODED_BYTES (64 * 1024 * 1024) /* ?decode=1 output, zip bombs */
-#define DASHBOARD_MAX_STATIC_BYTES (8 * 1024 * 1024)   /* a --web-root file */
-#define DASHBOARD_MAX_JSON_BODY_BYTES (64 * 1024)      /* a request body (rules API) */
+/* GET /api/flows/ID/grpc: messages listed per body, and bytes shown of each. */
+#define DASHBOARD_MAX_GRPC_MESSAGES 1000
+#define DASHBOARD_MAX_GRPC_BYTES 4096
+#define DASHBOARD_MAX_STATIC_BYTES (8 * 1024 * 1024) /* a --web-root file */
+#define DASHBOARD_MAX_JSON_BODY_BYTES (64 * 1024)    /* a request body (rules API) */
 /* A HAR file to import (POST /api/har); jansson holds a few times this
  * while it is read, and one import runs at a time. */
 #define DASHBOARD_MAX_HAR_BYTES (32 * 1024 * 1024)

@@ -1165,11 +1165,57 @@
         if (!changed && state.tab === 'changes')
             selectTab('response');
         const isWs = d.kind === 'websocket';
-        $('tab-messages').hidden = !isWs;
+        const isGrpc = isGrpcFlow(d);
+        $('tab-messages').hidden = !isWs && !isGrpc;
         if (isWs)
             renderConversation($('panel-messages'), d, gen);
+        else if (isGrpc)
+            renderGrpc($('panel-messages'), d, gen);
         else if (state.tab === 'messages')
             selectTab('response');
+    }
+
+    function isGrpcFlow(d) {
+        const types = [d.request && d.request.body && d.request.body.content_type,
+            d.response && d.response.body && d.response.body.content_type];
+        return types.some((t) => /^application\/grpc(\+|;|$)/i.test(String(t || '')));
+    }
+
+    /* A gRPC call's length-prefixed messages, request first, as text (or
+     * hex when binary or compressed), never as markup. */
+    async function renderGrpc(panel, d, gen) {
+        clear(panel);
+        const status = el('p', { class: 'muted', text: 'Loading gRPC messages\u2026' });
+        const list = el('ol', { class: 'ws-messages', 'aria-label': 'gRPC messages' });
+        panel.appendChild(status);
+        panel.appendChild(list);
+        let r;
+        try {
+            r = await apiJSON('/api/flows/' + encodeURIComponent(d.id) + '/grpc');
+        } catch (e) {
+            if (gen === state.detailGen)
+                status.textContent = 'Could not load the gRPC messages: ' + e.message;
+            return;
+        }
+        if (gen !== state.detailGen)
+            return;
+        let count = 0;
+        for (const [side, fromClient] of [['request', true], ['response', false]]) {
+            for (const m of r[side] || []) {
+                const size = humanSize(m.length) + (m.compressed ? ' compressed' : '') +
+                    (m.captured < m.length ? ', ' + humanSize(m.captured) + ' captured' : '');
+                const head = el('div', { class: 'ws-head' },
+                    el('span', { class: 'ws-dir', text: fromClient ? '\u2192 request message' : '\u2190 response message' }),
+                    el('span', { class: 'muted', text: size }));
+                const body = m.text !== undefined
+                    ? el('pre', { class: 'ws-body mono', text: m.text })
+                    : el('pre', { class: 'ws-body mono ws-hex', text: m.hex || '' });
+                list.appendChild(el('li', { class: 'ws-msg ' + (fromClient ? 'ws-up' : 'ws-down') }, head, body));
+                count++;
+            }
+        }
+        status.textContent = count === 0 ? 'No gRPC messages.' :
+            count + ' gRPC message' + (count === 1 ? '' : 's') + (d.error ? '; ' + d.error : '');
     }
 
     /* A WebSocket flow's messages as a conversation, fetched from the last

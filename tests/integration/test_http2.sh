@@ -103,6 +103,16 @@ check_eq "gRPC: the failed call is a flow with its status as the error, under HT
     "$(flows_where "status = 200 and error = 'grpc-status 7 (PERMISSION_DENIED): no entry for you'")"
 check_eq "gRPC: the calls that succeeded carry no error" 3 \
     "$(flows_where "target like '/test.Echo/%' and error is null")"
+unary_id=$(sqlite3 "file:$PROXY_DATA/tapwire.db?mode=ro" \
+    "select id from flows where target = '/test.Echo/Unary' and error is null")
+check_eq "gRPC: the dashboard splits the call's messages" "hi -> echo:hi" \
+    "$(dash_json "/api/flows/$unary_id/grpc" 'd["request"][0]["text"] + " -> " + d["response"][0]["text"]')"
+stream_id=$(sqlite3 "file:$PROXY_DATA/tapwire.db?mode=ro" \
+    "select id from flows where target = '/test.Echo/Stream'")
+check_eq "gRPC: a server stream's messages one by one" "item-0,item-1,item-2" \
+    "$(dash_json "/api/flows/$stream_id/grpc" '",".join(m["text"] for m in d["response"])')"
+check_match "gRPC: a flow that is not gRPC has none" "not a gRPC flow" \
+    "$(dcurl -H "X-Tapwire-Token: $TOKEN" "$D/api/flows/1/grpc")"
 
 # ---- a reverse proxy in front of an h2 origin speaks h2 on both sides ----
 out=$(dcurl --http2 --cacert "$PROXY_CA" -o "$tmp/rev.got" -w '%{http_version} %{http_code}' \
