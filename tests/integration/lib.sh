@@ -306,6 +306,20 @@ make_pki() {
     bash "$LIB_DIR/make-test-pki.sh" "$PKI" || bail "make-test-pki.sh failed"
 }
 
+# make_localhost_leaf: $tmp/localhost.pem and $tmp/localhost-key.pem, a leaf
+# of the test CA for "localhost" (the one name that resolves here without
+# help), 127.0.0.1 and ::1. After make_pki.
+make_localhost_leaf() {
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
+        -keyout "$tmp/localhost-key.pem" -out "$tmp/localhost.csr" 2> /dev/null ||
+        bail "cannot make a key for localhost"
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1\nextendedKeyUsage=serverAuth\n' \
+        > "$tmp/localhost.ext"
+    openssl x509 -req -in "$tmp/localhost.csr" -CA "$PKI/ca.pem" -CAkey "$PKI/ca-key.pem" \
+        -CAcreateserial -CAserial "$tmp/ca.srl" -days 30 -extfile "$tmp/localhost.ext" \
+        -out "$tmp/localhost.pem" 2> /dev/null || bail "cannot sign the localhost leaf"
+}
+
 # ---- peers ----
 
 # start_origin VAR [origin options...]: starts the test origin on an ephemeral

@@ -39,14 +39,7 @@ TOKEN=transparent-test-token-0123456789
 ip link set lo up || bail "cannot bring up lo in the namespace"
 
 make_pki
-openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
-    -keyout "$tmp/localhost-key.pem" -out "$tmp/localhost.csr" 2> /dev/null ||
-    bail "cannot make a key for localhost"
-printf 'subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1\nextendedKeyUsage=serverAuth\n' \
-    > "$tmp/localhost.ext"
-openssl x509 -req -in "$tmp/localhost.csr" -CA "$PKI/ca.pem" -CAkey "$PKI/ca-key.pem" \
-    -CAcreateserial -CAserial "$tmp/ca.srl" -days 30 -extfile "$tmp/localhost.ext" \
-    -out "$tmp/localhost.pem" 2> /dev/null || bail "cannot sign the localhost leaf"
+make_localhost_leaf
 
 start_origin PLAIN_PORT
 start_origin TLS_PORT --tls "$tmp/localhost.pem" "$tmp/localhost-key.pem"
