@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "flow.h"
+#include "origin.h"
 #include "rules.h"
 #include "stream.h"
 
@@ -36,7 +37,14 @@ struct flowstore;
 
 struct h2relay_env {
     struct stream *client; /* TLS, h2 selected */
-    struct stream *origin; /* TLS, h2 selected */
+    struct stream *origin; /* TLS, h2 selected; NULL: an HTTP/1.1-only origin (below) */
+    /* The origin speaks only HTTP/1.1 (origin NULL): every stream's request
+     * is translated by h2bridge and sent over HTTP/1.1 connections to
+     * bridge_target, the first of them bridge_first when it is open. */
+    const struct origin_settings *bridge_settings;
+    struct origin_target bridge_target;
+    struct origin *bridge_first;
+    const char *scheme; /* the origin's, for the flows; NULL: "https" */
     const char *client_name;
     const char *listener; /* how the client came in, for the flows */
     const char *site;     /* the host the flows name (SNI, else the tunnel's host) */
@@ -58,7 +66,8 @@ struct h2relay_env {
 };
 
 /*
- * Relays until either connection ends, the relay idles out or the process
+ * Relays until either connection ends (with an HTTP/1.1-only origin: the
+ * client's), the relay idles out or the process
  * shuts down (the streams' cancel fd). Every stream's exchange is logged and
  * recorded. Returns 0, or -1 when a connection failed (logged).
  */
