@@ -54,8 +54,10 @@ struct conn {
     uint64_t resp_left; /* HTTP1_BODY_LENGTH */
     struct http1_chunked *chunked;
     bool resp_keep_alive;
-    int64_t deadline_ms; /* 0: none; else when an origin that makes no progress fails */
-    int poll_index;      /* in the last h2bridge_pollfds(), or -1 */
+    int64_t deadline_ms;  /* 0: none; else when an origin that makes no progress fails */
+    int poll_index;       /* in the last h2bridge_pollfds(), or -1 */
+    bool is_reused;       /* it served a request before this one */
+    uint64_t read_before; /* the stream's bytes_read when this request started */
 };
 
 struct h2bridge {
@@ -191,6 +193,31 @@ static void conn_close(struct conn *c)
     c->o = &c->own;
     conn_reset(c);
     c->state = CONN_CLOSED;
+    c->is_reused = false;
+}
+
+/* A kept-alive connection the origin closed just before we used it: a
+ * request without a body, of which nothing came back, goes again on a
+ * fresh connection (RFC 9112 9.3.1), first in line. Returns 0 when it was
+ * requeued (c closed), -1 when it cannot be. */
+static int conn_retry(struct h2bridge *b, struct conn *c)
+{
+    struct waiting *w;
+
+    if (!c->is_reused || c->req_body != MESSAGE_BODY_NONE || c->resp != RESP_HEAD ||
+        c->o->stream.bytes_read != c->read_before || (w = calloc(1, sizeof(*w))) == NULL)
+        return -1;
+    w->stream = c->stream;
+    w->req = c->req;
+    memset(&c->req, 0, sizeof(c->req));
+    w->next = b->wait_head;
+    b->wait_head = w;
+    if (b->wait_tail == &b->wait_head)
+        b->wait_tail = &w->next;
+    b->waiting++;
+    c->stream = NULL;
+    conn_close(c);
+    return 0;
 }
 
 /* The stream is given up: the connection closes (the exchange on it is
@@ -215,6 +242,7 @@ static void conn_finish(struct h2bridge *b, struct conn *c, const struct message
     if (is_reusable) {
         conn_reset(c);
         c->state = CONN_IDLE;
+        c->is_reused = true;
     } else {
         conn_close(c);
     }
@@ -251,6 +279,7 @@ static int conn_start(struct h2bridge *b, struct conn *c, void *stream, struct m
     }
     c->req_body = c->req.body;
     c->req_left = c->req.content_length;
+    c->read_before = c->o->stream.bytes_read;
     c->resp = RESP_HEAD;
     c->out_want = POLLOUT;
     c->deadline_ms = clock_mono_ms() + b->env.io_ms;
@@ -362,6 +391,8 @@ static int conn_write(struct h2bridge *b, struct conn *c, bool *has_moved)
                                       c->out.len - c->out_off, &want);
         if (n < 0) {
             char why[200];
+            if (conn_retry(b, c) == 0)
+                return -1;
             snprintf(why, sizeof(why), "writing to the origin failed: %s",
                      c->o->stream.error[0] ? c->o->stream.error : "connection closed");
             conn_fail(b, c, 502, why);
@@ -517,6 +548,8 @@ static int conn_read(struct h2bridge *b, struct conn *c, bool *has_moved)
             conn_finish(b, c, &(struct message_fields){NULL, 0});
             return -1;
         }
+        if (conn_retry(b, c) == 0)
+            return -1;
         conn_fail(b, c, 502,
                   got == STREAM_EOF
                       ? (c->resp == RESP_HEAD ? "the origin closed the connection without answering"

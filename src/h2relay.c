@@ -554,6 +554,7 @@ static int submit_to_bridge(struct h2ex *ex, const struct message *sent)
     }
     ex->origin_id = 1; /* no origin stream: marks the request as gone to the bridge */
     ex->origin_closed = false;
+
     if (ex->up_ended) {
         const struct exchange_capture *hooks = capture_hooks(&ex->cap);
         if (hooks && hooks->ops->moment)
@@ -642,6 +643,16 @@ static int start_exchange(struct h2ex *ex)
              (int)(ex->authority ? strlen(ex->authority) : 0), ex->authority ? ex->authority : "",
              (int)sent->target_len, sent->target);
     begin_record(ex, sent, changed > 0 ? &view : NULL, new_path != NULL ? strdup(ex->path) : NULL);
+    /* A client waiting for 100 (RFC 9110 10.1.1) is told to go on now, as
+     * the HTTP/1.1 path does: the body is wanted at once, by the body
+     * rules or by the bridge (where Expect does not go on), and an h2
+     * origin's own 100 is not passed on. */
+    const struct message_field *expect = message_find(sent, "expect");
+    if (expect != NULL && !ex->up_ended && expect->value_len == 12 &&
+        strncasecmp(expect->value, "100-continue", 12) == 0) {
+        nghttp2_nv go_on = nv_of(":status", 7, "100", 3);
+        nghttp2_submit_headers(r->client, NGHTTP2_FLAG_NONE, ex->client_id, NULL, &go_on, 1, NULL);
+    }
     if (rw != NULL && !ex->up_ended && rw->ops->wants_body(rw->arg)) {
         /* The body rules want the request body: it goes out with its head
          * once it is whole and rewritten (finish_holding()). */

@@ -1,11 +1,12 @@
 #!/usr/bin/python3
 """An HTTP/2 client that offers only h2, for the translation tests (stdlib only).
 
-Usage: h2_bridge_peer.py PROXY_PORT|- HOST:PORT SNI CA_FILE MODE
+Usage: h2_bridge_peer.py PROXY_PORT|- HOST:PORT SNI CA_FILE MODE PATH [AUTHORITY]
 
 With a PROXY_PORT it opens a CONNECT tunnel through tapwire to HOST:PORT,
 else it connects to HOST:PORT (a --reverse listener). It speaks TLS with
-ALPN "h2" alone, sends the request MODE names on stream 1 and prints what
+ALPN "h2" alone, sends the request MODE names on stream 1 (:authority is
+SNI unless AUTHORITY names another, as a client coalescing would) and prints what
 came back, one item per line: "alpn PROTO", "status N" (a response HEADERS
 frame: :status read from HPACK's static table), "body N SHA256" (the DATA
 bytes of stream 1 when it ended), "rst CODE" (RST_STREAM on stream 1),
@@ -13,6 +14,7 @@ bytes of stream 1 when it ended), "rst CODE" (RST_STREAM on stream 1),
 
 Modes:
   get PATH            a GET
+  show PATH           a GET, the body printed after its "body" line
   cl-mismatch PATH    a POST declaring content-length 5 whose DATA carries a
                       whole second HTTP/1.1 request after those 5 bytes
   crlf-value PATH     a GET with a field value carrying CR LF and a second
@@ -76,10 +78,10 @@ def main():
     print("alpn", tls.selected_alpn_protocol())
     if tls.selected_alpn_protocol() != "h2":
         return
-    authority = sni.encode()
+    authority = (sys.argv[7] if len(sys.argv) > 7 else sni).encode()
     path = path.encode()
     out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(SETTINGS, 0, 0)
-    if mode == "get":
+    if mode in ("get", "show"):
         out += frame(HEADERS, END_STREAM | END_HEADERS, 1, request_block(b"GET", path, authority))
     elif mode == "cl-mismatch":
         smuggled = b"GET /smuggled HTTP/1.1\r\nHost: " + authority + b"\r\n\r\n"
@@ -125,6 +127,8 @@ def main():
                     print("status other")
                 if flags & END_STREAM:
                     print("body", len(body), hashlib.sha256(body).hexdigest())
+                    if mode == "show":
+                        sys.stdout.write(body.decode("latin-1"))
                     return
             elif ftype == DATA and stream == 1:
                 body += payload
@@ -133,6 +137,8 @@ def main():
                                 + frame(WINDOW, 0, 1, struct.pack(">I", len(payload))))
                 if flags & END_STREAM:
                     print("body", len(body), hashlib.sha256(body).hexdigest())
+                    if mode == "show":
+                        sys.stdout.write(body.decode("latin-1"))
                     return
             elif ftype == RST and stream == 1:
                 print("rst", struct.unpack(">I", payload[:4])[0])

@@ -115,6 +115,10 @@ out=$(rcurl "$REV_PLAIN" --data-binary @"$tmp/up.bin" -w ' %{http_version}' "$P/
 check_eq "POST with content-length: the origin got the body whole" "$want 2" "$out"
 out=$(rcurl "$REV_PLAIN" -X POST -T - -w ' %{http_version}' "$P/sha256" < "$tmp/up.bin")
 check_eq "POST without content-length (sent chunked): the origin got the body whole" "$want 2" "$out"
+out=$(rcurl "$REV_PLAIN" -H 'Expect: 100-continue' --data-binary @"$tmp/up.bin" \
+    -w ' %{http_version} %{time_total}' "$P/sha256")
+check_match "Expect: 100-continue: tapwire says 100 at once (curl would wait a second)" \
+    "^$want 2 0\.[0-7][0-9]*\$" "$out"
 out=$(rcurl "$REV_TLS" --data-binary @"$tmp/up.bin" -w ' %{http_version}' "$T/sha256")
 check_eq "POST to the https origin: the body whole" "$want 2" "$out"
 
@@ -184,6 +188,11 @@ out=$(timeout 30 "$PY" "$PEER" "$PROXY_PORT" "localhost:$TLS_PORT" localhost "$P
     tr '\n' ' ')
 check_eq "CONNECT, a client offering only h2: it gets h2 and the origin's answer" \
     "alpn h2 status 200 body 100 $(pattern_sha 100) " "$out"
+out=$(timeout 30 "$PY" "$PEER" "$PROXY_PORT" "localhost:$TLS_PORT" localhost "$PROXY_CA" show /headers \
+    other.test:8443 | tr -d '\r')
+check_match "a stream for another authority (coalescing) goes to the tunnel's origin, answered" \
+    '^status 200$' "$out"
+check_match "... with that authority as its Host" '^Host: other\.test:8443$' "$out"
 out=$(timeout 30 "$PY" "$PEER" - "127.0.0.1:$REV_PLAIN" localhost "$PROXY_CA" get /conn | tr '\n' ' ')
 check_match "reverse, a client offering only h2: answered" '^alpn h2 status 200 body ' "$out"
 

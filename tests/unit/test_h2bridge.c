@@ -6,6 +6,8 @@
  * body longer than its content-length never passed on).
  */
 #include <CUnit/Basic.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -209,7 +211,7 @@ struct rig {
     int peer; /* the origin's end */
 };
 
-static void rig_open(struct rig *g)
+static void rig_open_to(struct rig *g, const char *host, uint16_t port)
 {
     int sv[2];
 
@@ -223,13 +225,18 @@ static void rig_open(struct rig *g)
     struct h2bridge_env env = {
         .ops = &fake_ops,
         .settings = &g->settings,
-        .target = {.host = "example.test", .port = 80},
+        .target = {.host = host, .port = port},
         .first = &g->first,
         .client_name = "test",
         .io_ms = 2000,
     };
     g->b = h2bridge_new(&env);
     CU_ASSERT_PTR_NOT_NULL_FATAL(g->b);
+}
+
+static void rig_open(struct rig *g)
+{
+    rig_open_to(g, "example.test", 80);
 }
 
 static void rig_close(struct rig *g)
@@ -366,6 +373,59 @@ static void test_an_origin_that_closes_without_answering_gives_502(void)
     rig_close(&g);
 }
 
+/* A loopback listener standing for the origin's next connection. */
+static int listen_loopback(uint16_t *port)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(a);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    CU_ASSERT_FATAL(fd >= 0);
+    CU_ASSERT_FATAL(bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0);
+    CU_ASSERT_FATAL(listen(fd, 4) == 0);
+    CU_ASSERT_FATAL(getsockname(fd, (struct sockaddr *)&a, &len) == 0);
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
+static void test_a_stale_kept_alive_connection_is_retried_on_a_fresh_one(void)
+{
+    struct rig g;
+    struct fake_stream f = {.failed_status = -1}, f2 = {.failed_status = -1};
+    struct message m = request("GET", "/one", "example.test", NULL, 0);
+    const char *why = NULL;
+    char wire[2048];
+    uint16_t port;
+    int lfd = listen_loopback(&port);
+    static const char answer[] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
+    rig_open_to(&g, "127.0.0.1", port);
+    CU_ASSERT_EQUAL(h2bridge_submit(g.b, &f, &m, &why), 0);
+    step_and_read(&g, wire, sizeof(wire));
+    CU_ASSERT_EQUAL(write(g.peer, answer, sizeof(answer) - 1), (ssize_t)(sizeof(answer) - 1));
+    step_and_read(&g, wire, sizeof(wire));
+    CU_ASSERT_TRUE(f.has_ended);
+    /* The origin drops the kept-alive connection; the next GET goes on. */
+    close(g.peer);
+    g.peer = -1;
+    m = request("GET", "/two", "example.test", NULL, 0);
+    CU_ASSERT_EQUAL(h2bridge_submit(g.b, &f2, &m, &why), 0);
+    h2bridge_step(g.b, NULL, 0);
+    h2bridge_step(g.b, NULL, 0);
+    CU_ASSERT_EQUAL(f2.failed_status, -1);
+    g.peer = accept(lfd, NULL, NULL);
+    CU_ASSERT_FATAL(g.peer >= 0);
+    step_and_read(&g, wire, sizeof(wire));
+    CU_ASSERT_PTR_NOT_NULL(strstr(wire, "GET /two HTTP/1.1\r\n"));
+    CU_ASSERT_EQUAL(write(g.peer, answer, sizeof(answer) - 1), (ssize_t)(sizeof(answer) - 1));
+    step_and_read(&g, wire, sizeof(wire));
+    CU_ASSERT_TRUE(f2.has_ended);
+    CU_ASSERT_EQUAL(f2.status, 200);
+    CU_ASSERT_EQUAL(f2.failed_status, -1);
+    rig_close(&g);
+    close(lfd);
+}
+
 #define ADD(s, t) CU_add_test(s, #t, t)
 
 int main(void)
@@ -381,7 +441,8 @@ int main(void)
         !ADD(suite, test_sends_http1_with_chunked_body_and_trailers) ||
         !ADD(suite, test_a_body_longer_than_its_content_length_never_goes_on) ||
         !ADD(suite, test_refuses_a_switch_of_protocols) ||
-        !ADD(suite, test_an_origin_that_closes_without_answering_gives_502))
+        !ADD(suite, test_an_origin_that_closes_without_answering_gives_502) ||
+        !ADD(suite, test_a_stale_kept_alive_connection_is_retried_on_a_fresh_one))
         goto out;
     return testutil_run();
 out:
