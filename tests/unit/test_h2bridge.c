@@ -137,7 +137,8 @@ static size_t fake_take_body(void *stream, char *buf, size_t len, bool *is_end)
 
     if (n > len)
         n = len;
-    memcpy(buf, f->body + f->taken, n);
+    if (n > 0)
+        memcpy(buf, f->body + f->taken, n);
     f->taken += n;
     *is_end = f->taken == f->body_len;
     return n;
