@@ -34,6 +34,7 @@
 #include "h2bridge.h"
 #include "log.h"
 #include "message.h"
+#include "reverse.h"
 #include "rewrite.h"
 #include "stacktrim.h"
 
@@ -600,6 +601,52 @@ static int submit_request_head(struct h2ex *ex, const struct message *sent)
     return 0;
 }
 
+/* --reverse-forwarded: the X-Forwarded-* fields (reverse.h) on the
+ * request, the client's :authority standing for the Host it sent (RFC 9113
+ * 8.3.1). Everything lives in the stream's arena. Returns 0, or -1 when
+ * out of memory. */
+static int add_forwarded(struct h2ex *ex, const char *client_authority, struct message *view)
+{
+    struct pool *pool = &ex->r->pool;
+    struct message_fields in = view->fields, out;
+    struct message_field *items = arena_alloc(&ex->text, pool, (in.count + 1) * sizeof(*items));
+    struct reverse_forwarded fw;
+    size_t n = 0;
+    int rc = -1;
+
+    if (items == NULL)
+        return -1;
+    for (size_t i = 0; i < in.count; i++)
+        items[n++] = in.items[i];
+    if (client_authority != NULL && message_fields_find(&in, "host") == NULL)
+        items[n++] = (struct message_field){"host", 4, client_authority, strlen(client_authority)};
+    in = (struct message_fields){items, n};
+    if (reverse_forwarded_fields(&in, ex->r->env->forwarded_for, true, &fw, &out) < 0)
+        return -1;
+    struct message_field *kept = arena_alloc(&ex->text, pool, out.count * sizeof(*kept));
+    size_t k = 0;
+    for (size_t i = 0; kept != NULL && i < out.count; i++) {
+        const struct message_field *f = &out.items[i];
+        if (f->value == client_authority && message_field_is(f, "host"))
+            continue; /* the stand-in: :authority says it */
+        char *name = arena_text(&ex->text, pool, f->name, f->name_len);
+        char *value = arena_text(&ex->text, pool, f->value, f->value_len);
+        if (name == NULL || value == NULL)
+            goto out;
+        /* HTTP/2 field names are lowercase (RFC 9113 8.2.1). */
+        for (size_t j = 0; ex->r->bridge == NULL && j < f->name_len; j++)
+            name[j] = (char)tolower((unsigned char)name[j]);
+        kept[k++] = (struct message_field){name, f->name_len, value, f->value_len};
+    }
+    if (kept != NULL) {
+        view->fields = (struct message_fields){kept, k};
+        rc = 0;
+    }
+out:
+    reverse_forwarded_free(&fw);
+    return rc;
+}
+
 /* Rules on the request, the record begun, and the request sent on as a new
  * origin stream. Returns 0, or -1 when the stream was refused. */
 static int start_exchange(struct h2ex *ex)
@@ -617,9 +664,12 @@ static int start_exchange(struct h2ex *ex)
         refuse_stream(ex, NGHTTP2_REFUSED_STREAM, "CONNECT in an HTTP/2 stream is not supported");
         return -1;
     }
+    const char *client_authority = ex->authority;
     if (stand_in_for_origin(ex) < 0)
         goto out;
     request_view(ex, &view);
+    if (env->forwarded_for != NULL && add_forwarded(ex, client_authority, &view) < 0)
+        goto out;
     if (rewrite_begin(&ex->rw, env->rules, &view, env->site, ex->path, env->rewrite_limit,
                       env->rewrite_memory) < 0 ||
         rewrite_url(&ex->rw, &new_path) < 0)

@@ -61,6 +61,9 @@ struct h2relay_env {
      * path prefix put before each path (NULL: the client's, none). */
     const char *authority;
     const char *path_prefix;
+    /* --reverse-forwarded: the client's address for X-Forwarded-For (NULL:
+     * no X-Forwarded-* fields are added). */
+    const char *forwarded_for;
     int idle_ms; /* nothing moves on either connection: the relay ends */
     int io_ms;   /* a write that makes no progress: the relay ends */
 };

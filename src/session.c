@@ -1348,6 +1348,7 @@ static enum session_mode serve_h2(struct session *s)
         .io_ms = s->t.io_ms,
         .authority = s->reverse != NULL ? s->reverse->authority : NULL,
         .path_prefix = s->reverse != NULL ? s->reverse->prefix : NULL,
+        .forwarded_for = s->reverse != NULL && s->cfg->is_reverse_forwarded ? s->client_ip : NULL,
     };
 
     if (!s->origin.is_h2) {
@@ -1519,8 +1520,7 @@ void session_serve_tunnel(const struct proxy_env *env, int fd, const struct sock
  * (it is opened first, offered what the client offered) both sides speak
  * it (h2relay), to an HTTP/1.1 one each stream is translated (h2bridge,
  * the opened connection serving first). When the origin cannot be opened,
- * or --reverse-forwarded wants its fields (added by the HTTP/1.1 path
- * only), the client gets HTTP/1.1 and the first request the error page.
+ * the client gets HTTP/1.1 and the first request the error page.
  * Returns the mode to serve in, or SESSION_END when the client did not
  * speak TLS or went away (logged).
  */
@@ -1551,7 +1551,7 @@ static enum session_mode accept_reverse_tls(struct session *s)
         goto out;
     }
     bool is_h2 = false;
-    bool wants_h2 = !s->cfg->no_http2 && !s->cfg->is_reverse_forwarded && offers_alpn(&hello, "h2");
+    bool wants_h2 = !s->cfg->no_http2 && offers_alpn(&hello, "h2");
     if (wants_h2 && !s->reverse->is_tls)
         is_h2 = true;
     if (wants_h2 && s->reverse->is_tls) {

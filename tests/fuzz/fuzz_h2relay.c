@@ -16,12 +16,12 @@
  *
  * fuzz-sources: src/h2relay.c src/message.c src/log.c src/stream.c src/errmsg.c
  * fuzz-sources: src/stacktrim.c src/grpcmsg.c src/h2bridge.c src/http1.c src/http1codec.c
- * fuzz-sources: src/buf.c
+ * fuzz-sources: src/buf.c src/reverse.c
  * fuzz-libs: libnghttp2
  *
  * Input: first byte = the share of the rest (in 256ths) that the client
- * sends, its lowest bit set for an HTTP/1.1 origin; the origin sends the
- * remainder.
+ * sends, its lowest bit set for an HTTP/1.1 origin, the next one for
+ * --reverse-forwarded; the origin sends the remainder.
  */
 #include "h2relay.h"
 
@@ -261,6 +261,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         .bridge_settings = &settings,
         .bridge_target = {.host = "fuzz.test", .port = 443, .is_tls = true},
         .bridge_first = NULL,
+        .forwarded_for = (data[0] & 2) != 0 ? "192.0.2.1" : NULL,
         .client_name = "fuzz",
         .listener = "proxy",
         .site = "fuzz.test",

@@ -8,10 +8,10 @@
 # and without content-length (sent as Content-Length, or chunked); a
 # chunked response with its trailer; concurrent streams over a small pool
 # of kept-alive connections, a slow answer stalling no other stream; body
-# rules; the flows (HTTP/2 to the client, HTTP/1.1 from the origin); and
-# smuggling attempts (a content-length that disagrees with DATA, CR LF or
-# surrounding whitespace in a value) refused with RST_STREAM, the smuggled
-# request never reaching the origin.
+# rules; --reverse-forwarded; the flows (HTTP/2 to the client, HTTP/1.1
+# from the origin); and smuggling attempts (a content-length that disagrees
+# with DATA, CR LF or surrounding whitespace in a value) refused with
+# RST_STREAM, the smuggled request never reaching the origin.
 . "$(dirname "$0")/lib.sh"
 
 need_cmd nghttp sqlite3 python3
@@ -222,6 +222,26 @@ check_eq "the chunked response's flow holds its size" 1 \
     "$(flows_where "target = '/bytes/200000?chunked=1' and resp_body_size = 200000")"
 check_eq "the body rule is noted on its flow" 1 \
     "$(flows_where "target = '/echo' and resp_body_size = 11 and rules is not null")"
+stop_proxy
+
+# ---- --reverse-forwarded on translated streams ----
+start_proxy --reverse-forwarded --reverse "https://127.0.0.1:0=http://127.0.0.1:$PLAIN_PORT"
+for ((i = 0; i < 200; i++)); do
+    REV_FW=$(sed -n 's#^reverse proxy listening on https://127\.0\.0\.1:\([0-9]*\).*#\1#p' "$PROXY_OUT")
+    [ -n "$REV_FW" ] && break
+    sleep 0.05
+done
+out=$(rcurl "$REV_FW" -H 'X-Forwarded-Proto: gopher' -o "$tmp/fw.body" -w '%{http_version}' \
+    "https://rev.example:$REV_FW/headers")
+check_eq "--reverse-forwarded: the client still gets HTTP/2" 2 "$out"
+fw_text=$(tr -d '\r' < "$tmp/fw.body")
+check_match "--reverse-forwarded over h2: X-Forwarded-For" '^X-Forwarded-For: 127\.0\.0\.1$' "$fw_text"
+check_match "--reverse-forwarded over h2: X-Forwarded-Proto" '^X-Forwarded-Proto: https$' "$fw_text"
+check_match "--reverse-forwarded over h2: X-Forwarded-Host is the client's :authority" \
+    "^X-Forwarded-Host: rev\.example:$REV_FW\$" "$fw_text"
+check_no_match "--reverse-forwarded over h2: the client's own -Proto is gone" 'gopher' "$fw_text"
+check_eq "--reverse-forwarded over h2: one Host, the origin's" "Host: 127.0.0.1:$PLAIN_PORT" \
+    "$(grep -i '^host:' <<< "$fw_text")"
 stop_proxy
 
 finish
