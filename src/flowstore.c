@@ -1899,8 +1899,10 @@ static bool write_batch(struct flowstore *store, struct flow **batch, size_t cou
                 store->stats.stored++;
         }
         stored_sub(store, (uint64_t)pruned);
+        store->stats.is_write_failing = false;
     } else {
         store->stats.write_errors += count;
+        store->stats.is_write_failing = true;
         snprintf(store->stats.last_error, sizeof(store->stats.last_error), "%s", msg);
     }
     pthread_mutex_unlock(&store->lock);

@@ -82,6 +82,8 @@ struct flowstore_stats {
     uint64_t write_errors;   /* flows lost to database errors */
     uint64_t stored;         /* flows in the database now */
     char last_error[256];    /* last database error, "" if none */
+    bool is_write_failing;   /* the last batch failed: flows are being lost now (a full
+                                disk, a lock); false again once a batch is committed */
 };
 void flowstore_stats(struct flowstore *store, struct flowstore_stats *out);
 
