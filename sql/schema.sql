@@ -417,8 +417,8 @@ CREATE VIEW flow_bodies AS SELECT * FROM flow_bodies_1;
 -- version, and for flows imported from a HAR file unless the entry carries
 -- tapwire's own "_listener" field (har.c writes it).
 -- bodies_dropped (INTEGER): 1 when the flow's record was kept but its body
--- bytes were not, because the writer's queue held its byte bound
--- (flowstore.c); NULL otherwise. Such a flow's *_body_size columns still
+-- bytes were not, because the writer's queue held its byte bound or the
+-- disk had room for the records only (flowstore.c); NULL otherwise. Such a flow's *_body_size columns still
 -- say how large the bodies were; *_body_captured are 0 and *_truncated 1.
 --
 -- The columns go to the end of every segment's flows_N (flowseg.c creates

@@ -193,8 +193,9 @@ struct flow {
      * "transparent", "reverse", "replay"; "" when unknown (stored as NULL). */
     char listener[16];
     /* The record was kept but the bodies (and WebSocket message data) were
-     * given up: the writer's queue held its byte bound (flowstore.h). The
-     * bodies' sizes stay; their bytes are gone. */
+     * given up: the writer's queue held its byte bound, or the disk had room
+     * for the records only (flowstore.h). The bodies' sizes stay; their
+     * bytes are gone. */
     bool are_bodies_dropped;
 };
 

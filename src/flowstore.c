@@ -903,7 +903,7 @@ void flowstore_log_totals(struct flowstore *store)
 
     flowstore_stats(store, &stats);
     log_info("flows: %llu written, %llu dropped (queue full), %llu kept without their bodies "
-             "(queue at its byte bound), %llu lost to database errors",
+             "(queue at its byte bound, or a full disk), %llu lost to database errors",
              (unsigned long long)stats.written, (unsigned long long)stats.dropped,
              (unsigned long long)stats.bodies_dropped, (unsigned long long)stats.write_errors);
 }
@@ -1814,35 +1814,35 @@ static void report_batch(struct flowstore *store, size_t count, bool is_ok, cons
     }
 }
 
-/* Writes one batch in one transaction, with the segments it takes
- * (flowseg.h). Returns true when it was committed (every flow has its id),
- * false when it was rolled back. */
-static bool write_batch(struct flowstore *store, struct flow **batch, size_t count)
+/* One attempt at writing batch in one transaction, with the segments it
+ * takes (flowseg.h). Returns SQLITE_DONE when it was committed (every new
+ * row has its id, *pruned the rows retention dropped), else the error
+ * code with msg filled, everything rolled back and the writer's state as
+ * it was before. Called with write_lock held. */
+static int try_batch(struct flowstore *store, struct flow **batch, size_t count, int64_t *pruned,
+                     char *msg, size_t msg_len)
 {
-    char msg[FLOWSTORE_ERROR_BYTES] = "";
     struct flowseg saved[FLOWSEG_MAX_SEGMENTS + 1];
     size_t saved_count, i;
     int64_t first_id, saved_total;
-    int64_t pruned = 0;
     int64_t now_us = wall_now_us();
     int rc;
-    bool is_ok = false;
 
-    pthread_mutex_lock(&store->write_lock);
+    *pruned = 0;
     first_id = store->next_id;
     saved_count = store->seg_count;
     saved_total = store->seg_total_flows;
     memcpy(saved, store->segs, saved_count * sizeof(saved[0]));
-    rc = step_done(store->wdb, store->begin_stmt, "starting a transaction", msg, sizeof(msg));
+    rc = step_done(store->wdb, store->begin_stmt, "starting a transaction", msg, msg_len);
     for (i = 0; i < count && rc == SQLITE_DONE; i++) {
         struct flowseg *cur;
 
         /* A live flow's messages and finished row go where its first row
          * is; only a new row takes room in the newest segment. */
         if (makes_row(batch[i]))
-            rc = make_room(store, now_us, &pruned, msg, sizeof(msg));
+            rc = make_room(store, now_us, pruned, msg, msg_len);
         if (rc == SQLITE_DONE)
-            rc = insert_flow(store, batch[i], msg, sizeof(msg));
+            rc = insert_flow(store, batch[i], msg, msg_len);
         if (rc != SQLITE_DONE)
             break;
         cur = &store->segs[store->seg_count - 1];
@@ -1857,17 +1857,16 @@ static bool write_batch(struct flowstore *store, struct flow **batch, size_t cou
         store->seg_total_flows++;
     }
     if (rc == SQLITE_DONE)
-        rc = apply_retention(store, 0, now_us, &pruned, msg, sizeof(msg));
+        rc = apply_retention(store, 0, now_us, pruned, msg, msg_len);
     if (rc == SQLITE_DONE)
-        rc = save_segment(store, store->seg_count - 1, msg, sizeof(msg));
+        rc = save_segment(store, store->seg_count - 1, msg, msg_len);
     if (rc == SQLITE_DONE)
-        rc = save_next_id(store, msg, sizeof(msg));
+        rc = save_next_id(store, msg, msg_len);
     if (rc == SQLITE_DONE)
-        rc = refresh_views(store, msg, sizeof(msg));
+        rc = refresh_views(store, msg, msg_len);
     if (rc == SQLITE_DONE)
-        rc = step_done(store->wdb, store->commit_stmt, "committing flows", msg, sizeof(msg));
-    is_ok = rc == SQLITE_DONE;
-    if (!is_ok) {
+        rc = step_done(store->wdb, store->commit_stmt, "committing flows", msg, msg_len);
+    if (rc != SQLITE_DONE) {
         char ignored[FLOWSTORE_ERROR_BYTES];
         bool was_rotated = saved_count != store->seg_count ||
                            saved[saved_count - 1].seg != store->segs[store->seg_count - 1].seg;
@@ -1880,13 +1879,57 @@ static bool write_batch(struct flowstore *store, struct flow **batch, size_t cou
         store->seg_count = saved_count;
         store->seg_total_flows = saved_total;
         store->are_views_stale = false;
-        pruned = 0;
+        *pruned = 0;
         if (was_rotated && prepare_segment(store, ignored, sizeof(ignored)) != 0)
             log_error("flowstore: %s", ignored);
-        for (i = 0; i < count; i++)
+        for (i = 0; i < count; i++) {
             if (batch[i]->live_part == FLOW_LIVE_OPEN && batch[i]->live != NULL)
                 batch[i]->live->id = 0;
+            if (batch[i]->live_part == FLOW_LIVE_NONE || batch[i]->live_part == FLOW_LIVE_OPEN)
+                batch[i]->id = 0;
+        }
     }
+    return rc;
+}
+
+/* Gives up the bodies of every flow of batch that has any. Returns how
+ * many flows lost theirs. */
+static uint64_t drop_batch_bodies(struct flow **batch, size_t count)
+{
+    uint64_t dropped = 0;
+    size_t i;
+
+    for (i = 0; i < count; i++)
+        if (body_bytes(batch[i]) > 0) {
+            drop_bodies(batch[i]);
+            dropped++;
+        }
+    return dropped;
+}
+
+/* Writes one batch in one transaction. A full disk may still hold the
+ * records where it cannot hold their bodies: then the batch is tried once
+ * more without them (the flows say so), rather than lost whole. Returns
+ * true when it was committed (every flow has its id), false when it was
+ * rolled back. */
+static bool write_batch(struct flowstore *store, struct flow **batch, size_t count)
+{
+    char msg[FLOWSTORE_ERROR_BYTES] = "";
+    char retry_msg[FLOWSTORE_ERROR_BYTES] = "";
+    uint64_t stripped = 0, stripped_report = 0;
+    int64_t pruned = 0;
+    size_t i;
+    int rc;
+    bool is_ok;
+
+    pthread_mutex_lock(&store->write_lock);
+    rc = try_batch(store, batch, count, &pruned, msg, sizeof(msg));
+    if ((rc & 0xff) == SQLITE_FULL && (stripped = drop_batch_bodies(batch, count)) > 0) {
+        rc = try_batch(store, batch, count, &pruned, retry_msg, sizeof(retry_msg));
+        if (rc != SQLITE_DONE)
+            stripped = 0; /* lost whole after all: counted as write errors */
+    }
+    is_ok = rc == SQLITE_DONE;
 
     pthread_mutex_lock(&store->lock);
     if (is_ok) {
@@ -1900,6 +1943,10 @@ static bool write_batch(struct flowstore *store, struct flow **batch, size_t cou
         }
         stored_sub(store, (uint64_t)pruned);
         store->stats.is_write_failing = false;
+        if (stripped > 0) {
+            store->stats.bodies_dropped += stripped;
+            stripped_report = report_due(store->stats.bodies_dropped, &store->body_drops_reported);
+        }
     } else {
         store->stats.write_errors += count;
         store->stats.is_write_failing = true;
@@ -1907,6 +1954,11 @@ static bool write_batch(struct flowstore *store, struct flow **batch, size_t cou
     }
     pthread_mutex_unlock(&store->lock);
     report_batch(store, count, is_ok, msg);
+    if (stripped_report > 0)
+        /* msg is the first attempt's: what the disk said. */
+        log_warn("flowstore: database %s: %s; flows are kept without their bodies (%" PRIu64
+                 " so far)",
+                 store->db_path, msg, stripped_report);
     pthread_mutex_unlock(&store->write_lock);
     return is_ok;
 }

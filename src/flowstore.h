@@ -7,7 +7,8 @@
  * drops the oldest segment of flows (flowseg.h) beyond max_flows and the
  * retention limits. When the queue's bytes are at their bound a flow is
  * queued without its bodies, and when the queue is full the flow is
- * dropped; both are counted.
+ * dropped; both are counted. A batch the disk has no room for is tried
+ * once more without its bodies.
  * Queries for the dashboard and the HAR export (har.h) use their own read
  * connection (WAL lets them run beside the writer).
  * Thread safety: every function may be called from any thread.
@@ -78,7 +79,8 @@ struct flowstore_stats {
     uint64_t written;
     uint64_t dropped;        /* queue full: whole flows */
     uint64_t bodies_dropped; /* flows (or batches of a WebSocket flow's messages) kept without
-                                their bodies: the queue's bytes were at their bound */
+                                their bodies: the queue's bytes were at their bound, or the
+                                disk had room for the records only */
     uint64_t write_errors;   /* flows lost to database errors */
     uint64_t stored;         /* flows in the database now */
     char last_error[256];    /* last database error, "" if none */

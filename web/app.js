@@ -503,7 +503,7 @@
         if (via)
             marks.appendChild(el('span', { class: 'badge', text: via, title: 'came in through ' + f.listener }));
         if (f.bodies_dropped)
-            marks.appendChild(el('span', { class: 'badge', text: '\u2205B', title: 'bodies dropped: the database could not keep up' }));
+            marks.appendChild(el('span', { class: 'badge', text: '\u2205B', title: 'bodies dropped: the database could not keep up, or the disk was full' }));
         if (f.kind === 'websocket')
             marks.appendChild(el('span', { class: 'badge', text: 'WS', title: 'WebSocket' }));
         else if (f.kind === 'tunnel')
@@ -690,7 +690,7 @@
             box.appendChild(el('span', {
                 class: 'dropped warn',
                 text: 'bodies dropped ' + state.stats.bodiesDropped.toLocaleString(),
-                title: 'flows kept without their bodies: the database could not keep up',
+                title: 'flows kept without their bodies: the database could not keep up, or the disk was full',
             }));
         if (state.stats.writeError)
             box.appendChild(el('span', {
@@ -1172,7 +1172,7 @@
             sum.appendChild(chip('via ' + d.listener, null, 'the listener the client came in through'));
         if (d.bodies_dropped)
             sum.appendChild(chip('bodies dropped', 'st-err',
-                'the database could not keep up: the record was kept, the body bytes were not'));
+                'the database could not keep up, or the disk was full: the record was kept, the body bytes were not'));
         if (d.kind === 'tunnel' || d.kind === 'websocket') {
             sum.appendChild(chip('\u2191 ' + humanSize(d.bytes_up || 0) + ' \u2193 ' + humanSize(d.bytes_down || 0),
                 null, 'bytes relayed up / down'));

@@ -1,8 +1,10 @@
 #!/bin/bash
 # A full disk: the data directory is a small tmpfs that the test fills.
 # tapwire keeps proxying (every response whole), says so in its log and in
-# /api/stats (write_errors, last_error, and write_failing while it lasts),
-# and when space returns writes new flows again, saying that too.
+# /api/stats (write_errors, last_error, and write_failing while it lasts).
+# With a little room back (less than a body needs) the flows' records are
+# written without their bodies, each flow saying so; when space returns
+# new flows are written whole again, and the log says that too.
 # Needs mount(8) with the right to mount a tmpfs (root); skips without.
 . "$(dirname "$0")/lib.sh"
 
@@ -51,6 +53,9 @@ check_eq "no write errors yet" 0 "$(stat_of write_errors)"
 
 # ---- the disk fills ----
 
+# A reserve to give back later: room for a batch's records, not for the
+# pages of one 256 KiB body.
+dd if=/dev/zero of="$MNT/reserve" bs=64k count=4 2> /dev/null || bail "cannot write the reserve"
 dd if=/dev/zero of="$MNT/filler" bs=64k 2> /dev/null
 check_eq "the data directory is full" 0 "$(df --output=avail -k "$MNT" | tail -n 1 | tr -d ' ')"
 check "requests still go through, whole, with the disk full" fetch 6 full
@@ -79,6 +84,22 @@ check "the log says the disk is full and the proxy keeps working" \
     wait_for_grep "$PROXY_ERR" "disk is full.*the proxy keeps working" 10
 check "the proxy process is alive" kill -0 "$PROXY_PID"
 
+# ---- a little room: the records go in, their bodies do not ----
+
+rm -f "$MNT/reserve"
+before=$(stat_of written)
+check "requests go through with a little room" fetch 3 room
+check "their flows are written" wait_written $((before + 3))
+check_eq "/api/stats counts three flows kept without their bodies" 3 "$(stat_of bodies_dropped)"
+room=$(dcurl -G -H "X-Tapwire-Token: $TOKEN" "$D/api/flows" --data-urlencode 'limit=3' |
+    python3 -c 'import json, sys
+print(" ".join("%s:%s:%s" % (f["path"].split("?")[1], f["bodies_dropped"], f["size"])
+               for f in json.load(sys.stdin)["flows"]))')
+check_eq "each says its bodies were dropped and keeps their size" \
+    "room-2:True:$BODY room-1:True:$BODY room-0:True:$BODY" "$room"
+check "the log says flows are kept without their bodies" \
+    wait_for_grep "$PROXY_ERR" "disk is full.*kept without their bodies" 10
+
 # ---- space returns ----
 
 rm -f "$MNT/filler"
@@ -87,6 +108,7 @@ check "requests go through after space returned" fetch 3 after
 check "new flows are written again" wait_written $((before + 3))
 check "the log says the database works again" wait_for_grep "$PROXY_ERR" "works again" 10
 check_eq "/api/stats no longer says writes are failing" False "$(stat_of write_failing)"
+check_eq "the flows after it kept their bodies" 3 "$(stat_of bodies_dropped)"
 paths=$(dcurl -G -H "X-Tapwire-Token: $TOKEN" "$D/api/flows" --data-urlencode 'limit=3' |
     python3 -c 'import json, sys
 print(" ".join(f["path"].split("?")[1] for f in json.load(sys.stdin)["flows"]))')
