@@ -1,7 +1,8 @@
 #!/bin/bash
 # Flows record the listener they came through (tapwire-db(5) listener):
 # the explicit proxy, plain and CONNECT, --socks5 and --reverse each name
-# their own in /api/flows and in a flow's detail, the filter ~listener
+# their own in /api/flows and in a flow's detail, a replay is "replay",
+# the filter ~listener
 # lists only theirs (tapwire-filters(7)), the HAR export carries it as
 # _listener, and a misspelt kind is a 400 naming the column.
 . "$(dirname "$0")/lib.sh"
@@ -70,6 +71,18 @@ check_eq "the detail says the bodies were kept" False \
     "$(dash_json "/api/flows/$id" 'd["bodies_dropped"]')"
 check_eq "/api/stats counts no flow without its bodies" 0 \
     "$(dash_json /api/stats 'd["bodies_dropped"]')"
+
+# A replay has no client and no listener of its own: "replay".
+socks_id=$(dcurl -G -H "X-Tapwire-Token: $TOKEN" "$D/api/flows" \
+    --data-urlencode 'filter=~listener socks5 & !~tls' | python3 -c 'import json, sys
+print(json.load(sys.stdin)["flows"][0]["id"])')
+out=$(dcurl -o "$tmp/replay.json" -w '%{http_code}' -X POST -H "X-Tapwire-Token: $TOKEN" \
+    -H "Origin: $D" "$D/api/flows/$socks_id/replay")
+check_eq "replay of the SOCKS5 flow: 200" 200 "$out"
+new_id=$(python3 -c 'import json, sys
+print(json.load(open(sys.argv[1]))["id"])' "$tmp/replay.json" 2>&1)
+check_eq "the replay's listener is replay" replay "$(dash_json "/api/flows/$new_id" 'd["listener"]')"
+check_eq "~listener replay lists it alone" "socks-plain=replay" "$(listed '~listener replay')"
 
 har=$(dcurl -G -H "X-Tapwire-Token: $TOKEN" "$D/api/har" --data-urlencode 'filter=~listener socks5' |
     python3 -c 'import json, sys
