@@ -52,7 +52,10 @@ static struct flow *request_flow(const struct message *req, const char *site, co
 {
     struct flow *f = flow_new(0);
     bool is_tls = req->scheme != NULL && strcmp(req->scheme, "https") == 0;
-    uint16_t port = req->authority != NULL ? authority_port(req->authority, req->authority_len) : 0;
+    const struct message_field *host = req->authority == NULL ? message_find(req, "Host") : NULL;
+    uint16_t port = req->authority != NULL ? authority_port(req->authority, req->authority_len)
+                    : host != NULL         ? authority_port(host->value, host->value_len)
+                                           : 0;
 
     if (f == NULL)
         return NULL;

@@ -48,6 +48,8 @@ request map-remote name=second host=127.0.0.1 path=/second/ http://127.0.0.1:$SE
 request map-remote name=tls host=127.0.0.1 path=/tls/ https://localhost:$TLS_PORT/
 request map-remote name=bad host=127.0.0.1 path=/bad/ https://localhost:$BAD_PORT/
 request mock name=tls-mock host=good.test path=/tlsmock 200 'tls mock'
+request map-remote name=tunnel-plain host=good.test path=/to-second/ http://127.0.0.1:$SECOND_PORT/
+request map-remote name=tunnel-tls host=good.test path=/to-tls/ https://localhost:$TLS_PORT/
 RULES
 start_proxy --rules "$tmp/conf/actions.rules" --upstream-ca "$PKI/ca.pem" \
     --dashboard-token "$TOKEN" --capture-limit 1024
@@ -138,6 +140,16 @@ out=$(pcurl --cacert "$PROXY_CA" --connect-to "good.test:443:127.0.0.1:$GOOD_POR
 check_match "intercepted TLS: other paths still reach the origin" '^conn=' "$out"
 check_eq "intercepted TLS: the origin never saw the mocked path" 0 \
     "$(origin_saw "$GOOD_PORT_LOG" /tlsmock)"
+out=$(pcurl --cacert "$PROXY_CA" --connect-to "good.test:443:127.0.0.1:$GOOD_PORT" \
+    https://good.test/to-second/headers)
+check_contains "intercepted TLS, map-remote to plain HTTP: the second origin answered" \
+    "Host: 127.0.0.1:$SECOND_PORT" "$out"
+out=$(pcurl --cacert "$PROXY_CA" --connect-to "good.test:443:127.0.0.1:$GOOD_PORT" \
+    https://good.test/to-tls/headers)
+check_contains "intercepted TLS, map-remote to https: verified by the new origin's name, not the SNI" \
+    "Host: localhost:$TLS_PORT" "$out"
+check_eq "intercepted TLS, map-remote: the tunnel's origin saw neither" 0 \
+    "$(grep -c ' /to-' "$GOOD_PORT_LOG")"
 
 # ---- the flows ----
 sq() {
@@ -149,7 +161,7 @@ for row in db.execute(sys.argv[2]).fetchall():
                    for v in row))
 PY
 }
-wait_written 15 || fail "the flows were not written"
+wait_written 17 || fail "the flows were not written"
 check_eq "flow of the mock: the answer as sent, and the rule" \
     "201|{\"ok\":1}|mocked|answered by rule mocked" \
     "$(sq "SELECT status, resp_body, rules, rules_notes FROM flows WHERE target='/mocked' ORDER BY id LIMIT 1")"
