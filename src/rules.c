@@ -1031,7 +1031,7 @@ static int parse_remote(struct rule *r, const struct token *t, struct perr *pe)
                         t->text);
     r->remote_url = dup_bytes(t->text, t->len);
     r->remote.is_tls = at.is_https;
-    memcpy(r->remote.host, at.host, sizeof(r->remote.host));
+    snprintf(r->remote.host, sizeof(r->remote.host), "%s", at.host);
     r->remote.port = at.port;
     r->remote.authority = dup_bytes(at.authority, at.authority_len);
     plen = at.path_len;
