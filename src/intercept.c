@@ -282,7 +282,9 @@ static int edit_fits(const struct holder *h, const struct intercept_edit *e, cha
     }
     if (e->has_body && !m->has_body) {
         snprintf(err, err_len,
-                 m->is_response ? "a response's body cannot be edited here, only its head"
+                 m->is_response ? "this response's body was not held (none, larger than the "
+                                  "intercept limit, or not decodable): only its head can be "
+                                  "edited"
                                 : "this request's body was not held (chunked, or larger than "
                                   "the intercept limit): only its head can be edited");
         return INTERCEPT_CONFLICT;
@@ -657,7 +659,23 @@ static int edited_response(const struct message *sent, const struct intercept_ed
     return rc;
 }
 
-static int on_response_hold(void *arg, const struct message *sent, struct message *edited)
+static bool on_response_holds(void *arg, const struct message *sent, size_t *body_limit)
+{
+    struct intercept_response *r = arg;
+
+    *body_limit = INTERCEPT_MAX_BODY_BYTES;
+    if (r->flow == NULL)
+        return false;
+    r->flow->status = sent->status;
+    snprintf(r->flow->reason, sizeof(r->flow->reason), "%.*s", (int)sent->reason_len,
+             sent->reason != NULL ? sent->reason : "");
+    r->flow->response_version = sent->version;
+    free(r->flow->response_headers);
+    r->flow->response_headers = capture_headers_text(&sent->fields, NULL);
+    return r->flow->response_headers != NULL && intercept_filter_match(r->filter, r->flow);
+}
+
+static int on_response_hold(void *arg, struct exchange_held *h)
 {
     struct intercept_response *r = arg;
     struct intercept_message msg = {.is_response = true};
@@ -666,29 +684,42 @@ static int on_response_hold(void *arg, const struct message *sent, struct messag
     char note[160];
     int rc = 0;
 
-    if (r->flow == NULL)
-        return 0;
-    r->flow->status = sent->status;
-    snprintf(r->flow->reason, sizeof(r->flow->reason), "%.*s", (int)sent->reason_len,
-             sent->reason != NULL ? sent->reason : "");
-    r->flow->response_version = sent->version;
-    free(r->flow->response_headers);
-    r->flow->response_headers = capture_headers_text(&sent->fields, NULL);
-    if (r->flow->response_headers == NULL || !intercept_filter_match(r->filter, r->flow))
-        return 0;
     msg.method = r->flow->method;
     msg.url = (char *)r->url;
-    msg.status = sent->status;
+    msg.status = h->head->status;
     msg.headers = r->flow->response_headers;
+    msg.has_body = h->has_body;
+    msg.body = (unsigned char *)h->body;
+    msg.body_len = h->body_len;
     r->was_held = true;
     r->outcome = intercept_hold(r->ic, &msg, r->client_fd, r->cancel_fd, &edit, &waited);
+    /* The page sends the body back as it showed it: the same bytes are no
+     * edit (and an encoded body then goes on as it came). */
+    if (edit.has_body && edit.body_len == h->body_len &&
+        (h->body_len == 0 || memcmp(edit.body, h->body, h->body_len) == 0)) {
+        free(edit.body);
+        edit.body = NULL;
+        edit.body_len = 0;
+        edit.has_body = false;
+    }
     bool is_edited = r->outcome == INTERCEPT_RESUMED && !intercept_edit_is_empty(&edit);
     intercept_outcome_note(r->outcome, is_edited, waited, note, sizeof(note));
     capture_note(r->cap, is_edited ? "intercept" : NULL, note);
-    if (r->outcome == INTERCEPT_DROPPED || r->outcome == INTERCEPT_CLIENT_GONE)
+    if (r->outcome == INTERCEPT_DROPPED || r->outcome == INTERCEPT_CLIENT_GONE) {
         rc = -1;
-    else if (is_edited)
-        rc = edited_response(sent, &edit, edited) == 0 ? 1 : 0;
+    } else if (is_edited && edited_response(h->head, &edit, &h->edited) == 0) {
+        if (edit.status != 0 && edit.status != h->head->status) {
+            snprintf(note, sizeof(note), "intercept: the status was %d", h->head->status);
+            capture_note(r->cap, NULL, note);
+        }
+        if (edit.has_body) {
+            h->has_edited_body = true;
+            h->edited_body = edit.body;
+            h->edited_body_len = edit.body_len;
+            edit.body = NULL;
+        }
+        rc = 1;
+    }
     intercept_edit_free(&edit);
     return rc;
 }
@@ -700,6 +731,7 @@ static const struct exchange_capture_ops response_ops = {
     .reframed = on_reframed,
     .moment = on_moment,
     .upgraded = on_upgraded,
+    .response_holds = on_response_holds,
     .response_hold = on_response_hold,
 };
 

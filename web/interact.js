@@ -173,11 +173,15 @@
         $('editor-status').value = isResponse ? String(f.status) : '';
         $('editor-status').closest('label').hidden = !isResponse;
         $('editor-headers').value = headersText(f.headers);
-        const held = f.body_held !== false && !isResponse;
+        const held = f.body_held !== false;
         $('editor-body').value = f.body || '';
         $('editor-body').disabled = !held;
+        /* A resumed flow's body goes back only when it was changed: the
+         * same text is no edit, and a compressed response then goes on as
+         * it came. */
+        editing.shownBody = $('editor-body').value;
         $('editor-note').textContent = !held
-            ? (isResponse ? 'A response\u2019s body goes on as it comes; its head can be edited.'
+            ? (isResponse ? 'This response\u2019s body was not held (none, larger than 1 MiB, or not decodable): it goes on as it comes; its head can be edited.'
                 : 'This body was not held (chunked, or too large): it goes on as it comes.')
             : f.body_is_text === false ? 'The body is not text: bytes that are not UTF-8 are shown replaced and would be sent so.' : '';
         $('editor-send').textContent = what.kind === 'resume' ? 'Resume' : 'Send';
@@ -212,7 +216,8 @@
             body.method = $('editor-method').value.trim();
             body.url = $('editor-url').value.trim();
         }
-        if (!$('editor-body').disabled)
+        if (!$('editor-body').disabled &&
+            (editing.kind !== 'resume' || $('editor-body').value !== editing.shownBody))
             body.body = $('editor-body').value;
         const what = editing;
         try {
