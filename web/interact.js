@@ -16,7 +16,7 @@
 
     /* What the editor is for: {kind: 'resume', id, side} | {kind: 'replay', id} | {kind: 'compose'} */
     let editing = null;
-    let waitingIds = '';
+    let waitingIds = null; /* null: redraw the list on the next poll */
 
     function token() {
         const meta = document.querySelector('meta[name="tapwire-token"]');
@@ -150,7 +150,7 @@
     async function act(path, body) {
         try {
             await call('POST', path, body);
-            waitingIds = '';
+            waitingIds = null;
             const j = await call('GET', '/api/intercepted');
             renderWaiting(j.flows || []);
         } catch (e) {
@@ -224,7 +224,7 @@
             if (what.kind === 'resume') {
                 await call('POST', '/api/flows/' + what.id + '/resume', body);
                 closeEditor();
-                waitingIds = '';
+                waitingIds = null;
                 return;
             }
             const path = what.kind === 'replay' ? '/api/flows/' + what.id + '/replay' : '/api/replay';
