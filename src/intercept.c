@@ -10,6 +10,7 @@
 
 #include "intercept.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
@@ -427,6 +428,98 @@ out:
     return outcome;
 }
 
+/* ---- parking: a hold without a waiting thread ---- */
+
+struct intercept_ticket {
+    struct holder h; /* first: the room links it like any other */
+    struct intercept_message msg;
+    int64_t started_ms;
+};
+
+static int copy_message(struct intercept_message *dst, const struct intercept_message *src);
+static void free_message(struct intercept_message *m);
+
+struct intercept_ticket *intercept_park(struct intercept *ic, const struct intercept_message *msg,
+                                        int wake_fd, enum intercept_outcome *outcome)
+{
+    struct intercept_ticket *t = calloc(1, sizeof(*t));
+
+    *outcome = INTERCEPT_FAILED;
+    if (t == NULL)
+        return NULL;
+    if (copy_message(&t->msg, msg) < 0) {
+        free_message(&t->msg);
+        free(t);
+        return NULL;
+    }
+    t->h.msg = &t->msg;
+    t->h.state = HOLDER_WAITING;
+    t->h.wake_fd = wake_fd;
+    t->h.since_us = clock_wall_us();
+    t->h.deadline_us = t->h.since_us + (int64_t)ic->timeout_ms * 1000;
+    t->started_ms = clock_mono_ms();
+    pthread_mutex_lock(&ic->lock);
+    if (ic->count >= INTERCEPT_MAX_WAITING) {
+        pthread_mutex_unlock(&ic->lock);
+        free_message(&t->msg);
+        free(t);
+        *outcome = INTERCEPT_FULL;
+        return NULL;
+    }
+    t->h.id = ic->next_id++;
+    link_holder(ic, &t->h);
+    pthread_mutex_unlock(&ic->lock);
+    return t;
+}
+
+static void ticket_free(struct intercept_ticket *t)
+{
+    intercept_edit_free(&t->h.edit);
+    free_message(&t->msg);
+    free(t);
+}
+
+bool intercept_ticket_waits(struct intercept *ic, struct intercept_ticket *t,
+                            enum intercept_outcome *outcome, struct intercept_edit *edit,
+                            int64_t *waited_ms, int *left_ms)
+{
+    int64_t waited = clock_mono_ms() - t->started_ms;
+
+    memset(edit, 0, sizeof(*edit));
+    pthread_mutex_lock(&ic->lock);
+    if (t->h.state == HOLDER_WAITING && waited < ic->timeout_ms) {
+        pthread_mutex_unlock(&ic->lock);
+        *left_ms = (int)(ic->timeout_ms - waited);
+        return true;
+    }
+    if (t->h.state == HOLDER_RESUMED) {
+        *outcome = INTERCEPT_RESUMED;
+        *edit = t->h.edit;
+        memset(&t->h.edit, 0, sizeof(t->h.edit));
+    } else {
+        *outcome = t->h.state == HOLDER_DROPPED ? INTERCEPT_DROPPED : INTERCEPT_TIMED_OUT;
+    }
+    unlink_holder(ic, &t->h);
+    pthread_mutex_unlock(&ic->lock);
+    *waited_ms = waited;
+    ticket_free(t);
+    return false;
+}
+
+int64_t intercept_ticket_cancel(struct intercept *ic, struct intercept_ticket *t)
+{
+    int64_t waited;
+
+    if (t == NULL)
+        return 0;
+    waited = clock_mono_ms() - t->started_ms;
+    pthread_mutex_lock(&ic->lock);
+    unlink_holder(ic, &t->h);
+    pthread_mutex_unlock(&ic->lock);
+    ticket_free(t);
+    return waited;
+}
+
 void intercept_outcome_note(enum intercept_outcome outcome, bool is_edited, int64_t waited_ms,
                             char *out, size_t out_len)
 {
@@ -638,23 +731,61 @@ static void on_upgraded(void *arg, uint64_t bytes_up, uint64_t bytes_down)
         in->ops->upgraded(in->arg, bytes_up, bytes_down);
 }
 
-/* The edited response head: status and fields from e over sent. */
-static int edited_response(const struct message *sent, const struct intercept_edit *e,
-                           struct message *out)
+int intercept_edited_head(const struct message *in, const struct intercept_edit *e,
+                          bool is_lowercase, struct message *out)
 {
-    struct message view = *sent;
+    struct message view = *in;
     struct message_field *items = intercept_edit_message_fields(e);
     struct message_fields fields = {items, items != NULL ? e->field_count : 0};
-    int rc;
+    struct http1_absolute_target at;
+    char *path = NULL, *names = NULL;
+    size_t names_len = 0;
+    int rc = -1;
 
     if (e->has_fields && e->field_count > 0 && items == NULL)
-        return -1;
+        goto out;
+    if (is_lowercase && items != NULL) {
+        /* HTTP/2 field names are lowercase (RFC 9113 8.2.1). */
+        for (size_t i = 0; i < fields.count; i++)
+            names_len += items[i].name_len + 1;
+        names = malloc(names_len);
+        if (names == NULL)
+            goto out;
+        for (size_t i = 0, at_name = 0; i < fields.count; i++) {
+            char *n = names + at_name;
+            for (size_t k = 0; k < items[i].name_len; k++)
+                n[k] = (char)tolower((unsigned char)items[i].name[k]);
+            n[items[i].name_len] = '\0';
+            items[i].name = n;
+            at_name += items[i].name_len + 1;
+        }
+    }
+    if (e->method != NULL) {
+        view.method = e->method;
+        view.method_len = strlen(e->method);
+    }
+    if (e->url != NULL) {
+        if (http1_parse_absolute_target(e->url, strlen(e->url), &at) < 0)
+            goto out;
+        bool needs_slash = at.path_len == 0 || at.path[0] != '/';
+        path = malloc(at.path_len + 2);
+        if (path == NULL)
+            goto out;
+        path[0] = '/';
+        memcpy(path + needs_slash, at.path, at.path_len);
+        path[at.path_len + needs_slash] = '\0';
+        view.target = path;
+        view.target_len = strlen(path);
+    }
     if (e->status != 0) {
         view.status = e->status;
         view.reason = http1_reason_phrase(e->status);
         view.reason_len = strlen(view.reason);
     }
     rc = message_copy(out, &view, e->has_fields ? &fields : NULL);
+out:
+    free(path);
+    free(names);
     free(items);
     return rc;
 }
@@ -707,7 +838,7 @@ static int on_response_hold(void *arg, struct exchange_held *h)
     capture_note(r->cap, is_edited ? "intercept" : NULL, note);
     if (r->outcome == INTERCEPT_DROPPED || r->outcome == INTERCEPT_CLIENT_GONE) {
         rc = -1;
-    } else if (is_edited && edited_response(h->head, &edit, &h->edited) == 0) {
+    } else if (is_edited && intercept_edited_head(h->head, &edit, false, &h->edited) == 0) {
         if (edit.status != 0 && edit.status != h->head->status) {
             snprintf(note, sizeof(note), "intercept: the status was %d", h->head->status);
             capture_note(r->cap, NULL, note);

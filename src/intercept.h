@@ -146,6 +146,38 @@ enum intercept_outcome intercept_hold(struct intercept *ic, const struct interce
                                       int client_fd, int cancel_fd, struct intercept_edit *edit,
                                       int64_t *waited_ms);
 
+/*
+ * The same hold for a caller that must not block (an HTTP/2 connection's
+ * event loop serves its other streams meanwhile): msg (copied) is parked
+ * in the room, and a resume or a drop writes to wake_fd (an eventfd the
+ * caller owns, polls and reads; one for many tickets). Returns the ticket,
+ * or NULL with *outcome INTERCEPT_FULL or INTERCEPT_FAILED (not held).
+ */
+struct intercept_ticket;
+struct intercept_ticket *intercept_park(struct intercept *ic, const struct intercept_message *msg,
+                                        int wake_fd, enum intercept_outcome *outcome);
+/*
+ * Whether t still waits: true with *left_ms until --intercept-timeout,
+ * else false with *outcome (INTERCEPT_RESUMED with *edit, which the caller
+ * frees with intercept_edit_free(); INTERCEPT_DROPPED; INTERCEPT_TIMED_OUT)
+ * and *waited_ms, and t freed.
+ */
+bool intercept_ticket_waits(struct intercept *ic, struct intercept_ticket *t,
+                            enum intercept_outcome *outcome, struct intercept_edit *edit,
+                            int64_t *waited_ms, int *left_ms);
+/* Takes t out of the room (its client went, or the connection ended), and
+ * frees it. Returns how long it waited (ms). t may be NULL. */
+int64_t intercept_ticket_cancel(struct intercept *ic, struct intercept_ticket *t);
+
+/*
+ * A held head with e's edits applied, as *out (message_free()): the method
+ * and the path of the URL (origin-form) of a request, the status of a
+ * response, the fields (names lowercased when is_lowercase: HTTP/2).
+ * Returns 0, or -1 when out of memory or the URL does not parse.
+ */
+int intercept_edited_head(const struct message *in, const struct intercept_edit *e,
+                          bool is_lowercase, struct message *out);
+
 /* ---- the dashboard's side ---- */
 
 struct intercept_waiting {
