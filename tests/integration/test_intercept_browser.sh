@@ -4,7 +4,8 @@
 # page, and loads a page from the plain HTTP test origin through tapwire in
 # a second, proxied context. The request waits; its header is edited in
 # the dashboard's editor and resumed, and the loaded page (the origin's
-# /headers, which echoes the request it got) must show the edit. Then the
+# /headers, which echoes the request it got) must show the edit; a held
+# response's body edited in the editor must be what the page shows. Then the
 # flow's detail view's Replay must add a flow whose replay_of names it.
 #
 # Chromium is started here (this script owns its PID); browser/
@@ -97,7 +98,7 @@ while IFS=$'\t' read -r verdict name detail; do
     esac
     ran=$((ran + 1))
 done < "$results"
-check_eq "the driver ran its nine checks" 9 "$ran"
+check_eq "the driver ran its ten checks" 10 "$ran"
 
 # What crossed the wire: the page's request reached the origin edited (and
 # once more as the replay), never as Chromium sent it.

@@ -9,7 +9,8 @@
  * page in the proxied context, which waits; open the waiting request in
  * the dashboard's editor, change its User-Agent and add a header, Resume;
  * the page that loads shows the edited head (the origin's /headers echoes
- * the request it got). Then, with the filter off, the flow's detail view's
+ * the request it got). A response held the same way gets a new body in the
+ * editor, which the page then shows. Then, with the filter off, the flow's detail view's
  * Replay button adds a new flow that names its source. One line per check
  * to $RESULTS ("PASS<TAB>name" or "FAIL<TAB>name<TAB>detail"); every wait
  * is bounded by WAIT_MS.
@@ -176,6 +177,31 @@ resumed && await check('the page shows the effect of the edit', async () => {
     assert(text.includes(`User-Agent: ${EDITED_AGENT}`), `page: ${text.slice(0, 400)}`);
     assert(text.includes(`X-Intercepted: ${MARKER}`), `page: ${text.slice(0, 400)}`);
     assert(!/User-Agent: Mozilla/.test(text), `the original User-Agent reached the origin: ${text.slice(0, 400)}`);
+});
+
+const RESP_PATH = `/headers?icresp=${MARKER}`;
+resumed && await check('a held response\'s body is edited in the editor and the page shows it', async () => {
+    await page.locator('#intercept-filter').fill(`~s & ~u icresp=${MARKER}`);
+    await page.locator('#intercept-form button[type="submit"]').click();
+    await until('GET /api/intercept says the response filter', async () =>
+        (await api('/api/intercept')).filter === `~s & ~u icresp=${MARKER}`);
+    const load = p2.goto(ORIGIN + RESP_PATH, { timeout: 4 * WAIT_MS }).then(
+        (res) => ({ res }), (err) => ({ err }));
+    const item = page.locator('#waiting-list li').filter({ hasText: RESP_PATH }).first();
+    await item.waitFor({ timeout: WAIT_MS });
+    await item.locator('button', { hasText: 'Edit' }).click();
+    await page.locator('#editor').waitFor({ state: 'visible' });
+    const title = await page.locator('#editor-title').textContent();
+    assert(/response/i.test(title), `editor title: ${title}`);
+    assert(!(await page.locator('#editor-body').isDisabled()), 'the response body cannot be edited');
+    const shown = await page.locator('#editor-body').inputValue();
+    assert(shown.includes(`GET ${RESP_PATH} HTTP/1.1`), `body shown: ${shown.slice(0, 300)}`);
+    await page.locator('#editor-body').fill(`edited response ${MARKER}`);
+    await page.locator('#editor-send').click();
+    const got = await load;
+    assert(!got.err, `the page load failed: ${got.err && got.err.message}`);
+    const text = (await p2.locator('body').textContent()).trim();
+    assert(text === `edited response ${MARKER}`, `page: ${text.slice(0, 300)}`);
 });
 
 await check('the filter is turned off in the page', async () => {
