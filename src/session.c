@@ -1572,6 +1572,8 @@ static enum session_mode serve_h2(struct session *s)
         .rules = s->env->rules,
         .rewrite_limit = s->cfg->rewrite_limit,
         .rewrite_memory = s->cfg->rewrite_memory,
+        .intercept = s->env->intercept,
+        .stop_fd = s->env->stop_fd,
         .idle_ms = s->t.idle_ms,
         .io_ms = s->t.io_ms,
         .authority = s->reverse != NULL ? s->reverse->authority : NULL,
