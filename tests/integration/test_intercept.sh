@@ -15,7 +15,7 @@ need_cmd python3
 TOKEN=intercept-test-token-0123456789
 
 start_origin ORIGIN_PORT
-start_proxy --dashboard-token "$TOKEN" --intercept 'held' --intercept-timeout 4
+start_proxy --dashboard-token "$TOKEN" --intercept 'held' --intercept-timeout 10
 dashboard_port
 O=http://127.0.0.1:$ORIGIN_PORT
 H=(-H "X-Tapwire-Token: $TOKEN" -H "Origin: $D")
@@ -137,13 +137,13 @@ check "dropped flow written" wait_written 4
 check_eq "dropped flow: 502" 502 "$(newest_flow 'd["status"]')"
 check_contains "dropped flow: the note" "dropped" "$(newest_flow 'd["rules_notes"]')"
 
-# Nobody answers: --intercept-timeout (4 s) sends it on unchanged.
+# Nobody answers: --intercept-timeout (10 s: held flows are edited meanwhile, and on a loaded machine that takes seconds) sends it on unchanged.
 start=$(now_ms)
-code=$(pcurl -o /dev/null -w '%{http_code}' --max-time 15 "$O/headers?held=timeout")
+code=$(pcurl -o /dev/null -w '%{http_code}' --max-time 25 "$O/headers?held=timeout")
 elapsed=$(($(now_ms) - start))
 check_eq "timed out: answered by the origin" 200 "$code"
-check_le "timed out: not before the timeout" 3900 "$elapsed"
-check_le "timed out: soon after it" "$elapsed" 9000
+check_le "timed out: not before the timeout" 9900 "$elapsed"
+check_le "timed out: soon after it" "$elapsed" 16000
 check "timed-out flow written" wait_written 5
 check_contains "timed-out flow: the note" "intercept-timeout" "$(newest_flow 'd["rules_notes"]')"
 

@@ -33,7 +33,7 @@ done
 
 TOKEN=intercept-h2-token-0123456789
 start_proxy --upstream-ca "$PKI/ca.pem" --dashboard-token "$TOKEN" --intercept 'held' \
-    --intercept-timeout 4
+    --intercept-timeout 10
 dashboard_port
 H=(-H "X-Tapwire-Token: $TOKEN" -H "Origin: $D")
 G=https://good.test
@@ -129,13 +129,13 @@ check_eq "dropped: never reached the origin" 0 "$(origin_saw 'held=drop')"
 check "dropped flow recorded" until_flow "target = '/index.html?held=drop' and status = 502
     and rules_notes like '%dropped%'"
 
-# ---- nobody answers: --intercept-timeout (4 s) sends it on unchanged ----
+# ---- nobody answers: --intercept-timeout (10 s: held flows are edited meanwhile, and on a loaded machine that takes seconds) sends it on unchanged ----
 start=$(now_ms)
-out=$(h2curl -o /dev/null -w '%{http_version} %{http_code}' --max-time 15 "$G/index.html?held=timeout")
+out=$(h2curl -o /dev/null -w '%{http_version} %{http_code}' --max-time 25 "$G/index.html?held=timeout")
 elapsed=$(($(now_ms) - start))
 check_eq "timed out: answered by the origin over HTTP/2" "2 200" "$out"
-check_le "timed out: not before the timeout" 3900 "$elapsed"
-check_le "timed out: soon after it" "$elapsed" 9000
+check_le "timed out: not before the timeout" 9900 "$elapsed"
+check_le "timed out: soon after it" "$elapsed" 16000
 check "timed-out flow recorded" until_flow "target = '/index.html?held=timeout'
     and rules_notes like '%intercept-timeout%'"
 
