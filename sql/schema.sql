@@ -407,3 +407,24 @@ INSERT INTO flow_segments (seg, first_id, created_us, last_us, flows, written)
     FROM flows_1;
 CREATE VIEW flows AS SELECT * FROM flows_1;
 CREATE VIEW flow_bodies AS SELECT * FROM flow_bodies_1;
+
+-- version: 13
+-- Which listener a flow came through, and flows whose bodies were given up.
+--
+-- listener (TEXT): "proxy" (the explicit proxy, --listen, its CONNECT
+-- tunnels included), "socks5", "transparent", "reverse", or "replay" (sent
+-- again from the dashboard, no client); NULL for flows stored before this
+-- version, and for flows imported from a HAR file unless the entry carries
+-- tapwire's own "_listener" field (har.c writes it).
+-- bodies_dropped (INTEGER): 1 when the flow's record was kept but its body
+-- bytes were not, because the writer's queue held its byte bound or the
+-- disk had room for the records only (flowstore.c); NULL otherwise. Such a flow's *_body_size columns still
+-- say how large the bodies were; *_body_captured are 0 and *_truncated 1.
+--
+-- The columns go to the end of every segment's flows_N (flowseg.c creates
+-- new ones with them), so the views' UNION ALL of SELECT * stays aligned.
+-- The statements after the "each segment" line run once per row of
+-- flow_segments, with $SEG replaced by its seg (src/db.c).
+-- each segment:
+ALTER TABLE flows_$SEG ADD COLUMN listener TEXT;
+ALTER TABLE flows_$SEG ADD COLUMN bodies_dropped INTEGER;

@@ -318,6 +318,8 @@ void capture_begin(struct capture *c, struct flowstore *store, const struct capt
     copy_text(f->scheme, sizeof(f->scheme), start->scheme);
     copy_text(f->method, sizeof(f->method), start->method);
     copy_text(f->host, sizeof(f->host), start->host);
+    if (start->listener != NULL)
+        copy_text(f->listener, sizeof(f->listener), start->listener);
     f->port = start->port;
     f->target = start->target != NULL ? strdup(start->target) : NULL;
     f->is_tls = start->is_tls || strcmp(start->scheme, "https") == 0;

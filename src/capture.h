@@ -50,7 +50,7 @@ struct capture_start {
     bool is_tls;        /* the client spoke TLS to tapwire */
     size_t body_limit;  /* --capture-limit */
     /* The way the client came in: "proxy", "socks5", "transparent",
-     * "reverse". Not stored yet: it waits for its column in the flows. */
+     * "reverse", "replay" (flows.listener); NULL: unknown. */
     const char *listener;
 };
 

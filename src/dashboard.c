@@ -491,6 +491,8 @@ static bool summary_fields(json_t *obj, const struct flowstore_record *rec)
            jset(obj, "tls", json_boolean(f->is_tls)) && jset(obj, "error", jstr(f->error)) &&
            jset(obj, "modified", json_boolean(f->rules != NULL && f->rules[0] != '\0')) &&
            jset(obj, "imported", json_boolean(f->is_imported)) &&
+           jset(obj, "listener", jstr_or_null(f->listener)) &&
+           jset(obj, "bodies_dropped", json_boolean(f->are_bodies_dropped)) &&
            jset(obj, "kind", json_string(kind_name(f->kind)));
 }
 
@@ -836,9 +838,13 @@ static json_t *stats_json(struct dashboard *d, bool is_full)
     bool is_ok;
 
     flowstore_stats(d->flows, &st);
-    is_ok = obj != NULL && jset(obj, "stored", json_integer((json_int_t)st.stored)) &&
-            jset(obj, "dropped", json_integer((json_int_t)st.dropped)) &&
-            jset(obj, "written", json_integer((json_int_t)st.written));
+    is_ok =
+        obj != NULL && jset(obj, "stored", json_integer((json_int_t)st.stored)) &&
+        jset(obj, "dropped", json_integer((json_int_t)st.dropped)) &&
+        jset(obj, "bodies_dropped", json_integer((json_int_t)st.bodies_dropped)) &&
+        jset(obj, "written", json_integer((json_int_t)st.written)) &&
+        jset(obj, "write_failing", json_boolean(st.is_write_failing)) &&
+        jset(obj, "write_error", st.is_write_failing ? jstr_or_null(st.last_error) : json_null());
     if (is_ok && is_full)
         is_ok = jset(obj, "write_errors", json_integer((json_int_t)st.write_errors)) &&
                 jset(obj, "last_error", jstr_or_null(st.last_error)) &&

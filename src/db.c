@@ -11,7 +11,11 @@
  * The migrations are the sections of sql/schema.sql (see its header): each
  * one newer than PRAGMA user_version runs in its own transaction, which also
  * sets user_version, so a database is always at exactly one known version.
- * This module never formats data into SQL.
+ * A migration's statements after a line "-- each segment:" run once per
+ * flow segment (flowseg.h: flows_N and its tables), with $SEG replaced by
+ * the segment's number: a column added to the flows must reach every
+ * segment table, and SQL alone cannot name tables from a query's rows.
+ * This module never formats data into SQL but for those integers.
  */
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L
@@ -23,10 +27,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -34,6 +40,9 @@
 #include "embedded.h"
 
 #define DB_VERSION_PREFIX "-- version: "
+#define DB_EACH_SEGMENT_LINE "-- each segment:"
+#define DB_SEGMENT_PLACEHOLDER "$SEG"
+#define DB_MAX_SEGMENTS 4096         /* far beyond flowseg's FLOWSEG_MAX_SEGMENTS */
 #define DB_MAX_SCHEMA_VERSION 100000 /* far beyond any real count; bounds the parse */
 
 struct migration {
@@ -232,6 +241,126 @@ out:
     return rc == SQLITE_OK ? 0 : -1;
 }
 
+/* Where the part of m after its "-- each segment:" line starts, or NULL
+ * when it has none; *marker_at is where that line starts. */
+static const char *each_segment_part(const struct migration *m, const char **marker_at)
+{
+    const char *line = m->sql;
+    const char *end = m->sql + m->len;
+    size_t marker_len = strlen(DB_EACH_SEGMENT_LINE);
+
+    while (line < end) {
+        const char *nl = memchr(line, '\n', (size_t)(end - line));
+        size_t len = nl != NULL ? (size_t)(nl - line) : (size_t)(end - line);
+
+        if (len > 0 && line[len - 1] == '\r')
+            len--;
+        if (len == marker_len && memcmp(line, DB_EACH_SEGMENT_LINE, marker_len) == 0) {
+            *marker_at = line;
+            return nl != NULL ? nl + 1 : end;
+        }
+        line = nl != NULL ? nl + 1 : end;
+    }
+    return NULL;
+}
+
+/* The segment numbers of flow_segments, ascending, into segs (at most
+ * DB_MAX_SEGMENTS). */
+static int segment_numbers(sqlite3 *db, const char *path, int64_t *segs, size_t *count, char *err,
+                           size_t err_len)
+{
+    sqlite3_stmt *stmt = NULL;
+    int rc;
+
+    *count = 0;
+    rc = sqlite3_prepare_v2(db, "SELECT seg FROM flow_segments ORDER BY seg", -1, &stmt, NULL);
+    if (rc != SQLITE_OK) {
+        sqlite_err(err, err_len, db, path, rc, "listing the flow segments");
+        goto out;
+    }
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        if (*count == DB_MAX_SEGMENTS) {
+            errmsg_set(err, err_len, "database %s: more than %d flow segments", path,
+                       DB_MAX_SEGMENTS);
+            rc = SQLITE_ERROR;
+            goto out;
+        }
+        segs[(*count)++] = sqlite3_column_int64(stmt, 0);
+    }
+    if (rc != SQLITE_DONE) {
+        sqlite_err(err, err_len, db, path, rc, "listing the flow segments");
+        goto out;
+    }
+    rc = SQLITE_OK;
+out:
+    sqlite3_finalize(stmt);
+    return rc == SQLITE_OK ? 0 : -1;
+}
+
+/* Runs part (the statements after "-- each segment:") once per segment,
+ * with every $SEG replaced by its number. */
+static int run_each_segment(sqlite3 *db, const char *path, const struct migration *part, char *err,
+                            size_t err_len)
+{
+    size_t ph_len = strlen(DB_SEGMENT_PLACEHOLDER);
+    int64_t *segs = malloc(DB_MAX_SEGMENTS * sizeof(*segs));
+    char *sql = NULL;
+    size_t count = 0;
+    size_t i;
+    int ret = -1;
+
+    /* Each $SEG becomes at most 20 digits. */
+    sql = malloc(part->len / ph_len * 20 + part->len + 1);
+    if (segs == NULL || sql == NULL) {
+        errmsg_set(err, err_len, "database %s: out of memory migrating the flow segments", path);
+        goto out;
+    }
+    if (segment_numbers(db, path, segs, &count, err, err_len) != 0)
+        goto out;
+    for (i = 0; i < count; i++) {
+        struct migration one = {part->version, sql, 0};
+        size_t at = 0;
+
+        while (at < part->len) {
+            if (part->len - at >= ph_len &&
+                memcmp(part->sql + at, DB_SEGMENT_PLACEHOLDER, ph_len) == 0) {
+                one.len += (size_t)sprintf(sql + one.len, "%" PRId64, segs[i]);
+                at += ph_len;
+            } else {
+                sql[one.len++] = part->sql[at++];
+            }
+        }
+        sql[one.len] = '\0';
+        if (run_migration_sql(db, path, &one, err, err_len) != 0)
+            goto out;
+    }
+    ret = 0;
+out:
+    free(sql);
+    free(segs);
+    return ret;
+}
+
+/* The statements of m, those after a "-- each segment:" line once per
+ * segment. */
+static int run_migration(sqlite3 *db, const char *path, const struct migration *m, char *err,
+                         size_t err_len)
+{
+    const char *marker_at = NULL;
+    const char *each = each_segment_part(m, &marker_at);
+    struct migration once = *m;
+    struct migration part;
+
+    if (each == NULL)
+        return run_migration_sql(db, path, m, err, err_len);
+    once.len = (size_t)(marker_at - m->sql);
+    part = (struct migration){m->version, each, (size_t)(m->sql + m->len - each)};
+    if (run_migration_sql(db, path, &once, err, err_len) != 0 ||
+        run_each_segment(db, path, &part, err, err_len) != 0)
+        return -1;
+    return 0;
+}
+
 static int apply_migration(sqlite3 *db, const char *path, const struct migration *m, char *err,
                            size_t err_len)
 {
@@ -248,7 +377,7 @@ static int apply_migration(sqlite3 *db, const char *path, const struct migration
     if (user_version(db, path, &current, err, err_len) != 0)
         goto out;
     if (current < m->version) {
-        if (run_migration_sql(db, path, m, err, err_len) != 0)
+        if (run_migration(db, path, m, err, err_len) != 0)
             goto out;
         /* PRAGMA takes no bound parameters; the value is an int parsed from
          * the schema compiled into this binary, never outside data. */

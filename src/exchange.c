@@ -414,7 +414,6 @@ struct forward {
     struct http1_head *resp_head; /* the final response head, parsed */
     struct message resp;          /* a view of resp_head */
     struct message resp_owned;    /* resp after header rules, or copied to outlive the head */
-    struct message resp_held;     /* resp as edited while an intercept held it */
     struct http1codec_writer up_writer;
     struct http1codec_writer client_writer;
     bool client_keep_alive; /* what the response head declares */
@@ -672,6 +671,206 @@ static void note_response_fault(struct forward *f, enum body_fault fault)
                                            : origin_failed(f->upstream));
 }
 
+/* The client's connection and the origin's after this response. HTTP/1.0
+ * cannot take a stream of unknown length except by the close. */
+static void decide_keep_alive(struct forward *f)
+{
+    struct exchange_result *res = f->res;
+    const struct message *resp = &f->resp;
+    bool keep = res->client_keep_alive;
+
+    if ((resp->body == MESSAGE_BODY_STREAM || resp->body == MESSAGE_BODY_UNTIL_CLOSE) &&
+        f->req->version < 11)
+        keep = false;
+    f->client_keep_alive = keep;
+    res->client_keep_alive = keep && resp->status != 101;
+    res->upstream_reusable =
+        resp->keep_alive && resp->body != MESSAGE_BODY_UNTIL_CLOSE && res->error[0] == '\0';
+}
+
+/* The body an intercept is shown: decoded (identity) within limit bytes.
+ * Returns it (raw, or *decoded which the caller frees), or NULL when it
+ * cannot be decoded or is larger. */
+static const unsigned char *held_plain(const char *encoding, const unsigned char *raw,
+                                       size_t raw_len, size_t limit, unsigned char **decoded,
+                                       size_t *len)
+{
+    char err[256];
+
+    *decoded = NULL;
+    if (encoding[0] == '\0' || strcasecmp(encoding, "identity") == 0) {
+        *len = raw_len;
+        return raw_len <= limit ? (raw != NULL ? raw : (const unsigned char *)"") : NULL;
+    }
+    if (codec_decode_content(encoding, raw, raw_len, limit, decoded, len, err, sizeof(err)) < 0)
+        return NULL;
+    return *decoded;
+}
+
+/*
+ * A response an intercept holds (response_holds() said so). Its body is
+ * read whole first when it fits body_limit, or the rewrite limit when body
+ * rules want it (and rewritten by them), so that the hold shows it decoded
+ * and an edit may replace it; then the head, edited or not, goes to the
+ * client, and the body: a whole one with a Content-Length (identity when
+ * it changed), any other streamed on as it comes. Returns 0, or -1 with
+ * f->res->error (nothing sent when res->status is 0).
+ */
+static int relay_held_response(struct forward *f, const struct message *sent, size_t body_limit)
+{
+    struct exchange_result *res = f->res;
+    const struct message *resp = &f->resp;
+    bool rewrite_body =
+        f->rw && resp->body != MESSAGE_BODY_NONE && f->rw->ops->wants_body(f->rw->arg);
+    enum message_body in = resp->body;
+    uint64_t length = resp->content_length;
+    size_t limit = rewrite_body && f->rw->limit > body_limit ? f->rw->limit : body_limit;
+    size_t memory_limit = rewrite_body ? f->rw->memory_limit : SIZE_MAX;
+    const struct message_field *ce = message_find(sent, "Content-Encoding");
+    struct exchange_held h = {0};
+    struct message head = {0}, received = {0}, framed;
+    struct message_field *framed_items = NULL;
+    struct exchange_body_rewrite br = {0};
+    struct http1codec_reader reader;
+    bool has_reader = false;
+    unsigned char *raw = NULL, *decoded = NULL;
+    size_t raw_len = 0, reserved = 0, plain_len = 0;
+    const unsigned char *plain = NULL;
+    enum body_fault fault = BODY_FAULT_NONE;
+    char encoding[128] = "";
+    int whole = 1, held, rc = -1;
+
+    if (ce != NULL)
+        snprintf(encoding, sizeof(encoding), "%.*s", (int)ce->value_len, ce->value);
+    /* Both heads point into the upstream buffer, which the body reuses. */
+    if (message_copy(&head, sent, NULL) < 0 || message_copy(&received, resp, NULL) < 0) {
+        snprintf(res->error, sizeof(res->error), "out of memory");
+        goto out;
+    }
+    stream_consume(f->upstream, f->resp_head->head_len);
+    if (http1codec_reader_init(&reader, f->upstream, in, length) < 0) {
+        snprintf(res->error, sizeof(res->error), "out of memory");
+        goto out;
+    }
+    has_reader = true;
+    if (in != MESSAGE_BODY_NONE && limit > 0 && !(in == MESSAGE_BODY_LENGTH && length > limit)) {
+        pthread_once(&rewrite_memory_once, fix_mmap_threshold);
+        whole = buffer_body(&reader.source, limit, memory_limit, f->t->io_ms, &raw, &raw_len,
+                            &reserved);
+        if (whole < 0) {
+            note_response_fault(f, reader.source.fault);
+            goto out;
+        }
+    }
+    if (rewrite_body && whole == 2)
+        add_memory_note(f->rw);
+    else if (rewrite_body && whole != 0)
+        add_note(f->rw, "body larger than --rewrite-limit: passed on unmodified");
+    if (rewrite_body && whole == 0 &&
+        exchange_rewrite_body(f->rw, encoding, raw, raw_len, &br) < 0) {
+        snprintf(res->error, sizeof(res->error), "out of memory");
+        goto out;
+    }
+    if (whole == 0) {
+        if (br.rewritten != NULL) {
+            plain = br.rewritten;
+            plain_len = br.rewritten_len;
+        } else if (br.plain != NULL) {
+            plain = br.plain;
+            plain_len = br.plain_len;
+        } else {
+            plain = held_plain(encoding, raw, raw_len, body_limit, &decoded, &plain_len);
+        }
+    }
+    h.head = &head;
+    h.has_body = plain != NULL && plain_len <= body_limit;
+    h.body = h.has_body ? plain : NULL;
+    h.body_len = h.has_body ? plain_len : 0;
+    held = f->cap->ops->response_hold(f->cap->arg, &h);
+    if (held < 0) {
+        snprintf(res->error, sizeof(res->error), "response dropped while intercepted");
+        res->upstream_reusable = false;
+        goto out;
+    }
+    const struct message *final = held > 0 ? &h.edited : &head;
+    decide_keep_alive(f);
+    res->status = final->status;
+    if (f->cap->ops->response_head)
+        f->cap->ops->response_head(f->cap->arg, final, held > 0 || sent != resp ? &received : NULL);
+    if (whole != 0) {
+        /* Not read whole: the head as the origin framed it, then the body
+         * as it comes, after what was read of it. */
+        if (send_response_head(f, final) < 0) {
+            snprintf(res->error, sizeof(res->error), "%s", client_failed(f->client, false));
+            res->client_keep_alive = false;
+            goto out;
+        }
+        if (in == MESSAGE_BODY_NONE) {
+            if (stream_flush(f->client, f->t->io_ms) != STREAM_OK) {
+                res->client_keep_alive = false;
+                snprintf(res->error, sizeof(res->error), "%s", client_failed(f->client, false));
+                goto out;
+            }
+            rc = 0;
+            goto out;
+        }
+        cap_body(f->cap, EXCHANGE_RESPONSE, raw, raw_len);
+        res->response_bytes += raw_len;
+        if (send_body_rest(&reader.source, raw, raw_len, &f->client_writer.sink, f->t->io_ms,
+                           &res->response_bytes, f->cap, EXCHANGE_RESPONSE, &fault) < 0) {
+            note_response_fault(f, fault);
+            goto out;
+        }
+        rc = res->error[0] ? -1 : 0;
+        goto out;
+    }
+    /* Whole: sent with its length, identity when rules or the edit changed it. */
+    bool is_changed = h.has_edited_body || br.rewritten != NULL;
+    const unsigned char *send = h.has_edited_body ? h.edited_body
+                                : br.rewritten    ? br.rewritten
+                                                  : raw;
+    size_t send_len = h.has_edited_body ? h.edited_body_len
+                      : br.rewritten    ? br.rewritten_len
+                                        : raw_len;
+    if (reframed(final, send_len, is_changed, &framed, &framed_items) < 0) {
+        snprintf(res->error, sizeof(res->error), "out of memory");
+        goto out;
+    }
+    if (is_changed && f->cap->ops->body_original) {
+        /* The body as the origin sent it, decoded. */
+        const unsigned char *original = br.plain != NULL ? br.plain : plain;
+        size_t original_len = br.plain != NULL ? br.plain_len : plain_len;
+        if (original != NULL)
+            f->cap->ops->body_original(f->cap->arg, EXCHANGE_RESPONSE, original, original_len);
+    }
+    if (f->cap->ops->reframed)
+        f->cap->ops->reframed(f->cap->arg, EXCHANGE_RESPONSE, send_len, is_changed);
+    cap_body(f->cap, EXCHANGE_RESPONSE, send, send_len);
+    res->response_bytes += send_len;
+    if (send_response_head(f, &framed) < 0 ||
+        (send_len > 0 &&
+         f->client_writer.sink.write(&f->client_writer.sink, send, send_len, f->t->io_ms) < 0) ||
+        f->client_writer.sink.end(&f->client_writer.sink, NULL, f->t->io_ms) < 0) {
+        res->client_keep_alive = false;
+        snprintf(res->error, sizeof(res->error), "%s", client_failed(f->client, true));
+        goto out;
+    }
+    rc = 0;
+out:
+    if (has_reader)
+        http1codec_reader_free(&reader);
+    free(framed_items);
+    free(raw);
+    free(decoded);
+    exchange_body_rewrite_free(&br);
+    membudget_release(&rewrite_memory, reserved);
+    message_free(&h.edited);
+    free(h.edited_body);
+    message_free(&head);
+    message_free(&received);
+    return rc;
+}
+
 /* The response to the client: head (after header rules), then the body as
  * it comes, rewritten by body rules, or the upgraded connection. Returns 0,
  * or -1 with f->res->error. */
@@ -691,26 +890,11 @@ static int relay_response(struct forward *f)
         snprintf(res->error, sizeof(res->error), "out of memory");
         return -1;
     }
-    if (f->cap && f->cap->ops->response_hold && resp->status != 101) {
-        int held = f->cap->ops->response_hold(f->cap->arg, sent, &f->resp_held);
-        if (held < 0) {
-            snprintf(res->error, sizeof(res->error), "response dropped while intercepted");
-            res->upstream_reusable = false;
-            return -1;
-        }
-        if (held > 0)
-            sent = &f->resp_held;
-    }
-    /* The client's connection: HTTP/1.0 cannot take a stream of unknown
-     * length except by the close. */
-    bool keep = res->client_keep_alive;
-    if ((resp->body == MESSAGE_BODY_STREAM || resp->body == MESSAGE_BODY_UNTIL_CLOSE) &&
-        f->req->version < 11)
-        keep = false;
-    f->client_keep_alive = keep;
-    res->client_keep_alive = keep && resp->status != 101;
-    res->upstream_reusable =
-        resp->keep_alive && resp->body != MESSAGE_BODY_UNTIL_CLOSE && res->error[0] == '\0';
+    size_t hold_limit = 0;
+    if (f->cap && f->cap->ops->response_holds && f->cap->ops->response_hold &&
+        resp->status != 101 && f->cap->ops->response_holds(f->cap->arg, sent, &hold_limit))
+        return relay_held_response(f, sent, hold_limit);
+    decide_keep_alive(f);
     res->status = resp->status;
     if (f->cap && f->cap->ops->response_head)
         f->cap->ops->response_head(f->cap->arg, sent, sent != resp ? resp : NULL);
@@ -818,7 +1002,6 @@ out:
         res->status = 0, res->client_keep_alive = false;
     cap_moment(cap, EXCHANGE_DONE, clock_wall_us());
     message_free(&f.resp_owned);
-    message_free(&f.resp_held);
     free(f.resp_head);
     return rc;
 }

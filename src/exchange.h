@@ -41,6 +41,24 @@ enum exchange_moment {
 };
 
 /*
+ * A response an intercept holds. The exchange read its body whole first
+ * when it fit the hold's limit, so that it can be shown and replaced.
+ */
+struct exchange_held {
+    const struct message *head; /* as it would go */
+    bool has_body;              /* body is the whole body, decoded (identity) */
+    const unsigned char *body;
+    size_t body_len;
+    /* Set by a hold that returns 1: the head to send (message_free() by the
+     * exchange), and a new body (identity; freed by the exchange), sent
+     * with a Content-Length and without Content-Encoding. */
+    struct message edited;
+    bool has_edited_body;
+    unsigned char *edited_body;
+    size_t edited_body_len;
+};
+
+/*
  * What an exchange reports as it goes, for whoever records it (capture.c
  * keeps a flow). Every hook may be NULL. The heads and bytes passed are
  * valid only during the call.
@@ -66,10 +84,13 @@ struct exchange_capture_ops {
     /* The WebSocket connection was quiet for a moment (WSRELAY_QUIET_MS). */
     void (*ws_quiet)(void *arg);
     /* The final response head (after rules) before it goes to the client,
-     * where an intercept may hold it: returns 0 to send it as it is, 1 with
-     * *edited (message_free()) to send instead, or -1 to send nothing (the
-     * exchange breaks off and the client gets an error page). */
-    int (*response_hold)(void *arg, const struct message *sent, struct message *edited);
+     * where an intercept may hold it: true when it does, with *body_limit
+     * the most body bytes (decoded) it holds with the head (0: the head
+     * alone). response_hold() then holds it (see struct exchange_held). */
+    bool (*response_holds)(void *arg, const struct message *sent, size_t *body_limit);
+    /* Returns 0 to send h as it is, 1 with h's edits, or -1 to send nothing
+     * (the exchange breaks off and the client gets an error page). */
+    int (*response_hold)(void *arg, struct exchange_held *h);
 };
 
 struct exchange_capture {

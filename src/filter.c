@@ -37,6 +37,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define URL_STACK_BYTES 2048         /* URLs up to this long are built on the stack */
 #define MAX_SQL_BYTES (1024 * 1024)  /* far above what FILTER_MAX_NODES terms make */
@@ -64,10 +65,16 @@ enum op {
     OP_HTTP2,
     OP_VERSION,
     OP_CLIENT,
+    OP_LISTENER,
 };
 
 enum side { SIDE_EITHER, SIDE_REQUEST, SIDE_RESPONSE };
-enum value_kind { VALUE_NONE, VALUE_REGEX, VALUE_STATUS };
+enum value_kind { VALUE_NONE, VALUE_REGEX, VALUE_STATUS, VALUE_LISTENER };
+
+/* The ways a flow comes in, as flows.listener stores them (capture.h);
+ * ~listener takes exactly one of them, so a typo is an error rather than
+ * a filter that matches nothing. */
+static const char *const listener_names[] = {"proxy", "socks5", "transparent", "reverse", "replay"};
 
 struct term {
     const char *name; /* after '~' */
@@ -89,6 +96,7 @@ static const struct term terms[] = {
     {"hq", OP_HEADER, SIDE_REQUEST, VALUE_REGEX},
     {"hs", OP_HEADER, SIDE_RESPONSE, VALUE_REGEX},
     {"http2", OP_HTTP2, SIDE_REQUEST, VALUE_NONE},
+    {"listener", OP_LISTENER, SIDE_REQUEST, VALUE_LISTENER},
     {"m", OP_METHOD, SIDE_REQUEST, VALUE_REGEX},
     {"q", OP_NO_RESPONSE, SIDE_RESPONSE, VALUE_NONE},
     {"s", OP_HAS_RESPONSE, SIDE_RESPONSE, VALUE_NONE},
@@ -113,6 +121,7 @@ struct node {
     char *lower; /* owned: OP_TEXT's value with ASCII folded */
     pcre2_code *re;
     int status_lo, status_hi;
+    const char *listener; /* OP_LISTENER: one of listener_names */
 };
 
 struct filter {
@@ -266,6 +275,16 @@ static int compile_value(struct parser *p, struct node *n, const size_t *cols)
             return 0;
         }
         perr(p, cols[0], "~c needs a status code (404) or class (4xx)");
+        return -1;
+    }
+    if (n->term->value == VALUE_LISTENER) {
+        for (size_t k = 0; k < sizeof(listener_names) / sizeof(listener_names[0]); k++)
+            if (strlen(listener_names[k]) == n->value_len &&
+                strncasecmp(listener_names[k], n->value, n->value_len) == 0) {
+                n->listener = listener_names[k];
+                return 0;
+            }
+        perr(p, cols[0], "~listener needs proxy, socks5, transparent, reverse or replay");
         return -1;
     }
     n->re = pcre2_compile((PCRE2_SPTR)n->value, n->value_len, options, &code, &offset, NULL);
@@ -872,6 +891,8 @@ static int eval_node(struct eval *ev, int i)
         return re_find(ev, n, fl->method, strlen(fl->method));
     case OP_CLIENT:
         return re_find(ev, n, fl->client_addr, strlen(fl->client_addr));
+    case OP_LISTENER:
+        return strcmp(fl->listener, n->listener) == 0;
     case OP_VERSION: {
         char v[32];
 
@@ -1316,6 +1337,14 @@ static enum sql_class emit(struct sqlgen *g, int i, enum op parent)
         return emit_regex(g, n, "method", NULL, true);
     case OP_CLIENT:
         return emit_regex(g, n, "client", NULL, true);
+    case OP_LISTENER:
+        /* A column compare per row, no index: the listener is one of five
+         * values, too few for an index to narrow a walk down the ids. NULL
+         * (stored before schema version 13) is no listener. */
+        sql_text(g, "(coalesce(listener, '') = ");
+        param_text(g, strdup(n->listener));
+        sql_text(g, ")");
+        return SQL_EXACT;
     case OP_VERSION:
         return emit_regex(g, n, "req_version", NULL, true);
     case OP_HTTP2:

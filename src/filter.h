@@ -82,7 +82,7 @@ char *filter_format(const struct filter *filter);
  * FILTER_MATCH_BUDGET_MS ran out, or memory did. Callers treat -1 as "does
  * not match" and may show why. Only the fields named by filter_needs() and
  * the always-present ones (kind, scheme, method, host, port, target,
- * client_addr, status, error, is_tls, version) are read; a side that is
+ * client_addr, status, error, is_tls, version, listener) are read; a side that is
  * absent (NULL headers, status 0) simply does not match its terms.
  * Allocation: none for most trees; a regex term makes two small ones, a
  * target longer than 2 KiB one for the URL, and ~b on a compressed body
@@ -126,7 +126,7 @@ struct filter_sql_param {
  * is plain text (no regex operators but an optional leading '^' and
  * trailing '$', ASCII, escaped punctuation allowed), ~h/~hq/~hs with such
  * values without anchors, ~t/~tq/~ts, ~c, ~q, ~s, ~e, ~websocket,
- * ~tunnel, ~tls, ~http2, ~version (plain), ~all. An equality on the host
+ * ~tunnel, ~tls, ~http2, ~version (plain), ~listener, ~all. An equality on the host
  * ("~d ^example\.com$") uses the index on lower(host), ~e the partial
  * index on errors, ~c 4xx (not 2xx) the partial index on the status class.
  * Other regexes become the literal runs they require (a superset), and ~b

@@ -144,6 +144,7 @@ struct flow *flow_snapshot(const struct flow *flow)
     memcpy(copy->method, flow->method, sizeof(copy->method));
     memcpy(copy->host, flow->host, sizeof(copy->host));
     memcpy(copy->reason, flow->reason, sizeof(copy->reason));
+    memcpy(copy->listener, flow->listener, sizeof(copy->listener));
     copy->port = flow->port;
     copy->request_version = flow->request_version;
     copy->response_version = flow->response_version;

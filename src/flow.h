@@ -189,6 +189,14 @@ struct flow {
     enum flow_live_part live_part;
     int64_t replay_of; /* a replay: the flow whose request it sent again; 0: none */
     bool is_imported;  /* from a HAR file (har_import()), not captured */
+    /* The way the client came in (capture.h): "proxy", "socks5",
+     * "transparent", "reverse", "replay"; "" when unknown (stored as NULL). */
+    char listener[16];
+    /* The record was kept but the bodies (and WebSocket message data) were
+     * given up: the writer's queue held its byte bound, or the disk had room
+     * for the records only (flowstore.h). The bodies' sizes stay; their
+     * bytes are gone. */
+    bool are_bodies_dropped;
 };
 
 /* A copy of flow's request and response as they are (target, header

@@ -10,8 +10,9 @@
  * store costs no more per flow than an empty one.
  *
  * The column list of flows_N must stay exactly that of flows_1 as the
- * migration of sql/schema.sql version 12 leaves it (the views are UNION ALL
- * of SELECT *): add a column to both, in the same place.
+ * migrations of sql/schema.sql leave it (version 12 made it, version 13
+ * added listener and bodies_dropped to every segment; the views are UNION
+ * ALL of SELECT *): add a column to both, in the same place.
  * Only integers are ever formatted into SQL here.
  */
 #ifndef _POSIX_C_SOURCE
@@ -26,7 +27,8 @@
 #include <string.h>
 
 /* The columns of flows up to schema version 11 (see sql/schema.sql: replay_of
- * is version 11's), then imported (version 12). %1$ is the segment number. */
+ * is version 11's), then imported (version 12), then listener and
+ * bodies_dropped (version 13). %1$ is the segment number. */
 static const char create_fmt[] =
     "CREATE TABLE flows_%1$" PRId64 " ("
     "id INTEGER PRIMARY KEY, kind INTEGER NOT NULL, time_start_us INTEGER NOT NULL, "
@@ -47,7 +49,7 @@ static const char create_fmt[] =
     "resp_body_original_size INTEGER, req_body_original_captured INTEGER, "
     "resp_body_original_captured INTEGER, req_original_truncated INTEGER, "
     "resp_original_truncated INTEGER, rules_notes TEXT, req_body BLOB, resp_body BLOB, "
-    "replay_of INTEGER, imported INTEGER);"
+    "replay_of INTEGER, imported INTEGER, listener TEXT, bodies_dropped INTEGER);"
     "CREATE INDEX flows_%1$" PRId64 "_host ON flows_%1$" PRId64 " (lower(host));"
     "CREATE INDEX flows_%1$" PRId64 "_status_class ON flows_%1$" PRId64
     " (status / 100) WHERE status / 100 <> 2;"

@@ -1,5 +1,5 @@
 /*
- * flowseg: the segments of the flow store (sql/schema.sql, version 12).
+ * flowseg: the segments of the flow store (sql/schema.sql, versions 12 and 13).
  *
  * Flows are kept in time-ordered segments, each its own set of tables
  * (flows_N, flow_bodies_N, flows_fts_N, flows_hdr_N, flows_unindexed_N), so that

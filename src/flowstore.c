@@ -60,9 +60,6 @@
 #include "searchtext.h"
 #include "wsstore.h"
 
-/* Queued flows may each hold two bodies up to the capture limit; bounding
- * their bytes, not only their number, bounds memory while the disk is slow. */
-#define FLOWSTORE_QUEUE_MAX_BYTES ((size_t)256 * 1024 * 1024)
 #define FLOWSTORE_ERROR_BYTES 256
 
 /* A body's row in flow_bodies is body_key = flow id * 4 + direction (schema
@@ -84,13 +81,15 @@ struct flowstore {
     pthread_cond_t done_cond; /* flowstore_sync() waits here for progress */
     bool has_lock, has_work_cond, has_done_cond;
     struct flow **queue; /* ring of FLOWSTORE_QUEUE_FLOWS */
+    size_t *queue_sizes; /* flow_bytes() of each, as counted when it was queued */
     size_t queue_head;
     size_t queue_count;
     size_t queue_bytes;
     bool is_stopping;
-    uint64_t accepted;       /* flows queued since open */
-    uint64_t finished;       /* of those, written or lost */
-    uint64_t drops_reported; /* dropped count when the last drop warning was logged */
+    uint64_t accepted;            /* flows queued since open */
+    uint64_t finished;            /* of those, written or lost */
+    uint64_t drops_reported;      /* dropped count when the last drop warning was logged */
+    uint64_t body_drops_reported; /* bodies_dropped count when last logged */
     struct flowstore_stats stats;
 
     pthread_t writer;
@@ -267,7 +266,10 @@ static int prepare(sqlite3 *db, const char *path, const char *sql, sqlite3_stmt 
 #define FLOW_INSERT_VALUES                                                                         \
     "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "   \
     "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
-#define RECORD_COLUMNS "id, " FLOW_INSERT_COLUMNS ", imported"
+/* After the inline bodies: imported (schema version 12), listener and
+ * bodies_dropped (version 13). */
+#define FLOW_TAIL_COLUMNS "imported, listener, bodies_dropped"
+#define RECORD_COLUMNS "id, " FLOW_INSERT_COLUMNS ", " FLOW_TAIL_COLUMNS
 /* A listing leaves out what only the detail view shows: the same columns
  * with the header sections, TLS details, what rules changed and the replay
  * link as NULL (flows.rules stays: the list marks modified flows; a
@@ -280,7 +282,7 @@ static int prepare(sqlite3 *db, const char *path, const char *sql, sqlite3_stmt 
     "resp_content_type, req_content_encoding, resp_content_encoding, connected_us, tls_done_us, "  \
     "request_sent_us, first_byte_us, done_us, is_tls, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "  \
     "NULL, NULL, NULL, NULL, error, rules, bytes_up, bytes_down, "                                 \
-    "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, imported"
+    "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, " FLOW_TAIL_COLUMNS
 
 static int prepare_writer(struct flowstore *store, char *err, size_t err_len)
 {
@@ -339,7 +341,8 @@ static int prepare_segment(struct flowstore *store, char *err, size_t err_len)
     finalize_segment_stmts(store);
     snprintf(sql, sizeof(sql),
              "INSERT INTO flows_%" PRId64 " (id, " FLOW_INSERT_COLUMNS
-             ", req_body, resp_body, imported) VALUES (?, " FLOW_INSERT_VALUES ", ?, ?, ?)",
+             ", req_body, resp_body, " FLOW_TAIL_COLUMNS ") VALUES (?, " FLOW_INSERT_VALUES
+             ", ?, ?, ?, ?, ?)",
              seg);
     if (prepare(db, path, sql, &store->insert_flow_stmt, err, err_len) != 0)
         return -1;
@@ -625,7 +628,8 @@ int flowstore_open(const char *db_path, int64_t max_flows, struct flowstore **ou
     store->limits.max_flows = max_flows;
     store->db_path = strdup(db_path);
     store->queue = calloc(FLOWSTORE_QUEUE_FLOWS, sizeof(store->queue[0]));
-    if (store->db_path == NULL || store->queue == NULL) {
+    store->queue_sizes = calloc(FLOWSTORE_QUEUE_FLOWS, sizeof(store->queue_sizes[0]));
+    if (store->db_path == NULL || store->queue == NULL || store->queue_sizes == NULL) {
         errmsg_set(err, err_len, "flowstore: out of memory");
         goto out;
     }
@@ -723,23 +727,98 @@ void flowstore_close(struct flowstore *store)
     if (store->has_lock)
         pthread_mutex_destroy(&store->lock);
     free(store->queue);
+    free(store->queue_sizes);
     free(store->db_path);
     free(store);
 }
 
 /* ---- submitting ---- */
 
+static size_t text_bytes(const char *text)
+{
+    return text != NULL ? strlen(text) + 1 : 0;
+}
+
+/* What the record holds besides its bodies: the fixed part and its texts
+ * (bounded by the head limits of the codecs). */
+static size_t record_bytes(const struct flow *flow)
+{
+    return sizeof(*flow) + text_bytes(flow->target) + text_bytes(flow->request_headers) +
+           text_bytes(flow->response_headers) + text_bytes(flow->target_original) +
+           text_bytes(flow->request_headers_original) +
+           text_bytes(flow->response_headers_original) + text_bytes(flow->error) +
+           text_bytes(flow->rules) + text_bytes(flow->rules_notes) +
+           flow->ws.capacity * sizeof(struct flow_ws_message);
+}
+
+static size_t body_bytes(const struct flow *flow)
+{
+    return flow->request_body.capacity + flow->response_body.capacity +
+           flow->request_body_original.capacity + flow->response_body_original.capacity +
+           flow->ws.bytes;
+}
+
+static void body_drop(struct flow_body *body)
+{
+    free(body->data);
+    body->data = NULL;
+    body->len = 0;
+    body->capacity = 0;
+    /* size stays: the flow still says how large the body was. */
+    body->truncated = body->size > 0;
+}
+
+/* The bytes flow counts for in the queue (and roughly in its segment). */
 static size_t flow_bytes(const struct flow *flow)
 {
-    return sizeof(*flow) + flow->request_body.capacity + flow->response_body.capacity +
-           flow->request_body_original.capacity + flow->response_body_original.capacity +
-           flow->ws.bytes + flow->ws.capacity * sizeof(struct flow_ws_message);
+    return record_bytes(flow) + body_bytes(flow);
+}
+
+/* Gives up flow's body bytes and its WebSocket messages' data, keeping
+ * everything else, and says so in the flow. */
+static void drop_bodies(struct flow *flow)
+{
+    size_t i;
+
+    body_drop(&flow->request_body);
+    body_drop(&flow->response_body);
+    body_drop(&flow->request_body_original);
+    body_drop(&flow->response_body_original);
+    for (i = 0; i < flow->ws.count; i++) {
+        struct flow_ws_message *m = &flow->ws.items[i];
+
+        free(m->data);
+        m->data = NULL;
+        m->len = 0;
+        m->flags |= FLOW_WS_TRUNCATED;
+    }
+    flow->ws.bytes = 0;
+    flow->are_bodies_dropped = true;
+}
+
+/* Whether a flow of bytes fits the queue now; called with lock held. The
+ * first flow always does, so that one larger than the bound is written. */
+static bool queue_fits(const struct flowstore *store, size_t bytes)
+{
+    return store->queue_count == 0 || store->queue_bytes + bytes <= FLOWSTORE_QUEUE_MAX_BYTES;
+}
+
+/* Warns at the 1st, 2nd, 4th, 8th... time a count went up: visible, never
+ * a flood. Returns the count to log, 0 for none; called with lock held. */
+static uint64_t report_due(uint64_t count, uint64_t *reported)
+{
+    if (*reported != 0 && count < *reported * 2)
+        return 0;
+    *reported = count;
+    return count;
 }
 
 int flowstore_submit(struct flowstore *store, struct flow *flow)
 {
-    uint64_t dropped = 0;
-    size_t bytes;
+    uint64_t dropped = 0, stripped = 0;
+    size_t bytes, bodies;
+    bool is_counted;
+    bool must_strip = false;
     int ret = -1;
 
     if (flow == NULL)
@@ -748,17 +827,35 @@ int flowstore_submit(struct flowstore *store, struct flow *flow)
         flow_free(flow);
         return -1;
     }
+    is_counted = flow->live_part == FLOW_LIVE_NONE || flow->live_part == FLOW_LIVE_FINAL;
+    bodies = body_bytes(flow);
     bytes = flow_bytes(flow);
     pthread_mutex_lock(&store->lock);
-    if (flow->live_part == FLOW_LIVE_NONE || flow->live_part == FLOW_LIVE_FINAL)
+    if (bodies > 0 && !queue_fits(store, bytes)) {
+        /* The bodies give way first (the disk cannot keep up with them):
+         * freed outside the lock, then the record tries again. */
+        pthread_mutex_unlock(&store->lock);
+        drop_bodies(flow);
+        bytes -= bodies;
+        must_strip = true;
+        pthread_mutex_lock(&store->lock);
+    }
+    if (is_counted)
         store->stats.submitted++;
     if (!store->is_stopping && store->queue_count < FLOWSTORE_QUEUE_FLOWS &&
-        (store->queue_count == 0 || store->queue_bytes + bytes <= FLOWSTORE_QUEUE_MAX_BYTES)) {
-        store->queue[(store->queue_head + store->queue_count) % FLOWSTORE_QUEUE_FLOWS] = flow;
+        queue_fits(store, bytes)) {
+        size_t at = (store->queue_head + store->queue_count) % FLOWSTORE_QUEUE_FLOWS;
+
+        store->queue[at] = flow;
+        store->queue_sizes[at] = bytes;
         store->queue_count++;
         store->queue_bytes += bytes;
         store->accepted++;
         flow = NULL;
+        if (must_strip) {
+            store->stats.bodies_dropped++;
+            stripped = report_due(store->stats.bodies_dropped, &store->body_drops_reported);
+        }
         /* Wake the writer when work appears and when a batch is full; in
          * between it is gathering a batch (see writer_run). */
         if (store->queue_count == 1 || store->queue_count == FLOWSTORE_BATCH_FLOWS)
@@ -766,17 +863,17 @@ int flowstore_submit(struct flowstore *store, struct flow *flow)
         ret = 0;
     } else {
         store->stats.dropped++;
-        /* Warn at the 1st, 2nd, 4th, 8th... drop: visible, never a flood. */
-        if (store->stats.dropped >= store->drops_reported * 2 || store->drops_reported == 0) {
-            store->drops_reported = store->stats.dropped;
-            dropped = store->stats.dropped;
-        }
+        dropped = report_due(store->stats.dropped, &store->drops_reported);
     }
     pthread_mutex_unlock(&store->lock);
     if (dropped > 0)
         log_warn("flowstore: the flow queue is full (the database cannot keep up); %" PRIu64
                  " flow(s) dropped so far",
                  dropped);
+    if (stripped > 0)
+        log_warn("flowstore: the flow queue holds %zu MiB of bodies (the database cannot keep "
+                 "up); %" PRIu64 " flow(s) kept without their bodies so far",
+                 FLOWSTORE_QUEUE_MAX_BYTES / (1024 * 1024), stripped);
     flow_free(flow);
     return ret;
 }
@@ -805,9 +902,10 @@ void flowstore_log_totals(struct flowstore *store)
     struct flowstore_stats stats;
 
     flowstore_stats(store, &stats);
-    log_info("flows: %llu written, %llu dropped (queue full), %llu lost to database errors",
+    log_info("flows: %llu written, %llu dropped (queue full), %llu kept without their bodies "
+             "(queue at its byte bound, or a full disk), %llu lost to database errors",
              (unsigned long long)stats.written, (unsigned long long)stats.dropped,
-             (unsigned long long)stats.write_errors);
+             (unsigned long long)stats.bodies_dropped, (unsigned long long)stats.write_errors);
 }
 
 void flowstore_stats(struct flowstore *store, struct flowstore_stats *out)
@@ -1177,7 +1275,8 @@ static int live_row_prepare(struct flowstore *store, int64_t id, struct live_row
      * deletes fires no delete trigger; none is on flows_N anyway. */
     snprintf(sql, sizeof(sql),
              "INSERT OR REPLACE INTO flows_%" PRId64 " (id, " FLOW_INSERT_COLUMNS
-             ", req_body, resp_body, imported) VALUES (?, " FLOW_INSERT_VALUES ", ?, ?, ?)",
+             ", req_body, resp_body, " FLOW_TAIL_COLUMNS ") VALUES (?, " FLOW_INSERT_VALUES
+             ", ?, ?, ?, ?, ?)",
              seg);
     rc = sqlite3_prepare_v2(store->wdb, sql, -1, &lr->replace_stmt, NULL);
     if (rc == SQLITE_OK) {
@@ -1322,6 +1421,8 @@ static int insert_flow(struct flowstore *store, struct flow *flow, char *msg, si
     bind_inline_body(&b, &flow->request_body, store->inline_body_max);
     bind_inline_body(&b, &flow->response_body, store->inline_body_max);
     bind_int_if(&b, flow->is_imported, 1);
+    bind_field(&b, flow->listener);
+    bind_int_if(&b, flow->are_bodies_dropped, 1);
     if (b.rc != SQLITE_OK) {
         rc = b.rc;
         describe_error(store->wdb, rc, "storing a flow", msg, msg_len);
@@ -1713,35 +1814,35 @@ static void report_batch(struct flowstore *store, size_t count, bool is_ok, cons
     }
 }
 
-/* Writes one batch in one transaction, with the segments it takes
- * (flowseg.h). Returns true when it was committed (every flow has its id),
- * false when it was rolled back. */
-static bool write_batch(struct flowstore *store, struct flow **batch, size_t count)
+/* One attempt at writing batch in one transaction, with the segments it
+ * takes (flowseg.h). Returns SQLITE_DONE when it was committed (every new
+ * row has its id, *pruned the rows retention dropped), else the error
+ * code with msg filled, everything rolled back and the writer's state as
+ * it was before. Called with write_lock held. */
+static int try_batch(struct flowstore *store, struct flow **batch, size_t count, int64_t *pruned,
+                     char *msg, size_t msg_len)
 {
-    char msg[FLOWSTORE_ERROR_BYTES] = "";
     struct flowseg saved[FLOWSEG_MAX_SEGMENTS + 1];
     size_t saved_count, i;
     int64_t first_id, saved_total;
-    int64_t pruned = 0;
     int64_t now_us = wall_now_us();
     int rc;
-    bool is_ok = false;
 
-    pthread_mutex_lock(&store->write_lock);
+    *pruned = 0;
     first_id = store->next_id;
     saved_count = store->seg_count;
     saved_total = store->seg_total_flows;
     memcpy(saved, store->segs, saved_count * sizeof(saved[0]));
-    rc = step_done(store->wdb, store->begin_stmt, "starting a transaction", msg, sizeof(msg));
+    rc = step_done(store->wdb, store->begin_stmt, "starting a transaction", msg, msg_len);
     for (i = 0; i < count && rc == SQLITE_DONE; i++) {
         struct flowseg *cur;
 
         /* A live flow's messages and finished row go where its first row
          * is; only a new row takes room in the newest segment. */
         if (makes_row(batch[i]))
-            rc = make_room(store, now_us, &pruned, msg, sizeof(msg));
+            rc = make_room(store, now_us, pruned, msg, msg_len);
         if (rc == SQLITE_DONE)
-            rc = insert_flow(store, batch[i], msg, sizeof(msg));
+            rc = insert_flow(store, batch[i], msg, msg_len);
         if (rc != SQLITE_DONE)
             break;
         cur = &store->segs[store->seg_count - 1];
@@ -1756,17 +1857,16 @@ static bool write_batch(struct flowstore *store, struct flow **batch, size_t cou
         store->seg_total_flows++;
     }
     if (rc == SQLITE_DONE)
-        rc = apply_retention(store, 0, now_us, &pruned, msg, sizeof(msg));
+        rc = apply_retention(store, 0, now_us, pruned, msg, msg_len);
     if (rc == SQLITE_DONE)
-        rc = save_segment(store, store->seg_count - 1, msg, sizeof(msg));
+        rc = save_segment(store, store->seg_count - 1, msg, msg_len);
     if (rc == SQLITE_DONE)
-        rc = save_next_id(store, msg, sizeof(msg));
+        rc = save_next_id(store, msg, msg_len);
     if (rc == SQLITE_DONE)
-        rc = refresh_views(store, msg, sizeof(msg));
+        rc = refresh_views(store, msg, msg_len);
     if (rc == SQLITE_DONE)
-        rc = step_done(store->wdb, store->commit_stmt, "committing flows", msg, sizeof(msg));
-    is_ok = rc == SQLITE_DONE;
-    if (!is_ok) {
+        rc = step_done(store->wdb, store->commit_stmt, "committing flows", msg, msg_len);
+    if (rc != SQLITE_DONE) {
         char ignored[FLOWSTORE_ERROR_BYTES];
         bool was_rotated = saved_count != store->seg_count ||
                            saved[saved_count - 1].seg != store->segs[store->seg_count - 1].seg;
@@ -1779,13 +1879,57 @@ static bool write_batch(struct flowstore *store, struct flow **batch, size_t cou
         store->seg_count = saved_count;
         store->seg_total_flows = saved_total;
         store->are_views_stale = false;
-        pruned = 0;
+        *pruned = 0;
         if (was_rotated && prepare_segment(store, ignored, sizeof(ignored)) != 0)
             log_error("flowstore: %s", ignored);
-        for (i = 0; i < count; i++)
+        for (i = 0; i < count; i++) {
             if (batch[i]->live_part == FLOW_LIVE_OPEN && batch[i]->live != NULL)
                 batch[i]->live->id = 0;
+            if (batch[i]->live_part == FLOW_LIVE_NONE || batch[i]->live_part == FLOW_LIVE_OPEN)
+                batch[i]->id = 0;
+        }
     }
+    return rc;
+}
+
+/* Gives up the bodies of every flow of batch that has any. Returns how
+ * many flows lost theirs. */
+static uint64_t drop_batch_bodies(struct flow **batch, size_t count)
+{
+    uint64_t dropped = 0;
+    size_t i;
+
+    for (i = 0; i < count; i++)
+        if (body_bytes(batch[i]) > 0) {
+            drop_bodies(batch[i]);
+            dropped++;
+        }
+    return dropped;
+}
+
+/* Writes one batch in one transaction. A full disk may still hold the
+ * records where it cannot hold their bodies: then the batch is tried once
+ * more without them (the flows say so), rather than lost whole. Returns
+ * true when it was committed (every flow has its id), false when it was
+ * rolled back. */
+static bool write_batch(struct flowstore *store, struct flow **batch, size_t count)
+{
+    char msg[FLOWSTORE_ERROR_BYTES] = "";
+    char retry_msg[FLOWSTORE_ERROR_BYTES] = "";
+    uint64_t stripped = 0, stripped_report = 0;
+    int64_t pruned = 0;
+    size_t i;
+    int rc;
+    bool is_ok;
+
+    pthread_mutex_lock(&store->write_lock);
+    rc = try_batch(store, batch, count, &pruned, msg, sizeof(msg));
+    if ((rc & 0xff) == SQLITE_FULL && (stripped = drop_batch_bodies(batch, count)) > 0) {
+        rc = try_batch(store, batch, count, &pruned, retry_msg, sizeof(retry_msg));
+        if (rc != SQLITE_DONE)
+            stripped = 0; /* lost whole after all: counted as write errors */
+    }
+    is_ok = rc == SQLITE_DONE;
 
     pthread_mutex_lock(&store->lock);
     if (is_ok) {
@@ -1798,12 +1942,23 @@ static bool write_batch(struct flowstore *store, struct flow **batch, size_t cou
                 store->stats.stored++;
         }
         stored_sub(store, (uint64_t)pruned);
+        store->stats.is_write_failing = false;
+        if (stripped > 0) {
+            store->stats.bodies_dropped += stripped;
+            stripped_report = report_due(store->stats.bodies_dropped, &store->body_drops_reported);
+        }
     } else {
         store->stats.write_errors += count;
+        store->stats.is_write_failing = true;
         snprintf(store->stats.last_error, sizeof(store->stats.last_error), "%s", msg);
     }
     pthread_mutex_unlock(&store->lock);
     report_batch(store, count, is_ok, msg);
+    if (stripped_report > 0)
+        /* msg is the first attempt's: what the disk said. */
+        log_warn("flowstore: database %s: %s; flows are kept without their bodies (%" PRIu64
+                 " so far)",
+                 store->db_path, msg, stripped_report);
     pthread_mutex_unlock(&store->write_lock);
     return is_ok;
 }
@@ -1893,9 +2048,9 @@ static void *writer_run(void *arg)
             break; /* stopping, and everything queued is written */
         for (count = 0; count < FLOWSTORE_BATCH_FLOWS && store->queue_count > 0; count++) {
             batch[count] = store->queue[store->queue_head];
+            store->queue_bytes -= store->queue_sizes[store->queue_head];
             store->queue_head = (store->queue_head + 1) % FLOWSTORE_QUEUE_FLOWS;
             store->queue_count--;
-            store->queue_bytes -= flow_bytes(batch[count]);
         }
         pthread_mutex_unlock(&store->lock);
 
@@ -2183,6 +2338,8 @@ static struct flowstore_record *read_record(sqlite3_stmt *stmt)
     f->rules_notes = read_text(&r);
     f->replay_of = read_int(&r);
     f->is_imported = read_int(&r) != 0;
+    read_field(&r, f->listener, sizeof(f->listener));
+    f->are_bodies_dropped = read_int(&r) != 0;
     if (r.has_failed) {
         flowstore_record_free(rec);
         return NULL;

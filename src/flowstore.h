@@ -5,8 +5,10 @@
  * flow to a bounded queue and returns at once; one writer thread writes
  * queued flows in batched transactions, indexes them for search, and
  * drops the oldest segment of flows (flowseg.h) beyond max_flows and the
- * retention limits. When the queue is full the flow is dropped and
- * counted.
+ * retention limits. When the queue's bytes are at their bound a flow is
+ * queued without its bodies, and when the queue is full the flow is
+ * dropped; both are counted. A batch the disk has no room for is tried
+ * once more without its bodies.
  * Queries for the dashboard and the HAR export (har.h) use their own read
  * connection (WAL lets them run beside the writer).
  * Thread safety: every function may be called from any thread.
@@ -23,6 +25,15 @@
 #define FLOWSTORE_DEFAULT_CAPTURE_LIMIT_BYTES (1024 * 1024)
 #define FLOWSTORE_DEFAULT_MAX_FLOWS 100000
 #define FLOWSTORE_QUEUE_FLOWS 4096 /* flows waiting for the writer */
+/* Queued flows may each hold two bodies up to the capture limit; bounding
+ * their bytes, not only their number, bounds memory while the disk is slow.
+ * The bytes counted are the records (struct flow and its texts) and their
+ * bodies and WebSocket messages. A flow that would pass the bound is queued
+ * without its bodies (struct flow are_bodies_dropped); only one whose record
+ * alone does not fit, or one past FLOWSTORE_QUEUE_FLOWS, is dropped whole.
+ * The queue's memory stays within this (and one flow more: the first flow
+ * queued always fits, however large, so that it can be written). */
+#define FLOWSTORE_QUEUE_MAX_BYTES ((size_t)256 * 1024 * 1024)
 /* Each commit rewrites the partly filled last pages of every b-tree it
  * touched into the WAL (16 KiB each) and checksums them: with 20 ms batches
  * at a few thousand flows a second that nearly doubled the bytes written
@@ -46,8 +57,9 @@ void flowstore_close(struct flowstore *store);
  * database errors since the store was opened. */
 void flowstore_log_totals(struct flowstore *store);
 
-/* Takes ownership of flow. Never blocks on the disk. Returns 0 when queued,
- * -1 when the queue was full (the flow is freed and counted as dropped). */
+/* Takes ownership of flow. Never blocks on the disk. Returns 0 when queued
+ * (without its bodies when they would pass FLOWSTORE_QUEUE_MAX_BYTES), -1
+ * when the queue was full (the flow is freed and counted as dropped). */
 int flowstore_submit(struct flowstore *store, struct flow *flow);
 
 /* Writes flows[0..count) at once on the caller's thread, in that order,
@@ -65,10 +77,15 @@ int flowstore_sync(struct flowstore *store, int timeout_ms);
 struct flowstore_stats {
     uint64_t submitted;
     uint64_t written;
-    uint64_t dropped;      /* queue full */
-    uint64_t write_errors; /* flows lost to database errors */
-    uint64_t stored;       /* flows in the database now */
-    char last_error[256];  /* last database error, "" if none */
+    uint64_t dropped;        /* queue full: whole flows */
+    uint64_t bodies_dropped; /* flows (or batches of a WebSocket flow's messages) kept without
+                                their bodies: the queue's bytes were at their bound, or the
+                                disk had room for the records only */
+    uint64_t write_errors;   /* flows lost to database errors */
+    uint64_t stored;         /* flows in the database now */
+    char last_error[256];    /* last database error, "" if none */
+    bool is_write_failing;   /* the last batch failed: flows are being lost now (a full
+                                disk, a lock); false again once a batch is committed */
 };
 void flowstore_stats(struct flowstore *store, struct flowstore_stats *out);
 

@@ -32,6 +32,7 @@
 #include "exchange.h"
 #include "grpcmsg.h"
 #include "h2bridge.h"
+#include "h2intercept.h"
 #include "log.h"
 #include "message.h"
 #include "reverse.h"
@@ -277,6 +278,8 @@ struct h2ex {
     uint64_t up_bytes, down_bytes;
     struct rewrite rw;
     struct capture cap;
+    /* A head an intercept parked waits in held[] (h2intercept.h). */
+    struct h2intercept_stream ic;
     char *url;
     int64_t started_us;
     char error[GRPCMSG_MAX_STATUS_TEXT_BYTES + 64]; /* a gRPC status fits */
@@ -288,10 +291,12 @@ struct h2relay {
     nghttp2_session *origin; /* we are the client; NULL with an HTTP/1.1-only origin */
     struct h2bridge *bridge; /* an HTTP/1.1-only origin: the streams' requests go there */
     /* The last poll: the bridge's entries start at bridge_at, bridge_polled of them. */
-    struct pollfd pfd[3 + H2BRIDGE_MAX_CONNECTIONS];
+    struct pollfd pfd[5 + H2BRIDGE_MAX_CONNECTIONS];
     size_t bridge_at, bridge_polled;
     struct h2ex *streams;
     struct pool pool;
+    struct h2intercept ic;
+    int park_left_ms; /* until the first parked stream's --intercept-timeout */
     bool has_told_open_times;
     bool has_said_goaway; /* a GOAWAY with an error went out, and was logged */
     char why[160];        /* why the relay ended early, for the log */
@@ -328,6 +333,7 @@ static void record_and_free(struct h2ex *ex)
                              grpcmsg_failed(&head, &grpc_status, why, sizeof(why))))
         set_error(ex, why);
 
+    h2intercept_end(&r->ic, &ex->ic, &ex->cap, ex->error[0] ? ex->error : "the stream ended");
     if (ex->url != NULL) {
         if (ex->error[0] != '\0')
             log_info("%s %s %s %d %lluB %.1fms error: %s", env->client_name, ex->method, ex->url,
@@ -647,8 +653,50 @@ out:
     return rc;
 }
 
-/* Rules on the request, the record begun, and the request sent on as a new
- * origin stream. Returns 0, or -1 when the stream was refused. */
+/* Body rules that want the body arrived while an intercept parked the head
+ * give up: those bytes were not acknowledged early (see hold_bytes()). */
+static bool can_hold_body(struct h2ex *ex, int dir)
+{
+    const struct exchange_rewrite *rw = rewrite_hooks(&ex->rw);
+    bool is_ended = dir == 0 ? ex->up_ended : ex->down_ended;
+
+    if (rw == NULL || is_ended || !rw->ops->wants_body(rw->arg))
+        return false;
+    if (queue_len(dir == 0 ? &ex->up : &ex->down) == 0)
+        return true;
+    rw->ops->note(rw->arg, "body rules skipped: the body came while the head was intercepted");
+    return false;
+}
+
+/* The request head on to the origin (its body after it), or held for the
+ * body rules. Returns 0, or -1 when the stream was refused. */
+static int forward_request(struct h2ex *ex, const struct message *sent)
+{
+    /* A client waiting for 100 (RFC 9110 10.1.1) is told to go on now, as
+     * the HTTP/1.1 path does: the body is wanted at once, by the body
+     * rules or by the bridge (where Expect does not go on), and an h2
+     * origin's own 100 is not passed on. */
+    const struct message_field *expect = message_find(sent, "expect");
+    if (expect != NULL && !ex->up_ended && expect->value_len == 12 &&
+        strncasecmp(expect->value, "100-continue", 12) == 0) {
+        nghttp2_nv go_on = nv_of(":status", 7, "100", 3);
+        nghttp2_submit_headers(ex->r->client, NGHTTP2_FLAG_NONE, ex->client_id, NULL, &go_on, 1,
+                               NULL);
+    }
+    if (can_hold_body(ex, 0)) {
+        /* The body rules want the request body: it goes out with its head
+         * once it is whole and rewritten (finish_holding()). */
+        if (message_copy(&ex->held[0], sent, NULL) < 0)
+            return -1;
+        ex->is_holding[0] = true;
+        return 0;
+    }
+    return submit_request_head(ex, sent);
+}
+
+/* Rules on the request, the record begun, the intercept asked, and the
+ * request sent on as a new origin stream. Returns 0, or -1 when the stream
+ * was refused. */
 static int start_exchange(struct h2ex *ex)
 {
     struct h2relay *r = ex->r;
@@ -683,7 +731,6 @@ static int start_exchange(struct h2ex *ex)
         goto out;
     if (changed > 0)
         sent = &req;
-    const struct exchange_rewrite *rw = rewrite_hooks(&ex->rw);
     size_t url_len =
         strlen(env->site) + (ex->authority ? strlen(ex->authority) : 0) + sent->target_len + 32;
     ex->url = arena_alloc(&ex->text, &r->pool, url_len);
@@ -693,26 +740,11 @@ static int start_exchange(struct h2ex *ex)
              (int)(ex->authority ? strlen(ex->authority) : 0), ex->authority ? ex->authority : "",
              (int)sent->target_len, sent->target);
     begin_record(ex, sent, changed > 0 ? &view : NULL, new_path != NULL ? strdup(ex->path) : NULL);
-    /* A client waiting for 100 (RFC 9110 10.1.1) is told to go on now, as
-     * the HTTP/1.1 path does: the body is wanted at once, by the body
-     * rules or by the bridge (where Expect does not go on), and an h2
-     * origin's own 100 is not passed on. */
-    const struct message_field *expect = message_find(sent, "expect");
-    if (expect != NULL && !ex->up_ended && expect->value_len == 12 &&
-        strncasecmp(expect->value, "100-continue", 12) == 0) {
-        nghttp2_nv go_on = nv_of(":status", 7, "100", 3);
-        nghttp2_submit_headers(r->client, NGHTTP2_FLAG_NONE, ex->client_id, NULL, &go_on, 1, NULL);
-    }
-    if (rw != NULL && !ex->up_ended && rw->ops->wants_body(rw->arg)) {
-        /* The body rules want the request body: it goes out with its head
-         * once it is whole and rewritten (finish_holding()). */
-        if (message_copy(&ex->held[0], sent, NULL) < 0)
-            goto out;
-        ex->is_holding[0] = true;
-        rc = 0;
+    if (h2intercept_request(&r->ic, &ex->ic, sent, env->site, env->port, ex->url, &ex->cap) > 0) {
+        rc = message_copy(&ex->held[0], sent, NULL); /* until resume_parked() */
         goto out;
     }
-    rc = submit_request_head(ex, sent);
+    rc = forward_request(ex, sent);
 out:
     if (rc < 0 && ex->error[0] == '\0')
         refuse_stream(ex, NGHTTP2_INTERNAL_ERROR, "out of memory");
@@ -744,19 +776,39 @@ static int submit_response_head(struct h2ex *ex, const struct message *sent)
                : -1;
 }
 
+/* The response as received, read as a message. */
+static void response_view(const struct h2ex *ex, struct message *m)
+{
+    memset(m, 0, sizeof(*m));
+    m->status = ex->status;
+    m->reason = "";                               /* HTTP/2 has none */
+    m->version = ex->r->bridge != NULL ? 11 : 20; /* the origin's hop */
+    m->fields = fields_of(&ex->resp);
+    m->body = ex->down_ended ? MESSAGE_BODY_NONE : MESSAGE_BODY_STREAM;
+}
+
+/* The response head on to the client, or held for the body rules. */
+static int forward_response(struct h2ex *ex, const struct message *sent)
+{
+    if (can_hold_body(ex, 1)) {
+        /* Held until the body is whole and rewritten (finish_holding()). */
+        if (message_copy(&ex->held[1], sent, NULL) < 0)
+            return -1;
+        ex->is_holding[1] = true;
+        return 0;
+    }
+    return submit_response_head(ex, sent);
+}
+
 static int start_response(struct h2ex *ex)
 {
     const struct exchange_rewrite *rw = rewrite_hooks(&ex->rw);
     const struct exchange_capture *hooks = capture_hooks(&ex->cap);
-    struct message view = {0}, owned = {0};
+    struct message view, owned = {0};
     const struct message *sent = &view;
     int rc = -1;
 
-    view.status = ex->status;
-    view.reason = ""; /* HTTP/2 has none */
-    view.version = ex->r->bridge != NULL ? 11 : 20;
-    view.fields = fields_of(&ex->resp);
-    view.body = ex->down_ended ? MESSAGE_BODY_NONE : MESSAGE_BODY_STREAM;
+    response_view(ex, &view);
     if (rw != NULL) {
         rw->ops->response(rw->arg, &view);
         int changed = exchange_rewrite_head(rw, &view, &owned);
@@ -767,15 +819,11 @@ static int start_response(struct h2ex *ex)
     }
     if (hooks && hooks->ops->response_head)
         hooks->ops->response_head(hooks->arg, sent, sent != &view ? &view : NULL);
-    if (rw != NULL && !ex->down_ended && rw->ops->wants_body(rw->arg)) {
-        /* Held until the body is whole and rewritten (finish_holding()). */
-        if (message_copy(&ex->held[1], sent, NULL) < 0)
-            goto out;
-        ex->is_holding[1] = true;
-        rc = 0;
+    if (h2intercept_response(&ex->r->ic, &ex->ic, sent, ex->url, &ex->cap) > 0) {
+        rc = message_copy(&ex->held[1], sent, NULL); /* until resume_parked() */
         goto out;
     }
-    rc = submit_response_head(ex, sent);
+    rc = forward_response(ex, sent);
 out:
     message_free(&owned);
     return rc;
@@ -1331,6 +1379,73 @@ static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, v
     return 0;
 }
 
+/* ---- streams an intercept parked (h2intercept.h) ---- */
+
+/* A dropped stream: tapwire's 502 to the client (the head alone), and the
+ * origin's stream, if one was opened, cancelled. */
+static void answer_dropped(struct h2ex *ex)
+{
+    struct h2relay *r = ex->r;
+    nghttp2_nv status = nv_of(":status", 7, "502", 3);
+
+    set_error(ex, "dropped while intercepted");
+    ex->has_response = true;
+    ex->status = 502;
+    if (!ex->origin_closed && r->bridge != NULL) {
+        h2bridge_cancel(r->bridge, ex);
+        ex->origin_closed = true;
+    } else if (!ex->origin_closed) {
+        nghttp2_submit_rst_stream(r->origin, NGHTTP2_FLAG_NONE, ex->origin_id, NGHTTP2_CANCEL);
+    }
+    if (nghttp2_submit_response(r->client, ex->client_id, &status, 1, NULL) != 0 || !ex->up_ended)
+        nghttp2_submit_rst_stream(r->client, NGHTTP2_FLAG_NONE, ex->client_id, NGHTTP2_NO_ERROR);
+}
+
+static void resume_stream(struct h2ex *ex)
+{
+    struct h2relay *r = ex->r;
+    const struct exchange_capture *hooks = capture_hooks(&ex->cap);
+    int dir = ex->ic.is_response ? 1 : 0;
+    struct message head = ex->held[dir], edited = {0}, view;
+    enum h2intercept_verdict v =
+        h2intercept_check(&r->ic, &ex->ic, &head, &edited, &ex->cap, &r->park_left_ms);
+    int rc = 0;
+
+    if (v == H2INTERCEPT_WAITS)
+        return;
+    memset(&ex->held[dir], 0, sizeof(ex->held[dir])); /* head owns it now */
+    const struct message *go = v == H2INTERCEPT_EDITED ? &edited : &head;
+    if (v == H2INTERCEPT_DROP) {
+        answer_dropped(ex);
+    } else if (dir == 0) {
+        rc = forward_request(ex, go);
+    } else if (!ex->client_closed) {
+        response_view(ex, &view);
+        if (v == H2INTERCEPT_EDITED && hooks && hooks->ops->response_head)
+            hooks->ops->response_head(hooks->arg, &edited, &view);
+        rc = forward_response(ex, go);
+    }
+    if (rc < 0 && dir == 0 && ex->error[0] == '\0') {
+        refuse_stream(ex, NGHTTP2_INTERNAL_ERROR, "out of memory");
+    } else if (rc < 0) {
+        set_error(ex, "the response could not be passed on");
+        nghttp2_submit_rst_stream(r->client, NGHTTP2_FLAG_NONE, ex->client_id,
+                                  NGHTTP2_INTERNAL_ERROR);
+    }
+    message_free(&head);
+    message_free(&edited);
+}
+
+/* Every parked stream that was resumed, dropped or timed out goes on;
+ * r->park_left_ms becomes the time to the next timeout. */
+static void resume_parked(struct h2relay *r)
+{
+    r->park_left_ms = -1;
+    for (struct h2ex *ex = r->streams; ex != NULL; ex = ex->next)
+        if (ex->ic.ticket != NULL)
+            resume_stream(ex);
+}
+
 /* ---- the sessions and the loop ---- */
 
 static int new_session(struct h2relay *r, bool is_server, nghttp2_session **out)
@@ -1446,7 +1561,8 @@ static int wait_either(struct h2relay *r, bool *client_ready, bool *origin_ready
     const struct h2relay_env *env = r->env;
     struct pollfd *p = r->pfd;
     nfds_t n = 0;
-    int at_origin = -1, at_cancel = -1, bridge_ms = -1;
+    int at_origin = -1, at_cancel = -1, at_ic = -1, at_stop = -1, bridge_ms = -1;
+    bool is_parked = r->ic.parked > 0;
     int grace = env->idle_ms > IDLE_GRACE_MS ? IDLE_GRACE_MS : env->idle_ms;
 
     r->bridge_polled = 0;
@@ -1458,6 +1574,12 @@ static int wait_either(struct h2relay *r, bool *client_ready, bool *origin_ready
     if (env->client->cancel_fd >= 0) {
         at_cancel = (int)n;
         p[n++] = (struct pollfd){.fd = env->client->cancel_fd, .events = POLLIN};
+    }
+    at_ic = (int)n; /* a negative fd is ignored by poll() */
+    p[n++] = (struct pollfd){.fd = h2intercept_fd(&r->ic), .events = POLLIN};
+    if (is_parked) {
+        at_stop = (int)n;
+        p[n++] = (struct pollfd){.fd = r->ic.stop_fd, .events = POLLIN};
     }
     r->bridge_at = n;
     size_t bridged = r->bridge != NULL
@@ -1472,6 +1594,26 @@ static int wait_either(struct h2relay *r, bool *client_ready, bool *origin_ready
                                 (env->origin->ssl && SSL_has_pending(env->origin->ssl)));
     if (*client_ready || *origin_ready)
         return 1;
+    if (is_parked) {
+        /* A parked stream keeps the connection (no idle end) and wakes the
+         * loop at its timeout, when the dashboard resumes or drops it, or
+         * when the proxy stops (it goes on unchanged); the bridge's
+         * deadlines wake it too. */
+        int park_ms = r->ic.is_stopping ? 0 : r->park_left_ms;
+        int got = poll(p, n, park_ms < 0 ? bridge_ms : at_most(park_ms, bridge_ms));
+        if (got < 0)
+            return errno == EINTR ? 1 : -1;
+        if (at_cancel >= 0 && p[at_cancel].revents != 0)
+            return -1;
+        if (p[at_ic].revents != 0)
+            h2intercept_drain(&r->ic);
+        if (at_stop >= 0 && p[at_stop].revents != 0)
+            r->ic.is_stopping = true;
+        *client_ready = p[0].revents != 0;
+        *origin_ready = at_origin >= 0 && p[at_origin].revents != 0;
+        r->bridge_polled = bridged;
+        return 1;
+    }
     int got = poll(p, n, at_most(grace, bridge_ms));
     if (got == 0 && bridge_ms >= 0 && bridge_ms <= grace)
         return 1;
@@ -1513,6 +1655,8 @@ int h2relay_run(const struct h2relay_env *env)
     const char *ended = NULL;
     int rc = -1;
 
+    h2intercept_init(&r.ic, env->intercept, env->stop_fd);
+
     if (env->origin == NULL) {
         struct h2bridge_env bridge = {
             .ops = &bridge_ops,
@@ -1537,6 +1681,8 @@ int h2relay_run(const struct h2relay_env *env)
     }
     for (;;) {
         bool client_ready, origin_ready;
+        if (r.ic.parked > 0)
+            resume_parked(&r);
         if (r.bridge != NULL) {
             /* What the last poll said of the bridge's sockets, and the
              * requests the client's frames just gave it. */
@@ -1591,6 +1737,7 @@ int h2relay_run(const struct h2relay_env *env)
     if (rc < 0 && ended != NULL && !r.has_said_goaway)
         log_warn("%s: HTTP/2 connection ended: %s", env->client_name, ended);
     end_all(&r, ended != NULL ? ended : "the connection ended");
+    h2intercept_close(&r.ic);
 out:
     h2bridge_free(r.bridge);
     nghttp2_session_del(r.client);

@@ -24,6 +24,7 @@
 #include "stream.h"
 
 struct flowstore;
+struct intercept;
 
 /* SETTINGS we send to the client: concurrent streams (RFC 9113 6.5.2; the
  * rapid-reset defence counts against it too) and the largest header list
@@ -64,8 +65,10 @@ struct h2relay_env {
     /* --reverse-forwarded: the client's address for X-Forwarded-For (NULL:
      * no X-Forwarded-* fields are added). */
     const char *forwarded_for;
-    int idle_ms; /* nothing moves on either connection: the relay ends */
-    int io_ms;   /* a write that makes no progress: the relay ends */
+    struct intercept *intercept; /* NULL: none (h2intercept.h) */
+    int stop_fd;                 /* readable once the proxy stops: parked streams go on */
+    int idle_ms;                 /* nothing moves on either connection: the relay ends */
+    int io_ms;                   /* a write that makes no progress: the relay ends */
 };
 
 /*

@@ -405,6 +405,9 @@ static json_t *har_entry(struct har *har, const struct flowstore_record *rec,
             json_object_set(entry, "timings", timings) == 0;
     if (is_ok && f->error != NULL)
         is_ok = jsontext_set(entry, "_error", jsontext_str(f->error));
+    /* The listener the flow came through, when known (tapwire-db(5)). */
+    if (is_ok && f->listener[0] != '\0')
+        is_ok = jsontext_set(entry, "_listener", json_string(f->listener));
     is_ok = is_ok && jsontext_set(entry, "_tapwire_id", json_integer(f->id));
     json_decref(timings);
     if (!is_ok) {

@@ -467,6 +467,23 @@ static void read_timings(const json_t *t, double total, int64_t start, struct fl
 }
 
 /* One entry as a flow, NULL with *why when it cannot be one. */
+/* tapwire's own "_listener" (har.c) when it names a listener tapwire has,
+ * so that an export of imported flows says what the first export did;
+ * anything else leaves the listener unknown. */
+static void read_listener(const char *name, struct flow *f)
+{
+    static const char *const known[] = {"proxy", "socks5", "transparent", "reverse", "replay"};
+    size_t i;
+
+    if (name == NULL)
+        return;
+    for (i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+        if (strcmp(name, known[i]) == 0) {
+            snprintf(f->listener, sizeof(f->listener), "%s", known[i]);
+            return;
+        }
+}
+
 static struct flow *read_entry(const json_t *entry, size_t body_limit, const char **why)
 {
     const json_t *req = json_object_get(entry, "request");
@@ -544,6 +561,7 @@ static struct flow *read_entry(const json_t *entry, size_t body_limit, const cha
         if (f->error == NULL)
             goto fail;
     }
+    read_listener(member_string(entry, "_listener", NULL), f);
     free(req_encoding);
     free(resp_encoding);
     return f;

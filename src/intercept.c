@@ -10,6 +10,7 @@
 
 #include "intercept.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
@@ -282,9 +283,11 @@ static int edit_fits(const struct holder *h, const struct intercept_edit *e, cha
     }
     if (e->has_body && !m->has_body) {
         snprintf(err, err_len,
-                 m->is_response ? "a response's body cannot be edited here, only its head"
-                                : "this request's body was not held (chunked, or larger than "
-                                  "the intercept limit): only its head can be edited");
+                 m->is_response ? "this response's body was not held (none, larger than the "
+                                  "intercept limit, not decodable, or HTTP/2): only its head "
+                                  "can be edited"
+                                : "this request's body was not held (chunked, larger than "
+                                  "the intercept limit, or HTTP/2): only its head can be edited");
         return INTERCEPT_CONFLICT;
     }
     if (e->method != NULL && (e->method[0] == '\0' ||
@@ -423,6 +426,98 @@ enum intercept_outcome intercept_hold(struct intercept *ic, const struct interce
 out:
     close(h.wake_fd);
     return outcome;
+}
+
+/* ---- parking: a hold without a waiting thread ---- */
+
+struct intercept_ticket {
+    struct holder h; /* first: the room links it like any other */
+    struct intercept_message msg;
+    int64_t started_ms;
+};
+
+static int copy_message(struct intercept_message *dst, const struct intercept_message *src);
+static void free_message(struct intercept_message *m);
+
+struct intercept_ticket *intercept_park(struct intercept *ic, const struct intercept_message *msg,
+                                        int wake_fd, enum intercept_outcome *outcome)
+{
+    struct intercept_ticket *t = calloc(1, sizeof(*t));
+
+    *outcome = INTERCEPT_FAILED;
+    if (t == NULL)
+        return NULL;
+    if (copy_message(&t->msg, msg) < 0) {
+        free_message(&t->msg);
+        free(t);
+        return NULL;
+    }
+    t->h.msg = &t->msg;
+    t->h.state = HOLDER_WAITING;
+    t->h.wake_fd = wake_fd;
+    t->h.since_us = clock_wall_us();
+    t->h.deadline_us = t->h.since_us + (int64_t)ic->timeout_ms * 1000;
+    t->started_ms = clock_mono_ms();
+    pthread_mutex_lock(&ic->lock);
+    if (ic->count >= INTERCEPT_MAX_WAITING) {
+        pthread_mutex_unlock(&ic->lock);
+        free_message(&t->msg);
+        free(t);
+        *outcome = INTERCEPT_FULL;
+        return NULL;
+    }
+    t->h.id = ic->next_id++;
+    link_holder(ic, &t->h);
+    pthread_mutex_unlock(&ic->lock);
+    return t;
+}
+
+static void ticket_free(struct intercept_ticket *t)
+{
+    intercept_edit_free(&t->h.edit);
+    free_message(&t->msg);
+    free(t);
+}
+
+bool intercept_ticket_waits(struct intercept *ic, struct intercept_ticket *t,
+                            enum intercept_outcome *outcome, struct intercept_edit *edit,
+                            int64_t *waited_ms, int *left_ms)
+{
+    int64_t waited = clock_mono_ms() - t->started_ms;
+
+    memset(edit, 0, sizeof(*edit));
+    pthread_mutex_lock(&ic->lock);
+    if (t->h.state == HOLDER_WAITING && waited < ic->timeout_ms) {
+        pthread_mutex_unlock(&ic->lock);
+        *left_ms = (int)(ic->timeout_ms - waited);
+        return true;
+    }
+    if (t->h.state == HOLDER_RESUMED) {
+        *outcome = INTERCEPT_RESUMED;
+        *edit = t->h.edit;
+        memset(&t->h.edit, 0, sizeof(t->h.edit));
+    } else {
+        *outcome = t->h.state == HOLDER_DROPPED ? INTERCEPT_DROPPED : INTERCEPT_TIMED_OUT;
+    }
+    unlink_holder(ic, &t->h);
+    pthread_mutex_unlock(&ic->lock);
+    *waited_ms = waited;
+    ticket_free(t);
+    return false;
+}
+
+int64_t intercept_ticket_cancel(struct intercept *ic, struct intercept_ticket *t)
+{
+    int64_t waited;
+
+    if (t == NULL)
+        return 0;
+    waited = clock_mono_ms() - t->started_ms;
+    pthread_mutex_lock(&ic->lock);
+    unlink_holder(ic, &t->h);
+    pthread_mutex_unlock(&ic->lock);
+    ticket_free(t);
+    return waited;
 }
 
 void intercept_outcome_note(enum intercept_outcome outcome, bool is_edited, int64_t waited_ms,
@@ -636,28 +731,82 @@ static void on_upgraded(void *arg, uint64_t bytes_up, uint64_t bytes_down)
         in->ops->upgraded(in->arg, bytes_up, bytes_down);
 }
 
-/* The edited response head: status and fields from e over sent. */
-static int edited_response(const struct message *sent, const struct intercept_edit *e,
-                           struct message *out)
+int intercept_edited_head(const struct message *in, const struct intercept_edit *e,
+                          bool is_lowercase, struct message *out)
 {
-    struct message view = *sent;
+    struct message view = *in;
     struct message_field *items = intercept_edit_message_fields(e);
     struct message_fields fields = {items, items != NULL ? e->field_count : 0};
-    int rc;
+    struct http1_absolute_target at;
+    char *path = NULL, *names = NULL;
+    size_t names_len = 0;
+    int rc = -1;
 
     if (e->has_fields && e->field_count > 0 && items == NULL)
-        return -1;
+        goto out;
+    if (is_lowercase && items != NULL) {
+        /* HTTP/2 field names are lowercase (RFC 9113 8.2.1). */
+        for (size_t i = 0; i < fields.count; i++)
+            names_len += items[i].name_len + 1;
+        names = malloc(names_len);
+        if (names == NULL)
+            goto out;
+        for (size_t i = 0, at_name = 0; i < fields.count; i++) {
+            char *n = names + at_name;
+            for (size_t k = 0; k < items[i].name_len; k++)
+                n[k] = (char)tolower((unsigned char)items[i].name[k]);
+            n[items[i].name_len] = '\0';
+            items[i].name = n;
+            at_name += items[i].name_len + 1;
+        }
+    }
+    if (e->method != NULL) {
+        view.method = e->method;
+        view.method_len = strlen(e->method);
+    }
+    if (e->url != NULL) {
+        if (http1_parse_absolute_target(e->url, strlen(e->url), &at) < 0)
+            goto out;
+        bool needs_slash = at.path_len == 0 || at.path[0] != '/';
+        path = malloc(at.path_len + 2);
+        if (path == NULL)
+            goto out;
+        path[0] = '/';
+        memcpy(path + needs_slash, at.path, at.path_len);
+        path[at.path_len + needs_slash] = '\0';
+        view.target = path;
+        view.target_len = strlen(path);
+    }
     if (e->status != 0) {
         view.status = e->status;
         view.reason = http1_reason_phrase(e->status);
         view.reason_len = strlen(view.reason);
     }
     rc = message_copy(out, &view, e->has_fields ? &fields : NULL);
+out:
+    free(path);
+    free(names);
     free(items);
     return rc;
 }
 
-static int on_response_hold(void *arg, const struct message *sent, struct message *edited)
+static bool on_response_holds(void *arg, const struct message *sent, size_t *body_limit)
+{
+    struct intercept_response *r = arg;
+
+    *body_limit = INTERCEPT_MAX_BODY_BYTES;
+    if (r->flow == NULL)
+        return false;
+    r->flow->status = sent->status;
+    snprintf(r->flow->reason, sizeof(r->flow->reason), "%.*s", (int)sent->reason_len,
+             sent->reason != NULL ? sent->reason : "");
+    r->flow->response_version = sent->version;
+    free(r->flow->response_headers);
+    r->flow->response_headers = capture_headers_text(&sent->fields, NULL);
+    return r->flow->response_headers != NULL && intercept_filter_match(r->filter, r->flow);
+}
+
+static int on_response_hold(void *arg, struct exchange_held *h)
 {
     struct intercept_response *r = arg;
     struct intercept_message msg = {.is_response = true};
@@ -666,29 +815,42 @@ static int on_response_hold(void *arg, const struct message *sent, struct messag
     char note[160];
     int rc = 0;
 
-    if (r->flow == NULL)
-        return 0;
-    r->flow->status = sent->status;
-    snprintf(r->flow->reason, sizeof(r->flow->reason), "%.*s", (int)sent->reason_len,
-             sent->reason != NULL ? sent->reason : "");
-    r->flow->response_version = sent->version;
-    free(r->flow->response_headers);
-    r->flow->response_headers = capture_headers_text(&sent->fields, NULL);
-    if (r->flow->response_headers == NULL || !intercept_filter_match(r->filter, r->flow))
-        return 0;
     msg.method = r->flow->method;
     msg.url = (char *)r->url;
-    msg.status = sent->status;
+    msg.status = h->head->status;
     msg.headers = r->flow->response_headers;
+    msg.has_body = h->has_body;
+    msg.body = (unsigned char *)h->body;
+    msg.body_len = h->body_len;
     r->was_held = true;
     r->outcome = intercept_hold(r->ic, &msg, r->client_fd, r->cancel_fd, &edit, &waited);
+    /* The page sends the body back as it showed it: the same bytes are no
+     * edit (and an encoded body then goes on as it came). */
+    if (edit.has_body && edit.body_len == h->body_len &&
+        (h->body_len == 0 || memcmp(edit.body, h->body, h->body_len) == 0)) {
+        free(edit.body);
+        edit.body = NULL;
+        edit.body_len = 0;
+        edit.has_body = false;
+    }
     bool is_edited = r->outcome == INTERCEPT_RESUMED && !intercept_edit_is_empty(&edit);
     intercept_outcome_note(r->outcome, is_edited, waited, note, sizeof(note));
     capture_note(r->cap, is_edited ? "intercept" : NULL, note);
-    if (r->outcome == INTERCEPT_DROPPED || r->outcome == INTERCEPT_CLIENT_GONE)
+    if (r->outcome == INTERCEPT_DROPPED || r->outcome == INTERCEPT_CLIENT_GONE) {
         rc = -1;
-    else if (is_edited)
-        rc = edited_response(sent, &edit, edited) == 0 ? 1 : 0;
+    } else if (is_edited && intercept_edited_head(h->head, &edit, false, &h->edited) == 0) {
+        if (edit.status != 0 && edit.status != h->head->status) {
+            snprintf(note, sizeof(note), "intercept: the status was %d", h->head->status);
+            capture_note(r->cap, NULL, note);
+        }
+        if (edit.has_body) {
+            h->has_edited_body = true;
+            h->edited_body = edit.body;
+            h->edited_body_len = edit.body_len;
+            edit.body = NULL;
+        }
+        rc = 1;
+    }
     intercept_edit_free(&edit);
     return rc;
 }
@@ -700,6 +862,7 @@ static const struct exchange_capture_ops response_ops = {
     .reframed = on_reframed,
     .moment = on_moment,
     .upgraded = on_upgraded,
+    .response_holds = on_response_holds,
     .response_hold = on_response_hold,
 };
 

@@ -12,8 +12,10 @@
  * Every request is matched before it goes on, with no response yet (so
  * "~q" and "~d example.com" hold requests, "~s" does not). A filter that
  * reads anything of the response (~s, ~c, ~hs, ~ts, ~q) is matched again
- * when the final response head arrives, and holds that head; response
- * bodies are not read for it (~bs never matches there).
+ * when the final response head arrives, and holds that response: the
+ * exchange reads its body whole first when it is within
+ * INTERCEPT_MAX_BODY_BYTES decoded, so that it is shown and editable (the
+ * filter is matched on the head: ~bs never matches there).
  *
  * Thread safety: every function may be called from any thread; the room is
  * one mutex, and each holder has an eventfd it sleeps on with its client
@@ -37,7 +39,8 @@
 #define INTERCEPT_DEFAULT_TIMEOUT_S 300
 /* A request body up to this size (with a Content-Length) is read and held
  * with its head, shown and editable; a larger or chunked one stays in the
- * connection and goes on as it comes (its head is still held). */
+ * connection and goes on as it comes (its head is still held). A response
+ * body is held up to this size decoded, whatever its framing. */
 #define INTERCEPT_MAX_BODY_BYTES (1024 * 1024)
 #define INTERCEPT_MAX_EDIT_FIELDS 256
 #define INTERCEPT_ERROR_BYTES 320
@@ -88,7 +91,7 @@ struct intercept_message {
     char *url;
     int status;    /* a response's */
     char *headers; /* "Name: value\r\n" lines */
-    bool has_body; /* the body was held (requests within INTERCEPT_MAX_BODY_BYTES) */
+    bool has_body; /* the body was held (within INTERCEPT_MAX_BODY_BYTES; decoded) */
     unsigned char *body;
     size_t body_len;
 };
@@ -143,6 +146,38 @@ enum intercept_outcome intercept_hold(struct intercept *ic, const struct interce
                                       int client_fd, int cancel_fd, struct intercept_edit *edit,
                                       int64_t *waited_ms);
 
+/*
+ * The same hold for a caller that must not block (an HTTP/2 connection's
+ * event loop serves its other streams meanwhile): msg (copied) is parked
+ * in the room, and a resume or a drop writes to wake_fd (an eventfd the
+ * caller owns, polls and reads; one for many tickets). Returns the ticket,
+ * or NULL with *outcome INTERCEPT_FULL or INTERCEPT_FAILED (not held).
+ */
+struct intercept_ticket;
+struct intercept_ticket *intercept_park(struct intercept *ic, const struct intercept_message *msg,
+                                        int wake_fd, enum intercept_outcome *outcome);
+/*
+ * Whether t still waits: true with *left_ms until --intercept-timeout,
+ * else false with *outcome (INTERCEPT_RESUMED with *edit, which the caller
+ * frees with intercept_edit_free(); INTERCEPT_DROPPED; INTERCEPT_TIMED_OUT)
+ * and *waited_ms, and t freed.
+ */
+bool intercept_ticket_waits(struct intercept *ic, struct intercept_ticket *t,
+                            enum intercept_outcome *outcome, struct intercept_edit *edit,
+                            int64_t *waited_ms, int *left_ms);
+/* Takes t out of the room (its client went, or the connection ended), and
+ * frees it. Returns how long it waited (ms). t may be NULL. */
+int64_t intercept_ticket_cancel(struct intercept *ic, struct intercept_ticket *t);
+
+/*
+ * A held head with e's edits applied, as *out (message_free()): the method
+ * and the path of the URL (origin-form) of a request, the status of a
+ * response, the fields (names lowercased when is_lowercase: HTTP/2).
+ * Returns 0, or -1 when out of memory or the URL does not parse.
+ */
+int intercept_edited_head(const struct message *in, const struct intercept_edit *e,
+                          bool is_lowercase, struct message *out);
+
 /* ---- the dashboard's side ---- */
 
 struct intercept_waiting {
@@ -179,10 +214,12 @@ size_t intercept_count(struct intercept *ic);
 /* ---- responses ---- */
 
 /*
- * The exchange's capture hooks with a hold on the final response head in
- * front: the response_hold hook matches the response (with the request
- * flow given) and holds it in the room; every other hook goes to the
- * capture's. Lives on the connection's stack for one exchange.
+ * The exchange's capture hooks with a hold on the final response in
+ * front: the response_holds hook matches the response head (with the
+ * request flow given), response_hold holds it in the room with its body
+ * when the exchange read it whole, and hands back the edits; every other
+ * hook goes to the capture's. Lives on the connection's stack for one
+ * exchange.
  */
 struct intercept_response {
     struct exchange_capture hooks;

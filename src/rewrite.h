@@ -15,8 +15,11 @@
 #include "message.h"
 #include "rules.h"
 
+struct flow;
+
 struct rewrite {
     struct rule_set *set; /* owned reference, NULL: no rules */
+    struct flow *flow;    /* owned: the exchange's heads for match=, NULL when no rule has it */
     struct rules_ctx ctx;
     struct rules_headers last_fields; /* what the fields hook returned last */
     struct exchange_rewrite hooks;
@@ -34,6 +37,10 @@ int rewrite_begin(struct rewrite *rw, struct rules_current *rules, const struct 
 /* The URL rules: *new_path gets a new origin-form target (caller frees) or
  * NULL when unchanged. Returns 0, or -1 when out of memory. */
 int rewrite_url(struct rewrite *rw, char **new_path);
+
+/* The action rule (mock, block, map-remote) for the request, after the
+ * URL and header rules; NULL when none applies. Valid until rewrite_end(). */
+const struct rule *rewrite_action(struct rewrite *rw);
 
 /* The hooks for the exchange, or NULL when no rules are active. */
 const struct exchange_rewrite *rewrite_hooks(struct rewrite *rw);

@@ -24,6 +24,8 @@
 #include "buf.h"
 #include "clock.h"
 #include "errmsg.h"
+#include "filter.h"
+#include "http1.h"
 #include "httptoken.h"
 #include "regexsearch.h"
 #include "textcode.h"
@@ -46,6 +48,14 @@ struct rule_set {
     atomic_long refs;
     size_t count;
     struct rule **rules;
+    bool has_match; /* some rule has match= */
+};
+
+/* What a text being parsed may do: where a relative file= is read from,
+ * and whether files may be read at all (not from the dashboard). */
+struct parse_opts {
+    const char *base_dir; /* NULL: the working directory */
+    bool may_read_files;
 };
 
 /* Byte-search state of a literal icase pattern: the KMP failure table over
@@ -310,6 +320,14 @@ static void rule_free(struct rule *r)
     pcre2_code_free(r->re);
     pcre2_match_context_free(r->match_ctx);
     free(r->repl_parts);
+    filter_free(r->match);
+    free(r->match_text);
+    free_list(r->answer_fields, r->answer_field_count);
+    free(r->answer_body);
+    free(r->file_path);
+    free(r->remote_url);
+    free(r->remote.authority);
+    free(r->remote.prefix);
     free(p->fold_fail);
     free(r);
 }
@@ -505,7 +523,167 @@ out:
     return rc;
 }
 
-static int parse_option(struct rule *r, const struct token *t, size_t key_len, struct perr *pe)
+static bool is_action(const struct rule *r)
+{
+    return r->target >= RULES_TARGET_MOCK;
+}
+
+/* match=EXPR: parsed once, here, so a bad expression is an error naming
+ * its column in the line. The filter decides on heads only (bodies are not
+ * read when rules decide), and a request rule before the response. */
+static int parse_match(struct rule *r, const struct token *t, size_t value_at, struct perr *pe)
+{
+    const char *value = t->text + value_at;
+    size_t value_len = t->len - value_at;
+    char ferr[FILTER_ERROR_BYTES];
+    unsigned needs;
+    long col;
+    char *end;
+
+    if (r->match != NULL)
+        return perr_set(pe, t->col, "option 'match' given twice (combine with &)");
+    if (filter_parse(value, value_len, &r->match, ferr, sizeof(ferr)) != 0) {
+        /* "column C: what": C counts bytes of the expression from 1. */
+        if (strncmp(ferr, "column ", 7) == 0 && (col = strtol(ferr + 7, &end, 10)) > 0 &&
+            strncmp(end, ": ", 2) == 0)
+            return perr_set(
+                pe, t->cols[value_at + ((size_t)col - 1 < value_len ? (size_t)col - 1 : value_len)],
+                "match=: %s", end + 2);
+        return perr_set(pe, t->cols[value_at], "match=: %s", ferr);
+    }
+    needs = filter_needs(r->match);
+    if (needs & (FILTER_NEEDS_REQUEST_BODY | FILTER_NEEDS_RESPONSE_BODY))
+        return perr_set(pe, t->cols[value_at],
+                        "match=: rules are decided on the heads, before a body is read: ~b, "
+                        "~bq and ~bs cannot be used");
+    if (r->phase == RULES_REQUEST && (needs & FILTER_NEEDS_RESPONSE))
+        return perr_set(pe, t->cols[value_at],
+                        "match=: a request rule is decided before the response: ~c, ~s, ~q, "
+                        "~hs and ~ts cannot be used (write ~hq, ~tq for the request's)");
+    r->match_text = dup_bytes(value, value_len);
+    return r->match_text != NULL ? 0 : perr_set(pe, t->col, "out of memory");
+}
+
+/* header="Name: value" of a mock: a field of tapwire's answer. Framing
+ * and the connection are tapwire's to declare (RFC 9112 6), as for the
+ * header rules. */
+static int parse_answer_field(struct rule *r, const struct token *t, size_t value_at,
+                              struct perr *pe)
+{
+    const char *value = t->text + value_at;
+    size_t value_len = t->len - value_at;
+    const char *colon = memchr(value, ':', value_len);
+    size_t name_len = colon != NULL ? (size_t)(colon - value) : 0;
+    char *field;
+
+    if (r->answer_field_count == RULES_MAX_ANSWER_FIELDS)
+        return perr_set(pe, t->col, "more than %d header= options", RULES_MAX_ANSWER_FIELDS);
+    if (name_len == 0)
+        return perr_set(pe, t->cols[value_at], "header= takes \"Name: value\"");
+    for (size_t i = 0; i < name_len; i++)
+        if (!httptoken_is_tchar((unsigned char)value[i]))
+            return perr_set(pe, t->cols[value_at + i], "'%c' cannot be part of a header name",
+                            value[i]);
+    if (ascii_case_equal(value, name_len, "Content-Length", 14) ||
+        ascii_case_equal(value, name_len, "Transfer-Encoding", 17) ||
+        ascii_case_equal(value, name_len, "Connection", 10))
+        return perr_set(pe, t->cols[value_at],
+                        "%.*s is computed by tapwire for each answer and cannot be set",
+                        (int)name_len, value);
+    if (r->answer_fields == NULL) {
+        r->answer_fields = calloc(RULES_MAX_ANSWER_FIELDS, sizeof(char *));
+        if (r->answer_fields == NULL)
+            return perr_set(pe, t->col, "out of memory");
+    }
+    field = dup_bytes(value, value_len);
+    if (field == NULL)
+        return perr_set(pe, t->col, "out of memory");
+    r->answer_fields[r->answer_field_count++] = field;
+    return 0;
+}
+
+/* file=PATH of a mock: read now, whole and bounded, so that a missing or
+ * huge file is an error when the rule is read rather than on a request. */
+static int read_answer_file(struct rule *r, const struct token *t, size_t value_at,
+                            const struct parse_opts *po, struct perr *pe)
+{
+    const char *value = t->text + value_at;
+    char *path = NULL;
+    struct stat st;
+    size_t len = 0;
+    int fd = -1;
+    int rc = -1;
+
+    if (!po->may_read_files)
+        return perr_set(pe, t->col,
+                        "file= is for --rules and --rule only (a rule from the dashboard cannot "
+                        "read files of the proxy's machine); give the body inline");
+    if (r->file_path != NULL)
+        return perr_set(pe, t->col, "option 'file' given twice");
+    r->file_path = dup_bytes(value, t->len - value_at);
+    if (r->file_path == NULL)
+        return perr_set(pe, t->col, "out of memory");
+    if (value[0] != '/' && po->base_dir != NULL) {
+        size_t n = strlen(po->base_dir) + strlen(value) + 2;
+
+        path = malloc(n);
+        if (path == NULL)
+            return perr_set(pe, t->col, "out of memory");
+        snprintf(path, n, "%s/%s", po->base_dir, value);
+    }
+    /* O_NONBLOCK: a FIFO would otherwise wait for a writer (see
+     * rules_load_file()); only a regular file is read. */
+    fd = open(path != NULL ? path : value, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0) {
+        perr_set(pe, t->cols[value_at], "cannot open %s: %s", path != NULL ? path : value,
+                 strerror(errno));
+        goto out;
+    }
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        perr_set(pe, t->cols[value_at], "%s is not a regular file", path != NULL ? path : value);
+        goto out;
+    }
+    if (st.st_size > RULES_MAX_ANSWER_BODY_BYTES) {
+        perr_set(pe, t->cols[value_at], "%s is larger than %d bytes", path != NULL ? path : value,
+                 RULES_MAX_ANSWER_BODY_BYTES);
+        goto out;
+    }
+    /* One byte more than allowed: a file growing meanwhile is noticed. */
+    r->answer_body = malloc((size_t)st.st_size + 1);
+    if (r->answer_body == NULL) {
+        perr_set(pe, t->col, "out of memory");
+        goto out;
+    }
+    for (;;) {
+        ssize_t n = read(fd, r->answer_body + len, (size_t)st.st_size + 1 - len);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            perr_set(pe, t->cols[value_at], "cannot read %s: %s", path != NULL ? path : value,
+                     strerror(errno));
+            goto out;
+        }
+        if (n == 0)
+            break;
+        len += (size_t)n;
+        if (len > (size_t)st.st_size) {
+            perr_set(pe, t->cols[value_at], "%s changed while it was read",
+                     path != NULL ? path : value);
+            goto out;
+        }
+    }
+    r->answer_body_len = len;
+    rc = 0;
+out:
+    if (fd >= 0)
+        close(fd);
+    free(path);
+    return rc;
+}
+
+static int parse_option(struct rule *r, const struct token *t, size_t key_len,
+                        const struct parse_opts *po, struct perr *pe)
 {
     const char *key = t->text;
     char op = t->text[key_len];
@@ -516,7 +694,8 @@ static int parse_option(struct rule *r, const struct token *t, size_t key_len, s
 
 #define KEY_IS(k) (key_len == strlen(k) && memcmp(key, k, key_len) == 0)
     if (!(KEY_IS("host") || KEY_IS("path") || KEY_IS("method") || KEY_IS("status") ||
-          KEY_IS("type") || KEY_IS("name")))
+          KEY_IS("type") || KEY_IS("name") || KEY_IS("match") || KEY_IS("header") ||
+          KEY_IS("file")))
         return perr_set(pe, t->col,
                         "unknown option '%.*s' (quote a pattern that contains '=' or '~')",
                         (int)key_len, key);
@@ -533,6 +712,15 @@ static int parse_option(struct rule *r, const struct token *t, size_t key_len, s
                             (int)key_len, key, op);
     }
 
+    if (KEY_IS("match"))
+        return parse_match(r, t, value_at, pe);
+    if ((KEY_IS("header") || KEY_IS("file")) && r->target != RULES_TARGET_MOCK)
+        return perr_set(pe, t->col, "option '%.*s' is for mock and map-local rules", (int)key_len,
+                        key);
+    if (KEY_IS("header"))
+        return parse_answer_field(r, t, value_at, pe);
+    if (KEY_IS("file"))
+        return read_answer_file(r, t, value_at, po, pe);
     if (KEY_IS("host")) {
         if (r->hosts != NULL)
             return perr_set(pe, t->col, "option 'host' given twice (list globs with commas)");
@@ -815,9 +1003,110 @@ static const char *positional_name(const struct rule *r, size_t k)
     return k == 0 ? "pattern" : "replacement";
 }
 
+/* A status code of tapwire's own answer: a final one (1xx are interim). */
+static int parse_answer_status(const struct token *t, struct perr *pe)
+{
+    if (t->is_quoted || t->len != 3 || t->text[0] < '2' || t->text[0] > '5' || t->text[1] < '0' ||
+        t->text[1] > '9' || t->text[2] < '0' || t->text[2] > '9')
+        return perr_set(pe, t->col, "bad status '%s' (expected a code from 200 to 599)", t->text);
+    return atoi(t->text);
+}
+
+/* map-remote's URL: http or https, a host, an optional port and path
+ * prefix; no query or fragment (the request keeps its own). */
+static int parse_remote(struct rule *r, const struct token *t, struct perr *pe)
+{
+    struct http1_absolute_target at;
+    size_t plen;
+
+    if (memchr(t->text, '?', t->len) != NULL || memchr(t->text, '#', t->len) != NULL)
+        return perr_set(pe, t->col, "a map-remote URL has no query or fragment");
+    for (size_t i = 0; i < t->len; i++)
+        if ((unsigned char)t->text[i] <= 0x20 || (unsigned char)t->text[i] >= 0x7f)
+            return perr_set(pe, t->cols[i], "a URL cannot contain byte 0x%02x",
+                            (unsigned char)t->text[i]);
+    if (http1_parse_absolute_target(t->text, t->len, &at) != 0)
+        return perr_set(pe, t->col,
+                        "bad map-remote URL '%s' (expected http[s]://host[:port][/prefix])",
+                        t->text);
+    r->remote_url = dup_bytes(t->text, t->len);
+    r->remote.is_tls = at.is_https;
+    snprintf(r->remote.host, sizeof(r->remote.host), "%s", at.host);
+    r->remote.port = at.port;
+    r->remote.authority = dup_bytes(at.authority, at.authority_len);
+    plen = at.path_len;
+    if (plen == 1 && at.path[0] == '/')
+        plen = 0; /* "http://h/" means no prefix */
+    r->remote.prefix = dup_bytes(at.path, plen);
+    if (r->remote_url == NULL || r->remote.authority == NULL || r->remote.prefix == NULL)
+        return perr_set(pe, t->col, "out of memory");
+    return 0;
+}
+
+/* The words after the options of an action rule. */
+static int parse_action_words(struct rule *r, const struct token *const *pos, size_t pos_count,
+                              const struct line_tokens *lt, struct perr *pe)
+{
+    const struct token *tok = lt->tok;
+    size_t max = r->target == RULES_TARGET_MOCK && r->file_path == NULL ? 2 : 1;
+    int status;
+
+    if (r->phase != RULES_REQUEST)
+        return perr_set(pe, tok[1].col,
+                        "'%s' is a request rule (it decides before the origin is asked)",
+                        tok[1].text);
+    if (r->is_regex || r->is_icase)
+        return perr_set(pe, tok[0].col, "'%s' is for patterns, and '%s' has none",
+                        r->is_regex ? "regex" : "icase", tok[1].text);
+    if (pos_count > max)
+        return perr_set(pe, pos[max]->col, "unexpected '%s'%s", pos[max]->text,
+                        r->file_path != NULL ? " (the body comes from file=)"
+                                             : " (quote text that contains spaces)");
+    if (r->target == RULES_TARGET_MAP_REMOTE) {
+        if (pos_count == 0)
+            return perr_set(pe, lt->end_col, "missing URL (e.g. https://host:port/prefix)");
+        return parse_remote(r, pos[0], pe);
+    }
+    if (r->target == RULES_TARGET_BLOCK) {
+        r->answer_status = RULES_DEFAULT_BLOCK_STATUS;
+        if (pos_count == 1 && is_word(pos[0], "close")) {
+            r->is_close = true;
+            r->answer_status = 0;
+        } else if (pos_count == 1) {
+            if ((status = parse_answer_status(pos[0], pe)) < 0)
+                return -1;
+            r->answer_status = status;
+        }
+        return 0;
+    }
+    /* mock, map-local */
+    if (r->is_map_local && r->file_path == NULL)
+        return perr_set(pe, lt->end_col, "map-local needs file=PATH");
+    if (pos_count == 0 && !r->is_map_local)
+        return perr_set(pe, lt->end_col, "missing status (e.g. 200)");
+    r->answer_status = 200;
+    if (pos_count > 0 && (status = parse_answer_status(pos[0], pe)) < 0)
+        return -1;
+    if (pos_count > 0)
+        r->answer_status = status;
+    if (pos_count > 1) {
+        if (pos[1]->len > RULES_MAX_ANSWER_BODY_BYTES)
+            return perr_set(pe, pos[1]->col, "a body is at most %d bytes",
+                            RULES_MAX_ANSWER_BODY_BYTES);
+        r->answer_body = dup_bytes(pos[1]->text, pos[1]->len);
+        if (r->answer_body == NULL)
+            return perr_set(pe, pos[1]->col, "out of memory");
+        r->answer_body_len = pos[1]->len;
+    }
+    /* RFC 9110 15.3.5, 15.4.5: these never carry content. */
+    if ((r->answer_status == 204 || r->answer_status == 304) && r->answer_body_len > 0)
+        return perr_set(pe, pos[0]->col, "a %d answer has no body", r->answer_status);
+    return 0;
+}
+
 /* Turns the words of one line into a rule. *out NULL for a blank line. */
-static int parse_tokens(const struct line_tokens *lt, const char *default_label, struct rule **out,
-                        struct perr *pe)
+static int parse_tokens(const struct line_tokens *lt, const char *default_label,
+                        const struct parse_opts *po, struct rule **out, struct perr *pe)
 {
     const struct token *tok = lt->tok;
     const struct token *pos[RULES_MAX_TOKENS];
@@ -846,7 +1135,8 @@ static int parse_tokens(const struct line_tokens *lt, const char *default_label,
         goto out;
     }
     if (lt->count < 2) {
-        perr_set(pe, lt->end_col, "missing target (url, header NAME or body)");
+        perr_set(pe, lt->end_col,
+                 "missing target (url, header NAME, body, mock, map-local, block or map-remote)");
         goto out;
     }
     if (is_word(&tok[1], "url")) {
@@ -858,6 +1148,13 @@ static int parse_tokens(const struct line_tokens *lt, const char *default_label,
         }
     } else if (is_word(&tok[1], "body")) {
         r->target = RULES_TARGET_BODY;
+    } else if (is_word(&tok[1], "mock") || is_word(&tok[1], "map-local")) {
+        r->target = RULES_TARGET_MOCK;
+        r->is_map_local = is_word(&tok[1], "map-local");
+    } else if (is_word(&tok[1], "block")) {
+        r->target = RULES_TARGET_BLOCK;
+    } else if (is_word(&tok[1], "map-remote")) {
+        r->target = RULES_TARGET_MAP_REMOTE;
     } else if (is_word(&tok[1], "header")) {
         r->target = RULES_TARGET_HEADER;
         if (lt->count < 3) {
@@ -888,7 +1185,10 @@ static int parse_tokens(const struct line_tokens *lt, const char *default_label,
         memcpy(r->header_name, tok[2].text, tok[2].len + 1);
         first_option = 3;
     } else {
-        perr_set(pe, tok[1].col, "unknown target '%s' (expected url, header or body)", tok[1].text);
+        perr_set(pe, tok[1].col,
+                 "unknown target '%s' (expected url, header, body, mock, map-local, block or "
+                 "map-remote)",
+                 tok[1].text);
         goto out;
     }
 
@@ -898,7 +1198,7 @@ static int parse_tokens(const struct line_tokens *lt, const char *default_label,
         bool *flag = NULL;
 
         if (key_len > 0) {
-            if (parse_option(r, t, key_len, pe) != 0)
+            if (parse_option(r, t, key_len, po, pe) != 0)
                 goto out;
             continue;
         }
@@ -926,6 +1226,11 @@ static int parse_tokens(const struct line_tokens *lt, const char *default_label,
         goto out;
     }
 
+    if (is_action(r)) {
+        if (parse_action_words(r, pos, pos_count, lt, pe) != 0)
+            goto out;
+        goto done;
+    }
     if (r->target == RULES_TARGET_HEADER) {
         if (pos_count == 0) {
             perr_set(pe, lt->end_col, "missing header action (set, replace or remove)");
@@ -978,6 +1283,7 @@ static int parse_tokens(const struct line_tokens *lt, const char *default_label,
         if (pos_count > 1 && set_replacement(r, pos[1], pe) != 0)
             goto out;
     }
+done:
     if (r->re != NULL || r->path_re != NULL) {
         r->match_ctx = new_match_ctx();
         if (r->match_ctx == NULL) {
@@ -1007,8 +1313,8 @@ static void format_perr(char *err, size_t err_len, const char *prefix, int line,
 }
 
 /* Parses one line (without its newline) into *out (NULL when blank). */
-static int parse_line(const char *line, size_t len, const char *default_label, struct rule **out,
-                      struct perr *pe)
+static int parse_line(const char *line, size_t len, const char *default_label,
+                      const struct parse_opts *po, struct rule **out, struct perr *pe)
 {
     struct line_tokens lt;
     int rc;
@@ -1018,7 +1324,7 @@ static int parse_line(const char *line, size_t len, const char *default_label, s
         return perr_set(pe, 0, "longer than %d bytes", RULES_MAX_LINE_BYTES);
     if (tokenize(line, len, &lt, pe) != 0)
         return -1;
-    rc = parse_tokens(&lt, default_label, out, pe);
+    rc = parse_tokens(&lt, default_label, po, out, pe);
     tokens_free(&lt);
     return rc;
 }
@@ -1034,6 +1340,8 @@ static struct rule_set *set_from(struct rule **rules, size_t count)
     atomic_init(&set->refs, 1);
     set->rules = rules;
     set->count = count;
+    for (size_t i = 0; i < count; i++)
+        set->has_match = set->has_match || rules[i]->match != NULL;
     return set;
 }
 
@@ -1214,8 +1522,8 @@ static int list_to_set(struct rule_list *l, struct rule_set **out, char *err, si
     return 0;
 }
 
-int rules_parse_text(const char *text, size_t len, const char *origin, struct rule_set **out,
-                     char *err, size_t err_len)
+static int parse_text(const char *text, size_t len, const char *origin, const struct parse_opts *po,
+                      struct rule_set **out, char *err, size_t err_len)
 {
     struct rule_list list = {0};
     size_t at = 0;
@@ -1238,7 +1546,7 @@ int rules_parse_text(const char *text, size_t len, const char *origin, struct ru
         if (line_len > 0 && start[line_len - 1] == '\r')
             line_len--;
         snprintf(label, sizeof(label), "%s:%d", origin != NULL ? origin : "rules", line);
-        if (parse_line(start, line_len, label, &r, &pe) != 0) {
+        if (parse_line(start, line_len, label, po, &r, &pe) != 0) {
             format_perr(err, err_len, "", line, &pe);
             goto out;
         }
@@ -1262,17 +1570,25 @@ out:
     return rc;
 }
 
+int rules_parse_text(const char *text, size_t len, const char *origin, struct rule_set **out,
+                     char *err, size_t err_len)
+{
+    const struct parse_opts po = {.may_read_files = true};
+
+    return parse_text(text, len, origin, &po, out, err, err_len);
+}
+
 /* One spec into one rule, refusing blank lines: a --rule or an API call
  * that holds no rule is a mistake, not a no-op. */
-static int parse_one(const char *spec, size_t len, const char *default_label, struct rule **out,
-                     struct perr *pe)
+static int parse_one(const char *spec, size_t len, const char *default_label,
+                     const struct parse_opts *po, struct rule **out, struct perr *pe)
 {
     if (memchr(spec, '\n', len) != NULL)
         return perr_set(pe, (int)((const char *)memchr(spec, '\n', len) - spec) + 1,
                         "a rule is one line");
     if (len > 0 && spec[len - 1] == '\r')
         len--;
-    if (parse_line(spec, len, default_label, out, pe) != 0)
+    if (parse_line(spec, len, default_label, po, out, pe) != 0)
         return -1;
     if (*out == NULL)
         return perr_set(pe, 0, "no rule (the text is blank or a comment)");
@@ -1282,13 +1598,14 @@ static int parse_one(const char *spec, size_t len, const char *default_label, st
 int rules_parse_spec(const char *spec, size_t len, const char *default_label, struct rule_set **out,
                      char *err, size_t err_len)
 {
+    const struct parse_opts po = {.may_read_files = true};
     struct rule_list list = {0};
     struct rule *r = NULL;
     struct perr pe = {0};
     int rc = -1;
 
     *out = NULL;
-    if (parse_one(spec, len, default_label, &r, &pe) != 0) {
+    if (parse_one(spec, len, default_label, &po, &r, &pe) != 0) {
         format_perr(err, err_len, "", 0, &pe);
         goto out;
     }
@@ -1313,8 +1630,10 @@ int rules_parse_stored(const char *spec, int64_t id, bool is_enabled, struct rul
     int rc = -1;
 
     *out = NULL;
+    const struct parse_opts po = {.may_read_files = false};
+
     snprintf(label, sizeof(label), "#%lld", (long long)id);
-    if (parse_one(spec, strlen(spec), label, &r, &pe) != 0) {
+    if (parse_one(spec, strlen(spec), label, &po, &r, &pe) != 0) {
         format_perr(err, err_len, "", 0, &pe);
         goto out;
     }
@@ -1353,7 +1672,9 @@ int rules_parse_specs(const char *const *specs, size_t count, struct rule_set **
 
         snprintf(label, sizeof(label), "rule %zu", i + 1);
         snprintf(prefix, sizeof(prefix), "rule %zu: ", i + 1);
-        if (parse_one(specs[i], strlen(specs[i]), label, &r, &pe) != 0) {
+        const struct parse_opts po = {.may_read_files = true};
+
+        if (parse_one(specs[i], strlen(specs[i]), label, &po, &r, &pe) != 0) {
             format_perr(err, err_len, prefix, 0, &pe);
             goto out;
         }
@@ -1373,6 +1694,8 @@ int rules_load_file(const char *path, struct rule_set **out, char *err, size_t e
 {
     char msg[RULES_ERROR_BYTES];
     const char *base = strrchr(path, '/');
+    char *dir = base != NULL ? strndup(path, base > path ? (size_t)(base - path) : 1) : NULL;
+    struct parse_opts po = {.base_dir = dir, .may_read_files = true};
     char *text = NULL;
     size_t len = 0;
     struct stat st;
@@ -1380,6 +1703,10 @@ int rules_load_file(const char *path, struct rule_set **out, char *err, size_t e
     int rc = -1;
 
     *out = NULL;
+    if (base != NULL && dir == NULL) {
+        errmsg_set(err, err_len, "out of memory");
+        return -1;
+    }
     /* O_NONBLOCK: opening a FIFO (or a device) for reading otherwise waits
      * for a writer, which would hang the start or the reload thread, and
      * with it SIGTERM. Only a regular file is read. */
@@ -1429,13 +1756,14 @@ int rules_load_file(const char *path, struct rule_set **out, char *err, size_t e
             goto out;
         }
     }
-    if (rules_parse_text(text, len, base != NULL ? base + 1 : path, out, msg, sizeof(msg)) != 0) {
+    if (parse_text(text, len, base != NULL ? base + 1 : path, &po, out, msg, sizeof(msg)) != 0) {
         errmsg_set(err, err_len, "%s: %s", path, msg);
         goto out;
     }
     rc = 0;
 out:
     free(text);
+    free(dir);
     if (fd >= 0)
         close(fd);
     return rc;
@@ -1568,6 +1896,12 @@ static char *format_rule(const struct rule *r, bool with_disabled)
         buf_str(&t, " url");
     } else if (r->target == RULES_TARGET_BODY) {
         buf_str(&t, " body");
+    } else if (r->target == RULES_TARGET_MOCK) {
+        buf_str(&t, r->is_map_local ? " map-local" : " mock");
+    } else if (r->target == RULES_TARGET_BLOCK) {
+        buf_str(&t, " block");
+    } else if (r->target == RULES_TARGET_MAP_REMOTE) {
+        buf_str(&t, " map-remote");
     } else {
         buf_str(&t, " header ");
         buf_str(&t, r->header_name);
@@ -1607,6 +1941,34 @@ static char *format_rule(const struct rule *r, bool with_disabled)
         }
     }
     put_list(&t, "type=", r->types, r->type_count);
+    if (r->match_text != NULL) {
+        buf_str(&t, " match=");
+        put_quoted(&t, r->match_text, strlen(r->match_text), true);
+    }
+    for (size_t i = 0; i < r->answer_field_count; i++) {
+        buf_str(&t, " header=");
+        put_quoted(&t, r->answer_fields[i], strlen(r->answer_fields[i]), true);
+    }
+    if (r->file_path != NULL) {
+        buf_str(&t, " file=");
+        put_quoted(&t, r->file_path, strlen(r->file_path), true);
+    }
+    if (r->is_close)
+        buf_str(&t, " close");
+    if (r->answer_status > 0) {
+        char code[16];
+
+        snprintf(code, sizeof(code), " %d", r->answer_status);
+        buf_str(&t, code);
+    }
+    if (r->target == RULES_TARGET_MOCK && r->file_path == NULL && r->answer_body != NULL) {
+        buf_str(&t, " ");
+        put_quoted(&t, r->answer_body, r->answer_body_len, false);
+    }
+    if (r->remote_url != NULL) {
+        buf_str(&t, " ");
+        put_quoted(&t, r->remote_url, strlen(r->remote_url), false);
+    }
     if (r->has_pattern) {
         buf_str(&t, " ");
         put_quoted(&t, r->pattern, r->pattern_len, false);
@@ -1832,6 +2194,8 @@ static int pattern_found(const struct rule *r, const unsigned char *s, size_t le
 /* The filters, in the order of their cost. ctx gets a note when a path
  * regex fails, since then the rule is skipped for a reason the user
  * should see. */
+static const char *const target_names[] = {"url", "header", "body", "mock", "block", "map-remote"};
+
 static bool rule_selected(const struct rule *r, struct rules_ctx *ctx, enum rules_target target)
 {
     bool hit;
@@ -1876,16 +2240,93 @@ static bool rule_selected(const struct rule *r, struct rules_ctx *ctx, enum rule
                               why, sizeof(why));
 
         if (rc < 0) {
-            static const char *const what[] = {"url", "header", "body"};
             char reason[300];
 
             snprintf(reason, sizeof(reason), "path~: %s", why);
-            note_skip(ctx, r, what[target], reason);
+            note_skip(ctx, r, target_names[target], reason);
+        }
+        if (rc != 1)
+            return false;
+    }
+    if (r->match != NULL) {
+        char why[256];
+        int rc = ctx->flow != NULL ? filter_match(r->match, ctx->flow, why, sizeof(why)) : 0;
+
+        if (rc < 0) {
+            char reason[300];
+
+            snprintf(reason, sizeof(reason), "match=: %s", why);
+            note_skip(ctx, r, target_names[target], reason);
         }
         if (rc != 1)
             return false;
     }
     return true;
+}
+
+bool rules_set_has_match(const struct rule_set *set)
+{
+    return set != NULL && set->has_match;
+}
+
+bool rules_set_may_act_on(const struct rule_set *set, const char *host)
+{
+    for (size_t i = 0; set != NULL && i < set->count; i++) {
+        const struct rule *r = set->rules[i];
+        bool hit = r->host_count == 0;
+
+        if (!r->is_enabled || !is_action(r))
+            continue;
+        for (size_t k = 0; k < r->host_count && !hit; k++)
+            hit = glob_match(r->hosts[k], host);
+        if (hit)
+            return true;
+    }
+    return false;
+}
+
+const struct rule *rules_find_action(const struct rule_set *set, struct rules_ctx *ctx)
+{
+    for (size_t i = 0; set != NULL && i < set->count; i++) {
+        const struct rule *r = set->rules[i];
+
+        if (is_action(r) && rule_selected(r, ctx, r->target)) {
+            note_applied(ctx, r);
+            return r;
+        }
+    }
+    return NULL;
+}
+
+char *rules_remote_target(const struct rule *rule, const char *target)
+{
+    const char *prefix = rule->remote.prefix != NULL ? rule->remote.prefix : "";
+    const char *rest = target;
+    size_t plen = strlen(prefix), n;
+    const char *sep = "";
+    char *out;
+
+    if (rule->path_prefix != NULL &&
+        strncmp(target, rule->path_prefix, strlen(rule->path_prefix)) == 0)
+        rest = target + strlen(rule->path_prefix);
+    /* Exactly one slash between the prefix and the rest: "/v2" and "x"
+     * make "/v2/x", "/v2/" and "/x" too; a query follows directly. */
+    if (plen > 0 && prefix[plen - 1] == '/' && rest[0] == '/')
+        rest++;
+    else if (rest[0] != '/' && rest[0] != '?' && (plen == 0 || prefix[plen - 1] != '/'))
+        sep = "/";
+    if (plen == 0 && rest[0] == '?')
+        sep = "/";
+    n = plen + strlen(sep) + strlen(rest);
+    if (n > RULES_MAX_TARGET_BYTES)
+        return NULL;
+    out = malloc(n + 1);
+    if (out == NULL)
+        return NULL;
+    memcpy(out, prefix, plen);
+    memcpy(out + plen, sep, strlen(sep));
+    memcpy(out + plen + strlen(sep), rest, strlen(rest) + 1);
+    return out;
 }
 
 /* ---- replacing ---- */

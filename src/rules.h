@@ -37,6 +37,11 @@
 #define RULES_ERROR_BYTES 512   /* holds every parse error message in full */
 #define RULES_APPLIED_BYTES 512 /* struct rules_ctx.applied */
 #define RULES_NOTES_BYTES 1024  /* struct rules_ctx.notes */
+/* A mock's body (inline or file=, read when the rule is): a rule set is
+ * held in memory by every exchange that uses it. */
+#define RULES_MAX_ANSWER_BODY_BYTES (4 * 1024 * 1024)
+#define RULES_MAX_ANSWER_FIELDS 32 /* header= options of one mock */
+#define RULES_DEFAULT_BLOCK_STATUS 403
 
 /* --rewrite-limit default: bodies larger than this are streamed unmodified. */
 #define RULES_DEFAULT_REWRITE_LIMIT_BYTES (16 * 1024 * 1024)
@@ -53,7 +58,16 @@
 #define RULES_APPLY_BUDGET_MS 3000
 
 enum rules_phase { RULES_REQUEST = 0, RULES_RESPONSE = 1 };
-enum rules_target { RULES_TARGET_URL = 0, RULES_TARGET_HEADER = 1, RULES_TARGET_BODY = 2 };
+/* The last three are actions (request rules only): instead of rewriting
+ * the request they decide where it goes, or that tapwire answers it. */
+enum rules_target {
+    RULES_TARGET_URL = 0,
+    RULES_TARGET_HEADER = 1,
+    RULES_TARGET_BODY = 2,
+    RULES_TARGET_MOCK = 3,       /* answer from the proxy (also written map-local) */
+    RULES_TARGET_BLOCK = 4,      /* a status page, or the connection closed */
+    RULES_TARGET_MAP_REMOTE = 5, /* send the request to another origin */
+};
 enum rules_header_action {
     RULES_HEADER_NONE = 0, /* targets other than header */
     RULES_HEADER_SET,      /* first field of the name gets the value, others go; or add it */
@@ -72,6 +86,18 @@ struct rule_repl_part {
 
 struct rules_status_range {
     int lo, hi; /* "404" is 404..404, "4xx" is 400..499 */
+};
+
+struct filter;
+struct flow;
+
+/* Where a map-remote rule sends a request: the parts of its URL. */
+struct rules_remote {
+    bool is_tls;
+    char host[256]; /* without brackets */
+    uint16_t port;
+    char *authority; /* host[:port] as written: the Host the origin gets */
+    char *prefix;    /* path prefix, "" for none; never ends in '/' unless it is "/" */
 };
 
 /*
@@ -112,6 +138,23 @@ struct rule {
     size_t pattern_len;
     char *replacement; /* also the value of header set */
     size_t replacement_len;
+    struct filter *match; /* match=EXPR, NULL: any; decided on heads only */
+    char *match_text;     /* the expression as written */
+
+    /* Actions. mock: answer_status, answer_fields ("Name: value" each,
+     * checked), the body (inline, or read from file_path when the rule was
+     * parsed). block: answer_status, or is_close. map-remote: remote. */
+    int answer_status;
+    bool is_close;
+    bool is_map_local; /* written "map-local" */
+    char **answer_fields;
+    size_t answer_field_count;
+    char *answer_body; /* may hold NUL bytes: use answer_body_len */
+    size_t answer_body_len;
+    char *file_path; /* file= as written */
+    char *remote_url;
+    struct rules_remote remote;
+
     pcre2_code *re;                    /* is_regex: compiled pattern (JIT when available) */
     pcre2_match_context *match_ctx;    /* limits above; shared read-only by all threads */
     struct rule_repl_part *repl_parts; /* is_regex: the parsed replacement */
@@ -168,7 +211,8 @@ struct rule_set *rules_acquire(struct rules_current *cur);
  */
 
 /* A whole file's text. origin (e.g. the file name) makes the default labels
- * "ORIGIN:LINE" of rules without name=. */
+ * "ORIGIN:LINE" of rules without name=. A relative file= is read from the
+ * working directory (rules_load_file(): from the rules file's). */
 int rules_parse_text(const char *text, size_t len, const char *origin, struct rule_set **out,
                      char *err, size_t err_len);
 
@@ -180,7 +224,9 @@ int rules_parse_spec(const char *spec, size_t len, const char *default_label, st
 /* One row of the rules table (rulestore.h) as a set of one rule: the
  * default label is "#ID", the rule's id is id, and it is disabled when its
  * spec says so or is_enabled is false. Returns 0 with *out; -1 when spec
- * does not parse (err "column C: ..."), -2 when out of memory. */
+ * does not parse (err "column C: ..."), -2 when out of memory. file= is
+ * refused: the dashboard must not read files of the proxy's machine (the
+ * CA key among them) through a mock. */
 int rules_parse_stored(const char *spec, int64_t id, bool is_enabled, struct rule_set **out,
                        char *err, size_t err_len);
 
@@ -218,6 +264,10 @@ struct rules_ctx {
     char host[256]; /* without port */
     char *target;   /* owned: origin-form request-target, path and query */
     int status;     /* response phase */
+    /* The exchange as a flow for match= (borrowed; the caller keeps it
+     * current: the request as it arrived, then the response too). NULL: a
+     * rule with match= does not apply. */
+    const struct flow *flow;
     char content_type[RULES_MAX_CONTENT_TYPE_BYTES]; /* of the message of the phase */
     char applied[RULES_APPLIED_BYTES]; /* labels of rules that changed something, ", " */
     char notes[RULES_NOTES_BYTES];     /* why a matching rule was skipped, "; " */
@@ -243,6 +293,28 @@ char *rules_ctx_summary(const struct rules_ctx *ctx);
  * RULES_MAX_TARGET_BYTES, no longer starting with '/') skips that rule.
  */
 int rules_apply_url(const struct rule_set *set, struct rules_ctx *ctx, char **out);
+
+/* Whether some rule of set has match= (the caller then fills ctx->flow). */
+bool rules_set_has_match(const struct rule_set *set);
+/* Whether an enabled action rule (mock, block, map-remote) may apply to
+ * requests for host: its host= globs match it or it has none. An HTTP/2
+ * client is then served HTTP/1.1, where actions run. */
+bool rules_set_may_act_on(const struct rule_set *set, const char *host);
+
+/*
+ * The action for the request: the first enabled mock, block or map-remote
+ * rule whose options (and match=) select the exchange, noted as applied;
+ * NULL when none. Call after the url and header rules.
+ */
+const struct rule *rules_find_action(const struct rule_set *set, struct rules_ctx *ctx);
+
+/*
+ * The request-target a map-remote rule sends for target (origin-form):
+ * its prefix in place of path= when the rule has one, else in front.
+ * Returns a malloc'd target (caller frees), or NULL when out of memory or
+ * past RULES_MAX_TARGET_BYTES.
+ */
+char *rules_remote_target(const struct rule *rule, const char *target);
 
 /* A header field. Same layout as struct message_field: not NUL-terminated. */
 struct rules_header {

@@ -35,6 +35,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "buf.h"
 #include "capage.h"
 #include "capture.h"
 #include "clock.h"
@@ -56,6 +57,10 @@
  * (see wait_next_request). */
 #define SESSION_IDLE_GRACE_MS 200
 #define SESSION_ERROR_BODY_BYTES 1200
+/* A request a rule answers (mock, block) has its body read and recorded up
+ * to this much, so the connection can stay open; past it the connection
+ * closes after the answer. */
+#define SESSION_ANSWER_DRAIN_BYTES (8 * 1024 * 1024)
 
 enum session_mode {
     SESSION_PROXY,
@@ -395,6 +400,7 @@ struct destination {
     char named[HTTP1_MAX_HOST_BYTES + 8]; /* a tunnel's site, when the client named none */
     char *path;                           /* owned: origin-form */
     struct reverse_forwarded forwarded;   /* --reverse-forwarded: the fields sent */
+    bool is_remapped;                     /* a map-remote rule chose it: verified by its own name */
 };
 
 /*
@@ -528,13 +534,13 @@ static int build_request(struct session *s, struct destination *d, const char *s
 static int connect_origin(struct session *s, enum session_mode mode, const struct destination *d,
                           struct upstream_error *err)
 {
+    bool is_client_sni = mode == SESSION_TUNNEL_TLS && !d->is_remapped;
     struct origin_target target = {
         .host = d->host,
         .port = d->port,
         .is_tls = d->is_tls,
-        .sni = d->is_tls ? (mode == SESSION_TUNNEL_TLS ? (s->has_sni ? s->sni : NULL) : d->host)
-                         : NULL,
-        .verify_name = mode == SESSION_TUNNEL_TLS && s->has_sni ? s->sni : d->host,
+        .sni = d->is_tls ? (is_client_sni ? (s->has_sni ? s->sni : NULL) : d->host) : NULL,
+        .verify_name = is_client_sni && s->has_sni ? s->sni : d->host,
         .offers_http11 = s->offers_http11,
         .is_plain_http = true,
     };
@@ -799,6 +805,191 @@ out:
     return rc;
 }
 
+/* ---- actions of rules: mock, block, map-remote ---- */
+
+/*
+ * map-remote: the request goes to the rule's origin instead, verified by
+ * that origin's own name like any other (connect_origin()), through the
+ * same destination guard. *req and d become what is sent: scheme, host,
+ * port, the Host field and the target (the rule's prefix); the old target
+ * goes to *target_original unless a URL rule set one. *note gets "asked
+ * for URL, sent to URL" for the flow (caller frees). Returns 0, or -1 when
+ * out of memory or the target would be too long.
+ */
+static int map_remote(struct destination *d, const struct rule *act, const char *asked,
+                      struct message *req, char **target_original, char **note)
+{
+    char *path = rules_remote_target(act, d->path);
+    struct message view = *req, out;
+    struct message_field *items = NULL;
+    size_t count = 0;
+    int rc = -1;
+
+    if (path == NULL)
+        goto out;
+    items = calloc(req->fields.count + 1, sizeof(*items));
+    if (items == NULL)
+        goto out;
+    /* The Host field the origin gets names it (the codec writes it from the
+     * authority): recorded so, not as the client wrote it. */
+    for (size_t i = 0; i < req->fields.count; i++) {
+        items[count] = req->fields.items[i];
+        if (message_field_is(&items[count], "Host")) {
+            items[count].value = act->remote.authority;
+            items[count].value_len = strlen(act->remote.authority);
+        }
+        count++;
+    }
+    size_t n = strlen(asked) + strlen(act->remote.authority) + strlen(path) + 64;
+    *note = malloc(n);
+    if (*note == NULL)
+        goto out;
+    snprintf(*note, n, "map-remote: asked for %s, sent to %s://%s%s", asked,
+             act->remote.is_tls ? "https" : "http", act->remote.authority, path);
+    d->is_tls = act->remote.is_tls;
+    snprintf(d->host, sizeof(d->host), "%s", act->remote.host);
+    d->port = act->remote.port;
+    d->authority = act->remote.authority;
+    d->authority_len = strlen(act->remote.authority);
+    d->is_remapped = true;
+    view.scheme = d->is_tls ? "https" : "http";
+    view.authority = d->authority;
+    view.authority_len = d->authority_len;
+    view.target = path;
+    view.target_len = strlen(path);
+    if (message_copy(&out, &view, &(struct message_fields){items, count}) < 0) {
+        free(*note);
+        *note = NULL;
+        goto out;
+    }
+    message_free(req);
+    *req = out;
+    if (*target_original == NULL && strcmp(d->path, path) != 0)
+        *target_original = d->path;
+    else
+        free(d->path);
+    d->path = path;
+    path = NULL;
+    rc = 0;
+out:
+    free(items);
+    free(path);
+    return rc;
+}
+
+/*
+ * Reads the body of a request a rule answers, recording it like any
+ * request body, so that the connection can carry the next request.
+ * Returns true when the whole body was read; false (the connection must
+ * close after the answer) when it was larger than
+ * SESSION_ANSWER_DRAIN_BYTES, broke off, or the client waits for a
+ * 100 Continue it will not get (RFC 9110 10.1.1: it then sends nothing).
+ */
+static bool drain_request_body(struct session *s, struct request_ctx *rq, const struct message *req)
+{
+    const struct exchange_capture *cap = capture_hooks(&rq->cap);
+    struct http1codec_reader reader;
+    uint64_t total = 0;
+    bool is_whole = false;
+    const char *data;
+    size_t len;
+    int r;
+
+    if (req->body == MESSAGE_BODY_NONE)
+        return true;
+    if (req->expect_continue || req->body == MESSAGE_BODY_UNTIL_CLOSE)
+        return false;
+    if (req->body == MESSAGE_BODY_LENGTH && req->content_length > SESSION_ANSWER_DRAIN_BYTES)
+        return false;
+    if (http1codec_reader_init(&reader, &s->client, req->body, req->content_length) < 0)
+        return false;
+    while ((r = reader.source.next(&reader.source, s->t.io_ms, &data, &len)) == 1) {
+        total += len;
+        if (total > SESSION_ANSWER_DRAIN_BYTES)
+            break;
+        if (cap != NULL && cap->ops->body != NULL)
+            cap->ops->body(cap->arg, EXCHANGE_REQUEST, data, len);
+    }
+    is_whole = r == 0;
+    http1codec_reader_free(&reader);
+    return is_whole;
+}
+
+/*
+ * mock and block: tapwire answers the request itself, through answer(), so
+ * the flow records the answer exactly as sent and names the rule. The
+ * origin is never contacted. block close ends the connection instead.
+ * Returns whether the connection can carry another request.
+ */
+static bool answer_by_rule(struct session *s, struct request_ctx *rq, const struct rule *act,
+                           const struct message *req, struct rewrite *rw)
+{
+    char why[RULES_MAX_LABEL_BYTES + 64];
+    char page[SESSION_ERROR_BODY_BYTES];
+    struct buf fields = BUF_INIT(BUF_UNBOUNDED_BYTES);
+    bool is_block = act->target == RULES_TARGET_BLOCK;
+    int status = act->answer_status;
+    bool has_body = status != 204 && status != 304;
+    const char *body = act->answer_body;
+    size_t body_len = act->answer_body_len;
+    bool keep = false;
+
+    snprintf(why, sizeof(why), "%s by rule %s",
+             is_block ? (act->is_close ? "connection closed" : "blocked") : "answered", act->label);
+    capture_rules(&rq->cap, rewrite_applied(rw), rewrite_notes(rw));
+    capture_note(&rq->cap, NULL, why);
+    if (act->is_close) {
+        /* Nothing is sent: the client sees the connection end. */
+        log_request(s, rq, 0, 0, why);
+        finish_capture(s, rq, 0, why);
+        return false;
+    }
+    bool is_whole = drain_request_body(s, rq, req);
+    bool is_closing = !is_whole || !req->keep_alive;
+    if (is_block && has_body) {
+        int n = snprintf(page, sizeof(page), "%d %s\n\ntapwire: blocked by rule %s\n", status,
+                         http1_reason_phrase(status), act->label);
+        body = page;
+        body_len = n < 0 ? 0 : (size_t)n >= sizeof(page) ? sizeof(page) - 1 : (size_t)n;
+        buf_str(&fields, "Content-Type: text/plain; charset=utf-8\r\n"
+                         "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n");
+    }
+    for (size_t i = 0; i < act->answer_field_count; i++) {
+        buf_str(&fields, act->answer_fields[i]);
+        buf_str(&fields, "\r\n");
+    }
+    if (!has_body) {
+        body = NULL;
+        body_len = 0;
+    } else {
+        /* RFC 9110 8.6: framing declared here, never by the rule. */
+        char cl[48];
+
+        snprintf(cl, sizeof(cl), "Content-Length: %zu\r\n", body_len);
+        buf_str(&fields, cl);
+    }
+    if (is_closing)
+        buf_str(&fields, "Connection: close\r\n");
+    if (fields.has_failed) {
+        keep = refuse(s, rq, 503, "out of memory", true);
+        goto out;
+    }
+    struct own_answer a = {
+        .status = status,
+        .reason_phrase = http1_reason_phrase(status),
+        .fields = fields.data != NULL ? fields.data : "",
+        .body = body != NULL ? body : "",
+        .body_len = body_len,
+        .is_head = strcmp(rq->method, "HEAD") == 0,
+        .is_closing = is_closing,
+        .error = is_block ? why : NULL,
+    };
+    keep = answer(s, rq, &a);
+out:
+    buf_free(&fields);
+    return keep;
+}
+
 /* One exchange after the head was parsed. Returns true to keep serving. */
 static bool serve_one(struct session *s, enum session_mode mode, size_t head_len, int64_t started)
 {
@@ -812,6 +1003,8 @@ static bool serve_one(struct session *s, enum session_mode mode, size_t head_len
     bool rewritten = false;
     char *target_original = NULL;
     char *url = NULL;
+    char *remap_note = NULL;
+    const struct rule *act = NULL;
     bool keep = false;
     int routed;
 
@@ -837,15 +1030,39 @@ static bool serve_one(struct session *s, enum session_mode mode, size_t head_len
         mode == SESSION_PROXY || mode == SESSION_REVERSE ? d.host : (s->has_sni ? s->sni : d.host);
     if (build_request(s, &d, site, &rw, &view, &req, &rewritten, &target_original) < 0)
         goto out;
+    act = rewrite_action(&rw);
+    if (act != NULL && act->target == RULES_TARGET_MAP_REMOTE) {
+        if (map_remote(&d, act, url, &req, &target_original, &remap_note) < 0) {
+            keep = refuse(s, &rq, 500, "map-remote: out of memory, or the target too long", true);
+            goto out;
+        }
+        site = d.host;
+    }
     rq.host = site;
     rq.port = d.port;
     begin_capture(s, &rq, d.is_tls ? "https" : "http", d.path);
-    capture_request(&rq.cap, &req, rewritten ? &view : NULL, target_original);
+    capture_request(&rq.cap, &req, rewritten || d.is_remapped ? &view : NULL, target_original);
     target_original = NULL;
     stream_consume(&s->client, head_len);
     h = NULL; /* its bytes are gone, and view's with them */
 
-    if (s->tunnel_error.status != UPSTREAM_OK) {
+    if (act != NULL && act->target != RULES_TARGET_MAP_REMOTE) {
+        keep = answer_by_rule(s, &rq, act, &req, &rw);
+        goto out;
+    }
+    if (d.is_remapped) {
+        const char *self = self_target(s, d.host, d.port);
+
+        capture_note(&rq.cap, NULL, remap_note);
+        if (self != NULL) {
+            char why[160];
+
+            snprintf(why, sizeof(why), "map-remote: refusing to send a request to %s", self);
+            keep = refuse(s, &rq, 508, why, true);
+            goto out;
+        }
+    }
+    if (s->tunnel_error.status != UPSTREAM_OK && !d.is_remapped) {
         bool close = req.body != MESSAGE_BODY_NONE || !req.keep_alive;
         keep = refuse(s, &rq, upstream_error_http_status(&s->tunnel_error), s->tunnel_error.reason,
                       close);
@@ -859,6 +1076,7 @@ out:
     capture_abandon(&rq.cap);
     rewrite_end(&rw);
     free(target_original);
+    free(remap_note);
     message_free(&req);
     reverse_forwarded_free(&d.forwarded);
     free(d.path);
@@ -1139,6 +1357,22 @@ out:
     return rc;
 }
 
+/* The actions of rules (mock, block, map-remote) run in the HTTP/1.1
+ * request loop, not in h2relay: a client whose host an action may concern
+ * is not offered h2, so it speaks HTTP/1.1 and the actions apply. */
+static bool actions_may_apply(const struct session *s, const char *host)
+{
+    struct rule_set *set;
+    bool may;
+
+    if (s->env->rules == NULL)
+        return false;
+    set = rules_acquire(s->env->rules);
+    may = rules_set_may_act_on(set, host);
+    rules_set_unref(set);
+    return may;
+}
+
 /* Connects and verifies the origin, then completes the client's handshake
  * with a leaf carrying the origin's names. Returns 0 or -1 (client gone). */
 static int intercept_tls(struct session *s, const struct client_hello *hello)
@@ -1150,8 +1384,8 @@ static int intercept_tls(struct session *s, const struct client_hello *hello)
     s->has_sni = hello->has_sni;
     snprintf(s->sni, sizeof(s->sni), "%s", hello->has_sni ? hello->sni : "");
     s->offers_http11 = hello->alpn_count == 0 || offers_alpn(hello, "http/1.1");
-    s->offers_h2 = !s->cfg->no_http2 && offers_alpn(hello, "h2");
     const char *name = s->has_sni ? s->sni : s->tunnel_host;
+    s->offers_h2 = !s->cfg->no_http2 && offers_alpn(hello, "h2") && !actions_may_apply(s, name);
     struct origin_target target = {
         .host = s->tunnel_host,
         .port = s->tunnel_port,
@@ -1344,6 +1578,8 @@ static enum session_mode serve_h2(struct session *s)
         .rules = s->env->rules,
         .rewrite_limit = s->cfg->rewrite_limit,
         .rewrite_memory = s->cfg->rewrite_memory,
+        .intercept = s->env->intercept,
+        .stop_fd = s->env->stop_fd,
         .idle_ms = s->t.idle_ms,
         .io_ms = s->t.io_ms,
         .authority = s->reverse != NULL ? s->reverse->authority : NULL,
@@ -1551,7 +1787,8 @@ static enum session_mode accept_reverse_tls(struct session *s)
         goto out;
     }
     bool is_h2 = false;
-    bool wants_h2 = !s->cfg->no_http2 && offers_alpn(&hello, "h2");
+    bool wants_h2 =
+        !s->cfg->no_http2 && offers_alpn(&hello, "h2") && !actions_may_apply(s, s->reverse->host);
     if (wants_h2 && !s->reverse->is_tls)
         is_h2 = true;
     if (wants_h2 && s->reverse->is_tls) {

@@ -484,6 +484,9 @@
         return el('td', { class: cls, text: text, title: title || null });
     }
 
+    /* Badges of the listeners a flow can come through (flows.listener). */
+    const LISTENER_BADGES = { socks5: 'S5', transparent: 'TP', reverse: 'REV', replay: 'RE' };
+
     function renderRow(f) {
         const id = Number(f.id);
         const marks = el('td', { class: 'c-marks' });
@@ -495,6 +498,12 @@
             marks.appendChild(icon('modified', 'modified by a rule'));
         if (f.imported)
             marks.appendChild(el('span', { class: 'badge', text: 'HAR', title: 'imported from a HAR file' }));
+        /* The explicit proxy is the usual way in: only the others are marked. */
+        const via = LISTENER_BADGES[f.listener];
+        if (via)
+            marks.appendChild(el('span', { class: 'badge', text: via, title: 'came in through ' + f.listener }));
+        if (f.bodies_dropped)
+            marks.appendChild(el('span', { class: 'badge', text: '\u2205B', title: 'bodies dropped: the database could not keep up, or the disk was full' }));
         if (f.kind === 'websocket')
             marks.appendChild(el('span', { class: 'badge', text: 'WS', title: 'WebSocket' }));
         else if (f.kind === 'tunnel')
@@ -660,7 +669,15 @@
     function updateStats(s) {
         if (!s)
             return;
-        state.stats = { stored: Number(s.stored || 0), dropped: Number(s.dropped || 0) };
+        /* The figures made up between heartbeats carry no write state:
+         * the last one stands until the next heartbeat. */
+        const prev = state.stats || {};
+        state.stats = {
+            stored: Number(s.stored || 0),
+            dropped: Number(s.dropped || 0),
+            bodiesDropped: s.bodies_dropped !== undefined ? Number(s.bodies_dropped) : (prev.bodiesDropped || 0),
+            writeError: s.write_failing !== undefined ? (s.write_failing ? (s.write_error || 'failing') : '') : (prev.writeError || ''),
+        };
         const box = $('stats');
         clear(box);
         box.appendChild(el('span', { text: 'stored ' + state.stats.stored.toLocaleString() }));
@@ -669,6 +686,18 @@
             class: dropped > 0 ? 'dropped warn' : 'dropped',
             text: 'dropped ' + dropped.toLocaleString(),
         }));
+        if (state.stats.bodiesDropped > 0)
+            box.appendChild(el('span', {
+                class: 'dropped warn',
+                text: 'bodies dropped ' + state.stats.bodiesDropped.toLocaleString(),
+                title: 'flows kept without their bodies: the database could not keep up, or the disk was full',
+            }));
+        if (state.stats.writeError)
+            box.appendChild(el('span', {
+                class: 'dropped warn',
+                text: 'not recording',
+                title: 'flows are being lost: ' + state.stats.writeError,
+            }));
     }
 
     /* The first page for the current filters, replacing the list. */
@@ -1139,6 +1168,11 @@
         sum.appendChild(chip(humanSize(d.size) || '0 B', null, 'response body size'));
         if (d.client)
             sum.appendChild(chip('client ' + d.client));
+        if (d.listener)
+            sum.appendChild(chip('via ' + d.listener, null, 'the listener the client came in through'));
+        if (d.bodies_dropped)
+            sum.appendChild(chip('bodies dropped', 'st-err',
+                'the database could not keep up, or the disk was full: the record was kept, the body bytes were not'));
         if (d.kind === 'tunnel' || d.kind === 'websocket') {
             sum.appendChild(chip('\u2191 ' + humanSize(d.bytes_up || 0) + ' \u2193 ' + humanSize(d.bytes_down || 0),
                 null, 'bytes relayed up / down'));

@@ -16,7 +16,7 @@
 
     /* What the editor is for: {kind: 'resume', id, side} | {kind: 'replay', id} | {kind: 'compose'} */
     let editing = null;
-    let waitingIds = '';
+    let waitingIds = null; /* null: redraw the list on the next poll */
 
     function token() {
         const meta = document.querySelector('meta[name="tapwire-token"]');
@@ -150,7 +150,7 @@
     async function act(path, body) {
         try {
             await call('POST', path, body);
-            waitingIds = '';
+            waitingIds = null;
             const j = await call('GET', '/api/intercepted');
             renderWaiting(j.flows || []);
         } catch (e) {
@@ -173,12 +173,16 @@
         $('editor-status').value = isResponse ? String(f.status) : '';
         $('editor-status').closest('label').hidden = !isResponse;
         $('editor-headers').value = headersText(f.headers);
-        const held = f.body_held !== false && !isResponse;
+        const held = f.body_held !== false;
         $('editor-body').value = f.body || '';
         $('editor-body').disabled = !held;
+        /* A resumed flow's body goes back only when it was changed: the
+         * same text is no edit, and a compressed response then goes on as
+         * it came. */
+        editing.shownBody = $('editor-body').value;
         $('editor-note').textContent = !held
-            ? (isResponse ? 'A response\u2019s body goes on as it comes; its head can be edited.'
-                : 'This body was not held (chunked, or too large): it goes on as it comes.')
+            ? (isResponse ? 'This response\u2019s body was not held (none, larger than 1 MiB, not decodable, or on HTTP/2): it goes on as it comes; its head can be edited.'
+                : 'This body was not held (chunked, too large, or on HTTP/2): it goes on as it comes.')
             : f.body_is_text === false ? 'The body is not text: bytes that are not UTF-8 are shown replaced and would be sent so.' : '';
         $('editor-send').textContent = what.kind === 'resume' ? 'Resume' : 'Send';
         $('editor-drop').hidden = what.kind !== 'resume';
@@ -212,14 +216,15 @@
             body.method = $('editor-method').value.trim();
             body.url = $('editor-url').value.trim();
         }
-        if (!$('editor-body').disabled)
+        if (!$('editor-body').disabled &&
+            (editing.kind !== 'resume' || $('editor-body').value !== editing.shownBody))
             body.body = $('editor-body').value;
         const what = editing;
         try {
             if (what.kind === 'resume') {
                 await call('POST', '/api/flows/' + what.id + '/resume', body);
                 closeEditor();
-                waitingIds = '';
+                waitingIds = null;
                 return;
             }
             const path = what.kind === 'replay' ? '/api/flows/' + what.id + '/replay' : '/api/replay';

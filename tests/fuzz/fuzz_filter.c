@@ -43,7 +43,7 @@ static const char schema[] =
     "scheme TEXT NOT NULL, method TEXT NOT NULL, host TEXT NOT NULL, port INTEGER NOT NULL, "
     "target TEXT NOT NULL, req_version TEXT NOT NULL, req_headers TEXT, resp_headers TEXT, "
     "status INTEGER NOT NULL, req_content_type TEXT, resp_content_type TEXT, "
-    "is_tls INTEGER NOT NULL, error TEXT);"
+    "is_tls INTEGER NOT NULL, error TEXT, listener TEXT);"
     "CREATE INDEX flows_host ON flows (lower(host));"
     "CREATE INDEX flows_status_class ON flows (status / 100) WHERE status / 100 <> 2;"
     "CREATE INDEX flows_error ON flows (id) WHERE error IS NOT NULL;";
@@ -93,7 +93,7 @@ static void insert(int id, const struct flow *f)
         snprintf(version, sizeof(version), "%s",
                  flow_version_text(f->request_version, other, sizeof(other)));
     }
-    CHECK(sqlite3_prepare_v2(db, "INSERT INTO flows VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", -1,
+    CHECK(sqlite3_prepare_v2(db, "INSERT INTO flows VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", -1,
                              &st, NULL) == SQLITE_OK);
     sqlite3_bind_int(st, 1, id);
     sqlite3_bind_int(st, 2, f->kind);
@@ -112,6 +112,8 @@ static void insert(int id, const struct flow *f)
                       SQLITE_TRANSIENT);
     sqlite3_bind_int(st, 15, f->is_tls);
     sqlite3_bind_text(st, 16, f->error, -1, SQLITE_TRANSIENT);
+    if (f->listener[0] != '\0') /* else NULL, as a flow stored before it was recorded */
+        sqlite3_bind_text(st, 17, f->listener, -1, SQLITE_TRANSIENT);
     CHECK(sqlite3_step(st) == SQLITE_DONE);
     sqlite3_finalize(st);
 }
@@ -132,6 +134,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         make(FLOW_TUNNEL, "https", "CONNECT", "pinned.test", 443, "pinned.test:443", 0, NULL, NULL);
     flows[2]->error = strdup("refused");
     flows[2]->request_version = 10;
+    snprintf(flows[0]->listener, sizeof(flows[0]->listener), "proxy");
+    snprintf(flows[1]->listener, sizeof(flows[1]->listener), "socks5");
     CHECK(sqlite3_open(":memory:", &db) == SQLITE_OK);
     CHECK(sqlite3_exec(db, schema, NULL, NULL, NULL) == SQLITE_OK);
     for (int i = 0; i < FLOW_COUNT; i++)

@@ -34,6 +34,7 @@
 
 #include "capture.h"
 #include "exchange.h"
+#include "h2intercept.h"
 #include "origin.h"
 #include "log.h"
 #include "rewrite.h"
@@ -92,6 +93,51 @@ void capture_abandon(struct capture *c)
 {
     (void)c;
     finished++;
+}
+/* The intercept is off here (env.intercept is NULL): nothing parks. */
+void h2intercept_init(struct h2intercept *hi, struct intercept *ic, int stop_fd)
+{
+    memset(hi, 0, sizeof(*hi));
+    hi->ic = ic;
+    hi->wake_fd = -1;
+    hi->stop_fd = stop_fd;
+}
+void h2intercept_close(struct h2intercept *hi)
+{
+    (void)hi;
+}
+int h2intercept_fd(const struct h2intercept *hi)
+{
+    return hi->wake_fd;
+}
+void h2intercept_drain(struct h2intercept *hi)
+{
+    (void)hi;
+}
+int h2intercept_request(struct h2intercept *hi, struct h2intercept_stream *s,
+                        const struct message *req, const char *host, uint16_t port, const char *url,
+                        struct capture *cap)
+{
+    (void)hi, (void)s, (void)req, (void)host, (void)port, (void)url, (void)cap;
+    return 0;
+}
+int h2intercept_response(struct h2intercept *hi, struct h2intercept_stream *s,
+                         const struct message *resp, const char *url, struct capture *cap)
+{
+    (void)hi, (void)s, (void)resp, (void)url, (void)cap;
+    return 0;
+}
+enum h2intercept_verdict h2intercept_check(struct h2intercept *hi, struct h2intercept_stream *s,
+                                           const struct message *held, struct message *edited,
+                                           struct capture *cap, int *left_ms)
+{
+    (void)hi, (void)s, (void)held, (void)edited, (void)cap, (void)left_ms;
+    return H2INTERCEPT_GO;
+}
+void h2intercept_end(struct h2intercept *hi, struct h2intercept_stream *s, struct capture *cap,
+                     const char *why)
+{
+    (void)hi, (void)s, (void)cap, (void)why;
 }
 int rewrite_begin(struct rewrite *rw, struct rules_current *rules, const struct message *req,
                   const char *site, const char *path, size_t limit, size_t memory_limit)

@@ -5,7 +5,8 @@
  * violation traps, so the fuzzer reports it like a crash):
  *
  * fuzz-sources: src/rules.c src/regexsearch.c src/buf.c src/errmsg.c
- * fuzz-libs: libpcre2-8
+ * fuzz-sources: src/filter.c src/codec.c src/flow.c src/http1.c src/message.c
+ * fuzz-libs: libpcre2-8 zlib libbrotlidec libbrotlienc libzstd
  *
  *  - all or nothing: a set on success, NULL and a message naming the line
  *    on failure;
@@ -14,14 +15,20 @@
  *    and shows that line);
  *  - applying the rules to a small exchange never produces a request-target
  *    with a space or control byte, a header value with CR, LF or NUL, or a
- *    body past its bound.
+ *    body past its bound; an action found for it (mock, block, map-remote,
+ *    match= decided on a flow of the exchange) is a request rule, a mock's
+ *    fields carry no CR or LF and no framing, and a map-remote target is a
+ *    request-target.
  */
+#include "flow.h"
 #include "rules.h"
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define CHECK(cond)                                                                                \
     do {                                                                                           \
@@ -103,6 +110,40 @@ static void check_same_rule(const struct rule *a, const struct rule *b)
     CHECK(a->has_pattern == b->has_pattern);
     CHECK(same_bytes(a->pattern, a->pattern_len, b->pattern, b->pattern_len));
     CHECK(same_bytes(a->replacement, a->replacement_len, b->replacement, b->replacement_len));
+    CHECK(same_str(a->match_text, b->match_text));
+    CHECK(a->answer_status == b->answer_status && a->is_close == b->is_close);
+    CHECK(a->is_map_local == b->is_map_local);
+    CHECK(same_list(a->answer_fields, a->answer_field_count, b->answer_fields,
+                    b->answer_field_count));
+    CHECK(same_bytes(a->answer_body, a->answer_body_len, b->answer_body, b->answer_body_len));
+    CHECK(same_str(a->remote_url, b->remote_url));
+}
+
+static void check_action(const struct rule_set *set, struct rules_ctx *ctx)
+{
+    const struct rule *r = rules_find_action(set, ctx);
+    char *target;
+
+    if (r == NULL)
+        return;
+    CHECK(r->phase == RULES_REQUEST && r->target >= RULES_TARGET_MOCK);
+    for (size_t i = 0; i < r->answer_field_count; i++) {
+        const char *f = r->answer_fields[i];
+
+        CHECK(strpbrk(f, "\r\n") == NULL);
+        CHECK(strncasecmp(f, "Content-Length:", 15) != 0 &&
+              strncasecmp(f, "Transfer-Encoding:", 18) != 0);
+    }
+    CHECK(r->answer_body_len <= RULES_MAX_ANSWER_BODY_BYTES);
+    if (r->target != RULES_TARGET_MAP_REMOTE)
+        return;
+    target = rules_remote_target(r, ctx->target);
+    if (target != NULL) {
+        CHECK(target[0] == '/');
+        for (const char *p = target; *p != '\0'; p++)
+            CHECK(*p > 0x20 && *p < 0x7f);
+        free(target);
+    }
 }
 
 static void check_round_trip(const struct rule *r)
@@ -134,6 +175,7 @@ static void check_apply(const struct rule_set *set, const uint8_t *data, size_t 
     struct rules_header in[5];
     struct rules_headers out;
     struct rules_ctx ctx;
+    struct flow *flow = flow_new(0);
     char *target = NULL;
     unsigned char *body = NULL;
     size_t body_len = 0;
@@ -141,10 +183,24 @@ static void check_apply(const struct rule_set *set, const uint8_t *data, size_t 
 
     for (size_t i = 0; i < 5; i++)
         in[i] = (struct rules_header){names[i], strlen(names[i]), values[i], strlen(values[i])};
+    /* The exchange as match= sees it, as rewrite.c makes it. */
+    CHECK(flow != NULL);
+    snprintf(flow->scheme, sizeof(flow->scheme), "https");
+    snprintf(flow->method, sizeof(flow->method), "POST");
+    snprintf(flow->host, sizeof(flow->host), "www.google.com");
+    flow->port = 443;
+    flow->target = strdup("/search?q=cybersecurity&hl=en");
+    flow->request_headers = strdup("Host: www.google.com\r\nUser-Agent: curl/8.0\r\n"
+                                   "Content-Type: text/html; charset=utf-8\r\n");
+    CHECK(flow->target != NULL && flow->request_headers != NULL);
     for (int phase = 0; phase < 2; phase++) {
         CHECK(rules_ctx_init(&ctx, "POST", "www.google.com", "/search?q=cybersecurity&hl=en") == 0);
-        if (phase == 1)
+        ctx.flow = flow;
+        if (phase == 1) {
             rules_ctx_set_response(&ctx, 200, "text/html");
+            flow->status = 200;
+            flow->response_headers = strdup("Content-Type: text/html\r\n");
+        }
         CHECK(rules_apply_url(set, &ctx, &target) == 0);
         if (target != NULL) {
             CHECK(target[0] == '/');
@@ -160,6 +216,8 @@ static void check_apply(const struct rule_set *set, const uint8_t *data, size_t 
                 CHECK(out.fields[i].value[k] != '\r' && out.fields[i].value[k] != '\n' &&
                       out.fields[i].value[k] != '\0');
         rules_headers_free(&out);
+        if (phase == 0)
+            check_action(set, &ctx);
         (void)rules_wants_body(set, &ctx);
         CHECK(rules_apply_body(set, &ctx, data, subject_len, BODY_MAX_OUT, &body, &body_len) == 0);
         CHECK(body == NULL || body_len <= BODY_MAX_OUT);
@@ -168,6 +226,7 @@ static void check_apply(const struct rule_set *set, const uint8_t *data, size_t 
         free(rules_ctx_summary(&ctx));
         rules_ctx_free(&ctx);
     }
+    flow_free(flow);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -33,6 +33,7 @@
 #include "codec.h"
 #include "db.h"
 #include "embedded.h"
+#include "flowseg.h"
 #include "flowstore.h"
 #include "har.h"
 #include "log.h"
@@ -2344,7 +2345,7 @@ static void test_version_9_database_becomes_segment_1_and_is_searchable(void)
     /* The columns of the old table and of a new segment are the same, in
      * the same order: the views are UNION ALL of SELECT *. */
     CU_ASSERT_EQUAL(query_int("SELECT max(cid) FROM pragma_table_info('flows_1') WHERE name = "
-                              "'imported'"),
+                              "'bodies_dropped'"),
                     query_int("SELECT max(cid) FROM pragma_table_info('flows_1')"));
     /* URLs and headers went into the index; the bodies are searched from
      * the flows themselves. */
@@ -2804,6 +2805,191 @@ static void test_live_flow_is_finished_in_its_own_segment_and_goes_with_it(void)
     flowstore_close(store);
 }
 
+/* ---- the listener and dropped bodies (schema version 13) ---- */
+
+/* A version-12 database with two segments (as a tapwire of version 12 made
+ * them: flows_2 without the columns of version 13): flows 1 and 2 in
+ * segment 1, flow 3 in segment 2. Version 13 adds listener and
+ * bodies_dropped to both, last, so the views stay aligned. */
+static void test_version_12_database_gains_listener_in_every_segment(void)
+{
+    static const char new_columns[] = ", listener TEXT, bodies_dropped INTEGER";
+    char *v12 = schema_before(13);
+    char sql[FLOWSEG_SQL_MAX_BYTES];
+    struct flowstore *store;
+    struct flowstore_record *rec = NULL;
+    struct flowstore_filter f = {0};
+    struct flowseg segs[2] = {{.seg = 1}, {.seg = 2}};
+    struct flow *fl;
+    char err[256] = "";
+    char *at;
+    char *views;
+    int i;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(v12);
+    CU_ASSERT_EQUAL_FATAL(exec_sql(v12), 0);
+    free(v12);
+    CU_ASSERT_EQUAL_FATAL(flowseg_create_sql(2, sql, sizeof(sql)), 0);
+    at = strstr(sql, new_columns);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(at);
+    memmove(at, at + strlen(new_columns), strlen(at + strlen(new_columns)) + 1);
+    CU_ASSERT_EQUAL_FATAL(exec_sql(sql), 0);
+    views = flowseg_views_sql(segs, 2);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(views);
+    CU_ASSERT_EQUAL_FATAL(exec_sql(views), 0);
+    free(views);
+    for (i = 1; i <= 3; i++) {
+        snprintf(sql, sizeof(sql),
+                 "INSERT INTO flows_%d (id, kind, time_start_us, client, scheme, method, host, "
+                 "port, target, req_version, resp_version, req_headers, resp_headers, status, "
+                 "reason, req_body_size, resp_body_size, req_body_captured, resp_body_captured, "
+                 "req_truncated, resp_truncated, is_tls, bytes_up, bytes_down) VALUES (%d, 0, "
+                 "%" PRId64 ", '127.0.0.1:1', 'http', 'GET', 'v12.test', 80, '/v12-%d', "
+                 "'HTTP/1.1', 'HTTP/1.1', 'Host: v12.test\r\n', 'Content-Type: text/plain\r\n', "
+                 "200, 'OK', 0, 0, 0, 0, 0, 0, 0, 0, 0)",
+                 i < 3 ? 1 : 2, i, T0_US + i, i);
+        CU_ASSERT_EQUAL_FATAL(exec_sql(sql), 0);
+    }
+    CU_ASSERT_EQUAL_FATAL(
+        exec_sql("INSERT INTO flow_segments (seg, first_id, created_us, last_us, flows, written) "
+                 "VALUES (2, 3, 0, 0, 1, 1); UPDATE flow_segments SET flows = 2, written = 2 "
+                 "WHERE seg = 1; UPDATE flow_ids SET next_id = 4"),
+        0);
+    CU_ASSERT_EQUAL_FATAL(query_int("PRAGMA user_version"), 12);
+
+    store = open_store(100);
+    CU_ASSERT_FATAL(store != NULL);
+    CU_ASSERT_EQUAL(query_int("PRAGMA user_version"), db_schema_version());
+    for (i = 1; i <= 2; i++) {
+        snprintf(sql, sizeof(sql),
+                 "SELECT (SELECT cid FROM pragma_table_info('flows_%1$d') WHERE name = "
+                 "'bodies_dropped') = (SELECT max(cid) FROM pragma_table_info('flows_%1$d')) AND "
+                 "(SELECT cid FROM pragma_table_info('flows_%1$d') WHERE name = 'listener') = "
+                 "(SELECT max(cid) - 1 FROM pragma_table_info('flows_%1$d'))",
+                 i);
+        CU_ASSERT_EQUAL(query_int(sql), 1);
+    }
+    /* Through the views, and as records: unknown listener, bodies kept. */
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows WHERE listener IS NULL AND "
+                              "bodies_dropped IS NULL"),
+                    3);
+    CU_ASSERT_EQUAL(flowstore_get(store, 3, &rec, err, sizeof(err)), 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(rec);
+    CU_ASSERT_STRING_EQUAL(rec->flow.target, "/v12-3");
+    CU_ASSERT_STRING_EQUAL(rec->flow.listener, "");
+    CU_ASSERT_FALSE(rec->flow.are_bodies_dropped);
+    flowstore_record_free(rec);
+    f.host_glob = "v12.test";
+    expect_ids(store, &f, "3,2,1");
+
+    /* A new flow keeps its listener, in the segment written now. */
+    fl = simple_flow("GET", "new.test", "/socks", 200);
+    snprintf(fl->listener, sizeof(fl->listener), "socks5");
+    submit(store, fl);
+    CU_ASSERT_EQUAL_FATAL(flowstore_sync(store, SYNC_MS), 0);
+    CU_ASSERT_EQUAL(query_int("SELECT id FROM flows_2 WHERE listener = 'socks5'"), 4);
+    rec = NULL;
+    CU_ASSERT_EQUAL(flowstore_get(store, 4, &rec, err, sizeof(err)), 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(rec);
+    CU_ASSERT_STRING_EQUAL(rec->flow.listener, "socks5");
+    flowstore_record_free(rec);
+    flowstore_close(store);
+}
+
+/* A flow whose body buffer grew to this (doubling, as flow_body_append()
+ * grows it) though it holds 4 bytes: the queue counts the allocation, and
+ * the pages of a large malloc() that nothing touched cost no memory. */
+#define QUEUED_BODY_BYTES ((size_t)16 * 1024 * 1024)
+
+static struct flow *big_buffer_flow(int n)
+{
+    char path[32];
+    struct flow *f;
+
+    snprintf(path, sizeof(path), "/big/%d", n);
+    f = simple_flow("POST", "bytes.test", path, 201);
+    free(f->response_body.data);
+    f->response_body.data = malloc(QUEUED_BODY_BYTES);
+    if (f->response_body.data == NULL)
+        abort();
+    memcpy(f->response_body.data, "body", 4);
+    f->response_body.len = 4;
+    f->response_body.size = 4;
+    f->response_body.capacity = QUEUED_BODY_BYTES;
+    f->response_body.limit = QUEUED_BODY_BYTES;
+    snprintf(f->listener, sizeof(f->listener), "proxy");
+    return f;
+}
+
+/* Past FLOWSTORE_QUEUE_MAX_BYTES a flow is queued without its bodies: its
+ * record (method, URL, headers, status, listener) is written and says so,
+ * its body's size stays, its bytes are gone, and it is counted apart from
+ * the whole flows dropped with the queue full (none here). */
+static void test_queue_byte_bound_keeps_the_record_and_drops_the_body(void)
+{
+    struct flowstore *store = open_store(0);
+    struct gate gate = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, false};
+    size_t fitting = FLOWSTORE_QUEUE_MAX_BYTES / QUEUED_BODY_BYTES - 1;
+    struct flowstore_record *rec = NULL;
+    struct flowstore_stats st;
+    unsigned char *data = NULL;
+    size_t len = 0;
+    char err[256] = "";
+    char sql[256];
+    size_t i;
+
+    CU_ASSERT_FATAL(store != NULL);
+    flowstore_set_written_callback(store, hold_writer, &gate);
+    submit_many(store, 1);
+    pthread_mutex_lock(&gate.lock);
+    while (!gate.is_entered)
+        pthread_cond_wait(&gate.cond, &gate.lock);
+    pthread_mutex_unlock(&gate.lock);
+
+    /* The writer is held: the bodies of the first ones fit, the rest go. */
+    for (i = 0; i < fitting + 3; i++)
+        submit(store, big_buffer_flow((int)i));
+    flowstore_stats(store, &st);
+    CU_ASSERT_EQUAL(st.bodies_dropped, 3);
+    CU_ASSERT_EQUAL(st.dropped, 0);
+
+    pthread_mutex_lock(&gate.lock);
+    gate.is_open = true;
+    pthread_cond_broadcast(&gate.cond);
+    pthread_mutex_unlock(&gate.lock);
+    CU_ASSERT_EQUAL(flowstore_sync(store, 30000), 0);
+    flowstore_set_written_callback(store, NULL, NULL);
+    flowstore_stats(store, &st);
+    CU_ASSERT_EQUAL(st.written, fitting + 4);
+    CU_ASSERT_EQUAL(st.dropped, 0);
+    CU_ASSERT_EQUAL(st.bodies_dropped, 3);
+    /* Flow 1 is submit_many()'s; 2.. are big_buffer_flow(0..). */
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows WHERE bodies_dropped = 1"), 3);
+    snprintf(sql, sizeof(sql),
+             "SELECT min(id) FROM flows WHERE bodies_dropped = 1 AND resp_body_size = 4 AND "
+             "resp_body_captured = 0 AND resp_truncated = 1 AND method = 'POST' AND status = 201 "
+             "AND listener = 'proxy' AND req_headers = 'Host: x\r\n'");
+    CU_ASSERT_EQUAL(query_int(sql), (int64_t)fitting + 2);
+    CU_ASSERT_EQUAL(flowstore_get(store, (int64_t)fitting + 2, &rec, err, sizeof(err)), 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(rec);
+    CU_ASSERT_TRUE(rec->flow.are_bodies_dropped);
+    CU_ASSERT_EQUAL(rec->flow.response_body.size, 4);
+    CU_ASSERT_EQUAL(rec->response_captured, 0);
+    snprintf(sql, sizeof(sql), "/big/%zu", fitting);
+    CU_ASSERT_STRING_EQUAL(rec->flow.target, sql);
+    flowstore_record_free(rec);
+    CU_ASSERT_EQUAL(flowstore_get_body(store, (int64_t)fitting + 2, FLOWSTORE_RESPONSE, &data, &len,
+                                       err, sizeof(err)),
+                    0);
+    CU_ASSERT_PTR_NULL(data);
+    CU_ASSERT_EQUAL(len, 0);
+    free(data);
+    /* The ones that fitted kept theirs. */
+    expect_body(store, 2, FLOWSTORE_RESPONSE, "body", 4);
+    CU_ASSERT_EQUAL(count_lines_containing(log_path, "kept without their bodies"), 2);
+    flowstore_close(store);
+}
+
 static void test_in_memory_database_is_refused(void)
 {
     struct flowstore *store = NULL;
@@ -2916,6 +3102,10 @@ int main(void)
                      test_version_11_database_keeps_ws_messages_and_replay_of) ||
         !CU_add_test(suite, "live_flow_is_finished_in_its_own_segment_and_goes_with_it",
                      test_live_flow_is_finished_in_its_own_segment_and_goes_with_it) ||
+        !CU_add_test(suite, "version_12_database_gains_listener_in_every_segment",
+                     test_version_12_database_gains_listener_in_every_segment) ||
+        !CU_add_test(suite, "queue_byte_bound_keeps_the_record_and_drops_the_body",
+                     test_queue_byte_bound_keeps_the_record_and_drops_the_body) ||
         !CU_add_test(suite, "in_memory_database_is_refused", test_in_memory_database_is_refused))
         goto fail;
     return testutil_run();

@@ -110,6 +110,7 @@ static void store_known_flows(void)
     f = base_flow("http", "plain.test", 8080, "/search?q=a+b&x=1", T0_US);
     f->response_headers = xstrdup("Content-Type: text/plain\r\nSet-Cookie: s=9; Path=/\r\n");
     flow_body_append(&f->response_body, "hello plain", 11);
+    snprintf(f->listener, sizeof(f->listener), "socks5"); /* _listener goes round too */
     CU_ASSERT_EQUAL(flowstore_submit(store, f), 0);
     /* 2: a POST with a JSON body over TLS, a new connection with TLS, HTTP/2. */
     f = base_flow("https", "api.test", 443, "/login", T0_US + 1000000);
@@ -125,6 +126,7 @@ static void store_known_flows(void)
     f->timings.connected = T0_US + 1000000 + 1000;
     f->timings.tls_done = T0_US + 1000000 + 1800;
     f->timings.request_sent = T0_US + 1000000 + 2500;
+    snprintf(f->listener, sizeof(f->listener), "reverse");
     CU_ASSERT_EQUAL(flowstore_submit(store, f), 0);
     /* 3: a gzip response, stored compressed as captured. */
     f = base_flow("https", "gz.test", 443, "/page", T0_US + 2000000);
@@ -275,6 +277,11 @@ static void test_export_import_export_gives_the_same_entries(void)
     CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows WHERE imported = 1 AND req_version = "
                               "'HTTP/1.0'"),
                     1);
+    /* tapwire's own _listener comes back; none stays none. */
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows WHERE imported = 1 AND (id = 6 AND "
+                              "listener = 'socks5' OR id = 7 AND listener = 'reverse' OR id > 7 "
+                              "AND listener IS NULL)"),
+                    5);
     /* The gzip body is kept compressed again, as captured. */
     CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows WHERE id = 8 AND resp_content_encoding "
                               "= 'gzip' AND hex(substr(resp_body, 1, 2)) = '1F8B'"),
@@ -452,6 +459,42 @@ static void test_http_versions_are_read_as_flow_versions(void)
     }
 }
 
+/* _listener is kept only when it names a listener tapwire has. */
+static void test_listener_is_kept_only_when_tapwire_knows_it(void)
+{
+    static const char *const names[][2] = {
+        {"\"transparent\"", "transparent"},
+        {"\"proxy\"", "proxy"},
+        {"\"bogus\"", NULL},
+        {"\"SOCKS5\"", NULL},
+        {"42", NULL},
+        {"\"\"", NULL},
+    };
+    char doc[512], query[256], err[512] = "";
+    struct harimport_result result;
+    size_t i;
+    int rc;
+
+    for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        snprintf(doc, sizeof(doc),
+                 "{\"log\":{\"entries\":[{\"startedDateTime\":\"2023-11-14T22:13:20Z\","
+                 "\"request\":{\"method\":\"GET\",\"url\":\"http://l%zu.test/\"},"
+                 "\"response\":{\"status\":200},\"_listener\":%s}]}}",
+                 i, names[i][0]);
+        result = import_text(doc, &rc, err, sizeof(err));
+        CU_ASSERT_EQUAL(rc, 0);
+        CU_ASSERT_EQUAL(result.imported, 1);
+        if (names[i][1] != NULL)
+            snprintf(query, sizeof(query),
+                     "SELECT count(*) FROM flows WHERE host = 'l%zu.test' AND listener = '%s'", i,
+                     names[i][1]);
+        else
+            snprintf(query, sizeof(query),
+                     "SELECT count(*) FROM flows WHERE host = 'l%zu.test' AND listener IS NULL", i);
+        CU_ASSERT_EQUAL(query_int(query), 1);
+    }
+}
+
 int main(void)
 {
     CU_pSuite suite;
@@ -463,6 +506,8 @@ int main(void)
     if (suite == NULL ||
         !CU_add_test(suite, "export_import_export_gives_the_same_entries",
                      test_export_import_export_gives_the_same_entries) ||
+        !CU_add_test(suite, "listener_is_kept_only_when_tapwire_knows_it",
+                     test_listener_is_kept_only_when_tapwire_knows_it) ||
         !CU_add_test(suite, "filtered_export_holds_what_the_filter_lists",
                      test_filtered_export_holds_what_the_filter_lists) ||
         !CU_add_test(suite, "bad_entries_are_skipped_with_a_reason",

@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -281,6 +282,134 @@ static void test_filter_sides_and_errors(void)
     intercept_free(ic);
 }
 
+/* A parked ticket: no thread waits; the wake fd says when to look. */
+static void test_parked_ticket_resumed_drops_and_times_out(void)
+{
+    struct intercept *ic = intercept_new(150);
+    struct intercept_message msg = {
+        .method = "GET", .url = "https://example.com/a", .headers = "user-agent: x\r\n"};
+    enum intercept_outcome outcome = INTERCEPT_FAILED;
+    struct intercept_edit edit;
+    int64_t waited = -1;
+    int left = 0;
+    uint64_t n = 0;
+    char err[INTERCEPT_ERROR_BYTES];
+    int fd = eventfd(0, EFD_NONBLOCK);
+
+    CU_ASSERT_FATAL(ic != NULL && fd >= 0);
+    struct intercept_ticket *t = intercept_park(ic, &msg, fd, &outcome);
+    CU_ASSERT_FATAL(t != NULL);
+    CU_ASSERT_EQUAL(intercept_count(ic), 1);
+    CU_ASSERT_TRUE(intercept_ticket_waits(ic, t, &outcome, &edit, &waited, &left));
+    CU_ASSERT_TRUE(left > 0 && left <= 150);
+    CU_ASSERT_EQUAL(read(fd, &n, sizeof(n)), -1); /* nothing to say yet */
+
+    struct intercept_edit *e = calloc(1, sizeof(*e));
+    CU_ASSERT_FATAL(e != NULL);
+    e->method = strdup("PUT");
+    CU_ASSERT_EQUAL(intercept_resume(ic, first_id(ic), e, err, sizeof(err)), 0);
+    free(e);
+    CU_ASSERT_EQUAL(read(fd, &n, sizeof(n)), (ssize_t)sizeof(n));
+    CU_ASSERT_FALSE(intercept_ticket_waits(ic, t, &outcome, &edit, &waited, &left));
+    CU_ASSERT_EQUAL(outcome, INTERCEPT_RESUMED);
+    CU_ASSERT_STRING_EQUAL(edit.method, "PUT");
+    CU_ASSERT_EQUAL(intercept_count(ic), 0);
+    intercept_edit_free(&edit);
+
+    t = intercept_park(ic, &msg, fd, &outcome);
+    CU_ASSERT_FATAL(t != NULL);
+    CU_ASSERT_EQUAL(intercept_drop(ic, first_id(ic)), 0);
+    CU_ASSERT_FALSE(intercept_ticket_waits(ic, t, &outcome, &edit, &waited, &left));
+    CU_ASSERT_EQUAL(outcome, INTERCEPT_DROPPED);
+
+    t = intercept_park(ic, &msg, fd, &outcome);
+    CU_ASSERT_FATAL(t != NULL);
+    usleep(200000);
+    CU_ASSERT_FALSE(intercept_ticket_waits(ic, t, &outcome, &edit, &waited, &left));
+    CU_ASSERT_EQUAL(outcome, INTERCEPT_TIMED_OUT);
+    CU_ASSERT_TRUE(waited >= 150);
+
+    t = intercept_park(ic, &msg, fd, &outcome);
+    CU_ASSERT_FATAL(t != NULL);
+    CU_ASSERT_TRUE(intercept_ticket_cancel(ic, t) >= 0);
+    CU_ASSERT_EQUAL(intercept_count(ic), 0);
+    CU_ASSERT_EQUAL(intercept_resume(ic, 999, NULL, err, sizeof(err)), INTERCEPT_NOT_FOUND);
+    close(fd);
+    intercept_free(ic);
+}
+
+/* A parked message was copied: the room shows it after the caller's is gone,
+ * and a body edit is refused when it holds no body. */
+static void test_parked_ticket_owns_its_message(void)
+{
+    struct intercept *ic = intercept_new(10000);
+    char url[] = "https://example.com/a";
+    struct intercept_message msg = {.method = "GET", .url = url, .headers = ""};
+    enum intercept_outcome outcome;
+    struct intercept_waiting *list;
+    size_t count;
+    char err[INTERCEPT_ERROR_BYTES];
+    int fd = eventfd(0, EFD_NONBLOCK);
+
+    CU_ASSERT_FATAL(ic != NULL && fd >= 0);
+    struct intercept_ticket *t = intercept_park(ic, &msg, fd, &outcome);
+    CU_ASSERT_FATAL(t != NULL);
+    url[8] = 'X';
+    CU_ASSERT_EQUAL(intercept_list(ic, &list, &count), 0);
+    CU_ASSERT_EQUAL(count, 1);
+    CU_ASSERT_STRING_EQUAL(list[0].msg.url, "https://example.com/a");
+    intercept_waiting_free(list, count);
+    struct intercept_edit *e = calloc(1, sizeof(*e));
+    CU_ASSERT_FATAL(e != NULL);
+    e->has_body = true;
+    e->body = (unsigned char *)strdup("x");
+    e->body_len = 1;
+    CU_ASSERT_EQUAL(intercept_resume(ic, first_id(ic), e, err, sizeof(err)), INTERCEPT_CONFLICT);
+    free(e);
+    intercept_ticket_cancel(ic, t);
+    close(fd);
+    intercept_free(ic);
+}
+
+/* An edit on a head: the path of the URL, the method, fields lowercased
+ * for HTTP/2; the status of a response. */
+static void test_edited_head(void)
+{
+    struct message_field in_fields[] = {{"user-agent", 10, "curl", 4}};
+    struct message in = {.method = "GET",
+                         .method_len = 3,
+                         .target = "/a",
+                         .target_len = 2,
+                         .version = 20,
+                         .fields = {in_fields, 1}};
+    struct intercept_field fields[] = {{"User-Agent", "edited"}, {"X-New", "1"}};
+    struct intercept_edit e = {.method = "POST",
+                               .url = "https://example.com/b?q=1",
+                               .has_fields = true,
+                               .fields = fields,
+                               .field_count = 2};
+    struct message out;
+
+    CU_ASSERT_EQUAL_FATAL(intercept_edited_head(&in, &e, true, &out), 0);
+    CU_ASSERT_EQUAL(out.method_len, 4);
+    CU_ASSERT_NSTRING_EQUAL(out.method, "POST", 4);
+    CU_ASSERT_EQUAL(out.target_len, 6);
+    CU_ASSERT_NSTRING_EQUAL(out.target, "/b?q=1", 6);
+    CU_ASSERT_EQUAL_FATAL(out.fields.count, 2);
+    CU_ASSERT_NSTRING_EQUAL(out.fields.items[0].name, "user-agent", 10);
+    CU_ASSERT_NSTRING_EQUAL(out.fields.items[0].value, "edited", 6);
+    CU_ASSERT_NSTRING_EQUAL(out.fields.items[1].name, "x-new", 5);
+    message_free(&out);
+
+    struct message resp = {.status = 200, .version = 11, .fields = {in_fields, 1}};
+    struct intercept_edit status = {.status = 203};
+    CU_ASSERT_EQUAL_FATAL(intercept_edited_head(&resp, &status, false, &out), 0);
+    CU_ASSERT_EQUAL(out.status, 203);
+    CU_ASSERT_EQUAL(out.fields.count, 1);
+    CU_ASSERT_NSTRING_EQUAL(out.fields.items[0].name, "user-agent", 10);
+    message_free(&out);
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS)
@@ -296,7 +425,11 @@ int main(void)
         !CU_add_test(s, "shutdown and resume-all release every wait",
                      test_shutdown_and_resume_all_release_every_wait) ||
         !CU_add_test(s, "room is bounded", test_room_is_bounded) ||
-        !CU_add_test(s, "filter sides and errors", test_filter_sides_and_errors)) {
+        !CU_add_test(s, "filter sides and errors", test_filter_sides_and_errors) ||
+        !CU_add_test(s, "parked ticket resumed, dropped, timed out, cancelled",
+                     test_parked_ticket_resumed_drops_and_times_out) ||
+        !CU_add_test(s, "parked ticket owns its message", test_parked_ticket_owns_its_message) ||
+        !CU_add_test(s, "edited head", test_edited_head)) {
         CU_cleanup_registry();
         return 1;
     }

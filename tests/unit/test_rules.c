@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "flow.h"
 #include "rules.h"
 #include "testutil.h"
 
@@ -336,7 +337,8 @@ static void test_regex_error_names_line_and_column(void)
 static void test_unknown_target_names_line(void)
 {
     expect_error("request body a b\nrequest bdy a b\n",
-                 "line 2, column 9: unknown target 'bdy' (expected url, header or body)");
+                 "line 2, column 9: unknown target 'bdy' (expected url, header, body, mock, "
+                 "map-local, block or map-remote)");
 }
 
 static void test_bad_lines_name_line_and_column(void)
@@ -347,7 +349,8 @@ static void test_bad_lines_name_line_and_column(void)
     } cases[] = {
         {"requst url a b",
          "line 1, column 1: unknown phase 'requst' (expected request or response)"},
-        {"request", "line 1, column 8: missing target (url, header NAME or body)"},
+        {"request", "line 1, column 8: missing target (url, header NAME, body, mock, map-local, "
+                    "block or map-remote)"},
         {"request url a", "line 1, column 14: missing replacement"},
         {"request url", "line 1, column 12: missing pattern"},
         {"request url a b c", "line 1, column 17: unexpected 'c' after the replacement (quote "
@@ -547,6 +550,286 @@ static void test_load_file_errors_name_the_file(void)
 
     CU_ASSERT_EQUAL(rules_load_file(path, &set, err, sizeof(err)), -1);
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "cannot open rules file"));
+}
+
+/* ---- actions and match= ---- */
+
+static void test_mock_block_map_remote_parse(void)
+{
+    struct rule_set *set = parse_ok(
+        "request mock path=/api header='Content-Type: application/json' header=\"X-A: 1\" 201 "
+        "'{\"ok\":true}'\n"
+        "request block host=ads.example\n"
+        "request block host=t.example 451\n"
+        "request block close name=cut\n"
+        "request map-remote host=api.example https://staging.example:8443/v2\n"
+        "request map-remote path=/api/ http://127.0.0.1:3000/\n");
+    const struct rule *r;
+
+    CU_ASSERT_EQUAL_FATAL(rules_set_count(set), 6);
+    r = rules_set_get(set, 0);
+    CU_ASSERT_EQUAL(r->target, RULES_TARGET_MOCK);
+    CU_ASSERT_EQUAL(r->answer_status, 201);
+    CU_ASSERT_EQUAL(r->answer_field_count, 2);
+    CU_ASSERT_STRING_EQUAL(r->answer_fields[0], "Content-Type: application/json");
+    CU_ASSERT_EQUAL(r->answer_body_len, 11);
+    CU_ASSERT_EQUAL(memcmp(r->answer_body, "{\"ok\":true}", 11), 0);
+    r = rules_set_get(set, 1);
+    CU_ASSERT_EQUAL(r->target, RULES_TARGET_BLOCK);
+    CU_ASSERT_EQUAL(r->answer_status, 403);
+    CU_ASSERT_FALSE(r->is_close);
+    CU_ASSERT_EQUAL(rules_set_get(set, 2)->answer_status, 451);
+    r = rules_set_get(set, 3);
+    CU_ASSERT_TRUE(r->is_close);
+    CU_ASSERT_STRING_EQUAL(r->label, "cut");
+    r = rules_set_get(set, 4);
+    CU_ASSERT_EQUAL(r->target, RULES_TARGET_MAP_REMOTE);
+    CU_ASSERT_TRUE(r->remote.is_tls);
+    CU_ASSERT_STRING_EQUAL(r->remote.host, "staging.example");
+    CU_ASSERT_EQUAL(r->remote.port, 8443);
+    CU_ASSERT_STRING_EQUAL(r->remote.authority, "staging.example:8443");
+    CU_ASSERT_STRING_EQUAL(r->remote.prefix, "/v2");
+    r = rules_set_get(set, 5);
+    CU_ASSERT_FALSE(r->remote.is_tls);
+    CU_ASSERT_EQUAL(r->remote.port, 3000);
+    CU_ASSERT_STRING_EQUAL(r->remote.prefix, "");
+    rules_set_unref(set);
+}
+
+static void test_action_errors_name_the_column(void)
+{
+    static const struct {
+        const char *line;
+        const char *err;
+    } cases[] = {
+        {"request mock", "line 1, column 13: missing status (e.g. 200)"},
+        {"request mock 99", "line 1, column 14: bad status '99' (expected a code from 200 to 599)"},
+        {"request mock 200 a b", "line 1, column 20: unexpected 'b' (quote text that contains "
+                                 "spaces)"},
+        {"request mock 204 body", "line 1, column 14: a 204 answer has no body"},
+        {"response mock 200", "line 1, column 10: 'mock' is a request rule (it decides before "
+                              "the origin is asked)"},
+        {"request mock regex 200", "line 1, column 1: 'regex' is for patterns, and 'mock' has "
+                                   "none"},
+        {"request mock header=Content-Length:3 200 abc",
+         "line 1, column 21: Content-Length is computed by tapwire for each answer and cannot "
+         "be set"},
+        {"request mock header=NoColon 200", "line 1, column 21: header= takes \"Name: value\""},
+        {"request block header='A: b'", "line 1, column 15: option 'header' is for mock and "
+                                        "map-local rules"},
+        {"request block 200 x", "line 1, column 19: unexpected 'x' (quote text that contains "
+                                "spaces)"},
+        {"request map-local 200", "line 1, column 22: map-local needs file=PATH"},
+        {"request map-remote", "line 1, column 19: missing URL (e.g. https://host:port/prefix)"},
+        {"request map-remote ftp://x/", "line 1, column 20: bad map-remote URL 'ftp://x/' "
+                                        "(expected http[s]://host[:port][/prefix])"},
+        {"request map-remote http://x/a?b=1", "line 1, column 20: a map-remote URL has no query "
+                                              "or fragment"},
+        {"request mock file=/nonexistent/x 200",
+         "line 1, column 19: cannot open /nonexistent/x: No such file or directory"},
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        expect_error(cases[i].line, cases[i].err);
+}
+
+static void test_match_errors_point_into_the_expression(void)
+{
+    /* The column is the line's: the expression starts at column 29, and
+     * its end is the closing quote's. */
+    expect_error("request header A set match='~m GET & (' x",
+                 "line 1, column 39: match=: expected a filter after '('");
+    expect_error("request url match='~c 200' a b",
+                 "line 1, column 20: match=: a request rule is decided before the response: ~c, "
+                 "~s, ~q, ~hs and ~ts cannot be used (write ~hq, ~tq for the request's)");
+    expect_error("response header A set match='~bs x' x",
+                 "line 1, column 30: match=: rules are decided on the heads, before a body is "
+                 "read: ~b, ~bq and ~bs cannot be used");
+    expect_error("request url match=a match=b a b",
+                 "line 1, column 21: option 'match' given twice (combine with &)");
+}
+
+static void test_file_is_read_at_load_and_refused_from_the_dashboard(void)
+{
+    char path[128], rules_path[128], text[300];
+    struct rule_set *set = NULL;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/body.json", dir);
+    f = fopen(path, "w");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    fputs("{\"mocked\":1}\n", f);
+    fclose(f);
+    /* A relative file= is the rules file's neighbour. */
+    snprintf(rules_path, sizeof(rules_path), "%s/lab.rules", dir);
+    f = fopen(rules_path, "w");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    fputs("request map-local path=/x file=body.json header='Content-Type: application/json'\n", f);
+    fclose(f);
+    CU_ASSERT_EQUAL_FATAL(rules_load_file(rules_path, &set, err, sizeof(err)), 0);
+    CU_ASSERT_EQUAL(only_rule(set)->answer_status, 200);
+    CU_ASSERT_EQUAL(only_rule(set)->answer_body_len, 13);
+    CU_ASSERT_EQUAL(memcmp(only_rule(set)->answer_body, "{\"mocked\":1}\n", 13), 0);
+    rules_set_unref(set);
+    set = NULL;
+
+    snprintf(text, sizeof(text), "request mock file=%s 200", path);
+    CU_ASSERT_EQUAL(rules_parse_stored(text, 4, true, &set, err, sizeof(err)), -1);
+    CU_ASSERT_PTR_NULL(set);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "file= is for --rules and --rule only"));
+    CU_ASSERT_EQUAL(rules_parse_stored("request mock 200 inline", 4, true, &set, err, sizeof(err)),
+                    0);
+    rules_set_unref(set);
+    unlink(path);
+    unlink(rules_path);
+}
+
+static void test_action_format_round_trips(void)
+{
+    static const char *const lines[] = {
+        "request mock name=m path=/a match='~m POST & ~hq \"X-Mock\"' header='Content-Type: "
+        "text/plain' 201 'hello'",
+        "request block host=ads.example 403",
+        "request block close",
+        "request map-remote path=/api/ 'https://localhost:8443/v2'",
+    };
+
+    for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++) {
+        struct rule_set *a = parse_ok(lines[i]);
+        char *first = rules_format(only_rule(a));
+
+        CU_ASSERT_PTR_NOT_NULL_FATAL(first);
+        if (strcmp(first, lines[i]) != 0)
+            fprintf(stderr, "\n  want: %s\n  got:  %s\n", lines[i], first);
+        CU_ASSERT_STRING_EQUAL(first, lines[i]);
+        free(first);
+        rules_set_unref(a);
+    }
+}
+
+/* A flow of the request for match=, as rewrite.c makes it. */
+static struct flow *request_flow(const char *method, const char *headers)
+{
+    struct flow *f = flow_new(0);
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    snprintf(f->scheme, sizeof(f->scheme), "http");
+    snprintf(f->method, sizeof(f->method), "%s", method);
+    snprintf(f->host, sizeof(f->host), "api.example");
+    f->port = 80;
+    f->target = strdup("/v1/items");
+    f->request_headers = strdup(headers);
+    return f;
+}
+
+static void test_first_matching_action_wins_and_match_selects(void)
+{
+    struct rule_set *set = parse_ok("request block path=/admin name=deny\n"
+                                    "request mock match='~m POST & ~hq X-Mock' name=m 200 ok\n"
+                                    "request map-remote host=api.* name=mr http://127.0.0.1:9/\n");
+    struct flow *post = request_flow("POST", "Host: api.example\r\nX-Mock: 1\r\n");
+    struct flow *get = request_flow("GET", "Host: api.example\r\nX-Mock: 1\r\n");
+    struct rules_ctx ctx;
+    const struct rule *r;
+
+    CU_ASSERT_TRUE(rules_set_has_match(set));
+    CU_ASSERT_EQUAL_FATAL(rules_ctx_init(&ctx, "POST", "api.example", "/v1/items"), 0);
+    ctx.flow = post;
+    r = rules_find_action(set, &ctx);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_STRING_EQUAL(r->label, "m");
+    CU_ASSERT_STRING_EQUAL(ctx.applied, "m");
+    rules_ctx_free(&ctx);
+
+    /* match= says no: the next action applies. */
+    CU_ASSERT_EQUAL_FATAL(rules_ctx_init(&ctx, "GET", "api.example", "/v1/items"), 0);
+    ctx.flow = get;
+    r = rules_find_action(set, &ctx);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_STRING_EQUAL(r->label, "mr");
+    rules_ctx_free(&ctx);
+
+    /* Without a flow a rule with match= never applies. */
+    CU_ASSERT_EQUAL_FATAL(rules_ctx_init(&ctx, "POST", "api.example", "/v1/items"), 0);
+    r = rules_find_action(set, &ctx);
+    CU_ASSERT_STRING_EQUAL(r->label, "mr");
+    rules_ctx_free(&ctx);
+
+    CU_ASSERT_EQUAL_FATAL(rules_ctx_init(&ctx, "GET", "api.example", "/admin/x"), 0);
+    CU_ASSERT_STRING_EQUAL(rules_find_action(set, &ctx)->label, "deny");
+    rules_ctx_free(&ctx);
+    CU_ASSERT_EQUAL_FATAL(rules_ctx_init(&ctx, "GET", "www.example", "/"), 0);
+    CU_ASSERT_PTR_NULL(rules_find_action(set, &ctx));
+    rules_ctx_free(&ctx);
+
+    CU_ASSERT_TRUE(rules_set_may_act_on(set, "www.example")); /* deny has no host= */
+    flow_free(post);
+    flow_free(get);
+    rules_set_unref(set);
+
+    set = parse_ok("request mock host=*.test 200 x\nrequest url a b\n");
+    CU_ASSERT_FALSE(rules_set_has_match(set));
+    CU_ASSERT_TRUE(rules_set_may_act_on(set, "a.test"));
+    CU_ASSERT_FALSE(rules_set_may_act_on(set, "example.org"));
+    rules_set_unref(set);
+}
+
+static void test_match_on_header_and_response_rules(void)
+{
+    struct rule_set *set = parse_ok("request header X-A set 1 match='~hq \"X-Tag: yes\"'\n"
+                                    "response header X-B set 2 match='~c 404 & ~hs Server'\n");
+    struct flow *f = request_flow("GET", "X-Tag: yes\r\n");
+    struct rules_header in[1] = {{"Server", 6, "t", 1}};
+    struct rules_headers out;
+    struct rules_ctx ctx;
+
+    CU_ASSERT_EQUAL_FATAL(rules_ctx_init(&ctx, "GET", "api.example", "/"), 0);
+    ctx.flow = f;
+    CU_ASSERT_EQUAL(rules_apply_headers(set, &ctx, in, 1, &out), 0);
+    CU_ASSERT_EQUAL(out.count, 2);
+    rules_headers_free(&out);
+    f->status = 404;
+    f->response_headers = strdup("Server: t\r\n");
+    rules_ctx_set_response(&ctx, 404, NULL);
+    CU_ASSERT_EQUAL(rules_apply_headers(set, &ctx, in, 1, &out), 0);
+    CU_ASSERT_EQUAL(out.count, 2);
+    rules_headers_free(&out);
+    f->status = 200;
+    rules_ctx_set_response(&ctx, 200, NULL);
+    CU_ASSERT_EQUAL(rules_apply_headers(set, &ctx, in, 1, &out), 0);
+    CU_ASSERT_PTR_NULL(out.fields); /* ~c 404 no longer holds */
+    rules_ctx_free(&ctx);
+    flow_free(f);
+    rules_set_unref(set);
+}
+
+static void test_remote_target_joins_prefix(void)
+{
+    static const struct {
+        const char *rule, *in, *out;
+    } cases[] = {
+        {"request map-remote https://h/v2", "/users?x=1", "/v2/users?x=1"},
+        {"request map-remote https://h/v2/", "/users", "/v2/users"},
+        {"request map-remote https://h", "/users", "/users"},
+        {"request map-remote https://h/", "/", "/"},
+        {"request map-remote path=/api/ http://h/", "/api/users", "/users"},
+        {"request map-remote path=/api http://h/v1", "/api?q", "/v1?q"},
+        {"request map-remote path=/api/ http://h/", "/api/", "/"},
+        {"request map-remote path=/api/ http://h/v1", "/api/x", "/v1/x"},
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct rule_set *set = parse_ok(cases[i].rule);
+        char *t = rules_remote_target(only_rule(set), cases[i].in);
+
+        CU_ASSERT_PTR_NOT_NULL_FATAL(t);
+        if (strcmp(t, cases[i].out) != 0)
+            fprintf(stderr, "\n  %s on %s: want %s, got %s\n", cases[i].rule, cases[i].in,
+                    cases[i].out, t);
+        CU_ASSERT_STRING_EQUAL(t, cases[i].out);
+        free(t);
+        rules_set_unref(set);
+    }
 }
 
 /* ---- matching and applying ---- */
@@ -1213,7 +1496,12 @@ int main(void)
         !ADD(suite, test_one_bad_line_rejects_whole_file) ||
         !ADD(suite, test_parse_spec_is_one_rule) ||
         !ADD(suite, test_parse_specs_labels_and_errors) || !ADD(suite, test_format_round_trips) ||
-        !ADD(suite, test_load_file_errors_name_the_file))
+        !ADD(suite, test_load_file_errors_name_the_file) ||
+        !ADD(suite, test_mock_block_map_remote_parse) ||
+        !ADD(suite, test_action_errors_name_the_column) ||
+        !ADD(suite, test_match_errors_point_into_the_expression) ||
+        !ADD(suite, test_file_is_read_at_load_and_refused_from_the_dashboard) ||
+        !ADD(suite, test_action_format_round_trips))
         goto out;
     suite = CU_add_suite("rules_apply", NULL, NULL);
     if (suite == NULL || !ADD(suite, test_textbook_google_example) ||
@@ -1237,7 +1525,10 @@ int main(void)
         !ADD(suite, test_body_output_is_capped) ||
         !ADD(suite, test_catastrophic_regex_hits_match_limit_quickly) ||
         !ADD(suite, test_slow_regex_stops_at_time_budget) ||
-        !ADD(suite, test_summary_lists_applied_and_notes))
+        !ADD(suite, test_summary_lists_applied_and_notes) ||
+        !ADD(suite, test_first_matching_action_wins_and_match_selects) ||
+        !ADD(suite, test_match_on_header_and_response_rules) ||
+        !ADD(suite, test_remote_target_joins_prefix))
         goto out;
     suite = CU_add_suite("rules_current", NULL, NULL);
     if (suite == NULL || !ADD(suite, test_publish_takes_effect_from_next_acquire) ||

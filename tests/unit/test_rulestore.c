@@ -223,7 +223,8 @@ static void test_db_load_names_a_row_that_no_longer_parses(void)
     CU_ASSERT_EQUAL(rulestore_load(db, &set, err, sizeof(err)), RULESTORE_INVALID);
     CU_ASSERT_PTR_NULL(set);
     CU_ASSERT_STRING_EQUAL(err, "rule #7 in the database: column 9: unknown target 'bdy' "
-                                "(expected url, header or body)");
+                                "(expected url, header, body, mock, map-local, block or "
+                                "map-remote)");
     sqlite3_close(db);
 }
 

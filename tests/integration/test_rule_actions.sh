@@ -1,0 +1,198 @@
+#!/bin/bash
+# The actions of rules through the real binary: a mock answers without the
+# origin seeing the request (inline and from a file, with correct framing,
+# keeping the connection), block with a 403 page and with a closed
+# connection, map-remote to a second origin over plain HTTP and over TLS
+# (verified: an origin with a bad certificate gives the verification error
+# page and sees nothing), match= selecting by method and header, a mock
+# inside an intercepted TLS tunnel (also for a client that offers h2), the
+# flows as recorded (the answer as sent, the rule, both URLs of a
+# map-remote, a request body past the capture limit), and the dashboard's
+# rules API (a mock works, file= and a bad match= are refused with the
+# column).
+. "$(dirname "$0")/lib.sh"
+
+need_cmd nghttpd ss
+make_pki
+make_localhost_leaf
+start_origin ORIGIN_PORT
+start_origin SECOND_PORT
+start_origin TLS_PORT --tls "$tmp/localhost.pem" "$tmp/localhost-key.pem"
+start_origin BAD_PORT --tls "$PKI/other.pem" "$PKI/other-key.pem"
+start_origin GOOD_PORT --tls "$PKI/good.pem" "$PKI/good-key.pem"
+O=http://127.0.0.1:$ORIGIN_PORT
+# An h2 origin (good.test, alt.test), where the proxy would relay h2 streams.
+nghttpd --address=127.0.0.1 --htdocs="$tmp" 0 "$PKI/good-key.pem" "$PKI/good.pem" \
+    > "$tmp/nghttpd.log" 2>&1 &
+H2_PID=$!
+track_pid "$H2_PID"
+H2_PORT=
+for ((i = 0; i < 100; i++)); do
+    H2_PORT=$(ss -Hltnp 2> /dev/null | grep "pid=$H2_PID," | grep -oE '127\.0\.0\.1:[0-9]+' |
+        head -n 1 | cut -d: -f2)
+    [ -n "$H2_PORT" ] && break
+    sleep 0.05
+done
+[ -n "$H2_PORT" ] || bail "nghttpd did not start: $(tail -n 5 "$tmp/nghttpd.log")"
+TOKEN=rule-actions-test-token-0123456789
+
+mkdir -p "$tmp/conf"
+printf '{"from":"a file"}\n' > "$tmp/conf/body.json"
+cat > "$tmp/conf/actions.rules" <<RULES
+request mock name=mocked host=127.0.0.1 path=/mocked header='Content-Type: application/json' header='X-Mock: 1' 201 '{"ok":1}'
+request map-local name=from-file host=127.0.0.1 path=/file file=body.json header='Content-Type: application/json'
+request block name=blocked host=127.0.0.1 path=/blocked
+request block name=cut host=127.0.0.1 path=/cut close
+request mock name=post-mock host=127.0.0.1 match='~m POST & ~hq "X-Mock: yes"' 200 'mocked post'
+request map-remote name=second host=127.0.0.1 path=/second/ http://127.0.0.1:$SECOND_PORT/
+request map-remote name=tls host=127.0.0.1 path=/tls/ https://localhost:$TLS_PORT/
+request map-remote name=bad host=127.0.0.1 path=/bad/ https://localhost:$BAD_PORT/
+request mock name=tls-mock host=good.test path=/tlsmock 200 'tls mock'
+request map-remote name=tunnel-plain host=good.test path=/to-second/ http://127.0.0.1:$SECOND_PORT/
+request map-remote name=tunnel-tls host=good.test path=/to-tls/ https://localhost:$TLS_PORT/
+RULES
+start_proxy --rules "$tmp/conf/actions.rules" --upstream-ca "$PKI/ca.pem" \
+    --dashboard-token "$TOKEN" --capture-limit 1024
+dashboard_port
+
+# origin_saw LOG TARGET: the origin's log has a request line for TARGET.
+origin_saw() { grep -c " $2\$" "$1"; }
+
+# ---- mock ----
+pcurl -D "$tmp/mock.head" -o "$tmp/mock.body" "$O/mocked"
+check_eq "mock: the status of the rule" "HTTP/1.1 201 Created" "$(status_line "$tmp/mock.head")"
+check_eq "mock: the body of the rule" '{"ok":1}' "$(cat "$tmp/mock.body")"
+hdrs=$(tr -d '\r' < "$tmp/mock.head")
+check_imatch "mock: its header= fields" '^content-type: application/json$' "$hdrs"
+check_imatch "mock: ...all of them" '^x-mock: 1$' "$hdrs"
+check_imatch "mock: framed by tapwire with Content-Length" '^content-length: 8$' "$hdrs"
+check_eq "mock: the origin never saw the request" 0 "$(origin_saw "$ORIGIN_PORT_LOG" /mocked)"
+
+pcurl -D "$tmp/file.head" -o "$tmp/file.body" "$O/file"
+check_eq "map-local: 200 by default" "HTTP/1.1 200 OK" "$(status_line "$tmp/file.head")"
+check_eq "map-local: the file's bytes, read when the rules were" \
+    "$(file_sha "$tmp/conf/body.json")" "$(file_sha "$tmp/file.body")"
+check_imatch "map-local: Content-Length of the file" '^content-length: 18$' \
+    "$(tr -d '\r' < "$tmp/file.head")"
+check_eq "map-local: the origin never saw the request" 0 "$(origin_saw "$ORIGIN_PORT_LOG" /file)"
+
+# A POST to a mock: its body is read (and recorded), so the connection
+# carries the next request.
+head -c 5000 /dev/zero | tr '\0' 'p' > "$tmp/post5000"
+out=$(pcurl -H 'X-Mock: yes' --data-binary @"$tmp/post5000" -w ' %{num_connects}' "$O/echo" \
+    --next --noproxy '' -x "http://127.0.0.1:$PROXY_PORT" -w ' %{num_connects}' "$O/mocked")
+check_eq "match=: a POST with X-Mock: yes is mocked, and the connection is kept for the next" \
+    'mocked post 1{"ok":1} 0' "$out"
+out=$(pcurl --data-binary 'to the origin' "$O/echo")
+check_eq "match=: a POST without the header reaches the origin" 'to the origin' "$out"
+out=$(pcurl -H 'X-Mock: yes' "$O/conn")
+check_match "match=: a GET with the header reaches the origin" '^conn=' "$out"
+check_eq "match=: the origin saw only the unmocked POST" 1 \
+    "$(origin_saw "$ORIGIN_PORT_LOG" /echo)"
+
+# ---- block ----
+pcurl -D "$tmp/block.head" -o "$tmp/block.body" "$O/blocked"
+check_eq "block: 403 by default" "HTTP/1.1 403 Forbidden" "$(status_line "$tmp/block.head")"
+check_contains "block: the page names the rule" "blocked by rule blocked" "$(cat "$tmp/block.body")"
+check_imatch "block: a text/plain page" '^content-type: text/plain' "$(tr -d '\r' < "$tmp/block.head")"
+pcurl -o /dev/null "$O/cut" 2> "$tmp/cut.err"
+rc=$?
+check_eq "block close: the client gets no answer (curl: empty reply)" 52 "$rc"
+check_eq "block: the origin saw neither" 0 \
+    "$(($(origin_saw "$ORIGIN_PORT_LOG" /blocked) + $(origin_saw "$ORIGIN_PORT_LOG" /cut)))"
+
+# ---- map-remote ----
+out=$(pcurl "$O/second/headers")
+check_contains "map-remote: the second origin answered, at the mapped path" \
+    "GET /headers HTTP/1.1" "$out"
+check_contains "map-remote: ...with its own name as Host" "Host: 127.0.0.1:$SECOND_PORT" "$out"
+check_eq "map-remote: the first origin never saw it" 0 "$(origin_saw "$ORIGIN_PORT_LOG" /second/headers)"
+check_eq "map-remote: the second did" 1 "$(origin_saw "$SECOND_PORT_LOG" /headers)"
+
+out=$(pcurl "$O/tls/conn")
+check_match "map-remote to https: a verified origin answers" '^conn=' "$out"
+check_eq "map-remote to https: the TLS origin saw it" 1 "$(origin_saw "$TLS_PORT_LOG" /conn)"
+code=$(pcurl -o "$tmp/bad.body" -w '%{http_code}' "$O/bad/conn")
+check_eq "map-remote to a bad certificate: the verification error page" 502 "$code"
+check_imatch "map-remote to a bad certificate: the page names the reason" \
+    'certificate|verif|name' "$(cat "$tmp/bad.body")"
+check_no_match "map-remote to a bad certificate: not one request reached it" ' req=' \
+    "$(cat "$BAD_PORT_LOG")"
+
+# ---- inside an intercepted TLS tunnel ----
+out=$(pcurl --cacert "$PROXY_CA" --connect-to "good.test:443:127.0.0.1:$GOOD_PORT" \
+    https://good.test/tlsmock)
+check_eq "intercepted TLS: the mock answers" 'tls mock' "$out"
+# HTTP/2: the actions run on HTTP/1.1, so a client offering h2 to a host
+# an action may concern (its host= globs match, or it has none) is served
+# HTTP/1.1 (here its origin speaks only h2, so a mock is all it gets);
+# other hosts keep h2.
+out=$(pcurl --http2 --cacert "$PROXY_CA" --connect-to "good.test:443:127.0.0.1:$H2_PORT" \
+    -w ' %{http_version}' https://good.test/tlsmock)
+check_eq "HTTP/2 client, a host with an action: served HTTP/1.1, and the mock answers" \
+    'tls mock 1.1' "$out"
+printf h2-page > "$tmp/page.txt"
+out=$(pcurl --http2 --cacert "$PROXY_CA" --connect-to "alt.test:443:127.0.0.1:$H2_PORT" \
+    -w ' %{http_version}' https://alt.test/page.txt)
+check_eq "HTTP/2 client, a host without actions: still h2 end to end" 'h2-page 2' "$out"
+out=$(pcurl --cacert "$PROXY_CA" --connect-to "good.test:443:127.0.0.1:$GOOD_PORT" \
+    https://good.test/conn)
+check_match "intercepted TLS: other paths still reach the origin" '^conn=' "$out"
+check_eq "intercepted TLS: the origin never saw the mocked path" 0 \
+    "$(origin_saw "$GOOD_PORT_LOG" /tlsmock)"
+out=$(pcurl --cacert "$PROXY_CA" --connect-to "good.test:443:127.0.0.1:$GOOD_PORT" \
+    https://good.test/to-second/headers)
+check_contains "intercepted TLS, map-remote to plain HTTP: the second origin answered" \
+    "Host: 127.0.0.1:$SECOND_PORT" "$out"
+out=$(pcurl --cacert "$PROXY_CA" --connect-to "good.test:443:127.0.0.1:$GOOD_PORT" \
+    https://good.test/to-tls/headers)
+check_contains "intercepted TLS, map-remote to https: verified by the new origin's name, not the SNI" \
+    "Host: localhost:$TLS_PORT" "$out"
+check_eq "intercepted TLS, map-remote: the tunnel's origin saw neither" 0 \
+    "$(grep -c ' /to-' "$GOOD_PORT_LOG")"
+
+# ---- the flows ----
+sq() {
+    python3 - "$PROXY_DATA/tapwire.db" "$1" <<'PY'
+import sqlite3, sys
+db = sqlite3.connect("file:%s?mode=ro" % sys.argv[1], uri=True, timeout=5)
+for row in db.execute(sys.argv[2]).fetchall():
+    print("|".join("" if v is None else (v.decode() if isinstance(v, bytes) else str(v))
+                   for v in row))
+PY
+}
+wait_written 17 || fail "the flows were not written"
+check_eq "flow of the mock: the answer as sent, and the rule" \
+    "201|{\"ok\":1}|mocked|answered by rule mocked" \
+    "$(sq "SELECT status, resp_body, rules, rules_notes FROM flows WHERE target='/mocked' ORDER BY id LIMIT 1")"
+check_contains "flow of the mock: the header section as sent" "Content-Length: 8" \
+    "$(sq "SELECT resp_headers FROM flows WHERE target='/mocked' ORDER BY id LIMIT 1")"
+check_eq "flow of block close: no status, the reason as its error" \
+    "0|connection closed by rule cut" \
+    "$(sq "SELECT status, error FROM flows WHERE target='/cut'")"
+check_eq "flow of the map-remote: the URL used, the one asked for as its note" \
+    "127.0.0.1|$SECOND_PORT|/headers|/second/headers|second|map-remote: asked for $O/second/headers, sent to http://127.0.0.1:$SECOND_PORT/headers" \
+    "$(sq "SELECT host, port, target, target_original, rules, rules_notes FROM flows WHERE rules='second'")"
+check_eq "flow of a mocked POST past the capture limit: the body kept to the limit, marked truncated" \
+    "5000|1024|1|post-mock" \
+    "$(sq "SELECT req_body_size, req_body_captured, req_truncated, rules FROM flows WHERE rules='post-mock'")"
+
+# ---- the dashboard's rules API ----
+api_rule() {
+    python3 -c 'import json, sys; print(json.dumps({"spec": sys.argv[1], "enabled": True}))' "$1" \
+        > "$tmp/rule.json"
+    dcurl -o "$tmp/api.body" -w '%{http_code}' -X POST -H "X-Tapwire-Token: $TOKEN" \
+        -H "Origin: $D" -H 'Content-Type: application/json' --data-binary @"$tmp/rule.json" \
+        "$D/api/rules"
+}
+check_eq "API: a mock rule is added" 201 "$(api_rule "request mock path=/api-mock 202 'from the dashboard'")"
+out=$(pcurl -w ' %{http_code}' "$O/api-mock")
+check_eq "API: the dashboard's mock answers from the next request on" 'from the dashboard 202' "$out"
+check_eq "API: file= refused (the dashboard reads no files of the proxy's machine)" 400 \
+    "$(api_rule "request mock file=$tmp/conf/body.json 200")"
+check_contains "API: ...saying why" "file= is for --rules and --rule only" "$(cat "$tmp/api.body")"
+check_eq "API: a bad match= refused" 400 "$(api_rule "request block match='~m GET & (' 403")"
+check_contains "API: ...with the column in the line" "column 32: match=" "$(cat "$tmp/api.body")"
+
+check "the proxy still serves" proxy_serves "$ORIGIN_PORT"
+finish
