@@ -8,7 +8,8 @@
 # and without content-length (sent as Content-Length, or chunked); a
 # chunked response with its trailer; concurrent streams over a small pool
 # of kept-alive connections, a slow answer stalling no other stream; body
-# rules; --reverse-forwarded; the flows (HTTP/2 to the client, HTTP/1.1
+# rules; --reverse-forwarded; intercept of a translated response (resumed,
+# dropped); the flows (HTTP/2 to the client, HTTP/1.1
 # from the origin); and smuggling attempts (a content-length that disagrees
 # with DATA, CR LF or surrounding whitespace in a value) refused with
 # RST_STREAM, the smuggled request never reaching the origin.
@@ -242,6 +243,53 @@ check_match "--reverse-forwarded over h2: X-Forwarded-Host is the client's :auth
 check_no_match "--reverse-forwarded over h2: the client's own -Proto is gone" 'gopher' "$fw_text"
 check_eq "--reverse-forwarded over h2: one Host, the origin's" "Host: 127.0.0.1:$PLAIN_PORT" \
     "$(grep -i '^host:' <<< "$fw_text")"
+stop_proxy
+
+# ---- intercept: a translated stream's response held while its body waits ----
+start_proxy --dashboard-token "$TOKEN" --intercept '~s & ~u resp' --intercept-timeout 10 \
+    --reverse "https://127.0.0.1:0=http://127.0.0.1:$PLAIN_PORT"
+dashboard_port
+for ((i = 0; i < 200; i++)); do
+    REV_IC=$(sed -n 's#^reverse proxy listening on https://127\.0\.0\.1:\([0-9]*\).*#\1#p' "$PROXY_OUT")
+    [ -n "$REV_IC" ] && break
+    sleep 0.05
+done
+H=(-H "X-Tapwire-Token: $TOKEN" -H "Origin: $D")
+# held_id: the id of the one waiting flow (5 s).
+held_id() {
+    local i id=""
+    for ((i = 0; i < 100; i++)); do
+        id=$(dash_json /api/intercepted 'd["flows"][0]["id"]' 2> /dev/null)
+        [[ $id =~ ^[0-9]+$ ]] && break
+        sleep 0.05
+    done
+    echo "$id"
+}
+rcurl "$REV_IC" -o "$tmp/held.got" -w '%{http_version} %{http_code}' \
+    "https://rev.example:$REV_IC/bytes/2000000?resp=1" > "$tmp/held.code" &
+CURL_PID=$!
+track_pid "$CURL_PID"
+ID=$(held_id)
+check_match "a translated response waits in the intercept" '^[0-9]+$' "$ID"
+out=$(rcurl "$REV_IC" -w ' %{http_version}' "https://rev.example:$REV_IC/conn")
+check_match "meanwhile another stream is served" '^conn=[0-9]+ req=[0-9]+ 2$' "$out"
+check_eq "resume it: 200" 200 "$(dcurl -o /dev/null -w '%{http_code}' -X POST "${H[@]}" \
+    "$D/api/flows/$ID/resume")"
+wait_pid "$CURL_PID" 15
+check_eq "resumed: the client gets it over HTTP/2" "2 200" "$(cat "$tmp/held.code")"
+check_eq "resumed: the 2 MB body intact (read on once the head went)" "$(pattern_sha 2000000)" \
+    "$(file_sha "$tmp/held.got")"
+rcurl "$REV_IC" -o /dev/null -w '%{http_version} %{http_code}' \
+    "https://rev.example:$REV_IC/bytes/2000000?resp=2" > "$tmp/drop.code" &
+CURL_PID=$!
+track_pid "$CURL_PID"
+ID=$(held_id)
+check_eq "drop a held translated response: 200" 200 "$(dcurl -o /dev/null -w '%{http_code}' \
+    -X POST "${H[@]}" "$D/api/flows/$ID/drop")"
+wait_pid "$CURL_PID" 15
+check_eq "dropped: the client gets 502 over HTTP/2" "2 502" "$(cat "$tmp/drop.code")"
+out=$(rcurl "$REV_IC" -o /dev/null -w '%{http_version} %{http_code}' "https://rev.example:$REV_IC/conn")
+check_eq "after the drop the listener still serves" "2 200" "$out"
 stop_proxy
 
 finish
