@@ -621,10 +621,15 @@ static bool dispatch(struct h2bridge *b)
                 log_warn("%s: upstream %s:%u: %s", b->env.client_name, b->env.target.host,
                          b->env.target.port, err.reason);
                 origin_close(c->o);
-                b->env.ops->failed(w->stream, upstream_error_http_status(&err), err.reason);
-                message_free(&w->req);
-                free(w);
-                continue;
+                /* The origin cannot be reached now: every request waiting
+                 * for it hears so at once, rather than each trying again
+                 * for --upstream-timeout while the loop waits. */
+                do {
+                    b->env.ops->failed(w->stream, upstream_error_http_status(&err), err.reason);
+                    message_free(&w->req);
+                    free(w);
+                } while ((w = take_waiting(b)) != NULL);
+                break;
             }
             c->state = CONN_IDLE;
         }
@@ -783,16 +788,17 @@ void h2bridge_step(struct h2bridge *b, const struct pollfd *p, size_t n)
         c->poll_index = -1;
     }
     /* A connection freed by a finished exchange serves the next request
-     * at once (one more round: its head goes out before the next poll). */
-    for (int round = 0; round < 2; round++) {
-        if (!dispatch(b) && round > 0)
-            break;
+     * at once, and so on while requests wait and connections free up: no
+     * request may be left waiting beside an idle connection, as nothing
+     * would wake the loop for it. Each round starts a waiting request. */
+    dispatch(b);
+    do {
         for (size_t i = 0; i < H2BRIDGE_MAX_CONNECTIONS; i++) {
             struct conn *c = &b->conns[i];
             if (c->state == CONN_BUSY)
                 conn_run(b, c);
         }
-    }
+    } while (b->wait_head != NULL && dispatch(b));
 }
 
 bool h2bridge_is_idle(const struct h2bridge *b)

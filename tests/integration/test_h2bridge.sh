@@ -166,10 +166,11 @@ check_eq "... intact" "$(pattern_sha 5000)" "$(file_sha "$tmp/close.got")"
 before=$(grep -c 'GET /conn' "$PLAIN_PORT_LOG")
 urls=()
 for i in $(seq 1 30); do urls+=(-o /dev/null "$P/conn?i=$i"); done
-out=$(rcurl "$REV_PLAIN" --no-progress-meter --parallel --parallel-max 30 \
-    -w '%{http_version}:%{http_code}\n' "${urls[@]}" |
-    grep -c '^2:200$')
-check_eq "30 concurrent streams on one connection, all 200" 30 "$out"
+rcurl "$REV_PLAIN" --no-progress-meter --parallel --parallel-max 30 \
+    -w '%{http_version}:%{http_code} %{errormsg}\n' "${urls[@]}" > "$tmp/parallel.txt" 2>&1
+check_eq "30 concurrent streams on one connection, all 200" 30 "$(grep -c '^2:200 $' "$tmp/parallel.txt")"
+grep -v '^2:200 $' "$tmp/parallel.txt" | sort | uniq -c | sed 's/^/# not 200: /'
+grep 'conn?i=' "$PROXY_ERR" | grep -v ' 200 ' | sed 's/^/# proxy: /' | head -n 12
 conns=$(grep 'GET /conn' "$PLAIN_PORT_LOG" | tail -n +$((before + 1)) | grep -oE 'conn=[0-9]+' |
     sort -u | wc -l)
 check_le "... over at most 6 HTTP/1.1 connections" "$conns" 6
