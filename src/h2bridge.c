@@ -690,9 +690,65 @@ void h2bridge_free(struct h2bridge *b)
     free(b);
 }
 
+/*
+ * An HTTP/2 client may send Cookie as several fields (RFC 9113 8.2.3);
+ * HTTP/1.1 must get one, the values joined by "; ", where the first was.
+ * With two or more, *items (the request's fields with the joined one) and
+ * *joined are allocated (caller frees both) and *out lists them; else
+ * both stay NULL. Returns 0, or -1 when out of memory.
+ */
+static int join_cookies(const struct message_fields *in, struct message_field **items,
+                        char **joined, struct message_fields *out)
+{
+    size_t count = 0, len = 0, n = 0, at = 0;
+    bool has_first = false;
+
+    *items = NULL;
+    *joined = NULL;
+    for (size_t i = 0; i < in->count; i++) {
+        if (message_field_is(&in->items[i], "cookie")) {
+            len += in->items[i].value_len + (count > 0 ? 2 : 0);
+            count++;
+        }
+    }
+    if (count < 2)
+        return 0;
+    *items = malloc(in->count * sizeof(**items));
+    *joined = malloc(len + 1);
+    if (*items == NULL || *joined == NULL) {
+        free(*items);
+        free(*joined);
+        *items = NULL;
+        *joined = NULL;
+        return -1;
+    }
+    for (size_t i = 0; i < in->count; i++) {
+        const struct message_field *f = &in->items[i];
+        if (!message_field_is(f, "cookie")) {
+            (*items)[n++] = *f;
+            continue;
+        }
+        if (has_first) {
+            memcpy(*joined + at, "; ", 2);
+            at += 2;
+        } else {
+            (*items)[n++] = (struct message_field){"cookie", 6, *joined, len};
+        }
+        memcpy(*joined + at, f->value, f->value_len);
+        at += f->value_len;
+        has_first = true;
+    }
+    (*joined)[len] = '\0';
+    *out = (struct message_fields){*items, n};
+    return 0;
+}
+
 int h2bridge_submit(struct h2bridge *b, void *stream, const struct message *req, const char **why)
 {
     struct waiting *w = NULL;
+    struct message_field *items = NULL;
+    struct message_fields fields;
+    char *joined = NULL;
 
     if (h2bridge_check_request(req, why) < 0)
         return -1;
@@ -701,16 +757,21 @@ int h2bridge_submit(struct h2bridge *b, void *stream, const struct message *req,
         return -1;
     }
     w = calloc(1, sizeof(*w));
-    if (w == NULL || message_copy(&w->req, req, NULL) < 0) {
+    if (w == NULL || join_cookies(&req->fields, &items, &joined, &fields) < 0 ||
+        message_copy(&w->req, req, items != NULL ? &fields : NULL) < 0) {
         free(w);
+        free(items);
+        free(joined);
         *why = "out of memory";
         return -1;
     }
+    free(items);
+    free(joined);
     w->stream = stream;
     w->req.version = 11;
     w->req.keep_alive = true;
-    /* HTTP/2 has no 100 Continue for us to wait for: the body goes at once,
-     * and Expect with it would make the origin wait for nothing. */
+    /* The relay answered Expect: 100-continue itself and the body goes at
+     * once; passed on, Expect would make the origin wait for nothing. */
     w->req.expect_continue = true;
     const struct message_field *cl = message_find(&w->req, "content-length");
     if (w->req.body != MESSAGE_BODY_NONE && cl != NULL) {

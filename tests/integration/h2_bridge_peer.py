@@ -15,6 +15,7 @@ bytes of stream 1 when it ended), "rst CODE" (RST_STREAM on stream 1),
 Modes:
   get PATH            a GET
   show PATH           a GET, the body printed after its "body" line
+  cookies PATH        show, with two cookie fields (RFC 9113 8.2.3 crumbs)
   cl-mismatch PATH    a POST declaring content-length 5 whose DATA carries a
                       whole second HTTP/1.1 request after those 5 bytes
   crlf-value PATH     a GET with a field value carrying CR LF and a second
@@ -83,6 +84,9 @@ def main():
     out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(SETTINGS, 0, 0)
     if mode in ("get", "show"):
         out += frame(HEADERS, END_STREAM | END_HEADERS, 1, request_block(b"GET", path, authority))
+    elif mode == "cookies":
+        crumbs = literal(b"cookie", b"a=1") + literal(b"x-between", b"1") + literal(b"cookie", b"b=2")
+        out += frame(HEADERS, END_STREAM | END_HEADERS, 1, request_block(b"GET", path, authority, crumbs))
     elif mode == "cl-mismatch":
         smuggled = b"GET /smuggled HTTP/1.1\r\nHost: " + authority + b"\r\n\r\n"
         out += frame(HEADERS, END_HEADERS, 1,
@@ -127,7 +131,7 @@ def main():
                     print("status other")
                 if flags & END_STREAM:
                     print("body", len(body), hashlib.sha256(body).hexdigest())
-                    if mode == "show":
+                    if mode in ("show", "cookies"):
                         sys.stdout.write(body.decode("latin-1"))
                     return
             elif ftype == DATA and stream == 1:
@@ -137,7 +141,7 @@ def main():
                                 + frame(WINDOW, 0, 1, struct.pack(">I", len(payload))))
                 if flags & END_STREAM:
                     print("body", len(body), hashlib.sha256(body).hexdigest())
-                    if mode == "show":
+                    if mode in ("show", "cookies"):
                         sys.stdout.write(body.decode("latin-1"))
                     return
             elif ftype == RST and stream == 1:

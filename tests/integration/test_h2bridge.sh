@@ -109,6 +109,12 @@ check_eq "https origin without ALPN: the client gets HTTP/2 and 200" "2 200" "$o
 check_match "https origin: Host is the origin's" "^Host: localhost:$TLS_PORT"$'\r'?'$' \
     "$(cat "$tmp/tls.body")"
 
+out=$(timeout 30 "$PY" "$PEER" - "127.0.0.1:$REV_PLAIN" localhost "$PROXY_CA" cookies /headers |
+    tr -d '\r')
+check_match "cookie crumbs in two fields reach HTTP/1.1 as one (RFC 9113 8.2.3)" \
+    '^cookie: a=1; b=2$' "$out"
+check_eq "... only one" 1 "$(grep -ci '^cookie:' <<< "$out")"
+
 # ---- request bodies ----
 head -c 300000 /dev/urandom > "$tmp/up.bin"
 want=$(file_sha "$tmp/up.bin")

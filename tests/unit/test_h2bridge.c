@@ -312,6 +312,27 @@ static void test_sends_http1_with_chunked_body_and_trailers(void)
     rig_close(&g);
 }
 
+static void test_joins_cookie_fields_into_one(void)
+{
+    struct rig g;
+    struct fake_stream f = {.failed_status = -1};
+    struct message_field fields[] = {{"cookie", 6, "a=1", 3},
+                                     {"accept", 6, "*/*", 3},
+                                     {"cookie", 6, "b=2", 3},
+                                     {"cookie", 6, "c=3", 3}};
+    struct message m = request("GET", "/", "example.test", fields, 4);
+    const char *why = NULL;
+    char wire[2048];
+
+    rig_open(&g);
+    CU_ASSERT_EQUAL(h2bridge_submit(g.b, &f, &m, &why), 0);
+    step_and_read(&g, wire, sizeof(wire));
+    /* RFC 9113 8.2.3: one field, where the first was, joined by "; ". */
+    CU_ASSERT_PTR_NOT_NULL(strstr(wire, "\r\ncookie: a=1; b=2; c=3\r\naccept: */*\r\n"));
+    CU_ASSERT_PTR_NULL(strstr(wire, "cookie: b=2"));
+    rig_close(&g);
+}
+
 static void test_a_body_longer_than_its_content_length_never_goes_on(void)
 {
     struct rig g;
@@ -440,6 +461,7 @@ int main(void)
     if (suite == NULL || !ADD(suite, test_passes_a_plain_request) ||
         !ADD(suite, test_refuses_what_http1_would_read_differently) ||
         !ADD(suite, test_sends_http1_with_chunked_body_and_trailers) ||
+        !ADD(suite, test_joins_cookie_fields_into_one) ||
         !ADD(suite, test_a_body_longer_than_its_content_length_never_goes_on) ||
         !ADD(suite, test_refuses_a_switch_of_protocols) ||
         !ADD(suite, test_an_origin_that_closes_without_answering_gives_502) ||
