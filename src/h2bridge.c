@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "buf.h"
 #include "clock.h"
@@ -156,6 +157,12 @@ int h2bridge_check_request(const struct message *req, const char **why)
         return -1;
     for (size_t i = 0; i < req->fields.count; i++) {
         const struct message_field *f = &req->fields.items[i];
+        /* RFC 9113 8.2.2: TE may only say trailers. */
+        if (message_field_is(f, "te") &&
+            !(f->value_len == 8 && strncasecmp(f->value, "trailers", 8) == 0)) {
+            *why = "TE other than trailers";
+            return -1;
+        }
         if (!message_field_is(f, "content-length"))
             continue;
         /* One number, however often repeated (RFC 9110 8.6). */

@@ -95,7 +95,8 @@ void h2bridge_free(struct h2bridge *b);
  * target origin-form (or "*" for OPTIONS) without spaces or controls, the
  * authority a valid host[:port] (or a host field to stand for it), field
  * names tokens, values without CR, LF, NUL or other controls and without
- * leading or trailing whitespace, content-length one number. Returns 0, or
+ * leading or trailing whitespace, content-length one number, TE (if any)
+ * "trailers". Returns 0, or
  * -1 with why (a static sentence).
  */
 int h2bridge_check_request(const struct message *req, const char **why);

@@ -21,6 +21,7 @@ Modes:
   crlf-value PATH     a GET with a field value carrying CR LF and a second
                       request (HPACK carries any byte)
   space-value PATH    a GET with a field value that starts with a space
+  te-gzip PATH        a GET with te: gzip (only "trailers" is allowed)
   post-trailers PATH  a POST without content-length: DATA "abc", then a
                       trailer x-req-trailer: yes
 """
@@ -99,6 +100,9 @@ def main():
     elif mode == "space-value":
         out += frame(HEADERS, END_STREAM | END_HEADERS, 1,
                      request_block(b"GET", path, authority, literal(b"x-note", b" padded")))
+    elif mode == "te-gzip":
+        out += frame(HEADERS, END_STREAM | END_HEADERS, 1,
+                     request_block(b"GET", path, authority, literal(b"te", b"gzip")))
     elif mode == "post-trailers":
         out += frame(HEADERS, END_HEADERS, 1, request_block(b"POST", path, authority))
         out += frame(DATA, 0, 1, b"abc")

@@ -9,10 +9,10 @@
 # chunked response with its trailer; concurrent streams over a small pool
 # of kept-alive connections, a slow answer stalling no other stream; body
 # rules; --reverse-forwarded; intercept of a translated response (resumed,
-# dropped); the flows (HTTP/2 to the client, HTTP/1.1
-# from the origin); and smuggling attempts (a content-length that disagrees
-# with DATA, CR LF or surrounding whitespace in a value) refused with
-# RST_STREAM, the smuggled request never reaching the origin.
+# dropped); the flows (HTTP/2 to the client, HTTP/1.1 from the origin); and
+# smuggling attempts (a content-length that disagrees with DATA, CR LF or
+# surrounding whitespace in a value, TE: gzip) refused with RST_STREAM, the
+# smuggled request never reaching the origin.
 . "$(dirname "$0")/lib.sh"
 
 need_cmd nghttp sqlite3 python3
@@ -205,7 +205,7 @@ out=$(timeout 30 "$PY" "$PEER" - "127.0.0.1:$REV_PLAIN" localhost "$PROXY_CA" ge
 check_match "reverse, a client offering only h2: answered" '^alpn h2 status 200 body ' "$out"
 
 # ---- smuggling: refused as stream errors, the second request never sent ----
-for mode in cl-mismatch crlf-value space-value; do
+for mode in cl-mismatch crlf-value space-value te-gzip; do
     out=$(timeout 30 "$PY" "$PEER" - "127.0.0.1:$REV_PLAIN" localhost "$PROXY_CA" "$mode" /conn |
         tr '\n' ' ')
     check_eq "$mode: the stream is reset with PROTOCOL_ERROR" "alpn h2 rst 1 " "$out"

@@ -75,6 +75,8 @@ static void test_refuses_what_http1_would_read_differently(void)
                                           {"content-length", 14, "6", 1}};
     struct message_field list_length[] = {{"content-length", 14, "5, 5", 4}};
     struct message_field neg_length[] = {{"content-length", 14, "-1", 2}};
+    struct message_field te_gzip[] = {{"te", 2, "gzip", 4}};
+    struct message_field te_trailers[] = {{"te", 2, "Trailers", 8}};
 
     m = request("GET", "/", "h", crlf, 1);
     CU_ASSERT_FALSE(passes(&m));
@@ -96,6 +98,10 @@ static void test_refuses_what_http1_would_read_differently(void)
     CU_ASSERT_FALSE(passes(&m));
     m = request("POST", "/", "h", neg_length, 1);
     CU_ASSERT_FALSE(passes(&m));
+    m = request("GET", "/", "h", te_gzip, 1);
+    CU_ASSERT_FALSE(passes(&m));
+    m = request("GET", "/", "h", te_trailers, 1);
+    CU_ASSERT_TRUE(passes(&m));
     m = request("GET", "/a b", "h", NULL, 0);
     CU_ASSERT_FALSE(passes(&m));
     m = request("GET", "/a\r\nb", "h", NULL, 0);
