@@ -11,6 +11,12 @@
  * thread: one poll loop over the two connections serves every stream, so a
  * slow stream holds only its own flow-control window, never the others
  * (bytes are acknowledged to the sender only once the other side took them).
+ *
+ * When the client speaks h2 and the origin only HTTP/1.1 (an h2-only client,
+ * or a TLS --reverse listener), the origin side is h2bridge instead of a
+ * second nghttp2 session: each stream's request, after the same rules and
+ * capture, is translated to HTTP/1.1 there, and its response comes back
+ * through h2bridge's callbacks into the same queues.
  */
 #ifndef TAPWIRE_H2RELAY_H
 #define TAPWIRE_H2RELAY_H
