@@ -31,6 +31,12 @@ static size_t alpn_offer(const struct origin_target *target, unsigned char *out)
         memcpy(out + n, "\x08http/1.1", 9);
         n += 9;
     }
+    /* Last, so that an origin that honours the client's order stays on
+     * HTTP/1.1 when it speaks both. */
+    if (target->accepts_h2_only && !target->offers_h2) {
+        memcpy(out + n, "\x02h2", 3);
+        n += 3;
+    }
     return n;
 }
 

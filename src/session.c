@@ -40,6 +40,7 @@
 #include "capture.h"
 #include "clock.h"
 #include "exchange.h"
+#include "h1toh2.h"
 #include "h2relay.h"
 #include "http1codec.h"
 #include "http1.h"
@@ -78,6 +79,9 @@ struct session {
     char client_ip[INET6_ADDRSTRLEN];
     struct stream client;
     struct origin origin;
+    /* The HTTP/2 session over origin when it chose h2 and the client
+     * speaks HTTP/1.1; NULL until the first such request. */
+    struct h1toh2 *h1toh2;
     struct origin_settings origin_settings;
     struct exchange_timeouts t;
     /* The request being served; 4 KiB of field slots, so allocated on the
@@ -542,9 +546,13 @@ static int connect_origin(struct session *s, enum session_mode mode, const struc
         .sni = d->is_tls ? (is_client_sni ? (s->has_sni ? s->sni : NULL) : d->host) : NULL,
         .verify_name = is_client_sni && s->has_sni ? s->sni : d->host,
         .offers_http11 = s->offers_http11,
+        .accepts_h2_only = d->is_tls && !s->cfg->no_http2,
         .is_plain_http = true,
     };
 
+    /* A new connection: any HTTP/2 session was the old one's. */
+    h1toh2_free(s->h1toh2);
+    s->h1toh2 = NULL;
     return origin_open(&s->origin, &s->origin_settings, &target, err, NULL);
 }
 
@@ -555,6 +563,11 @@ static void forward(struct session *s, enum session_mode mode, const struct dest
                     struct exchange_result *res, bool *keep)
 {
     bool is_reused = origin_is_open_to(&s->origin, d->host, d->port, d->is_tls);
+
+    /* An HTTP/2 origin connection that said GOAWAY takes no more streams. */
+    if (is_reused && s->origin.is_h2 && s->h1toh2 != NULL &&
+        !h1toh2_is_usable(s->h1toh2, &s->origin.stream))
+        is_reused = false;
 
     for (int attempt = 0; attempt < 2; attempt++) {
         if (!is_reused) {
@@ -578,8 +591,22 @@ static void forward(struct session *s, enum session_mode mode, const struct dest
         }
         const struct exchange_capture *hooks =
             rq->response_hold != NULL ? &rq->response_hold->hooks : capture_hooks(&rq->cap);
-        int r = exchange_forward(&s->client, &s->origin.stream, &via, &s->t, rewrite_hooks(rw),
+        int r;
+        if (s->origin.is_h2) {
+            /* The origin chose h2 on an HTTP/1.1 client's behalf: each
+             * request is one stream of the connection's HTTP/2 session. */
+            if (s->h1toh2 == NULL)
+                s->h1toh2 = h1toh2_new(&s->origin.stream);
+            if (s->h1toh2 == NULL) {
+                upstreamproxy_request_free(&proxied);
+                *keep = refuse(s, rq, 503, "out of memory", true);
+                return;
+            }
+            r = h1toh2_forward(s->h1toh2, &s->client, &via, &s->t, rewrite_hooks(rw), hooks, res);
+        } else {
+            r = exchange_forward(&s->client, &s->origin.stream, &via, &s->t, rewrite_hooks(rw),
                                  hooks, res);
+        }
         upstreamproxy_request_free(&proxied);
         if (r < 0 && res->upstream_stale && is_reused) {
             /* A kept-alive origin connection may have been closed by the
@@ -1394,6 +1421,7 @@ static int intercept_tls(struct session *s, const struct client_hello *hello)
         .verify_name = name,
         .offers_http11 = s->offers_http11,
         .offers_h2 = s->offers_h2,
+        .accepts_h2_only = !s->cfg->no_http2,
     };
 
     if (origin_open(&s->origin, &s->origin_settings, &target, &s->tunnel_error, &peer) < 0) {
@@ -1420,9 +1448,10 @@ static int intercept_tls(struct session *s, const struct client_hello *hello)
         s->tunnel_error.status == UPSTREAM_OK && peer != NULL && s->origin.insecure_note[0] == '\0';
     /* The client gets the protocol the origin chose, so the common case
      * needs no translation; a client that speaks only h2 (gRPC, nghttp)
-     * gets it over an HTTP/1.1-only origin too, through h2bridge. */
-    bool is_h2 = s->tunnel_error.status == UPSTREAM_OK &&
-                 (s->origin.is_h2 || (s->offers_h2 && !s->offers_http11));
+     * gets it over an HTTP/1.1-only origin too, through h2bridge, and one
+     * that speaks only HTTP/1.1 gets that over an h2-only origin (h1toh2). */
+    bool is_h2 = s->tunnel_error.status == UPSTREAM_OK && s->offers_h2 &&
+                 (s->origin.is_h2 || !s->offers_http11);
     rc = accept_client_tls(s, &names, is_verified, name, is_h2 ? "h2" : "http/1.1");
 out:
     X509_free(peer);
@@ -1713,6 +1742,7 @@ static struct session *session_new(const struct proxy_env *env, int fd,
 
 static void session_free(struct session *s)
 {
+    h1toh2_free(s->h1toh2);
     origin_free(&s->origin);
     stream_close(&s->client);
     free(s->head);

@@ -1,0 +1,152 @@
+#!/bin/bash
+# An HTTP/1.1 client in front of an origin that speaks only HTTP/2 (nghttpd
+# selects h2 by ALPN and nothing else): tapwire offers the origin
+# "http/1.1, h2" and translates each request into one stream (h1toh2).
+# Through a CONNECT tunnel and a --reverse listener (plain and TLS), with
+# curl --http1.1: GET, POST with content-length and chunked, a response
+# with trailers (sent chunked to the client), several requests kept alive
+# on one client connection, an Upgrade refused with 502, and the flows'
+# versions (HTTP/1.1 from the client, HTTP/2 from the origin). nghttpd -v
+# shows the origin got HTTP/2 frames.
+. "$(dirname "$0")/lib.sh"
+
+need_cmd nghttpd sqlite3 ss
+TOKEN=h1toh2-test-token-0123456789abcdef
+
+make_pki
+make_localhost_leaf
+mkdir -p "$tmp/htdocs"
+printf 'hello from an h2-only origin\n' > "$tmp/htdocs/index.html"
+head -c 200000 /dev/urandom > "$tmp/htdocs/big.bin"
+
+# start_nghttpd VAR LOG [options...]: nghttpd on 127.0.0.1, an ephemeral
+# port (found with ss from its PID) into VAR.
+start_nghttpd() {
+    local var=$1 log=$2 pid port i
+    shift 2
+    nghttpd -a 127.0.0.1 -d "$tmp/htdocs" "$@" 0 "$tmp/localhost-key.pem" "$tmp/localhost.pem" \
+        > "$log" 2>&1 &
+    pid=$!
+    track_pid "$pid"
+    port=
+    for ((i = 0; i < 100; i++)); do
+        port=$(ss -ltnpH 2> /dev/null | grep "pid=$pid," | grep -Eo '127\.0\.0\.1:[0-9]+' |
+            head -n 1 | sed 's/.*://')
+        [ -n "$port" ] && break
+        _alive "$pid" || break
+        sleep 0.05
+    done
+    [ -n "$port" ] || bail "nghttpd $* did not start: $(tail -n 5 "$log")"
+    printf -v "$var" '%s' "$port"
+}
+start_nghttpd NG_PORT "$tmp/ng.log" -v --echo-upload
+start_nghttpd NT_PORT "$tmp/nt.log" --no-content-length --trailer 'x-sum: 42'
+
+out=$(echo | timeout 10 openssl s_client -connect "127.0.0.1:$NG_PORT" -alpn http/1.1 2>&1)
+check_match "the origin selects no http/1.1 (h2 only)" 'No ALPN negotiated' "$out"
+
+start_proxy --upstream-ca "$PKI/ca.pem" --dashboard 127.0.0.1:0 --dashboard-token "$TOKEN" \
+    --reverse "127.0.0.1:0=https://localhost:$NG_PORT" \
+    --reverse "https://127.0.0.1:0=https://localhost:$NG_PORT"
+dashboard_port
+lines=
+for ((i = 0; i < 200; i++)); do
+    lines=$(grep -aEo '^reverse proxy listening on https?://127\.0\.0\.1:[0-9]+' "$PROXY_OUT")
+    [ "$(printf '%s\n' "$lines" | grep -c .)" -ge 2 ] && break
+    sleep 0.05
+done
+REV_PLAIN=$(printf '%s\n' "$lines" | grep 'http://' | sed 's/.*://')
+REV_TLS=$(printf '%s\n' "$lines" | grep 'https://' | sed 's/.*://')
+[ -n "$REV_PLAIN" ] && [ -n "$REV_TLS" ] || bail "no reverse listener lines: $(head -c 800 "$PROXY_OUT")"
+flows_where() { sqlite3 "file:$PROXY_DATA/tapwire.db?mode=ro" "select count(*) from flows where $1"; }
+
+U=https://localhost:$NG_PORT
+want_index=$(file_sha "$tmp/htdocs/index.html")
+want_big=$(file_sha "$tmp/htdocs/big.bin")
+
+# ---- through a CONNECT tunnel ----
+out=$(pcurl --http1.1 --cacert "$PROXY_CA" -o "$tmp/t1" -w '%{http_version} %{http_code}' \
+    "$U/index.html")
+check_eq "tunnel: curl --http1.1 gets HTTP/1.1 200" "1.1 200" "$out"
+check_eq "tunnel: the body" "$want_index" "$(file_sha "$tmp/t1")"
+check_match "the origin got the request over HTTP/2 (a HEADERS frame with :method)" \
+    ':method: GET' "$(cat "$tmp/ng.log")"
+check_match "... :authority from the URL" ":authority: localhost:$NG_PORT" "$(cat "$tmp/ng.log")"
+check_no_imatch "... no connection-specific field" \
+    '^ *(connection|keep-alive|proxy-connection|transfer-encoding|upgrade|host):' \
+    "$(cat "$tmp/ng.log")"
+
+pcurl --http1.1 --cacert "$PROXY_CA" -D "$tmp/big.h" -o "$tmp/big" "$U/big.bin"
+check_eq "tunnel: a 200 kB body whole" "$want_big" "$(file_sha "$tmp/big")"
+check_imatch "... with the origin's content-length" '^content-length: 200000' "$(tr -d '\r' < "$tmp/big.h")"
+
+head -c 150000 /dev/urandom > "$tmp/up.bin"
+want_up=$(file_sha "$tmp/up.bin")
+pcurl --http1.1 --cacert "$PROXY_CA" --data-binary @"$tmp/up.bin" -o "$tmp/echo1" "$U/echo"
+check_eq "tunnel: POST with content-length echoed whole" "$want_up" "$(file_sha "$tmp/echo1")"
+pcurl --http1.1 --cacert "$PROXY_CA" -H 'Transfer-Encoding: chunked' --data-binary @"$tmp/up.bin" \
+    -o "$tmp/echo2" "$U/echo"
+check_eq "tunnel: POST chunked echoed whole" "$want_up" "$(file_sha "$tmp/echo2")"
+pcurl --http1.1 --cacert "$PROXY_CA" -H 'Expect: 100-continue' --data-binary @"$tmp/up.bin" \
+    -o "$tmp/echo3" -w '%{time_total}' "$U/echo" > "$tmp/echo3.t"
+check_eq "tunnel: POST with Expect: 100-continue" "$want_up" "$(file_sha "$tmp/echo3")"
+check_match "... answered at once (curl would wait a second)" '^0\.[0-7]' "$(cat "$tmp/echo3.t")"
+
+# Several requests on one client connection (curl reuses it: one CONNECT).
+before=$(grep -c 'recv HEADERS frame' "$tmp/ng.log")
+out=$(pcurl --http1.1 --cacert "$PROXY_CA" -w '%{http_code} %{num_connects}\n' \
+    -o /dev/null "$U/index.html" -o /dev/null "$U/big.bin" -o /dev/null "$U/index.html" |
+    tr '\n' ' ')
+check_eq "keep-alive: three requests, one client connection" "200 1 200 0 200 0 " "$out"
+after=$(grep -c 'recv HEADERS frame' "$tmp/ng.log")
+check_eq "... three streams at the origin" 3 $((after - before))
+
+# ---- trailers: the origin sends no content-length, then HEADERS after DATA ----
+pcurl --http1.1 --cacert "$PROXY_CA" --raw -D "$tmp/tr.h" -o "$tmp/tr.body" \
+    "https://localhost:$NT_PORT/index.html"
+check_imatch "trailers: the client gets the body chunked" '^transfer-encoding: chunked' \
+    "$(tr -d '\r' < "$tmp/tr.h")"
+check_contains "... and the origin's trailer after the last chunk" \
+    '|0|x-sum: 42||' "$(tr -d '\r' < "$tmp/tr.body" | tr '\n' '|')"
+
+# ---- an upgrade cannot go to an h2-only origin ----
+out=$(pcurl --http1.1 --cacert "$PROXY_CA" -o "$tmp/up.page" -w '%{http_code}' \
+    -H 'Connection: Upgrade' -H 'Upgrade: websocket' -H 'Sec-WebSocket-Version: 13' \
+    -H 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==' "$U/ws")
+check_eq "upgrade (WebSocket) to an h2-only origin: 502" 502 "$out"
+check_match "... saying why" 'only HTTP/2' "$(cat "$tmp/up.page")"
+
+# ---- through --reverse, plain and TLS ----
+out=$(dcurl --http1.1 -o "$tmp/r1" -w '%{http_version} %{http_code}' \
+    "http://127.0.0.1:$REV_PLAIN/index.html")
+check_eq "plain reverse: HTTP/1.1 200" "1.1 200" "$out"
+check_eq "plain reverse: the body" "$want_index" "$(file_sha "$tmp/r1")"
+dcurl --http1.1 -H 'Transfer-Encoding: chunked' --data-binary @"$tmp/up.bin" -o "$tmp/r2" \
+    "http://127.0.0.1:$REV_PLAIN/echo"
+check_eq "plain reverse: POST chunked echoed" "$want_up" "$(file_sha "$tmp/r2")"
+out=$(dcurl --http1.1 --cacert "$PROXY_CA" --resolve "rev.example:$REV_TLS:127.0.0.1" \
+    -o "$tmp/r3" -w '%{http_version} %{http_code}' "https://rev.example:$REV_TLS/index.html")
+check_eq "TLS reverse, client offering http/1.1 only: HTTP/1.1 200" "1.1 200" "$out"
+check_eq "TLS reverse: the body" "$want_index" "$(file_sha "$tmp/r3")"
+out=$(dcurl --http1.1 --data-binary 'short body' -w ' %{http_code}' \
+    "http://127.0.0.1:$REV_PLAIN/echo")
+check_eq "plain reverse: POST with content-length echoed" "short body 200" "$out"
+
+# ---- the flows ----
+wait_written 14 > /dev/null || true
+check_eq "flows: GET /index.html recorded HTTP/1.1 from the client, HTTP/2 from the origin" 0 \
+    "$(flows_where "target = '/index.html' and (req_version <> 'HTTP/1.1' or resp_version <> 'HTTP/2')")"
+check_le "... and there are such flows" 5 \
+    "$(flows_where "target = '/index.html' and req_version = 'HTTP/1.1' and resp_version = 'HTTP/2' and status = 200")"
+check_le "POST flows with their request bodies" 4 \
+    "$(flows_where "target = '/echo' and method = 'POST' and req_body_size > 0 and status = 200")"
+check_eq "the upgrade's flow: 502" 1 "$(flows_where "target = '/ws' and status = 502")"
+stop_proxy
+
+# ---- --no-http2: the origin is never offered h2 ----
+start_proxy --upstream-ca "$PKI/ca.pem" --no-http2
+out=$(pcurl --http1.1 --cacert "$PROXY_CA" -o /dev/null -w '%{http_code}' "$U/index.html")
+check_eq "--no-http2: an h2-only origin cannot be reached (502)" 502 "$out"
+stop_proxy
+
+finish
