@@ -49,10 +49,11 @@ struct xfer {
     bool is_in_trailers;
     bool has_first_byte;
     bool is_head_sent;
-    bool is_done;        /* END_STREAM arrived and the client has the response */
-    bool is_closed;      /* nghttp2 closed the stream */
-    bool is_sink_fault;  /* the client stopped taking the response */
-    uint32_t reset_code; /* when closed before its end */
+    bool is_done;          /* END_STREAM arrived and the client has the response */
+    bool is_closed;        /* nghttp2 closed the stream */
+    bool is_sink_fault;    /* the client stopped taking the response */
+    bool is_body_replaced; /* an intercept edit replaced the body: the origin's is dropped */
+    uint32_t reset_code;   /* when closed before its end */
     struct http1codec_writer writer;
 };
 
@@ -222,11 +223,13 @@ static ssize_t read_request_body(nghttp2_session *session, int32_t stream_id, ui
             x->is_body_read = true;
     }
     n = x->slice_len < length ? x->slice_len : length;
-    memcpy(buf, x->slice, n);
-    captured_body(x, EXCHANGE_REQUEST, x->slice, n);
-    x->slice += n;
-    x->slice_len -= n;
-    x->res->request_bytes += n;
+    if (n > 0) {
+        memcpy(buf, x->slice, n);
+        captured_body(x, EXCHANGE_REQUEST, x->slice, n);
+        x->slice += n;
+        x->slice_len -= n;
+        x->res->request_bytes += n;
+    }
     if (x->is_body_read && x->slice_len == 0) {
         struct message_fields trailers = x->reader.source.trailers(&x->reader.source);
         *data_flags |= NGHTTP2_DATA_FLAG_EOF;
@@ -300,13 +303,14 @@ static bool is_head_request(const struct message *req)
  * rules. Returns 0 or -1 (the client is gone, or out of memory). */
 static int send_head(struct xfer *x, bool is_end)
 {
-    struct message resp = {0}, edited = {0};
-    const struct message *sent = &resp;
+    struct message resp = {0}, edited = {0}, framed;
+    const struct message *sent = &resp, *final;
     const struct message_field *cl;
+    struct exchange_held h = {0};
     bool keep = x->req->keep_alive, is_chunked = false;
-    size_t len = 0;
-    char *head;
-    int rc = -1;
+    size_t len = 0, hold_limit = 0;
+    char *head = NULL;
+    int held = 0, rc = -1;
 
     resp.status = x->status;
     resp.reason = http1_reason_phrase(x->status);
@@ -333,6 +337,10 @@ static int send_head(struct xfer *x, bool is_end)
     if (x->rw != NULL && x->rw->ops != NULL) {
         if (x->rw->ops->response != NULL)
             x->rw->ops->response(x->rw->arg, &resp);
+        if (resp.body != MESSAGE_BODY_NONE && x->rw->ops->wants_body != NULL &&
+            x->rw->ops->wants_body(x->rw->arg) && x->rw->ops->note != NULL)
+            x->rw->ops->note(x->rw->arg, "response body rules do not apply to an HTTP/2-only "
+                                         "origin's answer to HTTP/1.1: passed on unmodified");
         int changed = exchange_rewrite_head(x->rw, &resp, &edited);
         if (changed < 0) {
             set_error(x, 502, "out of memory");
@@ -341,25 +349,57 @@ static int send_head(struct xfer *x, bool is_end)
         if (changed > 0)
             sent = &edited;
     }
-    head = http1codec_response_head(sent, x->req->version >= 11 ? 1 : 0, &keep, &is_chunked, &len);
+    final = sent;
+    /* An intercept holds the head alone; the body streams on once it is let
+     * go, unless the edit replaced it. */
+    if (x->cap != NULL && x->cap->ops != NULL && x->cap->ops->response_holds != NULL &&
+        x->cap->ops->response_hold != NULL &&
+        x->cap->ops->response_holds(x->cap->arg, sent, &hold_limit)) {
+        h.head = sent;
+        held = x->cap->ops->response_hold(x->cap->arg, &h);
+        if (held < 0) {
+            set_error(x, 502, "response dropped while intercepted");
+            goto out;
+        }
+        if (held > 0)
+            final = &h.edited;
+        if (held > 0 && h.has_edited_body) {
+            framed = h.edited;
+            framed.body = MESSAGE_BODY_LENGTH;
+            framed.content_length = h.edited_body_len;
+            final = &framed;
+            x->is_body_replaced = true;
+        }
+    }
+    head = http1codec_response_head(final, x->req->version >= 11 ? 1 : 0, &keep, &is_chunked, &len);
     if (head == NULL) {
         set_error(x, 502, "the origin's response head is too large");
         goto out;
     }
-    if (stream_put(x->client, head, len, x->t->io_ms) != STREAM_OK) {
+    if (stream_put(x->client, head, len, x->t->io_ms) != STREAM_OK ||
+        (x->is_body_replaced && !is_head_request(x->req) &&
+         stream_put(x->client, h.edited_body, h.edited_body_len, x->t->io_ms) != STREAM_OK)) {
         x->is_sink_fault = true;
         set_error(x, 502, "the client stopped taking the response");
         goto out;
     }
     x->is_head_sent = true;
-    x->res->status = x->status;
+    x->res->status = final->status;
     x->res->client_keep_alive = keep;
     http1codec_writer_init(&x->writer, x->client, is_chunked);
     if (x->cap != NULL && x->cap->ops != NULL && x->cap->ops->response_head != NULL)
-        x->cap->ops->response_head(x->cap->arg, sent, sent == &edited ? &resp : NULL);
+        x->cap->ops->response_head(x->cap->arg, final, final != &resp ? &resp : NULL);
+    if (x->is_body_replaced) {
+        captured_body(x, EXCHANGE_RESPONSE, h.edited_body, h.edited_body_len);
+        x->res->response_bytes += h.edited_body_len;
+    }
     rc = 0;
 out:
     free(head);
+    if (held > 0) {
+        message_free(&h.edited);
+        free(h.edited_body);
+    }
     if (sent == &edited)
         message_free(&edited);
     return rc;
@@ -369,7 +409,7 @@ static void end_response(struct xfer *x)
 {
     struct message_fields trailers = {0};
 
-    if (x->is_in_trailers)
+    if (x->is_in_trailers && !x->is_body_replaced)
         trailers = (struct message_fields){x->fields + x->trailer_start,
                                            x->field_count - x->trailer_start};
     if (x->writer.sink.end(&x->writer.sink, &trailers, x->t->io_ms) != STREAM_OK) {
@@ -417,7 +457,8 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream
     struct xfer *x = c->x;
 
     (void)flags;
-    if (x == NULL || stream_id != x->stream_id || !x->is_head_sent || x->is_sink_fault)
+    if (x == NULL || stream_id != x->stream_id || !x->is_head_sent || x->is_sink_fault ||
+        x->is_body_replaced)
         return 0;
     if (x->writer.sink.write(&x->writer.sink, data, len, x->t->io_ms) != STREAM_OK) {
         x->is_sink_fault = true;
@@ -560,6 +601,10 @@ int h1toh2_forward(struct h1toh2 *c, struct stream *client, const struct message
     }
     if (!has_body)
         moment(x, EXCHANGE_REQUEST_SENT);
+    else if (rw != NULL && rw->ops != NULL && rw->ops->wants_body != NULL &&
+             rw->ops->wants_body(rw->arg) && rw->ops->note != NULL)
+        rw->ops->note(rw->arg, "request body rules do not apply to a request translated for an "
+                               "HTTP/2-only origin: passed on unmodified");
     while (!x->is_done && !x->is_closed && !x->is_sink_fault) {
         if (send_pending(c, t->io_ms) < 0) {
             c->is_broken = true;

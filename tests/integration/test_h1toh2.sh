@@ -5,9 +5,10 @@
 # Through a CONNECT tunnel and a --reverse listener (plain and TLS), with
 # curl --http1.1: GET, POST with content-length and chunked, a response
 # with trailers (sent chunked to the client), several requests kept alive
-# on one client connection, an Upgrade refused with 502, and the flows'
-# versions (HTTP/1.1 from the client, HTTP/2 from the origin). nghttpd -v
-# shows the origin got HTTP/2 frames.
+# on one client connection, an Upgrade refused with 502, a map-remote rule
+# to the h2-only origin, header rules both ways, an intercepted response (resumed, dropped), and the flows' versions
+# (HTTP/1.1 from the client, HTTP/2 from the origin). nghttpd -v shows the
+# origin got HTTP/2 frames. With --no-http2 the origin is not reachable.
 . "$(dirname "$0")/lib.sh"
 
 need_cmd nghttpd sqlite3 ss
@@ -45,7 +46,10 @@ start_nghttpd NT_PORT "$tmp/nt.log" --no-content-length --trailer 'x-sum: 42'
 out=$(echo | timeout 10 openssl s_client -connect "127.0.0.1:$NG_PORT" -alpn http/1.1 2>&1)
 check_match "the origin selects no http/1.1 (h2 only)" 'No ALPN negotiated' "$out"
 
+printf 'request map-remote name=to-h2 host=mapped.test path=/h2/ https://localhost:%s/\n' \
+    "$NG_PORT" > "$tmp/map.rules"
 start_proxy --upstream-ca "$PKI/ca.pem" --dashboard 127.0.0.1:0 --dashboard-token "$TOKEN" \
+    --rules "$tmp/map.rules" --rule 'request header User-Agent set ruled-agent' --rule 'response header server set ruled-server' \
     --reverse "127.0.0.1:0=https://localhost:$NG_PORT" \
     --reverse "https://127.0.0.1:0=https://localhost:$NG_PORT"
 dashboard_port
@@ -76,9 +80,13 @@ check_no_imatch "... no connection-specific field" \
     '^ *(connection|keep-alive|proxy-connection|transfer-encoding|upgrade|host):' \
     "$(cat "$tmp/ng.log")"
 
+check_match "... with the request header rule applied" 'user-agent: ruled-agent' "$(cat "$tmp/ng.log")"
+
 pcurl --http1.1 --cacert "$PROXY_CA" -D "$tmp/big.h" -o "$tmp/big" "$U/big.bin"
 check_eq "tunnel: a 200 kB body whole" "$want_big" "$(file_sha "$tmp/big")"
 check_imatch "... with the origin's content-length" '^content-length: 200000' "$(tr -d '\r' < "$tmp/big.h")"
+check_imatch "... and the response header rule applied" '^server: ruled-server$' \
+    "$(tr -d '\r' < "$tmp/big.h")"
 
 head -c 150000 /dev/urandom > "$tmp/up.bin"
 want_up=$(file_sha "$tmp/up.bin")
@@ -132,6 +140,12 @@ out=$(dcurl --http1.1 --data-binary 'short body' -w ' %{http_code}' \
     "http://127.0.0.1:$REV_PLAIN/echo")
 check_eq "plain reverse: POST with content-length echoed" "short body 200" "$out"
 
+# ---- a map-remote rule to the h2-only origin ----
+out=$(pcurl --http1.1 -o "$tmp/m1" -w '%{http_version} %{http_code}' "http://mapped.test/h2/index.html")
+check_eq "map-remote from plain HTTP to the h2-only origin: HTTP/1.1 200" "1.1 200" "$out"
+check_eq "map-remote: the origin's body" "$want_index" "$(file_sha "$tmp/m1")"
+check_match "map-remote: the origin got :path mapped" ':path: /index.html' "$(cat "$tmp/ng.log")"
+
 # ---- the flows ----
 wait_written 14 > /dev/null || true
 check_eq "flows: GET /index.html recorded HTTP/1.1 from the client, HTTP/2 from the origin" 0 \
@@ -141,6 +155,43 @@ check_le "... and there are such flows" 5 \
 check_le "POST flows with their request bodies" 4 \
     "$(flows_where "target = '/echo' and method = 'POST' and req_body_size > 0 and status = 200")"
 check_eq "the upgrade's flow: 502" 1 "$(flows_where "target = '/ws' and status = 502")"
+stop_proxy
+
+# ---- intercept: a translated response's head held, then resumed or dropped ----
+start_proxy --upstream-ca "$PKI/ca.pem" --dashboard-token "$TOKEN" --intercept '~s & ~u big' \
+    --intercept-timeout 10
+dashboard_port
+H=(-H "X-Tapwire-Token: $TOKEN" -H "Origin: $D")
+# held_id: the id of the one waiting flow (5 s).
+held_id() {
+    local i id=""
+    for ((i = 0; i < 100; i++)); do
+        id=$(dash_json /api/intercepted 'd["flows"][0]["id"]' 2> /dev/null)
+        [[ $id =~ ^[0-9]+$ ]] && break
+        sleep 0.05
+    done
+    echo "$id"
+}
+pcurl --http1.1 --cacert "$PROXY_CA" -o "$tmp/held.got" -w '%{http_code}' "$U/big.bin" \
+    > "$tmp/held.code" &
+CURL_PID=$!
+track_pid "$CURL_PID"
+ID=$(held_id)
+check_match "intercept: the translated response waits" '^[0-9]+$' "$ID"
+check_eq "resume it: 200" 200 "$(dcurl -o /dev/null -w '%{http_code}' -X POST "${H[@]}" \
+    "$D/api/flows/$ID/resume")"
+wait_pid "$CURL_PID" 15
+check_eq "resumed: the client gets 200" 200 "$(cat "$tmp/held.code")"
+check_eq "resumed: the body whole" "$want_big" "$(file_sha "$tmp/held.got")"
+pcurl --http1.1 --cacert "$PROXY_CA" -o /dev/null -w '%{http_code}' "$U/big.bin?2" \
+    > "$tmp/drop.code" &
+CURL_PID=$!
+track_pid "$CURL_PID"
+ID=$(held_id)
+check_eq "drop it: 200" 200 "$(dcurl -o /dev/null -w '%{http_code}' -X POST "${H[@]}" \
+    "$D/api/flows/$ID/drop")"
+wait_pid "$CURL_PID" 15
+check_eq "dropped: the client gets 502" 502 "$(cat "$tmp/drop.code")"
 stop_proxy
 
 # ---- --no-http2: the origin is never offered h2 ----
