@@ -65,7 +65,8 @@ struct origin {
     char host[256];
     uint16_t port;
     bool is_tls;
-    bool is_h2; /* the origin chose h2 by ALPN */
+    bool is_h2;            /* the origin chose h2 by ALPN */
+    bool is_http11_chosen; /* ... or http/1.1 (neither: it chose nothing, or no TLS) */
     /* Connected to the upstream proxy, not the origin: every request head
      * goes in absolute-form (upstreamproxy_prepare()). */
     bool is_proxied_http;

@@ -536,7 +536,7 @@ static int build_request(struct session *s, struct destination *d, const char *s
 
 /* Opens the origin for the request unless the open one serves it. */
 static int connect_origin(struct session *s, enum session_mode mode, const struct destination *d,
-                          struct upstream_error *err)
+                          bool accepts_h2, struct upstream_error *err)
 {
     bool is_client_sni = mode == SESSION_TUNNEL_TLS && !d->is_remapped;
     struct origin_target target = {
@@ -546,7 +546,7 @@ static int connect_origin(struct session *s, enum session_mode mode, const struc
         .sni = d->is_tls ? (is_client_sni ? (s->has_sni ? s->sni : NULL) : d->host) : NULL,
         .verify_name = is_client_sni && s->has_sni ? s->sni : d->host,
         .offers_http11 = s->offers_http11,
-        .accepts_h2_only = d->is_tls && !s->cfg->no_http2,
+        .accepts_h2_only = accepts_h2 && d->is_tls && !s->cfg->no_http2,
         .is_plain_http = true,
     };
 
@@ -568,13 +568,27 @@ static void forward(struct session *s, enum session_mode mode, const struct dest
     if (is_reused && s->origin.is_h2 && s->h1toh2 != NULL &&
         !h1toh2_is_usable(s->h1toh2, &s->origin.stream))
         is_reused = false;
+    /* An upgrade (WebSocket) has no HTTP/2 form for h1toh2 to give it: it
+     * goes on a connection that offers the origin http/1.1 alone. An
+     * origin that chose h2 before and now chooses nothing speaks only h2. */
+    bool was_h2 = s->origin.is_h2 && origin_is_open_to(&s->origin, d->host, d->port, d->is_tls);
+    if (req->is_upgrade && is_reused && s->origin.is_h2)
+        is_reused = false;
 
     for (int attempt = 0; attempt < 2; attempt++) {
         if (!is_reused) {
             struct upstream_error uerr;
-            if (connect_origin(s, mode, d, &uerr) < 0) {
+            if (connect_origin(s, mode, d, !req->is_upgrade, &uerr) < 0) {
                 bool close = req->body != MESSAGE_BODY_NONE || !req->keep_alive;
                 *keep = refuse(s, rq, upstream_error_http_status(&uerr), uerr.reason, close);
+                return;
+            }
+            if (req->is_upgrade && was_h2 && !s->origin.is_http11_chosen) {
+                origin_close(&s->origin);
+                *keep = refuse(s, rq, 502,
+                               "the origin speaks only HTTP/2, where an HTTP/1.1 upgrade "
+                               "(WebSocket) cannot go (RFC 9113 8.6)",
+                               true);
                 return;
             }
             if (s->origin.insecure_note[0] != '\0')

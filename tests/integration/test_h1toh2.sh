@@ -5,7 +5,8 @@
 # Through a CONNECT tunnel and a --reverse listener (plain and TLS), with
 # curl --http1.1: GET, POST with content-length and chunked, a response
 # with trailers (sent chunked to the client), several requests kept alive
-# on one client connection, an Upgrade refused with 502, a map-remote rule
+# on one client connection, an Upgrade refused with 502 (and one to an
+# origin that prefers h2 but speaks HTTP/1.1 too getting its 101), a map-remote rule
 # to the h2-only origin, header rules both ways, an intercepted response (resumed, dropped), and the flows' versions
 # (HTTP/1.1 from the client, HTTP/2 from the origin). nghttpd -v shows the
 # origin got HTTP/2 frames. With --no-http2 the origin is not reachable.
@@ -123,6 +124,52 @@ out=$(pcurl --http1.1 --cacert "$PROXY_CA" -o "$tmp/up.page" -w '%{http_code}' \
     -H 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==' "$U/ws")
 check_eq "upgrade (WebSocket) to an h2-only origin: 502" 502 "$out"
 check_match "... saying why" 'only HTTP/2' "$(cat "$tmp/up.page")"
+
+# ---- an upgrade to an origin that prefers h2 but speaks HTTP/1.1 too ----
+# It selects h2 whenever offered (its own order first, as nginx does): the
+# upgrade goes on a new connection offered http/1.1 alone, and gets its 101.
+cat > "$tmp/dual_origin.py" << 'EOF_PY'
+import socket, ssl, sys, threading
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+ctx.set_alpn_protocols(["h2", "http/1.1"])
+srv = socket.socket()
+srv.bind(("127.0.0.1", 0))
+srv.listen(16)
+open(sys.argv[1], "w").write(str(srv.getsockname()[1]))
+def serve(conn):
+    try:
+        c = ctx.wrap_socket(conn, server_side=True)
+        if c.selected_alpn_protocol() != "http/1.1":
+            c.close()
+            return
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += c.recv(4096)
+        c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                  b"Connection: Upgrade\r\n"
+                  b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
+        c.close()
+    except Exception:
+        pass
+srv.settimeout(60)
+while True:
+    conn, _ = srv.accept()
+    threading.Thread(target=serve, args=(conn,), daemon=True).start()
+EOF_PY
+python3 "$tmp/dual_origin.py" "$tmp/dual.port" "$tmp/localhost.pem" "$tmp/localhost-key.pem" \
+    2> "$tmp/dual.err" &
+track_pid $!
+for ((i = 0; i < 100; i++)); do
+    [ -s "$tmp/dual.port" ] && break
+    sleep 0.05
+done
+[ -s "$tmp/dual.port" ] || bail "the dual origin did not start: $(cat "$tmp/dual.err")"
+DUAL_PORT=$(cat "$tmp/dual.port")
+out=$(pcurl --http1.1 --cacert "$PROXY_CA" --max-time 5 -o /dev/null -w '%{http_code}' \
+    -H 'Connection: Upgrade' -H 'Upgrade: websocket' -H 'Sec-WebSocket-Version: 13' \
+    -H 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==' "https://localhost:$DUAL_PORT/ws" 2> /dev/null)
+check_eq "upgrade to an origin that prefers h2: its 101 over HTTP/1.1" 101 "$out"
 
 # ---- through --reverse, plain and TLS ----
 out=$(dcurl --http1.1 -o "$tmp/r1" -w '%{http_version} %{http_code}' \
