@@ -5,13 +5,18 @@
  * h2bridge.
  *
  * Why this shape: when the client side is HTTP/1.1, the session offers the
- * origin "http/1.1, h2" in that order, so an origin that speaks both is
- * asked for HTTP/1.1 first and only one that speaks nothing else has a
- * reason to pick h2 (a retry with h2 alone after a refused handshake would
- * cost a second handshake, and an h2-only server often completes the
- * handshake without ALPN rather than refusing it). An origin that picks h2
- * although it could speak HTTP/1.1 is translated too: correct, only less
- * direct.
+ * origin "http/1.1, h2" in that order, so that an origin that honours the
+ * client's order stays on HTTP/1.1 and one that speaks nothing else can
+ * pick h2. It is the smallest change that is correct: one handshake, as
+ * before. The alternative, offering http/1.1 alone and retrying with h2,
+ * costs a second handshake and cannot tell when to retry (an h2-only
+ * nghttpd completes the handshake without ALPN rather than refusing it,
+ * and the failure shows only once a request went out). The price: an
+ * origin that ranks h2 first whatever the client's order (nginx) is
+ * translated too. That is correct, with two limits the session and this
+ * module handle: an upgrade (WebSocket), which HTTP/2 cannot carry, goes
+ * on a new connection offered http/1.1 alone (session.c), and body rules,
+ * which this module does not run, say so in the flow's rule notes.
  *
  * The session thread already blocks on one request at a time of an
  * HTTP/1.1 client connection, so each request runs as one stream of an
