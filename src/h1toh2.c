@@ -38,6 +38,13 @@ struct xfer {
     size_t slice_len;
     bool is_body_read;
     bool is_client_fault; /* the client's body broke off or was framed wrongly */
+    /* What goes before the rest of the body: the bytes buffered for the
+     * request body rules (rewritten, or as they came). */
+    unsigned char *pre_buf; /* owned: the bytes as they came */
+    const unsigned char *pre;
+    size_t pre_len, pre_off;
+    bool is_pre_whole; /* pre is the whole body, reframed: no trailers */
+    struct exchange_body_rewrite req_br;
     /* The response as it arrives: fields (then trailers) copied into text. */
     struct message_field fields[H1TOH2_MAX_RESPONSE_FIELDS];
     size_t field_count;
@@ -53,7 +60,16 @@ struct xfer {
     bool is_closed;        /* nghttp2 closed the stream */
     bool is_sink_fault;    /* the client stopped taking the response */
     bool is_body_replaced; /* an intercept edit replaced the body: the origin's is dropped */
-    uint32_t reset_code;   /* when closed before its end */
+    bool has_final_head;   /* the final response head arrived */
+    /* Body rules want the whole response body: the head (after the header
+     * rules, and as received when they changed it) waits with the body. */
+    bool is_buffering;
+    struct message held, received;
+    bool has_held, has_received;
+    unsigned char *buffered;
+    size_t buffered_len, buffered_cap;
+    size_t reserved;     /* held against --rewrite-memory */
+    uint32_t reset_code; /* when closed before its end */
     struct http1codec_writer writer;
 };
 
@@ -209,6 +225,25 @@ static ssize_t read_request_body(nghttp2_session *session, int32_t stream_id, ui
     (void)source;
     if (x == NULL)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    if (x->pre_off < x->pre_len) {
+        n = x->pre_len - x->pre_off < length ? x->pre_len - x->pre_off : length;
+        memcpy(buf, x->pre + x->pre_off, n);
+        captured_body(x, EXCHANGE_REQUEST, x->pre + x->pre_off, n);
+        x->pre_off += n;
+        x->res->request_bytes += n;
+        if (x->pre_off == x->pre_len && x->is_body_read) {
+            struct message_fields trailers = {0};
+            if (!x->is_pre_whole)
+                trailers = x->reader.source.trailers(&x->reader.source);
+            *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+            if (trailers.count > 0) {
+                *data_flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+                submit_trailers(session, x, &trailers);
+            }
+            moment(x, EXCHANGE_REQUEST_SENT);
+        }
+        return (ssize_t)n;
+    }
     while (x->slice_len == 0 && !x->is_body_read) {
         int r = x->reader.source.next(&x->reader.source, x->t->io_ms, &x->slice, &x->slice_len);
         if (r < 0) {
@@ -250,7 +285,7 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
     (void)session;
     if (x == NULL || frame->hd.type != NGHTTP2_HEADERS || frame->hd.stream_id != x->stream_id)
         return 0;
-    if (frame->headers.cat == NGHTTP2_HCAT_HEADERS && x->is_head_sent) {
+    if (frame->headers.cat == NGHTTP2_HCAT_HEADERS && x->has_final_head) {
         x->is_in_trailers = true;
         x->trailer_start = x->field_count;
     } else {
@@ -299,59 +334,22 @@ static bool is_head_request(const struct message *req)
     return req->method_len == 4 && memcmp(req->method, "HEAD", 4) == 0;
 }
 
-/* The final response head to the client, after the response header
- * rules. Returns 0 or -1 (the client is gone, or out of memory). */
-static int send_head(struct xfer *x, bool is_end)
+/*
+ * Sends sent (the final head after the header rules; received: as the
+ * origin sent it, when the rules changed it) to the client, where an
+ * intercept may hold it first (the head alone; the body streams on once it
+ * is let go, unless the edit replaced it). Returns 0 or -1.
+ */
+static int emit_head(struct xfer *x, const struct message *sent, const struct message *received)
 {
-    struct message resp = {0}, edited = {0}, framed;
-    const struct message *sent = &resp, *final;
-    const struct message_field *cl;
+    const struct message *final = sent;
+    struct message framed;
     struct exchange_held h = {0};
     bool keep = x->req->keep_alive, is_chunked = false;
     size_t len = 0, hold_limit = 0;
     char *head = NULL;
     int held = 0, rc = -1;
 
-    resp.status = x->status;
-    resp.reason = http1_reason_phrase(x->status);
-    resp.reason_len = strlen(resp.reason);
-    resp.version = 20;
-    resp.fields = (struct message_fields){x->fields, x->field_count};
-    resp.keep_alive = true;
-    cl = message_find(&resp, "content-length");
-    if (is_head_request(x->req) || x->status == 204 || x->status == 304) {
-        resp.body = MESSAGE_BODY_NONE;
-    } else if (cl != NULL && (message_find(&resp, "trailer") == NULL || x->req->version < 11)) {
-        /* nghttp2 checked it is one number, and counts the DATA against it.
-         * Announced trailers need chunked to reach an HTTP/1.1 client. */
-        resp.body = MESSAGE_BODY_LENGTH;
-        resp.content_length = 0;
-        for (size_t i = 0; i < cl->value_len; i++)
-            resp.content_length = resp.content_length * 10 + (uint64_t)(cl->value[i] - '0');
-    } else if (is_end) {
-        resp.body = MESSAGE_BODY_LENGTH;
-        resp.content_length = 0;
-    } else {
-        resp.body = MESSAGE_BODY_STREAM;
-    }
-    if (x->rw != NULL && x->rw->ops != NULL) {
-        if (x->rw->ops->response != NULL)
-            x->rw->ops->response(x->rw->arg, &resp);
-        if (resp.body != MESSAGE_BODY_NONE && x->rw->ops->wants_body != NULL &&
-            x->rw->ops->wants_body(x->rw->arg) && x->rw->ops->note != NULL)
-            x->rw->ops->note(x->rw->arg, "response body rules do not apply to an HTTP/2-only "
-                                         "origin's answer to HTTP/1.1: passed on unmodified");
-        int changed = exchange_rewrite_head(x->rw, &resp, &edited);
-        if (changed < 0) {
-            set_error(x, 502, "out of memory");
-            return -1;
-        }
-        if (changed > 0)
-            sent = &edited;
-    }
-    final = sent;
-    /* An intercept holds the head alone; the body streams on once it is let
-     * go, unless the edit replaced it. */
     if (x->cap != NULL && x->cap->ops != NULL && x->cap->ops->response_holds != NULL &&
         x->cap->ops->response_hold != NULL &&
         x->cap->ops->response_holds(x->cap->arg, sent, &hold_limit)) {
@@ -388,7 +386,10 @@ static int send_head(struct xfer *x, bool is_end)
     x->res->client_keep_alive = keep;
     http1codec_writer_init(&x->writer, x->client, is_chunked);
     if (x->cap != NULL && x->cap->ops != NULL && x->cap->ops->response_head != NULL)
-        x->cap->ops->response_head(x->cap->arg, final, final != &resp ? &resp : NULL);
+        x->cap->ops->response_head(x->cap->arg, final,
+                                   received != NULL ? received
+                                   : final != sent  ? sent
+                                                    : NULL);
     if (x->is_body_replaced) {
         captured_body(x, EXCHANGE_RESPONSE, h.edited_body, h.edited_body_len);
         x->res->response_bytes += h.edited_body_len;
@@ -400,8 +401,194 @@ out:
         message_free(&h.edited);
         free(h.edited_body);
     }
+    return rc;
+}
+
+/* Sends the held head and the body buffered so far, then streams on: the
+ * body rules gave up on this body (why noted). Returns 0 or -1. */
+static int stop_buffering(struct xfer *x, const char *why)
+{
+    int rc;
+
+    if (why != NULL && x->rw->ops->note != NULL)
+        x->rw->ops->note(x->rw->arg, why);
+    x->is_buffering = false;
+    rc = emit_head(x, &x->held, x->has_received ? &x->received : NULL);
+    if (rc == 0 && !x->is_body_replaced && x->buffered_len > 0) {
+        if (x->writer.sink.write(&x->writer.sink, x->buffered, x->buffered_len, x->t->io_ms) !=
+            STREAM_OK) {
+            x->is_sink_fault = true;
+            set_error(x, 502, "the client stopped taking the response");
+            rc = -1;
+        } else {
+            captured_body(x, EXCHANGE_RESPONSE, x->buffered, x->buffered_len);
+            x->res->response_bytes += x->buffered_len;
+        }
+    }
+    free(x->buffered);
+    x->buffered = NULL;
+    x->buffered_len = 0;
+    return rc;
+}
+
+/*
+ * The final response head arrived: the header rules run on it, then it
+ * goes to the client, or is kept while body rules want the whole body.
+ * Returns 0 or -1 (the client is gone, or out of memory).
+ */
+static int send_head(struct xfer *x, bool is_end)
+{
+    struct message resp = {0}, edited = {0};
+    const struct message *sent = &resp;
+    const struct message_field *cl;
+    int rc = -1;
+
+    resp.status = x->status;
+    resp.reason = http1_reason_phrase(x->status);
+    resp.reason_len = strlen(resp.reason);
+    resp.version = 20;
+    resp.fields = (struct message_fields){x->fields, x->field_count};
+    resp.keep_alive = true;
+    cl = message_find(&resp, "content-length");
+    if (is_head_request(x->req) || x->status == 204 || x->status == 304) {
+        resp.body = MESSAGE_BODY_NONE;
+    } else if (cl != NULL && (message_find(&resp, "trailer") == NULL || x->req->version < 11)) {
+        /* nghttp2 checked it is one number, and counts the DATA against it.
+         * Announced trailers need chunked to reach an HTTP/1.1 client. */
+        resp.body = MESSAGE_BODY_LENGTH;
+        resp.content_length = 0;
+        for (size_t i = 0; i < cl->value_len; i++)
+            resp.content_length = resp.content_length * 10 + (uint64_t)(cl->value[i] - '0');
+    } else if (is_end) {
+        resp.body = MESSAGE_BODY_LENGTH;
+        resp.content_length = 0;
+    } else {
+        resp.body = MESSAGE_BODY_STREAM;
+    }
+    bool wants_body = false;
+    if (x->rw != NULL && x->rw->ops != NULL) {
+        if (x->rw->ops->response != NULL)
+            x->rw->ops->response(x->rw->arg, &resp);
+        wants_body = resp.body != MESSAGE_BODY_NONE && !is_end && x->rw->ops->wants_body != NULL &&
+                     x->rw->ops->wants_body(x->rw->arg);
+        int changed = exchange_rewrite_head(x->rw, &resp, &edited);
+        if (changed < 0) {
+            set_error(x, 502, "out of memory");
+            return -1;
+        }
+        if (changed > 0)
+            sent = &edited;
+    }
+    if (wants_body && resp.body == MESSAGE_BODY_LENGTH && resp.content_length > x->rw->limit) {
+        if (x->rw->ops->note != NULL)
+            x->rw->ops->note(x->rw->arg, "body larger than --rewrite-limit: passed on unmodified");
+        wants_body = false;
+    }
+    if (wants_body) {
+        /* The head waits for the body (exchange.c does the same). */
+        if (message_copy(&x->held, sent, NULL) < 0 ||
+            (sent != &resp && message_copy(&x->received, &resp, NULL) < 0)) {
+            set_error(x, 502, "out of memory");
+            goto out;
+        }
+        x->has_held = true;
+        x->has_received = sent != &resp;
+        x->is_buffering = true;
+        rc = 0;
+        goto out;
+    }
+    rc = emit_head(x, sent, sent != &resp ? &resp : NULL);
+out:
     if (sent == &edited)
         message_free(&edited);
+    return rc;
+}
+
+/* A DATA chunk while the body rules want the whole body. Returns 0 or -1. */
+static int buffer_chunk(struct xfer *x, const uint8_t *data, size_t len)
+{
+    if (x->buffered_len + len > x->rw->limit)
+        return stop_buffering(x, "body larger than --rewrite-limit: passed on unmodified") < 0 ? -1
+                                                                                               : 1;
+    if (!exchange_rewrite_reserve(x->rw, len))
+        return stop_buffering(x, NULL) < 0 ? -1 : 1; /* the budget noted it */
+    x->reserved += len;
+    if (x->buffered_len + len > x->buffered_cap) {
+        size_t cap = x->buffered_cap ? x->buffered_cap : 16384;
+        while (cap < x->buffered_len + len)
+            cap *= 2;
+        unsigned char *p = realloc(x->buffered, cap);
+        if (p == NULL) {
+            set_error(x, 502, "out of memory");
+            return -1;
+        }
+        x->buffered = p;
+        x->buffered_cap = cap;
+    }
+    memcpy(x->buffered + x->buffered_len, data, len);
+    x->buffered_len += len;
+    return 0;
+}
+
+/* The whole body is buffered: the body rules run, and the head goes with
+ * the body as it now is, reframed with a content-length (and without
+ * content-encoding when rewritten), as exchange.c does. Returns 0 or -1. */
+static int send_rewritten(struct xfer *x)
+{
+    const struct message_field *ce = message_find(&x->held, "content-encoding");
+    char encoding[128] = "";
+    struct exchange_body_rewrite br = {0};
+    struct message framed;
+    struct message_field *items = NULL;
+    int rc = -1;
+
+    if (ce != NULL)
+        snprintf(encoding, sizeof(encoding), "%.*s", (int)ce->value_len, ce->value);
+    if (exchange_rewrite_body(x->rw, encoding, x->buffered, x->buffered_len, &br) < 0) {
+        set_error(x, 502, "out of memory");
+        goto out;
+    }
+    const unsigned char *send = br.rewritten != NULL ? br.rewritten : x->buffered;
+    size_t send_len = br.rewritten != NULL ? br.rewritten_len : x->buffered_len;
+    size_t n = 0;
+    items = malloc((x->held.fields.count ? x->held.fields.count : 1) * sizeof(*items));
+    if (items == NULL) {
+        set_error(x, 502, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < x->held.fields.count; i++) {
+        const struct message_field *f = &x->held.fields.items[i];
+        if (message_field_is(f, "content-length") ||
+            (br.rewritten != NULL && message_field_is(f, "content-encoding")))
+            continue;
+        items[n++] = *f;
+    }
+    framed = x->held;
+    framed.fields = (struct message_fields){items, n};
+    framed.body = MESSAGE_BODY_LENGTH;
+    framed.content_length = send_len;
+    framed.storage = NULL;
+    x->is_buffering = false;
+    if (br.rewritten != NULL && x->cap != NULL && x->cap->ops != NULL &&
+        x->cap->ops->body_original != NULL)
+        x->cap->ops->body_original(x->cap->arg, EXCHANGE_RESPONSE, br.plain, br.plain_len);
+    if (x->cap != NULL && x->cap->ops != NULL && x->cap->ops->reframed != NULL)
+        x->cap->ops->reframed(x->cap->arg, EXCHANGE_RESPONSE, send_len, br.rewritten != NULL);
+    if (emit_head(x, &framed, x->has_received ? &x->received : NULL) < 0)
+        goto out;
+    if (!x->is_body_replaced) {
+        if (x->writer.sink.write(&x->writer.sink, send, send_len, x->t->io_ms) != STREAM_OK) {
+            x->is_sink_fault = true;
+            set_error(x, 502, "the client stopped taking the response");
+            goto out;
+        }
+        captured_body(x, EXCHANGE_RESPONSE, send, send_len);
+        x->res->response_bytes += send_len;
+    }
+    rc = 0;
+out:
+    exchange_body_rewrite_free(&br);
+    free(items);
     return rc;
 }
 
@@ -409,7 +596,11 @@ static void end_response(struct xfer *x)
 {
     struct message_fields trailers = {0};
 
-    if (x->is_in_trailers && !x->is_body_replaced)
+    /* A reframed body has a content-length: its trailers cannot follow. */
+    bool is_reframed = x->is_buffering;
+    if (x->is_buffering && send_rewritten(x) < 0)
+        return;
+    if (x->is_in_trailers && !x->is_body_replaced && !is_reframed)
         trailers = (struct message_fields){x->fields + x->trailer_start,
                                            x->field_count - x->trailer_start};
     if (x->writer.sink.end(&x->writer.sink, &trailers, x->t->io_ms) != STREAM_OK) {
@@ -431,20 +622,21 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
         c->is_broken = true;
     if (x == NULL || frame->hd.stream_id != x->stream_id)
         return 0;
-    if (frame->hd.type == NGHTTP2_HEADERS && !x->is_head_sent) {
+    if (frame->hd.type == NGHTTP2_HEADERS && !x->has_final_head) {
         if (!x->has_first_byte) {
             x->has_first_byte = true;
             moment(x, EXCHANGE_FIRST_BYTE);
         }
         if (x->status < 200)
             return 0;
+        x->has_final_head = true;
         if (send_head(x, is_end) < 0)
             return nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, x->stream_id,
                                              NGHTTP2_CANCEL) == 0
                        ? 0
                        : NGHTTP2_ERR_CALLBACK_FAILURE;
     }
-    if (is_end && x->is_head_sent && !x->is_sink_fault &&
+    if (is_end && (x->is_head_sent || x->is_buffering) && !x->is_sink_fault &&
         (frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA))
         end_response(x);
     return 0;
@@ -457,8 +649,17 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream
     struct xfer *x = c->x;
 
     (void)flags;
-    if (x == NULL || stream_id != x->stream_id || !x->is_head_sent || x->is_sink_fault ||
-        x->is_body_replaced)
+    if (x == NULL || stream_id != x->stream_id || x->is_sink_fault)
+        return 0;
+    if (x->is_buffering) {
+        int r = buffer_chunk(x, data, len);
+        if (r < 0)
+            nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, stream_id, NGHTTP2_CANCEL);
+        if (r != 1)
+            return 0;
+        /* Given up: this chunk streams on after what was buffered. */
+    }
+    if (!x->is_head_sent || x->is_body_replaced)
         return 0;
     if (x->writer.sink.write(&x->writer.sink, data, len, x->t->io_ms) != STREAM_OK) {
         x->is_sink_fault = true;
@@ -544,6 +745,107 @@ static int send_pending(struct h1toh2 *c, int io_ms)
     return stream_flush(c->origin, io_ms) == STREAM_OK ? 0 : -1;
 }
 
+/*
+ * The request body rules want the whole body: it is read here first (within
+ * --rewrite-limit and --rewrite-memory), rewritten, and sent with a new
+ * content-length and without content-encoding (*fields, the head's fields
+ * as they must now go, caller frees). A body too large goes on unmodified
+ * after what was read of it (noted). Returns 0, or -1 (the client failed,
+ * or out of memory; res says why).
+ */
+static int buffer_request_body(struct xfer *x, struct message_field **fields, size_t *count,
+                               char *length, size_t length_len)
+{
+    const struct exchange_rewrite *rw = x->rw;
+    size_t cap = 0, reserved = 0;
+    int rc = -1;
+
+    *fields = NULL;
+    if (x->req->body == MESSAGE_BODY_LENGTH && x->req->content_length > rw->limit) {
+        if (rw->ops->note != NULL)
+            rw->ops->note(rw->arg, "body larger than --rewrite-limit: passed on unmodified");
+        return 0;
+    }
+    for (;;) {
+        const char *data;
+        size_t len;
+        int r = x->reader.source.next(&x->reader.source, x->t->io_ms, &data, &len);
+        if (r < 0) {
+            x->is_client_fault = true;
+            set_error(x, x->reader.source.fault == BODY_FAULT_FRAMING ? 400 : 502,
+                      x->reader.source.fault == BODY_FAULT_FRAMING
+                          ? "the client's request body was framed wrongly"
+                          : "the client's request body broke off");
+            goto out;
+        }
+        if (r == 0) {
+            x->is_body_read = true;
+            break;
+        }
+        if (x->pre_len + len > rw->limit || !exchange_rewrite_reserve(rw, len)) {
+            if (x->pre_len + len > rw->limit && rw->ops->note != NULL)
+                rw->ops->note(rw->arg, "body larger than --rewrite-limit: passed on unmodified");
+            /* This slice and the rest stream on after what was read. */
+            x->slice = data;
+            x->slice_len = len;
+            rc = 0;
+            goto out;
+        }
+        reserved += len;
+        if (x->pre_len + len > cap) {
+            size_t want = cap ? cap : 16384;
+            while (want < x->pre_len + len)
+                want *= 2;
+            unsigned char *p = realloc(x->pre_buf, want);
+            if (p == NULL) {
+                set_error(x, 502, "out of memory");
+                goto out;
+            }
+            x->pre = x->pre_buf = p;
+            cap = want;
+        }
+        memcpy(x->pre_buf + x->pre_len, data, len);
+        x->pre_len += len;
+    }
+    const struct message_field *ce = message_find(x->req, "Content-Encoding");
+    char encoding[128] = "";
+    if (ce != NULL)
+        snprintf(encoding, sizeof(encoding), "%.*s", (int)ce->value_len, ce->value);
+    if (exchange_rewrite_body(rw, encoding, x->pre_buf, x->pre_len, &x->req_br) < 0) {
+        set_error(x, 502, "out of memory");
+        goto out;
+    }
+    x->is_pre_whole = true;
+    if (x->req_br.rewritten == NULL) {
+        rc = 0;
+        goto out;
+    }
+    if (x->cap != NULL && x->cap->ops != NULL && x->cap->ops->body_original != NULL)
+        x->cap->ops->body_original(x->cap->arg, EXCHANGE_REQUEST, x->req_br.plain,
+                                   x->req_br.plain_len);
+    if (x->cap != NULL && x->cap->ops != NULL && x->cap->ops->reframed != NULL)
+        x->cap->ops->reframed(x->cap->arg, EXCHANGE_REQUEST, x->req_br.rewritten_len, true);
+    *fields = malloc((x->req->fields.count + 1) * sizeof(**fields));
+    if (*fields == NULL) {
+        set_error(x, 502, "out of memory");
+        goto out;
+    }
+    *count = 0;
+    for (size_t i = 0; i < x->req->fields.count; i++) {
+        const struct message_field *f = &x->req->fields.items[i];
+        if (!message_field_is(f, "Content-Length") && !message_field_is(f, "Content-Encoding"))
+            (*fields)[(*count)++] = *f;
+    }
+    snprintf(length, length_len, "%zu", x->req_br.rewritten_len);
+    (*fields)[(*count)++] = (struct message_field){"content-length", 14, length, strlen(length)};
+    x->pre = x->req_br.rewritten;
+    x->pre_len = x->req_br.rewritten_len;
+    rc = 0;
+out:
+    exchange_rewrite_release(reserved);
+    return rc;
+}
+
 int h1toh2_forward(struct h1toh2 *c, struct stream *client, const struct message *req,
                    const struct exchange_timeouts *t, const struct exchange_rewrite *rw,
                    const struct exchange_capture *cap, struct exchange_result *res)
@@ -552,6 +854,9 @@ int h1toh2_forward(struct h1toh2 *c, struct stream *client, const struct message
     struct xfer *x = calloc(1, sizeof(*x));
     bool has_reader = false;
     const char *why = NULL;
+    struct message_field *new_fields = NULL;
+    size_t new_count = 0;
+    char length[24];
     int rc = -1;
 
     memset(res, 0, sizeof(*res));
@@ -590,6 +895,22 @@ int h1toh2_forward(struct h1toh2 *c, struct stream *client, const struct message
             goto out;
         }
     }
+    if (has_body && rw != NULL && rw->ops != NULL && rw->ops->wants_body != NULL &&
+        rw->ops->wants_body(rw->arg)) {
+        if (buffer_request_body(x, &new_fields, &new_count, length, sizeof(length)) < 0)
+            goto out;
+        if (new_fields != NULL) {
+            /* The rewritten body goes with its own content-length. */
+            struct message reframed = *req;
+            reframed.fields = (struct message_fields){new_fields, new_count};
+            reframed.body = MESSAGE_BODY_LENGTH;
+            reframed.content_length = x->req_br.rewritten_len;
+            if (h1toh2_request_head(&reframed, head, &why) < 0) {
+                set_error(x, 502, why);
+                goto out;
+            }
+        }
+    }
     nghttp2_data_provider prd = {.read_callback = read_request_body};
     c->x = x;
     x->stream_id =
@@ -601,10 +922,6 @@ int h1toh2_forward(struct h1toh2 *c, struct stream *client, const struct message
     }
     if (!has_body)
         moment(x, EXCHANGE_REQUEST_SENT);
-    else if (rw != NULL && rw->ops != NULL && rw->ops->wants_body != NULL &&
-             rw->ops->wants_body(rw->arg) && rw->ops->note != NULL)
-        rw->ops->note(rw->arg, "request body rules do not apply to a request translated for an "
-                               "HTTP/2-only origin: passed on unmodified");
     while (!x->is_done && !x->is_closed && !x->is_sink_fault) {
         if (send_pending(c, t->io_ms) < 0) {
             c->is_broken = true;
@@ -666,6 +983,17 @@ int h1toh2_forward(struct h1toh2 *c, struct stream *client, const struct message
     res->upstream_reusable = !c->is_broken;
 out:
     c->x = NULL;
+    if (x != NULL) {
+        if (x->has_held)
+            message_free(&x->held);
+        if (x->has_received)
+            message_free(&x->received);
+        free(x->buffered);
+        exchange_rewrite_release(x->reserved);
+        exchange_body_rewrite_free(&x->req_br);
+        free(x->pre_buf);
+    }
+    free(new_fields);
     if (has_reader)
         http1codec_reader_free(&x->reader);
     if (x != NULL)

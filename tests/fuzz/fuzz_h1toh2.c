@@ -12,7 +12,7 @@
  * counted as the result says, a status only with a head.
  *
  * Rules are stubbed (they have tests of their own): the glue is what is
- * under test.
+ * under test, buffering for the body rules included.
  *
  * fuzz-sources: src/h1toh2.c src/message.c src/log.c src/stream.c src/errmsg.c
  * fuzz-sources: src/stacktrim.c src/http1.c src/http1codec.c src/buf.c
@@ -21,7 +21,9 @@
  * Input: first byte = the share of the rest (in 256ths) that is the
  * client's request body; second byte: bit 0 chunked (else content-length,
  * the body's length), bit 1 a HEAD request without a body, bit 2 an
- * HTTP/1.0 client. The origin sends the remainder.
+ * HTTP/1.0 client, bit 3 body rules that want every body (an odd-sized one
+ * is rewritten), the top four bits their limit in kB. The origin sends the
+ * remainder.
  */
 #include "h1toh2.h"
 
@@ -48,6 +50,41 @@ int exchange_rewrite_head(const struct exchange_rewrite *rw, const struct messag
     (void)in;
     (void)out;
     return 0;
+}
+
+int exchange_rewrite_body(const struct exchange_rewrite *rw, const char *content_encoding,
+                          const unsigned char *raw, size_t raw_len,
+                          struct exchange_body_rewrite *out)
+{
+    (void)rw;
+    (void)content_encoding;
+    memset(out, 0, sizeof(*out));
+    out->plain = raw;
+    out->plain_len = raw_len;
+    /* An odd-sized body is "rewritten" (doubled), an even one left alone. */
+    if (raw_len % 2 == 1) {
+        out->rewritten = malloc(raw_len * 2);
+        CHECK(out->rewritten != NULL);
+        memcpy(out->rewritten, raw, raw_len);
+        memcpy(out->rewritten + raw_len, raw, raw_len);
+        out->rewritten_len = raw_len * 2;
+    }
+    return 0;
+}
+void exchange_body_rewrite_free(struct exchange_body_rewrite *br)
+{
+    free(br->rewritten);
+    br->rewritten = NULL;
+}
+bool exchange_rewrite_reserve(const struct exchange_rewrite *rw, size_t bytes)
+{
+    (void)rw;
+    (void)bytes;
+    return true;
+}
+void exchange_rewrite_release(size_t bytes)
+{
+    (void)bytes;
 }
 
 struct seen {
@@ -77,6 +114,25 @@ static void on_body(void *arg, enum exchange_side side, const void *data, size_t
 }
 
 static const struct exchange_capture_ops ops = {.response_head = on_head, .body = on_body};
+
+/* Body rules that want every body; their notes are dropped. */
+static void rw_response(void *arg, const struct message *resp)
+{
+    (void)arg;
+    (void)resp;
+}
+static bool rw_wants_body(void *arg)
+{
+    (void)arg;
+    return true;
+}
+static void rw_note(void *arg, const char *why)
+{
+    (void)arg;
+    CHECK(why != NULL);
+}
+static const struct exchange_rewrite_ops rw_ops = {
+    .response = rw_response, .wants_body = rw_wants_body, .note = rw_note};
 
 static void feed(int fd, const uint8_t *data, size_t len)
 {
@@ -143,7 +199,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         struct seen seen = {0};
         struct exchange_capture cap = {.ops = &ops, .arg = &seen};
         struct exchange_result res;
-        int rc = h1toh2_forward(h, &client, &req, &t, NULL, &cap, &res);
+        /* Bit 3: body rules, their limit from the top bits (0 to 15 kB). */
+        struct exchange_rewrite rw = {.ops = &rw_ops, .limit = (size_t)(data[1] >> 4) * 1024};
+        int rc = h1toh2_forward(h, &client, &req, &t, (data[1] & 8) != 0 ? &rw : NULL, &cap, &res);
         CHECK(seen.heads <= 1);
         CHECK(!seen.has_body_before_head);
         CHECK(seen.body_bytes[EXCHANGE_RESPONSE] == res.response_bytes);

@@ -7,7 +7,7 @@
 # with trailers (sent chunked to the client), several requests kept alive
 # on one client connection, an Upgrade refused with 502 (and one to an
 # origin that prefers h2 but speaks HTTP/1.1 too getting its 101), a map-remote rule
-# to the h2-only origin, header rules both ways, an intercepted response (resumed, dropped), and the flows' versions
+# to the h2-only origin, header and body rules both ways, an intercepted response (resumed, dropped), and the flows' versions
 # (HTTP/1.1 from the client, HTTP/2 from the origin). nghttpd -v shows the
 # origin got HTTP/2 frames. With --no-http2 the origin is not reachable.
 . "$(dirname "$0")/lib.sh"
@@ -206,8 +206,17 @@ stop_proxy
 
 # ---- intercept: a translated response's head held, then resumed or dropped ----
 start_proxy --upstream-ca "$PKI/ca.pem" --dashboard-token "$TOKEN" --intercept '~s & ~u big' \
-    --intercept-timeout 10
+    --intercept-timeout 10 --rule 'response body "hello from" "HOWDY, from"' \
+    --rule 'request body "ping" "PONG"'
 dashboard_port
+pcurl --http1.1 --cacert "$PROXY_CA" -D "$tmp/rb.h" -o "$tmp/rb" "$U/index.html"
+check_eq "response body rule on a translated response: rewritten" "HOWDY, from an h2-only origin" \
+    "$(cat "$tmp/rb")"
+check_imatch "... sent with its new content-length" '^content-length: 30$' "$(tr -d '\r' < "$tmp/rb.h")"
+out=$(pcurl --http1.1 --cacert "$PROXY_CA" --data-binary 'ping, ping' "$U/echo")
+check_eq "request body rule on a translated request: the origin got it rewritten" "PONG, PONG" "$out"
+out=$(pcurl --http1.1 --cacert "$PROXY_CA" -H 'Transfer-Encoding: chunked' --data-binary 'ping' "$U/echo")
+check_eq "... also a chunked one" "PONG" "$out"
 H=(-H "X-Tapwire-Token: $TOKEN" -H "Origin: $D")
 # held_id: the id of the one waiting flow (5 s).
 held_id() {
