@@ -13,10 +13,11 @@
  * nghttpd completes the handshake without ALPN rather than refusing it,
  * and the failure shows only once a request went out). The price: an
  * origin that ranks h2 first whatever the client's order (nginx) is
- * translated too. That is correct, with two limits the session and this
- * module handle: an upgrade (WebSocket), which HTTP/2 cannot carry, goes
- * on a new connection offered http/1.1 alone (session.c), and body rules,
- * which this module does not run, say so in the flow's rule notes.
+ * translated too. That is correct, as long as nothing is lost on the way:
+ * the rules (body rules included, buffered and reframed as exchange.c
+ * does), capture and the intercept run here as in the exchange, and an
+ * upgrade (WebSocket), which HTTP/2 cannot carry, goes on a new
+ * connection offered http/1.1 alone (session.c).
  *
  * The session thread already blocks on one request at a time of an
  * HTTP/1.1 client connection, so each request runs as one stream of an
@@ -30,8 +31,10 @@
  * response goes to the client with a content-length when the origin gave
  * one that matched (nghttp2 checks the DATA against it), else chunked with
  * the trailers as chunked trailers. Connection-specific fields never cross
- * (RFC 9113 8.2.2). Never sees a flow or a rule: capture and the response
- * header rules are the exchange's hooks.
+ * (RFC 9113 8.2.2). A body that body rules want is buffered whole (within
+ * --rewrite-limit and --rewrite-memory), rewritten and sent with a
+ * content-length, without content-encoding when it changed. Never sees a
+ * flow or a rule: capture and rules are the exchange's hooks.
  */
 #ifndef TAPWIRE_H1TOH2_H
 #define TAPWIRE_H1TOH2_H
