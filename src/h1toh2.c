@@ -70,6 +70,7 @@ struct xfer {
     size_t buffered_len, buffered_cap;
     size_t reserved;     /* held against --rewrite-memory */
     uint32_t reset_code; /* when closed before its end */
+    bool is_origin_gone; /* the origin connection closed or failed */
     struct http1codec_writer writer;
 };
 
@@ -846,6 +847,28 @@ out:
     return rc;
 }
 
+/* Reads what the origin sent while the connection was idle (a GOAWAY, a
+ * PING, its close), without waiting. */
+static void take_idle_input(struct h1toh2 *c)
+{
+    while (!c->is_broken && stream_wait_readable(c->origin, 0) == STREAM_OK) {
+        if (stream_buffered(c->origin) == 0) {
+            ssize_t r = stream_fill(c->origin, 0);
+            if (r == STREAM_EOF || r == STREAM_ERROR)
+                c->is_broken = true;
+            if (r < 0)
+                break;
+        }
+        ssize_t n = nghttp2_session_mem_recv(c->session, (const uint8_t *)stream_data(c->origin),
+                                             stream_buffered(c->origin));
+        if (n < 0) {
+            c->is_broken = true;
+            break;
+        }
+        stream_consume(c->origin, (size_t)n);
+    }
+}
+
 int h1toh2_forward(struct h1toh2 *c, struct stream *client, const struct message *req,
                    const struct exchange_timeouts *t, const struct exchange_rewrite *rw,
                    const struct exchange_capture *cap, struct exchange_result *res)
@@ -863,6 +886,15 @@ int h1toh2_forward(struct h1toh2 *c, struct stream *client, const struct message
     if (head == NULL || x == NULL || (x->text = malloc(H1TOH2_MAX_RESPONSE_FIELD_BYTES)) == NULL) {
         snprintf(res->error, sizeof(res->error), "out of memory");
         res->error_status = 502;
+        goto out;
+    }
+    /* A kept-alive connection the origin closed or said GOAWAY on: nothing
+     * was sent or read, the session retries on a new one. */
+    take_idle_input(c);
+    if (c->is_broken) {
+        snprintf(res->error, sizeof(res->error), "the HTTP/2 origin closed the connection");
+        res->error_status = 502;
+        res->upstream_stale = true;
         goto out;
     }
     x->client = client;
@@ -935,6 +967,7 @@ int h1toh2_forward(struct h1toh2 *c, struct stream *client, const struct message
             ssize_t r = stream_fill(c->origin, t->io_ms);
             if (r < 0) {
                 c->is_broken = true;
+                x->is_origin_gone = r == STREAM_EOF || r == STREAM_ERROR;
                 set_error(x, r == STREAM_TIMEOUT ? 504 : 502,
                           r == STREAM_TIMEOUT ? "the HTTP/2 origin did not answer in time"
                           : r == STREAM_EOF   ? "the HTTP/2 origin closed the connection"
@@ -975,6 +1008,12 @@ int h1toh2_forward(struct h1toh2 *c, struct stream *client, const struct message
     }
     if (x->is_client_fault)
         res->client_keep_alive = false;
+    /* Refused (RFC 9113 8.7: the origin did not process it), or the
+     * connection died before any answer: a request without a body may go
+     * again on a new connection. */
+    if (!x->is_done && !x->has_first_byte && !has_body &&
+        (x->reset_code == NGHTTP2_REFUSED_STREAM || x->is_origin_gone))
+        res->upstream_stale = true;
     /* A body the client sent that was not all read leaves its connection
      * unframed. */
     if (has_reader && !x->is_body_read)

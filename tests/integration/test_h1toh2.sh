@@ -8,7 +8,8 @@
 # on one client connection, an Upgrade refused with 502 (and one to an
 # origin that prefers h2 but speaks HTTP/1.1 too getting its 101), a map-remote rule
 # to the h2-only origin, header and body rules both ways, an intercepted response (resumed, dropped), and the flows' versions
-# (HTTP/1.1 from the client, HTTP/2 from the origin). nghttpd -v shows the
+# (HTTP/1.1 from the client, HTTP/2 from the origin), and a kept-alive
+# origin connection the origin closed (the request goes again on a new one). nghttpd -v shows the
 # origin got HTTP/2 frames. With --no-http2 the origin is not reachable.
 . "$(dirname "$0")/lib.sh"
 
@@ -22,12 +23,13 @@ printf 'hello from an h2-only origin\n' > "$tmp/htdocs/index.html"
 head -c 200000 /dev/urandom > "$tmp/htdocs/big.bin"
 
 # start_nghttpd VAR LOG [options...]: nghttpd on 127.0.0.1, an ephemeral
-# port (found with ss from its PID) into VAR.
+# port (found with ss from its PID; NGHTTPD_PORT=N for that one) into VAR,
+# its PID into VAR_PID.
 start_nghttpd() {
     local var=$1 log=$2 pid port i
     shift 2
-    nghttpd -a 127.0.0.1 -d "$tmp/htdocs" "$@" 0 "$tmp/localhost-key.pem" "$tmp/localhost.pem" \
-        > "$log" 2>&1 &
+    nghttpd -a 127.0.0.1 -d "$tmp/htdocs" "$@" "${NGHTTPD_PORT:-0}" "$tmp/localhost-key.pem" \
+        "$tmp/localhost.pem" > "$log" 2>&1 &
     pid=$!
     track_pid "$pid"
     port=
@@ -40,6 +42,7 @@ start_nghttpd() {
     done
     [ -n "$port" ] || bail "nghttpd $* did not start: $(tail -n 5 "$log")"
     printf -v "$var" '%s' "$port"
+    printf -v "${var}_PID" '%s' "$pid"
 }
 start_nghttpd NG_PORT "$tmp/ng.log" -v --echo-upload
 start_nghttpd NT_PORT "$tmp/nt.log" --no-content-length --trailer 'x-sum: 42'
@@ -192,6 +195,44 @@ out=$(pcurl --http1.1 -o "$tmp/m1" -w '%{http_version} %{http_code}' "http://map
 check_eq "map-remote from plain HTTP to the h2-only origin: HTTP/1.1 200" "1.1 200" "$out"
 check_eq "map-remote: the origin's body" "$want_index" "$(file_sha "$tmp/m1")"
 check_match "map-remote: the origin got :path mapped" ':path: /index.html' "$(cat "$tmp/ng.log")"
+
+# ---- a kept-alive origin connection that the origin closed ----
+cat > "$tmp/keep_client.py" << 'EOF_PY'
+import socket, subprocess, sys
+port, restart = int(sys.argv[1]), sys.argv[2]
+s = socket.create_connection(("127.0.0.1", port), timeout=10)
+def get():
+    s.sendall(b"GET /index.html HTTP/1.1\r\nHost: h2only.test\r\n\r\n")
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += s.recv(4096)
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = [int(l.split(b":")[1]) for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")][0]
+    while len(body) < length:
+        body += s.recv(4096)
+    return head.split(b"\r\n")[0].decode()
+print(get())
+subprocess.run(["bash", restart], check=True)
+print(get())
+EOF_PY
+cat > "$tmp/restart.sh" << EOF_SH
+kill $NG_PORT_PID
+for ((i = 0; i < 100; i++)); do
+    ss -ltnH 2> /dev/null | grep -q "127.0.0.1:$NG_PORT " || break
+    sleep 0.05
+done
+nghttpd -a 127.0.0.1 -d "$tmp/htdocs" --echo-upload $NG_PORT "$tmp/localhost-key.pem" \
+    "$tmp/localhost.pem" > "$tmp/ng2.log" 2>&1 &
+echo \$! > "$tmp/ng2.pid"
+for ((i = 0; i < 100; i++)); do
+    ss -ltnH 2> /dev/null | grep -q "127.0.0.1:$NG_PORT " && break
+    sleep 0.05
+done
+EOF_SH
+out=$(timeout 30 python3 "$tmp/keep_client.py" "$REV_PLAIN" "$tmp/restart.sh" 2>&1 | tr '\n' ' ')
+[ -s "$tmp/ng2.pid" ] && track_pid "$(cat "$tmp/ng2.pid")"
+check_eq "the origin restarted between two kept-alive requests: the second goes on a new connection" \
+    "HTTP/1.1 200 OK HTTP/1.1 200 OK " "$out"
 
 # ---- the flows ----
 wait_written 14 > /dev/null || true
