@@ -13,7 +13,7 @@
 # origin got HTTP/2 frames. With --no-http2 the origin is not reachable.
 . "$(dirname "$0")/lib.sh"
 
-need_cmd nghttpd sqlite3 ss
+need_cmd nghttpd sqlite3 ss python3
 TOKEN=h1toh2-test-token-0123456789abcdef
 
 make_pki
@@ -235,7 +235,7 @@ check_eq "the origin restarted between two kept-alive requests: the second goes 
     "HTTP/1.1 200 OK HTTP/1.1 200 OK " "$out"
 
 # ---- the flows ----
-wait_written 14 > /dev/null || true
+wait_written 18 > /dev/null || true
 check_eq "flows: GET /index.html recorded HTTP/1.1 from the client, HTTP/2 from the origin" 0 \
     "$(flows_where "target = '/index.html' and (req_version <> 'HTTP/1.1' or resp_version <> 'HTTP/2')")"
 check_le "... and there are such flows" 5 \
