@@ -9,7 +9,8 @@
 # flows as recorded (the answer as sent, the rule, both URLs of a
 # map-remote, a request body past the capture limit), and the dashboard's
 # rules API (a mock works, file= and a bad match= are refused with the
-# column).
+# column); replays and composed requests, to which the same actions apply
+# (recorded without an origin, or sent to the mapped one, verified).
 . "$(dirname "$0")/lib.sh"
 
 need_cmd nghttpd ss
@@ -176,6 +177,64 @@ check_eq "flow of the map-remote: the URL used, the one asked for as its note" \
 check_eq "flow of a mocked POST past the capture limit: the body kept to the limit, marked truncated" \
     "5000|1024|1|post-mock" \
     "$(sq "SELECT req_body_size, req_body_captured, req_truncated, rules FROM flows WHERE rules='post-mock'")"
+
+# ---- replays: the same actions, no client ----
+# replay_api PATH JSON: POSTs to the dashboard; the status in $CODE, the
+# answer in $tmp/replay.json, the new flow's id in $RID.
+replay_api() {
+    CODE=$(dcurl -o "$tmp/replay.json" -w '%{http_code}' -X POST -H "X-Tapwire-Token: $TOKEN" \
+        -H "Origin: $D" -H 'Content-Type: application/json' --data-binary "$2" "$D$1")
+    RID=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1])).get("id", ""))' \
+        "$tmp/replay.json" 2> /dev/null)
+}
+compose() { replay_api /api/replay "$1"; }
+MOCK_ID=$(sq "SELECT id FROM flows WHERE target='/mocked' ORDER BY id LIMIT 1")
+replay_api "/api/flows/$MOCK_ID/replay" '{}'
+check_eq "replay of a mocked flow: 200" 200 "$CODE"
+check_eq "replay of a mocked flow: the rule's answer recorded as the new flow" \
+    "201|{\"ok\":1}|mocked|answered by rule mocked|$MOCK_ID|" \
+    "$(sq "SELECT status, resp_body, rules, rules_notes, replay_of, ifnull(error, '') FROM flows WHERE id=$RID")"
+check_contains "replay of a mocked flow: the fields as the rule gives them, framed by tapwire" \
+    "Content-Length: 8" "$(sq "SELECT resp_headers FROM flows WHERE id=$RID")"
+compose "{\"method\": \"POST\", \"url\": \"$O/echo?r=replay-mock\", \"headers\": [[\"X-Mock\", \"yes\"]], \"body\": \"replayed post\"}"
+check_eq "composed POST to a match= mock: 200" 200 "$CODE"
+check_eq "composed POST to a mock: answered, its request body recorded" \
+    "200|mocked post|13|replayed post|post-mock" \
+    "$(sq "SELECT status, resp_body, req_body_size, req_body, rules FROM flows WHERE id=$RID")"
+compose "{\"url\": \"$O/blocked?r=replay\"}"
+check_eq "composed block: 200" 200 "$CODE"
+check_eq "composed block: the 403 page as the flow, the reason as its error" \
+    "403|blocked by rule blocked" "$(sq "SELECT status, error FROM flows WHERE id=$RID")"
+check_contains "composed block: the page names the rule" "blocked by rule blocked" \
+    "$(sq "SELECT resp_body FROM flows WHERE id=$RID")"
+compose "{\"url\": \"$O/cut?r=replay\"}"
+check_eq "composed block close: 200" 200 "$CODE"
+check_eq "composed block close: no answer, the reason as its error" \
+    "0|connection closed by rule cut|" \
+    "$(sq "SELECT status, error, ifnull(resp_headers, '') FROM flows WHERE id=$RID")"
+check_eq "replayed mock and block: the origin saw none of them" 0 \
+    "$(grep -c 'r=replay' "$ORIGIN_PORT_LOG")"
+compose "{\"url\": \"$O/second/headers?r=replay\"}"
+check_eq "composed map-remote: 200" 200 "$CODE"
+check_eq "composed map-remote: sent to the mapped origin, both URLs recorded" \
+    "200|http|127.0.0.1|$SECOND_PORT|/headers?r=replay|/second/headers?r=replay|second|map-remote: asked for $O/second/headers?r=replay, sent to http://127.0.0.1:$SECOND_PORT/headers?r=replay" \
+    "$(sq "SELECT status, scheme, host, port, target, target_original, rules, rules_notes FROM flows WHERE id=$RID")"
+check_contains "composed map-remote: the second origin got it with its own Host" \
+    "Host: 127.0.0.1:$SECOND_PORT" "$(sq "SELECT resp_body FROM flows WHERE id=$RID")"
+check_eq "composed map-remote: the second origin saw it, the first did not" "1 0" \
+    "$(grep -c ' /headers?r=replay$' "$SECOND_PORT_LOG") $(grep -c 'r=replay' "$ORIGIN_PORT_LOG")"
+compose "{\"url\": \"$O/tls/conn?r=replay\"}"
+check_eq "composed map-remote to https: 200" 200 "$CODE"
+check_match "composed map-remote to https: the verified origin answered" \
+    '^200\|https\|localhost\|' "$(sq "SELECT status, scheme, host, tls_verification FROM flows WHERE id=$RID")"
+check_eq "composed map-remote to https: the TLS origin saw it" 1 \
+    "$(grep -c ' /conn?r=replay$' "$TLS_PORT_LOG")"
+compose "{\"url\": \"$O/bad/conn?r=replay\"}"
+check_eq "composed map-remote to a bad certificate: 200" 200 "$CODE"
+check_match "composed map-remote to a bad certificate: 502 with the reason" \
+    '^502\|.*(certificate|verif|name)' "$(sq "SELECT status, error FROM flows WHERE id=$RID")"
+check_no_match "composed map-remote to a bad certificate: not one request reached it" ' req=' \
+    "$(cat "$BAD_PORT_LOG")"
 
 # ---- the dashboard's rules API ----
 api_rule() {
