@@ -17,6 +17,7 @@
  */
 #include "h2relay.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <nghttp2/nghttp2.h>
 #include <poll.h>
@@ -30,9 +31,11 @@
 #include "clock.h"
 #include "exchange.h"
 #include "grpcmsg.h"
+#include "h2bridge.h"
 #include "h2intercept.h"
 #include "log.h"
 #include "message.h"
+#include "reverse.h"
 #include "rewrite.h"
 #include "stacktrim.h"
 
@@ -285,7 +288,11 @@ struct h2ex {
 struct h2relay {
     const struct h2relay_env *env;
     nghttp2_session *client; /* we are the server */
-    nghttp2_session *origin; /* we are the client */
+    nghttp2_session *origin; /* we are the client; NULL with an HTTP/1.1-only origin */
+    struct h2bridge *bridge; /* an HTTP/1.1-only origin: the streams' requests go there */
+    /* The last poll: the bridge's entries start at bridge_at, bridge_polled of them. */
+    struct pollfd pfd[5 + H2BRIDGE_MAX_CONNECTIONS];
+    size_t bridge_at, bridge_polled;
     struct h2ex *streams;
     struct pool pool;
     struct h2intercept ic;
@@ -308,6 +315,11 @@ static void record_and_free(struct h2ex *ex)
     struct h2relay *r = ex->r;
     const struct h2relay_env *env = r->env;
     struct h2ex **p;
+
+    if (r->bridge != NULL && !ex->origin_closed) {
+        h2bridge_cancel(r->bridge, ex);
+        ex->origin_closed = true;
+    }
     double ms = (double)(clock_mono_us() - ex->started_us) / 1000.0;
     int status = ex->has_response ? ex->status : 0;
     struct message_fields trailers = fields_of(&ex->resp_trailers);
@@ -436,7 +448,9 @@ static ssize_t read_body(nghttp2_session *session, int32_t stream_id, uint8_t *b
         /* Now the sender may send that much more (see the top comment). */
         nghttp2_session *from = is_up ? r->client : r->origin;
         int32_t from_id = is_up ? ex->client_id : ex->origin_id;
-        if (nghttp2_session_consume(from, from_id, n - already) != 0)
+        /* No session sent a bridged response: h2bridge reads it as fast as
+         * the queue empties. */
+        if (from != NULL && nghttp2_session_consume(from, from_id, n - already) != 0)
             nghttp2_session_consume_connection(from, n - already);
     }
     if (queue_len(q) == 0 && is_ended) {
@@ -452,7 +466,7 @@ static ssize_t read_body(nghttp2_session *session, int32_t stream_id, uint8_t *b
 /* Bytes arrived for a stream whose other side may be waiting for them. */
 static void wake(nghttp2_session *session, int32_t stream_id)
 {
-    if (stream_id > 0 && nghttp2_session_find_stream(session, stream_id) != NULL)
+    if (session != NULL && stream_id > 0 && nghttp2_session_find_stream(session, stream_id) != NULL)
         nghttp2_session_resume_data(session, stream_id);
 }
 
@@ -487,7 +501,7 @@ static void begin_record(struct h2ex *ex, const struct message *req, const struc
     const struct h2relay_env *env = ex->r->env;
     struct capture_start start = {
         .client = env->client_name,
-        .scheme = "https",
+        .scheme = env->scheme != NULL ? env->scheme : "https",
         .method = ex->method,
         .host = env->site,
         .port = env->port,
@@ -525,6 +539,37 @@ static int stand_in_for_origin(struct h2ex *ex)
     return 0;
 }
 
+/* The request to an HTTP/1.1-only origin through the bridge, its body to
+ * follow from the up queue. A request HTTP/1.1 would read differently is
+ * refused with PROTOCOL_ERROR (RFC 9113 8.1.1: malformed). Returns 0, or
+ * -1 when the stream was refused. */
+static int submit_to_bridge(struct h2ex *ex, const struct message *sent)
+{
+    struct message m = *sent;
+    const char *why = NULL;
+
+    m.body = ex->up_ended && queue_len(&ex->up) == 0 && ex->req_trailers.count == 0
+                 ? MESSAGE_BODY_NONE
+                 : MESSAGE_BODY_STREAM;
+    if (h2bridge_check_request(&m, &why) < 0) {
+        refuse_stream(ex, NGHTTP2_PROTOCOL_ERROR, why);
+        return -1;
+    }
+    if (h2bridge_submit(ex->r->bridge, ex, &m, &why) < 0) {
+        refuse_stream(ex, NGHTTP2_REFUSED_STREAM, why);
+        return -1;
+    }
+    ex->origin_id = 1; /* no origin stream: marks the request as gone to the bridge */
+    ex->origin_closed = false;
+
+    if (ex->up_ended) {
+        const struct exchange_capture *hooks = capture_hooks(&ex->cap);
+        if (hooks && hooks->ops->moment)
+            hooks->ops->moment(hooks->arg, EXCHANGE_REQUEST_SENT, clock_wall_us());
+    }
+    return 0;
+}
+
 /* The request head to the origin as a new stream, its body to follow from
  * the up queue. Returns 0, or -1 when the stream was refused. */
 static int submit_request_head(struct h2ex *ex, const struct message *sent)
@@ -535,6 +580,8 @@ static int submit_request_head(struct h2ex *ex, const struct message *sent)
     nghttp2_nv *nva = arena_alloc(&ex->text, &r->pool, (4 + sent->fields.count) * sizeof(*nva));
     const char *authority = ex->authority ? ex->authority : env->site;
 
+    if (r->bridge != NULL)
+        return submit_to_bridge(ex, sent);
     if (nva == NULL) {
         refuse_stream(ex, NGHTTP2_INTERNAL_ERROR, "out of memory");
         return -1;
@@ -560,6 +607,52 @@ static int submit_request_head(struct h2ex *ex, const struct message *sent)
     return 0;
 }
 
+/* --reverse-forwarded: the X-Forwarded-* fields (reverse.h) on the
+ * request, the client's :authority standing for the Host it sent (RFC 9113
+ * 8.3.1). Everything lives in the stream's arena. Returns 0, or -1 when
+ * out of memory. */
+static int add_forwarded(struct h2ex *ex, const char *client_authority, struct message *view)
+{
+    struct pool *pool = &ex->r->pool;
+    struct message_fields in = view->fields, out;
+    struct message_field *items = arena_alloc(&ex->text, pool, (in.count + 1) * sizeof(*items));
+    struct reverse_forwarded fw;
+    size_t n = 0;
+    int rc = -1;
+
+    if (items == NULL)
+        return -1;
+    for (size_t i = 0; i < in.count; i++)
+        items[n++] = in.items[i];
+    if (client_authority != NULL && message_fields_find(&in, "host") == NULL)
+        items[n++] = (struct message_field){"host", 4, client_authority, strlen(client_authority)};
+    in = (struct message_fields){items, n};
+    if (reverse_forwarded_fields(&in, ex->r->env->forwarded_for, true, &fw, &out) < 0)
+        return -1;
+    struct message_field *kept = arena_alloc(&ex->text, pool, out.count * sizeof(*kept));
+    size_t k = 0;
+    for (size_t i = 0; kept != NULL && i < out.count; i++) {
+        const struct message_field *f = &out.items[i];
+        if (f->value == client_authority && message_field_is(f, "host"))
+            continue; /* the stand-in: :authority says it */
+        char *name = arena_text(&ex->text, pool, f->name, f->name_len);
+        char *value = arena_text(&ex->text, pool, f->value, f->value_len);
+        if (name == NULL || value == NULL)
+            goto out;
+        /* HTTP/2 field names are lowercase (RFC 9113 8.2.1). */
+        for (size_t j = 0; ex->r->bridge == NULL && j < f->name_len; j++)
+            name[j] = (char)tolower((unsigned char)name[j]);
+        kept[k++] = (struct message_field){name, f->name_len, value, f->value_len};
+    }
+    if (kept != NULL) {
+        view->fields = (struct message_fields){kept, k};
+        rc = 0;
+    }
+out:
+    reverse_forwarded_free(&fw);
+    return rc;
+}
+
 /* Body rules that want the body arrived while an intercept parked the head
  * give up: those bytes were not acknowledged early (see hold_bytes()). */
 static bool can_hold_body(struct h2ex *ex, int dir)
@@ -579,6 +672,17 @@ static bool can_hold_body(struct h2ex *ex, int dir)
  * body rules. Returns 0, or -1 when the stream was refused. */
 static int forward_request(struct h2ex *ex, const struct message *sent)
 {
+    /* A client waiting for 100 (RFC 9110 10.1.1) is told to go on now, as
+     * the HTTP/1.1 path does: the body is wanted at once, by the body
+     * rules or by the bridge (where Expect does not go on), and an h2
+     * origin's own 100 is not passed on. */
+    const struct message_field *expect = message_find(sent, "expect");
+    if (expect != NULL && !ex->up_ended && expect->value_len == 12 &&
+        strncasecmp(expect->value, "100-continue", 12) == 0) {
+        nghttp2_nv go_on = nv_of(":status", 7, "100", 3);
+        nghttp2_submit_headers(ex->r->client, NGHTTP2_FLAG_NONE, ex->client_id, NULL, &go_on, 1,
+                               NULL);
+    }
     if (can_hold_body(ex, 0)) {
         /* The body rules want the request body: it goes out with its head
          * once it is whole and rewritten (finish_holding()). */
@@ -608,9 +712,12 @@ static int start_exchange(struct h2ex *ex)
         refuse_stream(ex, NGHTTP2_REFUSED_STREAM, "CONNECT in an HTTP/2 stream is not supported");
         return -1;
     }
+    const char *client_authority = ex->authority;
     if (stand_in_for_origin(ex) < 0)
         goto out;
     request_view(ex, &view);
+    if (env->forwarded_for != NULL && add_forwarded(ex, client_authority, &view) < 0)
+        goto out;
     if (rewrite_begin(&ex->rw, env->rules, &view, env->site, ex->path, env->rewrite_limit,
                       env->rewrite_memory) < 0 ||
         rewrite_url(&ex->rw, &new_path) < 0)
@@ -624,12 +731,14 @@ static int start_exchange(struct h2ex *ex)
         goto out;
     if (changed > 0)
         sent = &req;
-    size_t url_len = strlen(env->site) + sent->target_len + 32;
+    size_t url_len =
+        strlen(env->site) + (ex->authority ? strlen(ex->authority) : 0) + sent->target_len + 32;
     ex->url = arena_alloc(&ex->text, &r->pool, url_len);
     if (ex->url == NULL)
         goto out;
-    snprintf(ex->url, url_len, "https://%.*s%.*s", (int)(ex->authority ? strlen(ex->authority) : 0),
-             ex->authority ? ex->authority : "", (int)sent->target_len, sent->target);
+    snprintf(ex->url, url_len, "%s://%.*s%.*s", env->scheme != NULL ? env->scheme : "https",
+             (int)(ex->authority ? strlen(ex->authority) : 0), ex->authority ? ex->authority : "",
+             (int)sent->target_len, sent->target);
     begin_record(ex, sent, changed > 0 ? &view : NULL, new_path != NULL ? strdup(ex->path) : NULL);
     if (h2intercept_request(&r->ic, &ex->ic, sent, env->site, env->port, ex->url, &ex->cap) > 0) {
         rc = message_copy(&ex->held[0], sent, NULL); /* until resume_parked() */
@@ -672,8 +781,8 @@ static void response_view(const struct h2ex *ex, struct message *m)
 {
     memset(m, 0, sizeof(*m));
     m->status = ex->status;
-    m->reason = ""; /* HTTP/2 has none */
-    m->version = 20;
+    m->reason = "";                               /* HTTP/2 has none */
+    m->version = ex->r->bridge != NULL ? 11 : 20; /* the origin's hop */
     m->fields = fields_of(&ex->resp);
     m->body = ex->down_ended ? MESSAGE_BODY_NONE : MESSAGE_BODY_STREAM;
 }
@@ -820,9 +929,11 @@ static int hold_bytes(struct h2ex *ex, int dir, nghttp2_session *from, int32_t f
     const struct exchange_rewrite *rw = rewrite_hooks(&ex->rw);
     struct queue *q = dir == 0 ? &ex->up : &ex->down;
 
-    if (nghttp2_session_consume(from, from_id, len) != 0)
-        nghttp2_session_consume_connection(from, len);
-    ex->early[dir] += len;
+    if (from != NULL) {
+        if (nghttp2_session_consume(from, from_id, len) != 0)
+            nghttp2_session_consume_connection(from, len);
+        ex->early[dir] += len;
+    }
     if (queue_len(q) > rw->limit)
         return release_holding(ex, dir, "body larger than --rewrite-limit: passed on unmodified");
     if (!exchange_rewrite_reserve(rw, len))
@@ -994,28 +1105,24 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
     return 0;
 }
 
-static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream_id,
-                         const uint8_t *data, size_t len, void *user_data)
+/* Body bytes arrived from one side (from: its session, NULL for the
+ * bridge) for the other. Returns 0, or -1 when out of memory. */
+static int took_bytes(struct h2ex *ex, bool is_up, const uint8_t *data, size_t len,
+                      nghttp2_session *from, int32_t from_id)
 {
-    struct h2relay *r = user_data;
-    struct h2ex *ex = ex_of(session, stream_id);
-    bool is_up = session == r->client;
+    struct h2relay *r = ex->r;
     const struct exchange_capture *hooks;
 
-    (void)flags;
-    if (ex == NULL)
-        return 0;
     if (queue_put(is_up ? &ex->up : &ex->down, &r->pool, data, len) < 0)
-        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+        return -1;
     int dir = is_up ? 0 : 1;
     if (ex->is_holding[dir]) {
         if (is_up)
             ex->up_bytes += len;
         else
             ex->down_bytes += len;
-        if (hold_bytes(ex, dir, session, stream_id, len) < 0)
-            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-        return 0; /* the recorder is told once the body is rewritten */
+        return hold_bytes(ex, dir, from, from_id, len) < 0 ? -1 : 0;
+        /* the recorder is told once the body is rewritten */
     }
     hooks = capture_hooks(&ex->cap);
     if (hooks && hooks->ops->body)
@@ -1030,6 +1137,28 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream
             wake(r->client, ex->client_id);
     }
     return 0;
+}
+
+static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream_id,
+                         const uint8_t *data, size_t len, void *user_data)
+{
+    struct h2relay *r = user_data;
+    struct h2ex *ex = ex_of(session, stream_id);
+    bool is_up = session == r->client;
+
+    (void)flags;
+    if (ex == NULL)
+        return 0;
+    if (r->bridge != NULL && ex->origin_id > 0 && ex->origin_closed) {
+        /* The origin answered and is done with this request: what the
+         * client still sends is acknowledged and dropped. */
+        if (nghttp2_session_consume(session, stream_id, len) != 0)
+            nghttp2_session_consume_connection(session, len);
+        return 0;
+    }
+    return took_bytes(ex, is_up, data, len, session, stream_id) < 0
+               ? NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE
+               : 0;
 }
 
 static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t error_code,
@@ -1048,8 +1177,12 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
                      nghttp2_http2_strerror(error_code));
             set_error(ex, why);
         }
-        if (!ex->origin_closed && (!ex->down_ended || error_code != NGHTTP2_NO_ERROR))
+        if (r->bridge != NULL && !ex->origin_closed) {
+            h2bridge_cancel(r->bridge, ex);
+            ex->origin_closed = true;
+        } else if (!ex->origin_closed && (!ex->down_ended || error_code != NGHTTP2_NO_ERROR)) {
             nghttp2_submit_rst_stream(r->origin, NGHTTP2_FLAG_NONE, ex->origin_id, NGHTTP2_CANCEL);
+        }
     } else {
         ex->origin_closed = true;
         if (error_code != NGHTTP2_NO_ERROR || !ex->down_ended) {
@@ -1065,6 +1198,169 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
     maybe_finish(ex);
     return 0;
 }
+
+/* ---- an HTTP/1.1-only origin: h2bridge's side of each stream ---- */
+
+static size_t bridge_take_body(void *stream, char *buf, size_t len, bool *is_end)
+{
+    struct h2ex *ex = stream;
+    size_t n = queue_take(&ex->up, (uint8_t *)buf, len);
+    size_t already = n < ex->early[0] ? n : ex->early[0];
+
+    ex->early[0] -= already;
+    /* Taken by the origin's socket: the client may send that much more. */
+    if (n > already && nghttp2_session_consume(ex->r->client, ex->client_id, n - already) != 0)
+        nghttp2_session_consume_connection(ex->r->client, n - already);
+    *is_end = ex->up_ended && queue_len(&ex->up) == 0;
+    return n;
+}
+
+static struct message_fields bridge_request_trailers(void *stream)
+{
+    return fields_of(&((struct h2ex *)stream)->req_trailers);
+}
+
+static bool bridge_can_take_body(void *stream)
+{
+    struct h2ex *ex = stream;
+
+    /* A body being held for the rules is taken whole (bounded there). */
+    return ex->is_holding[1] || queue_len(&ex->down) < H2RELAY_STREAM_WINDOW_BYTES;
+}
+
+/* HTTP/2 field names are lowercase (RFC 9113 8.2.1); HTTP/1.1's are not. */
+static int add_lowercase(struct h2ex *ex, struct fieldlist *l, const struct message_field *f)
+{
+    if (fieldlist_add(l, &ex->text, &ex->r->pool, (const uint8_t *)f->name, f->name_len,
+                      (const uint8_t *)f->value, f->value_len) < 0)
+        return -1;
+    char *name = (char *)l->items[l->count - 1].name;
+    for (size_t i = 0; i < f->name_len; i++)
+        name[i] = (char)tolower((unsigned char)name[i]);
+    return 0;
+}
+
+/* The bridge is done with the stream: the client's side decides the rest. */
+static void bridge_done(struct h2ex *ex, uint32_t reset_code)
+{
+    ex->origin_closed = true;
+    if (reset_code != NGHTTP2_NO_ERROR && !ex->client_closed)
+        nghttp2_submit_rst_stream(ex->r->client, NGHTTP2_FLAG_NONE, ex->client_id, reset_code);
+    maybe_finish(ex);
+}
+
+static int bridge_response_head(void *stream, const struct message *head)
+{
+    struct h2ex *ex = stream;
+    const struct exchange_capture *hooks = capture_hooks(&ex->cap);
+
+    ex->resp.count = 0;
+    for (size_t i = 0; i < head->fields.count; i++) {
+        if (add_lowercase(ex, &ex->resp, &head->fields.items[i]) < 0)
+            goto fail;
+    }
+    ex->status = head->status;
+    ex->has_response = true;
+    ex->down_ended = head->body == MESSAGE_BODY_NONE;
+    if (hooks && hooks->ops->moment)
+        hooks->ops->moment(hooks->arg, EXCHANGE_FIRST_BYTE, clock_wall_us());
+    if (ex->client_closed || start_response(ex) < 0)
+        goto fail;
+    return 0;
+fail:
+    set_error(ex, "the response could not be passed on");
+    bridge_done(ex, NGHTTP2_INTERNAL_ERROR);
+    return -1;
+}
+
+static int bridge_response_body(void *stream, const char *data, size_t len)
+{
+    struct h2ex *ex = stream;
+
+    if (took_bytes(ex, false, (const uint8_t *)data, len, NULL, 0) < 0) {
+        set_error(ex, "the response could not be passed on");
+        bridge_done(ex, NGHTTP2_INTERNAL_ERROR);
+        return -1;
+    }
+    return 0;
+}
+
+static void bridge_response_end(void *stream, const struct message_fields *trailers)
+{
+    struct h2ex *ex = stream;
+    uint32_t reset = NGHTTP2_NO_ERROR;
+
+    for (size_t i = 0; i < trailers->count; i++) {
+        if (add_lowercase(ex, &ex->resp_trailers, &trailers->items[i]) < 0) {
+            set_error(ex, "out of memory");
+            break;
+        }
+    }
+    ex->down_ended = true;
+    if (ex->is_holding[1] && !ex->client_closed && finish_holding(ex, 1) < 0) {
+        set_error(ex, "the rewritten response could not be passed on");
+        reset = NGHTTP2_INTERNAL_ERROR;
+    } else if (!ex->client_closed) {
+        wake(ex->r->client, ex->client_id);
+    }
+    bridge_done(ex, reset);
+}
+
+/* tapwire's own answer on the stream (the origin could not be reached or
+ * did not answer): a short text page, recorded like any response. */
+static int answer_stream(struct h2ex *ex, int status, const char *why)
+{
+    const struct exchange_capture *hooks = capture_hooks(&ex->cap);
+    static const struct message_field type = {"content-type", 12, "text/plain; charset=utf-8", 25};
+    struct message view = {0};
+    char body[GRPCMSG_MAX_STATUS_TEXT_BYTES + 64];
+    int len = snprintf(body, sizeof(body), "tapwire: %s\n", why);
+
+    if (len < 0 || (size_t)len >= sizeof(body))
+        len = (int)strlen(body);
+    ex->status = status;
+    ex->has_response = true;
+    ex->down_ended = true;
+    view.status = status;
+    view.reason = "";
+    view.version = 20;
+    view.fields = (struct message_fields){&type, 1};
+    view.body = MESSAGE_BODY_LENGTH;
+    view.content_length = (uint64_t)len;
+    if (queue_put(&ex->down, &ex->r->pool, (const uint8_t *)body, (size_t)len) < 0)
+        return -1;
+    ex->down_bytes += (uint64_t)len;
+    if (hooks && hooks->ops->response_head)
+        hooks->ops->response_head(hooks->arg, &view, NULL);
+    if (hooks && hooks->ops->body)
+        hooks->ops->body(hooks->arg, EXCHANGE_RESPONSE, body, (size_t)len);
+    return submit_response_head(ex, &view);
+}
+
+static void bridge_failed(void *stream, int status, const char *why)
+{
+    struct h2ex *ex = stream;
+    uint32_t reset = NGHTTP2_NO_ERROR;
+
+    set_error(ex, why);
+    if (ex->client_closed)
+        reset = NGHTTP2_NO_ERROR;
+    else if (status == 0)
+        reset = NGHTTP2_PROTOCOL_ERROR; /* the client's framing was at fault */
+    else if (ex->has_response || answer_stream(ex, status, why) < 0)
+        reset = NGHTTP2_INTERNAL_ERROR;
+    bridge_done(ex, reset);
+}
+
+static const struct h2bridge_ops bridge_ops = {
+    .take_body = bridge_take_body,
+    .request_trailers = bridge_request_trailers,
+    .can_take_body = bridge_can_take_body,
+    .response_head = bridge_response_head,
+    .response_body = bridge_response_body,
+    .response_end = bridge_response_end,
+    .failed = bridge_failed,
+};
 
 /* A GOAWAY with an error tells the client why its connection ends; the
  * log says it too (nghttp2 puts its reason in the debug data). */
@@ -1095,8 +1391,12 @@ static void answer_dropped(struct h2ex *ex)
     set_error(ex, "dropped while intercepted");
     ex->has_response = true;
     ex->status = 502;
-    if (!ex->origin_closed)
+    if (!ex->origin_closed && r->bridge != NULL) {
+        h2bridge_cancel(r->bridge, ex);
+        ex->origin_closed = true;
+    } else if (!ex->origin_closed) {
         nghttp2_submit_rst_stream(r->origin, NGHTTP2_FLAG_NONE, ex->origin_id, NGHTTP2_CANCEL);
+    }
     if (nghttp2_submit_response(r->client, ex->client_id, &status, 1, NULL) != 0 || !ex->up_ended)
         nghttp2_submit_rst_stream(r->client, NGHTTP2_FLAG_NONE, ex->client_id, NGHTTP2_NO_ERROR);
 }
@@ -1246,60 +1546,97 @@ static bool is_done(nghttp2_session *session)
  * request loop does). */
 #define IDLE_GRACE_MS 200
 
-/* Waits for either connection. Returns 1 with what is readable, 0 when
- * nothing moved for idle_ms, -1 on shutdown or a poll failure. */
+/* ms, lowered to limit when limit is set (>= 0). */
+static int at_most(int ms, int limit)
+{
+    return limit >= 0 && limit < ms ? limit : ms;
+}
+
+/* Waits for either connection (and the bridge's). Returns 1 with what is
+ * readable (the bridge's entries are in r->pfd for h2bridge_step()), 1 too
+ * when one of the bridge's deadlines is due, 0 when nothing moved for
+ * idle_ms, -1 on shutdown or a poll failure. */
 static int wait_either(struct h2relay *r, bool *client_ready, bool *origin_ready)
 {
     const struct h2relay_env *env = r->env;
-    /* Negative fds are ignored by poll(). */
+    struct pollfd *p = r->pfd;
+    nfds_t n = 0;
+    int at_origin = -1, at_cancel = -1, at_ic = -1, at_stop = -1, bridge_ms = -1;
     bool is_parked = r->ic.parked > 0;
-    struct pollfd p[5] = {{.fd = env->client->fd, .events = POLLIN},
-                          {.fd = env->origin->fd, .events = POLLIN},
-                          {.fd = env->client->cancel_fd, .events = POLLIN},
-                          {.fd = h2intercept_fd(&r->ic), .events = POLLIN},
-                          {.fd = is_parked ? r->ic.stop_fd : -1, .events = POLLIN}};
-    nfds_t n = 5;
     int grace = env->idle_ms > IDLE_GRACE_MS ? IDLE_GRACE_MS : env->idle_ms;
+
+    r->bridge_polled = 0;
+    p[n++] = (struct pollfd){.fd = env->client->fd, .events = POLLIN};
+    if (env->origin != NULL) {
+        at_origin = (int)n;
+        p[n++] = (struct pollfd){.fd = env->origin->fd, .events = POLLIN};
+    }
+    if (env->client->cancel_fd >= 0) {
+        at_cancel = (int)n;
+        p[n++] = (struct pollfd){.fd = env->client->cancel_fd, .events = POLLIN};
+    }
+    at_ic = (int)n; /* a negative fd is ignored by poll() */
+    p[n++] = (struct pollfd){.fd = h2intercept_fd(&r->ic), .events = POLLIN};
+    if (is_parked) {
+        at_stop = (int)n;
+        p[n++] = (struct pollfd){.fd = r->ic.stop_fd, .events = POLLIN};
+    }
+    r->bridge_at = n;
+    size_t bridged = r->bridge != NULL
+                         ? h2bridge_pollfds(r->bridge, p + n, H2BRIDGE_MAX_CONNECTIONS, &bridge_ms)
+                         : 0;
+    n += bridged;
 
     *client_ready =
         stream_buffered(env->client) > 0 || (env->client->ssl && SSL_has_pending(env->client->ssl));
     *origin_ready =
-        stream_buffered(env->origin) > 0 || (env->origin->ssl && SSL_has_pending(env->origin->ssl));
+        env->origin != NULL && (stream_buffered(env->origin) > 0 ||
+                                (env->origin->ssl && SSL_has_pending(env->origin->ssl)));
     if (*client_ready || *origin_ready)
         return 1;
     if (is_parked) {
         /* A parked stream keeps the connection (no idle end) and wakes the
          * loop at its timeout, when the dashboard resumes or drops it, or
-         * when the proxy stops (it goes on unchanged). */
-        int got = poll(p, n, r->ic.is_stopping ? 0 : r->park_left_ms);
+         * when the proxy stops (it goes on unchanged); the bridge's
+         * deadlines wake it too. */
+        int park_ms = r->ic.is_stopping ? 0 : r->park_left_ms;
+        int got = poll(p, n, park_ms < 0 ? bridge_ms : at_most(park_ms, bridge_ms));
         if (got < 0)
             return errno == EINTR ? 1 : -1;
-        if (p[2].revents != 0)
+        if (at_cancel >= 0 && p[at_cancel].revents != 0)
             return -1;
-        if (p[3].revents != 0)
+        if (p[at_ic].revents != 0)
             h2intercept_drain(&r->ic);
-        if (p[4].revents != 0)
+        if (at_stop >= 0 && p[at_stop].revents != 0)
             r->ic.is_stopping = true;
         *client_ready = p[0].revents != 0;
-        *origin_ready = p[1].revents != 0;
+        *origin_ready = at_origin >= 0 && p[at_origin].revents != 0;
+        r->bridge_polled = bridged;
         return 1;
     }
-    int got = poll(p, n, grace);
+    int got = poll(p, n, at_most(grace, bridge_ms));
+    if (got == 0 && bridge_ms >= 0 && bridge_ms <= grace)
+        return 1;
     if (got == 0 && grace < env->idle_ms) {
         stream_release_idle(env->client);
-        stream_release_idle(env->origin);
+        if (env->origin != NULL)
+            stream_release_idle(env->origin);
         pool_free(&r->pool);
         stacktrim_release();
-        got = poll(p, n, env->idle_ms - grace);
+        int rest = env->idle_ms - grace;
+        got = poll(p, n, at_most(rest, bridge_ms >= 0 ? bridge_ms - grace : -1));
+        if (got == 0 && bridge_ms >= 0 && bridge_ms - grace <= rest)
+            return 1;
     }
     if (got < 0)
         return errno == EINTR ? 1 : -1;
     if (got == 0)
         return 0;
-    if (p[2].revents != 0)
+    if (at_cancel >= 0 && p[at_cancel].revents != 0)
         return -1;
     *client_ready = p[0].revents != 0;
-    *origin_ready = p[1].revents != 0;
+    *origin_ready = at_origin >= 0 && p[at_origin].revents != 0;
+    r->bridge_polled = bridged;
     return 1;
 }
 
@@ -1320,8 +1657,25 @@ int h2relay_run(const struct h2relay_env *env)
 
     h2intercept_init(&r.ic, env->intercept, env->stop_fd);
 
-    if (new_session(&r, true, &r.client) < 0 || new_session(&r, false, &r.origin) < 0 ||
-        open_windows(r.client, true) < 0 || open_windows(r.origin, false) < 0) {
+    if (env->origin == NULL) {
+        struct h2bridge_env bridge = {
+            .ops = &bridge_ops,
+            .settings = env->bridge_settings,
+            .target = env->bridge_target,
+            .first = env->bridge_first,
+            .client_name = env->client_name,
+            .io_ms = env->io_ms,
+        };
+        r.bridge = h2bridge_new(&bridge);
+        if (r.bridge == NULL) {
+            log_error("%s: cannot set up the HTTP/1.1 side", env->client_name);
+            goto out;
+        }
+    }
+    if (new_session(&r, true, &r.client) < 0 ||
+        (env->origin != NULL && new_session(&r, false, &r.origin) < 0) ||
+        open_windows(r.client, true) < 0 ||
+        (r.origin != NULL && open_windows(r.origin, false) < 0)) {
         log_error("%s: cannot set up HTTP/2 sessions", env->client_name);
         goto out;
     }
@@ -1329,11 +1683,17 @@ int h2relay_run(const struct h2relay_env *env)
         bool client_ready, origin_ready;
         if (r.ic.parked > 0)
             resume_parked(&r);
+        if (r.bridge != NULL) {
+            /* What the last poll said of the bridge's sockets, and the
+             * requests the client's frames just gave it. */
+            h2bridge_step(r.bridge, r.pfd + r.bridge_at, r.bridge_polled);
+            r.bridge_polled = 0;
+        }
         if (send_pending(&r, r.client, env->client) < 0) {
             ended = "the client connection failed";
             break;
         }
-        if (send_pending(&r, r.origin, env->origin) < 0) {
+        if (r.origin != NULL && send_pending(&r, r.origin, env->origin) < 0) {
             ended = "the origin connection failed";
             break;
         }
@@ -1341,7 +1701,7 @@ int h2relay_run(const struct h2relay_env *env)
             rc = 0;
             break;
         }
-        if (is_done(r.origin) && r.streams == NULL) {
+        if (r.origin != NULL && is_done(r.origin) && r.streams == NULL) {
             /* The origin said GOAWAY and its streams are over: so are we. */
             nghttp2_session_terminate_session(r.client, NGHTTP2_NO_ERROR);
             send_pending(&r, r.client, env->client);
@@ -1360,8 +1720,10 @@ int h2relay_run(const struct h2relay_env *env)
             ended = r.why[0] ? r.why : "the client closed the connection";
             /* A protocol error: nghttp2 queued a GOAWAY saying which. */
             send_pending(&r, r.client, env->client);
-            nghttp2_session_terminate_session(r.origin, NGHTTP2_CANCEL);
-            send_pending(&r, r.origin, env->origin);
+            if (r.origin != NULL) {
+                nghttp2_session_terminate_session(r.origin, NGHTTP2_CANCEL);
+                send_pending(&r, r.origin, env->origin);
+            }
             rc = r.why[0] ? -1 : 0;
             break;
         }
@@ -1377,6 +1739,7 @@ int h2relay_run(const struct h2relay_env *env)
     end_all(&r, ended != NULL ? ended : "the connection ended");
     h2intercept_close(&r.ic);
 out:
+    h2bridge_free(r.bridge);
     nghttp2_session_del(r.client);
     nghttp2_session_del(r.origin);
     pool_free(&r.pool);

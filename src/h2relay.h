@@ -11,6 +11,12 @@
  * thread: one poll loop over the two connections serves every stream, so a
  * slow stream holds only its own flow-control window, never the others
  * (bytes are acknowledged to the sender only once the other side took them).
+ *
+ * When the client speaks h2 and the origin only HTTP/1.1 (an h2-only client,
+ * or a TLS --reverse listener), the origin side is h2bridge instead of a
+ * second nghttp2 session: each stream's request, after the same rules and
+ * capture, is translated to HTTP/1.1 there, and its response comes back
+ * through h2bridge's callbacks into the same queues.
  */
 #ifndef TAPWIRE_H2RELAY_H
 #define TAPWIRE_H2RELAY_H
@@ -19,6 +25,7 @@
 #include <stdint.h>
 
 #include "flow.h"
+#include "origin.h"
 #include "rules.h"
 #include "stream.h"
 
@@ -37,7 +44,14 @@ struct intercept;
 
 struct h2relay_env {
     struct stream *client; /* TLS, h2 selected */
-    struct stream *origin; /* TLS, h2 selected */
+    struct stream *origin; /* TLS, h2 selected; NULL: an HTTP/1.1-only origin (below) */
+    /* The origin speaks only HTTP/1.1 (origin NULL): every stream's request
+     * is translated by h2bridge and sent over HTTP/1.1 connections to
+     * bridge_target, the first of them bridge_first when it is open. */
+    const struct origin_settings *bridge_settings;
+    struct origin_target bridge_target;
+    struct origin *bridge_first;
+    const char *scheme; /* the origin's, for the flows; NULL: "https" */
     const char *client_name;
     const char *listener; /* how the client came in, for the flows */
     const char *site;     /* the host the flows name (SNI, else the tunnel's host) */
@@ -54,6 +68,9 @@ struct h2relay_env {
      * path prefix put before each path (NULL: the client's, none). */
     const char *authority;
     const char *path_prefix;
+    /* --reverse-forwarded: the client's address for X-Forwarded-For (NULL:
+     * no X-Forwarded-* fields are added). */
+    const char *forwarded_for;
     struct intercept *intercept; /* NULL: none (h2intercept.h) */
     int stop_fd;                 /* readable once the proxy stops: parked streams go on */
     int idle_ms;                 /* nothing moves on either connection: the relay ends */
@@ -61,7 +78,8 @@ struct h2relay_env {
 };
 
 /*
- * Relays until either connection ends, the relay idles out or the process
+ * Relays until either connection ends (with an HTTP/1.1-only origin: the
+ * client's), the relay idles out or the process
  * shuts down (the streams' cancel fd). Every stream's exchange is logged and
  * recorded. Returns 0, or -1 when a connection failed (logged).
  */

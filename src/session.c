@@ -1356,8 +1356,11 @@ static int intercept_tls(struct session *s, const struct client_hello *hello)
      * client chose to send, and would grow the database without bound. */
     bool is_verified =
         s->tunnel_error.status == UPSTREAM_OK && peer != NULL && s->origin.insecure_note[0] == '\0';
-    /* The client gets the protocol the origin chose: no translation. */
-    bool is_h2 = s->tunnel_error.status == UPSTREAM_OK && s->origin.is_h2;
+    /* The client gets the protocol the origin chose, so the common case
+     * needs no translation; a client that speaks only h2 (gRPC, nghttp)
+     * gets it over an HTTP/1.1-only origin too, through h2bridge. */
+    bool is_h2 = s->tunnel_error.status == UPSTREAM_OK &&
+                 (s->origin.is_h2 || (s->offers_h2 && !s->offers_http11));
     rc = accept_client_tls(s, &names, is_verified, name, is_h2 ? "h2" : "http/1.1");
 out:
     X509_free(peer);
@@ -1492,9 +1495,12 @@ static enum session_mode open_tunnel(struct session *s, size_t head_len, int64_t
 
 /* ---- the state machine and its entry points ---- */
 
-/* Both sides chose h2: every stream of the connection in h2relay. */
+/* The client chose h2: every stream of the connection in h2relay, to an
+ * origin that chose h2 too, or translated to HTTP/1.1 (h2bridge). */
 static enum session_mode serve_h2(struct session *s)
 {
+    const struct reverse_target *rt = s->reverse;
+    bool is_tls = rt != NULL ? rt->is_tls : true;
     struct flow_tls tls;
     const char *site = s->reverse != NULL ? s->reverse->host : s->has_sni ? s->sni : s->tunnel_host;
     struct h2relay_env env = {
@@ -1516,7 +1522,29 @@ static enum session_mode serve_h2(struct session *s)
         .io_ms = s->t.io_ms,
         .authority = s->reverse != NULL ? s->reverse->authority : NULL,
         .path_prefix = s->reverse != NULL ? s->reverse->prefix : NULL,
+        .forwarded_for = s->reverse != NULL && s->cfg->is_reverse_forwarded ? s->client_ip : NULL,
     };
+
+    if (!s->origin.is_h2) {
+        /* HTTP/1.1 connections to the same place the session's went; that
+         * one, when open, serves first. */
+        const char *name = rt != NULL ? rt->host : s->has_sni ? s->sni : s->tunnel_host;
+        env.origin = NULL;
+        env.bridge_settings = &s->origin_settings;
+        env.bridge_target = (struct origin_target){
+            .host = rt != NULL ? rt->host : s->tunnel_host,
+            .port = rt != NULL ? rt->port : s->tunnel_port,
+            .is_tls = is_tls,
+            .sni = rt != NULL   ? rt->host
+                   : s->has_sni ? s->sni
+                                : NULL,
+            .verify_name = name,
+            .offers_http11 = true,
+            .is_plain_http = !is_tls,
+        };
+        env.bridge_first = &s->origin;
+        env.scheme = is_tls ? "https" : "http";
+    }
 
     /* Borrowed for the relay's life: the origin stays open throughout. */
     both_sides_tls(s, &tls);
@@ -1662,10 +1690,11 @@ void session_serve_tunnel(const struct proxy_env *env, int fd, const struct sock
  * for the name it asked for (SNI), or the origin's host when it sent none;
  * the origin is not asked first, as a reverse proxy stands in for one known
  * origin. Such a leaf is never stored: the name is the client's choice.
- * A client that offers h2 to an https origin has the origin opened first,
- * offering what the client offered: when the origin chose h2 both sides
- * speak it (h2relay), else the client gets HTTP/1.1 and the opened
- * connection serves its first request.
+ * A client that offers h2 gets it: to an https origin that chose h2 too
+ * (it is opened first, offered what the client offered) both sides speak
+ * it (h2relay), to an HTTP/1.1 one each stream is translated (h2bridge,
+ * the opened connection serving first). When the origin cannot be opened,
+ * the client gets HTTP/1.1 and the first request the error page.
  * Returns the mode to serve in, or SESSION_END when the client did not
  * speak TLS or went away (logged).
  */
@@ -1696,8 +1725,11 @@ static enum session_mode accept_reverse_tls(struct session *s)
         goto out;
     }
     bool is_h2 = false;
-    if (s->reverse->is_tls && !s->cfg->no_http2 && offers_alpn(&hello, "h2") &&
-        !actions_may_apply(s, s->reverse->host)) {
+    bool wants_h2 =
+        !s->cfg->no_http2 && offers_alpn(&hello, "h2") && !actions_may_apply(s, s->reverse->host);
+    if (wants_h2 && !s->reverse->is_tls)
+        is_h2 = true;
+    if (wants_h2 && s->reverse->is_tls) {
         struct upstream_error uerr;
         struct origin_target target = {
             .host = s->reverse->host,
@@ -1709,8 +1741,7 @@ static enum session_mode accept_reverse_tls(struct session *s)
             .offers_h2 = true,
         };
         /* A failure here is answered by the first request's error page. */
-        is_h2 = origin_open(&s->origin, &s->origin_settings, &target, &uerr, NULL) == 0 &&
-                s->origin.is_h2;
+        is_h2 = origin_open(&s->origin, &s->origin_settings, &target, &uerr, NULL) == 0;
     }
     if (accept_client_tls(s, &names, false, name, is_h2 ? "h2" : "http/1.1") == 0)
         mode = strcmp(s->client_tls.client_alpn, "h2") == 0 ? SESSION_TUNNEL_H2 : SESSION_REVERSE;

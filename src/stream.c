@@ -402,6 +402,15 @@ int stream_put(struct stream *s, const void *data, size_t len, int timeout_ms)
     return STREAM_OK;
 }
 
+ssize_t stream_write_some(struct stream *s, const void *data, size_t len, short *want)
+{
+    ssize_t n = try_write(s, data, len, want);
+
+    if (n > 0)
+        s->bytes_written += (uint64_t)n;
+    return n;
+}
+
 int stream_putstr(struct stream *s, const char *str, int timeout_ms)
 {
     return stream_put(s, str, strlen(str), timeout_ms);

@@ -110,6 +110,10 @@ ssize_t stream_read(struct stream *s, void *buf, size_t len, int timeout_ms);
  * negative enum stream_status. */
 int stream_put(struct stream *s, const void *data, size_t len, int timeout_ms);
 int stream_putstr(struct stream *s, const char *str, int timeout_ms);
+/* One write attempt that never waits, for a caller with its own poll loop:
+ * returns the bytes written, 0 with *want the poll events to wait for, or
+ * a negative enum stream_status. The output buffer is not used. */
+ssize_t stream_write_some(struct stream *s, const void *data, size_t len, short *want);
 int stream_flush(struct stream *s, int timeout_ms);
 
 /*

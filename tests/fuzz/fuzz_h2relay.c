@@ -1,21 +1,27 @@
 /*
- * libFuzzer target for h2relay: the glue between the two nghttp2 sessions.
+ * libFuzzer target for h2relay: the glue between the two nghttp2 sessions,
+ * and between the client's session and h2bridge's HTTP/1.1 connection.
  * The input is split in two: bytes a client sends and bytes an origin
- * sends, each written into a socket pair before the relay runs on them, so
- * every callback (headers, trailers, data, resets, stream close) sees
- * whatever order and content the fuzzer finds. The relay must end (both
- * peers are at EOF) without a crash, a leak or a hang; each exchange it
- * starts must be finished (the capture stubs count begins and finishes).
+ * sends (HTTP/2 frames, or HTTP/1.1 responses), each written into a socket pair before the relay
+ * runs on them, so every callback (headers, trailers, data, resets, stream close) sees whatever
+ * order and content the fuzzer finds. The relay must end (both peers are at EOF) without a crash, a
+ * leak or a hang; each exchange it starts must be finished (the capture stubs count begins and
+ * finishes).
  *
  * Capture and rules are stubbed here: they have fuzz targets and tests of
- * their own, and the glue is what is under test.
+ * their own, and the glue is what is under test. So is opening an origin
+ * connection for the bridge: the first one is a socket pair that gets the
+ * origin's bytes as it opens (an origin speaks only when asked), and every
+ * later one fails (no network in a fuzzer).
  *
  * fuzz-sources: src/h2relay.c src/message.c src/log.c src/stream.c src/errmsg.c
- * fuzz-sources: src/stacktrim.c src/grpcmsg.c
+ * fuzz-sources: src/stacktrim.c src/grpcmsg.c src/h2bridge.c src/http1.c src/http1codec.c
+ * fuzz-sources: src/buf.c src/reverse.c
  * fuzz-libs: libnghttp2
  *
  * Input: first byte = the share of the rest (in 256ths) that the client
- * sends; the origin sends the remainder.
+ * sends, its lowest bit set for an HTTP/1.1 origin, the next one for
+ * --reverse-forwarded; the origin sends the remainder.
  */
 #include "h2relay.h"
 
@@ -29,6 +35,7 @@
 #include "capture.h"
 #include "exchange.h"
 #include "h2intercept.h"
+#include "origin.h"
 #include "log.h"
 #include "rewrite.h"
 
@@ -39,6 +46,12 @@
     } while (0)
 
 static int begun, finished;
+/* The HTTP/1.1 origin's bytes, for the bridge's first connection. */
+static const uint8_t *origin_bytes;
+static size_t origin_len;
+static int origin_peer = -1;
+
+static void feed(int fd, const uint8_t *data, size_t len);
 
 /* ---- stubs: a recorder that keeps nothing, rules that change nothing ---- */
 
@@ -197,6 +210,59 @@ int exchange_rewrite_head(const struct exchange_rewrite *rw, const struct messag
     return 0;
 }
 
+void origin_init(struct origin *o, int cancel_fd)
+{
+    memset(o, 0, sizeof(*o));
+    stream_clear(&o->stream, cancel_fd);
+}
+int origin_open(struct origin *o, const struct origin_settings *settings,
+                const struct origin_target *target, struct upstream_error *err, X509 **peer)
+{
+    int sv[2];
+
+    (void)settings;
+    (void)target;
+    (void)peer;
+    memset(err, 0, sizeof(*err));
+    if (origin_peer < 0 && socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0) {
+        feed(sv[0], origin_bytes, origin_len);
+        origin_peer = sv[0];
+        CHECK(stream_init(&o->stream, sv[1], 65536, -1) == 0);
+        return 0;
+    }
+    err->status = UPSTREAM_DNS_FAILED;
+    snprintf(err->reason, sizeof(err->reason), "no network in a fuzzer");
+    return -1;
+}
+void origin_close(struct origin *o)
+{
+    stream_close(&o->stream);
+}
+void origin_free(struct origin *o)
+{
+    origin_close(o);
+}
+int upstream_error_http_status(const struct upstream_error *err)
+{
+    (void)err;
+    return 502;
+}
+int upstreamproxy_prepare(const struct upstreamproxy *p, const struct message *req,
+                          const char *host, uint16_t port, struct message *out,
+                          struct upstreamproxy_request *state)
+{
+    (void)p;
+    (void)host;
+    (void)port;
+    (void)state;
+    *out = *req;
+    return 0;
+}
+void upstreamproxy_request_free(struct upstreamproxy_request *state)
+{
+    (void)state;
+}
+
 static void feed(int fd, const uint8_t *data, size_t len)
 {
     while (len > 0) {
@@ -212,7 +278,9 @@ static void feed(int fd, const uint8_t *data, size_t len)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     int c[2], o[2];
-    struct stream client, origin;
+    struct stream client;
+    struct origin origin;
+    struct origin_settings settings = {.cancel_fd = -1, .timeout_ms = 20, .in_max_bytes = 65536};
     struct flow_tls tls;
 
     if (size < 1 || size > 60000) /* both halves fit the socket buffers */
@@ -223,13 +291,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, c) == 0);
     CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, o) == 0);
     feed(c[0], data + 1, client_len);
-    feed(o[0], data + 1 + client_len, size - 1 - client_len);
+    bool is_bridged = (data[0] & 1) != 0;
+    origin_bytes = data + 1 + client_len;
+    origin_len = size - 1 - client_len;
+    origin_peer = -1;
+    if (!is_bridged)
+        feed(o[0], origin_bytes, origin_len);
     CHECK(stream_init(&client, c[1], 65536, -1) == 0);
-    CHECK(stream_init(&origin, o[1], 65536, -1) == 0);
+    origin_init(&origin, -1);
+    CHECK(stream_init(&origin.stream, o[1], 65536, -1) == 0);
     memset(&tls, 0, sizeof(tls));
     struct h2relay_env env = {
         .client = &client,
-        .origin = &origin,
+        .origin = is_bridged ? NULL : &origin.stream,
+        .bridge_settings = &settings,
+        .bridge_target = {.host = "fuzz.test", .port = 443, .is_tls = true},
+        .bridge_first = NULL,
+        .forwarded_for = (data[0] & 2) != 0 ? "192.0.2.1" : NULL,
         .client_name = "fuzz",
         .listener = "proxy",
         .site = "fuzz.test",
@@ -244,8 +322,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* Every exchange begun was finished (recorded or abandoned). */
     CHECK(finished >= begun);
     stream_close(&client);
-    stream_close(&origin);
+    origin_free(&origin);
     close(c[0]);
     close(o[0]);
+    if (origin_peer >= 0)
+        close(origin_peer);
     return 0;
 }
