@@ -1295,22 +1295,6 @@ out:
     return rc;
 }
 
-/* The actions of rules (mock, block, map-remote) run in the HTTP/1.1
- * request loop, not in h2relay: a client whose host an action may concern
- * is not offered h2, so it speaks HTTP/1.1 and the actions apply. */
-static bool actions_may_apply(const struct session *s, const char *host)
-{
-    struct rule_set *set;
-    bool may;
-
-    if (s->env->rules == NULL)
-        return false;
-    set = rules_acquire(s->env->rules);
-    may = rules_set_may_act_on(set, host);
-    rules_set_unref(set);
-    return may;
-}
-
 /* Connects and verifies the origin, then completes the client's handshake
  * with a leaf carrying the origin's names. Returns 0 or -1 (client gone). */
 static int intercept_tls(struct session *s, const struct client_hello *hello)
@@ -1323,7 +1307,7 @@ static int intercept_tls(struct session *s, const struct client_hello *hello)
     snprintf(s->sni, sizeof(s->sni), "%s", hello->has_sni ? hello->sni : "");
     s->offers_http11 = hello->alpn_count == 0 || offers_alpn(hello, "http/1.1");
     const char *name = s->has_sni ? s->sni : s->tunnel_host;
-    s->offers_h2 = !s->cfg->no_http2 && offers_alpn(hello, "h2") && !actions_may_apply(s, name);
+    s->offers_h2 = !s->cfg->no_http2 && offers_alpn(hello, "h2");
     struct origin_target target = {
         .host = s->tunnel_host,
         .port = s->tunnel_port,
@@ -1523,6 +1507,8 @@ static enum session_mode serve_h2(struct session *s)
         .authority = s->reverse != NULL ? s->reverse->authority : NULL,
         .path_prefix = s->reverse != NULL ? s->reverse->prefix : NULL,
         .forwarded_for = s->reverse != NULL && s->cfg->is_reverse_forwarded ? s->client_ip : NULL,
+        /* Also for the origins of map-remote rules (h2relay.h). */
+        .bridge_settings = &s->origin_settings,
     };
 
     if (!s->origin.is_h2) {
@@ -1530,7 +1516,6 @@ static enum session_mode serve_h2(struct session *s)
          * one, when open, serves first. */
         const char *name = rt != NULL ? rt->host : s->has_sni ? s->sni : s->tunnel_host;
         env.origin = NULL;
-        env.bridge_settings = &s->origin_settings;
         env.bridge_target = (struct origin_target){
             .host = rt != NULL ? rt->host : s->tunnel_host,
             .port = rt != NULL ? rt->port : s->tunnel_port,
@@ -1725,8 +1710,7 @@ static enum session_mode accept_reverse_tls(struct session *s)
         goto out;
     }
     bool is_h2 = false;
-    bool wants_h2 =
-        !s->cfg->no_http2 && offers_alpn(&hello, "h2") && !actions_may_apply(s, s->reverse->host);
+    bool wants_h2 = !s->cfg->no_http2 && offers_alpn(&hello, "h2");
     if (wants_h2 && !s->reverse->is_tls)
         is_h2 = true;
     if (wants_h2 && s->reverse->is_tls) {

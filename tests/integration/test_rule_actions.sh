@@ -5,8 +5,10 @@
 # connection, map-remote to a second origin over plain HTTP and over TLS
 # (verified: an origin with a bad certificate gives the verification error
 # page and sees nothing), match= selecting by method and header, a mock
-# inside an intercepted TLS tunnel (also for a client that offers h2), the
-# flows as recorded (the answer as sent, the rule, both URLs of a
+# inside an intercepted TLS tunnel, the same actions on HTTP/2 streams (h2
+# kept: mock, block, block close, a mocked POST larger than a stream's
+# window, map-remote to plain HTTP, to verified https and to a bad
+# certificate), the flows as recorded (the answer as sent, the rule, both URLs of a
 # map-remote, a request body past the capture limit), and the dashboard's
 # rules API (a mock works, file= and a bad match= are refused with the
 # column); replays and composed requests, to which the same actions apply
@@ -51,6 +53,10 @@ request map-remote name=bad host=127.0.0.1 path=/bad/ https://localhost:$BAD_POR
 request mock name=tls-mock host=good.test path=/tlsmock 200 'tls mock'
 request map-remote name=tunnel-plain host=good.test path=/to-second/ http://127.0.0.1:$SECOND_PORT/
 request map-remote name=tunnel-tls host=good.test path=/to-tls/ https://localhost:$TLS_PORT/
+request block name=h2-block host=good.test path=/h2block
+request block name=h2-cut host=good.test path=/h2cut close
+request mock name=h2-post host=good.test path=/h2post 200 'h2 post'
+request map-remote name=h2-bad host=good.test path=/to-bad/ https://localhost:$BAD_PORT/
 RULES
 start_proxy --rules "$tmp/conf/actions.rules" --upstream-ca "$PKI/ca.pem" \
     --dashboard-token "$TOKEN" --capture-limit 1024
@@ -124,14 +130,41 @@ check_no_match "map-remote to a bad certificate: not one request reached it" ' r
 out=$(pcurl --cacert "$PROXY_CA" --connect-to "good.test:443:127.0.0.1:$GOOD_PORT" \
     https://good.test/tlsmock)
 check_eq "intercepted TLS: the mock answers" 'tls mock' "$out"
-# HTTP/2: the actions run on HTTP/1.1, so a client offering h2 to a host
-# an action may concern (its host= globs match, or it has none) is served
-# HTTP/1.1 (here its origin speaks only h2, so a mock is all it gets);
-# other hosts keep h2.
-out=$(pcurl --http2 --cacert "$PROXY_CA" --connect-to "good.test:443:127.0.0.1:$H2_PORT" \
-    -w ' %{http_version}' https://good.test/tlsmock)
-check_eq "HTTP/2 client, a host with an action: served HTTP/1.1, and the mock answers" \
-    'tls mock 1.1' "$out"
+# HTTP/2: the actions run on HTTP/2 streams too, so a client offering h2
+# keeps it whatever the rules say (here the tunnel's origin speaks only h2):
+# a mock or block is answered on the client's stream, a map-remote goes
+# over HTTP/1.1 to its own origin, verified by its name.
+h2curl() { pcurl --http2 --cacert "$PROXY_CA" --connect-to "good.test:443:127.0.0.1:$H2_PORT" "$@"; }
+out=$(h2curl -D "$tmp/h2mock.head" -w ' %{http_version}' https://good.test/tlsmock)
+check_eq "HTTP/2 client, a host with an action: h2 kept, and the mock answers" 'tls mock 2' "$out"
+check_imatch "h2 mock: framed by tapwire with content-length" '^content-length: 8$' \
+    "$(tr -d '\r' < "$tmp/h2mock.head")"
+out=$(h2curl -o "$tmp/h2block.body" -w '%{http_code} %{http_version}' https://good.test/h2block)
+check_eq "h2 block: 403 on the stream" '403 2' "$out"
+check_contains "h2 block: the page names the rule" "blocked by rule h2-block" \
+    "$(cat "$tmp/h2block.body")"
+h2curl -o /dev/null https://good.test/h2cut 2> "$tmp/h2cut.err"
+rc=$?
+check_eq "h2 block close: the stream is reset, no answer (curl: HTTP/2 stream error)" 92 "$rc"
+check_contains "h2 block close: ...with CANCEL" "CANCEL" "$(cat "$tmp/h2cut.err")"
+# Larger than the stream window tapwire opens (256 KiB): the answered
+# stream's body is acknowledged as it comes, or this would stall.
+head -c 600000 /dev/zero | tr '\0' 'q' > "$tmp/post600k"
+out=$(h2curl --data-binary @"$tmp/post600k" -w ' %{http_version}' https://good.test/h2post)
+check_eq "h2 mock of a POST larger than a stream window: answered, h2 kept" 'h2 post 2' "$out"
+out=$(h2curl -w ' %{http_version}' https://good.test/to-second/headers)
+check_contains "h2 map-remote to plain HTTP: the second origin answered, with its own Host" \
+    "Host: 127.0.0.1:$SECOND_PORT" "$out"
+check_match "h2 map-remote to plain HTTP: h2 kept with the client" ' 2$' "$out"
+out=$(h2curl https://good.test/to-tls/headers)
+check_contains "h2 map-remote to https: verified by the new origin's name" \
+    "Host: localhost:$TLS_PORT" "$out"
+out=$(h2curl -o "$tmp/h2bad.body" -w '%{http_code} %{http_version}' https://good.test/to-bad/conn)
+check_eq "h2 map-remote to a bad certificate: 502 on the stream" '502 2' "$out"
+check_imatch "h2 map-remote to a bad certificate: the page names the reason" \
+    'certificate|verif|name' "$(cat "$tmp/h2bad.body")"
+check_no_match "h2 map-remote to a bad certificate: not one request reached it" ' req=' \
+    "$(cat "$BAD_PORT_LOG")"
 printf h2-page > "$tmp/page.txt"
 out=$(pcurl --http2 --cacert "$PROXY_CA" --connect-to "alt.test:443:127.0.0.1:$H2_PORT" \
     -w ' %{http_version}' https://alt.test/page.txt)
@@ -177,6 +210,20 @@ check_eq "flow of the map-remote: the URL used, the one asked for as its note" \
 check_eq "flow of a mocked POST past the capture limit: the body kept to the limit, marked truncated" \
     "5000|1024|1|post-mock" \
     "$(sq "SELECT req_body_size, req_body_captured, req_truncated, rules FROM flows WHERE rules='post-mock'")"
+check_eq "flow of the h2 mock: HTTP/2 both ways, the answer as sent, the rule" \
+    "HTTP/2|HTTP/2|200|tls mock|tls-mock|answered by rule tls-mock" \
+    "$(sq "SELECT req_version, resp_version, status, resp_body, rules, rules_notes FROM flows WHERE target='/tlsmock' AND req_version='HTTP/2'")"
+check_contains "flow of the h2 mock: the fields as sent" "content-length: 8" \
+    "$(sq "SELECT resp_headers FROM flows WHERE target='/tlsmock' AND req_version='HTTP/2'")"
+check_eq "flow of the h2 block close: no status, the reason as its error" \
+    "HTTP/2|0|connection closed by rule h2-cut" \
+    "$(sq "SELECT req_version, status, error FROM flows WHERE target='/h2cut'")"
+check_eq "flow of the h2 mocked POST: its body recorded (to the capture limit)" \
+    "600000|1024|200|h2-post" \
+    "$(sq "SELECT req_body_size, req_body_captured, status, rules FROM flows WHERE target='/h2post'")"
+check_eq "flow of the h2 map-remote: HTTP/2 from the client, HTTP/1.1 from the mapped origin, both URLs" \
+    "HTTP/2|HTTP/1.1|200|127.0.0.1|$SECOND_PORT|/headers|/to-second/headers|map-remote: asked for https://good.test/to-second/headers, sent to http://127.0.0.1:$SECOND_PORT/headers" \
+    "$(sq "SELECT req_version, resp_version, status, host, port, target, target_original, rules_notes FROM flows WHERE rules='tunnel-plain' AND req_version='HTTP/2'")"
 
 # ---- replays: the same actions, no client ----
 # replay_api PATH JSON: POSTs to the dashboard; the status in $CODE, the
