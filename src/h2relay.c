@@ -1513,12 +1513,26 @@ static int map_remote(struct h2ex *ex, const struct rule *act, const struct mess
 }
 
 /* The answer of a rule, made by answer_by_rule(), out on the stream. */
+/* The answer of a rule, made by answer_by_rule(), out on the stream and
+ * recorded as sent (only now: a client that resets the stream first got
+ * no answer). */
 static int send_answer(struct h2ex *ex)
 {
+    const struct exchange_capture *hooks = capture_hooks(&ex->cap);
+    struct queue *q = &ex->down;
     struct message head = {.status = ex->status, .reason = "", .version = 20};
 
     head.fields = fields_of(&ex->resp);
+    head.body = queue_len(q) > 0 ? MESSAGE_BODY_LENGTH : MESSAGE_BODY_NONE;
+    head.content_length = queue_len(q);
     ex->answer_waits = false;
+    ex->has_response = true;
+    ex->down_ended = true;
+    ex->down_bytes += queue_len(q);
+    if (hooks && hooks->ops->response_head)
+        hooks->ops->response_head(hooks->arg, &head, NULL);
+    if (hooks && hooks->ops->body && queue_len(q) > 0)
+        hooks->ops->body(hooks->arg, EXCHANGE_RESPONSE, q->data + q->start, queue_len(q));
     return submit_response_head(ex, &head);
 }
 
@@ -1537,10 +1551,8 @@ static int send_answer(struct h2ex *ex)
  */
 static int answer_by_rule(struct h2ex *ex, const struct rule *act, const struct message *req)
 {
-    const struct exchange_capture *hooks = capture_hooks(&ex->cap);
     bool is_head = req->method_len == 4 && memcmp(req->method, "HEAD", 4) == 0;
     struct ruleaction_answer ra;
-    struct message view = {0};
     const char *name, *value;
     size_t name_len, value_len, pos = 0;
     int rc = -1;
@@ -1565,19 +1577,6 @@ static int answer_by_rule(struct h2ex *ex, const struct rule *act, const struct 
     if (body_len > 0 && queue_put(&ex->down, &ex->r->pool, (const uint8_t *)ra.body, body_len) < 0)
         goto out;
     ex->status = ra.status;
-    ex->has_response = true;
-    ex->down_ended = true;
-    ex->down_bytes += body_len;
-    view.status = ra.status;
-    view.reason = "";
-    view.version = 20;
-    view.fields = fields_of(&ex->resp);
-    view.body = ra.body_len > 0 ? MESSAGE_BODY_LENGTH : MESSAGE_BODY_NONE;
-    view.content_length = ra.body_len;
-    if (hooks && hooks->ops->response_head)
-        hooks->ops->response_head(hooks->arg, &view, NULL);
-    if (hooks && hooks->ops->body && body_len > 0)
-        hooks->ops->body(hooks->arg, EXCHANGE_RESPONSE, ra.body, body_len);
     const struct message_field *expect = message_find(req, "expect");
     bool is_waited_for = expect != NULL && expect->value_len == 12 &&
                          strncasecmp(expect->value, "100-continue", 12) == 0;
