@@ -393,21 +393,58 @@ static unsigned char fold_ascii(unsigned char c)
     return c >= 'A' && c <= 'Z' ? (unsigned char)(c + ('a' - 'A')) : c;
 }
 
+/* A needle longer than this is searched for byte by byte when folded. */
+#define FOLD_NEEDLE_MAX_BYTES 256
+#define FOLD_CHUNK_BYTES 4096
+
 /* memmem() with ASCII letters folded when is_nocase: bodies are bytes in
- * any charset, and folding ASCII alone never changes another byte. */
+ * any charset, and folding ASCII alone never changes another byte. The
+ * body search runs this over every body the index does not hold, so the
+ * folded search copies the haystack folded into a buffer a chunk at a time
+ * (chunks overlap by needle_len - 1 bytes) and lets memmem() do the
+ * search, several times faster than comparing byte by byte. */
 static bool contains_bytes(const unsigned char *hay, size_t hay_len, const unsigned char *needle,
                            size_t needle_len, bool is_nocase)
 {
-    size_t i, j;
+    unsigned char folded_needle[FOLD_NEEDLE_MAX_BYTES];
+    unsigned char chunk[FOLD_CHUNK_BYTES + FOLD_NEEDLE_MAX_BYTES];
+    bool has_letter = false;
+    size_t i, j, at;
 
     if (needle_len > hay_len)
         return false;
-    if (!is_nocase)
-        return memmem(hay, hay_len, needle, needle_len) != NULL;
-    for (i = 0; i + needle_len <= hay_len; i++) {
-        for (j = 0; j < needle_len && fold_ascii(hay[i + j]) == fold_ascii(needle[j]); j++)
-            ;
-        if (j == needle_len)
+    if (needle_len == 0)
+        return true;
+    if (is_nocase && needle_len <= FOLD_NEEDLE_MAX_BYTES) {
+        for (i = 0; i < needle_len; i++) {
+            folded_needle[i] = fold_ascii(needle[i]);
+            has_letter |= folded_needle[i] >= 'a' && folded_needle[i] <= 'z';
+        }
+        needle = folded_needle;
+    }
+    if (!is_nocase || !has_letter) {
+        if (!is_nocase || needle_len <= FOLD_NEEDLE_MAX_BYTES)
+            return memmem(hay, hay_len, needle, needle_len) != NULL;
+    }
+    if (needle_len > FOLD_NEEDLE_MAX_BYTES) {
+        for (i = 0; i + needle_len <= hay_len; i++) {
+            for (j = 0; j < needle_len && fold_ascii(hay[i + j]) == fold_ascii(needle[j]); j++)
+                ;
+            if (j == needle_len)
+                return true;
+        }
+        return false;
+    }
+    /* Each chunk starts needle_len - 1 bytes before the end of the last, so
+     * a match across the boundary is whole in one of them. */
+    for (at = 0; at + needle_len <= hay_len; at += FOLD_CHUNK_BYTES) {
+        size_t n = hay_len - at;
+
+        if (n > FOLD_CHUNK_BYTES + needle_len - 1)
+            n = FOLD_CHUNK_BYTES + needle_len - 1;
+        for (i = 0; i < n; i++)
+            chunk[i] = fold_ascii(hay[at + i]);
+        if (memmem(chunk, n, needle, needle_len) != NULL)
             return true;
     }
     return false;

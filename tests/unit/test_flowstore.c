@@ -999,6 +999,69 @@ static void test_body_search_looks_into_compressed_bodies_and_can_ignore_case(vo
     flowstore_close(store);
 }
 
+/* The folded search (is_body_nocase) copies a body folded a chunk of
+ * 4096 bytes at a time: a match across two chunks, at the very start and
+ * at the very end of a binary body (which the index does not hold) is
+ * found, and a needle without letters, or longer than the folded needle
+ * bound, too. */
+static void test_folded_body_search_finds_matches_across_chunks(void)
+{
+    struct flowstore *store = open_store(100);
+    struct flowstore_filter f = {0};
+    unsigned char body[10000];
+    char long_needle[300];
+    size_t i;
+
+    CU_ASSERT_FATAL(store != NULL);
+    for (i = 0; i < sizeof(body); i++)
+        body[i] = (unsigned char)(0x80 | (i * 7)); /* never an ASCII letter, never UTF-8 */
+    memcpy(body + 4093, "MiXeD", 5);               /* across the first chunk boundary */
+    memcpy(body, "StartX", 6);
+    memcpy(body + sizeof(body) - 4, "EnD!", 4);
+    memcpy(body + 6000, "0123-4567", 9);
+    for (i = 0; i < sizeof(long_needle); i++)
+        long_needle[i] = (char)('A' + i % 26);
+    memcpy(body + 7000, long_needle, sizeof(long_needle));
+    for (i = 0; i < 2; i++) {
+        struct flow *fl = simple_flow("GET", "bin.test", i == 0 ? "/with" : "/without", 200);
+
+        fl->response_body.limit = sizeof(body);
+        if (i == 0)
+            flow_body_append(&fl->response_body, body, sizeof(body));
+        submit(store, fl);
+    }
+    CU_ASSERT_EQUAL_FATAL(flowstore_sync(store, SYNC_MS), 0);
+    f.is_body_nocase = true;
+    f.body_bytes = "mixed";
+    f.body_len = 5;
+    expect_ids(store, &f, "1");
+    f.body_bytes = "STARTx";
+    f.body_len = 6;
+    expect_ids(store, &f, "1");
+    f.body_bytes = "end!";
+    f.body_len = 4;
+    expect_ids(store, &f, "1");
+    f.body_bytes = "0123-4567";
+    f.body_len = 9;
+    expect_ids(store, &f, "1");
+    for (i = 0; i < sizeof(long_needle); i++)
+        long_needle[i] = (char)('a' + i % 26);
+    f.body_bytes = long_needle;
+    f.body_len = sizeof(long_needle);
+    expect_ids(store, &f, "1");
+    f.body_bytes = "mixee";
+    f.body_len = 5;
+    expect_ids(store, &f, "");
+    /* Case kept: only the exact bytes. */
+    f.is_body_nocase = false;
+    f.body_bytes = "mixed";
+    f.body_len = 5;
+    expect_ids(store, &f, "");
+    f.body_bytes = "MiXeD";
+    expect_ids(store, &f, "1");
+    flowstore_close(store);
+}
+
 static void test_host_filter_globs_and_ignores_case(void)
 {
     struct flowstore *store = filter_fixture();
@@ -2896,6 +2959,8 @@ int main(void)
                      test_inline_limit_follows_an_existing_files_page_size) ||
         !CU_add_test(suite, "body_search_looks_into_compressed_bodies_and_can_ignore_case",
                      test_body_search_looks_into_compressed_bodies_and_can_ignore_case) ||
+        !CU_add_test(suite, "folded body search finds matches across chunks",
+                     test_folded_body_search_finds_matches_across_chunks) ||
         !CU_add_test(suite, "body_search_finds_inline_and_stored_bodies",
                      test_body_search_finds_inline_and_stored_bodies) ||
         !CU_add_test(suite, "version_7_database_keeps_its_bodies_readable",
