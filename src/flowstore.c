@@ -125,6 +125,12 @@ struct flowstore {
     sqlite3_stmt *update_seg_stmt;
     sqlite3_stmt *delete_seg_stmt;
     sqlite3_stmt *used_pages_stmt;
+    /* The text of a flow's rows in the search indexes, built here rather
+     * than by SQL concatenation (which allocated and copied it again):
+     * grown as needed, at most a URL, two header sections and twice
+     * SEARCHTEXT_BODY_MAX_BYTES. */
+    char *index_text;
+    size_t index_text_cap;
     /* The decoder for indexing compressed bodies; a copy of body_decode
      * under write_lock. */
     flowstore_decode_fn index_decode;
@@ -347,16 +353,14 @@ static int prepare_segment(struct flowstore *store, char *err, size_t err_len)
              "INSERT INTO flow_bodies_%" PRId64 " (body_key, data) VALUES (?1, ?2)", seg);
     if (prepare(db, path, sql, &store->insert_body_stmt, err, err_len) != 0)
         return -1;
-    /* The URL first, as the URL filter sees it (host || target). */
-    snprintf(sql, sizeof(sql),
-             "INSERT INTO flows_fts_%" PRId64 " (rowid, text) VALUES (?1, ?2 || ?3 || char(10) || "
-             "coalesce(?4, '') || char(10) || coalesce(?5, ''))",
+    /* The URL first, as the URL filter sees it (host || target), then the
+     * bodies' text, each after a newline (index_flow()). */
+    snprintf(sql, sizeof(sql), "INSERT INTO flows_fts_%" PRId64 " (rowid, text) VALUES (?1, ?2)",
              seg);
     if (prepare(db, path, sql, &store->insert_fts_stmt, err, err_len) != 0)
         return -1;
-    snprintf(sql, sizeof(sql),
-             "INSERT INTO flows_hdr_%" PRId64 " (rowid, text) VALUES (?1, coalesce(?2, '') || "
-             "char(10) || coalesce(?3, ''))",
+    /* The request's header values, a newline, the response's. */
+    snprintf(sql, sizeof(sql), "INSERT INTO flows_hdr_%" PRId64 " (rowid, text) VALUES (?1, ?2)",
              seg);
     if (prepare(db, path, sql, &store->insert_hdr_stmt, err, err_len) != 0)
         return -1;
@@ -627,6 +631,29 @@ static int load_next_id(struct flowstore *store, char *err, size_t err_len)
 
 static void *writer_run(void *arg);
 
+/* The newest segment's index merge policy (flowseg_tune_sql()): segments
+ * from a migration, or from before the policy, get it here. Only when
+ * missing, so that an open writes nothing otherwise; a failure (a locked or
+ * full database) costs only the tuning, never the start. */
+static void tune_newest(struct flowstore *store)
+{
+    char sql[FLOWSEG_SQL_MAX_BYTES];
+    int64_t seg = store->segs[store->seg_count - 1].seg;
+    int64_t tuned = 0;
+    char err[FLOWSTORE_ERROR_BYTES];
+
+    snprintf(sql, sizeof(sql),
+             "SELECT count(*) FROM flows_hdr_%" PRId64 "_config WHERE k = 'automerge'", seg);
+    if (query_int64(store->wdb, store->db_path, sql, "the search index's settings", &tuned, err,
+                    sizeof(err)) == 0 &&
+        tuned > 0)
+        return;
+    if (flowseg_tune_sql(seg, sql, sizeof(sql)) != 0 ||
+        sqlite3_exec(store->wdb, sql, NULL, NULL, NULL) != SQLITE_OK)
+        log_warn("flowstore: database %s: cannot tune the search index of segment %" PRId64 ": %s",
+                 store->db_path, seg, sqlite3_errmsg(store->wdb));
+}
+
 static int init_monotonic_cond(pthread_cond_t *cond)
 {
     pthread_condattr_t attr;
@@ -689,6 +716,7 @@ int flowstore_open(const char *db_path, int64_t max_flows, struct flowstore **ou
         prepare_segment(store, err, err_len) != 0 || load_next_id(store, err, err_len) != 0 ||
         load_inline_body_max(store, err, err_len) != 0)
         goto out;
+    tune_newest(store);
 
     if (pthread_create(&store->writer, NULL, writer_run, store) != 0) {
         errmsg_set(err, err_len, "flowstore: cannot start the writer thread");
@@ -759,6 +787,7 @@ void flowstore_close(struct flowstore *store)
         pthread_cond_destroy(&store->work_cond);
     if (store->has_lock)
         pthread_mutex_destroy(&store->lock);
+    free(store->index_text);
     free(store->queue);
     free(store->db_path);
     free(store);
@@ -1060,32 +1089,46 @@ static bool body_text(struct flowstore *store, const struct flow_body *body, con
     return cut == data_len;
 }
 
+/* Makes room for len bytes in the writer's index_text. */
+static int reserve_index_text(struct flowstore *store, size_t len)
+{
+    char *grown;
+
+    if (len <= store->index_text_cap)
+        return SQLITE_OK;
+    grown = realloc(store->index_text, len);
+    if (grown == NULL)
+        return SQLITE_NOMEM;
+    store->index_text = grown;
+    store->index_text_cap = len;
+    return SQLITE_OK;
+}
+
 /* Adds the header values of flow to the newest segment's word index. */
 static int index_headers(struct flowstore *store, const struct flow *flow, char *msg,
                          size_t msg_len)
 {
     sqlite3_stmt *stmt = store->insert_hdr_stmt;
-    char *req_values = searchtext_header_values(flow->request_headers);
-    char *resp_values = searchtext_header_values(flow->response_headers);
+    size_t req_len = flow->request_headers != NULL ? strlen(flow->request_headers) : 0;
+    size_t resp_len = flow->response_headers != NULL ? strlen(flow->response_headers) : 0;
+    size_t len;
     int rc;
 
-    if (req_values == NULL || resp_values == NULL) {
-        rc = SQLITE_NOMEM;
+    if ((rc = reserve_index_text(store, req_len + resp_len + 1)) != SQLITE_OK) {
         describe_error(store->wdb, rc, "indexing a flow's headers", msg, msg_len);
-        goto out;
+        return rc;
     }
+    len = searchtext_put_header_values(flow->request_headers, store->index_text);
+    store->index_text[len++] = '\n';
+    len += searchtext_put_header_values(flow->response_headers, store->index_text + len);
     if ((rc = sqlite3_bind_int64(stmt, 1, flow->id)) != SQLITE_OK ||
-        (rc = sqlite3_bind_text(stmt, 2, req_values, -1, SQLITE_STATIC)) != SQLITE_OK ||
-        (rc = sqlite3_bind_text(stmt, 3, resp_values, -1, SQLITE_STATIC)) != SQLITE_OK) {
+        (rc = sqlite3_bind_text64(stmt, 2, store->index_text, len, SQLITE_STATIC, SQLITE_UTF8)) !=
+            SQLITE_OK) {
         describe_error(store->wdb, rc, "indexing a flow's headers", msg, msg_len);
         sqlite3_clear_bindings(stmt);
-        goto out;
+        return rc;
     }
-    rc = step_done(store->wdb, stmt, "indexing a flow's headers", msg, msg_len);
-out:
-    free(req_values);
-    free(resp_values);
-    return rc;
+    return step_done(store->wdb, stmt, "indexing a flow's headers", msg, msg_len);
 }
 
 /* Adds flow to the newest segment's search indexes (and to its unindexed
@@ -1097,7 +1140,8 @@ static int index_flow(struct flowstore *store, const struct flow *flow,
     sqlite3_stmt *stmt = store->insert_fts_stmt;
     unsigned char *req_owned = NULL, *resp_owned = NULL;
     const unsigned char *req_text, *resp_text;
-    size_t req_len, resp_len;
+    size_t req_len, resp_len, host_len, target_len, len;
+    char *text;
     bool is_complete;
     int rc;
 
@@ -1105,15 +1149,29 @@ static int index_flow(struct flowstore *store, const struct flow *flow,
                             req->content_encoding_len, &req_owned, &req_text, &req_len);
     is_complete &= body_text(store, &flow->response_body, resp->content_encoding,
                              resp->content_encoding_len, &resp_owned, &resp_text, &resp_len);
+    host_len = strlen(flow->host);
+    target_len = flow->target != NULL ? strlen(flow->target) : 0;
+    if ((rc = reserve_index_text(store, host_len + target_len + req_len + resp_len + 2)) !=
+        SQLITE_OK) {
+        describe_error(store->wdb, rc, "indexing a flow", msg, msg_len);
+        goto out;
+    }
+    text = store->index_text;
+    memcpy(text, flow->host, host_len);
+    len = host_len;
+    if (target_len > 0)
+        memcpy(text + len, flow->target, target_len);
+    len += target_len;
+    text[len++] = '\n';
+    if (req_len > 0)
+        memcpy(text + len, req_text, req_len);
+    len += req_len;
+    text[len++] = '\n';
+    if (resp_len > 0)
+        memcpy(text + len, resp_text, resp_len);
+    len += resp_len;
     if ((rc = sqlite3_bind_int64(stmt, 1, flow->id)) != SQLITE_OK ||
-        (rc = sqlite3_bind_text(stmt, 2, flow->host, -1, SQLITE_STATIC)) != SQLITE_OK ||
-        (rc = sqlite3_bind_text(stmt, 3, flow->target != NULL ? flow->target : "", -1,
-                                SQLITE_STATIC)) != SQLITE_OK ||
-        (req_text != NULL && (rc = sqlite3_bind_text64(stmt, 4, (const char *)req_text, req_len,
-                                                       SQLITE_STATIC, SQLITE_UTF8)) != SQLITE_OK) ||
-        (resp_text != NULL &&
-         (rc = sqlite3_bind_text64(stmt, 5, (const char *)resp_text, resp_len, SQLITE_STATIC,
-                                   SQLITE_UTF8)) != SQLITE_OK)) {
+        (rc = sqlite3_bind_text64(stmt, 2, text, len, SQLITE_STATIC, SQLITE_UTF8)) != SQLITE_OK) {
         describe_error(store->wdb, rc, "indexing a flow", msg, msg_len);
         sqlite3_clear_bindings(stmt);
         goto out;
@@ -1477,6 +1535,8 @@ static int start_segment(struct flowstore *store, int64_t now_us, char *msg, siz
         return SQLITE_ERROR;
     }
     rc = exec_writer(store, sql, "starting a flow segment", msg, msg_len);
+    if (rc == SQLITE_DONE && flowseg_tune_sql(number, sql, sizeof(sql)) == 0)
+        rc = exec_writer(store, sql, "starting a flow segment", msg, msg_len);
     if (rc != SQLITE_DONE)
         return rc;
     if ((rc = sqlite3_bind_int64(stmt, 1, number)) != SQLITE_OK ||

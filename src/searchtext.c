@@ -143,21 +143,27 @@ char *searchtext_query(const void *needle, size_t len)
     return out;
 }
 
-char *searchtext_header_values(const char *text)
+size_t searchtext_put_header_values(const char *text, char *out)
 {
     const char *name, *value;
     size_t name_len, value_len;
     size_t pos = 0, used = 0;
-    char *out = malloc(text != NULL ? strlen(text) + 1 : 1);
 
-    if (out == NULL)
-        return NULL;
     while (text != NULL && flow_headers_next(text, &pos, &name, &name_len, &value, &value_len)) {
         if (used > 0)
             out[used++] = '\n';
         memcpy(out + used, value, value_len);
         used += value_len;
     }
-    out[used] = '\0';
+    return used;
+}
+
+char *searchtext_header_values(const char *text)
+{
+    char *out = malloc(text != NULL ? strlen(text) + 1 : 1);
+
+    if (out == NULL)
+        return NULL;
+    out[searchtext_put_header_values(text, out)] = '\0';
     return out;
 }

@@ -46,4 +46,8 @@ char *searchtext_query(const void *needle, size_t len);
  */
 char *searchtext_header_values(const char *text);
 
+/* The same into out, which has room for strlen(text) bytes; no NUL is
+ * added. Returns the length. For a caller that reuses one buffer. */
+size_t searchtext_put_header_values(const char *text, char *out);
+
 #endif

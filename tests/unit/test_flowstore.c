@@ -1062,6 +1062,24 @@ static void test_folded_body_search_finds_matches_across_chunks(void)
     flowstore_close(store);
 }
 
+/* The search indexes of the segment being filled merge FTS5 segments 16
+ * at a time, not 4 (flowseg.c): segment 1, which a migration made, gets
+ * that when the store opens, a new segment when it starts. */
+static void test_search_indexes_merge_sixteen_segments_at_a_time(void)
+{
+    struct flowstore *store = open_store(16); /* segments of 2 flows */
+
+    CU_ASSERT_FATAL(store != NULL);
+    CU_ASSERT_EQUAL(query_int("SELECT v FROM flows_fts_1_config WHERE k = 'automerge'"), 16);
+    CU_ASSERT_EQUAL(query_int("SELECT v FROM flows_hdr_1_config WHERE k = 'automerge'"), 16);
+    submit_many(store, 3);
+    CU_ASSERT_EQUAL_FATAL(flowstore_sync(store, SYNC_MS), 0);
+    CU_ASSERT_EQUAL(query_int("SELECT max(seg) FROM flow_segments"), 2);
+    CU_ASSERT_EQUAL(query_int("SELECT v FROM flows_fts_2_config WHERE k = 'automerge'"), 16);
+    CU_ASSERT_EQUAL(query_int("SELECT v FROM flows_hdr_2_config WHERE k = 'automerge'"), 16);
+    flowstore_close(store);
+}
+
 static void test_host_filter_globs_and_ignores_case(void)
 {
     struct flowstore *store = filter_fixture();
@@ -2959,6 +2977,8 @@ int main(void)
                      test_inline_limit_follows_an_existing_files_page_size) ||
         !CU_add_test(suite, "body_search_looks_into_compressed_bodies_and_can_ignore_case",
                      test_body_search_looks_into_compressed_bodies_and_can_ignore_case) ||
+        !CU_add_test(suite, "search indexes merge sixteen segments at a time",
+                     test_search_indexes_merge_sixteen_segments_at_a_time) ||
         !CU_add_test(suite, "folded body search finds matches across chunks",
                      test_folded_body_search_finds_matches_across_chunks) ||
         !CU_add_test(suite, "body_search_finds_inline_and_stored_bodies",
