@@ -9,6 +9,10 @@
  * its rows, and the writer reuses them for the next segment, so a full
  * store costs no more per flow than an empty one.
  *
+ * flows_unindexed_N's pairs column (the byte-pair filter of searchtext.h,
+ * NULL when a body has none) is not in the migration that made segment 1:
+ * the flow store adds it to older segments when it opens.
+ *
  * The column list of flows_N must stay exactly that of flows_1 as the
  * migration of sql/schema.sql version 12 leaves it (the views are UNION ALL
  * of SELECT *): add a column to both, in the same place.
@@ -57,7 +61,7 @@ static const char create_fmt[] =
     "columnsize = 0, detail = none, tokenize = 'trigram');"
     "CREATE VIRTUAL TABLE flows_hdr_%1$" PRId64 " USING fts5 (text, content = '', "
     "columnsize = 0, detail = none, tokenize = 'unicode61');"
-    "CREATE TABLE flows_unindexed_%1$" PRId64 " (id INTEGER PRIMARY KEY);";
+    "CREATE TABLE flows_unindexed_%1$" PRId64 " (id INTEGER PRIMARY KEY, pairs BLOB);";
 
 /* automerge 16 (FTS5's default is 4): each batch the writer commits adds
  * an FTS5 segment to both indexes, and with 4 they were merged every few

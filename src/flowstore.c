@@ -121,6 +121,7 @@ struct flowstore {
     sqlite3_stmt *insert_fts_stmt;
     sqlite3_stmt *insert_hdr_stmt;
     sqlite3_stmt *insert_unindexed_stmt;
+    bool has_pairs_column; /* insert_unindexed_stmt binds a byte-pair filter (?2) */
     sqlite3_stmt *insert_seg_stmt;
     sqlite3_stmt *update_seg_stmt;
     sqlite3_stmt *delete_seg_stmt;
@@ -145,6 +146,7 @@ struct flowstore {
     sqlite3_stmt *get_body_stmt;
     sqlite3_stmt *newest_stmt;
     sqlite3_stmt *segs_stmt;
+    sqlite3_stmt *has_pairs_stmt; /* whether a flows_unindexed_N has its pairs column */
     sqlite3_stmt *read_begin_stmt;
     sqlite3_stmt *read_commit_stmt;
     /* Decodes Content-Encoding for the body search; NULL searches the
@@ -364,9 +366,17 @@ static int prepare_segment(struct flowstore *store, char *err, size_t err_len)
              seg);
     if (prepare(db, path, sql, &store->insert_hdr_stmt, err, err_len) != 0)
         return -1;
-    snprintf(sql, sizeof(sql), "INSERT INTO flows_unindexed_%" PRId64 " (id) VALUES (?1)", seg);
-    if (prepare(db, path, sql, &store->insert_unindexed_stmt, err, err_len) != 0)
-        return -1;
+    /* Without the pairs column (it could not be added, see
+     * add_pairs_columns()) the body search reads every body listed. */
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO flows_unindexed_%" PRId64 " (id, pairs) VALUES (?1, ?2)", seg);
+    store->has_pairs_column =
+        sqlite3_prepare_v2(db, sql, -1, &store->insert_unindexed_stmt, NULL) == SQLITE_OK;
+    if (!store->has_pairs_column) {
+        snprintf(sql, sizeof(sql), "INSERT INTO flows_unindexed_%" PRId64 " (id) VALUES (?1)", seg);
+        if (prepare(db, path, sql, &store->insert_unindexed_stmt, err, err_len) != 0)
+            return -1;
+    }
     return 0;
 }
 
@@ -491,6 +501,21 @@ static void sql_body_has(sqlite3_context *ctx, int argc, sqlite3_value **argv)
     sqlite3_result_int(ctx, found);
 }
 
+/* SQL function pairs_may_hold(pairs, needle): 0 when the byte-pair filter
+ * of a body the index does not hold rules needle out
+ * (searchtext_pairs_may_hold()), else 1; NULL pairs (no filter) is 1. */
+static void sql_pairs_may_hold(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+    const unsigned char *pairs = sqlite3_value_blob(argv[0]);
+    size_t pairs_len = (size_t)sqlite3_value_bytes(argv[0]);
+    const unsigned char *needle = sqlite3_value_blob(argv[1]);
+    size_t needle_len = (size_t)sqlite3_value_bytes(argv[1]);
+
+    (void)argc;
+    sqlite3_result_int(ctx, needle == NULL ||
+                                searchtext_pairs_may_hold(pairs, pairs_len, needle, needle_len));
+}
+
 static int prepare_reader(struct flowstore *store, char *err, size_t err_len)
 {
     sqlite3 *db = store->rdb;
@@ -507,7 +532,9 @@ static int prepare_reader(struct flowstore *store, char *err, size_t err_len)
                       err_len) != 0)
         return -1;
     if (sqlite3_create_function_v2(db, "body_has", 4, SQLITE_UTF8 | SQLITE_DETERMINISTIC, store,
-                                   sql_body_has, NULL, NULL, NULL) != SQLITE_OK) {
+                                   sql_body_has, NULL, NULL, NULL) != SQLITE_OK ||
+        sqlite3_create_function_v2(db, "pairs_may_hold", 2, SQLITE_UTF8 | SQLITE_DETERMINISTIC,
+                                   NULL, sql_pairs_may_hold, NULL, NULL, NULL) != SQLITE_OK) {
         errmsg_set(err, err_len, "database %s: cannot add the body search function: %s", path,
                    sqlite3_errmsg(db));
         return -1;
@@ -527,6 +554,8 @@ static int prepare_reader(struct flowstore *store, char *err, size_t err_len)
                 err_len) != 0 ||
         prepare(db, path, "SELECT seg, first_id FROM flow_segments ORDER BY seg", &store->segs_stmt,
                 err, err_len) != 0 ||
+        prepare(db, path, "SELECT count(*) FROM pragma_table_info(?1) WHERE name = 'pairs'",
+                &store->has_pairs_stmt, err, err_len) != 0 ||
         prepare(db, path, "BEGIN", &store->read_begin_stmt, err, err_len) != 0 ||
         prepare(db, path, "COMMIT", &store->read_commit_stmt, err, err_len) != 0)
         return -1;
@@ -631,6 +660,40 @@ static int load_next_id(struct flowstore *store, char *err, size_t err_len)
 
 static void *writer_run(void *arg);
 
+/* Adds the pairs column (flowseg.c) to the segments' flows_unindexed_N
+ * that lack it: segment 1 (made by the migration of schema version 12) and
+ * segments made before the column existed. ADD COLUMN rewrites no row;
+ * the rows already there keep no filter (NULL) and are read by every body
+ * search, as before. A failure (a locked or read-only database) costs only
+ * the filter of what is written next. */
+static void add_pairs_columns(struct flowstore *store)
+{
+    char sql[256];
+    size_t i;
+
+    for (i = 0; i < store->seg_count; i++) {
+        int64_t has = 0;
+        char err[FLOWSTORE_ERROR_BYTES];
+
+        snprintf(sql, sizeof(sql),
+                 "SELECT count(*) FROM pragma_table_info('flows_unindexed_%" PRId64
+                 "') WHERE name = 'pairs'",
+                 store->segs[i].seg);
+        if (query_int64(store->wdb, store->db_path, sql, "a flow segment's columns", &has, err,
+                        sizeof(err)) != 0 ||
+            has > 0)
+            continue;
+        snprintf(sql, sizeof(sql), "ALTER TABLE flows_unindexed_%" PRId64 " ADD COLUMN pairs BLOB",
+                 store->segs[i].seg);
+        if (sqlite3_exec(store->wdb, sql, NULL, NULL, NULL) != SQLITE_OK) {
+            log_warn("flowstore: database %s: cannot add the byte-pair filter to segment %" PRId64
+                     ": %s",
+                     store->db_path, store->segs[i].seg, sqlite3_errmsg(store->wdb));
+            return;
+        }
+    }
+}
+
 /* The newest segment's index merge policy (flowseg_tune_sql()): segments
  * from a migration, or from before the policy, get it here. Only when
  * missing, so that an open writes nothing otherwise; a failure (a locked or
@@ -712,8 +775,10 @@ int flowstore_open(const char *db_path, int64_t max_flows, struct flowstore **ou
     if (db_open(db_path, &store->wdb, err, err_len) != 0 ||
         prepare_writer(store, err, err_len) != 0 ||
         db_open(db_path, &store->rdb, err, err_len) != 0 ||
-        prepare_reader(store, err, err_len) != 0 || load_segments(store, err, err_len) != 0 ||
-        prepare_segment(store, err, err_len) != 0 || load_next_id(store, err, err_len) != 0 ||
+        prepare_reader(store, err, err_len) != 0 || load_segments(store, err, err_len) != 0)
+        goto out;
+    add_pairs_columns(store);
+    if (prepare_segment(store, err, err_len) != 0 || load_next_id(store, err, err_len) != 0 ||
         load_inline_body_max(store, err, err_len) != 0)
         goto out;
     tune_newest(store);
@@ -771,6 +836,7 @@ void flowstore_close(struct flowstore *store)
     sqlite3_finalize(store->get_body_stmt);
     sqlite3_finalize(store->newest_stmt);
     sqlite3_finalize(store->segs_stmt);
+    sqlite3_finalize(store->has_pairs_stmt);
     sqlite3_finalize(store->read_begin_stmt);
     sqlite3_finalize(store->read_commit_stmt);
     close_db(store->rdb, store->db_path);
@@ -1089,6 +1155,30 @@ static bool body_text(struct flowstore *store, const struct flow_body *body, con
     return cut == data_len;
 }
 
+/*
+ * Adds the byte pairs of a body the index does not hold to pairs (see
+ * searchtext_pairs_add()). Returns false when the
+ * body can have no filter: a body search also looks into what a
+ * Content-Encoding decodes to, which the stored bytes' pairs do not
+ * cover, and a body over SEARCHTEXT_PAIRS_MAX_BODY_BYTES would set almost
+ * every bit.
+ */
+static bool body_pairs(const struct flow_body *body, const struct header_facts *facts,
+                       unsigned char pairs[SEARCHTEXT_PAIRS_BYTES])
+{
+    const char *encoding = facts->content_encoding;
+    size_t encoding_len = facts->content_encoding_len;
+
+    if (body->len == 0)
+        return true;
+    if (body->len > SEARCHTEXT_PAIRS_MAX_BODY_BYTES ||
+        (encoding != NULL && encoding_len > 0 &&
+         !(encoding_len == 8 && strncasecmp(encoding, "identity", 8) == 0)))
+        return false;
+    searchtext_pairs_add(pairs, body->data, body->len);
+    return true;
+}
+
 /* Makes room for len bytes in the writer's index_text. */
 static int reserve_index_text(struct flowstore *store, size_t len)
 {
@@ -1178,12 +1268,21 @@ static int index_flow(struct flowstore *store, const struct flow *flow,
     }
     rc = step_done(store->wdb, stmt, "indexing a flow", msg, msg_len);
     if (rc == SQLITE_DONE && !is_complete) {
+        unsigned char pairs[SEARCHTEXT_PAIRS_BYTES] = {0};
+        bool has_pairs = store->has_pairs_column && body_pairs(&flow->request_body, req, pairs) &&
+                         body_pairs(&flow->response_body, resp, pairs);
+
         rc = sqlite3_bind_int64(store->insert_unindexed_stmt, 1, flow->id);
-        if (rc != SQLITE_OK)
+        if (rc == SQLITE_OK && has_pairs)
+            rc = sqlite3_bind_blob(store->insert_unindexed_stmt, 2, pairs, sizeof(pairs),
+                                   SQLITE_STATIC);
+        if (rc != SQLITE_OK) {
             describe_error(store->wdb, rc, "indexing a flow", msg, msg_len);
-        else
+            sqlite3_clear_bindings(store->insert_unindexed_stmt);
+        } else {
             rc = step_done(store->wdb, store->insert_unindexed_stmt, "indexing a flow", msg,
                            msg_len);
+        }
     }
     if (rc == SQLITE_DONE)
         rc = index_headers(store, flow, msg, msg_len);
@@ -2478,9 +2577,11 @@ static int make_list_texts(const struct flowstore_filter *f, struct list_texts *
 }
 
 enum list_source {
-    FROM_FLOWS,     /* walk flows_N */
-    FROM_INDEX,     /* walk flows_fts_N's matches */
-    FROM_UNINDEXED, /* walk flows_unindexed_N */
+    FROM_FLOWS,           /* walk flows_N */
+    FROM_INDEX,           /* walk flows_fts_N's matches */
+    FROM_UNINDEXED,       /* walk flows_unindexed_N */
+    FROM_UNINDEXED_PAIRS, /* the same, skipping the bodies whose byte-pair filter rules the
+                             text out */
 };
 
 /* The statement for one segment: at most limit flows of filter f from
@@ -2508,6 +2609,18 @@ static void build_segment_query(struct list_query *q, const struct flowstore_fil
                   "flows_unindexed_%1$" PRId64 ") CROSS JOIN flows_%1$" PRId64
                   " ON flows_%1$" PRId64 ".id = unindexed_id WHERE 1",
                   seg);
+    } else if (source == FROM_UNINDEXED_PAIRS) {
+        /* The filter is read from flows_unindexed_N's own small rows: a
+         * flow it rules out costs no read of its row in flows_N, whose
+         * pages (a 16 KiB page for each body the index lacks, most of
+         * the segment when one flow in twenty has one) were what a body
+         * search that matches nothing spent its time on. */
+        snprintf(id, sizeof(id), "unindexed_id");
+        query_add(q,
+                  "SELECT " SUMMARY_COLUMNS " FROM (SELECT id AS unindexed_id FROM "
+                  "flows_unindexed_%1$" PRId64 " WHERE pairs_may_hold(pairs, ?%2$d)) CROSS JOIN "
+                  "flows_%1$" PRId64 " ON flows_%1$" PRId64 ".id = unindexed_id WHERE 1",
+                  seg, param_bytes(q, true, f->body_bytes, f->body_len));
     } else {
         snprintf(id, sizeof(id), "flows_%" PRId64 ".id", seg);
         query_add(q, "SELECT " SUMMARY_COLUMNS " FROM flows_%" PRId64 " WHERE 1", seg);
@@ -2596,6 +2709,24 @@ struct list_segment {
     int64_t seg;
     int64_t first_id;
 };
+
+/* Whether segment seg's flows_unindexed_N has the pairs column (a segment
+ * from before it, where the writer could not add it, has not). Called
+ * with read_lock held. */
+static bool has_pairs(struct flowstore *store, int64_t seg)
+{
+    sqlite3_stmt *stmt = store->has_pairs_stmt;
+    char table[64];
+    bool has = false;
+
+    snprintf(table, sizeof(table), "flows_unindexed_%" PRId64, seg);
+    if (sqlite3_bind_text(stmt, 1, table, -1, SQLITE_TRANSIENT) == SQLITE_OK &&
+        sqlite3_step(stmt) == SQLITE_ROW)
+        has = sqlite3_column_int64(stmt, 0) > 0;
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+    return has;
+}
 
 /* The segments as of the read transaction in progress on the reader. */
 static int read_segments(struct flowstore *store, struct list_segment *segs, size_t *count)
@@ -2820,8 +2951,10 @@ int flowstore_list(struct flowstore *store, const struct flowstore_filter *filte
         if (t.has_body_text) {
             size_t mid = n;
 
-            if (run_segment_query(store, &f, &t, segs[i].seg, FROM_UNINDEXED, f.limit - from, out,
-                                  &n, err, err_len) != 0)
+            if (run_segment_query(store, &f, &t, segs[i].seg,
+                                  has_pairs(store, segs[i].seg) ? FROM_UNINDEXED_PAIRS
+                                                                : FROM_UNINDEXED,
+                                  f.limit - from, out, &n, err, err_len) != 0)
                 goto out;
             merge_runs(out, from, mid, &n, f.limit - from, f.is_oldest_first, tmp);
         }

@@ -167,3 +167,36 @@ char *searchtext_header_values(const char *text)
     out[searchtext_put_header_values(text, out)] = '\0';
     return out;
 }
+
+static size_t pair_bit(unsigned char a, unsigned char b)
+{
+    return (size_t)(a & 31) << 5 | (size_t)(b & 31);
+}
+
+void searchtext_pairs_add(unsigned char bits[SEARCHTEXT_PAIRS_BYTES], const unsigned char *s,
+                          size_t len)
+{
+    size_t i;
+
+    for (i = 1; i < len; i++) {
+        size_t bit = pair_bit(s[i - 1], s[i]);
+
+        bits[bit >> 3] |= (unsigned char)(1u << (bit & 7));
+    }
+}
+
+bool searchtext_pairs_may_hold(const unsigned char *bits, size_t bits_len,
+                               const unsigned char *needle, size_t len)
+{
+    size_t i;
+
+    if (bits == NULL || bits_len != SEARCHTEXT_PAIRS_BYTES)
+        return true;
+    for (i = 1; i < len; i++) {
+        size_t bit = pair_bit(needle[i - 1], needle[i]);
+
+        if (!(bits[bit >> 3] & (1u << (bit & 7))))
+            return false;
+    }
+    return true;
+}

@@ -1080,6 +1080,71 @@ static void test_search_indexes_merge_sixteen_segments_at_a_time(void)
     flowstore_close(store);
 }
 
+/* A flow whose binary body the index does not hold has a byte-pair
+ * filter in flows_unindexed_N, unless a Content-Encoding or its size rules
+ * one out; the body search skips the flows whose filter lacks a pair of
+ * the text and still finds every match, with a filter, without one
+ * (NULL), and in a segment whose table had no pairs column (added when
+ * the store opens, NULL for the rows already there). */
+static void test_body_pairs_filter_skips_only_what_cannot_match(void)
+{
+    struct flowstore *store = open_store(100);
+    struct flowstore_filter f = {0};
+    unsigned char bin[300], big[SEARCHTEXT_PAIRS_MAX_BODY_BYTES + 10];
+    struct flow *fl;
+    size_t i;
+
+    CU_ASSERT_FATAL(store != NULL);
+    for (i = 0; i < sizeof(bin); i++)
+        bin[i] = (unsigned char)(0x80 | (i * 5));
+    memcpy(bin + 100, "Needle-One", 10);
+    fl = simple_flow("GET", "bin.test", "/plain", 200); /* 1: a filter */
+    flow_body_append(&fl->response_body, bin, sizeof(bin));
+    submit(store, fl);
+    fl = simple_flow("GET", "bin.test", "/encoded", 200); /* 2: encoded, no filter */
+    flow_body_append(&fl->response_body, bin, sizeof(bin));
+    free(fl->response_headers);
+    fl->response_headers = xstrdup("Content-Encoding: x-unknown\r\n");
+    submit(store, fl);
+    for (i = 0; i < sizeof(big); i++)
+        big[i] = (unsigned char)(0x80 | (i * 7));
+    memcpy(big + 2000, "Needle-Big", 10);
+    fl = simple_flow("GET", "bin.test", "/big", 200); /* 3: too big for a filter */
+    fl->response_body.limit = sizeof(big);
+    flow_body_append(&fl->response_body, big, sizeof(big));
+    submit(store, fl);
+    CU_ASSERT_EQUAL_FATAL(flowstore_sync(store, SYNC_MS), 0);
+    CU_ASSERT_EQUAL(query_int("SELECT length(pairs) FROM flows_unindexed_1 WHERE id = 1"),
+                    SEARCHTEXT_PAIRS_BYTES);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows_unindexed_1 WHERE pairs IS NULL"), 2);
+    f.is_body_nocase = true;
+    f.body_bytes = "needle-one";
+    f.body_len = 10;
+    expect_ids(store, &f, "2,1");
+    f.body_bytes = "Needle-Big";
+    expect_ids(store, &f, "3");
+    f.body_bytes = "Needle-Non";
+    expect_ids(store, &f, "");
+    flowstore_close(store);
+
+    /* A segment from before the column: the store adds it, NULL for the
+     * rows it holds, and they are searched as ever. */
+    CU_ASSERT_EQUAL_FATAL(exec_sql("ALTER TABLE flows_unindexed_1 DROP COLUMN pairs"), 0);
+    store = open_store(100);
+    CU_ASSERT_FATAL(store != NULL);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows_unindexed_1 WHERE pairs IS NULL"), 3);
+    f.body_bytes = "needle-one";
+    expect_ids(store, &f, "2,1");
+    fl = simple_flow("GET", "bin.test", "/after", 200); /* 4: a filter again */
+    flow_body_append(&fl->response_body, bin, sizeof(bin));
+    submit(store, fl);
+    CU_ASSERT_EQUAL_FATAL(flowstore_sync(store, SYNC_MS), 0);
+    CU_ASSERT_EQUAL(query_int("SELECT length(pairs) FROM flows_unindexed_1 WHERE id = 4"),
+                    SEARCHTEXT_PAIRS_BYTES);
+    expect_ids(store, &f, "4,2,1");
+    flowstore_close(store);
+}
+
 static void test_host_filter_globs_and_ignores_case(void)
 {
     struct flowstore *store = filter_fixture();
@@ -2979,6 +3044,8 @@ int main(void)
                      test_body_search_looks_into_compressed_bodies_and_can_ignore_case) ||
         !CU_add_test(suite, "search indexes merge sixteen segments at a time",
                      test_search_indexes_merge_sixteen_segments_at_a_time) ||
+        !CU_add_test(suite, "body pairs filter skips only what cannot match",
+                     test_body_pairs_filter_skips_only_what_cannot_match) ||
         !CU_add_test(suite, "folded body search finds matches across chunks",
                      test_folded_body_search_finds_matches_across_chunks) ||
         !CU_add_test(suite, "body_search_finds_inline_and_stored_bodies",
