@@ -10,7 +10,9 @@
  * grow with the number of stored flows.
  *
  * Each flow goes into the newest segment (flowseg.h) together with its
- * entry in that segment's search index, in one transaction per batch.
+ * entry in that segment's trigram index, in one transaction per batch; its
+ * header values go into the word index when the writer is idle, at most
+ * FLOWSTORE_HDR_LAG_MAX_FLOWS flows later (index_headers_upto()).
  * Pruning is whole-segment: when a limit is passed the writer drops the
  * oldest segment's tables (DROP TABLE), never deletes flows row by row. A
  * batched DELETE of an age range at a bounded cadence would still unlink
@@ -108,6 +110,10 @@ struct flowstore {
     /* The id the next stored flow gets (flow_ids, schema version 7): the
      * writer assigns ids itself rather than through AUTOINCREMENT. */
     int64_t next_id;
+    /* The flows from this id on have no entries in the header word index
+     * yet (flows_hdr_N): the writer adds them while its queue is empty, or
+     * in the batch once more than FLOWSTORE_HDR_LAG_MAX_FLOWS wait. */
+    int64_t hdr_indexed_to;
     /* The segments, oldest first (flowseg.h); the last one is written. */
     struct flowseg segs[FLOWSEG_MAX_SEGMENTS + 1];
     size_t seg_count;
@@ -659,6 +665,7 @@ static int load_next_id(struct flowstore *store, char *err, size_t err_len)
 }
 
 static void *writer_run(void *arg);
+static void catch_up_headers(struct flowstore *store);
 
 /* Adds the pairs column (flowseg.c) to the segments' flows_unindexed_N
  * that lack it: segment 1 (made by the migration of schema version 12) and
@@ -782,6 +789,12 @@ int flowstore_open(const char *db_path, int64_t max_flows, struct flowstore **ou
         load_inline_body_max(store, err, err_len) != 0)
         goto out;
     tune_newest(store);
+    /* Whether an earlier run stopped with header words still to add is not
+     * recorded; it never left more than FLOWSTORE_HDR_LAG_MAX_FLOWS, so
+     * those flows are indexed again when the writer starts. */
+    store->hdr_indexed_to = store->next_id - FLOWSTORE_HDR_LAG_MAX_FLOWS;
+    if (store->hdr_indexed_to < store->segs[0].first_id)
+        store->hdr_indexed_to = store->segs[0].first_id;
 
     if (pthread_create(&store->writer, NULL, writer_run, store) != 0) {
         errmsg_set(err, err_len, "flowstore: cannot start the writer thread");
@@ -1194,13 +1207,14 @@ static int reserve_index_text(struct flowstore *store, size_t len)
     return SQLITE_OK;
 }
 
-/* Adds the header values of flow to the newest segment's word index. */
-static int index_headers(struct flowstore *store, const struct flow *flow, char *msg,
+/* Adds the header values of the flow id (its two sections' texts) to a
+ * segment's word index through stmt (INSERT INTO flows_hdr_N). */
+static int index_headers(struct flowstore *store, sqlite3_stmt *stmt, int64_t id,
+                         const char *req_headers, const char *resp_headers, char *msg,
                          size_t msg_len)
 {
-    sqlite3_stmt *stmt = store->insert_hdr_stmt;
-    size_t req_len = flow->request_headers != NULL ? strlen(flow->request_headers) : 0;
-    size_t resp_len = flow->response_headers != NULL ? strlen(flow->response_headers) : 0;
+    size_t req_len = req_headers != NULL ? strlen(req_headers) : 0;
+    size_t resp_len = resp_headers != NULL ? strlen(resp_headers) : 0;
     size_t len;
     int rc;
 
@@ -1208,10 +1222,10 @@ static int index_headers(struct flowstore *store, const struct flow *flow, char 
         describe_error(store->wdb, rc, "indexing a flow's headers", msg, msg_len);
         return rc;
     }
-    len = searchtext_put_header_values(flow->request_headers, store->index_text);
+    len = searchtext_put_header_values(req_headers, store->index_text);
     store->index_text[len++] = '\n';
-    len += searchtext_put_header_values(flow->response_headers, store->index_text + len);
-    if ((rc = sqlite3_bind_int64(stmt, 1, flow->id)) != SQLITE_OK ||
+    len += searchtext_put_header_values(resp_headers, store->index_text + len);
+    if ((rc = sqlite3_bind_int64(stmt, 1, id)) != SQLITE_OK ||
         (rc = sqlite3_bind_text64(stmt, 2, store->index_text, len, SQLITE_STATIC, SQLITE_UTF8)) !=
             SQLITE_OK) {
         describe_error(store->wdb, rc, "indexing a flow's headers", msg, msg_len);
@@ -1221,8 +1235,9 @@ static int index_headers(struct flowstore *store, const struct flow *flow, char 
     return step_done(store->wdb, stmt, "indexing a flow's headers", msg, msg_len);
 }
 
-/* Adds flow to the newest segment's search indexes (and to its unindexed
- * list when a body is not all in the index). */
+/* Adds flow to the newest segment's trigram index (and to its unindexed
+ * list when a body is not all in the index); its header values follow
+ * later (index_headers_upto()). */
 static int index_flow(struct flowstore *store, const struct flow *flow,
                       const struct header_facts *req, const struct header_facts *resp, char *msg,
                       size_t msg_len)
@@ -1284,8 +1299,6 @@ static int index_flow(struct flowstore *store, const struct flow *flow,
                            msg_len);
         }
     }
-    if (rc == SQLITE_DONE)
-        rc = index_headers(store, flow, msg, msg_len);
 out:
     free(req_owned);
     free(resp_owned);
@@ -1316,6 +1329,73 @@ static size_t segment_of(const struct flowstore *store, int64_t id)
     while (i > 0 && store->segs[i].first_id > id)
         i--;
     return i;
+}
+
+/*
+ * Adds the header values of the stored flows from hdr_indexed_to up to
+ * (not including) until_id to their segments' word indexes, reading them
+ * back from the rows (still in the page cache: they were written moments
+ * ago). In the caller's transaction. Why later than the row: the word
+ * index is a quarter of the writer's work per flow and no dashboard query
+ * reads it (SQL does, tapwire-db(5)), so under full load the writer puts
+ * it off to its next idle moment, up to FLOWSTORE_HDR_LAG_MAX_FLOWS flows.
+ * A flow indexed twice (after a restart, see flowstore_open()) costs
+ * nothing but the space: with detail=none a rowid is listed once.
+ */
+static int index_headers_upto(struct flowstore *store, int64_t until_id, char *msg, size_t msg_len)
+{
+    size_t i;
+    int rc = SQLITE_DONE;
+
+    if (store->hdr_indexed_to < store->segs[0].first_id)
+        store->hdr_indexed_to = store->segs[0].first_id;
+    for (i = segment_of(store, store->hdr_indexed_to);
+         i < store->seg_count && store->hdr_indexed_to < until_id && rc == SQLITE_DONE; i++) {
+        bool is_newest = i == store->seg_count - 1;
+        int64_t seg_end = is_newest ? INT64_MAX : store->segs[i + 1].first_id;
+        int64_t end = until_id < seg_end ? until_id : seg_end;
+        sqlite3_stmt *read = NULL, *insert = is_newest ? store->insert_hdr_stmt : NULL;
+        char sql[256];
+
+        snprintf(sql, sizeof(sql),
+                 "SELECT id, req_headers, resp_headers FROM flows_%" PRId64
+                 " WHERE id >= ?1 AND id < ?2 ORDER BY id",
+                 store->segs[i].seg);
+        rc = sqlite3_prepare_v2(store->wdb, sql, -1, &read, NULL);
+        if (rc == SQLITE_OK && insert == NULL) {
+            snprintf(sql, sizeof(sql),
+                     "INSERT INTO flows_hdr_%" PRId64 " (rowid, text) VALUES (?1, ?2)",
+                     store->segs[i].seg);
+            rc = sqlite3_prepare_v2(store->wdb, sql, -1, &insert, NULL);
+        }
+        if (rc == SQLITE_OK)
+            rc = sqlite3_bind_int64(read, 1, store->hdr_indexed_to);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_bind_int64(read, 2, end);
+        if (rc != SQLITE_OK) {
+            describe_error(store->wdb, rc, "indexing header values", msg, msg_len);
+        } else {
+            int step = SQLITE_DONE;
+
+            rc = SQLITE_DONE;
+            while (rc == SQLITE_DONE && (step = sqlite3_step(read)) == SQLITE_ROW)
+                rc = index_headers(store, insert, sqlite3_column_int64(read, 0),
+                                   (const char *)sqlite3_column_text(read, 1),
+                                   (const char *)sqlite3_column_text(read, 2), msg, msg_len);
+            if (rc == SQLITE_DONE && step != SQLITE_DONE && step != SQLITE_ROW) {
+                rc = step;
+                describe_error(store->wdb, rc, "indexing header values", msg, msg_len);
+            }
+        }
+        sqlite3_finalize(read);
+        if (!is_newest)
+            sqlite3_finalize(insert);
+        if (rc == SQLITE_DONE)
+            store->hdr_indexed_to = end;
+    }
+    if (rc == SQLITE_DONE && store->hdr_indexed_to < until_id)
+        store->hdr_indexed_to = until_id;
+    return rc;
 }
 
 /* The id of the row a live flow's part belongs to (struct flow_live), 0
@@ -1917,7 +1997,7 @@ static bool write_batch(struct flowstore *store, struct flow **batch, size_t cou
     char msg[FLOWSTORE_ERROR_BYTES] = "";
     struct flowseg saved[FLOWSEG_MAX_SEGMENTS + 1];
     size_t saved_count, i;
-    int64_t first_id, saved_total;
+    int64_t first_id, saved_total, saved_hdr;
     int64_t pruned = 0;
     int64_t now_us = wall_now_us();
     int rc;
@@ -1925,6 +2005,7 @@ static bool write_batch(struct flowstore *store, struct flow **batch, size_t cou
 
     pthread_mutex_lock(&store->write_lock);
     first_id = store->next_id;
+    saved_hdr = store->hdr_indexed_to;
     saved_count = store->seg_count;
     saved_total = store->seg_total_flows;
     memcpy(saved, store->segs, saved_count * sizeof(saved[0]));
@@ -1951,6 +2032,10 @@ static bool write_batch(struct flowstore *store, struct flow **batch, size_t cou
             cur->last_us = batch[i]->timings.start;
         store->seg_total_flows++;
     }
+    /* Under sustained load the header words wait at most this long. */
+    if (rc == SQLITE_DONE && store->next_id - store->hdr_indexed_to > FLOWSTORE_HDR_LAG_MAX_FLOWS)
+        rc = index_headers_upto(store, store->next_id - FLOWSTORE_HDR_LAG_MAX_FLOWS, msg,
+                                sizeof(msg));
     if (rc == SQLITE_DONE)
         rc = apply_retention(store, 0, now_us, &pruned, msg, sizeof(msg));
     if (rc == SQLITE_DONE)
@@ -1971,6 +2056,7 @@ static bool write_batch(struct flowstore *store, struct flow **batch, size_t cou
         /* Nothing of the batch was stored: its ids are free again, and the
          * segments are as they were. */
         store->next_id = first_id;
+        store->hdr_indexed_to = saved_hdr;
         memcpy(store->segs, saved, saved_count * sizeof(saved[0]));
         store->seg_count = saved_count;
         store->seg_total_flows = saved_total;
@@ -2042,6 +2128,8 @@ int flowstore_write(struct flowstore *store, struct flow **flows, size_t count, 
     }
     for (i = 0; i < count; i++)
         flow_free(flows[i]);
+    if (ret == 0)
+        catch_up_headers(store);
     return ret;
 }
 
@@ -2061,6 +2149,52 @@ static void drop_queue(struct flowstore *store)
     pthread_cond_broadcast(&store->done_cond);
 }
 
+/*
+ * Adds the header words the writer put off (index_headers_upto()) while
+ * its queue stays empty, FLOWSTORE_HDR_CATCHUP_FLOWS flows per transaction,
+ * so that flows coming in wait for at most one of them. Returns at once
+ * when nothing waits, when flows are queued, or after a failure (the next
+ * batch logs what is wrong with the database).
+ */
+static void catch_up_headers(struct flowstore *store)
+{
+    for (;;) {
+        char msg[FLOWSTORE_ERROR_BYTES];
+        int64_t saved;
+        bool is_busy;
+        int rc;
+
+        pthread_mutex_lock(&store->lock);
+        is_busy = store->queue_count > 0;
+        pthread_mutex_unlock(&store->lock);
+        if (is_busy)
+            return;
+        pthread_mutex_lock(&store->write_lock);
+        saved = store->hdr_indexed_to;
+        if (saved >= store->next_id) {
+            pthread_mutex_unlock(&store->write_lock);
+            return;
+        }
+        rc = step_done(store->wdb, store->begin_stmt, "starting a transaction", msg, sizeof(msg));
+        if (rc == SQLITE_DONE)
+            rc = index_headers_upto(store,
+                                    saved + FLOWSTORE_HDR_CATCHUP_FLOWS < store->next_id
+                                        ? saved + FLOWSTORE_HDR_CATCHUP_FLOWS
+                                        : store->next_id,
+                                    msg, sizeof(msg));
+        if (rc == SQLITE_DONE)
+            rc = step_done(store->wdb, store->commit_stmt, "committing header words", msg,
+                           sizeof(msg));
+        if (rc != SQLITE_DONE) {
+            rollback_if_open(store);
+            store->hdr_indexed_to = saved;
+        }
+        pthread_mutex_unlock(&store->write_lock);
+        if (rc != SQLITE_DONE)
+            return;
+    }
+}
+
 static void *writer_run(void *arg)
 {
     struct flowstore *store = arg;
@@ -2070,6 +2204,7 @@ static void *writer_run(void *arg)
     size_t i;
 
     pthread_setname_np(pthread_self(), "tw-flowwriter");
+    catch_up_headers(store); /* what an earlier run may have left (flowstore_open()) */
     pthread_mutex_lock(&store->lock);
     for (;;) {
         while (store->queue_count == 0 && !store->is_stopping)
@@ -2100,6 +2235,10 @@ static void *writer_run(void *arg)
             notify_written(store, batch, count);
         for (i = 0; i < count; i++)
             flow_free(batch[i]);
+        /* Before these flows count as finished: flowstore_sync() then
+         * returns with the header words of a quiet moment's flows in. */
+        if (!has_failed)
+            catch_up_headers(store);
 
         pthread_mutex_lock(&store->lock);
         store->finished += count;
@@ -2209,6 +2348,7 @@ int flowstore_clear(struct flowstore *store, char *err, size_t err_len)
         if (prepare_segment(store, ignored, sizeof(ignored)) != 0)
             log_error("flowstore: %s", ignored);
     } else {
+        store->hdr_indexed_to = store->next_id;
         pthread_mutex_lock(&store->lock);
         store->stats.stored = 0;
         pthread_mutex_unlock(&store->lock);
