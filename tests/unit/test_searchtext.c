@@ -107,6 +107,13 @@ static void test_pairs_rule_out_only_what_is_absent(void)
     searchtext_pairs_add(bits, U("cd"));
     CU_ASSERT_TRUE(searchtext_pairs_may_hold(bits, sizeof(bits), U("ab")));
     CU_ASSERT_FALSE(searchtext_pairs_may_hold(bits, sizeof(bits), U("bc")));
+    /* Odd and even lengths: the last pair counts too. */
+    memset(bits, 0, sizeof(bits));
+    searchtext_pairs_add(bits, U("wxyz"));
+    searchtext_pairs_add(bits, U("klm"));
+    CU_ASSERT_TRUE(searchtext_pairs_may_hold(bits, sizeof(bits), U("wxyz")));
+    CU_ASSERT_TRUE(searchtext_pairs_may_hold(bits, sizeof(bits), U("klm")));
+    CU_ASSERT_FALSE(searchtext_pairs_may_hold(bits, sizeof(bits), U("zk")));
 }
 
 int main(void)
