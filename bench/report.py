@@ -250,13 +250,18 @@ def derive_interleaved(raw):
             if not req or row.get("cpu_s") is None:
                 continue
             c = cpu.setdefault(row["peer"], {"cpu_s": 0.0, "tail_cpu_s": 0.0, "requests": 0,
-                                             "rps": []})
+                                             "rps": [], "writer_cpu_s": 0.0,
+                                             "writer_tail_cpu_s": 0.0})
             c["cpu_s"] += row["cpu_s"]
             c["tail_cpu_s"] += row.get("tail_cpu_s") or 0.0
+            c["writer_cpu_s"] += row.get("writer_cpu_s") or 0.0
+            c["writer_tail_cpu_s"] += row.get("writer_tail_cpu_s") or 0.0
             c["requests"] += req
             c["rps"].append(lgv(row, "rps"))
     for peer, c in cpu.items():
         c["cpu_per_1k"] = (c["cpu_s"] + c["tail_cpu_s"]) / (c["requests"] / 1000.0)
+        c["writer_us_per_flow"] = c["writer_cpu_s"] * 1e6 / c["requests"]
+        c["writer_tail_us_per_flow"] = c["writer_tail_cpu_s"] * 1e6 / c["requests"]
         fig[(peer, "s10_cpu_per_1k")] = c["cpu_per_1k"]
         fig[(peer, "s10_rps")] = statistics.median(c["rps"])
     on, off = cpu.get("tapwire"), cpu.get("tapwire-nocapture")
@@ -603,6 +608,12 @@ def interleaved_notes(s10, s1_losses, a):
                          off["tail_cpu_s"] / off["requests"] * 1000,
                          on["cpu_per_1k"] / off["cpu_per_1k"],
                          (1 - off["cpu_per_1k"] / on["cpu_per_1k"]) * 100))
+    if on and on.get("writer_cpu_s"):
+        notes.append("Scenario 10 flow writer thread (tw-flowwriter) CPU per request through "
+                     "the capture process: %.1f µs during the slices, %.1f µs after them until "
+                     "idle (work it put off, such as header words), %.1f µs in all." % (
+                         on["writer_us_per_flow"], on["writer_tail_us_per_flow"],
+                         on["writer_us_per_flow"] + on["writer_tail_us_per_flow"]))
     if s10["flows"]:
         pruned = [t for t in s10["flows"] if t.get("flows_expected", t["requests_total"]) <
                   t["requests_total"]]
