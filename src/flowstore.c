@@ -1170,11 +1170,10 @@ static bool body_text(struct flowstore *store, const struct flow_body *body, con
 
 /*
  * Adds the byte pairs of a body the index does not hold to pairs (see
- * searchtext_pairs_add()). Returns false when the
- * body can have no filter: a body search also looks into what a
- * Content-Encoding decodes to, which the stored bytes' pairs do not
- * cover, and a body over SEARCHTEXT_PAIRS_MAX_BODY_BYTES would set almost
- * every bit.
+ * searchtext_pairs_add()). Returns false when the body can have no filter:
+ * a body search also looks into what a Content-Encoding decodes to, which
+ * the stored bytes' pairs do not cover, and a body over
+ * SEARCHTEXT_PAIRS_MAX_BODY_BYTES would set almost every bit.
  */
 static bool body_pairs(const struct flow_body *body, const struct header_facts *facts,
                        unsigned char pairs[SEARCHTEXT_PAIRS_BYTES])
