@@ -35,6 +35,9 @@
  * at most FLOWSTORE_HDR_LAG_MAX_FLOWS (then it is filled in the batch). */
 #define FLOWSTORE_HDR_CATCHUP_FLOWS 2048
 #define FLOWSTORE_HDR_LAG_MAX_FLOWS 16384
+/* After a backlog of at least this many queued flows, once the queue is
+ * empty again, the writer hands the freed heap back (malloc_trim). */
+#define FLOWSTORE_TRIM_BACKLOG_FLOWS 1024
 
 struct flowstore;
 
