@@ -2879,6 +2879,25 @@ static int make_list_texts(const struct flowstore_filter *f, struct list_texts *
     t->url = lower_or_null(f->url_text, &has_failed);
     if (t->url != NULL)
         url_query = searchtext_query(f->url_text, strlen(f->url_text));
+    if (f->expr_sql != NULL && f->expr_sql->index_text != NULL) {
+        /* Text the expression's URL terms require: the index finds the
+         * candidates, the expression's SQL (or filter_match()) decides. */
+        char *expr_query =
+            searchtext_query(f->expr_sql->index_text, strlen(f->expr_sql->index_text));
+
+        if (expr_query != NULL && url_query != NULL) {
+            size_t len = strlen(url_query) + strlen(expr_query) + 8;
+            char *both = malloc(len);
+
+            if (both != NULL)
+                snprintf(both, len, "%s AND %s", url_query, expr_query);
+            free(url_query);
+            free(expr_query);
+            url_query = both; /* NULL: no index, still right */
+        } else if (expr_query != NULL) {
+            url_query = expr_query;
+        }
+    }
     if (f->body_bytes != NULL && f->body_len > 0)
         body_query = searchtext_query(f->body_bytes, f->body_len);
     if (url_query != NULL && body_query != NULL) {
