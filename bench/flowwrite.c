@@ -4,10 +4,13 @@
  * Submits N flows shaped like scenario 1's (an HTTPS GET of a 1 KiB file:
  * realistic request and response headers, a 1 KiB response body, the TLS
  * facts of both sides) to a fresh flow store, waits until the writer has
- * stored them all, and prints the process's CPU time per flow. The proxy's
- * threads do none of this work, so it is the part of "capture cost" that
- * batching, the schema and the row layout decide; on a machine shared with
- * load it is steadier than a throughput difference.
+ * stored them all, and prints the process's CPU time per flow, the writer
+ * thread's alone (tw-flowwriter, from /proc/self/task/TID/stat), and the
+ * bytes and write calls the process made per flow (/proc/self/io: the WAL
+ * and the checkpoints). The proxy's threads do none of the writer's work,
+ * so it is the part of "capture cost" that batching, the schema and the row
+ * layout decide; on a machine shared with load it is steadier than a
+ * throughput difference.
  *
  *   flowwrite [--flows N] [--max-flows N] [--db FILE] [--json]
  *
@@ -17,6 +20,7 @@
 #include "flowstore.h"
 #include "log.h"
 
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +35,57 @@ static double cpu_seconds(void)
     getrusage(RUSAGE_SELF, &ru);
     return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
            (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+/* utime + stime of the thread named tw-flowwriter, in seconds; -1 when
+ * there is none (or no /proc). */
+static double writer_cpu_seconds(void)
+{
+    DIR *dir = opendir("/proc/self/task");
+    struct dirent *d;
+    double seconds = -1;
+
+    if (dir == NULL)
+        return -1;
+    while ((d = readdir(dir)) != NULL && seconds < 0) {
+        char path[300], line[1024];
+        unsigned long utime, stime;
+        const char *p;
+        FILE *f;
+
+        if (d->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof(path), "/proc/self/task/%s/stat", d->d_name);
+        f = fopen(path, "r");
+        if (f == NULL)
+            continue;
+        if (fgets(line, sizeof(line), f) != NULL && strstr(line, "(tw-flowwriter)") != NULL &&
+            (p = strrchr(line, ')')) != NULL &&
+            /* After the name: state and 10 more fields, then utime, stime. */
+            sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime, &stime) ==
+                2)
+            seconds = (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
+        fclose(f);
+    }
+    closedir(dir);
+    return seconds;
+}
+
+/* wchar and syscw of /proc/self/io: bytes passed to write calls, and the
+ * calls. */
+static void write_counts(unsigned long long *bytes, unsigned long long *calls)
+{
+    FILE *f = fopen("/proc/self/io", "r");
+    char line[128];
+
+    *bytes = *calls = 0;
+    if (f == NULL)
+        return;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        sscanf(line, "wchar: %llu", bytes);
+        sscanf(line, "syscw: %llu", calls);
+    }
+    fclose(f);
 }
 
 static double wall_seconds(void)
@@ -56,8 +111,8 @@ static struct flow *make_flow(long i, const unsigned char *body, size_t body_len
     f->port = 443;
     snprintf(target, sizeof(target), "/1k?n=%ld", i);
     f->target = strdup(target);
-    f->request_version_minor = 1;
-    f->response_version_minor = 1;
+    f->request_version = 11;
+    f->response_version = 11;
     f->request_headers = strdup("Host: bench.test:443\r\nUser-Agent: tapwire-loadgen\r\n"
                                 "Accept: */*\r\nVia: 1.1 tapwire\r\n");
     f->response_headers = strdup("Server: nginx/1.22.1\r\nDate: Mon, 23 Nov 2026 14:00:00 GMT\r\n"
@@ -139,6 +194,14 @@ int main(int argc, char **argv)
         fprintf(stderr, "flowwrite: %s\n", err);
         goto out;
     }
+    unsigned long long wbytes0, wcalls0, wbytes, wcalls;
+    double wcpu0 = writer_cpu_seconds();
+    /* The writer names itself once it runs. */
+    for (i = 0; i < 1000 && wcpu0 < 0; i++) {
+        usleep(1000);
+        wcpu0 = writer_cpu_seconds();
+    }
+    write_counts(&wbytes0, &wcalls0);
     double cpu0 = cpu_seconds(), wall0 = wall_seconds();
     for (long n = 0; n < flows; n++) {
         struct flow *f = make_flow(n, body, sizeof(body));
@@ -160,17 +223,26 @@ int main(int argc, char **argv)
         goto out;
     }
     double cpu = cpu_seconds() - cpu0, wall = wall_seconds() - wall0;
+    double wcpu = writer_cpu_seconds() - wcpu0;
+    write_counts(&wbytes, &wcalls);
+    wbytes -= wbytes0;
+    wcalls -= wcalls0;
     flowstore_stats(store, &stats);
     if (json)
         printf("{\"flows\":%ld,\"written\":%llu,\"write_errors\":%llu,\"cpu_s\":%.3f,"
-               "\"wall_s\":%.3f,\"cpu_us_per_flow\":%.2f}\n",
+               "\"wall_s\":%.3f,\"cpu_us_per_flow\":%.2f,\"writer_cpu_us_per_flow\":%.2f,"
+               "\"write_bytes_per_flow\":%.0f,\"write_calls_per_flow\":%.3f}\n",
                flows, (unsigned long long)stats.written, (unsigned long long)stats.write_errors,
-               cpu, wall, cpu * 1e6 / (double)flows);
+               cpu, wall, cpu * 1e6 / (double)flows, wcpu * 1e6 / (double)flows,
+               (double)wbytes / (double)flows, (double)wcalls / (double)flows);
     else
         printf("%ld flows (%llu written, %llu errors): %.2f us CPU per flow (submitting and "
-               "writing), %.0f flows/s\n",
+               "writing), writer thread %.2f us, %.0f bytes in %.3f write calls per flow, "
+               "%.0f flows/s\n",
                flows, (unsigned long long)stats.written, (unsigned long long)stats.write_errors,
-               cpu * 1e6 / (double)flows, (double)flows / wall);
+               cpu * 1e6 / (double)flows, wcpu * 1e6 / (double)flows,
+               (double)wbytes / (double)flows, (double)wcalls / (double)flows,
+               (double)flows / wall);
     ret = stats.written == (unsigned long long)flows ? 0 : 1;
 out:
     flowstore_close(store);

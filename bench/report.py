@@ -250,13 +250,18 @@ def derive_interleaved(raw):
             if not req or row.get("cpu_s") is None:
                 continue
             c = cpu.setdefault(row["peer"], {"cpu_s": 0.0, "tail_cpu_s": 0.0, "requests": 0,
-                                             "rps": []})
+                                             "rps": [], "writer_cpu_s": 0.0,
+                                             "writer_tail_cpu_s": 0.0})
             c["cpu_s"] += row["cpu_s"]
             c["tail_cpu_s"] += row.get("tail_cpu_s") or 0.0
+            c["writer_cpu_s"] += row.get("writer_cpu_s") or 0.0
+            c["writer_tail_cpu_s"] += row.get("writer_tail_cpu_s") or 0.0
             c["requests"] += req
             c["rps"].append(lgv(row, "rps"))
     for peer, c in cpu.items():
         c["cpu_per_1k"] = (c["cpu_s"] + c["tail_cpu_s"]) / (c["requests"] / 1000.0)
+        c["writer_us_per_flow"] = c["writer_cpu_s"] * 1e6 / c["requests"]
+        c["writer_tail_us_per_flow"] = c["writer_tail_cpu_s"] * 1e6 / c["requests"]
         fig[(peer, "s10_cpu_per_1k")] = c["cpu_per_1k"]
         fig[(peer, "s10_rps")] = statistics.median(c["rps"])
     on, off = cpu.get("tapwire"), cpu.get("tapwire-nocapture")
@@ -603,6 +608,12 @@ def interleaved_notes(s10, s1_losses, a):
                          off["tail_cpu_s"] / off["requests"] * 1000,
                          on["cpu_per_1k"] / off["cpu_per_1k"],
                          (1 - off["cpu_per_1k"] / on["cpu_per_1k"]) * 100))
+    if on and on.get("writer_cpu_s"):
+        notes.append("Scenario 10 flow writer thread (tw-flowwriter) CPU per request through "
+                     "the capture process: %.1f µs during the slices, %.1f µs after them until "
+                     "idle (work it put off, such as header words), %.1f µs in all." % (
+                         on["writer_us_per_flow"], on["writer_tail_us_per_flow"],
+                         on["writer_us_per_flow"] + on["writer_tail_us_per_flow"]))
     if s10["flows"]:
         pruned = [t for t in s10["flows"] if t.get("flows_expected", t["requests_total"]) <
                   t["requests_total"]]
@@ -624,6 +635,38 @@ def interleaved_notes(s10, s1_losses, a):
     return notes
 
 
+def million_table(raw):
+    """Scenario 11: tapwire's RSS over a million captured flows."""
+    rows = [r for r in raw if r["scenario"] == 11 and not r.get("failed")]
+    if not rows:
+        return "", []
+    lines = ["| 11 RSS over captured flows (tapwire, 16 keep-alive conns, 1 KiB) | MiB |",
+             "|---|---:|"]
+    notes = []
+    for r in rows:
+        mib = lambda kib: "%.1f" % (kib / 1024.0)
+        steps = r.get("rss_steps_kib") or []
+        n = int(r.get("flows") or 0)
+        lines.append("| before the load (after one request) | %s |" % mib(r["rss_start_kib"]))
+        for i, kib in enumerate(steps):
+            if i in (0, 4, len(steps) - 1) or len(steps) < 4:
+                lines.append("| after {:,} requests (end of step {}) | {} |".format(
+                    n * (i + 1) // 10, i + 1, mib(kib)))
+        lines.append("| peak during the run (1 s samples) | %s |" % mib(r["rss_peak_kib"]))
+        lines.append("| peak (VmHWM) | %s |" % mib(r["hwm_kib"]))
+        lines.append("| after the writer caught up | %s |" % mib(r["rss_after_kib"]))
+        if steps:
+            lines.append("| growth from the end of step 1 to the end, %% | %+.1f |" % (
+                (steps[-1] / float(steps[0]) - 1) * 100))
+        st = r.get("stats") or {}
+        flows = {k: st.get(k) for k in ("written", "dropped", "write_errors", "stored")}
+        notes.append("Scenario 11: %s requests in %s s with --max-flows %s; the writer's "
+                     "counters at the end: %s." % (
+                         "{:,}".format(r.get("sent", 0)), r.get("seconds"),
+                         r.get("max_flows"), json.dumps(flows, sort_keys=True)[:400]))
+    return "\n".join(lines), notes
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--raw", required=True)
@@ -632,7 +675,7 @@ def main():
     for name in ("reps", "duration", "cold-hosts", "idle-conns", "capture-small",
                  "capture-large", "quick", "scenarios", "peers", "dash-small", "dash-large",
                  "dash-requests", "s9-matches", "s9-rule-nomatch", "s9-rule-match",
-                 "s10-slices", "s10-slice-s", "s10-max-flows"):
+                 "s10-slices", "s10-slice-s", "s10-max-flows", "s11-flows", "s11-max-flows"):
         ap.add_argument("--" + name, default="")
     a = ap.parse_args()
 
@@ -772,11 +815,12 @@ def main():
     dash_table, dash_notes = dashboard_table(raw, med, a) if 8 in wanted and "tapwire" in peers \
         else ("", [])
     rules_table_md, rules_notes = rules_table(raw, med, a, peers) if 9 in wanted else ("", [])
+    million_md, million_notes = million_table(raw) if 11 in wanted else ("", [])
     base_pairs = derive_baseline(raw)
     base_table, base_notes = ("", [])
     if "tapwire" in peers and "tapwire-baseline" in peers:
         base_table, base_notes = baseline_table(base_pairs, wanted, a)
-    notes += base_notes + dash_notes + rules_notes
+    notes += base_notes + dash_notes + rules_notes + million_notes
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     if versions.get("tapwire_baseline_source"):
         vline_base = "; tapwire-baseline %s (%s)" % (versions.get("tapwire_baseline"),
@@ -794,7 +838,7 @@ def main():
 
     print()
     print("Measured %s; %s." % (date, vline))
-    for t in (table, base_table, dash_table, rules_table_md):
+    for t in (table, base_table, dash_table, rules_table_md, million_md):
         if t:
             print()
             print(t)
@@ -810,12 +854,13 @@ def main():
             "reps", "duration", "cold_hosts", "idle_conns", "capture_small",
             "capture_large", "quick", "scenarios", "peers", "dash_small", "dash_large",
             "dash_requests", "s9_matches", "s9_rule_nomatch", "s9_rule_match",
-            "s10_slices", "s10_slice_s", "s10_max_flows")},
+            "s10_slices", "s10_slice_s", "s10_max_flows", "s11_flows", "s11_max_flows")},
         "medians": {p: {m: v for (pp, m), v in med.items() if pp == p} for p in peers},
         "errors": {"%s/%d" % k: v for k, v in errors.items()},
         "table_markdown": table,
         "table_dashboard_markdown": dash_table,
         "table_rules_markdown": rules_table_md,
+        "table_million_markdown": million_md,
         "table_baseline_markdown": base_table,
         "baseline_pairs": {"%d/%s" % k: [{"rep": r, "first": f, "change_pct": v}
                                          for r, f, v in vals]

@@ -428,3 +428,13 @@ CREATE VIEW flow_bodies AS SELECT * FROM flow_bodies_1;
 -- each segment:
 ALTER TABLE flows_$SEG ADD COLUMN listener TEXT;
 ALTER TABLE flows_$SEG ADD COLUMN bodies_dropped INTEGER;
+
+-- version: 14
+-- A filter of the bytes of the bodies the search index does not hold
+-- (flowstore.c, searchtext.h): flows_unindexed_N gains pairs (BLOB, 128
+-- bytes: a bit per pair of adjacent bytes, both cases of a letter sharing
+-- it; NULL when a body has no filter). A body search reads only the bodies
+-- whose filter may hold its text. The rows already there keep NULL and are
+-- read by every body search, as before.
+-- each segment:
+ALTER TABLE flows_unindexed_$SEG ADD COLUMN pairs BLOB;

@@ -1434,6 +1434,62 @@ static enum sql_class classify(const struct filter *f, const enum sql_class *cla
     }
 }
 
+/*
+ * The part of run (a literal a URL as URL_SQL shows it must contain) that
+ * host || target must then contain too, or NULL. The shown URL is scheme
+ * "://" host [":" port] target: a run without ':' or brackets lies within
+ * the scheme, within "//" and the host (and the target when no port is
+ * shown), or within the port's digits and the target. A run made only of
+ * the letters of "http", "https", "ws" and "wss" may be in the scheme
+ * alone, so it is not used; dropping leading digits and slashes rules out
+ * "//" and the port.
+ */
+static const char *url_run_in_index(const char *run)
+{
+    if (strpbrk(run, ":[]") != NULL || run[strspn(run, "htpsw")] == '\0')
+        return NULL;
+    return run + strspn(run, "0123456789/");
+}
+
+/* Keeps in *best the longest of the texts the index can look for (at least
+ * three characters, its trigrams) that node i requires, walking only the
+ * AND chain: under a NOT or an OR a term requires nothing. */
+static int find_index_text(const struct filter *f, int i, char **best)
+{
+    const struct node *n = &f->nodes[i];
+    struct literal l;
+    int ret = 0;
+
+    if (n->op == OP_AND)
+        return find_index_text(f, n->a, best) == 0 && find_index_text(f, n->b, best) == 0 ? 0 : -1;
+    if (n->op == OP_TEXT) {
+        if (!flow_is_text(n->value, n->value_len))
+            return 0;
+        memset(&l, 0, sizeof(l));
+        l.runs[0] = n->lower;
+        l.run_count = 1;
+    } else if (n->op == OP_URL || n->op == OP_DOMAIN) {
+        if (analyze_regex(n->value, n->value_len, &l) != 0)
+            return -1;
+    } else {
+        return 0;
+    }
+    for (size_t k = 0; k < l.run_count; k++) {
+        const char *text = n->op == OP_DOMAIN ? l.runs[k] : url_run_in_index(l.runs[k]);
+
+        if (text == NULL || strlen(text) < 3 || (*best != NULL && strlen(*best) >= strlen(text)))
+            continue;
+        free(*best);
+        if ((*best = strdup(text)) == NULL) {
+            ret = -1;
+            break;
+        }
+    }
+    if (n->op != OP_TEXT)
+        literal_free(&l);
+    return ret;
+}
+
 int filter_to_sql(const struct filter *filter, struct filter_sql *out, char *err, size_t err_len)
 {
     enum sql_class classes[FILTER_MAX_NODES];
@@ -1458,6 +1514,10 @@ int filter_to_sql(const struct filter *filter, struct filter_sql *out, char *err
     }
     out->where = g.where.data;
     out->needs_eval = c != SQL_EXACT;
+    if (find_index_text(filter, filter->root, &out->index_text) != 0) {
+        errmsg_set(err, err_len, "out of memory");
+        goto out;
+    }
     ret = 0;
 out:
     return ret;
@@ -1470,5 +1530,6 @@ void filter_sql_free(struct filter_sql *sql)
     free(sql->strings);
     free(sql->params);
     free(sql->where);
+    free(sql->index_text);
     memset(sql, 0, sizeof(*sql));
 }

@@ -137,6 +137,10 @@ struct filter_sql {
     struct filter_sql_param *params;
     size_t param_count;
     bool needs_eval;
+    /* Text that every matching flow's lowercased host || target holds (a
+     * bare word, or a literal run of ~u or ~d, from the AND chain at the
+     * top), for the search index; NULL when none is known. Owned. */
+    char *index_text;
     char **strings; /* private: the texts of params */
     size_t string_count;
 };

@@ -9,6 +9,10 @@
  * its rows, and the writer reuses them for the next segment, so a full
  * store costs no more per flow than an empty one.
  *
+ * flows_unindexed_N's pairs column (the byte-pair filter of searchtext.h,
+ * NULL when a body has none) is not in the migration that made segment 1:
+ * the flow store adds it to older segments when it opens.
+ *
  * The column list of flows_N must stay exactly that of flows_1 as the
  * migrations of sql/schema.sql leave it (version 12 made it, version 13
  * added listener and bodies_dropped to every segment; the views are UNION
@@ -59,7 +63,18 @@ static const char create_fmt[] =
     "columnsize = 0, detail = none, tokenize = 'trigram');"
     "CREATE VIRTUAL TABLE flows_hdr_%1$" PRId64 " USING fts5 (text, content = '', "
     "columnsize = 0, detail = none, tokenize = 'unicode61');"
-    "CREATE TABLE flows_unindexed_%1$" PRId64 " (id INTEGER PRIMARY KEY);";
+    "CREATE TABLE flows_unindexed_%1$" PRId64 " (id INTEGER PRIMARY KEY, pairs BLOB);";
+
+/* automerge 16 (FTS5's default is 4): each batch the writer commits adds
+ * an FTS5 segment to both indexes, and with 4 they were merged every few
+ * batches, the merges a sixth of the writer's instructions per flow. A
+ * flow segment's indexes live only as long as it does (an eighth of
+ * --max-flows), so with 16 most are dropped before a merge; a search looks
+ * into at most about 16 small FTS5 segments per index instead of 4. */
+
+static const char tune_fmt[] =
+    "INSERT INTO flows_fts_%1$" PRId64 " (flows_fts_%1$" PRId64 ", rank) VALUES ('automerge', 16);"
+    "INSERT INTO flows_hdr_%1$" PRId64 " (flows_hdr_%1$" PRId64 ", rank) VALUES ('automerge', 16);";
 
 /* %3$ is the first id of the next segment: the WebSocket messages of
  * every flow below it go too (ws_messages is one table for all segments). */
@@ -75,6 +90,13 @@ static const char drop_fmt[] = "PRAGMA secure_delete = %2$s;"
 int flowseg_create_sql(int64_t seg, char *out, size_t out_len)
 {
     int n = snprintf(out, out_len, create_fmt, seg);
+
+    return n > 0 && (size_t)n < out_len ? 0 : -1;
+}
+
+int flowseg_tune_sql(int64_t seg, char *out, size_t out_len)
+{
+    int n = snprintf(out, out_len, tune_fmt, seg);
 
     return n > 0 && (size_t)n < out_len ? 0 : -1;
 }

@@ -45,6 +45,11 @@ struct flowseg {
  * indexes. Returns 0, or -1 when out_len is too small. */
 int flowseg_create_sql(int64_t seg, char *out, size_t out_len);
 
+/* The statements that set segment seg's search indexes' merge policy
+ * (FTS5 automerge). Run on the segment the writer fills, when it starts
+ * and when the store opens (segment 1 comes from a migration). */
+int flowseg_tune_sql(int64_t seg, char *out, size_t out_len);
+
 /* The statements that drop the oldest segment seg's tables (and their
  * indexes) and delete the WebSocket messages (ws_messages) of every flow id
  * below next_first_id, the first id of the segment after it; their pages

@@ -41,6 +41,14 @@
  * list. */
 #define FLOWSTORE_BATCH_FLOWS 1024 /* flows per write transaction */
 #define FLOWSTORE_GATHER_MS 100    /* the writer waits this long to fill a batch */
+/* The header word index (flows_hdr_N) is filled while the writer's queue
+ * is empty, this many flows per transaction, and lags the stored flows by
+ * at most FLOWSTORE_HDR_LAG_MAX_FLOWS (then it is filled in the batch). */
+#define FLOWSTORE_HDR_CATCHUP_FLOWS 2048
+#define FLOWSTORE_HDR_LAG_MAX_FLOWS 16384
+/* After a backlog of at least this many queued flows, once the queue is
+ * empty again, the writer hands the freed heap back (malloc_trim). */
+#define FLOWSTORE_TRIM_BACKLOG_FLOWS 1024
 
 struct flowstore;
 

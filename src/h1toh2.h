@@ -4,7 +4,9 @@
  * translated by RFC 9113 section 8 and RFC 9110 7.6. The reverse of
  * h2bridge.
  *
- * Why this shape: when the client side is HTTP/1.1, the session offers the
+ * Why this shape: when the client side is HTTP/1.1 and tapwire chose the
+ * origin (a --reverse listener's, a map-remote's; an intercepted tunnel's
+ * origin is offered only what its client offered), the session offers the
  * origin "http/1.1, h2" in that order, so that an origin that honours the
  * client's order stays on HTTP/1.1 and one that speaks nothing else can
  * pick h2. It is the smallest change that is correct: one handshake, as
@@ -13,11 +15,11 @@
  * nghttpd completes the handshake without ALPN rather than refusing it,
  * and the failure shows only once a request went out). The price: an
  * origin that ranks h2 first whatever the client's order (nginx) is
- * translated too. That is correct, as long as nothing is lost on the way:
- * the rules (body rules included, buffered and reframed as exchange.c
- * does), capture and the intercept run here as in the exchange, and an
- * upgrade (WebSocket), which HTTP/2 cannot carry, goes on a new
- * connection offered http/1.1 alone (session.c).
+ * translated too (which is why tunnels are left out). That is correct, as
+ * long as nothing is lost on the way: the rules (body rules included,
+ * buffered and reframed as exchange.c does), capture and the intercept run
+ * here as in the exchange, and an upgrade (WebSocket), which HTTP/2 cannot
+ * carry, goes on a new connection offered http/1.1 alone (session.c).
  *
  * The session thread already blocks on one request at a time of an
  * HTTP/1.1 client connection, so each request runs as one stream of an

@@ -37,6 +37,7 @@
 #include "message.h"
 #include "reverse.h"
 #include "rewrite.h"
+#include "ruleaction.h"
 #include "stacktrim.h"
 
 /* Nothing the relay holds per stream grows past what flow control allows,
@@ -278,6 +279,12 @@ struct h2ex {
     uint64_t up_bytes, down_bytes;
     struct rewrite rw;
     struct capture cap;
+    /* The HTTP/1.1 side serving the request: the relay's bridge, a
+     * map-remote's (struct remote), or NULL: the h2 origin session. */
+    struct h2bridge *bridge;
+    bool is_remapped;  /* a map-remote sent it to another origin */
+    bool is_answered;  /* a mock or block rule answered it: no origin */
+    bool answer_waits; /* its answer goes once the request body is in */
     /* A head an intercept parked waits in held[] (h2intercept.h). */
     struct h2intercept_stream ic;
     char *url;
@@ -285,13 +292,27 @@ struct h2ex {
     char error[GRPCMSG_MAX_STATUS_TEXT_BYTES + 64]; /* a gRPC status fits */
 };
 
+/* The origin of a map-remote rule, reached over HTTP/1.1 by a bridge of
+ * its own (opened on the first stream mapped to it, kept for the
+ * connection's life): whatever the connection's origin speaks, a mapped
+ * stream is translated, so one path serves every mapped origin. */
+struct remote {
+    struct h2bridge *bridge;
+    char host[256]; /* the bridge's target borrows these */
+    uint16_t port;
+    bool is_tls;
+    size_t at, polled; /* its entries in the last poll */
+};
+
 struct h2relay {
     const struct h2relay_env *env;
     nghttp2_session *client; /* we are the server */
     nghttp2_session *origin; /* we are the client; NULL with an HTTP/1.1-only origin */
     struct h2bridge *bridge; /* an HTTP/1.1-only origin: the streams' requests go there */
+    struct remote remotes[H2RELAY_MAX_REMOTES];
+    size_t remote_count;
     /* The last poll: the bridge's entries start at bridge_at, bridge_polled of them. */
-    struct pollfd pfd[5 + H2BRIDGE_MAX_CONNECTIONS];
+    struct pollfd pfd[5 + H2BRIDGE_MAX_CONNECTIONS * (1 + H2RELAY_MAX_REMOTES)];
     size_t bridge_at, bridge_polled;
     struct h2ex *streams;
     struct pool pool;
@@ -316,8 +337,8 @@ static void record_and_free(struct h2ex *ex)
     const struct h2relay_env *env = r->env;
     struct h2ex **p;
 
-    if (r->bridge != NULL && !ex->origin_closed) {
-        h2bridge_cancel(r->bridge, ex);
+    if (ex->bridge != NULL && !ex->origin_closed) {
+        h2bridge_cancel(ex->bridge, ex);
         ex->origin_closed = true;
     }
     double ms = (double)(clock_mono_us() - ex->started_us) / 1000.0;
@@ -345,8 +366,23 @@ static void record_and_free(struct h2ex *ex)
         if (capture_is_on(&ex->cap)) {
             const struct exchange_capture *hooks = capture_hooks(&ex->cap);
             struct capture_connection conn = {.tls = env->tls};
-            /* The connection was opened for the first exchange recorded. */
-            if (!r->has_told_open_times) {
+            struct flow_tls client_side;
+            if (ex->is_remapped) {
+                /* The connection's origin did not serve it, and the
+                 * mapped one's facts stay in its bridge: the flow has the
+                 * client side's. */
+                client_side = *env->tls;
+                memset(client_side.upstream_version, 0, sizeof(client_side.upstream_version));
+                memset(client_side.upstream_cipher, 0, sizeof(client_side.upstream_cipher));
+                client_side.cert_subject = NULL;
+                client_side.cert_issuer = NULL;
+                client_side.cert_sans = NULL;
+                client_side.cert_not_after = 0;
+                client_side.verification = NULL;
+                client_side.strings = NULL;
+                conn.tls = &client_side;
+            } else if (!r->has_told_open_times) {
+                /* The connection was opened for the first exchange recorded. */
                 conn.connected_at_us = env->connected_at_us;
                 conn.tls_done_at_us = env->tls_done_at_us;
                 r->has_told_open_times = true;
@@ -446,7 +482,9 @@ static ssize_t read_body(nghttp2_session *session, int32_t stream_id, uint8_t *b
     *early -= already;
     if (n > already) {
         /* Now the sender may send that much more (see the top comment). */
-        nghttp2_session *from = is_up ? r->client : r->origin;
+        nghttp2_session *from = is_up                                   ? r->client
+                                : ex->bridge != NULL || ex->is_answered ? NULL
+                                                                        : r->origin;
         int32_t from_id = is_up ? ex->client_id : ex->origin_id;
         /* No session sent a bridged response: h2bridge reads it as fast as
          * the queue empties. */
@@ -495,16 +533,19 @@ static void request_view(const struct h2ex *ex, struct message *m)
     m->keep_alive = true;
 }
 
+/* The flow of the stream: the request as sent (req) and as received (view,
+ * NULL when the same), to the connection's origin or to remote's. */
 static void begin_record(struct h2ex *ex, const struct message *req, const struct message *view,
-                         char *target_original)
+                         char *target_original, const struct ruleaction_remote *remote)
 {
     const struct h2relay_env *env = ex->r->env;
+    const char *scheme = env->scheme != NULL ? env->scheme : "https";
     struct capture_start start = {
         .client = env->client_name,
-        .scheme = env->scheme != NULL ? env->scheme : "https",
+        .scheme = remote != NULL ? (remote->is_tls ? "https" : "http") : scheme,
         .method = ex->method,
-        .host = env->site,
-        .port = env->port,
+        .host = remote != NULL ? remote->host : env->site,
+        .port = remote != NULL ? remote->port : env->port,
         .target = req->target,
         .is_tls = true,
         .body_limit = env->capture_limit,
@@ -555,7 +596,7 @@ static int submit_to_bridge(struct h2ex *ex, const struct message *sent)
         refuse_stream(ex, NGHTTP2_PROTOCOL_ERROR, why);
         return -1;
     }
-    if (h2bridge_submit(ex->r->bridge, ex, &m, &why) < 0) {
+    if (h2bridge_submit(ex->bridge, ex, &m, &why) < 0) {
         refuse_stream(ex, NGHTTP2_REFUSED_STREAM, why);
         return -1;
     }
@@ -580,7 +621,7 @@ static int submit_request_head(struct h2ex *ex, const struct message *sent)
     nghttp2_nv *nva = arena_alloc(&ex->text, &r->pool, (4 + sent->fields.count) * sizeof(*nva));
     const char *authority = ex->authority ? ex->authority : env->site;
 
-    if (r->bridge != NULL)
+    if (ex->bridge != NULL)
         return submit_to_bridge(ex, sent);
     if (nva == NULL) {
         refuse_stream(ex, NGHTTP2_INTERNAL_ERROR, "out of memory");
@@ -694,6 +735,11 @@ static int forward_request(struct h2ex *ex, const struct message *sent)
     return submit_request_head(ex, sent);
 }
 
+static int map_remote(struct h2ex *ex, const struct rule *act, const struct message *sent,
+                      const char *target, struct ruleaction_remote *remote);
+static int answer_by_rule(struct h2ex *ex, const struct rule *act, const struct message *req);
+static int send_answer(struct h2ex *ex);
+
 /* Rules on the request, the record begun, the intercept asked, and the
  * request sent on as a new origin stream. Returns 0, or -1 when the stream
  * was refused. */
@@ -703,6 +749,8 @@ static int start_exchange(struct h2ex *ex)
     const struct h2relay_env *env = r->env;
     struct message view, req = {0};
     const struct message *sent = &view;
+    struct ruleaction_remote remote = {0};
+    const struct rule *act;
     char *new_path = NULL;
     int changed = 0;
     int rc = -1;
@@ -731,6 +779,8 @@ static int start_exchange(struct h2ex *ex)
         goto out;
     if (changed > 0)
         sent = &req;
+    ex->bridge = r->bridge;
+    act = rewrite_action(&ex->rw);
     size_t url_len =
         strlen(env->site) + (ex->authority ? strlen(ex->authority) : 0) + sent->target_len + 32;
     ex->url = arena_alloc(&ex->text, &r->pool, url_len);
@@ -739,7 +789,25 @@ static int start_exchange(struct h2ex *ex)
     snprintf(ex->url, url_len, "%s://%.*s%.*s", env->scheme != NULL ? env->scheme : "https",
              (int)(ex->authority ? strlen(ex->authority) : 0), ex->authority ? ex->authority : "",
              (int)sent->target_len, sent->target);
-    begin_record(ex, sent, changed > 0 ? &view : NULL, new_path != NULL ? strdup(ex->path) : NULL);
+    if (act != NULL && act->target == RULES_TARGET_MAP_REMOTE) {
+        rc = map_remote(ex, act, sent, new_path != NULL ? new_path : ex->path, &remote);
+        if (rc < 0)
+            goto out;
+        sent = &remote.req;
+        rc = -1;
+    }
+    char *target_original = new_path != NULL ? strdup(ex->path) : NULL;
+    if (remote.target != NULL && target_original == NULL &&
+        strcmp(new_path != NULL ? new_path : ex->path, remote.target) != 0)
+        target_original = strdup(new_path != NULL ? new_path : ex->path);
+    begin_record(ex, sent, changed > 0 || remote.target != NULL ? &view : NULL, target_original,
+                 remote.target != NULL ? &remote : NULL);
+    if (remote.note != NULL)
+        capture_note(&ex->cap, NULL, remote.note);
+    if (act != NULL && act->target != RULES_TARGET_MAP_REMOTE) {
+        rc = answer_by_rule(ex, act, sent);
+        goto out;
+    }
     if (h2intercept_request(&r->ic, &ex->ic, sent, env->site, env->port, ex->url, &ex->cap) > 0) {
         rc = message_copy(&ex->held[0], sent, NULL); /* until resume_parked() */
         goto out;
@@ -748,6 +816,7 @@ static int start_exchange(struct h2ex *ex)
 out:
     if (rc < 0 && ex->error[0] == '\0')
         refuse_stream(ex, NGHTTP2_INTERNAL_ERROR, "out of memory");
+    ruleaction_remote_free(&remote);
     free(new_path);
     message_free(&req);
     return rc;
@@ -781,8 +850,8 @@ static void response_view(const struct h2ex *ex, struct message *m)
 {
     memset(m, 0, sizeof(*m));
     m->status = ex->status;
-    m->reason = "";                               /* HTTP/2 has none */
-    m->version = ex->r->bridge != NULL ? 11 : 20; /* the origin's hop */
+    m->reason = "";                            /* HTTP/2 has none */
+    m->version = ex->bridge != NULL ? 11 : 20; /* the origin's hop */
     m->fields = fields_of(&ex->resp);
     m->body = ex->down_ended ? MESSAGE_BODY_NONE : MESSAGE_BODY_STREAM;
 }
@@ -1051,9 +1120,11 @@ static void on_client_frame(struct h2relay *r, struct h2ex *ex, const nghttp2_fr
         const struct exchange_capture *hooks = capture_hooks(&ex->cap);
         if (hooks && hooks->ops->moment)
             hooks->ops->moment(hooks->arg, EXCHANGE_REQUEST_SENT, clock_wall_us());
-        if (ex->is_holding[0] && finish_holding(ex, 0) < 0)
+        if (ex->answer_waits && send_answer(ex) < 0)
+            refuse_stream(ex, NGHTTP2_INTERNAL_ERROR, "out of memory");
+        else if (ex->is_holding[0] && finish_holding(ex, 0) < 0)
             refuse_stream(ex, NGHTTP2_INTERNAL_ERROR, "the rewritten request could not go on");
-        else if (!ex->origin_closed)
+        else if (!ex->origin_closed && ex->bridge == NULL)
             wake(r->origin, ex->origin_id);
     }
 }
@@ -1129,7 +1200,7 @@ static int took_bytes(struct h2ex *ex, bool is_up, const uint8_t *data, size_t l
         hooks->ops->body(hooks->arg, is_up ? EXCHANGE_REQUEST : EXCHANGE_RESPONSE, data, len);
     if (is_up) {
         ex->up_bytes += len;
-        if (!ex->origin_closed)
+        if (!ex->origin_closed && ex->bridge == NULL)
             wake(r->origin, ex->origin_id);
     } else {
         ex->down_bytes += len;
@@ -1149,7 +1220,20 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream
     (void)flags;
     if (ex == NULL)
         return 0;
-    if (r->bridge != NULL && ex->origin_id > 0 && ex->origin_closed) {
+    if (is_up && ex->is_answered) {
+        /* A rule answered: the body is recorded, as the HTTP/1.1 path
+         * reads and records it, and acknowledged at once. */
+        const struct exchange_capture *hooks = capture_hooks(&ex->cap);
+        if (hooks && hooks->ops->body)
+            hooks->ops->body(hooks->arg, EXCHANGE_REQUEST, data, len);
+        ex->up_bytes += len;
+        if (nghttp2_session_consume(session, stream_id, len) != 0)
+            nghttp2_session_consume_connection(session, len);
+        if (ex->answer_waits && ex->up_bytes > H2RELAY_ANSWER_DRAIN_BYTES && send_answer(ex) < 0)
+            refuse_stream(ex, NGHTTP2_INTERNAL_ERROR, "out of memory");
+        return 0;
+    }
+    if (ex->bridge != NULL && ex->origin_id > 0 && ex->origin_closed) {
         /* The origin answered and is done with this request: what the
          * client still sends is acknowledged and dropped. */
         if (nghttp2_session_consume(session, stream_id, len) != 0)
@@ -1177,8 +1261,8 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
                      nghttp2_http2_strerror(error_code));
             set_error(ex, why);
         }
-        if (r->bridge != NULL && !ex->origin_closed) {
-            h2bridge_cancel(r->bridge, ex);
+        if (ex->bridge != NULL && !ex->origin_closed) {
+            h2bridge_cancel(ex->bridge, ex);
             ex->origin_closed = true;
         } else if (!ex->origin_closed && (!ex->down_ended || error_code != NGHTTP2_NO_ERROR)) {
             nghttp2_submit_rst_stream(r->origin, NGHTTP2_FLAG_NONE, ex->origin_id, NGHTTP2_CANCEL);
@@ -1362,6 +1446,151 @@ static const struct h2bridge_ops bridge_ops = {
     .failed = bridge_failed,
 };
 
+/* ---- actions of rules on a stream: mock, block, map-remote ---- */
+
+/* The bridge to the origin of a map-remote, opened on first use. NULL
+ * when H2RELAY_MAX_REMOTES are open already or out of memory. */
+static struct h2bridge *remote_bridge(struct h2relay *r, const struct ruleaction_remote *to)
+{
+    const struct h2relay_env *env = r->env;
+    struct remote *rm;
+
+    for (size_t i = 0; i < r->remote_count; i++) {
+        rm = &r->remotes[i];
+        if (rm->is_tls == to->is_tls && rm->port == to->port && strcmp(rm->host, to->host) == 0)
+            return rm->bridge;
+    }
+    if (r->remote_count == H2RELAY_MAX_REMOTES || env->bridge_settings == NULL)
+        return NULL;
+    rm = &r->remotes[r->remote_count];
+    snprintf(rm->host, sizeof(rm->host), "%s", to->host);
+    rm->port = to->port;
+    rm->is_tls = to->is_tls;
+    /* Verified by the mapped origin's own name, like any origin: the
+     * HTTP/1.1 path's connect_origin() does the same. */
+    struct h2bridge_env bridge = {
+        .ops = &bridge_ops,
+        .settings = env->bridge_settings,
+        .target =
+            {
+                .host = rm->host,
+                .port = rm->port,
+                .is_tls = rm->is_tls,
+                .sni = rm->is_tls ? rm->host : NULL,
+                .verify_name = rm->host,
+                .offers_http11 = true,
+                .is_plain_http = !rm->is_tls,
+            },
+        .client_name = env->client_name,
+        .io_ms = env->io_ms,
+    };
+    rm->bridge = h2bridge_new(&bridge);
+    if (rm->bridge == NULL)
+        return NULL;
+    r->remote_count++;
+    return rm->bridge;
+}
+
+/* map-remote (ruleaction.h): sent goes to act's origin instead, over the
+ * bridge to it. *remote gets the request as it goes (caller frees).
+ * Returns 0, or -1 when the stream was refused. */
+static int map_remote(struct h2ex *ex, const struct rule *act, const struct message *sent,
+                      const char *target, struct ruleaction_remote *remote)
+{
+    if (ruleaction_map_remote(act, ex->url, sent, target, remote) < 0) {
+        refuse_stream(ex, NGHTTP2_INTERNAL_ERROR,
+                      "map-remote: out of memory, or the target too long");
+        return -1;
+    }
+    ex->bridge = remote_bridge(ex->r, remote);
+    if (ex->bridge == NULL) {
+        refuse_stream(ex, NGHTTP2_REFUSED_STREAM,
+                      "map-remote: too many mapped origins on one connection");
+        return -1;
+    }
+    ex->is_remapped = true;
+    return 0;
+}
+
+/* The answer of a rule, made by answer_by_rule(), out on the stream. */
+/* The answer of a rule, made by answer_by_rule(), out on the stream and
+ * recorded as sent (only now: a client that resets the stream first got
+ * no answer). */
+static int send_answer(struct h2ex *ex)
+{
+    const struct exchange_capture *hooks = capture_hooks(&ex->cap);
+    struct queue *q = &ex->down;
+    struct message head = {.status = ex->status, .reason = "", .version = 20};
+
+    head.fields = fields_of(&ex->resp);
+    head.body = queue_len(q) > 0 ? MESSAGE_BODY_LENGTH : MESSAGE_BODY_NONE;
+    head.content_length = queue_len(q);
+    ex->answer_waits = false;
+    ex->has_response = true;
+    ex->down_ended = true;
+    ex->down_bytes += queue_len(q);
+    if (hooks && hooks->ops->response_head)
+        hooks->ops->response_head(hooks->arg, &head, NULL);
+    if (hooks && hooks->ops->body && queue_len(q) > 0)
+        hooks->ops->body(hooks->arg, EXCHANGE_RESPONSE, q->data + q->start, queue_len(q));
+    return submit_response_head(ex, &head);
+}
+
+/*
+ * mock and block on a stream (ruleaction.h): the answer goes out on the
+ * client's stream, HEADERS then DATA, with the content-length tapwire
+ * declares (no DATA for HEAD, 204 or 304), and is recorded as sent; no
+ * origin stream is opened. As on HTTP/1.1 the request body is read first,
+ * recorded and acknowledged as it comes (on_data_chunk()), and the answer
+ * goes once it ended, or at once when the client waits for 100 Continue,
+ * or once H2RELAY_ANSWER_DRAIN_BYTES came. block close resets the stream
+ * with CANCEL, not REFUSED_STREAM: REFUSED_STREAM tells the client the
+ * request was not processed and may be retried as it is (RFC 9113 8.7),
+ * where a closed connection must read as a failure, as it does on
+ * HTTP/1.1. Returns 0, or -1 when out of memory.
+ */
+static int answer_by_rule(struct h2ex *ex, const struct rule *act, const struct message *req)
+{
+    bool is_head = req->method_len == 4 && memcmp(req->method, "HEAD", 4) == 0;
+    struct ruleaction_answer ra;
+    const char *name, *value;
+    size_t name_len, value_len, pos = 0;
+    int rc = -1;
+
+    if (ruleaction_answer(act, false, &ra) < 0)
+        goto out;
+    ex->is_answered = true;
+    capture_note(&ex->cap, NULL, ra.why);
+    if (ra.is_close) {
+        refuse_stream(ex, NGHTTP2_CANCEL, ra.why);
+        rc = 0;
+        goto out;
+    }
+    if (ra.is_block)
+        set_error(ex, ra.why);
+    while (flow_headers_next(ra.fields, &pos, &name, &name_len, &value, &value_len)) {
+        struct message_field f = {name, name_len, value, value_len};
+        if (add_lowercase(ex, &ex->resp, &f) < 0)
+            goto out;
+    }
+    size_t body_len = is_head ? 0 : ra.body_len;
+    if (body_len > 0 && queue_put(&ex->down, &ex->r->pool, (const uint8_t *)ra.body, body_len) < 0)
+        goto out;
+    ex->status = ra.status;
+    const struct message_field *expect = message_find(req, "expect");
+    bool is_waited_for = expect != NULL && expect->value_len == 12 &&
+                         strncasecmp(expect->value, "100-continue", 12) == 0;
+    if (!ex->up_ended && !is_waited_for) {
+        ex->answer_waits = true;
+        rc = 0;
+        goto out;
+    }
+    rc = send_answer(ex);
+out:
+    ruleaction_answer_free(&ra);
+    return rc;
+}
+
 /* A GOAWAY with an error tells the client why its connection ends; the
  * log says it too (nghttp2 puts its reason in the debug data). */
 static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)
@@ -1391,8 +1620,8 @@ static void answer_dropped(struct h2ex *ex)
     set_error(ex, "dropped while intercepted");
     ex->has_response = true;
     ex->status = 502;
-    if (!ex->origin_closed && r->bridge != NULL) {
-        h2bridge_cancel(r->bridge, ex);
+    if (!ex->origin_closed && ex->bridge != NULL) {
+        h2bridge_cancel(ex->bridge, ex);
         ex->origin_closed = true;
     } else if (!ex->origin_closed) {
         nghttp2_submit_rst_stream(r->origin, NGHTTP2_FLAG_NONE, ex->origin_id, NGHTTP2_CANCEL);
@@ -1552,7 +1781,18 @@ static int at_most(int ms, int limit)
     return limit >= 0 && limit < ms ? limit : ms;
 }
 
-/* Waits for either connection (and the bridge's). Returns 1 with what is
+/* The remote bridges' entries of the last poll (n entries in all) are
+ * theirs to read. */
+static void mark_remotes_polled(struct h2relay *r, size_t n)
+{
+    for (size_t i = 0; i < r->remote_count; i++) {
+        struct remote *rm = &r->remotes[i];
+        size_t end = i + 1 < r->remote_count ? r->remotes[i + 1].at : n;
+        rm->polled = end - rm->at;
+    }
+}
+
+/* Waits for either connection (and the bridges'). Returns 1 with what is
  * readable (the bridge's entries are in r->pfd for h2bridge_step()), 1 too
  * when one of the bridge's deadlines is due, 0 when nothing moved for
  * idle_ms, -1 on shutdown or a poll failure. */
@@ -1586,6 +1826,12 @@ static int wait_either(struct h2relay *r, bool *client_ready, bool *origin_ready
                          ? h2bridge_pollfds(r->bridge, p + n, H2BRIDGE_MAX_CONNECTIONS, &bridge_ms)
                          : 0;
     n += bridged;
+    for (size_t i = 0; i < r->remote_count; i++) {
+        struct remote *rm = &r->remotes[i];
+        rm->at = n;
+        rm->polled = 0;
+        n += h2bridge_pollfds(rm->bridge, p + n, H2BRIDGE_MAX_CONNECTIONS, &bridge_ms);
+    }
 
     *client_ready =
         stream_buffered(env->client) > 0 || (env->client->ssl && SSL_has_pending(env->client->ssl));
@@ -1612,6 +1858,7 @@ static int wait_either(struct h2relay *r, bool *client_ready, bool *origin_ready
         *client_ready = p[0].revents != 0;
         *origin_ready = at_origin >= 0 && p[at_origin].revents != 0;
         r->bridge_polled = bridged;
+        mark_remotes_polled(r, n);
         return 1;
     }
     int got = poll(p, n, at_most(grace, bridge_ms));
@@ -1637,6 +1884,7 @@ static int wait_either(struct h2relay *r, bool *client_ready, bool *origin_ready
     *client_ready = p[0].revents != 0;
     *origin_ready = at_origin >= 0 && p[at_origin].revents != 0;
     r->bridge_polled = bridged;
+    mark_remotes_polled(r, n);
     return 1;
 }
 
@@ -1689,6 +1937,10 @@ int h2relay_run(const struct h2relay_env *env)
             h2bridge_step(r.bridge, r.pfd + r.bridge_at, r.bridge_polled);
             r.bridge_polled = 0;
         }
+        for (size_t i = 0; i < r.remote_count; i++) {
+            h2bridge_step(r.remotes[i].bridge, r.pfd + r.remotes[i].at, r.remotes[i].polled);
+            r.remotes[i].polled = 0;
+        }
         if (send_pending(&r, r.client, env->client) < 0) {
             ended = "the client connection failed";
             break;
@@ -1740,6 +1992,8 @@ int h2relay_run(const struct h2relay_env *env)
     h2intercept_close(&r.ic);
 out:
     h2bridge_free(r.bridge);
+    for (size_t i = 0; i < r.remote_count; i++)
+        h2bridge_free(r.remotes[i].bridge);
     nghttp2_session_del(r.client);
     nghttp2_session_del(r.origin);
     pool_free(&r.pool);

@@ -41,13 +41,22 @@ struct intercept;
  * stream's body may have in flight inside tapwire at once. */
 #define H2RELAY_STREAM_WINDOW_BYTES (256 * 1024)
 #define H2RELAY_CONNECTION_WINDOW_BYTES (4 * 1024 * 1024)
+/* Origins of map-remote rules one connection's streams may be sent to
+ * (each over HTTP/1.1 connections of its own); a stream mapped to one
+ * more is refused with REFUSED_STREAM. */
+#define H2RELAY_MAX_REMOTES 4
+/* A stream a mock or block answers has its body read (recorded, and
+ * acknowledged) before the answer goes, up to this much. */
+#define H2RELAY_ANSWER_DRAIN_BYTES (8 * 1024 * 1024)
 
 struct h2relay_env {
     struct stream *client; /* TLS, h2 selected */
     struct stream *origin; /* TLS, h2 selected; NULL: an HTTP/1.1-only origin (below) */
     /* The origin speaks only HTTP/1.1 (origin NULL): every stream's request
      * is translated by h2bridge and sent over HTTP/1.1 connections to
-     * bridge_target, the first of them bridge_first when it is open. */
+     * bridge_target, the first of them bridge_first when it is open.
+     * bridge_settings also open the origins of map-remote rules, whatever
+     * the connection's origin speaks (NULL: such a stream is refused). */
     const struct origin_settings *bridge_settings;
     struct origin_target bridge_target;
     struct origin *bridge_first;

@@ -21,6 +21,7 @@
 #include "log.h"
 #include "origin.h"
 #include "rewrite.h"
+#include "ruleaction.h"
 #include "stream.h"
 
 #define REPLAY_IN_MAX_BYTES (HTTP1_MAX_HEAD_BYTES + STREAM_READ_CHUNK_BYTES)
@@ -214,10 +215,54 @@ static void finish(struct capture *cap, struct origin *origin, int status, const
     capture_finish(cap, &conn, status, error);
 }
 
+/*
+ * mock and block (ruleaction.h): the rule's answer is recorded as the
+ * flow, with the request body as it would have been sent; the origin is
+ * never contacted. block close records no answer, its reason as the error.
+ */
+static void answer_by_rule(const struct rule *act, const struct message *req,
+                           const unsigned char *body, size_t body_len, struct capture *cap)
+{
+    const struct exchange_capture *hooks = capture_hooks(cap);
+    struct capture_connection conn = {0};
+    struct ruleaction_answer ra;
+    bool is_head = req->method_len == 4 && memcmp(req->method, "HEAD", 4) == 0;
+
+    if (hooks != NULL && hooks->ops->body != NULL && body_len > 0)
+        hooks->ops->body(hooks->arg, EXCHANGE_REQUEST, body, body_len);
+    if (ruleaction_answer(act, false, &ra) < 0) {
+        capture_finish(cap, &conn, 503, "out of memory");
+        goto out;
+    }
+    capture_note(cap, NULL, ra.why);
+    if (ra.is_close) {
+        capture_finish(cap, &conn, 0, ra.why);
+        goto out;
+    }
+    capture_answer(cap, ra.status, ra.reason_phrase, ra.fields, ra.body, is_head ? 0 : ra.body_len);
+    capture_finish(cap, &conn, ra.status, ra.is_block ? ra.why : NULL);
+out:
+    ruleaction_answer_free(&ra);
+}
+
+/* The flow of a map-remote replay names the origin it went to, as a
+ * session's does; the URL asked for is in the rule's note. */
+static void record_destination(struct capture *cap, const struct ruleaction_remote *r)
+{
+    struct flow *f = cap->flow;
+
+    if (f == NULL)
+        return;
+    snprintf(f->scheme, sizeof(f->scheme), "%s", r->is_tls ? "https" : "http");
+    snprintf(f->host, sizeof(f->host), "%s", r->host);
+    f->port = r->port;
+    f->is_tls = r->is_tls;
+}
+
 /* Sends req (body in body) to at's origin as one flow recorded by cap. */
 static void send_one(struct replay *rp, const struct http1_absolute_target *at, char *path,
-                     const struct message *built, const unsigned char *body, size_t body_len,
-                     struct capture *cap)
+                     const char *url, const struct message *built, const unsigned char *body,
+                     size_t body_len, struct capture *cap)
 {
     const struct config *cfg = rp->env.cfg;
     struct origin origin;
@@ -249,7 +294,12 @@ static void send_one(struct replay *rp, const struct http1_absolute_target *at, 
     struct exchange_result res = {0};
     struct stream client;
     struct upstreamproxy_request proxied = {0};
+    struct ruleaction_remote remote = {0};
+    const struct rule *act;
+    const char *host = at->host;
+    uint16_t port = at->port;
     char *new_path = NULL;
+    char *target_original = NULL;
     int sv[2] = {-1, -1};
     pthread_t drainer;
     bool has_drainer = false, rewritten = false;
@@ -271,11 +321,49 @@ static void send_one(struct replay *rp, const struct http1_absolute_target *at, 
     rewritten = changed > 0;
     if (!rewritten && message_copy(&req, &view, NULL) < 0)
         goto oom;
-    capture_request(cap, &req, rewritten ? &view : NULL, new_path != NULL ? strdup(path) : NULL);
-    if (cap->flow != NULL && new_path != NULL) {
-        free(cap->flow->target);
-        cap->flow->target = strdup(new_path);
+    if (new_path != NULL && (target_original = strdup(path)) == NULL)
+        goto oom;
+    act = rewrite_action(&rw);
+    if (act != NULL && act->target == RULES_TARGET_MAP_REMOTE) {
+        const char *sent = new_path != NULL ? new_path : path;
+
+        if (ruleaction_map_remote(act, url, &req, sent, &remote) < 0) {
+            capture_request(cap, &req, rewritten ? &view : NULL, target_original);
+            target_original = NULL;
+            capture_rules(cap, rewrite_applied(&rw), rewrite_notes(&rw));
+            finish(cap, &origin, 500, "map-remote: out of memory, or the target too long");
+            goto out;
+        }
+        if (target_original == NULL && strcmp(sent, remote.target) != 0 &&
+            (target_original = strdup(sent)) == NULL)
+            goto oom;
+        message_free(&req);
+        req = remote.req;
+        memset(&remote.req, 0, sizeof(remote.req));
+        host = remote.host;
+        port = remote.port;
+        target.host = host;
+        target.port = port;
+        target.is_tls = remote.is_tls;
+        target.sni = remote.is_tls ? host : NULL;
+        target.verify_name = host;
+        record_destination(cap, &remote);
+        /* What arrived is recorded beside what was sent, as a session's. */
+        rewritten = true;
     }
+    capture_request(cap, &req, rewritten ? &view : NULL, target_original);
+    target_original = NULL;
+    if (cap->flow != NULL && (new_path != NULL || remote.target != NULL)) {
+        free(cap->flow->target);
+        cap->flow->target = strdup(remote.target != NULL ? remote.target : new_path);
+    }
+    if (act != NULL && act->target != RULES_TARGET_MAP_REMOTE) {
+        capture_rules(cap, rewrite_applied(&rw), rewrite_notes(&rw));
+        answer_by_rule(act, &req, body, body_len, cap);
+        goto out;
+    }
+    if (remote.note != NULL)
+        capture_note(cap, NULL, remote.note);
 
     if (origin_open(&origin, &settings, &target, &uerr, NULL) < 0) {
         capture_rules(cap, rewrite_applied(&rw), rewrite_notes(&rw));
@@ -292,7 +380,7 @@ static void send_one(struct replay *rp, const struct http1_absolute_target *at, 
     has_drainer = true;
     struct message via = req;
     if (origin.is_proxied_http &&
-        upstreamproxy_prepare(rp->env.proxy, &req, at->host, at->port, &via, &proxied) < 0)
+        upstreamproxy_prepare(rp->env.proxy, &req, host, port, &via, &proxied) < 0)
         goto oom;
     int r = exchange_forward(&client, &origin.stream, &via, &t, rewrite_hooks(&rw),
                              capture_hooks(cap), &res);
@@ -313,7 +401,9 @@ out:
     upstreamproxy_request_free(&proxied);
     origin_free(&origin);
     message_free(&req);
+    ruleaction_remote_free(&remote);
     rewrite_end(&rw);
+    free(target_original);
     free(new_path);
 }
 
@@ -421,7 +511,7 @@ int replay_run(struct replay *rp, int64_t source_id, const struct intercept_edit
     capture_begin(&cap, rp->env.flows, &start);
     if (cap.flow != NULL)
         cap.flow->replay_of = source_id;
-    send_one(rp, &at, path, &built, o.body, o.body_len, &cap);
+    send_one(rp, &at, path, o.url, &built, o.body, o.body_len, &cap);
     capture_abandon(&cap);
     if (flowstore_sync(rp->env.flows, REPLAY_SYNC_MS) != 0 ||
         flowstore_newest_of_client(rp->env.flows, client, new_id, err, err_len) != 0)

@@ -2269,22 +2269,6 @@ bool rules_set_has_match(const struct rule_set *set)
     return set != NULL && set->has_match;
 }
 
-bool rules_set_may_act_on(const struct rule_set *set, const char *host)
-{
-    for (size_t i = 0; set != NULL && i < set->count; i++) {
-        const struct rule *r = set->rules[i];
-        bool hit = r->host_count == 0;
-
-        if (!r->is_enabled || !is_action(r))
-            continue;
-        for (size_t k = 0; k < r->host_count && !hit; k++)
-            hit = glob_match(r->hosts[k], host);
-        if (hit)
-            return true;
-    }
-    return false;
-}
-
 const struct rule *rules_find_action(const struct rule_set *set, struct rules_ctx *ctx)
 {
     for (size_t i = 0; set != NULL && i < set->count; i++) {

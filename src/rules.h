@@ -296,10 +296,6 @@ int rules_apply_url(const struct rule_set *set, struct rules_ctx *ctx, char **ou
 
 /* Whether some rule of set has match= (the caller then fills ctx->flow). */
 bool rules_set_has_match(const struct rule_set *set);
-/* Whether an enabled action rule (mock, block, map-remote) may apply to
- * requests for host: its host= globs match it or it has none. An HTTP/2
- * client is then served HTTP/1.1, where actions run. */
-bool rules_set_may_act_on(const struct rule_set *set, const char *host);
 
 /*
  * The action for the request: the first enabled mock, block or map-remote

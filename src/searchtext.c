@@ -13,6 +13,7 @@
 #include "searchtext.h"
 #include "flow.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -143,21 +144,80 @@ char *searchtext_query(const void *needle, size_t len)
     return out;
 }
 
-char *searchtext_header_values(const char *text)
+size_t searchtext_put_header_values(const char *text, char *out)
 {
     const char *name, *value;
     size_t name_len, value_len;
     size_t pos = 0, used = 0;
-    char *out = malloc(text != NULL ? strlen(text) + 1 : 1);
 
-    if (out == NULL)
-        return NULL;
     while (text != NULL && flow_headers_next(text, &pos, &name, &name_len, &value, &value_len)) {
         if (used > 0)
             out[used++] = '\n';
         memcpy(out + used, value, value_len);
         used += value_len;
     }
-    out[used] = '\0';
+    return used;
+}
+
+char *searchtext_header_values(const char *text)
+{
+    char *out = malloc(text != NULL ? strlen(text) + 1 : 1);
+
+    if (out == NULL)
+        return NULL;
+    out[searchtext_put_header_values(text, out)] = '\0';
     return out;
+}
+
+static size_t pair_bit(unsigned char a, unsigned char b)
+{
+    return (size_t)(a & 31) << 5 | (size_t)(b & 31);
+}
+
+void searchtext_pairs_add(unsigned char bits[SEARCHTEXT_PAIRS_BYTES], const unsigned char *s,
+                          size_t len)
+{
+    /* One 32-bit row per class of the first byte, bit = class of the
+     * second: an OR into a word the loop keeps in the cache (the writer
+     * runs this over every binary body up to 4 KiB). */
+    uint32_t rows[32] = {0};
+    unsigned prev;
+    size_t i, r;
+
+    if (len < 2)
+        return;
+    prev = s[0] & 31;
+    /* Two bytes a round: half the loop's own instructions. */
+    for (i = 1; i + 1 < len; i += 2) {
+        unsigned a = s[i] & 31, b = s[i + 1] & 31;
+
+        rows[prev] |= (uint32_t)1 << a;
+        rows[a] |= (uint32_t)1 << b;
+        prev = b;
+    }
+    if (i < len)
+        rows[prev] |= (uint32_t)1 << (s[i] & 31);
+    /* Row r is bits r * 32 .. r * 32 + 31: bytes r * 4 .. r * 4 + 3. */
+    for (r = 0; r < 32; r++) {
+        bits[r * 4] |= (unsigned char)rows[r];
+        bits[r * 4 + 1] |= (unsigned char)(rows[r] >> 8);
+        bits[r * 4 + 2] |= (unsigned char)(rows[r] >> 16);
+        bits[r * 4 + 3] |= (unsigned char)(rows[r] >> 24);
+    }
+}
+
+bool searchtext_pairs_may_hold(const unsigned char *bits, size_t bits_len,
+                               const unsigned char *needle, size_t len)
+{
+    size_t i;
+
+    if (bits == NULL || bits_len != SEARCHTEXT_PAIRS_BYTES)
+        return true;
+    for (i = 1; i < len; i++) {
+        size_t bit = pair_bit(needle[i - 1], needle[i]);
+
+        if (!(bits[bit >> 3] & (1u << (bit & 7))))
+            return false;
+    }
+    return true;
 }

@@ -46,4 +46,32 @@ char *searchtext_query(const void *needle, size_t len);
  */
 char *searchtext_header_values(const char *text);
 
+/* The same into out, which has room for strlen(text) bytes; no NUL is
+ * added. Returns the length. For a caller that reuses one buffer. */
+size_t searchtext_put_header_values(const char *text, char *out);
+
+/*
+ * A byte-pair filter of a body the trigram index does not hold (binary, or
+ * not UTF-8): bit (a & 31) * 32 + (b & 31) of SEARCHTEXT_PAIRS_BYTES is set
+ * for every two adjacent bytes a, b. Masking to five bits puts 'A' and
+ * 'a' (and every ASCII letter's two cases) on one bit, so the filter
+ * answers folded and exact searches alike. A body holding a needle has
+ * every pair of it, so a body whose filter lacks one of them cannot hold
+ * it: the search skips reading it. With 1,024 bits a body up to a few KiB
+ * leaves most bits clear; a larger one would set nearly all of them, so
+ * the store keeps none for it (SEARCHTEXT_PAIRS_MAX_BODY_BYTES).
+ */
+#define SEARCHTEXT_PAIRS_BYTES 128
+#define SEARCHTEXT_PAIRS_MAX_BODY_BYTES 4096
+
+/* Sets the bits of s[0..len)'s byte pairs in bits (not cleared first). */
+void searchtext_pairs_add(unsigned char bits[SEARCHTEXT_PAIRS_BYTES], const unsigned char *s,
+                          size_t len);
+
+/* Whether a body with filter bits[0..bits_len) may hold needle[0..len):
+ * true unless bits is a whole filter that lacks one of the needle's pairs
+ * (a needle of one byte, or a filter of another size, is never ruled out). */
+bool searchtext_pairs_may_hold(const unsigned char *bits, size_t bits_len,
+                               const unsigned char *needle, size_t len);
+
 #endif

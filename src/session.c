@@ -48,6 +48,7 @@
 #include "log.h"
 #include "origin.h"
 #include "rewrite.h"
+#include "ruleaction.h"
 #include "stacktrim.h"
 #include "stream.h"
 #include "tlsserver.h"
@@ -578,7 +579,11 @@ static void forward(struct session *s, enum session_mode mode, const struct dest
     for (int attempt = 0; attempt < 2; attempt++) {
         if (!is_reused) {
             struct upstream_error uerr;
-            if (connect_origin(s, mode, d, !req->is_upgrade, &uerr) < 0) {
+            /* h2 is offered after http/1.1 only to an origin tapwire
+             * chose, a --reverse listener's or a map-remote's: the
+             * client of a tunnel chose its own and its ALPN is mirrored. */
+            bool accepts_h2 = !req->is_upgrade && (mode == SESSION_REVERSE || d->is_remapped);
+            if (connect_origin(s, mode, d, accepts_h2, &uerr) < 0) {
                 bool close = req->body != MESSAGE_BODY_NONE || !req->keep_alive;
                 *keep = refuse(s, rq, upstream_error_http_status(&uerr), uerr.reason, close);
                 return;
@@ -851,71 +856,37 @@ out:
 /*
  * map-remote: the request goes to the rule's origin instead, verified by
  * that origin's own name like any other (connect_origin()), through the
- * same destination guard. *req and d become what is sent: scheme, host,
- * port, the Host field and the target (the rule's prefix); the old target
- * goes to *target_original unless a URL rule set one. *note gets "asked
- * for URL, sent to URL" for the flow (caller frees). Returns 0, or -1 when
- * out of memory or the target would be too long.
+ * same destination guard. *req and d become what is sent (ruleaction.h);
+ * the old target goes to *target_original unless a URL rule set one.
+ * *note gets "asked for URL, sent to URL" for the flow (caller frees).
+ * Returns 0, or -1 when out of memory or the target would be too long.
  */
 static int map_remote(struct destination *d, const struct rule *act, const char *asked,
                       struct message *req, char **target_original, char **note)
 {
-    char *path = rules_remote_target(act, d->path);
-    struct message view = *req, out;
-    struct message_field *items = NULL;
-    size_t count = 0;
-    int rc = -1;
+    struct ruleaction_remote r;
 
-    if (path == NULL)
-        goto out;
-    items = calloc(req->fields.count + 1, sizeof(*items));
-    if (items == NULL)
-        goto out;
-    /* The Host field the origin gets names it (the codec writes it from the
-     * authority): recorded so, not as the client wrote it. */
-    for (size_t i = 0; i < req->fields.count; i++) {
-        items[count] = req->fields.items[i];
-        if (message_field_is(&items[count], "Host")) {
-            items[count].value = act->remote.authority;
-            items[count].value_len = strlen(act->remote.authority);
-        }
-        count++;
-    }
-    size_t n = strlen(asked) + strlen(act->remote.authority) + strlen(path) + 64;
-    *note = malloc(n);
-    if (*note == NULL)
-        goto out;
-    snprintf(*note, n, "map-remote: asked for %s, sent to %s://%s%s", asked,
-             act->remote.is_tls ? "https" : "http", act->remote.authority, path);
-    d->is_tls = act->remote.is_tls;
-    snprintf(d->host, sizeof(d->host), "%s", act->remote.host);
-    d->port = act->remote.port;
-    d->authority = act->remote.authority;
-    d->authority_len = strlen(act->remote.authority);
+    if (ruleaction_map_remote(act, asked, req, d->path, &r) < 0)
+        return -1;
+    d->is_tls = r.is_tls;
+    snprintf(d->host, sizeof(d->host), "%s", r.host);
+    d->port = r.port;
+    d->authority = r.authority;
+    d->authority_len = strlen(r.authority);
     d->is_remapped = true;
-    view.scheme = d->is_tls ? "https" : "http";
-    view.authority = d->authority;
-    view.authority_len = d->authority_len;
-    view.target = path;
-    view.target_len = strlen(path);
-    if (message_copy(&out, &view, &(struct message_fields){items, count}) < 0) {
-        free(*note);
-        *note = NULL;
-        goto out;
-    }
     message_free(req);
-    *req = out;
-    if (*target_original == NULL && strcmp(d->path, path) != 0)
+    *req = r.req;
+    memset(&r.req, 0, sizeof(r.req));
+    if (*target_original == NULL && strcmp(d->path, r.target) != 0)
         *target_original = d->path;
     else
         free(d->path);
-    d->path = path;
-    path = NULL;
-    rc = 0;
-out:
-    free(items);
-    free(path);
-    return rc;
+    d->path = r.target;
+    r.target = NULL;
+    *note = r.note;
+    r.note = NULL;
+    ruleaction_remote_free(&r);
+    return 0;
 }
 
 /*
@@ -957,77 +928,48 @@ static bool drain_request_body(struct session *s, struct request_ctx *rq, const 
 }
 
 /*
- * mock and block: tapwire answers the request itself, through answer(), so
- * the flow records the answer exactly as sent and names the rule. The
- * origin is never contacted. block close ends the connection instead.
- * Returns whether the connection can carry another request.
+ * mock and block: tapwire answers the request itself (ruleaction.h),
+ * through answer(), so the flow records the answer exactly as sent and
+ * names the rule. The origin is never contacted. block close ends the
+ * connection instead. Returns whether the connection can carry another
+ * request.
  */
 static bool answer_by_rule(struct session *s, struct request_ctx *rq, const struct rule *act,
                            const struct message *req, struct rewrite *rw)
 {
-    char why[RULES_MAX_LABEL_BYTES + 64];
-    char page[SESSION_ERROR_BODY_BYTES];
-    struct buf fields = BUF_INIT(BUF_UNBOUNDED_BYTES);
-    bool is_block = act->target == RULES_TARGET_BLOCK;
-    int status = act->answer_status;
-    bool has_body = status != 204 && status != 304;
-    const char *body = act->answer_body;
-    size_t body_len = act->answer_body_len;
-    bool keep = false;
+    struct ruleaction_answer ra;
+    bool is_whole, is_closing, keep;
 
-    snprintf(why, sizeof(why), "%s by rule %s",
-             is_block ? (act->is_close ? "connection closed" : "blocked") : "answered", act->label);
     capture_rules(&rq->cap, rewrite_applied(rw), rewrite_notes(rw));
-    capture_note(&rq->cap, NULL, why);
     if (act->is_close) {
         /* Nothing is sent: the client sees the connection end. */
-        log_request(s, rq, 0, 0, why);
-        finish_capture(s, rq, 0, why);
+        if (ruleaction_answer(act, true, &ra) == 0) {
+            capture_note(&rq->cap, NULL, ra.why);
+            log_request(s, rq, 0, 0, ra.why);
+            finish_capture(s, rq, 0, ra.why);
+        }
+        ruleaction_answer_free(&ra);
         return false;
     }
-    bool is_whole = drain_request_body(s, rq, req);
-    bool is_closing = !is_whole || !req->keep_alive;
-    if (is_block && has_body) {
-        int n = snprintf(page, sizeof(page), "%d %s\n\ntapwire: blocked by rule %s\n", status,
-                         http1_reason_phrase(status), act->label);
-        body = page;
-        body_len = n < 0 ? 0 : (size_t)n >= sizeof(page) ? sizeof(page) - 1 : (size_t)n;
-        buf_str(&fields, "Content-Type: text/plain; charset=utf-8\r\n"
-                         "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n");
+    is_whole = drain_request_body(s, rq, req);
+    is_closing = !is_whole || !req->keep_alive;
+    if (ruleaction_answer(act, is_closing, &ra) < 0) {
+        ruleaction_answer_free(&ra);
+        return refuse(s, rq, 503, "out of memory", true);
     }
-    for (size_t i = 0; i < act->answer_field_count; i++) {
-        buf_str(&fields, act->answer_fields[i]);
-        buf_str(&fields, "\r\n");
-    }
-    if (!has_body) {
-        body = NULL;
-        body_len = 0;
-    } else {
-        /* RFC 9110 8.6: framing declared here, never by the rule. */
-        char cl[48];
-
-        snprintf(cl, sizeof(cl), "Content-Length: %zu\r\n", body_len);
-        buf_str(&fields, cl);
-    }
-    if (is_closing)
-        buf_str(&fields, "Connection: close\r\n");
-    if (fields.has_failed) {
-        keep = refuse(s, rq, 503, "out of memory", true);
-        goto out;
-    }
+    capture_note(&rq->cap, NULL, ra.why);
     struct own_answer a = {
-        .status = status,
-        .reason_phrase = http1_reason_phrase(status),
-        .fields = fields.data != NULL ? fields.data : "",
-        .body = body != NULL ? body : "",
-        .body_len = body_len,
+        .status = ra.status,
+        .reason_phrase = ra.reason_phrase,
+        .fields = ra.fields,
+        .body = ra.body,
+        .body_len = ra.body_len,
         .is_head = strcmp(rq->method, "HEAD") == 0,
         .is_closing = is_closing,
-        .error = is_block ? why : NULL,
+        .error = ra.is_block ? ra.why : NULL,
     };
     keep = answer(s, rq, &a);
-out:
-    buf_free(&fields);
+    ruleaction_answer_free(&ra);
     return keep;
 }
 
@@ -1398,22 +1340,6 @@ out:
     return rc;
 }
 
-/* The actions of rules (mock, block, map-remote) run in the HTTP/1.1
- * request loop, not in h2relay: a client whose host an action may concern
- * is not offered h2, so it speaks HTTP/1.1 and the actions apply. */
-static bool actions_may_apply(const struct session *s, const char *host)
-{
-    struct rule_set *set;
-    bool may;
-
-    if (s->env->rules == NULL)
-        return false;
-    set = rules_acquire(s->env->rules);
-    may = rules_set_may_act_on(set, host);
-    rules_set_unref(set);
-    return may;
-}
-
 /* Connects and verifies the origin, then completes the client's handshake
  * with a leaf carrying the origin's names. Returns 0 or -1 (client gone). */
 static int intercept_tls(struct session *s, const struct client_hello *hello)
@@ -1426,7 +1352,7 @@ static int intercept_tls(struct session *s, const struct client_hello *hello)
     snprintf(s->sni, sizeof(s->sni), "%s", hello->has_sni ? hello->sni : "");
     s->offers_http11 = hello->alpn_count == 0 || offers_alpn(hello, "http/1.1");
     const char *name = s->has_sni ? s->sni : s->tunnel_host;
-    s->offers_h2 = !s->cfg->no_http2 && offers_alpn(hello, "h2") && !actions_may_apply(s, name);
+    s->offers_h2 = !s->cfg->no_http2 && offers_alpn(hello, "h2");
     struct origin_target target = {
         .host = s->tunnel_host,
         .port = s->tunnel_port,
@@ -1435,7 +1361,12 @@ static int intercept_tls(struct session *s, const struct client_hello *hello)
         .verify_name = name,
         .offers_http11 = s->offers_http11,
         .offers_h2 = s->offers_h2,
-        .accepts_h2_only = !s->cfg->no_http2,
+        /* No h2 the client did not offer: the origin of an intercepted
+         * tunnel is offered what the client's app offered (ALPN mirrored),
+         * so it sees the protocol the app speaks, and an origin that
+         * prefers h2 whenever it is offered does not turn every HTTP/1.1
+         * client's traffic into translated streams. */
+        .accepts_h2_only = false,
     };
 
     if (origin_open(&s->origin, &s->origin_settings, &target, &s->tunnel_error, &peer) < 0) {
@@ -1628,6 +1559,8 @@ static enum session_mode serve_h2(struct session *s)
         .authority = s->reverse != NULL ? s->reverse->authority : NULL,
         .path_prefix = s->reverse != NULL ? s->reverse->prefix : NULL,
         .forwarded_for = s->reverse != NULL && s->cfg->is_reverse_forwarded ? s->client_ip : NULL,
+        /* Also for the origins of map-remote rules (h2relay.h). */
+        .bridge_settings = &s->origin_settings,
     };
 
     if (!s->origin.is_h2) {
@@ -1635,7 +1568,6 @@ static enum session_mode serve_h2(struct session *s)
          * one, when open, serves first. */
         const char *name = rt != NULL ? rt->host : s->has_sni ? s->sni : s->tunnel_host;
         env.origin = NULL;
-        env.bridge_settings = &s->origin_settings;
         env.bridge_target = (struct origin_target){
             .host = rt != NULL ? rt->host : s->tunnel_host,
             .port = rt != NULL ? rt->port : s->tunnel_port,
@@ -1831,8 +1763,7 @@ static enum session_mode accept_reverse_tls(struct session *s)
         goto out;
     }
     bool is_h2 = false;
-    bool wants_h2 =
-        !s->cfg->no_http2 && offers_alpn(&hello, "h2") && !actions_may_apply(s, s->reverse->host);
+    bool wants_h2 = !s->cfg->no_http2 && offers_alpn(&hello, "h2");
     if (wants_h2 && !s->reverse->is_tls)
         is_h2 = true;
     if (wants_h2 && s->reverse->is_tls) {

@@ -227,6 +227,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     CHECK((rows & matched) == matched); /* never drops a match */
     if (!sql.needs_eval)
         CHECK((rows & ~failed) == (matched & ~failed));
+    /* The search index finds flows by index_text in host || target (its
+     * trigrams fold ASCII case): every match must hold it there. */
+    for (int i = 0; i < FLOW_COUNT && sql.index_text != NULL; i++) {
+        char indexed[4096];
+
+        if (!(matched & (1u << i)))
+            continue;
+        snprintf(indexed, sizeof(indexed), "%s%s", flows[i]->host,
+                 flows[i]->target != NULL ? flows[i]->target : "");
+        CHECK(strcasestr(indexed, sql.index_text) != NULL);
+    }
     filter_sql_free(&sql);
     filter_free(again);
     free(text);

@@ -16,12 +16,14 @@
  *
  * fuzz-sources: src/h2relay.c src/message.c src/log.c src/stream.c src/errmsg.c
  * fuzz-sources: src/stacktrim.c src/grpcmsg.c src/h2bridge.c src/http1.c src/http1codec.c
- * fuzz-sources: src/buf.c src/reverse.c
+ * fuzz-sources: src/buf.c src/reverse.c src/ruleaction.c src/flow.c
  * fuzz-libs: libnghttp2
  *
  * Input: first byte = the share of the rest (in 256ths) that the client
  * sends, its lowest bit set for an HTTP/1.1 origin, the next one for
- * --reverse-forwarded; the origin sends the remainder.
+ * --reverse-forwarded, the two after it the action every stream gets
+ * (none, a mock, block close, a map-remote, whose bridge cannot connect);
+ * the origin sends the remainder.
  */
 #include "h2relay.h"
 
@@ -46,6 +48,8 @@
     } while (0)
 
 static int begun, finished;
+/* The action rule every stream gets (rewrite_action()), NULL: none. */
+static const struct rule *action;
 /* The HTTP/1.1 origin's bytes, for the bridge's first connection. */
 static const uint8_t *origin_bytes;
 static size_t origin_len;
@@ -156,6 +160,45 @@ int rewrite_url(struct rewrite *rw, char **new_path)
     (void)rw;
     *new_path = NULL;
     return 0;
+}
+static char *mock_fields[] = {"Content-Type: text/plain", "X-Mock: 1"};
+static const struct rule mock_rule = {
+    .label = "mock",
+    .target = RULES_TARGET_MOCK,
+    .answer_status = 200,
+    .answer_fields = mock_fields,
+    .answer_field_count = 2,
+    .answer_body = "mocked",
+    .answer_body_len = 6,
+};
+static const struct rule close_rule = {
+    .label = "close",
+    .target = RULES_TARGET_BLOCK,
+    .answer_status = 403,
+    .is_close = true,
+};
+static const struct rule remote_rule = {
+    .label = "remote",
+    .target = RULES_TARGET_MAP_REMOTE,
+    .remote = {.is_tls = false,
+               .host = "remote.test",
+               .port = 8080,
+               .authority = "remote.test:8080",
+               .prefix = ""},
+};
+const struct rule *rewrite_action(struct rewrite *rw)
+{
+    (void)rw;
+    return action;
+}
+char *rules_remote_target(const struct rule *rule, const char *target)
+{
+    (void)rule;
+    return strdup(target);
+}
+void capture_note(struct capture *c, const char *label, const char *note)
+{
+    (void)c, (void)label, (void)note;
 }
 const struct exchange_rewrite *rewrite_hooks(struct rewrite *rw)
 {
@@ -317,6 +360,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         .idle_ms = 20,
         .io_ms = 20,
     };
+    const struct rule *actions[] = {NULL, &mock_rule, &close_rule, &remote_rule};
+    action = actions[(data[0] >> 2) & 3];
     begun = finished = 0;
     (void)h2relay_run(&env);
     /* Every exchange begun was finished (recorded or abandoned). */

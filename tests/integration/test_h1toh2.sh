@@ -1,8 +1,10 @@
 #!/bin/bash
 # An HTTP/1.1 client in front of an origin that speaks only HTTP/2 (nghttpd
-# selects h2 by ALPN and nothing else): tapwire offers the origin
-# "http/1.1, h2" and translates each request into one stream (h1toh2).
-# Through a CONNECT tunnel and a --reverse listener (plain and TLS), with
+# selects h2 by ALPN and nothing else): tapwire offers an origin it chose
+# (a --reverse listener's, a map-remote's) "http/1.1, h2" and translates
+# each request into one stream (h1toh2); an intercepted tunnel's origin is
+# offered what the client offered (nothing translated, a 502).
+# Through a --reverse listener (TLS and plain), with
 # curl --http1.1: GET, POST with content-length and chunked, a response
 # with trailers (sent chunked to the client), several requests kept alive
 # on one client connection, an Upgrade refused with 502 (and one to an
@@ -55,28 +57,46 @@ printf 'request map-remote name=to-h2 host=mapped.test path=/h2/ https://localho
 start_proxy --upstream-ca "$PKI/ca.pem" --dashboard 127.0.0.1:0 --dashboard-token "$TOKEN" \
     --rules "$tmp/map.rules" --rule 'request header User-Agent set ruled-agent' --rule 'response header server set ruled-server' \
     --reverse "127.0.0.1:0=https://localhost:$NG_PORT" \
-    --reverse "https://127.0.0.1:0=https://localhost:$NG_PORT"
+    --reverse "https://127.0.0.1:0=https://localhost:$NG_PORT" \
+    --reverse "https://127.0.0.1:0=https://localhost:$NT_PORT"
 dashboard_port
-lines=
-for ((i = 0; i < 200; i++)); do
-    lines=$(grep -aEo '^reverse proxy listening on https?://127\.0\.0\.1:[0-9]+' "$PROXY_OUT")
-    [ "$(printf '%s\n' "$lines" | grep -c .)" -ge 2 ] && break
-    sleep 0.05
-done
-REV_PLAIN=$(printf '%s\n' "$lines" | grep 'http://' | sed 's/.*://')
-REV_TLS=$(printf '%s\n' "$lines" | grep 'https://' | sed 's/.*://')
-[ -n "$REV_PLAIN" ] && [ -n "$REV_TLS" ] || bail "no reverse listener lines: $(head -c 800 "$PROXY_OUT")"
+# rev_port SCHEME ORIGIN_PORT: the port of the proxy's --reverse listener of
+# that scheme for https://localhost:ORIGIN_PORT (10 s).
+rev_port() {
+    local i port=
+    for ((i = 0; i < 200; i++)); do
+        port=$(grep -aE "^reverse proxy listening on $1://127\.0\.0\.1:[0-9]+ for https://localhost:$2\$" \
+            "$PROXY_OUT" | head -n 1 | sed -E 's#^reverse proxy listening on [a-z]+://127\.0\.0\.1:([0-9]+).*#\1#')
+        [ -n "$port" ] && break
+        sleep 0.05
+    done
+    [ -n "$port" ] || bail "no $1 reverse listener for $2: $(head -c 800 "$PROXY_OUT")"
+    echo "$port"
+}
+REV_PLAIN=$(rev_port http "$NG_PORT")
+REV_TLS=$(rev_port https "$NG_PORT")
+REV_NT=$(rev_port https "$NT_PORT")
+# rcurl: curl --http1.1 at the TLS --reverse listener in front of the
+# h2-only origin, as https://localhost:REV_TLS (its leaf minted for that name).
+rcurl() { dcurl --http1.1 --cacert "$PROXY_CA" --resolve "localhost:$REV_TLS:127.0.0.1" "$@"; }
 flows_where() { sqlite3 "file:$PROXY_DATA/tapwire.db?mode=ro" "select count(*) from flows where $1"; }
 
-U=https://localhost:$NG_PORT
+U=https://localhost:$REV_TLS
 want_index=$(file_sha "$tmp/htdocs/index.html")
 want_big=$(file_sha "$tmp/htdocs/big.bin")
 
-# ---- through a CONNECT tunnel ----
-out=$(pcurl --http1.1 --cacert "$PROXY_CA" -o "$tmp/t1" -w '%{http_version} %{http_code}' \
-    "$U/index.html")
-check_eq "tunnel: curl --http1.1 gets HTTP/1.1 200" "1.1 200" "$out"
-check_eq "tunnel: the body" "$want_index" "$(file_sha "$tmp/t1")"
+# ---- an intercepted tunnel: the origin is offered what the client offered ----
+before=$(grep -c 'recv HEADERS frame' "$tmp/ng.log")
+out=$(pcurl --http1.1 --cacert "$PROXY_CA" -o /dev/null -w '%{http_version} %{http_code}' \
+    "https://localhost:$NG_PORT/index.html?tunnel=1")
+check_eq "tunnel: an HTTP/1.1-only client is not translated to an h2-only origin (502)" \
+    "1.1 502" "$out"
+check_eq "... the origin got no HTTP/2 request" "$before" "$(grep -c 'recv HEADERS frame' "$tmp/ng.log")"
+
+# ---- through the TLS --reverse listener ----
+out=$(rcurl -o "$tmp/t1" -w '%{http_version} %{http_code}' "$U/index.html")
+check_eq "reverse: curl --http1.1 gets HTTP/1.1 200" "1.1 200" "$out"
+check_eq "reverse: the body" "$want_index" "$(file_sha "$tmp/t1")"
 check_match "the origin got the request over HTTP/2 (a HEADERS frame with :method)" \
     ':method: GET' "$(cat "$tmp/ng.log")"
 check_match "... :authority from the URL" ":authority: localhost:$NG_PORT" "$(cat "$tmp/ng.log")"
@@ -86,27 +106,26 @@ check_no_imatch "... no connection-specific field" \
 
 check_match "... with the request header rule applied" 'user-agent: ruled-agent' "$(cat "$tmp/ng.log")"
 
-pcurl --http1.1 --cacert "$PROXY_CA" -D "$tmp/big.h" -o "$tmp/big" "$U/big.bin"
-check_eq "tunnel: a 200 kB body whole" "$want_big" "$(file_sha "$tmp/big")"
+rcurl -D "$tmp/big.h" -o "$tmp/big" "$U/big.bin"
+check_eq "reverse: a 200 kB body whole" "$want_big" "$(file_sha "$tmp/big")"
 check_imatch "... with the origin's content-length" '^content-length: 200000' "$(tr -d '\r' < "$tmp/big.h")"
 check_imatch "... and the response header rule applied" '^server: ruled-server$' \
     "$(tr -d '\r' < "$tmp/big.h")"
 
 head -c 150000 /dev/urandom > "$tmp/up.bin"
 want_up=$(file_sha "$tmp/up.bin")
-pcurl --http1.1 --cacert "$PROXY_CA" --data-binary @"$tmp/up.bin" -o "$tmp/echo1" "$U/echo"
-check_eq "tunnel: POST with content-length echoed whole" "$want_up" "$(file_sha "$tmp/echo1")"
-pcurl --http1.1 --cacert "$PROXY_CA" -H 'Transfer-Encoding: chunked' --data-binary @"$tmp/up.bin" \
-    -o "$tmp/echo2" "$U/echo"
-check_eq "tunnel: POST chunked echoed whole" "$want_up" "$(file_sha "$tmp/echo2")"
-pcurl --http1.1 --cacert "$PROXY_CA" -H 'Expect: 100-continue' --data-binary @"$tmp/up.bin" \
-    -o "$tmp/echo3" -w '%{time_total}' "$U/echo" > "$tmp/echo3.t"
-check_eq "tunnel: POST with Expect: 100-continue" "$want_up" "$(file_sha "$tmp/echo3")"
+rcurl --data-binary @"$tmp/up.bin" -o "$tmp/echo1" "$U/echo"
+check_eq "reverse: POST with content-length echoed whole" "$want_up" "$(file_sha "$tmp/echo1")"
+rcurl -H 'Transfer-Encoding: chunked' --data-binary @"$tmp/up.bin" -o "$tmp/echo2" "$U/echo"
+check_eq "reverse: POST chunked echoed whole" "$want_up" "$(file_sha "$tmp/echo2")"
+rcurl -H 'Expect: 100-continue' --data-binary @"$tmp/up.bin" -o "$tmp/echo3" \
+    -w '%{time_total}' "$U/echo" > "$tmp/echo3.t"
+check_eq "reverse: POST with Expect: 100-continue" "$want_up" "$(file_sha "$tmp/echo3")"
 check_match "... answered at once (curl would wait a second)" '^0\.[0-7]' "$(cat "$tmp/echo3.t")"
 
-# Several requests on one client connection (curl reuses it: one CONNECT).
+# Several requests on one client connection (curl reuses it).
 before=$(grep -c 'recv HEADERS frame' "$tmp/ng.log")
-out=$(pcurl --http1.1 --cacert "$PROXY_CA" -w '%{http_code} %{num_connects}\n' \
+out=$(rcurl -w '%{http_code} %{num_connects}\n' \
     -o /dev/null "$U/index.html" -o /dev/null "$U/big.bin" -o /dev/null "$U/index.html" |
     tr '\n' ' ')
 check_eq "keep-alive: three requests, one client connection" "200 1 200 0 200 0 " "$out"
@@ -114,23 +133,28 @@ after=$(grep -c 'recv HEADERS frame' "$tmp/ng.log")
 check_eq "... three streams at the origin" 3 $((after - before))
 
 # ---- trailers: the origin sends no content-length, then HEADERS after DATA ----
-pcurl --http1.1 --cacert "$PROXY_CA" --raw -D "$tmp/tr.h" -o "$tmp/tr.body" \
-    "https://localhost:$NT_PORT/index.html"
+dcurl --http1.1 --cacert "$PROXY_CA" --resolve "localhost:$REV_NT:127.0.0.1" --raw \
+    -D "$tmp/tr.h" -o "$tmp/tr.body" "https://localhost:$REV_NT/index.html"
 check_imatch "trailers: the client gets the body chunked" '^transfer-encoding: chunked' \
     "$(tr -d '\r' < "$tmp/tr.h")"
 check_contains "... and the origin's trailer after the last chunk" \
     '|0|x-sum: 42||' "$(tr -d '\r' < "$tmp/tr.body" | tr '\n' '|')"
 
 # ---- an upgrade cannot go to an h2-only origin ----
-out=$(pcurl --http1.1 --cacert "$PROXY_CA" -o "$tmp/up.page" -w '%{http_code}' \
+# After a GET on the same client connection (--next keeps it), so the
+# origin is known to have chosen h2 and the 502 can say why.
+out=$(rcurl -o /dev/null "$U/index.html" --next --http1.1 --cacert "$PROXY_CA" \
+    --resolve "localhost:$REV_TLS:127.0.0.1" -sS --max-time "$CURL_MAX_TIME" --noproxy '*' \
+    -o "$tmp/up.page" -w '%{http_code}' \
     -H 'Connection: Upgrade' -H 'Upgrade: websocket' -H 'Sec-WebSocket-Version: 13' \
     -H 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==' "$U/ws")
 check_eq "upgrade (WebSocket) to an h2-only origin: 502" 502 "$out"
 check_match "... saying why" 'only HTTP/2' "$(cat "$tmp/up.page")"
 
-# ---- an upgrade to an origin that prefers h2 but speaks HTTP/1.1 too ----
-# It selects h2 whenever offered (its own order first, as nginx does): the
-# upgrade goes on a new connection offered http/1.1 alone, and gets its 101.
+# ---- an origin that prefers h2 but speaks HTTP/1.1 too, through a tunnel ----
+# It selects h2 whenever offered (its own order first, as nginx does); a
+# tunnel's HTTP/1.1 client has it offered http/1.1 alone: the upgrade gets
+# its 101.
 cat > "$tmp/dual_origin.py" << 'EOF_PY'
 import socket, ssl, sys, threading
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -172,7 +196,7 @@ DUAL_PORT=$(cat "$tmp/dual.port")
 out=$(pcurl --http1.1 --cacert "$PROXY_CA" --max-time 5 -o /dev/null -w '%{http_code}' \
     -H 'Connection: Upgrade' -H 'Upgrade: websocket' -H 'Sec-WebSocket-Version: 13' \
     -H 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==' "https://localhost:$DUAL_PORT/ws" 2> /dev/null)
-check_eq "upgrade to an origin that prefers h2: its 101 over HTTP/1.1" 101 "$out"
+check_eq "tunnel, upgrade to an origin that prefers h2: its 101 over HTTP/1.1" 101 "$out"
 
 # ---- through --reverse, plain and TLS ----
 out=$(dcurl --http1.1 -o "$tmp/r1" -w '%{http_version} %{http_code}' \
@@ -248,15 +272,17 @@ stop_proxy
 # ---- intercept: a translated response's head held, then resumed or dropped ----
 start_proxy --upstream-ca "$PKI/ca.pem" --dashboard-token "$TOKEN" --intercept '~s & ~u big' \
     --intercept-timeout 10 --rule 'response body "hello from" "HOWDY, from"' \
-    --rule 'request body "ping" "PONG"'
+    --rule 'request body "ping" "PONG"' --reverse "https://127.0.0.1:0=https://localhost:$NG_PORT"
 dashboard_port
-pcurl --http1.1 --cacert "$PROXY_CA" -D "$tmp/rb.h" -o "$tmp/rb" "$U/index.html"
+REV_TLS=$(rev_port https "$NG_PORT")
+U=https://localhost:$REV_TLS
+rcurl -D "$tmp/rb.h" -o "$tmp/rb" "$U/index.html"
 check_eq "response body rule on a translated response: rewritten" "HOWDY, from an h2-only origin" \
     "$(cat "$tmp/rb")"
 check_imatch "... sent with its new content-length" '^content-length: 30$' "$(tr -d '\r' < "$tmp/rb.h")"
-out=$(pcurl --http1.1 --cacert "$PROXY_CA" --data-binary 'ping, ping' "$U/echo")
+out=$(rcurl --data-binary 'ping, ping' "$U/echo")
 check_eq "request body rule on a translated request: the origin got it rewritten" "PONG, PONG" "$out"
-out=$(pcurl --http1.1 --cacert "$PROXY_CA" -H 'Transfer-Encoding: chunked' --data-binary 'ping' "$U/echo")
+out=$(rcurl -H 'Transfer-Encoding: chunked' --data-binary 'ping' "$U/echo")
 check_eq "... also a chunked one" "PONG" "$out"
 H=(-H "X-Tapwire-Token: $TOKEN" -H "Origin: $D")
 # held_id: the id of the one waiting flow (5 s).
@@ -269,7 +295,7 @@ held_id() {
     done
     echo "$id"
 }
-pcurl --http1.1 --cacert "$PROXY_CA" -o "$tmp/held.got" -w '%{http_code}' "$U/big.bin" \
+rcurl -o "$tmp/held.got" -w '%{http_code}' "$U/big.bin" \
     > "$tmp/held.code" &
 CURL_PID=$!
 track_pid "$CURL_PID"
@@ -280,7 +306,7 @@ check_eq "resume it: 200" 200 "$(dcurl -o /dev/null -w '%{http_code}' -X POST "$
 wait_pid "$CURL_PID" 15
 check_eq "resumed: the client gets 200" 200 "$(cat "$tmp/held.code")"
 check_eq "resumed: the body whole" "$want_big" "$(file_sha "$tmp/held.got")"
-pcurl --http1.1 --cacert "$PROXY_CA" -o /dev/null -w '%{http_code}' "$U/big.bin?2" \
+rcurl -o /dev/null -w '%{http_code}' "$U/big.bin?2" \
     > "$tmp/drop.code" &
 CURL_PID=$!
 track_pid "$CURL_PID"
@@ -292,8 +318,10 @@ check_eq "dropped: the client gets 502" 502 "$(cat "$tmp/drop.code")"
 stop_proxy
 
 # ---- --no-http2: the origin is never offered h2 ----
-start_proxy --upstream-ca "$PKI/ca.pem" --no-http2
-out=$(pcurl --http1.1 --cacert "$PROXY_CA" -o /dev/null -w '%{http_code}' "$U/index.html")
+start_proxy --upstream-ca "$PKI/ca.pem" --no-http2 --reverse "https://127.0.0.1:0=https://localhost:$NG_PORT"
+REV_TLS=$(rev_port https "$NG_PORT")
+U=https://localhost:$REV_TLS
+out=$(rcurl -o /dev/null -w '%{http_code}' "$U/index.html")
 check_eq "--no-http2: an h2-only origin cannot be reached (502)" 502 "$out"
 stop_proxy
 

@@ -5,11 +5,14 @@
 # connection, map-remote to a second origin over plain HTTP and over TLS
 # (verified: an origin with a bad certificate gives the verification error
 # page and sees nothing), match= selecting by method and header, a mock
-# inside an intercepted TLS tunnel (also for a client that offers h2), the
-# flows as recorded (the answer as sent, the rule, both URLs of a
+# inside an intercepted TLS tunnel, the same actions on HTTP/2 streams (h2
+# kept: mock, block, block close, a mocked POST larger than a stream's
+# window, map-remote to plain HTTP, to verified https and to a bad
+# certificate), the flows as recorded (the answer as sent, the rule, both URLs of a
 # map-remote, a request body past the capture limit), and the dashboard's
 # rules API (a mock works, file= and a bad match= are refused with the
-# column).
+# column); replays and composed requests, to which the same actions apply
+# (recorded without an origin, or sent to the mapped one, verified).
 . "$(dirname "$0")/lib.sh"
 
 need_cmd nghttpd ss
@@ -50,6 +53,10 @@ request map-remote name=bad host=127.0.0.1 path=/bad/ https://localhost:$BAD_POR
 request mock name=tls-mock host=good.test path=/tlsmock 200 'tls mock'
 request map-remote name=tunnel-plain host=good.test path=/to-second/ http://127.0.0.1:$SECOND_PORT/
 request map-remote name=tunnel-tls host=good.test path=/to-tls/ https://localhost:$TLS_PORT/
+request block name=h2-block host=good.test path=/h2block
+request block name=h2-cut host=good.test path=/h2cut close
+request mock name=h2-post host=good.test path=/h2post 200 'h2 post'
+request map-remote name=h2-bad host=good.test path=/to-bad/ https://localhost:$BAD_PORT/
 RULES
 start_proxy --rules "$tmp/conf/actions.rules" --upstream-ca "$PKI/ca.pem" \
     --dashboard-token "$TOKEN" --capture-limit 1024
@@ -123,14 +130,44 @@ check_no_match "map-remote to a bad certificate: not one request reached it" ' r
 out=$(pcurl --cacert "$PROXY_CA" --connect-to "good.test:443:127.0.0.1:$GOOD_PORT" \
     https://good.test/tlsmock)
 check_eq "intercepted TLS: the mock answers" 'tls mock' "$out"
-# HTTP/2: the actions run on HTTP/1.1, so a client offering h2 to a host
-# an action may concern (its host= globs match, or it has none) is served
-# HTTP/1.1 (here its origin speaks only h2, so a mock is all it gets);
-# other hosts keep h2.
-out=$(pcurl --http2 --cacert "$PROXY_CA" --connect-to "good.test:443:127.0.0.1:$H2_PORT" \
-    -w ' %{http_version}' https://good.test/tlsmock)
-check_eq "HTTP/2 client, a host with an action: served HTTP/1.1, and the mock answers" \
-    'tls mock 1.1' "$out"
+# HTTP/2: the actions run on HTTP/2 streams too, so a client offering h2
+# keeps it whatever the rules say (here the tunnel's origin speaks only h2):
+# a mock or block is answered on the client's stream, a map-remote goes
+# over HTTP/1.1 to its own origin, verified by its name.
+h2curl() { pcurl --http2 --cacert "$PROXY_CA" --connect-to "good.test:443:127.0.0.1:$H2_PORT" "$@"; }
+out=$(h2curl -D "$tmp/h2mock.head" -w ' %{http_version}' https://good.test/tlsmock)
+check_eq "HTTP/2 client, a host with an action: h2 kept, and the mock answers" 'tls mock 2' "$out"
+check_imatch "h2 mock: framed by tapwire with content-length" '^content-length: 8$' \
+    "$(tr -d '\r' < "$tmp/h2mock.head")"
+h2curl -I -o "$tmp/h2head.head" https://good.test/tlsmock
+check_imatch "h2 mock of a HEAD: the fields with the content-length of the body not sent" \
+    '^content-length: 8$' "$(tr -d '\r' < "$tmp/h2head.head")"
+out=$(h2curl -o "$tmp/h2block.body" -w '%{http_code} %{http_version}' https://good.test/h2block)
+check_eq "h2 block: 403 on the stream" '403 2' "$out"
+check_contains "h2 block: the page names the rule" "blocked by rule h2-block" \
+    "$(cat "$tmp/h2block.body")"
+h2curl -o /dev/null https://good.test/h2cut 2> "$tmp/h2cut.err"
+rc=$?
+check_eq "h2 block close: the stream is reset, no answer (curl: HTTP/2 stream error)" 92 "$rc"
+check_contains "h2 block close: ...with CANCEL" "CANCEL" "$(cat "$tmp/h2cut.err")"
+# Larger than the stream window tapwire opens (256 KiB): the answered
+# stream's body is acknowledged as it comes, or this would stall.
+head -c 600000 /dev/zero | tr '\0' 'q' > "$tmp/post600k"
+out=$(h2curl --data-binary @"$tmp/post600k" -w ' %{http_version}' https://good.test/h2post)
+check_eq "h2 mock of a POST larger than a stream window: answered, h2 kept" 'h2 post 2' "$out"
+out=$(h2curl -w ' %{http_version}' https://good.test/to-second/headers)
+check_contains "h2 map-remote to plain HTTP: the second origin answered, with its own Host" \
+    "Host: 127.0.0.1:$SECOND_PORT" "$out"
+check_match "h2 map-remote to plain HTTP: h2 kept with the client" ' 2$' "$out"
+out=$(h2curl https://good.test/to-tls/headers)
+check_contains "h2 map-remote to https: verified by the new origin's name" \
+    "Host: localhost:$TLS_PORT" "$out"
+out=$(h2curl -o "$tmp/h2bad.body" -w '%{http_code} %{http_version}' https://good.test/to-bad/conn)
+check_eq "h2 map-remote to a bad certificate: 502 on the stream" '502 2' "$out"
+check_imatch "h2 map-remote to a bad certificate: the page names the reason" \
+    'certificate|verif|name' "$(cat "$tmp/h2bad.body")"
+check_no_match "h2 map-remote to a bad certificate: not one request reached it" ' req=' \
+    "$(cat "$BAD_PORT_LOG")"
 printf h2-page > "$tmp/page.txt"
 out=$(pcurl --http2 --cacert "$PROXY_CA" --connect-to "alt.test:443:127.0.0.1:$H2_PORT" \
     -w ' %{http_version}' https://alt.test/page.txt)
@@ -176,6 +213,78 @@ check_eq "flow of the map-remote: the URL used, the one asked for as its note" \
 check_eq "flow of a mocked POST past the capture limit: the body kept to the limit, marked truncated" \
     "5000|1024|1|post-mock" \
     "$(sq "SELECT req_body_size, req_body_captured, req_truncated, rules FROM flows WHERE rules='post-mock'")"
+check_eq "flow of the h2 mock: HTTP/2 both ways, the answer as sent, the rule" \
+    "HTTP/2|HTTP/2|200|tls mock|tls-mock|answered by rule tls-mock" \
+    "$(sq "SELECT req_version, resp_version, status, resp_body, rules, rules_notes FROM flows WHERE target='/tlsmock' AND req_version='HTTP/2' AND method='GET'")"
+check_contains "flow of the h2 mock: the fields as sent" "content-length: 8" \
+    "$(sq "SELECT resp_headers FROM flows WHERE target='/tlsmock' AND req_version='HTTP/2' AND method='GET'")"
+check_eq "flow of the h2 block close: no status, the reason as its error" \
+    "HTTP/2|0|connection closed by rule h2-cut" \
+    "$(sq "SELECT req_version, status, error FROM flows WHERE target='/h2cut'")"
+check_eq "flow of the h2 mocked POST: its body recorded (to the capture limit)" \
+    "600000|1024|200|h2-post" \
+    "$(sq "SELECT req_body_size, req_body_captured, status, rules FROM flows WHERE target='/h2post'")"
+check_eq "flow of the h2 map-remote: HTTP/2 from the client, HTTP/1.1 from the mapped origin, both URLs" \
+    "HTTP/2|HTTP/1.1|200|127.0.0.1|$SECOND_PORT|/headers|/to-second/headers|map-remote: asked for https://good.test/to-second/headers, sent to http://127.0.0.1:$SECOND_PORT/headers" \
+    "$(sq "SELECT req_version, resp_version, status, host, port, target, target_original, rules_notes FROM flows WHERE rules='tunnel-plain' AND req_version='HTTP/2'")"
+
+# ---- replays: the same actions, no client ----
+# replay_api PATH JSON: POSTs to the dashboard; the status in $CODE, the
+# answer in $tmp/replay.json, the new flow's id in $RID.
+replay_api() {
+    CODE=$(dcurl -o "$tmp/replay.json" -w '%{http_code}' -X POST -H "X-Tapwire-Token: $TOKEN" \
+        -H "Origin: $D" -H 'Content-Type: application/json' --data-binary "$2" "$D$1")
+    RID=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1])).get("id", ""))' \
+        "$tmp/replay.json" 2> /dev/null)
+}
+compose() { replay_api /api/replay "$1"; }
+MOCK_ID=$(sq "SELECT id FROM flows WHERE target='/mocked' ORDER BY id LIMIT 1")
+replay_api "/api/flows/$MOCK_ID/replay" '{}'
+check_eq "replay of a mocked flow: 200" 200 "$CODE"
+check_eq "replay of a mocked flow: the rule's answer recorded as the new flow" \
+    "201|{\"ok\":1}|mocked|answered by rule mocked|$MOCK_ID|" \
+    "$(sq "SELECT status, resp_body, rules, rules_notes, replay_of, ifnull(error, '') FROM flows WHERE id=$RID")"
+check_contains "replay of a mocked flow: the fields as the rule gives them, framed by tapwire" \
+    "Content-Length: 8" "$(sq "SELECT resp_headers FROM flows WHERE id=$RID")"
+compose "{\"method\": \"POST\", \"url\": \"$O/echo?r=replay-mock\", \"headers\": [[\"X-Mock\", \"yes\"]], \"body\": \"replayed post\"}"
+check_eq "composed POST to a match= mock: 200" 200 "$CODE"
+check_eq "composed POST to a mock: answered, its request body recorded" \
+    "200|mocked post|13|replayed post|post-mock" \
+    "$(sq "SELECT status, resp_body, req_body_size, req_body, rules FROM flows WHERE id=$RID")"
+compose "{\"url\": \"$O/blocked?r=replay\"}"
+check_eq "composed block: 200" 200 "$CODE"
+check_eq "composed block: the 403 page as the flow, the reason as its error" \
+    "403|blocked by rule blocked" "$(sq "SELECT status, error FROM flows WHERE id=$RID")"
+check_contains "composed block: the page names the rule" "blocked by rule blocked" \
+    "$(sq "SELECT resp_body FROM flows WHERE id=$RID")"
+compose "{\"url\": \"$O/cut?r=replay\"}"
+check_eq "composed block close: 200" 200 "$CODE"
+check_eq "composed block close: no answer, the reason as its error" \
+    "0|connection closed by rule cut|" \
+    "$(sq "SELECT status, error, ifnull(resp_headers, '') FROM flows WHERE id=$RID")"
+check_eq "replayed mock and block: the origin saw none of them" 0 \
+    "$(grep -c 'r=replay' "$ORIGIN_PORT_LOG")"
+compose "{\"url\": \"$O/second/headers?r=replay\"}"
+check_eq "composed map-remote: 200" 200 "$CODE"
+check_eq "composed map-remote: sent to the mapped origin, both URLs recorded" \
+    "200|http|127.0.0.1|$SECOND_PORT|/headers?r=replay|/second/headers?r=replay|second|map-remote: asked for $O/second/headers?r=replay, sent to http://127.0.0.1:$SECOND_PORT/headers?r=replay" \
+    "$(sq "SELECT status, scheme, host, port, target, target_original, rules, rules_notes FROM flows WHERE id=$RID")"
+check_contains "composed map-remote: the second origin got it with its own Host" \
+    "Host: 127.0.0.1:$SECOND_PORT" "$(sq "SELECT resp_body FROM flows WHERE id=$RID")"
+check_eq "composed map-remote: the second origin saw it, the first did not" "1 0" \
+    "$(grep -c ' /headers?r=replay$' "$SECOND_PORT_LOG") $(grep -c 'r=replay' "$ORIGIN_PORT_LOG")"
+compose "{\"url\": \"$O/tls/conn?r=replay\"}"
+check_eq "composed map-remote to https: 200" 200 "$CODE"
+check_match "composed map-remote to https: the verified origin answered" \
+    '^200\|https\|localhost\|' "$(sq "SELECT status, scheme, host, tls_verification FROM flows WHERE id=$RID")"
+check_eq "composed map-remote to https: the TLS origin saw it" 1 \
+    "$(grep -c ' /conn?r=replay$' "$TLS_PORT_LOG")"
+compose "{\"url\": \"$O/bad/conn?r=replay\"}"
+check_eq "composed map-remote to a bad certificate: 200" 200 "$CODE"
+check_match "composed map-remote to a bad certificate: 502 with the reason" \
+    '^502\|.*(certificate|verif|name)' "$(sq "SELECT status, error FROM flows WHERE id=$RID")"
+check_no_match "composed map-remote to a bad certificate: not one request reached it" ' req=' \
+    "$(cat "$BAD_PORT_LOG")"
 
 # ---- the dashboard's rules API ----
 api_rule() {

@@ -611,6 +611,75 @@ static void test_truncated_compressed_body_searches_stored_bytes(void)
     flow_free(fl);
 }
 
+/* The text handed to the search index is held by the host || target of
+ * every flow the expression matches: only terms of the AND chain at the
+ * top, never a run that may lie in the scheme, the "//" or the port. */
+static void test_index_text_is_what_every_match_holds(void)
+{
+    static const struct {
+        const char *text;
+        const char *index_text; /* NULL: none */
+    } cases[] = {
+        {"rare-marker", "rare-marker"},
+        {"~u rare-marker & ~c 404", "rare-marker"},
+        {"~d example\\.com & foo/bar", "example.com"},
+        {"~d example.com", "example"},
+        {"~u //login", "login"},
+        {"~u 8443/api/v2", "api/v2"},
+        {"~u :8080/path", NULL},
+        {"https", NULL},
+        {"~u tps", NULL},
+        {"~u ab", NULL},
+        {"!~u secret", NULL},
+        {"login | logout", NULL},
+        {"~u 'rare-mark[e]r'", NULL},
+        {"~m POST & ~c 200", NULL},
+        {"~hq cookie-name", NULL},
+    };
+    static const char *const urls[][4] = {
+        /* scheme, host, port, target */
+        {"https", "www.example.com", "443", "/login?next=rare-marker"},
+        {"http", "api.test", "8443", "/api/v2/items"},
+        {"https", "example.com", "8080", "/path"},
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct filter *f = parse_ok(cases[i].text);
+        struct filter_sql sql;
+        char err[FILTER_ERROR_BYTES];
+
+        if (f == NULL)
+            continue;
+        CU_ASSERT_EQUAL_FATAL(filter_to_sql(f, &sql, err, sizeof(err)), 0);
+        if (cases[i].index_text == NULL) {
+            if (sql.index_text != NULL)
+                fprintf(stderr, "\n  '%s': %s\n", cases[i].text, sql.index_text);
+            CU_ASSERT_PTR_NULL(sql.index_text);
+        } else {
+            CU_ASSERT_PTR_NOT_NULL_FATAL(sql.index_text);
+            CU_ASSERT_STRING_EQUAL(sql.index_text, cases[i].index_text);
+        }
+        for (size_t u = 0; u < sizeof(urls) / sizeof(urls[0]) && sql.index_text != NULL; u++) {
+            struct flow *fl = flow_new(1024);
+            char indexed[512];
+
+            CU_ASSERT_PTR_NOT_NULL_FATAL(fl);
+            snprintf(fl->scheme, sizeof(fl->scheme), "%s", urls[u][0]);
+            snprintf(fl->host, sizeof(fl->host), "%s", urls[u][1]);
+            fl->port = (unsigned)atoi(urls[u][2]);
+            fl->target = strdup(urls[u][3]);
+            snprintf(fl->method, sizeof(fl->method), "GET");
+            fl->status = 404;
+            snprintf(indexed, sizeof(indexed), "%s%s", urls[u][1], urls[u][3]);
+            if (filter_match(f, fl, NULL, 0) == 1)
+                CU_ASSERT_PTR_NOT_NULL(strstr(indexed, sql.index_text));
+            flow_free(fl);
+        }
+        filter_sql_free(&sql);
+        filter_free(f);
+    }
+}
+
 #define ADD(suite, fn) (CU_add_test(suite, #fn + 5, fn) != NULL)
 
 int main(void)
@@ -632,7 +701,8 @@ int main(void)
         goto fail;
     suite = CU_add_suite("filter_sql", setup, teardown);
     if (suite == NULL || !ADD(suite, test_sql_selects_the_matching_rows) ||
-        !ADD(suite, test_sql_binds_values_and_uses_indexes))
+        !ADD(suite, test_sql_binds_values_and_uses_indexes) ||
+        !ADD(suite, test_index_text_is_what_every_match_holds))
         goto fail;
     return testutil_run();
 fail:

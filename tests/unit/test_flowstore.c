@@ -1000,6 +1000,197 @@ static void test_body_search_looks_into_compressed_bodies_and_can_ignore_case(vo
     flowstore_close(store);
 }
 
+/* The folded search (is_body_nocase) copies a body folded a chunk of
+ * 4096 bytes at a time: a match across two chunks, at the very start and
+ * at the very end of a binary body (which the index does not hold) is
+ * found, and a needle without letters, or longer than the folded needle
+ * bound, too. */
+static void test_folded_body_search_finds_matches_across_chunks(void)
+{
+    struct flowstore *store = open_store(100);
+    struct flowstore_filter f = {0};
+    unsigned char body[10000];
+    char long_needle[300];
+    size_t i;
+
+    CU_ASSERT_FATAL(store != NULL);
+    for (i = 0; i < sizeof(body); i++)
+        body[i] = (unsigned char)(0x80 | (i * 7)); /* never an ASCII letter, never UTF-8 */
+    memcpy(body + 4093, "MiXeD", 5);               /* across the first chunk boundary */
+    memcpy(body, "StartX", 6);
+    memcpy(body + sizeof(body) - 4, "EnD!", 4);
+    memcpy(body + 6000, "0123-4567", 9);
+    for (i = 0; i < sizeof(long_needle); i++)
+        long_needle[i] = (char)('A' + i % 26);
+    memcpy(body + 7000, long_needle, sizeof(long_needle));
+    for (i = 0; i < 2; i++) {
+        struct flow *fl = simple_flow("GET", "bin.test", i == 0 ? "/with" : "/without", 200);
+
+        fl->response_body.limit = sizeof(body);
+        if (i == 0)
+            flow_body_append(&fl->response_body, body, sizeof(body));
+        submit(store, fl);
+    }
+    CU_ASSERT_EQUAL_FATAL(flowstore_sync(store, SYNC_MS), 0);
+    f.is_body_nocase = true;
+    f.body_bytes = "mixed";
+    f.body_len = 5;
+    expect_ids(store, &f, "1");
+    f.body_bytes = "STARTx";
+    f.body_len = 6;
+    expect_ids(store, &f, "1");
+    f.body_bytes = "end!";
+    f.body_len = 4;
+    expect_ids(store, &f, "1");
+    f.body_bytes = "0123-4567";
+    f.body_len = 9;
+    expect_ids(store, &f, "1");
+    for (i = 0; i < sizeof(long_needle); i++)
+        long_needle[i] = (char)('a' + i % 26);
+    f.body_bytes = long_needle;
+    f.body_len = sizeof(long_needle);
+    expect_ids(store, &f, "1");
+    f.body_bytes = "mixee";
+    f.body_len = 5;
+    expect_ids(store, &f, "");
+    /* Case kept: only the exact bytes. */
+    f.is_body_nocase = false;
+    f.body_bytes = "mixed";
+    f.body_len = 5;
+    expect_ids(store, &f, "");
+    f.body_bytes = "MiXeD";
+    expect_ids(store, &f, "1");
+    flowstore_close(store);
+}
+
+/* The search indexes of the segment being filled merge FTS5 segments 16
+ * at a time, not 4 (flowseg.c): segment 1, which a migration made, gets
+ * that when the store opens, a new segment when it starts. */
+static void test_search_indexes_merge_sixteen_segments_at_a_time(void)
+{
+    struct flowstore *store = open_store(16); /* segments of 2 flows */
+
+    CU_ASSERT_FATAL(store != NULL);
+    CU_ASSERT_EQUAL(query_int("SELECT v FROM flows_fts_1_config WHERE k = 'automerge'"), 16);
+    CU_ASSERT_EQUAL(query_int("SELECT v FROM flows_hdr_1_config WHERE k = 'automerge'"), 16);
+    submit_many(store, 3);
+    CU_ASSERT_EQUAL_FATAL(flowstore_sync(store, SYNC_MS), 0);
+    CU_ASSERT_EQUAL(query_int("SELECT max(seg) FROM flow_segments"), 2);
+    CU_ASSERT_EQUAL(query_int("SELECT v FROM flows_fts_2_config WHERE k = 'automerge'"), 16);
+    CU_ASSERT_EQUAL(query_int("SELECT v FROM flows_hdr_2_config WHERE k = 'automerge'"), 16);
+    flowstore_close(store);
+}
+
+/* A flow whose binary body the index does not hold has a byte-pair
+ * filter in flows_unindexed_N, unless a Content-Encoding or its size rules
+ * one out; the body search skips the flows whose filter lacks a pair of
+ * the text and still finds every match, with a filter, without one
+ * (NULL), and in a segment whose table had no pairs column (added when
+ * the store opens, NULL for the rows already there). */
+static void test_body_pairs_filter_skips_only_what_cannot_match(void)
+{
+    struct flowstore *store = open_store(100);
+    struct flowstore_filter f = {0};
+    unsigned char bin[300], big[SEARCHTEXT_PAIRS_MAX_BODY_BYTES + 10];
+    struct flow *fl;
+    size_t i;
+
+    CU_ASSERT_FATAL(store != NULL);
+    for (i = 0; i < sizeof(bin); i++)
+        bin[i] = (unsigned char)(0x80 | (i * 5));
+    memcpy(bin + 100, "Needle-One", 10);
+    fl = simple_flow("GET", "bin.test", "/plain", 200); /* 1: a filter */
+    flow_body_append(&fl->response_body, bin, sizeof(bin));
+    submit(store, fl);
+    fl = simple_flow("GET", "bin.test", "/encoded", 200); /* 2: encoded, no filter */
+    flow_body_append(&fl->response_body, bin, sizeof(bin));
+    free(fl->response_headers);
+    fl->response_headers = xstrdup("Content-Encoding: x-unknown\r\n");
+    submit(store, fl);
+    for (i = 0; i < sizeof(big); i++)
+        big[i] = (unsigned char)(0x80 | (i * 7));
+    memcpy(big + 2000, "Needle-Big", 10);
+    fl = simple_flow("GET", "bin.test", "/big", 200); /* 3: too big for a filter */
+    fl->response_body.limit = sizeof(big);
+    flow_body_append(&fl->response_body, big, sizeof(big));
+    submit(store, fl);
+    CU_ASSERT_EQUAL_FATAL(flowstore_sync(store, SYNC_MS), 0);
+    CU_ASSERT_EQUAL(query_int("SELECT length(pairs) FROM flows_unindexed_1 WHERE id = 1"),
+                    SEARCHTEXT_PAIRS_BYTES);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows_unindexed_1 WHERE pairs IS NULL"), 2);
+    f.is_body_nocase = true;
+    f.body_bytes = "needle-one";
+    f.body_len = 10;
+    expect_ids(store, &f, "2,1");
+    f.body_bytes = "Needle-Big";
+    expect_ids(store, &f, "3");
+    f.body_bytes = "Needle-Non";
+    expect_ids(store, &f, "");
+    flowstore_close(store);
+
+    /* A segment from before the column: the store adds it, NULL for the
+     * rows it holds, and they are searched as ever. */
+    CU_ASSERT_EQUAL_FATAL(exec_sql("ALTER TABLE flows_unindexed_1 DROP COLUMN pairs"), 0);
+    store = open_store(100);
+    CU_ASSERT_FATAL(store != NULL);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows_unindexed_1 WHERE pairs IS NULL"), 3);
+    f.body_bytes = "needle-one";
+    expect_ids(store, &f, "2,1");
+    fl = simple_flow("GET", "bin.test", "/after", 200); /* 4: a filter again */
+    flow_body_append(&fl->response_body, bin, sizeof(bin));
+    submit(store, fl);
+    CU_ASSERT_EQUAL_FATAL(flowstore_sync(store, SYNC_MS), 0);
+    CU_ASSERT_EQUAL(query_int("SELECT length(pairs) FROM flows_unindexed_1 WHERE id = 4"),
+                    SEARCHTEXT_PAIRS_BYTES);
+    expect_ids(store, &f, "4,2,1");
+    flowstore_close(store);
+}
+
+/* The header word index is filled after the rows, while the writer is
+ * idle, and once it is done flowstore_sync() returns; header words an
+ * earlier run had not added yet (here: a word index emptied while the
+ * store was closed) are added when the writer starts. */
+static void test_header_words_follow_the_rows_and_survive_a_restart(void)
+{
+    struct flowstore *store = open_store(100);
+    struct flow *f;
+    int i;
+
+    CU_ASSERT_FATAL(store != NULL);
+    for (i = 0; i < 3; i++) {
+        f = simple_flow("GET", "hdr.test", "/", 200);
+        free(f->response_headers);
+        f->response_headers = xstrdup("X-Marker: zebrafish\r\n");
+        submit(store, f);
+    }
+    CU_ASSERT_EQUAL_FATAL(flowstore_sync(store, SYNC_MS), 0);
+    CU_ASSERT_EQUAL(
+        query_int("SELECT count(*) FROM flows_hdr_1 WHERE flows_hdr_1 MATCH 'zebrafish'"), 3);
+    flowstore_close(store);
+
+    CU_ASSERT_EQUAL_FATAL(exec_sql("DROP TABLE flows_hdr_1; CREATE VIRTUAL TABLE flows_hdr_1 USING "
+                                   "fts5 (text, content = '', columnsize = 0, detail = none, "
+                                   "tokenize = 'unicode61')"),
+                          0);
+    CU_ASSERT_EQUAL(
+        query_int("SELECT count(*) FROM flows_hdr_1 WHERE flows_hdr_1 MATCH 'zebrafish'"), 0);
+    store = open_store(100);
+    CU_ASSERT_FATAL(store != NULL);
+    f = simple_flow("GET", "hdr.test", "/", 200);
+    free(f->response_headers);
+    f->response_headers = xstrdup("X-Marker: zebrafish\r\n");
+    submit(store, f);
+    CU_ASSERT_EQUAL_FATAL(flowstore_sync(store, SYNC_MS), 0);
+    CU_ASSERT_EQUAL(
+        query_int("SELECT count(*) FROM flows_hdr_1 WHERE flows_hdr_1 MATCH 'zebrafish'"), 4);
+    /* Indexed twice (the three before the restart, when a restart cannot
+     * tell): still one row each. */
+    CU_ASSERT_EQUAL(query_int("SELECT count(DISTINCT rowid) FROM flows_hdr_1 WHERE flows_hdr_1 "
+                              "MATCH 'zebrafish'"),
+                    4);
+    flowstore_close(store);
+}
+
 static void test_host_filter_globs_and_ignores_case(void)
 {
     struct flowstore *store = filter_fixture();
@@ -2814,6 +3005,7 @@ static void test_live_flow_is_finished_in_its_own_segment_and_goes_with_it(void)
 static void test_version_12_database_gains_listener_in_every_segment(void)
 {
     static const char new_columns[] = ", listener TEXT, bodies_dropped INTEGER";
+    static const char pairs_column[] = ", pairs BLOB";
     char *v12 = schema_before(13);
     char sql[FLOWSEG_SQL_MAX_BYTES];
     struct flowstore *store;
@@ -2833,6 +3025,10 @@ static void test_version_12_database_gains_listener_in_every_segment(void)
     at = strstr(sql, new_columns);
     CU_ASSERT_PTR_NOT_NULL_FATAL(at);
     memmove(at, at + strlen(new_columns), strlen(at + strlen(new_columns)) + 1);
+    /* Nor the pairs filter of version 14. */
+    at = strstr(sql, pairs_column);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(at);
+    memmove(at, at + strlen(pairs_column), strlen(at + strlen(pairs_column)) + 1);
     CU_ASSERT_EQUAL_FATAL(exec_sql(sql), 0);
     views = flowseg_views_sql(segs, 2);
     CU_ASSERT_PTR_NOT_NULL_FATAL(views);
@@ -2866,6 +3062,12 @@ static void test_version_12_database_gains_listener_in_every_segment(void)
                  "'bodies_dropped') = (SELECT max(cid) FROM pragma_table_info('flows_%1$d')) AND "
                  "(SELECT cid FROM pragma_table_info('flows_%1$d') WHERE name = 'listener') = "
                  "(SELECT max(cid) - 1 FROM pragma_table_info('flows_%1$d'))",
+                 i);
+        CU_ASSERT_EQUAL(query_int(sql), 1);
+        /* Version 14: the byte-pair filter's column in every segment. */
+        snprintf(sql, sizeof(sql),
+                 "SELECT count(*) FROM pragma_table_info('flows_unindexed_%d') WHERE name = "
+                 "'pairs'",
                  i);
         CU_ASSERT_EQUAL(query_int(sql), 1);
     }
@@ -3082,6 +3284,14 @@ int main(void)
                      test_inline_limit_follows_an_existing_files_page_size) ||
         !CU_add_test(suite, "body_search_looks_into_compressed_bodies_and_can_ignore_case",
                      test_body_search_looks_into_compressed_bodies_and_can_ignore_case) ||
+        !CU_add_test(suite, "search indexes merge sixteen segments at a time",
+                     test_search_indexes_merge_sixteen_segments_at_a_time) ||
+        !CU_add_test(suite, "body pairs filter skips only what cannot match",
+                     test_body_pairs_filter_skips_only_what_cannot_match) ||
+        !CU_add_test(suite, "header words follow the rows and survive a restart",
+                     test_header_words_follow_the_rows_and_survive_a_restart) ||
+        !CU_add_test(suite, "folded body search finds matches across chunks",
+                     test_folded_body_search_finds_matches_across_chunks) ||
         !CU_add_test(suite, "body_search_finds_inline_and_stored_bodies",
                      test_body_search_finds_inline_and_stored_bodies) ||
         !CU_add_test(suite, "version_7_database_keeps_its_bodies_readable",

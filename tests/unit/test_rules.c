@@ -762,15 +762,12 @@ static void test_first_matching_action_wins_and_match_selects(void)
     CU_ASSERT_PTR_NULL(rules_find_action(set, &ctx));
     rules_ctx_free(&ctx);
 
-    CU_ASSERT_TRUE(rules_set_may_act_on(set, "www.example")); /* deny has no host= */
     flow_free(post);
     flow_free(get);
     rules_set_unref(set);
 
     set = parse_ok("request mock host=*.test 200 x\nrequest url a b\n");
     CU_ASSERT_FALSE(rules_set_has_match(set));
-    CU_ASSERT_TRUE(rules_set_may_act_on(set, "a.test"));
-    CU_ASSERT_FALSE(rules_set_may_act_on(set, "example.org"));
     rules_set_unref(set);
 }
 

@@ -79,6 +79,43 @@ static void test_header_values_leave_out_the_names(void)
     free(v);
 }
 
+/* The byte-pair filter rules out a needle with a pair the body lacks,
+ * never one the body holds, in either case. */
+static void test_pairs_rule_out_only_what_is_absent(void)
+{
+    unsigned char bits[SEARCHTEXT_PAIRS_BYTES] = {0};
+    unsigned char body[600];
+    size_t i;
+
+    for (i = 0; i < sizeof(body); i++)
+        body[i] = (unsigned char)(0x80 + (i * 13) % 0x7f);
+    memcpy(body + 300, "Hello, World", 12);
+    searchtext_pairs_add(bits, body, sizeof(body));
+    CU_ASSERT_TRUE(searchtext_pairs_may_hold(bits, sizeof(bits), U("Hello, World")));
+    CU_ASSERT_TRUE(searchtext_pairs_may_hold(bits, sizeof(bits), U("hELLO, wORLD")));
+    CU_ASSERT_TRUE(searchtext_pairs_may_hold(bits, sizeof(bits), U("lo, W")));
+    CU_ASSERT_TRUE(searchtext_pairs_may_hold(bits, sizeof(bits), body + 10, 200));
+    CU_ASSERT_FALSE(searchtext_pairs_may_hold(bits, sizeof(bits), U("no-such-text")));
+    CU_ASSERT_FALSE(searchtext_pairs_may_hold(bits, sizeof(bits), U("zz")));
+    /* Nothing to rule out with: one byte, no filter, a filter of another size. */
+    CU_ASSERT_TRUE(searchtext_pairs_may_hold(bits, sizeof(bits), U("q")));
+    CU_ASSERT_TRUE(searchtext_pairs_may_hold(NULL, 0, U("no-such-text")));
+    CU_ASSERT_TRUE(searchtext_pairs_may_hold(bits, sizeof(bits) - 1, U("no-such-text")));
+    /* Pairs across two adds are not made up: each add is its own text. */
+    memset(bits, 0, sizeof(bits));
+    searchtext_pairs_add(bits, U("ab"));
+    searchtext_pairs_add(bits, U("cd"));
+    CU_ASSERT_TRUE(searchtext_pairs_may_hold(bits, sizeof(bits), U("ab")));
+    CU_ASSERT_FALSE(searchtext_pairs_may_hold(bits, sizeof(bits), U("bc")));
+    /* Odd and even lengths: the last pair counts too. */
+    memset(bits, 0, sizeof(bits));
+    searchtext_pairs_add(bits, U("wxyz"));
+    searchtext_pairs_add(bits, U("klm"));
+    CU_ASSERT_TRUE(searchtext_pairs_may_hold(bits, sizeof(bits), U("wxyz")));
+    CU_ASSERT_TRUE(searchtext_pairs_may_hold(bits, sizeof(bits), U("klm")));
+    CU_ASSERT_FALSE(searchtext_pairs_may_hold(bits, sizeof(bits), U("zk")));
+}
+
 int main(void)
 {
     unsigned failures;
@@ -94,6 +131,8 @@ int main(void)
                      test_query_covers_the_needle_with_trigrams) ||
         !CU_add_test(s, "query_refuses_what_the_index_cannot_answer",
                      test_query_refuses_what_the_index_cannot_answer) ||
+        !CU_add_test(s, "pairs_rule_out_only_what_is_absent",
+                     test_pairs_rule_out_only_what_is_absent) ||
         !CU_add_test(s, "header_values_leave_out_the_names",
                      test_header_values_leave_out_the_names)) {
         CU_cleanup_registry();
