@@ -31,16 +31,22 @@ static size_t alpn_offer(const struct origin_target *target, unsigned char *out)
         memcpy(out + n, "\x08http/1.1", 9);
         n += 9;
     }
+    /* Last, so that an origin that honours the client's order stays on
+     * HTTP/1.1 when it speaks both. */
+    if (target->accepts_h2_only && !target->offers_h2) {
+        memcpy(out + n, "\x02h2", 3);
+        n += 3;
+    }
     return n;
 }
 
-static bool chose_h2(SSL *ssl)
+static bool chose(SSL *ssl, const char *proto)
 {
     const unsigned char *alpn = NULL;
     unsigned int len = 0;
 
     SSL_get0_alpn_selected(ssl, &alpn, &len);
-    return len == 2 && memcmp(alpn, "h2", 2) == 0;
+    return len == strlen(proto) && memcmp(alpn, proto, len) == 0;
 }
 
 static void tls_facts_clear(struct origin_tls *t)
@@ -106,6 +112,7 @@ int origin_open(struct origin *o, const struct origin_settings *settings,
     memset(err, 0, sizeof(*err));
     origin_close(o);
     o->is_h2 = false;
+    o->is_http11_chosen = false;
     o->insecure_note[0] = '\0';
     o->opened_at_us = clock_wall_us();
     o->connected_at_us = o->tls_done_at_us = 0;
@@ -137,7 +144,8 @@ int origin_open(struct origin *o, const struct origin_settings *settings,
     }
     fd = -1; /* the stream's now */
     if (ssl != NULL) {
-        o->is_h2 = chose_h2(ssl);
+        o->is_h2 = chose(ssl, "h2");
+        o->is_http11_chosen = chose(ssl, "http/1.1");
         stream_attach_tls(&o->stream, ssl);
     }
     ssl = NULL;

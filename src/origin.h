@@ -52,6 +52,9 @@ struct origin_target {
     const char *verify_name; /* the name the certificate must carry */
     bool offers_http11;      /* ALPN http/1.1 (the client offered it, or no client) */
     bool offers_h2;          /* ALPN h2 (the client offered it and can be served it) */
+    /* ALPN h2 after http/1.1 when offers_h2 is false: the client speaks
+     * HTTP/1.1, and an origin that speaks only h2 is translated (h1toh2). */
+    bool accepts_h2_only;
     /* Plain HTTP requests will be sent (not TLS, not a raw relay): through
      * an upstream proxy they go in absolute-form, without a CONNECT. */
     bool is_plain_http;
@@ -62,7 +65,8 @@ struct origin {
     char host[256];
     uint16_t port;
     bool is_tls;
-    bool is_h2; /* the origin chose h2 by ALPN */
+    bool is_h2;            /* the origin chose h2 by ALPN */
+    bool is_http11_chosen; /* ... or http/1.1 (neither: it chose nothing, or no TLS) */
     /* Connected to the upstream proxy, not the origin: every request head
      * goes in absolute-form (upstreamproxy_prepare()). */
     bool is_proxied_http;

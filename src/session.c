@@ -40,6 +40,7 @@
 #include "capture.h"
 #include "clock.h"
 #include "exchange.h"
+#include "h1toh2.h"
 #include "h2relay.h"
 #include "http1codec.h"
 #include "http1.h"
@@ -79,6 +80,9 @@ struct session {
     char client_ip[INET6_ADDRSTRLEN];
     struct stream client;
     struct origin origin;
+    /* The HTTP/2 session over origin when it chose h2 and the client
+     * speaks HTTP/1.1; NULL until the first such request. */
+    struct h1toh2 *h1toh2;
     struct origin_settings origin_settings;
     struct exchange_timeouts t;
     /* The request being served; 4 KiB of field slots, so allocated on the
@@ -533,7 +537,7 @@ static int build_request(struct session *s, struct destination *d, const char *s
 
 /* Opens the origin for the request unless the open one serves it. */
 static int connect_origin(struct session *s, enum session_mode mode, const struct destination *d,
-                          struct upstream_error *err)
+                          bool accepts_h2, struct upstream_error *err)
 {
     bool is_client_sni = mode == SESSION_TUNNEL_TLS && !d->is_remapped;
     struct origin_target target = {
@@ -543,9 +547,13 @@ static int connect_origin(struct session *s, enum session_mode mode, const struc
         .sni = d->is_tls ? (is_client_sni ? (s->has_sni ? s->sni : NULL) : d->host) : NULL,
         .verify_name = is_client_sni && s->has_sni ? s->sni : d->host,
         .offers_http11 = s->offers_http11,
+        .accepts_h2_only = accepts_h2 && d->is_tls && !s->cfg->no_http2,
         .is_plain_http = true,
     };
 
+    /* A new connection: any HTTP/2 session was the old one's. */
+    h1toh2_free(s->h1toh2);
+    s->h1toh2 = NULL;
     return origin_open(&s->origin, &s->origin_settings, &target, err, NULL);
 }
 
@@ -557,12 +565,35 @@ static void forward(struct session *s, enum session_mode mode, const struct dest
 {
     bool is_reused = origin_is_open_to(&s->origin, d->host, d->port, d->is_tls);
 
+    /* An HTTP/2 origin connection that said GOAWAY takes no more streams. */
+    if (is_reused && s->origin.is_h2 && s->h1toh2 != NULL &&
+        !h1toh2_is_usable(s->h1toh2, &s->origin.stream))
+        is_reused = false;
+    /* An upgrade (WebSocket) has no HTTP/2 form for h1toh2 to give it: it
+     * goes on a connection that offers the origin http/1.1 alone. An
+     * origin that chose h2 before and now chooses nothing speaks only h2. */
+    bool was_h2 = s->origin.is_h2 && origin_is_open_to(&s->origin, d->host, d->port, d->is_tls);
+    if (req->is_upgrade && is_reused && s->origin.is_h2)
+        is_reused = false;
+
     for (int attempt = 0; attempt < 2; attempt++) {
         if (!is_reused) {
             struct upstream_error uerr;
-            if (connect_origin(s, mode, d, &uerr) < 0) {
+            /* h2 is offered after http/1.1 only to an origin tapwire
+             * chose, a --reverse listener's or a map-remote's: the
+             * client of a tunnel chose its own and its ALPN is mirrored. */
+            bool accepts_h2 = !req->is_upgrade && (mode == SESSION_REVERSE || d->is_remapped);
+            if (connect_origin(s, mode, d, accepts_h2, &uerr) < 0) {
                 bool close = req->body != MESSAGE_BODY_NONE || !req->keep_alive;
                 *keep = refuse(s, rq, upstream_error_http_status(&uerr), uerr.reason, close);
+                return;
+            }
+            if (req->is_upgrade && was_h2 && !s->origin.is_http11_chosen) {
+                origin_close(&s->origin);
+                *keep = refuse(s, rq, 502,
+                               "the origin speaks only HTTP/2, where an HTTP/1.1 upgrade "
+                               "(WebSocket) cannot go (RFC 9113 8.6)",
+                               true);
                 return;
             }
             if (s->origin.insecure_note[0] != '\0')
@@ -579,8 +610,22 @@ static void forward(struct session *s, enum session_mode mode, const struct dest
         }
         const struct exchange_capture *hooks =
             rq->response_hold != NULL ? &rq->response_hold->hooks : capture_hooks(&rq->cap);
-        int r = exchange_forward(&s->client, &s->origin.stream, &via, &s->t, rewrite_hooks(rw),
+        int r;
+        if (s->origin.is_h2) {
+            /* The origin chose h2 on an HTTP/1.1 client's behalf: each
+             * request is one stream of the connection's HTTP/2 session. */
+            if (s->h1toh2 == NULL)
+                s->h1toh2 = h1toh2_new(&s->origin.stream);
+            if (s->h1toh2 == NULL) {
+                upstreamproxy_request_free(&proxied);
+                *keep = refuse(s, rq, 503, "out of memory", true);
+                return;
+            }
+            r = h1toh2_forward(s->h1toh2, &s->client, &via, &s->t, rewrite_hooks(rw), hooks, res);
+        } else {
+            r = exchange_forward(&s->client, &s->origin.stream, &via, &s->t, rewrite_hooks(rw),
                                  hooks, res);
+        }
         upstreamproxy_request_free(&proxied);
         if (r < 0 && res->upstream_stale && is_reused) {
             /* A kept-alive origin connection may have been closed by the
@@ -1316,6 +1361,12 @@ static int intercept_tls(struct session *s, const struct client_hello *hello)
         .verify_name = name,
         .offers_http11 = s->offers_http11,
         .offers_h2 = s->offers_h2,
+        /* No h2 the client did not offer: the origin of an intercepted
+         * tunnel is offered what the client's app offered (ALPN mirrored),
+         * so it sees the protocol the app speaks, and an origin that
+         * prefers h2 whenever it is offered does not turn every HTTP/1.1
+         * client's traffic into translated streams. */
+        .accepts_h2_only = false,
     };
 
     if (origin_open(&s->origin, &s->origin_settings, &target, &s->tunnel_error, &peer) < 0) {
@@ -1342,9 +1393,10 @@ static int intercept_tls(struct session *s, const struct client_hello *hello)
         s->tunnel_error.status == UPSTREAM_OK && peer != NULL && s->origin.insecure_note[0] == '\0';
     /* The client gets the protocol the origin chose, so the common case
      * needs no translation; a client that speaks only h2 (gRPC, nghttp)
-     * gets it over an HTTP/1.1-only origin too, through h2bridge. */
-    bool is_h2 = s->tunnel_error.status == UPSTREAM_OK &&
-                 (s->origin.is_h2 || (s->offers_h2 && !s->offers_http11));
+     * gets it over an HTTP/1.1-only origin too, through h2bridge, and one
+     * that speaks only HTTP/1.1 gets that over an h2-only origin (h1toh2). */
+    bool is_h2 = s->tunnel_error.status == UPSTREAM_OK && s->offers_h2 &&
+                 (s->origin.is_h2 || !s->offers_http11);
     rc = accept_client_tls(s, &names, is_verified, name, is_h2 ? "h2" : "http/1.1");
 out:
     X509_free(peer);
@@ -1636,6 +1688,7 @@ static struct session *session_new(const struct proxy_env *env, int fd,
 
 static void session_free(struct session *s)
 {
+    h1toh2_free(s->h1toh2);
     origin_free(&s->origin);
     stream_close(&s->client);
     free(s->head);
