@@ -14,8 +14,10 @@
  * reads anything of the response (~s, ~c, ~hs, ~ts, ~q) is matched again
  * when the final response head arrives, and holds that response: the
  * exchange reads its body whole first when it is within
- * INTERCEPT_MAX_BODY_BYTES decoded, so that it is shown and editable (the
- * filter is matched on the head: ~bs never matches there).
+ * INTERCEPT_MAX_BODY_BYTES decoded, so that it is shown and editable. A
+ * filter that reads the response body (~bs, ~b) is matched once that body
+ * is read (decoded; a body not read whole counts as empty), so every
+ * response of such a filter waits for its body before it goes on.
  *
  * Thread safety: every function may be called from any thread; the room is
  * one mutex, and each holder has an eventfd it sleeps on with its client
@@ -72,6 +74,8 @@ void intercept_filter_release(struct intercept_filter *f);
 bool intercept_filter_is_response(const struct intercept_filter *f);
 /* Matching the request reads its body (~bq, ~b). */
 bool intercept_filter_reads_request_body(const struct intercept_filter *f);
+/* Matching the response reads its body (~bs, ~b). */
+bool intercept_filter_reads_response_body(const struct intercept_filter *f);
 /* 1 when flow matches, else 0 (an evaluation that cannot tell is 0). */
 int intercept_filter_match(const struct intercept_filter *f, const struct flow *flow);
 
@@ -232,6 +236,7 @@ struct intercept_response {
     int cancel_fd;
     enum intercept_outcome outcome; /* of a hold */
     bool was_held;
+    bool match_with_body; /* the filter reads the body: matched at the hold */
 };
 
 /* Sets r up (taking filter and flow); the hooks to hand the exchange are
