@@ -273,6 +273,10 @@ struct h2ex {
      * larger than one window can be held. [0] the request, [1] the response. */
     bool is_holding[2];
     struct message held[2];
+    /* An intercept collects the body before the head parks (h2intercept.h),
+     * acknowledged as it arrives; has_collected: all of it, to go on whole. */
+    bool is_collecting[2];
+    bool has_collected[2];
     size_t early[2];    /* acknowledged bytes still at the front of the queue */
     size_t reserved[2]; /* held against --rewrite-memory */
     bool client_closed, origin_closed;
@@ -709,14 +713,12 @@ static bool can_hold_body(struct h2ex *ex, int dir)
     return false;
 }
 
-/* The request head on to the origin (its body after it), or held for the
- * body rules. Returns 0, or -1 when the stream was refused. */
-static int forward_request(struct h2ex *ex, const struct message *sent)
+/* A client waiting for 100 (RFC 9110 10.1.1) is told to go on now, as
+ * the HTTP/1.1 path does: the body is wanted at once, by the body rules,
+ * the intercept or the bridge (where Expect does not go on), and an h2
+ * origin's own 100 is not passed on. */
+static void tell_continue(struct h2ex *ex, const struct message *sent)
 {
-    /* A client waiting for 100 (RFC 9110 10.1.1) is told to go on now, as
-     * the HTTP/1.1 path does: the body is wanted at once, by the body
-     * rules or by the bridge (where Expect does not go on), and an h2
-     * origin's own 100 is not passed on. */
     const struct message_field *expect = message_find(sent, "expect");
     if (expect != NULL && !ex->up_ended && expect->value_len == 12 &&
         strncasecmp(expect->value, "100-continue", 12) == 0) {
@@ -724,6 +726,14 @@ static int forward_request(struct h2ex *ex, const struct message *sent)
         nghttp2_submit_headers(ex->r->client, NGHTTP2_FLAG_NONE, ex->client_id, NULL, &go_on, 1,
                                NULL);
     }
+}
+
+/* The request head on to the origin (its body after it), or held for the
+ * body rules. Returns 0, or -1 when the stream was refused. */
+static int forward_request(struct h2ex *ex, const struct message *sent)
+{
+    if (ex->up_bytes == 0)
+        tell_continue(ex, sent); /* a client that sent body bytes waits no more */
     if (can_hold_body(ex, 0)) {
         /* The body rules want the request body: it goes out with its head
          * once it is whole and rewritten (finish_holding()). */
@@ -808,8 +818,14 @@ static int start_exchange(struct h2ex *ex)
         rc = answer_by_rule(ex, act, sent);
         goto out;
     }
-    if (h2intercept_request(&r->ic, &ex->ic, sent, env->site, env->port, ex->url, &ex->cap) > 0) {
-        rc = message_copy(&ex->held[0], sent, NULL); /* until resume_parked() */
+    int parked = h2intercept_request(&r->ic, &ex->ic, sent, env->site, env->port, ex->url, &ex->cap,
+                                     !ex->up_ended);
+    if (parked != H2INTERCEPT_ON) {
+        /* Until resume_parked(), or until the body is in (collected()). */
+        rc = message_copy(&ex->held[0], sent, NULL);
+        ex->is_collecting[0] = parked == H2INTERCEPT_COLLECT;
+        if (ex->is_collecting[0])
+            tell_continue(ex, sent);
         goto out;
     }
     rc = forward_request(ex, sent);
@@ -888,8 +904,12 @@ static int start_response(struct h2ex *ex)
     }
     if (hooks && hooks->ops->response_head)
         hooks->ops->response_head(hooks->arg, sent, sent != &view ? &view : NULL);
-    if (h2intercept_response(&ex->r->ic, &ex->ic, sent, ex->url, &ex->cap) > 0) {
-        rc = message_copy(&ex->held[1], sent, NULL); /* until resume_parked() */
+    int parked =
+        h2intercept_response(&ex->r->ic, &ex->ic, sent, ex->url, &ex->cap, !ex->down_ended);
+    if (parked != H2INTERCEPT_ON) {
+        /* Until resume_parked(), or until the body is in (collected()). */
+        rc = message_copy(&ex->held[1], sent, NULL);
+        ex->is_collecting[1] = parked == H2INTERCEPT_COLLECT;
         goto out;
     }
     rc = forward_response(ex, sent);
@@ -900,12 +920,13 @@ out:
 
 /* ---- bodies the body rules want: held whole, rewritten, then sent ---- */
 
-/* The held head of direction dir with its body declared as len bytes, and
- * without Content-Encoding (the rewritten body is identity, as
- * tapwire-rules(5) says). The new fields live in the stream's arena. */
-static int reframe_held(struct h2ex *ex, int dir, size_t len, struct message *out)
+/* head with its body declared as len bytes, and without Content-Encoding
+ * when is_identity (a rewritten body is identity, as tapwire-rules(5)
+ * says; so is an edited response body). The new fields live in the
+ * stream's arena. */
+static int reframe_head(struct h2ex *ex, const struct message *head, bool is_identity, size_t len,
+                        struct message *out)
 {
-    const struct message *head = &ex->held[dir];
     struct pool *pool = &ex->r->pool;
     struct message_field *items =
         arena_alloc(&ex->text, pool, (head->fields.count + 1) * sizeof(*items));
@@ -917,7 +938,8 @@ static int reframe_held(struct h2ex *ex, int dir, size_t len, struct message *ou
     snprintf(length, 24, "%zu", len);
     for (size_t i = 0; i < head->fields.count; i++) {
         const struct message_field *f = &head->fields.items[i];
-        if (message_field_is(f, "content-length") || message_field_is(f, "content-encoding"))
+        if (message_field_is(f, "content-length") ||
+            (is_identity && message_field_is(f, "content-encoding")))
             continue;
         items[n++] = *f;
     }
@@ -972,7 +994,7 @@ static int finish_holding(struct h2ex *ex, int dir)
                               &br) < 0)
         return -1;
     if (br.rewritten != NULL) {
-        rc = reframe_held(ex, dir, br.rewritten_len, &head);
+        rc = reframe_head(ex, &ex->held[dir], true, br.rewritten_len, &head);
         if (rc == 0 && hooks && hooks->ops->body_original)
             hooks->ops->body_original(hooks->arg, side, br.plain, br.plain_len);
         if (rc == 0 && hooks && hooks->ops->reframed)
@@ -1008,6 +1030,108 @@ static int hold_bytes(struct h2ex *ex, int dir, nghttp2_session *from, int32_t f
     if (!exchange_rewrite_reserve(rw, len))
         return release_holding(ex, dir, NULL);
     ex->reserved[dir] += len;
+    return 0;
+}
+
+/* ---- bodies an intercept collects before the head parks ---- */
+
+/* Tells the recorder what of direction dir's body waits in its queue. */
+static void record_queued(struct h2ex *ex, int dir)
+{
+    const struct exchange_capture *hooks = capture_hooks(&ex->cap);
+    struct queue *q = dir == 0 ? &ex->up : &ex->down;
+
+    if (hooks && hooks->ops->body && queue_len(q) > 0)
+        hooks->ops->body(hooks->arg, dir == 0 ? EXCHANGE_REQUEST : EXCHANGE_RESPONSE,
+                         q->data + q->start, queue_len(q));
+}
+
+/* A whole collected body goes on with head: the resume's new body (with
+ * its length; a response's as identity), or the body as it came, through
+ * the body rules when they want it. Returns 0 or -1. */
+static int send_collected(struct h2ex *ex, int dir, const struct message *head)
+{
+    const struct exchange_rewrite *rw = rewrite_hooks(&ex->rw);
+    const struct exchange_capture *hooks = capture_hooks(&ex->cap);
+    enum exchange_side side = dir == 0 ? EXCHANGE_REQUEST : EXCHANGE_RESPONSE;
+    struct h2intercept_stream *s = &ex->ic;
+    struct queue *q = dir == 0 ? &ex->up : &ex->down;
+    struct message framed;
+
+    ex->has_collected[dir] = false;
+    if (s->has_edited_body) {
+        if (reframe_head(ex, head, dir == 1, s->edited_body_len, &framed) < 0)
+            return -1;
+        q->start = q->end = 0;
+        if (queue_put(q, &ex->r->pool, s->edited_body, s->edited_body_len) < 0)
+            return -1;
+        /* Every byte that came was acknowledged; these were never sent. */
+        ex->early[dir] = queue_len(q);
+        if (dir == 1 && hooks && hooks->ops->body_original && s->has_body)
+            hooks->ops->body_original(hooks->arg, side, s->body, s->body_len);
+        if (hooks && hooks->ops->reframed)
+            hooks->ops->reframed(hooks->arg, side, s->edited_body_len, true);
+        record_queued(ex, dir);
+        if (rw != NULL && rw->ops->wants_body(rw->arg))
+            rw->ops->note(rw->arg, "body rules skipped: the body was edited while intercepted");
+        free(s->edited_body);
+        s->edited_body = NULL;
+        s->edited_body_len = 0;
+        s->has_edited_body = false;
+        return submit_held(ex, dir, &framed);
+    }
+    if (rw != NULL && rw->ops->wants_body(rw->arg) && queue_len(q) <= rw->limit) {
+        /* finish_holding() rewrites it and sends it with the head. */
+        message_free(&ex->held[dir]);
+        if (message_copy(&ex->held[dir], head, NULL) < 0)
+            return -1;
+        ex->is_holding[dir] = true;
+        return finish_holding(ex, dir);
+    }
+    record_queued(ex, dir);
+    return submit_held(ex, dir, head);
+}
+
+/* The collection of direction dir ends: the body whole (is_whole), or past
+ * the limit. The head parks with it, or goes on. Returns 0 or -1. */
+static int collected(struct h2ex *ex, int dir, bool is_whole)
+{
+    struct h2relay *r = ex->r;
+    struct queue *q = dir == 0 ? &ex->up : &ex->down;
+    int rc;
+
+    ex->is_collecting[dir] = false;
+    int parked =
+        h2intercept_body(&r->ic, &ex->ic, &ex->held[dir], (const unsigned char *)q->data + q->start,
+                         queue_len(q), is_whole, ex->url, &ex->cap);
+    if (!is_whole)
+        record_queued(ex, dir); /* the rest is recorded as it comes */
+    ex->has_collected[dir] = is_whole;
+    if (parked == H2INTERCEPT_PARKED)
+        return 0; /* until resume_parked() */
+    struct message head = ex->held[dir];
+    memset(&ex->held[dir], 0, sizeof(ex->held[dir]));
+    if (is_whole)
+        rc = send_collected(ex, dir, &head);
+    else
+        rc = dir == 0 ? forward_request(ex, &head) : forward_response(ex, &head);
+    message_free(&head);
+    return rc;
+}
+
+/* Bytes of a body being collected arrived: acknowledged at once (from:
+ * their session; NULL for the bridge, which reads while the queue lets
+ * it), the collection over past the intercept's limit. */
+static int collect_bytes(struct h2ex *ex, int dir, nghttp2_session *from, int32_t from_id,
+                         size_t len)
+{
+    if (from != NULL) {
+        if (nghttp2_session_consume(from, from_id, len) != 0)
+            nghttp2_session_consume_connection(from, len);
+        ex->early[dir] += len;
+    }
+    if (queue_len(dir == 0 ? &ex->up : &ex->down) > INTERCEPT_MAX_BODY_BYTES)
+        return collected(ex, dir, false);
     return 0;
 }
 
@@ -1124,6 +1248,8 @@ static void on_client_frame(struct h2relay *r, struct h2ex *ex, const nghttp2_fr
             refuse_stream(ex, NGHTTP2_INTERNAL_ERROR, "out of memory");
         else if (ex->is_holding[0] && finish_holding(ex, 0) < 0)
             refuse_stream(ex, NGHTTP2_INTERNAL_ERROR, "the rewritten request could not go on");
+        else if (ex->is_collecting[0] && collected(ex, 0, true) < 0)
+            refuse_stream(ex, NGHTTP2_INTERNAL_ERROR, "the intercepted request could not go on");
         else if (!ex->origin_closed && ex->bridge == NULL)
             wake(r->origin, ex->origin_id);
     }
@@ -1151,6 +1277,10 @@ static void on_origin_frame(struct h2relay *r, struct h2ex *ex, const nghttp2_fr
         ex->down_ended = true;
         if (ex->is_holding[1] && !ex->client_closed && finish_holding(ex, 1) < 0) {
             set_error(ex, "the rewritten response could not be passed on");
+            nghttp2_submit_rst_stream(r->client, NGHTTP2_FLAG_NONE, ex->client_id,
+                                      NGHTTP2_INTERNAL_ERROR);
+        } else if (ex->is_collecting[1] && !ex->client_closed && collected(ex, 1, true) < 0) {
+            set_error(ex, "the intercepted response could not be passed on");
             nghttp2_submit_rst_stream(r->client, NGHTTP2_FLAG_NONE, ex->client_id,
                                       NGHTTP2_INTERNAL_ERROR);
         } else if (!ex->client_closed) {
@@ -1187,6 +1317,13 @@ static int took_bytes(struct h2ex *ex, bool is_up, const uint8_t *data, size_t l
     if (queue_put(is_up ? &ex->up : &ex->down, &r->pool, data, len) < 0)
         return -1;
     int dir = is_up ? 0 : 1;
+    if (ex->is_collecting[dir]) {
+        if (is_up)
+            ex->up_bytes += len;
+        else
+            ex->down_bytes += len;
+        return collect_bytes(ex, dir, from, from_id, len);
+    }
     if (ex->is_holding[dir]) {
         if (is_up)
             ex->up_bytes += len;
@@ -1308,8 +1445,10 @@ static bool bridge_can_take_body(void *stream)
 {
     struct h2ex *ex = stream;
 
-    /* A body being held for the rules is taken whole (bounded there). */
-    return ex->is_holding[1] || queue_len(&ex->down) < H2RELAY_STREAM_WINDOW_BYTES;
+    /* A body being held for the rules, or collected for the intercept, is
+     * taken whole (bounded there). */
+    return ex->is_holding[1] || ex->is_collecting[1] ||
+           queue_len(&ex->down) < H2RELAY_STREAM_WINDOW_BYTES;
 }
 
 /* HTTP/2 field names are lowercase (RFC 9113 8.2.1); HTTP/1.1's are not. */
@@ -1383,6 +1522,9 @@ static void bridge_response_end(void *stream, const struct message_fields *trail
     ex->down_ended = true;
     if (ex->is_holding[1] && !ex->client_closed && finish_holding(ex, 1) < 0) {
         set_error(ex, "the rewritten response could not be passed on");
+        reset = NGHTTP2_INTERNAL_ERROR;
+    } else if (ex->is_collecting[1] && !ex->client_closed && collected(ex, 1, true) < 0) {
+        set_error(ex, "the intercepted response could not be passed on");
         reset = NGHTTP2_INTERNAL_ERROR;
     } else if (!ex->client_closed) {
         wake(ex->r->client, ex->client_id);
@@ -1647,12 +1789,12 @@ static void resume_stream(struct h2ex *ex)
     if (v == H2INTERCEPT_DROP) {
         answer_dropped(ex);
     } else if (dir == 0) {
-        rc = forward_request(ex, go);
+        rc = ex->has_collected[0] ? send_collected(ex, 0, go) : forward_request(ex, go);
     } else if (!ex->client_closed) {
         response_view(ex, &view);
         if (v == H2INTERCEPT_EDITED && hooks && hooks->ops->response_head)
             hooks->ops->response_head(hooks->arg, &edited, &view);
-        rc = forward_response(ex, go);
+        rc = ex->has_collected[1] ? send_collected(ex, 1, go) : forward_response(ex, go);
     }
     if (rc < 0 && dir == 0 && ex->error[0] == '\0') {
         refuse_stream(ex, NGHTTP2_INTERNAL_ERROR, "out of memory");

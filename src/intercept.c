@@ -289,10 +289,11 @@ static int edit_fits(const struct holder *h, const struct intercept_edit *e, cha
     if (e->has_body && !m->has_body) {
         snprintf(err, err_len,
                  m->is_response ? "this response's body was not held (none, larger than the "
-                                  "intercept limit, not decodable, or HTTP/2): only its head "
-                                  "can be edited"
-                                : "this request's body was not held (chunked, larger than "
-                                  "the intercept limit, or HTTP/2): only its head can be edited");
+                                  "intercept limit, or not decodable): only its head can be "
+                                  "edited"
+                                : "this request's body was not held (none, chunked on "
+                                  "HTTP/1.1, or larger than the intercept limit): only its "
+                                  "head can be edited");
         return INTERCEPT_CONFLICT;
     }
     if (e->method != NULL && (e->method[0] == '\0' ||

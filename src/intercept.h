@@ -39,10 +39,11 @@
 
 #define INTERCEPT_MAX_WAITING 64
 #define INTERCEPT_DEFAULT_TIMEOUT_S 300
-/* A request body up to this size (with a Content-Length) is read and held
- * with its head, shown and editable; a larger or chunked one stays in the
- * connection and goes on as it comes (its head is still held). A response
- * body is held up to this size decoded, whatever its framing. */
+/* A request body up to this size (with a Content-Length on HTTP/1.1; any
+ * on HTTP/2) is read and held with its head, shown and editable; a larger
+ * or chunked one stays in the connection and goes on as it comes (its head
+ * is still held). A response body is held up to this size decoded,
+ * whatever its framing. */
 #define INTERCEPT_MAX_BODY_BYTES (1024 * 1024)
 #define INTERCEPT_MAX_EDIT_FIELDS 256
 #define INTERCEPT_ERROR_BYTES 320
