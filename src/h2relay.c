@@ -277,8 +277,9 @@ struct h2ex {
      * acknowledged as it arrives; has_collected: all of it, to go on whole. */
     bool is_collecting[2];
     bool has_collected[2];
-    size_t early[2];    /* acknowledged bytes still at the front of the queue */
-    size_t reserved[2]; /* held against --rewrite-memory */
+    size_t collected[2]; /* counted in the relay's collected_bytes */
+    size_t early[2];     /* acknowledged bytes still at the front of the queue */
+    size_t reserved[2];  /* held against --rewrite-memory */
     bool client_closed, origin_closed;
     uint64_t up_bytes, down_bytes;
     struct rewrite rw;
@@ -321,7 +322,8 @@ struct h2relay {
     struct h2ex *streams;
     struct pool pool;
     struct h2intercept ic;
-    int park_left_ms; /* until the first parked stream's --intercept-timeout */
+    int park_left_ms;       /* until the first parked stream's --intercept-timeout */
+    size_t collected_bytes; /* of every stream, H2RELAY_MAX_COLLECTED_BYTES at most */
     bool has_told_open_times;
     bool has_said_goaway; /* a GOAWAY with an error went out, and was logged */
     char why[160];        /* why the relay ended early, for the log */
@@ -334,6 +336,14 @@ static void set_error(struct h2ex *ex, const char *error)
 }
 
 /* ---- one exchange's record ---- */
+
+/* A collected body went on, or its stream ended: its bytes no longer count
+ * against the connection's budget. */
+static void release_collected(struct h2ex *ex, int dir)
+{
+    ex->r->collected_bytes -= ex->collected[dir];
+    ex->collected[dir] = 0;
+}
 
 static void record_and_free(struct h2ex *ex)
 {
@@ -410,6 +420,7 @@ static void record_and_free(struct h2ex *ex)
     queue_free(&ex->up, &r->pool);
     queue_free(&ex->down, &r->pool);
     for (int i = 0; i < 2; i++) {
+        release_collected(ex, i);
         message_free(&ex->held[i]);
         exchange_rewrite_release(ex->reserved[i]);
     }
@@ -1059,6 +1070,7 @@ static int send_collected(struct h2ex *ex, int dir, const struct message *head)
     struct message framed;
 
     ex->has_collected[dir] = false;
+    release_collected(ex, dir);
     if (s->has_edited_body) {
         if (reframe_head(ex, head, dir == 1, s->edited_body_len, &framed) < 0)
             return -1;
@@ -1109,6 +1121,7 @@ static int collected(struct h2ex *ex, int dir, bool is_whole)
     ex->has_collected[dir] = is_whole;
     if (parked == H2INTERCEPT_PARKED)
         return 0; /* until resume_parked() */
+    release_collected(ex, dir);
     struct message head = ex->held[dir];
     memset(&ex->held[dir], 0, sizeof(ex->held[dir]));
     if (is_whole)
@@ -1125,10 +1138,19 @@ static int collected(struct h2ex *ex, int dir, bool is_whole)
 static int collect_bytes(struct h2ex *ex, int dir, nghttp2_session *from, int32_t from_id,
                          size_t len)
 {
+    struct h2relay *r = ex->r;
+
     if (from != NULL) {
         if (nghttp2_session_consume(from, from_id, len) != 0)
             nghttp2_session_consume_connection(from, len);
         ex->early[dir] += len;
+    }
+    ex->collected[dir] += len;
+    r->collected_bytes += len;
+    if (r->collected_bytes > H2RELAY_MAX_COLLECTED_BYTES) {
+        capture_note(&ex->cap, NULL,
+                     "intercept: the connection's streams hold too many bodies: not held");
+        return collected(ex, dir, false);
     }
     if (queue_len(dir == 0 ? &ex->up : &ex->down) > INTERCEPT_MAX_BODY_BYTES)
         return collected(ex, dir, false);
@@ -1784,6 +1806,8 @@ static void resume_stream(struct h2ex *ex)
 
     if (v == H2INTERCEPT_WAITS)
         return;
+    if (!ex->has_collected[dir])
+        release_collected(ex, dir);                   /* a part, past the limit: it goes on now */
     memset(&ex->held[dir], 0, sizeof(ex->held[dir])); /* head owns it now */
     const struct message *go = v == H2INTERCEPT_EDITED ? &edited : &head;
     if (v == H2INTERCEPT_DROP) {
