@@ -19,7 +19,9 @@
  * over (h2intercept_body()): the filter is matched with it, and the head
  * parks with the body, shown (a response's decoded) and editable. A body
  * larger than that parks its head alone (a filter that reads it matches an
- * empty body), as does one that does not decode. Nothing here does network
+ * empty body), as do one that does not decode, and one h2relay stops
+ * collecting (its per-connection budget, or a body that does not end in
+ * time). Nothing here does network
  * I/O: h2relay submits what comes back.
  */
 #ifndef TAPWIRE_H2INTERCEPT_H

@@ -277,9 +277,10 @@ struct h2ex {
      * acknowledged as it arrives; has_collected: all of it, to go on whole. */
     bool is_collecting[2];
     bool has_collected[2];
-    size_t collected[2]; /* counted in the relay's collected_bytes */
-    size_t early[2];     /* acknowledged bytes still at the front of the queue */
-    size_t reserved[2];  /* held against --rewrite-memory */
+    size_t collected[2];      /* counted in the relay's collected_bytes */
+    int64_t collect_until_us; /* a collection ends by then (monotonic) */
+    size_t early[2];          /* acknowledged bytes still at the front of the queue */
+    size_t reserved[2];       /* held against --rewrite-memory */
     bool client_closed, origin_closed;
     uint64_t up_bytes, down_bytes;
     struct rewrite rw;
@@ -324,6 +325,8 @@ struct h2relay {
     struct h2intercept ic;
     int park_left_ms;       /* until the first parked stream's --intercept-timeout */
     size_t collected_bytes; /* of every stream, H2RELAY_MAX_COLLECTED_BYTES at most */
+    size_t collecting;      /* streams collecting a body now */
+    int collect_left_ms;    /* until the first collection's deadline */
     bool has_told_open_times;
     bool has_said_goaway; /* a GOAWAY with an error went out, and was logged */
     char why[160];        /* why the relay ended early, for the log */
@@ -421,6 +424,8 @@ static void record_and_free(struct h2ex *ex)
     queue_free(&ex->down, &r->pool);
     for (int i = 0; i < 2; i++) {
         release_collected(ex, i);
+        if (ex->is_collecting[i])
+            r->collecting--;
         message_free(&ex->held[i]);
         exchange_rewrite_release(ex->reserved[i]);
     }
@@ -724,6 +729,17 @@ static bool can_hold_body(struct h2ex *ex, int dir)
     return false;
 }
 
+/* The intercept wants the body of direction dir before its head parks: a
+ * body that has not ended within H2RELAY_COLLECT_MS goes on being
+ * collected no longer (check_collections()), so that a streaming call
+ * (whose client waits for the answer before it ends) is not stuck. */
+static void begin_collecting(struct h2ex *ex, int dir)
+{
+    ex->is_collecting[dir] = true;
+    ex->collect_until_us = clock_mono_us() + (int64_t)H2RELAY_COLLECT_MS * 1000;
+    ex->r->collecting++;
+}
+
 /* A client waiting for 100 (RFC 9110 10.1.1) is told to go on now, as
  * the HTTP/1.1 path does: the body is wanted at once, by the body rules,
  * the intercept or the bridge (where Expect does not go on), and an h2
@@ -834,9 +850,10 @@ static int start_exchange(struct h2ex *ex)
     if (parked != H2INTERCEPT_ON) {
         /* Until resume_parked(), or until the body is in (collected()). */
         rc = message_copy(&ex->held[0], sent, NULL);
-        ex->is_collecting[0] = parked == H2INTERCEPT_COLLECT;
-        if (ex->is_collecting[0])
+        if (parked == H2INTERCEPT_COLLECT) {
+            begin_collecting(ex, 0);
             tell_continue(ex, sent);
+        }
         goto out;
     }
     rc = forward_request(ex, sent);
@@ -920,7 +937,8 @@ static int start_response(struct h2ex *ex)
     if (parked != H2INTERCEPT_ON) {
         /* Until resume_parked(), or until the body is in (collected()). */
         rc = message_copy(&ex->held[1], sent, NULL);
-        ex->is_collecting[1] = parked == H2INTERCEPT_COLLECT;
+        if (parked == H2INTERCEPT_COLLECT)
+            begin_collecting(ex, 1);
         goto out;
     }
     rc = forward_response(ex, sent);
@@ -1112,6 +1130,8 @@ static int collected(struct h2ex *ex, int dir, bool is_whole)
     struct queue *q = dir == 0 ? &ex->up : &ex->down;
     int rc;
 
+    if (ex->is_collecting[dir])
+        r->collecting--;
     ex->is_collecting[dir] = false;
     int parked =
         h2intercept_body(&r->ic, &ex->ic, &ex->held[dir], (const unsigned char *)q->data + q->start,
@@ -1831,6 +1851,40 @@ static void resume_stream(struct h2ex *ex)
     message_free(&edited);
 }
 
+/* Collections past their deadline (or all, when the proxy stops) end
+ * with what came; r->collect_left_ms becomes the time to the next one. */
+static void check_collections(struct h2relay *r)
+{
+    int64_t now = clock_mono_us();
+    struct h2ex *next;
+
+    r->collect_left_ms = -1;
+    for (struct h2ex *ex = r->streams; ex != NULL; ex = next) {
+        next = ex->next;
+        for (int dir = 0; dir < 2; dir++) {
+            if (!ex->is_collecting[dir])
+                continue;
+            if (!r->ic.is_stopping && now < ex->collect_until_us) {
+                int left = (int)((ex->collect_until_us - now) / 1000) + 1;
+                if (r->collect_left_ms < 0 || left < r->collect_left_ms)
+                    r->collect_left_ms = left;
+                continue;
+            }
+            capture_note(&ex->cap, NULL,
+                         "intercept: the body did not end in time: its head waits without it");
+            if (collected(ex, dir, false) == 0)
+                continue;
+            if (dir == 0) {
+                refuse_stream(ex, NGHTTP2_INTERNAL_ERROR, "out of memory");
+            } else {
+                set_error(ex, "the response could not be passed on");
+                nghttp2_submit_rst_stream(r->client, NGHTTP2_FLAG_NONE, ex->client_id,
+                                          NGHTTP2_INTERNAL_ERROR);
+            }
+        }
+    }
+}
+
 /* Every parked stream that was resumed, dropped or timed out goes on;
  * r->park_left_ms becomes the time to the next timeout. */
 static void resume_parked(struct h2relay *r)
@@ -1968,7 +2022,7 @@ static int wait_either(struct h2relay *r, bool *client_ready, bool *origin_ready
     struct pollfd *p = r->pfd;
     nfds_t n = 0;
     int at_origin = -1, at_cancel = -1, at_ic = -1, at_stop = -1, bridge_ms = -1;
-    bool is_parked = r->ic.parked > 0;
+    bool is_parked = r->ic.parked > 0 || r->collecting > 0;
     int grace = env->idle_ms > IDLE_GRACE_MS ? IDLE_GRACE_MS : env->idle_ms;
 
     r->bridge_polled = 0;
@@ -2011,7 +2065,11 @@ static int wait_either(struct h2relay *r, bool *client_ready, bool *origin_ready
          * loop at its timeout, when the dashboard resumes or drops it, or
          * when the proxy stops (it goes on unchanged); the bridge's
          * deadlines wake it too. */
-        int park_ms = r->ic.is_stopping ? 0 : r->park_left_ms;
+        int park_ms = r->ic.parked > 0 ? r->park_left_ms : -1;
+        if (r->collecting > 0 && r->collect_left_ms >= 0)
+            park_ms = park_ms < 0 ? r->collect_left_ms : at_most(park_ms, r->collect_left_ms);
+        if (r->ic.is_stopping)
+            park_ms = 0;
         int got = poll(p, n, park_ms < 0 ? bridge_ms : at_most(park_ms, bridge_ms));
         if (got < 0)
             return errno == EINTR ? 1 : -1;
@@ -2095,6 +2153,8 @@ int h2relay_run(const struct h2relay_env *env)
     }
     for (;;) {
         bool client_ready, origin_ready;
+        if (r.collecting > 0)
+            check_collections(&r);
         if (r.ic.parked > 0)
             resume_parked(&r);
         if (r.bridge != NULL) {

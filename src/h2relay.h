@@ -45,6 +45,10 @@ struct intercept;
  * once: past it a stream's head waits without its body, which flow
  * control bounds, so that many streams do not multiply the 1 MiB each. */
 #define H2RELAY_MAX_COLLECTED_BYTES (8 * 1024 * 1024)
+/* How long a body the intercept collects may take to end (a streaming
+ * call's client may wait for the answer first): then its head waits
+ * without it. */
+#define H2RELAY_COLLECT_MS 3000
 /* Origins of map-remote rules one connection's streams may be sent to
  * (each over HTTP/1.1 connections of its own); a stream mapped to one
  * more is refused with REFUSED_STREAM. */

@@ -13,7 +13,8 @@
 # ~bq matches a POST's body; ~bs a response's (decoded), whose edited body
 # reaches the client with a content-length and no content-encoding; a body
 # over the limit parks its head alone, as do bodies past the connection's
-# budget; shutdown releases a waiting stream.
+# budget and one that does not end within 3 s; shutdown releases a
+# waiting stream.
 . "$(dirname "$0")/lib.sh"
 
 need_cmd nghttpd ss sqlite3 python3
@@ -246,6 +247,21 @@ check_eq "big: resume: 200" 200 "$(dsend POST "/api/flows/$ID/resume")"
 wait_pid "$CURL_PID" 10
 check_eq "big: the client got its answer" 0 "$?"
 check_eq "big: the origin echoed the whole body" "$(stat -c %s "$tmp/big.txt")" "$(stat -c %s "$tmp/big.out")"
+
+# ---- a body that does not end (a streaming upload): after 3 s its head
+# waits without it ----
+check_eq "PUT a filter for a slow body: 200" 200 "$(dsend PUT /api/intercept '{"filter": "~u slow="}')"
+start=$(now_ms)
+(echo slow-start; sleep 7; echo slow-end) | rcurl -o "$tmp/slow.out" -X POST -T - "$R/echo?slow=1" &
+CURL_PID=$!
+track_pid "$CURL_PID"
+check "slow: the head waits" wait_held 1
+check_le "slow: before the body ended" "$(($(now_ms) - start))" 6500
+check_eq "slow: its body not held" "False" "$(dash_json /api/intercepted 'd["flows"][0]["body_held"]')"
+check_eq "slow: resume: 200" 200 "$(dsend POST "/api/flows/$(held_id)/resume")"
+wait_pid "$CURL_PID" 15
+check_eq "slow: the client got its answer" 0 "$?"
+check_eq "slow: the origin echoed all of it" "slow-start slow-end" "$(tr '\n' ' ' < "$tmp/slow.out" | sed 's/ $//')"
 
 # ---- the connection's budget of collected bodies: 9 bodies of 1 MB at
 # once, past 8 MiB a head waits without its body ----
