@@ -9,7 +9,8 @@
 # held and edited (status, fields), and a body edit of a GET refused
 # (409); bodies, through a TLS --reverse listener to the HTTP/1.1 test
 # origin (h2bridge): a POST held with its body while the other stream of
-# the connection goes on, edited, the origin's /echo gets the edited body;
+# the connection goes on, edited, the origin's /echo gets the edited body
+# (and an h2 origin, nghttpd, the edited body with its content-length);
 # ~bq matches a POST's body; ~bs a response's (decoded), whose edited body
 # reaches the client with a content-length and no content-encoding; a body
 # over the limit parks its head alone, as do bodies past the connection's
@@ -231,6 +232,22 @@ check_eq "~bq: flow: the body sent" "an edited request body, longer than it was"
     "$(dcurl -H "X-Tapwire-Token: $TOKEN" "$D/api/flows/$FID/request/body")"
 check_eq "~bq: flow: the body as the client sent it" "the secret-word body" \
     "$(dcurl -H "X-Tapwire-Token: $TOKEN" "$D/api/flows/$FID/request/body?original=1")"
+
+# ---- the same to the h2 origin (nghttpd: its log shows what arrived) ----
+check_eq "PUT a filter for the h2 origin: 200" 200 \
+    "$(dsend PUT /api/intercept '{"filter": "~bq nghttpd-word"}')"
+h2curl -o /dev/null -w '%{http_version} %{http_code}' --data-binary 'to nghttpd-word' \
+    "$G/index.html?h2post=1" > "$tmp/h2post.code" &
+CURL_PID=$!
+track_pid "$CURL_PID"
+check "h2 origin: the POST waits" wait_held 1
+check_eq "h2 origin: its body held" "to nghttpd-word" "$(dash_json /api/intercepted 'd["flows"][0]["body"]')"
+check_eq "h2 origin: resume with a new body: 200" 200 \
+    "$(dsend POST "/api/flows/$(held_id)/resume" '{"body": "0123456789abcdefghijklmnopq"}')"
+wait_pid "$CURL_PID" 10
+check_eq "h2 origin: the client got its answer" 0 "$?"
+check_eq "h2 origin: the origin got the new length" 1 "$(origin_saw 'content-length: 27')"
+check "h2 origin: and 27 bytes of DATA" grep -q 'recv DATA frame <length=27' "$tmp/nghttpd.log"
 
 # ---- a request body over the limit: its head parks alone ----
 head -c 1200000 /dev/zero | tr '\0' a > "$tmp/big.txt"
