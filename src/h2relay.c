@@ -1862,8 +1862,8 @@ static void check_collections(struct h2relay *r)
     for (struct h2ex *ex = r->streams; ex != NULL; ex = next) {
         next = ex->next;
         for (int dir = 0; dir < 2; dir++) {
-            if (!ex->is_collecting[dir])
-                continue;
+            if (!ex->is_collecting[dir] || (dir == 1 && ex->client_closed))
+                continue; /* a response nobody waits for ends with its stream */
             if (!r->ic.is_stopping && now < ex->collect_until_us) {
                 int left = (int)((ex->collect_until_us - now) / 1000) + 1;
                 if (r->collect_left_ms < 0 || left < r->collect_left_ms)
