@@ -13,6 +13,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "codec.h"
 #include "flow.h"
 
 void h2intercept_init(struct h2intercept *hi, struct intercept *ic, int stop_fd)
@@ -67,20 +68,47 @@ static int park(struct h2intercept *hi, struct h2intercept_stream *s,
     return 1;
 }
 
+/* The request's body, once the response parks. */
+static void forget_body(struct h2intercept_stream *s)
+{
+    free(s->body);
+    free(s->edited_body);
+    s->body = s->edited_body = NULL;
+    s->body_len = s->edited_body_len = 0;
+    s->has_body = s->has_edited_body = false;
+}
+
+/* The stream's body is to be collected before its head parks: f stays in
+ * s->filter until h2intercept_body(). */
+static int collect(struct h2intercept_stream *s, struct intercept_filter *f, bool is_response,
+                   bool match_with_body)
+{
+    if (s->filter != NULL && s->filter != f)
+        intercept_filter_release(s->filter);
+    s->filter = f;
+    s->is_response = is_response;
+    s->is_collecting = true;
+    s->match_with_body = match_with_body;
+    return H2INTERCEPT_COLLECT;
+}
+
 int h2intercept_request(struct h2intercept *hi, struct h2intercept_stream *s,
                         const struct message *req, const char *host, uint16_t port, const char *url,
-                        struct capture *cap)
+                        struct capture *cap, bool has_body)
 {
     struct intercept_filter *f;
-    int rc = 0;
+    int rc = H2INTERCEPT_ON;
 
     if (hi->ic == NULL || (f = intercept_acquire(hi->ic)) == NULL)
-        return 0;
+        return H2INTERCEPT_ON;
     s->flow = intercept_request_flow(req, "https", host, port, NULL, 0);
     if (s->flow == NULL) {
         intercept_filter_release(f);
-        return 0;
+        return H2INTERCEPT_ON;
     }
+    bool reads_body = intercept_filter_reads_request_body(f);
+    if (has_body && (reads_body || intercept_filter_match(f, s->flow)))
+        return collect(s, f, false, reads_body);
     if (intercept_filter_match(f, s->flow)) {
         struct intercept_message msg = {
             .method = s->flow->method,
@@ -97,27 +125,99 @@ int h2intercept_request(struct h2intercept *hi, struct h2intercept_stream *s,
 }
 
 int h2intercept_response(struct h2intercept *hi, struct h2intercept_stream *s,
-                         const struct message *resp, const char *url, struct capture *cap)
+                         const struct message *resp, const char *url, struct capture *cap,
+                         bool has_body)
 {
     struct flow *flow = s->flow;
-    int rc = 0;
+    int rc = H2INTERCEPT_ON;
 
     if (s->filter == NULL || flow == NULL)
-        return 0;
+        return H2INTERCEPT_ON;
     flow->status = resp->status;
     flow->response_version = resp->version;
     free(flow->response_headers);
     flow->response_headers = capture_headers_text(&resp->fields, NULL);
-    if (flow->response_headers != NULL && intercept_filter_match(s->filter, flow)) {
+    if (flow->response_headers != NULL) {
+        bool reads_body = intercept_filter_reads_response_body(s->filter);
+        if (has_body && (reads_body || intercept_filter_match(s->filter, flow)))
+            return collect(s, s->filter, true, reads_body);
+        if (intercept_filter_match(s->filter, flow)) {
+            struct intercept_message msg = {
+                .is_response = true,
+                .method = flow->method,
+                .url = (char *)url,
+                .status = resp->status,
+                .headers = flow->response_headers,
+            };
+            forget_body(s);
+            rc = park(hi, s, &msg, cap);
+        }
+    }
+    intercept_filter_release(s->filter);
+    s->filter = NULL;
+    return rc;
+}
+
+/* What the room shows of a collected body: a request's as it came (as on
+ * HTTP/1.1), a response's decoded by its Content-Encoding within the
+ * limit. Sets s->body; false when it cannot be shown. */
+static bool take_shown_body(struct h2intercept_stream *s, const struct message *head,
+                            const unsigned char *body, size_t len)
+{
+    const struct message_field *ce = message_find(head, "content-encoding");
+    char encoding[128] = "", err[256];
+
+    if (s->is_response && ce != NULL)
+        snprintf(encoding, sizeof(encoding), "%.*s", (int)ce->value_len, ce->value);
+    if (codec_decode_content(encoding, body, len, INTERCEPT_MAX_BODY_BYTES, &s->body, &s->body_len,
+                             err, sizeof(err)) < 0) {
+        s->body = NULL;
+        s->body_len = 0;
+        return false;
+    }
+    s->has_body = true;
+    return true;
+}
+
+int h2intercept_body(struct h2intercept *hi, struct h2intercept_stream *s,
+                     const struct message *head, const unsigned char *body, size_t len,
+                     bool is_whole, const char *url, struct capture *cap)
+{
+    struct flow *flow = s->flow;
+    struct flow_body *fb;
+    int rc = H2INTERCEPT_ON;
+    bool is_match = true;
+
+    s->is_collecting = false;
+    if (s->filter == NULL || flow == NULL)
+        return H2INTERCEPT_ON;
+    if (s->match_with_body) {
+        /* As received: the filter decodes by the Content-Encoding itself.
+         * A body past the limit is matched as none. */
+        fb = s->is_response ? &flow->response_body : &flow->request_body;
+        free(fb->data);
+        memset(fb, 0, sizeof(*fb));
+        fb->limit = is_whole ? len : 0;
+        is_match = !(is_whole && len > 0 && flow_body_append(fb, body, len) < 0) &&
+                   intercept_filter_match(s->filter, flow);
+    }
+    if (is_match) {
+        forget_body(s);
+        bool is_shown = is_whole && take_shown_body(s, head, body, len);
         struct intercept_message msg = {
-            .is_response = true,
+            .is_response = s->is_response,
             .method = flow->method,
             .url = (char *)url,
-            .status = resp->status,
-            .headers = flow->response_headers,
+            .status = s->is_response ? head->status : 0,
+            .headers = s->is_response ? flow->response_headers : flow->request_headers,
+            .has_body = is_shown,
+            .body = s->body,
+            .body_len = s->body_len,
         };
         rc = park(hi, s, &msg, cap);
     }
+    if (!s->is_response && intercept_filter_is_response(s->filter))
+        return rc; /* matched again at the response head */
     intercept_filter_release(s->filter);
     s->filter = NULL;
     return rc;
@@ -151,6 +251,15 @@ enum h2intercept_verdict h2intercept_check(struct h2intercept *hi, struct h2inte
     }
     s->ticket = NULL;
     hi->parked--;
+    /* The page sends the body back as it showed it: the same bytes are no
+     * edit (and the body goes on as it came). */
+    if (edit.has_body && s->has_body && edit.body_len == s->body_len &&
+        (s->body_len == 0 || memcmp(edit.body, s->body, s->body_len) == 0)) {
+        free(edit.body);
+        edit.body = NULL;
+        edit.body_len = 0;
+        edit.has_body = false;
+    }
     bool is_edited = outcome == INTERCEPT_RESUMED && !intercept_edit_is_empty(&edit);
     intercept_outcome_note(outcome, is_edited, waited, note, sizeof(note));
     capture_note(cap, is_edited ? "intercept" : NULL, note);
@@ -164,10 +273,17 @@ enum h2intercept_verdict h2intercept_check(struct h2intercept *hi, struct h2inte
                          (int)held->method_len, held->method);
                 capture_note(cap, NULL, note);
             }
-            capture_request_edited(cap, edited, NULL, 0);
+            capture_request_edited(cap, edited, edit.has_body ? s->body : NULL,
+                                   edit.has_body ? s->body_len : 0);
         } else if (edit.status != 0 && edit.status != held->status) {
             snprintf(note, sizeof(note), "intercept: the status was %d", held->status);
             capture_note(cap, NULL, note);
+        }
+        if (edit.has_body) {
+            s->has_edited_body = true;
+            s->edited_body = edit.body;
+            s->edited_body_len = edit.body_len;
+            edit.body = NULL;
         }
     }
     intercept_edit_free(&edit);
@@ -189,6 +305,7 @@ void h2intercept_end(struct h2intercept *hi, struct h2intercept_stream *s, struc
     if (s->filter != NULL)
         intercept_filter_release(s->filter);
     flow_free(s->flow);
-    s->filter = NULL;
-    s->flow = NULL;
+    free(s->body);
+    free(s->edited_body);
+    memset(s, 0, sizeof(*s));
 }

@@ -273,8 +273,14 @@ struct h2ex {
      * larger than one window can be held. [0] the request, [1] the response. */
     bool is_holding[2];
     struct message held[2];
-    size_t early[2];    /* acknowledged bytes still at the front of the queue */
-    size_t reserved[2]; /* held against --rewrite-memory */
+    /* An intercept collects the body before the head parks (h2intercept.h),
+     * acknowledged as it arrives; has_collected: all of it, to go on whole. */
+    bool is_collecting[2];
+    bool has_collected[2];
+    size_t collected[2];      /* counted in the relay's collected_bytes */
+    int64_t collect_until_us; /* a collection ends by then (monotonic) */
+    size_t early[2];          /* acknowledged bytes still at the front of the queue */
+    size_t reserved[2];       /* held against --rewrite-memory */
     bool client_closed, origin_closed;
     uint64_t up_bytes, down_bytes;
     struct rewrite rw;
@@ -317,7 +323,10 @@ struct h2relay {
     struct h2ex *streams;
     struct pool pool;
     struct h2intercept ic;
-    int park_left_ms; /* until the first parked stream's --intercept-timeout */
+    int park_left_ms;       /* until the first parked stream's --intercept-timeout */
+    size_t collected_bytes; /* of every stream, H2RELAY_MAX_COLLECTED_BYTES at most */
+    size_t collecting;      /* streams collecting a body now */
+    int collect_left_ms;    /* until the first collection's deadline */
     bool has_told_open_times;
     bool has_said_goaway; /* a GOAWAY with an error went out, and was logged */
     char why[160];        /* why the relay ended early, for the log */
@@ -330,6 +339,14 @@ static void set_error(struct h2ex *ex, const char *error)
 }
 
 /* ---- one exchange's record ---- */
+
+/* A collected body went on, or its stream ended: its bytes no longer count
+ * against the connection's budget. */
+static void release_collected(struct h2ex *ex, int dir)
+{
+    ex->r->collected_bytes -= ex->collected[dir];
+    ex->collected[dir] = 0;
+}
 
 static void record_and_free(struct h2ex *ex)
 {
@@ -406,6 +423,9 @@ static void record_and_free(struct h2ex *ex)
     queue_free(&ex->up, &r->pool);
     queue_free(&ex->down, &r->pool);
     for (int i = 0; i < 2; i++) {
+        release_collected(ex, i);
+        if (ex->is_collecting[i])
+            r->collecting--;
         message_free(&ex->held[i]);
         exchange_rewrite_release(ex->reserved[i]);
     }
@@ -709,14 +729,23 @@ static bool can_hold_body(struct h2ex *ex, int dir)
     return false;
 }
 
-/* The request head on to the origin (its body after it), or held for the
- * body rules. Returns 0, or -1 when the stream was refused. */
-static int forward_request(struct h2ex *ex, const struct message *sent)
+/* The intercept wants the body of direction dir before its head parks: a
+ * body that has not ended within H2RELAY_COLLECT_MS goes on being
+ * collected no longer (check_collections()), so that a streaming call
+ * (whose client waits for the answer before it ends) is not stuck. */
+static void begin_collecting(struct h2ex *ex, int dir)
 {
-    /* A client waiting for 100 (RFC 9110 10.1.1) is told to go on now, as
-     * the HTTP/1.1 path does: the body is wanted at once, by the body
-     * rules or by the bridge (where Expect does not go on), and an h2
-     * origin's own 100 is not passed on. */
+    ex->is_collecting[dir] = true;
+    ex->collect_until_us = clock_mono_us() + (int64_t)H2RELAY_COLLECT_MS * 1000;
+    ex->r->collecting++;
+}
+
+/* A client waiting for 100 (RFC 9110 10.1.1) is told to go on now, as
+ * the HTTP/1.1 path does: the body is wanted at once, by the body rules,
+ * the intercept or the bridge (where Expect does not go on), and an h2
+ * origin's own 100 is not passed on. */
+static void tell_continue(struct h2ex *ex, const struct message *sent)
+{
     const struct message_field *expect = message_find(sent, "expect");
     if (expect != NULL && !ex->up_ended && expect->value_len == 12 &&
         strncasecmp(expect->value, "100-continue", 12) == 0) {
@@ -724,6 +753,14 @@ static int forward_request(struct h2ex *ex, const struct message *sent)
         nghttp2_submit_headers(ex->r->client, NGHTTP2_FLAG_NONE, ex->client_id, NULL, &go_on, 1,
                                NULL);
     }
+}
+
+/* The request head on to the origin (its body after it), or held for the
+ * body rules. Returns 0, or -1 when the stream was refused. */
+static int forward_request(struct h2ex *ex, const struct message *sent)
+{
+    if (ex->up_bytes == 0)
+        tell_continue(ex, sent); /* a client that sent body bytes waits no more */
     if (can_hold_body(ex, 0)) {
         /* The body rules want the request body: it goes out with its head
          * once it is whole and rewritten (finish_holding()). */
@@ -808,8 +845,15 @@ static int start_exchange(struct h2ex *ex)
         rc = answer_by_rule(ex, act, sent);
         goto out;
     }
-    if (h2intercept_request(&r->ic, &ex->ic, sent, env->site, env->port, ex->url, &ex->cap) > 0) {
-        rc = message_copy(&ex->held[0], sent, NULL); /* until resume_parked() */
+    int parked = h2intercept_request(&r->ic, &ex->ic, sent, env->site, env->port, ex->url, &ex->cap,
+                                     !ex->up_ended);
+    if (parked != H2INTERCEPT_ON) {
+        /* Until resume_parked(), or until the body is in (collected()). */
+        rc = message_copy(&ex->held[0], sent, NULL);
+        if (parked == H2INTERCEPT_COLLECT) {
+            begin_collecting(ex, 0);
+            tell_continue(ex, sent);
+        }
         goto out;
     }
     rc = forward_request(ex, sent);
@@ -888,8 +932,13 @@ static int start_response(struct h2ex *ex)
     }
     if (hooks && hooks->ops->response_head)
         hooks->ops->response_head(hooks->arg, sent, sent != &view ? &view : NULL);
-    if (h2intercept_response(&ex->r->ic, &ex->ic, sent, ex->url, &ex->cap) > 0) {
-        rc = message_copy(&ex->held[1], sent, NULL); /* until resume_parked() */
+    int parked =
+        h2intercept_response(&ex->r->ic, &ex->ic, sent, ex->url, &ex->cap, !ex->down_ended);
+    if (parked != H2INTERCEPT_ON) {
+        /* Until resume_parked(), or until the body is in (collected()). */
+        rc = message_copy(&ex->held[1], sent, NULL);
+        if (parked == H2INTERCEPT_COLLECT)
+            begin_collecting(ex, 1);
         goto out;
     }
     rc = forward_response(ex, sent);
@@ -900,12 +949,13 @@ out:
 
 /* ---- bodies the body rules want: held whole, rewritten, then sent ---- */
 
-/* The held head of direction dir with its body declared as len bytes, and
- * without Content-Encoding (the rewritten body is identity, as
- * tapwire-rules(5) says). The new fields live in the stream's arena. */
-static int reframe_held(struct h2ex *ex, int dir, size_t len, struct message *out)
+/* head with its body declared as len bytes, and without Content-Encoding
+ * when is_identity (a rewritten body is identity, as tapwire-rules(5)
+ * says; so is an edited response body). The new fields live in the
+ * stream's arena. */
+static int reframe_head(struct h2ex *ex, const struct message *head, bool is_identity, size_t len,
+                        struct message *out)
 {
-    const struct message *head = &ex->held[dir];
     struct pool *pool = &ex->r->pool;
     struct message_field *items =
         arena_alloc(&ex->text, pool, (head->fields.count + 1) * sizeof(*items));
@@ -917,7 +967,8 @@ static int reframe_held(struct h2ex *ex, int dir, size_t len, struct message *ou
     snprintf(length, 24, "%zu", len);
     for (size_t i = 0; i < head->fields.count; i++) {
         const struct message_field *f = &head->fields.items[i];
-        if (message_field_is(f, "content-length") || message_field_is(f, "content-encoding"))
+        if (message_field_is(f, "content-length") ||
+            (is_identity && message_field_is(f, "content-encoding")))
             continue;
         items[n++] = *f;
     }
@@ -972,7 +1023,7 @@ static int finish_holding(struct h2ex *ex, int dir)
                               &br) < 0)
         return -1;
     if (br.rewritten != NULL) {
-        rc = reframe_held(ex, dir, br.rewritten_len, &head);
+        rc = reframe_head(ex, &ex->held[dir], true, br.rewritten_len, &head);
         if (rc == 0 && hooks && hooks->ops->body_original)
             hooks->ops->body_original(hooks->arg, side, br.plain, br.plain_len);
         if (rc == 0 && hooks && hooks->ops->reframed)
@@ -1008,6 +1059,121 @@ static int hold_bytes(struct h2ex *ex, int dir, nghttp2_session *from, int32_t f
     if (!exchange_rewrite_reserve(rw, len))
         return release_holding(ex, dir, NULL);
     ex->reserved[dir] += len;
+    return 0;
+}
+
+/* ---- bodies an intercept collects before the head parks ---- */
+
+/* Tells the recorder what of direction dir's body waits in its queue. */
+static void record_queued(struct h2ex *ex, int dir)
+{
+    const struct exchange_capture *hooks = capture_hooks(&ex->cap);
+    struct queue *q = dir == 0 ? &ex->up : &ex->down;
+
+    if (hooks && hooks->ops->body && queue_len(q) > 0)
+        hooks->ops->body(hooks->arg, dir == 0 ? EXCHANGE_REQUEST : EXCHANGE_RESPONSE,
+                         q->data + q->start, queue_len(q));
+}
+
+/* A whole collected body goes on with head: the resume's new body (with
+ * its length; a response's as identity), or the body as it came, through
+ * the body rules when they want it. Returns 0 or -1. */
+static int send_collected(struct h2ex *ex, int dir, const struct message *head)
+{
+    const struct exchange_rewrite *rw = rewrite_hooks(&ex->rw);
+    const struct exchange_capture *hooks = capture_hooks(&ex->cap);
+    enum exchange_side side = dir == 0 ? EXCHANGE_REQUEST : EXCHANGE_RESPONSE;
+    struct h2intercept_stream *s = &ex->ic;
+    struct queue *q = dir == 0 ? &ex->up : &ex->down;
+    struct message framed;
+
+    ex->has_collected[dir] = false;
+    release_collected(ex, dir);
+    if (s->has_edited_body) {
+        if (reframe_head(ex, head, dir == 1, s->edited_body_len, &framed) < 0)
+            return -1;
+        q->start = q->end = 0;
+        if (queue_put(q, &ex->r->pool, s->edited_body, s->edited_body_len) < 0)
+            return -1;
+        /* Every byte that came was acknowledged; these were never sent. */
+        ex->early[dir] = queue_len(q);
+        if (dir == 1 && hooks && hooks->ops->body_original && s->has_body)
+            hooks->ops->body_original(hooks->arg, side, s->body, s->body_len);
+        if (hooks && hooks->ops->reframed)
+            hooks->ops->reframed(hooks->arg, side, s->edited_body_len, true);
+        record_queued(ex, dir);
+        if (rw != NULL && rw->ops->wants_body(rw->arg))
+            rw->ops->note(rw->arg, "body rules skipped: the body was edited while intercepted");
+        free(s->edited_body);
+        s->edited_body = NULL;
+        s->edited_body_len = 0;
+        s->has_edited_body = false;
+        return submit_held(ex, dir, &framed);
+    }
+    if (rw != NULL && rw->ops->wants_body(rw->arg) && queue_len(q) <= rw->limit) {
+        /* finish_holding() rewrites it and sends it with the head. */
+        message_free(&ex->held[dir]);
+        if (message_copy(&ex->held[dir], head, NULL) < 0)
+            return -1;
+        ex->is_holding[dir] = true;
+        return finish_holding(ex, dir);
+    }
+    record_queued(ex, dir);
+    return submit_held(ex, dir, head);
+}
+
+/* The collection of direction dir ends: the body whole (is_whole), or past
+ * the limit. The head parks with it, or goes on. Returns 0 or -1. */
+static int collected(struct h2ex *ex, int dir, bool is_whole)
+{
+    struct h2relay *r = ex->r;
+    struct queue *q = dir == 0 ? &ex->up : &ex->down;
+    int rc;
+
+    if (ex->is_collecting[dir])
+        r->collecting--;
+    ex->is_collecting[dir] = false;
+    int parked =
+        h2intercept_body(&r->ic, &ex->ic, &ex->held[dir], (const unsigned char *)q->data + q->start,
+                         queue_len(q), is_whole, ex->url, &ex->cap);
+    if (!is_whole)
+        record_queued(ex, dir); /* the rest is recorded as it comes */
+    ex->has_collected[dir] = is_whole;
+    if (parked == H2INTERCEPT_PARKED)
+        return 0; /* until resume_parked() */
+    release_collected(ex, dir);
+    struct message head = ex->held[dir];
+    memset(&ex->held[dir], 0, sizeof(ex->held[dir]));
+    if (is_whole)
+        rc = send_collected(ex, dir, &head);
+    else
+        rc = dir == 0 ? forward_request(ex, &head) : forward_response(ex, &head);
+    message_free(&head);
+    return rc;
+}
+
+/* Bytes of a body being collected arrived: acknowledged at once (from:
+ * their session; NULL for the bridge, which reads while the queue lets
+ * it), the collection over past the intercept's limit. */
+static int collect_bytes(struct h2ex *ex, int dir, nghttp2_session *from, int32_t from_id,
+                         size_t len)
+{
+    struct h2relay *r = ex->r;
+
+    if (from != NULL) {
+        if (nghttp2_session_consume(from, from_id, len) != 0)
+            nghttp2_session_consume_connection(from, len);
+        ex->early[dir] += len;
+    }
+    ex->collected[dir] += len;
+    r->collected_bytes += len;
+    if (r->collected_bytes > H2RELAY_MAX_COLLECTED_BYTES) {
+        capture_note(&ex->cap, NULL,
+                     "intercept: the connection's streams hold too many bodies: not held");
+        return collected(ex, dir, false);
+    }
+    if (queue_len(dir == 0 ? &ex->up : &ex->down) > INTERCEPT_MAX_BODY_BYTES)
+        return collected(ex, dir, false);
     return 0;
 }
 
@@ -1124,6 +1290,8 @@ static void on_client_frame(struct h2relay *r, struct h2ex *ex, const nghttp2_fr
             refuse_stream(ex, NGHTTP2_INTERNAL_ERROR, "out of memory");
         else if (ex->is_holding[0] && finish_holding(ex, 0) < 0)
             refuse_stream(ex, NGHTTP2_INTERNAL_ERROR, "the rewritten request could not go on");
+        else if (ex->is_collecting[0] && collected(ex, 0, true) < 0)
+            refuse_stream(ex, NGHTTP2_INTERNAL_ERROR, "the intercepted request could not go on");
         else if (!ex->origin_closed && ex->bridge == NULL)
             wake(r->origin, ex->origin_id);
     }
@@ -1151,6 +1319,10 @@ static void on_origin_frame(struct h2relay *r, struct h2ex *ex, const nghttp2_fr
         ex->down_ended = true;
         if (ex->is_holding[1] && !ex->client_closed && finish_holding(ex, 1) < 0) {
             set_error(ex, "the rewritten response could not be passed on");
+            nghttp2_submit_rst_stream(r->client, NGHTTP2_FLAG_NONE, ex->client_id,
+                                      NGHTTP2_INTERNAL_ERROR);
+        } else if (ex->is_collecting[1] && !ex->client_closed && collected(ex, 1, true) < 0) {
+            set_error(ex, "the intercepted response could not be passed on");
             nghttp2_submit_rst_stream(r->client, NGHTTP2_FLAG_NONE, ex->client_id,
                                       NGHTTP2_INTERNAL_ERROR);
         } else if (!ex->client_closed) {
@@ -1187,6 +1359,13 @@ static int took_bytes(struct h2ex *ex, bool is_up, const uint8_t *data, size_t l
     if (queue_put(is_up ? &ex->up : &ex->down, &r->pool, data, len) < 0)
         return -1;
     int dir = is_up ? 0 : 1;
+    if (ex->is_collecting[dir]) {
+        if (is_up)
+            ex->up_bytes += len;
+        else
+            ex->down_bytes += len;
+        return collect_bytes(ex, dir, from, from_id, len);
+    }
     if (ex->is_holding[dir]) {
         if (is_up)
             ex->up_bytes += len;
@@ -1308,8 +1487,10 @@ static bool bridge_can_take_body(void *stream)
 {
     struct h2ex *ex = stream;
 
-    /* A body being held for the rules is taken whole (bounded there). */
-    return ex->is_holding[1] || queue_len(&ex->down) < H2RELAY_STREAM_WINDOW_BYTES;
+    /* A body being held for the rules, or collected for the intercept, is
+     * taken whole (bounded there). */
+    return ex->is_holding[1] || ex->is_collecting[1] ||
+           queue_len(&ex->down) < H2RELAY_STREAM_WINDOW_BYTES;
 }
 
 /* HTTP/2 field names are lowercase (RFC 9113 8.2.1); HTTP/1.1's are not. */
@@ -1383,6 +1564,9 @@ static void bridge_response_end(void *stream, const struct message_fields *trail
     ex->down_ended = true;
     if (ex->is_holding[1] && !ex->client_closed && finish_holding(ex, 1) < 0) {
         set_error(ex, "the rewritten response could not be passed on");
+        reset = NGHTTP2_INTERNAL_ERROR;
+    } else if (ex->is_collecting[1] && !ex->client_closed && collected(ex, 1, true) < 0) {
+        set_error(ex, "the intercepted response could not be passed on");
         reset = NGHTTP2_INTERNAL_ERROR;
     } else if (!ex->client_closed) {
         wake(ex->r->client, ex->client_id);
@@ -1642,17 +1826,19 @@ static void resume_stream(struct h2ex *ex)
 
     if (v == H2INTERCEPT_WAITS)
         return;
+    if (!ex->has_collected[dir])
+        release_collected(ex, dir);                   /* a part, past the limit: it goes on now */
     memset(&ex->held[dir], 0, sizeof(ex->held[dir])); /* head owns it now */
     const struct message *go = v == H2INTERCEPT_EDITED ? &edited : &head;
     if (v == H2INTERCEPT_DROP) {
         answer_dropped(ex);
     } else if (dir == 0) {
-        rc = forward_request(ex, go);
+        rc = ex->has_collected[0] ? send_collected(ex, 0, go) : forward_request(ex, go);
     } else if (!ex->client_closed) {
         response_view(ex, &view);
         if (v == H2INTERCEPT_EDITED && hooks && hooks->ops->response_head)
             hooks->ops->response_head(hooks->arg, &edited, &view);
-        rc = forward_response(ex, go);
+        rc = ex->has_collected[1] ? send_collected(ex, 1, go) : forward_response(ex, go);
     }
     if (rc < 0 && dir == 0 && ex->error[0] == '\0') {
         refuse_stream(ex, NGHTTP2_INTERNAL_ERROR, "out of memory");
@@ -1663,6 +1849,40 @@ static void resume_stream(struct h2ex *ex)
     }
     message_free(&head);
     message_free(&edited);
+}
+
+/* Collections past their deadline (or all, when the proxy stops) end
+ * with what came; r->collect_left_ms becomes the time to the next one. */
+static void check_collections(struct h2relay *r)
+{
+    int64_t now = clock_mono_us();
+    struct h2ex *next;
+
+    r->collect_left_ms = -1;
+    for (struct h2ex *ex = r->streams; ex != NULL; ex = next) {
+        next = ex->next;
+        for (int dir = 0; dir < 2; dir++) {
+            if (!ex->is_collecting[dir] || (dir == 1 && ex->client_closed))
+                continue; /* a response nobody waits for ends with its stream */
+            if (!r->ic.is_stopping && now < ex->collect_until_us) {
+                int left = (int)((ex->collect_until_us - now) / 1000) + 1;
+                if (r->collect_left_ms < 0 || left < r->collect_left_ms)
+                    r->collect_left_ms = left;
+                continue;
+            }
+            capture_note(&ex->cap, NULL,
+                         "intercept: the body did not end in time: its head waits without it");
+            if (collected(ex, dir, false) == 0)
+                continue;
+            if (dir == 0) {
+                refuse_stream(ex, NGHTTP2_INTERNAL_ERROR, "out of memory");
+            } else {
+                set_error(ex, "the response could not be passed on");
+                nghttp2_submit_rst_stream(r->client, NGHTTP2_FLAG_NONE, ex->client_id,
+                                          NGHTTP2_INTERNAL_ERROR);
+            }
+        }
+    }
 }
 
 /* Every parked stream that was resumed, dropped or timed out goes on;
@@ -1802,7 +2022,7 @@ static int wait_either(struct h2relay *r, bool *client_ready, bool *origin_ready
     struct pollfd *p = r->pfd;
     nfds_t n = 0;
     int at_origin = -1, at_cancel = -1, at_ic = -1, at_stop = -1, bridge_ms = -1;
-    bool is_parked = r->ic.parked > 0;
+    bool is_parked = r->ic.parked > 0 || r->collecting > 0;
     int grace = env->idle_ms > IDLE_GRACE_MS ? IDLE_GRACE_MS : env->idle_ms;
 
     r->bridge_polled = 0;
@@ -1845,7 +2065,11 @@ static int wait_either(struct h2relay *r, bool *client_ready, bool *origin_ready
          * loop at its timeout, when the dashboard resumes or drops it, or
          * when the proxy stops (it goes on unchanged); the bridge's
          * deadlines wake it too. */
-        int park_ms = r->ic.is_stopping ? 0 : r->park_left_ms;
+        int park_ms = r->ic.parked > 0 ? r->park_left_ms : -1;
+        if (r->collecting > 0 && r->collect_left_ms >= 0)
+            park_ms = park_ms < 0 ? r->collect_left_ms : at_most(park_ms, r->collect_left_ms);
+        if (r->ic.is_stopping)
+            park_ms = 0;
         int got = poll(p, n, park_ms < 0 ? bridge_ms : at_most(park_ms, bridge_ms));
         if (got < 0)
             return errno == EINTR ? 1 : -1;
@@ -1929,6 +2153,8 @@ int h2relay_run(const struct h2relay_env *env)
     }
     for (;;) {
         bool client_ready, origin_ready;
+        if (r.collecting > 0)
+            check_collections(&r);
         if (r.ic.parked > 0)
             resume_parked(&r);
         if (r.bridge != NULL) {

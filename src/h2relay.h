@@ -41,6 +41,14 @@ struct intercept;
  * stream's body may have in flight inside tapwire at once. */
 #define H2RELAY_STREAM_WINDOW_BYTES (256 * 1024)
 #define H2RELAY_CONNECTION_WINDOW_BYTES (4 * 1024 * 1024)
+/* Bodies the intercept collects (h2intercept.h) on one connection at
+ * once: past it a stream's head waits without its body, which flow
+ * control bounds, so that many streams do not multiply the 1 MiB each. */
+#define H2RELAY_MAX_COLLECTED_BYTES (8 * 1024 * 1024)
+/* How long a body the intercept collects may take to end (a streaming
+ * call's client may wait for the answer first): then its head waits
+ * without it. */
+#define H2RELAY_COLLECT_MS 3000
 /* Origins of map-remote rules one connection's streams may be sent to
  * (each over HTTP/1.1 connections of its own); a stream mapped to one
  * more is refused with REFUSED_STREAM. */

@@ -168,6 +168,11 @@ bool intercept_filter_reads_request_body(const struct intercept_filter *f)
     return (f->needs & FILTER_NEEDS_REQUEST_BODY) != 0;
 }
 
+bool intercept_filter_reads_response_body(const struct intercept_filter *f)
+{
+    return (f->needs & FILTER_NEEDS_RESPONSE_BODY) != 0;
+}
+
 int intercept_filter_match(const struct intercept_filter *f, const struct flow *flow)
 {
     char why[128];
@@ -284,10 +289,11 @@ static int edit_fits(const struct holder *h, const struct intercept_edit *e, cha
     if (e->has_body && !m->has_body) {
         snprintf(err, err_len,
                  m->is_response ? "this response's body was not held (none, larger than the "
-                                  "intercept limit, not decodable, or HTTP/2): only its head "
-                                  "can be edited"
-                                : "this request's body was not held (chunked, larger than "
-                                  "the intercept limit, or HTTP/2): only its head can be edited");
+                                  "intercept limit, or not decodable): only its head can be "
+                                  "edited"
+                                : "this request's body was not held (none, chunked on "
+                                  "HTTP/1.1, or larger than the intercept limit): only its "
+                                  "head can be edited");
         return INTERCEPT_CONFLICT;
     }
     if (e->method != NULL && (e->method[0] == '\0' ||
@@ -803,7 +809,28 @@ static bool on_response_holds(void *arg, const struct message *sent, size_t *bod
     r->flow->response_version = sent->version;
     free(r->flow->response_headers);
     r->flow->response_headers = capture_headers_text(&sent->fields, NULL);
-    return r->flow->response_headers != NULL && intercept_filter_match(r->filter, r->flow);
+    if (r->flow->response_headers == NULL)
+        return false;
+    /* A filter that reads the response body (~bs, ~b) is matched in
+     * on_response_hold(), once the exchange has read the body. */
+    r->match_with_body = intercept_filter_reads_response_body(r->filter);
+    return r->match_with_body || intercept_filter_match(r->filter, r->flow);
+}
+
+/* Whether the filter matches with the body held in h (decoded; none when
+ * it was not held: larger than the limit, not decodable, or no body). */
+static bool response_matches_with_body(struct intercept_response *r, const struct exchange_held *h)
+{
+    struct flow_body *b = &r->flow->response_body;
+
+    free(b->data);
+    memset(b, 0, sizeof(*b));
+    b->limit = h->has_body ? h->body_len : 0;
+    if (h->has_body && h->body_len > 0 && flow_body_append(b, h->body, h->body_len) < 0)
+        return false;
+    /* The bytes are decoded already: the filter's own decoding by the
+     * Content-Encoding then fails, and it reads them as they are. */
+    return intercept_filter_match(r->filter, r->flow) == 1;
 }
 
 static int on_response_hold(void *arg, struct exchange_held *h)
@@ -815,6 +842,8 @@ static int on_response_hold(void *arg, struct exchange_held *h)
     char note[160];
     int rc = 0;
 
+    if (r->match_with_body && !response_matches_with_body(r, h))
+        return 0;
     msg.method = r->flow->method;
     msg.url = (char *)r->url;
     msg.status = h->head->status;

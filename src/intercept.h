@@ -14,8 +14,10 @@
  * reads anything of the response (~s, ~c, ~hs, ~ts, ~q) is matched again
  * when the final response head arrives, and holds that response: the
  * exchange reads its body whole first when it is within
- * INTERCEPT_MAX_BODY_BYTES decoded, so that it is shown and editable (the
- * filter is matched on the head: ~bs never matches there).
+ * INTERCEPT_MAX_BODY_BYTES decoded, so that it is shown and editable. A
+ * filter that reads the response body (~bs, ~b) is matched once that body
+ * is read (decoded; a body not read whole counts as empty), so every
+ * response of such a filter waits for its body before it goes on.
  *
  * Thread safety: every function may be called from any thread; the room is
  * one mutex, and each holder has an eventfd it sleeps on with its client
@@ -37,10 +39,11 @@
 
 #define INTERCEPT_MAX_WAITING 64
 #define INTERCEPT_DEFAULT_TIMEOUT_S 300
-/* A request body up to this size (with a Content-Length) is read and held
- * with its head, shown and editable; a larger or chunked one stays in the
- * connection and goes on as it comes (its head is still held). A response
- * body is held up to this size decoded, whatever its framing. */
+/* A request body up to this size (with a Content-Length on HTTP/1.1; any
+ * on HTTP/2) is read and held with its head, shown and editable; a larger
+ * or chunked one stays in the connection and goes on as it comes (its head
+ * is still held). A response body is held up to this size decoded,
+ * whatever its framing. */
 #define INTERCEPT_MAX_BODY_BYTES (1024 * 1024)
 #define INTERCEPT_MAX_EDIT_FIELDS 256
 #define INTERCEPT_ERROR_BYTES 320
@@ -72,6 +75,8 @@ void intercept_filter_release(struct intercept_filter *f);
 bool intercept_filter_is_response(const struct intercept_filter *f);
 /* Matching the request reads its body (~bq, ~b). */
 bool intercept_filter_reads_request_body(const struct intercept_filter *f);
+/* Matching the response reads its body (~bs, ~b). */
+bool intercept_filter_reads_response_body(const struct intercept_filter *f);
 /* 1 when flow matches, else 0 (an evaluation that cannot tell is 0). */
 int intercept_filter_match(const struct intercept_filter *f, const struct flow *flow);
 
@@ -232,6 +237,7 @@ struct intercept_response {
     int cancel_fd;
     enum intercept_outcome outcome; /* of a hold */
     bool was_held;
+    bool match_with_body; /* the filter reads the body: matched at the hold */
 };
 
 /* Sets r up (taking filter and flow); the hooks to hand the exchange are

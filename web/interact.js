@@ -181,8 +181,8 @@
          * it came. */
         editing.shownBody = $('editor-body').value;
         $('editor-note').textContent = !held
-            ? (isResponse ? 'This response\u2019s body was not held (none, larger than 1 MiB, not decodable, or on HTTP/2): it goes on as it comes; its head can be edited.'
-                : 'This body was not held (chunked, too large, or on HTTP/2): it goes on as it comes.')
+            ? (isResponse ? 'This response\u2019s body was not held (none, larger than 1 MiB, or not decodable): it goes on as it comes; its head can be edited.'
+                : 'This body was not held (none, chunked on HTTP/1.1, or larger than 1 MiB): it goes on as it comes.')
             : f.body_is_text === false ? 'The body is not text: bytes that are not UTF-8 are shown replaced and would be sent so.' : '';
         $('editor-send').textContent = what.kind === 'resume' ? 'Resume' : 'Send';
         $('editor-drop').hidden = what.kind !== 'resume';

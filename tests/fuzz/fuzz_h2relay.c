@@ -120,16 +120,24 @@ void h2intercept_drain(struct h2intercept *hi)
 }
 int h2intercept_request(struct h2intercept *hi, struct h2intercept_stream *s,
                         const struct message *req, const char *host, uint16_t port, const char *url,
-                        struct capture *cap)
+                        struct capture *cap, bool has_body)
 {
-    (void)hi, (void)s, (void)req, (void)host, (void)port, (void)url, (void)cap;
-    return 0;
+    (void)hi, (void)s, (void)req, (void)host, (void)port, (void)url, (void)cap, (void)has_body;
+    return H2INTERCEPT_ON;
 }
 int h2intercept_response(struct h2intercept *hi, struct h2intercept_stream *s,
-                         const struct message *resp, const char *url, struct capture *cap)
+                         const struct message *resp, const char *url, struct capture *cap,
+                         bool has_body)
 {
-    (void)hi, (void)s, (void)resp, (void)url, (void)cap;
-    return 0;
+    (void)hi, (void)s, (void)resp, (void)url, (void)cap, (void)has_body;
+    return H2INTERCEPT_ON;
+}
+int h2intercept_body(struct h2intercept *hi, struct h2intercept_stream *s,
+                     const struct message *head, const unsigned char *body, size_t len,
+                     bool is_whole, const char *url, struct capture *cap)
+{
+    (void)hi, (void)s, (void)head, (void)body, (void)len, (void)is_whole, (void)url, (void)cap;
+    return H2INTERCEPT_ON;
 }
 enum h2intercept_verdict h2intercept_check(struct h2intercept *hi, struct h2intercept_stream *s,
                                            const struct message *held, struct message *edited,

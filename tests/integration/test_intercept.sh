@@ -6,7 +6,8 @@
 # gets tapwire's 502); --intercept-timeout resumes it unchanged; a client
 # that hangs up ends the wait; a body that was not held cannot be edited
 # (409); resume-all; a response held and its head edited, or its body
-# (decoded; a body over the limit is not held), or dropped; the filter set
+# (decoded; a body over the limit is not held), or dropped; ~bs matched on
+# the response body; the filter set
 # over PUT /api/intercept, a bad one refused with its column.
 . "$(dirname "$0")/lib.sh"
 
@@ -267,6 +268,27 @@ check_eq "resume the large response: 200" 200 "$(dsend POST "/api/flows/$ID/resu
 wait_pid "$CURL_PID" 10
 check_eq "the large response's client got it" 0 "$?"
 check_eq "the large body went on whole" 2000000 "$(stat -c %s "$tmp/respbig.out")"
+
+# ~bs is matched on the response body (decoded): a gzip body that says it
+# is held, one that does not goes on unheld.
+check_eq "PUT a response body filter: 200" 200 \
+    "$(dsend PUT /api/intercept '{"filter": "~bs served.compressed & ~u resp"}')"
+check_eq "~bs: a body that does not match goes on" 200 \
+    "$(pcurl -o /dev/null -w '%{http_code}' --max-time 5 "$O/headers?resp=6")"
+pcurl -o "$tmp/respbs.out" --compressed "$O/compressed/gzip?n=2&resp=7" &
+CURL_PID=$!
+track_pid "$CURL_PID"
+check "~bs: the body that matches waits" wait_held 1
+check_contains "~bs: held with its body decoded" "served compressed" \
+    "$(dash_json /api/intercepted 'd["flows"][0]["body"]')"
+ID=$(held_id)
+check_eq "~bs: resume with a new body: 200" 200 \
+    "$(dsend POST "/api/flows/$ID/resume" '{"body": "edited after ~bs\n"}')"
+wait_pid "$CURL_PID" 5
+check_eq "~bs: the client got it" 0 "$?"
+check_eq "~bs: the edited body" "edited after ~bs" "$(cat "$tmp/respbs.out")"
+check_eq "PUT the response filter back: 200" 200 \
+    "$(dsend PUT /api/intercept '{"filter": "~s & ~u resp"}')"
 
 # Dropped at the response: the client gets tapwire's 502.
 check_eq "dropped response: 502" 502 "$(
