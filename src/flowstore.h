@@ -24,7 +24,11 @@
 
 #define FLOWSTORE_DEFAULT_CAPTURE_LIMIT_BYTES (1024 * 1024)
 #define FLOWSTORE_DEFAULT_MAX_FLOWS 100000
-#define FLOWSTORE_QUEUE_FLOWS 4096 /* flows waiting for the writer */
+/* Flows waiting for the writer. At full keep-alive load the writer falls
+ * behind for moments (a checkpoint, a segment started or dropped) and a
+ * queue of 4096 dropped whole flows then; at 16384 (~100 MiB of small
+ * flows, within the byte bound below) it rides those out. */
+#define FLOWSTORE_QUEUE_FLOWS 16384
 /* Queued flows may each hold two bodies up to the capture limit; bounding
  * their bytes, not only their number, bounds memory while the disk is slow.
  * The bytes counted are the records (struct flow and its texts) and their
