@@ -492,3 +492,89 @@ leaf_via_proxy() {
 
 # The SAN list of a PEM certificate, one line.
 cert_sans() { openssl x509 -in "$1" -noout -ext subjectAltName 2> /dev/null | tail -n +2 | tr -d ' '; }
+
+# ---- a headless Chromium driven over CDP (tests/integration/browser/) ----
+
+# skip_browser WHY: the test is skipped without a browser, unless a check
+# already failed: a skip must not hide that.
+skip_browser() {
+    if [ "$_failed" -gt 0 ]; then
+        note "browser part skipped: $*"
+        finish
+    fi
+    skip_all "$*"
+}
+
+# browser_prepare DRIVER: Chromium ($CHROMIUM, default /usr/bin/chromium),
+# node >= 20 and playwright-core in browser/node_modules (npm ci when it is
+# missing), or the test is skipped. Sets browser_dir, where DRIVER (a .mjs
+# of browser/) is run from: beside node_modules, since its imports resolve
+# from there; a read-only source tree (distcheck) gets a copy in $tmp.
+browser_prepare() {
+    local src=$TESTS_SRCDIR/integration/browser node_major
+    CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
+    [ -x "$CHROMIUM" ] ||
+        skip_browser "chromium is not installed ($CHROMIUM; Debian: apt-get install chromium)"
+    command -v node > /dev/null 2>&1 || skip_browser "node is not installed (Debian: apt-get install nodejs)"
+    node_major=$(node -p 'process.versions.node.split(".")[0]' 2> /dev/null)
+    [ "${node_major:-0}" -ge 20 ] 2> /dev/null ||
+        skip_browser "node $(node --version 2> /dev/null) is too old: playwright-core needs node >= 20"
+    if [ -w "$src" ]; then
+        browser_dir=$src
+    else
+        browser_dir=$tmp/browser
+        mkdir -p "$browser_dir" || bail "mkdir $browser_dir"
+        cp "$src/package.json" "$src/package-lock.json" "$src/$1" "$browser_dir/" ||
+            bail "cannot copy $src"
+    fi
+    if [ ! -f "$browser_dir/node_modules/playwright-core/package.json" ]; then
+        command -v npm > /dev/null 2>&1 ||
+            skip_browser "npm is not installed and $browser_dir/node_modules is missing (Debian: apt-get install npm)"
+        note "installing playwright-core into $browser_dir/node_modules (npm ci)"
+        (cd "$browser_dir" && timeout 300 npm ci --no-audit --no-fund) > "$tmp/npm.log" 2>&1 ||
+            bail "npm ci failed in $browser_dir: $(tail -n 20 "$tmp/npm.log")"
+    fi
+}
+
+# start_chromium HOME PROFILE [ARG...]: headless Chromium with its own home
+# and profile, no global proxy, and a debugging port on loopback that it
+# chooses itself (read from the profile). Sets CHROMIUM_PID and CDP_PORT,
+# or bails after 20 s.
+start_chromium() {
+    local home=$1 profile=$2 i
+    shift 2
+    mkdir -p "$home" "$profile" || bail "mkdir $home $profile"
+    HOME=$home XDG_CONFIG_HOME=$home/.config XDG_CACHE_HOME=$home/.cache \
+        "$CHROMIUM" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+        --disable-background-networking --disable-component-update --disable-sync \
+        --disable-default-apps --disable-extensions --no-default-browser-check \
+        --password-store=basic --use-mock-keychain \
+        --user-data-dir="$profile" --remote-debugging-port=0 "$@" about:blank \
+        > "$tmp/chromium.log" 2>&1 < /dev/null &
+    CHROMIUM_PID=$!
+    track_pid "$CHROMIUM_PID"
+    for ((i = 0; i < 400; i++)); do
+        [ -s "$profile/DevToolsActivePort" ] && break
+        _alive "$CHROMIUM_PID" || break
+        sleep 0.05
+    done
+    CDP_PORT=$(head -n 1 "$profile/DevToolsActivePort" 2> /dev/null)
+    [[ $CDP_PORT =~ ^[0-9]+$ ]] ||
+        bail "chromium did not open its debugging port within 20 s: $(tail -n 20 "$tmp/chromium.log")"
+}
+
+# browser_results FILE: one check per line "PASS|FAIL<TAB>name<TAB>detail"
+# that a driver wrote (other lines ignored); sets browser_ran to how many.
+browser_results() {
+    local verdict name detail
+    browser_ran=0
+    [ -f "$1" ] || : > "$1"
+    while IFS=$'\t' read -r verdict name detail; do
+        case $verdict in
+        PASS) pass "browser: $name" ;;
+        FAIL) fail "browser: $name" "$detail" ;;
+        *) continue ;;
+        esac
+        browser_ran=$((browser_ran + 1))
+    done < "$1"
+}

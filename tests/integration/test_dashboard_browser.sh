@@ -21,7 +21,6 @@
 WAIT_S=10 # bound for each step the page must take: the row, the body, ...
 
 web_dir=$(cd "$TESTS_SRCDIR/../web" 2> /dev/null && pwd)
-browser_src=$TESTS_SRCDIR/integration/browser
 
 # ---- (f) the page never parses captured data as HTML ----
 # app.js must build the DOM with createElement + textContent; none of the
@@ -44,41 +43,9 @@ no_inline_code() {
 check "index.html has no inline script, style or event handler" no_inline_code
 
 # ---- tools ----
-# Without a browser the test is skipped, unless a check above already failed:
-# a skip must not hide that.
-skip_browser() {
-    if [ "$_failed" -gt 0 ]; then
-        note "browser part skipped: $*"
-        finish
-    fi
-    skip_all "$*"
-}
-CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
-[ -x "$CHROMIUM" ] || skip_browser "chromium is not installed ($CHROMIUM; Debian: apt-get install chromium)"
-command -v node > /dev/null 2>&1 || skip_browser "node is not installed (Debian: apt-get install nodejs)"
-node_major=$(node -p 'process.versions.node.split(".")[0]' 2> /dev/null)
-[ "${node_major:-0}" -ge 20 ] 2> /dev/null ||
-    skip_browser "node $(node --version 2> /dev/null) is too old: playwright-core needs node >= 20"
-
-# node_modules lives beside package.json (never committed); a read-only
-# source tree (distcheck) gets a copy in the temporary directory.
-if [ -w "$browser_src" ]; then
-    browser_dir=$browser_src
-else
-    browser_dir=$tmp/browser
-    mkdir -p "$browser_dir" || bail "mkdir $browser_dir"
-    cp "$browser_src/package.json" "$browser_src/package-lock.json" \
-        "$browser_src/dashboard.test.mjs" "$browser_dir/" || bail "cannot copy $browser_src"
-fi
-if [ ! -f "$browser_dir/node_modules/playwright-core/package.json" ]; then
-    command -v npm > /dev/null 2>&1 ||
-        skip_browser "npm is not installed and $browser_dir/node_modules is missing (Debian: apt-get install npm)"
-    note "installing playwright-core into $browser_dir/node_modules (npm ci)"
-    (cd "$browser_dir" && timeout 300 npm ci --no-audit --no-fund) > "$tmp/npm.log" 2>&1 ||
-        bail "npm ci failed in $browser_dir: $(tail -n 20 "$tmp/npm.log")"
-fi
-# The driver must be the one beside node_modules (imports resolve from there).
-[ "$browser_dir" = "$browser_src" ] || cp "$browser_src/dashboard.test.mjs" "$browser_dir/"
+# Without a browser the test is skipped, unless a check above already failed
+# (skip_browser in lib.sh).
+browser_prepare dashboard.test.mjs
 
 # ---- peers ----
 make_pki
@@ -124,26 +91,8 @@ else
 fi
 
 # No global proxy: the dashboard context connects directly; the driver gives
-# the other context tapwire as its proxy. The debugging port is chosen by
-# Chromium (0) and listens on loopback only; it is read from the profile.
-HOME=$home XDG_CONFIG_HOME=$home/.config XDG_CACHE_HOME=$home/.cache \
-    "$CHROMIUM" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
-    --disable-background-networking --disable-component-update --disable-sync \
-    --disable-default-apps --disable-extensions --no-default-browser-check \
-    --password-store=basic --use-mock-keychain \
-    --user-data-dir="$profile" --remote-debugging-port=0 \
-    ${trust_args[@]+"${trust_args[@]}"} about:blank \
-    > "$tmp/chromium.log" 2>&1 < /dev/null &
-CHROMIUM_PID=$!
-track_pid "$CHROMIUM_PID"
-for ((i = 0; i < 400; i++)); do
-    [ -s "$profile/DevToolsActivePort" ] && break
-    _alive "$CHROMIUM_PID" || break
-    sleep 0.05
-done
-CDP_PORT=$(head -n 1 "$profile/DevToolsActivePort" 2> /dev/null)
-[[ $CDP_PORT =~ ^[0-9]+$ ]] ||
-    bail "chromium did not open its debugging port within 20 s: $(tail -n 20 "$tmp/chromium.log")"
+# the other context tapwire as its proxy.
+start_chromium "$home" "$profile" ${trust_args[@]+"${trust_args[@]}"}
 
 # ---- the driver ----
 artifacts=${TEST_ARTIFACTS_DIR:-$tmp}
@@ -172,17 +121,8 @@ check_eq "the browser driver finished within 180 s and exited 0" 0 "$driver_rc"
 # on a clean exit, unlike after a signal).
 stop_pid "$CHROMIUM_PID" 10
 
-ran=0
-[ -f "$results" ] || : > "$results"
-while IFS=$'\t' read -r verdict name detail; do
-    case $verdict in
-    PASS) pass "browser: $name" ;;
-    FAIL) fail "browser: $name" "$detail" ;;
-    *) continue ;;
-    esac
-    ran=$((ran + 1))
-done < "$results"
-check_le "the driver ran its checks" 14 "$ran"
+browser_results "$results"
+check_le "the driver ran its checks" 14 "$browser_ran"
 
 for f in "$shot" "$shot_rules"; do
     if [ -s "$f" ]; then

@@ -191,8 +191,8 @@ check_eq "clearing the flows clears their messages" 0 \
 # node and playwright-core in tests/integration/browser/node_modules (which
 # test_dashboard_browser.sh installs); without them it is noted and skipped.
 browser_part() {
-    local dir=$TESTS_SRCDIR/integration/browser profile=$tmp/chromium-profile i cdp first
-    local results=$tmp/browser-results.tsv verdict name detail ran=0
+    local dir=$TESTS_SRCDIR/integration/browser profile=$tmp/chromium-profile i first
+    local results=$tmp/browser-results.tsv
     [ -x "${CHROMIUM:-/usr/bin/chromium}" ] && command -v node > /dev/null 2>&1 &&
         [ -f "$dir/node_modules/playwright-core/package.json" ] || {
         note "browser part skipped: chromium, node or $dir/node_modules is missing"
@@ -211,28 +211,12 @@ browser_part() {
             [ "$(messages "$id" 'len(m)')" = 2 ] && break
         sleep 0.1
     done
-    mkdir -p "$profile"
-    HOME=$tmp XDG_CONFIG_HOME=$tmp/.config XDG_CACHE_HOME=$tmp/.cache \
-        "${CHROMIUM:-/usr/bin/chromium}" --headless --no-sandbox --disable-gpu --no-first-run \
-        --disable-background-networking --disable-component-update --disable-sync \
-        --disable-extensions --password-store=basic --use-mock-keychain \
-        --user-data-dir="$profile" --remote-debugging-port=0 about:blank \
-        > "$tmp/chromium.log" 2>&1 < /dev/null &
-    local chromium_pid=$!
-    track_pid "$chromium_pid"
-    for ((i = 0; i < 400; i++)); do
-        [ -s "$profile/DevToolsActivePort" ] && break
-        sleep 0.05
-    done
-    cdp=$(head -n 1 "$profile/DevToolsActivePort" 2> /dev/null)
-    [[ $cdp =~ ^[0-9]+$ ]] || {
-        fail "chromium opened its debugging port" "$(tail -n 5 "$tmp/chromium.log")"
-        return 0
-    }
+    CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
+    start_chromium "$tmp" "$profile"
     local dash_url
     dash_url=$(grep -aEo -m 1 '^dashboard: http://127\.0\.0\.1:[0-9]+/\?token=[0-9A-Za-z-]+' \
         "$PROXY_OUT")
-    CDP_URL=http://127.0.0.1:$cdp DASHBOARD_URL=${dash_url#dashboard: } FLOW_ID=$id \
+    CDP_URL=http://127.0.0.1:$CDP_PORT DASHBOARD_URL=${dash_url#dashboard: } FLOW_ID=$id \
         FIRST=$first GO_FILE=$tmp/go-browser RESULTS=$results WAIT_MS=10000 \
         SCREENSHOT=${TEST_ARTIFACTS_DIR:-$tmp}/websocket.png \
         node "$dir/websocket.test.mjs" > "$tmp/driver.out" 2>&1 < /dev/null &
@@ -242,17 +226,9 @@ browser_part() {
     check_eq "the browser driver finished and exited 0" 0 "$?"
     touch "$tmp/go-browser"
     wait_pid "$live_pid" 30
-    stop_pid "$chromium_pid" 10
-    [ -f "$results" ] || : > "$results"
-    while IFS=$'\t' read -r verdict name detail; do
-        case $verdict in
-        PASS) pass "browser: $name" ;;
-        FAIL) fail "browser: $name" "$detail" ;;
-        *) continue ;;
-        esac
-        ran=$((ran + 1))
-    done < "$results"
-    check_eq "the browser driver ran its four checks" 4 "$ran"
+    stop_pid "$CHROMIUM_PID" 10
+    browser_results "$results"
+    check_eq "the browser driver ran its four checks" 4 "$browser_ran"
 }
 mkdir -p "${TEST_ARTIFACTS_DIR:-$tmp}"
 browser_part
