@@ -578,3 +578,46 @@ browser_results() {
         browser_ran=$((browser_ran + 1))
     done < "$1"
 }
+
+# ---- the flows and the intercept, as the tests read them ----
+
+# flows_where SQL_CONDITION: how many stored flows match (read-only).
+flows_where() { sqlite3 "file:$PROXY_DATA/tapwire.db?mode=ro" "select count(*) from flows where $1"; }
+
+# held_id: the id of the first flow waiting at the intercept (a number;
+# asked again, within 5 s, while the dashboard's answer is not one, as on
+# a loaded machine).
+held_id() {
+    local i id=""
+    for ((i = 0; i < 100; i++)); do
+        id=$(dash_json /api/intercepted 'd["flows"][0]["id"]' 2> /dev/null)
+        [[ $id =~ ^[0-9]+$ ]] && break
+        sleep 0.05
+    done
+    echo "$id"
+}
+
+# wait_held N: until N flows wait at the intercept (5 s).
+wait_held() {
+    local i n=0
+    for ((i = 0; i < 100; i++)); do
+        n=$(dash_json /api/intercepted 'len(d["flows"])')
+        [ "$n" = "$1" ] && return 0
+        sleep 0.05
+    done
+    echo "waiting: $n, expected $1"
+    return 1
+}
+
+# dsend METHOD PATH [JSON]: a dashboard request with the caller's header
+# array H (token, Origin) to $D; prints the status, the answer in
+# $tmp/answer.json.
+dsend() {
+    local method=$1 path=$2 body=${3-}
+    if [ -n "$body" ]; then
+        dcurl -o "$tmp/answer.json" -w '%{http_code}' -X "$method" "${H[@]}" \
+            -H 'Content-Type: application/json' --data-binary "$body" "$D$path"
+    else
+        dcurl -o "$tmp/answer.json" -w '%{http_code}' -X "$method" "${H[@]}" "$D$path"
+    fi
+}

@@ -79,7 +79,6 @@ REV_NT=$(rev_port https "$NT_PORT")
 # rcurl: curl --http1.1 at the TLS --reverse listener in front of the
 # h2-only origin, as https://localhost:REV_TLS (its leaf minted for that name).
 rcurl() { dcurl --http1.1 --cacert "$PROXY_CA" --resolve "localhost:$REV_TLS:127.0.0.1" "$@"; }
-flows_where() { sqlite3 "file:$PROXY_DATA/tapwire.db?mode=ro" "select count(*) from flows where $1"; }
 
 U=https://localhost:$REV_TLS
 want_index=$(file_sha "$tmp/htdocs/index.html")
@@ -285,16 +284,6 @@ check_eq "request body rule on a translated request: the origin got it rewritten
 out=$(rcurl -H 'Transfer-Encoding: chunked' --data-binary 'ping' "$U/echo")
 check_eq "... also a chunked one" "PONG" "$out"
 H=(-H "X-Tapwire-Token: $TOKEN" -H "Origin: $D")
-# held_id: the id of the one waiting flow (5 s).
-held_id() {
-    local i id=""
-    for ((i = 0; i < 100; i++)); do
-        id=$(dash_json /api/intercepted 'd["flows"][0]["id"]' 2> /dev/null)
-        [[ $id =~ ^[0-9]+$ ]] && break
-        sleep 0.05
-    done
-    echo "$id"
-}
 rcurl -o "$tmp/held.got" -w '%{http_code}' "$U/big.bin" \
     > "$tmp/held.code" &
 CURL_PID=$!

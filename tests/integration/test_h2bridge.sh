@@ -88,7 +88,6 @@ rcurl() {
 }
 P=https://rev.example:$REV_PLAIN
 T=https://rev.example:$REV_TLS
-flows_where() { sqlite3 "file:$PROXY_DATA/tapwire.db?mode=ro" "select count(*) from flows where $1"; }
 
 # ---- the head: HTTP/2 to the client, HTTP/1.1 to the origin ----
 out=$(rcurl "$REV_PLAIN" -H 'te: trailers' -H 'x-test: one' -o "$tmp/head.body" \
@@ -262,16 +261,6 @@ for ((i = 0; i < 200; i++)); do
     sleep 0.05
 done
 H=(-H "X-Tapwire-Token: $TOKEN" -H "Origin: $D")
-# held_id: the id of the one waiting flow (5 s).
-held_id() {
-    local i id=""
-    for ((i = 0; i < 100; i++)); do
-        id=$(dash_json /api/intercepted 'd["flows"][0]["id"]' 2> /dev/null)
-        [[ $id =~ ^[0-9]+$ ]] && break
-        sleep 0.05
-    done
-    echo "$id"
-}
 rcurl "$REV_IC" -o "$tmp/held.got" -w '%{http_version} %{http_code}' \
     "https://rev.example:$REV_IC/bytes/2000000?resp=1" > "$tmp/held.code" &
 CURL_PID=$!

@@ -50,7 +50,6 @@ h2curl() {
 G=https://good.test
 
 # flows_where SQL_CONDITION: how many stored flows match (after the writer ran).
-flows_where() { sqlite3 "file:$PROXY_DATA/tapwire.db?mode=ro" "select count(*) from flows where $1"; }
 
 # ---- h2 end to end ----
 out=$(h2curl "$H2_PORT" -o "$tmp/index.got" -w '%{http_version} %{http_code}' "$G/index.html")

@@ -21,45 +21,10 @@ dashboard_port
 O=http://127.0.0.1:$ORIGIN_PORT
 H=(-H "X-Tapwire-Token: $TOKEN" -H "Origin: $D")
 
-# dsend METHOD PATH [JSON]: prints the status; the answer in $tmp/answer.json.
-dsend() {
-    local method=$1 path=$2 body=${3-}
-    if [ -n "$body" ]; then
-        dcurl -o "$tmp/answer.json" -w '%{http_code}' -X "$method" "${H[@]}" \
-            -H 'Content-Type: application/json' --data-binary "$body" "$D$path"
-    else
-        dcurl -o "$tmp/answer.json" -w '%{http_code}' -X "$method" "${H[@]}" "$D$path"
-    fi
-}
-
 answer() {
     python3 -c 'import json, sys
 d = json.load(open(sys.argv[1], "rb"))
 print(eval(sys.argv[2]))' "$tmp/answer.json" "$1" 2>&1
-}
-
-# wait_held N: until N flows wait (5 s).
-# held_id: the id of the first waiting flow (a number; asked again, within
-# 5 s, while the dashboard's answer is not one, as on a loaded machine).
-held_id() {
-    local i id=""
-    for ((i = 0; i < 100; i++)); do
-        id=$(dash_json /api/intercepted 'd["flows"][0]["id"]')
-        [[ $id =~ ^[0-9]+$ ]] && break
-        sleep 0.05
-    done
-    echo "$id"
-}
-
-wait_held() {
-    local i n=0
-    for ((i = 0; i < 100; i++)); do
-        n=$(dash_json /api/intercepted 'len(d["flows"])')
-        [ "$n" = "$1" ] && return 0
-        sleep 0.05
-    done
-    echo "waiting: $n, expected $1"
-    return 1
 }
 
 # newest_flow EXPR: EXPR over the detail d of the newest flow.

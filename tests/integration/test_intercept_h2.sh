@@ -60,40 +60,7 @@ H=(-H "X-Tapwire-Token: $TOKEN" -H "Origin: $D")
 G=https://good.test
 
 h2curl() { pcurl --http2 --cacert "$PROXY_CA" --connect-to "good.test:443:127.0.0.1:$H2_PORT" "$@"; }
-flows_where() { sqlite3 "file:$PROXY_DATA/tapwire.db?mode=ro" "select count(*) from flows where $1"; }
 origin_saw() { grep -c -- "$1" "$tmp/nghttpd.log"; }
-
-# dsend METHOD PATH [JSON]: prints the status; the answer in $tmp/answer.json.
-dsend() {
-    local method=$1 path=$2 body=${3-}
-    if [ -n "$body" ]; then
-        dcurl -o "$tmp/answer.json" -w '%{http_code}' -X "$method" "${H[@]}" \
-            -H 'Content-Type: application/json' --data-binary "$body" "$D$path"
-    else
-        dcurl -o "$tmp/answer.json" -w '%{http_code}' -X "$method" "${H[@]}" "$D$path"
-    fi
-}
-
-wait_held() {
-    local i n=0
-    for ((i = 0; i < 100; i++)); do
-        n=$(dash_json /api/intercepted 'len(d["flows"])')
-        [ "$n" = "$1" ] && return 0
-        sleep 0.05
-    done
-    echo "waiting: $n, expected $1"
-    return 1
-}
-
-held_id() {
-    local i id=""
-    for ((i = 0; i < 100; i++)); do
-        id=$(dash_json /api/intercepted 'd["flows"][0]["id"]')
-        [[ $id =~ ^[0-9]+$ ]] && break
-        sleep 0.05
-    done
-    echo "$id"
-}
 
 # until_flow SQL_CONDITION: until a stored flow matches (5 s).
 until_flow() {
