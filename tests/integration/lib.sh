@@ -524,7 +524,7 @@ browser_prepare() {
     else
         browser_dir=$tmp/browser
         mkdir -p "$browser_dir" || bail "mkdir $browser_dir"
-        cp "$src/package.json" "$src/package-lock.json" "$src/$1" "$browser_dir/" ||
+        cp "$src/package.json" "$src/package-lock.json" "$src/harness.mjs" "$src/$1" "$browser_dir/" ||
             bail "cannot copy $src"
     fi
     if [ ! -f "$browser_dir/node_modules/playwright-core/package.json" ]; then

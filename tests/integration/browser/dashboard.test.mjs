@@ -24,18 +24,9 @@
  * Changes tab of the rewritten flow), STATIC_RULE (a --rule tapwire was
  * started with, as the page should list it), RESULTS, WAIT_MS (default 10000).
  */
-import { appendFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { chromium } from 'playwright-core';
-
-const env = (name, dflt) => {
-    const v = process.env[name] ?? dflt;
-    if (v === undefined) {
-        console.error(`dashboard.test.mjs: ${name} is not set`);
-        process.exit(2);
-    }
-    return v;
-};
+import { WAIT_MS, assert, check, env, failures, record, startResults, until } from './harness.mjs';
 
 const CDP_URL = env('CDP_URL');
 const DASHBOARD_URL = env('DASHBOARD_URL');
@@ -47,7 +38,6 @@ const SCREENSHOT_RULES = env('SCREENSHOT_RULES');
 const SCREENSHOT_CHANGES = env('SCREENSHOT_CHANGES', '');
 const STATIC_RULE = env('STATIC_RULE');
 const RESULTS = env('RESULTS');
-const WAIT_MS = Number(env('WAIT_MS', '10000'));
 
 const TOKEN = new URL(DASHBOARD_URL).searchParams.get('token') || '';
 const DASH_ORIGIN = new URL(DASHBOARD_URL).origin;
@@ -64,51 +54,7 @@ const BAD_RULE = 'response body "conn=';
  * double holds, and the page must show it exactly as it came. */
 const ECHO_JSON = `{"marker":"${MARKER}","big":12345678901234567890,"list":[1,2,{"deep":true}]}`;
 
-writeFileSync(RESULTS, '');
-let failures = 0;
-
-function record(ok, name, detail) {
-    const clean = (s) => String(s).replace(/[\t\r\n]+/g, ' ').slice(0, 1500);
-    appendFileSync(RESULTS, ok ? `PASS\t${clean(name)}\n` : `FAIL\t${clean(name)}\t${clean(detail)}\n`);
-    console.log(`# ${ok ? 'pass' : 'FAIL'}: ${name}${ok ? '' : ' -- ' + detail}`);
-    if (!ok)
-        failures++;
-}
-
-/* Runs one check; returns whether it passed. */
-async function check(name, fn) {
-    try {
-        await fn();
-        record(true, name);
-        return true;
-    } catch (e) {
-        record(false, name, e && e.message ? e.message.split('\n').slice(0, 6).join(' | ') : e);
-        return false;
-    }
-}
-
-function assert(cond, msg) {
-    if (!cond)
-        throw new Error(msg);
-}
-
-/* Polls until fn() is truthy, at most ms. */
-async function until(what, fn, ms = WAIT_MS) {
-    const deadline = Date.now() + ms;
-    let last;
-    for (;;) {
-        try {
-            last = await fn();
-            if (last)
-                return last;
-        } catch (e) {
-            last = e.message;
-        }
-        if (Date.now() >= deadline)
-            throw new Error(`${what}: not within ${ms} ms (last: ${String(last).slice(0, 300)})`);
-        await new Promise((r) => setTimeout(r, 100));
-    }
-}
+startResults(RESULTS);
 
 let browser;
 try {
@@ -520,5 +466,5 @@ await check('every /api fetch carried the X-Tapwire-Token header', async () => {
 
 if (consoleErrors.length)
     console.log(`# console errors (not failing by themselves): ${consoleErrors.join(' ; ')}`);
-console.log(`# ${failures} failed`);
+console.log(`# ${failures()} failed`);
 await finish();

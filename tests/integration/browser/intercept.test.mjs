@@ -19,17 +19,9 @@
  * (http://127.0.0.1:PORT), MARKER (unique text), RESULTS, SCREENSHOT,
  * WAIT_MS (default 10000).
  */
-import { appendFileSync, writeFileSync } from 'node:fs';
 import { chromium } from 'playwright-core';
+import { WAIT_MS, assert, check, env, record, startResults, until } from './harness.mjs';
 
-const env = (name, dflt) => {
-    const v = process.env[name] ?? dflt;
-    if (v === undefined) {
-        console.error(`intercept.test.mjs: ${name} is not set`);
-        process.exit(2);
-    }
-    return v;
-};
 const CDP_URL = env('CDP_URL');
 const DASHBOARD_URL = env('DASHBOARD_URL');
 const PROXY_SERVER = env('PROXY_SERVER');
@@ -37,53 +29,13 @@ const ORIGIN = env('ORIGIN');
 const MARKER = env('MARKER');
 const RESULTS = env('RESULTS');
 const SCREENSHOT = env('SCREENSHOT');
-const WAIT_MS = Number(env('WAIT_MS', '10000'));
 
 const TOKEN = new URL(DASHBOARD_URL).searchParams.get('token') || '';
 const DASH_ORIGIN = new URL(DASHBOARD_URL).origin;
 const PAGE_PATH = `/headers?ic=${MARKER}`;
 const EDITED_AGENT = `edited-agent-${MARKER}`;
 
-writeFileSync(RESULTS, '');
-
-function record(ok, name, detail) {
-    const clean = (s) => String(s).replace(/[\t\r\n]+/g, ' ').slice(0, 1500);
-    appendFileSync(RESULTS, ok ? `PASS\t${clean(name)}\n` : `FAIL\t${clean(name)}\t${clean(detail)}\n`);
-    console.log(`# ${ok ? 'pass' : 'FAIL'}: ${name}${ok ? '' : ' -- ' + detail}`);
-}
-
-async function check(name, fn) {
-    try {
-        await fn();
-        record(true, name);
-        return true;
-    } catch (e) {
-        record(false, name, e && e.message ? e.message.split('\n').slice(0, 6).join(' | ') : e);
-        return false;
-    }
-}
-
-function assert(cond, msg) {
-    if (!cond)
-        throw new Error(msg);
-}
-
-async function until(what, fn, ms = WAIT_MS) {
-    const deadline = Date.now() + ms;
-    let last;
-    for (;;) {
-        try {
-            last = await fn();
-            if (last)
-                return last;
-        } catch (e) {
-            last = e.message;
-        }
-        if (Date.now() >= deadline)
-            throw new Error(`${what}: not within ${ms} ms (last: ${String(last).slice(0, 300)})`);
-        await new Promise((r) => setTimeout(r, 100));
-    }
-}
+startResults(RESULTS);
 
 /* The dashboard's API, from this script (not the page): what the page did. */
 async function api(path) {

@@ -11,17 +11,10 @@
  * Environment: CDP_URL, DASHBOARD_URL (with ?token=), FLOW_ID, FIRST (the
  * first message's text), GO_FILE, RESULTS, SCREENSHOT, WAIT_MS.
  */
-import { appendFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { chromium } from 'playwright-core';
+import { WAIT_MS, check, env, startResults } from './harness.mjs';
 
-const env = (name) => {
-    const v = process.env[name];
-    if (v === undefined) {
-        console.error(`websocket.test.mjs: ${name} is not set`);
-        process.exit(2);
-    }
-    return v;
-};
 const CDP_URL = env('CDP_URL');
 const DASHBOARD_URL = env('DASHBOARD_URL');
 const FLOW_ID = env('FLOW_ID');
@@ -29,21 +22,7 @@ const FIRST = env('FIRST');
 const GO_FILE = env('GO_FILE');
 const RESULTS = env('RESULTS');
 const SCREENSHOT = env('SCREENSHOT');
-const WAIT_MS = Number(process.env.WAIT_MS || '10000');
-
-const result = (ok, name, detail) =>
-    appendFileSync(RESULTS, `${ok ? 'PASS' : 'FAIL'}\t${name}${ok ? '' : '\t' + String(detail).replace(/\s+/g, ' ')}\n`);
-
-async function check(name, fn) {
-    try {
-        await fn();
-        result(true, name);
-        return true;
-    } catch (e) {
-        result(false, name, e && e.message ? e.message : e);
-        return false;
-    }
-}
+startResults(RESULTS);
 
 const browser = await chromium.connectOverCDP(CDP_URL, { timeout: WAIT_MS });
 try {
