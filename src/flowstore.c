@@ -2867,6 +2867,24 @@ static char *lower_or_null(const char *text, bool *has_failed)
     return lowered;
 }
 
+/* "a AND b" of two FTS5 queries, either of which may be NULL (then the
+ * other); takes both. NULL when both are, or out of memory: a search
+ * without the index, slower but still right. */
+static char *match_and(char *a, char *b)
+{
+    char *both = NULL;
+    size_t len;
+
+    if (a == NULL || b == NULL)
+        return a != NULL ? a : b;
+    len = strlen(a) + strlen(b) + 8;
+    if ((both = malloc(len)) != NULL)
+        snprintf(both, len, "%s AND %s", a, b);
+    free(a);
+    free(b);
+    return both;
+}
+
 static int make_list_texts(const struct flowstore_filter *f, struct list_texts *t)
 {
     char *url_query = NULL, *body_query = NULL;
@@ -2879,42 +2897,15 @@ static int make_list_texts(const struct flowstore_filter *f, struct list_texts *
     t->url = lower_or_null(f->url_text, &has_failed);
     if (t->url != NULL)
         url_query = searchtext_query(f->url_text, strlen(f->url_text));
-    if (f->expr_sql != NULL && f->expr_sql->index_text != NULL) {
+    if (f->expr_sql != NULL && f->expr_sql->index_text != NULL)
         /* Text the expression's URL terms require: the index finds the
          * candidates, the expression's SQL (or filter_match()) decides. */
-        char *expr_query =
-            searchtext_query(f->expr_sql->index_text, strlen(f->expr_sql->index_text));
-
-        if (expr_query != NULL && url_query != NULL) {
-            size_t len = strlen(url_query) + strlen(expr_query) + 8;
-            char *both = malloc(len);
-
-            if (both != NULL)
-                snprintf(both, len, "%s AND %s", url_query, expr_query);
-            free(url_query);
-            free(expr_query);
-            url_query = both; /* NULL: no index, still right */
-        } else if (expr_query != NULL) {
-            url_query = expr_query;
-        }
-    }
+        url_query = match_and(
+            url_query, searchtext_query(f->expr_sql->index_text, strlen(f->expr_sql->index_text)));
     if (f->body_bytes != NULL && f->body_len > 0)
         body_query = searchtext_query(f->body_bytes, f->body_len);
-    if (url_query != NULL && body_query != NULL) {
-        size_t len = strlen(url_query) + strlen(body_query) + 8;
-
-        t->match = malloc(len);
-        if (t->match != NULL)
-            snprintf(t->match, len, "%s AND %s", url_query, body_query);
-        t->has_body_text = true;
-        free(url_query);
-        free(body_query);
-    } else if (url_query != NULL) {
-        t->match = url_query;
-    } else if (body_query != NULL) {
-        t->match = body_query;
-        t->has_body_text = true;
-    }
+    t->has_body_text = body_query != NULL;
+    t->match = match_and(url_query, body_query);
     if (t->match == NULL)
         t->has_body_text = false; /* out of memory for the join: no index, still right */
     return has_failed ? -1 : 0;

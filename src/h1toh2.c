@@ -179,6 +179,18 @@ static void set_error(struct xfer *x, int status, const char *why)
     }
 }
 
+/* The client's request body could not be read: its own framing (400) or
+ * the connection (502). */
+static void client_body_failed(struct xfer *x)
+{
+    bool is_framing = x->reader.source.fault == BODY_FAULT_FRAMING;
+
+    x->is_client_fault = true;
+    set_error(x, is_framing ? 400 : 502,
+              is_framing ? "the client's request body was framed wrongly"
+                         : "the client's request body broke off");
+}
+
 static void moment(struct xfer *x, enum exchange_moment m)
 {
     if (x->cap != NULL && x->cap->ops != NULL && x->cap->ops->moment != NULL)
@@ -248,11 +260,7 @@ static ssize_t read_request_body(nghttp2_session *session, int32_t stream_id, ui
     while (x->slice_len == 0 && !x->is_body_read) {
         int r = x->reader.source.next(&x->reader.source, x->t->io_ms, &x->slice, &x->slice_len);
         if (r < 0) {
-            x->is_client_fault = true;
-            set_error(x, x->reader.source.fault == BODY_FAULT_FRAMING ? 400 : 502,
-                      x->reader.source.fault == BODY_FAULT_FRAMING
-                          ? "the client's request body was framed wrongly"
-                          : "the client's request body broke off");
+            client_body_failed(x);
             return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
         }
         if (r == 0)
@@ -772,11 +780,7 @@ static int buffer_request_body(struct xfer *x, struct message_field **fields, si
         size_t len;
         int r = x->reader.source.next(&x->reader.source, x->t->io_ms, &data, &len);
         if (r < 0) {
-            x->is_client_fault = true;
-            set_error(x, x->reader.source.fault == BODY_FAULT_FRAMING ? 400 : 502,
-                      x->reader.source.fault == BODY_FAULT_FRAMING
-                          ? "the client's request body was framed wrongly"
-                          : "the client's request body broke off");
+            client_body_failed(x);
             goto out;
         }
         if (r == 0) {

@@ -564,16 +564,15 @@ static void forward(struct session *s, enum session_mode mode, const struct dest
                     struct exchange_result *res, bool *keep)
 {
     bool is_reused = origin_is_open_to(&s->origin, d->host, d->port, d->is_tls);
+    bool was_h2 = is_reused && s->origin.is_h2;
 
     /* An HTTP/2 origin connection that said GOAWAY takes no more streams. */
-    if (is_reused && s->origin.is_h2 && s->h1toh2 != NULL &&
-        !h1toh2_is_usable(s->h1toh2, &s->origin.stream))
+    if (was_h2 && s->h1toh2 != NULL && !h1toh2_is_usable(s->h1toh2, &s->origin.stream))
         is_reused = false;
     /* An upgrade (WebSocket) has no HTTP/2 form for h1toh2 to give it: it
      * goes on a connection that offers the origin http/1.1 alone. An
      * origin that chose h2 before and now chooses nothing speaks only h2. */
-    bool was_h2 = s->origin.is_h2 && origin_is_open_to(&s->origin, d->host, d->port, d->is_tls);
-    if (req->is_upgrade && is_reused && s->origin.is_h2)
+    if (req->is_upgrade && was_h2)
         is_reused = false;
 
     for (int attempt = 0; attempt < 2; attempt++) {
