@@ -1964,24 +1964,40 @@ static int send_pending(struct h2relay *r, nghttp2_session *session, struct stre
     return stream_flush(s, r->env->io_ms) == STREAM_OK ? 0 : -1;
 }
 
-/* What arrived on s, fed to its session. Returns 0, or -1 when the
- * connection ended or its peer broke the protocol. */
+/* At most this many bytes are fed to a session between two flushes. */
+#define RECEIVE_BATCH_BYTES (64 * 1024)
+
+/*
+ * What arrived on s, fed to its session: the bytes a read brings and then
+ * the TLS records OpenSSL already holds, up to RECEIVE_BATCH_BYTES. Why not
+ * one record per call: peers such as nginx put each response in its own
+ * record and many records in one TCP segment, and the loop flushes both
+ * sides after each call, so one record at a time cost a write system call,
+ * and a TLS record, per response and per request. Returns 0, or -1 when
+ * the connection ended or its peer broke the protocol.
+ */
 static int receive(struct h2relay *r, nghttp2_session *session, struct stream *s)
 {
-    if (stream_buffered(s) == 0) {
-        ssize_t got = stream_fill(s, 0);
-        if (got == STREAM_TIMEOUT)
-            return 0;
-        if (got < 0)
+    size_t fed = 0;
+
+    do {
+        if (stream_buffered(s) == 0) {
+            ssize_t got = stream_fill(s, 0);
+            if (got == STREAM_TIMEOUT)
+                return 0;
+            if (got < 0)
+                return fed > 0 && got == STREAM_EOF ? 0 : -1;
+        }
+        ssize_t used =
+            nghttp2_session_mem_recv(session, (const uint8_t *)stream_data(s), stream_buffered(s));
+        if (used < 0) {
+            snprintf(r->why, sizeof(r->why), "%s", nghttp2_strerror((int)used));
             return -1;
-    }
-    ssize_t used =
-        nghttp2_session_mem_recv(session, (const uint8_t *)stream_data(s), stream_buffered(s));
-    if (used < 0) {
-        snprintf(r->why, sizeof(r->why), "%s", nghttp2_strerror((int)used));
-        return -1;
-    }
-    stream_consume(s, (size_t)used);
+        }
+        stream_consume(s, (size_t)used);
+        fed += (size_t)used;
+    } while (fed < RECEIVE_BATCH_BYTES && stream_buffered(s) == 0 && s->ssl != NULL &&
+             SSL_has_pending(s->ssl));
     return 0;
 }
 
