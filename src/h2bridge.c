@@ -6,14 +6,26 @@
  * output buffer written as far as the socket takes it, the response is
  * parsed from the stream's input buffer as it arrives (http1's strict
  * parser and chunked decoder) and handed to the stream. Nothing here waits
- * on a socket, except origin_open() for a new connection.
+ * on a socket: a new connection is opened (origin_open(), which blocks on
+ * DNS, connect, an upstream proxy and the TLS handshake) by a thread of its
+ * own, the opener, which owns the connection's origin until it signals an
+ * eventfd the relay polls; the relay then joins it and takes the origin
+ * back. Why a thread rather than a non-blocking origin_open(): that is
+ * the one path every mode shares (chains through upstream proxies,
+ * verification, the session cache), and a second, event-driven copy of it
+ * would be two places to get TLS verification right.
  */
 #include "h2bridge.h"
 
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include "buf.h"
 #include "clock.h"
@@ -27,7 +39,8 @@
  * with the trailers. */
 #define OUT_MAX_BYTES (HTTP1CODEC_MAX_BUILT_HEAD_BYTES + H2BRIDGE_CHUNK_BYTES + 64)
 
-enum conn_state { CONN_CLOSED, CONN_IDLE, CONN_BUSY };
+/* CONN_OPENING: the opener thread owns own until open_done. */
+enum conn_state { CONN_CLOSED, CONN_OPENING, CONN_IDLE, CONN_BUSY };
 enum resp_state { RESP_HEAD, RESP_BODY };
 
 struct waiting {
@@ -36,8 +49,11 @@ struct waiting {
     struct waiting *next;
 };
 
+struct h2bridge;
+
 struct conn {
     enum conn_state state;
+    struct h2bridge *b; /* for the opener thread */
     struct origin own;
     struct origin *o; /* &own, or the borrowed env->first until it closes */
     void *stream;     /* CONN_BUSY: the stream served */
@@ -59,6 +75,13 @@ struct conn {
     int poll_index;       /* in the last h2bridge_pollfds(), or -1 */
     bool is_reused;       /* it served a request before this one */
     uint64_t read_before; /* the stream's bytes_read when this request started */
+    /* CONN_OPENING: the opener, what it found (written before open_done is
+     * set, read after), and the eventfd it signals. */
+    pthread_t opener;
+    int open_fd;
+    atomic_bool open_done;
+    int open_rc;
+    struct upstream_error open_err;
 };
 
 struct h2bridge {
@@ -602,49 +625,116 @@ static struct waiting *take_waiting(struct h2bridge *b)
     return w;
 }
 
-/* Gives waiting requests the free connections, opening new ones up to the
- * limit. Returns whether one was given a connection. */
+static void *open_in_background(void *arg)
+{
+    struct conn *c = arg;
+    uint64_t one = 1;
+
+    c->open_rc = origin_open(&c->own, c->b->env.settings, &c->b->env.target, &c->open_err, NULL);
+    atomic_store_explicit(&c->open_done, true, memory_order_release);
+    /* An eventfd counter cannot overflow from one write, and the relay
+     * checks open_done whatever the write did. */
+    if (write(c->open_fd, &one, sizeof(one)) < 0)
+        (void)errno;
+    return NULL;
+}
+
+/* Starts opening c (CONN_CLOSED, its own origin) in the background.
+ * Returns 0, or -1 when no thread could be started (c stays closed). */
+static int conn_open_begin(struct conn *c)
+{
+    c->open_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (c->open_fd < 0)
+        return -1;
+    atomic_store_explicit(&c->open_done, false, memory_order_relaxed);
+    c->open_rc = -1;
+    c->state = CONN_OPENING;
+    if (pthread_create(&c->opener, NULL, open_in_background, c) != 0) {
+        close(c->open_fd);
+        c->open_fd = -1;
+        c->state = CONN_CLOSED;
+        return -1;
+    }
+    return 0;
+}
+
+/* Waits for c's opener and takes its origin back; returns its result. */
+static int conn_open_end(struct conn *c)
+{
+    pthread_join(c->opener, NULL);
+    close(c->open_fd);
+    c->open_fd = -1;
+    c->state = CONN_CLOSED;
+    return c->open_rc;
+}
+
+/* The origin cannot be reached now: every request waiting for it hears so
+ * at once, rather than each trying again for --upstream-timeout. */
+static void fail_waiting(struct h2bridge *b, const struct upstream_error *err)
+{
+    struct waiting *w;
+
+    log_warn("%s: upstream %s:%u: %s", b->env.client_name, b->env.target.host, b->env.target.port,
+             err->reason);
+    while ((w = take_waiting(b)) != NULL) {
+        b->env.ops->failed(w->stream, upstream_error_http_status(err), err->reason);
+        message_free(&w->req);
+        free(w);
+    }
+}
+
+/* Opens that have ended become idle connections, or fail what waits. */
+static void collect_opens(struct h2bridge *b)
+{
+    for (size_t i = 0; i < H2BRIDGE_MAX_CONNECTIONS; i++) {
+        struct conn *c = &b->conns[i];
+        if (c->state != CONN_OPENING || !atomic_load_explicit(&c->open_done, memory_order_acquire))
+            continue;
+        if (conn_open_end(c) == 0) {
+            c->state = CONN_IDLE;
+        } else {
+            origin_close(c->o);
+            fail_waiting(b, &c->open_err);
+        }
+    }
+}
+
+/* Gives waiting requests the idle connections, and starts opening new ones
+ * (up to the limit) for those left waiting beyond the opens under way.
+ * Returns whether one was given a connection. */
 static bool dispatch(struct h2bridge *b)
 {
     bool has_started = false;
+    size_t opening = 0;
 
     while (b->wait_head != NULL) {
-        struct conn *idle = NULL, *closed = NULL;
-        for (size_t i = 0; i < H2BRIDGE_MAX_CONNECTIONS; i++) {
-            struct conn *c = &b->conns[i];
-            if (c->state == CONN_IDLE && idle == NULL)
-                idle = c;
-            else if (c->state == CONN_CLOSED && closed == NULL)
-                closed = c;
-        }
-        struct conn *c = idle != NULL ? idle : closed;
-        if (c == NULL)
+        struct conn *idle = NULL;
+        for (size_t i = 0; i < H2BRIDGE_MAX_CONNECTIONS && idle == NULL; i++)
+            if (b->conns[i].state == CONN_IDLE)
+                idle = &b->conns[i];
+        if (idle == NULL)
             break;
         struct waiting *w = take_waiting(b);
         const char *why = NULL;
-        if (c == closed) {
-            struct upstream_error err;
-            if (origin_open(c->o, b->env.settings, &b->env.target, &err, NULL) < 0) {
-                log_warn("%s: upstream %s:%u: %s", b->env.client_name, b->env.target.host,
-                         b->env.target.port, err.reason);
-                origin_close(c->o);
-                /* The origin cannot be reached now: every request waiting
-                 * for it hears so at once, rather than each trying again
-                 * for --upstream-timeout while the loop waits. */
-                do {
-                    b->env.ops->failed(w->stream, upstream_error_http_status(&err), err.reason);
-                    message_free(&w->req);
-                    free(w);
-                } while ((w = take_waiting(b)) != NULL);
-                break;
-            }
-            c->state = CONN_IDLE;
-        }
-        if (conn_start(b, c, w->stream, &w->req, &why) < 0)
+        if (conn_start(b, idle, w->stream, &w->req, &why) < 0)
             b->env.ops->failed(w->stream, 502, why);
         else
             has_started = true;
         free(w);
+    }
+    for (size_t i = 0; i < H2BRIDGE_MAX_CONNECTIONS; i++)
+        opening += b->conns[i].state == CONN_OPENING;
+    for (size_t i = 0; i < H2BRIDGE_MAX_CONNECTIONS && b->waiting > opening; i++) {
+        struct conn *c = &b->conns[i];
+        if (c->state != CONN_CLOSED)
+            continue;
+        if (conn_open_begin(c) < 0) {
+            struct upstream_error err = {.status = UPSTREAM_UNREACHABLE};
+            snprintf(err.reason, sizeof(err.reason), "cannot start a thread to connect");
+            fail_waiting(b, &err);
+            break;
+        }
+        opening++;
     }
     return has_started;
 }
@@ -666,6 +756,8 @@ struct h2bridge *h2bridge_new(const struct h2bridge_env *env)
         struct conn *c = &b->conns[i];
         origin_init(&c->own, env->settings->cancel_fd);
         c->o = &c->own;
+        c->b = b;
+        c->open_fd = -1;
         c->out = (struct buf)BUF_INIT(OUT_MAX_BYTES);
         c->poll_index = -1;
     }
@@ -684,6 +776,10 @@ void h2bridge_free(struct h2bridge *b)
         return;
     for (size_t i = 0; i < H2BRIDGE_MAX_CONNECTIONS; i++) {
         struct conn *c = &b->conns[i];
+        /* An open under way ends within --upstream-timeout (or at once on
+         * shutdown, through the cancel fd). */
+        if (c->state == CONN_OPENING)
+            conn_open_end(c);
         conn_close(c);
         origin_free(&c->own);
         buf_free(&c->out);
@@ -826,6 +922,11 @@ size_t h2bridge_pollfds(struct h2bridge *b, struct pollfd *p, size_t max, int *t
         c->poll_index = -1;
         if (c->state == CONN_CLOSED || n == max)
             continue;
+        if (c->state == CONN_OPENING) {
+            p[n] = (struct pollfd){.fd = c->open_fd, .events = POLLIN};
+            c->poll_index = (int)n++;
+            continue;
+        }
         short events = POLLIN; /* an idle one: its close, or bytes it should not send */
         if (c->state == CONN_BUSY) {
             bool is_held = c->resp == RESP_BODY && !b->env.ops->can_take_body(c->stream);
@@ -844,6 +945,20 @@ size_t h2bridge_pollfds(struct h2bridge *b, struct pollfd *p, size_t max, int *t
     return n;
 }
 
+/*
+ * An idle connection's socket became readable. What TLS 1.3 sends after
+ * the handshake (session tickets, which OpenSSL reads only when asked for
+ * data) leaves it usable: without this read, the connection the session
+ * opened first, the one ALPN was asked on, was thrown away before its
+ * first request. A close, an error or bytes nobody asked for do not.
+ */
+static bool is_idle_usable(struct conn *c)
+{
+    ssize_t got = stream_fill(&c->o->stream, 0);
+
+    return got == STREAM_TIMEOUT && stream_buffered(&c->o->stream) == 0;
+}
+
 void h2bridge_step(struct h2bridge *b, const struct pollfd *p, size_t n)
 {
     /* An idle connection that speaks was closed by the origin (or sends
@@ -851,7 +966,7 @@ void h2bridge_step(struct h2bridge *b, const struct pollfd *p, size_t n)
     for (size_t i = 0; i < H2BRIDGE_MAX_CONNECTIONS; i++) {
         struct conn *c = &b->conns[i];
         if (c->state == CONN_IDLE && c->poll_index >= 0 && (size_t)c->poll_index < n &&
-            p[c->poll_index].revents != 0)
+            p[c->poll_index].revents != 0 && !is_idle_usable(c))
             conn_close(c);
         c->poll_index = -1;
     }
@@ -859,6 +974,7 @@ void h2bridge_step(struct h2bridge *b, const struct pollfd *p, size_t n)
      * at once, and so on while requests wait and connections free up: no
      * request may be left waiting beside an idle connection, as nothing
      * would wake the loop for it. Each round starts a waiting request. */
+    collect_opens(b);
     dispatch(b);
     do {
         for (size_t i = 0; i < H2BRIDGE_MAX_CONNECTIONS; i++) {

@@ -9,9 +9,9 @@
  * request in flight on each; a request waits its turn when all are busy.
  * The sockets are non-blocking and join the relay's poll loop
  * (h2bridge_pollfds(), h2bridge_step()), so a slow origin answer holds only
- * its own stream. Opening a new connection (connect, TLS, verification) is
- * the one wait that still blocks the loop, bounded by --upstream-timeout;
- * kept-alive connections make it rare.
+ * its own stream. A new connection (connect, TLS, verification) is opened
+ * by a thread of its own while the loop goes on; the requests waiting take
+ * the first connection that is free, new or kept alive.
  *
  * What HTTP/1.1 would read differently is refused before a byte goes out
  * (h2bridge_check_request()): a request whose method, target, authority or

@@ -7,7 +7,8 @@
 # with the right Host and no connection-specific fields; POST bodies with
 # and without content-length (sent as Content-Length, or chunked); a
 # chunked response with its trailer; concurrent streams over a small pool
-# of kept-alive connections, a slow answer stalling no other stream; body
+# of kept-alive connections, a slow answer stalling no other stream, nor an
+# origin slow to take a new connection (its TLS handshake); body
 # rules; --reverse-forwarded; intercept of a translated response (resumed,
 # dropped); the flows (HTTP/2 to the client, HTTP/1.1 from the origin); and
 # smuggling attempts (a content-length that disagrees with DATA, CR LF or
@@ -63,22 +64,75 @@ done
 [ -s "$tmp/raw.port" ] || bail "the raw origin did not start: $(cat "$tmp/raw.err")"
 RAW_PORT=$(cat "$tmp/raw.port")
 
+# A TLS origin that takes 3 s over the handshake of every connection but
+# its first (HTTP/1.1, no ALPN, keep-alive): /drip sends 30 bytes in three
+# pieces 0.4 s apart, anything else "ok".
+cat > "$tmp/slow_origin.py" << 'EOF_PY'
+import socket, ssl, sys, threading, time
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+srv = socket.socket()
+srv.bind(("127.0.0.1", 0))
+srv.listen(16)
+open(sys.argv[1] + ".port", "w").write(str(srv.getsockname()[1]))
+def serve(raw, k):
+    if k > 1:
+        time.sleep(3)
+    try:
+        conn = ctx.wrap_socket(raw, server_side=True)
+        conn.settimeout(10)
+        data = b""
+        while True:
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            head, data = data.split(b"\r\n\r\n", 1)
+            if b" /drip " in head.split(b"\r\n")[0]:
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 30\r\n\r\n")
+                for _ in range(3):
+                    time.sleep(0.4)
+                    conn.sendall(b"0123456789")
+            else:
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    except (OSError, ssl.SSLError):
+        return
+n = 0
+srv.settimeout(60)
+while True:
+    c, _ = srv.accept()
+    n += 1
+    threading.Thread(target=serve, args=(c, n), daemon=True).start()
+EOF_PY
+"$PY" "$tmp/slow_origin.py" "$tmp/slow" "$tmp/localhost.pem" "$tmp/localhost-key.pem" \
+    2> "$tmp/slow.err" &
+track_pid $!
+for ((i = 0; i < 100; i++)); do
+    [ -s "$tmp/slow.port" ] && break
+    sleep 0.05
+done
+[ -s "$tmp/slow.port" ] || bail "the slow origin did not start: $(cat "$tmp/slow.err")"
+SLOW_PORT=$(cat "$tmp/slow.port")
+
 start_proxy --upstream-ca "$PKI/ca.pem" --dashboard 127.0.0.1:0 --dashboard-token "$TOKEN" \
     --reverse "https://127.0.0.1:0=http://127.0.0.1:$PLAIN_PORT" \
     --reverse "https://127.0.0.1:0=https://localhost:$TLS_PORT" \
     --reverse "https://127.0.0.1:0=http://127.0.0.1:$RAW_PORT" \
+    --reverse "https://127.0.0.1:0=https://localhost:$SLOW_PORT" \
     --rule 'response body "bridge-marker" "BRIDGED"' --rule 'request body "rule-in" "RULE-OUT"'
 dashboard_port
 lines=
 for ((i = 0; i < 200; i++)); do
     lines=$(grep -aEo '^reverse proxy listening on https://127\.0\.0\.1:[0-9]+' "$PROXY_OUT")
-    [ "$(printf '%s\n' "$lines" | grep -c .)" -ge 3 ] && break
+    [ "$(printf '%s\n' "$lines" | grep -c .)" -ge 4 ] && break
     sleep 0.05
 done
 REV_PLAIN=$(printf '%s\n' "$lines" | sed -n 1p | sed 's/.*://')
 REV_TLS=$(printf '%s\n' "$lines" | sed -n 2p | sed 's/.*://')
 REV_RAW=$(printf '%s\n' "$lines" | sed -n 3p | sed 's/.*://')
-[ -n "$REV_PLAIN" ] && [ -n "$REV_TLS" ] || bail "no reverse listener lines: $(head -c 800 "$PROXY_OUT")"
+REV_SLOW=$(printf '%s\n' "$lines" | sed -n 4p | sed 's/.*://')
+[ -n "$REV_PLAIN" ] && [ -n "$REV_TLS" ] && [ -n "$REV_SLOW" ] || bail "no reverse listener lines: $(head -c 800 "$PROXY_OUT")"
 
 # rcurl PORT ARGS...: curl offering h2 (and http/1.1) to a reverse listener as rev.example.
 rcurl() {
@@ -183,6 +237,19 @@ check_le "... kept alive: fewer connections than requests" "$conns" 29
 out=$(rcurl "$REV_PLAIN" --no-progress-meter --parallel --max-time 4 -o /dev/null -o /dev/null \
     -w '%{url} %{http_code} %{time_total}\n' "$P/hang" "$P/bytes/10" 2> /dev/null | grep 'bytes/10')
 check_match "an origin holding one stream stalls no other on the connection" ' 200 0\.[0-9]+$' "$out"
+# /drip goes over the connection opened first; /ok needs a second one,
+# whose handshake the origin holds for 3 s: meanwhile /drip's pieces go on
+# (it ends after about 1.2 s), as a blocked relay loop would not let them.
+out=$(rcurl "$REV_SLOW" --no-progress-meter --parallel --max-time 8 -o /dev/null -o /dev/null \
+    -w '%{url} %{http_code} %{size_download} %{time_total}\n' \
+    "https://rev.example:$REV_SLOW/drip" "https://rev.example:$REV_SLOW/ok" 2> /dev/null)
+drip=$(grep '/drip ' <<< "$out")
+check_match "an origin slow to take a second connection: the first stream still gets its body" \
+    ' 200 30 ' "$drip"
+check_match "... as it comes, not after the new connection's handshake (under 2.5 s)" \
+    ' (0|1|2\.[0-4])[0-9.]*$' "$drip"
+check_match "... and the stream that waited for the new connection gets its answer" \
+    '/ok 200 2 ' "$out"
 
 # ---- rules apply to translated streams ----
 out=$(rcurl "$REV_PLAIN" --data-binary 'a bridge-marker b' "$P/echo")
