@@ -322,6 +322,19 @@ make_localhost_leaf() {
 
 # ---- peers ----
 
+# wait_port_file VAR FILE WHAT LOG: a helper server started in the
+# background writes the port it bound into FILE; this waits for it (10 s at
+# most) and sets VAR to it, or bails naming WHAT with the end of LOG.
+wait_port_file() {
+    local i
+    for ((i = 0; i < 200; i++)); do
+        [ -s "$2" ] && break
+        sleep 0.05
+    done
+    [ -s "$2" ] || bail "$3 did not start: $(tail -n 5 "$4" 2> /dev/null)"
+    printf -v "$1" '%s' "$(cat "$2")"
+}
+
 # start_origin VAR [origin options...]: starts the test origin on an ephemeral
 # port and sets VAR to the port, VAR_PID and VAR_LOG (its stderr: one line per
 # request, "origin: conn=N req=M METHOD TARGET").

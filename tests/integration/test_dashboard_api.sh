@@ -244,12 +244,7 @@ server.serve_forever()
 EOF
 python3 "$tmp/gzip_origin.py" "$tmp/gzip.port" > "$tmp/gzip.log" 2>&1 &
 track_pid $!
-for ((i = 0; i < 100; i++)); do
-    [ -s "$tmp/gzip.port" ] && break
-    sleep 0.05
-done
-[ -s "$tmp/gzip.port" ] || bail "the gzip origin did not start: $(cat "$tmp/gzip.log")"
-GZ_PORT=$(cat "$tmp/gzip.port")
+wait_port_file GZ_PORT "$tmp/gzip.port" "the gzip origin" "$tmp/gzip.log"
 python3 -c 'import sys; sys.stdout.write("tapwire gzip test " * 64)' > "$tmp/gzip.plain"
 pcurl -o "$tmp/gzip.raw" "http://127.0.0.1:$GZ_PORT/text" || fail "GET gzip through the proxy"
 check "six flows written" wait_written 6

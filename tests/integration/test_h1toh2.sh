@@ -186,12 +186,7 @@ EOF_PY
 python3 "$tmp/dual_origin.py" "$tmp/dual.port" "$tmp/localhost.pem" "$tmp/localhost-key.pem" \
     2> "$tmp/dual.err" &
 track_pid $!
-for ((i = 0; i < 100; i++)); do
-    [ -s "$tmp/dual.port" ] && break
-    sleep 0.05
-done
-[ -s "$tmp/dual.port" ] || bail "the dual origin did not start: $(cat "$tmp/dual.err")"
-DUAL_PORT=$(cat "$tmp/dual.port")
+wait_port_file DUAL_PORT "$tmp/dual.port" "the dual origin" "$tmp/dual.err"
 out=$(pcurl --http1.1 --cacert "$PROXY_CA" --max-time 5 -o /dev/null -w '%{http_code}' \
     -H 'Connection: Upgrade' -H 'Upgrade: websocket' -H 'Sec-WebSocket-Version: 13' \
     -H 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==' "https://localhost:$DUAL_PORT/ws" 2> /dev/null)

@@ -57,12 +57,7 @@ while True:
 EOF_PY
 "$PY" "$tmp/raw_origin.py" "$tmp/raw" 2> "$tmp/raw.err" &
 track_pid $!
-for ((i = 0; i < 100; i++)); do
-    [ -s "$tmp/raw.port" ] && break
-    sleep 0.05
-done
-[ -s "$tmp/raw.port" ] || bail "the raw origin did not start: $(cat "$tmp/raw.err")"
-RAW_PORT=$(cat "$tmp/raw.port")
+wait_port_file RAW_PORT "$tmp/raw.port" "the raw origin" "$tmp/raw.err"
 
 # A TLS origin that takes 3 s over the handshake of every connection but
 # its first (HTTP/1.1, no ALPN, keep-alive): /drip sends 30 bytes in three
@@ -108,12 +103,7 @@ EOF_PY
 "$PY" "$tmp/slow_origin.py" "$tmp/slow" "$tmp/localhost.pem" "$tmp/localhost-key.pem" \
     2> "$tmp/slow.err" &
 track_pid $!
-for ((i = 0; i < 100; i++)); do
-    [ -s "$tmp/slow.port" ] && break
-    sleep 0.05
-done
-[ -s "$tmp/slow.port" ] || bail "the slow origin did not start: $(cat "$tmp/slow.err")"
-SLOW_PORT=$(cat "$tmp/slow.port")
+wait_port_file SLOW_PORT "$tmp/slow.port" "the slow origin" "$tmp/slow.err"
 
 start_proxy --upstream-ca "$PKI/ca.pem" --dashboard 127.0.0.1:0 --dashboard-token "$TOKEN" \
     --reverse "https://127.0.0.1:0=http://127.0.0.1:$PLAIN_PORT" \

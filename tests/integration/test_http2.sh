@@ -82,12 +82,7 @@ check_eq "h2: the upload's flow holds its size" 1 \
 "$PY" "$LIB_DIR/grpc_peer.py" serve "$tmp/grpc.port" "$PKI/good.pem" "$PKI/good-key.pem" \
     > "$tmp/grpc-server.log" 2>&1 &
 track_pid $!
-for ((i = 0; i < 200; i++)); do
-    [ -s "$tmp/grpc.port" ] && break
-    sleep 0.05
-done
-[ -s "$tmp/grpc.port" ] || bail "the gRPC server did not start: $(tail -n 5 "$tmp/grpc-server.log")"
-GRPC_PORT=$(cat "$tmp/grpc.port")
+wait_port_file GRPC_PORT "$tmp/grpc.port" "the gRPC server" "$tmp/grpc-server.log"
 out=$(timeout 60 "$PY" "$LIB_DIR/grpc_peer.py" client "127.0.0.1:$GRPC_PORT" "$PROXY_CA" \
     "http://127.0.0.1:$PROXY_PORT" 2>&1)
 check_contains "gRPC unary call through tapwire" "unary echo:hi" "$out"

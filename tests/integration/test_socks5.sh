@@ -85,11 +85,7 @@ if python3 -c 'import socket; s = socket.socket(socket.AF_INET6); s.bind(("::1",
     "$TEST_ORIGIN_BIN" --listen '[::1]:0' --port-file "$tmp/v6.port" \
         --tls "$tmp/localhost.pem" "$tmp/localhost-key.pem" > "$tmp/v6.log" 2>&1 &
     track_pid $!
-    for ((i = 0; i < 100; i++)); do
-        [ -s "$tmp/v6.port" ] && break
-        sleep 0.05
-    done
-    V6_PORT=$(cat "$tmp/v6.port")
+    wait_port_file V6_PORT "$tmp/v6.port" "the IPv6 origin" "$tmp/v6.log"
     out=$(scurl --socks5 "127.0.0.1:$SOCKS_PORT" --resolve "localhost:$V6_PORT:[::1]" \
         -o "$tmp/v6.body" -w '%{http_code}' "https://localhost:$V6_PORT/conn")
     check_eq "--socks5 (IPv6 destination [::1]) https://localhost: 200" 200 "$out"

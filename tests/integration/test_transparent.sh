@@ -103,11 +103,7 @@ if python3 -c 'import socket; s = socket.socket(socket.AF_INET6); s.bind(("::1",
     "$TEST_ORIGIN_BIN" --listen '[::1]:0' --port-file "$tmp/v6.port" \
         --tls "$tmp/localhost.pem" "$tmp/localhost-key.pem" > "$tmp/v6.log" 2>&1 &
     track_pid $!
-    for ((i = 0; i < 100; i++)); do
-        [ -s "$tmp/v6.port" ] && break
-        sleep 0.05
-    done
-    V6_PORT=$(cat "$tmp/v6.port")
+    wait_port_file V6_PORT "$tmp/v6.port" "the IPv6 origin" "$tmp/v6.log"
     ip6tables -t nat -A OUTPUT -p tcp -d ::1 --dport "$V6_PORT" \
         -m owner ! --gid-owner "$TAPWIRE_GID" -j REDIRECT --to-ports "$TP6" ||
         bail "ip6tables REDIRECT rule refused"
