@@ -20,6 +20,7 @@
 #include <strings.h>
 
 #include "clock.h"
+#include "grpcmsg.h"
 #include "http1.h"
 #include "http1codec.h"
 
@@ -601,6 +602,23 @@ out:
     return rc;
 }
 
+/* A gRPC call fails in its trailers (or a trailers-only head) under an
+ * HTTP 200: the error says so, as an HTTP/2 client's flow does
+ * (h2relay.c), so that the list shows it as failed. The exchange
+ * completed: no error page (error_status stays). */
+static void note_grpc_status(struct xfer *x)
+{
+    size_t head_count = x->is_in_trailers ? x->trailer_start : x->field_count;
+    struct message_fields head = {x->fields, head_count};
+    struct message_fields trailers = {x->fields + head_count, x->field_count - head_count};
+    char why[GRPCMSG_MAX_STATUS_TEXT_BYTES + 64];
+    int code;
+
+    if (x->res->error[0] == '\0' && (grpcmsg_failed(&trailers, &code, why, sizeof(why)) ||
+                                     grpcmsg_failed(&head, &code, why, sizeof(why))))
+        snprintf(x->res->error, sizeof(x->res->error), "%s", why);
+}
+
 static void end_response(struct xfer *x)
 {
     struct message_fields trailers = {0};
@@ -618,6 +636,7 @@ static void end_response(struct xfer *x)
         return;
     }
     x->is_done = true;
+    note_grpc_status(x);
 }
 
 static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *user_data)

@@ -5,9 +5,10 @@
  * h2bridge.
  *
  * Why this shape: when the client side is HTTP/1.1 and tapwire chose the
- * origin (a --reverse listener's, a map-remote's; an intercepted tunnel's
- * origin is offered only what its client offered), the session offers the
- * origin "http/1.1, h2" in that order, so that an origin that honours the
+ * origin (a --reverse listener's, a map-remote's, and a replay's, which
+ * has no client; an intercepted tunnel's origin is offered only what its
+ * client offered), the session (or replay.c) offers the origin
+ * "http/1.1, h2" in that order, so that an origin that honours the
  * client's order stays on HTTP/1.1 and one that speaks nothing else can
  * pick h2. It is the smallest change that is correct: one handshake, as
  * before. The alternative, offering http/1.1 alone and retrying with h2,

@@ -16,6 +16,7 @@
 
 #include "capture.h"
 #include "exchange.h"
+#include "h1toh2.h"
 #include "http1.h"
 #include "http1codec.h"
 #include "log.h"
@@ -259,6 +260,23 @@ static void record_destination(struct capture *cap, const struct ruleaction_remo
     f->is_tls = r->is_tls;
 }
 
+/* Whether req asks to switch protocols (Connection: upgrade and an Upgrade
+ * field, as http1.c decides for a client's request). */
+static bool asks_upgrade(const struct message *req)
+{
+    bool has_token = false, has_upgrade = false;
+
+    for (size_t i = 0; i < req->fields.count; i++) {
+        const struct message_field *f = &req->fields.items[i];
+        if (message_field_is(f, "Connection") &&
+            http1_list_has_token(f->value, f->value_len, "upgrade"))
+            has_token = true;
+        else if (message_field_is(f, "Upgrade"))
+            has_upgrade = true;
+    }
+    return has_token && has_upgrade;
+}
+
 /* Sends req (body in body) to at's origin as one flow recorded by cap. */
 static void send_one(struct replay *rp, const struct http1_absolute_target *at, char *path,
                      const char *url, const struct message *built, const unsigned char *body,
@@ -295,6 +313,7 @@ static void send_one(struct replay *rp, const struct http1_absolute_target *at, 
     struct stream client;
     struct upstreamproxy_request proxied = {0};
     struct ruleaction_remote remote = {0};
+    struct h1toh2 *h2 = NULL;
     const struct rule *act;
     const char *host = at->host;
     uint16_t port = at->port;
@@ -365,6 +384,12 @@ static void send_one(struct replay *rp, const struct http1_absolute_target *at, 
     if (remote.note != NULL)
         capture_note(cap, NULL, remote.note);
 
+    /* No client chose this origin's protocol: like a --reverse listener's
+     * origin (session.c), it is offered h2 after http/1.1, so that an
+     * origin that speaks only HTTP/2 (a gRPC server) can be replayed to
+     * through h1toh2, and one that speaks both stays on HTTP/1.1 when it
+     * honours the order. An upgrade has no HTTP/2 form (RFC 9113 8.6). */
+    target.accepts_h2_only = target.is_tls && !cfg->no_http2 && !asks_upgrade(&req);
     if (origin_open(&origin, &settings, &target, &uerr, NULL) < 0) {
         capture_rules(cap, rewrite_applied(&rw), rewrite_notes(&rw));
         finish(cap, &origin, upstream_error_http_status(&uerr), uerr.reason);
@@ -382,8 +407,16 @@ static void send_one(struct replay *rp, const struct http1_absolute_target *at, 
     if (origin.is_proxied_http &&
         upstreamproxy_prepare(rp->env.proxy, &req, host, port, &via, &proxied) < 0)
         goto oom;
-    int r = exchange_forward(&client, &origin.stream, &via, &t, rewrite_hooks(&rw),
+    int r;
+    if (origin.is_h2) {
+        /* The origin chose h2: the request goes as one stream. */
+        if ((h2 = h1toh2_new(&origin.stream)) == NULL)
+            goto oom;
+        r = h1toh2_forward(h2, &client, &via, &t, rewrite_hooks(&rw), capture_hooks(cap), &res);
+    } else {
+        r = exchange_forward(&client, &origin.stream, &via, &t, rewrite_hooks(&rw),
                              capture_hooks(cap), &res);
+    }
     capture_rules(cap, rewrite_applied(&rw), rewrite_notes(&rw));
     finish(cap, &origin, r < 0 && res.status == 0 ? res.error_status : res.status, res.error);
     goto out;
@@ -399,6 +432,7 @@ out:
     if (sv[1] >= 0)
         close(sv[1]);
     upstreamproxy_request_free(&proxied);
+    h1toh2_free(h2); /* before the origin connection it runs over */
     origin_free(&origin);
     message_free(&req);
     ruleaction_remote_free(&remote);

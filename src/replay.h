@@ -5,9 +5,12 @@
  * No client is involved: the origin is opened by origin.c like any other
  * (the destination guard, the honest TLS client, --upstream-proxy), the
  * request goes through the live rewrite rules and exchange_forward() with
- * capture, and the "client" is one end of a socketpair whose input buffer
- * holds the request body and whose other end a thread of ours reads and
- * discards (the response is recorded by the capture hooks, not kept here).
+ * capture (h1toh2_forward() when an https origin, offered "http/1.1, h2"
+ * as a --reverse listener's is, chose h2: an origin that speaks only
+ * HTTP/2, a gRPC server), and the "client" is one end of a socketpair
+ * whose input buffer holds the request body and whose other end a thread
+ * of ours reads and discards (the response is recorded by the capture
+ * hooks, not kept here).
  *
  * What is sent is the request as it was sent on the first time (after the
  * rules and any intercept edit: the stored target, header section and

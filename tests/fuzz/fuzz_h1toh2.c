@@ -16,6 +16,7 @@
  *
  * fuzz-sources: src/h1toh2.c src/message.c src/log.c src/stream.c src/errmsg.c
  * fuzz-sources: src/stacktrim.c src/http1.c src/http1codec.c src/buf.c
+ * fuzz-sources: src/grpcmsg.c
  * fuzz-libs: libnghttp2
  *
  * Input: first byte = the share of the rest (in 256ths) that is the
