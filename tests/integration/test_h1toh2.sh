@@ -154,37 +154,8 @@ check_match "... saying why" 'only HTTP/2' "$(cat "$tmp/up.page")"
 # It selects h2 whenever offered (its own order first, as nginx does); a
 # tunnel's HTTP/1.1 client has it offered http/1.1 alone: the upgrade gets
 # its 101.
-cat > "$tmp/dual_origin.py" << 'EOF_PY'
-import socket, ssl, sys, threading
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-ctx.load_cert_chain(sys.argv[2], sys.argv[3])
-ctx.set_alpn_protocols(["h2", "http/1.1"])
-srv = socket.socket()
-srv.bind(("127.0.0.1", 0))
-srv.listen(16)
-open(sys.argv[1], "w").write(str(srv.getsockname()[1]))
-def serve(conn):
-    try:
-        c = ctx.wrap_socket(conn, server_side=True)
-        if c.selected_alpn_protocol() != "http/1.1":
-            c.close()
-            return
-        data = b""
-        while b"\r\n\r\n" not in data:
-            data += c.recv(4096)
-        c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                  b"Connection: Upgrade\r\n"
-                  b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
-        c.close()
-    except Exception:
-        pass
-srv.settimeout(60)
-while True:
-    conn, _ = srv.accept()
-    threading.Thread(target=serve, args=(conn,), daemon=True).start()
-EOF_PY
-python3 "$tmp/dual_origin.py" "$tmp/dual.port" "$tmp/localhost.pem" "$tmp/localhost-key.pem" \
-    2> "$tmp/dual.err" &
+python3 "$LIB_DIR/dual_origin.py" "$tmp/dual.port" "$tmp/localhost.pem" "$tmp/localhost-key.pem" \
+    upgrade 2> "$tmp/dual.err" &
 track_pid $!
 wait_port_file DUAL_PORT "$tmp/dual.port" "the dual origin" "$tmp/dual.err"
 out=$(pcurl --http1.1 --cacert "$PROXY_CA" --max-time 5 -o /dev/null -w '%{http_code}' \

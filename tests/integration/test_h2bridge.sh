@@ -26,16 +26,16 @@ make_localhost_leaf
 start_origin PLAIN_PORT
 start_origin TLS_PORT --tls "$tmp/localhost.pem" "$tmp/localhost-key.pem"
 
-# A raw origin that keeps each request's bytes as they arrived
-# ($tmp/raw-N.req) and answers 200 "ok": what framing the origin got.
-cat > "$tmp/raw_origin.py" << 'EOF_PY'
-import socket, sys, threading
-srv = socket.socket()
-srv.bind(("127.0.0.1", 0))
-srv.listen(16)
-open(sys.argv[1] + ".port", "w").write(str(srv.getsockname()[1]))
-n = 0
-def serve(conn, k):
+# Two origins of one script (the accept loop shared):
+# raw: keeps each request's bytes as they arrived ($tmp/raw-N.req) and
+#   answers 200 "ok": what framing the origin got.
+# slow: TLS, and takes 3 s over the handshake of every connection but its
+#   first (HTTP/1.1, no ALPN, keep-alive): /drip sends 30 bytes in three
+#   pieces 0.4 s apart, anything else "ok".
+cat > "$tmp/origins.py" << 'EOF_PY'
+import socket, ssl, sys, threading, time
+mode, prefix = sys.argv[1], sys.argv[2]
+def raw(conn, k):
     conn.settimeout(0.5)
     data = b""
     try:
@@ -46,61 +46,50 @@ def serve(conn, k):
             data += chunk
     except socket.timeout:
         pass
-    open("%s-%d.req" % (sys.argv[1], k), "wb").write(data)
+    open("%s-%d.req" % (prefix, k), "wb").write(data)
     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
     conn.close()
-srv.settimeout(60)
-while True:
-    c, _ = srv.accept()
-    n += 1
-    threading.Thread(target=serve, args=(c, n), daemon=True).start()
-EOF_PY
-"$PY" "$tmp/raw_origin.py" "$tmp/raw" 2> "$tmp/raw.err" &
-track_pid $!
-wait_port_file RAW_PORT "$tmp/raw.port" "the raw origin" "$tmp/raw.err"
-
-# A TLS origin that takes 3 s over the handshake of every connection but
-# its first (HTTP/1.1, no ALPN, keep-alive): /drip sends 30 bytes in three
-# pieces 0.4 s apart, anything else "ok".
-cat > "$tmp/slow_origin.py" << 'EOF_PY'
-import socket, ssl, sys, threading, time
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-ctx.load_cert_chain(sys.argv[2], sys.argv[3])
-srv = socket.socket()
-srv.bind(("127.0.0.1", 0))
-srv.listen(16)
-open(sys.argv[1] + ".port", "w").write(str(srv.getsockname()[1]))
-def serve(raw, k):
+def slow(conn, k):
     if k > 1:
         time.sleep(3)
     try:
-        conn = ctx.wrap_socket(raw, server_side=True)
-        conn.settimeout(10)
+        tls = ctx.wrap_socket(conn, server_side=True)
+        tls.settimeout(10)
         data = b""
         while True:
             while b"\r\n\r\n" not in data:
-                chunk = conn.recv(65536)
+                chunk = tls.recv(65536)
                 if not chunk:
                     return
                 data += chunk
             head, data = data.split(b"\r\n\r\n", 1)
             if b" /drip " in head.split(b"\r\n")[0]:
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 30\r\n\r\n")
+                tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 30\r\n\r\n")
                 for _ in range(3):
                     time.sleep(0.4)
-                    conn.sendall(b"0123456789")
+                    tls.sendall(b"0123456789")
             else:
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
     except (OSError, ssl.SSLError):
         return
-n = 0
+if mode == "slow":
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(sys.argv[3], sys.argv[4])
+srv = socket.socket()
+srv.bind(("127.0.0.1", 0))
+srv.listen(16)
+open(prefix + ".port", "w").write(str(srv.getsockname()[1]))
 srv.settimeout(60)
+n = 0
 while True:
     c, _ = srv.accept()
     n += 1
-    threading.Thread(target=serve, args=(c, n), daemon=True).start()
+    threading.Thread(target=raw if mode == "raw" else slow, args=(c, n), daemon=True).start()
 EOF_PY
-"$PY" "$tmp/slow_origin.py" "$tmp/slow" "$tmp/localhost.pem" "$tmp/localhost-key.pem" \
+"$PY" "$tmp/origins.py" raw "$tmp/raw" 2> "$tmp/raw.err" &
+track_pid $!
+wait_port_file RAW_PORT "$tmp/raw.port" "the raw origin" "$tmp/raw.err"
+"$PY" "$tmp/origins.py" slow "$tmp/slow" "$tmp/localhost.pem" "$tmp/localhost-key.pem" \
     2> "$tmp/slow.err" &
 track_pid $!
 wait_port_file SLOW_PORT "$tmp/slow.port" "the slow origin" "$tmp/slow.err"

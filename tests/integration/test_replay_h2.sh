@@ -21,56 +21,17 @@ make_pki
 "$PY" "$LIB_DIR/grpc_peer.py" serve "$tmp/grpc.port" "$PKI/good.pem" "$PKI/good-key.pem" \
     > "$tmp/grpc-server.log" 2>&1 &
 track_pid $!
-for ((i = 0; i < 200; i++)); do
-    [ -s "$tmp/grpc.port" ] && break
-    sleep 0.05
-done
-[ -s "$tmp/grpc.port" ] || bail "the gRPC server did not start: $(tail -n 5 "$tmp/grpc-server.log")"
-GRPC_PORT=$(cat "$tmp/grpc.port")
+wait_port_file GRPC_PORT "$tmp/grpc.port" "the gRPC server" "$tmp/grpc-server.log"
 out=$(echo | timeout 10 openssl s_client -connect "127.0.0.1:$GRPC_PORT" -alpn http/1.1 2>&1)
 check_no_match "the gRPC origin selects no http/1.1 (h2 only)" 'ALPN protocol: http/1.1' "$out"
 
 # An origin that speaks both and prefers h2 (its own order first): it
 # writes down the protocol each connection chose, answers HTTP/1.1 with
 # 200, and closes an h2 one (it speaks no HTTP/2 frames).
-cat > "$tmp/dual_origin.py" << 'EOF_PY'
-import socket, ssl, sys, threading
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-ctx.load_cert_chain(sys.argv[2], sys.argv[3])
-ctx.set_alpn_protocols(["h2", "http/1.1"])
-srv = socket.socket()
-srv.bind(("127.0.0.1", 0))
-srv.listen(16)
-log = open(sys.argv[4], "a", buffering=1)
-open(sys.argv[1], "w").write(str(srv.getsockname()[1]))
-def serve(conn):
-    try:
-        c = ctx.wrap_socket(conn, server_side=True)
-        log.write("alpn %s\n" % c.selected_alpn_protocol())
-        if c.selected_alpn_protocol() != "http/1.1":
-            c.close()
-            return
-        data = b""
-        while b"\r\n\r\n" not in data:
-            data += c.recv(4096)
-        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
-        c.close()
-    except Exception:
-        pass
-srv.settimeout(60)
-while True:
-    conn, _ = srv.accept()
-    threading.Thread(target=serve, args=(conn,), daemon=True).start()
-EOF_PY
-"$PY" "$tmp/dual_origin.py" "$tmp/dual.port" "$PKI/good.pem" "$PKI/good-key.pem" \
+"$PY" "$LIB_DIR/dual_origin.py" "$tmp/dual.port" "$PKI/good.pem" "$PKI/good-key.pem" ok \
     "$tmp/dual.log" 2> "$tmp/dual.err" &
 track_pid $!
-for ((i = 0; i < 100; i++)); do
-    [ -s "$tmp/dual.port" ] && break
-    sleep 0.05
-done
-[ -s "$tmp/dual.port" ] || bail "the dual origin did not start: $(cat "$tmp/dual.err")"
-DUAL_PORT=$(cat "$tmp/dual.port")
+wait_port_file DUAL_PORT "$tmp/dual.port" "the dual origin" "$tmp/dual.err"
 
 start_origin H1_PORT --tls "$PKI/good.pem" "$PKI/good-key.pem" --alpn
 start_origin NA_PORT --tls "$PKI/good.pem" "$PKI/good-key.pem"
