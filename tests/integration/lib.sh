@@ -634,3 +634,10 @@ dsend() {
         dcurl -o "$tmp/answer.json" -w '%{http_code}' -X "$method" "${H[@]}" "$D$path"
     fi
 }
+
+# answer EXPR: EXPR over d, the JSON of the last dsend's answer.
+answer() {
+    python3 -c 'import json, sys
+d = json.load(open(sys.argv[1], "rb"))
+print(eval(sys.argv[2]))' "$tmp/answer.json" "$1" 2>&1
+}

@@ -21,12 +21,6 @@ dashboard_port
 O=http://127.0.0.1:$ORIGIN_PORT
 H=(-H "X-Tapwire-Token: $TOKEN" -H "Origin: $D")
 
-answer() {
-    python3 -c 'import json, sys
-d = json.load(open(sys.argv[1], "rb"))
-print(eval(sys.argv[2]))' "$tmp/answer.json" "$1" 2>&1
-}
-
 # newest_flow EXPR: EXPR over the detail d of the newest flow.
 newest_flow() {
     local id

@@ -18,23 +18,6 @@ dashboard_port
 O=http://127.0.0.1:$ORIGIN_PORT
 H=(-H "X-Tapwire-Token: $TOKEN" -H "Origin: $D")
 
-# dsend METHOD PATH [JSON]: prints the status; the answer in $tmp/answer.json.
-dsend() {
-    local method=$1 path=$2 body=${3-}
-    if [ -n "$body" ]; then
-        dcurl -o "$tmp/answer.json" -w '%{http_code}' -X "$method" "${H[@]}" \
-            -H 'Content-Type: application/json' --data-binary "$body" "$D$path"
-    else
-        dcurl -o "$tmp/answer.json" -w '%{http_code}' -X "$method" "${H[@]}" "$D$path"
-    fi
-}
-
-answer() {
-    python3 -c 'import json, sys
-d = json.load(open(sys.argv[1], "rb"))
-print(eval(sys.argv[2]))' "$tmp/answer.json" "$1" 2>&1
-}
-
 # response_body ID: the captured response body of flow ID.
 response_body() { dcurl -H "X-Tapwire-Token: $TOKEN" "$D/api/flows/$1/response/body"; }
 

@@ -40,11 +40,6 @@ start_proxy --upstream-ca "$PKI/ca.pem" --dashboard-token "$TOKEN"
 dashboard_port
 H=(-H "X-Tapwire-Token: $TOKEN" -H "Origin: $D")
 
-answer() {
-    python3 -c 'import json, sys
-d = json.load(open(sys.argv[1], "rb"))
-print(eval(sys.argv[2]))' "$tmp/answer.json" "$1" 2>&1
-}
 # flow_id SQL_CONDITION: the id of the newest stored flow that matches.
 flow_id() { sqlite3 "file:$PROXY_DATA/tapwire.db?mode=ro" "select max(id) from flows where $1"; }
 # body_sha ID: SHA-256 of flow ID's captured response body.
