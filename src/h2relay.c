@@ -818,14 +818,26 @@ static int start_exchange(struct h2ex *ex)
         sent = &req;
     ex->bridge = r->bridge;
     act = rewrite_action(&ex->rw);
-    size_t url_len =
-        strlen(env->site) + (ex->authority ? strlen(ex->authority) : 0) + sent->target_len + 32;
-    ex->url = arena_alloc(&ex->text, &r->pool, url_len);
+    const char *scheme = env->scheme != NULL ? env->scheme : "https";
+    size_t scheme_len = strlen(scheme);
+    size_t authority_len = ex->authority ? strlen(ex->authority) : 0;
+    ex->url =
+        arena_alloc(&ex->text, &r->pool, scheme_len + 3 + authority_len + sent->target_len + 1);
     if (ex->url == NULL)
         goto out;
-    snprintf(ex->url, url_len, "%s://%.*s%.*s", env->scheme != NULL ? env->scheme : "https",
-             (int)(ex->authority ? strlen(ex->authority) : 0), ex->authority ? ex->authority : "",
-             (int)sent->target_len, sent->target);
+    /* Pieces copied rather than snprintf()'d: this runs for every stream. */
+    char *at = ex->url;
+    memcpy(at, scheme, scheme_len);
+    at += scheme_len;
+    memcpy(at, "://", 3);
+    at += 3;
+    if (authority_len > 0)
+        memcpy(at, ex->authority, authority_len);
+    at += authority_len;
+    if (sent->target_len > 0)
+        memcpy(at, sent->target, sent->target_len);
+    at += sent->target_len;
+    *at = '\0';
     if (act != NULL && act->target == RULES_TARGET_MAP_REMOTE) {
         rc = map_remote(ex, act, sent, new_path != NULL ? new_path : ex->path, &remote);
         if (rc < 0)
@@ -879,7 +891,14 @@ static int submit_response_head(struct h2ex *ex, const struct message *sent)
 
     if (nva == NULL)
         return -1;
-    snprintf(status, sizeof(status), "%03d", sent->status);
+    if (sent->status >= 100 && sent->status <= 999) {
+        /* snprintf() was a visible share of every response's cost. */
+        status[0] = (char)('0' + sent->status / 100);
+        status[1] = (char)('0' + sent->status / 10 % 10);
+        status[2] = (char)('0' + sent->status % 10);
+    } else {
+        snprintf(status, sizeof(status), "%03d", sent->status);
+    }
     nva[0] = nv_of(":status", 7, status, 3);
     size_t count = put_fields(nva, 1, &sent->fields);
     bool has_body = !ex->down_ended || queue_len(&ex->down) > 0 || ex->resp_trailers.count > 0;

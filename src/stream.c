@@ -196,13 +196,23 @@ void stream_release_idle(struct stream *s)
     }
 }
 
+/* SSL_get_error() reads the thread's error queue, so it must be empty
+ * before each SSL_read()/SSL_write(); it nearly always is already, and
+ * peeking is far cheaper than ERR_clear_error(), which resets all sixteen
+ * slots every time (a few percent of an HTTP/2 relay's CPU). */
+static void empty_tls_errors(void)
+{
+    if (ERR_peek_error() != 0)
+        ERR_clear_error();
+}
+
 /* One non-blocking read attempt. Returns bytes, 0 when it would block (with
  * *want set to the poll events needed), or a negative enum stream_status. */
 static ssize_t try_read(struct stream *s, char *buf, size_t len, short *want)
 {
     *want = POLLIN;
     if (s->ssl) {
-        ERR_clear_error();
+        empty_tls_errors();
         int n = SSL_read(s->ssl, buf, (int)(len > INT32_MAX ? INT32_MAX : len));
         if (n > 0)
             return n;
@@ -250,7 +260,7 @@ static ssize_t try_write(struct stream *s, const char *buf, size_t len, short *w
 {
     *want = POLLOUT;
     if (s->ssl) {
-        ERR_clear_error();
+        empty_tls_errors();
         int n = SSL_write(s->ssl, buf, (int)(len > INT32_MAX ? INT32_MAX : len));
         if (n > 0)
             return n;
