@@ -18,7 +18,10 @@
  * body; hop-by-hop fields and the stored Content-Length and
  * Transfer-Encoding do not go. A body that the capture cut at
  * --capture-limit is never sent shortened: such a replay is refused unless
- * the edit gives a whole body.
+ * the edit gives a whole body. A request that asks for an upgrade (a
+ * WebSocket handshake) goes as one; the "client" then ends its side at
+ * once, and the upgraded connection lasts until the origin closes it or
+ * is quiet for a moment.
  *
  * Replays run one at a time (a mutex), on the dashboard's connection
  * thread, within the proxy's timeouts. The new flow's client says what it

@@ -8,7 +8,8 @@
 # when compressed). Then hostile clients: an unmasked frame, bad UTF-8 and
 # a 2^62-byte length get a Close with 1002, 1007 and 1009 after the good
 # message before them went through; each is recorded with the reason, and
-# the proxy goes on serving.
+# the proxy goes on serving. A replay of a handshake is sent as one and
+# gets its 101 again, and is over at once.
 . "$(dirname "$0")/lib.sh"
 
 need_cmd sqlite3
@@ -105,6 +106,20 @@ check_conversation "ws, deflate" "$id" "True True True True True True True True"
 check_eq "ws, deflate: flow is websocket, 101" "websocket 101" \
     "$(dash_json "/api/flows/$id" 'd["kind"] + " " + str(d["status"])')"
 
+# ---- a replay of the handshake is one again ----
+H=(-H "X-Tapwire-Token: $TOKEN")
+started=$SECONDS
+check_eq "replay of the ws handshake: 200" 200 "$(dsend POST "/api/flows/$id/replay")"
+check "replay of the ws handshake: over within 10 s (no client holds it open)" \
+    test $((SECONDS - started)) -le 10
+rid=$(answer 'd["id"]')
+check_eq "replayed handshake: the origin switched protocols again" \
+    "websocket 101 replay of #$id" \
+    "$(dash_json "/api/flows/$rid" 'd["kind"] + " " + str(d["status"]) + " " + d["client"]')"
+check_eq "replayed handshake: no error" None "$(dash_json "/api/flows/$rid" 'd["error"]')"
+check_eq "replayed handshake: no message on it (the echo server only answers)" 0 \
+    "$(messages "$rid" 'len(m)')"
+
 # ---- wss without compression ----
 client tls "$WS_TLS" "$PROXY_CA" plain
 check_eq "wss: no extension" "extensions none" "$(head -n 1 "$tmp/client-tls.out")"
@@ -113,6 +128,12 @@ check "wss: flow written" wait_written 2
 id=$(newest_ws)
 check_conversation "wss" "$id" "False False False False False False False False"
 check_eq "wss: recorded as https" https "$(dash_json "/api/flows/$id" 'd["scheme"]')"
+# good.test resolves nowhere (the tunnel went to 127.0.0.1): the replay is
+# sent to the address, which the certificate names too.
+check_eq "wss: a replay of the handshake gets its 101" 200 \
+    "$(dsend POST "/api/flows/$id/replay" "{\"url\": \"https://127.0.0.1:$WS_TLS/chat\"}")"
+check_eq "wss: the replayed handshake over TLS switched protocols" "websocket 101 None" \
+    "$(dash_json "/api/flows/$(answer 'd["id"]')" 'd["kind"] + " " + str(d["status"]) + " " + str(d["error"])')"
 
 # ---- wss with permessage-deflate ----
 client tlsz "$WS_TLS" "$PROXY_CA" deflate
