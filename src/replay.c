@@ -391,9 +391,12 @@ static void send_one(struct replay *rp, const struct http1_absolute_target *at, 
      * origin (session.c), it is offered h2 after http/1.1, so that an
      * origin that speaks only HTTP/2 (a gRPC server) can be replayed to
      * through h1toh2, and one that speaks both stays on HTTP/1.1 when it
-     * honours the order. An upgrade has no HTTP/2 form (RFC 9113 8.6). */
-    bool is_upgrade = asks_upgrade(&req);
-    target.accepts_h2_only = target.is_tls && !cfg->no_http2 && !is_upgrade;
+     * honours the order. An upgrade has no HTTP/2 form (RFC 9113 8.6).
+     * A replayed upgrade (a WebSocket handshake) goes as one, Connection
+     * and Upgrade fields included, so that the origin answers it as it did
+     * the first time. */
+    req.is_upgrade = asks_upgrade(&req);
+    target.accepts_h2_only = target.is_tls && !cfg->no_http2 && !req.is_upgrade;
     if (origin_open(&origin, &settings, &target, &uerr, NULL) < 0) {
         capture_rules(cap, rewrite_applied(&rw), rewrite_notes(&rw));
         finish(cap, &origin, upstream_error_http_status(&uerr), uerr.reason);
@@ -407,14 +410,11 @@ static void send_one(struct replay *rp, const struct http1_absolute_target *at, 
         pthread_create(&drainer, NULL, drain_main, &sv[1]) != 0)
         goto oom;
     has_drainer = true;
-    /* A replayed upgrade (a WebSocket handshake) goes as one, Connection
-     * and Upgrade fields included, so that the origin answers it as it did
-     * the first time. No client speaks on the upgraded connection: its
-     * side ends at once (the origin sees the half-close), and what the
-     * origin sends before it closes, a greeting say, is recorded, for at
-     * most REPLAY_UPGRADE_QUIET_MS without a byte. */
-    if (is_upgrade) {
-        req.is_upgrade = true;
+    /* No client speaks on an upgraded connection: its side ends at once
+     * (the origin sees the half-close), and what the origin sends before
+     * it closes, a greeting say, is recorded, for at most
+     * REPLAY_UPGRADE_QUIET_MS without a byte. */
+    if (req.is_upgrade) {
         (void)shutdown(sv[1], SHUT_WR); /* failing, the quiet time ends it */
         if (t.idle_ms <= 0 || t.idle_ms > REPLAY_UPGRADE_QUIET_MS)
             t.idle_ms = REPLAY_UPGRADE_QUIET_MS;
