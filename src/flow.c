@@ -72,10 +72,135 @@ void flow_tls_copy(struct flow_tls *dst, const struct flow_tls *src)
     dst->verification = pack_string(&at, src->verification, verification);
 }
 
+static size_t text_size(const char *text)
+{
+    return text != NULL ? strlen(text) + 1 : 0;
+}
+
+static char *pack_text(char **at, const char *text)
+{
+    return pack_string(at, text, text != NULL ? strlen(text) : 0);
+}
+
+static void pack_body(char **at, struct flow_body *dst, const struct flow_body *src)
+{
+    *dst = *src;
+    dst->data = NULL;
+    dst->capacity = 0;
+    dst->is_packed = false;
+    if (src->len == 0)
+        return;
+    dst->data = (unsigned char *)*at;
+    memcpy(dst->data, src->data, src->len);
+    dst->capacity = src->len;
+    dst->is_packed = true;
+    *at += src->len;
+}
+
+/* facts, about the text was, for its copy now: noted facts hold on to the
+ * section they describe by its address. */
+static struct flow_header_facts repoint_facts(struct flow_header_facts facts, const char *was,
+                                              const char *now)
+{
+    if (facts.text != NULL && facts.text == was)
+        facts.text = now;
+    else
+        facts.text = NULL;
+    return facts;
+}
+
+struct flow *flow_pack(struct flow *flow)
+{
+    const struct flow_tls *tls = &flow->tls;
+    size_t bodies = flow->request_body.len + flow->response_body.len +
+                    flow->request_body_original.len + flow->response_body_original.len;
+    size_t size;
+    struct flow *p;
+    char *at;
+
+    if (bodies > FLOW_PACK_BODY_MAX_BYTES || flow->ws.items != NULL)
+        return flow;
+    size = sizeof(*flow) + bodies + text_size(flow->target) + text_size(flow->request_headers) +
+           text_size(flow->response_headers) + text_size(flow->error) + text_size(flow->rules) +
+           text_size(flow->target_original) + text_size(flow->request_headers_original) +
+           text_size(flow->response_headers_original) + text_size(flow->rules_notes) +
+           text_size(tls->cert_subject) + text_size(tls->cert_issuer) + text_size(tls->cert_sans) +
+           text_size(tls->verification);
+    p = malloc(size);
+    if (p == NULL)
+        return flow;
+    *p = *flow;
+    p->is_packed = true;
+    at = (char *)(p + 1);
+    pack_body(&at, &p->request_body, &flow->request_body);
+    pack_body(&at, &p->response_body, &flow->response_body);
+    pack_body(&at, &p->request_body_original, &flow->request_body_original);
+    pack_body(&at, &p->response_body_original, &flow->response_body_original);
+    p->target = pack_text(&at, flow->target);
+    p->request_headers = pack_text(&at, flow->request_headers);
+    p->response_headers = pack_text(&at, flow->response_headers);
+    p->request_facts =
+        repoint_facts(flow->request_facts, flow->request_headers, p->request_headers);
+    p->response_facts =
+        repoint_facts(flow->response_facts, flow->response_headers, p->response_headers);
+    p->error = pack_text(&at, flow->error);
+    p->rules = pack_text(&at, flow->rules);
+    p->target_original = pack_text(&at, flow->target_original);
+    p->request_headers_original = pack_text(&at, flow->request_headers_original);
+    p->response_headers_original = pack_text(&at, flow->response_headers_original);
+    p->rules_notes = pack_text(&at, flow->rules_notes);
+    p->tls.strings = NULL;
+    p->tls.cert_subject = pack_text(&at, tls->cert_subject);
+    p->tls.cert_issuer = pack_text(&at, tls->cert_issuer);
+    p->tls.cert_sans = pack_text(&at, tls->cert_sans);
+    p->tls.verification = pack_text(&at, tls->verification);
+    flow->live = NULL; /* the reference moved over */
+    flow_free(flow);
+    return p;
+}
+
+static void body_drop(struct flow_body *body)
+{
+    if (!body->is_packed)
+        free(body->data);
+    body->data = NULL;
+    body->len = 0;
+    body->capacity = 0;
+    body->is_packed = false;
+    /* size stays: the flow still says how large the body was. */
+    body->truncated = body->size > 0;
+}
+
+struct flow *flow_drop_bodies(struct flow *flow)
+{
+    size_t i;
+
+    body_drop(&flow->request_body);
+    body_drop(&flow->response_body);
+    body_drop(&flow->request_body_original);
+    body_drop(&flow->response_body_original);
+    for (i = 0; i < flow->ws.count; i++) {
+        struct flow_ws_message *m = &flow->ws.items[i];
+
+        free(m->data);
+        m->data = NULL;
+        m->len = 0;
+        m->flags |= FLOW_WS_TRUNCATED;
+    }
+    flow->ws.bytes = 0;
+    flow->are_bodies_dropped = true;
+    return flow->is_packed ? flow_pack(flow) : flow;
+}
+
 void flow_free(struct flow *flow)
 {
     if (flow == NULL)
         return;
+    if (flow->is_packed) {
+        flow_live_release(flow->live);
+        free(flow);
+        return;
+    }
     free(flow->target);
     free(flow->request_headers);
     free(flow->response_headers);

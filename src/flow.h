@@ -22,6 +22,7 @@ struct flow_body {
     uint64_t size;       /* bytes the whole body had */
     bool truncated;      /* size > len */
     size_t capacity;     /* bytes allocated for data; grows by doubling up to limit */
+    bool is_packed;      /* data lies in its flow's block (flow_pack()): not freed alone */
 };
 
 /* Appends to body, holding at most body->limit bytes. Returns 0 or -1 (out of
@@ -197,7 +198,33 @@ struct flow {
      * for the records only (flowstore.h). The bodies' sizes stay; their
      * bytes are gone. */
     bool are_bodies_dropped;
+    /* The flow, its strings and its bodies lie in one allocation
+     * (flow_pack()): none of them is freed or grown on its own. */
+    bool is_packed;
 };
+
+/*
+ * flow moved into one allocation: the record, its strings, its TLS strings
+ * and its bodies (struct flow_body's is_packed). Why: the flow writer frees
+ * every flow a connection thread built, and glibc's malloc serves a thread
+ * fast only from what that thread freed; a flow freed piece by piece on
+ * another thread made each of its half a dozen allocations a slow one and
+ * each free a lock on the maker's arena. Packed on the connection thread,
+ * the pieces go back where they came from and the writer frees one block.
+ * Returns the packed flow, flow itself freed; returns flow unchanged when
+ * its bodies hold more than FLOW_PACK_BODY_MAX_BYTES (the copy would cost
+ * more than it saves), when it carries WebSocket messages, or when memory
+ * is short. A packed flow packs again, into a block of the size it needs
+ * now (after its bodies were dropped, say).
+ */
+#define FLOW_PACK_BODY_MAX_BYTES (8 * 1024)
+struct flow *flow_pack(struct flow *flow);
+
+/* Gives up flow's body bytes and its WebSocket messages' data, keeping
+ * everything else (the bodies' sizes too), and says so in the flow
+ * (are_bodies_dropped). Returns the flow: a packed one is packed again, so
+ * that the bytes are given back at once. */
+struct flow *flow_drop_bodies(struct flow *flow);
 
 /* A copy of flow's request and response as they are (target, header
  * sections, status, timings so far), without bodies, TLS facts, what rules

@@ -907,42 +907,10 @@ static size_t body_bytes(const struct flow *flow)
            flow->ws.bytes;
 }
 
-static void body_drop(struct flow_body *body)
-{
-    free(body->data);
-    body->data = NULL;
-    body->len = 0;
-    body->capacity = 0;
-    /* size stays: the flow still says how large the body was. */
-    body->truncated = body->size > 0;
-}
-
 /* The bytes flow counts for in the queue (and roughly in its segment). */
 static size_t flow_bytes(const struct flow *flow)
 {
     return record_bytes(flow) + body_bytes(flow);
-}
-
-/* Gives up flow's body bytes and its WebSocket messages' data, keeping
- * everything else, and says so in the flow. */
-static void drop_bodies(struct flow *flow)
-{
-    size_t i;
-
-    body_drop(&flow->request_body);
-    body_drop(&flow->response_body);
-    body_drop(&flow->request_body_original);
-    body_drop(&flow->response_body_original);
-    for (i = 0; i < flow->ws.count; i++) {
-        struct flow_ws_message *m = &flow->ws.items[i];
-
-        free(m->data);
-        m->data = NULL;
-        m->len = 0;
-        m->flags |= FLOW_WS_TRUNCATED;
-    }
-    flow->ws.bytes = 0;
-    flow->are_bodies_dropped = true;
 }
 
 /* Whether a flow of bytes fits the queue now; called with lock held. The
@@ -976,6 +944,7 @@ int flowstore_submit(struct flowstore *store, struct flow *flow)
         flow_free(flow);
         return -1;
     }
+    flow = flow_pack(flow); /* see flow_pack(): here, on the thread that built it */
     is_counted = flow->live_part == FLOW_LIVE_NONE || flow->live_part == FLOW_LIVE_FINAL;
     bodies = body_bytes(flow);
     bytes = flow_bytes(flow);
@@ -984,7 +953,7 @@ int flowstore_submit(struct flowstore *store, struct flow *flow)
         /* The bodies give way first (the disk cannot keep up with them):
          * freed outside the lock, then the record tries again. */
         pthread_mutex_unlock(&store->lock);
-        drop_bodies(flow);
+        flow = flow_drop_bodies(flow);
         bytes -= bodies;
         must_strip = true;
         pthread_mutex_lock(&store->lock);
@@ -2185,7 +2154,7 @@ static uint64_t drop_batch_bodies(struct flow **batch, size_t count)
 
     for (i = 0; i < count; i++)
         if (body_bytes(batch[i]) > 0) {
-            drop_bodies(batch[i]);
+            batch[i] = flow_drop_bodies(batch[i]);
             dropped++;
         }
     return dropped;
