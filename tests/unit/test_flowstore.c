@@ -3221,11 +3221,11 @@ static void test_version_12_database_gains_listener_in_every_segment(void)
 }
 
 /* A flow whose body buffer grew to this (doubling, as flow_body_append()
- * grows it) though it holds 4 bytes: the queue counts the allocation, and
- * the pages of a large malloc() that nothing touched cost no memory. */
+ * grows it) though it holds BIG_BODY_LEN bytes: the queue counts the
+ * allocation, and the pages of a large malloc() that nothing touched cost
+ * no memory. BIG_BODY_LEN is past what flow_pack() copies, so the body
+ * stays in its own buffer. */
 #define QUEUED_BODY_BYTES ((size_t)16 * 1024 * 1024)
-/* Past what flow_pack() copies: the body stays in its own buffer, which
- * the queue counts whole. */
 #define BIG_BODY_LEN (FLOW_PACK_BODY_MAX_BYTES + 1)
 
 static struct flow *big_buffer_flow(int n)
