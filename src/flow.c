@@ -77,6 +77,18 @@ static size_t text_size(const char *text)
     return text != NULL ? strlen(text) + 1 : 0;
 }
 
+size_t flow_strings_bytes(const struct flow *flow)
+{
+    const struct flow_tls *tls = &flow->tls;
+
+    return text_size(flow->target) + text_size(flow->request_headers) +
+           text_size(flow->response_headers) + text_size(flow->error) + text_size(flow->rules) +
+           text_size(flow->target_original) + text_size(flow->request_headers_original) +
+           text_size(flow->response_headers_original) + text_size(flow->rules_notes) +
+           text_size(tls->cert_subject) + text_size(tls->cert_issuer) + text_size(tls->cert_sans) +
+           text_size(tls->verification);
+}
+
 static char *pack_text(char **at, const char *text)
 {
     return pack_string(at, text, text != NULL ? strlen(text) : 0);
@@ -114,19 +126,12 @@ struct flow *flow_pack(struct flow *flow)
     const struct flow_tls *tls = &flow->tls;
     size_t bodies = flow->request_body.len + flow->response_body.len +
                     flow->request_body_original.len + flow->response_body_original.len;
-    size_t size;
     struct flow *p;
     char *at;
 
     if (bodies > FLOW_PACK_BODY_MAX_BYTES || flow->ws.items != NULL)
         return flow;
-    size = sizeof(*flow) + bodies + text_size(flow->target) + text_size(flow->request_headers) +
-           text_size(flow->response_headers) + text_size(flow->error) + text_size(flow->rules) +
-           text_size(flow->target_original) + text_size(flow->request_headers_original) +
-           text_size(flow->response_headers_original) + text_size(flow->rules_notes) +
-           text_size(tls->cert_subject) + text_size(tls->cert_issuer) + text_size(tls->cert_sans) +
-           text_size(tls->verification);
-    p = malloc(size);
+    p = malloc(sizeof(*flow) + bodies + flow_strings_bytes(flow));
     if (p == NULL)
         return flow;
     *p = *flow;

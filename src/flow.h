@@ -220,6 +220,10 @@ struct flow {
 #define FLOW_PACK_BODY_MAX_BYTES (8 * 1024)
 struct flow *flow_pack(struct flow *flow);
 
+/* The bytes of every string flow holds (its TLS strings too), each with its
+ * NUL: what flow_pack() copies besides the record and the bodies. */
+size_t flow_strings_bytes(const struct flow *flow);
+
 /* Gives up flow's body bytes and its WebSocket messages' data, keeping
  * everything else (the bodies' sizes too), and says so in the flow
  * (are_bodies_dropped). Returns the flow: a packed one is packed again, so

@@ -883,20 +883,11 @@ void flowstore_close(struct flowstore *store)
 
 /* ---- submitting ---- */
 
-static size_t text_bytes(const char *text)
-{
-    return text != NULL ? strlen(text) + 1 : 0;
-}
-
 /* What the record holds besides its bodies: the fixed part and its texts
  * (bounded by the head limits of the codecs). */
 static size_t record_bytes(const struct flow *flow)
 {
-    return sizeof(*flow) + text_bytes(flow->target) + text_bytes(flow->request_headers) +
-           text_bytes(flow->response_headers) + text_bytes(flow->target_original) +
-           text_bytes(flow->request_headers_original) +
-           text_bytes(flow->response_headers_original) + text_bytes(flow->error) +
-           text_bytes(flow->rules) + text_bytes(flow->rules_notes) +
+    return sizeof(*flow) + flow_strings_bytes(flow) +
            flow->ws.capacity * sizeof(struct flow_ws_message);
 }
 
