@@ -99,13 +99,11 @@ static void pack_body(char **at, struct flow_body *dst, const struct flow_body *
     *dst = *src;
     dst->data = NULL;
     dst->capacity = 0;
-    dst->is_packed = false;
     if (src->len == 0)
         return;
     dst->data = (unsigned char *)*at;
     memcpy(dst->data, src->data, src->len);
     dst->capacity = src->len;
-    dst->is_packed = true;
     *at += src->len;
 }
 
@@ -164,14 +162,14 @@ struct flow *flow_pack(struct flow *flow)
     return p;
 }
 
-static void body_drop(struct flow_body *body)
+/* is_in_block: body's flow is packed, its bytes in the flow's block. */
+static void body_drop(struct flow_body *body, bool is_in_block)
 {
-    if (!body->is_packed)
+    if (!is_in_block)
         free(body->data);
     body->data = NULL;
     body->len = 0;
     body->capacity = 0;
-    body->is_packed = false;
     /* size stays: the flow still says how large the body was. */
     body->truncated = body->size > 0;
 }
@@ -180,10 +178,10 @@ struct flow *flow_drop_bodies(struct flow *flow)
 {
     size_t i;
 
-    body_drop(&flow->request_body);
-    body_drop(&flow->response_body);
-    body_drop(&flow->request_body_original);
-    body_drop(&flow->response_body_original);
+    body_drop(&flow->request_body, flow->is_packed);
+    body_drop(&flow->response_body, flow->is_packed);
+    body_drop(&flow->request_body_original, flow->is_packed);
+    body_drop(&flow->response_body_original, flow->is_packed);
     for (i = 0; i < flow->ws.count; i++) {
         struct flow_ws_message *m = &flow->ws.items[i];
 

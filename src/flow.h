@@ -22,7 +22,6 @@ struct flow_body {
     uint64_t size;       /* bytes the whole body had */
     bool truncated;      /* size > len */
     size_t capacity;     /* bytes allocated for data; grows by doubling up to limit */
-    bool is_packed;      /* data lies in its flow's block (flow_pack()): not freed alone */
 };
 
 /* Appends to body, holding at most body->limit bytes. Returns 0 or -1 (out of
@@ -205,7 +204,7 @@ struct flow {
 
 /*
  * flow moved into one allocation: the record, its strings, its TLS strings
- * and its bodies (struct flow_body's is_packed). Why: the flow writer frees
+ * and its bodies. Why: the flow writer frees
  * every flow a connection thread built, and glibc's malloc serves a thread
  * fast only from what that thread freed; a flow freed piece by piece on
  * another thread made each of its half a dozen allocations a slow one and
