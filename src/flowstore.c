@@ -5,7 +5,11 @@
  * flowstore_submit() never touches SQLite, never allocates and never waits
  * for the writer, so a slow, locked, full or corrupt database costs them
  * nothing; the flows are then dropped (queue full) or lost (write error) and
- * counted. The writer frees every flow once its batch is committed or has
+ * counted. The writer paces itself by a thread at SCHED_IDLE
+ * (idle_run()), which the kernel runs only when a core has nothing else to
+ * do: a chunk of a batch waits for it (wait_for_idle()), briefly, and not
+ * at all once the queue shows that the CPU has no idle time left.
+ * The writer frees every flow once its batch is committed or has
  * failed: nothing is kept in memory after writing, so memory use does not
  * grow with the number of stored flows.
  *
@@ -49,6 +53,7 @@
 #include <malloc.h>
 #endif
 #include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,14 +96,21 @@ struct flowstore {
     size_t queue_count;
     size_t queue_bytes;
     bool is_stopping;
-    uint64_t accepted;            /* flows queued since open */
-    uint64_t finished;            /* of those, written or lost */
+    uint64_t accepted;         /* flows queued since open */
+    uint64_t finished;         /* of those, written or lost */
+    pthread_cond_t idle_cond;  /* the idle thread waits here for a request, or stop */
+    pthread_cond_t token_cond; /* the writer waits here for the idle thread */
+    bool has_idle_cond, has_token_cond;
+    bool wants_idle;              /* the writer waits for the idle thread to run */
+    uint64_t idle_tokens;         /* times the idle thread ran for the writer */
     uint64_t drops_reported;      /* dropped count when the last drop warning was logged */
     uint64_t body_drops_reported; /* bodies_dropped count when last logged */
     struct flowstore_stats stats;
 
     pthread_t writer;
     bool has_writer;
+    pthread_t idle;
+    bool has_idle;
 
     /* The writer connection, guarded by write_lock. */
     pthread_mutex_t write_lock;
@@ -671,6 +683,7 @@ static int load_next_id(struct flowstore *store, char *err, size_t err_len)
 }
 
 static void *writer_run(void *arg);
+static void *idle_run(void *arg);
 static void catch_up_headers(struct flowstore *store);
 
 /* Adds the pairs column (flowseg.c) to the segments' flows_unindexed_N
@@ -780,7 +793,9 @@ int flowstore_open(const char *db_path, int64_t max_flows, struct flowstore **ou
         store->has_write_lock && pthread_mutex_init(&store->read_lock, NULL) == 0;
     store->has_callback_lock =
         store->has_read_lock && pthread_mutex_init(&store->callback_lock, NULL) == 0;
-    if (!store->has_callback_lock) {
+    store->has_idle_cond = store->has_callback_lock && init_monotonic_cond(&store->idle_cond) == 0;
+    store->has_token_cond = store->has_idle_cond && init_monotonic_cond(&store->token_cond) == 0;
+    if (!store->has_token_cond) {
         errmsg_set(err, err_len, "flowstore: cannot create a mutex");
         goto out;
     }
@@ -809,6 +824,12 @@ int flowstore_open(const char *db_path, int64_t max_flows, struct flowstore **ou
         goto out;
     }
     store->has_writer = true;
+    /* Without it (no idle policy) the writer only waits out each chunk's
+     * FLOWSTORE_IDLE_WAIT_MS: slower to record, never wrong. */
+    store->has_idle = pthread_create(&store->idle, NULL, idle_run, store) == 0;
+    if (!store->has_idle)
+        log_warn("flowstore: cannot start the idle thread; the flow writer takes its turns "
+                 "at the proxy's priority");
     *out = store;
     store = NULL;
     ret = 0;
@@ -835,8 +856,12 @@ void flowstore_close(struct flowstore *store)
         pthread_mutex_lock(&store->lock);
         store->is_stopping = true;
         pthread_cond_signal(&store->work_cond);
+        pthread_cond_signal(&store->idle_cond);
+        pthread_cond_broadcast(&store->token_cond);
         pthread_mutex_unlock(&store->lock);
         pthread_join(store->writer, NULL);
+        if (store->has_idle)
+            pthread_join(store->idle, NULL);
         flowstore_log_totals(store);
     }
     if (store->queue != NULL)
@@ -862,6 +887,10 @@ void flowstore_close(struct flowstore *store)
     sqlite3_finalize(store->read_commit_stmt);
     close_db(store->rdb, store->db_path);
     close_db(store->wdb, store->db_path);
+    if (store->has_token_cond)
+        pthread_cond_destroy(&store->token_cond);
+    if (store->has_idle_cond)
+        pthread_cond_destroy(&store->idle_cond);
     if (store->has_callback_lock)
         pthread_mutex_destroy(&store->callback_lock);
     if (store->has_read_lock)
@@ -969,6 +998,9 @@ int flowstore_submit(struct flowstore *store, struct flow *flow)
          * between it is gathering a batch (see writer_run). */
         if (store->queue_count == 1 || store->queue_count == FLOWSTORE_BATCH_FLOWS)
             pthread_cond_signal(&store->work_cond);
+        /* A writer waiting for idle time stops waiting (wait_for_idle()). */
+        if (store->queue_count == FLOWSTORE_BUSY_FLOWS)
+            pthread_cond_signal(&store->token_cond);
         ret = 0;
     } else {
         store->stats.dropped++;
@@ -2053,13 +2085,65 @@ static void report_batch(struct flowstore *store, size_t count, bool is_ok, cons
     }
 }
 
+/*
+ * Waits until the idle thread has run (see FLOWSTORE_IDLE_CHUNK_FLOWS), at
+ * most FLOWSTORE_IDLE_WAIT_MS, and not at all with FLOWSTORE_BUSY_FLOWS
+ * flows queued or when stopping. In the writer's transaction: it holds
+ * write_lock, then takes lock (the documented order).
+ */
+static void wait_for_idle(struct flowstore *store)
+{
+    struct timespec until = clock_deadline_ms(CLOCK_MONOTONIC, FLOWSTORE_IDLE_WAIT_MS);
+    uint64_t tokens;
+
+    pthread_mutex_lock(&store->lock);
+    tokens = store->idle_tokens;
+    if (store->queue_count < FLOWSTORE_BUSY_FLOWS && !store->is_stopping) {
+        store->wants_idle = true;
+        pthread_cond_signal(&store->idle_cond);
+        while (store->idle_tokens == tokens && store->queue_count < FLOWSTORE_BUSY_FLOWS &&
+               !store->is_stopping &&
+               pthread_cond_timedwait(&store->token_cond, &store->lock, &until) == 0)
+            ;
+        store->wants_idle = false;
+    }
+    pthread_mutex_unlock(&store->lock);
+}
+
+/* The idle thread: at SCHED_IDLE it is run only when a core has nothing
+ * else to run, and each time it is, it lets the writer write a chunk. */
+static void *idle_run(void *arg)
+{
+    struct flowstore *store = arg;
+    struct sched_param param = {0};
+
+    pthread_setname_np(pthread_self(), "tw-flowidle");
+    if (pthread_setschedparam(pthread_self(), SCHED_IDLE, &param) != 0)
+        log_warn("flowstore: the idle thread cannot take the idle scheduling policy; the "
+                 "flow writer takes its turns at the proxy's priority");
+    pthread_mutex_lock(&store->lock);
+    for (;;) {
+        while (!store->wants_idle && !store->is_stopping)
+            pthread_cond_wait(&store->idle_cond, &store->lock);
+        if (store->is_stopping)
+            break;
+        store->wants_idle = false;
+        store->idle_tokens++;
+        pthread_cond_signal(&store->token_cond);
+    }
+    pthread_mutex_unlock(&store->lock);
+    return NULL;
+}
+
 /* One attempt at writing batch in one transaction, with the segments it
  * takes (flowseg.h). Returns SQLITE_DONE when it was committed (every new
  * row has its id, *pruned the rows retention dropped), else the error
  * code with msg filled, everything rolled back and the writer's state as
- * it was before. Called with write_lock held. */
-static int try_batch(struct flowstore *store, struct flow **batch, size_t count, int64_t *pruned,
-                     char *msg, size_t msg_len)
+ * it was before. is_paced (the writer thread): each chunk of
+ * FLOWSTORE_IDLE_CHUNK_FLOWS first waits for idle time (wait_for_idle()).
+ * Called with write_lock held. */
+static int try_batch(struct flowstore *store, struct flow **batch, size_t count, bool is_paced,
+                     int64_t *pruned, char *msg, size_t msg_len)
 {
     struct flowseg saved[FLOWSEG_MAX_SEGMENTS + 1];
     size_t saved_count, i;
@@ -2077,6 +2161,8 @@ static int try_batch(struct flowstore *store, struct flow **batch, size_t count,
     for (i = 0; i < count && rc == SQLITE_DONE; i++) {
         struct flowseg *cur;
 
+        if (is_paced && i % FLOWSTORE_IDLE_CHUNK_FLOWS == 0)
+            wait_for_idle(store);
         /* A live flow's messages and finished row go where its first row
          * is; only a new row takes room in the newest segment. */
         if (makes_row(batch[i]))
@@ -2156,7 +2242,7 @@ static uint64_t drop_batch_bodies(struct flow **batch, size_t count)
  * more without them (the flows say so), rather than lost whole. Returns
  * true when it was committed (every flow has its id), false when it was
  * rolled back. */
-static bool write_batch(struct flowstore *store, struct flow **batch, size_t count)
+static bool write_batch(struct flowstore *store, struct flow **batch, size_t count, bool is_paced)
 {
     char msg[FLOWSTORE_ERROR_BYTES] = "";
     char retry_msg[FLOWSTORE_ERROR_BYTES] = "";
@@ -2167,9 +2253,9 @@ static bool write_batch(struct flowstore *store, struct flow **batch, size_t cou
     bool is_ok;
 
     pthread_mutex_lock(&store->write_lock);
-    rc = try_batch(store, batch, count, &pruned, msg, sizeof(msg));
+    rc = try_batch(store, batch, count, is_paced, &pruned, msg, sizeof(msg));
     if ((rc & 0xff) == SQLITE_FULL && (stripped = drop_batch_bodies(batch, count)) > 0) {
-        rc = try_batch(store, batch, count, &pruned, retry_msg, sizeof(retry_msg));
+        rc = try_batch(store, batch, count, is_paced, &pruned, retry_msg, sizeof(retry_msg));
         if (rc != SQLITE_DONE)
             stripped = 0; /* lost whole after all: counted as write errors */
     }
@@ -2233,7 +2319,7 @@ int flowstore_write(struct flowstore *store, struct flow **flows, size_t count, 
     while (done < count && ret == 0) {
         size_t n = count - done < FLOWSTORE_BATCH_FLOWS ? count - done : FLOWSTORE_BATCH_FLOWS;
 
-        if (write_batch(store, flows + done, n)) {
+        if (write_batch(store, flows + done, n, false)) {
             notify_written(store, flows + done, n);
         } else {
             pthread_mutex_lock(&store->lock);
@@ -2365,7 +2451,7 @@ static void *writer_run(void *arg)
         }
         pthread_mutex_unlock(&store->lock);
 
-        has_failed = !write_batch(store, batch, count);
+        has_failed = !write_batch(store, batch, count, true);
         if (!has_failed)
             notify_written(store, batch, count);
         for (i = 0; i < count; i++)

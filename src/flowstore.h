@@ -5,7 +5,10 @@
  * flow to a bounded queue and returns at once; one writer thread writes
  * queued flows in batched transactions, indexes them for search, and
  * drops the oldest segment of flows (flowseg.h) beyond max_flows and the
- * retention limits. When the queue's bytes are at their bound a flow is
+ * retention limits. It writes a batch in chunks, each when a thread at the
+ * idle scheduling policy has run (FLOWSTORE_IDLE_CHUNK_FLOWS), so that it
+ * takes the time the proxy's threads leave idle rather than theirs.
+ * When the queue's bytes are at their bound a flow is
  * queued without its bodies, and when the queue is full the flow is
  * dropped; both are counted. A batch the disk has no room for is tried
  * once more without its bodies.
@@ -29,6 +32,19 @@
  * queue of 4096 dropped whole flows then; at 16384 (~100 MiB of small
  * flows, within the byte bound below) it rides those out. */
 #define FLOWSTORE_QUEUE_FLOWS 16384
+/* The writer writes a batch a chunk of FLOWSTORE_IDLE_CHUNK_FLOWS flows at
+ * a time, each when a thread at the idle scheduling policy (tw-flowidle)
+ * has run, that is when the proxy's threads left a core idle for a
+ * moment: so it takes that time rather than theirs, and requests do not
+ * wait behind it. It waits at most FLOWSTORE_IDLE_WAIT_MS for that, and
+ * not at all from FLOWSTORE_BUSY_FLOWS queued flows on, where the CPU has
+ * no idle time to spare and it writes at the proxy's priority as fast as
+ * it can. The writer itself keeps that priority throughout: it holds the
+ * database, and a thread at a lower one would hold it for seconds when
+ * other programs keep the CPU busy. */
+#define FLOWSTORE_IDLE_CHUNK_FLOWS 64
+#define FLOWSTORE_IDLE_WAIT_MS 50
+#define FLOWSTORE_BUSY_FLOWS (FLOWSTORE_QUEUE_FLOWS / 8)
 /* Queued flows may each hold two bodies up to the capture limit; bounding
  * their bytes, not only their number, bounds memory while the disk is slow.
  * The bytes counted are the records (struct flow and its texts) and their

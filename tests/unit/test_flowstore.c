@@ -23,7 +23,9 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sched.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -701,6 +703,69 @@ static void hold_writer(void *arg, const int64_t *ids, size_t count)
     while (!gate->is_open)
         pthread_cond_wait(&gate->cond, &gate->lock);
     pthread_mutex_unlock(&gate->lock);
+}
+
+/* Field n (counted from 1, as in proc(5)) of the stat line of this
+ * process's thread named name; -100 when there is none. */
+static long thread_stat_field(const char *name, int n)
+{
+    DIR *tasks = opendir("/proc/self/task");
+    struct dirent *d;
+    long value = -100;
+
+    if (tasks == NULL)
+        return -100;
+    while ((d = readdir(tasks)) != NULL) {
+        char path[300], comm[64] = "", line[1024];
+        const char *p;
+        FILE *f;
+        int field;
+
+        if (d->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof(path), "/proc/self/task/%s/comm", d->d_name);
+        f = fopen(path, "r");
+        if (f == NULL)
+            continue;
+        if (fgets(comm, sizeof(comm), f) == NULL)
+            comm[0] = '\0';
+        fclose(f);
+        comm[strcspn(comm, "\n")] = '\0';
+        if (strcmp(comm, name) != 0)
+            continue;
+        snprintf(path, sizeof(path), "/proc/self/task/%s/stat", d->d_name);
+        f = fopen(path, "r");
+        if (f == NULL)
+            continue;
+        if (fgets(line, sizeof(line), f) != NULL) {
+            /* Fields 3 on follow the ")" that ends field 2 (the name). */
+            p = strrchr(line, ')');
+            for (field = 2; field < n && p != NULL; field++)
+                p = strchr(p + 1, ' ');
+            if (p != NULL)
+                value = strtol(p + 1, NULL, 10);
+        }
+        fclose(f);
+    }
+    closedir(tasks);
+    return value;
+}
+
+/* The writer keeps the proxy's priority (it holds the database); the
+ * thread that tells it the CPU is idle runs at SCHED_IDLE. */
+static void test_writer_takes_turns_from_an_idle_thread(void)
+{
+    struct flowstore *store = open_store(0);
+
+    CU_ASSERT_FATAL(store != NULL);
+    submit_many(store, 3 * FLOWSTORE_IDLE_CHUNK_FLOWS);
+    CU_ASSERT_EQUAL(flowstore_sync(store, 30000), 0);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows"), 3 * FLOWSTORE_IDLE_CHUNK_FLOWS);
+    CU_ASSERT_EQUAL(thread_stat_field("tw-flowidle", 41), SCHED_IDLE); /* policy */
+    CU_ASSERT_EQUAL(thread_stat_field("tw-flowwriter", 41), SCHED_OTHER);
+    CU_ASSERT_EQUAL(thread_stat_field("tw-flowwriter", 19),
+                    getpriority(PRIO_PROCESS, 0)); /* nice */
+    flowstore_close(store);
 }
 
 static void test_full_queue_drops_and_counts(void)
@@ -3356,6 +3421,8 @@ int main(void)
                      test_pruning_drops_whole_segments_keeping_at_most_max_flows) ||
         !CU_add_test(suite, "pruned_flow_takes_its_bodies", test_pruned_flow_takes_its_bodies) ||
         !CU_add_test(suite, "full_queue_drops_and_counts", test_full_queue_drops_and_counts) ||
+        !CU_add_test(suite, "writer_takes_turns_from_an_idle_thread",
+                     test_writer_takes_turns_from_an_idle_thread) ||
         !CU_add_test(suite, "database_error_counts_losses_and_writer_recovers",
                      test_database_error_counts_losses_and_writer_recovers) ||
         !CU_add_test(suite, "locked_database_is_reported_once_and_close_is_bounded",
