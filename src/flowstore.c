@@ -819,17 +819,17 @@ int flowstore_open(const char *db_path, int64_t max_flows, struct flowstore **ou
     if (store->hdr_indexed_to < store->segs[0].first_id)
         store->hdr_indexed_to = store->segs[0].first_id;
 
+    /* Before the writer, which reads has_idle: without the idle thread it
+     * writes without waiting for idle time, as fast as it can. */
+    store->has_idle = pthread_create(&store->idle, NULL, idle_run, store) == 0;
+    if (!store->has_idle)
+        log_warn("flowstore: cannot start the idle thread; the flow writer takes its turns "
+                 "at the proxy's priority");
     if (pthread_create(&store->writer, NULL, writer_run, store) != 0) {
         errmsg_set(err, err_len, "flowstore: cannot start the writer thread");
         goto out;
     }
     store->has_writer = true;
-    /* Without it (no idle policy) the writer only waits out each chunk's
-     * FLOWSTORE_IDLE_WAIT_MS: slower to record, never wrong. */
-    store->has_idle = pthread_create(&store->idle, NULL, idle_run, store) == 0;
-    if (!store->has_idle)
-        log_warn("flowstore: cannot start the idle thread; the flow writer takes its turns "
-                 "at the proxy's priority");
     *out = store;
     store = NULL;
     ret = 0;
@@ -852,18 +852,20 @@ void flowstore_close(struct flowstore *store)
 
     if (store == NULL)
         return;
-    if (store->has_writer) {
+    if (store->has_writer || store->has_idle) {
         pthread_mutex_lock(&store->lock);
         store->is_stopping = true;
         pthread_cond_signal(&store->work_cond);
         pthread_cond_signal(&store->idle_cond);
         pthread_cond_broadcast(&store->token_cond);
         pthread_mutex_unlock(&store->lock);
+    }
+    if (store->has_writer) {
         pthread_join(store->writer, NULL);
-        if (store->has_idle)
-            pthread_join(store->idle, NULL);
         flowstore_log_totals(store);
     }
+    if (store->has_idle)
+        pthread_join(store->idle, NULL);
     if (store->queue != NULL)
         for (i = 0; i < store->queue_count; i++)
             flow_free(store->queue[(store->queue_head + i) % FLOWSTORE_QUEUE_FLOWS]);
@@ -2088,14 +2090,17 @@ static void report_batch(struct flowstore *store, size_t count, bool is_ok, cons
 /*
  * Waits until the idle thread has run (see FLOWSTORE_IDLE_CHUNK_FLOWS), at
  * most FLOWSTORE_IDLE_WAIT_MS, and not at all with FLOWSTORE_BUSY_FLOWS
- * flows queued or when stopping. In the writer's transaction: it holds
- * write_lock, then takes lock (the documented order).
+ * flows queued, when stopping, or without an idle thread (has_idle). In
+ * the writer's transaction: it holds write_lock, then takes lock (the
+ * documented order).
  */
 static void wait_for_idle(struct flowstore *store)
 {
     struct timespec until = clock_deadline_ms(CLOCK_MONOTONIC, FLOWSTORE_IDLE_WAIT_MS);
     uint64_t tokens;
 
+    if (!store->has_idle)
+        return;
     pthread_mutex_lock(&store->lock);
     tokens = store->idle_tokens;
     if (store->queue_count < FLOWSTORE_BUSY_FLOWS && !store->is_stopping) {
