@@ -96,21 +96,23 @@ struct flowstore {
     size_t queue_count;
     size_t queue_bytes;
     bool is_stopping;
-    uint64_t accepted;         /* flows queued since open */
-    uint64_t finished;         /* of those, written or lost */
-    pthread_cond_t idle_cond;  /* the idle thread waits here for a request, or stop */
-    pthread_cond_t token_cond; /* the writer waits here for the idle thread */
-    bool has_idle_cond, has_token_cond;
-    bool wants_idle;              /* the writer waits for the idle thread to run */
-    uint64_t idle_tokens;         /* times the idle thread ran for the writer */
+    uint64_t accepted;            /* flows queued since open */
+    uint64_t finished;            /* of those, written or lost */
     uint64_t drops_reported;      /* dropped count when the last drop warning was logged */
     uint64_t body_drops_reported; /* bodies_dropped count when last logged */
     struct flowstore_stats stats;
 
     pthread_t writer;
     bool has_writer;
+    /* The writer's pacing (wait_for_idle(), idle_run()); wants_idle and
+     * idle_tokens under lock. */
     pthread_t idle;
     bool has_idle;
+    pthread_cond_t idle_cond;  /* the idle thread waits here for a request, or stop */
+    pthread_cond_t token_cond; /* the writer waits here for the idle thread */
+    bool has_idle_cond, has_token_cond;
+    bool wants_idle;      /* the writer waits for the idle thread to run */
+    uint64_t idle_tokens; /* times the idle thread ran for the writer */
 
     /* The writer connection, guarded by write_lock. */
     pthread_mutex_t write_lock;
@@ -2096,11 +2098,12 @@ static void report_batch(struct flowstore *store, size_t count, bool is_ok, cons
  */
 static void wait_for_idle(struct flowstore *store)
 {
-    struct timespec until = clock_deadline_ms(CLOCK_MONOTONIC, FLOWSTORE_IDLE_WAIT_MS);
+    struct timespec until;
     uint64_t tokens;
 
     if (!store->has_idle)
         return;
+    until = clock_deadline_ms(CLOCK_MONOTONIC, FLOWSTORE_IDLE_WAIT_MS);
     pthread_mutex_lock(&store->lock);
     tokens = store->idle_tokens;
     if (store->queue_count < FLOWSTORE_BUSY_FLOWS && !store->is_stopping) {
