@@ -113,6 +113,16 @@ struct flowstore {
     bool has_idle_cond, has_token_cond;
     bool wants_idle;      /* the writer waits for the idle thread to run */
     uint64_t idle_tokens; /* times the idle thread ran for the writer */
+    /* Deferring while the proxy is busy (defer_while_busy()), under lock:
+     * the window over which the rate of flows is judged starts at
+     * window_start_ms with window_accepted flows accepted; defer_since_ms
+     * is when the writer began to leave queued flows waiting, 0 once the
+     * queue was empty again. sync_waiters: flowstore_sync() calls waiting,
+     * for which the writer does not defer. */
+    int64_t window_start_ms;
+    uint64_t window_accepted;
+    int64_t defer_since_ms;
+    unsigned sync_waiters;
 
     /* The writer connection, guarded by write_lock. */
     pthread_mutex_t write_lock;
@@ -998,9 +1008,11 @@ int flowstore_submit(struct flowstore *store, struct flow *flow)
             store->stats.bodies_dropped++;
             stripped = report_due(store->stats.bodies_dropped, &store->body_drops_reported);
         }
-        /* Wake the writer when work appears and when a batch is full; in
-         * between it is gathering a batch (see writer_run). */
-        if (store->queue_count == 1 || store->queue_count == FLOWSTORE_BATCH_FLOWS)
+        /* Wake the writer when work appears, when a batch is full and when
+         * it may defer no longer; in between it is gathering a batch or
+         * deferring (see writer_run). */
+        if (store->queue_count == 1 || store->queue_count == FLOWSTORE_BATCH_FLOWS ||
+            store->queue_count == FLOWSTORE_DEFER_FLOWS)
             pthread_cond_signal(&store->work_cond);
         /* A writer waiting for idle time stops waiting (wait_for_idle()). */
         if (store->queue_count == FLOWSTORE_BUSY_FLOWS)
@@ -1031,6 +1043,8 @@ int flowstore_sync(struct flowstore *store, int timeout_ms)
 
     pthread_mutex_lock(&store->lock);
     target = store->accepted;
+    store->sync_waiters++; /* the writer does not defer them (defer_while_busy()) */
+    pthread_cond_signal(&store->work_cond);
     while (store->finished < target) {
         if (pthread_cond_timedwait(&store->done_cond, &store->lock, &deadline) == ETIMEDOUT &&
             store->finished < target) {
@@ -1038,6 +1052,7 @@ int flowstore_sync(struct flowstore *store, int timeout_ms)
             break;
         }
     }
+    store->sync_waiters--;
     pthread_mutex_unlock(&store->lock);
     return ret;
 }
@@ -2421,6 +2436,59 @@ static void give_back_heap(void)
 #endif
 }
 
+/* Whether the writer must write what is queued now rather than wait for a
+ * quiet moment: stopping, a flowstore_sync() waiting, or the queue at a
+ * mark of FLOWSTORE_DEFER_*. Called with lock held. */
+static bool must_write_now(const struct flowstore *store, int64_t now_ms)
+{
+    return store->is_stopping || store->sync_waiters > 0 ||
+           store->queue_count >= FLOWSTORE_DEFER_FLOWS ||
+           store->queue_bytes >= FLOWSTORE_DEFER_BYTES ||
+           (store->defer_since_ms != 0 && now_ms - store->defer_since_ms >= FLOWSTORE_DEFER_MAX_MS);
+}
+
+/* The shortest window the rate is judged over: in a shorter one a busy
+ * proxy may have taken no flow by chance. */
+#define QUIET_WINDOW_MIN_MS 20
+
+/*
+ * Returns when the writer should write the queued flows: at once when the
+ * proxy took fewer than FLOWSTORE_QUIET_FLOWS_PER_S flows a second since
+ * the window began, else once it does or once it must (must_write_now()),
+ * looking again every FLOWSTORE_GATHER_MS. Each look starts a new window,
+ * so that after a batch written it is the rate during that batch which
+ * says whether the next one waits. Called with lock held (and it waits on
+ * work_cond, which flowstore_submit() and flowstore_sync() signal).
+ */
+static void defer_while_busy(struct flowstore *store)
+{
+    for (;;) {
+        int64_t now_ms = clock_mono_ms();
+        int64_t elapsed_ms = now_ms - store->window_start_ms;
+        uint64_t taken = store->accepted - store->window_accepted;
+        bool is_judged = elapsed_ms >= QUIET_WINDOW_MIN_MS;
+        bool is_busy =
+            is_judged && taken * 1000 >= (uint64_t)elapsed_ms * FLOWSTORE_QUIET_FLOWS_PER_S;
+        struct timespec until;
+
+        if (store->queue_count == 0 || must_write_now(store, now_ms))
+            break;
+        if (is_judged) {
+            store->window_start_ms = now_ms;
+            store->window_accepted = store->accepted;
+            if (!is_busy)
+                break;
+        }
+        if (store->defer_since_ms == 0)
+            store->defer_since_ms = now_ms;
+        until = clock_deadline_ms(CLOCK_MONOTONIC, is_judged ? FLOWSTORE_GATHER_MS
+                                                             : QUIET_WINDOW_MIN_MS - elapsed_ms);
+        while (!must_write_now(store, clock_mono_ms()) &&
+               pthread_cond_timedwait(&store->work_cond, &store->lock, &until) == 0)
+            ;
+    }
+}
+
 static void *writer_run(void *arg)
 {
     struct flowstore *store = arg;
@@ -2434,8 +2502,14 @@ static void *writer_run(void *arg)
     catch_up_headers(store); /* what an earlier run may have left (flowstore_open()) */
     pthread_mutex_lock(&store->lock);
     for (;;) {
-        while (store->queue_count == 0 && !store->is_stopping)
-            pthread_cond_wait(&store->work_cond, &store->lock);
+        if (store->queue_count == 0 && !store->is_stopping) {
+            while (store->queue_count == 0 && !store->is_stopping)
+                pthread_cond_wait(&store->work_cond, &store->lock);
+            /* The rate is judged from the first flow of this run of them
+             * on, not over the quiet time before it. */
+            store->window_start_ms = clock_mono_ms();
+            store->window_accepted = store->accepted - store->queue_count;
+        }
         /* Gather a batch for a moment rather than commit each flow as it
          * comes: one transaction per flow would cost the proxy most of a
          * core at a few thousand requests a second. */
@@ -2445,6 +2519,7 @@ static void *writer_run(void *arg)
                    pthread_cond_timedwait(&store->work_cond, &store->lock, &until) == 0)
                 ;
         }
+        defer_while_busy(store);
         if (store->is_stopping && has_failed)
             drop_queue(store);
         if (store->queue_count == 0)
@@ -2471,6 +2546,8 @@ static void *writer_run(void *arg)
 
         pthread_mutex_lock(&store->lock);
         store->finished += count;
+        if (store->queue_count == 0)
+            store->defer_since_ms = 0;
         pthread_cond_broadcast(&store->done_cond);
         /* Once a backlog is written and nothing waits: not under steady
          * load, where the queue never empties. */

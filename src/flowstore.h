@@ -7,8 +7,9 @@
  * drops the oldest segment of flows (flowseg.h) beyond max_flows and the
  * retention limits. It writes a batch in chunks, each when a thread at the
  * idle scheduling policy has run (FLOWSTORE_IDLE_CHUNK_FLOWS), so that it
- * takes the time the proxy's threads leave idle rather than theirs.
- * When the queue's bytes are at their bound a flow is
+ * takes the time the proxy's threads leave idle rather than theirs; while
+ * the proxy is busy it leaves the flows queued, and writes them when it is
+ * quiet again (FLOWSTORE_DEFER_*). When the queue's bytes are at their bound a flow is
  * queued without its bodies, and when the queue is full the flow is
  * dropped; both are counted. A batch the disk has no room for is tried
  * once more without its bodies.
@@ -27,11 +28,27 @@
 
 #define FLOWSTORE_DEFAULT_CAPTURE_LIMIT_BYTES (1024 * 1024)
 #define FLOWSTORE_DEFAULT_MAX_FLOWS 100000
-/* Flows waiting for the writer. At full keep-alive load the writer falls
- * behind for moments (a checkpoint, a segment started or dropped) and a
- * queue of 4096 dropped whole flows then; at 16384 (~100 MiB of small
- * flows, within the byte bound below) it rides those out. */
-#define FLOWSTORE_QUEUE_FLOWS 16384
+/* Flows waiting for the writer. A burst of the proxy at full speed waits
+ * here (FLOWSTORE_DEFER_*), so the queue has room for one and for the
+ * writer's slow moments after it (a checkpoint, a segment started or
+ * dropped): at 16,384 flows with the writer keeping pace, a queue of 4,096
+ * dropped whole flows in those moments. The byte bound below bounds its
+ * memory whatever the count. */
+#define FLOWSTORE_QUEUE_FLOWS 65536
+/* The writer leaves flows queued while the proxy is busy, that is takes
+ * FLOWSTORE_QUIET_FLOWS_PER_S flows a second or more, and writes them once
+ * it is quiet again: at full load every core the writer takes is one the
+ * proxy's threads wait for (its SQLite work per flow is more than a
+ * quarter of the proxy's own CPU per request), after a burst it costs them nothing. It
+ * writes anyway once FLOWSTORE_DEFER_FLOWS or FLOWSTORE_DEFER_BYTES are
+ * queued, and once flows have waited FLOWSTORE_DEFER_MAX_MS, so a
+ * sustained load still has its flows in the database a few seconds late,
+ * and the memory a burst holds is bounded by these. Below the rate (a
+ * person's browsing) every flow is written as it comes. */
+#define FLOWSTORE_QUIET_FLOWS_PER_S 2000
+#define FLOWSTORE_DEFER_FLOWS 32768
+#define FLOWSTORE_DEFER_BYTES ((size_t)64 * 1024 * 1024)
+#define FLOWSTORE_DEFER_MAX_MS 5000
 /* The writer writes a batch a chunk of FLOWSTORE_IDLE_CHUNK_FLOWS flows at
  * a time, each when a thread at the idle scheduling policy (tw-flowidle)
  * has run, that is when the proxy's threads left a core idle for a
@@ -39,12 +56,13 @@
  * wait behind it. It waits at most FLOWSTORE_IDLE_WAIT_MS for that, and
  * not at all from FLOWSTORE_BUSY_FLOWS queued flows on, where the CPU has
  * no idle time to spare and it writes at the proxy's priority as fast as
- * it can. The writer itself keeps that priority throughout: it holds the
+ * it can (the room above the mark rides out the writer's slow moments).
+ * The writer itself keeps that priority throughout: it holds the
  * database, and a thread at a lower one would hold it for seconds when
  * other programs keep the CPU busy. */
 #define FLOWSTORE_IDLE_CHUNK_FLOWS 64
 #define FLOWSTORE_IDLE_WAIT_MS 50
-#define FLOWSTORE_BUSY_FLOWS (FLOWSTORE_QUEUE_FLOWS / 8)
+#define FLOWSTORE_BUSY_FLOWS (FLOWSTORE_QUEUE_FLOWS / 4 * 3)
 /* Queued flows may each hold two bodies up to the capture limit; bounding
  * their bytes, not only their number, bounds memory while the disk is slow.
  * The bytes counted are the records (struct flow and its texts) and their

@@ -32,6 +32,7 @@
 #include <jansson.h>
 #include <sqlite3.h>
 
+#include "clock.h"
 #include "codec.h"
 #include "db.h"
 #include "embedded.h"
@@ -770,6 +771,40 @@ static void test_writer_takes_turns_from_an_idle_thread(void)
     CU_ASSERT_EQUAL(thread_stat_field("tw-flowwriter", 41), SCHED_OTHER);
     CU_ASSERT_EQUAL(thread_stat_field("tw-flowwriter", 19),
                     getpriority(PRIO_PROCESS, 0)); /* nice */
+    flowstore_close(store);
+}
+
+/* A burst faster than FLOWSTORE_QUIET_FLOWS_PER_S stays queued while it
+ * lasts and is written once the flows stop coming. */
+static void test_burst_waits_in_the_queue_until_the_proxy_is_quiet(void)
+{
+    struct flowstore *store = open_store(0);
+    struct flowstore_stats st;
+    int64_t start_ms, quiet_ms;
+    int i;
+
+    CU_ASSERT_FATAL(store != NULL);
+    /* 100 flows every 10 ms: 10,000 a second if the machine keeps up,
+     * above the quiet rate even if every sleep takes four times as long. */
+    start_ms = clock_mono_ms();
+    while (clock_mono_ms() - start_ms < 600) {
+        for (i = 0; i < 100; i++)
+            CU_ASSERT_EQUAL(flowstore_submit(store, simple_flow("GET", "b.test", "/", 200)), 0);
+        usleep(10000);
+    }
+    flowstore_stats(store, &st);
+    CU_ASSERT(st.submitted >= 1000);
+    CU_ASSERT(st.submitted < FLOWSTORE_DEFER_FLOWS);
+    /* The writer writes as it goes without deferring: most would be in. */
+    CU_ASSERT(st.written * 3 < st.submitted);
+    /* Quiet now: everything goes in without a sync to hurry it. */
+    quiet_ms = clock_mono_ms();
+    while (st.written < st.submitted && clock_mono_ms() - quiet_ms < 30000) {
+        usleep(10000);
+        flowstore_stats(store, &st);
+    }
+    CU_ASSERT_EQUAL(st.written, st.submitted);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows"), (int)st.submitted);
     flowstore_close(store);
 }
 
@@ -3428,6 +3463,8 @@ int main(void)
         !CU_add_test(suite, "full_queue_drops_and_counts", test_full_queue_drops_and_counts) ||
         !CU_add_test(suite, "writer_takes_turns_from_an_idle_thread",
                      test_writer_takes_turns_from_an_idle_thread) ||
+        !CU_add_test(suite, "burst_waits_in_the_queue_until_the_proxy_is_quiet",
+                     test_burst_waits_in_the_queue_until_the_proxy_is_quiet) ||
         !CU_add_test(suite, "database_error_counts_losses_and_writer_recovers",
                      test_database_error_counts_losses_and_writer_recovers) ||
         !CU_add_test(suite, "locked_database_is_reported_once_and_close_is_bounded",
