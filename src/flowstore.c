@@ -5,7 +5,9 @@
  * flowstore_submit() never touches SQLite, never allocates and never waits
  * for the writer, so a slow, locked, full or corrupt database costs them
  * nothing; the flows are then dropped (queue full) or lost (write error) and
- * counted. The writer paces itself by a thread at SCHED_IDLE
+ * counted. While the proxy takes flows fast the writer leaves them queued
+ * and writes them once it is quiet (defer_while_busy(), within the marks
+ * of FLOWSTORE_DEFER_*). The writer paces itself by a thread at SCHED_IDLE
  * (idle_run()), which the kernel runs only when a core has nothing else to
  * do: a chunk of a batch waits for it (wait_for_idle()), briefly, and not
  * at all once the queue shows that the CPU has no idle time left.
@@ -123,6 +125,10 @@ struct flowstore {
     uint64_t window_accepted;
     int64_t defer_since_ms;
     unsigned sync_waiters;
+    /* A deferral ran out (a mark of FLOWSTORE_DEFER_* reached) under a
+     * load that went on: the writer writes as flows come, without
+     * deferring, until the proxy is quiet again. */
+    bool is_defer_spent;
 
     /* The writer connection, guarded by write_lock. */
     pthread_mutex_t write_lock;
@@ -2471,14 +2477,27 @@ static void defer_while_busy(struct flowstore *store)
             is_judged && taken * 1000 >= (uint64_t)elapsed_ms * FLOWSTORE_QUIET_FLOWS_PER_S;
         struct timespec until;
 
-        if (store->queue_count == 0 || must_write_now(store, now_ms))
+        if (store->queue_count == 0)
             break;
+        if (must_write_now(store, now_ms)) {
+            if (!store->is_stopping && store->sync_waiters == 0)
+                store->is_defer_spent = true;
+            break;
+        }
         if (is_judged) {
             store->window_start_ms = now_ms;
             store->window_accepted = store->accepted;
-            if (!is_busy)
+            if (!is_busy) {
+                store->is_defer_spent = false;
                 break;
+            }
         }
+        /* Past the first burst of a sustained load, deferring again would
+         * only trade the queue's memory back and forth: each time it
+         * fills, the connection threads' heaps grow (page faults), and the
+         * writer catches up as the load goes on all the same. */
+        if (store->is_defer_spent)
+            break;
         if (store->defer_since_ms == 0)
             store->defer_since_ms = now_ms;
         until = clock_deadline_ms(CLOCK_MONOTONIC, is_judged ? FLOWSTORE_GATHER_MS
@@ -2503,12 +2522,17 @@ static void *writer_run(void *arg)
     pthread_mutex_lock(&store->lock);
     for (;;) {
         if (store->queue_count == 0 && !store->is_stopping) {
+            int64_t idle_from_ms = clock_mono_ms();
+
             while (store->queue_count == 0 && !store->is_stopping)
                 pthread_cond_wait(&store->work_cond, &store->lock);
             /* The rate is judged from the first flow of this run of them
-             * on, not over the quiet time before it. */
+             * on, not over the quiet time before it; a pause of the
+             * proxy's flows that long is a quiet moment. */
             store->window_start_ms = clock_mono_ms();
             store->window_accepted = store->accepted - store->queue_count;
+            if (store->window_start_ms - idle_from_ms >= FLOWSTORE_GATHER_MS)
+                store->is_defer_spent = false;
         }
         /* Gather a batch for a moment rather than commit each flow as it
          * comes: one transaction per flow would cost the proxy most of a

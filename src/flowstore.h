@@ -41,9 +41,11 @@
  * proxy's threads wait for (its SQLite work per flow is more than a
  * quarter of the proxy's own CPU per request), after a burst it costs them nothing. It
  * writes anyway once FLOWSTORE_DEFER_FLOWS or FLOWSTORE_DEFER_BYTES are
- * queued, and once flows have waited FLOWSTORE_DEFER_MAX_MS, so a
- * sustained load still has its flows in the database a few seconds late,
- * and the memory a burst holds is bounded by these. Below the rate (a
+ * queued, and once flows have waited FLOWSTORE_DEFER_MAX_MS, which bounds
+ * the memory a burst holds; a load that goes on past that has its flows
+ * written as they come, as without deferring, until the proxy is quiet
+ * again (a second deferral would only grow and shrink the queue's memory
+ * again, which costs the proxy's threads page faults). Below the rate (a
  * person's browsing) every flow is written as it comes. */
 #define FLOWSTORE_QUIET_FLOWS_PER_S 2000
 #define FLOWSTORE_DEFER_FLOWS 32768
