@@ -774,37 +774,55 @@ static void test_writer_takes_turns_from_an_idle_thread(void)
     flowstore_close(store);
 }
 
+/* Waits (at most 30 s) until the writer has written every flow submitted
+ * to store, without flowstore_sync(), which would hurry it; fills *st. */
+static void wait_written_unhurried(struct flowstore *store, struct flowstore_stats *st)
+{
+    int64_t from_ms = clock_mono_ms();
+
+    flowstore_stats(store, st);
+    while (st->written < st->submitted && clock_mono_ms() - from_ms < 30000) {
+        usleep(10000);
+        flowstore_stats(store, st);
+    }
+}
+
 /* A burst faster than FLOWSTORE_QUIET_FLOWS_PER_S stays queued while it
- * lasts and is written once the flows stop coming. */
+ * lasts and is written once the flows stop coming. A stall of this thread
+ * of a tenth of a second looks quiet to the writer, which then writes what
+ * is queued: on a machine busy enough for that, the burst is tried again,
+ * at most three times. A writer that does not defer fails every time. */
 static void test_burst_waits_in_the_queue_until_the_proxy_is_quiet(void)
 {
     struct flowstore *store = open_store(0);
-    struct flowstore_stats st;
-    int64_t start_ms, quiet_ms;
-    int i;
+    struct flowstore_stats before, after;
+    bool is_deferred = false;
+    int64_t start_ms;
+    int attempt, i;
 
     CU_ASSERT_FATAL(store != NULL);
-    /* 100 flows every 10 ms: 10,000 a second if the machine keeps up,
-     * above the quiet rate even if every sleep takes four times as long. */
-    start_ms = clock_mono_ms();
-    while (clock_mono_ms() - start_ms < 600) {
-        for (i = 0; i < 100; i++)
-            CU_ASSERT_EQUAL(flowstore_submit(store, simple_flow("GET", "b.test", "/", 200)), 0);
-        usleep(10000);
+    for (attempt = 0; attempt < 3 && !is_deferred; attempt++) {
+        wait_written_unhurried(store, &before);
+        /* 100 flows every 10 ms: 10,000 a second if the machine keeps
+         * up, above the quiet rate even if every sleep takes four times
+         * as long. */
+        start_ms = clock_mono_ms();
+        while (clock_mono_ms() - start_ms < 600) {
+            for (i = 0; i < 100; i++)
+                CU_ASSERT_EQUAL(flowstore_submit(store, simple_flow("GET", "b.test", "/", 200)), 0);
+            usleep(10000);
+        }
+        flowstore_stats(store, &after);
+        CU_ASSERT(after.submitted - before.submitted >= 1000);
+        CU_ASSERT(after.submitted - before.submitted < FLOWSTORE_DEFER_FLOWS);
+        /* A writer that writes as flows come would have most of them in. */
+        is_deferred = (after.written - before.written) * 3 < after.submitted - before.submitted;
     }
-    flowstore_stats(store, &st);
-    CU_ASSERT(st.submitted >= 1000);
-    CU_ASSERT(st.submitted < FLOWSTORE_DEFER_FLOWS);
-    /* The writer writes as it goes without deferring: most would be in. */
-    CU_ASSERT(st.written * 3 < st.submitted);
+    CU_ASSERT_TRUE(is_deferred);
     /* Quiet now: everything goes in without a sync to hurry it. */
-    quiet_ms = clock_mono_ms();
-    while (st.written < st.submitted && clock_mono_ms() - quiet_ms < 30000) {
-        usleep(10000);
-        flowstore_stats(store, &st);
-    }
-    CU_ASSERT_EQUAL(st.written, st.submitted);
-    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows"), (int)st.submitted);
+    wait_written_unhurried(store, &after);
+    CU_ASSERT_EQUAL(after.written, after.submitted);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows"), (int)after.submitted);
     flowstore_close(store);
 }
 
