@@ -5,6 +5,7 @@
  */
 #include "flow.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -125,15 +126,18 @@ struct flow *flow_pack(struct flow *flow)
     size_t bodies = flow->request_body.len + flow->response_body.len +
                     flow->request_body_original.len + flow->response_body_original.len;
     struct flow *p;
+    size_t bytes;
     char *at;
 
     if (bodies > FLOW_PACK_BODY_MAX_BYTES || flow->ws.items != NULL)
         return flow;
-    p = malloc(sizeof(*flow) + bodies + flow_strings_bytes(flow));
+    bytes = sizeof(*flow) + bodies + flow_strings_bytes(flow);
+    p = malloc(bytes);
     if (p == NULL)
         return flow;
     *p = *flow;
     p->is_packed = true;
+    p->packed_bytes = bytes;
     at = (char *)(p + 1);
     pack_body(&at, &p->request_body, &flow->request_body);
     pack_body(&at, &p->response_body, &flow->response_body);
@@ -160,6 +164,42 @@ struct flow *flow_pack(struct flow *flow)
     flow->live = NULL; /* the reference moved over */
     flow_free(flow);
     return p;
+}
+
+/* p moved along with a block that was at was (bytes long) and is at now;
+ * a pointer outside the block stays. */
+static void *moved(const void *p, uintptr_t was, size_t bytes, void *now)
+{
+    uintptr_t at = (uintptr_t)p;
+
+    if (p == NULL || at < was || at - was >= bytes)
+        return (void *)(uintptr_t)p;
+    return (char *)now + (at - was);
+}
+
+void flow_packed_moved(struct flow *flow, uintptr_t was)
+{
+    size_t n = flow->packed_bytes;
+
+    flow->target = moved(flow->target, was, n, flow);
+    flow->request_headers = moved(flow->request_headers, was, n, flow);
+    flow->response_headers = moved(flow->response_headers, was, n, flow);
+    flow->request_facts.text = moved(flow->request_facts.text, was, n, flow);
+    flow->response_facts.text = moved(flow->response_facts.text, was, n, flow);
+    flow->request_body.data = moved(flow->request_body.data, was, n, flow);
+    flow->response_body.data = moved(flow->response_body.data, was, n, flow);
+    flow->request_body_original.data = moved(flow->request_body_original.data, was, n, flow);
+    flow->response_body_original.data = moved(flow->response_body_original.data, was, n, flow);
+    flow->error = moved(flow->error, was, n, flow);
+    flow->rules = moved(flow->rules, was, n, flow);
+    flow->target_original = moved(flow->target_original, was, n, flow);
+    flow->request_headers_original = moved(flow->request_headers_original, was, n, flow);
+    flow->response_headers_original = moved(flow->response_headers_original, was, n, flow);
+    flow->rules_notes = moved(flow->rules_notes, was, n, flow);
+    flow->tls.cert_subject = moved(flow->tls.cert_subject, was, n, flow);
+    flow->tls.cert_issuer = moved(flow->tls.cert_issuer, was, n, flow);
+    flow->tls.cert_sans = moved(flow->tls.cert_sans, was, n, flow);
+    flow->tls.verification = moved(flow->tls.verification, was, n, flow);
 }
 
 /* is_in_block: body's flow is packed, its bytes in the flow's block. */

@@ -198,8 +198,10 @@ struct flow {
      * bytes are gone. */
     bool are_bodies_dropped;
     /* The flow, its strings and its bodies lie in one allocation
-     * (flow_pack()): none of them is freed or grown on its own. */
+     * (flow_pack()) of packed_bytes: none of them is freed or grown on its
+     * own. */
     bool is_packed;
+    size_t packed_bytes;
 };
 
 /*
@@ -218,6 +220,11 @@ struct flow {
  */
 #define FLOW_PACK_BODY_MAX_BYTES (8 * 1024)
 struct flow *flow_pack(struct flow *flow);
+
+/* A packed flow's block was copied to flow from the address was (the
+ * flow spool wrote it to disk and read it back): its pointers into the
+ * block are moved along with it; the others (live) stay as they are. */
+void flow_packed_moved(struct flow *flow, uintptr_t was);
 
 /* The bytes of every string flow holds (its TLS strings too), each with its
  * NUL: what flow_pack() copies besides the record and the bodies. */

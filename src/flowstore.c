@@ -6,8 +6,8 @@
  * for the writer, so a slow, locked, full or corrupt database costs them
  * nothing; the flows are then dropped (queue full) or lost (write error) and
  * counted. While the proxy takes flows fast the writer leaves them queued
- * and writes them once it is quiet (defer_while_busy(), within the marks
- * of FLOWSTORE_DEFER_*). The writer paces itself by a thread at SCHED_IDLE
+ * and writes them once it is quiet (defer_while_busy(); past the marks of
+ * FLOWSTORE_DEFER_* they wait in its spool, flowspool.h). The writer paces itself by a thread at SCHED_IDLE
  * (idle_run()), which the kernel runs only when a core has nothing else to
  * do: a chunk of a batch waits for it (wait_for_idle()), briefly, and not
  * at all once the queue shows that the CPU has no idle time left.
@@ -68,6 +68,7 @@
 #include "db.h"
 #include "filter.h"
 #include "flowseg.h"
+#include "flowspool.h"
 #include "log.h"
 #include "searchtext.h"
 #include "wsstore.h"
@@ -129,6 +130,17 @@ struct flowstore {
      * load that went on: the writer writes as flows come, without
      * deferring, until the proxy is quiet again. */
     bool is_defer_spent;
+    /* The flows put off past FLOWSTORE_DEFER_* (flowspool.h), older than
+     * every queued one: the writer thread's alone, opened when first
+     * needed; is_spool_failed once it could not be. Under lock, for the
+     * others: spooled, the flows in it, and spool_held_bytes, the bytes of
+     * those it keeps in memory (within FLOWSTORE_QUEUE_MAX_BYTES with the
+     * queue's). */
+    struct flowspool *spool;
+    bool is_spool_failed;
+    uint64_t spool_max_bytes; /* the spool's bound when it opens (--max-db-size) */
+    size_t spooled;
+    size_t spool_held_bytes;
 
     /* The writer connection, guarded by write_lock. */
     pthread_mutex_t write_lock;
@@ -702,6 +714,8 @@ static int load_next_id(struct flowstore *store, char *err, size_t err_len)
 
 static void *writer_run(void *arg);
 static void *idle_run(void *arg);
+static void keep_arena_tops(void);
+static pthread_once_t keep_arena_tops_once = PTHREAD_ONCE_INIT;
 static void catch_up_headers(struct flowstore *store);
 
 /* Adds the pairs column (flowseg.c) to the segments' flows_unindexed_N
@@ -795,6 +809,7 @@ int flowstore_open(const char *db_path, int64_t max_flows, struct flowstore **ou
         goto out;
     }
     store->limits.max_flows = max_flows;
+    store->spool_max_bytes = FLOWSTORE_SPOOL_MAX_BYTES;
     store->db_path = strdup(db_path);
     store->queue = calloc(FLOWSTORE_QUEUE_FLOWS, sizeof(store->queue[0]));
     store->queue_sizes = calloc(FLOWSTORE_QUEUE_FLOWS, sizeof(store->queue_sizes[0]));
@@ -837,6 +852,7 @@ int flowstore_open(const char *db_path, int64_t max_flows, struct flowstore **ou
     if (store->hdr_indexed_to < store->segs[0].first_id)
         store->hdr_indexed_to = store->segs[0].first_id;
 
+    pthread_once(&keep_arena_tops_once, keep_arena_tops);
     /* Before the writer, which reads has_idle: without the idle thread it
      * writes without waiting for idle time, as fast as it can. */
     store->has_idle = pthread_create(&store->idle, NULL, idle_run, store) == 0;
@@ -887,6 +903,7 @@ void flowstore_close(struct flowstore *store)
     if (store->queue != NULL)
         for (i = 0; i < store->queue_count; i++)
             flow_free(store->queue[(store->queue_head + i) % FLOWSTORE_QUEUE_FLOWS]);
+    flowspool_close(store->spool);
 
     sqlite3_finalize(store->begin_stmt);
     sqlite3_finalize(store->commit_stmt);
@@ -957,7 +974,15 @@ static size_t flow_bytes(const struct flow *flow)
  * first flow always does, so that one larger than the bound is written. */
 static bool queue_fits(const struct flowstore *store, size_t bytes)
 {
-    return store->queue_count == 0 || store->queue_bytes + bytes <= FLOWSTORE_QUEUE_MAX_BYTES;
+    return store->queue_count == 0 ||
+           store->queue_bytes + store->spool_held_bytes + bytes <= FLOWSTORE_QUEUE_MAX_BYTES;
+}
+
+/* Whether the writer has flows to write, queued or spooled. Called with
+ * lock held. */
+static bool has_work(const struct flowstore *store)
+{
+    return store->queue_count > 0 || store->spooled > 0;
 }
 
 /* Warns at the 1st, 2nd, 4th, 8th... time a count went up: visible, never
@@ -1097,6 +1122,12 @@ void flowstore_set_retention(struct flowstore *store, int64_t max_db_bytes, int6
     pthread_mutex_lock(&store->write_lock);
     store->limits.max_db_bytes = max_db_bytes;
     store->limits.retain_us = retain_us;
+    pthread_mutex_lock(&store->lock);
+    if (max_db_bytes > 0 && (uint64_t)max_db_bytes < FLOWSTORE_SPOOL_MAX_BYTES)
+        store->spool_max_bytes = (uint64_t)max_db_bytes;
+    else
+        store->spool_max_bytes = FLOWSTORE_SPOOL_MAX_BYTES;
+    pthread_mutex_unlock(&store->lock);
     pthread_mutex_unlock(&store->write_lock);
 }
 
@@ -2370,6 +2401,14 @@ int flowstore_write(struct flowstore *store, struct flow **flows, size_t count, 
  * up the exit for minutes, so the rest is counted as lost at once. */
 static void drop_queue(struct flowstore *store)
 {
+    if (store->spool != NULL) {
+        store->stats.write_errors += store->spooled;
+        store->finished += store->spooled;
+        flowspool_close(store->spool);
+        store->spool = NULL;
+        store->spooled = 0;
+        store->spool_held_bytes = 0;
+    }
     while (store->queue_count > 0) {
         flow_free(store->queue[store->queue_head]);
         store->queue_head = (store->queue_head + 1) % FLOWSTORE_QUEUE_FLOWS;
@@ -2397,7 +2436,7 @@ static void catch_up_headers(struct flowstore *store)
         int rc;
 
         pthread_mutex_lock(&store->lock);
-        is_busy = store->queue_count > 0;
+        is_busy = has_work(store);
         pthread_mutex_unlock(&store->lock);
         if (is_busy)
             return;
@@ -2442,6 +2481,101 @@ static void give_back_heap(void)
 #endif
 }
 
+/*
+ * Lets each malloc arena keep FLOWSTORE_HEAP_TOP_PAD_BYTES of its freed
+ * top. The connection threads allocate the flows and the writer frees
+ * them a deferred burst at a time (defer_while_busy()); with glibc's
+ * default pad of 128 KiB each arena's top went back to the system as the
+ * writer freed a burst, and the next burst faulted its pages in again,
+ * with an mprotect() each time an arena grew by 128 KiB: 4.4% of the
+ * connection threads' samples in a profile of scenario 10, about half of
+ * what capture still cost them there. With the pad an arena keeps enough
+ * for its share of a burst of a few seconds (scenario 10's 2 s slices at
+ * 16 connections: about 4 MiB an arena) and grows in steps that large.
+ * The price is memory: at most the pad per arena after a burst (glibc
+ * makes up to eight arenas per core), and malloc_trim() does not take it
+ * back from an arena other than the main one. The setting is the
+ * process's (glibc has one); it is made where a flow store opens, so with
+ * --no-capture nothing changes. Setting it also freezes glibc's mmap
+ * threshold at its default, as exchange.c's fix_mmap_threshold() does for
+ * body buffers: blocks over 128 KiB are mmap'd and go back when freed.
+ */
+static void keep_arena_tops(void)
+{
+#ifdef __GLIBC__
+    mallopt(M_TOP_PAD, FLOWSTORE_HEAP_TOP_PAD_BYTES);
+#endif
+}
+
+/* Whether the queue is at a mark of FLOWSTORE_DEFER_*. */
+static bool is_queue_at_mark(const struct flowstore *store)
+{
+    return store->queue_count >= FLOWSTORE_DEFER_FLOWS ||
+           store->queue_bytes >= FLOWSTORE_DEFER_BYTES;
+}
+
+/* The directory db_path is in, into dir. */
+static void db_dir(const char *db_path, char *dir, size_t dir_len)
+{
+    const char *slash = strrchr(db_path, '/');
+
+    if (slash == NULL)
+        snprintf(dir, dir_len, ".");
+    else if (slash == db_path)
+        snprintf(dir, dir_len, "/");
+    else
+        snprintf(dir, dir_len, "%.*s", (int)(slash - db_path), db_path);
+}
+
+/*
+ * Moves every queued flow to the spool, oldest first, as far as it takes
+ * them. Returns whether it took any. Called with lock held, which it
+ * releases for the writing: only the writer takes flows off the queue's
+ * head, so those it reads there stay while flowstore_submit() adds at the
+ * tail.
+ */
+static bool spool_queue(struct flowstore *store)
+{
+    struct flow *flows[FLOWSTORE_BATCH_FLOWS];
+    size_t sizes[FLOWSTORE_BATCH_FLOWS];
+    bool is_any = false;
+
+    if (store->spool == NULL && !store->is_spool_failed) {
+        char dir[4096], err[256];
+
+        db_dir(store->db_path, dir, sizeof(dir));
+        if (flowspool_open(dir, store->spool_max_bytes, &store->spool, err, sizeof(err)) != 0) {
+            log_warn("flowstore: %s; a long burst is written as it comes", err);
+            store->is_spool_failed = true;
+        }
+    }
+    while (store->spool != NULL && store->queue_count > 0 && flowspool_is_usable(store->spool)) {
+        size_t n, i, taken;
+
+        for (n = 0; n < FLOWSTORE_BATCH_FLOWS && n < store->queue_count; n++) {
+            size_t at = (store->queue_head + n) % FLOWSTORE_QUEUE_FLOWS;
+
+            flows[n] = store->queue[at];
+            sizes[n] = store->queue_sizes[at];
+        }
+        pthread_mutex_unlock(&store->lock);
+        taken = flowspool_put(store->spool, flows, sizes, n);
+        pthread_mutex_lock(&store->lock);
+        for (i = 0; i < taken; i++) {
+            store->queue_bytes -= store->queue_sizes[store->queue_head];
+            store->queue_head = (store->queue_head + 1) % FLOWSTORE_QUEUE_FLOWS;
+            store->queue_count--;
+        }
+        store->spooled = flowspool_count(store->spool);
+        store->spool_held_bytes = flowspool_held_bytes(store->spool);
+        store->stats.spooled = store->spooled;
+        is_any |= taken > 0;
+        if (taken < n)
+            break;
+    }
+    return is_any;
+}
+
 /* Whether the writer must write what is queued now rather than wait for a
  * quiet moment: stopping, a flowstore_sync() waiting, or the queue at a
  * mark of FLOWSTORE_DEFER_*. Called with lock held. */
@@ -2477,11 +2611,19 @@ static void defer_while_busy(struct flowstore *store)
             is_judged && taken * 1000 >= (uint64_t)elapsed_ms * FLOWSTORE_QUIET_FLOWS_PER_S;
         struct timespec until;
 
-        if (store->queue_count == 0)
+        if (!has_work(store))
             break;
         if (must_write_now(store, now_ms)) {
-            if (!store->is_stopping && store->sync_waiters == 0)
+            if (!store->is_stopping && store->sync_waiters == 0) {
+                bool is_old = store->defer_since_ms != 0 &&
+                              now_ms - store->defer_since_ms >= FLOWSTORE_DEFER_MAX_MS;
+
+                /* A burst longer than the queue's marks goes on in the
+                 * spool. */
+                if (!is_old && is_queue_at_mark(store) && spool_queue(store))
+                    continue;
                 store->is_defer_spent = true;
+            }
             break;
         }
         if (is_judged) {
@@ -2513,7 +2655,7 @@ static void *writer_run(void *arg)
     struct flowstore *store = arg;
     struct flow *batch[FLOWSTORE_BATCH_FLOWS];
     bool has_failed = false;
-    size_t backlog_peak = 0; /* the most flows queued since the heap was last given back */
+    size_t backlog_peak = 0; /* the most flows queued and spooled since the heap was given back */
     size_t count;
     size_t i;
 
@@ -2521,10 +2663,10 @@ static void *writer_run(void *arg)
     catch_up_headers(store); /* what an earlier run may have left (flowstore_open()) */
     pthread_mutex_lock(&store->lock);
     for (;;) {
-        if (store->queue_count == 0 && !store->is_stopping) {
+        if (!has_work(store) && !store->is_stopping) {
             int64_t idle_from_ms = clock_mono_ms();
 
-            while (store->queue_count == 0 && !store->is_stopping)
+            while (!has_work(store) && !store->is_stopping)
                 pthread_cond_wait(&store->work_cond, &store->lock);
             /* The rate is judged from the first flow of this run of them
              * on, not over the quiet time before it; a pause of the
@@ -2537,7 +2679,8 @@ static void *writer_run(void *arg)
         /* Gather a batch for a moment rather than commit each flow as it
          * comes: one transaction per flow would cost the proxy most of a
          * core at a few thousand requests a second. */
-        if (!store->is_stopping && store->queue_count < FLOWSTORE_BATCH_FLOWS) {
+        if (!store->is_stopping && store->spooled == 0 &&
+            store->queue_count < FLOWSTORE_BATCH_FLOWS) {
             struct timespec until = clock_deadline_ms(CLOCK_MONOTONIC, FLOWSTORE_GATHER_MS);
             while (store->queue_count < FLOWSTORE_BATCH_FLOWS && !store->is_stopping &&
                    pthread_cond_timedwait(&store->work_cond, &store->lock, &until) == 0)
@@ -2546,36 +2689,60 @@ static void *writer_run(void *arg)
         defer_while_busy(store);
         if (store->is_stopping && has_failed)
             drop_queue(store);
-        if (store->queue_count == 0)
+        if (!has_work(store))
             break; /* stopping, and everything queued is written */
-        if (store->queue_count > backlog_peak)
-            backlog_peak = store->queue_count;
-        for (count = 0; count < FLOWSTORE_BATCH_FLOWS && store->queue_count > 0; count++) {
-            batch[count] = store->queue[store->queue_head];
-            store->queue_bytes -= store->queue_sizes[store->queue_head];
-            store->queue_head = (store->queue_head + 1) % FLOWSTORE_QUEUE_FLOWS;
-            store->queue_count--;
+        /* While the writer catches up with the spool, the queue's newer
+         * flows join it at its marks rather than fill the queue. */
+        if (store->spooled > 0 && !store->is_stopping && is_queue_at_mark(store))
+            spool_queue(store);
+        if (store->queue_count + store->spooled > backlog_peak)
+            backlog_peak = store->queue_count + store->spooled;
+        if (store->spooled > 0) {
+            uint64_t lost_before = flowspool_lost(store->spool), lost;
+
+            pthread_mutex_unlock(&store->lock);
+            count = flowspool_take(store->spool, batch, FLOWSTORE_BATCH_FLOWS);
+            pthread_mutex_lock(&store->lock);
+            lost = flowspool_lost(store->spool) - lost_before;
+            if (lost > 0) {
+                log_error("flowstore: the spool could not be read back; %" PRIu64 " flow(s) lost",
+                          lost);
+                store->stats.write_errors += lost;
+                store->finished += lost;
+            }
+            store->spooled = flowspool_count(store->spool);
+            store->spool_held_bytes = flowspool_held_bytes(store->spool);
+            store->stats.spooled = store->spooled;
+        } else {
+            for (count = 0; count < FLOWSTORE_BATCH_FLOWS && store->queue_count > 0; count++) {
+                batch[count] = store->queue[store->queue_head];
+                store->queue_bytes -= store->queue_sizes[store->queue_head];
+                store->queue_head = (store->queue_head + 1) % FLOWSTORE_QUEUE_FLOWS;
+                store->queue_count--;
+            }
         }
         pthread_mutex_unlock(&store->lock);
 
-        has_failed = !write_batch(store, batch, count, true);
-        if (!has_failed)
-            notify_written(store, batch, count);
-        for (i = 0; i < count; i++)
-            flow_free(batch[i]);
-        /* Before these flows count as finished: flowstore_sync() then
-         * returns with the header words of a quiet moment's flows in. */
-        if (!has_failed)
-            catch_up_headers(store);
+        if (count > 0) {
+            has_failed = !write_batch(store, batch, count, true);
+            if (!has_failed)
+                notify_written(store, batch, count);
+            for (i = 0; i < count; i++)
+                flow_free(batch[i]);
+            /* Before these flows count as finished: flowstore_sync() then
+             * returns with the header words of a quiet moment's flows in. */
+            if (!has_failed)
+                catch_up_headers(store);
+        }
 
         pthread_mutex_lock(&store->lock);
         store->finished += count;
-        if (store->queue_count == 0)
+        if (!has_work(store))
             store->defer_since_ms = 0;
         pthread_cond_broadcast(&store->done_cond);
         /* Once a backlog is written and nothing waits: not under steady
          * load, where the queue never empties. */
-        if (store->queue_count == 0 && backlog_peak >= FLOWSTORE_TRIM_BACKLOG_FLOWS) {
+        if (!has_work(store) && backlog_peak >= FLOWSTORE_TRIM_BACKLOG_FLOWS) {
             backlog_peak = 0;
             pthread_mutex_unlock(&store->lock);
             give_back_heap();

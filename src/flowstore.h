@@ -40,17 +40,22 @@
  * it is quiet again: at full load every core the writer takes is one the
  * proxy's threads wait for (its SQLite work per flow is more than a
  * quarter of the proxy's own CPU per request), after a burst it costs them nothing. It
- * writes anyway once FLOWSTORE_DEFER_FLOWS or FLOWSTORE_DEFER_BYTES are
- * queued, and once flows have waited FLOWSTORE_DEFER_MAX_MS, which bounds
- * the memory a burst holds; a load that goes on past that has its flows
- * written as they come, as without deferring, until the proxy is quiet
- * again (a second deferral would only grow and shrink the queue's memory
- * again, which costs the proxy's threads page faults). Below the rate (a
- * person's browsing) every flow is written as it comes. */
+ * moves them to its spool (flowspool.h, a file beside the database, at
+ * most FLOWSTORE_SPOOL_MAX_BYTES or --max-db-size) once
+ * FLOWSTORE_DEFER_FLOWS or FLOWSTORE_DEFER_BYTES are queued, which bounds
+ * the memory a burst holds, and writes anyway once flows have waited
+ * FLOWSTORE_DEFER_MAX_MS or the spool is full (or cannot be written): a
+ * load that goes on past that has its flows written as they come, as
+ * without deferring, until the proxy is quiet again (a second deferral
+ * would only grow and shrink the queue's memory again, which costs the
+ * proxy's threads page faults). The spool keeps taking the queue at its
+ * marks while it has flows, so that the flows still come in order. Below
+ * the rate (a person's browsing) every flow is written as it comes. */
 #define FLOWSTORE_QUIET_FLOWS_PER_S 2000
 #define FLOWSTORE_DEFER_FLOWS 32768
 #define FLOWSTORE_DEFER_BYTES ((size_t)64 * 1024 * 1024)
-#define FLOWSTORE_DEFER_MAX_MS 5000
+#define FLOWSTORE_DEFER_MAX_MS 30000
+#define FLOWSTORE_SPOOL_MAX_BYTES ((uint64_t)1024 * 1024 * 1024)
 /* The writer writes a batch a chunk of FLOWSTORE_IDLE_CHUNK_FLOWS flows at
  * a time, each when a thread at the idle scheduling policy (tw-flowidle)
  * has run, that is when the proxy's threads left a core idle for a
@@ -89,6 +94,10 @@
 /* After a backlog of at least this many queued flows, once the queue is
  * empty again, the writer hands the freed heap back (malloc_trim). */
 #define FLOWSTORE_TRIM_BACKLOG_FLOWS 1024
+/* Each malloc arena grows by this much at a time and keeps this much of
+ * its freed top for the next burst (glibc's M_TOP_PAD; see flowstore.c,
+ * keep_arena_tops()). */
+#define FLOWSTORE_HEAP_TOP_PAD_BYTES (4 * 1024 * 1024)
 
 struct flowstore;
 
@@ -129,7 +138,9 @@ struct flowstore_stats {
     uint64_t bodies_dropped; /* flows (or batches of a WebSocket flow's messages) kept without
                                 their bodies: the queue's bytes were at their bound, or the
                                 disk had room for the records only */
-    uint64_t write_errors;   /* flows lost to database errors */
+    uint64_t write_errors;   /* flows lost to database errors (or a spool that could not be
+                                read back) */
+    uint64_t spooled;        /* flows in the spool now (FLOWSTORE_DEFER_MAX_MS) */
     uint64_t stored;         /* flows in the database now */
     char last_error[256];    /* last database error, "" if none */
     bool is_write_failing;   /* the last batch failed: flows are being lost now (a full

@@ -826,6 +826,54 @@ static void test_burst_waits_in_the_queue_until_the_proxy_is_quiet(void)
     flowstore_close(store);
 }
 
+/* A burst past FLOWSTORE_DEFER_FLOWS goes on in the spool rather than be
+ * written while it lasts, and all of it is written afterwards, in the
+ * order it came, a large flow (kept in memory in its place) among them. */
+static void test_long_burst_goes_on_in_the_spool_and_comes_out_in_order(void)
+{
+    struct flowstore *store = open_store(0);
+    struct flowstore_stats st;
+    int total = FLOWSTORE_DEFER_FLOWS + FLOWSTORE_DEFER_FLOWS / 2;
+    uint64_t most_spooled = 0;
+    int64_t from_ms;
+    char path[32];
+    int i;
+
+    CU_ASSERT_FATAL(store != NULL);
+    for (i = 0; i < total; i++) {
+        struct flow *f;
+
+        snprintf(path, sizeof(path), "/s/%d", i);
+        f = simple_flow("GET", "spool.test", path, 200);
+        if (i == total - 100)
+            append_patterned(&f->response_body, LARGE_BODY_BYTES * 4, 7);
+        submit(store, f);
+        if (i % 1024 == 0) {
+            flowstore_stats(store, &st);
+            if (st.spooled > most_spooled)
+                most_spooled = st.spooled;
+        }
+    }
+    from_ms = clock_mono_ms();
+    do {
+        flowstore_stats(store, &st);
+        if (st.spooled > most_spooled)
+            most_spooled = st.spooled;
+        usleep(5000);
+    } while (st.written < st.submitted && clock_mono_ms() - from_ms < 60000);
+    CU_ASSERT(most_spooled > 0);
+    CU_ASSERT_EQUAL(st.written, (uint64_t)total);
+    CU_ASSERT_EQUAL(st.spooled, 0);
+    CU_ASSERT_EQUAL(st.write_errors, 0);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows"), total);
+    /* Ids follow the order the flows came in. */
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows WHERE target != '/s/' || "
+                              "(id - (SELECT min(id) FROM flows))"),
+                    0);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows WHERE resp_body_captured > 0"), 1);
+    flowstore_close(store);
+}
+
 static void test_full_queue_drops_and_counts(void)
 {
     struct flowstore *store = open_store(0);
@@ -3483,6 +3531,8 @@ int main(void)
                      test_writer_takes_turns_from_an_idle_thread) ||
         !CU_add_test(suite, "burst_waits_in_the_queue_until_the_proxy_is_quiet",
                      test_burst_waits_in_the_queue_until_the_proxy_is_quiet) ||
+        !CU_add_test(suite, "long_burst_goes_on_in_the_spool_and_comes_out_in_order",
+                     test_long_burst_goes_on_in_the_spool_and_comes_out_in_order) ||
         !CU_add_test(suite, "database_error_counts_losses_and_writer_recovers",
                      test_database_error_counts_losses_and_writer_recovers) ||
         !CU_add_test(suite, "locked_database_is_reported_once_and_close_is_bounded",

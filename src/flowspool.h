@@ -1,0 +1,58 @@
+/*
+ * flowspool: flows the flow writer has put off, in a file, oldest first.
+ *
+ * While the proxy is busy the writer leaves flows for later (flowstore.c,
+ * defer_while_busy()); in memory that holds a burst up to
+ * FLOWSTORE_DEFER_BYTES. The spool holds the rest of a longer burst, for a
+ * write() per chunk of flows (a few µs a flow, where storing one in SQLite
+ * costs about 25), so that the proxy keeps its cores until the burst ends.
+ * Owned by the flow writer thread alone: nothing here locks.
+ */
+#ifndef TAPWIRE_FLOWSPOOL_H
+#define TAPWIRE_FLOWSPOOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "flow.h"
+
+struct flowspool;
+
+/* Opens an empty spool in a file of its own in dir, which no other process
+ * sees and which is gone when the spool closes or the process dies; it
+ * holds at most max_bytes. Returns 0 and *out, or -1 with err. */
+int flowspool_open(const char *dir, uint64_t max_bytes, struct flowspool **out, char *err,
+                   size_t err_len);
+/* Frees the flows the spool still holds (counted as lost by the caller) and
+ * closes it. NULL is fine. */
+void flowspool_close(struct flowspool *spool);
+
+/*
+ * Appends flows[0..count) in order and takes them over (sizes: the
+ * caller's count of each one's bytes, for flowspool_held_bytes()); returns how many
+ * it took, a prefix of flows: all of them, or none of those past its
+ * max_bytes or past a write that failed (then it takes no more until it
+ * has been emptied: it is "broken", flowspool_is_usable()). A packed flow
+ * (flow_pack()) goes to the file; another one (large bodies, WebSocket
+ * messages) stays in memory in the spool, its place kept in the file.
+ */
+size_t flowspool_put(struct flowspool *spool, struct flow **flows, const size_t *sizes,
+                     size_t count);
+/* Takes up to max of the oldest flows into out, in order; returns how many
+ * (0 when empty, or when reading fails: those flows are then lost, and
+ * counted in flowspool_lost()). The caller owns them. */
+size_t flowspool_take(struct flowspool *spool, struct flow **out, size_t max);
+
+/* Flows held (in the file and in memory). */
+size_t flowspool_count(const struct flowspool *spool);
+/* The bytes (as given to flowspool_put()) of the flows held in memory. */
+size_t flowspool_held_bytes(const struct flowspool *spool);
+/* Whether a put may take flows now: not broken, not full. */
+bool flowspool_is_usable(const struct flowspool *spool);
+/* Bytes of the file in use (records not yet taken). */
+uint64_t flowspool_file_bytes(const struct flowspool *spool);
+/* Flows lost to a failed read since open. */
+uint64_t flowspool_lost(const struct flowspool *spool);
+
+#endif
