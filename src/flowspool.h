@@ -2,10 +2,10 @@
  * flowspool: flows the flow writer has put off, in a file, oldest first.
  *
  * While the proxy is busy the writer leaves flows for later (flowstore.c,
- * defer_while_busy()); in memory that holds a burst up to
- * FLOWSTORE_DEFER_BYTES. The spool holds the rest of a longer burst, for a
- * write() per chunk of flows (a few µs a flow, where storing one in SQLite
- * costs about 25), so that the proxy keeps its cores until the burst ends.
+ * defer_while_busy()); in memory it keeps at most FLOWSTORE_DEFER_BYTES of
+ * them. The spool holds the rest of a burst, for a write() per chunk of
+ * flows (a few µs a flow, where storing one in SQLite costs about 25), so
+ * that the proxy keeps its cores until the burst ends.
  * Owned by the flow writer thread alone: nothing here locks.
  */
 #ifndef TAPWIRE_FLOWSPOOL_H

@@ -7,13 +7,13 @@
  * nothing; the flows are then dropped (queue full) or lost (write error) and
  * counted. While the proxy takes flows fast the writer leaves them queued
  * and writes them once it is quiet (defer_while_busy(); past the marks of
- * FLOWSTORE_DEFER_* they wait in its spool, flowspool.h). The writer paces itself by a thread at SCHED_IDLE
- * (idle_run()), which the kernel runs only when a core has nothing else to
- * do: a chunk of a batch waits for it (wait_for_idle()), briefly, and not
- * at all once the queue shows that the CPU has no idle time left.
- * The writer frees every flow once its batch is committed or has
- * failed: nothing is kept in memory after writing, so memory use does not
- * grow with the number of stored flows.
+ * FLOWSTORE_DEFER_* they wait in its spool, flowspool.h). The writer
+ * paces itself by a thread at SCHED_IDLE (idle_run()), which the kernel
+ * runs only when a core has nothing else to do: a chunk of a batch waits
+ * for it (wait_for_idle()), briefly, and not at all once the queue shows
+ * that the CPU has no idle time left. The writer frees every flow once its
+ * batch is committed or has failed: nothing is kept in memory after
+ * writing, so memory use does not grow with the number of stored flows.
  *
  * Each flow goes into the newest segment (flowseg.h) together with its
  * entry in that segment's trigram index, in one transaction per batch; its
@@ -2484,18 +2484,19 @@ static void give_back_heap(void)
 /*
  * Lets each malloc arena keep FLOWSTORE_HEAP_TOP_PAD_BYTES of its freed
  * top. The connection threads allocate the flows and the writer frees
- * them a deferred burst at a time (defer_while_busy()); with glibc's
- * default pad of 128 KiB each arena's top went back to the system as the
- * writer freed a burst, and the next burst faulted its pages in again,
- * with an mprotect() each time an arena grew by 128 KiB: 4.4% of the
- * connection threads' samples in a profile of scenario 10, about half of
- * what capture still cost them there. With the pad an arena keeps enough
- * for its share of a burst of a few seconds (scenario 10's 2 s slices at
- * 16 connections: about 4 MiB an arena) and grows in steps that large.
- * The price is memory: at most the pad per arena after a burst (glibc
- * makes up to eight arenas per core), and malloc_trim() does not take it
- * back from an arena other than the main one. The setting is the
- * process's (glibc has one); it is made where a flow store opens, so with
+ * them; with glibc's default pad of 128 KiB each arena's top went back to
+ * the system as the writer freed what was queued, and the next flows
+ * faulted its pages in again, with an mprotect() each time an arena grew
+ * by 128 KiB: 4.4% of the connection threads' samples in a profile of
+ * scenario 10, about half of what capture still cost them there
+ * (bench/README.md, "The spool, and heaps kept warm": 4-8 µs per request
+ * with the pad and the spool, 11-17 without). 1 MiB an arena holds its
+ * share of the queue up to the spool's mark (FLOWSTORE_DEFER_BYTES over a
+ * dozen arenas); 4 MiB measured no better and kept more. The price is
+ * memory: up to the pad per arena once the flows are written (glibc makes
+ * up to eight arenas per core), which malloc_trim() does not take back
+ * from an arena other than the main one. The setting is the process's
+ * (glibc has one); it is made where a flow store opens, so with
  * --no-capture nothing changes. Setting it also freezes glibc's mmap
  * threshold at its default, as exchange.c's fix_mmap_threshold() does for
  * body buffers: blocks over 128 KiB are mmap'd and go back when freed.

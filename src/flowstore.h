@@ -28,32 +28,34 @@
 
 #define FLOWSTORE_DEFAULT_CAPTURE_LIMIT_BYTES (1024 * 1024)
 #define FLOWSTORE_DEFAULT_MAX_FLOWS 100000
-/* Flows waiting for the writer. A burst of the proxy at full speed waits
- * here (FLOWSTORE_DEFER_*), so the queue has room for one and for the
- * writer's slow moments after it (a checkpoint, a segment started or
- * dropped): at 16,384 flows with the writer keeping pace, a queue of 4,096
- * dropped whole flows in those moments. The byte bound below bounds its
- * memory whatever the count. */
+/* Flows waiting for the writer. A load past the spool's reach waits here
+ * (FLOWSTORE_DEFER_*), so the queue has room for the writer's slow moments
+ * (a checkpoint, a segment started or dropped): at 16,384 flows with the
+ * writer keeping pace, a queue of 4,096 dropped whole flows in those
+ * moments. The byte bound below bounds its memory whatever the count. */
 #define FLOWSTORE_QUEUE_FLOWS 65536
 /* The writer leaves flows queued while the proxy is busy, that is takes
  * FLOWSTORE_QUIET_FLOWS_PER_S flows a second or more, and writes them once
  * it is quiet again: at full load every core the writer takes is one the
  * proxy's threads wait for (its SQLite work per flow is more than a
- * quarter of the proxy's own CPU per request), after a burst it costs them nothing. It
- * moves them to its spool (flowspool.h, a file beside the database, at
- * most FLOWSTORE_SPOOL_MAX_BYTES or --max-db-size) once
- * FLOWSTORE_DEFER_FLOWS or FLOWSTORE_DEFER_BYTES are queued, which bounds
- * the memory a burst holds, and writes anyway once flows have waited
- * FLOWSTORE_DEFER_MAX_MS or the spool is full (or cannot be written): a
- * load that goes on past that has its flows written as they come, as
- * without deferring, until the proxy is quiet again (a second deferral
- * would only grow and shrink the queue's memory again, which costs the
- * proxy's threads page faults). The spool keeps taking the queue at its
- * marks while it has flows, so that the flows still come in order. Below
- * the rate (a person's browsing) every flow is written as it comes. */
+ * quarter of the proxy's own CPU per request), after a burst it costs them
+ * nothing. Once FLOWSTORE_DEFER_FLOWS or FLOWSTORE_DEFER_BYTES are queued
+ * it moves them to its spool (flowspool.h, a file beside the database, at
+ * most FLOWSTORE_SPOOL_MAX_BYTES or --max-db-size), a few µs a flow, and
+ * goes on deferring. The marks are low on purpose: the memory the queue
+ * holds is the connection threads' heap, and a queue that holds a whole
+ * burst makes them fault fresh pages in for every flow (measured: a third
+ * more capture CPU on them than a queue of a few MiB that the writer
+ * keeps emptying into the spool, whose freed memory they take again). It
+ * writes anyway once flows have waited FLOWSTORE_DEFER_MAX_MS or the
+ * spool is full (or cannot be written): a load that goes on past that has
+ * its flows written as they come, as without deferring, until the proxy
+ * is quiet again. The spool keeps taking the queue at its marks while it
+ * has flows, so that the flows still come in order. Below the rate (a
+ * person's browsing) every flow is written as it comes. */
 #define FLOWSTORE_QUIET_FLOWS_PER_S 2000
-#define FLOWSTORE_DEFER_FLOWS 32768
-#define FLOWSTORE_DEFER_BYTES ((size_t)64 * 1024 * 1024)
+#define FLOWSTORE_DEFER_FLOWS 4096
+#define FLOWSTORE_DEFER_BYTES ((size_t)8 * 1024 * 1024)
 #define FLOWSTORE_DEFER_MAX_MS 30000
 #define FLOWSTORE_SPOOL_MAX_BYTES ((uint64_t)1024 * 1024 * 1024)
 /* The writer writes a batch a chunk of FLOWSTORE_IDLE_CHUNK_FLOWS flows at
@@ -97,7 +99,7 @@
 /* Each malloc arena grows by this much at a time and keeps this much of
  * its freed top for the next burst (glibc's M_TOP_PAD; see flowstore.c,
  * keep_arena_tops()). */
-#define FLOWSTORE_HEAP_TOP_PAD_BYTES (4 * 1024 * 1024)
+#define FLOWSTORE_HEAP_TOP_PAD_BYTES (1024 * 1024)
 
 struct flowstore;
 

@@ -814,7 +814,6 @@ static void test_burst_waits_in_the_queue_until_the_proxy_is_quiet(void)
         }
         flowstore_stats(store, &after);
         CU_ASSERT(after.submitted - before.submitted >= 1000);
-        CU_ASSERT(after.submitted - before.submitted < FLOWSTORE_DEFER_FLOWS);
         /* A writer that writes as flows come would have most of them in. */
         is_deferred = (after.written - before.written) * 3 < after.submitted - before.submitted;
     }
