@@ -438,3 +438,10 @@ ALTER TABLE flows_$SEG ADD COLUMN bodies_dropped INTEGER;
 -- read by every body search, as before.
 -- each segment:
 ALTER TABLE flows_unindexed_$SEG ADD COLUMN pairs BLOB;
+
+-- version: 15
+-- The flow writer's spool (flowspool.c) outlives a crash: spooled_to is
+-- the sequence number of the last spooled flow stored, in the transaction
+-- that stored it, so that the next start writes the flows the spool file
+-- still holds past it and none twice. Internal, as flow_ids is.
+ALTER TABLE flow_ids ADD COLUMN spooled_to INTEGER NOT NULL DEFAULT 0;

@@ -844,6 +844,7 @@ static json_t *stats_json(struct dashboard *d, bool is_full)
         jset(obj, "bodies_dropped", json_integer((json_int_t)st.bodies_dropped)) &&
         jset(obj, "written", json_integer((json_int_t)st.written)) &&
         jset(obj, "spooled", json_integer((json_int_t)st.spooled)) &&
+        jset(obj, "recovered", json_integer((json_int_t)st.recovered)) &&
         jset(obj, "write_failing", json_boolean(st.is_write_failing)) &&
         jset(obj, "write_error", st.is_write_failing ? jstr_or_null(st.last_error) : json_null());
     if (is_ok && is_full)

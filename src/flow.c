@@ -5,6 +5,7 @@
  */
 #include "flow.h"
 
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -200,6 +201,177 @@ void flow_packed_moved(struct flow *flow, uintptr_t was)
     flow->tls.cert_issuer = moved(flow->tls.cert_issuer, was, n, flow);
     flow->tls.cert_sans = moved(flow->tls.cert_sans, was, n, flow);
     flow->tls.verification = moved(flow->tls.verification, was, n, flow);
+}
+
+/* FNV-1a over n sizes. */
+static uint32_t hash_sizes(const size_t *sizes, size_t n)
+{
+    uint32_t h = 2166136261u;
+    size_t i, b;
+
+    for (i = 0; i < n; i++)
+        for (b = 0; b < sizeof(sizes[i]); b++) {
+            h ^= (uint32_t)((sizes[i] >> (8 * b)) & 0xff);
+            h *= 16777619u;
+        }
+    return h;
+}
+
+uint32_t flow_packed_layout(void)
+{
+    /* Where flow_packed_moved() and flow_packed_is_whole() look: a field
+     * added, removed or moved changes one of them (sizeof the flow, most
+     * often). */
+    static const size_t layout[] = {
+        sizeof(struct flow),
+        sizeof(struct flow_body),
+        sizeof(struct flow_tls),
+        sizeof(struct flow_header_facts),
+        offsetof(struct flow, kind),
+        offsetof(struct flow, host),
+        offsetof(struct flow, target),
+        offsetof(struct flow, request_headers),
+        offsetof(struct flow, response_headers),
+        offsetof(struct flow, request_facts),
+        offsetof(struct flow, response_facts),
+        offsetof(struct flow, request_body),
+        offsetof(struct flow, response_body),
+        offsetof(struct flow, status),
+        offsetof(struct flow, timings),
+        offsetof(struct flow, tls),
+        offsetof(struct flow, error),
+        offsetof(struct flow, rules),
+        offsetof(struct flow, target_original),
+        offsetof(struct flow, request_headers_original),
+        offsetof(struct flow, response_headers_original),
+        offsetof(struct flow, request_body_original),
+        offsetof(struct flow, response_body_original),
+        offsetof(struct flow, rules_notes),
+        offsetof(struct flow, ws),
+        offsetof(struct flow, live),
+        offsetof(struct flow, live_part),
+        offsetof(struct flow, listener),
+        offsetof(struct flow, is_packed),
+        offsetof(struct flow, packed_bytes),
+    };
+
+    return hash_sizes(layout, sizeof(layout) / sizeof(layout[0]));
+}
+
+/* Whether [p, p + len) lies in flow's block. */
+static bool is_in_block(const struct flow *flow, const void *p, size_t len)
+{
+    uintptr_t start = (uintptr_t)flow, at = (uintptr_t)p;
+
+    return at >= start && at - start <= flow->packed_bytes &&
+           len <= flow->packed_bytes - (at - start);
+}
+
+/* A string of the block: NULL, or in it and ended in it. */
+static bool is_block_text(const struct flow *flow, const char *text)
+{
+    uintptr_t end = (uintptr_t)flow + flow->packed_bytes;
+
+    return text == NULL ||
+           (is_in_block(flow, text, 1) && memchr(text, '\0', end - (uintptr_t)text) != NULL);
+}
+
+static bool is_block_body(const struct flow *flow, const struct flow_body *body)
+{
+    return body->data == NULL ? body->len == 0 : is_in_block(flow, body->data, body->len);
+}
+
+/* facts about text: none, or the section itself with its values in it. */
+static bool are_facts_whole(const struct flow_header_facts *facts, const char *text)
+{
+    size_t len;
+
+    if (facts->text == NULL)
+        return true;
+    if (facts->text != text)
+        return false;
+    len = strlen(text);
+    return (!facts->has_content_type ||
+            (facts->content_type_at <= len &&
+             facts->content_type_len <= len - facts->content_type_at)) &&
+           (!facts->has_content_encoding ||
+            (facts->content_encoding_at <= len &&
+             facts->content_encoding_len <= len - facts->content_encoding_at));
+}
+
+#define END_FIXED(field) ((field)[sizeof(field) - 1] = '\0')
+
+/* A bool read from a file may hold any byte, which C does not allow it:
+ * made true or false through its byte. */
+static void fix_bool(bool *b)
+{
+    unsigned char byte;
+
+    memcpy(&byte, b, 1);
+    byte = byte != 0;
+    memcpy(b, &byte, 1);
+}
+
+static void fix_bools(struct flow *flow)
+{
+    struct flow_body *bodies[] = {&flow->request_body, &flow->response_body,
+                                  &flow->request_body_original, &flow->response_body_original};
+    struct flow_header_facts *facts[] = {&flow->request_facts, &flow->response_facts};
+    size_t i;
+
+    for (i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++)
+        fix_bool(&bodies[i]->truncated);
+    for (i = 0; i < sizeof(facts) / sizeof(facts[0]); i++) {
+        fix_bool(&facts[i]->has_content_type);
+        fix_bool(&facts[i]->has_content_encoding);
+        fix_bool(&facts[i]->has_more_encodings);
+    }
+    fix_bool(&flow->is_tls);
+    fix_bool(&flow->has_request_body_original);
+    fix_bool(&flow->has_response_body_original);
+    fix_bool(&flow->is_imported);
+    fix_bool(&flow->are_bodies_dropped);
+    fix_bool(&flow->is_packed);
+}
+
+bool flow_packed_is_whole(struct flow *flow)
+{
+    const struct flow_tls *tls = &flow->tls;
+
+    fix_bools(flow);
+    if (!flow->is_packed || flow->packed_bytes < sizeof(*flow) || flow->ws.items != NULL ||
+        flow->ws.count != 0 || tls->strings != NULL || (unsigned)flow->kind > FLOW_WEBSOCKET ||
+        (unsigned)flow->live_part > FLOW_LIVE_FINAL)
+        return false;
+    if (!is_block_text(flow, flow->target) || !is_block_text(flow, flow->request_headers) ||
+        !is_block_text(flow, flow->response_headers) || !is_block_text(flow, flow->error) ||
+        !is_block_text(flow, flow->rules) || !is_block_text(flow, flow->target_original) ||
+        !is_block_text(flow, flow->request_headers_original) ||
+        !is_block_text(flow, flow->response_headers_original) ||
+        !is_block_text(flow, flow->rules_notes) || !is_block_text(flow, tls->cert_subject) ||
+        !is_block_text(flow, tls->cert_issuer) || !is_block_text(flow, tls->cert_sans) ||
+        !is_block_text(flow, tls->verification))
+        return false;
+    if (!is_block_body(flow, &flow->request_body) || !is_block_body(flow, &flow->response_body) ||
+        !is_block_body(flow, &flow->request_body_original) ||
+        !is_block_body(flow, &flow->response_body_original))
+        return false;
+    if (!are_facts_whole(&flow->request_facts, flow->request_headers) ||
+        !are_facts_whole(&flow->response_facts, flow->response_headers))
+        return false;
+    END_FIXED(flow->client_addr);
+    END_FIXED(flow->scheme);
+    END_FIXED(flow->method);
+    END_FIXED(flow->host);
+    END_FIXED(flow->reason);
+    END_FIXED(flow->listener);
+    END_FIXED(flow->tls.client_sni);
+    END_FIXED(flow->tls.client_alpn);
+    END_FIXED(flow->tls.client_version);
+    END_FIXED(flow->tls.client_cipher);
+    END_FIXED(flow->tls.upstream_version);
+    END_FIXED(flow->tls.upstream_cipher);
+    return true;
 }
 
 /* is_in_block: body's flow is packed, its bytes in the flow's block. */

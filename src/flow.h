@@ -226,6 +226,20 @@ struct flow *flow_pack(struct flow *flow);
  * block are moved along with it; the others (live) stay as they are. */
 void flow_packed_moved(struct flow *flow, uintptr_t was);
 
+/* This build's layout of struct flow, as a number: a packed block written
+ * to a file by another process (flowspool.h, after a crash) is read back
+ * only when its writer's layout was the same. */
+uint32_t flow_packed_layout(void);
+
+/* Whether a packed flow read back from a file and moved
+ * (flow_packed_moved()) holds together: every pointer but live NULL or
+ * into the block, every string and body ending inside it, header facts
+ * within their section, no WebSocket messages; its fixed-size strings are
+ * cut at their last byte and its bools made true or false (first: a bool
+ * holding another byte is undefined). live is not looked at. A file may end in a torn
+ * or stale block: this keeps such a block from being read as a flow. */
+bool flow_packed_is_whole(struct flow *flow);
+
 /* The bytes of every string flow holds (its TLS strings too), each with its
  * NUL: what flow_pack() copies besides the record and the bodies. */
 size_t flow_strings_bytes(const struct flow *flow);

@@ -1,22 +1,36 @@
 /*
- * flowspool: flows put off by the flow writer, in an unlinked file.
+ * flowspool: flows put off by the flow writer, in a file beside the
+ * database, kept across a crash.
  *
  * A packed flow (flow_pack()) is one block whose pointers point into
  * itself: the spool writes the block as it is after a record header that
- * gives its size and the address it had, and moves the pointers along
- * (flow_packed_moved()) when it reads it back into a new block. A pointer
- * out of the block (struct flow_live, shared with the connection and
- * counted) stays as it was: the file lives no longer than the process, so
- * the reference the record holds is still good when it comes back. A flow
- * that is not packed (bodies over FLOW_PACK_BODY_MAX_BYTES, WebSocket
- * messages) stays in memory in the held list; a record without a block
- * keeps its place in the order.
+ * gives its size, the address it had and its sequence number, and moves
+ * the pointers along (flow_packed_moved()) when it reads it back into a
+ * new block. A pointer out of the block (struct flow_live, shared with the
+ * connection and counted) stays as it was while this process reads its
+ * own records: the reference the record holds is still good. A flow that
+ * is not packed (bodies over FLOW_PACK_BODY_MAX_BYTES, WebSocket messages)
+ * stays in memory in the held list; a record without a block keeps its
+ * place in the order.
  *
- * The file is made without a name (O_TMPFILE, or unlinked at once), so it
- * leaves nothing behind and a crash loses what it held, as a crash loses
- * the writer's queue; once emptied it is truncated, so that its blocks
- * were often never written back to the disk at all. Written by pwritev()
- * a chunk of flows at a time and read back in reads of SPOOL_READ_BYTES.
+ * Why a named file: a proxy killed (SIGKILL, the OOM killer, a crash)
+ * during a burst would otherwise lose every flow the spool held, up to its
+ * bound of a GiB. The kernel keeps what was written after the process is
+ * gone, so the next start reads the records back (flowspool_open()) and
+ * the writer stores them before anything new. The flow store records in
+ * the database, in the transaction that stores them, the sequence number
+ * of the last record it stored (flowspool_done()), so that no flow is
+ * stored twice. A block from another process is read only when the file
+ * says it was written by a build with this struct flow (flow_packed_layout())
+ * and when it holds together (flow_packed_is_whole()); its live reference is
+ * gone with that process, so it is made anew (records_live). Flows that
+ * were in the held list are lost with the process, as the writer's queue
+ * is.
+ *
+ * Once emptied and stored, the file is truncated, so that its blocks were
+ * often never written back to the disk at all, and once closed empty it is
+ * removed. Written by pwritev() a chunk of flows at a time and read back
+ * in reads of SPOOL_READ_BYTES.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* O_TMPFILE, mkostemp */
@@ -31,27 +45,51 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
-#define SPOOL_MAGIC 0x7477736fu /* "twso" */
-#define SPOOL_PUT_CHUNK 256     /* flows per pwritev(): two iovecs each, within IOV_MAX */
+#define SPOOL_FILE_MAGIC 0x66737774u /* "twsf" */
+#define SPOOL_MAGIC 0x7477736fu      /* "twso" */
+#define SPOOL_PUT_CHUNK 256          /* flows per pwritev(): two iovecs each, within IOV_MAX */
 #define SPOOL_READ_BYTES (1024 * 1024)
+#define SPOOL_LIVE_MAX 4096 /* live flows of an earlier process matched up, at most */
+
+/* The file's first bytes, written with its first record. */
+struct spool_file_header {
+    uint32_t magic;
+    uint32_t layout; /* flow_packed_layout() of the build that wrote it */
+    uint64_t reserved;
+};
 
 struct spool_record {
     uint32_t magic;
-    uint32_t bytes; /* the block's; 0: the flow is in the held list */
-    uint64_t was;   /* the block's address when it was written */
+    uint32_t bytes;  /* the block's; 0: the flow is in the held list */
+    uint64_t was;    /* the block's address when it was written */
+    uint64_t seq;    /* one more than the record before, across truncations */
+    int64_t live_id; /* its live flow's row when it was written (struct flow_live) */
+};
+
+/* A live flow of an earlier process: its open part, read back, made a new
+ * one, which its finished part, read back later, must use too. */
+struct spool_live {
+    uint64_t was; /* the struct flow_live's address in that process */
+    struct flow_live *live;
 };
 
 struct flowspool {
     int fd;
+    char *path;
     uint64_t max_bytes;
-    uint64_t write_at; /* the end of the records written */
-    uint64_t read_at;  /* the end of what was read into rbuf */
-    size_t count;      /* flows held, in the file and in the held list */
-    bool is_broken;    /* a write failed: takes nothing until emptied */
-    bool is_full;      /* at max_bytes: takes nothing until emptied */
+    uint64_t write_at;      /* the end of the records written */
+    uint64_t read_at;       /* the end of what was read into rbuf */
+    uint64_t recovered_end; /* the end of an earlier process's records */
+    uint64_t next_seq;      /* the next record's */
+    uint64_t taken_seq;     /* the last record taken */
+    uint64_t done_seq;      /* the last record the caller is done with */
+    size_t count;           /* flows held, in the file and in the held list */
+    bool is_broken;         /* a write failed: takes nothing until emptied */
+    bool is_full;           /* at max_bytes: takes nothing until emptied */
     uint64_t lost;
     /* The flows kept in memory, oldest first (a ring). */
     struct flow **held;
@@ -60,53 +98,120 @@ struct flowspool {
     size_t held_bytes;
     unsigned char *rbuf;
     size_t rbuf_len, rbuf_at;
+    struct spool_live *lives; /* while records_live are read back */
+    size_t live_count;
 };
 
-static int open_unnamed(const char *dir, char *err, size_t err_len)
+/* Reads len bytes at at; 0, or -1 when the file ends before them. */
+static int pread_exact(int fd, void *dst, size_t len, uint64_t at)
 {
-    char path[PATH_MAX];
-    int fd;
+    unsigned char *to = dst;
 
-#ifdef O_TMPFILE
-    fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-    if (fd >= 0)
-        return fd;
-#endif
-    /* File systems without O_TMPFILE: a name, gone at once. */
-    if (snprintf(path, sizeof(path), "%s/.tapwire-spool-XXXXXX", dir) >= (int)sizeof(path)) {
-        errmsg_set(err, err_len, "flow spool: the directory's name is too long");
-        return -1;
+    while (len > 0) {
+        ssize_t got = pread(fd, to, len, (off_t)at);
+
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            return -1;
+        to += got;
+        len -= (size_t)got;
+        at += (uint64_t)got;
     }
-    fd = mkostemp(path, O_CLOEXEC);
-    if (fd < 0) {
-        errmsg_set(err, err_len, "flow spool: cannot make a file in %s: %s", dir, strerror(errno));
-        return -1;
-    }
-    unlink(path);
-    return fd;
+    return 0;
 }
 
-int flowspool_open(const char *dir, uint64_t max_bytes, struct flowspool **out, char *err,
+/*
+ * Finds what an earlier process left in the file: the records past
+ * done_seq, up to the first one that is torn or not a record. Sets
+ * read_at (the first to read back), write_at, recovered_end, count and
+ * next_seq; the file is cut after the last good record. *abandoned counts
+ * the flows that cannot be read back (held in that process's memory, or
+ * written by another build).
+ */
+static void recover(struct flowspool *spool, uint64_t done_seq, uint64_t *abandoned)
+{
+    struct spool_file_header header;
+    struct spool_record record;
+    uint64_t at = sizeof(header), last_seq = done_seq, prev = 0;
+    bool has_prev = false;
+    struct stat st;
+
+    if (fstat(spool->fd, &st) != 0 || st.st_size < (off_t)sizeof(header) ||
+        pread_exact(spool->fd, &header, sizeof(header), 0) != 0 || header.magic != SPOOL_FILE_MAGIC)
+        goto cut;
+    spool->read_at = at;
+    /* pread_exact() read the record: at + sizeof(record) <= st_size. */
+    while (pread_exact(spool->fd, &record, sizeof(record), at) == 0 &&
+           record.magic == SPOOL_MAGIC && (!has_prev || record.seq == prev + 1) &&
+           (record.bytes == 0 || record.bytes >= sizeof(struct flow)) &&
+           record.bytes <= (uint64_t)st.st_size - at - sizeof(record)) {
+        has_prev = true;
+        prev = record.seq;
+        at += sizeof(record) + record.bytes;
+        if (record.seq <= done_seq) {
+            spool->read_at = at; /* stored before that process ended */
+            continue;
+        }
+        last_seq = record.seq;
+        if (header.layout != flow_packed_layout() || record.bytes == 0)
+            (*abandoned)++;
+        else
+            spool->count++;
+    }
+    if (header.layout != flow_packed_layout() || spool->count == 0)
+        goto cut;
+    spool->write_at = at;
+    spool->recovered_end = at;
+    spool->next_seq = last_seq + 1;
+    spool->taken_seq = spool->done_seq = done_seq;
+    if (ftruncate(spool->fd, (off_t)at) != 0)
+        spool->is_broken = true; /* read back, then cut to nothing */
+    return;
+cut:
+    spool->count = 0;
+    spool->read_at = spool->write_at = spool->recovered_end = 0;
+    spool->next_seq = last_seq + 1;
+    spool->taken_seq = spool->done_seq = last_seq;
+    if (ftruncate(spool->fd, 0) != 0)
+        spool->is_broken = true;
+}
+
+int flowspool_open(const char *path, uint64_t max_bytes, uint64_t done_seq,
+                   struct flowspool_recovery *recovery, struct flowspool **out, char *err,
                    size_t err_len)
 {
     struct flowspool *spool = calloc(1, sizeof(*spool));
 
     *out = NULL;
-    if (spool == NULL || (spool->rbuf = malloc(SPOOL_READ_BYTES)) == NULL) {
+    memset(recovery, 0, sizeof(*recovery));
+    if (spool == NULL || (spool->rbuf = malloc(SPOOL_READ_BYTES)) == NULL ||
+        (spool->path = strdup(path)) == NULL) {
         errmsg_set(err, err_len, "flow spool: out of memory");
         goto fail;
     }
-    spool->fd = open_unnamed(dir, err, err_len);
-    if (spool->fd < 0)
+    spool->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (spool->fd < 0) {
+        errmsg_set(err, err_len, "flow spool: cannot open %s: %s", path, strerror(errno));
         goto fail;
+    }
     spool->max_bytes = max_bytes;
+    recover(spool, done_seq, &recovery->abandoned);
+    recovery->flows = spool->count;
     *out = spool;
     return 0;
 fail:
-    if (spool != NULL)
+    if (spool != NULL) {
         free(spool->rbuf);
+        free(spool->path);
+    }
     free(spool);
     return -1;
+}
+
+void flowspool_set_max(struct flowspool *spool, uint64_t max_bytes)
+{
+    spool->max_bytes = max_bytes;
 }
 
 static struct flow *held_pop(struct flowspool *spool)
@@ -154,7 +259,8 @@ static bool held_reserve(struct flowspool *spool, size_t n)
     return true;
 }
 
-/* Empty again: the file is cut to nothing (its pages, dirty or not, go). */
+/* Empty again: the file is cut to nothing (its pages, dirty or not, go).
+ * The sequence goes on. */
 static void reset(struct flowspool *spool)
 {
     struct flow *flow;
@@ -164,6 +270,7 @@ static void reset(struct flowspool *spool)
     spool->count = 0;
     spool->write_at = 0;
     spool->read_at = 0;
+    spool->recovered_end = 0;
     spool->rbuf_len = 0;
     spool->rbuf_at = 0;
     spool->is_broken = false;
@@ -172,25 +279,47 @@ static void reset(struct flowspool *spool)
         spool->is_broken = true; /* the file may not be written over */
 }
 
+/* Empty, and every record taken is done with: the file may go. */
+static bool is_spent(const struct flowspool *spool)
+{
+    return spool->count == 0 && spool->done_seq >= spool->taken_seq;
+}
+
 void flowspool_close(struct flowspool *spool)
 {
+    bool is_kept;
+
     if (spool == NULL)
         return;
-    /* A flow in the file may hold a live reference: read them back to
-     * release it. */
+    /* Records not stored stay in the file for the next start; a flow in
+     * the file may hold a live reference: read them back to release it. */
+    is_kept = !is_spent(spool) && spool->write_at > 0;
     while (spool->count > 0) {
         struct flow *flows[64];
-        size_t n = flowspool_take(spool, flows, 64), i;
+        uint64_t seq;
+        size_t n = flowspool_take(spool, flows, 64, &seq), i;
 
         for (i = 0; i < n; i++)
             flow_free(flows[i]);
         if (n == 0)
             break;
     }
-    reset(spool);
+    while (spool->live_count > 0)
+        flow_live_release(spool->lives[--spool->live_count].live);
+    if (is_kept) {
+        struct flow *flow;
+
+        while ((flow = held_pop(spool)) != NULL)
+            flow_free(flow);
+    } else {
+        reset(spool);
+        unlink(spool->path);
+    }
+    free(spool->lives);
     free(spool->held);
     free(spool->held_sizes);
     free(spool->rbuf);
+    free(spool->path);
     close(spool->fd);
     free(spool);
 }
@@ -223,13 +352,20 @@ size_t flowspool_put(struct flowspool *spool, struct flow **flows, const size_t 
                      size_t count)
 {
     struct spool_record records[SPOOL_PUT_CHUNK];
-    struct iovec iov[2 * SPOOL_PUT_CHUNK];
+    struct iovec iov[2 * SPOOL_PUT_CHUNK + 1];
+    struct spool_file_header header = {SPOOL_FILE_MAGIC, flow_packed_layout(), 0};
     size_t taken = 0;
 
     while (taken < count && flowspool_is_usable(spool)) {
         uint64_t bytes = 0;
         size_t n = 0, held = 0, i;
         int iovcnt = 0;
+
+        if (spool->write_at == 0) {
+            iov[iovcnt].iov_base = &header;
+            iov[iovcnt++].iov_len = sizeof(header);
+            bytes = sizeof(header);
+        }
 
         for (; n < SPOOL_PUT_CHUNK && taken + n < count; n++) {
             struct flow *flow = flows[taken + n];
@@ -241,6 +377,8 @@ size_t flowspool_put(struct flowspool *spool, struct flow **flows, const size_t 
             records[n].magic = SPOOL_MAGIC;
             records[n].bytes = (uint32_t)block;
             records[n].was = (uint64_t)(uintptr_t)flow;
+            records[n].seq = spool->next_seq + n;
+            records[n].live_id = flow->live != NULL ? flow->live->id : 0;
             iov[iovcnt].iov_base = &records[n];
             iov[iovcnt++].iov_len = sizeof(records[n]);
             if (block > 0) {
@@ -262,7 +400,10 @@ size_t flowspool_put(struct flowspool *spool, struct flow **flows, const size_t 
             spool->is_broken = true;
             break;
         }
+        if (spool->write_at == 0)
+            spool->read_at = sizeof(header); /* nothing read yet: rbuf is empty */
         spool->write_at += bytes;
+        spool->next_seq += n;
         for (i = 0; i < n; i++) {
             struct flow *flow = flows[taken + i];
 
@@ -319,17 +460,73 @@ static int read_exact(struct flowspool *spool, void *dst, size_t len)
     return 0;
 }
 
+/* The new struct flow_live for one of an earlier process (was), made by
+ * its open part: the live reference moves to the caller. */
+static struct flow_live *live_claim(struct flowspool *spool, uint64_t was)
+{
+    size_t i;
+
+    for (i = 0; i < spool->live_count; i++)
+        if (spool->lives[i].was == was) {
+            struct flow_live *live = spool->lives[i].live;
+
+            spool->lives[i] = spool->lives[--spool->live_count];
+            return live;
+        }
+    return NULL;
+}
+
+/*
+ * A flow of an earlier process read back: its live reference (a pointer
+ * into that process) is made anew. Its open part gets a new struct
+ * flow_live, which its finished part takes up if it is in the file too; a
+ * finished part whose open part was stored before that process ended
+ * takes that row (live_id, from its record); one with neither is a flow of
+ * its own. Out of memory or past SPOOL_LIVE_MAX, the parts become flows of
+ * their own.
+ */
+static void relive(struct flowspool *spool, struct flow *flow, int64_t live_id)
+{
+    uint64_t was = (uint64_t)(uintptr_t)flow->live;
+    struct flow_live *live = NULL;
+
+    flow->live = NULL;
+    if (flow->live_part == FLOW_LIVE_OPEN && spool->live_count < SPOOL_LIVE_MAX) {
+        if (spool->lives == NULL)
+            spool->lives = malloc(SPOOL_LIVE_MAX * sizeof(*spool->lives));
+        live = spool->lives != NULL ? flow_live_new() : NULL;
+        if (live != NULL) {
+            spool->lives[spool->live_count].was = was;
+            spool->lives[spool->live_count++].live = flow_live_ref(live);
+        }
+    } else if (flow->live_part == FLOW_LIVE_FINAL) {
+        live = live_claim(spool, was);
+        if (live == NULL && live_id != 0 && (live = flow_live_new()) != NULL)
+            live->id = live_id;
+    }
+    flow->live = live;
+    if (live == NULL)
+        flow->live_part = FLOW_LIVE_NONE;
+}
+
 /* The next flow in the order; NULL when it cannot be read (then the rest
- * of the file cannot either) and *is_lost for one out of memory. */
+ * of the file cannot either) and *is_lost for one that is lost alone (out
+ * of memory, or an earlier process's block that does not hold together). */
 static struct flow *take_one(struct flowspool *spool, bool *is_lost)
 {
     struct spool_record record;
     struct flow *flow;
+    bool is_recovered;
 
     *is_lost = false;
-    if (read_exact(spool, &record, sizeof(record)) != 0 || record.magic != SPOOL_MAGIC ||
-        (record.bytes != 0 && record.bytes < sizeof(struct flow)))
-        return NULL;
+    do {
+        is_recovered = spool->read_at - (spool->rbuf_len - spool->rbuf_at) < spool->recovered_end;
+        if (read_exact(spool, &record, sizeof(record)) != 0 || record.magic != SPOOL_MAGIC ||
+            (record.bytes != 0 && record.bytes < sizeof(struct flow)))
+            return NULL;
+        /* An earlier process held that one in memory (counted at open). */
+    } while (is_recovered && record.bytes == 0);
+    spool->taken_seq = record.seq;
     if (record.bytes == 0)
         return held_pop(spool);
     flow = malloc(record.bytes);
@@ -353,10 +550,18 @@ static struct flow *take_one(struct flowspool *spool, bool *is_lost)
         return NULL;
     }
     flow_packed_moved(flow, (uintptr_t)record.was);
+    if (is_recovered) {
+        if (!flow_packed_is_whole(flow)) {
+            free(flow);
+            *is_lost = true;
+            return NULL;
+        }
+        relive(spool, flow, record.live_id);
+    }
     return flow;
 }
 
-size_t flowspool_take(struct flowspool *spool, struct flow **out, size_t max)
+size_t flowspool_take(struct flowspool *spool, struct flow **out, size_t max, uint64_t *last_seq)
 {
     size_t n = 0;
 
@@ -367,6 +572,7 @@ size_t flowspool_take(struct flowspool *spool, struct flow **out, size_t max)
         if (flow == NULL && !is_lost) {
             /* The file cannot be read on: what it holds is lost. */
             spool->lost += spool->count;
+            spool->done_seq = spool->taken_seq = spool->next_seq - 1;
             reset(spool);
             break;
         }
@@ -376,9 +582,18 @@ size_t flowspool_take(struct flowspool *spool, struct flow **out, size_t max)
         else
             out[n++] = flow;
     }
-    if (spool->count == 0 && (spool->write_at > 0 || spool->is_broken))
+    *last_seq = spool->taken_seq;
+    if (spool->is_broken && is_spent(spool))
         reset(spool);
     return n;
+}
+
+void flowspool_done(struct flowspool *spool, uint64_t seq)
+{
+    if (seq > spool->done_seq)
+        spool->done_seq = seq;
+    if (is_spent(spool) && (spool->write_at > 0 || spool->is_broken))
+        reset(spool);
 }
 
 size_t flowspool_count(const struct flowspool *spool)

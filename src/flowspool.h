@@ -19,14 +19,30 @@
 
 struct flowspool;
 
-/* Opens an empty spool in a file of its own in dir, which no other process
- * sees and which is gone when the spool closes or the process dies; it
- * holds at most max_bytes. Returns 0 and *out, or -1 with err. */
-int flowspool_open(const char *dir, uint64_t max_bytes, struct flowspool **out, char *err,
+/* What flowspool_open() found of an earlier process. */
+struct flowspool_recovery {
+    size_t flows;       /* flows it left that the spool holds, to be taken first */
+    uint64_t abandoned; /* flows it left that cannot be read back: held in
+                           its memory, or written by another build */
+};
+
+/*
+ * Opens the spool in the file at path, made when missing, which holds at
+ * most max_bytes. Records an earlier process left there (killed before it
+ * stored them) become the spool's first flows, those up to done_seq (the
+ * last the caller stored, flowspool_done()) left out; *recovery says what
+ * was found. The file is removed when the spool closes empty. Returns 0
+ * and *out, or -1 with err.
+ */
+int flowspool_open(const char *path, uint64_t max_bytes, uint64_t done_seq,
+                   struct flowspool_recovery *recovery, struct flowspool **out, char *err,
                    size_t err_len);
-/* Frees the flows the spool still holds (counted as lost by the caller) and
- * closes it. NULL is fine. */
+/* Frees the flows the spool still holds and closes it: the file is
+ * removed when every flow put was taken and done with (flowspool_done()),
+ * and kept for the next start otherwise. NULL is fine. */
 void flowspool_close(struct flowspool *spool);
+/* A new bound, for the flows put from now on. */
+void flowspool_set_max(struct flowspool *spool, uint64_t max_bytes);
 
 /*
  * Appends flows[0..count) in order and takes them over (sizes: the
@@ -41,8 +57,14 @@ size_t flowspool_put(struct flowspool *spool, struct flow **flows, const size_t 
                      size_t count);
 /* Takes up to max of the oldest flows into out, in order; returns how many
  * (0 when empty, or when reading fails: those flows are then lost, and
- * counted in flowspool_lost()). The caller owns them. */
-size_t flowspool_take(struct flowspool *spool, struct flow **out, size_t max);
+ * counted in flowspool_lost()). The caller owns them. *last_seq is the
+ * sequence number of the last one taken, for flowspool_done(). */
+size_t flowspool_take(struct flowspool *spool, struct flow **out, size_t max, uint64_t *last_seq);
+/* The caller is done with the flows taken up to seq (stored, or given up):
+ * once it is with all of them and the spool is empty, the file is cut to
+ * nothing. Until then a crash leaves them to the next start, which reads
+ * back those past the seq the caller stored with them. */
+void flowspool_done(struct flowspool *spool, uint64_t seq);
 
 /* Flows held (in the file and in memory). */
 size_t flowspool_count(const struct flowspool *spool);

@@ -51,6 +51,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
@@ -61,7 +62,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <sqlite3.h>
 
@@ -138,9 +142,12 @@ struct flowstore {
      * queue's). */
     struct flowspool *spool;
     bool is_spool_failed;
-    uint64_t spool_max_bytes; /* the spool's bound when it opens (--max-db-size) */
+    uint64_t spool_max_bytes; /* the spool's bound (--max-db-size) */
     size_t spooled;
     size_t spool_held_bytes;
+    /* The last spooled flow stored (its sequence number, flowspool.h): kept
+     * in flow_ids with each batch. Under write_lock. */
+    uint64_t spooled_to;
 
     /* The writer connection, guarded by write_lock. */
     pthread_mutex_t write_lock;
@@ -353,8 +360,8 @@ static int prepare_writer(struct flowstore *store, char *err, size_t err_len)
     if (prepare(db, path, "BEGIN IMMEDIATE", &store->begin_stmt, err, err_len) != 0 ||
         prepare(db, path, "COMMIT", &store->commit_stmt, err, err_len) != 0 ||
         prepare(db, path, "ROLLBACK", &store->rollback_stmt, err, err_len) != 0 ||
-        prepare(db, path, "UPDATE flow_ids SET next_id = ?1", &store->save_next_id_stmt, err,
-                err_len) != 0 ||
+        prepare(db, path, "UPDATE flow_ids SET next_id = ?1, spooled_to = ?2",
+                &store->save_next_id_stmt, err, err_len) != 0 ||
         prepare(db, path,
                 "INSERT INTO flow_segments (seg, first_id, created_us, last_us, flows, written) "
                 "VALUES (?1, ?2, ?3, ?4, 0, 0)",
@@ -706,14 +713,23 @@ static int load_inline_body_max(struct flowstore *store, char *err, size_t err_l
  * that across deletions and restarts) and past every stored flow. */
 static int load_next_id(struct flowstore *store, char *err, size_t err_len)
 {
-    return query_int64(store->wdb, store->db_path,
-                       "SELECT max(coalesce((SELECT max(next_id) FROM flow_ids), 1), "
-                       "coalesce((SELECT max(id) FROM flows), 0) + 1)",
-                       "the next flow id", &store->next_id, err, err_len);
+    int64_t spooled_to = 0;
+
+    if (query_int64(store->wdb, store->db_path,
+                    "SELECT max(coalesce((SELECT max(next_id) FROM flow_ids), 1), "
+                    "coalesce((SELECT max(id) FROM flows), 0) + 1)",
+                    "the next flow id", &store->next_id, err, err_len) != 0 ||
+        query_int64(store->wdb, store->db_path,
+                    "SELECT coalesce((SELECT max(spooled_to) FROM flow_ids), 0)",
+                    "the last spooled flow stored", &spooled_to, err, err_len) != 0)
+        return -1;
+    store->spooled_to = (uint64_t)spooled_to;
+    return 0;
 }
 
 static void *writer_run(void *arg);
 static void *idle_run(void *arg);
+static void open_spool(struct flowstore *store, bool is_left_only);
 static void keep_arena_tops(void);
 static pthread_once_t keep_arena_tops_once = PTHREAD_ONCE_INIT;
 static void catch_up_headers(struct flowstore *store);
@@ -845,6 +861,7 @@ int flowstore_open(const char *db_path, int64_t max_flows, struct flowstore **ou
         load_inline_body_max(store, err, err_len) != 0)
         goto out;
     tune_newest(store);
+    open_spool(store, true);
     /* Whether an earlier run stopped with header words still to add is not
      * recorded; it never left more than FLOWSTORE_HDR_LAG_MAX_FLOWS, so
      * those flows are indexed again when the writer starts. */
@@ -1790,10 +1807,12 @@ out:
 
 /* Called with write_lock held, in the batch's transaction: ids given out
  * stay given out, whatever is deleted later. */
-static int save_next_id(struct flowstore *store, char *msg, size_t msg_len)
+static int save_next_id(struct flowstore *store, uint64_t spooled_to, char *msg, size_t msg_len)
 {
     int rc = sqlite3_bind_int64(store->save_next_id_stmt, 1, store->next_id);
 
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(store->save_next_id_stmt, 2, (sqlite3_int64)spooled_to);
     if (rc != SQLITE_OK) {
         describe_error(store->wdb, rc, "storing the next flow id", msg, msg_len);
         return rc;
@@ -2204,8 +2223,9 @@ static void *idle_run(void *arg)
  * FLOWSTORE_IDLE_CHUNK_FLOWS first waits for idle time (wait_for_idle()).
  * Called with write_lock held. */
 static int try_batch(struct flowstore *store, struct flow **batch, size_t count, bool is_paced,
-                     int64_t *pruned, char *msg, size_t msg_len)
+                     uint64_t spool_seq, int64_t *pruned, char *msg, size_t msg_len)
 {
+    uint64_t spooled_to = spool_seq > store->spooled_to ? spool_seq : store->spooled_to;
     struct flowseg saved[FLOWSEG_MAX_SEGMENTS + 1];
     size_t saved_count, i;
     int64_t first_id, saved_total, saved_hdr;
@@ -2251,11 +2271,15 @@ static int try_batch(struct flowstore *store, struct flow **batch, size_t count,
     if (rc == SQLITE_DONE)
         rc = save_segment(store, store->seg_count - 1, msg, msg_len);
     if (rc == SQLITE_DONE)
-        rc = save_next_id(store, msg, msg_len);
+        rc = save_next_id(store, spooled_to, msg, msg_len);
     if (rc == SQLITE_DONE)
         rc = refresh_views(store, msg, msg_len);
     if (rc == SQLITE_DONE)
         rc = step_done(store->wdb, store->commit_stmt, "committing flows", msg, msg_len);
+    /* Only the writer's batches move it: the dashboard's (HAR import)
+     * leave it, and never write it while the writer reads it. */
+    if (rc == SQLITE_DONE && spooled_to != store->spooled_to)
+        store->spooled_to = spooled_to;
     if (rc != SQLITE_DONE) {
         char ignored[FLOWSTORE_ERROR_BYTES];
         bool was_rotated = saved_count != store->seg_count ||
@@ -2300,10 +2324,12 @@ static uint64_t drop_batch_bodies(struct flow **batch, size_t count)
 
 /* Writes one batch in one transaction. A full disk may still hold the
  * records where it cannot hold their bodies: then the batch is tried once
- * more without them (the flows say so), rather than lost whole. Returns
- * true when it was committed (every flow has its id), false when it was
- * rolled back. */
-static bool write_batch(struct flowstore *store, struct flow **batch, size_t count, bool is_paced)
+ * more without them (the flows say so), rather than lost whole. A batch
+ * from the spool (spool_seq: the sequence number of its last flow, 0 for
+ * others) records that it is stored. Returns true when it was committed
+ * (every flow has its id), false when it was rolled back. */
+static bool write_batch(struct flowstore *store, struct flow **batch, size_t count, bool is_paced,
+                        uint64_t spool_seq)
 {
     char msg[FLOWSTORE_ERROR_BYTES] = "";
     char retry_msg[FLOWSTORE_ERROR_BYTES] = "";
@@ -2314,9 +2340,10 @@ static bool write_batch(struct flowstore *store, struct flow **batch, size_t cou
     bool is_ok;
 
     pthread_mutex_lock(&store->write_lock);
-    rc = try_batch(store, batch, count, is_paced, &pruned, msg, sizeof(msg));
+    rc = try_batch(store, batch, count, is_paced, spool_seq, &pruned, msg, sizeof(msg));
     if ((rc & 0xff) == SQLITE_FULL && (stripped = drop_batch_bodies(batch, count)) > 0) {
-        rc = try_batch(store, batch, count, is_paced, &pruned, retry_msg, sizeof(retry_msg));
+        rc = try_batch(store, batch, count, is_paced, spool_seq, &pruned, retry_msg,
+                       sizeof(retry_msg));
         if (rc != SQLITE_DONE)
             stripped = 0; /* lost whole after all: counted as write errors */
     }
@@ -2380,7 +2407,7 @@ int flowstore_write(struct flowstore *store, struct flow **flows, size_t count, 
     while (done < count && ret == 0) {
         size_t n = count - done < FLOWSTORE_BATCH_FLOWS ? count - done : FLOWSTORE_BATCH_FLOWS;
 
-        if (write_batch(store, flows + done, n, false)) {
+        if (write_batch(store, flows + done, n, false, 0)) {
             notify_written(store, flows + done, n);
         } else {
             pthread_mutex_lock(&store->lock);
@@ -2403,9 +2430,12 @@ int flowstore_write(struct flowstore *store, struct flow **flows, size_t count, 
 static void drop_queue(struct flowstore *store)
 {
     if (store->spool != NULL) {
+        if (store->spooled > 0)
+            log_warn("flowstore: %zu spooled flow(s) stay in the spool file for the next start",
+                     store->spooled);
         store->stats.write_errors += store->spooled;
         store->finished += store->spooled;
-        flowspool_close(store->spool);
+        flowspool_close(store->spool); /* the file stays: they are not done with */
         store->spool = NULL;
         store->spooled = 0;
         store->spool_held_bytes = 0;
@@ -2525,17 +2555,72 @@ static bool is_queue_at_mark(const struct flowstore *store)
            store->queue_bytes >= FLOWSTORE_DEFER_BYTES;
 }
 
-/* The directory db_path is in, into dir. */
-static void db_dir(const char *db_path, char *dir, size_t dir_len)
+/*
+ * Opens the writer's spool (flowspool.h), in the file "DB-spool" beside
+ * the database, or notes that it cannot be (is_spool_failed). Flows an
+ * earlier run left in that file (killed in a burst) come first for the
+ * writer. Called by flowstore_open() before the writer starts, only when
+ * such a file is there (is_left_only), and by the writer, with lock held,
+ * when a burst first needs the spool.
+ */
+static void open_spool(struct flowstore *store, bool is_left_only)
 {
-    const char *slash = strrchr(db_path, '/');
+    struct flowspool_recovery found;
+    char path[PATH_MAX + 8], err[PATH_MAX + 128];
+    struct stat st;
+
+    if (snprintf(path, sizeof(path), "%s-spool", store->db_path) >= (int)sizeof(path)) {
+        store->is_spool_failed = true;
+        return;
+    }
+    if (is_left_only && (stat(path, &st) != 0 || st.st_size == 0)) {
+        unlink(path); /* an empty one: nothing to read back */
+        return;
+    }
+    if (flowspool_open(path, store->spool_max_bytes, store->spooled_to, &found, &store->spool, err,
+                       sizeof(err)) != 0) {
+        log_warn("flowstore: %s; a long burst is written as it comes", err);
+        store->is_spool_failed = true;
+        return;
+    }
+    if (found.flows > 0) {
+        log_info("flowstore: %zu flow(s) that an earlier run left in its spool (%s) are "
+                 "written first",
+                 found.flows, path);
+        store->accepted += found.flows;
+        store->stats.submitted += found.flows;
+        store->stats.recovered += found.flows;
+    }
+    if (found.abandoned > 0)
+        log_warn("flowstore: %" PRIu64 " flow(s) that an earlier run left in its spool (%s) "
+                 "cannot be read back: it held them in memory, or another build of tapwire "
+                 "wrote them",
+                 found.abandoned, path);
+    count_spool(store);
+}
+
+/*
+ * The spool's bound for the burst it starts: spool_max_bytes, and at most
+ * half the room left on the database's file system, which the database
+ * needs for the same flows once the burst is over (a spool that took all
+ * of it would have them written without their bodies). Looked up once a
+ * burst: a statvfs() each time the spool starts from empty.
+ */
+static uint64_t spool_bound(const struct flowstore *store)
+{
+    uint64_t bound = store->spool_max_bytes;
+    char dir[PATH_MAX];
+    struct statvfs fs;
+    const char *slash = strrchr(store->db_path, '/');
 
     if (slash == NULL)
-        snprintf(dir, dir_len, ".");
-    else if (slash == db_path)
-        snprintf(dir, dir_len, "/");
+        snprintf(dir, sizeof(dir), ".");
     else
-        snprintf(dir, dir_len, "%.*s", (int)(slash - db_path), db_path);
+        snprintf(dir, sizeof(dir), "%.*s",
+                 slash == store->db_path ? 1 : (int)(slash - store->db_path), store->db_path);
+    if (statvfs(dir, &fs) == 0 && (uint64_t)fs.f_bavail * fs.f_frsize / 2 < bound)
+        bound = (uint64_t)fs.f_bavail * fs.f_frsize / 2;
+    return bound;
 }
 
 /*
@@ -2551,15 +2636,10 @@ static bool spool_queue(struct flowstore *store)
     size_t sizes[FLOWSTORE_BATCH_FLOWS];
     bool is_any = false;
 
-    if (store->spool == NULL && !store->is_spool_failed) {
-        char dir[4096], err[256];
-
-        db_dir(store->db_path, dir, sizeof(dir));
-        if (flowspool_open(dir, store->spool_max_bytes, &store->spool, err, sizeof(err)) != 0) {
-            log_warn("flowstore: %s; a long burst is written as it comes", err);
-            store->is_spool_failed = true;
-        }
-    }
+    if (store->spool == NULL && !store->is_spool_failed)
+        open_spool(store, false);
+    if (store->spool != NULL && flowspool_count(store->spool) == 0)
+        flowspool_set_max(store->spool, spool_bound(store));
     while (store->spool != NULL && store->queue_count > 0 && flowspool_is_usable(store->spool)) {
         size_t n, i, taken;
 
@@ -2665,6 +2745,7 @@ static void *writer_run(void *arg)
     struct flow *batch[FLOWSTORE_BATCH_FLOWS];
     bool has_failed = false;
     size_t backlog_peak = 0; /* the most flows queued and spooled since the heap was given back */
+    uint64_t spool_seq;      /* the batch's last, when it came from the spool; else 0 */
     size_t count;
     size_t i;
 
@@ -2706,11 +2787,12 @@ static void *writer_run(void *arg)
             spool_queue(store);
         if (store->queue_count + store->spooled > backlog_peak)
             backlog_peak = store->queue_count + store->spooled;
+        spool_seq = 0;
         if (store->spooled > 0) {
             uint64_t lost_before = flowspool_lost(store->spool), lost;
 
             pthread_mutex_unlock(&store->lock);
-            count = flowspool_take(store->spool, batch, FLOWSTORE_BATCH_FLOWS);
+            count = flowspool_take(store->spool, batch, FLOWSTORE_BATCH_FLOWS, &spool_seq);
             pthread_mutex_lock(&store->lock);
             lost = flowspool_lost(store->spool) - lost_before;
             if (lost > 0) {
@@ -2731,9 +2813,11 @@ static void *writer_run(void *arg)
         pthread_mutex_unlock(&store->lock);
 
         if (count > 0) {
-            has_failed = !write_batch(store, batch, count, true);
+            has_failed = !write_batch(store, batch, count, true, spool_seq);
             if (!has_failed)
                 notify_written(store, batch, count);
+            if (spool_seq != 0)
+                flowspool_done(store->spool, spool_seq);
             for (i = 0; i < count; i++)
                 flow_free(batch[i]);
             /* Before these flows count as finished: flowstore_sync() then

@@ -143,6 +143,8 @@ struct flowstore_stats {
     uint64_t write_errors;   /* flows lost to database errors (or a spool that could not be
                                 read back) */
     uint64_t spooled;        /* flows in the spool now (FLOWSTORE_DEFER_MAX_MS) */
+    uint64_t recovered;      /* flows an earlier run left in its spool, found at open (and
+                                counted in submitted) */
     uint64_t stored;         /* flows in the database now */
     char last_error[256];    /* last database error, "" if none */
     bool is_write_failing;   /* the last batch failed: flows are being lost now (a full

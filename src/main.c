@@ -561,7 +561,9 @@ static int serve(struct app *app)
     if (left > 0) {
         log_warn("exiting with %d connection(s) still open", left);
         if (flowstore_sync(app->flows, MAIN_FLOW_DRAIN_MS) != 0)
-            log_warn("flows still queued after %d ms are lost", MAIN_FLOW_DRAIN_MS);
+            log_warn("flows still queued after %d ms are lost (those in the spool are "
+                     "written at the next start)",
+                     MAIN_FLOW_DRAIN_MS);
         flowstore_log_totals(app->flows);
         fflush(stdout);
         _exit(0);

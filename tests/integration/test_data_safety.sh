@@ -160,5 +160,6 @@ check "after SIGKILL under load tapwire starts and serves" proxy_serves "$ORIGIN
 stop_proxy
 check_eq "after the restart the newest flow is newer still" 1 \
     "$(db_query "select (select id from flows order by id desc limit 1) > ${newest:-0}")"
+check "a clean stop leaves no spool file behind" test ! -e "$tmp/data-kill/tapwire.db-spool"
 
 finish

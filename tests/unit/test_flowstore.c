@@ -25,7 +25,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -871,6 +874,134 @@ static void test_long_burst_goes_on_in_the_spool_and_comes_out_in_order(void)
                     0);
     CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows WHERE resp_body_captured > 0"), 1);
     flowstore_close(store);
+}
+
+/* hold_writer() once armed; until then the writer passes. */
+struct armed_gate {
+    struct gate gate;
+    bool is_armed; /* atomic */
+};
+
+static void hold_writer_once_armed(void *arg, const int64_t *ids, size_t count)
+{
+    struct armed_gate *armed = arg;
+
+    if (__atomic_load_n(&armed->is_armed, __ATOMIC_ACQUIRE))
+        hold_writer(&armed->gate, ids, count);
+}
+
+/* What the killed process saw just before it died. */
+struct kill_report {
+    uint64_t written, spooled, submitted;
+    int status; /* 0: it got as far as the kill */
+};
+
+/*
+ * The child of test_killed_in_a_burst...: a burst goes to the spool, the
+ * writer is held once it has stored a batch of it (its spooled_to in the
+ * database, the file not yet cut), and the process kills itself.
+ */
+static void burst_and_die(int report_fd)
+{
+    struct armed_gate armed = {{PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, false},
+                               false};
+    struct kill_report report = {0, 0, 0, 1};
+    int total = FLOWSTORE_DEFER_FLOWS * 2;
+    struct flowstore *store = open_store(0);
+    struct flowstore_stats st;
+    int64_t from_ms;
+    char path[32];
+    int i;
+
+    if (store == NULL)
+        goto out;
+    flowstore_set_written_callback(store, hold_writer_once_armed, &armed);
+    for (i = 0; i < total; i++) {
+        snprintf(path, sizeof(path), "/k/%d", i);
+        if (flowstore_submit(store, simple_flow("GET", "kill.test", path, 200)) != 0)
+            goto out;
+    }
+    from_ms = clock_mono_ms();
+    do {
+        flowstore_stats(store, &st);
+        usleep(1000);
+    } while (st.spooled == 0 && clock_mono_ms() - from_ms < 30000);
+    if (st.spooled == 0) {
+        report.status = 2; /* the burst was never spooled */
+        goto out;
+    }
+    __atomic_store_n(&armed.is_armed, true, __ATOMIC_RELEASE);
+    pthread_mutex_lock(&armed.gate.lock);
+    while (!armed.gate.is_entered && clock_mono_ms() - from_ms < 60000) {
+        pthread_mutex_unlock(&armed.gate.lock);
+        usleep(1000);
+        pthread_mutex_lock(&armed.gate.lock);
+    }
+    pthread_mutex_unlock(&armed.gate.lock);
+    flowstore_stats(store, &st);
+    if (!armed.gate.is_entered || st.spooled == 0) {
+        report.status = 3; /* the spool was written whole before the writer was held */
+        goto out;
+    }
+    report.written = st.written;
+    report.spooled = st.spooled;
+    report.submitted = st.submitted;
+    report.status = 0;
+out:
+    if (write(report_fd, &report, sizeof(report)) != (ssize_t)sizeof(report))
+        _exit(4);
+    kill(getpid(), SIGKILL);
+    _exit(5);
+}
+
+/* A proxy killed (SIGKILL) in a burst: what its spool held is stored at
+ * the next start, once each: every flow but those still in the memory
+ * queue, none twice. */
+static void test_killed_in_a_burst_leaves_the_spool_to_the_next_start(void)
+{
+    struct kill_report report = {0, 0, 0, -1};
+    struct flowstore_stats st;
+    struct flowstore *store;
+    char spool_path[160];
+    struct stat sb;
+    int fds[2], status = 0;
+    pid_t pid;
+
+    snprintf(spool_path, sizeof(spool_path), "%s-spool", db_path);
+    CU_ASSERT_EQUAL_FATAL(pipe(fds), 0);
+    pid = fork();
+    CU_ASSERT_FATAL(pid >= 0);
+    if (pid == 0) {
+        close(fds[0]);
+        burst_and_die(fds[1]);
+    }
+    close(fds[1]);
+    CU_ASSERT_EQUAL(read(fds[0], &report, sizeof(report)), (ssize_t)sizeof(report));
+    close(fds[0]);
+    CU_ASSERT_EQUAL(waitpid(pid, &status, 0), pid);
+    CU_ASSERT(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    CU_ASSERT_EQUAL_FATAL(report.status, 0);
+    CU_ASSERT(report.spooled > 0);
+    CU_ASSERT(report.written > 0);
+    CU_ASSERT(stat(spool_path, &sb) == 0 && sb.st_size > 0);
+
+    store = open_store(0);
+    CU_ASSERT_FATAL(store != NULL);
+    CU_ASSERT_EQUAL(flowstore_sync(store, 60000), 0);
+    flowstore_stats(store, &st);
+    /* What the spool held, none of the batch the writer had stored. */
+    CU_ASSERT_EQUAL(st.recovered, report.spooled);
+    CU_ASSERT_EQUAL(st.written, report.spooled);
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows"),
+                    (int)(report.written + report.spooled));
+    CU_ASSERT_EQUAL(query_int("SELECT count(DISTINCT target) FROM flows"),
+                    (int)(report.written + report.spooled));
+    /* In the order they came: the ids follow their numbers. */
+    CU_ASSERT_EQUAL(query_int("SELECT count(*) FROM flows WHERE target != '/k/' || "
+                              "(id - (SELECT min(id) FROM flows))"),
+                    0);
+    flowstore_close(store);
+    CU_ASSERT(stat(spool_path, &sb) != 0);
 }
 
 static void test_full_queue_drops_and_counts(void)
@@ -3532,6 +3663,8 @@ int main(void)
                      test_burst_waits_in_the_queue_until_the_proxy_is_quiet) ||
         !CU_add_test(suite, "long_burst_goes_on_in_the_spool_and_comes_out_in_order",
                      test_long_burst_goes_on_in_the_spool_and_comes_out_in_order) ||
+        !CU_add_test(suite, "killed_in_a_burst_leaves_the_spool_to_the_next_start",
+                     test_killed_in_a_burst_leaves_the_spool_to_the_next_start) ||
         !CU_add_test(suite, "database_error_counts_losses_and_writer_recovers",
                      test_database_error_counts_losses_and_writer_recovers) ||
         !CU_add_test(suite, "locked_database_is_reported_once_and_close_is_bounded",
