@@ -121,24 +121,26 @@ static struct flow_header_facts repoint_facts(struct flow_header_facts facts, co
     return facts;
 }
 
-struct flow *flow_pack(struct flow *flow)
+size_t flow_pack_bytes(const struct flow *flow)
 {
-    const struct flow_tls *tls = &flow->tls;
     size_t bodies = flow->request_body.len + flow->response_body.len +
                     flow->request_body_original.len + flow->response_body_original.len;
-    struct flow *p;
-    size_t bytes;
-    char *at;
 
     if (bodies > FLOW_PACK_BODY_MAX_BYTES || flow->ws.items != NULL)
-        return flow;
-    bytes = sizeof(*flow) + bodies + flow_strings_bytes(flow);
-    p = malloc(bytes);
-    if (p == NULL)
-        return flow;
+        return 0;
+    return sizeof(*flow) + bodies + flow_strings_bytes(flow);
+}
+
+struct flow *flow_pack_into(struct flow *flow, void *block, size_t bytes, int *given_back)
+{
+    const struct flow_tls *tls = &flow->tls;
+    struct flow *p = block;
+    char *at;
+
     *p = *flow;
     p->is_packed = true;
     p->packed_bytes = bytes;
+    p->given_back = given_back;
     at = (char *)(p + 1);
     pack_body(&at, &p->request_body, &flow->request_body);
     pack_body(&at, &p->response_body, &flow->response_body);
@@ -163,6 +165,20 @@ struct flow *flow_pack(struct flow *flow)
     p->tls.cert_sans = pack_text(&at, tls->cert_sans);
     p->tls.verification = pack_text(&at, tls->verification);
     flow->live = NULL; /* the reference moved over */
+    return p;
+}
+
+struct flow *flow_pack(struct flow *flow)
+{
+    size_t bytes = flow_pack_bytes(flow);
+    struct flow *p;
+
+    if (bytes == 0)
+        return flow;
+    p = malloc(bytes);
+    if (p == NULL)
+        return flow;
+    flow_pack_into(flow, p, bytes, NULL);
     flow_free(flow);
     return p;
 }
@@ -182,6 +198,7 @@ void flow_packed_moved(struct flow *flow, uintptr_t was)
 {
     size_t n = flow->packed_bytes;
 
+    flow->given_back = NULL; /* a copy: the block is its own */
     flow->target = moved(flow->target, was, n, flow);
     flow->request_headers = moved(flow->request_headers, was, n, flow);
     flow->response_headers = moved(flow->response_headers, was, n, flow);
@@ -253,6 +270,7 @@ uint32_t flow_packed_layout(void)
         offsetof(struct flow, listener),
         offsetof(struct flow, is_packed),
         offsetof(struct flow, packed_bytes),
+        offsetof(struct flow, given_back),
     };
 
     return hash_sizes(layout, sizeof(layout) / sizeof(layout[0]));
@@ -413,7 +431,10 @@ void flow_free(struct flow *flow)
         return;
     if (flow->is_packed) {
         flow_live_release(flow->live);
-        free(flow);
+        if (flow->given_back != NULL)
+            __atomic_store_n(flow->given_back, 1, __ATOMIC_RELEASE); /* flowring.h */
+        else
+            free(flow);
         return;
     }
     free(flow->target);

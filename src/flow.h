@@ -202,6 +202,10 @@ struct flow {
      * own. */
     bool is_packed;
     size_t packed_bytes;
+    /* A packed flow in a block lent by the flow store's ring (flowring.h):
+     * flow_free() sets this flag rather than free the block. NULL for a
+     * block of its own. */
+    int *given_back;
 };
 
 /*
@@ -220,6 +224,14 @@ struct flow {
  */
 #define FLOW_PACK_BODY_MAX_BYTES (8 * 1024)
 struct flow *flow_pack(struct flow *flow);
+/* The bytes flow_pack() would make flow's block; 0 when it would not pack
+ * it. */
+size_t flow_pack_bytes(const struct flow *flow);
+/* flow_pack() into block, of flow_pack_bytes(flow), which someone else
+ * owns: freeing the packed flow stores 1 in *given_back (flowring.h)
+ * rather than free the block; NULL: the block is the flow's own. flow
+ * keeps its pieces (free it after) but not its live reference. */
+struct flow *flow_pack_into(struct flow *flow, void *block, size_t bytes, int *given_back);
 
 /* A packed flow's block was copied to flow from the address was (the
  * flow spool wrote it to disk and read it back): its pointers into the

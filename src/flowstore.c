@@ -71,6 +71,7 @@
 
 #include "db.h"
 #include "filter.h"
+#include "flowring.h"
 #include "flowseg.h"
 #include "flowspool.h"
 #include "log.h"
@@ -141,6 +142,10 @@ struct flowstore {
      * those it keeps in memory (within FLOWSTORE_QUEUE_MAX_BYTES with the
      * queue's). */
     struct flowspool *spool;
+    /* Where flowstore_submit() packs the flows it queues (flowring.h):
+     * lent under lock, given back by whoever frees a flow; NULL when it
+     * could not be mapped (flows are then packed with malloc()). */
+    struct flowring *ring;
     bool is_spool_failed;
     uint64_t spool_max_bytes; /* the spool's bound (--max-db-size) */
     size_t spooled;
@@ -833,6 +838,7 @@ int flowstore_open(const char *db_path, int64_t max_flows, struct flowstore **ou
         errmsg_set(err, err_len, "flowstore: out of memory");
         goto out;
     }
+    store->ring = flowring_new(FLOWSTORE_RING_BYTES);
     store->has_lock = pthread_mutex_init(&store->lock, NULL) == 0;
     store->has_work_cond = store->has_lock && init_monotonic_cond(&store->work_cond) == 0;
     store->has_done_cond = store->has_work_cond && init_monotonic_cond(&store->done_cond) == 0;
@@ -921,6 +927,7 @@ void flowstore_close(struct flowstore *store)
         for (i = 0; i < store->queue_count; i++)
             flow_free(store->queue[(store->queue_head + i) % FLOWSTORE_QUEUE_FLOWS]);
     flowspool_close(store->spool);
+    flowring_free(store->ring); /* after every flow lent a slot is freed */
 
     sqlite3_finalize(store->begin_stmt);
     sqlite3_finalize(store->commit_stmt);
@@ -1012,6 +1019,59 @@ static uint64_t report_due(uint64_t count, uint64_t *reported)
     return count;
 }
 
+/* Puts flow (of bytes) at the queue's tail; called with lock held, once
+ * it was judged to fit. */
+static void enqueue(struct flowstore *store, struct flow *flow, size_t bytes)
+{
+    size_t at = (store->queue_head + store->queue_count) % FLOWSTORE_QUEUE_FLOWS;
+
+    store->queue[at] = flow;
+    store->queue_sizes[at] = bytes;
+    store->queue_count++;
+    store->queue_bytes += bytes;
+    store->accepted++;
+    /* Wake the writer when work appears, when a batch is full and when it
+     * may defer no longer; in between it is gathering a batch or deferring
+     * (see writer_run). */
+    if (store->queue_count == 1 || store->queue_count == FLOWSTORE_BATCH_FLOWS ||
+        store->queue_count == FLOWSTORE_DEFER_FLOWS)
+        pthread_cond_signal(&store->work_cond);
+    /* A writer waiting for idle time stops waiting (wait_for_idle()). */
+    if (store->queue_count == FLOWSTORE_BUSY_FLOWS)
+        pthread_cond_signal(&store->token_cond);
+}
+
+/*
+ * The common case, without an allocation: flow packed into a slot of the
+ * ring (flowring.h) and queued, in one hold of the lock. Returns true when
+ * it was; false leaves flow as it was for the other way (it does not pack,
+ * the ring or the queue has no room for it now).
+ */
+static bool submit_in_ring(struct flowstore *store, struct flow *flow)
+{
+    size_t bytes = flow_pack_bytes(flow);
+    struct flow *packed = NULL;
+    int *given_back;
+    void *slot;
+
+    if (bytes == 0 || store->ring == NULL)
+        return false;
+    pthread_mutex_lock(&store->lock);
+    if (!store->is_stopping && store->queue_count < FLOWSTORE_QUEUE_FLOWS &&
+        queue_fits(store, bytes) &&
+        (slot = flowring_lend(store->ring, bytes, &given_back)) != NULL) {
+        packed = flow_pack_into(flow, slot, bytes, given_back);
+        if (packed->live_part == FLOW_LIVE_NONE || packed->live_part == FLOW_LIVE_FINAL)
+            store->stats.submitted++;
+        enqueue(store, packed, flow_bytes(packed));
+    }
+    pthread_mutex_unlock(&store->lock);
+    if (packed == NULL)
+        return false;
+    flow_free(flow); /* its pieces, copied into the slot */
+    return true;
+}
+
 int flowstore_submit(struct flowstore *store, struct flow *flow)
 {
     uint64_t dropped = 0, stripped = 0;
@@ -1026,6 +1086,8 @@ int flowstore_submit(struct flowstore *store, struct flow *flow)
         flow_free(flow);
         return -1;
     }
+    if (submit_in_ring(store, flow))
+        return 0;
     flow = flow_pack(flow); /* see flow_pack(): here, on the thread that built it */
     is_counted = flow->live_part == FLOW_LIVE_NONE || flow->live_part == FLOW_LIVE_FINAL;
     bodies = body_bytes(flow);
@@ -1044,27 +1106,12 @@ int flowstore_submit(struct flowstore *store, struct flow *flow)
         store->stats.submitted++;
     if (!store->is_stopping && store->queue_count < FLOWSTORE_QUEUE_FLOWS &&
         queue_fits(store, bytes)) {
-        size_t at = (store->queue_head + store->queue_count) % FLOWSTORE_QUEUE_FLOWS;
-
-        store->queue[at] = flow;
-        store->queue_sizes[at] = bytes;
-        store->queue_count++;
-        store->queue_bytes += bytes;
-        store->accepted++;
+        enqueue(store, flow, bytes);
         flow = NULL;
         if (must_strip) {
             store->stats.bodies_dropped++;
             stripped = report_due(store->stats.bodies_dropped, &store->body_drops_reported);
         }
-        /* Wake the writer when work appears, when a batch is full and when
-         * it may defer no longer; in between it is gathering a batch or
-         * deferring (see writer_run). */
-        if (store->queue_count == 1 || store->queue_count == FLOWSTORE_BATCH_FLOWS ||
-            store->queue_count == FLOWSTORE_DEFER_FLOWS)
-            pthread_cond_signal(&store->work_cond);
-        /* A writer waiting for idle time stops waiting (wait_for_idle()). */
-        if (store->queue_count == FLOWSTORE_BUSY_FLOWS)
-            pthread_cond_signal(&store->token_cond);
         ret = 0;
     } else {
         store->stats.dropped++;

@@ -42,11 +42,12 @@
  * nothing. Once FLOWSTORE_DEFER_FLOWS or FLOWSTORE_DEFER_BYTES are queued
  * it moves them to its spool (flowspool.h, a file beside the database, at
  * most FLOWSTORE_SPOOL_MAX_BYTES or --max-db-size), a few µs a flow, and
- * goes on deferring. The marks are low on purpose: the memory the queue
- * holds is the connection threads' heap, and a queue that holds a whole
- * burst makes them fault fresh pages in for every flow (measured: a third
- * more capture CPU on them than a queue of a few MiB that the writer
- * keeps emptying into the spool, whose freed memory they take again). It
+ * goes on deferring. The marks are low on purpose: queued flows are
+ * packed into the ring (FLOWSTORE_RING_BYTES, flowring.h), and a ring the
+ * writer keeps emptying into the spool stays in the caches the connection
+ * threads pack into; a queue of a whole burst made them fault fresh heap
+ * in for every flow, and one of thousands of malloc()ed flows made each
+ * malloc() slower (bench/README.md, "The spool outlives a crash"). It
  * writes anyway once flows have waited FLOWSTORE_DEFER_MAX_MS or the
  * spool is full (or cannot be written): a load that goes on past that has
  * its flows written as they come, as without deferring, until the proxy
@@ -54,8 +55,8 @@
  * has flows, so that the flows still come in order. Below the rate (a
  * person's browsing) every flow is written as it comes. */
 #define FLOWSTORE_QUIET_FLOWS_PER_S 2000
-#define FLOWSTORE_DEFER_FLOWS 4096
-#define FLOWSTORE_DEFER_BYTES ((size_t)8 * 1024 * 1024)
+#define FLOWSTORE_DEFER_FLOWS 1024
+#define FLOWSTORE_DEFER_BYTES ((size_t)2 * 1024 * 1024)
 #define FLOWSTORE_DEFER_MAX_MS 30000
 #define FLOWSTORE_SPOOL_MAX_BYTES ((uint64_t)1024 * 1024 * 1024)
 /* The writer writes a batch a chunk of FLOWSTORE_IDLE_CHUNK_FLOWS flows at
@@ -100,6 +101,11 @@
  * its freed top for the next burst (glibc's M_TOP_PAD; see flowstore.c,
  * keep_arena_tops()). */
 #define FLOWSTORE_HEAP_TOP_PAD_BYTES (1024 * 1024)
+/* The ring the queued flows are packed into (flowring.h): twice the
+ * spool's byte mark, so that the queue reaches FLOWSTORE_DEFER_BYTES
+ * within it while the writer still holds the flows it moves to the spool.
+ * Flows past it are packed with malloc(). */
+#define FLOWSTORE_RING_BYTES ((size_t)4 * 1024 * 1024)
 
 struct flowstore;
 

@@ -478,14 +478,14 @@ static void test_torn_or_foreign_spool_gives_no_broken_flow(void)
         int fd = open(crash, O_RDWR);
         uint32_t first_bytes;
         off_t block_at;
-        uint64_t was;
 
         CU_ASSERT_FATAL(fd >= 0);
         CU_ASSERT_EQUAL(pread(fd, &first_bytes, 4, 16 + 4), 4);
         block_at = 16 + 32 + (off_t)first_bytes + 32;
-        CU_ASSERT_EQUAL(pread(fd, &was, 8, block_at - 32 + 8), 8);
         CU_ASSERT_EQUAL(pread(fd, &probe, sizeof(probe), block_at), (ssize_t)sizeof(probe));
-        probe.target = (char *)(uintptr_t)(was - 4096);
+        /* Out of the block, and of any block the test's heap may hand
+         * out when it is read back. */
+        probe.target = (char *)(uintptr_t)16;
         CU_ASSERT_EQUAL(pwrite(fd, &probe, sizeof(probe), block_at), (ssize_t)sizeof(probe));
         close(fd);
     }
