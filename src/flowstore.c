@@ -1,9 +1,10 @@
 /*
  * flowstore: captured exchanges in SQLite, written by one thread.
  *
- * Proxy threads only ever take `lock` for the time of a ring-buffer push:
- * flowstore_submit() never touches SQLite, never allocates and never waits
- * for the writer, so a slow, locked, full or corrupt database costs them
+ * Proxy threads only ever take `lock` for the time of a queue push (and of
+ * packing the flow into a slot of the ring, flowring.h): flowstore_submit()
+ * never touches SQLite, allocates only when the ring is full, and never
+ * waits for the writer, so a slow, locked, full or corrupt database costs them
  * nothing; the flows are then dropped (queue full) or lost (write error) and
  * counted. While the proxy takes flows fast the writer leaves them queued
  * and writes them once it is quiet (defer_while_busy(); past the marks of
