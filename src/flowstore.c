@@ -2864,8 +2864,6 @@ static void *writer_run(void *arg)
             has_failed = !write_batch(store, batch, count, true, spool_seq);
             if (!has_failed)
                 notify_written(store, batch, count);
-            if (spool_seq != 0)
-                flowspool_done(store->spool, spool_seq);
             for (i = 0; i < count; i++)
                 flow_free(batch[i]);
             /* Before these flows count as finished: flowstore_sync() then
@@ -2873,6 +2871,10 @@ static void *writer_run(void *arg)
             if (!has_failed)
                 catch_up_headers(store);
         }
+        /* Stored, failed, or lost in the reading (none taken): done with
+         * either way, so that an emptied spool file is cut. */
+        if (spool_seq != 0)
+            flowspool_done(store->spool, spool_seq);
 
         pthread_mutex_lock(&store->lock);
         store->finished += count;
