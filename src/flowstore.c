@@ -736,8 +736,6 @@ static int load_next_id(struct flowstore *store, char *err, size_t err_len)
 static void *writer_run(void *arg);
 static void *idle_run(void *arg);
 static void open_spool(struct flowstore *store, bool is_left_only);
-static void keep_arena_tops(void);
-static pthread_once_t keep_arena_tops_once = PTHREAD_ONCE_INIT;
 static void catch_up_headers(struct flowstore *store);
 
 /* Adds the pairs column (flowseg.c) to the segments' flows_unindexed_N
@@ -876,7 +874,6 @@ int flowstore_open(const char *db_path, int64_t max_flows, struct flowstore **ou
     if (store->hdr_indexed_to < store->segs[0].first_id)
         store->hdr_indexed_to = store->segs[0].first_id;
 
-    pthread_once(&keep_arena_tops_once, keep_arena_tops);
     /* Before the writer, which reads has_idle: without the idle thread it
      * writes without waiting for idle time, as fast as it can. */
     store->has_idle = pthread_create(&store->idle, NULL, idle_run, store) == 0;
@@ -2551,40 +2548,17 @@ static void catch_up_headers(struct flowstore *store)
  * exchange) grows the proxy threads' malloc arenas; once the writer has
  * freed them the memory is free but still the process's, so a burst of
  * traffic left RSS at its high-water mark for good (scenario 8's "RSS
- * with 100,000 flows" was the queue's peak, not the flows stored).
+ * with 100,000 flows" was the queue's peak, not the flows stored). Since
+ * queued flows are packed into the ring (flowring.h), only those past it
+ * are in the arenas; the arenas no longer keep a padded top for the next
+ * burst either (glibc's M_TOP_PAD at 1 MiB measured the same CPU per
+ * request as its default with the ring, and 1 MiB more RSS:
+ * bench/README.md, "The recorder's cost with a full store").
  */
 static void give_back_heap(void)
 {
 #ifdef __GLIBC__
     malloc_trim(0);
-#endif
-}
-
-/*
- * Lets each malloc arena keep FLOWSTORE_HEAP_TOP_PAD_BYTES of its freed
- * top. The connection threads allocate the flows and the writer frees
- * them; with glibc's default pad of 128 KiB each arena's top went back to
- * the system as the writer freed what was queued, and the next flows
- * faulted its pages in again, with an mprotect() each time an arena grew
- * by 128 KiB: 4.4% of the connection threads' samples in a profile of
- * scenario 10, about half of what capture still cost them there
- * (bench/README.md, "The spool, and heaps kept warm": 4-8 µs per request
- * with the pad and the spool, 11-17 without). 1 MiB an arena holds its
- * share of the queue up to the spool's mark (FLOWSTORE_DEFER_BYTES over a
- * dozen arenas); 4 MiB measured about the same (4-7 µs in two runs, 8-10
- * with 1 MiB) and kept 8 MiB more after a burst. The price is
- * memory: up to the pad per arena once the flows are written (glibc makes
- * up to eight arenas per core), which malloc_trim() does not take back
- * from an arena other than the main one. The setting is the process's
- * (glibc has one); it is made where a flow store opens, so with
- * --no-capture nothing changes. Setting it also freezes glibc's mmap
- * threshold at its default, as exchange.c's fix_mmap_threshold() does for
- * body buffers: blocks over 128 KiB are mmap'd and go back when freed.
- */
-static void keep_arena_tops(void)
-{
-#ifdef __GLIBC__
-    mallopt(M_TOP_PAD, FLOWSTORE_HEAP_TOP_PAD_BYTES);
 #endif
 }
 

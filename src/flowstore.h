@@ -97,10 +97,6 @@
 /* After a backlog of at least this many queued flows, once the queue is
  * empty again, the writer hands the freed heap back (malloc_trim). */
 #define FLOWSTORE_TRIM_BACKLOG_FLOWS 1024
-/* Each malloc arena grows by this much at a time and keeps this much of
- * its freed top for the next burst (glibc's M_TOP_PAD; see flowstore.c,
- * keep_arena_tops()). */
-#define FLOWSTORE_HEAP_TOP_PAD_BYTES (1024 * 1024)
 /* The ring the queued flows are packed into (flowring.h): twice the
  * spool's byte mark, so that the queue reaches FLOWSTORE_DEFER_BYTES
  * within it while the writer still holds the flows it moves to the spool.
