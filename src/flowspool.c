@@ -29,8 +29,15 @@
  *
  * Once emptied and stored, the file is truncated, so that its blocks were
  * often never written back to the disk at all, and once closed empty it is
- * removed. Written by pwritev() a chunk of flows at a time and read back
- * in reads of SPOOL_READ_BYTES.
+ * removed. Under a load that goes on it may never empty: the writer stores
+ * its oldest flows while the newest join it. So the records stored are
+ * also freed as it goes (free_done(): a hole punched in the file every
+ * SPOOL_FREE_BYTES, the file's header first saying where the records
+ * begin), and its bound is on the bytes it holds, not on how far it has
+ * been written; without that a spool that filled once would take nothing
+ * until emptied, and the writer's queue would fill in its place. Written
+ * by pwritev() a chunk of flows at a time and read back in reads of
+ * SPOOL_READ_BYTES.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* O_TMPFILE, mkostemp */
@@ -54,12 +61,14 @@
 #define SPOOL_PUT_CHUNK 256          /* flows per pwritev(): two iovecs each, within IOV_MAX */
 #define SPOOL_READ_BYTES (1024 * 1024)
 #define SPOOL_LIVE_MAX 4096 /* live flows of an earlier process matched up, at most */
+#define SPOOL_FREE_BYTES (8 * 1024 * 1024) /* stored records freed at a time */
+#define SPOOL_BLOCK_BYTES 4096             /* what a hole is aligned to */
 
 /* The file's first bytes, written with its first record. */
 struct spool_file_header {
     uint32_t magic;
-    uint32_t layout; /* flow_packed_layout() of the build that wrote it */
-    uint64_t reserved;
+    uint32_t layout;   /* flow_packed_layout() of the build that wrote it */
+    uint64_t start_at; /* where the records begin, those before freed; 0: after this */
 };
 
 struct spool_record {
@@ -87,9 +96,13 @@ struct flowspool {
     uint64_t next_seq;      /* the next record's */
     uint64_t taken_seq;     /* the last record taken */
     uint64_t done_seq;      /* the last record the caller is done with */
+    uint64_t taken_at;      /* the end of the records taken */
+    uint64_t done_at;       /* the end of the records done with */
+    uint64_t freed_to;      /* the file's blocks before this are a hole (free_done()) */
+    bool cannot_free;       /* the file system punches no holes */
     size_t count;           /* flows held, in the file and in the held list */
     bool is_broken;         /* a write failed: takes nothing until emptied */
-    bool is_full;           /* at max_bytes: takes nothing until emptied */
+    bool is_full;           /* at max_bytes: takes nothing until some are freed */
     uint64_t lost;
     /* The flows kept in memory, oldest first (a ring). */
     struct flow **held;
@@ -140,6 +153,11 @@ static void recover(struct flowspool *spool, uint64_t done_seq, uint64_t *abando
     if (fstat(spool->fd, &st) != 0 || st.st_size < (off_t)sizeof(header) ||
         pread_exact(spool->fd, &header, sizeof(header), 0) != 0 || header.magic != SPOOL_FILE_MAGIC)
         goto cut;
+    /* Records before start_at were stored, and their blocks freed. */
+    if (header.start_at > at && header.start_at <= (uint64_t)st.st_size) {
+        at = header.start_at;
+        spool->freed_to = at / SPOOL_BLOCK_BYTES * SPOOL_BLOCK_BYTES;
+    }
     spool->read_at = at;
     /* pread_exact() read the record: at + sizeof(record) <= st_size. */
     while (pread_exact(spool->fd, &record, sizeof(record), at) == 0 &&
@@ -165,12 +183,14 @@ static void recover(struct flowspool *spool, uint64_t done_seq, uint64_t *abando
     spool->recovered_end = at;
     spool->next_seq = last_seq + 1;
     spool->taken_seq = spool->done_seq = done_seq;
+    spool->taken_at = spool->done_at = spool->read_at;
     if (ftruncate(spool->fd, (off_t)at) != 0)
         spool->is_broken = true; /* read back, then cut to nothing */
     return;
 cut:
     spool->count = 0;
     spool->read_at = spool->write_at = spool->recovered_end = 0;
+    spool->freed_to = 0;
     spool->next_seq = last_seq + 1;
     spool->taken_seq = spool->done_seq = last_seq;
     if (ftruncate(spool->fd, 0) != 0)
@@ -271,6 +291,9 @@ static void reset(struct flowspool *spool)
     spool->write_at = 0;
     spool->read_at = 0;
     spool->recovered_end = 0;
+    spool->taken_at = 0;
+    spool->done_at = 0;
+    spool->freed_to = 0;
     spool->rbuf_len = 0;
     spool->rbuf_at = 0;
     spool->is_broken = false;
@@ -324,6 +347,13 @@ void flowspool_close(struct flowspool *spool)
     free(spool);
 }
 
+/* The bytes the file takes on the disk: what was written less the hole. */
+static uint64_t bytes_in_file(const struct flowspool *spool)
+{
+    return spool->write_at -
+           (spool->freed_to > SPOOL_BLOCK_BYTES ? spool->freed_to - SPOOL_BLOCK_BYTES : 0);
+}
+
 /* pwritev() until every byte of iov is written. Returns 0 or -1. */
 static int write_all(int fd, struct iovec *iov, int iovcnt, uint64_t at)
 {
@@ -371,7 +401,7 @@ size_t flowspool_put(struct flowspool *spool, struct flow **flows, const size_t 
             struct flow *flow = flows[taken + n];
             uint64_t block = flow->is_packed ? flow->packed_bytes : 0;
 
-            if (spool->write_at + bytes + sizeof(records[0]) + block > spool->max_bytes ||
+            if (bytes_in_file(spool) + bytes + sizeof(records[0]) + block > spool->max_bytes ||
                 block > UINT32_MAX)
                 break;
             records[n].magic = SPOOL_MAGIC;
@@ -577,6 +607,7 @@ size_t flowspool_take(struct flowspool *spool, struct flow **out, size_t max, ui
             break;
         }
         spool->count--;
+        spool->taken_at = spool->read_at - (spool->rbuf_len - spool->rbuf_at);
         if (flow == NULL)
             spool->lost++;
         else
@@ -588,12 +619,51 @@ size_t flowspool_take(struct flowspool *spool, struct flow **out, size_t max, ui
     return n;
 }
 
+/*
+ * Frees the file's blocks of the records done with, once there are
+ * SPOOL_FREE_BYTES of them: a hole punched from the end of the header's
+ * block, the header first saying where the records now begin, so that a
+ * crash between the two leaves the next start reading past the hole. A
+ * file system that punches no holes keeps them until the spool is
+ * emptied, as before.
+ */
+static void free_done(struct flowspool *spool)
+{
+#ifdef FALLOC_FL_PUNCH_HOLE
+    struct spool_file_header header = {SPOOL_FILE_MAGIC, flow_packed_layout(), spool->done_at};
+    uint64_t from = spool->freed_to > SPOOL_BLOCK_BYTES ? spool->freed_to : SPOOL_BLOCK_BYTES;
+    uint64_t to = spool->done_at / SPOOL_BLOCK_BYTES * SPOOL_BLOCK_BYTES;
+
+    if (spool->cannot_free || spool->is_broken || to < from + SPOOL_FREE_BYTES)
+        return;
+    if (pwrite(spool->fd, &header, sizeof(header), 0) != (ssize_t)sizeof(header))
+        return;
+    if (fallocate(spool->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)from,
+                  (off_t)(to - from)) != 0) {
+        if (errno == EOPNOTSUPP || errno == ENOSYS)
+            spool->cannot_free = true;
+        return;
+    }
+    spool->freed_to = to;
+    spool->is_full = false;
+#else
+    (void)spool;
+#endif
+}
+
 void flowspool_done(struct flowspool *spool, uint64_t seq)
 {
     if (seq > spool->done_seq)
         spool->done_seq = seq;
-    if (is_spent(spool) && (spool->write_at > 0 || spool->is_broken))
+    if (is_spent(spool) && (spool->write_at > 0 || spool->is_broken)) {
         reset(spool);
+        return;
+    }
+    /* Every record taken is done with: the file up to there may go. */
+    if (spool->done_seq >= spool->taken_seq && spool->taken_at > spool->done_at) {
+        spool->done_at = spool->taken_at;
+        free_done(spool);
+    }
 }
 
 size_t flowspool_count(const struct flowspool *spool)

@@ -62,15 +62,19 @@ size_t flowspool_put(struct flowspool *spool, struct flow **flows, const size_t 
 size_t flowspool_take(struct flowspool *spool, struct flow **out, size_t max, uint64_t *last_seq);
 /* The caller is done with the flows taken up to seq (stored, or given up):
  * once it is with all of them and the spool is empty, the file is cut to
- * nothing. Until then a crash leaves them to the next start, which reads
- * back those past the seq the caller stored with them. */
+ * nothing; before that, their records' room in the file is freed now and
+ * then, so that a spool that never empties (a load that goes on) holds at
+ * most its max_bytes, not all it was ever given. Until then a crash leaves
+ * them to the next start, which reads back those past the seq the caller
+ * stored with them. */
 void flowspool_done(struct flowspool *spool, uint64_t seq);
 
 /* Flows held (in the file and in memory). */
 size_t flowspool_count(const struct flowspool *spool);
 /* The bytes (as given to flowspool_put()) of the flows held in memory. */
 size_t flowspool_held_bytes(const struct flowspool *spool);
-/* Whether a put may take flows now: not broken, not full. */
+/* Whether a put may take flows now: not broken, not full (a full one takes
+ * flows again once those done with are freed). */
 bool flowspool_is_usable(const struct flowspool *spool);
 /* Bytes of the file in use (records not yet taken). */
 uint64_t flowspool_file_bytes(const struct flowspool *spool);

@@ -1007,6 +1007,14 @@ static bool has_work(const struct flowstore *store)
     return store->queue_count > 0 || store->spooled > 0;
 }
 
+/* The flows waiting for the writer, queued and spooled: what says whether
+ * the CPU has idle time left for it (wait_for_idle()). Called with lock
+ * held. */
+static size_t backlog(const struct flowstore *store)
+{
+    return store->queue_count + store->spooled;
+}
+
 /* Warns at the 1st, 2nd, 4th, 8th... time a count went up: visible, never
  * a flood. Returns the count to log, 0 for none; called with lock held. */
 static uint64_t report_due(uint64_t count, uint64_t *reported)
@@ -1035,7 +1043,7 @@ static void enqueue(struct flowstore *store, struct flow *flow, size_t bytes)
         store->queue_count == FLOWSTORE_DEFER_FLOWS)
         pthread_cond_signal(&store->work_cond);
     /* A writer waiting for idle time stops waiting (wait_for_idle()). */
-    if (store->queue_count == FLOWSTORE_BUSY_FLOWS)
+    if (backlog(store) == FLOWSTORE_BUSY_FLOWS)
         pthread_cond_signal(&store->token_cond);
 }
 
@@ -2209,7 +2217,8 @@ static void report_batch(struct flowstore *store, size_t count, bool is_ok, cons
 /*
  * Waits until the idle thread has run (see FLOWSTORE_IDLE_CHUNK_FLOWS), at
  * most FLOWSTORE_IDLE_WAIT_MS, and not at all with FLOWSTORE_BUSY_FLOWS
- * flows queued, when stopping, or without an idle thread (has_idle). In
+ * flows waiting (backlog()), when stopping, or without an idle thread
+ * (has_idle). In
  * the writer's transaction: it holds write_lock, then takes lock (the
  * documented order).
  */
@@ -2223,10 +2232,10 @@ static void wait_for_idle(struct flowstore *store)
     until = clock_deadline_ms(CLOCK_MONOTONIC, FLOWSTORE_IDLE_WAIT_MS);
     pthread_mutex_lock(&store->lock);
     tokens = store->idle_tokens;
-    if (store->queue_count < FLOWSTORE_BUSY_FLOWS && !store->is_stopping) {
+    if (backlog(store) < FLOWSTORE_BUSY_FLOWS && !store->is_stopping) {
         store->wants_idle = true;
         pthread_cond_signal(&store->idle_cond);
-        while (store->idle_tokens == tokens && store->queue_count < FLOWSTORE_BUSY_FLOWS &&
+        while (store->idle_tokens == tokens && backlog(store) < FLOWSTORE_BUSY_FLOWS &&
                !store->is_stopping &&
                pthread_cond_timedwait(&store->token_cond, &store->lock, &until) == 0)
             ;

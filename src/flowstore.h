@@ -64,7 +64,8 @@
  * has run, that is when the proxy's threads left a core idle for a
  * moment: so it takes that time rather than theirs, and requests do not
  * wait behind it. It waits at most FLOWSTORE_IDLE_WAIT_MS for that, and
- * not at all from FLOWSTORE_BUSY_FLOWS queued flows on, where the CPU has
+ * not at all from FLOWSTORE_BUSY_FLOWS flows waiting on (queued or
+ * spooled: a spool that long means the load has gone on), where the CPU has
  * no idle time to spare and it writes at the proxy's priority as fast as
  * it can (the room above the mark rides out the writer's slow moments).
  * The writer itself keeps that priority throughout: it holds the

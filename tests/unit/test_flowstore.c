@@ -906,7 +906,7 @@ static void burst_and_die(int report_fd)
     struct armed_gate armed = {{PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, false},
                                false};
     struct kill_report report = {0, 0, 0, 1};
-    int total = FLOWSTORE_DEFER_FLOWS * 2;
+    int total = FLOWSTORE_DEFER_FLOWS * 16;
     struct flowstore *store = open_store(0);
     struct flowstore_stats st;
     int64_t from_ms;
@@ -916,10 +916,19 @@ static void burst_and_die(int report_fd)
     if (store == NULL)
         goto out;
     flowstore_set_written_callback(store, hold_writer_once_armed, &armed);
+    /* A burst until the spool holds more than two batches: the writer
+     * takes one batch from it once the burst is over, so the spool still
+     * holds flows when the writer is held, even if a moment's stall of
+     * this thread let one batch by before the gate was armed. */
     for (i = 0; i < total; i++) {
         snprintf(path, sizeof(path), "/k/%d", i);
         if (flowstore_submit(store, simple_flow("GET", "kill.test", path, 200)) != 0)
             goto out;
+        if (i % 256 == 255) {
+            flowstore_stats(store, &st);
+            if (st.spooled > 2 * FLOWSTORE_BATCH_FLOWS)
+                break;
+        }
     }
     from_ms = clock_mono_ms();
     do {
