@@ -52,7 +52,9 @@
  * spool is full (or cannot be written): a load that goes on past that has
  * its flows written as they come, as without deferring, until the proxy
  * is quiet again. The spool keeps taking the queue at its marks while it
- * has flows, so that the flows still come in order. Below the rate (a
+ * has flows, so that the flows still come in order, and frees the room of
+ * those written as it goes (flowspool_done()), so that under a load that
+ * goes on it never fills with flows already stored. Below the rate (a
  * person's browsing) every flow is written as it comes. */
 #define FLOWSTORE_QUIET_FLOWS_PER_S 2000
 #define FLOWSTORE_DEFER_FLOWS 1024
