@@ -2218,9 +2218,8 @@ static void report_batch(struct flowstore *store, size_t count, bool is_ok, cons
  * Waits until the idle thread has run (see FLOWSTORE_IDLE_CHUNK_FLOWS), at
  * most FLOWSTORE_IDLE_WAIT_MS, and not at all with FLOWSTORE_BUSY_FLOWS
  * flows waiting (backlog()), when stopping, or without an idle thread
- * (has_idle). In
- * the writer's transaction: it holds write_lock, then takes lock (the
- * documented order).
+ * (has_idle). In the writer's transaction: it holds write_lock, then
+ * takes lock (the documented order).
  */
 static void wait_for_idle(struct flowstore *store)
 {
