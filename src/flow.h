@@ -248,8 +248,9 @@ uint32_t flow_packed_layout(void);
  * into the block, every string and body ending inside it, header facts
  * within their section, no WebSocket messages; its fixed-size strings are
  * cut at their last byte and its bools made true or false (first: a bool
- * holding another byte is undefined). live is not looked at. A file may end in a torn
- * or stale block: this keeps such a block from being read as a flow. */
+ * holding another byte is undefined). live is not looked at. A file may
+ * end in a torn or stale block: this keeps such a block from being read
+ * as a flow. */
 bool flow_packed_is_whole(struct flow *flow);
 
 /* The bytes of every string flow holds (its TLS strings too), each with its

@@ -96,7 +96,6 @@ struct flowspool {
     uint64_t next_seq;      /* the next record's */
     uint64_t taken_seq;     /* the last record taken */
     uint64_t done_seq;      /* the last record the caller is done with */
-    uint64_t taken_at;      /* the end of the records taken */
     uint64_t done_at;       /* the end of the records done with */
     uint64_t freed_to;      /* the file's blocks before this are a hole (free_done()) */
     bool cannot_free;       /* the file system punches no holes */
@@ -183,7 +182,7 @@ static void recover(struct flowspool *spool, uint64_t done_seq, uint64_t *abando
     spool->recovered_end = at;
     spool->next_seq = last_seq + 1;
     spool->taken_seq = spool->done_seq = done_seq;
-    spool->taken_at = spool->done_at = spool->read_at;
+    spool->done_at = spool->read_at;
     if (ftruncate(spool->fd, (off_t)at) != 0)
         spool->is_broken = true; /* read back, then cut to nothing */
     return;
@@ -291,7 +290,6 @@ static void reset(struct flowspool *spool)
     spool->write_at = 0;
     spool->read_at = 0;
     spool->recovered_end = 0;
-    spool->taken_at = 0;
     spool->done_at = 0;
     spool->freed_to = 0;
     spool->rbuf_len = 0;
@@ -455,6 +453,12 @@ size_t flowspool_put(struct flowspool *spool, struct flow **flows, const size_t 
     return taken;
 }
 
+/* Where the next record to take begins: the end of those taken. */
+static uint64_t read_position(const struct flowspool *spool)
+{
+    return spool->read_at - (spool->rbuf_len - spool->rbuf_at);
+}
+
 /* Reads len bytes of the records into dst. Returns 0 or -1. */
 static int read_exact(struct flowspool *spool, void *dst, size_t len)
 {
@@ -550,7 +554,7 @@ static struct flow *take_one(struct flowspool *spool, bool *is_lost)
 
     *is_lost = false;
     do {
-        is_recovered = spool->read_at - (spool->rbuf_len - spool->rbuf_at) < spool->recovered_end;
+        is_recovered = read_position(spool) < spool->recovered_end;
         if (read_exact(spool, &record, sizeof(record)) != 0 || record.magic != SPOOL_MAGIC ||
             (record.bytes != 0 && record.bytes < sizeof(struct flow)))
             return NULL;
@@ -607,7 +611,6 @@ size_t flowspool_take(struct flowspool *spool, struct flow **out, size_t max, ui
             break;
         }
         spool->count--;
-        spool->taken_at = spool->read_at - (spool->rbuf_len - spool->rbuf_at);
         if (flow == NULL)
             spool->lost++;
         else
@@ -660,8 +663,8 @@ void flowspool_done(struct flowspool *spool, uint64_t seq)
         return;
     }
     /* Every record taken is done with: the file up to there may go. */
-    if (spool->done_seq >= spool->taken_seq && spool->taken_at > spool->done_at) {
-        spool->done_at = spool->taken_at;
+    if (spool->done_seq >= spool->taken_seq && read_position(spool) > spool->done_at) {
+        spool->done_at = read_position(spool);
         free_done(spool);
     }
 }
@@ -683,7 +686,7 @@ size_t flowspool_held_bytes(const struct flowspool *spool)
 
 uint64_t flowspool_file_bytes(const struct flowspool *spool)
 {
-    return spool->write_at - (spool->read_at - (spool->rbuf_len - spool->rbuf_at));
+    return spool->write_at - read_position(spool);
 }
 
 uint64_t flowspool_lost(const struct flowspool *spool)

@@ -2815,8 +2815,8 @@ static void *writer_run(void *arg)
          * flows join it at its marks rather than fill the queue. */
         if (store->spooled > 0 && !store->is_stopping && is_queue_at_mark(store))
             spool_queue(store);
-        if (store->queue_count + store->spooled > backlog_peak)
-            backlog_peak = store->queue_count + store->spooled;
+        if (backlog(store) > backlog_peak)
+            backlog_peak = backlog(store);
         spool_seq = 0;
         if (store->spooled > 0) {
             uint64_t lost_before = flowspool_lost(store->spool), lost;
